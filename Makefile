@@ -1,0 +1,49 @@
+# EXION generator. The two commands a new user needs:
+#   make demo   set up, generate the accelerator's Verilog, run a golden-checked RTL simulation
+#   make test   set up and run the whole test suite (what CI runs)
+# Everything installs into ./.venv from pyproject.toml with pip; no OS packages beyond
+# python3, pip, perl, g++ and make are needed.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+JOBS   ?= 2
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help venv demo test test-long test-fast bench lint synth pnr clean distclean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev,fpga]"
+	@touch $(STAMP)
+
+venv: $(STAMP)  ## create or refresh the virtual environment
+
+demo: $(STAMP)  ## generate Verilog and run a golden-checked RTL simulation, print a report
+	$(BIN)/exion demo --out build/demo
+
+test: $(STAMP)  ## the whole suite (RTL benches on Verilator included); what CI runs
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-long: $(STAMP)  ## the suite plus long seeded random regressions
+	EXION_LONG=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)  ## benchmarks: print figures and write JSON under build/bench
+	$(BIN)/python -m exion.gen.cli bench --out build/bench
+
+lint: $(STAMP)  ## ruff + verilator --lint-only -Wall on every generated top
+	$(BIN)/ruff check .
+	$(BIN)/exion lint --config toy
+	$(BIN)/exion lint --config exion16
+
+clean:  ## remove generated files (keeps the venv)
+	rm -rf build out .pytest_cache .hypothesis
+
+distclean: clean  ## also remove the virtual environment
+	rm -rf $(VENV) *.egg-info

@@ -1,0 +1,298 @@
+"""The one configuration object of the EXION generator (SPEC section 1).
+
+Every hardware block, golden function, bench and CLI command takes a :class:`Config`.
+It is a frozen dataclass: parameters are checked once, at construction, and an impossible
+configuration raises :class:`ConfigError` naming the field, the bad value and the limit.
+
+Presets: ``toy`` (the seed's 8 x 3 toy model) and ``exion16`` (the seed's EXION core).
+Custom configurations load from TOML (:func:`load_config`); a TOML file may start from a
+preset with ``base = "toy"`` and override single fields.
+
+Choices made here (also in ``docs/choices.md``):
+
+* Bank counts are derived, not free: IMEM has R banks, WMEM has C banks, OMEM has R banks,
+  exactly as in both seed configurations.
+* Depths count W-bit elements for IMEM/WMEM and A-bit results for OMEM, for *one side* of
+  a double buffer. A physical IMEM/WMEM word holds L elements, so a depth must be a
+  multiple of L.
+* ``k_max`` is the longest reduction (K) the config guarantees exact; the accumulator rule
+  of SPEC 2, ``k_max * 2**(2W-2) < 2**(A-1)``, is enforced. exion16 declares 4608, the
+  DiT-XL/2 FC2 reduction, reached with K-splits accumulated in OMEM.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["Config", "ConfigError", "PRESETS", "get_config", "load_config"]
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot work. The message names the field and the limit."""
+
+
+def _bits(n: int) -> int:
+    """Bits needed to address ``n`` distinct values (at least 1)."""
+    return max(1, (n - 1).bit_length())
+
+
+@dataclass(frozen=True)
+class Config:
+    """All parameters of one EXION core.
+
+    Parameters
+    ----------
+    name : str
+        Identifier used in file names and reports.
+    rows, cols : int
+        R x C array of dot-product units (DPUs).
+    lanes : int
+        L, multipliers per DPU (elements per memory word).
+    width : int
+        W, operand width in bits (signed two's complement), 4..16.
+    acc_width : int
+        A, accumulator / result width in bits.
+    merge_ways : int
+        m, ConMerge ways: weight vectors per DPU column per cycle, 1..R.
+    imem_depth, wmem_depth : int
+        Elements per IMEM / WMEM bank (one side of the double buffer).
+    omem_depth : int
+        Results per OMEM bank.
+    k_max : int
+        Longest reduction length guaranteed exact in ``acc_width`` bits.
+    merge_window : int or None
+        W_open of the ConMerge merge step; ``None`` means C.
+    lod_terms : int
+        Eager prediction: 1 = LOD, 2 = two-step LOD (TS-LOD).
+    dpu_pipe_mul, dpu_pipe_tree : bool
+        Pipeline register after the multipliers / after the adder tree of every DPU.
+    gb_bytes_per_cycle : int
+        Global-buffer bandwidth that fills IMEM/WMEM, in bytes per cycle (cycle model).
+    """
+
+    name: str
+    rows: int
+    cols: int
+    lanes: int
+    width: int = 12
+    acc_width: int = 32
+    merge_ways: int = 1
+    imem_depth: int = 256
+    wmem_depth: int = 1024
+    omem_depth: int = 64
+    k_max: int = 256
+    merge_window: int | None = None
+    lod_terms: int = 2
+    dpu_pipe_mul: bool = True
+    dpu_pipe_tree: bool = True
+    gb_bytes_per_cycle: int = 64
+    # Not a parameter: keeps dataclasses.replace() and ==/hash honest.
+    _checked: bool = field(default=False, init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        self._validate()
+        object.__setattr__(self, "_checked", True)
+
+    # -- validation -------------------------------------------------------------------
+    def _validate(self):
+        def need(cond, fieldname, value, limit):
+            if not cond:
+                raise ConfigError(
+                    f"config {self.name!r}: {fieldname} = {value!r} is invalid: {limit}")
+
+        if not isinstance(self.name, str) or not self.name or not all(
+                ch.isalnum() or ch in "_-." for ch in self.name):
+            raise ConfigError(
+                f"config name {self.name!r} is invalid: use letters, digits, '_', '-', '.'")
+        ints = ["rows", "cols", "lanes", "width", "acc_width", "merge_ways", "imem_depth",
+                "wmem_depth", "omem_depth", "k_max", "lod_terms", "gb_bytes_per_cycle"]
+        for f in ints:
+            v = getattr(self, f)
+            need(isinstance(v, int) and not isinstance(v, bool), f, v, "must be an integer")
+        for f in ("dpu_pipe_mul", "dpu_pipe_tree"):
+            v = getattr(self, f)
+            need(isinstance(v, bool), f, v, "must be true or false")
+        for f in ("rows", "cols", "lanes", "k_max", "gb_bytes_per_cycle"):
+            need(getattr(self, f) >= 1, f, getattr(self, f), "must be >= 1")
+        need(4 <= self.width <= 16, "width", self.width, "must be in 4..16")
+        need(2 * self.width <= self.acc_width <= 64, "acc_width", self.acc_width,
+             f"must be in {2 * self.width}..64 (2 * width .. 64)")
+        need(1 <= self.merge_ways <= self.rows, "merge_ways", self.merge_ways,
+             f"must be in 1..{self.rows} (1..rows)")
+        if self.merge_window is not None:
+            need(isinstance(self.merge_window, int) and self.merge_window >= 1,
+                 "merge_window", self.merge_window, "must be an integer >= 1 (or omitted)")
+        need(self.lod_terms in (1, 2), "lod_terms", self.lod_terms, "must be 1 or 2")
+        L = self.lanes
+        for f in ("imem_depth", "wmem_depth"):
+            v = getattr(self, f)
+            need(v >= L and v % L == 0, f, v,
+                 f"must be a positive multiple of lanes = {L} (one memory word is L elements)")
+        need(self.wmem_depth >= self.merge_ways * L, "wmem_depth", self.wmem_depth,
+             f"must hold one word per merge way: >= merge_ways * lanes = {self.merge_ways * L}")
+        need(self.omem_depth >= self.cols, "omem_depth", self.omem_depth,
+             f"must hold one pass's columns: >= cols = {self.cols}")
+        # SPEC 2: K_max * 2^(2W-2) < 2^(A-1).
+        limit = self.k_max_limit
+        need(self.k_max <= limit, "k_max", self.k_max,
+             f"accumulator too narrow: k_max * 2**(2*width-2) must be < 2**(acc_width-1), "
+             f"so k_max <= {limit} for width = {self.width}, acc_width = {self.acc_width}")
+
+    # -- derived values ---------------------------------------------------------------
+    @property
+    def k_max_limit(self) -> int:
+        """Largest K with ``K * 2**(2W-2) < 2**(A-1)``."""
+        return (2 ** (self.acc_width - 1) - 1) // 2 ** (2 * self.width - 2)
+
+    @property
+    def imem_banks(self) -> int:
+        return self.rows
+
+    @property
+    def wmem_banks(self) -> int:
+        return self.cols
+
+    @property
+    def omem_banks(self) -> int:
+        return self.rows
+
+    @property
+    def imem_words(self) -> int:
+        return self.imem_depth // self.lanes
+
+    @property
+    def wmem_words(self) -> int:
+        return self.wmem_depth // self.lanes
+
+    @property
+    def w_open(self) -> int:
+        """ConMerge merge window (SPEC 3.2 step 4)."""
+        return self.cols if self.merge_window is None else self.merge_window
+
+    @property
+    def peak_macs(self) -> int:
+        """Peak multiply-accumulates per cycle: R * C * L."""
+        return self.rows * self.cols * self.lanes
+
+    @property
+    def wmin(self) -> int:
+        return -(2 ** (self.width - 1))
+
+    @property
+    def wmax(self) -> int:
+        return 2 ** (self.width - 1) - 1
+
+    @property
+    def imem_addr_bits(self) -> int:
+        return _bits(self.imem_words)
+
+    @property
+    def wmem_addr_bits(self) -> int:
+        return _bits(self.wmem_words)
+
+    @property
+    def omem_addr_bits(self) -> int:
+        return _bits(self.omem_depth)
+
+    @property
+    def dpu_latency(self) -> int:
+        """Cycles from a DPU input beat with ``last`` to its result (see hw/dpu.py)."""
+        return 1 + int(self.dpu_pipe_mul) + int(self.dpu_pipe_tree)
+
+    # -- serialisation ----------------------------------------------------------------
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.pop("_checked")
+        return d
+
+    def derived(self) -> dict:
+        names = ["k_max_limit", "imem_banks", "wmem_banks", "omem_banks", "imem_words",
+                 "wmem_words", "w_open", "peak_macs", "imem_addr_bits", "wmem_addr_bits",
+                 "omem_addr_bits", "dpu_latency"]
+        return {n: getattr(self, n) for n in names}
+
+    @property
+    def hash(self) -> str:
+        """Short stable hash of every parameter (used in build-cache keys and manifests)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+    def replace(self, **changes) -> Config:
+        """A copy with some fields changed (validated again)."""
+        unknown = set(changes) - set(self.to_dict())
+        if unknown:
+            raise ConfigError(f"unknown config field(s): {', '.join(sorted(unknown))}; "
+                              f"known: {', '.join(self.to_dict())}")
+        return dataclasses.replace(self, **changes)
+
+
+PRESETS: dict[str, Config] = {
+    # The seed's toy model: 8 x 3 array, 8/3/8 banks.
+    "toy": Config(name="toy", rows=8, cols=3, lanes=4, width=12, acc_width=32, merge_ways=2,
+                  imem_depth=256, wmem_depth=1024, omem_depth=64, k_max=256),
+    # The seed's EXION core: 16 x 16 DPUs, IMEM 1.5 KB, WMEM 12 KB, OMEM 384 results per bank.
+    "exion16": Config(name="exion16", rows=16, cols=16, lanes=16, width=12, acc_width=36,
+                      merge_ways=4, imem_depth=1024, wmem_depth=8192, omem_depth=384,
+                      k_max=4608),
+}
+
+
+def load_config(path: str | Path) -> Config:
+    """Load a config from a TOML file of top-level keys (optionally ``base = "PRESET"``)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {e.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {e}") from None
+    base = data.pop("base", None)
+    known = set(PRESETS["toy"].to_dict())
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"config file {str(path)!r}: unknown field(s) {', '.join(unknown)}; "
+                          f"known fields: {', '.join(sorted(known))}")
+    for k, v in data.items():
+        if isinstance(v, (dict, list)):
+            raise ConfigError(f"config file {str(path)!r}: field {k} must be a single value, "
+                              f"got {type(v).__name__}")
+    if base is not None:
+        if base not in PRESETS:
+            raise ConfigError(f"config file {str(path)!r}: base = {base!r} is not a preset; "
+                              f"presets: {', '.join(PRESETS)}")
+        data.setdefault("name", path.stem)
+        try:
+            return PRESETS[base].replace(**data)
+        except ConfigError as e:
+            raise ConfigError(f"config file {str(path)!r}: {e}") from None
+    missing = [f for f in ("rows", "cols", "lanes") if f not in data]
+    if missing:
+        raise ConfigError(f"config file {str(path)!r}: missing field(s) {', '.join(missing)} "
+                          f"(or give base = \"toy\" / \"exion16\")")
+    data.setdefault("name", path.stem)
+    try:
+        return Config(**data)
+    except ConfigError as e:
+        raise ConfigError(f"config file {str(path)!r}: {e}") from None
+    except TypeError as e:  # wrong kinds of values reaching dataclass init
+        raise ConfigError(f"config file {str(path)!r}: {e}") from None
+
+
+def get_config(name_or_path: str | Path | Config) -> Config:
+    """A preset by name, or a config loaded from a TOML file path."""
+    if isinstance(name_or_path, Config):
+        return name_or_path
+    s = str(name_or_path)
+    if s in PRESETS:
+        return PRESETS[s]
+    if s.endswith(".toml") or Path(s).exists():
+        return load_config(s)
+    raise ConfigError(f"unknown config {s!r}: not a preset ({', '.join(PRESETS)}) "
+                      f"and not a TOML file")

@@ -1,0 +1,29 @@
+"""Shared pytest set-up.
+
+* ``long`` tests (big seeded random regressions) are *deselected*, not skipped, unless
+  ``EXION_LONG=1`` (``make test-long``), so a skip never counts as a pass.
+* ``EXION_SEED`` fixes the seed of every seeded test; otherwise each test prints its own.
+"""
+
+import os
+
+import pytest
+
+from exion import PRESETS
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("EXION_LONG") == "1":
+        return
+    keep, drop = [], []
+    for item in items:
+        (drop if item.get_closest_marker("long") else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+@pytest.fixture(params=sorted(PRESETS), ids=lambda n: n)
+def preset(request):
+    """Each preset config (toy, exion16)."""
+    return PRESETS[request.param]
