@@ -29,10 +29,12 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import ExionError
+
 __all__ = ["Config", "ConfigError", "PRESETS", "get_config", "load_config"]
 
 
-class ConfigError(ValueError):
+class ConfigError(ExionError):
     """A configuration that cannot work. The message names the field and the limit."""
 
 

@@ -1,0 +1,76 @@
+"""Shared pieces of every cocotb bench (runs inside the simulator's Python).
+
+A bench learns everything from the environment that :func:`exion.sim.runner.run_bench` sets:
+``EXION_MANIFEST`` (the generated top's JSON: config and constants), ``EXION_PARAMS`` (JSON
+parameters of this run) and ``EXION_REPORT`` (where to write the JSON report). Its NumPy
+generator is seeded from ``cocotb.RANDOM_SEED`` so a failing run is reproducible.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import cocotb
+import numpy as np
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, FallingEdge
+
+from exion.config import Config
+
+CLOCK_NS = 10
+
+
+def manifest() -> dict:
+    with open(os.environ["EXION_MANIFEST"]) as fh:
+        return json.load(fh)
+
+
+def bench_config() -> Config:
+    return Config(**manifest()["config"])
+
+
+def params() -> dict:
+    return json.loads(os.environ.get("EXION_PARAMS", "{}"))
+
+
+def rng() -> np.random.Generator:
+    return np.random.default_rng(cocotb.RANDOM_SEED)
+
+
+def write_report(data: dict) -> None:
+    path = os.environ.get("EXION_REPORT")
+    if path:
+        data = {"seed": int(os.environ.get("COCOTB_RANDOM_SEED", cocotb.RANDOM_SEED)), **data}
+        with open(path, "w") as fh:
+            json.dump(data, fh, indent=2, default=_json_default)
+
+
+def _json_default(o):
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(type(o).__name__)
+
+
+async def start(dut, reset_cycles: int = 2) -> None:
+    """Start the clock, pulse ``rst`` and return at a falling edge (the drive point)."""
+    Clock(dut.clk, CLOCK_NS, unit="ns").start()
+    dut.rst.value = 1
+    await ClockCycles(dut.clk, reset_cycles)
+    await FallingEdge(dut.clk)
+    dut.rst.value = 0
+
+
+class Stopwatch:
+    """Wall time and simulated cycles of a bench, for the cycles-per-second figure."""
+
+    def __init__(self):
+        self.t0 = time.perf_counter()
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.t0

@@ -1,0 +1,190 @@
+"""The runner layer every bench uses: generate once, Verilate once, run cocotb, fail loudly.
+
+* :func:`rtl_build` generates a top's Verilog (cached on config hash + source hash) and
+  Verilates it into ``build/sim/<module>-<key>`` (cached on the Verilog text, the Verilator
+  version and the trace flag). A file lock makes concurrent pytest processes share one build.
+* :func:`run_bench` runs a cocotb test module against a build with a seed, and turns a
+  failed or crashed cocotb run into an :class:`AssertionError` whose message carries the seed
+  and the command to re-run it.
+* Waveforms: ``waves=True`` or ``EXION_WAVES=1`` builds with ``--trace-fst`` and writes
+  ``dump.fst`` into the run's own folder (never into the working directory).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from exion.config import Config
+
+from .toolchain import verilator_env, verilator_version
+
+__all__ = ["RtlBuild", "rtl_build", "run_bench", "BenchFailure", "build_root", "waves_requested"]
+
+
+def build_root() -> Path:
+    """``$EXION_BUILD`` or ``<repo>/build``."""
+    env = os.environ.get("EXION_BUILD")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "build"
+
+
+def waves_requested(flag: bool = False) -> bool:
+    return flag or os.environ.get("EXION_WAVES", "") not in ("", "0")
+
+
+class BenchFailure(AssertionError):
+    """A cocotb bench failed; the message carries the seed and how to re-run it."""
+
+
+@dataclass(frozen=True)
+class RtlBuild:
+    cfg: Config
+    top: str
+    module: str
+    verilog: Path
+    manifest: Path
+    sim_dir: Path
+    waves: bool
+    gen_seconds: float      # 0.0 when reused from the cache
+    build_seconds: float    # 0.0 when reused from the cache
+
+    def manifest_data(self) -> dict:
+        return json.loads(self.manifest.read_text())
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def rtl_build(cfg: Config, top: str, *, waves: bool = False, progress=None) -> RtlBuild:
+    """Generate and Verilate ``top`` for ``cfg`` once; later calls reuse the build."""
+    from cocotb_tools.runner import get_runner
+
+    from exion.gen.verilog import generate
+
+    waves = waves_requested(waves)
+    root = build_root()
+    rtl_dir = root / "rtl" / f"{cfg.name}-{cfg.hash}"
+    with _locked(root / "locks" / f"gen-{cfg.name}-{cfg.hash}-{top}.lock"):
+        gen = generate(cfg, top, rtl_dir)
+    text = gen.verilog.read_bytes()
+    key = hashlib.sha256(text + verilator_version().encode() + (b"fst" if waves else b"")
+                         ).hexdigest()[:12]
+    module = f"exion_{top}"
+    sim_dir = root / "sim" / f"{module}-{cfg.name}-{key}"
+    stamp = sim_dir / ".built"
+    build_seconds = 0.0
+    with _locked(root / "locks" / f"sim-{module}-{key}.lock"):
+        if not stamp.exists():
+            if progress:
+                progress(f"Verilating {module} ({cfg.name}){' with FST tracing' if waves else ''}"
+                         f" into {sim_dir} ...")
+            t0 = time.perf_counter()
+            runner = get_runner("verilator")
+            env_backup = dict(os.environ)
+            os.environ.update(verilator_env())
+            try:
+                runner.build(
+                    sources=[gen.verilog], hdl_toplevel=module, build_dir=sim_dir,
+                    build_args=(["--trace-fst", "--trace-structs"] if waves else []) +
+                    ["-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial", "fast"],
+                    waves=waves, always=True, log_file=sim_dir / "build.log")
+            finally:
+                os.environ.clear()
+                os.environ.update(env_backup)
+            build_seconds = time.perf_counter() - t0
+            stamp.write_text(json.dumps({"seconds": build_seconds}))
+    return RtlBuild(cfg, top, module, gen.verilog, gen.manifest, sim_dir, waves,
+                    gen.seconds, build_seconds)
+
+
+def _failure_excerpt(log: Path, max_lines: int = 25) -> str:
+    """The failing test's traceback tail from a cocotb log, without the log-column prefix."""
+    if not log.exists():
+        return ""
+    lines = log.read_text(errors="replace").splitlines()
+    for i, line in enumerate(lines):
+        if " failed" in line and "cocotb.regression" in line:
+            body = [ln.strip() for ln in lines[i:i + 200]]
+            for j, ln in enumerate(body):
+                if ln.startswith(("AssertionError", "Error", "ValueError", "TypeError")):
+                    return "\n".join(body[j:j + max_lines])
+            return "\n".join(body[-max_lines:])
+    return "\n".join(ln.strip() for ln in lines[-max_lines:])
+
+
+def new_seed() -> int:
+    env = os.environ.get("EXION_SEED")
+    return int(env) if env else random.SystemRandom().randrange(1, 2**31)
+
+
+def run_bench(build: RtlBuild, test_module: str, *, seed: int | None = None,
+              testcase: str | None = None, params: dict | None = None,
+              run_name: str | None = None) -> dict:
+    """Run cocotb ``test_module`` on ``build``; return the JSON report the bench wrote.
+
+    ``params`` reach the bench as JSON in ``EXION_PARAMS``; the bench writes its report to
+    ``EXION_REPORT``. Raises :class:`BenchFailure` (with the seed) if any cocotb test fails.
+    """
+    from cocotb_tools.runner import get_results, get_runner
+
+    seed = new_seed() if seed is None else int(seed)
+    run_name = run_name or (testcase or test_module.rsplit(".", 1)[-1])
+    test_dir = build.sim_dir / "runs" / f"{run_name}-{seed}"
+    test_dir.mkdir(parents=True, exist_ok=True)
+    report = test_dir / "report.json"
+    report.unlink(missing_ok=True)
+    extra_env = {
+        "EXION_MANIFEST": str(build.manifest),
+        "EXION_REPORT": str(report),
+        "EXION_PARAMS": json.dumps(params or {}),
+        "COCOTB_LOG_LEVEL": os.environ.get("COCOTB_LOG_LEVEL", "WARNING"),
+    }
+    env_backup = dict(os.environ)
+    os.environ.update(verilator_env())
+    rerun = (f"EXION_SEED={seed} (re-run with: EXION_SEED={seed} pytest ... ; waves: "
+             f"EXION_WAVES=1)")
+    try:
+        runner = get_runner("verilator")
+        results = runner.test(
+            hdl_toplevel=build.module, hdl_toplevel_lang="verilog", test_module=test_module,
+            build_dir=build.sim_dir,
+            test_dir=test_dir, seed=seed, testcase=testcase, extra_env=extra_env,
+            waves=build.waves, results_xml=str(test_dir / "results.xml"),
+            log_file=test_dir / "sim.log",
+            test_args=(["--trace-file", str(test_dir / "dump.fst")] if build.waves else []))
+    except SystemExit:  # cocotb's runner exits when tests fail or the simulator dies
+        results = test_dir / "results.xml"
+    finally:
+        os.environ.clear()
+        os.environ.update(env_backup)
+    log = test_dir / "sim.log"
+    try:
+        n_tests, n_failed = get_results(Path(results))
+    except (RuntimeError, OSError, ValueError):
+        n_tests, n_failed = 0, 0
+    if n_tests == 0 or n_failed:
+        what = (f"{n_failed} of {n_tests} cocotb test(s) failed" if n_tests
+                else "the simulation crashed before reporting")
+        raise BenchFailure(f"{what} in {test_module} on {build.module} ({build.cfg.name}), "
+                           f"seed {seed}; {rerun}; log: {log}\n{_failure_excerpt(log)}")
+    data = json.loads(report.read_text()) if report.exists() else {}
+    data.setdefault("seed", seed)
+    data["run_dir"] = str(test_dir)
+    if build.waves:
+        data["waves"] = str(test_dir / "dump.fst")
+    return data

