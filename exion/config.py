@@ -4,7 +4,8 @@ Every hardware block, golden function, bench and CLI command takes a :class:`Con
 It is a frozen dataclass: parameters are checked once, at construction, and an impossible
 configuration raises :class:`ConfigError` naming the field, the bad value and the limit.
 
-Presets: ``toy`` (the seed's 8 x 3 toy model) and ``exion16`` (the seed's EXION core).
+Presets: ``toy`` (the seed's 8 x 3 toy model), ``exion16`` (the seed's EXION core) and
+``fpga`` (8 x 4 x 4 lanes: fits the multipliers of an ECP5-85F).
 Custom configurations load from TOML (:func:`load_config`); a TOML file may start from a
 preset with ``base = "toy"`` and override single fields.
 
@@ -241,6 +242,10 @@ PRESETS: dict[str, Config] = {
     "exion16": Config(name="exion16", rows=16, cols=16, lanes=16, width=12, acc_width=36,
                       merge_ways=4, imem_depth=1024, wmem_depth=8192, omem_depth=384,
                       k_max=4608),
+    # FPGA-sized: 8 x 4 DPUs x 4 lanes = 128 12x12 multipliers, inside ECP5-85F's 156
+    # MULT18X18D blocks; same memories as toy.
+    "fpga": Config(name="fpga", rows=8, cols=4, lanes=4, width=12, acc_width=32, merge_ways=2,
+                   imem_depth=256, wmem_depth=1024, omem_depth=64, k_max=256),
 }
 
 

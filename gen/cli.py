@@ -5,6 +5,7 @@ Subcommands live in their own modules, each with a ``register(subparsers)`` func
 * ``gen``, ``lint``, ``demo``  -- ``exion.gen.cli_gen``
 * ``golden ...``               -- ``exion.gen.cli_golden`` (golden-model figures, no RTL)
 * ``sim ...``                  -- ``exion.gen.cli_sim`` (Verilated RTL runs checked against golden)
+* ``synth``, ``pnr``           -- ``exion.gen.cli_fpga`` (Yosys / nextpnr FPGA flow)
 
 Bad input (unknown config, invalid field, unreadable file, wrong array shape) prints one line
 ``exion: error: ...`` naming the problem and exits with status 2; nothing is written.
@@ -23,6 +24,7 @@ SUBCOMMAND_MODULES = [
     "exion.gen.cli_gen",
     "exion.gen.cli_golden",
     "exion.gen.cli_sim",
+    "exion.gen.cli_fpga",
 ]
 
 

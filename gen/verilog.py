@@ -40,6 +40,7 @@ LINT_WAIVERS = {
     "WIDTHTRUNC": "Amaranth relies on Verilog's implicit truncation on assignment",
     "UNUSEDSIGNAL": "Yosys keeps bits of wide intermediates that a slice does not read",
     "PROCASSINIT": "Amaranth declares registers with their init value (FPGA power-up state)",
+    "DECLFILENAME": "one generated file holds the top module and all of its submodules",
 }
 
 
@@ -48,9 +49,16 @@ def _make_dpu(cfg: Config):
     return DPU(cfg)
 
 
+def _make_sdue(cfg: Config):
+    from exion.hw.sdue import SDUE
+    return SDUE(cfg)
+
+
 # name -> (factory, one-line description). Later blocks register here.
 TOPS = {
     "dpu": (_make_dpu, "dot-product unit: L multipliers, adder tree, A-bit accumulator"),
+    "sdue": (_make_sdue, "sparse-dense unified engine: R x C DPUs, i_sw/w_sw/cv_switch, "
+                         "IMEM/WMEM/OMEM"),
 }
 
 
@@ -91,7 +99,7 @@ def _port_signals(component) -> list[tuple[str, str, object]]:
 
 def _constants(component) -> dict:
     out = {}
-    for name in ("latency",):
+    for name in ("latency", "fixed_cycles"):
         if hasattr(type(component), name):
             out[name] = getattr(component, name)
     if hasattr(component, "constants"):

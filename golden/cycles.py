@@ -1,0 +1,419 @@
+"""Cycle model of the SDUE, CAU and EPRE, with global-buffer fill traffic (SPEC 3.5).
+
+Every timing constant is at the top of this file, named and commented, so that it can be
+calibrated against RTL simulation in one place. The SDUE part is the *contract* the RTL
+follows; the CAU and EPRE parts are **provisional** until their RTL exists.
+
+SDUE timing contract
+--------------------
+* A pass streams ``k_words = ceil(K_eff / L)`` beats; ``K_eff = K`` for a dense reduction,
+  or (streamed L-chunks) * L for an input-sparse one (:func:`~exion.golden.conmerge.
+  reduction_chunks`).
+* A pass occupies the issue stage for ``max(k_words, C)`` cycles: its results drain into OMEM
+  one column per cycle per bank (C cycles), overlapped with the next pass; a short pass
+  waits for the previous drain.
+* ``sdue_cycles = sum_p max(k_p, C) + SDUE_FIXED(cfg)`` with
+  ``SDUE_FIXED(cfg) = C + cfg.dpu_latency + SDUE_EXTRA`` (last drain + pipeline fill);
+  zero passes cost 0 cycles.
+* K-splits: a pass's reduction must fit one side of IMEM (a row of K elements in one bank,
+  ``imem_depth``) and WMEM (m members of K elements in one bank, ``wmem_depth // m``). A
+  longer reduction of n beats is split into ``ceil(n / (k_cap / L))`` balanced pieces (the
+  first ``n % splits`` one beat longer), each a separate pass accumulating into OMEM. Loop order: row block, then K-split, then
+  the block's ConMerge passes. With K <= k_cap the SDUE passes are exactly the plan's passes.
+
+Global-buffer fill (double-buffered IMEM/WMEM)
+-----------------------------------------------
+* Per (row block, K-split): the IMEM row block, (valid rows) x K_eff elements of W bits,
+  charged to the first pass of that (block, split).
+* Per pass: the weights of its valid members, (valid members) x K_eff elements of W bits,
+  unless the previous pass had exactly the same members and split (reused in WMEM).
+* ``fill_p = ceil(bytes_p / cfg.gb_bytes_per_cycle)``. The fill of pass p overlaps the
+  compute of pass p-1 (double buffering): ``stall_0 = fill_0`` (nothing to hide it),
+  ``stall_p = max(0, fill_p - compute_{p-1})`` with ``compute_p = max(k_p, C)``.
+* Bound: ``"memory-bound"`` when the total fill exceeds the total compute, else
+  ``"compute-bound"``. OMEM write-back to the global buffer is not modeled (OMEM capacity
+  limits are the controller's concern; see docs/golden-conmerge.md).
+
+CAU (provisional)
+-----------------
+Per row block: read one column cv per cycle (``N`` cycles; condense and the popcount
+histogram happen while reading), prefix-sum the R+1 histogram bins, place the non-zero
+columns in sorted order one per cycle, merge one column per cycle, plus a fixed overhead:
+``cau_block = ceil(N / CAU_READ_COLS_PER_CYCLE) + (R + 1) * CAU_PREFIX_CYCLES_PER_BIN
++ ceil(n_nz / CAU_SORT_COLS_PER_CYCLE) + ceil(n_nz / CAU_MERGE_COLS_PER_CYCLE) + CAU_FIXED``.
+The CAU works one row block ahead of the SDUE (its output FIFO decouples them):
+``overlapped = cau[0] + sum_b max(sdue[b], cau[b+1])``.
+
+EPRE (provisional)
+------------------
+Shift-add lanes: ``EPRE_TERMS_FACTOR * R * C * L`` lanes. An approximate product of two
+LOD / TS-LOD values is at most ``lod_terms**2`` powers of two; a lane forms them with
+``lod_terms**2`` shifters feeding one small adder, so it delivers one approximate product per
+cycle (``EPRE_LANE_CYCLES_PER_PRODUCT = 1``; set it to ``lod_terms**2`` for lanes that add
+one term per cycle). Stage 1
+(Qh and Kh: 2 * T * d * d products), stage 2 (heads * T * T * d_head products), selection
+(``EPRE_SELECT_PER_CYCLE = R`` scores per cycle), plus ``EPRE_FIXED`` per stage.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from exion.config import Config
+from exion.errors import ExionError
+
+from .conmerge import ConMergePlan, check_mask, conmerge, dense_plan, row_block_chunks
+
+__all__ = [
+    "SDUE_EXTRA", "sdue_fixed", "sdue_cycles", "k_cap", "sdue_pass_list", "GemmCycles",
+    "gemm_cycles", "cau_block_cycles", "cau_cycles", "epre_cycles", "transformer_block",
+    "MODES",
+]
+
+# ---- SDUE (contract; calibrate against RTL) --------------------------------------------
+#: Cycles beyond the last drain (C) and the DPU pipeline. Calibrated against hw/sdue.py
+#: (exact, see tests/test_sdue_rtl.py): one cycle of IMEM/WMEM read before the DPUs and one
+#: cycle of OMEM read before the drain's write (read-modify-write).
+SDUE_EXTRA = 2
+
+# ---- CAU (provisional until hw/cau.py exists) ------------------------------------------
+#: Column cvs read from the mask buffer per cycle (condense + popcount histogram on the fly).
+CAU_READ_COLS_PER_CYCLE = 1
+#: Cycles per histogram bin for the counting sort's prefix sum (R + 1 bins).
+CAU_PREFIX_CYCLES_PER_BIN = 1
+#: Non-zero columns placed into sorted order per cycle (counting sort scatter).
+CAU_SORT_COLS_PER_CYCLE = 1
+#: Sorted columns merged per cycle (window of W_open slot registers compared in parallel).
+CAU_MERGE_COLS_PER_CYCLE = 1
+#: Per-row-block overhead: start, FIFO hand-off of the last pass.
+CAU_FIXED = 4
+
+# ---- EPRE (provisional until hw/epre.py exists) ----------------------------------------
+#: Shift-add lanes of the EPRE, as a multiple of R * C * L.
+EPRE_TERMS_FACTOR = 1
+#: Lane cycles per approximate product (its <= lod_terms**2 shifted terms are summed in one
+#: cycle by a small adder).
+EPRE_LANE_CYCLES_PER_PRODUCT = 1
+#: Scores the per-row selector consumes per cycle.
+EPRE_SELECT_PER_CYCLE_FACTOR = 1  # times R
+#: Pipeline fill / drain per EPRE stage (stage 1, stage 2, selection).
+EPRE_FIXED = 8
+
+
+def sdue_fixed(cfg: Config) -> int:
+    """Fixed SDUE cycles per run of passes: last drain + DPU latency + ``SDUE_EXTRA``."""
+    return cfg.cols + cfg.dpu_latency + SDUE_EXTRA
+
+
+def sdue_cycles(cfg: Config, k_words_per_pass) -> int:
+    """``sum_p max(k_p, C) + sdue_fixed(cfg)``; 0 for no pass."""
+    k = np.asarray(k_words_per_pass, dtype=np.int64).ravel()
+    if k.size == 0:
+        return 0
+    if np.any(k < 1):
+        raise ExionError(f"k_words_per_pass: every pass streams >= 1 beat, got min {k.min()}")
+    return int(np.maximum(k, cfg.cols).sum()) + sdue_fixed(cfg)
+
+
+def k_cap(cfg: Config, merge_ways: int) -> int:
+    """Longest reduction (elements) one pass can hold: IMEM bank and WMEM bank / m."""
+    cap = min(cfg.imem_depth, cfg.wmem_depth // merge_ways)
+    return max(cfg.lanes, cap // cfg.lanes * cfg.lanes)
+
+
+def sdue_pass_list(cfg: Config, plan: ConMergePlan, K: int, input_mask=None) -> dict:
+    """The SDUE passes of ``plan`` for a reduction of length K, K-splits expanded.
+
+    Returns arrays (one entry per SDUE pass, in issue order): ``plan_pass`` (index into the
+    plan), ``split``, ``k_words``. ``input_mask`` (M, K) marks input elements that may be
+    non-zero (input-sparse product); only chunks with a non-zero are streamed.
+    """
+    if not isinstance(K, (int, np.integer)) or K < 1:
+        raise ExionError(f"K = {K!r} must be an integer >= 1")
+    L = cfg.lanes
+    cap_w = k_cap(cfg, plan.merge_ways) // L
+    nb = math.ceil(plan.M / plan.R)
+    if input_mask is None:
+        words = [np.arange(math.ceil(K / L))] * nb
+    else:
+        im = check_mask(input_mask, "input_mask", (plan.M, K))
+        words = row_block_chunks(cfg, im)
+    pp, ss, kw = [], [], []
+    rb = plan.row_block.astype(np.int64)
+    # passes of each row block, in plan order
+    starts = np.searchsorted(rb, np.arange(nb + 1))
+    for b in range(nb):
+        idx = np.arange(starts[b], starts[b + 1])
+        if idx.size == 0:
+            continue
+        n = len(words[b])
+        if n == 0:  # input all zero in this block: nothing to stream, the outputs are 0
+            n = 1    # the pass still runs to write them (one beat of zeros)
+        nsplit = math.ceil(n / cap_w)
+        for s in range(nsplit):  # balanced: the first n % nsplit splits get one beat more
+            kws = n // nsplit + (1 if s < n % nsplit else 0)
+            pp.append(idx)
+            ss.append(np.full(idx.size, s))
+            kw.append(np.full(idx.size, kws))
+    cat = (lambda x: np.concatenate(x).astype(np.int64) if x else np.zeros(0, np.int64))
+    return {"plan_pass": cat(pp), "split": cat(ss), "k_words": cat(kw)}
+
+
+@dataclass(frozen=True)
+class GemmCycles:
+    """Cycle figures of one masked GEMM on one config."""
+
+    name: str
+    M: int
+    N: int
+    K: int
+    plan_passes: int
+    passes: int           # SDUE passes (plan passes x K-splits)
+    k_words: int          # total beats streamed
+    compute: int          # sum_p max(k_p, C)
+    sdue_cycles: int      # compute + fixed
+    useful_macs: int
+    utilization: float    # useful / (peak * sdue_cycles)
+    dense_cycles: int
+    speedup: float        # dense_cycles / sdue_cycles
+    fill: int             # global-buffer fill cycles
+    stall: int
+    total_cycles: int     # sdue_cycles + stall
+    bound: str            # "compute-bound" / "memory-bound"
+    cau_cycles: int       # provisional
+    cau_overlapped: int   # provisional: SDUE with the CAU one row block ahead
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _fill(cfg: Config, plan: ConMergePlan, pl: dict) -> np.ndarray:
+    """Global-buffer fill cycles per SDUE pass (see the module notes)."""
+    L, W = cfg.lanes, cfg.width
+    P = pl["plan_pass"].size
+    fill = np.zeros(P, dtype=np.int64)
+    prev_key = None
+    prev_blk = None
+    for q in range(P):
+        p = int(pl["plan_pass"][q])
+        s = int(pl["split"][q])
+        k_el = int(pl["k_words"][q]) * L
+        blk = (int(plan.row_block[p]), s)
+        bits = 0
+        if blk != prev_blk:
+            bits += int((plan.rows[p] >= 0).sum()) * k_el * W
+            prev_blk = blk
+        mem = plan.members[p]
+        key = (s, mem.tobytes())
+        if key != prev_key:
+            bits += int((mem >= 0).sum()) * k_el * W
+            prev_key = key
+        fill[q] = math.ceil(bits / 8 / cfg.gb_bytes_per_cycle)
+    return fill
+
+
+def cau_block_cycles(cfg: Config, N: int, n_nonzero: int) -> int:
+    """Provisional CAU cycles for one row block of N columns, ``n_nonzero`` non-zero cvs."""
+    return (math.ceil(N / CAU_READ_COLS_PER_CYCLE)
+            + (cfg.rows + 1) * CAU_PREFIX_CYCLES_PER_BIN
+            + math.ceil(n_nonzero / CAU_SORT_COLS_PER_CYCLE)
+            + math.ceil(n_nonzero / CAU_MERGE_COLS_PER_CYCLE) + CAU_FIXED)
+
+
+def cau_cycles(cfg: Config, mask) -> np.ndarray:
+    """Provisional CAU cycles per row block of an output mask (blocks with no cv: N + ...)."""
+    mask = check_mask(mask)
+    R = cfg.rows
+    out = []
+    for b in range(math.ceil(mask.shape[0] / R)):
+        nz = int(mask[b * R:(b + 1) * R].any(axis=0).sum())
+        out.append(cau_block_cycles(cfg, mask.shape[1], nz))
+    return np.asarray(out, dtype=np.int64)
+
+
+def gemm_cycles(cfg: Config, K: int, plan: ConMergePlan, mask=None, input_mask=None,
+                name: str = "gemm") -> GemmCycles:
+    """Cycles of one masked GEMM executed with ``plan`` (SDUE contract + memory + CAU).
+
+    ``mask``: the (M, N) output mask the plan was made for (None = dense / all ones);
+    ``input_mask``: (M, K) non-zero pattern of the input for an input-sparse product.
+    Useful MACs: per computed output, the number of its row's possibly non-zero inputs
+    (K for a dense input).
+    """
+    M, N = plan.M, plan.N
+    pl = sdue_pass_list(cfg, plan, K, input_mask)
+    kw = pl["k_words"]
+    compute_p = np.maximum(kw, cfg.cols)
+    sc = sdue_cycles(cfg, kw)
+    omask = np.ones((M, N), bool) if mask is None else check_mask(mask, "mask", (M, N))
+    if input_mask is None:
+        useful = int(omask.sum()) * K
+    else:
+        nnz_row = check_mask(input_mask, "input_mask", (M, K)).sum(axis=1).astype(np.int64)
+        useful = int((omask.sum(axis=1).astype(np.int64) * nnz_row).sum())
+    dplan = dense_plan(cfg, M, N)
+    dc = sdue_cycles(cfg, sdue_pass_list(cfg, dplan, K)["k_words"])
+    fill = _fill(cfg, plan, pl)
+    stall = fill.copy()
+    if fill.size > 1:
+        stall[1:] = np.maximum(0, fill[1:] - compute_p[:-1])
+    # CAU (provisional): only for ConMerge plans
+    if plan.kind == "conmerge" and plan.n_passes:
+        cau_b = cau_cycles(cfg, omask)
+        rb = pl["plan_pass"]
+        blk = plan.row_block[rb].astype(np.int64) if rb.size else rb
+        sdue_b = np.bincount(blk, weights=compute_p, minlength=cau_b.size).astype(np.int64)
+        ov = int(cau_b[0]) + int(np.maximum(sdue_b[:-1], cau_b[1:]).sum()) + int(sdue_b[-1])
+        ov += sdue_fixed(cfg)
+        cau_total = int(cau_b.sum())
+    else:
+        cau_total, ov = 0, sc
+    peak = cfg.peak_macs
+    return GemmCycles(
+        name=name, M=M, N=N, K=K, plan_passes=plan.n_passes, passes=int(kw.size),
+        k_words=int(kw.sum()), compute=int(compute_p.sum()), sdue_cycles=sc,
+        useful_macs=useful, utilization=useful / (peak * sc) if sc else 0.0,
+        dense_cycles=dc, speedup=dc / sc if sc else math.inf,
+        fill=int(fill.sum()), stall=int(stall.sum()), total_cycles=sc + int(stall.sum()),
+        bound="memory-bound" if fill.sum() > compute_p.sum() else "compute-bound",
+        cau_cycles=cau_total, cau_overlapped=ov)
+
+
+# ---- EPRE ------------------------------------------------------------------------------
+def epre_cycles(cfg: Config, T: int, d: int, heads: int, d_head: int) -> dict:
+    """Provisional EPRE cycles of eager prediction for one attention layer."""
+    terms = EPRE_TERMS_FACTOR * cfg.peak_macs
+    tpp = EPRE_LANE_CYCLES_PER_PRODUCT
+    s1 = math.ceil(2 * T * d * d * tpp / terms) + EPRE_FIXED
+    s2 = math.ceil(heads * T * T * d_head * tpp / terms) + EPRE_FIXED
+    sel = math.ceil(heads * T * T / (EPRE_SELECT_PER_CYCLE_FACTOR * cfg.rows)) + EPRE_FIXED
+    return {"stage1": s1, "stage2": s2, "select": sel, "total": s1 + s2 + sel}
+
+
+# ---- transformer block -----------------------------------------------------------------
+MODES = ("Base", "EP", "FFNR", "All")
+
+
+def _rows_needed(skip, heads, T, name):
+    if skip is None:
+        return np.ones((heads, T), bool)
+    s = np.asarray(skip)
+    if s.dtype.kind != "b":
+        raise ExionError(f"{name}: expected a boolean array, got dtype {s.dtype}")
+    if s.shape == (T,):
+        s = np.broadcast_to(s, (heads, T))
+    if s.shape != (heads, T):
+        raise ExionError(f"{name}: shape {s.shape}, expected ({T},) or ({heads}, {T})")
+    return ~s
+
+
+def _proj_mask(need_ht, d_head):
+    """(T, heads*d_head) output mask of a projection from per-head needed rows."""
+    return np.repeat(need_ht.T, d_head, axis=1)
+
+
+def _compact(mask_rows_needed):
+    """Row compaction: keep rows with any needed output (the i_sw picks rows)."""
+    return np.flatnonzero(mask_rows_needed)
+
+
+def _gemm(cfg, name, K, M, N, mask=None, input_mask=None, merge_ways=None):
+    """One GEMM: dense tiling when there is no mask or it is all ones, else ConMerge."""
+    if mask is None or mask.all():
+        plan = dense_plan(cfg, M, N)
+        mask = None
+    else:
+        plan = conmerge(cfg, mask, merge_ways=merge_ways)
+    return gemm_cycles(cfg, K, plan, mask=mask, input_mask=input_mask, name=name)
+
+
+def transformer_block(cfg: Config, T: int, d: int, heads: int, d_head: int | None = None,
+                      ffn: int | None = None, *, ffn_mask=None, score_mask=None,
+                      skip_q=None, skip_k=None, skip_v=None, merge_ways=None,
+                      memory: bool = False) -> dict:
+    """Per-GEMM cycles and totals of one transformer block in modes Base / EP / FFNR / All.
+
+    Shapes: T tokens, model width d, ``heads`` heads of ``d_head`` (default d // heads),
+    FFN width ``ffn`` (default 4d). GEMMs: q/k/v projections (T x d x d), per-head scores
+    (T x d_head x T) and P.V (T x T x d_head), output projection, FC1 (T x d x ffn), FC2
+    (T x ffn x d).
+
+    Masks (boolean, produced elsewhere): ``ffn_mask`` (T, ffn) FFN-Reuse FC1 output mask,
+    also FC2's input non-zero pattern (delta mode); ``score_mask`` (heads, T, T) or (T, T)
+    eager-prediction score mask; ``skip_q`` / ``skip_k`` / ``skip_v`` (T,) or (heads, T)
+    rows whose projection is skipped (dominant queries, unneeded keys).
+
+    EP: projections are output-masked per head (rows skipped by all heads are compacted
+    away), scores use ConMerge on ``score_mask`` minus skipped-query rows, P.V is
+    input-sparse (P non-zero only where the score mask is) with the skipped-query rows
+    compacted away, and the EPRE's provisional cycles are added. FFNR: FC1 uses ConMerge on
+    ``ffn_mask`` and FC2 streams only the non-zero chunks of its input. All: both.
+    ``memory``: add global-buffer stall cycles to the totals.
+    Returns ``{"modes": {mode: {"gemms": [...], "total": cycles, "speedup": x}}, ...}``.
+    """
+    d_head = d // heads if d_head is None else d_head
+    ffn = 4 * d if ffn is None else ffn
+    for nm, v in (("T", T), ("d", d), ("heads", heads), ("d_head", d_head), ("ffn", ffn)):
+        if not isinstance(v, (int, np.integer)) or v < 1:
+            raise ExionError(f"transformer_block: {nm} = {v!r} must be an integer >= 1")
+    hd = heads * d_head
+    if ffn_mask is not None:
+        ffn_mask = check_mask(ffn_mask, "ffn_mask", (T, ffn))
+    if score_mask is not None:
+        sm = np.asarray(score_mask)
+        if sm.ndim == 2:
+            sm = np.broadcast_to(sm, (heads,) + sm.shape)
+        if sm.shape != (heads, T, T) or sm.dtype.kind != "b":
+            raise ExionError(f"score_mask: expected a boolean ({heads}, {T}, {T}) or "
+                             f"({T}, {T}) array, got {sm.dtype} {sm.shape}")
+        score_mask = sm
+    need_q = _rows_needed(skip_q, heads, T, "skip_q")
+    need_k = _rows_needed(skip_k, heads, T, "skip_k")
+    need_v = _rows_needed(skip_v, heads, T, "skip_v")
+
+    def block(ep: bool, ffnr: bool):
+        g = []
+        for nm, need in (("q_proj", need_q), ("k_proj", need_k), ("v_proj", need_v)):
+            if ep and not need.all():
+                pm = _proj_mask(need, d_head)
+                keep = _compact(pm.any(axis=1))
+                g.append(_gemm(cfg, nm, d, keep.size, hd, mask=pm[keep],
+                               merge_ways=merge_ways))
+            else:
+                g.append(_gemm(cfg, nm, d, T, hd))
+        for h in range(heads):
+            if ep and score_mask is not None:
+                sm_h = score_mask[h] & need_q[h][:, None]
+                keep = _compact(sm_h.any(axis=1))
+                g.append(_gemm(cfg, f"scores[{h}]", d_head, keep.size, T, mask=sm_h[keep],
+                               merge_ways=merge_ways))
+                g.append(_gemm(cfg, f"pv[{h}]", T, keep.size, d_head, input_mask=sm_h[keep]))
+            else:
+                g.append(_gemm(cfg, f"scores[{h}]", d_head, T, T))
+                g.append(_gemm(cfg, f"pv[{h}]", T, T, d_head))
+        g.append(_gemm(cfg, "o_proj", hd, T, d))
+        if ffnr and ffn_mask is not None:
+            g.append(_gemm(cfg, "fc1", d, T, ffn, mask=ffn_mask, merge_ways=merge_ways))
+            g.append(_gemm(cfg, "fc2", ffn, T, d, input_mask=ffn_mask))
+        else:
+            g.append(_gemm(cfg, "fc1", d, T, ffn))
+            g.append(_gemm(cfg, "fc2", ffn, T, d))
+        sdue = sum(x.sdue_cycles for x in g)
+        stall = sum(x.stall for x in g)
+        epre = epre_cycles(cfg, T, d, heads, d_head)["total"] if ep else 0
+        total = sdue + epre + (stall if memory else 0)
+        return {"gemms": [x.to_dict() for x in g], "sdue_cycles": sdue, "epre_cycles": epre,
+                "stall_cycles": stall, "total": total,
+                "useful_macs": sum(x.useful_macs for x in g)}
+
+    res = {"Base": block(False, False), "EP": block(True, False),
+           "FFNR": block(False, True), "All": block(True, True)}
+    base = res["Base"]["total"]
+    for v in res.values():
+        v["speedup"] = base / v["total"] if v["total"] else math.inf
+        v["utilization"] = v["useful_macs"] / (cfg.peak_macs * v["total"]) if v["total"] else 0.0
+    return {"config": cfg.name, "T": T, "d": d, "heads": heads, "d_head": d_head, "ffn": ffn,
+            "memory": memory, "modes": res}

@@ -1,0 +1,76 @@
+"""``rtl_sdue`` and ``rtl_gemm``: the Verilated SDUE as plain functions (pytest side).
+
+    out, info = rtl_gemm(cfg, a, b, plan, prev=..., accumulate=...)
+    np.testing.assert_array_equal(out, golden.conmerge.execute_plan(cfg, a, b, plan, ...))
+
+Several products run in one simulator invocation with :func:`rtl_sdue` (the build is
+shared by the whole test session, see :mod:`exion.sim.runner`).
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+
+import numpy as np
+
+from exion.config import Config
+from exion.golden.cycles import sdue_cycles
+
+from .program import Program, build_program
+from .runner import new_seed, rtl_build, run_bench
+
+__all__ = ["SdueRun", "rtl_sdue", "rtl_gemm", "model_cycles"]
+
+
+@dataclass
+class SdueRun:
+    result: np.ndarray         # (M, N) OMEM contents after the product
+    batch_cycles: list[int]    # busy cycles the RTL counted, per batch
+    model_cycles: list[int]    # golden.cycles.sdue_cycles of the same batches
+    k_words: list[list[int]]   # beats of every pass, per batch
+    program: Program
+
+    @property
+    def cycles(self) -> int:
+        return sum(self.batch_cycles)
+
+    @property
+    def model(self) -> int:
+        return sum(self.model_cycles)
+
+
+def model_cycles(cfg: Config, program: Program) -> list[int]:
+    return [sdue_cycles(cfg, b.k_words) for b in program.batches]
+
+
+def rtl_sdue(cfg: Config, programs: list[Program], *, seed: int | None = None,
+             waves: bool = False, gaps: bool = False, run_name: str = "sdue",
+             progress=None) -> tuple[list[SdueRun], dict]:
+    build = rtl_build(cfg, "sdue", waves=waves, progress=progress)
+    seed = new_seed() if seed is None else seed
+    run_dir = build.sim_dir / "programs"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    prog_file = run_dir / f"{run_name}-{seed}.pkl"
+    res_file = run_dir / f"{run_name}-{seed}.out.pkl"
+    with open(prog_file, "wb") as fh:
+        pickle.dump(programs, fh)
+    res_file.unlink(missing_ok=True)
+    report = run_bench(build, "exion.sim.bench_sdue", seed=seed, run_name=run_name,
+                       params={"programs": str(prog_file), "results": str(res_file),
+                               "gaps": gaps})
+    with open(res_file, "rb") as fh:
+        outs = pickle.load(fh)
+    runs = [SdueRun(o["result"], o["batch_cycles"], model_cycles(cfg, p),
+                    [list(b.k_words) for b in p.batches], p) for o, p in zip(outs, programs)]
+    report["build_seconds"] = build.build_seconds
+    report["gen_seconds"] = build.gen_seconds
+    return runs, report
+
+
+def rtl_gemm(cfg: Config, a, b, plan, prev=None, accumulate=False, input_sparse=False,
+             **kw) -> tuple[np.ndarray, SdueRun]:
+    prog = build_program(cfg, a, b, plan, prev=prev, accumulate=accumulate,
+                         input_sparse=input_sparse)
+    runs, _ = rtl_sdue(cfg, [prog], **kw)
+    return runs[0].result, runs[0]

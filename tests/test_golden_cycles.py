@@ -1,0 +1,184 @@
+"""Cycle model (SPEC 3.5): SDUE contract on hand-derived cases, memory traffic, modes."""
+
+import math
+
+import numpy as np
+import pytest
+
+from exion import PRESETS
+from exion.errors import ExionError
+from exion.golden import conmerge as cm
+from exion.golden import cycles as cy
+
+TOY = PRESETS["toy"]      # R 8, C 3, L 4, W 12, dpu_latency 3, 64 B/cycle
+EX16 = PRESETS["exion16"]  # R 16, C 16, L 16, dpu_latency 3
+
+
+def fixed(cfg):
+    # SDUE_FIXED = C + dpu_latency + SDUE_EXTRA (the contract; SDUE_EXTRA is calibrated)
+    return cfg.cols + cfg.dpu_latency + cy.SDUE_EXTRA
+
+
+def test_presets_latency_assumed_here():
+    assert TOY.dpu_latency == 3 and EX16.dpu_latency == 3
+    assert cy.sdue_fixed(TOY) == 3 + 3 + cy.SDUE_EXTRA
+
+
+def test_sdue_cycles_hand_cases():
+    assert cy.sdue_cycles(TOY, []) == 0
+    assert cy.sdue_cycles(TOY, [1]) == 3 + fixed(TOY)               # short pass waits
+    assert cy.sdue_cycles(TOY, [5, 1, 3]) == 5 + 3 + 3 + fixed(TOY)
+    assert cy.sdue_cycles(EX16, [72, 72]) == 144 + fixed(EX16)
+    assert cy.sdue_cycles(EX16, [4, 100]) == 16 + 100 + fixed(EX16)
+    with pytest.raises(ExionError, match="every pass streams >= 1 beat"):
+        cy.sdue_cycles(TOY, [0])
+
+
+def test_dense_gemm_hand_case():
+    # 16 x 8 @ 8 x 6 on toy: 2 row blocks x 2 column tiles = 4 passes of ceil(8/4) = 2 beats.
+    plan = cm.dense_plan(TOY, 16, 6)
+    g = cy.gemm_cycles(TOY, 8, plan)
+    assert (g.plan_passes, g.passes, g.k_words) == (4, 4, 8)
+    assert g.compute == 4 * 3
+    assert g.sdue_cycles == 12 + fixed(TOY)
+    assert g.useful_macs == 16 * 6 * 8
+    assert g.utilization == pytest.approx(768 / (96 * g.sdue_cycles))
+    assert g.speedup == 1.0
+    # Fill (12-bit elements, 64 B/cycle), order block 0 tiles 0, 1, block 1 tiles 0, 1:
+    # new row block: IMEM 8 x 8 x 1.5 B = 96 B, + weights 3 x 8 x 1.5 B = 36 B -> 3 cycles;
+    # same block, new tile: 36 B -> 1 cycle.
+    assert g.fill == 3 + 1 + 3 + 1
+    # stall: first fill exposed (3), then max(0, fill - previous compute 3) = 0
+    assert g.stall == 3
+    assert g.total_cycles == g.sdue_cycles + 3
+    assert g.bound == "compute-bound"
+
+
+def test_memory_bound_hand_case():
+    cfg = TOY.replace(gb_bytes_per_cycle=1)
+    g = cy.gemm_cycles(cfg, 8, cm.dense_plan(cfg, 16, 6))
+    assert g.fill == 132 + 36 + 132 + 36
+    assert g.stall == 132 + (36 - 3) + (132 - 3) + (36 - 3)
+    assert g.bound == "memory-bound"
+
+
+def test_weight_reuse_between_passes():
+    # N = C: both row blocks use the same 3 columns, so pass 2 loads only its IMEM block.
+    g = cy.gemm_cycles(TOY, 8, cm.dense_plan(TOY, 16, 3))
+    assert g.fill == 3 + math.ceil(96 / 64)
+
+
+def test_k_split_balanced():
+    # toy, m = 1: k_cap = min(imem_depth 256, wmem_depth 1024) = 256 elements = 64 beats.
+    assert cy.k_cap(TOY, 1) == 256
+    g = cy.gemm_cycles(TOY, 300, cm.dense_plan(TOY, 8, 3))   # 75 beats -> 38 + 37
+    assert (g.plan_passes, g.passes, g.k_words) == (1, 2, 75)
+    assert g.sdue_cycles == 38 + 37 + fixed(TOY)
+    # exion16: IMEM 1024 -> 64 beats; K = 1152 = 72 beats -> 36 + 36
+    pl = cy.sdue_pass_list(EX16, cm.dense_plan(EX16, 16, 16), 1152)
+    assert pl["k_words"].tolist() == [36, 36]
+    # m = 16: WMEM 8192 / 16 = 512 elements = 32 beats -> 72 = 24 + 24 + 24
+    plan = cm.conmerge(EX16, np.ones((16, 16), bool), merge_ways=16)
+    assert cy.sdue_pass_list(EX16, plan, 1152)["k_words"].tolist() == [24, 24, 24]
+
+
+def test_input_sparse_k_words():
+    # one row block, K = 16 = 4 chunks of L = 4; only chunk 2 has a non-zero input
+    im = np.zeros((8, 16), bool)
+    im[3, 9] = True
+    g = cy.gemm_cycles(TOY, 16, cm.dense_plan(TOY, 8, 3), input_mask=im)
+    assert g.k_words == 1
+    assert g.sdue_cycles == 3 + fixed(TOY)
+    assert g.useful_macs == 3 * 1            # row 3 has one non-zero input, 3 outputs
+    assert g.dense_cycles == 4 + fixed(TOY)
+
+
+@pytest.mark.parametrize("cfg", [TOY, EX16], ids=["toy", "exion16"])
+@pytest.mark.parametrize("m", [1, 2, 4])
+@pytest.mark.parametrize("density", [0.03, 0.2, 0.7])
+def test_cycle_passes_equal_conmerge_passes(cfg, m, density):
+    rng = np.random.default_rng(int(density * 100) + m)
+    mask = rng.random((3 * cfg.rows + 1, 5 * cfg.cols + 2)) < density
+    plan = cm.conmerge(cfg, mask, merge_ways=m)
+    K = 5 * cfg.lanes + 1                      # well below k_cap: no split
+    g = cy.gemm_cycles(cfg, K, plan, mask=mask)
+    assert g.plan_passes == g.passes == plan.n_passes
+    assert g.sdue_cycles == (plan.n_passes * max(6, cfg.cols) + fixed(cfg)
+                             if plan.n_passes else 0)
+    assert g.useful_macs == int(mask.sum()) * K
+    dense = math.ceil(mask.shape[0] / cfg.rows) * math.ceil(mask.shape[1] / cfg.cols)
+    assert g.dense_cycles == dense * max(6, cfg.cols) + fixed(cfg)
+
+
+def test_all_zero_mask_costs_nothing():
+    mask = np.zeros((8, 6), bool)
+    g = cy.gemm_cycles(TOY, 8, cm.conmerge(TOY, mask), mask=mask)
+    assert (g.passes, g.sdue_cycles, g.fill, g.stall) == (0, 0, 0, 0)
+
+
+def test_cau_provisional_formula():
+    c = cy.cau_block_cycles(TOY, 10, 4)
+    assert c == (10 // cy.CAU_READ_COLS_PER_CYCLE + 9 * cy.CAU_PREFIX_CYCLES_PER_BIN
+                 + math.ceil(4 / cy.CAU_SORT_COLS_PER_CYCLE)
+                 + math.ceil(4 / cy.CAU_MERGE_COLS_PER_CYCLE) + cy.CAU_FIXED)
+    mask = np.zeros((9, 10), bool)             # two row blocks: 4 and 0 non-zero cvs
+    mask[0, :4] = True
+    assert cy.cau_cycles(TOY, mask).tolist() == [c, cy.cau_block_cycles(TOY, 10, 0)]
+
+
+def test_epre_provisional_formula():
+    e = cy.epre_cycles(TOY, T=16, d=8, heads=2, d_head=4)
+    lanes = cy.EPRE_TERMS_FACTOR * 96
+    per = cy.EPRE_LANE_CYCLES_PER_PRODUCT
+    assert e["stage1"] == math.ceil(2 * 16 * 8 * 8 * per / lanes) + cy.EPRE_FIXED
+    assert e["stage2"] == math.ceil(2 * 16 * 16 * 4 * per / lanes) + cy.EPRE_FIXED
+    assert e["total"] == e["stage1"] + e["stage2"] + e["select"]
+
+
+def test_transformer_block_modes():
+    T, d, H = 24, 12, 2                        # d_head 6, ffn 48
+    rng = np.random.default_rng(4)
+    ffn_mask = rng.random((T, 4 * d)) < 0.1
+    score = rng.random((H, T, T)) < 0.2
+    r = cy.transformer_block(TOY, T, d, H, ffn_mask=ffn_mask, score_mask=score)
+    modes = r["modes"]
+    names = [g["name"] for g in modes["Base"]["gemms"]]
+    assert names == ["q_proj", "k_proj", "v_proj", "scores[0]", "pv[0]", "scores[1]",
+                     "pv[1]", "o_proj", "fc1", "fc2"]
+    base = {g["name"]: g for g in modes["Base"]["gemms"]}
+    # Base: plain tiling everywhere
+    assert base["fc1"]["passes"] == math.ceil(T / 8) * math.ceil(48 / 3)
+    assert base["scores[0]"]["sdue_cycles"] == base["scores[0]"]["dense_cycles"]
+    ffnr = {g["name"]: g for g in modes["FFNR"]["gemms"]}
+    assert ffnr["fc1"]["plan_passes"] == cm.conmerge(TOY, ffn_mask).n_passes
+    kw = cm.pass_k_words(TOY, cm.dense_plan(TOY, T, d), 4 * d, ffn_mask)
+    assert ffnr["fc2"]["k_words"] == int(kw.sum())
+    assert ffnr["q_proj"] == base["q_proj"]
+    ep = {g["name"]: g for g in modes["EP"]["gemms"]}
+    assert ep["scores[1]"]["plan_passes"] == cm.conmerge(
+        TOY, score[1][score[1].any(axis=1)]).n_passes
+    assert ep["fc1"] == base["fc1"]
+    epre = cy.epre_cycles(TOY, T, d, H, d // H)["total"]
+    assert modes["EP"]["epre_cycles"] == modes["All"]["epre_cycles"] == epre
+    for m in modes.values():
+        assert m["total"] == m["sdue_cycles"] + m["epre_cycles"]
+        assert m["speedup"] == pytest.approx(modes["Base"]["total"] / m["total"])
+    assert modes["FFNR"]["total"] < modes["Base"]["total"]
+    assert modes["All"]["sdue_cycles"] < modes["FFNR"]["sdue_cycles"]
+
+
+def test_transformer_block_no_masks_and_skips():
+    T, d, H = 16, 8, 2
+    r = cy.transformer_block(TOY, T, d, H)
+    m = r["modes"]
+    assert m["FFNR"]["total"] == m["Base"]["total"]
+    assert m["EP"]["sdue_cycles"] == m["Base"]["sdue_cycles"]
+    skip = np.zeros(T, bool)
+    skip[8:] = True                           # the second row block of queries is skipped
+    r = cy.transformer_block(TOY, T, d, H, skip_q=skip)
+    q = r["modes"]["EP"]["gemms"][0]
+    assert q["name"] == "q_proj" and q["M"] == 8
+    with pytest.raises(ExionError, match=r"skip_q: shape \(3,\)"):
+        cy.transformer_block(TOY, T, d, H, skip_q=np.zeros(3, bool))
+    with pytest.raises(ExionError, match=r"ffn_mask: shape \(16, 8\) does not match"):
+        cy.transformer_block(TOY, T, d, H, ffn_mask=np.zeros((16, 8), bool))
