@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 JOBS   ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help venv demo test test-long test-fast bench lint synth pnr clean distclean
+.PHONY: help venv demo test test-long bench lint synth pnr clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -34,13 +34,28 @@ test: $(STAMP)  ## the whole suite (RTL benches on Verilator included); what CI 
 test-long: $(STAMP)  ## the suite plus long seeded random regressions
 	EXION_LONG=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: $(STAMP)  ## benchmarks: print figures and write JSON under build/bench
-	$(BIN)/python -m exion.gen.cli bench --out build/bench
+BENCHES ?= bench/bench_dpu.py bench/bench_conmerge.py bench/bench_sdue.py bench/bench_fpga.py
+
+bench: $(STAMP)  ## benchmarks: print figures and write JSON under build/bench (BENCHES=...)
+	@set -e; for b in $(BENCHES); do echo "== $$b"; $(BIN)/python $$b; done
 
 lint: $(STAMP)  ## ruff + verilator --lint-only -Wall on every generated top
 	$(BIN)/ruff check .
 	$(BIN)/exion lint --config toy
 	$(BIN)/exion lint --config exion16
+
+FPGA_CONFIG ?= toy
+FAMILY ?= ecp5
+TOP ?= dpu
+BOARD ?= ulx3s-85f
+FREQ ?= 100
+
+synth: $(STAMP)  ## Yosys resource tables of every block (FPGA_CONFIG=toy FAMILY=ecp5|ice40|xilinx|generic)
+	@set -e; for t in $$($(BIN)/python -c "from exion.gen.verilog import TOPS; print(' '.join(TOPS))"); do \
+	  $(BIN)/exion synth --config $(FPGA_CONFIG) --top $$t --family $(FAMILY); done
+
+pnr: $(STAMP)  ## place and route on a board: fmax, utilization (TOP=dpu BOARD=ulx3s-85f FREQ=100)
+	$(BIN)/exion pnr --config fpga --top $(TOP) --board $(BOARD) --freq $(FREQ)
 
 clean:  ## remove generated files (keeps the venv)
 	rm -rf build out .pytest_cache .hypothesis

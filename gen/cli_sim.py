@@ -22,6 +22,38 @@ def register(sub) -> None:
     d.add_argument("--report", default=None, metavar="R.json", help="write the report here")
     d.set_defaults(func=cmd_sim_dpu)
 
+    g = ssub.add_parser(
+        "gemm", help="a (masked) matrix product through the Verilated SDUE",
+        description="Run C = A @ B through the Verilated SDUE, only where MASK is 1 (ConMerge "
+                    "vectors from the golden model), check it bit-exactly against the golden "
+                    "executor, and print passes, cycles, utilization and speedup over dense. "
+                    "Outputs whose mask is 0 keep their previous value (--prev, default 0), "
+                    "which is how FFN-Reuse reuses cached results. Products wider than OMEM "
+                    "run as column groups of at most omem_depth columns.")
+    add_config_arg(g)
+    g.add_argument("--a", required=True, metavar="A.npy", help="M x K integer operands")
+    g.add_argument("--b", required=True, metavar="B.npy", help="K x N integer operands")
+    g.add_argument("--mask", metavar="M.npy", help="M x N boolean output mask (default: "
+                   "dense)")
+    g.add_argument("--prev", metavar="P.npy", help="M x N previous OMEM contents (default 0)")
+    g.add_argument("--accumulate", action="store_true",
+                   help="add into --prev instead of overwriting the masked outputs")
+    g.add_argument("--input-sparse", action="store_true",
+                   help="stream only the L-chunks of A that hold a non-zero (FC2 delta, P.V)")
+    g.add_argument("--merge-ways", type=int, default=None, metavar="m",
+                   help="ConMerge ways used by the plan (1..config merge_ways; default: the "
+                        "config's)")
+    g.add_argument("--sort", default="popcount", choices=["popcount", "none"],
+                   help="ConMerge column sort (default popcount)")
+    g.add_argument("--golden-vectors", action="store_true",
+                   help="take the ConMerge vectors from the golden model instead of the "
+                        "Verilated CAU (for debugging the SDUE alone)")
+    g.add_argument("--out", required=True, metavar="C.npy", help="where to write the result")
+    g.add_argument("--report", metavar="R.json", help="write the figures as JSON")
+    g.add_argument("--seed", type=int, default=None, help="cocotb seed (default random)")
+    g.add_argument("--waves", action="store_true", help="write an FST waveform")
+    g.set_defaults(func=cmd_sim_gemm)
+
 
 def cmd_sim_dpu(args) -> int:
     from exion.errors import ExionError
@@ -45,3 +77,168 @@ def cmd_sim_dpu(args) -> int:
     if args.report:
         write_json(args.report, r)
     return 0
+
+
+def load_gemm_inputs(cfg, args):
+    """Load and check A, B, mask, prev; every error names the option, file and shape."""
+    import numpy as np
+
+    from exion.errors import ExionError
+    from exion.golden.quant import check_operand
+
+    from .common import load_npy
+    a = check_operand(cfg, load_npy(args.a, "--a", ndim=2, dtype_kind="iub"), f"--a {args.a}")
+    b = check_operand(cfg, load_npy(args.b, "--b", ndim=2, dtype_kind="iub"), f"--b {args.b}")
+    if a.shape[1] != b.shape[0]:
+        raise ExionError(f"--a {args.a} is {a.shape} and --b {args.b} is {b.shape}: A's "
+                         f"columns ({a.shape[1]}) must equal B's rows ({b.shape[0]})")
+    M, N = a.shape[0], b.shape[1]
+    mask = None
+    if args.mask:
+        mask = load_npy(args.mask, "--mask", ndim=2, dtype_kind="biu")
+        if mask.shape != (M, N):
+            raise ExionError(f"--mask {args.mask} has shape {mask.shape}, expected (M, N) = "
+                             f"{(M, N)} from A and B")
+        if mask.dtype.kind != "b" and not np.isin(mask, (0, 1)).all():
+            raise ExionError(f"--mask {args.mask} must hold 0/1 values")
+        mask = mask.astype(bool)
+    prev = None
+    if args.prev:
+        prev = load_npy(args.prev, "--prev", ndim=2, dtype_kind="iu").astype(np.int64)
+        if prev.shape != (M, N):
+            raise ExionError(f"--prev {args.prev} has shape {prev.shape}, expected {(M, N)}")
+        lim = 2 ** (cfg.acc_width - 1)
+        if prev.size and (prev.min() < -lim or prev.max() >= lim):
+            raise ExionError(f"--prev {args.prev} has values outside signed "
+                             f"{cfg.acc_width}-bit")
+    m = cfg.merge_ways if args.merge_ways is None else args.merge_ways
+    if not 1 <= m <= cfg.merge_ways:
+        raise ExionError(f"--merge-ways {m} is invalid: the config {cfg.name!r} has "
+                         f"{cfg.merge_ways} weight ports per DPU column (1..{cfg.merge_ways})")
+    from exion.golden.quant import check_k
+    check_k(cfg, a.shape[1])
+    return a, b, mask, prev, m
+
+
+def cmd_sim_gemm(args) -> int:
+    import time
+    from pathlib import Path
+
+    import numpy as np
+
+    from exion.errors import ExionError
+    from exion.golden.conmerge import conmerge, dense_plan, masked_gemm
+    from exion.golden.cycles import gemm_cycles
+    from exion.sim.program import build_program
+    from exion.sim.runner import BenchFailure, new_seed
+    from exion.sim.sdue_rtl import rtl_sdue
+
+    cfg = load_cfg(args.config)
+    a, b, mask, prev, m = load_gemm_inputs(cfg, args)
+    out = Path(args.out)
+    if out.suffix != ".npy":
+        raise ExionError(f"--out {args.out!r} must be a .npy file")
+    M, K = a.shape
+    N = b.shape[1]
+    prev0 = np.zeros((M, N), np.int64) if prev is None else prev
+    group = cfg.omem_depth
+    groups = [(j, min(N, j + group)) for j in range(0, N, group)]
+    seed = args.seed if args.seed is not None else new_seed()
+    progress = (lambda msg: print(f"[exion] {msg}", file=sys.stderr))
+    plans = []
+    for j0, j1 in groups:
+        sub_mask = None if mask is None else mask[:, j0:j1]
+        plans.append(dense_plan(cfg, M, j1 - j0) if sub_mask is None else
+                     conmerge(cfg, sub_mask, merge_ways=m, sort=args.sort))
+    cau_figures = None
+    if mask is not None and not args.golden_vectors:
+        plans, cau_figures = _plans_from_hardware_cau(cfg, mask, groups, plans, m, args.sort,
+                                                      seed, progress)
+        if plans is None:
+            return 1
+    progs = [build_program(cfg, a, b[:, j0:j1], plan, prev=prev0[:, j0:j1],
+                           accumulate=args.accumulate, input_sparse=args.input_sparse)
+             for (j0, j1), plan in zip(groups, plans)]
+    t0 = time.perf_counter()
+    try:
+        runs, rep = rtl_sdue(cfg, progs, seed=seed, waves=args.waves, run_name="gemm",
+                             progress=progress)
+    except BenchFailure as e:
+        print(f"FAIL: {e}")
+        return 1
+    wall = time.perf_counter() - t0
+    result = np.concatenate([r.result for r in runs], axis=1)
+    # Golden reference independent of the vectors used: the masked product itself.
+    want = masked_gemm(cfg, a, b, np.ones((M, N), bool) if mask is None else mask,
+                       out=prev0, accumulate=args.accumulate)
+    exact = bool(np.array_equal(result, want))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, result)
+    rtl_cycles = sum(r.cycles for r in runs)
+    model = sum(r.model for r in runs)
+    passes = sum(r.program.n_passes for r in runs)
+    dense_model = sum(gemm_cycles(cfg, K, dense_plan(cfg, M, j1 - j0)).sdue_cycles
+                      for j0, j1 in groups)
+    masked = int(mask.sum()) if mask is not None else M * N
+    useful = masked * K
+    util = useful / (cfg.peak_macs * rtl_cycles) if rtl_cycles else 0.0
+    figures = {
+        "config": cfg.name, "M": M, "K": K, "N": N, "merge_ways": m, "sort": args.sort,
+        "masked_outputs": masked, "mask_density": masked / (M * N) if M * N else 0.0,
+        "column_groups": len(groups), "passes": passes,
+        "dense_passes": sum(p.dense_passes for p in plans),
+        "rtl_cycles": rtl_cycles, "model_cycles": model,
+        "dense_cycles_model": dense_model,
+        "speedup_over_dense": dense_model / rtl_cycles if rtl_cycles else None,
+        "utilization": util, "bit_exact": exact, "seed": seed,
+        "sim_wall_seconds": wall, "out": str(out),
+    }
+    figures["conmerge_vectors"] = ("golden" if (mask is None or args.golden_vectors)
+                                   else "rtl-cau")
+    if cau_figures:
+        figures["cau"] = cau_figures
+    if args.waves:
+        figures["waves"] = rep.get("waves")
+    print(f"SDUE {cfg.name}: C[{M}x{N}] = A[{M}x{K}] @ B, mask density "
+          f"{figures['mask_density']:.1%}, m = {m}")
+    print(f"  passes {passes} (dense {figures['dense_passes']}), RTL cycles {rtl_cycles} "
+          f"(model {model}), utilization {util:.1%}, speedup over dense "
+          f"{figures['speedup_over_dense'] or 0:.2f}x")
+    if cau_figures:
+        print(f"  ConMerge vectors from the Verilated CAU ({cau_figures['cycles']} cycles, "
+              f"equal to golden: {cau_figures['equal_to_golden']})")
+    print(f"  bit-exact vs golden: {'PASS' if exact else 'FAIL'}; wrote {out}")
+    if args.report:
+        write_json(args.report, figures)
+    return 0 if exact else 1
+
+
+def _plans_from_hardware_cau(cfg, mask, groups, golden_plans, m, sort, seed, progress):
+    """Run each column group's mask through the Verilated CAU; return plans built from the
+    vectors it emitted (and figures), or (None, figures) if they differ from golden."""
+    import dataclasses
+
+    import numpy as np
+
+    from exion.sim.cau_rtl import CauCase, rtl_cau
+    cau_cfg = cfg if m == cfg.merge_ways else cfg.replace(name=f"{cfg.name}_m{m}",
+                                                          merge_ways=m)
+    cases = [CauCase(mask[:, j0:j1], sort=sort) for j0, j1 in groups]
+    runs, _ = rtl_cau(cau_cfg, cases, seed=seed, run_name="gemm-cau", progress=progress)
+    plans, equal = [], True
+    R = cfg.rows
+    for run, gp in zip(runs, golden_plans):
+        rb = np.asarray(run.row_block, dtype=np.int32)
+        rows = (rb[:, None] * R + np.arange(R)[None, :]).astype(np.int32)
+        rows[rows >= gp.M] = -1
+        plans.append(dataclasses.replace(gp, row_block=rb, rows=rows,
+                                         members=np.asarray(run.members, np.int32),
+                                         select=np.asarray(run.select, np.int32)))
+        equal &= (np.array_equal(run.members, gp.members) and
+                  np.array_equal(run.select, gp.select) and np.array_equal(rb, gp.row_block))
+    figures = {"cycles": int(sum(r.cycles for r in runs)), "equal_to_golden": bool(equal)}
+    if not equal:
+        print("FAIL: the Verilated CAU's ConMerge vectors differ from golden.conmerge "
+              f"(seed {seed}); re-run with --golden-vectors to test the SDUE alone")
+        return None, figures
+    return plans, figures

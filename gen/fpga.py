@@ -75,7 +75,7 @@ FAMILIES: dict[str, Family] = {
         lutram=r"^$", carry=r"^SB_CARRY$", io=r"^SB_IO", dsp_name="SB_MAC16",
         bram_name="SB_RAM40_4K"),
     "xilinx": Family(
-        "xilinx", "synth_xilinx -flatten -family xc7 -top {top}",
+        "xilinx", "synth_xilinx -flatten -noiopad -family xc7 -top {top}",
         lut=r"^LUT[1-6]$", ff=r"^(FD[RSCP]E|LD[CP]E)$", dsp=r"^DSP48E1$",
         bram=r"^RAMB(18|36)E1$", lutram=r"^RAM(32|64|128|256)(M|X1[SD])", carry=r"^CARRY4$",
         io=r"^(IBUF|OBUF|IOBUF|BUFG)", dsp_name="DSP48E1", bram_name="RAMB36E1",
@@ -465,6 +465,8 @@ def _parse_report(rep: dict, log: str) -> dict:
                       "routing_ns": round(delay - logic, 3), "steps": len(steps),
                       "start": f"{first.get('cell', '?')}.{first.get('port', '?')}",
                       "end": f"{last.get('cell', '?')}.{last.get('port', '?')}"})
+    # Clock-to-clock paths first (the pin paths to/from <async> are the shim's, untimed).
+    paths.sort(key=lambda p: "<async>" in f"{p['from_clock']}{p['to_clock']}")
     return {"fmax": fmax, "utilization": util, "critical_paths": paths,
             "critical_path_log": _critical_path_text(log)}
 

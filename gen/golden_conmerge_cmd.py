@@ -102,7 +102,7 @@ def cmd_cycles(args) -> int:
     sp = gd.sdue_cycles / g.sdue_cycles if g.sdue_cycles else math.inf
     spt = gd.total_cycles / g.total_cycles if g.total_cycles else math.inf
     print(f"speedup over dense: {sp:.2f}x (SDUE), {spt:.2f}x (with memory stalls); "
-          f"CAU (provisional) {g.cau_cycles} cycles, SDUE with CAU overlapped "
+          f"CAU {g.cau_cycles} cycles per row block, SDUE with CAU overlapped "
           f"{g.cau_overlapped} cycles")
     out = write_json(args.json or DEFAULT_CYCLES_JSON, _finite({
         "config": cfg.to_dict(), "config_hash": cfg.hash, "mask": str(args.mask), "K": K,
@@ -146,7 +146,7 @@ def register(gsub) -> None:
         description="Cycle model (SPEC 3.5) of the product A (M x K) @ B (K x N) with the given "
                     "output mask: SDUE passes and cycles dense vs ConMerge, utilization "
                     "(useful MACs / (R*C*L * cycles)), speedup, global-buffer fill and stall "
-                    "cycles and which bound holds; the CAU figure is provisional.",
+                    "cycles and which bound holds, and the CAU's cycles per row block.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     _common(p, DEFAULT_CYCLES_JSON)
     p.add_argument("--k", type=int, default=None, metavar="K",

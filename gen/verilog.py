@@ -17,6 +17,7 @@ Every other warning fails ``exion lint`` and the lint test.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import shutil
 import subprocess
@@ -44,22 +45,27 @@ LINT_WAIVERS = {
 }
 
 
-def _make_dpu(cfg: Config):
-    from exion.hw.dpu import DPU
-    return DPU(cfg)
-
-
-def _make_sdue(cfg: Config):
-    from exion.hw.sdue import SDUE
-    return SDUE(cfg)
-
-
-# name -> (factory, one-line description). Later blocks register here.
-TOPS = {
-    "dpu": (_make_dpu, "dot-product unit: L multipliers, adder tree, A-bit accumulator"),
-    "sdue": (_make_sdue, "sparse-dense unified engine: R x C DPUs, i_sw/w_sw/cv_switch, "
-                         "IMEM/WMEM/OMEM"),
+# name -> (module, class, one-line description). A block's class takes the Config.
+BLOCKS = {
+    "dpu": ("exion.hw.dpu", "DPU",
+            "dot-product unit: L multipliers, adder tree, A-bit accumulator"),
+    "sdue": ("exion.hw.sdue", "SDUE",
+             "sparse-dense unified engine: R x C DPUs, i_sw/w_sw/cv_switch, IMEM/WMEM/OMEM"),
+    "cau": ("exion.hw.cau", "CAU",
+            "ConMerge assistant unit: condense, popcount sort, merge -> ConMerge vectors"),
+    "epre": ("exion.hw.epre", "EPRE",
+             "eager prediction engine: LOD/TS-LOD, shift-add scores, top-k / q_th selection"),
 }
+
+
+def _factory(module: str, cls: str):
+    def make(cfg: Config):
+        return getattr(importlib.import_module(module), cls)(cfg)
+    return make
+
+
+# name -> (factory(cfg), description)
+TOPS = {name: (_factory(mod, cls), desc) for name, (mod, cls, desc) in BLOCKS.items()}
 
 
 def source_hash() -> str:

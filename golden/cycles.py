@@ -2,7 +2,8 @@
 
 Every timing constant is at the top of this file, named and commented, so that it can be
 calibrated against RTL simulation in one place. The SDUE part is the *contract* the RTL
-follows; the CAU and EPRE parts are **provisional** until their RTL exists.
+follows; the CAU part is calibrated to ``hw/cau.py`` (exact, ``tests/test_cau.py``); the EPRE
+part is calibrated to ``hw/epre.py`` (exact cycle counts, ``tests/test_epre_rtl.py``).
 
 SDUE timing contract
 --------------------
@@ -34,25 +35,29 @@ Global-buffer fill (double-buffered IMEM/WMEM)
   ``"compute-bound"``. OMEM write-back to the global buffer is not modeled (OMEM capacity
   limits are the controller's concern; see docs/golden-conmerge.md).
 
-CAU (provisional)
------------------
-Per row block: read one column cv per cycle (``N`` cycles; condense and the popcount
-histogram happen while reading), prefix-sum the R+1 histogram bins, place the non-zero
-columns in sorted order one per cycle, merge one column per cycle, plus a fixed overhead:
-``cau_block = ceil(N / CAU_READ_COLS_PER_CYCLE) + (R + 1) * CAU_PREFIX_CYCLES_PER_BIN
-+ ceil(n_nz / CAU_SORT_COLS_PER_CYCLE) + ceil(n_nz / CAU_MERGE_COLS_PER_CYCLE) + CAU_FIXED``.
-The CAU works one row block ahead of the SDUE (its output FIFO decouples them):
+CAU (calibrated to hw/cau.py; exact, see docs/cau.md)
+------------------------------------------------------
+Three stages on three consecutive row blocks, joined by ping-pong buffers. For a block of N
+columns, n non-zero columns and f = min(slots, W_open) slots left in the merge window at the
+end (slots from the golden merge)::
+
+    read   ceil(N / P) beats                  (P = CAU_COLS_PER_CYCLE columns per beat)
+    sort   CAU_SORT_START + n                 (prefix sum, then one column per cycle)
+    merge  CAU_MERGE_START + n + f            (fetch, one column per cycle, window flush)
+
+``cau_block_cycles`` is the block's steady-state interval, ``max(read, sort, merge)``;
+:func:`cau_schedule` gives the exact cycle of every block's stage ends and last pass for a
+stream of blocks (input always offered, output always ready). The CAU works one row block
+ahead of the SDUE (its output FIFO decouples them):
 ``overlapped = cau[0] + sum_b max(sdue[b], cau[b+1])``.
 
-EPRE (provisional)
-------------------
-Shift-add lanes: ``EPRE_TERMS_FACTOR * R * C * L`` lanes. An approximate product of two
-LOD / TS-LOD values is at most ``lod_terms**2`` powers of two; a lane forms them with
-``lod_terms**2`` shifters feeding one small adder, so it delivers one approximate product per
-cycle (``EPRE_LANE_CYCLES_PER_PRODUCT = 1``; set it to ``lod_terms**2`` for lanes that add
-one term per cycle). Stage 1
-(Qh and Kh: 2 * T * d * d products), stage 2 (heads * T * T * d_head products), selection
-(``EPRE_SELECT_PER_CYCLE = R`` scores per cycle), plus ``EPRE_FIXED`` per stage.
+EPRE (calibrated to hw/epre.py)
+-------------------------------
+One run per attention head: ``units`` (default C) dot-product units of L shift-add lanes (one
+approximate product per lane per cycle), stage 1 Q then K, stage 2 one row group at a time,
+then one shared selector, query rows one after another (two passes over the row's N_k
+scores). :func:`epre_run_cycles` is exact for the RTL (no back-pressure on its mask output);
+:func:`epre_cycles` is ``heads`` runs for a layer.
 """
 
 from __future__ import annotations
@@ -65,11 +70,13 @@ import numpy as np
 from exion.config import Config
 from exion.errors import ExionError
 
-from .conmerge import ConMergePlan, check_mask, conmerge, dense_plan, row_block_chunks
+from .conmerge import (ConMergePlan, check_mask, conmerge, dense_plan, merge_columns,
+                       row_block_chunks)
 
 __all__ = [
     "SDUE_EXTRA", "sdue_fixed", "sdue_cycles", "k_cap", "sdue_pass_list", "GemmCycles",
-    "gemm_cycles", "cau_block_cycles", "cau_cycles", "epre_cycles", "transformer_block",
+    "gemm_cycles", "cau_block_cycles", "cau_stage_cycles", "cau_cycles", "cau_schedule",
+    "epre_cycles", "epre_run_cycles", "epre_phase_cycles", "transformer_block",
     "MODES",
 ]
 
@@ -79,28 +86,27 @@ __all__ = [
 #: cycle of OMEM read before the drain's write (read-modify-write).
 SDUE_EXTRA = 2
 
-# ---- CAU (provisional until hw/cau.py exists) ------------------------------------------
-#: Column cvs read from the mask buffer per cycle (condense + popcount histogram on the fly).
-CAU_READ_COLS_PER_CYCLE = 1
-#: Cycles per histogram bin for the counting sort's prefix sum (R + 1 bins).
-CAU_PREFIX_CYCLES_PER_BIN = 1
-#: Non-zero columns placed into sorted order per cycle (counting sort scatter).
-CAU_SORT_COLS_PER_CYCLE = 1
-#: Sorted columns merged per cycle (window of W_open slot registers compared in parallel).
-CAU_MERGE_COLS_PER_CYCLE = 1
-#: Per-row-block overhead: start, FIFO hand-off of the last pass.
-CAU_FIXED = 4
+# ---- CAU (calibrated to hw/cau.py: exact, tests/test_cau.py, tests/test_cau_rtl.py) ---
+#: Column cvs per input beat (the hw.cau.CAU ``cols_per_cycle`` default).
+CAU_COLS_PER_CYCLE = 4
+#: Sort stage: one cycle for the histogram's prefix sum before the first column.
+CAU_SORT_START = 1
+#: Merge stage: one cycle to fetch the first sorted column (also the whole cost of a block
+#: with no non-zero column).
+CAU_MERGE_START = 1
+#: From the merge stage's last cycle to the transfer of the block's last pass: the pass
+#: assembler register and the output FIFO (output always ready).
+CAU_OUT_LATENCY = 2
 
-# ---- EPRE (provisional until hw/epre.py exists) ----------------------------------------
-#: Shift-add lanes of the EPRE, as a multiple of R * C * L.
-EPRE_TERMS_FACTOR = 1
-#: Lane cycles per approximate product (its <= lod_terms**2 shifted terms are summed in one
-#: cycle by a small adder).
-EPRE_LANE_CYCLES_PER_PRODUCT = 1
-#: Scores the per-row selector consumes per cycle.
-EPRE_SELECT_PER_CYCLE_FACTOR = 1  # times R
-#: Pipeline fill / drain per EPRE stage (stage 1, stage 2, selection).
-EPRE_FIXED = 8
+# ---- EPRE (calibrated to hw/epre.py; exact, see docs/epre.md) ---------------------------
+#: Cycles from the issue of a phase's last beat to its last result written (read, LOD
+#: register, products + lane tree register, accumulator); every phase ends with this drain.
+EPRE_PIPE = 4
+#: Selector cycles per query row beyond its two passes over the N_k scores (start, insert
+#: tail, threshold, mask tail, one output beat when ``mask`` is ready).
+EPRE_SEL_FIXED = 5
+#: Cycles of a run beyond its phases (the final state).
+EPRE_RUN_FIXED = 1
 
 
 def sdue_fixed(cfg: Config) -> int:
@@ -183,8 +189,8 @@ class GemmCycles:
     stall: int
     total_cycles: int     # sdue_cycles + stall
     bound: str            # "compute-bound" / "memory-bound"
-    cau_cycles: int       # provisional
-    cau_overlapped: int   # provisional: SDUE with the CAU one row block ahead
+    cau_cycles: int       # sum of the CAU's per-block intervals (cau_cycles)
+    cau_overlapped: int   # SDUE with the CAU one row block ahead
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -215,23 +221,93 @@ def _fill(cfg: Config, plan: ConMergePlan, pl: dict) -> np.ndarray:
     return fill
 
 
-def cau_block_cycles(cfg: Config, N: int, n_nonzero: int) -> int:
-    """Provisional CAU cycles for one row block of N columns, ``n_nonzero`` non-zero cvs."""
-    return (math.ceil(N / CAU_READ_COLS_PER_CYCLE)
-            + (cfg.rows + 1) * CAU_PREFIX_CYCLES_PER_BIN
-            + math.ceil(n_nonzero / CAU_SORT_COLS_PER_CYCLE)
-            + math.ceil(n_nonzero / CAU_MERGE_COLS_PER_CYCLE) + CAU_FIXED)
+def cau_block_cycles(cfg: Config, N: int, n_nonzero: int, window_slots: int = 0,
+                     cols_per_cycle: int = CAU_COLS_PER_CYCLE) -> int:
+    """CAU cycles per row block in a stream: ``max(read, sort, merge)`` (module notes).
+
+    ``window_slots``: f, the slots left in the merge window at the end of the block,
+    ``min(slots, W_open)`` (0 for a block without non-zero column).
+    """
+    st = cau_stage_cycles(N, n_nonzero, window_slots, cols_per_cycle)
+    return max(st.values())
 
 
-def cau_cycles(cfg: Config, mask) -> np.ndarray:
-    """Provisional CAU cycles per row block of an output mask (blocks with no cv: N + ...)."""
+def cau_stage_cycles(N: int, n_nonzero: int, window_slots: int,
+                     cols_per_cycle: int = CAU_COLS_PER_CYCLE) -> dict:
+    """Cycles of one row block in each CAU stage: ``read``, ``sort``, ``merge``."""
+    n = int(n_nonzero)
+    return {"read": max(1, math.ceil(N / cols_per_cycle)),
+            "sort": CAU_SORT_START + n,
+            "merge": CAU_MERGE_START + (n + int(window_slots) if n else 0)}
+
+
+def _cau_blocks(cfg: Config, mask, merge_ways, sort, window):
+    """(n_nonzero, f) per row block, from the golden sort and merge."""
+    from .conmerge import _check_sort, _check_ways, _check_window, _pack, _sorted_cols
     mask = check_mask(mask)
+    m = _check_ways(cfg, merge_ways)
+    w = _check_window(cfg, window)
+    sort = _check_sort(sort)
     R = cfg.rows
     out = []
     for b in range(math.ceil(mask.shape[0] / R)):
-        nz = int(mask[b * R:(b + 1) * R].any(axis=0).sum())
-        out.append(cau_block_cycles(cfg, mask.shape[1], nz))
-    return np.asarray(out, dtype=np.int64)
+        blk = mask[b * R:(b + 1) * R]
+        cols = _sorted_cols(blk, sort)
+        if cols.size == 0:
+            out.append((0, 0))
+            continue
+        slot, _ = merge_columns(_pack(blk[:, cols]), m, w)
+        out.append((int(cols.size), min(int(slot.max()) + 1, w)))
+    return out
+
+
+def cau_cycles(cfg: Config, mask, merge_ways: int | None = None, sort: str = "popcount",
+               window: int | None = None,
+               cols_per_cycle: int = CAU_COLS_PER_CYCLE) -> np.ndarray:
+    """CAU cycles per row block of an output mask (:func:`cau_block_cycles` of each block)."""
+    N = check_mask(mask).shape[1]
+    return np.asarray([cau_block_cycles(cfg, N, n, f, cols_per_cycle)
+                       for n, f in _cau_blocks(cfg, mask, merge_ways, sort, window)],
+                      dtype=np.int64)
+
+
+def cau_schedule(cfg: Config, mask, merge_ways: int | None = None, sort: str = "popcount",
+                 window: int | None = None,
+                 cols_per_cycle: int = CAU_COLS_PER_CYCLE) -> dict:
+    """Exact CAU timing of a whole mask streamed through ``hw.cau.CAU`` from idle.
+
+    Input beats offered every cycle from cycle 0, output always ready. Stage hand-offs
+    through the ping-pong buffers take one cycle (a flag register). Returns per block
+    (arrays): ``read``, ``sort``, ``merge`` (stage cycles), ``read_end``, ``sort_end``,
+    ``merge_end`` (cycle of the stage's last cycle), ``done`` (cycles from the start until
+    the block's last pass has been taken, -1 for a block without pass), and ``total`` (cycles
+    until the CAU is idle again), plus ``interval`` = :func:`cau_cycles`.
+    """
+    N = check_mask(mask).shape[1]
+    blocks = _cau_blocks(cfg, mask, merge_ways, sort, window)
+    nb = len(blocks)
+    st = [cau_stage_cycles(N, n, f, cols_per_cycle) for n, f in blocks]
+    a_end, b_end, c_end, c_rel = ([0] * nb for _ in range(4))
+    done = [-1] * nb
+    for b, ((n, f), s) in enumerate(zip(blocks, st)):
+        a0 = max(a_end[b - 1] + 1 if b else 0, b_end[b - 2] + 1 if b >= 2 else 0)
+        a_end[b] = a0 + s["read"] - 1
+        b0 = max(a_end[b] + 1, b_end[b - 1] + 1 if b else 0,
+                 c_rel[b - 2] + 1 if b >= 2 else 0)
+        b_end[b] = b0 + s["sort"] - CAU_SORT_START
+        c0 = max(b_end[b] + 1, c_end[b - 1] + 1 if b else 0)
+        c_end[b] = c0 + s["merge"] - CAU_MERGE_START
+        c_rel[b] = c0 + n
+        if n:
+            done[b] = c_end[b] + CAU_OUT_LATENCY + 1
+    last = max([d for d in done if d >= 0], default=0)
+    total = max(last, c_end[-1] + 1 if nb else 0)
+    arr = (lambda x: np.asarray(x, dtype=np.int64))
+    return {"read": arr([s["read"] for s in st]), "sort": arr([s["sort"] for s in st]),
+            "merge": arr([s["merge"] for s in st]), "read_end": arr(a_end),
+            "sort_end": arr(b_end), "merge_end": arr(c_end), "done": arr(done),
+            "total": int(total),
+            "interval": arr([max(s.values()) for s in st])}
 
 
 def gemm_cycles(cfg: Config, K: int, plan: ConMergePlan, mask=None, input_mask=None,
@@ -260,9 +336,9 @@ def gemm_cycles(cfg: Config, K: int, plan: ConMergePlan, mask=None, input_mask=N
     stall = fill.copy()
     if fill.size > 1:
         stall[1:] = np.maximum(0, fill[1:] - compute_p[:-1])
-    # CAU (provisional): only for ConMerge plans
+    # CAU: only for ConMerge plans
     if plan.kind == "conmerge" and plan.n_passes:
-        cau_b = cau_cycles(cfg, omask)
+        cau_b = cau_cycles(cfg, omask, plan.merge_ways, plan.sort, plan.window)
         rb = pl["plan_pass"]
         blk = plan.row_block[rb].astype(np.int64) if rb.size else rb
         sdue_b = np.bincount(blk, weights=compute_p, minlength=cau_b.size).astype(np.int64)
@@ -283,14 +359,46 @@ def gemm_cycles(cfg: Config, K: int, plan: ConMergePlan, mask=None, input_mask=N
 
 
 # ---- EPRE ------------------------------------------------------------------------------
-def epre_cycles(cfg: Config, T: int, d: int, heads: int, d_head: int) -> dict:
-    """Provisional EPRE cycles of eager prediction for one attention layer."""
-    terms = EPRE_TERMS_FACTOR * cfg.peak_macs
-    tpp = EPRE_LANE_CYCLES_PER_PRODUCT
-    s1 = math.ceil(2 * T * d * d * tpp / terms) + EPRE_FIXED
-    s2 = math.ceil(heads * T * T * d_head * tpp / terms) + EPRE_FIXED
-    sel = math.ceil(heads * T * T / (EPRE_SELECT_PER_CYCLE_FACTOR * cfg.rows)) + EPRE_FIXED
-    return {"stage1": s1, "stage2": s2, "select": sel, "total": s1 + s2 + sel}
+def epre_run_cycles(cfg: Config, n_q: int, n_k: int, d: int, d_head: int,
+                    units: int | None = None) -> int:
+    """Busy cycles of one EPRE run (one attention head), exactly as ``hw/epre.py`` counts them.
+
+    ``units`` dot-product units (default C) of L shift-add lanes; ``G = ceil(rows / units)``::
+
+        stage 1   (Gq + Gk) * d_head * ceil(d / L) + 2 * EPRE_PIPE
+        stage 2   Gq * (N_k * ceil(d_head / L) + EPRE_PIPE)
+        select    N_q * (2 * N_k + EPRE_SEL_FIXED)
+        + EPRE_RUN_FIXED
+
+    (no back-pressure on the mask output).
+    """
+    u = cfg.cols if units is None else units
+    for nm, v in (("n_q", n_q), ("n_k", n_k), ("d", d), ("d_head", d_head), ("units", u)):
+        if not isinstance(v, (int, np.integer)) or v < 1:
+            raise ExionError(f"epre_run_cycles: {nm} = {v!r} must be an integer >= 1")
+    p = epre_phase_cycles(cfg, n_q, n_k, d, d_head, u)
+    return p["stage1"] + p["stage2"] + p["select"] + EPRE_RUN_FIXED
+
+
+def epre_phase_cycles(cfg: Config, n_q: int, n_k: int, d: int, d_head: int,
+                      units: int | None = None) -> dict:
+    """The three phase terms of :func:`epre_run_cycles` (without ``EPRE_RUN_FIXED``)."""
+    u = cfg.cols if units is None else units
+    L = cfg.lanes
+    gq, gk = math.ceil(n_q / u), math.ceil(n_k / u)
+    s1 = (gq + gk) * d_head * math.ceil(d / L) + 2 * EPRE_PIPE
+    s2 = gq * (n_k * math.ceil(d_head / L) + EPRE_PIPE)
+    sel = n_q * (2 * n_k + EPRE_SEL_FIXED)
+    return {"stage1": s1, "stage2": s2, "select": sel}
+
+
+def epre_cycles(cfg: Config, T: int, d: int, heads: int, d_head: int,
+                units: int | None = None) -> dict:
+    """EPRE cycles of eager prediction for one attention layer: one run per head."""
+    p = epre_phase_cycles(cfg, T, T, d, d_head, units)
+    out = {k: heads * v for k, v in p.items()}
+    out["total"] = heads * epre_run_cycles(cfg, T, T, d, d_head, units)
+    return out
 
 
 # ---- transformer block -----------------------------------------------------------------

@@ -127,14 +127,17 @@ def build_program(cfg: Config, a, b, plan: ConMergePlan, prev=None, accumulate: 
         kvalid = kidx < K
         kidx = np.where(kvalid, kidx, 0)
         ikey = (blk, split)
-        wkeys = [(split, blk if input_sparse else -1, tuple(members[:, k])) for k in range(pm)]
+        # member k of every slot reads one WMEM region; a member empty in every slot needs none
+        used = [bool(np.any(members[:, k] >= 0)) for k in range(pm)]
+        wkeys = [(split, blk if input_sparse else -1, tuple(members[:, k])) if used[k] else None
+                 for k in range(pm)]
         need_i = 0 if ikey in i_regions else kw
-        need_w = sum(kw for k in set(wkeys) if k not in w_regions)
+        need_w = sum(kw for k in set(wkeys) - {None} if k not in w_regions)
         need_o = 0 if blk in cur.regions else 1
         if cur.descs and (i_used + need_i > imem_cap or w_used + need_w > wmem_cap or
                           len(cur.regions) + need_o > regions_cap):
             new_batch()
-            need_i, need_w = kw, sum(kw for _ in set(wkeys))
+            need_i, need_w = kw, sum(kw for _ in set(wkeys) - {None})
         if kw > imem_cap or need_w > wmem_cap:
             raise ExionError(f"one pass needs {kw} IMEM and {need_w} WMEM words; config "
                              f"{cfg.name!r} holds {imem_cap} and {wmem_cap}")
@@ -151,7 +154,7 @@ def build_program(cfg: Config, a, b, plan: ConMergePlan, prev=None, accumulate: 
             i_used += kw
         wbase = []
         for k in range(m):
-            if k >= pm:
+            if k >= pm or wkeys[k] is None:
                 wbase.append(0)
                 continue
             key = wkeys[k]

@@ -82,7 +82,8 @@ def rtl_build(cfg: Config, top: str, *, waves: bool = False, progress=None) -> R
     with _locked(root / "locks" / f"gen-{cfg.name}-{cfg.hash}-{top}.lock"):
         gen = generate(cfg, top, rtl_dir)
     text = gen.verilog.read_bytes()
-    key = hashlib.sha256(text + verilator_version().encode() + (b"fst" if waves else b"")
+    args = verilator_args(waves)
+    key = hashlib.sha256(text + verilator_version().encode() + " ".join(args).encode()
                          ).hexdigest()[:12]
     module = f"exion_{top}"
     sim_dir = root / "sim" / f"{module}-{cfg.name}-{key}"
@@ -98,10 +99,12 @@ def rtl_build(cfg: Config, top: str, *, waves: bool = False, progress=None) -> R
             env_backup = dict(os.environ)
             os.environ.update(verilator_env())
             try:
+                sources = [gen.verilog]
+                if "--no-public-flat-rw" in args:
+                    sources.append(_ports_control_file(gen.manifest, module, sim_dir))
                 runner.build(
-                    sources=[gen.verilog], hdl_toplevel=module, build_dir=sim_dir,
-                    build_args=(["--trace-fst", "--trace-structs"] if waves else []) +
-                    ["-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial", "fast"],
+                    sources=sources, hdl_toplevel=module, build_dir=sim_dir,
+                    build_args=args,
                     waves=waves, always=True, log_file=sim_dir / "build.log")
             finally:
                 os.environ.clear()
@@ -125,6 +128,34 @@ def _failure_excerpt(log: Path, max_lines: int = 25) -> str:
                     return "\n".join(body[j:j + max_lines])
             return "\n".join(body[-max_lines:])
     return "\n".join(ln.strip() for ln in lines[-max_lines:])
+
+
+def _ports_control_file(manifest: Path, module: str, sim_dir: Path) -> Path:
+    """A Verilator control file making exactly the top-level ports public (VPI-visible)."""
+    ports = json.loads(manifest.read_text())["ports"]
+    sim_dir.mkdir(parents=True, exist_ok=True)
+    vlt = sim_dir / f"{module}_ports.vlt"
+    vlt.write_text("`verilator_config\n" + "".join(
+        f'public_flat_rw -module "{module}" -var "{p["name"]}"\n' for p in ports))
+    return vlt
+
+
+def verilator_args(waves: bool) -> list[str]:
+    """Extra Verilator flags of every build.
+
+    cocotb's runner passes ``--public-flat-rw``, which keeps every internal signal of
+    Amaranth's output and makes the C++ about 4x larger (the exion16 SDUE: minutes of g++).
+    Benches only touch top-level ports, so ``--no-public-flat-rw`` follows it and a control
+    file makes just the ports public; set ``EXION_PUBLIC=1`` to reach internal signals from
+    cocotb. FST traces record internal
+    signals either way.
+    """
+    args = ["-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial", "fast"]
+    if os.environ.get("EXION_PUBLIC", "") in ("", "0"):
+        args.append("--no-public-flat-rw")
+    if waves:
+        args += ["--trace-fst", "--trace-structs"]
+    return args
 
 
 def new_seed() -> int:

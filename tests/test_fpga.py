@@ -6,6 +6,7 @@ bench/bench_fpga.py and behind the ``long`` marker.
 """
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -35,10 +36,10 @@ def test_synth_toy_dpu_ecp5_maps_multipliers(toy_ecp5):
 
 
 def test_synth_writes_json_and_markdown(toy_ecp5):
-    data = json.loads(open(toy_ecp5["files"]["json"]).read())
+    data = json.loads(Path(toy_ecp5["files"]["json"]).read_text())
     assert data["resources"] == toy_ecp5["resources"]
     assert data["config_hash"] == PRESETS["toy"].hash
-    md = open(toy_ecp5["files"]["markdown"]).read()
+    md = Path(toy_ecp5["files"]["markdown"]).read_text()
     assert f"| DSP / multiplier blocks (MULT18X18D) | {PRESETS['toy'].lanes} |" in md
     assert "| LFE5U-85F | yes |" in md
 

@@ -116,23 +116,36 @@ def test_all_zero_mask_costs_nothing():
     assert (g.passes, g.sdue_cycles, g.fill, g.stall) == (0, 0, 0, 0)
 
 
-def test_cau_provisional_formula():
-    c = cy.cau_block_cycles(TOY, 10, 4)
-    assert c == (10 // cy.CAU_READ_COLS_PER_CYCLE + 9 * cy.CAU_PREFIX_CYCLES_PER_BIN
-                 + math.ceil(4 / cy.CAU_SORT_COLS_PER_CYCLE)
-                 + math.ceil(4 / cy.CAU_MERGE_COLS_PER_CYCLE) + cy.CAU_FIXED)
+def test_cau_formula():
+    """The CAU model (calibrated to hw/cau.py; exactness against RTL: tests/test_cau*.py)."""
+    st = cy.cau_stage_cycles(10, 4, 3, cols_per_cycle=4)
+    assert st == {"read": 3, "sort": cy.CAU_SORT_START + 4, "merge": cy.CAU_MERGE_START + 7}
+    assert cy.cau_block_cycles(TOY, 10, 4, 3, cols_per_cycle=4) == max(st.values())
+    assert cy.cau_stage_cycles(10, 0, 0, 4) == {"read": 3, "sort": cy.CAU_SORT_START,
+                                                 "merge": cy.CAU_MERGE_START}
     mask = np.zeros((9, 10), bool)             # two row blocks: 4 and 0 non-zero cvs
-    mask[0, :4] = True
-    assert cy.cau_cycles(TOY, mask).tolist() == [c, cy.cau_block_cycles(TOY, 10, 0)]
+    mask[0, :4] = True                         # all in row 0: 4 slots, 3 left in the window
+    assert cy.cau_cycles(TOY, mask, cols_per_cycle=4).tolist() == [
+        cy.cau_block_cycles(TOY, 10, 4, 3, 4), cy.cau_block_cycles(TOY, 10, 0, 0, 4)]
+    sch = cy.cau_schedule(TOY, mask, cols_per_cycle=4)
+    assert sch["done"][1] == -1 and sch["done"][0] == sch["merge_end"][0] + \
+        cy.CAU_OUT_LATENCY + 1
+    assert sch["total"] == max(sch["done"][0], sch["merge_end"][1] + 1)
 
 
-def test_epre_provisional_formula():
+def test_epre_formula():
+    # toy: units = C = 3, L = 4; one head of T = 16, d = 8, d_head = 4
+    r = cy.epre_run_cycles(TOY, 16, 16, 8, 4)
+    gq = math.ceil(16 / 3)
+    s1 = 2 * gq * 4 * 2 + 2 * cy.EPRE_PIPE
+    s2 = gq * (16 * 1 + cy.EPRE_PIPE)
+    sel = 16 * (2 * 16 + cy.EPRE_SEL_FIXED)
+    assert r == s1 + s2 + sel + cy.EPRE_RUN_FIXED
     e = cy.epre_cycles(TOY, T=16, d=8, heads=2, d_head=4)
-    lanes = cy.EPRE_TERMS_FACTOR * 96
-    per = cy.EPRE_LANE_CYCLES_PER_PRODUCT
-    assert e["stage1"] == math.ceil(2 * 16 * 8 * 8 * per / lanes) + cy.EPRE_FIXED
-    assert e["stage2"] == math.ceil(2 * 16 * 16 * 4 * per / lanes) + cy.EPRE_FIXED
-    assert e["total"] == e["stage1"] + e["stage2"] + e["select"]
+    assert e == {"stage1": 2 * s1, "stage2": 2 * s2, "select": 2 * sel, "total": 2 * r}
+    assert cy.epre_run_cycles(TOY, 16, 16, 8, 4, units=6) < r
+    with pytest.raises(ExionError, match=r"epre_run_cycles: n_k = 0 must be an integer >= 1"):
+        cy.epre_run_cycles(TOY, 4, 0, 8, 4)
 
 
 def test_transformer_block_modes():

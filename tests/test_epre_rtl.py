@@ -1,0 +1,118 @@
+"""The EPRE's emitted Verilog, Verilated, under cocotb against golden.eager_predict.
+
+One build per preset (the default sizes: n_max = 256, d_max = min(1152, k_max),
+dh_max = 72); each test runs many cases in one simulator invocation. Every case is compared
+stage by stage (Qh, Kh, Sh, score mask, dominant, key_needed, k_needed) and its busy cycles
+must equal ``golden.cycles.epre_run_cycles`` exactly (the 2 % contract holds a fortiori).
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+from exion.golden.cycles import epre_cycles, epre_run_cycles, gemm_cycles
+from exion.golden.conmerge import dense_plan
+from exion.sim.epre_rtl import rtl_predict_many
+
+pytestmark = pytest.mark.rtl
+
+FIELDS = ("qh", "kh", "sh", "score_mask", "dominant", "key_needed", "k_needed")
+
+
+def check(runs, cycles=True):
+    for r in runs:
+        for f in FIELDS:
+            np.testing.assert_array_equal(getattr(r, f), getattr(r.golden, f),
+                                          err_msg=f"case {r.name}: {f}")
+        if cycles:
+            assert r.cycles == r.model_cycles, f"case {r.name}: cycles"
+
+
+def cases(cfg, seed):
+    rng = np.random.default_rng(seed)
+    lo, hi = cfg.wmin, cfg.wmax + 1
+    L = cfg.lanes
+
+    def rnd(*shape, a=lo, b=hi):
+        return rng.integers(a, b, size=shape)
+
+    n, d, dh = 37, 3 * L + 5, L + 3             # N_k, d, d_head not multiples of anything
+    x, wq, wk = rnd(n, d), rnd(d, dh), rnd(d, dh)
+    out = [dict(name=f"random-k{k}", x=x, wq=wq, wk=wk, k=k, q_th_int=q)
+           for k, q in ((0.05, 4000), (0.2, None), (0.5, 20000), (0.8, 0), (1.0, 1 << 40))]
+    out += [
+        dict(name="random-keep_all", x=x, wq=wq, wk=wk, k=0.2, q_th_int=2000,
+             polarity="keep_all"),
+        dict(name="random-lod-mode", x=rnd(11, d), wq=wq, wk=wk, k=0.5, q_th_int=100,
+             lod_terms=1),
+        dict(name="all-zeros", x=np.zeros((n, d), int), wq=np.zeros((d, dh), int),
+             wk=np.zeros((d, dh), int), k=0.2, q_th_int=0),
+        # identical tokens: every score of a row is equal -> keys 0..kN-1, gap 0
+        dict(name="all-equal-scores", x=np.repeat(rnd(1, d), 29, axis=0), wq=wq, wk=wk,
+             k=0.5, q_th_int=1),
+        # tiny values: many equal scores around the kN-th place
+        dict(name="ties-at-kth", x=rnd(n, d, a=-1, b=2), wq=rnd(d, dh, a=-1, b=2),
+             wk=rnd(d, dh, a=-1, b=2), k=0.2, q_th_int=3),
+        dict(name="min-everywhere", x=np.full((n, d), lo), wq=np.full((d, dh), lo),
+             wk=np.full((d, dh), lo), k=0.8, q_th_int=0),
+        dict(name="min-everywhere-saturating", x=np.full((5, d), lo), wq=np.full((d, dh), lo),
+             wk=np.full((d, dh), hi - 1), k=0.5, shift_q=2, shift_k=0),
+    ]
+    # a single dominant key: token 7 is large and aligned with every query
+    xd = rnd(n, d, a=-30, b=30)
+    xd[7] = hi - 1
+    wd = np.abs(rnd(d, dh, a=-50, b=50))
+    out.append(dict(name="single-dominant-key", x=xd, wq=wd, wk=wd, k=0.05, q_th_int=1000))
+    out.append(dict(name="cross-attention", x=rnd(5, d), x_kv=rnd(21, d), wq=wq, wk=wk,
+                    k=0.2, q_th_int=500))
+    out.append(dict(name="one-key", x=rnd(4, 9), x_kv=rnd(1, 9), wq=rnd(9, 2), wk=rnd(9, 2),
+                    k=0.0, q_th_int=9))
+    out.append(dict(name="one-token", x=rnd(1, 2), wq=rnd(2, 1), wk=rnd(2, 1), k=1.0))
+    return out
+
+
+def test_epre_rtl_bit_exact_and_cycles(preset):
+    runs, report = rtl_predict_many(preset, cases(preset, 11), run_name="cases")
+    check(runs)
+    assert report["passed"] is True and report["jobs"] == len(runs)
+    names = {r.name for r in runs}
+    assert {"random-k0.05", "random-k1.0", "ties-at-kth", "single-dominant-key"} <= names
+    dom = next(r for r in runs if r.name == "single-dominant-key")
+    assert dom.dominant.any() and dom.key_needed[7]
+    assert next(r for r in runs if r.name == "all-equal-scores").score_mask[:, :15].all()
+
+
+def test_epre_rtl_backpressure(preset):
+    sel = [c for c in cases(preset, 12) if c["name"] in
+           ("random-k0.5", "random-keep_all", "ties-at-kth", "cross-attention")]
+    runs, _ = rtl_predict_many(preset, sel, backpressure=True, run_name="backpressure")
+    check(runs, cycles=False)   # mask ready is random: cycles include the waits
+
+
+def dit_head(cfg, seed):
+    rng = np.random.default_rng(seed)
+    T, d, dh = 256, 1152, 72
+    x = rng.integers(-300, 300, size=(T, d))
+    wq = rng.integers(-300, 300, size=(d, dh))
+    wk = rng.integers(-300, 300, size=(d, dh))
+    return dict(name="dit-xl2-head", x=x, wq=wq, wk=wk, k=0.2, q_th_int=1 << 20)
+
+
+@pytest.mark.long
+def test_epre_rtl_dit_head_exion16():
+    """The DiT-XL/2 head (256 tokens, d = 1152, d_head = 72) on exion16: bit-exact, cycles
+    equal to the model, and the figures next to the exact Q.K^T on the SDUE."""
+    from exion import PRESETS
+    cfg = PRESETS["exion16"]
+    runs, report = rtl_predict_many(cfg, [dit_head(cfg, 5)], tap=False, run_name="dit")
+    r = runs[0]
+    r.sh = r.golden.sh                      # no score tap on this long run
+    check([r])
+    assert abs(r.cycles - r.model_cycles) <= 0.02 * r.model_cycles
+    assert r.cycles == epre_run_cycles(cfg, 256, 256, 1152, 72)
+    assert epre_cycles(cfg, 256, 1152, 1, 72)["total"] == r.cycles
+    qk = gemm_cycles(cfg, 72, dense_plan(cfg, 256, 256))
+    assert qk.sdue_cycles == 256 * 16 + cfg.cols + cfg.dpu_latency + 2
+    assert r.cycles > qk.sdue_cycles     # the prediction costs more than one exact Q.K^T
+    assert math.isfinite(r.sparsity)
