@@ -74,6 +74,9 @@ class Config:
         Eager prediction: 1 = LOD, 2 = two-step LOD (TS-LOD).
     dpu_pipe_mul, dpu_pipe_tree : bool
         Pipeline register after the multipliers / after the adder tree of every DPU.
+    sdue_pipe : bool
+        SDUE pipeline registers on the memory read data, on the switched DPU operands and on
+        the OMEM read data of the drain (+3 cycles per run; needed near 100 MHz on FPGAs).
     gb_bytes_per_cycle : int
         Global-buffer bandwidth that fills IMEM/WMEM, in bytes per cycle (cycle model).
     """
@@ -93,6 +96,7 @@ class Config:
     lod_terms: int = 2
     dpu_pipe_mul: bool = True
     dpu_pipe_tree: bool = True
+    sdue_pipe: bool = True
     gb_bytes_per_cycle: int = 64
     # Not a parameter: keeps dataclasses.replace() and ==/hash honest.
     _checked: bool = field(default=False, init=False, repr=False, compare=False)
@@ -117,7 +121,7 @@ class Config:
         for f in ints:
             v = getattr(self, f)
             need(isinstance(v, int) and not isinstance(v, bool), f, v, "must be an integer")
-        for f in ("dpu_pipe_mul", "dpu_pipe_tree"):
+        for f in ("dpu_pipe_mul", "dpu_pipe_tree", "sdue_pipe"):
             v = getattr(self, f)
             need(isinstance(v, bool), f, v, "must be true or false")
         for f in ("rows", "cols", "lanes", "k_max", "gb_bytes_per_cycle"):
@@ -207,6 +211,16 @@ class Config:
         """Cycles from a DPU input beat with ``last`` to its result (see hw/dpu.py)."""
         return 1 + int(self.dpu_pipe_mul) + int(self.dpu_pipe_tree)
 
+    @property
+    def sdue_in_latency(self) -> int:
+        """SDUE cycles from a beat's memory address to the DPU inputs (see hw/sdue.py)."""
+        return 1 + 2 * int(self.sdue_pipe)
+
+    @property
+    def sdue_drain_latency(self) -> int:
+        """SDUE drain cycles from an OMEM read to the write of the same entry."""
+        return 1 + int(self.sdue_pipe)
+
     # -- serialisation ----------------------------------------------------------------
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -216,7 +230,7 @@ class Config:
     def derived(self) -> dict:
         names = ["k_max_limit", "imem_banks", "wmem_banks", "omem_banks", "imem_words",
                  "wmem_words", "w_open", "peak_macs", "imem_addr_bits", "wmem_addr_bits",
-                 "omem_addr_bits", "dpu_latency"]
+                 "omem_addr_bits", "dpu_latency", "sdue_in_latency", "sdue_drain_latency"]
         return {n: getattr(self, n) for n in names}
 
     @property

@@ -54,6 +54,23 @@ def register(sub) -> None:
     g.add_argument("--waves", action="store_true", help="write an FST waveform")
     g.set_defaults(func=cmd_sim_gemm)
 
+    from .golden_predict_cmd import add_predict_args
+    q = ssub.add_parser(
+        "predict", help="eager prediction through the Verilated EPRE",
+        description="Run eager prediction (SPEC 3.4: LOD/TS-LOD stage 1 and 2, top-k and "
+                    "dominant-row selection) through the Verilated EPRE, check every stage "
+                    "(Qh, Kh, Sh) and output (score mask, dominant and key-needed flags) "
+                    "bit-exactly against the golden model, and print intra-iteration "
+                    "sparsity, dominant rows, skipped Q/K/V rows and the EPRE's cycles next "
+                    "to the cycle model.")
+    add_config_arg(q)
+    add_predict_args(q)
+    q.add_argument("--out", required=True, metavar="MASK.npy",
+                   help="where to write the N_q x N_k score mask (bool) the RTL produced")
+    q.add_argument("--report", metavar="R.json", help="write the figures as JSON")
+    q.add_argument("--seed", type=int, default=None, help="cocotb seed (default random)")
+    q.set_defaults(func=cmd_sim_predict)
+
 
 def cmd_sim_dpu(args) -> int:
     from exion.errors import ExionError
@@ -242,3 +259,54 @@ def _plans_from_hardware_cau(cfg, mask, groups, golden_plans, m, sort, seed, pro
               f"(seed {seed}); re-run with --golden-vectors to test the SDUE alone")
         return None, figures
     return plans, figures
+
+
+def cmd_sim_predict(args) -> int:
+    from pathlib import Path
+
+    import numpy as np
+
+    from exion.errors import ExionError
+    from exion.sim.epre_rtl import rtl_predict
+    from exion.sim.runner import BenchFailure
+
+    from .golden_predict_cmd import load_predict_inputs
+    cfg, k, x, wq, wk = load_predict_inputs(args)
+    out = Path(args.out)
+    if out.suffix != ".npy":
+        raise ExionError(f"--out {args.out!r} must be a .npy file")
+    try:
+        run = rtl_predict(cfg, x, wq, wk, k, shift_q=args.shift_q, shift_k=args.shift_k,
+                          q_th_int=args.qth, polarity=args.polarity,
+                          lod_terms=args.lod_terms, seed=args.seed,
+                          progress=lambda msg: print(f"[exion] {msg}", file=sys.stderr))
+    except BenchFailure as e:
+        print(f"FAIL: {e}")
+        return 1
+    g = run.golden
+    checks = {name: bool(np.array_equal(getattr(run, name), getattr(g, name)))
+              for name in ("qh", "kh", "sh", "score_mask", "dominant", "key_needed",
+                           "k_needed")}
+    exact = all(checks.values())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, run.score_mask)
+    n_q, n_k = run.score_mask.shape
+    figures = {"config": cfg.name, "n_q": n_q, "n_k": n_k, "d": x.shape[1],
+               "d_head": wq.shape[1], "k": k, "sparsity": run.sparsity,
+               "dominant_rows": int(run.dominant.sum()),
+               "skipped_q": int(g.skipped_q), "skipped_k": int(g.skipped_k),
+               "skipped_v": int(g.skipped_v), "rtl_cycles": run.cycles,
+               "model_cycles": run.model_cycles, "bit_exact": exact, "checks": checks,
+               "out": str(out)}
+    print(f"EPRE {cfg.name}: N_q = {n_q}, N_k = {n_k}, d = {x.shape[1]}, "
+          f"d_head = {wq.shape[1]}, k = {k}")
+    print(f"  intra-iteration sparsity {run.sparsity:.4f}, dominant rows "
+          f"{figures['dominant_rows']}, skipped rows Q {g.skipped_q}, K {g.skipped_k}, "
+          f"V {g.skipped_v}")
+    print(f"  RTL cycles {run.cycles} (model {run.model_cycles})")
+    bad = [n for n, ok in checks.items() if not ok]
+    print(f"  bit-exact vs golden (Qh, Kh, Sh, mask, flags): "
+          f"{'PASS' if exact else 'FAIL: ' + ', '.join(bad)}; wrote {out}")
+    if args.report:
+        write_json(args.report, figures)
+    return 0 if exact else 1

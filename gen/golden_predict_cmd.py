@@ -47,9 +47,8 @@ def _ratio(text: str, option: str) -> str:
     return text
 
 
-def _cmd_predict(args) -> int:
-    from exion.golden.predict import eager_predict, keep_count
-
+def load_predict_inputs(args):
+    """Config, k and the checked operands of a predict command (one-line errors)."""
     cfg = load_cfg(args.config)
     k = _ratio(args.k, "--k")
     x = _int_operand(cfg, args.x, "--x")
@@ -67,6 +66,13 @@ def _cmd_predict(args) -> int:
     for opt, v in (("--shift-q", args.shift_q), ("--shift-k", args.shift_k)):
         if v is not None and not 0 <= v < cfg.acc_width:
             raise ExionError(f"{opt} must be in [0, {cfg.acc_width - 1}], got {v}")
+    return cfg, k, x, wq, wk
+
+
+def _cmd_predict(args) -> int:
+    from exion.golden.predict import eager_predict, keep_count
+
+    cfg, k, x, wq, wk = load_predict_inputs(args)
     res = eager_predict(cfg, x, wq, wk, k, shift_q=args.shift_q, shift_k=args.shift_k,
                         q_th_int=args.qth, polarity=args.polarity, lod_terms=args.lod_terms)
     s = res.summary()
@@ -200,19 +206,8 @@ def _ffnr_synthetic(cfg, args, s) -> int:
     return 0
 
 
-def register(gsub) -> None:
-    fmt = argparse.RawDescriptionHelpFormatter
-    p = gsub.add_parser(
-        "predict", formatter_class=fmt,
-        help="eager prediction (LOD/TS-LOD): score mask, dominant rows, skipped Q/K/V rows",
-        description=(
-            "Run the golden eager prediction (SPEC 3.4) on W-bit integer operands:\n"
-            "stage 1 Qh = X Wq, Kh = X Wk with LOD/TS-LOD approximated operands, shift and\n"
-            "saturate; stage 2 Sh = Qh Kh^T approximated again; per query row keep the\n"
-            "kN = max(1, ceil(k N_k)) largest scores (ties: lower key index), and apply the\n"
-            "dominant-row gap test. Prints intra-iteration sparsity, dominant rows and\n"
-            "skipped Q/K/V rows. Algorithms and choices: docs/golden-predict.md."))
-    add_config_arg(p)
+def add_predict_args(p) -> None:
+    """The operand and rule options shared by ``golden predict`` and ``sim predict``."""
     p.add_argument("--x", required=True, metavar="X.npy",
                    help="input tokens, N x d W-bit integers (self-attention: Q and K from X)")
     p.add_argument("--wq", required=True, metavar="WQ.npy",
@@ -233,6 +228,22 @@ def register(gsub) -> None:
                         "saturation on this input)")
     p.add_argument("--shift-k", type=int, default=None, metavar="S",
                    help="stage-1 right shift of Kh (default as --shift-q)")
+
+
+def register(gsub) -> None:
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = gsub.add_parser(
+        "predict", formatter_class=fmt,
+        help="eager prediction (LOD/TS-LOD): score mask, dominant rows, skipped Q/K/V rows",
+        description=(
+            "Run the golden eager prediction (SPEC 3.4) on W-bit integer operands:\n"
+            "stage 1 Qh = X Wq, Kh = X Wk with LOD/TS-LOD approximated operands, shift and\n"
+            "saturate; stage 2 Sh = Qh Kh^T approximated again; per query row keep the\n"
+            "kN = max(1, ceil(k N_k)) largest scores (ties: lower key index), and apply the\n"
+            "dominant-row gap test. Prints intra-iteration sparsity, dominant rows and\n"
+            "skipped Q/K/V rows. Algorithms and choices: docs/golden-predict.md."))
+    add_config_arg(p)
+    add_predict_args(p)
     p.add_argument("--json", metavar="OUT.json", help="write the figures as JSON")
     p.add_argument("--out", metavar="MASK.npy", help="write the N x N score mask (bool)")
     p.set_defaults(func=_cmd_predict)

@@ -14,8 +14,9 @@ SDUE timing contract
   one column per cycle per bank (C cycles), overlapped with the next pass; a short pass
   waits for the previous drain.
 * ``sdue_cycles = sum_p max(k_p, C) + SDUE_FIXED(cfg)`` with
-  ``SDUE_FIXED(cfg) = C + cfg.dpu_latency + SDUE_EXTRA`` (last drain + pipeline fill);
-  zero passes cost 0 cycles.
+  ``SDUE_FIXED(cfg) = C + cfg.dpu_latency + cfg.sdue_in_latency + cfg.sdue_drain_latency``
+  (last drain, DPU pipeline, address-to-DPU pipeline, OMEM read before write); zero passes
+  cost 0 cycles. Exact for hw/sdue.py (tests/test_sdue_rtl.py checks every case).
 * K-splits: a pass's reduction must fit one side of IMEM (a row of K elements in one bank,
   ``imem_depth``) and WMEM (m members of K elements in one bank, ``wmem_depth // m``). A
   longer reduction of n beats is split into ``ceil(n / (k_cap / L))`` balanced pieces (the
@@ -74,17 +75,16 @@ from .conmerge import (ConMergePlan, check_mask, conmerge, dense_plan, merge_col
                        row_block_chunks)
 
 __all__ = [
-    "SDUE_EXTRA", "sdue_fixed", "sdue_cycles", "k_cap", "sdue_pass_list", "GemmCycles",
+    "sdue_fixed", "sdue_cycles", "k_cap", "sdue_pass_list", "GemmCycles",
     "gemm_cycles", "cau_block_cycles", "cau_stage_cycles", "cau_cycles", "cau_schedule",
     "epre_cycles", "epre_run_cycles", "epre_phase_cycles", "transformer_block",
     "MODES",
 ]
 
 # ---- SDUE (contract; calibrate against RTL) --------------------------------------------
-#: Cycles beyond the last drain (C) and the DPU pipeline. Calibrated against hw/sdue.py
-#: (exact, see tests/test_sdue_rtl.py): one cycle of IMEM/WMEM read before the DPUs and one
-#: cycle of OMEM read before the drain's write (read-modify-write).
-SDUE_EXTRA = 2
+# The SDUE's fixed cycles come from the config (hw/sdue.py's pipeline): C (last drain),
+# cfg.dpu_latency, cfg.sdue_in_latency (memory read + the sdue_pipe registers before the
+# DPUs) and cfg.sdue_drain_latency (OMEM read before the drain's write, + sdue_pipe).
 
 # ---- CAU (calibrated to hw/cau.py: exact, tests/test_cau.py, tests/test_cau_rtl.py) ---
 #: Column cvs per input beat (the hw.cau.CAU ``cols_per_cycle`` default).
@@ -110,8 +110,8 @@ EPRE_RUN_FIXED = 1
 
 
 def sdue_fixed(cfg: Config) -> int:
-    """Fixed SDUE cycles per run of passes: last drain + DPU latency + ``SDUE_EXTRA``."""
-    return cfg.cols + cfg.dpu_latency + SDUE_EXTRA
+    """Fixed SDUE cycles per run of passes (see the module docstring)."""
+    return cfg.cols + cfg.dpu_latency + cfg.sdue_in_latency + cfg.sdue_drain_latency
 
 
 def sdue_cycles(cfg: Config, k_words_per_pass) -> int:
@@ -457,7 +457,7 @@ def transformer_block(cfg: Config, T: int, d: int, heads: int, d_head: int | Non
     EP: projections are output-masked per head (rows skipped by all heads are compacted
     away), scores use ConMerge on ``score_mask`` minus skipped-query rows, P.V is
     input-sparse (P non-zero only where the score mask is) with the skipped-query rows
-    compacted away, and the EPRE's provisional cycles are added. FFNR: FC1 uses ConMerge on
+    compacted away, and the EPRE's cycles are added. FFNR: FC1 uses ConMerge on
     ``ffn_mask`` and FC2 streams only the non-zero chunks of its input. All: both.
     ``memory``: add global-buffer stall cycles to the totals.
     Returns ``{"modes": {mode: {"gemms": [...], "total": cycles, "speedup": x}}, ...}``.

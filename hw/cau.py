@@ -37,15 +37,16 @@ from __future__ import annotations
 
 import math
 
-from amaranth import Array, Cat, Const, Module, Mux, Signal, Value
+from amaranth import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import ceil_log2
 
 from exion.config import Config
 from exion.errors import ExionError
 
+from .util import bits_for as _bits
+from .util import pad_mux as _mux
 from .sdue import pass_layout
 
 __all__ = ["CAU", "mask_layout", "cau_pass_layout", "default_max_cols", "CAU_SORTS"]
@@ -54,17 +55,6 @@ __all__ = ["CAU", "mask_layout", "cau_pass_layout", "default_max_cols", "CAU_SOR
 CAU_SORTS = ("popcount", "none", "runtime")
 
 
-def _bits(n: int) -> int:
-    return max(1, ceil_log2(n))
-
-
-def _mux(items, index):
-    """``items[index]`` padded to a power of two (no incomplete ``case`` in the Verilog)."""
-    items = [Value.cast(v) for v in items]
-    if len(items) == 1:
-        return items[0]
-    items += [items[-1]] * (2 ** len(Value.cast(index)) - len(items))
-    return Array(items)[index]
 
 
 def _popcount(v: Value) -> Value:

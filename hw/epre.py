@@ -43,7 +43,7 @@ from __future__ import annotations
 import enum
 import math
 
-from amaranth import Array, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth import Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -51,6 +51,8 @@ from amaranth.utils import ceil_log2
 
 from exion.config import Config
 
+from .util import bits_for as _bits
+from .util import pad_mux as _mux
 from .dpu import operand_layout
 from .lod import LOD, approx_product, lod_layout, refuse
 from .sdue import mem_write_signature
@@ -83,17 +85,6 @@ class _S(enum.IntEnum):
     DONE = 12
 
 
-def _bits(n: int) -> int:
-    return max(1, ceil_log2(n))
-
-
-def _mux(items, index):
-    """``items[index]``, padded to ``2**len(index)`` entries (no incomplete Verilog case)."""
-    items = [Value.cast(v) for v in items]
-    if len(items) == 1:
-        return items[0]
-    items += [items[-1]] * (2 ** len(Value.cast(index)) - len(items))
-    return Array(items)[index]
 
 
 class EpreSizes:

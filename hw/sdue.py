@@ -29,31 +29,20 @@ the engine is idle.
 
 from __future__ import annotations
 
-from amaranth import Array, Cat, Module, Mux, Signal, Value, signed, unsigned
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import ceil_log2
 
 from exion.config import Config
 
+from .util import bits_for as _bits
+from .util import pad_mux as _mux
 from .dpu import DPU, operand_layout
 
 __all__ = ["SDUE", "pass_layout", "sel_layout", "mem_write_signature", "omem_read_signature"]
 
 
-def _bits(n: int) -> int:
-    return max(1, ceil_log2(n))
-
-
-def _mux(items, index):
-    """``items[index]`` as a mux; the list is padded to ``2**len(index)`` with its last item
-    so that every index value is covered (no incomplete ``case`` in the Verilog)."""
-    items = [Value.cast(v) for v in items]
-    if len(items) == 1:
-        return items[0]
-    items += [items[-1]] * (2 ** len(Value.cast(index)) - len(items))
-    return Array(items)[index]
 
 
 def sel_layout(cfg: Config) -> data.StructLayout:
@@ -159,11 +148,14 @@ class SDUE(wiring.Component):
     @property
     def fixed_cycles(self) -> int:
         """Busy cycles of a run beyond ``sum(max(kwords, C))``."""
-        return self.cfg.cols + self.cfg.dpu_latency + 2
+        cfg = self.cfg
+        return cfg.cols + cfg.dpu_latency + cfg.sdue_in_latency + cfg.sdue_drain_latency
 
     def constants(self) -> dict:
         return {"fixed_cycles": self.fixed_cycles, "dpu_latency": self.cfg.dpu_latency,
-                "capture_delay": 1 + self.cfg.dpu_latency}
+                "in_latency": self.cfg.sdue_in_latency,
+                "drain_latency": self.cfg.sdue_drain_latency,
+                "capture_delay": self.cfg.sdue_in_latency + self.cfg.dpu_latency}
 
     def elaborate(self, platform):
         cfg = self.cfg
@@ -231,58 +223,95 @@ class SDUE(wiring.Component):
         with mod.Elif(active):
             mod.d.sync += cnt.eq(cnt + 1)
 
-        # Beat flags and the selects, one cycle later (aligned with the memory data).
-        b_valid = Signal(name="b_valid")
-        b_first = Signal(name="b_first")
-        b_last = Signal(name="b_last")
-        sel_d = Signal(desc_layout["sel"].shape, name="sel_d", reset_less=True)
-        isel_d = Signal(desc_layout["isel"].shape, name="isel_d", reset_less=True)
-        mod.d.sync += [b_valid.eq(issuing), b_first.eq(issuing & (beat == 0)),
-                       b_last.eq(issuing & (beat == cur.kwords - 1))]
-        with mod.If(issuing):
-            mod.d.sync += [sel_d.eq(cur.sel), isel_d.eq(cur.isel)]
+        pipe = cfg.sdue_pipe
+        in_lat = cfg.sdue_in_latency          # issue -> DPU input
+
+        def stage(value, name, enable=None, control=False):
+            """``value`` one cycle later (datapath registers are reset-less)."""
+            reg = Signal.like(value, name=name, reset_less=not control)
+            if enable is None:
+                mod.d.sync += reg.eq(value)
+            else:
+                with mod.If(enable):
+                    mod.d.sync += reg.eq(value)
+            return reg
+
+        # Beat flags and selects travel with the data. Stage 1: memory read data.
+        first0 = issuing & (beat == 0)
+        last0 = issuing & (beat == cur.kwords - 1)
+        b_valid = stage(issuing, "b_valid1", control=True)
+        b_first = stage(first0, "b_first1", control=True)
+        b_last = stage(last0, "b_last1", control=True)
+        sel_d = stage(cur.sel, "sel1", enable=issuing)
+        isel_d = stage(cur.isel, "isel1", enable=issuing)
+        imem_data, wmem_data = imem_rd, wmem_rd
+        ctl_valid = [b_valid]                 # every beat-valid register (for ``busy``)
+        if pipe:
+            # Stage 2: registered memory outputs (FPGA block RAM output registers).
+            imem_data = [stage(v, f"imem_q{r}", enable=b_valid) for r, v in enumerate(imem_rd)]
+            wmem_data = [[stage(v, f"wmem_q{c}_{k}", enable=b_valid) for k, v in enumerate(p)]
+                         for c, p in enumerate(wmem_rd)]
+            sel_d = stage(sel_d, "sel2", enable=b_valid)
+            isel_d = stage(isel_d, "isel2", enable=b_valid)
+            b_first = stage(b_first, "b_first2", control=True)
+            b_last = stage(b_last, "b_last2", control=True)
+            b_valid = stage(b_valid, "b_valid2", control=True)
+            ctl_valid.append(b_valid)
 
         # Result descriptors wait in a FIFO from the last beat until capture.
-        depth = -(-(1 + lat) // C) + 1
+        depth = -(-(in_lat + lat) // C) + 1
         rq = fifo.SyncFIFO(width=res_layout.size, depth=max(2, depth))
         mod.submodules.result_queue = rq
-        last_issue = Signal(name="last_issue")
         mod.d.comb += [
-            last_issue.eq(issuing & (beat == cur.kwords - 1)),
-            rq.w_en.eq(last_issue),
+            rq.w_en.eq(last0),
             rq.w_data.eq(Cat(cur.sel, cur.col, cur.obase, cur.accumulate)),
         ]
 
         # ---- the array (i_sw, w_sw, DPUs) ----------------------------------------------
+        if pipe:   # stage 3: switched operands registered at the DPU inputs
+            d_first = stage(b_first, "dpu_first", control=True)
+            d_last = stage(b_last, "dpu_last", control=True)
+            d_any = stage(b_valid, "dpu_any", control=True)
+            ctl_valid.append(d_any)
+        else:
+            d_first, d_last = b_first, b_last
         results = []
         for r in range(R):
             row_in = Signal(word, name=f"row_in{r}")
-            mod.d.comb += row_in.eq(_mux(imem_rd, isel_d[r]))
+            mod.d.comb += row_in.eq(_mux(imem_data, isel_d[r]))
+            if pipe:
+                row_in = stage(row_in, f"row_q{r}", enable=b_valid)
             row_res = []
             for c in range(C):
                 dpu = DPU(cfg)
                 mod.submodules[f"dpu_{r}_{c}"] = dpu
                 s = sel_d[r][c]
-                wsel = _mux(wmem_rd[c], s.idx)
+                wsel = _mux(wmem_data[c], s.idx)
+                valid = b_valid & s.valid
+                if pipe:
+                    wsel = stage(wsel, f"w_q{r}_{c}", enable=valid)
+                    valid = stage(valid, f"valid_q{r}_{c}", control=True)
                 mod.d.comb += [
-                    dpu.inp.valid.eq(b_valid & s.valid),
+                    dpu.inp.valid.eq(valid),
                     dpu.inp.payload.a.eq(row_in),
                     dpu.inp.payload.b.eq(wsel),
-                    dpu.inp.payload.first.eq(b_first),
-                    dpu.inp.payload.last.eq(b_last),
+                    dpu.inp.payload.first.eq(d_first),
+                    dpu.inp.payload.last.eq(d_last),
                 ]
                 row_res.append(dpu.out.payload)
             results.append(row_res)
 
-        # Capture strobe: the last beat's flag delayed to the DPU output.
+        # Capture strobe: the last beat's flag at the DPU inputs, delayed to the DPU output.
         cap_line = Signal(lat, name="cap_line")
-        mod.d.sync += cap_line.eq(Cat(b_last, cap_line[:-1]) if lat > 1 else b_last)
+        mod.d.sync += cap_line.eq(Cat(d_last, cap_line[:-1]) if lat > 1 else d_last)
         cap = Signal(name="cap")
         mod.d.comb += [cap.eq(cap_line[-1]), rq.r_en.eq(cap)]
         rdesc = Signal(res_layout, name="rdesc")
         mod.d.comb += rdesc.as_value().eq(rq.r_data)
 
         # ---- cv_switch drain into OMEM -------------------------------------------------
+        # Per bank: R stage (read the old value at the head entry's address), D stage (the
+        # entry waits for the read data), [Q stage (read data registered, sdue_pipe)], write.
         A = cfg.acc_width
         draining = Signal(name="draining")
         didx = Signal(range(C), name="didx")
@@ -296,9 +325,15 @@ class SDUE(wiring.Component):
             with mod.If(didx == C - 1):
                 mod.d.sync += draining.eq(0)
         mod.d.sync += [w_pending.eq(draining), w_acc.eq(dacc)]
+        pending = [w_pending]
+        if pipe:
+            q_pending = stage(w_pending, "q_pending", control=True)
+            q_acc = stage(w_acc, "q_acc")
+            pending.append(q_pending)
 
         busy = Signal(name="busy_int")
-        mod.d.comb += busy.eq(active | b_valid | cap_line.any() | draining | w_pending)
+        mod.d.comb += busy.eq(active | Cat(*ctl_valid).any() | cap_line.any() | draining |
+                              Cat(*pending).any())
 
         for r in range(R):
             dval = [Signal(signed(A), name=f"dval_{r}_{c}", reset_less=True) for c in range(C)]
@@ -328,9 +363,23 @@ class SDUE(wiring.Component):
             with mod.Else():
                 mod.d.comb += rp.addr.eq(self.omem_r.addr)
             mod.d.comb += self.omem_r.data[r].eq(rp.data)
-            with mod.If(w_valid):
-                mod.d.comb += [wp.en.eq(1), wp.addr.eq(w_addr),
-                               wp.data.eq(w_val + Mux(w_acc, rp.data, 0))]
+            if pipe:
+                # Q stage: the read data is registered before the add. The entry being
+                # written this cycle may have the D entry's address (it was read one cycle
+                # too early to see this write): forward the written value.
+                x_valid = stage(w_valid, f"x_valid{r}", control=True)
+                x_addr = stage(w_addr, f"x_addr{r}")
+                x_val = stage(w_val, f"x_val{r}")
+                x_old = Signal(signed(A), name=f"x_old{r}", reset_less=True)
+                x_new = Signal(signed(A), name=f"x_new{r}")
+                mod.d.comb += x_new.eq(x_val + Mux(q_acc, x_old, 0))
+                mod.d.sync += x_old.eq(Mux(x_valid & (x_addr == w_addr), x_new, rp.data))
+                wr_valid, wr_addr, wr_data = x_valid, x_addr, x_new
+            else:
+                wr_valid, wr_addr = w_valid, w_addr
+                wr_data = w_val + Mux(w_acc, rp.data, 0)
+            with mod.If(wr_valid):
+                mod.d.comb += [wp.en.eq(1), wp.addr.eq(wr_addr), wp.data.eq(wr_data)]
             with mod.Elif(~busy):
                 mod.d.comb += [wp.en.eq(self.omem_w.en[r]), wp.addr.eq(self.omem_w.addr),
                                wp.data.eq(self.omem_w.data[r])]

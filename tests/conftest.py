@@ -27,3 +27,15 @@ def pytest_collection_modifyitems(config, items):
 def preset(request):
     """The two reference presets of the verification contract (toy, exion16)."""
     return PRESETS[request.param]
+
+
+@pytest.fixture
+def cli_run(capsys):
+    """Run ``exion ARGS...`` in-process: returns (exit code, stdout, stderr)."""
+    from exion.gen import cli
+
+    def _run(*argv):
+        code = cli.main(list(argv))
+        out = capsys.readouterr()
+        return code, out.out, out.err
+    return _run

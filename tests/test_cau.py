@@ -8,6 +8,7 @@ Verilator tests.
 """
 
 import numpy as np
+from mask_cases import adversarial_masks
 import pytest
 from amaranth import Value
 from amaranth.sim import Simulator
@@ -76,23 +77,6 @@ def check_against_golden(cfg, cases, runs, label=""):
         np.testing.assert_array_equal(run.last, last, err_msg=msg)
 
 
-def adversarial(cfg, M, N):
-    """The golden issue's directed masks (all shapes with a partial last row block)."""
-    R = cfg.rows
-    z = np.zeros((M, N), bool)
-    one = z.copy()
-    one[M // 2, N // 3] = True
-    row = z.copy()
-    row[R + 1] = True
-    col = z.copy()
-    col[:, N - 1] = True
-    checker = (np.add.outer(np.arange(M), np.arange(N)) % 2).astype(bool)
-    stripes = z.copy()
-    stripes[:, ::3] = True
-    return {"all0": z, "all1": ~z, "one_bit": one, "dense_row": row, "dense_col": col,
-            "checkerboard": checker, "stripes": stripes}
-
-
 @pytest.mark.parametrize("cfg", [TOY, TOY.replace(merge_ways=1), TOY.replace(merge_ways=8),
                                  TOY.replace(cols=1, merge_ways=3),
                                  TOY.replace(merge_window=5, merge_ways=3),
@@ -103,7 +87,7 @@ def test_cau_matches_golden(cfg, P):
     seed = 100 + P
     rng = np.random.default_rng(seed)
     M, N = 2 * cfg.rows + 3, 3 * cfg.cols + 2          # partial row block, N % C != 0
-    cases = [(m, "popcount") for m in adversarial(cfg, M, N).values()]
+    cases = [(m, "popcount") for m in adversarial_masks(cfg, M, N).values()]
     for d in (1.0, 0.5, 0.2, 0.05, 0.01):                # density (sparsity 0 % .. 99 %)
         mask = rng.random((int(rng.integers(1, 3 * cfg.rows)), int(rng.integers(1, 29)))) < d
         cases += [(mask, "popcount"), (mask, "none")]

@@ -6,6 +6,7 @@ one simulator invocation (``rtl_cau``).
 """
 
 import numpy as np
+from mask_cases import adversarial_masks
 import pytest
 
 from exion import PRESETS
@@ -20,26 +21,12 @@ E16 = PRESETS["exion16"]
 SPARSITIES = (0.0, 0.5, 0.8, 0.9, 0.95, 0.97, 0.99)
 
 
-def _adversarial(cfg, M, N):
-    R = cfg.rows
-    z = np.zeros((M, N), bool)
-    one = z.copy()
-    one[M // 2, N // 3] = True
-    row = z.copy()
-    row[R + 1] = True
-    col = z.copy()
-    col[:, N - 1] = True
-    checker = (np.add.outer(np.arange(M), np.arange(N)) % 2).astype(bool)
-    return {"all0": z, "all1": ~z, "one_bit": one, "dense_row": row, "dense_col": col,
-            "checkerboard": checker}
-
-
 def cases_for(cfg, seed):
     """Directed masks (partial last row block, N % C != 0), then seeded random sparsities,
     each random mask also with sort = none."""
     rng = np.random.default_rng(seed)
     M, N = 2 * cfg.rows + 3, 3 * cfg.cols + 2
-    cases = [CauCase(m, "popcount", name) for name, m in _adversarial(cfg, M, N).items()]
+    cases = [CauCase(m, "popcount", name) for name, m in adversarial_masks(cfg, M, N).items()]
     for s in SPARSITIES:
         mask = rng.random((int(rng.integers(cfg.rows, 3 * cfg.rows + 1)),
                            int(rng.integers(cfg.cols, 6 * cfg.cols + 1)))) >= s

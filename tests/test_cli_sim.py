@@ -55,3 +55,28 @@ def test_sim_gemm_bad_input(operands, tmp_path, capsys, args, message):
     err = capsys.readouterr().err
     assert rc == 2 and message in err and err.count("\n") == 1
     assert not (tmp_path / "c.npy").exists()
+
+
+def test_sim_predict(tmp_path, monkeypatch, capsys):
+    from exion.golden.predict import eager_predict
+    monkeypatch.chdir(tmp_path)
+    cfg = PRESETS["toy"]
+    rng = np.random.default_rng(5)
+    x = rng.integers(cfg.wmin, cfg.wmax + 1, (13, 20))
+    wq = rng.integers(cfg.wmin, cfg.wmax + 1, (20, 6))
+    wk = rng.integers(cfg.wmin, cfg.wmax + 1, (20, 6))
+    for name, arr in dict(x=x, wq=wq, wk=wk).items():
+        np.save(tmp_path / f"{name}.npy", arr)
+    rc = main(["sim", "predict", "--config", "toy", "--x", "x.npy", "--wq", "wq.npy",
+               "--wk", "wk.npy", "--k", "0.3", "--out", "mask.npy", "--report", "r.json"])
+    assert rc == 0, capsys.readouterr().out
+    want = eager_predict(cfg, x, wq, wk, "0.3")
+    np.testing.assert_array_equal(np.load(tmp_path / "mask.npy"), want.score_mask)
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["bit_exact"] and rep["rtl_cycles"] == rep["model_cycles"]
+    assert rep["skipped_v"] == want.skipped_v
+    # bad input: one line, nothing written
+    rc = main(["sim", "predict", "--config", "toy", "--x", "x.npy", "--wq", "x.npy",
+               "--wk", "wk.npy", "--k", "0.3", "--out", "m2.npy"])
+    assert rc == 2 and "--wq" in capsys.readouterr().err
+    assert not (tmp_path / "m2.npy").exists()

@@ -500,8 +500,8 @@ def test_cli_cycles(cli_main, tmp_path, capsys):
     assert cli_main(["golden", "cycles", "--config", "toy", "--mask", "m.npy", "--k", "8",
                      "--json", "c.json"]) == 0
     d = json.loads((tmp_path / "c.json").read_text())
-    # one pass of 2 beats: max(2, C=3) + C + dpu_latency (3) + SDUE_EXTRA (2) = 11
-    assert d["dense"]["sdue_cycles"] == d["conmerge"]["sdue_cycles"] == 11
+    # one pass of 2 beats: max(2, C=3) + C (3) + dpu_latency (3) + in (3) + drain (2) = 14
+    assert d["dense"]["sdue_cycles"] == d["conmerge"]["sdue_cycles"] == 14
     assert "bound" in capsys.readouterr().out
 
 

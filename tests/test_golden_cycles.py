@@ -15,13 +15,17 @@ EX16 = PRESETS["exion16"]  # R 16, C 16, L 16, dpu_latency 3
 
 
 def fixed(cfg):
-    # SDUE_FIXED = C + dpu_latency + SDUE_EXTRA (the contract; SDUE_EXTRA is calibrated)
-    return cfg.cols + cfg.dpu_latency + cy.SDUE_EXTRA
+    # SDUE_FIXED = C + dpu_latency + in_latency + drain_latency (docs/sdue.md)
+    return cfg.cols + cfg.dpu_latency + cfg.sdue_in_latency + cfg.sdue_drain_latency
 
 
 def test_presets_latency_assumed_here():
     assert TOY.dpu_latency == 3 and EX16.dpu_latency == 3
-    assert cy.sdue_fixed(TOY) == 3 + 3 + cy.SDUE_EXTRA
+    # sdue_pipe on: address -> memory -> register -> switched operands register -> DPU
+    assert (TOY.sdue_in_latency, TOY.sdue_drain_latency) == (3, 2)
+    assert cy.sdue_fixed(TOY) == 3 + 3 + 3 + 2
+    off = TOY.replace(sdue_pipe=False)
+    assert cy.sdue_fixed(off) == 3 + 3 + 1 + 1
 
 
 def test_sdue_cycles_hand_cases():

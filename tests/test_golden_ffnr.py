@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 
 from exion import PRESETS
 from exion.errors import ExionError
-from exion.gen import cli
 from exion.golden import ffn_reuse as fr
 from exion.golden.cfse import gelu_params, gelu_requant
 from exion.golden.quant import int_matmul
@@ -220,20 +219,12 @@ def test_errors():
 
 
 # -- CLI ----------------------------------------------------------------------------------
-@pytest.fixture
-def run(monkeypatch, capsys):
-
-    def _run(*argv):
-        code = cli.main(list(argv))
-        out = capsys.readouterr()
-        return code, out.out, out.err
-    return _run
 
 
-def test_cli_ffnr_file(run, tmp_path):
+def test_cli_ffnr_file(cli_run, tmp_path):
     np.save(tmp_path / "h.npy", np.arange(100).reshape(1, 100))
     js = tmp_path / "f.json"
-    code, out, err = run("golden", "ffnr", "--h-dense", str(tmp_path / "h.npy"),
+    code, out, err = cli_run("golden", "ffnr", "--h-dense", str(tmp_path / "h.npy"),
                          "--sparsity", "0.9", "--n", "4", "--json", str(js),
                          "--out", str(tmp_path / "b.npy"))
     assert code == 0, err
@@ -245,9 +236,9 @@ def test_cli_ffnr_file(run, tmp_path):
     assert "achieved sparsity   0.9200" in out
 
 
-def test_cli_ffnr_synthetic(run, tmp_path):
+def test_cli_ffnr_synthetic(cli_run, tmp_path):
     js = tmp_path / "s.json"
-    code, out, err = run("golden", "ffnr", "--sparsity", "0.8", "--shape", "8,16,32",
+    code, out, err = cli_run("golden", "ffnr", "--sparsity", "0.8", "--shape", "8,16,32",
                          "--iters", "4", "--n", "2", "--json", str(js))
     assert code == 0, err
     data = json.loads(js.read_text())
@@ -255,19 +246,19 @@ def test_cli_ffnr_synthetic(run, tmp_path):
     assert data["rel_err_vs_dense"][0] == 0 and data["rel_err_vs_dense"][3] == 0
 
 
-def test_cli_ffnr_errors(run, tmp_path):
+def test_cli_ffnr_errors(cli_run, tmp_path):
     np.save(tmp_path / "h.npy", np.full((2, 3), 5000))
     np.save(tmp_path / "h1.npy", np.ones(4, int))
     js = tmp_path / "e.json"
-    code, _, err = run("golden", "ffnr", "--h-dense", str(tmp_path / "h.npy"),
+    code, _, err = cli_run("golden", "ffnr", "--h-dense", str(tmp_path / "h.npy"),
                        "--sparsity", "0.5", "--json", str(js))
     assert code == 2 and "--h-dense" in err and "h.npy" in err and "(2, 3)" in err \
         and "[5000, 5000]" in err
-    code, _, err = run("golden", "ffnr", "--h-dense", str(tmp_path / "h1.npy"),
+    code, _, err = cli_run("golden", "ffnr", "--h-dense", str(tmp_path / "h1.npy"),
                        "--sparsity", "0.5")
     assert code == 2 and "--h-dense" in err and "(4,)" in err and "2-D" in err
-    code, _, err = run("golden", "ffnr", "--sparsity", "-0.5")
+    code, _, err = cli_run("golden", "ffnr", "--sparsity", "-0.5")
     assert code == 2 and "--sparsity must be in [0, 1]" in err
-    code, _, err = run("golden", "ffnr", "--sparsity", "0.5", "--shape", "8,16")
+    code, _, err = cli_run("golden", "ffnr", "--sparsity", "0.5", "--shape", "8,16")
     assert code == 2 and "--shape must be three positive integers" in err
     assert not js.exists()

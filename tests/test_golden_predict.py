@@ -11,7 +11,6 @@ from hypothesis.extra import numpy as hnp
 
 from exion import PRESETS
 from exion.errors import ExionError
-from exion.gen import cli
 from exion.golden.lod import lod_approx
 from exion.golden.predict import dominant_rows, eager_predict, keep_count, stage1_shift, \
     topk_select
@@ -186,21 +185,13 @@ def test_errors():
 
 
 # -- CLI ----------------------------------------------------------------------------------
-@pytest.fixture
-def run(monkeypatch, capsys):
-
-    def _run(*argv):
-        code = cli.main(list(argv))
-        out = capsys.readouterr()
-        return code, out.out, out.err
-    return _run
 
 
-def test_cli_predict(run, tmp_path):
+def test_cli_predict(cli_run, tmp_path):
     np.save(tmp_path / "x.npy", X)
     np.save(tmp_path / "w.npy", EYE)
     js, mk = tmp_path / "o" / "p.json", tmp_path / "m.npy"
-    code, out, err = run("golden", "predict", "--config", "toy", "--x", str(tmp_path / "x.npy"),
+    code, out, err = cli_run("golden", "predict", "--config", "toy", "--x", str(tmp_path / "x.npy"),
                          "--wq", str(tmp_path / "w.npy"), "--wk", str(tmp_path / "w.npy"),
                          "--k", "0.5", "--qth", "18", "--shift-q", "0", "--shift-k", "0",
                          "--json", str(js), "--out", str(mk))
@@ -211,32 +202,32 @@ def test_cli_predict(run, tmp_path):
     np.testing.assert_array_equal(np.load(mk), [[1, 0, 0], [1, 1, 0], [0, 0, 1]])
 
 
-def test_cli_predict_errors(run, tmp_path):
+def test_cli_predict_errors(cli_run, tmp_path):
     np.save(tmp_path / "x.npy", X)
     np.save(tmp_path / "w3.npy", np.ones((3, 2), int))
     np.save(tmp_path / "w.npy", EYE)
     np.save(tmp_path / "f.npy", EYE + 0.5)
     js = tmp_path / "p.json"
     base = ["golden", "predict", "--x", str(tmp_path / "x.npy"), "--json", str(js)]
-    code, _, err = run(*base, "--wq", str(tmp_path / "w3.npy"), "--wk",
+    code, _, err = cli_run(*base, "--wq", str(tmp_path / "w3.npy"), "--wk",
                        str(tmp_path / "w.npy"), "--k", "0.5")
     assert code == 2
     assert "--wq" in err and "w3.npy" in err and "(3, 2)" in err and "(3, 2)" in err
-    code, _, err = run(*base, "--wq", str(tmp_path / "w.npy"), "--wk",
+    code, _, err = cli_run(*base, "--wq", str(tmp_path / "w.npy"), "--wk",
                        str(tmp_path / "w.npy"), "--k", "1.5")
     assert code == 2 and "--k must be in [0, 1], got 1.5" in err
-    code, _, err = run(*base, "--wq", str(tmp_path / "nope.npy"), "--wk",
+    code, _, err = cli_run(*base, "--wq", str(tmp_path / "nope.npy"), "--wk",
                        str(tmp_path / "w.npy"), "--k", "0.5")
     assert code == 2 and "--wq: file" in err and "does not exist" in err
-    code, _, err = run(*base, "--wq", str(tmp_path / "f.npy"), "--wk",
+    code, _, err = cli_run(*base, "--wq", str(tmp_path / "f.npy"), "--wk",
                        str(tmp_path / "w.npy"), "--k", "0.5")
     assert code == 2 and "non-integer" in err and "f.npy" in err
     assert not js.exists()
 
 
-def test_cli_help_lists_options(run, capsys):
+def test_cli_help_lists_options(cli_run, capsys):
     with pytest.raises(SystemExit) as e:
-        run("golden", "predict", "--help")
+        cli_run("golden", "predict", "--help")
     assert e.value.code == 0
     out = capsys.readouterr().out
     for opt in ("--x", "--wq", "--wk", "--k", "--qth", "--polarity", "--lod-terms",

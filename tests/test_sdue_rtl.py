@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from mask_cases import adversarial_masks
 import pytest
 
 from exion import PRESETS
@@ -25,6 +26,7 @@ pytestmark = pytest.mark.rtl
 CONFIGS = {
     "toy": PRESETS["toy"],
     "toy-m1": PRESETS["toy"].replace(name="toy_m1", merge_ways=1),   # generator path m = 1
+    "toy-nopipe": PRESETS["toy"].replace(name="toy_nopipe", sdue_pipe=False),
     "exion16": PRESETS["exion16"],
 }
 # Hardware generated for exion16 with m = 1 and 2: each is another multi-minute Verilator
@@ -35,25 +37,6 @@ LONG_CONFIGS = {
     "exion16-m2": PRESETS["exion16"].replace(name="exion16_m2", merge_ways=2),
 }
 ALL_CONFIGS = {**CONFIGS, **LONG_CONFIGS}
-
-
-def adversarial_masks(cfg, M, N):
-    R = cfg.rows
-    rr, cc = np.indices((M, N))
-    one_bit = np.zeros((M, N), bool)
-    one_bit[M // 2, N // 3] = True
-    dense_row = np.zeros((M, N), bool)
-    dense_row[R - 1] = True
-    dense_col = np.zeros((M, N), bool)
-    dense_col[:, N - 1] = True
-    return {
-        "all0": np.zeros((M, N), bool),
-        "all1": np.ones((M, N), bool),
-        "one_bit": one_bit,
-        "checkerboard": (rr + cc) % 2 == 0,
-        "dense_row": dense_row,
-        "dense_col": dense_col,
-    }
 
 
 def make_cases(cfg, rng):
@@ -125,7 +108,7 @@ def case_names(cfg) -> list[str]:
     """The cases that apply to a config (K-splits need k_max beyond one pass's memory)."""
     names = ["dense_tile", "dense_multipass", "extreme_kmax", "k_min", "mask_all0",
              "mask_all1", "mask_one_bit", "mask_checkerboard", "mask_dense_row",
-             "mask_dense_col", "random_50pct", "random_90pct", "random_97pct",
+             "mask_dense_col", "mask_stripes", "random_50pct", "random_90pct", "random_97pct",
              "accumulate_sparse", "input_sparse"]
     names += [f"random_90pct_plan_m{m}" for m in range(1, cfg.merge_ways)]
     per_pass = min(cfg.imem_depth, cfg.wmem_depth // cfg.merge_ways)

@@ -1,0 +1,24 @@
+"""Small helpers shared by the hardware blocks."""
+
+from __future__ import annotations
+
+from amaranth import Array, Value
+from amaranth.utils import ceil_log2
+
+__all__ = ["bits_for", "pad_mux"]
+
+
+def bits_for(n: int) -> int:
+    """Bits of an index into ``n`` items (at least 1)."""
+    return max(1, ceil_log2(n))
+
+
+def pad_mux(items, index):
+    """``items[index]`` as a mux; the list is padded to ``2**len(index)`` with its last item
+    so that every index value is covered (no incomplete ``case`` in the Verilog, which
+    ``verilator -Wall`` flags as CASEINCOMPLETE)."""
+    items = [Value.cast(v) for v in items]
+    if len(items) == 1:
+        return items[0]
+    items += [items[-1]] * (2 ** len(Value.cast(index)) - len(items))
+    return Array(items)[index]
