@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 JOBS   ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help venv demo test test-long bench lint synth pnr clean distclean
+.PHONY: help venv demo test test-long bench lint synth pnr fst-deps clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -56,6 +56,9 @@ synth: $(STAMP)  ## Yosys resource tables of every block (FPGA_CONFIG=toy FAMILY
 
 pnr: $(STAMP)  ## place and route on a board: fmax, utilization (TOP=dpu BOARD=ulx3s-85f FREQ=100)
 	$(BIN)/exion pnr --config fpga --top $(TOP) --board $(BOARD) --freq $(FREQ)
+
+fst-deps:  ## OS headers Verilator's FST waveform writer needs (Debian/Ubuntu, as root)
+	apt-get update && apt-get install -y liblz4-dev zlib1g-dev
 
 clean:  ## remove generated files (keeps the venv)
 	rm -rf build out .pytest_cache .hypothesis

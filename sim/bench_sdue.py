@@ -5,7 +5,8 @@ The pytest side (:mod:`exion.sim.sdue_rtl`) builds the programs with
 compares the outputs with golden; this bench only drives the hardware:
 
 1. write each batch's IMEM and WMEM words (all banks of a memory in parallel) and preload
-   the OMEM regions with the previous outputs;
+   the OMEM regions with the running result (the previous outputs, or the partial sums of
+   earlier batches when a row block's K-splits span batches);
 2. push the batch's descriptors back to back (the driver never leaves a gap, so the
    measured cycles are the engine's own) and wait for ``busy`` to fall;
 3. read the OMEM regions back. Per batch it records the busy cycles counted by the RTL.
@@ -88,7 +89,9 @@ async def sdue_programs(dut):
                 rows = prog.rows[blk]
                 en = sum(1 << r for r in range(R) if rows[r] >= 0)
                 for j in range(prog.N):
-                    vals = [int(prog.prev[rows[r], j]) if rows[r] >= 0 else 0 for r in range(R)]
+                    # the running result: prev, or partial sums of earlier batches (a row
+                    # block's K-splits may span batches)
+                    vals = [int(result[rows[r], j]) if rows[r] >= 0 else 0 for r in range(R)]
                     dut.omem_w__en.value = en
                     dut.omem_w__addr.value = base + j
                     dut.omem_w__data.value = pack(omem_w_layout, vals)

@@ -7,7 +7,9 @@
   failed or crashed cocotb run into an :class:`AssertionError` whose message carries the seed
   and the command to re-run it.
 * Waveforms: ``waves=True`` or ``EXION_WAVES=1`` builds with ``--trace-fst`` and writes
-  ``dump.fst`` into the run's own folder (never into the working directory).
+  ``dump.fst`` into the run's own folder (never into the working directory). Verilator's FST
+  writer needs the lz4 headers; without them the build traces VCD (``dump.vcd``) and says
+  how to get FST (``make fst-deps``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 
 from exion.config import Config
 
-from .toolchain import verilator_env, verilator_version
+from .toolchain import fst_supported, verilator_env, verilator_version
 
 __all__ = ["RtlBuild", "rtl_build", "run_bench", "BenchFailure", "build_root", "waves_requested"]
 
@@ -77,6 +79,11 @@ def rtl_build(cfg: Config, top: str, *, waves: bool = False, progress=None) -> R
     from exion.gen.verilog import generate
 
     waves = waves_requested(waves)
+    if waves and not fst_supported() and progress is None:
+        progress = _warn
+    if waves and not fst_supported():
+        progress("FST waveforms need the lz4 headers (apt-get install liblz4-dev, or "
+                 "make fst-deps); writing VCD (dump.vcd) instead")
     root = build_root()
     rtl_dir = root / "rtl" / f"{cfg.name}-{cfg.hash}"
     with _locked(root / "locks" / f"gen-{cfg.name}-{cfg.hash}-{top}.lock"):
@@ -154,8 +161,18 @@ def verilator_args(waves: bool) -> list[str]:
     if os.environ.get("EXION_PUBLIC", "") in ("", "0"):
         args.append("--no-public-flat-rw")
     if waves:
-        args += ["--trace-fst", "--trace-structs"]
+        args += (["--trace-fst"] if fst_supported() else ["--trace"]) + ["--trace-structs"]
     return args
+
+
+def waves_file(build) -> str:
+    """Name of the waveform file a traced build writes."""
+    return "dump.fst" if "--trace-fst" in verilator_args(True) else "dump.vcd"
+
+
+def _warn(msg: str) -> None:
+    import sys
+    print(f"[exion] {msg}", file=sys.stderr, flush=True)
 
 
 def new_seed() -> int:
@@ -197,7 +214,8 @@ def run_bench(build: RtlBuild, test_module: str, *, seed: int | None = None,
             test_dir=test_dir, seed=seed, testcase=testcase, extra_env=extra_env,
             waves=build.waves, results_xml=str(test_dir / "results.xml"),
             log_file=test_dir / "sim.log",
-            test_args=(["--trace-file", str(test_dir / "dump.fst")] if build.waves else []))
+            test_args=(["--trace-file", str(test_dir / waves_file(build))]
+                       if build.waves else []))
     except SystemExit:  # cocotb's runner exits when tests fail or the simulator dies
         results = test_dir / "results.xml"
     finally:
@@ -217,5 +235,5 @@ def run_bench(build: RtlBuild, test_module: str, *, seed: int | None = None,
     data.setdefault("seed", seed)
     data["run_dir"] = str(test_dir)
     if build.waves:
-        data["waves"] = str(test_dir / "dump.fst")
+        data["waves"] = str(test_dir / waves_file(build))
     return data

