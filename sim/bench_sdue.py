@@ -19,6 +19,7 @@ compared with the model.
 from __future__ import annotations
 
 import pickle
+import time
 
 import cocotb
 import numpy as np
@@ -70,7 +71,7 @@ async def sdue_programs(dut):
     outputs, total_cycles = [], 0
     for prog in programs:
         result = prog.prev.copy()
-        batch_cycles = []
+        batch_cycles, compute_seconds = [], 0.0
         for batch in prog.batches:
             # 1. memory images
             for addr, words in sorted(batch.imem.items()):
@@ -100,6 +101,7 @@ async def sdue_programs(dut):
             await FallingEdge(dut.clk)
             # 2. descriptors
             c0 = int(dut.cycles.value)
+            t0 = time.perf_counter()
             for d in batch.descs:
                 if gaps:
                     for _ in range(int(gen.integers(0, 4))):
@@ -113,9 +115,12 @@ async def sdue_programs(dut):
                     if ready:
                         break
             dut.desc__valid.value = 0
-            while int(dut.busy.value):
-                await FallingEdge(dut.clk)
+            if int(dut.busy.value):
+                await FallingEdge(dut.busy)      # Verilator runs free until the run ends
+            await FallingEdge(dut.clk)
+            assert not int(dut.busy.value)
             batch_cycles.append(int(dut.cycles.value) - c0)
+            compute_seconds += time.perf_counter() - t0
             # 3. read back
             for blk, base in batch.regions.items():
                 rows = prog.rows[blk]
@@ -130,7 +135,8 @@ async def sdue_programs(dut):
                             result[rows[r], j] = vals[r]
                     await FallingEdge(dut.clk)
         total_cycles += sum(batch_cycles)
-        outputs.append({"result": result, "batch_cycles": batch_cycles})
+        outputs.append({"result": result, "batch_cycles": batch_cycles,
+                        "compute_seconds": compute_seconds})
     with open(p["results"], "wb") as fh:
         pickle.dump(outputs, fh)
     secs = watch.seconds()

@@ -30,6 +30,7 @@ class SdueRun:
     model_cycles: list[int]    # golden.cycles.sdue_cycles of the same batches
     k_words: list[list[int]]   # beats of every pass, per batch
     program: Program
+    compute_seconds: float = 0.0  # wall time of the runs alone (memories already loaded)
 
     @property
     def cycles(self) -> int:
@@ -62,7 +63,8 @@ def rtl_sdue(cfg: Config, programs: list[Program], *, seed: int | None = None,
     with open(res_file, "rb") as fh:
         outs = pickle.load(fh)
     runs = [SdueRun(o["result"], o["batch_cycles"], model_cycles(cfg, p),
-                    [list(b.k_words) for b in p.batches], p) for o, p in zip(outs, programs)]
+                    [list(b.k_words) for b in p.batches], p, o.get("compute_seconds", 0.0))
+            for o, p in zip(outs, programs)]
     report["build_seconds"] = build.build_seconds
     report["gen_seconds"] = build.gen_seconds
     return runs, report
