@@ -6,6 +6,7 @@ Subcommands live in their own modules, each with a ``register(subparsers)`` func
 * ``golden ...``               -- ``exion.gen.cli_golden`` (golden-model figures, no RTL)
 * ``sim ...``                  -- ``exion.gen.cli_sim`` (Verilated RTL runs checked against golden)
 * ``synth``, ``pnr``           -- ``exion.gen.cli_fpga`` (Yosys / nextpnr FPGA flow)
+* ``accuracy``                 -- ``exion.gen.cli_workload`` (tiny DiT accuracy table)
 
 Bad input (unknown config, invalid field, unreadable file, wrong array shape) prints one line
 ``exion: error: ...`` naming the problem and exits with status 2; nothing is written.
@@ -25,6 +26,7 @@ SUBCOMMAND_MODULES = [
     "exion.gen.cli_golden",
     "exion.gen.cli_sim",
     "exion.gen.cli_fpga",
+    "exion.gen.cli_workload",
 ]
 
 

@@ -11,15 +11,19 @@ Timing contract (mirrored by ``exion.golden.cycles.sdue_cycles``):
 * A pass occupies the issue stage for ``period = max(kwords, C)`` cycles; its ``kwords``
   beats are issued in the *last* ``kwords`` cycles of the period. A new descriptor is taken
   in the last cycle of a period, so passes stream back to back with no bubble.
-* Memory reads take one cycle; the DPU adds ``cfg.dpu_latency``. The results of a pass are
-  captured ``1 + dpu_latency`` cycles after its last beat, then drained into OMEM one column
-  per cycle per bank (C cycles) while the next pass computes. The ``max(kwords, C)`` period
-  guarantees a drain ends before the next capture.
-* The drain is a read-modify-write: OMEM is read one cycle before it is written, through a
-  read port transparent to the write port, so back-to-back passes that accumulate into the
-  same addresses (K-splits) see each other's results.
+* A beat reaches the DPU inputs ``cfg.sdue_in_latency`` cycles after its memory address:
+  one cycle of memory read, plus (``sdue_pipe``) a register on the memory read data and a
+  register on the switched operands. The DPUs add ``cfg.dpu_latency``. The results of a pass
+  are then captured and drained into OMEM one column per cycle per bank (C cycles) while
+  the next pass computes. The ``max(kwords, C)`` period guarantees a drain ends before the
+  next capture.
+* The drain is a read-modify-write: OMEM is read ``cfg.sdue_drain_latency`` cycles before
+  it is written (one, plus a register on the read data with ``sdue_pipe``), through a read
+  port transparent to the write port; with ``sdue_pipe`` an entry whose address is written
+  while its read data is in flight takes the written value (forwarding). So back-to-back
+  passes that accumulate into the same addresses (K-splits) see each other's results.
 * ``cycles`` counts cycles while ``busy``; a run of passes that starts idle takes
-  ``sum(period) + C + dpu_latency + 2`` busy cycles.
+  ``sum(period) + C + dpu_latency + sdue_in_latency + sdue_drain_latency`` busy cycles.
 
 Memories: every IMEM/WMEM bank holds both sides of its double buffer (``2 * depth`` words;
 the side is the address MSB), so the host loads one side while passes read the other.

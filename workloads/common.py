@@ -1,0 +1,39 @@
+"""Shared constants of the digits DiT: architecture, noise schedule, data."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["ARCH", "betas_linear", "alpha_bars", "load_digits_images", "to_pixels"]
+
+#: Architecture and training hyper-parameters (the model card repeats them).
+ARCH = {
+    "image": 8, "patch": 2, "grid": 4, "tokens": 16,
+    "width": 64, "depth": 4, "heads": 4, "mlp_ratio": 4,
+    "t_freq": 64, "classes": 10, "ln_eps": 1e-6,
+    "n_train_t": 1000, "beta_start": 1e-4, "beta_end": 0.02,
+    "train_steps": 4000, "train_batch": 128, "train_lr": 2e-3, "train_seed": 0,
+    "label_dropout": 0.1, "ema": 0.999,
+}
+
+
+def betas_linear() -> np.ndarray:
+    """DDPM linear schedule, ``n_train_t`` values from ``beta_start`` to ``beta_end``."""
+    return np.linspace(ARCH["beta_start"], ARCH["beta_end"], ARCH["n_train_t"],
+                       dtype=np.float64)
+
+
+def alpha_bars() -> np.ndarray:
+    return np.cumprod(1.0 - betas_linear())
+
+
+def load_digits_images() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 1797 8x8 digits scaled from [0, 16] to [-1, 1], and their labels."""
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    return (d.images.astype(np.float64) / 8.0 - 1.0), d.target.astype(np.int64)
+
+
+def to_pixels(x: np.ndarray) -> np.ndarray:
+    """Model space [-1, 1] -> the dataset's [0, 16] pixel scale (clipped)."""
+    return np.clip((np.asarray(x) + 1.0) * 8.0, 0.0, 16.0)

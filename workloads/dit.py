@@ -1,0 +1,442 @@
+"""NumPy inference of the digits DiT (float and INT12 paths) and its DDIM sampler with
+EXION's software optimizations as switches.
+
+The model (mirrors ``TinyDiT`` in :mod:`exion.workloads.train` layer for layer):
+
+* patchify 8x8 -> 16 tokens of 2x2 pixels, linear embed to width d = 64, learned positions;
+* condition ``c = MLP(sinusoid(t)) + class_embedding(y)`` (class 10 = "no class");
+* 4 blocks with adaLN-Zero: ``(shift, scale, gate) x 2 = SiLU(c) @ ada``;
+  ``x += g1 * Attn(LN(x) * (1 + sc1) + sh1)``, ``x += g2 * FFN(LN(x) * (1 + sc2) + sh2)``;
+  attention has 4 heads of 16, the FFN is ``fc2(GELU(fc1(h)))`` with 4d = 256 hidden units;
+* final adaLN + linear to 2x2 pixels -> predicted noise eps, un-patchified.
+
+Paths (:class:`Exion` ``quant``):
+
+* float: float64 everywhere (exact erf GELU).
+* INT12 **[choice]**: every GEMM of a block (QKV, Q K^T, P V, proj, FC1, FC2) runs on
+  W-bit operands from :func:`exion.golden.quant.quantize`'s formula (symmetric, per tensor
+  and per sample, weights per tensor) with exact integer accumulation; biases are added at
+  accumulator scale (``rint(b / (s_x s_w))``). FC1 -> H is :func:`exion.golden.cfse.gelu_requant`
+  with :func:`gelu_params`; the H scale ``s_h`` is fixed at each dense iteration (it must be
+  for FFN-Reuse: reused and fresh H share one scale). Softmax is
+  :func:`exion.golden.cfse.softmax_fx` on Q.11 logits, its Q.15 probabilities requantized to W
+  bits; layer norm is :func:`exion.golden.cfse.layernorm_fx` (gamma = 1, beta = 0; each row is
+  first scaled by a power of two so that it fits Q.11 -- layer norm is scale invariant, so only
+  eps notices). Embeddings, adaLN modulation, gates and residual adds stay float (host /
+  vector work outside the SDUE and CFSE).
+
+EXION switches (all default off; the same seeds and noise as vanilla):
+
+* FFN-Reuse (SPEC 3.3): schedule ``t % (N+1) == 0`` dense via
+  :func:`exion.golden.ffn_reuse.schedule`, mask from :func:`exion.golden.ffn_reuse.build_mask`
+  on the dense iteration's INT12 H (in the float path H is quantized for the mask only),
+  one mask per sample and layer. Sparse iterations recompute H where the mask is 1 and
+  reuse H_d elsewhere; FC2 then sees ``H'`` (equal to the delta form ``Y_d + (H' - H_d) W2``).
+  Controls **[choice]**: ``control="random"`` replaces the rule's mask by a random one with
+  the same number of ones per sample and layer (seeded); ``control="zero"`` writes 0
+  instead of reusing H_d where the mask is 0.
+* Eager prediction (SPEC 3.4): per sample, block and head, on the INT12 modulated LN output
+  and Wq/Wk head slices: :func:`batched_predict` (bit-equal to
+  :func:`exion.golden.predict.eager_predict`, checked by the tests). Scores outside the
+  mask are dropped from the softmax (so a top-1 row outputs its key's V row).
+  ``q_th`` is given in logit units (after 1/sqrt(d_head)) and converted to the integer scale
+  of Sh per sample and head; ``None`` disables the dominant rule.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from exion.config import Config, get_config
+from exion.errors import ExionError
+from exion.golden.cfse import (FX_FRAC, FX_MAX, FX_MIN, gelu_params,
+                               gelu_requant, layernorm_fx, softmax_fx)
+from exion.golden.ffn_reuse import RULES, build_mask, schedule
+from exion.golden.lod import bit_length, lod_approx
+from exion.golden.predict import POLARITIES, keep_count
+
+from .common import ARCH, alpha_bars
+
+__all__ = ["Exion", "DiT", "SampleResult", "sample", "batched_predict", "ddim_timesteps"]
+
+CONTROLS = (None, "random", "zero")
+
+
+@dataclass(frozen=True)
+class Exion:
+    """EXION software switches of one sampling run (see the module docstring)."""
+
+    ffn_reuse: bool = False
+    n: int = 2
+    s: float = 0.8
+    rule: str = "magnitude"
+    control: str | None = None
+    dense_tail: float = 0.0
+    ep: bool = False
+    k: float = 0.5
+    q_th: float | None = None
+    polarity: str = "top1"
+    lod_terms: int = 2
+    quant: bool = False
+
+    def __post_init__(self):
+        if self.rule not in RULES:
+            raise ExionError(f"rule must be one of {', '.join(RULES)}, got {self.rule!r}")
+        if self.control not in CONTROLS:
+            raise ExionError(f"control must be None, 'random' or 'zero', got {self.control!r}")
+        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 0:
+            raise ExionError(f"N (sparse iterations per dense one) must be an integer >= 0, "
+                             f"got {self.n!r}")
+        if not 0 <= self.s <= 1:
+            raise ExionError(f"target sparsity s must be in [0, 1], got {self.s!r}")
+        if not 0 <= self.k <= 1:
+            raise ExionError(f"k (top-k ratio) must be in [0, 1], got {self.k!r}")
+        if self.polarity not in POLARITIES:
+            raise ExionError(f"polarity must be one of {', '.join(POLARITIES)}, "
+                             f"got {self.polarity!r}")
+        if self.lod_terms not in (1, 2):
+            raise ExionError(f"lod_terms must be 1 or 2, got {self.lod_terms!r}")
+        if self.q_th is not None and not self.q_th >= 0:
+            raise ExionError(f"q_th must be >= 0 or None, got {self.q_th!r}")
+
+
+# -- small float helpers ----------------------------------------------------------------
+def _silu(x):
+    return x / (1.0 + np.exp(-x))
+
+
+def _ln(x, eps=ARCH["ln_eps"]):
+    mu = x.mean(-1, keepdims=True)
+    var = ((x - mu) ** 2).mean(-1, keepdims=True)
+    return (x - mu) / np.sqrt(var + eps)
+
+
+def _softmax(z, axis=-1):
+    z = z - z.max(axis=axis, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _erf_gelu(x):
+    # Vectorised erf GELU; gelu_float (math.erf per element) is the reference, too slow here.
+    from scipy.special import erf
+    return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
+
+
+# -- quantization helpers (golden.quant's formula, vectorised over samples) -------------
+def _scales(x, cfg: Config, axes) -> np.ndarray:
+    m = np.max(np.abs(x), axis=axes, keepdims=True)
+    return np.where(m > 0, m / cfg.wmax, 1.0)
+
+
+def _q(x, s, cfg: Config) -> np.ndarray:
+    """``clip(rint(x / s))`` as int64: :func:`exion.golden.quant.quantize` with scale ``s``."""
+    return np.clip(np.rint(x / s), cfg.wmin, cfg.wmax).astype(np.int64)
+
+
+def _imatmul(a, b) -> np.ndarray:
+    """Exact integer product of W-bit operands. float64 is exact here: |a|, |b| < 2**11 and
+    K <= 256, so every partial sum is below 2**31 << 2**53."""
+    return np.rint(np.asarray(a, dtype=np.float64) @ np.asarray(b, dtype=np.float64)
+                   ).astype(np.int64)
+
+
+def _stage1_shifts(acc, width: int) -> np.ndarray:
+    """:func:`exion.golden.predict.stage1_shift` per sample (first axis), vectorised:
+    ``hi < 2**(W-1+s)`` iff ``s >= bitlen(hi) - (W-1)``; ``lo >= -2**(W-1+s)`` iff
+    ``s >= bitlen(-lo-1) - (W-1)``."""
+    hi = np.maximum(acc.max(axis=(1, 2)), 0)
+    lo = np.minimum(acc.min(axis=(1, 2)), 0)
+    return np.maximum(0, np.maximum(bit_length(hi), bit_length(-lo - 1)) - (width - 1))
+
+
+# -- eager prediction, batched -----------------------------------------------------------
+def batched_predict(cfg: Config, xq, wq, wk, k, q_th_int=None, polarity="top1",
+                    lod_terms=2):
+    """:func:`exion.golden.predict.eager_predict` over a batch: ``xq`` (B, T, d) INT operands,
+    ``wq``/``wk`` (d, d_head); shifts calibrated per sample (ideal host); ``q_th_int`` None
+    or (B,) ints. Returns ``(score_mask (B,T,T), dominant (B,T), shift_q (B,), shift_k (B,),
+    sh (B,T,T))``."""
+    ax = lod_approx(xq, lod_terms).astype(np.float64)
+    qa = np.rint(ax @ lod_approx(wq, lod_terms).astype(np.float64)).astype(np.int64)
+    ka = np.rint(ax @ lod_approx(wk, lod_terms).astype(np.float64)).astype(np.int64)
+    B, T, _ = xq.shape
+    sq, sk = _stage1_shifts(qa, cfg.width), _stage1_shifts(ka, cfg.width)
+    qh = np.clip(qa >> sq[:, None, None], cfg.wmin, cfg.wmax)
+    kh = np.clip(ka >> sk[:, None, None], cfg.wmin, cfg.wmax)
+    sh = np.rint(lod_approx(qh, lod_terms).astype(np.float64)
+                 @ np.swapaxes(lod_approx(kh, lod_terms), 1, 2).astype(np.float64)
+                 ).astype(np.int64)
+    k_n = keep_count(k, T)
+    order = np.argsort(-sh, axis=2, kind="stable")
+    mask = np.zeros(sh.shape, dtype=bool)
+    np.put_along_axis(mask, order[:, :, :k_n], True, axis=2)
+    if q_th_int is None:
+        dom = np.zeros((B, T), dtype=bool)
+    else:
+        top2 = np.sort(sh, axis=2)[:, :, -2:]
+        dom = (top2[:, :, 1] - top2[:, :, 0]) >= np.asarray(q_th_int)[:, None]
+    if polarity == "top1":
+        top1 = np.zeros(sh.shape, dtype=bool)
+        np.put_along_axis(top1, order[:, :, :1], True, axis=2)
+        mask = np.where(dom[:, :, None], top1, mask)
+    else:
+        mask = np.where(dom[:, :, None], True, mask)
+    return mask, dom, sq, sk, sh
+
+
+# -- the model ---------------------------------------------------------------------------
+class DiT:
+    """The digits DiT with weights ``w`` (a dict as saved by :mod:`.weights`)."""
+
+    def __init__(self, w: dict[str, np.ndarray], cfg: Config | None = None):
+        self.w = w
+        self.cfg = get_config("exion16") if cfg is None else cfg
+        self.d = ARCH["width"]
+        self.heads = ARCH["heads"]
+        self.dh = self.d // self.heads
+        self.depth = ARCH["depth"]
+        need = ["patch.w", "pos", "t1.w", "t2.w", "y_emb", "fada.w", "out.w"] + \
+            [f"blocks.{i}.{n}.w" for i in range(self.depth) for n in ("ada", "qkv", "fc1")]
+        missing = [n for n in need if n not in w]
+        if missing:
+            raise ExionError(f"weights lack {', '.join(missing[:4])} (not a digits-DiT file)")
+        # Per-tensor weight quantization, done once.
+        self._wq = {}
+        for i in range(self.depth):
+            for n in ("qkv", "proj", "fc1", "fc2"):
+                W = w[f"blocks.{i}.{n}.w"]
+                s = float(np.max(np.abs(W))) / self.cfg.wmax
+                self._wq[(i, n)] = (_q(W, s, self.cfg), s)
+            # Eager prediction sees Wq/Wk per head; one scale per head slice.
+            W = w[f"blocks.{i}.qkv.w"]
+            for h in range(self.heads):
+                for j, nm in ((0, "q"), (1, "k")):
+                    sl = W[:, j * self.d + h * self.dh: j * self.d + (h + 1) * self.dh]
+                    s = float(np.max(np.abs(sl))) / self.cfg.wmax
+                    self._wq[(i, f"ep_{nm}{h}")] = (_q(sl, s, self.cfg), s)
+
+    # conditioning and embeddings (float, host side)
+    def cond(self, t, y) -> np.ndarray:
+        w = self.w
+        half = ARCH["t_freq"] // 2
+        freqs = np.exp(-math.log(10000.0) * np.arange(half) / half)
+        args = np.asarray(t, dtype=np.float64)[:, None] * freqs[None]
+        temb = np.concatenate([np.cos(args), np.sin(args)], axis=-1)
+        c = _silu(temb @ w["t1.w"] + w["t1.b"]) @ w["t2.w"] + w["t2.b"]
+        return c + w["y_emb"][np.asarray(y)]
+
+    def patchify(self, img):
+        B = img.shape[0]
+        p, g = ARCH["patch"], ARCH["grid"]
+        return img.reshape(B, g, p, g, p).transpose(0, 1, 3, 2, 4).reshape(B, g * g, p * p)
+
+    def unpatchify(self, x):
+        B = x.shape[0]
+        p, g = ARCH["patch"], ARCH["grid"]
+        return x.reshape(B, g, g, p, p).transpose(0, 1, 3, 2, 4).reshape(B, g * p, g * p)
+
+    # linear layers
+    def _linear(self, x, i, name, quant):
+        b = self.w[f"blocks.{i}.{name}.b"]
+        if not quant:
+            return x @ self.w[f"blocks.{i}.{name}.w"] + b
+        qw, sw = self._wq[(i, name)]
+        sx = _scales(x, self.cfg, (1, 2))
+        acc = _imatmul(_q(x, sx, self.cfg), qw) + np.rint(b / (sx * sw)).astype(np.int64)
+        return acc * (sx * sw)
+
+    def _layernorm(self, x, quant):
+        if not quant:
+            return _ln(x)
+        # Scale each row by a power of two so |x| < 8 in Q.11, then layernorm_fx.
+        m = np.max(np.abs(x), axis=-1, keepdims=True)
+        e = np.ceil(np.log2(np.maximum(m, 1e-30) / 8.0))
+        xs = np.clip(np.rint(x * 2.0 ** (FX_FRAC - e)), FX_MIN, FX_MAX).astype(np.int64)
+        gamma = np.full(x.shape[-1], 1 << FX_FRAC, dtype=np.int64)
+        beta = np.zeros(x.shape[-1], dtype=np.int64)
+        return layernorm_fx(xs, gamma, beta) / float(1 << FX_FRAC)
+
+    def _attention(self, h, i, ex: Exion, stats):
+        B, T, d = h.shape
+        quant = ex.quant
+        qkv = self._linear(h, i, "qkv", quant)
+        q, k, v = (qkv[..., j * d:(j + 1) * d].reshape(B, T, self.heads, self.dh)
+                   .transpose(0, 2, 1, 3) for j in range(3))
+        scale = 1.0 / math.sqrt(self.dh)
+        if quant:
+            sq, sk, sv = (_scales(a, self.cfg, (2, 3)) for a in (q, k, v))
+            logits = _imatmul(_q(q, sq, self.cfg), np.swapaxes(_q(k, sk, self.cfg), 2, 3)) \
+                * (sq * sk * scale)
+        else:
+            logits = q @ np.swapaxes(k, 2, 3) * scale
+        keep = None
+        if ex.ep:
+            cfg = self.cfg
+            sx = _scales(h, cfg, (1, 2))
+            xq = _q(h, sx, cfg)
+            keep = np.zeros((B, self.heads, T, T), dtype=bool)
+            kept = 0
+            for hd in range(self.heads):
+                wq, swq = self._wq[(i, f"ep_q{hd}")]
+                wk, swk = self._wq[(i, f"ep_k{hd}")]
+                q_th_int = None
+                if ex.q_th is not None:
+                    # Sh unit in logits: (sx swq 2^shq)(sx swk 2^shk) / sqrt(dh); the shifts
+                    # are known after stage 1, so predict once to learn them (cheap here).
+                    _, _, shq, shk, _ = batched_predict(cfg, xq, wq, wk, ex.k, None,
+                                                        ex.polarity, ex.lod_terms)
+                    unit = (sx[:, 0, 0] ** 2) * swq * swk * 2.0 ** (shq + shk) * scale
+                    q_th_int = np.rint(ex.q_th / unit).astype(np.int64)
+                m, dom, _, _, _ = batched_predict(cfg, xq, wq, wk, ex.k, q_th_int,
+                                                  ex.polarity, ex.lod_terms)
+                keep[:, hd] = m
+                kept += int(m.sum())
+            stats.setdefault("ep_sparsity", []).append((i, 1.0 - kept / keep.size))
+        if quant:
+            lq = np.clip(np.rint(logits * (1 << FX_FRAC)), FX_MIN, FX_MAX).astype(np.int64)
+            if keep is not None:
+                lq = np.where(keep, lq, FX_MIN)
+            p15 = softmax_fx(lq)
+            if keep is not None:
+                p15 = np.where(keep, p15, 0)   # FX_MIN logits are not exactly zero weight
+            pq = np.rint(p15 * (self.cfg.wmax / 32768.0)).astype(np.int64)
+            a = _imatmul(pq, _q(v, sv, self.cfg)) * (sv / self.cfg.wmax)
+        else:
+            if keep is not None:
+                logits = np.where(keep, logits, -np.inf)
+            a = _softmax(logits) @ v
+        a = a.transpose(0, 2, 1, 3).reshape(B, T, d)
+        return self._linear(a, i, "proj", quant)
+
+    def _ffn(self, h, i, ex: Exion, st, dense: bool, stats, rng):
+        """FFN with FFN-Reuse state ``st`` (dict per block, kept across iterations)."""
+        cfg = self.cfg
+        quant = ex.quant
+        w1, b1 = self.w[f"blocks.{i}.fc1.w"], self.w[f"blocks.{i}.fc1.b"]
+        B = h.shape[0]
+        if quant:
+            qw1, sw1 = self._wq[(i, "fc1")]
+            sx = _scales(h, cfg, (1, 2))
+            acc = _imatmul(_q(h, sx, cfg), qw1) + np.rint(b1 / (sx * sw1)).astype(np.int64)
+            s_acc = (sx * sw1)[:, 0, 0]
+            if dense or "s_h" not in st:
+                # s_h from this dense iteration's float GELU range (ideal host calibration).
+                gmax = np.max(np.abs(_erf_gelu(acc * (sx * sw1))), axis=(1, 2))
+                st["s_h"] = np.where(gmax > 0, gmax / cfg.wmax, 1.0)
+            H = np.stack([gelu_requant(acc[b], gelu_params(float(s_acc[b]),
+                                                           float(st["s_h"][b])), cfg)
+                          for b in range(B)])
+        else:
+            H = _erf_gelu(h @ w1 + b1)
+        if ex.ffn_reuse:
+            if dense:
+                Hq = H if quant else np.stack([_q(H[b], _scales(H[b], cfg, None), cfg)
+                                               for b in range(B)])
+                prev = st.get("Hq")
+                masks = np.stack([build_mask(Hq[b], ex.s, ex.rule,
+                                             None if prev is None else prev[b],
+                                             cfg.width)[0] for b in range(B)])
+                if ex.control == "random":
+                    rnd = np.empty_like(masks)
+                    for b in range(B):
+                        flat = np.zeros(masks[b].size, dtype=bool)
+                        flat[rng.permutation(masks[b].size)[:int(masks[b].sum())]] = True
+                        rnd[b] = flat.reshape(masks[b].shape)
+                    masks = rnd
+                st.update(Hq=Hq, H_d=H, mask=masks)
+            else:
+                mask = st["mask"]
+                fill = 0 if ex.control == "zero" else st["H_d"]
+                H = np.where(mask, H, fill)
+                stats.setdefault("ffn_sparsity", []).append((i, 1.0 - mask.mean()))
+        st["H_last"] = H
+        if quant:
+            qw2, sw2 = self._wq[(i, "fc2")]
+            b2 = self.w[f"blocks.{i}.fc2.b"]
+            s_y = st["s_h"][:, None, None] * sw2
+            return (_imatmul(H, qw2) + np.rint(b2 / s_y).astype(np.int64)) * s_y
+        return H @ self.w[f"blocks.{i}.fc2.w"] + self.w[f"blocks.{i}.fc2.b"]
+
+    def eps(self, img, t, y, ex: Exion = Exion(), state=None, dense=True, stats=None,
+            rng=None, hook=None):
+        """Predicted noise for images ``img`` (B, 8, 8) at timesteps ``t`` (B,), classes ``y``.
+
+        ``state``: list (one dict per block) carried across iterations for FFN-Reuse;
+        ``dense``: this iteration is an FFN-Reuse dense one; ``hook(i, name, array)`` sees
+        the block inputs/outputs (traces, similarity measurements)."""
+        w = self.w
+        state = [{} for _ in range(self.depth)] if state is None else state
+        stats = {} if stats is None else stats
+        c = self.cond(t, y)
+        sc = _silu(c)
+        x = self.patchify(img) @ w["patch.w"] + w["patch.b"] + w["pos"]
+        for i in range(self.depth):
+            mod = sc @ w[f"blocks.{i}.ada.w"] + w[f"blocks.{i}.ada.b"]
+            sh1, sc1, g1, sh2, sc2, g2 = (m[:, None, :] for m in np.split(mod, 6, axis=-1))
+            h = self._layernorm(x, ex.quant) * (1 + sc1) + sh1
+            x = x + g1 * self._attention(h, i, ex, stats)
+            h = self._layernorm(x, ex.quant) * (1 + sc2) + sh2
+            if hook is not None:
+                hook(i, "ffn_in", h)
+            x = x + g2 * self._ffn(h, i, ex, state[i], dense, stats, rng)
+            if hook is not None:
+                hook(i, "gelu_out", state[i]["H_last"])
+        sh, scl = np.split(sc @ w["fada.w"] + w["fada.b"], 2, axis=-1)
+        x = _ln(x) * (1 + scl[:, None]) + sh[:, None]
+        return self.unpatchify(x @ w["out.w"] + w["out.b"])
+
+
+# -- DDIM sampling -----------------------------------------------------------------------
+def ddim_timesteps(steps: int) -> np.ndarray:
+    """``steps`` training timesteps, descending, stride ``1000 // steps`` ending at 0."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 1000:
+        raise ExionError(f"steps must be an integer in 1..1000, got {steps!r}")
+    stride = ARCH["n_train_t"] // steps
+    return (np.arange(steps) * stride)[::-1].copy()
+
+
+@dataclass
+class SampleResult:
+    images: np.ndarray          # (B, 8, 8) in model space [-1, 1] (not clipped)
+    labels: np.ndarray          # (B,)
+    ffn_sparsity: float         # mean achieved inter-iteration sparsity (sparse iterations)
+    ep_sparsity: float          # mean achieved intra-iteration sparsity
+    per_layer: dict = field(default_factory=dict)
+
+
+def sample(model: DiT, n: int, steps: int, ex: Exion = Exion(), seed: int = 0,
+           labels=None, hook=None) -> SampleResult:
+    """DDIM (eta = 0) sampling of ``n`` images; noise and labels depend only on ``seed``
+    (labels default to ``arange(n) % 10``), so every switch setting sees the same noise."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, ARCH["image"], ARCH["image"]))
+    y = np.arange(n) % ARCH["classes"] if labels is None else np.asarray(labels)
+    mask_rng = np.random.default_rng([seed, 1])
+    ab = alpha_bars()
+    ts = ddim_timesteps(steps)
+    dense_sched = schedule(steps, ex.n, ex.dense_tail) if ex.ffn_reuse \
+        else np.ones(steps, dtype=bool)
+    state = [{} for _ in range(model.depth)]
+    stats: dict = {}
+    for it, t in enumerate(ts):
+        if hook is not None:
+            hook(-1, "iteration", np.array([it, t]))
+        e = model.eps(x, np.full(n, t), y, ex, state, bool(dense_sched[it]), stats,
+                      mask_rng, hook)
+        a_t = ab[t]
+        a_prev = ab[ts[it + 1]] if it + 1 < steps else 1.0
+        x0 = (x - math.sqrt(1 - a_t) * e) / math.sqrt(a_t)
+        x = math.sqrt(a_prev) * x0 + math.sqrt(1 - a_prev) * e
+    per_layer = {}
+    for key in ("ffn_sparsity", "ep_sparsity"):
+        vals = stats.get(key, [])
+        per_layer[key] = [float(np.mean([v for (i, v) in vals if i == layer]))
+                          if any(i == layer for i, _ in vals) else 0.0
+                          for layer in range(model.depth)]
+    mean = {k: float(np.mean([v for _, v in stats[k]])) if stats.get(k) else 0.0
+            for k in ("ffn_sparsity", "ep_sparsity")}
+    return SampleResult(x, y, mean["ffn_sparsity"], mean["ep_sparsity"], per_layer)
