@@ -20,23 +20,13 @@ import argparse
 import numpy as np
 
 from exion.errors import ExionError
+from exion.golden.quant import check_operand
 from exion.gen.common import add_config_arg, load_cfg, load_npy, write_json
 
 
 def _int_operand(cfg, path, option, ndim=2):
-    arr = load_npy(path, option, ndim=ndim)
-    if arr.dtype.kind not in "iu":
-        if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(np.rint(arr) == arr):
-            arr = arr.astype(np.int64)
-        else:
-            raise ExionError(f"{option}: {str(path)!r} has dtype {arr.dtype} and non-integer "
-                             f"values; expected W-bit integers (quantize first)")
-    arr = arr.astype(np.int64)
-    if arr.size and (arr.min() < cfg.wmin or arr.max() > cfg.wmax):
-        raise ExionError(f"{option}: {str(path)!r} (shape {arr.shape}) has values in "
-                         f"[{arr.min()}, {arr.max()}], outside the signed {cfg.width}-bit "
-                         f"range [{cfg.wmin}, {cfg.wmax}] of config {cfg.name!r}")
-    return arr
+    """A W-bit integer operand from a .npy file (errors name the option and the file)."""
+    return check_operand(cfg, load_npy(path, option, ndim=ndim), f"{option} {str(path)!r}")
 
 
 def _ratio(text: str, option: str) -> str:

@@ -51,8 +51,9 @@ def check_operand(cfg: Config, arr, name: str, ndim: int | None = None) -> np.nd
         if a.dtype.kind == "b" or (a.dtype.kind == "f" and np.all(np.rint(a) == a)):
             a = a.astype(np.int64)
         else:
-            raise ExionError(f"{name}: expected integer operands, got dtype {a.dtype} "
-                             f"(quantize first: exion.golden.quant.quantize)")
+            raise ExionError(f"{name}: expected integer operands, got dtype {a.dtype} with "
+                             f"non-integer values (quantize first: "
+                             f"exion.golden.quant.quantize)")
     a = a.astype(np.int64)
     if a.size and (a.min() < cfg.wmin or a.max() > cfg.wmax):
         raise ExionError(f"{name}: values must be in [{cfg.wmin}, {cfg.wmax}] "

@@ -8,6 +8,8 @@ from amaranth.lib.wiring import In, Out
 
 from exion.config import Config
 
+from .util import pipe_reg
+
 __all__ = ["DPU", "operand_layout", "dpu_beat_layout"]
 
 
@@ -67,16 +69,8 @@ class DPU(wiring.Component):
         beat = self.inp.payload
 
         def pipe(value, registered: bool, name: str, enable=None, control=False):
-            """``value`` after an optional register stage (datapath registers are reset-less)."""
-            if not registered:
-                return value
-            reg = Signal.like(value, name=name, reset_less=not control)
-            if enable is None:
-                m.d.sync += reg.eq(value)
-            else:
-                with m.If(enable):
-                    m.d.sync += reg.eq(value)
-            return reg
+            """``value`` after an optional register stage (see ``pipe_reg``)."""
+            return pipe_reg(m, value, name, enable, control) if registered else value
 
         # Stage 1: L products (2W bits). Registers load only on valid beats (no idle toggling).
         prods = [pipe(beat.a[i] * beat.b[i], cfg.dpu_pipe_mul, f"prod{i}", self.inp.valid)

@@ -42,6 +42,7 @@ from exion.config import Config
 
 from .util import bits_for as _bits
 from .util import pad_mux as _mux
+from .util import pipe_reg
 from .dpu import DPU, operand_layout
 
 __all__ = ["SDUE", "pass_layout", "sel_layout", "mem_write_signature", "omem_read_signature"]
@@ -231,14 +232,7 @@ class SDUE(wiring.Component):
         in_lat = cfg.sdue_in_latency          # issue -> DPU input
 
         def stage(value, name, enable=None, control=False):
-            """``value`` one cycle later (datapath registers are reset-less)."""
-            reg = Signal.like(value, name=name, reset_less=not control)
-            if enable is None:
-                mod.d.sync += reg.eq(value)
-            else:
-                with mod.If(enable):
-                    mod.d.sync += reg.eq(value)
-            return reg
+            return pipe_reg(mod, value, name, enable, control)
 
         # Beat flags and selects travel with the data. Stage 1: memory read data.
         first0 = issuing & (beat == 0)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from amaranth import Array, Value
+from amaranth import Array, Signal, Value
 from amaranth.utils import ceil_log2
 
-__all__ = ["bits_for", "pad_mux"]
+__all__ = ["bits_for", "pad_mux", "pipe_reg"]
 
 
 def bits_for(n: int) -> int:
@@ -22,3 +22,18 @@ def pad_mux(items, index):
         return items[0]
     items += [items[-1]] * (2 ** len(Value.cast(index)) - len(items))
     return Array(items)[index]
+
+
+def pipe_reg(m, value, name: str, enable=None, control: bool = False):
+    """``value`` one cycle later in ``m``'s sync domain.
+
+    Datapath registers are reset-less (``control=False``); control registers reset. With
+    ``enable`` the register holds its value while the enable is low (no idle toggling).
+    """
+    reg = Signal.like(value, name=name, reset_less=not control)
+    if enable is None:
+        m.d.sync += reg.eq(value)
+    else:
+        with m.If(enable):
+            m.d.sync += reg.eq(value)
+    return reg
