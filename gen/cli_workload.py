@@ -1,6 +1,9 @@
-"""``exion accuracy``: the accuracy table of EXION's software optimizations on the trained
-digits DiT (:mod:`exion.workloads.accuracy`), as Markdown and JSON, plus an optional sweep
-over s, N and k with a PNG plot.
+"""``exion accuracy`` and ``exion trace``.
+
+``accuracy``: the accuracy table of EXION's software optimizations on the trained digits DiT
+(:mod:`exion.workloads.accuracy`), as Markdown and JSON, plus an optional sweep over s, N and
+k with a PNG plot. ``trace``: per-block, per-iteration INT12 operands and masks of a sampling
+run as one .npz (:mod:`exion.workloads.trace`), and ``--extract`` of one array as .npy.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ def register(sub) -> None:
     p.add_argument("--weights", type=Path, default=None,
                    help="weights .npz (default: the shipped ones, checksum verified)")
     p.set_defaults(func=run)
+    register_trace(sub)
 
 
 def run(args) -> int:
@@ -82,4 +86,122 @@ def run(args) -> int:
         sj, _ = acc.write(sw, args.out, "sweep")
         acc.plot_sweep(sw, args.out / "sweep.png")
         print(f"wrote {sj} and {args.out / 'sweep.png'}")
+    return 0
+
+
+# -- exion trace ----------------------------------------------------------------------
+TRACE_DEFAULT = Path("build/trace/dit_trace.npz")
+
+
+def _iters(text: str) -> list[int]:
+    """``0-5,9`` -> [0, 1, 2, 3, 4, 5, 9]."""
+    out = []
+    try:
+        for part in text.split(","):
+            if "-" in part:
+                a, b = part.split("-")
+                out.extend(range(int(a), int(b) + 1))
+            elif part:
+                out.append(int(part))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected iterations like 0-5,9, got {text!r}")
+    return out
+
+
+def register_trace(sub) -> None:
+    p = sub.add_parser(
+        "trace", help="export per-layer, per-iteration INT12 operands and masks of the DiT",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Sample the shipped digits DiT with EXION's switches on (INT12; FFN-Reuse "
+                    "and eager prediction unless turned off) and write, per block b and "
+                    "iteration t, the FC1 input X, W1/W2, the FFN-Reuse FC1 mask, the cached "
+                    "FC1 accumulator and H of the dense iteration, the FC2 delta input, the "
+                    "EP score masks, dominant/skipped rows and shifts, with their scales, as "
+                    "one .npz (layout: docs/workloads.md, 'Trace layout').\n\n"
+                    "With --extract KEY the command instead reads a trace (--file) and writes "
+                    "one array as .npy (--out), optionally cut to one --sample and --head, "
+                    "ready for `exion golden conmerge --mask`, `exion sim gemm --a/--b/--mask"
+                    "/--prev` and `exion sim predict --x/--wq/--wk`.",
+        epilog="examples:\n"
+               "  exion trace --steps 30 --samples 2\n"
+               "  exion trace --list\n"
+               "  exion trace --extract blk0/it1/fc1_x --sample 0 --out X.npy\n"
+               "  exion trace --extract blk0/fc1_w --out W1.npy\n"
+               "  exion trace --extract blk0/it1/fc1_mask --sample 0 --out M.npy\n"
+               "  exion trace --extract blk0/it1/fc1_prev --sample 0 --out P.npy\n"
+               "  exion sim gemm --config exion16 --a X.npy --b W1.npy --mask M.npy "
+               "--prev P.npy --out C.npy\n"
+               "  exion trace --extract blk0/it1/ep_x --sample 0 --out EX.npy\n"
+               "  exion trace --extract blk0/ep_wq --head 0 --out WQ.npy   (and ep_wk)\n"
+               "  exion sim predict --config exion16 --x EX.npy --wq WQ.npy --wk WK.npy "
+               "--k 1/2 --out S.npy")
+    p.add_argument("--file", type=Path, default=TRACE_DEFAULT,
+                   help=f"trace .npz to write (or to read with --extract/--list; default "
+                        f"{TRACE_DEFAULT})")
+    p.add_argument("--steps", type=int, default=100, help="DDIM steps (default 100)")
+    p.add_argument("--samples", type=int, default=1,
+                   help="samples B; GEMM operands stack them as B*16 rows (default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--iterations", type=_iters, default=None, metavar="LIST",
+                   help="record only these iterations, e.g. 0-5,9 (default: all; the run "
+                        "is always complete)")
+    p.add_argument("--n", type=int, default=2, help="FFN-Reuse N (default 2)")
+    p.add_argument("--s", type=_frac, default=0.8, help="FFN-Reuse target sparsity (0.8)")
+    p.add_argument("--rule", default="magnitude", choices=["magnitude", "change", "per_token"])
+    p.add_argument("--no-ffn-reuse", action="store_true", help="turn FFN-Reuse off")
+    p.add_argument("--k", type=_frac, default=0.5, help="EP top-k ratio (default 0.5)")
+    p.add_argument("--lod-terms", type=int, default=2, choices=[1, 2])
+    p.add_argument("--no-ep", action="store_true", help="turn eager prediction off")
+    p.add_argument("--weights", type=Path, default=None,
+                   help="weights .npz (default: the shipped ones, checksum verified)")
+    p.add_argument("--list", action="store_true", help="list the keys of --file and exit")
+    p.add_argument("--extract", metavar="KEY", default=None,
+                   help="write array KEY of --file to --out as .npy")
+    p.add_argument("--sample", type=int, default=None,
+                   help="with --extract: only this sample (rows s*16..s*16+15 of (M, .) "
+                        "arrays, index s of (B, ...) arrays)")
+    p.add_argument("--head", type=int, default=None,
+                   help="with --extract: only this head (ep_wq/ep_wk, ep_mask, ...)")
+    p.add_argument("--out", type=Path, default=None, metavar="FILE.npy",
+                   help="with --extract: output .npy")
+    p.set_defaults(func=run_trace)
+
+
+def run_trace(args) -> int:
+    import numpy as np
+
+    from exion.workloads import trace as tr
+
+    if args.list or args.extract:
+        z, meta = tr.load(args.file)
+        if args.list:
+            for k in z.files:
+                if k != "meta":
+                    a = z[k]
+                    print(f"{k}\t{a.dtype}\t{tuple(a.shape)}")
+            return 0
+        if args.out is None or args.out.suffix != ".npy":
+            raise ExionError("--extract needs --out FILE.npy")
+        a = tr.extract(z, meta, args.extract, args.sample, args.head)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        np.save(args.out, a)
+        print(f"wrote {args.out}: {args.extract} {a.dtype} {a.shape}")
+        return 0
+    if args.out is not None or args.sample is not None or args.head is not None:
+        raise ExionError("--out/--sample/--head only go with --extract")
+    from exion.workloads.dit import DiT, Exion
+    from exion.workloads.weights import load_weights
+    if args.steps < 1 or args.steps > 1000:
+        raise ExionError(f"--steps must be in 1..1000, got {args.steps}")
+    if args.n < 0:
+        raise ExionError(f"--n must be >= 0, got {args.n}")
+    ex = Exion(ffn_reuse=not args.no_ffn_reuse, n=args.n, s=args.s, rule=args.rule,
+               ep=not args.no_ep, k=args.k, lod_terms=args.lod_terms, quant=True)
+    model = DiT(load_weights(args.weights)[0])
+    arrays, meta = tr.collect(model, steps=args.steps, samples=args.samples, seed=args.seed,
+                              ex=ex, iterations=args.iterations)
+    path = tr.save(args.file, arrays, meta)
+    print(f"wrote {path}: {len(arrays)} arrays, {path.stat().st_size / 1e6:.1f} MB; "
+          f"FFN-Reuse sparsity {meta['ffn_sparsity']:.3f}, EP sparsity "
+          f"{meta['ep_sparsity']:.3f}")
     return 0

@@ -26,7 +26,8 @@ from exion.gen.common import add_config_arg, load_cfg, load_npy, write_json
 
 def _int_operand(cfg, path, option, ndim=2):
     """A W-bit integer operand from a .npy file (errors name the option and the file)."""
-    return check_operand(cfg, load_npy(path, option, ndim=ndim), f"{option} {str(path)!r}")
+    arr = load_npy(path, option, ndim=ndim)
+    return check_operand(cfg, arr, f"{option} {str(path)!r} (shape {arr.shape})")
 
 
 def _ratio(text: str, option: str) -> str:
