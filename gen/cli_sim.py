@@ -23,13 +23,16 @@ def register(sub) -> None:
     d.set_defaults(func=cmd_sim_dpu)
 
     g = ssub.add_parser(
-        "gemm", help="a (masked) matrix product through the Verilated SDUE",
-        description="Run C = A @ B through the Verilated SDUE, only where MASK is 1 (ConMerge "
-                    "vectors from the golden model), check it bit-exactly against the golden "
-                    "executor, and print passes, cycles, utilization and speedup over dense. "
-                    "Outputs whose mask is 0 keep their previous value (--prev, default 0), "
-                    "which is how FFN-Reuse reuses cached results. Products wider than OMEM "
-                    "run as column groups of at most omem_depth columns.")
+        "gemm", help="a (masked) matrix product through the Verilated engine",
+        description="Run C = A @ B only where MASK is 1, check it bit-exactly against the "
+                    "golden model, and print passes, cycles, utilization and speedup over "
+                    "dense. With --mask the product runs through the Verilated gemm engine "
+                    "(CAU -> weight fetch -> SDUE): the hardware derives the ConMerge vectors "
+                    "from the mask. Without --mask, or with --golden-vectors, the SDUE runs "
+                    "alone with descriptors from the host (golden ConMerge vectors; K-splits "
+                    "and --input-sparse supported). Outputs whose mask is 0 keep their "
+                    "previous value (--prev, default 0), which is how FFN-Reuse reuses cached "
+                    "results. Products larger than the memories run as tiles.")
     add_config_arg(g)
     g.add_argument("--a", required=True, metavar="A.npy", help="M x K integer operands")
     g.add_argument("--b", required=True, metavar="B.npy", help="K x N integer operands")
@@ -46,8 +49,8 @@ def register(sub) -> None:
     g.add_argument("--sort", default="popcount", choices=["popcount", "none"],
                    help="ConMerge column sort (default popcount)")
     g.add_argument("--golden-vectors", action="store_true",
-                   help="take the ConMerge vectors from the golden model instead of the "
-                        "Verilated CAU (for debugging the SDUE alone)")
+                   help="run the SDUE alone with ConMerge vectors from the golden model "
+                        "instead of the gemm engine's hardware CAU (for debugging the SDUE)")
     g.add_argument("--out", required=True, metavar="C.npy", help="where to write the result")
     g.add_argument("--report", metavar="R.json", help="write the figures as JSON")
     g.add_argument("--seed", type=int, default=None, help="cocotb seed (default random)")
@@ -158,21 +161,22 @@ def cmd_sim_gemm(args) -> int:
     M, K = a.shape
     N = b.shape[1]
     prev0 = np.zeros((M, N), np.int64) if prev is None else prev
-    group = cfg.omem_depth
-    groups = [(j, min(N, j + group)) for j in range(0, N, group)]
     seed = args.seed if args.seed is not None else new_seed()
     progress = (lambda msg: print(f"[exion] {msg}", file=sys.stderr))
+    want = masked_gemm(cfg, a, b, np.ones((M, N), bool) if mask is None else mask,
+                       out=prev0, accumulate=args.accumulate)
+    group = cfg.omem_depth
+    groups = [(j, min(N, j + group)) for j in range(0, N, group)]
+    dense_model = sum(gemm_cycles(cfg, K, dense_plan(cfg, M, j1 - j0)).sdue_cycles
+                      for j0, j1 in groups)
+    if mask is not None and not args.golden_vectors:
+        return _sim_gemm_engine(cfg, args, a, b, mask, prev0, m, out, want, dense_model, seed,
+                                progress)
     plans = []
     for j0, j1 in groups:
         sub_mask = None if mask is None else mask[:, j0:j1]
         plans.append(dense_plan(cfg, M, j1 - j0) if sub_mask is None else
                      conmerge(cfg, sub_mask, merge_ways=m, sort=args.sort))
-    cau_figures = None
-    if mask is not None and not args.golden_vectors:
-        plans, cau_figures = _plans_from_hardware_cau(cfg, mask, groups, plans, m, args.sort,
-                                                      seed, progress)
-        if plans is None:
-            return 1
     progs = [build_program(cfg, a, b[:, j0:j1], plan, prev=prev0[:, j0:j1],
                            accumulate=args.accumulate, input_sparse=args.input_sparse)
              for (j0, j1), plan in zip(groups, plans)]
@@ -185,22 +189,17 @@ def cmd_sim_gemm(args) -> int:
         return 1
     wall = time.perf_counter() - t0
     result = np.concatenate([r.result for r in runs], axis=1)
-    # Golden reference independent of the vectors used: the masked product itself.
-    want = masked_gemm(cfg, a, b, np.ones((M, N), bool) if mask is None else mask,
-                       out=prev0, accumulate=args.accumulate)
     exact = bool(np.array_equal(result, want))
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, result)
     rtl_cycles = sum(r.cycles for r in runs)
     model = sum(r.model for r in runs)
     passes = sum(r.program.n_passes for r in runs)
-    dense_model = sum(gemm_cycles(cfg, K, dense_plan(cfg, M, j1 - j0)).sdue_cycles
-                      for j0, j1 in groups)
     masked = int(mask.sum()) if mask is not None else M * N
-    useful = masked * K
-    util = useful / (cfg.peak_macs * rtl_cycles) if rtl_cycles else 0.0
+    util = masked * K / (cfg.peak_macs * rtl_cycles) if rtl_cycles else 0.0
     figures = {
         "config": cfg.name, "M": M, "K": K, "N": N, "merge_ways": m, "sort": args.sort,
+        "engine": "sdue", "conmerge_vectors": "golden",
         "masked_outputs": masked, "mask_density": masked / (M * N) if M * N else 0.0,
         "column_groups": len(groups), "passes": passes,
         "dense_passes": sum(p.dense_passes for p in plans),
@@ -210,55 +209,87 @@ def cmd_sim_gemm(args) -> int:
         "utilization": util, "bit_exact": exact, "seed": seed,
         "sim_wall_seconds": wall, "out": str(out),
     }
-    figures["conmerge_vectors"] = ("golden" if (mask is None or args.golden_vectors)
-                                   else "rtl-cau")
-    if cau_figures:
-        figures["cau"] = cau_figures
     if args.waves:
         figures["waves"] = rep.get("waves")
     print(f"SDUE {cfg.name}: C[{M}x{N}] = A[{M}x{K}] @ B, mask density "
-          f"{figures['mask_density']:.1%}, m = {m}")
+          f"{figures['mask_density']:.1%}, m = {m}, ConMerge vectors from the golden model")
     print(f"  passes {passes} (dense {figures['dense_passes']}), RTL cycles {rtl_cycles} "
           f"(model {model}), utilization {util:.1%}, speedup over dense "
           f"{figures['speedup_over_dense'] or 0:.2f}x")
-    if cau_figures:
-        print(f"  ConMerge vectors from the Verilated CAU ({cau_figures['cycles']} cycles, "
-              f"equal to golden: {cau_figures['equal_to_golden']})")
     print(f"  bit-exact vs golden: {'PASS' if exact else 'FAIL'}; wrote {out}")
     if args.report:
         write_json(args.report, figures)
     return 0 if exact else 1
 
 
-def _plans_from_hardware_cau(cfg, mask, groups, golden_plans, m, sort, seed, progress):
-    """Run each column group's mask through the Verilated CAU; return plans built from the
-    vectors it emitted (and figures), or (None, figures) if they differ from golden."""
-    import dataclasses
+def _sim_gemm_engine(cfg, args, a, b, mask, prev, m, out, want, dense_model, seed,
+                     progress) -> int:
+    """The masked product through the Verilated ``gemm`` top (CAU -> fetch -> SDUE)."""
+    import time
 
     import numpy as np
 
-    from exion.sim.cau_rtl import CauCase, rtl_cau
-    cau_cfg = cfg if m == cfg.merge_ways else cfg.replace(name=f"{cfg.name}_m{m}",
-                                                          merge_ways=m)
-    cases = [CauCase(mask[:, j0:j1], sort=sort) for j0, j1 in groups]
-    runs, _ = rtl_cau(cau_cfg, cases, seed=seed, run_name="gemm-cau", progress=progress)
-    plans, equal = [], True
-    R = cfg.rows
-    for run, gp in zip(runs, golden_plans):
-        rb = np.asarray(run.row_block, dtype=np.int32)
-        rows = (rb[:, None] * R + np.arange(R)[None, :]).astype(np.int32)
-        rows[rows >= gp.M] = -1
-        plans.append(dataclasses.replace(gp, row_block=rb, rows=rows,
-                                         members=np.asarray(run.members, np.int32),
-                                         select=np.asarray(run.select, np.int32)))
-        equal &= (np.array_equal(run.members, gp.members) and
-                  np.array_equal(run.select, gp.select) and np.array_equal(rb, gp.row_block))
-    figures = {"cycles": int(sum(r.cycles for r in runs)), "equal_to_golden": bool(equal)}
-    if not equal:
-        print("FAIL: the Verilated CAU's ConMerge vectors differ from golden.conmerge "
-              f"(seed {seed}); re-run with --golden-vectors to test the SDUE alone")
-        return None, figures
-    return plans, figures
+    from exion.errors import ExionError
+    from exion.golden.conmerge import conmerge
+    from exion.golden.cycles import sdue_cycles
+    from exion.sim.gemm_rtl import GemmCase, plan_tiles, rtl_sparse_gemm
+    from exion.sim.runner import BenchFailure
+
+    if args.input_sparse:
+        raise ExionError("--input-sparse is not supported by the gemm engine (it streams "
+                         "dense K): add --golden-vectors to run it on the SDUE alone")
+    ecfg = cfg if m == cfg.merge_ways else cfg.replace(name=f"{cfg.name}_m{m}", merge_ways=m)
+    M, K = a.shape
+    N = b.shape[1]
+    case = GemmCase(a, b, mask, prev, accumulate=args.accumulate, sort=args.sort)
+    tiles = plan_tiles(ecfg, case)   # checks the limits before anything is built
+    t0 = time.perf_counter()
+    try:
+        outs, runs, rep = rtl_sparse_gemm(ecfg, [case], seed=seed, waves=args.waves,
+                                          run_name="gemm-engine", progress=progress)
+    except BenchFailure as e:
+        print(f"FAIL: {e}")
+        return 1
+    wall = time.perf_counter() - t0
+    result, run = outs[0], runs[0]
+    exact = bool(np.array_equal(result, want))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, result)
+    rtl_cycles = sum(run.tile_cycles)
+    passes = sum(run.tile_passes)
+    sdue_only = sum(sdue_cycles(ecfg, [t.setup["kwords"]] * p) if p else 0
+                    for t, p in zip(tiles, run.tile_passes))
+    golden_passes = 0
+    for t in tiles:
+        sub = mask[t.rows[t.rows >= 0][:, None], t.cols[None, :]]
+        golden_passes += conmerge(ecfg, sub, sort=args.sort).n_passes
+    masked = int(mask.sum())
+    util = masked * K / (cfg.peak_macs * rtl_cycles) if rtl_cycles else 0.0
+    figures = {
+        "config": cfg.name, "M": M, "K": K, "N": N, "merge_ways": m, "sort": args.sort,
+        "engine": "gemm", "conmerge_vectors": "rtl-cau",
+        "masked_outputs": masked, "mask_density": masked / (M * N) if M * N else 0.0,
+        "tiles": len(tiles), "passes": passes, "golden_passes": golden_passes,
+        "rtl_cycles": rtl_cycles, "tile_cycles": run.tile_cycles,
+        "sdue_cycles_same_passes": sdue_only,
+        "engine_overhead": rtl_cycles / sdue_only - 1 if sdue_only else None,
+        "dense_cycles_model": dense_model,
+        "speedup_over_dense": dense_model / rtl_cycles if rtl_cycles else None,
+        "utilization": util, "bit_exact": exact, "seed": seed,
+        "sim_wall_seconds": wall, "out": str(out),
+    }
+    if args.waves:
+        figures["waves"] = rep.get("waves")
+    print(f"gemm engine {ecfg.name}: C[{M}x{N}] = A[{M}x{K}] @ B, mask density "
+          f"{figures['mask_density']:.1%}, m = {m}, {len(tiles)} tile(s); ConMerge vectors "
+          f"from the Verilated CAU")
+    print(f"  passes {passes} (golden {golden_passes}), RTL cycles {rtl_cycles} (the SDUE "
+          f"alone on the same passes: {sdue_only}), utilization {util:.1%}, speedup over "
+          f"dense {figures['speedup_over_dense'] or 0:.2f}x")
+    print(f"  bit-exact vs golden: {'PASS' if exact else 'FAIL'}; wrote {out}")
+    if args.report:
+        write_json(args.report, figures)
+    return 0 if exact else 1
 
 
 def cmd_sim_predict(args) -> int:

@@ -45,7 +45,8 @@ from .util import pad_mux as _mux
 from .util import pipe_reg
 from .dpu import DPU, operand_layout
 
-__all__ = ["SDUE", "pass_layout", "sel_layout", "mem_write_signature", "omem_read_signature"]
+__all__ = ["SDUE", "pass_layout", "sel_layout", "mem_write_signature", "omem_read_signature",
+           "wmem_fetch_signature"]
 
 
 
@@ -95,6 +96,17 @@ def mem_write_signature(banks: int, addr_bits: int, word) -> wiring.Signature:
     })
 
 
+def wmem_fetch_signature(cfg: Config) -> wiring.Signature:
+    """Weight fetch into WMEM: sub-bank k of every bank c gets ``data[k][c]`` at ``addr``
+    when ``en[k]`` (takes priority over the host port ``wmem_w`` for that sub-bank)."""
+    word = operand_layout(cfg)
+    return wiring.Signature({
+        "en": Out(cfg.merge_ways),
+        "addr": Out(cfg.wmem_addr_bits + 1),
+        "data": Out(data.ArrayLayout(data.ArrayLayout(word, cfg.cols), cfg.merge_ways)),
+    })
+
+
 def omem_read_signature(cfg: Config) -> wiring.Signature:
     """Host read of all OMEM banks at one address; ``data`` one cycle after ``addr``."""
     return wiring.Signature({
@@ -119,13 +131,17 @@ class SDUE(wiring.Component):
     imem_w : In(mem_write_signature(R, imem_addr_bits + 1, operand_layout))
         Host write of IMEM: bank r gets ``data[r]`` at ``addr`` when ``en[r]``.
     wmem_w : In(mem_write_signature(C, wmem_addr_bits + 1, operand_layout))
-        Host write of WMEM (all m read ports of a bank see the same contents).
+        Host write of WMEM: bank c = m sub-banks (one per weight bus), all written.
+    wmem_f : In(wmem_fetch_signature(cfg)), only with ``fetch=True``
+        Weight-fetch write of WMEM: sub-bank k of every bank at once (``hw.gemm``).
     omem_w : In(mem_write_signature(R, omem_addr_bits, signed(A)))
         Host write of OMEM (only while not ``busy``; e.g. FFN-Reuse's cached values).
     omem_r : In(omem_read_signature(cfg))
         Host read of OMEM bank r at ``addr``: ``data[r]`` one cycle later (only while idle).
     busy : Out(1)
         A pass is issuing, in the DPU pipeline, or draining into OMEM.
+    issued : Out(1)
+        High in the last issue cycle of each pass: its IMEM/WMEM words have all been read.
     cycles : Out(32)
         Cycles spent busy since reset (wraps).
     passes : Out(32)
@@ -135,20 +151,25 @@ class SDUE(wiring.Component):
     exact cycle count of a run.
     """
 
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, *, fetch: bool = False):
         self.cfg = cfg
+        self.fetch = bool(fetch)
         R, C = cfg.rows, cfg.cols
         word = operand_layout(cfg)
-        super().__init__({
+        members = {
             "desc": In(stream.Signature(pass_layout(cfg))),
             "imem_w": In(mem_write_signature(R, cfg.imem_addr_bits + 1, word)),
             "wmem_w": In(mem_write_signature(C, cfg.wmem_addr_bits + 1, word)),
             "omem_w": In(mem_write_signature(R, cfg.omem_addr_bits, signed(cfg.acc_width))),
             "omem_r": In(omem_read_signature(cfg)),
             "busy": Out(1),
+            "issued": Out(1),
             "cycles": Out(32),
             "passes": Out(32),
-        })
+        }
+        if self.fetch:
+            members["wmem_f"] = In(wmem_fetch_signature(cfg))
+        super().__init__(members)
 
     @property
     def fixed_cycles(self) -> int:
@@ -185,13 +206,25 @@ class SDUE(wiring.Component):
             mod.d.comb += rp.addr.eq(issue_iaddr)
             imem_rd.append(rp.data)
         for c in range(C):
-            mem = Memory(shape=word, depth=2 * cfg.wmem_words, init=[])
-            mod.submodules[f"wmem{c}"] = mem
-            wp = mem.write_port()
-            mod.d.comb += [wp.addr.eq(self.wmem_w.addr), wp.data.eq(self.wmem_w.data[c]),
-                           wp.en.eq(self.wmem_w.en[c])]
+            # Bank c = m sub-banks (one per weight bus), each one write and one read port:
+            # host writes go to every sub-bank; a fetch port (``fetch=True``) writes
+            # sub-bank k alone, so a pass's m members load in parallel.
             ports = []
             for k in range(m):
+                mem = Memory(shape=word, depth=2 * cfg.wmem_words, init=[])
+                mod.submodules[f"wmem{c}_{k}"] = mem
+                wp = mem.write_port()
+                if self.fetch:
+                    with mod.If(self.wmem_f.en[k]):
+                        mod.d.comb += [wp.addr.eq(self.wmem_f.addr),
+                                       wp.data.eq(self.wmem_f.data[k][c]), wp.en.eq(1)]
+                    with mod.Else():
+                        mod.d.comb += [wp.addr.eq(self.wmem_w.addr),
+                                       wp.data.eq(self.wmem_w.data[c]),
+                                       wp.en.eq(self.wmem_w.en[c])]
+                else:
+                    mod.d.comb += [wp.addr.eq(self.wmem_w.addr), wp.data.eq(self.wmem_w.data[c]),
+                                   wp.en.eq(self.wmem_w.en[c])]
                 rp = mem.read_port()
                 mod.d.comb += rp.addr.eq(issue_waddr[k])
                 ports.append(rp.data)
@@ -383,7 +416,7 @@ class SDUE(wiring.Component):
                                wp.data.eq(self.omem_w.data[r])]
 
         # ---- status ----------------------------------------------------------------------
-        mod.d.comb += self.busy.eq(busy)
+        mod.d.comb += [self.busy.eq(busy), self.issued.eq(ending)]
         with mod.If(busy):
             mod.d.sync += self.cycles.eq(self.cycles + 1)
         with mod.If(cap):

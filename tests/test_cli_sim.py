@@ -1,4 +1,5 @@
-"""``exion sim gemm`` end to end (toy): hardware CAU -> SDUE, golden-vector path, bad input."""
+"""``exion sim gemm`` end to end (toy): the gemm engine (CAU -> fetch -> SDUE), the golden-vector
+SDUE path, bad input."""
 
 import json
 
@@ -38,10 +39,24 @@ def test_sim_gemm_masked(operands, tmp_path, capsys, vectors):
     np.testing.assert_array_equal(np.load(tmp_path / "c.npy"),
                                   masked_gemm(cfg, a, b, mask, out=prev))
     rep = json.loads((tmp_path / "r.json").read_text())
-    assert rep["bit_exact"] is True and rep["column_groups"] == 2
+    assert rep["bit_exact"] is True
     assert rep["conmerge_vectors"] == vectors
-    assert abs(rep["rtl_cycles"] - rep["model_cycles"]) <= 0.02 * rep["model_cycles"]
+    if vectors == "golden":   # the SDUE alone: cycles exactly as the model
+        assert rep["engine"] == "sdue" and rep["column_groups"] == 2
+        assert rep["rtl_cycles"] == rep["model_cycles"]
+    else:                     # the gemm engine: as many passes as golden, SDUE-paced
+        assert rep["engine"] == "gemm" and rep["tiles"] >= 2
+        assert rep["passes"] == rep["golden_passes"]
+        assert rep["sdue_cycles_same_passes"] <= rep["rtl_cycles"]
     assert "speedup over dense" in out
+
+
+def test_sim_gemm_engine_refuses_input_sparse(operands, tmp_path, capsys):
+    rc = main(["sim", "gemm", "--config", "toy", "--a", "a.npy", "--b", "b.npy", "--mask",
+               "m.npy", "--input-sparse", "--out", "c.npy"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--input-sparse" in err and "--golden-vectors" in err
+    assert not (tmp_path / "c.npy").exists()
 
 
 @pytest.mark.parametrize("args,message", [

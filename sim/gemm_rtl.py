@@ -1,0 +1,184 @@
+"""``rtl_sparse_gemm``: products through the Verilated CAU -> fetch -> SDUE engine (``hw.gemm``).
+
+    out, runs = rtl_sparse_gemm(cfg, [GemmCase(a, b, mask, prev=..., accumulate=...)])
+    np.testing.assert_array_equal(out[0], golden.conmerge.masked_gemm(cfg, a, b, mask, ...))
+
+The host side is plain NumPy (:func:`plan_tiles`): a product is cut into *tiles* that fit one
+run of the engine (``hw.gemm.check_setup``): column groups of at most ``omem_depth`` columns
+and as many row blocks as IMEM and OMEM hold. Per tile the host writes IMEM (row block ``i``
+at ``i * kwords``), GMEM (column ``j`` at ``j << gmem_kbits``) and OMEM (the previous
+output), then streams the tile's mask; the engine does the rest. The cocotb bench
+(:mod:`exion.sim.bench_gemm`) executes the tiles; nothing else is computed on the host.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from exion.config import Config
+from exion.errors import ExionError
+from exion.golden.conmerge import check_mask
+
+from .cau_rtl import mask_beats
+from .runner import new_seed, rtl_build, run_bench
+
+__all__ = ["GemmCase", "GemmTile", "GemmRun", "plan_tiles", "rtl_sparse_gemm",
+           "GEMM_COLS_PER_CYCLE", "GEMM_MAX_REGIONS"]
+
+#: Generation parameters of the ``gemm`` top as ``exion gen --top gemm`` builds it.
+GEMM_COLS_PER_CYCLE = 4
+GEMM_MAX_REGIONS = 4
+
+
+@dataclass
+class GemmCase:
+    """``out = where(mask, a @ b, prev)`` (``accumulate``: ``prev + where(mask, a @ b, 0)``)."""
+
+    a: np.ndarray            # (M, K) signed W-bit
+    b: np.ndarray            # (K, N) signed W-bit
+    mask: np.ndarray         # (M, N) bool
+    prev: np.ndarray | None = None
+    accumulate: bool = False
+    sort: str = "popcount"
+    regions: int | None = None   # WMEM regions the fetch may fill ahead (None: as many as fit)
+    name: str = ""
+
+
+@dataclass
+class GemmTile:
+    rows: np.ndarray         # (blocks * R,) original rows, -1 past M
+    cols: np.ndarray         # (ncols,) original columns
+    setup: dict              # kwords, ncols, regions, accumulate
+    imem: dict = field(default_factory=dict)   # word address -> (R, L)
+    gmem: dict = field(default_factory=dict)   # word address -> (L,)
+    omem: np.ndarray = None  # (blocks * ncols, R) OMEM contents before the run
+    beats: list = field(default_factory=list)  # mask beats (hw.cau mask_layout values)
+
+
+@dataclass
+class GemmRun:
+    result: np.ndarray       # (M, N)
+    tile_cycles: list        # busy cycles the RTL counted per tile (mask first offered -> idle)
+    tile_passes: list        # passes the SDUE ran per tile
+    tiles: int
+
+
+def _gmem_kbits(cfg: Config) -> int:
+    return max(1, math.ceil(math.log2(2 * cfg.imem_words)))
+
+
+def plan_tiles(cfg: Config, case: GemmCase, cols_per_cycle: int = GEMM_COLS_PER_CYCLE,
+               max_regions: int = GEMM_MAX_REGIONS) -> list[GemmTile]:
+    """The host's memory images and mask beats of every tile of one product."""
+    from exion.hw.gemm import check_setup   # Amaranth only for the limits' single source
+    a = np.asarray(case.a, dtype=np.int64)
+    b = np.asarray(case.b, dtype=np.int64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
+        raise ExionError(f"sparse gemm: A {a.shape} and B {b.shape} do not chain "
+                         f"(need (M, K) and (K, N))")
+    M, K = a.shape
+    N = b.shape[1]
+    mask = check_mask(case.mask, shape=(M, N))
+    prev = np.zeros((M, N), np.int64) if case.prev is None else np.asarray(case.prev, np.int64)
+    if prev.shape != (M, N):
+        raise ExionError(f"sparse gemm: prev has shape {prev.shape}, expected {(M, N)}")
+    R, L = cfg.rows, cfg.lanes
+    kw = max(1, math.ceil(K / L))
+    if kw > 2 * cfg.imem_words:
+        raise ExionError(f"sparse gemm: K = {K} needs {kw} words per row, more than IMEM's "
+                         f"{2 * cfg.imem_words} (the engine runs no K-splits; use "
+                         f"'exion sim gemm --golden-vectors')")
+    ng = min(N, cfg.omem_depth)
+    tb = max(1, min(2 * cfg.imem_words // kw, cfg.omem_depth // ng))
+    regions = max(1, min(max_regions, 2 * cfg.wmem_words // kw))
+    if case.regions is not None:
+        regions = case.regions
+    nblk = math.ceil(M / R)
+    kb = _gmem_kbits(cfg)
+    apad = np.zeros((nblk * R, kw * L), np.int64)
+    apad[:M, :K] = a
+    bpad = np.zeros((kw * L, N), np.int64)
+    bpad[:K] = b
+    tiles = []
+    for c0 in range(0, N, ng):
+        cols = np.arange(c0, min(N, c0 + ng))
+        n = len(cols)
+        for b0 in range(0, nblk, tb):
+            blocks = min(tb, nblk - b0)
+            check_setup(cfg, kwords=kw, ncols=n, blocks=blocks, regions=regions,
+                        max_regions=max_regions)
+            rows = np.arange(b0 * R, (b0 + blocks) * R)
+            rows = np.where(rows < M, rows, -1)
+            t = GemmTile(rows, cols, {"kwords": kw, "ncols": n, "regions": regions,
+                                      "accumulate": int(case.accumulate)})
+            for i in range(blocks):
+                blk_a = apad[(b0 + i) * R:(b0 + i + 1) * R]
+                for w in range(kw):
+                    t.imem[i * kw + w] = blk_a[:, w * L:(w + 1) * L]
+            for j, col in enumerate(cols):
+                for w in range(kw):
+                    t.gmem[(j << kb) + w] = bpad[w * L:(w + 1) * L, col]
+            om = np.zeros((blocks * n, R), np.int64)
+            for i in range(blocks):
+                for r in range(R):
+                    row = rows[i * R + r]
+                    if row >= 0:
+                        om[i * n:(i + 1) * n, r] = prev[row, cols]
+            t.omem = om
+            sub = mask[b0 * R:min(M, (b0 + blocks) * R)][:, cols]
+            t.beats = mask_beats(cfg, sub, cols_per_cycle, case.sort == "none", True)
+            tiles.append(t)
+    return tiles
+
+
+def assemble(cfg: Config, case: GemmCase, tiles: list[GemmTile], omems: list) -> np.ndarray:
+    """The product from every tile's OMEM read back (``(blocks * ncols, R)`` each)."""
+    M, N = np.asarray(case.mask).shape
+    out = np.zeros((M, N), np.int64) if case.prev is None else \
+        np.array(case.prev, dtype=np.int64, copy=True)
+    R = cfg.rows
+    for t, om in zip(tiles, omems):
+        n = len(t.cols)
+        for i in range(len(t.rows) // R):
+            for r in range(R):
+                row = t.rows[i * R + r]
+                if row >= 0:
+                    out[row, t.cols] = om[i * n:(i + 1) * n, r]
+    return out
+
+
+def rtl_sparse_gemm(cfg: Config, cases: list[GemmCase], *, seed: int | None = None,
+                    gaps: float = 0.0, waves: bool = False, run_name: str = "gemm",
+                    progress=None) -> tuple[list[np.ndarray], list[GemmRun], dict]:
+    """Run every case through the Verilated ``gemm`` top; returns outputs and per-tile cycles.
+
+    ``gaps``: probability of an idle cycle on the mask stream (valid low), to show that the
+    engine's result does not depend on the mask's arrival timing.
+    """
+    build = rtl_build(cfg, "gemm", waves=waves, progress=progress)
+    seed = new_seed() if seed is None else seed
+    plans = [plan_tiles(cfg, c) for c in cases]
+    run_dir = build.sim_dir / "cases"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    case_file = run_dir / f"{run_name}-{seed}.pkl"
+    res_file = run_dir / f"{run_name}-{seed}.out.pkl"
+    with open(case_file, "wb") as fh:
+        pickle.dump(plans, fh)
+    res_file.unlink(missing_ok=True)
+    report = run_bench(build, "exion.sim.bench_gemm", seed=seed, run_name=run_name,
+                       params={"cases": str(case_file), "results": str(res_file),
+                               "gaps": gaps})
+    with open(res_file, "rb") as fh:
+        outs = pickle.load(fh)
+    results, runs = [], []
+    for case, tiles, o in zip(cases, plans, outs):
+        res = assemble(cfg, case, tiles, o["omem"])
+        results.append(res)
+        runs.append(GemmRun(res, o["cycles"], o["passes"], len(tiles)))
+    report["build_seconds"] = build.build_seconds
+    report["gen_seconds"] = build.gen_seconds
+    return results, runs, report
