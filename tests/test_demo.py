@@ -1,0 +1,19 @@
+"""``exion demo`` end to end on the toy preset: every step passes and the report says so."""
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.rtl
+
+
+def test_demo_toy(tmp_path, cli_run):
+    code, out, _ = cli_run("demo", "--config", "toy", "--out", str(tmp_path / "demo"),
+                           "--seed", "7")
+    assert code == 0, out
+    assert "RESULT: PASS" in out
+    rep = json.loads((tmp_path / "demo" / "demo.json").read_text())
+    steps = {s["block"]: s for s in rep["steps"]}
+    assert set(steps) == {"dpu", "gemm"} and all(s["passed"] for s in steps.values())
+    g = steps["gemm"]
+    assert g["passes"] == g["golden_passes"] and g["sdue_alone_cycles"] <= g["rtl_cycles"]
