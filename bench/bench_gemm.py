@@ -90,8 +90,8 @@ def main(argv=None) -> int:
         })
     out = {"config": cfg.name, "seed": args.seed, "M": M, "N": N, "rows": rows,
            "sim_wall_seconds": wall, "build_seconds": rep.get("build_seconds")}
-    print(f"| K (K/L) | sparsity | tiles x blocks | passes | engine cycles | SDUE alone | "
-          f"overhead | CAU/SDUE per block (worst) |")
+    print("| K (K/L) | sparsity | tiles x blocks | passes | engine cycles | SDUE alone | "
+          "overhead | CAU/SDUE per block (worst) |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['K']} ({r['k_words']}) | {r['sparsity']:.0%} | "

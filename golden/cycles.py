@@ -38,14 +38,20 @@ Global-buffer fill (double-buffered IMEM/WMEM)
 
 CAU (calibrated to hw/cau.py; exact, see docs/cau.md)
 ------------------------------------------------------
-Three stages on three consecutive row blocks, joined by ping-pong buffers. For a block of N
-columns, n non-zero columns and f = min(slots, W_open) slots left in the merge window at the
-end (slots from the golden merge)::
+Three stages on three consecutive row blocks, joined by ping-pong buffers. LN = the CAU's
+``merge_lanes`` (:func:`cau_default_lanes`), P = ``cols_per_cycle``. For a block of N columns,
+n non-zero columns, S slots and f = min(S, W_open) slots left in the merge window at the end
+(slots from the golden merge)::
 
-    read   ceil(N / P) beats                  (P = CAU_COLS_PER_CYCLE columns per beat)
-    sort   CAU_SORT_START + n                 (prefix sum, then one column per cycle)
-    merge  CAU_MERGE_START + n + f            (fetch, one column per cycle, window flush)
+    read   ceil(N / P) beats                       (P = CAU_COLS_PER_CYCLE by default)
+    sort   CAU_SORT_START + sum_beats ceil(nz / LN) (prefix sum, then up to LN columns of
+                                                    one stored beat per cycle; nz = the
+                                                    beat's non-zero columns)
+    merge  CAU_MERGE_START + ceil(n / LN) + flush  (fetch, LN columns per cycle, window flush)
 
+``flush`` (:func:`cau_flush_cycles`) retires the f window slots at most LN per cycle and never
+past the end of the pass being assembled (which holds (S - f) mod C slots when the flush
+starts). With LN = 1 this is the original ``1 + n`` / ``1 + n + f``.
 ``cau_block_cycles`` is the block's steady-state interval, ``max(read, sort, merge)``;
 :func:`cau_schedule` gives the exact cycle of every block's stage ends and last pass for a
 stream of blocks (input always offered, output always ready). The CAU works one row block
@@ -77,6 +83,7 @@ from .conmerge import (ConMergePlan, check_mask, conmerge, dense_plan, merge_col
 __all__ = [
     "sdue_fixed", "sdue_cycles", "k_cap", "sdue_pass_list", "GemmCycles",
     "gemm_cycles", "cau_block_cycles", "cau_stage_cycles", "cau_cycles", "cau_schedule",
+    "cau_default_lanes", "cau_flush_cycles",
     "epre_cycles", "epre_run_cycles", "epre_phase_cycles", "transformer_block",
     "MODES",
 ]
@@ -87,8 +94,13 @@ __all__ = [
 # DPUs) and cfg.sdue_drain_latency (OMEM read before the drain's write, + sdue_pipe).
 
 # ---- CAU (calibrated to hw/cau.py: exact, tests/test_cau.py, tests/test_cau_rtl.py) ---
-#: Column cvs per input beat (the hw.cau.CAU ``cols_per_cycle`` default).
-CAU_COLS_PER_CYCLE = 4
+#: Column cvs per input beat (the hw.cau.CAU ``cols_per_cycle`` default): a 4608-column
+#: row block in 576 cycles, below the SDUE's time for it at K/L = 2C down to ~97 % sparsity.
+CAU_COLS_PER_CYCLE = 8
+#: Cap of the default merge lanes (:func:`cau_default_lanes`).
+CAU_LANES_DEFAULT_CAP = 4
+#: Most merge lanes a CAU may be generated with (the chained fit tests grow with LN).
+CAU_LANES_MAX = 8
 #: Sort stage: one cycle for the histogram's prefix sum before the first column.
 CAU_SORT_START = 1
 #: Merge stage: one cycle to fetch the first sorted column (also the whole cost of a block
@@ -221,75 +233,163 @@ def _fill(cfg: Config, plan: ConMergePlan, pl: dict) -> np.ndarray:
     return fill
 
 
+def cau_default_lanes(cfg: Config, merge_ways: int | None = None,
+                      window: int | None = None) -> int:
+    """The CAU's default ``merge_lanes`` (LN): columns sorted and merged per cycle.
+
+    ``m // 2 + 1``: a pass of C slots holds at most C * m columns and the SDUE computes it in
+    2C cycles at K/L = 2C, so m / 2 columns per cycle is the break-even and one more lane
+    leaves room for the window flush and slots that are not full. Capped at
+    ``CAU_LANES_DEFAULT_CAP`` (the fit chain grows with LN), at C and at W_open (the window
+    logic retires at most LN slots per cycle, all from the window). ``merge_ways``/``window``
+    override the config's m / W_open (as in :func:`~exion.golden.conmerge.conmerge`).
+    """
+    m = cfg.merge_ways if merge_ways is None else int(merge_ways)
+    w = cfg.w_open if window is None else int(window)
+    return max(1, min(m // 2 + 1, CAU_LANES_DEFAULT_CAP, cfg.cols, w))
+
+
+def cau_flush_cycles(slots: int, window_slots: int, cols: int, merge_lanes: int) -> int:
+    """Cycles to retire the f = ``window_slots`` slots left in the window at a block's end.
+
+    At most LN = ``merge_lanes`` per cycle and never past the end of a pass: the pass being
+    assembled holds ``(slots - f) mod C`` slots when the flush starts.
+    """
+    f, C, LN = int(window_slots), int(cols), int(merge_lanes)
+    base = (int(slots) - f) % C
+    cycles = 0
+    while f > 0:
+        k = min(f, LN, C - base)
+        base = (base + k) % C
+        f -= k
+        cycles += 1
+    return cycles
+
+
 def cau_block_cycles(cfg: Config, N: int, n_nonzero: int, window_slots: int = 0,
-                     cols_per_cycle: int = CAU_COLS_PER_CYCLE) -> int:
+                     cols_per_cycle: int = CAU_COLS_PER_CYCLE, *,
+                     merge_lanes: int | None = None, beat_nz=None,
+                     slots: int | None = None) -> int:
     """CAU cycles per row block in a stream: ``max(read, sort, merge)`` (module notes).
 
     ``window_slots``: f, the slots left in the merge window at the end of the block,
-    ``min(slots, W_open)`` (0 for a block without non-zero column).
+    ``min(slots, W_open)`` (0 for a block without non-zero column). ``merge_lanes`` defaults
+    to :func:`cau_default_lanes`; with more than one lane, ``beat_nz`` and ``slots`` are
+    needed (see :func:`cau_stage_cycles`).
     """
-    st = cau_stage_cycles(N, n_nonzero, window_slots, cols_per_cycle)
+    lanes = cau_default_lanes(cfg) if merge_lanes is None else merge_lanes
+    st = cau_stage_cycles(N, n_nonzero, window_slots, cols_per_cycle, merge_lanes=lanes,
+                          beat_nz=beat_nz, slots=slots, cols=cfg.cols)
     return max(st.values())
 
 
 def cau_stage_cycles(N: int, n_nonzero: int, window_slots: int,
-                     cols_per_cycle: int = CAU_COLS_PER_CYCLE) -> dict:
-    """Cycles of one row block in each CAU stage: ``read``, ``sort``, ``merge``."""
-    n = int(n_nonzero)
-    return {"read": max(1, math.ceil(N / cols_per_cycle)),
-            "sort": CAU_SORT_START + n,
-            "merge": CAU_MERGE_START + (n + int(window_slots) if n else 0)}
+                     cols_per_cycle: int = CAU_COLS_PER_CYCLE, *, merge_lanes: int = 1,
+                     beat_nz=None, slots: int | None = None,
+                     cols: int | None = None) -> dict:
+    """Cycles of one row block in each CAU stage: ``read``, ``sort``, ``merge``.
+
+    ``merge_lanes`` = LN (1: the single-lane formulas ``1 + n`` and ``1 + n + f``, which
+    need nothing else). With LN > 1 the sort needs ``beat_nz`` (the non-zero columns of
+    each input beat of the block, zero beats allowed) and the flush needs ``slots`` (S, the
+    block's slot count) and ``cols`` (C).
+    """
+    n, f, LN = int(n_nonzero), int(window_slots), int(merge_lanes)
+    if LN < 1:
+        raise ExionError(f"cau_stage_cycles: merge_lanes = {merge_lanes!r} must be >= 1")
+    read = max(1, math.ceil(N / cols_per_cycle))
+    if LN == 1:
+        return {"read": read, "sort": CAU_SORT_START + n,
+                "merge": CAU_MERGE_START + (n + f if n else 0)}
+    if n and (beat_nz is None or slots is None or cols is None):
+        raise ExionError(f"cau_stage_cycles: merge_lanes = {LN} needs beat_nz, slots and cols "
+                         f"(got beat_nz={'None' if beat_nz is None else '...'}, "
+                         f"slots={slots!r}, cols={cols!r})")
+    if not n:
+        return {"read": read, "sort": CAU_SORT_START, "merge": CAU_MERGE_START}
+    nz = np.asarray(beat_nz, dtype=np.int64)
+    if int(nz.sum()) != n:
+        raise ExionError(f"cau_stage_cycles: beat_nz sums to {int(nz.sum())}, not "
+                         f"n_nonzero = {n}")
+    sort = CAU_SORT_START + int(((nz + LN - 1) // LN).sum())
+    merge = CAU_MERGE_START + math.ceil(n / LN) + cau_flush_cycles(slots, f, cols, LN)
+    return {"read": read, "sort": sort, "merge": merge}
 
 
-def _cau_blocks(cfg: Config, mask, merge_ways, sort, window):
-    """(n_nonzero, f) per row block, from the golden sort and merge."""
+def _cau_blocks(cfg: Config, mask, merge_ways, sort, window, cols_per_cycle):
+    """Per row block: n (non-zero columns), f (window slots at the end), S (slots) and the
+    non-zero columns per input beat, from the golden sort and merge."""
     from .conmerge import _check_sort, _check_ways, _check_window, _pack, _sorted_cols
     mask = check_mask(mask)
     m = _check_ways(cfg, merge_ways)
     w = _check_window(cfg, window)
     sort = _check_sort(sort)
-    R = cfg.rows
+    R, P = cfg.rows, int(cols_per_cycle)
+    N = mask.shape[1]
+    nbeats = max(1, math.ceil(N / P))
     out = []
     for b in range(math.ceil(mask.shape[0] / R)):
         blk = mask[b * R:(b + 1) * R]
         cols = _sorted_cols(blk, sort)
         if cols.size == 0:
-            out.append((0, 0))
+            out.append({"n": 0, "f": 0, "slots": 0, "beat_nz": np.zeros(nbeats, np.int64)})
             continue
+        nzc = np.zeros(nbeats * P, np.int64)
+        nzc[:N] = blk.any(axis=0)
         slot, _ = merge_columns(_pack(blk[:, cols]), m, w)
-        out.append((int(cols.size), min(int(slot.max()) + 1, w)))
+        S = int(slot.max()) + 1
+        out.append({"n": int(cols.size), "f": min(S, w), "slots": S,
+                    "beat_nz": nzc.reshape(nbeats, P).sum(axis=1)})
     return out
+
+
+def _cau_lanes(cfg, merge_ways, window, merge_lanes):
+    return cau_default_lanes(cfg, merge_ways, window) if merge_lanes is None else merge_lanes
+
+
+def _cau_stages(cfg, N, blocks, cols_per_cycle, lanes):
+    return [cau_stage_cycles(N, bl["n"], bl["f"], cols_per_cycle, merge_lanes=lanes,
+                             beat_nz=bl["beat_nz"], slots=bl["slots"], cols=cfg.cols)
+            for bl in blocks]
 
 
 def cau_cycles(cfg: Config, mask, merge_ways: int | None = None, sort: str = "popcount",
                window: int | None = None,
-               cols_per_cycle: int = CAU_COLS_PER_CYCLE) -> np.ndarray:
-    """CAU cycles per row block of an output mask (:func:`cau_block_cycles` of each block)."""
+               cols_per_cycle: int = CAU_COLS_PER_CYCLE, *,
+               merge_lanes: int | None = None) -> np.ndarray:
+    """CAU cycles per row block of an output mask (``max(read, sort, merge)`` of each
+    block; ``merge_lanes`` defaults to :func:`cau_default_lanes`)."""
     N = check_mask(mask).shape[1]
-    return np.asarray([cau_block_cycles(cfg, N, n, f, cols_per_cycle)
-                       for n, f in _cau_blocks(cfg, mask, merge_ways, sort, window)],
-                      dtype=np.int64)
+    lanes = _cau_lanes(cfg, merge_ways, window, merge_lanes)
+    blocks = _cau_blocks(cfg, mask, merge_ways, sort, window, cols_per_cycle)
+    return np.asarray([max(s.values()) for s in _cau_stages(cfg, N, blocks, cols_per_cycle,
+                                                             lanes)], dtype=np.int64)
 
 
 def cau_schedule(cfg: Config, mask, merge_ways: int | None = None, sort: str = "popcount",
                  window: int | None = None,
-                 cols_per_cycle: int = CAU_COLS_PER_CYCLE) -> dict:
+                 cols_per_cycle: int = CAU_COLS_PER_CYCLE, *,
+                 merge_lanes: int | None = None) -> dict:
     """Exact CAU timing of a whole mask streamed through ``hw.cau.CAU`` from idle.
 
-    Input beats offered every cycle from cycle 0, output always ready. Stage hand-offs
-    through the ping-pong buffers take one cycle (a flag register). Returns per block
-    (arrays): ``read``, ``sort``, ``merge`` (stage cycles), ``read_end``, ``sort_end``,
-    ``merge_end`` (cycle of the stage's last cycle), ``done`` (cycles from the start until
-    the block's last pass has been taken, -1 for a block without pass), and ``total`` (cycles
-    until the CAU is idle again), plus ``interval`` = :func:`cau_cycles`.
+    The CAU is generated with ``cols_per_cycle`` and ``merge_lanes`` (default
+    :func:`cau_default_lanes`, as ``hw.cau.CAU``). Input beats offered every cycle from cycle
+    0, output always ready. Stage hand-offs through the ping-pong buffers take one cycle (a
+    flag register). Returns per block (arrays): ``read``, ``sort``, ``merge`` (stage cycles),
+    ``read_end``, ``sort_end``, ``merge_end`` (cycle of the stage's last cycle), ``done``
+    (cycles from the start until the block's last pass has been taken, -1 for a block without
+    pass), and ``total`` (cycles until the CAU is idle again), plus ``interval`` =
+    :func:`cau_cycles`.
     """
     N = check_mask(mask).shape[1]
-    blocks = _cau_blocks(cfg, mask, merge_ways, sort, window)
+    lanes = _cau_lanes(cfg, merge_ways, window, merge_lanes)
+    blocks = _cau_blocks(cfg, mask, merge_ways, sort, window, cols_per_cycle)
     nb = len(blocks)
-    st = [cau_stage_cycles(N, n, f, cols_per_cycle) for n, f in blocks]
+    st = _cau_stages(cfg, N, blocks, cols_per_cycle, lanes)
     a_end, b_end, c_end, c_rel = ([0] * nb for _ in range(4))
     done = [-1] * nb
-    for b, ((n, f), s) in enumerate(zip(blocks, st)):
+    for b, (bl, s) in enumerate(zip(blocks, st)):
+        n = bl["n"]
         a0 = max(a_end[b - 1] + 1 if b else 0, b_end[b - 2] + 1 if b >= 2 else 0)
         a_end[b] = a0 + s["read"] - 1
         b0 = max(a_end[b] + 1, b_end[b - 1] + 1 if b else 0,
@@ -297,7 +397,7 @@ def cau_schedule(cfg: Config, mask, merge_ways: int | None = None, sort: str = "
         b_end[b] = b0 + s["sort"] - CAU_SORT_START
         c0 = max(b_end[b] + 1, c_end[b - 1] + 1 if b else 0)
         c_end[b] = c0 + s["merge"] - CAU_MERGE_START
-        c_rel[b] = c0 + n
+        c_rel[b] = c0 + math.ceil(n / lanes)
         if n:
             done[b] = c_end[b] + CAU_OUT_LATENCY + 1
     last = max([d for d in done if d >= 0], default=0)
@@ -306,7 +406,7 @@ def cau_schedule(cfg: Config, mask, merge_ways: int | None = None, sort: str = "
     return {"read": arr([s["read"] for s in st]), "sort": arr([s["sort"] for s in st]),
             "merge": arr([s["merge"] for s in st]), "read_end": arr(a_end),
             "sort_end": arr(b_end), "merge_end": arr(c_end), "done": arr(done),
-            "total": int(total),
+            "total": int(total), "merge_lanes": lanes,
             "interval": arr([max(s.values()) for s in st])}
 
 

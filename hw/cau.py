@@ -8,29 +8,42 @@ buffers (``docs/cau.md`` has the picture)::
     mask stream --A--> [word buffer x2] --B--> [sorted buffer x2] --C--> pass FIFO --> out
       P cvs/cycle      non-zero words +       (column, cv) in         window of W_open
       condense,        popcount histogram     popcount order          slot registers,
-      histogram                                                        pass assembler
+      histogram                               (LN write, LN read      LN-lane merge,
+                                               ports)                 pass assembler
 
-* **A (read)**: one beat of ``P = cols_per_cycle`` column cvs per cycle. Beats with a
-  non-zero cv are stored (with their beat index) in the word buffer; the histogram of
+LN = ``merge_lanes`` (default :func:`default_merge_lanes`: 3 for exion16, 2 for toy).
+
+* **A (read)**: one beat of ``P = cols_per_cycle`` column cvs per cycle (default 8). Beats
+  with a non-zero cv are stored (with their beat index) in the word buffer; the histogram of
   ``R - popcount`` (the sort key: bin 0 = popcount R) counts the non-zero columns. All-zero
   beats are not stored, so B never spends a cycle on them.
 * **B (counting sort)**: one cycle to take the prefix sum of the histogram (the bins'
-  start offsets), then one non-zero column per cycle: the lowest pending lane of the current
-  word is written to the sorted buffer at ``offset[bin]++`` (stable: words in column order,
-  lanes in order). ``sort = none`` puts every column in bin 0 (column order).
-* **C (merge)**: one sorted column per cycle against the window of W_open slot registers
-  (OR of member cvs, member count, member columns, per-row member index), all conflict and
-  occupancy checks in parallel; the oldest fitting slot takes the column, else a new slot
-  opens and, if the window is full, the oldest slot retires to the pass assembler. After the
-  block's last column the window is flushed one slot per cycle. The assembler collects C
-  retired slots (fewer for the block's last pass) and pushes the pass into the output FIFO.
+  start offsets), then per cycle the LN lowest pending lanes of the current word are
+  written to the sorted buffer (LN write ports) at ``offset[bin] + (same-bin lanes before
+  it this cycle)``, and each bin's offset advances by its count (stable: words in column
+  order, lanes in order). ``sort = none`` puts every column in bin 0 (column order).
+* **C (merge)**: LN sorted columns per cycle (LN read ports) against the window of W_open
+  slot registers (OR of member cvs, member count, member columns, per-row member index).
+  Lane j sees the window as lanes 0..j-1 left it: all its W_open + j fit tests run in
+  parallel and are chained on the earlier lanes only through their one-hot placements (a
+  slot an earlier lane joined also needs no conflict with that lane's cv and a free member
+  place; the new slots of earlier lanes are candidates after the window's; a window slot
+  pushed out by the earlier lanes' new slots is not). The oldest fitting candidate takes
+  the column, else the lane opens a new slot. The window is rebuilt once per cycle: the
+  ``max(0, slots - W_open)`` oldest slots retire (at most LN) to the pass assembler, the
+  rest shift down and the new slots append. After the block's last column the window is
+  flushed, at most LN slots per cycle and never past the end of the pass being assembled.
+  The assembler (a queue of C + LN - 1 slots) hands a pass to the output FIFO whenever C
+  slots are in it (fewer for the block's last pass); retired slots beyond C wait behind it.
 
 Cycle counts (``exion.golden.cycles.cau_stage_cycles`` models them, and the schedule of a
-stream of blocks, exactly): A ``ceil(N / P)`` beats; B ``1 + n`` cycles; C ``1 + n + f``
-cycles, with n the block's non-zero columns and f = min(slots, W_open) the slots left in the
-window at the end (C takes 1 cycle for an all-zero block). Stalls: A when its next buffer
-side is still being sorted, B when its next sorted side is still being merged, C when the
-output FIFO is full (back-pressure).
+stream of blocks, exactly): A ``ceil(N / P)`` beats; B ``1 + sum ceil(nz / LN)`` over the
+stored beats (nz = the beat's non-zero cvs); C ``1 + ceil(n / LN) + flush`` cycles, with n the
+block's non-zero columns and ``flush = cau_flush_cycles(S, f, C, LN)`` (f = min(S, W_open)
+slots left in the window, S slots); C takes 1 cycle for an all-zero block. With LN = 1 this
+is the original ``1 + n`` and ``1 + n + f``. Stalls: A when its next buffer side is still
+being sorted, B when its next sorted side is still being merged, C when a completed pass
+cannot enter the output FIFO (back-pressure).
 """
 
 from __future__ import annotations
@@ -44,12 +57,14 @@ from amaranth.lib.wiring import In, Out
 
 from exion.config import Config
 from exion.errors import ExionError
+from exion.golden.cycles import CAU_COLS_PER_CYCLE, CAU_LANES_MAX, cau_default_lanes
 
 from .util import bits_for as _bits
 from .util import pad_mux as _mux
 from .sdue import pass_layout
 
-__all__ = ["CAU", "mask_layout", "cau_pass_layout", "default_max_cols", "CAU_SORTS"]
+__all__ = ["CAU", "mask_layout", "cau_pass_layout", "default_max_cols", "default_merge_lanes",
+           "CAU_SORTS"]
 
 #: ``sort`` constructor values: fixed strategies, or a run-time ``sort`` bit in the input.
 CAU_SORTS = ("popcount", "none", "runtime")
@@ -112,6 +127,42 @@ def cau_pass_layout(cfg: Config, max_cols: int, block_bits: int = 16) -> data.St
     })
 
 
+def default_merge_lanes(cfg: Config) -> int:
+    """Default ``merge_lanes``: :func:`exion.golden.cycles.cau_default_lanes` (one source).
+
+    ``m // 2 + 1`` columns per cycle (a pass of C slots holds at most C * m columns and the
+    SDUE computes it in 2C cycles at K/L = 2C, so m / 2 per cycle is the break-even; one more
+    gives the margin for the window flush and partly filled slots), capped at
+    ``CAU_LANES_CAP`` = 4, at C and at W_open.
+    """
+    return cau_default_lanes(cfg)
+
+
+def _lowest(v: Value) -> Value:
+    """One-hot of the lowest set bit of ``v`` (0 if none): ``v & -v``."""
+    n = len(v)
+    return (v & (~v + 1)[:n])[:n]
+
+
+def _first_fit(fits: Value) -> Value:
+    """Stage C's choice among the fitting slots of one lane (bit order = age): the oldest."""
+    return _lowest(fits)
+
+
+def _conflict(a: Value, b: Value) -> Value:
+    """Two cvs share a row (the test that chains lane j on the lanes before it)."""
+    return (a & b).any()
+
+
+def _onehot_index(oh: Value, width: int) -> Value:
+    """Index of the set bit of a one-hot ``oh`` (an OR per index bit, no priority)."""
+    bits = []
+    for b in range(width):
+        terms = [oh[i] for i in range(len(oh)) if (i >> b) & 1]
+        bits.append(Cat(*terms).any() if terms else Const(0, 1))
+    return Cat(*bits)
+
+
 class CAU(wiring.Component):
     """ConMerge assistant unit.
 
@@ -120,7 +171,7 @@ class CAU(wiring.Component):
     cfg : Config
         R = ``rows``, C = ``cols``, m = ``merge_ways``, W_open = ``w_open``.
     cols_per_cycle : int
-        P, column cvs per input beat (default 4: reads a 4608-column block in 1152 cycles).
+        P, column cvs per input beat (default 8: reads a 4608-column block in 576 cycles).
     max_cols : int or None
         Largest N of a row block (column index width, buffer depths); default
         :func:`default_max_cols`.
@@ -129,6 +180,10 @@ class CAU(wiring.Component):
         input ``sort`` bit per block chooses; costs one mux on the sort key).
     fifo_depth : int
         Passes buffered at the output (>= 1).
+    merge_lanes : int or None
+        LN, columns sorted (stage B) and merged (stage C) per cycle, 1..min(C, W_open, 8);
+        default :func:`default_merge_lanes` (3 for exion16, 2 for toy). 1 is the original
+        one-column-per-cycle CAU.
 
     Members
     -------
@@ -139,18 +194,26 @@ class CAU(wiring.Component):
     busy : Out(1)
         Some block is in a stage or a pass is in the output FIFO.
     active : Out(3)
-        Stage B (bit 1) / C (bit 2) is working on a block; bit 0: A is inside a block.
+        Bit 0: stage A is inside a block; bit 1: stage B sorting; bit 2: stage C merging or
+        flushing.
     overflow : Out(1)
         Sticky: a block had more than ``max_cols`` columns (the excess was dropped).
 
-    Throughput: one beat per cycle at the input, one non-zero column per cycle through the
-    sort and the merge (stages overlap on consecutive blocks); see the module docstring.
+    Timing
+    ------
+    Per row block (exact, :func:`exion.golden.cycles.cau_schedule`): A ``ceil(N / P)``
+    cycles; B ``1 + sum over stored beats of ceil(nz / LN)`` (nz = non-zero cvs of the beat);
+    C ``1 + ceil(n / LN) + flush`` (flush: the window's f slots retire at most LN per cycle
+    and never across a pass boundary). The three stages overlap on consecutive row blocks;
+    the last pass of a block is taken 3 cycles after C's last cycle (output ready).
     """
 
-    def __init__(self, cfg: Config, *, cols_per_cycle: int = 4, max_cols: int | None = None,
-                 sort: str = "runtime", fifo_depth: int = 2):
+    def __init__(self, cfg: Config, *, cols_per_cycle: int = CAU_COLS_PER_CYCLE,
+                 max_cols: int | None = None, sort: str = "runtime", fifo_depth: int = 2,
+                 merge_lanes: int | None = None):
         try:
-            max_cols = self._check(cfg, cols_per_cycle, max_cols, sort, fifo_depth)
+            max_cols, merge_lanes = self._check(cfg, cols_per_cycle, max_cols, sort,
+                                                fifo_depth, merge_lanes)
         except ExionError:
             self._MustUse__silence = True   # a refused component is not an unused one
             raise
@@ -159,6 +222,7 @@ class CAU(wiring.Component):
         self.max_cols = max_cols
         self.sort = sort
         self.fifo_depth = fifo_depth
+        self.merge_lanes = merge_lanes
         super().__init__({
             "mask": In(stream.Signature(mask_layout(cfg, cols_per_cycle, sort == "runtime"))),
             "out": Out(stream.Signature(cau_pass_layout(cfg, max_cols))),
@@ -168,7 +232,7 @@ class CAU(wiring.Component):
         })
 
     @staticmethod
-    def _check(cfg, cols_per_cycle, max_cols, sort, fifo_depth) -> int:
+    def _check(cfg, cols_per_cycle, max_cols, sort, fifo_depth, merge_lanes):
         if not isinstance(cols_per_cycle, int) or isinstance(cols_per_cycle, bool) \
                 or not 1 <= cols_per_cycle <= 64:
             raise ExionError(f"CAU: cols_per_cycle = {cols_per_cycle!r} is invalid: must be an "
@@ -183,7 +247,15 @@ class CAU(wiring.Component):
         if not isinstance(fifo_depth, int) or isinstance(fifo_depth, bool) or fifo_depth < 1:
             raise ExionError(f"CAU: fifo_depth = {fifo_depth!r} is invalid: must be an integer "
                              f">= 1")
-        return max_cols
+        if merge_lanes is None:
+            merge_lanes = default_merge_lanes(cfg)
+        hi = min(cfg.cols, cfg.w_open, CAU_LANES_MAX)
+        if not isinstance(merge_lanes, int) or isinstance(merge_lanes, bool) \
+                or not 1 <= merge_lanes <= hi:
+            raise ExionError(f"CAU: merge_lanes = {merge_lanes!r} is invalid: must be an integer "
+                             f"in 1..{hi} (at most C = {cfg.cols}, W_open = {cfg.w_open} and "
+                             f"{CAU_LANES_MAX})")
+        return max_cols, merge_lanes
 
     @property
     def words(self) -> int:
@@ -193,12 +265,14 @@ class CAU(wiring.Component):
     def constants(self) -> dict:
         return {"cols_per_cycle": self.cols_per_cycle, "max_cols": self.max_cols,
                 "sort": self.sort, "fifo_depth": self.fifo_depth,
+                "merge_lanes": self.merge_lanes,
                 "window": self.cfg.w_open, "col_bits": _bits(self.max_cols),
                 "block_bits": 16}
 
     def elaborate(self, platform):
         cfg = self.cfg
         R, C, m, W = cfg.rows, cfg.cols, cfg.merge_ways, cfg.w_open
+        LN = self.merge_lanes
         P, NMAX, WORDS = self.cols_per_cycle, self.max_cols, self.words
         CB = _bits(NMAX)
         IB = _bits(m)                         # member index width (sel idx)
@@ -206,9 +280,12 @@ class CAU(wiring.Component):
         KB = _bits(NB)
         CNTW = (NMAX + 1).bit_length()        # column counts 0..NMAX
         WB = _bits(WORDS + 1)                 # beat index 0..WORDS (WORDS = overflow)
+        LB = _bits(P)                         # lane index width
         mod = Module()
 
         # ---- buffers ---------------------------------------------------------------------
+        # The sorted buffer has LN write ports (stage B scatters LN columns per cycle to
+        # arbitrary bin offsets) and LN read ports (stage C reads LN consecutive entries).
         word_layout = data.StructLayout({"widx": _bits(WORDS), "cv": data.ArrayLayout(R, P)})
         ent_layout = data.StructLayout({"col": CB, "cv": R})
         mem_a = Memory(shape=word_layout, depth=2 * WORDS, init=[])
@@ -216,7 +293,8 @@ class CAU(wiring.Component):
         mod.submodules.word_buf = mem_a
         mod.submodules.sort_buf = mem_s
         a_wp, a_rp = mem_a.write_port(), mem_a.read_port()
-        s_wp, s_rp = mem_s.write_port(), mem_s.read_port()
+        s_wps = [mem_s.write_port() for _ in range(LN)]
+        s_rps = [mem_s.read_port() for _ in range(LN)]
 
         # per side of the word buffer: full flag, stored words, histogram, label, sort mode
         a_full = Signal(2)
@@ -276,7 +354,7 @@ class CAU(wiring.Component):
                 mod.d.sync += [a_ptr.eq(a_ptr + store),
                                a_widx.eq(Mux(in_range, a_widx + 1, a_widx))]
 
-        # ---- stage B: counting sort (prefix sum, then one column per cycle) -------------
+        # ---- stage B: counting sort (prefix sum, then up to LN columns per cycle) ---------
         rb = Signal()                           # word-buffer side being read
         sb = Signal()                           # sorted-buffer side being written
         b_run = Signal()
@@ -316,23 +394,39 @@ class CAU(wiring.Component):
         word = a_rp.data
         pend = Signal(P)
         mod.d.comb += pend.eq(Mux(b_fresh, Cat(word.cv[i].any() for i in range(P)), b_pend))
-        lane = Signal(range(P) if P > 1 else 1)
-        for i in reversed(range(P)):
-            with mod.If(pend[i]):
-                mod.d.comb += lane.eq(i)
-        lane_cv = _mux([word.cv[i] for i in range(P)], lane)
-        bkey = key(lane_cv, b_none)
-        rest = pend & ~(Const(1, P) << lane)[:P]
-        with mod.If(b_run):
+        # the LN lowest pending lanes of the word, in lane order (stable)
+        rem = pend
+        b_valid, b_key = [], []
+        for t in range(LN):
+            low = Signal(P, name=f"b_low{t}")
+            mod.d.comb += low.eq(_lowest(rem))
+            lane = Signal(LB, name=f"b_lane{t}")
+            mod.d.comb += lane.eq(_onehot_index(low, LB))
+            valid = Signal(name=f"b_valid{t}")
+            mod.d.comb += valid.eq(rem.any())
+            lane_cv = _mux([word.cv[i] for i in range(P)], lane)
+            bkey = Signal(KB, name=f"b_key{t}")
+            mod.d.comb += bkey.eq(key(lane_cv, b_none))
+            # same-bin columns taken earlier in this cycle go first
+            dup = sum(((b_valid[u] & (b_key[u] == bkey)).as_unsigned() for u in range(t)),
+                      Const(0, 1))
+            wp = s_wps[t]
             mod.d.comb += [
-                s_wp.addr.eq(Mux(sb, NMAX, 0) + _mux(b_off, bkey)),
-                s_wp.data.col.eq(word.widx * P + lane),
-                s_wp.data.cv.eq(lane_cv),
-                s_wp.en.eq(1),
+                wp.addr.eq(Mux(sb, NMAX, 0) + _mux(b_off, bkey) + dup),
+                wp.data.col.eq(word.widx * P + lane),
+                wp.data.cv.eq(lane_cv),
+                wp.en.eq(b_run & valid),
             ]
+            b_valid.append(valid)
+            b_key.append(bkey)
+            rem = rem & ~low
+        rest = Signal(P)
+        mod.d.comb += rest.eq(rem)
+        with mod.If(b_run):
             for j in range(NB):
-                with mod.If(bkey == j):
-                    mod.d.sync += b_off[j].eq(b_off[j] + 1)
+                inc = sum(((b_valid[t] & (b_key[t] == j)).as_unsigned() for t in range(LN)),
+                          Const(0, 1))
+                mod.d.sync += b_off[j].eq(b_off[j] + inc)
             with mod.If(rest == 0):
                 with mod.If(b_ptr == b_nw - 1):
                     mod.d.comb += [a_release.eq(1), s_fill.eq(1)]
@@ -350,7 +444,7 @@ class CAU(wiring.Component):
         with mod.If(s_fill):
             mod.d.sync += sb.eq(~sb)
 
-        # ---- stage C: windowed first-fit merge ---------------------------------------------
+        # ---- stage C: windowed first-fit merge, LN columns per cycle ----------------------
         slot_layout = data.StructLayout({
             "ors": R, "cnt": range(m + 1),
             "mem": data.ArrayLayout(CB, m), "idx": data.ArrayLayout(IB, R)})
@@ -366,110 +460,196 @@ class CAU(wiring.Component):
         out_layout = cau_pass_layout(cfg, NMAX)
         q = fifo.SyncFIFO(width=out_layout.size, depth=self.fifo_depth)
         mod.submodules.out_fifo = q
-        # pass assembler
-        asm = [Signal(slot_layout, name=f"asm{c}") for c in range(C)]
-        aval = Signal(C)
-        acnt = Signal(range(max(C, 2)))     # (no zero-width signal for C = 1)
-        complete = Signal()
+
+        # -- pass assembler: a queue of C + LN - 1 retired slots. A pass leaves (into the
+        # output FIFO) from positions 0..C-1; up to LN - 1 slots retired in the same cycle
+        # wait behind it and move down by C when the FIFO takes the pass.
+        QN = C + LN - 1
+        asm = [Signal(slot_layout, name=f"asm{p}") for p in range(QN)]
+        qn = Signal(range(QN + 1))              # slots in the queue
+        complete = Signal()                     # asm[0..C-1] is a pass for the FIFO
         a_last = Signal()
         a_block = Signal(16)
+        accept = Signal()
+        qbase = Signal(range(QN + 1))           # where this cycle's retired slots go
         step_ok = Signal()
-        mod.d.comb += step_ok.eq(~complete | q.w_rdy)
-
-        retire = Signal()                       # win[0] goes to the assembler this cycle
-        final = Signal()                        # ... and it is the block's last slot
-        with mod.If(complete & q.w_rdy):
-            mod.d.sync += complete.eq(0)
-        with mod.If(retire):
-            for c in range(C):
-                with mod.If(acnt == c):
-                    mod.d.sync += asm[c].eq(win[0])
-            with mod.If((acnt == C - 1) | final):
-                mod.d.sync += [acnt.eq(0), complete.eq(1), a_last.eq(final),
-                               a_block.eq(c_label)]
-            with mod.Else():
-                mod.d.sync += acnt.eq(acnt + 1)
-        # the pass in the assembler, as the output payload
+        r_n = Signal(range(LN + 1))             # slots retired this cycle ...
+        r_slots = [Signal(slot_layout, name=f"ret{i}") for i in range(LN)]
+        r_final = Signal()                      # ... and the block's last one is among them
+        mod.d.comb += [
+            accept.eq(complete & q.w_rdy),
+            qbase.eq(Mux(accept, Mux(qn >= C, qn - C, 0), qn)),
+            step_ok.eq(~complete | q.w_rdy),
+        ]
+        for p in range(QN):
+            if p + C < QN:
+                with mod.If(accept):
+                    mod.d.sync += asm[p].eq(asm[p + C])
+            for i in range(LN):
+                with mod.If((i < r_n) & (qbase + i == p)):
+                    mod.d.sync += asm[p].eq(r_slots[i])
+        tot = qbase + r_n
+        mod.d.sync += qn.eq(tot)
+        with mod.If(~complete | accept):
+            mod.d.sync += complete.eq((tot >= C) | r_final)
+            with mod.If((tot >= C) | r_final):
+                mod.d.sync += [a_last.eq(r_final), a_block.eq(c_label)]
+        # the pass in asm[0..C-1], as the output payload
         opass = Signal(out_layout)
         for c in range(C):
+            aval = qn > c
             for r in range(R):
                 mod.d.comb += [opass.sel[r][c].idx.eq(asm[c].idx[r]),
-                               opass.sel[r][c].valid.eq(aval[c] & asm[c].ors[r])]
+                               opass.sel[r][c].valid.eq(aval & asm[c].ors[r])]
             for k in range(m):
-                mod.d.comb += opass.col[c][k].eq(Mux(aval[c], asm[c].mem[k], 0))
+                mod.d.comb += opass.col[c][k].eq(Mux(aval, asm[c].mem[k], 0))
         mod.d.comb += [opass.block.eq(a_block), opass.last.eq(a_last),
                        q.w_en.eq(complete), q.w_data.eq(opass)]
-        with mod.If(complete & q.w_rdy):
-            mod.d.sync += aval.eq(0)
-        with mod.If(retire):
-            for c in range(C):
-                with mod.If(acnt == c):
-                    mod.d.sync += aval[c].eq(1)
 
-        # merge of one column
-        col = s_rp.data
-        fit = Signal(W)
+        # -- the merge of LN sorted columns against the window (combinational) --
+        # Virtual slots: v < W the window registers (oldest first), W + j the slot lane j
+        # opens when nothing fits. Lane j sees the window as lanes 0..j-1 left it: their
+        # members added, their new slots appended and, beyond W_open slots, the oldest ones
+        # out of reach (retired). Its candidates in age order: window slots, then the new
+        # slots of earlier lanes, then its own new slot (always fits).
+        ents = [s_rps[t].data for t in range(LN)]
+        lv = [Signal(name=f"c_lv{t}") for t in range(LN)]
+        for t in range(LN):
+            mod.d.comb += lv[t].eq(c_ptr + t < c_n)
+        NV = W + LN
+        zero_slot = Const(0, slot_layout.size)
+        start = [win[v] for v in range(W)] + [slot_layout(zero_slot) for _ in range(LN)]
+        pair_conf = [[_conflict(ents[k].cv, ents[j].cv) for j in range(LN)] for k in range(LN)]
+        place = []                              # place[j]: one-hot over NV (0 if lane idle)
+        opens = []
+        o_before = []                           # slots opened by lanes before j
+        for j in range(LN):
+            cv = ents[j].cv
+            o_j = sum((opens[k].as_unsigned() for k in range(j)), Const(0, 1))
+            o_before.append(o_j)
+            fits = []
+            for v in range(NV):
+                if v >= W + j + 1:
+                    fits.append(Const(0, 1))
+                    continue
+                if v < W:
+                    cand = (v < nwin) & (v + W >= nwin + o_j)
+                    cnt = start[v].cnt
+                    conf = (start[v].ors & cv).any()
+                    src = range(j)
+                elif v < W + j:
+                    cand = opens[v - W]
+                    cnt = Const(0, 1)
+                    conf = Const(0, 1)
+                    src = range(v - W, j)
+                else:
+                    fits.append(Const(1, 1))       # its own new slot
+                    continue
+                for k in src:
+                    cnt = cnt + place[k][v]
+                    conf = conf | (place[k][v] & pair_conf[k][j])
+                fits.append(cand & (cnt < m) & ~conf)
+            fitv = Signal(NV, name=f"c_fit{j}")
+            mod.d.comb += fitv.eq(Cat(*fits))
+            pl = Signal(NV, name=f"c_place{j}")
+            mod.d.comb += pl.eq(Mux(lv[j], _first_fit(fitv), 0))
+            place.append(pl)
+            op = Signal(name=f"c_open{j}")
+            mod.d.comb += op.eq(pl[W + j])
+            opens.append(op)
+        o_tot = sum((op.as_unsigned() for op in opens), Const(0, 1))
+        # every virtual slot after this cycle's lanes
+        fin = [Signal(slot_layout, name=f"c_fin{v}") for v in range(NV)]
+        for v in range(NV):
+            s0 = start[v]
+            lanes = range(LN) if v < W else range(v - W, LN)
+            ors = s0.ors
+            cnt = s0.cnt
+            mem = [s0.mem[k] for k in range(m)]
+            idx = [s0.idx[r] for r in range(R)]
+            for j in lanes:
+                hit = place[j][v]
+                cv, col = ents[j].cv, ents[j].col
+                ors = ors | Mux(hit, cv, 0)
+                for k in range(m):
+                    mem[k] = Mux(hit & (cnt == k), col, mem[k])
+                for r in range(R):
+                    idx[r] = Mux(hit & cv[r], cnt[:IB], idx[r])
+                cnt = cnt + hit
+            mod.d.comb += [fin[v].ors.eq(ors), fin[v].cnt.eq(cnt)]
+            mod.d.comb += [fin[v].mem[k].eq(mem[k]) for k in range(m)]
+            mod.d.comb += [fin[v].idx[r].eq(idx[r]) for r in range(R)]
+        # the q-th slot opened this cycle
+        new_rank = []
+        for qq in range(LN):
+            val = Value.cast(zero_slot)
+            for j in range(qq, LN):
+                val = Mux(opens[j] & (o_before[j] == qq), fin[W + j].as_value(), val)
+            new_rank.append(val)
+        # all slots in age order (window, then the opened ones), the oldest ret_n retire
+        seq = []
+        for p in range(NV):
+            val = fin[p].as_value() if p < W else Value.cast(zero_slot)
+            for qq in range(LN):
+                if 0 <= p - qq <= W:
+                    val = Mux(nwin == p - qq, new_rank[qq], val)
+            seq.append(val)
+        grown = nwin + o_tot
+        ret_n = Signal(range(LN + 1))
+        mod.d.comb += ret_n.eq(Mux(grown > W, grown - W, 0))
+        m_win = []
         for i in range(W):
-            mod.d.comb += fit[i].eq((i < nwin) & (win[i].cnt < m) & ((win[i].ors & col.cv) == 0))
-        new_slot = Signal(slot_layout)
-        mod.d.comb += [new_slot.ors.eq(col.cv), new_slot.cnt.eq(1), new_slot.mem[0].eq(col.col)]
-
-        def shift_down():
-            for i in range(W - 1):
-                mod.d.sync += win[i].eq(win[i + 1])
-
-        def merge():
-            with mod.If(fit.any()):
-                done = Const(0)
-                for i in range(W):
-                    this = fit[i] & ~done
-                    done = done | fit[i]
-                    with mod.If(this):
-                        s = win[i]
-                        mod.d.sync += [s.ors.eq(s.ors | col.cv), s.cnt.eq(s.cnt + 1)]
-                        for k in range(1, m):
-                            with mod.If(s.cnt == k):
-                                mod.d.sync += s.mem[k].eq(col.col)
-                        for r in range(R):
-                            with mod.If(col.cv[r]):
-                                mod.d.sync += s.idx[r].eq(s.cnt)
-            with mod.Elif(nwin == W):
-                mod.d.comb += retire.eq(1)
-                shift_down()
-                mod.d.sync += win[W - 1].eq(new_slot)
-            with mod.Else():
-                for i in range(W):
-                    with mod.If(nwin == i):
-                        mod.d.sync += win[i].eq(new_slot)
-                mod.d.sync += nwin.eq(nwin + 1)
+            val = seq[i]
+            for rr in range(1, LN + 1):
+                val = Mux(ret_n == rr, seq[i + rr], val)
+            m_win.append(val)
+        # -- flush: at most LN slots per cycle, never beyond the pass being assembled --
+        fl_k = Signal(range(LN + 1))
+        room = C - qbase
+        lim = Mux(nwin < LN, nwin, LN)
+        mod.d.comb += fl_k.eq(Mux(room < lim, room, lim))
+        f_win = []
+        for i in range(W):
+            val = win[i].as_value()
+            for kk in range(1, LN + 1):
+                val = Mux(fl_k == kk, win[i + kk].as_value() if i + kk < W else zero_slot, val)
+            f_win.append(val)
 
         s_rd_full = _mux([s_full[0], s_full[1]], sc)
-        mod.d.comb += s_rp.en.eq(0)
+        for t in range(LN):
+            mod.d.comb += s_rps[t].en.eq(0)
+        side = Mux(sc, NMAX, 0)
         with mod.If(c_state == 0):
             with mod.If(s_rd_full):
                 n = _mux(s_n, sc)
                 mod.d.sync += [c_n.eq(n), c_ptr.eq(0), c_label.eq(_mux(s_label, sc))]
-                mod.d.comb += [s_rp.addr.eq(Mux(sc, NMAX, 0)), s_rp.en.eq(1)]
+                for t in range(LN):
+                    mod.d.comb += [s_rps[t].addr.eq(side + t), s_rps[t].en.eq(1)]
                 with mod.If(n == 0):
                     mod.d.comb += s_release.eq(1)
                 with mod.Else():
                     mod.d.sync += c_state.eq(1)
         with mod.Elif(c_state == 1):
             with mod.If(step_ok):
-                merge()
-                with mod.If(c_ptr == c_n - 1):
+                mod.d.comb += r_n.eq(ret_n)
+                mod.d.comb += [r_slots[i].eq(fin[i]) for i in range(LN)]
+                mod.d.sync += [win[i].eq(m_win[i]) for i in range(W)]
+                mod.d.sync += nwin.eq(Mux(grown > W, W, grown))
+                with mod.If(c_ptr + LN >= c_n):
                     mod.d.comb += s_release.eq(1)
                     mod.d.sync += c_state.eq(2)
                 with mod.Else():
-                    mod.d.comb += [s_rp.addr.eq(Mux(sc, NMAX, 0) + c_ptr + 1),
-                                   s_rp.en.eq(1)]
-                    mod.d.sync += c_ptr.eq(c_ptr + 1)
+                    for t in range(LN):
+                        mod.d.comb += [s_rps[t].addr.eq(side + c_ptr + (LN + t)),
+                                       s_rps[t].en.eq(1)]
+                    mod.d.sync += c_ptr.eq(c_ptr + LN)
         with mod.Elif(c_state == 2):
             with mod.If(step_ok):
-                mod.d.comb += [retire.eq(1), final.eq(nwin == 1)]
-                shift_down()
-                mod.d.sync += nwin.eq(nwin - 1)
-                with mod.If(nwin == 1):
+                mod.d.comb += [r_n.eq(fl_k), r_final.eq(fl_k == nwin)]
+                mod.d.comb += [r_slots[i].eq(win[i]) for i in range(LN)]
+                mod.d.sync += [win[i].eq(f_win[i]) for i in range(W)]
+                mod.d.sync += nwin.eq(nwin - fl_k)
+                with mod.If(fl_k == nwin):
                     mod.d.sync += c_state.eq(0)
         with mod.Else():
             mod.d.sync += c_state.eq(0)
@@ -495,6 +675,6 @@ class CAU(wiring.Component):
             self.overflow.eq(overflow),
             self.active.eq(Cat(a_widx != 0, b_run, c_state != 0)),
             self.busy.eq((a_widx != 0) | a_full.any() | b_run | s_full.any()
-                         | (c_state != 0) | complete | q.r_rdy),
+                         | (c_state != 0) | complete | (qn != 0) | q.r_rdy),
         ]
         return mod

@@ -40,6 +40,7 @@ from amaranth.lib.wiring import In, Out
 
 from exion.config import Config
 from exion.errors import ExionError
+from exion.golden.cycles import CAU_COLS_PER_CYCLE
 
 from .cau import CAU, cau_pass_layout, mask_layout
 from .dpu import operand_layout
@@ -86,7 +87,8 @@ class SparseGemm(wiring.Component):
     ----------
     cfg : Config
     cols_per_cycle : int
-        The CAU's column cvs per mask beat.
+        The CAU's column cvs per mask beat (default: the CAU's default, 8); the CAU's merge
+        lanes take the CAU's default for ``cfg``.
     max_regions : int
         Most WMEM regions the fetch may fill ahead of the SDUE (the host sets ``regions``).
     desc_depth : int
@@ -113,7 +115,8 @@ class SparseGemm(wiring.Component):
         Sticky: a row block had more than ``omem_depth`` columns.
     """
 
-    def __init__(self, cfg: Config, *, cols_per_cycle: int = 4, max_regions: int = 4,
+    def __init__(self, cfg: Config, *, cols_per_cycle: int = CAU_COLS_PER_CYCLE,
+                 max_regions: int = 4,
                  desc_depth: int = 2):
         for name, v, lo in (("max_regions", max_regions, 1), ("desc_depth", desc_depth, 1),
                             ("cols_per_cycle", cols_per_cycle, 1)):

@@ -6,13 +6,17 @@
     np.testing.assert_array_equal(runs[0].select, plan.select)
 
 Several masks run in one simulator invocation (the build is shared by the session, see
-:mod:`exion.sim.runner`). The helpers :func:`mask_beats` (mask -> input beats) and
+:mod:`exion.sim.runner`). ``rtl_cau(..., cau_kw={"merge_lanes": 1, "cols_per_cycle": 3})``
+runs a CAU generated with other parameters than the defaults: while it is built it is
+registered as an extra generator top ``cau_<params>`` (:func:`cau_variant`) so that it gets
+its own Verilog, manifest and Verilator build, cached like every other top. The helpers :func:`mask_beats` (mask -> input beats) and
 :func:`decode_pass` (emitted payload -> golden ``members`` / ``select``) are shared by the
 cocotb bench and the Amaranth-simulator unit tests, so the three agree by construction.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import pickle
 from dataclasses import dataclass, field
@@ -24,7 +28,47 @@ from exion.golden.conmerge import check_mask, cv_ints
 
 from .runner import new_seed, rtl_build, run_bench
 
-__all__ = ["CauCase", "CauRun", "mask_beats", "decode_pass", "rtl_cau"]
+__all__ = ["CauCase", "CauRun", "mask_beats", "decode_pass", "rtl_cau", "cau_variant_top",
+           "cau_variant"]
+
+#: short names of the CAU constructor keywords in variant top names
+_KW_TAGS = {"cols_per_cycle": "p", "merge_lanes": "l", "max_cols": "n", "sort": "s",
+            "fifo_depth": "q"}
+
+
+def cau_variant_top(cau_kw: dict | None) -> str:
+    """Generator top name for ``CAU(cfg, **cau_kw)``: ``"cau"`` for the defaults, else e.g.
+    ``"cau_l1_p3"`` (the parameters are in the name, so every variant has its own Verilog,
+    manifest and Verilator build)."""
+    if not cau_kw:
+        return "cau"
+    bad = set(cau_kw) - set(_KW_TAGS)
+    if bad:
+        raise ValueError(f"cau_kw: unknown CAU parameter(s) {sorted(bad)}; known: "
+                         f"{sorted(_KW_TAGS)}")
+    return "cau_" + "_".join(f"{_KW_TAGS[k]}{cau_kw[k]}" for k in sorted(cau_kw))
+
+
+@contextlib.contextmanager
+def cau_variant(cau_kw: dict | None):
+    """Yield the top name of ``CAU(cfg, **cau_kw)`` while it is registered in
+    ``exion.gen.verilog.TOPS`` (so ``rtl_build``/``generate``/``fpga.synth`` accept it);
+    the entry is removed again on exit, so the generator's table and CLI keep their tops."""
+    name = cau_variant_top(cau_kw)
+    if name == "cau":
+        yield name
+        return
+    from exion.gen import verilog
+    from exion.hw.cau import CAU
+    kw = dict(cau_kw)
+    added = name not in verilog.TOPS
+    if added:
+        verilog.TOPS[name] = (lambda cfg: CAU(cfg, **kw), f"CAU with {kw}")
+    try:
+        yield name
+    finally:
+        if added:
+            del verilog.TOPS[name]
 
 
 @dataclass
@@ -108,13 +152,16 @@ def runs_from_passes(cfg: Config, passes: list[dict], pass_cycles, cycles: int,
 
 def rtl_cau(cfg: Config, cases: list[CauCase], *, seed: int | None = None,
             gaps: float = 0.0, backpressure: float = 0.0, waves: bool = False,
-            run_name: str = "cau", progress=None) -> tuple[list[CauRun], dict]:
-    """Run ``cases`` through the Verilated CAU (default generation parameters).
+            run_name: str = "cau", progress=None,
+            cau_kw: dict | None = None) -> tuple[list[CauRun], dict]:
+    """Run ``cases`` through the Verilated CAU (default generation parameters, or
+    ``CAU(cfg, **cau_kw)``).
 
     ``gaps``: probability of an idle input cycle (valid low); ``backpressure``: probability
     that the output's ready is low in a cycle. With both 0 the cycle counts are the CAU's own.
     """
-    build = rtl_build(cfg, "cau", waves=waves, progress=progress)
+    with cau_variant(cau_kw) as top:
+        build = rtl_build(cfg, top, waves=waves, progress=progress)
     seed = new_seed() if seed is None else seed
     run_dir = build.sim_dir / "cases"
     run_dir.mkdir(parents=True, exist_ok=True)

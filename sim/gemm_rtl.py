@@ -22,6 +22,7 @@ import numpy as np
 from exion.config import Config
 from exion.errors import ExionError
 from exion.golden.conmerge import check_mask
+from exion.golden.cycles import CAU_COLS_PER_CYCLE
 
 from .cau_rtl import mask_beats
 from .runner import new_seed, rtl_build, run_bench
@@ -30,7 +31,7 @@ __all__ = ["GemmCase", "GemmTile", "GemmRun", "plan_tiles", "rtl_sparse_gemm",
            "GEMM_COLS_PER_CYCLE", "GEMM_MAX_REGIONS"]
 
 #: Generation parameters of the ``gemm`` top as ``exion gen --top gemm`` builds it.
-GEMM_COLS_PER_CYCLE = 4
+GEMM_COLS_PER_CYCLE = CAU_COLS_PER_CYCLE
 GEMM_MAX_REGIONS = 4
 
 

@@ -17,7 +17,8 @@ from exion import PRESETS
 from exion.errors import ExionError
 from exion.golden import cycles as cy
 from exion.golden.conmerge import conmerge
-from exion.hw.cau import CAU, cau_pass_layout, default_max_cols, mask_layout
+from exion.hw.cau import (CAU, cau_pass_layout, default_max_cols, default_merge_lanes,
+                          mask_layout)
 from exion.hw.sdue import pass_layout
 from exion.sim.cau_rtl import mask_beats, runs_from_passes
 from exion.sim.payload import unpack
@@ -77,23 +78,69 @@ def check_against_golden(cfg, cases, runs, label=""):
         np.testing.assert_array_equal(run.last, last, err_msg=msg)
 
 
-@pytest.mark.parametrize("cfg", [TOY, TOY.replace(merge_ways=1), TOY.replace(merge_ways=8),
-                                 TOY.replace(cols=1, merge_ways=3),
-                                 TOY.replace(merge_window=5, merge_ways=3),
-                                 TOY.replace(rows=1, cols=2, merge_ways=1)],
-                         ids=["toy", "toy-m1", "toy-m8", "C1-m3", "w5-m3", "R1"])
-@pytest.mark.parametrize("P", [1, 3, 4], ids=lambda p: f"P{p}")
-def test_cau_matches_golden(cfg, P):
-    seed = 100 + P
+CFGS = {"toy": TOY, "toy-m1": TOY.replace(merge_ways=1), "toy-m8": TOY.replace(merge_ways=8),
+        "C1-m3": TOY.replace(cols=1, merge_ways=3),
+        "w5-m3": TOY.replace(merge_window=5, merge_ways=3),
+        "R1": TOY.replace(rows=1, cols=2, merge_ways=1)}
+
+
+def _lane_cases():
+    """(config, P, merge lanes): every config with P = 1, 3 (does not divide N), 4, 8, paired
+    with 1 lane (P = 1: the original CAU), 2 lanes (P = 3) and the most the config allows,
+    min(C, W_open) (P = 4, 8)."""
+    out = []
+    for name, cfg in CFGS.items():
+        hi = min(cfg.cols, cfg.w_open)
+        for P, ln in ((1, 1), (3, min(2, hi)), (4, hi), (8, hi)):
+            out.append(pytest.param(cfg, P, ln, id=f"{name}-P{P}-L{ln}"))
+    return out
+
+
+def _golden_cases(cfg, seed):
     rng = np.random.default_rng(seed)
     M, N = 2 * cfg.rows + 3, 3 * cfg.cols + 2          # partial row block, N % C != 0
     cases = [(m, "popcount") for m in adversarial_masks(cfg, M, N).values()]
     for d in (1.0, 0.5, 0.2, 0.05, 0.01):                # density (sparsity 0 % .. 99 %)
         mask = rng.random((int(rng.integers(1, 3 * cfg.rows)), int(rng.integers(1, 29)))) < d
         cases += [(mask, "popcount"), (mask, "none")]
+    return cases
+
+
+@pytest.mark.parametrize("cfg,P,lanes", _lane_cases())
+def test_cau_matches_golden(cfg, P, lanes):
+    seed = 100 + 10 * P + lanes
+    cases = _golden_cases(cfg, seed)
     runs = run_amaranth_cau(cfg, cases, seed=seed, gaps=0.25, backpressure=0.4,
-                            cols_per_cycle=P, max_cols=32)
+                            cols_per_cycle=P, max_cols=32, merge_lanes=lanes)
     check_against_golden(cfg, cases, runs, f"seed={seed}")
+
+
+def _wrong_first_fit(fits):
+    """Mutation: the second-oldest window slot is never taken."""
+    from amaranth import Cat, Const
+    from exion.hw.cau import _lowest
+    return _lowest(Cat(fits[0], Const(0, 1), fits[2:]))
+
+
+def _no_chain(a, b):
+    """Mutation: lane j does not see the cvs the lanes before it placed this cycle."""
+    from amaranth import Const
+    return Const(0, 1)
+
+
+@pytest.mark.parametrize("mutation,lanes", [("_first_fit", 1), ("_first_fit", 3),
+                                            ("_conflict", 2), ("_conflict", 3)])
+def test_cau_wrong_merge_fails(monkeypatch, mutation, lanes):
+    """The checks can fail: a CAU with a deliberately wrong merge is caught on the same
+    cases (the oldest-fit rule broken; the chained fit test of a second lane broken)."""
+    import exion.hw.cau as hw_cau
+    monkeypatch.setattr(hw_cau, mutation,
+                        _wrong_first_fit if mutation == "_first_fit" else _no_chain)
+    cases = _golden_cases(TOY, 5)
+    runs = run_amaranth_cau(TOY, cases, seed=5, cols_per_cycle=4, max_cols=32,
+                            merge_lanes=lanes)
+    with pytest.raises(AssertionError):
+        check_against_golden(TOY, cases, runs)
 
 
 @pytest.mark.parametrize("sort", ["popcount", "none"])
@@ -116,9 +163,13 @@ def test_cau_exion16_small():
     check_against_golden(E16, cases, runs, "seed=16")
 
 
-@pytest.mark.parametrize("cfg,P", [(TOY, 4), (TOY.replace(cols=1), 1), (E16, 4)],
-                         ids=["toy-P4", "C1-P1", "exion16-P4"])
-def test_cau_cycles_match_model_exactly(cfg, P):
+@pytest.mark.parametrize("cfg,P,lanes", [
+    (TOY, 4, 1), (TOY, 5, 2), (TOY, 8, 3), (TOY.replace(cols=1), 1, 1),
+    (TOY.replace(merge_ways=1), 3, 3), (TOY.replace(merge_window=5, merge_ways=3), 3, 2),
+    (E16, 4, 1), (E16, 8, None), (E16, 7, 2), (E16.replace(merge_ways=2), 8, None)],
+    ids=["toy-P4-L1", "toy-P5-L2", "toy-P8-L3", "C1-P1-L1", "toy-m1-P3-L3", "w5-m3-P3-L2",
+         "exion16-P4-L1", "exion16-P8-default", "exion16-P7-L2", "exion16-m2-P8-default"])
+def test_cau_cycles_match_model_exactly(cfg, P, lanes):
     """No gaps, output always ready: every block's last pass at the modelled cycle."""
     rng = np.random.default_rng(5)
     cases = [(rng.random((4 * cfg.rows + 3, 29)) < d, s)
@@ -126,11 +177,27 @@ def test_cau_cycles_match_model_exactly(cfg, P):
     z = np.zeros((3 * cfg.rows, 20), bool)
     z[cfg.rows + 2, 5] = True                            # empty blocks around a one-bit block
     cases.append((z, "popcount"))
-    runs = run_amaranth_cau(cfg, cases, cols_per_cycle=P, max_cols=32)
+    cases.append((rng.random((2 * cfg.rows, 32)) < 0.15, "popcount"))   # N = max_cols
+    kw = {} if lanes is None else {"merge_lanes": lanes}
+    runs = run_amaranth_cau(cfg, cases, cols_per_cycle=P, max_cols=32, **kw)
     for (mask, sort), run in zip(cases, runs):
-        sch = cy.cau_schedule(cfg, mask, sort=sort, cols_per_cycle=P)
+        sch = cy.cau_schedule(cfg, mask, sort=sort, cols_per_cycle=P, merge_lanes=lanes)
         np.testing.assert_array_equal(run.pass_cycles[run.last], sch["done"][sch["done"] >= 0])
         assert run.cycles == sch["total"]
+    check_against_golden(cfg, cases, runs)
+
+
+def test_cau_defaults():
+    """Generated defaults: P = 8, LN from golden.cycles.cau_default_lanes (one source)."""
+    for cfg, lanes in ((E16, 3), (TOY, 2), (TOY.replace(merge_ways=1), 1),
+                       (TOY.replace(cols=1, merge_ways=3), 1), (E16.replace(merge_ways=16), 4),
+                       (E16.replace(merge_window=2), 2)):
+        dut = CAU(cfg)
+        dut._MustUse__silence = True          # built for its parameters only
+        assert (dut.cols_per_cycle, dut.merge_lanes) == (cy.CAU_COLS_PER_CYCLE, lanes)
+        assert default_merge_lanes(cfg) == cy.cau_default_lanes(cfg) == lanes
+        assert dut.constants()["merge_lanes"] == lanes
+    assert cy.CAU_COLS_PER_CYCLE == 8
 
 
 def test_cau_layouts_match_sdue():
@@ -149,6 +216,10 @@ def test_cau_layouts_match_sdue():
     ({"max_cols": 0}, "max_cols = 0 is invalid: must be an integer >= 1"),
     ({"sort": "random"}, "sort = 'random' is invalid: choose one of popcount, none, runtime"),
     ({"fifo_depth": 0}, "fifo_depth = 0 is invalid: must be an integer >= 1"),
+    ({"merge_lanes": 0}, "merge_lanes = 0 is invalid: must be an integer in 1..3 (at most "
+                         "C = 3, W_open = 3 and 8)"),
+    ({"merge_lanes": 4}, "merge_lanes = 4 is invalid: must be an integer in 1..3"),
+    ({"merge_lanes": True}, "merge_lanes = True is invalid"),
 ])
 def test_cau_constructor_checks(kw, msg):
     with pytest.raises(ExionError, match=msg.replace("(", r"\(").replace(")", r"\)")):
@@ -180,11 +251,37 @@ def test_cau_overflow_flag():
 
 def test_cau_model_figures():
     """The stage formulas, and the steady interval as ``cau_cycles`` reports it."""
-    assert cy.cau_stage_cycles(4608, 1779, 16) == {
+    # one lane: the original 1 + n / 1 + n + f
+    assert cy.cau_stage_cycles(4608, 1779, 16, 4) == {
         "read": 1152, "sort": cy.CAU_SORT_START + 1779, "merge": cy.CAU_MERGE_START + 1795}
     assert cy.cau_stage_cycles(10, 0, 0, 4) == {"read": 3, "sort": 1, "merge": 1}
+    # three lanes: beats of 8 with 8, 3, 1, 0 non-zero columns sort in 3 + 1 + 1 cycles;
+    # 12 columns merge in 4 cycles; 5 slots, 4 in the window: the pass being assembled
+    # (C = 3) holds 1 slot, so the flush retires 2 (pass full), then 2: 2 cycles
+    st = cy.cau_stage_cycles(32, 12, 4, 8, merge_lanes=3, beat_nz=[8, 3, 1, 0], slots=5,
+                             cols=3)
+    assert st == {"read": 4, "sort": 1 + 5, "merge": 1 + 4 + 2}
+    assert cy.cau_flush_cycles(5, 4, 3, 3) == 2
+    assert cy.cau_flush_cycles(16, 16, 16, 3) == 6           # 3+3+3+3+3+1
+    assert cy.cau_flush_cycles(20, 16, 16, 3) == 6           # 4 in the pass: 3+3+3+3, 3+1
+    assert cy.cau_flush_cycles(7, 3, 3, 2) == 2              # 1 in the pass: 2 | 1
+    assert cy.cau_flush_cycles(3, 3, 3, 1) == 3
+    with pytest.raises(ExionError, match="merge_lanes = 3 needs beat_nz, slots and cols"):
+        cy.cau_stage_cycles(32, 12, 4, 8, merge_lanes=3)
     mask = np.zeros((9, 10), bool)                         # two row blocks: 4 and 0 cvs
     mask[0, :4] = True
     f = min(4, TOY.w_open)          # all four cvs are row 0 only: 4 slots, window of 3 left
-    assert cy.cau_cycles(TOY, mask).tolist() == [cy.cau_block_cycles(TOY, 10, 4, f),
-                                                 cy.cau_block_cycles(TOY, 10, 0, 0)]
+    for lanes in (1, 2, 3):
+        got = cy.cau_cycles(TOY, mask, cols_per_cycle=4, merge_lanes=lanes).tolist()
+        assert got == [cy.cau_block_cycles(TOY, 10, 4, f, 4, merge_lanes=lanes,
+                                           beat_nz=[4, 0, 0], slots=4),
+                       cy.cau_block_cycles(TOY, 10, 0, 0, 4, merge_lanes=lanes)]
+    # merge with 2 lanes: fetch, 2 cycles of 2 columns, flush 2 (pass holds 1: 2 | 1)
+    assert cy.cau_cycles(TOY, mask, cols_per_cycle=4, merge_lanes=2).tolist() == [5, 3]
+    # gemm_cycles charges the default CAU (P = 8, default lanes)
+    from exion.golden.conmerge import conmerge as cm
+    rng = np.random.default_rng(3)
+    big = rng.random((32, 200)) < 0.1
+    g = cy.gemm_cycles(E16, 64, cm(E16, big), mask=big)
+    assert g.cau_cycles == int(cy.cau_cycles(E16, big, cols_per_cycle=8,
+                                             merge_lanes=3).sum())

@@ -15,7 +15,7 @@ import pytest
 from exion import PRESETS
 from exion.golden import cycles as cy
 from exion.golden.conmerge import conmerge, masked_gemm
-from exion.sim.gemm_rtl import GemmCase, plan_tiles, rtl_sparse_gemm
+from exion.sim.gemm_rtl import GEMM_COLS_PER_CYCLE, GemmCase, plan_tiles, rtl_sparse_gemm
 
 pytestmark = pytest.mark.rtl
 
@@ -85,7 +85,8 @@ def check(cfg, cases, outs, runs, seed, timed=True):
                 continue
             kw = t.setup["kwords"]
             sdue = cy.sdue_cycles(cfg, [kw] * npass) if npass else 0
-            cau = cy.cau_schedule(cfg, sub, sort=case.sort)["total"]
+            cau = cy.cau_schedule(cfg, sub, sort=case.sort,
+                                  cols_per_cycle=GEMM_COLS_PER_CYCLE)["total"]
             assert sdue <= cyc <= cau + npass * (kw + 3) + sdue, (msg, cyc, sdue, cau)
 
 
@@ -122,7 +123,7 @@ def test_gemm_cau_runs_ahead():
     npass = runs[0].tile_passes[0]
     sdue = cy.sdue_cycles(cfg, [kw] * npass)
     first = conmerge(cfg, mask[:R], sort="popcount").n_passes
-    lead = cy.cau_schedule(cfg, mask[:R])["total"] + kw + 3
+    lead = cy.cau_schedule(cfg, mask[:R], cols_per_cycle=GEMM_COLS_PER_CYCLE)["total"] + kw + 3
     assert npass > 2 * first   # most of the work comes after the first block
     print("engine", runs[0].tile_cycles[0], "sdue", sdue, "lead", lead)
     assert runs[0].tile_cycles[0] <= sdue + lead, (runs[0].tile_cycles, sdue, lead)

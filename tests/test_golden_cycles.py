@@ -124,14 +124,16 @@ def test_cau_formula():
     """The CAU model (calibrated to hw/cau.py; exactness against RTL: tests/test_cau*.py)."""
     st = cy.cau_stage_cycles(10, 4, 3, cols_per_cycle=4)
     assert st == {"read": 3, "sort": cy.CAU_SORT_START + 4, "merge": cy.CAU_MERGE_START + 7}
-    assert cy.cau_block_cycles(TOY, 10, 4, 3, cols_per_cycle=4) == max(st.values())
+    assert cy.cau_block_cycles(TOY, 10, 4, 3, cols_per_cycle=4,
+                                merge_lanes=1) == max(st.values())
     assert cy.cau_stage_cycles(10, 0, 0, 4) == {"read": 3, "sort": cy.CAU_SORT_START,
                                                  "merge": cy.CAU_MERGE_START}
     mask = np.zeros((9, 10), bool)             # two row blocks: 4 and 0 non-zero cvs
     mask[0, :4] = True                         # all in row 0: 4 slots, 3 left in the window
-    assert cy.cau_cycles(TOY, mask, cols_per_cycle=4).tolist() == [
-        cy.cau_block_cycles(TOY, 10, 4, 3, 4), cy.cau_block_cycles(TOY, 10, 0, 0, 4)]
-    sch = cy.cau_schedule(TOY, mask, cols_per_cycle=4)
+    assert cy.cau_cycles(TOY, mask, cols_per_cycle=4, merge_lanes=1).tolist() == [
+        cy.cau_block_cycles(TOY, 10, 4, 3, 4, merge_lanes=1),
+        cy.cau_block_cycles(TOY, 10, 0, 0, 4, merge_lanes=1)]
+    sch = cy.cau_schedule(TOY, mask, cols_per_cycle=4, merge_lanes=1)
     assert sch["done"][1] == -1 and sch["done"][0] == sch["merge_end"][0] + \
         cy.CAU_OUT_LATENCY + 1
     assert sch["total"] == max(sch["done"][0], sch["merge_end"][1] + 1)
