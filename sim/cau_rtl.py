@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import pickle
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,7 +25,7 @@ import numpy as np
 from exion.config import Config
 from exion.golden.conmerge import check_mask, cv_ints
 
-from .runner import new_seed, rtl_build, run_bench
+from .runner import rtl_build, run_bench_pickled
 
 __all__ = ["CauCase", "CauRun", "mask_beats", "decode_pass", "rtl_cau", "cau_variant_top",
            "cau_variant"]
@@ -162,21 +161,10 @@ def rtl_cau(cfg: Config, cases: list[CauCase], *, seed: int | None = None,
     """
     with cau_variant(cau_kw) as top:
         build = rtl_build(cfg, top, waves=waves, progress=progress)
-    seed = new_seed() if seed is None else seed
-    run_dir = build.sim_dir / "cases"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    case_file = run_dir / f"{run_name}-{seed}.pkl"
-    res_file = run_dir / f"{run_name}-{seed}.out.pkl"
-    with open(case_file, "wb") as fh:
-        pickle.dump([(np.asarray(c.mask, dtype=bool), c.sort) for c in cases], fh)
-    res_file.unlink(missing_ok=True)
-    report = run_bench(build, "exion.sim.bench_cau", seed=seed, run_name=run_name,
-                       params={"cases": str(case_file), "results": str(res_file),
-                               "gaps": gaps, "backpressure": backpressure})
-    with open(res_file, "rb") as fh:
-        outs = pickle.load(fh)
+    outs, report = run_bench_pickled(
+        build, "exion.sim.bench_cau",
+        [(np.asarray(c.mask, dtype=bool), c.sort) for c in cases], key="cases", seed=seed,
+        run_name=run_name, params={"gaps": gaps, "backpressure": backpressure})
     runs = [runs_from_passes(cfg, o["passes"], o["pass_cycles"], o["cycles"],
                              o["stage_cycles"]) for o in outs]
-    report["build_seconds"] = build.build_seconds
-    report["gen_seconds"] = build.gen_seconds
     return runs, report

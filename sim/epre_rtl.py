@@ -13,7 +13,6 @@ the raw read-outs back into arrays. Several cases run in one simulator invocatio
 from __future__ import annotations
 
 import math
-import pickle
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,7 +22,7 @@ from exion.errors import ExionError
 from exion.golden.cycles import epre_run_cycles
 from exion.golden.predict import PredictResult, eager_predict
 
-from .runner import new_seed, rtl_build, run_bench
+from .runner import rtl_build, run_bench_pickled
 
 __all__ = ["EpreJob", "EpreRun", "Sizes", "prepare", "decode", "rtl_predict",
            "rtl_predict_many"]
@@ -214,27 +213,15 @@ def rtl_predict_many(cfg: Config, cases: list[dict], *, seed: int | None = None,
     build = rtl_build(cfg, "epre", waves=waves, progress=progress)
     sizes = Sizes.from_dict(build.manifest_data()["constants"])
     jobs = [prepare(cfg, sizes, **c) for c in cases]
-    seed = new_seed() if seed is None else seed
-    run_dir = build.sim_dir / "jobs"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    job_file = run_dir / f"{run_name}-{seed}.pkl"
-    res_file = run_dir / f"{run_name}-{seed}.out.pkl"
-    with open(job_file, "wb") as fh:
-        pickle.dump([_strip(j) for j in jobs], fh)
-    res_file.unlink(missing_ok=True)
-    report = run_bench(build, "exion.sim.bench_epre", seed=seed, run_name=run_name,
-                       params={"jobs": str(job_file), "results": str(res_file),
-                               "backpressure": backpressure, "tap": tap})
-    with open(res_file, "rb") as fh:
-        raws = pickle.load(fh)
+    raws, report = run_bench_pickled(
+        build, "exion.sim.bench_epre", [_strip(j) for j in jobs], key="jobs", seed=seed,
+        run_name=run_name, params={"backpressure": backpressure, "tap": tap})
     runs = []
     for j, raw in zip(jobs, raws):
         if not tap:
             raw = dict(raw, scores=[(g, key, [0] * sizes.units)
                                     for g in range(j.q_groups) for key in range(j.n_k)])
         runs.append(to_run(cfg, sizes, j, raw))
-    report["build_seconds"] = build.build_seconds
-    report["gen_seconds"] = build.gen_seconds
     return runs, report
 
 

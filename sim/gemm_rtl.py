@@ -14,7 +14,6 @@ output), then streams the tile's mask; the engine does the rest. The cocotb benc
 from __future__ import annotations
 
 import math
-import pickle
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,7 +24,7 @@ from exion.golden.conmerge import check_mask
 from exion.golden.cycles import CAU_COLS_PER_CYCLE
 
 from .cau_rtl import mask_beats
-from .runner import new_seed, rtl_build, run_bench
+from .runner import rtl_build, run_bench_pickled
 
 __all__ = ["GemmCase", "GemmTile", "GemmRun", "plan_tiles", "rtl_sparse_gemm",
            "GEMM_COLS_PER_CYCLE", "GEMM_MAX_REGIONS"]
@@ -161,25 +160,12 @@ def rtl_sparse_gemm(cfg: Config, cases: list[GemmCase], *, seed: int | None = No
     engine's result does not depend on the mask's arrival timing.
     """
     build = rtl_build(cfg, "gemm", waves=waves, progress=progress)
-    seed = new_seed() if seed is None else seed
     plans = [plan_tiles(cfg, c) for c in cases]
-    run_dir = build.sim_dir / "cases"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    case_file = run_dir / f"{run_name}-{seed}.pkl"
-    res_file = run_dir / f"{run_name}-{seed}.out.pkl"
-    with open(case_file, "wb") as fh:
-        pickle.dump(plans, fh)
-    res_file.unlink(missing_ok=True)
-    report = run_bench(build, "exion.sim.bench_gemm", seed=seed, run_name=run_name,
-                       params={"cases": str(case_file), "results": str(res_file),
-                               "gaps": gaps})
-    with open(res_file, "rb") as fh:
-        outs = pickle.load(fh)
+    outs, report = run_bench_pickled(build, "exion.sim.bench_gemm", plans, key="cases",
+                                     seed=seed, run_name=run_name, params={"gaps": gaps})
     results, runs = [], []
     for case, tiles, o in zip(cases, plans, outs):
         res = assemble(cfg, case, tiles, o["omem"])
         results.append(res)
         runs.append(GemmRun(res, o["cycles"], o["passes"], len(tiles)))
-    report["build_seconds"] = build.build_seconds
-    report["gen_seconds"] = build.gen_seconds
     return results, runs, report

@@ -237,3 +237,31 @@ def run_bench(build: RtlBuild, test_module: str, *, seed: int | None = None,
     if build.waves:
         data["waves"] = str(test_dir / waves_file(build))
     return data
+
+
+def run_bench_pickled(build: RtlBuild, test_module: str, inputs, *, key: str,
+                      seed: int | None = None, run_name: str | None = None,
+                      params: dict | None = None):
+    """Run a bench that takes pickled ``inputs`` and pickles its outputs back.
+
+    ``inputs`` is pickled to a file whose path reaches the bench as ``EXION_PARAMS[key]``;
+    the bench writes its outputs to ``EXION_PARAMS["results"]``. Returns ``(outputs,
+    report)``; the report also carries the build's ``gen_seconds`` and ``build_seconds``.
+    """
+    import pickle
+    seed = new_seed() if seed is None else int(seed)
+    run_name = run_name or test_module.rsplit(".", 1)[-1]
+    run_dir = build.sim_dir / "inputs"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    in_file = run_dir / f"{run_name}-{seed}.pkl"
+    res_file = run_dir / f"{run_name}-{seed}.out.pkl"
+    with open(in_file, "wb") as fh:
+        pickle.dump(inputs, fh)
+    res_file.unlink(missing_ok=True)
+    report = run_bench(build, test_module, seed=seed, run_name=run_name,
+                       params={key: str(in_file), "results": str(res_file), **(params or {})})
+    with open(res_file, "rb") as fh:
+        outputs = pickle.load(fh)
+    report["build_seconds"] = build.build_seconds
+    report["gen_seconds"] = build.gen_seconds
+    return outputs, report

@@ -9,7 +9,6 @@ shared by the whole test session, see :mod:`exion.sim.runner`).
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +17,7 @@ from exion.config import Config
 from exion.golden.cycles import sdue_cycles
 
 from .program import Program, build_program
-from .runner import new_seed, rtl_build, run_bench
+from .runner import rtl_build, run_bench_pickled
 
 __all__ = ["SdueRun", "rtl_sdue", "rtl_gemm", "model_cycles"]
 
@@ -49,24 +48,11 @@ def rtl_sdue(cfg: Config, programs: list[Program], *, seed: int | None = None,
              waves: bool = False, gaps: bool = False, run_name: str = "sdue",
              progress=None) -> tuple[list[SdueRun], dict]:
     build = rtl_build(cfg, "sdue", waves=waves, progress=progress)
-    seed = new_seed() if seed is None else seed
-    run_dir = build.sim_dir / "programs"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    prog_file = run_dir / f"{run_name}-{seed}.pkl"
-    res_file = run_dir / f"{run_name}-{seed}.out.pkl"
-    with open(prog_file, "wb") as fh:
-        pickle.dump(programs, fh)
-    res_file.unlink(missing_ok=True)
-    report = run_bench(build, "exion.sim.bench_sdue", seed=seed, run_name=run_name,
-                       params={"programs": str(prog_file), "results": str(res_file),
-                               "gaps": gaps})
-    with open(res_file, "rb") as fh:
-        outs = pickle.load(fh)
+    outs, report = run_bench_pickled(build, "exion.sim.bench_sdue", programs, key="programs",
+                                     seed=seed, run_name=run_name, params={"gaps": gaps})
     runs = [SdueRun(o["result"], o["batch_cycles"], model_cycles(cfg, p),
                     [list(b.k_words) for b in p.batches], p, o.get("compute_seconds", 0.0))
             for o, p in zip(outs, programs)]
-    report["build_seconds"] = build.build_seconds
-    report["gen_seconds"] = build.gen_seconds
     return runs, report
 
 
