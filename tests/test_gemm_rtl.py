@@ -90,7 +90,8 @@ def check(cfg, cases, outs, runs, seed, timed=True):
             assert sdue <= cyc <= cau + npass * (kw + 3) + sdue, (msg, cyc, sdue, cau)
 
 
-@pytest.mark.parametrize("cfg", [TOY, E16], ids=["toy", "exion16"])
+@pytest.mark.parametrize("cfg", [TOY, E16, TOY.replace(name="toy_m1", merge_ways=1)],
+                         ids=["toy", "exion16", "toy-m1"])
 def test_gemm_rtl_matches_golden(cfg):
     seed = 4242
     cases = cases_for(cfg, seed)
