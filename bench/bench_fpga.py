@@ -1,15 +1,21 @@
 """FPGA bench: place-and-route fmax and synthesized resources, measured by the flow itself.
 
-* Place and route on ULX3S-85F (LFE5U-85F) at 100 MHz of the ``fpga``-preset DPU and of the
-  largest block in ``TOPS`` (by generated Verilog size; the SDUE once it exists), each at
-  every DPU pipelining setting (pipe_mul, pipe_tree in {0, 1}; the largest block at the
-  default 1/1 and at 0/0 only, as it takes minutes).
+* Place and route on ULX3S-85F (LFE5U-85F) at 100 MHz of the ``fpga``-preset DPU at every
+  DPU pipelining setting (pipe_mul, pipe_tree in {0, 1}) and of the SDUE at the default
+  pipelining: ``fpga`` parameters with 2 x 2 and 4 x 2 DPUs (minutes each); with
+  ``--full-sdue`` also the ``toy`` (8 x 3) and ``fpga`` (8 x 4) arrays, whose routing
+  (router2) did not converge within an hour on a 2-core machine.
 * Synthesized resource counts of every block in ``TOPS`` for ``exion16`` on ECP5
   (``synth_ecp5``) and Xilinx 7-series (``synth_xilinx``), with the devices each fits.
+  Blocks with DPU instances (the SDUE and the GEMM engine: 256 DPUs x 16 lanes) are counted
+  hierarchically (``exion synth --hier``: the block with its DPUs as black boxes + 256 x
+  one DPU module), labelled ``hierarchical`` in the tables (an upper bound, see
+  docs/fpga.md): a flat synthesis of that array never finished on the shared 2-core
+  machine. ``--flat-array`` tries it flat instead.
 
 Prints tables, writes ``build/bench/fpga.json`` and ``build/bench/fpga.md``.
-Run: ``.venv/bin/python bench/bench_fpga.py`` (tens of minutes for exion16's SDUE on 2 cores;
-``--skip-exion16-array`` leaves out the exion16 blocks other than the DPU).
+Run: ``.venv/bin/python bench/bench_fpga.py`` (``--skip-pnr`` leaves out place and route,
+``--skip-exion16-array`` the exion16 blocks other than the DPU).
 """
 
 from __future__ import annotations
@@ -17,13 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from exion import PRESETS
 from exion.gen import fpga
-from exion.gen.verilog import TOPS, generate
+from exion.gen.verilog import TOPS
 from exion.sim.runner import build_root
 
 BOARD = "ulx3s-85f"
@@ -35,30 +40,26 @@ def _say(msg: str) -> None:
     print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
 
-def largest_top(cfg) -> str:
-    """The top of TOPS whose generated Verilog for ``cfg`` is the largest."""
-    sizes = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for top in TOPS:
-            sizes[top] = generate(cfg, top, Path(tmp) / top).verilog.stat().st_size
-    return max(sizes, key=sizes.get)
-
-
-def pnr_runs(out: Path) -> list[dict]:
+def pnr_runs(out: Path, full_sdue: bool = False) -> list[dict]:
+    """The fpga DPU at every pipelining setting, then SDUEs (the issue's target: the array
+    with its memories at >= 100 MHz) at the default pipelining."""
     base = PRESETS["fpga"]
-    big = largest_top(base)
-    plan = [("dpu", p) for p in PIPES]
-    if big != "dpu":
-        plan += [(big, (True, True)), (big, (False, False))]
+    cfgs = {"fpga": base, "toy": PRESETS["toy"],
+            "fpga_2x2": base.replace(name="fpga_2x2", rows=2, cols=2),
+            "fpga_4x2": base.replace(name="fpga_4x2", rows=4, cols=2)}
+    plan = [("dpu", "fpga", p) for p in PIPES]
+    plan += [("sdue", "fpga_2x2", (True, True)), ("sdue", "fpga_4x2", (True, True))]
+    if full_sdue:
+        plan += [("sdue", "toy", (True, True)), ("sdue", "fpga", (True, True))]
     rows = []
-    for top, (pm, pt) in plan:
-        cfg = base.replace(dpu_pipe_mul=pm, dpu_pipe_tree=pt)
-        _say(f"pnr {top} fpga pipe_mul={int(pm)} pipe_tree={int(pt)} on {BOARD} ...")
-        r = fpga.pnr(cfg, top, BOARD, FREQ_MHZ, out_dir=out / f"{top}-pipe{int(pm)}{int(pt)}",
-                     progress=_say)
+    for top, name, (pm, pt) in plan:
+        cfg = cfgs[name].replace(dpu_pipe_mul=pm, dpu_pipe_tree=pt)
+        _say(f"pnr {top} {name} pipe_mul={int(pm)} pipe_tree={int(pt)} on {BOARD} ...")
+        r = fpga.pnr(cfg, top, BOARD, FREQ_MHZ,
+                     out_dir=out / f"{top}-{name}-pipe{int(pm)}{int(pt)}", progress=_say)
         u = r["utilization"]
         rows.append({
-            "top": top, "config": "fpga", "pipe_mul": pm, "pipe_tree": pt,
+            "top": top, "config": name, "pipe_mul": pm, "pipe_tree": pt,
             "dpu_latency": cfg.dpu_latency, "board": BOARD, "target_mhz": FREQ_MHZ,
             "fmax_mhz": r["fmax_mhz"], "timing_met": r["timing_met"],
             "comb": u.get("TRELLIS_COMB", {}).get("used", 0),
@@ -70,18 +71,22 @@ def pnr_runs(out: Path) -> list[dict]:
     return rows
 
 
-def synth_runs(out: Path, skip_array: bool) -> list[dict]:
+HIER_TOPS = ("sdue", "gemm")   # blocks with DPU instances: hierarchical unless --flat-array
+
+
+def synth_runs(out: Path, skip_array: bool, flat_array: bool = False) -> list[dict]:
     cfg = PRESETS["exion16"]
     rows = []
     for top in TOPS:
         if skip_array and top != "dpu":
             continue
+        hier = top in HIER_TOPS and not flat_array
         for family in ("ecp5", "xilinx"):
-            _say(f"synth {top} exion16 for {family} ...")
+            _say(f"synth {top} exion16 for {family}{' (hierarchical)' if hier else ''} ...")
             t0 = time.perf_counter()
-            r = fpga.synth(cfg, top, family, out_dir=out / top, progress=_say)
+            r = fpga.synth(cfg, top, family, out_dir=out / top, progress=_say, hier=hier)
             rows.append({"top": top, "config": "exion16", "family": family,
-                         **r["resources"],
+                         "method": r["method"], **r["resources"],
                          "fits": [d for d, f in r["fits"].items() if f["fits"]],
                          "seconds": round(time.perf_counter() - t0, 1),
                          "report": r["files"]["json"]})
@@ -98,10 +103,11 @@ def markdown(pnr_rows, synth_rows) -> str:
                      f"{'yes' if r['timing_met'] else 'no'} | {r['comb']:,} | {r['ff']:,} | "
                      f"{r['mult']} | {r['bram']} |")
     lines += ["", "## Synthesis, exion16", "",
-              "| top | family | LUTs | FFs | DSP | BRAM | cells | fits |",
-              "|---|---|---:|---:|---:|---:|---:|---|"]
+              "| top | family | method | LUTs | FFs | DSP | BRAM | cells | fits |",
+              "|---|---|---|---:|---:|---:|---:|---:|---|"]
     for r in synth_rows:
-        lines.append(f"| {r['top']} | {r['family']} | {r['luts']:,} | {r['ffs']:,} | "
+        lines.append(f"| {r['top']} | {r['family']} | {r['method']} | {r['luts']:,} | "
+                     f"{r['ffs']:,} | "
                      f"{r['dsp']:,} | {r['bram']:,} | {r['cells']:,} | "
                      f"{', '.join(r['fits']) or 'none listed'} |")
     return "\n".join(lines) + "\n"
@@ -113,11 +119,15 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-pnr", action="store_true", help="synthesis counts only")
     ap.add_argument("--skip-exion16-array", action="store_true",
                     help="synthesize only the exion16 DPU (the SDUE takes long)")
+    ap.add_argument("--full-sdue", action="store_true",
+                    help="also place and route the toy and fpga SDUE arrays (hours)")
+    ap.add_argument("--flat-array", action="store_true",
+                    help="synthesize exion16's SDUE flat instead of hierarchically (hours)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     work = out / "fpga"
-    pnr_rows = [] if args.skip_pnr else pnr_runs(work / "pnr")
-    synth_rows = synth_runs(work / "synth-exion16", args.skip_exion16_array)
+    pnr_rows = [] if args.skip_pnr else pnr_runs(work / "pnr", args.full_sdue)
+    synth_rows = synth_runs(work / "synth-exion16", args.skip_exion16_array, args.flat_array)
     md = markdown(pnr_rows, synth_rows)
     print(md)
     out.mkdir(parents=True, exist_ok=True)

@@ -45,6 +45,10 @@ def register(sub) -> None:
     p.add_argument("--top", required=True, choices=list(TOPS), help="block to synthesize")
     p.add_argument("--family", default="ecp5", choices=list(FAMILIES),
                    help="FPGA family (default: ecp5)")
+    p.add_argument("--hier", action="store_true",
+                   help="hierarchical count for arrays too large to synthesize flat: the "
+                        "block with its DPUs as black boxes plus instances x one DPU "
+                        "(labelled as such in the report)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="output folder (default: build/fpga/CONFIG-HASH/TOP)")
     p.set_defaults(func=cmd_synth)
@@ -73,6 +77,8 @@ def register(sub) -> None:
                    help="target clock in MHz, made by the PLL and used as the timing "
                         "constraint (default: 100)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default: 1)")
+    p.add_argument("--router", default="router2", choices=["router2", "router1"],
+                   help="nextpnr router (default: router2; router1 stalls on the SDUE)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="output folder (default: build/fpga/CONFIG-HASH/TOP)")
     p.set_defaults(func=cmd_pnr)
@@ -81,10 +87,13 @@ def register(sub) -> None:
 def cmd_synth(args) -> int:
     from .fpga import FAMILIES, synth
     cfg = load_cfg(args.config)
-    r = synth(cfg, args.top, args.family, out_dir=args.out, progress=_progress)
+    r = synth(cfg, args.top, args.family, out_dir=args.out, progress=_progress,
+              hier=args.hier)
     res = r["resources"]
     fam = FAMILIES[args.family]
-    print(f"{r['module']} ({cfg.name}) on {args.family}: {res['luts']:,} LUTs, "
+    how = (f" (hierarchical: shell + {r['parts']['dpu_instances']} x DPU)"
+           if r["parts"] else "")
+    print(f"{r['module']} ({cfg.name}) on {args.family}{how}: {res['luts']:,} LUTs, "
           f"{res['ffs']:,} FFs, {res['dsp']:,} {fam.dsp_name}, {res['bram']:,} "
           f"{fam.bram_name}, {res['cells']:,} cells")
     fit = [d for d, f in r["fits"].items() if f["fits"]]
@@ -98,7 +107,7 @@ def cmd_pnr(args) -> int:
     from .fpga import pnr
     cfg = load_cfg(args.config)
     r = pnr(cfg, args.top, args.board, args.freq, out_dir=args.out, progress=_progress,
-            seed=args.seed)
+            seed=args.seed, router=args.router)
     util = r["utilization"]
     parts = [f"{k} {v['used']:,}/{v['available']:,}" for k, v in util.items()
              if k in ("TRELLIS_COMB", "TRELLIS_FF", "MULT18X18D", "DP16KD")]

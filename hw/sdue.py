@@ -82,9 +82,16 @@ def pass_layout(cfg: Config) -> data.StructLayout:
 
 
 def _result_layout(cfg: Config) -> data.StructLayout:
-    """The part of a descriptor the drain needs, queued from last beat to capture."""
+    """What the drain needs of a descriptor, queued from the last beat to the capture:
+    the selects, the OMEM address ``obase + col[c][k]`` of every member (precomputed when
+    the pass ends) and the accumulate flag."""
     full = pass_layout(cfg)
-    return data.StructLayout({k: full[k].shape for k in ("sel", "col", "obase", "accumulate")})
+    return data.StructLayout({
+        "sel": full["sel"].shape,
+        "oaddr": data.ArrayLayout(data.ArrayLayout(unsigned(cfg.omem_addr_bits),
+                                                   cfg.merge_ways), cfg.cols),
+        "accumulate": 1,
+    })
 
 
 def mem_write_signature(banks: int, addr_bits: int, word) -> wiring.Signature:
@@ -231,35 +238,47 @@ class SDUE(wiring.Component):
             wmem_rd.append(ports)
 
         # ---- issue stage ---------------------------------------------------------------
+        # Every signal the memories and the beat flags see is a register (no adder or
+        # comparator between the state and the block-RAM addresses): the addresses count up
+        # from the descriptor's bases, ``lead_left`` counts the idle cycles before beat 0
+        # down, ``left`` the beats still to issue, and ``last_r`` is ``left == 1`` computed
+        # one cycle ahead.
         cur = Signal(desc_layout, name="cur")            # the pass being issued
         active = Signal(name="active")
-        cnt = Signal(range(max(2 * cfg.imem_words, C) + 1), name="cnt")
-        lead = Signal.like(cnt, name="lead")              # idle cycles before beat 0
-        period_last = Signal.like(cnt, name="period_last")
-        beat = Signal.like(cnt, name="beat")
-        issuing = Signal(name="issuing")
+        issuing = Signal(name="issuing")                  # a beat is issued this cycle
+        first_r = Signal(name="first_r")                  # the next beat is beat 0
+        last_r = Signal(name="last_r")                    # the next beat is the last one
+        lead_left = Signal(range(C + 1), name="lead_left")  # idle cycles left before beat 0
+        left = Signal(range(2 * cfg.imem_words + 1), name="left")  # beats left to issue
         ending = Signal(name="ending")                    # last cycle of the period
+        accept = Signal(name="accept")
         mod.d.comb += [
-            issuing.eq(active & (cnt >= lead)),
-            beat.eq(cnt - lead),
-            ending.eq(active & (cnt == period_last)),
-            issue_iaddr.eq(cur.ibase + beat),
+            ending.eq(issuing & last_r),
             self.desc.ready.eq(~active | ending),
+            accept.eq(self.desc.valid & self.desc.ready),
         ]
-        for k in range(m):
-            mod.d.comb += issue_waddr[k].eq(cur.wbase[k] + beat)
 
-        with mod.If(self.desc.valid & self.desc.ready):
+        with mod.If(accept):
             kw = self.desc.payload.kwords
             mod.d.sync += [
-                cur.eq(self.desc.payload), active.eq(1), cnt.eq(0),
-                lead.eq(Mux(kw < C, C - kw, 0)),
-                period_last.eq(Mux(kw < C, C - 1, kw - 1)),
+                cur.eq(self.desc.payload), active.eq(1), first_r.eq(1),
+                issuing.eq(kw >= C), lead_left.eq(C - kw), left.eq(kw),
+                last_r.eq(kw <= 1),       # (kwords = 0 is out of contract; it runs as 1)
+                issue_iaddr.eq(self.desc.payload.ibase),
             ]
-        with mod.Elif(ending):
-            mod.d.sync += active.eq(0)
+            for k in range(m):
+                mod.d.sync += issue_waddr[k].eq(self.desc.payload.wbase[k])
+        with mod.Elif(issuing):
+            mod.d.sync += [issue_iaddr.eq(issue_iaddr + 1), left.eq(left - 1),
+                           last_r.eq(left == 2), first_r.eq(0)]
+            for k in range(m):
+                mod.d.sync += issue_waddr[k].eq(issue_waddr[k] + 1)
+            with mod.If(last_r):
+                mod.d.sync += [active.eq(0), issuing.eq(0)]
         with mod.Elif(active):
-            mod.d.sync += cnt.eq(cnt + 1)
+            mod.d.sync += lead_left.eq(lead_left - 1)
+            with mod.If(lead_left == 1):
+                mod.d.sync += issuing.eq(1)
 
         pipe = cfg.sdue_pipe
         in_lat = cfg.sdue_in_latency          # issue -> DPU input
@@ -268,35 +287,47 @@ class SDUE(wiring.Component):
             return pipe_reg(mod, value, name, enable, control)
 
         # Beat flags and selects travel with the data. Stage 1: memory read data.
-        first0 = issuing & (beat == 0)
-        last0 = issuing & (beat == cur.kwords - 1)
+        # The datapath registers (selects, memory data, switched operands) have no clock
+        # enable: only the beat-valid flags say which cycles matter (the DPUs load on
+        # ``valid``). On ECP5 an enable is a slice CE input; these hundred-fan-out CE nets
+        # were among the most congested ones in nextpnr's router2 heat map (docs/fpga.md).
+        first0 = issuing & first_r
+        last0 = ending
         b_valid = stage(issuing, "b_valid1", control=True)
         b_first = stage(first0, "b_first1", control=True)
         b_last = stage(last0, "b_last1", control=True)
-        sel_d = stage(cur.sel, "sel1", enable=issuing)
-        isel_d = stage(cur.isel, "isel1", enable=issuing)
+        sel_d = stage(cur.sel, "sel1")
+        isel_d = stage(cur.isel, "isel1")
         imem_data, wmem_data = imem_rd, wmem_rd
         ctl_valid = [b_valid]                 # every beat-valid register (for ``busy``)
         if pipe:
             # Stage 2: registered memory outputs (FPGA block RAM output registers).
-            imem_data = [stage(v, f"imem_q{r}", enable=b_valid) for r, v in enumerate(imem_rd)]
-            wmem_data = [[stage(v, f"wmem_q{c}_{k}", enable=b_valid) for k, v in enumerate(p)]
+            imem_data = [stage(v, f"imem_q{r}") for r, v in enumerate(imem_rd)]
+            wmem_data = [[stage(v, f"wmem_q{c}_{k}") for k, v in enumerate(p)]
                          for c, p in enumerate(wmem_rd)]
-            sel_d = stage(sel_d, "sel2", enable=b_valid)
-            isel_d = stage(isel_d, "isel2", enable=b_valid)
+            sel_d = stage(sel_d, "sel2")
+            isel_d = stage(isel_d, "isel2")
             b_first = stage(b_first, "b_first2", control=True)
             b_last = stage(b_last, "b_last2", control=True)
             b_valid = stage(b_valid, "b_valid2", control=True)
             ctl_valid.append(b_valid)
 
-        # Result descriptors wait in a FIFO from the last beat until capture.
+        # Result descriptors wait in a FIFO from the last beat until capture. They are
+        # written one cycle after the last beat, with the OMEM address of every member
+        # computed in that cycle (registered), so no adder sits between the queue and the
+        # drain; the capture comes at least two cycles after the last beat
+        # (in_latency + dpu_latency >= 2), when the entry is readable.
+        res_in = Signal(res_layout, name="res_in", reset_less=True)
+        res_we = stage(last0, "res_we", control=True)
+        with mod.If(last0):
+            mod.d.sync += [res_in.sel.eq(cur.sel), res_in.accumulate.eq(cur.accumulate)]
+            for c in range(C):
+                for k in range(m):
+                    mod.d.sync += res_in.oaddr[c][k].eq(cur.obase + cur.col[c][k])
         depth = -(-(in_lat + lat) // C) + 1
         rq = fifo.SyncFIFO(width=res_layout.size, depth=max(2, depth))
         mod.submodules.result_queue = rq
-        mod.d.comb += [
-            rq.w_en.eq(last0),
-            rq.w_data.eq(Cat(cur.sel, cur.col, cur.obase, cur.accumulate)),
-        ]
+        mod.d.comb += [rq.w_en.eq(res_we), rq.w_data.eq(res_in)]
 
         # ---- the array (i_sw, w_sw, DPUs) ----------------------------------------------
         if pipe:   # stage 3: switched operands registered at the DPU inputs
@@ -311,7 +342,7 @@ class SDUE(wiring.Component):
             row_in = Signal(word, name=f"row_in{r}")
             mod.d.comb += row_in.eq(_mux(imem_data, isel_d[r]))
             if pipe:
-                row_in = stage(row_in, f"row_q{r}", enable=b_valid)
+                row_in = stage(row_in, f"row_q{r}")
             row_res = []
             for c in range(C):
                 dpu = DPU(cfg)
@@ -320,7 +351,7 @@ class SDUE(wiring.Component):
                 wsel = _mux(wmem_data[c], s.idx)
                 valid = b_valid & s.valid
                 if pipe:
-                    wsel = stage(wsel, f"w_q{r}_{c}", enable=valid)
+                    wsel = stage(wsel, f"w_q{r}_{c}")
                     valid = stage(valid, f"valid_q{r}_{c}", control=True)
                 mod.d.comb += [
                     dpu.inp.valid.eq(valid),
@@ -343,6 +374,9 @@ class SDUE(wiring.Component):
         # ---- cv_switch drain into OMEM -------------------------------------------------
         # Per bank: R stage (read the old value at the head entry's address), D stage (the
         # entry waits for the read data), [Q stage (read data registered, sdue_pipe)], write.
+        # The captured results, addresses and valid bits form a shift register per bank
+        # (loaded at capture, shifted by one column every cycle after): the head entry is
+        # always column 0, so no C:1 multiplexer sits in front of OMEM.
         A = cfg.acc_width
         draining = Signal(name="draining")
         didx = Signal(range(C), name="didx")
@@ -374,10 +408,13 @@ class SDUE(wiring.Component):
             with mod.If(cap):
                 for c in range(C):
                     s = rdesc.sel[r][c]
-                    col = _mux([rdesc.col[c][k] for k in range(m)], s.idx)
                     mod.d.sync += [dval[c].eq(results[r][c]),
-                                   daddr[c].eq(rdesc.obase + col)]
+                                   daddr[c].eq(_mux(list(rdesc.oaddr[c]), s.idx))]
                 mod.d.sync += dvalid.eq(Cat(rdesc.sel[r][c].valid for c in range(C)))
+            with mod.Else():
+                for c in range(C - 1):
+                    mod.d.sync += [dval[c].eq(dval[c + 1]), daddr[c].eq(daddr[c + 1])]
+                mod.d.sync += dvalid.eq(dvalid[1:])
 
             mem = Memory(shape=signed(A), depth=cfg.omem_depth, init=[])
             mod.submodules[f"omem{r}"] = mem
@@ -386,10 +423,10 @@ class SDUE(wiring.Component):
             w_valid = Signal(name=f"w_valid{r}")
             w_addr = Signal(cfg.omem_addr_bits, name=f"w_addr{r}", reset_less=True)
             w_val = Signal(signed(A), name=f"w_val{r}", reset_less=True)
-            head_addr = _mux(daddr, didx)
-            mod.d.sync += [w_valid.eq(draining & _mux(list(dvalid), didx)),
-                           w_addr.eq(head_addr), w_val.eq(_mux(dval, didx))]
-            with mod.If(busy):
+            head_addr = daddr[0]
+            mod.d.sync += [w_valid.eq(draining & dvalid[0]),
+                           w_addr.eq(head_addr), w_val.eq(dval[0])]
+            with mod.If(draining):  # host reads only while idle
                 mod.d.comb += rp.addr.eq(head_addr)
             with mod.Else():
                 mod.d.comb += rp.addr.eq(self.omem_r.addr)
@@ -409,11 +446,13 @@ class SDUE(wiring.Component):
             else:
                 wr_valid, wr_addr = w_valid, w_addr
                 wr_data = w_val + Mux(w_acc, rp.data, 0)
-            with mod.If(wr_valid):
-                mod.d.comb += [wp.en.eq(1), wp.addr.eq(wr_addr), wp.data.eq(wr_data)]
-            with mod.Elif(~busy):
-                mod.d.comb += [wp.en.eq(self.omem_w.en[r]), wp.addr.eq(self.omem_w.addr),
-                               wp.data.eq(self.omem_w.data[r])]
+            # The drain's write (a flip-flop, local to the bank) selects the write port's
+            # address and data; ``busy`` only gates the host's enable.
+            mod.d.comb += [
+                wp.en.eq(wr_valid | (~busy & self.omem_w.en[r])),
+                wp.addr.eq(Mux(wr_valid, wr_addr, self.omem_w.addr)),
+                wp.data.eq(Mux(wr_valid, wr_data, self.omem_w.data[r])),
+            ]
 
         # ---- status ----------------------------------------------------------------------
         mod.d.comb += [self.busy.eq(busy), self.issued.eq(ending)]

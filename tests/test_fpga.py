@@ -103,6 +103,36 @@ def test_cli_synth(tmp_path, capsys):
     assert (tmp_path / "synth-ecp5" / "synth.md").exists()
 
 
+def test_synth_hierarchical_sums_shell_and_dpus(tmp_path):
+    """--hier: the block with its DPUs as black boxes + instances x one DPU module; the
+    multipliers all come from the DPUs and the total is exactly the sum of the parts."""
+    from exion.config import load_config
+    cfg = load_config(Path(__file__).parent.parent / "configs" / "tiny.toml")
+    r = fpga.synth(cfg, "sdue", "ecp5", out_dir=tmp_path, hier=True)
+    pt = r["parts"]
+    n = cfg.rows * cfg.cols
+    assert r["method"] == "hierarchical" and pt["dpu_instances"] == n
+    assert pt["shell"]["dsp"] == 0 and pt["dpu"]["dsp"] == cfg.lanes
+    assert r["resources"]["dsp"] == n * cfg.lanes == r["multipliers_expected"]
+    for key in ("luts", "ffs", "bram", "carry", "cells"):
+        assert r["resources"][key] == pt["shell"][key] + n * pt["dpu"][key], key
+    assert not any(k.startswith("exion_sdue.dpu_") for k in r["cells_by_type"])
+    md = Path(r["files"]["markdown"]).read_text()
+    assert f"**Hierarchical count** (not a flat synthesis): the block with its {n} DPU" in md
+
+
+def test_synth_hierarchical_needs_dpus(tmp_path):
+    with pytest.raises(ExionError, match=r"top 'dpu' has no DPU instances: hierarchical "
+                                         r"synthesis \(--hier\)"):
+        fpga.synth(PRESETS["toy"], "dpu", "ecp5", out_dir=tmp_path, hier=True)
+
+
+def test_pnr_unknown_router():
+    with pytest.raises(ExionError, match=r"unknown router 'router9'; available: router2, "
+                                         r"router1"):
+        fpga.pnr(PRESETS["toy"], "dpu", router="router9")
+
+
 def test_board_shim_counts_ports():
     from amaranth.hdl import Fragment
 
