@@ -1,10 +1,10 @@
 """The CAU's emitted Verilog, Verilated, under cocotb against golden ConMerge (bit-exact).
 
 Builds in the default suite: the generated defaults (P = 8, default merge lanes) for toy
-(m = 2, 2 lanes), exion16 (m = 4, 3 lanes), toy m = 1 (1 lane), exion16 m = 2 (2 lanes), and
-variants toy with 1 lane and P = 3, toy with 3 lanes and P = 5, exion16 with 2 lanes and
-P = 7 (P not dividing N); the old single-lane exion16 CAU, more merge ways and the full-size
-cycle measurement are ``long``. Each build runs many masks in one simulator invocation
+(m = 2, 2 lanes), exion16 (m = 4, 3 lanes), toy m = 1 (1 lane), and variants toy with 1 lane
+and P = 3, toy with 3 lanes and P = 5 (P not dividing N). ``long``: exion16 m = 2 (2 lanes),
+exion16 with 2 lanes and P = 7, the old single-lane exion16 CAU, more merge ways, the
+exion16 m = 16 lint and the full-size cycle measurement. Each build runs many masks in one simulator invocation
 (``rtl_cau``).
 """
 
@@ -77,8 +77,11 @@ def _run(cfg, seed, cau_kw=None):
     assert cfg.merge_ways == 1 or differs > 0
 
 
+# exion16 with m = 2, the exion16 lane variant and the exion16 m = 16 lint are further
+# exion16 builds (half a minute each): `long`, to keep the default suite in its budget.
 @pytest.mark.parametrize("cfg", [TOY, E16, TOY.replace(merge_ways=1),
-                                 E16.replace(merge_ways=2)],
+                                 pytest.param(E16.replace(merge_ways=2),
+                                              marks=pytest.mark.long)],
                          ids=["toy", "exion16", "toy-m1", "exion16-m2"])
 def test_cau_rtl_matches_golden(cfg):
     _run(cfg, seed=20250 + cfg.merge_ways)
@@ -86,7 +89,8 @@ def test_cau_rtl_matches_golden(cfg):
 
 @pytest.mark.parametrize("cfg,kw", [(TOY, {"merge_lanes": 1, "cols_per_cycle": 3}),
                                     (TOY, {"merge_lanes": 3, "cols_per_cycle": 5}),
-                                    (E16, {"merge_lanes": 2, "cols_per_cycle": 7})],
+                                    pytest.param(E16, {"merge_lanes": 2, "cols_per_cycle": 7},
+                                                 marks=pytest.mark.long)],
                          ids=["toy-L1-P3", "toy-L3-P5", "exion16-L2-P7"])
 def test_cau_rtl_variants(cfg, kw):
     """CAUs generated with other merge lanes / beat widths than the defaults."""
@@ -187,7 +191,9 @@ def _check_measure(rows):
 
 @pytest.mark.parametrize("cfg", [TOY.replace(cols=1, merge_ways=3),
                                  TOY.replace(rows=1, cols=2, merge_ways=1),
-                                 E16.replace(merge_ways=16)], ids=["C1", "R1", "exion16-m16"])
+                                 pytest.param(E16.replace(merge_ways=16),
+                                              marks=pytest.mark.long)],
+                         ids=["C1", "R1", "exion16-m16"])
 def test_cau_lint_awkward_configs(cfg, tmp_path):
     from exion.gen.verilog import generate, lint
     g = generate(cfg, "cau", tmp_path)
