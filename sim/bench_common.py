@@ -74,3 +74,44 @@ class Stopwatch:
 
     def seconds(self) -> float:
         return time.perf_counter() - self.t0
+
+
+def pack_words(words, lane_bits: int) -> int:
+    """Pack signed ints (any shape, e.g. (banks, L)) into a flattened nested ArrayLayout of
+    ``signed(lane_bits)``: element 0 in the low bits."""
+    mask = (1 << lane_bits) - 1
+    out = 0
+    flat = np.asarray(words).reshape(-1)
+    for i in range(flat.size - 1, -1, -1):
+        out = (out << lane_bits) | (int(flat[i]) & mask)
+    return out
+
+
+def unpack_signed(raw: int, n: int, bits: int) -> list[int]:
+    """``n`` signed ``bits``-bit fields of ``raw``, field 0 in the low bits."""
+    out, mask, half = [], (1 << bits) - 1, 1 << (bits - 1)
+    for _ in range(n):
+        v = raw & mask
+        out.append(v - (1 << bits) if v & half else v)
+        raw >>= bits
+    return out
+
+
+async def send(dut, stream: str, payload: int) -> None:
+    """Offer one transfer on stream port ``stream`` (valid high, payload) and return at the
+    falling edge after the clock edge that took it; valid stays high (the caller lowers it)."""
+    getattr(dut, f"{stream}__valid").value = 1
+    getattr(dut, f"{stream}__payload").value = payload
+    while True:
+        ready = int(getattr(dut, f"{stream}__ready").value)
+        await FallingEdge(dut.clk)
+        if ready:
+            return
+
+
+async def wait_idle(dut) -> None:
+    """Wait (free-running, no per-cycle Python) until ``busy`` is low, then one more cycle."""
+    if int(dut.busy.value):
+        await FallingEdge(dut.busy)
+    await FallingEdge(dut.clk)
+    assert not int(dut.busy.value)

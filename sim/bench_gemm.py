@@ -23,9 +23,8 @@ from cocotb.triggers import FallingEdge
 
 from exion.hw.cau import mask_layout
 from exion.hw.gemm import setup_layout
-from exion.sim.bench_common import Stopwatch, bench_config, manifest, params, rng, start, \
-    write_report
-from exion.sim.bench_sdue import _pack_words, _unpack_signed
+from exion.sim.bench_common import Stopwatch, bench_config, manifest, pack_words, params, rng, \
+    send, start, unpack_signed, wait_idle, write_report
 from exion.sim.payload import pack
 
 
@@ -54,13 +53,13 @@ async def gemm_tiles(dut):
             for addr, words in sorted(t.imem.items()):
                 dut.imem_w__en.value = (1 << R) - 1
                 dut.imem_w__addr.value = addr
-                dut.imem_w__data.value = _pack_words(np.asarray(words), W * cfg.lanes, W)
+                dut.imem_w__data.value = pack_words(words, W)
                 await FallingEdge(dut.clk)
             dut.imem_w__en.value = 0
             for addr, word in sorted(t.gmem.items()):
                 dut.gmem_w__en.value = 1
                 dut.gmem_w__addr.value = addr
-                dut.gmem_w__data.value = _pack_words(np.asarray(word), W * cfg.lanes, W)
+                dut.gmem_w__data.value = pack_words(word, W)
                 await FallingEdge(dut.clk)
             dut.gmem_w__en.value = 0
             for addr in range(t.omem.shape[0]):
@@ -77,18 +76,9 @@ async def gemm_tiles(dut):
                 while gaps and gen.random() < gaps:
                     dut.mask__valid.value = 0
                     await FallingEdge(dut.clk)
-                dut.mask__valid.value = 1
-                dut.mask__payload.value = pack(beat_layout, beat)
-                while True:
-                    ready = int(dut.mask__ready.value)
-                    await FallingEdge(dut.clk)
-                    if ready:
-                        break
+                await send(dut, "mask", pack(beat_layout, beat))
             dut.mask__valid.value = 0
-            if int(dut.busy.value):
-                await FallingEdge(dut.busy)
-            await FallingEdge(dut.clk)
-            assert not int(dut.busy.value)
+            await wait_idle(dut)
             assert not int(dut.overflow.value), "CAU overflow: a block wider than max_cols"
             cycles.append(int(dut.cycles.value) - c0)
             passes.append(int(dut.passes.value) - p0)
@@ -100,7 +90,7 @@ async def gemm_tiles(dut):
             for addr in range(n):
                 if addr + 1 < n:
                     dut.omem_r__addr.value = addr + 1
-                om[addr] = _unpack_signed(int(dut.omem_r__data.value), R, A)
+                om[addr] = unpack_signed(int(dut.omem_r__data.value), R, A)
                 await FallingEdge(dut.clk)
             omems.append(om)
         total += sum(cycles)

@@ -22,34 +22,15 @@ import pickle
 import time
 
 import cocotb
-import numpy as np
 from amaranth import signed
 from amaranth.lib import data
 from cocotb.triggers import FallingEdge
 
 from exion.hw.dpu import operand_layout
 from exion.hw.sdue import pass_layout
-from exion.sim.bench_common import Stopwatch, bench_config, params, rng, start, write_report
+from exion.sim.bench_common import Stopwatch, bench_config, pack_words, params, rng, send, start, \
+    unpack_signed, wait_idle, write_report
 from exion.sim.payload import pack
-
-
-def _pack_words(words: np.ndarray, word_bits: int, lane_bits: int) -> int:
-    """Pack (banks, L) signed ints into an ArrayLayout(ArrayLayout(signed(W), L), banks)."""
-    mask = (1 << lane_bits) - 1
-    out = 0
-    flat = words.reshape(-1)
-    for i in range(flat.size - 1, -1, -1):
-        out = (out << lane_bits) | (int(flat[i]) & mask)
-    return out
-
-
-def _unpack_signed(raw: int, n: int, bits: int) -> list[int]:
-    out, mask, half = [], (1 << bits) - 1, 1 << (bits - 1)
-    for _ in range(n):
-        v = raw & mask
-        out.append(v - (1 << bits) if v & half else v)
-        raw >>= bits
-    return out
 
 
 @cocotb.test()
@@ -77,13 +58,13 @@ async def sdue_programs(dut):
             for addr, words in sorted(batch.imem.items()):
                 dut.imem_w__en.value = (1 << R) - 1
                 dut.imem_w__addr.value = addr
-                dut.imem_w__data.value = _pack_words(words, W * cfg.lanes, W)
+                dut.imem_w__data.value = pack_words(words, W)
                 await FallingEdge(dut.clk)
             dut.imem_w__en.value = 0
             for addr, words in sorted(batch.wmem.items()):
                 dut.wmem_w__en.value = (1 << C) - 1
                 dut.wmem_w__addr.value = addr
-                dut.wmem_w__data.value = _pack_words(words, W * cfg.lanes, W)
+                dut.wmem_w__data.value = pack_words(words, W)
                 await FallingEdge(dut.clk)
             dut.wmem_w__en.value = 0
             for blk, base in batch.regions.items():
@@ -107,18 +88,9 @@ async def sdue_programs(dut):
                     for _ in range(int(gen.integers(0, 4))):
                         dut.desc__valid.value = 0
                         await FallingEdge(dut.clk)
-                dut.desc__valid.value = 1
-                dut.desc__payload.value = pack(desc_layout, d)
-                while True:
-                    ready = int(dut.desc__ready.value)
-                    await FallingEdge(dut.clk)
-                    if ready:
-                        break
+                await send(dut, "desc", pack(desc_layout, d))
             dut.desc__valid.value = 0
-            if int(dut.busy.value):
-                await FallingEdge(dut.busy)      # Verilator runs free until the run ends
-            await FallingEdge(dut.clk)
-            assert not int(dut.busy.value)
+            await wait_idle(dut)
             batch_cycles.append(int(dut.cycles.value) - c0)
             compute_seconds += time.perf_counter() - t0
             # 3. read back
@@ -129,7 +101,7 @@ async def sdue_programs(dut):
                 for j in range(prog.N):
                     if j + 1 < prog.N:
                         dut.omem_r__addr.value = base + j + 1
-                    vals = _unpack_signed(int(dut.omem_r__data.value), R, A)
+                    vals = unpack_signed(int(dut.omem_r__data.value), R, A)
                     for r in range(R):
                         if rows[r] >= 0:
                             result[rows[r], j] = vals[r]

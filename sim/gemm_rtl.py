@@ -67,14 +67,10 @@ class GemmRun:
     tiles: int
 
 
-def _gmem_kbits(cfg: Config) -> int:
-    return max(1, math.ceil(math.log2(2 * cfg.imem_words)))
-
-
 def plan_tiles(cfg: Config, case: GemmCase, cols_per_cycle: int = GEMM_COLS_PER_CYCLE,
                max_regions: int = GEMM_MAX_REGIONS) -> list[GemmTile]:
     """The host's memory images and mask beats of every tile of one product."""
-    from exion.hw.gemm import check_setup   # Amaranth only for the limits' single source
+    from exion.hw.gemm import check_setup, gmem_kbits   # the hardware's own limits
     a = np.asarray(case.a, dtype=np.int64)
     b = np.asarray(case.b, dtype=np.int64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
@@ -98,7 +94,7 @@ def plan_tiles(cfg: Config, case: GemmCase, cols_per_cycle: int = GEMM_COLS_PER_
     if case.regions is not None:
         regions = case.regions
     nblk = math.ceil(M / R)
-    kb = _gmem_kbits(cfg)
+    kb = gmem_kbits(cfg)
     apad = np.zeros((nblk * R, kw * L), np.int64)
     apad[:M, :K] = a
     bpad = np.zeros((kw * L, N), np.int64)
