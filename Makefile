@@ -49,13 +49,14 @@ FAMILY ?= ecp5
 TOP ?= dpu
 BOARD ?= ulx3s-85f
 FREQ ?= 100
+PNR_CONFIG ?= fpga
 
 synth: $(STAMP)  ## Yosys resource tables of every block (FPGA_CONFIG=toy FAMILY=ecp5|ice40|xilinx|generic)
 	@set -e; for t in $$($(BIN)/python -c "from exion.gen.verilog import TOPS; print(' '.join(TOPS))"); do \
 	  $(BIN)/exion synth --config $(FPGA_CONFIG) --top $$t --family $(FAMILY); done
 
-pnr: $(STAMP)  ## place and route on a board: fmax, utilization (TOP=dpu BOARD=ulx3s-85f FREQ=100)
-	$(BIN)/exion pnr --config fpga --top $(TOP) --board $(BOARD) --freq $(FREQ)
+pnr: $(STAMP)  ## place and route: fmax, utilization (PNR_CONFIG=fpga TOP=dpu BOARD=ulx3s-85f FREQ=100; PNR_CONFIG=configs/toy_ecp5.toml TOP=sdue: the toy SDUE)
+	$(BIN)/exion pnr --config $(PNR_CONFIG) --top $(TOP) --board $(BOARD) --freq $(FREQ)
 
 fst-deps:  ## OS headers Verilator's FST waveform writer needs (Debian/Ubuntu, as root)
 	apt-get update && apt-get install -y liblz4-dev zlib1g-dev

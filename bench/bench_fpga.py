@@ -1,10 +1,12 @@
 """FPGA bench: place-and-route fmax and synthesized resources, measured by the flow itself.
 
 * Place and route on ULX3S-85F (LFE5U-85F) at 100 MHz of the ``fpga``-preset DPU at every
-  DPU pipelining setting (pipe_mul, pipe_tree in {0, 1}) and of the SDUE at the default
-  pipelining: ``fpga`` parameters with 2 x 2 and 4 x 2 DPUs (minutes each); with
-  ``--full-sdue`` also the ``toy`` (8 x 3) and ``fpga`` (8 x 4) arrays, whose routing
-  (router2) did not converge within an hour on a 2-core machine.
+  DPU pipelining setting (pipe_mul, pipe_tree in {0, 1}) and of the SDUE: ``fpga``
+  parameters with 2 x 2 and 4 x 2 DPUs at the default pipelining, and the 4 x 2 and the
+  ``toy`` (8 x 3) array with the ECP5 DSP registers (``dpu_mult = "ecp5"``, operand and
+  adder-tree input registers; configs/toy_ecp5.toml); with ``--full-sdue`` also the ``toy``
+  and ``fpga`` (8 x 4) arrays with inferred multipliers, whose routing (router2) did not
+  converge within an hour on a 2-core machine.
 * Synthesized resource counts of every block in ``TOPS`` for ``exion16`` on ECP5
   (``synth_ecp5``) and Xilinx 7-series (``synth_xilinx``), with the devices each fits.
   Blocks with DPU instances (the SDUE and the GEMM engine: 256 DPUs x 16 lanes) are counted
@@ -40,26 +42,37 @@ def _say(msg: str) -> None:
     print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
 
+ECP5_KNOBS = {"dpu_mult": "ecp5", "dpu_pipe_in": True, "dpu_pipe_tree_in": True}
+
+
 def pnr_runs(out: Path, full_sdue: bool = False) -> list[dict]:
     """The fpga DPU at every pipelining setting, then SDUEs (the issue's target: the array
-    with its memories at >= 100 MHz) at the default pipelining."""
+    with its memories at >= 100 MHz): 2 x 2 and 4 x 2 with inferred multipliers, 4 x 2 and
+    toy (8 x 3, configs/toy_ecp5.toml) with MULT18X18D registers and the adder-tree input
+    register."""
     base = PRESETS["fpga"]
-    cfgs = {"fpga": base, "toy": PRESETS["toy"],
-            "fpga_2x2": base.replace(name="fpga_2x2", rows=2, cols=2),
-            "fpga_4x2": base.replace(name="fpga_4x2", rows=4, cols=2)}
-    plan = [("dpu", "fpga", p) for p in PIPES]
-    plan += [("sdue", "fpga_2x2", (True, True)), ("sdue", "fpga_4x2", (True, True))]
-    if full_sdue:
-        plan += [("sdue", "toy", (True, True)), ("sdue", "fpga", (True, True))]
+    toy = PRESETS["toy"]
+    plan = [("dpu", base.replace(dpu_pipe_mul=pm, dpu_pipe_tree=pt)) for pm, pt in PIPES]
+    plan += [("sdue", base.replace(name="fpga_2x2", rows=2, cols=2)),
+             ("sdue", base.replace(name="fpga_4x2", rows=4, cols=2)),
+             ("sdue", base.replace(name="fpga_4x2_ecp5", rows=4, cols=2, **ECP5_KNOBS)),
+             ("sdue", toy.replace(name="toy_ecp5", **ECP5_KNOBS))]
+    if full_sdue:   # inferred multipliers on the full arrays: routing does not converge
+        plan += [("sdue", toy), ("sdue", base)]
     rows = []
-    for top, name, (pm, pt) in plan:
-        cfg = cfgs[name].replace(dpu_pipe_mul=pm, dpu_pipe_tree=pt)
-        _say(f"pnr {top} {name} pipe_mul={int(pm)} pipe_tree={int(pt)} on {BOARD} ...")
+    for top, cfg in plan:
+        knobs = (f"mult={cfg.dpu_mult} in={int(cfg.dpu_pipe_in)} mul={int(cfg.dpu_pipe_mul)} "
+                 f"tree_in={int(cfg.dpu_pipe_tree_in)} tree={int(cfg.dpu_pipe_tree)}")
+        _say(f"pnr {top} {cfg.name} {knobs} on {BOARD} ...")
+        tag = (f"{int(cfg.dpu_pipe_in)}{int(cfg.dpu_pipe_mul)}{int(cfg.dpu_pipe_tree_in)}"
+               f"{int(cfg.dpu_pipe_tree)}")
         r = fpga.pnr(cfg, top, BOARD, FREQ_MHZ,
-                     out_dir=out / f"{top}-{name}-pipe{int(pm)}{int(pt)}", progress=_say)
+                     out_dir=out / f"{top}-{cfg.name}-{cfg.dpu_mult}-pipe{tag}", progress=_say)
         u = r["utilization"]
         rows.append({
-            "top": top, "config": name, "pipe_mul": pm, "pipe_tree": pt,
+            "top": top, "config": cfg.name, "dpu_mult": cfg.dpu_mult,
+            "pipe_in": cfg.dpu_pipe_in, "pipe_mul": cfg.dpu_pipe_mul,
+            "pipe_tree_in": cfg.dpu_pipe_tree_in, "pipe_tree": cfg.dpu_pipe_tree,
             "dpu_latency": cfg.dpu_latency, "board": BOARD, "target_mhz": FREQ_MHZ,
             "fmax_mhz": r["fmax_mhz"], "timing_met": r["timing_met"],
             "comb": u.get("TRELLIS_COMB", {}).get("used", 0),
@@ -95,11 +108,14 @@ def synth_runs(out: Path, skip_array: bool, flat_array: bool = False) -> list[di
 
 def markdown(pnr_rows, synth_rows) -> str:
     lines = [f"## Place and route, {BOARD}, target {FREQ_MHZ:g} MHz", "",
-             "| top | config | pipe_mul | pipe_tree | latency | fmax MHz | met | LUT4 | FF "
-             "| MULT18X18D | DP16KD |", "|---|---|---|---|---:|---:|---|---:|---:|---:|---:|"]
+             "| top | config | dpu_mult | pipe in/mul/tree_in/tree | latency | fmax MHz | met "
+             "| LUT4 | FF | MULT18X18D | DP16KD |",
+             "|---|---|---|---|---:|---:|---|---:|---:|---:|---:|"]
     for r in pnr_rows:
-        lines.append(f"| {r['top']} | {r['config']} | {int(r['pipe_mul'])} | "
-                     f"{int(r['pipe_tree'])} | {r['dpu_latency']} | {r['fmax_mhz']} | "
+        pipes = "/".join(str(int(r[k])) for k in ("pipe_in", "pipe_mul", "pipe_tree_in",
+                                                  "pipe_tree"))
+        lines.append(f"| {r['top']} | {r['config']} | {r['dpu_mult']} | {pipes} | "
+                     f"{r['dpu_latency']} | {r['fmax_mhz']} | "
                      f"{'yes' if r['timing_met'] else 'no'} | {r['comb']:,} | {r['ff']:,} | "
                      f"{r['mult']} | {r['bram']} |")
     lines += ["", "## Synthesis, exion16", "",
@@ -120,7 +136,8 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-exion16-array", action="store_true",
                     help="synthesize only the exion16 DPU (the SDUE takes long)")
     ap.add_argument("--full-sdue", action="store_true",
-                    help="also place and route the toy and fpga SDUE arrays (hours)")
+                    help="also place and route the toy and fpga SDUE arrays with inferred "
+                         "multipliers (hours)")
     ap.add_argument("--flat-array", action="store_true",
                     help="synthesize exion16's SDUE flat instead of hierarchically (hours)")
     args = ap.parse_args(argv)

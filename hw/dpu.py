@@ -8,6 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from exion.config import Config
 
+from .ecp5 import mult18x18d
 from .util import pipe_reg
 
 __all__ = ["DPU", "operand_layout", "dpu_beat_layout"]
@@ -34,8 +35,9 @@ class DPU(wiring.Component):
     Parameters
     ----------
     cfg : Config
-        Uses ``lanes`` (L), ``width`` (W), ``acc_width`` (A), ``dpu_pipe_mul`` and
-        ``dpu_pipe_tree``.
+        Uses ``lanes`` (L), ``width`` (W), ``acc_width`` (A), ``dpu_pipe_in``,
+        ``dpu_pipe_mul``, ``dpu_pipe_tree_in``, ``dpu_pipe_tree`` and ``dpu_mult`` (``"ecp5"``: the multipliers
+        and their registers are MULT18X18D instances, see ``hw/ecp5.py``).
 
     Members
     -------
@@ -47,9 +49,10 @@ class DPU(wiring.Component):
         ``valid`` for one cycle, ``latency`` cycles after the beat that had ``last``;
         ``payload`` is sum(a*b) over the beats since ``first``, wrapped to A bits.
 
-    Latency and throughput: ``latency = 1 + dpu_pipe_mul + dpu_pipe_tree`` cycles (the same as
-    ``cfg.dpu_latency``); one beat per cycle, no back-pressure, idle cycles allowed anywhere
-    (the product registers hold still while ``valid`` is low, so idle DPUs do not toggle).
+    Latency and throughput: ``latency = 1 + dpu_pipe_in + dpu_pipe_mul + dpu_pipe_tree_in +
+    dpu_pipe_tree`` cycles (the same as ``cfg.dpu_latency``); one beat per cycle, no back-pressure, idle
+    cycles allowed anywhere (the operand and product registers hold still while ``valid`` is
+    low, so idle DPUs do not toggle).
     """
 
     def __init__(self, cfg: Config):
@@ -72,12 +75,37 @@ class DPU(wiring.Component):
             """``value`` after an optional register stage (see ``pipe_reg``)."""
             return pipe_reg(m, value, name, enable, control) if registered else value
 
-        # Stage 1: L products (2W bits). Registers load only on valid beats (no idle toggling).
-        prods = [pipe(beat.a[i] * beat.b[i], cfg.dpu_pipe_mul, f"prod{i}", self.inp.valid)
-                 for i in range(cfg.lanes)]
-        valid1 = pipe(self.inp.valid, cfg.dpu_pipe_mul, "valid_mul", control=True)
-        first1 = pipe(beat.first, cfg.dpu_pipe_mul, "first_mul", self.inp.valid)
-        last1 = pipe(beat.last, cfg.dpu_pipe_mul, "last_mul", self.inp.valid)
+        # Stage 0 (dpu_pipe_in): the operands registered in front of the multipliers.
+        # Stage 1 (dpu_pipe_mul): L products (2W bits). Registers load only on valid beats
+        # (no idle toggling). With dpu_mult = "ecp5" both stages are the MULT18X18D's own
+        # input and output registers, with the same enables (hw/ecp5.py).
+        valid0 = pipe(self.inp.valid, cfg.dpu_pipe_in, "valid_in", control=True)
+        first0 = pipe(beat.first, cfg.dpu_pipe_in, "first_in", self.inp.valid)
+        last0 = pipe(beat.last, cfg.dpu_pipe_in, "last_in", self.inp.valid)
+        if cfg.dpu_mult == "ecp5":
+            prods = [mult18x18d(m, beat.a[i], beat.b[i], name=f"mult{i}",
+                                reg_in=cfg.dpu_pipe_in, reg_out=cfg.dpu_pipe_mul,
+                                ce_in=self.inp.valid, ce_out=valid0)
+                     for i in range(cfg.lanes)]
+        else:
+            a0 = [pipe(beat.a[i], cfg.dpu_pipe_in, f"a_in{i}", self.inp.valid)
+                  for i in range(cfg.lanes)]
+            b0 = [pipe(beat.b[i], cfg.dpu_pipe_in, f"b_in{i}", self.inp.valid)
+                  for i in range(cfg.lanes)]
+            prods = [pipe(a0[i] * b0[i], cfg.dpu_pipe_mul, f"prod{i}", valid0)
+                     for i in range(cfg.lanes)]
+        valid1 = pipe(valid0, cfg.dpu_pipe_mul, "valid_mul", control=True)
+        first1 = pipe(first0, cfg.dpu_pipe_mul, "first_mul", valid0)
+        last1 = pipe(last0, cfg.dpu_pipe_mul, "last_mul", valid0)
+        # dpu_pipe_tree_in: a second product register, in the fabric at the adder tree's
+        # inputs (on an FPGA, the route from the DSP block gets a cycle of its own). No clock
+        # enable: only valid beats are summed, and behind the product register its inputs
+        # hold still while idle anyway (so no enable nets to route either).
+        if cfg.dpu_pipe_tree_in:
+            prods = [pipe_reg(m, p, f"prod_t{i}") for i, p in enumerate(prods)]
+            first1 = pipe_reg(m, first1, "first_t")
+            last1 = pipe_reg(m, last1, "last_t")
+            valid1 = pipe_reg(m, valid1, "valid_t", control=True)
 
         # Stage 2: balanced adder tree (each level widens by one bit).
         level = prods

@@ -250,10 +250,12 @@ class SDUE(wiring.Component):
         last_r = Signal(name="last_r")                    # the next beat is the last one
         lead_left = Signal(range(C + 1), name="lead_left")  # idle cycles left before beat 0
         left = Signal(range(2 * cfg.imem_words + 1), name="left")  # beats left to issue
-        ending = Signal(name="ending")                    # last cycle of the period
+        # ``ending`` = issuing & last_r (the last cycle of the period), kept as its own
+        # register with the same next-state logic, so ``desc.ready`` and ``accept`` are one
+        # LUT away from flip-flops (this loop was the critical path on ECP5, docs/fpga.md).
+        ending = Signal(name="ending")
         accept = Signal(name="accept")
         mod.d.comb += [
-            ending.eq(issuing & last_r),
             self.desc.ready.eq(~active | ending),
             accept.eq(self.desc.valid & self.desc.ready),
         ]
@@ -264,13 +266,15 @@ class SDUE(wiring.Component):
                 cur.eq(self.desc.payload), active.eq(1), first_r.eq(1),
                 issuing.eq(kw >= C), lead_left.eq(C - kw), left.eq(kw),
                 last_r.eq(kw <= 1),       # (kwords = 0 is out of contract; it runs as 1)
+                ending.eq((kw >= C) & (kw <= 1)),
                 issue_iaddr.eq(self.desc.payload.ibase),
             ]
             for k in range(m):
                 mod.d.sync += issue_waddr[k].eq(self.desc.payload.wbase[k])
         with mod.Elif(issuing):
             mod.d.sync += [issue_iaddr.eq(issue_iaddr + 1), left.eq(left - 1),
-                           last_r.eq(left == 2), first_r.eq(0)]
+                           last_r.eq(left == 2), first_r.eq(0),
+                           ending.eq(~last_r & (left == 2))]
             for k in range(m):
                 mod.d.sync += issue_waddr[k].eq(issue_waddr[k] + 1)
             with mod.If(last_r):
@@ -278,7 +282,7 @@ class SDUE(wiring.Component):
         with mod.Elif(active):
             mod.d.sync += lead_left.eq(lead_left - 1)
             with mod.If(lead_left == 1):
-                mod.d.sync += issuing.eq(1)
+                mod.d.sync += [issuing.eq(1), ending.eq(last_r)]
 
         pipe = cfg.sdue_pipe
         in_lat = cfg.sdue_in_latency          # issue -> DPU input

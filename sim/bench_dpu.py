@@ -41,24 +41,32 @@ def directed_cases(cfg):
 async def stream_dot_products(dut, cfg, rows_a, rows_b, gen, max_gap):
     """Drive each (a, b) row as one dot product; return (results, cycles)."""
     layout = dpu_beat_layout(cfg)
-    beats = []
+    beats, beat_last = [], []
     for a, b in zip(rows_a, rows_b):
         a3, b3 = dpu_beats(cfg, a[None, :], b[None, :])
         n = a3.shape[1]
         for w in range(n):
             beats.append(pack(layout, {"a": a3[0, w].tolist(), "b": b3[0, w].tolist(),
                                        "first": int(w == 0), "last": int(w == n - 1)}))
+            beat_last.append(w == n - 1)
     gaps = gen.integers(0, max_gap + 1, size=len(beats)) if max_gap else np.zeros(len(beats))
     results, cycles = [], 0
     expected_count = len(rows_a)
     i, gap = 0, int(gaps[0]) if len(beats) else 0
     idle_tail = 0
+    last_at = []  # cycle at which each dot product's `last` beat was offered
     while len(results) < expected_count:
         if dut.out__valid.value:
+            # Every result arrives exactly dpu_latency cycles after its last beat.
+            assert cycles == last_at[len(results)] + cfg.dpu_latency, (
+                f"result {len(results)} at cycle {cycles}, last beat at "
+                f"{last_at[len(results)]}: latency should be {cfg.dpu_latency}")
             results.append(dut.out__payload.value.to_signed())
         if i < len(beats) and gap == 0:
             dut.inp__valid.value = 1
             dut.inp__payload.value = beats[i]
+            if beat_last[i]:
+                last_at.append(cycles)
             i += 1
             gap = int(gaps[i]) if i < len(beats) else 0
         else:

@@ -76,7 +76,7 @@ def rtl_build(cfg: Config, top: str, *, waves: bool = False, progress=None) -> R
     """Generate and Verilate ``top`` for ``cfg`` once; later calls reuse the build."""
     from cocotb_tools.runner import get_runner
 
-    from exion.gen.verilog import generate
+    from exion.gen.verilog import generate, sources
 
     waves = waves_requested(waves)
     if waves and not fst_supported() and progress is None:
@@ -88,7 +88,8 @@ def rtl_build(cfg: Config, top: str, *, waves: bool = False, progress=None) -> R
     rtl_dir = root / "rtl" / f"{cfg.name}-{cfg.hash}"
     with _locked(root / "locks" / f"gen-{cfg.name}-{cfg.hash}-{top}.lock"):
         gen = generate(cfg, top, rtl_dir)
-    text = gen.verilog.read_bytes()
+    srcs = sources(gen.verilog)  # the Verilog plus any vendor-primitive simulation models
+    text = b"".join(p.read_bytes() for p in srcs)
     args = verilator_args(waves)
     key = hashlib.sha256(text + verilator_version().encode() + " ".join(args).encode()
                          ).hexdigest()[:12]
@@ -106,11 +107,11 @@ def rtl_build(cfg: Config, top: str, *, waves: bool = False, progress=None) -> R
             env_backup = dict(os.environ)
             os.environ.update(verilator_env())
             try:
-                sources = [gen.verilog]
+                files = list(srcs)
                 if "--no-public-flat-rw" in args:
-                    sources.append(_ports_control_file(gen.manifest, module, sim_dir))
+                    files.append(_ports_control_file(gen.manifest, module, sim_dir))
                 runner.build(
-                    sources=sources, hdl_toplevel=module, build_dir=sim_dir,
+                    sources=files, hdl_toplevel=module, build_dir=sim_dir,
                     build_args=args,
                     waves=waves, always=True, log_file=sim_dir / "build.log")
             finally:

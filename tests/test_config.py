@@ -42,6 +42,8 @@ def test_accumulator_rule_boundary():
     ("lod_terms", 3, r"lod_terms = 3 is invalid: must be 1 or 2"),
     ("rows", 2.5, r"rows = 2\.5 is invalid: must be an integer"),
     ("dpu_pipe_mul", 1, r"dpu_pipe_mul = 1 is invalid: must be true or false"),
+    ("dpu_pipe_in", "yes", r"dpu_pipe_in = 'yes' is invalid: must be true or false"),
+    ("dpu_mult", "dsp48", r"dpu_mult = 'dsp48' is invalid: must be one of 'infer', 'ecp5'"),
 ])
 def test_invalid_fields_named(field, value, message):
     with pytest.raises(ConfigError, match=message):

@@ -44,10 +44,16 @@ def run_amaranth_dpu(cfg, a, b, gaps):
     return np.array(results, dtype=np.int64)
 
 
-@pytest.mark.parametrize("pipes", [(True, True), (False, False), (True, False), (False, True)],
-                         ids=["pipe-mul-tree", "no-pipe", "pipe-mul", "pipe-tree"])
+# (dpu_pipe_in, dpu_pipe_mul, dpu_pipe_tree_in, dpu_pipe_tree)
+@pytest.mark.parametrize("pipes", [(False, True, False, True), (False, False, False, False),
+                                   (False, True, False, False), (False, False, False, True),
+                                   (True, True, True, True), (True, False, False, False),
+                                   (False, False, True, False)],
+                         ids=["pipe-mul-tree", "no-pipe", "pipe-mul", "pipe-tree",
+                              "pipe-all", "pipe-in", "pipe-tree-in"])
 def test_dpu_matches_golden(preset, pipes):
-    cfg = preset.replace(dpu_pipe_mul=pipes[0], dpu_pipe_tree=pipes[1])
+    cfg = preset.replace(dpu_pipe_in=pipes[0], dpu_pipe_mul=pipes[1],
+                         dpu_pipe_tree_in=pipes[2], dpu_pipe_tree=pipes[3])
     seed = 1234
     rng = np.random.default_rng(seed)
     k = 3 * cfg.lanes + 1  # a partial last beat
@@ -60,11 +66,15 @@ def test_dpu_matches_golden(preset, pipes):
     np.testing.assert_array_equal(got, golden_dpu(cfg, a, b), err_msg=f"seed={seed}")
 
 
-@pytest.mark.parametrize("pipes,expected", [((True, True), 3), ((False, False), 1),
-                                            ((True, False), 2), ((False, True), 2)])
+@pytest.mark.parametrize("pipes,expected", [
+    ((False, True, False, True), 3), ((False, False, False, False), 1),
+    ((False, True, False, False), 2), ((False, False, False, True), 2),
+    ((True, True, True, True), 5), ((True, False, False, False), 2),
+    ((False, False, True, False), 2)])
 def test_dpu_latency_is_published(pipes, expected):
     """Measured cycles from the `last` beat to `out.valid` equal the published latency."""
-    cfg = PRESETS["toy"].replace(dpu_pipe_mul=pipes[0], dpu_pipe_tree=pipes[1])
+    cfg = PRESETS["toy"].replace(dpu_pipe_in=pipes[0], dpu_pipe_mul=pipes[1],
+                                 dpu_pipe_tree_in=pipes[2], dpu_pipe_tree=pipes[3])
     dut = DPU(cfg)
     seen = []
 

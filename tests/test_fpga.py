@@ -35,6 +35,31 @@ def test_synth_toy_dpu_ecp5_maps_multipliers(toy_ecp5):
     assert toy_ecp5["fits"]["LFE5U-85F"] == {"fits": True, "over": []}
 
 
+def test_synth_ecp5_mult_keeps_registers_in_the_dsp(tmp_path):
+    """dpu_mult = "ecp5" (configs/toy_ecp5.toml): the same L MULT18X18D blocks as the
+    inferred build of the same knobs, but the operand registers (2 L W bits) and product
+    registers (L 2W bits) are the DSP's own instead of fabric flip-flops."""
+    from exion.config import load_config
+    cfg = load_config(Path(__file__).resolve().parent.parent / "configs" / "toy_ecp5.toml")
+    assert (cfg.dpu_mult, cfg.dpu_pipe_in, cfg.dpu_pipe_tree_in) == ("ecp5", True, True)
+    r = fpga.synth(cfg, "dpu", "ecp5", out_dir=tmp_path / "ecp5")
+    inferred = fpga.synth(cfg.replace(dpu_mult="infer"), "dpu", "ecp5",
+                          out_dir=tmp_path / "infer")
+    L, W = cfg.lanes, cfg.width
+    for rep in (r, inferred):
+        assert rep["cells_by_type"].get("MULT18X18D") == rep["resources"]["dsp"] == L
+    assert inferred["resources"]["ffs"] - r["resources"]["ffs"] >= 4 * L * W
+    assert "dpu_mult = ecp5" in Path(r["files"]["markdown"]).read_text()
+
+
+def test_synth_ecp5_mult_needs_ecp5(tmp_path):
+    cfg = PRESETS["toy"].replace(dpu_mult="ecp5")
+    with pytest.raises(ExionError, match=r"config 'toy' sets dpu_mult = 'ecp5' \(Lattice "
+                                         r"MULT18X18D instances\), which only the ecp5 family"):
+        fpga.synth(cfg, "dpu", "xilinx", out_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_synth_writes_json_and_markdown(toy_ecp5):
     data = json.loads(Path(toy_ecp5["files"]["json"]).read_text())
     assert data["resources"] == toy_ecp5["resources"]

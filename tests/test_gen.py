@@ -19,6 +19,18 @@ _LINT_CASES = [pytest.param(name, top, id=f"{name}-{top}",
                for name in ("exion16", "toy") for top in sorted(TOPS)]
 
 
+@pytest.mark.parametrize("preset_name", ["toy", "exion16"])
+def test_ecp5_mult_verilog_is_lint_clean(preset_name, tmp_path):
+    """dpu_mult = "ecp5": the Verilog instantiates MULT18X18D, the generator copies the
+    simulation model beside it and lists it in the manifest; both lint clean together."""
+    cfg = PRESETS[preset_name].replace(dpu_mult="ecp5", dpu_pipe_in=True)
+    g = generate(cfg, "dpu", tmp_path)
+    assert json.loads(g.manifest.read_text())["sim_models"] == ["MULT18X18D.v"]
+    assert (tmp_path / "MULT18X18D.v").exists()
+    assert g.verilog.read_text().count("MULT18X18D ") == cfg.lanes
+    assert lint(g.verilog, "exion_dpu") == []
+
+
 @pytest.mark.parametrize("preset_name,top", _LINT_CASES)
 def test_generated_verilog_is_lint_clean(preset_name, top):
     # The session's shared generation folder: the RTL tests reuse the same Verilog.

@@ -27,6 +27,18 @@ CONFIGS = {
     "toy": PRESETS["toy"],
     "toy-m1": PRESETS["toy"].replace(name="toy_m1", merge_ways=1),   # generator path m = 1
     "toy-nopipe": PRESETS["toy"].replace(name="toy_nopipe", sdue_pipe=False),
+    # C <= 2 with an IMEM of 1-2 words per side: every product is K-split into passes of
+    # kwords <= C run back to back, each accumulating into the outputs the previous one
+    # drained 1 or 2 cycles earlier, which the drain reads back before (C = 1) or while
+    # (C = 2) that write lands: its forwarding and read-during-write paths (C >= 3 or
+    # passes of more than 2 words never need them).
+    "toy-c2": PRESETS["toy"].replace(name="toy_c2", cols=2, omem_depth=32, imem_depth=8),
+    "toy-c1": PRESETS["toy"].replace(name="toy_c1", cols=1, merge_ways=1, omem_depth=16,
+                                     imem_depth=4),
+    # the FPGA build of the DPUs (configs/toy_ecp5.toml): MULT18X18D with its input and
+    # output registers and a fabric register before the adder tree (+2 cycles)
+    "toy-ecp5": PRESETS["toy"].replace(name="toy_ecp5", dpu_mult="ecp5", dpu_pipe_in=True,
+                                       dpu_pipe_tree_in=True),
     "exion16": PRESETS["exion16"],
 }
 # Hardware generated for exion16 with m = 1 and 2: each is another multi-minute Verilator
