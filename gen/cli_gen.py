@@ -56,7 +56,7 @@ def register(sub) -> None:
 
 
 def cmd_gen(args) -> int:
-    from .verilog import generate, lint
+    from .verilog import generate, lint, sources
     cfg = load_cfg(args.config)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -64,6 +64,9 @@ def cmd_gen(args) -> int:
     g = generate(cfg, args.top, out, reuse=False)
     print(f"wrote {g.verilog} and {g.manifest} (config {cfg.name}, hash {cfg.hash}, "
           f"{g.seconds:.2f} s)")
+    for model in sources(g.verilog)[1:]:
+        print(f"wrote {model} (simulation model of a vendor cell the Verilog instantiates; "
+              f"simulate and lint it with the Verilog, synthesis uses the real cell)")
     if args.lint:
         problems = lint(g.verilog, f"exion_{args.top}")
         if problems:

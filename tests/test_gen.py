@@ -1,6 +1,7 @@
 """Verilog generation, the manifest, lint cleanliness and the CLI's error behaviour."""
 
 import json
+from pathlib import Path
 import re
 
 import pytest
@@ -71,6 +72,14 @@ def test_cli_gen_writes_verilog_and_manifest(tmp_path, capsys):
     assert main(["gen", "--config", "toy", "--top", "dpu", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "exion_dpu.v").exists() and (tmp_path / "exion_dpu.json").exists()
     assert "exion_dpu.v" in capsys.readouterr().out
+
+
+def test_cli_gen_ecp5_config_writes_and_names_the_model(tmp_path, capsys):
+    cfg = Path(__file__).resolve().parent.parent / "configs" / "toy_ecp5.toml"
+    assert main(["gen", "--config", str(cfg), "--top", "dpu", "--out", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["MULT18X18D.v", "exion_dpu.json",
+                                                          "exion_dpu.v"]
+    assert "MULT18X18D.v (simulation model" in capsys.readouterr().out
 
 
 def test_cli_bad_toml_is_one_line_and_writes_nothing(tmp_path, capsys):
