@@ -18,10 +18,11 @@ Timing contract (mirrored by ``exion.golden.cycles.sdue_cycles``):
   the next pass computes. The ``max(kwords, C)`` period guarantees a drain ends before the
   next capture.
 * The drain is a read-modify-write: OMEM is read ``cfg.sdue_drain_latency`` cycles before
-  it is written (one, plus a register on the read data with ``sdue_pipe``), through a read
-  port transparent to the write port; with ``sdue_pipe`` an entry whose address is written
-  while its read data is in flight takes the written value (forwarding). So back-to-back
-  passes that accumulate into the same addresses (K-splits) see each other's results.
+  it is written (one, plus a register on the read data with ``sdue_pipe``). Without
+  ``sdue_pipe`` the read port is transparent to the write port; with it the read data is
+  registered straight out of the block RAM and the writes the read could not see (in its
+  own cycle and the next) are forwarded from registers. So back-to-back passes that
+  accumulate into the same addresses (K-splits) see each other's results.
 * ``cycles`` counts cycles while ``busy``; a run of passes that starts idle takes
   ``sum(period) + C + dpu_latency + sdue_in_latency + sdue_drain_latency`` busy cycles.
 
@@ -423,7 +424,9 @@ class SDUE(wiring.Component):
             mem = Memory(shape=signed(A), depth=cfg.omem_depth, init=[])
             mod.submodules[f"omem{r}"] = mem
             wp = mem.write_port()
-            rp = mem.read_port(transparent_for=(wp,))
+            # Transparent (read-during-write returns the new word) without sdue_pipe; with
+            # it the Q stage forwards instead, so nothing sits after the block RAM.
+            rp = mem.read_port(transparent_for=() if pipe else (wp,))
             w_valid = Signal(name=f"w_valid{r}")
             w_addr = Signal(cfg.omem_addr_bits, name=f"w_addr{r}", reset_less=True)
             w_val = Signal(signed(A), name=f"w_val{r}", reset_less=True)
@@ -436,16 +439,24 @@ class SDUE(wiring.Component):
                 mod.d.comb += rp.addr.eq(self.omem_r.addr)
             mod.d.comb += self.omem_r.data[r].eq(rp.data)
             if pipe:
-                # Q stage: the read data is registered before the add. The entry being
-                # written this cycle may have the D entry's address (it was read one cycle
-                # too early to see this write): forward the written value.
+                # Q stage: the block RAM's read data goes straight into a register (no
+                # logic after the block RAM's slow clock-to-output). The port is not
+                # transparent, so the two drain writes this read cannot see are forwarded
+                # from registers, newest first: the write in the cycle after the read
+                # (the entry ahead, compared with w_addr) and the write in the cycle of the
+                # read (compared with the read address, head_addr).
                 x_valid = stage(w_valid, f"x_valid{r}", control=True)
                 x_addr = stage(w_addr, f"x_addr{r}")
                 x_val = stage(w_val, f"x_val{r}")
-                x_old = Signal(signed(A), name=f"x_old{r}", reset_less=True)
+                x_raw = stage(rp.data, f"x_raw{r}")
                 x_new = Signal(signed(A), name=f"x_new{r}")
+                fwd_a = stage(x_valid & (x_addr == w_addr), f"fwd_a{r}", control=True)
+                fwd_a_val = stage(x_new, f"fwd_a_val{r}")
+                fwd_b = stage(stage(x_valid & (x_addr == head_addr), f"fwd_b1_{r}",
+                                    control=True), f"fwd_b{r}", control=True)
+                fwd_b_val = stage(stage(x_new, f"fwd_b1_val{r}"), f"fwd_b_val{r}")
+                x_old = Mux(fwd_a, fwd_a_val, Mux(fwd_b, fwd_b_val, x_raw))
                 mod.d.comb += x_new.eq(x_val + Mux(q_acc, x_old, 0))
-                mod.d.sync += x_old.eq(Mux(x_valid & (x_addr == w_addr), x_new, rp.data))
                 wr_valid, wr_addr, wr_data = x_valid, x_addr, x_new
             else:
                 wr_valid, wr_addr = w_valid, w_addr
