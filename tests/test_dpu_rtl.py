@@ -19,13 +19,14 @@ def test_dpu_rtl_directed_and_random(preset):
 
 
 @pytest.mark.parametrize("preset_name,pipe_in,pipe_mul",
-                         [("toy", True, True), ("exion16", True, True), ("toy", False, False)],
+                         [("toy", True, True), ("exion16", True, True),
+                          pytest.param("toy", False, False, marks=pytest.mark.long)],
                          ids=["toy-dsp-regs", "exion16-dsp-regs", "toy-dsp-comb"])
 def test_dpu_rtl_ecp5_mult(preset_name, pipe_in, pipe_mul):
     """dpu_mult = "ecp5": MULT18X18D instances (with the simulation model
     sim/models/MULT18X18D.v) give the golden results at exactly the published latency
     (the bench checks every result's cycle): input and output registers inside the DSP on
-    both presets, and the purely combinational DSP on toy."""
+    both presets, and (make test-long) the purely combinational DSP on toy."""
     from exion import PRESETS
     preset = PRESETS[preset_name]
     cfg = preset.replace(name=f"{preset.name}_ecp5", dpu_mult="ecp5", dpu_pipe_in=pipe_in,

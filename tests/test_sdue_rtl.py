@@ -25,7 +25,6 @@ pytestmark = pytest.mark.rtl
 
 CONFIGS = {
     "toy": PRESETS["toy"],
-    "toy-m1": PRESETS["toy"].replace(name="toy_m1", merge_ways=1),   # generator path m = 1
     "toy-nopipe": PRESETS["toy"].replace(name="toy_nopipe", sdue_pipe=False),
     # C <= 2 with an IMEM of 1-2 words per side: every product is K-split into passes of
     # kwords <= C run back to back, each accumulating into the outputs the previous one
@@ -43,8 +42,11 @@ CONFIGS = {
 }
 # Hardware generated for exion16 with m = 1 and 2: each is another multi-minute Verilator
 # build, so these run under `make test-long`. The default suite still runs m = 1, 2 and 4
-# ConMerge plans on exion16 (its 4 weight buses serve any m <= 4) and m = 1 hardware on toy.
+# ConMerge plans on exion16 (its 4 weight buses serve any m <= 4) and m = 1 hardware on toy
+# (toy-c1).
 LONG_CONFIGS = {
+    # generator path m = 1 on the toy array (the default suite has m = 1 in toy-c1)
+    "toy-m1": PRESETS["toy"].replace(name="toy_m1", merge_ways=1),
     "exion16-m1": PRESETS["exion16"].replace(name="exion16_m1", merge_ways=1),
     "exion16-m2": PRESETS["exion16"].replace(name="exion16_m2", merge_ways=2),
 }
