@@ -2,11 +2,11 @@
 
 * Place and route on ULX3S-85F (LFE5U-85F) at 100 MHz of the ``fpga``-preset DPU at every
   DPU pipelining setting (pipe_mul, pipe_tree in {0, 1}) and of the SDUE: ``fpga``
-  parameters with 2 x 2 and 4 x 2 DPUs at the default pipelining, and the 4 x 2 and the
-  ``toy`` (8 x 3) array with the ECP5 DSP registers (``dpu_mult = "ecp5"``, operand and
-  adder-tree input registers; configs/toy_ecp5.toml); with ``--full-sdue`` also the ``toy``
-  and ``fpga`` (8 x 4) arrays with inferred multipliers, whose routing (router2) did not
-  converge within an hour on a 2-core machine.
+  parameters with 2 x 2 and 4 x 2 DPUs at the default pipelining, and the 4 x 2 with the
+  ECP5 DSP registers (``dpu_mult = "ecp5"``, operand and adder-tree input registers); with
+  ``--full-sdue`` also the ``toy`` (8 x 3) array with those (configs/toy_ecp5.toml) and the
+  ``toy`` and ``fpga`` (8 x 4) arrays with inferred multipliers, whose routing (router2)
+  does not converge within an hour on a 2-core machine.
 * Synthesized resource counts of every block in ``TOPS`` for ``exion16`` on ECP5
   (``synth_ecp5``) and Xilinx 7-series (``synth_xilinx``), with the devices each fits.
   Blocks with DPU instances (the SDUE and the GEMM engine: 256 DPUs x 16 lanes) are counted
@@ -47,18 +47,18 @@ ECP5_KNOBS = {"dpu_mult": "ecp5", "dpu_pipe_in": True, "dpu_pipe_tree_in": True}
 
 def pnr_runs(out: Path, full_sdue: bool = False) -> list[dict]:
     """The fpga DPU at every pipelining setting, then SDUEs (the issue's target: the array
-    with its memories at >= 100 MHz): 2 x 2 and 4 x 2 with inferred multipliers, 4 x 2 and
-    toy (8 x 3, configs/toy_ecp5.toml) with MULT18X18D registers and the adder-tree input
-    register."""
+    with its memories at >= 100 MHz): 2 x 2 and 4 x 2 with inferred multipliers, 4 x 2 with
+    MULT18X18D registers and the adder-tree input register; ``full_sdue`` adds the toy
+    array (8 x 3) with those (configs/toy_ecp5.toml) and toy and fpga with inferred ones."""
     base = PRESETS["fpga"]
     toy = PRESETS["toy"]
     plan = [("dpu", base.replace(dpu_pipe_mul=pm, dpu_pipe_tree=pt)) for pm, pt in PIPES]
     plan += [("sdue", base.replace(name="fpga_2x2", rows=2, cols=2)),
              ("sdue", base.replace(name="fpga_4x2", rows=4, cols=2)),
-             ("sdue", base.replace(name="fpga_4x2_ecp5", rows=4, cols=2, **ECP5_KNOBS)),
-             ("sdue", toy.replace(name="toy_ecp5", **ECP5_KNOBS))]
-    if full_sdue:   # inferred multipliers on the full arrays: routing does not converge
-        plan += [("sdue", toy), ("sdue", base)]
+             ("sdue", base.replace(name="fpga_4x2_ecp5", rows=4, cols=2, **ECP5_KNOBS))]
+    if full_sdue:   # the full arrays: routing does not converge yet (docs/fpga.md)
+        plan += [("sdue", toy.replace(name="toy_ecp5", **ECP5_KNOBS)), ("sdue", toy),
+                 ("sdue", base)]
     rows = []
     for top, cfg in plan:
         knobs = (f"mult={cfg.dpu_mult} in={int(cfg.dpu_pipe_in)} mul={int(cfg.dpu_pipe_mul)} "
@@ -136,8 +136,8 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-exion16-array", action="store_true",
                     help="synthesize only the exion16 DPU (the SDUE takes long)")
     ap.add_argument("--full-sdue", action="store_true",
-                    help="also place and route the toy and fpga SDUE arrays with inferred "
-                         "multipliers (hours)")
+                    help="also place and route the toy (DSP registers and inferred) and "
+                         "fpga SDUE arrays (hours: routing does not converge yet)")
     ap.add_argument("--flat-array", action="store_true",
                     help="synthesize exion16's SDUE flat instead of hierarchically (hours)")
     args = ap.parse_args(argv)
