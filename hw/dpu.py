@@ -101,11 +101,11 @@ class DPU(wiring.Component):
         # inputs (on an FPGA, the route from the DSP block gets a cycle of its own). No clock
         # enable: only valid beats are summed, and behind the product register its inputs
         # hold still while idle anyway (so no enable nets to route either).
-        if cfg.dpu_pipe_tree_in:
-            prods = [pipe_reg(m, p, f"prod_t{i}") for i, p in enumerate(prods)]
-            first1 = pipe_reg(m, first1, "first_t")
-            last1 = pipe_reg(m, last1, "last_t")
-            valid1 = pipe_reg(m, valid1, "valid_t", control=True)
+        t_in = cfg.dpu_pipe_tree_in
+        prods = [pipe(p, t_in, f"prod_t{i}") for i, p in enumerate(prods)]
+        first1 = pipe(first1, t_in, "first_t")
+        last1 = pipe(last1, t_in, "last_t")
+        valid1 = pipe(valid1, t_in, "valid_t", control=True)
 
         # Stage 2: balanced adder tree (each level widens by one bit).
         level = prods

@@ -454,7 +454,7 @@ class SDUE(wiring.Component):
                 fwd_a_val = stage(x_new, f"fwd_a_val{r}")
                 fwd_b = stage(stage(x_valid & (x_addr == head_addr), f"fwd_b1_{r}",
                                     control=True), f"fwd_b{r}", control=True)
-                fwd_b_val = stage(stage(x_new, f"fwd_b1_val{r}"), f"fwd_b_val{r}")
+                fwd_b_val = stage(fwd_a_val, f"fwd_b_val{r}")  # x_new two cycles back
                 x_old = Mux(fwd_a, fwd_a_val, Mux(fwd_b, fwd_b_val, x_raw))
                 mod.d.comb += x_new.eq(x_val + Mux(q_acc, x_old, 0))
                 wr_valid, wr_addr, wr_data = x_valid, x_addr, x_new

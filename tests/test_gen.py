@@ -21,13 +21,15 @@ _LINT_CASES = [pytest.param(name, top, id=f"{name}-{top}",
 
 
 @pytest.mark.parametrize("preset_name", ["toy", "exion16"])
-def test_ecp5_mult_verilog_is_lint_clean(preset_name, tmp_path):
+def test_ecp5_mult_verilog_is_lint_clean(preset_name):
     """dpu_mult = "ecp5": the Verilog instantiates MULT18X18D, the generator copies the
     simulation model beside it and lists it in the manifest; both lint clean together."""
-    cfg = PRESETS[preset_name].replace(dpu_mult="ecp5", dpu_pipe_in=True)
-    g = generate(cfg, "dpu", tmp_path)
+    # the config and folder of tests/test_dpu_rtl.py's DSP-register build (generated once)
+    cfg = PRESETS[preset_name].replace(name=f"{preset_name}_ecp5", dpu_mult="ecp5",
+                                       dpu_pipe_in=True, dpu_pipe_tree_in=True)
+    g = generate(cfg, "dpu", build_root() / "rtl" / f"{cfg.name}-{cfg.hash}")
     assert json.loads(g.manifest.read_text())["sim_models"] == ["MULT18X18D.v"]
-    assert (tmp_path / "MULT18X18D.v").exists()
+    assert (g.verilog.parent / "MULT18X18D.v").exists()
     assert g.verilog.read_text().count("MULT18X18D ") == cfg.lanes
     assert lint(g.verilog, "exion_dpu") == []
 

@@ -10,12 +10,14 @@ previous contents), and the busy cycles the RTL counted must be within 2 % of
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 from mask_cases import adversarial_masks
 import pytest
 
 from exion import PRESETS
+from exion.config import load_config
 from exion.golden.conmerge import conmerge, dense_plan, execute_plan, masked_gemm
 from exion.sim.program import build_program
 from exion.sim.runner import new_seed
@@ -36,8 +38,8 @@ CONFIGS = {
                                      imem_depth=4),
     # the FPGA build of the DPUs (configs/toy_ecp5.toml): MULT18X18D with its input and
     # output registers and a fabric register before the adder tree (+2 cycles)
-    "toy-ecp5": PRESETS["toy"].replace(name="toy_ecp5", dpu_mult="ecp5", dpu_pipe_in=True,
-                                       dpu_pipe_tree_in=True),
+    "toy-ecp5": load_config(Path(__file__).resolve().parent.parent / "configs" /
+                            "toy_ecp5.toml"),
     "exion16": PRESETS["exion16"],
 }
 # Hardware generated for exion16 with m = 1 and 2: each is another multi-minute Verilator
