@@ -3,10 +3,11 @@
 * Place and route on ULX3S-85F (LFE5U-85F) at 100 MHz of the ``fpga``-preset DPU at every
   DPU pipelining setting (pipe_mul, pipe_tree in {0, 1}) and of the SDUE: ``fpga``
   parameters with 2 x 2 and 4 x 2 DPUs at the default pipelining, and the 4 x 2 with the
-  ECP5 DSP registers (``dpu_mult = "ecp5"``, operand and adder-tree input registers); with
-  ``--full-sdue`` also the ``toy`` (8 x 3) array with those (configs/toy_ecp5.toml) and the
-  ``toy`` and ``fpga`` (8 x 4) arrays with inferred multipliers, whose routing (router2)
-  does not converge within an hour on a 2-core machine.
+  ECP5 DSP registers (``dpu_mult = "ecp5"``, operand and adder-tree input registers), and
+  the ``toy`` (8 x 3) array built for ECP5 (configs/toy_ecp5.toml: those DSP registers and
+  the i_sw stage; floorplanned by ``exion pnr``'s default ``--floorplan auto``); with
+  ``--full-sdue`` also the ``toy`` and ``fpga`` (8 x 4) arrays with inferred multipliers,
+  whose routing (router2) does not converge within an hour on a 2-core machine.
 * Synthesized resource counts of every block in ``TOPS`` for ``exion16`` on ECP5
   (``synth_ecp5``) and Xilinx 7-series (``synth_xilinx``), with the devices each fits.
   Blocks with DPU instances (the SDUE and the GEMM engine: 256 DPUs x 16 lanes) are counted
@@ -29,10 +30,12 @@ import time
 from pathlib import Path
 
 from exion import PRESETS
+from exion.config import load_config
 from exion.gen import fpga
 from exion.gen.verilog import TOPS
 from exion.sim.runner import build_root
 
+ROOT = Path(__file__).resolve().parent.parent
 BOARD = "ulx3s-85f"
 FREQ_MHZ = 100.0
 PIPES = [(True, True), (True, False), (False, True), (False, False)]
@@ -48,17 +51,17 @@ ECP5_KNOBS = {"dpu_mult": "ecp5", "dpu_pipe_in": True, "dpu_pipe_tree_in": True}
 def pnr_runs(out: Path, full_sdue: bool = False) -> list[dict]:
     """The fpga DPU at every pipelining setting, then SDUEs (the issue's target: the array
     with its memories at >= 100 MHz): 2 x 2 and 4 x 2 with inferred multipliers, 4 x 2 with
-    MULT18X18D registers and the adder-tree input register; ``full_sdue`` adds the toy
-    array (8 x 3) with those (configs/toy_ecp5.toml) and toy and fpga with inferred ones."""
+    MULT18X18D registers and the adder-tree input register, the toy array (8 x 3) built for
+    ECP5 (configs/toy_ecp5.toml); ``full_sdue`` adds toy and fpga with inferred ones."""
     base = PRESETS["fpga"]
     toy = PRESETS["toy"]
     plan = [("dpu", base.replace(dpu_pipe_mul=pm, dpu_pipe_tree=pt)) for pm, pt in PIPES]
     plan += [("sdue", base.replace(name="fpga_2x2", rows=2, cols=2)),
              ("sdue", base.replace(name="fpga_4x2", rows=4, cols=2)),
-             ("sdue", base.replace(name="fpga_4x2_ecp5", rows=4, cols=2, **ECP5_KNOBS))]
-    if full_sdue:   # the full arrays: routing does not converge yet (docs/fpga.md)
-        plan += [("sdue", toy.replace(name="toy_ecp5", **ECP5_KNOBS)), ("sdue", toy),
-                 ("sdue", base)]
+             ("sdue", base.replace(name="fpga_4x2_ecp5", rows=4, cols=2, **ECP5_KNOBS)),
+             ("sdue", load_config(ROOT / "configs" / "toy_ecp5.toml"))]
+    if full_sdue:   # inferred multipliers: routing does not converge (docs/fpga.md)
+        plan += [("sdue", toy), ("sdue", base)]
     rows = []
     for top, cfg in plan:
         knobs = (f"mult={cfg.dpu_mult} in={int(cfg.dpu_pipe_in)} mul={int(cfg.dpu_pipe_mul)} "
@@ -73,7 +76,8 @@ def pnr_runs(out: Path, full_sdue: bool = False) -> list[dict]:
             "top": top, "config": cfg.name, "dpu_mult": cfg.dpu_mult,
             "pipe_in": cfg.dpu_pipe_in, "pipe_mul": cfg.dpu_pipe_mul,
             "pipe_tree_in": cfg.dpu_pipe_tree_in, "pipe_tree": cfg.dpu_pipe_tree,
-            "dpu_latency": cfg.dpu_latency, "board": BOARD, "target_mhz": FREQ_MHZ,
+            "dpu_latency": cfg.dpu_latency, "sdue_in_latency": cfg.sdue_in_latency,
+            "floorplan_cells": r["floorplan_cells"], "board": BOARD, "target_mhz": FREQ_MHZ,
             "fmax_mhz": r["fmax_mhz"], "timing_met": r["timing_met"],
             "comb": u.get("TRELLIS_COMB", {}).get("used", 0),
             "ff": u.get("TRELLIS_FF", {}).get("used", 0),
@@ -108,14 +112,15 @@ def synth_runs(out: Path, skip_array: bool, flat_array: bool = False) -> list[di
 
 def markdown(pnr_rows, synth_rows) -> str:
     lines = [f"## Place and route, {BOARD}, target {FREQ_MHZ:g} MHz", "",
-             "| top | config | dpu_mult | pipe in/mul/tree_in/tree | latency | fmax MHz | met "
-             "| LUT4 | FF | MULT18X18D | DP16KD |",
-             "|---|---|---|---|---:|---:|---|---:|---:|---:|---:|"]
+             "| top | config | dpu_mult | pipe in/mul/tree_in/tree | latency | SDUE in | "
+             "pinned | fmax MHz | met | LUT4 | FF | MULT18X18D | DP16KD |",
+             "|---|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
     for r in pnr_rows:
         pipes = "/".join(str(int(r[k])) for k in ("pipe_in", "pipe_mul", "pipe_tree_in",
                                                   "pipe_tree"))
         lines.append(f"| {r['top']} | {r['config']} | {r['dpu_mult']} | {pipes} | "
-                     f"{r['dpu_latency']} | {r['fmax_mhz']} | "
+                     f"{r['dpu_latency']} | {r['sdue_in_latency'] if r['top'] == 'sdue' else '-'} "
+                     f"| {r['floorplan_cells']} | {r['fmax_mhz']} | "
                      f"{'yes' if r['timing_met'] else 'no'} | {r['comb']:,} | {r['ff']:,} | "
                      f"{r['mult']} | {r['bram']} |")
     lines += ["", "## Synthesis, exion16", "",
@@ -136,8 +141,8 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-exion16-array", action="store_true",
                     help="synthesize only the exion16 DPU (the SDUE takes long)")
     ap.add_argument("--full-sdue", action="store_true",
-                    help="also place and route the toy (DSP registers and inferred) and "
-                         "fpga SDUE arrays (hours: routing does not converge yet)")
+                    help="also place and route the toy and fpga SDUE arrays with inferred "
+                         "multipliers (hours: their routing does not converge)")
     ap.add_argument("--flat-array", action="store_true",
                     help="synthesize exion16's SDUE flat instead of hierarchically (hours)")
     args = ap.parse_args(argv)

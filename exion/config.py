@@ -92,6 +92,12 @@ class Config:
     sdue_pipe : bool
         SDUE pipeline registers on the memory read data, on the switched DPU operands and on
         the OMEM read data of the drain (+3 cycles per run; needed near 100 MHz on FPGAs).
+    sdue_pipe_isw : bool
+        One more SDUE stage, inside the i_sw: each row's R:1 mux is split into two R/2:1
+        halves with a register between them and the final 2:1 (the WMEM data, selects and
+        beat flags get the matching register). +1 cycle of ``sdue_in_latency``; needs
+        ``sdue_pipe``. For FPGAs: the crossbar was the toy SDUE's critical path on ECP5
+        (docs/fpga.md).
     gb_bytes_per_cycle : int
         Global-buffer bandwidth that fills IMEM/WMEM, in bytes per cycle (cycle model).
     """
@@ -115,6 +121,7 @@ class Config:
     dpu_pipe_tree: bool = True
     dpu_mult: str = "infer"
     sdue_pipe: bool = True
+    sdue_pipe_isw: bool = False
     gb_bytes_per_cycle: int = 64
     # Not a parameter: keeps dataclasses.replace() and ==/hash honest.
     _checked: bool = field(default=False, init=False, repr=False, compare=False)
@@ -140,9 +147,11 @@ class Config:
             v = getattr(self, f)
             need(isinstance(v, int) and not isinstance(v, bool), f, v, "must be an integer")
         for f in ("dpu_pipe_in", "dpu_pipe_mul", "dpu_pipe_tree_in", "dpu_pipe_tree",
-                  "sdue_pipe"):
+                  "sdue_pipe", "sdue_pipe_isw"):
             v = getattr(self, f)
             need(isinstance(v, bool), f, v, "must be true or false")
+        need(self.sdue_pipe or not self.sdue_pipe_isw, "sdue_pipe_isw", self.sdue_pipe_isw,
+             "needs sdue_pipe = true (the i_sw stage sits after its memory-data register)")
         for f in ("rows", "cols", "lanes", "k_max", "gb_bytes_per_cycle"):
             need(getattr(self, f) >= 1, f, getattr(self, f), "must be >= 1")
         need(4 <= self.width <= 16, "width", self.width, "must be in 4..16")
@@ -236,7 +245,7 @@ class Config:
     @property
     def sdue_in_latency(self) -> int:
         """SDUE cycles from a beat's memory address to the DPU inputs (see hw/sdue.py)."""
-        return 1 + 2 * int(self.sdue_pipe)
+        return 1 + 2 * int(self.sdue_pipe) + int(self.sdue_pipe_isw)
 
     @property
     def sdue_drain_latency(self) -> int:

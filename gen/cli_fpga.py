@@ -79,6 +79,14 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default: 1)")
     p.add_argument("--router", default="router2", choices=["router2", "router1"],
                    help="nextpnr router (default: router2; router1 stalls on the SDUE)")
+    p.add_argument("--placer", default="heap", choices=["heap", "static"],
+                   help="nextpnr placer (default: heap, nextpnr's analytic placer)")
+    p.add_argument("--floorplan", default="auto", choices=["auto", "spread", "none"],
+                   help="pin the SDUE's MULT18X18D cells (a DSP group per DPU) and block "
+                        "RAMs (beside the rows and columns they feed), spread over the die "
+                        "(dpu_mult = 'ecp5' on an LFE5U-85F). auto: when the block uses 40%% "
+                        "or more of the device's multipliers, where unconstrained placement "
+                        "crowds them and routing fails (default: auto)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="output folder (default: build/fpga/CONFIG-HASH/TOP)")
     p.set_defaults(func=cmd_pnr)
@@ -107,7 +115,8 @@ def cmd_pnr(args) -> int:
     from .fpga import pnr
     cfg = load_cfg(args.config)
     r = pnr(cfg, args.top, args.board, args.freq, out_dir=args.out, progress=_progress,
-            seed=args.seed, router=args.router)
+            seed=args.seed, router=args.router, placer=args.placer,
+            floorplan_mode=args.floorplan)
     util = r["utilization"]
     parts = [f"{k} {v['used']:,}/{v['available']:,}" for k, v in util.items()
              if k in ("TRELLIS_COMB", "TRELLIS_FF", "MULT18X18D", "DP16KD")]

@@ -444,10 +444,11 @@ _TOP_ONLY_CELLS = {"BUFG", "$scopeinfo"}
 
 
 def pipelining(cfg: Config) -> str:
-    """The DPU's multiplier build and pipeline knobs, for reports."""
+    """The DPU's multiplier build and pipeline knobs and the SDUE's FPGA knobs, for reports."""
     knobs = ", ".join(f"{k} = {getattr(cfg, 'dpu_pipe_' + k)}"
                       for k in ("in", "mul", "tree_in", "tree"))
-    return f"dpu_mult = {cfg.dpu_mult}, pipe {knobs} (DPU latency {cfg.dpu_latency})"
+    return (f"dpu_mult = {cfg.dpu_mult}, pipe {knobs} (DPU latency {cfg.dpu_latency}); "
+            f"sdue_pipe = {cfg.sdue_pipe}")
 
 
 def synth_markdown(r: dict, cfg: Config) -> str:
@@ -511,6 +512,98 @@ def synth_markdown(r: dict, cfg: Config) -> str:
 # nextpnr routers: router2 (default) converges on the SDUE where router1 stalls on congestion
 # with thousands of overused wires after minutes (its rip-up loop is slow on high-fan-out nets).
 ROUTERS = ("router2", "router1")
+# nextpnr placers: heap (analytic, nextpnr's default) and static (electrostatic).
+PLACERS = ("heap", "static")
+FLOORPLANS = ("auto", "spread", "none")
+
+# Floorplan (``--floorplan``) for the LFE5U-85F. DSP and block-RAM tiles sit in rows across
+# the die, in groups that start at the same X: a DSP group (two sysDSP slices) has
+# MULT18X18D sites MULT18_0/1/4/5 at X0 + 0, 1, 4, 5; an EBR group has DP16KD sites
+# EBR0..3 at X0 + 0, 2, 4, 6 (nextpnr BEL names ``X{x}/Y{y}/MULT18_{z}``, ``.../EBR{z}``).
+# Read from nextpnr's placements on the LFE5U-85F (156 MULT18X18D = 3 DSP rows x 13 groups
+# x 4; the EBR rows at Y 22 and 46 are the ones between them). Other devices: no floorplan.
+ECP5_GRID = {
+    "LFE5U-85F": {"x0": (4, 13, 22, 31, 40, 49, 58, 69, 78, 87, 96, 105, 114),
+                  "dsp_rows": (10, 34, 58), "ebr_rows": (22, 46)},
+}
+_DSP_SITES = ((0, 0), (1, 1), (4, 4), (5, 5))   # (X offset, z) of a group's MULT18 sites
+# ``auto`` floorplans a block that uses at least this share of the device's multipliers: on
+# the LFE5U-85F the unconstrained placement packs the DSPs into adjacent groups and routing
+# stops converging from about 64 of 156 (docs/fpga.md); smaller blocks route unconstrained.
+FLOORPLAN_AUTO_SHARE = 0.4
+
+
+def floorplan(cfg: Config, top: str, device: str, mode: str = "auto") -> dict[str, str]:
+    """Placement constraints for an SDUE: ``{cell path in the block: nextpnr BEL}``.
+
+    * DSPs: every DPU gets a DSP group of its own (its L <= 4 multipliers share the group's
+      clock enables), DPUs spread evenly over the DSP rows and along each row, column-major:
+      the DPUs of one array column (one WMEM bank) share a DSP row where they can, the array
+      rows run along it (``toy``: column c on DSP row c, row r at the r-th of 8 groups).
+    * Block RAMs, beside what they feed: IMEM bank r and OMEM bank r at the X of array row r
+      (IMEM on the first EBR row, OMEM on the second), WMEM bank c in the middle of its DSP
+      row, on the EBR row nearest to it. Without this the IMEM banks and the i_sw crossbar
+      after them are packed into one spot that does not route.
+
+    Cell paths are the instance names after ``synth_ecp5``: ``dpu_R_C.multI`` (hw/ecp5.py)
+    and ``MEM.0.J`` for the J-th DP16KD of a memory (Yosys's names when only the width is
+    split, true for memories of at most 512 words). ``mode``: ``auto`` (when the block uses
+    at least ``FLOORPLAN_AUTO_SHARE`` of the device's multipliers), ``spread`` (always where
+    possible), ``none``. Returns ``{}`` where no floorplan applies.
+    """
+    if mode not in FLOORPLANS:
+        raise ExionError(f"unknown floorplan {mode!r}; available: {', '.join(FLOORPLANS)}")
+    grid = ECP5_GRID.get(device)
+    if mode == "none" or top != "sdue" or cfg.dpu_mult != "ecp5" or grid is None \
+            or cfg.lanes > len(_DSP_SITES):
+        return {}
+    x0s, ys = grid["x0"], grid["dsp_rows"]
+    R, C = cfg.rows, cfg.cols
+    n = R * C
+    if n > len(ys) * len(x0s):
+        return {}
+    if mode == "auto" and n * cfg.lanes < FLOORPLAN_AUTO_SHARE * len(ys) * len(x0s) * 4:
+        return {}
+    plan: dict[str, str] = {}
+    per_row = -(-n // len(ys))
+    where = {}
+    for k in range(n):
+        c, r = divmod(k, R)
+        row, pos = divmod(k, per_row)
+        count = min(per_row, n - row * per_row)
+        x0 = x0s[round(pos * (len(x0s) - 1) / (count - 1)) if count > 1 else len(x0s) // 2]
+        where[(r, c)] = (x0, ys[row])
+        for i, (dx, z) in enumerate(_DSP_SITES[:cfg.lanes]):
+            plan[f"dpu_{r}_{c}.mult{i}"] = f"X{x0 + dx}/Y{ys[row]}/MULT18_{z}"
+    # Block RAMs: each memory's cells take the free EBR sites nearest its preferred spot.
+    ebr_rows = grid["ebr_rows"]
+    free = {(x0, y, z) for x0 in x0s for y in ebr_rows for z in range(4)}
+
+    def place(mem: str, depth: int, x: float, y: int) -> None:
+        width = cfg.width * cfg.lanes if not mem.startswith("omem") else cfg.acc_width
+        blocks = _mem_blocks_ecp5(depth, width) if depth <= 512 else 0
+        for j in range(blocks):
+            site = min(free, key=lambda s: (abs(s[1] - y), abs(s[0] - x), s[2], s[0]))
+            free.discard(site)
+            plan[f"{mem}.0.{j}"] = f"X{site[0] + 2 * site[2]}/Y{site[1]}/EBR{site[2]}"
+
+    for r in range(R):
+        place(f"imem{r}", 2 * cfg.imem_words, where[(r, 0)][0], ebr_rows[0])
+    for r in range(R):
+        place(f"omem{r}", cfg.omem_depth, where[(r, 0)][0], ebr_rows[-1])
+    for c in range(C):
+        xs = sorted(where[(r, c)][0] for r in range(R))
+        y = min(ebr_rows, key=lambda e: (abs(e - where[(0, c)][1]), -e))
+        for k in range(cfg.merge_ways):
+            place(f"wmem{c}_{k}", 2 * cfg.wmem_words, xs[len(xs) // 2], y)
+    return plan
+
+
+def floorplan_script(plan: dict[str, str], top: str, prefix: str) -> str:
+    """Yosys commands that set each planned cell's ``BEL`` attribute (nextpnr places the
+    cell there). A name that synthesis did not produce only draws a Yosys warning."""
+    return "\n".join(f'setattr -set BEL "{bel}" {top}/{prefix}{cell}'
+                      for cell, bel in sorted(plan.items()))
 _PLL_PARAM = re.compile(r"\.(\w+)\((\"?)([^\")]*)\2\)")
 _PLL_ATTR = re.compile(r"\(\*\s*(\w+)=\"([^\"]*)\"\s*\*\)")
 _PLL_FREQ = re.compile(r"clkout0 frequency:\s*([0-9.]+)\s*MHz")
@@ -564,6 +657,12 @@ def _critical_path_text(log: str) -> list[str]:
     return out
 
 
+def _constrained_cells(log: str) -> int | None:
+    """Cells nextpnr placed from BEL constraints (the floorplan, the PLL, the pins)."""
+    m = re.search(r"Placed (\d+) cells based on constraints", log)
+    return int(m.group(1)) if m else None
+
+
 def _parse_report(rep: dict, log: str) -> dict:
     fmax = {}
     for net, v in rep.get("fmax", {}).items():
@@ -591,7 +690,7 @@ def _parse_report(rep: dict, log: str) -> dict:
 
 def pnr(cfg: Config, top: str, board: str = "ulx3s-85f", freq_mhz: float = 100.0,
         out_dir=None, progress: Progress = None, seed: int = 1, precheck: bool = True,
-        router: str = "router2") -> dict:
+        router: str = "router2", placer: str = "heap", floorplan_mode: str = "auto") -> dict:
     """Place and route ``top`` in the board wrapper; write and return the timing report.
 
     Before building: the config estimate and then a synthesis of the block alone are checked
@@ -606,6 +705,11 @@ def pnr(cfg: Config, top: str, board: str = "ulx3s-85f", freq_mhz: float = 100.0
         raise ExionError(f"unknown board {board!r}; available: {', '.join(BOARDS)}")
     if router not in ROUTERS:
         raise ExionError(f"unknown router {router!r}; available: {', '.join(ROUTERS)}")
+    if placer not in PLACERS:
+        raise ExionError(f"unknown placer {placer!r}; available: {', '.join(PLACERS)}")
+    if floorplan_mode not in FLOORPLANS:
+        raise ExionError(f"unknown floorplan {floorplan_mode!r}; available: "
+                         f"{', '.join(FLOORPLANS)}")
     if not (1.0 <= freq_mhz <= 500.0):
         raise ExionError(f"--freq {freq_mhz:g} MHz is out of range: use 1..500 MHz")
     b = BOARDS[board]
@@ -628,20 +732,26 @@ def pnr(cfg: Config, top: str, board: str = "ulx3s-85f", freq_mhz: float = 100.0
     f_in = clk_res.clock.frequency / 1e6
     _say(progress, f"PLL {f_in:g} MHz -> {freq_mhz:g} MHz (ecppll) ...")
     pll = ecp5_pll(f_in, freq_mhz, out)
+    plan = floorplan(cfg, top, b.device, floorplan_mode)
+    if plan:
+        _say(progress, f"floorplan: {sum('.mult' in k for k in plan)} MULT18X18D and "
+                       f"{sum('.mult' not in k for k in plan)} DP16KD cells pinned, spread over "
+                       f"the {b.device} ...")
     block = TOPS[top][0](cfg)
     wrapper = BoardTop(block, pll=pll, freq_hz=pll["f_out_mhz"] * 1e6, led=b.led,
                        entropy=b.entropy)
     name = "exion_board"
     nextpnr_opts = f"--report report.json --detailed-timing-report --timing-allow-fail " \
-                   f"--seed {seed} --router {router}"
+                   f"--seed {seed} --placer {placer} --router {router}"
     _say(progress, f"preparing {board} build of {top} ({wrapper.shim.in_bits} input bits from "
                    f"the LFSR, {wrapper.shim.out_bits} output bits XOR-reduced to the LED) ...")
-    plan = platform.prepare(wrapper, name=name, nextpnr_opts=nextpnr_opts)
-    plan.extract(str(out))
+    build = platform.prepare(wrapper, name=name, nextpnr_opts=nextpnr_opts,
+                             script_after_synth=floorplan_script(plan, name, "shim.block."))
+    build.extract(str(out))
     _say(progress, f"yosys + nextpnr-ecp5 + ecppack for {dev.name} at {freq_mhz:g} MHz "
                    f"(minutes for large blocks; log: {out / (name + '.tim')}) ...")
     t0 = time.perf_counter()
-    _run(["sh", f"{plan.script}.sh"], out, out / "build.log",
+    _run(["sh", f"{build.script}.sh"], out, out / "build.log",
          f"place-and-route of {top} on {board}", env=_tool_env())
     seconds = time.perf_counter() - t0
     log = (out / f"{name}.tim").read_text()
@@ -670,6 +780,10 @@ def pnr(cfg: Config, top: str, board: str = "ulx3s-85f", freq_mhz: float = 100.0
         "timing_met": fmax_mhz is not None and fmax_mhz >= pll["f_out_mhz"],
         "seed": seed,
         "router": router,
+        "placer": placer,
+        "floorplan": floorplan_mode if plan else "none",
+        "floorplan_cells": len(plan),
+        "constrained_cells": _constrained_cells(log),
         "shim": {"input_bits": wrapper.shim.in_bits, "output_bits": wrapper.shim.out_bits},
         **parsed,
         "block_synthesis": syn["resources"] if syn else None,
@@ -691,7 +805,9 @@ def pnr_markdown(r: dict, cfg: Config) -> str:
         f"({r['device']})",
         "",
         f"Pipelining: {pipelining(cfg)}. Target {r['target_mhz']:g} MHz, PLL "
-        f"{r['pll_mhz']:g} MHz, nextpnr seed {r['seed']}, {r.get('router', 'router1')}.",
+        f"{r['pll_mhz']:g} MHz, nextpnr seed {r['seed']}, {r.get('placer', 'heap')} placer, "
+        f"{r.get('router', 'router1')}, floorplan: {r.get('floorplan', 'none')} "
+        f"({r.get('floorplan_cells', 0)} cells pinned).",
         "",
         f"**fmax {r['fmax_mhz']} MHz: timing {met}.**",
         "",

@@ -91,7 +91,10 @@ __all__ = [
 # ---- SDUE (contract; calibrate against RTL) --------------------------------------------
 # The SDUE's fixed cycles come from the config (hw/sdue.py's pipeline): C (last drain),
 # cfg.dpu_latency, cfg.sdue_in_latency (memory read + the sdue_pipe registers before the
-# DPUs) and cfg.sdue_drain_latency (OMEM read before the drain's write, + sdue_pipe).
+# DPUs + the sdue_pipe_isw register inside the i_sw) and cfg.sdue_drain_latency (OMEM read
+# before the drain's write, + sdue_pipe).
+# Build choices that change no cycle and are not modelled: dpu_mult (MULT18X18D or
+# inferred) and the FPGA DSP floorplan of exion pnr.
 
 # ---- CAU (calibrated to hw/cau.py: exact, tests/test_cau.py, tests/test_cau_rtl.py) ---
 #: Column cvs per input beat (the hw.cau.CAU ``cols_per_cycle`` default): a 4608-column

@@ -19,14 +19,16 @@ than two LUT levels).
 
 :class:`BoardTop` is the platform top (a plain ``Elaboratable``, as the Amaranth platform
 ``build`` expects): the board oscillator feeds an ECP5 ``EHXPLLL`` PLL that makes the target
-clock, the PLL's lock holds the ``sync`` domain in reset, and the shim runs in ``sync``.
+clock, the PLL's lock holds the ``sync`` domain in reset (synchronized, then distributed on a
+global clock line through a ``DCCA``), and the shim runs in ``sync``.
 """
 
 from __future__ import annotations
 
-from amaranth import Cat, ClockDomain, ClockSignal, Elaboratable, Instance, Module, Signal, Value
+from amaranth import (Cat, ClockDomain, ClockSignal, Elaboratable, Instance, Module, ResetSignal,
+                      Signal, Value)
 from amaranth.lib import io, wiring
-from amaranth.lib.cdc import ResetSynchronizer
+from amaranth.lib.cdc import AsyncFFSynchronizer
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["StimulusShim", "BoardTop", "block_ports", "LFSR_TAPS"]
@@ -157,7 +159,14 @@ class BoardTop(Elaboratable):
             i_PHASELOADREG=1, i_PLLWAKESYNC=0, i_ENCLKOP=0)
         m.domains.sync = ClockDomain("sync")
         m.d.comb += ClockSignal("sync").eq(clk_out)
-        m.submodules.reset_sync = ResetSynchronizer(~lock, domain="sync")
+        # Reset: the PLL's lock, synchronized (asserted at once, released on a clock edge),
+        # then through a DCCA onto a global clock line. The reset reaches every control
+        # register of the block; as a fabric net it was the critical path of the floorplanned
+        # toy SDUE (13 ns of routing across the die, docs/fpga.md).
+        rst_local, rst_global = Signal(init=1), Signal()
+        m.submodules.reset_sync = AsyncFFSynchronizer(~lock, rst_local, o_domain="sync")
+        m.submodules.reset_buf = Instance("DCCA", i_CLKI=rst_local, i_CE=1, o_CLKO=rst_global)
+        m.d.comb += ResetSignal("sync").eq(rst_global)
         platform.add_clock_constraint(clk_out, self.freq_hz)
 
         m.submodules.shim = shim = self.shim

@@ -13,7 +13,8 @@ Timing contract (mirrored by ``exion.golden.cycles.sdue_cycles``):
   in the last cycle of a period, so passes stream back to back with no bubble.
 * A beat reaches the DPU inputs ``cfg.sdue_in_latency`` cycles after its memory address:
   one cycle of memory read, plus (``sdue_pipe``) a register on the memory read data and a
-  register on the switched operands. The DPUs add ``cfg.dpu_latency``. The results of a pass
+  register on the switched operands, plus (``sdue_pipe_isw``) a register in the middle of
+  the i_sw. The DPUs add ``cfg.dpu_latency``. The results of a pass
   are then captured and drained into OMEM one column per cycle per bank (C cycles) while
   the next pass computes. The ``max(kwords, C)`` period guarantees a drain ends before the
   next capture.
@@ -131,6 +132,8 @@ class SDUE(wiring.Component):
     cfg : Config
         R = ``rows``, C = ``cols``, L = ``lanes``, W, A, m = ``merge_ways`` and the memory
         depths.
+    fetch : bool
+        Add the weight-fetch write port ``wmem_f`` (``hw.gemm``).
 
     Members
     -------
@@ -316,6 +319,30 @@ class SDUE(wiring.Component):
             b_last = stage(b_last, "b_last2", control=True)
             b_valid = stage(b_valid, "b_valid2", control=True)
             ctl_valid.append(b_valid)
+        row_pre = None
+        if cfg.sdue_pipe_isw:
+            # Stage 2b (sdue_pipe_isw): the i_sw's R:1 mux in two halves, registered, and the
+            # select's MSB beside them; the final 2:1 comes in stage 3. Everything else that
+            # travels with the beat (WMEM data, selects, flags) gets the same register.
+            nb = len(isel_d[0])
+            row_pre = []
+            for r in range(R):
+                if nb == 0:
+                    row_pre.append(stage(imem_data[0], f"isw_q{r}"))
+                    continue
+                half = 1 << (nb - 1)
+                low_bits = isel_d[r][:nb - 1]
+                lo = stage(_mux(imem_data[:half], low_bits), f"isw_lo{r}")
+                hi = stage(_mux(imem_data[half:], low_bits), f"isw_hi{r}")
+                msb = stage(isel_d[r][nb - 1], f"isw_msb{r}")
+                row_pre.append(Mux(msb, hi, lo))
+            wmem_data = [[stage(v, f"wmem_q2_{c}_{k}") for k, v in enumerate(p)]
+                         for c, p in enumerate(wmem_data)]
+            sel_d = stage(sel_d, "sel3")
+            b_first = stage(b_first, "b_first3", control=True)
+            b_last = stage(b_last, "b_last3", control=True)
+            b_valid = stage(b_valid, "b_valid3", control=True)
+            ctl_valid.append(b_valid)
 
         # Result descriptors wait in a FIFO from the last beat until capture. They are
         # written one cycle after the last beat, with the OMEM address of every member
@@ -342,13 +369,16 @@ class SDUE(wiring.Component):
             ctl_valid.append(d_any)
         else:
             d_first, d_last = b_first, b_last
-        results = []
+        results, results_valid = [], []
         for r in range(R):
             row_in = Signal(word, name=f"row_in{r}")
-            mod.d.comb += row_in.eq(_mux(imem_data, isel_d[r]))
+            if row_pre is not None:
+                mod.d.comb += row_in.eq(row_pre[r])
+            else:
+                mod.d.comb += row_in.eq(_mux(imem_data, isel_d[r]))
             if pipe:
                 row_in = stage(row_in, f"row_q{r}")
-            row_res = []
+            row_res, row_valid = [], []
             for c in range(C):
                 dpu = DPU(cfg)
                 mod.submodules[f"dpu_{r}_{c}"] = dpu
@@ -366,7 +396,9 @@ class SDUE(wiring.Component):
                     dpu.inp.payload.last.eq(d_last),
                 ]
                 row_res.append(dpu.out.payload)
+                row_valid.append(dpu.out.valid)
             results.append(row_res)
+            results_valid.append(row_valid)
 
         # Capture strobe: the last beat's flag at the DPU inputs, delayed to the DPU output.
         cap_line = Signal(lat, name="cap_line")
@@ -398,7 +430,6 @@ class SDUE(wiring.Component):
         pending = [w_pending]
         if pipe:
             q_pending = stage(w_pending, "q_pending", control=True)
-            q_acc = stage(w_acc, "q_acc")
             pending.append(q_pending)
 
         busy = Signal(name="busy_int")
@@ -410,7 +441,14 @@ class SDUE(wiring.Component):
             daddr = [Signal(cfg.omem_addr_bits, name=f"daddr_{r}_{c}", reset_less=True)
                      for c in range(C)]
             dvalid = Signal(C, name=f"dvalid_{r}")
-            with mod.If(cap):
+            # The bank loads its drain entries on its own DPUs' result strobes: they rise
+            # with ``cap`` in every pass where one of the row's DPUs is valid, and a row
+            # with none would only load zeros into a drain that has already shifted empty
+            # (period >= C). One ``cap`` net fanned out to every bank's entries was the
+            # floorplanned toy SDUE's critical path on ECP5 (docs/fpga.md).
+            cap_r = Signal(name=f"cap_{r}")
+            mod.d.comb += cap_r.eq(Cat(*results_valid[r]).any())
+            with mod.If(cap_r):
                 for c in range(C):
                     s = rdesc.sel[r][c]
                     mod.d.sync += [dval[c].eq(results[r][c]),
@@ -445,6 +483,13 @@ class SDUE(wiring.Component):
                 # from registers, newest first: the write in the cycle after the read
                 # (the entry ahead, compared with w_addr) and the write in the cycle of the
                 # read (compared with the read address, head_addr).
+                # The accumulate flag per bank (ANDed with the bank's own write, so synthesis
+                # keeps one register per bank): one flag shared by every bank's adder
+                # crossed the die once OMEM was floorplanned (docs/fpga.md). Where the
+                # write is off, x_new is never used.
+                w_acc_r = Signal(name=f"w_acc{r}", reset_less=True)
+                mod.d.sync += w_acc_r.eq(draining & dvalid[0] & dacc)
+                x_acc = stage(w_acc_r, f"x_acc{r}")
                 x_valid = stage(w_valid, f"x_valid{r}", control=True)
                 x_addr = stage(w_addr, f"x_addr{r}")
                 x_val = stage(w_val, f"x_val{r}")
@@ -456,7 +501,7 @@ class SDUE(wiring.Component):
                                     control=True), f"fwd_b{r}", control=True)
                 fwd_b_val = stage(fwd_a_val, f"fwd_b_val{r}")  # x_new two cycles back
                 x_old = Mux(fwd_a, fwd_a_val, Mux(fwd_b, fwd_b_val, x_raw))
-                mod.d.comb += x_new.eq(x_val + Mux(q_acc, x_old, 0))
+                mod.d.comb += x_new.eq(x_val + Mux(x_acc, x_old, 0))
                 wr_valid, wr_addr, wr_data = x_valid, x_addr, x_new
             else:
                 wr_valid, wr_addr = w_valid, w_addr

@@ -10,7 +10,9 @@ Layout choices (documented in docs/sdue.md):
   later splits accumulate). Input-sparse products stream only the row block's non-zero
   L-chunks (:func:`exion.golden.conmerge.reduction_chunks`), gathered by the loader.
 * IMEM: each (row block, K-split) gets ``k_words`` consecutive words; DPU row r reads bank r
-  (i_sw identity) which holds ``A[rows[r]]``.
+  (i_sw identity) which holds ``A[rows[r]]``. With ``isel`` (a permutation of the R banks)
+  row r reads bank ``isel[r]`` instead and the loader puts ``A[rows[r]]`` there: the same
+  results through a non-trivial i_sw (the RTL tests use it to exercise the switch).
 * WMEM: member k of every slot of a pass reads ``wbase[k] + beat`` in bank c; a region holds
   ``B[k-range, members[c, k]]``. Identical regions (same columns, same K-split) are reused,
   so dense passes over several row blocks load their weights once.
@@ -62,7 +64,11 @@ class Program:
 
 
 def build_program(cfg: Config, a, b, plan: ConMergePlan, prev=None, accumulate: bool = False,
-                  input_sparse: bool = False) -> Program:
+                  input_sparse: bool = False, isel=None) -> Program:
+    R = cfg.rows
+    isel = list(range(R)) if isel is None else [int(v) for v in isel]
+    if sorted(isel) != list(range(R)):
+        raise ExionError(f"isel must be a permutation of the {R} IMEM banks, got {isel}")
     a = np.asarray(a, dtype=np.int64)
     b = np.asarray(b, dtype=np.int64)
     M, K = a.shape
@@ -147,7 +153,7 @@ def build_program(cfg: Config, a, b, plan: ConMergePlan, prev=None, accumulate: 
             data = np.zeros((R, kw * L), np.int64)
             for r in range(R):
                 if rws[r] >= 0:
-                    data[r] = np.where(kvalid, a[rws[r], kidx], 0)
+                    data[isel[r]] = np.where(kvalid, a[rws[r], kidx], 0)
             for w in range(kw):
                 cur.imem[base + w] = data[:, w * L:(w + 1) * L]
             i_regions[ikey] = base
@@ -177,7 +183,7 @@ def build_program(cfg: Config, a, b, plan: ConMergePlan, prev=None, accumulate: 
             "ibase": i_regions[ikey],
             "kwords": kw,
             "wbase": wbase,
-            "isel": list(range(R)),
+            "isel": list(isel),
             "sel": [[{"idx": int(max(select[r, c], 0)),
                       "valid": int(select[r, c] >= 0 and valid_rows[r])}
                      for c in range(C)] for r in range(R)],

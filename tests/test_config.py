@@ -44,6 +44,7 @@ def test_accumulator_rule_boundary():
     ("dpu_pipe_mul", 1, r"dpu_pipe_mul = 1 is invalid: must be true or false"),
     ("dpu_pipe_in", "yes", r"dpu_pipe_in = 'yes' is invalid: must be true or false"),
     ("dpu_mult", "dsp48", r"dpu_mult = 'dsp48' is invalid: must be one of 'infer', 'ecp5'"),
+    ("sdue_pipe_isw", 1, r"sdue_pipe_isw = 1 is invalid: must be true or false"),
 ])
 def test_invalid_fields_named(field, value, message):
     with pytest.raises(ConfigError, match=message):
@@ -107,3 +108,11 @@ def test_missing_file_and_unknown_name(tmp_path):
 def test_frozen():
     with pytest.raises(AttributeError):
         PRESETS["toy"].rows = 4
+
+
+def test_sdue_pipe_isw_needs_sdue_pipe_and_adds_a_cycle():
+    toy = PRESETS["toy"]
+    with pytest.raises(ConfigError, match=r"sdue_pipe_isw = True is invalid: needs "
+                                          r"sdue_pipe = true"):
+        toy.replace(sdue_pipe=False, sdue_pipe_isw=True)
+    assert toy.replace(sdue_pipe_isw=True).sdue_in_latency == toy.sdue_in_latency + 1

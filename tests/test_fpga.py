@@ -177,3 +177,92 @@ def test_pnr_toy_dpu_ulx3s(tmp_path):
     assert r["utilization"]["MULT18X18D"]["used"] == PRESETS["toy"].lanes
     assert r["fmax_mhz"] and r["timing_met"]
     assert (tmp_path / "pnr-ulx3s-85f-100MHz" / "pnr.md").exists()
+
+
+def _toy_ecp5_cfg():
+    from exion.config import load_config
+    return load_config(Path(__file__).resolve().parent.parent / "configs" / "toy_ecp5.toml")
+
+
+def test_floorplan_spreads_dsps_one_group_per_dpu():
+    import re
+    cfg = _toy_ecp5_cfg()
+    plan = fpga.floorplan(cfg, "sdue", "LFE5U-85F")
+    grid = fpga.ECP5_GRID["LFE5U-85F"]
+    x0s, ys = grid["x0"], grid["dsp_rows"]
+    assert len(set(plan.values())) == len(plan)           # no site used twice
+    groups = set()
+    for r in range(cfg.rows):
+        for c in range(cfg.cols):
+            sites = [plan[f"dpu_{r}_{c}.mult{i}"] for i in range(cfg.lanes)]
+            parsed = [re.fullmatch(r"X(\d+)/Y(\d+)/MULT18_([0145])", s) for s in sites]
+            assert all(parsed), sites
+            xs = [int(p[1]) for p in parsed]
+            y = {int(p[2]) for p in parsed}
+            # The DPU's lanes share one DSP group: its first tile + 0, 1, 4, 5.
+            assert len(y) == 1 and xs[0] in x0s and xs == [xs[0] + d for d in (0, 1, 4, 5)]
+            groups.add((xs[0], y.pop()))
+    assert len(groups) == cfg.rows * cfg.cols
+    # Spread: every DSP row is used, and each row's DPUs span its first to its last group.
+    for y in ys:
+        row = sorted(x for x, yy in groups if yy == y)
+        assert row and row[0] == x0s[0] and row[-1] == x0s[-1]
+
+
+def test_floorplan_puts_memories_beside_their_rows():
+    import re
+    cfg = _toy_ecp5_cfg()
+    plan = fpga.floorplan(cfg, "sdue", "LFE5U-85F")
+    ebr_rows = fpga.ECP5_GRID["LFE5U-85F"]["ebr_rows"]
+    mems = {k: v for k, v in plan.items() if ".mult" not in k}
+    # toy: IMEM 128 x 48 bits and WMEM sub-banks 512 x 48 -> 2 DP16KD each, OMEM 64 x 32 -> 1
+    want = {f"imem{r}.0.{j}" for r in range(8) for j in range(2)} | \
+        {f"omem{r}.0.0" for r in range(8)} | \
+        {f"wmem{c}_{k}.0.{j}" for c in range(3) for k in range(2) for j in range(2)}
+    assert set(mems) == want
+    for cell, bel in mems.items():
+        m = re.fullmatch(r"X(\d+)/Y(\d+)/EBR([0-3])", bel)
+        assert m and int(m[2]) in ebr_rows, (cell, bel)
+    for r in range(cfg.rows):
+        x_row = int(re.match(r"X(\d+)", plan[f"dpu_{r}_0.mult0"])[1])
+        for cell in (f"imem{r}.0.0", f"imem{r}.0.1", f"omem{r}.0.0"):
+            x = int(re.match(r"X(\d+)", mems[cell])[1])
+            assert x_row <= x <= x_row + 6, (cell, mems[cell], x_row)   # the row's group
+    script = fpga.floorplan_script(plan, "exion_board", "shim.block.")
+    assert 'setattr -set BEL "X4/Y10/MULT18_0" exion_board/shim.block.dpu_0_0.mult0' in script
+    assert len(script.splitlines()) == len(plan)
+
+
+def test_floorplan_applies_only_where_it_can():
+    cfg = _toy_ecp5_cfg()
+    small = cfg.replace(rows=4, cols=2, name="t42")   # 32 of 156 multipliers
+    assert fpga.floorplan(small, "sdue", "LFE5U-85F") == {}          # auto: too few
+    assert len(fpga.floorplan(small, "sdue", "LFE5U-85F", "spread")) > 8 * cfg.lanes
+    assert fpga.floorplan(cfg, "sdue", "LFE5U-85F", "none") == {}
+    assert fpga.floorplan(cfg, "sdue", "LFE5U-45F") == {}    # no site table
+    assert fpga.floorplan(cfg, "dpu", "LFE5U-85F") == {}
+    assert fpga.floorplan(PRESETS["toy"], "sdue", "LFE5U-85F", "spread") == {}
+    with pytest.raises(ExionError, match=r"unknown floorplan 'tight'; available: auto, "
+                                         r"spread, none"):
+        fpga.floorplan(cfg, "sdue", "LFE5U-85F", "tight")
+
+
+def test_pnr_unknown_placer_and_floorplan():
+    with pytest.raises(ExionError, match=r"unknown placer 'sa'; available: heap, static"):
+        fpga.pnr(PRESETS["toy"], "dpu", placer="sa")
+    with pytest.raises(ExionError, match=r"unknown floorplan 'x'; available: auto, spread"):
+        fpga.pnr(PRESETS["toy"], "dpu", floorplan_mode="x")
+
+
+@pytest.mark.long
+def test_pnr_toy_ecp5_sdue_ulx3s(tmp_path):
+    """The issue's target: the toy SDUE built for ECP5 (configs/toy_ecp5.toml), floorplanned
+    by default, routes on the ULX3S-85F and meets 100 MHz (about 10 minutes)."""
+    cfg = _toy_ecp5_cfg()
+    r = fpga.pnr(cfg, "sdue", "ulx3s-85f", 100.0, out_dir=tmp_path)
+    assert r["utilization"]["MULT18X18D"]["used"] == cfg.rows * cfg.cols * cfg.lanes
+    assert r["floorplan_cells"] > 0
+    # every planned cell was placed from its constraint (plus the PLL and the 3 pins)
+    assert r["constrained_cells"] == r["floorplan_cells"] + 4
+    assert r["fmax_mhz"] and r["timing_met"], r["critical_paths"][:1]
+    assert (tmp_path / "pnr-ulx3s-85f-100MHz" / "exion_board.bit").exists()

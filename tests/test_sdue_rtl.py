@@ -157,10 +157,15 @@ def sdue_session(config_name):
         print(f"SDUE {cfg.name}: seed {seed} (re-run: EXION_SEED={seed})")
         cases = make_cases(cfg, np.random.default_rng(seed))
         assert sorted(cases) == sorted(case_names(cfg))
+        # Every other case loads row r's data into IMEM bank isel[r] of a seeded random
+        # permutation, so the i_sw crossbar must route each bank to its row; the others
+        # keep the identity.
+        perm_rng = np.random.default_rng(seed + 1)
         programs = [build_program(cfg, c["a"], c["b"], c["plan"], prev=c["prev"],
                                   accumulate=c.get("accumulate", False),
-                                  input_sparse=c.get("input_sparse", False))
-                    for c in cases.values()]
+                                  input_sparse=c.get("input_sparse", False),
+                                  isel=perm_rng.permutation(cfg.rows) if i % 2 else None)
+                    for i, c in enumerate(cases.values())]
         if "k_split_sparse" in cases:   # the case must really span batches
             assert len(programs[list(cases).index("k_split_sparse")].batches) > 1
         runs, report = rtl_sdue(cfg, programs, seed=seed, run_name="cases")
@@ -213,3 +218,24 @@ def test_sdue_descriptor_gaps_and_back_pressure():
     np.testing.assert_array_equal(runs[0].result, execute_plan(cfg, a, b, plan, out=prev),
                                   err_msg=f"seed {seed}")
     assert runs[0].cycles >= runs[0].model
+
+
+def test_program_isel_places_rows_in_their_banks():
+    """build_program's isel: row r's data goes to IMEM bank isel[r], and only permutations."""
+    from exion.errors import ExionError
+    cfg = PRESETS["toy"]
+    R, L = cfg.rows, cfg.lanes
+    rng = np.random.default_rng(7)
+    a = rng.integers(cfg.wmin, cfg.wmax + 1, (R, 2 * L))
+    b = rng.integers(cfg.wmin, cfg.wmax + 1, (2 * L, cfg.cols))
+    plan = dense_plan(cfg, R, cfg.cols)
+    perm = rng.permutation(R)
+    ident = build_program(cfg, a, b, plan)
+    moved = build_program(cfg, a, b, plan, isel=perm)
+    d0, d1 = ident.batches[0], moved.batches[0]
+    assert [d["isel"] for d in d1.descs] == [list(perm)] * len(d1.descs)
+    for addr, words in d0.imem.items():
+        np.testing.assert_array_equal(d1.imem[addr][perm], words)   # bank perm[r] = row r
+    for bad in ([0] * R, list(range(R - 1)), list(range(1, R + 1))):
+        with pytest.raises(ExionError, match="isel must be a permutation"):
+            build_program(cfg, a, b, plan, isel=bad)
