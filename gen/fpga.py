@@ -541,8 +541,8 @@ def floorplan(cfg: Config, top: str, device: str, mode: str = "auto") -> dict[st
       the DPUs of one array column (one WMEM bank) share a DSP row where they can, the array
       rows run along it (``toy``: column c on DSP row c, row r at the r-th of 8 groups).
     * Block RAMs, beside what they feed: IMEM bank r and OMEM bank r at the X of array row r
-      (IMEM on the first EBR row, OMEM on the second), WMEM bank c in the middle of its DSP
-      row, on the EBR row nearest to it. Without this the IMEM banks and the i_sw crossbar
+      (IMEM banks of the i_sw's low half on the first EBR row, the high half and OMEM on
+      the last), WMEM bank c in the middle of its DSP row, on the EBR row nearest to it. Without this the IMEM banks and the i_sw crossbar
       after them are packed into one spot that does not route.
 
     Cell paths are the instance names after ``synth_ecp5``: ``dpu_R_C.multI`` (hw/ecp5.py)
@@ -587,8 +587,13 @@ def floorplan(cfg: Config, top: str, device: str, mode: str = "auto") -> dict[st
             free.discard(site)
             plan[f"{mem}.0.{j}"] = f"X{site[0] + 2 * site[2]}/Y{site[1]}/EBR{site[2]}"
 
+    # IMEM: banks in the i_sw's low half (the banks below 2**(bits - 1), the first of the
+    # two halves of sdue_pipe_isw) on the first EBR row, the high half on the last, so the
+    # crossbar's data spreads over both rows instead of crowding one.
+    half = 1 << max(0, (R - 1).bit_length() - 1)
     for r in range(R):
-        place(f"imem{r}", 2 * cfg.imem_words, where[(r, 0)][0], ebr_rows[0])
+        place(f"imem{r}", 2 * cfg.imem_words, where[(r, 0)][0],
+              ebr_rows[0] if r < half else ebr_rows[-1])
     for r in range(R):
         place(f"omem{r}", cfg.omem_depth, where[(r, 0)][0], ebr_rows[-1])
     for c in range(C):

@@ -171,11 +171,13 @@ class BoardTop(Elaboratable):
 
         m.submodules.shim = shim = self.shim
         if self.entropy is not None:
-            button = platform.request(*self.entropy)
-            m.d.comb += shim.entropy.eq(button.i)
+            button = platform.request(*self.entropy, dir="-")
+            m.submodules.button_buf = button_buf = io.Buffer("i", button)
+            m.d.comb += shim.entropy.eq(button_buf.i)
         name, number, sub = self.led
-        led = platform.request(name, number)
+        led = platform.request(name, number, dir="-")
         if sub is not None:
             led = getattr(led, sub)
-        m.d.comb += led.o.eq(shim.led)
+        m.submodules.led_buf = led_buf = io.Buffer("o", led)
+        m.d.comb += led_buf.o.eq(shim.led)
         return m

@@ -228,6 +228,10 @@ def test_floorplan_puts_memories_beside_their_rows():
         for cell in (f"imem{r}.0.0", f"imem{r}.0.1", f"omem{r}.0.0"):
             x = int(re.match(r"X(\d+)", mems[cell])[1])
             assert x_row <= x <= x_row + 6, (cell, mems[cell], x_row)   # the row's group
+    # the i_sw's two halves on the two EBR rows: banks 0-3 first, 4-7 last
+    for r in range(cfg.rows):
+        y = int(re.match(r"X\d+/Y(\d+)", mems[f"imem{r}.0.0"])[1])
+        assert y == (ebr_rows[0] if r < 4 else ebr_rows[-1]), (r, mems[f"imem{r}.0.0"])
     script = fpga.floorplan_script(plan, "exion_board", "shim.block.")
     assert 'setattr -set BEL "X4/Y10/MULT18_0" exion_board/shim.block.dpu_0_0.mult0' in script
     assert len(script.splitlines()) == len(plan)
