@@ -20,7 +20,7 @@ def _freq(text: str) -> float:
 
 
 def register(sub) -> None:
-    from .fpga import BOARDS, DEVICES, FAMILIES
+    from .fpga import BOARDS, DEVICES, FAMILIES, FLOORPLANS, PLACERS, ROUTERS
     from .verilog import TOPS
     tops = "\n".join(f"  {name:8s} {desc}" for name, (_, desc) in TOPS.items())
     devices = "\n".join(
@@ -77,11 +77,11 @@ def register(sub) -> None:
                    help="target clock in MHz, made by the PLL and used as the timing "
                         "constraint (default: 100)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default: 1)")
-    p.add_argument("--router", default="router2", choices=["router2", "router1"],
+    p.add_argument("--router", default="router2", choices=ROUTERS,
                    help="nextpnr router (default: router2; router1 stalls on the SDUE)")
-    p.add_argument("--placer", default="heap", choices=["heap", "static"],
+    p.add_argument("--placer", default="heap", choices=PLACERS,
                    help="nextpnr placer (default: heap, nextpnr's analytic placer)")
-    p.add_argument("--floorplan", default="auto", choices=["auto", "spread", "none"],
+    p.add_argument("--floorplan", default="auto", choices=FLOORPLANS,
                    help="pin the SDUE's MULT18X18D cells (a DSP group per DPU) and block "
                         "RAMs (beside the rows and columns they feed), spread over the die "
                         "(dpu_mult = 'ecp5' on an LFE5U-85F). auto: when the block uses 40%% "

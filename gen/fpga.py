@@ -579,8 +579,9 @@ def floorplan(cfg: Config, top: str, device: str, mode: str = "auto") -> dict[st
     ebr_rows = grid["ebr_rows"]
     free = {(x0, y, z) for x0 in x0s for y in ebr_rows for z in range(4)}
 
-    def place(mem: str, depth: int, x: float, y: int) -> None:
-        width = cfg.width * cfg.lanes if not mem.startswith("omem") else cfg.acc_width
+    word = cfg.width * cfg.lanes      # IMEM/WMEM word; OMEM holds acc_width-bit results
+
+    def place(mem: str, depth: int, width: int, x: float, y: int) -> None:
         blocks = _mem_blocks_ecp5(depth, width) if depth <= 512 else 0
         for j in range(blocks):
             site = min(free, key=lambda s: (abs(s[1] - y), abs(s[0] - x), s[2], s[0]))
@@ -592,15 +593,15 @@ def floorplan(cfg: Config, top: str, device: str, mode: str = "auto") -> dict[st
     # crossbar's data spreads over both rows instead of crowding one.
     half = 1 << max(0, (R - 1).bit_length() - 1)
     for r in range(R):
-        place(f"imem{r}", 2 * cfg.imem_words, where[(r, 0)][0],
+        place(f"imem{r}", 2 * cfg.imem_words, word, where[(r, 0)][0],
               ebr_rows[0] if r < half else ebr_rows[-1])
     for r in range(R):
-        place(f"omem{r}", cfg.omem_depth, where[(r, 0)][0], ebr_rows[-1])
+        place(f"omem{r}", cfg.omem_depth, cfg.acc_width, where[(r, 0)][0], ebr_rows[-1])
     for c in range(C):
         xs = sorted(where[(r, c)][0] for r in range(R))
         y = min(ebr_rows, key=lambda e: (abs(e - where[(0, c)][1]), -e))
         for k in range(cfg.merge_ways):
-            place(f"wmem{c}_{k}", 2 * cfg.wmem_words, xs[len(xs) // 2], y)
+            place(f"wmem{c}_{k}", 2 * cfg.wmem_words, word, xs[len(xs) // 2], y)
     return plan
 
 

@@ -36,8 +36,9 @@ class DPU(wiring.Component):
     ----------
     cfg : Config
         Uses ``lanes`` (L), ``width`` (W), ``acc_width`` (A), ``dpu_pipe_in``,
-        ``dpu_pipe_mul``, ``dpu_pipe_tree_in``, ``dpu_pipe_tree`` and ``dpu_mult`` (``"ecp5"``: the multipliers
-        and their registers are MULT18X18D instances, see ``hw/ecp5.py``).
+        ``dpu_pipe_mul``, ``dpu_pipe_tree_in``, ``dpu_pipe_tree`` and ``dpu_mult``
+        (``"ecp5"``: the multipliers and their registers are MULT18X18D instances, see
+        ``hw/ecp5.py``).
 
     Members
     -------
@@ -50,9 +51,9 @@ class DPU(wiring.Component):
         ``payload`` is sum(a*b) over the beats since ``first``, wrapped to A bits.
 
     Latency and throughput: ``latency = 1 + dpu_pipe_in + dpu_pipe_mul + dpu_pipe_tree_in +
-    dpu_pipe_tree`` cycles (the same as ``cfg.dpu_latency``); one beat per cycle, no back-pressure, idle
-    cycles allowed anywhere (the operand and product registers hold still while ``valid`` is
-    low, so idle DPUs do not toggle).
+    dpu_pipe_tree`` cycles (the same as ``cfg.dpu_latency``); one beat per cycle, no
+    back-pressure, idle cycles allowed anywhere (the operand and product registers hold still
+    while ``valid`` is low, so idle DPUs do not toggle).
     """
 
     def __init__(self, cfg: Config):

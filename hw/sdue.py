@@ -308,17 +308,23 @@ class SDUE(wiring.Component):
         isel_d = stage(cur.isel, "isel1")
         imem_data, wmem_data = imem_rd, wmem_rd
         ctl_valid = [b_valid]                 # every beat-valid register (for ``busy``)
+
+        def beat_stage(n):
+            """Stage ``n`` of what travels with the beat: DPU selects, flags, WMEM data."""
+            nonlocal sel_d, b_first, b_last, b_valid, wmem_data
+            wmem_data = [[stage(v, f"wmem_q{n}_{c}_{k}") for k, v in enumerate(p)]
+                         for c, p in enumerate(wmem_data)]
+            sel_d = stage(sel_d, f"sel{n}")
+            b_first = stage(b_first, f"b_first{n}", control=True)
+            b_last = stage(b_last, f"b_last{n}", control=True)
+            b_valid = stage(b_valid, f"b_valid{n}", control=True)
+            ctl_valid.append(b_valid)
+
         if pipe:
             # Stage 2: registered memory outputs (FPGA block RAM output registers).
             imem_data = [stage(v, f"imem_q{r}") for r, v in enumerate(imem_rd)]
-            wmem_data = [[stage(v, f"wmem_q{c}_{k}") for k, v in enumerate(p)]
-                         for c, p in enumerate(wmem_rd)]
-            sel_d = stage(sel_d, "sel2")
             isel_d = stage(isel_d, "isel2")
-            b_first = stage(b_first, "b_first2", control=True)
-            b_last = stage(b_last, "b_last2", control=True)
-            b_valid = stage(b_valid, "b_valid2", control=True)
-            ctl_valid.append(b_valid)
+            beat_stage(2)
         row_pre = None
         if cfg.sdue_pipe_isw:
             # Stage 2b (sdue_pipe_isw): the i_sw's R:1 mux in two halves, registered, and the
@@ -336,13 +342,7 @@ class SDUE(wiring.Component):
                 hi = stage(_mux(imem_data[half:], low_bits), f"isw_hi{r}")
                 msb = stage(isel_d[r][nb - 1], f"isw_msb{r}")
                 row_pre.append(Mux(msb, hi, lo))
-            wmem_data = [[stage(v, f"wmem_q2_{c}_{k}") for k, v in enumerate(p)]
-                         for c, p in enumerate(wmem_data)]
-            sel_d = stage(sel_d, "sel3")
-            b_first = stage(b_first, "b_first3", control=True)
-            b_last = stage(b_last, "b_last3", control=True)
-            b_valid = stage(b_valid, "b_valid3", control=True)
-            ctl_valid.append(b_valid)
+            beat_stage(3)
 
         # Result descriptors wait in a FIFO from the last beat until capture. They are
         # written one cycle after the last beat, with the OMEM address of every member
@@ -419,14 +419,13 @@ class SDUE(wiring.Component):
         didx = Signal(range(C), name="didx")
         dacc = Signal(name="dacc", reset_less=True)
         w_pending = Signal(name="w_pending")
-        w_acc = Signal(name="w_acc", reset_less=True)
         with mod.If(cap):
             mod.d.sync += [draining.eq(1), didx.eq(0), dacc.eq(rdesc.accumulate)]
         with mod.Elif(draining):
             mod.d.sync += didx.eq(didx + 1)
             with mod.If(didx == C - 1):
                 mod.d.sync += draining.eq(0)
-        mod.d.sync += [w_pending.eq(draining), w_acc.eq(dacc)]
+        mod.d.sync += w_pending.eq(draining)
         pending = [w_pending]
         if pipe:
             q_pending = stage(w_pending, "q_pending", control=True)
@@ -504,6 +503,8 @@ class SDUE(wiring.Component):
                 mod.d.comb += x_new.eq(x_val + Mux(x_acc, x_old, 0))
                 wr_valid, wr_addr, wr_data = x_valid, x_addr, x_new
             else:
+                w_acc = Signal(name="w_acc", reset_less=True)   # one cycle after dacc
+                mod.d.sync += w_acc.eq(dacc)
                 wr_valid, wr_addr = w_valid, w_addr
                 wr_data = w_val + Mux(w_acc, rp.data, 0)
             # The drain's write (a flip-flop, local to the bank) selects the write port's

@@ -16,6 +16,11 @@ from exion.gen import fpga
 from exion.gen.cli import main
 
 
+def _toy_ecp5_cfg():
+    from exion.config import load_config
+    return load_config(Path(__file__).resolve().parent.parent / "configs" / "toy_ecp5.toml")
+
+
 @pytest.fixture(scope="module")
 def toy_ecp5(tmp_path_factory):
     out = tmp_path_factory.mktemp("synth")
@@ -39,8 +44,7 @@ def test_synth_ecp5_mult_keeps_registers_in_the_dsp(tmp_path):
     """dpu_mult = "ecp5" (configs/toy_ecp5.toml): the same L MULT18X18D blocks as the
     inferred build of the same knobs, but the operand registers (2 L W bits) and product
     registers (L 2W bits) are the DSP's own instead of fabric flip-flops."""
-    from exion.config import load_config
-    cfg = load_config(Path(__file__).resolve().parent.parent / "configs" / "toy_ecp5.toml")
+    cfg = _toy_ecp5_cfg()
     assert (cfg.dpu_mult, cfg.dpu_pipe_in, cfg.dpu_pipe_tree_in) == ("ecp5", True, True)
     r = fpga.synth(cfg, "dpu", "ecp5", out_dir=tmp_path / "ecp5")
     inferred = fpga.synth(cfg.replace(dpu_mult="infer"), "dpu", "ecp5",
@@ -178,10 +182,6 @@ def test_pnr_toy_dpu_ulx3s(tmp_path):
     assert r["fmax_mhz"] and r["timing_met"]
     assert (tmp_path / "pnr-ulx3s-85f-100MHz" / "pnr.md").exists()
 
-
-def _toy_ecp5_cfg():
-    from exion.config import load_config
-    return load_config(Path(__file__).resolve().parent.parent / "configs" / "toy_ecp5.toml")
 
 
 def test_floorplan_spreads_dsps_one_group_per_dpu():
