@@ -108,7 +108,7 @@ def cmd_demo(args) -> int:
     # Step 1: the DPU (SPEC 4.1), Verilated and checked against golden.dpu.
     t0 = time.perf_counter()
     build = rtl_build(cfg, "dpu", waves=args.waves, progress=_progress)
-    r = run_bench(build, "exion.sim.bench_dpu", seed=seed,
+    r = run_bench(build, "exion.sim.tb_dpu", seed=seed,
                   params={"cases": ["extremes", "random"], "n_random": 200})
     step = {"block": "dpu", "verilog": str(build.verilog), "gen_seconds": build.gen_seconds,
             "build_seconds": build.build_seconds, "wall_seconds": time.perf_counter() - t0, **r}

@@ -85,7 +85,7 @@ def cmd_sim_dpu(args) -> int:
     build = rtl_build(cfg, "dpu", waves=args.waves,
                       progress=lambda m: print(f"[exion] {m}", file=sys.stderr))
     try:
-        r = run_bench(build, "exion.sim.bench_dpu", seed=seed,
+        r = run_bench(build, "exion.sim.tb_dpu", seed=seed,
                       params={"cases": ["extremes", "random"], "n_random": args.n})
     except BenchFailure as e:
         print(f"FAIL: {e}")

@@ -162,7 +162,7 @@ def rtl_cau(cfg: Config, cases: list[CauCase], *, seed: int | None = None,
     with cau_variant(cau_kw) as top:
         build = rtl_build(cfg, top, waves=waves, progress=progress)
     outs, report = run_bench_pickled(
-        build, "exion.sim.bench_cau",
+        build, "exion.sim.tb_cau",
         [(np.asarray(c.mask, dtype=bool), c.sort) for c in cases], key="cases", seed=seed,
         run_name=run_name, params={"gaps": gaps, "backpressure": backpressure})
     runs = [runs_from_passes(cfg, o["passes"], o["pass_cycles"], o["cycles"],

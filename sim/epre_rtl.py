@@ -214,7 +214,7 @@ def rtl_predict_many(cfg: Config, cases: list[dict], *, seed: int | None = None,
     sizes = Sizes.from_dict(build.manifest_data()["constants"])
     jobs = [prepare(cfg, sizes, **c) for c in cases]
     raws, report = run_bench_pickled(
-        build, "exion.sim.bench_epre", [_strip(j) for j in jobs], key="jobs", seed=seed,
+        build, "exion.sim.tb_epre", [_strip(j) for j in jobs], key="jobs", seed=seed,
         run_name=run_name, params={"backpressure": backpressure, "tap": tap})
     runs = []
     for j, raw in zip(jobs, raws):

@@ -8,7 +8,7 @@ run of the engine (``hw.gemm.check_setup``): column groups of at most ``omem_dep
 and as many row blocks as IMEM and OMEM hold. Per tile the host writes IMEM (row block ``i``
 at ``i * kwords``), GMEM (column ``j`` at ``j << gmem_kbits``) and OMEM (the previous
 output), then streams the tile's mask; the engine does the rest. The cocotb bench
-(:mod:`exion.sim.bench_gemm`) executes the tiles; nothing else is computed on the host.
+(:mod:`exion.sim.tb_gemm`) executes the tiles; nothing else is computed on the host.
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ def rtl_sparse_gemm(cfg: Config, cases: list[GemmCase], *, seed: int | None = No
     """
     build = rtl_build(cfg, "gemm", waves=waves, progress=progress)
     plans = [plan_tiles(cfg, c) for c in cases]
-    outs, report = run_bench_pickled(build, "exion.sim.bench_gemm", plans, key="cases",
+    outs, report = run_bench_pickled(build, "exion.sim.tb_gemm", plans, key="cases",
                                      seed=seed, run_name=run_name, params={"gaps": gaps})
     results, runs = [], []
     for case, tiles, o in zip(cases, plans, outs):

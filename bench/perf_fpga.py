@@ -17,7 +17,7 @@
   machine. ``--flat-array`` tries it flat instead.
 
 Prints tables, writes ``build/bench/fpga.json`` and ``build/bench/fpga.md``.
-Run: ``.venv/bin/python bench/bench_fpga.py`` (``--skip-pnr`` leaves out place and route,
+Run: ``.venv/bin/python bench/perf_fpga.py`` (``--skip-pnr`` leaves out place and route,
 ``--skip-exion16-array`` the exion16 blocks other than the DPU).
 """
 

@@ -1,4 +1,4 @@
-"""cocotb bench: run SDUE programs (memory images + pass descriptors) and read OMEM back.
+"""cocotb testbench: run SDUE programs (memory images + pass descriptors) and read OMEM back.
 
 The pytest side (:mod:`exion.sim.sdue_rtl`) builds the programs with
 :func:`exion.sim.program.build_program`, pickles them to ``EXION_PARAMS["programs"]`` and
@@ -28,7 +28,7 @@ from cocotb.triggers import FallingEdge
 
 from exion.hw.dpu import operand_layout
 from exion.hw.sdue import pass_layout
-from exion.sim.bench_common import Stopwatch, bench_config, pack_words, params, rng, send, start, \
+from exion.sim.tb_common import Stopwatch, bench_config, pack_words, params, rng, send, start, \
     unpack_signed, wait_idle, write_report
 from exion.sim.payload import pack
 

@@ -1,4 +1,4 @@
-"""cocotb bench: stream masks through the CAU and record every pass it emits.
+"""cocotb testbench: stream masks through the CAU and record every pass it emits.
 
 The pytest side (:mod:`exion.sim.cau_rtl`) pickles the cases (mask, sort) to
 ``EXION_PARAMS["cases"]`` and compares the decoded passes with golden ``conmerge``; this bench
@@ -21,7 +21,7 @@ import cocotb
 from cocotb.triggers import FallingEdge
 
 from exion.hw.cau import cau_pass_layout, mask_layout
-from exion.sim.bench_common import (Stopwatch, bench_config, manifest, params, rng, start,
+from exion.sim.tb_common import (Stopwatch, bench_config, manifest, params, rng, start,
                                     write_report)
 from exion.sim.cau_rtl import mask_beats
 from exion.sim.payload import pack, unpack

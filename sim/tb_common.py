@@ -1,4 +1,4 @@
-"""Shared pieces of every cocotb bench (runs inside the simulator's Python).
+"""Shared pieces of every cocotb testbench (runs inside the simulator's Python).
 
 A bench learns everything from the environment that :func:`exion.sim.runner.run_bench` sets:
 ``EXION_MANIFEST`` (the generated top's JSON: config and constants), ``EXION_PARAMS`` (JSON

@@ -1,4 +1,4 @@
-"""cocotb bench: output-sparse products through the ``gemm`` top (CAU -> fetch -> SDUE).
+"""cocotb testbench: output-sparse products through the ``gemm`` top (CAU -> fetch -> SDUE).
 
 The pytest side (:mod:`exion.sim.gemm_rtl`) cuts every product into tiles and pickles them
 to ``EXION_PARAMS["cases"]``; per tile this bench
@@ -23,7 +23,7 @@ from cocotb.triggers import FallingEdge
 
 from exion.hw.cau import mask_layout
 from exion.hw.gemm import setup_layout
-from exion.sim.bench_common import Stopwatch, bench_config, manifest, pack_words, params, rng, \
+from exion.sim.tb_common import Stopwatch, bench_config, manifest, pack_words, params, rng, \
     send, start, unpack_signed, wait_idle, write_report
 from exion.sim.payload import pack
 

@@ -41,7 +41,7 @@ def main(argv=None) -> int:
                 build = rtl_build(cfg, "dpu")
                 rates = []
                 for i in range(args.repeat):
-                    r = run_bench(build, "exion.sim.bench_dpu", seed=args.seed + i,
+                    r = run_bench(build, "exion.sim.tb_dpu", seed=args.seed + i,
                                   params={"cases": ["random"], "n_random": 200,
                                           "k_random_max": 16 * cfg.lanes})
                     rates.append(r["cycles_per_second"])

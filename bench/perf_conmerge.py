@@ -2,7 +2,7 @@
 
 Random masks (seeded) at 80 / 95 / 97 % sparsity, m = 1, 2, 4, 16: passes, utilization and
 wall time of ``conmerge`` (median of 5 runs). Prints a table and writes
-``build/bench/conmerge.json``. Run: ``.venv/bin/python bench/bench_conmerge.py``.
+``build/bench/conmerge.json``. Run: ``.venv/bin/python bench/perf_conmerge.py``.
 """
 
 from __future__ import annotations

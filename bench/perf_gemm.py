@@ -12,7 +12,7 @@ one), the engine's busy cycles are compared with
 
 Every product is checked bit-exactly against ``golden.conmerge.masked_gemm``.
 
-Run: ``.venv/bin/python bench/bench_gemm.py [--seed N] [--config exion16]``; writes
+Run: ``.venv/bin/python bench/perf_gemm.py [--seed N] [--config exion16]``; writes
 build/bench/gemm.json (and prints a Markdown table).
 """
 

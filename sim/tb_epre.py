@@ -1,4 +1,4 @@
-"""cocotb bench: EPRE predictions (memory images + run descriptors), read-outs pickled back.
+"""cocotb testbench: EPRE predictions (memory images + run descriptors), read-outs pickled back.
 
 The pytest side (:mod:`exion.sim.epre_rtl`) prepares the jobs with ``prepare`` (golden model,
 memory images, run descriptor), pickles them to ``EXION_PARAMS["jobs"]`` and compares the
@@ -21,7 +21,7 @@ from cocotb.triggers import FallingEdge, RisingEdge
 
 from exion.hw.dpu import operand_layout
 from exion.hw.epre import EpreSizes, mask_layout, run_layout, score_layout
-from exion.sim.bench_common import Stopwatch, bench_config, manifest, params, rng, start, \
+from exion.sim.tb_common import Stopwatch, bench_config, manifest, params, rng, start, \
     write_report
 from exion.sim.payload import pack, unpack
 

@@ -1,4 +1,4 @@
-"""cocotb bench: the DPU against ``golden.dpu`` (both presets, directed and seeded random).
+"""cocotb testbench: the DPU against ``golden.dpu`` (both presets, directed and seeded random).
 
 Driving style: one coroutine, one trigger per cycle. At each falling edge it samples the
 registered outputs and drives the next input beat (sampled at the next rising edge).
@@ -18,7 +18,7 @@ from cocotb.triggers import FallingEdge
 from exion.golden.dpu import dpu as golden_dpu
 from exion.golden.dpu import dpu_beats
 from exion.hw.dpu import dpu_beat_layout
-from exion.sim.bench_common import Stopwatch, bench_config, params, rng, start, write_report
+from exion.sim.tb_common import Stopwatch, bench_config, params, rng, start, write_report
 from exion.sim.payload import pack
 
 

@@ -4,7 +4,7 @@
 * a 95 %-sparse output mask vs dense, for m = 1, 2, 4 (RTL cycles, speedup, utilization).
 * Verilator build time and simulated cycles per second with memories preloaded.
 
-Run: ``.venv/bin/python bench/bench_sdue.py [--seed N] [--quick]``; writes build/bench/sdue.json.
+Run: ``.venv/bin/python bench/perf_sdue.py [--seed N] [--quick]``; writes build/bench/sdue.json.
 Medians over ``--repeat`` simulator runs for the wall-clock figures (the machine is shared).
 """
 
