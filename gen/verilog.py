@@ -22,8 +22,10 @@ included. Synthesis reads the Verilog alone, so the real cell is used.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import importlib
+import importlib.resources
 import json
 import shutil
 import subprocess
@@ -39,7 +41,7 @@ from exion import __version__
 from exion.config import Config
 from exion.errors import ExionError
 
-__all__ = ["TOPS", "generate", "lint", "sources", "Generated", "source_hash"]
+__all__ = ["TOPS", "generate", "lint", "sources", "Generated", "source_hash", "source_files"]
 
 # Rules waived for generated code only, with the reason (see module docstring).
 LINT_WAIVERS = {
@@ -76,14 +78,42 @@ def _factory(module: str, cls: str):
 TOPS = {name: (_factory(mod, cls), desc) for name, (mod, cls, desc) in BLOCKS.items()}
 
 
+# What the generated Verilog depends on, as (package, file pattern): the config and error
+# types, every hardware module, this generator, and the vendor-cell simulation models copied
+# beside the Verilog. Read through importlib from the *installed* package, so a wheel install
+# (no source tree) gets the same key as a clone, and editing any of them regenerates.
+SOURCE_FILES = (
+    ("exion", "*.py"),
+    ("exion.hw", "*.py"),
+    ("exion.gen", "verilog.py"),
+    ("exion.sim", "models/*.v"),
+)
+
+
+def source_files() -> list[tuple[str, object]]:
+    """``(package/relative name, Traversable)`` of every file in :data:`SOURCE_FILES`."""
+    out = []
+    for package, pattern in SOURCE_FILES:
+        folder, _, glob = pattern.rpartition("/")
+        base = importlib.resources.files(package)
+        if folder:
+            base = base / folder
+        if not base.is_dir():
+            continue
+        for item in base.iterdir():
+            if item.is_file() and fnmatch.fnmatch(item.name, glob):
+                out.append((f"{package}/{folder + '/' if folder else ''}{item.name}", item))
+    return sorted(out, key=lambda t: t[0])
+
+
 def source_hash() -> str:
-    """Hash of the hardware and generator sources: part of every cache key."""
-    root = Path(__file__).resolve().parent.parent
-    h = hashlib.sha256()
-    for folder in ("hw", "gen", "exion"):
-        for p in sorted((root / folder).glob("*.py")):
-            h.update(p.name.encode())
-            h.update(p.read_bytes())
+    """Hash of every source the generated Verilog depends on (and of the Amaranth version
+    that converts it): part of every cache key."""
+    from importlib.metadata import version
+    h = hashlib.sha256(f"amaranth {version('amaranth')}\n".encode())
+    for name, item in source_files():
+        h.update(name.encode() + b"\0")
+        h.update(item.read_bytes())
     return h.hexdigest()[:12]
 
 
@@ -206,7 +236,7 @@ def sources(verilog_path: str | Path) -> list[Path]:
 def lint(verilog_path: str | Path, top_module: str) -> list[str]:
     """Run ``verilator --lint-only -Wall`` on the Verilog and the simulation models its
     manifest lists; return the warning/error lines (empty = clean)."""
-    from exion.sim.toolchain import verilator_env
+    from .toolchain import verilator_env
     env = verilator_env()
     exe = shutil.which("verilator", path=env["PATH"])
     if exe is None:

@@ -1,8 +1,10 @@
 """The runner layer every bench uses: generate once, Verilate once, run cocotb, fail loudly.
 
 * :func:`rtl_build` generates a top's Verilog (cached on config hash + source hash) and
-  Verilates it into ``build/sim/<module>-<key>`` (cached on the Verilog text, the Verilator
-  version and the trace flag). A file lock makes concurrent pytest processes share one build.
+  Verilates it into ``<root>/sim/<module>-<key>`` (cached on the Verilog text, the Verilator
+  version and the trace flag); ``<root>`` is ``build/`` in the working directory or
+  ``$EXION_BUILD`` (:func:`exion.paths.build_root`). A file lock makes concurrent pytest
+  processes share one build.
 * :func:`run_bench` runs a cocotb test module against a build with a seed, and turns a
   failed or crashed cocotb run into an :class:`AssertionError` whose message carries the seed
   and the command to re-run it.
@@ -25,16 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from exion.config import Config
-
-from .toolchain import fst_supported, verilator_env, verilator_version
+from exion.gen.toolchain import fst_supported, verilator_env, verilator_version
+from exion.paths import build_root
 
 __all__ = ["RtlBuild", "rtl_build", "run_bench", "BenchFailure", "build_root", "waves_requested"]
-
-
-def build_root() -> Path:
-    """``$EXION_BUILD`` or ``<repo>/build``."""
-    env = os.environ.get("EXION_BUILD")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "build"
 
 
 def waves_requested(flag: bool = False) -> bool:

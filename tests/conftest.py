@@ -3,13 +3,19 @@
 * ``long`` tests (big seeded random regressions) are *deselected*, not skipped, unless
   ``EXION_LONG=1`` (``make test-long``), so a skip never counts as a pass.
 * ``EXION_SEED`` fixes the seed of every seeded test; otherwise each test prints its own.
+* Generated Verilog and Verilated models are cached under the repository's ``build/`` for
+  every test, also for tests that run in a temporary working directory (the build root
+  follows the working directory, ``exion.paths.build_root``); ``EXION_BUILD`` overrides it.
 """
 
 import os
+from pathlib import Path
 
 import pytest
 
 from exion import PRESETS
+
+os.environ.setdefault("EXION_BUILD", str(Path(__file__).resolve().parent.parent / "build"))
 
 
 def pytest_collection_modifyitems(config, items):

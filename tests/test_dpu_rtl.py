@@ -55,7 +55,7 @@ def test_waveforms_on_request(tmp_path, monkeypatch):
     from pathlib import Path
 
     from exion import PRESETS
-    from exion.sim.toolchain import fst_supported
+    from exion.gen.toolchain import fst_supported
     monkeypatch.chdir(tmp_path)
     build = rtl_build(PRESETS["toy"], "dpu", waves=True)
     report = run_bench(build, "exion.sim.tb_dpu", params={"cases": ["random"],

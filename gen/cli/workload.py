@@ -13,6 +13,8 @@ from pathlib import Path
 
 from exion.errors import ExionError
 
+from .options import add_seed
+
 
 def _frac(text: str) -> float:
     try:
@@ -46,7 +48,7 @@ def register(sub) -> None:
     p.add_argument("--steps", type=_steps, default=[50, 100],
                    help="DDIM step counts, comma-separated (default: 50,100)")
     p.add_argument("--samples", type=int, default=100, help="samples per row (default: 100)")
-    p.add_argument("--seed", type=int, default=0)
+    add_seed(p, default=0)
     p.add_argument("--n", type=int, default=2, help="FFN-Reuse N (default: 2)")
     p.add_argument("--s", type=_frac, nargs="+", default=[0.8, 0.95],
                    help="FFN-Reuse target sparsities (default: 0.8 0.95)")
@@ -141,7 +143,7 @@ def register_trace(sub) -> None:
     p.add_argument("--steps", type=int, default=100, help="DDIM steps (default 100)")
     p.add_argument("--samples", type=int, default=1,
                    help="samples B; GEMM operands stack them as B*16 rows (default 1)")
-    p.add_argument("--seed", type=int, default=0)
+    add_seed(p, default=0)
     p.add_argument("--iterations", type=_iters, default=None, metavar="LIST",
                    help="record only these iterations, e.g. 0-5,9 (default: all; the run "
                         "is always complete)")

