@@ -20,9 +20,9 @@ DiT-XL/2 shapes with masks synthesized from the digits DiT's measured sparsity s
    EP-mode SDUE cycles of ``transformer_block``, and the skipped Q/K/V rows) vs k and the
    dominant-row rule -- DiT-XL/2 synthesized masks with a given fraction of dominant query
    rows, and the digits DiT's real predictions at (k, q_th) -- against the EPRE's cost as
-   built (``golden.cycles.epre_cycles``, RTL-exact) and as *projected* here for more units,
-   one selector per unit and EPRE/SDUE overlap (:func:`epre_projection`,
-   :func:`overlap_span`; nothing of it is in golden.cycles). EP- and All-mode speedups per
+   built (``golden.cycles.epre_cycles``, RTL-exact) and as *projected* for more units,
+   one selector per unit and EPRE/SDUE overlap (``exion.golden.projections``: the model
+   code; this script runs the sweeps and prints them). EP- and All-mode speedups per
    point and variant, break-even = exposed EPRE < EP saving. ``--xl512`` adds T = 1024.
 
 Writes ``build/bench/workload.json`` (section 5 under ``break_even``) and PNGs
@@ -43,8 +43,8 @@ import numpy as np
 
 from exion import PRESETS
 from exion.golden.conmerge import conmerge
-from exion.golden.cycles import (EPRE_RUN_FIXED, EPRE_SEL_FIXED, MODES, epre_phase_cycles,
-                                 gemm_cycles, transformer_block)
+from exion.golden import projections as pj
+from exion.golden.cycles import MODES, gemm_cycles, transformer_block
 from exion.workloads import trace as tr
 from exion.workloads.dit import DiT, Exion, batched_predict, sample
 from exion.workloads.dit import _q as _dit_q
@@ -289,148 +289,15 @@ def cosine(model, steps, samples):
 # Sweep points. DiT-XL/2 has no predicted scores here, so the dominant-row rule enters as the
 # fraction of dominant query rows (per head, Bernoulli); the digits DiT runs the real rule
 # (q_th in logits, converted per sample and head exactly as workloads/dit.py does).
-BE_KS = (0.05, 0.1, 0.2, 0.3, 0.5)
-BE_DOM = (0.0, 0.1, 0.25, 0.5)
-BE_UNITS = (16, 32, 64, 128, 256)         # 256 units x L = 16 lanes = the SDUE's 4096 MACs
 BE_TINY_KS = (0.05, 0.2, 0.5)
 BE_TINY_QTH = (None, 2.0, 0.5)
-_PROJ = ("q_proj", "k_proj", "v_proj")
-
-
-def epre_projection(cfg, T, d, heads, d_head, units=None, per_unit_selectors=False) -> dict:
-    """EPRE cycles of one attention layer (``heads`` runs, N_q = N_k = T) for a re-provisioned
-    EPRE. **PROJECTION**, computed here and not in golden.cycles (nothing of it is built):
-
-    * ``units`` = U dot-product units: the RTL's own formula (``golden.cycles.
-      epre_phase_cycles`` with ``units``; ``hw/epre.py`` takes ``units`` as a kwarg). With
-      U = C and one shared selector this *is* ``golden.cycles.epre_cycles`` (RTL-exact);
-      other U are the formula of an EPRE generated with that U (cycle-tested at U = C and 5
-      only, never synthesized at U = 256).
-    * ``per_unit_selectors``: one selector per unit, query rows dealt over the U selectors:
-      ``select = ceil(N_q / U) * (2 N_k + EPRE_SEL_FIXED)`` (= select / U when U divides N_q).
-      Not in the RTL.
-
-    Returns per-layer ``stage1``, ``stage2``, ``select``, ``total`` and per-head ``run``.
-    """
-    u = cfg.cols if units is None else int(units)
-    p = epre_phase_cycles(cfg, T, T, d, d_head, u)
-    if per_unit_selectors:
-        p["select"] = math.ceil(T / u) * (2 * T + EPRE_SEL_FIXED)
-    run = p["stage1"] + p["stage2"] + p["select"] + EPRE_RUN_FIXED
-    return {**{k: heads * v for k, v in p.items()}, "run": run, "total": heads * run}
-
-
-def overlap_span(epre_run: int, sdue_heads) -> float:
-    """**PROJECTION**: cycles of the attention phase when the EPRE runs one head ahead of the
-    SDUE (EPRE run h+1 while the SDUE computes head h).
-
-    Dependencies kept: the EPRE's runs need only the block's LN output X and Wq/Wk, so they go
-    back to back from the start of the attention phase; the SDUE's head-h work (the Q/K/V
-    projection rows of head h, scores[h], P.V[h]) needs EPRE run h's mask. Nothing of the
-    next block can overlap (its EPRE needs this block's output), so the first run is always
-    exposed. Assumes the masks of finished runs are buffered (T x T bits per head) and that
-    the SDUE issues the Q/K/V projections in head (column) order, interleaved with scores[h]
-    and P.V[h] (``sdue_heads`` charges each head 1/heads of the projection cycles). Splitting
-    them into separate per-head GEMMs instead would pay the d_head = 72 padding (5 column
-    tiles per head instead of 4.5: +9.5 k cycles per DiT-XL/2 projection); a column tile that
-    straddles heads h and h+1 waiting for run h+1 is ignored. Both make it optimistic for EP.
-    """
-    e_done = s_end = 0.0
-    for s in sdue_heads:
-        e_done += epre_run
-        s_end = max(s_end, e_done) + s
-    return s_end
-
-
-def epre_exposed(epre_run: int, sdue_heads, overlap: bool) -> float:
-    """EPRE cycles on the block's critical path: all of them (as built, and as
-    ``transformer_block`` charges them), or what :func:`overlap_span` leaves exposed."""
-    if not overlap:
-        return float(epre_run * len(sdue_heads))
-    return overlap_span(epre_run, sdue_heads) - float(sum(sdue_heads))
-
-
-def provisioning_variants(cfg) -> list[dict]:
-    """EPRE provisionings compared, each labeled with how exact its cycles are."""
-    out = []
-    for ov in (False, True):
-        for sel in (False, True):
-            for u in BE_UNITS:
-                if u == cfg.cols and not sel and not ov:
-                    basis = "RTL-exact (as built)"
-                elif not sel and not ov:
-                    basis = "RTL formula, U units"
-                else:
-                    basis = "projection"
-                name = f"U={u}" + (", sel/unit" if sel else "") + (", overlap" if ov else "")
-                out.append({"name": name, "units": u, "per_unit_selectors": sel,
-                            "overlap": ov, "basis": basis})
-    out.append({"name": "EPRE free", "units": None, "per_unit_selectors": False,
-                "overlap": False, "basis": "bound (EPRE cost 0)", "free": True})
-    return out
-
-
-def _head_sdue(gemms, heads):
-    """Per-head SDUE cycles of the attention work in one mode (projections split evenly)."""
-    by = {g["name"]: g["sdue_cycles"] for g in gemms}
-    proj = sum(by[n] for n in _PROJ) / heads
-    return [proj + by[f"scores[{h}]"] + by[f"pv[{h}]"] for h in range(heads)]
-
-
-def _ep_point(cfg, T, d, heads, ffn, m, score_mask, skip_q, skip_k, skip_v):
-    """Base and EP SDUE cycles of one block iteration (no FFN mask: EP and FFNR touch
-    disjoint GEMMs, so their savings add exactly), per-head EP work, skipped rows."""
-    r = transformer_block(cfg, T, d, heads, ffn=ffn, score_mask=score_mask, skip_q=skip_q,
-                          skip_k=skip_k, skip_v=skip_v, merge_ways=m)
-    b, e = r["modes"]["Base"], r["modes"]["EP"]
-    by_b = {g["name"]: g["sdue_cycles"] for g in b["gemms"]}
-    by_e = {g["name"]: g["sdue_cycles"] for g in e["gemms"]}
-    grp = {"q_proj": ("q_proj",), "k_proj": ("k_proj",), "v_proj": ("v_proj",),
-           "scores": tuple(f"scores[{h}]" for h in range(heads)),
-           "pv": tuple(f"pv[{h}]" for h in range(heads))}
-    return {"saving_by_gemm": {g: sum(by_b[x] - by_e[x] for x in xs) for g, xs in grp.items()},
-            "base_by_gemm": {g: sum(by_b[x] for x in xs) for g, xs in grp.items()},"base_sdue": b["sdue_cycles"], "ep_sdue": e["sdue_cycles"],
-            "ep_saving": b["sdue_cycles"] - e["sdue_cycles"],
-            "base_stall": b["stall_cycles"],
-            "ep_stall_saving": b["stall_cycles"] - e["stall_cycles"],
-            "head_sdue": _head_sdue(e["gemms"], heads),
-            "skipped_q": int(skip_q.sum()), "skipped_k": int(skip_k.sum()),
-            "skipped_v": int(skip_v.sum()), "rows": heads * T,
-            "score_density": float((score_mask & ~skip_q[..., None]).mean())}
-
-
-def synth_ep(rng, st, heads, T, k, f_dom):
-    """DiT-XL/2 EP outputs: ceil(k T) keys per query (Gumbel top-k, measured key-popularity
-    weights, as :func:`synth_score_mask`); a fraction ``f_dom`` of the query rows of each head
-    is dominant (Bernoulli) and keeps only its top-1 key (polarity ``top1``). Skipped rows as
-    golden.predict: Q of dominant rows, K of keys no non-dominant query selects, V of keys
-    no query selects."""
-    k_n = math.ceil(k * T)
-    sm = np.zeros((heads, T, T), bool)
-    dom = rng.random((heads, T)) < f_dom
-    for h in range(heads):
-        w = rng.choice(st["key_factors"], T)
-        order = np.argsort(-(np.log(w + 1e-3)[None, :] + rng.gumbel(size=(T, T))), axis=1)
-        np.put_along_axis(sm[h], order[:, :k_n], True, axis=1)
-        top1 = np.zeros((T, T), bool)
-        np.put_along_axis(top1, order[:, :1], True, axis=1)
-        sm[h] = np.where(dom[h][:, None], top1, sm[h])
-    skip_k = ~(sm & ~dom[..., None]).any(axis=1)
-    skip_v = ~sm.any(axis=1)
-    return sm, dom, skip_k, skip_v
 
 
 def xl_ep_sweep(cfg, st, m, ks, doms, log, seed=11, T=None):
     """EP points on DiT-XL/2 shapes (``T`` tokens, default XL's 256; 1024 = 512 x 512)."""
     T = XL["T"] if T is None else T
-    pts = []
     t0 = time.perf_counter()
-    for f in doms:
-        for k in ks:
-            rng = np.random.default_rng([seed, int(1000 * k), int(1000 * f)])
-            sm, dom, sk, sv = synth_ep(rng, st, XL["heads"], T, k, f)
-            p = _ep_point(cfg, T, XL["d"], XL["heads"], XL["ffn"], m, sm, dom, sk, sv)
-            pts.append({"k": k, "dominant": f, "dominant_measured": float(dom.mean()), **p})
+    pts = pj.ep_sweep(cfg, {**XL, "T": T}, st["key_factors"], m, ks, doms, seed=seed)
     log(f"DiT-XL/2 (T = {T}) EP sweep ({len(pts)} points): {time.perf_counter() - t0:.1f} s")
     return pts
 
@@ -482,7 +349,7 @@ def tiny_ep_sweep(cfg, model, m, steps, samples, log):
         key_needed = mask.any(axis=2)
         k_needed = (mask & ~dom[..., None]).any(axis=2)
         for s in range(mask.shape[0]):
-            acc[j].append(_ep_point(cfg, T_TINY, D_TINY, H_TINY, F_TINY, m, mask[s], dom[s],
+            acc[j].append(pj.ep_point(cfg, T_TINY, D_TINY, H_TINY, F_TINY, m, mask[s], dom[s],
                                     ~k_needed[s], ~key_needed[s]))
     pts = []
     for (k, q), lst in zip(settings, acc):
@@ -499,55 +366,6 @@ def tiny_ep_sweep(cfg, model, m, steps, samples, log):
     log(f"digits DiT EP sweep ({len(settings)} settings x {len(acc[0])} block iterations, "
         f"{steps} steps x {samples} samples): {time.perf_counter() - t0:.1f} s")
     return pts
-
-
-def break_even(cfg, shape, pts, base_sdue, ffnr_saving, ffnr_saving_mem=None, steps=STEPS,
-               n=N):
-    """EP- and All-mode speedups over Base for every sweep point x provisioning variant.
-
-    Per block iteration (compute = SDUE + exposed EPRE, no global-buffer stalls):
-    ``EP = Base - EP saving + exposed EPRE``; ``All = Base - EP saving - FFNR saving +
-    exposed EPRE`` (disjoint GEMMs). 100 steps, N = 2: EP = 100 EP, FFNR = 34 Base + 66 FFNR,
-    All = 34 EP + 66 All. EP pays off (EP > 1x, and All > FFNR) iff exposed EPRE < EP saving.
-    ``*_mem`` speedups add the global-buffer stalls (Base stalls, EP's and FFNR's stall
-    savings ``ffnr_saving_mem`` = FFNR's saving including stalls); the EPRE stays exposed as
-    computed without stalls (its overlap window is the SDUE's compute only: conservative).
-    """
-    T, d, heads, dh = shape["T"], shape["d"], shape["heads"], shape["d"] // shape["heads"]
-    n_dense = sum(1 for t in range(steps) if t % (n + 1) == 0)
-    n_sparse = steps - n_dense
-    base_tot = steps * base_sdue
-    ffnr_tot = n_dense * base_sdue + n_sparse * (base_sdue - ffnr_saving)
-    rows = []
-    for v in provisioning_variants(cfg):
-        if v.get("free"):
-            proj = {"run": 0, "total": 0}
-        else:
-            proj = epre_projection(cfg, T, d, heads, dh, v["units"], v["per_unit_selectors"])
-        for p in pts:
-            exp = epre_exposed(proj["run"], p["head_sdue"], v["overlap"])
-            ep_it = base_sdue - p["ep_saving"] + exp
-            all_it = ep_it - ffnr_saving
-            mem = {}
-            if ffnr_saving_mem is not None:
-                b_m = base_sdue + p["base_stall"]
-                ep_m = b_m - p["ep_saving"] - p["ep_stall_saving"] + exp
-                mem = {"speedup_ep_mem": b_m / ep_m,
-                       "speedup_all_mem": steps * b_m / (n_dense * ep_m + n_sparse *
-                                                         (ep_m - ffnr_saving_mem)),
-                       "speedup_ffnr_mem": steps * b_m / (n_dense * b_m + n_sparse *
-                                                          (b_m - ffnr_saving_mem))}
-            rows.append({
-                "variant": v["name"], "basis": v["basis"], "units": v["units"],
-                "per_unit_selectors": v["per_unit_selectors"], "overlap": v["overlap"],
-                "k": p["k"], "dominant": p.get("dominant"), "q_th": p.get("q_th"),
-                "epre_total": proj["total"], "epre_exposed": exp, "ep_saving": p["ep_saving"],
-                "net_ep_per_iteration": p["ep_saving"] - exp,
-                "speedup_ep": base_tot / (steps * ep_it),
-                "speedup_all": base_tot / (n_dense * ep_it + n_sparse * all_it),
-                "speedup_ffnr": base_tot / ffnr_tot, "pays_off": exp < p["ep_saving"],
-                **mem})
-    return rows
 
 
 def _fmt_pct(x):
@@ -610,10 +428,10 @@ def be_report(cfg, name, shape, pts, rows, base, ffnr_saving, log):
     log("variant                 basis                  stage 1    stage 2     select"
         "      total")
     proj = {}
-    for v in provisioning_variants(cfg):
+    for v in pj.provisioning_variants(cfg):
         if v["overlap"] or v.get("free"):
             continue
-        p = epre_projection(cfg, T, d, heads, dh, v["units"], v["per_unit_selectors"])
+        p = pj.epre_projection(cfg, T, d, heads, dh, v["units"], v["per_unit_selectors"])
         proj[v["name"]] = p
         log(f"{v['name']:23s} {v['basis']:22s} {p['stage1']:9,d} {p['stage2']:10,d} "
             f"{p['select']:10,d} {p['total']:10,d}")
@@ -637,7 +455,7 @@ def be_report(cfg, name, shape, pts, rows, base, ffnr_saving, log):
     log("variant                 basis                  exposed EPRE (range)   pays off at"
         "   best All (k, dom/q_th)   All @ k=0.5, no dom   best All w/ stalls")
     summary = []
-    for v in provisioning_variants(cfg):
+    for v in pj.provisioning_variants(cfg):
         vr = [r for r in rows if r["variant"] == v["name"]]
         ok = [r for r in vr if r["pays_off"]]
         best = max(vr, key=lambda r: r["speedup_all"])
@@ -778,12 +596,12 @@ def main(argv=None) -> int:
     # -- 5. break-even (issue 8) --
     print("\nBreak-even: EP's SDUE saving vs the EPRE's cost (compute = SDUE + exposed EPRE, "
           "no global-buffer stalls)")
-    be_ks, be_dom = ((0.1, 0.5), (0.0, 0.25)) if args.quick else (BE_KS, BE_DOM)
+    be_ks, be_dom = ((0.1, 0.5), (0.0, 0.25)) if args.quick else (pj.BE_KS, pj.BE_DOM)
     xl_pts = xl_ep_sweep(cfg, st, cfg.merge_ways, be_ks, be_dom, print)
     pi = xl[cfg.merge_ways]["per_iteration"]
     xl_base, xl_ffnr = pi["Base"]["sdue"], pi["Base"]["sdue"] - pi["FFNR"]["sdue"]
     be = {"dit_xl2": be_report(cfg, "DiT-XL/2", XL, xl_pts,
-                               break_even(cfg, XL, xl_pts, xl_base, xl_ffnr,
+                               pj.break_even(cfg, XL, xl_pts, xl_base, xl_ffnr,
                                           pi["Base"]["memory"] - pi["FFNR"]["memory"]),
                                xl_base, xl_ffnr, print)}
     tsteps = 10 if args.quick else 20
@@ -793,7 +611,7 @@ def main(argv=None) -> int:
     tiny_shape = {"T": T_TINY, "d": D_TINY, "heads": H_TINY}
     tiny_base = tiny_pts[0]["base_sdue"]
     be["digits"] = be_report(cfg, "Digits DiT (real masks)", tiny_shape, tiny_pts,
-                             break_even(cfg, tiny_shape, tiny_pts, tiny_base, tiny_ffnr,
+                             pj.break_even(cfg, tiny_shape, tiny_pts, tiny_base, tiny_ffnr,
                                         (real["Base"]["memory"] - real["FFNR"]["memory"])
                                         / n_sp),
                              tiny_base, tiny_ffnr, print)
@@ -805,9 +623,9 @@ def main(argv=None) -> int:
         p512 = xl_ep_sweep(cfg, st, cfg.merge_ways, (0.1, 0.5), (0.0, 0.25), print, T=1024)
         b512 = p512[0]["base_sdue"]
         be["dit_xl2_512"] = be_report(cfg, "DiT-XL/2 512x512 (T = 1024, EP only)", shape,
-                                      p512, break_even(cfg, shape, p512, b512, 0), b512, 0,
+                                      p512, pj.break_even(cfg, shape, p512, b512, 0), b512, 0,
                                       print)
-    be["variants"] = provisioning_variants(cfg)
+    be["variants"] = pj.provisioning_variants(cfg)
     be["note"] = ("RTL-exact: U = C, shared selector, no overlap (golden.cycles.epre_cycles). "
                   "'RTL formula, U units': the RTL's cycle formula at another U (not built). "
                   "'projection': per-unit selectors and/or EPRE-SDUE overlap (bench only). "

@@ -1,0 +1,228 @@
+"""Break-even of eager prediction (issue 8): EP's SDUE saving per block iteration against the
+EPRE's cost, as built and as *projected* for other provisionings (SPEC 7, "EPRE
+provisioning"). Used by ``bench/perf_workload.py`` (section 5) and its tests.
+
+What is exact and what is a projection (every result row says which, in ``basis``):
+
+* **RTL-exact**: U = C dot-product units, one shared selector, EPRE before the SDUE: the
+  cycles are :func:`exion.golden.cycles.epre_cycles`, equal to the RTL's count.
+* **RTL formula, U units**: the same formula at another U (:func:`epre_projection`); the
+  RTL takes ``units`` but was cycle-tested at U = C and 5 only.
+* **projection**: one selector per unit (:func:`epre_projection` with
+  ``per_unit_selectors``) and/or EPRE/SDUE overlap (:func:`overlap_span`,
+  :func:`epre_exposed`). Nothing of it is built; docs/workloads.md states the assumptions.
+
+EP's saving comes from :func:`exion.golden.cycles.transformer_block` (:func:`ep_point`), on
+real masks or on masks synthesized for a top-k ratio and a dominant-row fraction
+(:func:`synth_ep`, :func:`ep_sweep`); :func:`break_even` turns points x provisionings into
+EP- and All-mode speedups. NumPy only, like the rest of ``exion.golden``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .cycles import EPRE_RUN_FIXED, EPRE_SEL_FIXED, epre_phase_cycles, transformer_block
+
+__all__ = ["BE_KS", "BE_DOM", "BE_UNITS", "STEPS", "N", "epre_projection", "overlap_span",
+           "epre_exposed", "provisioning_variants", "head_sdue", "ep_point", "synth_ep",
+           "ep_sweep", "break_even"]
+
+# Sweep points of the bench: top-k ratios and dominant-row fractions (DiT-XL/2 has no
+# predicted scores, so the dominant-row rule enters as the fraction of dominant query rows).
+BE_KS = (0.05, 0.1, 0.2, 0.3, 0.5)
+BE_DOM = (0.0, 0.1, 0.25, 0.5)
+BE_UNITS = (16, 32, 64, 128, 256)         # 256 units x L = 16 lanes = the SDUE's 4096 MACs
+STEPS, N = 100, 2                         # sampler steps, FFN-Reuse N of the schedule
+_PROJ = ("q_proj", "k_proj", "v_proj")
+
+
+def epre_projection(cfg, T, d, heads, d_head, units=None, per_unit_selectors=False) -> dict:
+    """EPRE cycles of one attention layer (``heads`` runs, N_q = N_k = T) for a re-provisioned
+    EPRE. **PROJECTION**, not in golden.cycles (nothing of it is built):
+
+    * ``units`` = U dot-product units: the RTL's own formula (``golden.cycles.
+      epre_phase_cycles`` with ``units``; ``hw/epre.py`` takes ``units`` as a kwarg). With
+      U = C and one shared selector this *is* ``golden.cycles.epre_cycles`` (RTL-exact);
+      other U are the formula of an EPRE generated with that U (cycle-tested at U = C and 5
+      only, never synthesized at U = 256).
+    * ``per_unit_selectors``: one selector per unit, query rows dealt over the U selectors:
+      ``select = ceil(N_q / U) * (2 N_k + EPRE_SEL_FIXED)`` (= select / U when U divides N_q).
+      Not in the RTL.
+
+    Returns per-layer ``stage1``, ``stage2``, ``select``, ``total`` and per-head ``run``.
+    """
+    u = cfg.cols if units is None else int(units)
+    p = epre_phase_cycles(cfg, T, T, d, d_head, u)
+    if per_unit_selectors:
+        p["select"] = math.ceil(T / u) * (2 * T + EPRE_SEL_FIXED)
+    run = p["stage1"] + p["stage2"] + p["select"] + EPRE_RUN_FIXED
+    return {**{k: heads * v for k, v in p.items()}, "run": run, "total": heads * run}
+
+
+def overlap_span(epre_run: int, sdue_heads) -> float:
+    """**PROJECTION**: cycles of the attention phase when the EPRE runs one head ahead of the
+    SDUE (EPRE run h+1 while the SDUE computes head h).
+
+    Dependencies kept: the EPRE's runs need only the block's LN output X and Wq/Wk, so they go
+    back to back from the start of the attention phase; the SDUE's head-h work (the Q/K/V
+    projection rows of head h, scores[h], P.V[h]) needs EPRE run h's mask. Nothing of the
+    next block can overlap (its EPRE needs this block's output), so the first run is always
+    exposed. Assumes the masks of finished runs are buffered (T x T bits per head) and that
+    the SDUE issues the Q/K/V projections in head (column) order, interleaved with scores[h]
+    and P.V[h] (``sdue_heads`` charges each head 1/heads of the projection cycles). Splitting
+    them into separate per-head GEMMs instead would pay the d_head = 72 padding (5 column
+    tiles per head instead of 4.5: +9.5 k cycles per DiT-XL/2 projection); a column tile that
+    straddles heads h and h+1 waiting for run h+1 is ignored. Both make it optimistic for EP.
+    """
+    e_done = s_end = 0.0
+    for s in sdue_heads:
+        e_done += epre_run
+        s_end = max(s_end, e_done) + s
+    return s_end
+
+
+def epre_exposed(epre_run: int, sdue_heads, overlap: bool) -> float:
+    """EPRE cycles on the block's critical path: all of them (as built, and as
+    ``transformer_block`` charges them), or what :func:`overlap_span` leaves exposed."""
+    if not overlap:
+        return float(epre_run * len(sdue_heads))
+    return overlap_span(epre_run, sdue_heads) - float(sum(sdue_heads))
+
+
+def provisioning_variants(cfg) -> list[dict]:
+    """EPRE provisionings compared, each labeled with how exact its cycles are."""
+    out = []
+    for ov in (False, True):
+        for sel in (False, True):
+            for u in BE_UNITS:
+                if u == cfg.cols and not sel and not ov:
+                    basis = "RTL-exact (as built)"
+                elif not sel and not ov:
+                    basis = "RTL formula, U units"
+                else:
+                    basis = "projection"
+                name = f"U={u}" + (", sel/unit" if sel else "") + (", overlap" if ov else "")
+                out.append({"name": name, "units": u, "per_unit_selectors": sel,
+                            "overlap": ov, "basis": basis})
+    out.append({"name": "EPRE free", "units": None, "per_unit_selectors": False,
+                "overlap": False, "basis": "bound (EPRE cost 0)", "free": True})
+    return out
+
+
+def head_sdue(gemms, heads):
+    """Per-head SDUE cycles of the attention work in one mode (projections split evenly)."""
+    by = {g["name"]: g["sdue_cycles"] for g in gemms}
+    proj = sum(by[n] for n in _PROJ) / heads
+    return [proj + by[f"scores[{h}]"] + by[f"pv[{h}]"] for h in range(heads)]
+
+
+def ep_point(cfg, T, d, heads, ffn, m, score_mask, skip_q, skip_k, skip_v):
+    """Base and EP SDUE cycles of one block iteration (no FFN mask: EP and FFNR touch
+    disjoint GEMMs, so their savings add exactly), per-head EP work, skipped rows."""
+    r = transformer_block(cfg, T, d, heads, ffn=ffn, score_mask=score_mask, skip_q=skip_q,
+                          skip_k=skip_k, skip_v=skip_v, merge_ways=m)
+    b, e = r["modes"]["Base"], r["modes"]["EP"]
+    by_b = {g["name"]: g["sdue_cycles"] for g in b["gemms"]}
+    by_e = {g["name"]: g["sdue_cycles"] for g in e["gemms"]}
+    grp = {"q_proj": ("q_proj",), "k_proj": ("k_proj",), "v_proj": ("v_proj",),
+           "scores": tuple(f"scores[{h}]" for h in range(heads)),
+           "pv": tuple(f"pv[{h}]" for h in range(heads))}
+    return {"saving_by_gemm": {g: sum(by_b[x] - by_e[x] for x in xs) for g, xs in grp.items()},
+            "base_by_gemm": {g: sum(by_b[x] for x in xs) for g, xs in grp.items()},
+            "base_sdue": b["sdue_cycles"], "ep_sdue": e["sdue_cycles"],
+            "ep_saving": b["sdue_cycles"] - e["sdue_cycles"],
+            "base_stall": b["stall_cycles"],
+            "ep_stall_saving": b["stall_cycles"] - e["stall_cycles"],
+            "head_sdue": head_sdue(e["gemms"], heads),
+            "skipped_q": int(skip_q.sum()), "skipped_k": int(skip_k.sum()),
+            "skipped_v": int(skip_v.sum()), "rows": heads * T,
+            "score_density": float((score_mask & ~skip_q[..., None]).mean())}
+
+
+def synth_ep(rng, key_factors, heads, T, k, f_dom):
+    """Synthesized EP outputs (DiT-XL/2 has no predicted scores here): ceil(k T) keys per query,
+    drawn without replacement (Gumbel top-k) with per-key weights from ``key_factors`` (the
+    key-popularity factors measured on real masks, drawn with replacement); a fraction ``f_dom`` of the query rows of each head
+    is dominant (Bernoulli) and keeps only its top-1 key (polarity ``top1``). Skipped rows as
+    golden.predict: Q of dominant rows, K of keys no non-dominant query selects, V of keys
+    no query selects."""
+    k_n = math.ceil(k * T)
+    sm = np.zeros((heads, T, T), bool)
+    dom = rng.random((heads, T)) < f_dom
+    for h in range(heads):
+        w = rng.choice(key_factors, T)
+        order = np.argsort(-(np.log(w + 1e-3)[None, :] + rng.gumbel(size=(T, T))), axis=1)
+        np.put_along_axis(sm[h], order[:, :k_n], True, axis=1)
+        top1 = np.zeros((T, T), bool)
+        np.put_along_axis(top1, order[:, :1], True, axis=1)
+        sm[h] = np.where(dom[h][:, None], top1, sm[h])
+    skip_k = ~(sm & ~dom[..., None]).any(axis=1)
+    skip_v = ~sm.any(axis=1)
+    return sm, dom, skip_k, skip_v
+
+
+def ep_sweep(cfg, shape, key_factors, m, ks=BE_KS, doms=BE_DOM, seed=11) -> list[dict]:
+    """EP points (:func:`ep_point`) over top-k ratios ``ks`` x dominant-row fractions ``doms``
+    on synthesized masks (:func:`synth_ep`) of a ``shape`` = {"T", "d", "heads", "ffn"}; each
+    point is seeded from ``(seed, k, fraction)``."""
+    T, d, heads, ffn = shape["T"], shape["d"], shape["heads"], shape["ffn"]
+    pts = []
+    for f in doms:
+        for k in ks:
+            rng = np.random.default_rng([seed, int(1000 * k), int(1000 * f)])
+            sm, dom, sk, sv = synth_ep(rng, key_factors, heads, T, k, f)
+            p = ep_point(cfg, T, d, heads, ffn, m, sm, dom, sk, sv)
+            pts.append({"k": k, "dominant": f, "dominant_measured": float(dom.mean()), **p})
+    return pts
+
+
+def break_even(cfg, shape, pts, base_sdue, ffnr_saving, ffnr_saving_mem=None, steps=STEPS,
+               n=N):
+    """EP- and All-mode speedups over Base for every sweep point x provisioning variant.
+
+    Per block iteration (compute = SDUE + exposed EPRE, no global-buffer stalls):
+    ``EP = Base - EP saving + exposed EPRE``; ``All = Base - EP saving - FFNR saving +
+    exposed EPRE`` (disjoint GEMMs). 100 steps, N = 2: EP = 100 EP, FFNR = 34 Base + 66 FFNR,
+    All = 34 EP + 66 All. EP pays off (EP > 1x, and All > FFNR) iff exposed EPRE < EP saving.
+    ``*_mem`` speedups add the global-buffer stalls (Base stalls, EP's and FFNR's stall
+    savings ``ffnr_saving_mem`` = FFNR's saving including stalls); the EPRE stays exposed as
+    computed without stalls (its overlap window is the SDUE's compute only: conservative).
+    """
+    T, d, heads, dh = shape["T"], shape["d"], shape["heads"], shape["d"] // shape["heads"]
+    n_dense = sum(1 for t in range(steps) if t % (n + 1) == 0)
+    n_sparse = steps - n_dense
+    base_tot = steps * base_sdue
+    ffnr_tot = n_dense * base_sdue + n_sparse * (base_sdue - ffnr_saving)
+    rows = []
+    for v in provisioning_variants(cfg):
+        if v.get("free"):
+            proj = {"run": 0, "total": 0}
+        else:
+            proj = epre_projection(cfg, T, d, heads, dh, v["units"], v["per_unit_selectors"])
+        for p in pts:
+            exp = epre_exposed(proj["run"], p["head_sdue"], v["overlap"])
+            ep_it = base_sdue - p["ep_saving"] + exp
+            all_it = ep_it - ffnr_saving
+            mem = {}
+            if ffnr_saving_mem is not None:
+                b_m = base_sdue + p["base_stall"]
+                ep_m = b_m - p["ep_saving"] - p["ep_stall_saving"] + exp
+                mem = {"speedup_ep_mem": b_m / ep_m,
+                       "speedup_all_mem": steps * b_m / (n_dense * ep_m + n_sparse *
+                                                         (ep_m - ffnr_saving_mem)),
+                       "speedup_ffnr_mem": steps * b_m / (n_dense * b_m + n_sparse *
+                                                          (b_m - ffnr_saving_mem))}
+            rows.append({
+                "variant": v["name"], "basis": v["basis"], "units": v["units"],
+                "per_unit_selectors": v["per_unit_selectors"], "overlap": v["overlap"],
+                "k": p["k"], "dominant": p.get("dominant"), "q_th": p.get("q_th"),
+                "epre_total": proj["total"], "epre_exposed": exp, "ep_saving": p["ep_saving"],
+                "net_ep_per_iteration": p["ep_saving"] - exp,
+                "speedup_ep": base_tot / (steps * ep_it),
+                "speedup_all": base_tot / (n_dense * ep_it + n_sparse * all_it),
+                "speedup_ffnr": base_tot / ffnr_tot, "pays_off": exp < p["ep_saving"],
+                **mem})
+    return rows

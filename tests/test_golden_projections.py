@@ -1,0 +1,174 @@
+"""golden/projections.py, the model behind bench/perf_workload.py's break-even section
+(issue 8): the EPRE re-provisioning projection, the EPRE/SDUE overlap model, the synthesized
+EP masks of the k / dominant-row sweep and the speedup bookkeeping. Fast (no tracing, no
+DiT-XL/2 block)."""
+
+import ast
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from exion import PRESETS
+from exion.golden import projections as pj
+from exion.golden.cycles import epre_cycles, epre_run_cycles, transformer_block
+
+
+# DiT-XL/2 head, the digits DiT, and shapes without convenient multiples.
+SHAPES = [(256, 1152, 16), (16, 64, 4), (37, 3 * 16 + 5, 3), (1, 8, 1)]
+
+
+@pytest.mark.parametrize("T,d,heads", SHAPES)
+def test_built_epre_is_rtl_exact(preset, T, d, heads):
+    """U = C, one shared selector: the projection is golden.cycles.epre_cycles exactly."""
+    dh = max(1, d // heads)
+    p = pj.epre_projection(preset, T, d, heads, dh)
+    ref = epre_cycles(preset, T, d, heads, dh)
+    assert {k: p[k] for k in ref} == ref
+    assert p["run"] == epre_run_cycles(preset, T, T, d, dh)
+    assert p == pj.epre_projection(preset, T, d, heads, dh, units=preset.cols)
+
+
+def test_dit_xl2_head_matches_docs():
+    cfg = PRESETS["exion16"]
+    p = pj.epre_projection(cfg, 256, 1152, 16, 72)
+    assert p["run"] == 318_793 and p["select"] == 16 * 132_352
+    assert pj.epre_projection(cfg, 256, 1152, 16, 72, units=64)["run"] == 178_969
+    assert pj.epre_projection(cfg, 256, 1152, 16, 72, units=256)["run"] == 144_013
+
+
+@pytest.mark.parametrize("units", [1, 4, 16, 32, 64, 128, 256])
+def test_per_unit_selectors_divide_selection(units):
+    cfg = PRESETS["exion16"]
+    shared = pj.epre_projection(cfg, 256, 1152, 16, 72, units=units)
+    per = pj.epre_projection(cfg, 256, 1152, 16, 72, units=units, per_unit_selectors=True)
+    assert per["select"] * units == shared["select"]          # U divides T = 256
+    assert per["stage1"] == shared["stage1"] and per["stage2"] == shared["stage2"]
+    assert shared["total"] - per["total"] == shared["select"] - per["select"]
+    # U not dividing N_q: ceil(N_q / U) rows per selector
+    p = pj.epre_projection(cfg, 37, 64, 1, 16, units=5, per_unit_selectors=True)
+    assert p["select"] == 8 * (2 * 37 + 5)
+
+
+@pytest.mark.parametrize("sel", [False, True])
+def test_projection_monotonic_in_units(preset, sel):
+    for T, d, heads in SHAPES:
+        dh = max(1, d // heads)
+        tot = [pj.epre_projection(preset, T, d, heads, dh, units=u, per_unit_selectors=sel)
+               ["total"] for u in range(1, 300, 7)]
+        assert all(a >= b for a, b in zip(tot, tot[1:]))
+        assert tot[0] > tot[-1] or T == 1
+
+
+def test_overlap_exposed():
+    # no overlap: every run is exposed
+    assert pj.epre_exposed(100, [50] * 4, False) == 400
+    # EPRE run shorter than the SDUE's head work: only the first run is exposed
+    assert pj.epre_exposed(100, [150] * 4, True) == 100
+    # no SDUE work to hide behind: all exposed
+    assert pj.epre_exposed(100, [0] * 4, True) == 400
+    # longer runs: first run + (H-1) (E - S)
+    assert pj.epre_exposed(100, [30] * 4, True) == 100 + 3 * 70
+    # span = EPRE chain + the last head's SDUE work
+    assert pj.overlap_span(100, [30] * 4) == 4 * 100 + 30
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        e = int(rng.integers(1, 1000))
+        s = rng.integers(0, 2000, int(rng.integers(1, 20))).astype(float).tolist()
+        x = pj.epre_exposed(e, s, True)
+        assert e <= x <= pj.epre_exposed(e, s, False)
+
+
+def test_break_even_bookkeeping():
+    """Rows of the as-built EPRE reproduce transformer_block's EP-mode compute cycles."""
+    cfg = PRESETS["exion16"]
+    T, d, heads, ffn = 32, 64, 2, 128
+    rng = np.random.default_rng(3)
+    sm = rng.random((heads, T, T)) < 0.1
+    sm[:, np.arange(T), rng.integers(0, T, T)] = True
+    dom = rng.random((heads, T)) < 0.2
+    sk, sv = ~(sm & ~dom[..., None]).any(axis=1), ~sm.any(axis=1)
+    pt = {"k": 0.1, "dominant": 0.2,
+          **pj.ep_point(cfg, T, d, heads, ffn, 4, sm, dom, sk, sv)}
+    r = transformer_block(cfg, T, d, heads, ffn=ffn, score_mask=sm, skip_q=dom, skip_k=sk,
+                          skip_v=sv, merge_ways=4)["modes"]
+    assert pt["ep_saving"] == r["Base"]["sdue_cycles"] - r["EP"]["sdue_cycles"] > 0
+    assert math.isclose(sum(pt["head_sdue"]), r["EP"]["sdue_cycles"] - sum(
+        g["sdue_cycles"] for g in r["EP"]["gemms"] if g["name"] in ("o_proj", "fc1", "fc2")))
+    shape = {"T": T, "d": d, "heads": heads}
+    rows = pj.break_even(cfg, shape, [pt], pt["base_sdue"], ffnr_saving=0)
+    by = {x["variant"]: x for x in rows}
+    built = by[f"U={cfg.cols}"]
+    assert built["basis"].startswith("RTL-exact")
+    assert built["epre_exposed"] == r["EP"]["epre_cycles"]
+    assert math.isclose(built["speedup_ep"], r["EP"]["speedup"])
+    assert math.isclose(built["speedup_all"], built["speedup_ep"])     # no FFNR saving
+    free = by["EPRE free"]
+    assert free["pays_off"] and math.isclose(
+        free["speedup_ep"], pt["base_sdue"] / (pt["base_sdue"] - pt["ep_saving"]))
+    for x in rows:
+        assert x["pays_off"] == (x["speedup_ep"] > 1.0)
+        assert (x["basis"] == "projection") == (x["per_unit_selectors"] or x["overlap"])
+
+
+# -- the synthesized masks of the k / dominant-row sweep ----------------------------------
+@pytest.mark.parametrize("k,f_dom", [(0.05, 0.0), (0.2, 0.25), (0.5, 0.5), (1.0, 1.0)])
+def test_synth_ep_follows_the_predict_rules(k, f_dom):
+    """ceil(kT) keys per normal row, top-1 per dominant row, and the skipped K/V rows as
+    golden.predict defines them (K: no non-dominant query selects it; V: no query does)."""
+    rng = np.random.default_rng(5)
+    heads, T = 3, 40
+    kf = rng.random(17) + 0.1
+    sm, dom, sk, sv = pj.synth_ep(rng, kf, heads, T, k, f_dom)
+    assert sm.shape == (heads, T, T) and dom.shape == sk.shape == sv.shape == (heads, T)
+    per_row = sm.sum(axis=2)
+    assert (per_row[~dom] == math.ceil(k * T)).all()
+    assert (per_row[dom] == 1).all()
+    np.testing.assert_array_equal(sk, ~(sm & ~dom[..., None]).any(axis=1))
+    np.testing.assert_array_equal(sv, ~sm.any(axis=1))
+    if f_dom in (0.0, 1.0):
+        assert dom.all() == (f_dom == 1.0) and dom.any() == (f_dom == 1.0)
+
+
+def test_ep_sweep_points_are_seeded_and_cover_the_grid():
+    cfg = PRESETS["toy"]
+    shape = {"T": 16, "d": 24, "heads": 2, "ffn": 48}
+    kf = np.linspace(0.5, 1.5, 9)
+    pts = pj.ep_sweep(cfg, shape, kf, 2, ks=(0.1, 0.5), doms=(0.0, 0.5), seed=3)
+    assert [(p["k"], p["dominant"]) for p in pts] == [(0.1, 0.0), (0.5, 0.0), (0.1, 0.5),
+                                                      (0.5, 0.5)]
+    again = pj.ep_sweep(cfg, shape, kf, 2, ks=(0.1, 0.5), doms=(0.0, 0.5), seed=3)
+    assert [p["ep_saving"] for p in pts] == [p["ep_saving"] for p in again]
+    for p in pts:
+        assert p["ep_saving"] == p["base_sdue"] - p["ep_sdue"] >= 0
+        assert len(p["head_sdue"]) == shape["heads"] and p["rows"] == 2 * 16
+        assert sum(p["saving_by_gemm"].values()) == p["ep_saving"]
+    # a sparser top-k saves at least as much (same seed per point, more keys dropped)
+    assert pts[0]["ep_saving"] >= pts[1]["ep_saving"]
+
+
+def test_provisioning_variants_are_labeled():
+    cfg = PRESETS["exion16"]
+    vs = pj.provisioning_variants(cfg)
+    names = [v["name"] for v in vs]
+    assert len(names) == len(set(names)) == 4 * len(pj.BE_UNITS) + 1
+    exact = [v for v in vs if v["basis"].startswith("RTL-exact")]
+    assert [v["name"] for v in exact] == [f"U={cfg.cols}"]
+    assert vs[-1]["name"] == "EPRE free" and vs[-1]["free"]
+
+
+def test_head_sdue_splits_the_projections_evenly():
+    gemms = [{"name": n, "sdue_cycles": c} for n, c in
+             [("q_proj", 30), ("k_proj", 30), ("v_proj", 60), ("scores[0]", 5),
+              ("scores[1]", 7), ("pv[0]", 1), ("pv[1]", 2), ("o_proj", 99)]]
+    assert pj.head_sdue(gemms, 2) == [60 + 5 + 1, 60 + 7 + 2]
+
+
+def test_bench_uses_the_golden_model():
+    """The bench script calls golden.projections; none of the model is defined there."""
+    path = Path(__file__).resolve().parents[1] / "bench" / "perf_workload.py"
+    tree = ast.parse(path.read_text())
+    defined = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+    assert not defined & set(pj.__all__)
+    assert "pj.break_even(" in path.read_text()
