@@ -33,7 +33,7 @@ from exion import PRESETS
 from exion.config import load_config
 from exion.gen import fpga
 from exion.gen.verilog import TOPS
-from exion.sim.runner import build_root
+from exion.paths import build_root
 
 ROOT = Path(__file__).resolve().parent.parent
 BOARD = "ulx3s-85f"

@@ -2,7 +2,8 @@
 
 Bit-exact integer definitions (int64 NumPy, no floating point in any data path; floats only
 appear in the host-side helpers that *choose* constants and in the float references the
-tests compare against). The RTL mirrors these functions exactly.
+tests compare against). There is no CFSE RTL yet; when it lands it must match these
+functions bit-exactly (SPEC 5).
 
 Common pieces
 -------------

@@ -1,6 +1,9 @@
-"""``rtl_sdue`` and ``rtl_gemm``: the Verilated SDUE as plain functions (pytest side).
+"""``rtl_sdue`` and ``rtl_sdue_gemm``: the Verilated SDUE as plain functions (pytest side).
 
-    out, info = rtl_gemm(cfg, a, b, plan, prev=..., accumulate=...)
+Both run the ``sdue`` top alone, with pass descriptors built on the host from a ConMerge plan
+(the ``gemm`` top, which derives them in hardware, is :func:`exion.sim.gemm_rtl.rtl_sparse_gemm`).
+
+    out, info = rtl_sdue_gemm(cfg, a, b, plan, prev=..., accumulate=...)
     np.testing.assert_array_equal(out, golden.conmerge.execute_plan(cfg, a, b, plan, ...))
 
 Several products run in one simulator invocation with :func:`rtl_sdue` (the build is
@@ -19,7 +22,7 @@ from exion.golden.cycles import sdue_cycles
 from .program import Program, build_program
 from .runner import rtl_build, run_bench_pickled
 
-__all__ = ["SdueRun", "rtl_sdue", "rtl_gemm", "model_cycles"]
+__all__ = ["SdueRun", "rtl_sdue", "rtl_sdue_gemm", "model_cycles"]
 
 
 @dataclass
@@ -56,8 +59,9 @@ def rtl_sdue(cfg: Config, programs: list[Program], *, seed: int | None = None,
     return runs, report
 
 
-def rtl_gemm(cfg: Config, a, b, plan, prev=None, accumulate=False, input_sparse=False,
-             **kw) -> tuple[np.ndarray, SdueRun]:
+def rtl_sdue_gemm(cfg: Config, a, b, plan, prev=None, accumulate=False, input_sparse=False,
+                  **kw) -> tuple[np.ndarray, SdueRun]:
+    """One product ``a @ b`` by ``plan`` on the Verilated SDUE (host-built descriptors)."""
     prog = build_program(cfg, a, b, plan, prev=prev, accumulate=accumulate,
                          input_sparse=input_sparse)
     runs, _ = rtl_sdue(cfg, [prog], **kw)

@@ -7,9 +7,17 @@ Random idle gaps (``valid`` low) are inserted between beats.
 Cases (``EXION_PARAMS["cases"]``): ``extremes`` -- all -2^(W-1), all 2^(W-1)-1, zeros,
 alternating signs, each at the longest K the config allows (``k_max``) and at K = 1;
 ``random`` -- ``n_random`` dot products of random K in 1..``k_random_max`` with random data.
+These two check against golden inside the bench (the DPU's first bench, kept as it was).
+
+``rows`` -- the style every later bench uses: the (a, b) operand groups pickled by
+:func:`exion.sim.dpu_rtl.rtl_dpu` (``EXION_PARAMS["rows"]``) are streamed with random idle
+gaps of up to ``max_gap`` cycles, and the results go back to pytest
+(``EXION_PARAMS["results"]``), which compares them with ``golden.dpu``.
 """
 
 from __future__ import annotations
+
+import pickle
 
 import cocotb
 import numpy as np
@@ -115,6 +123,19 @@ async def dpu_matches_golden(dut):
                 total_cycles += cyc
                 checked += cnt
             case_names.append(f"random x{n}")
+        elif case == "rows":
+            with open(p["rows"], "rb") as fh:
+                groups = pickle.load(fh)
+            outputs = []
+            for a, b in groups:
+                got, cyc = await stream_dot_products(dut, cfg, a, b, gen,
+                                                     int(p.get("max_gap", 3)))
+                outputs.append({"result": got, "cycles": cyc})
+                total_cycles += cyc
+                checked += len(a)
+            with open(p["results"], "wb") as fh:
+                pickle.dump(outputs, fh)
+            case_names.append(f"rows x{len(groups)}")
         else:
             raise ValueError(f"unknown case {case!r}")
     secs = watch.seconds()

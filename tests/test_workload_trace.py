@@ -172,10 +172,10 @@ def test_fc1_sparse_iteration_golden_executor(traced):
 
 @pytest.mark.rtl
 def test_fc1_sparse_iteration_through_rtl_sdue(traced):
-    from exion.sim.sdue_rtl import rtl_gemm
+    from exion.sim.sdue_rtl import rtl_sdue_gemm
     cfg = PRESETS["toy"]
     x, w1, mask, prev = _fc1_group(traced, cfg)
     plan = conmerge(cfg, mask)
-    out, run = rtl_gemm(cfg, x, w1, plan, prev=prev, seed=1)
+    out, run = rtl_sdue_gemm(cfg, x, w1, plan, prev=prev, seed=1)
     np.testing.assert_array_equal(out, masked_gemm(cfg, x, w1, mask, out=prev))
     assert run.cycles == run.model
