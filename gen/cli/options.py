@@ -89,7 +89,9 @@ MASK_HELP = ("2-D boolean (or 0/1 integer) .npy array, the M x N output mask "
              "(1 = output must be computed)")
 
 
-def add_mask(parser, required: bool = True, help: str = MASK_HELP) -> None:
+def add_mask(parser, required: bool = True, absent: str = "") -> None:
+    """``--mask M.npy``; an optional one says what its absence means (``absent``)."""
+    help = MASK_HELP + (f"; without it: {absent}" if absent else "")
     parser.add_argument("--mask", required=required, default=None, metavar="M.npy", help=help)
 
 

@@ -34,8 +34,7 @@ def register(sub) -> None:
     add_config(g)
     g.add_argument("--a", required=True, metavar="A.npy", help="M x K integer operands")
     g.add_argument("--b", required=True, metavar="B.npy", help="K x N integer operands")
-    add_mask(g, required=False, help="M x N boolean (or 0/1 integer) output mask "
-                                     "(default: dense)")
+    add_mask(g, required=False, absent="dense")
     g.add_argument("--prev", metavar="P.npy", help="M x N previous OMEM contents (default 0)")
     g.add_argument("--accumulate", action="store_true",
                    help="add into --prev instead of overwriting the masked outputs")
