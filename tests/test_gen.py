@@ -109,3 +109,23 @@ def test_cli_help_lists_subcommands(capsys):
     out = capsys.readouterr().out
     for cmd in ("gen", "lint", "demo", "golden", "sim"):
         assert cmd in out
+
+
+def test_cache_key_covers_every_source_the_verilog_depends_on():
+    """The key is read from the installed package (importlib), not from a source tree:
+    config and errors, every hardware module, this generator, the vendor-cell models."""
+    from exion.gen.verilog import source_files, source_hash
+    root = Path(__file__).resolve().parent.parent
+    names = {n for n, _ in source_files()}
+    assert {"exion/config.py", "exion/errors.py", "exion.gen/verilog.py",
+            "exion.sim/models/MULT18X18D.v"} <= names
+    assert {f"exion.hw/{p.name}" for p in (root / "hw").glob("*.py")} <= names
+    assert re.fullmatch(r"[0-9a-f]{12}", source_hash())
+
+
+def test_build_root_follows_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.delenv("EXION_BUILD", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert build_root() == tmp_path / "build"
+    monkeypatch.setenv("EXION_BUILD", str(tmp_path / "elsewhere"))
+    assert build_root() == (tmp_path / "elsewhere").resolve()
