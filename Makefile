@@ -27,13 +27,14 @@ venv: $(STAMP)  ## create or refresh the virtual environment
 demo: $(STAMP)  ## generate Verilog and run a golden-checked RTL simulation, print a report
 	$(BIN)/exion demo --out build/demo
 
-test: $(STAMP)  ## the whole suite (RTL benches on Verilator included); what CI runs
+test: $(STAMP)  ## the whole suite (RTL testbenches on Verilator included); what CI runs
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-long: $(STAMP)  ## the suite plus long seeded random regressions
 	EXION_LONG=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Benchmark scripts (bench/perf_*.py; the cocotb testbenches are sim/tb_*.py).
 BENCHES ?= bench/perf_dpu.py bench/perf_conmerge.py bench/perf_sdue.py bench/perf_gemm.py bench/perf_fpga.py bench/perf_workload.py
 
 bench: $(STAMP)  ## benchmarks: print figures and write JSON under build/bench (BENCHES=...)
