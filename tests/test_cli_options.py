@@ -100,3 +100,14 @@ def test_load_mask_messages(tmp_path):
     with pytest.raises(ExionError, match=r"has shape \(2, 2\), expected \(M, N\) = \(2, 3\) "
                                          r"from A and B"):
         options.load_mask(str(tmp_path / "ok.npy"), shape=(2, 3), shape_from="A and B")
+
+
+def test_parser_loads_no_simulation_code():
+    """gen/cli imports exion.sim only inside the commands that simulate."""
+    import subprocess
+    import sys
+    code = ("import sys\nfrom exion.gen.cli import build_parser\nbuild_parser()\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('cocotb', 'exion.sim'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
