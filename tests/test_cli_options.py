@@ -100,6 +100,9 @@ def test_load_mask_messages(tmp_path):
     with pytest.raises(ExionError, match=r"has shape \(2, 2\), expected \(M, N\) = \(2, 3\) "
                                          r"from A and B"):
         options.load_mask(str(tmp_path / "ok.npy"), shape=(2, 3), shape_from="A and B")
+    # the shape is checked first (the message names what the shape must be)
+    with pytest.raises(ExionError, match=r"has shape \(2, 2\), expected \(M, N\)"):
+        options.load_mask(str(tmp_path / "two.npy"), shape=(2, 3))
 
 
 def test_parser_loads_no_simulation_code():

@@ -100,15 +100,15 @@ def load_mask(path: str, option: str = "--mask", shape: tuple | None = None,
     """A 2-D boolean mask from ``path`` (0/1 integers accepted); ``shape``, if given, is the
     (M, N) it must have (``shape_from`` says where that comes from, for the message)."""
     arr = load_npy(path, option, ndim=2)
+    if shape is not None and arr.shape != tuple(shape):
+        raise ExionError(f"{option} {path} has shape {arr.shape}, expected (M, N) = "
+                         f"{tuple(shape)}" + (f" from {shape_from}" if shape_from else ""))
     if arr.dtype.kind != "b":
         if arr.dtype.kind not in "iu" or (arr.size and not np.all((arr == 0) | (arr == 1))):
             raise ExionError(f"{option}: {path!r} must hold boolean (0/1) values, got dtype "
                              f"{arr.dtype}" + (" with other values" if arr.dtype.kind in "iu"
                                                else ""))
         arr = arr != 0
-    if shape is not None and arr.shape != tuple(shape):
-        raise ExionError(f"{option} {path} has shape {arr.shape}, expected (M, N) = "
-                         f"{tuple(shape)}" + (f" from {shape_from}" if shape_from else ""))
     return arr
 
 
