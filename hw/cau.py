@@ -55,9 +55,8 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from exion.config import Config
+from exion.config import CAU_COLS_PER_CYCLE, CAU_LANES_MAX, Config
 from exion.errors import ExionError
-from exion.golden.cycles import CAU_COLS_PER_CYCLE, CAU_LANES_MAX, cau_default_lanes
 
 from .util import bits_for as _bits
 from .util import pad_mux as _mux
@@ -128,14 +127,14 @@ def cau_pass_layout(cfg: Config, max_cols: int, block_bits: int = 16) -> data.St
 
 
 def default_merge_lanes(cfg: Config) -> int:
-    """Default ``merge_lanes``: :func:`exion.golden.cycles.cau_default_lanes` (one source).
+    """Default ``merge_lanes``: :attr:`exion.config.Config.cau_merge_lanes` (one home).
 
-    ``m // 2 + 1`` columns per cycle (a pass of C slots holds at most C * m columns and the
-    SDUE computes it in 2C cycles at K/L = 2C, so m / 2 per cycle is the break-even; one more
-    gives the margin for the window flush and partly filled slots), capped at
-    ``CAU_LANES_CAP`` = 4, at C and at W_open.
+    ``m // 2 + 1`` columns per cycle for the config's m (a pass of C slots holds at most
+    C * m columns and the SDUE computes it in 2C cycles at K/L = 2C, so m / 2 per cycle is
+    the break-even; one more gives the margin for the window flush and partly filled
+    slots), capped at ``CAU_LANES_DEFAULT_CAP`` = 4, at C and at W_open.
     """
-    return cau_default_lanes(cfg)
+    return cfg.cau_merge_lanes
 
 
 def _lowest(v: Value) -> Value:

@@ -34,8 +34,8 @@ Cycles of a run (``cycles`` output, no back-pressure on ``mask``)::
   + N_q * (2 * N_k + SEL_FIXED)                                   selection
   + RUN_FIXED
 
-with ``Gq = ceil(N_q / U)``, ``Gk = ceil(N_k / U)`` (``cycle_count`` computes it;
-``exion.golden.cycles.epre_run_cycles`` is the model).
+with ``Gq = ceil(N_q / U)``, ``Gk = ceil(N_k / U)`` (``exion.golden.cycles.epre_run_cycles``
+is the model; the constants are ``exion.config.EPRE_*``).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from exion.config import Config
+from exion.config import EPRE_PIPE, EPRE_RUN_FIXED, EPRE_SEL_FIXED, Config
 
 from .util import bits_for as _bits
 from .util import pad_mux as _mux
@@ -60,12 +60,13 @@ from .sdue import mem_write_signature
 __all__ = ["EPRE", "EpreSizes", "run_layout", "mask_layout", "score_layout",
            "h_read_signature", "PIPE", "SEL_FIXED", "RUN_FIXED"]
 
-#: Cycles from the issue of a phase's last beat to its last result written (drain).
-PIPE = 4
+#: Cycles from the issue of a phase's last beat to its last result written (drain);
+#: ``exion.config.EPRE_PIPE`` (one home, also ``cfg.epre_pipe``).
+PIPE = EPRE_PIPE
 #: Selector cycles per query row beyond 2 * N_k: start, insert tail, threshold, mask tail, out.
-SEL_FIXED = 5
+SEL_FIXED = EPRE_SEL_FIXED
 #: Cycles of a run beyond the phases (the final ``DONE`` state).
-RUN_FIXED = 1
+RUN_FIXED = EPRE_RUN_FIXED
 
 
 class _S(enum.IntEnum):
@@ -244,11 +245,6 @@ class EPRE(wiring.Component):
     def constants(self) -> dict:
         return {"pipe": PIPE, "sel_fixed": SEL_FIXED, "run_fixed": RUN_FIXED,
                 "lod_terms": self.cfg.lod_terms, **self.sizes.as_dict()}
-
-    def cycle_count(self, n_q: int, n_k: int, d: int, d_head: int) -> int:
-        """Busy cycles of one run without back-pressure (the RTL's ``cycles``)."""
-        from exion.golden.cycles import epre_run_cycles
-        return epre_run_cycles(self.cfg, n_q, n_k, d, d_head, units=self.sizes.units)
 
     def elaborate(self, platform):
         cfg, s = self.cfg, self.sizes

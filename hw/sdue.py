@@ -184,9 +184,8 @@ class SDUE(wiring.Component):
 
     @property
     def fixed_cycles(self) -> int:
-        """Busy cycles of a run beyond ``sum(max(kwords, C))``."""
-        cfg = self.cfg
-        return cfg.cols + cfg.dpu_latency + cfg.sdue_in_latency + cfg.sdue_drain_latency
+        """Busy cycles of a run beyond ``sum(max(kwords, C))``: ``cfg.sdue_fixed_cycles``."""
+        return self.cfg.sdue_fixed_cycles
 
     def constants(self) -> dict:
         return {"fixed_cycles": self.fixed_cycles, "dpu_latency": self.cfg.dpu_latency,
