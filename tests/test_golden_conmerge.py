@@ -522,7 +522,7 @@ def test_cli_cycles(cli_main, tmp_path, capsys):
     ("values", ["--mask", "m2.npy"], "--mask: 'm2.npy' must hold boolean (0/1) values"),
     ("float", ["--mask", "mf.npy"], "--mask: 'mf.npy' must hold boolean (0/1) values"),
     ("ways", ["--mask", "ok.npy", "--merge-ways", "9"],
-     "--merge-ways: 9 is invalid for config 'toy': must be in 1..8"),
+     "--merge-ways: merge_ways = 9 is invalid for config 'toy': must be an integer in 1..2"),
     ("window", ["--mask", "ok.npy", "--window", "0"], "--window: 0 is invalid"),
 ])
 @pytest.mark.parametrize("cmd", ["conmerge", "cycles"])
