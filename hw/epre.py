@@ -223,7 +223,8 @@ class EPRE(wiring.Component):
         return PIPE
 
     def constants(self) -> dict:
-        return {"pipe": PIPE, "sel_fixed": SEL_FIXED, "run_fixed": RUN_FIXED,
+        return {"pipe": self.cfg.epre_pipe, "sel_fixed": self.cfg.epre_sel_fixed,
+                "run_fixed": self.cfg.epre_run_fixed,
                 "lod_terms": self.cfg.lod_terms, **self.sizes.as_dict()}
 
     def elaborate(self, platform):
