@@ -1,9 +1,11 @@
 """ConMerge assistant unit (SPEC 4.3): condense, popcount counting sort, windowed merge.
 
 The CAU turns a row block's output mask into the ConMerge vectors of its passes, bit-exact
-with :func:`exion.golden.conmerge.conmerge` (same slots, same order, same member order, same
-selects). Three stages work on three different row blocks at once, joined by ping-pong
-buffers (``docs/cau.md`` has the picture)::
+with :func:`exion.golden.conmerge.cau` (the passes of ``conmerge``: same slots, same order,
+same member order, same selects). It is built for ``cfg.merge_ways`` member lanes; the m a
+run uses is the mask beats' ``ways`` field (like ``sort``, a run-time field). Three stages
+(``hw.cau_stages``: ``CauRead``, ``CauSort``, ``CauMerge``) work on three different row blocks
+at once, joined by ping-pong buffers (``PingPong``; ``docs/cau.md`` has the picture)::
 
     mask stream --A--> [word buffer x2] --B--> [sorted buffer x2] --C--> pass FIFO --> out
       P cvs/cycle      non-zero words +       (column, cv) in         window of W_open
@@ -161,7 +163,8 @@ class CAU(wiring.Component):
     Members
     -------
     mask : In(stream.Signature(mask_layout(cfg, P, sort == "runtime")))
-        Row blocks as beats of P column cvs; ``last`` ends a block.
+        Row blocks as beats of P column cvs; ``last`` ends a block; ``ways`` is the run's
+        merge ways (1..cfg.merge_ways).
     out : Out(stream.Signature(cau_pass_layout(cfg, max_cols)))
         One pass per transfer, in golden order; back-pressure stalls the merge.
     busy : Out(1)
