@@ -139,7 +139,7 @@ def real_utilization(cfg, arrays, meta):
         masked = passes = dense = cond = 0
         cyc_u = []
         for mk in masks:
-            p = conmerge(cfg, mk, merge_ways=m)
+            p = conmerge(cfg.replace(merge_ways=m), mk, merge_ways=m)   # a design with m
             masked += p.masked
             passes += p.n_passes
             dense += p.dense_passes
@@ -251,8 +251,9 @@ def xl_utilization(cfg, st, log):
         rng = np.random.default_rng(7)
         fm = synth_ffn_mask(rng, st, XL["T"], XL["ffn"], 1 - s)
         for m in WAYS:
-            p = conmerge(cfg, fm, merge_ways=m)
-            g = gemm_cycles(cfg, XL["d"], p, mask=fm, name="fc1")
+            mcfg = cfg.replace(merge_ways=m)          # a design with m weight buses
+            p = conmerge(mcfg, fm, merge_ways=m)
+            g = gemm_cycles(mcfg, XL["d"], p, mask=fm, name="fc1")
             rows.append({"sparsity": s, "achieved": float(1 - fm.mean()), "m": m,
                          "passes": p.n_passes, "dense_passes": p.dense_passes,
                          "conmerge_utilization": p.utilization,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import numbers
 import json
 import tomllib
 from dataclasses import dataclass, field
@@ -32,7 +33,9 @@ from pathlib import Path
 
 from .errors import ExionError
 
-__all__ = ["Config", "ConfigError", "PRESETS", "get_config", "load_config"]
+__all__ = ["Config", "ConfigError", "PRESETS", "get_config", "load_config", "index_bits",
+           "CAU_COLS_PER_CYCLE", "CAU_LANES_DEFAULT_CAP", "CAU_LANES_MAX", "EPRE_PIPE",
+           "EPRE_SEL_FIXED", "EPRE_RUN_FIXED"]
 
 
 class ConfigError(ExionError):
@@ -43,9 +46,30 @@ class ConfigError(ExionError):
 DPU_MULTS = ("infer", "ecp5")
 
 
-def _bits(n: int) -> int:
-    """Bits needed to address ``n`` distinct values (at least 1)."""
+# ---- timing-contract constants shared by hw/ and golden/ (their one home) ---------------
+# golden/cycles.py re-exports them under the same names; hw/ reads them through Config.
+#: Column cvs per CAU input beat (``hw.cau.CAU``'s ``cols_per_cycle`` default): a 4608-column
+#: row block in 576 cycles, below the SDUE's time for it at K/L = 2C down to ~97 % sparsity.
+CAU_COLS_PER_CYCLE = 8
+#: Cap of the CAU's default merge lanes (:attr:`Config.cau_merge_lanes`).
+CAU_LANES_DEFAULT_CAP = 4
+#: Most merge lanes a CAU may be generated with (the chained fit tests grow with LN).
+CAU_LANES_MAX = 8
+#: EPRE: cycles from the issue of a phase's last beat to its last result written (read, LOD
+#: register, products + lane tree register, accumulator); every phase ends with this drain.
+EPRE_PIPE = 4
+#: EPRE selector cycles per query row beyond its two passes over the N_k scores (start,
+#: insert tail, threshold, mask tail, one output beat when ``mask`` is ready).
+EPRE_SEL_FIXED = 5
+#: EPRE cycles of a run beyond its phases (the final state).
+EPRE_RUN_FIXED = 1
+
+
+def index_bits(n: int) -> int:
+    """Bits of an index into ``n`` items (at least 1): the one bit-width helper of hw/ and
+    the config's address widths."""
     return max(1, (n - 1).bit_length())
+
 
 
 @dataclass(frozen=True)
@@ -65,7 +89,8 @@ class Config:
     acc_width : int
         A, accumulator / result width in bits.
     merge_ways : int
-        m, ConMerge ways: weight vectors per DPU column per cycle, 1..R.
+        m, ConMerge ways the hardware is built with: weight buses (WMEM sub-banks) per DPU
+        column, 1..R. A run uses any m in 1..merge_ways (run-time, :meth:`check_merge_ways`).
     imem_depth, wmem_depth : int
         Elements per IMEM / WMEM bank (one side of the double buffer).
     omem_depth : int
@@ -226,15 +251,15 @@ class Config:
 
     @property
     def imem_addr_bits(self) -> int:
-        return _bits(self.imem_words)
+        return index_bits(self.imem_words)
 
     @property
     def wmem_addr_bits(self) -> int:
-        return _bits(self.wmem_words)
+        return index_bits(self.wmem_words)
 
     @property
     def omem_addr_bits(self) -> int:
-        return _bits(self.omem_depth)
+        return index_bits(self.omem_depth)
 
     @property
     def dpu_latency(self) -> int:
@@ -252,6 +277,87 @@ class Config:
         """SDUE drain cycles from an OMEM read to the write of the same entry."""
         return 1 + int(self.sdue_pipe)
 
+    @property
+    def sdue_fixed_cycles(self) -> int:
+        """SDUE busy cycles of a run of passes beyond ``sum_p max(kwords_p, C)``: the last
+        drain (C), the DPU pipeline, the address-to-DPU pipeline and the OMEM read before
+        the drain's write (hw/sdue.py; golden.cycles.sdue_cycles)."""
+        return self.cols + self.dpu_latency + self.sdue_in_latency + self.sdue_drain_latency
+
+    @property
+    def cau_cols_per_cycle(self) -> int:
+        """Default column cvs per CAU input beat (``CAU_COLS_PER_CYCLE``)."""
+        return CAU_COLS_PER_CYCLE
+
+    @property
+    def cau_merge_lanes(self) -> int:
+        """Default CAU merge lanes LN (columns sorted and merged per cycle).
+
+        ``m // 2 + 1`` with m = ``merge_ways`` (the CAU is built for the most ways a run may
+        use): a pass of C slots holds at most C * m columns and the SDUE computes it in 2C
+        cycles at K/L = 2C, so m / 2 columns per cycle is the break-even and one more lane
+        leaves room for the window flush and slots that are not full. Capped at
+        ``CAU_LANES_DEFAULT_CAP``, at C and at W_open (the window logic retires at most LN
+        slots per cycle, all from the window). A run with fewer ways uses the same lanes.
+        """
+        return max(1, min(self.merge_ways // 2 + 1, CAU_LANES_DEFAULT_CAP, self.cols,
+                          self.w_open))
+
+    @property
+    def epre_pipe(self) -> int:
+        """EPRE drain cycles at the end of every phase (``EPRE_PIPE``)."""
+        return EPRE_PIPE
+
+    @property
+    def epre_sel_fixed(self) -> int:
+        """EPRE selector cycles per query row beyond 2 * N_k (``EPRE_SEL_FIXED``)."""
+        return EPRE_SEL_FIXED
+
+    @property
+    def epre_run_fixed(self) -> int:
+        """EPRE cycles of a run beyond its phases (``EPRE_RUN_FIXED``)."""
+        return EPRE_RUN_FIXED
+
+    # -- run-time merge ways, reduction capacity and K-splits --------------------------------
+    def check_merge_ways(self, merge_ways=None) -> int:
+        """The ConMerge ways a run uses, validated: the one check of m (golden, sim, CLI).
+
+        ``None`` means ``merge_ways`` (all weight buses). The hardware is built with
+        ``merge_ways`` weight buses per DPU column; a run may use any m in 1..merge_ways
+        (the CAU's run-time ``ways`` field, the plan's ``merge_ways``). To study a design
+        with more ways, use a config with that ``merge_ways`` (1..rows).
+        """
+        m = self.merge_ways if merge_ways is None else merge_ways
+        if not isinstance(m, numbers.Integral) or isinstance(m, bool) \
+                or not 1 <= m <= self.merge_ways:
+            raise ConfigError(f"merge_ways = {m!r} is invalid for config {self.name!r}: must "
+                              f"be an integer in 1..{self.merge_ways} (the weight buses per "
+                              f"DPU column the config is built with)")
+        return int(m)
+
+    def k_cap(self, merge_ways=None) -> int:
+        """Longest reduction (elements) one SDUE pass of a run with ``merge_ways`` ways holds.
+
+        ``min(imem_depth, wmem_depth // m)`` rounded down to whole words: one IMEM side holds
+        a row of K elements; the host loads every weight bus's region into one WMEM address
+        space (its write port reaches every sub-bank), so one side holds m regions of K.
+        A run-time value (m of the run); ``wmem_depth >= merge_ways * lanes`` makes it >= L.
+        """
+        m = self.check_merge_ways(merge_ways)
+        cap = min(self.imem_depth, self.wmem_depth // m)
+        return max(self.lanes, cap // self.lanes * self.lanes)
+
+    def k_splits(self, beats: int, merge_ways=None) -> list[int]:
+        """Beats of each K-split of a reduction of ``beats`` L-words (the K-split rule).
+
+        ``ceil(beats / (k_cap / L))`` balanced pieces, the first ``beats % splits`` one beat
+        longer; a later split accumulates into OMEM. ``beats = 0`` streams one beat of zeros.
+        """
+        n = max(1, int(beats))
+        cap_w = self.k_cap(merge_ways) // self.lanes
+        ns = -(-n // cap_w)
+        return [n // ns + (1 if s < n % ns else 0) for s in range(ns)]
+
     # -- serialisation ----------------------------------------------------------------
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -261,8 +367,12 @@ class Config:
     def derived(self) -> dict:
         names = ["k_max_limit", "imem_banks", "wmem_banks", "omem_banks", "imem_words",
                  "wmem_words", "w_open", "peak_macs", "imem_addr_bits", "wmem_addr_bits",
-                 "omem_addr_bits", "dpu_latency", "sdue_in_latency", "sdue_drain_latency"]
-        return {n: getattr(self, n) for n in names}
+                 "omem_addr_bits", "dpu_latency", "sdue_in_latency", "sdue_drain_latency",
+                 "sdue_fixed_cycles", "cau_cols_per_cycle", "cau_merge_lanes", "epre_pipe",
+                 "epre_sel_fixed", "epre_run_fixed"]
+        d = {n: getattr(self, n) for n in names}
+        d["k_cap"] = self.k_cap()      # a run with all merge_ways; k_cap(m) for fewer
+        return d
 
     @property
     def hash(self) -> str:

@@ -50,6 +50,8 @@ LINT_WAIVERS = {
     "UNUSEDSIGNAL": "Yosys keeps bits of wide intermediates that a slice does not read",
     "PROCASSINIT": "Amaranth declares registers with their init value (FPGA power-up state)",
     "DECLFILENAME": "one generated file holds the top module and all of its submodules",
+    "CASEINCOMPLETE": "an m.FSM case lists only the states that assign the signal; the "
+                      "default is assigned before the case (no latch)",
 }
 
 

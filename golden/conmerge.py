@@ -61,7 +61,8 @@ from .quant import check_k, check_operand, wrap
 __all__ = [
     "Pass", "ConMergePlan", "masked_gemm", "check_mask", "conflict_vectors", "cv_ints",
     "sort_columns", "merge_columns", "conmerge", "dense_plan", "check_plan", "execute_plan",
-    "reduction_chunks", "row_block_chunks", "pass_k_words", "SORTS",
+    "reduction_chunks", "row_block_chunks", "pass_k_words", "SORTS", "CauPasses", "cau",
+    "sdue",
 ]
 
 SORTS = ("popcount", "none")
@@ -335,14 +336,6 @@ class ConMergePlan:
         }
 
 
-def _check_ways(cfg: Config, merge_ways):
-    m = cfg.merge_ways if merge_ways is None else merge_ways
-    if not isinstance(m, (int, np.integer)) or isinstance(m, bool) or not 1 <= m <= cfg.rows:
-        raise ExionError(f"merge_ways = {m!r} is invalid for config {cfg.name!r}: must be an "
-                         f"integer in 1..{cfg.rows} (1..rows)")
-    return int(m)
-
-
 def _check_window(cfg: Config, window):
     w = cfg.w_open if window is None else window
     if not isinstance(w, (int, np.integer)) or isinstance(w, bool) or w < 1:
@@ -360,11 +353,12 @@ def conmerge(cfg: Config, mask, merge_ways: int | None = None, sort: str = "popc
     """ConMerge a full (M, N) output mask into passes (SPEC 3.2 steps 1-5).
 
     Row blocks in natural order; per block: cvs, condense, sort, windowed first-fit merge,
-    slots C at a time into passes. ``merge_ways`` defaults to ``cfg.merge_ways`` (1..R),
-    ``window`` to ``cfg.w_open``; ``sort`` is ``"popcount"`` or ``"none"``.
+    slots C at a time into passes. ``merge_ways`` is the run's m, 1..``cfg.merge_ways``
+    (default: all of them; :meth:`Config.check_merge_ways` is the one check of m), ``window``
+    defaults to ``cfg.w_open``; ``sort`` is ``"popcount"`` or ``"none"``.
     """
     mask = check_mask(mask)
-    m = _check_ways(cfg, merge_ways)
+    m = cfg.check_merge_ways(merge_ways)
     w = _check_window(cfg, window)
     sort = _check_sort(sort)
     R, C = cfg.rows, cfg.cols
@@ -465,7 +459,7 @@ def check_plan(cfg: Config, mask, plan: ConMergePlan) -> None:
     need((plan.M, plan.N) == (M, N), f"plan is for {plan.M} x {plan.N}, mask is {M} x {N}")
     need((plan.R, plan.C) == (R, C), f"plan is for R x C = {plan.R} x {plan.C}, "
                                      f"config {cfg.name!r} has {R} x {C}")
-    need(1 <= m <= R, f"merge_ways = {m} not in 1..{R}")
+    need(1 <= m <= cfg.merge_ways, f"merge_ways = {m} not in 1..{cfg.merge_ways}")
     need(plan.rows.shape == (P, R), f"rows shape {plan.rows.shape} != {(P, R)}")
     need(plan.members.shape == (P, C, m), f"members shape {plan.members.shape} != "
                                           f"{(P, C, m)} (no slot may have > m members)")
@@ -615,3 +609,53 @@ def execute_plan(cfg: Config, a, b, plan: ConMergePlan, out=None, accumulate: bo
             val = val + res[i_out, j_out]
         res[i_out, j_out] = wrap(val, cfg.acc_width)
     return res
+
+
+# ----------------------------------------------------------------------------------------
+# the golden functions of the hardware blocks of the same name
+# ----------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class CauPasses:
+    """What ``hw.cau.CAU`` emits for a mask, one entry per pass in output order.
+
+    ``row_block`` (P,), ``members`` (P, C, cfg.merge_ways) (the CAU's ``col`` lanes for every
+    weight bus the hardware has; -1 where no member exists, so lanes k >= the run's m are
+    all -1), ``select`` (P, R, C) (-1 = idle DPU) and ``last`` (P,) (the last pass of its
+    row block).
+    """
+
+    row_block: np.ndarray
+    members: np.ndarray
+    select: np.ndarray
+    last: np.ndarray
+
+
+def cau(cfg: Config, mask, sort: str = "popcount", merge_ways: int | None = None) -> CauPasses:
+    """The golden function of ``hw.cau.CAU`` (same name, same contract).
+
+    The CAU is built for ``cfg`` (R, C, W_open = ``cfg.w_open`` window registers,
+    ``cfg.merge_ways`` member lanes); ``sort`` and ``merge_ways`` (the run's m, checked by
+    :meth:`Config.check_merge_ways`) are the run-time fields of its mask beats. Its passes
+    are :func:`conmerge`'s, with the member lanes padded to ``cfg.merge_ways``.
+    """
+    plan = conmerge(cfg, mask, merge_ways=merge_ways, sort=sort)
+    P, m = plan.n_passes, plan.merge_ways
+    members = np.full((P, cfg.cols, cfg.merge_ways), -1, dtype=np.int32)
+    members[:, :, :m] = plan.members
+    rb = plan.row_block
+    last = np.r_[rb[1:] != rb[:-1], True] if P else np.zeros(0, bool)
+    return CauPasses(rb, members, plan.select, last)
+
+
+def sdue(cfg: Config, a, b, plan: ConMergePlan, out=None, accumulate: bool = False,
+         input_sparse: bool = False) -> np.ndarray:
+    """The golden function of ``hw.sdue.SDUE`` (same name, same contract): run a product's
+    passes from their ConMerge vectors and return the OMEM contents, (M, N).
+
+    The SDUE executes pass descriptors (IMEM/WMEM addresses, the ConMerge vectors, OMEM base,
+    accumulate) on the memories the host loaded; ``sim.program.build_program`` turns
+    ``(a, b, plan)`` into exactly those, so the result is :func:`execute_plan`'s (which this
+    is). Its cycles are ``golden.cycles.sdue_cycles`` of the program's passes.
+    """
+    return execute_plan(cfg, a, b, plan, out=out, accumulate=accumulate,
+                        input_sparse=input_sparse)

@@ -39,7 +39,7 @@ Global-buffer fill (double-buffered IMEM/WMEM)
 CAU (calibrated to hw/cau.py; exact, see docs/cau.md)
 ------------------------------------------------------
 Three stages on three consecutive row blocks, joined by ping-pong buffers. LN = the CAU's
-``merge_lanes`` (:func:`cau_default_lanes`), P = ``cols_per_cycle``. For a block of N columns,
+``merge_lanes`` (:attr:`Config.cau_merge_lanes`), P = ``cols_per_cycle``. For a block of N columns,
 n non-zero columns, S slots and f = min(S, W_open) slots left in the merge window at the end
 (slots from the golden merge)::
 
@@ -74,18 +74,20 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from exion.config import Config
+from exion.config import (CAU_COLS_PER_CYCLE, CAU_LANES_DEFAULT_CAP, CAU_LANES_MAX,
+                          EPRE_PIPE, EPRE_RUN_FIXED, EPRE_SEL_FIXED, Config)
 from exion.errors import ExionError
 
-from .conmerge import (ConMergePlan, check_mask, conmerge, dense_plan, merge_columns,
-                       row_block_chunks)
+from .conmerge import (ConMergePlan, _check_sort, _check_window, _pack, _sorted_cols,
+                       check_mask, conmerge, dense_plan, merge_columns, row_block_chunks)
 
 __all__ = [
     "sdue_fixed", "sdue_cycles", "k_cap", "sdue_pass_list", "GemmCycles",
     "gemm_cycles", "cau_block_cycles", "cau_stage_cycles", "cau_cycles", "cau_schedule",
     "cau_default_lanes", "cau_flush_cycles",
     "epre_cycles", "epre_run_cycles", "epre_phase_cycles", "transformer_block",
-    "MODES",
+    "MODES", "CAU_COLS_PER_CYCLE", "CAU_LANES_DEFAULT_CAP", "CAU_LANES_MAX", "CAU_SORT_START",
+    "CAU_MERGE_START", "CAU_OUT_LATENCY", "EPRE_PIPE", "EPRE_SEL_FIXED", "EPRE_RUN_FIXED",
 ]
 
 # ---- SDUE (contract; calibrate against RTL) --------------------------------------------
@@ -97,13 +99,8 @@ __all__ = [
 # inferred) and the FPGA DSP floorplan of exion pnr.
 
 # ---- CAU (calibrated to hw/cau.py: exact, tests/test_cau.py, tests/test_cau_rtl.py) ---
-#: Column cvs per input beat (the hw.cau.CAU ``cols_per_cycle`` default): a 4608-column
-#: row block in 576 cycles, below the SDUE's time for it at K/L = 2C down to ~97 % sparsity.
-CAU_COLS_PER_CYCLE = 8
-#: Cap of the default merge lanes (:func:`cau_default_lanes`).
-CAU_LANES_DEFAULT_CAP = 4
-#: Most merge lanes a CAU may be generated with (the chained fit tests grow with LN).
-CAU_LANES_MAX = 8
+# CAU_COLS_PER_CYCLE, CAU_LANES_DEFAULT_CAP and CAU_LANES_MAX live in exion/config.py (the
+# hardware needs them too); the default merge lanes are Config.cau_merge_lanes.
 #: Sort stage: one cycle for the histogram's prefix sum before the first column.
 CAU_SORT_START = 1
 #: Merge stage: one cycle to fetch the first sorted column (also the whole cost of a block
@@ -114,19 +111,13 @@ CAU_MERGE_START = 1
 CAU_OUT_LATENCY = 2
 
 # ---- EPRE (calibrated to hw/epre.py; exact, see docs/epre.md) ---------------------------
-#: Cycles from the issue of a phase's last beat to its last result written (read, LOD
-#: register, products + lane tree register, accumulator); every phase ends with this drain.
-EPRE_PIPE = 4
-#: Selector cycles per query row beyond its two passes over the N_k scores (start, insert
-#: tail, threshold, mask tail, one output beat when ``mask`` is ready).
-EPRE_SEL_FIXED = 5
-#: Cycles of a run beyond its phases (the final state).
-EPRE_RUN_FIXED = 1
+# EPRE_PIPE, EPRE_SEL_FIXED and EPRE_RUN_FIXED live in exion/config.py (the RTL's drain
+# length and state sequence; Config.epre_pipe / epre_sel_fixed / epre_run_fixed).
 
 
 def sdue_fixed(cfg: Config) -> int:
-    """Fixed SDUE cycles per run of passes (see the module docstring)."""
-    return cfg.cols + cfg.dpu_latency + cfg.sdue_in_latency + cfg.sdue_drain_latency
+    """Fixed SDUE cycles per run of passes: :attr:`Config.sdue_fixed_cycles`."""
+    return cfg.sdue_fixed_cycles
 
 
 def sdue_cycles(cfg: Config, k_words_per_pass) -> int:
@@ -139,10 +130,9 @@ def sdue_cycles(cfg: Config, k_words_per_pass) -> int:
     return int(np.maximum(k, cfg.cols).sum()) + sdue_fixed(cfg)
 
 
-def k_cap(cfg: Config, merge_ways: int) -> int:
-    """Longest reduction (elements) one pass can hold: IMEM bank and WMEM bank / m."""
-    cap = min(cfg.imem_depth, cfg.wmem_depth // merge_ways)
-    return max(cfg.lanes, cap // cfg.lanes * cfg.lanes)
+def k_cap(cfg: Config, merge_ways: int | None = None) -> int:
+    """Longest reduction (elements) one pass of a run with m ways holds: :meth:`Config.k_cap`."""
+    return cfg.k_cap(merge_ways)
 
 
 def sdue_pass_list(cfg: Config, plan: ConMergePlan, K: int, input_mask=None) -> dict:
@@ -155,7 +145,6 @@ def sdue_pass_list(cfg: Config, plan: ConMergePlan, K: int, input_mask=None) -> 
     if not isinstance(K, (int, np.integer)) or K < 1:
         raise ExionError(f"K = {K!r} must be an integer >= 1")
     L = cfg.lanes
-    cap_w = k_cap(cfg, plan.merge_ways) // L
     nb = math.ceil(plan.M / plan.R)
     if input_mask is None:
         words = [np.arange(math.ceil(K / L))] * nb
@@ -170,12 +159,9 @@ def sdue_pass_list(cfg: Config, plan: ConMergePlan, K: int, input_mask=None) -> 
         idx = np.arange(starts[b], starts[b + 1])
         if idx.size == 0:
             continue
-        n = len(words[b])
-        if n == 0:  # input all zero in this block: nothing to stream, the outputs are 0
-            n = 1    # the pass still runs to write them (one beat of zeros)
-        nsplit = math.ceil(n / cap_w)
-        for s in range(nsplit):  # balanced: the first n % nsplit splits get one beat more
-            kws = n // nsplit + (1 if s < n % nsplit else 0)
+        # Config.k_splits: balanced splits; an all-zero input block still streams one beat
+        # of zeros (the pass runs to write its outputs)
+        for s, kws in enumerate(cfg.k_splits(len(words[b]), plan.merge_ways)):
             pp.append(idx)
             ss.append(np.full(idx.size, s))
             kw.append(np.full(idx.size, kws))
@@ -236,20 +222,12 @@ def _fill(cfg: Config, plan: ConMergePlan, pl: dict) -> np.ndarray:
     return fill
 
 
-def cau_default_lanes(cfg: Config, merge_ways: int | None = None,
-                      window: int | None = None) -> int:
-    """The CAU's default ``merge_lanes`` (LN): columns sorted and merged per cycle.
+def cau_default_lanes(cfg: Config) -> int:
+    """The CAU's default ``merge_lanes`` (LN): :attr:`Config.cau_merge_lanes`.
 
-    ``m // 2 + 1``: a pass of C slots holds at most C * m columns and the SDUE computes it in
-    2C cycles at K/L = 2C, so m / 2 columns per cycle is the break-even and one more lane
-    leaves room for the window flush and slots that are not full. Capped at
-    ``CAU_LANES_DEFAULT_CAP`` (the fit chain grows with LN), at C and at W_open (the window
-    logic retires at most LN slots per cycle, all from the window). ``merge_ways``/``window``
-    override the config's m / W_open (as in :func:`~exion.golden.conmerge.conmerge`).
+    A build-time value: a run with fewer ways than ``cfg.merge_ways`` uses the same lanes.
     """
-    m = cfg.merge_ways if merge_ways is None else int(merge_ways)
-    w = cfg.w_open if window is None else int(window)
-    return max(1, min(m // 2 + 1, CAU_LANES_DEFAULT_CAP, cfg.cols, w))
+    return cfg.cau_merge_lanes
 
 
 def cau_flush_cycles(slots: int, window_slots: int, cols: int, merge_lanes: int) -> int:
@@ -322,9 +300,8 @@ def cau_stage_cycles(N: int, n_nonzero: int, window_slots: int,
 def _cau_blocks(cfg: Config, mask, merge_ways, sort, window, cols_per_cycle):
     """Per row block: n (non-zero columns), f (window slots at the end), S (slots) and the
     non-zero columns per input beat, from the golden sort and merge."""
-    from .conmerge import _check_sort, _check_ways, _check_window, _pack, _sorted_cols
     mask = check_mask(mask)
-    m = _check_ways(cfg, merge_ways)
+    m = cfg.check_merge_ways(merge_ways)
     w = _check_window(cfg, window)
     sort = _check_sort(sort)
     R, P = cfg.rows, int(cols_per_cycle)
@@ -346,8 +323,8 @@ def _cau_blocks(cfg: Config, mask, merge_ways, sort, window, cols_per_cycle):
     return out
 
 
-def _cau_lanes(cfg, merge_ways, window, merge_lanes):
-    return cau_default_lanes(cfg, merge_ways, window) if merge_lanes is None else merge_lanes
+def _cau_lanes(cfg, merge_lanes):
+    return cfg.cau_merge_lanes if merge_lanes is None else merge_lanes
 
 
 def _cau_stages(cfg, N, blocks, cols_per_cycle, lanes):
@@ -363,7 +340,7 @@ def cau_cycles(cfg: Config, mask, merge_ways: int | None = None, sort: str = "po
     """CAU cycles per row block of an output mask (``max(read, sort, merge)`` of each
     block; ``merge_lanes`` defaults to :func:`cau_default_lanes`)."""
     N = check_mask(mask).shape[1]
-    lanes = _cau_lanes(cfg, merge_ways, window, merge_lanes)
+    lanes = _cau_lanes(cfg, merge_lanes)
     blocks = _cau_blocks(cfg, mask, merge_ways, sort, window, cols_per_cycle)
     return np.asarray([max(s.values()) for s in _cau_stages(cfg, N, blocks, cols_per_cycle,
                                                              lanes)], dtype=np.int64)
@@ -385,7 +362,7 @@ def cau_schedule(cfg: Config, mask, merge_ways: int | None = None, sort: str = "
     :func:`cau_cycles`.
     """
     N = check_mask(mask).shape[1]
-    lanes = _cau_lanes(cfg, merge_ways, window, merge_lanes)
+    lanes = _cau_lanes(cfg, merge_lanes)
     blocks = _cau_blocks(cfg, mask, merge_ways, sort, window, cols_per_cycle)
     nb = len(blocks)
     st = _cau_stages(cfg, N, blocks, cols_per_cycle, lanes)

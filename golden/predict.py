@@ -55,7 +55,7 @@ from exion.errors import ExionError
 from .lod import approx_matmul
 from .quant import check_k, check_operand, saturate, wrap
 
-__all__ = ["PredictResult", "eager_predict", "topk_select", "dominant_rows", "keep_count",
+__all__ = ["PredictResult", "eager_predict", "epre", "topk_select", "dominant_rows", "keep_count",
            "stage1_shift", "as_fraction", "POLARITIES"]
 
 POLARITIES = ("top1", "keep_all")
@@ -281,3 +281,17 @@ def eager_predict(cfg: Config, x, wq, wk, k, shift_q=None, shift_k=None, q_th_in
         q_th_int=None if q_th_int is None else int(q_th_int), polarity=polarity,
         qh_acc=qh_acc, kh_acc=kh_acc, qh=qh, kh=kh, sh=sh, topk_mask=topk, dominant=dom,
         score_mask=score, q_needed=q_needed, key_needed=key_needed, k_needed=k_needed)
+
+
+def epre(cfg: Config, x, wq, wk, k, shift_q=None, shift_k=None, q_th_int=None,
+         polarity: str = "top1", lod_terms=None, x_kv=None) -> PredictResult:
+    """The golden function of ``hw.epre.EPRE`` (same name, same contract): one prediction run.
+
+    The EPRE takes X (and X_kv), Wq, Wk and a run descriptor (shifts, kN, q_th, polarity,
+    LOD or TS-LOD) and emits Qh and Kh (its banks), the stage-2 scores (its ``score`` tap),
+    the score mask row by row with the dominant flag, and the key-needed / k-needed flags:
+    the fields ``qh``, ``kh``, ``sh``, ``score_mask``, ``dominant``, ``key_needed`` and
+    ``k_needed`` of :func:`eager_predict`, which this is.
+    """
+    return eager_predict(cfg, x, wq, wk, k, shift_q=shift_q, shift_k=shift_k,
+                         q_th_int=q_th_int, polarity=polarity, lod_terms=lod_terms, x_kv=x_kv)

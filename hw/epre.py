@@ -34,57 +34,38 @@ Cycles of a run (``cycles`` output, no back-pressure on ``mask``)::
   + N_q * (2 * N_k + SEL_FIXED)                                   selection
   + RUN_FIXED
 
-with ``Gq = ceil(N_q / U)``, ``Gk = ceil(N_k / U)`` (``cycle_count`` computes it;
-``exion.golden.cycles.epre_run_cycles`` is the model).
+with ``Gq = ceil(N_q / U)``, ``Gk = ceil(N_k / U)`` (``exion.golden.cycles.epre_run_cycles``
+is the model; the constants are ``exion.config.EPRE_*``).
 """
 
 from __future__ import annotations
 
-import enum
 import math
 
-from amaranth import Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import ceil_log2
 
-from exion.config import Config
+from exion.config import EPRE_PIPE, EPRE_RUN_FIXED, EPRE_SEL_FIXED, Config
 
 from .util import bits_for as _bits
 from .util import pad_mux as _mux
 from .dpu import operand_layout
-from .lod import LOD, approx_product, lod_layout, refuse
+from .epre_stages import EpreControl, EpreLanes, EpreSelector, EpreWriteback
+from .lod import refuse
 from .sdue import mem_write_signature
 
 __all__ = ["EPRE", "EpreSizes", "run_layout", "mask_layout", "score_layout",
            "h_read_signature", "PIPE", "SEL_FIXED", "RUN_FIXED"]
 
-#: Cycles from the issue of a phase's last beat to its last result written (drain).
-PIPE = 4
+#: Cycles from the issue of a phase's last beat to its last result written (drain);
+#: ``exion.config.EPRE_PIPE`` (one home, also ``cfg.epre_pipe``).
+PIPE = EPRE_PIPE
 #: Selector cycles per query row beyond 2 * N_k: start, insert tail, threshold, mask tail, out.
-SEL_FIXED = 5
+SEL_FIXED = EPRE_SEL_FIXED
 #: Cycles of a run beyond the phases (the final ``DONE`` state).
-RUN_FIXED = 1
-
-
-class _S(enum.IntEnum):
-    """Controller states, in run order."""
-    IDLE = 0
-    S1 = 1           # stage 1 issue (Q, then K)
-    S1_DRAIN = 2
-    S2 = 3           # stage 2 issue, one row group
-    S2_DRAIN = 4
-    SEL_START = 5    # selector: clear the network
-    INS = 6          # insertion pass
-    INS_TAIL = 7
-    THR = 8          # latch the kN-th element and the dominant flag
-    MASK = 9         # mask pass
-    MASK_TAIL = 10
-    OUT = 11         # mask row on the output stream
-    DONE = 12
-
-
+RUN_FIXED = EPRE_RUN_FIXED
 
 
 class EpreSizes:
@@ -242,31 +223,49 @@ class EPRE(wiring.Component):
         return PIPE
 
     def constants(self) -> dict:
-        return {"pipe": PIPE, "sel_fixed": SEL_FIXED, "run_fixed": RUN_FIXED,
+        return {"pipe": self.cfg.epre_pipe, "sel_fixed": self.cfg.epre_sel_fixed,
+                "run_fixed": self.cfg.epre_run_fixed,
                 "lod_terms": self.cfg.lod_terms, **self.sizes.as_dict()}
-
-    def cycle_count(self, n_q: int, n_k: int, d: int, d_head: int) -> int:
-        """Busy cycles of one run without back-pressure (the RTL's ``cycles``)."""
-        from exion.golden.cycles import epre_run_cycles
-        return epre_run_cycles(self.cfg, n_q, n_k, d, d_head, units=self.sizes.units)
 
     def elaborate(self, platform):
         cfg, s = self.cfg, self.sizes
-        U, L, W, A = s.units, cfg.lanes, cfg.width, cfg.acc_width
-        terms = cfg.lod_terms
+        U, A = s.units, cfg.acc_width
         m = Module()
         word = operand_layout(cfg)
-        run = Signal(run_layout(cfg, s), name="run_cfg")
+        rl = run_layout(cfg, s)
 
-        # ---- memories -------------------------------------------------------------------
-        x_rd, qh_rd, kh_rd = [], [], []
-        x_addr = Signal(_bits(s.x_depth))
-        qh_addr = Signal(_bits(s.h_depth))
-        kh_addr = Signal(_bits(s.h_depth))
-        h_wr_en_q = Signal(name="h_wr_en_q")
-        h_wr_en_k = Signal(name="h_wr_en_k")
-        h_wr_addr = Signal(_bits(s.h_depth))
-        h_wr_data = [Signal(word, name=f"h_wr_data{u}") for u in range(U)]
+        # ---- stages --------------------------------------------------------------------
+        m.submodules.control = ctl = EpreControl(cfg, s, rl)
+        m.submodules.lanes = lanes = EpreLanes(cfg, U)
+        m.submodules.writeback = wb = EpreWriteback(
+            cfg, U, _bits(s.h_depth), max(s.dh_max, s.n_max) + 1, score_layout(cfg, s),
+            rl["d_head"].shape.width, rl["h_words"].shape.width)
+        m.submodules.selector = sel = EpreSelector(cfg, s.n_max)
+        wiring.connect(m, wiring.flipped(self.run), ctl.run)
+        wiring.connect(m, wb.score, wiring.flipped(self.score))
+        run = ctl.params
+        m.d.comb += [
+            self.busy.eq(ctl.busy), self.cycles.eq(ctl.cycles),
+            lanes.issue.eq(ctl.issue), lanes.first.eq(ctl.first), lanes.last.eq(ctl.last),
+            lanes.jc.eq(ctl.jc), lanes.ph_s2.eq(ctl.ph_s2),
+            lanes.two_step.eq(run.two_step if cfg.lod_terms == 2 else 0),
+            wb.res_v.eq(lanes.res_v), wb.acc.eq(lanes.acc), wb.ph_k.eq(ctl.ph_k),
+            wb.ph_s2.eq(ctl.ph_s2), wb.shift_q.eq(run.shift_q), wb.shift_k.eq(run.shift_k),
+            wb.d_head.eq(run.d_head), wb.h_words.eq(run.h_words), wb.group.eq(ctl.group),
+            wb.clear_all.eq(ctl.wb_clear_all), wb.clear_j.eq(ctl.wb_clear_j),
+            sel.start.eq(ctl.start), sel.k_n.eq(self.run.payload.k_n),
+            sel.n_k.eq(self.run.payload.n_k), sel.keep_all.eq(run.keep_all),
+            sel.q_th_en.eq(run.q_th_en), sel.q_th.eq(run.q_th), sel.clear.eq(ctl.sel_clear),
+            sel.sj.eq(ctl.sj), sel.ins.eq(ctl.ins), sel.msk.eq(ctl.msk),
+            sel.latch.eq(ctl.latch),
+            self.mask.valid.eq(ctl.mask_valid), ctl.mask_ready.eq(self.mask.ready),
+            self.mask.payload.row.eq(ctl.row), self.mask.payload.dominant.eq(sel.dominant),
+            self.mask.payload.mask.eq(sel.mask_row),
+            self.key_needed.eq(sel.key_needed), self.k_needed.eq(sel.k_needed),
+        ]
+
+        # ---- memories: X, Qh, Kh banks per unit; W^T; the score buffer -------------------
+        h_rd = {"q": [], "k": []}
         for u in range(U):
             mem = Memory(shape=word, depth=s.x_depth, init=[])
             m.submodules[f"xmem{u}"] = mem
@@ -274,319 +273,32 @@ class EPRE(wiring.Component):
             m.d.comb += [wp.addr.eq(self.x_w.addr), wp.data.eq(self.x_w.data[u]),
                          wp.en.eq(self.x_w.en[u])]
             rp = mem.read_port()
-            m.d.comb += rp.addr.eq(x_addr)
-            x_rd.append(rp.data)
-            for kind, rd, addr, en in (("q", qh_rd, qh_addr, h_wr_en_q),
-                                       ("k", kh_rd, kh_addr, h_wr_en_k)):
+            m.d.comb += [rp.addr.eq(ctl.x_addr), lanes.x[u].eq(rp.data)]
+            for kind, addr, en in (("q", ctl.qh_addr, wb.h_en_q), ("k", ctl.kh_addr, wb.h_en_k)):
                 mem = Memory(shape=word, depth=s.h_depth, init=[])
                 m.submodules[f"{kind}hmem{u}"] = mem
                 wp = mem.write_port()
-                m.d.comb += [wp.addr.eq(h_wr_addr), wp.data.eq(h_wr_data[u]), wp.en.eq(en)]
+                m.d.comb += [wp.addr.eq(wb.h_addr), wp.data.eq(wb.h_data[u]), wp.en.eq(en)]
                 rp = mem.read_port()
                 m.d.comb += rp.addr.eq(Mux(self.busy, addr, self.h_r.addr))
-                rd.append(rp.data)
+                h_rd[kind].append(rp.data)
+            m.d.comb += [lanes.qh[u].eq(h_rd["q"][u]), lanes.kh[u].eq(h_rd["k"][u])]
         wmem = Memory(shape=word, depth=s.w_depth, init=[])
         m.submodules.wmem = wmem
         wp = wmem.write_port()
         m.d.comb += [wp.addr.eq(self.w_w.addr), wp.data.eq(self.w_w.data[0]),
                      wp.en.eq(self.w_w.en[0])]
         w_rp = wmem.read_port()
-        w_addr = Signal(_bits(s.w_depth))
-        m.d.comb += w_rp.addr.eq(w_addr)
+        m.d.comb += [w_rp.addr.eq(ctl.w_addr), lanes.w.eq(w_rp.data)]
         smem = Memory(shape=data.ArrayLayout(signed(A), U), depth=s.n_max, init=[])
         m.submodules.smem = smem
         s_wp = smem.write_port()
         s_rp = smem.read_port()
+        m.d.comb += [s_wp.addr.eq(wb.s_addr), s_wp.en.eq(wb.s_en), s_wp.data.eq(lanes.acc),
+                     s_rp.addr.eq(ctl.sj), sel.score.eq(_mux(list(s_rp.data), ctl.col))]
 
         h_r_k = Signal(name="h_r_k")
         m.d.sync += h_r_k.eq(self.h_r.k)
         for u in range(U):
-            m.d.comb += self.h_r.data[u].eq(Mux(h_r_k, kh_rd[u], qh_rd[u]))
-
-        # ---- issue counters (stage 1 and stage 2) --------------------------------------
-        ph_k = Signal(name="ph_k")        # stage 1: 0 = Q, 1 = K
-        ph_s2 = Signal(name="ph_s2")      # stage 2 (scores)
-        kw = Signal(range(s.dw_max + s.hw_max + 1), name="kw")
-        j = Signal(range(max(s.dh_max, s.n_max) + 1), name="j")
-        g = Signal(range(s.g_max + 1), name="g")              # stage-1 row group
-        ig = Signal(range(s.g_max + 1), name="ig")            # stage-2 / selection group
-        xa_base = Signal.like(x_addr, name="xa_base")        # X word of (group, kw=0)
-        wa_base = Signal.like(w_addr, name="wa_base")        # W word of (row j, kw=0)
-        jc = Signal(range(U), name="jc")                     # key j mod U
-        kh_base = Signal.like(kh_addr, name="kh_base")       # Kh word of (j // U, kw=0)
-        qh_base = Signal.like(qh_addr, name="qh_base")       # Qh word of (ig, kw=0)
-        issue = Signal(name="issue")
-        kw_last = Signal(name="kw_last")
-        j_last = Signal(name="j_last")
-        g_last = Signal(name="g_last")
-        kw_n = Mux(ph_s2, run.h_words, run.d_words)
-        m.d.comb += [
-            kw_last.eq(kw == kw_n - 1),
-            j_last.eq(j == Mux(ph_s2, run.n_k, run.d_head) - 1),
-            g_last.eq(g == Mux(ph_k, run.k_groups, run.q_groups) - 1),
-            x_addr.eq(xa_base + kw),
-            w_addr.eq(wa_base + kw),
-            qh_addr.eq(qh_base + kw),
-            kh_addr.eq(kh_base + kw),
-        ]
-
-        # ---- datapath: read -> LOD -> products -> accumulate ---------------------------
-        v1, first1, last1 = Signal(), Signal(), Signal()
-        jc1 = Signal.like(jc, name="jc1")
-        m.d.sync += [v1.eq(issue), first1.eq(kw == 0), last1.eq(kw_last), jc1.eq(jc)]
-        b_word = Mux(ph_s2, Value.cast(_mux(kh_rd, jc1)), Value.cast(w_rp.data))
-        lay = lod_layout(W)
-        two_step = run.two_step if terms == 2 else Const(0, 1)
-
-        def lods(raw, prefix):
-            regs = []
-            for lane in range(L):
-                det = LOD(W, terms)
-                m.submodules[f"{prefix}_l{lane}"] = det
-                m.d.comb += [det.value.eq(raw[lane * W:(lane + 1) * W].as_signed()),
-                             det.two_step.eq(two_step)]
-                reg = Signal(lay, name=f"{prefix}_lod{lane}", reset_less=True)
-                m.d.sync += reg.eq(det.out)
-                regs.append(reg)
-            return regs
-
-        lb = lods(b_word, "b")
-        v2, first2, last2 = Signal(), Signal(), Signal()
-        m.d.sync += [v2.eq(v1), first2.eq(first1), last2.eq(last1)]
-        v3, first3, last3 = Signal(), Signal(), Signal()     # psum valid
-        m.d.sync += [v3.eq(v2), first3.eq(first2), last3.eq(last2)]
-        res_v = Signal(name="res_valid")                     # acc holds a finished result
-        m.d.sync += res_v.eq(v3 & last3)
-        psum_w = 2 * W + 1 + ceil_log2(L) if L > 1 else 2 * W + 1
-        accs = []
-        for u in range(U):
-            a_word = Mux(ph_s2, Value.cast(qh_rd[u]), Value.cast(x_rd[u]))
-            la = lods(a_word, f"a{u}")
-            psum = Signal(signed(psum_w), name=f"psum{u}", reset_less=True)
-            total = approx_product(la[0], lb[0], W, terms)
-            for lane in range(1, L):
-                total = total + approx_product(la[lane], lb[lane], W, terms)
-            m.d.sync += psum.eq(total)
-            acc = Signal(signed(A), name=f"acc{u}", reset_less=True)
-            with m.If(v3):
-                m.d.sync += acc.eq(Mux(first3, psum, acc + psum))
-            accs.append(acc)
-
-        # ---- write-back ----------------------------------------------------------------
-        wb_j = Signal(range(max(s.dh_max, s.n_max) + 1), name="wb_j")
-        wb_je = Signal(range(L), name="wb_je")
-        wb_addr = Signal.like(h_wr_addr, name="wb_addr")       # word of (group, j // L)
-        wb_gbase = Signal.like(h_wr_addr, name="wb_gbase")
-        shift = Mux(ph_k, run.shift_k, run.shift_q)
-        hword = [Signal(word, name=f"hword{u}", reset_less=True) for u in range(U)]
-        for u in range(U):
-            sh = Signal(signed(A), name=f"shifted{u}")
-            sat = Signal(signed(W), name=f"sat{u}")
-            m.d.comb += sh.eq(accs[u] >> shift)
-            m.d.comb += sat.eq(Mux(sh > cfg.wmax, cfg.wmax, Mux(sh < cfg.wmin, cfg.wmin, sh)))
-            for e in range(L):
-                older = Mux(wb_je > e, hword[u][e], 0) if e < L - 1 else 0
-                m.d.comb += h_wr_data[u][e].eq(Mux(wb_je == e, sat, older))
-            with m.If(res_v & ~ph_s2):
-                m.d.sync += hword[u].eq(h_wr_data[u])
-        m.d.comb += [h_wr_addr.eq(wb_addr),
-                     h_wr_en_q.eq(res_v & ~ph_s2 & ~ph_k), h_wr_en_k.eq(res_v & ~ph_s2 & ph_k),
-                     s_wp.addr.eq(wb_j), s_wp.en.eq(res_v & ph_s2)]
-        for u in range(U):
-            m.d.comb += s_wp.data[u].eq(accs[u])
-        m.d.comb += [self.score.valid.eq(res_v & ph_s2), self.score.payload.group.eq(ig),
-                     self.score.payload.key.eq(wb_j)]
-        for u in range(U):
-            m.d.comb += self.score.payload.scores[u].eq(accs[u])
-        with m.If(res_v):
-            m.d.sync += wb_j.eq(wb_j + 1)
-            with m.If(~ph_s2):
-                with m.If(wb_j == run.d_head - 1):      # next row group
-                    m.d.sync += [wb_j.eq(0), wb_je.eq(0), wb_gbase.eq(wb_gbase + run.h_words),
-                                 wb_addr.eq(wb_gbase + run.h_words)]
-                with m.Elif(wb_je == L - 1):
-                    m.d.sync += [wb_je.eq(0), wb_addr.eq(wb_addr + 1)]
-                with m.Else():
-                    m.d.sync += wb_je.eq(wb_je + 1)
-
-        # ---- selector ------------------------------------------------------------------
-        E = s.entries
-        ib = _bits(s.n_max)
-        ent_v = [Signal(signed(A), name=f"ent_v{i}", reset_less=True) for i in range(E)]
-        ent_i = [Signal(ib, name=f"ent_i{i}", reset_less=True) for i in range(E)]
-        ent_ok = [Signal(name=f"ent_ok{i}") for i in range(E)]
-        small = Signal(name="sel_small")          # network keeps the smallest m
-        thr_idx = Signal(range(E), name="thr_idx")  # m - 1
-        kn_nz = Signal(name="kn_nz")
-        max1 = Signal(signed(A), name="max1", reset_less=True)
-        idx1 = Signal(ib, name="idx1", reset_less=True)
-        max2 = Signal(signed(A), name="max2", reset_less=True)
-        have1, have2 = Signal(name="have1"), Signal(name="have2")
-        thr_v = Signal(signed(A), name="thr_v", reset_less=True)
-        thr_i = Signal(ib, name="thr_i", reset_less=True)
-        dom = Signal(name="dom")
-        c_sel = Signal(range(U), name="c_sel")
-        row = Signal(range(s.n_max + 1), name="row")
-        sj = Signal(range(s.n_max + 1), name="sj")            # selector key counter
-        sj1 = Signal(ib, name="sj1")
-        ins_v = Signal(name="ins_v")
-        msk_v = Signal(name="msk_v")
-        sel_rd = Signal(signed(A), name="sel_rd")
-        mask_row = Signal(s.n_max, name="mask_row")
-        sel_clear = Signal(name="sel_clear")
-        ins_issue = Signal(name="ins_issue")
-        msk_issue = Signal(name="msk_issue")
-        m.d.comb += [s_rp.addr.eq(sj), sel_rd.eq(_mux(list(s_rp.data), c_sel))]
-        m.d.sync += [ins_v.eq(ins_issue), msk_v.eq(msk_issue), sj1.eq(sj)]
-
-        # insertion
-        beat = []
-        for i in range(E):
-            gt = sel_rd > ent_v[i]
-            beat.append(~ent_ok[i] | (gt ^ small))
-        with m.If(sel_clear):
-            m.d.sync += [ok.eq(0) for ok in ent_ok]
-            m.d.sync += [have1.eq(0), have2.eq(0)]
-        with m.Elif(ins_v):
-            for i in range(E):
-                with m.If(beat[i]):
-                    if i == 0:
-                        m.d.sync += [ent_v[0].eq(sel_rd), ent_i[0].eq(sj1), ent_ok[0].eq(1)]
-                    else:
-                        with m.If(beat[i - 1]):
-                            m.d.sync += [ent_v[i].eq(ent_v[i - 1]), ent_i[i].eq(ent_i[i - 1]),
-                                         ent_ok[i].eq(ent_ok[i - 1])]
-                        with m.Else():
-                            m.d.sync += [ent_v[i].eq(sel_rd), ent_i[i].eq(sj1),
-                                         ent_ok[i].eq(1)]
-            with m.If(~have1 | (sel_rd > max1)):
-                m.d.sync += [max1.eq(sel_rd), idx1.eq(sj1), have1.eq(1),
-                             max2.eq(max1), have2.eq(have1)]
-            with m.Elif(~have2 | (sel_rd > max2)):
-                m.d.sync += [max2.eq(sel_rd), have2.eq(1)]
-
-        gap = Signal(unsigned(A + 1), name="gap")
-        m.d.comb += gap.eq((max1 - max2).as_unsigned())
-        # mask bit of key sj1
-        keep = Signal(name="keep")
-        m.d.comb += keep.eq(Mux(dom, Mux(run.keep_all, 1, sj1 == idx1),
-                                kn_nz & ((sel_rd > thr_v) | ((sel_rd == thr_v) & (sj1 <= thr_i)))))
-        onehot = Signal(s.n_max, name="onehot")
-        m.d.comb += onehot.eq(Const(1, s.n_max) << sj1)
-        with m.If(msk_v & keep):
-            m.d.sync += [mask_row.eq(mask_row | onehot),
-                         self.key_needed.eq(self.key_needed | onehot)]
-            with m.If(~dom | run.keep_all):
-                m.d.sync += self.k_needed.eq(self.k_needed | onehot)
-
-        m.d.comb += [self.mask.payload.row.eq(row), self.mask.payload.dominant.eq(dom),
-                     self.mask.payload.mask.eq(mask_row)]
-
-        # ---- control -------------------------------------------------------------------
-        drain = Signal(range(PIPE + 1), name="drain")
-        with m.If(self.busy):
-            m.d.sync += self.cycles.eq(self.cycles + 1)
-
-        def start_stage1(k: bool):
-            m.d.sync += [ph_k.eq(int(k)), ph_s2.eq(0), kw.eq(0), j.eq(0), g.eq(0),
-                         xa_base.eq(run.kv_base if k else 0),
-                         wa_base.eq(s.dh_max * s.dw_max if k else 0),
-                         wb_j.eq(0), wb_je.eq(0), wb_addr.eq(0), wb_gbase.eq(0)]
-
-        def start_stage2():
-            m.d.sync += [ph_s2.eq(1), kw.eq(0), j.eq(0), jc.eq(0), kh_base.eq(0),
-                         wb_j.eq(0)]
-
-        # Control: a state register and an if/elif chain (a Verilog case over the states
-        # would be incomplete: lint).
-        state = Signal(range(len(_S)), name="state")
-        with m.If(state == _S.IDLE):
-            m.d.comb += self.run.ready.eq(1)
-            with m.If(self.run.valid):
-                p = self.run.payload
-                big = p.k_n > E
-                m.d.sync += [run.eq(p), self.cycles.eq(0), self.key_needed.eq(0),
-                             self.k_needed.eq(0), small.eq(big), kn_nz.eq(p.k_n != 0),
-                             thr_idx.eq(Mux(big, p.n_k - p.k_n, p.k_n - 1)),
-                             ig.eq(0), qh_base.eq(0), c_sel.eq(0), row.eq(0)]
-                start_stage1(False)
-                m.d.sync += state.eq(_S.S1)
-        with m.Elif(state == _S.S1):
-            m.d.comb += [self.busy.eq(1), issue.eq(1)]
-            m.d.sync += kw.eq(kw + 1)
-            with m.If(kw_last):
-                m.d.sync += [kw.eq(0), j.eq(j + 1), wa_base.eq(wa_base + run.d_words)]
-                with m.If(j_last):
-                    m.d.sync += [j.eq(0), g.eq(g + 1), xa_base.eq(xa_base + run.d_words),
-                                 wa_base.eq(Mux(ph_k, s.dh_max * s.dw_max, 0))]
-                    with m.If(g_last):
-                        m.d.sync += drain.eq(0)
-                        m.d.sync += state.eq(_S.S1_DRAIN)
-        with m.Elif(state == _S.S1_DRAIN):
-            m.d.comb += self.busy.eq(1)
-            m.d.sync += drain.eq(drain + 1)
-            with m.If(drain == PIPE - 1):
-                with m.If(ph_k):
-                    start_stage2()
-                    m.d.sync += state.eq(_S.S2)
-                with m.Else():
-                    start_stage1(True)
-                    m.d.sync += state.eq(_S.S1)
-        with m.Elif(state == _S.S2):
-            m.d.comb += [self.busy.eq(1), issue.eq(1)]
-            m.d.sync += kw.eq(kw + 1)
-            with m.If(kw_last):
-                m.d.sync += [kw.eq(0), j.eq(j + 1), jc.eq(jc + 1)]
-                with m.If(jc == U - 1):
-                    m.d.sync += [jc.eq(0), kh_base.eq(kh_base + run.h_words)]
-                with m.If(j_last):
-                    m.d.sync += drain.eq(0)
-                    m.d.sync += state.eq(_S.S2_DRAIN)
-        with m.Elif(state == _S.S2_DRAIN):
-            m.d.comb += self.busy.eq(1)
-            m.d.sync += drain.eq(drain + 1)
-            with m.If(drain == PIPE - 1):
-                m.d.sync += state.eq(_S.SEL_START)
-        with m.Elif(state == _S.SEL_START):
-            m.d.comb += [self.busy.eq(1), sel_clear.eq(1)]
-            m.d.sync += [sj.eq(0), mask_row.eq(0)]
-            m.d.sync += state.eq(_S.INS)
-        with m.Elif(state == _S.INS):
-            m.d.comb += [self.busy.eq(1), ins_issue.eq(1)]
-            m.d.sync += sj.eq(sj + 1)
-            with m.If(sj == run.n_k - 1):
-                m.d.sync += state.eq(_S.INS_TAIL)
-        with m.Elif(state == _S.INS_TAIL):
-            m.d.comb += self.busy.eq(1)
-            m.d.sync += state.eq(_S.THR)
-        with m.Elif(state == _S.THR):
-            m.d.comb += self.busy.eq(1)
-            m.d.sync += [thr_v.eq(_mux(ent_v, thr_idx)), thr_i.eq(_mux(ent_i, thr_idx)),
-                         dom.eq(run.q_th_en & (~have2 | (gap >= run.q_th))), sj.eq(0)]
-            m.d.sync += state.eq(_S.MASK)
-        with m.Elif(state == _S.MASK):
-            m.d.comb += [self.busy.eq(1), msk_issue.eq(1)]
-            m.d.sync += sj.eq(sj + 1)
-            with m.If(sj == run.n_k - 1):
-                m.d.sync += state.eq(_S.MASK_TAIL)
-        with m.Elif(state == _S.MASK_TAIL):
-            m.d.comb += self.busy.eq(1)
-            m.d.sync += state.eq(_S.OUT)
-        with m.Elif(state == _S.OUT):
-            m.d.comb += [self.busy.eq(1), self.mask.valid.eq(1)]
-            with m.If(self.mask.ready):
-                m.d.sync += [row.eq(row + 1), c_sel.eq(c_sel + 1)]
-                with m.If((row == run.n_q - 1) | (c_sel == U - 1)):
-                    m.d.sync += [c_sel.eq(0), ig.eq(ig + 1),
-                                 qh_base.eq(qh_base + run.h_words)]
-                    with m.If(row == run.n_q - 1):
-                        m.d.sync += state.eq(_S.DONE)
-                    with m.Else():
-                        start_stage2()
-                        m.d.sync += state.eq(_S.S2)
-                with m.Else():
-                    m.d.sync += state.eq(_S.SEL_START)
-        with m.Elif(state == _S.DONE):
-            m.d.comb += self.busy.eq(1)
-            m.d.sync += state.eq(_S.IDLE)
+            m.d.comb += self.h_r.data[u].eq(Mux(h_r_k, h_rd["k"][u], h_rd["q"][u]))
         return m

@@ -38,9 +38,8 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from exion.config import Config
+from exion.config import CAU_COLS_PER_CYCLE, Config
 from exion.errors import ExionError
-from exion.golden.cycles import CAU_COLS_PER_CYCLE
 
 from .cau import CAU, cau_pass_layout, mask_layout
 from .dpu import operand_layout

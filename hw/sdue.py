@@ -35,17 +35,18 @@ the engine is idle.
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Module, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from exion.config import Config
 
+from .dpu import DPU, operand_layout
+from .sdue_stages import OmemDrain, SdueIssue, SdueOperands
 from .util import bits_for as _bits
 from .util import pad_mux as _mux
 from .util import pipe_reg
-from .dpu import DPU, operand_layout
 
 __all__ = ["SDUE", "pass_layout", "sel_layout", "mem_write_signature", "omem_read_signature",
            "wmem_fetch_signature"]
@@ -184,9 +185,8 @@ class SDUE(wiring.Component):
 
     @property
     def fixed_cycles(self) -> int:
-        """Busy cycles of a run beyond ``sum(max(kwords, C))``."""
-        cfg = self.cfg
-        return cfg.cols + cfg.dpu_latency + cfg.sdue_in_latency + cfg.sdue_drain_latency
+        """Busy cycles of a run beyond ``sum(max(kwords, C))``: ``cfg.sdue_fixed_cycles``."""
+        return self.cfg.sdue_fixed_cycles
 
     def constants(self) -> dict:
         return {"fixed_cycles": self.fixed_cycles, "dpu_latency": self.cfg.dpu_latency,
@@ -194,19 +194,13 @@ class SDUE(wiring.Component):
                 "drain_latency": self.cfg.sdue_drain_latency,
                 "capture_delay": self.cfg.sdue_in_latency + self.cfg.dpu_latency}
 
-    def elaborate(self, platform):
+    def _memories(self, mod, iaddr, waddr):
+        """IMEM banks ``imem{r}`` and WMEM sub-banks ``wmem{c}_{k}`` (instance names the FPGA
+        floorplan places) with their host and fetch write ports; returns the read data."""
         cfg = self.cfg
         R, C, m = cfg.rows, cfg.cols, cfg.merge_ways
-        lat = cfg.dpu_latency
-        mod = Module()
         word = operand_layout(cfg)
-        desc_layout = pass_layout(cfg)
-        res_layout = _result_layout(cfg)
-
-        # ---- memories ------------------------------------------------------------------
         imem_rd, wmem_rd = [], []
-        issue_iaddr = Signal(cfg.imem_addr_bits + 1)
-        issue_waddr = [Signal(cfg.wmem_addr_bits + 1, name=f"issue_waddr{k}") for k in range(m)]
         for r in range(R):
             mem = Memory(shape=word, depth=2 * cfg.imem_words, init=[])
             mod.submodules[f"imem{r}"] = mem
@@ -214,7 +208,7 @@ class SDUE(wiring.Component):
             mod.d.comb += [wp.addr.eq(self.imem_w.addr), wp.data.eq(self.imem_w.data[r]),
                            wp.en.eq(self.imem_w.en[r])]
             rp = mem.read_port()
-            mod.d.comb += rp.addr.eq(issue_iaddr)
+            mod.d.comb += rp.addr.eq(iaddr)
             imem_rd.append(rp.data)
         for c in range(C):
             # Bank c = m sub-banks (one per weight bus), each one write and one read port:
@@ -225,124 +219,60 @@ class SDUE(wiring.Component):
                 mem = Memory(shape=word, depth=2 * cfg.wmem_words, init=[])
                 mod.submodules[f"wmem{c}_{k}"] = mem
                 wp = mem.write_port()
+                host = [wp.addr.eq(self.wmem_w.addr), wp.data.eq(self.wmem_w.data[c]),
+                        wp.en.eq(self.wmem_w.en[c])]
                 if self.fetch:
                     with mod.If(self.wmem_f.en[k]):
                         mod.d.comb += [wp.addr.eq(self.wmem_f.addr),
                                        wp.data.eq(self.wmem_f.data[k][c]), wp.en.eq(1)]
                     with mod.Else():
-                        mod.d.comb += [wp.addr.eq(self.wmem_w.addr),
-                                       wp.data.eq(self.wmem_w.data[c]),
-                                       wp.en.eq(self.wmem_w.en[c])]
+                        mod.d.comb += host
                 else:
-                    mod.d.comb += [wp.addr.eq(self.wmem_w.addr), wp.data.eq(self.wmem_w.data[c]),
-                                   wp.en.eq(self.wmem_w.en[c])]
+                    mod.d.comb += host
                 rp = mem.read_port()
-                mod.d.comb += rp.addr.eq(issue_waddr[k])
+                mod.d.comb += rp.addr.eq(waddr[k])
                 ports.append(rp.data)
             wmem_rd.append(ports)
+        return imem_rd, wmem_rd
 
-        # ---- issue stage ---------------------------------------------------------------
-        # Every signal the memories and the beat flags see is a register (no adder or
-        # comparator between the state and the block-RAM addresses): the addresses count up
-        # from the descriptor's bases, ``lead_left`` counts the idle cycles before beat 0
-        # down, ``left`` the beats still to issue, and ``last_r`` is ``left == 1`` computed
-        # one cycle ahead.
-        cur = Signal(desc_layout, name="cur")            # the pass being issued
-        active = Signal(name="active")
-        issuing = Signal(name="issuing")                  # a beat is issued this cycle
-        first_r = Signal(name="first_r")                  # the next beat is beat 0
-        last_r = Signal(name="last_r")                    # the next beat is the last one
-        lead_left = Signal(range(C + 1), name="lead_left")  # idle cycles left before beat 0
-        left = Signal(range(2 * cfg.imem_words + 1), name="left")  # beats left to issue
-        # ``ending`` = issuing & last_r (the last cycle of the period), kept as its own
-        # register with the same next-state logic, so ``desc.ready`` and ``accept`` are one
-        # LUT away from flip-flops (this loop was the critical path on ECP5, docs/fpga.md).
-        ending = Signal(name="ending")
-        accept = Signal(name="accept")
+    def _omem_bank(self, mod, r, drain):
+        """OMEM bank ``omem{r}`` behind its drain (host read data straight from the port)."""
+        cfg = self.cfg
+        mem = Memory(shape=signed(cfg.acc_width), depth=cfg.omem_depth, init=[])
+        mod.submodules[f"omem{r}"] = mem
+        wp = mem.write_port()
+        # Transparent (read-during-write returns the new word) without sdue_pipe; with it
+        # the drain's Q stage forwards instead, so nothing sits after the block RAM.
+        rp = mem.read_port(transparent_for=() if cfg.sdue_pipe else (wp,))
         mod.d.comb += [
-            self.desc.ready.eq(~active | ending),
-            accept.eq(self.desc.valid & self.desc.ready),
+            wp.en.eq(drain.we), wp.addr.eq(drain.waddr), wp.data.eq(drain.wdata),
+            rp.addr.eq(drain.rd_addr), drain.rd_data.eq(rp.data),
+            self.omem_r.data[r].eq(rp.data),
+            drain.host_we.eq(self.omem_w.en[r]), drain.host_waddr.eq(self.omem_w.addr),
+            drain.host_wdata.eq(self.omem_w.data[r]), drain.host_raddr.eq(self.omem_r.addr),
         ]
 
-        with mod.If(accept):
-            kw = self.desc.payload.kwords
-            mod.d.sync += [
-                cur.eq(self.desc.payload), active.eq(1), first_r.eq(1),
-                issuing.eq(kw >= C), lead_left.eq(C - kw), left.eq(kw),
-                last_r.eq(kw <= 1),       # (kwords = 0 is out of contract; it runs as 1)
-                ending.eq((kw >= C) & (kw <= 1)),
-                issue_iaddr.eq(self.desc.payload.ibase),
-            ]
-            for k in range(m):
-                mod.d.sync += issue_waddr[k].eq(self.desc.payload.wbase[k])
-        with mod.Elif(issuing):
-            mod.d.sync += [issue_iaddr.eq(issue_iaddr + 1), left.eq(left - 1),
-                           last_r.eq(left == 2), first_r.eq(0),
-                           ending.eq(~last_r & (left == 2))]
-            for k in range(m):
-                mod.d.sync += issue_waddr[k].eq(issue_waddr[k] + 1)
-            with mod.If(last_r):
-                mod.d.sync += [active.eq(0), issuing.eq(0)]
-        with mod.Elif(active):
-            mod.d.sync += lead_left.eq(lead_left - 1)
-            with mod.If(lead_left == 1):
-                mod.d.sync += [issuing.eq(1), ending.eq(last_r)]
+    def elaborate(self, platform):
+        cfg = self.cfg
+        R, C, m = cfg.rows, cfg.cols, cfg.merge_ways
+        lat, in_lat = cfg.dpu_latency, cfg.sdue_in_latency
+        mod = Module()
+        desc_layout = pass_layout(cfg)
+        res_layout = _result_layout(cfg)
 
-        pipe = cfg.sdue_pipe
-        in_lat = cfg.sdue_in_latency          # issue -> DPU input
+        # ---- issue stage and memories ------------------------------------------------------
+        mod.submodules.issue = issue = SdueIssue(cfg, desc_layout)
+        wiring.connect(mod, wiring.flipped(self.desc), issue.desc)
+        imem_rd, wmem_rd = self._memories(mod, issue.iaddr, issue.waddr)
+        cur = issue.cur
 
-        def stage(value, name, enable=None, control=False):
-            return pipe_reg(mod, value, name, enable, control)
-
-        # Beat flags and selects travel with the data. Stage 1: memory read data.
-        # The datapath registers (selects, memory data, switched operands) have no clock
-        # enable: only the beat-valid flags say which cycles matter (the DPUs load on
-        # ``valid``). On ECP5 an enable is a slice CE input; these hundred-fan-out CE nets
-        # were among the most congested ones in nextpnr's router2 heat map (docs/fpga.md).
-        first0 = issuing & first_r
-        last0 = ending
-        b_valid = stage(issuing, "b_valid1", control=True)
-        b_first = stage(first0, "b_first1", control=True)
-        b_last = stage(last0, "b_last1", control=True)
-        sel_d = stage(cur.sel, "sel1")
-        isel_d = stage(cur.isel, "isel1")
-        imem_data, wmem_data = imem_rd, wmem_rd
-        ctl_valid = [b_valid]                 # every beat-valid register (for ``busy``)
-
-        def beat_stage(n):
-            """Stage ``n`` of what travels with the beat: DPU selects, flags, WMEM data."""
-            nonlocal sel_d, b_first, b_last, b_valid, wmem_data
-            wmem_data = [[stage(v, f"wmem_q{n}_{c}_{k}") for k, v in enumerate(p)]
-                         for c, p in enumerate(wmem_data)]
-            sel_d = stage(sel_d, f"sel{n}")
-            b_first = stage(b_first, f"b_first{n}", control=True)
-            b_last = stage(b_last, f"b_last{n}", control=True)
-            b_valid = stage(b_valid, f"b_valid{n}", control=True)
-            ctl_valid.append(b_valid)
-
-        if pipe:
-            # Stage 2: registered memory outputs (FPGA block RAM output registers).
-            imem_data = [stage(v, f"imem_q{r}") for r, v in enumerate(imem_rd)]
-            isel_d = stage(isel_d, "isel2")
-            beat_stage(2)
-        row_pre = None
-        if cfg.sdue_pipe_isw:
-            # Stage 2b (sdue_pipe_isw): the i_sw's R:1 mux in two halves, registered, and the
-            # select's MSB beside them; the final 2:1 comes in stage 3. Everything else that
-            # travels with the beat (WMEM data, selects, flags) gets the same register.
-            nb = len(isel_d[0])
-            row_pre = []
-            for r in range(R):
-                if nb == 0:
-                    row_pre.append(stage(imem_data[0], f"isw_q{r}"))
-                    continue
-                half = 1 << (nb - 1)
-                low_bits = isel_d[r][:nb - 1]
-                lo = stage(_mux(imem_data[:half], low_bits), f"isw_lo{r}")
-                hi = stage(_mux(imem_data[half:], low_bits), f"isw_hi{r}")
-                msb = stage(isel_d[r][nb - 1], f"isw_msb{r}")
-                row_pre.append(Mux(msb, hi, lo))
-            beat_stage(3)
+        # ---- beat pipeline, i_sw, w_sw -----------------------------------------------------
+        mod.submodules.operands = ops = SdueOperands(cfg, desc_layout["sel"].shape,
+                                                      desc_layout["isel"].shape)
+        mod.d.comb += [ops.issuing.eq(issue.issuing), ops.first.eq(issue.first),
+                       ops.ending.eq(issue.ending), ops.sel.eq(cur.sel), ops.isel.eq(cur.isel)]
+        mod.d.comb += [ops.imem[r].eq(imem_rd[r]) for r in range(R)]
+        mod.d.comb += [ops.wmem[c][k].eq(wmem_rd[c][k]) for c in range(C) for k in range(m)]
 
         # Result descriptors wait in a FIFO from the last beat until capture. They are
         # written one cycle after the last beat, with the OMEM address of every member
@@ -350,71 +280,41 @@ class SDUE(wiring.Component):
         # drain; the capture comes at least two cycles after the last beat
         # (in_latency + dpu_latency >= 2), when the entry is readable.
         res_in = Signal(res_layout, name="res_in", reset_less=True)
-        res_we = stage(last0, "res_we", control=True)
-        with mod.If(last0):
+        res_we = pipe_reg(mod, issue.ending, "res_we", control=True)
+        with mod.If(issue.ending):
             mod.d.sync += [res_in.sel.eq(cur.sel), res_in.accumulate.eq(cur.accumulate)]
             for c in range(C):
                 for k in range(m):
                     mod.d.sync += res_in.oaddr[c][k].eq(cur.obase + cur.col[c][k])
-        depth = -(-(in_lat + lat) // C) + 1
-        rq = fifo.SyncFIFO(width=res_layout.size, depth=max(2, depth))
+        rq = fifo.SyncFIFO(width=res_layout.size, depth=max(2, -(-(in_lat + lat) // C) + 1))
         mod.submodules.result_queue = rq
         mod.d.comb += [rq.w_en.eq(res_we), rq.w_data.eq(res_in)]
 
-        # ---- the array (i_sw, w_sw, DPUs) ----------------------------------------------
-        if pipe:   # stage 3: switched operands registered at the DPU inputs
-            d_first = stage(b_first, "dpu_first", control=True)
-            d_last = stage(b_last, "dpu_last", control=True)
-            d_any = stage(b_valid, "dpu_any", control=True)
-            ctl_valid.append(d_any)
-        else:
-            d_first, d_last = b_first, b_last
-        results, results_valid = [], []
+        # ---- the DPU array -----------------------------------------------------------------
+        results = [[None] * C for _ in range(R)]
+        results_valid = [[None] * C for _ in range(R)]
         for r in range(R):
-            row_in = Signal(word, name=f"row_in{r}")
-            if row_pre is not None:
-                mod.d.comb += row_in.eq(row_pre[r])
-            else:
-                mod.d.comb += row_in.eq(_mux(imem_data, isel_d[r]))
-            if pipe:
-                row_in = stage(row_in, f"row_q{r}")
-            row_res, row_valid = [], []
             for c in range(C):
                 dpu = DPU(cfg)
                 mod.submodules[f"dpu_{r}_{c}"] = dpu
-                s = sel_d[r][c]
-                wsel = _mux(wmem_data[c], s.idx)
-                valid = b_valid & s.valid
-                if pipe:
-                    wsel = stage(wsel, f"w_q{r}_{c}")
-                    valid = stage(valid, f"valid_q{r}_{c}", control=True)
                 mod.d.comb += [
-                    dpu.inp.valid.eq(valid),
-                    dpu.inp.payload.a.eq(row_in),
-                    dpu.inp.payload.b.eq(wsel),
-                    dpu.inp.payload.first.eq(d_first),
-                    dpu.inp.payload.last.eq(d_last),
+                    dpu.inp.valid.eq(ops.valid[r][c]),
+                    dpu.inp.payload.a.eq(ops.a[r]),
+                    dpu.inp.payload.b.eq(ops.b[r][c]),
+                    dpu.inp.payload.first.eq(ops.dpu_first),
+                    dpu.inp.payload.last.eq(ops.dpu_last),
                 ]
-                row_res.append(dpu.out.payload)
-                row_valid.append(dpu.out.valid)
-            results.append(row_res)
-            results_valid.append(row_valid)
+                results[r][c], results_valid[r][c] = dpu.out.payload, dpu.out.valid
 
         # Capture strobe: the last beat's flag at the DPU inputs, delayed to the DPU output.
         cap_line = Signal(lat, name="cap_line")
-        mod.d.sync += cap_line.eq(Cat(d_last, cap_line[:-1]) if lat > 1 else d_last)
+        mod.d.sync += cap_line.eq(Cat(ops.dpu_last, cap_line[:-1]) if lat > 1 else ops.dpu_last)
         cap = Signal(name="cap")
         mod.d.comb += [cap.eq(cap_line[-1]), rq.r_en.eq(cap)]
         rdesc = Signal(res_layout, name="rdesc")
         mod.d.comb += rdesc.as_value().eq(rq.r_data)
 
-        # ---- cv_switch drain into OMEM -------------------------------------------------
-        # Per bank: R stage (read the old value at the head entry's address), D stage (the
-        # entry waits for the read data), [Q stage (read data registered, sdue_pipe)], write.
-        # The captured results, addresses and valid bits form a shift register per bank
-        # (loaded at capture, shifted by one column every cycle after): the head entry is
-        # always column 0, so no C:1 multiplexer sits in front of OMEM.
-        A = cfg.acc_width
+        # ---- cv_switch drain into OMEM (shared control, one OmemDrain per bank) -------------
         draining = Signal(name="draining")
         didx = Signal(range(C), name="didx")
         dacc = Signal(name="dacc", reset_less=True)
@@ -427,96 +327,29 @@ class SDUE(wiring.Component):
                 mod.d.sync += draining.eq(0)
         mod.d.sync += w_pending.eq(draining)
         pending = [w_pending]
-        if pipe:
-            q_pending = stage(w_pending, "q_pending", control=True)
-            pending.append(q_pending)
-
+        if cfg.sdue_pipe:
+            pending.append(pipe_reg(mod, w_pending, "q_pending", control=True))
         busy = Signal(name="busy_int")
-        mod.d.comb += busy.eq(active | Cat(*ctl_valid).any() | cap_line.any() | draining |
+        mod.d.comb += busy.eq(issue.active | ops.in_flight | cap_line.any() | draining |
                               Cat(*pending).any())
-
         for r in range(R):
-            dval = [Signal(signed(A), name=f"dval_{r}_{c}", reset_less=True) for c in range(C)]
-            daddr = [Signal(cfg.omem_addr_bits, name=f"daddr_{r}_{c}", reset_less=True)
-                     for c in range(C)]
-            dvalid = Signal(C, name=f"dvalid_{r}")
-            # The bank loads its drain entries on its own DPUs' result strobes: they rise
-            # with ``cap`` in every pass where one of the row's DPUs is valid, and a row
-            # with none would only load zeros into a drain that has already shifted empty
-            # (period >= C). One ``cap`` net fanned out to every bank's entries was the
-            # floorplanned toy SDUE's critical path on ECP5 (docs/fpga.md).
-            cap_r = Signal(name=f"cap_{r}")
-            mod.d.comb += cap_r.eq(Cat(*results_valid[r]).any())
-            with mod.If(cap_r):
-                for c in range(C):
-                    s = rdesc.sel[r][c]
-                    mod.d.sync += [dval[c].eq(results[r][c]),
-                                   daddr[c].eq(_mux(list(rdesc.oaddr[c]), s.idx))]
-                mod.d.sync += dvalid.eq(Cat(rdesc.sel[r][c].valid for c in range(C)))
-            with mod.Else():
-                for c in range(C - 1):
-                    mod.d.sync += [dval[c].eq(dval[c + 1]), daddr[c].eq(daddr[c + 1])]
-                mod.d.sync += dvalid.eq(dvalid[1:])
-
-            mem = Memory(shape=signed(A), depth=cfg.omem_depth, init=[])
-            mod.submodules[f"omem{r}"] = mem
-            wp = mem.write_port()
-            # Transparent (read-during-write returns the new word) without sdue_pipe; with
-            # it the Q stage forwards instead, so nothing sits after the block RAM.
-            rp = mem.read_port(transparent_for=() if pipe else (wp,))
-            w_valid = Signal(name=f"w_valid{r}")
-            w_addr = Signal(cfg.omem_addr_bits, name=f"w_addr{r}", reset_less=True)
-            w_val = Signal(signed(A), name=f"w_val{r}", reset_less=True)
-            head_addr = daddr[0]
-            mod.d.sync += [w_valid.eq(draining & dvalid[0]),
-                           w_addr.eq(head_addr), w_val.eq(dval[0])]
-            with mod.If(draining):  # host reads only while idle
-                mod.d.comb += rp.addr.eq(head_addr)
-            with mod.Else():
-                mod.d.comb += rp.addr.eq(self.omem_r.addr)
-            mod.d.comb += self.omem_r.data[r].eq(rp.data)
-            if pipe:
-                # Q stage: the block RAM's read data goes straight into a register (no
-                # logic after the block RAM's slow clock-to-output). The port is not
-                # transparent, so the two drain writes this read cannot see are forwarded
-                # from registers, newest first: the write in the cycle after the read
-                # (the entry ahead, compared with w_addr) and the write in the cycle of the
-                # read (compared with the read address, head_addr).
-                # The accumulate flag per bank (ANDed with the bank's own write, so synthesis
-                # keeps one register per bank): one flag shared by every bank's adder
-                # crossed the die once OMEM was floorplanned (docs/fpga.md). Where the
-                # write is off, x_new is never used.
-                w_acc_r = Signal(name=f"w_acc{r}", reset_less=True)
-                mod.d.sync += w_acc_r.eq(draining & dvalid[0] & dacc)
-                x_acc = stage(w_acc_r, f"x_acc{r}")
-                x_valid = stage(w_valid, f"x_valid{r}", control=True)
-                x_addr = stage(w_addr, f"x_addr{r}")
-                x_val = stage(w_val, f"x_val{r}")
-                x_raw = stage(rp.data, f"x_raw{r}")
-                x_new = Signal(signed(A), name=f"x_new{r}")
-                fwd_a = stage(x_valid & (x_addr == w_addr), f"fwd_a{r}", control=True)
-                fwd_a_val = stage(x_new, f"fwd_a_val{r}")
-                fwd_b = stage(stage(x_valid & (x_addr == head_addr), f"fwd_b1_{r}",
-                                    control=True), f"fwd_b{r}", control=True)
-                fwd_b_val = stage(fwd_a_val, f"fwd_b_val{r}")  # x_new two cycles back
-                x_old = Mux(fwd_a, fwd_a_val, Mux(fwd_b, fwd_b_val, x_raw))
-                mod.d.comb += x_new.eq(x_val + Mux(x_acc, x_old, 0))
-                wr_valid, wr_addr, wr_data = x_valid, x_addr, x_new
-            else:
-                w_acc = Signal(name="w_acc", reset_less=True)   # one cycle after dacc
-                mod.d.sync += w_acc.eq(dacc)
-                wr_valid, wr_addr = w_valid, w_addr
-                wr_data = w_val + Mux(w_acc, rp.data, 0)
-            # The drain's write (a flip-flop, local to the bank) selects the write port's
-            # address and data; ``busy`` only gates the host's enable.
-            mod.d.comb += [
-                wp.en.eq(wr_valid | (~busy & self.omem_w.en[r])),
-                wp.addr.eq(Mux(wr_valid, wr_addr, self.omem_w.addr)),
-                wp.data.eq(Mux(wr_valid, wr_data, self.omem_w.data[r])),
-            ]
+            drain = OmemDrain(cfg)
+            mod.submodules[f"drain{r}"] = drain
+            # The bank loads on its own DPUs' result strobes: they rise with ``cap`` in every
+            # pass where one of the row's DPUs is valid; a row with none would only load
+            # zeros into a drain that has already shifted empty (period >= C). One ``cap``
+            # net fanned out to every bank was the toy SDUE's critical path on ECP5.
+            mod.d.comb += [drain.load.eq(Cat(*results_valid[r]).any()),
+                           drain.draining.eq(draining), drain.acc.eq(dacc), drain.busy.eq(busy)]
+            for c in range(C):
+                s = rdesc.sel[r][c]
+                mod.d.comb += [drain.vals[c].eq(results[r][c]),
+                               drain.addrs[c].eq(_mux(list(rdesc.oaddr[c]), s.idx)),
+                               drain.valids[c].eq(s.valid)]
+            self._omem_bank(mod, r, drain)
 
         # ---- status ----------------------------------------------------------------------
-        mod.d.comb += [self.busy.eq(busy), self.issued.eq(ending)]
+        mod.d.comb += [self.busy.eq(busy), self.issued.eq(issue.ending)]
         with mod.If(busy):
             mod.d.sync += self.cycles.eq(self.cycles + 1)
         with mod.If(cap):

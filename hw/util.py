@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from amaranth import Array, Signal, Value
-from amaranth.utils import ceil_log2
+
+from exion.config import index_bits
 
 __all__ = ["bits_for", "pad_mux", "pipe_reg"]
 
 
-def bits_for(n: int) -> int:
-    """Bits of an index into ``n`` items (at least 1)."""
-    return max(1, ceil_log2(n))
+#: Bits of an index into ``n`` items (at least 1): ``exion.config.index_bits`` (one home).
+bits_for = index_bits
 
 
 def pad_mux(items, index):

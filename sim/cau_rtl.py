@@ -72,11 +72,13 @@ def cau_variant(cau_kw: dict | None):
 
 @dataclass
 class CauCase:
-    """One mask through the CAU. ``sort`` is ``"popcount"`` or ``"none"``."""
+    """One mask through the CAU. ``sort`` is ``"popcount"`` or ``"none"``; ``ways`` the run's
+    merge ways (1..cfg.merge_ways, default all of them)."""
 
     mask: np.ndarray
     sort: str = "popcount"
     name: str = ""
+    ways: int | None = None
 
 
 @dataclass
@@ -93,14 +95,16 @@ class CauRun:
 
 
 def mask_beats(cfg: Config, mask, cols_per_cycle: int, sort_none: bool = False,
-               runtime_sort: bool = True) -> list[dict]:
+               runtime_sort: bool = True, ways: int | None = None) -> list[dict]:
     """Input beats of a whole (M, N) mask: row blocks in order, ``cols_per_cycle`` cvs each.
 
     Lanes beyond N are zero cvs; a block of N = 0 columns still sends one (zero) beat.
     ``runtime_sort``: the beats carry the ``sort`` bit (a CAU generated with
-    ``sort="runtime"``).
+    ``sort="runtime"``). ``ways``: the run's merge ways (checked by
+    ``Config.check_merge_ways``; default ``cfg.merge_ways``).
     """
     mask = check_mask(mask)
+    ways = cfg.check_merge_ways(ways)
     R, P = cfg.rows, cols_per_cycle
     M, N = mask.shape
     beats = []
@@ -109,7 +113,7 @@ def mask_beats(cfg: Config, mask, cols_per_cycle: int, sort_none: bool = False,
         cvs = cv_ints(cfg, mask[b * R:(b + 1) * R]) + [0] * (nbeats * P - N)
         for i in range(nbeats):
             beat = {"cv": cvs[i * P:(i + 1) * P], "last": int(i == nbeats - 1),
-                    "block": b % 2**16}
+                    "block": b % 2**16, "ways": ways}
             if runtime_sort:
                 beat["sort"] = int(sort_none)
             beats.append(beat)
@@ -163,7 +167,7 @@ def rtl_cau(cfg: Config, cases: list[CauCase], *, seed: int | None = None,
         build = rtl_build(cfg, top, waves=waves, progress=progress)
     outs, report = run_bench_pickled(
         build, "exion.sim.tb_cau",
-        [(np.asarray(c.mask, dtype=bool), c.sort) for c in cases], key="cases", seed=seed,
+        [(np.asarray(c.mask, dtype=bool), c.sort, c.ways) for c in cases], key="cases", seed=seed,
         run_name=run_name, params={"gaps": gaps, "backpressure": backpressure})
     runs = [runs_from_passes(cfg, o["passes"], o["pass_cycles"], o["cycles"],
                              o["stage_cycles"]) for o in outs]

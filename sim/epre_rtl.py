@@ -20,7 +20,7 @@ import numpy as np
 from exion.config import Config
 from exion.errors import ExionError
 from exion.golden.cycles import epre_run_cycles
-from exion.golden.predict import PredictResult, eager_predict
+from exion.golden.predict import PredictResult, epre
 
 from .runner import rtl_build, run_bench_pickled
 
@@ -102,8 +102,8 @@ def prepare(cfg: Config, sizes: Sizes, x, wq, wk, k, shift_q=None, shift_k=None,
             q_th_int=None, polarity: str = "top1", lod_terms=None, x_kv=None,
             name: str = "case") -> EpreJob:
     """Golden prediction + the memory images and run descriptor that make the RTL do it."""
-    res = eager_predict(cfg, x, wq, wk, k, shift_q=shift_q, shift_k=shift_k,
-                        q_th_int=q_th_int, polarity=polarity, lod_terms=lod_terms, x_kv=x_kv)
+    res = epre(cfg, x, wq, wk, k, shift_q=shift_q, shift_k=shift_k,
+               q_th_int=q_th_int, polarity=polarity, lod_terms=lod_terms, x_kv=x_kv)
     x = np.asarray(x, dtype=np.int64)
     xk = x if x_kv is None else np.asarray(x_kv, dtype=np.int64)
     wq = np.asarray(wq, dtype=np.int64)
@@ -234,7 +234,8 @@ def _strip(job: EpreJob) -> EpreJob:
 def rtl_predict(cfg: Config, x, wq, wk, k, shift_q=None, shift_k=None, q_th_int=None,
                 polarity: str = "top1", lod_terms=None, x_kv=None, *, seed: int | None = None,
                 progress=None) -> EpreRun:
-    """Eager prediction on the Verilated EPRE; same arguments as ``golden.eager_predict``.
+    """Eager prediction on the Verilated EPRE; same arguments as ``golden.predict.epre``
+    (= ``eager_predict``).
 
     Returns an :class:`EpreRun` (``score_mask``, ``dominant``, ``key_needed``, ``k_needed``,
     stage outputs ``qh``/``kh``/``sh``, ``cycles`` measured and ``model_cycles``) whose

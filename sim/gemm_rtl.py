@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from exion.config import Config
+from exion.config import CAU_COLS_PER_CYCLE, Config
 from exion.errors import ExionError
 from exion.golden.conmerge import check_mask
-from exion.golden.cycles import CAU_COLS_PER_CYCLE
 
 from .cau_rtl import mask_beats
 from .runner import rtl_build, run_bench_pickled
@@ -46,6 +45,7 @@ class GemmCase:
     sort: str = "popcount"
     regions: int | None = None   # WMEM regions the fetch may fill ahead (None: as many as fit)
     name: str = ""
+    ways: int | None = None      # the run's merge ways, 1..cfg.merge_ways (None: all)
 
 
 @dataclass
@@ -82,6 +82,7 @@ def plan_tiles(cfg: Config, case: GemmCase, cols_per_cycle: int = GEMM_COLS_PER_
     prev = np.zeros((M, N), np.int64) if case.prev is None else np.asarray(case.prev, np.int64)
     if prev.shape != (M, N):
         raise ExionError(f"sparse gemm: prev has shape {prev.shape}, expected {(M, N)}")
+    cfg.check_merge_ways(case.ways)   # the run-time m: the engine is built for cfg.merge_ways
     R, L = cfg.rows, cfg.lanes
     kw = max(1, math.ceil(K / L))
     if kw > 2 * cfg.imem_words:
@@ -126,7 +127,8 @@ def plan_tiles(cfg: Config, case: GemmCase, cols_per_cycle: int = GEMM_COLS_PER_
                         om[i * n:(i + 1) * n, r] = prev[row, cols]
             t.omem = om
             sub = mask[b0 * R:min(M, (b0 + blocks) * R)][:, cols]
-            t.beats = mask_beats(cfg, sub, cols_per_cycle, case.sort == "none", True)
+            t.beats = mask_beats(cfg, sub, cols_per_cycle, case.sort == "none", True,
+                                 ways=case.ways)
             tiles.append(t)
     return tiles
 

@@ -35,7 +35,7 @@ import numpy as np
 from exion.config import Config
 from exion.errors import ExionError
 from exion.golden.conmerge import ConMergePlan, reduction_chunks
-from exion.golden.cycles import k_cap, sdue_pass_list
+from exion.golden.cycles import sdue_pass_list
 
 __all__ = ["Batch", "Program", "build_program"]
 
@@ -74,9 +74,7 @@ def build_program(cfg: Config, a, b, plan: ConMergePlan, prev=None, accumulate: 
     M, K = a.shape
     N = b.shape[1]
     R, C, L, m = cfg.rows, cfg.cols, cfg.lanes, cfg.merge_ways
-    if plan.merge_ways > m:
-        raise ExionError(f"plan uses merge_ways = {plan.merge_ways} but config {cfg.name!r} "
-                         f"has {m} weight ports per column")
+    cfg.check_merge_ways(plan.merge_ways)   # the run's m: 1..cfg.merge_ways weight buses
     if N > cfg.omem_depth:
         raise ExionError(f"N = {N} output columns exceed omem_depth = {cfg.omem_depth}: split "
                          f"the product into column groups of at most {cfg.omem_depth}")
@@ -110,13 +108,10 @@ def build_program(cfg: Config, a, b, plan: ConMergePlan, prev=None, accumulate: 
         batches.append(cur)
         cur, i_used, w_used, i_regions, w_regions = Batch(), 0, 0, {}, {}
 
-    cap_w = k_cap(cfg, plan.merge_ways) // L
-
     def split_words(blk, split, kw):
         ch = kpos[blk]
-        nsplit = math.ceil(len(ch) / cap_w)
-        # balanced splits as sdue_pass_list: the first len % nsplit get one beat more
-        sizes = [len(ch) // nsplit + (1 if s < len(ch) % nsplit else 0) for s in range(nsplit)]
+        # the K-split rule (Config.k_splits), as sdue_pass_list applies it
+        sizes = cfg.k_splits(len(ch), plan.merge_ways)
         start = sum(sizes[:split])
         return ch[start:start + kw]
 

@@ -44,12 +44,12 @@ async def cau_cases(dut):
     dut.out__ready.value = 0
     watch = Stopwatch()
     outputs, total = [], 0
-    for mask, sort in cases:
+    for mask, sort, *ways in cases:    # (mask, sort[, run-time merge ways])
         if const["sort"] != "runtime" and sort != const["sort"]:
             raise ValueError(f"case sort {sort!r} needs a CAU generated with sort='runtime' "
                              f"or {sort!r}; this one has {const['sort']!r}")
         beats = [pack(in_layout, b) for b in mask_beats(cfg, mask, P, sort == "none",
-                                                          const["sort"] == "runtime")]
+                                                          const["sort"] == "runtime", *ways)]
         i, cyc, passes, pcyc = 0, 0, [], []
         b_act = c_act = 0
         while True:

@@ -16,7 +16,7 @@ from amaranth.sim import Simulator
 from exion import PRESETS
 from exion.errors import ExionError
 from exion.golden import cycles as cy
-from exion.golden.conmerge import conmerge
+from exion.golden.conmerge import cau
 from exion.hw.cau import (CAU, cau_pass_layout, default_max_cols, default_merge_lanes,
                           mask_layout)
 from exion.hw.sdue import pass_layout
@@ -28,16 +28,17 @@ E16 = PRESETS["exion16"]
 
 
 def run_amaranth_cau(cfg, cases, *, seed=0, gaps=0.0, backpressure=0.0, **kw):
-    """Stream ``cases`` [(mask, sort)] through ``CAU(cfg, **kw)``; one run per case."""
+    """Stream ``cases`` [(mask, sort[, ways])] through ``CAU(cfg, **kw)``; one run per case
+    (``ways``: the run-time merge ways of the mask's beats, default ``cfg.merge_ways``)."""
     dut = CAU(cfg, **kw)
     rng = np.random.default_rng(seed)
     layout = dut.out.payload.shape()
     out = []
 
     async def tb(ctx):
-        for mask, sort in cases:
+        for mask, sort, *ways in cases:
             beats = mask_beats(cfg, mask, dut.cols_per_cycle, sort == "none",
-                               dut.sort == "runtime")
+                               dut.sort == "runtime", *ways)
             i, cyc, passes, pcyc = 0, 0, [], []
             while True:
                 offer = i < len(beats) and rng.random() >= gaps
@@ -67,15 +68,14 @@ def run_amaranth_cau(cfg, cases, *, seed=0, gaps=0.0, backpressure=0.0, **kw):
 
 
 def check_against_golden(cfg, cases, runs, label=""):
-    for n, ((mask, sort), run) in enumerate(zip(cases, runs)):
-        plan = conmerge(cfg, mask, sort=sort)
-        msg = f"{label} case {n} ({mask.shape}, sort={sort})"
-        np.testing.assert_array_equal(run.row_block, plan.row_block, err_msg=msg)
-        np.testing.assert_array_equal(run.members, plan.members, err_msg=msg)
-        np.testing.assert_array_equal(run.select, plan.select, err_msg=msg)
-        rb = plan.row_block
-        last = np.r_[rb[1:] != rb[:-1], True] if rb.size else np.zeros(0, bool)
-        np.testing.assert_array_equal(run.last, last, err_msg=msg)
+    """Every emitted pass against ``golden.conmerge.cau`` (the CAU's golden function)."""
+    for n, ((mask, sort, *ways), run) in enumerate(zip(cases, runs)):
+        want = cau(cfg, mask, sort=sort, merge_ways=ways[0] if ways else None)
+        msg = f"{label} case {n} ({mask.shape}, sort={sort}, ways={ways})"
+        np.testing.assert_array_equal(run.row_block, want.row_block, err_msg=msg)
+        np.testing.assert_array_equal(run.members, want.members, err_msg=msg)
+        np.testing.assert_array_equal(run.select, want.select, err_msg=msg)
+        np.testing.assert_array_equal(run.last, want.last, err_msg=msg)
 
 
 CFGS = {"toy": TOY, "toy-m1": TOY.replace(merge_ways=1), "toy-m8": TOY.replace(merge_ways=8),
@@ -118,7 +118,7 @@ def test_cau_matches_golden(cfg, P, lanes):
 def _wrong_first_fit(fits):
     """Mutation: the second-oldest window slot is never taken."""
     from amaranth import Cat, Const
-    from exion.hw.cau import _lowest
+    from exion.hw.cau_stages import _lowest
     return _lowest(Cat(fits[0], Const(0, 1), fits[2:]))
 
 
@@ -128,12 +128,48 @@ def _no_chain(a, b):
     return Const(0, 1)
 
 
+def _runtime_ways_cases(cfg, seed):
+    """Every mask of :func:`_golden_cases` once per run-time m below ``cfg.merge_ways``."""
+    return [(mask, sort, w) for w in range(1, cfg.merge_ways)
+            for mask, sort in _golden_cases(cfg, seed)]
+
+
+@pytest.mark.parametrize("cfg,lanes", [(TOY, 2), (TOY.replace(merge_ways=4), 1),
+                                       (TOY.replace(merge_ways=4), 3)],
+                         ids=["toy-m2-L2", "toy-m4-L1", "toy-m4-L3"])
+def test_cau_runtime_ways(cfg, lanes):
+    """One CAU build, any run-time m in 1..cfg.merge_ways (the mask beats' ``ways``): the
+    passes are golden ``cau(..., merge_ways=m)``'s and the cycles the model's."""
+    seed = 7 + lanes
+    cases = _runtime_ways_cases(cfg, seed)
+    runs = run_amaranth_cau(cfg, cases, seed=seed, gaps=0.2, backpressure=0.3,
+                            cols_per_cycle=4, max_cols=32, merge_lanes=lanes)
+    check_against_golden(cfg, cases, runs, f"seed={seed}")
+    free = run_amaranth_cau(cfg, cases, cols_per_cycle=4, max_cols=32, merge_lanes=lanes)
+    for (mask, sort, w), run in zip(cases, free):
+        sch = cy.cau_schedule(cfg, mask, merge_ways=w, sort=sort, cols_per_cycle=4,
+                              merge_lanes=lanes)
+        assert run.cycles == sch["total"], (w, sort, mask.shape)
+
+
+def test_cau_ignoring_runtime_ways_fails(monkeypatch):
+    """The run-time m check can fail: a CAU that merges with the built m instead of the
+    beats' ``ways`` is caught."""
+    import exion.hw.cau_stages as st
+    from amaranth import Const
+    monkeypatch.setattr(st, "_run_ways", lambda beat: Const(TOY.merge_ways, len(beat.ways)))
+    cases = _runtime_ways_cases(TOY, 5)
+    runs = run_amaranth_cau(TOY, cases, cols_per_cycle=4, max_cols=32)
+    with pytest.raises(AssertionError):
+        check_against_golden(TOY, cases, runs)
+
+
 @pytest.mark.parametrize("mutation,lanes", [("_first_fit", 1), ("_first_fit", 3),
                                             ("_conflict", 2), ("_conflict", 3)])
 def test_cau_wrong_merge_fails(monkeypatch, mutation, lanes):
     """The checks can fail: a CAU with a deliberately wrong merge is caught on the same
     cases (the oldest-fit rule broken; the chained fit test of a second lane broken)."""
-    import exion.hw.cau as hw_cau
+    import exion.hw.cau_stages as hw_cau
     monkeypatch.setattr(hw_cau, mutation,
                         _wrong_first_fit if mutation == "_first_fit" else _no_chain)
     cases = _golden_cases(TOY, 5)

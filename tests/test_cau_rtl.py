@@ -8,13 +8,15 @@ exion16 m = 16 lint and the full-size cycle measurement. Each build runs many ma
 (``rtl_cau``).
 """
 
+import dataclasses
+
 import numpy as np
 from mask_cases import adversarial_masks
 import pytest
 
 from exion import PRESETS
 from exion.golden import cycles as cy
-from exion.golden.conmerge import conmerge
+from exion.golden.conmerge import cau, conmerge
 from exion.sim.cau_rtl import CauCase, rtl_cau
 
 pytestmark = pytest.mark.rtl
@@ -39,20 +41,21 @@ def cases_for(cfg, seed):
 
 
 def check(cfg, cases, runs, seed):
+    """Every emitted pass against ``golden.conmerge.cau`` (the CAU's golden function)."""
     assert len(runs) == len(cases)
     for case, run in zip(cases, runs):
-        plan = conmerge(cfg, case.mask, sort=case.sort)
-        msg = f"{cfg.name} m={cfg.merge_ways} case {case.name} seed {seed}"
-        np.testing.assert_array_equal(run.row_block, plan.row_block, err_msg=msg)
-        np.testing.assert_array_equal(run.members, plan.members, err_msg=msg)
-        np.testing.assert_array_equal(run.select, plan.select, err_msg=msg)
-        rb = plan.row_block
-        last = np.r_[rb[1:] != rb[:-1], True] if rb.size else np.zeros(0, bool)
-        np.testing.assert_array_equal(run.last, last, err_msg=msg)
+        want = cau(cfg, case.mask, sort=case.sort, merge_ways=case.ways)
+        msg = f"{cfg.name} m={case.ways or cfg.merge_ways} case {case.name} seed {seed}"
+        np.testing.assert_array_equal(run.row_block, want.row_block, err_msg=msg)
+        np.testing.assert_array_equal(run.members, want.members, err_msg=msg)
+        np.testing.assert_array_equal(run.select, want.select, err_msg=msg)
+        np.testing.assert_array_equal(run.last, want.last, err_msg=msg)
 
 
-def _run(cfg, seed, cau_kw=None):
+def _run(cfg, seed, cau_kw=None, ways=None):
     cases = cases_for(cfg, seed)
+    if ways is not None:     # the run-time merge ways of every case (the same build)
+        cases = [dataclasses.replace(c, ways=ways) for c in cases]
     kw = cau_kw or {}
     P = kw.get("cols_per_cycle", cy.CAU_COLS_PER_CYCLE)
     lanes = kw.get("merge_lanes")
@@ -64,17 +67,17 @@ def _run(cfg, seed, cau_kw=None):
     runs_free, _ = rtl_cau(cfg, cases[half:], seed=seed, run_name="cau-free", cau_kw=cau_kw)
     check(cfg, cases, runs_bp + runs_free, seed)
     for case, run in zip(cases[half:], runs_free):
-        sch = cy.cau_schedule(cfg, case.mask, sort=case.sort, cols_per_cycle=P,
-                              merge_lanes=lanes)
+        sch = cy.cau_schedule(cfg, case.mask, merge_ways=case.ways, sort=case.sort,
+                              cols_per_cycle=P, merge_lanes=lanes)
         np.testing.assert_array_equal(run.pass_cycles[run.last], sch["done"][sch["done"] >= 0])
         assert run.cycles == sch["total"], case.name
     # the comparison can fail: a wrong golden (merge window 1) differs on some case
     differs = 0
     for case, run in zip(cases, runs_bp + runs_free):
-        wrong = conmerge(cfg, case.mask, sort=case.sort, window=1)
+        wrong = conmerge(cfg, case.mask, sort=case.sort, window=1, merge_ways=case.ways)
         differs += (run.members.shape != wrong.members.shape
                     or not np.array_equal(run.members, wrong.members))
-    assert cfg.merge_ways == 1 or differs > 0
+    assert (ways or cfg.merge_ways) == 1 or differs > 0
 
 
 # exion16 with m = 2, the exion16 lane variant and the exion16 m = 16 lint are further
@@ -85,6 +88,15 @@ def _run(cfg, seed, cau_kw=None):
                          ids=["toy", "exion16", "toy-m1", "exion16-m2"])
 def test_cau_rtl_matches_golden(cfg):
     _run(cfg, seed=20250 + cfg.merge_ways)
+
+
+@pytest.mark.parametrize("cfg,ways", [(TOY, 1), (E16, 2), (E16, 3)],
+                         ids=["toy-m1of2", "exion16-m2of4", "exion16-m3of4"])
+def test_cau_rtl_runtime_ways(cfg, ways):
+    """The default build of the config (``cfg.merge_ways`` member lanes) running masks whose
+    beats carry a smaller run-time m: bit-exact with golden ``cau(..., merge_ways=m)``,
+    cycle-exact with ``cau_schedule(..., merge_ways=m)``; no other hardware is built."""
+    _run(cfg, seed=40000 + ways, ways=ways)
 
 
 @pytest.mark.parametrize("cfg,kw", [(TOY, {"merge_lanes": 1, "cols_per_cycle": 3}),

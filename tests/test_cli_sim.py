@@ -51,6 +51,28 @@ def test_sim_gemm_masked(operands, tmp_path, capsys, vectors):
     assert "speedup over dense" in out
 
 
+def test_sim_gemm_merge_ways_runs_on_the_config_build(operands, tmp_path, capsys,
+                                                     monkeypatch):
+    """``--merge-ways`` is a run-time field: the engine built for the config runs it (no
+    other config reaches the generator), bit-exact, with golden's pass count for that m."""
+    import exion.sim.gemm_rtl as gemm_rtl
+    cfg, a, b, mask, prev = operands
+    built = []
+    real = gemm_rtl.rtl_build
+    monkeypatch.setattr(gemm_rtl, "rtl_build",
+                        lambda c, top, **kw: built.append((c, top)) or real(c, top, **kw))
+    rc = main(["sim", "gemm", "--config", "toy", "--merge-ways", "1", "--a", "a.npy", "--b",
+               "b.npy", "--mask", "m.npy", "--prev", "p.npy", "--out", "c.npy",
+               "--report", "r.json"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert built == [(cfg, "gemm")]
+    np.testing.assert_array_equal(np.load(tmp_path / "c.npy"),
+                                  masked_gemm(cfg, a, b, mask, out=prev))
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["merge_ways"] == 1 and rep["passes"] == rep["golden_passes"]
+
+
 def test_sim_gemm_engine_refuses_input_sparse(operands, tmp_path, capsys):
     rc = main(["sim", "gemm", "--config", "toy", "--a", "a.npy", "--b", "b.npy", "--mask",
                "m.npy", "--input-sparse", "--out", "c.npy"])
@@ -63,7 +85,8 @@ def test_sim_gemm_engine_refuses_input_sparse(operands, tmp_path, capsys):
     (["--a", "a.npy", "--b", "a.npy"], "--a a.npy is (19, 12) and --b a.npy is (19, 12)"),
     (["--a", "a.npy", "--b", "b.npy", "--mask", "a.npy"], "--mask a.npy has shape (19, 12)"),
     (["--a", "nope.npy", "--b", "b.npy"], "--a: file 'nope.npy' does not exist"),
-    (["--a", "a.npy", "--b", "b.npy", "--merge-ways", "3"], "--merge-ways 3 is invalid"),
+    (["--a", "a.npy", "--b", "b.npy", "--merge-ways", "3"],
+     "--merge-ways: merge_ways = 3 is invalid for config 'toy': must be an integer in 1..2"),
 ])
 def test_sim_gemm_bad_input(operands, tmp_path, capsys, args, message):
     rc = main(["sim", "gemm", "--config", "toy", *args, "--out", "c.npy"])

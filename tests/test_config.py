@@ -51,6 +51,39 @@ def test_invalid_fields_named(field, value, message):
         PRESETS["toy"].replace(**{field: value})
 
 
+def test_run_time_merge_ways_one_check():
+    """m of a run: 1..cfg.merge_ways (the weight buses built), one message everywhere."""
+    toy = PRESETS["toy"]
+    assert toy.check_merge_ways() == 2 and toy.check_merge_ways(1) == 1
+    for bad in (0, 3, 2.0, True, "2"):
+        with pytest.raises(ConfigError, match=rf"merge_ways = {bad!r} is invalid for config "
+                                              r"'toy': must be an integer in 1\.\.2"):
+            toy.check_merge_ways(bad)
+
+
+def test_k_cap_and_k_splits_follow_the_run_ways():
+    # one IMEM side 256, WMEM 1024 / m: toy is IMEM-bound for m = 1, 2
+    toy = PRESETS["toy"]
+    assert toy.k_cap(1) == toy.k_cap(2) == toy.k_cap() == 256
+    wide = toy.replace(merge_ways=8)              # WMEM 1024 / 8 = 128 for m = 8
+    assert (wide.k_cap(8), wide.k_cap(4), wide.k_cap(1)) == (128, 256, 256)
+    assert wide.k_splits(75, 8) == [25, 25, 25]   # 32-beat cap: 3 balanced splits
+    assert wide.k_splits(75, 1) == [38, 37]       # 64-beat cap: 2 splits, first one longer
+    assert wide.k_splits(0, 1) == [1]             # an all-zero input still streams one beat
+
+
+def test_derived_values_listed():
+    toy = PRESETS["toy"]
+    d = toy.derived()
+    assert d["sdue_fixed_cycles"] == toy.cols + toy.dpu_latency + toy.sdue_in_latency + \
+        toy.sdue_drain_latency == 11
+    assert (d["cau_cols_per_cycle"], d["cau_merge_lanes"]) == (8, 2)
+    assert (d["epre_pipe"], d["epre_sel_fixed"], d["epre_run_fixed"]) == (4, 5, 1)
+    assert d["k_cap"] == 256
+    assert PRESETS["exion16"].cau_merge_lanes == 3      # 4 // 2 + 1
+    assert toy.replace(merge_ways=8).cau_merge_lanes == 3   # capped at C = 3
+
+
 def test_unknown_field_refused():
     with pytest.raises(ConfigError, match="unknown config field.*colz"):
         PRESETS["toy"].replace(colz=4)

@@ -206,9 +206,11 @@ def test_epre_backpressure_and_lod_only_hardware():
 
 
 def test_hw_and_model_constants_agree():
+    # one home (exion.config): the RTL's names and the model's are the same values
     assert (PIPE, SEL_FIXED, RUN_FIXED) == (EPRE_PIPE, EPRE_SEL_FIXED, EPRE_RUN_FIXED)
     dut = EPRE(PRESETS["exion16"])
     dut._MustUse__used = True      # only its sizes are read, it is never elaborated
+    assert dut.constants()["pipe"] == PRESETS["exion16"].epre_pipe
     assert dut.constants()["n_max"] == 256 and dut.sizes.d_max == 1152
     assert dut.sizes.dh_max == 72 and dut.sizes.units == 16
 

@@ -7,6 +7,7 @@ with ``golden.conmerge.conmerge``, and the busy cycles are bounded by the SDUE's
 of the same passes (below) and the serial sum CAU + fetch + SDUE (above).
 """
 
+import dataclasses
 
 import numpy as np
 from mask_cases import adversarial_masks
@@ -79,13 +80,13 @@ def check(cfg, cases, outs, runs, seed, timed=True):
         assert len(run.tile_cycles) == len(tiles), msg
         for t, cyc, npass in zip(tiles, run.tile_cycles, run.tile_passes):
             sub = case.mask[t.rows[t.rows >= 0][:, None], t.cols[None, :]]
-            plan = conmerge(cfg, sub, sort=case.sort)
+            plan = conmerge(cfg, sub, sort=case.sort, merge_ways=case.ways)
             assert npass == plan.n_passes, msg
             if not timed:
                 continue
             kw = t.setup["kwords"]
             sdue = cy.sdue_cycles(cfg, [kw] * npass) if npass else 0
-            cau = cy.cau_schedule(cfg, sub, sort=case.sort,
+            cau = cy.cau_schedule(cfg, sub, merge_ways=case.ways, sort=case.sort,
                                   cols_per_cycle=GEMM_COLS_PER_CYCLE)["total"]
             assert sdue <= cyc <= cau + npass * (kw + 3) + sdue, (msg, cyc, sdue, cau)
 
@@ -101,6 +102,22 @@ def test_gemm_rtl_matches_golden(cfg):
     cases = cases_for(cfg, seed)
     outs, runs, _ = rtl_sparse_gemm(cfg, cases, seed=seed)
     check(cfg, cases, outs, runs, seed)
+
+
+def test_gemm_rtl_runtime_ways():
+    """One engine build (toy, 2 weight buses per column) runs products with m = 1 and 2:
+    the run-time m travels in the mask beats; no new hardware. Outputs bit-exact, pass
+    counts those of golden ConMerge with that m, cycles within the SDUE / serial bounds."""
+    seed = 77
+    cfg = TOY
+    base = cases_for(cfg, seed, extreme_k=False)
+    cases = [dataclasses.replace(c, ways=w, name=f"{c.name}-m{w}") for w in (1, 2)
+             for c in base]
+    outs, runs, _ = rtl_sparse_gemm(cfg, cases, seed=seed, run_name="gemm-ways")
+    check(cfg, cases, outs, runs, seed)
+    # m matters on these cases: the pass counts with m = 1 and m = 2 differ somewhere
+    n = len(cases) // 2
+    assert [r.tile_passes for r in runs[:n]] != [r.tile_passes for r in runs[n:]]
 
 
 def test_gemm_rtl_mask_gaps():

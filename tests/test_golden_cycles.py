@@ -81,9 +81,14 @@ def test_k_split_balanced():
     # exion16: IMEM 1024 -> 64 beats; K = 1152 = 72 beats -> 36 + 36
     pl = cy.sdue_pass_list(EX16, cm.dense_plan(EX16, 16, 16), 1152)
     assert pl["k_words"].tolist() == [36, 36]
-    # m = 16: WMEM 8192 / 16 = 512 elements = 32 beats -> 72 = 24 + 24 + 24
-    plan = cm.conmerge(EX16, np.ones((16, 16), bool), merge_ways=16)
-    assert cy.sdue_pass_list(EX16, plan, 1152)["k_words"].tolist() == [24, 24, 24]
+    # m = 16 (a config built with 16 weight buses): WMEM 8192 / 16 = 512 elements = 32
+    # beats -> 72 = 24 + 24 + 24
+    e16m16 = EX16.replace(merge_ways=16)
+    plan = cm.conmerge(e16m16, np.ones((16, 16), bool), merge_ways=16)
+    assert cy.sdue_pass_list(e16m16, plan, 1152)["k_words"].tolist() == [24, 24, 24]
+    # the cap is the run's m: the same config running 2 ways holds 1024 (IMEM) again
+    plan2 = cm.conmerge(e16m16, np.ones((16, 16), bool), merge_ways=2)
+    assert cy.sdue_pass_list(e16m16, plan2, 1152)["k_words"].tolist() == [36, 36]
 
 
 def test_input_sparse_k_words():
@@ -101,6 +106,7 @@ def test_input_sparse_k_words():
 @pytest.mark.parametrize("m", [1, 2, 4])
 @pytest.mark.parametrize("density", [0.03, 0.2, 0.7])
 def test_cycle_passes_equal_conmerge_passes(cfg, m, density):
+    cfg = cfg if m <= cfg.merge_ways else cfg.replace(merge_ways=m)   # a design with m buses
     rng = np.random.default_rng(int(density * 100) + m)
     mask = rng.random((3 * cfg.rows + 1, 5 * cfg.cols + 2)) < density
     plan = cm.conmerge(cfg, mask, merge_ways=m)

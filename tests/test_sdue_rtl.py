@@ -2,7 +2,8 @@
 
 Every case of one config runs in a single simulator invocation (module-scoped fixture); each
 case is then its own test: the OMEM contents after the product must equal
-``golden.conmerge.execute_plan`` (masked outputs computed, every other position keeping its
+``golden.conmerge.sdue`` (the block's golden function, = ``execute_plan``; masked outputs
+computed, every other position keeping its
 previous contents), and the busy cycles the RTL counted must be within 2 % of
 ``golden.cycles.sdue_cycles`` of the same batches.
 """
@@ -18,7 +19,7 @@ import pytest
 
 from exion import PRESETS
 from exion.config import load_config
-from exion.golden.conmerge import conmerge, dense_plan, execute_plan, masked_gemm
+from exion.golden.conmerge import conmerge, dense_plan, masked_gemm, sdue
 from exion.sim.program import build_program
 from exion.sim.runner import new_seed
 from exion.sim.sdue_rtl import rtl_sdue
@@ -122,7 +123,7 @@ def make_cases(cfg, rng):
 
 
 def expected(cfg, case):
-    return execute_plan(cfg, case["a"], case["b"], case["plan"], out=case["prev"],
+    return sdue(cfg, case["a"], case["b"], case["plan"], out=case["prev"],
                         accumulate=case.get("accumulate", False),
                         input_sparse=case.get("input_sparse", False))
 
@@ -215,7 +216,7 @@ def test_sdue_descriptor_gaps_and_back_pressure():
     plan = conmerge(cfg, mask)
     prog = build_program(cfg, a, b, plan, prev=prev)
     runs, _ = rtl_sdue(cfg, [prog], seed=seed, gaps=True, run_name="gaps")
-    np.testing.assert_array_equal(runs[0].result, execute_plan(cfg, a, b, plan, out=prev),
+    np.testing.assert_array_equal(runs[0].result, sdue(cfg, a, b, plan, out=prev),
                                   err_msg=f"seed {seed}")
     assert runs[0].cycles >= runs[0].model
 

@@ -21,10 +21,10 @@ DEFAULT_CYCLES_JSON = "build/golden/cycles.json"
 
 
 def _ways(cfg, m):
-    if m is not None and not 1 <= m <= cfg.rows:
-        raise ExionError(f"--merge-ways: {m} is invalid for config {cfg.name!r}: must be in "
-                         f"1..{cfg.rows} (1..rows)")
-    return m
+    try:   # the run-time m: the one check (Config.check_merge_ways)
+        return cfg.check_merge_ways(m)
+    except ExionError as e:
+        raise ExionError(f"--merge-ways: {e}") from None
 
 
 def _window(w):
@@ -103,8 +103,10 @@ def _common(p, default_json):
     add_config(p)
     add_mask(p)
     p.add_argument("--merge-ways", type=int, default=None, metavar="m",
-                   help="ConMerge ways m in 1..R: original columns per merged column "
-                        "(default: the config's merge_ways; 1 = condense only)")
+                   help="ConMerge ways m of the run, 1..the config's merge_ways (a config "
+                        "with more merge_ways, up to R, studies wider designs): original "
+                        "columns per merged column (default: the config's merge_ways; 1 = "
+                        "condense only)")
     p.add_argument("--sort", choices=cm.SORTS, default="popcount",
                    help="column order before merging: popcount = popcount(cv) descending, "
                         "ties by column index (the CAU's counting sort, default); "

@@ -121,10 +121,10 @@ def load_gemm_inputs(cfg, args):
         if prev.size and (prev.min() < -lim or prev.max() >= lim):
             raise ExionError(f"--prev {args.prev} has values outside signed "
                              f"{cfg.acc_width}-bit")
-    m = cfg.merge_ways if args.merge_ways is None else args.merge_ways
-    if not 1 <= m <= cfg.merge_ways:
-        raise ExionError(f"--merge-ways {m} is invalid: the config {cfg.name!r} has "
-                         f"{cfg.merge_ways} weight ports per DPU column (1..{cfg.merge_ways})")
+    try:   # the run-time m: the one check (Config.check_merge_ways)
+        m = cfg.check_merge_ways(args.merge_ways)
+    except ExionError as e:
+        raise ExionError(f"--merge-ways: {e}") from None
     from exion.golden.quant import check_k
     check_k(cfg, a.shape[1])
     return a, b, mask, prev, m
@@ -227,10 +227,10 @@ def _sim_gemm_engine(cfg, args, a, b, mask, prev, m, out, want, dense_model, see
     if args.input_sparse:
         raise ExionError("--input-sparse is not supported by the gemm engine (it streams "
                          "dense K): add --golden-vectors to run it on the SDUE alone")
-    ecfg = cfg if m == cfg.merge_ways else cfg.replace(name=f"{cfg.name}_m{m}", merge_ways=m)
+    ecfg = cfg    # the engine built for cfg; m is a run-time field of the mask beats
     M, K = a.shape
     N = b.shape[1]
-    case = GemmCase(a, b, mask, prev, accumulate=args.accumulate, sort=args.sort)
+    case = GemmCase(a, b, mask, prev, accumulate=args.accumulate, sort=args.sort, ways=m)
     tiles = plan_tiles(ecfg, case)   # checks the limits before anything is built
     t0 = time.perf_counter()
     try:
@@ -251,7 +251,7 @@ def _sim_gemm_engine(cfg, args, a, b, mask, prev, m, out, want, dense_model, see
     golden_passes = 0
     for t in tiles:
         sub = mask[t.rows[t.rows >= 0][:, None], t.cols[None, :]]
-        golden_passes += conmerge(ecfg, sub, sort=args.sort).n_passes
+        golden_passes += conmerge(ecfg, sub, sort=args.sort, merge_ways=m).n_passes
     masked = int(mask.sum())
     util = masked * K / (cfg.peak_macs * rtl_cycles) if rtl_cycles else 0.0
     figures = {

@@ -1,0 +1,686 @@
+"""The CAU's stages (``hw.cau.CAU`` composes them; ``docs/cau.md`` has the picture).
+
+    mask --> CauRead (A) --word buffer + PingPong--> CauSort (B) --sorted buffer + PingPong-->
+             CauMerge (C: FSM, CauMergeNet, CauAssembler) --> pass FIFO
+
+Each stage is a ``wiring.Component``; the ping-pong buffers' flags and per-side block data
+live in :class:`PingPong` (set by the writer's ``fill``, cleared by the reader's
+``release``). Cycle behaviour is documented on ``hw.cau.CAU`` and modelled exactly by
+``exion.golden.cycles.cau_schedule``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from amaranth import Cat, Const, Module, Mux, Signal, Value
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from exion.config import Config
+
+from .util import bits_for as _bits
+from .util import pad_mux as _mux
+
+__all__ = ["CauDims", "PingPong", "CauRead", "CauSort", "CauMergeNet", "CauAssembler",
+           "CauMerge"]
+
+
+class CauDims:
+    """Sizes of one CAU instance, derived once from its parameters and shared by its stages.
+
+    R, C = rows, cols; M = ``cfg.merge_ways`` (member lanes built); W = W_open; LN merge
+    lanes; P column cvs per beat; NMAX columns per block; WORDS beats per block; widths of a
+    column index (CB), member index (IB), sort key (KB), column count (CNTW), beat index (WB),
+    lane index (LB) and of the run-time ``ways`` field (WYB). Layouts: ``word`` (word
+    buffer entry), ``ent`` (sorted buffer entry), ``slot`` (a merge-window slot), ``a_meta``
+    / ``s_meta`` (per-block data handed over with a buffer side).
+    """
+
+    def __init__(self, cfg: Config, cols_per_cycle: int, max_cols: int, merge_lanes: int):
+        self.cfg = cfg
+        self.R, self.C, self.M, self.W = cfg.rows, cfg.cols, cfg.merge_ways, cfg.w_open
+        self.LN, self.P, self.NMAX = merge_lanes, cols_per_cycle, max_cols
+        self.WORDS = math.ceil(max_cols / cols_per_cycle)
+        self.CB = _bits(max_cols)
+        self.IB = _bits(self.M)
+        self.NB = self.R                          # histogram bins: key R - popcount
+        self.KB = _bits(self.NB)
+        self.CNTW = (max_cols + 1).bit_length()   # column counts 0..NMAX
+        self.WB = _bits(self.WORDS + 1)           # beat index 0..WORDS (WORDS = overflow)
+        self.LB = _bits(self.P)
+        self.WYB = self.M.bit_length()            # run-time ways 1..M
+        self.word = data.StructLayout({"widx": _bits(self.WORDS),
+                                       "cv": data.ArrayLayout(self.R, self.P)})
+        self.ent = data.StructLayout({"col": self.CB, "cv": self.R})
+        self.slot = data.StructLayout({
+            "ors": self.R, "cnt": range(self.M + 1),
+            "mem": data.ArrayLayout(self.CB, self.M), "idx": data.ArrayLayout(self.IB, self.R)})
+        self.a_meta = data.StructLayout({
+            "nw": range(self.WORDS + 1), "hist": data.ArrayLayout(self.CNTW, self.NB),
+            "label": 16, "none": 1, "ways": self.WYB})
+        self.s_meta = data.StructLayout({"n": self.CNTW, "label": 16, "ways": self.WYB})
+
+    def key(self, cv, none) -> Value:
+        """Counting-sort key of a cv: ``R - popcount`` (bin 0 = popcount R), 0 for no sort."""
+        pc = sum((cv[i] for i in range(len(cv))), Const(0, _bits(len(cv) + 1)))
+        return Mux(none, 0, self.R - pc)[:self.KB]
+
+
+def write_signature(addr_bits: int, layout) -> wiring.Signature:
+    """A memory write port driven by a stage: ``data`` at ``addr`` when ``en``."""
+    return wiring.Signature({"addr": Out(addr_bits), "data": Out(layout), "en": Out(1)})
+
+
+def read_signature(addr_bits: int, layout) -> wiring.Signature:
+    """A memory read port driven by a stage: ``data`` one cycle after ``addr`` with ``en``."""
+    return wiring.Signature({"addr": Out(addr_bits), "en": Out(1), "data": In(layout)})
+
+
+def _lowest(v: Value) -> Value:
+    """One-hot of the lowest set bit of ``v`` (0 if none): ``v & -v``."""
+    n = len(v)
+    return (v & (~v + 1)[:n])[:n]
+
+
+def _first_fit(fits: Value) -> Value:
+    """Stage C's choice among the fitting slots of one lane (bit order = age): the oldest."""
+    return _lowest(fits)
+
+
+def _conflict(a: Value, b: Value) -> Value:
+    """Two cvs share a row (the test that chains lane j on the lanes before it)."""
+    return (a & b).any()
+
+
+def _run_ways(beat) -> Value:
+    """The run's merge ways of a block: the ``ways`` field of its (last) beat."""
+    return beat.ways
+
+
+def _onehot_index(oh: Value, width: int) -> Value:
+    """Index of the set bit of a one-hot ``oh`` (an OR per index bit, no priority)."""
+    bits = []
+    for b in range(width):
+        terms = [oh[i] for i in range(len(oh)) if (i >> b) & 1]
+        bits.append(Cat(*terms).any() if terms else Const(0, 1))
+    return Cat(*bits)
+
+
+class PingPong(wiring.Component):
+    """Flags and per-block data of a two-sided buffer between a writer and a reader stage.
+
+    Parameters
+    ----------
+    meta : Layout
+        The data a block hands over with its side (counts, label, run-time fields).
+
+    Members
+    -------
+    fill : In(1)
+        The writer finished a block in side ``w_side``: that side is full, ``meta`` latched.
+    meta : In(meta)
+    release : In(1)
+        The reader finished side ``r_side``: that side is free again.
+    w_side, r_side : Out(1)
+        The side the writer fills / the reader reads next (toggle on fill / release).
+    w_full, r_full : Out(1)
+        Side ``w_side`` is still full (writer stalls) / side ``r_side`` is full (reader may go).
+    r_meta : Out(meta)
+        The data of side ``r_side``.
+    any_full : Out(1)
+
+    Latency: a fill is visible to the reader (``r_full``) one cycle later.
+    """
+
+    def __init__(self, meta):
+        self._meta = meta
+        super().__init__({"fill": In(1), "meta": In(meta), "release": In(1),
+                          "w_side": Out(1), "r_side": Out(1), "w_full": Out(1),
+                          "r_full": Out(1), "r_meta": Out(meta), "any_full": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        full = Signal(2, name="full")
+        metas = [Signal(self._meta, name=f"meta{s}") for s in range(2)]
+        for s in range(2):
+            with m.If(self.release & (self.r_side == s)):
+                m.d.sync += full[s].eq(0)
+            with m.If(self.fill & (self.w_side == s)):
+                m.d.sync += [full[s].eq(1), metas[s].eq(self.meta)]
+        with m.If(self.fill):
+            m.d.sync += self.w_side.eq(~self.w_side)
+        with m.If(self.release):
+            m.d.sync += self.r_side.eq(~self.r_side)
+        m.d.comb += [
+            self.w_full.eq(_mux([full[0], full[1]], self.w_side)),
+            self.r_full.eq(_mux([full[0], full[1]], self.r_side)),
+            self.r_meta.eq(Mux(self.r_side, metas[1], metas[0])),
+            self.any_full.eq(full.any()),
+        ]
+        return m
+
+
+class CauRead(wiring.Component):
+    """Stage A: one beat of P column cvs per cycle; condense and histogram.
+
+    Beats with a non-zero cv are stored (with their beat index) in the word buffer; the
+    histogram of the sort key counts the block's non-zero columns. All-zero beats are not
+    stored. A block ends with its ``last`` beat, which hands the side over (``fill``).
+
+    Parameters
+    ----------
+    dims : CauDims
+    mask_layout : Layout
+        The input beat (``hw.cau.mask_layout``).
+    sort : str
+        ``"popcount"``, ``"none"`` or ``"runtime"`` (the beat's ``sort`` bit).
+
+    Members
+    -------
+    mask : In(stream.Signature(mask_layout))
+    full, side : In(1)
+        The word-buffer side to write is still full (stall) / which side it is.
+    wr : Out(write_signature(word buffer))
+    fill : Out(1)
+        The block's last beat is taken this cycle.
+    meta : Out(dims.a_meta)
+        Stored words, histogram, label, sort mode and run-time ways of the block (with fill).
+    active : Out(1)
+        Inside a block (some beat taken, not the last).
+    overflow : Out(1)
+        Sticky: a block had more than ``max_cols`` columns.
+
+    Latency: 1 cycle per beat (``ceil(N / P)`` per block).
+    """
+
+    def __init__(self, dims: CauDims, mask_layout, sort: str):
+        self.dims, self.sort = dims, sort
+        super().__init__({
+            "mask": In(stream.Signature(mask_layout)), "full": In(1), "side": In(1),
+            "wr": Out(write_signature(_bits(2 * dims.WORDS), dims.word)),
+            "fill": Out(1), "meta": Out(dims.a_meta), "active": Out(1), "overflow": Out(1)})
+
+    def elaborate(self, platform):
+        d = self.dims
+        m = Module()
+        ptr = Signal(range(d.WORDS + 1), name="a_ptr")      # stored words of the block
+        widx = Signal(d.WB, name="a_widx")                  # beats of the block so far
+        hist = [Signal(d.CNTW, name=f"a_hist{j}") for j in range(d.NB)]
+        beat = self.mask.payload
+        none_in = (Const(1) if self.sort == "none" else Const(0) if self.sort == "popcount"
+                   else beat.sort)
+        lane_nz = Signal(d.P)
+        take = Signal()
+        m.d.comb += [
+            lane_nz.eq(Cat(beat.cv[i].any() for i in range(d.P))),
+            self.mask.ready.eq(~self.full),
+            take.eq(self.mask.valid & self.mask.ready),
+        ]
+        in_range = widx < d.WORDS
+        store = take & lane_nz.any() & in_range
+        m.d.comb += [
+            self.wr.addr.eq(Mux(self.side, d.WORDS, 0) + ptr),
+            self.wr.data.widx.eq(widx),
+            self.wr.data.cv.eq(beat.cv),
+            self.wr.en.eq(store),
+        ]
+        keys = [d.key(beat.cv[i], none_in) for i in range(d.P)]
+        first = widx == 0
+        nxt = []
+        for j in range(d.NB):
+            inc = sum((lane_nz[i] & (keys[i] == j) & in_range).as_unsigned() for i in range(d.P))
+            nxt.append((Mux(first, 0, hist[j]) + inc)[:d.CNTW])
+        m.d.comb += [
+            self.fill.eq(take & beat.last),
+            self.meta.nw.eq(ptr + store), self.meta.label.eq(beat.block),
+            self.meta.none.eq(none_in), self.meta.ways.eq(_run_ways(beat)),
+            self.active.eq(widx != 0),
+        ]
+        m.d.comb += [self.meta.hist[j].eq(nxt[j]) for j in range(d.NB)]
+        with m.If(take):
+            m.d.sync += [hist[j].eq(nxt[j]) for j in range(d.NB)]
+            with m.If(~in_range):
+                m.d.sync += self.overflow.eq(1)
+            with m.If(beat.last):
+                m.d.sync += [ptr.eq(0), widx.eq(0)]
+            with m.Else():
+                m.d.sync += [ptr.eq(ptr + store), widx.eq(Mux(in_range, widx + 1, widx))]
+        return m
+
+
+class CauSort(wiring.Component):
+    """Stage B: counting sort of one block's stored words into the sorted buffer.
+
+    One cycle for the prefix sum of the histogram (the bins' start offsets), then per cycle
+    the LN lowest pending lanes of the current word are written (LN write ports) at
+    ``offset[bin] + (same-bin lanes before it this cycle)``; each bin's offset advances by
+    its count (stable: words in column order, lanes in order). A block without stored words
+    is handed over in its first cycle.
+
+    Parameters
+    ----------
+    dims : CauDims
+
+    Members
+    -------
+    a_full, a_side : In(1); a_meta : In(dims.a_meta)
+        The word-buffer side to read: full, which side, its block data.
+    rd : Out(read_signature(word buffer))
+    release : Out(1)
+        The word-buffer side is sorted (free again).
+    s_full, s_side : In(1)
+        The sorted-buffer side to write is still full (wait) / which side it is.
+    wr : Out(write_signature(sorted buffer)).array(LN)
+    fill : Out(1); s_meta : Out(dims.s_meta)
+        The block is in the sorted buffer: column count, label, run-time ways.
+    running : Out(1)
+
+    Latency: ``1 + sum over stored words of ceil(nz / LN)`` cycles per block.
+    """
+
+    def __init__(self, dims: CauDims):
+        self.dims = dims
+        super().__init__({
+            "a_full": In(1), "a_side": In(1), "a_meta": In(dims.a_meta),
+            "rd": Out(read_signature(_bits(2 * dims.WORDS), dims.word)),
+            "release": Out(1), "s_full": In(1), "s_side": In(1),
+            "wr": Out(write_signature(_bits(2 * dims.NMAX), dims.ent)).array(dims.LN),
+            "fill": Out(1), "s_meta": Out(dims.s_meta), "running": Out(1)})
+
+    def elaborate(self, platform):
+        d = self.dims
+        m = Module()
+        ptr = Signal(range(d.WORDS + 1), name="b_ptr")
+        nw = Signal(range(d.WORDS + 1), name="b_nw")
+        none = Signal(name="b_none")
+        fresh = Signal(name="b_fresh")
+        pend_r = Signal(d.P, name="b_pend")
+        off = [Signal(d.CNTW, name=f"b_off{j}") for j in range(d.NB)]
+        n = Signal(d.CNTW, name="b_n")
+        label = Signal(16, name="b_label")
+        ways = Signal(d.WYB, name="b_ways")
+        a = self.a_meta
+        base = Mux(self.a_side, d.WORDS, 0)
+        word = self.rd.data
+        pend = Signal(d.P)
+        m.d.comb += pend.eq(Mux(fresh, Cat(word.cv[i].any() for i in range(d.P)), pend_r))
+        # the LN lowest pending lanes of the word, in lane order (stable)
+        rem = pend
+        valid, key = [], []
+        for t in range(d.LN):
+            low = Signal(d.P, name=f"b_low{t}")
+            lane = Signal(d.LB, name=f"b_lane{t}")
+            v = Signal(name=f"b_valid{t}")
+            k = Signal(d.KB, name=f"b_key{t}")
+            lane_cv = _mux([word.cv[i] for i in range(d.P)], lane)
+            m.d.comb += [low.eq(_lowest(rem)), lane.eq(_onehot_index(low, d.LB)),
+                         v.eq(rem.any()), k.eq(d.key(lane_cv, none))]
+            # same-bin columns taken earlier in this cycle go first
+            dup = sum(((valid[u] & (key[u] == k)).as_unsigned() for u in range(t)), Const(0, 1))
+            wp = self.wr[t]
+            m.d.comb += [
+                wp.addr.eq(Mux(self.s_side, d.NMAX, 0) + _mux(off, k) + dup),
+                wp.data.col.eq(word.widx * d.P + lane),
+                wp.data.cv.eq(lane_cv),
+                wp.en.eq(self.running & v),
+            ]
+            valid.append(v)
+            key.append(k)
+            rem = rem & ~low
+        rest = Signal(d.P)
+        m.d.comb += rest.eq(rem)
+
+        with m.FSM(name="sort_fsm"):
+            with m.State("IDLE"):
+                with m.If(self.a_full & ~self.s_full):
+                    acc = Const(0, d.CNTW)
+                    for j in range(d.NB):
+                        m.d.sync += off[j].eq(acc)
+                        acc = (acc + a.hist[j])[:d.CNTW]
+                    m.d.sync += [n.eq(acc), nw.eq(a.nw), ptr.eq(0), fresh.eq(1),
+                                 label.eq(a.label), none.eq(a.none), ways.eq(a.ways)]
+                    m.d.comb += [self.rd.addr.eq(base), self.rd.en.eq(1)]
+                    with m.If(a.nw == 0):           # nothing to sort: hand over an empty block
+                        m.d.comb += [self.release.eq(1), self.fill.eq(1),
+                                     self.s_meta.n.eq(0), self.s_meta.label.eq(a.label),
+                                     self.s_meta.ways.eq(a.ways)]
+                    with m.Else():
+                        m.next = "SORT"
+            with m.State("SORT"):
+                m.d.comb += self.running.eq(1)
+                for j in range(d.NB):
+                    inc = sum(((valid[t] & (key[t] == j)).as_unsigned() for t in range(d.LN)),
+                              Const(0, 1))
+                    m.d.sync += off[j].eq(off[j] + inc)
+                with m.If(rest == 0):
+                    with m.If(ptr == nw - 1):
+                        m.d.comb += [self.release.eq(1), self.fill.eq(1), self.s_meta.n.eq(n),
+                                     self.s_meta.label.eq(label), self.s_meta.ways.eq(ways)]
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.d.comb += [self.rd.addr.eq(base + ptr + 1), self.rd.en.eq(1)]
+                        m.d.sync += [ptr.eq(ptr + 1), fresh.eq(1)]
+                with m.Else():
+                    m.d.sync += [pend_r.eq(rest), fresh.eq(0)]
+        return m
+
+
+class CauMergeNet(wiring.Component):
+    """Stage C's combinational merge of LN sorted columns against the window.
+
+    Virtual slots: v < W the window registers (oldest first), W + j the slot lane j opens
+    when nothing fits. Lane j sees the window as lanes 0..j-1 left it: their members added,
+    their new slots appended and, beyond W_open slots, the oldest ones out of reach
+    (retired). Its candidates in age order: window slots, then the new slots of earlier
+    lanes, then its own new slot (always fits). A slot fits when it has fewer than ``ways``
+    members (the run's m) and no conflict; the oldest fitting candidate takes the column.
+
+    Parameters
+    ----------
+    dims : CauDims
+
+    Members
+    -------
+    win : In(ArrayLayout(dims.slot, W)); nwin : In(range(W + 1))
+        The window and its occupied slots.
+    ents : In(ArrayLayout(dims.ent, LN)); lv : In(LN)
+        This cycle's sorted columns and which lanes hold one.
+    ways : In(dims.WYB)
+        The run's merge ways m (1..cfg.merge_ways).
+    next_win : Out(ArrayLayout(dims.slot, W)); next_nwin : Out(range(W + 1))
+        The window after this cycle.
+    ret_n : Out(range(LN + 1)); ret : Out(ArrayLayout(dims.slot, LN))
+        The oldest slots retiring this cycle (``ret[0 .. ret_n - 1]``).
+
+    Latency: combinational.
+    """
+
+    def __init__(self, dims: CauDims):
+        self.dims = dims
+        W, LN = dims.W, dims.LN
+        super().__init__({
+            "win": In(data.ArrayLayout(dims.slot, W)), "nwin": In(range(W + 1)),
+            "ents": In(data.ArrayLayout(dims.ent, LN)), "lv": In(LN), "ways": In(dims.WYB),
+            "next_win": Out(data.ArrayLayout(dims.slot, W)), "next_nwin": Out(range(W + 1)),
+            "ret_n": Out(range(LN + 1)), "ret": Out(data.ArrayLayout(dims.slot, LN))})
+
+    def _placements(self, m, start):
+        """One-hot placement of every lane over the virtual slots, and which lanes open."""
+        d = self.dims
+        W, LN = d.W, d.LN
+        ents = [self.ents[t] for t in range(LN)]
+        pair_conf = [[_conflict(ents[k].cv, ents[j].cv) for j in range(LN)] for k in range(LN)]
+        place, opens, o_before = [], [], []
+        for j in range(LN):
+            cv = ents[j].cv
+            o_j = sum((opens[k].as_unsigned() for k in range(j)), Const(0, 1))
+            o_before.append(o_j)
+            fits = []
+            for v in range(W + LN):
+                if v >= W + j:
+                    fits.append(Const(int(v == W + j), 1))   # its own new slot always fits
+                    continue
+                if v < W:
+                    cand = (v < self.nwin) & (v + W >= self.nwin + o_j)
+                    cnt, conf, src = start[v].cnt, (start[v].ors & cv).any(), range(j)
+                else:
+                    cand, cnt, conf, src = opens[v - W], Const(0, 1), Const(0, 1), range(v - W, j)
+                for k in src:
+                    cnt = cnt + place[k][v]
+                    conf = conf | (place[k][v] & pair_conf[k][j])
+                fits.append(cand & (cnt < self.ways) & ~conf)
+            fitv = Signal(W + LN, name=f"c_fit{j}")
+            pl = Signal(W + LN, name=f"c_place{j}")
+            op = Signal(name=f"c_open{j}")
+            m.d.comb += [fitv.eq(Cat(*fits)), pl.eq(Mux(self.lv[j], _first_fit(fitv), 0)),
+                         op.eq(pl[W + j])]
+            place.append(pl)
+            opens.append(op)
+        return place, opens, o_before
+
+    def elaborate(self, platform):
+        d = self.dims
+        R, M, W, LN, IB = d.R, d.M, d.W, d.LN, d.IB
+        m = Module()
+        zero_slot = Const(0, d.slot.size)
+        start = [self.win[v] for v in range(W)] + [d.slot(zero_slot) for _ in range(LN)]
+        place, opens, o_before = self._placements(m, start)
+        o_tot = sum((op.as_unsigned() for op in opens), Const(0, 1))
+        # every virtual slot after this cycle's lanes
+        fin = [Signal(d.slot, name=f"c_fin{v}") for v in range(W + LN)]
+        for v in range(W + LN):
+            s0 = start[v]
+            ors, cnt = s0.ors, s0.cnt
+            mem = [s0.mem[k] for k in range(M)]
+            idx = [s0.idx[r] for r in range(R)]
+            for j in (range(LN) if v < W else range(v - W, LN)):
+                hit = place[j][v]
+                cv, col = self.ents[j].cv, self.ents[j].col
+                ors = ors | Mux(hit, cv, 0)
+                for k in range(M):
+                    mem[k] = Mux(hit & (cnt == k), col, mem[k])
+                for r in range(R):
+                    idx[r] = Mux(hit & cv[r], cnt[:IB], idx[r])
+                cnt = cnt + hit
+            m.d.comb += [fin[v].ors.eq(ors), fin[v].cnt.eq(cnt)]
+            m.d.comb += [fin[v].mem[k].eq(mem[k]) for k in range(M)]
+            m.d.comb += [fin[v].idx[r].eq(idx[r]) for r in range(R)]
+        # the q-th slot opened this cycle
+        new_rank = []
+        for qq in range(LN):
+            val = Value.cast(zero_slot)
+            for j in range(qq, LN):
+                val = Mux(opens[j] & (o_before[j] == qq), fin[W + j].as_value(), val)
+            new_rank.append(val)
+        # all slots in age order (window, then the opened ones), the oldest ret_n retire
+        seq = []
+        for p in range(W + LN):
+            val = fin[p].as_value() if p < W else Value.cast(zero_slot)
+            for qq in range(LN):
+                if 0 <= p - qq <= W:
+                    val = Mux(self.nwin == p - qq, new_rank[qq], val)
+            seq.append(val)
+        grown = self.nwin + o_tot
+        m.d.comb += [self.ret_n.eq(Mux(grown > W, grown - W, 0)),
+                     self.next_nwin.eq(Mux(grown > W, W, grown))]
+        for i in range(W):
+            val = seq[i]
+            for rr in range(1, LN + 1):
+                val = Mux(self.ret_n == rr, seq[i + rr], val)
+            m.d.comb += self.next_win[i].eq(val)
+        m.d.comb += [self.ret[i].eq(fin[i]) for i in range(LN)]
+        return m
+
+
+class CauAssembler(wiring.Component):
+    """Stage C's pass assembler: a queue of C + LN - 1 retired slots.
+
+    A pass leaves (to ``out``) from positions 0..C-1 whenever C slots are in it (fewer for
+    the block's last pass); up to LN - 1 slots retired in the same cycle wait behind it and
+    move down by C when ``out`` takes the pass.
+
+    Parameters
+    ----------
+    dims : CauDims
+    out_layout : Layout
+        ``hw.cau.cau_pass_layout``.
+
+    Members
+    -------
+    ret_n : In(range(LN + 1)); ret : In(ArrayLayout(dims.slot, LN))
+        Slots retired this cycle, oldest first.
+    final : In(1)
+        The block's last slot is among them.
+    label : In(16)
+        The block's label (copied into its passes).
+    qbase : Out(range(C + LN))
+        Where this cycle's retired slots go (the flush never fills past a pass).
+    step_ok : Out(1)
+        The merge may retire slots this cycle (no complete pass waiting on ``out``).
+    out : Out(stream.Signature(out_layout))
+    pending : Out(1)
+        A pass or a slot is in the queue.
+
+    Latency: a pass is offered the cycle after its last slot retires.
+    """
+
+    def __init__(self, dims: CauDims, out_layout):
+        self.dims = dims
+        QN = dims.C + dims.LN - 1
+        super().__init__({
+            "ret_n": In(range(dims.LN + 1)), "ret": In(data.ArrayLayout(dims.slot, dims.LN)),
+            "final": In(1), "label": In(16), "qbase": Out(range(QN + 1)), "step_ok": Out(1),
+            "out": Out(stream.Signature(out_layout)), "pending": Out(1)})
+
+    def elaborate(self, platform):
+        d = self.dims
+        R, C, M, LN = d.R, d.C, d.M, d.LN
+        QN = C + LN - 1
+        m = Module()
+        asm = [Signal(d.slot, name=f"asm{p}") for p in range(QN)]
+        qn = Signal(range(QN + 1), name="qn")           # slots in the queue
+        complete = Signal(name="complete")              # asm[0..C-1] is a pass for out
+        last = Signal(name="asm_last")
+        block = Signal(16, name="asm_block")
+        accept = Signal()
+        m.d.comb += [
+            accept.eq(complete & self.out.ready),
+            self.qbase.eq(Mux(accept, Mux(qn >= C, qn - C, 0), qn)),
+            self.step_ok.eq(~complete | self.out.ready),
+        ]
+        for p in range(QN):
+            if p + C < QN:
+                with m.If(accept):
+                    m.d.sync += asm[p].eq(asm[p + C])
+            for i in range(LN):
+                with m.If((i < self.ret_n) & (self.qbase + i == p)):
+                    m.d.sync += asm[p].eq(self.ret[i])
+        tot = self.qbase + self.ret_n
+        m.d.sync += qn.eq(tot)
+        with m.If(~complete | accept):
+            m.d.sync += complete.eq((tot >= C) | self.final)
+            with m.If((tot >= C) | self.final):
+                m.d.sync += [last.eq(self.final), block.eq(self.label)]
+        # the pass in asm[0..C-1], as the output payload
+        opass = self.out.payload
+        for c in range(C):
+            aval = qn > c
+            for r in range(R):
+                m.d.comb += [opass.sel[r][c].idx.eq(asm[c].idx[r]),
+                             opass.sel[r][c].valid.eq(aval & asm[c].ors[r])]
+            for k in range(M):
+                m.d.comb += opass.col[c][k].eq(Mux(aval, asm[c].mem[k], 0))
+        m.d.comb += [opass.block.eq(block), opass.last.eq(last),
+                     self.out.valid.eq(complete), self.pending.eq(complete | (qn != 0))]
+        return m
+
+
+class CauMerge(wiring.Component):
+    """Stage C: windowed first-fit merge of one sorted block, LN columns per cycle.
+
+    FSM: ``IDLE`` (wait for a full sorted side, read its first LN entries), ``MERGE`` (LN
+    columns per cycle through :class:`CauMergeNet`, retired slots to :class:`CauAssembler`),
+    ``FLUSH`` (the window's slots retire at most LN per cycle and never past the end of the
+    pass being assembled). A block without columns is released from ``IDLE``.
+
+    Parameters
+    ----------
+    dims : CauDims
+    out_layout : Layout
+        ``hw.cau.cau_pass_layout``.
+
+    Members
+    -------
+    s_full, s_side : In(1); s_meta : In(dims.s_meta)
+        The sorted-buffer side to merge: full, which side, its block data (with the run's
+        merge ways).
+    rd : Out(read_signature(sorted buffer)).array(LN)
+    release : Out(1)
+        The sorted side has been read.
+    out : Out(stream.Signature(out_layout))
+        Passes; back-pressure stalls the merge.
+    active : Out(1)
+        Merging or flushing.
+    pending : Out(1)
+        The assembler holds a slot or a pass.
+
+    Latency: ``1 + ceil(n / LN) + flush`` cycles per block (``golden.cycles``).
+    """
+
+    def __init__(self, dims: CauDims, out_layout):
+        self.dims, self._out_layout = dims, out_layout
+        super().__init__({
+            "s_full": In(1), "s_side": In(1), "s_meta": In(dims.s_meta),
+            "rd": Out(read_signature(_bits(2 * dims.NMAX), dims.ent)).array(dims.LN),
+            "release": Out(1), "out": Out(stream.Signature(out_layout)),
+            "active": Out(1), "pending": Out(1)})
+
+    def elaborate(self, platform):
+        d = self.dims
+        C, W, LN = d.C, d.W, d.LN
+        m = Module()
+        m.submodules.net = net = CauMergeNet(d)
+        m.submodules.assembler = asm = CauAssembler(d, self._out_layout)
+        wiring.connect(m, asm.out, wiring.flipped(self.out))
+        win = [Signal(d.slot, name=f"win{i}") for i in range(W)]
+        nwin = Signal(range(W + 1), name="nwin")
+        ptr = Signal(d.CNTW, name="c_ptr")
+        n = Signal(d.CNTW, name="c_n")
+        label = Signal(16, name="c_label")
+        ways = Signal(d.WYB, name="c_ways")
+        m.d.comb += [net.nwin.eq(nwin), net.ways.eq(ways), asm.label.eq(label),
+                     self.pending.eq(asm.pending)]
+        m.d.comb += [net.win[i].eq(win[i]) for i in range(W)]
+        for t in range(LN):
+            m.d.comb += [net.ents[t].eq(self.rd[t].data), net.lv[t].eq(ptr + t < n)]
+        # flush: at most LN slots per cycle, never beyond the pass being assembled
+        fl_k = Signal(range(LN + 1), name="fl_k")
+        room = C - asm.qbase
+        lim = Mux(nwin < LN, nwin, LN)
+        m.d.comb += fl_k.eq(Mux(room < lim, room, lim))
+        zero_slot = Const(0, d.slot.size)
+        f_win = []
+        for i in range(W):
+            val = win[i].as_value()
+            for kk in range(1, LN + 1):
+                val = Mux(fl_k == kk, win[i + kk].as_value() if i + kk < W else zero_slot, val)
+            f_win.append(val)
+        side = Mux(self.s_side, d.NMAX, 0)
+
+        with m.FSM(name="merge_fsm"):
+            with m.State("IDLE"):
+                with m.If(self.s_full):
+                    meta = self.s_meta
+                    m.d.sync += [n.eq(meta.n), ptr.eq(0), label.eq(meta.label),
+                                 ways.eq(meta.ways)]
+                    for t in range(LN):
+                        m.d.comb += [self.rd[t].addr.eq(side + t), self.rd[t].en.eq(1)]
+                    with m.If(meta.n == 0):
+                        m.d.comb += self.release.eq(1)
+                    with m.Else():
+                        m.next = "MERGE"
+            with m.State("MERGE"):
+                m.d.comb += self.active.eq(1)
+                with m.If(asm.step_ok):
+                    m.d.comb += [asm.ret_n.eq(net.ret_n), asm.ret.eq(net.ret)]
+                    m.d.sync += [win[i].eq(net.next_win[i]) for i in range(W)]
+                    m.d.sync += nwin.eq(net.next_nwin)
+                    with m.If(ptr + LN >= n):
+                        m.d.comb += self.release.eq(1)
+                        m.next = "FLUSH"
+                    with m.Else():
+                        for t in range(LN):
+                            m.d.comb += [self.rd[t].addr.eq(side + ptr + (LN + t)),
+                                         self.rd[t].en.eq(1)]
+                        m.d.sync += ptr.eq(ptr + LN)
+            with m.State("FLUSH"):
+                m.d.comb += self.active.eq(1)
+                with m.If(asm.step_ok):
+                    m.d.comb += [asm.ret_n.eq(fl_k), asm.final.eq(fl_k == nwin)]
+                    m.d.comb += [asm.ret[i].eq(win[i]) for i in range(LN)]
+                    m.d.sync += [win[i].eq(f_win[i]) for i in range(W)]
+                    m.d.sync += nwin.eq(nwin - fl_k)
+                    with m.If(fl_k == nwin):
+                        m.next = "IDLE"
+        return m
