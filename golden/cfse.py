@@ -2,7 +2,10 @@
 
 Bit-exact integer definitions (int64 NumPy, no floating point in any data path; floats only
 appear in the host-side helpers that *choose* constants and in the float references the
-tests compare against). The RTL mirrors these functions exactly.
+tests compare against). The RTL in ``hw/cfse.py`` (the ``cfse`` top: GELU, softmax and layer
+norm units) mirrors ``gelu_fx``, ``gelu_requant``, ``softmax_fx`` and ``layernorm_fx``
+bit-exactly (``tests/test_cfse_rtl.py``); the tables come from ``exion/cfse_tables.py``, which
+both import.
 
 Common pieces
 -------------
@@ -87,6 +90,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from exion.cfse_tables import LOG2E_Q14, exp2_table, gelu_float, gelu_table
 from exion.config import Config
 from exion.errors import ExionError
 
@@ -113,23 +117,10 @@ _GELU_TFRAC = 15       # the table is Q.15
 _GELU_END = 8 << FX_FRAC
 
 
-def gelu_float(x):
-    """Float reference ``x * Phi(x)`` (exact erf GELU), elementwise."""
-    x = np.asarray(x, dtype=np.float64)
-    erf = np.vectorize(math.erf, otypes=[np.float64])
-    return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
-
-
-def _table_gelu() -> np.ndarray:
-    xs = -np.arange(257, dtype=np.float64) / 32.0
-    return np.rint(gelu_float(xs) * (1 << _GELU_TFRAC)).astype(np.int64)
-
-
-#: ``rint(GELU(-j/32) * 2**15)``, j = 0..256.
-GELU_TABLE = _table_gelu()
+#: ``rint(GELU(-j/32) * 2**15)``, j = 0..256 (made by ``exion.cfse_tables``, shared with hw/).
+GELU_TABLE = gelu_table()
 #: ``rint(2**(15 - j/32))``, j = 0..32: 2**-r in Q.15 at 33 points of r in [0, 1].
-EXP2_TABLE = np.rint(2.0 ** (15 - np.arange(33) / 32.0)).astype(np.int64)
-LOG2E_Q14 = 23637
+EXP2_TABLE = exp2_table()
 
 
 def rshift_round(v, s: int) -> np.ndarray:
