@@ -47,7 +47,7 @@ from .cfse_stages import (EXP_LATENCY, FX, FX_FRAC, Exp2Lanes, PipeDiv, PipeSqrt
 from .lod import refuse
 from .util import bits_for
 
-__all__ = ["CFSE", "GeluUnit", "SoftmaxUnit", "LayerNormUnit", "RowIssue", "gelu_par_layout",
+__all__ = ["CFSE", "GeluUnit", "SoftmaxUnit", "LayerNormUnit", "RowIssue", "gelu_par_layout", "gb_layout",
            "fx_vector", "default_n_max", "FIFO_LATENCY", "GELU_LATENCY", "LN_EPS_BITS"]
 
 #: SyncFIFOBuffered: a row written in cycle c is offered to its reader in cycle c + 2.
@@ -71,6 +71,12 @@ def default_n_max(cfg: Config) -> int:
 def fx_vector(lanes: int, signed_: bool = True) -> data.ArrayLayout:
     """One beat of L 16-bit values (Q.11 signed; Q.15 probabilities unsigned)."""
     return data.ArrayLayout(signed(FX) if signed_ else unsigned(FX), lanes)
+
+
+def gb_layout(lanes: int, n_max: int) -> data.StructLayout:
+    """One gamma / beta word of the layer norm: elements ``addr*L .. addr*L + L - 1``."""
+    return data.StructLayout({"addr": unsigned(bits_for(math.ceil(n_max / lanes))),
+                              "gamma": fx_vector(lanes), "beta": fx_vector(lanes)})
 
 
 def gelu_par_layout() -> data.StructLayout:
@@ -452,9 +458,7 @@ class LayerNormUnit(_RowUnit):
     def __init__(self, cfg: Config, n_max: int | None = None):
         n_max_ = default_n_max(cfg) if n_max is None else n_max
         _check(self, cfg, n_max_)
-        wb = bits_for(math.ceil(n_max_ / cfg.lanes))
-        self.gb_layout = data.StructLayout({"addr": unsigned(wb), "gamma": fx_vector(cfg.lanes),
-                                            "beta": fx_vector(cfg.lanes)})
+        self.gb_layout = gb_layout(cfg.lanes, n_max_)
         super().__init__(cfg, n_max, {
             "eps": In(LN_EPS_BITS),
             "gb": In(stream.Signature(self.gb_layout, always_ready=True)),

@@ -195,8 +195,8 @@ class Exp2Lanes(wiring.Component):
             n, r = z[11:], z[:11]
             j, f = r[6:], r[:6]
             a, b = e0[j], e1[j]
-            step = ((b.as_signed() - a.as_signed()) * f + 32) >> 6
-            p = reg(m, (a.as_signed() + step)[:16], f"p{lane}", en, shape=unsigned(16))
+            step = ((b - a) * f + 32) >> 6           # unsigned - unsigned is signed
+            p = reg(m, (a + step)[:16], f"p{lane}", en, shape=unsigned(16))
             s = reg(m, Mux(n > 23, 23, n)[:5], f"s{lane}", en, shape=unsigned(5))
             val, fix = rshift_round_var(p << 7, s, 5)
             m.d.comb += fix
