@@ -618,6 +618,7 @@ class CFSE(wiring.Component):
     def __init__(self, cfg: Config, n_max: int | None = None):
         self.cfg = cfg
         n_max = default_n_max(cfg) if n_max is None else n_max
+        _check(self, cfg, n_max)
         self._gelu = GeluUnit(cfg)
         self._sm = SoftmaxUnit(cfg, n_max)
         self._ln = LayerNormUnit(cfg, n_max)

@@ -22,6 +22,8 @@ from amaranth.lib.wiring import In, Out
 
 from exion.cfse_tables import LOG2E_Q14, exp2_table
 
+from .lod import refuse
+
 __all__ = ["reg", "delay", "rshift_round_var", "saturate", "PipeDiv", "PipeSqrt",
            "Exp2Lanes", "EXP_LATENCY", "E_BITS", "FX", "FX_FRAC"]
 
@@ -87,7 +89,7 @@ class PipeDiv(wiring.Component):
     def __init__(self, num_bits: int, den_bits: int, q_bits: int):
         for name, v in (("num_bits", num_bits), ("den_bits", den_bits), ("q_bits", q_bits)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"PipeDiv {name} must be an integer >= 1, got {v!r}")
+                raise refuse(self, f"PipeDiv {name} must be an integer >= 1, got {v!r}")
         self.num_bits, self.den_bits, self.q_bits = num_bits, den_bits, q_bits
         super().__init__({"en": In(1), "num": In(num_bits), "den": In(den_bits),
                           "q": Out(q_bits)})
@@ -130,7 +132,8 @@ class PipeSqrt(wiring.Component):
 
     def __init__(self, root_bits: int):
         if not isinstance(root_bits, int) or isinstance(root_bits, bool) or root_bits < 1:
-            raise ValueError(f"PipeSqrt root_bits must be an integer >= 1, got {root_bits!r}")
+            raise refuse(self, f"PipeSqrt root_bits must be an integer >= 1, got "
+                               f"{root_bits!r}")
         self.root_bits = root_bits
         super().__init__({"en": In(1), "v": In(2 * root_bits), "root": Out(root_bits)})
 
