@@ -182,3 +182,41 @@ def test_cfse_block_small_toy_amaranth_sim():
     assert cyc["gelu"] == model.gelu_cycles(cfg, gx.size)
     assert cyc["layernorm"] == model.row_cycles(cfg, "layernorm", rows, n)
     assert cyc["softmax"] > model.row_cycles(cfg, "softmax", rows, n)   # it was stalled
+
+
+@pytest.fixture
+def cfse_files(tmp_path):
+    rng = np.random.default_rng(0)
+    files = {"x": rng.integers(-8000, 8000, size=(3, 10)).astype(np.int16),
+             "g": np.full(10, 2048, np.int16), "b": np.zeros(10, np.int16),
+             "g9": np.zeros(9, np.int16), "float": np.array([[1.5]]),
+             "big": np.array([[40000]]), "scalar": np.array(3),
+             "long": np.zeros((1, 257), np.int16)}
+    paths = {}
+    for k, v in files.items():
+        paths[k] = str(tmp_path / f"{k}.npy")
+        np.save(paths[k], v)
+    return paths
+
+
+@pytest.mark.parametrize("fn,opts,message", [
+    ("softmax", {"x": "float"}, "--x: '.*float.npy' has dtype float64, expected integers"),
+    ("gelu", {"x": "big"}, r"--x: '.*big.npy' \(shape \(1, 1\)\) has values in \[40000, "
+                           r"40000\], expected 16-bit Q.11"),
+    ("softmax", {"x": "scalar"}, r"--x: '.*scalar.npy' has shape \(\): softmax needs rows"),
+    ("softmax", {"x": "long"}, r"has shape \(1, 257\): rows of 257 elements exceed the "
+                               r"CFSE's n_max = 256"),
+    ("layernorm", {"x": "x", "gamma": "g"}, r"--fn layernorm needs --gamma G.npy and --beta"),
+    ("layernorm", {"x": "x", "gamma": "g9", "beta": "b"},
+     r"--gamma: '.*g9.npy' has shape \(9,\), expected \(10,\) \(the row length of --x"),
+    ("softmax", {"x": "x", "gamma": "g"}, "--gamma is only for --fn layernorm"),
+])
+def test_cli_sim_cfse_bad_input(cli_run, cfse_files, tmp_path, fn, opts, message):
+    import re
+    out = tmp_path / "y.npy"
+    argv = ["sim", "cfse", "--config", "toy", "--fn", fn, "--out", str(out)]
+    for k, v in opts.items():
+        argv += [f"--{k}", cfse_files[v]]
+    code, _, err = cli_run(*argv)
+    assert code == 2 and re.search(message, err), err
+    assert err.count("\n") == 1 and not out.exists()

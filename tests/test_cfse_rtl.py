@@ -165,3 +165,32 @@ def test_cfse_rtl_random_sweep(preset):
     runs, _ = rtl_cfse_many(preset, cases, seed=seed, run_name="sweep")
     for r in runs:
         np.testing.assert_array_equal(r.y, r.golden, err_msg=f"case {r.name}")
+
+
+def test_cli_sim_cfse_runs_and_detects_mismatch(cli_run, tmp_path, monkeypatch):
+    """``exion sim cfse`` on toy: a bit-exact layer norm (figures in the report), then the
+    same run against a deliberately wrong golden result must fail with exit code 1."""
+    import json
+
+    from exion.sim import cfse_rtl
+    rng = np.random.default_rng(3)
+    x, g, b = rng.integers(-6000, 6000, (4, 20)), rng.integers(-3000, 3000, 20), \
+        rng.integers(-3000, 3000, 20)
+    for k, v in (("x", x), ("g", g), ("b", b)):
+        np.save(tmp_path / f"{k}.npy", v)
+    argv = ["sim", "cfse", "--config", "toy", "--fn", "layernorm", "--x", str(tmp_path / "x.npy"),
+            "--gamma", str(tmp_path / "g.npy"), "--beta", str(tmp_path / "b.npy"),
+            "--out", str(tmp_path / "y.npy"), "--report", str(tmp_path / "r.json"),
+            "--seed", "7"]
+    code, out, _ = cli_run(*argv)
+    assert code == 0 and "bit-exact vs golden: PASS" in out
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["rtl_cycles"] == rep["model_cycles"] == (4 + 2) * 5 + 131
+    assert rep["max_abs_err_vs_float"] < 1e-3
+    from exion.golden.cfse import layernorm_fx
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), layernorm_fx(x, g, b))
+    real = cfse_rtl.golden_of
+    monkeypatch.setattr(cfse_rtl, "golden_of", lambda *a, **k: real(*a, **k) + (a[1] == "layernorm"))
+    code, out, _ = cli_run(*(argv[:-4] + ["--out", str(tmp_path / "y2.npy")]))
+    assert code == 1 and "FAIL: 80 of 80 outputs differ from golden layernorm_fx" in out
+    assert not (tmp_path / "y2.npy").exists()
