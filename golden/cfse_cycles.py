@@ -38,7 +38,8 @@ from .conmerge import dense_plan
 from .cycles import gemm_cycles
 
 __all__ = ["FIFO_LATENCY", "GELU_LATENCY", "EXP_LATENCY", "phase_latencies", "fixed_cycles",
-           "gelu_cycles", "row_cycles", "cfse_cycles", "tile_figures", "FUNCTIONS"]
+           "gelu_cycles", "row_cycles", "cfse_cycles", "tile_figures", "throughput_table",
+           "GOAL_CASES", "FUNCTIONS"]
 
 FUNCTIONS = ("gelu", "softmax", "layernorm")
 
@@ -115,3 +116,28 @@ def tile_figures(cfg: Config, fn: str, n: int, k: int) -> dict:
             "cfse_stream": cfse_stream, "sdue_stream": sdue_stream,
             "cfse_alone": row_cycles(cfg, fn, R, n), "sdue_alone": g.sdue_cycles,
             "keeps_up": cfse_stream <= sdue_stream}
+
+
+#: The products whose output tiles the CFSE consumes (docs/cfse.md): softmax after Q.K^T
+#: (reduction = head dim 72), layer norm after the output projection (reduction = N = d).
+GOAL_CASES = (("softmax", 64, 72), ("softmax", 256, 72), ("softmax", 1024, 72),
+              ("layernorm", 64, 64), ("layernorm", 256, 256), ("layernorm", 1152, 1152))
+
+
+def throughput_table(cfg: Config) -> list[dict]:
+    """:func:`tile_figures` for :data:`GOAL_CASES` (rows no longer than the CFSE's default
+    ``n_max = min(k_max, 16384)`` and reductions within ``k_max``)."""
+    lim = min(cfg.k_max, 1 << 14)
+    return [tile_figures(cfg, fn, n, k) for fn, n, k in GOAL_CASES if n <= lim and k <= lim]
+
+
+if __name__ == "__main__":      # python -m exion.golden.cfse_cycles
+    from exion.config import PRESETS
+    print("| config | fn | N | SDUE K | CFSE / tile (stream) | SDUE / tile (stream) | "
+          "CFSE one tile | SDUE one tile | keeps up |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name in ("toy", "exion16"):
+        for f in throughput_table(PRESETS[name]):
+            print(f"| {name} | {f['fn']} | {f['n']} | {f['k']} | {f['cfse_stream']} | "
+                  f"{f['sdue_stream']} | {f['cfse_alone']} | {f['sdue_alone']} | "
+                  f"{'yes' if f['keeps_up'] else 'NO'} |")

@@ -220,3 +220,17 @@ def test_cli_sim_cfse_bad_input(cli_run, cfse_files, tmp_path, fn, opts, message
     code, _, err = cli_run(*argv)
     assert code == 2 and re.search(message, err), err
     assert err.count("\n") == 1 and not out.exists()
+
+
+@pytest.mark.parametrize("name", ["toy", "exion16"])
+def test_throughput_goal(name):
+    """Streamed R x N tiles (N >= 64): the CFSE needs no more cycles per tile than the SDUE
+    needs to produce the tile (softmax after Q.K^T, head dim 72; layer norm after the output
+    projection, K = N), by the cycle model that the RTL tests hold exact."""
+    cfg = PRESETS[name]
+    table = model.throughput_table(cfg)
+    assert len(table) >= 4 and all(f["keeps_up"] for f in table), table
+    f = model.tile_figures(cfg, "softmax", 256, 72)
+    assert f["cfse_stream"] == cfg.rows * math.ceil(256 / cfg.lanes)
+    assert f["sdue_stream"] == math.ceil(256 / cfg.cols) * max(math.ceil(72 / cfg.lanes),
+                                                               cfg.cols)
