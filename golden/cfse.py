@@ -97,7 +97,7 @@ from exion.errors import ExionError
 __all__ = ["FX_BITS", "FX_FRAC", "FX_MIN", "FX_MAX", "GELU_TABLE", "EXP2_TABLE",
            "LOG2E_Q14", "GELU_MAX_ABS_ERR", "SOFTMAX_MAX_ABS_ERR", "LAYERNORM_MAX_ABS_ERR",
            "rshift_round", "requant", "gelu_fx", "gelu_float", "GeluParams", "gelu_params",
-           "gelu_requant", "softmax_fx", "layernorm_fx"]
+           "gelu_requant", "softmax_fx", "layernorm_fx", "cfse", "CFSE_FUNCTIONS"]
 
 FX_BITS = 16
 FX_FRAC = 11
@@ -290,3 +290,25 @@ def layernorm_fx(x, gamma, beta, eps_q: int = 1) -> np.ndarray:
     sd = isqrt(var + eps_q)
     nrm = _sat((d * (1 << FX_FRAC) + sd // 2) // sd, FX_BITS)
     return _sat(rshift_round(nrm * gamma, FX_FRAC) + beta, FX_BITS)
+
+
+CFSE_FUNCTIONS = ("gelu", "softmax", "layernorm")
+
+
+def cfse(cfg: Config, fn: str, x, gamma=None, beta=None, eps_q: int = 1,
+         params: GeluParams | None = None) -> np.ndarray:
+    """The ``cfse`` block's contract (``hw/cfse.py``): one of its three units on ``x``.
+
+    ``gelu``: :func:`gelu_fx` of Q.11 values, or with ``params`` :func:`gelu_requant` of A-bit
+    accumulators; ``softmax``: :func:`softmax_fx` along the last axis; ``layernorm``:
+    :func:`layernorm_fx` along the last axis with ``gamma``, ``beta``, ``eps_q``.
+    """
+    if fn == "gelu":
+        return gelu_fx(x) if params is None else gelu_requant(x, params, cfg)
+    if fn == "softmax":
+        return softmax_fx(x)
+    if fn == "layernorm":
+        if gamma is None or beta is None:
+            raise ExionError("layernorm needs gamma and beta (Q.11, one per row element)")
+        return layernorm_fx(x, gamma, beta, eps_q)
+    raise ExionError(f"unknown CFSE function {fn!r}; available: {', '.join(CFSE_FUNCTIONS)}")

@@ -22,7 +22,7 @@ import numpy as np
 from exion.config import Config
 from exion.errors import ExionError
 from exion.golden import cfse as golden
-from exion.golden.cfse_cycles import FUNCTIONS, cfse_cycles
+from exion.golden.cfse_cycles import cfse_cycles
 
 from .runner import rtl_build, run_bench_pickled
 
@@ -53,16 +53,8 @@ class CfseRun:
 
 
 def golden_of(cfg: Config, fn: str, x, gamma=None, beta=None, eps_q: int = 1, params=None):
-    """The golden function of ``fn`` on these inputs (raises its ExionError on bad input)."""
-    if fn == "gelu":
-        return golden.gelu_fx(x) if params is None else golden.gelu_requant(x, params, cfg)
-    if fn == "softmax":
-        return golden.softmax_fx(x)
-    if fn == "layernorm":
-        if gamma is None or beta is None:
-            raise ExionError("layernorm needs gamma and beta (Q.11, one per row element)")
-        return golden.layernorm_fx(x, gamma, beta, eps_q)
-    raise ExionError(f"unknown CFSE function {fn!r}; available: {', '.join(FUNCTIONS)}")
+    """The golden result of ``fn`` (``golden.cfse.cfse``; raises its ExionError on bad input)."""
+    return golden.cfse(cfg, fn, x, gamma, beta, eps_q, params)
 
 
 def _beats(rows: np.ndarray, L: int) -> np.ndarray:
