@@ -32,6 +32,7 @@ always ready): GELU ``beats + latency``; softmax / layer norm
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 from amaranth import Cat, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
@@ -287,7 +288,7 @@ class _RowUnit(wiring.Component):
 
         Returns a namespace of the signals the unit's phases use."""
         L = self.cfg.lanes
-        k = type("Phase", (), {})()
+        k = SimpleNamespace()
         buf = Memory(shape=fx_vector(L), depth=self.depth, init=[])
         m.submodules.buf = buf
         wp = buf.write_port()

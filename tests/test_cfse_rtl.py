@@ -73,6 +73,8 @@ def softmax_cases(cfg, rng):
         dict(name="softmax-full-range", fn="softmax",
              x=rng.integers(FX_MIN, FX_MAX + 1, size=(R, 64))),
         dict(name="softmax-3d", fn="softmax", x=rng.integers(-9000, 9000, size=(2, 3, 13))),
+        # many short rows: the ring buffer and row FIFOs must never throttle (exact cycles)
+        dict(name="softmax-many-rows", fn="softmax", x=rng.integers(-9000, 9000, size=(150, 2))),
     ]
 
 
@@ -102,6 +104,11 @@ def layernorm_cases(cfg, rng):
              gamma=g64, beta=b64),
         dict(name="ln-small-spread-eps", fn="layernorm",
              x=rng.integers(-3, 4, size=(R, 64)), gamma=g64, beta=b64, eps_q=12345),
+        dict(name="ln-many-rows-n1", fn="layernorm", x=rng.integers(-9000, 9000, size=(300, 1)),
+             gamma=g64[:1], beta=b64[:1]),
+        dict(name="ln-many-rows", fn="layernorm",
+             x=rng.integers(-9000, 9000, size=(60, cfg.lanes + 1)),
+             gamma=g64[:cfg.lanes + 1], beta=b64[:cfg.lanes + 1]),
         dict(name="ln-big-eps", fn="layernorm", x=rng.integers(-9000, 9000, size=(3, 50)),
              gamma=g64[:50], beta=b64[:50], eps_q=(1 << 48) - 1),
     ]
