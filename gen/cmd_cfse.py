@@ -54,7 +54,10 @@ def register_sim(ssub) -> None:
 
 
 def _fx(path: str, option: str, ndim: int | None = None) -> np.ndarray:
-    a = load_npy(path, option, ndim=ndim, dtype_kind="iu")
+    a = load_npy(path, option, ndim=ndim)
+    if a.dtype.kind not in "iu":
+        raise ExionError(f"{option}: {path!r} (shape {a.shape}) has dtype {a.dtype}, expected "
+                         f"integers (16-bit Q.11)")
     if a.size and (a.min() < FX_MIN or a.max() > FX_MAX):
         raise ExionError(f"{option}: {path!r} (shape {a.shape}) has values in [{a.min()}, "
                          f"{a.max()}], expected 16-bit Q.11 [{FX_MIN}, {FX_MAX}]")

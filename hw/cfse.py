@@ -392,7 +392,7 @@ class SoftmaxUnit(_RowUnit):
         k = self._skeleton(m, f1_l, f2_l)
         # Phase A: the row maximum (lanes beyond the row count as -32768).
         red = _tree([Mux(k.a_mask[i], self.x.payload[i], -(1 << 15)) for i in range(L)], _smax)
-        acc = Signal(signed(FX), name="a_max")
+        acc = Signal(signed(FX), name="a_max", reset_less=True)
         new = Mux(k.a_first, red, _smax(acc, red))
         with m.If(k.xfer):
             m.d.sync += acc.eq(new)
@@ -413,7 +413,7 @@ class SoftmaxUnit(_RowUnit):
         lb = delay(m, ib.last, lat, one, "lb")
         mb = [delay(m, x, lat, one, f"mb{i}") for i, x in enumerate(_mask(ib.rem, L))]
         tb = _tree([Mux(mb[i], exp_b.e[i], 0) for i in range(L)], lambda a, b: a + b)
-        s_acc = Signal(unsigned(sb), name="b_sum")
+        s_acc = Signal(unsigned(sb), name="b_sum", reset_less=True)
         s_new = Mux(fb, tb, s_acc + tb)[:sb]
         with m.If(vb):
             m.d.sync += s_acc.eq(s_new)
@@ -518,7 +518,7 @@ class LayerNormUnit(_RowUnit):
         L, one = self.cfg.lanes, 1
         red = _tree([Mux(k.a_mask[i], self.x.payload[i], 0) for i in range(L)],
                     lambda a, b: a + b)
-        acc = Signal(signed(w["sum"]), name="a_sum")
+        acc = Signal(signed(w["sum"]), name="a_sum", reset_less=True)
         new = Mux(k.a_first, red, acc + red)
         with m.If(k.xfer):
             m.d.sync += acc.eq(new)
@@ -546,7 +546,7 @@ class LayerNormUnit(_RowUnit):
         lb = delay(m, ib.last, lat, one, "lb")
         mb = [delay(m, x, lat, one, f"mb{i}") for i, x in enumerate(_mask(ib.rem, L))]
         t = _tree([Mux(mb[i], sq[i], 0) for i in range(L)], lambda a, b: a + b)
-        s2 = Signal(unsigned(w["s2"]), name="b_s2")
+        s2 = Signal(unsigned(w["s2"]), name="b_s2", reset_less=True)
         s2_new = Mux(fb, t, s2 + t)[:w["s2"]]
         with m.If(vb):
             m.d.sync += s2.eq(s2_new)

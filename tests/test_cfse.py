@@ -200,7 +200,8 @@ def cfse_files(tmp_path):
 
 
 @pytest.mark.parametrize("fn,opts,message", [
-    ("softmax", {"x": "float"}, "--x: '.*float.npy' has dtype float64, expected integers"),
+    ("softmax", {"x": "float"}, r"--x: '.*float.npy' \(shape \(1, 1\)\) has dtype float64, "
+                               r"expected integers"),
     ("gelu", {"x": "big"}, r"--x: '.*big.npy' \(shape \(1, 1\)\) has values in \[40000, "
                            r"40000\], expected 16-bit Q.11"),
     ("softmax", {"x": "scalar"}, r"--x: '.*scalar.npy' has shape \(\): softmax needs rows"),
