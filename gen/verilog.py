@@ -65,6 +65,8 @@ BLOCKS = {
             "ConMerge assistant unit: condense, popcount sort, merge -> ConMerge vectors"),
     "epre": ("exion.hw.epre", "EPRE",
              "eager prediction engine: LOD/TS-LOD, shift-add scores, top-k / q_th selection"),
+    "cfse": ("exion.hw.cfse", "CFSE",
+             "complex functions: GELU (and its requant path), softmax, layer norm, streaming"),
     "gemm": ("exion.hw.gemm", "SparseGemm",
              "output-sparse product engine: CAU -> weight fetch -> SDUE, from (A, B, mask)"),
 }

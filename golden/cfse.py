@@ -2,8 +2,10 @@
 
 Bit-exact integer definitions (int64 NumPy, no floating point in any data path; floats only
 appear in the host-side helpers that *choose* constants and in the float references the
-tests compare against). There is no CFSE RTL yet; when it lands it must match these
-functions bit-exactly (SPEC 5).
+tests compare against). The RTL in ``hw/cfse.py`` (the ``cfse`` top: GELU, softmax and layer
+norm units) mirrors ``gelu_fx``, ``gelu_requant``, ``softmax_fx`` and ``layernorm_fx``
+bit-exactly (``tests/test_cfse_rtl.py``); the tables come from ``exion/cfse_tables.py``, which
+both import.
 
 Common pieces
 -------------
@@ -88,13 +90,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from exion.cfse_tables import LOG2E_Q14, exp2_table, gelu_float, gelu_table
 from exion.config import Config
 from exion.errors import ExionError
 
 __all__ = ["FX_BITS", "FX_FRAC", "FX_MIN", "FX_MAX", "GELU_TABLE", "EXP2_TABLE",
            "LOG2E_Q14", "GELU_MAX_ABS_ERR", "SOFTMAX_MAX_ABS_ERR", "LAYERNORM_MAX_ABS_ERR",
            "rshift_round", "requant", "gelu_fx", "gelu_float", "GeluParams", "gelu_params",
-           "gelu_requant", "softmax_fx", "layernorm_fx"]
+           "gelu_requant", "softmax_fx", "layernorm_fx", "cfse", "CFSE_FUNCTIONS"]
 
 FX_BITS = 16
 FX_FRAC = 11
@@ -114,23 +117,10 @@ _GELU_TFRAC = 15       # the table is Q.15
 _GELU_END = 8 << FX_FRAC
 
 
-def gelu_float(x):
-    """Float reference ``x * Phi(x)`` (exact erf GELU), elementwise."""
-    x = np.asarray(x, dtype=np.float64)
-    erf = np.vectorize(math.erf, otypes=[np.float64])
-    return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
-
-
-def _table_gelu() -> np.ndarray:
-    xs = -np.arange(257, dtype=np.float64) / 32.0
-    return np.rint(gelu_float(xs) * (1 << _GELU_TFRAC)).astype(np.int64)
-
-
-#: ``rint(GELU(-j/32) * 2**15)``, j = 0..256.
-GELU_TABLE = _table_gelu()
+#: ``rint(GELU(-j/32) * 2**15)``, j = 0..256 (made by ``exion.cfse_tables``, shared with hw/).
+GELU_TABLE = gelu_table()
 #: ``rint(2**(15 - j/32))``, j = 0..32: 2**-r in Q.15 at 33 points of r in [0, 1].
-EXP2_TABLE = np.rint(2.0 ** (15 - np.arange(33) / 32.0)).astype(np.int64)
-LOG2E_Q14 = 23637
+EXP2_TABLE = exp2_table()
 
 
 def rshift_round(v, s: int) -> np.ndarray:
@@ -300,3 +290,25 @@ def layernorm_fx(x, gamma, beta, eps_q: int = 1) -> np.ndarray:
     sd = isqrt(var + eps_q)
     nrm = _sat((d * (1 << FX_FRAC) + sd // 2) // sd, FX_BITS)
     return _sat(rshift_round(nrm * gamma, FX_FRAC) + beta, FX_BITS)
+
+
+CFSE_FUNCTIONS = ("gelu", "softmax", "layernorm")
+
+
+def cfse(cfg: Config, fn: str, x, gamma=None, beta=None, eps_q: int = 1,
+         params: GeluParams | None = None) -> np.ndarray:
+    """The ``cfse`` block's contract (``hw/cfse.py``): one of its three units on ``x``.
+
+    ``gelu``: :func:`gelu_fx` of Q.11 values, or with ``params`` :func:`gelu_requant` of A-bit
+    accumulators; ``softmax``: :func:`softmax_fx` along the last axis; ``layernorm``:
+    :func:`layernorm_fx` along the last axis with ``gamma``, ``beta``, ``eps_q``.
+    """
+    if fn == "gelu":
+        return gelu_fx(x) if params is None else gelu_requant(x, params, cfg)
+    if fn == "softmax":
+        return softmax_fx(x)
+    if fn == "layernorm":
+        if gamma is None or beta is None:
+            raise ExionError("layernorm needs gamma and beta (Q.11, one per row element)")
+        return layernorm_fx(x, gamma, beta, eps_q)
+    raise ExionError(f"unknown CFSE function {fn!r}; available: {', '.join(CFSE_FUNCTIONS)}")

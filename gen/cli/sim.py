@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from . import cfse
 from .options import (add_config, add_mask, add_report, add_seed, add_waves, load_cfg,
                       load_mask, progress, seed_of, write_json)
 
@@ -70,6 +71,8 @@ def register(sub) -> None:
     add_report(q)
     add_seed(q)
     q.set_defaults(func=cmd_sim_predict)
+
+    cfse.register_sim(ssub)
 
 
 def cmd_sim_dpu(args) -> int:
