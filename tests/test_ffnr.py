@@ -1,0 +1,222 @@
+"""FFN-Reuse unit in the Amaranth simulator against golden ``build_mask`` / ``ffn_sparse``.
+
+Small ``t_max`` / ``n_max`` keep the simulation quick; the generated defaults run under
+Verilator (``tests/test_ffnr_rtl.py``). The driver streams commands and H beats with seeded
+idle gaps and back-pressure and decodes the outputs with the same helpers as the cocotb bench
+(``exion.sim.ffnr_rtl``).
+"""
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from amaranth import Value
+from amaranth.sim import Simulator
+
+from exion import PRESETS
+from exion.errors import ExionError
+from exion.golden import ffn_reuse as fr
+from exion.golden import ffnr_cycles as fc
+from exion.hw import ffnr as hw
+from exion.hw.cau import mask_layout
+from exion.sim.ffnr_rtl import (OP_DELTA, OP_DENSE, OP_MASK, FfnrCase, FfnrRun, cmd_fields,
+                                delta_from_beats, h_beats, mask_from_beats)
+from exion.sim.payload import unpack
+
+TOY = PRESETS["toy"]
+E16 = PRESETS["exion16"]
+
+
+async def _command(ctx, dut, rng, cmd, beats, out, gaps, bp):
+    """One command: offer it, then its input beats; collect ``out`` beats until idle.
+    Returns (raw output payloads, cycles from the command's transfer to idle)."""
+    i, sent, got, cyc = 0, False, [], 0
+    layout = out.payload.shape() if out is not None else None
+    while True:
+        offer_c = not sent and rng.random() >= gaps
+        ctx.set(dut.cmd.valid, int(offer_c))
+        if offer_c:
+            ctx.set(dut.cmd.payload, cmd)
+        offer_h = sent and i < len(beats) and rng.random() >= gaps
+        ctx.set(dut.h.valid, int(offer_h))
+        if offer_h:
+            ctx.set(dut.h.payload, beats[i])
+        rdy = int(rng.random() >= bp)
+        for port in (dut.mask, dut.delta):
+            ctx.set(port.ready, rdy if port is out else 0)
+        c_rdy, h_rdy = ctx.get(dut.cmd.ready), ctx.get(dut.h.ready)
+        o_val = ctx.get(out.valid) if out is not None else 0
+        raw = ctx.get(Value.cast(out.payload)) if out is not None else 0
+        if sent and i >= len(beats) and not ctx.get(dut.busy):
+            return got, cyc
+        await ctx.tick()
+        if sent:
+            cyc += 1
+        if offer_c and c_rdy:
+            sent, cyc = True, 1
+        if offer_h and h_rdy:
+            i += 1
+        if o_val and rdy:
+            got.append(unpack(layout, raw))
+
+
+def run_amaranth_ffnr(cfg, cases, *, seed=0, gaps=0.0, backpressure=0.0, **kw):
+    """Every case: DENSE (H), histogram read, MASK, and DELTA when the case has H'."""
+    dut = hw.FFNR(cfg, **kw)
+    sz = dut.sizes
+    rng = np.random.default_rng(seed)
+    runs = []
+
+    async def tb(ctx):
+        for case in cases:
+            T, N = case.h.shape
+            code = fr.sparsity_code(case.s)
+            cyc = {}
+            _, cyc["dense"] = await _command(ctx, dut, rng, cmd_fields(OP_DENSE, T, N, code),
+                                             h_beats(cfg, case.h), None, gaps, backpressure)
+            assert not ctx.get(dut.error)
+            hist = []
+            for b in range(sz.bins):
+                ctx.set(dut.hist_addr, b)
+                hist.append(ctx.get(dut.hist_data))
+            res = [ctx.get(s) for s in (dut.theta, dut.theta_bin, dut.ones, dut.total)]
+            mb, cyc["mask"] = await _command(ctx, dut, rng, cmd_fields(OP_MASK), [], dut.mask,
+                                             gaps, backpressure)
+            delta = None
+            if case.h_sparse is not None:
+                db, cyc["delta"] = await _command(ctx, dut, rng, cmd_fields(OP_DELTA),
+                                                  h_beats(cfg, case.h_sparse), dut.delta,
+                                                  gaps, backpressure)
+                delta = delta_from_beats(cfg, db, T, N)
+            runs.append(FfnrRun(mask_from_beats(cfg, mb, T, N, sz.P), *res,
+                                np.asarray(hist, dtype=np.int64), delta, cyc, mb))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+    return runs, dut
+
+
+def check_runs(cfg, cases, runs, dut=None, timed=False, label=""):
+    for case, run in zip(cases, runs):
+        msg = f"{label} {cfg.name} case {case.name} shape {case.h.shape} s={case.s}"
+        W = cfg.width
+        hist = fr.abs_histogram(case.h, W)
+        np.testing.assert_array_equal(run.histogram, hist, err_msg=msg)
+        mask, theta = fr.build_mask(case.h, case.s, "magnitude", width=W)
+        assert run.theta == theta, msg
+        np.testing.assert_array_equal(run.mask, mask, err_msg=msg)
+        assert run.ones == mask.sum() and run.total == mask.size, msg
+        if case.h_sparse is not None:
+            # what golden ffn_sparse feeds FC2: H' = where(B, new, H_d), delta = H' - H_d
+            h_new = np.where(mask, case.h_sparse, case.h)
+            np.testing.assert_array_equal(run.delta, h_new - case.h, err_msg=msg)
+        if timed:
+            T, N = case.h.shape
+            sz = dut.sizes
+            assert run.cycles["dense"] == fc.dense_cycles(cfg, T, N, bins=sz.bins), msg
+            assert run.cycles["dense"] == dut.dense_cycles(T, N), msg
+            assert run.cycles["mask"] == fc.mask_cycles(cfg, T, N, sz.P), msg
+            assert run.cycles["mask"] == dut.mask_cycles(T, N), msg
+            if case.h_sparse is not None:
+                assert run.cycles["delta"] == fc.delta_cycles(cfg, T, N), msg
+                assert run.cycles["delta"] == dut.delta_cycles(T, N), msg
+
+
+def directed_cases(cfg, rng):
+    W = cfg.width
+    lo, hi = -(1 << (W - 1)), (1 << (W - 1)) - 1
+    T, N = cfg.rows + 3, 2 * cfg.lanes + 1
+    one = np.zeros((T, N), np.int64)
+    one[T // 2, N // 3] = lo
+    ext = rng.choice([lo, hi, -hi, 0, 1, -1], size=(T, N))
+    return [
+        FfnrCase(np.zeros((T, N), np.int64), 0.8, None, "zeros"),
+        FfnrCase(np.full((T, N), 37), 0.5, None, "equal"),
+        FfnrCase(np.full((T, N), lo), 0.99, None, "all-min"),
+        FfnrCase(ext, 0.0, None, "extremes-s0"),
+        FfnrCase(ext, 0.99, None, "extremes-s99"),
+        FfnrCase(one, 0.8, None, "single"),
+        FfnrCase(one, 0.0, None, "single-s0"),
+    ]
+
+
+def random_cases(cfg, rng, n, sparse=True, t_max=None, n_max=None):
+    W = cfg.width
+    t_max = t_max or 2 * cfg.rows + 3
+    n_max = n_max or 3 * cfg.lanes + 3
+    out = []
+    for k in range(n):
+        T, N = int(rng.integers(1, t_max + 1)), int(rng.integers(1, n_max + 1))
+        scale = 2.0 ** rng.integers(2, W + 1)
+        h = np.clip(np.rint(rng.laplace(0, scale / 6, (T, N))), -(1 << (W - 1)),
+                    (1 << (W - 1)) - 1).astype(np.int64)
+        s = [0, 0.5, 0.8, 0.9, 0.95, 0.99, 0.123456][k % 7]
+        hp = None
+        if sparse:
+            hp = np.clip(h + rng.integers(-40, 41, h.shape), -(1 << (W - 1)),
+                         (1 << (W - 1)) - 1)
+        out.append(FfnrCase(h, s, hp, f"random{k}"))
+    return out
+
+
+SMALL = {"t_max": None, "n_max": 64}
+
+
+@pytest.mark.parametrize("cfg", [TOY, E16], ids=["toy", "exion16"])
+def test_ffnr_amaranth_matches_golden(cfg):
+    rng = np.random.default_rng(1500 + cfg.rows)
+    cases = directed_cases(cfg, rng) + random_cases(cfg, rng, 5, n_max=40)
+    runs, dut = run_amaranth_ffnr(cfg, cases, n_max=64, seed=3)
+    check_runs(cfg, cases, runs, dut, timed=True)
+
+
+@pytest.mark.parametrize("cfg", [TOY, E16], ids=["toy", "exion16"])
+def test_ffnr_amaranth_backpressure(cfg):
+    rng = np.random.default_rng(1600 + cfg.rows)
+    cases = random_cases(cfg, rng, 4, n_max=40)
+    runs, _ = run_amaranth_ffnr(cfg, cases, n_max=64, seed=4, gaps=0.3, backpressure=0.5)
+    check_runs(cfg, cases, runs)
+
+
+def test_ffnr_other_beat_widths():
+    """P = 4 < L (exion16: a word feeds four beats) and P = 16 = 4 L (toy: four words a beat)."""
+    rng = np.random.default_rng(7)
+    for cfg, p in ((E16, 4), (TOY, 16)):
+        cases = random_cases(cfg, rng, 3, n_max=40)
+        runs, dut = run_amaranth_ffnr(cfg, cases, n_max=48, cols_per_cycle=p, seed=5)
+        assert dut.mask.payload.shape() == mask_layout(cfg, p, True)
+        check_runs(cfg, cases, runs, dut, timed=True, label=f"P={p}")
+
+
+def test_ffnr_sizes_and_errors():
+    sz = hw.FfnrSizes(E16)
+    assert sz.bins == fr.num_bins(1 << (E16.width - 1)) == 129
+    assert (sz.t_max, sz.n_max, sz.words, sz.hd_depth) == (64, 4608, 288, 4 * 288)
+    assert [hw.bin_edge(b, 4) for b in range(sz.bins + 1)] == \
+        list(fr.hist_bin_edges(sz.bins + 1))
+    assert hw.S_DIGITS == fr.S_DIGITS
+    with pytest.raises(ExionError, match=r"cols_per_cycle = 3 is invalid: .* lanes = 16"):
+        hw.FFNR(E16, cols_per_cycle=3)
+    with pytest.raises(ExionError, match=r"t_max = 0 is invalid"):
+        hw.FFNR(TOY, t_max=0)
+
+
+def test_sparsity_code_is_the_golden_s():
+    assert fr.sparsity_code(0.8) == 800000 and fr.sparsity_code("0.123456") == 123456
+    with pytest.raises(ExionError, match="more than 6 decimals"):
+        fr.sparsity_code(Fraction(1, 3))
+    with pytest.raises(ExionError, match=r"in \[0, 1\)"):
+        fr.sparsity_code(1.0)
+    # the hardware's integer distance picks the golden's bin for every representable s
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        hist = rng.integers(0, 5, 20) * (rng.random(20) < 0.6)
+        code = int(rng.integers(0, 10**6)) if rng.random() < 0.7 else int(rng.integers(0, 100)) * 10**4
+        total = int(hist.sum())
+        suffix = np.r_[np.cumsum(hist[::-1])[::-1], 0]
+        dist = np.abs(suffix * 10**6 - (10**6 - code) * total)
+        best = np.flatnonzero(dist == dist.min())[-1]
+        assert fr.threshold_from_histogram(hist, Fraction(code, 10**6)) == \
+            fr.hist_bin_edges(21)[best]
