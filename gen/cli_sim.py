@@ -74,6 +74,8 @@ def register(sub) -> None:
     q.add_argument("--seed", type=int, default=None, help="cocotb seed (default random)")
     q.set_defaults(func=cmd_sim_predict)
 
+    __import__("exion.gen.cmd_ffnr", fromlist=["register_sim"]).register_sim(ssub)  # sim ffnr
+
 
 def cmd_sim_dpu(args) -> int:
     from exion.errors import ExionError

@@ -53,6 +53,7 @@ class FfnrRun:
     delta: np.ndarray | None    # (T, N) int64 where(B, H' - H_d, 0), if the case had H'
     cycles: dict = field(default_factory=dict)   # DENSE / MASK / DELTA, cmd to idle
     mask_beats: list = field(default_factory=list)  # raw decoded beats (format checks)
+    report: dict = field(default_factory=dict)      # the bench report (seed, run folder, waves)
 
 
 def check_case(cfg: Config, case: FfnrCase, t_max: int, n_max: int) -> FfnrCase:
@@ -150,5 +151,5 @@ def rtl_ffnr_batch(cfg: Config, cases: list[FfnrCase], *, seed: int | None = Non
 def rtl_ffnr(cfg: Config, h, s, *, h_sparse=None, **kw) -> FfnrRun:
     """One H through the Verilated unit: ``FfnrRun`` (mask, theta, histogram, cycles, ...)."""
     runs, report = rtl_ffnr_batch(cfg, [FfnrCase(h, s, h_sparse)], **kw)
-    runs[0].cycles = {**runs[0].cycles, "seed": report.get("seed")}
+    runs[0].report = report
     return runs[0]

@@ -220,3 +220,41 @@ def test_sparsity_code_is_the_golden_s():
         best = np.flatnonzero(dist == dist.min())[-1]
         assert fr.threshold_from_histogram(hist, Fraction(code, 10**6)) == \
             fr.hist_bin_edges(21)[best]
+
+
+@pytest.mark.parametrize("make,opts,expect", [
+    (lambda: np.zeros((3, 4)), ["--s", "0.8"], r"--h '.*h.npy' has dtype float64 \(shape \(3, 4\)\)"),
+    (lambda: np.zeros((3, 4, 2), int), ["--s", "0.8"], r"--h: '.*h.npy' has shape \(3, 4, 2\)"),
+    (lambda: np.full((3, 4), 5000), ["--s", "0.8"], r"--h '.*h.npy' \(shape \(3, 4\)\): values"),
+    (lambda: np.zeros((33, 4), int), ["--s", "0.8"], r"shape \(33, 4\): the toy FFN-Reuse unit "
+                                                    r"takes 1..32 tokens"),
+    (lambda: np.zeros((0, 4), int), ["--s", "0.8"], r"shape \(0, 4\)"),
+    (lambda: np.zeros((3, 4), int), ["--s", "1"], r"--s 1: .* in \[0, 1\)"),
+    (lambda: np.zeros((3, 4), int), ["--s", "-0.5"], r"--s -0.5: .* in \[0, 1\)"),
+    (lambda: np.zeros((3, 4), int), ["--s", "0.1234567"], r"--s 0.1234567: .* more than 6"),
+], ids=["float", "3d", "range", "too-many-tokens", "empty", "s1", "s-neg", "s-digits"])
+def test_cli_sim_ffnr_refuses_bad_input(tmp_path, cli_run, make, opts, expect):
+    import re
+    np.save(tmp_path / "h.npy", make())
+    out = tmp_path / "m.npy"
+    code, _, err = cli_run("sim", "ffnr", "--config", "toy", "--h", str(tmp_path / "h.npy"),
+                           *opts, "--out", str(out))
+    assert code == 2 and err.count("\n") == 1 and re.search(expect, err), err
+    assert not out.exists()
+
+
+def test_a_broken_histogram_is_caught(monkeypatch):
+    """Mutation: a bin rule that drops the lowest mantissa bit (a bin off by one mantissa bit
+    for odd mantissas) must fail the histogram comparison -- the checks can fail."""
+    good = hw.hw_bin
+
+    def broken(mag, width, mant_bits):
+        b = good(mag, width, mant_bits)
+        return hw.Mux(mag >= (1 << (mant_bits + 1)), b & ~1, b)[:len(b)]
+
+    monkeypatch.setattr(hw, "hw_bin", broken)
+    rng = np.random.default_rng(21)
+    cases = random_cases(TOY, rng, 2, sparse=False)
+    runs, _ = run_amaranth_ffnr(TOY, cases, n_max=64)
+    with pytest.raises(AssertionError, match="Arrays are not equal"):
+        check_runs(TOY, cases, runs)
