@@ -8,9 +8,12 @@ mantissa bits), P mask columns per beat, ``Q = min(P, L)``::
     DENSE   1 + T * NW + HIST_LATENCY + bins + SEARCH_FIXED
     MASK    1 + ceil(T / R) * ceil(N / P) * (P / Q) + MASK_LATENCY
     DELTA   1 + T * NW + DELTA_LATENCY
+    YSTORE  1 + T * ceil(D / L) + 1           (Y_d in, D = FC2 outputs per token)
+    YLOAD   1 + T * ceil(D / L) + 2           (Y_d replayed)
 
-A dense iteration runs DENSE (H in, histogram, threshold) then, for the next sparse
-iteration, MASK; a sparse iteration runs MASK (to the CAU) and DELTA (H' in, delta out).
+A dense iteration runs DENSE (H in, histogram, threshold), YSTORE (Y_d in) and, for the next
+sparse iteration, MASK; a sparse iteration runs MASK (to the CAU), DELTA (H' in, delta out)
+and YLOAD (Y_d out, the OMEM preload FC2 accumulates onto).
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from exion.config import Config
 from .ffn_reuse import num_bins
 
 __all__ = ["HIST_LATENCY", "SEARCH_FIXED", "MASK_LATENCY", "DELTA_LATENCY", "DEFAULT_P",
-           "dense_cycles", "mask_cycles", "delta_cycles", "iteration_cycles"]
+           "dense_cycles", "mask_cycles", "delta_cycles", "y_store_cycles", "y_load_cycles",
+           "iteration_cycles"]
 
 #: Histogram pipeline: input register, bin register, counter add.
 HIST_LATENCY = 3
@@ -56,8 +60,18 @@ def delta_cycles(cfg: Config, t: int, n: int) -> int:
     return 1 + t * math.ceil(n / cfg.lanes) + DELTA_LATENCY
 
 
-def iteration_cycles(cfg: Config, t: int, n: int, dense: bool, p: int = DEFAULT_P) -> int:
-    """FFN-Reuse unit cycles of one iteration (its own, not overlapped with the SDUE)."""
+def y_store_cycles(cfg: Config, t: int, d: int) -> int:
+    return 1 + t * math.ceil(d / cfg.lanes) + 1
+
+
+def y_load_cycles(cfg: Config, t: int, d: int) -> int:
+    return 1 + t * math.ceil(d / cfg.lanes) + 2
+
+
+def iteration_cycles(cfg: Config, t: int, n: int, d: int, dense: bool,
+                     p: int = DEFAULT_P) -> int:
+    """FFN-Reuse unit cycles of one iteration (its own, not overlapped with the SDUE): dense
+    DENSE + MASK + YSTORE, sparse MASK + DELTA + YLOAD."""
     if dense:
-        return dense_cycles(cfg, t, n) + mask_cycles(cfg, t, n, p)
-    return mask_cycles(cfg, t, n, p) + delta_cycles(cfg, t, n)
+        return dense_cycles(cfg, t, n) + mask_cycles(cfg, t, n, p) + y_store_cycles(cfg, t, d)
+    return mask_cycles(cfg, t, n, p) + delta_cycles(cfg, t, n) + y_load_cycles(cfg, t, d)

@@ -50,7 +50,7 @@ from .util import bits_for as _bits
 from .util import pad_mux as _mux
 
 __all__ = ["FFNR", "FfnrSizes", "FfnrOp", "Histogram", "ThresholdSearch", "MaskEmitter",
-           "DeltaUnit", "cmd_layout", "beat_layout", "delta_layout", "hw_bin", "bin_of",
+           "DeltaUnit", "YdCache", "cmd_layout", "beat_layout", "delta_layout", "y_layout", "hw_bin", "bin_of",
            "bin_edge", "S_DIGITS", "MANT_BITS"]
 
 #: Decimal digits of the run-time sparsity register: ``s_code = s * 10**S_DIGITS``. Same value
@@ -65,6 +65,8 @@ class FfnrOp(enum.IntEnum):
     DENSE = 0   # ingest H (T x N), histogram, threshold; H_d kept
     MASK = 1    # emit the bitmask of the last DENSE as CAU mask beats
     DELTA = 2   # ingest H' (T x N), emit where(mask, H' - H_d, 0)
+    YSTORE = 3  # ingest Y_d (T x D, A-bit): the dense iteration's FC2 accumulator
+    YLOAD = 4   # replay Y_d (OMEM preload for the sparse iteration's Y_d + delta W2)
 
 
 def bin_of(mag: int, mant_bits: int) -> int:
@@ -96,20 +98,25 @@ class FfnrSizes:
 
     t_max   tokens per layer the cache holds (default ``4 * R``: four row blocks)
     n_max   hidden units per token (default ``cfg.k_max``: FC2's reduction, the FFN width F)
+    d_max   FC2 outputs per token, Y_d's width (default ``n_max // 4``: F = 4 d, SPEC 3.3)
     cols_per_cycle  P, columns per mask beat (default the CAU's, 8)
     mant_bits, s_digits  histogram mantissa bits, decimal digits of ``s``
 
     Derived: ``words = ceil(n_max / L)`` memory words per token; ``hd_depth = ceil(t_max / R) *
     words`` words of L x W bits per H_d bank (R banks, bank = token mod R); ``bins =
-    bin_of(2**(W-1)) + 1`` (129 at W = 12, M = 4); ``cnt_bits`` holds ``t_max * n_max``.
+    bin_of(2**(W-1)) + 1`` (129 at W = 12, M = 4); ``cnt_bits`` holds ``t_max * n_max``;
+    ``y_words = ceil(d_max / L)``, ``yd_depth = ceil(t_max / R) * y_words`` words of L x A bits
+    per Y_d bank (R banks, same token placement as H_d).
     """
 
     def __init__(self, cfg: Config, *, t_max: int | None = None, n_max: int | None = None,
-                 cols_per_cycle: int = CAU_COLS_PER_CYCLE, mant_bits: int = MANT_BITS,
+                 d_max: int | None = None, cols_per_cycle: int = CAU_COLS_PER_CYCLE, mant_bits: int = MANT_BITS,
                  s_digits: int = S_DIGITS):
         self.cfg = cfg
         self.t_max = _int_arg("t_max", 4 * cfg.rows if t_max is None else t_max, 1, 1 << 16)
         self.n_max = _int_arg("n_max", cfg.k_max if n_max is None else n_max, 1, 1 << 16)
+        self.d_max = _int_arg("d_max", max(1, self.n_max // 4) if d_max is None else d_max,
+                              1, 1 << 16)
         self.P = _int_arg("cols_per_cycle", cols_per_cycle, 1, 64)
         L = cfg.lanes
         if self.P % L and L % self.P:
@@ -121,6 +128,8 @@ class FfnrSizes:
         self.words = math.ceil(self.n_max / L)
         self.blocks = math.ceil(self.t_max / cfg.rows)
         self.hd_depth = self.blocks * self.words
+        self.y_words = math.ceil(self.d_max / L)
+        self.yd_depth = self.blocks * self.y_words
         self.bins = bin_of(1 << (cfg.width - 1), self.mant_bits) + 1
         self.edge_bits = bin_edge(self.bins, self.mant_bits).bit_length()
         self.cnt_bits = (self.t_max * self.n_max).bit_length()
@@ -128,21 +137,29 @@ class FfnrSizes:
         self.Q = min(self.P, L)
 
     def as_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("t_max", "n_max", "P", "mant_bits", "s_digits",
-                                              "words", "blocks", "hd_depth", "bins",
+        return {k: getattr(self, k) for k in ("t_max", "n_max", "d_max", "P", "mant_bits",
+                                              "s_digits", "words", "blocks", "hd_depth",
+                                              "y_words", "yd_depth", "bins",
                                               "edge_bits", "cnt_bits", "den")}
 
 
 def cmd_layout(s: FfnrSizes) -> data.StructLayout:
     """One command. op: FfnrOp; t tokens (1..t_max) and n hidden units (1..n_max) of a DENSE
-    (MASK and DELTA use the last DENSE's); s_code = s * 10**s_digits (0..10**s_digits - 1)."""
-    return data.StructLayout({"op": 2, "t": range(s.t_max + 1), "n": range(s.n_max + 1),
-                              "s_code": range(s.den)})
+    (MASK and DELTA use the last DENSE's), or t and d outputs (1..d_max) of a YSTORE (YLOAD
+    uses the last YSTORE's); s_code = s * 10**s_digits (0..10**s_digits - 1)."""
+    return data.StructLayout({"op": 3, "t": range(s.t_max + 1), "n": range(s.n_max + 1),
+                              "d": range(s.d_max + 1), "s_code": range(s.den)})
 
 
 def beat_layout(cfg: Config) -> data.ArrayLayout:
     """One H (or H') beat: L W-bit values of a token row; lanes past N are ignored."""
     return data.ArrayLayout(signed(cfg.width), cfg.lanes)
+
+
+def y_layout(cfg: Config) -> data.ArrayLayout:
+    """One Y_d beat: L A-bit accumulator values of a token row; lanes past D are ignored
+    (stored as given, replayed as stored)."""
+    return data.ArrayLayout(signed(cfg.acc_width), cfg.lanes)
 
 
 def delta_layout(cfg: Config) -> data.ArrayLayout:
@@ -377,12 +394,13 @@ class _RowWalker:
     """Counters of a row-major T x NW beat stream: bank (t mod R), H_d address, first column
     of the word, and whether this is the last beat. ``restart(m)`` / ``step(m)`` in sync."""
 
-    def __init__(self, cfg: Config, sizes: FfnrSizes, name: str):
+    def __init__(self, cfg: Config, sizes: FfnrSizes, name: str, y: bool = False):
         self.R, self.L = cfg.rows, cfg.lanes
+        words, depth = (sizes.y_words, sizes.yd_depth) if y else (sizes.words, sizes.hd_depth)
         self.bank = Signal(range(cfg.rows), name=f"{name}_bank")
-        self.word = Signal(range(sizes.words + 1), name=f"{name}_word")
-        self.col = Signal(range(sizes.n_max + cfg.lanes + 1), name=f"{name}_col")
-        self.base = Signal(range(sizes.hd_depth + sizes.words + 1), name=f"{name}_base")
+        self.word = Signal(range(words + 1), name=f"{name}_word")
+        self.col = Signal(range(words * cfg.lanes + 1), name=f"{name}_col")
+        self.base = Signal(range(depth + words + 1), name=f"{name}_base")
         self.rows_left = Signal(range(sizes.t_max + 1), name=f"{name}_rows")
 
     def addr(self) -> Value:
@@ -593,6 +611,71 @@ class DeltaUnit(wiring.Component):
         return m
 
 
+class YdCache(wiring.Component):
+    """The Y_d cache: the dense iteration's FC2 accumulator rows, stored and replayed.
+
+    R banks of ``yd_depth`` words of L x A bits (token t in bank t mod R at ``(t // R) * YW +
+    word``, YW = ceil(D / L)), one write and one read port each. A sparse iteration replays
+    Y_d to preload OMEM, where FC2 accumulates ``Y_d + (H' - H_d) W2``.
+
+    Members
+    -------
+    store, load : In(1)  pulse while idle: take ``t`` x ``yw`` beats on ``inp`` / replay them
+    t : In(range(t_max + 1));  yw : In(range(y_words + 1))
+    inp : In(stream.Signature(y_layout));  out : Out(stream.Signature(y_layout))
+    busy : Out(1)
+
+    One beat per cycle either way; ``latency = 1`` (the read) before the first replayed beat.
+    """
+
+    latency = 1
+
+    def __init__(self, cfg: Config, sizes: FfnrSizes):
+        self.cfg, self.sizes = cfg, sizes
+        super().__init__({
+            "store": In(1), "load": In(1), "t": In(range(sizes.t_max + 1)),
+            "yw": In(range(sizes.y_words + 1)),
+            "inp": In(stream.Signature(y_layout(cfg))),
+            "out": Out(stream.Signature(y_layout(cfg))),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, sz = self.cfg, self.sizes
+        yw = Signal.like(self.yw, name="yw_r")
+        walk = _RowWalker(cfg, sz, "yw", y=True)
+        storing, loading = Signal(), Signal()
+        s1 = Signal()
+        s1_bank = Signal.like(walk.bank, reset_less=True)
+        issue = loading & (~s1 | self.out.ready)
+        take = self.inp.valid & self.inp.ready
+        m.d.comb += self.inp.ready.eq(storing)
+        with m.If(self.store | self.load):
+            m.d.sync += [yw.eq(self.yw), storing.eq(self.store), loading.eq(self.load)]
+            walk.restart(m, self.t)
+        with m.If(take | issue):
+            walk.step(m, yw)
+            with m.If(walk.last(yw)):
+                m.d.sync += [storing.eq(0), loading.eq(0)]
+        with m.If(issue):
+            m.d.sync += [s1.eq(1), s1_bank.eq(walk.bank)]
+        with m.Elif(self.out.ready):
+            m.d.sync += s1.eq(0)
+        rdata = []
+        for r in range(cfg.rows):
+            mem = Memory(shape=y_layout(cfg), depth=sz.yd_depth, init=[])
+            m.submodules[f"ybank{r}"] = mem
+            wp, rp = mem.write_port(), mem.read_port()
+            m.d.comb += [wp.addr.eq(walk.addr()), wp.data.eq(self.inp.payload),
+                         wp.en.eq(take & (walk.bank == r)),
+                         rp.addr.eq(walk.addr()), rp.en.eq(issue)]
+            rdata.append(rp.data)
+        m.d.comb += [self.out.valid.eq(s1), self.out.payload.eq(_mux(rdata, s1_bank)),
+                     self.busy.eq(storing | loading | s1)]
+        return m
+
+
 class FFNR(wiring.Component):
     """FFN-Reuse unit: histogram + threshold + bitmask on a dense iteration, mask and
     ``H' - H_d`` on a sparse one (module docstring; ``docs/ffnr.md``).
@@ -615,13 +698,16 @@ class FFNR(wiring.Component):
         The bitmask as CAU input beats (MASK).
     delta : Out(stream.Signature(delta_layout))
         ``where(B, H' - H_d, 0)`` beats (DELTA), in H' order.
+    y : In(stream.Signature(y_layout));  y_out : Out(stream.Signature(y_layout))
+        Y_d rows in (YSTORE, T x ceil(D / L) beats) and replayed (YLOAD), A-bit values.
+        ``where(B, H' - H_d, 0)`` beats (DELTA), in H' order.
     hist_addr : In(range(bins));  hist_data : Out(cnt_bits)
         Read a histogram bin (valid while idle after a DENSE).
     theta, theta_bin, ones, total : Out
         Threshold, its bin, values >= theta (mask ones), values counted (of the last DENSE).
     busy : Out(1);  error : Out(1)
         A command is running; the last command was refused (t or n = 0, s_code >= 10**D,
-        MASK / DELTA before any DENSE).
+        MASK / DELTA before any DENSE, YLOAD before any YSTORE, T or D = 0 in a YSTORE).
 
     Cycles: see the module docstring (``dense_cycles``, ``mask_cycles``, ``delta_cycles``).
     """
@@ -639,6 +725,8 @@ class FFNR(wiring.Component):
             "h": In(stream.Signature(beat_layout(cfg))),
             "mask": Out(stream.Signature(mask_layout(cfg, sz.P, True))),
             "delta": Out(stream.Signature(delta_layout(cfg))),
+            "y": In(stream.Signature(y_layout(cfg))),
+            "y_out": Out(stream.Signature(y_layout(cfg))),
             "hist_addr": In(range(sz.bins)), "hist_data": Out(sz.cnt_bits),
             "theta": Out(sz.edge_bits), "theta_bin": Out(range(sz.bins + 1)),
             "ones": Out(sz.cnt_bits), "total": Out(sz.cnt_bits),
@@ -661,6 +749,9 @@ class FFNR(wiring.Component):
         return (1 + math.ceil(t / self.cfg.rows) * math.ceil(n / sz.P) * (sz.P // sz.Q)
                 + MaskEmitter.latency)
 
+    def y_cycles(self, t: int, d: int, load: bool) -> int:
+        return 1 + t * math.ceil(d / self.cfg.lanes) + (YdCache.latency + 1 if load else 1)
+
     def delta_cycles(self, t: int, n: int) -> int:
         return 1 + t * math.ceil(n / self.cfg.lanes) + DeltaUnit.latency + 1   # + idle detect
 
@@ -679,6 +770,9 @@ class FFNR(wiring.Component):
         m.submodules.dunit = dunit = DeltaUnit(cfg, sz)
         wiring.connect(m, emit.out, wiring.flipped(self.mask))
         wiring.connect(m, dunit.out, wiring.flipped(self.delta))
+        m.submodules.ycache = ycache = YdCache(cfg, sz)
+        wiring.connect(m, wiring.flipped(self.y), ycache.inp)
+        wiring.connect(m, ycache.out, wiring.flipped(self.y_out))
 
         t = Signal(range(sz.t_max + 1))
         n = Signal(range(sz.n_max + 1))
@@ -718,7 +812,7 @@ class FFNR(wiring.Component):
                 m.d.comb += self.cmd.ready.eq(1)
                 with m.If(self.cmd.valid):
                     self._command(m, cmd, t, n, nw, s_code, have, error, walk, hist, emit,
-                                  dunit)
+                                  dunit, ycache)
             with m.State("INGEST"):
                 m.d.comb += [self.h.ready.eq(1), take.eq(self.h.valid)]
                 with m.If(take):
@@ -742,12 +836,18 @@ class FFNR(wiring.Component):
                 m.d.comb += [dunit.inp.valid.eq(self.h.valid), self.h.ready.eq(dunit.inp.ready)]
                 with m.If(~dunit.busy):
                     m.next = "IDLE"
+            with m.State("Y"):               # YSTORE or YLOAD
+                with m.If(~ycache.busy):
+                    m.next = "IDLE"
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
         return m
 
-    def _command(self, m, cmd, t, n, nw, s_code, have, error, walk, hist, emit, dunit):
+    def _command(self, m, cmd, t, n, nw, s_code, have, error, walk, hist, emit, dunit, ycache):
         """IDLE with a command: check it, load the registers, start the phase."""
         sz = self.sizes
+        yt = Signal(range(sz.t_max + 1))
+        yw = Signal(range(sz.y_words + 1))
+        have_y = Signal()
         m.d.sync += error.eq(0)
         dense = (cmd.t != 0) & (cmd.n != 0) & (cmd.s_code < sz.den)
         with m.If((cmd.op == FfnrOp.DENSE) & dense):
@@ -762,5 +862,13 @@ class FFNR(wiring.Component):
         with m.Elif((cmd.op == FfnrOp.DELTA) & have):
             m.d.comb += dunit.start.eq(1)
             m.next = "DELTA"
-        with m.Else():                     # refused: bad DENSE fields, no DENSE yet, bad op
+        with m.Elif((cmd.op == FfnrOp.YSTORE) & (cmd.t != 0) & (cmd.d != 0)):
+            ywords = _ceil_div(cmd.d, self.cfg.lanes)
+            m.d.sync += [yt.eq(cmd.t), yw.eq(ywords), have_y.eq(1)]
+            m.d.comb += [ycache.store.eq(1), ycache.t.eq(cmd.t), ycache.yw.eq(ywords)]
+            m.next = "Y"
+        with m.Elif((cmd.op == FfnrOp.YLOAD) & have_y):
+            m.d.comb += [ycache.load.eq(1), ycache.t.eq(yt), ycache.yw.eq(yw)]
+            m.next = "Y"
+        with m.Else():         # refused: bad fields, MASK / DELTA / YLOAD too early, bad op
             m.d.sync += error.eq(1)

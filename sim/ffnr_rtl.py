@@ -27,9 +27,9 @@ from exion.golden.quant import check_operand
 from .runner import rtl_build, run_bench_pickled
 
 __all__ = ["FfnrCase", "FfnrRun", "h_beats", "mask_from_beats", "delta_from_beats",
-           "cmd_fields", "rtl_ffnr", "rtl_ffnr_batch", "check_case"]
+           "rows_from_beats", "cmd_fields", "rtl_ffnr", "rtl_ffnr_batch", "check_case"]
 
-OP_DENSE, OP_MASK, OP_DELTA = 0, 1, 2
+OP_DENSE, OP_MASK, OP_DELTA, OP_YSTORE, OP_YLOAD = 0, 1, 2, 3, 4
 
 
 @dataclass
@@ -40,6 +40,7 @@ class FfnrCase:
     s: object = 0.8
     h_sparse: np.ndarray | None = None
     name: str = ""
+    y_d: np.ndarray | None = None      # T x D A-bit FC2 accumulator: stored, then replayed
 
 
 @dataclass
@@ -51,6 +52,7 @@ class FfnrRun:
     total: int
     histogram: np.ndarray       # (bins,) int64
     delta: np.ndarray | None    # (T, N) int64 where(B, H' - H_d, 0), if the case had H'
+    y_replay: np.ndarray | None = None   # (T, D) Y_d as replayed by YLOAD, if the case had Y_d
     cycles: dict = field(default_factory=dict)   # DENSE / MASK / DELTA, cmd to idle
     mask_beats: list = field(default_factory=list)  # raw decoded beats (format checks)
     report: dict = field(default_factory=dict)      # the bench report (seed, run folder, waves)
@@ -69,11 +71,20 @@ def check_case(cfg: Config, case: FfnrCase, t_max: int, n_max: int) -> FfnrCase:
         hs = check_operand(cfg, case.h_sparse, "H'", ndim=2)
         if hs.shape != h.shape:
             raise ExionError(f"H' has shape {hs.shape}, expected H's {h.shape}")
-    return FfnrCase(h, case.s, hs, case.name)
+    yd = None
+    if case.y_d is not None:
+        yd = np.asarray(case.y_d)
+        lim = 1 << (cfg.acc_width - 1)
+        if yd.ndim != 2 or yd.shape[0] != T or yd.dtype.kind not in "iu" or (
+                yd.size and (yd.min() < -lim or yd.max() >= lim)):
+            raise ExionError(f"Y_d: expected a ({T}, D) array of signed {cfg.acc_width}-bit "
+                             f"integers, got {yd.dtype} {yd.shape}")
+        yd = yd.astype(np.int64)
+    return FfnrCase(h, case.s, hs, case.name, yd)
 
 
-def cmd_fields(op: int, t: int = 0, n: int = 0, s_code: int = 0) -> dict:
-    return {"op": op, "t": t, "n": n, "s_code": s_code}
+def cmd_fields(op: int, t: int = 0, n: int = 0, s_code: int = 0, d: int = 0) -> dict:
+    return {"op": op, "t": t, "n": n, "d": d, "s_code": s_code}
 
 
 def h_beats(cfg: Config, h) -> list[list[int]]:
@@ -85,6 +96,14 @@ def h_beats(cfg: Config, h) -> list[list[int]]:
     pad = np.zeros((T, nw * L), dtype=np.int64)
     pad[:, :N] = h
     return [[int(v) for v in pad[t, w * L:(w + 1) * L]] for t in range(T) for w in range(nw)]
+
+
+def rows_from_beats(cfg: Config, beats: list[list[int]], T: int, N: int) -> np.ndarray:
+    """Inverse of :func:`h_beats`: (T, N) from row-major beats of L values."""
+    L = cfg.lanes
+    nw = math.ceil(N / L)
+    assert len(beats) == T * nw, f"{len(beats)} beats, expected {T} x {nw}"
+    return np.asarray(beats, dtype=np.int64).reshape(T, nw * L)[:, :N]
 
 
 def mask_from_beats(cfg: Config, beats: list[dict], T: int, N: int, P: int) -> np.ndarray:
@@ -121,8 +140,11 @@ def _run_from_output(cfg, case, o, P) -> FfnrRun:
     delta = None
     if o.get("delta") is not None:
         delta = delta_from_beats(cfg, o["delta"], T, N)
+    y = None
+    if o.get("y") is not None:
+        y = rows_from_beats(cfg, o["y"], T, case.y_d.shape[1])
     return FfnrRun(mask_from_beats(cfg, o["mask"], T, N, P), o["theta"], o["theta_bin"],
-                   o["ones"], o["total"], np.asarray(o["hist"], dtype=np.int64), delta,
+                   o["ones"], o["total"], np.asarray(o["hist"], dtype=np.int64), delta, y,
                    o["cycles"], o["mask"])
 
 
@@ -140,7 +162,11 @@ def rtl_ffnr_batch(cfg: Config, cases: list[FfnrCase], *, seed: int | None = Non
         raise ExionError(f"the ffnr build has s_digits = {const['s_digits']}, the golden "
                          f"{S_DIGITS}")
     cases = [check_case(cfg, c, const["t_max"], const["n_max"]) for c in cases]
-    payload = [(c.h, sparsity_code(c.s), c.h_sparse) for c in cases]
+    for c in cases:
+        if c.y_d is not None and not 1 <= c.y_d.shape[1] <= const["d_max"]:
+            raise ExionError(f"Y_d has {c.y_d.shape[1]} columns: the unit holds 1.."
+                             f"{const['d_max']} (d_max)")
+    payload = [(c.h, sparsity_code(c.s), c.h_sparse, c.y_d) for c in cases]
     outs, report = run_bench_pickled(build, "exion.sim.tb_ffnr", payload, key="cases",
                                      seed=seed, run_name=run_name,
                                      params={"gaps": gaps, "backpressure": backpressure})

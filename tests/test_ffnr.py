@@ -19,32 +19,36 @@ from exion.golden import ffn_reuse as fr
 from exion.golden import ffnr_cycles as fc
 from exion.hw import ffnr as hw
 from exion.hw.cau import mask_layout
-from exion.sim.ffnr_rtl import (OP_DELTA, OP_DENSE, OP_MASK, FfnrCase, FfnrRun, cmd_fields,
-                                delta_from_beats, h_beats, mask_from_beats)
+from exion.sim.ffnr_rtl import (OP_DELTA, OP_DENSE, OP_MASK, OP_YLOAD, OP_YSTORE, FfnrCase,
+                                FfnrRun, cmd_fields, delta_from_beats, h_beats,
+                                mask_from_beats, rows_from_beats)
 from exion.sim.payload import unpack
 
 TOY = PRESETS["toy"]
 E16 = PRESETS["exion16"]
 
 
-async def _command(ctx, dut, rng, cmd, beats, out, gaps, bp):
-    """One command: offer it, then its input beats; collect ``out`` beats until idle.
+async def _command(ctx, dut, rng, cmd, beats, out, gaps, bp, inp=None):
+    """One command: offer it, then its input beats (on ``inp``, default ``h``); collect
+    ``out`` beats until idle.
     Returns (raw output payloads, cycles from the command's transfer to idle)."""
     i, sent, got, cyc = 0, False, [], 0
     layout = out.payload.shape() if out is not None else None
+    inp = dut.h if inp is None else inp
     while True:
         offer_c = not sent and rng.random() >= gaps
         ctx.set(dut.cmd.valid, int(offer_c))
         if offer_c:
             ctx.set(dut.cmd.payload, cmd)
         offer_h = sent and i < len(beats) and rng.random() >= gaps
-        ctx.set(dut.h.valid, int(offer_h))
+        for port in (dut.h, dut.y):
+            ctx.set(port.valid, int(offer_h and port is inp))
         if offer_h:
-            ctx.set(dut.h.payload, beats[i])
+            ctx.set(inp.payload, beats[i])
         rdy = int(rng.random() >= bp)
-        for port in (dut.mask, dut.delta):
+        for port in (dut.mask, dut.delta, dut.y_out):
             ctx.set(port.ready, rdy if port is out else 0)
-        c_rdy, h_rdy = ctx.get(dut.cmd.ready), ctx.get(dut.h.ready)
+        c_rdy, h_rdy = ctx.get(dut.cmd.ready), ctx.get(inp.ready)
         o_val = ctx.get(out.valid) if out is not None else 0
         raw = ctx.get(Value.cast(out.payload)) if out is not None else 0
         if sent and i >= len(beats) and not ctx.get(dut.busy):
@@ -88,8 +92,18 @@ def run_amaranth_ffnr(cfg, cases, *, seed=0, gaps=0.0, backpressure=0.0, **kw):
                                                   h_beats(cfg, case.h_sparse), dut.delta,
                                                   gaps, backpressure)
                 delta = delta_from_beats(cfg, db, T, N)
+            y = None
+            if case.y_d is not None:
+                D = case.y_d.shape[1]
+                _, cyc["ystore"] = await _command(ctx, dut, rng, cmd_fields(OP_YSTORE, T, d=D),
+                                                  h_beats(cfg, case.y_d), None, gaps,
+                                                  backpressure, inp=dut.y)
+                assert not ctx.get(dut.error)
+                yb, cyc["yload"] = await _command(ctx, dut, rng, cmd_fields(OP_YLOAD), [],
+                                                  dut.y_out, gaps, backpressure)
+                y = rows_from_beats(cfg, yb, T, D)
             runs.append(FfnrRun(mask_from_beats(cfg, mb, T, N, sz.P), *res,
-                                np.asarray(hist, dtype=np.int64), delta, cyc, mb))
+                                np.asarray(hist, dtype=np.int64), delta, y, cyc, mb))
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
@@ -112,6 +126,8 @@ def check_runs(cfg, cases, runs, dut=None, timed=False, label=""):
             # what golden ffn_sparse feeds FC2: H' = where(B, new, H_d), delta = H' - H_d
             h_new = np.where(mask, case.h_sparse, case.h)
             np.testing.assert_array_equal(run.delta, h_new - case.h, err_msg=msg)
+        if case.y_d is not None:
+            np.testing.assert_array_equal(run.y_replay, case.y_d, err_msg=msg)
         if timed:
             T, N = case.h.shape
             sz = dut.sizes
@@ -119,6 +135,11 @@ def check_runs(cfg, cases, runs, dut=None, timed=False, label=""):
             assert run.cycles["dense"] == dut.dense_cycles(T, N), msg
             assert run.cycles["mask"] == fc.mask_cycles(cfg, T, N, sz.P), msg
             assert run.cycles["mask"] == dut.mask_cycles(T, N), msg
+            if case.y_d is not None:
+                D = case.y_d.shape[1]
+                assert run.cycles["ystore"] == fc.y_store_cycles(cfg, T, D), msg
+                assert run.cycles["yload"] == fc.y_load_cycles(cfg, T, D), msg
+                assert run.cycles["yload"] == dut.y_cycles(T, D, load=True), msg
             if case.h_sparse is not None:
                 assert run.cycles["delta"] == fc.delta_cycles(cfg, T, N), msg
                 assert run.cycles["delta"] == dut.delta_cycles(T, N), msg
@@ -142,10 +163,11 @@ def directed_cases(cfg, rng):
     ]
 
 
-def random_cases(cfg, rng, n, sparse=True, t_max=None, n_max=None):
+def random_cases(cfg, rng, n, sparse=True, t_max=None, n_max=None, d_max=None):
     W = cfg.width
     t_max = t_max or 2 * cfg.rows + 3
     n_max = n_max or 3 * cfg.lanes + 3
+    d_max = d_max or max(1, n_max // 4)
     out = []
     for k in range(n):
         T, N = int(rng.integers(1, t_max + 1)), int(rng.integers(1, n_max + 1))
@@ -153,11 +175,14 @@ def random_cases(cfg, rng, n, sparse=True, t_max=None, n_max=None):
         h = np.clip(np.rint(rng.laplace(0, scale / 6, (T, N))), -(1 << (W - 1)),
                     (1 << (W - 1)) - 1).astype(np.int64)
         s = [0, 0.5, 0.8, 0.9, 0.95, 0.99, 0.123456][k % 7]
-        hp = None
+        hp = yd = None
         if sparse:
             hp = np.clip(h + rng.integers(-40, 41, h.shape), -(1 << (W - 1)),
                          (1 << (W - 1)) - 1)
-        out.append(FfnrCase(h, s, hp, f"random{k}"))
+            lim = 1 << (cfg.acc_width - 1)
+            yd = rng.integers(-lim, lim, (T, int(rng.integers(1, d_max + 1))), dtype=np.int64)
+            yd[0, 0] = -lim
+        out.append(FfnrCase(h, s, hp, f"random{k}", yd))
     return out
 
 
