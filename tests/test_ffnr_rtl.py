@@ -4,7 +4,7 @@ One Verilator build per preset (the generated defaults: t_max = 4 R, n_max = k_m
 each test batches many cases into one simulation (``rtl_ffnr_batch``): directed H (zeros, all
 equal, the W-bit extremes including -2**(W-1), a single non-zero), s = 0 / 0.99 / others,
 seeded random H of several shapes (N not a multiple of L or P, T not a multiple of R), the
-sparse path (mask + ``H' - H_d``), with and without idle gaps and back-pressure. Without them
+sparse path (mask + ``H' - H_d``), the Y_d cache (store, replay), with and without idle gaps and back-pressure. Without them
 the cycle counts must equal ``exion.golden.ffnr_cycles``.
 """
 
@@ -45,6 +45,10 @@ def test_ffnr_rtl_matches_golden_and_cycle_model(cfg):
         assert run.cycles["dense"] == fc.dense_cycles(cfg, T, N), case.name
         assert run.cycles["mask"] == fc.mask_cycles(cfg, T, N), case.name
         assert run.cycles["delta"] == fc.delta_cycles(cfg, T, N), case.name
+        if case.y_d is not None:
+            D = case.y_d.shape[1]
+            assert run.cycles["ystore"] == fc.y_store_cycles(cfg, T, D), case.name
+            assert run.cycles["yload"] == fc.y_load_cycles(cfg, T, D), case.name
 
 
 @pytest.mark.parametrize("cfg", CFGS, ids=IDS)
