@@ -1,11 +1,13 @@
-"""FFN-Reuse unit (SPEC 3.3, 4.5): magnitude histogram, threshold, bitmask, H_d cache, delta.
+"""FFN-Reuse unit (SPEC 3.3, 4.5): magnitude histogram, threshold, bitmask, H_d / Y_d caches.
 
 Bit-exact twin of ``exion.golden.ffn_reuse`` for the ``magnitude`` rule (``docs/ffnr.md``)::
 
     dense  (op DENSE)  h stream --> HdStore (R banks)       H_d kept for the sparse iterations
                               \\--> Histogram (L bins/cycle) --> ThresholdSearch --> theta
+           (op YSTORE) y stream --> YdCache (R banks)       Y_d (FC2 accumulator) kept
     sparse (op MASK)   HdStore --> MaskEmitter --> mask stream (hw/cau.py mask_layout)
            (op DELTA)  h stream (H') + HdStore --> DeltaUnit --> delta stream (H' - H_d)
+           (op YLOAD)  YdCache --> y_out stream (OMEM preload: FC2 accumulates Y_d + delta W2)
 
 * **Histogram**: ``abs_histogram(H, W, mant_bits)``: bin of ``|v|`` = ``|v|`` below
   ``2**(M+1)``, else ``(e - M + 1) * 2**M + (the M bits below the leading one)`` with ``e`` from
@@ -29,6 +31,7 @@ Cycles (no stalls; ``exion.golden.ffnr_cycles`` is the model, exact): ``NW = cei
     DENSE  1 + T * NW + Histogram.latency + ThresholdSearch.cycles(NB)
     MASK   1 + NBLK * ceil(N / P) * (P / Q) + MaskEmitter.latency
     DELTA  1 + T * NW + DeltaUnit.latency + 1
+    YSTORE 1 + T * ceil(D / L) + 1;   YLOAD  1 + T * ceil(D / L) + YdCache.latency + 1
 """
 
 from __future__ import annotations

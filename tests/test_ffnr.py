@@ -10,7 +10,9 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from amaranth import Value
+from amaranth import Module, Mux, Value
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
 from exion import PRESETS
@@ -275,7 +277,7 @@ def test_a_broken_histogram_is_caught(monkeypatch):
 
     def broken(mag, width, mant_bits):
         b = good(mag, width, mant_bits)
-        return hw.Mux(mag >= (1 << (mant_bits + 1)), b & ~1, b)[:len(b)]
+        return Mux(mag >= (1 << (mant_bits + 1)), b & ~1, b)[:len(b)]
 
     monkeypatch.setattr(hw, "hw_bin", broken)
     rng = np.random.default_rng(21)
@@ -283,3 +285,77 @@ def test_a_broken_histogram_is_caught(monkeypatch):
     runs, _ = run_amaranth_ffnr(TOY, cases, n_max=64)
     with pytest.raises(AssertionError, match="Arrays are not equal"):
         check_runs(TOY, cases, runs)
+
+
+class _FfnrToCau(wiring.Component):
+    """The FFN-Reuse unit's mask stream joined to a CAU with ``wiring.connect``."""
+
+    def __init__(self, cfg, n_max):
+        from exion.hw.cau import CAU, cau_pass_layout
+        self.ffnr = hw.FFNR(cfg, n_max=n_max)
+        self.cau = CAU(cfg, max_cols=n_max)
+        sz = self.ffnr.sizes
+        super().__init__({
+            "cmd": In(stream.Signature(hw.cmd_layout(sz))),
+            "h": In(stream.Signature(hw.beat_layout(cfg))),
+            "out": Out(stream.Signature(cau_pass_layout(cfg, n_max))),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.ffnr, m.submodules.cau = self.ffnr, self.cau
+        wiring.connect(m, self.ffnr.mask, self.cau.mask)
+        wiring.connect(m, wiring.flipped(self.cmd), self.ffnr.cmd)
+        wiring.connect(m, wiring.flipped(self.h), self.ffnr.h)
+        wiring.connect(m, self.cau.out, wiring.flipped(self.out))
+        m.d.comb += self.busy.eq(self.ffnr.busy | self.cau.busy)
+        return m
+
+
+def test_ffnr_mask_drives_the_cau():
+    """FFNR.mask -> CAU.mask (wiring.connect): the CAU's passes are golden ConMerge of the
+    golden FFN-Reuse mask (toy, two row blocks plus a partial one, N not a multiple of P)."""
+    from exion.golden.conmerge import conmerge
+    from exion.sim.cau_rtl import runs_from_passes
+    cfg = TOY
+    rng = np.random.default_rng(31)
+    h = np.clip(np.rint(rng.laplace(0, 300, (2 * cfg.rows + 3, 29))), cfg.wmin, cfg.wmax)
+    h = h.astype(np.int64)
+    dut = _FfnrToCau(cfg, 32)
+    T, N = h.shape
+    passes = []
+
+    async def tb(ctx):
+        for cmd, beats in ((cmd_fields(OP_DENSE, T, N, fr.sparsity_code(0.9)),
+                            h_beats(cfg, h)), (cmd_fields(OP_MASK), [])):
+            i, sent = 0, False
+            ctx.set(dut.out.ready, 1)
+            while True:
+                ctx.set(dut.cmd.valid, int(not sent))
+                ctx.set(dut.cmd.payload, cmd)
+                offer = sent and i < len(beats)
+                ctx.set(dut.h.valid, int(offer))
+                if offer:
+                    ctx.set(dut.h.payload, beats[i])
+                c_rdy, h_rdy = ctx.get(dut.cmd.ready), ctx.get(dut.h.ready)
+                o_val, raw = ctx.get(dut.out.valid), ctx.get(Value.cast(dut.out.payload))
+                if sent and i >= len(beats) and not ctx.get(dut.busy):
+                    break
+                await ctx.tick()
+                sent = sent or bool(c_rdy)
+                i += int(offer and h_rdy)
+                if o_val:
+                    passes.append(unpack(dut.out.payload.shape(), raw))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+    mask, _ = fr.build_mask(h, 0.9, "magnitude", width=cfg.width)
+    plan = conmerge(cfg, mask)
+    run = runs_from_passes(cfg, passes, [0] * len(passes), 0)
+    assert plan.n_passes > 2
+    np.testing.assert_array_equal(run.members, plan.members)
+    np.testing.assert_array_equal(run.select, plan.select)
+    np.testing.assert_array_equal(run.row_block, plan.row_block)
