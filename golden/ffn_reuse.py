@@ -24,7 +24,10 @@ Choices (also in ``docs/golden-predict.md``):
   ``ones(theta)`` = the number of values with ``|v| >= theta`` (a suffix sum of the
   histogram), theta is the edge whose ``ones`` is closest to ``(1 - s) * count``; on a tie,
   the larger theta (fewer ones) wins. So the achieved fraction of ones is within half of the
-  straddled bin's count of the target; ``B = |H_d| >= theta``.
+  straddled bin's count of the target; ``B = |H_d| >= theta``. The FFN-Reuse unit
+  (``hw/ffnr.py``) takes s as the integer ``sparsity_code(s) = s * 10**6`` and gives the same
+  theta for every s with at most 6 decimals (its integer distance is this one times a
+  positive constant).
 * **Rules**: ``magnitude`` (default, the seed's) as above on ``|H_d|``; ``change``: the same
   histogram/threshold on ``|H_d - H_d_prev|`` (the last two dense iterations; the first dense
   iteration has no predecessor and falls back to ``magnitude``); ``per_token``: every row

@@ -83,3 +83,25 @@ def test_ffnr_rtl_long_sweep(cfg):
 def test_ffnr_verilog_is_lint_clean(cfg):
     g = generate(cfg, "ffnr", build_root() / "rtl" / f"{cfg.name}-{cfg.hash}")
     assert lint(g.verilog, "exion_ffnr") == []
+
+
+def test_cli_sim_ffnr_writes_the_golden_mask(tmp_path, cli_run):
+    import json
+
+    from exion.golden.ffn_reuse import build_mask
+    rng = np.random.default_rng(19)
+    h = rng.integers(-300, 301, (TOY.rows + 5, 2 * TOY.lanes + 3)).astype(np.int16)
+    np.save(tmp_path / "h.npy", h)
+    out, rep = tmp_path / "mask.npy", tmp_path / "r.json"
+    code, stdout, _ = cli_run("sim", "ffnr", "--config", "toy", "--h", str(tmp_path / "h.npy"),
+                              "--s", "0.85", "--out", str(out), "--json", str(rep),
+                              "--seed", "19")
+    assert code == 0, stdout
+    mask, theta = build_mask(h, 0.85, "magnitude", width=TOY.width)
+    got = np.load(out)
+    assert got.dtype == bool
+    np.testing.assert_array_equal(got, mask)
+    r = json.loads(rep.read_text())
+    assert r["bit_exact"] and r["theta"] == theta and r["s_code"] == 850000
+    assert r["rtl_cycles"] == r["model_cycles"]
+    assert f"theta {theta}" in stdout and "PASS" in stdout
