@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import enum
 import math
+from types import SimpleNamespace
 
 from amaranth import Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
@@ -53,7 +54,8 @@ from .util import bits_for as _bits
 from .util import pad_mux as _mux
 
 __all__ = ["FFNR", "FfnrSizes", "FfnrOp", "Histogram", "ThresholdSearch", "MaskEmitter",
-           "DeltaUnit", "YdCache", "cmd_layout", "beat_layout", "delta_layout", "y_layout", "hw_bin", "bin_of",
+           "DeltaUnit", "YdCache", "cmd_layout", "beat_layout", "delta_layout", "y_layout",
+           "hw_bin", "bin_of",
            "bin_edge", "S_DIGITS", "MANT_BITS"]
 
 #: Decimal digits of the run-time sparsity register: ``s_code = s * 10**S_DIGITS``. Same value
@@ -783,6 +785,10 @@ class FFNR(wiring.Component):
         s_code = Signal(range(sz.den))
         have = Signal()                      # a DENSE finished: theta and H_d are valid
         error = Signal()
+        regs = SimpleNamespace(t=t, n=n, nw=nw, s_code=s_code, have=have, error=error,
+                               yt=Signal(range(sz.t_max + 1), name="yt"),
+                               yw=Signal(range(sz.y_words + 1), name="yw"),
+                               have_y=Signal(name="have_y"))   # a YSTORE happened
         walk = _RowWalker(cfg, sz, "in")
         cmd = self.cmd.payload
         for stage in (emit, dunit):
@@ -814,8 +820,7 @@ class FFNR(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += self.cmd.ready.eq(1)
                 with m.If(self.cmd.valid):
-                    self._command(m, cmd, t, n, nw, s_code, have, error, walk, hist, emit,
-                                  dunit, ycache)
+                    self._command(m, cmd, regs, walk, hist, emit, dunit, ycache)
             with m.State("INGEST"):
                 m.d.comb += [self.h.ready.eq(1), take.eq(self.h.valid)]
                 with m.If(take):
@@ -845,33 +850,30 @@ class FFNR(wiring.Component):
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
         return m
 
-    def _command(self, m, cmd, t, n, nw, s_code, have, error, walk, hist, emit, dunit, ycache):
-        """IDLE with a command: check it, load the registers, start the phase."""
-        sz = self.sizes
-        yt = Signal(range(sz.t_max + 1))
-        yw = Signal(range(sz.y_words + 1))
-        have_y = Signal()
-        m.d.sync += error.eq(0)
+    def _command(self, m, cmd, r, walk, hist, emit, dunit, ycache):
+        """IDLE with a command: check it, load the registers ``r``, start the phase."""
+        sz, L = self.sizes, self.cfg.lanes
+        m.d.sync += r.error.eq(0)
         dense = (cmd.t != 0) & (cmd.n != 0) & (cmd.s_code < sz.den)
         with m.If((cmd.op == FfnrOp.DENSE) & dense):
-            m.d.sync += [t.eq(cmd.t), n.eq(cmd.n), nw.eq(_ceil_div(cmd.n, self.cfg.lanes)),
-                         s_code.eq(cmd.s_code), have.eq(0)]
+            m.d.sync += [r.t.eq(cmd.t), r.n.eq(cmd.n), r.nw.eq(_ceil_div(cmd.n, L)),
+                         r.s_code.eq(cmd.s_code), r.have.eq(0)]
             m.d.comb += hist.clear.eq(1)
             walk.restart(m, cmd.t)
             m.next = "INGEST"
-        with m.Elif((cmd.op == FfnrOp.MASK) & have):
+        with m.Elif((cmd.op == FfnrOp.MASK) & r.have):
             m.d.comb += emit.start.eq(1)
             m.next = "MASK"
-        with m.Elif((cmd.op == FfnrOp.DELTA) & have):
+        with m.Elif((cmd.op == FfnrOp.DELTA) & r.have):
             m.d.comb += dunit.start.eq(1)
             m.next = "DELTA"
         with m.Elif((cmd.op == FfnrOp.YSTORE) & (cmd.t != 0) & (cmd.d != 0)):
-            ywords = _ceil_div(cmd.d, self.cfg.lanes)
-            m.d.sync += [yt.eq(cmd.t), yw.eq(ywords), have_y.eq(1)]
+            ywords = _ceil_div(cmd.d, L)
+            m.d.sync += [r.yt.eq(cmd.t), r.yw.eq(ywords), r.have_y.eq(1)]
             m.d.comb += [ycache.store.eq(1), ycache.t.eq(cmd.t), ycache.yw.eq(ywords)]
             m.next = "Y"
-        with m.Elif((cmd.op == FfnrOp.YLOAD) & have_y):
-            m.d.comb += [ycache.load.eq(1), ycache.t.eq(yt), ycache.yw.eq(yw)]
+        with m.Elif((cmd.op == FfnrOp.YLOAD) & r.have_y):
+            m.d.comb += [ycache.load.eq(1), ycache.t.eq(r.yt), ycache.yw.eq(r.yw)]
             m.next = "Y"
         with m.Else():         # refused: bad fields, MASK / DELTA / YLOAD too early, bad op
-            m.d.sync += error.eq(1)
+            m.d.sync += r.error.eq(1)

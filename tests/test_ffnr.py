@@ -359,3 +359,28 @@ def test_ffnr_mask_drives_the_cau():
     np.testing.assert_array_equal(run.members, plan.members)
     np.testing.assert_array_equal(run.select, plan.select)
     np.testing.assert_array_equal(run.row_block, plan.row_block)
+
+
+def test_ffnr_refuses_bad_commands():
+    """MASK / DELTA before a DENSE, YLOAD before a YSTORE, T or N = 0, s_code >= 10**6 and an
+    unknown op set ``error`` and leave the unit idle; a good DENSE clears it."""
+    dut = hw.FFNR(TOY, n_max=16)
+    seen = []
+
+    async def tb(ctx):
+        bad = [cmd_fields(OP_MASK), cmd_fields(OP_DELTA), cmd_fields(OP_YLOAD),
+               cmd_fields(OP_DENSE, 0, 4, 0), cmd_fields(OP_DENSE, 3, 0, 0),
+               cmd_fields(OP_DENSE, 3, 4, 10**6), cmd_fields(OP_YSTORE, 3, d=0),
+               cmd_fields(7, 3, 4, 0)]
+        for cmd in bad + [cmd_fields(OP_DENSE, 1, 4, 0)]:
+            ctx.set(dut.cmd.valid, 1)
+            ctx.set(dut.cmd.payload, cmd)
+            await ctx.tick()
+            ctx.set(dut.cmd.valid, 0)
+            seen.append((ctx.get(dut.error), ctx.get(dut.busy)))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+    assert seen[:-1] == [(1, 0)] * 8 and seen[-1] == (0, 1)
