@@ -768,7 +768,7 @@ class FFNR(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg, sz = self.cfg, self.sizes
-        m.submodules.store = store = HdStore(cfg, sz)
+        m.submodules.hd_store = store = HdStore(cfg, sz)
         m.submodules.hist = hist = Histogram(cfg, sz)
         m.submodules.search = search = ThresholdSearch(cfg, sz)
         m.submodules.emit = emit = MaskEmitter(cfg, sz)

@@ -384,3 +384,30 @@ def test_ffnr_refuses_bad_commands():
     sim.add_testbench(tb)
     sim.run()
     assert seen[:-1] == [(1, 0)] * 8 and seen[-1] == (0, 1)
+
+
+@pytest.mark.parametrize("cfg", [TOY, E16], ids=["toy", "exion16"])
+def test_ffnr_sparse_iteration_reproduces_golden_ffn_sparse(cfg):
+    """A real FFN through one dense and one sparse iteration: the unit's mask (DENSE, MASK),
+    its Y_d replay (YSTORE, YLOAD) and its delta (DELTA, fed the full FC1/GELU output of the
+    new X) give exactly golden ``ffn_sparse``: ``H' = H_d + delta``, ``Y' = Y_d + delta W2``."""
+    import math
+    from exion.golden.cfse import gelu_params
+    from exion.golden.quant import wrap
+    rng = np.random.default_rng(40 + cfg.rows)
+    T, d, F, D = cfg.rows + 2, 12, 2 * cfg.lanes + 5, 9
+    w1 = rng.integers(cfg.wmin, cfg.wmax + 1, (d, F))
+    w2 = rng.integers(cfg.wmin, cfg.wmax + 1, (F, D))
+    b1, b2 = rng.integers(-(2**20), 2**20, F), rng.integers(-(2**20), 2**20, D)
+    gp = gelu_params(2.0 / (math.sqrt(d) * (2**(cfg.width - 1))**2 / 3), 4.0 / cfg.wmax)
+    x = rng.integers(cfg.wmin, cfg.wmax + 1, (T, d))
+    x2 = np.clip(x + rng.integers(-60, 61, (T, d)), cfg.wmin, cfg.wmax)
+    h_d, y_d = fr.ffn_dense(cfg, x, w1, b1, w2, b2, gp)
+    h_full, _ = fr.ffn_dense(cfg, x2, w1, b1, w2, b2, gp)      # FC1/GELU of X' everywhere
+    case = FfnrCase(h_d, 0.7, h_full, "ffn", y_d)
+    (run,), _ = run_amaranth_ffnr(cfg, [case], n_max=F, d_max=D, seed=9)
+    np.testing.assert_array_equal(run.mask, fr.build_mask(h_d, 0.7, width=cfg.width)[0])
+    h2, y2 = fr.ffn_sparse(cfg, x2, w1, b1, w2, b2, gp, h_d, y_d, run.mask)
+    assert 0 < run.mask.sum() < run.mask.size
+    np.testing.assert_array_equal(h_d + run.delta, h2)
+    np.testing.assert_array_equal(wrap(run.y_replay + run.delta @ w2, cfg.acc_width), y2)
