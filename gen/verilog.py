@@ -69,6 +69,8 @@ BLOCKS = {
              "complex functions: GELU (and its requant path), softmax, layer norm, streaming"),
     "gemm": ("exion.hw.gemm", "SparseGemm",
              "output-sparse product engine: CAU -> weight fetch -> SDUE, from (A, B, mask)"),
+    "ffnr": ("exion.hw.ffnr", "FFNR",
+             "FFN-Reuse unit: |H| histogram, threshold, bitmask to the CAU, H_d cache, H' - H_d"),
 }
 
 

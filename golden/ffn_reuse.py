@@ -24,7 +24,10 @@ Choices (also in ``docs/golden-predict.md``):
   ``ones(theta)`` = the number of values with ``|v| >= theta`` (a suffix sum of the
   histogram), theta is the edge whose ``ones`` is closest to ``(1 - s) * count``; on a tie,
   the larger theta (fewer ones) wins. So the achieved fraction of ones is within half of the
-  straddled bin's count of the target; ``B = |H_d| >= theta``.
+  straddled bin's count of the target; ``B = |H_d| >= theta``. The FFN-Reuse unit
+  (``hw/ffnr.py``) takes s as the integer ``sparsity_code(s) = s * 10**6`` and gives the same
+  theta for every s with at most 6 decimals (its integer distance is this one times a
+  positive constant).
 * **Rules**: ``magnitude`` (default, the seed's) as above on ``|H_d|``; ``change``: the same
   histogram/threshold on ``|H_d - H_d_prev|`` (the last two dense iterations; the first dense
   iteration has no predecessor and falls back to ``magnitude``); ``per_token``: every row
@@ -58,12 +61,15 @@ from .lod import bit_length
 from .predict import as_fraction, topk_select
 from .quant import check_k, check_operand, int_matmul, wrap
 
-__all__ = ["RULES", "FC2_MODES", "is_dense", "schedule", "hist_bin", "hist_bin_edges",
+__all__ = ["RULES", "FC2_MODES", "S_DIGITS", "sparsity_code", "is_dense", "schedule",
+           "hist_bin", "hist_bin_edges",
            "num_bins", "abs_histogram", "threshold_from_histogram", "build_mask",
            "ffn_dense", "ffn_sparse", "ffn_reuse_run", "FFNIteration", "FFNReuseRun"]
 
 RULES = ("magnitude", "change", "per_token")
 FC2_MODES = ("delta", "dense")
+#: Decimal digits of the hardware's sparsity register (``hw/ffnr.py``): s_code = s * 10**6.
+S_DIGITS = 6
 
 
 # -- schedule ---------------------------------------------------------------------------
@@ -157,6 +163,27 @@ def threshold_from_histogram(hist, s, mant_bits: int = 4) -> int:
     dist = np.abs(suffix * den - (den - num) * total)
     best = np.flatnonzero(dist == dist.min())[-1]   # ties: the larger theta
     return int(hist_bin_edges(len(h) + 1, mant_bits)[best])
+
+
+def sparsity_code(s, digits: int = S_DIGITS) -> int:
+    """The integer form of ``s`` the FFN-Reuse unit takes: ``s_code = s * 10**digits``.
+
+    ``threshold_from_histogram`` reads ``s`` as an exact rational (a float as the decimal it
+    prints as) and compares ``|ones * den - (den - num) * total|``; with ``s = s_code /
+    10**digits`` that is the hardware's ``|ones * 10**digits - (10**digits - s_code) *
+    total|`` times a positive constant, so the same bin wins (ties included). Every ``s`` in
+    [0, 1) with at most ``digits`` decimals is representable; any other ``s`` is refused
+    (rounding it would change theta where the golden's exact s would not).
+    """
+    sf = as_fraction(s, "target sparsity s")
+    if not 0 <= sf < 1:
+        raise ExionError(f"target sparsity s must be in [0, 1) for the FFN-Reuse unit, "
+                         f"got {s!r}")
+    code = sf * 10 ** digits
+    if code.denominator != 1:
+        raise ExionError(f"target sparsity s = {s!r} has more than {digits} decimals: the "
+                         f"FFN-Reuse unit's register holds s * 10**{digits} as an integer")
+    return int(code)
 
 
 def _keep_per_row(n_cols: int, s) -> int:

@@ -1,0 +1,107 @@
+"""The FFN-Reuse unit's emitted Verilog, Verilated, under cocotb against the golden model.
+
+One Verilator build per preset (the generated defaults: t_max = 4 R, n_max = k_max, P = 8);
+each test batches many cases into one simulation (``rtl_ffnr_batch``): directed H (zeros, all
+equal, the W-bit extremes including -2**(W-1), a single non-zero), s = 0 / 0.99 / others,
+seeded random H of several shapes (N not a multiple of L or P, T not a multiple of R), the
+sparse path (mask + ``H' - H_d``), the Y_d cache (store, replay), with and without idle gaps and back-pressure. Without them
+the cycle counts must equal ``exion.golden.ffnr_cycles``.
+"""
+
+import numpy as np
+import pytest
+from test_ffnr import check_runs, directed_cases, random_cases
+
+from exion import PRESETS
+from exion.gen.verilog import generate, lint
+from exion.golden import ffnr_cycles as fc
+from exion.sim.ffnr_rtl import FfnrCase, rtl_ffnr, rtl_ffnr_batch
+from exion.sim.runner import build_root
+
+pytestmark = pytest.mark.rtl
+
+TOY = PRESETS["toy"]
+E16 = PRESETS["exion16"]
+CFGS = [TOY, E16]
+IDS = ["toy", "exion16"]
+
+
+def _cases(cfg, seed, n_random):
+    rng = np.random.default_rng(seed)
+    cases = directed_cases(cfg, rng)
+    for c in cases:                              # the directed ones through the sparse path too
+        c.h_sparse = np.clip(c.h[::-1] + 1, cfg.wmin, cfg.wmax)
+    return cases + random_cases(cfg, rng, n_random, t_max=4 * cfg.rows, n_max=3 * cfg.lanes + 9)
+
+
+@pytest.mark.parametrize("cfg", CFGS, ids=IDS)
+def test_ffnr_rtl_matches_golden_and_cycle_model(cfg):
+    seed = 15000 + cfg.rows
+    cases = _cases(cfg, seed, 8)
+    runs, _ = rtl_ffnr_batch(cfg, cases, seed=seed, run_name="ffnr-free")
+    check_runs(cfg, cases, runs, label=f"seed {seed}")
+    for case, run in zip(cases, runs):
+        T, N = case.h.shape
+        assert run.cycles["dense"] == fc.dense_cycles(cfg, T, N), case.name
+        assert run.cycles["mask"] == fc.mask_cycles(cfg, T, N), case.name
+        assert run.cycles["delta"] == fc.delta_cycles(cfg, T, N), case.name
+        if case.y_d is not None:
+            D = case.y_d.shape[1]
+            assert run.cycles["ystore"] == fc.y_store_cycles(cfg, T, D), case.name
+            assert run.cycles["yload"] == fc.y_load_cycles(cfg, T, D), case.name
+
+
+@pytest.mark.parametrize("cfg", CFGS, ids=IDS)
+def test_ffnr_rtl_backpressure(cfg):
+    seed = 16000 + cfg.rows
+    cases = _cases(cfg, seed, 5)
+    runs, _ = rtl_ffnr_batch(cfg, cases, seed=seed, gaps=0.3, backpressure=0.5,
+                             run_name="ffnr-bp")
+    check_runs(cfg, cases, runs, label=f"seed {seed} (gaps, back-pressure)")
+
+
+def test_ffnr_rtl_full_width_row():
+    """toy: one row block at the unit's n_max (= k_max = 256 hidden units), s = 0.975."""
+    rng = np.random.default_rng(17)
+    h = rng.integers(TOY.wmin, TOY.wmax + 1, (TOY.rows, TOY.k_max))
+    run = rtl_ffnr(TOY, h, 0.975, seed=17)
+    check_runs(TOY, [FfnrCase(h, 0.975)], [run])
+
+
+@pytest.mark.long
+@pytest.mark.parametrize("cfg", CFGS, ids=IDS)
+def test_ffnr_rtl_long_sweep(cfg):
+    seed = 18000 + cfg.rows
+    rng = np.random.default_rng(seed)
+    cases = random_cases(cfg, rng, 60, t_max=4 * cfg.rows, n_max=min(cfg.k_max, 300))
+    runs, _ = rtl_ffnr_batch(cfg, cases, seed=seed, gaps=0.1, backpressure=0.2,
+                             run_name="ffnr-long")
+    check_runs(cfg, cases, runs, label=f"seed {seed}")
+
+
+@pytest.mark.parametrize("cfg", CFGS, ids=IDS)
+def test_ffnr_verilog_is_lint_clean(cfg):
+    g = generate(cfg, "ffnr", build_root() / "rtl" / f"{cfg.name}-{cfg.hash}")
+    assert lint(g.verilog, "exion_ffnr") == []
+
+
+def test_cli_sim_ffnr_writes_the_golden_mask(tmp_path, cli_run):
+    import json
+
+    from exion.golden.ffn_reuse import build_mask
+    rng = np.random.default_rng(19)
+    h = rng.integers(-300, 301, (TOY.rows + 5, 2 * TOY.lanes + 3)).astype(np.int16)
+    np.save(tmp_path / "h.npy", h)
+    out, rep = tmp_path / "mask.npy", tmp_path / "r.json"
+    code, stdout, _ = cli_run("sim", "ffnr", "--config", "toy", "--h", str(tmp_path / "h.npy"),
+                              "--s", "0.85", "--out", str(out), "--json", str(rep),
+                              "--seed", "19")
+    assert code == 0, stdout
+    mask, theta = build_mask(h, 0.85, "magnitude", width=TOY.width)
+    got = np.load(out)
+    assert got.dtype == bool
+    np.testing.assert_array_equal(got, mask)
+    r = json.loads(rep.read_text())
+    assert r["bit_exact"] and r["theta"] == theta and r["s_code"] == 850000
+    assert r["rtl_cycles"] == r["model_cycles"]
+    assert f"theta {theta}" in stdout and "PASS" in stdout
