@@ -36,16 +36,28 @@ gathered L-chunks holding a non-zero are streamed (SPEC 3.2, last paragraph, on 
 index).
 
 Bank mapping (``BANK_MAPS``; only matters for ConMerge with m > 1): merged members of a slot
-are read by DPU column c through its m weight buses from WMEM bank c (SPEC 4.2).
+are read by DPU column c through its m weight buses (SPEC 4.2: bank c = m sub-banks, one read
+port each). In ``col-group`` the group's weights are resident, so *where* each column sits
+decides which slots are possible. With a mask, a column lives whole in one sub-bank side
+(``wmem_words // m`` words), so a bank holds ``m * (sub-bank words // chunk words)`` columns.
 
-``bank``      (a) a group column lives in bank ``i % C``, sub-bank ``(i // C) % m`` (i = its
-              index in the group); a slot merges columns of one bank only, at most one per
-              sub-bank (each sub-bank has one read port). No datapath change.
-``crossbar``  (b) any DPU column reads any bank: the global ConMerge over the group's columns
-              (an ideal C*m x C*m crossbar with a read port per member; an upper bound).
-``placed``    (c) as ``bank``, but the fetch unit places the group's columns into banks by the
-              mask: columns by total popcount, descending, each into the bank with the least
+``bank``      (a) column i of the group in bank ``i % C``, sub-bank ``(i // C) % m``; a slot
+              merges columns of one bank only, at most one per sub-bank; passes of a (row
+              block, group) = the most slots of any bank. No datapath change.
+``placed``    (c) as ``bank``, but the fetch unit places the group's columns by the mask:
+              by total popcount (all M rows), descending, each into the bank with the least
               popcount so far (and its least-filled sub-bank), so the banks' work is balanced.
+              No datapath change; the placement needs the group's column popcounts.
+``crossbar``  (b) a C*m x C*m crossbar from every sub-bank to every weight bus: slots merge
+              over all the group's columns (placed as in ``bank``), at most one member per
+              sub-bank, and a pass never reads a sub-bank twice (one port each): slots are
+              packed first-fit into passes under that rule.
+``ideal``     the global ConMerge over the group's columns with no port limit (an upper bound:
+              it needs every weight readable by every DPU column at once).
+
+Measured utilizations (``docs/dataflow.md``): equal on column-concentrated masks; on the
+digits DiT's real masks bank 0.31, placed 0.33, crossbar 0.40, ideal 0.51; on random masks at
+s = 0.95 bank 0.16, placed 0.16, crossbar 0.14, ideal 0.30. Default ``placed``.
 
 Timing of ``col-group`` (event model, :func:`_simulate`): the SDUE runs the steps (one IMEM
 split of one row block against one group chunk) back to back; a step starts when the previous
@@ -80,13 +92,12 @@ from .conmerge import _pack, _sorted_cols, check_mask, conmerge, dense_plan, mer
 from .cycles import gemm_cycles, sdue_fixed, sdue_pass_list
 
 __all__ = ["DATAFLOWS", "BANK_MAPS", "DEFAULT_BANK_MAP", "GemmFlow", "gemm_flow",
-           "plan_col_group", "bank_slots", "BYTE_KEYS"]
+           "plan_col_group", "bank_slots", "crossbar_passes", "BYTE_KEYS"]
 
 DATAFLOWS = ("row-block", "col-group")
-BANK_MAPS = ("bank", "crossbar", "placed")
-#: Default bank mapping of ``col-group`` (measured in docs/dataflow.md: ``placed`` gives the
-#: crossbar's utilization on column-concentrated masks and within a few points of ``bank`` on
-#: random and real masks, with no new datapath).
+BANK_MAPS = ("bank", "placed", "crossbar", "ideal")
+#: Default bank mapping of ``col-group`` (docs/dataflow.md): no new datapath, the best of the
+#: two such options on real masks, equal to every option on column-concentrated masks.
 DEFAULT_BANK_MAP = "placed"
 #: Byte counters of a GEMM: global buffer -> WMEM / IMEM / OMEM (preload), OMEM -> global buffer.
 BYTE_KEYS = ("gb_wmem", "gb_imem", "gb_omem", "omem_gb")
@@ -219,13 +230,11 @@ def _row_block(cfg, M, N, K, omask, imask, bw, m, name, out_bits, preload_bits):
 
 
 # ---- col-group: bank mapping and ConMerge per (row block, group) ----------------------
-def bank_slots(cvs, subbank, merge_ways: int, window: int) -> int:
-    """Slots of one bank's columns (cvs as ints, in walk order, each in ``subbank``): the
-    windowed first-fit merge of SPEC 3.2 step 4 with one more rule, at most one member per
-    sub-bank (one read port each)."""
+def _merge(cvs, subbank, merge_ways: int, window: int):
+    """Windowed first-fit merge (SPEC 3.2 step 4) of cvs (ints, walk order) with one more
+    rule: at most one member per sub-bank (``subbank`` ids; one read port each). Returns the
+    slots' sub-bank masks (bit k = sub-bank k used)."""
     m = merge_ways
-    if m == 1:
-        return len(cvs)
     ors: list[int] = []
     cnt: list[int] = []
     used: list[int] = []
@@ -233,7 +242,7 @@ def bank_slots(cvs, subbank, merge_ways: int, window: int) -> int:
         ns = len(ors)
         s = ns - window if ns > window else 0
         bit = 1 << int(k)
-        while s < ns:
+        while s < ns and m > 1:
             if cnt[s] < m and not (ors[s] & v) and not (used[s] & bit):
                 ors[s] |= v
                 cnt[s] += 1
@@ -244,7 +253,31 @@ def bank_slots(cvs, subbank, merge_ways: int, window: int) -> int:
             ors.append(v)
             cnt.append(1)
             used.append(bit)
-    return len(ors)
+    return used
+
+
+def bank_slots(cvs, subbank, merge_ways: int, window: int) -> int:
+    """Slots of one bank's columns (``bank``/``placed`` mappings): :func:`_merge`'s count."""
+    return len(_merge(cvs, subbank, merge_ways, window))
+
+
+def crossbar_passes(cvs, subbank, merge_ways: int, window: int, cols: int) -> int:
+    """Passes of one (row block, group) through a port-limited crossbar: slots merged over
+    all the group's columns (at most one member per sub-bank, ``subbank`` = global sub-bank
+    id), then packed first-fit into passes of ``cols`` slots in which no sub-bank is read
+    twice (one read port per sub-bank per cycle)."""
+    p_used: list[int] = []
+    p_cnt: list[int] = []
+    for u in _merge(cvs, subbank, merge_ways, window):
+        for p in range(len(p_used)):
+            if p_cnt[p] < cols and not (p_used[p] & u):
+                p_used[p] |= u
+                p_cnt[p] += 1
+                break
+        else:
+            p_used.append(u)
+            p_cnt.append(1)
+    return len(p_used)
 
 
 def _placement(cfg, gmask, n_per_bank, per_sub, m, bank_map):
@@ -252,7 +285,7 @@ def _placement(cfg, gmask, n_per_bank, per_sub, m, bank_map):
     G = gmask.shape[1]
     C = cfg.cols
     i = np.arange(G)
-    if bank_map == "bank":
+    if bank_map in ("bank", "crossbar"):
         return i % C, (i // C) % m
     # placed: by total popcount, descending, into the least-loaded bank with room
     pc = gmask.sum(axis=0)
@@ -278,6 +311,12 @@ def _placement(cfg, gmask, n_per_bank, per_sub, m, bank_map):
 def _tile_passes(cfg, blk, m, window, bank_map, bank, sub):
     """SDUE passes of one (row block, group) for the block's mask ``blk`` (R', G)."""
     C = cfg.cols
+    if bank_map == "crossbar":
+        cols = _sorted_cols(blk, "popcount")
+        if cols.size == 0:
+            return 0
+        gsub = bank[cols] * m + sub[cols]
+        return crossbar_passes(_pack(blk[:, cols]), gsub, m, window, C)
     if bank is None:
         cols = _sorted_cols(blk, "popcount")
         if cols.size == 0:
@@ -356,7 +395,7 @@ def plan_col_group(cfg: Config, M: int, N: int, K: int, omask=None, imask=None, 
         Kg = int(kg.size)
     nb = math.ceil(M / R)
     nq = math.ceil(Kg / L)
-    sub_map = omask is not None and bank_map != "crossbar" and m > 1
+    sub_map = omask is not None and bank_map != "ideal" and m > 1
     n_omem = max(1, cfg.omem_depth // 2 // C)
     cap_i = cfg.imem_words
     ncols = int(cols.size)
@@ -448,7 +487,7 @@ def _col_group(cfg, M, N, K, omask, imask, bw, m, bank_map, name, out_bits, prel
     plan = plan_col_group(cfg, M, N, K, omask, imask, bw=bw, merge_ways=m, bank_map=bank_map,
                           out_bits=out_bits, preload_bits=preload_bits)
     useful = _useful(M, N, K, omask, imask)
-    sub_map = omask is not None and bank_map != "crossbar" and m > 1
+    sub_map = omask is not None and bank_map != "ideal" and m > 1
     nb = math.ceil(M / R)
     cap_i = cfg.imem_words
     cols = plan.cols
@@ -473,7 +512,7 @@ def _col_group(cfg, M, N, K, omask, imask, bw, m, bank_map, name, out_bits, prel
         Gv = gcols.size
         gmask = None if omask is None else omask[:, gcols]
         bank = sub = None
-        if gmask is not None and bank_map != "crossbar":
+        if gmask is not None and bank_map != "ideal":
             bank, sub = _placement(cfg, gmask, plan.n_per_bank,
                                    plan.per_sub if sub_map else plan.n_per_bank, m, bank_map)
         # passes, rows and outputs of each row block against this group
