@@ -21,3 +21,4 @@ def register(sub) -> None:
     gsub = p.add_subparsers(dest="golden_command", metavar="WHAT", required=True)
     for name in GOLDEN_MODULES:
         importlib.import_module(name).register(gsub)
+    importlib.import_module("exion.gen.cmd_block").register_golden(gsub)  # block (issue 17)
