@@ -62,15 +62,18 @@ s = 0.95 bank 0.16, placed 0.16, crossbar 0.14, ideal 0.30. Default ``placed``.
 Timing of ``col-group`` (event model, :func:`_simulate`): the SDUE runs the steps (one IMEM
 split of one row block against one group chunk) back to back; a step starts when the previous
 one has ended and its data is in: its IMEM split (released when the step two earlier, on the
-same IMEM side, has ended), its group chunk's WMEM side (released when the chunk two earlier
-has ended) and its OMEM preload (released when the tile two earlier has been written back).
-The global buffer has a *read* channel (fills of WMEM, IMEM, OMEM) and a *write* channel
-(OMEM write-back), each ``B`` bytes per cycle (an AXI4 master's separate read and write data
+same IMEM side, has ended) and its OMEM preload (released when the tile two earlier has been
+written back: two OMEM halves). A group chunk's weights go to the WMEM side freed when the
+chunk two earlier has ended; they arrive in pass order, so the chunk's first step may start
+before they are all in and ends no earlier than their arrival plus one pass. The global
+buffer has a *read* channel (fills of WMEM, IMEM, OMEM) and a *write* channel (OMEM
+write-back), each ``B`` bytes per cycle (an AXI4 master's separate read and write data
 channels, SPEC 7). The read channel always serves the released request that is needed first
-and lets later ones (the next group's weights) use the gaps, byte by byte (a preemptive
-priority schedule, modelled exactly as a fluid). Cycles = last step's end + ``sdue_fixed``
-(or the last write-back, if later); compute = sum of the steps' ``max(k, C)`` per pass +
-``sdue_fixed``; stall = cycles - compute.
+(a step's preload and IMEM split, then its chunk's weights) and lets later ones (the next
+group's weights) use the gaps, byte by byte (a preemptive priority schedule, modelled exactly
+as a fluid). A tile's results leave OMEM pass by pass (from the end of its last step's first
+pass). Cycles = last step's end + ``sdue_fixed`` (or the last write-back, if later); compute =
+sum of the steps' ``max(k, C)`` per pass + ``sdue_fixed``; stall = cycles - compute.
 
 Bytes: W-bit operands (``ceil(W / 8)`` is not used: 12-bit elements are 1.5 bytes, packed),
 A-bit partial sums, results written at ``out_bits`` (default W: the CFSE requantizes) and an
@@ -590,12 +593,8 @@ def _simulate(steps, tiles, wbytes, bw):
     wb_end = [0.0] * len(tiles)
     ends: list[float] = []
     e_prev = 0.0
-    for i, (q, t, comp, a_b, _, _) in enumerate(steps):
+    for i, (q, t, comp, a_b, npass, _) in enumerate(steps):
         ready = e_prev
-        if w_done[q] is None:
-            rel = q_end[q - 2] if q >= 2 else 0.0
-            w_done[q] = rd.alloc(rel, wbytes[q])
-        ready = max(ready, w_done[q])
         if t not in t_first:
             t_first[t] = i
             pre_b, _, prod = tiles[t]
@@ -604,11 +603,22 @@ def _simulate(steps, tiles, wbytes, bw):
                 rel = max(rel, wb_end[prod])
             ready = max(ready, rel, rd.alloc(rel, pre_b))
         a_rel = ends[i - 2] if i >= 2 else 0.0
-        start = max(ready, rd.alloc(a_rel, a_b))
-        end = start + comp
+        ready = max(ready, rd.alloc(a_rel, a_b))
+        if w_done[q] is None:
+            # the chunk's weights arrive in pass order: pass p may start once its columns
+            # are in, so the step ends no earlier than the last weights + one pass
+            rel = q_end[q - 2] if q >= 2 else 0.0
+            w_done[q] = rd.alloc(rel, wbytes[q])
+            end = max(ready + comp, w_done[q] + comp / npass)
+        else:
+            end = max(ready, w_done[q]) + comp
         ends.append(end)
         e_prev = end
         q_end[q] = end
         if i + 1 == len(steps) or steps[i + 1][1] != t:
-            wb_end[t] = wr.alloc(end, tiles[t][1])
+            # results leave pass by pass: from the end of the step's first pass, the last
+            # pass's share no earlier than the end of the step
+            wb = tiles[t][1]
+            rel = end - (npass - 1) * comp / npass
+            wb_end[t] = max(wr.alloc(rel, wb), end + wb / npass / bw)
     return (e_prev, max(wb_end) if wb_end else 0.0)
