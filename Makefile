@@ -34,7 +34,7 @@ test: $(STAMP)  ## the whole suite (RTL benches on Verilator included); what CI 
 test-long: $(STAMP)  ## the suite plus long seeded random regressions
 	EXION_LONG=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-BENCHES ?= bench/bench_dpu.py bench/bench_conmerge.py bench/bench_sdue.py bench/bench_gemm.py bench/bench_fpga.py bench/bench_workload.py
+BENCHES ?= bench/bench_dpu.py bench/bench_conmerge.py bench/bench_sdue.py bench/bench_gemm.py bench/bench_fpga.py bench/bench_workload.py bench/bench_dataflow.py
 
 bench: $(STAMP)  ## benchmarks: print figures and write JSON under build/bench (BENCHES=...)
 	@set -e; for b in $(BENCHES); do echo "== $$b"; $(BIN)/python $$b; done
