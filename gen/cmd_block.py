@@ -156,8 +156,9 @@ def _rows(gemms):
 def _print(cfg, shp, r):
     peak = cfg.peak_macs
     m = r["masks"]
-    desc = (f"masks {m['kind']}" + (f" s={m['s']}" if m["s"] is not None else "")
-            + (f" ({m['source']})" if m["source"] else ""))
+    desc = "dense" if r["mode"] == "base" else (
+        f"masks {m['kind']}" + (f" s={m['s']}" if m["s"] is not None else "")
+        + (f" ({m['source']})" if m["source"] else ""))
     print(f"config {cfg.name}: {cfg.rows}x{cfg.cols}x{cfg.lanes}, m = {cfg.merge_ways}; shape "
           f"{shp['name']} (T={shp['T']}, d={shp['d']}, {shp['heads']} heads of "
           f"{shp['d_head']}, FFN {shp['ffn']}); mode {r['mode']}; dataflow {r['dataflow']}"
