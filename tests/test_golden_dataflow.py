@@ -305,3 +305,26 @@ def test_cli_block_file_with_s_refused(cli_run, tmp_path):
     code, _, e = cli_run("golden", "block", "--shape", "dit-xl2", "--mode", "ffnr",
                          "--masks", str(f), "--json", str(out))
     assert code == 2 and "does not match" in e and not out.exists()
+
+
+def test_cli_block_trace_masks(cli_run, tmp_path):
+    from exion.workloads import trace as tr
+    from exion.workloads.dit import DiT
+    from exion.workloads.weights import load_weights
+    arrays, meta = tr.collect(DiT(load_weights(None)[0]), steps=3, samples=2, seed=0,
+                              light=True)
+    f = tr.save(tmp_path / "t.npz", arrays, meta)
+    out = tmp_path / "b.json"
+    code, _, e = cli_run("golden", "block", "--shape", "digits", "--mode", "all", "--masks",
+                         str(f), "--trace-sample", "1", "--json", str(out))
+    assert code == 0, e
+    r = json.loads(out.read_text())
+    T = bl.shape("digits")["T"]
+    fm = arrays[tr.key(0, 1, "fc1_mask")][T:2 * T]          # iteration 1 is the first sparse
+    assert "iteration 1 (sparse), sample 1" in r["masks"]["source"]
+    assert r["masks"]["ffn_sparsity"] == pytest.approx(1 - fm.mean())
+    fc1 = next(g for g in r["gemms"] if g["name"] == "fc1")
+    assert fc1["useful_macs"] == int(fm.sum()) * bl.shape("digits")["d"]
+    code, _, e = cli_run("golden", "block", "--shape", "digits", "--mode", "ffnr", "--masks",
+                         str(f), "--trace-iteration", "0", "--json", str(out))
+    assert code == 2 and "holds no FFN-Reuse mask" in e
