@@ -46,7 +46,8 @@ JSON fields (top level; cycles are core clock cycles, bytes are bytes):
                           cycles, ffn_cycles
   speedup, ffn_speedup    reference / this (block, FFN sub-block)
   amortized_cycles        ffnr / all: (dense iteration + N sparse ones) / (N + 1) with
-                          N = --n-reuse (the dense iteration is base, or ep for all)
+                          N = --n-reuse (the dense iteration is base, or ep for all, with
+                          FC2 writing Y_d at A bits)
   gemms                   one entry per GEMM: name, dataflow, M, N, K, bw, passes, k_words,
                           compute_cycles, stall_cycles, cycles, bytes (as above),
                           bytes_total, charged (byte counters the cycles pay: row-block
@@ -122,7 +123,8 @@ def cmd_block(args) -> int:
     res["ffn_speedup"] = ref["ffn_cycles"] / r["ffn_cycles"]
     res["n_reuse"] = args.n_reuse
     if mode in ("ffnr", "all"):
-        dense = ref if mode == "ffnr" else bl.block_flow(cfg, shp, "ep", ep=ep, **kw)
+        dense = bl.block_flow(cfg, shp, "base" if mode == "ffnr" else "ep", ep=ep,
+                              reuse_dense=True, **kw)
         res["amortized_cycles"] = (dense["cycles"] + args.n_reuse * r["cycles"]) \
             / (args.n_reuse + 1)
     else:

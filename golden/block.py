@@ -222,10 +222,12 @@ def _proj_mask(need_ht, d_head):
 def block_flow(cfg: Config, shp: dict, mode: str, *, ffn_mask=None, ep=None,
                dataflow: str = "col-group", bw: int | None = None,
                merge_ways: int | None = None, bank_map: str = DEFAULT_BANK_MAP,
-               cfse_rate: int | None = None) -> dict:
+               cfse_rate: int | None = None, reuse_dense: bool = False) -> dict:
     """Cycles, bytes and bound of one block iteration in ``mode`` (module docstring).
 
     ``ffn_mask`` (T, F) is needed by ffnr/all, ``ep`` (dict of :func:`synth_ep`) by ep/all.
+    ``reuse_dense``: a dense iteration of an FFN-Reuse run (base/ep modes): FC2 writes Y_d
+    at A bits (the cache the sparse iterations add into).
     Returns a dict with the totals (``cycles``, ``compute_cycles``, ``stall_cycles``,
     ``bytes``, ``bound``, ``utilization``, ``ffn_cycles``, ``attention_cycles``,
     ``epre_cycles``, ``cfse``) and ``gemms`` (one :meth:`GemmFlow.to_dict` each).
@@ -290,7 +292,7 @@ def block_flow(cfg: Config, shp: dict, mode: str, *, ffn_mask=None, ep=None,
         n_el = int(ffn_mask.sum())
     else:
         f1 = gemm("fc1", T, F, d)
-        gemm("fc2", T, d, F)
+        gemm("fc2", T, d, F, out_bits=A if reuse_dense else W)
         n_el = T * F
     cfse["gelu_elements"] = n_el
     cfse["gelu_exposed"] = max(0, math.ceil(n_el / rate) - (f1.cycles if f1 else 0))
