@@ -328,3 +328,20 @@ def test_cli_block_trace_masks(cli_run, tmp_path):
     code, _, e = cli_run("golden", "block", "--shape", "digits", "--mode", "ffnr", "--masks",
                          str(f), "--trace-iteration", "0", "--json", str(out))
     assert code == 2 and "holds no FFN-Reuse mask" in e
+
+
+@pytest.mark.parametrize("bw", [8, 64, 512])
+@pytest.mark.parametrize("shape", [(256, 1152, 1152), (40, 50, 600), (256, 1152, 4608),
+                                   (256, 4608, 1152)], ids=lambda s: "x".join(map(str, s)))
+def test_col_group_cycles_between_bounds(shape, bw):
+    # Overlap can only help: cycles >= every lower bound (compute, reads / B, writes / B) and
+    # <= the fully serial schedule (every byte moved, then every pass computed).
+    M, N, K = shape
+    rng = np.random.default_rng(2)
+    for mask in (None, rng.random((M, N)) < 0.1):
+        g = df.gemm_flow(EX16, M, N, K, mask=mask, bw=bw)
+        reads = g.bytes["gb_wmem"] + g.bytes["gb_imem"] + g.bytes["gb_omem"]
+        assert g.cycles >= g.compute_cycles
+        assert g.cycles >= reads / bw and g.cycles >= g.bytes["omem_gb"] / bw
+        assert g.cycles <= g.compute_cycles + (reads + g.bytes["omem_gb"]) / bw + 1
+        assert g.stall_cycles == g.cycles - g.compute_cycles
