@@ -11,6 +11,7 @@ import importlib
 GOLDEN_MODULES = [
     "golden_conmerge",   # conmerge, cycles
     "golden_predict",    # predict, ffnr
+    "golden_block",      # block (dataflow model, docs/dataflow.md)
 ]
 
 

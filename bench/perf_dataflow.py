@@ -1,0 +1,266 @@
+"""Dataflow benchmark (issue 17): one DiT-XL/2 block under the row-block and col-group
+dataflows (golden/dataflow.py, golden/block.py) against global-buffer bandwidth.
+
+1. DiT-XL/2 block (T = 256, d = 1152, 16 heads of 72, FFN 4608) on exion16: Base and FFNR
+   sparse iterations (s = 0.8, 0.95, 0.97; random and column-concentrated masks, seed 0),
+   row-block vs col-group, at 64, 128, 256 and 512 B/cycle: block and FFN cycles, compute,
+   stall, bytes, utilization, bound; speedups against the dense block under the same
+   dataflow and bandwidth.
+2. The goals of issue 17, side by side from the runs of 1.
+3. Bank mapping of col-group (bank / placed / crossbar / ideal): ConMerge utilization and
+   FC1 cycles (256 B/cycle) on the digits DiT's real FFN-Reuse masks (a light trace: 30 DDIM
+   steps, 4 samples stacked as 64 rows, N = 2, s = 0.8, every block's first sparse iteration
+   after each dense one) and on synthetic DiT-XL/2 FC1 masks; the row-block ConMerge (global
+   over the whole row block) for reference.
+4. The digits DiT block from its real masks (trace block 0, first sparse iteration, sample 0),
+   modes base / ffnr / all, both dataflows, 64 B/cycle.
+
+Writes ``build/bench/dataflow.json`` and ``build/bench/dataflow_roofline.png`` (achieved
+MACs per cycle against operational intensity, useful MACs per byte read from the global
+buffer, with the R*C*L peak and each bandwidth's roof). Run:
+``.venv/bin/python bench/bench_dataflow.py [--quick]`` (about 1 minute; ``--quick``: 64 and
+256 B/cycle only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from exion import PRESETS
+from exion.golden import block as bl
+from exion.golden.conmerge import conmerge
+from exion.golden.dataflow import BANK_MAPS, gemm_flow
+
+CFG = PRESETS["exion16"]
+BWS = (64, 128, 256, 512)
+SPARSITIES = (0.8, 0.95, 0.97)
+KINDS = ("random", "column")
+DATAFLOWS = ("row-block", "col-group")
+SEED = 0
+
+
+def _summary(r):
+    return {k: r[k] for k in ("cycles", "compute_cycles", "stall_cycles", "ffn_cycles",
+                              "attention_cycles", "utilization", "bound", "memory_cycles",
+                              "bytes")} | {
+        "fc1": next(g for g in r["gemms"] if g["name"] == "fc1")["cycles"],
+        "fc2": next(g for g in r["gemms"] if g["name"] == "fc2")["cycles"],
+        "fc1_bound": next(g for g in r["gemms"] if g["name"] == "fc1")["bound"],
+        "fc2_bound": next(g for g in r["gemms"] if g["name"] == "fc2")["bound"],
+        "useful_macs": r["useful_macs"],
+        "read_bytes": r["bytes"]["gb_wmem"] + r["bytes"]["gb_imem"] + r["bytes"]["gb_omem"]}
+
+
+def xl_sweep(bws, log):
+    shp = bl.shape("dit-xl2")
+    masks = {(k, s): bl.synth_ffn_mask(np.random.default_rng([SEED, 1]), shp["T"], shp["ffn"],
+                                       s, k) for k in KINDS for s in SPARSITIES}
+    rows = []
+    for bw in bws:
+        for dfl in DATAFLOWS:
+            t0 = time.perf_counter()
+            base = _summary(bl.block_flow(CFG, shp, "base", dataflow=dfl, bw=bw))
+            rows.append({"mode": "base", "masks": "-", "s": 0.0, "bw": bw, "dataflow": dfl,
+                         **base, "speedup": 1.0, "ffn_speedup": 1.0})
+            for (k, s), fm in masks.items():
+                r = _summary(bl.block_flow(CFG, shp, "ffnr", ffn_mask=fm, dataflow=dfl, bw=bw))
+                rows.append({"mode": "ffnr", "masks": k, "s": s, "bw": bw, "dataflow": dfl, **r,
+                             "speedup": base["cycles"] / r["cycles"],
+                             "ffn_speedup": base["ffn_cycles"] / r["ffn_cycles"]})
+            log(f"  {bw} B/cycle {dfl}: {time.perf_counter() - t0:.1f} s")
+    return rows
+
+
+def print_sweep(rows):
+    print(f"{'mode':5} {'masks':6} {'s':>5} {'B/cyc':>5} {'dataflow':9} {'cycles':>9} "
+          f"{'stall':>9} {'util':>6} {'bound':14} {'FFN':>9} {'FC1':>8} {'FC2':>8} "
+          f"{'x block':>7} {'x FFN':>6} {'MB':>7}")
+    for r in rows:
+        print(f"{r['mode']:5} {r['masks']:6} {r['s']:>5.2f} {r['bw']:>5} {r['dataflow']:9} "
+              f"{r['cycles']:>9} {r['stall_cycles']:>9} {100 * r['utilization']:>5.1f}% "
+              f"{r['bound']:14} {r['ffn_cycles']:>9} {r['fc1']:>8} {r['fc2']:>8} "
+              f"{r['speedup']:>6.2f}x {r['ffn_speedup']:>5.2f}x "
+              f"{r['bytes']['total'] / 1e6:>7.1f}")
+
+
+def _find(rows, **kw):
+    return next(r for r in rows if all(r[k] == v for k, v in kw.items()))
+
+
+def goals(rows, bws):
+    out = {}
+    if 256 in bws:
+        r = _find(rows, mode="base", bw=256, dataflow="col-group")
+        out["base_256_col_group_utilization"] = {"value": r["utilization"], "goal": ">= 0.90",
+                                                 "met": r["utilization"] >= 0.90}
+    new = _find(rows, mode="base", bw=64, dataflow="col-group")
+    old = _find(rows, mode="base", bw=64, dataflow="row-block")
+    out["base_64_speedup_vs_row_block"] = {"value": old["cycles"] / new["cycles"],
+                                           "old": old["cycles"], "new": new["cycles"],
+                                           "goal": ">= 4", "met": old["cycles"] >= 4 * new["cycles"]}
+    for bw in bws:
+        for k in KINDS:
+            r = _find(rows, mode="ffnr", masks=k, s=0.95, bw=bw, dataflow="col-group")
+            key = f"ffn_s0.95_{k}_{bw}"
+            out[key] = {"ffn_speedup": r["ffn_speedup"], "block_speedup": r["speedup"],
+                        "fc1_bound": r["fc1_bound"], "fc2_bound": r["fc2_bound"],
+                        "goal": ">= 5 (column masks)" if k == "column" else "report",
+                        "met": r["ffn_speedup"] >= 5 if k == "column" else None}
+    return out
+
+
+def print_goals(g):
+    print("\nGoals (col-group unless stated):")
+    for k, v in g.items():
+        val = v.get("value", v.get("ffn_speedup"))
+        extra = (f" (block {v['block_speedup']:.2f}x; FC1 {v['fc1_bound']}, FC2 "
+                 f"{v['fc2_bound']})" if "block_speedup" in v else "")
+        met = {True: "MET", False: "NOT MET", None: ""}[v["met"]]
+        print(f"  {k:38} {val:8.3f}  goal {v['goal']:20} {met}{extra}")
+
+
+def digits_trace(log):
+    from exion.workloads import trace as tr
+    from exion.workloads.dit import DiT
+    from exion.workloads.weights import load_weights
+    path = Path("build/bench/digits_trace_light.npz")
+    if not path.is_file():
+        t0 = time.perf_counter()
+        arrays, meta = tr.collect(DiT(load_weights(None)[0]), steps=30, samples=4, seed=0,
+                                  light=True)
+        tr.save(path, arrays, meta)
+        log(f"  traced the digits DiT (30 steps, 4 samples, light) in "
+            f"{time.perf_counter() - t0:.1f} s -> {path}")
+    return path
+
+
+def bank_maps(trace_path, log):
+    from exion.workloads import trace as tr
+    z, meta = tr.load(trace_path)
+    real = [z[tr.key(b, t, "fc1_mask")] for b in range(meta["depth"])
+            for t in range(meta["steps"])
+            if tr.key(b, t, "fc1_mask") in z.files and meta["dense"][t - 1]]
+    sets = {"digits real (64 x 256, K = 64)": (real, 64)}
+    shp = bl.shape("dit-xl2")
+    for k in KINDS:
+        for s in SPARSITIES:
+            fm = bl.synth_ffn_mask(np.random.default_rng([SEED, 1]), shp["T"], shp["ffn"], s, k)
+            sets[f"dit-xl2 {k} s={s} (256 x 4608, K = 1152)"] = ([fm], 1152)
+    out = {}
+    for name, (masks, K) in sets.items():
+        t0 = time.perf_counter()
+        rb_masked = rb_passes = 0
+        for mk in masks:
+            p = conmerge(CFG, mk)
+            rb_masked += p.masked
+            rb_passes += p.n_passes
+        row = {"row-block": {"utilization": rb_masked / (rb_passes * CFG.rows * CFG.cols)}}
+        for bm in BANK_MAPS:
+            masked = slots = cyc = 0
+            for mk in masks:
+                g = gemm_flow(CFG, mk.shape[0], mk.shape[1], K, mask=mk, bank_map=bm, bw=256)
+                masked += int(mk.sum())
+                slots += int(mk.sum()) / g.conmerge_utilization
+                cyc += g.cycles
+            row[bm] = {"utilization": masked / slots, "fc1_cycles_256": cyc}
+        out[name] = {"masks": len(masks),
+                     "sparsity": float(np.mean([1 - m.mean() for m in masks])), **row}
+        log(f"  bank maps on {name}: {time.perf_counter() - t0:.1f} s")
+    return out
+
+
+def print_bank_maps(res):
+    print("\nBank mapping (col-group FC1, exion16 m = 4): ConMerge utilization "
+          "(FC1 cycles at 256 B/cycle)")
+    print(f"{'masks':44}{'s':>6}{'row-block':>11}" + "".join(f"{b:>18}" for b in BANK_MAPS))
+    for name, r in res.items():
+        print(f"{name:44}{r['sparsity']:>6.3f}{100 * r['row-block']['utilization']:>10.1f}%"
+              + "".join(f"{100 * r[b]['utilization']:>8.1f}% ({r[b]['fc1_cycles_256']:>6})"
+                        for b in BANK_MAPS))
+
+
+def digits_block(trace_path):
+    shp = bl.shape("digits")
+    m = bl.load_masks(trace_path, shp)
+    out = {}
+    for dfl in DATAFLOWS:
+        for mode in ("base", "ffnr", "all"):
+            r = bl.block_flow(CFG, shp, mode, ffn_mask=m["ffn_mask"], ep=m["ep"],
+                              dataflow=dfl, bw=64)
+            out[f"{dfl} {mode}"] = _summary(r) | {"epre_cycles": r["epre_cycles"]}
+    return out, m["source"]
+
+
+def plot(rows, bws, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    peak = CFG.peak_macs
+    xs = np.logspace(0, 3, 200)
+    for bw in bws:
+        ax.plot(xs, np.minimum(peak, bw * xs), lw=0.8, color="0.6")
+        ax.text(xs[0] * 1.1, bw * xs[0] * 1.15, f"{bw} B/cycle", fontsize=7, color="0.4")
+    ax.axhline(peak, color="k", lw=1)
+    ax.text(1.1, peak * 1.04, f"peak R*C*L = {peak} MACs/cycle", fontsize=8)
+    styles = {"row-block": "o", "col-group": "s"}
+    colors = {"base": "C0", "random": "C1", "column": "C2"}
+    seen = set()
+    for r in rows:
+        x = r["useful_macs"] / max(1, r["read_bytes"])
+        y = r["useful_macs"] / r["cycles"]
+        c = colors["base" if r["mode"] == "base" else r["masks"]]
+        lab = f"{r['dataflow']}, {'Base' if r['mode'] == 'base' else 'FFNR ' + r['masks']}"
+        ax.scatter([x], [y], marker=styles[r["dataflow"]], color=c, s=22,
+                   label=None if lab in seen else lab, alpha=0.8)
+        seen.add(lab)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("operational intensity: useful MACs per byte read from the global buffer")
+    ax.set_ylabel("achieved useful MACs per cycle")
+    ax.set_title("DiT-XL/2 block on exion16: row-block vs col-group (64-512 B/cycle)")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(True, which="both", lw=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="64 and 256 B/cycle only")
+    ap.add_argument("--out", type=Path, default=Path("build/bench"))
+    args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    bws = (64, 256) if args.quick else BWS
+    t_start = time.perf_counter()
+    print(f"perf_dataflow: {CFG.name}, DiT-XL/2 block, seed {SEED}, bandwidths {bws}")
+    rows = xl_sweep(bws, print)
+    print_sweep(rows)
+    g = goals(rows, bws)
+    print_goals(g)
+    tp = digits_trace(print)
+    bm = bank_maps(tp, print)
+    print_bank_maps(bm)
+    db, src = digits_block(tp)
+    print(f"\nDigits DiT block from real masks ({src}), 64 B/cycle:")
+    for k, v in db.items():
+        print(f"  {k:18} {v['cycles']:>7} cycles (FFN {v['ffn_cycles']:>5}, EPRE "
+              f"{v['epre_cycles']:>5}), {v['bound']}")
+    png = args.out / "dataflow_roofline.png"
+    plot(rows, bws, png)
+    res = {"config": CFG.name, "seed": SEED, "bandwidths": list(bws), "xl": rows,
+           "goals": g, "bank_maps": bm, "digits_block": {"source": src, **db},
+           "seconds": time.perf_counter() - t_start}
+    (args.out / "dataflow.json").write_text(json.dumps(res, indent=1) + "\n")
+    print(f"wrote {args.out / 'dataflow.json'} and {png} ({res['seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
