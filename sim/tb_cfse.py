@@ -25,7 +25,7 @@ from amaranth.lib import data
 from cocotb.triggers import FallingEdge, ReadOnly
 
 from exion.hw.cfse import fx_vector, gb_layout, gelu_par_layout
-from exion.sim.bench_common import Stopwatch, bench_config, manifest, params, rng, start, write_report
+from exion.sim.tb_common import Stopwatch, bench_config, manifest, params, rng, start, write_report
 from exion.sim.payload import pack, unpack
 
 PORTS = {"gelu": ("gelu__inp", "gelu__out"), "softmax": ("softmax__x", "softmax__y"),

@@ -18,7 +18,7 @@ from cocotb.triggers import FallingEdge, ReadOnly
 
 from exion.hw.cau import mask_layout
 from exion.hw.ffnr import FfnrSizes, beat_layout, cmd_layout, delta_layout, y_layout
-from exion.sim.bench_common import (Stopwatch, bench_config, manifest, params, rng, start,
+from exion.sim.tb_common import (Stopwatch, bench_config, manifest, params, rng, start,
                                     write_report)
 from exion.sim.ffnr_rtl import (OP_DELTA, OP_DENSE, OP_MASK, OP_YLOAD, OP_YSTORE, cmd_fields,
                                 h_beats)

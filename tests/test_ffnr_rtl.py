@@ -16,7 +16,7 @@ from exion import PRESETS
 from exion.gen.verilog import generate, lint
 from exion.golden import ffnr_cycles as fc
 from exion.sim.ffnr_rtl import FfnrCase, rtl_ffnr, rtl_ffnr_batch
-from exion.sim.runner import build_root
+from exion.paths import build_root
 
 pytestmark = pytest.mark.rtl
 

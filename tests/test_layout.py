@@ -137,3 +137,57 @@ def test_readme_tables_name_existing_files():
     assert len(paths) > 40          # the folder table and the block table were parsed
     missing = [f"{row}: {p}" for row, p in paths if not list(ROOT.glob(p.rstrip("/")))]
     assert not missing, "README names files that do not exist:\n" + "\n".join(missing)
+
+
+# -- imports resolve --------------------------------------------------------------------------
+def _all_modules() -> dict[str, Path]:
+    return {m: p for pkg in _package_dirs() for m, p in _modules(pkg)}
+
+
+def unresolved_imports(modules: dict[str, Path]) -> list[str]:
+    """``exion...`` imports naming neither a module of the project nor a name defined or
+    imported at the top of one (``from exion.x import y``: y is a module or a name in x).
+
+    Testbench modules (``sim/tb_*.py``) are imported by cocotb inside the simulator, so a
+    stale import there fails only when a Verilated run starts; this catches it statically.
+    """
+    known = set(modules)
+
+    def names_in(path: Path) -> set[str]:
+        tree = ast.parse(path.read_text(), str(path))
+        out = set()
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                out.add(node.name)
+            elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for t in targets:
+                    out.update(n.id for n in ast.walk(t) if isinstance(n, ast.Name))
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                out.update((a.asname or a.name).split(".")[0] for a in node.names)
+        return out
+
+    bad = []
+    for module, path in sorted(modules.items()):
+        for name in sorted(imports_of(module, path)):
+            if not name.startswith("exion") or name in known:
+                continue
+            parent, _, attr = name.rpartition(".")
+            if parent in known and attr in names_in(modules[parent]):
+                continue
+            bad.append(f"{path.name} ({module}) imports {name}, which does not exist")
+    return bad
+
+
+def test_every_project_import_resolves():
+    bad = unresolved_imports(_all_modules())
+    assert not bad, "\n".join(bad)
+
+
+def test_a_stale_import_is_caught(tmp_path):
+    f = tmp_path / "tb_x.py"
+    f.write_text("from exion.sim.bench_common import start\nfrom exion.config import Config\n")
+    mods = {**_all_modules(), "exion.sim.tb_x": f}
+    bad = unresolved_imports(mods)
+    assert any("exion.sim.bench_common" in b for b in bad)
+    assert not any("exion.config" in b for b in bad)
