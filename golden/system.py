@@ -59,6 +59,9 @@ __all__ = ["System", "SYSTEMS", "get_system", "load_system", "ENERGY", "GPUS", "
 MODE_NAMES = {"Base": "base", "EP": "ep", "FFNR": "ffnr", "All": "all"}
 #: Above this sequence length one head's attention is priced and counted ``heads`` times.
 HEAD_SAMPLE_T = 1024
+#: Linear GEMMs over more tokens than this are priced on one chunk of this many tokens and
+#: counted ``M / M_CHUNK`` times (weights fetched again per chunk) [choice, run time].
+M_CHUNK = 4096
 
 # ---- energy table (pJ, 14 nm class; sources and scaling in docs/evaluate.md) ---------------
 #: Horowitz, ISSCC 2014, 45 nm, 0.9 V -> 14 nm: x 0.25 [choice, docs/evaluate.md].
@@ -232,6 +235,17 @@ def _gemm(cfg, name, M, N, K, kw, mask=None, input_mask=None, **extra):
     return gemm_flow(cfg, M, N, K, mask=mask, input_mask=input_mask, name=name, **kw, **extra)
 
 
+_BLOCK_CACHE: dict = {}
+
+
+def block_gemms_cached(cfg: Config, blk: Block, mode: str, **kw) -> dict:
+    """:func:`block_gemms`, memoized (the per-core figures do not depend on the core count)."""
+    key = (cfg.hash, blk, mode, tuple(sorted(kw.items())))
+    if key not in _BLOCK_CACHE:
+        _BLOCK_CACHE[key] = block_gemms(cfg, blk, mode, **kw)
+    return _BLOCK_CACHE[key]
+
+
 def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | None = None,
                 dataflow: str = "col-group", reuse_dense: bool = False, s: float = 0.0,
                 k: float = 1.0, q_th: float | None = None, masks_kind: str = "random") -> dict:
@@ -256,7 +270,9 @@ def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | 
             "rate": rate}
     h_eval = 1 if T > HEAD_SAMPLE_T else H
     shp = dict(blk.shape)
-    M = b * T
+    M_all = b * T
+    M = min(M_all, M_CHUNK)
+    lin = M_all / M                   # count of every linear GEMM
     ffn_mask = None
     if use_ffnr:
         shp_b = {**shp, "T": M}
@@ -276,10 +292,12 @@ def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | 
                 pm = bl._proj_mask(needs[x], dh)
                 keep = np.flatnonzero(pm.any(axis=1))
                 if keep.size:
-                    pmk = np.tile(pm[keep], (b, 1))
-                    g.append((_gemm(cfg, nm, pmk.shape[0], hd, d, kw, mask=pmk), 1, "linear"))
+                    reps = max(1, min(b, M_CHUNK // keep.size))
+                    pmk = np.tile(pm[keep], (reps, 1))
+                    g.append((_gemm(cfg, nm, pmk.shape[0], hd, d, kw, mask=pmk), b / reps,
+                              "linear"))
             else:
-                g.append((_gemm(cfg, nm, M, hd, d, kw), 1, "linear"))
+                g.append((_gemm(cfg, nm, M, hd, d, kw), lin, "linear"))
         cnt = b * H // h_eval
         for h in range(h_eval):
             if use_ep:
@@ -302,14 +320,14 @@ def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | 
                                                  - (r.cycles if r is not None else 0))
 
     attention("", ("q_proj", "k_proj", "v_proj"))
-    g.append((_gemm(cfg, "o_proj", M, d, hd, kw), 1, "linear"))
+    g.append((_gemm(cfg, "o_proj", M, d, hd, kw), lin, "linear"))
     epre_runs = 0
     if blk.self_attn2:
         attention("sa2.", ("q2_proj", "k2_proj", "v2_proj"))
-        g.append((_gemm(cfg, "o2_proj", M, d, hd, kw), 1, "linear"))
+        g.append((_gemm(cfg, "o2_proj", M, d, hd, kw), lin, "linear"))
     if blk.context is not None:       # cross-attention, dense [choice]
         Tc, dc = blk.context
-        g.append((_gemm(cfg, "xq_proj", M, hd, d, kw), 1, "linear"))
+        g.append((_gemm(cfg, "xq_proj", M, hd, d, kw), lin, "linear"))
         g.append((_gemm(cfg, "xk_proj", Tc, hd, dc, kw), 1, "linear"))
         g.append((_gemm(cfg, "xv_proj", Tc, hd, dc, kw), 1, "linear"))
         xs = _gemm(cfg, "x.scores[*]", T, Tc, dh, kw)
@@ -317,7 +335,7 @@ def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | 
         g.append((_gemm(cfg, "x.pv[*]", T, dh, Tc, kw), b * H, "head"))
         cfse["softmax_elements"] += b * H * T * Tc
         cfse["softmax_exposed"] += b * H * max(0, math.ceil(T * Tc / rate) - xs.cycles)
-        g.append((_gemm(cfg, "xo_proj", M, d, hd, kw), 1, "linear"))
+        g.append((_gemm(cfg, "xo_proj", M, d, hd, kw), lin, "linear"))
     fc1s = []
     for nm in ("fc1",) + (("fc1_gate",) if blk.geglu else ()):
         if use_ffnr:
@@ -325,17 +343,17 @@ def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | 
                               if nm == "fc1" else 0))
         else:
             fc1s.append(_gemm(cfg, nm, M, F, d, kw))
-        g.append((fc1s[-1], 1, "linear"))
+        g.append((fc1s[-1], lin, "linear"))
     if use_ffnr:
         g.append((_gemm(cfg, "fc2", M, d, F, kw, input_mask=ffn_mask, preload_bits=A,
-                        out_bits=A), 1, "linear"))
-        n_el = int(ffn_mask.sum())
+                        out_bits=A), lin, "linear"))
+        n_el = lin * int(ffn_mask.sum())
     else:
-        g.append((_gemm(cfg, "fc2", M, d, F, kw, out_bits=A if reuse_dense else W), 1,
+        g.append((_gemm(cfg, "fc2", M, d, F, kw, out_bits=A if reuse_dense else W), lin,
                   "linear"))
-        n_el = M * F
+        n_el = M_all * F
     cfse["gelu_elements"] = n_el
-    cfse["gelu_exposed"] = max(0, math.ceil(n_el / rate) - fc1s[0].cycles)
+    cfse["gelu_exposed"] = lin * max(0, math.ceil(n_el / lin / rate) - fc1s[0].cycles)
     epre = 0
     shift_adds = 0
     if use_ep:
@@ -383,7 +401,7 @@ def block_on_system(sysm: System, r: dict) -> dict:
         if kind == "head":
             t = math.ceil(n / N) * x.cycles
         else:
-            t = x.cycles / min(N, u)
+            t = n * x.cycles / min(N, u)
         cyc += t
         if x.bound == "memory-bound":
             mem_cyc += t
@@ -403,9 +421,10 @@ def block_on_system(sysm: System, r: dict) -> dict:
     units = r["attn_units"]        # (sequence, head) pairs of the block
     cyc += (c["softmax_exposed"] + c["gelu_exposed"]) / min(N, units)
     # EPRE: one run per head, heads split over the cores like the attention GEMMs
-    cyc += r["epre_cycles"] * math.ceil(units / N) / units
+    epre = r["epre_cycles"] * math.ceil(units / N) / units
+    cyc += epre
     t = core_totals(cfg, r)
-    return {"cycles": cyc, "memory_bound_cycles": mem_cyc, "useful_macs": t["useful_macs"],
+    return {"cycles": cyc, "epre_cycles": epre, "memory_bound_cycles": mem_cyc, "useful_macs": t["useful_macs"],
             "shift_adds": r["shift_adds"], "sram_bytes": sram,
             "gm_bytes": t["bytes"]["total"], "weight_bytes": wbytes, "act_bytes": actbytes,
             "cache_bytes": cachebytes,
@@ -437,7 +456,7 @@ def _residency(sysm: System, fp: dict, ffnr: bool) -> dict:
 
 
 def evaluate_model(sysm: System, model: Model, mode: str, *, seed: int = 0,
-                   progress=None) -> dict:
+                   masks_kind: str = "random", progress=None) -> dict:
     """Latency and energy of one generation (image / clip) of ``model`` in ``mode`` (Base,
     EP, FFNR, All) on ``sysm``, and the GPU comparison (docs/evaluate.md)."""
     if mode not in MODE_NAMES:
@@ -452,7 +471,7 @@ def evaluate_model(sysm: System, model: Model, mode: str, *, seed: int = 0,
     fp = _footprints(model, cfg)
     res = _residency(sysm, fp, ffnr)
     kinds = [("dense", dense_mode, n_dense)] + ([("sparse", m, n_sparse)] if n_sparse else [])
-    tot = {"latency_s": 0.0, "onchip_s": 0.0, "offchip_s": 0.0, "macs": 0,
+    tot = {"latency_s": 0.0, "latency_epre_hidden_s": 0.0, "onchip_s": 0.0, "offchip_s": 0.0, "macs": 0,
            "energy": {k: 0.0 for k in ("mac", "shift_add", "sram", "gm", "offchip", "cfse",
                                        "leakage")}}
     bound_time = {"compute": 0.0, "global memory": 0.0, "off-chip": 0.0}
@@ -461,17 +480,18 @@ def evaluate_model(sysm: System, model: Model, mode: str, *, seed: int = 0,
     for it_kind, bm, n_it in kinds:
         if n_it == 0:
             continue
-        cyc = mem_cyc = 0.0
+        cyc = mem_cyc = epre_cyc = 0.0
         act = {k: 0.0 for k in ("useful_macs", "shift_adds", "sram_bytes", "gm_bytes",
                                 "weight_bytes", "act_bytes", "cache_bytes", "cfse_elements")}
         for blk in model.blocks:
             if progress:
                 progress(f"{model.name} {mode}: {blk.name} ({it_kind})")
-            r = block_gemms(cfg, blk, bm, seed=seed, bw=sysm.gm_bytes_per_cycle,
+            r = block_gemms_cached(cfg, blk, bm, seed=seed, bw=sysm.gm_bytes_per_cycle,
                             dataflow=sysm.dataflow, reuse_dense=ffnr and it_kind == "dense",
-                            s=model.s, k=model.k, q_th=model.q_th)
+                            s=model.s, k=model.k, q_th=model.q_th, masks_kind=masks_kind)
             o = block_on_system(sysm, r)
             cyc += blk.count * o["cycles"]
+            epre_cyc += blk.count * o["epre_cycles"]
             mem_cyc += blk.count * o["memory_bound_cycles"]
             for kk in act:
                 act[kk] += blk.count * o[kk]
@@ -491,6 +511,8 @@ def evaluate_model(sysm: System, model: Model, mode: str, *, seed: int = 0,
                      + res["ffnr_caches"] * cache_io + res["activations"] * act["act_bytes"])
         off_s = off_bytes / (sysm.offchip_gb_per_s * 1e9)
         lat = max(onchip, off_s)
+        # projection (not the per-core model): EPRE fully overlapped with the SDUE
+        tot["latency_epre_hidden_s"] += n_it * max(onchip - epre_cyc / sysm.hz, off_s)
         if off_s > onchip:
             bound_time["off-chip"] += n_it * lat
         elif mem_cyc > cyc / 2:
@@ -524,6 +546,10 @@ def evaluate_model(sysm: System, model: Model, mode: str, *, seed: int = 0,
             "bound": max(bound_time, key=bound_time.get),
             "bound_time_s": bound_time, "onchip_s": tot["onchip_s"],
             "offchip_s": tot["offchip_s"], "macs": tot["macs"],
+            "projection_epre_hidden": {
+                "latency_s": tot["latency_epre_hidden_s"],
+                "speedup_vs_gpu": gpu["latency_s"] / tot["latency_epre_hidden_s"]},
+            "gpu": gpu,
             "iterations": {"total": S, "dense": n_dense, "sparse": n_sparse},
             "offchip_fraction": res, "footprint_bytes": fp, "blocks": per_block}
 
