@@ -236,6 +236,8 @@ def _gemm(cfg, name, M, N, K, kw, mask=None, input_mask=None, **extra):
 
 
 _BLOCK_CACHE: dict = {}
+_ATT_CACHE: dict = {}
+_FFN_CACHE: dict = {}
 
 
 def block_gemms_cached(cfg: Config, blk: Block, mode: str, **kw) -> dict:
@@ -259,33 +261,45 @@ def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | 
     """
     if mode not in bl.MODES:
         raise ExionError(f"mode {mode!r} is not one of {', '.join(bl.MODES)}")
-    T, d, H, F, dh, b = blk.T, blk.d, blk.heads, blk.ffn, blk.d_head, blk.batch
+    T, d, H, dh, b = blk.T, blk.d, blk.heads, blk.d_head, blk.batch
     hd = H * dh
     use_ep, use_ffnr = mode in ("ep", "all"), mode in ("ffnr", "all")
-    W, A = cfg.width, cfg.acc_width
     rate = cfg.rows
     kw = {"dataflow": dataflow, "bw": cfg.gb_bytes_per_cycle if bw is None else bw}
     g = []
     cfse = {"softmax_elements": 0, "softmax_exposed": 0, "gelu_elements": 0, "gelu_exposed": 0,
             "rate": rate}
     h_eval = 1 if T > HEAD_SAMPLE_T else H
-    shp = dict(blk.shape)
     M_all = b * T
     M = min(M_all, M_CHUNK)
     lin = M_all / M                   # count of every linear GEMM
-    ffn_mask = None
-    if use_ffnr:
-        shp_b = {**shp, "T": M}
-        ffn_mask = bl.ffn_mask_for(shp_b, masks_kind, s, seed)
-    ep = None
-    if use_ep:
-        ep = bl.synth_ep(np.random.default_rng([seed, 2]), h_eval, T, k, q_th)
-        if h_eval != H:
-            ep = {x: np.tile(v, (H,) + (1,) * (v.ndim - 1)) if x != "score_mask" else v
-                  for x, v in ep.items()}
+    ep_box = []
+
+    def get_ep():
+        if not ep_box:
+            ep = bl.synth_ep(np.random.default_rng([seed, 2]), h_eval, T, k, q_th)
+            if h_eval != H:
+                ep = {x: np.tile(v, (H,) + (1,) * (v.ndim - 1)) if x != "score_mask" else v
+                      for x, v in ep.items()}
+            ep_box.append(ep)
+        return ep_box[0]
 
     def attention(prefix, q_names):
+        """Self-attention GEMMs; memoized (the same in every mode with or without EP)."""
+        key = (cfg.hash, blk, prefix, use_ep, seed, k if use_ep else None,
+               q_th if use_ep else None, tuple(sorted(kw.items())))
+        if key not in _ATT_CACHE:
+            _ATT_CACHE[key] = _attention(prefix, q_names)
+        out, sm_el, sm_exp = _ATT_CACHE[key]
+        g.extend(out)
+        cfse["softmax_elements"] += sm_el
+        cfse["softmax_exposed"] += sm_exp
+
+    def _attention(prefix, q_names):
+        g = []
+        cfse = {"softmax_elements": 0, "softmax_exposed": 0}
         if use_ep:
+            ep = get_ep()
             needs = {x: ~np.asarray(ep[f"skip_{x}"]) for x in "qkv"}
         for nm, x in zip(q_names, "qkv"):
             if use_ep and not needs[x].all():
@@ -318,6 +332,7 @@ def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | 
             cfse["softmax_elements"] += cnt * n_el
             cfse["softmax_exposed"] += cnt * max(0, math.ceil(n_el / rate)
                                                  - (r.cycles if r is not None else 0))
+        return g, cfse["softmax_elements"], cfse["softmax_exposed"]
 
     attention("", ("q_proj", "k_proj", "v_proj"))
     g.append((_gemm(cfg, "o_proj", M, d, hd, kw), lin, "linear"))
@@ -336,6 +351,40 @@ def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | 
         cfse["softmax_elements"] += b * H * T * Tc
         cfse["softmax_exposed"] += b * H * max(0, math.ceil(T * Tc / rate) - xs.cycles)
         g.append((_gemm(cfg, "xo_proj", M, d, hd, kw), lin, "linear"))
+    fkey = (cfg.hash, blk, use_ffnr, reuse_dense and not use_ffnr, masks_kind,
+            s if use_ffnr else None, seed, tuple(sorted(kw.items())))
+    if fkey not in _FFN_CACHE:
+        _FFN_CACHE[fkey] = _ffn(cfg, blk, use_ffnr, reuse_dense, masks_kind, s, seed, kw)
+    fg, ffn_sp, gel_el, gel_exp = _FFN_CACHE[fkey]
+    g.extend(fg)
+    cfse["gelu_elements"] = gel_el
+    cfse["gelu_exposed"] = gel_exp
+    epre = 0
+    shift_adds = 0
+    if use_ep:
+        epre_runs = b * (2 if blk.self_attn2 else 1)
+        epre = epre_runs * epre_cycles(cfg, T, d, H, dh)["total"]
+        # stage 1 (Qh, Kh: T x d x 2hd products) + stage 2 (H x T x T x dh products), each
+        # a sum of lod_terms^2 power-of-two terms
+        shift_adds = epre_runs * cfg.lod_terms ** 2 * (T * d * 2 * hd + H * T * T * dh)
+    return {"block": blk.name, "mode": mode, "gemms": g, "cfse": cfse, "epre_cycles": epre,
+            "epre_runs": epre_runs, "shift_adds": shift_adds, "h_eval": h_eval,
+            "attn_units": b * H,
+            "ffn_sparsity": ffn_sp,
+            "bw": kw["bw"], "dataflow": dataflow}
+
+
+def _ffn(cfg, blk, use_ffnr, reuse_dense, masks_kind, s, seed, kw):
+    """FC1 (+ GEGLU gate) and FC2 of :func:`block_gemms` (memoized by the caller)."""
+    W, A, rate = cfg.width, cfg.acc_width, cfg.rows
+    M_all = blk.batch * blk.T
+    M = min(M_all, M_CHUNK)
+    lin = M_all / M
+    d, F = blk.d, blk.ffn
+    g = []
+    ffn_mask = None
+    if use_ffnr:
+        ffn_mask = bl.ffn_mask_for({**blk.shape, "T": M}, masks_kind, s, seed)
     fc1s = []
     for nm in ("fc1",) + (("fc1_gate",) if blk.geglu else ()):
         if use_ffnr:
@@ -352,21 +401,8 @@ def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | 
         g.append((_gemm(cfg, "fc2", M, d, F, kw, out_bits=A if reuse_dense else W), lin,
                   "linear"))
         n_el = M_all * F
-    cfse["gelu_elements"] = n_el
-    cfse["gelu_exposed"] = lin * max(0, math.ceil(n_el / lin / rate) - fc1s[0].cycles)
-    epre = 0
-    shift_adds = 0
-    if use_ep:
-        epre_runs = b * (2 if blk.self_attn2 else 1)
-        epre = epre_runs * epre_cycles(cfg, T, d, H, dh)["total"]
-        # stage 1 (Qh, Kh: T x d x 2hd products) + stage 2 (H x T x T x dh products), each
-        # a sum of lod_terms^2 power-of-two terms
-        shift_adds = epre_runs * cfg.lod_terms ** 2 * (T * d * 2 * hd + H * T * T * dh)
-    return {"block": blk.name, "mode": mode, "gemms": g, "cfse": cfse, "epre_cycles": epre,
-            "epre_runs": epre_runs, "shift_adds": shift_adds, "h_eval": h_eval,
-            "attn_units": b * H,
-            "ffn_sparsity": None if ffn_mask is None else float(1 - ffn_mask.mean()),
-            "bw": kw["bw"], "dataflow": dataflow}
+    gel = lin * max(0, math.ceil(n_el / lin / rate) - fc1s[0].cycles)
+    return (g, None if ffn_mask is None else float(1 - ffn_mask.mean()), n_el, gel)
 
 
 def core_totals(cfg: Config, r: dict) -> dict:
