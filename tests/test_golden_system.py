@@ -51,6 +51,15 @@ def test_dit_xl2_macs_match_the_paper():
     assert abs(m.params / 675e6 - 1) < 0.05
 
 
+def test_sd_unet_size_matches_the_paper():
+    # Stable Diffusion v1 UNet: 860 M parameters (Rombach et al. 2022, model card); our
+    # reconstruction (transformers + ResBlocks + convs) within 5 %; 16 transformer blocks
+    m = ws.MODELS["sd"]
+    assert abs(m.params / 860e6 - 1) < 0.05
+    assert sum(b.count for b in m.blocks) == 16
+    assert [b.T for b in m.blocks] == [4096, 1024, 256, 64]
+
+
 def test_sram_energy_sqrt_rule():
     e8 = sy.ENERGY["sram_8kb_byte"]
     assert sy.sram_pj_per_byte(8192) == pytest.approx(e8)
