@@ -507,7 +507,7 @@ def evaluate_model(sysm: System, model: Model, mode: str, *, seed: int = 0,
     fp = _footprints(model, cfg)
     res = _residency(sysm, fp, ffnr)
     kinds = [("dense", dense_mode, n_dense)] + ([("sparse", m, n_sparse)] if n_sparse else [])
-    tot = {"latency_s": 0.0, "latency_epre_hidden_s": 0.0, "onchip_s": 0.0, "offchip_s": 0.0, "macs": 0,
+    tot = {"latency_s": 0.0, "latency_epre_hidden_s": 0.0, "outside_s": 0.0, "onchip_s": 0.0, "offchip_s": 0.0, "macs": 0,
            "energy": {k: 0.0 for k in ("mac", "shift_add", "sram", "gm", "offchip", "cfse",
                                        "leakage")}}
     bound_time = {"compute": 0.0, "global memory": 0.0, "off-chip": 0.0}
@@ -570,6 +570,7 @@ def evaluate_model(sysm: System, model: Model, mode: str, *, seed: int = 0,
         tot["onchip_s"] += n_it * onchip
         tot["offchip_s"] += n_it * off_s
         tot["macs"] += n_it * macs
+        tot["outside_s"] += n_it * other_cyc / sysm.hz
     energy_j = sum(tot["energy"].values()) * 1e-12
     lat = tot["latency_s"]
     gpu = gpu_estimate(model, sysm.gpu)
@@ -586,6 +587,13 @@ def evaluate_model(sysm: System, model: Model, mode: str, *, seed: int = 0,
                 "latency_s": tot["latency_epre_hidden_s"],
                 "speedup_vs_gpu": gpu["latency_s"] / tot["latency_epre_hidden_s"]},
             "gpu": gpu,
+            # layers outside transformer blocks (dense), reported separately; included in
+            # the totals above
+            "outside_blocks": {"macs_per_iteration": model.other_macs,
+                               "weight_params": model.other_params,
+                               "onchip_s": tot["outside_s"],
+                               "mac_energy_j": S * model.other_macs * ENERGY["mac_int12"]
+                               * 1e-12},
             "iterations": {"total": S, "dense": n_dense, "sparse": n_sparse},
             "offchip_fraction": res, "footprint_bytes": fp, "blocks": per_block}
 

@@ -132,6 +132,11 @@ def test_energy_is_activity_times_table():
     assert e["shift_add"] == 0.0                      # no EPRE in Base
     assert e["leakage"] == pytest.approx(r["latency_s"] * sy.SYSTEMS["exion4"].leak_w)
     assert r["energy_j"] == pytest.approx(sum(e.values()))
+    # outside layers: 1e9 MACs per iteration at 4 cores x 4096 MACs x 800 MHz -> 6 x
+    # 1e9 / 1.31072e13 s of on-chip time over 6 iterations
+    o = sy.evaluate_model(sy.SYSTEMS["exion4"], _tiny_model(other_macs=10 ** 9), "Base")
+    assert o["outside_blocks"]["onchip_s"] == pytest.approx(6e9 / (4 * 4096 * 800e6))
+    assert o["macs"] == r["macs"] + 6 * 10 ** 9
     ep = sy.evaluate_model(sy.SYSTEMS["exion4"], _tiny_model(), "EP")
     assert ep["energy_breakdown_j"]["shift_add"] > 0
 

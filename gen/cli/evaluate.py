@@ -41,6 +41,9 @@ JSON layout (times in seconds, energies in joules, per generated image / clip / 
       footprint_bytes           weights, activations, ffnr_caches
       projection_epre_hidden    {latency_s, speedup_vs_gpu}: EPRE fully overlapped with the
                                 SDUE (a projection, not the per-core model)
+      outside_blocks            layers outside transformer blocks (dense, included in the
+                                totals): macs_per_iteration, weight_params, onchip_s,
+                                mac_energy_j
       blocks                    per block and iteration kind: cycles_per_instance (on the
                                 system), core_cycles_1core, useful_macs, ffn_sparsity, ...
 """
