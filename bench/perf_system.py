@@ -60,16 +60,19 @@ def plot(res, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 5))
+    names = list(ws.MODELS)
     for key, r in res.items():
+        name, mode = key.split("/")
+        sty = {"color": f"C{names.index(name)}", "ls": "-" if mode == "Base" else "--"}
         xs = [x["dscs"] for x in r["cores"]]
         ys = [x["latency_s"] for x in r["cores"]]
-        ln, = a.plot(xs, ys, "-", label=key)
+        ln, = a.plot(xs, ys, label=key, **sty)
         off = [(x, y) for x, y, z in zip(xs, ys, r["cores"]) if z["bound"] == "off-chip"]
         if off:
             a.plot(*zip(*off), "o", color=ln.get_color(), ms=4)
         xs = [x["offchip_gb_per_s"] for x in r["bandwidth"]]
         ys = [x["latency_s"] for x in r["bandwidth"]]
-        ln, = b.plot(xs, ys, "-", label=key)
+        ln, = b.plot(xs, ys, label=key, **sty)
         off = [(x, y) for x, y, z in zip(xs, ys, r["bandwidth"]) if z["bound"] == "off-chip"]
         if off:
             b.plot(*zip(*off), "o", color=ln.get_color(), ms=4)
@@ -81,7 +84,7 @@ def plot(res, path):
         ax.grid(which="both", alpha=0.3)
     b.legend(fontsize=6, ncol=2)
     fig.suptitle("EXION system model: latency vs cores and off-chip bandwidth "
-                 "(dots: off-chip-bound)")
+                 "(solid Base, dashed All; dots: off-chip-bound)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
