@@ -1,0 +1,111 @@
+"""System benchmark (issue 19): where each workload becomes memory-bound.
+
+Sweeps the DSC count (1 .. 64) at the exion24 off-chip bandwidth and the off-chip bandwidth
+(17 .. 3840 GB/s) at 24 DSCs (exion24 otherwise), for each of the seven workloads in mode
+Base and All (golden/system.py; docs/evaluate.md): latency per generation and the bound
+(compute / global memory / off-chip). Reports, per model, the smallest core count at which
+the run is off-chip-bound (more cores stop helping) and the bandwidth above which it no
+longer is.
+
+Writes ``build/bench/system.json`` and ``build/bench/system.png`` (latency against cores and
+against bandwidth, log-log, one line per model, markers where off-chip-bound). Run:
+``.venv/bin/python bench/perf_system.py [--quick]`` (``--quick``: Base only, fewer points).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+
+from exion.golden import system as sy
+from exion.golden import workloads_sys as ws
+from exion.paths import build_root
+
+CORES = (1, 2, 4, 8, 16, 24, 32, 48, 64)
+BWS = (17, 34, 68, 136, 272, 480, 960, 1920, 3840)
+
+
+def sweep(modes, cores, bws):
+    base = sy.SYSTEMS["exion24"]
+    out = {}
+    for name, m in ws.MODELS.items():
+        for mode in modes:
+            rows_c = []
+            for n in cores:
+                r = sy.evaluate_model(replace(base, dscs=n), m, mode)
+                rows_c.append({"dscs": n, "latency_s": r["latency_s"], "bound": r["bound"]})
+            rows_b = []
+            for bw in bws:
+                r = sy.evaluate_model(replace(base, offchip_gb_per_s=float(bw)), m, mode)
+                rows_b.append({"offchip_gb_per_s": bw, "latency_s": r["latency_s"],
+                               "bound": r["bound"]})
+            first_off = next((x["dscs"] for x in rows_c if x["bound"] == "off-chip"), None)
+            free_bw = next((x["offchip_gb_per_s"] for x in rows_b if x["bound"] != "off-chip"),
+                           None)
+            out[f"{name}/{mode}"] = {"cores": rows_c, "bandwidth": rows_b,
+                                     "offchip_bound_from_dscs": first_off,
+                                     "not_offchip_bound_from_gb_per_s": free_bw}
+            print(f"{name:14} {mode:5} off-chip-bound from {first_off or '-':>3} DSCs "
+                  f"(at {base.offchip_gb_per_s:g} GB/s); compute/on-chip-bound from "
+                  f"{free_bw or '>' + str(bws[-1])} GB/s (24 DSCs); latency 24 DSCs "
+                  f"{rows_c[CORES.index(24)]['latency_s'] if 24 in cores else float('nan'):.4g} s",
+                  flush=True)
+    return out
+
+
+def plot(res, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 5))
+    names = list(ws.MODELS)
+    for key, r in res.items():
+        name, mode = key.split("/")
+        sty = {"color": f"C{names.index(name)}", "ls": "-" if mode == "Base" else "--"}
+        xs = [x["dscs"] for x in r["cores"]]
+        ys = [x["latency_s"] for x in r["cores"]]
+        ln, = a.plot(xs, ys, label=key, **sty)
+        off = [(x, y) for x, y, z in zip(xs, ys, r["cores"]) if z["bound"] == "off-chip"]
+        if off:
+            a.plot(*zip(*off), "o", color=ln.get_color(), ms=4)
+        xs = [x["offchip_gb_per_s"] for x in r["bandwidth"]]
+        ys = [x["latency_s"] for x in r["bandwidth"]]
+        ln, = b.plot(xs, ys, label=key, **sty)
+        off = [(x, y) for x, y, z in zip(xs, ys, r["bandwidth"]) if z["bound"] == "off-chip"]
+        if off:
+            b.plot(*zip(*off), "o", color=ln.get_color(), ms=4)
+    for ax, xl in ((a, "DSC cores (960 GB/s off-chip)"), (b, "off-chip GB/s (24 DSCs)")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(xl)
+        ax.set_ylabel("latency per generation (s)")
+        ax.grid(which="both", alpha=0.3)
+    b.legend(fontsize=6, ncol=2)
+    fig.suptitle("EXION system model: latency vs cores and off-chip bandwidth "
+                 "(solid Base, dashed All; dots: off-chip-bound)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    a = ap.parse_args()
+    t = time.time()
+    modes = ("Base",) if a.quick else ("Base", "All")
+    cores = (1, 4, 24, 64) if a.quick else CORES
+    bws = (17, 68, 960, 3840) if a.quick else BWS
+    res = sweep(modes, cores, bws)
+    out = build_root() / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "system.json").write_text(json.dumps(res, indent=2) + "\n")
+    plot(res, out / "system.png")
+    print(f"wrote {out / 'system.json'}, {out / 'system.png'} ({time.time() - t:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

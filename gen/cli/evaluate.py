@@ -1,0 +1,172 @@
+"""``exion evaluate``: EXION-4 / EXION-24 on the seed's seven workloads (docs/evaluate.md).
+
+The model is :mod:`exion.golden.system` over the per-core model (:mod:`exion.golden.block`,
+:mod:`exion.golden.dataflow`); workloads are :mod:`exion.golden.workloads_sys`. Bad input
+raises :class:`~exion.errors.ExionError` before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from exion.errors import ExionError
+from exion.golden import system as sy
+from exion.golden import workloads_sys as ws
+
+from .options import add_report, add_seed, progress, write_json
+
+DEFAULT_JSON = "build/evaluate/evaluate.json"
+
+JSON_FIELDS = """\
+JSON layout (times in seconds, energies in joules, per generated image / clip / motion):
+  system                  the system's fields (dscs, core, clock_mhz, gm_mb,
+                          gm_bytes_per_cycle, offchip_gb_per_s, offchip_pj_per_byte,
+                          leak_mw_per_core, leak_mw_per_gm_mb, dataflow, gpu)
+  energy_table_pj         the energy constants (docs/evaluate.md gives each source)
+  seed, masks             synthetic-mask seed and kind (random | column)
+  models.<NAME>           one per model:
+    task, iterations, s, n_reuse, k, q_th, ep_sparsity_seed, params, dense_macs_per_iter
+    gpu                   gpu, latency_s, energy_j, estimate (a roofline estimate)
+    modes.<Base|EP|FFNR|All>:
+      latency_s, energy_j       one generation on the system
+      speedup_vs_gpu            gpu latency_s / latency_s
+      energy_eff_vs_gpu         gpu energy_j / energy_j
+      utilization               useful MACs / (peak MACs/s x latency_s)
+      bound                     compute | global memory | off-chip (the one holding for
+                                most of the time); bound_time_s: time under each
+      energy_breakdown_j        mac, shift_add, sram, gm, offchip, cfse, leakage
+      onchip_s, offchip_s, macs, iterations {total, dense, sparse}
+      offchip_fraction          activations / ffnr_caches / weights held off chip
+      footprint_bytes           weights, activations, ffnr_caches
+      projection_epre_hidden    {latency_s, speedup_vs_gpu}: EPRE fully overlapped with the
+                                SDUE (a projection, not the per-core model)
+      outside_blocks            layers outside transformer blocks (dense, included in the
+                                totals): macs_per_iteration, weight_params, onchip_s,
+                                mac_energy_j
+      blocks                    per block and iteration kind: cycles_per_instance (on the
+                                system), core_cycles_1core, useful_macs, ffn_sparsity, ...
+"""
+
+
+def _models(arg):
+    if arg == "all":
+        return list(ws.MODELS.values())
+    return [ws.get_model(arg)]
+
+
+def evaluate(system, models, seed=0, masks="random", report=None) -> dict:
+    sysm = sy.get_system(system)
+    out = {"system": sysm.to_dict(), "energy_table_pj": dict(sy.ENERGY), "seed": seed,
+           "masks": masks, "models": {}}
+    t0 = time.monotonic()
+    last = [t0]
+
+    def prog(msg):
+        now = time.monotonic()
+        if report and now - t0 > 2 and now - last[0] > 2:
+            report(f"{now - t0:5.1f} s  {msg}")
+            last[0] = now
+
+    for m in models:
+        e = {"task": m.task, "unit": m.unit, "iterations": m.iterations, "s": m.s,
+             "n_reuse": m.n_reuse, "k": m.k, "q_th": m.q_th, "ep_sparsity_seed": m.ep_sparsity,
+             "params": m.params, "dense_macs_per_iter": m.block_macs + m.other_macs,
+             "gpu": sy.gpu_estimate(m, sysm.gpu), "modes": {}}
+        for mode in sy.MODE_NAMES:
+            r = sy.evaluate_model(sysm, m, mode, seed=seed, masks_kind=masks, progress=prog)
+            r.pop("gpu")
+            e["modes"][mode] = r
+        out["models"][m.name] = e
+    return out
+
+
+def _print(res):
+    s = res["system"]
+    g = next(iter(res["models"].values()))["gpu"]["gpu"] if res["models"] else ""
+    print(f"system {s['name']}: {s['dscs']} DSCs ({s['core']}) at {s['clock_mhz']:g} MHz, "
+          f"global memory {s['gm_mb']:g} MB ({s['gm_bytes_per_cycle']} B/cycle/core), "
+          f"off-chip {s['offchip_gb_per_s']:g} GB/s; vs {g} (roofline estimate)")
+    print(f"{'model':15}{'mode':6}{'latency':>12}{'energy':>11}{'speedup':>9}{'en.eff':>9}"
+          f"{'util':>7}  bound           {'EPRE hidden':>11}")
+    for name, e in res["models"].items():
+        for mode, r in e["modes"].items():
+            print(f"{name:15}{mode:6}{r['latency_s']:>11.4g}s{r['energy_j']:>10.4g}J"
+                  f"{r['speedup_vs_gpu']:>8.3g}x{r['energy_eff_vs_gpu']:>8.3g}x"
+                  f"{100 * r['utilization']:>6.1f}%  {r['bound']:15} "
+                  f"{r['projection_epre_hidden']['speedup_vs_gpu']:>10.3g}x")
+        print(f"{'':15}{'GPU':6}{e['gpu']['latency_s']:>11.4g}s{e['gpu']['energy_j']:>10.4g}J")
+
+
+def plot(res, path):
+    """Bar charts in the seed's style: per model four modes, log scale; speedup and energy
+    efficiency against the matching GPU (= 1)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from pathlib import Path
+    names = list(res["models"])
+    modes = list(sy.MODE_NAMES)
+    fig, axes = plt.subplots(2, 1, figsize=(max(6, 1.4 * len(names) + 2), 7))
+    w = 0.8 / len(modes)
+    for ax, key, title in ((axes[0], "energy_eff_vs_gpu", "energy efficiency"),
+                           (axes[1], "speedup_vs_gpu", "speedup")):
+        for i, mode in enumerate(modes):
+            ys = [res["models"][n]["modes"][mode][key] for n in names]
+            ax.bar([j + (i - (len(modes) - 1) / 2) * w for j in range(len(names))], ys, w,
+                   label=f"{res['system']['name']}_{mode}")
+        ax.axhline(1.0, color="k", lw=0.8, label="GPU (roofline estimate) = 1")
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(names)), names, rotation=15)
+        ax.set_ylabel(f"{title} vs GPU (x)")
+        ax.legend(fontsize=7, ncol=3)
+        ax.grid(axis="y", which="both", alpha=0.3)
+    fig.suptitle(f"{res['system']['name']} vs "
+                 f"{next(iter(res['models'].values()))['gpu']['gpu']} (estimate)")
+    fig.tight_layout()
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    return p
+
+
+def cmd_evaluate(args) -> int:
+    if args.seed < 0:
+        raise ExionError(f"--seed {args.seed} is invalid: must be >= 0")
+    sysm = sy.get_system(args.system)
+    models = _models(args.model)
+    if args.plot and not str(args.plot).endswith(".png"):
+        raise ExionError(f"--plot {args.plot!r}: expected a FILE.png")
+    res = evaluate(sysm, models, seed=args.seed, masks=args.masks, report=progress)
+    _print(res)
+    out = write_json(args.json or DEFAULT_JSON, res)
+    print(f"wrote {out}")
+    if args.plot:
+        print(f"wrote {plot(res, args.plot)}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "evaluate", help="system model: EXION-4 / EXION-24 on the seven workloads vs GPUs",
+        description="Latency and energy of one generation of each of the seed's seven "
+                    "workloads on an EXION system (N DSC cores, global memory, off-chip "
+                    "memory) in modes Base / EP / FFNR / All, with speedup and energy "
+                    "efficiency against the matching GPU (Jetson Orin Nano for exion4, RTX "
+                    "6000 Ada for exion24; GPU figures are roofline estimates). "
+                    "docs/evaluate.md has the model and the sources of every constant.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=JSON_FIELDS)
+    p.add_argument("--system", default="exion24", metavar="exion4|exion24|FILE.toml",
+                   help="a system preset or a TOML file (base = \"exion24\" plus overrides) "
+                        "(default: %(default)s)")
+    p.add_argument("--model", default="all", metavar="NAME|all",
+                   help=f"one of {', '.join(ws.MODELS)}, or all (default: %(default)s)")
+    p.add_argument("--masks", choices=("random", "column"), default="random",
+                   help="synthetic FFN-Reuse masks: random elements or whole hidden units "
+                        "(default: %(default)s)")
+    add_seed(p, default=0, help="seed of synthetic masks (default: %(default)s)")
+    add_report(p, flag="--json", default_path=DEFAULT_JSON)
+    p.add_argument("--plot", default=None, metavar="OUT.png",
+                   help="bar charts (four modes per model, log scale)")
+    p.set_defaults(func=cmd_evaluate)

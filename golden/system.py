@@ -1,0 +1,631 @@
+"""System model: N DSC cores, a shared on-chip global memory, off-chip memory, energy, GPUs.
+
+Built on the per-core model (:mod:`exion.golden.block` over :mod:`exion.golden.dataflow`),
+whose figures are not changed here (docs/evaluate.md has the whole model):
+
+* **Per core.** One transformer block instance in one mode is priced GEMM by GEMM with
+  :func:`exion.golden.dataflow.gemm_flow` exactly as :func:`exion.golden.block.block_flow`
+  does (same GEMMs, masks, CFSE exposure, EPRE cycles; :func:`block_gemms` equals
+  ``block_flow`` for a plain block, a test checks it), plus what the seven workloads need:
+  cross-attention GEMMs (dense in every mode [choice]), the GEGLU gate half of FC1 (masked
+  like FC1), a second self-attention, and ``batch`` sequences (frames, positions) per
+  instance (linear GEMMs over all ``batch * T`` tokens; attention per sequence, priced once
+  and counted ``batch`` times). Long sequences (T > ``HEAD_SAMPLE_T``) price the attention of
+  one head and count it ``heads`` times [choice, run time].
+* **Split over cores** [choice]: a linear GEMM is split by output-column tiles (``C``
+  columns each, the col-group dataflow's unit), so ``min(N, ceil(cols / C))`` cores share it
+  and each fetches only its columns' weights; attention GEMMs are split by (sequence, head):
+  ``ceil(batch * heads / N)`` rounds. Cores meet at every GEMM. Each core has its own
+  global-memory port (``gm_bytes_per_cycle`` per core, the per-core model's ``bw``), so a
+  core's share of a GEMM takes its 1-core cycles divided by the cores sharing it.
+* **Off-chip** [choice]: the global memory (``gm_mb``) holds, in this priority, the
+  activations of the running block, the FFN-Reuse caches (H_d, Y_d of every block), then as
+  much of the weights as fits (resident for the whole run). What does not fit is read from
+  off-chip memory every iteration it is used (weights: the fraction not resident, of the
+  weight bytes each GEMM fetches; caches: their preload reads and dense writes; activations:
+  all GEMM operand traffic). Off-chip transfers overlap the cores: an iteration takes
+  ``max(on-chip time, off-chip bytes / off-chip bandwidth)``.
+* **Bound** of an iteration: ``off-chip`` if the off-chip time is the larger, else
+  ``global memory`` if the GEMM cycles of memory-bound GEMMs outweigh those of compute-bound
+  ones, else ``compute``.
+* **Energy**: :data:`ENERGY` (pJ; sources in docs/evaluate.md) times the activity: useful
+  MACs, EPRE shift-adds, local SRAM bytes (IMEM/WMEM reads per beat, fills, OMEM), global
+  memory bytes, off-chip bytes, CFSE elements, plus leakage power times latency.
+* **GPU** (:func:`gpu_estimate`): a roofline *estimate* from the seed's specs, per GEMM
+  ``max(2 MACs / peak, bytes / bandwidth)``, energy = power x time.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import numpy as np
+
+from exion.config import PRESETS, Config
+from exion.errors import ExionError
+
+from . import block as bl
+from .cycles import epre_cycles
+from .dataflow import BYTE_KEYS, gemm_flow
+from .workloads_sys import Block, Model
+
+__all__ = ["System", "SYSTEMS", "get_system", "load_system", "ENERGY", "GPUS", "MODE_NAMES",
+           "block_gemms", "evaluate_model", "gpu_estimate", "HEAD_SAMPLE_T"]
+
+#: Modes of the seed's figures -> the per-core model's mode names.
+MODE_NAMES = {"Base": "base", "EP": "ep", "FFNR": "ffnr", "All": "all"}
+#: Above this sequence length one head's attention is priced and counted ``heads`` times.
+HEAD_SAMPLE_T = 1024
+#: Linear GEMMs over more tokens than this are priced on one chunk of this many tokens and
+#: counted ``M / M_CHUNK`` times (weights fetched again per chunk) [choice, run time].
+M_CHUNK = 4096
+
+# ---- energy table (pJ, 14 nm class; sources and scaling in docs/evaluate.md) ---------------
+#: Horowitz, ISSCC 2014, 45 nm, 0.9 V -> 14 nm: x 0.25 [choice, docs/evaluate.md].
+SCALE_45_TO_14 = 0.25
+ENERGY = {
+    # INT12 multiply (8-bit 0.2 pJ x (12/8)^2 = 0.45) + 32-bit accumulate add (0.1): 0.55 pJ
+    "mac_int12": 0.55 * SCALE_45_TO_14,
+    # one shift-add of the EPRE: a ~32-bit add (0.1 pJ) with its barrel shift (~same) [choice]
+    "shift_add": 0.2 * SCALE_45_TO_14,
+    # SRAM read per byte: 8 KB 64-bit read 10 pJ -> 1.25 pJ/B, scaling with sqrt(size)
+    # (32 KB: 2.5, 1 MB: 12.5 pJ/B at 45 nm, Horowitz's table fits sqrt within 20 %)
+    "sram_8kb_byte": 1.25 * SCALE_45_TO_14,
+    # the global memory: banks of 1 MB (12.5 pJ/B at 45 nm) plus the same again for wires
+    # to the cores [choice]
+    "gm_byte": 2 * 12.5 * SCALE_45_TO_14,
+    # CFSE element (softmax / GELU in 16/32-bit fixed point): ~ one 32-bit multiply (3.1)
+    # + add (0.1) [choice]
+    "cfse_element": 3.2 * SCALE_45_TO_14,
+}
+
+
+def sram_pj_per_byte(size_bytes: float) -> float:
+    """Energy per byte read/written of an SRAM of ``size_bytes`` (sqrt rule from 8 KB)."""
+    return ENERGY["sram_8kb_byte"] * math.sqrt(max(size_bytes, 1.0) / 8192.0)
+
+
+# ---- GPUs (seed's table) ---------------------------------------------------------------------
+GPUS = {
+    "orin-nano": {"name": "NVIDIA Jetson Orin Nano", "ops_per_s": 40.0e12, "bytes_per_s": 68e9,
+                  "watts": 15.0, "bytes_per_el": 1},     # 40 TOPS: INT8 [choice]
+    "rtx6000ada": {"name": "NVIDIA RTX 6000 Ada", "ops_per_s": 91.1e12, "bytes_per_s": 960e9,
+                   "watts": 300.0, "bytes_per_el": 2},   # FP16 weights/activations [choice]
+}
+
+
+# ---- the system -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class System:
+    """An EXION instance (docs/evaluate.md). Every field is checked at construction."""
+
+    name: str
+    dscs: int                      # cores
+    core: str = "exion16"          # a Config preset: the per-core model's config
+    clock_mhz: float = 800.0       # 14 nm, 800 MHz (secondary sources)
+    gm_mb: float = 64.0            # on-chip global memory, MB
+    gm_bytes_per_cycle: int = 64   # global memory bytes per cycle per core, each direction
+    offchip_gb_per_s: float = 960.0
+    offchip_pj_per_byte: float = 31.2
+    leak_mw_per_core: float = 40.0
+    leak_mw_per_gm_mb: float = 2.0
+    dataflow: str = "col-group"
+    gpu: str = "rtx6000ada"
+
+    def __post_init__(self):
+        def need(cond, f, v, limit):
+            if not cond:
+                raise ExionError(f"system {self.name!r}: {f} = {v!r} is invalid: {limit}")
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.type in ("int", "float"):
+                ok = isinstance(v, (int, float)) and not isinstance(v, bool) and \
+                    (f.type == "float" or isinstance(v, int)) and math.isfinite(v)
+                need(ok, f.name, v, f"must be {'an integer' if f.type == 'int' else 'a number'}")
+            elif f.type == "str":
+                need(isinstance(v, str), f.name, v, "must be a string")
+        need(1 <= self.dscs <= 1024, "dscs", self.dscs, "must be in 1..1024")
+        need(self.core in PRESETS, "core", self.core, f"must be one of {', '.join(PRESETS)}")
+        need(10 <= self.clock_mhz <= 5000, "clock_mhz", self.clock_mhz, "must be in 10..5000")
+        need(0 <= self.gm_mb <= 4096, "gm_mb", self.gm_mb, "must be in 0..4096")
+        need(1 <= self.gm_bytes_per_cycle <= 4096, "gm_bytes_per_cycle",
+             self.gm_bytes_per_cycle, "must be in 1..4096")
+        need(0.1 <= self.offchip_gb_per_s <= 100000, "offchip_gb_per_s",
+             self.offchip_gb_per_s, "must be in 0.1..100000")
+        need(0 <= self.offchip_pj_per_byte <= 10000, "offchip_pj_per_byte",
+             self.offchip_pj_per_byte, "must be in 0..10000")
+        need(self.leak_mw_per_core >= 0, "leak_mw_per_core", self.leak_mw_per_core, "must be >= 0")
+        need(self.leak_mw_per_gm_mb >= 0, "leak_mw_per_gm_mb", self.leak_mw_per_gm_mb,
+             "must be >= 0")
+        need(self.dataflow in ("row-block", "col-group"), "dataflow", self.dataflow,
+             "must be row-block or col-group")
+        need(self.gpu in GPUS, "gpu", self.gpu, f"must be one of {', '.join(GPUS)}")
+
+    @property
+    def cfg(self) -> Config:
+        return PRESETS[self.core]
+
+    @property
+    def hz(self) -> float:
+        return self.clock_mhz * 1e6
+
+    @property
+    def leak_w(self) -> float:
+        return 1e-3 * (self.dscs * self.leak_mw_per_core + self.gm_mb * self.leak_mw_per_gm_mb)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+SYSTEMS = {
+    # edge: 4 cores; global memory scaled from the 24-core 64 MB [choice: 16 MB];
+    # LPDDR4-class off-chip at the Orin Nano's 68 GB/s, ~4 pJ/bit [choice]
+    "exion4": System("exion4", dscs=4, gm_mb=16.0, offchip_gb_per_s=68.0,
+                     offchip_pj_per_byte=32.0, gpu="orin-nano"),
+    # server: 24 cores, 64 MB (secondary sources); HBM2-class 3.9 pJ/bit at the RTX 6000
+    # Ada's 960 GB/s [choice]
+    "exion24": System("exion24", dscs=24, gm_mb=64.0, offchip_gb_per_s=960.0,
+                      offchip_pj_per_byte=31.2, gpu="rtx6000ada"),
+}
+
+
+def load_system(path) -> System:
+    """A system from TOML: ``base = "exion24"`` (or ``exion4``) plus overrides."""
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text())
+    except OSError as e:
+        raise ExionError(f"cannot read system file {str(p)!r}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ExionError(f"system file {str(p)!r} is not valid TOML: {e}") from None
+    base = data.pop("base", None)
+    if base is None or base not in SYSTEMS:
+        raise ExionError(f"system file {str(p)!r}: base = {base!r} must name a preset "
+                         f"({', '.join(SYSTEMS)})")
+    known = [f.name for f in fields(System)]
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ExionError(f"system file {str(p)!r}: unknown field(s) {', '.join(unknown)}; "
+                         f"known: {', '.join(known)}")
+    for k, v in data.items():
+        if isinstance(v, (dict, list)):
+            raise ExionError(f"system file {str(p)!r}: field {k} must be a single value")
+        if isinstance(v, int) and not isinstance(v, bool) and \
+                next(f for f in fields(System) if f.name == k).type == "float":
+            data[k] = float(v)
+    data.setdefault("name", p.stem)
+    try:
+        return replace(SYSTEMS[base], **data)
+    except ExionError as e:
+        raise ExionError(f"system file {str(p)!r}: {e}") from None
+
+
+def get_system(arg) -> System:
+    if isinstance(arg, System):
+        return arg
+    s = str(arg)
+    if s in SYSTEMS:
+        return SYSTEMS[s]
+    if s.endswith(".toml"):
+        return load_system(s)
+    raise ExionError(f"--system {s!r}: not a preset ({', '.join(SYSTEMS)}) nor a FILE.toml")
+
+
+# ---- per-core: one block instance -----------------------------------------------------------
+_CACHE: dict = {}
+#: GEMMs whose B operand is a weight matrix (the others multiply activations).
+WEIGHT_GEMMS = ("q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc1_gate", "fc2",
+                "q2_proj", "k2_proj", "v2_proj", "o2_proj", "xq_proj", "xk_proj", "xv_proj",
+                "xo_proj")
+
+
+def _gemm(cfg, name, M, N, K, kw, mask=None, input_mask=None, **extra):
+    """gemm_flow, cached for dense GEMMs (identical shapes recur in every model)."""
+    if mask is not None and mask.all():
+        mask = None
+    if mask is None and input_mask is None:
+        key = (cfg.hash, M, N, K, tuple(sorted(kw.items())), tuple(sorted(extra.items())))
+        r = _CACHE.get(key)
+        if r is None:
+            r = _CACHE[key] = gemm_flow(cfg, M, N, K, name=name, **kw, **extra)
+        return replace(r, name=name)
+    return gemm_flow(cfg, M, N, K, mask=mask, input_mask=input_mask, name=name, **kw, **extra)
+
+
+_BLOCK_CACHE: dict = {}
+_ATT_CACHE: dict = {}
+_FFN_CACHE: dict = {}
+
+
+def block_gemms_cached(cfg: Config, blk: Block, mode: str, **kw) -> dict:
+    """:func:`block_gemms`, memoized (the per-core figures do not depend on the core count)."""
+    key = (cfg.hash, blk, mode, tuple(sorted(kw.items())))
+    if key not in _BLOCK_CACHE:
+        _BLOCK_CACHE[key] = block_gemms(cfg, blk, mode, **kw)
+    return _BLOCK_CACHE[key]
+
+
+def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | None = None,
+                dataflow: str = "col-group", reuse_dense: bool = False, s: float = 0.0,
+                k: float = 1.0, q_th: float | None = None, masks_kind: str = "random") -> dict:
+    """Per-core figures of one instance of ``blk`` in ``mode`` (base / ffnr / ep / all).
+
+    Masks are those of ``block_flow``'s CLI: ``bl.ffn_mask_for`` / ``bl.ep_masks_for`` with
+    ``seed`` (FFN mask over all ``batch * T`` tokens, EP masks of one sequence, reused for
+    every sequence). Returns ``{"gemms": [(GemmFlow, count, kind)], "cfse": {...},
+    "epre_cycles", "epre_runs", "shift_adds", ...}`` where kind is ``"linear"`` or
+    ``"head"`` (count = sequences x heads it stands for).
+    """
+    if mode not in bl.MODES:
+        raise ExionError(f"mode {mode!r} is not one of {', '.join(bl.MODES)}")
+    T, d, H, dh, b = blk.T, blk.d, blk.heads, blk.d_head, blk.batch
+    hd = H * dh
+    use_ep, use_ffnr = mode in ("ep", "all"), mode in ("ffnr", "all")
+    rate = cfg.rows
+    kw = {"dataflow": dataflow, "bw": cfg.gb_bytes_per_cycle if bw is None else bw}
+    g = []
+    cfse = {"softmax_elements": 0, "softmax_exposed": 0, "gelu_elements": 0, "gelu_exposed": 0,
+            "rate": rate}
+    h_eval = 1 if T > HEAD_SAMPLE_T else H
+    M_all = b * T
+    M = min(M_all, M_CHUNK)
+    lin = M_all / M                   # count of every linear GEMM
+    ep_box = []
+
+    def get_ep():
+        if not ep_box:
+            ep = bl.synth_ep(np.random.default_rng([seed, 2]), h_eval, T, k, q_th)
+            if h_eval != H:
+                ep = {x: np.tile(v, (H,) + (1,) * (v.ndim - 1)) if x != "score_mask" else v
+                      for x, v in ep.items()}
+            ep_box.append(ep)
+        return ep_box[0]
+
+    def attention(prefix, q_names):
+        """Self-attention GEMMs; memoized (the same in every mode with or without EP)."""
+        key = (cfg.hash, blk, prefix, use_ep, seed, k if use_ep else None,
+               q_th if use_ep else None, tuple(sorted(kw.items())))
+        if key not in _ATT_CACHE:
+            _ATT_CACHE[key] = _attention(prefix, q_names)
+        out, sm_el, sm_exp = _ATT_CACHE[key]
+        g.extend(out)
+        cfse["softmax_elements"] += sm_el
+        cfse["softmax_exposed"] += sm_exp
+
+    def _attention(prefix, q_names):
+        g = []
+        cfse = {"softmax_elements": 0, "softmax_exposed": 0}
+        if use_ep:
+            ep = get_ep()
+            needs = {x: ~np.asarray(ep[f"skip_{x}"]) for x in "qkv"}
+        for nm, x in zip(q_names, "qkv"):
+            if use_ep and not needs[x].all():
+                pm = bl._proj_mask(needs[x], dh)
+                keep = np.flatnonzero(pm.any(axis=1))
+                if keep.size:
+                    reps = max(1, min(b, M_CHUNK // keep.size))
+                    pmk = np.tile(pm[keep], (reps, 1))
+                    g.append((_gemm(cfg, nm, pmk.shape[0], hd, d, kw, mask=pmk), b / reps,
+                              "linear"))
+            else:
+                g.append((_gemm(cfg, nm, M, hd, d, kw), lin, "linear"))
+        cnt = b * H // h_eval
+        for h in range(h_eval):
+            if use_ep:
+                sm_h = ep["score_mask"][h] & needs["q"][h][:, None]
+                keep = np.flatnonzero(sm_h.any(axis=1))
+                r = None
+                if keep.size:
+                    r = _gemm(cfg, f"{prefix}scores[{h}]", keep.size, T, dh, kw, mask=sm_h[keep])
+                    g.append((r, cnt, "head"))
+                    g.append((_gemm(cfg, f"{prefix}pv[{h}]", keep.size, dh, T, kw,
+                                    input_mask=sm_h[keep]), cnt, "head"))
+                n_el = int(sm_h.sum())
+            else:
+                r = _gemm(cfg, f"{prefix}scores[{h}]", T, T, dh, kw)
+                g.append((r, cnt, "head"))
+                g.append((_gemm(cfg, f"{prefix}pv[{h}]", T, dh, T, kw), cnt, "head"))
+                n_el = T * T
+            cfse["softmax_elements"] += cnt * n_el
+            cfse["softmax_exposed"] += cnt * max(0, math.ceil(n_el / rate)
+                                                 - (r.cycles if r is not None else 0))
+        return g, cfse["softmax_elements"], cfse["softmax_exposed"]
+
+    attention("", ("q_proj", "k_proj", "v_proj"))
+    g.append((_gemm(cfg, "o_proj", M, d, hd, kw), lin, "linear"))
+    epre_runs = 0
+    if blk.self_attn2:
+        attention("sa2.", ("q2_proj", "k2_proj", "v2_proj"))
+        g.append((_gemm(cfg, "o2_proj", M, d, hd, kw), lin, "linear"))
+    if blk.context is not None:       # cross-attention, dense [choice]
+        Tc, dc = blk.context
+        g.append((_gemm(cfg, "xq_proj", M, hd, d, kw), lin, "linear"))
+        g.append((_gemm(cfg, "xk_proj", Tc, hd, dc, kw), 1, "linear"))
+        g.append((_gemm(cfg, "xv_proj", Tc, hd, dc, kw), 1, "linear"))
+        xs = _gemm(cfg, "x.scores[*]", T, Tc, dh, kw)
+        g.append((xs, b * H, "head"))
+        g.append((_gemm(cfg, "x.pv[*]", T, dh, Tc, kw), b * H, "head"))
+        cfse["softmax_elements"] += b * H * T * Tc
+        cfse["softmax_exposed"] += b * H * max(0, math.ceil(T * Tc / rate) - xs.cycles)
+        g.append((_gemm(cfg, "xo_proj", M, d, hd, kw), lin, "linear"))
+    fkey = (cfg.hash, blk, use_ffnr, reuse_dense and not use_ffnr, masks_kind,
+            s if use_ffnr else None, seed, tuple(sorted(kw.items())))
+    if fkey not in _FFN_CACHE:
+        _FFN_CACHE[fkey] = _ffn(cfg, blk, use_ffnr, reuse_dense, masks_kind, s, seed, kw)
+    fg, ffn_sp, gel_el, gel_exp = _FFN_CACHE[fkey]
+    g.extend(fg)
+    cfse["gelu_elements"] = gel_el
+    cfse["gelu_exposed"] = gel_exp
+    epre = 0
+    shift_adds = 0
+    if use_ep:
+        epre_runs = b * (2 if blk.self_attn2 else 1)
+        epre = epre_runs * epre_cycles(cfg, T, d, H, dh)["total"]
+        # stage 1 (Qh, Kh: T x d x 2hd products) + stage 2 (H x T x T x dh products), each
+        # a sum of lod_terms^2 power-of-two terms
+        shift_adds = epre_runs * cfg.lod_terms ** 2 * (T * d * 2 * hd + H * T * T * dh)
+    return {"block": blk.name, "mode": mode, "gemms": g, "cfse": cfse, "epre_cycles": epre,
+            "epre_runs": epre_runs, "shift_adds": shift_adds, "h_eval": h_eval,
+            "attn_units": b * H,
+            "ffn_sparsity": ffn_sp,
+            "bw": kw["bw"], "dataflow": dataflow}
+
+
+def _ffn(cfg, blk, use_ffnr, reuse_dense, masks_kind, s, seed, kw):
+    """FC1 (+ GEGLU gate) and FC2 of :func:`block_gemms` (memoized by the caller)."""
+    W, A, rate = cfg.width, cfg.acc_width, cfg.rows
+    M_all = blk.batch * blk.T
+    M = min(M_all, M_CHUNK)
+    lin = M_all / M
+    d, F = blk.d, blk.ffn
+    g = []
+    ffn_mask = None
+    if use_ffnr:
+        ffn_mask = bl.ffn_mask_for({**blk.shape, "T": M}, masks_kind, s, seed)
+    fc1s = []
+    for nm in ("fc1",) + (("fc1_gate",) if blk.geglu else ()):
+        if use_ffnr:
+            fc1s.append(_gemm(cfg, nm, M, F, d, kw, mask=ffn_mask, preload_bits=W
+                              if nm == "fc1" else 0))
+        else:
+            fc1s.append(_gemm(cfg, nm, M, F, d, kw))
+        g.append((fc1s[-1], lin, "linear"))
+    if use_ffnr:
+        g.append((_gemm(cfg, "fc2", M, d, F, kw, input_mask=ffn_mask, preload_bits=A,
+                        out_bits=A), lin, "linear"))
+        n_el = lin * int(ffn_mask.sum())
+    else:
+        g.append((_gemm(cfg, "fc2", M, d, F, kw, out_bits=A if reuse_dense else W), lin,
+                  "linear"))
+        n_el = M_all * F
+    gel = lin * max(0, math.ceil(n_el / lin / rate) - fc1s[0].cycles)
+    return (g, None if ffn_mask is None else float(1 - ffn_mask.mean()), n_el, gel)
+
+
+def core_totals(cfg: Config, r: dict) -> dict:
+    """1-core totals of :func:`block_gemms` (the same sums as ``block._totals``)."""
+    g = r["gemms"]
+    gemm_cyc = sum(x.cycles * n for x, n, _ in g)
+    comp = sum(x.compute_cycles * n for x, n, _ in g)
+    c = r["cfse"]
+    cyc = gemm_cyc + c["softmax_exposed"] + c["gelu_exposed"] + r["epre_cycles"]
+    by = {kk: sum(x.bytes[kk] * n for x, n, _ in g) for kk in BYTE_KEYS}
+    useful = sum(x.useful_macs * n for x, n, _ in g)
+    return {"cycles": cyc, "compute_cycles": comp, "stall_cycles": gemm_cyc - comp,
+            "bytes": {**by, "total": sum(by.values())}, "useful_macs": useful,
+            "utilization": useful / (cfg.peak_macs * cyc) if cyc else 0.0}
+
+
+def _units(cfg, x, n, kind):
+    """How many cores can share a GEMM (column tiles) or a set of head GEMMs."""
+    return n if kind == "head" else math.ceil(x.N / cfg.cols)
+
+
+def block_on_system(sysm: System, r: dict) -> dict:
+    """Cycles of one block instance on ``sysm.dscs`` cores, its memory-bound share, energy
+    activity (MACs, shift-adds, SRAM bytes, global-memory bytes) and off-chip-relevant bytes."""
+    cfg, N = sysm.cfg, sysm.dscs
+    R, C, L, W = cfg.rows, cfg.cols, cfg.lanes, cfg.width
+    cyc = mem_cyc = 0.0
+    sram = 0.0
+    wbytes = actbytes = cachebytes = 0
+    for x, n, kind in r["gemms"]:
+        u = _units(cfg, x, n, kind)
+        if kind == "head":
+            t = math.ceil(n / N) * x.cycles
+        else:
+            t = n * x.cycles / min(N, u)
+        cyc += t
+        if x.bound == "memory-bound":
+            mem_cyc += t
+        # local SRAM: per beat R x L inputs + C x L weights read, fills written, OMEM
+        # written and read (preload, results)
+        sram += n * ((x.k_words * (R + C) * L * W / 8) + x.bytes["gb_wmem"]
+                     + x.bytes["gb_imem"] + 2 * (x.bytes["gb_omem"] + x.bytes["omem_gb"]))
+        base = x.name.split("[")[0]
+        if base in WEIGHT_GEMMS:
+            wbytes += n * x.bytes["gb_wmem"]
+            actbytes += n * (x.bytes["gb_imem"] + x.bytes["omem_gb"])
+        else:
+            actbytes += n * (x.bytes["gb_wmem"] + x.bytes["gb_imem"] + x.bytes["omem_gb"])
+        if base in ("fc1", "fc2"):
+            cachebytes += n * x.bytes["gb_omem"]
+    c = r["cfse"]
+    units = r["attn_units"]        # (sequence, head) pairs of the block
+    cyc += (c["softmax_exposed"] + c["gelu_exposed"]) / min(N, units)
+    # EPRE: one run per head, heads split over the cores like the attention GEMMs
+    epre = r["epre_cycles"] * math.ceil(units / N) / units
+    cyc += epre
+    t = core_totals(cfg, r)
+    return {"cycles": cyc, "epre_cycles": epre, "memory_bound_cycles": mem_cyc, "useful_macs": t["useful_macs"],
+            "shift_adds": r["shift_adds"], "sram_bytes": sram,
+            "gm_bytes": t["bytes"]["total"], "weight_bytes": wbytes, "act_bytes": actbytes,
+            "cache_bytes": cachebytes,
+            "cfse_elements": c["softmax_elements"] + c["gelu_elements"],
+            "core_cycles": t["cycles"]}
+
+
+# ---- a whole model -----------------------------------------------------------------------------
+def _footprints(model: Model, cfg: Config) -> dict:
+    Wb = cfg.width / 8
+    act = max(b.batch * b.T * (4 * b.d + b.ffn * (2 if b.geglu else 1)) * Wb
+              + min(b.T, HEAD_SAMPLE_T) * b.T * Wb for b in model.blocks)
+    cache = sum(b.count * b.batch * b.T * (b.ffn * Wb + b.d * cfg.acc_width / 8)
+                for b in model.blocks)
+    return {"weights": model.params * Wb, "activations": act, "ffnr_caches": cache}
+
+
+def _residency(sysm: System, fp: dict, ffnr: bool) -> dict:
+    """Fractions of activations, caches and weights that live off chip [choice, module doc]."""
+    cap = sysm.gm_mb * 2 ** 20
+    f_act = 0.0 if fp["activations"] <= cap else 1.0
+    left = max(0.0, cap - fp["activations"])
+    cache = fp["ffnr_caches"] if ffnr else 0.0
+    f_cache = 0.0 if cache <= left else (1 - left / cache)
+    left = max(0.0, left - cache)
+    w = fp["weights"]
+    f_w = 0.0 if w <= left else (1 - left / w)
+    return {"activations": f_act, "ffnr_caches": f_cache, "weights": f_w}
+
+
+def evaluate_model(sysm: System, model: Model, mode: str, *, seed: int = 0,
+                   masks_kind: str = "random", progress=None) -> dict:
+    """Latency and energy of one generation (image / clip) of ``model`` in ``mode`` (Base,
+    EP, FFNR, All) on ``sysm``, and the GPU comparison (docs/evaluate.md)."""
+    if mode not in MODE_NAMES:
+        raise ExionError(f"mode {mode!r} is not one of {', '.join(MODE_NAMES)}")
+    cfg = sysm.cfg
+    m = MODE_NAMES[mode]
+    ffnr = m in ("ffnr", "all")
+    S, Nr = model.iterations, model.n_reuse
+    n_dense = sum(1 for t in range(S) if not ffnr or t % (Nr + 1) == 0)
+    n_sparse = S - n_dense
+    dense_mode = {"base": "base", "ffnr": "base", "ep": "ep", "all": "ep"}[m]
+    fp = _footprints(model, cfg)
+    res = _residency(sysm, fp, ffnr)
+    kinds = [("dense", dense_mode, n_dense)] + ([("sparse", m, n_sparse)] if n_sparse else [])
+    tot = {"latency_s": 0.0, "latency_epre_hidden_s": 0.0, "outside_s": 0.0, "onchip_s": 0.0, "offchip_s": 0.0, "macs": 0,
+           "energy": {k: 0.0 for k in ("mac", "shift_add", "sram", "gm", "offchip", "cfse",
+                                       "leakage")}}
+    bound_time = {"compute": 0.0, "global memory": 0.0, "off-chip": 0.0}
+    per_block = []
+    Wb = cfg.width / 8
+    for it_kind, bm, n_it in kinds:
+        if n_it == 0:
+            continue
+        cyc = mem_cyc = epre_cyc = 0.0
+        act = {k: 0.0 for k in ("useful_macs", "shift_adds", "sram_bytes", "gm_bytes",
+                                "weight_bytes", "act_bytes", "cache_bytes", "cfse_elements")}
+        for blk in model.blocks:
+            if progress:
+                progress(f"{model.name} {mode}: {blk.name} ({it_kind})")
+            r = block_gemms_cached(cfg, blk, bm, seed=seed, bw=sysm.gm_bytes_per_cycle,
+                            dataflow=sysm.dataflow, reuse_dense=ffnr and it_kind == "dense",
+                            s=model.s, k=model.k, q_th=model.q_th, masks_kind=masks_kind)
+            o = block_on_system(sysm, r)
+            cyc += blk.count * o["cycles"]
+            epre_cyc += blk.count * o["epre_cycles"]
+            mem_cyc += blk.count * o["memory_bound_cycles"]
+            for kk in act:
+                act[kk] += blk.count * o[kk]
+            per_block.append({"block": blk.name, "iteration": it_kind, "mode": bm,
+                              "count": blk.count, "batch": blk.batch, "T": blk.T, "d": blk.d,
+                              "heads": blk.heads, "ffn": blk.ffn,
+                              "cycles_per_instance": o["cycles"],
+                              "core_cycles_1core": o["core_cycles"],
+                              "useful_macs": o["useful_macs"],
+                              "ffn_sparsity": r["ffn_sparsity"]})
+        # layers outside transformer blocks: dense, at peak on all cores [choice]
+        other_cyc = model.other_macs / (cfg.peak_macs * sysm.dscs)
+        onchip = (cyc + other_cyc) / sysm.hz
+        cache_io = act["cache_bytes"] if it_kind == "sparse" else (
+            fp["ffnr_caches"] if ffnr else 0.0)
+        off_bytes = (res["weights"] * (act["weight_bytes"] + model.other_params * Wb)
+                     + res["ffnr_caches"] * cache_io + res["activations"] * act["act_bytes"])
+        off_s = off_bytes / (sysm.offchip_gb_per_s * 1e9)
+        lat = max(onchip, off_s)
+        # projection (not the per-core model): EPRE fully overlapped with the SDUE
+        tot["latency_epre_hidden_s"] += n_it * max(onchip - epre_cyc / sysm.hz, off_s)
+        if off_s > onchip:
+            bound_time["off-chip"] += n_it * lat
+        elif mem_cyc > cyc / 2:
+            bound_time["global memory"] += n_it * lat
+        else:
+            bound_time["compute"] += n_it * lat
+        macs = act["useful_macs"] + model.other_macs
+        e = tot["energy"]
+        e["mac"] += n_it * macs * ENERGY["mac_int12"]
+        e["shift_add"] += n_it * act["shift_adds"] * ENERGY["shift_add"]
+        local = (cfg.imem_depth * cfg.width / 8 + cfg.wmem_depth * cfg.width / 8) / 2
+        e["sram"] += n_it * (act["sram_bytes"] + 3 * model.other_macs / cfg.lanes * Wb / 4) \
+            * sram_pj_per_byte(local)
+        e["gm"] += n_it * (act["gm_bytes"] + model.other_params * Wb) * ENERGY["gm_byte"]
+        e["offchip"] += n_it * off_bytes * sysm.offchip_pj_per_byte
+        e["cfse"] += n_it * act["cfse_elements"] * ENERGY["cfse_element"]
+        e["leakage"] += n_it * lat * sysm.leak_w * 1e12
+        tot["latency_s"] += n_it * lat
+        tot["onchip_s"] += n_it * onchip
+        tot["offchip_s"] += n_it * off_s
+        tot["macs"] += n_it * macs
+        tot["outside_s"] += n_it * other_cyc / sysm.hz
+    energy_j = sum(tot["energy"].values()) * 1e-12
+    lat = tot["latency_s"]
+    gpu = gpu_estimate(model, sysm.gpu)
+    peak = cfg.peak_macs * sysm.dscs * sysm.hz
+    return {"latency_s": lat, "energy_j": energy_j,
+            "energy_breakdown_j": {k: v * 1e-12 for k, v in tot["energy"].items()},
+            "speedup_vs_gpu": gpu["latency_s"] / lat,
+            "energy_eff_vs_gpu": gpu["energy_j"] / energy_j,
+            "utilization": tot["macs"] / (peak * lat) if lat else 0.0,
+            "bound": max(bound_time, key=bound_time.get),
+            "bound_time_s": bound_time, "onchip_s": tot["onchip_s"],
+            "offchip_s": tot["offchip_s"], "macs": tot["macs"],
+            "projection_epre_hidden": {
+                "latency_s": tot["latency_epre_hidden_s"],
+                "speedup_vs_gpu": gpu["latency_s"] / tot["latency_epre_hidden_s"]},
+            "gpu": gpu,
+            # layers outside transformer blocks (dense), reported separately; included in
+            # the totals above
+            "outside_blocks": {"macs_per_iteration": model.other_macs,
+                               "weight_params": model.other_params,
+                               "onchip_s": tot["outside_s"],
+                               "mac_energy_j": S * model.other_macs * ENERGY["mac_int12"]
+                               * 1e-12},
+            "iterations": {"total": S, "dense": n_dense, "sparse": n_sparse},
+            "offchip_fraction": res, "footprint_bytes": fp, "blocks": per_block}
+
+
+# ---- GPU roofline ---------------------------------------------------------------------------
+def gpu_estimate(model: Model, gpu: str) -> dict:
+    """Roofline *estimate* of one generation on ``gpu`` (dense: GPUs do not exploit the
+    sparsity): per GEMM max(2 MACs / peak, (A + B + C bytes) / bandwidth); the layers outside
+    the blocks as one GEMM of their MACs and weights; energy = power x time."""
+    g = GPUS[gpu]
+    be = g["bytes_per_el"]
+    t = 0.0
+
+    def gemm(M, N, K, count=1):
+        return count * max(2 * M * N * K / g["ops_per_s"],
+                           (M * K + K * N + M * N) * be / g["bytes_per_s"])
+
+    for b in model.blocks:
+        T, d, F, H, B = b.T, b.d, b.ffn, b.heads, b.batch
+        dh = b.d_head
+        x = 0.0
+        for _ in range(2 if b.self_attn2 else 1):
+            x += gemm(B * T, 3 * d, d) + gemm(B * T, d, d)
+            x += gemm(T, T, dh, B * H) + gemm(T, dh, T, B * H)
+        if b.context is not None:
+            Tc, dc = b.context
+            x += gemm(B * T, d, d, 2) + gemm(Tc, 2 * d, dc)
+            x += gemm(T, Tc, dh, B * H) + gemm(T, dh, Tc, B * H)
+        x += gemm(B * T, F * (2 if b.geglu else 1), d) + gemm(B * T, d, F)
+        t += b.count * x
+    t += max(2 * model.other_macs / g["ops_per_s"],
+             model.other_params * be / g["bytes_per_s"])
+    t *= model.iterations
+    return {"gpu": g["name"], "latency_s": t, "energy_j": t * g["watts"],
+            "estimate": "roofline (ideal: peak compute or full bandwidth per GEMM)"}

@@ -1,0 +1,210 @@
+"""The seven workloads of the seed's evaluation, as transformer-block lists (docs/evaluate.md).
+
+Each model is a :class:`Model`: its transformer blocks (:class:`Block`: tokens T, width d,
+heads, FFN hidden F, GEGLU or not, how many identical sequences ``batch`` one block
+instance runs (frames of a video, positions of a temporal block), an optional
+cross-attention context ``(Tc, dc)``), how many of each per iteration, the layers outside
+transformer blocks as dense MACs and weights (ResBlocks, convolutions, embeddings:
+``other_macs`` / ``other_params``, charged as dense GEMMs), the sampler's iteration count and
+the seed's FFN-Reuse / eager-prediction settings (sparsity ``s``, ``N``, ``k``, ``q_th``).
+
+Shapes come from the models' papers and released configurations (sources in
+docs/evaluate.md); figures not stated there are marked ``[choice]`` in that file. The
+seed's table (iterations, s, N, EP sparsity, q_th, k) is copied as given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from exion.errors import ExionError
+
+__all__ = ["Block", "Model", "MODELS", "get_model", "unet_blocks"]
+
+
+@dataclass(frozen=True)
+class Block:
+    name: str
+    T: int                 # tokens of one sequence (self-attention length)
+    d: int                 # model width
+    heads: int
+    ffn: int               # FFN hidden width F (GEGLU: the value half)
+    count: int = 1         # identical block instances per iteration
+    batch: int = 1         # sequences one instance runs (frames / positions)
+    context: tuple | None = None   # cross-attention (Tc, dc), dense in every mode [choice]
+    geglu: bool = False    # FC1 is d -> 2F (value and gate), as SD's GEGLU
+    self_attn2: bool = False  # a second self-attention (VideoCrafter temporal) [choice]
+
+    @property
+    def d_head(self) -> int:
+        return self.d // self.heads
+
+    @property
+    def shape(self) -> dict:
+        """The per-core model's shape dict (golden/block.py)."""
+        return {"name": self.name, "T": self.T, "d": self.d, "heads": self.heads,
+                "ffn": self.ffn, "d_head": self.d_head}
+
+    @property
+    def weight_params(self) -> int:
+        """Weights of one instance: Q, K, V, O (+ cross Q, K, V, O) + FFN."""
+        w = 4 * self.d * self.d * (2 if self.self_attn2 else 1)
+        if self.context is not None:
+            w += 2 * self.d * self.d + 2 * self.context[1] * self.d
+        w += self.d * self.ffn * (2 if self.geglu else 1) + self.ffn * self.d
+        return w
+
+    @property
+    def dense_macs(self) -> int:
+        """MACs of one instance (every sequence of the batch), dense."""
+        T, d, F, b = self.T, self.d, self.ffn, self.batch
+        att = 4 * T * d * d + 2 * T * T * d
+        macs = b * att * (2 if self.self_attn2 else 1)
+        if self.context is not None:
+            Tc, dc = self.context
+            macs += b * (2 * T * d * d + 2 * T * Tc * d) + 2 * Tc * dc * d
+        macs += b * T * F * d * (3 if self.geglu else 2)
+        return macs
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    task: str
+    blocks: tuple
+    iterations: int
+    s: float              # FFN-Reuse inter-iteration sparsity (seed)
+    n_reuse: int          # N: sparse iterations between two dense ones (seed)
+    ep_sparsity: float    # the seed's achieved intra-iteration sparsity (reported)
+    q_th: float
+    k: float
+    other_macs: int = 0   # per iteration, outside transformer blocks (dense)
+    other_params: int = 0
+    unit: str = "image"
+    notes: tuple = field(default_factory=tuple)
+
+    @property
+    def block_macs(self) -> int:
+        return sum(b.count * b.dense_macs for b in self.blocks)
+
+    @property
+    def params(self) -> int:
+        return sum(b.count * b.weight_params for b in self.blocks) + self.other_params
+
+
+def _conv(h, w, cin, cout, k=3):
+    return h * w * cin * cout * k * k, cin * cout * k * k
+
+
+def unet_blocks(prefix, hw, chans, att_levels, ctx, heads=8, d_head=None, batch=1,
+                frames_temporal=0):
+    """Transformer blocks and ResBlock/conv MACs of an SD-v1-style UNet (2 ResBlocks per
+    down level, 3 per up level, one mid ResBlock pair; a transformer after each ResBlock of
+    the levels in ``att_levels`` and one in the middle).
+
+    ``hw`` = (h, w) of the latent; ``chans`` = channels per level. ``batch`` frames share
+    the spatial blocks; with ``frames_temporal`` > 0 each spatial transformer is followed by
+    a temporal one (T = frames, batch = h * w positions, VideoCrafter). Returns
+    (blocks, other MACs, other params) for ``batch`` frames. Up-level ResBlock inputs are
+    the concatenated skip (cin = c + skip channels), approximated as 2c [choice].
+    """
+    h, w = hw
+    blocks, macs, params = [], 0, 0
+    levels = len(chans)
+    for i, c in enumerate(chans):
+        hh, ww = h >> i, w >> i
+        cin = chans[max(0, i - 1)]
+        for j in range(2):      # down ResBlocks: two 3x3 convs each
+            m1, p1 = _conv(hh, ww, cin if j == 0 else c, c)
+            m2, p2 = _conv(hh, ww, c, c)
+            macs += batch * (m1 + m2)
+            params += p1 + p2
+        for j in range(3):      # up ResBlocks: input = concatenated skip (2c) [choice]
+            m1, p1 = _conv(hh, ww, 2 * c, c)
+            m2, p2 = _conv(hh, ww, c, c)
+            m3, p3 = _conv(hh, ww, 2 * c, c, 1)   # 1x1 skip projection
+            macs += batch * (m1 + m2 + m3)
+            params += p1 + p2 + p3
+        if i < levels - 1:      # downsample + upsample convs
+            m1, p1 = _conv(hh >> 1, ww >> 1, c, c)
+            m2, p2 = _conv(hh, ww, chans[i + 1], chans[i + 1])
+            macs += batch * (m1 + m2)
+            params += p1 + p2
+        if i in att_levels:
+            dh = c // heads if d_head is None else d_head
+            nh = c // dh
+            blocks.append(Block(f"{prefix}{hh}x{ww}", hh * ww, c, nh, 4 * c, count=5,
+                                batch=batch, context=ctx, geglu=True))
+            if frames_temporal:
+                blocks.append(Block(f"{prefix}t{hh}x{ww}", frames_temporal, c, nh, 4 * c,
+                                    count=5, batch=hh * ww, geglu=True, self_attn2=True))
+            # proj_in / proj_out (1x1) of the 5 transformers of this level
+            macs += 5 * batch * 2 * hh * ww * c * c
+            params += 5 * 2 * c * c
+    c = chans[-1]
+    hh, ww = h >> (levels - 1), w >> (levels - 1)
+    for _ in range(2):          # mid ResBlocks
+        m1, p1 = _conv(hh, ww, c, c)
+        macs += batch * 2 * m1
+        params += 2 * p1
+    dh = c // heads if d_head is None else d_head
+    blocks.append(Block(f"{prefix}mid{hh}x{ww}", hh * ww, c, c // dh, 4 * c, count=1,
+                        batch=batch, context=ctx, geglu=True))
+    if frames_temporal:
+        blocks.append(Block(f"{prefix}tmid{hh}x{ww}", frames_temporal, c, c // dh, 4 * c,
+                            count=1, batch=hh * ww, geglu=True, self_attn2=True))
+    m_in, p_in = _conv(h, w, 4, chans[0])
+    return blocks, macs + 2 * batch * m_in, params + 2 * p_in
+
+
+def _sd():
+    bl, m, p = unet_blocks("sd", (64, 64), (320, 640, 1280, 1280), (0, 1, 2), (77, 768))
+    return Model("sd", "text-to-image (Stable Diffusion v1.x, 512x512)", tuple(bl), 50,
+                 0.97, 4, 0.20, 0.8, 0.8, m, p)
+
+
+def _maa():
+    # Make-an-Audio: SD-like UNet on the mel VAE latent (80 mel x 624 frames / 8 -> 10 x 78)
+    # [choice: channels and context are SD's; the paper's exact UNet widths not checked]
+    bl, m, p = unet_blocks("maa", (10, 78), (320, 640, 1280, 1280), (0, 1, 2), (77, 1024))
+    return Model("make-an-audio", "text-to-audio (Make-an-Audio)", tuple(bl), 50,
+                 0.97, 5, 0.80, 0.7, 0.2, m, p, unit="clip")
+
+
+def _vc2():
+    # VideoCrafter2: 16 frames at 320 x 512 (latent 40 x 64), SD-2-style 3D UNet with
+    # OpenCLIP-H context (77 x 1024), d_head 64, a temporal transformer after each spatial one.
+    bl, m, p = unet_blocks("vc", (40, 64), (320, 640, 1280, 1280), (0, 1, 2), (77, 1024),
+                           d_head=64, batch=16, frames_temporal=16)
+    return Model("videocrafter2", "text-to-video (VideoCrafter2, 16 x 320x512)", tuple(bl),
+                 50, 0.70, 3, 0.50, 2.0, 0.5, m, p, unit="clip")
+
+
+MODELS = {
+    "mld": Model("mld", "text-to-motion (MLD)",
+                 (Block("mld", 2, 256, 4, 1024, count=9),), 50, 0.95, 9, 0.30, 0.3, 0.7,
+                 other_macs=0, other_params=0, unit="motion"),
+    "mdm": Model("mdm", "text-to-motion (MDM)",
+                 (Block("mdm", 197, 512, 4, 1024, count=8),), 50, 0.95, 5, 0.95, 0.3, 0.05,
+                 other_macs=197 * 263 * 512 * 2, other_params=263 * 512 * 2, unit="motion"),
+    "edge": Model("edge", "music-to-motion (EDGE)",
+                  (Block("edge", 150, 512, 8, 1024, count=8, context=(150, 512)),), 50,
+                  0.95, 5, 0.50, 0.9, 0.5,
+                  other_macs=150 * (4800 * 512 + 151 * 512 * 2), other_params=4800 * 512
+                  + 151 * 512 * 2, unit="motion"),
+    "make-an-audio": _maa(),
+    "sd": _sd(),
+    "dit-xl2": Model("dit-xl2", "class-to-image (DiT-XL/2, 256x256)",
+                     (Block("dit-xl2", 256, 1152, 16, 4608, count=28),), 100, 0.80, 2, 0.95,
+                     0.15, 0.05,
+                     # adaLN modulation (28 x d x 6d on one token), patch embed, final layer
+                     other_macs=28 * 1152 * 6 * 1152 + 256 * 16 * 1152 + 256 * 1152 * 32,
+                     other_params=28 * 1152 * 6 * 1152 + 16 * 1152 + 1152 * 32),
+    "videocrafter2": _vc2(),
+}
+
+
+def get_model(name: str) -> Model:
+    if name not in MODELS:
+        raise ExionError(f"model {name!r} is not one of {', '.join(MODELS)} (or 'all')")
+    return MODELS[name]

@@ -1,0 +1,264 @@
+"""System model (golden/system.py, golden/workloads_sys.py, `exion evaluate`): hand-computed
+pieces, the 1-core figures against the per-core model, roofline monotonicity under other
+core counts and bandwidths, TOML validation, the CLI's JSON keys. Fast."""
+
+import json
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from exion import PRESETS
+from exion.errors import ExionError
+from exion.gen import cli
+from exion.golden import block as bl
+from exion.golden import system as sy
+from exion.golden import workloads_sys as ws
+
+CFG = PRESETS["exion16"]
+SMALL = ws.Block("small", T=64, d=128, heads=4, ffn=512)
+
+
+def _tiny_model(**kw):
+    base = dict(name="tiny", task="t", blocks=(SMALL,), iterations=6, s=0.9, n_reuse=2,
+                ep_sparsity=0.5, q_th=None, k=0.5)
+    base.update(kw)
+    return ws.Model(**base)
+
+
+# ---- pieces, by hand ----------------------------------------------------------------------
+def test_block_dense_macs_by_hand():
+    # T=2, d=4, 1 head, F=8: Q,K,V,O 4*T*d*d = 128; scores + P.V 2*T*T*d = 32;
+    # FC1 + FC2 2*T*F*d = 128 -> 288 MACs; weights 4*d*d + 2*d*F = 64 + 64 = 128
+    b = ws.Block("x", T=2, d=4, heads=1, ffn=8)
+    assert b.dense_macs == 288
+    assert b.weight_params == 128
+    # cross-attention over Tc=3 tokens of width dc=5 adds: Q,O 2*T*d*d = 64, scores + P.V
+    # 2*T*Tc*d = 48, K,V of the context 2*Tc*dc*d = 120 MACs; weights 2*d*d + 2*dc*d = 72
+    bx = ws.Block("x", T=2, d=4, heads=1, ffn=8, context=(3, 5))
+    assert bx.dense_macs == 288 + 64 + 48 + 120
+    assert bx.weight_params == 128 + 72
+
+
+def test_dit_xl2_macs_match_the_paper():
+    # DiT paper (Peebles & Xie 2023, Table 4): DiT-XL/2 = 118.6 Gflops per forward pass at
+    # 256x256, counted as fvcore does (one multiply-add = one flop), i.e. 118.6 G MACs;
+    # our blocks + outside layers within 5 %.
+    m = ws.MODELS["dit-xl2"]
+    assert abs((m.block_macs + m.other_macs) / 118.6e9 - 1) < 0.05
+    # DiT-XL/2 has 675 M parameters; ours (blocks, adaLN, embed, final) within 5 %
+    assert abs(m.params / 675e6 - 1) < 0.05
+
+
+def test_sd_unet_size_matches_the_paper():
+    # Stable Diffusion v1 UNet: 860 M parameters (Rombach et al. 2022, model card); our
+    # reconstruction (transformers + ResBlocks + convs) within 5 %; 16 transformer blocks
+    m = ws.MODELS["sd"]
+    assert abs(m.params / 860e6 - 1) < 0.05
+    assert sum(b.count for b in m.blocks) == 16
+    assert [b.T for b in m.blocks] == [4096, 1024, 256, 64]
+
+
+def test_sram_energy_sqrt_rule():
+    e8 = sy.ENERGY["sram_8kb_byte"]
+    assert sy.sram_pj_per_byte(8192) == pytest.approx(e8)
+    assert sy.sram_pj_per_byte(4 * 8192) == pytest.approx(2 * e8)     # 32 KB: sqrt(4) = 2
+    # Horowitz 45 nm: 8 KB 64-bit read 10 pJ -> 1.25 pJ/B, x 0.25 to 14 nm
+    assert e8 == pytest.approx(1.25 * 0.25)
+    # INT12 MAC: 0.2 pJ * (12/8)^2 + 0.1 pJ = 0.55 pJ at 45 nm -> 0.1375 pJ
+    assert sy.ENERGY["mac_int12"] == pytest.approx(0.1375)
+
+
+def test_gpu_roofline_by_hand():
+    # one block T=4, d=4, 1 head, F=4, INT8 (1 B) on the Orin Nano (40e12 op/s, 68e9 B/s):
+    # every GEMM is memory-bound; bytes (M*K + K*N + M*N):
+    #   QKV 4x4x12: 16+48+48 = 112; O 4x4x4: 48; scores 4x4x4: 48; P.V: 48; FC1: 48; FC2: 48
+    #   -> 352 B -> 352 / 68e9 s per iteration; 3 iterations
+    b = ws.Block("x", T=4, d=4, heads=1, ffn=4)
+    m = ws.Model("x", "t", (b,), 3, 0.5, 1, 0.5, None, 0.5)
+    g = sy.gpu_estimate(m, "orin-nano")
+    assert g["latency_s"] == pytest.approx(3 * 352 / 68e9)
+    assert g["energy_j"] == pytest.approx(15.0 * g["latency_s"])
+    # compute-bound when MACs dominate: T=d=F=4096 FC1 alone: 2*4096^3/40e12 >> bytes/68e9
+    assert 2 * 4096 ** 3 / 40e12 > 3 * 4096 ** 2 / 68e9
+
+
+def test_residency_priorities_by_hand():
+    # 1 MiB global memory; activations 0.5 MiB, caches 0.25 MiB fit; weights 1 MiB: 0.25 MiB
+    # left -> 75 % of the weights off chip
+    s = replace(sy.SYSTEMS["exion4"], gm_mb=1.0)
+    mib = 2 ** 20
+    fp = {"activations": 0.5 * mib, "ffnr_caches": 0.25 * mib, "weights": 1.0 * mib}
+    r = sy._residency(s, fp, ffnr=True)
+    assert r == {"activations": 0.0, "ffnr_caches": 0.0, "weights": pytest.approx(0.75)}
+    # without FFN-Reuse the caches take nothing: 0.5 MiB left -> 50 %
+    assert sy._residency(s, fp, ffnr=False)["weights"] == pytest.approx(0.5)
+    # activations that do not fit go off chip entirely, and nothing else fits
+    s2 = replace(s, gm_mb=0.25)
+    assert sy._residency(s2, fp, ffnr=True) == {"activations": 1.0, "ffnr_caches": 1.0,
+                                                 "weights": 1.0}
+
+
+def test_iteration_split():
+    # S = 6, N = 2: dense at t = 0, 3 -> 2 dense, 4 sparse (SPEC 3.3); Base: all dense
+    s = sy.SYSTEMS["exion24"]
+    r = sy.evaluate_model(s, _tiny_model(), "FFNR")
+    assert r["iterations"] == {"total": 6, "dense": 2, "sparse": 4}
+    assert sy.evaluate_model(s, _tiny_model(), "Base")["iterations"]["dense"] == 6
+
+
+# ---- the 1-core part is the per-core model ------------------------------------------------
+@pytest.mark.parametrize("mode", bl.MODES)
+def test_one_core_equals_block_flow(mode):
+    shp = SMALL.shape
+    fm = bl.ffn_mask_for(shp, "random", 0.9, 3) if mode in ("ffnr", "all") else None
+    ep = bl.ep_masks_for(shp, "random", 0.5, None, 3) if mode in ("ep", "all") else None
+    ref = bl.block_flow(CFG, shp, mode, ffn_mask=fm, ep=ep, bw=64)
+    r = sy.block_gemms(CFG, SMALL, mode, seed=3, bw=64, s=0.9, k=0.5)
+    t = sy.core_totals(CFG, r)
+    for key in ("cycles", "compute_cycles", "stall_cycles", "useful_macs"):
+        assert t[key] == ref[key], key
+    assert t["bytes"] == ref["bytes"]
+    # and on a 1-core system, the block takes exactly those cycles
+    one = replace(sy.SYSTEMS["exion24"], dscs=1, gm_bytes_per_cycle=64)
+    assert sy.block_on_system(one, r)["cycles"] == pytest.approx(ref["cycles"])
+
+
+def test_energy_is_activity_times_table():
+    r = sy.evaluate_model(sy.SYSTEMS["exion4"], _tiny_model(), "Base")
+    e = r["energy_breakdown_j"]
+    assert e["mac"] == pytest.approx(r["macs"] * sy.ENERGY["mac_int12"] * 1e-12)
+    assert e["shift_add"] == 0.0                      # no EPRE in Base
+    assert e["leakage"] == pytest.approx(r["latency_s"] * sy.SYSTEMS["exion4"].leak_w)
+    assert r["energy_j"] == pytest.approx(sum(e.values()))
+    # outside layers: 1e9 MACs per iteration at 4 cores x 4096 MACs x 800 MHz -> 6 x
+    # 1e9 / 1.31072e13 s of on-chip time over 6 iterations
+    o = sy.evaluate_model(sy.SYSTEMS["exion4"], _tiny_model(other_macs=10 ** 9), "Base")
+    assert o["outside_blocks"]["onchip_s"] == pytest.approx(6e9 / (4 * 4096 * 800e6))
+    assert o["macs"] == r["macs"] + 6 * 10 ** 9
+    ep = sy.evaluate_model(sy.SYSTEMS["exion4"], _tiny_model(), "EP")
+    assert ep["energy_breakdown_j"]["shift_add"] > 0
+
+
+# ---- hidden configs move figures the roofline way ------------------------------------------
+@pytest.mark.parametrize("name", ["mdm", "edge", "dit-xl2"])
+def test_more_cores_not_slower(name):
+    m = ws.MODELS[name]
+    lat = [sy.evaluate_model(replace(sy.SYSTEMS["exion24"], dscs=n), m, "Base")["latency_s"]
+           for n in (1, 2, 3, 6, 16, 24, 48)]
+    assert all(b <= a * (1 + 1e-12) for a, b in zip(lat, lat[1:])), lat
+    assert lat[-1] < lat[0]
+
+
+@pytest.mark.parametrize("mode", ["Base", "FFNR"])
+def test_more_offchip_bandwidth_not_slower(mode):
+    m = ws.MODELS["dit-xl2"]
+    lat = [sy.evaluate_model(replace(sy.SYSTEMS["exion4"], offchip_gb_per_s=bw), m,
+                             mode)["latency_s"] for bw in (17, 34, 68, 136, 1000, 10000)]
+    assert all(b <= a * (1 + 1e-12) for a, b in zip(lat, lat[1:])), lat
+
+
+def test_memory_bound_speeds_up_with_bandwidth_compute_bound_does_not():
+    m = ws.MODELS["dit-xl2"]
+    low = replace(sy.SYSTEMS["exion4"], offchip_gb_per_s=17.0)
+    r = sy.evaluate_model(low, m, "Base")
+    assert r["bound"] == "off-chip"        # 1 GB of INT12 weights per iteration vs 16 MB
+    r2 = sy.evaluate_model(replace(low, offchip_gb_per_s=34.0), m, "Base")
+    assert r2["latency_s"] == pytest.approx(r["latency_s"] / 2, rel=1e-9)  # all off-chip
+    # with huge bandwidth the off-chip roof is gone: latency = on-chip time, not less
+    big = sy.evaluate_model(replace(low, offchip_gb_per_s=1e5), m, "Base")
+    assert big["bound"] != "off-chip"
+    assert big["latency_s"] == pytest.approx(big["onchip_s"])
+    huge = sy.evaluate_model(replace(low, offchip_gb_per_s=1e6 / 10), m, "Base")
+    assert huge["latency_s"] == pytest.approx(big["latency_s"])
+
+
+def test_more_global_memory_bandwidth_not_slower():
+    m = ws.MODELS["edge"]
+    lat = [sy.evaluate_model(replace(sy.SYSTEMS["exion24"], gm_bytes_per_cycle=b), m,
+                             "Base")["onchip_s"] for b in (16, 32, 64, 256)]
+    assert all(b <= a * (1 + 1e-9) for a, b in zip(lat, lat[1:])), lat
+
+
+def test_bigger_global_memory_less_offchip_traffic():
+    m = ws.MODELS["dit-xl2"]
+    off = [sy.evaluate_model(replace(sy.SYSTEMS["exion4"], gm_mb=g), m, "Base")["offchip_s"]
+           for g in (4.0, 64.0, 512.0, 2048.0)]
+    assert all(b <= a for a, b in zip(off, off[1:]))
+    assert off[-1] == 0.0                  # 1 GB of weights fit in 2 GB
+
+
+# ---- system files ----------------------------------------------------------------------------
+def test_presets_and_toml(tmp_path):
+    assert sy.SYSTEMS["exion24"].dscs == 24 and sy.SYSTEMS["exion24"].gm_mb == 64.0
+    assert sy.SYSTEMS["exion4"].dscs == 4 and sy.SYSTEMS["exion4"].gpu == "orin-nano"
+    p = tmp_path / "mine.toml"
+    p.write_text('base = "exion24"\ndscs = 8\noffchip_gb_per_s = 400\n')
+    s = sy.get_system(str(p))
+    assert (s.dscs, s.offchip_gb_per_s, s.name, s.gm_mb) == (8, 400.0, "mine", 64.0)
+
+
+@pytest.mark.parametrize("text,msg", [
+    ('base = "exion24"\ndscs = 0\n', "dscs = 0 is invalid: must be in 1..1024"),
+    ('base = "exion24"\ncores = 8\n', "unknown field(s) cores"),
+    ('dscs = 8\n', "base = None must name a preset"),
+    ('base = "exion99"\n', "base = 'exion99' must name a preset"),
+    ('base = "exion4"\noffchip_gb_per_s = 0\n', "offchip_gb_per_s = 0.0 is invalid"),
+    ('base = "exion4"\ndscs = 2.5\n', "dscs = 2.5 is invalid: must be an integer"),
+    ('base = "exion4"\ngpu = "h100"\n', "gpu = 'h100' is invalid"),
+    ('base = "exion4"\ndscs = [1]\n', "field dscs must be a single value"),
+    ('base = "exion4"\ndscs = \n', "is not valid TOML"),
+])
+def test_toml_errors(tmp_path, text, msg):
+    p = tmp_path / "bad.toml"
+    p.write_text(text)
+    with pytest.raises(ExionError) as e:
+        sy.get_system(str(p))
+    assert msg in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_unknown_system_and_model():
+    with pytest.raises(ExionError, match="not a preset"):
+        sy.get_system("exion7")
+    with pytest.raises(ExionError, match="is not one of"):
+        ws.get_model("gpt")
+
+
+# ---- CLI ---------------------------------------------------------------------------------------
+def test_cli_json_keys(tmp_path, capsys):
+    out = tmp_path / "e.json"
+    png = tmp_path / "e.png"
+    assert cli.main(["evaluate", "--system", "exion4", "--model", "mld", "--json", str(out),
+                     "--plot", str(png)]) == 0
+    d = json.loads(out.read_text())
+    assert d["system"]["dscs"] == 4
+    modes = d["models"]["mld"]["modes"]
+    assert set(modes) == {"Base", "EP", "FFNR", "All"}
+    for r in modes.values():
+        for k in ("latency_s", "energy_j", "speedup_vs_gpu", "energy_eff_vs_gpu", "bound",
+                  "utilization"):
+            assert k in r
+        assert r["bound"] in ("compute", "global memory", "off-chip")
+        g = d["models"]["mld"]["gpu"]
+        assert r["speedup_vs_gpu"] == pytest.approx(g["latency_s"] / r["latency_s"])
+        assert math.isfinite(r["energy_eff_vs_gpu"])
+    assert png.stat().st_size > 1000
+    assert "mld" in capsys.readouterr().out
+
+
+def test_cli_errors(tmp_path, capsys):
+    assert cli.main(["evaluate", "--model", "gpt", "--json", str(tmp_path / "x.json")]) == 2
+    assert "model 'gpt' is not one of" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()
+    assert cli.main(["evaluate", "--system", "nope.toml"]) == 2
+    assert "cannot read system file" in capsys.readouterr().err
+
+
+def test_ep_masks_scale_with_k():
+    # a smaller top-k keeps fewer scores: fewer useful MACs in EP (the masks are live)
+    r1 = sy.core_totals(CFG, sy.block_gemms(CFG, SMALL, "ep", k=0.9))
+    r2 = sy.core_totals(CFG, sy.block_gemms(CFG, SMALL, "ep", k=0.1))
+    assert r2["useful_macs"] < r1["useful_macs"]
+    assert np.isfinite(r2["cycles"])
