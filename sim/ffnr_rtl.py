@@ -33,7 +33,8 @@ from .payload import pack, unpack
 from .runner import rtl_build, run_bench_pickled
 
 __all__ = ["FfnrCase", "FfnrRun", "h_beats", "mask_from_beats", "delta_from_beats",
-           "rows_from_beats", "cmd_fields", "rtl_ffnr", "rtl_ffnr_batch", "check_case", "tile_of"]
+           "rows_from_beats", "cmd_fields", "rtl_ffnr", "rtl_ffnr_batch", "check_case", "tile_of",
+           "ffnr_program", "ffnr_run_from_outputs"]
 
 OP_DENSE, OP_MASK, OP_DELTA, OP_YSTORE, OP_YLOAD = 0, 1, 2, 3, 4
 OP_CLEAR, OP_HIST, OP_THRESH, OP_STORE = 5, 6, 7, 8
@@ -145,7 +146,7 @@ def delta_from_beats(cfg: Config, beats: list[list[int]], T: int, N: int) -> np.
     return arr[:, :N]
 
 
-def _program(cfg, case, sz, tile):
+def ffnr_program(cfg, case, sz, tile):
     """The bench steps ``(cmd, beats, inp, out, read)`` of one case (packed payloads) and the
     names of their cycle counts. ``tile`` None: one DENSE tile; else (t_tile, n_tile)."""
     c_lay, h_lay, y_lay = cmd_layout(sz), beat_layout(cfg), y_layout(cfg)
@@ -185,7 +186,7 @@ def _program(cfg, case, sz, tile):
     return steps
 
 
-def _run_from_output(cfg, case, steps, outs, sz, tile) -> FfnrRun:
+def ffnr_run_from_outputs(cfg, case, steps, outs, sz, tile) -> FfnrRun:
     """Assemble one case's FfnrRun from its steps' raw outputs (tiles placed by the host)."""
     T, N = case.h.shape
     m_lay, d_lay, y_lay = mask_layout(cfg, sz.P, True), delta_layout(cfg), y_layout(cfg)
@@ -254,12 +255,12 @@ def rtl_ffnr_batch(cfg: Config, cases: list[FfnrCase], *, seed: int | None = Non
         if c.y_d is not None and (tl is not None or not 1 <= c.y_d.shape[1] <= sz.d_max):
             raise ExionError(f"Y_d ({c.y_d.shape[1]} columns) needs one tile (H within "
                              f"{sz.t_max} x {sz.n_max}) and 1..{sz.d_max} columns (d_max)")
-    programs = [_program(cfg, c, sz, tl) for c, tl in zip(cases, tiles)]
+    programs = [ffnr_program(cfg, c, sz, tl) for c, tl in zip(cases, tiles)]
     payload = [[st[1:] for st in prog] for prog in programs]
     outs, report = run_bench_pickled(build, "exion.sim.tb_ffnr", payload, key="cases",
                                      seed=seed, run_name=run_name,
                                      params={"gaps": gaps, "backpressure": backpressure})
-    runs = [_run_from_output(cfg, c, prog, o, sz, tl)
+    runs = [ffnr_run_from_outputs(cfg, c, prog, o, sz, tl)
             for c, prog, o, tl in zip(cases, programs, outs, tiles)]
     return runs, report
 
