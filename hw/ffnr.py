@@ -8,6 +8,9 @@ Bit-exact twin of ``exion.golden.ffn_reuse`` for the ``magnitude`` rule (``docs/
     sparse (op MASK)   HdStore --> MaskEmitter --> mask stream (hw/cau.py mask_layout)
            (op DELTA)  h stream (H') + HdStore --> DeltaUnit --> delta stream (H' - H_d)
            (op YLOAD)  YdCache --> y_out stream (OMEM preload: FC2 accumulates Y_d + delta W2)
+    a layer larger than the cache, in tiles of up to t_max x n_max (docs/ffnr.md):
+           CLEAR; HIST per tile (histogram only, accumulating); THRESH (search once);
+           per tile STORE (H_d only) then MASK (and DELTA)
 
 * **Histogram**: ``abs_histogram(H, W, mant_bits)``: bin of ``|v|`` = ``|v|`` below
   ``2**(M+1)``, else ``(e - M + 1) * 2**M + (the M bits below the leading one)`` with ``e`` from
@@ -32,6 +35,8 @@ Cycles (no stalls; ``exion.golden.ffnr_cycles`` is the model, exact): ``NW = cei
     MASK   1 + NBLK * ceil(N / P) * (P / Q) + MaskEmitter.latency
     DELTA  1 + T * NW + DeltaUnit.latency + 1
     YSTORE 1 + T * ceil(D / L) + 1;   YLOAD  1 + T * ceil(D / L) + YdCache.latency + 1
+    CLEAR  1;   HIST  1 + T * NW + Histogram.latency;   STORE  1 + T * NW
+    THRESH 1 + ThresholdSearch.cycles(NB)
 """
 
 from __future__ import annotations
@@ -705,9 +710,9 @@ class FFNR(wiring.Component):
     ----------
     cfg : Config
         R (H_d banks, tokens per mask row block), L (values per beat), W.
-    t_max, n_max, cols_per_cycle, mant_bits, s_digits
+    t_max, n_max, d_max, cols_per_cycle, mant_bits, s_digits, hist_max
         See :class:`FfnrSizes` (defaults: 4 R tokens, ``cfg.k_max`` hidden units, the CAU's
-        P = 8, 4 mantissa bits, s in millionths).
+        P = 8, 4 mantissa bits, s in millionths, 2**32 - 1 values per layer).
 
     Members
     -------
@@ -728,7 +733,8 @@ class FFNR(wiring.Component):
         Threshold, its bin, values >= theta (mask ones), values counted (of the last DENSE).
     busy : Out(1);  error : Out(1)
         A command is running; the last command was refused (t or n = 0, s_code >= 10**D,
-        MASK / DELTA before any DENSE, YLOAD before any YSTORE, T or D = 0 in a YSTORE).
+        MASK / DELTA before any DENSE or STORE, YLOAD before any YSTORE, T or D = 0 in a
+        YSTORE, STORE before any threshold, a HIST past ``hist_max``, an unknown op).
 
     Cycles: see the module docstring (``dense_cycles``, ``mask_cycles``, ``delta_cycles``).
     """
@@ -767,6 +773,15 @@ class FFNR(wiring.Component):
 
     def y_cycles(self, t: int, d: int, load: bool) -> int:
         return 1 + t * math.ceil(d / self.cfg.lanes) + (YdCache.latency + 1 if load else 1)
+
+    def hist_cycles(self, t: int, n: int) -> int:
+        return 1 + t * math.ceil(n / self.cfg.lanes) + Histogram.latency
+
+    def store_cycles(self, t: int, n: int) -> int:
+        return 1 + t * math.ceil(n / self.cfg.lanes)
+
+    def thresh_cycles(self) -> int:
+        return 1 + ThresholdSearch.cycles(self.sizes.bins)
 
     def delta_cycles(self, t: int, n: int) -> int:
         return 1 + t * math.ceil(n / self.cfg.lanes) + DeltaUnit.latency + 1   # + idle detect

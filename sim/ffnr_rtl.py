@@ -8,6 +8,10 @@
 config, shared by the session, see :mod:`exion.sim.runner`). Per case the bench sends a DENSE
 command with H, reads the histogram, sends MASK and collects the mask beats, and, when the
 case has an ``h_sparse`` (H'), sends DELTA with H' and collects ``where(B, H' - H_d, 0)``.
+An H larger than the unit's cache (t_max x n_max; any T x N up to ``hist_max`` values) is
+tiled in the same simulation: CLEAR, HIST per tile, THRESH, then STORE, MASK (and DELTA) per
+tile; the host assembles mask and delta (``ffnr_program`` builds the bench's command list,
+``ffnr_run_from_outputs`` decodes it).
 The helpers :func:`h_beats`, :func:`mask_from_beats` and :func:`delta_from_beats` are shared
 by the cocotb bench (``sim/tb_ffnr.py``) and the Amaranth-simulator tests, so all agree.
 """

@@ -572,6 +572,8 @@ def test_ffnr_tiled_commands_and_limits():
     assert seen[3][2] == 3 and seen[7][2] == 1
     assert seen[4][3] == fc.clear_cycles(TOY) and seen[3][3] == fc.thresh_cycles(TOY)
     assert seen[6][3] == fc.hist_cycles(TOY, 2, 4) and seen[8][3] == fc.store_cycles(TOY, 1, 4)
+    assert (seen[6][3], seen[8][3], seen[3][3]) == (dut.hist_cycles(2, 4), dut.store_cycles(1, 4),
+                                                     dut.thresh_cycles())
 
 
 def test_a_histogram_cleared_between_tiles_is_caught(monkeypatch):

@@ -110,7 +110,7 @@ def test_cli_sim_ffnr_writes_the_golden_mask(tmp_path, cli_run):
 
 @pytest.mark.parametrize("cfg,shapes", [
     (TOY, [(100, 300), (33, 257)]),
-    (E16, [(70, 4700)]),
+    (E16, [(300, 5000)]),
 ], ids=IDS)
 def test_ffnr_rtl_tiled_layer(cfg, shapes):
     """H larger than the cache (t_max x n_max) in both dimensions, streamed in tiles in one
