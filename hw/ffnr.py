@@ -451,7 +451,8 @@ class MaskEmitter(wiring.Component):
 
     Row block by row block (R tokens), ``ceil(N / P)`` beats of P column conflict vectors
     (bit r = token ``block * R + r``; columns past N and rows past T are 0), ``last`` on a
-    block's last beat, ``block`` = the block index, ``sort`` = 0 (popcount). A beat is built
+    block's last beat, ``block`` = the block index, ``sort`` = 0 (popcount), ``ways`` =
+    ``cfg.merge_ways`` (the CAU's run-time m at its build value). A beat is built
     from ``P / Q`` chunks of ``Q = min(P, L)`` columns, one H_d read (all banks) per chunk.
 
     Members
@@ -564,7 +565,8 @@ class MaskEmitter(wiring.Component):
             with m.If(s1_endb):
                 m.d.sync += [ob.cv[c].eq(part[c]) for c in range((CPB - 1) * Q)]
                 m.d.sync += [ob.cv[(CPB - 1) * Q + q].eq(bits[q]) for q in range(Q)]
-                m.d.sync += [ob.last.eq(s1_lastb), ob.block.eq(s1_blk), ob.sort.eq(0)]
+                m.d.sync += [ob.last.eq(s1_lastb), ob.block.eq(s1_blk), ob.sort.eq(0),
+                             ob.ways.eq(cfg.merge_ways)]   # the CAU's full m
         with m.If(s1_adv & s1_endb):
             m.d.sync += ob_valid.eq(1)
         with m.Elif(self.out.ready):

@@ -133,6 +133,7 @@ def mask_from_beats(cfg: Config, beats: list[dict], T: int, N: int, P: int) -> n
         assert b["block"] == blk % 2**16, f"beat {i}: block {b['block']}, expected {blk}"
         assert b["last"] == int(j == per - 1), f"beat {i}: last = {b['last']}"
         assert b.get("sort", 0) == 0
+        assert b.get("ways", cfg.merge_ways) == cfg.merge_ways, f"beat {i}: ways {b.get('ways')}"
         for lane in range(P):
             cv = b["cv"][lane]
             for r in range(R):
