@@ -592,3 +592,15 @@ def test_a_histogram_cleared_between_tiles_is_caught(monkeypatch):
     runs, dut = run_amaranth_program(TOY, cases, t_max=4, n_max=6)
     with pytest.raises(AssertionError, match="Arrays are not equal"):
         check_tiled(TOY, cases, runs, dut.sizes)
+
+
+def test_tiled_limits_are_refused_with_the_limit():
+    """hist_max: the host refuses a layer past it, the constructor one below t_max * n_max."""
+    from exion.sim.ffnr_rtl import check_case
+    with pytest.raises(ExionError, match=r"T x N <= 10 values per layer \(hist_max\)"):
+        check_case(TOY, FfnrCase(np.zeros((3, 4), np.int64)), hist_max=10)
+    with pytest.raises(ExionError, match=r"hist_max = 5 is invalid: must be an integer in 8\.\."):
+        hw.FfnrSizes(TOY, t_max=2, n_max=4, hist_max=5)
+    assert hw.FfnrSizes(TOY).cnt_bits == 32 and hw.FfnrSizes(E16).hist_max == 2**32 - 1
+    with pytest.raises(ExionError, match=r"tile \(40, 3\): tiles are 1\.\.32 x 1\.\.256"):
+        tile_of(FfnrCase(np.zeros((3, 4), np.int64), tile=(40, 3)), 32, 256)
