@@ -10,6 +10,14 @@ mantissa bits), P mask columns per beat, ``Q = min(P, L)``::
     DELTA   1 + T * NW + DELTA_LATENCY
     YSTORE  1 + T * ceil(D / L) + 1           (Y_d in, D = FC2 outputs per token)
     YLOAD   1 + T * ceil(D / L) + 2           (Y_d replayed)
+    CLEAR   1                                 (histogram zeroed)
+    HIST    1 + T * NW + HIST_LATENCY         (tile into the histogram, no H_d write)
+    THRESH  1 + bins + SEARCH_FIXED           (search over the accumulated histogram)
+    STORE   1 + T * NW                        (tile into H_d, histogram untouched)
+
+A layer larger than the cache (``tiled_cycles``) runs CLEAR, one HIST per tile, THRESH, then
+per tile STORE and MASK (and DELTA on a sparse pass); tiles are ``t_tile`` rows x ``n_tile``
+columns, row tiles outer, the last ones smaller.
 
 A dense iteration runs DENSE (H in, histogram, threshold), YSTORE (Y_d in) and, for the next
 sparse iteration, MASK; a sparse iteration runs MASK (to the CAU), DELTA (H' in, delta out)
@@ -26,7 +34,8 @@ from .ffn_reuse import num_bins
 
 __all__ = ["HIST_LATENCY", "SEARCH_FIXED", "MASK_LATENCY", "DELTA_LATENCY", "DEFAULT_P",
            "dense_cycles", "mask_cycles", "delta_cycles", "y_store_cycles", "y_load_cycles",
-           "iteration_cycles"]
+           "iteration_cycles", "clear_cycles", "hist_cycles", "thresh_cycles",
+           "store_cycles", "tiles", "tiled_cycles"]
 
 #: Histogram pipeline: input register, bin register, counter add.
 HIST_LATENCY = 3
@@ -75,3 +84,41 @@ def iteration_cycles(cfg: Config, t: int, n: int, d: int, dense: bool,
     if dense:
         return dense_cycles(cfg, t, n) + mask_cycles(cfg, t, n, p) + y_store_cycles(cfg, t, d)
     return mask_cycles(cfg, t, n, p) + delta_cycles(cfg, t, n) + y_load_cycles(cfg, t, d)
+
+
+def clear_cycles(cfg: Config) -> int:
+    return 1
+
+
+def hist_cycles(cfg: Config, t: int, n: int) -> int:
+    return 1 + t * math.ceil(n / cfg.lanes) + HIST_LATENCY
+
+
+def thresh_cycles(cfg: Config, bins: int | None = None, mant_bits: int = 4) -> int:
+    return 1 + _bins(cfg, bins, mant_bits) + SEARCH_FIXED
+
+
+def store_cycles(cfg: Config, t: int, n: int) -> int:
+    return 1 + t * math.ceil(n / cfg.lanes)
+
+
+def tiles(T: int, N: int, t_tile: int, n_tile: int) -> list[tuple[int, int, int, int]]:
+    """``(row0, col0, rows, cols)`` of every tile of a T x N layer, row tiles outer."""
+    return [(r, c, min(t_tile, T - r), min(n_tile, N - c))
+            for r in range(0, T, t_tile) for c in range(0, N, n_tile)]
+
+
+def tiled_cycles(cfg: Config, T: int, N: int, t_tile: int, n_tile: int, *,
+                 delta: bool = False, p: int = DEFAULT_P, bins: int | None = None) -> dict:
+    """Cycles of a whole tiled layer, per command kind and ``total``: CLEAR, HIST per tile,
+    THRESH, then STORE + MASK (+ DELTA) per tile."""
+    ts = tiles(T, N, t_tile, n_tile)
+    c = {"clear": clear_cycles(cfg),
+         "hist": sum(hist_cycles(cfg, t, n) for _, _, t, n in ts),
+         "thresh": thresh_cycles(cfg, bins),
+         "store": sum(store_cycles(cfg, t, n) for _, _, t, n in ts),
+         "mask": sum(mask_cycles(cfg, t, n, p) for _, _, t, n in ts)}
+    if delta:
+        c["delta"] = sum(delta_cycles(cfg, t, n) for _, _, t, n in ts)
+    c["total"] = sum(c.values())
+    return c

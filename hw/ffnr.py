@@ -8,6 +8,9 @@ Bit-exact twin of ``exion.golden.ffn_reuse`` for the ``magnitude`` rule (``docs/
     sparse (op MASK)   HdStore --> MaskEmitter --> mask stream (hw/cau.py mask_layout)
            (op DELTA)  h stream (H') + HdStore --> DeltaUnit --> delta stream (H' - H_d)
            (op YLOAD)  YdCache --> y_out stream (OMEM preload: FC2 accumulates Y_d + delta W2)
+    a layer larger than the cache, in tiles of up to t_max x n_max (docs/ffnr.md):
+           CLEAR; HIST per tile (histogram only, accumulating); THRESH (search once);
+           per tile STORE (H_d only) then MASK (and DELTA)
 
 * **Histogram**: ``abs_histogram(H, W, mant_bits)``: bin of ``|v|`` = ``|v|`` below
   ``2**(M+1)``, else ``(e - M + 1) * 2**M + (the M bits below the leading one)`` with ``e`` from
@@ -32,6 +35,8 @@ Cycles (no stalls; ``exion.golden.ffnr_cycles`` is the model, exact): ``NW = cei
     MASK   1 + NBLK * ceil(N / P) * (P / Q) + MaskEmitter.latency
     DELTA  1 + T * NW + DeltaUnit.latency + 1
     YSTORE 1 + T * ceil(D / L) + 1;   YLOAD  1 + T * ceil(D / L) + YdCache.latency + 1
+    CLEAR  1;   HIST  1 + T * NW + Histogram.latency;   STORE  1 + T * NW
+    THRESH 1 + ThresholdSearch.cycles(NB)
 """
 
 from __future__ import annotations
@@ -56,13 +61,16 @@ from .util import pad_mux as _mux
 __all__ = ["FFNR", "FfnrSizes", "FfnrOp", "Histogram", "ThresholdSearch", "MaskEmitter",
            "DeltaUnit", "YdCache", "cmd_layout", "beat_layout", "delta_layout", "y_layout",
            "hw_bin", "bin_of",
-           "bin_edge", "S_DIGITS", "MANT_BITS"]
+           "bin_edge", "S_DIGITS", "MANT_BITS", "HIST_MAX"]
 
 #: Decimal digits of the run-time sparsity register: ``s_code = s * 10**S_DIGITS``. Same value
 #: as ``exion.golden.ffn_reuse.S_DIGITS`` (tests/test_ffnr.py checks it; hw/ imports no golden).
 S_DIGITS = 6
 #: Histogram mantissa bits (the golden's ``hist_mant_bits`` default).
 MANT_BITS = 4
+#: Default ``hist_max``: a layer's histogram counts up to 2**32 - 1 values (32-bit counters;
+#: a DiT-XL/2 FFN layer is 256 x 4608 = 1,179,648 values).
+HIST_MAX = (1 << 32) - 1
 
 
 class FfnrOp(enum.IntEnum):
@@ -72,6 +80,11 @@ class FfnrOp(enum.IntEnum):
     DELTA = 2   # ingest H' (T x N), emit where(mask, H' - H_d, 0)
     YSTORE = 3  # ingest Y_d (T x D, A-bit): the dense iteration's FC2 accumulator
     YLOAD = 4   # replay Y_d (OMEM preload for the sparse iteration's Y_d + delta W2)
+    # a layer larger than the cache, streamed in tiles (docs/ffnr.md, "Tiled layers"):
+    CLEAR = 5   # zero the histogram (a new layer)
+    HIST = 6    # ingest a tile of H (T x N) into the histogram only, without clearing it
+    THRESH = 7  # threshold search over the accumulated histogram (s_code)
+    STORE = 8   # ingest a tile of H into H_d only (histogram untouched; needs a threshold)
 
 
 def bin_of(mag: int, mant_bits: int) -> int:
@@ -106,17 +119,20 @@ class FfnrSizes:
     d_max   FC2 outputs per token, Y_d's width (default ``n_max // 4``: F = 4 d, SPEC 3.3)
     cols_per_cycle  P, columns per mask beat (default the CAU's, 8)
     mant_bits, s_digits  histogram mantissa bits, decimal digits of ``s``
+    hist_max  values one layer's histogram may count over HIST tiles (default ``2**32 - 1``:
+              32-bit counters; at least ``t_max * n_max``, one DENSE); a HIST that would pass
+              it is refused
 
     Derived: ``words = ceil(n_max / L)`` memory words per token; ``hd_depth = ceil(t_max / R) *
     words`` words of L x W bits per H_d bank (R banks, bank = token mod R); ``bins =
-    bin_of(2**(W-1)) + 1`` (129 at W = 12, M = 4); ``cnt_bits`` holds ``t_max * n_max``;
+    bin_of(2**(W-1)) + 1`` (129 at W = 12, M = 4); ``cnt_bits`` holds ``hist_max``;
     ``y_words = ceil(d_max / L)``, ``yd_depth = ceil(t_max / R) * y_words`` words of L x A bits
     per Y_d bank (R banks, same token placement as H_d).
     """
 
     def __init__(self, cfg: Config, *, t_max: int | None = None, n_max: int | None = None,
                  d_max: int | None = None, cols_per_cycle: int = CAU_COLS_PER_CYCLE, mant_bits: int = MANT_BITS,
-                 s_digits: int = S_DIGITS):
+                 s_digits: int = S_DIGITS, hist_max: int = HIST_MAX):
         self.cfg = cfg
         self.t_max = _int_arg("t_max", 4 * cfg.rows if t_max is None else t_max, 1, 1 << 16)
         self.n_max = _int_arg("n_max", cfg.k_max if n_max is None else n_max, 1, 1 << 16)
@@ -137,7 +153,8 @@ class FfnrSizes:
         self.yd_depth = self.blocks * self.y_words
         self.bins = bin_of(1 << (cfg.width - 1), self.mant_bits) + 1
         self.edge_bits = bin_edge(self.bins, self.mant_bits).bit_length()
-        self.cnt_bits = (self.t_max * self.n_max).bit_length()
+        self.hist_max = _int_arg("hist_max", hist_max, self.t_max * self.n_max, 1 << 48)
+        self.cnt_bits = self.hist_max.bit_length()
         self.den = 10 ** self.s_digits
         self.Q = min(self.P, L)
 
@@ -145,14 +162,14 @@ class FfnrSizes:
         return {k: getattr(self, k) for k in ("t_max", "n_max", "d_max", "P", "mant_bits",
                                               "s_digits", "words", "blocks", "hd_depth",
                                               "y_words", "yd_depth", "bins",
-                                              "edge_bits", "cnt_bits", "den")}
+                                              "edge_bits", "cnt_bits", "den", "hist_max")}
 
 
 def cmd_layout(s: FfnrSizes) -> data.StructLayout:
     """One command. op: FfnrOp; t tokens (1..t_max) and n hidden units (1..n_max) of a DENSE
     (MASK and DELTA use the last DENSE's), or t and d outputs (1..d_max) of a YSTORE (YLOAD
     uses the last YSTORE's); s_code = s * 10**s_digits (0..10**s_digits - 1)."""
-    return data.StructLayout({"op": 3, "t": range(s.t_max + 1), "n": range(s.n_max + 1),
+    return data.StructLayout({"op": 4, "t": range(s.t_max + 1), "n": range(s.n_max + 1),
                               "d": range(s.d_max + 1), "s_code": range(s.den)})
 
 
@@ -434,7 +451,8 @@ class MaskEmitter(wiring.Component):
 
     Row block by row block (R tokens), ``ceil(N / P)`` beats of P column conflict vectors
     (bit r = token ``block * R + r``; columns past N and rows past T are 0), ``last`` on a
-    block's last beat, ``block`` = the block index, ``sort`` = 0 (popcount). A beat is built
+    block's last beat, ``block`` = the block index, ``sort`` = 0 (popcount), ``ways`` =
+    ``cfg.merge_ways`` (the CAU's run-time m at its build value). A beat is built
     from ``P / Q`` chunks of ``Q = min(P, L)`` columns, one H_d read (all banks) per chunk.
 
     Members
@@ -547,7 +565,8 @@ class MaskEmitter(wiring.Component):
             with m.If(s1_endb):
                 m.d.sync += [ob.cv[c].eq(part[c]) for c in range((CPB - 1) * Q)]
                 m.d.sync += [ob.cv[(CPB - 1) * Q + q].eq(bits[q]) for q in range(Q)]
-                m.d.sync += [ob.last.eq(s1_lastb), ob.block.eq(s1_blk), ob.sort.eq(0)]
+                m.d.sync += [ob.last.eq(s1_lastb), ob.block.eq(s1_blk), ob.sort.eq(0),
+                             ob.ways.eq(cfg.merge_ways)]   # the CAU's full m
         with m.If(s1_adv & s1_endb):
             m.d.sync += ob_valid.eq(1)
         with m.Elif(self.out.ready):
@@ -693,9 +712,9 @@ class FFNR(wiring.Component):
     ----------
     cfg : Config
         R (H_d banks, tokens per mask row block), L (values per beat), W.
-    t_max, n_max, cols_per_cycle, mant_bits, s_digits
+    t_max, n_max, d_max, cols_per_cycle, mant_bits, s_digits, hist_max
         See :class:`FfnrSizes` (defaults: 4 R tokens, ``cfg.k_max`` hidden units, the CAU's
-        P = 8, 4 mantissa bits, s in millionths).
+        P = 8, 4 mantissa bits, s in millionths, 2**32 - 1 values per layer).
 
     Members
     -------
@@ -716,7 +735,8 @@ class FFNR(wiring.Component):
         Threshold, its bin, values >= theta (mask ones), values counted (of the last DENSE).
     busy : Out(1);  error : Out(1)
         A command is running; the last command was refused (t or n = 0, s_code >= 10**D,
-        MASK / DELTA before any DENSE, YLOAD before any YSTORE, T or D = 0 in a YSTORE).
+        MASK / DELTA before any DENSE or STORE, YLOAD before any YSTORE, T or D = 0 in a
+        YSTORE, STORE before any threshold, a HIST past ``hist_max``, an unknown op).
 
     Cycles: see the module docstring (``dense_cycles``, ``mask_cycles``, ``delta_cycles``).
     """
@@ -756,6 +776,15 @@ class FFNR(wiring.Component):
     def y_cycles(self, t: int, d: int, load: bool) -> int:
         return 1 + t * math.ceil(d / self.cfg.lanes) + (YdCache.latency + 1 if load else 1)
 
+    def hist_cycles(self, t: int, n: int) -> int:
+        return 1 + t * math.ceil(n / self.cfg.lanes) + Histogram.latency
+
+    def store_cycles(self, t: int, n: int) -> int:
+        return 1 + t * math.ceil(n / self.cfg.lanes)
+
+    def thresh_cycles(self) -> int:
+        return 1 + ThresholdSearch.cycles(self.sizes.bins)
+
     def delta_cycles(self, t: int, n: int) -> int:
         return 1 + t * math.ceil(n / self.cfg.lanes) + DeltaUnit.latency + 1   # + idle detect
 
@@ -785,6 +814,9 @@ class FFNR(wiring.Component):
         have = Signal()                      # a DENSE finished: theta and H_d are valid
         error = Signal()
         regs = SimpleNamespace(t=t, n=n, nw=nw, s_code=s_code, have=have, error=error,
+                               to_hd=Signal(name="to_hd"),       # INGEST writes H_d
+                               to_hist=Signal(name="to_hist"),   # INGEST counts
+                               have_theta=Signal(name="have_theta"),  # a search finished
                                yt=Signal(range(sz.t_max + 1), name="yt"),
                                yw=Signal(range(sz.y_words + 1), name="yw"),
                                have_y=Signal(name="have_y"))   # a YSTORE happened
@@ -796,9 +828,9 @@ class FFNR(wiring.Component):
         # H_d write and histogram input from the h stream (DENSE)
         take = Signal()
         m.d.comb += [
-            store.wr.en.eq(take), store.wr.bank.eq(walk.bank), store.wr.addr.eq(walk.addr()),
+            store.wr.en.eq(take & regs.to_hd), store.wr.bank.eq(walk.bank), store.wr.addr.eq(walk.addr()),
             store.wr.data.eq(self.h.payload),
-            hist.inp.valid.eq(take), hist.inp.payload.v.eq(self.h.payload),
+            hist.inp.valid.eq(take & regs.to_hist), hist.inp.payload.v.eq(self.h.payload),
             hist.inp.payload.lanes.eq(Mux(n - walk.col >= cfg.lanes, cfg.lanes, n - walk.col)),
             search.rd_data.eq(hist.rd_data), search.s_code.eq(s_code),
             search.total.eq(hist.total),
@@ -819,22 +851,29 @@ class FFNR(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += self.cmd.ready.eq(1)
                 with m.If(self.cmd.valid):
-                    self._command(m, cmd, regs, walk, hist, emit, dunit, ycache)
+                    self._command(m, cmd, regs, walk, hist, search, emit, dunit, ycache)
             with m.State("INGEST"):
                 m.d.comb += [self.h.ready.eq(1), take.eq(self.h.valid)]
                 with m.If(take):
                     walk.step(m, nw)
                     with m.If(walk.last(nw)):
                         m.d.sync += drain.eq(Histogram.latency - 1)
-                        m.next = "DRAIN"
+                        with m.If(regs.to_hist):
+                            m.next = "DRAIN"
+                        with m.Else():       # STORE: H_d written, no histogram
+                            m.d.sync += have.eq(1)
+                            m.next = "IDLE"
             with m.State("DRAIN"):           # the last beat reaches the counters
                 m.d.sync += drain.eq(drain - 1)
                 with m.If(drain == 0):
-                    m.d.comb += search.start.eq(1)
-                    m.next = "SEARCH"
-            with m.State("SEARCH"):
+                    with m.If(regs.to_hd):   # DENSE: search this tile's histogram
+                        m.d.comb += search.start.eq(1)
+                        m.next = "SEARCH"
+                    with m.Else():           # HIST: accumulated, no search
+                        m.next = "IDLE"
+            with m.State("SEARCH"):          # DENSE or THRESH
                 with m.If(~search.busy):
-                    m.d.sync += have.eq(1)
+                    m.d.sync += [have.eq(have | regs.to_hd), regs.have_theta.eq(1)]
                     m.next = "IDLE"
             with m.State("MASK"):
                 with m.If(~emit.busy):
@@ -849,17 +888,35 @@ class FFNR(wiring.Component):
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
         return m
 
-    def _command(self, m, cmd, r, walk, hist, emit, dunit, ycache):
+    def _command(self, m, cmd, r, walk, hist, search, emit, dunit, ycache):
         """IDLE with a command: check it, load the registers ``r``, start the phase."""
         sz, L = self.sizes, self.cfg.lanes
         m.d.sync += r.error.eq(0)
-        dense = (cmd.t != 0) & (cmd.n != 0) & (cmd.s_code < sz.den)
-        with m.If((cmd.op == FfnrOp.DENSE) & dense):
+        tile = (cmd.t != 0) & (cmd.n != 0)
+        s_ok = cmd.s_code < sz.den
+        fits = hist.total + cmd.t * cmd.n <= sz.hist_max      # HIST: the layer's count fits
+        ingest = Signal(name="cmd_ingest")
+        m.d.comb += ingest.eq(
+            tile & (((cmd.op == FfnrOp.DENSE) & s_ok) | ((cmd.op == FfnrOp.HIST) & fits)
+                    | ((cmd.op == FfnrOp.STORE) & r.have_theta)))
+        with m.If(ingest):                  # DENSE, HIST or STORE: H tile beats in
+            dense, to_hd = cmd.op == FfnrOp.DENSE, cmd.op != FfnrOp.HIST
             m.d.sync += [r.t.eq(cmd.t), r.n.eq(cmd.n), r.nw.eq(_ceil_div(cmd.n, L)),
-                         r.s_code.eq(cmd.s_code), r.have.eq(0)]
-            m.d.comb += hist.clear.eq(1)
+                         r.have.eq(0), r.to_hd.eq(to_hd), r.to_hist.eq(cmd.op != FfnrOp.STORE)]
+            with m.If(cmd.op != FfnrOp.STORE):
+                m.d.sync += r.have_theta.eq(0)
+            with m.If(dense):
+                m.d.sync += r.s_code.eq(cmd.s_code)
+                m.d.comb += hist.clear.eq(1)
             walk.restart(m, cmd.t)
             m.next = "INGEST"
+        with m.Elif(cmd.op == FfnrOp.CLEAR):
+            m.d.sync += r.have_theta.eq(0)
+            m.d.comb += hist.clear.eq(1)
+        with m.Elif((cmd.op == FfnrOp.THRESH) & s_ok):
+            m.d.sync += [r.s_code.eq(cmd.s_code), r.to_hd.eq(0)]
+            m.d.comb += [search.start.eq(1), search.s_code.eq(cmd.s_code)]
+            m.next = "SEARCH"
         with m.Elif((cmd.op == FfnrOp.MASK) & r.have):
             m.d.comb += emit.start.eq(1)
             m.next = "MASK"

@@ -21,9 +21,10 @@ from exion.golden import ffn_reuse as fr
 from exion.golden import ffnr_cycles as fc
 from exion.hw import ffnr as hw
 from exion.hw.cau import mask_layout
-from exion.sim.ffnr_rtl import (OP_DELTA, OP_DENSE, OP_MASK, OP_YLOAD, OP_YSTORE, FfnrCase,
-                                FfnrRun, cmd_fields, delta_from_beats, h_beats,
-                                mask_from_beats, rows_from_beats)
+from exion.sim.ffnr_rtl import (OP_CLEAR, OP_DELTA, OP_DENSE, OP_HIST, OP_MASK, OP_STORE,
+                                OP_THRESH, OP_YLOAD, OP_YSTORE, FfnrCase, FfnrRun, cmd_fields,
+                                delta_from_beats, ffnr_program, ffnr_run_from_outputs,
+                                h_beats, mask_from_beats, rows_from_beats, tile_of)
 from exion.sim.payload import unpack
 
 TOY = PRESETS["toy"]
@@ -253,13 +254,11 @@ def test_sparsity_code_is_the_golden_s():
     (lambda: np.zeros((3, 4)), ["--s", "0.8"], r"--h '.*h.npy' has dtype float64 \(shape \(3, 4\)\)"),
     (lambda: np.zeros((3, 4, 2), int), ["--s", "0.8"], r"--h: '.*h.npy' has shape \(3, 4, 2\)"),
     (lambda: np.full((3, 4), 5000), ["--s", "0.8"], r"--h '.*h.npy' \(shape \(3, 4\)\): values"),
-    (lambda: np.zeros((33, 4), int), ["--s", "0.8"], r"shape \(33, 4\): the toy FFN-Reuse unit "
-                                                    r"takes 1..32 tokens"),
     (lambda: np.zeros((0, 4), int), ["--s", "0.8"], r"shape \(0, 4\)"),
     (lambda: np.zeros((3, 4), int), ["--s", "1"], r"--s 1: .* in \[0, 1\)"),
     (lambda: np.zeros((3, 4), int), ["--s", "-0.5"], r"--s -0.5: .* in \[0, 1\)"),
     (lambda: np.zeros((3, 4), int), ["--s", "0.1234567"], r"--s 0.1234567: .* more than 6"),
-], ids=["float", "3d", "range", "too-many-tokens", "empty", "s1", "s-neg", "s-digits"])
+], ids=["float", "3d", "range", "empty", "s1", "s-neg", "s-digits"])
 def test_cli_sim_ffnr_refuses_bad_input(tmp_path, cli_run, make, opts, expect):
     import re
     np.save(tmp_path / "h.npy", make())
@@ -362,8 +361,9 @@ def test_ffnr_mask_drives_the_cau():
 
 
 def test_ffnr_refuses_bad_commands():
-    """MASK / DELTA before a DENSE, YLOAD before a YSTORE, T or N = 0, s_code >= 10**6 and an
-    unknown op set ``error`` and leave the unit idle; a good DENSE clears it."""
+    """MASK / DELTA before a DENSE, YLOAD before a YSTORE, T or N = 0, s_code >= 10**6, STORE
+    before any threshold and an unknown op set ``error`` and leave the unit idle; a good DENSE
+    clears it."""
     dut = hw.FFNR(TOY, n_max=16)
     seen = []
 
@@ -371,7 +371,9 @@ def test_ffnr_refuses_bad_commands():
         bad = [cmd_fields(OP_MASK), cmd_fields(OP_DELTA), cmd_fields(OP_YLOAD),
                cmd_fields(OP_DENSE, 0, 4, 0), cmd_fields(OP_DENSE, 3, 0, 0),
                cmd_fields(OP_DENSE, 3, 4, 10**6), cmd_fields(OP_YSTORE, 3, d=0),
-               cmd_fields(7, 3, 4, 0)]
+               cmd_fields(15, 3, 4, 0), cmd_fields(OP_STORE, 1, 4),      # STORE: no theta
+               cmd_fields(OP_THRESH, s_code=10**6), cmd_fields(OP_HIST, 0, 4),
+               cmd_fields(OP_HIST, 3, 0)]
         for cmd in bad + [cmd_fields(OP_DENSE, 1, 4, 0)]:
             ctx.set(dut.cmd.valid, 1)
             ctx.set(dut.cmd.payload, cmd)
@@ -383,7 +385,7 @@ def test_ffnr_refuses_bad_commands():
     sim.add_clock(1e-6)
     sim.add_testbench(tb)
     sim.run()
-    assert seen[:-1] == [(1, 0)] * 8 and seen[-1] == (0, 1)
+    assert seen[:-1] == [(1, 0)] * 12 and seen[-1] == (0, 1)
 
 
 @pytest.mark.parametrize("cfg", [TOY, E16], ids=["toy", "exion16"])
@@ -411,3 +413,194 @@ def test_ffnr_sparse_iteration_reproduces_golden_ffn_sparse(cfg):
     assert 0 < run.mask.sum() < run.mask.size
     np.testing.assert_array_equal(h_d + run.delta, h2)
     np.testing.assert_array_equal(wrap(run.y_replay + run.delta @ w2, cfg.acc_width), y2)
+
+
+# -- a layer larger than the cache, streamed in tiles (CLEAR, HIST, THRESH, STORE) --
+
+async def _raw_command(ctx, dut, rng, cmd, beats, inp, out, gaps, bp):
+    """``_command`` on packed payloads (the bench's steps): raw output ints, cycles."""
+    i, sent, got, cyc = 0, False, [], 0
+    inp, out = getattr(dut, inp), getattr(dut, out) if out else None
+    while True:
+        offer_c = not sent and rng.random() >= gaps
+        ctx.set(dut.cmd.valid, int(offer_c))
+        ctx.set(Value.cast(dut.cmd.payload), cmd)
+        offer_h = sent and i < len(beats) and rng.random() >= gaps
+        for port in (dut.h, dut.y):
+            ctx.set(port.valid, int(offer_h and port is inp))
+        if offer_h:
+            ctx.set(Value.cast(inp.payload), beats[i])
+        rdy = int(rng.random() >= bp)
+        for port in (dut.mask, dut.delta, dut.y_out):
+            ctx.set(port.ready, rdy if port is out else 0)
+        c_rdy, h_rdy = ctx.get(dut.cmd.ready), ctx.get(inp.ready)
+        o_val = ctx.get(out.valid) if out is not None else 0
+        raw = ctx.get(Value.cast(out.payload)) if out is not None else 0
+        if sent and i >= len(beats) and not ctx.get(dut.busy):
+            return got, cyc
+        await ctx.tick()
+        if sent:
+            cyc += 1
+        if offer_c and c_rdy:
+            sent, cyc = True, 1
+        if offer_h and h_rdy:
+            i += 1
+        if o_val and rdy:
+            got.append(raw)
+
+
+def run_amaranth_program(cfg, cases, *, seed=0, gaps=0.0, backpressure=0.0, **kw):
+    """The cocotb bench's programs (``ffnr_program``: tiled when H exceeds the cache or the
+    case forces a tile) in the Amaranth simulator; runs assembled like ``rtl_ffnr_batch``."""
+    dut = hw.FFNR(cfg, **kw)
+    sz = dut.sizes
+    rng = np.random.default_rng(seed)
+    tiles = [tile_of(c, sz.t_max, sz.n_max) for c in cases]
+    progs = [ffnr_program(cfg, c, sz, tl) for c, tl in zip(cases, tiles)]
+    outs = []
+
+    async def tb(ctx):
+        for prog in progs:
+            steps = []
+            for _, cmd, beats, inp, out, read in prog:
+                got, cyc = await _raw_command(ctx, dut, rng, cmd, beats, inp, out, gaps,
+                                              backpressure)
+                st = {"out": got, "cycles": cyc, "error": ctx.get(dut.error)}
+                if read:
+                    hist = []
+                    for b in range(sz.bins):
+                        ctx.set(dut.hist_addr, b)
+                        hist.append(ctx.get(dut.hist_data))
+                    st["results"] = {"hist": hist, **{k: ctx.get(getattr(dut, k)) for k in
+                                                      ("theta", "theta_bin", "ones", "total")}}
+                steps.append(st)
+            outs.append(steps)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+    runs = [ffnr_run_from_outputs(cfg, c, p, o, sz, tl)
+            for c, p, o, tl in zip(cases, progs, outs, tiles)]
+    return runs, dut
+
+
+def check_tiled(cfg, cases, runs, sizes, timed=True, label=""):
+    """check_runs (histogram over the whole H, theta, mask, delta) and, free-running, the
+    cycles of every command kind == ``ffnr_cycles.tiled_cycles``."""
+    check_runs(cfg, cases, runs, label=label)
+    for case, run in zip(cases, runs):
+        assert run.tiling is not None, case.name
+        T, N = case.h.shape
+        if timed:
+            model = fc.tiled_cycles(cfg, T, N, run.tiling["t_tile"], run.tiling["n_tile"],
+                                    delta=case.h_sparse is not None, p=sizes.P,
+                                    bins=sizes.bins)
+            assert run.cycles == model, f"{label} {case.name}: {run.cycles} != {model}"
+
+
+def tiled_cases(cfg, rng, t_max, n_max):
+    """H larger than a t_max x n_max cache in both dimensions (and in one), equal magnitudes
+    across tiles, s = 0 and 0.99, with and without H'."""
+    W = cfg.width
+    lo, hi = -(1 << (W - 1)), (1 << (W - 1)) - 1
+    T, N = 2 * t_max + 3, 2 * n_max + 5
+    big = rng.integers(lo, hi + 1, (T, N))
+    lap = np.clip(np.rint(rng.laplace(0, 60, (T + 1, n_max + 1))), lo, hi).astype(np.int64)
+    eq = np.where(rng.random((T, N)) < 0.5, -77, 77)
+    return [
+        FfnrCase(big, 0.8, np.clip(big[::-1] + 3, lo, hi), "both-dims"),
+        FfnrCase(lap, 0.9, None, "one-over-each"),
+        FfnrCase(eq, 0.5, None, "equal-magnitudes"),
+        FfnrCase(big, 0.0, None, "s0"),
+        FfnrCase(big, 0.99, None, "s99"),
+        FfnrCase(np.zeros((t_max + 1, 3), np.int64), 0.8, None, "zeros-over-rows"),
+        FfnrCase(big[:5, :7], 0.123456, big[:5, :7] * 0 + 1, "forced-tile", tile=(2, 3)),
+    ]
+
+
+@pytest.mark.parametrize("cfg", [TOY, E16], ids=["toy", "exion16"])
+def test_ffnr_tiled_layer_matches_golden(cfg):
+    """A layer larger than the unit's cache: histogram over the whole H, one threshold, mask
+    (and delta) per (row tile, column tile) == golden build_mask; cycles == model."""
+    t_max, n_max = cfg.rows, cfg.lanes + 3
+    rng = np.random.default_rng(2500 + cfg.rows)
+    cases = tiled_cases(cfg, rng, t_max, n_max)
+    runs, dut = run_amaranth_program(cfg, cases, t_max=t_max, n_max=n_max, seed=4)
+    check_tiled(cfg, cases, runs, dut.sizes)
+
+
+def test_ffnr_tiled_backpressure():
+    rng = np.random.default_rng(26)
+    cases = tiled_cases(TOY, rng, 4, 6)[:3]
+    runs, dut = run_amaranth_program(TOY, cases, t_max=4, n_max=6, seed=5, gaps=0.3,
+                                     backpressure=0.5)
+    check_tiled(TOY, cases, runs, dut.sizes, timed=False)
+
+
+def test_ffnr_tiled_commands_and_limits():
+    """THRESH after a DENSE re-searches its histogram; a HIST past hist_max is refused; CLEAR
+    drops the threshold (STORE refused until THRESH); HIST adds onto a DENSE's histogram."""
+    dut = hw.FFNR(TOY, t_max=4, n_max=4, hist_max=20)
+    sz = dut.sizes
+    assert sz.cnt_bits == 5
+    seen = []
+    h = [[1, 2, 3, 4]] * 4
+
+    async def tb(ctx):
+        rng = np.random.default_rng(0)
+        for cmd, beats in [(cmd_fields(OP_DENSE, 4, 4, 0), h),      # 16 values
+                           (cmd_fields(OP_HIST, 1, 4), h[:1]),        # 20: fits
+                           (cmd_fields(OP_HIST, 1, 1), []),           # 21: refused
+                           (cmd_fields(OP_THRESH, s_code=500000), []),
+                           (cmd_fields(OP_CLEAR), []),
+                           (cmd_fields(OP_STORE, 1, 4), []),          # refused: no theta
+                           (cmd_fields(OP_HIST, 2, 4), h[:2]),
+                           (cmd_fields(OP_THRESH, s_code=0), []),
+                           (cmd_fields(OP_STORE, 1, 4), h[:1])]:
+            _, cyc = await _command(ctx, dut, rng, cmd, [hw.beat_layout(TOY).const(b)
+                                                         for b in beats], None, 0, 0)
+            seen.append((ctx.get(dut.error), ctx.get(dut.total), ctx.get(dut.theta), cyc))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+    assert [e for e, *_ in seen] == [0, 0, 1, 0, 0, 1, 0, 0, 0]
+    assert [t for _, t, *_ in seen] == [16, 20, 20, 20, 0, 0, 8, 8, 8]
+    # s = 0.5 over 20 values (5 x each of 1, 2, 3, 4): theta 3 keeps 10
+    assert seen[3][2] == 3 and seen[7][2] == 1
+    assert seen[4][3] == fc.clear_cycles(TOY) and seen[3][3] == fc.thresh_cycles(TOY)
+    assert seen[6][3] == fc.hist_cycles(TOY, 2, 4) and seen[8][3] == fc.store_cycles(TOY, 1, 4)
+    assert (seen[6][3], seen[8][3], seen[3][3]) == (dut.hist_cycles(2, 4), dut.store_cycles(1, 4),
+                                                     dut.thresh_cycles())
+
+
+def test_a_histogram_cleared_between_tiles_is_caught(monkeypatch):
+    """Mutation: HIST clearing the histogram (only the last tile counted) must fail the
+    whole-layer histogram comparison."""
+    orig = hw.FFNR._command
+
+    def broken(self, m, cmd, r, walk, hist, *rest):
+        with m.If(cmd.op == hw.FfnrOp.HIST):
+            m.d.comb += hist.clear.eq(1)
+        orig(self, m, cmd, r, walk, hist, *rest)
+
+    monkeypatch.setattr(hw.FFNR, "_command", broken)
+    rng = np.random.default_rng(27)
+    cases = tiled_cases(TOY, rng, 4, 6)[:1]
+    runs, dut = run_amaranth_program(TOY, cases, t_max=4, n_max=6)
+    with pytest.raises(AssertionError, match="Arrays are not equal"):
+        check_tiled(TOY, cases, runs, dut.sizes)
+
+
+def test_tiled_limits_are_refused_with_the_limit():
+    """hist_max: the host refuses a layer past it, the constructor one below t_max * n_max."""
+    from exion.sim.ffnr_rtl import check_case
+    with pytest.raises(ExionError, match=r"T x N <= 10 values per layer \(hist_max\)"):
+        check_case(TOY, FfnrCase(np.zeros((3, 4), np.int64)), hist_max=10)
+    with pytest.raises(ExionError, match=r"hist_max = 5 is invalid: must be an integer in 8\.\."):
+        hw.FfnrSizes(TOY, t_max=2, n_max=4, hist_max=5)
+    assert hw.FfnrSizes(TOY).cnt_bits == 32 and hw.FfnrSizes(E16).hist_max == 2**32 - 1
+    with pytest.raises(ExionError, match=r"tile \(40, 3\): tiles are 1\.\.32 x 1\.\.256"):
+        tile_of(FfnrCase(np.zeros((3, 4), np.int64), tile=(40, 3)), 32, 256)

@@ -10,10 +10,11 @@ the cycle counts must equal ``exion.golden.ffnr_cycles``.
 
 import numpy as np
 import pytest
-from test_ffnr import check_runs, directed_cases, random_cases
+from test_ffnr import check_runs, check_tiled, directed_cases, random_cases
 
 from exion import PRESETS
 from exion.gen.verilog import generate, lint
+from exion.hw.ffnr import FfnrSizes
 from exion.golden import ffnr_cycles as fc
 from exion.sim.ffnr_rtl import FfnrCase, rtl_ffnr, rtl_ffnr_batch
 from exion.paths import build_root
@@ -105,3 +106,68 @@ def test_cli_sim_ffnr_writes_the_golden_mask(tmp_path, cli_run):
     assert r["bit_exact"] and r["theta"] == theta and r["s_code"] == 850000
     assert r["rtl_cycles"] == r["model_cycles"]
     assert f"theta {theta}" in stdout and "PASS" in stdout
+
+
+@pytest.mark.parametrize("cfg,shapes", [
+    (TOY, [(100, 300), (33, 257)]),
+    (E16, [(70, 4700)]),
+    pytest.param(E16, [(300, 5000)], marks=pytest.mark.long),   # ~90 s on a shared 2-core box
+], ids=IDS + ["exion16-300x5000"])
+def test_ffnr_rtl_tiled_layer(cfg, shapes):
+    """H larger than the cache (t_max x n_max) in both dimensions, streamed in tiles in one
+    simulation: histogram over the whole H, theta, mask (and delta) == golden; cycles ==
+    ``tiled_cycles``. Plus equal magnitudes across tiles and s = 0 / 0.99 on a smaller
+    over-size H (both dimensions), and a single tile unchanged (DENSE)."""
+    sz = FfnrSizes(cfg)
+    seed = 19000 + cfg.rows
+    rng = np.random.default_rng(seed)
+    W = cfg.width
+    cases = []
+    for k, (T, N) in enumerate(shapes):
+        h = np.clip(np.rint(rng.laplace(0, 200, (T, N))), cfg.wmin, cfg.wmax).astype(np.int64)
+        cases.append(FfnrCase(h, [0.8, 0.95][k % 2], None, f"{T}x{N}"))
+    cases[0].h_sparse = np.clip(cases[0].h + rng.integers(-9, 10, cases[0].h.shape),
+                                cfg.wmin, cfg.wmax)
+    small = sz.t_max + 3, sz.n_max + 5 if cfg is TOY else 17
+    eq = np.where(rng.random(small) < 0.5, -(1 << (W - 2)), 1 << (W - 2))
+    big = rng.integers(cfg.wmin, cfg.wmax + 1, small)
+    cases += [FfnrCase(eq, 0.5, None, "equal-magnitudes", tile=(sz.t_max, 16)),
+              FfnrCase(big, 0.0, None, "s0", tile=(sz.t_max, 16)),
+              FfnrCase(big, 0.99, None, "s99", tile=(sz.t_max, 16))]
+    runs, _ = rtl_ffnr_batch(cfg, cases, seed=seed, run_name="ffnr-tiled")
+    check_tiled(cfg, cases, runs, sz, label=f"seed {seed}")
+    one = FfnrCase(big[:sz.t_max, :16], 0.8, None, "one-tile")
+    run = rtl_ffnr(cfg, one.h, one.s, seed=seed)
+    assert run.tiling is None
+    check_runs(cfg, [one], [run])
+    assert run.cycles["dense"] == fc.dense_cycles(cfg, *one.h.shape)
+
+
+def test_ffnr_rtl_tiled_backpressure():
+    """toy, 45 x 270 (both dimensions over the cache) with H', 30 % gaps, 50 % back-pressure."""
+    rng = np.random.default_rng(20)
+    h = rng.integers(TOY.wmin, TOY.wmax + 1, (45, 270))
+    case = FfnrCase(h, 0.8, np.clip(h[::-1] + 5, TOY.wmin, TOY.wmax), "bp")
+    runs, _ = rtl_ffnr_batch(TOY, [case], seed=20, gaps=0.3, backpressure=0.5,
+                             run_name="ffnr-tiled-bp")
+    check_tiled(TOY, [case], runs, FfnrSizes(TOY), timed=False)
+
+
+def test_cli_sim_ffnr_tiles_a_large_h(tmp_path, cli_run):
+    import json
+
+    from exion.golden.ffn_reuse import build_mask
+    rng = np.random.default_rng(21)
+    h = rng.integers(TOY.wmin, TOY.wmax + 1, (33, 257)).astype(np.int16)
+    np.save(tmp_path / "h.npy", h)
+    out, rep = tmp_path / "mask.npy", tmp_path / "r.json"
+    code, stdout, _ = cli_run("sim", "ffnr", "--config", "toy", "--h", str(tmp_path / "h.npy"),
+                              "--s", "0.8", "--out", str(out), "--json", str(rep))
+    assert code == 0, stdout
+    mask, theta = build_mask(h, 0.8, "magnitude", width=TOY.width)
+    np.testing.assert_array_equal(np.load(out), mask)
+    r = json.loads(rep.read_text())
+    assert r["bit_exact"] and r["theta"] == theta and r["tiling"]["tiles"] == 4
+    assert r["rtl_cycles"] == r["model_cycles"]
+    assert r["model_cycles"] == fc.tiled_cycles(TOY, 33, 257, 32, 256)
+    assert "tiled: 4 tiles" in stdout

@@ -20,15 +20,19 @@ def register_sim(ssub) -> None:
         description="Stream a dense iteration's GELU output H (T x N, W-bit integers) through "
                     "the Verilated FFN-Reuse unit: it builds the |H| histogram (leading-one "
                     "exponent + 4 mantissa bits), picks theta for the target sparsity s and "
-                    "emits the bitmask B = |H| >= theta as the CAU's mask beats. Histogram, "
+                    "emits the bitmask B = |H| >= theta as the CAU's mask beats. An H larger "
+                    "than the unit's cache (t_max x n_max) is streamed in tiles: every tile "
+                    "into the histogram (HIST), one threshold search (THRESH), then per tile "
+                    "H_d stored (STORE) and its mask emitted (MASK). Histogram, "
                     "theta and mask are checked bit-exactly against the golden "
                     "build_mask(H, s, 'magnitude'); prints cycles (next to the cycle model), "
                     "theta and the achieved sparsity, and writes the mask (bool .npy) only "
                     "when everything matches (exit 1 otherwise).")
     add_config(f)
     f.add_argument("--h", required=True, metavar="H.npy",
-                   help="T x N integer array, signed W-bit (T <= t_max, N <= n_max of the "
-                        "unit: 4 R tokens, k_max hidden units)")
+                   help="T x N integer array, signed W-bit, any shape (T x N <= 2**32 - 1); "
+                        "tiled in t_max x n_max tiles (4 R tokens x k_max hidden units) when "
+                        "larger than the unit's cache")
     f.add_argument("--s", required=True, metavar="S",
                    help="target sparsity in [0, 1), at most 6 decimals (the unit's register "
                         "holds s * 10**6), e.g. 0.8")
@@ -57,9 +61,10 @@ def load_ffnr_inputs(args):
     h = check_operand(cfg, h, f"--h {args.h!r} (shape {h.shape})")
     sz = FfnrSizes(cfg)
     T, N = h.shape
-    if not (1 <= T <= sz.t_max and 1 <= N <= sz.n_max):
+    if T < 1 or N < 1 or T * N > sz.hist_max:
         raise ExionError(f"--h {args.h!r} has shape {h.shape}: the {cfg.name} FFN-Reuse unit "
-                         f"takes 1..{sz.t_max} tokens x 1..{sz.n_max} hidden units")
+                         f"takes T, N >= 1 with T x N <= {sz.hist_max} values per layer "
+                         f"(its histogram counters)")
     try:
         code = sparsity_code(args.s)
     except ExionError as e:
@@ -92,19 +97,27 @@ def cmd_sim_ffnr(args) -> int:
               "theta": run.theta == want_theta,
               "mask": bool(np.array_equal(run.mask, want_mask))}
     exact = all(checks.values())
-    model = {"dense": fc.dense_cycles(cfg, T, N), "mask": fc.mask_cycles(cfg, T, N)}
+    if run.tiling:
+        model = fc.tiled_cycles(cfg, T, N, run.tiling["t_tile"], run.tiling["n_tile"])
+    else:
+        model = {"dense": fc.dense_cycles(cfg, T, N), "mask": fc.mask_cycles(cfg, T, N)}
+        model["total"] = model["dense"] + model["mask"]
     ones = int(run.mask.sum())
     figures = {"config": cfg.name, "T": T, "N": N, "s": args.s, "s_code": code,
                "theta": run.theta, "theta_golden": want_theta, "theta_bin": run.theta_bin,
                "ones": ones, "achieved_sparsity": 1 - ones / run.mask.size,
-               "rtl_cycles": {k: run.cycles[k] for k in ("dense", "mask")},
+               "tiling": run.tiling, "rtl_cycles": {k: run.cycles[k] for k in model},
                "model_cycles": model, "bit_exact": exact, "checks": checks, "seed": seed,
                "out": str(out) if exact else None}
     print(f"FFN-Reuse unit {cfg.name}: H {T} x {N}, s = {args.s} (s_code {code})")
     print(f"  theta {run.theta} (bin {run.theta_bin}), mask ones {ones} of {run.mask.size}, "
           f"achieved sparsity {figures['achieved_sparsity']:.4f}")
-    print(f"  RTL cycles: dense {run.cycles['dense']} (model {model['dense']}), mask "
-          f"{run.cycles['mask']} (model {model['mask']})")
+    if run.tiling:
+        tl = run.tiling
+        print(f"  tiled: {tl['tiles']} tiles of up to {tl['t_tile']} x {tl['n_tile']} (the "
+              f"unit's cache); CLEAR, HIST per tile, THRESH, STORE + MASK per tile")
+    print("  RTL cycles: " + ", ".join(f"{k} {run.cycles[k]} (model {model[k]})"
+                                       for k in model))
     if not exact:
         bad = [k for k, ok in checks.items() if not ok]
         print(f"  FAIL: RTL differs from golden build_mask in {', '.join(bad)} "
