@@ -32,7 +32,7 @@ def check(runs, cycles=True):
 
 
 def n_max(cfg):
-    return min(cfg.k_max, 1 << 14)
+    return cfg.cfse_n_max
 
 
 def gelu_cases(cfg, rng):
@@ -142,6 +142,69 @@ def test_cfse_rtl_backpressure_and_gaps(preset):
     runs, _ = rtl_cfse_many(preset, cases, seed=seed, run_name="backpressure")
     check(runs, cycles=False)
     assert any(r.cycles > r.model_cycles for r in runs)
+
+
+def long_cases(cfg, rng):
+    """Rows longer than n_max (restreamed three times), up to the golden limits, mixed with
+    short rows in one run (the mode follows the row length job by job)."""
+    nm = n_max(cfg)
+
+    def gb(n):
+        return rng.integers(FX_MIN, FX_MAX + 1, size=n), rng.integers(-4096, 4096, size=n)
+
+    huge = rng.integers(-3000, 3000, size=(2, nm + 7))
+    huge[0, 5] = FX_MAX
+    huge[1, -1] = FX_MAX
+    const = np.full((3, nm + 3), 1234)
+    const[1], const[2] = FX_MIN, FX_MAX
+    g1, b1 = gb(nm + 1)
+    g3, b3 = gb(nm + 3)
+    gl, bl = gb(1 << 14)
+    lhuge = rng.integers(-100, 100, size=(1, nm + 2))
+    lhuge[0, 9] = FX_MAX
+    return [
+        dict(name="sm-short-before", fn="softmax", x=rng.integers(-9000, 9000, size=(3, 7))),
+        dict(name="sm-long-nmax+1", fn="softmax", x=rng.integers(-20000, 20000, size=(2, nm + 1))),
+        dict(name="sm-long-1000", fn="softmax", x=rng.integers(-9000, 9000, size=(2, 1000))),
+        dict(name="sm-long-65535", fn="softmax", x=rng.integers(FX_MIN, FX_MAX + 1,
+                                                              size=(1, 65535))),
+        dict(name="sm-long-65535-zeros", fn="softmax", x=np.zeros((1, 65535), int)),
+        dict(name="sm-long-one-huge", fn="softmax", x=huge),
+        dict(name="sm-long-equal", fn="softmax", x=np.full((2, nm + 3), -777)),
+        dict(name="sm-short-after", fn="softmax", x=rng.integers(-9000, 9000, size=(4, nm))),
+        dict(name="ln-long-nmax+1", fn="layernorm", x=rng.integers(FX_MIN, FX_MAX + 1,
+                                                                   size=(2, nm + 1)),
+             gamma=g1, beta=b1),
+        dict(name="ln-short-between", fn="layernorm", x=rng.integers(-9000, 9000, size=(3, 9)),
+             gamma=g1[:9], beta=b1[:9]),
+        dict(name="ln-long-16384", fn="layernorm", x=rng.integers(FX_MIN, FX_MAX + 1,
+                                                                  size=(1, 1 << 14)),
+             gamma=gl, beta=bl, eps_q=77),
+        dict(name="ln-long-constant-var0", fn="layernorm", x=const, gamma=g3, beta=b3),
+        dict(name="ln-long-one-huge", fn="layernorm", x=lhuge, gamma=gl[:nm + 2],
+             beta=bl[:nm + 2]),
+    ]
+
+
+def test_cfse_rtl_long_rows(preset):
+    """Long-row (restream) mode on both presets: bit-exact, cycles equal the model, also
+    with random idle input cycles and output stalls."""
+    seed, rng = seeded()
+    cases = long_cases(preset, rng)
+    pick = ("sm-long-nmax+1", "sm-long-one-huge", "ln-long-nmax+1", "ln-long-constant-var0")
+    cases += [dict(c, name=f"{c['name']}-g0.3-s0.5", gaps=0.3, stall=0.5) for c in cases
+              if c["name"] in pick]
+    runs, report = rtl_cfse_many(preset, cases, seed=seed, run_name="long")
+    check([r for r in runs if "-g0.3" not in r.name])
+    check([r for r in runs if "-g0.3" in r.name], cycles=False)
+    nm = n_max(preset)
+    by = {r.name: r for r in runs}
+    assert by["sm-long-nmax+1"].restream and not by["sm-short-after"].restream
+    w = -(-(nm + 1) // preset.lanes)
+    assert by["sm-long-nmax+1"].cycles == 2 * (3 * w + 29 - 21) + 21
+    assert by["sm-long-one-huge"].y[0, 5] >= 32767 and by["sm-long-one-huge"].y[1, -1] >= 32767
+    assert (by["sm-long-65535-zeros"].y == 1).all()     # 2**15 / 65535 rounds to 1
+    assert any(r.cycles > r.model_cycles for r in runs if "-g0.3" in r.name)
 
 
 @pytest.mark.long
