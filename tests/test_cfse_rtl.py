@@ -264,3 +264,18 @@ def test_cli_sim_cfse_runs_and_detects_mismatch(cli_run, tmp_path, monkeypatch):
     code, out, _ = cli_run(*(argv[:-4] + ["--out", str(tmp_path / "y2.npy")]))
     assert code == 1 and "FAIL: 80 of 80 outputs differ from golden layernorm_fx" in out
     assert not (tmp_path / "y2.npy").exists()
+
+
+def test_cli_sim_cfse_long_row(cli_run, tmp_path):
+    """``exion sim cfse`` takes a softmax row longer than toy's n_max = 256 (restream mode,
+    reported), bit-exact, cycles equal to the model."""
+    import json
+    x = np.random.default_rng(5).integers(-9000, 9000, (2, 1000))
+    np.save(tmp_path / "x.npy", x)
+    code, out, _ = cli_run("sim", "cfse", "--config", "toy", "--fn", "softmax", "--x",
+                           str(tmp_path / "x.npy"), "--out", str(tmp_path / "y.npy"),
+                           "--report", str(tmp_path / "r.json"), "--seed", "3")
+    assert code == 0 and "long-row mode (restream: rows of 1000 > n_max = 256" in out, out
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["mode"] == "restream"
+    assert rep["rtl_cycles"] == rep["model_cycles"] == 2 * (3 * 250 + 8) + 21
