@@ -202,7 +202,8 @@ def test_cfse_rtl_long_rows(preset):
     assert by["sm-long-nmax+1"].restream and not by["sm-short-after"].restream
     w = -(-(nm + 1) // preset.lanes)
     assert by["sm-long-nmax+1"].cycles == 2 * (3 * w + 29 - 21) + 21
-    assert by["sm-long-one-huge"].y[0, 5] >= 32767 and by["sm-long-one-huge"].y[1, -1] >= 32767
+    hy = by["sm-long-one-huge"].y
+    assert hy[0, 5] == hy[0].max() > 32000 and hy[1, -1] == hy[1].max() > 32000
     assert (by["sm-long-65535-zeros"].y == 1).all()     # 2**15 / 65535 rounds to 1
     assert any(r.cycles > r.model_cycles for r in runs if "-g0.3" in r.name)
 
