@@ -14,7 +14,7 @@ under its own name (``gelu__*``, ``softmax__*``, ``layernorm__*``)::
                  --B: read, (x<<8 - mu)^2 sum -> variance divider -> isqrt--> F2
     (both)       --C: read, per-element function -> L pipelined dividers -> ... --> y
 
-A row of ``n`` values (``n`` a run-time port, 1..``n_max``) arrives as ``ceil(n / L)`` beats
+A row of ``n`` values (``n`` a run-time port, 1..``n_lim``) arrives as ``ceil(n / L)`` beats
 of L lanes (the last beat's lanes >= n are ignored; the outputs there are don't-care). The
 three phases A, B, C work on three different rows at once, each at one beat per cycle, so a
 steady stream of rows costs ``ceil(n / L)`` cycles per row: no per-row gap. Rows wait in a
@@ -24,9 +24,15 @@ scalar pipelines never stall; phase C stalls on the output's back-pressure; A ta
 row only while fewer than ``rows_max`` rows are in flight and a beat only while the buffer
 has room, so the FIFOs (``rows_max`` deep) cannot overflow and nothing is lost.
 
+Long rows (``n_max < n <= n_lim``: 65535 softmax, 16384 layer norm, the golden limits) do not
+fit the buffer: the host sends such a row three times and the ``restream`` FSM gives pass 1
+to A, pass 2 to B and pass 3 to C in place of their buffer reads; a long row starts only on
+an empty unit. The mode follows from ``n`` alone.
+
 Cycles (first input beat to last output beat, inclusive; input offered every cycle, output
 always ready): GELU ``beats + latency``; softmax / layer norm
-``(rows + 2) * ceil(n / L) + fixed_cycles``. ``exion.golden.cfse_cycles`` is the model.
+``(rows + 2) * ceil(n / L) + fixed_cycles``, long rows ``rows * (3 * ceil(n / L) +
+fixed_cycles - pc) + pc``. ``exion.golden.cfse_cycles`` is the model.
 """
 
 from __future__ import annotations
@@ -406,8 +412,9 @@ class SoftmaxUnit(_RowUnit):
 
     Members
     -------
-    n : In(range(n_max + 1))
-        Row length, 1..n_max (hold it while rows are in flight).
+    n : In(range(SM_N_LIM + 1))
+        Row length, 1..65535 (hold it while rows are in flight). Rows longer than ``n_max``
+        are restreamed: the host sends each such row three times (``docs/cfse.md``).
     x : In(stream.Signature(ArrayLayout(signed(16), L)))
         Rows, ``ceil(n / L)`` beats each, element ``k*L + l`` of a row in lane l of beat k.
     y : Out(stream.Signature(ArrayLayout(unsigned(16), L)))
@@ -493,7 +500,8 @@ class LayerNormUnit(_RowUnit):
 
     Members
     -------
-    n : In(range(n_max + 1))   row length 1..n_max (hold it while rows are in flight)
+    n : In(range(16385))       row length 1..16384 (hold it while rows are in flight); rows
+                               longer than ``n_max`` are sent three times (restream)
     eps : In(LN_EPS_BITS)      ``eps_q`` (Q.38 units), 1 .. 2**48 - 1 (hold it likewise)
     gb : In(stream.Signature(gb_layout, always_ready=True))
         Write gamma / beta word ``addr`` (elements ``addr*L .. addr*L+L-1``); load
