@@ -210,13 +210,16 @@ def test_cfse_rtl_long_rows(preset):
 
 @pytest.mark.long
 def test_cfse_rtl_random_sweep(preset):
-    """Long seeded sweep: random row lengths 1..n_max, spreads, gamma/beta and GELU
-    params, half of the cases with random timing."""
+    """Long seeded sweep: random row lengths 1..n_max and (every fourth case) long rows
+    n_max + 1 .. min(4 n_max, 16384), spreads, gamma/beta and GELU params, half of the cases
+    with random timing."""
     seed, rng = seeded()
     nm = n_max(preset)
     cases = []
     for i in range(24):
         n = int(rng.integers(1, nm + 1)) if i % 3 else int(rng.integers(1, 3 * preset.lanes))
+        if i % 4 == 3:
+            n = int(rng.integers(nm + 1, min(4 * nm, 1 << 14) + 1))
         rows = int(rng.integers(1, 2 * preset.rows))
         spread = float(rng.choice([0.05, 0.5, 2.0, 8.0]))
         x = np.clip(np.rint(rng.normal(0, spread, (rows, n)) * 2048), FX_MIN, FX_MAX)
