@@ -6,7 +6,9 @@ subparsers (``gen/cli_sim.py`` calls it with one line).
 Inputs use the golden functions' formats: ``gelu`` 16-bit Q.11 values of any shape
 (``gelu_fx``, output Q.11); ``softmax`` Q.11 rows along the last axis (output Q.15, 2**15 =
 1.0); ``layernorm`` Q.11 rows along the last axis with Q.11 ``--gamma`` / ``--beta`` of the
-row length (output Q.11). Bad files, shapes, dtypes or values stop with one line naming the
+row length (output Q.11). Every row length the golden accepts runs (softmax 1..65535, layer
+norm 1..16384): rows longer than the CFSE's buffer (``cfg.cfse_n_max``) go through the
+long-row (restream) mode, which the command reports. Bad files, shapes, dtypes or values stop with one line naming the
 option, the file and the shape; nothing is written.
 """
 
