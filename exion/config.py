@@ -207,6 +207,12 @@ class Config:
 
     # -- derived values ---------------------------------------------------------------
     @property
+    def cfse_n_max(self) -> int:
+        """Longest softmax / layer-norm row the CFSE buffers (``min(k_max, 16384)``); longer
+        rows, up to the golden limits, are restreamed (``docs/cfse.md``)."""
+        return min(self.k_max, 1 << 14)
+
+    @property
     def k_max_limit(self) -> int:
         """Largest K with ``K * 2**(2W-2) < 2**(A-1)``."""
         return (2 ** (self.acc_width - 1) - 1) // 2 ** (2 * self.width - 2)

@@ -13,7 +13,10 @@ Every unit takes one beat of L = ``cfg.lanes`` elements per cycle.
   later row; the three overlap on consecutive rows, so a stream of rows costs w cycles per
   row; the last row pays its own three passes, the two FIFO hand-overs and the phase
   pipelines ``pa`` (A's last beat -> F1), ``pb`` (B's last read -> F2), ``pc`` (C's read ->
-  output):
+  output). Rows longer than the buffer (``n > n_max = cfg.cfse_n_max``) are restreamed: the
+  host sends each row three times (pass 1 to A, 2 to B, 3 to C) and a long row starts only
+  when the unit is empty, so each row costs ``3 * w + fixed - pc`` and the last adds ``pc``:
+  ``rows * (3 * w + fixed - pc) + pc`` (one long row: ``3 * w + fixed``, as a short one):
 
   ========== ============================ ====================================== =============
   unit       pa                           pb                                     pc
@@ -38,8 +41,8 @@ from .conmerge import dense_plan
 from .cycles import gemm_cycles
 
 __all__ = ["FIFO_LATENCY", "GELU_LATENCY", "EXP_LATENCY", "phase_latencies", "fixed_cycles",
-           "gelu_cycles", "row_cycles", "cfse_cycles", "tile_figures", "throughput_table",
-           "GOAL_CASES", "FUNCTIONS"]
+           "gelu_cycles", "row_cycles", "restreamed", "cfse_cycles", "tile_figures",
+           "throughput_table", "GOAL_CASES", "FUNCTIONS"]
 
 FUNCTIONS = ("gelu", "softmax", "layernorm")
 
@@ -76,16 +79,30 @@ def gelu_cycles(cfg: Config, elements: int) -> int:
     return beats + GELU_LATENCY if beats else 0
 
 
-def row_cycles(cfg: Config, fn: str, rows: int, n: int) -> int:
-    """A softmax / layer-norm run over ``rows`` rows of ``n`` elements (0 for no row)."""
+def row_cycles(cfg: Config, fn: str, rows: int, n: int, n_max: int | None = None) -> int:
+    """A softmax / layer-norm run over ``rows`` rows of ``n`` elements (0 for no row).
+
+    Rows up to ``n_max`` (default ``cfg.cfse_n_max``) are buffered: ``(rows + 2) * w +
+    fixed``. Longer rows are restreamed (the input carries each row three times; the unit
+    takes a long row only when empty, so rows do not overlap): ``rows * (3 * w + fixed -
+    pc) + pc``."""
     if n < 1:
         raise ExionError(f"row_cycles: row length must be >= 1, got {n}")
     if rows == 0:
         return 0
-    return (rows + 2) * math.ceil(n / cfg.lanes) + fixed_cycles(fn)
+    w = math.ceil(n / cfg.lanes)
+    if n > (cfg.cfse_n_max if n_max is None else n_max):
+        pc = phase_latencies(fn)["pc"]
+        return rows * (3 * w + fixed_cycles(fn) - pc) + pc
+    return (rows + 2) * w + fixed_cycles(fn)
 
 
-def cfse_cycles(cfg: Config, fn: str, shape) -> int:
+def restreamed(cfg: Config, n: int, n_max: int | None = None) -> bool:
+    """Whether rows of ``n`` elements run in the long-row (restream) mode."""
+    return n > (cfg.cfse_n_max if n_max is None else n_max)
+
+
+def cfse_cycles(cfg: Config, fn: str, shape, n_max: int | None = None) -> int:
     """Cycles of ``fn`` on an input of ``shape`` (rows along the last axis for softmax and
     layer norm; GELU is elementwise)."""
     shape = tuple(int(s) for s in shape)
@@ -97,7 +114,7 @@ def cfse_cycles(cfg: Config, fn: str, shape) -> int:
     if not shape:
         raise ExionError(f"cfse_cycles: {fn} needs rows (at least a 1-D input)")
     n = shape[-1]
-    return row_cycles(cfg, fn, size // n if n else 0, n)
+    return row_cycles(cfg, fn, size // n if n else 0, n, n_max)
 
 
 def tile_figures(cfg: Config, fn: str, n: int, k: int) -> dict:
@@ -127,7 +144,7 @@ GOAL_CASES = (("softmax", 64, 72), ("softmax", 256, 72), ("softmax", 1024, 72),
 def throughput_table(cfg: Config) -> list[dict]:
     """:func:`tile_figures` for :data:`GOAL_CASES` (rows no longer than the CFSE's default
     ``n_max = min(k_max, 16384)`` and reductions within ``k_max``)."""
-    lim = min(cfg.k_max, 1 << 14)
+    lim = cfg.cfse_n_max
     return [tile_figures(cfg, fn, n, k) for fn, n, k in GOAL_CASES if n <= lim and k <= lim]
 
 

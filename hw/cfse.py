@@ -14,7 +14,7 @@ under its own name (``gelu__*``, ``softmax__*``, ``layernorm__*``)::
                  --B: read, (x<<8 - mu)^2 sum -> variance divider -> isqrt--> F2
     (both)       --C: read, per-element function -> L pipelined dividers -> ... --> y
 
-A row of ``n`` values (``n`` a run-time port, 1..``n_max``) arrives as ``ceil(n / L)`` beats
+A row of ``n`` values (``n`` a run-time port, 1..``n_lim``) arrives as ``ceil(n / L)`` beats
 of L lanes (the last beat's lanes >= n are ignored; the outputs there are don't-care). The
 three phases A, B, C work on three different rows at once, each at one beat per cycle, so a
 steady stream of rows costs ``ceil(n / L)`` cycles per row: no per-row gap. Rows wait in a
@@ -24,9 +24,15 @@ scalar pipelines never stall; phase C stalls on the output's back-pressure; A ta
 row only while fewer than ``rows_max`` rows are in flight and a beat only while the buffer
 has room, so the FIFOs (``rows_max`` deep) cannot overflow and nothing is lost.
 
+Long rows (``n_max < n <= n_lim``: 65535 softmax, 16384 layer norm, the golden limits) do not
+fit the buffer: the host sends such a row three times and the ``restream`` FSM gives pass 1
+to A, pass 2 to B and pass 3 to C in place of their buffer reads; a long row starts only on
+an empty unit. The mode follows from ``n`` alone.
+
 Cycles (first input beat to last output beat, inclusive; input offered every cycle, output
 always ready): GELU ``beats + latency``; softmax / layer norm
-``(rows + 2) * ceil(n / L) + fixed_cycles``. ``exion.golden.cfse_cycles`` is the model.
+``(rows + 2) * ceil(n / L) + fixed_cycles``, long rows ``rows * (3 * ceil(n / L) +
+fixed_cycles - pc) + pc``. ``exion.golden.cfse_cycles`` is the model.
 """
 
 from __future__ import annotations
@@ -49,7 +55,8 @@ from .lod import refuse
 from .util import bits_for
 
 __all__ = ["CFSE", "GeluUnit", "SoftmaxUnit", "LayerNormUnit", "RowIssue", "gelu_par_layout", "gb_layout",
-           "fx_vector", "default_n_max", "FIFO_LATENCY", "GELU_LATENCY", "LN_EPS_BITS"]
+           "fx_vector", "default_n_max", "FIFO_LATENCY", "GELU_LATENCY", "LN_EPS_BITS",
+           "SM_N_LIM"]
 
 #: SyncFIFOBuffered: a row written in cycle c is offered to its reader in cycle c + 2.
 FIFO_LATENCY = 2
@@ -57,6 +64,8 @@ FIFO_LATENCY = 2
 GELU_LATENCY = 6
 #: Width of the layer norm's ``eps`` port (Q.38 units); ``eps_q`` in 1 .. 2**48 - 1.
 LN_EPS_BITS = 48
+#: Longest softmax row (golden ``softmax_fx``: S < 2**39); layer norm: 16384 (``_RowUnit``).
+SM_N_LIM = 65535
 _GELU_SEG = 6
 _LN_XFRAC = 8
 
@@ -65,8 +74,8 @@ def default_n_max(cfg: Config) -> int:
     """Longest row by default: ``min(cfg.k_max, 16384)``. A softmax row (keys) and a layer
     norm row (model width) both become the reduction of the next product (P.V, the next
     projection), which the config bounds by ``k_max``; 16384 is golden ``layernorm_fx``'s
-    limit (64-bit variance sum)."""
-    return min(cfg.k_max, 1 << 14)
+    limit (64-bit variance sum). Longer rows are restreamed (three passes)."""
+    return cfg.cfse_n_max
 
 
 def fx_vector(lanes: int, signed_: bool = True) -> data.ArrayLayout:
@@ -193,6 +202,7 @@ class RowIssue(wiring.Component):
         Head of the row FIFO; ``row_pop`` takes it (then its words issue from the next
         advance on). The parent latches the row's scalars when ``row_pop``.
     valid, first, last : Out(1)   a word issues this cycle (``valid`` implies ``en``)
+    busy : Out(1)                 a row is being issued (state RUN)
     addr : Out(addr_bits)         its ring-buffer address
     word : Out(word_bits)         its index within the row
     rem : Out(range(n_max + 1))   elements of the row from this word on (lane l is part of
@@ -204,7 +214,7 @@ class RowIssue(wiring.Component):
         wb = bits_for(math.ceil(n_max / lanes))
         super().__init__({"en": In(1), "n": In(range(n_max + 1)),
                           "row_valid": In(1), "row_start": In(addr_bits), "row_pop": Out(1),
-                          "valid": Out(1), "first": Out(1), "last": Out(1),
+                          "valid": Out(1), "first": Out(1), "last": Out(1), "busy": Out(1),
                           "addr": Out(addr_bits), "word": Out(wb),
                           "rem": Out(range(n_max + 1))})
 
@@ -223,7 +233,7 @@ class RowIssue(wiring.Component):
                     load()
                     m.next = "RUN"
             with m.State("RUN"):
-                m.d.comb += self.valid.eq(self.en)
+                m.d.comb += [self.valid.eq(self.en), self.busy.eq(1)]
                 with m.If(self.en):
                     with m.If(self.last):
                         m.d.comb += self.row_pop.eq(self.row_valid)
@@ -253,16 +263,20 @@ class _RowUnit(wiring.Component):
     """Shared skeleton of the softmax and layer-norm units: ring buffer, phase A (ingest),
     the row FIFOs and the flow control (see the module docstring)."""
 
+    #: Longest row the unit takes (the golden's limit); rows longer than ``n_max`` restream.
+    N_LIM = 1 << 14
+
     def __init__(self, cfg: Config, n_max: int | None, members: dict):
         n_max = default_n_max(cfg) if n_max is None else n_max
         _check(self, cfg, n_max)
         self.cfg, self.n_max = cfg, n_max
+        self.n_lim = max(self.N_LIM, n_max)
         self.words_max = math.ceil(n_max / cfg.lanes)
         slack = self.fixed_cycles_for(cfg) + 16
         self.rows_max = 1 << bits_for(slack)
         self.depth = 1 << bits_for(3 * self.words_max + slack)
         self.addr_bits = bits_for(self.depth)
-        super().__init__({"n": In(range(n_max + 1)),
+        super().__init__({"n": In(range(self.n_lim + 1)),
                           "x": In(stream.Signature(fx_vector(cfg.lanes))), **members})
 
     @classmethod
@@ -280,7 +294,7 @@ class _RowUnit(wiring.Component):
         return self.fixed_cycles_for(self.cfg)
 
     def constants(self) -> dict:
-        return {"n_max": self.n_max, "words_max": self.words_max, "depth": self.depth,
+        return {"n_max": self.n_max, "n_lim": self.n_lim, "words_max": self.words_max, "depth": self.depth,
                 "rows_max": self.rows_max, "fixed_cycles": self.fixed_cycles}
 
     def _skeleton(self, m, f1_layout, f2_layout):
@@ -304,41 +318,79 @@ class _RowUnit(wiring.Component):
         used = Signal(range(self.depth + 1), name="used")
         inflight = Signal(range(self.rows_max + 1), name="inflight")
         a_first = Signal(init=1, name="a_first")
-        a_rem = Signal(range(self.n_max + 1), name="a_rem")
+        a_rem = Signal(range(self.n_lim + 1), name="a_rem")
         wr = Signal(self.addr_bits, name="wr")
         a_start = Signal(self.addr_bits, name="a_start")
         cur = Mux(a_first, self.n, a_rem)
         k.a_last = Signal(name="a_last")
         k.a_first = a_first
         m.d.comb += k.a_last.eq(cur <= L)
+        k.long = long = Signal(name="long")          # restream mode: n > n_max
+        m.d.comb += long.eq(self.n > self.n_max)
         ok = (used < self.depth) & (~a_first | (inflight < self.rows_max))
-        m.d.comb += self.x.ready.eq(ok)
+        ok_long = ~a_first | (inflight == 0)         # a long row starts on an empty unit
         k.xfer = Signal(name="xfer")
-        m.d.comb += [k.xfer.eq(self.x.valid & ok), wp.addr.eq(wr), wp.data.eq(self.x.payload),
-                     wp.en.eq(k.xfer)]
+        m.d.comb += [wp.addr.eq(wr), wp.data.eq(self.x.payload), wp.en.eq(k.xfer & ~long)]
         with m.If(k.xfer):
-            m.d.sync += [wr.eq(wr + 1), a_first.eq(k.a_last), a_rem.eq(cur - L)]
+            m.d.sync += [wr.eq(wr + Mux(long, 0, 1)), a_first.eq(k.a_last), a_rem.eq(cur - L)]
             with m.If(a_first):
                 m.d.sync += a_start.eq(wr)
         k.a_start = Mux(a_first, wr, a_start)
         k.a_mask = [cur > lane for lane in range(L)]
         # Phase C issue (stalls with the output).
         k.adv = Signal(name="adv")
-        k.ic = ic = RowIssue(L, self.n_max, self.addr_bits)
+        k.ic = ic = RowIssue(L, self.n_lim, self.addr_bits)
         m.submodules.issue_c = ic
-        m.d.comb += [ic.en.eq(k.adv), ic.n.eq(self.n), ic.row_valid.eq(k.f2.r_rdy),
+        m.d.comb += [ic.n.eq(self.n), ic.row_valid.eq(k.f2.r_rdy),
                      ic.row_start.eq(k.f2_out.start), k.f2.r_en.eq(ic.row_pop),
                      k.rp_c.addr.eq(ic.addr), k.rp_c.en.eq(k.adv)]
         # Phase B issue (never stalls).
-        k.ib = ib = RowIssue(L, self.n_max, self.addr_bits)
+        k.ib = ib = RowIssue(L, self.n_lim, self.addr_bits)
         m.submodules.issue_b = ib
-        m.d.comb += [ib.en.eq(1), ib.n.eq(self.n), ib.row_valid.eq(k.f1.r_rdy),
+        m.d.comb += [ib.n.eq(self.n), ib.row_valid.eq(k.f1.r_rdy),
                      ib.row_start.eq(k.f1_out.start), k.f1.r_en.eq(ib.row_pop),
                      k.rp_b.addr.eq(ib.addr)]
+        self._passes(m, k, ok, ok_long)
         # Flow control: buffer words and rows in flight (freed when C issues them).
-        m.d.sync += used.eq(used + k.xfer - ic.valid)
+        m.d.sync += used.eq(used + (k.xfer & ~long) - (ic.valid & ~long))
         m.d.sync += inflight.eq(inflight + (k.xfer & a_first) - (ic.valid & ic.last))
         return k
+
+    def _passes(self, m, k, ok, ok_long):
+        """Where an input beat goes, and the data B and C read.
+
+        Short rows (``n <= n_max``): every beat is phase A's; B and C read the ring buffer.
+        Long rows (restream, ``n > n_max``): the host sends the row three times; the FSM
+        gives pass 1 to A, pass 2 to B and pass 3 to C, which take the beats in place of
+        their buffer reads (same one-cycle read timing), one beat per issued word."""
+        L, x, ib, ic, long = self.cfg.lanes, self.x, k.ib, k.ic, k.long
+        to_a, to_b, to_c = Signal(name="to_a"), Signal(name="to_b"), Signal(name="to_c")
+        with m.FSM(name="restream"):
+            with m.State("A"):
+                m.d.comb += to_a.eq(1)
+                with m.If(long & k.xfer & k.a_last):
+                    m.next = "B"
+            with m.State("B"):
+                m.d.comb += to_b.eq(1)
+                with m.If(ib.valid & ib.last):
+                    m.next = "C"
+            with m.State("C"):
+                m.d.comb += to_c.eq(1)
+                with m.If(ic.valid & ic.last):
+                    m.next = "A"
+        b_take = to_b & ib.busy                       # B issues one word per beat
+        c_take = to_c & ic.busy & k.adv
+        m.d.comb += [
+            x.ready.eq(Mux(long, (to_a & ok_long) | b_take | c_take, ok)),
+            k.xfer.eq(x.valid & to_a & Mux(long, ok_long, ok)),
+            ib.en.eq(Mux(long & ib.busy, x.valid & to_b, 1)),
+            ic.en.eq(Mux(long & ic.busy, x.valid & c_take, k.adv))]
+        xb = reg(m, x.payload, "x_b", 1)              # the read ports' one-cycle timing
+        xc = reg(m, x.payload, "x_c", k.adv)
+        k.b_data, k.c_data = Signal(fx_vector(L), name="b_data"), Signal(fx_vector(L),
+                                                                          name="c_data")
+        m.d.comb += [k.b_data.eq(Mux(long, xb, k.rp_b.data)),
+                     k.c_data.eq(Mux(long, xc, k.rp_c.data))]
 
     @staticmethod
     def _latch(m, pop, value, name):
@@ -360,8 +412,9 @@ class SoftmaxUnit(_RowUnit):
 
     Members
     -------
-    n : In(range(n_max + 1))
-        Row length, 1..n_max (hold it while rows are in flight).
+    n : In(range(SM_N_LIM + 1))
+        Row length, 1..65535 (hold it while rows are in flight). Rows longer than ``n_max``
+        are restreamed: the host sends each such row three times (``docs/cfse.md``).
     x : In(stream.Signature(ArrayLayout(signed(16), L)))
         Rows, ``ceil(n / L)`` beats each, element ``k*L + l`` of a row in lane l of beat k.
     y : Out(stream.Signature(ArrayLayout(unsigned(16), L)))
@@ -369,6 +422,8 @@ class SoftmaxUnit(_RowUnit):
 
     Throughput one beat per cycle; cycles ``(rows + 2) * ceil(n / L) + fixed_cycles``.
     """
+
+    N_LIM = SM_N_LIM
 
     def __init__(self, cfg: Config, n_max: int | None = None):
         super().__init__(cfg, n_max, {"y": Out(stream.Signature(fx_vector(cfg.lanes, False)))})
@@ -386,7 +441,7 @@ class SoftmaxUnit(_RowUnit):
     def elaborate(self, platform):
         m = Module()
         L = self.cfg.lanes
-        ab, sb = self.addr_bits, self.s_bits(self.n_max)
+        ab, sb = self.addr_bits, self.s_bits(self.n_lim)
         f1_l = data.StructLayout({"start": unsigned(ab), "mx": signed(FX)})
         f2_l = data.StructLayout({"start": unsigned(ab), "mx": signed(FX), "s": unsigned(sb)})
         k = self._skeleton(m, f1_l, f2_l)
@@ -406,7 +461,7 @@ class SoftmaxUnit(_RowUnit):
         lat = 1 + EXP_LATENCY
         exp_b = Exp2Lanes(L)
         m.submodules.exp_b = exp_b
-        m.d.comb += [exp_b.en.eq(one), exp_b.x.eq(k.rp_b.data),
+        m.d.comb += [exp_b.en.eq(one), exp_b.x.eq(k.b_data),
                      exp_b.mx.eq(delay(m, b_mx, 1, one, "b_mx1"))]
         vb = delay(m, ib.valid, lat, one, "vb", control=True)
         fb = delay(m, ib.first, lat, one, "fb")
@@ -426,7 +481,7 @@ class SoftmaxUnit(_RowUnit):
         c_s = self._latch(m, ic.row_pop, k.f2_out.s, "c_s")
         exp_c = Exp2Lanes(L)
         m.submodules.exp_c = exp_c
-        m.d.comb += [exp_c.en.eq(adv), exp_c.x.eq(k.rp_c.data),
+        m.d.comb += [exp_c.en.eq(adv), exp_c.x.eq(k.c_data),
                      exp_c.mx.eq(delay(m, c_mx, 1, adv, "c_mx1"))]
         s4 = delay(m, c_s, 1 + EXP_LATENCY, adv, "c_s4")
         vc = delay(m, ic.valid, 1 + EXP_LATENCY, adv, "vc", control=True)
@@ -445,7 +500,8 @@ class LayerNormUnit(_RowUnit):
 
     Members
     -------
-    n : In(range(n_max + 1))   row length 1..n_max (hold it while rows are in flight)
+    n : In(range(16385))       row length 1..16384 (hold it while rows are in flight); rows
+                               longer than ``n_max`` are sent three times (restream)
     eps : In(LN_EPS_BITS)      ``eps_q`` (Q.38 units), 1 .. 2**48 - 1 (hold it likewise)
     gb : In(stream.Signature(gb_layout, always_ready=True))
         Write gamma / beta word ``addr`` (elements ``addr*L .. addr*L+L-1``); load
@@ -459,7 +515,7 @@ class LayerNormUnit(_RowUnit):
     def __init__(self, cfg: Config, n_max: int | None = None):
         n_max_ = default_n_max(cfg) if n_max is None else n_max
         _check(self, cfg, n_max_)
-        self.gb_layout = gb_layout(cfg.lanes, n_max_)
+        self.gb_layout = gb_layout(cfg.lanes, max(self.N_LIM, n_max_))
         super().__init__(cfg, n_max, {
             "eps": In(LN_EPS_BITS),
             "gb": In(stream.Signature(self.gb_layout, always_ready=True)),
@@ -488,7 +544,7 @@ class LayerNormUnit(_RowUnit):
 
     def elaborate(self, platform):
         m = Module()
-        w = self.widths(self.n_max)
+        w = self.widths(self.n_lim)
         ab = self.addr_bits
         f1_l = data.StructLayout({"start": unsigned(ab), "mu": signed(25)})
         f2_l = data.StructLayout({"start": unsigned(ab), "mu": signed(25),
@@ -538,7 +594,7 @@ class LayerNormUnit(_RowUnit):
         mu1 = delay(m, b_mu, 1, one, "b_mu1")
         sq = []
         for i in range(L):
-            d = reg(m, (k.rp_b.data[i] << _LN_XFRAC) - mu1, f"b_d{i}", one, shape=signed(26))
+            d = reg(m, (k.b_data[i] << _LN_XFRAC) - mu1, f"b_d{i}", one, shape=signed(26))
             sq.append(reg(m, (d * d).as_unsigned()[:50], f"b_sq{i}", one))
         lat = 3
         vb = delay(m, ib.valid, lat, one, "vb", control=True)
@@ -568,7 +624,7 @@ class LayerNormUnit(_RowUnit):
     def _phase_c(self, m, k, w):
         L, ic, adv = self.cfg.lanes, k.ic, k.adv
         gbm = Memory(shape=data.StructLayout({"gamma": fx_vector(L), "beta": fx_vector(L)}),
-                     depth=self.words_max, init=[])
+                     depth=math.ceil(self.n_lim / L), init=[])
         m.submodules.gb_mem = gbm
         gw, gr = gbm.write_port(), gbm.read_port()
         m.d.comb += [gw.addr.eq(self.gb.payload.addr), gw.data.gamma.eq(self.gb.payload.gamma),
@@ -580,7 +636,7 @@ class LayerNormUnit(_RowUnit):
         sd1 = delay(m, c_sd, 1, adv, "c_sd1")
         lat = None
         for i in range(L):
-            d = (k.rp_c.data[i] << _LN_XFRAC) - mu1
+            d = (k.c_data[i] << _LN_XFRAC) - mu1
             num = Signal(signed(w["num"] + 1), name=f"c_num{i}")
             m.d.comb += num.eq((d << FX_FRAC) + (sd1 >> 1))
             q, lat = self._floor_div(m, num, sd1, w["n_q"], adv, f"n{i}")

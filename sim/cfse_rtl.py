@@ -22,7 +22,7 @@ import numpy as np
 from exion.config import Config
 from exion.errors import ExionError
 from exion.golden import cfse as golden
-from exion.golden.cfse_cycles import cfse_cycles
+from exion.golden.cfse_cycles import cfse_cycles, restreamed
 
 from .runner import rtl_build, run_bench_pickled
 
@@ -50,6 +50,7 @@ class CfseRun:
     cycles: int
     model_cycles: int
     golden: np.ndarray
+    restream: bool = False
 
 
 def golden_of(cfg: Config, fn: str, x, gamma=None, beta=None, eps_q: int = 1, params=None):
@@ -86,12 +87,12 @@ def prepare(cfg: Config, n_max: int, fn: str, x, gamma=None, beta=None, eps_q: i
         job["beats"] = _beats(x.reshape(1, -1), L) if x.size else np.zeros((0, L), np.int64)
     else:
         n = x.shape[-1]
-        if n > n_max:
-            raise ExionError(f"{fn}: row length {n} exceeds this CFSE's n_max = {n_max} "
-                             f"(min(k_max, 16384) of config {cfg.name!r})")
         job["n"] = n
         rows = x.reshape(-1, n)
-        job["beats"] = _beats(rows, L)
+        job["long"] = restreamed(cfg, n, n_max)
+        job["out_beats"] = len(rows) * math.ceil(n / L)
+        # Long rows (n > n_max): the unit keeps no copy, so each row is sent three times.
+        job["beats"] = _beats(np.repeat(rows, 3, axis=0) if job["long"] else rows, L)
         if fn == "layernorm":
             if not (isinstance(eps_q, int) and 1 <= eps_q < EPS_LIMIT):
                 raise ExionError(f"layernorm eps_q must be an integer in 1..2**48-1 (the "
@@ -128,7 +129,8 @@ def rtl_cfse_many(cfg: Config, cases: list[dict], *, seed: int | None = None,
     for p in prepared:
         raw = next(it) if len(p.job["beats"]) else {"y": [], "cycles": 0}
         runs.append(CfseRun(p.name, p.fn, _decode(cfg, p, raw), int(raw["cycles"]),
-                            cfse_cycles(cfg, p.fn, p.shape), p.golden))
+                            cfse_cycles(cfg, p.fn, p.shape, n_max), p.golden,
+                            bool(p.job.get("long", False))))
     return runs, report
 
 

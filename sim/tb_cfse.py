@@ -9,6 +9,7 @@ results with golden; this bench only drives the hardware, per job:
 2. every cycle: offer the next input beat (or, with probability ``gaps``, an idle cycle) and
    drive the output's ``ready`` (low with probability ``stall``); after the inputs settle
    (ReadOnly), record the transfers of both streams;
+   (a restreamed long row is in the beats three times, ``out_beats`` counts its outputs);
 3. stop when every output beat has arrived; ``cycles`` = cycle of the last output transfer -
    cycle of the first input transfer + 1.
 
@@ -48,7 +49,7 @@ async def _setup(dut, cfg, job):
     else:
         dut.layernorm__n.value = job["n"]
         dut.layernorm__eps.value = job["eps"]
-        gb = gb_layout(cfg.lanes, manifest()["constants"]["layernorm"]["n_max"])
+        gb = gb_layout(cfg.lanes, manifest()["constants"]["layernorm"]["n_lim"])
         dut.layernorm__gb__valid.value = 1
         for addr, (g, b) in enumerate(zip(job["gamma"], job["beta"])):
             dut.layernorm__gb__payload.value = pack(gb, {"addr": addr, "gamma": g.tolist(),
@@ -69,8 +70,9 @@ async def run_job(dut, cfg, job, gen):
     beats = [pack(in_l, b.tolist()) for b in job["beats"]]
     gaps, stall = float(job.get("gaps", 0.0)), float(job.get("stall", 0.0))
     outs, k, cyc, first, last = [], 0, 0, None, None
+    want = int(job.get("out_beats", len(beats)))      # restreamed rows: 3 beats in per out
     limit = 50 * (len(beats) + 1) + 10_000
-    while len(outs) < len(beats):
+    while len(outs) < want:
         offer = k < len(beats) and not (gaps and gen.random() < gaps)
         i_valid.value = int(offer)
         if offer:

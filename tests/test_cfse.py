@@ -184,6 +184,75 @@ def test_cfse_block_small_toy_amaranth_sim():
     assert cyc["softmax"] > model.row_cycles(cfg, "softmax", rows, n)   # it was stalled
 
 
+def _run_row_unit(fn, xs, n_max, gam=None, bet=None, stall=(), gaps=()):
+    """One softmax / layer-norm unit of toy with a small ``n_max`` in the Amaranth simulator,
+    rows of ``xs`` sent three times when longer than ``n_max`` (restream). Returns (y, cycles
+    from the first input beat to the last output beat)."""
+    cfg, L = TOY, TOY.lanes
+    dut = (hw.SoftmaxUnit if fn == "softmax" else hw.LayerNormUnit)(cfg, n_max)
+    rows, n = xs.shape
+    w = math.ceil(n / L)
+    ins = list(_beats(np.repeat(xs, 3 if n > n_max else 1, axis=0), L))
+    outs, span = [], [None, None]
+
+    async def tb(ctx):
+        ctx.set(dut.n, n)
+        if fn == "layernorm":
+            ctx.set(dut.eps, 1)
+            for a, (g, b) in enumerate(zip(_beats(gam[None], L), _beats(bet[None], L))):
+                ctx.set(dut.gb.payload, {"addr": a, "gamma": g.tolist(), "beta": b.tolist()})
+                ctx.set(dut.gb.valid, 1)
+                await ctx.tick()
+            ctx.set(dut.gb.valid, 0)
+        cyc = 0
+        while len(outs) < rows * w:
+            ctx.set(dut.x.valid, bool(ins) and cyc not in gaps)
+            if ins:
+                ctx.set(dut.x.payload, ins[0].tolist())
+            ctx.set(dut.y.ready, cyc not in stall)
+            xi = ctx.get(dut.x.valid) and ctx.get(dut.x.ready)
+            yo = ctx.get(dut.y.valid) and ctx.get(dut.y.ready)
+            pay = ctx.get(dut.y.payload)
+            await ctx.tick()
+            if xi:
+                span[0] = cyc if span[0] is None else span[0]
+                ins.pop(0)
+            if yo:
+                outs.append([int(v) for v in pay])
+                span[1] = cyc
+            cyc += 1
+            assert cyc < 5000, "no progress"
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    return np.array(outs, dtype=np.int64).reshape(rows, -1)[:, :n], span[1] - span[0] + 1
+
+
+@pytest.mark.parametrize("fn", ["softmax", "layernorm"])
+@pytest.mark.parametrize("n,rows", [(9, 1), (13, 3), (8, 2), (17, 2)])
+def test_long_rows_amaranth_sim(fn, n, rows):
+    """n_max = 8: rows of 9..17 are restreamed (8 stays buffered); bit-exact and cycles equal
+    the model, ``rows * (3w + fixed - pc) + pc`` for long rows; with stalls and idle input
+    cycles still bit-exact."""
+    rng = np.random.default_rng(n * 10 + rows)
+    xs = rng.integers(-6000, 6000, size=(rows, n))
+    if rows > 1:
+        xs[1] = golden.FX_MAX                          # constant row: variance 0
+    g, b = rng.integers(-4000, 4000, size=n), rng.integers(-4000, 4000, size=n)
+    want = golden.softmax_fx(xs) if fn == "softmax" else golden.layernorm_fx(xs, g, b)
+    y, cyc = _run_row_unit(fn, xs, 8, g, b)
+    np.testing.assert_array_equal(y, want)
+    assert cyc == model.row_cycles(TOY, fn, rows, n, n_max=8)
+    if n > 8:
+        w, lat = math.ceil(n / TOY.lanes), model.phase_latencies(fn)
+        assert cyc == rows * (3 * w + model.fixed_cycles(fn) - lat["pc"]) + lat["pc"]
+    y, cyc = _run_row_unit(fn, xs, 8, g, b, stall=set(range(40, 200, 3)),
+                           gaps=set(range(5, 120, 4)))
+    np.testing.assert_array_equal(y, want)
+
+
 @pytest.fixture
 def cfse_files(tmp_path):
     rng = np.random.default_rng(0)
@@ -191,7 +260,7 @@ def cfse_files(tmp_path):
              "g": np.full(10, 2048, np.int16), "b": np.zeros(10, np.int16),
              "g9": np.zeros(9, np.int16), "float": np.array([[1.5]]),
              "big": np.array([[40000]]), "scalar": np.array(3),
-             "long": np.zeros((1, 257), np.int16)}
+             "long": np.zeros((1, 65536), np.int16), "ln_long": np.zeros((1, 16385), np.int16)}
     paths = {}
     for k, v in files.items():
         paths[k] = str(tmp_path / f"{k}.npy")
@@ -205,8 +274,10 @@ def cfse_files(tmp_path):
     ("gelu", {"x": "big"}, r"--x: '.*big.npy' \(shape \(1, 1\)\) has values in \[40000, "
                            r"40000\], expected 16-bit Q.11"),
     ("softmax", {"x": "scalar"}, r"--x: '.*scalar.npy' has shape \(\): softmax needs rows"),
-    ("softmax", {"x": "long"}, r"has shape \(1, 257\): rows of 257 elements exceed the "
-                               r"CFSE's n_max = 256"),
+    ("softmax", {"x": "long"}, r"has shape \(1, 65536\): rows of 65536 elements exceed "
+                               r"softmax_fx's limit of 65535"),
+    ("layernorm", {"x": "ln_long"}, r"has shape \(1, 16385\): rows of 16385 elements exceed "
+                                    r"layernorm_fx's limit of 16384"),
     ("layernorm", {"x": "x", "gamma": "g"}, r"--fn layernorm needs --gamma G.npy and --beta"),
     ("layernorm", {"x": "x", "gamma": "g9", "beta": "b"},
      r"--gamma: '.*g9.npy' has shape \(9,\), expected \(10,\) \(the row length of --x"),

@@ -32,7 +32,7 @@ def check(runs, cycles=True):
 
 
 def n_max(cfg):
-    return min(cfg.k_max, 1 << 14)
+    return cfg.cfse_n_max
 
 
 def gelu_cases(cfg, rng):
@@ -144,15 +144,82 @@ def test_cfse_rtl_backpressure_and_gaps(preset):
     assert any(r.cycles > r.model_cycles for r in runs)
 
 
+def long_cases(cfg, rng):
+    """Rows longer than n_max (restreamed three times), up to the golden limits, mixed with
+    short rows in one run (the mode follows the row length job by job)."""
+    nm = n_max(cfg)
+
+    def gb(n):
+        return rng.integers(FX_MIN, FX_MAX + 1, size=n), rng.integers(-4096, 4096, size=n)
+
+    huge = rng.integers(-3000, 3000, size=(2, nm + 7))
+    huge[0, 5] = FX_MAX
+    huge[1, -1] = FX_MAX
+    const = np.full((3, nm + 3), 1234)
+    const[1], const[2] = FX_MIN, FX_MAX
+    g1, b1 = gb(nm + 1)
+    g3, b3 = gb(nm + 3)
+    gl, bl = gb(1 << 14)
+    lhuge = rng.integers(-100, 100, size=(1, nm + 2))
+    lhuge[0, 9] = FX_MAX
+    return [
+        dict(name="sm-short-before", fn="softmax", x=rng.integers(-9000, 9000, size=(3, 7))),
+        dict(name="sm-long-nmax+1", fn="softmax", x=rng.integers(-20000, 20000, size=(2, nm + 1))),
+        dict(name="sm-long-1000", fn="softmax", x=rng.integers(-9000, 9000, size=(2, 1000))),
+        dict(name="sm-long-65535", fn="softmax", x=rng.integers(FX_MIN, FX_MAX + 1,
+                                                              size=(1, 65535))),
+        dict(name="sm-long-65535-zeros", fn="softmax", x=np.zeros((1, 65535), int)),
+        dict(name="sm-long-one-huge", fn="softmax", x=huge),
+        dict(name="sm-long-equal", fn="softmax", x=np.full((2, nm + 3), -777)),
+        dict(name="sm-short-after", fn="softmax", x=rng.integers(-9000, 9000, size=(4, nm))),
+        dict(name="ln-long-nmax+1", fn="layernorm", x=rng.integers(FX_MIN, FX_MAX + 1,
+                                                                   size=(2, nm + 1)),
+             gamma=g1, beta=b1),
+        dict(name="ln-short-between", fn="layernorm", x=rng.integers(-9000, 9000, size=(3, 9)),
+             gamma=g1[:9], beta=b1[:9]),
+        dict(name="ln-long-16384", fn="layernorm", x=rng.integers(FX_MIN, FX_MAX + 1,
+                                                                  size=(1, 1 << 14)),
+             gamma=gl, beta=bl, eps_q=77),
+        dict(name="ln-long-constant-var0", fn="layernorm", x=const, gamma=g3, beta=b3),
+        dict(name="ln-long-one-huge", fn="layernorm", x=lhuge, gamma=gl[:nm + 2],
+             beta=bl[:nm + 2]),
+    ]
+
+
+def test_cfse_rtl_long_rows(preset):
+    """Long-row (restream) mode on both presets: bit-exact, cycles equal the model, also
+    with random idle input cycles and output stalls."""
+    seed, rng = seeded()
+    cases = long_cases(preset, rng)
+    pick = ("sm-long-nmax+1", "sm-long-one-huge", "ln-long-nmax+1", "ln-long-constant-var0")
+    cases += [dict(c, name=f"{c['name']}-g0.3-s0.5", gaps=0.3, stall=0.5) for c in cases
+              if c["name"] in pick]
+    runs, report = rtl_cfse_many(preset, cases, seed=seed, run_name="long")
+    check([r for r in runs if "-g0.3" not in r.name])
+    check([r for r in runs if "-g0.3" in r.name], cycles=False)
+    nm = n_max(preset)
+    by = {r.name: r for r in runs}
+    assert by["sm-long-nmax+1"].restream and not by["sm-short-after"].restream
+    w = -(-(nm + 1) // preset.lanes)
+    assert by["sm-long-nmax+1"].cycles == 2 * (3 * w + 29 - 21) + 21
+    hy = by["sm-long-one-huge"].y
+    assert hy[0, 5] == hy[0].max() > 32000 and hy[1, -1] == hy[1].max() > 32000
+    assert (by["sm-long-65535-zeros"].y == 1).all()     # 2**15 / 65535 rounds to 1
+    assert any(r.cycles > r.model_cycles for r in runs if "-g0.3" in r.name)
+
+
 @pytest.mark.long
 def test_cfse_rtl_random_sweep(preset):
-    """Long seeded sweep: random row lengths 1..n_max, spreads, gamma/beta and GELU
-    params, half of the cases with random timing."""
+    """Long seeded sweep: random row lengths 1..n_max and (every fourth case) long rows
+    n_max + 1 .. min(4 n_max, 16384), spreads, gamma/beta and GELU params, half of the cases
+    with random timing."""
     seed, rng = seeded()
     nm = n_max(preset)
     cases = []
     for i in range(24):
         n = int(rng.integers(1, nm + 1)) if i % 3 else int(rng.integers(1, 3 * preset.lanes))
+        if i % 4 == 3:
+            n = int(rng.integers(nm + 1, min(4 * nm, 1 << 14) + 1))
         rows = int(rng.integers(1, 2 * preset.rows))
         spread = float(rng.choice([0.05, 0.5, 2.0, 8.0]))
         x = np.clip(np.rint(rng.normal(0, spread, (rows, n)) * 2048), FX_MIN, FX_MAX)
@@ -201,3 +268,18 @@ def test_cli_sim_cfse_runs_and_detects_mismatch(cli_run, tmp_path, monkeypatch):
     code, out, _ = cli_run(*(argv[:-4] + ["--out", str(tmp_path / "y2.npy")]))
     assert code == 1 and "FAIL: 80 of 80 outputs differ from golden layernorm_fx" in out
     assert not (tmp_path / "y2.npy").exists()
+
+
+def test_cli_sim_cfse_long_row(cli_run, tmp_path):
+    """``exion sim cfse`` takes a softmax row longer than toy's n_max = 256 (restream mode,
+    reported), bit-exact, cycles equal to the model."""
+    import json
+    x = np.random.default_rng(5).integers(-9000, 9000, (2, 1000))
+    np.save(tmp_path / "x.npy", x)
+    code, out, _ = cli_run("sim", "cfse", "--config", "toy", "--fn", "softmax", "--x",
+                           str(tmp_path / "x.npy"), "--out", str(tmp_path / "y.npy"),
+                           "--report", str(tmp_path / "r.json"), "--seed", "3")
+    assert code == 0 and "long-row mode (restream: rows of 1000 > n_max = 256" in out, out
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["mode"] == "restream"
+    assert rep["rtl_cycles"] == rep["model_cycles"] == 2 * (3 * 250 + 8) + 21

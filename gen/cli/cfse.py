@@ -6,7 +6,9 @@ subparsers (``gen/cli_sim.py`` calls it with one line).
 Inputs use the golden functions' formats: ``gelu`` 16-bit Q.11 values of any shape
 (``gelu_fx``, output Q.11); ``softmax`` Q.11 rows along the last axis (output Q.15, 2**15 =
 1.0); ``layernorm`` Q.11 rows along the last axis with Q.11 ``--gamma`` / ``--beta`` of the
-row length (output Q.11). Bad files, shapes, dtypes or values stop with one line naming the
+row length (output Q.11). Every row length the golden accepts runs (softmax 1..65535, layer
+norm 1..16384): rows longer than the CFSE's buffer (``cfg.cfse_n_max``) go through the
+long-row (restream) mode, which the command reports. Bad files, shapes, dtypes or values stop with one line naming the
 option, the file and the shape; nothing is written.
 """
 
@@ -67,7 +69,6 @@ def _fx(path: str, option: str, ndim: int | None = None) -> np.ndarray:
 
 def load_cfse_inputs(cfg, args):
     """Load and check X (and gamma, beta); every error names the option, file and shape."""
-    from exion.hw.cfse import default_n_max
     x = _fx(args.x, "--x")
     gamma = beta = None
     if args.fn == "gelu":
@@ -78,11 +79,11 @@ def load_cfse_inputs(cfg, args):
     if x.ndim == 0 or x.shape[-1] == 0:
         raise ExionError(f"--x: {args.x!r} has shape {x.shape}: {args.fn} needs rows along "
                          f"the last axis (at least 1 element long)")
-    n, n_max = x.shape[-1], default_n_max(cfg)
-    if n > n_max:
+    n = x.shape[-1]
+    lim = 65535 if args.fn == "softmax" else 16384      # golden softmax_fx / layernorm_fx
+    if n > lim:
         raise ExionError(f"--x: {args.x!r} has shape {x.shape}: rows of {n} elements exceed "
-                         f"the CFSE's n_max = {n_max} (min(k_max, 16384), config "
-                         f"{cfg.name!r})")
+                         f"{args.fn}_fx's limit of {lim}")
     if args.fn == "softmax":
         for opt in ("gamma", "beta"):
             if getattr(args, opt):
@@ -121,7 +122,7 @@ def float_reference(fn: str, x, gamma=None, beta=None, eps_q: int = 1) -> np.nda
 
 
 def cmd_sim_cfse(args) -> int:
-    from exion.golden.cfse_cycles import cfse_cycles
+    from exion.golden.cfse_cycles import cfse_cycles, restreamed
     from exion.sim.cfse_rtl import golden_of, rtl_cfse
     from exion.sim.runner import BenchFailure
     cfg = load_cfg(args.config)
@@ -139,15 +140,23 @@ def cmd_sim_cfse(args) -> int:
         print(f"FAIL: {e}")
         return 1
     model = cfse_cycles(cfg, args.fn, x.shape)
+    n = x.shape[-1] if x.ndim else 1
+    long_ = args.fn != "gelu" and restreamed(cfg, n)
+    mode = "" if args.fn == "gelu" else (
+        f"long-row mode (restream: rows of {n} > n_max = {cfg.cfse_n_max} sent 3 times)"
+        if long_ else f"buffered mode (rows of {n} <= n_max = {cfg.cfse_n_max})")
     scale = 2.0**15 if args.fn == "softmax" else 2.0**11
     ref = float_reference(args.fn, x, gamma, beta, args.eps_q)
     err = float(np.abs(y / scale - ref).max()) if y.size else 0.0
     exact = bool(np.array_equal(y, want))
     rows = 1 if args.fn == "gelu" else (x.size // x.shape[-1] if x.size else 0)
     figures = {"config": cfg.name, "fn": args.fn, "shape": list(x.shape), "rows": rows,
-               "rtl_cycles": cycles, "model_cycles": model, "bit_exact": exact,
+               "rtl_cycles": cycles, "model_cycles": model,
+               "mode": None if args.fn == "gelu" else ("restream" if long_ else "buffered"), "bit_exact": exact,
                "max_abs_err_vs_float": err, "seed": seed, "out": str(out)}
     print(f"CFSE {cfg.name}: {args.fn} on {x.shape} ({cfg.lanes} lanes), seed {seed}")
+    if mode:
+        print(f"  {mode}")
     print(f"  RTL cycles {cycles} (model {model}); largest error vs float {err:.3g} "
           f"({err * scale:.2f} LSB)")
     if not exact:
