@@ -9,6 +9,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 JOBS   ?= 2
+# pytest workers (pytest-xdist); one file per worker keeps a file's Verilator builds together.
+XDIST  ?= -n $(JOBS) --dist loadfile
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: help venv demo test test-long bench lint synth pnr fst-deps clean distclean
@@ -29,10 +31,10 @@ demo: $(STAMP)  ## generate Verilog and run a golden-checked RTL simulation, pri
 
 test: $(STAMP)  ## the whole suite (RTL testbenches on Verilator included); what CI runs
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 test-long: $(STAMP)  ## the suite plus long seeded random regressions
-	EXION_LONG=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+	EXION_LONG=1 $(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 # Benchmark scripts (bench/perf_*.py; the cocotb testbenches are sim/tb_*.py).
 BENCHES ?= bench/perf_dpu.py bench/perf_conmerge.py bench/perf_sdue.py bench/perf_gemm.py bench/perf_fpga.py bench/perf_workload.py bench/perf_dataflow.py bench/perf_system.py

@@ -27,6 +27,7 @@ import hashlib
 import importlib
 import importlib.resources
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -207,7 +208,9 @@ def generate(cfg: Config, top: str, out_dir: str | Path, *, reuse: bool = True) 
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     _copy_models(models, out_dir)
-    tmp_v, tmp_m = vpath.with_suffix(".v.tmp"), mpath.with_suffix(".json.tmp")
+    # Per-process temporary names: parallel pytest workers may generate the same top at once.
+    tmp_v = vpath.with_name(f"{vpath.name}.{os.getpid()}.tmp")
+    tmp_m = mpath.with_name(f"{mpath.name}.{os.getpid()}.tmp")
     tmp_v.write_text(header + text)
     tmp_m.write_text(json.dumps(manifest, indent=2) + "\n")
     tmp_v.replace(vpath)
@@ -220,7 +223,7 @@ def _copy_models(models: list[Path], out_dir: Path) -> None:
     for p in models:
         dst = out_dir / p.name
         if not dst.exists() or dst.read_bytes() != p.read_bytes():
-            tmp = dst.with_suffix(".v.tmp")
+            tmp = dst.with_name(f"{dst.name}.{os.getpid()}.tmp")
             tmp.write_bytes(p.read_bytes())
             tmp.replace(dst)
 
