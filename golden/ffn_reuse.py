@@ -61,7 +61,7 @@ from .lod import bit_length
 from .predict import as_fraction, topk_select
 from .quant import check_k, check_operand, int_matmul, wrap
 
-__all__ = ["RULES", "FC2_MODES", "S_DIGITS", "sparsity_code", "is_dense", "schedule",
+__all__ = ["ffnr", "FfnrResult", "RULES", "FC2_MODES", "S_DIGITS", "sparsity_code", "is_dense", "schedule",
            "hist_bin", "hist_bin_edges",
            "num_bins", "abs_histogram", "threshold_from_histogram", "build_mask",
            "ffn_dense", "ffn_sparse", "ffn_reuse_run", "FFNIteration", "FFNReuseRun"]
@@ -216,6 +216,38 @@ def build_mask(h_d, s, rule: str = "magnitude", h_prev=None, width: int = 12,
         score, bits = np.abs(h), width
     theta = threshold_from_histogram(abs_histogram(score, bits, mant_bits), s, mant_bits)
     return score >= theta, theta
+
+
+@dataclass(frozen=True)
+class FfnrResult:
+    """What the FFN-Reuse unit (``hw/ffnr.py``) computes for one layer."""
+
+    histogram: np.ndarray      # (bins,) counts of |H_d| per bin (leading one + mant_bits)
+    theta: int                 # the chosen threshold (lower edge of a bin)
+    mask: np.ndarray           # (T, N) bool, |H_d| >= theta
+    delta: np.ndarray | None   # (T, N) where(mask, H' - H_d, 0), with H' given
+
+
+def ffnr(cfg: Config, h_d, s, h_sparse=None) -> FfnrResult:
+    """The FFN-Reuse unit's contract (same name as ``hw.ffnr.FFNR``): the magnitude rule
+    of :func:`build_mask` over the whole W-bit ``h_d`` with its histogram and theta, and the
+    FC2 input ``where(B, H' - H_d, 0)`` of a sparse iteration when ``h_sparse`` is given.
+    ``s`` is read as the unit reads it (:func:`sparsity_code`: at most 6 decimals, in [0, 1)).
+    """
+    sparsity_code(s)
+    h = np.asarray(h_d, dtype=np.int64)
+    if h.ndim != 2:
+        raise ExionError(f"H_d: expected a 2-D array (T x N), got shape {h.shape}")
+    hist = abs_histogram(h, cfg.width)
+    theta = threshold_from_histogram(hist, s)
+    mask = np.abs(h) >= theta
+    delta = None
+    if h_sparse is not None:
+        hs = np.asarray(h_sparse, dtype=np.int64)
+        if hs.shape != h.shape:
+            raise ExionError(f"H': shape {hs.shape} differs from H_d {h.shape}")
+        delta = np.where(mask, hs - h, 0)
+    return FfnrResult(hist, theta, mask, delta)
 
 
 # -- one iteration ----------------------------------------------------------------------

@@ -262,3 +262,24 @@ def test_cli_ffnr_errors(cli_run, tmp_path):
     code, _, err = cli_run("golden", "ffnr", "--sparsity", "0.5", "--shape", "8,16")
     assert code == 2 and "--shape must be three positive integers" in err
     assert not js.exists()
+
+
+@pytest.mark.parametrize("s", [0, 0.5, 0.8, 0.97])
+def test_ffnr_is_the_units_contract(s):
+    """golden ffnr (the FFN-Reuse unit's function): build_mask's magnitude rule with its
+    histogram, and the sparse iteration's FC2 input where(B, H' - H_d, 0)."""
+    cfg = PRESETS["toy"]
+    rng = np.random.default_rng(7)
+    h = rng.integers(-cfg.wmax, cfg.wmax + 1, (19, 45))
+    h2 = rng.integers(-cfg.wmax, cfg.wmax + 1, (19, 45))
+    r = fr.ffnr(cfg, h, s, h_sparse=h2)
+    mask, theta = fr.build_mask(h, s, "magnitude", width=cfg.width)
+    assert r.theta == theta
+    np.testing.assert_array_equal(r.mask, mask)
+    np.testing.assert_array_equal(r.histogram, fr.abs_histogram(h, cfg.width))
+    for (i, j), m in np.ndenumerate(mask):
+        assert r.delta[i, j] == (h2[i, j] - h[i, j] if m else 0)
+    with pytest.raises(ExionError, match="more than 6 decimals"):
+        fr.ffnr(cfg, h, 0.1234567)
+    with pytest.raises(ExionError, match="differs from H_d"):
+        fr.ffnr(cfg, h, s, h_sparse=h2[:3])
