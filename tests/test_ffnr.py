@@ -31,29 +31,34 @@ TOY = PRESETS["toy"]
 E16 = PRESETS["exion16"]
 
 
-async def _command(ctx, dut, rng, cmd, beats, out, gaps, bp, inp=None):
+async def _command(ctx, dut, rng, cmd, beats, out, gaps, bp, inp=None, packed=False):
     """One command: offer it, then its input beats (on ``inp``, default ``h``); collect
-    ``out`` beats until idle.
-    Returns (raw output payloads, cycles from the command's transfer to idle)."""
+    ``out`` beats until idle. ``packed``: the command and beats are packed integers (the
+    bench's steps) and the output beats are returned as raw integers, else unpacked.
+    Returns (output beats, cycles from the command's transfer to idle)."""
     i, sent, got, cyc = 0, False, [], 0
     layout = out.payload.shape() if out is not None else None
     inp = dut.h if inp is None else inp
+
+    def put(port, value):
+        ctx.set(Value.cast(port.payload) if packed else port.payload, value)
+
     while True:
         offer_c = not sent and rng.random() >= gaps
         ctx.set(dut.cmd.valid, int(offer_c))
-        if offer_c:
-            ctx.set(dut.cmd.payload, cmd)
+        if offer_c or packed:
+            put(dut.cmd, cmd)
         offer_h = sent and i < len(beats) and rng.random() >= gaps
         for port in (dut.h, dut.y):
             ctx.set(port.valid, int(offer_h and port is inp))
         if offer_h:
-            ctx.set(inp.payload, beats[i])
+            put(inp, beats[i])
         rdy = int(rng.random() >= bp)
         for port in (dut.mask, dut.delta, dut.y_out):
             ctx.set(port.ready, rdy if port is out else 0)
         c_rdy, h_rdy = ctx.get(dut.cmd.ready), ctx.get(inp.ready)
         o_val = ctx.get(out.valid) if out is not None else 0
-        raw = ctx.get(Value.cast(out.payload)) if out is not None else 0
+        value = ctx.get(Value.cast(out.payload)) if out is not None else 0
         if sent and i >= len(beats) and not ctx.get(dut.busy):
             return got, cyc
         await ctx.tick()
@@ -64,7 +69,7 @@ async def _command(ctx, dut, rng, cmd, beats, out, gaps, bp, inp=None):
         if offer_h and h_rdy:
             i += 1
         if o_val and rdy:
-            got.append(unpack(layout, raw))
+            got.append(value if packed else unpack(layout, value))
 
 
 def run_amaranth_ffnr(cfg, cases, *, seed=0, gaps=0.0, backpressure=0.0, **kw):
@@ -419,34 +424,8 @@ def test_ffnr_sparse_iteration_reproduces_golden_ffn_sparse(cfg):
 
 async def _raw_command(ctx, dut, rng, cmd, beats, inp, out, gaps, bp):
     """``_command`` on packed payloads (the bench's steps): raw output ints, cycles."""
-    i, sent, got, cyc = 0, False, [], 0
-    inp, out = getattr(dut, inp), getattr(dut, out) if out else None
-    while True:
-        offer_c = not sent and rng.random() >= gaps
-        ctx.set(dut.cmd.valid, int(offer_c))
-        ctx.set(Value.cast(dut.cmd.payload), cmd)
-        offer_h = sent and i < len(beats) and rng.random() >= gaps
-        for port in (dut.h, dut.y):
-            ctx.set(port.valid, int(offer_h and port is inp))
-        if offer_h:
-            ctx.set(Value.cast(inp.payload), beats[i])
-        rdy = int(rng.random() >= bp)
-        for port in (dut.mask, dut.delta, dut.y_out):
-            ctx.set(port.ready, rdy if port is out else 0)
-        c_rdy, h_rdy = ctx.get(dut.cmd.ready), ctx.get(inp.ready)
-        o_val = ctx.get(out.valid) if out is not None else 0
-        raw = ctx.get(Value.cast(out.payload)) if out is not None else 0
-        if sent and i >= len(beats) and not ctx.get(dut.busy):
-            return got, cyc
-        await ctx.tick()
-        if sent:
-            cyc += 1
-        if offer_c and c_rdy:
-            sent, cyc = True, 1
-        if offer_h and h_rdy:
-            i += 1
-        if o_val and rdy:
-            got.append(raw)
+    return await _command(ctx, dut, rng, cmd, beats, getattr(dut, out) if out else None, gaps,
+                          bp, inp=getattr(dut, inp), packed=True)
 
 
 def run_amaranth_program(cfg, cases, *, seed=0, gaps=0.0, backpressure=0.0, **kw):
