@@ -50,7 +50,7 @@ def sweep(modes, cores, bws):
             print(f"{name:14} {mode:5} off-chip-bound from {first_off or '-':>3} DSCs "
                   f"(at {base.offchip_gb_per_s:g} GB/s); compute/on-chip-bound from "
                   f"{free_bw or '>' + str(bws[-1])} GB/s (24 DSCs); latency 24 DSCs "
-                  f"{rows_c[CORES.index(24)]['latency_s'] if 24 in cores else float('nan'):.4g} s",
+                  f"{rows_c[cores.index(24)]['latency_s'] if 24 in cores else float('nan'):.4g} s",
                   flush=True)
     return out
 
@@ -64,18 +64,13 @@ def plot(res, path):
     for key, r in res.items():
         name, mode = key.split("/")
         sty = {"color": f"C{names.index(name)}", "ls": "-" if mode == "Base" else "--"}
-        xs = [x["dscs"] for x in r["cores"]]
-        ys = [x["latency_s"] for x in r["cores"]]
-        ln, = a.plot(xs, ys, label=key, **sty)
-        off = [(x, y) for x, y, z in zip(xs, ys, r["cores"]) if z["bound"] == "off-chip"]
-        if off:
-            a.plot(*zip(*off), "o", color=ln.get_color(), ms=4)
-        xs = [x["offchip_gb_per_s"] for x in r["bandwidth"]]
-        ys = [x["latency_s"] for x in r["bandwidth"]]
-        ln, = b.plot(xs, ys, label=key, **sty)
-        off = [(x, y) for x, y, z in zip(xs, ys, r["bandwidth"]) if z["bound"] == "off-chip"]
-        if off:
-            b.plot(*zip(*off), "o", color=ln.get_color(), ms=4)
+        for ax, sweep, xkey in ((a, "cores", "dscs"), (b, "bandwidth", "offchip_gb_per_s")):
+            pts = r[sweep]
+            xs, ys = [p[xkey] for p in pts], [p["latency_s"] for p in pts]
+            ln, = ax.plot(xs, ys, label=key, **sty)
+            off = [(x, y) for x, y, p in zip(xs, ys, pts) if p["bound"] == "off-chip"]
+            if off:   # off-chip-bound points marked
+                ax.plot(*zip(*off), "o", color=ln.get_color(), ms=4)
     for ax, xl in ((a, "DSC cores (960 GB/s off-chip)"), (b, "off-chip GB/s (24 DSCs)")):
         ax.set_xscale("log")
         ax.set_yscale("log")
