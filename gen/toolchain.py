@@ -65,3 +65,28 @@ def fst_supported() -> bool:
     except OSError:
         return False
     return proc.returncode == 0
+
+
+# --- Icarus Verilog: the second simulator (``make xsim``, ``EXION_SIM=icarus``) ---------------
+
+ICARUS_INSTALL = "apt-get install -y iverilog (as root; or: make xsim, which does it)"
+
+
+def icarus_available() -> bool:
+    """Whether ``iverilog`` and ``vvp`` (Icarus Verilog) are on PATH."""
+    import shutil
+    return shutil.which("iverilog") is not None and shutil.which("vvp") is not None
+
+
+def require_icarus() -> None:
+    """Raise :class:`ExionError` with the install command when Icarus is missing."""
+    if not icarus_available():
+        raise ExionError(f"Icarus Verilog (iverilog, vvp) is not installed: {ICARUS_INSTALL}")
+
+
+@functools.cache
+def icarus_version() -> str:
+    import subprocess
+    require_icarus()
+    out = subprocess.run(["iverilog", "-V"], capture_output=True, text=True)
+    return (out.stdout.splitlines() or ["iverilog (unknown version)"])[0].strip()

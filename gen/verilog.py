@@ -28,6 +28,7 @@ import importlib
 import importlib.resources
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -42,7 +43,8 @@ from exion import __version__
 from exion.config import Config
 from exion.errors import ExionError
 
-__all__ = ["TOPS", "generate", "lint", "sources", "Generated", "source_hash", "source_files"]
+__all__ = ["TOPS", "generate", "lint", "sources", "Generated", "source_hash", "source_files",
+           "sv_time0_fix", "sim_sources"]
 
 # Rules waived for generated code only, with the reason (see module docstring).
 LINT_WAIVERS = {
@@ -257,3 +259,40 @@ def lint(verilog_path: str | Path, top_module: str) -> list[str]:
     if proc.returncode != 0 and not lines:
         lines = [f"%Error: verilator exited with {proc.returncode}: {proc.stderr.strip()}"]
     return lines
+
+
+# Yosys's ``write_verilog`` (non-SV mode) makes every ``always @*`` block run at time 0 by
+# reading a trigger register declared as ``reg \$auto$verilog_backend...  = 0;``: under
+# Verilog-2005 rules the declaration initializer is an assignment at time 0 and wakes every
+# ``always @*`` that reads it. Under SystemVerilog rules (``iverilog -g2012``, what cocotb's
+# Icarus runner passes; any SV simulator) a declaration initializer happens before time 0
+# and raises no event, so a combinational output whose inputs stay constant through reset
+# (the CAU's ``mask.ready``) is never evaluated and holds X. ``sv_time0_fix`` rewrites the
+# declaration into an uninitialized reg set by ``initial #0``: the ``#0`` runs it after every
+# ``always @*`` has reached its event control, so the X -> 0 change wakes them all under
+# either standard. It is applied to the copy an SV-rules simulator compiles
+# (:func:`sim_sources`), not to the emitted file: Verilator 5 refuses any delay unless given
+# ``--timing``/``--no-timing`` (NEEDTIMINGOPT), which would break a user's plain build.
+_TRIGGER_DECL = re.compile(r"^(\s*)reg (\\\$auto\$verilog_backend\S*) += 0;$", re.M)
+
+
+def sv_time0_fix(text: str) -> tuple[str, int]:
+    """Verilog ``text`` with Yosys's time-0 ``always @*`` trigger made SV-safe (see above);
+    also the number of triggers rewritten (one per module that has ``always @*``)."""
+    return _TRIGGER_DECL.subn(r"\1reg \2 ;\n\1initial #0 \2  = 1'h0;", text)
+
+
+
+def sim_sources(verilog_path: str | Path, simulator: str = "verilator") -> list[Path]:
+    """The files ``simulator`` compiles: :func:`sources`, and for ``"icarus"`` (SV event
+    rules under ``-g2012``) a copy ``<name>.icarus.v`` passed through :func:`sv_time0_fix`."""
+    srcs = sources(verilog_path)
+    if simulator != "icarus":
+        return srcs
+    fixed, _ = sv_time0_fix(srcs[0].read_text())
+    out = srcs[0].with_name(srcs[0].stem + ".icarus.v")
+    if not out.exists() or out.read_text() != fixed:
+        tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
+        tmp.write_text(fixed)
+        tmp.replace(out)
+    return [out] + srcs[1:]

@@ -12,6 +12,9 @@
   ``dump.fst`` into the run's own folder (never into the working directory). Verilator's FST
   writer needs the lz4 headers; without them the build traces VCD (``dump.vcd``) and says
   how to get FST (``make fst-deps``).
+* Simulators: Verilator (the default) or Icarus Verilog (``EXION_SIM=icarus``, or
+  ``simulator="icarus"``; ``make xsim`` compares the two, :mod:`exion.sim.xsim`). Every
+  ``rtl_<block>`` wrapper follows ``EXION_SIM``, so the same benches and seeds run on both.
 """
 
 from __future__ import annotations
@@ -27,10 +30,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from exion.config import Config
-from exion.gen.toolchain import fst_supported, verilator_env, verilator_version
+from exion.errors import ExionError
+from exion.gen.toolchain import (fst_supported, icarus_version, require_icarus, verilator_env,
+                                  verilator_version)
 from exion.paths import build_root
 
-__all__ = ["RtlBuild", "rtl_build", "run_bench", "BenchFailure", "build_root", "waves_requested"]
+__all__ = ["RtlBuild", "rtl_build", "run_bench", "BenchFailure", "build_root", "waves_requested",
+           "simulator", "SIMULATORS"]
+
+#: the simulators a bench runs on (``EXION_SIM``); the first is the default
+SIMULATORS = ("verilator", "icarus")
+
+
+def simulator(name: str | None = None) -> str:
+    """``name``, else ``$EXION_SIM``, else ``"verilator"``; checked against SIMULATORS."""
+    name = name or os.environ.get("EXION_SIM") or SIMULATORS[0]
+    if name not in SIMULATORS:
+        raise ExionError(f"EXION_SIM / simulator: unknown simulator {name!r}; "
+                         f"available: {', '.join(SIMULATORS)}")
+    return name
 
 
 def waves_requested(flag: bool = False) -> bool:
@@ -52,6 +70,7 @@ class RtlBuild:
     waves: bool
     gen_seconds: float      # 0.0 when reused from the cache
     build_seconds: float    # 0.0 when reused from the cache
+    simulator: str = "verilator"
 
     def manifest_data(self) -> dict:
         return json.loads(self.manifest.read_text())
@@ -68,13 +87,17 @@ def _locked(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def rtl_build(cfg: Config, top: str, *, waves: bool = False, progress=None) -> RtlBuild:
-    """Generate and Verilate ``top`` for ``cfg`` once; later calls reuse the build."""
-    from cocotb_tools.runner import get_runner
+def rtl_build(cfg: Config, top: str, *, waves: bool = False, progress=None,
+              sim: str | None = None) -> RtlBuild:
+    """Generate and build ``top`` for ``cfg`` on simulator ``sim`` (default
+    :func:`simulator`) once; later calls reuse the build."""
+    from exion.gen.verilog import generate, sim_sources
 
-    from exion.gen.verilog import generate, sources
-
+    sim = simulator(sim)
     waves = waves_requested(waves)
+    if sim == "icarus":
+        require_icarus()
+        waves = False   # Icarus runs here without waveforms (use Verilator's --waves)
     if waves and not fst_supported() and progress is None:
         progress = _warn
     if waves and not fst_supported():
@@ -84,39 +107,59 @@ def rtl_build(cfg: Config, top: str, *, waves: bool = False, progress=None) -> R
     rtl_dir = root / "rtl" / f"{cfg.name}-{cfg.hash}"
     with _locked(root / "locks" / f"gen-{cfg.name}-{cfg.hash}-{top}.lock"):
         gen = generate(cfg, top, rtl_dir)
-    srcs = sources(gen.verilog)  # the Verilog plus any vendor-primitive simulation models
+    with _locked(root / "locks" / f"gen-{cfg.name}-{cfg.hash}-{top}.lock"):
+        srcs = sim_sources(gen.verilog, sim)  # + vendor-cell models; Icarus: SV-safe copy
     text = b"".join(p.read_bytes() for p in srcs)
-    args = verilator_args(waves)
-    key = hashlib.sha256(text + verilator_version().encode() + " ".join(args).encode()
+    args = verilator_args(waves) if sim == "verilator" else icarus_args()
+    version = verilator_version() if sim == "verilator" else icarus_version()
+    key = hashlib.sha256(text + version.encode() + " ".join(args).encode()
                          ).hexdigest()[:12]
     module = f"exion_{top}"
-    sim_dir = root / "sim" / f"{module}-{cfg.name}-{key}"
+    tag = "" if sim == "verilator" else f"-{sim}"
+    sim_dir = root / "sim" / f"{module}-{cfg.name}{tag}-{key}"
     stamp = sim_dir / ".built"
     build_seconds = 0.0
-    with _locked(root / "locks" / f"sim-{module}-{key}.lock"):
+    with _locked(root / "locks" / f"sim-{module}{tag}-{key}.lock"):
         if not stamp.exists():
             if progress:
-                progress(f"Verilating {module} ({cfg.name}){' with FST tracing' if waves else ''}"
+                progress(f"{'Verilating' if sim == 'verilator' else 'Compiling (Icarus)'} "
+                         f"{module} ({cfg.name}){' with FST tracing' if waves else ''}"
                          f" into {sim_dir} ...")
             t0 = time.perf_counter()
-            runner = get_runner("verilator")
-            env_backup = dict(os.environ)
-            os.environ.update(verilator_env())
-            try:
-                files = list(srcs)
-                if "--no-public-flat-rw" in args:
-                    files.append(_ports_control_file(gen.manifest, module, sim_dir))
-                runner.build(
-                    sources=files, hdl_toplevel=module, build_dir=sim_dir,
-                    build_args=args,
-                    waves=waves, always=True, log_file=sim_dir / "build.log")
-            finally:
-                os.environ.clear()
-                os.environ.update(env_backup)
+            _build(sim, gen.manifest, module, srcs, sim_dir, args, waves)
             build_seconds = time.perf_counter() - t0
             stamp.write_text(json.dumps({"seconds": build_seconds}))
     return RtlBuild(cfg, top, module, gen.verilog, gen.manifest, sim_dir, waves,
-                    gen.seconds, build_seconds)
+                    gen.seconds, build_seconds, sim)
+
+
+def _build(sim: str, manifest: Path, module: str, srcs: list[Path], sim_dir: Path,
+           args: list[str], waves: bool) -> None:
+    """One simulator build through cocotb's runner (under the caller's lock)."""
+    from cocotb_tools.runner import get_runner
+
+    runner = get_runner(sim)
+    env_backup = dict(os.environ)
+    if sim == "verilator":
+        os.environ.update(verilator_env())
+    try:
+        files = list(srcs)
+        if "--no-public-flat-rw" in args:
+            files.append(_ports_control_file(manifest, module, sim_dir))
+        extra = {"timescale": ("1ns", "1ps")} if sim == "icarus" else {}
+        runner.build(
+            sources=files, hdl_toplevel=module, build_dir=sim_dir,
+            build_args=args, waves=waves, always=True, log_file=sim_dir / "build.log",
+            **extra)
+    finally:
+        os.environ.clear()
+        os.environ.update(env_backup)
+
+
+def icarus_args() -> list[str]:
+    """Extra ``iverilog`` flags (cocotb's runner adds ``-g2012``; the copy Icarus compiles is
+    made correct under its SystemVerilog event rules by :func:`exion.gen.verilog.sim_sources`)."""
+    return []
 
 
 def _failure_excerpt(log: Path, max_lines: int = 25) -> str:
@@ -200,11 +243,13 @@ def run_bench(build: RtlBuild, test_module: str, *, seed: int | None = None,
         "COCOTB_LOG_LEVEL": os.environ.get("COCOTB_LOG_LEVEL", "WARNING"),
     }
     env_backup = dict(os.environ)
-    os.environ.update(verilator_env())
-    rerun = (f"EXION_SEED={seed} (re-run with: EXION_SEED={seed} pytest ... ; waves: "
-             f"EXION_WAVES=1)")
+    if build.simulator == "verilator":
+        os.environ.update(verilator_env())
+    sim_env = "" if build.simulator == "verilator" else f"EXION_SIM={build.simulator} "
+    rerun = (f"{sim_env}EXION_SEED={seed} (re-run with: {sim_env}EXION_SEED={seed} pytest ... ;"
+             f" waves: EXION_WAVES=1)")
     try:
-        runner = get_runner("verilator")
+        runner = get_runner(build.simulator)
         results = runner.test(
             hdl_toplevel=build.module, hdl_toplevel_lang="verilog", test_module=test_module,
             build_dir=build.sim_dir,

@@ -15,7 +15,7 @@ import time
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, FallingEdge
+from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly
 
 from exion.config import Config
 
@@ -110,8 +110,17 @@ async def send(dut, stream: str, payload: int) -> None:
 
 
 async def wait_idle(dut) -> None:
-    """Wait (free-running, no per-cycle Python) until ``busy`` is low, then one more cycle."""
-    if int(dut.busy.value):
+    """Wait until ``busy`` is low at a clock edge, then return at the next falling edge.
+
+    Free-running (no per-cycle Python): it sleeps on ``busy`` falling, but a fall only counts
+    once the time step has settled (``ReadOnly``) and ``busy`` is still low there. An
+    event-driven simulator (Icarus) shows zero-time glitches: when one stage hands over to
+    the next in the same clock edge, the combinational ``busy`` may drop and rise again
+    within one time step, and a bare ``FallingEdge(busy)`` would return mid-product.
+    """
+    await ReadOnly()
+    while int(dut.busy.value):
         await FallingEdge(dut.busy)
+        await ReadOnly()
     await FallingEdge(dut.clk)
     assert not int(dut.busy.value)
