@@ -13,7 +13,7 @@ JOBS   ?= 2
 XDIST  ?= -n $(JOBS) --dist loadfile
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help venv demo test test-long bench lint synth pnr fst-deps clean distclean
+.PHONY: help venv demo test test-long bench lint synth pnr fst-deps xsim regress clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -63,6 +63,20 @@ pnr: $(STAMP)  ## place and route: fmax, utilization (PNR_CONFIG=fpga TOP=dpu BO
 
 fst-deps:  ## OS headers Verilator's FST waveform writer needs (Debian/Ubuntu, as root)
 	apt-get update && apt-get install -y liblz4-dev zlib1g-dev
+
+XSIM_CONFIG ?= toy
+XSIM_SEEDS ?= 6
+xsim: $(STAMP)  ## DPU/SDUE/CAU/EPRE/gemm benches on Icarus and Verilator, same seeds: agreement (installs iverilog)
+	@if ! command -v iverilog >/dev/null; then \
+	  echo "xsim: Icarus Verilog missing; installing the Debian package: apt-get install -y iverilog"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get install -y iverilog || (apt-get update && apt-get install -y iverilog); \
+	  else sudo apt-get install -y iverilog || (sudo apt-get update && sudo apt-get install -y iverilog); fi; fi
+	$(BIN)/python -m exion.sim.xsim --config $(XSIM_CONFIG) --seeds $(XSIM_SEEDS)
+
+REGRESS_CONFIG ?= toy
+SEEDS ?= 100
+regress: $(STAMP)  ## seeded random RTL cases of every block on a Dask LocalCluster (SEEDS=100 REGRESS_CONFIG=toy)
+	$(BIN)/exion regress --block all --config $(REGRESS_CONFIG) --seeds $(SEEDS)
 
 clean:  ## remove generated files (keeps the venv)
 	rm -rf build out .pytest_cache .hypothesis
