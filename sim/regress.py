@@ -20,7 +20,7 @@ from pathlib import Path
 
 from exion.paths import write_json
 
-__all__ = ["regress", "repro_command", "write_junit", "batches"]
+__all__ = ["regress", "repro_command", "write_junit", "batches", "run_tasks", "Bar"]
 
 
 def batches(seeds: list[int], size: int) -> list[list[int]]:
@@ -51,11 +51,12 @@ def _task(block: str, config: str, seeds: list[int]) -> list[dict]:
     return out
 
 
-class _Bar:
+class Bar:
     """A one-line text progress bar on stderr: cases done, failures, elapsed."""
 
-    def __init__(self, total: int, enabled: bool = True):
+    def __init__(self, total: int, enabled: bool = True, label: str = "regress"):
         self.total, self.done, self.failed = total, 0, 0
+        self.label = label
         self.t0 = time.perf_counter()
         self.enabled = enabled
 
@@ -66,19 +67,20 @@ class _Bar:
             return
         width = 30
         fill = int(width * self.done / max(1, self.total))
-        sys.stderr.write(f"\r[regress] [{'#' * fill}{'.' * (width - fill)}] "
-                         f"{self.done}/{self.total} cases, {self.failed} failed, "
+        sys.stderr.write(f"\r[{self.label}] [{'#' * fill}{'.' * (width - fill)}] "
+                         f"{self.done}/{self.total} done, {self.failed} failed, "
                          f"{time.perf_counter() - self.t0:.0f} s")
         if self.done >= self.total:
             sys.stderr.write("\n")
         sys.stderr.flush()
 
 
-def _run_tasks(tasks, scheduler: str | None, workers: int | None, bar: _Bar):
-    """Yield each task's result list as it completes."""
+def run_tasks(func, tasks, scheduler: str | None, workers: int | None, bar: Bar):
+    """Yield ``func(*task)`` (a list of dicts with ``error``) of each task as it completes:
+    inline, on a LocalCluster of ``workers`` single-threaded processes, or on ``scheduler``."""
     if scheduler == "inline":
         for t in tasks:
-            res = _task(*t)
+            res = func(*t)
             bar.update(len(res), sum(r["error"] is not None for r in res))
             yield res
         return
@@ -90,10 +92,10 @@ def _run_tasks(tasks, scheduler: str | None, workers: int | None, bar: _Bar):
         import os
         n = workers or os.cpu_count() or 1
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                               dashboard_address=None)
+                               dashboard_address=":0")
         client = Client(cluster)
     try:
-        futures = [client.submit(_task, *t, pure=False) for t in tasks]
+        futures = [client.submit(func, *t, pure=False) for t in tasks]
         for fut in as_completed(futures):
             res = fut.result()
             bar.update(len(res), sum(r["error"] is not None for r in res))
@@ -110,14 +112,14 @@ def regress(config: str, blocks: list[str], n_seeds: int, seed_base: int = 1, *,
     """Run ``n_seeds`` seeds of every block; return the merged report (see module doc)."""
     seeds = list(range(seed_base, seed_base + n_seeds))
     tasks = [(b, config, chunk) for b in blocks for chunk in batches(seeds, batch)]
-    bar = _Bar(len(blocks) * n_seeds, show_progress)
+    bar = Bar(len(blocks) * n_seeds, show_progress)
     t0 = time.perf_counter()
     per_block = {b: [] for b in blocks}
     first_of = {}
     for b, _, chunk in tasks:
         for s in chunk:
             first_of[(b, s)] = (chunk[0], len(chunk))
-    for res in _run_tasks(tasks, scheduler, workers, bar):
+    for res in run_tasks(_task, tasks, scheduler, workers, bar):
         for r in res:
             per_block[r["block"]].append(r)
     wall = time.perf_counter() - t0

@@ -98,3 +98,32 @@ def test_regress_on_separate_scheduler_and_worker(tmp_path):
             if p is not None:
                 p.terminate()
                 p.wait(timeout=30)
+
+
+def test_sweep_table_pareto_and_refused_points(cli_run, tmp_path):
+    """Cycle-model sweep (inline, no RTL): every point scored or refused, a true Pareto front,
+    and the front moves when a point is made worse (the check can fail)."""
+    from exion.sim.sweep import pareto
+    code, out, err = cli_run("sweep", "--config", "toy", "--vary", "m=1,2,99",
+                             "--vary", "bandwidth=16,64", "--scheduler", "inline",
+                             "--no-progress", "--out", str(tmp_path))
+    assert code == 0, err
+    rep = json.loads((tmp_path / "sweep.json").read_text())
+    assert len(rep["rows"]) == 6 and (tmp_path / "sweep.png").stat().st_size > 0
+    refused = [r for r in rep["rows"] if r["error"]]
+    assert [r["point"]["merge_ways"] for r in refused] == [99, 99]     # m > C is refused
+    ok = [r for r in rep["rows"] if not r["error"]]
+    assert all(r["cycles"] > 0 for r in ok)
+    # more bandwidth never costs cycles
+    for m in (1, 2):
+        c = {r["point"]["gb_bytes_per_cycle"]: r["cycles"] for r in ok
+             if r["point"]["merge_ways"] == m}
+        assert c[64] <= c[16]
+    front = [r for r in rep["rows"] if r.get("pareto")]
+    assert front and all(r["cycles"] == min(o["cycles"] for o in ok) for r in front)
+    rows = [dict(r) for r in rep["rows"]]
+    best = rows.index(front[0])
+    rows[best]["cycles"] += 10 ** 9
+    assert best not in pareto(rows)
+    code, _, err = cli_run("sweep", "--vary", "nosuch=1", "--out", str(tmp_path / "y"))
+    assert code == 2 and "nosuch" in err and not (tmp_path / "y").exists()

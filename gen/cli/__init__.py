@@ -11,7 +11,7 @@ One module per command group, each with a ``register(subparsers)`` function, lis
 * ``synth``, ``pnr``           -- :mod:`exion.gen.cli.fpga` (Yosys / nextpnr FPGA flow)
 * ``accuracy``, ``trace``      -- :mod:`exion.gen.cli.workload` (tiny DiT)
 * ``evaluate``                 -- :mod:`exion.gen.cli.evaluate` (system model, seven workloads)
-* ``regress``                  -- :mod:`exion.gen.cli.regress` (seeded RTL regressions on Dask)
+* ``regress``, ``sweep``       -- :mod:`exion.gen.cli.regress` (RTL regressions, config sweeps on Dask)
 
 Options every command shares (config, seed, waves, report/json, masks) come from one block
 each in :mod:`exion.gen.cli.options`. The CLI is the only part of ``exion.gen`` that uses

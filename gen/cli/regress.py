@@ -1,4 +1,5 @@
-"""``exion regress``: seeded random RTL regressions on Dask (:mod:`exion.sim.regress`)."""
+"""``exion regress`` (seeded random RTL regressions on Dask, :mod:`exion.sim.regress`) and
+``exion sweep`` (config fields x the cycle model, same fan-out, :mod:`exion.sim.sweep`)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ def register(sub) -> None:
                    help="where regress.json and regress.xml go (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_regress)
+    register_sweep(sub)
 
 
 def cmd_regress(args) -> int:
@@ -63,3 +65,51 @@ def cmd_regress(args) -> int:
     print(f"RESULT: {'PASS' if rep['passed'] else 'FAIL'} in {rep['wall_seconds']:.1f} s "
           f"({rep['scheduler']}); {js}, {xml}")
     return 0 if rep["passed"] else 1
+
+
+def register_sweep(sub) -> None:
+    p = sub.add_parser(
+        "sweep", help="config fields x the cycle model on FC1 masks, table + Pareto plot",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Score every combination of --vary values with the cycle model "
+                    "(golden.cycles.gemm_cycles: ConMerge passes, SDUE, fill stalls at the "
+                    "point's bandwidth) on the FC1 output masks of a trace (exion trace) or "
+                    "on synthetic FFN-Reuse masks; points fan out on Dask like exion regress. "
+                    "Writes sweep.json, sweep.md (table) and sweep.png (cycles vs DPU "
+                    "multipliers, Pareto front). Impossible points are listed as refused.",
+        epilog="example:\n  exion sweep --config exion16 --vary R=8,16 --vary m=1,2,4 "
+               "--vary bandwidth=32,64 --scheduler inline")
+    add_config(p, default="exion16")
+    p.add_argument("--vary", action="append", default=[], metavar="FIELD=V1,V2",
+                   help="a field and its values (repeatable); aliases R, C, L, m, W_open, "
+                        "bandwidth, or any integer config field")
+    p.add_argument("--trace", default=None, metavar="T.npz",
+                   help="trace of exion trace (default: synthetic masks, 64 x 512, K = 256)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the synthetic masks (default: %(default)s)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="Dask scheduler address; default a LocalCluster; 'inline': no Dask")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="LocalCluster workers (default: the number of cores)")
+    p.add_argument("--out", default="build/sweep", metavar="DIR",
+                   help="where sweep.json/.md/.png go (default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_sweep)
+
+
+def cmd_sweep(args) -> int:
+    from pathlib import Path
+
+    from exion.sim.sweep import parse_vary, save, sweep
+    load_cfg(args.config)
+    if not args.vary:
+        raise ExionError("--vary: give at least one FIELD=V1,V2 (e.g. --vary m=1,2,4)")
+    vary = parse_vary(args.vary)
+    if args.trace is not None and not Path(args.trace).exists():
+        raise ExionError(f"--trace: file {args.trace!r} does not exist")
+    rep = sweep(args.config, vary, args.trace, seed=args.seed, scheduler=args.scheduler,
+                workers=args.workers, show_progress=not args.no_progress)
+    paths = save(rep, args.out)
+    print(paths[1].read_text(), end="")
+    print(f"wrote {', '.join(str(p) for p in paths)}")
+    return 0
