@@ -7,7 +7,7 @@ import argparse
 
 from exion.errors import ExionError
 
-from .options import add_config, load_cfg
+from .options import add_config, add_seed, load_cfg
 
 BLOCK_NAMES = ("dpu", "sdue", "cau", "epre", "gemm")
 
@@ -85,8 +85,7 @@ def register_sweep(sub) -> None:
                         "bandwidth, or any integer config field")
     p.add_argument("--trace", default=None, metavar="T.npz",
                    help="trace of exion trace (default: synthetic masks, 64 x 512, K = 256)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed of the synthetic masks (default: %(default)s)")
+    add_seed(p, default=0, help="seed of the synthetic masks (default: %(default)s)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="Dask scheduler address; default a LocalCluster; 'inline': no Dask")
     p.add_argument("--workers", type=int, default=None, metavar="N",
