@@ -159,5 +159,7 @@ class Dsc(DscTop):
     """The DSC top (``dsc``): ``DscCore`` from ``hw/dsc.py`` in the bus shell."""
 
     def __init__(self, cfg: Config):
-        from .dsc import DscCore
-        super().__init__(cfg, DscCore)
+        # by name: this module must import on a branch where hw/dsc.py does not exist yet
+        # (gen/verilog.py registers the ``dsc`` top only when it does)
+        import importlib
+        super().__init__(cfg, importlib.import_module("exion.hw.dsc").DscCore)

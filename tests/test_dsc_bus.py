@@ -164,8 +164,10 @@ def _arvalid_drops(monkeypatch):
         split, info = m.submodules.rd_split, m.submodules.rd_info
         tick = Signal()
         m.d.sync += tick.eq(~tick)
-        # ARVALID low on every other cycle, whatever ARREADY did (the later assignment wins)
-        m.d.comb += self.axi.arvalid.eq(split.burst.valid & info.w_rdy & tick)
+        # ARVALID low on every other cycle, whatever ARREADY did (the later assignment
+        # wins); bursts still advance only on a handshake, so nothing else breaks
+        m.d.comb += [self.axi.arvalid.eq(split.burst.valid & info.w_rdy & tick),
+                     split.burst.ready.eq(self.axi.arready & info.w_rdy & tick)]
     monkeypatch.setattr(axi_master.AxiMaster, "_read_side", broken)
 
 
