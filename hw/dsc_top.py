@@ -90,7 +90,11 @@ class DscTop(wiring.Component):
                  max_writes: int = 4):
         self.cfg = cfg
         self.core = core(cfg) if isinstance(core, type) else core
-        self.mem_name, self.data_bits, self.addr_bits = find_mem_port(self.core)
+        try:
+            self.mem_name, self.data_bits, self.addr_bits = find_mem_port(self.core)
+        except ValueError:
+            self._MustUse__silence = True   # never built: no "created but never used" warning
+            raise
         self.regs = dsc_registers(cfg, data_bits=self.data_bits, addr_bits=self.addr_bits)
         self.master_args = dict(data_bits=self.data_bits, addr_bits=self.addr_bits,
                                 id_bits=id_bits, max_reads=max_reads, max_writes=max_writes)
