@@ -31,7 +31,7 @@ from exion.regmap import ERROR_BITS, dsc_registers, register
 
 from . import tb_common as tc
 
-RAM_SIZE = 1 << 16
+RAM_SIZE = 1 << 20
 LITE_CHANNELS = {"aw": ["awaddr", "awprot"], "w": ["wdata", "wstrb"], "b": ["bresp"],
                  "ar": ["araddr", "arprot"], "r": ["rdata", "rresp"]}
 AXI_CHANNELS = {
@@ -287,8 +287,9 @@ def dma_cases(sh: Shell) -> list[tuple[int, int, int]]:
         (page * 10 - 16 * b, 256, 256),         # a 256-beat command across a boundary
         (page * 9 - 100 * b, 200, 7),           # odd command length across a boundary
     ]
+    most = min(400, RAM_SIZE // (4 * b))
     for _ in range(int(sh.params.get("n_random", 6))):
-        beats = int(sh.rng.integers(1, 400))
+        beats = int(sh.rng.integers(1, most))
         chunk = int(sh.rng.choice([1, 2, 3, 16, 255, 256, int(sh.rng.integers(1, 257))]))
         span = 2 * beats * b
         src = int(sh.rng.integers(64, RAM_SIZE - span - 64)) // b * b
