@@ -154,7 +154,9 @@ class AxiMaster(wiring.Component):
         axi = self.axi
         m.d.comb += [getattr(axi, f"{ch}size").eq((self.data_bits // 8).bit_length() - 1),
                      getattr(axi, f"{ch}burst").eq(BURST_INCR),
-                     getattr(axi, f"{ch}cache").eq(CACHE_NORMAL)]
+                     getattr(axi, f"{ch}cache").eq(CACHE_NORMAL),
+                     getattr(axi, f"{ch}id").eq(0), getattr(axi, f"{ch}lock").eq(0),
+                     getattr(axi, f"{ch}prot").eq(0)]
 
     def elaborate(self, platform):
         m = Module()
