@@ -26,6 +26,7 @@ import fnmatch
 import hashlib
 import importlib
 import importlib.resources
+import importlib.util
 import json
 import os
 import re
@@ -74,7 +75,13 @@ BLOCKS = {
              "output-sparse product engine: CAU -> weight fetch -> SDUE, from (A, B, mask)"),
     "ffnr": ("exion.hw.ffnr", "FFNR",
              "FFN-Reuse unit: |H| histogram, threshold, bitmask to the CAU, H_d cache, H' - H_d"),
+    "axi_shell": ("exion.hw.dsc_top", "AxiShell",
+                  "DSC bus shell (AXI4-Lite regs + AXI4 master) around a memcopy test core"),
 }
+# The DSC top, once hw/dsc.py provides DscCore (issue 16).
+if importlib.util.find_spec("exion.hw.dsc") is not None:
+    BLOCKS["dsc"] = ("exion.hw.dsc_top", "Dsc",
+                     "DSC core behind AXI4-Lite registers and an AXI4 master")
 
 
 def _factory(module: str, cls: str):

@@ -79,8 +79,8 @@ def test_cli_gen_writes_verilog_and_manifest(tmp_path, capsys):
 def test_cli_gen_ecp5_config_writes_and_names_the_model(tmp_path, capsys):
     cfg = Path(__file__).resolve().parent.parent / "configs" / "toy_ecp5.toml"
     assert main(["gen", "--config", str(cfg), "--top", "dpu", "--out", str(tmp_path)]) == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["MULT18X18D.v", "exion_dpu.json",
-                                                          "exion_dpu.v"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["MULT18X18D.v", "exion_dpu.core",
+                                                          "exion_dpu.json", "exion_dpu.v"]
     assert "MULT18X18D.v (simulation model" in capsys.readouterr().out
 
 

@@ -18,12 +18,15 @@ def register(sub) -> None:
         "gen", help="generate Verilog + JSON manifest for one block",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Generate the Verilog of one block for a config, plus a JSON manifest "
-                    "(config, derived values, config hash, latency, ports) beside it.\n\n"
+                    "(config, derived values, config hash, latency, ports), a FuseSoC "
+                    "core file and (DSC tops) a C register header beside it.\n\n"
                     f"Tops:\n{tops}")
     add_config(p)
     p.add_argument("--top", required=True, choices=list(TOPS), help="block to generate")
     p.add_argument("--out", default="build/gen", metavar="DIR",
-                   help="output folder (default: build/gen); gets exion_<top>.v and .json")
+                   help="output folder (default: build/gen); gets exion_<top>.v and .json, "
+                        "a FuseSoC exion_<top>.core and, for a top with registers, "
+                        "exion_<top>_regs.h")
     p.add_argument("--lint", action="store_true",
                    help="also run verilator --lint-only -Wall on the result")
     p.set_defaults(func=cmd_gen)
@@ -38,6 +41,7 @@ def register(sub) -> None:
 
 
 def cmd_gen(args) -> int:
+    from exion.gen.ip import write_ip_files
     from exion.gen.verilog import generate, lint, sources
     cfg = load_cfg(args.config)
     out = Path(args.out)
@@ -49,6 +53,9 @@ def cmd_gen(args) -> int:
     for model in sources(g.verilog)[1:]:
         print(f"wrote {model} (simulation model of a vendor cell the Verilog instantiates; "
               f"simulate and lint it with the Verilog, synthesis uses the real cell)")
+    for path in write_ip_files(cfg, g):
+        what = "FuseSoC core file" if path.suffix == ".core" else "C register header"
+        print(f"wrote {path} ({what})")
     if args.lint:
         problems = lint(g.verilog, f"exion_{args.top}")
         if problems:
