@@ -33,10 +33,10 @@ class Harness(wiring.Component):
     def __init__(self, signature, *, props=None, mutant: str | None = None):
         props = tuple(self.GROUPS if props is None else props)
         bad = [p for p in props if p not in self.GROUPS]
-        if bad:
-            raise ValueError(f"{type(self).__name__}: unknown property group(s) {bad}")
-        if mutant is not None and mutant not in self.MUTANTS:
-            raise ValueError(f"{type(self).__name__}: unknown mutant {mutant!r}")
+        if bad or (mutant is not None and mutant not in self.MUTANTS):
+            self._MustUse__silence = True       # a refused harness is not an unused one
+            what = f"property group(s) {bad}" if bad else f"mutant {mutant!r}"
+            raise ValueError(f"{type(self).__name__}: unknown {what}")
         self.props, self.mutant = props, mutant
         super().__init__(signature)
 

