@@ -61,6 +61,10 @@ def test_cli_help_and_bad_timeout(cli_run, tmp_path):
         cli_run("formal", "--help")
     code, out, err = cli_run("formal", "--timeout", "0", "--out", str(tmp_path / "f"))
     assert code == 2 and "--timeout" in err and not (tmp_path / "f").exists()
+    code, out, err = cli_run("formal", "--proof", "nope", "--out", str(tmp_path / "f"))
+    assert code == 2 and "'nope'" in err and not (tmp_path / "f").exists()
+    code, out, err = cli_run("formal", "--list")
+    assert code == 0 and all(n in out for n in PROOFS)
 
 
 @pytest.mark.long

@@ -12,9 +12,6 @@ from .options import add_report, progress
 
 
 def register(sub) -> None:
-    from exion.sim.formal.proofs import PROOFS
-    listing = "\n".join(f"  {p.name:15s} {p.tier:4s} {p.mode} depth {p.depth:3d}  {p.block}: "
-                        f"{p.note}" for p in PROOFS.values())
     p = sub.add_parser(
         "formal", help="prove the CAU, EPRE selector and SDUE properties (SymbiYosys)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -23,10 +20,11 @@ def register(sub) -> None:
             "smtbmc engine on Yices 2) on a formal-sized config, check that each proof's "
             "cover task reaches its checks within the depth, and that every mutant (a "
             "deliberately broken design) makes its property fail. Prints one line per run "
-            "and exits 1 if a proof fails or a mutant passes.\n\n"
-            f"Proofs (name, tier, mode, depth):\n{listing}"),
+            "and exits 1 if a proof fails or a mutant passes. `exion formal --list` lists "
+            "the proofs with their tier, mode and depth (docs/formal.md has the table)."),
         epilog="Example: exion formal --proof cau --no-mutants")
-    p.add_argument("--proof", action="append", choices=list(PROOFS), metavar="NAME",
+    p.add_argument("--list", action="store_true", help="list the proofs and exit")
+    p.add_argument("--proof", action="append", metavar="NAME",
                    help="run only this proof (repeatable; default: every fast proof, with "
                         "--long every proof)")
     p.add_argument("--long", action="store_true", help="also the long proofs")
@@ -38,16 +36,26 @@ def register(sub) -> None:
                    help="seconds allowed per SymbiYosys run (default: 1800)")
     p.add_argument("--out", default="build/formal", metavar="DIR",
                    help="work folder: one subfolder per run with top.il, task.sby, sby.log "
-                        "and any counterexample trace (default: build/formal)")
-    add_report(p, default_path="DIR/formal.json")
+                        "and any counterexample trace, and formal.json, the report unless "
+                        "--report is given (default: build/formal)")
+    add_report(p)
     p.set_defaults(func=cmd_formal)
 
 
 def cmd_formal(args) -> int:
     from exion.sim.formal.proofs import PROOFS, run_mutation, run_proof
     from exion.sim.formal.sby import tools_missing
+    if args.list:
+        for p in PROOFS.values():
+            print(f"{p.name:15s} {p.tier:4s} {p.mode} depth {p.depth:3d}  {p.block}: {p.note}"
+                  + (f"; mutants {', '.join(p.mutants)}" if p.mutants else ""))
+        return 0
     if args.timeout <= 0:
         raise ExionError(f"--timeout = {args.timeout} is invalid: must be > 0 seconds")
+    unknown = [n for n in args.proof or [] if n not in PROOFS]
+    if unknown:
+        raise ExionError(f"--proof {unknown[0]!r} is not a proof: choose from "
+                         f"{', '.join(PROOFS)}")
     missing = tools_missing()
     if missing:
         raise ExionError(f"formal: missing tool(s) {', '.join(missing)}: run `make venv`")
