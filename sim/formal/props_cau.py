@@ -107,6 +107,8 @@ class CauProps(Harness):
         cv1, cv2 = Signal(R), Signal(R)           # cvs of columns j1 and j2 of the block
         ways = Signal(range(M + 1))
         pick_nz = Signal()
+        full = Signal(range(N + 1))               # non-zero columns of the picked block
+        lane_nz = sum((beat.cv[i].any() for i in range(P)), Const(0, range(P + 1)))
         beat_nz = Cat(*[beat.cv[i] for i in range(P)]).any()
         mine = in_blk == self.pick
         j1, j2 = self.j1, self.j2
@@ -119,6 +121,7 @@ class CauProps(Harness):
                 with m.If((in_blk < self.pick) & (nz | beat_nz)):
                     m.d.sync += nz_before.eq(nz_before + 1)
             with m.If(mine):
+                m.d.sync += full.eq(full + lane_nz)
                 for j in range(N):
                     with m.If((bidx == j // P) & (j1 == j)):
                         m.d.sync += cv1.eq(beat.cv[j % P])
@@ -160,6 +163,6 @@ class CauProps(Harness):
                 m.d.sync += cnt.eq(Mux(new > 2, 2, new))
             self.check(m, "cover", ~last_ours | (new == cv1[r]),
                        f"bit ({r}, j1) computed exactly as often as it is set")
-        self.cover(m, last_ours & (self.pick == self.blocks - 1),
-                   "the last pickable block's last pass is accepted")
+        self.cover(m, last_ours & (self.pick == self.blocks - 1) & (full == N),
+                   "the last pickable block's last pass is accepted, all its columns set")
         return m

@@ -107,5 +107,8 @@ class SelectorProps(Harness):
                     better = (s[j] > s[i]) | ((s[j] == s[i]) & (j < i))
                     self.check(m, "tie", ~at | ~(keep[j] & ~keep[i] & inside[i]) | better,
                                f"kept key {j} precedes dropped key {i}")
-        self.cover(m, at & (row == self.rows - 1), "the last row's mask is checked")
+        # the longest row (n_k = n_max) in the "smallest" network mode (k_n > E) is reached
+        big = self.k_n > N // 2 + 1
+        self.cover(m, at & (row == self.rows - 1) & (self.n_k == N) & big,
+                   "the last row's mask is checked (n_k = n_max, k_n > E)")
         return m
