@@ -1,7 +1,8 @@
 """Formal proofs (SymbiYosys, docs/formal.md): each fast proof passes at its stated depth
-and every mutant makes its property fail (default suite, about 70 s). The long proofs and
-the cover runs (the depth reaches the checks) run under ``make test-long``; ``make formal``
-runs all of them through ``exion formal --long``."""
+and every mutant makes its property fail. Default suite (about 70 s): the fast proofs and
+the selector's and SDUE's mutants; under ``make test-long`` also the CAU's mutants, the
+long proofs and the cover runs (the depth reaches the checks). ``make formal`` runs all of
+them through ``exion formal --long``."""
 
 import pytest
 
@@ -32,8 +33,13 @@ def test_cover_reaches_checks(name, tmp_path):
     assert r.status == "PASS", r.log_tail
 
 
-@pytest.mark.parametrize("name,mutant,group", MUTATIONS,
-                         ids=[f"{n}-{mu}" for n, mu, _ in MUTATIONS])
+# The CAU's mutants (about 9 s each) run under long to keep the default suite short.
+_MUT = [pytest.param(n, mu, g, id=f"{n}-{mu}",
+                     marks=[pytest.mark.long] if n.startswith("cau") else [])
+        for n, mu, g in MUTATIONS]
+
+
+@pytest.mark.parametrize("name,mutant,group", _MUT)
 def test_mutant_fails(name, mutant, group, tmp_path):
     r = run_mutation(name, mutant, tmp_path, timeout=300)
     assert r.status == "FAIL", r.log_tail
