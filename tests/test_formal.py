@@ -33,9 +33,10 @@ def test_cover_reaches_checks(name, tmp_path):
     assert r.status == "PASS", r.log_tail
 
 
-# The CAU's mutants (about 9 s each) run under long to keep the default suite short.
+# The CAU's and gemm engine's mutants (9-30 s each) run under long (default suite short).
 _MUT = [pytest.param(n, mu, g, id=f"{n}-{mu}",
-                     marks=[pytest.mark.long] if n.startswith("cau") else [])
+                     marks=[pytest.mark.long] if PROOFS[n].block in ("CAU", "gemm engine")
+                     else [])
         for n, mu, g in MUTATIONS]
 
 

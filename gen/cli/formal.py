@@ -13,7 +13,7 @@ from .options import add_report, progress
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "formal", help="prove the CAU, EPRE selector and SDUE properties (SymbiYosys)",
+        "formal", help="prove the CAU, EPRE selector, SDUE and gemm properties (SymbiYosys)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
             "Run the property harnesses of exion.sim.formal with SymbiYosys (yowasp-sby, "

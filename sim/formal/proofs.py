@@ -19,7 +19,7 @@ from exion.config import PRESETS, Config
 
 from .props_cau import CauProps
 from .props_epre import SelectorProps
-from .props_stream import SdueDescProps
+from .props_stream import GemmPassProps, SdueDescProps
 from .sby import SbyResult, run_sby
 
 __all__ = ["Proof", "PROOFS", "MUTATIONS", "formal_config", "run_proof", "run_mutation"]
@@ -62,6 +62,11 @@ def _sdue(**kw):
                                                           mutant=mutant, **kw)
 
 
+def _gemm(**kw):
+    return lambda props=None, mutant=None: GemmPassProps(
+        formal_config().replace(omem_depth=4), props=props, mutant=mutant, **kw)
+
+
 _CAU_MUT = {"overlap": "overlap", "members": "members", "cover": "cover", "stable": "stable"}
 
 PROOFS: dict[str, Proof] = {p.name: p for p in [
@@ -86,6 +91,9 @@ PROOFS: dict[str, Proof] = {p.name: p for p in [
           note="descriptors of 1..3 beats, back to back or with gaps"),
     Proof("sdue_desc_deep", "SDUE", _sdue(kmax=3), depth=40, tier="long",
           note="as sdue_desc, 40 cycles"),
+    Proof("gemm_passes", "gemm engine", _gemm(cols_per_cycle=4, max_regions=2),
+          depth=26, tier="long", cover_depth=26, mutants={"lost": "conserve"},
+          note="one-beat 4-column blocks (omem_depth = 4), kwords 1..2, vs a reference CAU"),
 ]}
 
 #: (proof, mutant, property group) triples: each run must FAIL.
