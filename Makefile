@@ -13,7 +13,7 @@ JOBS   ?= 2
 XDIST  ?= -n $(JOBS) --dist loadfile
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help venv demo test test-long bench lint synth pnr fst-deps xsim regress clean distclean
+.PHONY: help venv demo test test-long formal bench lint synth pnr fst-deps xsim regress clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -35,6 +35,9 @@ test: $(STAMP)  ## the whole suite (RTL testbenches on Verilator included); what
 
 test-long: $(STAMP)  ## the suite plus long seeded random regressions
 	EXION_LONG=1 $(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
+
+formal: $(STAMP)  ## every SymbiYosys proof (fast and long), its cover run and its mutants (docs/formal.md)
+	$(BIN)/exion formal --long --out build/formal
 
 # Benchmark scripts (bench/perf_*.py; the cocotb testbenches are sim/tb_*.py).
 BENCHES ?= bench/perf_dpu.py bench/perf_conmerge.py bench/perf_sdue.py bench/perf_gemm.py bench/perf_fpga.py bench/perf_workload.py bench/perf_dataflow.py bench/perf_system.py

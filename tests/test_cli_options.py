@@ -42,7 +42,8 @@ def test_every_command_module_is_registered():
     assert found == set(cli.COMMAND_MODULES) | golden
     names = [path[0] for path, _ in _parsers(cli.build_parser()) if len(path) == 1]
     assert names == ["gen", "lint", "demo", "golden", "sim", "synth", "pnr", "accuracy",
-                     "trace", "evaluate", "regress", "sweep"]
+                     "trace", "evaluate", "regress", "sweep",
+                     "formal"]
 
 
 def test_config_option_is_one_block_listing_every_preset():

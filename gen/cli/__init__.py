@@ -12,6 +12,7 @@ One module per command group, each with a ``register(subparsers)`` function, lis
 * ``accuracy``, ``trace``      -- :mod:`exion.gen.cli.workload` (tiny DiT)
 * ``evaluate``                 -- :mod:`exion.gen.cli.evaluate` (system model, seven workloads)
 * ``regress``, ``sweep``       -- :mod:`exion.gen.cli.regress` (RTL regressions, config sweeps on Dask)
+* ``formal``                   -- :mod:`exion.gen.cli.formal` (SymbiYosys proofs, mutants)
 
 Options every command shares (config, seed, waves, report/json, masks) come from one block
 each in :mod:`exion.gen.cli.options`. The CLI is the only part of ``exion.gen`` that uses
@@ -31,7 +32,8 @@ from exion import PRESETS, __version__
 from exion.errors import ExionError
 
 # Command groups, in the order `exion --help` lists them: modules of this package.
-COMMAND_MODULES = ["gen", "demo", "golden", "sim", "fpga", "workload", "evaluate", "regress"]
+COMMAND_MODULES = ["gen", "demo", "golden", "sim", "fpga", "workload", "evaluate", "regress",
+                   "formal"]
 
 
 def build_parser() -> argparse.ArgumentParser:
