@@ -636,6 +636,9 @@ def engine_tiles(cfg: Config, M: int, N: int, K: int, dataflow: str = "row-block
         raise ExionError(f"dataflow {dataflow!r} is not one of {', '.join(ENGINE_DATAFLOWS)}")
     R, L = cfg.rows, cfg.lanes
     kw = max(1, math.ceil(K / L))
+    if kw > 2 * cfg.imem_words:
+        raise ExionError(f"gemm engine: K = {K} needs {kw} words per row, more than IMEM's "
+                         f"{2 * cfg.imem_words} (the engine runs no K-splits)")
     nblk = math.ceil(M / R)
     if dataflow == "col-group":
         tb = max(1, min(nblk, 2 * cfg.imem_words // kw))
@@ -692,7 +695,7 @@ def engine_cycles(cfg: Config, mask, K: int, *, dataflow: str = "row-block",
     mask = check_mask(mask)
     M, N = mask.shape
     m = cfg.check_merge_ways(merge_ways)
-    R, C, L = cfg.rows, cfg.cols, cfg.lanes
+    R, L = cfg.rows, cfg.lanes
     kw = max(1, math.ceil(K / L))
     wbits = L * cfg.width
     tiles = []
