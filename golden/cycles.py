@@ -84,7 +84,8 @@ from .conmerge import (ConMergePlan, _check_sort, _check_window, _pack, _sorted_
 __all__ = [
     "sdue_fixed", "sdue_cycles", "k_cap", "sdue_pass_list", "GemmCycles",
     "gemm_cycles", "cau_block_cycles", "cau_stage_cycles", "cau_cycles", "cau_schedule",
-    "cau_default_lanes", "cau_flush_cycles",
+    "cau_default_lanes", "cau_flush_cycles", "engine_tiles", "engine_cycles", "scan_cycles",
+    "ENGINE_DATAFLOWS",
     "epre_cycles", "epre_run_cycles", "epre_phase_cycles", "transformer_block",
     "MODES", "CAU_COLS_PER_CYCLE", "CAU_LANES_DEFAULT_CAP", "CAU_LANES_MAX", "CAU_SORT_START",
     "CAU_MERGE_START", "CAU_OUT_LATENCY", "EPRE_PIPE", "EPRE_SEL_FIXED", "EPRE_RUN_FIXED",
@@ -605,3 +606,134 @@ def transformer_block(cfg: Config, T: int, d: int, heads: int, d_head: int | Non
         v["utilization"] = v["useful_macs"] / (cfg.peak_macs * v["total"]) if v["total"] else 0.0
     return {"config": cfg.name, "T": T, "d": d, "heads": heads, "d_head": d_head, "ffn": ffn,
             "memory": memory, "modes": res}
+
+
+# ---- the gemm engine (hw/gemm.py), per run ("tile") --------------------------------------
+#: Engine dataflows (``hw.gemm.DATAFLOWS``; ``flow.col_group`` 0 / 1).
+ENGINE_DATAFLOWS = ("row-block", "col-group")
+#: col-group: cycles from the CAU's last mask read (``cau_schedule`` read_end) to the first
+#: scan cycle (the snoop's mask_done register, then the scan's start register).
+ENGINE_SCAN_START = 2
+#: col-group: cycles from the end of the scan to the first pass taken by the SDUE when the
+#: last column is needed (its WMEM write register, then the release register); one less
+#: when the last column is skipped (no write in flight).
+ENGINE_SCAN_RELEASE = 2
+#: col-group: cycles from the CAU idle (``cau_schedule`` total) to the first pass taken.
+ENGINE_CAU_RELEASE = 1
+#: Busy cycles before ``cau_schedule``'s cycle 0 (the first beat is taken while idle).
+ENGINE_ORIGIN = 0
+
+
+def engine_tiles(cfg: Config, M: int, N: int, K: int, dataflow: str = "row-block") -> list:
+    """The runs (tiles) the host driver cuts a product into: ``(b0, blocks, c0, ncols)``.
+
+    row-block: column groups of ``omem_depth``, then as many row blocks as IMEM and OMEM
+    hold. col-group: a tile is one column group against as many row blocks as IMEM holds;
+    its columns are resident in WMEM (``ncols * kwords <= 2 * wmem_words``) and its results
+    in OMEM (``blocks * ncols <= omem_depth``).
+    """
+    if dataflow not in ENGINE_DATAFLOWS:
+        raise ExionError(f"dataflow {dataflow!r} is not one of {', '.join(ENGINE_DATAFLOWS)}")
+    R, L = cfg.rows, cfg.lanes
+    kw = max(1, math.ceil(K / L))
+    if kw > 2 * cfg.imem_words:
+        raise ExionError(f"gemm engine: K = {K} needs {kw} words per row, more than IMEM's "
+                         f"{2 * cfg.imem_words} (the engine runs no K-splits)")
+    nblk = math.ceil(M / R)
+    if dataflow == "col-group":
+        tb = max(1, min(nblk, 2 * cfg.imem_words // kw))
+        ng = min(N, max(1, cfg.omem_depth // tb), 2 * cfg.wmem_words // kw)
+        tb = max(1, min(tb, cfg.omem_depth // ng))
+    else:
+        ng = min(N, cfg.omem_depth)
+        tb = max(1, min(2 * cfg.imem_words // kw, cfg.omem_depth // ng))
+    return [(b0, min(tb, nblk - b0), c0, min(ng, N - c0))
+            for c0 in range(0, N, ng) for b0 in range(0, nblk, tb)]
+
+
+def scan_cycles(need, kwords: int, gb_bytes: int, word_bits: int) -> int:
+    """Cycles of the col-group column scan: one per unneeded column; per needed column
+    ``kwords`` words, each one cycle or, when ``8 * gb_bytes < word_bits``, the cycles a bit
+    credit (``+8 * gb_bytes`` per cycle, from 0 at the scan's start) needs to reach a word."""
+    gbits = 8 * int(gb_bytes)
+    need = np.asarray(need, bool)
+    n_need = int(need.sum())
+    skip = int(need.size - n_need)
+    if gbits == 0 or gbits >= word_bits:
+        return skip + n_need * kwords
+    t, credit = skip, 0
+    for _ in range(n_need * kwords):
+        n = max(1, -(-(word_bits - credit) // gbits))
+        t += n
+        credit += n * gbits - word_bits
+    return t
+
+
+def engine_cycles(cfg: Config, mask, K: int, *, dataflow: str = "row-block",
+                  gb_bytes: int = 0, merge_ways: int | None = None, sort: str = "popcount",
+                  cols_per_cycle: int = CAU_COLS_PER_CYCLE) -> dict:
+    """Cycles, bytes and bound of a masked product through the gemm engine (``hw/gemm.py``).
+
+    Per tile (:func:`engine_tiles`): ``passes`` (golden ConMerge), ``compute`` = sum_p
+    max(kwords, C) + SDUE fixed, ``words`` / ``wmem_bytes`` (global buffer -> WMEM),
+    ``cycles``, ``stall`` = cycles - compute (the RTL's ``stalls`` counter), ``exact``.
+
+    col-group (exact): the CAU runs freely (``cau_schedule``; its passes queue); the column
+    scan starts ``ENGINE_SCAN_START`` cycles after the CAU read the last mask beat and moves
+    only the needed columns (:func:`scan_cycles`); the first pass goes to the SDUE at
+    ``max(scan end + ENGINE_SCAN_RELEASE, CAU idle + ENGINE_CAU_RELEASE)`` and the passes
+    then run back to back: ``cycles = start + compute``.
+
+    row-block (not exact: the per-pass fetch interleaves with the CAU): ``cycles`` is the
+    lower bound ``max(compute, words * L * W / 8 / gb_bytes)``; the RTL runs within
+    ``cycles`` and the CAU + fetch + SDUE serial sum.
+
+    Totals: ``cycles``, ``compute_cycles``, ``stall_cycles``, ``bytes`` (``gb_wmem``),
+    ``bound`` (``memory-bound`` when the weight fetch alone, bytes / gb_bytes, exceeds the
+    compute), ``utilization`` (useful MACs / (R*C*L * cycles)).
+    """
+    mask = check_mask(mask)
+    M, N = mask.shape
+    m = cfg.check_merge_ways(merge_ways)
+    R, L = cfg.rows, cfg.lanes
+    kw = max(1, math.ceil(K / L))
+    wbits = L * cfg.width
+    tiles = []
+    for b0, blocks, c0, ncols in engine_tiles(cfg, M, N, K, dataflow):
+        sub = mask[b0 * R:min(M, (b0 + blocks) * R), c0:c0 + ncols]
+        plan = conmerge(cfg, sub, sort=sort, merge_ways=m)
+        npass = plan.n_passes
+        compute = sdue_cycles(cfg, [kw] * npass)
+        if dataflow == "col-group":
+            need = sub.any(axis=0)
+            words = int(need.sum()) * kw
+            sch = cau_schedule(cfg, sub, merge_ways=m, sort=sort,
+                               cols_per_cycle=cols_per_cycle)
+            scan_end = int(sch["read_end"][-1]) + ENGINE_SCAN_START + \
+                scan_cycles(need, kw, gb_bytes, wbits)
+            if npass:
+                start = max(scan_end + ENGINE_SCAN_RELEASE - (0 if need[-1] else 1),
+                            int(sch["total"]) + ENGINE_CAU_RELEASE) + ENGINE_ORIGIN
+                cycles = start + compute
+            else:   # no pass: busy until the scan (every column skipped) and the CAU end
+                cycles = max(scan_end - 1, int(sch["total"])) + ENGINE_ORIGIN
+            exact = True
+        else:
+            words = int(np.count_nonzero(plan.members >= 0)) * kw if npass else 0
+            fetch = math.ceil(words * wbits / (8 * gb_bytes)) if gb_bytes else 0
+            cycles, exact = max(compute, fetch), False
+        tiles.append({"b0": b0, "blocks": blocks, "c0": c0, "ncols": ncols, "passes": npass,
+                      "kwords": kw, "compute": compute, "words": words,
+                      "wmem_bytes": words * wbits // 8, "cycles": cycles,
+                      "stall": None if cycles is None else cycles - compute, "exact": exact})
+    tot_c = sum(t["cycles"] or 0 for t in tiles)
+    comp = sum(t["compute"] for t in tiles)
+    wb = sum(t["wmem_bytes"] for t in tiles)
+    mem = wb / gb_bytes if gb_bytes else 0.0
+    useful = int(mask.sum()) * K
+    return {"dataflow": dataflow, "gb_bytes_per_cycle": gb_bytes, "M": M, "N": N, "K": K,
+            "tiles": tiles, "cycles": tot_c, "compute_cycles": comp,
+            "stall_cycles": tot_c - comp, "bytes": {"gb_wmem": wb}, "memory_cycles": mem,
+            "bound": "memory-bound" if mem > comp else "compute-bound",
+            "useful_macs": useful,
+            "utilization": useful / (cfg.peak_macs * tot_c) if tot_c else 0.0}

@@ -33,7 +33,7 @@ read ports (one word per WMEM sub-bank per cycle); see ``docs/gemm.md``.
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Signal, signed
+from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -46,7 +46,11 @@ from .dpu import operand_layout
 from .sdue import SDUE, mem_write_signature, omem_read_signature, pass_layout
 from .util import bits_for as _bits
 
-__all__ = ["SparseGemm", "setup_layout", "gmem_write_signature", "gmem_kbits"]
+__all__ = ["SparseGemm", "setup_layout", "flow_layout", "gmem_write_signature", "gmem_kbits",
+           "DATAFLOWS"]
+
+#: The engine's dataflows (``flow.col_group``): 0 = row-block, 1 = col-group.
+DATAFLOWS = ("row-block", "col-group")
 
 
 def gmem_kbits(cfg: Config) -> int:
@@ -67,6 +71,25 @@ def setup_layout(cfg: Config, max_regions: int) -> data.StructLayout:
         "ncols": cfg.omem_depth.bit_length(),
         "regions": max_regions.bit_length(),
         "accumulate": 1,
+    })
+
+
+def flow_layout(cfg: Config) -> data.StructLayout:
+    """Dataflow and global-buffer bandwidth of a run (all zero = today's row-block engine
+    with an unlimited weight fetch; held constant by the host while ``busy``).
+
+    col_group  0 = row-block (a pass's weights fetched per pass), 1 = col-group (the run's
+               columns fetched once into WMEM, resident for every row block; see
+               ``docs/gemm.md``)
+    gb_bytes   global-buffer read bandwidth in bytes per cycle for the weight fetch
+               (0 = unlimited: one beat of the fetch per cycle)
+    nblocks    row blocks of the run (col-group: the mask's last block ends the column
+               scan; labels 0 .. nblocks - 1)
+    """
+    return data.StructLayout({
+        "col_group": 1,
+        "gb_bytes": 16,
+        "nblocks": cfg.omem_depth.bit_length(),
     })
 
 
@@ -92,6 +115,9 @@ class SparseGemm(wiring.Component):
         Most WMEM regions the fetch may fill ahead of the SDUE (the host sets ``regions``).
     desc_depth : int
         Descriptors buffered between the fetch and the SDUE.
+    pass_depth : int
+        Passes the col-group dataflow buffers between the CAU and the SDUE (default
+        ``omem_depth``: every pass of a run, so the CAU is never held up).
 
     Members
     -------
@@ -100,6 +126,9 @@ class SparseGemm(wiring.Component):
         this run.
     setup : In(setup_layout(cfg, max_regions))
         Run parameters (constant while ``busy``).
+    flow : In(flow_layout(cfg))
+        Dataflow and global-buffer bandwidth (constant while ``busy``; 0 = row-block,
+        unlimited bandwidth, the engine before issue 17).
     gmem_w : In(gmem_write_signature(cfg))
         Host write of the weight store (only while idle).
     imem_w, omem_w, omem_r
@@ -110,15 +139,25 @@ class SparseGemm(wiring.Component):
         Busy cycles since reset (wraps).
     passes : Out(32)
         Passes the SDUE completed since reset.
+    stalls : Out(32)
+        Busy cycles in which the SDUE's issue stage held no pass while work was pending
+        (CAU, fetch, descriptor or pass queue): ``cycles = sum_p max(k_p, C) + fixed +
+        stalls`` per run.
+    wwords : Out(32)
+        L-element words the weight fetch moved from GMEM (the global buffer) since reset
+        (bytes = ``wwords * L * W / 8``).
     overflow : Out(1)
         Sticky: a row block had more than ``omem_depth`` columns.
     """
 
     def __init__(self, cfg: Config, *, cols_per_cycle: int = CAU_COLS_PER_CYCLE,
                  max_regions: int = 4,
-                 desc_depth: int = 2):
+                 desc_depth: int = 2, pass_depth: int | None = None):
+        if pass_depth is None:
+            pass_depth = cfg.omem_depth
         for name, v, lo in (("max_regions", max_regions, 1), ("desc_depth", desc_depth, 1),
-                            ("cols_per_cycle", cols_per_cycle, 1)):
+                            ("cols_per_cycle", cols_per_cycle, 1),
+                            ("pass_depth", pass_depth, 1)):
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
                 self._MustUse__silence = True
                 raise ExionError(f"SparseGemm: {name} = {v!r} is invalid: must be an integer "
@@ -127,11 +166,13 @@ class SparseGemm(wiring.Component):
         self.cols_per_cycle = cols_per_cycle
         self.max_regions = max_regions
         self.desc_depth = desc_depth
+        self.pass_depth = pass_depth
         R = cfg.rows
         word = operand_layout(cfg)
         super().__init__({
             "mask": In(stream.Signature(mask_layout(cfg, cols_per_cycle, True))),
             "setup": In(setup_layout(cfg, max_regions)),
+            "flow": In(flow_layout(cfg)),
             "gmem_w": In(gmem_write_signature(cfg)),
             "imem_w": In(mem_write_signature(R, cfg.imem_addr_bits + 1, word)),
             "omem_w": In(mem_write_signature(R, cfg.omem_addr_bits, signed(cfg.acc_width))),
@@ -139,13 +180,16 @@ class SparseGemm(wiring.Component):
             "busy": Out(1),
             "cycles": Out(32),
             "passes": Out(32),
+            "stalls": Out(32),
+            "wwords": Out(32),
             "overflow": Out(1),
         })
 
     def constants(self) -> dict:
         cfg = self.cfg
         return {"cols_per_cycle": self.cols_per_cycle, "max_regions": self.max_regions,
-                "desc_depth": self.desc_depth, "gmem_kbits": gmem_kbits(cfg),
+                "desc_depth": self.desc_depth, "pass_depth": self.pass_depth,
+                "gmem_kbits": gmem_kbits(cfg),
                 "gmem_cols": cfg.omem_depth, "max_cols": cfg.omem_depth}
 
     def elaborate(self, platform):
@@ -154,18 +198,25 @@ class SparseGemm(wiring.Component):
         KB = gmem_kbits(cfg)
         mod = Module()
         word = operand_layout(cfg)
+        wbits = cfg.lanes * cfg.width          # bits of one L-word
 
         cau = CAU(cfg, cols_per_cycle=self.cols_per_cycle, max_cols=cfg.omem_depth,
                   sort="runtime")
-        sdue = SDUE(cfg, fetch=True)
+        sdue = SDUE(cfg, fetch=True, wcols=True)
         mod.submodules.cau = cau
         mod.submodules.sdue = sdue
-        wiring.connect(mod, wiring.flipped(self.mask), cau.mask)
         wiring.connect(mod, wiring.flipped(self.imem_w), sdue.imem_w)
         wiring.connect(mod, wiring.flipped(self.omem_w), sdue.omem_w)
         wiring.connect(mod, wiring.flipped(self.omem_r), sdue.omem_r)
-        setup = self.setup
+        setup, flow = self.setup, self.flow
         kw = setup.kwords
+        cg = flow.col_group
+        gbits = Signal(19, name="gb_bits")      # bandwidth in bits per cycle (0 = unlimited)
+        mod.d.comb += gbits.eq(flow.gb_bytes << 3)
+
+        # The mask goes to the CAU; col-group snoops it for the columns the run needs.
+        mod.d.comb += [cau.mask.payload.eq(self.mask.payload), cau.mask.valid.eq(self.mask.valid),
+                       self.mask.ready.eq(cau.mask.ready)]
 
         # ---- GMEM: B, column j's words at j << KB; one read port per WMEM sub-bank ----------
         gmem = Memory(shape=word, depth=cfg.omem_depth << KB, init=[])
@@ -174,12 +225,15 @@ class SparseGemm(wiring.Component):
         mod.d.comb += [gw.en.eq(self.gmem_w.en), gw.addr.eq(self.gmem_w.addr),
                        gw.data.eq(self.gmem_w.data)]
 
-        # ---- fetch ------------------------------------------------------------------------
+        # ---- row-block fetch ----------------------------------------------------------------
         cpl = cau_pass_layout(cfg, cfg.omem_depth)
         f_pass = Signal(cpl, name="f_pass")
         f_active = Signal(name="f_active")
         f_w = Signal(range(2 * cfg.imem_words + 1), name="f_w")
         f_base = Signal(cfg.wmem_addr_bits + 1, name="f_base")
+        f_bits = Signal(range(C * m * wbits + 1), name="f_bits")   # bits of one beat
+        f_credit = Signal(19, name="f_credit")
+        f_words = Signal(range(C * m + 1), name="f_words")
         next_base = Signal.like(f_base, name="next_base")
         next_ridx = Signal(range(self.max_regions), name="next_ridx")
         outstanding = Signal(range(self.max_regions + 2), name="outstanding")
@@ -187,28 +241,49 @@ class SparseGemm(wiring.Component):
         dq = fifo.SyncFIFO(width=pass_layout(cfg).size, depth=self.desc_depth)
         mod.submodules.desc_queue = dq
 
+        # Members that exist in the CAU's pass (a DPU selects them): only they are charged.
+        present = Signal(C * m, name="present")
+        for c in range(C):
+            for k in range(m):
+                hits = [cau.out.payload.sel[r][c].valid & (cau.out.payload.sel[r][c].idx == k)
+                        for r in range(R)]
+                mod.d.comb += present[c * m + k].eq(Cat(*hits).any())
+        npresent = Signal(range(C * m + 1), name="npresent")
+        mod.d.comb += npresent.eq(sum(present[i] for i in range(C * m)))
+
         last_beat = Signal(name="last_beat")
+        want = Signal(name="want")
+        bw_ok = Signal(name="bw_ok")
         advance = Signal(name="advance")
         take = Signal(name="take")
         mod.d.comb += [
             last_beat.eq(f_active & (f_w == kw - 1)),
-            advance.eq(f_active & ~(last_beat & ~dq.w_rdy)),
-            take.eq(cau.out.valid & (~f_active | (last_beat & advance)) &
+            want.eq(f_active & ~(last_beat & ~dq.w_rdy)),
+            bw_ok.eq((gbits == 0) | (gbits >= f_bits) | (f_credit + gbits >= f_bits)),
+            advance.eq(want & bw_ok),
+            take.eq(~cg & cau.out.valid & (~f_active | (last_beat & advance)) &
                     (outstanding < setup.regions)),
-            cau.out.ready.eq(take),
         ]
+        with mod.If(want):
+            with mod.If((gbits == 0) | (gbits >= f_bits)):
+                mod.d.sync += f_credit.eq(0)
+            with mod.Elif(advance):
+                mod.d.sync += f_credit.eq(f_credit + gbits - f_bits)
+            with mod.Else():
+                mod.d.sync += f_credit.eq(f_credit + gbits)
         gmem_rd = []
         for c in range(C):
             ports = []
             for k in range(m):
                 rp = gmem.read_port()
                 mod.d.comb += rp.addr.eq(Cat(f_w[:KB], f_pass.col[c][k]))
-                ports.append(rp.data)
+                ports.append(rp)
             gmem_rd.append(ports)
 
         with mod.If(take):
             mod.d.sync += [f_pass.eq(cau.out.payload), f_active.eq(1), f_w.eq(0),
-                           f_base.eq(next_base)]
+                           f_base.eq(next_base), f_bits.eq(npresent * wbits),
+                           f_words.eq(npresent)]
             with mod.If(next_ridx + 1 >= setup.regions):
                 mod.d.sync += [next_base.eq(0), next_ridx.eq(0)]
             with mod.Else():
@@ -219,18 +294,13 @@ class SparseGemm(wiring.Component):
                 mod.d.sync += f_active.eq(0)
         with mod.If(take & ~sdue.issued):
             mod.d.sync += outstanding.eq(outstanding + 1)
-        with mod.Elif(~take & sdue.issued):
+        with mod.Elif(~take & sdue.issued & ~cg):
             mod.d.sync += outstanding.eq(outstanding - 1)
 
         # GMEM data arrives one cycle after its address: write WMEM then.
         wr_en = Signal(name="wr_en")
         wr_addr = Signal.like(f_base, name="wr_addr")
         mod.d.sync += [wr_en.eq(advance), wr_addr.eq(f_base + f_w)]
-        mod.d.comb += [sdue.wmem_f.en.eq(Cat(wr_en for _ in range(m))),
-                       sdue.wmem_f.addr.eq(wr_addr)]
-        for k in range(m):
-            for c in range(C):
-                mod.d.comb += sdue.wmem_f.data[k][c].eq(gmem_rd[c][k])
 
         # The descriptor enters the queue with the last beat's GMEM read; its last WMEM
         # write lands before the SDUE can read the pass's first word.
@@ -249,24 +319,180 @@ class SparseGemm(wiring.Component):
         for c in range(C):
             for k in range(m):
                 mod.d.comb += desc.col[c][k].eq(f_pass.col[c][k])
-        mod.d.comb += [dq.w_en.eq(last_beat & advance), dq.w_data.eq(desc.as_value()),
-                       sdue.desc.valid.eq(dq.r_rdy), sdue.desc.payload.eq(dq.r_data),
-                       dq.r_en.eq(sdue.desc.ready)]
+        mod.d.comb += dq.w_en.eq(last_beat & advance)
+        mod.d.comb += dq.w_data.eq(desc.as_value())
+
+        # ---- col-group: column scan, resident weights, pass queue -------------------------
+        cg_ctl = self._col_group(mod, cau, sdue, gmem_rd[0][0], wbits, gbits)
+
+        # SDUE descriptors: the row-block queue, or the col-group pass queue.
+        full = pass_layout(cfg, True)
+        sdesc = Signal(full, name="sdue_desc")
+        rb_desc = Signal(pass_layout(cfg), name="rb_desc")
+        mod.d.comb += rb_desc.as_value().eq(dq.r_data)
+        with mod.If(cg):
+            mod.d.comb += [sdesc.eq(cg_ctl["desc"]), sdue.desc.valid.eq(cg_ctl["valid"]),
+                           cg_ctl["ready"].eq(sdue.desc.ready)]
+        with mod.Else():
+            for name in ("ibase", "kwords", "wbase", "isel", "sel", "col", "obase",
+                         "accumulate"):
+                mod.d.comb += getattr(sdesc, name).eq(getattr(rb_desc, name))
+            mod.d.comb += [sdue.desc.valid.eq(dq.r_rdy), dq.r_en.eq(sdue.desc.ready)]
+        mod.d.comb += sdue.desc.payload.eq(sdesc)
+
+        # WMEM writes: the row-block fetch (sub-bank k of bank c <- member k of slot c) or
+        # the col-group scan (every sub-bank <- the same word).
+        with mod.If(cg):
+            mod.d.comb += [sdue.wmem_f.en.eq(Cat(cg_ctl["wr_en"] for _ in range(m))),
+                           sdue.wmem_f.addr.eq(cg_ctl["wr_addr"])]
+            for k in range(m):
+                for c in range(C):
+                    mod.d.comb += sdue.wmem_f.data[k][c].eq(gmem_rd[0][0].data)
+        with mod.Else():
+            mod.d.comb += [sdue.wmem_f.en.eq(Cat(wr_en for _ in range(m))),
+                           sdue.wmem_f.addr.eq(wr_addr)]
+            for k in range(m):
+                for c in range(C):
+                    mod.d.comb += sdue.wmem_f.data[k][c].eq(gmem_rd[c][k].data)
 
         # ---- status ---------------------------------------------------------------------
         busy = Signal(name="busy_int")
-        mod.d.comb += busy.eq(cau.busy | f_active | wr_en | dq.r_rdy | sdue.busy)
+        pending = Signal(name="pending")
+        mod.d.comb += [
+            pending.eq(cau.busy | f_active | wr_en | dq.r_rdy | cg_ctl["pending"]),
+            busy.eq(pending | sdue.busy),
+            cau.out.ready.eq(Mux(cg, cg_ctl["take"], take)),
+        ]
         with mod.If(~busy):
             mod.d.sync += [next_base.eq(0), next_ridx.eq(0)]
         with mod.If(busy):
             mod.d.sync += self.cycles.eq(self.cycles + 1)
+        with mod.If(busy & ~sdue.active & pending):
+            mod.d.sync += self.stalls.eq(self.stalls + 1)
+        with mod.If(advance):
+            mod.d.sync += self.wwords.eq(self.wwords + f_words)
+        with mod.Elif(cg_ctl["word"]):
+            mod.d.sync += self.wwords.eq(self.wwords + 1)
         mod.d.comb += [self.busy.eq(busy), self.passes.eq(sdue.passes),
                        self.overflow.eq(cau.overflow)]
         return mod
 
+    def _col_group(self, mod, cau, sdue, gport, wbits, gbits) -> dict:
+        """The col-group dataflow's control (``flow.col_group = 1``).
+
+        1. *Snoop*: while the mask streams into the CAU, column j of the run is marked
+           needed when any row of any block has its bit set.
+        2. *Scan*: once the run's last mask beat is in (block ``nblocks - 1``, ``last``),
+           columns 0 .. ncols - 1 are visited in order: an unneeded one costs one cycle and
+           no byte; a needed one moves its ``kwords`` words from GMEM into every WMEM
+           sub-bank at ``j * kwords`` (replicated: any DPU column and weight bus can read
+           it), one word per cycle at most and no more than ``gb_bytes`` per cycle on
+           average (a bit credit).
+        3. *Passes*: the CAU's passes collect in a queue (``pass_depth``, never full); once
+           the scan is done and the CAU is idle they go to the SDUE back to back with
+           ``woff[c][k] = col[c][k] * kwords``: the weights stay in WMEM for every row
+           block.
+        """
+        cfg = self.cfg
+        R, C, m, P = cfg.rows, cfg.cols, cfg.merge_ways, self.cols_per_cycle
+        KB = gmem_kbits(cfg)
+        N = cfg.omem_depth
+        setup, flow = self.setup, self.flow
+        kw = setup.kwords
+        cg = flow.col_group
+
+        # 1. snoop
+        need = Signal(N, name="cg_need")
+        s_beat = Signal(range(-(-N // P) + 1), name="cg_beat")
+        mask_done = Signal(name="cg_mask_done")
+        beat = self.mask.payload
+        taken = Signal(name="cg_beat_taken")
+        mod.d.comb += taken.eq(cg & self.mask.valid & self.mask.ready)
+        with mod.If(~self.busy & ~taken):      # idle between runs: forget the last run
+            mod.d.sync += [need.eq(0), mask_done.eq(0), s_beat.eq(0)]
+        with mod.If(taken):
+            with mod.If(beat.last):
+                mod.d.sync += s_beat.eq(0)
+                with mod.If(beat.block == flow.nblocks - 1):
+                    mod.d.sync += mask_done.eq(1)
+            with mod.Else():
+                mod.d.sync += s_beat.eq(s_beat + 1)
+            for j in range(N):
+                with mod.If((s_beat == j // P) & beat.cv[j % P].any()):
+                    mod.d.sync += need[j].eq(1)
+
+        # 2. scan
+        s_on = Signal(name="cg_scan")
+        s_done = Signal(name="cg_loaded")
+        s_col = Signal(range(N + 1), name="cg_col")
+        s_w = Signal(range(2 * cfg.imem_words + 1), name="cg_w")
+        s_addr = Signal(cfg.wmem_addr_bits + 1, name="cg_addr")
+        s_credit = Signal(19, name="cg_credit")
+        need_cur = Signal(name="cg_need_cur")
+        go = Signal(name="cg_go")
+        col_end = Signal(name="cg_col_end")
+        mod.d.comb += [need_cur.eq(need.bit_select(s_col, 1)),
+                       go.eq(s_on & need_cur & ((gbits == 0) | (gbits >= wbits) |
+                                                (s_credit + gbits >= wbits))),
+                       col_end.eq(s_on & (~need_cur | (go & (s_w == kw - 1))))]
+        with mod.If(cg):
+            mod.d.comb += gport.addr.eq(Cat(s_w[:KB], s_col))
+        with mod.If(cg & mask_done & ~s_on & ~s_done):
+            mod.d.sync += [s_on.eq(1), s_col.eq(0), s_w.eq(0), s_addr.eq(0),
+                           s_credit.eq(0)]
+        with mod.If(s_on & need_cur):
+            with mod.If((gbits == 0) | (gbits >= wbits)):
+                mod.d.sync += s_credit.eq(0)
+            with mod.Elif(go):
+                mod.d.sync += s_credit.eq(s_credit + gbits - wbits)
+            with mod.Else():
+                mod.d.sync += s_credit.eq(s_credit + gbits)
+        with mod.If(go):
+            mod.d.sync += [s_w.eq(s_w + 1), s_addr.eq(s_addr + 1)]
+        with mod.If(col_end):
+            mod.d.sync += [s_col.eq(s_col + 1), s_w.eq(0)]
+            with mod.If(~need_cur):
+                mod.d.sync += s_addr.eq(s_addr + kw)
+            with mod.If(s_col == setup.ncols - 1):
+                mod.d.sync += [s_on.eq(0), s_done.eq(1)]
+        wr_en = Signal(name="cg_wr_en")
+        wr_addr = Signal(cfg.wmem_addr_bits + 1, name="cg_wr_addr")
+        mod.d.sync += [wr_en.eq(go), wr_addr.eq(s_addr)]
+
+        # 3. passes
+        cpl = cau_pass_layout(cfg, cfg.omem_depth)
+        pq = fifo.SyncFIFOBuffered(width=cpl.size, depth=self.pass_depth)
+        mod.submodules.pass_queue = pq
+        head = Signal(cpl, name="cg_head")
+        mod.d.comb += [head.as_value().eq(pq.r_data), pq.w_data.eq(cau.out.payload),
+                       pq.w_en.eq(cg & cau.out.valid)]
+        ready = Signal(name="cg_ready")
+        release = Signal(name="cg_release")
+        mod.d.sync += release.eq(cg & s_done & ~wr_en & ~cau.busy)
+        desc = Signal(pass_layout(cfg, True), name="cg_desc")
+        mod.d.comb += [
+            desc.ibase.eq(head.block * kw),
+            desc.kwords.eq(kw),
+            desc.sel.eq(head.sel),
+            desc.obase.eq(head.block * setup.ncols),
+            desc.accumulate.eq(setup.accumulate),
+            pq.r_en.eq(ready & release),
+        ]
+        for r in range(R):
+            mod.d.comb += desc.isel[r].eq(r)
+        for c in range(C):
+            for k in range(m):
+                mod.d.comb += [desc.col[c][k].eq(head.col[c][k]),
+                               desc.woff[c][k].eq(head.col[c][k] * kw)]
+        with mod.If(~self.busy):
+            mod.d.sync += s_done.eq(0)
+        return {"desc": desc, "valid": pq.r_rdy & release, "ready": ready,
+                "take": cg & pq.w_rdy, "wr_en": wr_en, "wr_addr": wr_addr, "word": wr_en,
+                "pending": cg & (s_on | wr_en | pq.r_rdy | (mask_done & ~s_done))}
+
 
 def check_setup(cfg: Config, *, kwords: int, ncols: int, blocks: int, regions: int,
-                max_regions: int = 4) -> None:
+                max_regions: int = 4, col_group: bool = False) -> None:
     """Raise :class:`ExionError` naming the limit a run's parameters break."""
     lim = [
         ("kwords", kwords, 1, 2 * cfg.imem_words),
@@ -283,6 +509,9 @@ def check_setup(cfg: Config, *, kwords: int, ncols: int, blocks: int, regions: i
     if blocks * ncols > cfg.omem_depth:
         raise ExionError(f"SparseGemm run: {blocks} row blocks x {ncols} columns exceed OMEM "
                          f"({cfg.omem_depth} results per bank)")
+    if col_group and ncols * kwords > 2 * cfg.wmem_words:
+        raise ExionError(f"SparseGemm run: {ncols} resident columns x {kwords} words exceed "
+                         f"WMEM ({2 * cfg.wmem_words} words per sub-bank)")
     if regions * kwords > 2 * cfg.wmem_words:
         raise ExionError(f"SparseGemm run: {regions} regions x {kwords} words exceed WMEM "
                          f"({2 * cfg.wmem_words} words per sub-bank)")

@@ -59,7 +59,7 @@ def sel_layout(cfg: Config) -> data.StructLayout:
     return data.StructLayout({"idx": unsigned(_bits(cfg.merge_ways)), "valid": 1})
 
 
-def pass_layout(cfg: Config) -> data.StructLayout:
+def pass_layout(cfg: Config, wcols: bool = False) -> data.StructLayout:
     """One pass descriptor (SPEC 4.2).
 
     ibase      IMEM word address of beat 0 (MSB = double-buffer side); same in every bank
@@ -70,9 +70,11 @@ def pass_layout(cfg: Config) -> data.StructLayout:
     col[c][k]  original column of member k of slot c: OMEM offset of its results
     obase      OMEM base address added to every column
     accumulate 1 = add into OMEM, 0 = overwrite
+    woff[c][k] (only with ``wcols``) WMEM offset of member k of slot c, added to ``wbase[k]``
+               in bank c: weights resident in WMEM, read in place (col-group gemm engine)
     """
     R, C, m = cfg.rows, cfg.cols, cfg.merge_ways
-    return data.StructLayout({
+    fields = {
         "ibase": unsigned(cfg.imem_addr_bits + 1),
         "kwords": unsigned((2 * cfg.imem_words).bit_length()),
         "wbase": data.ArrayLayout(unsigned(cfg.wmem_addr_bits + 1), m),
@@ -81,7 +83,11 @@ def pass_layout(cfg: Config) -> data.StructLayout:
         "col": data.ArrayLayout(data.ArrayLayout(unsigned(cfg.omem_addr_bits), m), C),
         "obase": unsigned(cfg.omem_addr_bits),
         "accumulate": 1,
-    })
+    }
+    if wcols:
+        fields["woff"] = data.ArrayLayout(
+            data.ArrayLayout(unsigned(cfg.wmem_addr_bits + 1), m), C)
+    return data.StructLayout(fields)
 
 
 def _result_layout(cfg: Config) -> data.StructLayout:
@@ -135,6 +141,10 @@ class SDUE(wiring.Component):
         depths.
     fetch : bool
         Add the weight-fetch write port ``wmem_f`` (``hw.gemm``).
+    wcols : bool
+        Descriptors carry ``woff[c][k]`` (``pass_layout(cfg, wcols=True)``): every (bank,
+        weight bus) reads its own WMEM address (``hw.gemm``'s col-group dataflow, weights
+        resident in WMEM).
 
     Members
     -------
@@ -152,6 +162,8 @@ class SDUE(wiring.Component):
         Host read of OMEM bank r at ``addr``: ``data[r]`` one cycle later (only while idle).
     busy : Out(1)
         A pass is issuing, in the DPU pipeline, or draining into OMEM.
+    active : Out(1)
+        A pass occupies the issue stage (``max(kwords, C)`` cycles per pass).
     issued : Out(1)
         High in the last issue cycle of each pass: its IMEM/WMEM words have all been read.
     cycles : Out(32)
@@ -163,18 +175,20 @@ class SDUE(wiring.Component):
     exact cycle count of a run.
     """
 
-    def __init__(self, cfg: Config, *, fetch: bool = False):
+    def __init__(self, cfg: Config, *, fetch: bool = False, wcols: bool = False):
         self.cfg = cfg
         self.fetch = bool(fetch)
+        self.wcols = bool(wcols)
         R, C = cfg.rows, cfg.cols
         word = operand_layout(cfg)
         members = {
-            "desc": In(stream.Signature(pass_layout(cfg))),
+            "desc": In(stream.Signature(pass_layout(cfg, self.wcols))),
             "imem_w": In(mem_write_signature(R, cfg.imem_addr_bits + 1, word)),
             "wmem_w": In(mem_write_signature(C, cfg.wmem_addr_bits + 1, word)),
             "omem_w": In(mem_write_signature(R, cfg.omem_addr_bits, signed(cfg.acc_width))),
             "omem_r": In(omem_read_signature(cfg)),
             "busy": Out(1),
+            "active": Out(1),
             "issued": Out(1),
             "cycles": Out(32),
             "passes": Out(32),
@@ -230,7 +244,7 @@ class SDUE(wiring.Component):
                 else:
                     mod.d.comb += host
                 rp = mem.read_port()
-                mod.d.comb += rp.addr.eq(waddr[k])
+                mod.d.comb += rp.addr.eq(waddr[c][k] if self.wcols else waddr[k])
                 ports.append(rp.data)
             wmem_rd.append(ports)
         return imem_rd, wmem_rd
@@ -257,7 +271,7 @@ class SDUE(wiring.Component):
         R, C, m = cfg.rows, cfg.cols, cfg.merge_ways
         lat, in_lat = cfg.dpu_latency, cfg.sdue_in_latency
         mod = Module()
-        desc_layout = pass_layout(cfg)
+        desc_layout = pass_layout(cfg, self.wcols)
         res_layout = _result_layout(cfg)
 
         # ---- issue stage and memories ------------------------------------------------------
@@ -349,7 +363,8 @@ class SDUE(wiring.Component):
             self._omem_bank(mod, r, drain)
 
         # ---- status ----------------------------------------------------------------------
-        mod.d.comb += [self.busy.eq(busy), self.issued.eq(issue.ending)]
+        mod.d.comb += [self.busy.eq(busy), self.issued.eq(issue.ending),
+                       self.active.eq(issue.active)]
         with mod.If(busy):
             mod.d.sync += self.cycles.eq(self.cycles + 1)
         with mod.If(cap):

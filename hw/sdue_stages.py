@@ -44,7 +44,9 @@ class SdueIssue(wiring.Component):
     cur : Out(pass_layout(cfg))
         The descriptor being issued (registered at ``accept``).
     iaddr : Out(imem_addr_bits + 1); waddr : Out(ArrayLayout(wmem_addr_bits + 1, m))
-        The beat's IMEM address and WMEM address per weight bus.
+        The beat's IMEM address and WMEM address per weight bus; with a ``woff`` field in
+        the descriptor (``pass_layout(cfg, wcols=True)``, the col-group gemm engine)
+        ``waddr`` is one address per (bank c, bus k): ``wbase[k] + woff[c][k] + beat``.
     issuing : Out(1)
         A beat is issued this cycle.
     first : Out(1)
@@ -59,10 +61,15 @@ class SdueIssue(wiring.Component):
 
     def __init__(self, cfg: Config, desc_layout):
         self.cfg = cfg
+        fields = getattr(desc_layout, "members", {})
+        self.wcols = "woff" in fields
+        wa = data.ArrayLayout(cfg.wmem_addr_bits + 1, cfg.merge_ways)
+        if self.wcols:
+            wa = data.ArrayLayout(wa, cfg.cols)
         super().__init__({
             "desc": In(stream.Signature(desc_layout)), "cur": Out(desc_layout),
             "iaddr": Out(cfg.imem_addr_bits + 1),
-            "waddr": Out(data.ArrayLayout(cfg.wmem_addr_bits + 1, cfg.merge_ways)),
+            "waddr": Out(wa),
             "issuing": Out(1), "first": Out(1), "ending": Out(1), "active": Out(1)})
 
     def elaborate(self, platform):
@@ -93,12 +100,21 @@ class SdueIssue(wiring.Component):
                 ending.eq((kw >= C) & (kw <= 1)),
                 self.iaddr.eq(self.desc.payload.ibase),
             ]
-            mod.d.sync += [self.waddr[k].eq(self.desc.payload.wbase[k]) for k in range(m)]
+            if self.wcols:
+                pl = self.desc.payload
+                mod.d.sync += [self.waddr[c][k].eq(pl.wbase[k] + pl.woff[c][k])
+                               for c in range(C) for k in range(m)]
+            else:
+                mod.d.sync += [self.waddr[k].eq(self.desc.payload.wbase[k]) for k in range(m)]
         with mod.Elif(issuing):
             mod.d.sync += [self.iaddr.eq(self.iaddr + 1), left.eq(left - 1),
                            last_r.eq(left == 2), first_r.eq(0),
                            ending.eq(~last_r & (left == 2))]
-            mod.d.sync += [self.waddr[k].eq(self.waddr[k] + 1) for k in range(m)]
+            if self.wcols:
+                mod.d.sync += [self.waddr[c][k].eq(self.waddr[c][k] + 1)
+                               for c in range(C) for k in range(m)]
+            else:
+                mod.d.sync += [self.waddr[k].eq(self.waddr[k] + 1) for k in range(m)]
             with mod.If(last_r):
                 mod.d.sync += [active.eq(0), issuing.eq(0)]
         with mod.Elif(active):

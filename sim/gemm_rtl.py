@@ -46,6 +46,8 @@ class GemmCase:
     regions: int | None = None   # WMEM regions the fetch may fill ahead (None: as many as fit)
     name: str = ""
     ways: int | None = None      # the run's merge ways, 1..cfg.merge_ways (None: all)
+    dataflow: str = "row-block"  # "row-block" or "col-group" (hw.gemm.DATAFLOWS)
+    gb_bytes: int = 0            # global-buffer bytes per cycle of the weight fetch (0: unlimited)
 
 
 @dataclass
@@ -53,6 +55,7 @@ class GemmTile:
     rows: np.ndarray         # (blocks * R,) original rows, -1 past M
     cols: np.ndarray         # (ncols,) original columns
     setup: dict              # kwords, ncols, regions, accumulate
+    flow: dict = field(default_factory=dict)   # col_group, gb_bytes, nblocks
     imem: dict = field(default_factory=dict)   # word address -> (R, L)
     gmem: dict = field(default_factory=dict)   # word address -> (L,)
     omem: np.ndarray = None  # (blocks * ncols, R) OMEM contents before the run
@@ -65,12 +68,14 @@ class GemmRun:
     tile_cycles: list        # busy cycles the RTL counted per tile (mask first offered -> idle)
     tile_passes: list        # passes the SDUE ran per tile
     tiles: int
+    tile_stalls: list = field(default_factory=list)   # the engine's stall counter per tile
+    tile_words: list = field(default_factory=list)    # L-words the weight fetch moved
 
 
 def plan_tiles(cfg: Config, case: GemmCase, cols_per_cycle: int = GEMM_COLS_PER_CYCLE,
                max_regions: int = GEMM_MAX_REGIONS) -> list[GemmTile]:
     """The host's memory images and mask beats of every tile of one product."""
-    from exion.hw.gemm import check_setup, gmem_kbits   # the hardware's own limits
+    from exion.hw.gemm import DATAFLOWS, check_setup, gmem_kbits   # the hardware's limits
     a = np.asarray(case.a, dtype=np.int64)
     b = np.asarray(case.b, dtype=np.int64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
@@ -84,17 +89,29 @@ def plan_tiles(cfg: Config, case: GemmCase, cols_per_cycle: int = GEMM_COLS_PER_
         raise ExionError(f"sparse gemm: prev has shape {prev.shape}, expected {(M, N)}")
     cfg.check_merge_ways(case.ways)   # the run-time m: the engine is built for cfg.merge_ways
     R, L = cfg.rows, cfg.lanes
+    if case.dataflow not in DATAFLOWS:
+        raise ExionError(f"sparse gemm: dataflow {case.dataflow!r} is not one of "
+                         f"{', '.join(DATAFLOWS)}")
+    if not isinstance(case.gb_bytes, (int, np.integer)) or not 0 <= case.gb_bytes < 1 << 16:
+        raise ExionError(f"sparse gemm: gb_bytes = {case.gb_bytes!r} must be an integer in "
+                         f"0..65535 (0 = unlimited)")
     kw = max(1, math.ceil(K / L))
     if kw > 2 * cfg.imem_words:
         raise ExionError(f"sparse gemm: K = {K} needs {kw} words per row, more than IMEM's "
                          f"{2 * cfg.imem_words} (the engine runs no K-splits; use "
                          f"'exion sim gemm --golden-vectors')")
-    ng = min(N, cfg.omem_depth)
-    tb = max(1, min(2 * cfg.imem_words // kw, cfg.omem_depth // ng))
+    nblk = math.ceil(M / R)
+    colg = case.dataflow == "col-group"
+    if colg:   # a tile = one column group against as many row blocks as IMEM/OMEM hold
+        tb = max(1, min(nblk, 2 * cfg.imem_words // kw))
+        ng = min(N, max(1, cfg.omem_depth // tb), 2 * cfg.wmem_words // kw)
+        tb = max(1, min(tb, cfg.omem_depth // ng))
+    else:
+        ng = min(N, cfg.omem_depth)
+        tb = max(1, min(2 * cfg.imem_words // kw, cfg.omem_depth // ng))
     regions = max(1, min(max_regions, 2 * cfg.wmem_words // kw))
     if case.regions is not None:
         regions = case.regions
-    nblk = math.ceil(M / R)
     kb = gmem_kbits(cfg)
     apad = np.zeros((nblk * R, kw * L), np.int64)
     apad[:M, :K] = a
@@ -107,11 +124,13 @@ def plan_tiles(cfg: Config, case: GemmCase, cols_per_cycle: int = GEMM_COLS_PER_
         for b0 in range(0, nblk, tb):
             blocks = min(tb, nblk - b0)
             check_setup(cfg, kwords=kw, ncols=n, blocks=blocks, regions=regions,
-                        max_regions=max_regions)
+                        max_regions=max_regions, col_group=colg)
             rows = np.arange(b0 * R, (b0 + blocks) * R)
             rows = np.where(rows < M, rows, -1)
             t = GemmTile(rows, cols, {"kwords": kw, "ncols": n, "regions": regions,
-                                      "accumulate": int(case.accumulate)})
+                                      "accumulate": int(case.accumulate)},
+                         {"col_group": int(colg), "gb_bytes": int(case.gb_bytes),
+                          "nblocks": blocks})
             for i in range(blocks):
                 blk_a = apad[(b0 + i) * R:(b0 + i + 1) * R]
                 for w in range(kw):
@@ -165,5 +184,6 @@ def rtl_sparse_gemm(cfg: Config, cases: list[GemmCase], *, seed: int | None = No
     for case, tiles, o in zip(cases, plans, outs):
         res = assemble(cfg, case, tiles, o["omem"])
         results.append(res)
-        runs.append(GemmRun(res, o["cycles"], o["passes"], len(tiles)))
+        runs.append(GemmRun(res, o["cycles"], o["passes"], len(tiles), o.get("stalls", []),
+                            o.get("words", [])))
     return results, runs, report

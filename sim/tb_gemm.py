@@ -22,7 +22,7 @@ from amaranth.lib import data
 from cocotb.triggers import FallingEdge
 
 from exion.hw.cau import mask_layout
-from exion.hw.gemm import setup_layout
+from exion.hw.gemm import flow_layout, setup_layout
 from exion.sim.tb_common import Stopwatch, bench_config, manifest, pack_words, params, rng, \
     send, start, unpack_signed, wait_idle, write_report
 from exion.sim.payload import pack
@@ -37,6 +37,7 @@ async def gemm_tiles(dut):
     R, W, A = cfg.rows, cfg.width, cfg.acc_width
     beat_layout = mask_layout(cfg, const["cols_per_cycle"], True)
     su_layout = setup_layout(cfg, const["max_regions"])
+    fl_layout = flow_layout(cfg)
     omem_layout = data.ArrayLayout(signed(A), R)
     gaps = float(p.get("gaps", 0.0))
     with open(p["cases"], "rb") as fh:
@@ -47,7 +48,7 @@ async def gemm_tiles(dut):
     watch = Stopwatch()
     outs, total = [], 0
     for tiles in plans:
-        omems, cycles, passes = [], [], []
+        omems, cycles, passes, stalls, moved = [], [], [], [], []
         for t in tiles:
             # 1. host loads
             for addr, words in sorted(t.imem.items()):
@@ -69,9 +70,12 @@ async def gemm_tiles(dut):
                 await FallingEdge(dut.clk)
             dut.omem_w__en.value = 0
             dut.setup.value = pack(su_layout, t.setup)
+            dut.flow.value = pack(fl_layout, t.flow or {"col_group": 0, "gb_bytes": 0,
+                                                        "nblocks": 1})
             await FallingEdge(dut.clk)
             # 2. the mask
             c0, p0 = int(dut.cycles.value), int(dut.passes.value)
+            s0, w0 = int(dut.stalls.value), int(dut.wwords.value)
             for beat in t.beats:
                 while gaps and gen.random() < gaps:
                     dut.mask__valid.value = 0
@@ -82,6 +86,8 @@ async def gemm_tiles(dut):
             assert not int(dut.overflow.value), "CAU overflow: a block wider than max_cols"
             cycles.append(int(dut.cycles.value) - c0)
             passes.append(int(dut.passes.value) - p0)
+            stalls.append(int(dut.stalls.value) - s0)
+            moved.append(int(dut.wwords.value) - w0)
             # 3. read back
             n = t.omem.shape[0]
             om = np.zeros((n, R), np.int64)
@@ -94,7 +100,8 @@ async def gemm_tiles(dut):
                 await FallingEdge(dut.clk)
             omems.append(om)
         total += sum(cycles)
-        outs.append({"omem": omems, "cycles": cycles, "passes": passes})
+        outs.append({"omem": omems, "cycles": cycles, "passes": passes, "stalls": stalls,
+                     "words": moved})
     with open(p["results"], "wb") as fh:
         pickle.dump(outs, fh)
     write_report({"block": "gemm", "config": cfg.name, "products": len(plans),

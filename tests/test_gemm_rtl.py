@@ -149,3 +149,126 @@ def test_gemm_cau_runs_ahead():
     assert npass > 2 * first   # most of the work comes after the first block
     print("engine", runs[0].tile_cycles[0], "sdue", sdue, "lead", lead)
     assert runs[0].tile_cycles[0] <= sdue + lead, (runs[0].tile_cycles, sdue, lead)
+
+
+# ---- issue 17: col-group dataflow, global-buffer bandwidth, stall counter ------------------
+
+def col_group_cases(cfg, seed):
+    """cases_for's products under col-group, plus col-group-specific ones: several groups
+    (more columns than WMEM holds resident), sparse masks, column-concentrated masks (whole
+    columns unneeded: never fetched) and a partial last row block."""
+    rng = np.random.default_rng(seed)
+    R, C, L = cfg.rows, cfg.cols, cfg.lanes
+    cases = [dataclasses.replace(c, dataflow="col-group") for c in cases_for(cfg, seed)]
+    K = 16 * L                                   # 16 words: 32 columns resident (toy)
+    N = 2 * cfg.wmem_words // 16 + C + 2         # more than one group
+    for s in (0.5, 0.9):
+        a, b, prev = _operands(cfg, rng, 2 * R + 1, K, N)
+        cases.append(GemmCase(a, b, rng.random((2 * R + 1, N)) >= s, prev,
+                              dataflow="col-group", name=f"groups{s}"))
+    a, b, prev = _operands(cfg, rng, 3 * R, 4 * L, 4 * C + 1)
+    colmask = np.zeros((3 * R, 4 * C + 1), bool)
+    colmask[:, rng.choice(4 * C + 1, C, replace=False)] = True     # C needed columns
+    cases.append(GemmCase(a, b, colmask, prev, dataflow="col-group", name="column"))
+    cases.append(GemmCase(a, b, colmask & (rng.random(colmask.shape) >= 0.5), prev,
+                          dataflow="col-group", accumulate=True, name="column-sparse"))
+    return cases
+
+
+def check_engine_model(cfg, cases, runs, exact=True):
+    """Per tile: the RTL's cycles, stall counter and fetched words against
+    ``golden.cycles.engine_cycles`` (col-group: equal; row-block: the model's lower bound,
+    the stall identity and the words)."""
+    for case, run in zip(cases, runs):
+        msg = f"{cfg.name} case {case.name} {case.dataflow} gb {case.gb_bytes}"
+        e = cy.engine_cycles(cfg, case.mask, case.a.shape[1], dataflow=case.dataflow,
+                             gb_bytes=case.gb_bytes, merge_ways=case.ways, sort=case.sort,
+                             cols_per_cycle=GEMM_COLS_PER_CYCLE)
+        assert len(e["tiles"]) == len(run.tile_cycles), msg
+        for t, cyc, st, words in zip(e["tiles"], run.tile_cycles, run.tile_stalls,
+                                     run.tile_words):
+            assert words == t["words"], (msg, words, t)
+            if t["passes"]:          # the stall counter: cycles = compute + stalls
+                assert cyc - st == t["compute"], (msg, cyc, st, t)
+            if exact and t["exact"]:
+                assert (cyc, st) == (t["cycles"], t["stall"]), (msg, cyc, st, t)
+            else:
+                assert cyc >= t["cycles"], (msg, cyc, t)
+
+
+@pytest.mark.parametrize("gb", [0, 2, 5])
+def test_gemm_rtl_col_group(gb):
+    """col-group runs bit-exact with golden at unlimited, 2 and 5 bytes per cycle (a toy
+    L-word is 6 bytes), and its cycles, stall counter and fetched words equal the model."""
+    cfg, seed = TOY, 1717
+    cases = [dataclasses.replace(c, gb_bytes=gb) for c in col_group_cases(cfg, seed)]
+    outs, runs, _ = rtl_sparse_gemm(cfg, cases, seed=seed, run_name=f"gemm-cg{gb}")
+    check(cfg, cases, outs, runs, seed, timed=False)
+    check_engine_model(cfg, cases, runs)
+    # the bandwidth is visible: fewer bytes per cycle, more stall cycles
+    if gb == 2:
+        ref = cy.engine_cycles(cfg, cases[-3].mask, cases[-3].a.shape[1],
+                               dataflow="col-group", gb_bytes=0)
+        assert sum(runs[-3].tile_stalls) > ref["stall_cycles"]
+
+
+def test_gemm_rtl_row_block_bandwidth():
+    """row-block with a 3 B/cycle fetch: bit-exact, the words the model counts, the stall
+    identity, never faster than the fetch allows, and slower than the unlimited fetch."""
+    cfg, seed = TOY, 31
+    base = cases_for(cfg, seed, extreme_k=False)[:8]
+    cases = base + [dataclasses.replace(c, gb_bytes=3, name=c.name + "-3B") for c in base]
+    outs, runs, _ = rtl_sparse_gemm(cfg, cases, seed=seed, run_name="gemm-rb-bw")
+    check(cfg, cases, outs, runs, seed, timed=False)
+    check_engine_model(cfg, cases, runs, exact=False)
+    n = len(base)
+    for fast, slow in zip(runs[:n], runs[n:]):
+        assert sum(slow.tile_cycles) >= sum(fast.tile_cycles)
+    assert sum(sum(r.tile_stalls) for r in runs[n:]) > sum(sum(r.tile_stalls) for r in runs[:n])
+
+
+def test_gemm_rtl_column_aware_saves():
+    """Column-concentrated mask (1 column in 8 needed): col-group fetches only the needed
+    columns' weights, once per group: bytes and cycles against the dense mask and against
+    row-block, in the RTL and the model alike."""
+    cfg, seed = TOY, 5
+    rng = np.random.default_rng(seed)
+    R, L = cfg.rows, cfg.lanes
+    M, K, N = 4 * R, 8 * L, 16
+    a, b, prev = _operands(cfg, rng, M, K, N)
+    colmask = np.zeros((M, N), bool)
+    colmask[:, ::8] = True
+    dense = np.ones((M, N), bool)
+    cases = [GemmCase(a, b, mk, prev, dataflow=df, gb_bytes=2, name=f"{nm}-{df}")
+             for df in ("col-group", "row-block") for nm, mk in (("col", colmask),
+                                                                 ("dense", dense))]
+    outs, runs, _ = rtl_sparse_gemm(cfg, cases, seed=seed, run_name="gemm-colaware")
+    check(cfg, cases, outs, runs, seed, timed=False)
+    check_engine_model(cfg, cases[:2], runs[:2])
+    cg_col, cg_dense, rb_col, rb_dense = (sum(r.tile_words) for r in runs)
+    assert cg_col * 8 == cg_dense                  # 2 of 16 columns fetched
+    assert rb_dense == 4 * cg_dense                # row-block: once per row block
+    assert sum(runs[0].tile_cycles) * 3 < sum(runs[1].tile_cycles)
+
+
+def test_engine_model_mutations_fail():
+    """The engine model's exactness can fail: measured col-group runs against models with
+    one rule broken (bandwidth ignored, unneeded columns fetched, a release cycle off)."""
+    cfg, seed = TOY, 1717
+    cases = [dataclasses.replace(c, gb_bytes=2) for c in col_group_cases(cfg, seed)][-6:]
+    _, runs, _ = rtl_sparse_gemm(cfg, cases, seed=seed, run_name="gemm-cg-mut")
+    check_engine_model(cfg, cases, runs)
+    orig = cy.scan_cycles
+    mutants = {
+        "no-bandwidth": lambda need, kw, gb, wb: orig(need, kw, 0, wb),
+        "fetch-all": lambda need, kw, gb, wb: orig(np.ones_like(need), kw, gb, wb),
+    }
+    for name, fn in mutants.items():
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(cy, "scan_cycles", fn)
+            with pytest.raises(AssertionError):
+                check_engine_model(cfg, cases, runs)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cy, "ENGINE_SCAN_RELEASE", cy.ENGINE_SCAN_RELEASE + 1)
+        with pytest.raises(AssertionError):
+            check_engine_model(cfg, cases, runs)

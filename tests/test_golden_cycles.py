@@ -207,3 +207,57 @@ def test_transformer_block_no_masks_and_skips():
         cy.transformer_block(TOY, T, d, H, skip_q=np.zeros(3, bool))
     with pytest.raises(ExionError, match=r"ffn_mask: shape \(16, 8\) does not match"):
         cy.transformer_block(TOY, T, d, H, ffn_mask=np.zeros((16, 8), bool))
+
+
+# ---- issue 17: the gemm engine model (golden.cycles.engine_cycles) -------------------------
+
+def test_scan_cycles_hand():
+    """toy: a word is 4 x 12 = 48 bits. Unlimited or >= 6 B/cycle: one word per cycle;
+    2 B/cycle (16 bits): 3 cycles a word; 5 B/cycle (40 bits): credit 40, 80 -> word (32),
+    72 -> word (24), 64 -> word (16), 56 -> word (8), 48 -> word (0), 40, 80 -> word:
+    6 words in 8 cycles (36 B: never more than 5 B per cycle).
+    Unneeded columns cost one cycle each."""
+    need = np.array([True, False, True])
+    assert cy.scan_cycles(need, 3, 0, 48) == 1 + 6
+    assert cy.scan_cycles(need, 3, 6, 48) == 1 + 6
+    assert cy.scan_cycles(need, 3, 2, 48) == 1 + 18
+    assert cy.scan_cycles(need, 3, 5, 48) == 1 + 8
+    assert cy.scan_cycles(np.zeros(4, bool), 3, 2, 48) == 4
+
+
+def test_engine_tiles_limits():
+    """col-group tiles keep their columns resident (ncols * kwords <= 2 * wmem_words) and
+    results in OMEM; they cover the product exactly once; K beyond IMEM is refused."""
+    cfg = PRESETS["toy"]
+    for M, N, K in ((19, 11, 13), (100, 300, 64), (8, 1, 1), (64, 70, 256)):
+        kw = -(-K // cfg.lanes)
+        for df in cy.ENGINE_DATAFLOWS:
+            cover = np.zeros((-(-M // cfg.rows), N), int)
+            for b0, blocks, c0, ncols in cy.engine_tiles(cfg, M, N, K, df):
+                assert blocks * ncols <= cfg.omem_depth and blocks * kw <= 2 * cfg.imem_words
+                if df == "col-group":
+                    assert ncols * kw <= 2 * cfg.wmem_words
+                cover[b0:b0 + blocks, c0:c0 + ncols] += 1
+            assert (cover == 1).all(), (M, N, K, df)
+    with pytest.raises(ExionError, match="K = 513"):
+        cy.engine_tiles(cfg, 8, 8, 513)
+
+
+def test_engine_cycles_col_group_saves_bytes():
+    """Column-concentrated mask: col-group moves only needed columns' words, once per tile;
+    row-block once per pass. Bound and stall follow the bandwidth."""
+    cfg = PRESETS["toy"]
+    M, N, K = 32, 16, 32
+    mask = np.zeros((M, N), bool)
+    mask[:, ::8] = True
+    cg = cy.engine_cycles(cfg, mask, K, dataflow="col-group", gb_bytes=2)
+    dn = cy.engine_cycles(cfg, np.ones((M, N), bool), K, dataflow="col-group", gb_bytes=2)
+    rb = cy.engine_cycles(cfg, np.ones((M, N), bool), K, dataflow="row-block", gb_bytes=2)
+    kw = K // cfg.lanes
+    assert cg["bytes"]["gb_wmem"] == 2 * kw * 6 and dn["bytes"]["gb_wmem"] == N * kw * 6
+    assert rb["bytes"]["gb_wmem"] == 4 * dn["bytes"]["gb_wmem"]     # 4 row blocks
+    assert dn["bound"] == "memory-bound" and dn["stall_cycles"] > 0
+    assert cg["cycles"] < dn["cycles"] / 3
+    fast = cy.engine_cycles(cfg, np.ones((M, N), bool), K, dataflow="col-group", gb_bytes=0)
+    assert fast["bound"] == "compute-bound" and fast["cycles"] < dn["cycles"]
+    assert all(t["exact"] for t in cg["tiles"]) and not any(t["exact"] for t in rb["tiles"])

@@ -91,12 +91,39 @@ def cmd_cycles(args) -> int:
     print(f"speedup over dense: {sp:.2f}x (SDUE), {spt:.2f}x (with memory stalls); "
           f"CAU {g.cau_cycles} cycles per row block, SDUE with CAU overlapped "
           f"{g.cau_overlapped} cycles")
+    engine = _engine(cfg, mask, K, plan, args)
     out = write_json(args.json or DEFAULT_CYCLES_JSON, _finite({
         "config": cfg.to_dict(), "config_hash": cfg.hash, "mask": str(args.mask), "K": K,
         "dense": gd.to_dict(), "conmerge": g.to_dict(), "speedup_sdue": sp,
-        "speedup_total": spt, "figures": plan.figures()}))
+        "speedup_total": spt, "figures": plan.figures(), "engine": engine}))
     print(f"wrote {out}")
     return 0
+
+
+def _engine(cfg, mask, K, plan, args) -> dict:
+    """The gemm engine model (``golden.cycles.engine_cycles``) under both dataflows."""
+    bw = cfg.gb_bytes_per_cycle if args.gb_bytes_per_cycle is None else args.gb_bytes_per_cycle
+    if bw < 0:
+        raise ExionError(f"--gb-bytes-per-cycle: {bw} is invalid: must be >= 0 (0 = unlimited)")
+    out = {}
+    print(f"gemm engine (hw/gemm.py, docs/gemm.md), weight fetch {bw or 'unlimited'} B/cycle:")
+    for df in cy.ENGINE_DATAFLOWS:
+        try:
+            e = cy.engine_cycles(cfg, mask, K, dataflow=df, gb_bytes=bw,
+                                 merge_ways=plan.merge_ways, sort=plan.sort)
+        except ExionError as err:
+            print(f"  {df:10} not runnable: {err}")
+            out[df] = {"error": str(err)}
+            continue
+        exact = all(t["exact"] for t in e["tiles"])
+        print(f"  {df:10} {len(e['tiles'])} tile(s), cycles {e['cycles']} "
+              f"({'exact' if exact else 'lower bound'}), compute {e['compute_cycles']}, stall "
+              f"{e['stall_cycles']}, weights {e['bytes']['gb_wmem']} B, {e['bound']}, "
+              f"utilization {100 * e['utilization']:.2f}%")
+        e["exact"] = exact
+        e["tiles"] = len(e["tiles"])
+        out[df] = e
+    return out
 
 
 def _common(p, default_json):
@@ -137,4 +164,8 @@ def register(gsub) -> None:
     _common(p, DEFAULT_CYCLES_JSON)
     p.add_argument("--k", type=int, default=None, metavar="K",
                    help="reduction length K of the product (default: the config's k_max)")
+    p.add_argument("--gb-bytes-per-cycle", type=int, default=None, metavar="B",
+                   help="global-buffer bytes per cycle of the gemm engine's weight fetch in "
+                        "the engine section (row-block and col-group, docs/gemm.md; default: "
+                        "the config's gb_bytes_per_cycle; 0 = unlimited)")
     p.set_defaults(func=cmd_cycles)

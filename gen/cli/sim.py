@@ -49,6 +49,15 @@ def register(sub) -> None:
     g.add_argument("--golden-vectors", action="store_true",
                    help="run the SDUE alone with ConMerge vectors from the golden model "
                         "instead of the gemm engine's hardware CAU (for debugging the SDUE)")
+    g.add_argument("--dataflow", choices=["row-block", "col-group"], default="row-block",
+                   help="gemm engine dataflow (with --mask, docs/gemm.md): row-block = each "
+                        "pass fetches its members' weights; col-group = a tile's columns are "
+                        "fetched once (only those the mask needs) and stay in WMEM for every "
+                        "row block")
+    g.add_argument("--gb-bytes-per-cycle", type=int, default=0, metavar="B",
+                   help="global-buffer bytes per cycle the gemm engine's weight fetch may "
+                        "move (0 = unlimited: one fetch beat per cycle); the engine stalls "
+                        "when the fetch is slower than compute")
     g.add_argument("--out", required=True, metavar="C.npy", help="where to write the result")
     add_report(g)
     add_seed(g)
@@ -148,7 +157,14 @@ def cmd_sim_gemm(args) -> int:
     from exion.sim.sdue_rtl import rtl_sdue
 
     cfg = load_cfg(args.config)
+    if not 0 <= args.gb_bytes_per_cycle < 1 << 16:
+        raise ExionError(f"--gb-bytes-per-cycle: {args.gb_bytes_per_cycle} is invalid: must "
+                         f"be in 0..65535 (0 = unlimited)")
     a, b, mask, prev, m = load_gemm_inputs(cfg, args)
+    if (mask is None or args.golden_vectors) and (args.dataflow != "row-block" or
+                                                   args.gb_bytes_per_cycle):
+        raise ExionError("--dataflow / --gb-bytes-per-cycle apply to the gemm engine: give "
+                         "--mask and no --golden-vectors")
     out = Path(args.out)
     if out.suffix != ".npy":
         raise ExionError(f"--out {args.out!r} must be a .npy file")
@@ -224,7 +240,7 @@ def _sim_gemm_engine(cfg, args, a, b, mask, prev, m, out, want, dense_model, see
 
     from exion.errors import ExionError
     from exion.golden.conmerge import conmerge
-    from exion.golden.cycles import sdue_cycles
+    from exion.golden.cycles import engine_cycles, sdue_cycles
     from exion.sim.gemm_rtl import GemmCase, plan_tiles, rtl_sparse_gemm
     from exion.sim.runner import BenchFailure
 
@@ -234,7 +250,8 @@ def _sim_gemm_engine(cfg, args, a, b, mask, prev, m, out, want, dense_model, see
     ecfg = cfg    # the engine built for cfg; m is a run-time field of the mask beats
     M, K = a.shape
     N = b.shape[1]
-    case = GemmCase(a, b, mask, prev, accumulate=args.accumulate, sort=args.sort, ways=m)
+    case = GemmCase(a, b, mask, prev, accumulate=args.accumulate, sort=args.sort, ways=m,
+                    dataflow=args.dataflow, gb_bytes=args.gb_bytes_per_cycle)
     tiles = plan_tiles(ecfg, case)   # checks the limits before anything is built
     t0 = time.perf_counter()
     try:
@@ -258,12 +275,20 @@ def _sim_gemm_engine(cfg, args, a, b, mask, prev, m, out, want, dense_model, see
         golden_passes += conmerge(ecfg, sub, sort=args.sort, merge_ways=m).n_passes
     masked = int(mask.sum())
     util = masked * K / (cfg.peak_macs * rtl_cycles) if rtl_cycles else 0.0
+    model = engine_cycles(ecfg, mask, K, dataflow=args.dataflow,
+                          gb_bytes=args.gb_bytes_per_cycle, merge_ways=m, sort=args.sort)
+    wbytes = sum(run.tile_words) * cfg.lanes * cfg.width // 8
     figures = {
         "config": cfg.name, "M": M, "K": K, "N": N, "merge_ways": m, "sort": args.sort,
         "engine": "gemm", "conmerge_vectors": "rtl-cau",
         "masked_outputs": masked, "mask_density": masked / (M * N) if M * N else 0.0,
         "tiles": len(tiles), "passes": passes, "golden_passes": golden_passes,
         "rtl_cycles": rtl_cycles, "tile_cycles": run.tile_cycles,
+        "dataflow": args.dataflow, "gb_bytes_per_cycle": args.gb_bytes_per_cycle,
+        "rtl_stall_cycles": sum(run.tile_stalls), "rtl_wmem_bytes": wbytes,
+        "model_cycles": model["cycles"], "model_stall_cycles": model["stall_cycles"],
+        "model_wmem_bytes": model["bytes"]["gb_wmem"], "model_bound": model["bound"],
+        "model_exact": all(t["exact"] for t in model["tiles"]),
         "sdue_cycles_same_passes": sdue_only,
         "engine_overhead": rtl_cycles / sdue_only - 1 if sdue_only else None,
         "dense_cycles_model": dense_model,
@@ -279,6 +304,11 @@ def _sim_gemm_engine(cfg, args, a, b, mask, prev, m, out, want, dense_model, see
     print(f"  passes {passes} (golden {golden_passes}), RTL cycles {rtl_cycles} (the SDUE "
           f"alone on the same passes: {sdue_only}), utilization {util:.1%}, speedup over "
           f"dense {figures['speedup_over_dense'] or 0:.2f}x")
+    kind = "exact" if figures["model_exact"] else "lower bound"
+    print(f"  {args.dataflow}, {args.gb_bytes_per_cycle or 'unlimited'} B/cycle: stall "
+          f"{figures['rtl_stall_cycles']} cycles, weights {wbytes} B from the global buffer; "
+          f"model ({kind}) {model['cycles']} cycles, {model['bytes']['gb_wmem']} B, "
+          f"{model['bound']}")
     print(f"  bit-exact vs golden: {'PASS' if exact else 'FAIL'}; wrote {out}")
     if args.report:
         write_json(args.report, figures)
