@@ -88,6 +88,16 @@ def core_gemm(a, b, mask=None, base=None) -> np.ndarray:
     return np.where(mask, p, 0 if base is None else base)
 
 
+def _gemm(rec, name, a, b, mask=None, base=None) -> np.ndarray:
+    """A core GEMM (:func:`core_gemm`), recorded in ``rec["gemms"]`` as
+    ``(name, a, b, mask, base, out)`` (batched over samples / heads) when ``rec`` is given:
+    the host program builder turns each into the core's descriptors."""
+    out = core_gemm(a, b, mask, base)
+    if rec is not None:
+        rec.setdefault("gemms", []).append((name, np.asarray(a), np.asarray(b), mask, base, out))
+    return out
+
+
 def prob_requant(p15, cfg: Config) -> np.ndarray:
     """Q.15 probability -> W-bit operand: ``rint(p * wmax / 2**15)`` (round half to even),
     integer only (multiply by ``wmax``, shift by 15 with a half-even round). Equals the INT12
@@ -174,9 +184,10 @@ def _linear(cfg, x, wt, b, rec, name, out_mask=None):
     sx = scales(x, cfg, (1, 2))
     xq = quant(x, sx, cfg)
     bias = np.rint(b / (sx * sw)).astype(np.int64)
-    acc = core_gemm(xq, qw) + bias
+    base = np.broadcast_to(bias, xq.shape[:-1] + (qw.shape[1],))
     if out_mask is not None:
-        acc = np.where(out_mask, acc, 0)
+        base = np.where(out_mask, base, 0)
+    acc = _gemm(rec, name, xq, qw, out_mask, base)    # the bias is OMEM's preload
     _rec(rec, name, a=xq, b=qw, bias=bias[:, 0, :], mask=out_mask, out=acc)
     return acc * (sx * sw), sx, xq
 
@@ -244,7 +255,7 @@ def attention(cfg: Config, h, bw: BlockWeights, ex, stats: dict, rec=None,
     scale = 1.0 / math.sqrt(dh)
     sq, sk, sv = (scales(a, cfg, (2, 3)) for a in (q, k, v))
     qq, kq, vq = quant(q, sq, cfg), quant(k, sk, cfg), quant(v, sv, cfg)
-    s_int = core_gemm(qq, np.swapaxes(kq, 2, 3), keep)
+    s_int = _gemm(rec, "scores", qq, np.swapaxes(kq, 2, 3), keep)
     logits = s_int * (sq * sk * scale)
     lq = np.clip(np.rint(logits * (1 << FX_FRAC)), FX_MIN, FX_MAX).astype(np.int64)
     if keep is not None:
@@ -253,7 +264,7 @@ def attention(cfg: Config, h, bw: BlockWeights, ex, stats: dict, rec=None,
     if keep is not None:
         p15 = np.where(keep, p15, 0)
     pq = prob_requant(p15, cfg)
-    pv = core_gemm(pq, vq)
+    pv = _gemm(rec, "pv", pq, vq)
     _rec(rec, "attn", q=qq, k=kq, v=vq, keep=keep, scores=s_int, logits=lq, p15=p15, p=pq,
          pv=pv)
     a = pv * (sv / cfg.wmax)
@@ -290,8 +301,10 @@ def ffn(cfg: Config, h, bw: BlockWeights, ex, st: dict, dense: bool, stats: dict
     bias1 = np.rint(bw.fc1_b / (sx * sw1)).astype(np.int64)
     sparse = ex.ffn_reuse and not dense and "mask" in st
     fc1_mask = st["mask"] if sparse else None
-    acc = core_gemm(xq, qw1, fc1_mask) + np.where(fc1_mask, bias1, 0) if sparse \
-        else core_gemm(xq, qw1) + bias1
+    base1 = np.broadcast_to(bias1, xq.shape[:-1] + (qw1.shape[1],))
+    if sparse:
+        base1 = np.where(fc1_mask, base1, 0)
+    acc = _gemm(rec, "fc1", xq, qw1, fc1_mask, base1)
     s_acc = (sx * sw1)[:, 0, 0]
     if dense or "s_h" not in st:
         gmax = np.max(np.abs(_erf_gelu(acc * (sx * sw1))), axis=(1, 2))
@@ -308,11 +321,11 @@ def ffn(cfg: Config, h, bw: BlockWeights, ex, st: dict, dense: bool, stats: dict
         H = np.where(mask, H, fill)
         stats.setdefault("ffn_sparsity", []).append((layer, 1.0 - mask.mean()))
         if ex.control == "zero":
-            y = core_gemm(H, qw2) + bias2
+            y = _gemm(rec, "fc2", H, qw2, base=np.broadcast_to(bias2, st["Y_d"].shape))
         else:   # FC2 as the delta on the cached Y_d (input-sparse)
-            y = core_gemm(H - st["H_d"], qw2, base=st["Y_d"])
+            y = _gemm(rec, "fc2_delta", H - st["H_d"], qw2, base=st["Y_d"])
     else:
-        y = core_gemm(H, qw2) + bias2
+        y = _gemm(rec, "fc2", H, qw2, base=np.broadcast_to(bias2, H.shape[:-1] + (qw2.shape[1],)))
         if ex.ffn_reuse:
             masks = _reuse_mask(cfg, H, ex, st.get("Hq"), rng)
             st.update(Hq=H, H_d=H, mask=masks, Y_d=y)
