@@ -26,12 +26,13 @@ import numpy as np
 
 from exion.config import CAU_COLS_PER_CYCLE, Config
 from exion.errors import ExionError
+from exion.golden.conmerge import conmerge
 
 from .gemm_rtl import GemmCase, assemble, plan_tiles
 from .payload import pack
 
 __all__ = ["GemmJob", "DscProgram", "jobs_from_record", "build_program", "read_results",
-           "encode_desc", "decode_desc", "program_beats"]
+           "encode_desc", "decode_desc", "program_beats", "stage_durations"]
 
 _FIELDS = (  # name, lsb, bits (hw/dsc.py's descriptor table)
     ("op", 0, 8), ("stage", 8, 8), ("accumulate", 16, 1), ("count", 32, 32),
@@ -93,9 +94,9 @@ def jobs_from_record(cfg: Config, rec: dict, sample: int = 0) -> list[GemmJob]:
     """Per-sample GEMM jobs from ``golden.dsc`` ``rec["gemms"]`` (heads become jobs)."""
     jobs = []
     for name, a, b, mask, base, out in rec.get("gemms", []):
-        a, out = np.asarray(a)[sample], np.asarray(out)[sample]
-        b = np.asarray(b)
+        a, b = np.asarray(a), np.asarray(b)
         b = b[sample] if b.ndim == a.ndim else b
+        a, out = a[sample], np.asarray(out)[sample]
         mask = None if mask is None else np.asarray(mask)[sample]
         base = None if base is None else np.asarray(base)[sample]
         heads = a.shape[0] if a.ndim == 3 else None
@@ -165,6 +166,7 @@ def build_program(cfg: Config, jobs: list[GemmJob], bus_bits: int = 64) -> DscPr
                  for a in job.a_parts]
         plans = [plan_tiles(cfg, c) for c in cases]
         tiles = plans[0]
+        first = len(descs)
         st = []
         for ti, t in enumerate(tiles):
             g_addrs = sorted(t.gmem)
@@ -188,14 +190,19 @@ def build_program(cfg: Config, jobs: list[GemmJob], bus_bits: int = 64) -> DscPr
                 descs.append({"op": OPS["IMEM_LOAD"], "count": iw.shape[0], "glen": 0xFFFF,
                               "src": data.alloc(iw.shape[0] * wbytes, _words(cfg, iw, wbytes))})
                 raw = b"".join(pack(mlay, beat).to_bytes(mbytes, "little") for beat in pt.beats)
+                rows = pt.rows[pt.rows >= 0]
+                passes = conmerge(cfg, job.mask[rows][:, pt.cols]).n_passes
                 descs.append({"op": OPS["GEMM"], "count": len(pt.beats),
                               "src": data.alloc(len(raw), raw), "accumulate": 1,
                               "kwords": pt.setup["kwords"], "ncols": pt.setup["ncols"],
-                              "regions": pt.setup["regions"]})
+                              "regions": pt.setup["regions"], "passes": passes,
+                              "job": job.name})
             dst = data.alloc(n_om * obytes)
             descs.append({"op": OPS["OMEM_STORE"], "count": n_om, "dst": dst})
             st.append((dst, n_om))
         stores.append((cases[0], tiles, st))
+        for d in descs[first:]:
+            d["job"] = job.name
     descs.append({"op": OPS["END"]})
     for i, d in enumerate(descs):
         d["stage"] = i & 0xFF
@@ -228,6 +235,17 @@ def read_results(cfg: Config, prog: DscProgram, image: np.ndarray) -> list[np.nd
             omems.append(raw[:, :8 * cfg.rows].copy().view("<i8").astype(np.int64))
         outs.append(assemble(cfg, case, tiles, omems))
     return outs
+
+
+def stage_durations(descs: list, stages: list, total: int, bus_bits: int) -> list[int]:
+    """Per-descriptor cycles from the bench's ``(stage, cycles)`` change records: a
+    descriptor's stage shows from its first fetched beat, ``overhead - 1 - desc_beats + 2``
+    = 3 cycles after it starts (the first record is the reset value 0, taken as cycle 3)."""
+    t = [3] + [c for _, c in stages[1:]] + [total + 3]
+    if len(t) != len(descs) + 1:
+        raise ExionError(f"stage records ({len(stages)}) do not match the program "
+                         f"({len(descs)} descriptors)")
+    return [t[i + 1] - t[i] for i in range(len(descs))]
 
 
 def program_beats(cfg: Config, prog: DscProgram) -> int:
