@@ -52,7 +52,7 @@ import math
 
 from amaranth import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import Out
 
 from exion.config import CAU_COLS_PER_CYCLE, Config
 from exion.errors import ExionError

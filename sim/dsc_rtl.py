@@ -18,13 +18,16 @@ from .runner import rtl_build, run_bench_pickled
 __all__ = ["rtl_dsc"]
 
 
-def rtl_dsc(cfg: Config, programs: list[DscProgram], *, stall: float = 0.0,
+def rtl_dsc(cfg: Config, programs: list[DscProgram], *, stall: float | list = 0.0,
             seed: int | None = None, waves: bool = False, run_name: str = "dsc",
             progress=None) -> tuple[list[dict], dict]:
     """Run each program (one ``start`` each) on the ``dsc_core`` top; ``stall``: the
-    probability of a memory-side stall per handshake signal and cycle. Returns per run
+    probability of a memory-side stall per handshake signal and cycle (one value, or one per
+    program). Returns per run
     ``{"image", "cycles", "passes", "error", "stages"}`` and the bench report."""
     build = rtl_build(cfg, "dsc_core", waves=waves, progress=progress)
-    runs = [{"image": p.image, "prog_base": p.prog_base} for p in programs]
+    stalls = list(stall) if isinstance(stall, (list, tuple)) else [stall] * len(programs)
+    runs = [{"image": p.image, "prog_base": p.prog_base, "stall": float(s)}
+            for p, s in zip(programs, stalls)]
     return run_bench_pickled(build, "exion.sim.tb_dsc", runs, key="cases", seed=seed,
-                             run_name=run_name, params={"stall": stall})
+                             run_name=run_name)

@@ -9,7 +9,8 @@ Per run this bench pulses ``start`` and serves the memory port until ``done``:
   in order and a response is returned the cycle after a burst's last beat;
 * with ``EXION_PARAMS["stall"] = p > 0`` every ready and valid the memory drives is low
   with probability p in each cycle (random back-pressure and gaps); with p = 0 the memory
-  never stalls (the timing ``golden/dsc_cycles.py`` models).
+  never stalls (the timing ``golden/dsc_cycles.py`` models). A run may carry its own
+  ``stall``.
 
 It records the core's ``cycles``, ``passes``, ``error`` and the cycle at which ``stage``
 changed (the host numbers descriptors in ``stage``), and pickles the final memory images.
@@ -129,7 +130,7 @@ async def dsc_programs(dut):
     outs = []
     total = 0
     for run in runs:
-        memory = _Memory(dut, run["image"], const["bus_bits"], stall, gen)
+        memory = _Memory(dut, run["image"], const["bus_bits"], run.get("stall", stall), gen)
         dut.prog_base.value = run["prog_base"]
         dut.start.value = 1
         await FallingEdge(dut.clk)
