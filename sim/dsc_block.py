@@ -23,7 +23,7 @@ from exion.golden import dsc
 from exion.golden.dsc_cycles import program_cycles
 from exion.golden.ffn_reuse import schedule
 
-__all__ = ["BlockCase", "block_case", "run_block", "exion_from_meta"]
+__all__ = ["BlockCase", "block_case", "run_block", "exion_from_meta", "sample_loop"]
 
 
 @dataclass
@@ -43,22 +43,16 @@ def exion_from_meta(meta: dict):
     return Exion(**{k: v for k, v in e.items() if k in Exion.__dataclass_fields__})
 
 
-def block_case(model, meta: dict, block: int, iteration: int, sample: int = 0,
-               z=None) -> BlockCase:
-    """Replay the sampler of ``meta`` to (block, iteration) for ``sample``."""
-    from exion.workloads.common import alpha_bars
+def sample_loop(model, ex, steps: int, n: int, seed: int, labels, block_fn) -> np.ndarray:
+    """``exion.workloads.dit.sample`` (DDIM, eta 0; the same noise, labels and mask RNG)
+    with each block iteration done by ``block_fn(i, it, x, mod, bw, state_i, dense, stats,
+    mask_rng)`` (returns the new residual stream; ``golden.dsc.block_iteration`` gives the
+    INT12 sampler). Returns the final images (n, 8, 8)."""
+    from exion.workloads.common import ARCH, alpha_bars
     from exion.workloads.dit import _silu, ddim_timesteps
-    ex = exion_from_meta(meta)
-    steps, n, seed = int(meta["steps"]), int(meta["samples"]), int(meta["seed"])
-    if not 0 <= block < model.depth:
-        raise ExionError(f"--block {block} is out of range 0..{model.depth - 1}")
-    if not 0 <= iteration < steps:
-        raise ExionError(f"--iter {iteration} is out of range 0..{steps - 1}")
-    if not 0 <= sample < n:
-        raise ExionError(f"--sample {sample} is out of range 0..{n - 1}")
     rng = np.random.default_rng(seed)
-    img = rng.standard_normal((n, 8, 8))
-    labels = np.asarray(meta.get("labels", np.arange(n) % 10))
+    img = rng.standard_normal((n, ARCH["image"], ARCH["image"]))
+    labels = np.asarray(labels)
     mask_rng = np.random.default_rng([seed, 1])
     ab = alpha_bars()
     ts = ddim_timesteps(steps)
@@ -74,29 +68,55 @@ def block_case(model, meta: dict, block: int, iteration: int, sample: int = 0,
             m = sc @ w[f"blocks.{i}.ada.w"] + w[f"blocks.{i}.ada.b"]
             mod = [v[:, None, :] for v in np.split(m, 6, axis=-1)]
             bw = dsc.block_weights(w, model._wq, i, model.heads)
-            if it == iteration and i == block:
-                sl = slice(sample, sample + 1)
-                st = {k: (v[sl] if isinstance(v, np.ndarray) and v.shape[:1] == (n,) else v)
-                      for k, v in copy.deepcopy(state[i]).items()}
-                rec: dict = {}
-                bstats: dict = {}
-                out = dsc.block_iteration(model.cfg, bw, x[sl], [v[sl] for v in mod], ex, st,
-                                          bool(sched[it]), bstats, None, rec, layer=i)
-                case = BlockCase(block, iteration, bool(sched[it]), sample, out, rec, bstats)
-                if z is not None:
-                    _check_trace(z, meta, case)
-                return case
-            x = dsc.block_iteration(model.cfg, bw, x, mod, ex, state[i], bool(sched[it]),
-                                    stats, mask_rng, layer=i)
+            x = block_fn(i, it, x, mod, bw, state[i], bool(sched[it]), stats, mask_rng)
         sh, scl = np.split(sc @ w["fada.w"] + w["fada.b"], 2, axis=-1)
         mu = x.mean(-1, keepdims=True)
         var = ((x - mu) ** 2).mean(-1, keepdims=True)
-        xo = (x - mu) / np.sqrt(var + 1e-6) * (1 + scl[:, None]) + sh[:, None]
+        xo = (x - mu) / np.sqrt(var + ARCH["ln_eps"]) * (1 + scl[:, None]) + sh[:, None]
         e = model.unpatchify(xo @ w["out.w"] + w["out.b"])
         a_t = ab[t]
         a_prev = ab[ts[it + 1]] if it + 1 < steps else 1.0
         x0 = (img - math.sqrt(1 - a_t) * e) / math.sqrt(a_t)
         img = math.sqrt(a_prev) * x0 + math.sqrt(1 - a_prev) * e
+    return img
+
+
+class _Found(Exception):
+    pass
+
+
+def block_case(model, meta: dict, block: int, iteration: int, sample: int = 0,
+               z=None) -> BlockCase:
+    """Replay the sampler of ``meta`` to (block, iteration) for ``sample``."""
+    ex = exion_from_meta(meta)
+    steps, n, seed = int(meta["steps"]), int(meta["samples"]), int(meta["seed"])
+    if not 0 <= block < model.depth:
+        raise ExionError(f"--block {block} is out of range 0..{model.depth - 1}")
+    if not 0 <= iteration < steps:
+        raise ExionError(f"--iter {iteration} is out of range 0..{steps - 1}")
+    if not 0 <= sample < n:
+        raise ExionError(f"--sample {sample} is out of range 0..{n - 1}")
+    labels = np.asarray(meta.get("labels", np.arange(n) % 10))
+
+    def fn(i, it, x, mod, bw, st_i, dense, stats, mask_rng):
+        if it == iteration and i == block:
+            sl = slice(sample, sample + 1)
+            st = {k: (v[sl] if isinstance(v, np.ndarray) and v.shape[:1] == (n,) else v)
+                  for k, v in copy.deepcopy(st_i).items()}
+            rec: dict = {}
+            bstats: dict = {}
+            out = dsc.block_iteration(model.cfg, bw, x[sl], [v[sl] for v in mod], ex, st,
+                                      dense, bstats, None, rec, layer=i)
+            raise _Found(BlockCase(block, iteration, dense, sample, out, rec, bstats))
+        return dsc.block_iteration(model.cfg, bw, x, mod, ex, st_i, dense, stats, mask_rng,
+                                   layer=i)
+    try:
+        sample_loop(model, ex, steps, n, seed, labels, fn)
+    except _Found as f:
+        case = f.args[0]
+        if z is not None:
+            _check_trace(z, meta, case)
+        return case
     raise ExionError("iteration not reached")   # unreachable: the range is checked
 
 

@@ -11,6 +11,7 @@ One module per command group, each with a ``register(subparsers)`` function, lis
 * ``synth``, ``pnr``           -- :mod:`exion.gen.cli.fpga` (Yosys / nextpnr FPGA flow)
 * ``accuracy``, ``trace``      -- :mod:`exion.gen.cli.workload` (tiny DiT)
 * ``evaluate``                 -- :mod:`exion.gen.cli.evaluate` (system model, seven workloads)
+* ``generate``                 -- :mod:`exion.gen.cli.dsc` (a digit through the DSC core)
 
 Options every command shares (config, seed, waves, report/json, masks) come from one block
 each in :mod:`exion.gen.cli.options`. The CLI is the only part of ``exion.gen`` that uses
@@ -30,7 +31,7 @@ from exion import PRESETS, __version__
 from exion.errors import ExionError
 
 # Command groups, in the order `exion --help` lists them: modules of this package.
-COMMAND_MODULES = ["gen", "demo", "golden", "sim", "fpga", "workload", "evaluate"]
+COMMAND_MODULES = ["gen", "demo", "golden", "sim", "fpga", "workload", "evaluate", "dsc"]
 
 
 def build_parser() -> argparse.ArgumentParser:
