@@ -55,3 +55,33 @@ def test_sim_block_passes(cli_run, trace, tmp_path):
     r = json.loads((tmp_path / "r.json").read_text())
     assert r["pass"] and r["cycles"] == r["model_cycles"] and not r["dense"]
     assert np.isclose(r["ep_sparsity"], 0.5, atol=0.1)
+
+
+def test_generate_golden(cli_run, tmp_path):
+    out = tmp_path / "d.png"
+    code, o, err = cli_run("generate", "--digit", "7", "--steps", "2", "--seed", "3",
+                           "--out", str(out))
+    assert code == 0, err
+    assert "equals the golden INT12 sampler's bit for bit" in o
+    r = json.loads(out.with_suffix(".json").read_text())
+    assert r["equals_golden_sampler"] and r["cycles_per_dense_iteration"] > 0
+    assert np.load(out.with_suffix(".npy")).shape == (8, 8) and out.stat().st_size > 0
+
+
+@pytest.mark.parametrize("argv,word", [(["--digit", "10"], "--digit"),
+                                       (["--digit", "1", "--steps", "0"], "steps"),
+                                       (["--digit", "1", "--out", "x.jpg"], "--out")])
+def test_generate_bad_input(cli_run, tmp_path, argv, word):
+    if "--out" not in argv:
+        argv = argv + ["--out", str(tmp_path / "d.png")]
+    code, out, err = cli_run("generate", *argv)
+    assert code != 0 and word in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.long
+def test_generate_rtl_one_step(cli_run, tmp_path):
+    out = tmp_path / "d.png"
+    code, o, err = cli_run("generate", "--rtl", "--digit", "2", "--steps", "1", "--seed", "1",
+                           "--out", str(out))
+    assert code == 0 and "every GEMM on the RTL matched" in o, o + err
