@@ -75,6 +75,8 @@ BLOCKS = {
              "output-sparse product engine: CAU -> weight fetch -> SDUE, from (A, B, mask)"),
     "ffnr": ("exion.hw.ffnr", "FFNR",
              "FFN-Reuse unit: |H| histogram, threshold, bitmask to the CAU, H_d cache, H' - H_d"),
+    "dsc_core": ("exion.hw.dsc", "DscCore",
+                 "DSC core: descriptor-driven stream DMA (memory master) around the gemm engine"),
     "axi_shell": ("exion.hw.dsc_top", "AxiShell",
                   "DSC bus shell (AXI4-Lite regs + AXI4 master) around a memcopy test core"),
 }

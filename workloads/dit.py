@@ -23,7 +23,9 @@ Paths (:class:`Exion` ``quant``):
   bits; layer norm is :func:`exion.golden.cfse.layernorm_fx` (gamma = 1, beta = 0; each row is
   first scaled by a power of two so that it fits Q.11 -- layer norm is scale invariant, so only
   eps notices). Embeddings, adaLN modulation, gates and residual adds stay float (host /
-  vector work outside the SDUE and CFSE).
+  vector work outside the SDUE and CFSE). Since issue 16 the INT12 layer norm, attention
+  and FFN are :mod:`exion.golden.dsc` (the DSC core's golden model, with EP's Q/K/V row
+  skipping: per-head scales over the computed rows), so this path is what the RTL computes.
 
 EXION switches (all default off; the same seeds and noise as vanilla):
 
@@ -53,7 +55,8 @@ import numpy as np
 from exion.config import Config, get_config
 from exion.errors import ExionError
 from exion.golden.cfse import (FX_FRAC, FX_MAX, FX_MIN, gelu_params,
-                               gelu_requant, layernorm_fx, softmax_fx)
+                               gelu_requant, softmax_fx)
+from exion.golden import dsc
 from exion.golden.ffn_reuse import RULES, build_mask, schedule
 from exion.golden.lod import bit_length, lod_approx
 from exion.golden.predict import POLARITIES, keep_count
@@ -252,15 +255,12 @@ class DiT:
     def _layernorm(self, x, quant):
         if not quant:
             return _ln(x)
-        # Scale each row by a power of two so |x| < 8 in Q.11, then layernorm_fx.
-        m = np.max(np.abs(x), axis=-1, keepdims=True)
-        e = np.ceil(np.log2(np.maximum(m, 1e-30) / 8.0))
-        xs = np.clip(np.rint(x * 2.0 ** (FX_FRAC - e)), FX_MIN, FX_MAX).astype(np.int64)
-        gamma = np.full(x.shape[-1], 1 << FX_FRAC, dtype=np.int64)
-        beta = np.zeros(x.shape[-1], dtype=np.int64)
-        return layernorm_fx(xs, gamma, beta) / float(1 << FX_FRAC)
+        return dsc.layernorm(x)     # the DSC core's layer norm (golden/dsc.py)
 
     def _attention(self, h, i, ex: Exion, stats):
+        if ex.quant:    # INT12: what the DSC core computes (golden/dsc.py)
+            return dsc.attention(self.cfg, h, dsc.block_weights(self.w, self._wq, i, self.heads),
+                                 ex, stats, layer=i)
         B, T, d = h.shape
         quant = ex.quant
         qkv = self._linear(h, i, "qkv", quant)
@@ -314,6 +314,9 @@ class DiT:
 
     def _ffn(self, h, i, ex: Exion, st, dense: bool, stats, rng):
         """FFN with FFN-Reuse state ``st`` (dict per block, kept across iterations)."""
+        if ex.quant:    # INT12: what the DSC core computes (golden/dsc.py)
+            return dsc.ffn(self.cfg, h, dsc.block_weights(self.w, self._wq, i, self.heads),
+                           ex, st, dense, stats, rng, layer=i)
         cfg = self.cfg
         quant = ex.quant
         w1, b1 = self.w[f"blocks.{i}.fc1.w"], self.w[f"blocks.{i}.fc1.b"]

@@ -11,6 +11,7 @@ One module per command group, each with a ``register(subparsers)`` function, lis
 * ``synth``, ``pnr``           -- :mod:`exion.gen.cli.fpga` (Yosys / nextpnr FPGA flow)
 * ``accuracy``, ``trace``      -- :mod:`exion.gen.cli.workload` (tiny DiT)
 * ``evaluate``                 -- :mod:`exion.gen.cli.evaluate` (system model, seven workloads)
+* ``generate``                 -- :mod:`exion.gen.cli.dsc` (a digit through the DSC core)
 * ``regress``, ``sweep``       -- :mod:`exion.gen.cli.regress` (RTL regressions, config sweeps on Dask)
 * ``formal``                   -- :mod:`exion.gen.cli.formal` (SymbiYosys proofs, mutants)
 
@@ -32,8 +33,8 @@ from exion import PRESETS, __version__
 from exion.errors import ExionError
 
 # Command groups, in the order `exion --help` lists them: modules of this package.
-COMMAND_MODULES = ["gen", "demo", "golden", "sim", "fpga", "workload", "evaluate", "regress",
-                   "formal"]
+COMMAND_MODULES = ["gen", "demo", "golden", "sim", "fpga", "workload", "evaluate", "dsc",
+                   "regress", "formal"]
 
 
 def build_parser() -> argparse.ArgumentParser:

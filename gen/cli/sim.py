@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import cfse, ffnr
+from . import cfse, dsc, ffnr
 from .options import (add_config, add_mask, add_report, add_seed, add_waves, load_cfg,
                       load_mask, progress, seed_of, write_json)
 
@@ -83,6 +83,7 @@ def register(sub) -> None:
 
     cfse.register_sim(ssub)
     ffnr.register_sim(ssub)
+    dsc.register_sim(ssub)
 
 
 def cmd_sim_dpu(args) -> int:

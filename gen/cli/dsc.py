@@ -1,0 +1,221 @@
+"""``exion sim block``: the GEMMs of one digits-DiT block iteration through the DSC core."""
+
+from __future__ import annotations
+
+import time
+
+from .options import add_config, add_report, add_seed, add_waves, load_cfg, progress, \
+    seed_of, write_json
+
+
+def register_sim(ssub) -> None:
+    b = ssub.add_parser(
+        "block", help="one DiT block iteration's GEMMs through the Verilated DSC core",
+        description="Replay the sampling run of an `exion trace` file (its settings: seed, "
+                    "steps, samples, FFN-Reuse / EP switches; the run is checked against "
+                    "the trace's recorded FC1 input and masks) up to block B of iteration I, "
+                    "compute that block iteration with golden/dsc.py, and run every one of "
+                    "its core GEMMs (Q/K/V, Q.K^T and P.V per head, projection, FC1, FC2) as "
+                    "one descriptor program on the Verilated DSC core (hw/dsc.py). Each GEMM "
+                    "output is checked bit-exactly against golden/dsc.py; prints cycles per "
+                    "stage next to the cycle model (golden/dsc_cycles.py), the sparsities "
+                    "used, and PASS or FAIL (exit 1). Layer norm, softmax, GELU, FFN-Reuse "
+                    "and EPRE steps are golden code in this version (docs/dsc.md).")
+    add_config(b)
+    b.add_argument("--trace", required=True, metavar="T.npz",
+                   help="an `exion trace` file (INT12, any --iterations)")
+    b.add_argument("--block", type=int, required=True, metavar="B", help="block index")
+    b.add_argument("--iter", type=int, required=True, metavar="I",
+                   help="iteration index 0..steps-1 of the trace's run")
+    b.add_argument("--sample", type=int, default=0, metavar="S",
+                   help="sample of the run (default: %(default)s)")
+    b.add_argument("--weights", default=None, metavar="W.npz",
+                   help="the DiT weights the trace was made with (default: the packaged "
+                        "weights, as `exion trace`)")
+    b.add_argument("--stall", type=float, default=0.0, metavar="P",
+                   help="memory-side stall probability per handshake and cycle, in [0, 1) "
+                        "(default: %(default)s: the timing the cycle model describes)")
+    add_report(b, flag="--json")
+    add_seed(b)
+    add_waves(b)
+    b.set_defaults(func=cmd_sim_block)
+
+
+def cmd_sim_block(args) -> int:
+    from exion.errors import ExionError
+    from exion.sim.dsc_block import block_case, run_block
+    from exion.sim.runner import BenchFailure
+    from exion.workloads.dit import DiT
+    from exion.workloads.trace import load
+    from exion.workloads.weights import load_weights
+
+    cfg = load_cfg(args.config)
+    if not 0 <= args.stall < 1:
+        raise ExionError(f"--stall {args.stall} must be in [0, 1)")
+    z, meta = load(args.trace)
+    if meta.get("light"):
+        raise ExionError(f"--trace {args.trace!r} is a --light trace (masks only); the "
+                         f"block replay needs its FC1 inputs")
+    model = DiT(load_weights(args.weights)[0] if args.weights else load_weights()[0])
+    case = block_case(model, meta, args.block, args.iter, args.sample, z=z)
+    seed = seed_of(args)
+    t0 = time.perf_counter()
+    try:
+        r = run_block(cfg, case, stall=args.stall, seed=seed, waves=args.waves,
+                      progress=progress)
+    except BenchFailure as e:
+        print(f"FAIL: {e}")
+        return 1
+    wall = time.perf_counter() - t0
+    ffn = case.stats.get("ffn_sparsity", [])
+    ep = case.stats.get("ep_sparsity", [])
+    kind = "dense" if case.dense else "sparse"
+    print(f"block {case.block} iteration {case.iteration} ({kind}), sample {case.sample}, "
+          f"config {cfg.name}, seed {seed}, stall {args.stall}")
+    print(f"  FFN-Reuse sparsity {ffn[0][1]:.3f}" if ffn else "  FFN-Reuse: dense")
+    print(f"  EP sparsity {ep[0][1]:.3f}" if ep else "  EP: off")
+    print(f"  {'stage':<10} {'cycles':>9}")
+    for name, cyc in r["gemm_cycles"].items():
+        print(f"  {name:<10} {cyc:>9}")
+    print(f"  {'total':<10} {r['cycles']:>9}  model {r['model']['total']} (engine measured), "
+          f"{r['estimate']['total']} (estimated); SDUE passes {r['passes']}")
+    status = "PASS" if r["pass"] and (args.stall or r["model"]["total"] == r["cycles"]) \
+        else "FAIL"
+    if r["mismatch"]:
+        print(f"  mismatching GEMMs: {', '.join(r['mismatch'][:8])}")
+    if r["error"]:
+        print(f"  error flags {r['error']:#x}")
+    print(f"{status}: {r['jobs']} GEMMs bit-exact vs golden/dsc.py"
+          if status == "PASS" else f"{status}")
+    if args.json:
+        write_json(args.json, {"block": case.block, "iteration": case.iteration,
+                               "dense": case.dense, "sample": case.sample, "config": cfg.name,
+                               "seed": seed, "stall": args.stall, "pass": status == "PASS",
+                               "cycles": r["cycles"], "model_cycles": r["model"]["total"],
+                               "estimated_cycles": r["estimate"]["total"],
+                               "gemm_cycles": r["gemm_cycles"], "passes": r["passes"],
+                               "ffn_sparsity": float(ffn[0][1]) if ffn else 0.0,
+                               "ep_sparsity": float(ep[0][1]) if ep else 0.0,
+                               "mismatch": r["mismatch"], "sim_wall_seconds": wall})
+    return 0 if status == "PASS" else 1
+
+
+# -- exion generate ------------------------------------------------------------------------
+def register(sub) -> None:
+    g = sub.add_parser(
+        "generate", help="sample one digit with the DDIM sampler (golden, or GEMMs on RTL)",
+        description="DDIM-sample one 8x8 digit with the digits DiT on its INT12 path with "
+                    "EXION's switches (FFN-Reuse N/s, eager prediction k; golden/dsc.py). "
+                    "With --rtl every GEMM of every transformer block of every step runs on "
+                    "the Verilated DSC core and is checked bit-exactly (slow: about 20-35 s "
+                    "of simulation per block on toy; the other block steps are golden code, "
+                    "docs/dsc.md). Writes the PNG, the raw sample as .npy beside it and a "
+                    "JSON report (cycles per dense and sparse iteration: measured with "
+                    "--rtl, else the cycle model's estimate; sparsities), and checks that the "
+                    "image equals the golden INT12 sampler's bit for bit.")
+    add_config(g)
+    g.add_argument("--digit", type=int, required=True, metavar="D", help="class 0..9")
+    g.add_argument("--steps", type=int, default=50, metavar="S",
+                   help="DDIM steps (default: %(default)s)")
+    g.add_argument("--n", type=int, default=2, help="FFN-Reuse N (default: %(default)s)")
+    g.add_argument("--s", type=float, default=0.8,
+                   help="FFN-Reuse target sparsity (default: %(default)s)")
+    g.add_argument("--k", type=float, default=0.5,
+                   help="EP top-k ratio (default: %(default)s)")
+    g.add_argument("--rtl", action="store_true",
+                   help="run every block's GEMMs on the Verilated DSC core")
+    g.add_argument("--out", required=True, metavar="digit.png", help="PNG to write")
+    add_seed(g, default=0)
+    g.set_defaults(func=cmd_generate)
+
+
+def _bar(i: int, n: int, extra: str = "") -> None:
+    import sys
+    w = 30
+    k = w * i // max(n, 1)
+    sys.stderr.write(f"\r[exion] [{'#' * k}{'.' * (w - k)}] {i}/{n} {extra}")
+    if i == n:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def cmd_generate(args) -> int:
+    from pathlib import Path
+
+    import numpy as np
+
+    from exion.errors import ExionError
+    from exion.golden import dsc as gdsc
+    from exion.golden.dsc_cycles import program_cycles
+    from exion.sim.dsc_block import BlockCase, run_block, sample_loop
+    from exion.sim.dsc_program import build_program, jobs_from_record
+    from exion.workloads.dit import DiT, Exion, sample
+    from exion.workloads.weights import load_weights
+
+    cfg = load_cfg(args.config)
+    if not 0 <= args.digit <= 9:
+        raise ExionError(f"--digit {args.digit} must be in 0..9")
+    out = Path(args.out)
+    if out.suffix != ".png":
+        raise ExionError(f"--out {args.out!r}: expected a FILE.png")
+    ex = Exion(ffn_reuse=True, n=args.n, s=args.s, ep=True, k=args.k, quant=True)
+    from exion.workloads.dit import ddim_timesteps
+    ddim_timesteps(args.steps)      # checks --steps
+    model = DiT(load_weights()[0])
+    per_it: dict = {}
+    ffn_sp, ep_sp = [], []
+    failures = []
+    depth = model.depth
+
+    def block_fn(i, it, x, mod, bw, st, dense, stats, mask_rng):
+        rec: dict = {}
+        bst: dict = {}
+        y = gdsc.block_iteration(model.cfg, bw, x, mod, ex, st, dense, bst, mask_rng, rec,
+                                 layer=i)
+        ffn_sp.extend(v for _, v in bst.get("ffn_sparsity", []))
+        ep_sp.extend(v for _, v in bst.get("ep_sparsity", []))
+        if args.rtl:
+            r = run_block(cfg, BlockCase(i, it, dense, 0, y, rec, bst), seed=args.seed)
+            if not r["pass"]:
+                failures.append((it, i, r["mismatch"][:3], r["error"]))
+            cyc = r["cycles"]
+        else:
+            prog = build_program(cfg, jobs_from_record(cfg, rec))
+            cyc = program_cycles(cfg, prog.descs, prog.bus_bits)["total"]
+        per_it.setdefault(it, {"dense": dense, "cycles": 0})["cycles"] += int(cyc)
+        _bar(it * depth + i + 1, args.steps * depth, f"step {it + 1}/{args.steps}")
+        return y
+
+    img = sample_loop(model, ex, args.steps, 1, args.seed, [args.digit], block_fn)
+    ref = sample(model, 1, args.steps, ex, seed=args.seed, labels=[args.digit]).images
+    same = bool(np.array_equal(img, ref))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    plt.imsave(out, np.clip((img[0] + 1) / 2, 0, 1).repeat(16, 0).repeat(16, 1), cmap="gray",
+               vmin=0, vmax=1)
+    np.save(out.with_suffix(".npy"), img[0])
+    dense_c = [v["cycles"] for v in per_it.values() if v["dense"]]
+    sparse_c = [v["cycles"] for v in per_it.values() if not v["dense"]]
+    report = {"digit": args.digit, "steps": args.steps, "seed": args.seed, "config": cfg.name,
+              "rtl": args.rtl, "cycles_source": "rtl" if args.rtl else "model estimate",
+              "cycles_per_dense_iteration": float(np.mean(dense_c)) if dense_c else 0.0,
+              "cycles_per_sparse_iteration": float(np.mean(sparse_c)) if sparse_c else 0.0,
+              "total_cycles": int(sum(v["cycles"] for v in per_it.values())),
+              "ffn_sparsity": float(np.mean(ffn_sp)) if ffn_sp else 0.0,
+              "ep_sparsity": float(np.mean(ep_sp)) if ep_sp else 0.0,
+              "equals_golden_sampler": same, "rtl_failures": [str(f) for f in failures],
+              "png": str(out), "npy": str(out.with_suffix(".npy"))}
+    write_json(out.with_suffix(".json"), report)
+    print(f"wrote {out}, {out.with_suffix('.npy')}, {out.with_suffix('.json')}")
+    print(f"cycles ({report['cycles_source']}): dense iteration "
+          f"{report['cycles_per_dense_iteration']:.0f}, sparse "
+          f"{report['cycles_per_sparse_iteration']:.0f}, total {report['total_cycles']}; "
+          f"FFN-Reuse sparsity {report['ffn_sparsity']:.3f}, EP {report['ep_sparsity']:.3f}")
+    ok = same and not failures
+    print(("image equals the golden INT12 sampler's bit for bit" if same else
+           "image DIFFERS from the golden INT12 sampler's")
+          + ("" if not args.rtl else ("; every GEMM on the RTL matched" if not failures
+                                      else f"; {len(failures)} blocks FAILED on the RTL")))
+    return 0 if ok else 1

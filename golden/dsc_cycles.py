@@ -1,0 +1,114 @@
+"""Cycle model of the DSC core (``hw/dsc.py``) running a descriptor program.
+
+The core is sequential: per descriptor it fetches (``FETCH`` 1 cycle, ``FETCH_DATA`` 1 +
+``desc_beats`` cycles: the read command, then one beat per cycle, ``DECODE`` 1 cycle), then
+runs the descriptor's body. With a memory that never stalls (commands taken at once, read
+data from the cycle after the command, a write response the cycle after a burst's last
+beat -- ``sim/tb_dsc.py`` with ``stall = 0``):
+
+==============  ============================================================================
+op              body cycles
+==============  ============================================================================
+END             0 (``busy`` falls with ``DECODE``)
+IMEM/GMEM/OMEM  ``count * per + 2`` (command, one beat per cycle, the last item's write);
+_LOAD           1 if ``count == 0``. ``per`` = beats per item (:func:`item_beats`)
+OMEM_STORE      ``count * (2 + per_omem) + 2`` (per address: OMEM read, latch, beats; then
+                the last response); 1 if ``count == 0``
+GEMM            ``count * per_mask + 2`` while the engine takes the mask at full rate, then
+                until the gemm engine is idle (at least 2 more cycles): the engine's own
+                time, which this model *estimates* (:func:`gemm_estimate`) -- the gemm engine
+                has no exact cycle model (``tests/test_gemm_rtl.py`` bounds it), so the DSC's
+                exact figure is "everything but the engine", and RTL tests check it exactly
+                with the engine's measured part substituted.
+==============  ============================================================================
+
+The run's ``cycles`` counter is the sum over its descriptors (END included).
+"""
+
+from __future__ import annotations
+
+import math
+
+from exion.config import CAU_COLS_PER_CYCLE, Config
+
+from .cycles import sdue_cycles
+
+__all__ = ["OPS", "item_beats", "desc_beats", "overhead", "descriptor_cycles",
+           "gemm_estimate", "program_cycles"]
+
+#: op codes (hw/dsc.py's ``OPS``; tests/test_dsc_rtl.py checks they agree)
+OPS = {"END": 0, "IMEM_LOAD": 1, "GMEM_LOAD": 2, "OMEM_LOAD": 3, "GEMM": 4, "OMEM_STORE": 5}
+_NAMES = {v: k for k, v in OPS.items()}
+
+
+def item_beats(cfg: Config, bus_bits: int) -> dict:
+    """Bus beats per item (hw/dsc.py ``item_beats``): an operand word (L 16-bit
+    containers), an OMEM address (R 64-bit containers), a mask beat (``hw.cau.mask_layout``
+    with the runtime sort bit: R * cols_per_cycle cv bits, last, 16-bit block, ways, sort)."""
+    mbits = cfg.rows * CAU_COLS_PER_CYCLE + 1 + 16 + cfg.merge_ways.bit_length() + 1
+    return {"word": math.ceil(16 * cfg.lanes / bus_bits),
+            "omem": math.ceil(64 * cfg.rows / bus_bits),
+            "mask": math.ceil(mbits / bus_bits)}
+
+
+def desc_beats(bus_bits: int) -> int:
+    return max(1, 256 // bus_bits)
+
+
+def overhead(bus_bits: int) -> int:
+    """Fetch and decode cycles of every descriptor."""
+    return 3 + desc_beats(bus_bits)
+
+
+def gemm_estimate(cfg: Config, d: dict, bus_bits: int) -> int:
+    """Estimated body of a GEMM descriptor: the mask load, then the SDUE's passes
+    (``d["passes"]`` passes of ``kwords`` words, annotated by the host builder) after the
+    first pass's weight fetch."""
+    ib = item_beats(cfg, bus_bits)
+    load = d["count"] * ib["mask"] + 2
+    passes = int(d.get("passes", 0))
+    kw = int(d["kwords"])
+    engine = sdue_cycles(cfg, [kw] * passes) + kw if passes else 0
+    return max(load + 2, engine + 4)
+
+
+def descriptor_cycles(cfg: Config, d: dict, bus_bits: int = 64,
+                      gemm_body: int | None = None) -> int:
+    """Cycles of one descriptor (fetch included); ``gemm_body``: a GEMM body measured
+    elsewhere (else :func:`gemm_estimate`)."""
+    op = _NAMES.get(int(d["op"]))
+    ib = item_beats(cfg, bus_bits)
+    n = int(d.get("count", 0))
+    if op == "END":
+        body = 0
+    elif op in ("IMEM_LOAD", "GMEM_LOAD", "OMEM_LOAD"):
+        per = ib["omem"] if op == "OMEM_LOAD" else ib["word"]
+        body = n * per + 2 if n else 1
+    elif op == "OMEM_STORE":
+        body = n * (2 + ib["omem"]) + 2 if n else 1
+    elif op == "GEMM":
+        body = gemm_estimate(cfg, d, bus_bits) if gemm_body is None else gemm_body
+    else:
+        body = 0     # the core stops with bad_op in DECODE
+    return overhead(bus_bits) + body
+
+
+def program_cycles(cfg: Config, descs: list, bus_bits: int = 64,
+                   gemm_bodies: list | None = None) -> dict:
+    """Per-descriptor and total cycles; ``exact`` = the cycles outside GEMM bodies (the
+    part this model gets exactly), ``gemm`` = the GEMM bodies (estimated, or as given)."""
+    per, gemm, k = [], 0, 0
+    for d in descs:
+        body = None
+        if int(d["op"]) == OPS["GEMM"]:
+            body = gemm_estimate(cfg, d, bus_bits) if gemm_bodies is None else gemm_bodies[k]
+            k += 1
+            gemm += body
+        per.append(descriptor_cycles(cfg, d, bus_bits, body))
+    total = sum(per)
+    by_op: dict = {}
+    for d, c in zip(descs, per):
+        name = _NAMES.get(int(d["op"]), "?")
+        by_op[name] = by_op.get(name, 0) + c
+    return {"per_desc": per, "total": total, "gemm": gemm, "exact": total - gemm,
+            "by_op": by_op}

@@ -1,0 +1,259 @@
+"""Host side of the DSC core: descriptor programs and memory images (``docs/dsc.md``).
+
+The host turns the core GEMMs of a block iteration (``golden.dsc``'s ``rec["gemms"]``,
+per sample) into one program for ``hw.dsc.DscCore``: per product, the gemm engine's tiles
+(:func:`exion.sim.gemm_rtl.plan_tiles`, the same host layout the ``gemm`` bench uses), and
+per tile the descriptors
+
+    IMEM_LOAD (A's row blocks)  GMEM_LOAD (B's columns)  OMEM_LOAD (bias / Y_d preload)
+    GEMM (mask beats, accumulate)  [IMEM_LOAD + GEMM of a second A part]  OMEM_STORE
+
+then ``END``. Every item lives in host memory in the unit's own beat format (``hw/dsc.py``
+docstring), written with bulk NumPy (no per-word Python); results come back the same way.
+
+FFN-Reuse's delta FC2 ``Y_d + (H' - H_d) W2`` has W+1-bit inputs; the host splits them
+into two W-bit parts ``a1 = clip(delta)``, ``a2 = delta - a1`` that the engine accumulates
+on the preloaded ``Y_d`` **[choice]** (exact: two products over the same tiles).
+
+Imports no Amaranth except through ``hw`` for the layouts the hardware uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from exion.config import CAU_COLS_PER_CYCLE, Config
+from exion.errors import ExionError
+from exion.golden.conmerge import conmerge
+
+from .gemm_rtl import GemmCase, assemble, plan_tiles
+from .payload import pack
+
+__all__ = ["GemmJob", "DscProgram", "jobs_from_record", "build_program", "read_results",
+           "encode_desc", "decode_desc", "program_beats", "stage_durations"]
+
+_FIELDS = (  # name, lsb, bits (hw/dsc.py's descriptor table)
+    ("op", 0, 8), ("stage", 8, 8), ("accumulate", 16, 1), ("count", 32, 32),
+    ("src", 64, 32), ("dst", 96, 32), ("ubase", 128, 32), ("glen", 160, 16),
+    ("gstride", 176, 16), ("kwords", 192, 16), ("ncols", 208, 16), ("regions", 224, 8),
+)
+
+
+def encode_desc(d: dict) -> bytes:
+    """A descriptor dict -> its 32 bytes (unset fields 0)."""
+    v = 0
+    for name, lsb, bits in _FIELDS:
+        x = int(d.get(name, 0))
+        if not 0 <= x < (1 << bits):
+            raise ExionError(f"descriptor field {name} = {x} does not fit {bits} bits")
+        v |= x << lsb
+    return v.to_bytes(32, "little")
+
+
+def decode_desc(raw: bytes) -> dict:
+    v = int.from_bytes(raw[:32], "little")
+    return {name: (v >> lsb) & ((1 << bits) - 1) for name, lsb, bits in _FIELDS}
+
+
+@dataclass
+class GemmJob:
+    """``out = where(mask, base + sum(a_parts) @ b, base)`` for one sample."""
+
+    name: str
+    a_parts: list            # [(M, K)] W-bit parts, summed by accumulation
+    b: np.ndarray            # (K, N)
+    mask: np.ndarray         # (M, N) bool
+    base: np.ndarray         # (M, N) OMEM preload
+    expect: np.ndarray | None = None
+
+
+@dataclass
+class DscProgram:
+    image: np.ndarray                          # uint8 host memory before the run
+    prog_base: int
+    descs: list = field(default_factory=list)  # descriptor dicts, in order
+    jobs: list = field(default_factory=list)   # GemmJob
+    stores: list = field(default_factory=list)  # per job: [(tiles, [(addr, n_items)])]
+    bus_bits: int = 64
+
+
+def _split_w(cfg: Config, a) -> list:
+    a = np.asarray(a, np.int64)
+    if a.size == 0 or (a.min() >= cfg.wmin and a.max() <= cfg.wmax):
+        return [a]
+    a1 = np.clip(a, cfg.wmin, cfg.wmax)
+    a2 = a - a1
+    if a2.min() < cfg.wmin or a2.max() > cfg.wmax:
+        raise ExionError("GEMM input needs more than two W-bit parts")
+    return [a1, a2]
+
+
+def jobs_from_record(cfg: Config, rec: dict, sample: int = 0) -> list[GemmJob]:
+    """Per-sample GEMM jobs from ``golden.dsc`` ``rec["gemms"]`` (heads become jobs)."""
+    jobs = []
+    for name, a, b, mask, base, out in rec.get("gemms", []):
+        a, b = np.asarray(a), np.asarray(b)
+        b = b[sample] if b.ndim == a.ndim else b
+        a, out = a[sample], np.asarray(out)[sample]
+        mask = None if mask is None else np.asarray(mask)[sample]
+        base = None if base is None else np.asarray(base)[sample]
+        heads = a.shape[0] if a.ndim == 3 else None
+        for h in range(heads or 1):
+            sel = (lambda x: x) if heads is None else (lambda x, h=h: None if x is None else x[h])
+            aa, bb, oo = sel(a), sel(b), sel(out)
+            mm = np.ones(oo.shape, bool) if sel(mask) is None else np.asarray(sel(mask), bool)
+            base_h = np.zeros(oo.shape, np.int64) if sel(base) is None else \
+                np.asarray(sel(base), np.int64)
+            jobs.append(GemmJob(name if heads is None else f"{name}[{h}]",
+                                _split_w(cfg, aa), np.asarray(bb, np.int64), mm, base_h, oo))
+    return jobs
+
+
+class _Image:
+    def __init__(self, beat_bytes: int):
+        self.bb = beat_bytes
+        self.chunks: list = []
+        self.size = 0
+
+    def alloc(self, nbytes: int, data: bytes | np.ndarray | None = None) -> int:
+        addr = self.size
+        n = -(-nbytes // self.bb) * self.bb
+        buf = np.zeros(n, np.uint8)
+        if data is not None:
+            raw = np.frombuffer(bytes(data) if isinstance(data, (bytes, bytearray)) else
+                                np.ascontiguousarray(data).tobytes(), np.uint8)
+            buf[:raw.size] = raw
+        self.chunks.append(buf)
+        self.size += n
+        return addr
+
+    def array(self) -> np.ndarray:
+        return np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.uint8)
+
+
+def _words(cfg, words: np.ndarray, per_bytes: int) -> np.ndarray:
+    """(n, L) elements -> n items of ``per_bytes`` (int16 containers, zero padded)."""
+    n = words.shape[0]
+    out = np.zeros((n, per_bytes), np.uint8)
+    out[:, :2 * cfg.lanes] = words.astype("<i2").view(np.uint8).reshape(n, -1)
+    return out
+
+
+def _results(vals: np.ndarray, per_bytes: int) -> np.ndarray:
+    n = vals.shape[0]
+    out = np.zeros((n, per_bytes), np.uint8)
+    out[:, :8 * vals.shape[1]] = vals.astype("<i8").view(np.uint8).reshape(n, -1)
+    return out
+
+
+def build_program(cfg: Config, jobs: list[GemmJob], bus_bits: int = 64) -> DscProgram:
+    """The program and memory image that run ``jobs`` on one ``DscCore`` run."""
+    from exion.hw.cau import mask_layout
+    from exion.hw.dsc import OPS, item_beats
+    from exion.hw.gemm import gmem_kbits
+    bb = bus_bits // 8
+    ib = item_beats(cfg, bus_bits)
+    wbytes, obytes, mbytes = ib["word"] * bb, ib["omem"] * bb, ib["mask"] * bb
+    mlay = mask_layout(cfg, CAU_COLS_PER_CYCLE, True)
+    kb = gmem_kbits(cfg)
+    descs: list[dict] = []
+    data = _Image(bb)
+    stores = []
+    for job in jobs:
+        cases = [GemmCase(a, job.b, job.mask, prev=job.base, accumulate=True, name=job.name)
+                 for a in job.a_parts]
+        plans = [plan_tiles(cfg, c) for c in cases]
+        tiles = plans[0]
+        first = len(descs)
+        st = []
+        for ti, t in enumerate(tiles):
+            g_addrs = sorted(t.gmem)
+            n_cols, kw = len(t.cols), t.setup["kwords"]
+            exp = [(j << kb) + w for j in range(n_cols) for w in range(kw)]
+            if g_addrs != exp:
+                raise ExionError("GMEM layout is not column-major slots")
+            gw = np.stack([t.gmem[a] for a in g_addrs])
+            descs.append({"op": OPS["GMEM_LOAD"], "count": len(g_addrs),
+                          "src": data.alloc(len(g_addrs) * wbytes, _words(cfg, gw, wbytes)),
+                          "glen": kw, "gstride": 1 << kb})
+            n_om = t.omem.shape[0]
+            descs.append({"op": OPS["OMEM_LOAD"], "count": n_om, "glen": 0xFFFF,
+                          "src": data.alloc(n_om * obytes, _results(t.omem, obytes))})
+            for plan in plans:
+                pt = plan[ti]
+                i_addrs = sorted(pt.imem)
+                if i_addrs != list(range(len(i_addrs))):
+                    raise ExionError("IMEM layout is not contiguous")
+                iw = np.stack([pt.imem[a] for a in i_addrs]).reshape(-1, cfg.lanes)
+                descs.append({"op": OPS["IMEM_LOAD"], "count": iw.shape[0], "glen": 0xFFFF,
+                              "src": data.alloc(iw.shape[0] * wbytes, _words(cfg, iw, wbytes))})
+                raw = b"".join(pack(mlay, beat).to_bytes(mbytes, "little") for beat in pt.beats)
+                rows = pt.rows[pt.rows >= 0]
+                passes = conmerge(cfg, job.mask[rows][:, pt.cols]).n_passes
+                descs.append({"op": OPS["GEMM"], "count": len(pt.beats),
+                              "src": data.alloc(len(raw), raw), "accumulate": 1,
+                              "kwords": pt.setup["kwords"], "ncols": pt.setup["ncols"],
+                              "regions": pt.setup["regions"], "passes": passes,
+                              "job": job.name})
+            dst = data.alloc(n_om * obytes)
+            descs.append({"op": OPS["OMEM_STORE"], "count": n_om, "dst": dst})
+            st.append((dst, n_om))
+        stores.append((cases[0], tiles, st))
+        for d in descs[first:]:
+            d["job"] = job.name
+    descs.append({"op": OPS["END"]})
+    for i, d in enumerate(descs):
+        d["stage"] = i & 0xFF
+    dstep = max(32, bb)
+    prog_len = dstep * len(descs)
+    body = data.array()
+    prog_bytes = -(-prog_len // 4096) * 4096
+    image = np.zeros(prog_bytes + body.size, np.uint8)
+    image[prog_bytes:] = body
+    for d in descs:     # the data region sits behind the program (4 KiB aligned)
+        if d["op"] in (OPS["GMEM_LOAD"], OPS["OMEM_LOAD"], OPS["IMEM_LOAD"], OPS["GEMM"]):
+            d["src"] += prog_bytes
+        if d["op"] == OPS["OMEM_STORE"]:
+            d["dst"] += prog_bytes
+    prog = b"".join(encode_desc(d).ljust(dstep, b"\0") for d in descs)
+    image[:len(prog)] = np.frombuffer(prog, np.uint8)
+    stores = [(c, t, [(a + prog_bytes, n) for a, n in s]) for c, t, s in stores]
+    return DscProgram(image, 0, descs, jobs, stores, bus_bits)
+
+
+def read_results(cfg: Config, prog: DscProgram, image: np.ndarray) -> list[np.ndarray]:
+    """Each job's output from the memory image after the run."""
+    from exion.hw.dsc import item_beats
+    obytes = item_beats(cfg, prog.bus_bits)["omem"] * prog.bus_bits // 8
+    outs = []
+    for case, tiles, st in prog.stores:
+        omems = []
+        for addr, n in st:
+            raw = np.asarray(image[addr:addr + n * obytes], np.uint8).reshape(n, obytes)
+            omems.append(raw[:, :8 * cfg.rows].copy().view("<i8").astype(np.int64))
+        outs.append(assemble(cfg, case, tiles, omems))
+    return outs
+
+
+def stage_durations(descs: list, stages: list, total: int, bus_bits: int) -> list[int]:
+    """Per-descriptor cycles from the bench's ``(stage, cycles)`` change records: a
+    descriptor's stage shows from its first fetched beat, ``overhead - 1 - desc_beats + 2``
+    = 3 cycles after it starts (the first record is the reset value 0, taken as cycle 3)."""
+    t = [3] + [c for _, c in stages[1:]] + [total + 3]
+    if len(t) != len(descs) + 1:
+        raise ExionError(f"stage records ({len(stages)}) do not match the program "
+                         f"({len(descs)} descriptors)")
+    return [t[i + 1] - t[i] for i in range(len(descs))]
+
+
+def program_beats(cfg: Config, prog: DscProgram) -> int:
+    """Bus beats the program moves (descriptor fetches included)."""
+    from exion.hw.dsc import OPS, item_beats
+    ib = item_beats(cfg, prog.bus_bits)
+    per = {OPS["IMEM_LOAD"]: ib["word"], OPS["GMEM_LOAD"]: ib["word"],
+           OPS["OMEM_LOAD"]: ib["omem"], OPS["GEMM"]: ib["mask"], OPS["OMEM_STORE"]: ib["omem"]}
+    desc_beats = max(1, 256 // prog.bus_bits)
+    return sum(desc_beats + d.get("count", 0) * per.get(d["op"], 0) for d in prog.descs)
+

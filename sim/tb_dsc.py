@@ -1,0 +1,158 @@
+"""cocotb testbench: descriptor programs through the ``dsc_core`` top (hw/dsc.py).
+
+The pytest side (:mod:`exion.sim.dsc_rtl`) pickles a list of runs, each a host memory
+image (uint8, loaded into the memory model in bulk: a backdoor load) and a program base.
+Per run this bench pulses ``start`` and serves the memory port until ``done``:
+
+* ``rd_cmd`` / ``wr_cmd`` commands are queued; read beats are returned in order, starting
+  the cycle after their command was taken; write beats are paired with the write commands
+  in order and a response is returned the cycle after a burst's last beat;
+* with ``EXION_PARAMS["stall"] = p > 0`` every ready and valid the memory drives is low
+  with probability p in each cycle (random back-pressure and gaps); with p = 0 the memory
+  never stalls (the timing ``golden/dsc_cycles.py`` models). A run may carry its own
+  ``stall``.
+
+It records the core's ``cycles``, ``passes``, ``error`` and the cycle at which ``stage``
+changed (the host numbers descriptors in ``stage``), and pickles the final memory images.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections import deque
+
+import cocotb
+import numpy as np
+from cocotb.triggers import FallingEdge
+
+from exion.sim.tb_common import Stopwatch, bench_config, manifest, params, rng, start, \
+    write_report
+
+
+class _Memory:
+    """Byte-addressed host memory serving the core's burst port."""
+
+    def __init__(self, dut, image: np.ndarray, bus_bits: int, stall: float, gen):
+        self.dut = dut
+        self.mem = np.array(image, dtype=np.uint8, copy=True)
+        self.bb = bus_bits // 8
+        self.D = bus_bits
+        self.stall = stall
+        self.gen = gen
+        self.rd = deque()       # (addr, beats left) of accepted read commands
+        self.wcmd = deque()     # (addr, beats left) of accepted write commands
+        self.wdata = deque()    # write beats not yet paired with a command
+        self.resp = deque()     # pending write responses (count)
+        self.bad = []
+
+    def _go(self) -> bool:
+        return not (self.stall and self.gen.random() < self.stall)
+
+    def _read(self, addr: int) -> int:
+        if addr + self.bb > self.mem.size:
+            self.bad.append(addr)
+            return 0
+        return int.from_bytes(self.mem[addr:addr + self.bb].tobytes(), "little")
+
+    def step(self) -> None:
+        """One cycle at the falling edge: decide this cycle's valid / ready, and account
+        the transfers they make at the next rising edge."""
+        d = self.dut
+        # read data (from commands taken at earlier edges)
+        if self.rd and self._go():
+            addr, left = self.rd[0]
+            d.mem__rd_data__valid.value = 1
+            d.mem__rd_data__payload.value = self._read(addr) | (int(left == 1) << self.D)
+            if int(d.mem__rd_data__ready.value):
+                if left == 1:
+                    self.rd.popleft()
+                else:
+                    self.rd[0] = (addr + self.bb, left - 1)
+        else:
+            d.mem__rd_data__valid.value = 0
+        # write responses
+        if self.resp and self._go():
+            d.mem__wr_resp__valid.value = 1
+            d.mem__wr_resp__payload.value = 0
+            if int(d.mem__wr_resp__ready.value):
+                self.resp.popleft()
+        else:
+            d.mem__wr_resp__valid.value = 0
+        # write data
+        ready = self._go()
+        d.mem__wr_data__ready.value = int(ready)
+        done_bursts = 0
+        if ready and int(d.mem__wr_data__valid.value):
+            raw = int(d.mem__wr_data__payload.value)
+            self.wdata.append(raw & ((1 << self.D) - 1))
+        while self.wdata and self.wcmd:
+            addr, left = self.wcmd[0]
+            beat = self.wdata.popleft()
+            self.mem[addr:addr + self.bb] = np.frombuffer(
+                beat.to_bytes(self.bb, "little"), np.uint8)
+            if left == 1:
+                self.wcmd.popleft()
+                done_bursts += 1
+            else:
+                self.wcmd[0] = (addr + self.bb, left - 1)
+        # commands (taken at the coming edge; their data flows from the next cycle)
+        ready = self._go()
+        d.mem__rd_cmd__ready.value = int(ready)
+        if ready and int(d.mem__rd_cmd__valid.value):
+            p = int(d.mem__rd_cmd__payload.value)
+            self.rd.append((p & 0xFFFFFFFF, (p >> 32) + 1))
+        ready = self._go()
+        d.mem__wr_cmd__ready.value = int(ready)
+        if ready and int(d.mem__wr_cmd__valid.value):
+            p = int(d.mem__wr_cmd__payload.value)
+            self.wcmd.append((p & 0xFFFFFFFF, (p >> 32) + 1))
+        self.resp.extend([1] * done_bursts)
+
+
+@cocotb.test()
+async def dsc_programs(dut):
+    cfg = bench_config()
+    const = manifest()["constants"]
+    p = params()
+    gen = rng()
+    stall = float(p.get("stall", 0.0))
+    max_cycles = int(p.get("max_cycles", 5_000_000))
+    with open(p["cases"], "rb") as fh:
+        runs = pickle.load(fh)
+    await start(dut)
+    for sig in (dut.start, dut.mem__rd_cmd__ready, dut.mem__rd_data__valid,
+                dut.mem__wr_cmd__ready, dut.mem__wr_data__ready, dut.mem__wr_resp__valid):
+        sig.value = 0
+    dut.iteration.value = 0
+    dut.reuse_n.value = 0
+    dut.mode.value = 0
+    watch = Stopwatch()
+    outs = []
+    total = 0
+    for run in runs:
+        memory = _Memory(dut, run["image"], const["bus_bits"], run.get("stall", stall), gen)
+        dut.prog_base.value = run["prog_base"]
+        dut.start.value = 1
+        await FallingEdge(dut.clk)
+        dut.start.value = 0
+        stages, last_stage, n = [], None, 0
+        while True:
+            memory.step()
+            await FallingEdge(dut.clk)
+            n += 1
+            s = int(dut.stage.value)
+            if s != last_stage:
+                stages.append((s, int(dut.cycles.value)))
+                last_stage = s
+            if int(dut.done.value):
+                break
+            assert n < max_cycles, f"no done after {n} cycles"
+        assert not memory.bad, f"reads outside the image at {memory.bad[:3]}"
+        cyc = int(dut.cycles.value)
+        total += cyc
+        outs.append({"image": memory.mem, "cycles": cyc, "passes": int(dut.passes.value),
+                     "error": int(dut.error.value), "stages": stages, "busy": int(dut.busy.value)})
+    with open(p["results"], "wb") as fh:
+        pickle.dump(outs, fh)
+    write_report({"block": "dsc_core", "config": cfg.name, "runs": len(runs),
+                  "busy_cycles": total, "seconds": watch.seconds(), "passed": True})

@@ -1,0 +1,87 @@
+"""``exion sim block``: options, one-line errors, the trace replay check, and (long) a run."""
+
+import json
+
+import numpy as np
+import pytest
+
+from exion.workloads.dit import DiT
+from exion.workloads.trace import collect, save
+from exion.workloads.weights import load_weights
+
+
+@pytest.fixture(scope="module")
+def trace(tmp_path_factory):
+    model = DiT(load_weights()[0])
+    arrays, meta = collect(model, steps=4, samples=1, seed=2)
+    path = tmp_path_factory.mktemp("tr") / "t.npz"
+    save(path, arrays, meta)
+    return path, arrays, meta
+
+
+def test_help(cli_run):
+    with pytest.raises(SystemExit):
+        cli_run("sim", "block", "--help")
+
+
+@pytest.mark.parametrize("argv,word", [
+    (["--block", "9", "--iter", "0"], "--block 9"),
+    (["--block", "0", "--iter", "4"], "--iter 4"),
+    (["--block", "0", "--iter", "0", "--sample", "1"], "--sample 1"),
+    (["--block", "0", "--iter", "0", "--stall", "1.5"], "--stall"),
+])
+def test_bad_input_one_line(cli_run, trace, tmp_path, argv, word):
+    code, out, err = cli_run("sim", "block", "--trace", str(trace[0]), *argv,
+                             "--json", str(tmp_path / "r.json"))
+    assert code != 0 and word in err and "Traceback" not in err
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_replay_must_match_trace(cli_run, trace, tmp_path):
+    """A trace whose meta does not describe its arrays (another seed) is refused."""
+    path, arrays, meta = trace
+    bad = tmp_path / "bad.npz"
+    save(bad, arrays, {**meta, "seed": meta["seed"] + 1})
+    code, out, err = cli_run("sim", "block", "--trace", str(bad), "--block", "1", "--iter",
+                             "1")
+    assert code != 0 and "differs from the replay" in err
+
+
+@pytest.mark.long
+def test_sim_block_passes(cli_run, trace, tmp_path):
+    code, out, err = cli_run("sim", "block", "--trace", str(trace[0]), "--block", "3",
+                             "--iter", "2", "--seed", "1", "--json", str(tmp_path / "r.json"))
+    assert code == 0 and "PASS" in out, out + err
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["pass"] and r["cycles"] == r["model_cycles"] and not r["dense"]
+    assert np.isclose(r["ep_sparsity"], 0.5, atol=0.1)
+
+
+def test_generate_golden(cli_run, tmp_path):
+    out = tmp_path / "d.png"
+    code, o, err = cli_run("generate", "--digit", "7", "--steps", "2", "--seed", "3",
+                           "--out", str(out))
+    assert code == 0, err
+    assert "equals the golden INT12 sampler's bit for bit" in o
+    r = json.loads(out.with_suffix(".json").read_text())
+    assert r["equals_golden_sampler"] and r["cycles_per_dense_iteration"] > 0
+    assert np.load(out.with_suffix(".npy")).shape == (8, 8) and out.stat().st_size > 0
+
+
+@pytest.mark.parametrize("argv,word", [(["--digit", "10"], "--digit"),
+                                       (["--digit", "1", "--steps", "0"], "steps"),
+                                       (["--digit", "1", "--out", "x.jpg"], "--out")])
+def test_generate_bad_input(cli_run, tmp_path, argv, word):
+    if "--out" not in argv:
+        argv = argv + ["--out", str(tmp_path / "d.png")]
+    code, out, err = cli_run("generate", *argv)
+    assert code != 0 and word in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.long
+def test_generate_rtl_one_step(cli_run, tmp_path):
+    out = tmp_path / "d.png"
+    code, o, err = cli_run("generate", "--rtl", "--digit", "2", "--steps", "1", "--seed", "1",
+                           "--out", str(out))
+    assert code == 0 and "every GEMM on the RTL matched" in o, o + err
