@@ -42,7 +42,7 @@ def test_every_command_module_is_registered():
     assert found == set(cli.COMMAND_MODULES) | golden
     names = [path[0] for path, _ in _parsers(cli.build_parser()) if len(path) == 1]
     assert names == ["gen", "lint", "demo", "golden", "sim", "synth", "pnr", "accuracy",
-                     "trace", "evaluate", "regress", "sweep",
+                     "trace", "evaluate", "generate", "regress", "sweep",
                      "formal"]
 
 
