@@ -13,9 +13,11 @@ from exion.paths import build_root
 
 
 # The exion16 gemm engine takes about 100 s to generate and lint; its blocks (SDUE, CAU) are
-# linted on exion16 here, the engine itself under `make test-long` (and by its RTL test).
+# linted on exion16 here, the engine and the tops that contain it (the DSC core and its AXI
+# top) under `make test-long` (and by their RTL tests).
+_ENGINE_TOPS = ("gemm", "dsc_core", "dsc")
 _LINT_CASES = [pytest.param(name, top, id=f"{name}-{top}",
-                            marks=[pytest.mark.long] if (name, top) == ("exion16", "gemm")
+                            marks=[pytest.mark.long] if name == "exion16" and top in _ENGINE_TOPS
                             else [])
                for name in ("exion16", "toy") for top in sorted(TOPS)]
 
