@@ -60,7 +60,7 @@ from amaranth.lib.wiring import In, Out
 from exion.config import CAU_COLS_PER_CYCLE, CAU_LANES_MAX, Config
 from exion.errors import ExionError
 
-from .cau_stages import CauDims, CauMerge, CauRead, CauSort, PingPong
+from .cau_stages import BankedBuffer, CauDims, CauMerge, CauRead, CauSort, PingPong
 from .sdue import pass_layout
 from .util import bits_for as _bits
 
@@ -253,7 +253,7 @@ class CAU(wiring.Component):
 
         # ---- buffers: word buffer (A -> B), sorted buffer (B -> C, LN write / read ports) --
         mem_a = Memory(shape=d.word, depth=2 * d.WORDS, init=[])
-        mem_s = Memory(shape=d.ent, depth=2 * d.NMAX, init=[])
+        mem_s = BankedBuffer(d.ent, 2 * d.SIDE, d.NBK, d.LN)
         mod.submodules.word_buf = mem_a
         mod.submodules.sort_buf = mem_s
         mod.submodules.word_pp = pp_a = PingPong(d.a_meta)
@@ -267,8 +267,8 @@ class CAU(wiring.Component):
         _write_port(mod, mem_a, st_a.wr)
         _read_port(mod, mem_a, st_b.rd)
         for t in range(d.LN):
-            _write_port(mod, mem_s, st_b.wr[t])
-            _read_port(mod, mem_s, st_c.rd[t])
+            wiring.connect(mod, st_b.wr[t], mem_s.wr[t])
+            wiring.connect(mod, st_c.rd[t], mem_s.rd[t])
         mod.d.comb += [
             st_a.full.eq(pp_a.w_full), st_a.side.eq(pp_a.w_side),
             pp_a.fill.eq(st_a.fill), pp_a.meta.eq(st_a.meta),
