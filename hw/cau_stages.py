@@ -327,7 +327,9 @@ class CauSort(wiring.Component):
     """Stage B: counting sort of one block's stored words into the sorted buffer.
 
     One cycle for the prefix sum of the histogram (the bins' start offsets), then per cycle
-    the LN lowest pending lanes of the current word are written (LN write ports) at
+    up to LN lowest pending lanes of the current word are written (one port per lane into
+    the banked sorted buffer; a lane whose position's bank an earlier lane of the cycle
+    writes, and every lane after it, waits for the next cycle) at
     ``offset[bin] + (same-bin lanes before it this cycle)``; each bin's offset advances by
     its count (stable: words in column order, lanes in order). A block without stored words
     is handed over in its first cycle.
@@ -350,7 +352,8 @@ class CauSort(wiring.Component):
         The block is in the sorted buffer: column count, label, run-time ways.
     running : Out(1)
 
-    Latency: ``1 + sum over stored words of ceil(nz / LN)`` cycles per block.
+    Latency: ``1 + sum over stored words of steps`` cycles per block
+    (``golden.cycles.cau_sort_steps``; ``ceil(nz / LN)`` per word without bank collisions).
     """
 
     def __init__(self, dims: CauDims):
