@@ -334,3 +334,20 @@ def test_tool_timeout_stops_the_run(tmp_path):
     with pytest.raises(ExionError, match="sleeper did not finish within"):
         _run([sys.executable, "-c", "import time; time.sleep(30)"], tmp_path,
              tmp_path / "t.log", "sleeper", timeout=0.5)
+
+
+def test_synth_table_no_run_and_add(tmp_path, monkeypatch):
+    """``run=False`` lists missing rows as not run; ``add`` takes an exion synth report."""
+    from exion.gen.fpga import table
+    monkeypatch.setattr(table, "_one", lambda *a: pytest.fail("nothing may be synthesized"))
+    rep = {"kind": "synth", "method": "flat", "seconds": 3.0, "config": "toy", "top": "cau",
+           "family": "ecp5", "config_hash": "x", "source_hash": "y",
+           "resources": {"luts": 3271, "ffs": 1072, "dsp": 0, "bram": 6, "cells": 4624},
+           "fits": {"LFE5U-85F": {"fits": True, "over": []}}}
+    (tmp_path / "synth.json").write_text(json.dumps(rep))
+    doc, js = tmp_path / "f.md", tmp_path / "t.json"
+    table.synth_table(["toy"], ["ecp5"], ["dpu", "cau"], json_path=js, doc_path=doc,
+                      run=False, add=[tmp_path / "synth.json"])
+    text = doc.read_text()
+    assert "| toy | cau | ecp5 | flat | 3,271 | 1,072 | 0 | 6 |" in text
+    assert "| toy | dpu | ecp5 |  |  |  |  |  |  | not run yet" in text

@@ -63,11 +63,15 @@ def _one(cfg, top, family, timeout, progress) -> dict:
 def synth_table(configs=("toy", "exion16"), families=("ecp5", "xilinx"), tops=None, *,
                 json_path: str | Path = "docs/fpga_synth.json",
                 doc_path: str | Path | None = "docs/fpga.md", timeout: float | None = None,
-                rerun: bool = False, progress: Progress = None) -> dict:
+                rerun: bool = False, progress: Progress = None, run: bool = True,
+                add=()) -> dict:
     """Synthesize every (config, top, family) not yet in ``json_path`` for the current
     sources (all of them with ``rerun``), write the JSON and the table in ``doc_path``.
 
-    ``timeout``: seconds per Yosys run (None: no limit). Returns the JSON dict.
+    ``timeout``: seconds per Yosys run (None: no limit). ``run=False`` synthesizes nothing
+    and lists the missing rows as ``not run``. ``add``: ``synth.json`` reports of earlier
+    ``exion synth`` runs to take as rows (for the config, top and family they name).
+    Returns the JSON dict.
     """
     from exion.gen.verilog import TOPS, source_hash
     tops = list(TOPS) if tops is None else list(tops)
@@ -84,15 +88,33 @@ def synth_table(configs=("toy", "exion16"), families=("ecp5", "xilinx"), tops=No
         data = json.loads(json_path.read_text())
     src = source_hash()
     rows = data.setdefault("rows", {})
+    for path in add:
+        r = json.loads(Path(path).read_text())
+        if r.get("kind") != "synth":
+            raise ExionError(f"{path}: not an exion synth report (synth.json)")
+        res = r["resources"]
+        rows[_key(r["config"], r["top"], r["family"])] = {
+            "status": "ok", "method": r["method"], "seconds": r["seconds"],
+            "luts": res["luts"], "ffs": res["ffs"], "dsp": res["dsp"], "bram": res["bram"],
+            "cells": res["cells"], "fits": [d for d, f in r["fits"].items() if f["fits"]],
+            "config": r["config"], "config_hash": r["config_hash"], "top": r["top"],
+            "family": r["family"], "source_hash": r.get("source_hash"), "date": "added"}
     for cfg in cfgs:
         for top in tops:
             for family in families:
                 k = _key(cfg.name, top, family)
                 old = rows.get(k)
                 if (old and not rerun and old.get("source_hash") == src
-                        and old.get("config_hash") == cfg.hash):
+                        and old.get("config_hash") == cfg.hash
+                        and old.get("status") != "not run"):
                     continue
                 if cfg.dpu_mult == "ecp5" and family != "ecp5":
+                    continue
+                if not run:
+                    if not old:
+                        rows[k] = {"status": "not run", "seconds": None, "config": cfg.name,
+                                   "config_hash": cfg.hash, "top": top, "family": family,
+                                   "source_hash": src}
                     continue
                 _say(progress, f"synth-table: {k} ...")
                 row = _one(cfg, top, family, timeout, progress)
@@ -125,8 +147,12 @@ def table_markdown(data: dict, current_source: str | None = None) -> str:
     stale = False
     for r in rows:
         st = r.get("status")
-        note = {"ok": "ok", "timeout": f"not finished (stopped after {r['seconds']:,.0f} s)",
-                "error": "failed: " + r.get("message", "")[:120]}.get(st, st)
+        if st == "timeout":
+            note = f"not finished (stopped after {r['seconds']:,.0f} s)"
+        elif st == "error":
+            note = "failed: " + r.get("message", "")[:120]
+        else:
+            note = {"ok": "ok", "not run": "not run yet"}.get(st, str(st))
         if current_source and r.get("source_hash") != current_source:
             note += " (older sources)"
             stale = True
