@@ -57,9 +57,8 @@ BOARD ?= ulx3s-85f
 FREQ ?= 100
 PNR_CONFIG ?= fpga
 
-synth: $(STAMP)  ## Yosys resource tables of every block (FPGA_CONFIG=toy FAMILY=ecp5|ice40|xilinx|generic)
-	@set -e; for t in $$($(BIN)/python -c "from exion.gen.verilog import TOPS; print(' '.join(TOPS))"); do \
-	  $(BIN)/exion synth --config $(FPGA_CONFIG) --top $$t --family $(FAMILY); done
+synth: $(STAMP)  ## one Yosys resource table of every top, toy + exion16, ECP5 + Xilinx -> docs/fpga.md, docs/fpga_synth.json (SYNTH_TIMEOUT=minutes per run)
+	$(BIN)/exion synth-table --configs toy exion16 --families ecp5 xilinx $(if $(SYNTH_TIMEOUT),--timeout $(SYNTH_TIMEOUT))
 
 pnr: $(STAMP)  ## place and route: fmax, utilization (PNR_CONFIG=fpga TOP=dpu BOARD=ulx3s-85f FREQ=100; PNR_CONFIG=configs/toy_ecp5.toml TOP=sdue: the toy SDUE)
 	$(BIN)/exion pnr --config $(PNR_CONFIG) --top $(TOP) --board $(BOARD) --freq $(FREQ)

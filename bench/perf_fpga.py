@@ -16,6 +16,11 @@
   docs/fpga.md): a flat synthesis of that array never finished on the shared 2-core
   machine. ``--flat-array`` tries it flat instead.
 
+* ``--seeds TOP ...``: only place and route ``configs/toy_ecp5.toml``'s TOP (``gemm``: the
+  toy gemm engine, CAU + fetch + SDUE; ``sdue``) on the ULX3S-85F at 100 MHz for each
+  ``--seed-list`` seed: fmax, margin over 100 MHz, median, critical path; writes
+  ``build/bench/fpga_seeds.json`` and ``.md`` (issue 22).
+
 Prints tables, writes ``build/bench/fpga.json`` and ``build/bench/fpga.md``.
 Run: ``.venv/bin/python bench/perf_fpga.py`` (``--skip-pnr`` leaves out place and route,
 ``--skip-exion16-array`` the exion16 blocks other than the DPU).
@@ -88,6 +93,49 @@ def pnr_runs(out: Path, full_sdue: bool = False) -> list[dict]:
     return rows
 
 
+def seed_runs(out: Path, tops, seeds) -> list[dict]:
+    """Place and route of configs/toy_ecp5.toml's ``tops`` for every seed (issue 22)."""
+    cfg = load_config(ROOT / "configs" / "toy_ecp5.toml")
+    rows = []
+    for top in tops:
+        for seed in seeds:
+            _say(f"pnr {top} {cfg.name} seed {seed} on {BOARD} ...")
+            r = fpga.pnr(cfg, top, BOARD, FREQ_MHZ, out_dir=out / f"{top}-seed{seed}",
+                         progress=_say, seed=seed)
+            u = r["utilization"]
+            cp = r["critical_paths"][0] if r["critical_paths"] else None
+            rows.append({"top": top, "config": cfg.name, "seed": seed,
+                         "fmax_mhz": r["fmax_mhz"], "timing_met": r["timing_met"],
+                         "margin_pct": (round(100 * (r["fmax_mhz"] / FREQ_MHZ - 1), 1)
+                                        if r["fmax_mhz"] else None),
+                         "comb": u.get("TRELLIS_COMB", {}).get("used", 0),
+                         "ff": u.get("TRELLIS_FF", {}).get("used", 0),
+                         "mult": u.get("MULT18X18D", {}).get("used", 0),
+                         "bram": u.get("DP16KD", {}).get("used", 0),
+                         "critical_path": cp, "seconds": r["seconds"],
+                         "report": r["files"]["json"]})
+    return rows
+
+
+def seeds_markdown(rows) -> str:
+    import statistics
+    lines = [f"## Place and route over seeds, {BOARD}, target {FREQ_MHZ:g} MHz", "",
+             "| top | seed | fmax MHz | margin | met | LUT4 | FF | MULT18X18D | DP16KD | "
+             "critical path |", "|---|---:|---:|---:|---|---:|---:|---:|---:|---|"]
+    for r in rows:
+        cp = r["critical_path"] or {}
+        lines.append(f"| {r['top']} | {r['seed']} | {r['fmax_mhz']} | {r['margin_pct']} % | "
+                     f"{'yes' if r['timing_met'] else 'no'} | {r['comb']:,} | {r['ff']:,} | "
+                     f"{r['mult']} | {r['bram']} | {cp.get('delay_ns')} ns "
+                     f"({cp.get('logic_ns')} logic): {cp.get('start')} -> {cp.get('end')} |")
+    for top in dict.fromkeys(r["top"] for r in rows):
+        f = [r["fmax_mhz"] for r in rows if r["top"] == top and r["fmax_mhz"]]
+        if f:
+            lines.append(f"\n{top}: median {statistics.median(f):.1f} MHz, min {min(f):.1f}, "
+                         f"max {max(f):.1f} over {len(f)} seeds")
+    return "\n".join(lines) + "\n"
+
+
 HIER_TOPS = ("sdue", "gemm")   # blocks with DPU instances: hierarchical unless --flat-array
 
 
@@ -145,9 +193,23 @@ def main(argv=None) -> int:
                          "multipliers (hours: their routing does not converge)")
     ap.add_argument("--flat-array", action="store_true",
                     help="synthesize exion16's SDUE flat instead of hierarchically (hours)")
+    ap.add_argument("--seeds", nargs="+", default=None, metavar="TOP",
+                    help="only: place and route configs/toy_ecp5.toml's TOP (gemm, sdue) for "
+                         "each --seed-list seed")
+    ap.add_argument("--seed-list", nargs="+", type=int, default=[1, 2, 3], metavar="N",
+                    help="nextpnr seeds for --seeds (default: 1 2 3)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     work = out / "fpga"
+    if args.seeds:
+        rows = seed_runs(work / "seeds", args.seeds, args.seed_list)
+        md = seeds_markdown(rows)
+        print(md)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "fpga_seeds.json").write_text(json.dumps(rows, indent=2) + "\n")
+        (out / "fpga_seeds.md").write_text(md)
+        print(f"wrote {out / 'fpga_seeds.json'} and {out / 'fpga_seeds.md'}")
+        return 0
     pnr_rows = [] if args.skip_pnr else pnr_runs(work / "pnr", args.full_sdue)
     synth_rows = synth_runs(work / "synth-exion16", args.skip_exion16_array, args.flat_array)
     md = markdown(pnr_rows, synth_rows)

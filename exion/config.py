@@ -35,6 +35,7 @@ from .errors import ExionError
 
 __all__ = ["Config", "ConfigError", "PRESETS", "get_config", "load_config", "index_bits",
            "CAU_COLS_PER_CYCLE", "CAU_LANES_DEFAULT_CAP", "CAU_LANES_MAX", "EPRE_PIPE",
+           "cau_sort_banks",
            "EPRE_SEL_FIXED", "EPRE_RUN_FIXED"]
 
 
@@ -63,6 +64,19 @@ EPRE_PIPE = 4
 EPRE_SEL_FIXED = 5
 #: EPRE cycles of a run beyond its phases (the final state).
 EPRE_RUN_FIXED = 1
+
+
+def cau_sort_banks(merge_lanes: int) -> int:
+    """Banks of the CAU's sorted buffer for ``merge_lanes`` LN: 1 for LN = 1, else the power
+    of two >= 2 LN (toy LN = 2: 4, exion16 LN = 3: 8).
+
+    Each bank is a one-write, one-read block RAM holding the positions ``p`` with
+    ``p mod banks`` = its index. Stage C's LN consecutive reads always hit LN different banks
+    (banks >= LN); stage B's LN scattered writes may collide, and B then stops at the first
+    colliding lane (``golden.cycles`` replays it); twice LN banks keep collisions rare.
+    """
+    lanes = int(merge_lanes)
+    return 1 if lanes <= 1 else 1 << (2 * lanes - 1).bit_length()
 
 
 def index_bits(n: int) -> int:
@@ -310,6 +324,11 @@ class Config:
                           self.w_open))
 
     @property
+    def cau_sort_banks(self) -> int:
+        """Banks of the CAU's sorted buffer for the default lanes (:func:`cau_sort_banks`)."""
+        return cau_sort_banks(self.cau_merge_lanes)
+
+    @property
     def epre_pipe(self) -> int:
         """EPRE drain cycles at the end of every phase (``EPRE_PIPE``)."""
         return EPRE_PIPE
@@ -374,7 +393,8 @@ class Config:
         names = ["k_max_limit", "imem_banks", "wmem_banks", "omem_banks", "imem_words",
                  "wmem_words", "w_open", "peak_macs", "imem_addr_bits", "wmem_addr_bits",
                  "omem_addr_bits", "dpu_latency", "sdue_in_latency", "sdue_drain_latency",
-                 "sdue_fixed_cycles", "cau_cols_per_cycle", "cau_merge_lanes", "epre_pipe",
+                 "sdue_fixed_cycles", "cau_cols_per_cycle", "cau_merge_lanes", "cau_sort_banks",
+                 "epre_pipe",
                  "epre_sel_fixed", "epre_run_fixed"]
         d = {n: getattr(self, n) for n in names}
         d["k_cap"] = self.k_cap()      # a run with all merge_ways; k_cap(m) for fewer

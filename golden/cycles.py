@@ -44,14 +44,18 @@ n non-zero columns, S slots and f = min(S, W_open) slots left in the merge windo
 (slots from the golden merge)::
 
     read   ceil(N / P) beats                       (P = CAU_COLS_PER_CYCLE by default)
-    sort   CAU_SORT_START + sum_beats ceil(nz / LN) (prefix sum, then up to LN columns of
-                                                    one stored beat per cycle; nz = the
-                                                    beat's non-zero columns)
+    sort   CAU_SORT_START + sum_beats steps(beat)  (prefix sum, then up to LN columns of
+                                                    one stored beat per cycle, see below)
     merge  CAU_MERGE_START + ceil(n / LN) + flush  (fetch, LN columns per cycle, window flush)
 
 ``flush`` (:func:`cau_flush_cycles`) retires the f window slots at most LN per cycle and never
 past the end of the pass being assembled (which holds (S - f) mod C slots when the flush
 starts). With LN = 1 this is the original ``1 + n`` / ``1 + n + f``.
+``steps(beat)`` (:func:`cau_sort_steps`): the sorted buffer is banked (``cau_sort_banks(LN)``
+one-write block RAMs, position p in bank ``p mod banks``); each cycle stage B takes the
+beat's pending non-zero columns in lane order, at most LN, and stops at the first one whose
+sorted position falls in a bank already written this cycle. Without bank collisions (or
+LN = 1) that is ``ceil(nz / LN)`` (nz = the beat's non-zero columns).
 ``cau_block_cycles`` is the block's steady-state interval, ``max(read, sort, merge)``;
 :func:`cau_schedule` gives the exact cycle of every block's stage ends and last pass for a
 stream of blocks (input always offered, output always ready). The CAU works one row block
@@ -75,7 +79,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from exion.config import (CAU_COLS_PER_CYCLE, CAU_LANES_DEFAULT_CAP, CAU_LANES_MAX,
-                          EPRE_PIPE, EPRE_RUN_FIXED, EPRE_SEL_FIXED, Config)
+                          EPRE_PIPE, cau_sort_banks, EPRE_RUN_FIXED, EPRE_SEL_FIXED, Config)
 from exion.errors import ExionError
 
 from .conmerge import (ConMergePlan, _check_sort, _check_window, _pack, _sorted_cols,
@@ -84,8 +88,8 @@ from .conmerge import (ConMergePlan, _check_sort, _check_window, _pack, _sorted_
 __all__ = [
     "sdue_fixed", "sdue_cycles", "k_cap", "sdue_pass_list", "GemmCycles",
     "gemm_cycles", "cau_block_cycles", "cau_stage_cycles", "cau_cycles", "cau_schedule",
-    "cau_default_lanes", "cau_flush_cycles", "engine_tiles", "engine_cycles", "scan_cycles",
-    "ENGINE_DATAFLOWS",
+    "cau_default_lanes", "cau_flush_cycles", "cau_sort_steps", "engine_tiles", "engine_cycles",
+    "scan_cycles", "ENGINE_DATAFLOWS",
     "epre_cycles", "epre_run_cycles", "epre_phase_cycles", "transformer_block",
     "MODES", "CAU_COLS_PER_CYCLE", "CAU_LANES_DEFAULT_CAP", "CAU_LANES_MAX", "CAU_SORT_START",
     "CAU_MERGE_START", "CAU_OUT_LATENCY", "EPRE_PIPE", "EPRE_SEL_FIXED", "EPRE_RUN_FIXED",
@@ -268,8 +272,12 @@ def cau_block_cycles(cfg: Config, N: int, n_nonzero: int, window_slots: int = 0,
 def cau_stage_cycles(N: int, n_nonzero: int, window_slots: int,
                      cols_per_cycle: int = CAU_COLS_PER_CYCLE, *, merge_lanes: int = 1,
                      beat_nz=None, slots: int | None = None,
-                     cols: int | None = None) -> dict:
+                     cols: int | None = None, sort_steps=None) -> dict:
     """Cycles of one row block in each CAU stage: ``read``, ``sort``, ``merge``.
+
+    ``sort_steps`` (optional): stage B's cycles per stored beat from
+    :func:`cau_sort_steps` (the banked sorted buffer's collisions); without it the sort
+    assumes none (``ceil(nz / LN)`` per beat).
 
     ``merge_lanes`` = LN (1: the single-lane formulas ``1 + n`` and ``1 + n + f``, which
     need nothing else). With LN > 1 the sort needs ``beat_nz`` (the non-zero columns of
@@ -293,12 +301,44 @@ def cau_stage_cycles(N: int, n_nonzero: int, window_slots: int,
     if int(nz.sum()) != n:
         raise ExionError(f"cau_stage_cycles: beat_nz sums to {int(nz.sum())}, not "
                          f"n_nonzero = {n}")
-    sort = CAU_SORT_START + int(((nz + LN - 1) // LN).sum())
+    if sort_steps is None:
+        sort = CAU_SORT_START + int(((nz + LN - 1) // LN).sum())
+    else:
+        sort = CAU_SORT_START + int(np.asarray(sort_steps, dtype=np.int64).sum())
     merge = CAU_MERGE_START + math.ceil(n / LN) + cau_flush_cycles(slots, f, cols, LN)
     return {"read": read, "sort": sort, "merge": merge}
 
 
-def _cau_blocks(cfg: Config, mask, merge_ways, sort, window, cols_per_cycle):
+def cau_sort_steps(positions, beat_of, merge_lanes: int, banks: int | None = None):
+    """Stage B's cycles per beat with the banked sorted buffer (exact, ``hw.cau_stages``).
+
+    ``positions[i]``: sorted position of the block's i-th non-zero column in column order;
+    ``beat_of[i]``: its input beat. Per cycle the beat's pending columns are taken in order,
+    at most LN = ``merge_lanes``, stopping at the first whose bank (``position mod banks``,
+    default ``cau_sort_banks(LN)``) another column took this cycle. Returns a dict beat ->
+    cycles (beats without non-zero column absent).
+    """
+    LN = int(merge_lanes)
+    nbk = cau_sort_banks(LN) if banks is None else int(banks)
+    steps: dict[int, int] = {}
+    i, n = 0, len(positions)
+    while i < n:
+        beat = int(beat_of[i])
+        used: set[int] = set()
+        took = 0
+        while i < n and int(beat_of[i]) == beat and took < LN:
+            bank = int(positions[i]) % nbk
+            if bank in used:
+                break
+            used.add(bank)
+            took += 1
+            i += 1
+        steps[beat] = steps.get(beat, 0) + 1
+    return steps
+
+
+def _cau_blocks(cfg: Config, mask, merge_ways, sort, window, cols_per_cycle,
+                lanes: int = 1):
     """Per row block: n (non-zero columns), f (window slots at the end), S (slots) and the
     non-zero columns per input beat, from the golden sort and merge."""
     mask = check_mask(mask)
@@ -319,8 +359,15 @@ def _cau_blocks(cfg: Config, mask, merge_ways, sort, window, cols_per_cycle):
         nzc[:N] = blk.any(axis=0)
         slot, _ = merge_columns(_pack(blk[:, cols]), m, w)
         S = int(slot.max()) + 1
+        pos = np.empty(N, np.int64)
+        pos[cols] = np.arange(cols.size)
+        in_order = np.sort(cols)
+        st = cau_sort_steps(pos[in_order], in_order // P, lanes)
+        steps = np.zeros(nbeats, np.int64)
+        for beat, k in st.items():
+            steps[beat] = k
         out.append({"n": int(cols.size), "f": min(S, w), "slots": S,
-                    "beat_nz": nzc.reshape(nbeats, P).sum(axis=1)})
+                    "beat_nz": nzc.reshape(nbeats, P).sum(axis=1), "sort_steps": steps})
     return out
 
 
@@ -330,7 +377,8 @@ def _cau_lanes(cfg, merge_lanes):
 
 def _cau_stages(cfg, N, blocks, cols_per_cycle, lanes):
     return [cau_stage_cycles(N, bl["n"], bl["f"], cols_per_cycle, merge_lanes=lanes,
-                             beat_nz=bl["beat_nz"], slots=bl["slots"], cols=cfg.cols)
+                             beat_nz=bl["beat_nz"], slots=bl["slots"], cols=cfg.cols,
+                             sort_steps=bl.get("sort_steps"))
             for bl in blocks]
 
 
@@ -342,7 +390,7 @@ def cau_cycles(cfg: Config, mask, merge_ways: int | None = None, sort: str = "po
     block; ``merge_lanes`` defaults to :func:`cau_default_lanes`)."""
     N = check_mask(mask).shape[1]
     lanes = _cau_lanes(cfg, merge_lanes)
-    blocks = _cau_blocks(cfg, mask, merge_ways, sort, window, cols_per_cycle)
+    blocks = _cau_blocks(cfg, mask, merge_ways, sort, window, cols_per_cycle, lanes)
     return np.asarray([max(s.values()) for s in _cau_stages(cfg, N, blocks, cols_per_cycle,
                                                              lanes)], dtype=np.int64)
 
@@ -364,7 +412,7 @@ def cau_schedule(cfg: Config, mask, merge_ways: int | None = None, sort: str = "
     """
     N = check_mask(mask).shape[1]
     lanes = _cau_lanes(cfg, merge_lanes)
-    blocks = _cau_blocks(cfg, mask, merge_ways, sort, window, cols_per_cycle)
+    blocks = _cau_blocks(cfg, mask, merge_ways, sort, window, cols_per_cycle, lanes)
     nb = len(blocks)
     st = _cau_stages(cfg, N, blocks, cols_per_cycle, lanes)
     a_end, b_end, c_end, c_rel = ([0] * nb for _ in range(4))

@@ -10,8 +10,8 @@ at once, joined by ping-pong buffers (``PingPong``; ``docs/cau.md`` has the pict
     mask stream --A--> [word buffer x2] --B--> [sorted buffer x2] --C--> pass FIFO --> out
       P cvs/cycle      non-zero words +       (column, cv) in         window of W_open
       condense,        popcount histogram     popcount order          slot registers,
-      histogram                               (LN write, LN read      LN-lane merge,
-                                               ports)                 pass assembler
+      histogram                               (NBK banks, one write   LN-lane merge,
+                                               + one read port each)  pass assembler
 
 LN = ``merge_lanes`` (default :func:`default_merge_lanes`: 3 for exion16, 2 for toy).
 
@@ -20,11 +20,15 @@ LN = ``merge_lanes`` (default :func:`default_merge_lanes`: 3 for exion16, 2 for 
   ``R - popcount`` (the sort key: bin 0 = popcount R) counts the non-zero columns. All-zero
   beats are not stored, so B never spends a cycle on them.
 * **B (counting sort)**: one cycle to take the prefix sum of the histogram (the bins'
-  start offsets), then per cycle the LN lowest pending lanes of the current word are
-  written to the sorted buffer (LN write ports) at ``offset[bin] + (same-bin lanes before
-  it this cycle)``, and each bin's offset advances by its count (stable: words in column
-  order, lanes in order). ``sort = none`` puts every column in bin 0 (column order).
-* **C (merge)**: LN sorted columns per cycle (LN read ports) against the window of W_open
+  start offsets), then per cycle up to LN lowest pending lanes of the current word are
+  written to the sorted buffer at ``offset[bin] + (same-bin lanes before it this cycle)``,
+  and each bin's offset advances by its count (stable: words in column order, lanes in
+  order). The sorted buffer is NBK = ``cau_sort_banks(LN)`` one-write, one-read memories
+  interleaved by position (block RAM on an FPGA); B takes the lanes in order and stops at
+  the first whose position's bank an earlier lane of the cycle writes (it waits for the
+  next cycle). ``sort = none`` puts every column in bin 0 (column order).
+* **C (merge)**: LN sorted columns per cycle (LN consecutive positions: LN different banks)
+  against the window of W_open
   slot registers (OR of member cvs, member count, member columns, per-row member index).
   Lane j sees the window as lanes 0..j-1 left it: all its W_open + j fit tests run in
   parallel and are chained on the earlier lanes only through their one-hot placements (a
@@ -39,8 +43,9 @@ LN = ``merge_lanes`` (default :func:`default_merge_lanes`: 3 for exion16, 2 for 
   slots are in it (fewer for the block's last pass); retired slots beyond C wait behind it.
 
 Cycle counts (``exion.golden.cycles.cau_stage_cycles`` models them, and the schedule of a
-stream of blocks, exactly): A ``ceil(N / P)`` beats; B ``1 + sum ceil(nz / LN)`` over the
-stored beats (nz = the beat's non-zero cvs); C ``1 + ceil(n / LN) + flush`` cycles, with n the
+stream of blocks, exactly): A ``ceil(N / P)`` beats; B ``1 + sum steps`` over the stored
+beats (``cau_sort_steps``: ``ceil(nz / LN)`` for a beat of nz non-zero cvs without bank
+collisions, more with them); C ``1 + ceil(n / LN) + flush`` cycles, with n the
 block's non-zero columns and ``flush = cau_flush_cycles(S, f, C, LN)`` (f = min(S, W_open)
 slots left in the window, S slots); C takes 1 cycle for an all-zero block. With LN = 1 this
 is the original ``1 + n`` and ``1 + n + f``. Stalls: A when its next buffer side is still
@@ -60,7 +65,7 @@ from amaranth.lib.wiring import In, Out
 from exion.config import CAU_COLS_PER_CYCLE, CAU_LANES_MAX, Config
 from exion.errors import ExionError
 
-from .cau_stages import CauDims, CauMerge, CauRead, CauSort, PingPong
+from .cau_stages import BankedBuffer, CauDims, CauMerge, CauRead, CauSort, PingPong
 from .sdue import pass_layout
 from .util import bits_for as _bits
 
@@ -178,7 +183,8 @@ class CAU(wiring.Component):
     Timing
     ------
     Per row block (exact, :func:`exion.golden.cycles.cau_schedule`): A ``ceil(N / P)``
-    cycles; B ``1 + sum over stored beats of ceil(nz / LN)`` (nz = non-zero cvs of the beat);
+    cycles; B ``1 + sum over stored beats of its steps`` (``ceil(nz / LN)`` for nz non-zero
+    cvs, plus a cycle per sorted-buffer bank collision, ``golden.cycles.cau_sort_steps``);
     C ``1 + ceil(n / LN) + flush`` (flush: the window's f slots retire at most LN per cycle
     and never across a pass boundary). The three stages overlap on consecutive row blocks;
     the last pass of a block is taken 3 cycles after C's last cycle (output ready).
@@ -251,9 +257,9 @@ class CAU(wiring.Component):
         mod = Module()
         out_layout = cau_pass_layout(cfg, d.NMAX)
 
-        # ---- buffers: word buffer (A -> B), sorted buffer (B -> C, LN write / read ports) --
+        # ---- buffers: word buffer (A -> B), sorted buffer (B -> C, NBK one-port banks) -----
         mem_a = Memory(shape=d.word, depth=2 * d.WORDS, init=[])
-        mem_s = Memory(shape=d.ent, depth=2 * d.NMAX, init=[])
+        mem_s = BankedBuffer(d.ent, 2 * d.SIDE, d.NBK, d.LN)
         mod.submodules.word_buf = mem_a
         mod.submodules.sort_buf = mem_s
         mod.submodules.word_pp = pp_a = PingPong(d.a_meta)
@@ -267,8 +273,8 @@ class CAU(wiring.Component):
         _write_port(mod, mem_a, st_a.wr)
         _read_port(mod, mem_a, st_b.rd)
         for t in range(d.LN):
-            _write_port(mod, mem_s, st_b.wr[t])
-            _read_port(mod, mem_s, st_c.rd[t])
+            wiring.connect(mod, st_b.wr[t], mem_s.wr[t])
+            wiring.connect(mod, st_c.rd[t], mem_s.rd[t])
         mod.d.comb += [
             st_a.full.eq(pp_a.w_full), st_a.side.eq(pp_a.w_side),
             pp_a.fill.eq(st_a.fill), pp_a.meta.eq(st_a.meta),

