@@ -51,12 +51,11 @@ from exion.config import EPRE_PIPE, EPRE_RUN_FIXED, EPRE_SEL_FIXED, Config
 
 from .util import bits_for as _bits
 from .util import pad_mux as _mux
-from .dpu import operand_layout
-from .epre_stages import EpreControl, EpreLanes, EpreSelector, EpreWriteback
+from .epre_stages import EpreControl, EpreLanes, EpreSelector, EpreWriteback, epre_word
 from .lod import refuse
 from .sdue import mem_write_signature
 
-__all__ = ["EPRE", "EpreSizes", "run_layout", "mask_layout", "score_layout",
+__all__ = ["EPRE", "EpreSizes", "epre_word", "run_layout", "mask_layout", "score_layout",
            "h_read_signature", "PIPE", "SEL_FIXED", "RUN_FIXED"]
 
 #: Cycles from the issue of a phase's last beat to its last result written (drain);
@@ -86,7 +85,11 @@ class EpreSizes:
                                  f"A = {cfg.acc_width}-bit accumulator is exact only up to k_max")
         if n_max < 2:
             raise ValueError(f"EPRE n_max must be >= 2, got {n_max}")
-        L = cfg.lanes
+        L = cfg.epre_lane_count
+        self.lanes, self.selectors = L, cfg.epre_selector_count
+        if self.selectors > units:
+            raise ValueError(f"EPRE epre_selectors = {self.selectors} exceeds units = {units}")
+        self.rounds = math.ceil(units / self.selectors)   # selector rounds per row group
         self.units, self.n_max, self.d_max, self.dh_max = units, n_max, d_max, dh_max
         self.g_max = math.ceil(n_max / units)        # row groups
         self.dw_max = math.ceil(d_max / L)            # stage-1 words per row
@@ -97,7 +100,7 @@ class EpreSizes:
         self.h_depth = self.g_max * self.hw_max       # per Qh / Kh bank
 
     def as_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("units", "n_max", "d_max", "dh_max", "g_max",
+        return {k: getattr(self, k) for k in ("units", "lanes", "selectors", "rounds", "n_max", "d_max", "dh_max", "g_max",
                                               "dw_max", "hw_max", "entries", "x_depth",
                                               "w_depth", "h_depth")}
 
@@ -151,7 +154,7 @@ def h_read_signature(cfg: Config, s: EpreSizes) -> wiring.Signature:
     return wiring.Signature({
         "addr": Out(_bits(s.h_depth)),
         "k": Out(1),
-        "data": In(data.ArrayLayout(operand_layout(cfg), s.units)),
+        "data": In(data.ArrayLayout(epre_word(cfg), s.units)),
     })
 
 
@@ -196,14 +199,14 @@ class EPRE(wiring.Component):
     def __init__(self, cfg: Config, *, units: int | None = None, n_max: int = 256,
                  d_max: int | None = None, dh_max: int | None = None):
         self.cfg = cfg
-        units = cfg.cols if units is None else units
+        units = cfg.epre_unit_count if units is None else units
         d_max = min(1152, cfg.k_max) if d_max is None else d_max
         dh_max = min(72, cfg.k_max) if dh_max is None else dh_max
         try:
             self.sizes = s = EpreSizes(cfg, units, n_max, d_max, dh_max)
         except ValueError as e:
             raise refuse(self, str(e)) from None
-        word = operand_layout(cfg)
+        word = epre_word(cfg)
         super().__init__({
             "run": In(stream.Signature(run_layout(cfg, s))),
             "x_w": In(mem_write_signature(units, _bits(s.x_depth), word)),
@@ -231,7 +234,7 @@ class EPRE(wiring.Component):
         cfg, s = self.cfg, self.sizes
         U, A = s.units, cfg.acc_width
         m = Module()
-        word = operand_layout(cfg)
+        word = epre_word(cfg)
         rl = run_layout(cfg, s)
 
         # ---- stages --------------------------------------------------------------------
@@ -240,7 +243,10 @@ class EPRE(wiring.Component):
         m.submodules.writeback = wb = EpreWriteback(
             cfg, U, _bits(s.h_depth), max(s.dh_max, s.n_max) + 1, score_layout(cfg, s),
             rl["d_head"].shape.width, rl["h_words"].shape.width)
-        m.submodules.selector = sel = EpreSelector(cfg, s.n_max)
+        S = s.selectors
+        sels = [EpreSelector(cfg, s.n_max) for _ in range(S)]
+        for i, sel in enumerate(sels):
+            m.submodules[f"selector{i}" if S > 1 else "selector"] = sel
         wiring.connect(m, wiring.flipped(self.run), ctl.run)
         wiring.connect(m, wb.score, wiring.flipped(self.score))
         run = ctl.params
@@ -253,16 +259,24 @@ class EPRE(wiring.Component):
             wb.ph_s2.eq(ctl.ph_s2), wb.shift_q.eq(run.shift_q), wb.shift_k.eq(run.shift_k),
             wb.d_head.eq(run.d_head), wb.h_words.eq(run.h_words), wb.group.eq(ctl.group),
             wb.clear_all.eq(ctl.wb_clear_all), wb.clear_j.eq(ctl.wb_clear_j),
-            sel.start.eq(ctl.start), sel.k_n.eq(self.run.payload.k_n),
-            sel.n_k.eq(self.run.payload.n_k), sel.keep_all.eq(run.keep_all),
-            sel.q_th_en.eq(run.q_th_en), sel.q_th.eq(run.q_th), sel.clear.eq(ctl.sel_clear),
-            sel.sj.eq(ctl.sj), sel.ins.eq(ctl.ins), sel.msk.eq(ctl.msk),
-            sel.latch.eq(ctl.latch),
             self.mask.valid.eq(ctl.mask_valid), ctl.mask_ready.eq(self.mask.ready),
-            self.mask.payload.row.eq(ctl.row), self.mask.payload.dominant.eq(sel.dominant),
-            self.mask.payload.mask.eq(sel.mask_row),
-            self.key_needed.eq(sel.key_needed), self.k_needed.eq(sel.k_needed),
+            self.mask.payload.row.eq(ctl.row),
+            self.mask.payload.dominant.eq(_mux([x.dominant for x in sels], ctl.orow)),
+            self.mask.payload.mask.eq(_mux([x.mask_row for x in sels], ctl.orow)),
         ]
+        kn, kk = 0, 0
+        for i, sel in enumerate(sels):
+            m.d.comb += [
+                sel.start.eq(ctl.start), sel.k_n.eq(self.run.payload.k_n),
+                sel.n_k.eq(self.run.payload.n_k), sel.keep_all.eq(run.keep_all),
+                sel.q_th_en.eq(run.q_th_en), sel.q_th.eq(run.q_th), sel.clear.eq(ctl.sel_clear),
+                sel.sj.eq(ctl.sj), sel.ins.eq(ctl.ins), sel.msk.eq(ctl.msk),
+                sel.latch.eq(ctl.latch),
+                # selector i serves unit rnd * S + i, query row ctl.row + i of this round
+                sel.act.eq((ctl.rbase + i < U) & (ctl.row + i < run.n_q)),
+            ]
+            kn, kk = kn | sel.key_needed, kk | sel.k_needed
+        m.d.comb += [self.key_needed.eq(kn), self.k_needed.eq(kk)]
 
         # ---- memories: X, Qh, Kh banks per unit; W^T; the score buffer -------------------
         h_rd = {"q": [], "k": []}
@@ -295,7 +309,10 @@ class EPRE(wiring.Component):
         s_wp = smem.write_port()
         s_rp = smem.read_port()
         m.d.comb += [s_wp.addr.eq(wb.s_addr), s_wp.en.eq(wb.s_en), s_wp.data.eq(lanes.acc),
-                     s_rp.addr.eq(ctl.sj), sel.score.eq(_mux(list(s_rp.data), ctl.col))]
+                     s_rp.addr.eq(ctl.sj)]
+        for i, sel in enumerate(sels):      # selector i reads column rnd * S + i
+            cols = [s_rp.data[c] for c in range(i, U, S)]
+            m.d.comb += sel.score.eq(_mux(cols, ctl.rnd))
 
         h_r_k = Signal(name="h_r_k")
         m.d.sync += h_r_k.eq(self.h_r.k)

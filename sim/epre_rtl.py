@@ -33,6 +33,9 @@ class Sizes:
     """The EPRE instance's maximum sizes (``EpreSizes.as_dict()`` / the manifest)."""
 
     units: int
+    lanes: int
+    selectors: int
+    rounds: int
     n_max: int
     d_max: int
     dh_max: int
@@ -108,7 +111,7 @@ def prepare(cfg: Config, sizes: Sizes, x, wq, wk, k, shift_q=None, shift_k=None,
     xk = x if x_kv is None else np.asarray(x_kv, dtype=np.int64)
     wq = np.asarray(wq, dtype=np.int64)
     wk = np.asarray(wk, dtype=np.int64)
-    U, L = sizes.units, cfg.lanes
+    U, L = sizes.units, sizes.lanes
     n_q, d = x.shape
     n_k = xk.shape[0]
     d_head = wq.shape[1]
@@ -164,7 +167,7 @@ def decode(cfg: Config, sizes: Sizes, job: EpreJob, raw: dict) -> dict:
     ``scores`` list of (group, key, [units scores]); ``masks`` list of (row, dominant, int);
     ``key_needed`` / ``k_needed`` ints; ``cycles``.
     """
-    U, L = sizes.units, cfg.lanes
+    U, L = sizes.units, sizes.lanes
     hw = job.h_words
 
     def rows_of(words, groups, n):

@@ -270,3 +270,41 @@ def test_epre_synthesizes_without_multipliers(family, tmp_path):
     assert _muls(cells) == {}, f"multiplier cells in the EPRE: {_muls(cells)}"
     control = yosys_cells(DPU(cfg), "exion_dpu", script, tmp_path)
     assert _muls(control), "the check cannot see multipliers (the DPU has L of them)"
+
+
+# ---- provisioning (issue 18): units, lanes per unit, selectors are config fields ----------
+PROVISIONED = {
+    "U4-Le3-S3": dict(epre_units=4, epre_lanes=3, epre_selectors=3),   # S does not divide U
+    "U3-Le8-S3": dict(epre_units=3, epre_lanes=8, epre_selectors=3),   # a selector per unit
+    "U5-Le1-S2": dict(epre_units=5, epre_lanes=1, epre_selectors=2),   # one lane per unit
+}
+
+
+@pytest.mark.parametrize("prov", list(PROVISIONED))
+def test_epre_provisioned_matches_golden(prov):
+    """Parallel selection (S rows at once) and Le-element words stay bit-exact with golden,
+    with cycles == the model (golden.cycles.epre_run_cycles at this provisioning)."""
+    cfg = PRESETS["toy"].replace(**PROVISIONED[prov])
+    kw = dict(n_max=14, d_max=11, dh_max=6)
+    dut = EPRE(cfg, **kw)
+    assert dut.sizes.units == cfg.epre_unit_count and dut.sizes.lanes == cfg.epre_lane_count
+    rng = np.random.default_rng(11)
+    sizes = sizes_of(dut)
+    cases = small_cases(cfg, rng, **kw)[:2] + small_cases(cfg, rng, **kw)[4:6]
+    jobs = [prepare(cfg, sizes, **c) for c in cases]
+    raws = amaranth_predict(cfg, dut, jobs)
+    for job, raw in zip(jobs, raws):
+        check_run(to_run(cfg, sizes, job, raw))
+
+
+def test_epre_selectors_cut_selection_cycles():
+    """The model's selection term with S selectors: rounds of S rows, 2 N_k + 4 cycles per
+    round plus one output cycle per row (S = 1: the serial 2 N_k + 5 per row)."""
+    from exion.golden.cycles import epre_phase_cycles
+    cfg = PRESETS["exion16"]
+    one = epre_phase_cycles(cfg, 256, 256, 1152, 72)["select"]
+    assert one == 256 * (2 * 256 + EPRE_SEL_FIXED)
+    sixteen = epre_phase_cycles(cfg, 256, 256, 1152, 72, selectors=16)["select"]
+    assert sixteen == 16 * (2 * 256 + EPRE_SEL_FIXED - 1) + 256
+    five = epre_phase_cycles(cfg, 20, 7, 8, 4, units=8, selectors=3)["select"]
+    assert five == (2 * 3 + 2) * (2 * 7 + EPRE_SEL_FIXED - 1) + 20   # groups 8, 8, 4 rows
