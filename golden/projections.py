@@ -28,6 +28,7 @@ from .cycles import EPRE_RUN_FIXED, EPRE_SEL_FIXED, epre_phase_cycles, transform
 
 __all__ = ["BE_KS", "BE_DOM", "BE_UNITS", "STEPS", "N", "epre_projection", "overlap_span",
            "epre_exposed", "provisioning_variants", "head_sdue", "ep_point", "synth_ep",
+           "epre_schedule", "schedule_from_gemms",
            "ep_sweep", "break_even"]
 
 # Sweep points of the bench: top-k ratios and dominant-row fractions (DiT-XL/2 has no
@@ -226,3 +227,47 @@ def break_even(cfg, shape, pts, base_sdue, ffnr_saving, ffnr_saving_mem=None, st
                 "speedup_ffnr": base_tot / ffnr_tot, "pays_off": exp < p["ep_saving"],
                 **mem})
     return rows
+
+
+# ---- the built overlapped schedule (issue 18) -----------------------------------------------
+def epre_schedule(epre_run: int, kv_heads, rest_heads) -> dict:
+    """Exposed EPRE cycles of one attention layer under the overlapped schedule of the built
+    EPRE (SPEC 7: only exposed EPRE cycles count against EP's saving).
+
+    The SDUE runs head by head: head h's K and V projection columns first (``kv_heads[h]``
+    cycles; they do not wait for eager prediction: at k = 0.05 a key is needed by some
+    query almost always, so EP skips almost no K/V rows, and those are charged dense), then
+    head h's Q projection (skipping the dominant query rows EP found, at the SDUE's
+    granularity: the (row, head) output segment, dropped by ConMerge on the projection's
+    output mask), scores[h] and P.V[h] (``rest_heads[h]``), which need EPRE run h. The EPRE
+    runs its heads back to back from the start of the attention phase (it needs only the
+    block's LN output X and Wq_h / Wk_h, double-buffered in its W memory; masks of finished
+    runs are buffered, N_q x N_k bits per head)::
+
+        e_h = (h + 1) * epre_run                     EPRE run h done
+        t  += kv_heads[h];  wait = max(0, e_h - t);  t += wait + rest_heads[h]
+
+    ``exposed = sum(wait)``. Returns ``exposed``, ``span`` (the layer's attention cycles
+    with the EPRE), ``sdue`` (without it) and ``waits`` per head.
+    """
+    if len(kv_heads) != len(rest_heads):
+        raise ValueError("kv_heads and rest_heads must have one entry per head")
+    t, waits = 0.0, []
+    for h, (kv, rest) in enumerate(zip(kv_heads, rest_heads)):
+        t += kv
+        w = max(0.0, (h + 1) * epre_run - t)
+        waits.append(w)
+        t += w + rest
+    sdue = float(sum(kv_heads) + sum(rest_heads))
+    return {"exposed": float(sum(waits)), "span": t, "sdue": sdue, "waits": waits}
+
+
+def schedule_from_gemms(gemm_cycles: dict, heads: int) -> tuple[list, list]:
+    """Per-head (K/V projection, Q projection + scores + P.V) SDUE cycles from a block's GEMM
+    cycles by name (``q_proj``, ``k_proj``, ``v_proj``, ``scores[h]``, ``pv[h]``); a projection
+    is split evenly over the heads (its columns are head-major)."""
+    kv = (gemm_cycles.get("k_proj", 0) + gemm_cycles.get("v_proj", 0)) / heads
+    q = gemm_cycles.get("q_proj", 0) / heads
+    rest = [q + gemm_cycles.get(f"scores[{h}]", 0) + gemm_cycles.get(f"pv[{h}]", 0)
+            for h in range(heads)]
+    return [kv] * heads, rest
