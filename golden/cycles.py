@@ -449,10 +449,14 @@ def epre_run_cycles(cfg: Config, n_q: int, n_k: int, d: int, d_head: int,
 
         stage 1   (Gq + Gk) * d_head * ceil(d / Le) + 2 * EPRE_PIPE
         stage 2   Gq * (N_k * ceil(d_head / Le) + EPRE_PIPE)
-        select    sum_g ceil(rows_g / S) * (2 * N_k + EPRE_SEL_FIXED - 1) + N_q
+        select    S < U:  sum_g ceil(rows_g / S) * (2 * N_k + EPRE_SEL_FIXED - 1) + N_q
+                  S = U:  Gq * (N_k + EPRE_SEL_FIXED - 3) + N_q   (streamed insertion)
         + EPRE_RUN_FIXED
 
     (no back-pressure on the mask output; S = 1 gives ``N_q * (2 N_k + EPRE_SEL_FIXED)``).
+    With S = U every unit has its selector, which inserts the unit's scores as stage 2
+    produces them, so a row group pays only the threshold latch, one mask pass over the
+    score buffer, its tail and one output cycle per row.
     """
     u = cfg.epre_unit_count if units is None else units
     for nm, v in (("n_q", n_q), ("n_k", n_k), ("d", d), ("d_head", d_head), ("units", u)):
@@ -473,8 +477,11 @@ def epre_phase_cycles(cfg: Config, n_q: int, n_k: int, d: int, d_head: int,
     gq, gk = math.ceil(n_q / u), math.ceil(n_k / u)
     s1 = (gq + gk) * d_head * math.ceil(d / L) + 2 * EPRE_PIPE
     s2 = gq * (n_k * math.ceil(d_head / L) + EPRE_PIPE)
-    rounds = (n_q // u) * math.ceil(u / S) + math.ceil((n_q % u) / S)
-    sel = rounds * (2 * n_k + EPRE_SEL_FIXED - 1) + n_q
+    if S == u:      # streamed: insertion rides on stage 2; threshold, mask pass, tail
+        sel = gq * (n_k + EPRE_SEL_FIXED - 3) + n_q
+    else:           # rounds of S rows: start, insertion pass, tail, threshold, mask pass, tail
+        rounds = (n_q // u) * math.ceil(u / S) + math.ceil((n_q % u) / S)
+        sel = rounds * (2 * n_k + EPRE_SEL_FIXED - 1) + n_q
     return {"stage1": s1, "stage2": s2, "select": sel}
 
 

@@ -90,6 +90,7 @@ class EpreSizes:
         if self.selectors > units:
             raise ValueError(f"EPRE epre_selectors = {self.selectors} exceeds units = {units}")
         self.rounds = math.ceil(units / self.selectors)   # selector rounds per row group
+        self.streamed = int(self.selectors == units)      # insert from the stage-2 stream
         self.units, self.n_max, self.d_max, self.dh_max = units, n_max, d_max, dh_max
         self.g_max = math.ceil(n_max / units)        # row groups
         self.dw_max = math.ceil(d_max / L)            # stage-1 words per row
@@ -100,7 +101,8 @@ class EpreSizes:
         self.h_depth = self.g_max * self.hw_max       # per Qh / Kh bank
 
     def as_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("units", "lanes", "selectors", "rounds", "n_max", "d_max", "dh_max", "g_max",
+        return {k: getattr(self, k) for k in ("units", "lanes", "selectors", "rounds",
+                                              "streamed", "n_max", "d_max", "dh_max", "g_max",
                                               "dw_max", "hw_max", "entries", "x_depth",
                                               "w_depth", "h_depth")}
 
@@ -244,7 +246,7 @@ class EPRE(wiring.Component):
             cfg, U, _bits(s.h_depth), max(s.dh_max, s.n_max) + 1, score_layout(cfg, s),
             rl["d_head"].shape.width, rl["h_words"].shape.width)
         S = s.selectors
-        sels = [EpreSelector(cfg, s.n_max) for _ in range(S)]
+        sels = [EpreSelector(cfg, s.n_max, streamed=bool(s.streamed)) for _ in range(S)]
         for i, sel in enumerate(sels):
             m.submodules[f"selector{i}" if S > 1 else "selector"] = sel
         wiring.connect(m, wiring.flipped(self.run), ctl.run)
@@ -274,6 +276,7 @@ class EPRE(wiring.Component):
                 sel.latch.eq(ctl.latch),
                 # selector i serves unit rnd * S + i, query row ctl.row + i of this round
                 sel.act.eq((ctl.rbase + i < U) & (ctl.row + i < run.n_q)),
+                sel.s_v.eq(wb.s_en), sel.s_score.eq(lanes.acc[i]), sel.s_key.eq(wb.s_addr),
             ]
             kn, kk = kn | sel.key_needed, kk | sel.k_needed
         m.d.comb += [self.key_needed.eq(kn), self.k_needed.eq(kk)]

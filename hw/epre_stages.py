@@ -226,6 +226,10 @@ class EpreSelector(wiring.Component):
     ----------
     cfg : Config
     n_max : int
+    streamed : bool
+        Insert from the stage-2 result stream (``s_v``, ``s_score``, ``s_key``: one selector
+        per unit, S = U) instead of a pass over the score buffer (``ins``): the insertion
+        pass costs no cycles of its own (docs/epre.md, "Selection").
 
     Members
     -------
@@ -235,6 +239,8 @@ class EpreSelector(wiring.Component):
         Run parameters (dominant polarity, gap rule on, threshold).
     clear : In(1)
         A row starts (empty network, tracker and mask row).
+    s_v : In(1); s_score : In(signed(A)); s_key : In(key bits)
+        ``streamed``: insert ``s_score`` of key ``s_key`` this cycle.
     score : In(signed(A)); sj : In(key bits)
         The score of key ``sj`` read from the score buffer (valid one cycle after ``sj``).
     ins, msk : In(1)
@@ -251,14 +257,15 @@ class EpreSelector(wiring.Component):
     Latency: a key's mask bit is set two cycles after its ``msk`` read.
     """
 
-    def __init__(self, cfg: Config, n_max: int):
-        self.cfg, self.n_max = cfg, n_max
+    def __init__(self, cfg: Config, n_max: int, streamed: bool = False):
+        self.cfg, self.n_max, self.streamed = cfg, n_max, streamed
         nb = n_max.bit_length()
         super().__init__({
             "start": In(1), "k_n": In(nb), "n_k": In(nb),
             "keep_all": In(1), "q_th_en": In(1), "q_th": In(cfg.acc_width + 1),
             "clear": In(1), "score": In(signed(cfg.acc_width)), "sj": In(range(n_max + 1)),
             "ins": In(1), "msk": In(1), "latch": In(1), "act": In(1),
+            "s_v": In(1), "s_score": In(signed(cfg.acc_width)), "s_key": In(range(n_max + 1)),
             "mask_row": Out(n_max), "dominant": Out(1),
             "key_needed": Out(n_max), "k_needed": Out(n_max)})
 
@@ -285,6 +292,11 @@ class EpreSelector(wiring.Component):
         msk_v = Signal(name="msk_v")
         rd = self.score
         m.d.sync += [ins_v.eq(self.ins), msk_v.eq(self.msk), sj1.eq(self.sj)]
+        msk_rd = rd
+        if self.streamed:                 # insert from the stage-2 stream
+            ins_v, rd, ins_j = self.s_v, self.s_score, self.s_key
+        else:                             # insert from the score buffer (read one cycle ago)
+            ins_j = sj1
 
         # insertion
         beat = [~ent_ok[i] | ((rd > ent_v[i]) ^ small) for i in range(E)]
@@ -295,15 +307,15 @@ class EpreSelector(wiring.Component):
             for i in range(E):
                 with m.If(beat[i]):
                     if i == 0:
-                        m.d.sync += [ent_v[0].eq(rd), ent_i[0].eq(sj1), ent_ok[0].eq(1)]
+                        m.d.sync += [ent_v[0].eq(rd), ent_i[0].eq(ins_j), ent_ok[0].eq(1)]
                     else:
                         with m.If(beat[i - 1]):
                             m.d.sync += [ent_v[i].eq(ent_v[i - 1]), ent_i[i].eq(ent_i[i - 1]),
                                          ent_ok[i].eq(ent_ok[i - 1])]
                         with m.Else():
-                            m.d.sync += [ent_v[i].eq(rd), ent_i[i].eq(sj1), ent_ok[i].eq(1)]
+                            m.d.sync += [ent_v[i].eq(rd), ent_i[i].eq(ins_j), ent_ok[i].eq(1)]
             with m.If(~have1 | (rd > max1)):
-                m.d.sync += [max1.eq(rd), idx1.eq(sj1), have1.eq(1),
+                m.d.sync += [max1.eq(rd), idx1.eq(ins_j), have1.eq(1),
                              max2.eq(max1), have2.eq(have1)]
             with m.Elif(~have2 | (rd > max2)):
                 m.d.sync += [max2.eq(rd), have2.eq(1)]
@@ -314,6 +326,7 @@ class EpreSelector(wiring.Component):
             m.d.sync += [thr_v.eq(_mux(ent_v, thr_idx)), thr_i.eq(_mux(ent_i, thr_idx)),
                          dom.eq(self.q_th_en & (~have2 | (gap >= self.q_th)))]
         # mask bit of key sj1
+        rd = msk_rd
         keep = Signal(name="keep")
         m.d.comb += keep.eq(Mux(dom, Mux(self.keep_all, 1, sj1 == idx1),
                                 kn_nz & ((rd > thr_v) | ((rd == thr_v) & (sj1 <= thr_i)))))
@@ -433,6 +446,8 @@ class EpreControl(wiring.Component):
 
         def start_stage2():
             m.d.comb += self.wb_clear_j.eq(1)
+            if s.streamed:               # the selectors insert from this group's stream
+                m.d.comb += self.sel_clear.eq(1)
             m.d.sync += [ph_s2.eq(1), kw.eq(0), j.eq(0), jc.eq(0), kh_base.eq(0)]
 
         def drain_then(state_after):
@@ -450,7 +465,7 @@ class EpreControl(wiring.Component):
                 m.next = "S1"
 
         def s2_done():
-            m.next = "SEL_START"
+            m.next = "THR" if s.streamed else "SEL_START"
 
         def count_keys(state_after):
             m.d.sync += sj.eq(sj + 1)

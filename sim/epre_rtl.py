@@ -36,6 +36,7 @@ class Sizes:
     lanes: int
     selectors: int
     rounds: int
+    streamed: int
     n_max: int
     d_max: int
     dh_max: int

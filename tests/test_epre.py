@@ -275,7 +275,8 @@ def test_epre_synthesizes_without_multipliers(family, tmp_path):
 # ---- provisioning (issue 18): units, lanes per unit, selectors are config fields ----------
 PROVISIONED = {
     "U4-Le3-S3": dict(epre_units=4, epre_lanes=3, epre_selectors=3),   # S does not divide U
-    "U3-Le8-S3": dict(epre_units=3, epre_lanes=8, epre_selectors=3),   # a selector per unit
+    "U3-Le8-S3": dict(epre_units=3, epre_lanes=8, epre_selectors=3),   # streamed, S = U
+    "U1-Le5-S1": dict(epre_units=1, epre_lanes=5, epre_selectors=1),   # streamed, one unit
     "U5-Le1-S2": dict(epre_units=5, epre_lanes=1, epre_selectors=2),   # one lane per unit
 }
 
@@ -304,7 +305,10 @@ def test_epre_selectors_cut_selection_cycles():
     cfg = PRESETS["exion16"]
     one = epre_phase_cycles(cfg, 256, 256, 1152, 72)["select"]
     assert one == 256 * (2 * 256 + EPRE_SEL_FIXED)
+    eight = epre_phase_cycles(cfg, 256, 256, 1152, 72, selectors=8)["select"]
+    assert eight == 16 * 2 * (2 * 256 + EPRE_SEL_FIXED - 1) + 256
+    # S = U: insertion streamed from stage 2, only threshold + mask pass + tail per group
     sixteen = epre_phase_cycles(cfg, 256, 256, 1152, 72, selectors=16)["select"]
-    assert sixteen == 16 * (2 * 256 + EPRE_SEL_FIXED - 1) + 256
+    assert sixteen == 16 * (256 + 2) + 256
     five = epre_phase_cycles(cfg, 20, 7, 8, 4, units=8, selectors=3)["select"]
     assert five == (2 * 3 + 2) * (2 * 7 + EPRE_SEL_FIXED - 1) + 20   # groups 8, 8, 4 rows
