@@ -20,7 +20,6 @@ Writes ``build/bench/epre.json`` and ``build/bench/epre_sweep.png``. Run:
 from __future__ import annotations
 
 import argparse
-import math
 import time
 
 import numpy as np
