@@ -443,7 +443,10 @@ PRESETS: dict[str, Config] = {
     # The seed's EXION core: 16 x 16 DPUs, IMEM 1.5 KB, WMEM 12 KB, OMEM 384 results per bank.
     "exion16": Config(name="exion16", rows=16, cols=16, lanes=16, width=12, acc_width=36,
                       merge_ways=4, imem_depth=1024, wmem_depth=8192, omem_depth=384,
-                      k_max=4608),
+                      k_max=4608,
+                      # EPRE: the smallest provisioning whose exposed cycles stay within 10 %
+                      # of EP's saving on the DiT-XL/2 block (bench/perf_epre.py, docs/epre.md)
+                      epre_units=32, epre_lanes=96, epre_selectors=32),
     # FPGA-sized: 8 x 4 DPUs x 4 lanes = 128 12x12 multipliers, inside ECP5-85F's 156
     # MULT18X18D blocks; same memories as toy.
     "fpga": Config(name="fpga", rows=8, cols=4, lanes=4, width=12, acc_width=32, merge_ways=2,

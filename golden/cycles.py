@@ -440,12 +440,14 @@ def gemm_cycles(cfg: Config, K: int, plan: ConMergePlan, mask=None, input_mask=N
 
 # ---- EPRE ------------------------------------------------------------------------------
 def epre_run_cycles(cfg: Config, n_q: int, n_k: int, d: int, d_head: int,
-                    units: int | None = None) -> int:
+                    units: int | None = None, lanes: int | None = None,
+                    selectors: int | None = None) -> int:
     """Busy cycles of one EPRE run (one attention head), exactly as ``hw/epre.py`` counts them.
 
     U = ``units`` (default ``cfg.epre_unit_count``) dot-product units of Le =
     ``cfg.epre_lane_count`` shift-add lanes, S = ``cfg.epre_selector_count`` selectors;
-    ``G = ceil(rows / U)``, ``rows_g`` the query rows of group g::
+    ``G = ceil(rows / U)``, ``rows_g`` the query rows of group g (``lanes`` / ``selectors``
+    override Le / S, as ``units`` overrides U: an EPRE generated with other sizes)::
 
         stage 1   (Gq + Gk) * d_head * ceil(d / Le) + 2 * EPRE_PIPE
         stage 2   Gq * (N_k * ceil(d_head / Le) + EPRE_PIPE)
@@ -462,7 +464,7 @@ def epre_run_cycles(cfg: Config, n_q: int, n_k: int, d: int, d_head: int,
     for nm, v in (("n_q", n_q), ("n_k", n_k), ("d", d), ("d_head", d_head), ("units", u)):
         if not isinstance(v, (int, np.integer)) or v < 1:
             raise ExionError(f"epre_run_cycles: {nm} = {v!r} must be an integer >= 1")
-    p = epre_phase_cycles(cfg, n_q, n_k, d, d_head, u)
+    p = epre_phase_cycles(cfg, n_q, n_k, d, d_head, u, lanes, selectors)
     return p["stage1"] + p["stage2"] + p["select"] + EPRE_RUN_FIXED
 
 

@@ -1,6 +1,12 @@
-"""Break-even of eager prediction (issue 8): EP's SDUE saving per block iteration against the
-EPRE's cost, as built and as *projected* for other provisionings (SPEC 7, "EPRE
-provisioning"). Used by ``bench/perf_workload.py`` (section 5) and its tests.
+"""Break-even of eager prediction (issues 8 and 18): EP's SDUE saving per block iteration
+against the EPRE's cost at several provisionings (SPEC 7, "EPRE provisioning"), and the
+overlapped schedule of the built EPRE (:func:`epre_schedule`, used by ``golden.block``).
+Used by ``bench/perf_workload.py`` (section 5), ``bench/perf_epre.py`` and their tests.
+
+Since issue 18 the RTL is provisioned by the config (units, lanes per unit, selectors;
+S = U streams the insertion from stage 2), so every run count below is the built design's
+RTL-exact formula; only the EPRE/SDUE overlap is a schedule model (the DSC controller
+issue implements it). The older notes below describe the issue-8 projection.
 
 What is exact and what is a projection (every result row says which, in ``basis``):
 
@@ -41,24 +47,22 @@ _PROJ = ("q_proj", "k_proj", "v_proj")
 
 
 def epre_projection(cfg, T, d, heads, d_head, units=None, per_unit_selectors=False) -> dict:
-    """EPRE cycles of one attention layer (``heads`` runs, N_q = N_k = T) for a re-provisioned
-    EPRE. **PROJECTION**, not in golden.cycles (nothing of it is built):
+    """EPRE cycles of one attention layer (``heads`` runs, N_q = N_k = T) at a provisioning,
+    from the built design's RTL-exact formula (``golden.cycles.epre_phase_cycles``; the RTL
+    takes units, lanes per unit and selectors from the config, issue 18):
 
-    * ``units`` = U dot-product units: the RTL's own formula (``golden.cycles.
-      epre_phase_cycles`` with ``units``; ``hw/epre.py`` takes ``units`` as a kwarg). With
-      U = C and one shared selector this *is* ``golden.cycles.epre_cycles`` (RTL-exact);
-      other U are the formula of an EPRE generated with that U (cycle-tested at U = C and 5
-      only, never synthesized at U = 256).
-    * ``per_unit_selectors``: one selector per unit, query rows dealt over the U selectors:
-      ``select = ceil(N_q / U) * (2 N_k + EPRE_SEL_FIXED)`` (= select / U when U divides N_q).
-      Not in the RTL.
+    * ``units=None``: the config's provisioning (U, Le, S) = ``cfg.epre_unit_count``,
+      ``epre_lane_count``, ``epre_selector_count`` -- this *is* ``golden.cycles.epre_cycles``.
+    * ``units=U``: U units of the config's Le lanes with one shared selector, or one selector
+      per unit (``per_unit_selectors``: S = U, streamed insertion).
 
     Returns per-layer ``stage1``, ``stage2``, ``select``, ``total`` and per-head ``run``.
     """
-    u = cfg.cols if units is None else int(units)
-    p = epre_phase_cycles(cfg, T, T, d, d_head, u)
-    if per_unit_selectors:
-        p["select"] = math.ceil(T / u) * (2 * T + EPRE_SEL_FIXED)
+    if units is None:
+        p = epre_phase_cycles(cfg, T, T, d, d_head)
+    else:
+        u = int(units)
+        p = epre_phase_cycles(cfg, T, T, d, d_head, u, selectors=u if per_unit_selectors else 1)
     run = p["stage1"] + p["stage2"] + p["select"] + EPRE_RUN_FIXED
     return {**{k: heads * v for k, v in p.items()}, "run": run, "total": heads * run}
 
@@ -94,20 +98,21 @@ def epre_exposed(epre_run: int, sdue_heads, overlap: bool) -> float:
 
 
 def provisioning_variants(cfg) -> list[dict]:
-    """EPRE provisionings compared, each labeled with how exact its cycles are."""
-    out = []
+    """EPRE provisionings compared: the config's (as built), U units with one shared or one
+    per-unit selector, each before the SDUE or overlapped (:func:`epre_schedule`), and the
+    EPRE-free bound. Every run count is the built RTL's formula; the overlap is the model of
+    the schedule (``basis`` says which)."""
+    out = [{"name": "config", "units": None, "per_unit_selectors": False, "overlap": False,
+            "basis": "RTL-exact (config provisioning, EPRE before the SDUE)"},
+           {"name": "config, overlap", "units": None, "per_unit_selectors": False,
+            "overlap": True, "basis": "RTL-exact run, overlapped schedule (model)"}]
     for ov in (False, True):
         for sel in (False, True):
             for u in BE_UNITS:
-                if u == cfg.cols and not sel and not ov:
-                    basis = "RTL-exact (as built)"
-                elif not sel and not ov:
-                    basis = "RTL formula, U units"
-                else:
-                    basis = "projection"
                 name = f"U={u}" + (", sel/unit" if sel else "") + (", overlap" if ov else "")
                 out.append({"name": name, "units": u, "per_unit_selectors": sel,
-                            "overlap": ov, "basis": basis})
+                            "overlap": ov, "basis": "RTL formula" + (
+                                ", overlapped schedule (model)" if ov else "")})
     out.append({"name": "EPRE free", "units": None, "per_unit_selectors": False,
                 "overlap": False, "basis": "bound (EPRE cost 0)", "free": True})
     return out
@@ -138,6 +143,8 @@ def ep_point(cfg, T, d, heads, ffn, m, score_mask, skip_q, skip_k, skip_v):
             "base_stall": b["stall_cycles"],
             "ep_stall_saving": b["stall_cycles"] - e["stall_cycles"],
             "head_sdue": head_sdue(e["gemms"], heads),
+            "head_kv": schedule_from_gemms(by_e, heads)[0],
+            "head_rest": schedule_from_gemms(by_e, heads)[1],
             "skipped_q": int(skip_q.sum()), "skipped_k": int(skip_k.sum()),
             "skipped_v": int(skip_v.sum()), "rows": heads * T,
             "score_density": float((score_mask & ~skip_q[..., None]).mean())}
@@ -204,7 +211,10 @@ def break_even(cfg, shape, pts, base_sdue, ffnr_saving, ffnr_saving_mem=None, st
         else:
             proj = epre_projection(cfg, T, d, heads, dh, v["units"], v["per_unit_selectors"])
         for p in pts:
-            exp = epre_exposed(proj["run"], p["head_sdue"], v["overlap"])
+            if v["overlap"] and "head_kv" in p:
+                exp = epre_schedule(proj["run"], p["head_kv"], p["head_rest"])["exposed"]
+            else:
+                exp = epre_exposed(proj["run"], p["head_sdue"], v["overlap"])
             ep_it = base_sdue - p["ep_saving"] + exp
             all_it = ep_it - ffnr_saving
             mem = {}

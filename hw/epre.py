@@ -2,24 +2,29 @@
 
 Bit-exact twin of ``exion.golden.predict.eager_predict`` (``docs/epre.md`` has the picture).
 
-Lanes: ``units`` dot-product units (default C) of L shift-add lanes each. Every cycle every
-unit multiplies (approximately: LOD / TS-LOD, sums of shifted ones, no multiplier) one L-word
-of its own row operand with one broadcast L-word and accumulates exactly in A bits::
+Provisioning (issue 18, config fields): U = ``epre_units`` dot-product units of Le =
+``epre_lanes`` shift-add lanes each (an EPRE word is Le elements), S = ``epre_selectors``
+top-kN selectors. Every cycle every unit multiplies (approximately: LOD / TS-LOD, sums of
+shifted ones, no multiplier) one Le-word of its own row operand with one broadcast Le-word
+and accumulates exactly in A bits::
 
     stage 1 (Q, then K):  unit u holds token row g*U + u of X;  Wq^T / Wk^T row j broadcast
                           loop g (row groups), j (0..d_head-1), kw (0..d_words-1)
                           acc -> (acc >> shift) -> saturate W -> Qh / Kh bank u
     stage 2 (per group g): unit u holds Qh row g*U + u;  Kh row j broadcast (bank j % U)
                           loop j (0..N_k-1), kw (0..h_words-1) -> score buffer [j][u]
-    select (per row):     insert the row's N_k scores into one sorted insertion network
-                          (N_k cycles), latch the kN-th (score, index) and the top-2 gap,
-                          then one mask pass (N_k cycles), emit the mask row on ``mask``.
+    select:               S selectors, S rows at once. S = U (streamed): selector u inserts
+                          unit u's scores as stage 2 writes them (no cycles of its own),
+                          then latch the kN-th (score, index) and the top-2 gap, one mask
+                          pass over the score buffer (N_k cycles) for all U rows, emit the
+                          U mask rows on ``mask`` (one per cycle). S < U: rounds of S rows,
+                          each an insertion pass (N_k) + latch + mask pass (N_k) + S outputs.
 
 Datapath pipeline: read (1) -> LOD register (1) -> products + lane tree register (1) ->
 accumulator (1): a result is written ``PIPE = 4`` cycles after its last beat issues; every
 phase ends with a ``PIPE``-cycle drain, so the next phase reads finished data.
 
-Selection (one shared selector, rows one after the other): the network keeps the first
+Selection (per selector, one row at a time): the network keeps the first
 ``m`` elements of the row in the total order "score descending, index ascending" (mode
 ``largest``, ``m = kN``) or its reverse (mode ``smallest``, ``m = N_k - kN + 1``, when
 ``kN > E``), so ``E = n_max // 2 + 1`` entries suffice for every kN. Its entry ``m - 1`` is the
@@ -31,7 +36,8 @@ Cycles of a run (``cycles`` output, no back-pressure on ``mask``)::
 
     (Gq + Gk) * d_head * d_words + 2 * PIPE                       stage 1
   + Gq * (N_k * h_words + PIPE)                                   stage 2
-  + N_q * (2 * N_k + SEL_FIXED)                                   selection
+  + Gq * (N_k + SEL_FIXED - 3) + N_q                              selection, S = U
+    (sum_g ceil(rows_g / S) * (2 * N_k + SEL_FIXED - 1) + N_q      selection, S < U)
   + RUN_FIXED
 
 with ``Gq = ceil(N_q / U)``, ``Gk = ceil(N_k / U)`` (``exion.golden.cycles.epre_run_cycles``
@@ -74,7 +80,8 @@ class EpreSizes:
     ``d_max`` model width (stage-1 reduction), ``dh_max`` head width (stage-2 reduction).
     """
 
-    def __init__(self, cfg: Config, units: int, n_max: int, d_max: int, dh_max: int):
+    def __init__(self, cfg: Config, units: int, n_max: int, d_max: int, dh_max: int,
+                 selectors: int | None = None):
         for name, v in (("units", units), ("n_max", n_max), ("d_max", d_max),
                         ("dh_max", dh_max)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -85,10 +92,14 @@ class EpreSizes:
                                  f"A = {cfg.acc_width}-bit accumulator is exact only up to k_max")
         if n_max < 2:
             raise ValueError(f"EPRE n_max must be >= 2, got {n_max}")
-        L = cfg.epre_lane_count
-        self.lanes, self.selectors = L, cfg.epre_selector_count
+        L = self.lanes = cfg.epre_lane_count
+        self.selectors = cfg.epre_selector_count if selectors is None else selectors
+        if not isinstance(self.selectors, int) or isinstance(self.selectors, bool) \
+                or self.selectors < 1:
+            raise ValueError(f"EPRE selectors must be an integer >= 1, got {self.selectors!r}")
         if self.selectors > units:
-            raise ValueError(f"EPRE epre_selectors = {self.selectors} exceeds units = {units}")
+            raise ValueError(f"EPRE selectors = {self.selectors} exceeds units = {units} "
+                             f"(a selector serves one unit's rows at a time)")
         self.rounds = math.ceil(units / self.selectors)   # selector rounds per row group
         self.streamed = int(self.selectors == units)      # insert from the stage-2 stream
         self.units, self.n_max, self.d_max, self.dh_max = units, n_max, d_max, dh_max
@@ -166,10 +177,15 @@ class EPRE(wiring.Component):
     Parameters
     ----------
     cfg : Config
-        L = ``lanes``, W = ``width``, A = ``acc_width``, ``lod_terms`` (1: LOD hardware only;
-        2: TS-LOD, LOD selectable per run), C = ``cols`` (default units).
+        Le = ``epre_lane_count`` (shift-add lanes per unit = elements per EPRE word),
+        W = ``width``, A = ``acc_width``, ``lod_terms`` (1: LOD hardware only; 2: TS-LOD, LOD
+        selectable per run), U = ``epre_unit_count``, S = ``epre_selector_count``.
     units : int
-        Dot-product units (rows computed in parallel), default ``cfg.cols``.
+        Dot-product units (rows computed in parallel), default ``cfg.epre_unit_count``.
+    selectors : int
+        Top-kN selectors (rows selected at once, 1..units), default
+        ``cfg.epre_selector_count``. S = U: each unit's selector inserts from the stage-2
+        stream (no insertion pass); S < U: rounds of S rows over the score buffer.
     n_max, d_max, dh_max : int
         Largest N_q / N_k (and N_q + N_k for cross-attention), d, d_head. Defaults cover a
         DiT-XL/2 head (256 tokens, d = 1152, d_head = 72), d and d_head capped at ``k_max``.
@@ -199,13 +215,14 @@ class EPRE(wiring.Component):
     """
 
     def __init__(self, cfg: Config, *, units: int | None = None, n_max: int = 256,
-                 d_max: int | None = None, dh_max: int | None = None):
+                 d_max: int | None = None, dh_max: int | None = None,
+                 selectors: int | None = None):
         self.cfg = cfg
         units = cfg.epre_unit_count if units is None else units
         d_max = min(1152, cfg.k_max) if d_max is None else d_max
         dh_max = min(72, cfg.k_max) if dh_max is None else dh_max
         try:
-            self.sizes = s = EpreSizes(cfg, units, n_max, d_max, dh_max)
+            self.sizes = s = EpreSizes(cfg, units, n_max, d_max, dh_max, selectors)
         except ValueError as e:
             raise refuse(self, str(e)) from None
         word = epre_word(cfg)

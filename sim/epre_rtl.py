@@ -206,7 +206,8 @@ def decode(cfg: Config, sizes: Sizes, job: EpreJob, raw: dict) -> dict:
 def to_run(cfg: Config, sizes: Sizes, job: EpreJob, raw: dict) -> EpreRun:
     out = decode(cfg, sizes, job, raw)
     return EpreRun(name=job.name, model_cycles=epre_run_cycles(
-        cfg, job.n_q, job.n_k, job.d, job.d_head, units=sizes.units), golden=job.golden, **out)
+        cfg, job.n_q, job.n_k, job.d, job.d_head, units=sizes.units,
+        selectors=sizes.selectors), golden=job.golden, **out)
 
 
 def rtl_predict_many(cfg: Config, cases: list[dict], *, seed: int | None = None,

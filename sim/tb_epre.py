@@ -29,7 +29,7 @@ from exion.sim.payload import pack, unpack
 async def epre_jobs(dut):
     cfg = bench_config()
     c = manifest()["constants"]
-    s = EpreSizes(cfg, c["units"], c["n_max"], c["d_max"], c["dh_max"])
+    s = EpreSizes(cfg, c["units"], c["n_max"], c["d_max"], c["dh_max"], c["selectors"])
     p = params()
     gen = rng()
     U = s.units

@@ -149,10 +149,10 @@ def check_run(run, cycles=True):
 
 
 SMALL = {"toy": dict(n_max=20, d_max=13, dh_max=7),
-         "exion16": dict(units=5, n_max=18, d_max=40, dh_max=20)}   # 5 units: not C, not L
+         "exion16": dict(units=5, n_max=18, d_max=40, dh_max=20, selectors=5)}  # not C, not L
 
 
-def small_cases(cfg, rng, n_max, d_max, dh_max, units=None):
+def small_cases(cfg, rng, n_max, d_max, dh_max, units=None, selectors=None):
     lo, hi = cfg.wmin, cfg.wmax + 1
     n, d, dh = n_max - 3, d_max, dh_max - 1
 
@@ -212,7 +212,8 @@ def test_hw_and_model_constants_agree():
     dut._MustUse__used = True      # only its sizes are read, it is never elaborated
     assert dut.constants()["pipe"] == PRESETS["exion16"].epre_pipe
     assert dut.constants()["n_max"] == 256 and dut.sizes.d_max == 1152
-    assert dut.sizes.dh_max == 72 and dut.sizes.units == 16
+    assert dut.sizes.dh_max == 72 and dut.sizes.units == 32 and dut.sizes.selectors == 32
+    assert dut.sizes.lanes == 96 and dut.sizes.streamed
 
 
 def test_epre_refuses_bad_sizes():
@@ -303,12 +304,12 @@ def test_epre_selectors_cut_selection_cycles():
     round plus one output cycle per row (S = 1: the serial 2 N_k + 5 per row)."""
     from exion.golden.cycles import epre_phase_cycles
     cfg = PRESETS["exion16"]
-    one = epre_phase_cycles(cfg, 256, 256, 1152, 72)["select"]
+    one = epre_phase_cycles(cfg, 256, 256, 1152, 72, units=16, selectors=1)["select"]
     assert one == 256 * (2 * 256 + EPRE_SEL_FIXED)
-    eight = epre_phase_cycles(cfg, 256, 256, 1152, 72, selectors=8)["select"]
+    eight = epre_phase_cycles(cfg, 256, 256, 1152, 72, units=16, selectors=8)["select"]
     assert eight == 16 * 2 * (2 * 256 + EPRE_SEL_FIXED - 1) + 256
     # S = U: insertion streamed from stage 2, only threshold + mask pass + tail per group
-    sixteen = epre_phase_cycles(cfg, 256, 256, 1152, 72, selectors=16)["select"]
+    sixteen = epre_phase_cycles(cfg, 256, 256, 1152, 72, units=16, selectors=16)["select"]
     assert sixteen == 16 * (256 + 2) + 256
     five = epre_phase_cycles(cfg, 20, 7, 8, 4, units=8, selectors=3)["select"]
     assert five == (2 * 3 + 2) * (2 * 7 + EPRE_SEL_FIXED - 1) + 20   # groups 8, 8, 4 rows
