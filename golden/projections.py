@@ -30,7 +30,7 @@ import math
 
 import numpy as np
 
-from .cycles import EPRE_RUN_FIXED, EPRE_SEL_FIXED, epre_phase_cycles, transformer_block
+from .cycles import EPRE_RUN_FIXED, epre_phase_cycles, transformer_block
 
 __all__ = ["BE_KS", "BE_DOM", "BE_UNITS", "STEPS", "N", "epre_projection", "overlap_span",
            "epre_exposed", "provisioning_variants", "head_sdue", "ep_point", "synth_ep",
