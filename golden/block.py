@@ -231,8 +231,10 @@ def block_flow(cfg: Config, shp: dict, mode: str, *, ffn_mask=None, ep=None,
     at A bits (the cache the sparse iterations add into).
     ``epre_overlap`` (ep / all): charge only the EPRE cycles the overlapped schedule leaves
     exposed (:func:`exion.golden.projections.epre_schedule`, the built EPRE at the config's
-    provisioning) instead of every EPRE cycle; the result then also carries
-    ``epre_busy_cycles``, ``epre_exposed_cycles`` (= ``epre_cycles``), ``ep_saved_cycles``
+    provisioning) instead of every EPRE cycle, plus the EPRE's own global-buffer fetch
+    (Wq) as stall cycles (an upper bound: as if the buffer were saturated); the result then
+    also carries ``epre_busy_cycles``, ``epre_exposed_cycles``, ``epre_bytes``,
+    ``epre_fetch_cycles`` (``epre_cycles`` = exposed + fetch), ``ep_saved_cycles``
     (dense minus EP cycles of the q/k/v projections, scores and P.V) and ``epre_schedule``.
     Returns a dict with the totals (``cycles``, ``compute_cycles``, ``stall_cycles``,
     ``bytes``, ``bound``, ``utilization``, ``ffn_cycles``, ``attention_cycles``,
@@ -307,7 +309,7 @@ def block_flow(cfg: Config, shp: dict, mode: str, *, ffn_mask=None, ep=None,
     extra = {}
     if use_ep and epre_overlap:
         extra = _ep_overlap(cfg, shp, g, kw)
-        epre = extra["epre_exposed_cycles"]
+        epre = extra["epre_exposed_cycles"] + extra["epre_fetch_cycles"]
     return {**_totals(cfg, g, cfse, epre, dataflow, bw, mode, shp), **extra}
 
 
@@ -326,7 +328,13 @@ def _ep_overlap(cfg, shp, g, kw) -> dict:
     dense_sum = sum(dense.values()) + H * (sc + pv)
     att = [n for n in by if n.split("[")[0] in ("q_proj", "k_proj", "v_proj", "scores", "pv")]
     saved = dense_sum - sum(by[n] for n in att)
+    # Global-buffer bytes of the EPRE beyond the SDUE's: Wq_h (the EPRE needs it before the
+    # SDUE's Q_h columns stream); X and Wk_h are captured from the SDUE's IMEM / WMEM fill
+    # streams (X of K_0, Wk_h of K_h while the EPRE's Q phase runs: Q phase >= K_h columns).
+    fetch = H * d * dh * cfg.width / 8
+    bw = cfg.gb_bytes_per_cycle if kw.get("bw") is None else kw["bw"]
     return {"epre_busy_cycles": H * run, "epre_run_cycles": run,
+            "epre_bytes": int(fetch), "epre_fetch_cycles": int(math.ceil(fetch / bw)),
             "epre_exposed_cycles": int(math.ceil(sch["exposed"])),
             "ep_saved_cycles": int(saved),
             "epre_provisioning": {"units": cfg.epre_unit_count, "lanes": cfg.epre_lane_count,

@@ -191,3 +191,48 @@ def test_bench_uses_the_golden_model():
     defined = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
     assert not defined & set(pj.__all__)
     assert "pj.break_even(" in path.read_text()
+
+
+# -- the overlapped EPRE in golden.block (issue 18) ----------------------------------------
+def test_block_flow_charges_exposed_epre():
+    """epre_overlap: the block pays the schedule's exposed cycles plus the EPRE's Wq fetch,
+    not every EPRE cycle; the saving is dense minus EP cycles of the attention GEMMs."""
+    from exion.golden import block as bl
+    cfg = PRESETS["exion16"]
+    shp = bl.shape("digits")
+    ep = bl.synth_ep(np.random.default_rng(4), shp["heads"], shp["T"], 0.25, q_th=0.5)
+    ser = bl.block_flow(cfg, shp, "ep", ep=ep)
+    ov = bl.block_flow(cfg, shp, "ep", ep=ep, epre_overlap=True)
+    base = bl.block_flow(cfg, shp, "base")
+    assert ser["epre_cycles"] == epre_cycles(cfg, shp["T"], shp["d"], shp["heads"],
+                                             shp["d_head"])["total"] == ov["epre_busy_cycles"]
+    assert ov["epre_cycles"] == ov["epre_exposed_cycles"] + ov["epre_fetch_cycles"]
+    assert ov["epre_bytes"] == shp["heads"] * shp["d"] * shp["d_head"] * cfg.width / 8
+    assert ov["cycles"] - ov["epre_cycles"] == ser["cycles"] - ser["epre_cycles"]
+    att = ("q_proj", "k_proj", "v_proj", "scores", "pv")
+    cyc = {m: sum(g["cycles"] for g in r["gemms"] if g["name"].split("[")[0] in att)
+           for m, r in (("base", base), ("ep", ov))}
+    assert ov["ep_saved_cycles"] == cyc["base"] - cyc["ep"]
+    kv, rest = pj.schedule_from_gemms({g["name"]: g["cycles"] for g in ov["gemms"]},
+                                      shp["heads"])
+    want = pj.epre_schedule(ov["epre_run_cycles"], kv, rest)["exposed"]
+    assert ov["epre_exposed_cycles"] == math.ceil(want)
+
+
+@pytest.mark.long
+def test_dit_xl2_mode_ordering_cli(cli_run, tmp_path):
+    """Issue 18's check: `exion golden block --shape dit-xl2 --k 0.05 --q-th 0.15`: EP faster
+    than Base and All faster than FFNR; ep / all JSON carries the EPRE fields."""
+    import json
+    cyc = {}
+    for mode in ("base", "ep", "ffnr", "all"):
+        out = tmp_path / f"{mode}.json"
+        code, _, err = cli_run("golden", "block", "--shape", "dit-xl2", "--mode", mode,
+                               "--k", "0.05", "--q-th", "0.15", "--json", str(out))
+        assert code == 0, err
+        r = json.loads(out.read_text())
+        cyc[mode] = r["cycles"]
+        if mode in ("ep", "all"):
+            assert r["epre_exposed_cycles"] <= 0.10 * r["ep_saved_cycles"]
+            assert r["ep_saved_cycles"] > 0
+    assert cyc["ep"] < cyc["base"] and cyc["all"] < cyc["ffnr"]

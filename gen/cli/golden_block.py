@@ -33,7 +33,11 @@ JSON fields (top level; cycles are core clock cycles, bytes are bytes):
   epre_cycles             EPRE cycles on the block's critical path (ep / all): the exposed
                           cycles of the overlapped schedule (golden.projections.
                           epre_schedule), or every EPRE cycle with --epre-serial
-  epre_exposed_cycles     ep / all (overlapped): = epre_cycles
+  epre_exposed_cycles     ep / all (overlapped): EPRE cycles the SDUE waits for (schedule)
+  epre_bytes, epre_fetch_cycles  ep / all (overlapped): the EPRE's own global-buffer bytes
+                          (Wq; X and Wk are captured from the SDUE's fill streams) and
+                          bytes / bw, charged as stall (upper bound); epre_cycles =
+                          epre_exposed_cycles + epre_fetch_cycles
   ep_saved_cycles         ep / all (overlapped): SDUE cycles EP saves (dense minus EP cycles
                           of the q/k/v projections, scores and P.V, stalls included)
   epre_busy_cycles, epre_run_cycles  ep / all (overlapped): EPRE busy cycles of the layer,
@@ -193,7 +197,8 @@ def _print(cfg, shp, r):
         p = r["epre_provisioning"]
         print(f"EPRE ({p['units']} units x {p['lanes']} lanes, {p['selectors']} selectors): "
               f"{r['epre_run_cycles']} cycles per head, {r['epre_busy_cycles']} busy, "
-              f"{r['epre_exposed_cycles']} exposed; EP saves {r['ep_saved_cycles']} SDUE "
+              f"{r['epre_exposed_cycles']} exposed + {r['epre_fetch_cycles']} Wq fetch "
+              f"({r['epre_bytes'] / 1e6:.2f} MB); EP saves {r['ep_saved_cycles']} SDUE "
               f"cycles (exposed / saved = "
               f"{r['epre_exposed_cycles'] / max(1, r['ep_saved_cycles']):.1%})")
     print(f"block: {r['cycles']} cycles (compute {r['compute_cycles']}, stall "
