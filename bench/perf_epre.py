@@ -65,7 +65,8 @@ def ep_case(cfg, shp, k, masks=None, seed=0):
     by = {g["name"]: g["cycles"] for g in r["gemms"]}
     base = bl.block_flow(cfg, shp, "base")["cycles"]
     return {"by": by, "saved": r["ep_saved_cycles"], "base": base,
-            "ep_sdue": r["cycles"] - r["epre_cycles"]}
+            "ep_sdue": r["cycles"] - r["epre_cycles"], "fetch": r["epre_fetch_cycles"],
+            "exposed": r["epre_exposed_cycles"]}
 
 
 def run_cycles(cfg, shp, U, Le, S) -> int:
@@ -84,7 +85,7 @@ def sweep(cfg, shp, case, models) -> list[dict]:
                 exp = epre_schedule(run, kv, rest)["exposed"]
                 row = {"units": U, "lanes": Le, "selectors": S, "shift_adds": U * Le,
                        "run": run, "exposed": exp, "ratio": exp / max(1, case["saved"]),
-                       "ep_speedup": case["base"] / (case["ep_sdue"] + exp)}
+                       "ep_speedup": case["base"] / (case["ep_sdue"] + exp + case["fetch"])}
                 for fam, mdl in models.items():
                     if mdl is not None:
                         row[f"luts_{fam}"] = luts(mdl, U, Le, S)
@@ -104,8 +105,8 @@ def traces(cfg, log) -> list[dict]:
     from exion.workloads import trace as tr
     from exion.workloads.dit import DiT, Exion
     from exion.workloads.weights import load_weights
-    model = DiT(load_weights())
-    ex = Exion(n=2, s=0.8, k=0.5)
+    model = DiT(load_weights()[0])
+    ex = Exion(ffn_reuse=True, n=2, s=0.8, ep=True, k=0.5, quant=True)
     arrays, meta = tr.collect(model, steps=20, samples=1, seed=0, ex=ex, light=True)
     shp = bl.shape("digits")
     out = []
@@ -122,7 +123,8 @@ def traces(cfg, log) -> list[dict]:
             kv, rest = schedule_from_gemms(c["by"], shp["heads"])
             exp = epre_schedule(run, kv, rest)["exposed"]
             out.append({"block": b, "iteration": t, "saved": c["saved"], "run": run,
-                        "exposed": exp, "base": c["base"], "ep": c["ep_sdue"] + exp})
+                        "exposed": exp, "fetch": c["fetch"], "base": c["base"],
+                        "ep": c["ep_sdue"] + exp + c["fetch"]})
     log(f"digits traces: {len(out)} block iterations")
     return out
 
