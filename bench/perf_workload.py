@@ -217,7 +217,8 @@ def xl_block(cfg, st, m, rho, seed=0):
     rng = np.random.default_rng(seed)
     fm = synth_ffn_mask(rng, st, XL["T"], XL["ffn"], rho)
     sm = synth_score_mask(rng, st, XL["heads"], XL["T"], K)
-    r = transformer_block(cfg, XL["T"], XL["d"], XL["heads"], ffn=XL["ffn"], ffn_mask=fm,
+    mcfg = cfg.replace(merge_ways=max(m, cfg.merge_ways))   # a design with m weight buses
+    r = transformer_block(mcfg, XL["T"], XL["d"], XL["heads"], ffn=XL["ffn"], ffn_mask=fm,
                           score_mask=sm, skip_q=np.zeros(XL["T"], bool),
                           skip_k=~sm.any(axis=1), skip_v=~sm.any(axis=1),
                           merge_ways=m, memory=True)

@@ -418,7 +418,8 @@ def _epre_exposed(cfg: Config, g, prefix: str, names, blk: Block, h_eval: int,
     """Exposed EPRE cycles of one self-attention of ``blk`` (all its sequences): per sequence,
     :func:`exion.golden.projections.epre_schedule` over the heads, with each head's K/V
     projection share, Q projection share and its scores / P.V GEMMs (sampled heads reused),
-    plus the EPRE's Wq fetch at ``bw`` bytes per cycle, per sequence (``golden.block``)."""
+    plus the EPRE's Wq fetch at ``bw`` bytes per cycle once per block instance (the EPRE
+    predicts head h of every sequence on one Wq_h; ``golden.block`` has b = 1)."""
     T, d, H, dh, b = blk.T, blk.d, blk.heads, blk.d_head, blk.batch
     tot = {}
     one = {}
@@ -431,9 +432,10 @@ def _epre_exposed(cfg: Config, g, prefix: str, names, blk: Block, h_eval: int,
     rest = [q + one.get(f"{prefix}scores[{h % h_eval}]", 0) + one.get(f"{prefix}pv[{h % h_eval}]", 0)
             for h in range(H)]
     run = epre_run_cycles(cfg, T, T, d, dh)
-    # as golden.block: exposed cycles (rounded up) + the EPRE's own Wq fetch as stall
+    # as golden.block: exposed cycles (rounded up) per sequence + the EPRE's own Wq fetch as
+    # stall, once per block instance (the EPRE runs the b sequences of head h on one Wq_h)
     fetch = math.ceil(H * d * dh * cfg.width / 8 / bw)
-    return b * (math.ceil(epre_schedule(run, [kv] * H, rest)["exposed"]) + fetch)
+    return b * math.ceil(epre_schedule(run, [kv] * H, rest)["exposed"]) + fetch
 
 
 def core_totals(cfg: Config, r: dict) -> dict:
