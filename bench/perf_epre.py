@@ -8,9 +8,9 @@ schedule ``exion golden block`` charges). EP's saving comes from ``golden.block.
 (col-group dataflow, exion16) on synthetic DiT-XL/2 EP masks (N(0, 1) logits, q_th = 0.15)
 at k = 0.05, 0.2, 0.5, and on the digits DiT's real traces (``exion.workloads.trace``).
 
-Area: a linear LUT model per family, ``LUTs = base + lane * U * Le + sel * S``, calibrated
-on three ``exion synth --top epre`` runs of exion16-width EPREs (table ``SYNTH`` below, the
-commands in docs/epre.md), against the exion16 SDUE's LUTs (docs/fpga.md). The goal of
+Area: a linear LUT model per family, ``LUTs = base + lane * U * Le + unit * U + sel * S``,
+from the stage synthesis of ``bench/epre_area.py`` (``build/bench/epre_area.json``; run it
+first), against the exion16 SDUE's LUTs (docs/fpga.md). The goal of
 issue 18: exposed <= 10 % of the saving at k = 0.05, and EPRE LUTs <= 40 % of the SDUE's.
 
 Writes ``build/bench/epre.json`` and ``build/bench/epre_sweep.png``. Run:
@@ -37,24 +37,27 @@ LANES = (16, 32, 48, 64, 96, 128, 144, 192, 288)
 GOAL_EXPOSED, GOAL_LUTS = 0.10, 0.40
 #: exion16 SDUE LUTs (docs/fpga.md: `exion synth --config exion16 --top sdue --hier`).
 SDUE_LUTS = {"ecp5": 497_062, "xilinx": 159_580}
-#: exion16-width EPRE synthesis (n_max 256, d_max 1152, dh_max 72): (U, Le, S) -> LUTs,
-#: from `exion synth --config CFG.toml --top epre --family F` (docs/epre.md, "Area").
-SYNTH = {"ecp5": {}, "xilinx": {}}
 
 
 def area_model(fam: str) -> dict | None:
-    """Linear LUT model from the three calibration synths (None if they are missing)."""
-    s = SYNTH[fam]
-    a, b, c = s.get((1, 16, 1)), s.get((2, 16, 1)), s.get((2, 16, 2))
-    if None in (a, b, c):
+    """Linear LUT model from ``bench/epre_area.py``'s stage synthesis (``build/bench/
+    epre_area.json``): per lane (one unit of 16 lanes / 16), per unit write-back, per
+    selector, shared broadcast-side LODs. None if the pieces of ``fam`` are missing."""
+    import json
+    path = build_root() / "bench" / "epre_area.json"
+    if not path.exists():
         return None
-    lane = (b - a) / 16
-    sel = c - b
-    return {"base": a - 16 * lane - sel, "lane": lane, "sel": sel}
+    r = json.loads(path.read_text())
+    need = [f"{fam}/{k}" for k in ("lanes1", "lanes2", "writeback1", "selector")]
+    if any(k not in r for k in need):
+        return None
+    l1, l2, wb, sel = (r[k]["luts"] for k in need)
+    lane = (l2 - l1) / 16
+    return {"base": l1 - 16 * lane, "lane": lane, "unit": wb, "sel": sel}
 
 
 def luts(model: dict, U: int, Le: int, S: int) -> float:
-    return model["base"] + model["lane"] * U * Le + model["sel"] * S
+    return model["base"] + model["lane"] * U * Le + model["unit"] * U + model["sel"] * S
 
 
 def ep_case(cfg, shp, k, masks=None, seed=0):
@@ -161,7 +164,7 @@ def main(argv=None) -> int:
     t0 = time.time()
     cfg = PRESETS["exion16"]
     shp = bl.shape("dit-xl2")
-    models = {f: area_model(f) for f in SYNTH}
+    models = {f: area_model(f) for f in SDUE_LUTS}
     res = {"config": cfg.name, "provisioning": {"units": cfg.epre_unit_count,
                                                 "lanes": cfg.epre_lane_count,
                                                 "selectors": cfg.epre_selector_count},
@@ -187,7 +190,7 @@ def main(argv=None) -> int:
                   f"({100 * here['ratio']:.1f} % of the saving), EP {here['ep_speedup']:.3f}x"
                   + "".join(f", {f} LUTs {here[f'luts_{f}']:.0f} "
                             f"({100 * here[f'luts_frac_{f}']:.0f} % of the SDUE)"
-                            for f in SYNTH if f"luts_{f}" in here))
+                            for f in SDUE_LUTS if f"luts_{f}" in here))
     if not args.quick:
         res["digits"] = traces(cfg, print)
         d = res["digits"]
