@@ -19,10 +19,11 @@ DiT-XL/2 shapes with masks synthesized from the digits DiT's measured sparsity s
 5. Break-even of eager prediction (issue 8): EP's SDUE saving per block iteration (Base minus
    EP-mode SDUE cycles of ``transformer_block``, and the skipped Q/K/V rows) vs k and the
    dominant-row rule -- DiT-XL/2 synthesized masks with a given fraction of dominant query
-   rows, and the digits DiT's real predictions at (k, q_th) -- against the EPRE's cost as
-   built (``golden.cycles.epre_cycles``, RTL-exact) and as *projected* for more units,
-   one selector per unit and EPRE/SDUE overlap (``exion.golden.projections``: the model
-   code; this script runs the sweeps and prints them). EP- and All-mode speedups per
+   rows, and the digits DiT's real predictions at (k, q_th) -- against the EPRE's cost at
+   the config's provisioning and at other unit counts with one shared or one per-unit
+   selector (all the built RTL's exact formula since issue 18), before the SDUE or
+   overlapped with it (``exion.golden.projections``: the model code; this script runs the
+   sweeps and prints them; ``bench/perf_epre.py`` sweeps the provisioning itself). EP- and All-mode speedups per
    point and variant, break-even = exposed EPRE < EP saving. ``--xl512`` adds T = 1024.
 
 Writes ``build/bench/workload.json`` (section 5 under ``break_even``) and PNGs
@@ -216,7 +217,8 @@ def xl_block(cfg, st, m, rho, seed=0):
     rng = np.random.default_rng(seed)
     fm = synth_ffn_mask(rng, st, XL["T"], XL["ffn"], rho)
     sm = synth_score_mask(rng, st, XL["heads"], XL["T"], K)
-    r = transformer_block(cfg, XL["T"], XL["d"], XL["heads"], ffn=XL["ffn"], ffn_mask=fm,
+    mcfg = cfg.replace(merge_ways=max(m, cfg.merge_ways))   # a design with m weight buses
+    r = transformer_block(mcfg, XL["T"], XL["d"], XL["heads"], ffn=XL["ffn"], ffn_mask=fm,
                           score_mask=sm, skip_q=np.zeros(XL["T"], bool),
                           skip_k=~sm.any(axis=1), skip_v=~sm.any(axis=1),
                           merge_ways=m, memory=True)
@@ -627,9 +629,11 @@ def main(argv=None) -> int:
                                       p512, pj.break_even(cfg, shape, p512, b512, 0), b512, 0,
                                       print)
     be["variants"] = pj.provisioning_variants(cfg)
-    be["note"] = ("RTL-exact: U = C, shared selector, no overlap (golden.cycles.epre_cycles). "
-                  "'RTL formula, U units': the RTL's cycle formula at another U (not built). "
-                  "'projection': per-unit selectors and/or EPRE-SDUE overlap (bench only). "
+    be["note"] = ("Issue 18: every run count is the built EPRE's RTL-exact formula "
+                  "(golden.cycles.epre_phase_cycles; 'config' = the config's provisioning, "
+                  "U = units with one shared or one per-unit streamed selector). 'overlap' "
+                  "variants: the overlapped schedule (golden.projections.epre_schedule), the "
+                  "one golden.block and the system model charge. "
                   "Compute only: SDUE + exposed EPRE, no global-buffer stalls.")
     plot_break_even(args.out, be)
 

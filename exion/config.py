@@ -139,6 +139,12 @@ class Config:
         (docs/fpga.md).
     gb_bytes_per_cycle : int
         Global-buffer bandwidth that fills IMEM/WMEM, in bytes per cycle (cycle model).
+    epre_units, epre_lanes, epre_selectors : int or None
+        EPRE provisioning (issue 18): dot-product units (query / key rows computed at once;
+        ``None``: C), shift-add lanes per unit (elements of one EPRE memory word; ``None``:
+        L) and top-kN selectors (rows selected at once, 1..units; ``None``: 1). The
+        effective values are :attr:`epre_unit_count`, :attr:`epre_lane_count`,
+        :attr:`epre_selector_count`.
     """
 
     name: str
@@ -162,6 +168,9 @@ class Config:
     sdue_pipe: bool = True
     sdue_pipe_isw: bool = False
     gb_bytes_per_cycle: int = 64
+    epre_units: int | None = None
+    epre_lanes: int | None = None
+    epre_selectors: int | None = None
     # Not a parameter: keeps dataclasses.replace() and ==/hash honest.
     _checked: bool = field(default=False, init=False, repr=False, compare=False)
 
@@ -204,6 +213,17 @@ class Config:
         need(self.lod_terms in (1, 2), "lod_terms", self.lod_terms, "must be 1 or 2")
         need(self.dpu_mult in DPU_MULTS, "dpu_mult", self.dpu_mult,
              f"must be one of {', '.join(repr(k) for k in DPU_MULTS)}")
+        for f in ("epre_units", "epre_lanes", "epre_selectors"):
+            v = getattr(self, f)
+            need(v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1), f, v,
+                 "must be an integer >= 1 (or omitted)")
+        need(self.epre_units is None or self.epre_units <= 1024, "epre_units", self.epre_units,
+             "must be <= 1024")
+        need(self.epre_lanes is None or self.epre_lanes <= 1024, "epre_lanes", self.epre_lanes,
+             "must be <= 1024")
+        need(self.epre_selector_count <= self.epre_unit_count, "epre_selectors",
+             self.epre_selectors, f"must be in 1..{self.epre_unit_count} (1..epre units: a "
+             f"selector serves the rows of one unit at a time)")
         L = self.lanes
         for f in ("imem_depth", "wmem_depth"):
             v = getattr(self, f)
@@ -343,6 +363,26 @@ class Config:
         """EPRE cycles of a run beyond its phases (``EPRE_RUN_FIXED``)."""
         return EPRE_RUN_FIXED
 
+    @property
+    def epre_unit_count(self) -> int:
+        """EPRE dot-product units U (``epre_units``, default C)."""
+        return self.cols if self.epre_units is None else self.epre_units
+
+    @property
+    def epre_lane_count(self) -> int:
+        """EPRE shift-add lanes per unit Le = elements per EPRE word (``epre_lanes``, default L)."""
+        return self.lanes if self.epre_lanes is None else self.epre_lanes
+
+    @property
+    def epre_selector_count(self) -> int:
+        """EPRE top-kN selectors S, rows selected at once (``epre_selectors``, default 1)."""
+        return 1 if self.epre_selectors is None else self.epre_selectors
+
+    @property
+    def epre_shift_adds(self) -> int:
+        """EPRE approximate products per cycle: U * Le."""
+        return self.epre_unit_count * self.epre_lane_count
+
     # -- run-time merge ways, reduction capacity and K-splits --------------------------------
     def check_merge_ways(self, merge_ways=None) -> int:
         """The ConMerge ways a run uses, validated: the one check of m (golden, sim, CLI).
@@ -394,8 +434,8 @@ class Config:
                  "wmem_words", "w_open", "peak_macs", "imem_addr_bits", "wmem_addr_bits",
                  "omem_addr_bits", "dpu_latency", "sdue_in_latency", "sdue_drain_latency",
                  "sdue_fixed_cycles", "cau_cols_per_cycle", "cau_merge_lanes", "cau_sort_banks",
-                 "epre_pipe",
-                 "epre_sel_fixed", "epre_run_fixed"]
+                 "epre_pipe", "epre_sel_fixed", "epre_run_fixed", "epre_unit_count",
+                 "epre_lane_count", "epre_selector_count", "epre_shift_adds"]
         d = {n: getattr(self, n) for n in names}
         d["k_cap"] = self.k_cap()      # a run with all merge_ways; k_cap(m) for fewer
         return d
@@ -422,7 +462,10 @@ PRESETS: dict[str, Config] = {
     # The seed's EXION core: 16 x 16 DPUs, IMEM 1.5 KB, WMEM 12 KB, OMEM 384 results per bank.
     "exion16": Config(name="exion16", rows=16, cols=16, lanes=16, width=12, acc_width=36,
                       merge_ways=4, imem_depth=1024, wmem_depth=8192, omem_depth=384,
-                      k_max=4608),
+                      k_max=4608,
+                      # EPRE: the smallest provisioning whose exposed cycles stay within 10 %
+                      # of EP's saving on the DiT-XL/2 block (bench/perf_epre.py, docs/epre.md)
+                      epre_units=32, epre_lanes=96, epre_selectors=32),
     # FPGA-sized: 8 x 4 DPUs x 4 lanes = 128 12x12 multipliers, inside ECP5-85F's 156
     # MULT18X18D blocks; same memories as toy.
     "fpga": Config(name="fpga", rows=8, cols=4, lanes=4, width=12, acc_width=32, merge_ways=2,

@@ -45,7 +45,7 @@ from exion.config import Config
 from exion.errors import ExionError
 
 from .conmerge import check_mask
-from .cycles import epre_cycles
+from .cycles import epre_cycles, epre_run_cycles
 from .dataflow import BYTE_KEYS, DEFAULT_BANK_MAP, gemm_flow
 
 __all__ = ["SHAPES", "MODES", "MASK_KINDS", "shape", "synth_ffn_mask", "synth_ep",
@@ -222,12 +222,20 @@ def _proj_mask(need_ht, d_head):
 def block_flow(cfg: Config, shp: dict, mode: str, *, ffn_mask=None, ep=None,
                dataflow: str = "col-group", bw: int | None = None,
                merge_ways: int | None = None, bank_map: str = DEFAULT_BANK_MAP,
-               cfse_rate: int | None = None, reuse_dense: bool = False) -> dict:
+               cfse_rate: int | None = None, reuse_dense: bool = False,
+               epre_overlap: bool = False) -> dict:
     """Cycles, bytes and bound of one block iteration in ``mode`` (module docstring).
 
     ``ffn_mask`` (T, F) is needed by ffnr/all, ``ep`` (dict of :func:`synth_ep`) by ep/all.
     ``reuse_dense``: a dense iteration of an FFN-Reuse run (base/ep modes): FC2 writes Y_d
     at A bits (the cache the sparse iterations add into).
+    ``epre_overlap`` (ep / all): charge only the EPRE cycles the overlapped schedule leaves
+    exposed (:func:`exion.golden.projections.epre_schedule`, the built EPRE at the config's
+    provisioning) instead of every EPRE cycle, plus the EPRE's own global-buffer fetch
+    (Wq) as stall cycles (an upper bound: as if the buffer were saturated); the result then
+    also carries ``epre_busy_cycles``, ``epre_exposed_cycles``, ``epre_bytes``,
+    ``epre_fetch_cycles`` (``epre_cycles`` = exposed + fetch), ``ep_saved_cycles``
+    (dense minus EP cycles of the q/k/v projections, scores and P.V) and ``epre_schedule``.
     Returns a dict with the totals (``cycles``, ``compute_cycles``, ``stall_cycles``,
     ``bytes``, ``bound``, ``utilization``, ``ffn_cycles``, ``attention_cycles``,
     ``epre_cycles``, ``cfse``) and ``gemms`` (one :meth:`GemmFlow.to_dict` each).
@@ -298,7 +306,42 @@ def block_flow(cfg: Config, shp: dict, mode: str, *, ffn_mask=None, ep=None,
     cfse["gelu_exposed"] = max(0, math.ceil(n_el / rate) - (f1.cycles if f1 else 0))
     cfse["rate"] = rate
     epre = epre_cycles(cfg, T, d, H, dh)["total"] if use_ep else 0
-    return _totals(cfg, g, cfse, epre, dataflow, bw, mode, shp)
+    extra = {}
+    if use_ep and epre_overlap:
+        extra = _ep_overlap(cfg, shp, g, kw)
+        epre = extra["epre_exposed_cycles"] + extra["epre_fetch_cycles"]
+    return {**_totals(cfg, g, cfse, epre, dataflow, bw, mode, shp), **extra}
+
+
+def _ep_overlap(cfg, shp, g, kw) -> dict:
+    """EP's saving and the exposed EPRE cycles of the overlapped schedule (``epre_overlap``)."""
+    from .projections import epre_schedule, schedule_from_gemms
+    T, d, H, dh = shp["T"], shp["d"], shp["heads"], shp["d_head"]
+    by = {x.name: x.cycles for x in g}
+    run = epre_run_cycles(cfg, T, T, d, dh)
+    kv, rest = schedule_from_gemms(by, H)
+    sch = epre_schedule(run, kv, rest)
+    dense = {n: gemm_flow(cfg, T, H * dh, d, name=n, **kw).cycles
+             for n in ("q_proj", "k_proj", "v_proj")}
+    sc = gemm_flow(cfg, T, T, dh, name="scores", **kw).cycles
+    pv = gemm_flow(cfg, T, dh, T, name="pv", **kw).cycles
+    dense_sum = sum(dense.values()) + H * (sc + pv)
+    att = [n for n in by if n.split("[")[0] in ("q_proj", "k_proj", "v_proj", "scores", "pv")]
+    saved = dense_sum - sum(by[n] for n in att)
+    # Global-buffer bytes of the EPRE beyond the SDUE's: Wq_h (the EPRE needs it before the
+    # SDUE's Q_h columns stream); X and Wk_h are captured from the SDUE's IMEM / WMEM fill
+    # streams (X of K_0, Wk_h of K_h while the EPRE's Q phase runs: Q phase >= K_h columns).
+    fetch = H * d * dh * cfg.width / 8
+    bw = cfg.gb_bytes_per_cycle if kw.get("bw") is None else kw["bw"]
+    return {"epre_busy_cycles": H * run, "epre_run_cycles": run,
+            "epre_bytes": int(fetch), "epre_fetch_cycles": int(math.ceil(fetch / bw)),
+            "epre_exposed_cycles": int(math.ceil(sch["exposed"])),
+            "ep_saved_cycles": int(saved),
+            "epre_provisioning": {"units": cfg.epre_unit_count, "lanes": cfg.epre_lane_count,
+                                  "selectors": cfg.epre_selector_count,
+                                  "shift_adds": cfg.epre_shift_adds},
+            "epre_schedule": {"waits": [int(math.ceil(w)) for w in sch["waits"]],
+                              "kv_per_head": kv[0], "rest_per_head": rest}}
 
 
 def _totals(cfg, g, cfse, epre, dataflow, bw, mode, shp):

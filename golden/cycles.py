@@ -64,10 +64,10 @@ ahead of the SDUE (its output FIFO decouples them):
 
 EPRE (calibrated to hw/epre.py)
 -------------------------------
-One run per attention head: ``units`` (default C) dot-product units of L shift-add lanes (one
-approximate product per lane per cycle), stage 1 Q then K, stage 2 one row group at a time,
-then one shared selector, query rows one after another (two passes over the row's N_k
-scores). :func:`epre_run_cycles` is exact for the RTL (no back-pressure on its mask output);
+One run per attention head: U = ``cfg.epre_unit_count`` dot-product units of Le =
+``cfg.epre_lane_count`` shift-add lanes (one approximate product per lane per cycle), stage 1
+Q then K, stage 2 one row group at a time, then S = ``cfg.epre_selector_count`` selectors
+select S query rows at once (two passes over the N_k scores per round). :func:`epre_run_cycles` is exact for the RTL (no back-pressure on its mask output);
 :func:`epre_cycles` is ``heads`` runs for a layer.
 """
 
@@ -489,35 +489,50 @@ def gemm_cycles(cfg: Config, K: int, plan: ConMergePlan, mask=None, input_mask=N
 
 # ---- EPRE ------------------------------------------------------------------------------
 def epre_run_cycles(cfg: Config, n_q: int, n_k: int, d: int, d_head: int,
-                    units: int | None = None) -> int:
+                    units: int | None = None, lanes: int | None = None,
+                    selectors: int | None = None) -> int:
     """Busy cycles of one EPRE run (one attention head), exactly as ``hw/epre.py`` counts them.
 
-    ``units`` dot-product units (default C) of L shift-add lanes; ``G = ceil(rows / units)``::
+    U = ``units`` (default ``cfg.epre_unit_count``) dot-product units of Le =
+    ``cfg.epre_lane_count`` shift-add lanes, S = ``cfg.epre_selector_count`` selectors;
+    ``G = ceil(rows / U)``, ``rows_g`` the query rows of group g (``lanes`` / ``selectors``
+    override Le / S, as ``units`` overrides U: an EPRE generated with other sizes)::
 
-        stage 1   (Gq + Gk) * d_head * ceil(d / L) + 2 * EPRE_PIPE
-        stage 2   Gq * (N_k * ceil(d_head / L) + EPRE_PIPE)
-        select    N_q * (2 * N_k + EPRE_SEL_FIXED)
+        stage 1   (Gq + Gk) * d_head * ceil(d / Le) + 2 * EPRE_PIPE
+        stage 2   Gq * (N_k * ceil(d_head / Le) + EPRE_PIPE)
+        select    S < U:  sum_g ceil(rows_g / S) * (2 * N_k + EPRE_SEL_FIXED - 1) + N_q
+                  S = U:  Gq * (N_k + EPRE_SEL_FIXED - 3) + N_q   (streamed insertion)
         + EPRE_RUN_FIXED
 
-    (no back-pressure on the mask output).
+    (no back-pressure on the mask output; S = 1 gives ``N_q * (2 N_k + EPRE_SEL_FIXED)``).
+    With S = U every unit has its selector, which inserts the unit's scores as stage 2
+    produces them, so a row group pays only the threshold latch, one mask pass over the
+    score buffer, its tail and one output cycle per row.
     """
-    u = cfg.cols if units is None else units
+    u = cfg.epre_unit_count if units is None else units
     for nm, v in (("n_q", n_q), ("n_k", n_k), ("d", d), ("d_head", d_head), ("units", u)):
         if not isinstance(v, (int, np.integer)) or v < 1:
             raise ExionError(f"epre_run_cycles: {nm} = {v!r} must be an integer >= 1")
-    p = epre_phase_cycles(cfg, n_q, n_k, d, d_head, u)
+    p = epre_phase_cycles(cfg, n_q, n_k, d, d_head, u, lanes, selectors)
     return p["stage1"] + p["stage2"] + p["select"] + EPRE_RUN_FIXED
 
 
 def epre_phase_cycles(cfg: Config, n_q: int, n_k: int, d: int, d_head: int,
-                      units: int | None = None) -> dict:
-    """The three phase terms of :func:`epre_run_cycles` (without ``EPRE_RUN_FIXED``)."""
-    u = cfg.cols if units is None else units
-    L = cfg.lanes
+                      units: int | None = None, lanes: int | None = None,
+                      selectors: int | None = None) -> dict:
+    """The three phase terms of :func:`epre_run_cycles` (without ``EPRE_RUN_FIXED``);
+    ``lanes`` / ``selectors`` override the config's (provisioning sweeps)."""
+    u = cfg.epre_unit_count if units is None else units
+    L = cfg.epre_lane_count if lanes is None else lanes
+    S = min(u, cfg.epre_selector_count if selectors is None else selectors)
     gq, gk = math.ceil(n_q / u), math.ceil(n_k / u)
     s1 = (gq + gk) * d_head * math.ceil(d / L) + 2 * EPRE_PIPE
     s2 = gq * (n_k * math.ceil(d_head / L) + EPRE_PIPE)
-    sel = n_q * (2 * n_k + EPRE_SEL_FIXED)
+    if S == u:      # streamed: insertion rides on stage 2; threshold, mask pass, tail
+        sel = gq * (n_k + EPRE_SEL_FIXED - 3) + n_q
+    else:           # rounds of S rows: start, insertion pass, tail, threshold, mask pass, tail
+        rounds = (n_q // u) * math.ceil(u / S) + math.ceil((n_q % u) / S)
+        sel = rounds * (2 * n_k + EPRE_SEL_FIXED - 1) + n_q
     return {"stage1": s1, "stage2": s2, "select": sel}
 
 

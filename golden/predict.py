@@ -31,6 +31,11 @@ The golden model of the EPRE. Stages, in the hardware's order (each result is ke
    Polarity **[choice]**: ``"top1"`` (default) -- a dominant row keeps only its top-1 key
    (the lowest-index maximum) and its attention output is that key's V row, so its Q row is
    not needed; ``"keep_all"`` -- a dominant row keeps every key (its Q row is needed).
+   **[choice] Selection in hardware** (issue 18): :func:`threshold_select` -- the kN-th
+   element (T, t) of the row, then a threshold pass -- gives the same mask; rows are
+   independent, so the EPRE selects S rows at once (``cfg.epre_selector_count``; with one
+   selector per unit the insertion rides on stage 2's output stream). The tie rule and the
+   gap test are unchanged.
 6. Outputs: ``score_mask`` (N_q x N_k bool), ``dominant`` (N_q), ``key_needed`` (N_k: the key
    is selected by some query; SPEC's flag, it decides the V rows), ``q_needed`` (N_q: not a
    dominant row under ``top1``). A refinement reported beside SPEC's flag: ``k_needed`` (N_k)
@@ -55,7 +60,7 @@ from exion.errors import ExionError
 from .lod import approx_matmul
 from .quant import check_k, check_operand, saturate, wrap
 
-__all__ = ["PredictResult", "eager_predict", "epre", "topk_select", "dominant_rows", "keep_count",
+__all__ = ["PredictResult", "eager_predict", "epre", "topk_select", "threshold_select", "dominant_rows", "keep_count",
            "stage1_shift", "as_fraction", "POLARITIES"]
 
 POLARITIES = ("top1", "keep_all")
@@ -128,6 +133,29 @@ def topk_select(scores, k_n: int) -> np.ndarray:
     mask = np.zeros((n_q, n_k), dtype=bool)
     np.put_along_axis(mask, order, True, axis=1)
     return mask
+
+
+def threshold_select(scores, k_n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The selection as the EPRE computes it, row by row and independently of other rows
+    (so S selectors may take S rows at once, issue 18) **[choice]**: per row the kN-th
+    element ``(T, t)`` of the order "score descending, index ascending", then one threshold
+    pass: key j is kept iff ``s_j > T or (s_j == T and j <= t)``. Returns ``(mask, T, t)``
+    (``k_n = 0``: nothing kept, T / t undefined and returned as 0). The mask equals
+    :func:`topk_select` (the stable-sort rule) exactly; ``tests/test_golden_predict.py``
+    checks it on ties."""
+    s = _check_scores(scores)
+    n_q, n_k = s.shape
+    if isinstance(k_n, bool) or not isinstance(k_n, (int, np.integer)) or not 0 <= k_n <= n_k:
+        raise ExionError(f"k_n must be an integer in [0, {n_k}] (N_k), got {k_n!r}")
+    if k_n == 0:
+        z = np.zeros(n_q, dtype=np.int64)
+        return np.zeros((n_q, n_k), dtype=bool), z, z
+    order = np.argsort(-s, axis=1, kind="stable")
+    t = order[:, k_n - 1]
+    T = s[np.arange(n_q), t]
+    j = np.arange(n_k)[None, :]
+    mask = (s > T[:, None]) | ((s == T[:, None]) & (j <= t[:, None]))
+    return mask, T, t
 
 
 def dominant_rows(scores, q_th_int) -> np.ndarray:

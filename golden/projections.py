@@ -1,6 +1,12 @@
-"""Break-even of eager prediction (issue 8): EP's SDUE saving per block iteration against the
-EPRE's cost, as built and as *projected* for other provisionings (SPEC 7, "EPRE
-provisioning"). Used by ``bench/perf_workload.py`` (section 5) and its tests.
+"""Break-even of eager prediction (issues 8 and 18): EP's SDUE saving per block iteration
+against the EPRE's cost at several provisionings (SPEC 7, "EPRE provisioning"), and the
+overlapped schedule of the built EPRE (:func:`epre_schedule`, used by ``golden.block``).
+Used by ``bench/perf_workload.py`` (section 5), ``bench/perf_epre.py`` and their tests.
+
+Since issue 18 the RTL is provisioned by the config (units, lanes per unit, selectors;
+S = U streams the insertion from stage 2), so every run count below is the built design's
+RTL-exact formula; only the EPRE/SDUE overlap is a schedule model (the DSC controller
+issue implements it). The older notes below describe the issue-8 projection.
 
 What is exact and what is a projection (every result row says which, in ``basis``):
 
@@ -24,10 +30,11 @@ import math
 
 import numpy as np
 
-from .cycles import EPRE_RUN_FIXED, EPRE_SEL_FIXED, epre_phase_cycles, transformer_block
+from .cycles import EPRE_RUN_FIXED, epre_phase_cycles, transformer_block
 
 __all__ = ["BE_KS", "BE_DOM", "BE_UNITS", "STEPS", "N", "epre_projection", "overlap_span",
            "epre_exposed", "provisioning_variants", "head_sdue", "ep_point", "synth_ep",
+           "epre_schedule", "schedule_from_gemms",
            "ep_sweep", "break_even"]
 
 # Sweep points of the bench: top-k ratios and dominant-row fractions (DiT-XL/2 has no
@@ -40,24 +47,22 @@ _PROJ = ("q_proj", "k_proj", "v_proj")
 
 
 def epre_projection(cfg, T, d, heads, d_head, units=None, per_unit_selectors=False) -> dict:
-    """EPRE cycles of one attention layer (``heads`` runs, N_q = N_k = T) for a re-provisioned
-    EPRE. **PROJECTION**, not in golden.cycles (nothing of it is built):
+    """EPRE cycles of one attention layer (``heads`` runs, N_q = N_k = T) at a provisioning,
+    from the built design's RTL-exact formula (``golden.cycles.epre_phase_cycles``; the RTL
+    takes units, lanes per unit and selectors from the config, issue 18):
 
-    * ``units`` = U dot-product units: the RTL's own formula (``golden.cycles.
-      epre_phase_cycles`` with ``units``; ``hw/epre.py`` takes ``units`` as a kwarg). With
-      U = C and one shared selector this *is* ``golden.cycles.epre_cycles`` (RTL-exact);
-      other U are the formula of an EPRE generated with that U (cycle-tested at U = C and 5
-      only, never synthesized at U = 256).
-    * ``per_unit_selectors``: one selector per unit, query rows dealt over the U selectors:
-      ``select = ceil(N_q / U) * (2 N_k + EPRE_SEL_FIXED)`` (= select / U when U divides N_q).
-      Not in the RTL.
+    * ``units=None``: the config's provisioning (U, Le, S) = ``cfg.epre_unit_count``,
+      ``epre_lane_count``, ``epre_selector_count`` -- this *is* ``golden.cycles.epre_cycles``.
+    * ``units=U``: U units of the config's Le lanes with one shared selector, or one selector
+      per unit (``per_unit_selectors``: S = U, streamed insertion).
 
     Returns per-layer ``stage1``, ``stage2``, ``select``, ``total`` and per-head ``run``.
     """
-    u = cfg.cols if units is None else int(units)
-    p = epre_phase_cycles(cfg, T, T, d, d_head, u)
-    if per_unit_selectors:
-        p["select"] = math.ceil(T / u) * (2 * T + EPRE_SEL_FIXED)
+    if units is None:
+        p = epre_phase_cycles(cfg, T, T, d, d_head)
+    else:
+        u = int(units)
+        p = epre_phase_cycles(cfg, T, T, d, d_head, u, selectors=u if per_unit_selectors else 1)
     run = p["stage1"] + p["stage2"] + p["select"] + EPRE_RUN_FIXED
     return {**{k: heads * v for k, v in p.items()}, "run": run, "total": heads * run}
 
@@ -93,20 +98,21 @@ def epre_exposed(epre_run: int, sdue_heads, overlap: bool) -> float:
 
 
 def provisioning_variants(cfg) -> list[dict]:
-    """EPRE provisionings compared, each labeled with how exact its cycles are."""
-    out = []
+    """EPRE provisionings compared: the config's (as built), U units with one shared or one
+    per-unit selector, each before the SDUE or overlapped (:func:`epre_schedule`), and the
+    EPRE-free bound. Every run count is the built RTL's formula; the overlap is the model of
+    the schedule (``basis`` says which)."""
+    out = [{"name": "config", "units": None, "per_unit_selectors": False, "overlap": False,
+            "basis": "RTL-exact (config provisioning, EPRE before the SDUE)"},
+           {"name": "config, overlap", "units": None, "per_unit_selectors": False,
+            "overlap": True, "basis": "RTL-exact run, overlapped schedule (model)"}]
     for ov in (False, True):
         for sel in (False, True):
             for u in BE_UNITS:
-                if u == cfg.cols and not sel and not ov:
-                    basis = "RTL-exact (as built)"
-                elif not sel and not ov:
-                    basis = "RTL formula, U units"
-                else:
-                    basis = "projection"
                 name = f"U={u}" + (", sel/unit" if sel else "") + (", overlap" if ov else "")
                 out.append({"name": name, "units": u, "per_unit_selectors": sel,
-                            "overlap": ov, "basis": basis})
+                            "overlap": ov, "basis": "RTL formula" + (
+                                ", overlapped schedule (model)" if ov else "")})
     out.append({"name": "EPRE free", "units": None, "per_unit_selectors": False,
                 "overlap": False, "basis": "bound (EPRE cost 0)", "free": True})
     return out
@@ -137,6 +143,8 @@ def ep_point(cfg, T, d, heads, ffn, m, score_mask, skip_q, skip_k, skip_v):
             "base_stall": b["stall_cycles"],
             "ep_stall_saving": b["stall_cycles"] - e["stall_cycles"],
             "head_sdue": head_sdue(e["gemms"], heads),
+            "head_kv": schedule_from_gemms(by_e, heads)[0],
+            "head_rest": schedule_from_gemms(by_e, heads)[1],
             "skipped_q": int(skip_q.sum()), "skipped_k": int(skip_k.sum()),
             "skipped_v": int(skip_v.sum()), "rows": heads * T,
             "score_density": float((score_mask & ~skip_q[..., None]).mean())}
@@ -203,7 +211,10 @@ def break_even(cfg, shape, pts, base_sdue, ffnr_saving, ffnr_saving_mem=None, st
         else:
             proj = epre_projection(cfg, T, d, heads, dh, v["units"], v["per_unit_selectors"])
         for p in pts:
-            exp = epre_exposed(proj["run"], p["head_sdue"], v["overlap"])
+            if v["overlap"] and "head_kv" in p:
+                exp = epre_schedule(proj["run"], p["head_kv"], p["head_rest"])["exposed"]
+            else:
+                exp = epre_exposed(proj["run"], p["head_sdue"], v["overlap"])
             ep_it = base_sdue - p["ep_saving"] + exp
             all_it = ep_it - ffnr_saving
             mem = {}
@@ -226,3 +237,47 @@ def break_even(cfg, shape, pts, base_sdue, ffnr_saving, ffnr_saving_mem=None, st
                 "speedup_ffnr": base_tot / ffnr_tot, "pays_off": exp < p["ep_saving"],
                 **mem})
     return rows
+
+
+# ---- the built overlapped schedule (issue 18) -----------------------------------------------
+def epre_schedule(epre_run: int, kv_heads, rest_heads) -> dict:
+    """Exposed EPRE cycles of one attention layer under the overlapped schedule of the built
+    EPRE (SPEC 7: only exposed EPRE cycles count against EP's saving).
+
+    The SDUE runs head by head: head h's K and V projection columns first (``kv_heads[h]``
+    cycles; they do not wait for eager prediction: at k = 0.05 a key is needed by some
+    query almost always, so EP skips almost no K/V rows, and those are charged dense), then
+    head h's Q projection (skipping the dominant query rows EP found, at the SDUE's
+    granularity: the (row, head) output segment, dropped by ConMerge on the projection's
+    output mask), scores[h] and P.V[h] (``rest_heads[h]``), which need EPRE run h. The EPRE
+    runs its heads back to back from the start of the attention phase (it needs only the
+    block's LN output X and Wq_h / Wk_h, double-buffered in its W memory; masks of finished
+    runs are buffered, N_q x N_k bits per head)::
+
+        e_h = (h + 1) * epre_run                     EPRE run h done
+        t  += kv_heads[h];  wait = max(0, e_h - t);  t += wait + rest_heads[h]
+
+    ``exposed = sum(wait)``. Returns ``exposed``, ``span`` (the layer's attention cycles
+    with the EPRE), ``sdue`` (without it) and ``waits`` per head.
+    """
+    if len(kv_heads) != len(rest_heads):
+        raise ValueError("kv_heads and rest_heads must have one entry per head")
+    t, waits = 0.0, []
+    for h, (kv, rest) in enumerate(zip(kv_heads, rest_heads)):
+        t += kv
+        w = max(0.0, (h + 1) * epre_run - t)
+        waits.append(w)
+        t += w + rest
+    sdue = float(sum(kv_heads) + sum(rest_heads))
+    return {"exposed": float(sum(waits)), "span": t, "sdue": sdue, "waits": waits}
+
+
+def schedule_from_gemms(gemm_cycles: dict, heads: int) -> tuple[list, list]:
+    """Per-head (K/V projection, Q projection + scores + P.V) SDUE cycles from a block's GEMM
+    cycles by name (``q_proj``, ``k_proj``, ``v_proj``, ``scores[h]``, ``pv[h]``); a projection
+    is split evenly over the heads (its columns are head-major)."""
+    kv = (gemm_cycles.get("k_proj", 0) + gemm_cycles.get("v_proj", 0)) / heads
+    q = gemm_cycles.get("q_proj", 0) / heads
+    rest = [q + gemm_cycles.get(f"scores[{h}]", 0) + gemm_cycles.get(f"pv[{h}]", 0)
+            for h in range(heads)]
+    return [kv] * heads, rest

@@ -48,7 +48,8 @@ from exion.config import PRESETS, Config
 from exion.errors import ExionError
 
 from . import block as bl
-from .cycles import epre_cycles
+from .cycles import epre_cycles, epre_run_cycles
+from .projections import epre_schedule
 from .dataflow import BYTE_KEYS, gemm_flow
 from .workloads_sys import Block, Model
 
@@ -361,13 +362,20 @@ def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | 
     cfse["gelu_exposed"] = gel_exp
     epre = 0
     shift_adds = 0
+    epre_busy = 0
     if use_ep:
         epre_runs = b * (2 if blk.self_attn2 else 1)
-        epre = epre_runs * epre_cycles(cfg, T, d, H, dh)["total"]
+        epre_busy = epre_runs * epre_cycles(cfg, T, d, H, dh)["total"]
+        # issue 18: only the cycles the overlapped schedule leaves exposed are charged
+        # (golden.projections.epre_schedule, per sequence, each self-attention)
+        epre = sum(_epre_exposed(cfg, g, pre, names, blk, h_eval, kw["bw"]) for pre, names in
+                   [("", ("q_proj", "k_proj", "v_proj"))]
+                   + ([("sa2.", ("q2_proj", "k2_proj", "v2_proj"))] if blk.self_attn2 else []))
         # stage 1 (Qh, Kh: T x d x 2hd products) + stage 2 (H x T x T x dh products), each
         # a sum of lod_terms^2 power-of-two terms
         shift_adds = epre_runs * cfg.lod_terms ** 2 * (T * d * 2 * hd + H * T * T * dh)
     return {"block": blk.name, "mode": mode, "gemms": g, "cfse": cfse, "epre_cycles": epre,
+            "epre_busy_cycles": epre_busy,
             "epre_runs": epre_runs, "shift_adds": shift_adds, "h_eval": h_eval,
             "attn_units": b * H,
             "ffn_sparsity": ffn_sp,
@@ -403,6 +411,31 @@ def _ffn(cfg, blk, use_ffnr, reuse_dense, masks_kind, s, seed, kw):
         n_el = M_all * F
     gel = lin * max(0, math.ceil(n_el / lin / rate) - fc1s[0].cycles)
     return (g, None if ffn_mask is None else float(1 - ffn_mask.mean()), n_el, gel)
+
+
+def _epre_exposed(cfg: Config, g, prefix: str, names, blk: Block, h_eval: int,
+                  bw: int) -> float:
+    """Exposed EPRE cycles of one self-attention of ``blk`` (all its sequences): per sequence,
+    :func:`exion.golden.projections.epre_schedule` over the heads, with each head's K/V
+    projection share, Q projection share and its scores / P.V GEMMs (sampled heads reused),
+    plus the EPRE's Wq fetch at ``bw`` bytes per cycle once per block instance (the EPRE
+    predicts head h of every sequence on one Wq_h; ``golden.block`` has b = 1)."""
+    T, d, H, dh, b = blk.T, blk.d, blk.heads, blk.d_head, blk.batch
+    tot = {}
+    one = {}
+    for x, n, _ in g:
+        tot[x.name] = tot.get(x.name, 0.0) + x.cycles * n
+        one[x.name] = x.cycles
+    units = b * H
+    kv = (tot.get(names[1], 0.0) + tot.get(names[2], 0.0)) / units
+    q = tot.get(names[0], 0.0) / units
+    rest = [q + one.get(f"{prefix}scores[{h % h_eval}]", 0) + one.get(f"{prefix}pv[{h % h_eval}]", 0)
+            for h in range(H)]
+    run = epre_run_cycles(cfg, T, T, d, dh)
+    # as golden.block: exposed cycles (rounded up) per sequence + the EPRE's own Wq fetch as
+    # stall, once per block instance (the EPRE runs the b sequences of head h on one Wq_h)
+    fetch = math.ceil(H * d * dh * cfg.width / 8 / bw)
+    return b * math.ceil(epre_schedule(run, [kv] * H, rest)["exposed"]) + fetch
 
 
 def core_totals(cfg: Config, r: dict) -> dict:

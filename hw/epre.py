@@ -2,24 +2,29 @@
 
 Bit-exact twin of ``exion.golden.predict.eager_predict`` (``docs/epre.md`` has the picture).
 
-Lanes: ``units`` dot-product units (default C) of L shift-add lanes each. Every cycle every
-unit multiplies (approximately: LOD / TS-LOD, sums of shifted ones, no multiplier) one L-word
-of its own row operand with one broadcast L-word and accumulates exactly in A bits::
+Provisioning (issue 18, config fields): U = ``epre_units`` dot-product units of Le =
+``epre_lanes`` shift-add lanes each (an EPRE word is Le elements), S = ``epre_selectors``
+top-kN selectors. Every cycle every unit multiplies (approximately: LOD / TS-LOD, sums of
+shifted ones, no multiplier) one Le-word of its own row operand with one broadcast Le-word
+and accumulates exactly in A bits::
 
     stage 1 (Q, then K):  unit u holds token row g*U + u of X;  Wq^T / Wk^T row j broadcast
                           loop g (row groups), j (0..d_head-1), kw (0..d_words-1)
                           acc -> (acc >> shift) -> saturate W -> Qh / Kh bank u
     stage 2 (per group g): unit u holds Qh row g*U + u;  Kh row j broadcast (bank j % U)
                           loop j (0..N_k-1), kw (0..h_words-1) -> score buffer [j][u]
-    select (per row):     insert the row's N_k scores into one sorted insertion network
-                          (N_k cycles), latch the kN-th (score, index) and the top-2 gap,
-                          then one mask pass (N_k cycles), emit the mask row on ``mask``.
+    select:               S selectors, S rows at once. S = U (streamed): selector u inserts
+                          unit u's scores as stage 2 writes them (no cycles of its own),
+                          then latch the kN-th (score, index) and the top-2 gap, one mask
+                          pass over the score buffer (N_k cycles) for all U rows, emit the
+                          U mask rows on ``mask`` (one per cycle). S < U: rounds of S rows,
+                          each an insertion pass (N_k) + latch + mask pass (N_k) + S outputs.
 
 Datapath pipeline: read (1) -> LOD register (1) -> products + lane tree register (1) ->
 accumulator (1): a result is written ``PIPE = 4`` cycles after its last beat issues; every
 phase ends with a ``PIPE``-cycle drain, so the next phase reads finished data.
 
-Selection (one shared selector, rows one after the other): the network keeps the first
+Selection (per selector, one row at a time): the network keeps the first
 ``m`` elements of the row in the total order "score descending, index ascending" (mode
 ``largest``, ``m = kN``) or its reverse (mode ``smallest``, ``m = N_k - kN + 1``, when
 ``kN > E``), so ``E = n_max // 2 + 1`` entries suffice for every kN. Its entry ``m - 1`` is the
@@ -31,7 +36,8 @@ Cycles of a run (``cycles`` output, no back-pressure on ``mask``)::
 
     (Gq + Gk) * d_head * d_words + 2 * PIPE                       stage 1
   + Gq * (N_k * h_words + PIPE)                                   stage 2
-  + N_q * (2 * N_k + SEL_FIXED)                                   selection
+  + Gq * (N_k + SEL_FIXED - 3) + N_q                              selection, S = U
+    (sum_g ceil(rows_g / S) * (2 * N_k + SEL_FIXED - 1) + N_q      selection, S < U)
   + RUN_FIXED
 
 with ``Gq = ceil(N_q / U)``, ``Gk = ceil(N_k / U)`` (``exion.golden.cycles.epre_run_cycles``
@@ -51,12 +57,11 @@ from exion.config import EPRE_PIPE, EPRE_RUN_FIXED, EPRE_SEL_FIXED, Config
 
 from .util import bits_for as _bits
 from .util import pad_mux as _mux
-from .dpu import operand_layout
-from .epre_stages import EpreControl, EpreLanes, EpreSelector, EpreWriteback
+from .epre_stages import EpreControl, EpreLanes, EpreSelector, EpreWriteback, epre_word
 from .lod import refuse
 from .sdue import mem_write_signature
 
-__all__ = ["EPRE", "EpreSizes", "run_layout", "mask_layout", "score_layout",
+__all__ = ["EPRE", "EpreSizes", "epre_word", "run_layout", "mask_layout", "score_layout",
            "h_read_signature", "PIPE", "SEL_FIXED", "RUN_FIXED"]
 
 #: Cycles from the issue of a phase's last beat to its last result written (drain);
@@ -75,7 +80,8 @@ class EpreSizes:
     ``d_max`` model width (stage-1 reduction), ``dh_max`` head width (stage-2 reduction).
     """
 
-    def __init__(self, cfg: Config, units: int, n_max: int, d_max: int, dh_max: int):
+    def __init__(self, cfg: Config, units: int, n_max: int, d_max: int, dh_max: int,
+                 selectors: int | None = None):
         for name, v in (("units", units), ("n_max", n_max), ("d_max", d_max),
                         ("dh_max", dh_max)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -86,7 +92,16 @@ class EpreSizes:
                                  f"A = {cfg.acc_width}-bit accumulator is exact only up to k_max")
         if n_max < 2:
             raise ValueError(f"EPRE n_max must be >= 2, got {n_max}")
-        L = cfg.lanes
+        L = self.lanes = cfg.epre_lane_count
+        self.selectors = cfg.epre_selector_count if selectors is None else selectors
+        if not isinstance(self.selectors, int) or isinstance(self.selectors, bool) \
+                or self.selectors < 1:
+            raise ValueError(f"EPRE selectors must be an integer >= 1, got {self.selectors!r}")
+        if self.selectors > units:
+            raise ValueError(f"EPRE selectors = {self.selectors} exceeds units = {units} "
+                             f"(a selector serves one unit's rows at a time)")
+        self.rounds = math.ceil(units / self.selectors)   # selector rounds per row group
+        self.streamed = int(self.selectors == units)      # insert from the stage-2 stream
         self.units, self.n_max, self.d_max, self.dh_max = units, n_max, d_max, dh_max
         self.g_max = math.ceil(n_max / units)        # row groups
         self.dw_max = math.ceil(d_max / L)            # stage-1 words per row
@@ -97,7 +112,8 @@ class EpreSizes:
         self.h_depth = self.g_max * self.hw_max       # per Qh / Kh bank
 
     def as_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("units", "n_max", "d_max", "dh_max", "g_max",
+        return {k: getattr(self, k) for k in ("units", "lanes", "selectors", "rounds",
+                                              "streamed", "n_max", "d_max", "dh_max", "g_max",
                                               "dw_max", "hw_max", "entries", "x_depth",
                                               "w_depth", "h_depth")}
 
@@ -151,7 +167,7 @@ def h_read_signature(cfg: Config, s: EpreSizes) -> wiring.Signature:
     return wiring.Signature({
         "addr": Out(_bits(s.h_depth)),
         "k": Out(1),
-        "data": In(data.ArrayLayout(operand_layout(cfg), s.units)),
+        "data": In(data.ArrayLayout(epre_word(cfg), s.units)),
     })
 
 
@@ -161,10 +177,15 @@ class EPRE(wiring.Component):
     Parameters
     ----------
     cfg : Config
-        L = ``lanes``, W = ``width``, A = ``acc_width``, ``lod_terms`` (1: LOD hardware only;
-        2: TS-LOD, LOD selectable per run), C = ``cols`` (default units).
+        Le = ``epre_lane_count`` (shift-add lanes per unit = elements per EPRE word),
+        W = ``width``, A = ``acc_width``, ``lod_terms`` (1: LOD hardware only; 2: TS-LOD, LOD
+        selectable per run), U = ``epre_unit_count``, S = ``epre_selector_count``.
     units : int
-        Dot-product units (rows computed in parallel), default ``cfg.cols``.
+        Dot-product units (rows computed in parallel), default ``cfg.epre_unit_count``.
+    selectors : int
+        Top-kN selectors (rows selected at once, 1..units), default
+        ``cfg.epre_selector_count``. S = U: each unit's selector inserts from the stage-2
+        stream (no insertion pass); S < U: rounds of S rows over the score buffer.
     n_max, d_max, dh_max : int
         Largest N_q / N_k (and N_q + N_k for cross-attention), d, d_head. Defaults cover a
         DiT-XL/2 head (256 tokens, d = 1152, d_head = 72), d and d_head capped at ``k_max``.
@@ -194,16 +215,17 @@ class EPRE(wiring.Component):
     """
 
     def __init__(self, cfg: Config, *, units: int | None = None, n_max: int = 256,
-                 d_max: int | None = None, dh_max: int | None = None):
+                 d_max: int | None = None, dh_max: int | None = None,
+                 selectors: int | None = None):
         self.cfg = cfg
-        units = cfg.cols if units is None else units
+        units = cfg.epre_unit_count if units is None else units
         d_max = min(1152, cfg.k_max) if d_max is None else d_max
         dh_max = min(72, cfg.k_max) if dh_max is None else dh_max
         try:
-            self.sizes = s = EpreSizes(cfg, units, n_max, d_max, dh_max)
+            self.sizes = s = EpreSizes(cfg, units, n_max, d_max, dh_max, selectors)
         except ValueError as e:
             raise refuse(self, str(e)) from None
-        word = operand_layout(cfg)
+        word = epre_word(cfg)
         super().__init__({
             "run": In(stream.Signature(run_layout(cfg, s))),
             "x_w": In(mem_write_signature(units, _bits(s.x_depth), word)),
@@ -231,7 +253,7 @@ class EPRE(wiring.Component):
         cfg, s = self.cfg, self.sizes
         U, A = s.units, cfg.acc_width
         m = Module()
-        word = operand_layout(cfg)
+        word = epre_word(cfg)
         rl = run_layout(cfg, s)
 
         # ---- stages --------------------------------------------------------------------
@@ -240,7 +262,10 @@ class EPRE(wiring.Component):
         m.submodules.writeback = wb = EpreWriteback(
             cfg, U, _bits(s.h_depth), max(s.dh_max, s.n_max) + 1, score_layout(cfg, s),
             rl["d_head"].shape.width, rl["h_words"].shape.width)
-        m.submodules.selector = sel = EpreSelector(cfg, s.n_max)
+        S = s.selectors
+        sels = [EpreSelector(cfg, s.n_max, streamed=bool(s.streamed)) for _ in range(S)]
+        for i, sel in enumerate(sels):
+            m.submodules[f"selector{i}" if S > 1 else "selector"] = sel
         wiring.connect(m, wiring.flipped(self.run), ctl.run)
         wiring.connect(m, wb.score, wiring.flipped(self.score))
         run = ctl.params
@@ -253,16 +278,25 @@ class EPRE(wiring.Component):
             wb.ph_s2.eq(ctl.ph_s2), wb.shift_q.eq(run.shift_q), wb.shift_k.eq(run.shift_k),
             wb.d_head.eq(run.d_head), wb.h_words.eq(run.h_words), wb.group.eq(ctl.group),
             wb.clear_all.eq(ctl.wb_clear_all), wb.clear_j.eq(ctl.wb_clear_j),
-            sel.start.eq(ctl.start), sel.k_n.eq(self.run.payload.k_n),
-            sel.n_k.eq(self.run.payload.n_k), sel.keep_all.eq(run.keep_all),
-            sel.q_th_en.eq(run.q_th_en), sel.q_th.eq(run.q_th), sel.clear.eq(ctl.sel_clear),
-            sel.sj.eq(ctl.sj), sel.ins.eq(ctl.ins), sel.msk.eq(ctl.msk),
-            sel.latch.eq(ctl.latch),
             self.mask.valid.eq(ctl.mask_valid), ctl.mask_ready.eq(self.mask.ready),
-            self.mask.payload.row.eq(ctl.row), self.mask.payload.dominant.eq(sel.dominant),
-            self.mask.payload.mask.eq(sel.mask_row),
-            self.key_needed.eq(sel.key_needed), self.k_needed.eq(sel.k_needed),
+            self.mask.payload.row.eq(ctl.row),
+            self.mask.payload.dominant.eq(_mux([x.dominant for x in sels], ctl.orow)),
+            self.mask.payload.mask.eq(_mux([x.mask_row for x in sels], ctl.orow)),
         ]
+        kn, kk = 0, 0
+        for i, sel in enumerate(sels):
+            m.d.comb += [
+                sel.start.eq(ctl.start), sel.k_n.eq(self.run.payload.k_n),
+                sel.n_k.eq(self.run.payload.n_k), sel.keep_all.eq(run.keep_all),
+                sel.q_th_en.eq(run.q_th_en), sel.q_th.eq(run.q_th), sel.clear.eq(ctl.sel_clear),
+                sel.sj.eq(ctl.sj), sel.ins.eq(ctl.ins), sel.msk.eq(ctl.msk),
+                sel.latch.eq(ctl.latch),
+                # selector i serves unit rnd * S + i, query row ctl.row + i of this round
+                sel.act.eq((ctl.rbase + i < U) & (ctl.row + i < run.n_q)),
+                sel.s_v.eq(wb.s_en), sel.s_score.eq(lanes.acc[i]), sel.s_key.eq(wb.s_addr),
+            ]
+            kn, kk = kn | sel.key_needed, kk | sel.k_needed
+        m.d.comb += [self.key_needed.eq(kn), self.k_needed.eq(kk)]
 
         # ---- memories: X, Qh, Kh banks per unit; W^T; the score buffer -------------------
         h_rd = {"q": [], "k": []}
@@ -295,7 +329,10 @@ class EPRE(wiring.Component):
         s_wp = smem.write_port()
         s_rp = smem.read_port()
         m.d.comb += [s_wp.addr.eq(wb.s_addr), s_wp.en.eq(wb.s_en), s_wp.data.eq(lanes.acc),
-                     s_rp.addr.eq(ctl.sj), sel.score.eq(_mux(list(s_rp.data), ctl.col))]
+                     s_rp.addr.eq(ctl.sj)]
+        for i, sel in enumerate(sels):      # selector i reads column rnd * S + i
+            cols = [s_rp.data[c] for c in range(i, U, S)]
+            m.d.comb += sel.score.eq(_mux(cols, ctl.rnd))
 
         h_r_k = Signal(name="h_r_k")
         m.d.sync += h_r_k.eq(self.h_r.k)

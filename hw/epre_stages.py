@@ -19,12 +19,16 @@ from amaranth.utils import ceil_log2
 
 from exion.config import Config
 
-from .dpu import operand_layout
 from .lod import LOD, approx_product, lod_layout
 from .util import bits_for as _bits
 from .util import pad_mux as _mux
 
-__all__ = ["EpreLanes", "EpreWriteback", "EpreSelector", "EpreControl"]
+__all__ = ["epre_word", "EpreLanes", "EpreWriteback", "EpreSelector", "EpreControl"]
+
+
+def epre_word(cfg: Config) -> data.ArrayLayout:
+    """One EPRE memory word: ``cfg.epre_lane_count`` (Le) W-bit elements, one per lane."""
+    return data.ArrayLayout(signed(cfg.width), cfg.epre_lane_count)
 
 
 class EpreLanes(wiring.Component):
@@ -61,7 +65,7 @@ class EpreLanes(wiring.Component):
 
     def __init__(self, cfg: Config, units: int):
         self.cfg, self.units = cfg, units
-        word = operand_layout(cfg)
+        word = epre_word(cfg)
         arr = data.ArrayLayout(word, units)
         super().__init__({
             "issue": In(1), "first": In(1), "last": In(1), "jc": In(range(units)),
@@ -71,7 +75,7 @@ class EpreLanes(wiring.Component):
 
     def elaborate(self, platform):
         cfg, U = self.cfg, self.units
-        L, W, A, terms = cfg.lanes, cfg.width, cfg.acc_width, cfg.lod_terms
+        L, W, A, terms = cfg.epre_lane_count, cfg.width, cfg.acc_width, cfg.lod_terms
         m = Module()
         v1, first1, last1 = Signal(), Signal(), Signal()
         jc1 = Signal.like(self.jc, name="jc1")
@@ -150,7 +154,7 @@ class EpreWriteback(wiring.Component):
                  dh_bits: int, hw_bits: int):
         self.cfg, self.units = cfg, units
         A = cfg.acc_width
-        word = operand_layout(cfg)
+        word = epre_word(cfg)
         self._j_range = j_range
         super().__init__({
             "res_v": In(1), "acc": In(data.ArrayLayout(signed(A), units)),
@@ -165,9 +169,9 @@ class EpreWriteback(wiring.Component):
 
     def elaborate(self, platform):
         cfg, U = self.cfg, self.units
-        L, W, A = cfg.lanes, cfg.width, cfg.acc_width
+        L, W, A = cfg.epre_lane_count, cfg.width, cfg.acc_width
         m = Module()
-        word = operand_layout(cfg)
+        word = epre_word(cfg)
         wb_j = Signal(range(self._j_range), name="wb_j")
         wb_je = Signal(range(L), name="wb_je")
         wb_addr = Signal.like(self.h_addr, name="wb_addr")       # word of (group, j // L)
@@ -222,6 +226,10 @@ class EpreSelector(wiring.Component):
     ----------
     cfg : Config
     n_max : int
+    streamed : bool
+        Insert from the stage-2 result stream (``s_v``, ``s_score``, ``s_key``: one selector
+        per unit, S = U) instead of a pass over the score buffer (``ins``): the insertion
+        pass costs no cycles of its own (docs/epre.md, "Selection").
 
     Members
     -------
@@ -231,10 +239,15 @@ class EpreSelector(wiring.Component):
         Run parameters (dominant polarity, gap rule on, threshold).
     clear : In(1)
         A row starts (empty network, tracker and mask row).
+    s_v : In(1); s_score : In(signed(A)); s_key : In(key bits)
+        ``streamed``: insert ``s_score`` of key ``s_key`` this cycle.
     score : In(signed(A)); sj : In(key bits)
         The score of key ``sj`` read from the score buffer (valid one cycle after ``sj``).
     ins, msk : In(1)
         Insert / mask pass: key ``sj`` is read this cycle.
+    act : In(1)
+        This selector serves a real query row in this round (else its mask bits do not
+        reach ``key_needed`` / ``k_needed``; rows past N_q or past the last unit).
     latch : In(1)
         Latch the kN-th element and the dominant flag (after the insertion pass).
     mask_row : Out(n_max); dominant : Out(1)
@@ -244,14 +257,15 @@ class EpreSelector(wiring.Component):
     Latency: a key's mask bit is set two cycles after its ``msk`` read.
     """
 
-    def __init__(self, cfg: Config, n_max: int):
-        self.cfg, self.n_max = cfg, n_max
+    def __init__(self, cfg: Config, n_max: int, streamed: bool = False):
+        self.cfg, self.n_max, self.streamed = cfg, n_max, streamed
         nb = n_max.bit_length()
         super().__init__({
             "start": In(1), "k_n": In(nb), "n_k": In(nb),
             "keep_all": In(1), "q_th_en": In(1), "q_th": In(cfg.acc_width + 1),
             "clear": In(1), "score": In(signed(cfg.acc_width)), "sj": In(range(n_max + 1)),
-            "ins": In(1), "msk": In(1), "latch": In(1),
+            "ins": In(1), "msk": In(1), "latch": In(1), "act": In(1),
+            "s_v": In(1), "s_score": In(signed(cfg.acc_width)), "s_key": In(range(n_max + 1)),
             "mask_row": Out(n_max), "dominant": Out(1),
             "key_needed": Out(n_max), "k_needed": Out(n_max)})
 
@@ -278,6 +292,11 @@ class EpreSelector(wiring.Component):
         msk_v = Signal(name="msk_v")
         rd = self.score
         m.d.sync += [ins_v.eq(self.ins), msk_v.eq(self.msk), sj1.eq(self.sj)]
+        msk_rd = rd
+        if self.streamed:                 # insert from the stage-2 stream
+            ins_v, rd, ins_j = self.s_v, self.s_score, self.s_key
+        else:                             # insert from the score buffer (read one cycle ago)
+            ins_j = sj1
 
         # insertion
         beat = [~ent_ok[i] | ((rd > ent_v[i]) ^ small) for i in range(E)]
@@ -288,15 +307,15 @@ class EpreSelector(wiring.Component):
             for i in range(E):
                 with m.If(beat[i]):
                     if i == 0:
-                        m.d.sync += [ent_v[0].eq(rd), ent_i[0].eq(sj1), ent_ok[0].eq(1)]
+                        m.d.sync += [ent_v[0].eq(rd), ent_i[0].eq(ins_j), ent_ok[0].eq(1)]
                     else:
                         with m.If(beat[i - 1]):
                             m.d.sync += [ent_v[i].eq(ent_v[i - 1]), ent_i[i].eq(ent_i[i - 1]),
                                          ent_ok[i].eq(ent_ok[i - 1])]
                         with m.Else():
-                            m.d.sync += [ent_v[i].eq(rd), ent_i[i].eq(sj1), ent_ok[i].eq(1)]
+                            m.d.sync += [ent_v[i].eq(rd), ent_i[i].eq(ins_j), ent_ok[i].eq(1)]
             with m.If(~have1 | (rd > max1)):
-                m.d.sync += [max1.eq(rd), idx1.eq(sj1), have1.eq(1),
+                m.d.sync += [max1.eq(rd), idx1.eq(ins_j), have1.eq(1),
                              max2.eq(max1), have2.eq(have1)]
             with m.Elif(~have2 | (rd > max2)):
                 m.d.sync += [max2.eq(rd), have2.eq(1)]
@@ -307,14 +326,16 @@ class EpreSelector(wiring.Component):
             m.d.sync += [thr_v.eq(_mux(ent_v, thr_idx)), thr_i.eq(_mux(ent_i, thr_idx)),
                          dom.eq(self.q_th_en & (~have2 | (gap >= self.q_th)))]
         # mask bit of key sj1
+        rd = msk_rd
         keep = Signal(name="keep")
         m.d.comb += keep.eq(Mux(dom, Mux(self.keep_all, 1, sj1 == idx1),
                                 kn_nz & ((rd > thr_v) | ((rd == thr_v) & (sj1 <= thr_i)))))
         onehot = Signal(n_max, name="onehot")
         m.d.comb += onehot.eq(Const(1, n_max) << sj1)
         with m.If(msk_v & keep):
-            m.d.sync += [self.mask_row.eq(self.mask_row | onehot),
-                         self.key_needed.eq(self.key_needed | onehot)]
+            m.d.sync += self.mask_row.eq(self.mask_row | onehot)
+        with m.If(msk_v & keep & self.act):
+            m.d.sync += self.key_needed.eq(self.key_needed | onehot)
             with m.If(~dom | self.keep_all):
                 m.d.sync += self.k_needed.eq(self.k_needed | onehot)
         with m.If(self.clear):
@@ -360,10 +381,13 @@ class EpreControl(wiring.Component):
         Stage 2 / selection row group.
     wb_clear_all, wb_clear_j : Out(1)
         A stage 1 phase / a stage 2 group starts (:class:`EpreWriteback`).
-    sel_clear, ins, msk, latch : Out(1); sj : Out(...); col : Out(range(U))
-        Selector strobes, the key read and the unit (score-buffer column) of the row.
-    row : Out(...); mask_valid : Out(1); mask_ready : In(1)
-        The row on the ``mask`` stream.
+    sel_clear, ins, msk, latch : Out(1); sj : Out(...)
+        Selector strobes and the key read.
+    rnd : Out(range(rounds)); rbase : Out(range(U + S))
+        Selector round of the row group: selector i serves unit ``rbase + i`` =
+        ``rnd * S + i`` (score-buffer column) and query row ``row + i``.
+    row : Out(...); orow : Out(range(S)); mask_valid : Out(1); mask_ready : In(1)
+        The row on the ``mask`` stream, from selector ``orow``.
     busy : Out(1); cycles : Out(32)
         Busy, and busy cycles of the last run.
 
@@ -383,12 +407,14 @@ class EpreControl(wiring.Component):
             "ph_k": Out(1), "ph_s2": Out(1), "group": Out(range(s.g_max + 1)),
             "wb_clear_all": Out(1), "wb_clear_j": Out(1),
             "sel_clear": Out(1), "ins": Out(1), "msk": Out(1), "latch": Out(1),
-            "sj": Out(range(s.n_max + 1)), "col": Out(range(s.units)),
+            "sj": Out(range(s.n_max + 1)), "rnd": Out(range(s.rounds)),
+            "rbase": Out(range(s.units + s.selectors)), "orow": Out(range(s.selectors)),
             "row": Out(range(s.n_max + 1)), "mask_valid": Out(1), "mask_ready": In(1),
             "busy": Out(1), "cycles": Out(32)})
 
     def elaborate(self, platform):
         s, U, PIPE = self.sizes, self.sizes.units, self.cfg.epre_pipe
+        S = s.selectors
         m = Module()
         run = self.params
         kw = Signal(range(s.dw_max + s.hw_max + 1), name="kw")
@@ -420,6 +446,8 @@ class EpreControl(wiring.Component):
 
         def start_stage2():
             m.d.comb += self.wb_clear_j.eq(1)
+            if s.streamed:               # the selectors insert from this group's stream
+                m.d.comb += self.sel_clear.eq(1)
             m.d.sync += [ph_s2.eq(1), kw.eq(0), j.eq(0), jc.eq(0), kh_base.eq(0)]
 
         def drain_then(state_after):
@@ -437,7 +465,7 @@ class EpreControl(wiring.Component):
                 m.next = "S1"
 
         def s2_done():
-            m.next = "SEL_START"
+            m.next = "THR" if s.streamed else "SEL_START"
 
         def count_keys(state_after):
             m.d.sync += sj.eq(sj + 1)
@@ -450,7 +478,8 @@ class EpreControl(wiring.Component):
                 with m.If(self.run.valid):
                     m.d.comb += self.start.eq(1)
                     m.d.sync += [run.eq(self.run.payload), self.cycles.eq(0), ig.eq(0),
-                                 qh_base.eq(0), self.col.eq(0), self.row.eq(0)]
+                                 qh_base.eq(0), self.rnd.eq(0), self.rbase.eq(0),
+                                 self.orow.eq(0), self.row.eq(0)]
                     start_stage1(False)
                     m.next = "S1"
             with m.State("S1"):
@@ -498,19 +527,23 @@ class EpreControl(wiring.Component):
             with m.State("MASK_TAIL"):
                 m.d.comb += self.busy.eq(1)
                 m.next = "OUT"
-            with m.State("OUT"):
+            with m.State("OUT"):        # one row per cycle, selectors 0.. of the round
                 m.d.comb += [self.busy.eq(1), self.mask_valid.eq(1)]
+                row_last = self.row == run.n_q - 1
+                unit_last = self.rbase + self.orow == U - 1
                 with m.If(self.mask_ready):
-                    m.d.sync += [self.row.eq(self.row + 1), self.col.eq(self.col + 1)]
-                    with m.If((self.row == run.n_q - 1) | (self.col == U - 1)):
-                        m.d.sync += [self.col.eq(0), ig.eq(ig + 1),
-                                     qh_base.eq(qh_base + run.h_words)]
-                        with m.If(self.row == run.n_q - 1):
+                    m.d.sync += [self.row.eq(self.row + 1), self.orow.eq(self.orow + 1)]
+                    with m.If(row_last | unit_last):            # the row group is done
+                        m.d.sync += [self.orow.eq(0), self.rnd.eq(0), self.rbase.eq(0),
+                                     ig.eq(ig + 1), qh_base.eq(qh_base + run.h_words)]
+                        with m.If(row_last):
                             m.next = "DONE"
                         with m.Else():
                             start_stage2()
                             m.next = "S2"
-                    with m.Else():
+                    with m.Elif(self.orow == S - 1):            # next round of the group
+                        m.d.sync += [self.orow.eq(0), self.rnd.eq(self.rnd + 1),
+                                     self.rbase.eq(self.rbase + S)]
                         m.next = "SEL_START"
             with m.State("DONE"):
                 m.d.comb += self.busy.eq(1)

@@ -33,6 +33,10 @@ class Sizes:
     """The EPRE instance's maximum sizes (``EpreSizes.as_dict()`` / the manifest)."""
 
     units: int
+    lanes: int
+    selectors: int
+    rounds: int
+    streamed: int
     n_max: int
     d_max: int
     dh_max: int
@@ -108,7 +112,7 @@ def prepare(cfg: Config, sizes: Sizes, x, wq, wk, k, shift_q=None, shift_k=None,
     xk = x if x_kv is None else np.asarray(x_kv, dtype=np.int64)
     wq = np.asarray(wq, dtype=np.int64)
     wk = np.asarray(wk, dtype=np.int64)
-    U, L = sizes.units, cfg.lanes
+    U, L = sizes.units, sizes.lanes
     n_q, d = x.shape
     n_k = xk.shape[0]
     d_head = wq.shape[1]
@@ -164,7 +168,7 @@ def decode(cfg: Config, sizes: Sizes, job: EpreJob, raw: dict) -> dict:
     ``scores`` list of (group, key, [units scores]); ``masks`` list of (row, dominant, int);
     ``key_needed`` / ``k_needed`` ints; ``cycles``.
     """
-    U, L = sizes.units, cfg.lanes
+    U, L = sizes.units, sizes.lanes
     hw = job.h_words
 
     def rows_of(words, groups, n):
@@ -202,7 +206,8 @@ def decode(cfg: Config, sizes: Sizes, job: EpreJob, raw: dict) -> dict:
 def to_run(cfg: Config, sizes: Sizes, job: EpreJob, raw: dict) -> EpreRun:
     out = decode(cfg, sizes, job, raw)
     return EpreRun(name=job.name, model_cycles=epre_run_cycles(
-        cfg, job.n_q, job.n_k, job.d, job.d_head, units=sizes.units), golden=job.golden, **out)
+        cfg, job.n_q, job.n_k, job.d, job.d_head, units=sizes.units,
+        selectors=sizes.selectors), golden=job.golden, **out)
 
 
 def rtl_predict_many(cfg: Config, cases: list[dict], *, seed: int | None = None,

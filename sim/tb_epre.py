@@ -19,8 +19,7 @@ import cocotb
 from amaranth.lib import data
 from cocotb.triggers import FallingEdge, RisingEdge
 
-from exion.hw.dpu import operand_layout
-from exion.hw.epre import EpreSizes, mask_layout, run_layout, score_layout
+from exion.hw.epre import EpreSizes, epre_word, mask_layout, run_layout, score_layout
 from exion.sim.tb_common import Stopwatch, bench_config, manifest, params, rng, start, \
     write_report
 from exion.sim.payload import pack, unpack
@@ -30,11 +29,11 @@ from exion.sim.payload import pack, unpack
 async def epre_jobs(dut):
     cfg = bench_config()
     c = manifest()["constants"]
-    s = EpreSizes(cfg, c["units"], c["n_max"], c["d_max"], c["dh_max"])
+    s = EpreSizes(cfg, c["units"], c["n_max"], c["d_max"], c["dh_max"], c["selectors"])
     p = params()
     gen = rng()
     U = s.units
-    word = operand_layout(cfg)
+    word = epre_word(cfg)
     with open(p["jobs"], "rb") as fh:
         jobs = pickle.load(fh)
     bp, tap = bool(p.get("backpressure")), bool(p.get("tap", True))

@@ -149,10 +149,10 @@ def check_run(run, cycles=True):
 
 
 SMALL = {"toy": dict(n_max=20, d_max=13, dh_max=7),
-         "exion16": dict(units=5, n_max=18, d_max=40, dh_max=20)}   # 5 units: not C, not L
+         "exion16": dict(units=5, n_max=18, d_max=40, dh_max=20, selectors=5)}  # not C, not L
 
 
-def small_cases(cfg, rng, n_max, d_max, dh_max, units=None):
+def small_cases(cfg, rng, n_max, d_max, dh_max, units=None, selectors=None):
     lo, hi = cfg.wmin, cfg.wmax + 1
     n, d, dh = n_max - 3, d_max, dh_max - 1
 
@@ -212,7 +212,8 @@ def test_hw_and_model_constants_agree():
     dut._MustUse__used = True      # only its sizes are read, it is never elaborated
     assert dut.constants()["pipe"] == PRESETS["exion16"].epre_pipe
     assert dut.constants()["n_max"] == 256 and dut.sizes.d_max == 1152
-    assert dut.sizes.dh_max == 72 and dut.sizes.units == 16
+    assert dut.sizes.dh_max == 72 and dut.sizes.units == 32 and dut.sizes.selectors == 32
+    assert dut.sizes.lanes == 96 and dut.sizes.streamed
 
 
 def test_epre_refuses_bad_sizes():
@@ -270,3 +271,45 @@ def test_epre_synthesizes_without_multipliers(family, tmp_path):
     assert _muls(cells) == {}, f"multiplier cells in the EPRE: {_muls(cells)}"
     control = yosys_cells(DPU(cfg), "exion_dpu", script, tmp_path)
     assert _muls(control), "the check cannot see multipliers (the DPU has L of them)"
+
+
+# ---- provisioning (issue 18): units, lanes per unit, selectors are config fields ----------
+PROVISIONED = {
+    "U4-Le3-S3": dict(epre_units=4, epre_lanes=3, epre_selectors=3),   # S does not divide U
+    "U3-Le8-S3": dict(epre_units=3, epre_lanes=8, epre_selectors=3),   # streamed, S = U
+    "U1-Le5-S1": dict(epre_units=1, epre_lanes=5, epre_selectors=1),   # streamed, one unit
+    "U5-Le1-S2": dict(epre_units=5, epre_lanes=1, epre_selectors=2),   # one lane per unit
+}
+
+
+@pytest.mark.parametrize("prov", list(PROVISIONED))
+def test_epre_provisioned_matches_golden(prov):
+    """Parallel selection (S rows at once) and Le-element words stay bit-exact with golden,
+    with cycles == the model (golden.cycles.epre_run_cycles at this provisioning)."""
+    cfg = PRESETS["toy"].replace(**PROVISIONED[prov])
+    kw = dict(n_max=14, d_max=11, dh_max=6)
+    dut = EPRE(cfg, **kw)
+    assert dut.sizes.units == cfg.epre_unit_count and dut.sizes.lanes == cfg.epre_lane_count
+    rng = np.random.default_rng(11)
+    sizes = sizes_of(dut)
+    cases = small_cases(cfg, rng, **kw)[:2] + small_cases(cfg, rng, **kw)[4:6]
+    jobs = [prepare(cfg, sizes, **c) for c in cases]
+    raws = amaranth_predict(cfg, dut, jobs)
+    for job, raw in zip(jobs, raws):
+        check_run(to_run(cfg, sizes, job, raw))
+
+
+def test_epre_selectors_cut_selection_cycles():
+    """The model's selection term with S selectors: rounds of S rows, 2 N_k + 4 cycles per
+    round plus one output cycle per row (S = 1: the serial 2 N_k + 5 per row)."""
+    from exion.golden.cycles import epre_phase_cycles
+    cfg = PRESETS["exion16"]
+    one = epre_phase_cycles(cfg, 256, 256, 1152, 72, units=16, selectors=1)["select"]
+    assert one == 256 * (2 * 256 + EPRE_SEL_FIXED)
+    eight = epre_phase_cycles(cfg, 256, 256, 1152, 72, units=16, selectors=8)["select"]
+    assert eight == 16 * 2 * (2 * 256 + EPRE_SEL_FIXED - 1) + 256
+    # S = U: insertion streamed from stage 2, only threshold + mask pass + tail per group
+    sixteen = epre_phase_cycles(cfg, 256, 256, 1152, 72, units=16, selectors=16)["select"]
+    assert sixteen == 16 * (256 + 2) + 256
+    five = epre_phase_cycles(cfg, 20, 7, 8, 4, units=8, selectors=3)["select"]
+    assert five == (2 * 3 + 2) * (2 * 7 + EPRE_SEL_FIXED - 1) + 20   # groups 8, 8, 4 rows

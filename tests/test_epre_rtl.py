@@ -116,3 +116,19 @@ def test_epre_rtl_dit_head_exion16():
     assert qk.sdue_cycles == 256 * 16 + cfg.cols + cfg.dpu_latency + 2
     assert r.cycles > qk.sdue_cycles     # the prediction costs more than one exact Q.K^T
     assert math.isfinite(r.sparsity)
+
+
+@pytest.mark.long
+@pytest.mark.parametrize("prov", [dict(name="toy_epre_s", epre_units=4, epre_lanes=8,
+                                       epre_selectors=4),
+                                  dict(name="toy_epre_r", epre_units=4, epre_lanes=3,
+                                       epre_selectors=3)],
+                         ids=["streamed-U4-Le8-S4", "rounds-U4-Le3-S3"])
+def test_epre_rtl_provisioned(prov):
+    """Issue 18 on Verilator: a toy EPRE provisioned with S = U (streamed insertion) and with
+    S < U (rounds), every case bit-exact and cycles == model."""
+    from exion import PRESETS
+    cfg = PRESETS["toy"].replace(**prov)
+    runs, report = rtl_predict_many(cfg, cases(cfg, 13), run_name="provisioned")
+    check(runs)
+    assert report["passed"] is True

@@ -233,3 +233,19 @@ def test_cli_help_lists_options(cli_run, capsys):
     for opt in ("--x", "--wq", "--wk", "--k", "--qth", "--polarity", "--lod-terms",
                 "--shift-q", "--json", "--out", "--config"):
         assert opt in out
+
+
+def test_threshold_select_equals_topk_select_on_ties():
+    """The EPRE's selection (kN-th element, then a threshold pass; rows independent, so S
+    selectors take S rows at once) equals the stable-sort rule, ties included."""
+    from exion.golden.predict import threshold_select, topk_select
+    rng = np.random.default_rng(18)
+    for _ in range(40):
+        n_q, n_k = int(rng.integers(1, 9)), int(rng.integers(1, 40))
+        s = rng.integers(-3, 4, size=(n_q, n_k)) * int(rng.choice([1, 1 << 30]))  # many ties
+        for k_n in {0, 1, n_k // 2, n_k - 1 if n_k > 1 else 1, n_k}:
+            mask, T, t = threshold_select(s, k_n)
+            np.testing.assert_array_equal(mask, topk_select(s, k_n))
+            assert (mask.sum(axis=1) == k_n).all()
+            if k_n:
+                assert (s[np.arange(n_q), t] == T).all()

@@ -21,34 +21,35 @@ SHAPES = [(256, 1152, 16), (16, 64, 4), (37, 3 * 16 + 5, 3), (1, 8, 1)]
 
 @pytest.mark.parametrize("T,d,heads", SHAPES)
 def test_built_epre_is_rtl_exact(preset, T, d, heads):
-    """U = C, one shared selector: the projection is golden.cycles.epre_cycles exactly."""
+    """The config's provisioning: the projection is golden.cycles.epre_cycles exactly."""
     dh = max(1, d // heads)
     p = pj.epre_projection(preset, T, d, heads, dh)
     ref = epre_cycles(preset, T, d, heads, dh)
     assert {k: p[k] for k in ref} == ref
     assert p["run"] == epre_run_cycles(preset, T, T, d, dh)
-    assert p == pj.epre_projection(preset, T, d, heads, dh, units=preset.cols)
 
 
 def test_dit_xl2_head_matches_docs():
-    cfg = PRESETS["exion16"]
-    p = pj.epre_projection(cfg, 256, 1152, 16, 72)
+    """docs/epre.md's DiT-XL/2 head figures: the issue-14 EPRE (16 units x 16 lanes, one
+    selector) and the exion16 default (32 x 96, 32 streamed selectors)."""
+    old = PRESETS["exion16"].replace(epre_units=16, epre_lanes=16, epre_selectors=1)
+    p = pj.epre_projection(old, 256, 1152, 16, 72)
     assert p["run"] == 318_793 and p["select"] == 16 * 132_352
-    assert pj.epre_projection(cfg, 256, 1152, 16, 72, units=64)["run"] == 178_969
-    assert pj.epre_projection(cfg, 256, 1152, 16, 72, units=256)["run"] == 144_013
+    assert pj.epre_projection(PRESETS["exion16"], 256, 1152, 16, 72)["run"] == 18_233
+    assert epre_run_cycles(PRESETS["exion16"], 256, 256, 1152, 72) == (
+        (8 + 8) * 72 * 12 + 8 + 8 * (256 + 4) + 8 * (256 + 2) + 256 + 1)
 
 
-@pytest.mark.parametrize("units", [1, 4, 16, 32, 64, 128, 256])
-def test_per_unit_selectors_divide_selection(units):
+@pytest.mark.parametrize("units", [4, 16, 32, 64, 128, 256])
+def test_per_unit_selectors_cut_selection(units):
     cfg = PRESETS["exion16"]
     shared = pj.epre_projection(cfg, 256, 1152, 16, 72, units=units)
     per = pj.epre_projection(cfg, 256, 1152, 16, 72, units=units, per_unit_selectors=True)
-    assert per["select"] * units == shared["select"]          # U divides T = 256
+    g = math.ceil(256 / units)
+    assert shared["select"] == 16 * 256 * (2 * 256 + 5)
+    assert per["select"] == 16 * (g * (256 + 2) + 256)        # streamed insertion
     assert per["stage1"] == shared["stage1"] and per["stage2"] == shared["stage2"]
     assert shared["total"] - per["total"] == shared["select"] - per["select"]
-    # U not dividing N_q: ceil(N_q / U) rows per selector
-    p = pj.epre_projection(cfg, 37, 64, 1, 16, units=5, per_unit_selectors=True)
-    assert p["select"] == 8 * (2 * 37 + 5)
 
 
 @pytest.mark.parametrize("sel", [False, True])
@@ -56,9 +57,27 @@ def test_projection_monotonic_in_units(preset, sel):
     for T, d, heads in SHAPES:
         dh = max(1, d // heads)
         tot = [pj.epre_projection(preset, T, d, heads, dh, units=u, per_unit_selectors=sel)
-               ["total"] for u in range(1, 300, 7)]
+               ["total"] for u in range(1 if sel else 2, 300, 7)]
         assert all(a >= b for a, b in zip(tot, tot[1:]))
         assert tot[0] > tot[-1] or T == 1
+
+
+def test_epre_schedule():
+    """The overlapped schedule: head h's scores wait for EPRE run h after its K/V columns."""
+    # EPRE faster than the K/V columns: nothing exposed
+    r = pj.epre_schedule(100, [150] * 4, [50] * 4)
+    assert r["exposed"] == 0 and r["span"] == r["sdue"] == 800
+    # first run longer than the K/V columns, later runs hidden by the heads' rest
+    r = pj.epre_schedule(180, [150] * 4, [50] * 4)
+    assert r["waits"] == [30, 0, 0, 0]        # t: 150 -> wait 30 -> 230; 380 vs 360 ...
+    # EPRE slower than a whole head: the wait grows by (run - head) per head
+    r = pj.epre_schedule(300, [150] * 3, [50] * 3)
+    assert r["waits"] == [150, 100, 100] and r["span"] == 900 + 50
+    with pytest.raises(ValueError, match="one entry per head"):
+        pj.epre_schedule(1, [1, 2], [1])
+    kv, rest = pj.schedule_from_gemms({"q_proj": 40, "k_proj": 20, "v_proj": 20,
+                                       "scores[0]": 3, "pv[0]": 4, "scores[1]": 5}, 2)
+    assert kv == [20.0, 20.0] and rest == [27.0, 25.0]
 
 
 def test_overlap_exposed():
@@ -99,7 +118,7 @@ def test_break_even_bookkeeping():
     shape = {"T": T, "d": d, "heads": heads}
     rows = pj.break_even(cfg, shape, [pt], pt["base_sdue"], ffnr_saving=0)
     by = {x["variant"]: x for x in rows}
-    built = by[f"U={cfg.cols}"]
+    built = by["config"]
     assert built["basis"].startswith("RTL-exact")
     assert built["epre_exposed"] == r["EP"]["epre_cycles"]
     assert math.isclose(built["speedup_ep"], r["EP"]["speedup"])
@@ -109,7 +128,7 @@ def test_break_even_bookkeeping():
         free["speedup_ep"], pt["base_sdue"] / (pt["base_sdue"] - pt["ep_saving"]))
     for x in rows:
         assert x["pays_off"] == (x["speedup_ep"] > 1.0)
-        assert (x["basis"] == "projection") == (x["per_unit_selectors"] or x["overlap"])
+        assert ("model" in x["basis"]) == x["overlap"]
 
 
 # -- the synthesized masks of the k / dominant-row sweep ----------------------------------
@@ -152,9 +171,9 @@ def test_provisioning_variants_are_labeled():
     cfg = PRESETS["exion16"]
     vs = pj.provisioning_variants(cfg)
     names = [v["name"] for v in vs]
-    assert len(names) == len(set(names)) == 4 * len(pj.BE_UNITS) + 1
+    assert len(names) == len(set(names)) == 4 * len(pj.BE_UNITS) + 3
     exact = [v for v in vs if v["basis"].startswith("RTL-exact")]
-    assert [v["name"] for v in exact] == [f"U={cfg.cols}"]
+    assert [v["name"] for v in exact] == ["config", "config, overlap"]
     assert vs[-1]["name"] == "EPRE free" and vs[-1]["free"]
 
 
@@ -172,3 +191,48 @@ def test_bench_uses_the_golden_model():
     defined = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
     assert not defined & set(pj.__all__)
     assert "pj.break_even(" in path.read_text()
+
+
+# -- the overlapped EPRE in golden.block (issue 18) ----------------------------------------
+def test_block_flow_charges_exposed_epre():
+    """epre_overlap: the block pays the schedule's exposed cycles plus the EPRE's Wq fetch,
+    not every EPRE cycle; the saving is dense minus EP cycles of the attention GEMMs."""
+    from exion.golden import block as bl
+    cfg = PRESETS["exion16"]
+    shp = bl.shape("digits")
+    ep = bl.synth_ep(np.random.default_rng(4), shp["heads"], shp["T"], 0.25, q_th=0.5)
+    ser = bl.block_flow(cfg, shp, "ep", ep=ep)
+    ov = bl.block_flow(cfg, shp, "ep", ep=ep, epre_overlap=True)
+    base = bl.block_flow(cfg, shp, "base")
+    assert ser["epre_cycles"] == epre_cycles(cfg, shp["T"], shp["d"], shp["heads"],
+                                             shp["d_head"])["total"] == ov["epre_busy_cycles"]
+    assert ov["epre_cycles"] == ov["epre_exposed_cycles"] + ov["epre_fetch_cycles"]
+    assert ov["epre_bytes"] == shp["heads"] * shp["d"] * shp["d_head"] * cfg.width / 8
+    assert ov["cycles"] - ov["epre_cycles"] == ser["cycles"] - ser["epre_cycles"]
+    att = ("q_proj", "k_proj", "v_proj", "scores", "pv")
+    cyc = {m: sum(g["cycles"] for g in r["gemms"] if g["name"].split("[")[0] in att)
+           for m, r in (("base", base), ("ep", ov))}
+    assert ov["ep_saved_cycles"] == cyc["base"] - cyc["ep"]
+    kv, rest = pj.schedule_from_gemms({g["name"]: g["cycles"] for g in ov["gemms"]},
+                                      shp["heads"])
+    want = pj.epre_schedule(ov["epre_run_cycles"], kv, rest)["exposed"]
+    assert ov["epre_exposed_cycles"] == math.ceil(want)
+
+
+@pytest.mark.long
+def test_dit_xl2_mode_ordering_cli(cli_run, tmp_path):
+    """Issue 18's check: `exion golden block --shape dit-xl2 --k 0.05 --q-th 0.15`: EP faster
+    than Base and All faster than FFNR; ep / all JSON carries the EPRE fields."""
+    import json
+    cyc = {}
+    for mode in ("base", "ep", "ffnr", "all"):
+        out = tmp_path / f"{mode}.json"
+        code, _, err = cli_run("golden", "block", "--shape", "dit-xl2", "--mode", mode,
+                               "--k", "0.05", "--q-th", "0.15", "--json", str(out))
+        assert code == 0, err
+        r = json.loads(out.read_text())
+        cyc[mode] = r["cycles"]
+        if mode in ("ep", "all"):
+            assert r["epre_exposed_cycles"] <= 0.10 * r["ep_saved_cycles"]
+            assert r["ep_saved_cycles"] > 0
+    assert cyc["ep"] < cyc["base"] and cyc["all"] < cyc["ffnr"]

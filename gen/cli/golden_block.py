@@ -30,7 +30,20 @@ JSON fields (top level; cycles are core clock cycles, bytes are bytes):
   cycles                  the block iteration: sum of GEMM cycles + exposed CFSE + EPRE
   compute_cycles          SDUE busy cycles: sum over GEMMs of sum_p max(k_p, C) + SDUE fixed
   stall_cycles            GEMM cycles - compute_cycles (SDUE waiting for fills/write-back)
-  epre_cycles             EPRE cycles (ep / all; golden.cycles.epre_cycles, not overlapped)
+  epre_cycles             EPRE cycles on the block's critical path (ep / all): the exposed
+                          cycles of the overlapped schedule (golden.projections.
+                          epre_schedule), or every EPRE cycle with --epre-serial
+  epre_exposed_cycles     ep / all (overlapped): EPRE cycles the SDUE waits for (schedule)
+  epre_bytes, epre_fetch_cycles  ep / all (overlapped): the EPRE's own global-buffer bytes
+                          (Wq; X and Wk are captured from the SDUE's fill streams) and
+                          bytes / bw, charged as stall (upper bound); epre_cycles =
+                          epre_exposed_cycles + epre_fetch_cycles
+  ep_saved_cycles         ep / all (overlapped): SDUE cycles EP saves (dense minus EP cycles
+                          of the q/k/v projections, scores and P.V, stalls included)
+  epre_busy_cycles, epre_run_cycles  ep / all (overlapped): EPRE busy cycles of the layer,
+                          of one head (golden.cycles.epre_run_cycles, RTL-exact)
+  epre_provisioning       units, lanes (per unit), selectors, shift_adds (the config's)
+  epre_schedule           waits (exposed cycles per head), kv_per_head, rest_per_head
   cfse                    softmax / GELU elements, exposed cycles, rate (elements per cycle)
   bytes                   gb_wmem, gb_imem, gb_omem (global buffer -> WMEM / IMEM / OMEM
                           preload), omem_gb (write-back), total
@@ -109,7 +122,8 @@ def cmd_block(args) -> int:
         if mode in ("ep", "all") else None
     kw = {"dataflow": args.dataflow, "bw": bw, "merge_ways": args.merge_ways,
           "bank_map": args.bank_map, "cfse_rate": args.cfse_rate}
-    r = bl.block_flow(cfg, shp, mode, ffn_mask=ffn_mask, ep=ep, **kw)
+    r = bl.block_flow(cfg, shp, mode, ffn_mask=ffn_mask, ep=ep, **kw,
+                      epre_overlap=not args.epre_serial)
     ref = r if mode == "base" else bl.block_flow(cfg, shp, "base", **kw)
     res = {"config": cfg.to_dict(), "config_hash": cfg.hash,
            "shape": {k: v for k, v in shp.items()}, "bank_map": args.bank_map}
@@ -125,7 +139,7 @@ def cmd_block(args) -> int:
     res["n_reuse"] = args.n_reuse
     if mode in ("ffnr", "all"):
         dense = bl.block_flow(cfg, shp, "base" if mode == "ffnr" else "ep", ep=ep,
-                              reuse_dense=True, **kw)
+                              reuse_dense=True, **kw, epre_overlap=not args.epre_serial)
         res["amortized_cycles"] = (dense["cycles"] + args.n_reuse * r["cycles"]) \
             / (args.n_reuse + 1)
     else:
@@ -179,6 +193,14 @@ def _print(cfg, shp, r):
     c = r["cfse"]
     print(f"CFSE exposed: softmax {c['softmax_exposed']}, GELU {c['gelu_exposed']} "
           f"({c['rate']} elements/cycle); EPRE {r['epre_cycles']}")
+    if "epre_exposed_cycles" in r:
+        p = r["epre_provisioning"]
+        print(f"EPRE ({p['units']} units x {p['lanes']} lanes, {p['selectors']} selectors): "
+              f"{r['epre_run_cycles']} cycles per head, {r['epre_busy_cycles']} busy, "
+              f"{r['epre_exposed_cycles']} exposed + {r['epre_fetch_cycles']} Wq fetch "
+              f"({r['epre_bytes'] / 1e6:.2f} MB); EP saves {r['ep_saved_cycles']} SDUE "
+              f"cycles (exposed / saved = "
+              f"{r['epre_exposed_cycles'] / max(1, r['ep_saved_cycles']):.1%})")
     print(f"block: {r['cycles']} cycles (compute {r['compute_cycles']}, stall "
           f"{r['stall_cycles']}), {r['bytes']['total'] / 1e6:.2f} MB, utilization "
           f"{100 * r['utilization']:.1f}%, {r['bound']}; FFN {r['ffn_cycles']} cycles")
@@ -234,6 +256,9 @@ def register(gsub) -> None:
                         "config's gb_bytes_per_cycle)")
     p.add_argument("--merge-ways", type=int, default=None, metavar="m",
                    help="ConMerge ways (default: the config's)")
+    p.add_argument("--epre-serial", action="store_true",
+                   help="ep / all: charge every EPRE cycle (EPRE before the SDUE) instead of "
+                        "the exposed cycles of the overlapped schedule (docs/epre.md)")
     p.add_argument("--cfse-rate", type=int, default=None, metavar="E",
                    help="CFSE elements per cycle (default R)")
     add_seed(p, default=0, help="seed of synthetic masks (default: %(default)s)")

@@ -1,0 +1,211 @@
+"""EPRE provisioning sweep (issue 18): exposed EPRE cycles vs EP's saving, and area.
+
+For every provisioning (U units x Le shift-add lanes per unit, S selectors) of the built
+EPRE, the run cycles of one DiT-XL/2 head are the RTL-exact model
+(``golden.cycles.epre_phase_cycles``), and the exposed cycles are those the overlapped
+schedule leaves on the block's critical path (``golden.projections.epre_schedule``, the
+schedule ``exion golden block`` charges). EP's saving comes from ``golden.block.block_flow``
+(col-group dataflow, exion16) on synthetic DiT-XL/2 EP masks (N(0, 1) logits, q_th = 0.15)
+at k = 0.05, 0.2, 0.5, and on the digits DiT's real traces (``exion.workloads.trace``).
+
+Area: a linear LUT model per family, ``LUTs = base + lane * U * Le + unit * U + sel * S``,
+from the stage synthesis of ``bench/epre_area.py`` (``build/bench/epre_area.json``; run it
+first), against the exion16 SDUE's LUTs (docs/fpga.md). The goal of
+issue 18: exposed <= 10 % of the saving at k = 0.05, and EPRE LUTs <= 40 % of the SDUE's.
+
+Writes ``build/bench/epre.json`` and ``build/bench/epre_sweep.png``. Run:
+``.venv/bin/python bench/perf_epre.py [--quick]`` (about 1 min; ``--quick`` skips the traces).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from exion import PRESETS
+from exion.golden import block as bl
+from exion.golden.cycles import EPRE_RUN_FIXED, epre_phase_cycles
+from exion.golden.projections import epre_schedule, schedule_from_gemms
+from exion.paths import build_root, write_json
+
+KS = (0.05, 0.2, 0.5)
+Q_TH = 0.15
+UNITS = (8, 16, 32, 64)
+LANES = (16, 32, 48, 64, 96, 128, 144, 192, 288)
+GOAL_EXPOSED, GOAL_LUTS = 0.10, 0.40
+#: exion16 SDUE LUTs (docs/fpga.md: `exion synth --config exion16 --top sdue --hier`).
+SDUE_LUTS = {"ecp5": 497_062, "xilinx": 159_580}
+
+
+def area_model(fam: str) -> dict | None:
+    """Linear LUT model from ``bench/epre_area.py``'s stage synthesis (``build/bench/
+    epre_area.json``): per lane (one unit of 16 lanes / 16), per unit write-back, per
+    selector, shared broadcast-side LODs. None if the pieces of ``fam`` are missing."""
+    import json
+    path = build_root() / "bench" / "epre_area.json"
+    if not path.exists():
+        return None
+    r = json.loads(path.read_text())
+    need = [f"{fam}/{k}" for k in ("lanes1", "lanes2", "writeback1", "selector")]
+    if any(k not in r for k in need):
+        return None
+    l1, l2, wb, sel = (r[k]["luts"] for k in need)
+    lane = (l2 - l1) / 16
+    return {"base": l1 - 16 * lane, "lane": lane, "unit": wb, "sel": sel}
+
+
+def luts(model: dict, U: int, Le: int, S: int) -> float:
+    return model["base"] + model["lane"] * U * Le + model["unit"] * U + model["sel"] * S
+
+
+def ep_case(cfg, shp, k, masks=None, seed=0):
+    """EP-mode GEMM cycles by name, EP's saving and the Base / FFNR / All block cycles."""
+    ep = masks if masks is not None else bl.synth_ep(np.random.default_rng([seed, 2]),
+                                                      shp["heads"], shp["T"], k, Q_TH)
+    r = bl.block_flow(cfg, shp, "ep", ep=ep, epre_overlap=True)
+    by = {g["name"]: g["cycles"] for g in r["gemms"]}
+    base = bl.block_flow(cfg, shp, "base")["cycles"]
+    return {"by": by, "saved": r["ep_saved_cycles"], "base": base,
+            "ep_sdue": r["cycles"] - r["epre_cycles"], "fetch": r["epre_fetch_cycles"],
+            "exposed": r["epre_exposed_cycles"]}
+
+
+def run_cycles(cfg, shp, U, Le, S) -> int:
+    T, d, dh = shp["T"], shp["d"], shp["d_head"]
+    p = epre_phase_cycles(cfg, T, T, d, dh, units=U, lanes=Le, selectors=S)
+    return p["stage1"] + p["stage2"] + p["select"] + EPRE_RUN_FIXED
+
+
+def sweep(cfg, shp, case, models) -> list[dict]:
+    kv, rest = schedule_from_gemms(case["by"], shp["heads"])
+    rows = []
+    for U in UNITS:
+        for Le in LANES:
+            for S in sorted({1, 2, 4, 8, 16, 32, 64, U} & set(range(1, U + 1))):
+                run = run_cycles(cfg, shp, U, Le, S)
+                exp = epre_schedule(run, kv, rest)["exposed"]
+                row = {"units": U, "lanes": Le, "selectors": S, "shift_adds": U * Le,
+                       "run": run, "exposed": exp, "ratio": exp / max(1, case["saved"]),
+                       "ep_speedup": case["base"] / (case["ep_sdue"] + exp + case["fetch"])}
+                for fam, mdl in models.items():
+                    if mdl is not None:
+                        row[f"luts_{fam}"] = luts(mdl, U, Le, S)
+                        row[f"luts_frac_{fam}"] = row[f"luts_{fam}"] / SDUE_LUTS[fam]
+                rows.append(row)
+    return rows
+
+
+def pick(rows) -> dict | None:
+    """Smallest provisioning (shift-add lanes, then selectors) meeting the exposed goal."""
+    ok = [r for r in rows if r["ratio"] <= GOAL_EXPOSED]
+    return min(ok, key=lambda r: (r["shift_adds"], r["selectors"], r["units"])) if ok else None
+
+
+def traces(cfg, log) -> list[dict]:
+    """The digits DiT's real EP masks (a light trace, 20 steps, 1 sample)."""
+    from exion.workloads import trace as tr
+    from exion.workloads.dit import DiT, Exion
+    from exion.workloads.weights import load_weights
+    model = DiT(load_weights()[0])
+    ex = Exion(ffn_reuse=True, n=2, s=0.8, ep=True, k=0.5, quant=True)
+    arrays, meta = tr.collect(model, steps=20, samples=1, seed=0, ex=ex, light=True)
+    shp = bl.shape("digits")
+    out = []
+    for t in meta["iterations"][:6]:
+        for b in range(meta["depth"]):
+            ek = tr.key(b, t, "ep_mask")
+            if ek not in arrays:
+                continue
+            m = {"score_mask": arrays[ek][0],
+                 **{f"skip_{x}": arrays[tr.key(b, t, f"ep_skip_{x}")][0] for x in "qkv"}}
+            c = ep_case(cfg, shp, None, masks=m)
+            run = run_cycles(cfg, shp, cfg.epre_unit_count, cfg.epre_lane_count,
+                             cfg.epre_selector_count)
+            kv, rest = schedule_from_gemms(c["by"], shp["heads"])
+            exp = epre_schedule(run, kv, rest)["exposed"]
+            out.append({"block": b, "iteration": t, "saved": c["saved"], "run": run,
+                        "exposed": exp, "fetch": c["fetch"], "base": c["base"],
+                        "ep": c["ep_sdue"] + exp + c["fetch"]})
+    log(f"digits traces: {len(out)} block iterations")
+    return out
+
+
+def plot(rows, path, chosen):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for S in (1, 16, 32):
+        pts = sorted((r["shift_adds"], r["ratio"]) for r in rows
+                     if r["selectors"] == S and r["units"] in (16, 32))
+        if pts:
+            ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], "o", label=f"S = {S}",
+                    alpha=0.7)
+    ax.axhline(100 * GOAL_EXPOSED, color="k", ls="--", lw=1, label="goal 10 %")
+    if chosen:
+        ax.plot([chosen["shift_adds"]], [100 * chosen["ratio"]], "r*", ms=14, label="default")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("EPRE shift-add lanes (U x Le)")
+    ax.set_ylabel("exposed EPRE / SDUE cycles EP saves (%)")
+    ax.set_title("DiT-XL/2 block, k = 0.05, q_th = 0.15, exion16 (col-group)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="skip the digits traces")
+    args = ap.parse_args(argv)
+    t0 = time.time()
+    cfg = PRESETS["exion16"]
+    shp = bl.shape("dit-xl2")
+    models = {f: area_model(f) for f in SDUE_LUTS}
+    res = {"config": cfg.name, "provisioning": {"units": cfg.epre_unit_count,
+                                                "lanes": cfg.epre_lane_count,
+                                                "selectors": cfg.epre_selector_count},
+           "area_model": models, "sdue_luts": SDUE_LUTS, "ks": {}}
+    for k in KS:
+        case = ep_case(cfg, shp, k)
+        rows = sweep(cfg, shp, case, models)
+        best = pick(rows)
+        here = next(r for r in rows if (r["units"], r["lanes"], r["selectors"]) ==
+                    (cfg.epre_unit_count, cfg.epre_lane_count, cfg.epre_selector_count)) \
+            if cfg.epre_lane_count in LANES and cfg.epre_unit_count in UNITS else None
+        res["ks"][str(k)] = {"saved": case["saved"], "base": case["base"],
+                             "ep_sdue": case["ep_sdue"], "smallest_meeting_goal": best,
+                             "config_default": here, "rows": rows}
+        print(f"k = {k}: EP saves {case['saved']} SDUE cycles per block (base "
+              f"{case['base']}); smallest provisioning with exposed <= 10 %: "
+              + (f"U={best['units']} Le={best['lanes']} S={best['selectors']} "
+                 f"({best['shift_adds']} lanes, run {best['run']}, exposed "
+                 f"{best['exposed']:.0f} = {100 * best['ratio']:.1f} %)" if best else "none"))
+        if here:
+            print(f"   exion16 default U={here['units']} Le={here['lanes']} "
+                  f"S={here['selectors']}: run {here['run']}, exposed {here['exposed']:.0f} "
+                  f"({100 * here['ratio']:.1f} % of the saving), EP {here['ep_speedup']:.3f}x"
+                  + "".join(f", {f} LUTs {here[f'luts_{f}']:.0f} "
+                            f"({100 * here[f'luts_frac_{f}']:.0f} % of the SDUE)"
+                            for f in SDUE_LUTS if f"luts_{f}" in here))
+    if not args.quick:
+        res["digits"] = traces(cfg, print)
+        d = res["digits"]
+        if d:
+            print(f"digits DiT real traces: median saved {np.median([x['saved'] for x in d]):.0f},"
+                  f" exposed {np.median([x['exposed'] for x in d]):.0f}, EP/Base "
+                  f"{np.median([x['base'] / x['ep'] for x in d]):.3f}x (median)")
+    out = build_root() / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    k0 = res["ks"][str(KS[0])]
+    plot(k0["rows"], out / "epre_sweep.png", k0["smallest_meeting_goal"])
+    path = write_json(out / "epre.json", res)
+    print(f"wrote {path} and {out / 'epre_sweep.png'} ({time.time() - t0:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
