@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pytest
 
+from exion import PRESETS
 from exion.golden.cycles import epre_cycles, epre_run_cycles, gemm_cycles
 from exion.golden.conmerge import dense_plan
 from exion.sim.epre_rtl import rtl_predict_many
@@ -70,6 +71,17 @@ def cases(cfg, seed):
                     k=0.0, q_th_int=9))
     out.append(dict(name="one-token", x=rnd(1, 2), wq=rnd(2, 1), wk=rnd(2, 1), k=1.0))
     return out
+
+
+@pytest.fixture(params=[pytest.param("exion16", marks=pytest.mark.long), "toy"],
+                ids=lambda n: n)
+def preset(request):
+    """Both presets; exion16's default EPRE (32 units x 96 lanes, 32 selectors, issue 18)
+    takes over 25 minutes to generate, so its builds run under ``make test-long``. The
+    streamed-selector datapath at exion16 widths (5 units and selectors) is checked in the
+    Amaranth simulator by ``tests/test_epre.py::test_epre_amaranth_matches_golden[exion16]``,
+    other provisionings by ``test_epre_provisioned_matches_golden``, in the default suite."""
+    return PRESETS[request.param]
 
 
 def test_epre_rtl_bit_exact_and_cycles(preset):

@@ -15,7 +15,9 @@ from exion.paths import build_root
 # The exion16 gemm engine takes about 100 s to generate and lint; its blocks (SDUE, CAU) are
 # linted on exion16 here, the engine and the tops that contain it (the DSC core and its AXI
 # top) under `make test-long` (and by their RTL tests).
-_ENGINE_TOPS = ("gemm", "dsc_core", "dsc")
+# exion16's provisioned EPRE (issue 18: 3,072 shift-add lanes, 32 selectors) takes over 25
+# minutes to generate: long too.
+_ENGINE_TOPS = ("gemm", "dsc_core", "dsc", "epre")
 _LINT_CASES = [pytest.param(name, top, id=f"{name}-{top}",
                             marks=[pytest.mark.long] if name == "exion16" and top in _ENGINE_TOPS
                             else [])
