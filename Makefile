@@ -37,7 +37,7 @@ test-long: $(STAMP)  ## the suite plus long seeded random regressions
 	EXION_LONG=1 $(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 # Benchmark scripts (bench/perf_*.py; the cocotb testbenches are sim/tb_*.py).
-BENCHES ?= bench/perf_dpu.py bench/perf_conmerge.py bench/perf_sdue.py bench/perf_gemm.py bench/perf_fpga.py bench/perf_workload.py bench/perf_dataflow.py bench/perf_system.py
+BENCHES ?= bench/perf_dpu.py bench/perf_conmerge.py bench/perf_sdue.py bench/perf_gemm.py bench/perf_fpga.py bench/perf_workload.py bench/perf_dataflow.py bench/perf_system.py bench/perf_fidelity.py
 
 bench: $(STAMP)  ## benchmarks: print figures and write JSON under build/bench (BENCHES=...)
 	@set -e; for b in $(BENCHES); do echo "== $$b"; $(BIN)/python $$b; done

@@ -15,7 +15,7 @@ from exion.golden.cfse import gelu_float
 from exion.workloads import accuracy as acc
 from exion.workloads import fidelity as fi
 from exion.workloads.common import ARCH, MODELS
-from exion.workloads.dit import DiT, Exion, sample
+from exion.workloads.dit import Exion, sample
 from exion.workloads.weights import WEIGHTS, file_sha256, load_weights
 
 # Measured with the shipped digits64 weights (MODEL_CARD_digits64.md); margin for BLAS order.
@@ -264,3 +264,20 @@ def test_short_training_is_bit_reproducible(tmp_path):
     train.main(["--steps", "1", "--batch", "4", "--out", str(tmp_path / "d16.npz")])
     w, meta = load_weights(tmp_path / "d16.npz")
     assert "model" not in meta and w["pos"].shape == (16, 64)
+
+
+def test_trace_digits64_column_rule(m64, tmp_path):
+    from exion.gen.cli import main
+    from exion.workloads import trace as tr
+    f = tmp_path / "t64.npz"
+    assert main(["trace", "--model", "digits64", "--rule", "column", "--steps", "3",
+                 "--samples", "2", "--iterations", "1", "--file", str(f)]) == 0
+    z, meta = tr.load(f)
+    assert meta["tokens"] == 64 and meta["model"] == "digits64"
+    m = z["blk0/it1/fc1_mask"]
+    assert m.shape == (128, 256) and z["blk0/it1/fc1_x"].shape == (128, 64)
+    assert z["blk0/it1/ep_mask"].shape == (2, 4, 64, 64)
+    one = tr.extract(z, meta, "blk0/it1/fc1_mask", sample_idx=1)
+    np.testing.assert_array_equal(one, m[64:])
+    cnt = one.sum(axis=0)
+    assert ((cnt == 0) | (cnt == 64)).sum() >= 255
