@@ -44,6 +44,7 @@ from exion.config import Config, get_config
 from exion.errors import ExionError
 from exion.golden.block import block_flow
 from exion.golden.ffn_reuse import schedule
+from exion.golden.predict import keep_count
 
 from .accuracy import class_accuracy, fd_pca, psnr
 from .dit import DiT, Exion, sample
@@ -190,8 +191,15 @@ def ep_table(model: DiT, steps: int = 50, n_samples: int = 100, seed: int = 0,
                 r.update(k=k, q_th=q, lod_terms=lod, loss_vs_ffn_reuse=fr["psnr"] - r["psnr"])
                 _log(log, r)
                 return r
-            off, p15 = one(None, "off"), one(0.15, "0.15")
-            cands = [one(q, f"{q:g}") for q in q_grid]
+            off = one(None, "off")
+            if keep_count(k, model.tokens) == 1:
+                # top-1 already: the dominant rule cannot change the mask (same run)
+                p15 = dict(off, row=off["row"].replace("q_th=off", "q_th=0.15"), q_th=0.15)
+                cands = [dict(off, row=off["row"].replace("q_th=off", f"q_th={q:g}"), q_th=q)
+                         for q in q_grid]
+            else:
+                p15 = one(0.15, "0.15")
+                cands = [one(q, f"{q:g}") for q in q_grid]
             sweep += cands
             ok = [c for c in cands if c["psnr"] >= off["psnr"] - best_tol]
             best = max(ok, key=lambda c: (c["intra_sparsity"], c["psnr"])) if ok else off
@@ -204,10 +212,11 @@ def ep_table(model: DiT, steps: int = 50, n_samples: int = 100, seed: int = 0,
 
 
 def column_table(model: DiT, steps: int = 50, n_samples: int = 100, seed: int = 0,
-                 s_list=(0.8, 0.95, 0.97), n_list=(2, 3, 4, 5), controls: bool = True,
+                 s_list=(0.8, 0.95, 0.97), n_list=(2, 3, 4, 5), control_n=(2,),
                  cycle_windows: int | None = 4, log=None) -> dict:
     """Element-wise (magnitude) vs column-level FFN-Reuse at equal recomputed-element count,
-    with the random-mask and zero-fill controls of each rule."""
+    with the random-mask and zero-fill controls of each rule at the N in ``control_n``
+    (``None``: every N)."""
     ref, van = _vanilla(model, steps, n_samples, seed)
     rows = []
     for nn in n_list:
@@ -215,7 +224,7 @@ def column_table(model: DiT, steps: int = 50, n_samples: int = 100, seed: int = 
             for rule in ("magnitude", "column"):
                 ex = Exion(ffn_reuse=True, n=nn, s=s, rule=rule)
                 variants = [(rule, ex)]
-                if controls:
+                if control_n is None or nn in control_n:
                     variants += [(f"{rule}, random mask", replace(ex, control="random")),
                                  (f"{rule}, zero-fill", replace(ex, control="zero"))]
                 for label, e in variants:
@@ -225,7 +234,8 @@ def column_table(model: DiT, steps: int = 50, n_samples: int = 100, seed: int = 
                     _log(log, r)
                     rows.append(r)
     return {"kind": "column", "model": model.name, "tokens": model.tokens, "steps": steps,
-            "n_samples": n_samples, "seed": seed, "vanilla": van, "rows": rows}
+            "n_samples": n_samples, "seed": seed, "control_n": control_n, "vanilla": van,
+            "rows": rows}
 
 
 # -- Pareto --------------------------------------------------------------------------------
