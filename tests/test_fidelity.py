@@ -227,7 +227,7 @@ def test_pareto_front_and_its_mutation():
 
 def test_accuracy_cli_pareto_writes_png_and_json(tmp_path):
     from exion.gen.cli import main
-    rc = main(["accuracy", "--model", "digits16", "--pareto", "--samples", "2", "--steps",
+    rc = main(["accuracy", "--model", "digits16", "--pareto", "--samples", "4", "--steps",
                "3", "--k-list", "0.05", "--q-grid", "1", "--column-s", "0.8", "--n-list",
                "2", "--cycle-windows", "1", "--out", str(tmp_path)])
     assert rc == 0
