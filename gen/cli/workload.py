@@ -90,6 +90,8 @@ def register(sub) -> None:
                         "pareto_<model>.png/.json")
     g.add_argument("--k-list", type=_frac, nargs="+", default=[0.05, 0.2, 0.5, 0.8],
                    help="EP table k values (default 0.05 0.2 0.5 0.8)")
+    g.add_argument("--lod-list", type=int, nargs="+", default=[1, 2], choices=[1, 2],
+                   help="EP table LOD modes: 1 = LOD, 2 = TS-LOD (default both)")
     g.add_argument("--q-grid", type=float, nargs="+", default=[0.3, 1.0, 3.0],
                    help="q_th values swept for the best (default 0.3 1 3)")
     g.add_argument("--column-s", type=_frac, nargs="+", default=[0.8, 0.95, 0.97],
@@ -149,6 +151,7 @@ def run_fidelity(args, model) -> int:
     done = []
     if args.ep_table or args.pareto:
         e = fi.ep_table(model, k_list=args.k_list, q_grid=args.q_grid, n=args.n,
+                        lods=tuple(args.lod_list),
                         rule=args.rule, **kw)
         fi.write_json(e, args.out / f"ep_{name}.json")
         (args.out / f"ep_{name}.md").write_text(fi.ep_markdown(e) + "\n")
