@@ -24,7 +24,7 @@ QUALITY_SAMPLES, QUALITY_STEPS, QUALITY_MIN_ACC = 20, 20, 0.80
 
 @pytest.fixture(scope="module")
 def m64():
-    return fi.load_model("digits64")
+    return fi.load_model("digits64")    # refuses a missing or changed file
 
 
 # -- the column rule (golden) ------------------------------------------------------------

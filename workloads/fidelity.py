@@ -194,9 +194,10 @@ def ep_table(model: DiT, steps: int = 50, n_samples: int = 100, seed: int = 0,
             off = one(None, "off")
             if keep_count(k, model.tokens) == 1:
                 # top-1 already: the dominant rule cannot change the mask (same run)
-                p15 = dict(off, row=off["row"].replace("q_th=off", "q_th=0.15"), q_th=0.15)
-                cands = [dict(off, row=off["row"].replace("q_th=off", f"q_th={q:g}"), q_th=q)
-                         for q in q_grid]
+                def same(q):
+                    return dict(off, row=off["row"].replace("q_th=off", f"q_th={q:g}"),
+                                q_th=q, exion=dict(off["exion"], q_th=q))
+                p15, cands = same(0.15), [same(q) for q in q_grid]
             else:
                 p15 = one(0.15, "0.15")
                 cands = [one(q, f"{q:g}") for q in q_grid]
