@@ -21,7 +21,7 @@ ARCH = {
 #: shared 2-core machine allowed; see its model card).
 MODELS = {
     "digits16": dict(ARCH),
-    "digits64": dict(ARCH, patch=1, grid=8, tokens=64, train_steps=700),
+    "digits64": dict(ARCH, patch=1, grid=8, tokens=64, train_steps=2000),
 }
 
 
