@@ -32,7 +32,14 @@ Choices (also in ``docs/golden-predict.md``):
   histogram/threshold on ``|H_d - H_d_prev|`` (the last two dense iterations; the first dense
   iteration has no predecessor and falls back to ``magnitude``); ``per_token``: every row
   keeps exactly ``c = floor((1 - s) * F + 1/2)`` columns, its c largest ``|H_d|`` with the lower
-  column index winning ties (the same selector as the EPRE's top-kN).
+  column index winning ties (the same selector as the EPRE's top-kN); ``column`` **[choice]**
+  (issue 20, column-level reuse): recompute whole hidden units. ``n`` = the number of ones the
+  ``magnitude`` rule gives on the same ``H_d`` (so both rules recompute the same number of
+  elements); the hidden units are ranked by the column score ``sum_t |H_d[t, j]|`` (exact
+  integers; ties: the lower column index wins) and the first ``c = n // T`` of them are
+  recomputed for every token; the remaining ``n - c*T`` elements are the largest ``|H_d|``
+  of the next-ranked column (lower row index on ties). So the mask has exactly ``n`` ones,
+  at most one partial column, and every other column is all-ones or all-zeros.
 * **Sparse iteration**: ``H' = where(B, gelu_requant(X' W1 + b1), H_d)``; FC2 by delta
   (default) ``Y' = Y_d + (H' - H_d) W2`` -- exact: it equals ``H' W2 + b2``. ``H_d``/``Y_d`` are
   the last dense iteration's. The hardware may run it incrementally (``Y_t = Y_{t-1} +
@@ -63,10 +70,10 @@ from .quant import check_k, check_operand, int_matmul, wrap
 
 __all__ = ["ffnr", "FfnrResult", "RULES", "FC2_MODES", "S_DIGITS", "sparsity_code", "is_dense", "schedule",
            "hist_bin", "hist_bin_edges",
-           "num_bins", "abs_histogram", "threshold_from_histogram", "build_mask",
+           "num_bins", "abs_histogram", "threshold_from_histogram", "build_mask", "column_mask",
            "ffn_dense", "ffn_sparse", "ffn_reuse_run", "FFNIteration", "FFNReuseRun"]
 
-RULES = ("magnitude", "change", "per_token")
+RULES = ("magnitude", "change", "per_token", "column")
 FC2_MODES = ("delta", "dense")
 #: Decimal digits of the hardware's sparsity register (``hw/ffnr.py``): s_code = s * 10**6.
 S_DIGITS = 6
@@ -193,9 +200,27 @@ def _keep_per_row(n_cols: int, s) -> int:
     return math.floor((1 - sf) * n_cols + Fraction(1, 2))
 
 
+def column_mask(h_d, n_ones: int) -> np.ndarray:
+    """The ``column`` rule's mask with exactly ``n_ones`` ones (module docstring)."""
+    h = np.abs(np.asarray(h_d, dtype=np.int64))
+    T, F = h.shape
+    if not 0 <= n_ones <= T * F:
+        raise ExionError(f"column rule: {n_ones} ones do not fit a {T} x {F} mask")
+    order = np.argsort(-h.sum(axis=0), kind="stable")   # descending, lower index on ties
+    c, r = divmod(int(n_ones), T) if T else (0, 0)
+    mask = np.zeros((T, F), dtype=bool)
+    mask[:, order[:c]] = True
+    if r:
+        j = order[c]
+        rows = np.argsort(-h[:, j], kind="stable")[:r]
+        mask[rows, j] = True
+    return mask
+
+
 def build_mask(h_d, s, rule: str = "magnitude", h_prev=None, width: int = 12,
                mant_bits: int = 4) -> tuple[np.ndarray, int | None]:
-    """FFN-Reuse bitmask ``B`` (True = recompute) and its theta (``None`` for per_token).
+    """FFN-Reuse bitmask ``B`` (True = recompute) and its theta (``None`` for per_token;
+    for ``column``, the theta of the magnitude rule whose count it matches).
 
     ``h_d``: the dense iteration's W-bit H; ``h_prev``: the previous dense H (``change``).
     """
@@ -207,6 +232,9 @@ def build_mask(h_d, s, rule: str = "magnitude", h_prev=None, width: int = 12,
     if rule == "per_token":
         c = _keep_per_row(h.shape[1], s)
         return topk_select(np.abs(h), c), None
+    if rule == "column":
+        mag, theta = build_mask(h, s, "magnitude", None, width, mant_bits)
+        return column_mask(h, int(mag.sum())), theta
     if rule == "change" and h_prev is not None:
         hp = np.asarray(h_prev, dtype=np.int64)
         if hp.shape != h.shape:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["ARCH", "betas_linear", "alpha_bars", "load_digits_images", "to_pixels"]
+__all__ = ["ARCH", "MODELS", "arch", "betas_linear", "alpha_bars", "load_digits_images", "to_pixels"]
 
 #: Architecture and training hyper-parameters (the model card repeats them).
 ARCH = {
@@ -15,6 +15,22 @@ ARCH = {
     "train_steps": 4000, "train_batch": 128, "train_lr": 2e-3, "train_seed": 0,
     "label_dropout": 0.1, "ema": 0.999,
 }
+
+#: The shipped models **[choice]**: ``digits16`` (2x2 patches, 16 tokens; ``ARCH``) and
+#: ``digits64`` (1x1 patches, 64 tokens; the same recipe but 700 training steps, what the
+#: shared 2-core machine allowed; see its model card).
+MODELS = {
+    "digits16": dict(ARCH),
+    "digits64": dict(ARCH, patch=1, grid=8, tokens=64, train_steps=2000),
+}
+
+
+def arch(model: str = "digits16") -> dict:
+    """Architecture and training hyper-parameters of model ``model`` (a key of MODELS)."""
+    from exion.errors import ExionError
+    if model not in MODELS:
+        raise ExionError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
+    return MODELS[model]
 
 
 def betas_linear() -> np.ndarray:

@@ -35,7 +35,8 @@ EXION switches (all default off; the same seeds and noise as vanilla):
   one mask per sample and layer. Sparse iterations recompute H where the mask is 1 and
   reuse H_d elsewhere; FC2 then sees ``H'`` (equal to the delta form ``Y_d + (H' - H_d) W2``).
   Controls **[choice]**: ``control="random"`` replaces the rule's mask by a random one with
-  the same number of ones per sample and layer (seeded); ``control="zero"`` writes 0
+  the same number of ones per sample and layer (seeded; for the ``column`` rule, random
+  whole hidden units: ``column_mask`` on random column scores); ``control="zero"`` writes 0
   instead of reusing H_d where the mask is 0.
 * Eager prediction (SPEC 3.4): per sample, block and head, on the INT12 modulated LN output
   and Wq/Wk head slices: :func:`batched_predict` (bit-equal to
@@ -57,7 +58,7 @@ from exion.errors import ExionError
 from exion.golden.cfse import (FX_FRAC, FX_MAX, FX_MIN, gelu_params,
                                gelu_requant, softmax_fx)
 from exion.golden import dsc
-from exion.golden.ffn_reuse import RULES, build_mask, schedule
+from exion.golden.ffn_reuse import RULES, build_mask, column_mask, schedule
 from exion.golden.lod import bit_length, lod_approx
 from exion.golden.predict import POLARITIES, keep_count
 
@@ -207,6 +208,14 @@ class DiT:
         missing = [n for n in need if n not in w]
         if missing:
             raise ExionError(f"weights lack {', '.join(missing[:4])} (not a digits-DiT file)")
+        # Patch size and token count follow the file: digits16 (2x2) or digits64 (1x1).
+        self.patch = int(round(math.sqrt(w["patch.w"].shape[0])))
+        self.tokens = int(w["pos"].shape[0])
+        self.grid = ARCH["image"] // self.patch
+        if self.patch * self.grid != ARCH["image"] or self.grid ** 2 != self.tokens:
+            raise ExionError(f"weights: patch.w {w['patch.w'].shape} and pos "
+                             f"{w['pos'].shape} do not tile an 8x8 image")
+        self.name = {16: "digits16", 64: "digits64"}.get(self.tokens, f"T{self.tokens}")
         # Per-tensor weight quantization, done once.
         self._wq = {}
         for i in range(self.depth):
@@ -234,12 +243,12 @@ class DiT:
 
     def patchify(self, img):
         B = img.shape[0]
-        p, g = ARCH["patch"], ARCH["grid"]
+        p, g = self.patch, self.grid
         return img.reshape(B, g, p, g, p).transpose(0, 1, 3, 2, 4).reshape(B, g * g, p * p)
 
     def unpatchify(self, x):
         B = x.shape[0]
-        p, g = ARCH["patch"], ARCH["grid"]
+        p, g = self.patch, self.grid
         return x.reshape(B, g, g, p, p).transpose(0, 1, 3, 2, 4).reshape(B, g * p, g * p)
 
     # linear layers
@@ -279,6 +288,7 @@ class DiT:
             sx = _scales(h, cfg, (1, 2))
             xq = _q(h, sx, cfg)
             keep = np.zeros((B, self.heads, T, T), dtype=bool)
+            doms = np.zeros((B, self.heads, T), dtype=bool)
             kept = 0
             for hd in range(self.heads):
                 wq, swq = self._wq[(i, f"ep_q{hd}")]
@@ -293,9 +303,11 @@ class DiT:
                     q_th_int = np.rint(ex.q_th / unit).astype(np.int64)
                 m, dom, _, _, _ = batched_predict(cfg, xq, wq, wk, ex.k, q_th_int,
                                                   ex.polarity, ex.lod_terms)
-                keep[:, hd] = m
+                keep[:, hd], doms[:, hd] = m, dom
                 kept += int(m.sum())
             stats.setdefault("ep_sparsity", []).append((i, 1.0 - kept / keep.size))
+            if "record" in stats:      # masks for the cycle model (workloads.fidelity)
+                stats["record"].append((stats["it"], i, "ep", keep, doms))
         if quant:
             lq = np.clip(np.rint(logits * (1 << FX_FRAC)), FX_MIN, FX_MAX).astype(np.int64)
             if keep is not None:
@@ -343,7 +355,12 @@ class DiT:
                 masks = np.stack([build_mask(Hq[b], ex.s, ex.rule,
                                              None if prev is None else prev[b],
                                              cfg.width)[0] for b in range(B)])
-                if ex.control == "random":
+                if ex.control == "random" and ex.rule == "column":
+                    # the column rule's control: random whole hidden units, same count
+                    masks = np.stack([column_mask(np.broadcast_to(
+                        rng.integers(0, 1 << 40, m.shape[1]), m.shape), int(m.sum()))
+                        for m in masks])
+                elif ex.control == "random":
                     rnd = np.empty_like(masks)
                     for b in range(B):
                         flat = np.zeros(masks[b].size, dtype=bool)
@@ -356,6 +373,8 @@ class DiT:
                 fill = 0 if ex.control == "zero" else st["H_d"]
                 H = np.where(mask, H, fill)
                 stats.setdefault("ffn_sparsity", []).append((i, 1.0 - mask.mean()))
+                if "record" in stats:
+                    stats["record"].append((stats["it"], i, "ffn", mask, None))
         st["H_last"] = H
         if quant:
             qw2, sw2 = self._wq[(i, "fc2")]
@@ -412,9 +431,12 @@ class SampleResult:
 
 
 def sample(model: DiT, n: int, steps: int, ex: Exion = Exion(), seed: int = 0,
-           labels=None, hook=None) -> SampleResult:
+           labels=None, hook=None, record: list | None = None) -> SampleResult:
     """DDIM (eta = 0) sampling of ``n`` images; noise and labels depend only on ``seed``
-    (labels default to ``arange(n) % 10``), so every switch setting sees the same noise."""
+    (labels default to ``arange(n) % 10``), so every switch setting sees the same noise.
+    ``record``: a list that receives ``(iteration, block, "ffn", mask (B,T,F), None)`` for
+    every sparse FFN-Reuse iteration and ``(iteration, block, "ep", score_mask (B,heads,T,T),
+    dominant (B,heads,T))`` for every EP call."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, ARCH["image"], ARCH["image"]))
     y = np.arange(n) % ARCH["classes"] if labels is None else np.asarray(labels)
@@ -424,8 +446,9 @@ def sample(model: DiT, n: int, steps: int, ex: Exion = Exion(), seed: int = 0,
     dense_sched = schedule(steps, ex.n, ex.dense_tail) if ex.ffn_reuse \
         else np.ones(steps, dtype=bool)
     state = [{} for _ in range(model.depth)]
-    stats: dict = {}
+    stats: dict = {} if record is None else {"record": record}
     for it, t in enumerate(ts):
+        stats["it"] = it
         if hook is not None:
             hook(-1, "iteration", np.array([it, t]))
         e = model.eps(x, np.full(n, t), y, ex, state, bool(dense_sched[it]), stats,

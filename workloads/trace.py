@@ -54,7 +54,6 @@ import numpy as np
 from exion.errors import ExionError
 from exion.golden.ffn_reuse import schedule
 
-from .common import ARCH
 from .dit import DiT, Exion, _imatmul, _q, _scales, batched_predict, ddim_timesteps, sample
 
 __all__ = ["SCHEMA", "AXES", "collect", "save", "load", "extract", "key"]
@@ -216,7 +215,8 @@ def collect(model: DiT, *, steps: int = 100, samples: int = 1, seed: int = 0,
     dense = schedule(steps, ex.n, ex.dense_tail) if ex.ffn_reuse else np.ones(steps, bool)
     meta = {
         "schema": SCHEMA, "config": model.cfg.name, "width": model.cfg.width,
-        "steps": steps, "samples": samples, "seed": seed, "tokens": ARCH["tokens"],
+        "steps": steps, "samples": samples, "seed": seed, "tokens": model.tokens,
+        "model": model.name,
         "d": model.d, "heads": model.heads, "d_head": model.dh, "ffn": 4 * model.d,
         "depth": model.depth, "exion": {k: getattr(ex, k) for k in ex.__dataclass_fields__},
         "timesteps": [int(v) for v in ddim_timesteps(steps)],

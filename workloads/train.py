@@ -25,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .weights import DEFAULT_WEIGHTS, save_weights
-from .common import (ARCH, betas_linear, load_digits_images)
+from .weights import weights_path, save_weights
+from .common import (MODELS, arch, betas_linear, load_digits_images)
 
 
-def build(torch, nn):
+def build(torch, nn, ARCH=MODELS["digits16"]):
     """Return the TinyDiT class (defined lazily so that importing this module needs no torch)."""
     F = nn.functional
 
@@ -119,22 +119,31 @@ def export(model) -> dict[str, np.ndarray]:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS)
-    ap.add_argument("--steps", type=int, default=ARCH["train_steps"])
-    ap.add_argument("--batch", type=int, default=ARCH["train_batch"])
-    ap.add_argument("--lr", type=float, default=ARCH["train_lr"])
-    ap.add_argument("--seed", type=int, default=ARCH["train_seed"])
+    ap.add_argument("--model", default="digits16", choices=sorted(MODELS),
+                    help="digits16 (2x2 patches, 16 tokens) or digits64 (1x1, 64 tokens)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="output .npz (default: the shipped file of --model)")
+    ap.add_argument("--steps", type=int, default=None, help="default: the model's recipe")
+    ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--seed", type=int, default=None)
     # 1 thread: on a shared 2-core machine two torch threads contend with other jobs and
     # ran 15x slower in a measurement here; one thread is also the reproducible default.
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
+    ARCH = arch(args.model)
+    for name in ("steps", "batch", "lr", "seed"):
+        if getattr(args, name) is None:
+            setattr(args, name, ARCH[f"train_{name}"])
+    if args.out is None:
+        args.out = weights_path(args.model)
 
     import torch
     from torch import nn
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     torch.use_deterministic_algorithms(True)
-    TinyDiT = build(torch, nn)
+    TinyDiT = build(torch, nn, ARCH)
     model = TinyDiT()
     ema = TinyDiT()
     ema.load_state_dict(model.state_dict())
@@ -185,6 +194,8 @@ def main(argv=None):
             "final_loss_avg500": float(np.mean(losses[-500:])),
             "steps": args.steps, "batch": args.batch, "lr": args.lr, "seed": args.seed,
             "threads": args.threads, "torch": torch.__version__}
+    if args.model != "digits16":    # digits16's file predates the field: keep its bytes
+        meta.update(model=args.model, tokens=ARCH["tokens"])
     sha = save_weights(args.out, export(ema), meta)
     print(f"params {n_params}, {elapsed:.1f} s, weights {args.out} sha256 {sha}")
     print(meta)

@@ -13,12 +13,27 @@ import numpy as np
 
 from exion.errors import ExionError
 
-__all__ = ["DEFAULT_WEIGHTS", "WEIGHTS_SHA256", "save_weights", "load_weights", "file_sha256"]
+__all__ = ["DEFAULT_WEIGHTS", "WEIGHTS_SHA256", "WEIGHTS", "weights_path", "save_weights",
+           "load_weights", "file_sha256"]
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "data" / "dit_digits.npz"
+_DATA = Path(__file__).resolve().parent / "data"
+DEFAULT_WEIGHTS = _DATA / "dit_digits.npz"
 
 #: SHA-256 of ``data/dit_digits.npz`` as shipped (also in ``data/MODEL_CARD.md``).
 WEIGHTS_SHA256 = "0795455f4285d03000b62970225187c09e9177a897e7d1ba1a44b74e2304e077"
+
+#: model name -> (shipped file, SHA-256); the cards are ``data/MODEL_CARD*.md``.
+WEIGHTS = {
+    "digits16": (DEFAULT_WEIGHTS, WEIGHTS_SHA256),
+    "digits64": (_DATA / "dit_digits64.npz", "not shipped yet"),
+}
+
+
+def weights_path(model: str = "digits16") -> Path:
+    """The shipped weights file of ``model`` (``digits16`` or ``digits64``)."""
+    if model not in WEIGHTS:
+        raise ExionError(f"model must be one of {', '.join(WEIGHTS)}, got {model!r}")
+    return WEIGHTS[model][0]
 
 
 def file_sha256(path) -> str:
@@ -45,16 +60,20 @@ def save_weights(path, arrays: dict[str, np.ndarray], meta: dict) -> str:
     return file_sha256(path)
 
 
-def load_weights(path=None, check: bool = True) -> tuple[dict[str, np.ndarray], dict]:
-    """``(weights as float64, meta)``; with ``check`` the shipped file's SHA-256 must match
-    :data:`WEIGHTS_SHA256`."""
-    path = Path(DEFAULT_WEIGHTS if path is None else path)
+def load_weights(path=None, check: bool = True, model: str = "digits16"
+                 ) -> tuple[dict[str, np.ndarray], dict]:
+    """``(weights as float64, meta)`` of ``path`` (default: the shipped file of ``model``);
+    with ``check`` a shipped file's SHA-256 must match :data:`WEIGHTS`."""
+    path = Path(weights_path(model) if path is None else path)
     if not path.is_file():
         raise ExionError(f"weights file {str(path)!r} not found (train with "
-                         f"`python -m exion.workloads.train`)")
-    if check and path.resolve() == DEFAULT_WEIGHTS and file_sha256(path) != WEIGHTS_SHA256:
-        raise ExionError(f"weights file {str(path)!r} has SHA-256 {file_sha256(path)}, "
-                         f"expected {WEIGHTS_SHA256} (re-train or restore it)")
+                         f"`python -m exion.workloads.train --model {model}`)")
+    # digits16's checksum is read at call time (WEIGHTS_SHA256 may be patched by tests)
+    for name, (shipped, sha) in dict(WEIGHTS, digits16=(DEFAULT_WEIGHTS,
+                                                        WEIGHTS_SHA256)).items():
+        if check and path.resolve() == shipped and file_sha256(path) != sha:
+            raise ExionError(f"weights file {str(path)!r} has SHA-256 {file_sha256(path)}, "
+                             f"expected {sha} (re-train {name} or restore it)")
     with np.load(path, allow_pickle=False) as z:
         w = {k: z[k].astype(np.float64) for k in z.files if k != "__meta__"}
         meta = json.loads(bytes(z["__meta__"]).decode()) if "__meta__" in z.files else {}

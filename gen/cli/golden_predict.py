@@ -257,9 +257,11 @@ def register(gsub) -> None:
                    help="previous dense H, same shape (needed by --rule change)")
     q.add_argument("--sparsity", required=True, metavar="S",
                    help="target inter-iteration sparsity s in [0, 1] (fraction of reused H)")
-    q.add_argument("--rule", choices=["magnitude", "change", "per_token"], default="magnitude",
+    q.add_argument("--rule", choices=["magnitude", "change", "per_token", "column"],
+                   default="magnitude",
                    help="mask rule: |H_d| histogram threshold (default), |H_d - H_prev| "
-                        "threshold, or the same count per token row")
+                        "threshold, the same count per token row, or whole hidden units at "
+                        "the magnitude rule's count (column)")
     q.add_argument("--n", type=int, default=4, metavar="N",
                    help="sparse iterations between two dense ones (default 4)")
     q.add_argument("--hist-mant-bits", type=int, default=4, metavar="M",

@@ -15,6 +15,11 @@ from exion.errors import ExionError
 
 from .options import add_seed
 
+#: Names only (importing exion.workloads here would slow `exion --help`); kept equal to
+#: exion.golden.ffn_reuse.RULES and exion.workloads.weights.WEIGHTS by the tests.
+RULES = ("magnitude", "change", "per_token", "column")
+MODELS = ("digits16", "digits64")
+
 
 def _frac(text: str) -> float:
     try:
@@ -52,16 +57,50 @@ def register(sub) -> None:
     p.add_argument("--n", type=int, default=2, help="FFN-Reuse N (default: 2)")
     p.add_argument("--s", type=_frac, nargs="+", default=[0.8, 0.95],
                    help="FFN-Reuse target sparsities (default: 0.8 0.95)")
-    p.add_argument("--rule", default="magnitude", choices=["magnitude", "change", "per_token"])
+    p.add_argument("--model", default="digits16", choices=list(MODELS),
+                   help="digits16 (2x2 patches, 16 tokens; default) or digits64 (1x1 "
+                        "patches, 64 tokens)")
+    p.add_argument("--rule", default="magnitude", choices=list(RULES),
+                   help="FFN-Reuse mask rule (default magnitude; column: whole hidden units "
+                        "at the magnitude rule's element count)")
     p.add_argument("--k", type=_frac, default=0.5, help="EP top-k ratio (default: 0.5)")
     p.add_argument("--q-th", type=float, default=None,
-                   help="EP dominant-row threshold in logit units (default: off)")
+                   help="EP dominant-row threshold: the gap between the largest and second "
+                        "largest predicted score of a query, in attention-logit units "
+                        "(default: off)")
     p.add_argument("--lod-terms", type=int, default=2, choices=[1, 2])
     p.add_argument("--sweep", action="store_true",
                    help="also sweep s x N (with controls) and k at the first step count; "
                         "writes sweep.json and sweep.png")
     p.add_argument("--weights", type=Path, default=None,
-                   help="weights .npz (default: the shipped ones, checksum verified)")
+                   help="weights .npz (default: the shipped ones of --model, checksum "
+                        "verified)")
+    g = p.add_argument_group(
+        "fidelity tables (issue 20; any of these replaces the accuracy table; they use the "
+        "first --steps value and --samples)")
+    g.add_argument("--ep-table", action="store_true",
+                   help="EP on FFN-Reuse (N=--n, s=0.8): k x q_th (off, 0.15, swept best) x "
+                        "LOD/TS-LOD; writes ep_<model>.md/.json")
+    g.add_argument("--column-table", action="store_true",
+                   help="element vs column FFN-Reuse over --column-s x --n-list with "
+                        "controls; writes column_<model>.md/.json")
+    g.add_argument("--pareto", action="store_true",
+                   help="both tables, then PSNR vs modelled speedup over Base of every "
+                        "configuration (paper settings and Pareto front marked); writes "
+                        "pareto_<model>.png/.json")
+    g.add_argument("--k-list", type=_frac, nargs="+", default=[0.05, 0.2, 0.5, 0.8],
+                   help="EP table k values (default 0.05 0.2 0.5 0.8)")
+    g.add_argument("--lod-list", type=int, nargs="+", default=[1, 2], choices=[1, 2],
+                   help="EP table LOD modes: 1 = LOD, 2 = TS-LOD (default both)")
+    g.add_argument("--q-grid", type=float, nargs="+", default=[0.3, 1.0, 3.0],
+                   help="q_th values swept for the best (default 0.3 1 3)")
+    g.add_argument("--column-s", type=_frac, nargs="+", default=[0.8, 0.95, 0.97],
+                   help="column table s values (default 0.8 0.95 0.97)")
+    g.add_argument("--n-list", type=int, nargs="+", default=[2, 3, 4, 5],
+                   help="column table N values (default 2 3 4 5)")
+    g.add_argument("--cycle-windows", type=int, default=4,
+                   help="FFN-Reuse windows priced by the cycle model per run (default 4; "
+                        "0 = every iteration)")
     p.set_defaults(func=run)
     register_trace(sub)
 
@@ -75,11 +114,14 @@ def run(args) -> int:
         raise ExionError(f"--samples must be >= 1, got {args.samples}")
     if args.n < 0:
         raise ExionError(f"--n must be >= 0, got {args.n}")
-    model = DiT(load_weights(args.weights)[0])
+    model = DiT(load_weights(args.weights, model=args.model)[0])
+    if args.ep_table or args.column_table or args.pareto:
+        return run_fidelity(args, model)
     res = acc.accuracy_table(model, steps=args.steps, n_samples=args.samples, seed=args.seed,
                              n=args.n, s_list=args.s, k=args.k, q_th=args.q_th,
                              lod_terms=args.lod_terms, rule=args.rule, log=print)
-    jp, mp = acc.write(res, args.out)
+    jp, mp = acc.write(res, args.out,
+                       "accuracy" if args.model == "digits16" else f"accuracy_{args.model}")
     print(acc.to_markdown(res))
     print(f"wrote {mp} and {jp}")
     if args.sweep:
@@ -88,6 +130,45 @@ def run(args) -> int:
         sj, _ = acc.write(sw, args.out, "sweep")
         acc.plot_sweep(sw, args.out / "sweep.png")
         print(f"wrote {sj} and {args.out / 'sweep.png'}")
+    return 0
+
+
+def run_fidelity(args, model) -> int:
+    """The issue-20 tables and the Pareto plot (``exion accuracy --ep-table|--column-table|
+    --pareto``)."""
+    from exion.workloads import fidelity as fi
+
+    if any(n < 0 for n in args.n_list):
+        raise ExionError(f"--n-list values must be >= 0, got {args.n_list}")
+    if args.cycle_windows < 0:
+        raise ExionError(f"--cycle-windows must be >= 0, got {args.cycle_windows}")
+    if any(not q >= 0 for q in args.q_grid) or (args.q_th is not None and args.q_th < 0):
+        raise ExionError(f"--q-grid / --q-th values must be >= 0, got {args.q_grid}")
+    cw = args.cycle_windows or None
+    kw = dict(steps=args.steps[0], n_samples=args.samples, seed=args.seed, cycle_windows=cw,
+              log=print)
+    name = model.name
+    done = []
+    if args.ep_table or args.pareto:
+        e = fi.ep_table(model, k_list=args.k_list, q_grid=args.q_grid, n=args.n,
+                        lods=tuple(args.lod_list),
+                        rule=args.rule, **kw)
+        fi.write_json(e, args.out / f"ep_{name}.json")
+        (args.out / f"ep_{name}.md").write_text(fi.ep_markdown(e) + "\n")
+        print(fi.ep_markdown(e))
+        done.append(e)
+    if args.column_table or args.pareto:
+        c = fi.column_table(model, s_list=args.column_s, n_list=args.n_list, **kw)
+        fi.write_json(c, args.out / f"column_{name}.json")
+        (args.out / f"column_{name}.md").write_text(fi.column_markdown(c) + "\n")
+        print(fi.column_markdown(c))
+        done.append(c)
+    if args.pareto:
+        par = fi.pareto(done)
+        fi.write_json(par, args.out / f"pareto_{name}.json")
+        fi.plot_pareto(par, args.out / f"pareto_{name}.png")
+        print(f"Pareto front ({name}): " + "; ".join(par["models"][name]["front"]))
+    print(f"wrote {args.out}/{{ep,column,pareto}}_{name}.*")
     return 0
 
 
@@ -142,14 +223,17 @@ def register_trace(sub) -> None:
                         f"{TRACE_DEFAULT})")
     p.add_argument("--steps", type=int, default=100, help="DDIM steps (default 100)")
     p.add_argument("--samples", type=int, default=1,
-                   help="samples B; GEMM operands stack them as B*16 rows (default 1)")
+                   help="samples B; GEMM operands stack them as B*T rows (default 1)")
     add_seed(p, default=0)
     p.add_argument("--iterations", type=_iters, default=None, metavar="LIST",
                    help="record only these iterations, e.g. 0-5,9 (default: all; the run "
                         "is always complete)")
     p.add_argument("--n", type=int, default=2, help="FFN-Reuse N (default 2)")
     p.add_argument("--s", type=_frac, default=0.8, help="FFN-Reuse target sparsity (0.8)")
-    p.add_argument("--rule", default="magnitude", choices=["magnitude", "change", "per_token"])
+    p.add_argument("--rule", default="magnitude", choices=list(RULES),
+                   help="FFN-Reuse mask rule (default magnitude)")
+    p.add_argument("--model", default="digits16", choices=list(MODELS),
+                   help="digits16 (16 tokens; default) or digits64 (64 tokens)")
     p.add_argument("--no-ffn-reuse", action="store_true", help="turn FFN-Reuse off")
     p.add_argument("--k", type=_frac, default=0.5, help="EP top-k ratio (default 0.5)")
     p.add_argument("--lod-terms", type=int, default=2, choices=[1, 2])
@@ -199,7 +283,7 @@ def run_trace(args) -> int:
         raise ExionError(f"--n must be >= 0, got {args.n}")
     ex = Exion(ffn_reuse=not args.no_ffn_reuse, n=args.n, s=args.s, rule=args.rule,
                ep=not args.no_ep, k=args.k, lod_terms=args.lod_terms, quant=True)
-    model = DiT(load_weights(args.weights)[0])
+    model = DiT(load_weights(args.weights, model=args.model)[0])
     arrays, meta = tr.collect(model, steps=args.steps, samples=args.samples, seed=args.seed,
                               ex=ex, iterations=args.iterations)
     path = tr.save(args.file, arrays, meta)
