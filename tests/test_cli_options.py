@@ -41,7 +41,8 @@ def test_every_command_module_is_registered():
     golden = set(importlib.import_module("exion.gen.cli.golden").GOLDEN_MODULES)
     assert found == set(cli.COMMAND_MODULES) | golden
     names = [path[0] for path, _ in _parsers(cli.build_parser()) if len(path) == 1]
-    assert names == ["gen", "lint", "demo", "golden", "sim", "synth", "pnr", "accuracy",
+    assert names == ["gen", "lint", "demo", "golden", "sim", "synth", "synth-table", "pnr",
+                     "accuracy",
                      "trace", "evaluate", "generate", "regress", "sweep",
                      "formal"]
 
