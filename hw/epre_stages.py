@@ -383,10 +383,10 @@ class EpreControl(wiring.Component):
         A stage 1 phase / a stage 2 group starts (:class:`EpreWriteback`).
     sel_clear, ins, msk, latch : Out(1); sj : Out(...)
         Selector strobes and the key read.
-    rnd : Out(range(rounds)); rbase : Out(range(U + S))
+    rnd : Out(range(max(rounds, 2))); rbase : Out(range(U + S))
         Selector round of the row group: selector i serves unit ``rbase + i`` =
         ``rnd * S + i`` (score-buffer column) and query row ``row + i``.
-    row : Out(...); orow : Out(range(S)); mask_valid : Out(1); mask_ready : In(1)
+    row : Out(...); orow : Out(range(max(S, 2))); mask_valid : Out(1); mask_ready : In(1)
         The row on the ``mask`` stream, from selector ``orow``.
     busy : Out(1); cycles : Out(32)
         Busy, and busy cycles of the last run.
@@ -407,8 +407,8 @@ class EpreControl(wiring.Component):
             "ph_k": Out(1), "ph_s2": Out(1), "group": Out(range(s.g_max + 1)),
             "wb_clear_all": Out(1), "wb_clear_j": Out(1),
             "sel_clear": Out(1), "ins": Out(1), "msk": Out(1), "latch": Out(1),
-            "sj": Out(range(s.n_max + 1)), "rnd": Out(range(s.rounds)),
-            "rbase": Out(range(s.units + s.selectors)), "orow": Out(range(s.selectors)),
+            "sj": Out(range(s.n_max + 1)), "rnd": Out(range(max(s.rounds, 2))),
+            "rbase": Out(range(s.units + s.selectors)), "orow": Out(range(max(s.selectors, 2))),
             "row": Out(range(s.n_max + 1)), "mask_valid": Out(1), "mask_ready": In(1),
             "busy": Out(1), "cycles": Out(32)})
 
