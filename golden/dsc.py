@@ -48,7 +48,7 @@ import numpy as np
 from exion.config import Config
 
 from .cfse import FX_FRAC, FX_MAX, FX_MIN, gelu_params, gelu_requant, layernorm_fx, softmax_fx
-from .ffn_reuse import build_mask, ffnr
+from .ffn_reuse import build_mask, ffnr, random_control
 from .lod import bit_length, lod_approx
 from .predict import keep_count
 
@@ -281,12 +281,7 @@ def _reuse_mask(cfg, Hq, ex, prev, rng):
         masks = np.stack([build_mask(Hq[b], ex.s, ex.rule, None if prev is None else prev[b],
                                      cfg.width)[0] for b in range(B)])
     if ex.control == "random":
-        rnd = np.empty_like(masks)
-        for b in range(B):
-            flat = np.zeros(masks[b].size, dtype=bool)
-            flat[rng.permutation(masks[b].size)[:int(masks[b].sum())]] = True
-            rnd[b] = flat.reshape(masks[b].shape)
-        masks = rnd
+        masks = random_control(masks, ex.rule, rng)
     return masks
 
 

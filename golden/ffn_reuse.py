@@ -71,6 +71,7 @@ from .quant import check_k, check_operand, int_matmul, wrap
 __all__ = ["ffnr", "FfnrResult", "RULES", "FC2_MODES", "S_DIGITS", "sparsity_code", "is_dense", "schedule",
            "hist_bin", "hist_bin_edges",
            "num_bins", "abs_histogram", "threshold_from_histogram", "build_mask", "column_mask",
+           "random_control",
            "ffn_dense", "ffn_sparse", "ffn_reuse_run", "FFNIteration", "FFNReuseRun"]
 
 RULES = ("magnitude", "change", "per_token", "column")
@@ -215,6 +216,22 @@ def column_mask(h_d, n_ones: int) -> np.ndarray:
         rows = np.argsort(-h[:, j], kind="stable")[:r]
         mask[rows, j] = True
     return mask
+
+
+def random_control(masks: np.ndarray, rule: str, rng) -> np.ndarray:
+    """The random-mask control of ``masks`` (B, T, F): per sample the same number of ones,
+    placed at random -- random whole hidden units for the ``column`` rule (its count's
+    remainder in one more random unit, as :func:`column_mask`), random elements otherwise."""
+    out = np.empty_like(masks)
+    for b, m in enumerate(masks):
+        if rule == "column":
+            out[b] = column_mask(np.broadcast_to(rng.integers(0, 1 << 40, m.shape[1]), m.shape),
+                                 int(m.sum()))
+        else:
+            flat = np.zeros(m.size, dtype=bool)
+            flat[rng.permutation(m.size)[:int(m.sum())]] = True
+            out[b] = flat.reshape(m.shape)
+    return out
 
 
 def build_mask(h_d, s, rule: str = "magnitude", h_prev=None, width: int = 12,

@@ -283,3 +283,19 @@ def test_ffnr_is_the_units_contract(s):
         fr.ffnr(cfg, h, 0.1234567)
     with pytest.raises(ExionError, match="differs from H_d"):
         fr.ffnr(cfg, h, s, h_sparse=h2[:3])
+
+
+def test_random_control_keeps_counts_and_the_rules_granularity():
+    """The random-mask control (golden.dsc's INT12 path and the float model share it): same
+    ones per sample; whole hidden units for the column rule (at most one partial unit)."""
+    from exion.golden.ffn_reuse import random_control
+    rng = np.random.default_rng(3)
+    masks = rng.random((3, 16, 40)) < 0.2
+    for rule in ("column", "magnitude"):
+        out = random_control(masks, rule, np.random.default_rng(5))
+        assert [int(m.sum()) for m in out] == [int(m.sum()) for m in masks]
+        partial = [int(((m.sum(axis=0) > 0) & (m.sum(axis=0) < 16)).sum()) for m in out]
+        if rule == "column":
+            assert max(partial) <= 1
+        else:
+            assert max(partial) > 1      # element-wise: scattered, not whole units

@@ -55,10 +55,8 @@ import numpy as np
 
 from exion.config import Config, get_config
 from exion.errors import ExionError
-from exion.golden.cfse import (FX_FRAC, FX_MAX, FX_MIN, gelu_params,
-                               gelu_requant, softmax_fx)
 from exion.golden import dsc
-from exion.golden.ffn_reuse import RULES, build_mask, column_mask, schedule
+from exion.golden.ffn_reuse import RULES, build_mask, random_control, schedule
 from exion.golden.lod import bit_length, lod_approx
 from exion.golden.predict import POLARITIES, keep_count
 
@@ -270,18 +268,12 @@ class DiT:
         if ex.quant:    # INT12: what the DSC core computes (golden/dsc.py)
             return dsc.attention(self.cfg, h, dsc.block_weights(self.w, self._wq, i, self.heads),
                                  ex, stats, layer=i)
-        B, T, d = h.shape
-        quant = ex.quant
-        qkv = self._linear(h, i, "qkv", quant)
+        B, T, d = h.shape       # the float model from here on
+        qkv = self._linear(h, i, "qkv", False)
         q, k, v = (qkv[..., j * d:(j + 1) * d].reshape(B, T, self.heads, self.dh)
                    .transpose(0, 2, 1, 3) for j in range(3))
         scale = 1.0 / math.sqrt(self.dh)
-        if quant:
-            sq, sk, sv = (_scales(a, self.cfg, (2, 3)) for a in (q, k, v))
-            logits = _imatmul(_q(q, sq, self.cfg), np.swapaxes(_q(k, sk, self.cfg), 2, 3)) \
-                * (sq * sk * scale)
-        else:
-            logits = q @ np.swapaxes(k, 2, 3) * scale
+        logits = q @ np.swapaxes(k, 2, 3) * scale
         keep = None
         if ex.ep:
             cfg = self.cfg
@@ -308,65 +300,30 @@ class DiT:
             stats.setdefault("ep_sparsity", []).append((i, 1.0 - kept / keep.size))
             if "record" in stats:      # masks for the cycle model (workloads.fidelity)
                 stats["record"].append((stats["it"], i, "ep", keep, doms))
-        if quant:
-            lq = np.clip(np.rint(logits * (1 << FX_FRAC)), FX_MIN, FX_MAX).astype(np.int64)
-            if keep is not None:
-                lq = np.where(keep, lq, FX_MIN)
-            p15 = softmax_fx(lq)
-            if keep is not None:
-                p15 = np.where(keep, p15, 0)   # FX_MIN logits are not exactly zero weight
-            pq = np.rint(p15 * (self.cfg.wmax / 32768.0)).astype(np.int64)
-            a = _imatmul(pq, _q(v, sv, self.cfg)) * (sv / self.cfg.wmax)
-        else:
-            if keep is not None:
-                logits = np.where(keep, logits, -np.inf)
-            a = _softmax(logits) @ v
+        if keep is not None:
+            logits = np.where(keep, logits, -np.inf)
+        a = _softmax(logits) @ v
         a = a.transpose(0, 2, 1, 3).reshape(B, T, d)
-        return self._linear(a, i, "proj", quant)
+        return self._linear(a, i, "proj", False)
 
     def _ffn(self, h, i, ex: Exion, st, dense: bool, stats, rng):
         """FFN with FFN-Reuse state ``st`` (dict per block, kept across iterations)."""
         if ex.quant:    # INT12: what the DSC core computes (golden/dsc.py)
             return dsc.ffn(self.cfg, h, dsc.block_weights(self.w, self._wq, i, self.heads),
                            ex, st, dense, stats, rng, layer=i)
-        cfg = self.cfg
-        quant = ex.quant
+        cfg = self.cfg          # the float model from here on
         w1, b1 = self.w[f"blocks.{i}.fc1.w"], self.w[f"blocks.{i}.fc1.b"]
         B = h.shape[0]
-        if quant:
-            qw1, sw1 = self._wq[(i, "fc1")]
-            sx = _scales(h, cfg, (1, 2))
-            acc = _imatmul(_q(h, sx, cfg), qw1) + np.rint(b1 / (sx * sw1)).astype(np.int64)
-            s_acc = (sx * sw1)[:, 0, 0]
-            if dense or "s_h" not in st:
-                # s_h from this dense iteration's float GELU range (ideal host calibration).
-                gmax = np.max(np.abs(_erf_gelu(acc * (sx * sw1))), axis=(1, 2))
-                st["s_h"] = np.where(gmax > 0, gmax / cfg.wmax, 1.0)
-            H = np.stack([gelu_requant(acc[b], gelu_params(float(s_acc[b]),
-                                                           float(st["s_h"][b])), cfg)
-                          for b in range(B)])
-        else:
-            H = _erf_gelu(h @ w1 + b1)
+        H = _erf_gelu(h @ w1 + b1)
         if ex.ffn_reuse:
             if dense:
-                Hq = H if quant else np.stack([_q(H[b], _scales(H[b], cfg, None), cfg)
-                                               for b in range(B)])
+                Hq = np.stack([_q(H[b], _scales(H[b], cfg, None), cfg) for b in range(B)])
                 prev = st.get("Hq")
                 masks = np.stack([build_mask(Hq[b], ex.s, ex.rule,
                                              None if prev is None else prev[b],
                                              cfg.width)[0] for b in range(B)])
-                if ex.control == "random" and ex.rule == "column":
-                    # the column rule's control: random whole hidden units, same count
-                    masks = np.stack([column_mask(np.broadcast_to(
-                        rng.integers(0, 1 << 40, m.shape[1]), m.shape), int(m.sum()))
-                        for m in masks])
-                elif ex.control == "random":
-                    rnd = np.empty_like(masks)
-                    for b in range(B):
-                        flat = np.zeros(masks[b].size, dtype=bool)
-                        flat[rng.permutation(masks[b].size)[:int(masks[b].sum())]] = True
-                        rnd[b] = flat.reshape(masks[b].shape)
-                    masks = rnd
+                if ex.control == "random":
+                    masks = random_control(masks, ex.rule, rng)
                 st.update(Hq=Hq, H_d=H, mask=masks)
             else:
                 mask = st["mask"]
@@ -376,11 +333,6 @@ class DiT:
                 if "record" in stats:
                     stats["record"].append((stats["it"], i, "ffn", mask, None))
         st["H_last"] = H
-        if quant:
-            qw2, sw2 = self._wq[(i, "fc2")]
-            b2 = self.w[f"blocks.{i}.fc2.b"]
-            s_y = st["s_h"][:, None, None] * sw2
-            return (_imatmul(H, qw2) + np.rint(b2 / s_y).astype(np.int64)) * s_y
         return H @ self.w[f"blocks.{i}.fc2.w"] + self.w[f"blocks.{i}.fc2.b"]
 
     def eps(self, img, t, y, ex: Exion = Exion(), state=None, dense=True, stats=None,
