@@ -56,8 +56,7 @@ def test_table_has_every_control_member():
 @pytest.mark.parametrize("addr_bits", [32, 40])
 def test_c_header_compiles_and_matches_the_table(tmp_path, addr_bits):
     cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("g++")
-    if cc is None:
-        pytest.skip("no C compiler")
+    assert cc, "no C compiler: g++ is a stated prerequisite (README), Verilator needs it too"
     cfg = PRESETS["toy"]
     regs = dsc_registers(cfg, data_bits=64, addr_bits=addr_bits)
     (tmp_path / "exion_dsc_regs.h").write_text(c_header(regs, module="exion_dsc"))
