@@ -44,6 +44,8 @@ from exion import __version__
 from exion.config import Config
 from exion.errors import ExionError
 
+from .fastemit import fast_meminit, fold_zero_init
+
 __all__ = ["TOPS", "generate", "lint", "sources", "Generated", "source_hash", "source_files",
            "sv_time0_fix", "sim_sources"]
 
@@ -104,6 +106,7 @@ SOURCE_FILES = (
     ("exion", "*.py"),
     ("exion.hw", "*.py"),
     ("exion.gen", "verilog.py"),
+    ("exion.gen", "fastemit.py"),
     ("exion.sim", "models/*.v"),
 )
 
@@ -194,8 +197,10 @@ def generate(cfg: Config, top: str, out_dir: str | Path, *, reuse: bool = True) 
     t0 = time.perf_counter()
     component = TOPS[top][0](cfg)
     ports = _port_signals(component)
-    text = verilog.convert(component, name=module, ports=[p[2] for p in ports],
-                           emit_src=False, strip_internal_attrs=True)
+    with fast_meminit():     # same RTLIL, without a NIR net per memory-init bit
+        text = verilog.convert(component, name=module, ports=[p[2] for p in ports],
+                               emit_src=False, strip_internal_attrs=True)
+    text, _ = fold_zero_init(text)    # zero-init memories: one loop instead of a line per word
     seconds = time.perf_counter() - t0
     waiver = "".join(f"/* verilator lint_off {rule} */  // {why}\n"
                      for rule, why in LINT_WAIVERS.items())

@@ -1,0 +1,36 @@
+"""The Verilator build's C++ optimisation level (``EXION_CXX_OPT``, issue 21 item 4)."""
+
+import pytest
+
+from exion.config import PRESETS
+from exion.errors import ExionError
+from exion.sim.runner import CXX_OPTS, cxx_opt, rtl_build, run_bench
+
+
+def test_cxx_opt_default_env_and_bad_value(monkeypatch):
+    monkeypatch.delenv("EXION_CXX_OPT", raising=False)
+    assert cxx_opt() == "-Os" == CXX_OPTS[0]
+    monkeypatch.setenv("EXION_CXX_OPT", "-O0")
+    assert cxx_opt() == "-O0"
+    assert cxx_opt("-O2") == "-O2"
+    with pytest.raises(ExionError, match="EXION_CXX_OPT.*'-Ofast'"):
+        cxx_opt("-Ofast")
+
+
+def _compile_lines(build) -> list[str]:
+    log = (build.sim_dir / "build.log").read_text()
+    return [ln for ln in log.splitlines() if ln.startswith(("c++", "g++")) and " -c " in ln]
+
+
+@pytest.mark.rtl
+def test_o0_build_is_separate_compiled_at_o0_and_bit_exact(monkeypatch):
+    monkeypatch.delenv("EXION_CXX_OPT", raising=False)
+    cfg = PRESETS["toy"]
+    fast = rtl_build(cfg, "dpu", opt="-O0")
+    default = rtl_build(cfg, "dpu")
+    assert fast.sim_dir != default.sim_dir          # the level is part of the cache key
+    lines = _compile_lines(fast)
+    assert lines and all(" -O0 " in ln and " -Os " not in ln for ln in lines)
+    r = run_bench(fast, "exion.sim.tb_dpu", seed=3,
+                  params={"cases": ["extremes", "random"], "n_random": 20})
+    assert r["passed"]
