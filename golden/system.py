@@ -658,13 +658,39 @@ def evaluate_model(sysm: System, model: Model, mode: str, *, seed: int = 0,
         cyc = mem_cyc = epre_cyc = 0.0
         act = {k: 0.0 for k in ("useful_macs", "shift_adds", "sram_bytes", "gm_bytes",
                                 "weight_bytes", "act_bytes", "cache_bytes", "cfse_elements")}
-        for blk in model.blocks:
-            if progress:
-                progress(f"{model.name} {mode}: {blk.name} ({it_kind})")
-            r, o = best_block(sysm, blk, bm, split_heads, ep_per_block, res, seed=seed,
-                              bw=sysm.gm_bytes_per_cycle, dataflow=sysm.dataflow,
-                              reuse_dense=ffnr and it_kind == "dense", s=model.s, k=model.k,
-                              q_th=model.q_th, masks_kind=masks_kind)
+        bkw = dict(seed=seed, bw=sysm.gm_bytes_per_cycle, dataflow=sysm.dataflow,
+                   reuse_dense=ffnr and it_kind == "dense", s=model.s, k=model.k,
+                   q_th=model.q_th, masks_kind=masks_kind)
+        other_cyc = model.other_macs / (cfg.peak_macs * sysm.dscs)
+
+        def iter_time(ch):
+            """max(on-chip, off-chip) cycles of an iteration of the per-block choices."""
+            on = other_cyc + sum(blk.count * o["cycles"] for blk, _, o in ch)
+            wb = sum(blk.count * o["weight_bytes"] for blk, _, o in ch)
+            ab = sum(blk.count * o["act_bytes"] for blk, _, o in ch)
+            cb = sum(blk.count * o["cache_bytes"] for blk, _, o in ch) \
+                if it_kind == "sparse" else (fp["ffnr_caches"] if ffnr else 0.0)
+            off = (res["weights"] * (wb + model.other_params * Wb) + res["ffnr_caches"] * cb
+                   + res["activations"] * ab) / (sysm.offchip_gb_per_s * 1e9 / sysm.hz)
+            return (max(on, off), on)
+
+        # static schedule [choice]: the fastest of these per-block policies (per-block on-chip
+        # cycles; per-block max(on, off-chip); and, in EP modes, no EP anywhere, so that EP is
+        # never slower than the mode without it)
+        policies = [(bm, None), (bm, res)]
+        if bm in NO_EP and ep_per_block:
+            policies.append((NO_EP[bm], None))
+        choice = None
+        for pm, pres in policies:
+            ch = []
+            for blk in model.blocks:
+                if progress:
+                    progress(f"{model.name} {mode}: {blk.name} ({it_kind})")
+                r, o = best_block(sysm, blk, pm, split_heads, ep_per_block, pres, **bkw)
+                ch.append((blk, r, o))
+            if choice is None or iter_time(ch) < iter_time(choice):
+                choice = ch
+        for blk, r, o in choice:
             cyc += blk.count * o["cycles"]
             for kk, v in o["parts"].items():
                 tot["parts"][kk] = tot["parts"].get(kk, 0.0) + n_it * blk.count * v / sysm.hz
@@ -681,7 +707,6 @@ def evaluate_model(sysm: System, model: Model, mode: str, *, seed: int = 0,
                               "ffn_sparsity": r["ffn_sparsity"],
                               "attn_split": r["attn_split"]})
         # layers outside transformer blocks: dense, at peak on all cores [choice]
-        other_cyc = model.other_macs / (cfg.peak_macs * sysm.dscs)
         onchip = (cyc + other_cyc) / sysm.hz
         cache_io = act["cache_bytes"] if it_kind == "sparse" else (
             fp["ffnr_caches"] if ffnr else 0.0)
