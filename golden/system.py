@@ -32,7 +32,7 @@ whose figures are not changed here (docs/evaluate.md has the whole model):
   much of the weights as fits (resident for the whole run). What does not fit is read from
   off-chip memory every iteration it is used (weights: the fraction not resident, of the
   weight bytes each GEMM fetches; caches: their preload reads and dense writes; activations:
-  all GEMM operand traffic). Off-chip transfers overlap the cores: an iteration takes
+  the non-resident fraction of all GEMM operand traffic). Off-chip transfers overlap the cores: an iteration takes
   ``max(on-chip time, off-chip bytes / off-chip bandwidth)``.
 * **Bound** of an iteration: ``off-chip`` if the off-chip time is the larger, else
   ``global memory`` if the GEMM cycles of memory-bound GEMMs outweigh those of compute-bound
@@ -617,9 +617,14 @@ def _footprints(model: Model, cfg: Config) -> dict:
 
 
 def _residency(sysm: System, fp: dict, ffnr: bool) -> dict:
-    """Fractions of activations, caches and weights that live off chip [choice, module doc]."""
+    """Fractions of activations, caches and weights that live off chip [choice, module doc].
+
+    Each is spilled in proportion to what does not fit (issue 19 follow-up: the activations
+    too; they were all-or-nothing, which sent all of SD's and VideoCrafter2's operand traffic
+    off chip when one block's activations overflowed by a few MB)."""
     cap = sysm.gm_mb * 2 ** 20
-    f_act = 0.0 if fp["activations"] <= cap else 1.0
+    a = fp["activations"]
+    f_act = 0.0 if a <= cap else (1 - cap / a)
     left = max(0.0, cap - fp["activations"])
     cache = fp["ffnr_caches"] if ffnr else 0.0
     f_cache = 0.0 if cache <= left else (1 - left / cache)
