@@ -396,3 +396,23 @@ def test_time_by_part_sums_to_onchip():
     assert p["epre"] > 0 and p["outside"] > 0 and p["attention"] > 0
     assert set(p) <= {"qkv", "attention", "o_proj", "cross", "fc1", "fc2", "cfse", "epre",
                       "outside"}
+
+
+def test_doc_ordering_tables_complete():
+    # the parser must see all 14 model x system rows (a silently empty parse would let the
+    # documented-ordering tests pass vacuously: they would fail on KeyError instead)
+    doc = _doc_ordering()
+    assert set(doc) == {(s, m) for s in ("exion4", "exion24") for m in ws.MODELS}
+    assert set(doc.values()) <= {"yes", "no"}
+    assert doc[("exion4", "mld")] == "yes" and doc[("exion24", "mld")] == "no"
+
+
+def test_ordering_check_can_fail(monkeypatch):
+    # mutation: a model in which EP is no faster than Base must read as "no" (strict order)
+    real = sy.evaluate_model
+
+    def ep_as_base(sysm, model, mode, **kw):
+        return real(sysm, model, {"EP": "Base", "All": "FFNR"}.get(mode, mode), **kw)
+    assert ordering_holds("exion4", "mld")
+    monkeypatch.setattr(sy, "evaluate_model", ep_as_base)
+    assert not ordering_holds("exion4", "mld")
