@@ -32,7 +32,8 @@ whose figures are not changed here (docs/evaluate.md has the whole model):
   much of the weights as fits (resident for the whole run). What does not fit is read from
   off-chip memory every iteration it is used (weights: the fraction not resident, of the
   weight bytes each GEMM fetches; caches: their preload reads and dense writes; activations:
-  the non-resident fraction of all GEMM operand traffic). Off-chip transfers overlap the cores: an iteration takes
+  the non-resident fraction of all GEMM operand traffic). Off-chip transfers overlap the
+  cores: an iteration takes
   ``max(on-chip time, off-chip bytes / off-chip bandwidth)``.
 * **Bound** of an iteration: ``off-chip`` if the off-chip time is the larger, else
   ``global memory`` if the GEMM cycles of memory-bound GEMMs outweigh those of compute-bound
@@ -63,7 +64,8 @@ from .dataflow import BYTE_KEYS, gemm_flow
 from .workloads_sys import Block, Model
 
 __all__ = ["System", "SYSTEMS", "get_system", "load_system", "ENERGY", "GPUS", "MODE_NAMES",
-           "attn_split_for", "attn_split_candidates", "best_block", "block_gemms", "evaluate_model", "gpu_estimate", "HEAD_SAMPLE_T"]
+           "attn_split_for", "attn_split_candidates", "best_block", "block_gemms",
+           "evaluate_model", "gpu_estimate", "HEAD_SAMPLE_T"]
 
 #: Modes of the seed's figures -> the per-core model's mode names.
 MODE_NAMES = {"Base": "base", "EP": "ep", "FFNR": "ffnr", "All": "all"}
@@ -483,8 +485,9 @@ def attn_split_candidates(dscs: int, units: int, T: int, rows: int) -> list[int]
     """Query-chunk counts g worth trying for a block with ``units`` (sequence, head) pairs
     on ``dscs`` cores [choice, issue 19]: each head's T queries split into g chunks of at
     least ``rows`` = R queries (one SDUE row block), 1 <= g <= ceil(T / R); only the g that
-    strictly lower the rounds per head ``ceil(units * g / dscs) / g`` (so g = 1 whenever
-    units >= dscs... unless more chunks fill the last round better)."""
+    strictly lower the rounds per head ``ceil(units * g / dscs) / g`` are kept (with
+    units >= dscs a split can still fill a partly empty last round). The chunk's EPRE run
+    repeats stage 1 over all keys; the shift-add count (energy) is not raised for it."""
     out, best_t = [1], math.ceil(units / dscs)
     for g in range(2, max(1, math.ceil(T / rows)) + 1):
         t = math.ceil(units * g / dscs) / g
