@@ -47,7 +47,8 @@ JSON layout (times in seconds, energies in joules, per generated image / clip / 
                                 totals): macs_per_iteration, weight_params, onchip_s,
                                 mac_energy_j
       blocks                    per block and iteration kind: cycles_per_instance (on the
-                                system), core_cycles_1core, useful_macs, ffn_sparsity, ...
+                                system), core_cycles_1core, useful_macs, ffn_sparsity, mode (the
+                                mode the schedule ran: EP or not), attn_split, ...
 """
 
 
