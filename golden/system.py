@@ -18,12 +18,22 @@ whose figures are not changed here (docs/evaluate.md has the whole model):
   ``ceil(batch * heads / N)`` rounds. Cores meet at every GEMM. Each core has its own
   global-memory port (``gm_bytes_per_cycle`` per core, the per-core model's ``bw``), so a
   core's share of a GEMM takes its 1-core cycles divided by the cores sharing it.
+* **Query split and static schedule** [choice, issue 19 follow-up]: a block with fewer
+  (sequence, head) pairs than cores splits each head's queries into g chunks (one core
+  each, all keys; :func:`attn_split_candidates`); per block and mode the system runs the
+  cheapest candidate g and, in EP / All, EP only on the blocks where it is faster than
+  without (:func:`best_block`; cost ``max(on-chip, off-chip cycles)``).
+* **FFN-Reuse masks**: ``column`` by default (issue 20's column rule: whole hidden units,
+  which the col-group dataflow turns into skipped W1 columns / W2 rows); its fidelity cost
+  on digits16 is 0.5-1.4 dB PSNR against the element rule at equal count
+  (docs/fidelity.md §3). ``random`` (element masks) stays selectable.
 * **Off-chip** [choice]: the global memory (``gm_mb``) holds, in this priority, the
   activations of the running block, the FFN-Reuse caches (H_d, Y_d of every block), then as
   much of the weights as fits (resident for the whole run). What does not fit is read from
   off-chip memory every iteration it is used (weights: the fraction not resident, of the
   weight bytes each GEMM fetches; caches: their preload reads and dense writes; activations:
-  all GEMM operand traffic). Off-chip transfers overlap the cores: an iteration takes
+  the non-resident fraction of all GEMM operand traffic). Off-chip transfers overlap the
+  cores: an iteration takes
   ``max(on-chip time, off-chip bytes / off-chip bandwidth)``.
 * **Bound** of an iteration: ``off-chip`` if the off-chip time is the larger, else
   ``global memory`` if the GEMM cycles of memory-bound GEMMs outweigh those of compute-bound
@@ -54,7 +64,8 @@ from .dataflow import BYTE_KEYS, gemm_flow
 from .workloads_sys import Block, Model
 
 __all__ = ["System", "SYSTEMS", "get_system", "load_system", "ENERGY", "GPUS", "MODE_NAMES",
-           "block_gemms", "evaluate_model", "gpu_estimate", "HEAD_SAMPLE_T"]
+           "attn_split_for", "attn_split_candidates", "best_block", "block_gemms",
+           "evaluate_model", "gpu_estimate", "HEAD_SAMPLE_T"]
 
 #: Modes of the seed's figures -> the per-core model's mode names.
 MODE_NAMES = {"Base": "base", "EP": "ep", "FFNR": "ffnr", "All": "all"}
@@ -251,19 +262,28 @@ def block_gemms_cached(cfg: Config, blk: Block, mode: str, **kw) -> dict:
 
 def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | None = None,
                 dataflow: str = "col-group", reuse_dense: bool = False, s: float = 0.0,
-                k: float = 1.0, q_th: float | None = None, masks_kind: str = "random") -> dict:
+                k: float = 1.0, q_th: float | None = None, masks_kind: str = "column",
+                attn_split: int = 1) -> dict:
     """Per-core figures of one instance of ``blk`` in ``mode`` (base / ffnr / ep / all).
 
     Masks are those of ``block_flow``'s CLI: ``bl.ffn_mask_for`` / ``bl.ep_masks_for`` with
     ``seed`` (FFN mask over all ``batch * T`` tokens, EP masks of one sequence, reused for
     every sequence). Returns ``{"gemms": [(GemmFlow, count, kind)], "cfse": {...},
     "epre_cycles", "epre_runs", "shift_adds", ...}`` where kind is ``"linear"`` or
-    ``"head"`` (count = sequences x heads it stands for).
+    ``"head"`` (count = sequences x heads x query chunks it stands for).
+
+    ``attn_split`` = g > 1 splits each (sequence, head)'s queries into g chunks of
+    ``ceil(T / g)`` rows (the scores / P.V GEMMs and the EPRE run of one chunk are priced, with
+    all T keys; count x g) so that g cores can share one head [choice, issue 19: see
+    :func:`attn_split_for`]. g = 1 is ``block_flow``'s block.
     """
     if mode not in bl.MODES:
         raise ExionError(f"mode {mode!r} is not one of {', '.join(bl.MODES)}")
     T, d, H, dh, b = blk.T, blk.d, blk.heads, blk.d_head, blk.batch
     hd = H * dh
+    g_split = int(attn_split)
+    if g_split < 1:
+        raise ExionError(f"attn_split = {attn_split!r} must be an integer >= 1")
     use_ep, use_ffnr = mode in ("ep", "all"), mode in ("ffnr", "all")
     rate = cfg.rows
     kw = {"dataflow": dataflow, "bw": cfg.gb_bytes_per_cycle if bw is None else bw}
@@ -288,7 +308,7 @@ def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | 
     def attention(prefix, q_names):
         """Self-attention GEMMs; memoized (the same in every mode with or without EP)."""
         key = (cfg.hash, blk, prefix, use_ep, seed, k if use_ep else None,
-               q_th if use_ep else None, tuple(sorted(kw.items())))
+               q_th if use_ep else None, tuple(sorted(kw.items())), g_split)
         if key not in _ATT_CACHE:
             _ATT_CACHE[key] = _attention(prefix, q_names)
         out, sm_el, sm_exp = _ATT_CACHE[key]
@@ -313,23 +333,27 @@ def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | 
                               "linear"))
             else:
                 g.append((_gemm(cfg, nm, M, hd, d, kw), lin, "linear"))
-        cnt = b * H // h_eval
+        cnt = b * H // h_eval * g_split
         for h in range(h_eval):
             if use_ep:
                 sm_h = ep["score_mask"][h] & needs["q"][h][:, None]
                 keep = np.flatnonzero(sm_h.any(axis=1))
+                # query chunk of one of the g cores sharing the head: the first ceil(T/g)
+                # query rows (masks are i.i.d. over rows), their kept rows compacted
+                keep = keep[keep < math.ceil(T / g_split)]
                 r = None
                 if keep.size:
                     r = _gemm(cfg, f"{prefix}scores[{h}]", keep.size, T, dh, kw, mask=sm_h[keep])
                     g.append((r, cnt, "head"))
                     g.append((_gemm(cfg, f"{prefix}pv[{h}]", keep.size, dh, T, kw,
                                     input_mask=sm_h[keep]), cnt, "head"))
-                n_el = int(sm_h.sum())
+                n_el = int(sm_h[keep].sum())
             else:
-                r = _gemm(cfg, f"{prefix}scores[{h}]", T, T, dh, kw)
+                tq = math.ceil(T / g_split)
+                r = _gemm(cfg, f"{prefix}scores[{h}]", tq, T, dh, kw)
                 g.append((r, cnt, "head"))
-                g.append((_gemm(cfg, f"{prefix}pv[{h}]", T, dh, T, kw), cnt, "head"))
-                n_el = T * T
+                g.append((_gemm(cfg, f"{prefix}pv[{h}]", tq, dh, T, kw), cnt, "head"))
+                n_el = tq * T
             cfse["softmax_elements"] += cnt * n_el
             cfse["softmax_exposed"] += cnt * max(0, math.ceil(n_el / rate)
                                                  - (r.cycles if r is not None else 0))
@@ -346,11 +370,13 @@ def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | 
         g.append((_gemm(cfg, "xq_proj", M, hd, d, kw), lin, "linear"))
         g.append((_gemm(cfg, "xk_proj", Tc, hd, dc, kw), 1, "linear"))
         g.append((_gemm(cfg, "xv_proj", Tc, hd, dc, kw), 1, "linear"))
-        xs = _gemm(cfg, "x.scores[*]", T, Tc, dh, kw)
-        g.append((xs, b * H, "head"))
-        g.append((_gemm(cfg, "x.pv[*]", T, dh, Tc, kw), b * H, "head"))
-        cfse["softmax_elements"] += b * H * T * Tc
-        cfse["softmax_exposed"] += b * H * max(0, math.ceil(T * Tc / rate) - xs.cycles)
+        tq = math.ceil(T / g_split)       # query chunk of one core (attn_split)
+        xs = _gemm(cfg, "x.scores[*]", tq, Tc, dh, kw)
+        g.append((xs, b * H * g_split, "head"))
+        g.append((_gemm(cfg, "x.pv[*]", tq, dh, Tc, kw), b * H * g_split, "head"))
+        cfse["softmax_elements"] += b * H * g_split * tq * Tc
+        cfse["softmax_exposed"] += b * H * g_split * max(0, math.ceil(tq * Tc / rate)
+                                                         - xs.cycles)
         g.append((_gemm(cfg, "xo_proj", M, d, hd, kw), lin, "linear"))
     fkey = (cfg.hash, blk, use_ffnr, reuse_dense and not use_ffnr, masks_kind,
             s if use_ffnr else None, seed, tuple(sorted(kw.items())))
@@ -368,7 +394,8 @@ def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | 
         epre_busy = epre_runs * epre_cycles(cfg, T, d, H, dh)["total"]
         # issue 18: only the cycles the overlapped schedule leaves exposed are charged
         # (golden.projections.epre_schedule, per sequence, each self-attention)
-        epre = sum(_epre_exposed(cfg, g, pre, names, blk, h_eval, kw["bw"]) for pre, names in
+        epre = sum(_epre_exposed(cfg, g, pre, names, blk, h_eval, kw["bw"], g_split)
+                   for pre, names in
                    [("", ("q_proj", "k_proj", "v_proj"))]
                    + ([("sa2.", ("q2_proj", "k2_proj", "v2_proj"))] if blk.self_attn2 else []))
         # stage 1 (Qh, Kh: T x d x 2hd products) + stage 2 (H x T x T x dh products), each
@@ -377,7 +404,7 @@ def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | 
     return {"block": blk.name, "mode": mode, "gemms": g, "cfse": cfse, "epre_cycles": epre,
             "epre_busy_cycles": epre_busy,
             "epre_runs": epre_runs, "shift_adds": shift_adds, "h_eval": h_eval,
-            "attn_units": b * H,
+            "attn_units": b * H * g_split, "attn_split": g_split,
             "ffn_sparsity": ffn_sp,
             "bw": kw["bw"], "dataflow": dataflow}
 
@@ -414,28 +441,30 @@ def _ffn(cfg, blk, use_ffnr, reuse_dense, masks_kind, s, seed, kw):
 
 
 def _epre_exposed(cfg: Config, g, prefix: str, names, blk: Block, h_eval: int,
-                  bw: int) -> float:
+                  bw: int, g_split: int = 1) -> float:
     """Exposed EPRE cycles of one self-attention of ``blk`` (all its sequences): per sequence,
     :func:`exion.golden.projections.epre_schedule` over the heads, with each head's K/V
     projection share, Q projection share and its scores / P.V GEMMs (sampled heads reused),
     plus the EPRE's Wq fetch at ``bw`` bytes per cycle once per block instance (the EPRE
-    predicts head h of every sequence on one Wq_h; ``golden.block`` has b = 1)."""
+    predicts head h of every sequence on one Wq_h; ``golden.block`` has b = 1). With
+    ``g_split`` query chunks per head each chunk is scheduled like a sequence of
+    ``ceil(T / g_split)`` queries over all T keys (its own EPRE run on its core)."""
     T, d, H, dh, b = blk.T, blk.d, blk.heads, blk.d_head, blk.batch
     tot = {}
     one = {}
     for x, n, _ in g:
         tot[x.name] = tot.get(x.name, 0.0) + x.cycles * n
         one[x.name] = x.cycles
-    units = b * H
+    units = b * H * g_split
     kv = (tot.get(names[1], 0.0) + tot.get(names[2], 0.0)) / units
     q = tot.get(names[0], 0.0) / units
     rest = [q + one.get(f"{prefix}scores[{h % h_eval}]", 0) + one.get(f"{prefix}pv[{h % h_eval}]", 0)
             for h in range(H)]
-    run = epre_run_cycles(cfg, T, T, d, dh)
+    run = epre_run_cycles(cfg, math.ceil(T / g_split), T, d, dh)
     # as golden.block: exposed cycles (rounded up) per sequence + the EPRE's own Wq fetch as
     # stall, once per block instance (the EPRE runs the b sequences of head h on one Wq_h)
     fetch = math.ceil(H * d * dh * cfg.width / 8 / bw)
-    return b * math.ceil(epre_schedule(run, [kv] * H, rest)["exposed"]) + fetch
+    return b * g_split * math.ceil(epre_schedule(run, [kv] * H, rest)["exposed"]) + fetch
 
 
 def core_totals(cfg: Config, r: dict) -> dict:
@@ -452,6 +481,80 @@ def core_totals(cfg: Config, r: dict) -> dict:
             "utilization": useful / (cfg.peak_macs * cyc) if cyc else 0.0}
 
 
+def attn_split_candidates(dscs: int, units: int, T: int, rows: int) -> list[int]:
+    """Query-chunk counts g worth trying for a block with ``units`` (sequence, head) pairs
+    on ``dscs`` cores [choice, issue 19]: each head's T queries split into g chunks of at
+    least ``rows`` = R queries (one SDUE row block), 1 <= g <= ceil(T / R); only the g that
+    strictly lower the rounds per head ``ceil(units * g / dscs) / g`` are kept (with
+    units >= dscs a split can still fill a partly empty last round). The chunk's EPRE run
+    repeats stage 1 over all keys; the shift-add count (energy) is not raised for it."""
+    out, best_t = [1], math.ceil(units / dscs)
+    for g in range(2, max(1, math.ceil(T / rows)) + 1):
+        t = math.ceil(units * g / dscs) / g
+        if t < best_t - 1e-12:
+            out.append(g)
+            best_t = t
+    return out
+
+
+def attn_split_for(dscs: int, units: int, T: int, rows: int) -> int:
+    """The g of :func:`attn_split_candidates` with the fewest rounds per head (the largest)."""
+    return attn_split_candidates(dscs, units, T, rows)[-1]
+
+
+#: EP mode -> the same mode without EP (``best_block``'s per-block fallback).
+NO_EP = {"ep": "base", "all": "ffnr"}
+
+
+def best_block(sysm: "System", blk: Block, mode: str, split_heads: bool = True,
+               ep_per_block: bool = True, residency: dict | None = None,
+               **kw) -> tuple[dict, dict]:
+    """(``block_gemms`` result, ``block_on_system`` figures) of ``blk`` in ``mode``, as the
+    static schedule of the system would run it [choice, issue 19]:
+
+    * the query split g of :func:`attn_split_candidates` that gives the fewest system
+      cycles (g = 1 only when ``split_heads`` is false). The split is free for the SDUE's
+      GEMMs but each chunk's EPRE run repeats the keys' stage 1, so EP modes may pick a
+      smaller g than Base;
+    * in EP modes (ep, all), EP is used on this block only if it is faster than the block
+      without EP (``NO_EP``; ``ep_per_block`` false forces EP everywhere): EP is a per-layer
+      option whose EPRE cost is known before the run from T, d, heads and k. A block without
+      EP computes exact attention (no fidelity cost). ``r["mode"]`` tells which ran.
+
+    "Fewest" compares ``max(on-chip cycles, off-chip cycles)`` of the block, then the on-chip
+    cycles; off-chip cycles are the block's off-chip bytes under ``residency`` (the fractions
+    of :func:`_residency`; none: on-chip only) at the off-chip bandwidth.
+    """
+    per_cyc = sysm.offchip_gb_per_s * 1e9 / sysm.hz
+
+    def cost(o):
+        off = 0.0 if residency is None else (
+            residency["weights"] * o["weight_bytes"] + residency["activations"] * o["act_bytes"]
+            + residency["ffnr_caches"] * o["cache_bytes"]) / per_cyc
+        return (max(o["cycles"], off), o["cycles"])
+
+    cands = attn_split_candidates(sysm.dscs, blk.batch * blk.heads, blk.T, sysm.cfg.rows) \
+        if split_heads else [1]
+    modes = [mode] + ([NO_EP[mode]] if ep_per_block and mode in NO_EP else [])
+    best = None
+    for m in modes:
+        for g in cands:
+            r = block_gemms_cached(sysm.cfg, blk, m, attn_split=g, **kw)
+            o = block_on_system(sysm, r)
+            if best is None or cost(o) < best[2]:
+                best = (r, o, cost(o))
+    return best[:2]
+
+
+#: GEMM name -> the part of a block it belongs to (``time_by_part_s`` in the JSON).
+PARTS = {"q_proj": "qkv", "k_proj": "qkv", "v_proj": "qkv", "q2_proj": "qkv",
+         "k2_proj": "qkv", "v2_proj": "qkv", "o_proj": "o_proj", "o2_proj": "o_proj",
+         "scores": "attention", "pv": "attention", "sa2.scores": "attention",
+         "sa2.pv": "attention", "xq_proj": "cross", "xk_proj": "cross", "xv_proj": "cross",
+         "xo_proj": "cross", "x.scores": "cross", "x.pv": "cross", "fc1": "fc1",
+         "fc1_gate": "fc1", "fc2": "fc2"}
+
+
 def _units(cfg, x, n, kind):
     """How many cores can share a GEMM (column tiles) or a set of head GEMMs."""
     return n if kind == "head" else math.ceil(x.N / cfg.cols)
@@ -465,6 +568,7 @@ def block_on_system(sysm: System, r: dict) -> dict:
     cyc = mem_cyc = 0.0
     sram = 0.0
     wbytes = actbytes = cachebytes = 0
+    parts: dict = {}
     for x, n, kind in r["gemms"]:
         u = _units(cfg, x, n, kind)
         if kind == "head":
@@ -472,6 +576,8 @@ def block_on_system(sysm: System, r: dict) -> dict:
         else:
             t = n * x.cycles / min(N, u)
         cyc += t
+        part = PARTS.get(x.name.split("[")[0], "other")
+        parts[part] = parts.get(part, 0.0) + t
         if x.bound == "memory-bound":
             mem_cyc += t
         # local SRAM: per beat R x L inputs + C x L weights read, fills written, OMEM
@@ -488,17 +594,19 @@ def block_on_system(sysm: System, r: dict) -> dict:
             cachebytes += n * x.bytes["gb_omem"]
     c = r["cfse"]
     units = r["attn_units"]        # (sequence, head) pairs of the block
-    cyc += (c["softmax_exposed"] + c["gelu_exposed"]) / min(N, units)
+    parts["cfse"] = (c["softmax_exposed"] + c["gelu_exposed"]) / min(N, units)
+    cyc += parts["cfse"]
     # EPRE: one run per head, heads split over the cores like the attention GEMMs
     epre = r["epre_cycles"] * math.ceil(units / N) / units
     cyc += epre
+    parts["epre"] = epre
     t = core_totals(cfg, r)
     return {"cycles": cyc, "epre_cycles": epre, "memory_bound_cycles": mem_cyc, "useful_macs": t["useful_macs"],
             "shift_adds": r["shift_adds"], "sram_bytes": sram,
             "gm_bytes": t["bytes"]["total"], "weight_bytes": wbytes, "act_bytes": actbytes,
             "cache_bytes": cachebytes,
             "cfse_elements": c["softmax_elements"] + c["gelu_elements"],
-            "core_cycles": t["cycles"]}
+            "core_cycles": t["cycles"], "parts": parts}
 
 
 # ---- a whole model -----------------------------------------------------------------------------
@@ -512,9 +620,14 @@ def _footprints(model: Model, cfg: Config) -> dict:
 
 
 def _residency(sysm: System, fp: dict, ffnr: bool) -> dict:
-    """Fractions of activations, caches and weights that live off chip [choice, module doc]."""
+    """Fractions of activations, caches and weights that live off chip [choice, module doc].
+
+    Each is spilled in proportion to what does not fit (issue 19 follow-up: the activations
+    too; they were all-or-nothing, which sent all of SD's and VideoCrafter2's operand traffic
+    off chip when one block's activations overflowed by a few MB)."""
     cap = sysm.gm_mb * 2 ** 20
-    f_act = 0.0 if fp["activations"] <= cap else 1.0
+    a = fp["activations"]
+    f_act = 0.0 if a <= cap else (1 - cap / a)
     left = max(0.0, cap - fp["activations"])
     cache = fp["ffnr_caches"] if ffnr else 0.0
     f_cache = 0.0 if cache <= left else (1 - left / cache)
@@ -525,7 +638,8 @@ def _residency(sysm: System, fp: dict, ffnr: bool) -> dict:
 
 
 def evaluate_model(sysm: System, model: Model, mode: str, *, seed: int = 0,
-                   masks_kind: str = "random", progress=None) -> dict:
+                   masks_kind: str = "column", progress=None,
+                   split_heads: bool = True, ep_per_block: bool = True) -> dict:
     """Latency and energy of one generation (image / clip) of ``model`` in ``mode`` (Base,
     EP, FFNR, All) on ``sysm``, and the GPU comparison (docs/evaluate.md)."""
     if mode not in MODE_NAMES:
@@ -540,7 +654,7 @@ def evaluate_model(sysm: System, model: Model, mode: str, *, seed: int = 0,
     fp = _footprints(model, cfg)
     res = _residency(sysm, fp, ffnr)
     kinds = [("dense", dense_mode, n_dense)] + ([("sparse", m, n_sparse)] if n_sparse else [])
-    tot = {"latency_s": 0.0, "latency_epre_hidden_s": 0.0, "outside_s": 0.0, "onchip_s": 0.0, "offchip_s": 0.0, "macs": 0,
+    tot = {"parts": {}, "latency_s": 0.0, "latency_epre_hidden_s": 0.0, "outside_s": 0.0, "onchip_s": 0.0, "offchip_s": 0.0, "macs": 0,
            "energy": {k: 0.0 for k in ("mac", "shift_add", "sram", "gm", "offchip", "cfse",
                                        "leakage")}}
     bound_time = {"compute": 0.0, "global memory": 0.0, "off-chip": 0.0}
@@ -552,27 +666,55 @@ def evaluate_model(sysm: System, model: Model, mode: str, *, seed: int = 0,
         cyc = mem_cyc = epre_cyc = 0.0
         act = {k: 0.0 for k in ("useful_macs", "shift_adds", "sram_bytes", "gm_bytes",
                                 "weight_bytes", "act_bytes", "cache_bytes", "cfse_elements")}
-        for blk in model.blocks:
-            if progress:
-                progress(f"{model.name} {mode}: {blk.name} ({it_kind})")
-            r = block_gemms_cached(cfg, blk, bm, seed=seed, bw=sysm.gm_bytes_per_cycle,
-                            dataflow=sysm.dataflow, reuse_dense=ffnr and it_kind == "dense",
-                            s=model.s, k=model.k, q_th=model.q_th, masks_kind=masks_kind)
-            o = block_on_system(sysm, r)
+        bkw = dict(seed=seed, bw=sysm.gm_bytes_per_cycle, dataflow=sysm.dataflow,
+                   reuse_dense=ffnr and it_kind == "dense", s=model.s, k=model.k,
+                   q_th=model.q_th, masks_kind=masks_kind)
+        other_cyc = model.other_macs / (cfg.peak_macs * sysm.dscs)
+
+        def iter_time(ch):
+            """max(on-chip, off-chip) cycles of an iteration of the per-block choices."""
+            on = other_cyc + sum(blk.count * o["cycles"] for blk, _, o in ch)
+            wb = sum(blk.count * o["weight_bytes"] for blk, _, o in ch)
+            ab = sum(blk.count * o["act_bytes"] for blk, _, o in ch)
+            cb = sum(blk.count * o["cache_bytes"] for blk, _, o in ch) \
+                if it_kind == "sparse" else (fp["ffnr_caches"] if ffnr else 0.0)
+            off = (res["weights"] * (wb + model.other_params * Wb) + res["ffnr_caches"] * cb
+                   + res["activations"] * ab) / (sysm.offchip_gb_per_s * 1e9 / sysm.hz)
+            return (max(on, off), on)
+
+        # static schedule [choice]: the fastest of these per-block policies (per-block on-chip
+        # cycles; per-block max(on, off-chip); and, in EP modes, no EP anywhere, so that EP is
+        # never slower than the mode without it)
+        policies = [(bm, None), (bm, res)]
+        if bm in NO_EP and ep_per_block:
+            policies.append((NO_EP[bm], None))
+        choice = None
+        for pm, pres in policies:
+            ch = []
+            for blk in model.blocks:
+                if progress:
+                    progress(f"{model.name} {mode}: {blk.name} ({it_kind})")
+                r, o = best_block(sysm, blk, pm, split_heads, ep_per_block, pres, **bkw)
+                ch.append((blk, r, o))
+            if choice is None or iter_time(ch) < iter_time(choice):
+                choice = ch
+        for blk, r, o in choice:
             cyc += blk.count * o["cycles"]
+            for kk, v in o["parts"].items():
+                tot["parts"][kk] = tot["parts"].get(kk, 0.0) + n_it * blk.count * v / sysm.hz
             epre_cyc += blk.count * o["epre_cycles"]
             mem_cyc += blk.count * o["memory_bound_cycles"]
             for kk in act:
                 act[kk] += blk.count * o[kk]
-            per_block.append({"block": blk.name, "iteration": it_kind, "mode": bm,
+            per_block.append({"block": blk.name, "iteration": it_kind, "mode": r["mode"],
                               "count": blk.count, "batch": blk.batch, "T": blk.T, "d": blk.d,
                               "heads": blk.heads, "ffn": blk.ffn,
                               "cycles_per_instance": o["cycles"],
                               "core_cycles_1core": o["core_cycles"],
                               "useful_macs": o["useful_macs"],
-                              "ffn_sparsity": r["ffn_sparsity"]})
+                              "ffn_sparsity": r["ffn_sparsity"],
+                              "attn_split": r["attn_split"]})
         # layers outside transformer blocks: dense, at peak on all cores [choice]
-        other_cyc = model.other_macs / (cfg.peak_macs * sysm.dscs)
         onchip = (cyc + other_cyc) / sysm.hz
         cache_io = act["cache_bytes"] if it_kind == "sparse" else (
             fp["ffnr_caches"] if ffnr else 0.0)
@@ -604,6 +746,7 @@ def evaluate_model(sysm: System, model: Model, mode: str, *, seed: int = 0,
         tot["offchip_s"] += n_it * off_s
         tot["macs"] += n_it * macs
         tot["outside_s"] += n_it * other_cyc / sysm.hz
+        tot["parts"]["outside"] = tot["parts"].get("outside", 0.0) + n_it * other_cyc / sysm.hz
     energy_j = sum(tot["energy"].values()) * 1e-12
     lat = tot["latency_s"]
     gpu = gpu_estimate(model, sysm.gpu)
@@ -616,6 +759,9 @@ def evaluate_model(sysm: System, model: Model, mode: str, *, seed: int = 0,
             "bound": max(bound_time, key=bound_time.get),
             "bound_time_s": bound_time, "onchip_s": tot["onchip_s"],
             "offchip_s": tot["offchip_s"], "macs": tot["macs"],
+            # on-chip time by part (sums to onchip_s): qkv, attention, o_proj, cross, fc1,
+            # fc2, cfse (exposed), epre (exposed), outside (layers outside the blocks)
+            "time_by_part_s": tot["parts"],
             "projection_epre_hidden": {
                 "latency_s": tot["latency_epre_hidden_s"],
                 "speedup_vs_gpu": gpu["latency_s"] / tot["latency_epre_hidden_s"]},

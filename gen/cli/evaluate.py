@@ -37,6 +37,8 @@ JSON layout (times in seconds, energies in joules, per generated image / clip / 
                                 most of the time); bound_time_s: time under each
       energy_breakdown_j        mac, shift_add, sram, gm, offchip, cfse, leakage
       onchip_s, offchip_s, macs, iterations {total, dense, sparse}
+      time_by_part_s            on-chip time by part (sums to onchip_s): qkv, attention,
+                                o_proj, cross, fc1, fc2, cfse, epre (exposed), outside
       offchip_fraction          activations / ffnr_caches / weights held off chip
       footprint_bytes           weights, activations, ffnr_caches
       projection_epre_hidden    {latency_s, speedup_vs_gpu}: EPRE fully overlapped with the
@@ -45,7 +47,8 @@ JSON layout (times in seconds, energies in joules, per generated image / clip / 
                                 totals): macs_per_iteration, weight_params, onchip_s,
                                 mac_energy_j
       blocks                    per block and iteration kind: cycles_per_instance (on the
-                                system), core_cycles_1core, useful_macs, ffn_sparsity, ...
+                                system), core_cycles_1core, useful_macs, ffn_sparsity, mode (the
+                                mode the schedule ran: EP or not), attn_split, ...
 """
 
 
@@ -55,7 +58,7 @@ def _models(arg):
     return [ws.get_model(arg)]
 
 
-def evaluate(system, models, seed=0, masks="random", report=None) -> dict:
+def evaluate(system, models, seed=0, masks="column", report=None) -> dict:
     sysm = sy.get_system(system)
     out = {"system": sysm.to_dict(), "energy_table_pj": dict(sy.ENERGY), "seed": seed,
            "masks": masks, "models": {}}
@@ -162,8 +165,9 @@ def register(sub) -> None:
                         "(default: %(default)s)")
     p.add_argument("--model", default="all", metavar="NAME|all",
                    help=f"one of {', '.join(ws.MODELS)}, or all (default: %(default)s)")
-    p.add_argument("--masks", choices=("random", "column"), default="random",
+    p.add_argument("--masks", choices=("random", "column"), default="column",
                    help="synthetic FFN-Reuse masks: random elements or whole hidden units "
+                        "(the column rule of issue 20, docs/choices.md issue 19) "
                         "(default: %(default)s)")
     add_seed(p, default=0, help="seed of synthetic masks (default: %(default)s)")
     add_report(p, flag="--json", default_path=DEFAULT_JSON)
