@@ -31,7 +31,7 @@ from exion.golden.conmerge import conmerge
 from .gemm_rtl import GemmCase, assemble, plan_tiles
 from .payload import pack
 
-__all__ = ["GemmJob", "GeluJob", "gelu_job_from_record", "DscProgram", "jobs_from_record", "build_program", "read_results",
+__all__ = ["GemmJob", "GeluJob", "gelu_job_from_record", "block_jobs", "DscProgram", "jobs_from_record", "build_program", "read_results",
            "encode_desc", "decode_desc", "program_beats", "stage_durations"]
 
 _FIELDS = (  # name, lsb, bits (hw/dsc.py's descriptor table)
@@ -123,6 +123,16 @@ def gelu_job_from_record(cfg: Config, rec: dict, sample: int = 0) -> GeluJob:
     if not np.array_equal(np.where(keep, exp, h), h):
         raise ExionError("rec['ffn']: gelu_requant(fc1) does not give the recorded H")
     return GeluJob("gelu", acc, dict(par), exp)
+
+
+def block_jobs(cfg: Config, rec: dict, sample: int = 0) -> list:
+    """Every core segment of a block iteration the DSC runs today: the GEMMs of
+    ``rec["gemms"]`` with the GELU + requant segment after FC1 (data order)."""
+    jobs = jobs_from_record(cfg, rec, sample)
+    if "ffn" in rec:
+        at = next((i + 1 for i, j in enumerate(jobs) if j.name == "fc1"), len(jobs))
+        jobs.insert(at, gelu_job_from_record(cfg, rec, sample))
+    return jobs
 
 
 def jobs_from_record(cfg: Config, rec: dict, sample: int = 0) -> list[GemmJob]:

@@ -115,3 +115,4 @@ def gemm_sparse_ffn(cfg, seed, args, progress) -> dict:
 
 
 STEPS: list = [gemm_sparse_ffn]
+STEPS.append(__import__("exion.gen.cli.dsc", fromlist=["_"]).demo_dsc_block)  # issue 16
