@@ -14,6 +14,9 @@ def test_demo_toy(tmp_path, cli_run):
     assert "RESULT: PASS" in out
     rep = json.loads((tmp_path / "demo" / "demo.json").read_text())
     steps = {s["block"]: s for s in rep["steps"]}
-    assert set(steps) == {"dpu", "gemm"} and all(s["passed"] for s in steps.values())
+    assert {"dpu", "gemm", "dsc"} <= set(steps) and all(s["passed"] for s in steps.values())
+    d = steps["dsc"]     # one sparse block iteration through the toy DSC core (issue 16)
+    assert d["config"] == "toy" and d["cycles"] == d["model_cycles"] and "gelu" in \
+        d["stage_cycles"]
     g = steps["gemm"]
     assert g["passes"] == g["golden_passes"] and g["sdue_alone_cycles"] <= g["rtl_cycles"]
