@@ -193,6 +193,9 @@ def test_gelu_op_bit_exact_and_cycles(gelu_runs):
     for d, t in zip(prog.descs, durs):
         assert t == dcy.descriptor_cycles(TOY, d, 64), d
     assert dcy.program_cycles(TOY, prog.descs, 64)["total"] == run["cycles"]
+    # mutation: a model that forgets the output buffer's cycle must not match
+    g = [(d, t) for d, t in zip(prog.descs, durs) if d["op"] == dcy.OPS["GELU"]]
+    assert all(dcy.overhead(64) + dcy.gelu_body(TOY, d["count"], 64) - 1 != t for d, t in g)
     from exion.hw.cfse import GELU_LATENCY
     assert dcy.GELU_LATENCY == GELU_LATENCY
 
