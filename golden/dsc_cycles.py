@@ -20,6 +20,8 @@ GEMM            ``count * per_mask + 2`` while the engine takes the mask at full
                 has no exact cycle model (``tests/test_gemm_rtl.py`` bounds it), so the DSC's
                 exact figure is "everything but the engine", and RTL tests check it exactly
                 with the engine's measured part substituted.
+GELU            :func:`gelu_body`: ``count * per_acc + 6 + per_word + 4`` (read, GELU unit
+                and write overlap); 1 if ``count == 0``. Exact.
 ==============  ============================================================================
 
 The run's ``cycles`` counter is the sum over its descriptors (END included).
@@ -30,14 +32,19 @@ from __future__ import annotations
 import math
 
 from exion.config import CAU_COLS_PER_CYCLE, Config
+from exion.errors import ExionError
 
 from .cycles import sdue_cycles
 
+#: GELU + requant pipeline depth of the CFSE (hw/cfse.py ``GELU_LATENCY``; tests compare)
+GELU_LATENCY = 6
+
 __all__ = ["OPS", "item_beats", "desc_beats", "overhead", "descriptor_cycles",
-           "gemm_estimate", "program_cycles"]
+           "gemm_estimate", "gelu_body", "program_cycles"]
 
 #: op codes (hw/dsc.py's ``OPS``; tests/test_dsc_rtl.py checks they agree)
-OPS = {"END": 0, "IMEM_LOAD": 1, "GMEM_LOAD": 2, "OMEM_LOAD": 3, "GEMM": 4, "OMEM_STORE": 5}
+OPS = {"END": 0, "IMEM_LOAD": 1, "GMEM_LOAD": 2, "OMEM_LOAD": 3, "GEMM": 4, "OMEM_STORE": 5,
+       "GELU": 6}
 _NAMES = {v: k for k, v in OPS.items()}
 
 
@@ -48,7 +55,8 @@ def item_beats(cfg: Config, bus_bits: int) -> dict:
     mbits = cfg.rows * CAU_COLS_PER_CYCLE + 1 + 16 + cfg.merge_ways.bit_length() + 1
     return {"word": math.ceil(16 * cfg.lanes / bus_bits),
             "omem": math.ceil(64 * cfg.rows / bus_bits),
-            "mask": math.ceil(mbits / bus_bits)}
+            "mask": math.ceil(mbits / bus_bits),
+            "acc": math.ceil(64 * cfg.lanes / bus_bits)}
 
 
 def desc_beats(bus_bits: int) -> int:
@@ -58,6 +66,26 @@ def desc_beats(bus_bits: int) -> int:
 def overhead(bus_bits: int) -> int:
     """Fetch and decode cycles of every descriptor."""
     return 3 + desc_beats(bus_bits)
+
+
+def gelu_body(cfg: Config, count: int, bus_bits: int) -> int:
+    """Body of a GELU descriptor (``count`` accumulator words in, operand words out).
+
+    The read command goes out in the body's first cycle, beats arrive one per cycle from the
+    next, so the last word is assembled after ``count * per_acc`` beats and enters the GELU
+    unit one cycle later; it leaves ``GELU_LATENCY`` (6) cycles after that into the output
+    buffer, whose ``per_word`` beats go out from the next cycle; the write response follows
+    the last beat by one cycle, the FSM sees it one cycle later and leaves the next: in all
+    ``count * per_acc + 6 + per_word + 4``. Exact while the input is the bottleneck
+    (``per_acc >= per_word + 1``: the output buffer takes a word every ``per_word + 1``
+    cycles), which holds for every L >= 2; 1 if ``count == 0``."""
+    ib = item_beats(cfg, bus_bits)
+    if count == 0:
+        return 1
+    if ib["acc"] < ib["word"] + 1:
+        raise ExionError(f"gelu_body: the model needs per_acc >= per_word + 1 (L = "
+                         f"{cfg.lanes}, bus {bus_bits} bits)")
+    return count * ib["acc"] + GELU_LATENCY + ib["word"] + 4
 
 
 def gemm_estimate(cfg: Config, d: dict, bus_bits: int) -> int:
@@ -88,6 +116,8 @@ def descriptor_cycles(cfg: Config, d: dict, bus_bits: int = 64,
         body = n * (2 + ib["omem"]) + 2 if n else 1
     elif op == "GEMM":
         body = gemm_estimate(cfg, d, bus_bits) if gemm_body is None else gemm_body
+    elif op == "GELU":
+        body = gelu_body(cfg, n, bus_bits)
     else:
         body = 0     # the core stops with bad_op in DECODE
     return overhead(bus_bits) + body

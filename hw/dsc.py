@@ -11,18 +11,24 @@ Descriptor (256 bits, little-endian; bit ranges of the 32 bytes):
 =========  ==========  ===================================================================
 bits       field       meaning
 =========  ==========  ===================================================================
-0..7       op          0 END, 1 IMEM_LOAD, 2 GMEM_LOAD, 3 OMEM_LOAD, 4 GEMM, 5 OMEM_STORE
+0..7       op          0 END, 1 IMEM_LOAD, 2 GMEM_LOAD, 3 OMEM_LOAD, 4 GEMM, 5 OMEM_STORE,
+                      6 GELU
 8..15      stage       shown on ``ctrl.stage`` while the descriptor runs (host's label)
 16         accumulate  GEMM: add into OMEM (FFN-Reuse's delta FC2 on the cached Y_d)
-32..63     count       items: words (loads), mask beats (GEMM), OMEM addresses (store)
-64..95     src         byte address of the first beat read (loads, GEMM)
-96..127    dst         byte address of the first beat written (OMEM_STORE)
+32..63     count       items: words (loads), mask beats (GEMM), OMEM addresses (store),
+                      accumulator words (GELU)
+64..95     src         byte address of the first beat read (loads, GEMM, GELU)
+96..127    dst         byte address of the first beat written (OMEM_STORE, GELU)
 128..159   ubase       first unit address (IMEM / GMEM / OMEM word address)
 160..175   glen        unit addresses advance in groups of ``glen`` consecutive words ...
 176..191   gstride     ... and each group starts ``gstride`` after the previous one
 192..207   kwords      GEMM setup: K/L words of every pass
 208..223   ncols       GEMM setup: OMEM stride of a row block
 224..231   regions     GEMM setup: WMEM regions the fetch may fill ahead
+192..206   in_mult     GELU (in place of the GEMM setup): ``GeluParams`` of
+208..213   in_shift    ``golden.cfse.gelu_requant`` (:data:`GELU_FIELDS`)
+216..230   out_mult
+232..237   out_shift
 =========  ==========  ===================================================================
 
 Item formats (the host lays them out; ``D`` = bus bits): an operand word (L elements) is
@@ -31,7 +37,12 @@ Item formats (the host lays them out; ``D`` = bus bits): an operand word (L elem
 A bits) in ``ceil(64 R / D)`` beats; a mask beat is the ``hw.cau.mask_layout`` value in
 ``ceil(bits / D)`` beats. IMEM_LOAD writes word ``i`` to bank ``i mod R``; GMEM_LOAD and
 OMEM_LOAD write one word / address per item. A GEMM descriptor sets the engine's ``setup``,
-streams its mask beats and waits until the engine is idle.
+streams its mask beats and waits until the engine is idle. A GELU descriptor streams
+``count`` accumulator words (L results in 64-bit containers, ``ceil(64 L / D)`` beats) from
+``src`` through the CFSE's GELU + requantisation unit (``hw.cfse.GeluUnit``, bit-exact with
+``golden.cfse.gelu_requant``) and writes as many operand words (W-bit H, the IMEM_LOAD item
+format) to ``dst``: read, unit and write overlap; it ends when the last write is
+acknowledged.
 
 Error flags (``ctrl.error``, sticky for the run; :data:`ERROR_FLAGS`):
 
@@ -41,14 +52,15 @@ Error flags (``ctrl.error``, sticky for the run; :data:`ERROR_FLAGS`):
 * bit 3 ``overflow``: the gemm engine's CAU saw a row block wider than ``max_cols``.
 
 Timing (no memory stalls; ``golden/dsc_cycles.py`` is the exact model): every step is
-sequential -- fetch, then the descriptor's transfer, then the unit. Units other than the
-gemm engine (CFSE, FFN-Reuse, EPRE) are not yet behind the DMA: their ops are reserved and
-stop the run with ``bad_op`` (``docs/dsc.md``, "status").
+sequential -- fetch, then the descriptor's transfer, then the unit. Of the other units only
+the CFSE's GELU is behind the DMA; softmax, layer norm, FFN-Reuse and the EPRE are not yet:
+any other op code stops the run with ``bad_op`` (``docs/dsc.md``, "status").
 """
 
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 from amaranth import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import wiring
@@ -58,10 +70,11 @@ from exion.config import CAU_COLS_PER_CYCLE, Config
 from exion.errors import ExionError
 
 from .cau import mask_layout
+from .cfse import GeluUnit
 from .gemm import SparseGemm
 from .memif import dsc_control_signature, mem_master_signature
 
-__all__ = ["DscCore", "ERROR_FLAGS", "OPS", "DESC_BYTES", "item_beats"]
+__all__ = ["DscCore", "ERROR_FLAGS", "OPS", "GELU_FIELDS", "DESC_BYTES", "item_beats"]
 
 #: error bit -> (name, meaning); the register map lists these.
 ERROR_FLAGS = {
@@ -72,18 +85,26 @@ ERROR_FLAGS = {
 }
 
 #: op name -> code
-OPS = {"END": 0, "IMEM_LOAD": 1, "GMEM_LOAD": 2, "OMEM_LOAD": 3, "GEMM": 4, "OMEM_STORE": 5}
+OPS = {"END": 0, "IMEM_LOAD": 1, "GMEM_LOAD": 2, "OMEM_LOAD": 3, "GEMM": 4, "OMEM_STORE": 5,
+       "GELU": 6}
+
+#: GELU descriptor: ``GeluParams`` bit ranges of the 256-bit descriptor (in place of the
+#: GEMM setup fields kwords / ncols / regions).
+GELU_FIELDS = {"in_mult": (192, 15), "in_shift": (208, 6), "out_mult": (216, 15),
+               "out_shift": (232, 6)}
 
 DESC_BYTES = 32
 _MAX_REGIONS = 4
 
 
 def item_beats(cfg: Config, bus_bits: int) -> dict:
-    """Bus beats per item: operand word, OMEM address (R results), mask beat."""
+    """Bus beats per item: operand word, OMEM address (R results), mask beat, accumulator
+    word (L results in 64-bit containers, the GELU op's input)."""
     mbits = mask_layout(cfg, CAU_COLS_PER_CYCLE, True).size
     return {"word": math.ceil(16 * cfg.lanes / bus_bits),
             "omem": math.ceil(64 * cfg.rows / bus_bits),
-            "mask": math.ceil(mbits / bus_bits)}
+            "mask": math.ceil(mbits / bus_bits),
+            "acc": math.ceil(64 * cfg.lanes / bus_bits)}
 
 
 def _burst_len(addr, rem, D: int):
@@ -128,77 +149,99 @@ class DscCore(wiring.Component):
                 **{f"beats_{k}": v for k, v in item_beats(self.cfg, self.bus_bits).items()}}
 
     def elaborate(self, platform):
-        cfg = self.cfg
-        R, L, W, A = cfg.rows, cfg.lanes, cfg.width, cfg.acc_width
-        D = self.bus_bits
-        BB = D // 8
-        ib = item_beats(cfg, D)
-        maxper = max(ib.values())
-        desc_beats = max(1, 256 // D)
+        """Stages in data order, each a helper below sharing one namespace ``s``: the
+        descriptor register, the read engine (bursts), the assembler (beats -> items), the
+        unit sinks, the write engine (``OMEM_STORE``), the counters and the FSM."""
         m = Module()
-        gemm = SparseGemm(cfg, max_regions=_MAX_REGIONS)
-        m.submodules.gemm = gemm
-        mem = self.mem
+        s = SimpleNamespace(D=self.bus_bits, BB=self.bus_bits // 8,
+                            ib=item_beats(self.cfg, self.bus_bits),
+                            desc_beats=max(1, 256 // self.bus_bits))
+        s.gemm = SparseGemm(self.cfg, max_regions=_MAX_REGIONS)
+        m.submodules.gemm = s.gemm
+        self._descriptor(m, s)
+        self._read_engine(m, s)
+        self._assembler(m, s)
+        self._sinks(m, s)
+        self._write_engine(m, s)
+        self._counters(m, s)
+        self._gelu(m, s)
+        with m.FSM(name="dsc"):
+            self._fsm_fetch(m, s)
+            self._fsm_decode(m, s)
+            self._fsm_load(m, s)
+            self._fsm_store(m, s)
+            self._fsm_gelu(m, s)
+        return m
 
-        # ---- descriptor --------------------------------------------------------------
-        desc = Signal(desc_beats * D, name="desc")
-        op, stage = desc[0:8], desc[8:16]
-        count, src, dst = desc[32:64], desc[64:96], desc[96:128]
-        ubase, glen, gstride = desc[128:160], desc[160:176], desc[176:192]
-        pc = Signal(32, name="pc")
-        m.d.comb += self.stage.eq(stage)
+    def _descriptor(self, m, s):
+        """The fetched descriptor and its fields; the program counter."""
+        s.desc = desc = Signal(s.desc_beats * s.D, name="desc")
+        s.op, s.stage = desc[0:8], desc[8:16]
+        s.count, s.src, s.dst = desc[32:64], desc[64:96], desc[96:128]
+        s.ubase, s.glen, s.gstride = desc[128:160], desc[160:176], desc[176:192]
+        s.pc = Signal(32, name="pc")
+        m.d.comb += self.stage.eq(s.stage)
 
-        # ---- read engine: bursts from rd_addr, rd_left beats ----------------------------
-        rd_addr = Signal(32, name="rd_addr")
-        rd_left = Signal(40, name="rd_left")
-        rd_go = Signal(name="rd_go")
+    def _read_engine(self, m, s):
+        """Read bursts from ``rd_addr``, ``rd_left`` beats; latches read errors."""
+        mem, D, BB = self.mem, s.D, s.BB
+        s.rd_addr = Signal(32, name="rd_addr")
+        s.rd_left = Signal(40, name="rd_left")
+        s.rd_go = Signal(name="rd_go")
         blen = Signal(9, name="rd_blen")
-        m.d.comb += [blen.eq(_burst_len(rd_addr, rd_left, D)),
-                     mem.rd_cmd.valid.eq(rd_go & (rd_left != 0)),
-                     mem.rd_cmd.payload.addr.eq(rd_addr),
+        m.d.comb += [blen.eq(_burst_len(s.rd_addr, s.rd_left, D)),
+                     mem.rd_cmd.valid.eq(s.rd_go & (s.rd_left != 0)),
+                     mem.rd_cmd.payload.addr.eq(s.rd_addr),
                      mem.rd_cmd.payload.len.eq(blen - 1)]
         with m.If(mem.rd_cmd.valid & mem.rd_cmd.ready):
-            m.d.sync += [rd_addr.eq(rd_addr + blen * BB), rd_left.eq(rd_left - blen)]
+            m.d.sync += [s.rd_addr.eq(s.rd_addr + blen * BB), s.rd_left.eq(s.rd_left - blen)]
         with m.If(mem.rd_data.valid & mem.rd_data.ready & mem.rd_data.payload.err):
             m.d.sync += self.error[0].eq(1)
-        with m.If(gemm.overflow & self.busy):
+        with m.If(s.gemm.overflow & self.busy):
             m.d.sync += self.error[3].eq(1)
 
-        # ---- assembler: per beats -> one item ------------------------------------------
-        per = Signal(range(maxper + 1), name="per")
-        asm = Signal(maxper * D, name="asm")
-        asm_cnt = Signal(range(maxper), name="asm_cnt")
-        pending = Signal(name="pending")       # asm holds a complete item for the sink
-        items_in = Signal(32, name="items_in")  # items assembled so far
-        items_out = Signal(32, name="items_out")  # items the sink consumed
-        sink_ready = Signal(name="sink_ready")
-        consume = Signal(name="consume")
-        loading = Signal(name="loading")
+    def _assembler(self, m, s):
+        """Collects ``per`` beats into one item (``asm``) and hands it to the sink."""
+        mem, D = self.mem, s.D
+        maxper = max(s.ib.values())
+        s.per = Signal(range(maxper + 1), name="per")
+        s.asm = asm = Signal(maxper * D, name="asm")
+        s.asm_cnt = asm_cnt = Signal(range(maxper), name="asm_cnt")
+        s.pending = Signal(name="pending")        # asm holds a complete item for the sink
+        s.items_in = Signal(32, name="items_in")    # items assembled so far
+        s.items_out = Signal(32, name="items_out")  # items the sink consumed
+        s.sink_ready = Signal(name="sink_ready")
+        s.consume = Signal(name="consume")
+        s.loading = Signal(name="loading")
         m.d.comb += [
-            consume.eq(pending & sink_ready),
-            mem.rd_data.ready.eq(loading & (items_in != count) & (~pending | consume)),
+            s.consume.eq(s.pending & s.sink_ready),
+            mem.rd_data.ready.eq(s.loading & (s.items_in != s.count) &
+                                 (~s.pending | s.consume)),
         ]
         beat_in = mem.rd_data.valid & mem.rd_data.ready
-        with m.If(consume):
-            m.d.sync += [pending.eq(0), items_out.eq(items_out + 1)]
-        with m.If(beat_in & loading):
+        with m.If(s.consume):
+            m.d.sync += [s.pending.eq(0), s.items_out.eq(s.items_out + 1)]
+        with m.If(beat_in & s.loading):
             with m.Switch(asm_cnt):
                 for i in range(maxper):
                     with m.Case(i):
                         m.d.sync += asm[i * D:(i + 1) * D].eq(mem.rd_data.payload.data)
-            with m.If(asm_cnt == per - 1):
-                m.d.sync += [asm_cnt.eq(0), pending.eq(1), items_in.eq(items_in + 1)]
+            with m.If(asm_cnt == s.per - 1):
+                m.d.sync += [asm_cnt.eq(0), s.pending.eq(1), s.items_in.eq(s.items_in + 1)]
             with m.Else():
                 m.d.sync += asm_cnt.eq(asm_cnt + 1)
 
-        # ---- sinks -------------------------------------------------------------------------
-        bank = Signal(range(R), name="bank")
-        off = Signal(16, name="off")
-        gb = Signal(32, name="gbase")
+    def _sinks(self, m, s):
+        """Unit write ports fed from ``asm``; the unit address walk (groups of ``glen``)."""
+        cfg, gemm, asm = self.cfg, s.gemm, s.asm
+        R, L, W, A = cfg.rows, cfg.lanes, cfg.width, cfg.acc_width
+        s.bank = bank = Signal(range(R), name="bank")
+        s.off = off = Signal(16, name="off")
+        s.gb = gb = Signal(32, name="gbase")
         uaddr = Signal(32, name="uaddr")
-        m.d.comb += uaddr.eq(ubase + gb + off)
+        m.d.comb += uaddr.eq(s.ubase + gb + off)
         word = Cat(asm[16 * lane:16 * lane + W] for lane in range(L))
-        is_imem = op == OPS["IMEM_LOAD"]
+        is_imem = s.op == OPS["IMEM_LOAD"]
         m.d.comb += [
             gemm.imem_w.addr.eq(uaddr), gemm.gmem_w.addr.eq(uaddr),
             gemm.omem_w.addr.eq(uaddr),
@@ -208,173 +251,248 @@ class DscCore(wiring.Component):
             gemm.mask.payload.as_value().eq(asm[:len(gemm.mask.payload.as_value())]),
         ]
         advance = Signal(name="advance")
-        with m.If(consume):
+        with m.If(s.consume):
             with m.If(is_imem):
                 m.d.sync += bank.eq(Mux(bank == R - 1, 0, bank + 1))
                 m.d.comb += advance.eq(bank == R - 1)
             with m.Else():
                 m.d.comb += advance.eq(1)
         with m.If(advance):
-            with m.If(off + 1 >= glen):
-                m.d.sync += [off.eq(0), gb.eq(gb + gstride)]
+            with m.If(off + 1 >= s.glen):
+                m.d.sync += [off.eq(0), gb.eq(gb + s.gstride)]
             with m.Else():
                 m.d.sync += off.eq(off + 1)
 
-        # ---- write engine (OMEM_STORE) -------------------------------------------------
-        wr_addr = Signal(32, name="wr_addr")
-        wr_left = Signal(40, name="wr_left")
-        wr_go = Signal(name="wr_go")
+    def _write_engine(self, m, s):
+        """``OMEM_STORE``: write commands and their responses; the data side (its own burst
+        bookkeeping, the same split as the commands) sends ``sbuf`` beat by beat."""
+        mem, D, BB, R = self.mem, s.D, s.BB, self.cfg.rows
+        s.wr_addr = Signal(32, name="wr_addr")
+        s.wr_left = Signal(40, name="wr_left")
+        s.wr_go = Signal(name="wr_go")
         wblen = Signal(9, name="wr_blen")
-        outstanding = Signal(16, name="wr_outstanding")
-        m.d.comb += [wblen.eq(_burst_len(wr_addr, wr_left, D)),
-                     mem.wr_cmd.valid.eq(wr_go & (wr_left != 0)),
-                     mem.wr_cmd.payload.addr.eq(wr_addr),
+        s.outstanding = outstanding = Signal(16, name="wr_outstanding")
+        m.d.comb += [wblen.eq(_burst_len(s.wr_addr, s.wr_left, D)),
+                     mem.wr_cmd.valid.eq(s.wr_go & (s.wr_left != 0)),
+                     mem.wr_cmd.payload.addr.eq(s.wr_addr),
                      mem.wr_cmd.payload.len.eq(wblen - 1),
                      mem.wr_resp.ready.eq(1)]
         cmd_fire = mem.wr_cmd.valid & mem.wr_cmd.ready
         resp_fire = mem.wr_resp.valid & mem.wr_resp.ready
         with m.If(cmd_fire):
-            m.d.sync += [wr_addr.eq(wr_addr + wblen * BB), wr_left.eq(wr_left - wblen)]
+            m.d.sync += [s.wr_addr.eq(s.wr_addr + wblen * BB), s.wr_left.eq(s.wr_left - wblen)]
         with m.If(cmd_fire & ~resp_fire):
             m.d.sync += outstanding.eq(outstanding + 1)
         with m.Elif(~cmd_fire & resp_fire):
             m.d.sync += outstanding.eq(outstanding - 1)
         with m.If(resp_fire & mem.wr_resp.payload.err):
             m.d.sync += self.error[1].eq(1)
-        # data side: its own burst bookkeeping (same split as the commands)
-        d_addr = Signal(32, name="wd_addr")
-        d_left = Signal(40, name="wd_left")
-        d_burst = Signal(9, name="wd_burst")     # beats left in the current burst
-        sbuf = Signal(R * 64, name="sbuf")
-        sbeat = Signal(range(max(2, ib["omem"])), name="sbeat")
-        sa = Signal(32, name="store_addr")
+        s.d_addr = Signal(32, name="wd_addr")
+        s.d_left = Signal(40, name="wd_left")
+        s.d_burst = Signal(9, name="wd_burst")     # beats left in the current burst
+        s.sbuf = Signal(R * 64, name="sbuf")
+        s.sbeat = Signal(range(max(2, s.ib["omem"])), name="sbeat")
+        s.sa = Signal(32, name="store_addr")
         dblen = Signal(9, name="wd_blen")
-        m.d.comb += [dblen.eq(_burst_len(d_addr, d_left, D)),
-                     gemm.omem_r.addr.eq(ubase + sa)]
-        cur_burst = Mux(d_burst == 0, dblen, d_burst)
-        with m.Switch(sbeat):
-            for i in range(ib["omem"]):
+        m.d.comb += [dblen.eq(_burst_len(s.d_addr, s.d_left, D)),
+                     s.gemm.omem_r.addr.eq(s.ubase + s.sa)]
+        s.cur_burst = Mux(s.d_burst == 0, dblen, s.d_burst)
+        with m.Switch(s.sbeat):
+            for i in range(s.ib["omem"]):
                 with m.Case(i):
-                    m.d.comb += mem.wr_data.payload.data.eq(sbuf[i * D:(i + 1) * D])
-        m.d.comb += mem.wr_data.payload.last.eq(cur_burst == 1)
+                    m.d.comb += mem.wr_data.payload.data.eq(s.sbuf[i * D:(i + 1) * D])
+        m.d.comb += mem.wr_data.payload.last.eq(s.cur_burst == 1)
 
+    def _counters(self, m, s):
+        """Run cycles, passes of this run, the one-cycle ``done``."""
         with m.If(self.busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
-        p0 = Signal(32, name="passes0")
-        m.d.comb += self.passes.eq(gemm.passes - p0)
+        s.p0 = Signal(32, name="passes0")
+        m.d.comb += self.passes.eq(s.gemm.passes - s.p0)
         m.d.sync += self.done.eq(0)
-        settle = Signal(2, name="settle")
+        s.settle = Signal(2, name="settle")
 
-        def load_items(n_beats):
-            m.d.sync += [rd_addr.eq(src), rd_left.eq(n_beats), rd_go.eq(1),
-                         asm_cnt.eq(0), items_in.eq(0), items_out.eq(0), pending.eq(0),
-                         bank.eq(0), off.eq(0), gb.eq(0)]
+    @staticmethod
+    def _load_items(m, s, n_beats):
+        """Start reading ``n_beats`` from the descriptor's ``src`` into the assembler."""
+        m.d.sync += [s.rd_addr.eq(s.src), s.rd_left.eq(n_beats), s.rd_go.eq(1),
+                     s.asm_cnt.eq(0), s.items_in.eq(0), s.items_out.eq(0), s.pending.eq(0),
+                     s.bank.eq(0), s.off.eq(0), s.gb.eq(0)]
 
-        with m.FSM(name="dsc"):
-            with m.State("IDLE"):
-                with m.If(self.start):
-                    m.d.sync += [self.busy.eq(1), self.error.eq(0), self.cycles.eq(0),
-                                 pc.eq(self.prog_base), p0.eq(gemm.passes)]
-                    m.next = "FETCH"
-            with m.State("FETCH"):
-                m.d.sync += [rd_addr.eq(pc), rd_left.eq(desc_beats), rd_go.eq(1),
-                             asm_cnt.eq(0), pc.eq(pc + max(DESC_BYTES, BB))]
-                m.next = "FETCH_DATA"
-            with m.State("FETCH_DATA"):
-                m.d.comb += mem.rd_data.ready.eq(1)
-                with m.If(mem.rd_data.valid):
-                    with m.Switch(asm_cnt):
-                        for i in range(desc_beats):
-                            with m.Case(i):
-                                m.d.sync += desc[i * D:(i + 1) * D].eq(
-                                    mem.rd_data.payload.data)
-                    m.d.sync += asm_cnt.eq(asm_cnt + 1)
-                    with m.If(asm_cnt == desc_beats - 1):
-                        m.d.sync += [asm_cnt.eq(0), rd_go.eq(0)]
-                        m.next = "DECODE"
-            with m.State("DECODE"):
-                with m.Switch(op):
-                    with m.Case(OPS["END"]):
-                        m.d.sync += [self.busy.eq(0), self.done.eq(1)]
-                        m.next = "IDLE"
-                    with m.Case(OPS["IMEM_LOAD"], OPS["GMEM_LOAD"]):
-                        load_items(count * ib["word"])
-                        m.d.sync += per.eq(ib["word"])
-                        m.next = "LOAD"
-                    with m.Case(OPS["OMEM_LOAD"]):
-                        load_items(count * ib["omem"])
-                        m.d.sync += per.eq(ib["omem"])
-                        m.next = "LOAD"
-                    with m.Case(OPS["GEMM"]):
-                        load_items(count * ib["mask"])
-                        m.d.sync += [per.eq(ib["mask"]),
-                                     gemm.setup.kwords.eq(desc[192:208]),
-                                     gemm.setup.ncols.eq(desc[208:224]),
-                                     gemm.setup.regions.eq(desc[224:232]),
-                                     gemm.setup.accumulate.eq(desc[16])]
-                        m.next = "LOAD"
-                    with m.Case(OPS["OMEM_STORE"]):
-                        m.d.sync += [wr_addr.eq(dst), wr_left.eq(count * ib["omem"]),
-                                     wr_go.eq(1), d_addr.eq(dst),
-                                     d_left.eq(count * ib["omem"]), d_burst.eq(0),
-                                     sa.eq(0), sbeat.eq(0)]
-                        with m.If(count == 0):
-                            m.next = "FETCH"
-                        with m.Else():
-                            m.next = "ST_ADDR"
-                    with m.Default():
-                        m.d.sync += [self.error[2].eq(1), self.busy.eq(0), self.done.eq(1)]
-                        m.next = "IDLE"
-            with m.State("LOAD"):
-                m.d.comb += loading.eq(1)
-                with m.Switch(op):
-                    with m.Case(OPS["IMEM_LOAD"]):
-                        m.d.comb += [sink_ready.eq(1),
-                                     gemm.imem_w.en.eq(Mux(consume, 1 << bank, 0))]
-                    with m.Case(OPS["GMEM_LOAD"]):
-                        m.d.comb += [sink_ready.eq(1), gemm.gmem_w.en.eq(consume)]
-                    with m.Case(OPS["OMEM_LOAD"]):
-                        m.d.comb += [sink_ready.eq(1),
-                                     gemm.omem_w.en.eq(Mux(consume, (1 << R) - 1, 0))]
-                    with m.Case(OPS["GEMM"]):
-                        m.d.comb += [gemm.mask.valid.eq(pending),
-                                     sink_ready.eq(gemm.mask.ready)]
-                done_now = (items_out + consume) == count
-                with m.If(done_now):
-                    m.d.sync += rd_go.eq(0)
-                    with m.If(op == OPS["GEMM"]):
-                        m.d.sync += settle.eq(0)
-                        m.next = "GEMM_WAIT"
-                    with m.Else():
+    def _fsm_fetch(self, m, s):
+        """IDLE -> FETCH -> FETCH_DATA: read the descriptor at ``pc``."""
+        mem = self.mem
+        with m.State("IDLE"):
+            with m.If(self.start):
+                m.d.sync += [self.busy.eq(1), self.error.eq(0), self.cycles.eq(0),
+                             s.pc.eq(self.prog_base), s.p0.eq(s.gemm.passes)]
+                m.next = "FETCH"
+        with m.State("FETCH"):
+            m.d.sync += [s.rd_addr.eq(s.pc), s.rd_left.eq(s.desc_beats), s.rd_go.eq(1),
+                         s.asm_cnt.eq(0), s.pc.eq(s.pc + max(DESC_BYTES, s.BB))]
+            m.next = "FETCH_DATA"
+        with m.State("FETCH_DATA"):
+            m.d.comb += mem.rd_data.ready.eq(1)
+            with m.If(mem.rd_data.valid):
+                with m.Switch(s.asm_cnt):
+                    for i in range(s.desc_beats):
+                        with m.Case(i):
+                            m.d.sync += s.desc[i * s.D:(i + 1) * s.D].eq(
+                                mem.rd_data.payload.data)
+                m.d.sync += s.asm_cnt.eq(s.asm_cnt + 1)
+                with m.If(s.asm_cnt == s.desc_beats - 1):
+                    m.d.sync += [s.asm_cnt.eq(0), s.rd_go.eq(0)]
+                    m.next = "DECODE"
+
+    def _fsm_decode(self, m, s):
+        """DECODE: start the descriptor's transfer (or end / stop on an unknown op)."""
+        gemm, desc, ib, count = s.gemm, s.desc, s.ib, s.count
+        with m.State("DECODE"):
+            with m.Switch(s.op):
+                with m.Case(OPS["END"]):
+                    m.d.sync += [self.busy.eq(0), self.done.eq(1)]
+                    m.next = "IDLE"
+                with m.Case(OPS["IMEM_LOAD"], OPS["GMEM_LOAD"]):
+                    self._load_items(m, s, count * ib["word"])
+                    m.d.sync += s.per.eq(ib["word"])
+                    m.next = "LOAD"
+                with m.Case(OPS["OMEM_LOAD"]):
+                    self._load_items(m, s, count * ib["omem"])
+                    m.d.sync += s.per.eq(ib["omem"])
+                    m.next = "LOAD"
+                with m.Case(OPS["GEMM"]):
+                    self._load_items(m, s, count * ib["mask"])
+                    m.d.sync += [s.per.eq(ib["mask"]),
+                                 gemm.setup.kwords.eq(desc[192:208]),
+                                 gemm.setup.ncols.eq(desc[208:224]),
+                                 gemm.setup.regions.eq(desc[224:232]),
+                                 gemm.setup.accumulate.eq(desc[16])]
+                    m.next = "LOAD"
+                with m.Case(OPS["OMEM_STORE"]):
+                    m.d.sync += [s.wr_addr.eq(s.dst), s.wr_left.eq(count * ib["omem"]),
+                                 s.wr_go.eq(1), s.d_addr.eq(s.dst),
+                                 s.d_left.eq(count * ib["omem"]), s.d_burst.eq(0),
+                                 s.sa.eq(0), s.sbeat.eq(0)]
+                    with m.If(count == 0):
                         m.next = "FETCH"
-            with m.State("GEMM_WAIT"):
-                with m.If(settle != 2):
-                    m.d.sync += settle.eq(settle + 1)
-                with m.Elif(~gemm.busy):
+                    with m.Else():
+                        m.next = "ST_ADDR"
+                with m.Case(OPS["GELU"]):
+                    self._load_items(m, s, count * ib["acc"])
+                    m.d.sync += [s.per.eq(ib["acc"]), s.wr_addr.eq(s.dst),
+                                 s.wr_left.eq(count * ib["word"]), s.wr_go.eq(1),
+                                 s.d_addr.eq(s.dst), s.d_left.eq(count * ib["word"]),
+                                 s.d_burst.eq(0), s.sa.eq(0), s.gvalid.eq(0)]
+                    with m.If(count == 0):
+                        m.next = "FETCH"
+                    with m.Else():
+                        m.next = "GELU_RUN"
+                with m.Default():
+                    m.d.sync += [self.error[2].eq(1), self.busy.eq(0), self.done.eq(1)]
+                    m.next = "IDLE"
+
+    def _fsm_load(self, m, s):
+        """LOAD: items into the unit the op names; GEMM_WAIT: until the engine is idle."""
+        gemm, consume, R = s.gemm, s.consume, self.cfg.rows
+        with m.State("LOAD"):
+            m.d.comb += s.loading.eq(1)
+            with m.Switch(s.op):
+                with m.Case(OPS["IMEM_LOAD"]):
+                    m.d.comb += [s.sink_ready.eq(1),
+                                 gemm.imem_w.en.eq(Mux(consume, 1 << s.bank, 0))]
+                with m.Case(OPS["GMEM_LOAD"]):
+                    m.d.comb += [s.sink_ready.eq(1), gemm.gmem_w.en.eq(consume)]
+                with m.Case(OPS["OMEM_LOAD"]):
+                    m.d.comb += [s.sink_ready.eq(1),
+                                 gemm.omem_w.en.eq(Mux(consume, (1 << R) - 1, 0))]
+                with m.Case(OPS["GEMM"]):
+                    m.d.comb += [gemm.mask.valid.eq(s.pending),
+                                 s.sink_ready.eq(gemm.mask.ready)]
+            done_now = (s.items_out + consume) == s.count
+            with m.If(done_now):
+                m.d.sync += s.rd_go.eq(0)
+                with m.If(s.op == OPS["GEMM"]):
+                    m.d.sync += s.settle.eq(0)
+                    m.next = "GEMM_WAIT"
+                with m.Else():
                     m.next = "FETCH"
-            with m.State("ST_ADDR"):
-                m.next = "ST_LATCH"
-            with m.State("ST_LATCH"):
-                m.d.sync += [sbuf.eq(Cat(_sext(Value.cast(gemm.omem_r.data[r]), 64)
-                                         for r in range(R))),
-                             sbeat.eq(0)]
-                m.next = "ST_SEND"
-            with m.State("ST_SEND"):
-                m.d.comb += mem.wr_data.valid.eq(1)
-                with m.If(mem.wr_data.ready):
-                    m.d.sync += [d_left.eq(d_left - 1), d_addr.eq(d_addr + BB),
-                                 d_burst.eq(cur_burst - 1), sbeat.eq(sbeat + 1)]
-                    with m.If(sbeat == ib["omem"] - 1):
-                        m.d.sync += sa.eq(sa + 1)
-                        with m.If(sa + 1 == count):
-                            m.next = "ST_DRAIN"
-                        with m.Else():
-                            m.next = "ST_ADDR"
-            with m.State("ST_DRAIN"):
-                with m.If((wr_left == 0) & (outstanding == 0)):
-                    m.d.sync += wr_go.eq(0)
-                    m.next = "FETCH"
-        return m
+        with m.State("GEMM_WAIT"):
+            with m.If(s.settle != 2):
+                m.d.sync += s.settle.eq(s.settle + 1)
+            with m.Elif(~gemm.busy):
+                m.next = "FETCH"
+
+    def _fsm_store(self, m, s):
+        """ST_ADDR -> ST_LATCH -> ST_SEND per OMEM address, then ST_DRAIN (responses)."""
+        mem, R, BB = self.mem, self.cfg.rows, s.BB
+        with m.State("ST_ADDR"):
+            m.next = "ST_LATCH"
+        with m.State("ST_LATCH"):
+            m.d.sync += [s.sbuf.eq(Cat(_sext(Value.cast(s.gemm.omem_r.data[r]), 64)
+                                       for r in range(R))),
+                         s.sbeat.eq(0)]
+            m.next = "ST_SEND"
+        with m.State("ST_SEND"):
+            m.d.comb += mem.wr_data.valid.eq(1)
+            with m.If(mem.wr_data.ready):
+                m.d.sync += [s.d_left.eq(s.d_left - 1), s.d_addr.eq(s.d_addr + BB),
+                             s.d_burst.eq(s.cur_burst - 1), s.sbeat.eq(s.sbeat + 1)]
+                with m.If(s.sbeat == s.ib["omem"] - 1):
+                    m.d.sync += s.sa.eq(s.sa + 1)
+                    with m.If(s.sa + 1 == s.count):
+                        m.next = "ST_DRAIN"
+                    with m.Else():
+                        m.next = "ST_ADDR"
+        with m.State("ST_DRAIN"):
+            with m.If((s.wr_left == 0) & (s.outstanding == 0)):
+                m.d.sync += s.wr_go.eq(0)
+                m.next = "FETCH"
+
+    def _gelu(self, m, s):
+        """The CFSE's GELU + requantisation unit behind the DMA: its input is the assembled
+        accumulator word, its parameters the descriptor's, its output one operand word
+        (``gbuf``) that the write side sends beat by beat."""
+        cfg, L = self.cfg, self.cfg.lanes
+        s.gelu = gelu = GeluUnit(cfg)
+        m.submodules.gelu = gelu
+        par = {k: s.desc[lsb:lsb + bits] for k, (lsb, bits) in GELU_FIELDS.items()}
+        m.d.comb += [gelu.par.requant.eq(1), gelu.par.in_mult.eq(par["in_mult"]),
+                     gelu.par.in_shift.eq(par["in_shift"]),
+                     gelu.par.out_mult.eq(par["out_mult"]),
+                     gelu.par.out_shift.eq(par["out_shift"])]
+        for lane in range(L):
+            m.d.comb += gelu.inp.payload[lane].eq(
+                s.asm[64 * lane:64 * lane + gelu.in_bits].as_signed())
+        s.gbuf = Signal(16 * L, name="gelu_buf")
+        s.gvalid = Signal(name="gelu_buf_valid")
+        s.gbeat = Signal(range(max(2, s.ib["word"])), name="gelu_beat")
+        m.d.comb += gelu.out.ready.eq(~s.gvalid)
+        with m.If(gelu.out.valid & gelu.out.ready):
+            m.d.sync += [s.gbuf.eq(Cat(gelu.out.payload[lane] for lane in range(L))),
+                         s.gvalid.eq(1), s.gbeat.eq(0)]
+
+    def _fsm_gelu(self, m, s):
+        """GELU_RUN: accumulator words in -> GELU unit -> operand words out, until every
+        word is written and acknowledged."""
+        mem, BB, D, ib = self.mem, s.BB, s.D, s.ib
+        with m.State("GELU_RUN"):
+            m.d.comb += [s.loading.eq(1), s.gelu.inp.valid.eq(s.pending),
+                         s.sink_ready.eq(s.gelu.inp.ready), mem.wr_data.valid.eq(s.gvalid)]
+            with m.Switch(s.gbeat):
+                for i in range(ib["word"]):
+                    with m.Case(i):
+                        m.d.comb += mem.wr_data.payload.data.eq(
+                            s.gbuf[i * D:(i + 1) * D])
+            with m.If((s.items_out + s.consume) == s.count):
+                m.d.sync += s.rd_go.eq(0)
+            with m.If(mem.wr_data.valid & mem.wr_data.ready):
+                m.d.sync += [s.d_left.eq(s.d_left - 1), s.d_addr.eq(s.d_addr + BB),
+                             s.d_burst.eq(s.cur_burst - 1), s.gbeat.eq(s.gbeat + 1)]
+                with m.If(s.gbeat == ib["word"] - 1):
+                    m.d.sync += [s.sa.eq(s.sa + 1), s.gvalid.eq(0)]
+            with m.If((s.sa == s.count) & (s.wr_left == 0) & (s.outstanding == 0)):
+                m.d.sync += [s.wr_go.eq(0), s.rd_go.eq(0)]
+                m.next = "FETCH"
 
 
 def _sext(v, bits: int):

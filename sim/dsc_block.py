@@ -6,7 +6,8 @@ iteration ``t`` and returns that block iteration's inputs (residual stream, adaL
 FFN-Reuse state), its golden output and its record of core steps (``rec``), for one sample.
 It checks the replay against the trace's own arrays (FC1 input, FFN-Reuse mask, EP mask)
 where the trace has them, so a trace from another model or setting is refused.
-:func:`run_block` then runs every core GEMM of it through the Verilated DSC and compares.
+:func:`run_block` then runs every core GEMM and the GELU + requant of it through the
+Verilated DSC and compares.
 """
 
 from __future__ import annotations
@@ -141,11 +142,12 @@ def _check_trace(z, meta, case: BlockCase) -> None:
 
 def run_block(cfg: Config, case: BlockCase, *, stall: float = 0.0, seed: int | None = None,
               waves: bool = False, progress=None) -> dict:
-    """Every core GEMM of ``case`` through the Verilated DSC (one program, one run):
+    """Every core segment of ``case`` the DSC runs (its GEMMs and the GELU + requant,
+    ``sim.dsc_program.block_jobs``) through the Verilated DSC (one program, one run):
     bit-exact check against golden.dsc, cycles per job and descriptor vs the model."""
-    from .dsc_program import build_program, jobs_from_record, read_results, stage_durations
+    from .dsc_program import block_jobs, build_program, read_results, stage_durations
     from .dsc_rtl import rtl_dsc
-    jobs = jobs_from_record(cfg, case.rec, 0)
+    jobs = block_jobs(cfg, case.rec, 0)
     prog = build_program(cfg, jobs)
     runs, report = rtl_dsc(cfg, [prog], stall=stall, seed=seed, waves=waves,
                            progress=progress)

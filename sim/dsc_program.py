@@ -31,7 +31,7 @@ from exion.golden.conmerge import conmerge
 from .gemm_rtl import GemmCase, assemble, plan_tiles
 from .payload import pack
 
-__all__ = ["GemmJob", "DscProgram", "jobs_from_record", "build_program", "read_results",
+__all__ = ["GemmJob", "GeluJob", "gelu_job_from_record", "block_jobs", "DscProgram", "jobs_from_record", "build_program", "read_results",
            "encode_desc", "decode_desc", "program_beats", "stage_durations"]
 
 _FIELDS = (  # name, lsb, bits (hw/dsc.py's descriptor table)
@@ -39,12 +39,20 @@ _FIELDS = (  # name, lsb, bits (hw/dsc.py's descriptor table)
     ("src", 64, 32), ("dst", 96, 32), ("ubase", 128, 32), ("glen", 160, 16),
     ("gstride", 176, 16), ("kwords", 192, 16), ("ncols", 208, 16), ("regions", 224, 8),
 )
+_GELU_OP = 6
+#: the GELU op's fields in place of kwords / ncols / regions (hw/dsc.py ``GELU_FIELDS``)
+_GELU_FIELDS = _FIELDS[:9] + (("in_mult", 192, 15), ("in_shift", 208, 6),
+                              ("out_mult", 216, 15), ("out_shift", 232, 6))
+
+
+def _fields(op: int) -> tuple:
+    return _GELU_FIELDS if op == _GELU_OP else _FIELDS
 
 
 def encode_desc(d: dict) -> bytes:
     """A descriptor dict -> its 32 bytes (unset fields 0)."""
     v = 0
-    for name, lsb, bits in _FIELDS:
+    for name, lsb, bits in _fields(int(d.get("op", 0))):
         x = int(d.get(name, 0))
         if not 0 <= x < (1 << bits):
             raise ExionError(f"descriptor field {name} = {x} does not fit {bits} bits")
@@ -54,7 +62,7 @@ def encode_desc(d: dict) -> bytes:
 
 def decode_desc(raw: bytes) -> dict:
     v = int.from_bytes(raw[:32], "little")
-    return {name: (v >> lsb) & ((1 << bits) - 1) for name, lsb, bits in _FIELDS}
+    return {name: (v >> lsb) & ((1 << bits) - 1) for name, lsb, bits in _fields(v & 0xFF)}
 
 
 @dataclass
@@ -66,6 +74,17 @@ class GemmJob:
     b: np.ndarray            # (K, N)
     mask: np.ndarray         # (M, N) bool
     base: np.ndarray         # (M, N) OMEM preload
+    expect: np.ndarray | None = None
+
+
+@dataclass
+class GeluJob:
+    """``out = golden.cfse.gelu_requant(acc, params)`` on the core's CFSE GELU unit: ``acc``
+    (T, N) FC1 accumulators, ``params`` a ``GeluParams`` (or its dict)."""
+
+    name: str
+    acc: np.ndarray
+    params: dict
     expect: np.ndarray | None = None
 
 
@@ -88,6 +107,32 @@ def _split_w(cfg: Config, a) -> list:
     if a2.min() < cfg.wmin or a2.max() > cfg.wmax:
         raise ExionError("GEMM input needs more than two W-bit parts")
     return [a1, a2]
+
+
+def gelu_job_from_record(cfg: Config, rec: dict, sample: int = 0) -> GeluJob:
+    """The block's GELU + requant segment (``rec["ffn"]``: FC1 accumulators and the host's
+    ``GeluParams``) as a :class:`GeluJob`; ``expect`` is ``golden.cfse.gelu_requant`` of every
+    element (on a sparse iteration the block's H takes H_d where the FFN-Reuse mask is 0)."""
+    from exion.golden.cfse import GeluParams, gelu_requant
+    ffn = rec["ffn"]
+    acc = np.asarray(ffn["fc1"][sample], np.int64)
+    par = ffn["gelu"][sample]
+    exp = gelu_requant(acc, GeluParams(**par), cfg)
+    h = np.asarray(ffn["h"][sample])
+    keep = np.ones(h.shape, bool) if ffn["mask"] is None else np.asarray(ffn["mask"][sample])
+    if not np.array_equal(np.where(keep, exp, h), h):
+        raise ExionError("rec['ffn']: gelu_requant(fc1) does not give the recorded H")
+    return GeluJob("gelu", acc, dict(par), exp)
+
+
+def block_jobs(cfg: Config, rec: dict, sample: int = 0) -> list:
+    """Every core segment of a block iteration the DSC runs today: the GEMMs of
+    ``rec["gemms"]`` with the GELU + requant segment after FC1 (data order)."""
+    jobs = jobs_from_record(cfg, rec, sample)
+    if "ffn" in rec:
+        at = next((i + 1 for i, j in enumerate(jobs) if j.name == "fc1"), len(jobs))
+        jobs.insert(at, gelu_job_from_record(cfg, rec, sample))
+    return jobs
 
 
 def jobs_from_record(cfg: Config, rec: dict, sample: int = 0) -> list[GemmJob]:
@@ -162,6 +207,9 @@ def build_program(cfg: Config, jobs: list[GemmJob], bus_bits: int = 64) -> DscPr
     data = _Image(bb)
     stores = []
     for job in jobs:
+        if isinstance(job, GeluJob):
+            stores.append(_gelu_descs(cfg, job, descs, data, ib, bb))
+            continue
         cases = [GemmCase(a, job.b, job.mask, prev=job.base, accumulate=True, name=job.name)
                  for a in job.a_parts]
         plans = [plan_tiles(cfg, c) for c in cases]
@@ -213,22 +261,56 @@ def build_program(cfg: Config, jobs: list[GemmJob], bus_bits: int = 64) -> DscPr
     image = np.zeros(prog_bytes + body.size, np.uint8)
     image[prog_bytes:] = body
     for d in descs:     # the data region sits behind the program (4 KiB aligned)
-        if d["op"] in (OPS["GMEM_LOAD"], OPS["OMEM_LOAD"], OPS["IMEM_LOAD"], OPS["GEMM"]):
+        if d["op"] in (OPS["GMEM_LOAD"], OPS["OMEM_LOAD"], OPS["IMEM_LOAD"], OPS["GEMM"],
+                       OPS["GELU"]):
             d["src"] += prog_bytes
-        if d["op"] == OPS["OMEM_STORE"]:
+        if d["op"] in (OPS["OMEM_STORE"], OPS["GELU"]):
             d["dst"] += prog_bytes
     prog = b"".join(encode_desc(d).ljust(dstep, b"\0") for d in descs)
     image[:len(prog)] = np.frombuffer(prog, np.uint8)
     stores = [(c, t, [(a + prog_bytes, n) for a, n in s]) for c, t, s in stores]
+    # (a GELU store is ("gelu", shape, [(addr, words)]), relocated the same way)
     return DscProgram(image, 0, descs, jobs, stores, bus_bits)
+
+
+def _gelu_descs(cfg: Config, job: GeluJob, descs: list, data: _Image, ib: dict,
+                bb: int) -> tuple:
+    """One GELU descriptor: ``acc`` (T, N) as T * ceil(N / L) accumulator words (L 64-bit
+    containers, zero padded) in, as many operand words out."""
+    from exion.hw.dsc import OPS
+    acc = np.asarray(job.acc, np.int64)
+    if acc.ndim != 2:
+        raise ExionError(f"GELU job {job.name}: acc must be (T, N), got shape {acc.shape}")
+    T, N = acc.shape
+    L = cfg.lanes
+    nw = -(-N // L)
+    pad = np.zeros((T, nw * L), np.int64)
+    pad[:, :N] = acc
+    words = pad.reshape(T * nw, L)
+    abytes = ib["acc"] * bb
+    par = job.params if isinstance(job.params, dict) else job.params.to_dict()
+    src = data.alloc(words.shape[0] * abytes, _results(words, abytes))
+    dst = data.alloc(words.shape[0] * ib["word"] * bb)
+    descs.append({"op": OPS["GELU"], "count": words.shape[0], "src": src, "dst": dst,
+                  **{k: int(par[k]) for k in ("in_mult", "in_shift", "out_mult", "out_shift")},
+                  "job": job.name})
+    return ("gelu", (T, N), [(dst, words.shape[0])])
 
 
 def read_results(cfg: Config, prog: DscProgram, image: np.ndarray) -> list[np.ndarray]:
     """Each job's output from the memory image after the run."""
     from exion.hw.dsc import item_beats
     obytes = item_beats(cfg, prog.bus_bits)["omem"] * prog.bus_bits // 8
+    wbytes = item_beats(cfg, prog.bus_bits)["word"] * prog.bus_bits // 8
     outs = []
     for case, tiles, st in prog.stores:
+        if isinstance(case, str):       # a GELU job: words of L 16-bit containers
+            (addr, n), = st
+            T, N = tiles
+            raw = np.asarray(image[addr:addr + n * wbytes], np.uint8).reshape(n, wbytes)
+            w = raw[:, :2 * cfg.lanes].copy().view("<i2").astype(np.int64)
+            outs.append(w.reshape(T, -1)[:, :N])
+            continue
         omems = []
         for addr, n in st:
             raw = np.asarray(image[addr:addr + n * obytes], np.uint8).reshape(n, obytes)
@@ -253,7 +335,8 @@ def program_beats(cfg: Config, prog: DscProgram) -> int:
     from exion.hw.dsc import OPS, item_beats
     ib = item_beats(cfg, prog.bus_bits)
     per = {OPS["IMEM_LOAD"]: ib["word"], OPS["GMEM_LOAD"]: ib["word"],
-           OPS["OMEM_LOAD"]: ib["omem"], OPS["GEMM"]: ib["mask"], OPS["OMEM_STORE"]: ib["omem"]}
+           OPS["OMEM_LOAD"]: ib["omem"], OPS["GEMM"]: ib["mask"], OPS["OMEM_STORE"]: ib["omem"],
+           OPS["GELU"]: ib["acc"] + ib["word"]}
     desc_beats = max(1, 256 // prog.bus_bits)
     return sum(desc_beats + d.get("count", 0) * per.get(d["op"], 0) for d in prog.descs)
 

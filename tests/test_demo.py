@@ -8,12 +8,17 @@ pytestmark = pytest.mark.rtl
 
 
 def test_demo_toy(tmp_path, cli_run):
-    code, out, _ = cli_run("demo", "--config", "toy", "--out", str(tmp_path / "demo"),
-                           "--seed", "7")
+    # -Os: share the builds the rest of the suite makes (the demo's own -O0 builds are
+    # covered by tests/test_runner_opt.py)
+    code, out, _ = cli_run("demo", "--config", "toy", "--cxx-opt", "-Os",
+                           "--out", str(tmp_path / "demo"), "--seed", "7")
     assert code == 0, out
     assert "RESULT: PASS" in out
     rep = json.loads((tmp_path / "demo" / "demo.json").read_text())
     steps = {s["block"]: s for s in rep["steps"]}
-    assert set(steps) == {"dpu", "gemm"} and all(s["passed"] for s in steps.values())
+    assert {"dpu", "gemm", "dsc"} <= set(steps) and all(s["passed"] for s in steps.values())
+    d = steps["dsc"]     # one sparse block iteration through the toy DSC core (issue 16)
+    assert d["config"] == "toy" and d["cycles"] == d["model_cycles"] and "gelu" in \
+        d["stage_cycles"]
     g = steps["gemm"]
     assert g["passes"] == g["golden_passes"] and g["sdue_alone_cycles"] <= g["rtl_cycles"]

@@ -132,3 +132,106 @@ def test_block_iteration_gemms(model, name, it):
     assert r["pass"], r["mismatch"]
     assert r["model"]["total"] == r["cycles"]
     assert abs(r["estimate"]["total"] - r["cycles"]) <= 0.05 * r["cycles"]
+
+
+# ---- the GELU op: CFSE GELU + requantisation behind the DMA ----------------------------
+
+def _gelu_cases(model):
+    """Directed accumulators (zeros, the accumulator's extremes, around zero, a row that is
+    not a multiple of L), seeded random ones, and the FC1 accumulators of a real sparse
+    block iteration with its recorded GELU parameters."""
+    from exion.golden.cfse import gelu_params
+    A = TOY.acc_width
+    lo, hi = -(1 << (A - 1)), (1 << (A - 1)) - 1
+    par = gelu_params(1e-4, 2e-3).to_dict()
+    rng = np.random.default_rng(11)
+    print("gelu cases: seed 11")
+    directed = np.array([[0, 0, 0, 0, 0, 0, 0, 0],
+                         [lo, hi, lo + 1, hi - 1, -1, 1, -2, 2],
+                         list(range(-4, 4)),
+                         [-30000, -20000, -10000, -100, 100, 10000, 20000, 30000]], np.int64)
+    rand = rng.integers(-(1 << 20), 1 << 20, (5, 7))   # N = 7: a padded last word
+    case = block_case(model, META, 1, 1)
+    from exion.sim.dsc_program import GeluJob, gelu_job_from_record
+    real = gelu_job_from_record(TOY, case.rec)
+    return [GeluJob("directed", directed, par), GeluJob("random", rand, par), real], \
+        case.rec["ffn"]
+
+
+@pytest.fixture(scope="module")
+def gelu_runs(model):
+    """One simulation: the GELU jobs; the same with 30 % memory stalls; a corrupted
+    descriptor (out_shift + 1)."""
+    jobs, ffn = _gelu_cases(model)
+    main = build_program(TOY, jobs)
+    stalled = build_program(TOY, jobs[:2])
+    broken = build_program(TOY, jobs[:1])
+    broken.descs[0]["out_shift"] += 1
+    broken.image[:32] = np.frombuffer(encode_desc(broken.descs[0]), np.uint8)
+    out, _ = rtl_dsc(TOY, [main, stalled, broken], stall=[0.0, 0.3, 0.0],
+                     run_name="dsc_gelu")
+    return {"jobs": jobs, "ffn": ffn, "progs": [main, stalled, broken], "runs": out}
+
+
+def _gelu_expect(job):
+    from exion.golden.cfse import GeluParams, gelu_requant
+    p = job.params if isinstance(job.params, GeluParams) else GeluParams(**job.params)
+    return gelu_requant(job.acc, p, TOY)
+
+
+def test_gelu_op_bit_exact_and_cycles(gelu_runs):
+    jobs, prog, run = gelu_runs["jobs"], gelu_runs["progs"][0], gelu_runs["runs"][0]
+    assert run["error"] == 0
+    outs = read_results(TOY, prog, run["image"])
+    for j, o in zip(jobs, outs):
+        np.testing.assert_array_equal(o, _gelu_expect(j), err_msg=j.name)
+    # the real block: reused entries come from H_d, the rest is the core's GELU output
+    ffn = gelu_runs["ffn"]
+    h = np.where(ffn["mask"][0], outs[2], ffn["h_d"][0])
+    np.testing.assert_array_equal(h, ffn["h"][0])
+    durs = stage_durations(prog.descs, run["stages"], run["cycles"], 64)
+    for d, t in zip(prog.descs, durs):
+        assert t == dcy.descriptor_cycles(TOY, d, 64), d
+    assert dcy.program_cycles(TOY, prog.descs, 64)["total"] == run["cycles"]
+    # mutation: a model that forgets the output buffer's cycle must not match
+    g = [(d, t) for d, t in zip(prog.descs, durs) if d["op"] == dcy.OPS["GELU"]]
+    assert all(dcy.overhead(64) + dcy.gelu_body(TOY, d["count"], 64) - 1 != t for d, t in g)
+    from exion.hw.cfse import GELU_LATENCY
+    assert dcy.GELU_LATENCY == GELU_LATENCY
+
+
+def test_gelu_op_stalls_and_mutation(gelu_runs):
+    jobs, progs, out = gelu_runs["jobs"], gelu_runs["progs"], gelu_runs["runs"]
+    for j, o in zip(jobs[:2], read_results(TOY, progs[1], out[1]["image"])):
+        np.testing.assert_array_equal(o, _gelu_expect(j), err_msg=j.name)
+    bad = read_results(TOY, progs[2], out[2]["image"])[0]
+    assert not np.array_equal(bad, _gelu_expect(jobs[0]))
+
+
+def test_gelu_descriptor_roundtrip():
+    d = {"op": 6, "stage": 3, "accumulate": 0, "count": 9, "src": 0x1000, "dst": 0x2000,
+         "ubase": 0, "glen": 0, "gstride": 0, "in_mult": 0x7FFF, "in_shift": 63,
+         "out_mult": 12345, "out_shift": 40}
+    assert decode_desc(encode_desc(d)) == d
+
+
+def test_gelu_job_from_record(model):
+    """The builder's GELU segment reproduces the block's H (dense: everywhere; sparse:
+    where the FFN-Reuse mask is set); corrupted parameters are refused."""
+    import copy
+    import dataclasses
+
+    from exion.errors import ExionError
+    from exion.sim.dsc_program import gelu_job_from_record
+    for it in (0, 1):
+        rec = block_case(model, META, 1, it).rec
+        job = gelu_job_from_record(TOY, rec)
+        assert job.acc.shape == job.expect.shape == rec["ffn"]["h"][0].shape
+        if it == 0:
+            np.testing.assert_array_equal(job.expect, rec["ffn"]["h"][0])
+        bad = copy.deepcopy(rec)
+        bad["ffn"]["gelu"][0]["out_shift"] += 1
+        with pytest.raises(ExionError, match="recorded H"):
+            gelu_job_from_record(TOY, bad)
+    with pytest.raises(Exception, match="per_acc"):
+        dcy.gelu_body(dataclasses.replace(TOY, lanes=1), 3, 64)

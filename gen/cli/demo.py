@@ -146,12 +146,17 @@ def gemm_sparse_ffn(cfg, seed, args, progress) -> dict:
             "build_seconds": rep["build_seconds"], "waves": rep.get("waves")}
 
 
-STEPS: list = [gemm_sparse_ffn]
+def _dsc_block(cfg, seed, args, progress) -> dict:
+    from .dsc import demo_dsc_block     # issue 16: one sparse block iteration on the DSC
+    return demo_dsc_block(cfg, seed, args, progress)
+
+
+STEPS: list = [gemm_sparse_ffn, _dsc_block]
 
 #: Tops the later steps build, started in a background process when the demo starts so that
 #: their single-threaded generation and Verilation overlap the DPU step (``None``: the
 #: demo's config).
-PREBUILD: list[tuple[str | None, str]] = [(None, "gemm")]
+PREBUILD: list[tuple[str | None, str]] = [(None, "gemm"), ("toy", "dsc_core")]
 
 
 def _build_one(cfg, top: str, waves: bool) -> float:

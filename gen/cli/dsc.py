@@ -10,17 +10,18 @@ from .options import add_config, add_report, add_seed, add_waves, load_cfg, prog
 
 def register_sim(ssub) -> None:
     b = ssub.add_parser(
-        "block", help="one DiT block iteration's GEMMs through the Verilated DSC core",
+        "block", help="one DiT block iteration's GEMMs and GELU through the Verilated DSC core",
         description="Replay the sampling run of an `exion trace` file (its settings: seed, "
                     "steps, samples, FFN-Reuse / EP switches; the run is checked against "
                     "the trace's recorded FC1 input and masks) up to block B of iteration I, "
                     "compute that block iteration with golden/dsc.py, and run every one of "
-                    "its core GEMMs (Q/K/V, Q.K^T and P.V per head, projection, FC1, FC2) as "
-                    "one descriptor program on the Verilated DSC core (hw/dsc.py). Each GEMM "
-                    "output is checked bit-exactly against golden/dsc.py; prints cycles per "
-                    "stage next to the cycle model (golden/dsc_cycles.py), the sparsities "
-                    "used, and PASS or FAIL (exit 1). Layer norm, softmax, GELU, FFN-Reuse "
-                    "and EPRE steps are golden code in this version (docs/dsc.md).")
+                    "its core GEMMs (Q/K/V, Q.K^T and P.V per head, projection, FC1, FC2) and "
+                    "its GELU + requantisation (CFSE) as one descriptor program on the "
+                    "Verilated DSC core (hw/dsc.py). Each output is checked bit-exactly "
+                    "against golden/dsc.py; prints cycles per stage next to the cycle model "
+                    "(golden/dsc_cycles.py), the sparsities used, and PASS or FAIL (exit 1). "
+                    "Layer norm, softmax, FFN-Reuse and EPRE steps are golden code in this "
+                    "version (docs/dsc.md).")
     add_config(b)
     b.add_argument("--trace", required=True, metavar="T.npz",
                    help="an `exion trace` file (INT12, any --iterations)")
@@ -85,7 +86,7 @@ def cmd_sim_block(args) -> int:
         print(f"  mismatching GEMMs: {', '.join(r['mismatch'][:8])}")
     if r["error"]:
         print(f"  error flags {r['error']:#x}")
-    print(f"{status}: {r['jobs']} GEMMs bit-exact vs golden/dsc.py"
+    print(f"{status}: {r['jobs']} core segments (GEMMs, GELU) bit-exact vs golden/dsc.py"
           if status == "PASS" else f"{status}")
     if args.json:
         write_json(args.json, {"block": case.block, "iteration": case.iteration,
@@ -148,7 +149,7 @@ def cmd_generate(args) -> int:
     from exion.golden import dsc as gdsc
     from exion.golden.dsc_cycles import program_cycles
     from exion.sim.dsc_block import BlockCase, run_block, sample_loop
-    from exion.sim.dsc_program import build_program, jobs_from_record
+    from exion.sim.dsc_program import block_jobs, build_program
     from exion.workloads.dit import DiT, Exion, sample
     from exion.workloads.weights import load_weights
 
@@ -180,7 +181,7 @@ def cmd_generate(args) -> int:
                 failures.append((it, i, r["mismatch"][:3], r["error"]))
             cyc = r["cycles"]
         else:
-            prog = build_program(cfg, jobs_from_record(cfg, rec))
+            prog = build_program(cfg, block_jobs(cfg, rec))
             cyc = program_cycles(cfg, prog.descs, prog.bus_bits)["total"]
         per_it.setdefault(it, {"dense": dense, "cycles": 0})["cycles"] += int(cyc)
         _bar(it * depth + i + 1, args.steps * depth, f"step {it + 1}/{args.steps}")
@@ -219,3 +220,38 @@ def cmd_generate(args) -> int:
           + ("" if not args.rtl else ("; every GEMM on the RTL matched" if not failures
                                       else f"; {len(failures)} blocks FAILED on the RTL")))
     return 0 if ok else 1
+
+
+def demo_dsc_block(cfg, seed, args, progress) -> dict:
+    """``make demo`` step: one sparse block iteration of the digits DiT through the DSC core.
+
+    Always on the ``toy`` config (an exion16 ``dsc_core`` Verilator build takes ~25 min; the
+    demo's other steps keep ``cfg``): block 1 of iteration 1 (sparse: FFN-Reuse N = 2,
+    s = 0.8; EP k = 0.5) of a 3-step DDIM run with ``seed``, every GEMM and the GELU +
+    requant as one descriptor program, each output bit-exact vs golden/dsc.py and the
+    cycles equal to the cycle model with the gemm engine's measured time."""
+    from exion import PRESETS
+    from exion.sim.dsc_block import block_case, run_block
+    from exion.workloads.dit import DiT
+    from exion.workloads.weights import load_weights
+    toy = PRESETS["toy"]
+    t0 = time.perf_counter()
+    meta = {"steps": 3, "samples": 1, "seed": int(seed) % (1 << 31),
+            "exion": {"ffn_reuse": True, "n": 2, "s": 0.8, "ep": True, "k": 0.5,
+                      "quant": True}}
+    case = block_case(DiT(load_weights()[0]), meta, 1, 1)
+    r = run_block(toy, case, seed=seed, progress=progress)
+    wall = time.perf_counter() - t0
+    exact = bool(r["pass"] and r["model"]["total"] == r["cycles"])
+    stages = ", ".join(f"{k} {v}" for k, v in r["gemm_cycles"].items())
+    ffn = case.stats.get("ffn_sparsity", [(0, 0.0)])[0][1]
+    print(f"  DSC   one sparse block iteration (digits DiT block 1, FFN-Reuse sparsity "
+          f"{ffn:.2f}, EP k = 0.5) on the toy DSC core (toy: the exion16 core build takes "
+          f"~25 min): {r['jobs']} core segments, {r['cycles']} cycles (model "
+          f"{r['model']['total']}); per stage: {stages}: {'PASS' if exact else 'FAIL'} "
+          f"(bit-exact vs golden/dsc.py, cycles == model)")
+    rep = r.get("report", {}) or {}
+    return {"block": "dsc", "config": "toy", "passed": exact, "cycles": r["cycles"],
+            "model_cycles": r["model"]["total"], "stage_cycles": r["gemm_cycles"],
+            "segments": r["jobs"], "ffn_sparsity": float(ffn),
+            "build_seconds": rep.get("build_seconds"), "wall_seconds": wall}
