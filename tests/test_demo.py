@@ -10,7 +10,7 @@ pytestmark = pytest.mark.rtl
 def test_demo_toy(tmp_path, cli_run):
     # -Os: share the builds the rest of the suite makes (the demo's own -O0 builds are
     # covered by tests/test_runner_opt.py)
-    code, out, _ = cli_run("demo", "--config", "toy", "--cxx-opt", "-Os",
+    code, out, _ = cli_run("demo", "--config", "toy", "--cxx-opt=-Os",
                            "--out", str(tmp_path / "demo"), "--seed", "7")
     assert code == 0, out
     assert "RESULT: PASS" in out

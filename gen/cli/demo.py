@@ -27,7 +27,8 @@ def register(sub) -> None:
     p.add_argument("--cxx-opt", default=None, metavar="LEVEL",
                    help="C++ optimisation of the demo's Verilator builds (default -O0: the "
                         "demo's builds run a few thousand cycles, so a fast compile beats a "
-                        "fast simulation; -Os is Verilator's default; also EXION_CXX_OPT)")
+                        "fast simulation; --cxx-opt=-Os is Verilator's default; also "
+                        "EXION_CXX_OPT)")
     p.add_argument("--out", default="build/demo", metavar="DIR", help="output folder")
     add_seed(p)
     add_waves(p)
