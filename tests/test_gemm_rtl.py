@@ -216,8 +216,8 @@ def test_gemm_rtl_col_group(gb):
 def row_block_cases(cfg, seed):
     """cases_for's products under row-block at unlimited, 3 and 7 B/cycle (a toy L-word is
     6 bytes: 3 B/cycle is slower than one word per cycle, 7 B/cycle faster than one word
-    and slower than a beat of several members), one with a single WMEM region at 3 B/cycle
-    (the fetch waits for the SDUE to free it), and K = L (one word per pass: the fetch runs
+    and slower than a beat of several members; cases_for's one-region case: the fetch waits
+    for the SDUE to free it), and K = L (one word per pass: the fetch runs
     ahead of the SDUE until the descriptor FIFO or the WMEM regions stop it)."""
     rng = np.random.default_rng(seed + 1)
     base = cases_for(cfg, seed, extreme_k=False)
@@ -227,7 +227,6 @@ def row_block_cases(cfg, seed):
              GemmCase(a, b, mask, prev, regions=2, name="kshort-r2")]
     cases = [dataclasses.replace(c, gb_bytes=g, name=f"{c.name}-{g}B")
              for g in (0, 3, 7) for c in base]
-    cases.append(dataclasses.replace(base[-1], gb_bytes=3, name="one-region-3B"))
     return cases, len(base)
 
 
