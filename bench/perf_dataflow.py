@@ -18,8 +18,9 @@ dataflows (golden/dataflow.py, golden/block.py) against global-buffer bandwidth.
 Writes ``build/bench/dataflow.json`` and ``build/bench/dataflow_roofline.png`` (achieved
 MACs per cycle against operational intensity, useful MACs per byte read from the global
 buffer, with the R*C*L peak and each bandwidth's roof). Run:
-``.venv/bin/python bench/bench_dataflow.py [--quick]`` (about 1 minute; ``--quick``: 64 and
-256 B/cycle only).
+``.venv/bin/python bench/perf_dataflow.py [--quick] [--rtl]`` (about 1 minute; ``--quick``:
+64 and 256 B/cycle only; ``--rtl``: 5. the toy gemm engine's RTL cycles against the model,
+both dataflows, three masks, three bandwidths).
 """
 
 from __future__ import annotations
@@ -231,10 +232,52 @@ def plot(rows, bws, path):
     plt.close(fig)
 
 
+def engine_rtl(log) -> list:
+    """The gemm engine (toy RTL, Verilated) against ``golden.cycles.engine_cycles``: a
+    32 x 32 @ 32 x 16 product (seed 5) with a dense, a random 50 % and a column-concentrated
+    (2 of 16 columns) mask, row-block and col-group, at unlimited, 6 and 2 B/cycle (a toy
+    L-word is 6 bytes). RTL cycles, model cycles, stall cycles, weight bytes."""
+    from exion.sim.gemm_rtl import GemmCase, plan_tiles, rtl_sparse_gemm
+    from exion.golden.conmerge import masked_gemm
+    from exion.golden.cycles import engine_cycles
+    cfg = PRESETS["toy"]
+    rng = np.random.default_rng(5)
+    M, K, N = 4 * cfg.rows, 8 * cfg.lanes, 16
+    a = rng.integers(cfg.wmin, cfg.wmax + 1, (M, K))
+    b = rng.integers(cfg.wmin, cfg.wmax + 1, (K, N))
+    col = np.zeros((M, N), bool)
+    col[:, ::8] = True
+    masks = {"dense": np.ones((M, N), bool), "random0.5": rng.random((M, N)) >= 0.5,
+             "column": col}
+    cases = [GemmCase(a, b, mk, dataflow=df, gb_bytes=gb, name=f"{nm}/{df}/{gb}")
+             for nm, mk in masks.items() for df in ("row-block", "col-group")
+             for gb in (0, 6, 2)]
+    outs, runs, _ = rtl_sparse_gemm(cfg, cases, seed=5, run_name="bench-engine")
+    rows = []
+    for c, o, r in zip(cases, outs, runs):
+        e = engine_cycles(cfg, c.mask, K, dataflow=c.dataflow, gb_bytes=c.gb_bytes,
+                          regions=plan_tiles(cfg, c)[0].setup["regions"])
+        rtl = sum(r.tile_cycles)
+        rows.append({"case": c.name, "rtl_cycles": rtl, "model_cycles": e["cycles"],
+                     "model_over_rtl": e["cycles"] / rtl, "rtl_stall": sum(r.tile_stalls),
+                     "weight_bytes": sum(r.tile_words) * cfg.lanes * cfg.width // 8,
+                     "bit_exact": bool(np.array_equal(o, masked_gemm(cfg, a, b, c.mask)))})
+    log("\nGemm engine, toy RTL vs model (32x32 @ 32x16, seed 5):")
+    log(f"  {'case':24} {'RTL':>6} {'model':>6} {'ratio':>6} {'stall':>6} {'bytes':>6}")
+    for x in rows:
+        log(f"  {x['case']:24} {x['rtl_cycles']:>6} {x['model_cycles']:>6} "
+            f"{x['model_over_rtl']:>6.3f} {x['rtl_stall']:>6} {x['weight_bytes']:>6}"
+            f"{'' if x['bit_exact'] else '  NOT BIT-EXACT'}")
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="64 and 256 B/cycle only")
     ap.add_argument("--out", type=Path, default=Path("build/bench"))
+    ap.add_argument("--rtl", action="store_true",
+                    help="also run toy products through the Verilated gemm engine and "
+                         "compare its cycles with the model (needs Verilator; ~1-2 min)")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     bws = (64, 256) if args.quick else BWS
@@ -256,6 +299,7 @@ def main(argv=None) -> int:
     plot(rows, bws, png)
     res = {"config": CFG.name, "seed": SEED, "bandwidths": list(bws), "xl": rows,
            "goals": g, "bank_maps": bm, "digits_block": {"source": src, **db},
+           "engine_rtl": engine_rtl(print) if args.rtl else None,
            "seconds": time.perf_counter() - t_start}
     (args.out / "dataflow.json").write_text(json.dumps(res, indent=1) + "\n")
     print(f"wrote {args.out / 'dataflow.json'} and {png} ({res['seconds']:.0f} s)")

@@ -56,6 +56,11 @@ CAU_COLS_PER_CYCLE = 8
 CAU_LANES_DEFAULT_CAP = 4
 #: Most merge lanes a CAU may be generated with (the chained fit tests grow with LN).
 CAU_LANES_MAX = 8
+#: The gemm engine (``hw.gemm.SparseGemm``) as built: most WMEM regions its row-block fetch
+#: fills ahead of the SDUE, and descriptors between that fetch and the SDUE (the cycle model
+#: ``golden.cycles.engine_cycles`` needs both).
+GEMM_MAX_REGIONS = 4
+GEMM_DESC_DEPTH = 2
 #: EPRE: cycles from the issue of a phase's last beat to its last result written (read, LOD
 #: register, products + lane tree register, accumulator); every phase ends with this drain.
 EPRE_PIPE = 4

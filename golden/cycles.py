@@ -79,7 +79,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from exion.config import (CAU_COLS_PER_CYCLE, CAU_LANES_DEFAULT_CAP, CAU_LANES_MAX,
-                          EPRE_PIPE, cau_sort_banks, EPRE_RUN_FIXED, EPRE_SEL_FIXED, Config)
+                          EPRE_PIPE, GEMM_DESC_DEPTH, GEMM_MAX_REGIONS, cau_sort_banks, EPRE_RUN_FIXED, EPRE_SEL_FIXED, Config)
 from exion.errors import ExionError
 
 from .conmerge import (ConMergePlan, _check_sort, _check_window, _pack, _sorted_cols,
@@ -89,7 +89,7 @@ __all__ = [
     "sdue_fixed", "sdue_cycles", "k_cap", "sdue_pass_list", "GemmCycles",
     "gemm_cycles", "cau_block_cycles", "cau_stage_cycles", "cau_cycles", "cau_schedule",
     "cau_default_lanes", "cau_flush_cycles", "cau_sort_steps", "engine_tiles", "engine_cycles",
-    "scan_cycles", "ENGINE_DATAFLOWS",
+    "scan_cycles", "row_block_fetch", "engine_regions", "ENGINE_DATAFLOWS",
     "epre_cycles", "epre_run_cycles", "epre_phase_cycles", "transformer_block",
     "MODES", "CAU_COLS_PER_CYCLE", "CAU_LANES_DEFAULT_CAP", "CAU_LANES_MAX", "CAU_SORT_START",
     "CAU_MERGE_START", "CAU_OUT_LATENCY", "EPRE_PIPE", "EPRE_SEL_FIXED", "EPRE_RUN_FIXED",
@@ -683,6 +683,10 @@ ENGINE_SCAN_START = 2
 ENGINE_SCAN_RELEASE = 2
 #: col-group: cycles from the CAU idle (``cau_schedule`` total) to the first pass taken.
 ENGINE_CAU_RELEASE = 1
+#: row-block: cycles from a block's ``cau_schedule`` done (its last pass handed over) to the
+#: first cycle the fetch may take the block's passes (the pass queue's write, its output
+#: register; the engine's complete-block counter is timed to match).
+ENGINE_BLOCK_RELEASE = 1
 #: Busy cycles before ``cau_schedule``'s cycle 0 (the first beat is taken while idle).
 ENGINE_ORIGIN = 0
 
@@ -732,9 +736,69 @@ def scan_cycles(need, kwords: int, gb_bytes: int, word_bits: int) -> int:
     return t
 
 
+def engine_regions(cfg: Config, K: int, max_regions: int = GEMM_MAX_REGIONS) -> int:
+    """WMEM regions the host driver gives a row-block run: as many as fit, at most
+    ``max_regions`` (``sim.gemm_rtl.plan_tiles``)."""
+    kw = max(1, math.ceil(K / cfg.lanes))
+    return max(1, min(max_regions, 2 * cfg.wmem_words // kw))
+
+
+def _beat(t0: int, credit: int, bits: int, gbits: int) -> tuple[int, int]:
+    """One fetch beat of ``bits`` whose want cycles start at ``t0``: (cycle it advances,
+    credit after). Credit grows by ``gbits`` per want cycle; unlimited or a whole beat per
+    cycle: one cycle, credit 0."""
+    if gbits == 0 or gbits >= bits:
+        return t0, 0
+    n = max(1, -(-(bits - credit) // gbits))
+    return t0 + n - 1, credit + n * gbits - bits
+
+
+def row_block_fetch(cfg: Config, members, kwords: int, start, *, gb_bytes: int = 0,
+                    regions: int = GEMM_MAX_REGIONS,
+                    desc_depth: int = GEMM_DESC_DEPTH) -> np.ndarray:
+    """Cycle at which the SDUE takes each pass of a row-block run (``hw.gemm`` fetch, exact).
+
+    ``members[p]``: the present members of pass p (the words one fetch beat moves, charged
+    ``members * L * W`` bits); ``start[p]``: the first cycle the fetch may take pass p (its
+    block's release; a scalar: the same for every pass). Per pass p, with ``per =
+    max(kwords, C)``, D = ``desc_depth``:
+
+    * take ``T_p = max(start_p, L_{p-1}, E_{p-regions} + 1)`` (the fetch is free in its last
+      beat's cycle; a WMEM region is free the cycle after the SDUE issued its pass);
+    * beats from ``T_p + 1``, each when the bit credit allows (:func:`_beat`; the credit
+      carries over between passes and only grows in cycles the fetch wants a beat); the
+      last beat also waits for room in the D-entry descriptor FIFO (cycle > ``A_{p-D}``);
+      its cycle is ``L_p``;
+    * the SDUE takes the descriptor at ``A_p = max(L_p + 1, A_{p-1} + per)`` and issues it
+      at ``E_p = A_p + per``.
+    """
+    C, gbits = cfg.cols, 8 * int(gb_bytes)
+    wbits = cfg.lanes * cfg.width
+    per = max(int(kwords), C)
+    n = len(members)
+    start = np.broadcast_to(np.asarray(start, np.int64), (n,))
+    A = np.zeros(n, np.int64)
+    last, credit = None, 0
+    for p in range(n):
+        t = int(start[p]) if last is None else max(int(start[p]), last)
+        if p >= regions:
+            t = max(t, int(A[p - regions]) + per + 1)
+        bits = int(members[p]) * wbits
+        x = t
+        for _ in range(int(kwords) - 1):
+            x, credit = _beat(x + 1, credit, bits, gbits)
+        s0 = x + 1
+        if p >= desc_depth:
+            s0 = max(s0, int(A[p - desc_depth]) + 1)
+        last, credit = _beat(s0, credit, bits, gbits)
+        A[p] = last + 1 if p == 0 else max(last + 1, int(A[p - 1]) + per)
+    return A
+
+
 def engine_cycles(cfg: Config, mask, K: int, *, dataflow: str = "row-block",
                   gb_bytes: int = 0, merge_ways: int | None = None, sort: str = "popcount",
-                  cols_per_cycle: int = CAU_COLS_PER_CYCLE) -> dict:
+                  cols_per_cycle: int = CAU_COLS_PER_CYCLE,
+                  regions: int | None = None, input_mask=None) -> dict:
     """Cycles, bytes and bound of a masked product through the gemm engine (``hw/gemm.py``).
 
     Per tile (:func:`engine_tiles`): ``passes`` (golden ConMerge), ``compute`` = sum_p
@@ -747,9 +811,15 @@ def engine_cycles(cfg: Config, mask, K: int, *, dataflow: str = "row-block",
     ``max(scan end + ENGINE_SCAN_RELEASE, CAU idle + ENGINE_CAU_RELEASE)`` and the passes
     then run back to back: ``cycles = start + compute``.
 
-    row-block (not exact: the per-pass fetch interleaves with the CAU): ``cycles`` is the
-    lower bound ``max(compute, words * L * W / 8 / gb_bytes)``; the RTL runs within
-    ``cycles`` and the CAU + fetch + SDUE serial sum.
+    row-block (exact): the CAU's passes queue (the CAU runs freely, ``cau_schedule``); the
+    fetch takes a block's passes from ``ENGINE_BLOCK_RELEASE`` cycles after the block's
+    ``done``, in order, and the SDUE takes each at :func:`row_block_fetch`'s cycle ``A_p``:
+    ``cycles = A_last + max(kwords, C) + SDUE fixed`` (no pass: the CAU's total - 1).
+    ``regions``: the run's WMEM regions (default :func:`engine_regions`).
+
+    ``input_mask`` (M, K), FC2's gathered W2 rows: a tile reduces only over the K rows some
+    of its rows need (``kwords = ceil(K' / L)``, at least 1; the tile shapes stay those of
+    the full K), as ``sim.gemm_rtl`` with ``GemmCase.gather`` loads it.
 
     Totals: ``cycles``, ``compute_cycles``, ``stall_cycles``, ``bytes`` (``gb_wmem``),
     ``bound`` (``memory-bound`` when the weight fetch alone, bytes / gb_bytes, exceeds the
@@ -762,8 +832,12 @@ def engine_cycles(cfg: Config, mask, K: int, *, dataflow: str = "row-block",
     kw = max(1, math.ceil(K / L))
     wbits = L * cfg.width
     tiles = []
+    imask = None if input_mask is None else check_mask(input_mask, "input_mask", (M, K))
     for b0, blocks, c0, ncols in engine_tiles(cfg, M, N, K, dataflow):
         sub = mask[b0 * R:min(M, (b0 + blocks) * R), c0:c0 + ncols]
+        if imask is not None:
+            kg = int(imask[b0 * R:(b0 + blocks) * R].any(axis=0).sum())
+            kw = max(1, math.ceil(kg / L))
         plan = conmerge(cfg, sub, sort=sort, merge_ways=m)
         npass = plan.n_passes
         compute = sdue_cycles(cfg, [kw] * npass)
@@ -782,9 +856,19 @@ def engine_cycles(cfg: Config, mask, K: int, *, dataflow: str = "row-block",
                 cycles = max(scan_end - 1, int(sch["total"])) + ENGINE_ORIGIN
             exact = True
         else:
-            words = int(np.count_nonzero(plan.members >= 0)) * kw if npass else 0
-            fetch = math.ceil(words * wbits / (8 * gb_bytes)) if gb_bytes else 0
-            cycles, exact = max(compute, fetch), False
+            present = (plan.members >= 0).reshape(npass, -1).sum(axis=1) if npass else []
+            words = int(np.sum(present)) * kw
+            sch = cau_schedule(cfg, sub, merge_ways=m, sort=sort,
+                               cols_per_cycle=cols_per_cycle)
+            if npass:
+                start = sch["done"][plan.row_block] + ENGINE_BLOCK_RELEASE + ENGINE_ORIGIN
+                acc = row_block_fetch(cfg, present, kw, start, gb_bytes=gb_bytes,
+                                      regions=engine_regions(cfg, K) if regions is None
+                                      else regions)
+                cycles = int(acc[-1]) + max(kw, cfg.cols) + sdue_fixed(cfg)
+            else:   # busy while the CAU is: cycles 1 .. total - 1 (not the first beat's)
+                cycles = int(sch["total"]) - 1 + ENGINE_ORIGIN
+            exact = True
         tiles.append({"b0": b0, "blocks": blocks, "c0": c0, "ncols": ncols, "passes": npass,
                       "kwords": kw, "compute": compute, "words": words,
                       "wmem_bytes": words * wbits // 8, "cycles": cycles,
@@ -793,7 +877,10 @@ def engine_cycles(cfg: Config, mask, K: int, *, dataflow: str = "row-block",
     comp = sum(t["compute"] for t in tiles)
     wb = sum(t["wmem_bytes"] for t in tiles)
     mem = wb / gb_bytes if gb_bytes else 0.0
-    useful = int(mask.sum()) * K
+    if imask is None:
+        useful = int(mask.sum()) * K
+    else:
+        useful = int((mask.sum(axis=1).astype(np.int64) * imask.sum(axis=1)).sum())
     return {"dataflow": dataflow, "gb_bytes_per_cycle": gb_bytes, "M": M, "N": N, "K": K,
             "tiles": tiles, "cycles": tot_c, "compute_cycles": comp,
             "stall_cycles": tot_c - comp, "bytes": {"gb_wmem": wb}, "memory_cycles": mem,

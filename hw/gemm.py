@@ -13,8 +13,11 @@ A product ``Y = A @ B`` restricted to a mask runs from (A, B, mask) alone::
   block's index in the beats' ``block`` field).
 * The CAU turns each row block's mask into ConMerge passes (bit-exact with
   ``golden.conmerge.conmerge``) and works on the next row blocks while the SDUE computes.
-* The **fetch** unit takes one pass at a time and copies, for every slot c and member k,
-  the K/L words of column ``col[c][k]`` from GMEM into WMEM sub-bank k of bank c: all
+* The CAU's passes collect in a pass queue (the CAU never waits). The **fetch** unit
+  (row-block dataflow) takes one pass at a time, a block's passes once the block's last
+  pass is queued (a schedule ``golden.cycles.engine_cycles`` states exactly), and
+  copies, for every slot c and member k, the K/L words of column ``col[c][k]`` from
+  GMEM into WMEM sub-bank k of bank c: all
   ``C * m`` words of a beat in one cycle, so a pass is fetched in ``kwords`` cycles. WMEM
   holds ``setup.regions`` regions of ``kwords`` words (a ring); a region is free again when
   the SDUE has issued the pass that reads it (``SDUE.issued``), so fetching runs up to
@@ -33,12 +36,12 @@ read ports (one word per WMEM sub-bank per cycle); see ``docs/gemm.md``.
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Mux, Signal, signed
+from amaranth import Cat, Module, Signal, signed
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from exion.config import CAU_COLS_PER_CYCLE, Config
+from exion.config import CAU_COLS_PER_CYCLE, GEMM_DESC_DEPTH, GEMM_MAX_REGIONS, Config
 from exion.errors import ExionError
 
 from .cau import CAU, cau_pass_layout, mask_layout
@@ -151,8 +154,8 @@ class SparseGemm(wiring.Component):
     """
 
     def __init__(self, cfg: Config, *, cols_per_cycle: int = CAU_COLS_PER_CYCLE,
-                 max_regions: int = 4,
-                 desc_depth: int = 2, pass_depth: int | None = None):
+                 max_regions: int = GEMM_MAX_REGIONS,
+                 desc_depth: int = GEMM_DESC_DEPTH, pass_depth: int | None = None):
         if pass_depth is None:
             pass_depth = cfg.omem_depth
         for name, v, lo in (("max_regions", max_regions, 1), ("desc_depth", desc_depth, 1),
@@ -194,12 +197,8 @@ class SparseGemm(wiring.Component):
 
     def elaborate(self, platform):
         cfg = self.cfg
-        R, C, m = cfg.rows, cfg.cols, cfg.merge_ways
-        KB = gmem_kbits(cfg)
         mod = Module()
-        word = operand_layout(cfg)
-        wbits = cfg.lanes * cfg.width          # bits of one L-word
-
+        self._cau_busy = Signal(name="cau_busy")
         cau = CAU(cfg, cols_per_cycle=self.cols_per_cycle, max_cols=cfg.omem_depth,
                   sort="runtime")
         sdue = SDUE(cfg, fetch=True, wcols=True)
@@ -208,24 +207,88 @@ class SparseGemm(wiring.Component):
         wiring.connect(mod, wiring.flipped(self.imem_w), sdue.imem_w)
         wiring.connect(mod, wiring.flipped(self.omem_w), sdue.omem_w)
         wiring.connect(mod, wiring.flipped(self.omem_r), sdue.omem_r)
-        setup, flow = self.setup, self.flow
-        kw = setup.kwords
-        cg = flow.col_group
         gbits = Signal(19, name="gb_bits")      # bandwidth in bits per cycle (0 = unlimited)
-        mod.d.comb += gbits.eq(flow.gb_bytes << 3)
-
-        # The mask goes to the CAU; col-group snoops it for the columns the run needs.
-        mod.d.comb += [cau.mask.payload.eq(self.mask.payload), cau.mask.valid.eq(self.mask.valid),
+        mod.d.comb += [gbits.eq(self.flow.gb_bytes << 3),
+                       cau.mask.payload.eq(self.mask.payload),
+                       cau.mask.valid.eq(self.mask.valid),
                        self.mask.ready.eq(cau.mask.ready)]
+        gmem_rd = self._gmem(mod)
+        snoop = self._snoop(mod)
+        q = self._pass_queue(mod, cau)
+        rb = self._row_block(mod, q, sdue, gmem_rd, gbits)
+        cg = self._col_group(mod, q, sdue, gmem_rd[0][0], gbits, snoop)
+        self._sdue_feed(mod, sdue, q, rb, cg, gmem_rd)
+        self._status(mod, cau, sdue, q, rb, cg)
+        return mod
 
-        # ---- GMEM: B, column j's words at j << KB; one read port per WMEM sub-bank ----------
-        gmem = Memory(shape=word, depth=cfg.omem_depth << KB, init=[])
+    def _gmem(self, mod) -> list:
+        """GMEM (B, column j's words at ``j << gmem_kbits``), one read port per WMEM
+        sub-bank (``[c][k]``), and its host write port."""
+        cfg = self.cfg
+        gmem = Memory(shape=operand_layout(cfg), depth=cfg.omem_depth << gmem_kbits(cfg),
+                      init=[])
         mod.submodules.gmem = gmem
         gw = gmem.write_port()
         mod.d.comb += [gw.en.eq(self.gmem_w.en), gw.addr.eq(self.gmem_w.addr),
                        gw.data.eq(self.gmem_w.data)]
+        return [[gmem.read_port() for _ in range(cfg.merge_ways)] for _ in range(cfg.cols)]
 
-        # ---- row-block fetch ----------------------------------------------------------------
+    def _snoop(self, mod) -> dict:
+        """While the mask streams into the CAU: ``mask_done`` once the run's last beat
+        (block ``nblocks - 1``, ``last``) is in, and (col-group) ``need[j]``: column j has a
+        set bit in some row of some block. Cleared while the engine is idle."""
+        N, P = self.cfg.omem_depth, self.cols_per_cycle
+        flow = self.flow
+        need = Signal(N, name="cg_need")
+        s_beat = Signal(range(-(-N // P) + 1), name="cg_beat")
+        mask_done = Signal(name="mask_done")
+        beat = self.mask.payload
+        taken = Signal(name="beat_taken")
+        mod.d.comb += taken.eq(self.mask.valid & self.mask.ready)
+        with mod.If(~self.busy & ~taken):      # idle between runs: forget the last run
+            mod.d.sync += [need.eq(0), mask_done.eq(0), s_beat.eq(0)]
+        with mod.If(taken):
+            with mod.If(beat.last):
+                mod.d.sync += s_beat.eq(0)
+                with mod.If(beat.block == flow.nblocks - 1):
+                    mod.d.sync += mask_done.eq(1)
+            with mod.Else():
+                mod.d.sync += s_beat.eq(s_beat + 1)
+            for j in range(N):
+                with mod.If(flow.col_group & (s_beat == j // P) & beat.cv[j % P].any()):
+                    mod.d.sync += need[j].eq(1)
+        return {"need": need, "mask_done": mask_done}
+
+    def _pass_queue(self, mod, cau) -> dict:
+        """The CAU's passes collect in a queue of ``pass_depth`` (both dataflows), so the
+        CAU runs on its own schedule; ``head`` is the oldest pass."""
+        cpl = cau_pass_layout(self.cfg, self.cfg.omem_depth)
+        pq = fifo.SyncFIFOBuffered(width=cpl.size, depth=self.pass_depth)
+        mod.submodules.pass_queue = pq
+        head = Signal(cpl, name="pq_head")
+        mod.d.comb += [head.as_value().eq(pq.r_data), pq.w_data.eq(cau.out.payload),
+                       pq.w_en.eq(cau.out.valid), cau.out.ready.eq(pq.w_rdy)]
+        return {"pq": pq, "head": head, "w_last": cau.out.payload.last}
+
+    def _row_block(self, mod, q, sdue, gmem_rd, gbits) -> dict:
+        """The row-block dataflow's fetch (``flow.col_group = 0``).
+
+        The fetch takes the queued passes in order, one at a time, a block's passes once the
+        CAU has queued the block's last pass (so its schedule is the CAU's, known per block,
+        not per pass), and copies, for every slot c and member k,
+        the K/L words of column ``col[c][k]`` from GMEM into WMEM sub-bank k of bank c (a
+        beat of n present members costs ``n * L * W`` bits of the bit credit) into a ring of
+        ``regions`` regions; a region is free again when the SDUE has issued its pass. Each
+        fetched pass becomes a descriptor in a ``desc_depth`` FIFO to the SDUE.
+        """
+        cfg = self.cfg
+        R, C, m = cfg.rows, cfg.cols, cfg.merge_ways
+        KB = gmem_kbits(cfg)
+        wbits = cfg.lanes * cfg.width
+        setup = self.setup
+        kw = setup.kwords
+        rbf = ~self.flow.col_group
+        pq, head = q["pq"], q["head"]
         cpl = cau_pass_layout(cfg, cfg.omem_depth)
         f_pass = Signal(cpl, name="f_pass")
         f_active = Signal(name="f_active")
@@ -237,31 +300,34 @@ class SparseGemm(wiring.Component):
         next_base = Signal.like(f_base, name="next_base")
         next_ridx = Signal(range(self.max_regions), name="next_ridx")
         outstanding = Signal(range(self.max_regions + 2), name="outstanding")
-
+        # A block's passes may be taken once its last pass is in the queue: ``ready_blocks``
+        # counts the complete blocks in the queue, one cycle after the write (``last_in``),
+        # when the buffered queue shows an entry written into it empty.
+        last_in = Signal(name="rb_last_in")
+        ready_blocks = Signal(range(cfg.omem_depth + 1), name="rb_ready_blocks")
+        release = Signal(name="rb_release")
+        mod.d.sync += last_in.eq(rbf & pq.w_en & pq.w_rdy & q["w_last"])
+        mod.d.comb += release.eq(rbf & (ready_blocks != 0))
         dq = fifo.SyncFIFO(width=pass_layout(cfg).size, depth=self.desc_depth)
         mod.submodules.desc_queue = dq
 
-        # Members that exist in the CAU's pass (a DPU selects them): only they are charged.
+        # Members that exist in the head pass (a DPU selects them): only they are charged.
         present = Signal(C * m, name="present")
         for c in range(C):
             for k in range(m):
-                hits = [cau.out.payload.sel[r][c].valid & (cau.out.payload.sel[r][c].idx == k)
-                        for r in range(R)]
+                hits = [head.sel[r][c].valid & (head.sel[r][c].idx == k) for r in range(R)]
                 mod.d.comb += present[c * m + k].eq(Cat(*hits).any())
         npresent = Signal(range(C * m + 1), name="npresent")
         mod.d.comb += npresent.eq(sum(present[i] for i in range(C * m)))
 
-        last_beat = Signal(name="last_beat")
-        want = Signal(name="want")
-        bw_ok = Signal(name="bw_ok")
-        advance = Signal(name="advance")
-        take = Signal(name="take")
+        last_beat, want, bw_ok, advance, take = (
+            Signal(name=n) for n in ("last_beat", "want", "bw_ok", "advance", "take"))
         mod.d.comb += [
             last_beat.eq(f_active & (f_w == kw - 1)),
             want.eq(f_active & ~(last_beat & ~dq.w_rdy)),
             bw_ok.eq((gbits == 0) | (gbits >= f_bits) | (f_credit + gbits >= f_bits)),
             advance.eq(want & bw_ok),
-            take.eq(~cg & cau.out.valid & (~f_active | (last_beat & advance)) &
+            take.eq(release & pq.r_rdy & (~f_active | (last_beat & advance)) &
                     (outstanding < setup.regions)),
         ]
         with mod.If(want):
@@ -271,17 +337,12 @@ class SparseGemm(wiring.Component):
                 mod.d.sync += f_credit.eq(f_credit + gbits - f_bits)
             with mod.Else():
                 mod.d.sync += f_credit.eq(f_credit + gbits)
-        gmem_rd = []
         for c in range(C):
-            ports = []
             for k in range(m):
-                rp = gmem.read_port()
-                mod.d.comb += rp.addr.eq(Cat(f_w[:KB], f_pass.col[c][k]))
-                ports.append(rp)
-            gmem_rd.append(ports)
+                mod.d.comb += gmem_rd[c][k].addr.eq(Cat(f_w[:KB], f_pass.col[c][k]))
 
         with mod.If(take):
-            mod.d.sync += [f_pass.eq(cau.out.payload), f_active.eq(1), f_w.eq(0),
+            mod.d.sync += [f_pass.eq(head), f_active.eq(1), f_w.eq(0),
                            f_base.eq(next_base), f_bits.eq(npresent * wbits),
                            f_words.eq(npresent)]
             with mod.If(next_ridx + 1 >= setup.regions):
@@ -294,8 +355,12 @@ class SparseGemm(wiring.Component):
                 mod.d.sync += f_active.eq(0)
         with mod.If(take & ~sdue.issued):
             mod.d.sync += outstanding.eq(outstanding + 1)
-        with mod.Elif(~take & sdue.issued & ~cg):
+        with mod.Elif(~take & sdue.issued & rbf):
             mod.d.sync += outstanding.eq(outstanding - 1)
+        mod.d.sync += ready_blocks.eq(ready_blocks + last_in - (take & head.last))
+        with mod.If(~self.busy):    # idle between runs: the ring and the credit restart
+            mod.d.sync += [next_base.eq(0), next_ridx.eq(0), f_credit.eq(0),
+                           ready_blocks.eq(0)]
 
         # GMEM data arrives one cycle after its address: write WMEM then.
         wr_en = Signal(name="wr_en")
@@ -311,115 +376,39 @@ class SparseGemm(wiring.Component):
             desc.sel.eq(f_pass.sel),
             desc.obase.eq(f_pass.block * setup.ncols),
             desc.accumulate.eq(setup.accumulate),
+            dq.w_en.eq(last_beat & advance),
+            dq.w_data.eq(desc.as_value()),
         ]
-        for k in range(m):
-            mod.d.comb += desc.wbase[k].eq(f_base)
-        for r in range(R):
-            mod.d.comb += desc.isel[r].eq(r)
-        for c in range(C):
-            for k in range(m):
-                mod.d.comb += desc.col[c][k].eq(f_pass.col[c][k])
-        mod.d.comb += dq.w_en.eq(last_beat & advance)
-        mod.d.comb += dq.w_data.eq(desc.as_value())
+        mod.d.comb += [desc.wbase[k].eq(f_base) for k in range(m)]
+        mod.d.comb += [desc.isel[r].eq(r) for r in range(R)]
+        mod.d.comb += [desc.col[c][k].eq(f_pass.col[c][k]) for c in range(C) for k in range(m)]
+        return {"dq": dq, "take": take, "wr_en": wr_en, "wr_addr": wr_addr,
+                "advance": advance, "words": f_words,
+                "pending": rbf & (f_active | wr_en | dq.r_rdy | pq.r_rdy | last_in)}
 
-        # ---- col-group: column scan, resident weights, pass queue -------------------------
-        cg_ctl = self._col_group(mod, cau, sdue, gmem_rd[0][0], wbits, gbits)
-
-        # SDUE descriptors: the row-block queue, or the col-group pass queue.
-        full = pass_layout(cfg, True)
-        sdesc = Signal(full, name="sdue_desc")
-        rb_desc = Signal(pass_layout(cfg), name="rb_desc")
-        mod.d.comb += rb_desc.as_value().eq(dq.r_data)
-        with mod.If(cg):
-            mod.d.comb += [sdesc.eq(cg_ctl["desc"]), sdue.desc.valid.eq(cg_ctl["valid"]),
-                           cg_ctl["ready"].eq(sdue.desc.ready)]
-        with mod.Else():
-            for name in ("ibase", "kwords", "wbase", "isel", "sel", "col", "obase",
-                         "accumulate"):
-                mod.d.comb += getattr(sdesc, name).eq(getattr(rb_desc, name))
-            mod.d.comb += [sdue.desc.valid.eq(dq.r_rdy), dq.r_en.eq(sdue.desc.ready)]
-        mod.d.comb += sdue.desc.payload.eq(sdesc)
-
-        # WMEM writes: the row-block fetch (sub-bank k of bank c <- member k of slot c) or
-        # the col-group scan (every sub-bank <- the same word).
-        with mod.If(cg):
-            mod.d.comb += [sdue.wmem_f.en.eq(Cat(cg_ctl["wr_en"] for _ in range(m))),
-                           sdue.wmem_f.addr.eq(cg_ctl["wr_addr"])]
-            for k in range(m):
-                for c in range(C):
-                    mod.d.comb += sdue.wmem_f.data[k][c].eq(gmem_rd[0][0].data)
-        with mod.Else():
-            mod.d.comb += [sdue.wmem_f.en.eq(Cat(wr_en for _ in range(m))),
-                           sdue.wmem_f.addr.eq(wr_addr)]
-            for k in range(m):
-                for c in range(C):
-                    mod.d.comb += sdue.wmem_f.data[k][c].eq(gmem_rd[c][k].data)
-
-        # ---- status ---------------------------------------------------------------------
-        busy = Signal(name="busy_int")
-        pending = Signal(name="pending")
-        mod.d.comb += [
-            pending.eq(cau.busy | f_active | wr_en | dq.r_rdy | cg_ctl["pending"]),
-            busy.eq(pending | sdue.busy),
-            cau.out.ready.eq(Mux(cg, cg_ctl["take"], take)),
-        ]
-        with mod.If(~busy):
-            mod.d.sync += [next_base.eq(0), next_ridx.eq(0)]
-        with mod.If(busy):
-            mod.d.sync += self.cycles.eq(self.cycles + 1)
-        with mod.If(busy & ~sdue.active & pending):
-            mod.d.sync += self.stalls.eq(self.stalls + 1)
-        with mod.If(advance):
-            mod.d.sync += self.wwords.eq(self.wwords + f_words)
-        with mod.Elif(cg_ctl["word"]):
-            mod.d.sync += self.wwords.eq(self.wwords + 1)
-        mod.d.comb += [self.busy.eq(busy), self.passes.eq(sdue.passes),
-                       self.overflow.eq(cau.overflow)]
-        return mod
-
-    def _col_group(self, mod, cau, sdue, gport, wbits, gbits) -> dict:
+    def _col_group(self, mod, q, sdue, gport, gbits, snoop) -> dict:
         """The col-group dataflow's control (``flow.col_group = 1``).
 
-        1. *Snoop*: while the mask streams into the CAU, column j of the run is marked
-           needed when any row of any block has its bit set.
-        2. *Scan*: once the run's last mask beat is in (block ``nblocks - 1``, ``last``),
-           columns 0 .. ncols - 1 are visited in order: an unneeded one costs one cycle and
-           no byte; a needed one moves its ``kwords`` words from GMEM into every WMEM
-           sub-bank at ``j * kwords`` (replicated: any DPU column and weight bus can read
-           it), one word per cycle at most and no more than ``gb_bytes`` per cycle on
-           average (a bit credit).
-        3. *Passes*: the CAU's passes collect in a queue (``pass_depth``, never full); once
-           the scan is done and the CAU is idle they go to the SDUE back to back with
-           ``woff[c][k] = col[c][k] * kwords``: the weights stay in WMEM for every row
-           block.
+        1. *Snoop* (:meth:`_snoop`): column j of the run is needed when any row of any
+           block has its bit set.
+        2. *Scan*: once the run's last mask beat is in, columns 0 .. ncols - 1 are visited
+           in order: an unneeded one costs one cycle and no byte; a needed one moves its
+           ``kwords`` words from GMEM into every WMEM sub-bank at ``j * kwords``
+           (replicated: any DPU column and weight bus can read it), one word per cycle at
+           most and no more than ``gb_bytes`` per cycle on average (a bit credit).
+        3. *Passes*: the CAU's passes wait in the pass queue; once the scan is done and
+           the CAU is idle they go to the SDUE back to back with ``woff[c][k] = col[c][k] *
+           kwords``: the weights stay in WMEM for every row block.
         """
         cfg = self.cfg
-        R, C, m, P = cfg.rows, cfg.cols, cfg.merge_ways, self.cols_per_cycle
+        R, C, m = cfg.rows, cfg.cols, cfg.merge_ways
         KB = gmem_kbits(cfg)
         N = cfg.omem_depth
+        wbits = cfg.lanes * cfg.width
         setup, flow = self.setup, self.flow
         kw = setup.kwords
         cg = flow.col_group
-
-        # 1. snoop
-        need = Signal(N, name="cg_need")
-        s_beat = Signal(range(-(-N // P) + 1), name="cg_beat")
-        mask_done = Signal(name="cg_mask_done")
-        beat = self.mask.payload
-        taken = Signal(name="cg_beat_taken")
-        mod.d.comb += taken.eq(cg & self.mask.valid & self.mask.ready)
-        with mod.If(~self.busy & ~taken):      # idle between runs: forget the last run
-            mod.d.sync += [need.eq(0), mask_done.eq(0), s_beat.eq(0)]
-        with mod.If(taken):
-            with mod.If(beat.last):
-                mod.d.sync += s_beat.eq(0)
-                with mod.If(beat.block == flow.nblocks - 1):
-                    mod.d.sync += mask_done.eq(1)
-            with mod.Else():
-                mod.d.sync += s_beat.eq(s_beat + 1)
-            for j in range(N):
-                with mod.If((s_beat == j // P) & beat.cv[j % P].any()):
-                    mod.d.sync += need[j].eq(1)
+        need, mask_done = snoop["need"], snoop["mask_done"]
 
         # 2. scan
         s_on = Signal(name="cg_scan")
@@ -460,15 +449,10 @@ class SparseGemm(wiring.Component):
         mod.d.sync += [wr_en.eq(go), wr_addr.eq(s_addr)]
 
         # 3. passes
-        cpl = cau_pass_layout(cfg, cfg.omem_depth)
-        pq = fifo.SyncFIFOBuffered(width=cpl.size, depth=self.pass_depth)
-        mod.submodules.pass_queue = pq
-        head = Signal(cpl, name="cg_head")
-        mod.d.comb += [head.as_value().eq(pq.r_data), pq.w_data.eq(cau.out.payload),
-                       pq.w_en.eq(cg & cau.out.valid)]
+        pq, head = q["pq"], q["head"]
         ready = Signal(name="cg_ready")
         release = Signal(name="cg_release")
-        mod.d.sync += release.eq(cg & s_done & ~wr_en & ~cau.busy)
+        mod.d.sync += release.eq(cg & s_done & ~wr_en & ~self._cau_busy)
         desc = Signal(pass_layout(cfg, True), name="cg_desc")
         mod.d.comb += [
             desc.ibase.eq(head.block * kw),
@@ -476,10 +460,8 @@ class SparseGemm(wiring.Component):
             desc.sel.eq(head.sel),
             desc.obase.eq(head.block * setup.ncols),
             desc.accumulate.eq(setup.accumulate),
-            pq.r_en.eq(ready & release),
         ]
-        for r in range(R):
-            mod.d.comb += desc.isel[r].eq(r)
+        mod.d.comb += [desc.isel[r].eq(r) for r in range(R)]
         for c in range(C):
             for k in range(m):
                 mod.d.comb += [desc.col[c][k].eq(head.col[c][k]),
@@ -487,12 +469,62 @@ class SparseGemm(wiring.Component):
         with mod.If(~self.busy):
             mod.d.sync += s_done.eq(0)
         return {"desc": desc, "valid": pq.r_rdy & release, "ready": ready,
-                "take": cg & pq.w_rdy, "wr_en": wr_en, "wr_addr": wr_addr, "word": wr_en,
+                "release": release, "wr_en": wr_en, "wr_addr": wr_addr, "word": wr_en,
                 "pending": cg & (s_on | wr_en | pq.r_rdy | (mask_done & ~s_done))}
+
+    def _sdue_feed(self, mod, sdue, q, rb, cg, gmem_rd) -> None:
+        """SDUE descriptors and WMEM writes: the row-block fetch's (descriptor FIFO; sub-bank
+        k of bank c <- member k of slot c) or the col-group scan's (pass queue; every
+        sub-bank <- the same word)."""
+        cfg = self.cfg
+        C, m = cfg.cols, cfg.merge_ways
+        pq = q["pq"]
+        sdesc = Signal(pass_layout(cfg, True), name="sdue_desc")
+        rb_desc = Signal(pass_layout(cfg), name="rb_desc")
+        mod.d.comb += rb_desc.as_value().eq(rb["dq"].r_data)
+        with mod.If(self.flow.col_group):
+            mod.d.comb += [sdesc.eq(cg["desc"]), sdue.desc.valid.eq(cg["valid"]),
+                           cg["ready"].eq(sdue.desc.ready),
+                           pq.r_en.eq(cg["ready"] & cg["release"]),
+                           sdue.wmem_f.en.eq(Cat(cg["wr_en"] for _ in range(m))),
+                           sdue.wmem_f.addr.eq(cg["wr_addr"])]
+            mod.d.comb += [sdue.wmem_f.data[k][c].eq(gmem_rd[0][0].data)
+                           for k in range(m) for c in range(C)]
+        with mod.Else():
+            for name in ("ibase", "kwords", "wbase", "isel", "sel", "col", "obase",
+                         "accumulate"):
+                mod.d.comb += getattr(sdesc, name).eq(getattr(rb_desc, name))
+            mod.d.comb += [sdue.desc.valid.eq(rb["dq"].r_rdy),
+                           rb["dq"].r_en.eq(sdue.desc.ready), pq.r_en.eq(rb["take"]),
+                           sdue.wmem_f.en.eq(Cat(rb["wr_en"] for _ in range(m))),
+                           sdue.wmem_f.addr.eq(rb["wr_addr"])]
+            mod.d.comb += [sdue.wmem_f.data[k][c].eq(gmem_rd[c][k].data)
+                           for k in range(m) for c in range(C)]
+        mod.d.comb += sdue.desc.payload.eq(sdesc)
+
+    def _status(self, mod, cau, sdue, q, rb, cg) -> None:
+        """``busy``, ``cycles``, ``stalls``, ``wwords``, ``passes``, ``overflow``."""
+        busy = Signal(name="busy_int")
+        pending = Signal(name="pending")
+        mod.d.comb += [
+            pending.eq(cau.busy | rb["pending"] | cg["pending"]),
+            busy.eq(pending | sdue.busy),
+            self._cau_busy.eq(cau.busy),
+        ]
+        with mod.If(busy):
+            mod.d.sync += self.cycles.eq(self.cycles + 1)
+        with mod.If(busy & ~sdue.active & pending):
+            mod.d.sync += self.stalls.eq(self.stalls + 1)
+        with mod.If(rb["advance"]):
+            mod.d.sync += self.wwords.eq(self.wwords + rb["words"])
+        with mod.Elif(cg["word"]):
+            mod.d.sync += self.wwords.eq(self.wwords + 1)
+        mod.d.comb += [self.busy.eq(busy), self.passes.eq(sdue.passes),
+                       self.overflow.eq(cau.overflow)]
 
 
 def check_setup(cfg: Config, *, kwords: int, ncols: int, blocks: int, regions: int,
-                max_regions: int = 4, col_group: bool = False) -> None:
+                max_regions: int = GEMM_MAX_REGIONS, col_group: bool = False) -> None:
     """Raise :class:`ExionError` naming the limit a run's parameters break."""
     lim = [
         ("kwords", kwords, 1, 2 * cfg.imem_words),

@@ -4,7 +4,9 @@
     np.testing.assert_array_equal(out[0], golden.conmerge.masked_gemm(cfg, a, b, mask, ...))
 
 The host side is plain NumPy (:func:`plan_tiles`): a product is cut into *tiles* that fit one
-run of the engine (``hw.gemm.check_setup``): column groups of at most ``omem_depth`` columns
+run of the engine (``hw.gemm.check_setup``; with ``GemmCase.gather`` each tile reduces only
+over the K rows some row of the tile's A needs, compacted in IMEM and GMEM: FC2's gathered
+W2 rows, a host-side gather): column groups of at most ``omem_depth`` columns
 and as many row blocks as IMEM and OMEM hold. Per tile the host writes IMEM (row block ``i``
 at ``i * kwords``), GMEM (column ``j`` at ``j << gmem_kbits``) and OMEM (the previous
 output), then streams the tile's mask; the engine does the rest. The cocotb bench
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from exion.config import CAU_COLS_PER_CYCLE, Config
+from exion.config import CAU_COLS_PER_CYCLE, GEMM_MAX_REGIONS, Config
 from exion.errors import ExionError
 from exion.golden.conmerge import check_mask
 
@@ -30,7 +32,6 @@ __all__ = ["GemmCase", "GemmTile", "GemmRun", "plan_tiles", "rtl_sparse_gemm",
 
 #: Generation parameters of the ``gemm`` top as ``exion gen --top gemm`` builds it.
 GEMM_COLS_PER_CYCLE = CAU_COLS_PER_CYCLE
-GEMM_MAX_REGIONS = 4
 
 
 @dataclass
@@ -48,6 +49,7 @@ class GemmCase:
     ways: int | None = None      # the run's merge ways, 1..cfg.merge_ways (None: all)
     dataflow: str = "row-block"  # "row-block" or "col-group" (hw.gemm.DATAFLOWS)
     gb_bytes: int = 0            # global-buffer bytes per cycle of the weight fetch (0: unlimited)
+    gather: bool = False         # per tile, reduce only over the K rows some tile row of A needs
 
 
 @dataclass
@@ -127,17 +129,25 @@ def plan_tiles(cfg: Config, case: GemmCase, cols_per_cycle: int = GEMM_COLS_PER_
                         max_regions=max_regions, col_group=colg)
             rows = np.arange(b0 * R, (b0 + blocks) * R)
             rows = np.where(rows < M, rows, -1)
-            t = GemmTile(rows, cols, {"kwords": kw, "ncols": n, "regions": regions,
+            ta, tbm, tkw = apad, bpad, kw
+            if case.gather:   # FC2's gathered W2 rows: the K rows no tile row needs dropped
+                kidx = np.flatnonzero(apad[b0 * R:(b0 + blocks) * R].any(axis=0))
+                tkw = max(1, math.ceil(kidx.size / L))
+                ta = np.zeros((apad.shape[0], tkw * L), np.int64)
+                ta[:, :kidx.size] = apad[:, kidx]
+                tbm = np.zeros((tkw * L, N), np.int64)
+                tbm[:kidx.size] = bpad[kidx]
+            t = GemmTile(rows, cols, {"kwords": tkw, "ncols": n, "regions": regions,
                                       "accumulate": int(case.accumulate)},
                          {"col_group": int(colg), "gb_bytes": int(case.gb_bytes),
                           "nblocks": blocks})
             for i in range(blocks):
-                blk_a = apad[(b0 + i) * R:(b0 + i + 1) * R]
-                for w in range(kw):
-                    t.imem[i * kw + w] = blk_a[:, w * L:(w + 1) * L]
+                blk_a = ta[(b0 + i) * R:(b0 + i + 1) * R]
+                for w in range(tkw):
+                    t.imem[i * tkw + w] = blk_a[:, w * L:(w + 1) * L]
             for j, col in enumerate(cols):
-                for w in range(kw):
-                    t.gmem[(j << kb) + w] = bpad[w * L:(w + 1) * L, col]
+                for w in range(tkw):
+                    t.gmem[(j << kb) + w] = tbm[w * L:(w + 1) * L, col]
             om = np.zeros((blocks * n, R), np.int64)
             for i in range(blocks):
                 for r in range(R):
