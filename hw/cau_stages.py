@@ -326,7 +326,9 @@ class CauRead(wiring.Component):
 class CauSort(wiring.Component):
     """Stage B: counting sort of one block's stored words into the sorted buffer.
 
-    One cycle for the prefix sum of the histogram (the bins' start offsets), then per cycle
+    One cycle for the prefix sum of the histogram (the bins' start offsets), one cycle
+    (``LOAD``) to load the first stored word into the word register stage (cvs, per-lane
+    sort keys, non-zero lanes; the next word is read with every load), then per cycle
     up to LN lowest pending lanes of the current word are written (one port per lane into
     the banked sorted buffer; a lane whose position's bank an earlier lane of the cycle
     writes, and every lane after it, waits for the next cycle) at
@@ -352,7 +354,7 @@ class CauSort(wiring.Component):
         The block is in the sorted buffer: column count, label, run-time ways.
     running : Out(1)
 
-    Latency: ``1 + sum over stored words of steps`` cycles per block
+    Latency: ``2 + sum over stored words of steps`` cycles per block (1 without stored words)
     (``golden.cycles.cau_sort_steps``; ``ceil(nz / LN)`` per word without bank collisions).
     """
 
