@@ -44,8 +44,10 @@ n non-zero columns, S slots and f = min(S, W_open) slots left in the merge windo
 (slots from the golden merge)::
 
     read   ceil(N / P) beats                       (P = CAU_COLS_PER_CYCLE by default)
-    sort   CAU_SORT_START + sum_beats steps(beat)  (prefix sum, then up to LN columns of
-                                                    one stored beat per cycle, see below)
+    sort   CAU_SORT_START + CAU_SORT_LOAD          (prefix sum, load of the first stored
+           + sum_beats steps(beat)                  beat, then up to LN columns of one
+                                                    stored beat per cycle, see below;
+                                                    CAU_SORT_START alone if none stored)
     merge  CAU_MERGE_START + ceil(n / LN) + flush  (fetch, LN columns per cycle, window flush)
 
 ``flush`` (:func:`cau_flush_cycles`) retires the f window slots at most LN per cycle and never
@@ -91,7 +93,7 @@ __all__ = [
     "cau_default_lanes", "cau_flush_cycles", "cau_sort_steps", "engine_tiles", "engine_cycles",
     "scan_cycles", "row_block_fetch", "engine_regions", "ENGINE_DATAFLOWS",
     "epre_cycles", "epre_run_cycles", "epre_phase_cycles", "transformer_block",
-    "MODES", "CAU_COLS_PER_CYCLE", "CAU_LANES_DEFAULT_CAP", "CAU_LANES_MAX", "CAU_SORT_START",
+    "MODES", "CAU_COLS_PER_CYCLE", "CAU_LANES_DEFAULT_CAP", "CAU_LANES_MAX", "CAU_SORT_START", "CAU_SORT_LOAD",
     "CAU_MERGE_START", "CAU_OUT_LATENCY", "EPRE_PIPE", "EPRE_SEL_FIXED", "EPRE_RUN_FIXED",
 ]
 
@@ -108,6 +110,9 @@ __all__ = [
 # hardware needs them too); the default merge lanes are Config.cau_merge_lanes.
 #: Sort stage: one cycle for the histogram's prefix sum before the first column.
 CAU_SORT_START = 1
+#: Sort stage, a block with stored words: one cycle to load the first word into the word
+#: register stage (hw.cau_stages.CauSort; the FPGA timing fix of issue 22).
+CAU_SORT_LOAD = 1
 #: Merge stage: one cycle to fetch the first sorted column (also the whole cost of a block
 #: with no non-zero column).
 CAU_MERGE_START = 1
@@ -289,7 +294,7 @@ def cau_stage_cycles(N: int, n_nonzero: int, window_slots: int,
         raise ExionError(f"cau_stage_cycles: merge_lanes = {merge_lanes!r} must be >= 1")
     read = max(1, math.ceil(N / cols_per_cycle))
     if LN == 1:
-        return {"read": read, "sort": CAU_SORT_START + n,
+        return {"read": read, "sort": CAU_SORT_START + (CAU_SORT_LOAD + n if n else 0),
                 "merge": CAU_MERGE_START + (n + f if n else 0)}
     if n and (beat_nz is None or slots is None or cols is None):
         raise ExionError(f"cau_stage_cycles: merge_lanes = {LN} needs beat_nz, slots and cols "
@@ -302,9 +307,10 @@ def cau_stage_cycles(N: int, n_nonzero: int, window_slots: int,
         raise ExionError(f"cau_stage_cycles: beat_nz sums to {int(nz.sum())}, not "
                          f"n_nonzero = {n}")
     if sort_steps is None:
-        sort = CAU_SORT_START + int(((nz + LN - 1) // LN).sum())
+        sort = CAU_SORT_START + CAU_SORT_LOAD + int(((nz + LN - 1) // LN).sum())
     else:
-        sort = CAU_SORT_START + int(np.asarray(sort_steps, dtype=np.int64).sum())
+        sort = CAU_SORT_START + CAU_SORT_LOAD + int(np.asarray(sort_steps,
+                                                                dtype=np.int64).sum())
     merge = CAU_MERGE_START + math.ceil(n / LN) + cau_flush_cycles(slots, f, cols, LN)
     return {"read": read, "sort": sort, "merge": merge}
 

@@ -43,8 +43,8 @@ LN = ``merge_lanes`` (default :func:`default_merge_lanes`: 3 for exion16, 2 for 
   slots are in it (fewer for the block's last pass); retired slots beyond C wait behind it.
 
 Cycle counts (``exion.golden.cycles.cau_stage_cycles`` models them, and the schedule of a
-stream of blocks, exactly): A ``ceil(N / P)`` beats; B ``1 + sum steps`` over the stored
-beats (``cau_sort_steps``: ``ceil(nz / LN)`` for a beat of nz non-zero cvs without bank
+stream of blocks, exactly): A ``ceil(N / P)`` beats; B ``2 + sum steps`` over the stored
+beats (1 without stored beats; ``cau_sort_steps``: ``ceil(nz / LN)`` for a beat of nz non-zero cvs without bank
 collisions, more with them); C ``1 + ceil(n / LN) + flush`` cycles, with n the
 block's non-zero columns and ``flush = cau_flush_cycles(S, f, C, LN)`` (f = min(S, W_open)
 slots left in the window, S slots); C takes 1 cycle for an all-zero block. With LN = 1 this
@@ -183,8 +183,8 @@ class CAU(wiring.Component):
     Timing
     ------
     Per row block (exact, :func:`exion.golden.cycles.cau_schedule`): A ``ceil(N / P)``
-    cycles; B ``1 + sum over stored beats of its steps`` (``ceil(nz / LN)`` for nz non-zero
-    cvs, plus a cycle per sorted-buffer bank collision, ``golden.cycles.cau_sort_steps``);
+    cycles; B ``2 + sum over stored beats of its steps`` (1 without any; ``ceil(nz / LN)``
+    for nz non-zero cvs, plus a cycle per sorted-buffer bank collision, ``golden.cycles.cau_sort_steps``);
     C ``1 + ceil(n / LN) + flush`` (flush: the window's f slots retire at most LN per cycle
     and never across a pass boundary). The three stages overlap on consecutive row blocks;
     the last pass of a block is taken 3 cycles after C's last cycle (output ready).

@@ -326,7 +326,9 @@ class CauRead(wiring.Component):
 class CauSort(wiring.Component):
     """Stage B: counting sort of one block's stored words into the sorted buffer.
 
-    One cycle for the prefix sum of the histogram (the bins' start offsets), then per cycle
+    One cycle for the prefix sum of the histogram (the bins' start offsets), one cycle
+    (``LOAD``) to load the first stored word into the word register stage (cvs, per-lane
+    sort keys, non-zero lanes; the next word is read with every load), then per cycle
     up to LN lowest pending lanes of the current word are written (one port per lane into
     the banked sorted buffer; a lane whose position's bank an earlier lane of the cycle
     writes, and every lane after it, waits for the next cycle) at
@@ -352,7 +354,7 @@ class CauSort(wiring.Component):
         The block is in the sorted buffer: column count, label, run-time ways.
     running : Out(1)
 
-    Latency: ``1 + sum over stored words of steps`` cycles per block
+    Latency: ``2 + sum over stored words of steps`` cycles per block (1 without stored words)
     (``golden.cycles.cau_sort_steps``; ``ceil(nz / LN)`` per word without bank collisions).
     """
 
@@ -368,11 +370,14 @@ class CauSort(wiring.Component):
     def elaborate(self, platform):
         d = self.dims
         m = Module()
-        ptr = Signal(range(d.WORDS + 1), name="b_ptr")
+        ptr = Signal(range(d.WORDS + 1), name="b_ptr")      # the word in the cur registers
         nw = Signal(range(d.WORDS + 1), name="b_nw")
+        last = Signal(name="b_last")                        # cur is the block's last word
         none = Signal(name="b_none")
-        fresh = Signal(name="b_fresh")
-        pend_r = Signal(d.P, name="b_pend")
+        pend = Signal(d.P, name="b_pend")                   # cur's lanes still to write
+        cur_cv = [Signal(d.R, name=f"b_cv{i}") for i in range(d.P)]
+        cur_key = [Signal(d.KB, name=f"b_k{i}") for i in range(d.P)]
+        cur_widx = Signal.like(self.rd.data.widx, name="b_widx")
         off = [Signal(d.CNTW, name=f"b_off{j}") for j in range(d.NB)]
         n = Signal(d.CNTW, name="b_n")
         label = Signal(16, name="b_label")
@@ -380,12 +385,22 @@ class CauSort(wiring.Component):
         a = self.a_meta
         base = Mux(self.a_side, d.WORDS, 0)
         word = self.rd.data
-        pend = Signal(d.P)
-        m.d.comb += pend.eq(Mux(fresh, Cat(word.cv[i].any() for i in range(d.P)), pend_r))
+        # the word register stage: the word-buffer read (block RAM) only loads cur_* (keys
+        # and non-zero lanes computed on the way); the read of the next word is issued with
+        # the load, so rd.data already holds it when cur is done
+        load = Signal()
+        with m.If(load):
+            m.d.sync += [cur_cv[i].eq(word.cv[i]) for i in range(d.P)]
+            m.d.sync += [cur_key[i].eq(d.key(word.cv[i], none)) for i in range(d.P)]
+            m.d.sync += [cur_widx.eq(word.widx),
+                         pend.eq(Cat(word.cv[i].any() for i in range(d.P)))]
+        # each lane's bin offset, in parallel with the lowest-one picks
+        lane_off = [Signal(d.CNTW, name=f"b_loff{i}") for i in range(d.P)]
+        m.d.comb += [lane_off[i].eq(_mux(off, cur_key[i])) for i in range(d.P)]
         # the LN lowest pending lanes of the word, in lane order (stable); a lane is taken
         # while every lane before it was and its sorted position's bank is still free
         rem = pend
-        valid, key, take, banks, lows = [], [], [], [], []
+        key, take, banks, lows, oks = [], [], [], [], []
         for t in range(d.LN):
             low = Signal(d.P, name=f"b_low{t}")
             lane = Signal(d.LB, name=f"b_lane{t}")
@@ -393,32 +408,33 @@ class CauSort(wiring.Component):
             k = Signal(d.KB, name=f"b_key{t}")
             pos = Signal(d.CNTW, name=f"b_pos{t}")
             tk = Signal(name=f"b_take{t}")
-            lane_cv = _mux([word.cv[i] for i in range(d.P)], lane)
             m.d.comb += [low.eq(_lowest(rem)), lane.eq(_onehot_index(low, d.LB)),
-                         v.eq(rem.any()), k.eq(d.key(lane_cv, none))]
+                         v.eq(rem.any()), k.eq(_or_sel(low, cur_key))]
             # same-bin columns taken earlier in this cycle go first
-            dup = sum(((valid[u] & (key[u] == k)).as_unsigned() for u in range(t)), Const(0, 1))
-            m.d.comb += pos.eq(_mux(off, k) + dup)
+            dup = sum(((take[u] & (key[u] == k)).as_unsigned() for u in range(t)), Const(0, 1))
+            m.d.comb += pos.eq(_or_sel(low, lane_off) + dup)
             bank = pos[:d.BKB]
             m.d.comb += tk.eq(v & (take[t - 1] if t else 1) & _bank_free(banks, bank))
             wp = self.wr[t]
             m.d.comb += [
                 wp.addr.eq(Mux(self.s_side, d.SIDE, 0) + pos),
-                wp.data.col.eq(word.widx * d.P + lane),
-                wp.data.cv.eq(lane_cv),
+                wp.data.col.eq(cur_widx * d.P + lane),
+                wp.data.cv.eq(_or_sel(low, cur_cv)),
                 wp.en.eq(self.running & tk),
             ]
-            valid.append(tk)
             key.append(k)
             take.append(tk)
             banks.append(bank)
             lows.append(low)
+            oks.append(tk | ~v)
             rem = rem & ~low
         rest = Signal(d.P)
+        done = Signal()             # every pending lane of cur is written this cycle
         taken = Const(0, d.P)
         for tk, lo in zip(take, lows):
             taken = taken | Mux(tk, lo, 0)
-        m.d.comb += rest.eq(pend & ~taken)
+        m.d.comb += [rest.eq(pend & ~taken), done.eq(~rem.any() & Cat(*oks).all())]
+        nxt_rd = base + ptr + 2     # the word after the next (read with a load in SORT)
 
         with m.FSM(name="sort_fsm"):
             with m.State("IDLE"):
@@ -427,7 +443,7 @@ class CauSort(wiring.Component):
                     for j in range(d.NB):
                         m.d.sync += off[j].eq(acc)
                         acc = (acc + a.hist[j])[:d.CNTW]
-                    m.d.sync += [n.eq(acc), nw.eq(a.nw), ptr.eq(0), fresh.eq(1),
+                    m.d.sync += [n.eq(acc), nw.eq(a.nw), ptr.eq(0), last.eq(a.nw == 1),
                                  label.eq(a.label), none.eq(a.none), ways.eq(a.ways)]
                     m.d.comb += [self.rd.addr.eq(base), self.rd.en.eq(1)]
                     with m.If(a.nw == 0):           # nothing to sort: hand over an empty block
@@ -435,23 +451,27 @@ class CauSort(wiring.Component):
                                      self.s_meta.n.eq(0), self.s_meta.label.eq(a.label),
                                      self.s_meta.ways.eq(a.ways)]
                     with m.Else():
-                        m.next = "SORT"
+                        m.next = "LOAD"
+            with m.State("LOAD"):                   # word 0 into cur, read word 1
+                m.d.comb += [load.eq(1), self.rd.addr.eq(base + 1), self.rd.en.eq(~last)]
+                m.next = "SORT"
             with m.State("SORT"):
                 m.d.comb += self.running.eq(1)
                 for j in range(d.NB):
-                    inc = sum(((valid[t] & (key[t] == j)).as_unsigned() for t in range(d.LN)),
+                    inc = sum(((take[t] & (key[t] == j)).as_unsigned() for t in range(d.LN)),
                               Const(0, 1))
                     m.d.sync += off[j].eq(off[j] + inc)
-                with m.If(rest == 0):
-                    with m.If(ptr == nw - 1):
+                with m.If(done):
+                    with m.If(last):
                         m.d.comb += [self.release.eq(1), self.fill.eq(1), self.s_meta.n.eq(n),
                                      self.s_meta.label.eq(label), self.s_meta.ways.eq(ways)]
                         m.next = "IDLE"
                     with m.Else():
-                        m.d.comb += [self.rd.addr.eq(base + ptr + 1), self.rd.en.eq(1)]
-                        m.d.sync += [ptr.eq(ptr + 1), fresh.eq(1)]
+                        m.d.comb += [load.eq(1), self.rd.addr.eq(nxt_rd),
+                                     self.rd.en.eq(ptr + 2 != nw)]
+                        m.d.sync += [ptr.eq(ptr + 1), last.eq(ptr + 2 == nw)]
                 with m.Else():
-                    m.d.sync += [pend_r.eq(rest), fresh.eq(0)]
+                    m.d.sync += pend.eq(rest)
         return m
 
 

@@ -289,14 +289,15 @@ def test_cau_model_figures():
     """The stage formulas, and the steady interval as ``cau_cycles`` reports it."""
     # one lane: the original 1 + n / 1 + n + f
     assert cy.cau_stage_cycles(4608, 1779, 16, 4) == {
-        "read": 1152, "sort": cy.CAU_SORT_START + 1779, "merge": cy.CAU_MERGE_START + 1795}
+        "read": 1152, "sort": cy.CAU_SORT_START + cy.CAU_SORT_LOAD + 1779,
+        "merge": cy.CAU_MERGE_START + 1795}
     assert cy.cau_stage_cycles(10, 0, 0, 4) == {"read": 3, "sort": 1, "merge": 1}
     # three lanes: beats of 8 with 8, 3, 1, 0 non-zero columns sort in 3 + 1 + 1 cycles;
     # 12 columns merge in 4 cycles; 5 slots, 4 in the window: the pass being assembled
     # (C = 3) holds 1 slot, so the flush retires 2 (pass full), then 2: 2 cycles
     st = cy.cau_stage_cycles(32, 12, 4, 8, merge_lanes=3, beat_nz=[8, 3, 1, 0], slots=5,
                              cols=3)
-    assert st == {"read": 4, "sort": 1 + 5, "merge": 1 + 4 + 2}
+    assert st == {"read": 4, "sort": 2 + 5, "merge": 1 + 4 + 2}
     assert cy.cau_flush_cycles(5, 4, 3, 3) == 2
     assert cy.cau_flush_cycles(16, 16, 16, 3) == 6           # 3+3+3+3+3+1
     assert cy.cau_flush_cycles(20, 16, 16, 3) == 6           # 4 in the pass: 3+3+3+3, 3+1
@@ -335,7 +336,7 @@ def test_cau_sort_steps_model():
     # stage cycles take the steps when given
     st = cy.cau_stage_cycles(32, 5, 2, 8, merge_lanes=3, beat_nz=[5, 0, 0, 0], slots=2,
                              cols=3, sort_steps=[3, 0, 0, 0])
-    assert st["sort"] == cy.CAU_SORT_START + 3
+    assert st["sort"] == cy.CAU_SORT_START + cy.CAU_SORT_LOAD + 3
 
 
 def _collision_cases(cfg, seed):

@@ -129,7 +129,8 @@ def test_all_zero_mask_costs_nothing():
 def test_cau_formula():
     """The CAU model (calibrated to hw/cau.py; exactness against RTL: tests/test_cau*.py)."""
     st = cy.cau_stage_cycles(10, 4, 3, cols_per_cycle=4)
-    assert st == {"read": 3, "sort": cy.CAU_SORT_START + 4, "merge": cy.CAU_MERGE_START + 7}
+    assert st == {"read": 3, "sort": cy.CAU_SORT_START + cy.CAU_SORT_LOAD + 4,
+                  "merge": cy.CAU_MERGE_START + 7}
     assert cy.cau_block_cycles(TOY, 10, 4, 3, cols_per_cycle=4,
                                 merge_lanes=1) == max(st.values())
     assert cy.cau_stage_cycles(10, 0, 0, 4) == {"read": 3, "sort": cy.CAU_SORT_START,
