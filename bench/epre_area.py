@@ -43,7 +43,13 @@ def pieces(cfg):
 
 
 def main(argv=None) -> int:
-    fams = (argv or sys.argv[1:]) or ["ecp5", "xilinx"]
+    args = list(sys.argv[1:] if argv is None else argv)
+    only = None
+    if "--only" in args:            # --only a,b: synthesize only these pieces
+        i = args.index("--only")
+        only = set(args[i + 1].split(","))
+        del args[i:i + 2]
+    fams = args or ["ecp5", "xilinx"]
     cfg = PRESETS["exion16"].replace(epre_units=2, epre_lanes=16, epre_selectors=1)
     out = build_root() / "bench" / "epre_area"
     out.mkdir(parents=True, exist_ok=True)
@@ -52,7 +58,7 @@ def main(argv=None) -> int:
     for fam in fams:
         for name, make in pieces(cfg).items():
             key = f"{fam}/{name}"
-            if key in res:
+            if key in res or (only is not None and name not in only):
                 continue
             comp = make()
             mod = f"epre_{name}"
