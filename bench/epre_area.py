@@ -10,6 +10,9 @@ Pieces (exion16: W = 12, A = 36, TS-LOD):
   broadcast side's LODs are shared by all units.
 * ``writeback1``: ``EpreWriteback`` for one unit (shift, saturate, word packing).
 * ``selector``: one ``EpreSelector`` for n_max = 256 (129-entry insertion network).
+* ``radix_p8`` / ``radix_p32``: one ``EpreRadixSelector`` (n_max = 256) reading 8 / 32 keys
+  per cycle from the banked score buffer (the buffer itself is not included: it exists in
+  both designs).
 
 Writes ``build/bench/epre_area.json``. Run: ``.venv/bin/python bench/epre_area.py``
 (a few minutes per family on the shared machine).
@@ -27,6 +30,7 @@ from exion.gen.fpga.devices import FAMILIES
 from exion.gen.fpga.synth import _yosys_cells, classify_cells
 from exion.gen.verilog import _port_signals
 from exion.hw.epre import EpreSizes, score_layout
+from exion.hw.epre_radix import EpreRadixSelector
 from exion.hw.epre_stages import EpreLanes, EpreSelector, EpreWriteback
 from exion.hw.util import bits_for
 from exion.paths import build_root, write_json
@@ -39,7 +43,9 @@ def pieces(cfg):
               hw_bits=s.hw_max.bit_length())
     return {"lanes1": lambda: EpreLanes(cfg, 1), "lanes2": lambda: EpreLanes(cfg, 2),
             "writeback1": lambda: EpreWriteback(cfg, 1, **wb),
-            "selector": lambda: EpreSelector(cfg, 256, streamed=True)}
+            "selector": lambda: EpreSelector(cfg, 256, streamed=True),
+            "radix_p8": lambda: EpreRadixSelector(cfg, 256, 8),
+            "radix_p32": lambda: EpreRadixSelector(cfg, 256, 32)}
 
 
 def main(argv=None) -> int:

@@ -148,12 +148,17 @@ class EpreRadixSelector(wiring.Component):
         sign = Const(1 << (A - 1), A)
         u = [Signal(A, name=f"u{p}") for p in range(P)]
         val = [Signal(name=f"val{p}") for p in range(P)]
+        # lane p of word w1 is key w1 * P + p: decode N_k and the top-1 index once per
+        # word instead of comparing every lane's key index
+        nk_w, nk_p = n_k // P, n_k % P
+        top_w, top_p = idx1 // P, idx1 % P
         for p in range(P):
             m.d.comb += [u[p].eq(self.rdata[p].as_unsigned() ^ sign),
-                         val[p].eq(w1 * P + p < n_k)]
+                         val[p].eq((w1 < nk_w) | ((w1 == nk_w) & (p < nk_p)))]
         hit = Cat(val[p] & self._match(u[p], pfx, bit, hmask) for p in range(P))
         gt = [val[p] & (u[p] > pfx) for p in range(P)]
-        eq = [val[p] & (u[p] == pfx) for p in range(P)]
+        # mask pass: bit = 0 and hmask = all ones, so a hit is a key equal to T
+        eq = [hit[p] for p in range(P)]
         rem = Signal(signed(len(cb) + 1), name="rem")       # equal keys still to keep
         m.d.comb += rem.eq(k_n - above - eq_seen)
         keep = []
@@ -161,7 +166,7 @@ class EpreRadixSelector(wiring.Component):
         for p in range(P):
             kp = Signal(name=f"keep{p}")
             m.d.comb += kp.eq(Mux(self.dominant,
-                                  val[p] & (self.keep_all | (w1 * P + p == idx1)),
+                                  val[p] & (self.keep_all | ((w1 == top_w) & (top_p == p))),
                                   (k_n != 0) & (gt[p] | (eq[p] & (run < rem)))))
             keep.append(kp)
             run = run + eq[p]
