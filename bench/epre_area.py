@@ -8,6 +8,8 @@ Pieces (exion16: W = 12, A = 36, TS-LOD):
 * ``lanes1`` / ``lanes2``: ``EpreLanes`` with 1 and 2 units of 16 lanes: the difference is
   one unit's 16 lanes (X-side LODs, shift-add products, lane tree, accumulator); the
   broadcast side's LODs are shared by all units.
+* ``lanes1_le4`` / ``lanes2_le4``: the same with 4 lanes per unit (Yosys for Xilinx
+  stopped without a message on the 16-lane pieces on the shared machine).
 * ``writeback1``: ``EpreWriteback`` for one unit (shift, saturate, word packing).
 * ``selector``: one ``EpreSelector`` for n_max = 256 (129-entry insertion network).
 * ``radix_p8`` / ``radix_p32``: one ``EpreRadixSelector`` (n_max = 256) reading 8 / 32 keys
@@ -41,7 +43,9 @@ def pieces(cfg):
     wb = dict(h_bits=bits_for(s.h_depth), j_range=max(s.dh_max, s.n_max) + 1,
               score_layout=score_layout(cfg, s), dh_bits=s.dh_max.bit_length(),
               hw_bits=s.hw_max.bit_length())
+    cfg4 = cfg.replace(epre_lanes=4)
     return {"lanes1": lambda: EpreLanes(cfg, 1), "lanes2": lambda: EpreLanes(cfg, 2),
+            "lanes1_le4": lambda: EpreLanes(cfg4, 1), "lanes2_le4": lambda: EpreLanes(cfg4, 2),
             "writeback1": lambda: EpreWriteback(cfg, 1, **wb),
             "selector": lambda: EpreSelector(cfg, 256, streamed=True),
             "radix_p8": lambda: EpreRadixSelector(cfg, 256, 8),

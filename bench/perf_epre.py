@@ -44,7 +44,8 @@ SDUE_LUTS = {"ecp5": 497_062, "xilinx": 159_580}
 #: first pass (docs/epre.md, "Area"); used when ``build/bench/epre_area.json`` lacks them
 #: (the insertion selector alone takes many minutes to synthesize on the shared machine).
 ECP5_PIECES = {"lanes1": 10_552, "lanes2": 20_194, "writeback1": 1_037, "selector": 35_477}
-#: Radix selector reading this many keys per cycle (``--selector radix``).
+#: Radix selector reading this many keys per cycle (``--selector radix --ports P``; the
+#: pieces ``radix_p8`` / ``radix_p32`` of ``bench/epre_area.py`` price P = 8 / 32).
 RADIX_PORTS = 32
 
 
@@ -60,12 +61,14 @@ def area_model(fam: str, selector: str = "insertion") -> dict | None:
     if fam == "ecp5":
         r = {**{f"ecp5/{k}": {"luts": v} for k, v in ECP5_PIECES.items()}, **r}
     sel_piece = "selector" if selector == "insertion" else f"radix_p{RADIX_PORTS}"
-    need = [f"{fam}/{k}" for k in ("lanes1", "lanes2", "writeback1", sel_piece)]
-    if any(k not in r for k in need):
-        return None
-    l1, l2, wb, sel = (r[k]["luts"] for k in need)
-    lane = (l2 - l1) / 16
-    return {"base": l1 - 16 * lane, "lane": lane, "unit": wb, "sel": sel}
+    for lanes, n in (("lanes1", "lanes2"), 16), (("lanes1_le4", "lanes2_le4"), 4):
+        need = [f"{fam}/{k}" for k in (*lanes, "writeback1", sel_piece)]
+        if all(k in r for k in need):
+            l1, l2, wb, sel = (r[k]["luts"] for k in need)
+            lane = (l2 - l1) / n
+            return {"base": l1 - n * lane, "lane": lane, "unit": wb, "sel": sel,
+                    "lanes_piece": n}
+    return None
 
 
 def luts(model: dict, U: int, Le: int, S: int) -> float:
@@ -118,9 +121,13 @@ def sweep(cfg, shp, case, models, selector: str = "insertion") -> list[dict]:
 
 
 def pick(rows) -> dict | None:
-    """Smallest provisioning (shift-add lanes, then selectors) meeting the exposed goal."""
+    """Smallest provisioning meeting the exposed goal: by ECP5 LUTs when the area model is
+    known, else by shift-add lanes, then selectors."""
     ok = [r for r in rows if r["ratio"] <= GOAL_EXPOSED]
-    return min(ok, key=lambda r: (r["shift_adds"], r["selectors"], r["units"])) if ok else None
+    if not ok:
+        return None
+    return min(ok, key=lambda r: (r.get("luts_ecp5", 0), r["shift_adds"], r["selectors"],
+                                  r["units"]))
 
 
 def traces(cfg, log) -> list[dict]:
@@ -183,8 +190,12 @@ def main(argv=None) -> int:
     ap.add_argument("--selector", choices=("insertion", "radix"), default="insertion",
                     help="selector priced and timed: the built insertion network (RTL-exact "
                          "run cycles) or S = U radix selectors (hw/epre_radix.py, projected "
-                         "run; writes epre_radix.json)")
+                         "run; writes epre_radix_pP.json)")
+    ap.add_argument("--ports", type=int, choices=(8, 32), default=RADIX_PORTS,
+                    help="radix selector: keys read per cycle P (default %(default)s)")
     args = ap.parse_args(argv)
+    global RADIX_PORTS
+    RADIX_PORTS = args.ports
     t0 = time.time()
     cfg = PRESETS["exion16"]
     shp = bl.shape("dit-xl2")
@@ -192,7 +203,7 @@ def main(argv=None) -> int:
     res = {"config": cfg.name, "provisioning": {"units": cfg.epre_unit_count,
                                                 "lanes": cfg.epre_lane_count,
                                                 "selectors": cfg.epre_selector_count},
-           "selector": args.selector, "area_model": models, "sdue_luts": SDUE_LUTS,
+           "selector": args.selector, "radix_ports": args.ports, "area_model": models, "sdue_luts": SDUE_LUTS,
            "ks": {}}
     for k in KS:
         case = ep_case(cfg, shp, k)
@@ -236,7 +247,7 @@ def main(argv=None) -> int:
     out = build_root() / "bench"
     out.mkdir(parents=True, exist_ok=True)
     k0 = res["ks"][str(KS[0])]
-    tag = "" if args.selector == "insertion" else "_radix"
+    tag = "" if args.selector == "insertion" else f"_radix_p{args.ports}"
     plot(k0["rows"], out / f"epre_sweep{tag}.png", k0["smallest_meeting_goal"])
     path = write_json(out / f"epre{tag}.json", res)
     print(f"wrote {path} and {out / f'epre_sweep{tag}.png'} ({time.time() - t0:.0f} s)")
