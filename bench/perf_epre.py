@@ -185,6 +185,7 @@ def plot(rows, path, chosen):
 
 
 def main(argv=None) -> int:
+    global RADIX_PORTS
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="skip the digits traces")
     ap.add_argument("--selector", choices=("insertion", "radix"), default="insertion",
@@ -194,7 +195,6 @@ def main(argv=None) -> int:
     ap.add_argument("--ports", type=int, choices=(8, 32), default=RADIX_PORTS,
                     help="radix selector: keys read per cycle P (default %(default)s)")
     args = ap.parse_args(argv)
-    global RADIX_PORTS
     RADIX_PORTS = args.ports
     t0 = time.time()
     cfg = PRESETS["exion16"]
