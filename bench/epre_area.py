@@ -8,8 +8,13 @@ Pieces (exion16: W = 12, A = 36, TS-LOD):
 * ``lanes1`` / ``lanes2``: ``EpreLanes`` with 1 and 2 units of 16 lanes: the difference is
   one unit's 16 lanes (X-side LODs, shift-add products, lane tree, accumulator); the
   broadcast side's LODs are shared by all units.
+* ``lanes1_le4`` / ``lanes2_le4``: the same with 4 lanes per unit (Yosys for Xilinx
+  stopped without a message on the 16-lane pieces on the shared machine).
 * ``writeback1``: ``EpreWriteback`` for one unit (shift, saturate, word packing).
 * ``selector``: one ``EpreSelector`` for n_max = 256 (129-entry insertion network).
+* ``radix_p8`` / ``radix_p32``: one ``EpreRadixSelector`` (n_max = 256) reading 8 / 32 keys
+  per cycle from the banked score buffer (the buffer itself is not included: it exists in
+  both designs).
 
 Writes ``build/bench/epre_area.json``. Run: ``.venv/bin/python bench/epre_area.py``
 (a few minutes per family on the shared machine).
@@ -27,6 +32,7 @@ from exion.gen.fpga.devices import FAMILIES
 from exion.gen.fpga.synth import _yosys_cells, classify_cells
 from exion.gen.verilog import _port_signals
 from exion.hw.epre import EpreSizes, score_layout
+from exion.hw.epre_radix import EpreRadixSelector
 from exion.hw.epre_stages import EpreLanes, EpreSelector, EpreWriteback
 from exion.hw.util import bits_for
 from exion.paths import build_root, write_json
@@ -37,13 +43,23 @@ def pieces(cfg):
     wb = dict(h_bits=bits_for(s.h_depth), j_range=max(s.dh_max, s.n_max) + 1,
               score_layout=score_layout(cfg, s), dh_bits=s.dh_max.bit_length(),
               hw_bits=s.hw_max.bit_length())
+    cfg4 = cfg.replace(epre_lanes=4)
     return {"lanes1": lambda: EpreLanes(cfg, 1), "lanes2": lambda: EpreLanes(cfg, 2),
+            "lanes1_le4": lambda: EpreLanes(cfg4, 1), "lanes2_le4": lambda: EpreLanes(cfg4, 2),
             "writeback1": lambda: EpreWriteback(cfg, 1, **wb),
-            "selector": lambda: EpreSelector(cfg, 256, streamed=True)}
+            "selector": lambda: EpreSelector(cfg, 256, streamed=True),
+            "radix_p8": lambda: EpreRadixSelector(cfg, 256, 8),
+            "radix_p32": lambda: EpreRadixSelector(cfg, 256, 32)}
 
 
 def main(argv=None) -> int:
-    fams = (argv or sys.argv[1:]) or ["ecp5", "xilinx"]
+    args = list(sys.argv[1:] if argv is None else argv)
+    only = None
+    if "--only" in args:            # --only a,b: synthesize only these pieces
+        i = args.index("--only")
+        only = set(args[i + 1].split(","))
+        del args[i:i + 2]
+    fams = args or ["ecp5", "xilinx"]
     cfg = PRESETS["exion16"].replace(epre_units=2, epre_lanes=16, epre_selectors=1)
     out = build_root() / "bench" / "epre_area"
     out.mkdir(parents=True, exist_ok=True)
@@ -52,7 +68,7 @@ def main(argv=None) -> int:
     for fam in fams:
         for name, make in pieces(cfg).items():
             key = f"{fam}/{name}"
-            if key in res:
+            if key in res or (only is not None and name not in only):
                 continue
             comp = make()
             mod = f"epre_{name}"

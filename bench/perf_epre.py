@@ -20,13 +20,14 @@ Writes ``build/bench/epre.json`` and ``build/bench/epre_sweep.png``. Run:
 from __future__ import annotations
 
 import argparse
+import math
 import time
 
 import numpy as np
 
 from exion import PRESETS
 from exion.golden import block as bl
-from exion.golden.cycles import EPRE_RUN_FIXED, epre_phase_cycles
+from exion.golden.cycles import EPRE_RUN_FIXED, epre_phase_cycles, epre_radix_select_cycles
 from exion.golden.projections import epre_schedule, schedule_from_gemms
 from exion.paths import build_root, write_json
 
@@ -39,21 +40,35 @@ GOAL_EXPOSED, GOAL_LUTS = 0.10, 0.40
 SDUE_LUTS = {"ecp5": 497_062, "xilinx": 159_580}
 
 
-def area_model(fam: str) -> dict | None:
+#: ECP5 LUT4 of the stage pieces as measured by ``bench/epre_area.py ecp5`` in issue 18's
+#: first pass (docs/epre.md, "Area"); used when ``build/bench/epre_area.json`` lacks them
+#: (the insertion selector alone takes many minutes to synthesize on the shared machine).
+ECP5_PIECES = {"lanes1": 10_552, "lanes2": 20_194, "writeback1": 1_037, "selector": 35_477}
+#: Radix selector reading this many keys per cycle (``--selector radix --ports P``; the
+#: pieces ``radix_p8`` / ``radix_p32`` of ``bench/epre_area.py`` price P = 8 / 32).
+RADIX_PORTS = 32
+
+
+def area_model(fam: str, selector: str = "insertion") -> dict | None:
     """Linear LUT model from ``bench/epre_area.py``'s stage synthesis (``build/bench/
     epre_area.json``): per lane (one unit of 16 lanes / 16), per unit write-back, per
-    selector, shared broadcast-side LODs. None if the pieces of ``fam`` are missing."""
+    selector (``insertion``: ``EpreSelector``; ``radix``: ``EpreRadixSelector`` with
+    ``RADIX_PORTS`` ports), shared broadcast-side LODs. None if the pieces of ``fam`` are
+    missing."""
     import json
     path = build_root() / "bench" / "epre_area.json"
-    if not path.exists():
-        return None
-    r = json.loads(path.read_text())
-    need = [f"{fam}/{k}" for k in ("lanes1", "lanes2", "writeback1", "selector")]
-    if any(k not in r for k in need):
-        return None
-    l1, l2, wb, sel = (r[k]["luts"] for k in need)
-    lane = (l2 - l1) / 16
-    return {"base": l1 - 16 * lane, "lane": lane, "unit": wb, "sel": sel}
+    r = json.loads(path.read_text()) if path.exists() else {}
+    if fam == "ecp5":
+        r = {**{f"ecp5/{k}": {"luts": v} for k, v in ECP5_PIECES.items()}, **r}
+    sel_piece = "selector" if selector == "insertion" else f"radix_p{RADIX_PORTS}"
+    for lanes, n in (("lanes1", "lanes2"), 16), (("lanes1_le4", "lanes2_le4"), 4):
+        need = [f"{fam}/{k}" for k in (*lanes, "writeback1", sel_piece)]
+        if all(k in r for k in need):
+            l1, l2, wb, sel = (r[k]["luts"] for k in need)
+            lane = (l2 - l1) / n
+            return {"base": l1 - n * lane, "lane": lane, "unit": wb, "sel": sel,
+                    "lanes_piece": n}
+    return None
 
 
 def luts(model: dict, U: int, Le: int, S: int) -> float:
@@ -72,19 +87,27 @@ def ep_case(cfg, shp, k, masks=None, seed=0):
             "exposed": r["epre_exposed_cycles"]}
 
 
-def run_cycles(cfg, shp, U, Le, S) -> int:
+def run_cycles(cfg, shp, U, Le, S, selector: str = "insertion") -> int:
+    """One head's EPRE run. ``insertion``: the built EPRE (RTL-exact). ``radix``: a
+    projection for S = U radix selectors (``hw/epre_radix.py``, not yet wired into the
+    EPRE): per row group all U selectors search in parallel over the banked score buffer
+    (``epre_radix_select_cycles``, exact for that component), then one output cycle per
+    row, replacing the insertion selection term."""
     T, d, dh = shp["T"], shp["d"], shp["d_head"]
     p = epre_phase_cycles(cfg, T, T, d, dh, units=U, lanes=Le, selectors=S)
+    if selector == "radix":
+        p["select"] = math.ceil(T / U) * epre_radix_select_cycles(cfg, T, RADIX_PORTS) + T
     return p["stage1"] + p["stage2"] + p["select"] + EPRE_RUN_FIXED
 
 
-def sweep(cfg, shp, case, models) -> list[dict]:
+def sweep(cfg, shp, case, models, selector: str = "insertion") -> list[dict]:
     kv, rest = schedule_from_gemms(case["by"], shp["heads"])
     rows = []
     for U in UNITS:
         for Le in LANES:
-            for S in sorted({1, 2, 4, 8, 16, 32, 64, U} & set(range(1, U + 1))):
-                run = run_cycles(cfg, shp, U, Le, S)
+            ss = {1, 2, 4, 8, 16, 32, 64, U} if selector == "insertion" else {U}
+            for S in sorted(ss & set(range(1, U + 1))):
+                run = run_cycles(cfg, shp, U, Le, S, selector)
                 exp = epre_schedule(run, kv, rest)["exposed"]
                 row = {"units": U, "lanes": Le, "selectors": S, "shift_adds": U * Le,
                        "run": run, "exposed": exp, "ratio": exp / max(1, case["saved"]),
@@ -98,9 +121,13 @@ def sweep(cfg, shp, case, models) -> list[dict]:
 
 
 def pick(rows) -> dict | None:
-    """Smallest provisioning (shift-add lanes, then selectors) meeting the exposed goal."""
+    """Smallest provisioning meeting the exposed goal: by ECP5 LUTs when the area model is
+    known, else by shift-add lanes, then selectors."""
     ok = [r for r in rows if r["ratio"] <= GOAL_EXPOSED]
-    return min(ok, key=lambda r: (r["shift_adds"], r["selectors"], r["units"])) if ok else None
+    if not ok:
+        return None
+    return min(ok, key=lambda r: (r.get("luts_ecp5", 0), r["shift_adds"], r["selectors"],
+                                  r["units"]))
 
 
 def traces(cfg, log) -> list[dict]:
@@ -158,20 +185,29 @@ def plot(rows, path, chosen):
 
 
 def main(argv=None) -> int:
+    global RADIX_PORTS
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="skip the digits traces")
+    ap.add_argument("--selector", choices=("insertion", "radix"), default="insertion",
+                    help="selector priced and timed: the built insertion network (RTL-exact "
+                         "run cycles) or S = U radix selectors (hw/epre_radix.py, projected "
+                         "run; writes epre_radix_pP.json)")
+    ap.add_argument("--ports", type=int, choices=(8, 32), default=RADIX_PORTS,
+                    help="radix selector: keys read per cycle P (default %(default)s)")
     args = ap.parse_args(argv)
+    RADIX_PORTS = args.ports
     t0 = time.time()
     cfg = PRESETS["exion16"]
     shp = bl.shape("dit-xl2")
-    models = {f: area_model(f) for f in SDUE_LUTS}
+    models = {f: area_model(f, args.selector) for f in SDUE_LUTS}
     res = {"config": cfg.name, "provisioning": {"units": cfg.epre_unit_count,
                                                 "lanes": cfg.epre_lane_count,
                                                 "selectors": cfg.epre_selector_count},
-           "area_model": models, "sdue_luts": SDUE_LUTS, "ks": {}}
+           "selector": args.selector, "radix_ports": args.ports, "area_model": models, "sdue_luts": SDUE_LUTS,
+           "ks": {}}
     for k in KS:
         case = ep_case(cfg, shp, k)
-        rows = sweep(cfg, shp, case, models)
+        rows = sweep(cfg, shp, case, models, args.selector)
         best = pick(rows)
         here = next(r for r in rows if (r["units"], r["lanes"], r["selectors"]) ==
                     (cfg.epre_unit_count, cfg.epre_lane_count, cfg.epre_selector_count)) \
@@ -184,6 +220,16 @@ def main(argv=None) -> int:
               + (f"U={best['units']} Le={best['lanes']} S={best['selectors']} "
                  f"({best['shift_adds']} lanes, run {best['run']}, exposed "
                  f"{best['exposed']:.0f} = {100 * best['ratio']:.1f} %)" if best else "none"))
+        for fam, mdl in models.items():
+            if best and mdl is not None:
+                U, Le, S = best["units"], best["lanes"], best["selectors"]
+                need = (GOAL_LUTS * SDUE_LUTS[fam] - mdl["base"] - mdl["unit"] * U
+                        - mdl["sel"] * S) / (U * Le)
+                best[f"lane_luts_for_goal_{fam}"] = need
+                print(f"   {fam}: {best[f'luts_{fam}']:.0f} LUTs = "
+                      f"{100 * best[f'luts_frac_{fam}']:.0f} % of the SDUE (lanes "
+                      f"{mdl['lane'] * U * Le:.0f}, selectors {mdl['sel'] * S:.0f}); 40 % "
+                      f"needs <= {need:.0f} LUTs per lane (now {mdl['lane']:.0f})")
         if here:
             print(f"   exion16 default U={here['units']} Le={here['lanes']} "
                   f"S={here['selectors']}: run {here['run']}, exposed {here['exposed']:.0f} "
@@ -201,9 +247,10 @@ def main(argv=None) -> int:
     out = build_root() / "bench"
     out.mkdir(parents=True, exist_ok=True)
     k0 = res["ks"][str(KS[0])]
-    plot(k0["rows"], out / "epre_sweep.png", k0["smallest_meeting_goal"])
-    path = write_json(out / "epre.json", res)
-    print(f"wrote {path} and {out / 'epre_sweep.png'} ({time.time() - t0:.0f} s)")
+    tag = "" if args.selector == "insertion" else f"_radix_p{args.ports}"
+    plot(k0["rows"], out / f"epre_sweep{tag}.png", k0["smallest_meeting_goal"])
+    path = write_json(out / f"epre{tag}.json", res)
+    print(f"wrote {path} and {out / f'epre_sweep{tag}.png'} ({time.time() - t0:.0f} s)")
     return 0
 
 

@@ -551,6 +551,18 @@ def epre_cycles(cfg: Config, T: int, d: int, heads: int, d_head: int,
     return out
 
 
+def epre_radix_select_cycles(cfg: Config, n_k: int, ports: int) -> int:
+    """Cycles of one row's selection by ``hw.epre_radix.EpreRadixSelector`` (issue 18,
+    area), from its ``go`` cycle to its ``done`` cycle inclusive: one pass per score bit
+    (A = ``cfg.acc_width``) over ``ceil(N_k / P)`` buffer words plus its tail and decision,
+    then the mask pass and its tail: ``A * (ceil(N_k / P) + 2) + ceil(N_k / P) + 3``."""
+    for nm, v in (("n_k", n_k), ("ports", ports)):
+        if not isinstance(v, (int, np.integer)) or v < 1:
+            raise ExionError(f"epre_radix_select_cycles: {nm} = {v!r} must be an integer >= 1")
+    nw = math.ceil(n_k / ports)
+    return cfg.acc_width * (nw + 2) + nw + 3
+
+
 # ---- transformer block -----------------------------------------------------------------
 MODES = ("Base", "EP", "FFNR", "All")
 

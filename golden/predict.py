@@ -142,7 +142,9 @@ def threshold_select(scores, k_n: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
     pass: key j is kept iff ``s_j > T or (s_j == T and j <= t)``. Returns ``(mask, T, t)``
     (``k_n = 0``: nothing kept, T / t undefined and returned as 0). The mask equals
     :func:`topk_select` (the stable-sort rule) exactly; ``tests/test_golden_predict.py``
-    checks it on ties."""
+    checks it on ties. **[choice]** The radix selector (``hw/epre_radix.py``) finds T bit by
+    bit (MSB first, scores as unsigned ``s XOR 2**(A-1)``) and keeps, instead of comparing
+    with t, the first ``k_n - #{s > T}`` keys equal to T in index order: the same mask."""
     s = _check_scores(scores)
     n_q, n_k = s.shape
     if isinstance(k_n, bool) or not isinstance(k_n, (int, np.integer)) or not 0 <= k_n <= n_k:

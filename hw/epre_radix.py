@@ -1,0 +1,211 @@
+"""A small EPRE selector (issue 18, area): bitwise radix (threshold) search over a banked
+score buffer instead of a sorted insertion network.
+
+``EpreSelector`` keeps n_max / 2 + 1 sorted (score, index) entries, each with an A-bit
+comparator and a shifting register pair: 35,477 LUT4 and 6,719 FF on ECP5 for n_max = 256
+(docs/epre.md, "Area"). ``EpreRadixSelector`` keeps no keys: the row's scores stay in the
+score buffer (block RAM / LUTRAM, banked by ``key % P`` so that P keys are read per cycle)
+and the kN-th element is found bit by bit, MSB first, with one pass per bit:
+
+* scores are compared as unsigned keys ``u = s XOR 2**(A-1)`` (same order as signed s);
+* pass for bit b: ``c`` = number of keys whose bits above b equal the prefix found so far
+  and whose bit b is 1. If ``above + c >= kN`` bit b of T is 1, else it is 0 and
+  ``above += c`` (``above`` counts keys strictly above the candidate range);
+* after A passes T is the kN-th largest score and ``above`` = #{s > T}; a last pass emits
+  the mask: key j is kept iff ``s_j > T`` or ``s_j == T`` and fewer than ``kN - above``
+  keys equal to T precede it (index order).
+
+That is exactly the stable-sort rule of ``golden.predict.topk_select`` (all scores above
+the kN-th value, then equal scores by ascending index) = ``threshold_select``'s
+``s_j > T or (s_j == T and j <= t)``. The dominant-row gap test uses the same two-entry
+tracker as ``EpreSelector``, fed by the stage-2 score stream (``s_v`` / ``s_score`` /
+``s_key``, one key per cycle, as stage 2 produces them). Dominant rows keep only the top-1
+key (``top1``) or every key (``keep_all``).
+
+Cycles, from the ``go`` cycle to the ``done`` cycle inclusive (the buffer read has one
+cycle latency), ``golden.cycles.epre_radix_select_cycles``::
+
+    A * (ceil(N_k / P) + 2) + ceil(N_k / P) + 3     (N_k >= 1)
+
+Standalone component: measured by ``bench/epre_area.py`` and checked bit-exact against
+``golden.predict.threshold_select`` / ``dominant_rows`` in ``tests/test_epre_radix.py``;
+not yet wired into ``EPRE`` (docs/epre.md, "Area").
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from exion.config import Config
+
+from .util import bits_for as _bits
+
+__all__ = ["EpreRadixSelector"]
+
+
+class EpreRadixSelector(wiring.Component):
+    """Top-kN of one query row by radix search over a banked score buffer, plus the
+    dominant-row gap test (module docstring).
+
+    Parameters
+    ----------
+    cfg : Config
+        ``acc_width`` A is the score width.
+    n_max : int
+        Largest key count N_k.
+    ports : int
+        P, keys read per cycle (the score buffer has P banks, key j in bank ``j % P`` at
+        address ``j // P``).
+
+    Members
+    -------
+    start : In(1); k_n, n_k : In(key count)
+        A run starts: latch kN and N_k.
+    keep_all, q_th_en : In(1); q_th : In(A + 1)
+        Dominant polarity, gap rule on, threshold (as ``EpreSelector``).
+    clear : In(1)
+        A row starts (empty tracker).
+    s_v : In(1); s_score : In(signed(A)); s_key : In(key bits)
+        Stage-2 stream: key ``s_key``'s score of this row (feeds the top-2 tracker).
+    go : In(1)
+        The row's scores are in the buffer: search, then emit the mask row.
+    addr : Out(word bits); rd : Out(1)
+        Buffer read (all P banks at ``addr``); data expected on ``rdata`` one cycle later.
+    rdata : In(ArrayLayout(signed(A), P))
+    mask_row : Out(n_max); dominant : Out(1)
+    busy : Out(1); done : Out(1)
+        ``done`` is high for one cycle when ``mask_row`` / ``dominant`` are final.
+    """
+
+    def __init__(self, cfg: Config, n_max: int, ports: int):
+        if not (isinstance(ports, int) and 1 <= ports <= n_max):
+            raise ValueError(f"ports = {ports!r} must be an integer in 1..n_max ({n_max})")
+        self.cfg, self.n_max, self.ports = cfg, n_max, ports
+        self.words = -(-n_max // ports)
+        A = cfg.acc_width
+        super().__init__({
+            "start": In(1), "k_n": In(range(n_max + 1)), "n_k": In(range(n_max + 1)),
+            "keep_all": In(1), "q_th_en": In(1), "q_th": In(A + 1),
+            "clear": In(1), "s_v": In(1), "s_score": In(signed(A)),
+            "s_key": In(range(n_max + 1)), "go": In(1),
+            "addr": Out(range(self.words)), "rd": Out(1),
+            "rdata": In(data.ArrayLayout(signed(A), ports)),
+            "mask_row": Out(n_max), "dominant": Out(1), "busy": Out(1), "done": Out(1)})
+
+    def _tracker(self, m, A, ib):
+        """Largest score (lowest index) and second largest value of the stream."""
+        max1 = Signal(signed(A), name="max1", reset_less=True)
+        idx1 = Signal(ib, name="idx1", reset_less=True)
+        max2 = Signal(signed(A), name="max2", reset_less=True)
+        have1, have2 = Signal(name="have1"), Signal(name="have2")
+        with m.If(self.clear):
+            m.d.sync += [have1.eq(0), have2.eq(0)]
+        with m.Elif(self.s_v):
+            with m.If(~have1 | (self.s_score > max1)):
+                m.d.sync += [max1.eq(self.s_score), idx1.eq(self.s_key), have1.eq(1),
+                             max2.eq(max1), have2.eq(have1)]
+            with m.Elif(~have2 | (self.s_score > max2)):
+                m.d.sync += [max2.eq(self.s_score), have2.eq(1)]
+        gap = Signal(unsigned(A + 1), name="gap")
+        m.d.comb += gap.eq((max1 - max2).as_unsigned())
+        return idx1, self.q_th_en & (~have2 | (gap >= self.q_th))
+
+    @staticmethod
+    def _match(u, pfx, bit, hmask):
+        """Key ``u`` counts in the pass of ``bit``: its bits above ``bit`` equal the prefix
+        found so far and its bit ``bit`` is 1."""
+        return ((u ^ (pfx | bit)) & hmask) == 0
+
+    def elaborate(self, platform):
+        A, P, nw_max = self.cfg.acc_width, self.ports, self.words
+        cb = range(self.n_max + 1)
+        ib = _bits(self.n_max)
+        m = Module()
+        k_n, n_k = Signal(cb, name="r_kn"), Signal(cb, name="r_nk")
+        with m.If(self.start):
+            m.d.sync += [k_n.eq(self.k_n), n_k.eq(self.n_k)]
+        idx1, dom_now = self._tracker(m, A, ib)
+        nw = Signal(range(nw_max + 1), name="nw")         # ceil(N_k / P)
+        m.d.comb += nw.eq((n_k + (P - 1)) // P)
+
+        pfx = Signal(A, name="pfx")                        # T's bits found so far
+        bit = Signal(A, name="bit")                        # one-hot: the bit of this pass
+        hmask = Signal(A, name="hmask")                    # bits >= the pass's bit
+        above = Signal(cb, name="above")
+        cnt = Signal(cb, name="cnt")
+        eq_seen = Signal(cb, name="eq_seen")
+        w = Signal(range(nw_max + 1), name="w")
+        w1 = Signal(range(nw_max + 1), name="w1")
+        v1 = Signal(name="v1")
+        masking = Signal(name="masking")
+        mrow = Signal(nw_max * P, name="mrow")
+        m.d.comb += [self.addr.eq(w), self.mask_row.eq(mrow[:self.n_max])]
+        m.d.sync += [v1.eq(self.rd), w1.eq(w)]
+
+        # per-lane compares on the word read one cycle ago
+        sign = Const(1 << (A - 1), A)
+        u = [Signal(A, name=f"u{p}") for p in range(P)]
+        val = [Signal(name=f"val{p}") for p in range(P)]
+        # lane p of word w1 is key w1 * P + p: decode N_k and the top-1 index once per
+        # word instead of comparing every lane's key index
+        nk_w, nk_p = n_k // P, n_k % P
+        top_w, top_p = idx1 // P, idx1 % P
+        for p in range(P):
+            m.d.comb += [u[p].eq(self.rdata[p].as_unsigned() ^ sign),
+                         val[p].eq((w1 < nk_w) | ((w1 == nk_w) & (p < nk_p)))]
+        hit = Cat(val[p] & self._match(u[p], pfx, bit, hmask) for p in range(P))
+        gt = [val[p] & (u[p] > pfx) for p in range(P)]
+        # mask pass: bit = 0 and hmask = all ones, so a hit is a key equal to T
+        eq = [hit[p] for p in range(P)]
+        rem = Signal(signed(len(cb) + 1), name="rem")       # equal keys still to keep
+        m.d.comb += rem.eq(k_n - above - eq_seen)
+        keep = []
+        run = Const(0, len(cb))
+        for p in range(P):
+            kp = Signal(name=f"keep{p}")
+            m.d.comb += kp.eq(Mux(self.dominant,
+                                  val[p] & (self.keep_all | ((w1 == top_w) & (top_p == p))),
+                                  (k_n != 0) & (gt[p] | (eq[p] & (run < rem)))))
+            keep.append(kp)
+            run = run + eq[p]
+        with m.If(v1 & ~masking):
+            m.d.sync += cnt.eq(cnt + sum(hit[p] for p in range(P)))
+        with m.If(v1 & masking):
+            m.d.sync += [mrow.word_select(w1, P).eq(Cat(keep)), eq_seen.eq(eq_seen + run)]
+
+        with m.FSM(name="rsel"):
+            with m.State("IDLE"):
+                with m.If(self.go):
+                    m.d.sync += [pfx.eq(0), bit.eq(1 << (A - 1)), hmask.eq(1 << (A - 1)),
+                                 above.eq(0), cnt.eq(0), w.eq(0), masking.eq(0),
+                                 eq_seen.eq(0), mrow.eq(0), self.dominant.eq(dom_now)]
+                    m.next = "PASS"
+            with m.State("PASS"):
+                m.d.comb += [self.rd.eq(1), self.busy.eq(1)]
+                m.d.sync += w.eq(w + 1)
+                with m.If(w + 1 == nw):
+                    m.next = "TAIL"
+            with m.State("TAIL"):                  # last word's count / mask bits land
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += w.eq(0)
+                with m.If(masking):
+                    m.next = "DONE"
+                with m.Else():
+                    m.next = "DEC"
+            with m.State("DEC"):                   # decide the pass's bit
+                m.d.comb += self.busy.eq(1)
+                with m.If(above + cnt >= k_n):
+                    m.d.sync += pfx.eq(pfx | bit)
+                with m.Else():
+                    m.d.sync += above.eq(above + cnt)
+                m.d.sync += [cnt.eq(0), bit.eq(bit >> 1),
+                             hmask.eq((hmask >> 1) | (1 << (A - 1)))]
+                with m.If(bit[0]):
+                    m.d.sync += masking.eq(1)
+                m.next = "PASS"
+            with m.State("DONE"):
+                m.d.comb += self.done.eq(1)
+                m.next = "IDLE"
+        return m
