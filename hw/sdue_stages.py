@@ -9,7 +9,7 @@ Memories and DPUs stay instances of the SDUE itself (``imemR``, ``wmemC_K``, ``o
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -234,13 +234,17 @@ class SdueOperands(wiring.Component):
             ctl_valid.append(d_any)
         else:
             d_first, d_last = b_first, b_last
+        # The outputs are wide (exion16: b is 49,152 bits); Amaranth checks every bit of a
+        # statement's target signal, so each output gets one statement (a Cat of its
+        # elements, row-major like the ArrayLayout), not one per element.
+        a_parts, b_parts, valid_parts = [], [], []
         for r in range(R):
             row_in = Signal(word, name=f"row_in{r}")
             mod.d.comb += row_in.eq(row_pre[r] if row_pre is not None
                                     else _mux(imem_data, isel_d[r]))
             if pipe:
                 row_in = stage(row_in, f"row_q{r}")
-            mod.d.comb += self.a[r].eq(row_in)
+            a_parts.append(row_in.as_value())
             for c in range(C):
                 s = sel_d[r][c]
                 wsel = _mux(wmem_data[c], s.idx)
@@ -248,7 +252,12 @@ class SdueOperands(wiring.Component):
                 if pipe:
                     wsel = stage(wsel, f"w_q{r}_{c}")
                     valid = stage(valid, f"valid_q{r}_{c}", control=True)
-                mod.d.comb += [self.b[r][c].eq(wsel), self.valid[r][c].eq(valid)]
+                b_parts.append(Value.cast(wsel))
+                valid_parts.append(Value.cast(valid))
+        for port, parts in ((self.a, a_parts), (self.b, b_parts), (self.valid, valid_parts)):
+            assert all(len(v) == len(parts[0]) for v in parts)
+            assert len(Cat(*parts)) == len(port.as_value())
+            mod.d.comb += port.as_value().eq(Cat(*parts))
         mod.d.comb += [self.dpu_first.eq(d_first), self.dpu_last.eq(d_last),
                        self.in_flight.eq(Cat(*ctl_valid).any())]
         return mod
