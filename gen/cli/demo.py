@@ -154,7 +154,7 @@ def _dsc_block(cfg, seed, args, progress) -> dict:
 
 STEPS: list = [gemm_sparse_ffn, _dsc_block]
 
-#: Tops the later steps build, started in a background process when the demo starts so that
+#: Tops the later steps build, started in background processes when the demo starts so that
 #: their single-threaded generation and Verilation overlap the DPU step (``None``: the
 #: demo's config).
 PREBUILD: list[tuple[str | None, str]] = [(None, "gemm"), ("toy", "dsc_core")]
@@ -167,11 +167,14 @@ def _build_one(cfg, top: str, waves: bool) -> float:
 
 
 def _prebuild(cfg, waves: bool):
-    """Start :data:`PREBUILD`'s builds in one worker process; returns (pool, futures)."""
+    """Start :data:`PREBUILD`'s builds, one worker process each; returns (pool, futures).
+
+    One process per top: the exion16 engine's generation and Verilation are single-threaded,
+    so the small toy DSC core builds beside it (and beside the DPU step) on the other core."""
     from exion.config import get_config
 
     ctx = multiprocessing.get_context("spawn")   # no forked Amaranth/cocotb state
-    pool = concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx)
+    pool = concurrent.futures.ProcessPoolExecutor(max_workers=len(PREBUILD), mp_context=ctx)
     futs = []
     for name, top in PREBUILD:
         c = cfg if name is None else get_config(name)
