@@ -26,7 +26,7 @@ QUALITY_SAMPLES, QUALITY_STEPS, QUALITY_MIN_ACC = 20, 20, 0.80
 def m64():
     if not WEIGHTS["digits64"][0].is_file():
         pytest.skip("workloads/data/dit_digits64.npz not shipped (train it: python -m "
-                    "exion.workloads.train --model digits64 --threads 2)")
+                    "exion.workloads.train --model digits64 --threads 1)")
     return fi.load_model("digits64")    # refuses a changed file
 
 

@@ -19,6 +19,7 @@ tests check).
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .weights import weights_path, save_weights
-from .common import (MODELS, arch, betas_linear, load_digits_images)
+from .common import (MODELS, arch, betas_linear, ema_decay, load_digits_images)
 
 
 def build(torch, nn, ARCH=MODELS["digits16"]):
@@ -130,6 +131,9 @@ def main(argv=None):
     # 1 thread: on a shared 2-core machine two torch threads contend with other jobs and
     # ran 15x slower in a measurement here; one thread is also the reproducible default.
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--diag-dir", type=Path, default=None,
+                    help="also write raw.npz (the trained weights, no EMA) and plain_ema.npz "
+                         "(EMA without warm-up) there, for diagnosis; the --out file is the same")
     args = ap.parse_args(argv)
     ARCH = arch(args.model)
     for name in ("steps", "batch", "lr", "seed"):
@@ -149,6 +153,7 @@ def main(argv=None):
     ema.load_state_dict(model.state_dict())
     for p_ in ema.parameters():
         p_.requires_grad_(False)
+    plain = copy.deepcopy(ema) if args.diag_dir is not None else None   # no RNG draw
     n_params = sum(p_.numel() for p_ in model.parameters())
 
     imgs, labels = load_digits_images()
@@ -182,8 +187,12 @@ def main(argv=None):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         with torch.no_grad():
+            decay = ema_decay(ARCH, step)
             for pe, pm in zip(ema.parameters(), model.parameters()):
-                pe.mul_(ARCH["ema"]).add_(pm, alpha=1 - ARCH["ema"])
+                pe.mul_(decay).add_(pm, alpha=1 - decay)
+            if args.diag_dir is not None:   # the plain 0.999 EMA, for comparison only
+                for pe, pm in zip(plain.parameters(), model.parameters()):
+                    pe.mul_(ARCH["ema"]).add_(pm, alpha=1 - ARCH["ema"])
         losses.append(loss.item())
         if step % 500 == 0 or step == args.steps - 1:
             print(f"step {step:6d}  loss {np.mean(losses[-500:]):.4f}  lr {lr:.2e}  "
@@ -195,8 +204,12 @@ def main(argv=None):
             "steps": args.steps, "batch": args.batch, "lr": args.lr, "seed": args.seed,
             "threads": args.threads, "torch": torch.__version__}
     if args.model != "digits16":    # digits16's file predates the field: keep its bytes
-        meta.update(model=args.model, tokens=ARCH["tokens"])
+        meta.update(model=args.model, tokens=ARCH["tokens"],
+                    ema_warmup=bool(ARCH.get("ema_warmup", False)))
     sha = save_weights(args.out, export(ema), meta)
+    if args.diag_dir is not None:
+        save_weights(args.diag_dir / "raw.npz", export(model), dict(meta, diag="raw"))
+        save_weights(args.diag_dir / "plain_ema.npz", export(plain), dict(meta, diag="plain_ema"))
     print(f"params {n_params}, {elapsed:.1f} s, weights {args.out} sha256 {sha}")
     print(meta)
 
