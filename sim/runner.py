@@ -47,13 +47,18 @@ __all__ = ["RtlBuild", "rtl_build", "run_bench", "BenchFailure", "build_root", "
 SIMULATORS = ("verilator", "icarus")
 
 
+def _setting(value: str | None, env: str, allowed: tuple[str, ...], what: str) -> str:
+    """``value``, else ``$env``, else ``allowed[0]``; one-line error if not in ``allowed``."""
+    value = value or os.environ.get(env) or allowed[0]
+    if value not in allowed:
+        raise ExionError(f"{env} / {what}: unknown value {value!r}; "
+                         f"available: {', '.join(allowed)}")
+    return value
+
+
 def simulator(name: str | None = None) -> str:
     """``name``, else ``$EXION_SIM``, else ``"verilator"``; checked against SIMULATORS."""
-    name = name or os.environ.get("EXION_SIM") or SIMULATORS[0]
-    if name not in SIMULATORS:
-        raise ExionError(f"EXION_SIM / simulator: unknown simulator {name!r}; "
-                         f"available: {', '.join(SIMULATORS)}")
-    return name
+    return _setting(name, "EXION_SIM", SIMULATORS, "simulator")
 
 
 def waves_requested(flag: bool = False) -> bool:
@@ -99,11 +104,7 @@ CXX_OPTS = ("-Os", "-O0", "-O1", "-O2", "-O3")
 
 def cxx_opt(level: str | None = None) -> str:
     """``level``, else ``$EXION_CXX_OPT``, else ``-Os``; checked against :data:`CXX_OPTS`."""
-    level = level or os.environ.get("EXION_CXX_OPT") or CXX_OPTS[0]
-    if level not in CXX_OPTS:
-        raise ExionError(f"EXION_CXX_OPT / cxx_opt: unknown C++ optimisation {level!r}; "
-                         f"choose one of {', '.join(CXX_OPTS)}")
-    return level
+    return _setting(level, "EXION_CXX_OPT", CXX_OPTS, "C++ optimisation")
 
 
 def rtl_build(cfg: Config, top: str, *, waves: bool = False, progress=None,
