@@ -242,6 +242,9 @@ def test_accuracy_cli_pareto_writes_png_and_json(tmp_path):
     ep = json.loads((tmp_path / "ep_digits16.json").read_text())
     assert {(r["lod_terms"], r["q_th"]) for r in ep["rows"]} >= {(1, None), (1, 0.15),
                                                                   (2, None), (2, 0.15)}
+    assert [r["k"] for r in ep["controls"]] == [0.05]
+    assert ep["controls"][0]["exion"]["ep_scores"] == "exact"
+    assert "goal" in ep and "Goal (EP loss" in (tmp_path / "ep_digits16.md").read_text()
 
 
 def test_accuracy_cli_bad_input_is_one_line(tmp_path, capsys):
@@ -284,3 +287,60 @@ def test_trace_digits64_column_rule(m64, tmp_path):
     np.testing.assert_array_equal(one, m[64:])
     cnt = one.sum(axis=0)
     assert ((cnt == 0) | (cnt == 64)).sum() >= 255
+
+
+# -- the exact top-k control and the EP goal ------------------------------------------------
+def topk_violations(keep, logits, kn):
+    """Why ``keep`` is not each row's ``kn`` largest logits (ties to the lower index)."""
+    out = []
+    if not np.all(keep.sum(-1) == kn):
+        out.append("not kn keys per row")
+    lo = np.where(keep, logits, np.inf).min(-1, keepdims=True)
+    hi = np.where(keep, -np.inf, logits).max(-1, keepdims=True)
+    if np.any(hi > lo):
+        out.append("a dropped key scores above a kept one")
+    return out
+
+
+@pytest.mark.parametrize("seed,k", [(0, 0.05), (1, 0.5), (2, 0.8), (3, 1.0)])
+def test_exact_topk_keeps_the_largest_logits(seed, k):
+    from exion.golden.predict import keep_count
+    from exion.workloads.dit import _exact_topk
+    rng = np.random.default_rng(seed)
+    logits = np.round(rng.standard_normal((2, 3, 16, 16)), 1)       # ties at 0.1 steps
+    kn = keep_count(k, 16)
+    assert topk_violations(_exact_topk(logits, kn), logits, kn) == []
+    assert topk_violations(_exact_topk(-logits, kn), logits, kn) != [] or kn == 16  # mutation
+
+
+def test_exact_control_with_all_keys_equals_ep_off_and_drops_keys_otherwise():
+    m = fi.load_model("digits16")
+    base = Exion(ffn_reuse=True, n=2, s=0.8)
+    off = sample(m, 2, 3, base, 5)
+    full = sample(m, 2, 3, Exion(ffn_reuse=True, n=2, s=0.8, ep=True, k=1.0,
+                                 ep_scores="exact"), 5)
+    assert np.array_equal(off.images, full.images) and full.ep_sparsity == 0.0
+    cut = sample(m, 2, 3, Exion(ffn_reuse=True, n=2, s=0.8, ep=True, k=0.5,
+                                ep_scores="exact"), 5)
+    assert cut.ep_sparsity == pytest.approx(0.5) and not np.array_equal(off.images, cut.images)
+
+
+def test_exact_control_bad_input():
+    with pytest.raises(ExionError, match="ep_scores"):
+        Exion(ep_scores="oracle")
+    with pytest.raises(ExionError, match="float"):
+        Exion(ep=True, ep_scores="exact", quant=True)
+
+
+def test_ep_goal_picks_the_sparsest_row_within_the_loss():
+    rows = [{"row": "a", "k": 0.8, "q_th": None, "lod_terms": 2, "intra_sparsity": 0.19,
+             "loss_vs_ffn_reuse": 1.2},
+            {"row": "b", "k": 0.5, "q_th": None, "lod_terms": 2, "intra_sparsity": 0.5,
+             "loss_vs_ffn_reuse": 1.5},
+            {"row": "c", "k": 0.9, "q_th": None, "lod_terms": 1, "intra_sparsity": 0.06,
+             "loss_vs_ffn_reuse": 0.3},
+            {"row": "d", "k": 1.0, "q_th": None, "lod_terms": 1, "intra_sparsity": 0.0,
+             "loss_vs_ffn_reuse": 0.0}]
+    assert fi.ep_goal(rows)["row"] == "a"
+    assert fi.ep_goal(rows, max_loss=1.6)["row"] == "b"
+    assert fi.ep_goal(rows, max_loss=0.1) is None           # d has no sparsity: not EP at work

@@ -44,6 +44,10 @@ EXION switches (all default off; the same seeds and noise as vanilla):
   mask are dropped from the softmax (so a top-1 row outputs its key's V row).
   ``q_th`` is given in logit units (after 1/sqrt(d_head)) and converted to the integer scale
   of Sh per sample and head; ``None`` disables the dominant rule.
+  Control **[choice]**: ``ep_scores="exact"`` keeps each query row's top ``keep_count(k, T)``
+  keys of the *exact* float logits instead of EP's predicted ones (ties to the lower key
+  index; no dominant rule). It prices the truncation to k keys alone, without prediction
+  error, and runs on the float path only.
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ from .common import ARCH, alpha_bars
 __all__ = ["Exion", "DiT", "SampleResult", "sample", "batched_predict", "ddim_timesteps"]
 
 CONTROLS = (None, "random", "zero")
+EP_SCORES = ("predicted", "exact")
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,7 @@ class Exion:
     polarity: str = "top1"
     lod_terms: int = 2
     quant: bool = False
+    ep_scores: str = "predicted"
 
     def __post_init__(self):
         if self.rule not in RULES:
@@ -103,6 +109,12 @@ class Exion:
             raise ExionError(f"lod_terms must be 1 or 2, got {self.lod_terms!r}")
         if self.q_th is not None and not self.q_th >= 0:
             raise ExionError(f"q_th must be >= 0 or None, got {self.q_th!r}")
+        if self.ep_scores not in EP_SCORES:
+            raise ExionError(f"ep_scores must be one of {', '.join(EP_SCORES)}, "
+                             f"got {self.ep_scores!r}")
+        if self.ep_scores == "exact" and self.quant:
+            raise ExionError("ep_scores='exact' (the exact top-k control) runs on the float "
+                             "model only; turn quant off")
 
 
 # -- small float helpers ----------------------------------------------------------------
@@ -114,6 +126,14 @@ def _ln(x, eps=ARCH["ln_eps"]):
     mu = x.mean(-1, keepdims=True)
     var = ((x - mu) ** 2).mean(-1, keepdims=True)
     return (x - mu) / np.sqrt(var + eps)
+
+
+def _exact_topk(logits: np.ndarray, kn: int) -> np.ndarray:
+    """Boolean mask of each row's ``kn`` largest logits (ties: the lower key index)."""
+    order = np.argsort(-logits, axis=-1, kind="stable")[..., :kn]
+    keep = np.zeros(logits.shape, dtype=bool)
+    np.put_along_axis(keep, order, True, axis=-1)
+    return keep
 
 
 def _softmax(z, axis=-1):
@@ -275,7 +295,13 @@ class DiT:
         scale = 1.0 / math.sqrt(self.dh)
         logits = q @ np.swapaxes(k, 2, 3) * scale
         keep = None
-        if ex.ep:
+        if ex.ep and ex.ep_scores == "exact":
+            keep = _exact_topk(logits, keep_count(ex.k, T))
+            stats.setdefault("ep_sparsity", []).append((i, 1.0 - keep.sum() / keep.size))
+            if "record" in stats:
+                stats["record"].append((stats["it"], i, "ep", keep,
+                                        np.zeros(keep.shape[:-1], dtype=bool)))
+        elif ex.ep:
             cfg = self.cfg
             sx = _scales(h, cfg, (1, 2))
             xq = _q(h, sx, cfg)

@@ -94,6 +94,10 @@ def register(sub) -> None:
                    help="EP table LOD modes: 1 = LOD, 2 = TS-LOD (default both)")
     g.add_argument("--q-grid", type=float, nargs="+", default=[0.3, 1.0, 3.0],
                    help="q_th values swept for the best (default 0.3 1 3)")
+    g.add_argument("--no-exact-control", action="store_true",
+                   help="leave out the EP table's exact top-k control rows (one run per k that "
+                        "keeps each row's k largest float logits: the loss of the truncation "
+                        "alone, without prediction error)")
     g.add_argument("--column-s", type=_frac, nargs="+", default=[0.8, 0.95, 0.97],
                    help="column table s values (default 0.8 0.95 0.97)")
     g.add_argument("--n-list", type=int, nargs="+", default=[2, 3, 4, 5],
@@ -151,7 +155,7 @@ def run_fidelity(args, model) -> int:
     done = []
     if args.ep_table or args.pareto:
         e = fi.ep_table(model, k_list=args.k_list, q_grid=args.q_grid, n=args.n,
-                        lods=tuple(args.lod_list),
+                        lods=tuple(args.lod_list), exact=not args.no_exact_control,
                         rule=args.rule, **kw)
         fi.write_json(e, args.out / f"ep_{name}.json")
         (args.out / f"ep_{name}.md").write_text(fi.ep_markdown(e) + "\n")
