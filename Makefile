@@ -11,6 +11,8 @@ STAMP  := $(VENV)/.installed
 JOBS   ?= 2
 # pytest workers (pytest-xdist); one file per worker keeps a file's Verilator builds together.
 XDIST  ?= -n $(JOBS) --dist loadfile
+# the slowest tests are listed at the end of a run: the default suite must stay under 15 min.
+PYTEST_ARGS ?= --durations=25
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: help venv demo test test-long formal bench lint synth pnr fst-deps xsim regress clean distclean
