@@ -22,6 +22,9 @@ GEMM            ``count * per_mask + 2`` while the engine takes the mask at full
                 with the engine's measured part substituted.
 GELU            :func:`gelu_body`: ``count * per_acc + 6 + per_word + 4`` (read, GELU unit
                 and write overlap); 1 if ``count == 0``. Exact.
+SOFTMAX,        :func:`row_body`: ``count * per_in + w * (1 + per_word) + fixed + 5``
+LAYERNORM       (``w = ceil(n / L)`` words a row, ``fixed`` the unit's
+                :func:`exion.golden.cfse_cycles.fixed_cycles`); 1 if ``count == 0``. Exact.
 ==============  ============================================================================
 
 The run's ``cycles`` counter is the sum over its descriptors (END included).
@@ -34,29 +37,33 @@ import math
 from exion.config import CAU_COLS_PER_CYCLE, Config
 from exion.errors import ExionError
 
+from .cfse_cycles import fixed_cycles
 from .cycles import sdue_cycles
 
 #: GELU + requant pipeline depth of the CFSE (hw/cfse.py ``GELU_LATENCY``; tests compare)
 GELU_LATENCY = 6
 
 __all__ = ["OPS", "item_beats", "desc_beats", "overhead", "descriptor_cycles",
-           "gemm_estimate", "gelu_body", "program_cycles"]
+           "gemm_estimate", "gelu_body", "row_body", "program_cycles"]
 
 #: op codes (hw/dsc.py's ``OPS``; tests/test_dsc_rtl.py checks they agree)
 OPS = {"END": 0, "IMEM_LOAD": 1, "GMEM_LOAD": 2, "OMEM_LOAD": 3, "GEMM": 4, "OMEM_STORE": 5,
-       "GELU": 6}
+       "GELU": 6, "SOFTMAX": 7, "LAYERNORM": 8}
 _NAMES = {v: k for k, v in OPS.items()}
 
 
 def item_beats(cfg: Config, bus_bits: int) -> dict:
     """Bus beats per item (hw/dsc.py ``item_beats``): an operand word (L 16-bit
     containers), an OMEM address (R 64-bit containers), a mask beat (``hw.cau.mask_layout``
-    with the runtime sort bit: R * cols_per_cycle cv bits, last, 16-bit block, ways, sort)."""
+    with the runtime sort bit: R * cols_per_cycle cv bits, last, 16-bit block, ways, sort),
+    an accumulator word (L 64-bit containers), a softmax word (L 16-bit logits + L keep
+    bits)."""
     mbits = cfg.rows * CAU_COLS_PER_CYCLE + 1 + 16 + cfg.merge_ways.bit_length() + 1
     return {"word": math.ceil(16 * cfg.lanes / bus_bits),
             "omem": math.ceil(64 * cfg.rows / bus_bits),
             "mask": math.ceil(mbits / bus_bits),
-            "acc": math.ceil(64 * cfg.lanes / bus_bits)}
+            "acc": math.ceil(64 * cfg.lanes / bus_bits),
+            "smx": math.ceil(17 * cfg.lanes / bus_bits)}
 
 
 def desc_beats(bus_bits: int) -> int:
@@ -86,6 +93,29 @@ def gelu_body(cfg: Config, count: int, bus_bits: int) -> int:
         raise ExionError(f"gelu_body: the model needs per_acc >= per_word + 1 (L = "
                          f"{cfg.lanes}, bus {bus_bits} bits)")
     return count * ib["acc"] + GELU_LATENCY + ib["word"] + 4
+
+
+def row_body(cfg: Config, op: str, count: int, n: int, bus_bits: int) -> int:
+    """Body of a SOFTMAX or LAYERNORM descriptor: ``count`` input words (rows of ``w =
+    ceil(n / L)`` words; ``per_in`` beats each: ``smx`` for softmax, ``word`` for layer
+    norm) in, as many operand words (``per_word`` beats) out.
+
+    As :func:`gelu_body`, the last word enters the unit ``count * per_in + 1`` cycles into
+    the body. The unit passes its last row in three phases (``docs/cfse.md``): its last
+    output leaves ``w + fixed + 1 + (w - 1) * per_word`` cycles after the last input (the
+    last row's C pass runs at one word per ``per_word`` cycles, the rate at which the
+    output buffer empties; earlier rows are out by then because a row comes in no faster,
+    ``per_in >= per_word``), then ``per_word`` beats and the same 4 cycles of write
+    response as GELU: ``count * per_in + w * (1 + per_word) + fixed + 5``; 1 if
+    ``count == 0``. Exact for rows that fit the unit (``n <= cfg.cfse_n_max``; the DSC
+    does not restream)."""
+    if count == 0:
+        return 1
+    ib = item_beats(cfg, bus_bits)
+    fn = {"SOFTMAX": "softmax", "LAYERNORM": "layernorm"}[op]
+    per_in = ib["smx"] if fn == "softmax" else ib["word"]
+    w = -(-int(n) // cfg.lanes)
+    return count * per_in + w * (1 + ib["word"]) + fixed_cycles(fn) + 5
 
 
 def gemm_estimate(cfg: Config, d: dict, bus_bits: int) -> int:
@@ -118,6 +148,8 @@ def descriptor_cycles(cfg: Config, d: dict, bus_bits: int = 64,
         body = gemm_estimate(cfg, d, bus_bits) if gemm_body is None else gemm_body
     elif op == "GELU":
         body = gelu_body(cfg, n, bus_bits)
+    elif op in ("SOFTMAX", "LAYERNORM"):
+        body = row_body(cfg, op, n, int(d.get("n", 0)), bus_bits)
     else:
         body = 0     # the core stops with bad_op in DECODE
     return overhead(bus_bits) + body

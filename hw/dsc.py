@@ -64,17 +64,19 @@ from types import SimpleNamespace
 
 from amaranth import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import Out
 
 from exion.config import CAU_COLS_PER_CYCLE, Config
 from exion.errors import ExionError
 
 from .cau import mask_layout
-from .cfse import GeluUnit
+from .cfse import GeluUnit, LayerNormUnit, SoftmaxUnit
 from .gemm import SparseGemm
 from .memif import dsc_control_signature, mem_master_signature
 
-__all__ = ["DscCore", "ERROR_FLAGS", "OPS", "GELU_FIELDS", "DESC_BYTES", "item_beats"]
+__all__ = ["DscCore", "ERROR_FLAGS", "OPS", "GELU_FIELDS", "ROW_FIELDS", "DESC_BYTES",
+           "item_beats"]
 
 #: error bit -> (name, meaning); the register map lists these.
 ERROR_FLAGS = {
@@ -86,12 +88,16 @@ ERROR_FLAGS = {
 
 #: op name -> code
 OPS = {"END": 0, "IMEM_LOAD": 1, "GMEM_LOAD": 2, "OMEM_LOAD": 3, "GEMM": 4, "OMEM_STORE": 5,
-       "GELU": 6}
+       "GELU": 6, "SOFTMAX": 7, "LAYERNORM": 8}
 
 #: GELU descriptor: ``GeluParams`` bit ranges of the 256-bit descriptor (in place of the
 #: GEMM setup fields kwords / ncols / regions).
 GELU_FIELDS = {"in_mult": (192, 15), "in_shift": (208, 6), "out_mult": (216, 15),
                "out_shift": (232, 6)}
+
+#: SOFTMAX / LAYERNORM descriptors: row length ``n`` and the layer norm's scalar ``gamma``,
+#: ``beta`` (Q.11, the same for every element) and ``eps_q`` (in place of the GEMM setup).
+ROW_FIELDS = {"n": (192, 16), "gamma": (208, 16), "beta": (224, 16), "eps": (240, 16)}
 
 DESC_BYTES = 32
 _MAX_REGIONS = 4
@@ -99,12 +105,14 @@ _MAX_REGIONS = 4
 
 def item_beats(cfg: Config, bus_bits: int) -> dict:
     """Bus beats per item: operand word, OMEM address (R results), mask beat, accumulator
-    word (L results in 64-bit containers, the GELU op's input)."""
+    word (L results in 64-bit containers, the GELU op's input), softmax word (L 16-bit
+    Q.11 logits, then L keep bits: the SOFTMAX op's input)."""
     mbits = mask_layout(cfg, CAU_COLS_PER_CYCLE, True).size
     return {"word": math.ceil(16 * cfg.lanes / bus_bits),
             "omem": math.ceil(64 * cfg.rows / bus_bits),
             "mask": math.ceil(mbits / bus_bits),
-            "acc": math.ceil(64 * cfg.lanes / bus_bits)}
+            "acc": math.ceil(64 * cfg.lanes / bus_bits),
+            "smx": math.ceil(17 * cfg.lanes / bus_bits)}
 
 
 def _burst_len(addr, rem, D: int):
@@ -165,12 +173,14 @@ class DscCore(wiring.Component):
         self._write_engine(m, s)
         self._counters(m, s)
         self._gelu(m, s)
+        self._rowops(m, s)
         with m.FSM(name="dsc"):
             self._fsm_fetch(m, s)
             self._fsm_decode(m, s)
             self._fsm_load(m, s)
             self._fsm_store(m, s)
             self._fsm_gelu(m, s)
+            self._fsm_rowop(m, s)
         return m
 
     def _descriptor(self, m, s):
@@ -387,6 +397,8 @@ class DscCore(wiring.Component):
                         m.next = "FETCH"
                     with m.Else():
                         m.next = "GELU_RUN"
+                with m.Case(OPS["SOFTMAX"], OPS["LAYERNORM"]):
+                    self._decode_rowop(m, s)
                 with m.Default():
                     m.d.sync += [self.error[2].eq(1), self.busy.eq(0), self.done.eq(1)]
                     m.next = "IDLE"
@@ -490,6 +502,103 @@ class DscCore(wiring.Component):
                              s.d_burst.eq(s.cur_burst - 1), s.gbeat.eq(s.gbeat + 1)]
                 with m.If(s.gbeat == ib["word"] - 1):
                     m.d.sync += [s.sa.eq(s.sa + 1), s.gvalid.eq(0)]
+            with m.If((s.sa == s.count) & (s.wr_left == 0) & (s.outstanding == 0)):
+                m.d.sync += [s.wr_go.eq(0), s.rd_go.eq(0)]
+                m.next = "FETCH"
+
+    def _rowops(self, m, s):
+        """The CFSE's softmax and layer-norm units behind the DMA. Their input is the
+        assembled word (L Q.11 values; a softmax word also carries L keep bits, which wait
+        in ``keep_fifo`` for the word's probabilities); their output, requantised (softmax:
+        ``golden.dsc.prob_requant``, kept entries only) or as is (layer norm), goes to the
+        one-word output buffer ``rbuf`` that the write side sends beat by beat. The buffer
+        takes the next word in the cycle its last beat goes out (one word per ``word``
+        beats)."""
+        cfg, L, W = self.cfg, self.cfg.lanes, self.cfg.width
+        s.sm = sm = SoftmaxUnit(cfg)
+        s.ln = ln = LayerNormUnit(cfg)
+        m.submodules.softmax = sm
+        m.submodules.layernorm = ln
+        s.rf = {k: s.desc[lsb:lsb + bits] for k, (lsb, bits) in ROW_FIELDS.items()}
+        s.is_sm = s.op == OPS["SOFTMAX"]
+        s.kf = kf = SyncFIFOBuffered(width=L, depth=sm.depth + 64)
+        m.submodules.keep_fifo = kf
+        m.d.comb += [sm.n.eq(s.rf["n"]), ln.n.eq(s.rf["n"]), ln.eps.eq(s.rf["eps"]),
+                     kf.w_data.eq(s.asm[16 * L:17 * L])]
+        for lane in range(L):
+            v = s.asm[16 * lane:16 * lane + 16].as_signed()
+            m.d.comb += [sm.x.payload[lane].eq(v), ln.x.payload[lane].eq(v),
+                         ln.gb.payload.gamma[lane].eq(s.rf["gamma"].as_signed()),
+                         ln.gb.payload.beta[lane].eq(s.rf["beta"].as_signed())]
+        s.gi = Signal(range(ln.n_lim + 1), name="gb_addr")
+        m.d.comb += ln.gb.payload.addr.eq(s.gi)
+        s.rbuf = Signal(16 * L, name="row_buf")
+        s.rvalid = Signal(name="row_buf_valid")
+        s.rbeat = Signal(range(max(2, s.ib["word"])), name="row_beat")
+        wmax = (1 << (W - 1)) - 1
+        probs = []
+        for lane in range(L):
+            num = sm.y.payload[lane] * wmax
+            q, r = num >> 15, num[:15]
+            up = (r > 0x4000) | ((r == 0x4000) & q[0])
+            probs.append(Mux(kf.r_data[lane], q + up, 0)[:16])
+        s.sm_word = Cat(probs)
+        s.ln_word = Cat(Value.cast(ln.y.payload[lane])[:16] for lane in range(L))
+
+    def _decode_rowop(self, m, s):
+        """DECODE of SOFTMAX / LAYERNORM: start the read (``count`` words) and the write
+        (as many operand words); ``n`` must be in 1..n_max (else ``bad_op``)."""
+        ib, count, n = s.ib, s.count, s.rf["n"]
+        per_in = Mux(s.is_sm, ib["smx"], ib["word"])
+        with m.If(count == 0):
+            m.next = "FETCH"
+        with m.Elif((n == 0) | (n > s.sm.n_max)):
+            m.d.sync += [self.error[2].eq(1), self.busy.eq(0), self.done.eq(1)]
+            m.next = "IDLE"
+        with m.Else():
+            self._load_items(m, s, count * per_in)
+            m.d.sync += [s.per.eq(per_in), s.wr_addr.eq(s.dst),
+                         s.wr_left.eq(count * ib["word"]), s.wr_go.eq(1),
+                         s.d_addr.eq(s.dst), s.d_left.eq(count * ib["word"]),
+                         s.d_burst.eq(0), s.sa.eq(0), s.rvalid.eq(0), s.gi.eq(0)]
+            m.next = "ROW_RUN"
+
+    def _fsm_rowop(self, m, s):
+        """ROW_RUN: words in -> softmax / layer-norm unit -> operand words out, until every
+        word is written and acknowledged (the layer norm's gamma / beta words are written
+        in the first ``ceil(n / L)`` cycles, before its first row needs them)."""
+        mem, BB, D, ib, L = self.mem, s.BB, s.D, s.ib, self.cfg.lanes
+        sm, ln, kf = s.sm, s.ln, s.kf
+        with m.State("ROW_RUN"):
+            m.d.comb += [s.loading.eq(1), mem.wr_data.valid.eq(s.rvalid)]
+            with m.If(s.is_sm):
+                m.d.comb += [sm.x.valid.eq(s.pending & kf.w_rdy),
+                             s.sink_ready.eq(sm.x.ready & kf.w_rdy), kf.w_en.eq(s.consume)]
+            with m.Else():
+                m.d.comb += [ln.x.valid.eq(s.pending), s.sink_ready.eq(ln.x.ready)]
+                with m.If(s.gi * L < s.rf["n"]):
+                    m.d.comb += ln.gb.valid.eq(1)
+                    m.d.sync += s.gi.eq(s.gi + 1)
+            with m.Switch(s.rbeat):
+                for i in range(ib["word"]):
+                    with m.Case(i):
+                        m.d.comb += mem.wr_data.payload.data.eq(s.rbuf[i * D:(i + 1) * D])
+            with m.If((s.items_out + s.consume) == s.count):
+                m.d.sync += s.rd_go.eq(0)
+            fire = mem.wr_data.valid & mem.wr_data.ready
+            last = fire & (s.rbeat == ib["word"] - 1)
+            rready = ~s.rvalid | last
+            yv = Mux(s.is_sm, sm.y.valid, ln.y.valid)
+            m.d.comb += [sm.y.ready.eq(rready & s.is_sm), ln.y.ready.eq(rready & ~s.is_sm)]
+            with m.If(fire):
+                m.d.sync += [s.d_left.eq(s.d_left - 1), s.d_addr.eq(s.d_addr + BB),
+                             s.d_burst.eq(s.cur_burst - 1), s.rbeat.eq(s.rbeat + 1)]
+            with m.If(last):
+                m.d.sync += [s.sa.eq(s.sa + 1), s.rvalid.eq(0)]
+            with m.If(yv & rready):
+                m.d.comb += kf.r_en.eq(s.is_sm)
+                m.d.sync += [s.rbuf.eq(Mux(s.is_sm, s.sm_word, s.ln_word)), s.rvalid.eq(1),
+                             s.rbeat.eq(0)]
             with m.If((s.sa == s.count) & (s.wr_left == 0) & (s.outstanding == 0)):
                 m.d.sync += [s.wr_go.eq(0), s.rd_go.eq(0)]
                 m.next = "FETCH"

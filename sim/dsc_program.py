@@ -31,21 +31,28 @@ from exion.golden.conmerge import conmerge
 from .gemm_rtl import GemmCase, assemble, plan_tiles
 from .payload import pack
 
-__all__ = ["GemmJob", "GeluJob", "gelu_job_from_record", "block_jobs", "DscProgram", "jobs_from_record", "build_program", "read_results",
-           "encode_desc", "decode_desc", "program_beats", "stage_durations"]
+__all__ = ["GemmJob", "GeluJob", "SoftmaxJob", "LayerNormJob", "gelu_job_from_record",
+           "softmax_job_from_record", "layernorm_job_from_record", "block_jobs", "DscProgram",
+           "jobs_from_record", "build_program", "read_results", "encode_desc", "decode_desc",
+           "program_beats", "stage_durations"]
 
 _FIELDS = (  # name, lsb, bits (hw/dsc.py's descriptor table)
     ("op", 0, 8), ("stage", 8, 8), ("accumulate", 16, 1), ("count", 32, 32),
     ("src", 64, 32), ("dst", 96, 32), ("ubase", 128, 32), ("glen", 160, 16),
     ("gstride", 176, 16), ("kwords", 192, 16), ("ncols", 208, 16), ("regions", 224, 8),
 )
-_GELU_OP = 6
+_GELU_OP, _SOFTMAX_OP, _LAYERNORM_OP = 6, 7, 8
 #: the GELU op's fields in place of kwords / ncols / regions (hw/dsc.py ``GELU_FIELDS``)
 _GELU_FIELDS = _FIELDS[:9] + (("in_mult", 192, 15), ("in_shift", 208, 6),
                               ("out_mult", 216, 15), ("out_shift", 232, 6))
+#: SOFTMAX / LAYERNORM fields (hw/dsc.py ``ROW_FIELDS``; gamma / beta two's complement)
+_ROW_FIELDS = _FIELDS[:9] + (("n", 192, 16), ("gamma", 208, 16), ("beta", 224, 16),
+                             ("eps", 240, 16))
 
 
 def _fields(op: int) -> tuple:
+    if op in (_SOFTMAX_OP, _LAYERNORM_OP):
+        return _ROW_FIELDS
     return _GELU_FIELDS if op == _GELU_OP else _FIELDS
 
 
@@ -89,6 +96,31 @@ class GeluJob:
 
 
 @dataclass
+class SoftmaxJob:
+    """``prob_requant(where(keep, softmax_fx(logits), 0))`` on the core's CFSE softmax unit:
+    ``logits`` (rows, n) Q.11 (masked entries already FX_MIN: the host's), ``keep`` (rows,
+    n) bool."""
+
+    name: str
+    logits: np.ndarray
+    keep: np.ndarray
+    expect: np.ndarray | None = None
+
+
+@dataclass
+class LayerNormJob:
+    """``layernorm_fx(x, gamma, beta, eps)`` on the core's CFSE layer-norm unit: ``x`` (rows,
+    n) Q.11, ``gamma`` / ``beta`` Q.11 scalars (every element's), ``eps`` = ``eps_q``."""
+
+    name: str
+    x: np.ndarray
+    gamma: int = 1 << 11
+    beta: int = 0
+    eps: int = 1
+    expect: np.ndarray | None = None
+
+
+@dataclass
 class DscProgram:
     image: np.ndarray                          # uint8 host memory before the run
     prog_base: int
@@ -125,13 +157,54 @@ def gelu_job_from_record(cfg: Config, rec: dict, sample: int = 0) -> GeluJob:
     return GeluJob("gelu", acc, dict(par), exp)
 
 
+def softmax_job_from_record(cfg: Config, rec: dict, sample: int = 0) -> SoftmaxJob:
+    """The block's softmax segment (``rec["attn"]``: every head's Q.11 logit rows, the EP
+    score mask) as one :class:`SoftmaxJob` of ``heads * T`` rows; ``expect`` is golden's
+    ``prob_requant(softmax_fx)`` with masked entries 0, checked against the recorded
+    probabilities ``rec["attn"]["p"]``."""
+    from exion.golden.cfse import softmax_fx
+    from exion.golden.dsc import prob_requant
+    at = rec["attn"]
+    lq = np.asarray(at["logits"][sample], np.int64)
+    n = lq.shape[-1]
+    keep = np.ones(lq.shape, bool) if at["keep"] is None else np.asarray(at["keep"][sample],
+                                                                         bool)
+    exp = prob_requant(np.where(keep, softmax_fx(lq), 0), cfg)
+    if not np.array_equal(exp, np.asarray(at["p"][sample])):
+        raise ExionError("rec['attn']: prob_requant(softmax_fx(logits)) does not give the "
+                         "recorded probabilities")
+    return SoftmaxJob("softmax", lq.reshape(-1, n), keep.reshape(-1, n), exp.reshape(-1, n))
+
+
+def layernorm_job_from_record(cfg: Config, rec: dict, name: str,
+                              sample: int = 0) -> LayerNormJob:
+    """The block's layer norm ``name`` (``ln1`` / ``ln2``: the host's pre-scaled Q.11 rows,
+    gamma 1, beta 0, eps_q 1) as a :class:`LayerNormJob`, checked against the record."""
+    from exion.golden.cfse import FX_FRAC, layernorm_fx
+    x = np.asarray(rec[name]["x"][sample], np.int64)
+    n = x.shape[-1]
+    exp = layernorm_fx(x, np.full(n, 1 << FX_FRAC, np.int64), np.zeros(n, np.int64))
+    if not np.array_equal(exp, np.asarray(rec[name]["out"][sample])):
+        raise ExionError(f"rec[{name!r}]: layernorm_fx(x) does not give the recorded output")
+    return LayerNormJob(name, x, 1 << FX_FRAC, 0, 1, exp)
+
+
 def block_jobs(cfg: Config, rec: dict, sample: int = 0) -> list:
-    """Every core segment of a block iteration the DSC runs today: the GEMMs of
-    ``rec["gemms"]`` with the GELU + requant segment after FC1 (data order)."""
+    """Every core segment of a block iteration the DSC runs today, in data order: LN1, the
+    GEMMs of ``rec["gemms"]`` with the softmax before P.V, LN2 before FC1 and the GELU +
+    requant after FC1."""
     jobs = jobs_from_record(cfg, rec, sample)
+
+    def at(pred, after=False):
+        return next((i + int(after) for i, j in enumerate(jobs) if pred(j.name)), len(jobs))
+    if "attn" in rec:
+        jobs.insert(at(lambda n: n.startswith("pv")), softmax_job_from_record(cfg, rec, sample))
+    if "ln2" in rec:
+        jobs.insert(at(lambda n: n == "fc1"), layernorm_job_from_record(cfg, rec, "ln2", sample))
     if "ffn" in rec:
-        at = next((i + 1 for i, j in enumerate(jobs) if j.name == "fc1"), len(jobs))
-        jobs.insert(at, gelu_job_from_record(cfg, rec, sample))
+        jobs.insert(at(lambda n: n == "fc1", True), gelu_job_from_record(cfg, rec, sample))
+    if "ln1" in rec:
+        jobs.insert(0, layernorm_job_from_record(cfg, rec, "ln1", sample))
     return jobs
 
 
@@ -210,6 +283,9 @@ def build_program(cfg: Config, jobs: list[GemmJob], bus_bits: int = 64) -> DscPr
         if isinstance(job, GeluJob):
             stores.append(_gelu_descs(cfg, job, descs, data, ib, bb))
             continue
+        if isinstance(job, (SoftmaxJob, LayerNormJob)):
+            stores.append(_row_descs(cfg, job, descs, data, ib, bb))
+            continue
         cases = [GemmCase(a, job.b, job.mask, prev=job.base, accumulate=True, name=job.name)
                  for a in job.a_parts]
         plans = [plan_tiles(cfg, c) for c in cases]
@@ -262,9 +338,9 @@ def build_program(cfg: Config, jobs: list[GemmJob], bus_bits: int = 64) -> DscPr
     image[prog_bytes:] = body
     for d in descs:     # the data region sits behind the program (4 KiB aligned)
         if d["op"] in (OPS["GMEM_LOAD"], OPS["OMEM_LOAD"], OPS["IMEM_LOAD"], OPS["GEMM"],
-                       OPS["GELU"]):
+                       OPS["GELU"], OPS["SOFTMAX"], OPS["LAYERNORM"]):
             d["src"] += prog_bytes
-        if d["op"] in (OPS["OMEM_STORE"], OPS["GELU"]):
+        if d["op"] in (OPS["OMEM_STORE"], OPS["GELU"], OPS["SOFTMAX"], OPS["LAYERNORM"]):
             d["dst"] += prog_bytes
     prog = b"".join(encode_desc(d).ljust(dstep, b"\0") for d in descs)
     image[:len(prog)] = np.frombuffer(prog, np.uint8)
@@ -297,6 +373,46 @@ def _gelu_descs(cfg: Config, job: GeluJob, descs: list, data: _Image, ib: dict,
     return ("gelu", (T, N), [(dst, words.shape[0])])
 
 
+def _row_descs(cfg: Config, job, descs: list, data: _Image, ib: dict, bb: int) -> tuple:
+    """One SOFTMAX or LAYERNORM descriptor: (rows, n) Q.11 values as rows * ceil(n / L)
+    words (L 16-bit containers, zero padded; a softmax word then carries its L keep bits,
+    lane l in bit l, padding lanes 0), as many operand words out."""
+    from exion.golden.cfse import FX_MAX, FX_MIN
+    from exion.hw.dsc import OPS
+    sm = isinstance(job, SoftmaxJob)
+    x = np.asarray(job.logits if sm else job.x, np.int64)
+    if x.ndim != 2 or x.shape[1] == 0:
+        raise ExionError(f"{'softmax' if sm else 'layer norm'} job {job.name}: expected "
+                         f"(rows, n) values, got shape {x.shape}")
+    R, n = x.shape
+    if n > cfg.cfse_n_max:
+        raise ExionError(f"job {job.name}: rows of {n} values exceed the CFSE buffer "
+                         f"(cfse_n_max = {cfg.cfse_n_max}); the DSC does not restream")
+    if x.size and (x.min() < FX_MIN or x.max() > FX_MAX):
+        raise ExionError(f"job {job.name}: values must be 16-bit Q.11")
+    L = cfg.lanes
+    nw = -(-n // L)
+    pad = np.zeros((R, nw * L), np.int64)
+    pad[:, :n] = x
+    words = pad.reshape(R * nw, L)
+    per = ib["smx"] if sm else ib["word"]
+    items = _words(cfg, words, per * bb)
+    if sm:
+        kp = np.zeros((R, nw * L), bool)
+        kp[:, :n] = np.asarray(job.keep, bool)
+        kb = np.packbits(kp.reshape(R * nw, L), axis=1, bitorder="little")
+        items[:, 2 * L:2 * L + kb.shape[1]] = kb
+        extra = {"op": OPS["SOFTMAX"]}
+    else:
+        extra = {"op": OPS["LAYERNORM"], "gamma": int(job.gamma) & 0xFFFF,
+                 "beta": int(job.beta) & 0xFFFF, "eps": int(job.eps)}
+    src = data.alloc(items.size, items)
+    dst = data.alloc(words.shape[0] * ib["word"] * bb)
+    descs.append({**extra, "count": words.shape[0], "src": src, "dst": dst, "n": n,
+                  "job": job.name})
+    return ("words", (R, n), [(dst, words.shape[0])])
+
+
 def read_results(cfg: Config, prog: DscProgram, image: np.ndarray) -> list[np.ndarray]:
     """Each job's output from the memory image after the run."""
     from exion.hw.dsc import item_beats
@@ -304,7 +420,7 @@ def read_results(cfg: Config, prog: DscProgram, image: np.ndarray) -> list[np.nd
     wbytes = item_beats(cfg, prog.bus_bits)["word"] * prog.bus_bits // 8
     outs = []
     for case, tiles, st in prog.stores:
-        if isinstance(case, str):       # a GELU job: words of L 16-bit containers
+        if isinstance(case, str):       # GELU / row jobs: words of L 16-bit containers
             (addr, n), = st
             T, N = tiles
             raw = np.asarray(image[addr:addr + n * wbytes], np.uint8).reshape(n, wbytes)
@@ -336,7 +452,8 @@ def program_beats(cfg: Config, prog: DscProgram) -> int:
     ib = item_beats(cfg, prog.bus_bits)
     per = {OPS["IMEM_LOAD"]: ib["word"], OPS["GMEM_LOAD"]: ib["word"],
            OPS["OMEM_LOAD"]: ib["omem"], OPS["GEMM"]: ib["mask"], OPS["OMEM_STORE"]: ib["omem"],
-           OPS["GELU"]: ib["acc"] + ib["word"]}
+           OPS["GELU"]: ib["acc"] + ib["word"], OPS["SOFTMAX"]: ib["smx"] + ib["word"],
+           OPS["LAYERNORM"]: 2 * ib["word"]}
     desc_beats = max(1, 256 // prog.bus_bits)
     return sum(desc_beats + d.get("count", 0) * per.get(d["op"], 0) for d in prog.descs)
 

@@ -235,3 +235,164 @@ def test_gelu_job_from_record(model):
             gelu_job_from_record(TOY, bad)
     with pytest.raises(Exception, match="per_acc"):
         dcy.gelu_body(dataclasses.replace(TOY, lanes=1), 3, 64)
+
+
+# ---- the SOFTMAX and LAYERNORM ops: CFSE row units behind the DMA ----------------------
+
+def _sm_expect(job):
+    from exion.golden.cfse import softmax_fx
+    from exion.golden.dsc import prob_requant
+    return prob_requant(np.where(job.keep, softmax_fx(job.logits), 0), TOY)
+
+
+def _ln_expect(job):
+    from exion.golden.cfse import layernorm_fx
+    n = job.x.shape[1]
+    return layernorm_fx(job.x, np.full(n, job.gamma, np.int64), np.full(n, job.beta, np.int64),
+                        job.eps)
+
+
+def _row_expect(job):
+    from exion.sim.dsc_program import SoftmaxJob
+    return _sm_expect(job) if isinstance(job, SoftmaxJob) else _ln_expect(job)
+
+
+def _row_cases(model):
+    """Softmax: directed rows of n = 7 (not a multiple of L = 4): an all-masked row, the
+    16-bit extremes, a single kept entry, a kept FX_MIN entry in a row whose maximum is low
+    (its probability is not 0: the keep bits, not the value, mask), zeros; a single row of
+    one value; seeded random rows with random masks; a real sparse block's softmax (4 heads,
+    EP masks). Layer norm: directed rows (constant, extremes, a ramp, n = 5), a single row,
+    seeded random rows with gamma / beta not 1 / 0, and the block's LN1 and LN2."""
+    from exion.golden.cfse import FX_MAX, FX_MIN
+    from exion.sim.dsc_program import (LayerNormJob, SoftmaxJob, layernorm_job_from_record,
+                                       softmax_job_from_record)
+    rng = np.random.default_rng(12)
+    print("row cases: seed 12")
+    lo, hi = FX_MIN, FX_MAX
+    d_logits = np.array([[0, 1, 2, 3, 4, 5, 6],
+                         [hi, lo, hi, lo, 0, -1, 1],
+                         [100, 200, -300, 400, 0, 0, 0],
+                         [-20000, lo, -20000, -21000, lo, lo, -19000],
+                         [0, 0, 0, 0, 0, 0, 0]], np.int64)
+    d_keep = np.array([[0, 0, 0, 0, 0, 0, 0],
+                       [1, 1, 1, 1, 1, 1, 1],
+                       [0, 0, 0, 1, 0, 0, 0],
+                       [1, 1, 0, 1, 1, 0, 1],
+                       [1, 1, 1, 1, 1, 0, 1]], bool)
+    d_logits = np.where(d_keep | (np.arange(5) == 0)[:, None], d_logits, lo)
+    r_logits = rng.integers(-12000, 12000, (9, 13))
+    r_keep = rng.random((9, 13)) < 0.6
+    r_logits = np.where(r_keep, r_logits, lo)
+    case = block_case(model, META, 1, 1)
+    sm = [SoftmaxJob("sm_directed", d_logits, d_keep),
+          SoftmaxJob("sm_single", np.array([[-5]]), np.array([[True]])),
+          SoftmaxJob("sm_random", r_logits, r_keep),
+          softmax_job_from_record(TOY, case.rec)]
+    d_x = np.array([[7, 7, 7, 7, 7], [hi, lo, hi, lo, hi], [-2, -1, 0, 1, 2],
+                    [lo, lo, lo, lo, hi]], np.int64)
+    ln = [LayerNormJob("ln_directed", d_x),
+          LayerNormJob("ln_single", rng.integers(-4000, 4000, (1, 6))),
+          LayerNormJob("ln_random", rng.integers(lo, hi + 1, (7, 10)), gamma=-3000, beta=500,
+                       eps=3),
+          layernorm_job_from_record(TOY, case.rec, "ln1"),
+          layernorm_job_from_record(TOY, case.rec, "ln2")]
+    for j in sm + ln:
+        j.expect = _row_expect(j)
+    return sm, ln, case
+
+
+@pytest.fixture(scope="module")
+def row_runs(model):
+    """One simulation: every softmax and layer-norm job; the small ones again with 30 %
+    memory stalls; a softmax with a corrupted row length (n 8 -> 4: same word count, other
+    rows); a layer norm with a corrupted gamma; a softmax with n = 0 (bad_op)."""
+    from exion.sim.dsc_program import SoftmaxJob
+    sm, ln, case = _row_cases(model)
+    jobs = sm + ln
+    main = build_program(TOY, jobs)
+    small = [j for j in jobs if j.name.endswith(("directed", "random", "single"))]
+    stalled = build_program(TOY, small)
+    rng = np.random.default_rng(3)
+    wide = SoftmaxJob("sm_wide", rng.integers(-9000, 9000, (3, 8)), np.ones((3, 8), bool))
+    wide.expect = _sm_expect(wide)
+    bad_n = build_program(TOY, [wide])
+    bad_n.descs[0]["n"] = 4
+    bad_n.image[:32] = np.frombuffer(encode_desc(bad_n.descs[0]), np.uint8)
+    bad_g = build_program(TOY, [ln[0]])
+    bad_g.descs[0]["gamma"] += 1
+    bad_g.image[:32] = np.frombuffer(encode_desc(bad_g.descs[0]), np.uint8)
+    zero_n = build_program(TOY, [wide])
+    zero_n.descs[0]["n"] = 0
+    zero_n.image[:32] = np.frombuffer(encode_desc(zero_n.descs[0]), np.uint8)
+    progs = [main, stalled, bad_n, bad_g, zero_n]
+    out, _ = rtl_dsc(TOY, progs, stall=[0.0, 0.3, 0.0, 0.0, 0.0], run_name="dsc_rows")
+    return {"jobs": jobs, "small": small, "wide": wide, "ln0": ln[0], "case": case,
+            "progs": progs, "runs": out}
+
+
+def test_row_ops_bit_exact_and_cycles(row_runs):
+    jobs, prog, run = row_runs["jobs"], row_runs["progs"][0], row_runs["runs"][0]
+    assert run["error"] == 0
+    outs = read_results(TOY, prog, run["image"])
+    for j, o in zip(jobs, outs):
+        np.testing.assert_array_equal(o, j.expect, err_msg=j.name)
+    # the real block: the core's probabilities and LN outputs are the recorded ones
+    rec = row_runs["case"].rec
+    byname = {j.name: o for j, o in zip(jobs, outs)}
+    np.testing.assert_array_equal(byname["softmax"], rec["attn"]["p"][0].reshape(-1, 16))
+    np.testing.assert_array_equal(byname["ln1"], rec["ln1"]["out"][0])
+    np.testing.assert_array_equal(byname["ln2"], rec["ln2"]["out"][0])
+    # the kept FX_MIN entry of the directed softmax has a non-zero probability
+    assert byname["sm_directed"][3, 1] > 0 and byname["sm_directed"][0].sum() == 0
+    durs = stage_durations(prog.descs, run["stages"], run["cycles"], 64)
+    for d, t in zip(prog.descs, durs):
+        assert t == dcy.descriptor_cycles(TOY, d, 64), d
+    assert dcy.program_cycles(TOY, prog.descs, 64)["total"] == run["cycles"]
+    # mutation: a model that lets the output buffer take a word every cycle regardless of
+    # its beats, or forgets the unit's third pass, must not match
+    ovh = dcy.overhead(64)
+    for d, t in zip(prog.descs, durs):
+        if d["op"] in (dcy.OPS["SOFTMAX"], dcy.OPS["LAYERNORM"]):
+            w = -(-d["n"] // TOY.lanes)
+            assert ovh + dcy.row_body(TOY, "SOFTMAX" if d["op"] == 7 else "LAYERNORM",
+                                      d["count"], d["n"], 64) - w != t
+
+
+def test_row_ops_stalls_and_mutations(row_runs):
+    progs, out = row_runs["progs"], row_runs["runs"]
+    assert out[1]["error"] == 0
+    for j, o in zip(row_runs["small"], read_results(TOY, progs[1], out[1]["image"])):
+        np.testing.assert_array_equal(o, j.expect, err_msg=j.name)
+    assert not np.array_equal(read_results(TOY, progs[2], out[2]["image"])[0],
+                              row_runs["wide"].expect)
+    assert not np.array_equal(read_results(TOY, progs[3], out[3]["image"])[0],
+                              row_runs["ln0"].expect)
+    assert out[4]["error"] == 1 << 2
+
+
+def test_row_descriptor_roundtrip_and_records(model):
+    """Field round trip; the builder refuses rows longer than the CFSE buffer and records
+    whose probabilities / LN outputs its golden functions do not reproduce."""
+    import copy
+
+    from exion.errors import ExionError
+    from exion.sim.dsc_program import (SoftmaxJob, layernorm_job_from_record,
+                                       softmax_job_from_record)
+    for op in (7, 8):
+        d = {"op": op, "stage": 2, "accumulate": 0, "count": 12, "src": 0x1000, "dst": 0x2000,
+             "ubase": 0, "glen": 0, "gstride": 0, "n": 300, "gamma": 0xF000, "beta": 5,
+             "eps": 1}
+        assert decode_desc(encode_desc(d)) == d
+    rec = block_case(model, META, 1, 0).rec
+    bad = copy.deepcopy(rec)
+    bad["attn"]["p"][0, 0, 0, 0] += 1
+    with pytest.raises(ExionError, match="recorded probabilities"):
+        softmax_job_from_record(TOY, bad)
+    bad["ln2"]["out"][0, 0, 0] += 1
+    with pytest.raises(ExionError, match="recorded output"):
+        layernorm_job_from_record(TOY, bad, "ln2")
+    n = TOY.cfse_n_max + 1
+    with pytest.raises(ExionError, match="cfse_n_max"):
+        build_program(TOY, [SoftmaxJob("long", np.zeros((1, n), np.int64),
+                                       np.ones((1, n), bool))])
