@@ -327,7 +327,8 @@ def ffn(cfg: Config, h, bw: BlockWeights, ex, st: dict, dense: bool, stats: dict
     st["H_last"] = H
     _rec(rec, "ffn", x=xq, w1=qw1, bias1=bias1[:, 0, :], fc1=acc, mask=mask,
          gelu=[p.to_dict() for p in params], h=H, w2=qw2, bias2=bias2[:, 0, :],
-         h_d=st.get("H_d") if sparse else None, y=y, new_mask=st.get("mask"))
+         h_d=st.get("H_d") if sparse else None, y=y, new_mask=st.get("mask"),
+         reuse=dict(on=ex.ffn_reuse, s=ex.s, rule=ex.rule, control=ex.control))
     return y * s_y
 
 

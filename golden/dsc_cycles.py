@@ -22,6 +22,8 @@ GEMM            ``count * per_mask + 2`` while the engine takes the mask at full
                 with the engine's measured part substituted.
 GELU            :func:`gelu_body`: ``count * per_acc + 6 + per_word + 4`` (read, GELU unit
                 and write overlap); 1 if ``count == 0``. Exact.
+FFNR            :func:`ffnr_body`: DENSE (histogram, threshold), then MASK (dense) or
+                DELTA (sparse); 1 if ``count == 0``. Exact on toy.
 SOFTMAX,        :func:`row_body`: ``count * per_in + w * (1 + per_word) + fixed + 5``
 LAYERNORM       (``w = ceil(n / L)`` words a row, ``fixed`` the unit's
                 :func:`exion.golden.cfse_cycles.fixed_cycles`); 1 if ``count == 0``. Exact.
@@ -39,16 +41,18 @@ from exion.errors import ExionError
 
 from .cfse_cycles import fixed_cycles
 from .cycles import sdue_cycles
+from .ffn_reuse import num_bins
+from .ffnr_cycles import DEFAULT_P, HIST_LATENCY, SEARCH_FIXED
 
 #: GELU + requant pipeline depth of the CFSE (hw/cfse.py ``GELU_LATENCY``; tests compare)
 GELU_LATENCY = 6
 
 __all__ = ["OPS", "item_beats", "desc_beats", "overhead", "descriptor_cycles",
-           "gemm_estimate", "gelu_body", "row_body", "program_cycles"]
+           "gemm_estimate", "gelu_body", "row_body", "ffnr_body", "FFNR_FIXED", "program_cycles"]
 
 #: op codes (hw/dsc.py's ``OPS``; tests/test_dsc_rtl.py checks they agree)
 OPS = {"END": 0, "IMEM_LOAD": 1, "GMEM_LOAD": 2, "OMEM_LOAD": 3, "GEMM": 4, "OMEM_STORE": 5,
-       "GELU": 6, "SOFTMAX": 7, "LAYERNORM": 8}
+       "GELU": 6, "SOFTMAX": 7, "LAYERNORM": 8, "FFNR": 9}
 _NAMES = {v: k for k, v in OPS.items()}
 
 
@@ -118,6 +122,35 @@ def row_body(cfg: Config, op: str, count: int, n: int, bus_bits: int) -> int:
     return count * per_in + w * (1 + ib["word"]) + fixed_cycles(fn) + 5
 
 
+def ffnr_body(cfg: Config, d: dict, bus_bits: int) -> int:
+    """Body of an FFNR descriptor (``count`` = T * NW operand words of H, or of H_d).
+
+    Both kinds start with the unit's DENSE command: ``count * per_word`` cycles of input
+    (one word per ``per_word`` beats), then the histogram pipeline and the threshold search
+    (``HIST_LATENCY + bins + SEARCH_FIXED``, :mod:`exion.golden.ffnr_cycles`). A dense
+    descriptor then runs MASK: ``aux`` mask items, one per ``max(P / Q, per_mask)`` cycles
+    (the emitter's rate, ``Q = min(P, L)``, or the output buffer's), then the last item's
+    ``per_mask`` beats; a sparse one runs DELTA: ``count`` H' words in and delta words out
+    at one per ``per_word`` cycles, then the last word's beats. The remaining constant
+    (:data:`FFNR_FIXED`: two command hand-overs, the read latency, the unit's idle detect,
+    the write response; 9 dense, 10 sparse: DELTA's extra H_d read stage) was measured on
+    toy and holds for every shape tested there (``tests/test_dsc_rtl.py``); 1 if
+    ``count == 0``."""
+    n = int(d.get("count", 0))
+    if n == 0:
+        return 1
+    ib = item_beats(cfg, bus_bits)
+    dense = n * ib["word"] + HIST_LATENCY + num_bins(1 << (cfg.width - 1)) + SEARCH_FIXED
+    if d.get("sparse"):
+        return dense + n * ib["word"] + ib["word"] + FFNR_FIXED["sparse"]
+    q = DEFAULT_P // min(DEFAULT_P, cfg.lanes)
+    return dense + int(d.get("aux", 0)) * max(q, ib["mask"]) + ib["mask"] + FFNR_FIXED["dense"]
+
+
+#: constant part of an FFNR body (see :func:`ffnr_body`)
+FFNR_FIXED = {"dense": 9, "sparse": 10}
+
+
 def gemm_estimate(cfg: Config, d: dict, bus_bits: int) -> int:
     """Estimated body of a GEMM descriptor: the mask load, then the SDUE's passes
     (``d["passes"]`` passes of ``kwords`` words, annotated by the host builder) after the
@@ -150,6 +183,8 @@ def descriptor_cycles(cfg: Config, d: dict, bus_bits: int = 64,
         body = gelu_body(cfg, n, bus_bits)
     elif op in ("SOFTMAX", "LAYERNORM"):
         body = row_body(cfg, op, n, int(d.get("n", 0)), bus_bits)
+    elif op == "FFNR":
+        body = ffnr_body(cfg, d, bus_bits)
     else:
         body = 0     # the core stops with bad_op in DECODE
     return overhead(bus_bits) + body

@@ -72,11 +72,12 @@ from exion.errors import ExionError
 
 from .cau import mask_layout
 from .cfse import GeluUnit, LayerNormUnit, SoftmaxUnit
+from .ffnr import FFNR, FfnrOp
 from .gemm import SparseGemm
 from .memif import dsc_control_signature, mem_master_signature
 
-__all__ = ["DscCore", "ERROR_FLAGS", "OPS", "GELU_FIELDS", "ROW_FIELDS", "DESC_BYTES",
-           "item_beats"]
+__all__ = ["DscCore", "ERROR_FLAGS", "OPS", "GELU_FIELDS", "ROW_FIELDS", "FFNR_FIELDS",
+           "DESC_BYTES", "item_beats"]
 
 #: error bit -> (name, meaning); the register map lists these.
 ERROR_FLAGS = {
@@ -88,7 +89,7 @@ ERROR_FLAGS = {
 
 #: op name -> code
 OPS = {"END": 0, "IMEM_LOAD": 1, "GMEM_LOAD": 2, "OMEM_LOAD": 3, "GEMM": 4, "OMEM_STORE": 5,
-       "GELU": 6, "SOFTMAX": 7, "LAYERNORM": 8}
+       "GELU": 6, "SOFTMAX": 7, "LAYERNORM": 8, "FFNR": 9}
 
 #: GELU descriptor: ``GeluParams`` bit ranges of the 256-bit descriptor (in place of the
 #: GEMM setup fields kwords / ncols / regions).
@@ -98,6 +99,10 @@ GELU_FIELDS = {"in_mult": (192, 15), "in_shift": (208, 6), "out_mult": (216, 15)
 #: SOFTMAX / LAYERNORM descriptors: row length ``n`` and the layer norm's scalar ``gamma``,
 #: ``beta`` (Q.11, the same for every element) and ``eps_q`` (in place of the GEMM setup).
 ROW_FIELDS = {"n": (192, 16), "gamma": (208, 16), "beta": (224, 16), "eps": (240, 16)}
+
+#: FFNR descriptor: the FFN-Reuse unit's command fields (``aux``, bits 128..159 in place of
+#: ``ubase``: the mask items written (dense) or the address of H' (sparse)).
+FFNR_FIELDS = {"t": (192, 16), "n": (208, 16), "s_code": (224, 20), "sparse": (244, 1)}
 
 DESC_BYTES = 32
 _MAX_REGIONS = 4
@@ -174,6 +179,7 @@ class DscCore(wiring.Component):
         self._counters(m, s)
         self._gelu(m, s)
         self._rowops(m, s)
+        self._ffnr(m, s)
         with m.FSM(name="dsc"):
             self._fsm_fetch(m, s)
             self._fsm_decode(m, s)
@@ -181,6 +187,7 @@ class DscCore(wiring.Component):
             self._fsm_store(m, s)
             self._fsm_gelu(m, s)
             self._fsm_rowop(m, s)
+            self._fsm_ffnr(m, s)
         return m
 
     def _descriptor(self, m, s):
@@ -323,9 +330,11 @@ class DscCore(wiring.Component):
         s.settle = Signal(2, name="settle")
 
     @staticmethod
-    def _load_items(m, s, n_beats):
-        """Start reading ``n_beats`` from the descriptor's ``src`` into the assembler."""
-        m.d.sync += [s.rd_addr.eq(s.src), s.rd_left.eq(n_beats), s.rd_go.eq(1),
+    def _load_items(m, s, n_beats, addr=None):
+        """Start reading ``n_beats`` from ``addr`` (default the descriptor's ``src``) into
+        the assembler."""
+        m.d.sync += [s.rd_addr.eq(s.src if addr is None else addr), s.rd_left.eq(n_beats),
+                     s.rd_go.eq(1),
                      s.asm_cnt.eq(0), s.items_in.eq(0), s.items_out.eq(0), s.pending.eq(0),
                      s.bank.eq(0), s.off.eq(0), s.gb.eq(0)]
 
@@ -399,6 +408,8 @@ class DscCore(wiring.Component):
                         m.next = "GELU_RUN"
                 with m.Case(OPS["SOFTMAX"], OPS["LAYERNORM"]):
                     self._decode_rowop(m, s)
+                with m.Case(OPS["FFNR"]):
+                    self._decode_ffnr(m, s)
                 with m.Default():
                     m.d.sync += [self.error[2].eq(1), self.busy.eq(0), self.done.eq(1)]
                     m.next = "IDLE"
@@ -511,9 +522,8 @@ class DscCore(wiring.Component):
         assembled word (L Q.11 values; a softmax word also carries L keep bits, which wait
         in ``keep_fifo`` for the word's probabilities); their output, requantised (softmax:
         ``golden.dsc.prob_requant``, kept entries only) or as is (layer norm), goes to the
-        one-word output buffer ``rbuf`` that the write side sends beat by beat. The buffer
-        takes the next word in the cycle its last beat goes out (one word per ``word``
-        beats)."""
+        two-item output buffer (:meth:`_out_stream`) that the write side sends beat by
+        beat (one word per ``word`` beats)."""
         cfg, L, W = self.cfg, self.cfg.lanes, self.cfg.width
         s.sm = sm = SoftmaxUnit(cfg)
         s.ln = ln = LayerNormUnit(cfg)
@@ -532,9 +542,14 @@ class DscCore(wiring.Component):
                          ln.gb.payload.beta[lane].eq(s.rf["beta"].as_signed())]
         s.gi = Signal(range(ln.n_lim + 1), name="gb_addr")
         m.d.comb += ln.gb.payload.addr.eq(s.gi)
-        s.rbuf = Signal(16 * L, name="row_buf")
-        s.rvalid = Signal(name="row_buf_valid")
-        s.rbeat = Signal(range(max(2, s.ib["word"])), name="row_beat")
+        nb = max(s.ib["word"], s.ib["mask"])
+        s.rbuf = Signal(nb * s.D, name="out_buf")
+        s.rvalid = Signal(name="out_buf_valid")
+        s.qbuf = Signal(nb * s.D, name="out_queue")
+        s.qvalid = Signal(name="out_queue_valid")
+        s.rbeat = Signal(range(max(2, nb)), name="out_beat")
+        s.oper = Signal(range(nb + 1), name="out_per")
+        s.n_out = Signal(32, name="out_items")
         wmax = (1 << (W - 1)) - 1
         probs = []
         for lane in range(L):
@@ -557,20 +572,65 @@ class DscCore(wiring.Component):
             m.next = "IDLE"
         with m.Else():
             self._load_items(m, s, count * per_in)
-            m.d.sync += [s.per.eq(per_in), s.wr_addr.eq(s.dst),
-                         s.wr_left.eq(count * ib["word"]), s.wr_go.eq(1),
-                         s.d_addr.eq(s.dst), s.d_left.eq(count * ib["word"]),
-                         s.d_burst.eq(0), s.sa.eq(0), s.rvalid.eq(0), s.gi.eq(0)]
+            m.d.sync += [s.per.eq(per_in), s.gi.eq(0)]
+            self._start_write(m, s, count, ib["word"])
             m.next = "ROW_RUN"
+
+    @staticmethod
+    def _start_write(m, s, n_out, per_out):
+        """Set up the write side for ``n_out`` items of ``per_out`` beats to ``dst``."""
+        m.d.sync += [s.wr_addr.eq(s.dst), s.wr_left.eq(n_out * per_out), s.wr_go.eq(1),
+                     s.d_addr.eq(s.dst), s.d_left.eq(n_out * per_out), s.d_burst.eq(0),
+                     s.sa.eq(0), s.rvalid.eq(0), s.qvalid.eq(0), s.n_out.eq(n_out),
+                     s.oper.eq(per_out)]
+
+    def _out_stream(self, m, s, yv, ydata):
+        """Inside a state: the unit's output items (``yv``, ``ydata``) into a two-item
+        output buffer: ``rbuf`` is sent beat by beat, ``qbuf`` waits behind it. The unit's
+        ``ready`` is ``~qvalid``, a register: no combinational path from the memory's
+        ``wr_data.ready`` to the unit (and through it to ``rd_data.ready``). One item per
+        ``oper`` beats. Leaves for FETCH once ``n_out`` items are written and
+        acknowledged. Returns the unit's ``ready`` and the take strobe."""
+        mem, BB, D = self.mem, s.BB, s.D
+        nb = max(s.ib["word"], s.ib["mask"])
+        m.d.comb += mem.wr_data.valid.eq(s.rvalid)
+        with m.Switch(s.rbeat):
+            for i in range(nb):
+                with m.Case(i):
+                    m.d.comb += mem.wr_data.payload.data.eq(s.rbuf[i * D:(i + 1) * D])
+        fire = mem.wr_data.valid & mem.wr_data.ready
+        last = fire & (s.rbeat == s.oper - 1)
+        rready = Signal(name=f"out_ready_{len(s.__dict__)}")
+        take = Signal(name=f"out_take_{len(s.__dict__)}")
+        m.d.comb += [rready.eq(~s.qvalid), take.eq(yv & rready)]
+        with m.If(fire):
+            m.d.sync += [s.d_left.eq(s.d_left - 1), s.d_addr.eq(s.d_addr + BB),
+                         s.d_burst.eq(s.cur_burst - 1), s.rbeat.eq(s.rbeat + 1)]
+        with m.If(last):
+            m.d.sync += s.sa.eq(s.sa + 1)
+        with m.If(~s.rvalid | last):
+            with m.If(s.qvalid):
+                m.d.sync += [s.rbuf.eq(s.qbuf), s.rvalid.eq(1), s.rbeat.eq(0),
+                             s.qvalid.eq(0)]
+            with m.Elif(take):
+                m.d.sync += [s.rbuf.eq(ydata), s.rvalid.eq(1), s.rbeat.eq(0)]
+            with m.Else():
+                m.d.sync += s.rvalid.eq(0)
+        with m.Elif(take):
+            m.d.sync += [s.qbuf.eq(ydata), s.qvalid.eq(1)]
+        with m.If((s.sa == s.n_out) & (s.wr_left == 0) & (s.outstanding == 0)):
+            m.d.sync += [s.wr_go.eq(0), s.rd_go.eq(0)]
+            m.next = "FETCH"
+        return rready, take
 
     def _fsm_rowop(self, m, s):
         """ROW_RUN: words in -> softmax / layer-norm unit -> operand words out, until every
         word is written and acknowledged (the layer norm's gamma / beta words are written
         in the first ``ceil(n / L)`` cycles, before its first row needs them)."""
-        mem, BB, D, ib, L = self.mem, s.BB, s.D, s.ib, self.cfg.lanes
+        L = self.cfg.lanes
         sm, ln, kf = s.sm, s.ln, s.kf
         with m.State("ROW_RUN"):
-            m.d.comb += [s.loading.eq(1), mem.wr_data.valid.eq(s.rvalid)]
+            m.d.comb += s.loading.eq(1)
             with m.If(s.is_sm):
                 m.d.comb += [sm.x.valid.eq(s.pending & kf.w_rdy),
                              s.sink_ready.eq(sm.x.ready & kf.w_rdy), kf.w_en.eq(s.consume)]
@@ -579,29 +639,86 @@ class DscCore(wiring.Component):
                 with m.If(s.gi * L < s.rf["n"]):
                     m.d.comb += ln.gb.valid.eq(1)
                     m.d.sync += s.gi.eq(s.gi + 1)
-            with m.Switch(s.rbeat):
-                for i in range(ib["word"]):
-                    with m.Case(i):
-                        m.d.comb += mem.wr_data.payload.data.eq(s.rbuf[i * D:(i + 1) * D])
             with m.If((s.items_out + s.consume) == s.count):
                 m.d.sync += s.rd_go.eq(0)
-            fire = mem.wr_data.valid & mem.wr_data.ready
-            last = fire & (s.rbeat == ib["word"] - 1)
-            rready = ~s.rvalid | last
             yv = Mux(s.is_sm, sm.y.valid, ln.y.valid)
-            m.d.comb += [sm.y.ready.eq(rready & s.is_sm), ln.y.ready.eq(rready & ~s.is_sm)]
-            with m.If(fire):
-                m.d.sync += [s.d_left.eq(s.d_left - 1), s.d_addr.eq(s.d_addr + BB),
-                             s.d_burst.eq(s.cur_burst - 1), s.rbeat.eq(s.rbeat + 1)]
-            with m.If(last):
-                m.d.sync += [s.sa.eq(s.sa + 1), s.rvalid.eq(0)]
-            with m.If(yv & rready):
-                m.d.comb += kf.r_en.eq(s.is_sm)
-                m.d.sync += [s.rbuf.eq(Mux(s.is_sm, s.sm_word, s.ln_word)), s.rvalid.eq(1),
-                             s.rbeat.eq(0)]
-            with m.If((s.sa == s.count) & (s.wr_left == 0) & (s.outstanding == 0)):
-                m.d.sync += [s.wr_go.eq(0), s.rd_go.eq(0)]
-                m.next = "FETCH"
+            rready, take = self._out_stream(m, s, yv, Mux(s.is_sm, s.sm_word, s.ln_word))
+            m.d.comb += [sm.y.ready.eq(rready & s.is_sm), ln.y.ready.eq(rready & ~s.is_sm),
+                         kf.r_en.eq(take & s.is_sm)]
+
+    def _ffnr(self, m, s):
+        """The FFN-Reuse unit behind the DMA (``hw.ffnr.FFNR``, its Y_d cache unused): H
+        words (operand words, W-bit) into its ``h`` port; its mask beats (the GEMM's mask
+        item format) or delta beats (``H' - H_d`` where the mask is set, W+1 bits in 16-bit
+        containers) to the output buffer."""
+        cfg, L, W = self.cfg, self.cfg.lanes, self.cfg.width
+        s.ff = ff = FFNR(cfg)
+        m.submodules.ffnr = ff
+        s.ffr = {k: s.desc[lsb:lsb + bits] for k, (lsb, bits) in FFNR_FIELDS.items()}
+        s.aux = s.desc[128:160]
+        s.ffph = Signal(name="ffnr_phase")      # 0: DENSE (histogram, threshold) running
+        m.d.comb += [ff.y.valid.eq(0), ff.y_out.ready.eq(0), ff.hist_addr.eq(0),
+                     ff.cmd.payload.t.eq(s.ffr["t"]), ff.cmd.payload.n.eq(s.ffr["n"]),
+                     ff.cmd.payload.d.eq(0), ff.cmd.payload.s_code.eq(s.ffr["s_code"]),
+                     ff.cmd.payload.op.eq(Mux(~s.ffph, FfnrOp.DENSE,
+                                              Mux(s.ffr["sparse"], FfnrOp.DELTA,
+                                                  FfnrOp.MASK)))]
+        for lane in range(L):
+            m.d.comb += ff.h.payload[lane].eq(s.asm[16 * lane:16 * lane + W].as_signed())
+        s.ff_delta = Cat(_sext(Value.cast(ff.delta.payload[lane]), 16) for lane in range(L))
+        s.ff_mask = Value.cast(ff.mask.payload)
+
+    def _decode_ffnr(self, m, s):
+        """DECODE of FFNR: check t, n, s_code against the unit; set up the write side
+        (dense: ``aux`` mask items; sparse: ``count`` delta words)."""
+        ib, count, ffr, sz = s.ib, s.count, s.ffr, s.ff.sizes
+        with m.If(count == 0):
+            m.next = "FETCH"
+        with m.Elif((ffr["t"] == 0) | (ffr["t"] > sz.t_max) | (ffr["n"] == 0) |
+                    (ffr["n"] > sz.n_max) | (ffr["s_code"] >= sz.den)):
+            m.d.sync += [self.error[2].eq(1), self.busy.eq(0), self.done.eq(1)]
+            m.next = "IDLE"
+        with m.Else():
+            m.d.sync += s.ffph.eq(0)
+            with m.If(ffr["sparse"]):
+                self._start_write(m, s, count, ib["word"])
+            with m.Else():
+                self._start_write(m, s, s.aux, ib["mask"])
+            m.next = "FF_CMD"
+
+    def _fsm_ffnr(self, m, s):
+        """FF_CMD (a unit command) -> FF_IN (DENSE: ``count`` H words from ``src``; until
+        the threshold is found) -> FF_CMD -> FF_OUT (dense: MASK, its beats written;
+        sparse: DELTA, ``count`` H' words from ``aux`` in, delta words out)."""
+        ff, ib, sparse = s.ff, s.ib, s.ffr["sparse"]
+        with m.State("FF_CMD"):
+            m.d.comb += ff.cmd.valid.eq(1)
+            with m.If(ff.cmd.ready):
+                with m.If(~s.ffph):
+                    self._load_items(m, s, s.count * ib["word"])
+                    m.d.sync += s.per.eq(ib["word"])
+                    m.next = "FF_IN"
+                with m.Else():
+                    with m.If(sparse):
+                        self._load_items(m, s, s.count * ib["word"], s.aux)
+                    m.next = "FF_OUT"
+        with m.State("FF_IN"):
+            m.d.comb += [s.loading.eq(1), ff.h.valid.eq(s.pending),
+                         s.sink_ready.eq(ff.h.ready)]
+            with m.If((s.items_out + s.consume) == s.count):
+                m.d.sync += s.rd_go.eq(0)
+            with m.If((s.items_out == s.count) & ~ff.busy):
+                m.d.sync += s.ffph.eq(1)
+                m.next = "FF_CMD"
+        with m.State("FF_OUT"):
+            with m.If(sparse):
+                m.d.comb += [s.loading.eq(1), ff.h.valid.eq(s.pending),
+                             s.sink_ready.eq(ff.h.ready)]
+                with m.If((s.items_out + s.consume) == s.count):
+                    m.d.sync += s.rd_go.eq(0)
+            yv = Mux(sparse, ff.delta.valid, ff.mask.valid)
+            rready, _ = self._out_stream(m, s, yv, Mux(sparse, s.ff_delta, s.ff_mask))
+            m.d.comb += [ff.delta.ready.eq(rready & sparse), ff.mask.ready.eq(rready & ~sparse)]
 
 
 def _sext(v, bits: int):

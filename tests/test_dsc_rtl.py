@@ -396,3 +396,109 @@ def test_row_descriptor_roundtrip_and_records(model):
     with pytest.raises(ExionError, match="cfse_n_max"):
         build_program(TOY, [SoftmaxJob("long", np.zeros((1, n), np.int64),
                                        np.ones((1, n), bool))])
+
+
+# ---- the FFNR op: the FFN-Reuse unit behind the DMA ------------------------------------
+
+def _ffnr_cases(model):
+    """Dense (mask) and sparse (delta) jobs: all-zero H, the W-bit extremes, a single row,
+    N not a multiple of L or P, s = 0; seeded random ones; a real block's dense iteration
+    (the mask the block keeps) and sparse iteration (its FC2 delta input)."""
+    from exion.golden.ffn_reuse import ffnr
+    from exion.sim.dsc_program import FfnrJob, ffnr_job_from_record
+    rng = np.random.default_rng(13)
+    print("ffnr cases: seed 13")
+    w = TOY.wmax
+    ext = np.array([[w, -w, 0, 1, -1, w - 1, -w + 1, 2, 0]] * 3)
+    specs = [("ff_zero", np.zeros((4, 6), np.int64), 0.5, None),
+             ("ff_ext", ext, 0.4, None),
+             ("ff_row", rng.integers(-w, w + 1, (1, 13)), 0.0, None),
+             ("ff_rand", rng.integers(-w, w + 1, (11, 37)), 0.75, None),
+             ("ff_ext_sparse", ext, 0.6, ext[::-1] // 2),
+             ("ff_rand_sparse", rng.integers(-w, w + 1, (9, 21)), 0.3,
+              rng.integers(-w, w + 1, (9, 21)))]
+    jobs = []
+    for name, h, s, hn in specs:
+        r = ffnr(TOY, h, s, hn)
+        jobs.append(FfnrJob(name, h, s, hn, r.mask if hn is None else r.delta))
+    for it in (0, 1):
+        j = ffnr_job_from_record(TOY, block_case(model, META, 1, it).rec)
+        j.name = f"ff_block_{'dense' if it == 0 else 'sparse'}"
+        jobs.append(j)
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def ffnr_runs(model):
+    """One simulation: every FFNR job; the small ones with 30 % memory stalls; a dense job
+    with a corrupted s_code; a job with t = 0 (bad_op)."""
+    jobs = _ffnr_cases(model)
+    main = build_program(TOY, jobs)
+    small = [j for j in jobs if not j.name.startswith("ff_block")]
+    stalled = build_program(TOY, small)
+    bad_s = build_program(TOY, [jobs[3]])
+    bad_s.descs[0]["s_code"] += 100000
+    bad_s.image[:32] = np.frombuffer(encode_desc(bad_s.descs[0]), np.uint8)
+    bad_t = build_program(TOY, [jobs[3]])
+    bad_t.descs[0]["t"] = 0
+    bad_t.image[:32] = np.frombuffer(encode_desc(bad_t.descs[0]), np.uint8)
+    progs = [main, stalled, bad_s, bad_t]
+    out, _ = rtl_dsc(TOY, progs, stall=[0.0, 0.3, 0.0, 0.0], run_name="dsc_ffnr")
+    return {"jobs": jobs, "small": small, "progs": progs, "runs": out}
+
+
+def test_ffnr_op_bit_exact_and_cycles(ffnr_runs):
+    jobs, prog, run = ffnr_runs["jobs"], ffnr_runs["progs"][0], ffnr_runs["runs"][0]
+    assert run["error"] == 0
+    outs = read_results(TOY, prog, run["image"])
+    for j, o in zip(jobs, outs):
+        np.testing.assert_array_equal(o, j.expect, err_msg=j.name)
+    durs = stage_durations(prog.descs, run["stages"], run["cycles"], 64)
+    for d, t in zip(prog.descs, durs):
+        assert t == dcy.descriptor_cycles(TOY, d, 64), d
+    assert dcy.program_cycles(TOY, prog.descs, 64)["total"] == run["cycles"]
+    # mutation: a model that forgets the threshold search's pass over the bins
+    from exion.golden.ffn_reuse import num_bins
+    nb = num_bins(1 << (TOY.width - 1))
+    for d, t in zip(prog.descs, durs):
+        if d["op"] == dcy.OPS["FFNR"]:
+            assert dcy.descriptor_cycles(TOY, d, 64) - nb != t
+
+
+def test_ffnr_op_stalls_and_mutations(ffnr_runs):
+    progs, out = ffnr_runs["progs"], ffnr_runs["runs"]
+    assert out[1]["error"] == 0
+    for j, o in zip(ffnr_runs["small"], read_results(TOY, progs[1], out[1]["image"])):
+        np.testing.assert_array_equal(o, j.expect, err_msg=j.name)
+    assert not np.array_equal(read_results(TOY, progs[2], out[2]["image"])[0],
+                              ffnr_runs["jobs"][3].expect)
+    assert out[3]["error"] == 1 << 2
+
+
+def test_ffnr_jobs_in_block(model):
+    """block_jobs puts the FFN-Reuse segment after the GELU on dense and sparse iterations
+    (not with a host-only control); records the unit does not reproduce are refused; the
+    builder refuses H larger than the unit's cache."""
+    import copy
+
+    from exion.errors import ExionError
+    from exion.sim.dsc_program import FfnrJob, block_jobs, ffnr_job_from_record
+    for it in (0, 1):
+        rec = block_case(model, META, 1, it).rec
+        names = [j.name for j in block_jobs(TOY, rec)]
+        assert names[names.index("gelu") + 1] == "ffnr"
+        assert names[0] == "ln1" and names[names.index("fc1") - 1] == "ln2"
+        assert names[names.index("softmax") + 1].startswith("pv")
+        bad = copy.deepcopy(rec)
+        key = "new_mask" if it == 0 else "mask"
+        bad["ffn"][key][0, 0, 0] = not bad["ffn"][key][0, 0, 0]
+        with pytest.raises(ExionError, match="rec\\['ffn'\\]"):
+            ffnr_job_from_record(TOY, bad)
+        bad = copy.deepcopy(rec)
+        bad["ffn"]["reuse"]["control"] = "random"
+        assert ffnr_job_from_record(TOY, bad) is None
+    with pytest.raises(ExionError, match="cache"):
+        build_program(TOY, [FfnrJob("big", np.zeros((4 * TOY.rows + 1, 4), np.int64), 0.5)])
+    d = {"op": 9, "stage": 1, "accumulate": 0, "count": 7, "src": 64, "dst": 128,
+         "aux": 0x3000, "t": 5, "n": 9, "s_code": 999999, "sparse": 1}
+    assert decode_desc(encode_desc(d)) == d
