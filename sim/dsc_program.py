@@ -33,7 +33,7 @@ from .payload import pack
 
 __all__ = ["GemmJob", "GeluJob", "SoftmaxJob", "LayerNormJob", "FfnrJob",
            "gelu_job_from_record", "softmax_job_from_record", "layernorm_job_from_record",
-           "ffnr_job_from_record", "block_jobs", "DscProgram",
+           "ffnr_job_from_record", "ffnr_fits", "block_jobs", "DscProgram",
            "jobs_from_record", "build_program", "read_results", "encode_desc", "decode_desc",
            "program_beats", "stage_durations"]
 
@@ -243,23 +243,36 @@ def block_jobs(cfg: Config, rec: dict, sample: int = 0) -> list:
     """Every core segment of a block iteration the DSC runs today, in data order: LN1, the
     GEMMs of ``rec["gemms"]`` with the softmax before P.V, LN2 before FC1 and the GELU +
     requant after FC1, followed by the FFN-Reuse unit (the mask of a dense iteration, the
-    FC2 delta input of a sparse one)."""
+    FC2 delta input of a sparse one). A layer norm / softmax whose rows exceed the CFSE
+    buffer (``cfg.cfse_n_max``) or an H larger than the FFN-Reuse unit's cache
+    (:func:`ffnr_fits`) stays on the host (golden), as before these ops existed."""
     jobs = jobs_from_record(cfg, rec, sample)
 
     def at(pred, after=False):
         return next((i + int(after) for i, j in enumerate(jobs) if pred(j.name)), len(jobs))
-    if "attn" in rec:
+
+    def row_fits(name, key):
+        return np.shape(rec[name][key])[-1] <= cfg.cfse_n_max
+    if "attn" in rec and row_fits("attn", "logits"):
         jobs.insert(at(lambda n: n.startswith("pv")), softmax_job_from_record(cfg, rec, sample))
-    if "ln2" in rec:
+    if "ln2" in rec and row_fits("ln2", "x"):
         jobs.insert(at(lambda n: n == "fc1"), layernorm_job_from_record(cfg, rec, "ln2", sample))
     if "ffn" in rec:
         jobs.insert(at(lambda n: n == "fc1", True), gelu_job_from_record(cfg, rec, sample))
         ff = ffnr_job_from_record(cfg, rec, sample)
-        if ff is not None:
+        if ff is not None and ffnr_fits(cfg, ff.h.shape):
             jobs.insert(at(lambda n: n == "gelu", True), ff)
-    if "ln1" in rec:
+    if "ln1" in rec and row_fits("ln1", "x"):
         jobs.insert(0, layernorm_job_from_record(cfg, rec, "ln1", sample))
     return jobs
+
+
+def ffnr_fits(cfg: Config, shape) -> bool:
+    """Whether an H of ``shape`` (T, N) fits the DSC's FFN-Reuse unit (``hw.ffnr``'s default
+    cache: ``t_max`` tokens x ``n_max`` hidden units; the DSC does not tile)."""
+    from exion.hw.ffnr import FfnrSizes
+    sz = FfnrSizes(cfg)
+    return shape[0] <= sz.t_max and shape[1] <= sz.n_max
 
 
 def jobs_from_record(cfg: Config, rec: dict, sample: int = 0) -> list[GemmJob]:
@@ -486,9 +499,9 @@ def _ffnr_descs(cfg: Config, job: FfnrJob, descs: list, data: _Image, ib: dict,
     if h.ndim != 2 or 0 in h.shape:
         raise ExionError(f"FFNR job {job.name}: H must be (T, N), got shape {h.shape}")
     T, N = h.shape
-    if T > 4 * cfg.rows or N > cfg.k_max:
+    if not ffnr_fits(cfg, h.shape):
         raise ExionError(f"FFNR job {job.name}: H {h.shape} exceeds the FFN-Reuse unit's "
-                         f"cache ({4 * cfg.rows} x {cfg.k_max}); the DSC does not tile")
+                         f"cache; the DSC does not tile")
     L = cfg.lanes
     nw = -(-N // L)
     wbytes = ib["word"] * bb

@@ -499,6 +499,10 @@ def test_ffnr_jobs_in_block(model):
         assert ffnr_job_from_record(TOY, bad) is None
     with pytest.raises(ExionError, match="cache"):
         build_program(TOY, [FfnrJob("big", np.zeros((4 * TOY.rows + 1, 4), np.int64), 0.5)])
+    # rows longer than the CFSE buffer / H larger than the unit's cache stay on the host
+    small = TOY.replace(name="toy_k8", k_max=8)
+    names = [j.name for j in block_jobs(small, rec)]
+    assert "gelu" in names and not {"ln1", "ln2", "softmax", "ffnr"} & set(names)
     d = {"op": 9, "stage": 1, "accumulate": 0, "count": 7, "src": 64, "dst": 128,
          "aux": 0x3000, "t": 5, "n": 9, "s_code": 999999, "sparse": 1}
     assert decode_desc(encode_desc(d)) == d
