@@ -12,14 +12,15 @@ Descriptor (256 bits, little-endian; bit ranges of the 32 bytes):
 bits       field       meaning
 =========  ==========  ===================================================================
 0..7       op          0 END, 1 IMEM_LOAD, 2 GMEM_LOAD, 3 OMEM_LOAD, 4 GEMM, 5 OMEM_STORE,
-                      6 GELU
+                      6 GELU, 7 SOFTMAX, 8 LAYERNORM, 9 FFNR
 8..15      stage       shown on ``ctrl.stage`` while the descriptor runs (host's label)
 16         accumulate  GEMM: add into OMEM (FFN-Reuse's delta FC2 on the cached Y_d)
 32..63     count       items: words (loads), mask beats (GEMM), OMEM addresses (store),
-                      accumulator words (GELU)
-64..95     src         byte address of the first beat read (loads, GEMM, GELU)
-96..127    dst         byte address of the first beat written (OMEM_STORE, GELU)
-128..159   ubase       first unit address (IMEM / GMEM / OMEM word address)
+                      accumulator words (GELU), input words (SOFTMAX, LAYERNORM, FFNR)
+64..95     src         byte address of the first beat read (loads, GEMM, GELU, ...)
+96..127    dst         byte address of the first beat written (OMEM_STORE, GELU, ...)
+128..159   ubase       first unit address (IMEM / GMEM / OMEM word address); FFNR:
+                      ``aux`` (dense: mask items out; sparse: address of H')
 160..175   glen        unit addresses advance in groups of ``glen`` consecutive words ...
 176..191   gstride     ... and each group starts ``gstride`` after the previous one
 192..207   kwords      GEMM setup: K/L words of every pass
@@ -29,7 +30,22 @@ bits       field       meaning
 208..213   in_shift    ``golden.cfse.gelu_requant`` (:data:`GELU_FIELDS`)
 216..230   out_mult
 232..237   out_shift
+192..207   n           SOFTMAX / LAYERNORM (:data:`ROW_FIELDS`): row length (1..n_max)
+208..223   gamma       LAYERNORM: Q.11 gamma and beta of every element, ``eps_q``
+224..239   beta
+240..255   eps
+192..207   t           FFNR (:data:`FFNR_FIELDS`): tokens T, hidden units N,
+208..223   n           ``s_code = s * 10**6``, sparse (DENSE then DELTA) or dense
+224..243   s_code      (DENSE then MASK)
+244        sparse
 =========  ==========  ===================================================================
+
+SOFTMAX, LAYERNORM and FFNR follow GELU's pattern (read -> unit -> write, overlapped;
+``docs/dsc.md`` section 2 has the item formats): SOFTMAX reads words of L Q.11 logits
+each followed by L keep bits (``ceil(17 L / D)`` beats) through ``hw.cfse.SoftmaxUnit`` and
+``golden.dsc.prob_requant`` (keep 0 -> 0) to W-bit operand words; LAYERNORM reads Q.11
+words through ``hw.cfse.LayerNormUnit`` to Q.11 words; FFNR runs ``hw.ffnr.FFNR``'s DENSE on
+H (or H_d) words, then MASK (mask items out) or DELTA (H' words in, ``H' - H_d`` words out).
 
 Item formats (the host lays them out; ``D`` = bus bits): an operand word (L elements) is
 ``L`` 16-bit little-endian containers (each the sign-extended W-bit element) in
@@ -48,13 +64,14 @@ Error flags (``ctrl.error``, sticky for the run; :data:`ERROR_FLAGS`):
 
 * bit 0 ``rd_err``: a read beat came back with an error response (the run goes on);
 * bit 1 ``wr_err``: a write response carried an error (the run goes on);
-* bit 2 ``bad_op``: an unknown op code (the run stops);
+* bit 2 ``bad_op``: an unknown op code, or a SOFTMAX / LAYERNORM / FFNR descriptor whose
+  ``n`` / ``t`` / ``s_code`` the unit cannot take (the run stops);
 * bit 3 ``overflow``: the gemm engine's CAU saw a row block wider than ``max_cols``.
 
 Timing (no memory stalls; ``golden/dsc_cycles.py`` is the exact model): every step is
-sequential -- fetch, then the descriptor's transfer, then the unit. Of the other units only
-the CFSE's GELU is behind the DMA; softmax, layer norm, FFN-Reuse and the EPRE are not yet:
-any other op code stops the run with ``bad_op`` (``docs/dsc.md``, "status").
+sequential -- fetch, then the descriptor's transfer, then the unit. The CFSE's GELU,
+softmax and layer norm and the FFN-Reuse unit are behind the DMA; the EPRE is not yet: any
+other op code stops the run with ``bad_op`` (``docs/dsc.md``, "status").
 """
 
 from __future__ import annotations
