@@ -128,14 +128,15 @@ def ffnr_body(cfg: Config, d: dict, bus_bits: int) -> int:
     Both kinds start with the unit's DENSE command: ``count * per_word`` cycles of input
     (one word per ``per_word`` beats), then the histogram pipeline and the threshold search
     (``HIST_LATENCY + bins + SEARCH_FIXED``, :mod:`exion.golden.ffnr_cycles`). A dense
-    descriptor then runs MASK: ``aux`` mask items, one per ``max(P / Q, per_mask)`` cycles
-    (the emitter's rate, ``Q = min(P, L)``, or the output buffer's), then the last item's
-    ``per_mask`` beats; a sparse one runs DELTA: ``count`` H' words in and delta words out
+    descriptor then runs MASK: ``aux`` mask items from the emitter, one per ``q = P / Q``
+    cycles (``Q = min(P, L)``), written at ``per_mask`` beats each behind the two-item
+    output buffer: the last beat leaves ``max(aux * q + per_mask, q + aux * per_mask)``
+    cycles in (emitter-bound, or buffer-bound after the first item); a sparse one runs DELTA: ``count`` H' words in and delta words out
     at one per ``per_word`` cycles, then the last word's beats. The remaining constant
     (:data:`FFNR_FIXED`: two command hand-overs, the read latency, the unit's idle detect,
     the write response; 9 dense, 10 sparse: DELTA's extra H_d read stage) was measured on
-    toy and holds for every shape tested there (``tests/test_dsc_rtl.py``); 1 if
-    ``count == 0``."""
+    toy and holds for every shape tested there and for 32- and 128-bit buses
+    (``tests/test_dsc_rtl.py``, the latter in Amaranth's simulator); 1 if ``count == 0``."""
     n = int(d.get("count", 0))
     if n == 0:
         return 1
@@ -143,8 +144,8 @@ def ffnr_body(cfg: Config, d: dict, bus_bits: int) -> int:
     dense = n * ib["word"] + HIST_LATENCY + num_bins(1 << (cfg.width - 1)) + SEARCH_FIXED
     if d.get("sparse"):
         return dense + n * ib["word"] + ib["word"] + FFNR_FIXED["sparse"]
-    q = DEFAULT_P // min(DEFAULT_P, cfg.lanes)
-    return dense + int(d.get("aux", 0)) * max(q, ib["mask"]) + ib["mask"] + FFNR_FIXED["dense"]
+    q, pm, nm = DEFAULT_P // min(DEFAULT_P, cfg.lanes), ib["mask"], int(d.get("aux", 0))
+    return dense + max(nm * q + pm, q + nm * pm) + FFNR_FIXED["dense"]
 
 
 #: constant part of an FFNR body (see :func:`ffnr_body`)

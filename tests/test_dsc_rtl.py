@@ -506,3 +506,40 @@ def test_ffnr_jobs_in_block(model):
     d = {"op": 9, "stage": 1, "accumulate": 0, "count": 7, "src": 64, "dst": 128,
          "aux": 0x3000, "t": 5, "n": 9, "s_code": 999999, "sparse": 1}
     assert decode_desc(encode_desc(d)) == d
+
+
+@pytest.mark.parametrize("bus", [32, 128])
+def test_unit_ops_other_buses_pysim(bus):
+    """GELU, SOFTMAX, LAYERNORM and FFNR (dense and sparse) on a 32- and a 128-bit bus, in
+    Amaranth's simulator (no Verilator build of those widths): bit-exact, and every
+    descriptor's cycles equal the model -- its ``per_word > 1``, ``per_in > per_word`` and
+    ``per_mask != P / Q`` branches, which the 64-bit toy build does not reach."""
+    from exion.golden.cfse import gelu_params, layernorm_fx, softmax_fx
+    from exion.golden.dsc import prob_requant
+    from exion.golden.ffn_reuse import ffnr
+    from exion.sim.dsc_program import FfnrJob, GeluJob, LayerNormJob, SoftmaxJob
+    from exion.sim.dsc_pysim import pysim_dsc
+    rng = np.random.default_rng(21)
+    print("pysim cases: seed 21")
+    lg = rng.integers(-9000, 9000, (3, 7))
+    kp = rng.random((3, 7)) < 0.7
+    lg = np.where(kp, lg, -32768)
+    x = rng.integers(-5000, 5000, (3, 6))
+    h, hn = rng.integers(-2047, 2048, (2, 9, 20))
+    gp = gelu_params(1e-4, 2e-3)
+    acc = rng.integers(-(1 << 20), 1 << 20, (2, 5))
+    jobs = [SoftmaxJob("sm", lg, kp, prob_requant(np.where(kp, softmax_fx(lg), 0), TOY)),
+            LayerNormJob("ln", x, 2048, 0, 1, layernorm_fx(x, np.full(6, 2048),
+                                                           np.zeros(6, np.int64))),
+            FfnrJob("ffd", h, 0.6, None, ffnr(TOY, h, 0.6).mask),
+            FfnrJob("ffs", h, 0.6, hn, ffnr(TOY, h, 0.6, hn).delta),
+            GeluJob("gelu", acc, gp.to_dict())]
+    jobs[-1].expect = _gelu_expect(jobs[-1])
+    prog = build_program(TOY, jobs, bus_bits=bus)
+    run = pysim_dsc(TOY, prog)
+    assert run["error"] == 0
+    for j, o in zip(jobs, read_results(TOY, prog, run["image"])):
+        np.testing.assert_array_equal(o, j.expect, err_msg=j.name)
+    durs = stage_durations(prog.descs, run["stages"], run["cycles"], bus)
+    for d, t in zip(prog.descs, durs):
+        assert t == dcy.descriptor_cycles(TOY, d, bus), (d, t)
