@@ -28,6 +28,12 @@ This is the workload's INT12 path (``exion.workloads.dit``) unchanged, so with
 default, what the core does) only the per-head scales can differ, when the largest |Q|,
 |K| or |V| row was skipped.
 
+In the DSC core (``hw/dsc.py``, ``docs/dsc.md`` section 2) the softmax's masked entries
+are zeroed by keep bits sent beside the logits, not by their FX_MIN value **[choice]** (so
+a kept logit that saturates to FX_MIN stays exact); the layer norm takes gamma / beta as
+scalars (1 and 0 here); the FFN-Reuse unit re-derives a sparse iteration's mask from H_d
+(its caches live in host memory between core runs) **[choice]**.
+
 The core's integer work of one iteration splits into *segments* (one core run each; the
 host steps sit between them); :func:`block_iteration` records every segment's integer
 inputs and outputs in ``rec`` when given, which is what the host program builder
@@ -327,7 +333,8 @@ def ffn(cfg: Config, h, bw: BlockWeights, ex, st: dict, dense: bool, stats: dict
     st["H_last"] = H
     _rec(rec, "ffn", x=xq, w1=qw1, bias1=bias1[:, 0, :], fc1=acc, mask=mask,
          gelu=[p.to_dict() for p in params], h=H, w2=qw2, bias2=bias2[:, 0, :],
-         h_d=st.get("H_d") if sparse else None, y=y, new_mask=st.get("mask"))
+         h_d=st.get("H_d") if sparse else None, y=y, new_mask=st.get("mask"),
+         reuse=dict(on=ex.ffn_reuse, s=ex.s, rule=ex.rule, control=ex.control))
     return y * s_y
 
 

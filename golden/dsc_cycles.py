@@ -22,6 +22,11 @@ GEMM            ``count * per_mask + 2`` while the engine takes the mask at full
                 with the engine's measured part substituted.
 GELU            :func:`gelu_body`: ``count * per_acc + 6 + per_word + 4`` (read, GELU unit
                 and write overlap); 1 if ``count == 0``. Exact.
+FFNR            :func:`ffnr_body`: DENSE (histogram, threshold), then MASK (dense) or
+                DELTA (sparse); 1 if ``count == 0``. Exact on toy.
+SOFTMAX,        :func:`row_body`: ``count * per_in + w * (1 + per_word) + fixed + 5``
+LAYERNORM       (``w = ceil(n / L)`` words a row, ``fixed`` the unit's
+                :func:`exion.golden.cfse_cycles.fixed_cycles`); 1 if ``count == 0``. Exact.
 ==============  ============================================================================
 
 The run's ``cycles`` counter is the sum over its descriptors (END included).
@@ -34,29 +39,35 @@ import math
 from exion.config import CAU_COLS_PER_CYCLE, Config
 from exion.errors import ExionError
 
+from .cfse_cycles import fixed_cycles
 from .cycles import sdue_cycles
+from .ffn_reuse import num_bins
+from .ffnr_cycles import DEFAULT_P, HIST_LATENCY, SEARCH_FIXED
 
 #: GELU + requant pipeline depth of the CFSE (hw/cfse.py ``GELU_LATENCY``; tests compare)
 GELU_LATENCY = 6
 
 __all__ = ["OPS", "item_beats", "desc_beats", "overhead", "descriptor_cycles",
-           "gemm_estimate", "gelu_body", "program_cycles"]
+           "gemm_estimate", "gelu_body", "row_body", "ffnr_body", "FFNR_FIXED", "program_cycles"]
 
 #: op codes (hw/dsc.py's ``OPS``; tests/test_dsc_rtl.py checks they agree)
 OPS = {"END": 0, "IMEM_LOAD": 1, "GMEM_LOAD": 2, "OMEM_LOAD": 3, "GEMM": 4, "OMEM_STORE": 5,
-       "GELU": 6}
+       "GELU": 6, "SOFTMAX": 7, "LAYERNORM": 8, "FFNR": 9}
 _NAMES = {v: k for k, v in OPS.items()}
 
 
 def item_beats(cfg: Config, bus_bits: int) -> dict:
     """Bus beats per item (hw/dsc.py ``item_beats``): an operand word (L 16-bit
     containers), an OMEM address (R 64-bit containers), a mask beat (``hw.cau.mask_layout``
-    with the runtime sort bit: R * cols_per_cycle cv bits, last, 16-bit block, ways, sort)."""
+    with the runtime sort bit: R * cols_per_cycle cv bits, last, 16-bit block, ways, sort),
+    an accumulator word (L 64-bit containers), a softmax word (L 16-bit logits + L keep
+    bits)."""
     mbits = cfg.rows * CAU_COLS_PER_CYCLE + 1 + 16 + cfg.merge_ways.bit_length() + 1
     return {"word": math.ceil(16 * cfg.lanes / bus_bits),
             "omem": math.ceil(64 * cfg.rows / bus_bits),
             "mask": math.ceil(mbits / bus_bits),
-            "acc": math.ceil(64 * cfg.lanes / bus_bits)}
+            "acc": math.ceil(64 * cfg.lanes / bus_bits),
+            "smx": math.ceil(17 * cfg.lanes / bus_bits)}
 
 
 def desc_beats(bus_bits: int) -> int:
@@ -86,6 +97,59 @@ def gelu_body(cfg: Config, count: int, bus_bits: int) -> int:
         raise ExionError(f"gelu_body: the model needs per_acc >= per_word + 1 (L = "
                          f"{cfg.lanes}, bus {bus_bits} bits)")
     return count * ib["acc"] + GELU_LATENCY + ib["word"] + 4
+
+
+def row_body(cfg: Config, op: str, count: int, n: int, bus_bits: int) -> int:
+    """Body of a SOFTMAX or LAYERNORM descriptor: ``count`` input words (rows of ``w =
+    ceil(n / L)`` words; ``per_in`` beats each: ``smx`` for softmax, ``word`` for layer
+    norm) in, as many operand words (``per_word`` beats) out.
+
+    As :func:`gelu_body`, the last word enters the unit ``count * per_in + 1`` cycles into
+    the body. The unit passes its last row in three phases (``docs/cfse.md``): its last
+    output leaves ``w + fixed + 1 + (w - 1) * per_word`` cycles after the last input (the
+    last row's C pass runs at one word per ``per_word`` cycles, the rate at which the
+    output buffer empties; earlier rows are out by then because a row comes in no faster,
+    ``per_in >= per_word``), then ``per_word`` beats and the same 4 cycles of write
+    response as GELU: ``count * per_in + w * (1 + per_word) + fixed + 5``; 1 if
+    ``count == 0``. Exact for rows that fit the unit (``n <= cfg.cfse_n_max``; the DSC
+    does not restream)."""
+    if count == 0:
+        return 1
+    ib = item_beats(cfg, bus_bits)
+    fn = {"SOFTMAX": "softmax", "LAYERNORM": "layernorm"}[op]
+    per_in = ib["smx"] if fn == "softmax" else ib["word"]
+    w = -(-int(n) // cfg.lanes)
+    return count * per_in + w * (1 + ib["word"]) + fixed_cycles(fn) + 5
+
+
+def ffnr_body(cfg: Config, d: dict, bus_bits: int) -> int:
+    """Body of an FFNR descriptor (``count`` = T * NW operand words of H, or of H_d).
+
+    Both kinds start with the unit's DENSE command: ``count * per_word`` cycles of input
+    (one word per ``per_word`` beats), then the histogram pipeline and the threshold search
+    (``HIST_LATENCY + bins + SEARCH_FIXED``, :mod:`exion.golden.ffnr_cycles`). A dense
+    descriptor then runs MASK: ``aux`` mask items from the emitter, one per ``q = P / Q``
+    cycles (``Q = min(P, L)``), written at ``per_mask`` beats each behind the two-item
+    output buffer: the last beat leaves ``max(aux * q + per_mask, q + aux * per_mask)``
+    cycles in (emitter-bound, or buffer-bound after the first item); a sparse one runs DELTA: ``count`` H' words in and delta words out
+    at one per ``per_word`` cycles, then the last word's beats. The remaining constant
+    (:data:`FFNR_FIXED`: two command hand-overs, the read latency, the unit's idle detect,
+    the write response; 9 dense, 10 sparse: DELTA's extra H_d read stage) was measured on
+    toy and holds for every shape tested there and for 32- and 128-bit buses
+    (``tests/test_dsc_rtl.py``, the latter in Amaranth's simulator); 1 if ``count == 0``."""
+    n = int(d.get("count", 0))
+    if n == 0:
+        return 1
+    ib = item_beats(cfg, bus_bits)
+    dense = n * ib["word"] + HIST_LATENCY + num_bins(1 << (cfg.width - 1)) + SEARCH_FIXED
+    if d.get("sparse"):
+        return dense + n * ib["word"] + ib["word"] + FFNR_FIXED["sparse"]
+    q, pm, nm = DEFAULT_P // min(DEFAULT_P, cfg.lanes), ib["mask"], int(d.get("aux", 0))
+    return dense + max(nm * q + pm, q + nm * pm) + FFNR_FIXED["dense"]
+
+
+#: constant part of an FFNR body (see :func:`ffnr_body`)
+FFNR_FIXED = {"dense": 9, "sparse": 10}
 
 
 def gemm_estimate(cfg: Config, d: dict, bus_bits: int) -> int:
@@ -118,6 +182,10 @@ def descriptor_cycles(cfg: Config, d: dict, bus_bits: int = 64,
         body = gemm_estimate(cfg, d, bus_bits) if gemm_body is None else gemm_body
     elif op == "GELU":
         body = gelu_body(cfg, n, bus_bits)
+    elif op in ("SOFTMAX", "LAYERNORM"):
+        body = row_body(cfg, op, n, int(d.get("n", 0)), bus_bits)
+    elif op == "FFNR":
+        body = ffnr_body(cfg, d, bus_bits)
     else:
         body = 0     # the core stops with bad_op in DECODE
     return overhead(bus_bits) + body

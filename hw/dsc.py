@@ -12,14 +12,15 @@ Descriptor (256 bits, little-endian; bit ranges of the 32 bytes):
 bits       field       meaning
 =========  ==========  ===================================================================
 0..7       op          0 END, 1 IMEM_LOAD, 2 GMEM_LOAD, 3 OMEM_LOAD, 4 GEMM, 5 OMEM_STORE,
-                      6 GELU
+                      6 GELU, 7 SOFTMAX, 8 LAYERNORM, 9 FFNR
 8..15      stage       shown on ``ctrl.stage`` while the descriptor runs (host's label)
 16         accumulate  GEMM: add into OMEM (FFN-Reuse's delta FC2 on the cached Y_d)
 32..63     count       items: words (loads), mask beats (GEMM), OMEM addresses (store),
-                      accumulator words (GELU)
-64..95     src         byte address of the first beat read (loads, GEMM, GELU)
-96..127    dst         byte address of the first beat written (OMEM_STORE, GELU)
-128..159   ubase       first unit address (IMEM / GMEM / OMEM word address)
+                      accumulator words (GELU), input words (SOFTMAX, LAYERNORM, FFNR)
+64..95     src         byte address of the first beat read (loads, GEMM, GELU, ...)
+96..127    dst         byte address of the first beat written (OMEM_STORE, GELU, ...)
+128..159   ubase       first unit address (IMEM / GMEM / OMEM word address); FFNR:
+                      ``aux`` (dense: mask items out; sparse: address of H')
 160..175   glen        unit addresses advance in groups of ``glen`` consecutive words ...
 176..191   gstride     ... and each group starts ``gstride`` after the previous one
 192..207   kwords      GEMM setup: K/L words of every pass
@@ -29,7 +30,22 @@ bits       field       meaning
 208..213   in_shift    ``golden.cfse.gelu_requant`` (:data:`GELU_FIELDS`)
 216..230   out_mult
 232..237   out_shift
+192..207   n           SOFTMAX / LAYERNORM (:data:`ROW_FIELDS`): row length (1..n_max)
+208..223   gamma       LAYERNORM: Q.11 gamma and beta of every element, ``eps_q``
+224..239   beta
+240..255   eps
+192..207   t           FFNR (:data:`FFNR_FIELDS`): tokens T, hidden units N,
+208..223   n           ``s_code = s * 10**6``, sparse (DENSE then DELTA) or dense
+224..243   s_code      (DENSE then MASK)
+244        sparse
 =========  ==========  ===================================================================
+
+SOFTMAX, LAYERNORM and FFNR follow GELU's pattern (read -> unit -> write, overlapped;
+``docs/dsc.md`` section 2 has the item formats): SOFTMAX reads words of L Q.11 logits
+each followed by L keep bits (``ceil(17 L / D)`` beats) through ``hw.cfse.SoftmaxUnit`` and
+``golden.dsc.prob_requant`` (keep 0 -> 0) to W-bit operand words; LAYERNORM reads Q.11
+words through ``hw.cfse.LayerNormUnit`` to Q.11 words; FFNR runs ``hw.ffnr.FFNR``'s DENSE on
+H (or H_d) words, then MASK (mask items out) or DELTA (H' words in, ``H' - H_d`` words out).
 
 Item formats (the host lays them out; ``D`` = bus bits): an operand word (L elements) is
 ``L`` 16-bit little-endian containers (each the sign-extended W-bit element) in
@@ -48,13 +64,14 @@ Error flags (``ctrl.error``, sticky for the run; :data:`ERROR_FLAGS`):
 
 * bit 0 ``rd_err``: a read beat came back with an error response (the run goes on);
 * bit 1 ``wr_err``: a write response carried an error (the run goes on);
-* bit 2 ``bad_op``: an unknown op code (the run stops);
+* bit 2 ``bad_op``: an unknown op code, or a SOFTMAX / LAYERNORM / FFNR descriptor whose
+  ``n`` / ``t`` / ``s_code`` the unit cannot take (the run stops);
 * bit 3 ``overflow``: the gemm engine's CAU saw a row block wider than ``max_cols``.
 
 Timing (no memory stalls; ``golden/dsc_cycles.py`` is the exact model): every step is
-sequential -- fetch, then the descriptor's transfer, then the unit. Of the other units only
-the CFSE's GELU is behind the DMA; softmax, layer norm, FFN-Reuse and the EPRE are not yet:
-any other op code stops the run with ``bad_op`` (``docs/dsc.md``, "status").
+sequential -- fetch, then the descriptor's transfer, then the unit. The CFSE's GELU,
+softmax and layer norm and the FFN-Reuse unit are behind the DMA; the EPRE is not yet: any
+other op code stops the run with ``bad_op`` (``docs/dsc.md``, "status").
 """
 
 from __future__ import annotations
@@ -64,17 +81,20 @@ from types import SimpleNamespace
 
 from amaranth import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import Out
 
 from exion.config import CAU_COLS_PER_CYCLE, Config
 from exion.errors import ExionError
 
 from .cau import mask_layout
-from .cfse import GeluUnit
+from .cfse import GeluUnit, LayerNormUnit, SoftmaxUnit
+from .ffnr import FFNR, FfnrOp
 from .gemm import SparseGemm
 from .memif import dsc_control_signature, mem_master_signature
 
-__all__ = ["DscCore", "ERROR_FLAGS", "OPS", "GELU_FIELDS", "DESC_BYTES", "item_beats"]
+__all__ = ["DscCore", "ERROR_FLAGS", "OPS", "GELU_FIELDS", "ROW_FIELDS", "FFNR_FIELDS",
+           "DESC_BYTES", "item_beats"]
 
 #: error bit -> (name, meaning); the register map lists these.
 ERROR_FLAGS = {
@@ -86,12 +106,20 @@ ERROR_FLAGS = {
 
 #: op name -> code
 OPS = {"END": 0, "IMEM_LOAD": 1, "GMEM_LOAD": 2, "OMEM_LOAD": 3, "GEMM": 4, "OMEM_STORE": 5,
-       "GELU": 6}
+       "GELU": 6, "SOFTMAX": 7, "LAYERNORM": 8, "FFNR": 9}
 
 #: GELU descriptor: ``GeluParams`` bit ranges of the 256-bit descriptor (in place of the
 #: GEMM setup fields kwords / ncols / regions).
 GELU_FIELDS = {"in_mult": (192, 15), "in_shift": (208, 6), "out_mult": (216, 15),
                "out_shift": (232, 6)}
+
+#: SOFTMAX / LAYERNORM descriptors: row length ``n`` and the layer norm's scalar ``gamma``,
+#: ``beta`` (Q.11, the same for every element) and ``eps_q`` (in place of the GEMM setup).
+ROW_FIELDS = {"n": (192, 16), "gamma": (208, 16), "beta": (224, 16), "eps": (240, 16)}
+
+#: FFNR descriptor: the FFN-Reuse unit's command fields (``aux``, bits 128..159 in place of
+#: ``ubase``: the mask items written (dense) or the address of H' (sparse)).
+FFNR_FIELDS = {"t": (192, 16), "n": (208, 16), "s_code": (224, 20), "sparse": (244, 1)}
 
 DESC_BYTES = 32
 _MAX_REGIONS = 4
@@ -99,12 +127,14 @@ _MAX_REGIONS = 4
 
 def item_beats(cfg: Config, bus_bits: int) -> dict:
     """Bus beats per item: operand word, OMEM address (R results), mask beat, accumulator
-    word (L results in 64-bit containers, the GELU op's input)."""
+    word (L results in 64-bit containers, the GELU op's input), softmax word (L 16-bit
+    Q.11 logits, then L keep bits: the SOFTMAX op's input)."""
     mbits = mask_layout(cfg, CAU_COLS_PER_CYCLE, True).size
     return {"word": math.ceil(16 * cfg.lanes / bus_bits),
             "omem": math.ceil(64 * cfg.rows / bus_bits),
             "mask": math.ceil(mbits / bus_bits),
-            "acc": math.ceil(64 * cfg.lanes / bus_bits)}
+            "acc": math.ceil(64 * cfg.lanes / bus_bits),
+            "smx": math.ceil(17 * cfg.lanes / bus_bits)}
 
 
 def _burst_len(addr, rem, D: int):
@@ -165,12 +195,16 @@ class DscCore(wiring.Component):
         self._write_engine(m, s)
         self._counters(m, s)
         self._gelu(m, s)
+        self._rowops(m, s)
+        self._ffnr(m, s)
         with m.FSM(name="dsc"):
             self._fsm_fetch(m, s)
             self._fsm_decode(m, s)
             self._fsm_load(m, s)
             self._fsm_store(m, s)
             self._fsm_gelu(m, s)
+            self._fsm_rowop(m, s)
+            self._fsm_ffnr(m, s)
         return m
 
     def _descriptor(self, m, s):
@@ -313,9 +347,11 @@ class DscCore(wiring.Component):
         s.settle = Signal(2, name="settle")
 
     @staticmethod
-    def _load_items(m, s, n_beats):
-        """Start reading ``n_beats`` from the descriptor's ``src`` into the assembler."""
-        m.d.sync += [s.rd_addr.eq(s.src), s.rd_left.eq(n_beats), s.rd_go.eq(1),
+    def _load_items(m, s, n_beats, addr=None):
+        """Start reading ``n_beats`` from ``addr`` (default the descriptor's ``src``) into
+        the assembler."""
+        m.d.sync += [s.rd_addr.eq(s.src if addr is None else addr), s.rd_left.eq(n_beats),
+                     s.rd_go.eq(1),
                      s.asm_cnt.eq(0), s.items_in.eq(0), s.items_out.eq(0), s.pending.eq(0),
                      s.bank.eq(0), s.off.eq(0), s.gb.eq(0)]
 
@@ -387,6 +423,10 @@ class DscCore(wiring.Component):
                         m.next = "FETCH"
                     with m.Else():
                         m.next = "GELU_RUN"
+                with m.Case(OPS["SOFTMAX"], OPS["LAYERNORM"]):
+                    self._decode_rowop(m, s)
+                with m.Case(OPS["FFNR"]):
+                    self._decode_ffnr(m, s)
                 with m.Default():
                     m.d.sync += [self.error[2].eq(1), self.busy.eq(0), self.done.eq(1)]
                     m.next = "IDLE"
@@ -493,6 +533,209 @@ class DscCore(wiring.Component):
             with m.If((s.sa == s.count) & (s.wr_left == 0) & (s.outstanding == 0)):
                 m.d.sync += [s.wr_go.eq(0), s.rd_go.eq(0)]
                 m.next = "FETCH"
+
+    def _rowops(self, m, s):
+        """The CFSE's softmax and layer-norm units behind the DMA. Their input is the
+        assembled word (L Q.11 values; a softmax word also carries L keep bits, which wait
+        in ``keep_fifo`` for the word's probabilities); their output, requantised (softmax:
+        ``golden.dsc.prob_requant``, kept entries only) or as is (layer norm), goes to the
+        two-item output buffer (:meth:`_out_stream`) that the write side sends beat by
+        beat (one word per ``word`` beats)."""
+        cfg, L, W = self.cfg, self.cfg.lanes, self.cfg.width
+        s.sm = sm = SoftmaxUnit(cfg)
+        s.ln = ln = LayerNormUnit(cfg)
+        m.submodules.softmax = sm
+        m.submodules.layernorm = ln
+        s.rf = {k: s.desc[lsb:lsb + bits] for k, (lsb, bits) in ROW_FIELDS.items()}
+        s.is_sm = s.op == OPS["SOFTMAX"]
+        s.kf = kf = SyncFIFOBuffered(width=L, depth=sm.depth + 64)
+        m.submodules.keep_fifo = kf
+        m.d.comb += [sm.n.eq(s.rf["n"]), ln.n.eq(s.rf["n"]), ln.eps.eq(s.rf["eps"]),
+                     kf.w_data.eq(s.asm[16 * L:17 * L])]
+        for lane in range(L):
+            v = s.asm[16 * lane:16 * lane + 16].as_signed()
+            m.d.comb += [sm.x.payload[lane].eq(v), ln.x.payload[lane].eq(v),
+                         ln.gb.payload.gamma[lane].eq(s.rf["gamma"].as_signed()),
+                         ln.gb.payload.beta[lane].eq(s.rf["beta"].as_signed())]
+        s.gi = Signal(range(ln.n_lim + 1), name="gb_addr")
+        m.d.comb += ln.gb.payload.addr.eq(s.gi)
+        nb = max(s.ib["word"], s.ib["mask"])
+        s.rbuf = Signal(nb * s.D, name="out_buf")
+        s.rvalid = Signal(name="out_buf_valid")
+        s.qbuf = Signal(nb * s.D, name="out_queue")
+        s.qvalid = Signal(name="out_queue_valid")
+        s.rbeat = Signal(range(max(2, nb)), name="out_beat")
+        s.oper = Signal(range(nb + 1), name="out_per")
+        s.n_out = Signal(32, name="out_items")
+        wmax = (1 << (W - 1)) - 1
+        probs = []
+        for lane in range(L):
+            num = sm.y.payload[lane] * wmax
+            q, r = num >> 15, num[:15]
+            up = (r > 0x4000) | ((r == 0x4000) & q[0])
+            probs.append(Mux(kf.r_data[lane], q + up, 0)[:16])
+        s.sm_word = Cat(probs)
+        s.ln_word = Cat(Value.cast(ln.y.payload[lane])[:16] for lane in range(L))
+
+    def _decode_rowop(self, m, s):
+        """DECODE of SOFTMAX / LAYERNORM: start the read (``count`` words) and the write
+        (as many operand words); ``n`` must be in 1..n_max (else ``bad_op``)."""
+        ib, count, n = s.ib, s.count, s.rf["n"]
+        per_in = Mux(s.is_sm, ib["smx"], ib["word"])
+        with m.If(count == 0):
+            m.next = "FETCH"
+        with m.Elif((n == 0) | (n > s.sm.n_max)):
+            m.d.sync += [self.error[2].eq(1), self.busy.eq(0), self.done.eq(1)]
+            m.next = "IDLE"
+        with m.Else():
+            self._load_items(m, s, count * per_in)
+            m.d.sync += [s.per.eq(per_in), s.gi.eq(0)]
+            self._start_write(m, s, count, ib["word"])
+            m.next = "ROW_RUN"
+
+    @staticmethod
+    def _start_write(m, s, n_out, per_out):
+        """Set up the write side for ``n_out`` items of ``per_out`` beats to ``dst``."""
+        m.d.sync += [s.wr_addr.eq(s.dst), s.wr_left.eq(n_out * per_out), s.wr_go.eq(1),
+                     s.d_addr.eq(s.dst), s.d_left.eq(n_out * per_out), s.d_burst.eq(0),
+                     s.sa.eq(0), s.rvalid.eq(0), s.qvalid.eq(0), s.n_out.eq(n_out),
+                     s.oper.eq(per_out)]
+
+    def _out_stream(self, m, s, yv, ydata):
+        """Inside a state: the unit's output items (``yv``, ``ydata``) into a two-item
+        output buffer: ``rbuf`` is sent beat by beat, ``qbuf`` waits behind it. The unit's
+        ``ready`` is ``~qvalid``, a register: no combinational path from the memory's
+        ``wr_data.ready`` to the unit (and through it to ``rd_data.ready``). One item per
+        ``oper`` beats. Leaves for FETCH once ``n_out`` items are written and
+        acknowledged. Returns the unit's ``ready`` and the take strobe."""
+        mem, BB, D = self.mem, s.BB, s.D
+        nb = max(s.ib["word"], s.ib["mask"])
+        m.d.comb += mem.wr_data.valid.eq(s.rvalid)
+        with m.Switch(s.rbeat):
+            for i in range(nb):
+                with m.Case(i):
+                    m.d.comb += mem.wr_data.payload.data.eq(s.rbuf[i * D:(i + 1) * D])
+        fire = mem.wr_data.valid & mem.wr_data.ready
+        last = fire & (s.rbeat == s.oper - 1)
+        rready = Signal(name=f"out_ready_{len(s.__dict__)}")
+        take = Signal(name=f"out_take_{len(s.__dict__)}")
+        m.d.comb += [rready.eq(~s.qvalid), take.eq(yv & rready)]
+        with m.If(fire):
+            m.d.sync += [s.d_left.eq(s.d_left - 1), s.d_addr.eq(s.d_addr + BB),
+                         s.d_burst.eq(s.cur_burst - 1), s.rbeat.eq(s.rbeat + 1)]
+        with m.If(last):
+            m.d.sync += s.sa.eq(s.sa + 1)
+        with m.If(~s.rvalid | last):
+            with m.If(s.qvalid):
+                m.d.sync += [s.rbuf.eq(s.qbuf), s.rvalid.eq(1), s.rbeat.eq(0),
+                             s.qvalid.eq(0)]
+            with m.Elif(take):
+                m.d.sync += [s.rbuf.eq(ydata), s.rvalid.eq(1), s.rbeat.eq(0)]
+            with m.Else():
+                m.d.sync += s.rvalid.eq(0)
+        with m.Elif(take):
+            m.d.sync += [s.qbuf.eq(ydata), s.qvalid.eq(1)]
+        with m.If((s.sa == s.n_out) & (s.wr_left == 0) & (s.outstanding == 0)):
+            m.d.sync += [s.wr_go.eq(0), s.rd_go.eq(0)]
+            m.next = "FETCH"
+        return rready, take
+
+    def _fsm_rowop(self, m, s):
+        """ROW_RUN: words in -> softmax / layer-norm unit -> operand words out, until every
+        word is written and acknowledged (the layer norm's gamma / beta words are written
+        in the first ``ceil(n / L)`` cycles, before its first row needs them)."""
+        L = self.cfg.lanes
+        sm, ln, kf = s.sm, s.ln, s.kf
+        with m.State("ROW_RUN"):
+            m.d.comb += s.loading.eq(1)
+            with m.If(s.is_sm):
+                m.d.comb += [sm.x.valid.eq(s.pending & kf.w_rdy),
+                             s.sink_ready.eq(sm.x.ready & kf.w_rdy), kf.w_en.eq(s.consume)]
+            with m.Else():
+                m.d.comb += [ln.x.valid.eq(s.pending), s.sink_ready.eq(ln.x.ready)]
+                with m.If(s.gi * L < s.rf["n"]):
+                    m.d.comb += ln.gb.valid.eq(1)
+                    m.d.sync += s.gi.eq(s.gi + 1)
+            with m.If((s.items_out + s.consume) == s.count):
+                m.d.sync += s.rd_go.eq(0)
+            yv = Mux(s.is_sm, sm.y.valid, ln.y.valid)
+            rready, take = self._out_stream(m, s, yv, Mux(s.is_sm, s.sm_word, s.ln_word))
+            m.d.comb += [sm.y.ready.eq(rready & s.is_sm), ln.y.ready.eq(rready & ~s.is_sm),
+                         kf.r_en.eq(take & s.is_sm)]
+
+    def _ffnr(self, m, s):
+        """The FFN-Reuse unit behind the DMA (``hw.ffnr.FFNR``, its Y_d cache unused): H
+        words (operand words, W-bit) into its ``h`` port; its mask beats (the GEMM's mask
+        item format) or delta beats (``H' - H_d`` where the mask is set, W+1 bits in 16-bit
+        containers) to the output buffer."""
+        cfg, L, W = self.cfg, self.cfg.lanes, self.cfg.width
+        s.ff = ff = FFNR(cfg)
+        m.submodules.ffnr = ff
+        s.ffr = {k: s.desc[lsb:lsb + bits] for k, (lsb, bits) in FFNR_FIELDS.items()}
+        s.aux = s.desc[128:160]
+        s.ffph = Signal(name="ffnr_phase")      # 0: DENSE (histogram, threshold) running
+        m.d.comb += [ff.y.valid.eq(0), ff.y_out.ready.eq(0), ff.hist_addr.eq(0),
+                     ff.cmd.payload.t.eq(s.ffr["t"]), ff.cmd.payload.n.eq(s.ffr["n"]),
+                     ff.cmd.payload.d.eq(0), ff.cmd.payload.s_code.eq(s.ffr["s_code"]),
+                     ff.cmd.payload.op.eq(Mux(~s.ffph, FfnrOp.DENSE,
+                                              Mux(s.ffr["sparse"], FfnrOp.DELTA,
+                                                  FfnrOp.MASK)))]
+        for lane in range(L):
+            m.d.comb += ff.h.payload[lane].eq(s.asm[16 * lane:16 * lane + W].as_signed())
+        s.ff_delta = Cat(_sext(Value.cast(ff.delta.payload[lane]), 16) for lane in range(L))
+        s.ff_mask = Value.cast(ff.mask.payload)
+
+    def _decode_ffnr(self, m, s):
+        """DECODE of FFNR: check t, n, s_code against the unit; set up the write side
+        (dense: ``aux`` mask items; sparse: ``count`` delta words)."""
+        ib, count, ffr, sz = s.ib, s.count, s.ffr, s.ff.sizes
+        with m.If(count == 0):
+            m.next = "FETCH"
+        with m.Elif((ffr["t"] == 0) | (ffr["t"] > sz.t_max) | (ffr["n"] == 0) |
+                    (ffr["n"] > sz.n_max) | (ffr["s_code"] >= sz.den)):
+            m.d.sync += [self.error[2].eq(1), self.busy.eq(0), self.done.eq(1)]
+            m.next = "IDLE"
+        with m.Else():
+            m.d.sync += s.ffph.eq(0)
+            with m.If(ffr["sparse"]):
+                self._start_write(m, s, count, ib["word"])
+            with m.Else():
+                self._start_write(m, s, s.aux, ib["mask"])
+            m.next = "FF_CMD"
+
+    def _fsm_ffnr(self, m, s):
+        """FF_CMD (a unit command) -> FF_IN (DENSE: ``count`` H words from ``src``; until
+        the threshold is found) -> FF_CMD -> FF_OUT (dense: MASK, its beats written;
+        sparse: DELTA, ``count`` H' words from ``aux`` in, delta words out)."""
+        ff, ib, sparse = s.ff, s.ib, s.ffr["sparse"]
+        with m.State("FF_CMD"):
+            m.d.comb += ff.cmd.valid.eq(1)
+            with m.If(ff.cmd.ready):
+                with m.If(~s.ffph):
+                    self._load_items(m, s, s.count * ib["word"])
+                    m.d.sync += s.per.eq(ib["word"])
+                    m.next = "FF_IN"
+                with m.Else():
+                    with m.If(sparse):
+                        self._load_items(m, s, s.count * ib["word"], s.aux)
+                    m.next = "FF_OUT"
+        with m.State("FF_IN"):
+            m.d.comb += [s.loading.eq(1), ff.h.valid.eq(s.pending),
+                         s.sink_ready.eq(ff.h.ready)]
+            with m.If((s.items_out + s.consume) == s.count):
+                m.d.sync += s.rd_go.eq(0)
+            with m.If((s.items_out == s.count) & ~ff.busy):
+                m.d.sync += s.ffph.eq(1)
+                m.next = "FF_CMD"
+        with m.State("FF_OUT"):
+            with m.If(sparse):
+                m.d.comb += [s.loading.eq(1), ff.h.valid.eq(s.pending),
+                             s.sink_ready.eq(ff.h.ready)]
+                with m.If((s.items_out + s.consume) == s.count):
+                    m.d.sync += s.rd_go.eq(0)
+            yv = Mux(sparse, ff.delta.valid, ff.mask.valid)
+            rready, _ = self._out_stream(m, s, yv, Mux(sparse, s.ff_delta, s.ff_mask))
+            m.d.comb += [ff.delta.ready.eq(rready & sparse), ff.mask.ready.eq(rready & ~sparse)]
 
 
 def _sext(v, bits: int):

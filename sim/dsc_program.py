@@ -31,21 +31,35 @@ from exion.golden.conmerge import conmerge
 from .gemm_rtl import GemmCase, assemble, plan_tiles
 from .payload import pack
 
-__all__ = ["GemmJob", "GeluJob", "gelu_job_from_record", "block_jobs", "DscProgram", "jobs_from_record", "build_program", "read_results",
-           "encode_desc", "decode_desc", "program_beats", "stage_durations"]
+__all__ = ["GemmJob", "GeluJob", "SoftmaxJob", "LayerNormJob", "FfnrJob",
+           "gelu_job_from_record", "softmax_job_from_record", "layernorm_job_from_record",
+           "ffnr_job_from_record", "ffnr_fits", "block_jobs", "DscProgram",
+           "jobs_from_record", "build_program", "read_results", "encode_desc", "decode_desc",
+           "program_beats", "stage_durations"]
 
 _FIELDS = (  # name, lsb, bits (hw/dsc.py's descriptor table)
     ("op", 0, 8), ("stage", 8, 8), ("accumulate", 16, 1), ("count", 32, 32),
     ("src", 64, 32), ("dst", 96, 32), ("ubase", 128, 32), ("glen", 160, 16),
     ("gstride", 176, 16), ("kwords", 192, 16), ("ncols", 208, 16), ("regions", 224, 8),
 )
-_GELU_OP = 6
+_GELU_OP, _SOFTMAX_OP, _LAYERNORM_OP, _FFNR_OP = 6, 7, 8, 9
 #: the GELU op's fields in place of kwords / ncols / regions (hw/dsc.py ``GELU_FIELDS``)
 _GELU_FIELDS = _FIELDS[:9] + (("in_mult", 192, 15), ("in_shift", 208, 6),
                               ("out_mult", 216, 15), ("out_shift", 232, 6))
+#: SOFTMAX / LAYERNORM fields (hw/dsc.py ``ROW_FIELDS``; gamma / beta two's complement)
+_ROW_FIELDS = _FIELDS[:9] + (("n", 192, 16), ("gamma", 208, 16), ("beta", 224, 16),
+                             ("eps", 240, 16))
+
+#: FFNR fields (hw/dsc.py ``FFNR_FIELDS``; ``aux`` in place of ``ubase``)
+_FFNR_FIELDS = _FIELDS[:6] + (("aux", 128, 32), ("t", 192, 16), ("n", 208, 16),
+                              ("s_code", 224, 20), ("sparse", 244, 1))
 
 
 def _fields(op: int) -> tuple:
+    if op == _FFNR_OP:
+        return _FFNR_FIELDS
+    if op in (_SOFTMAX_OP, _LAYERNORM_OP):
+        return _ROW_FIELDS
     return _GELU_FIELDS if op == _GELU_OP else _FIELDS
 
 
@@ -89,6 +103,44 @@ class GeluJob:
 
 
 @dataclass
+class SoftmaxJob:
+    """``prob_requant(where(keep, softmax_fx(logits), 0))`` on the core's CFSE softmax unit:
+    ``logits`` (rows, n) Q.11 (masked entries already FX_MIN: the host's), ``keep`` (rows,
+    n) bool."""
+
+    name: str
+    logits: np.ndarray
+    keep: np.ndarray
+    expect: np.ndarray | None = None
+
+
+@dataclass
+class LayerNormJob:
+    """``layernorm_fx(x, gamma, beta, eps)`` on the core's CFSE layer-norm unit: ``x`` (rows,
+    n) Q.11, ``gamma`` / ``beta`` Q.11 scalars (every element's), ``eps`` = ``eps_q``."""
+
+    name: str
+    x: np.ndarray
+    gamma: int = 1 << 11
+    beta: int = 0
+    eps: int = 1
+    expect: np.ndarray | None = None
+
+
+@dataclass
+class FfnrJob:
+    """The FFN-Reuse unit (``golden.ffn_reuse.ffnr``, magnitude rule, target sparsity
+    ``s``): dense (``h_new`` None): the mask ``|H| >= theta`` of ``h`` (T, N); sparse: the
+    FC2 delta input ``where(mask(h), h_new - h, 0)`` with ``h`` = H_d and ``h_new`` = H'."""
+
+    name: str
+    h: np.ndarray
+    s: float
+    h_new: np.ndarray | None = None
+    expect: np.ndarray | None = None
+
+
+@dataclass
 class DscProgram:
     image: np.ndarray                          # uint8 host memory before the run
     prog_base: int
@@ -125,14 +177,102 @@ def gelu_job_from_record(cfg: Config, rec: dict, sample: int = 0) -> GeluJob:
     return GeluJob("gelu", acc, dict(par), exp)
 
 
+def softmax_job_from_record(cfg: Config, rec: dict, sample: int = 0) -> SoftmaxJob:
+    """The block's softmax segment (``rec["attn"]``: every head's Q.11 logit rows, the EP
+    score mask) as one :class:`SoftmaxJob` of ``heads * T`` rows; ``expect`` is golden's
+    ``prob_requant(softmax_fx)`` with masked entries 0, checked against the recorded
+    probabilities ``rec["attn"]["p"]``."""
+    from exion.golden.cfse import softmax_fx
+    from exion.golden.dsc import prob_requant
+    at = rec["attn"]
+    lq = np.asarray(at["logits"][sample], np.int64)
+    n = lq.shape[-1]
+    keep = np.ones(lq.shape, bool) if at["keep"] is None else np.asarray(at["keep"][sample],
+                                                                         bool)
+    exp = prob_requant(np.where(keep, softmax_fx(lq), 0), cfg)
+    if not np.array_equal(exp, np.asarray(at["p"][sample])):
+        raise ExionError("rec['attn']: prob_requant(softmax_fx(logits)) does not give the "
+                         "recorded probabilities")
+    return SoftmaxJob("softmax", lq.reshape(-1, n), keep.reshape(-1, n), exp.reshape(-1, n))
+
+
+def layernorm_job_from_record(cfg: Config, rec: dict, name: str,
+                              sample: int = 0) -> LayerNormJob:
+    """The block's layer norm ``name`` (``ln1`` / ``ln2``: the host's pre-scaled Q.11 rows,
+    gamma 1, beta 0, eps_q 1) as a :class:`LayerNormJob`, checked against the record."""
+    from exion.golden.cfse import FX_FRAC, layernorm_fx
+    x = np.asarray(rec[name]["x"][sample], np.int64)
+    n = x.shape[-1]
+    exp = layernorm_fx(x, np.full(n, 1 << FX_FRAC, np.int64), np.zeros(n, np.int64))
+    if not np.array_equal(exp, np.asarray(rec[name]["out"][sample])):
+        raise ExionError(f"rec[{name!r}]: layernorm_fx(x) does not give the recorded output")
+    return LayerNormJob(name, x, 1 << FX_FRAC, 0, 1, exp)
+
+
+def ffnr_job_from_record(cfg: Config, rec: dict, sample: int = 0) -> FfnrJob | None:
+    """The block's FFN-Reuse unit segment (``rec["ffn"]``), or None when the iteration has
+    none in the core (FFN-Reuse off, a host-only rule or control, s outside [0, 1)). Dense
+    iteration: the mask of H, checked against the mask the block keeps; sparse: the delta
+    ``H' - H_d`` where the mask is set (H' = GELU of every FC1 accumulator), checked
+    against the block's H and mask."""
+    from exion.golden.ffn_reuse import ffnr
+    ffn = rec["ffn"]
+    ru = ffn.get("reuse") or {}
+    if not ru.get("on") or ru.get("rule") != "magnitude" or ru.get("control") is not None \
+            or not 0 <= ru.get("s", 1) < 1:
+        return None
+    if ffn["mask"] is None:
+        if ffn["new_mask"] is None:
+            return None
+        h = np.asarray(ffn["h"][sample], np.int64)
+        exp = ffnr(cfg, h, ru["s"]).mask
+        if not np.array_equal(exp, np.asarray(ffn["new_mask"][sample], bool)):
+            raise ExionError("rec['ffn']: ffnr(H) does not give the recorded FFN-Reuse mask")
+        return FfnrJob("ffnr", h, ru["s"], None, exp)
+    h_d = np.asarray(ffn["h_d"][sample], np.int64)
+    h_new = gelu_job_from_record(cfg, rec, sample).expect
+    r = ffnr(cfg, h_d, ru["s"], h_new)
+    h = np.asarray(ffn["h"][sample], np.int64)
+    if not (np.array_equal(r.mask, np.asarray(ffn["mask"][sample], bool))
+            and np.array_equal(r.delta, h - h_d)):
+        raise ExionError("rec['ffn']: ffnr(H_d, H') does not give the recorded mask and H")
+    return FfnrJob("ffnr", h_d, ru["s"], h_new, r.delta)
+
+
 def block_jobs(cfg: Config, rec: dict, sample: int = 0) -> list:
-    """Every core segment of a block iteration the DSC runs today: the GEMMs of
-    ``rec["gemms"]`` with the GELU + requant segment after FC1 (data order)."""
+    """Every core segment of a block iteration the DSC runs today, in data order: LN1, the
+    GEMMs of ``rec["gemms"]`` with the softmax before P.V, LN2 before FC1 and the GELU +
+    requant after FC1, followed by the FFN-Reuse unit (the mask of a dense iteration, the
+    FC2 delta input of a sparse one). A layer norm / softmax whose rows exceed the CFSE
+    buffer (``cfg.cfse_n_max``) or an H larger than the FFN-Reuse unit's cache
+    (:func:`ffnr_fits`) stays on the host (golden), as before these ops existed."""
     jobs = jobs_from_record(cfg, rec, sample)
+
+    def at(pred, after=False):
+        return next((i + int(after) for i, j in enumerate(jobs) if pred(j.name)), len(jobs))
+
+    def row_fits(name, key):
+        return np.shape(rec[name][key])[-1] <= cfg.cfse_n_max
+    if "attn" in rec and row_fits("attn", "logits"):
+        jobs.insert(at(lambda n: n.startswith("pv")), softmax_job_from_record(cfg, rec, sample))
+    if "ln2" in rec and row_fits("ln2", "x"):
+        jobs.insert(at(lambda n: n == "fc1"), layernorm_job_from_record(cfg, rec, "ln2", sample))
     if "ffn" in rec:
-        at = next((i + 1 for i, j in enumerate(jobs) if j.name == "fc1"), len(jobs))
-        jobs.insert(at, gelu_job_from_record(cfg, rec, sample))
+        jobs.insert(at(lambda n: n == "fc1", True), gelu_job_from_record(cfg, rec, sample))
+        ff = ffnr_job_from_record(cfg, rec, sample)
+        if ff is not None and ffnr_fits(cfg, ff.h.shape):
+            jobs.insert(at(lambda n: n == "gelu", True), ff)
+    if "ln1" in rec and row_fits("ln1", "x"):
+        jobs.insert(0, layernorm_job_from_record(cfg, rec, "ln1", sample))
     return jobs
+
+
+def ffnr_fits(cfg: Config, shape) -> bool:
+    """Whether an H of ``shape`` (T, N) fits the DSC's FFN-Reuse unit (``hw.ffnr``'s default
+    cache: ``t_max`` tokens x ``n_max`` hidden units; the DSC does not tile)."""
+    from exion.hw.ffnr import FfnrSizes
+    sz = FfnrSizes(cfg)
+    return shape[0] <= sz.t_max and shape[1] <= sz.n_max
 
 
 def jobs_from_record(cfg: Config, rec: dict, sample: int = 0) -> list[GemmJob]:
@@ -210,6 +350,12 @@ def build_program(cfg: Config, jobs: list[GemmJob], bus_bits: int = 64) -> DscPr
         if isinstance(job, GeluJob):
             stores.append(_gelu_descs(cfg, job, descs, data, ib, bb))
             continue
+        if isinstance(job, (SoftmaxJob, LayerNormJob)):
+            stores.append(_row_descs(cfg, job, descs, data, ib, bb))
+            continue
+        if isinstance(job, FfnrJob):
+            stores.append(_ffnr_descs(cfg, job, descs, data, ib, bb))
+            continue
         cases = [GemmCase(a, job.b, job.mask, prev=job.base, accumulate=True, name=job.name)
                  for a in job.a_parts]
         plans = [plan_tiles(cfg, c) for c in cases]
@@ -262,10 +408,15 @@ def build_program(cfg: Config, jobs: list[GemmJob], bus_bits: int = 64) -> DscPr
     image[prog_bytes:] = body
     for d in descs:     # the data region sits behind the program (4 KiB aligned)
         if d["op"] in (OPS["GMEM_LOAD"], OPS["OMEM_LOAD"], OPS["IMEM_LOAD"], OPS["GEMM"],
-                       OPS["GELU"]):
+                       OPS["GELU"], OPS["SOFTMAX"], OPS["LAYERNORM"]):
             d["src"] += prog_bytes
-        if d["op"] in (OPS["OMEM_STORE"], OPS["GELU"]):
+        if d["op"] in (OPS["OMEM_STORE"], OPS["GELU"], OPS["SOFTMAX"], OPS["LAYERNORM"],
+                       OPS["FFNR"]):
             d["dst"] += prog_bytes
+        if d["op"] == OPS["FFNR"]:
+            d["src"] += prog_bytes
+            if d["sparse"]:
+                d["aux"] += prog_bytes
     prog = b"".join(encode_desc(d).ljust(dstep, b"\0") for d in descs)
     image[:len(prog)] = np.frombuffer(prog, np.uint8)
     stores = [(c, t, [(a + prog_bytes, n) for a, n in s]) for c, t, s in stores]
@@ -297,6 +448,98 @@ def _gelu_descs(cfg: Config, job: GeluJob, descs: list, data: _Image, ib: dict,
     return ("gelu", (T, N), [(dst, words.shape[0])])
 
 
+def _row_descs(cfg: Config, job, descs: list, data: _Image, ib: dict, bb: int) -> tuple:
+    """One SOFTMAX or LAYERNORM descriptor: (rows, n) Q.11 values as rows * ceil(n / L)
+    words (L 16-bit containers, zero padded; a softmax word then carries its L keep bits,
+    lane l in bit l, padding lanes 0), as many operand words out."""
+    from exion.golden.cfse import FX_MAX, FX_MIN
+    from exion.hw.dsc import OPS
+    sm = isinstance(job, SoftmaxJob)
+    x = np.asarray(job.logits if sm else job.x, np.int64)
+    if x.ndim != 2 or x.shape[1] == 0:
+        raise ExionError(f"{'softmax' if sm else 'layer norm'} job {job.name}: expected "
+                         f"(rows, n) values, got shape {x.shape}")
+    R, n = x.shape
+    if n > cfg.cfse_n_max:
+        raise ExionError(f"job {job.name}: rows of {n} values exceed the CFSE buffer "
+                         f"(cfse_n_max = {cfg.cfse_n_max}); the DSC does not restream")
+    if x.size and (x.min() < FX_MIN or x.max() > FX_MAX):
+        raise ExionError(f"job {job.name}: values must be 16-bit Q.11")
+    L = cfg.lanes
+    nw = -(-n // L)
+    pad = np.zeros((R, nw * L), np.int64)
+    pad[:, :n] = x
+    words = pad.reshape(R * nw, L)
+    per = ib["smx"] if sm else ib["word"]
+    items = _words(cfg, words, per * bb)
+    if sm:
+        kp = np.zeros((R, nw * L), bool)
+        kp[:, :n] = np.asarray(job.keep, bool)
+        kb = np.packbits(kp.reshape(R * nw, L), axis=1, bitorder="little")
+        items[:, 2 * L:2 * L + kb.shape[1]] = kb
+        extra = {"op": OPS["SOFTMAX"]}
+    else:
+        extra = {"op": OPS["LAYERNORM"], "gamma": int(job.gamma) & 0xFFFF,
+                 "beta": int(job.beta) & 0xFFFF, "eps": int(job.eps)}
+    src = data.alloc(items.size, items)
+    dst = data.alloc(words.shape[0] * ib["word"] * bb)
+    descs.append({**extra, "count": words.shape[0], "src": src, "dst": dst, "n": n,
+                  "job": job.name})
+    return ("words", (R, n), [(dst, words.shape[0])])
+
+
+def _ffnr_descs(cfg: Config, job: FfnrJob, descs: list, data: _Image, ib: dict,
+                bb: int) -> tuple:
+    """One FFNR descriptor: H (dense) or H_d (sparse) as T * ceil(N / L) operand words from
+    ``src`` (sparse: H' as many words from ``aux``); out the mask's ``ceil(T / R) *
+    ceil(N / P)`` mask items (dense, ``aux`` = their number) or the delta words."""
+    from exion.golden.ffn_reuse import sparsity_code
+    from exion.hw.dsc import OPS
+    h = np.asarray(job.h, np.int64)
+    if h.ndim != 2 or 0 in h.shape:
+        raise ExionError(f"FFNR job {job.name}: H must be (T, N), got shape {h.shape}")
+    T, N = h.shape
+    if not ffnr_fits(cfg, h.shape):
+        raise ExionError(f"FFNR job {job.name}: H {h.shape} exceeds the FFN-Reuse unit's "
+                         f"cache; the DSC does not tile")
+    L = cfg.lanes
+    nw = -(-N // L)
+    wbytes = ib["word"] * bb
+
+    def words(a):
+        pad = np.zeros((T, nw * L), np.int64)
+        pad[:, :N] = a
+        return _words(cfg, pad.reshape(T * nw, L), wbytes)
+    d = {"op": OPS["FFNR"], "count": T * nw, "t": T, "n": N, "s_code": sparsity_code(job.s),
+         "src": data.alloc(T * nw * wbytes, words(h)), "job": job.name}
+    if job.h_new is not None:
+        d.update(sparse=1, aux=data.alloc(T * nw * wbytes, words(job.h_new)),
+                 dst=data.alloc(T * nw * wbytes))
+        descs.append(d)
+        return ("words", (T, N), [(d["dst"], T * nw)])
+    nm = -(-T // cfg.rows) * -(-N // CAU_COLS_PER_CYCLE)
+    d.update(sparse=0, aux=nm, dst=data.alloc(nm * ib["mask"] * bb))
+    descs.append(d)
+    return ("ffmask", (T, N), [(d["dst"], nm)])
+
+
+def _mask_items(cfg: Config, raw: np.ndarray, T: int, N: int) -> np.ndarray:
+    """(T, N) bool mask from the FFN-Reuse unit's mask items (row block outer, P columns
+    per item; ``cv[l]`` bit r = row r of the block)."""
+    from exion.hw.cau import mask_layout
+    from .payload import unpack
+    R, P = cfg.rows, CAU_COLS_PER_CYCLE
+    lay = mask_layout(cfg, P, True)
+    per = -(-N // P)
+    full = np.zeros((-(-T // R) * R, per * P), bool)
+    for i, item in enumerate(raw):
+        blk, j = divmod(i, per)
+        cv = unpack(lay, int.from_bytes(item.tobytes(), "little"))["cv"]
+        for lane in range(P):
+            full[blk * R:(blk + 1) * R, j * P + lane] = [(cv[lane] >> r) & 1 for r in range(R)]
+    return full[:T, :N]
+
+
 def read_results(cfg: Config, prog: DscProgram, image: np.ndarray) -> list[np.ndarray]:
     """Each job's output from the memory image after the run."""
     from exion.hw.dsc import item_beats
@@ -304,7 +547,13 @@ def read_results(cfg: Config, prog: DscProgram, image: np.ndarray) -> list[np.nd
     wbytes = item_beats(cfg, prog.bus_bits)["word"] * prog.bus_bits // 8
     outs = []
     for case, tiles, st in prog.stores:
-        if isinstance(case, str):       # a GELU job: words of L 16-bit containers
+        if case == "ffmask":            # FFN-Reuse mask items
+            (addr, n), = st
+            mbytes = item_beats(cfg, prog.bus_bits)["mask"] * prog.bus_bits // 8
+            raw = np.asarray(image[addr:addr + n * mbytes], np.uint8).reshape(n, mbytes)
+            outs.append(_mask_items(cfg, raw, *tiles))
+            continue
+        if isinstance(case, str):       # GELU / row jobs: words of L 16-bit containers
             (addr, n), = st
             T, N = tiles
             raw = np.asarray(image[addr:addr + n * wbytes], np.uint8).reshape(n, wbytes)
@@ -336,7 +585,14 @@ def program_beats(cfg: Config, prog: DscProgram) -> int:
     ib = item_beats(cfg, prog.bus_bits)
     per = {OPS["IMEM_LOAD"]: ib["word"], OPS["GMEM_LOAD"]: ib["word"],
            OPS["OMEM_LOAD"]: ib["omem"], OPS["GEMM"]: ib["mask"], OPS["OMEM_STORE"]: ib["omem"],
-           OPS["GELU"]: ib["acc"] + ib["word"]}
+           OPS["GELU"]: ib["acc"] + ib["word"], OPS["SOFTMAX"]: ib["smx"] + ib["word"],
+           OPS["LAYERNORM"]: 2 * ib["word"], OPS["FFNR"]: ib["word"]}
     desc_beats = max(1, 256 // prog.bus_bits)
-    return sum(desc_beats + d.get("count", 0) * per.get(d["op"], 0) for d in prog.descs)
+
+    def extra(d):     # FFNR: the mask items out (dense), or H' in and delta out (sparse)
+        if d["op"] != OPS["FFNR"]:
+            return 0
+        return 2 * d["count"] * ib["word"] if d.get("sparse") else d.get("aux", 0) * ib["mask"]
+    return sum(desc_beats + d.get("count", 0) * per.get(d["op"], 0) + extra(d)
+               for d in prog.descs)
 

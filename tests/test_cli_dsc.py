@@ -84,4 +84,4 @@ def test_generate_rtl_one_step(cli_run, tmp_path):
     out = tmp_path / "d.png"
     code, o, err = cli_run("generate", "--rtl", "--digit", "2", "--steps", "1", "--seed", "1",
                            "--out", str(out))
-    assert code == 0 and "every GEMM on the RTL matched" in o, o + err
+    assert code == 0 and "every core segment on the RTL matched" in o, o + err

@@ -235,3 +235,311 @@ def test_gelu_job_from_record(model):
             gelu_job_from_record(TOY, bad)
     with pytest.raises(Exception, match="per_acc"):
         dcy.gelu_body(dataclasses.replace(TOY, lanes=1), 3, 64)
+
+
+# ---- the SOFTMAX and LAYERNORM ops: CFSE row units behind the DMA ----------------------
+
+def _sm_expect(job):
+    from exion.golden.cfse import softmax_fx
+    from exion.golden.dsc import prob_requant
+    return prob_requant(np.where(job.keep, softmax_fx(job.logits), 0), TOY)
+
+
+def _ln_expect(job):
+    from exion.golden.cfse import layernorm_fx
+    n = job.x.shape[1]
+    return layernorm_fx(job.x, np.full(n, job.gamma, np.int64), np.full(n, job.beta, np.int64),
+                        job.eps)
+
+
+def _row_expect(job):
+    from exion.sim.dsc_program import SoftmaxJob
+    return _sm_expect(job) if isinstance(job, SoftmaxJob) else _ln_expect(job)
+
+
+def _row_cases(model):
+    """Softmax: directed rows of n = 7 (not a multiple of L = 4): an all-masked row, the
+    16-bit extremes, a single kept entry, a kept FX_MIN entry in a row whose maximum is low
+    (its probability is not 0: the keep bits, not the value, mask), zeros; a single row of
+    one value; seeded random rows with random masks; a real sparse block's softmax (4 heads,
+    EP masks). Layer norm: directed rows (constant, extremes, a ramp, n = 5), a single row,
+    seeded random rows with gamma / beta not 1 / 0, and the block's LN1 and LN2."""
+    from exion.golden.cfse import FX_MAX, FX_MIN
+    from exion.sim.dsc_program import (LayerNormJob, SoftmaxJob, layernorm_job_from_record,
+                                       softmax_job_from_record)
+    rng = np.random.default_rng(12)
+    print("row cases: seed 12")
+    lo, hi = FX_MIN, FX_MAX
+    d_logits = np.array([[0, 1, 2, 3, 4, 5, 6],
+                         [hi, lo, hi, lo, 0, -1, 1],
+                         [100, 200, -300, 400, 0, 0, 0],
+                         [-20000, lo, -20000, -21000, lo, lo, -19000],
+                         [0, 0, 0, 0, 0, 0, 0]], np.int64)
+    d_keep = np.array([[0, 0, 0, 0, 0, 0, 0],
+                       [1, 1, 1, 1, 1, 1, 1],
+                       [0, 0, 0, 1, 0, 0, 0],
+                       [1, 1, 0, 1, 1, 0, 1],
+                       [1, 1, 1, 1, 1, 0, 1]], bool)
+    d_logits = np.where(d_keep | (np.arange(5) == 0)[:, None], d_logits, lo)
+    r_logits = rng.integers(-12000, 12000, (9, 13))
+    r_keep = rng.random((9, 13)) < 0.6
+    r_logits = np.where(r_keep, r_logits, lo)
+    case = block_case(model, META, 1, 1)
+    sm = [SoftmaxJob("sm_directed", d_logits, d_keep),
+          SoftmaxJob("sm_single", np.array([[-5]]), np.array([[True]])),
+          SoftmaxJob("sm_random", r_logits, r_keep),
+          softmax_job_from_record(TOY, case.rec)]
+    d_x = np.array([[7, 7, 7, 7, 7], [hi, lo, hi, lo, hi], [-2, -1, 0, 1, 2],
+                    [lo, lo, lo, lo, hi]], np.int64)
+    ln = [LayerNormJob("ln_directed", d_x),
+          LayerNormJob("ln_single", rng.integers(-4000, 4000, (1, 6))),
+          LayerNormJob("ln_random", rng.integers(lo, hi + 1, (7, 10)), gamma=-3000, beta=500,
+                       eps=3),
+          layernorm_job_from_record(TOY, case.rec, "ln1"),
+          layernorm_job_from_record(TOY, case.rec, "ln2")]
+    for j in sm + ln:
+        j.expect = _row_expect(j)
+    return sm, ln, case
+
+
+@pytest.fixture(scope="module")
+def row_runs(model):
+    """One simulation: every softmax and layer-norm job; the small ones again with 30 %
+    memory stalls; a softmax with a corrupted row length (n 8 -> 4: same word count, other
+    rows); a layer norm with a corrupted gamma; a softmax with n = 0 (bad_op)."""
+    from exion.sim.dsc_program import SoftmaxJob
+    sm, ln, case = _row_cases(model)
+    jobs = sm + ln
+    main = build_program(TOY, jobs)
+    small = [j for j in jobs if j.name.endswith(("directed", "random", "single"))]
+    stalled = build_program(TOY, small)
+    rng = np.random.default_rng(3)
+    wide = SoftmaxJob("sm_wide", rng.integers(-9000, 9000, (3, 8)), np.ones((3, 8), bool))
+    wide.expect = _sm_expect(wide)
+    bad_n = build_program(TOY, [wide])
+    bad_n.descs[0]["n"] = 4
+    bad_n.image[:32] = np.frombuffer(encode_desc(bad_n.descs[0]), np.uint8)
+    bad_g = build_program(TOY, [ln[0]])
+    bad_g.descs[0]["gamma"] += 1
+    bad_g.image[:32] = np.frombuffer(encode_desc(bad_g.descs[0]), np.uint8)
+    zero_n = build_program(TOY, [wide])
+    zero_n.descs[0]["n"] = 0
+    zero_n.image[:32] = np.frombuffer(encode_desc(zero_n.descs[0]), np.uint8)
+    progs = [main, stalled, bad_n, bad_g, zero_n]
+    out, _ = rtl_dsc(TOY, progs, stall=[0.0, 0.3, 0.0, 0.0, 0.0], run_name="dsc_rows")
+    return {"jobs": jobs, "small": small, "wide": wide, "ln0": ln[0], "case": case,
+            "progs": progs, "runs": out}
+
+
+def test_row_ops_bit_exact_and_cycles(row_runs):
+    jobs, prog, run = row_runs["jobs"], row_runs["progs"][0], row_runs["runs"][0]
+    assert run["error"] == 0
+    outs = read_results(TOY, prog, run["image"])
+    for j, o in zip(jobs, outs):
+        np.testing.assert_array_equal(o, j.expect, err_msg=j.name)
+    # the real block: the core's probabilities and LN outputs are the recorded ones
+    rec = row_runs["case"].rec
+    byname = {j.name: o for j, o in zip(jobs, outs)}
+    np.testing.assert_array_equal(byname["softmax"], rec["attn"]["p"][0].reshape(-1, 16))
+    np.testing.assert_array_equal(byname["ln1"], rec["ln1"]["out"][0])
+    np.testing.assert_array_equal(byname["ln2"], rec["ln2"]["out"][0])
+    # the kept FX_MIN entry of the directed softmax has a non-zero probability
+    assert byname["sm_directed"][3, 1] > 0 and byname["sm_directed"][0].sum() == 0
+    durs = stage_durations(prog.descs, run["stages"], run["cycles"], 64)
+    for d, t in zip(prog.descs, durs):
+        assert t == dcy.descriptor_cycles(TOY, d, 64), d
+    assert dcy.program_cycles(TOY, prog.descs, 64)["total"] == run["cycles"]
+    # mutation: a model that lets the output buffer take a word every cycle regardless of
+    # its beats, or forgets the unit's third pass, must not match
+    ovh = dcy.overhead(64)
+    for d, t in zip(prog.descs, durs):
+        if d["op"] in (dcy.OPS["SOFTMAX"], dcy.OPS["LAYERNORM"]):
+            w = -(-d["n"] // TOY.lanes)
+            assert ovh + dcy.row_body(TOY, "SOFTMAX" if d["op"] == 7 else "LAYERNORM",
+                                      d["count"], d["n"], 64) - w != t
+
+
+def test_row_ops_stalls_and_mutations(row_runs):
+    progs, out = row_runs["progs"], row_runs["runs"]
+    assert out[1]["error"] == 0
+    for j, o in zip(row_runs["small"], read_results(TOY, progs[1], out[1]["image"])):
+        np.testing.assert_array_equal(o, j.expect, err_msg=j.name)
+    assert not np.array_equal(read_results(TOY, progs[2], out[2]["image"])[0],
+                              row_runs["wide"].expect)
+    assert not np.array_equal(read_results(TOY, progs[3], out[3]["image"])[0],
+                              row_runs["ln0"].expect)
+    assert out[4]["error"] == 1 << 2
+
+
+def test_row_descriptor_roundtrip_and_records(model):
+    """Field round trip; the builder refuses rows longer than the CFSE buffer and records
+    whose probabilities / LN outputs its golden functions do not reproduce."""
+    import copy
+
+    from exion.errors import ExionError
+    from exion.sim.dsc_program import (SoftmaxJob, layernorm_job_from_record,
+                                       softmax_job_from_record)
+    for op in (7, 8):
+        d = {"op": op, "stage": 2, "accumulate": 0, "count": 12, "src": 0x1000, "dst": 0x2000,
+             "ubase": 0, "glen": 0, "gstride": 0, "n": 300, "gamma": 0xF000, "beta": 5,
+             "eps": 1}
+        assert decode_desc(encode_desc(d)) == d
+    rec = block_case(model, META, 1, 0).rec
+    bad = copy.deepcopy(rec)
+    bad["attn"]["p"][0, 0, 0, 0] += 1
+    with pytest.raises(ExionError, match="recorded probabilities"):
+        softmax_job_from_record(TOY, bad)
+    bad["ln2"]["out"][0, 0, 0] += 1
+    with pytest.raises(ExionError, match="recorded output"):
+        layernorm_job_from_record(TOY, bad, "ln2")
+    n = TOY.cfse_n_max + 1
+    with pytest.raises(ExionError, match="cfse_n_max"):
+        build_program(TOY, [SoftmaxJob("long", np.zeros((1, n), np.int64),
+                                       np.ones((1, n), bool))])
+
+
+# ---- the FFNR op: the FFN-Reuse unit behind the DMA ------------------------------------
+
+def _ffnr_cases(model):
+    """Dense (mask) and sparse (delta) jobs: all-zero H, the W-bit extremes, a single row,
+    N not a multiple of L or P, s = 0; seeded random ones; a real block's dense iteration
+    (the mask the block keeps) and sparse iteration (its FC2 delta input)."""
+    from exion.golden.ffn_reuse import ffnr
+    from exion.sim.dsc_program import FfnrJob, ffnr_job_from_record
+    rng = np.random.default_rng(13)
+    print("ffnr cases: seed 13")
+    w = TOY.wmax
+    ext = np.array([[w, -w, 0, 1, -1, w - 1, -w + 1, 2, 0]] * 3)
+    specs = [("ff_zero", np.zeros((4, 6), np.int64), 0.5, None),
+             ("ff_ext", ext, 0.4, None),
+             ("ff_row", rng.integers(-w, w + 1, (1, 13)), 0.0, None),
+             ("ff_rand", rng.integers(-w, w + 1, (11, 37)), 0.75, None),
+             ("ff_ext_sparse", ext, 0.6, ext[::-1] // 2),
+             ("ff_rand_sparse", rng.integers(-w, w + 1, (9, 21)), 0.3,
+              rng.integers(-w, w + 1, (9, 21)))]
+    jobs = []
+    for name, h, s, hn in specs:
+        r = ffnr(TOY, h, s, hn)
+        jobs.append(FfnrJob(name, h, s, hn, r.mask if hn is None else r.delta))
+    for it in (0, 1):
+        j = ffnr_job_from_record(TOY, block_case(model, META, 1, it).rec)
+        j.name = f"ff_block_{'dense' if it == 0 else 'sparse'}"
+        jobs.append(j)
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def ffnr_runs(model):
+    """One simulation: every FFNR job; the small ones with 30 % memory stalls; a dense job
+    with a corrupted s_code; a job with t = 0 (bad_op)."""
+    jobs = _ffnr_cases(model)
+    main = build_program(TOY, jobs)
+    small = [j for j in jobs if not j.name.startswith("ff_block")]
+    stalled = build_program(TOY, small)
+    bad_s = build_program(TOY, [jobs[3]])
+    bad_s.descs[0]["s_code"] += 100000
+    bad_s.image[:32] = np.frombuffer(encode_desc(bad_s.descs[0]), np.uint8)
+    bad_t = build_program(TOY, [jobs[3]])
+    bad_t.descs[0]["t"] = 0
+    bad_t.image[:32] = np.frombuffer(encode_desc(bad_t.descs[0]), np.uint8)
+    progs = [main, stalled, bad_s, bad_t]
+    out, _ = rtl_dsc(TOY, progs, stall=[0.0, 0.3, 0.0, 0.0], run_name="dsc_ffnr")
+    return {"jobs": jobs, "small": small, "progs": progs, "runs": out}
+
+
+def test_ffnr_op_bit_exact_and_cycles(ffnr_runs):
+    jobs, prog, run = ffnr_runs["jobs"], ffnr_runs["progs"][0], ffnr_runs["runs"][0]
+    assert run["error"] == 0
+    outs = read_results(TOY, prog, run["image"])
+    for j, o in zip(jobs, outs):
+        np.testing.assert_array_equal(o, j.expect, err_msg=j.name)
+    durs = stage_durations(prog.descs, run["stages"], run["cycles"], 64)
+    for d, t in zip(prog.descs, durs):
+        assert t == dcy.descriptor_cycles(TOY, d, 64), d
+    assert dcy.program_cycles(TOY, prog.descs, 64)["total"] == run["cycles"]
+    # mutation: a model that forgets the threshold search's pass over the bins
+    from exion.golden.ffn_reuse import num_bins
+    nb = num_bins(1 << (TOY.width - 1))
+    for d, t in zip(prog.descs, durs):
+        if d["op"] == dcy.OPS["FFNR"]:
+            assert dcy.descriptor_cycles(TOY, d, 64) - nb != t
+
+
+def test_ffnr_op_stalls_and_mutations(ffnr_runs):
+    progs, out = ffnr_runs["progs"], ffnr_runs["runs"]
+    assert out[1]["error"] == 0
+    for j, o in zip(ffnr_runs["small"], read_results(TOY, progs[1], out[1]["image"])):
+        np.testing.assert_array_equal(o, j.expect, err_msg=j.name)
+    assert not np.array_equal(read_results(TOY, progs[2], out[2]["image"])[0],
+                              ffnr_runs["jobs"][3].expect)
+    assert out[3]["error"] == 1 << 2
+
+
+def test_ffnr_jobs_in_block(model):
+    """block_jobs puts the FFN-Reuse segment after the GELU on dense and sparse iterations
+    (not with a host-only control); records the unit does not reproduce are refused; the
+    builder refuses H larger than the unit's cache."""
+    import copy
+
+    from exion.errors import ExionError
+    from exion.sim.dsc_program import FfnrJob, block_jobs, ffnr_job_from_record
+    for it in (0, 1):
+        rec = block_case(model, META, 1, it).rec
+        names = [j.name for j in block_jobs(TOY, rec)]
+        assert names[names.index("gelu") + 1] == "ffnr"
+        assert names[0] == "ln1" and names[names.index("fc1") - 1] == "ln2"
+        assert names[names.index("softmax") + 1].startswith("pv")
+        bad = copy.deepcopy(rec)
+        key = "new_mask" if it == 0 else "mask"
+        bad["ffn"][key][0, 0, 0] = not bad["ffn"][key][0, 0, 0]
+        with pytest.raises(ExionError, match="rec\\['ffn'\\]"):
+            ffnr_job_from_record(TOY, bad)
+        bad = copy.deepcopy(rec)
+        bad["ffn"]["reuse"]["control"] = "random"
+        assert ffnr_job_from_record(TOY, bad) is None
+    with pytest.raises(ExionError, match="cache"):
+        build_program(TOY, [FfnrJob("big", np.zeros((4 * TOY.rows + 1, 4), np.int64), 0.5)])
+    # rows longer than the CFSE buffer / H larger than the unit's cache stay on the host
+    small = TOY.replace(name="toy_k8", k_max=8)
+    names = [j.name for j in block_jobs(small, rec)]
+    assert "gelu" in names and not {"ln1", "ln2", "softmax", "ffnr"} & set(names)
+    d = {"op": 9, "stage": 1, "accumulate": 0, "count": 7, "src": 64, "dst": 128,
+         "aux": 0x3000, "t": 5, "n": 9, "s_code": 999999, "sparse": 1}
+    assert decode_desc(encode_desc(d)) == d
+
+
+@pytest.mark.parametrize("bus", [32, 128])
+def test_unit_ops_other_buses_pysim(bus):
+    """GELU, SOFTMAX, LAYERNORM and FFNR (dense and sparse) on a 32- and a 128-bit bus, in
+    Amaranth's simulator (no Verilator build of those widths): bit-exact, and every
+    descriptor's cycles equal the model -- its ``per_word > 1``, ``per_in > per_word`` and
+    ``per_mask != P / Q`` branches, which the 64-bit toy build does not reach."""
+    from exion.golden.cfse import gelu_params, layernorm_fx, softmax_fx
+    from exion.golden.dsc import prob_requant
+    from exion.golden.ffn_reuse import ffnr
+    from exion.sim.dsc_program import FfnrJob, GeluJob, LayerNormJob, SoftmaxJob
+    from exion.sim.dsc_pysim import pysim_dsc
+    rng = np.random.default_rng(21)
+    print("pysim cases: seed 21")
+    lg = rng.integers(-9000, 9000, (3, 7))
+    kp = rng.random((3, 7)) < 0.7
+    lg = np.where(kp, lg, -32768)
+    x = rng.integers(-5000, 5000, (3, 6))
+    h, hn = rng.integers(-2047, 2048, (2, 9, 20))
+    gp = gelu_params(1e-4, 2e-3)
+    acc = rng.integers(-(1 << 20), 1 << 20, (2, 5))
+    jobs = [SoftmaxJob("sm", lg, kp, prob_requant(np.where(kp, softmax_fx(lg), 0), TOY)),
+            LayerNormJob("ln", x, 2048, 0, 1, layernorm_fx(x, np.full(6, 2048),
+                                                           np.zeros(6, np.int64))),
+            FfnrJob("ffd", h, 0.6, None, ffnr(TOY, h, 0.6).mask),
+            FfnrJob("ffs", h, 0.6, hn, ffnr(TOY, h, 0.6, hn).delta),
+            GeluJob("gelu", acc, gp.to_dict())]
+    jobs[-1].expect = _gelu_expect(jobs[-1])
+    prog = build_program(TOY, jobs, bus_bits=bus)
+    run = pysim_dsc(TOY, prog)
+    assert run["error"] == 0
+    for j, o in zip(jobs, read_results(TOY, prog, run["image"])):
+        np.testing.assert_array_equal(o, j.expect, err_msg=j.name)
+    durs = stage_durations(prog.descs, run["stages"], run["cycles"], bus)
+    for d, t in zip(prog.descs, durs):
+        assert t == dcy.descriptor_cycles(TOY, d, bus), (d, t)

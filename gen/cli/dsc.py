@@ -10,18 +10,19 @@ from .options import add_config, add_report, add_seed, add_waves, load_cfg, prog
 
 def register_sim(ssub) -> None:
     b = ssub.add_parser(
-        "block", help="one DiT block iteration's GEMMs and GELU through the Verilated DSC core",
+        "block", help="one DiT block iteration's core segments through the Verilated DSC core",
         description="Replay the sampling run of an `exion trace` file (its settings: seed, "
                     "steps, samples, FFN-Reuse / EP switches; the run is checked against "
                     "the trace's recorded FC1 input and masks) up to block B of iteration I, "
                     "compute that block iteration with golden/dsc.py, and run every one of "
-                    "its core GEMMs (Q/K/V, Q.K^T and P.V per head, projection, FC1, FC2) and "
-                    "its GELU + requantisation (CFSE) as one descriptor program on the "
-                    "Verilated DSC core (hw/dsc.py). Each output is checked bit-exactly "
-                    "against golden/dsc.py; prints cycles per stage next to the cycle model "
-                    "(golden/dsc_cycles.py), the sparsities used, and PASS or FAIL (exit 1). "
-                    "Layer norm, softmax, FFN-Reuse and EPRE steps are golden code in this "
-                    "version (docs/dsc.md).")
+                    "its core segments -- LN1, the GEMMs (Q/K/V, Q.K^T and P.V per head, "
+                    "projection, FC1, FC2), the softmax, LN2, the GELU + requantisation and "
+                    "the FFN-Reuse unit (mask on a dense iteration, FC2 delta input on a "
+                    "sparse one) -- as one descriptor program on the Verilated DSC core "
+                    "(hw/dsc.py). Each output is checked bit-exactly against golden/dsc.py; "
+                    "prints cycles per stage next to the cycle model (golden/dsc_cycles.py), "
+                    "the sparsities used, and PASS or FAIL (exit 1). The EPRE step is golden "
+                    "code in this version (docs/dsc.md).")
     add_config(b)
     b.add_argument("--trace", required=True, metavar="T.npz",
                    help="an `exion trace` file (INT12, any --iterations)")
@@ -83,10 +84,11 @@ def cmd_sim_block(args) -> int:
     status = "PASS" if r["pass"] and (args.stall or r["model"]["total"] == r["cycles"]) \
         else "FAIL"
     if r["mismatch"]:
-        print(f"  mismatching GEMMs: {', '.join(r['mismatch'][:8])}")
+        print(f"  mismatching segments: {', '.join(r['mismatch'][:8])}")
     if r["error"]:
         print(f"  error flags {r['error']:#x}")
-    print(f"{status}: {r['jobs']} core segments (GEMMs, GELU) bit-exact vs golden/dsc.py"
+    print(f"{status}: {r['jobs']} core segments (LN, GEMMs, softmax, GELU, FFN-Reuse) "
+          f"bit-exact vs golden/dsc.py"
           if status == "PASS" else f"{status}")
     if args.json:
         write_json(args.json, {"block": case.block, "iteration": case.iteration,
@@ -104,13 +106,14 @@ def cmd_sim_block(args) -> int:
 # -- exion generate ------------------------------------------------------------------------
 def register(sub) -> None:
     g = sub.add_parser(
-        "generate", help="sample one digit with the DDIM sampler (golden, or GEMMs on RTL)",
+        "generate", help="sample one digit with the DDIM sampler (golden, or blocks on RTL)",
         description="DDIM-sample one 8x8 digit with the digits DiT on its INT12 path with "
                     "EXION's switches (FFN-Reuse N/s, eager prediction k; golden/dsc.py). "
-                    "With --rtl every GEMM of every transformer block of every step runs on "
-                    "the Verilated DSC core and is checked bit-exactly (slow: about 20-35 s "
-                    "of simulation per block on toy; the other block steps are golden code, "
-                    "docs/dsc.md). Writes the PNG, the raw sample as .npy beside it and a "
+                    "With --rtl every core segment (layer norms, GEMMs, softmax, GELU, "
+                    "FFN-Reuse unit) of every transformer block of every step runs on the "
+                    "Verilated DSC core and is checked bit-exactly (slow: several seconds "
+                    "of simulation per block on toy; the host steps and the EPRE are golden "
+                    "code, docs/dsc.md). Writes the PNG, the raw sample as .npy beside it and a "
                     "JSON report (cycles per dense and sparse iteration: measured with "
                     "--rtl, else the cycle model's estimate; sparsities), and checks that the "
                     "image equals the golden INT12 sampler's bit for bit.")
@@ -124,7 +127,7 @@ def register(sub) -> None:
     g.add_argument("--k", type=float, default=0.5,
                    help="EP top-k ratio (default: %(default)s)")
     g.add_argument("--rtl", action="store_true",
-                   help="run every block's GEMMs on the Verilated DSC core")
+                   help="run every block's core segments on the Verilated DSC core")
     g.add_argument("--out", required=True, metavar="digit.png", help="PNG to write")
     add_seed(g, default=0)
     g.set_defaults(func=cmd_generate)
@@ -217,7 +220,7 @@ def cmd_generate(args) -> int:
     ok = same and not failures
     print(("image equals the golden INT12 sampler's bit for bit" if same else
            "image DIFFERS from the golden INT12 sampler's")
-          + ("" if not args.rtl else ("; every GEMM on the RTL matched" if not failures
+          + ("" if not args.rtl else ("; every core segment on the RTL matched" if not failures
                                       else f"; {len(failures)} blocks FAILED on the RTL")))
     return 0 if ok else 1
 
@@ -227,7 +230,8 @@ def demo_dsc_block(cfg, seed, args, progress) -> dict:
 
     Always on the ``toy`` config (an exion16 ``dsc_core`` Verilator build takes ~25 min; the
     demo's other steps keep ``cfg``): block 1 of iteration 1 (sparse: FFN-Reuse N = 2,
-    s = 0.8; EP k = 0.5) of a 3-step DDIM run with ``seed``, every GEMM and the GELU +
+    s = 0.8; EP k = 0.5) of a 3-step DDIM run with ``seed``, every GEMM, LN, the softmax,
+    the FFN-Reuse unit and the GELU +
     requant as one descriptor program, each output bit-exact vs golden/dsc.py and the
     cycles equal to the cycle model with the gemm engine's measured time."""
     from exion import PRESETS
