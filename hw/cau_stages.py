@@ -734,20 +734,49 @@ class CauMerge(wiring.Component):
         wiring.connect(m, asm.out, wiring.flipped(self.out))
         win = [Signal(d.slot, name=f"win{i}") for i in range(W)]
         nwin = Signal(range(W + 1), name="nwin")
-        ptr = Signal(d.CNTW, name="c_ptr")
+        ptr = Signal(d.CNTW, name="c_ptr")          # the group in the ents register stage
         n = Signal(d.CNTW, name="c_n")
         label = Signal(16, name="c_label")
         ways = Signal(d.WYB, name="c_ways")
-        m.d.comb += [net.nwin.eq(nwin), net.ways.eq(ways), asm.label.eq(label),
-                     self.pending.eq(asm.pending)]
+        # the sorted-buffer read register stage (issue 22): the block RAM's data only loads
+        # ents; the read of the group after it is issued with the load
+        ents = [Signal(d.ent, name=f"c_ent{t}") for t in range(LN)]
+        load = Signal()
+        with m.If(load):
+            m.d.sync += [ents[t].eq(self.rd[t].data) for t in range(LN)]
+        # the retire register stage (issue 22): this cycle's retired slots reach the
+        # assembler the next cycle; it moves whenever the assembler takes it (step_ok)
+        r_n = Signal(range(LN + 1), name="r_n")
+        r_slot = [Signal(d.slot, name=f"r_slot{i}") for i in range(LN)]
+        r_final = Signal(name="r_final")
+        r_label = Signal(16, name="r_label")
+        ret_n = Signal(range(LN + 1), name="c_ret_n")     # what retires this cycle
+        ret = [Signal(d.slot, name=f"c_ret{i}") for i in range(LN)]
+        final = Signal(name="c_final")
+        step = asm.step_ok
+        with m.If(step):
+            m.d.sync += [r_n.eq(ret_n), r_final.eq(final), r_label.eq(label)]
+            m.d.sync += [r_slot[i].eq(ret[i]) for i in range(LN)]
+        m.d.comb += [
+            asm.ret_n.eq(Mux(step, r_n, 0)), asm.final.eq(step & r_final),
+            asm.label.eq(r_label),
+            self.pending.eq(asm.pending | (r_n != 0)),
+            net.nwin.eq(nwin), net.ways.eq(ways),
+        ]
+        m.d.comb += [asm.ret[i].eq(r_slot[i]) for i in range(LN)]
         m.d.comb += [net.win[i].eq(win[i]) for i in range(W)]
         for t in range(LN):
-            m.d.comb += [net.ents[t].eq(self.rd[t].data), net.lv[t].eq(ptr + t < n)]
-        # flush: at most LN slots per cycle, never beyond the pass being assembled
+            m.d.comb += [net.ents[t].eq(ents[t]), net.lv[t].eq(ptr + t < n)]
+        # slots of the pass being assembled (retired in this block, mod C): the flush
+        # retires at most LN per cycle and never beyond that pass
+        inpass = Signal(range(C), name="c_inpass")
         fl_k = Signal(range(LN + 1), name="fl_k")
-        room = C - asm.qbase
+        room = C - inpass
         lim = Mux(nwin < LN, nwin, LN)
         m.d.comb += fl_k.eq(Mux(room < lim, room, lim))
+        sumr = inpass + ret_n
+        with m.If(step):
+            m.d.sync += inpass.eq(Mux(sumr >= C, sumr - C, sumr))
         zero_slot = Const(0, d.slot.size)
         f_win = []
         for i in range(W):
@@ -762,32 +791,39 @@ class CauMerge(wiring.Component):
                 with m.If(self.s_full):
                     meta = self.s_meta
                     m.d.sync += [n.eq(meta.n), ptr.eq(0), label.eq(meta.label),
-                                 ways.eq(meta.ways)]
+                                 ways.eq(meta.ways), inpass.eq(0)]
                     for t in range(LN):
                         m.d.comb += [self.rd[t].addr.eq(side + t), self.rd[t].en.eq(1)]
                     with m.If(meta.n == 0):
                         m.d.comb += self.release.eq(1)
                     with m.Else():
-                        m.next = "MERGE"
+                        m.next = "LOAD"
+            with m.State("LOAD"):                   # group 0 into ents, read group 1
+                m.d.comb += [self.active.eq(1), load.eq(1)]
+                for t in range(LN):
+                    m.d.comb += [self.rd[t].addr.eq(side + (LN + t)), self.rd[t].en.eq(LN < n)]
+                m.next = "MERGE"
             with m.State("MERGE"):
                 m.d.comb += self.active.eq(1)
-                with m.If(asm.step_ok):
-                    m.d.comb += [asm.ret_n.eq(net.ret_n), asm.ret.eq(net.ret)]
+                m.d.comb += [ret_n.eq(net.ret_n)]
+                m.d.comb += [ret[i].eq(net.ret[i]) for i in range(LN)]
+                with m.If(step):
                     m.d.sync += [win[i].eq(net.next_win[i]) for i in range(W)]
                     m.d.sync += nwin.eq(net.next_nwin)
                     with m.If(ptr + LN >= n):
                         m.d.comb += self.release.eq(1)
                         m.next = "FLUSH"
                     with m.Else():
+                        m.d.comb += load.eq(1)
                         for t in range(LN):
-                            m.d.comb += [self.rd[t].addr.eq(side + ptr + (LN + t)),
-                                         self.rd[t].en.eq(1)]
+                            m.d.comb += [self.rd[t].addr.eq(side + ptr + (2 * LN + t)),
+                                         self.rd[t].en.eq(ptr + 2 * LN < n)]
                         m.d.sync += ptr.eq(ptr + LN)
             with m.State("FLUSH"):
                 m.d.comb += self.active.eq(1)
-                with m.If(asm.step_ok):
-                    m.d.comb += [asm.ret_n.eq(fl_k), asm.final.eq(fl_k == nwin)]
-                    m.d.comb += [asm.ret[i].eq(win[i]) for i in range(LN)]
+                m.d.comb += [ret_n.eq(fl_k), final.eq(fl_k == nwin)]
+                m.d.comb += [ret[i].eq(win[i]) for i in range(LN)]
+                with m.If(step):
                     m.d.sync += [win[i].eq(f_win[i]) for i in range(W)]
                     m.d.sync += nwin.eq(nwin - fl_k)
                     with m.If(fl_k == nwin):
