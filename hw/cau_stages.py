@@ -767,16 +767,19 @@ class CauMerge(wiring.Component):
         m.d.comb += [net.win[i].eq(win[i]) for i in range(W)]
         for t in range(LN):
             m.d.comb += [net.ents[t].eq(ents[t]), net.lv[t].eq(ptr + t < n)]
-        # slots of the pass being assembled (retired in this block, mod C): the flush
-        # retires at most LN per cycle and never beyond that pass
-        inpass = Signal(range(C), name="c_inpass")
+        # slots of the pass being assembled (retired in this block before this cycle, mod
+        # C): those the assembler took (inpass) and those in the retire register; from
+        # registers only. The flush retires at most LN per cycle and never beyond that pass.
+        inpass = Signal(range(C + 1), name="c_inpass")
+        sumr = inpass + r_n
+        cur = Signal(range(C + 1), name="c_cur")
+        m.d.comb += cur.eq(Mux(sumr >= C, sumr - C, sumr))
+        with m.If(step):
+            m.d.sync += inpass.eq(cur)
         fl_k = Signal(range(LN + 1), name="fl_k")
-        room = C - inpass
+        room = C - cur
         lim = Mux(nwin < LN, nwin, LN)
         m.d.comb += fl_k.eq(Mux(room < lim, room, lim))
-        sumr = inpass + ret_n
-        with m.If(step):
-            m.d.sync += inpass.eq(Mux(sumr >= C, sumr - C, sumr))
         zero_slot = Const(0, d.slot.size)
         f_win = []
         for i in range(W):
@@ -788,7 +791,9 @@ class CauMerge(wiring.Component):
 
         with m.FSM(name="merge_fsm"):
             with m.State("IDLE"):
-                with m.If(self.s_full):
+                # a block starts once the retire register holds nothing of the block before
+                # (it is emptied this cycle: step); the output always ready, step is 1
+                with m.If(self.s_full & step):
                     meta = self.s_meta
                     m.d.sync += [n.eq(meta.n), ptr.eq(0), label.eq(meta.label),
                                  ways.eq(meta.ways), inpass.eq(0)]
