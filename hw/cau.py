@@ -263,7 +263,7 @@ class CAU(wiring.Component):
         mod.submodules.word_buf = mem_a
         mod.submodules.sort_buf = mem_s
         mod.submodules.word_pp = pp_a = PingPong(d.a_meta)
-        mod.submodules.sort_pp = pp_s = PingPong(d.s_meta)
+        mod.submodules.sort_pp = pp_s = PingPong(d.s_meta, early_meta=True)
 
         # ---- the three stages --------------------------------------------------------------
         mod.submodules.read = st_a = CauRead(d, self.mask.payload.shape(), self.sort)
@@ -281,7 +281,7 @@ class CAU(wiring.Component):
             st_b.a_full.eq(pp_a.r_full), st_b.a_side.eq(pp_a.r_side),
             st_b.a_meta.eq(pp_a.r_meta), pp_a.release.eq(st_b.release),
             st_b.s_full.eq(pp_s.w_full), st_b.s_side.eq(pp_s.w_side),
-            pp_s.fill.eq(st_b.fill), pp_s.meta.eq(st_b.s_meta),
+            pp_s.fill.eq(st_b.fill), pp_s.meta.eq(st_b.s_meta), pp_s.meta_we.eq(st_b.meta_we),
             st_c.s_full.eq(pp_s.r_full), st_c.s_side.eq(pp_s.r_side),
             st_c.s_meta.eq(pp_s.r_meta), pp_s.release.eq(st_c.release),
         ]

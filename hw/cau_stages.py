@@ -112,6 +112,19 @@ def _run_ways(beat) -> Value:
     return beat.ways
 
 
+def _in_pass(taken: Value, waiting: Value, cols: int) -> Value:
+    """Stage C: slots of the pass being assembled, ``(taken + waiting) mod C``, from the
+    slots the assembler took (mod C) and those waiting in the retire register."""
+    tot = taken + waiting
+    return Mux(tot >= cols, tot - cols, tot)
+
+
+def _read_ahead(lanes: int) -> int:
+    """Stage C: sorted positions between the group merged and the group read this cycle
+    (one group in the read register, the next in the block RAM's output)."""
+    return 2 * lanes
+
+
 def _onehot_index(oh: Value, width: int) -> Value:
     """Index of the set bit of a one-hot ``oh`` (an OR per index bit, no priority)."""
     bits = []
@@ -188,12 +201,18 @@ class PingPong(wiring.Component):
     ----------
     meta : Layout
         The data a block hands over with its side (counts, label, run-time fields).
+    early_meta : bool
+        The writer latches ``meta`` with ``meta_we`` (e.g. when it starts the block: side
+        ``w_side`` is free then) instead of with ``fill``, so ``fill`` only drives the flags
+        (issue 22: stage B's end-of-block test drove every meta register's enable).
 
     Members
     -------
     fill : In(1)
         The writer finished a block in side ``w_side``: that side is full, ``meta`` latched.
     meta : In(meta)
+    meta_we : In(1)
+        (only with ``early_meta``) latch ``meta`` into side ``w_side``.
     release : In(1)
         The reader finished side ``r_side``: that side is free again.
     w_side, r_side : Out(1)
@@ -207,11 +226,14 @@ class PingPong(wiring.Component):
     Latency: a fill is visible to the reader (``r_full``) one cycle later.
     """
 
-    def __init__(self, meta):
-        self._meta = meta
-        super().__init__({"fill": In(1), "meta": In(meta), "release": In(1),
-                          "w_side": Out(1), "r_side": Out(1), "w_full": Out(1),
-                          "r_full": Out(1), "r_meta": Out(meta), "any_full": Out(1)})
+    def __init__(self, meta, *, early_meta: bool = False):
+        self._meta, self._early = meta, early_meta
+        ports = {"fill": In(1), "meta": In(meta), "release": In(1),
+                 "w_side": Out(1), "r_side": Out(1), "w_full": Out(1),
+                 "r_full": Out(1), "r_meta": Out(meta), "any_full": Out(1)}
+        if early_meta:
+            ports["meta_we"] = In(1)
+        super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
@@ -221,7 +243,9 @@ class PingPong(wiring.Component):
             with m.If(self.release & (self.r_side == s)):
                 m.d.sync += full[s].eq(0)
             with m.If(self.fill & (self.w_side == s)):
-                m.d.sync += [full[s].eq(1), metas[s].eq(self.meta)]
+                m.d.sync += full[s].eq(1)
+            with m.If((self.meta_we if self._early else self.fill) & (self.w_side == s)):
+                m.d.sync += metas[s].eq(self.meta)
         with m.If(self.fill):
             m.d.sync += self.w_side.eq(~self.w_side)
         with m.If(self.release):
@@ -350,8 +374,10 @@ class CauSort(wiring.Component):
     s_full, s_side : In(1)
         The sorted-buffer side to write is still full (wait) / which side it is.
     wr : Out(write_signature(sorted buffer)).array(LN)
-    fill : Out(1); s_meta : Out(dims.s_meta)
-        The block is in the sorted buffer: column count, label, run-time ways.
+    fill : Out(1)
+        The block is in the sorted buffer.
+    s_meta : Out(dims.s_meta); meta_we : Out(1)
+        The block's column count, label and run-time ways, given when the block starts.
     running : Out(1)
 
     Latency: ``2 + sum over stored words of steps`` cycles per block (1 without stored words)
@@ -365,7 +391,8 @@ class CauSort(wiring.Component):
             "rd": Out(read_signature(_bits(2 * dims.WORDS), dims.word)),
             "release": Out(1), "s_full": In(1), "s_side": In(1),
             "wr": Out(write_signature(_bits(2 * dims.SIDE), dims.ent)).array(dims.LN),
-            "fill": Out(1), "s_meta": Out(dims.s_meta), "running": Out(1)})
+            "fill": Out(1), "s_meta": Out(dims.s_meta), "meta_we": Out(1),
+            "running": Out(1)})
 
     def elaborate(self, platform):
         d = self.dims
@@ -379,9 +406,6 @@ class CauSort(wiring.Component):
         cur_key = [Signal(d.KB, name=f"b_k{i}") for i in range(d.P)]
         cur_widx = Signal.like(self.rd.data.widx, name="b_widx")
         off = [Signal(d.CNTW, name=f"b_off{j}") for j in range(d.NB)]
-        n = Signal(d.CNTW, name="b_n")
-        label = Signal(16, name="b_label")
-        ways = Signal(d.WYB, name="b_ways")
         a = self.a_meta
         base = Mux(self.a_side, d.WORDS, 0)
         word = self.rd.data
@@ -443,13 +467,14 @@ class CauSort(wiring.Component):
                     for j in range(d.NB):
                         m.d.sync += off[j].eq(acc)
                         acc = (acc + a.hist[j])[:d.CNTW]
-                    m.d.sync += [n.eq(acc), nw.eq(a.nw), ptr.eq(0), last.eq(a.nw == 1),
-                                 label.eq(a.label), none.eq(a.none), ways.eq(a.ways)]
+                    m.d.sync += [nw.eq(a.nw), ptr.eq(0), last.eq(a.nw == 1),
+                                 none.eq(a.none)]
+                    # the block's data goes to the sorted side now (it is free: ~s_full)
+                    m.d.comb += [self.meta_we.eq(1), self.s_meta.n.eq(acc),
+                                 self.s_meta.label.eq(a.label), self.s_meta.ways.eq(a.ways)]
                     m.d.comb += [self.rd.addr.eq(base), self.rd.en.eq(1)]
                     with m.If(a.nw == 0):           # nothing to sort: hand over an empty block
-                        m.d.comb += [self.release.eq(1), self.fill.eq(1),
-                                     self.s_meta.n.eq(0), self.s_meta.label.eq(a.label),
-                                     self.s_meta.ways.eq(a.ways)]
+                        m.d.comb += [self.release.eq(1), self.fill.eq(1)]
                     with m.Else():
                         m.next = "LOAD"
             with m.State("LOAD"):                   # word 0 into cur, read word 1
@@ -463,8 +488,7 @@ class CauSort(wiring.Component):
                     m.d.sync += off[j].eq(off[j] + inc)
                 with m.If(done):
                     with m.If(last):
-                        m.d.comb += [self.release.eq(1), self.fill.eq(1), self.s_meta.n.eq(n),
-                                     self.s_meta.label.eq(label), self.s_meta.ways.eq(ways)]
+                        m.d.comb += [self.release.eq(1), self.fill.eq(1)]
                         m.next = "IDLE"
                     with m.Else():
                         m.d.comb += [load.eq(1), self.rd.addr.eq(nxt_rd),
@@ -771,9 +795,8 @@ class CauMerge(wiring.Component):
         # C): those the assembler took (inpass) and those in the retire register; from
         # registers only. The flush retires at most LN per cycle and never beyond that pass.
         inpass = Signal(range(C + 1), name="c_inpass")
-        sumr = inpass + r_n
         cur = Signal(range(C + 1), name="c_cur")
-        m.d.comb += cur.eq(Mux(sumr >= C, sumr - C, sumr))
+        m.d.comb += cur.eq(_in_pass(inpass, r_n, C))
         with m.If(step):
             m.d.sync += inpass.eq(cur)
         fl_k = Signal(range(LN + 1), name="fl_k")
@@ -788,6 +811,7 @@ class CauMerge(wiring.Component):
                 val = Mux(fl_k == kk, win[i + kk].as_value() if i + kk < W else zero_slot, val)
             f_win.append(val)
         side = Mux(self.s_side, d.SIDE, 0)
+        ahead = _read_ahead(LN)
 
         with m.FSM(name="merge_fsm"):
             with m.State("IDLE"):
@@ -821,8 +845,8 @@ class CauMerge(wiring.Component):
                     with m.Else():
                         m.d.comb += load.eq(1)
                         for t in range(LN):
-                            m.d.comb += [self.rd[t].addr.eq(side + ptr + (2 * LN + t)),
-                                         self.rd[t].en.eq(ptr + 2 * LN < n)]
+                            m.d.comb += [self.rd[t].addr.eq(side + ptr + (ahead + t)),
+                                         self.rd[t].en.eq(ptr + ahead < n)]
                         m.d.sync += ptr.eq(ptr + LN)
             with m.State("FLUSH"):
                 m.d.comb += self.active.eq(1)

@@ -372,3 +372,27 @@ def test_cau_bank_collision_ignored_fails(monkeypatch):
     runs = run_amaranth_cau(TOY, cases, cols_per_cycle=8, max_cols=32)
     with pytest.raises(AssertionError):
         check_against_golden(TOY, cases, runs)
+
+
+def test_cau_stage_c_registers_timed_and_needed(monkeypatch):
+    """Stage C's read and retire registers (issue 22): the model without their cycles
+    (``CAU_MERGE_LOAD`` = 0, ``CAU_OUT_LATENCY`` one less) misses the RTL's cycles, and a
+    merge that reads the sorted buffer only one group ahead (as before the read register)
+    merges the wrong columns."""
+    rng = np.random.default_rng(7)
+    cases = [(rng.random((4 * TOY.rows, 24)) < d, "popcount") for d in (0.1, 0.2, 0.4, 0.6)]
+    runs = run_amaranth_cau(TOY, cases, cols_per_cycle=8, max_cols=32)
+    check_against_golden(TOY, cases, runs)
+    for (mask, sort), run in zip(cases, runs):
+        assert run.cycles == cy.cau_schedule(TOY, mask, sort=sort, cols_per_cycle=8)["total"]
+    for name, value in (("CAU_MERGE_LOAD", 0), ("CAU_OUT_LATENCY", cy.CAU_OUT_LATENCY - 1)):
+        with monkeypatch.context() as mp:
+            mp.setattr(cy, name, value)
+            assert any(run.cycles != cy.cau_schedule(TOY, mask, sort=sort,
+                                                     cols_per_cycle=8)["total"]
+                       for (mask, sort), run in zip(cases, runs)), name
+    import exion.hw.cau_stages as st
+    monkeypatch.setattr(st, "_read_ahead", lambda lanes: lanes)
+    bad = run_amaranth_cau(TOY, cases, cols_per_cycle=8, max_cols=32)
+    with pytest.raises(AssertionError):
+        check_against_golden(TOY, cases, bad)
