@@ -54,7 +54,7 @@ n non-zero columns, S slots and f = min(S, W_open) slots left in the merge windo
 
 ``flush`` (:func:`cau_flush_cycles`) retires the f window slots at most LN per cycle and never
 past the end of the pass being assembled (which holds (S - f) mod C slots when the flush
-starts). With LN = 1 this is the original ``1 + n`` / ``1 + n + f``.
+starts). With LN = 1 this is ``2 + n`` / ``2 + n + f``.
 ``steps(beat)`` (:func:`cau_sort_steps`): the sorted buffer is banked (``cau_sort_banks(LN)``
 one-write block RAMs, position p in bank ``p mod banks``); each cycle stage B takes the
 beat's pending non-zero columns in lane order, at most LN, and stops at the first one whose
@@ -290,7 +290,7 @@ def cau_stage_cycles(N: int, n_nonzero: int, window_slots: int,
     :func:`cau_sort_steps` (the banked sorted buffer's collisions); without it the sort
     assumes none (``ceil(nz / LN)`` per beat).
 
-    ``merge_lanes`` = LN (1: the single-lane formulas ``1 + n`` and ``1 + n + f``, which
+    ``merge_lanes`` = LN (1: the single-lane formulas ``2 + n`` and ``2 + n + f``, which
     need nothing else). With LN > 1 the sort needs ``beat_nz`` (the non-zero columns of
     each input beat of the block, zero beats allowed) and the flush needs ``slots`` (S, the
     block's slot count) and ``cols`` (C).

@@ -712,10 +712,15 @@ class CauAssembler(wiring.Component):
 class CauMerge(wiring.Component):
     """Stage C: windowed first-fit merge of one sorted block, LN columns per cycle.
 
-    FSM: ``IDLE`` (wait for a full sorted side, read its first LN entries), ``MERGE`` (LN
-    columns per cycle through :class:`CauMergeNet`, retired slots to :class:`CauAssembler`),
-    ``FLUSH`` (the window's slots retire at most LN per cycle and never past the end of the
-    pass being assembled). A block without columns is released from ``IDLE``.
+    FSM: ``IDLE`` (wait for a full sorted side, read its first LN entries), ``LOAD`` (the
+    first group into the read register ``c_ent*``, read the second), ``MERGE`` (LN columns
+    per cycle from the read register through :class:`CauMergeNet`; the group two ahead is
+    read with every load), ``FLUSH`` (the window's slots retire at most LN per cycle and
+    never past the end of the pass being assembled). Retired slots go through a retire
+    register (``r_*``) to :class:`CauAssembler`, which takes it whenever it may step
+    (``step_ok``). Both registers are issue 22's FPGA timing fix: the block-RAM read and the
+    assembler's queue logic are off the merge network's paths. A block without columns is
+    released from ``IDLE``; a block starts once the retire register is emptied.
 
     Parameters
     ----------
@@ -736,9 +741,9 @@ class CauMerge(wiring.Component):
     active : Out(1)
         Merging or flushing.
     pending : Out(1)
-        The assembler holds a slot or a pass.
+        The retire register or the assembler holds a slot or a pass.
 
-    Latency: ``1 + ceil(n / LN) + flush`` cycles per block (``golden.cycles``).
+    Latency: ``2 + ceil(n / LN) + flush`` cycles per block (``golden.cycles``).
     """
 
     def __init__(self, dims: CauDims, out_layout):
