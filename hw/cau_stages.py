@@ -421,10 +421,16 @@ class CauSort(wiring.Component):
         # each lane's bin offset, in parallel with the lowest-one picks
         lane_off = [Signal(d.CNTW, name=f"b_loff{i}") for i in range(d.P)]
         m.d.comb += [lane_off[i].eq(_mux(off, cur_key[i])) for i in range(d.P)]
+        # and the bank of each lane's position for every same-bin count c < LN (beside the
+        # picks too), so the lane chain's bank test has no adder
+        lane_bank = [[Signal(d.BKB, name=f"b_lbank{i}_{c}") for c in range(d.LN)]
+                     for i in range(d.P)] if d.BKB else []
+        for i, row in enumerate(lane_bank):
+            m.d.comb += [row[c].eq((lane_off[i][:d.BKB] + c)[:d.BKB]) for c in range(d.LN)]
         # the LN lowest pending lanes of the word, in lane order (stable); a lane is taken
         # while every lane before it was and its sorted position's bank is still free
         rem = pend
-        key, take, banks, lows, oks = [], [], [], [], []
+        key, take, banks, lows, oks, vs = [], [], [], [], [], []
         for t in range(d.LN):
             low = Signal(d.P, name=f"b_low{t}")
             lane = Signal(d.LB, name=f"b_lane{t}")
@@ -434,19 +440,26 @@ class CauSort(wiring.Component):
             tk = Signal(name=f"b_take{t}")
             m.d.comb += [low.eq(_lowest(rem)), lane.eq(_onehot_index(low, d.LB)),
                          v.eq(rem.any()), k.eq(_or_sel(low, cur_key))]
-            # same-bin columns taken earlier in this cycle go first
-            dup = sum(((take[u] & (key[u] == k)).as_unsigned() for u in range(t)), Const(0, 1))
+            # same-bin columns picked earlier in this cycle go first (lane t is taken only
+            # if every earlier pick is, so counting picks equals counting takes)
+            dup = sum(((vs[u] & (key[u] == k)).as_unsigned() for u in range(t)), Const(0, 1))
             m.d.comb += pos.eq(_or_sel(low, lane_off) + dup)
-            bank = pos[:d.BKB]
+            if d.BKB:   # = pos[:BKB]
+                bank = _mux([_or_sel(low, [row[c] for row in lane_bank])
+                             for c in range(t + 1)], dup)
+            else:
+                bank = pos[:0]
             m.d.comb += tk.eq(v & (take[t - 1] if t else 1) & _bank_free(banks, bank))
             wp = self.wr[t]
+            # a side starts at a multiple of NBK: the address's bank bits are the bank's
             m.d.comb += [
-                wp.addr.eq(Mux(self.s_side, d.SIDE, 0) + pos),
+                wp.addr.eq(Cat(bank, (Mux(self.s_side, d.SIDE, 0) + pos)[d.BKB:])),
                 wp.data.col.eq(cur_widx * d.P + lane),
                 wp.data.cv.eq(_or_sel(low, cur_cv)),
                 wp.en.eq(self.running & tk),
             ]
             key.append(k)
+            vs.append(v)
             take.append(tk)
             banks.append(bank)
             lows.append(low)
