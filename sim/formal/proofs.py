@@ -92,7 +92,7 @@ PROOFS: dict[str, Proof] = {p.name: p for p in [
     Proof("sdue_desc_deep", "SDUE", _sdue(kmax=3), depth=40, tier="long",
           note="as sdue_desc, 40 cycles"),
     Proof("gemm_passes", "gemm engine", _gemm(cols_per_cycle=4, max_regions=2),
-          depth=30, tier="long", cover_depth=30, mutants={"lost": "conserve"},
+          depth=32, tier="long", cover_depth=32, mutants={"lost": "conserve"},
           note="one-beat 4-column blocks (omem_depth = 4), kwords 1..2, vs a reference CAU"),
 ]}
 
