@@ -119,6 +119,18 @@ def _in_pass(taken: Value, waiting: Value, cols: int) -> Value:
     return Mux(tot >= cols, tot - cols, tot)
 
 
+def _prefix_sums(xs, width: int):
+    """Exclusive prefix sums of ``xs`` and their total, ``width`` bits, as a log-depth
+    (Kogge-Stone) adder network: stage B's bin offsets in one cycle without a chain of
+    ``len(xs)`` adders (issue 22)."""
+    incl = [Value.cast(x) for x in xs]
+    step = 1
+    while step < len(incl):
+        incl = [x if i < step else (x + incl[i - step])[:width] for i, x in enumerate(incl)]
+        step *= 2
+    return [Const(0, width)] + incl[:-1], incl[-1]
+
+
 def _read_ahead(lanes: int) -> int:
     """Stage C: sorted positions between the group merged and the group read this cycle
     (one group in the read register, the next in the block RAM's output)."""
@@ -476,10 +488,8 @@ class CauSort(wiring.Component):
         with m.FSM(name="sort_fsm"):
             with m.State("IDLE"):
                 with m.If(self.a_full & ~self.s_full):
-                    acc = Const(0, d.CNTW)
-                    for j in range(d.NB):
-                        m.d.sync += off[j].eq(acc)
-                        acc = (acc + a.hist[j])[:d.CNTW]
+                    starts, acc = _prefix_sums([a.hist[j] for j in range(d.NB)], d.CNTW)
+                    m.d.sync += [off[j].eq(starts[j]) for j in range(d.NB)]
                     m.d.sync += [nw.eq(a.nw), ptr.eq(0), last.eq(a.nw == 1),
                                  none.eq(a.none)]
                     # the block's data goes to the sorted side now (it is free: ~s_full)
