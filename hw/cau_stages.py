@@ -793,9 +793,16 @@ class CauMerge(wiring.Component):
         # the sorted-buffer read register stage (issue 22): the block RAM's data only loads
         # ents; the read of the group after it is issued with the load
         ents = [Signal(d.ent, name=f"c_ent{t}") for t in range(LN)]
+        # with each group, which of its lanes hold a column and whether it is the block's
+        # last group (from ld_ptr, the group's first position: off the merge network's path)
         load = Signal()
+        ld_ptr = Signal(d.CNTW + 1, name="c_ld_ptr")
+        lv = Signal(LN, name="c_lv")
+        lastg = Signal(name="c_lastg")
         with m.If(load):
             m.d.sync += [ents[t].eq(self.rd[t].data) for t in range(LN)]
+            m.d.sync += [lv.eq(Cat(ld_ptr + t < n for t in range(LN))),
+                         lastg.eq(ld_ptr + LN >= n)]
         # the retire register stage (issue 22): this cycle's retired slots reach the
         # assembler the next cycle; it moves whenever the assembler takes it (step_ok)
         r_n = Signal(range(LN + 1), name="r_n")
@@ -818,7 +825,7 @@ class CauMerge(wiring.Component):
         m.d.comb += [asm.ret[i].eq(r_slot[i]) for i in range(LN)]
         m.d.comb += [net.win[i].eq(win[i]) for i in range(W)]
         for t in range(LN):
-            m.d.comb += [net.ents[t].eq(ents[t]), net.lv[t].eq(ptr + t < n)]
+            m.d.comb += [net.ents[t].eq(ents[t]), net.lv[t].eq(lv[t])]
         # slots of the pass being assembled (retired in this block before this cycle, mod
         # C): those the assembler took (inpass) and those in the retire register; from
         # registers only. The flush retires at most LN per cycle and never beyond that pass.
@@ -856,7 +863,7 @@ class CauMerge(wiring.Component):
                     with m.Else():
                         m.next = "LOAD"
             with m.State("LOAD"):                   # group 0 into ents, read group 1
-                m.d.comb += [self.active.eq(1), load.eq(1)]
+                m.d.comb += [self.active.eq(1), load.eq(1), ld_ptr.eq(0)]
                 for t in range(LN):
                     m.d.comb += [self.rd[t].addr.eq(side + (LN + t)), self.rd[t].en.eq(LN < n)]
                 m.next = "MERGE"
@@ -867,11 +874,11 @@ class CauMerge(wiring.Component):
                 with m.If(step):
                     m.d.sync += [win[i].eq(net.next_win[i]) for i in range(W)]
                     m.d.sync += nwin.eq(net.next_nwin)
-                    with m.If(ptr + LN >= n):
+                    with m.If(lastg):
                         m.d.comb += self.release.eq(1)
                         m.next = "FLUSH"
                     with m.Else():
-                        m.d.comb += load.eq(1)
+                        m.d.comb += [load.eq(1), ld_ptr.eq(ptr + LN)]
                         for t in range(LN):
                             m.d.comb += [self.rd[t].addr.eq(side + ptr + (ahead + t)),
                                          self.rd[t].en.eq(ptr + ahead < n)]
