@@ -442,6 +442,11 @@ class CauSort(wiring.Component):
         # the LN lowest pending lanes of the word, in lane order (stable); a lane is taken
         # while every lane before it was and its sorted position's bank is still free
         rem = pend
+        # how many lanes are pending, from the register: lane t is valid when more than t
+        # are, and the word is done when at most LN are and no valid lane's bank collides
+        # (so neither test waits for the chain of picks)
+        npend = Signal(range(d.P + 1), name="b_npend")
+        m.d.comb += npend.eq(sum((pend[i].as_unsigned() for i in range(d.P)), Const(0, 1)))
         key, take, banks, lows, oks, vs = [], [], [], [], [], []
         for t in range(d.LN):
             low = Signal(d.P, name=f"b_low{t}")
@@ -451,7 +456,7 @@ class CauSort(wiring.Component):
             pos = Signal(d.CNTW, name=f"b_pos{t}")
             tk = Signal(name=f"b_take{t}")
             m.d.comb += [low.eq(_lowest(rem)), lane.eq(_onehot_index(low, d.LB)),
-                         v.eq(rem.any()), k.eq(_or_sel(low, cur_key))]
+                         v.eq(npend > t), k.eq(_or_sel(low, cur_key))]
             # same-bin columns picked earlier in this cycle go first (lane t is taken only
             # if every earlier pick is, so counting picks equals counting takes)
             dup = sum(((vs[u] & (key[u] == k)).as_unsigned() for u in range(t)), Const(0, 1))
@@ -461,7 +466,9 @@ class CauSort(wiring.Component):
                              for c in range(t + 1)], dup)
             else:
                 bank = pos[:0]
-            m.d.comb += tk.eq(v & (take[t - 1] if t else 1) & _bank_free(banks, bank))
+            free = Signal(name=f"b_free{t}")
+            m.d.comb += [free.eq(_bank_free(banks, bank)),
+                         tk.eq(v & (take[t - 1] if t else 1) & free)]
             wp = self.wr[t]
             # a side starts at a multiple of NBK: the address's bank bits are the bank's
             m.d.comb += [
@@ -475,14 +482,14 @@ class CauSort(wiring.Component):
             take.append(tk)
             banks.append(bank)
             lows.append(low)
-            oks.append(tk | ~v)
+            oks.append(free | ~v)
             rem = rem & ~low
         rest = Signal(d.P)
         done = Signal()             # every pending lane of cur is written this cycle
         taken = Const(0, d.P)
         for tk, lo in zip(take, lows):
             taken = taken | Mux(tk, lo, 0)
-        m.d.comb += [rest.eq(pend & ~taken), done.eq(~rem.any() & Cat(*oks).all())]
+        m.d.comb += [rest.eq(pend & ~taken), done.eq((npend <= d.LN) & Cat(*oks).all())]
         nxt_rd = base + ptr + 2     # the word after the next (read with a load in SORT)
 
         with m.FSM(name="sort_fsm"):
