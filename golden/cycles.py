@@ -48,11 +48,13 @@ n non-zero columns, S slots and f = min(S, W_open) slots left in the merge windo
            + sum_beats steps(beat)                  beat, then up to LN columns of one
                                                     stored beat per cycle, see below;
                                                     CAU_SORT_START alone if none stored)
-    merge  CAU_MERGE_START + ceil(n / LN) + flush  (fetch, LN columns per cycle, window flush)
+    merge  CAU_MERGE_START + CAU_MERGE_LOAD        (fetch, load of the first LN sorted
+           + ceil(n / LN) + flush                   columns, LN columns per cycle, window
+                                                    flush; CAU_MERGE_START alone if n = 0)
 
 ``flush`` (:func:`cau_flush_cycles`) retires the f window slots at most LN per cycle and never
 past the end of the pass being assembled (which holds (S - f) mod C slots when the flush
-starts). With LN = 1 this is the original ``1 + n`` / ``1 + n + f``.
+starts). With LN = 1 this is ``2 + n`` / ``2 + n + f``.
 ``steps(beat)`` (:func:`cau_sort_steps`): the sorted buffer is banked (``cau_sort_banks(LN)``
 one-write block RAMs, position p in bank ``p mod banks``); each cycle stage B takes the
 beat's pending non-zero columns in lane order, at most LN, and stops at the first one whose
@@ -94,7 +96,7 @@ __all__ = [
     "scan_cycles", "row_block_fetch", "engine_regions", "ENGINE_DATAFLOWS",
     "epre_cycles", "epre_run_cycles", "epre_phase_cycles", "transformer_block",
     "MODES", "CAU_COLS_PER_CYCLE", "CAU_LANES_DEFAULT_CAP", "CAU_LANES_MAX", "CAU_SORT_START", "CAU_SORT_LOAD",
-    "CAU_MERGE_START", "CAU_OUT_LATENCY", "EPRE_PIPE", "EPRE_SEL_FIXED", "EPRE_RUN_FIXED",
+    "CAU_MERGE_START", "CAU_MERGE_LOAD", "CAU_OUT_LATENCY", "EPRE_PIPE", "EPRE_SEL_FIXED", "EPRE_RUN_FIXED",
 ]
 
 # ---- SDUE (contract; calibrate against RTL) --------------------------------------------
@@ -116,9 +118,13 @@ CAU_SORT_LOAD = 1
 #: Merge stage: one cycle to fetch the first sorted column (also the whole cost of a block
 #: with no non-zero column).
 CAU_MERGE_START = 1
-#: From the merge stage's last cycle to the transfer of the block's last pass: the pass
-#: assembler register and the output FIFO (output always ready).
-CAU_OUT_LATENCY = 2
+#: Merge stage, a block with non-zero columns: one cycle to load the first LN sorted columns
+#: into the read register stage (hw.cau_stages.CauMerge; the FPGA timing fix of issue 22).
+CAU_MERGE_LOAD = 1
+#: From the merge stage's last cycle to the transfer of the block's last pass: the retire
+#: register (issue 22), the pass assembler register and the output FIFO (output always
+#: ready).
+CAU_OUT_LATENCY = 3
 
 # ---- EPRE (calibrated to hw/epre.py; exact, see docs/epre.md) ---------------------------
 # EPRE_PIPE, EPRE_SEL_FIXED and EPRE_RUN_FIXED live in exion/config.py (the RTL's drain
@@ -284,7 +290,7 @@ def cau_stage_cycles(N: int, n_nonzero: int, window_slots: int,
     :func:`cau_sort_steps` (the banked sorted buffer's collisions); without it the sort
     assumes none (``ceil(nz / LN)`` per beat).
 
-    ``merge_lanes`` = LN (1: the single-lane formulas ``1 + n`` and ``1 + n + f``, which
+    ``merge_lanes`` = LN (1: the single-lane formulas ``2 + n`` and ``2 + n + f``, which
     need nothing else). With LN > 1 the sort needs ``beat_nz`` (the non-zero columns of
     each input beat of the block, zero beats allowed) and the flush needs ``slots`` (S, the
     block's slot count) and ``cols`` (C).
@@ -295,7 +301,7 @@ def cau_stage_cycles(N: int, n_nonzero: int, window_slots: int,
     read = max(1, math.ceil(N / cols_per_cycle))
     if LN == 1:
         return {"read": read, "sort": CAU_SORT_START + (CAU_SORT_LOAD + n if n else 0),
-                "merge": CAU_MERGE_START + (n + f if n else 0)}
+                "merge": CAU_MERGE_START + (CAU_MERGE_LOAD + n + f if n else 0)}
     if n and (beat_nz is None or slots is None or cols is None):
         raise ExionError(f"cau_stage_cycles: merge_lanes = {LN} needs beat_nz, slots and cols "
                          f"(got beat_nz={'None' if beat_nz is None else '...'}, "
@@ -311,7 +317,8 @@ def cau_stage_cycles(N: int, n_nonzero: int, window_slots: int,
     else:
         sort = CAU_SORT_START + CAU_SORT_LOAD + int(np.asarray(sort_steps,
                                                                 dtype=np.int64).sum())
-    merge = CAU_MERGE_START + math.ceil(n / LN) + cau_flush_cycles(slots, f, cols, LN)
+    merge = CAU_MERGE_START + CAU_MERGE_LOAD + math.ceil(n / LN) + cau_flush_cycles(slots, f,
+                                                                                    cols, LN)
     return {"read": read, "sort": sort, "merge": merge}
 
 
@@ -432,7 +439,7 @@ def cau_schedule(cfg: Config, mask, merge_ways: int | None = None, sort: str = "
         b_end[b] = b0 + s["sort"] - CAU_SORT_START
         c0 = max(b_end[b] + 1, c_end[b - 1] + 1 if b else 0)
         c_end[b] = c0 + s["merge"] - CAU_MERGE_START
-        c_rel[b] = c0 + math.ceil(n / lanes)
+        c_rel[b] = c0 + (CAU_MERGE_LOAD + math.ceil(n / lanes) if n else 0)
         if n:
             done[b] = c_end[b] + CAU_OUT_LATENCY + 1
     last = max([d for d in done if d >= 0], default=0)

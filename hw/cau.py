@@ -45,10 +45,11 @@ LN = ``merge_lanes`` (default :func:`default_merge_lanes`: 3 for exion16, 2 for 
 Cycle counts (``exion.golden.cycles.cau_stage_cycles`` models them, and the schedule of a
 stream of blocks, exactly): A ``ceil(N / P)`` beats; B ``2 + sum steps`` over the stored
 beats (1 without stored beats; ``cau_sort_steps``: ``ceil(nz / LN)`` for a beat of nz non-zero cvs without bank
-collisions, more with them); C ``1 + ceil(n / LN) + flush`` cycles, with n the
+collisions, more with them); C ``2 + ceil(n / LN) + flush`` cycles (a fetch and a
+load of the read register, then LN columns per cycle), with n the
 block's non-zero columns and ``flush = cau_flush_cycles(S, f, C, LN)`` (f = min(S, W_open)
 slots left in the window, S slots); C takes 1 cycle for an all-zero block. With LN = 1 this
-is the original ``1 + n`` and ``1 + n + f``. Stalls: A when its next buffer side is still
+is ``2 + n`` and ``2 + n + f``. Stalls: A when its next buffer side is still
 being sorted, B when its next sorted side is still being merged, C when a completed pass
 cannot enter the output FIFO (back-pressure).
 """
@@ -185,9 +186,10 @@ class CAU(wiring.Component):
     Per row block (exact, :func:`exion.golden.cycles.cau_schedule`): A ``ceil(N / P)``
     cycles; B ``2 + sum over stored beats of its steps`` (1 without any; ``ceil(nz / LN)``
     for nz non-zero cvs, plus a cycle per sorted-buffer bank collision, ``golden.cycles.cau_sort_steps``);
-    C ``1 + ceil(n / LN) + flush`` (flush: the window's f slots retire at most LN per cycle
+    C ``2 + ceil(n / LN) + flush`` (flush: the window's f slots retire at most LN per cycle
     and never across a pass boundary). The three stages overlap on consecutive row blocks;
-    the last pass of a block is taken 3 cycles after C's last cycle (output ready).
+    the last pass of a block is taken 4 cycles after C's last cycle (output ready: the
+    retire register, the assembler, the FIFO).
     """
 
     def __init__(self, cfg: Config, *, cols_per_cycle: int = CAU_COLS_PER_CYCLE,
@@ -263,7 +265,7 @@ class CAU(wiring.Component):
         mod.submodules.word_buf = mem_a
         mod.submodules.sort_buf = mem_s
         mod.submodules.word_pp = pp_a = PingPong(d.a_meta)
-        mod.submodules.sort_pp = pp_s = PingPong(d.s_meta)
+        mod.submodules.sort_pp = pp_s = PingPong(d.s_meta, early_meta=True)
 
         # ---- the three stages --------------------------------------------------------------
         mod.submodules.read = st_a = CauRead(d, self.mask.payload.shape(), self.sort)
@@ -281,7 +283,7 @@ class CAU(wiring.Component):
             st_b.a_full.eq(pp_a.r_full), st_b.a_side.eq(pp_a.r_side),
             st_b.a_meta.eq(pp_a.r_meta), pp_a.release.eq(st_b.release),
             st_b.s_full.eq(pp_s.w_full), st_b.s_side.eq(pp_s.w_side),
-            pp_s.fill.eq(st_b.fill), pp_s.meta.eq(st_b.s_meta),
+            pp_s.fill.eq(st_b.fill), pp_s.meta.eq(st_b.s_meta), pp_s.meta_we.eq(st_b.meta_we),
             st_c.s_full.eq(pp_s.r_full), st_c.s_side.eq(pp_s.r_side),
             st_c.s_meta.eq(pp_s.r_meta), pp_s.release.eq(st_c.release),
         ]

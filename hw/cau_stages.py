@@ -112,6 +112,31 @@ def _run_ways(beat) -> Value:
     return beat.ways
 
 
+def _in_pass(taken: Value, waiting: Value, cols: int) -> Value:
+    """Stage C: slots of the pass being assembled, ``(taken + waiting) mod C``, from the
+    slots the assembler took (mod C) and those waiting in the retire register."""
+    tot = taken + waiting
+    return Mux(tot >= cols, tot - cols, tot)
+
+
+def _prefix_sums(xs, width: int):
+    """Exclusive prefix sums of ``xs`` and their total, ``width`` bits, as a log-depth
+    (Kogge-Stone) adder network: stage B's bin offsets in one cycle without a chain of
+    ``len(xs)`` adders (issue 22)."""
+    incl = [Value.cast(x) for x in xs]
+    step = 1
+    while step < len(incl):
+        incl = [x if i < step else (x + incl[i - step])[:width] for i, x in enumerate(incl)]
+        step *= 2
+    return [Const(0, width)] + incl[:-1], incl[-1]
+
+
+def _read_ahead(lanes: int) -> int:
+    """Stage C: sorted positions between the group merged and the group read this cycle
+    (one group in the read register, the next in the block RAM's output)."""
+    return 2 * lanes
+
+
 def _onehot_index(oh: Value, width: int) -> Value:
     """Index of the set bit of a one-hot ``oh`` (an OR per index bit, no priority)."""
     bits = []
@@ -188,12 +213,18 @@ class PingPong(wiring.Component):
     ----------
     meta : Layout
         The data a block hands over with its side (counts, label, run-time fields).
+    early_meta : bool
+        The writer latches ``meta`` with ``meta_we`` (e.g. when it starts the block: side
+        ``w_side`` is free then) instead of with ``fill``, so ``fill`` only drives the flags
+        (issue 22: stage B's end-of-block test drove every meta register's enable).
 
     Members
     -------
     fill : In(1)
         The writer finished a block in side ``w_side``: that side is full, ``meta`` latched.
     meta : In(meta)
+    meta_we : In(1)
+        (only with ``early_meta``) latch ``meta`` into side ``w_side``.
     release : In(1)
         The reader finished side ``r_side``: that side is free again.
     w_side, r_side : Out(1)
@@ -207,11 +238,14 @@ class PingPong(wiring.Component):
     Latency: a fill is visible to the reader (``r_full``) one cycle later.
     """
 
-    def __init__(self, meta):
-        self._meta = meta
-        super().__init__({"fill": In(1), "meta": In(meta), "release": In(1),
-                          "w_side": Out(1), "r_side": Out(1), "w_full": Out(1),
-                          "r_full": Out(1), "r_meta": Out(meta), "any_full": Out(1)})
+    def __init__(self, meta, *, early_meta: bool = False):
+        self._meta, self._early = meta, early_meta
+        ports = {"fill": In(1), "meta": In(meta), "release": In(1),
+                 "w_side": Out(1), "r_side": Out(1), "w_full": Out(1),
+                 "r_full": Out(1), "r_meta": Out(meta), "any_full": Out(1)}
+        if early_meta:
+            ports["meta_we"] = In(1)
+        super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
@@ -221,7 +255,9 @@ class PingPong(wiring.Component):
             with m.If(self.release & (self.r_side == s)):
                 m.d.sync += full[s].eq(0)
             with m.If(self.fill & (self.w_side == s)):
-                m.d.sync += [full[s].eq(1), metas[s].eq(self.meta)]
+                m.d.sync += full[s].eq(1)
+            with m.If((self.meta_we if self._early else self.fill) & (self.w_side == s)):
+                m.d.sync += metas[s].eq(self.meta)
         with m.If(self.fill):
             m.d.sync += self.w_side.eq(~self.w_side)
         with m.If(self.release):
@@ -350,8 +386,10 @@ class CauSort(wiring.Component):
     s_full, s_side : In(1)
         The sorted-buffer side to write is still full (wait) / which side it is.
     wr : Out(write_signature(sorted buffer)).array(LN)
-    fill : Out(1); s_meta : Out(dims.s_meta)
-        The block is in the sorted buffer: column count, label, run-time ways.
+    fill : Out(1)
+        The block is in the sorted buffer.
+    s_meta : Out(dims.s_meta); meta_we : Out(1)
+        The block's column count, label and run-time ways, given when the block starts.
     running : Out(1)
 
     Latency: ``2 + sum over stored words of steps`` cycles per block (1 without stored words)
@@ -365,7 +403,8 @@ class CauSort(wiring.Component):
             "rd": Out(read_signature(_bits(2 * dims.WORDS), dims.word)),
             "release": Out(1), "s_full": In(1), "s_side": In(1),
             "wr": Out(write_signature(_bits(2 * dims.SIDE), dims.ent)).array(dims.LN),
-            "fill": Out(1), "s_meta": Out(dims.s_meta), "running": Out(1)})
+            "fill": Out(1), "s_meta": Out(dims.s_meta), "meta_we": Out(1),
+            "running": Out(1)})
 
     def elaborate(self, platform):
         d = self.dims
@@ -379,9 +418,6 @@ class CauSort(wiring.Component):
         cur_key = [Signal(d.KB, name=f"b_k{i}") for i in range(d.P)]
         cur_widx = Signal.like(self.rd.data.widx, name="b_widx")
         off = [Signal(d.CNTW, name=f"b_off{j}") for j in range(d.NB)]
-        n = Signal(d.CNTW, name="b_n")
-        label = Signal(16, name="b_label")
-        ways = Signal(d.WYB, name="b_ways")
         a = self.a_meta
         base = Mux(self.a_side, d.WORDS, 0)
         word = self.rd.data
@@ -397,10 +433,21 @@ class CauSort(wiring.Component):
         # each lane's bin offset, in parallel with the lowest-one picks
         lane_off = [Signal(d.CNTW, name=f"b_loff{i}") for i in range(d.P)]
         m.d.comb += [lane_off[i].eq(_mux(off, cur_key[i])) for i in range(d.P)]
+        # and the bank of each lane's position for every same-bin count c < LN (beside the
+        # picks too), so the lane chain's bank test has no adder
+        lane_bank = [[Signal(d.BKB, name=f"b_lbank{i}_{c}") for c in range(d.LN)]
+                     for i in range(d.P)] if d.BKB else []
+        for i, row in enumerate(lane_bank):
+            m.d.comb += [row[c].eq((lane_off[i][:d.BKB] + c)[:d.BKB]) for c in range(d.LN)]
         # the LN lowest pending lanes of the word, in lane order (stable); a lane is taken
         # while every lane before it was and its sorted position's bank is still free
         rem = pend
-        key, take, banks, lows, oks = [], [], [], [], []
+        # how many lanes are pending, from the register: lane t is valid when more than t
+        # are, and the word is done when at most LN are and no valid lane's bank collides
+        # (so neither test waits for the chain of picks)
+        npend = Signal(range(d.P + 1), name="b_npend")
+        m.d.comb += npend.eq(sum((pend[i].as_unsigned() for i in range(d.P)), Const(0, 1)))
+        key, take, banks, lows, oks, vs = [], [], [], [], [], []
         for t in range(d.LN):
             low = Signal(d.P, name=f"b_low{t}")
             lane = Signal(d.LB, name=f"b_lane{t}")
@@ -409,47 +456,55 @@ class CauSort(wiring.Component):
             pos = Signal(d.CNTW, name=f"b_pos{t}")
             tk = Signal(name=f"b_take{t}")
             m.d.comb += [low.eq(_lowest(rem)), lane.eq(_onehot_index(low, d.LB)),
-                         v.eq(rem.any()), k.eq(_or_sel(low, cur_key))]
-            # same-bin columns taken earlier in this cycle go first
-            dup = sum(((take[u] & (key[u] == k)).as_unsigned() for u in range(t)), Const(0, 1))
+                         v.eq(npend > t), k.eq(_or_sel(low, cur_key))]
+            # same-bin columns picked earlier in this cycle go first (lane t is taken only
+            # if every earlier pick is, so counting picks equals counting takes)
+            dup = sum(((vs[u] & (key[u] == k)).as_unsigned() for u in range(t)), Const(0, 1))
             m.d.comb += pos.eq(_or_sel(low, lane_off) + dup)
-            bank = pos[:d.BKB]
-            m.d.comb += tk.eq(v & (take[t - 1] if t else 1) & _bank_free(banks, bank))
+            if d.BKB:   # = pos[:BKB]
+                bank = _mux([_or_sel(low, [row[c] for row in lane_bank])
+                             for c in range(t + 1)], dup)
+            else:
+                bank = pos[:0]
+            free = Signal(name=f"b_free{t}")
+            m.d.comb += [free.eq(_bank_free(banks, bank)),
+                         tk.eq(v & (take[t - 1] if t else 1) & free)]
             wp = self.wr[t]
+            # a side starts at a multiple of NBK: the address's bank bits are the bank's
             m.d.comb += [
-                wp.addr.eq(Mux(self.s_side, d.SIDE, 0) + pos),
+                wp.addr.eq(Cat(bank, (Mux(self.s_side, d.SIDE, 0) + pos)[d.BKB:])),
                 wp.data.col.eq(cur_widx * d.P + lane),
                 wp.data.cv.eq(_or_sel(low, cur_cv)),
                 wp.en.eq(self.running & tk),
             ]
             key.append(k)
+            vs.append(v)
             take.append(tk)
             banks.append(bank)
             lows.append(low)
-            oks.append(tk | ~v)
+            oks.append(free | ~v)
             rem = rem & ~low
         rest = Signal(d.P)
         done = Signal()             # every pending lane of cur is written this cycle
         taken = Const(0, d.P)
         for tk, lo in zip(take, lows):
             taken = taken | Mux(tk, lo, 0)
-        m.d.comb += [rest.eq(pend & ~taken), done.eq(~rem.any() & Cat(*oks).all())]
+        m.d.comb += [rest.eq(pend & ~taken), done.eq((npend <= d.LN) & Cat(*oks).all())]
         nxt_rd = base + ptr + 2     # the word after the next (read with a load in SORT)
 
         with m.FSM(name="sort_fsm"):
             with m.State("IDLE"):
                 with m.If(self.a_full & ~self.s_full):
-                    acc = Const(0, d.CNTW)
-                    for j in range(d.NB):
-                        m.d.sync += off[j].eq(acc)
-                        acc = (acc + a.hist[j])[:d.CNTW]
-                    m.d.sync += [n.eq(acc), nw.eq(a.nw), ptr.eq(0), last.eq(a.nw == 1),
-                                 label.eq(a.label), none.eq(a.none), ways.eq(a.ways)]
+                    starts, acc = _prefix_sums([a.hist[j] for j in range(d.NB)], d.CNTW)
+                    m.d.sync += [off[j].eq(starts[j]) for j in range(d.NB)]
+                    m.d.sync += [nw.eq(a.nw), ptr.eq(0), last.eq(a.nw == 1),
+                                 none.eq(a.none)]
+                    # the block's data goes to the sorted side now (it is free: ~s_full)
+                    m.d.comb += [self.meta_we.eq(1), self.s_meta.n.eq(acc),
+                                 self.s_meta.label.eq(a.label), self.s_meta.ways.eq(a.ways)]
                     m.d.comb += [self.rd.addr.eq(base), self.rd.en.eq(1)]
                     with m.If(a.nw == 0):           # nothing to sort: hand over an empty block
-                        m.d.comb += [self.release.eq(1), self.fill.eq(1),
-                                     self.s_meta.n.eq(0), self.s_meta.label.eq(a.label),
-                                     self.s_meta.ways.eq(a.ways)]
+                        m.d.comb += [self.release.eq(1), self.fill.eq(1)]
                     with m.Else():
                         m.next = "LOAD"
             with m.State("LOAD"):                   # word 0 into cur, read word 1
@@ -463,8 +518,7 @@ class CauSort(wiring.Component):
                     m.d.sync += off[j].eq(off[j] + inc)
                 with m.If(done):
                     with m.If(last):
-                        m.d.comb += [self.release.eq(1), self.fill.eq(1), self.s_meta.n.eq(n),
-                                     self.s_meta.label.eq(label), self.s_meta.ways.eq(ways)]
+                        m.d.comb += [self.release.eq(1), self.fill.eq(1)]
                         m.next = "IDLE"
                     with m.Else():
                         m.d.comb += [load.eq(1), self.rd.addr.eq(nxt_rd),
@@ -688,10 +742,15 @@ class CauAssembler(wiring.Component):
 class CauMerge(wiring.Component):
     """Stage C: windowed first-fit merge of one sorted block, LN columns per cycle.
 
-    FSM: ``IDLE`` (wait for a full sorted side, read its first LN entries), ``MERGE`` (LN
-    columns per cycle through :class:`CauMergeNet`, retired slots to :class:`CauAssembler`),
-    ``FLUSH`` (the window's slots retire at most LN per cycle and never past the end of the
-    pass being assembled). A block without columns is released from ``IDLE``.
+    FSM: ``IDLE`` (wait for a full sorted side, read its first LN entries), ``LOAD`` (the
+    first group into the read register ``c_ent*``, read the second), ``MERGE`` (LN columns
+    per cycle from the read register through :class:`CauMergeNet`; the group two ahead is
+    read with every load), ``FLUSH`` (the window's slots retire at most LN per cycle and
+    never past the end of the pass being assembled). Retired slots go through a retire
+    register (``r_*``) to :class:`CauAssembler`, which takes it whenever it may step
+    (``step_ok``). Both registers are issue 22's FPGA timing fix: the block-RAM read and the
+    assembler's queue logic are off the merge network's paths. A block without columns is
+    released from ``IDLE``; a block starts once the retire register is emptied.
 
     Parameters
     ----------
@@ -712,9 +771,9 @@ class CauMerge(wiring.Component):
     active : Out(1)
         Merging or flushing.
     pending : Out(1)
-        The assembler holds a slot or a pass.
+        The retire register or the assembler holds a slot or a pass.
 
-    Latency: ``1 + ceil(n / LN) + flush`` cycles per block (``golden.cycles``).
+    Latency: ``2 + ceil(n / LN) + flush`` cycles per block (``golden.cycles``).
     """
 
     def __init__(self, dims: CauDims, out_layout):
@@ -734,18 +793,56 @@ class CauMerge(wiring.Component):
         wiring.connect(m, asm.out, wiring.flipped(self.out))
         win = [Signal(d.slot, name=f"win{i}") for i in range(W)]
         nwin = Signal(range(W + 1), name="nwin")
-        ptr = Signal(d.CNTW, name="c_ptr")
+        ptr = Signal(d.CNTW, name="c_ptr")          # the group in the ents register stage
         n = Signal(d.CNTW, name="c_n")
         label = Signal(16, name="c_label")
         ways = Signal(d.WYB, name="c_ways")
-        m.d.comb += [net.nwin.eq(nwin), net.ways.eq(ways), asm.label.eq(label),
-                     self.pending.eq(asm.pending)]
+        # the sorted-buffer read register stage (issue 22): the block RAM's data only loads
+        # ents; the read of the group after it is issued with the load
+        ents = [Signal(d.ent, name=f"c_ent{t}") for t in range(LN)]
+        # with each group, which of its lanes hold a column and whether it is the block's
+        # last group (from ld_ptr, the group's first position: off the merge network's path)
+        load = Signal()
+        ld_ptr = Signal(d.CNTW + 1, name="c_ld_ptr")
+        lv = Signal(LN, name="c_lv")
+        lastg = Signal(name="c_lastg")
+        with m.If(load):
+            m.d.sync += [ents[t].eq(self.rd[t].data) for t in range(LN)]
+            m.d.sync += [lv.eq(Cat(ld_ptr + t < n for t in range(LN))),
+                         lastg.eq(ld_ptr + LN >= n)]
+        # the retire register stage (issue 22): this cycle's retired slots reach the
+        # assembler the next cycle; it moves whenever the assembler takes it (step_ok)
+        r_n = Signal(range(LN + 1), name="r_n")
+        r_slot = [Signal(d.slot, name=f"r_slot{i}") for i in range(LN)]
+        r_final = Signal(name="r_final")
+        r_label = Signal(16, name="r_label")
+        ret_n = Signal(range(LN + 1), name="c_ret_n")     # what retires this cycle
+        ret = [Signal(d.slot, name=f"c_ret{i}") for i in range(LN)]
+        final = Signal(name="c_final")
+        step = asm.step_ok
+        with m.If(step):
+            m.d.sync += [r_n.eq(ret_n), r_final.eq(final), r_label.eq(label)]
+            m.d.sync += [r_slot[i].eq(ret[i]) for i in range(LN)]
+        m.d.comb += [
+            asm.ret_n.eq(Mux(step, r_n, 0)), asm.final.eq(step & r_final),
+            asm.label.eq(r_label),
+            self.pending.eq(asm.pending | (r_n != 0)),
+            net.nwin.eq(nwin), net.ways.eq(ways),
+        ]
+        m.d.comb += [asm.ret[i].eq(r_slot[i]) for i in range(LN)]
         m.d.comb += [net.win[i].eq(win[i]) for i in range(W)]
         for t in range(LN):
-            m.d.comb += [net.ents[t].eq(self.rd[t].data), net.lv[t].eq(ptr + t < n)]
-        # flush: at most LN slots per cycle, never beyond the pass being assembled
+            m.d.comb += [net.ents[t].eq(ents[t]), net.lv[t].eq(lv[t])]
+        # slots of the pass being assembled (retired in this block before this cycle, mod
+        # C): those the assembler took (inpass) and those in the retire register; from
+        # registers only. The flush retires at most LN per cycle and never beyond that pass.
+        inpass = Signal(range(C + 1), name="c_inpass")
+        cur = Signal(range(C + 1), name="c_cur")
+        m.d.comb += cur.eq(_in_pass(inpass, r_n, C))
+        with m.If(step):
+            m.d.sync += inpass.eq(cur)
         fl_k = Signal(range(LN + 1), name="fl_k")
-        room = C - asm.qbase
+        room = C - cur
         lim = Mux(nwin < LN, nwin, LN)
         m.d.comb += fl_k.eq(Mux(room < lim, room, lim))
         zero_slot = Const(0, d.slot.size)
@@ -756,38 +853,48 @@ class CauMerge(wiring.Component):
                 val = Mux(fl_k == kk, win[i + kk].as_value() if i + kk < W else zero_slot, val)
             f_win.append(val)
         side = Mux(self.s_side, d.SIDE, 0)
+        ahead = _read_ahead(LN)
 
         with m.FSM(name="merge_fsm"):
             with m.State("IDLE"):
-                with m.If(self.s_full):
+                # a block starts once the retire register holds nothing of the block before
+                # (it is emptied this cycle: step); the output always ready, step is 1
+                with m.If(self.s_full & step):
                     meta = self.s_meta
                     m.d.sync += [n.eq(meta.n), ptr.eq(0), label.eq(meta.label),
-                                 ways.eq(meta.ways)]
+                                 ways.eq(meta.ways), inpass.eq(0)]
                     for t in range(LN):
                         m.d.comb += [self.rd[t].addr.eq(side + t), self.rd[t].en.eq(1)]
                     with m.If(meta.n == 0):
                         m.d.comb += self.release.eq(1)
                     with m.Else():
-                        m.next = "MERGE"
+                        m.next = "LOAD"
+            with m.State("LOAD"):                   # group 0 into ents, read group 1
+                m.d.comb += [self.active.eq(1), load.eq(1), ld_ptr.eq(0)]
+                for t in range(LN):
+                    m.d.comb += [self.rd[t].addr.eq(side + (LN + t)), self.rd[t].en.eq(LN < n)]
+                m.next = "MERGE"
             with m.State("MERGE"):
                 m.d.comb += self.active.eq(1)
-                with m.If(asm.step_ok):
-                    m.d.comb += [asm.ret_n.eq(net.ret_n), asm.ret.eq(net.ret)]
+                m.d.comb += [ret_n.eq(net.ret_n)]
+                m.d.comb += [ret[i].eq(net.ret[i]) for i in range(LN)]
+                with m.If(step):
                     m.d.sync += [win[i].eq(net.next_win[i]) for i in range(W)]
                     m.d.sync += nwin.eq(net.next_nwin)
-                    with m.If(ptr + LN >= n):
+                    with m.If(lastg):
                         m.d.comb += self.release.eq(1)
                         m.next = "FLUSH"
                     with m.Else():
+                        m.d.comb += [load.eq(1), ld_ptr.eq(ptr + LN)]
                         for t in range(LN):
-                            m.d.comb += [self.rd[t].addr.eq(side + ptr + (LN + t)),
-                                         self.rd[t].en.eq(1)]
+                            m.d.comb += [self.rd[t].addr.eq(side + ptr + (ahead + t)),
+                                         self.rd[t].en.eq(ptr + ahead < n)]
                         m.d.sync += ptr.eq(ptr + LN)
             with m.State("FLUSH"):
                 m.d.comb += self.active.eq(1)
-                with m.If(asm.step_ok):
-                    m.d.comb += [asm.ret_n.eq(fl_k), asm.final.eq(fl_k == nwin)]
-                    m.d.comb += [asm.ret[i].eq(win[i]) for i in range(LN)]
+                m.d.comb += [ret_n.eq(fl_k), final.eq(fl_k == nwin)]
+                m.d.comb += [ret[i].eq(win[i]) for i in range(LN)]
+                with m.If(step):
                     m.d.sync += [win[i].eq(f_win[i]) for i in range(W)]
                     m.d.sync += nwin.eq(nwin - fl_k)
                     with m.If(fl_k == nwin):

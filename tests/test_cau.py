@@ -290,14 +290,14 @@ def test_cau_model_figures():
     # one lane: the original 1 + n / 1 + n + f
     assert cy.cau_stage_cycles(4608, 1779, 16, 4) == {
         "read": 1152, "sort": cy.CAU_SORT_START + cy.CAU_SORT_LOAD + 1779,
-        "merge": cy.CAU_MERGE_START + 1795}
+        "merge": cy.CAU_MERGE_START + cy.CAU_MERGE_LOAD + 1795}
     assert cy.cau_stage_cycles(10, 0, 0, 4) == {"read": 3, "sort": 1, "merge": 1}
     # three lanes: beats of 8 with 8, 3, 1, 0 non-zero columns sort in 3 + 1 + 1 cycles;
     # 12 columns merge in 4 cycles; 5 slots, 4 in the window: the pass being assembled
     # (C = 3) holds 1 slot, so the flush retires 2 (pass full), then 2: 2 cycles
     st = cy.cau_stage_cycles(32, 12, 4, 8, merge_lanes=3, beat_nz=[8, 3, 1, 0], slots=5,
                              cols=3)
-    assert st == {"read": 4, "sort": 2 + 5, "merge": 1 + 4 + 2}
+    assert st == {"read": 4, "sort": 2 + 5, "merge": 2 + 4 + 2}
     assert cy.cau_flush_cycles(5, 4, 3, 3) == 2
     assert cy.cau_flush_cycles(16, 16, 16, 3) == 6           # 3+3+3+3+3+1
     assert cy.cau_flush_cycles(20, 16, 16, 3) == 6           # 4 in the pass: 3+3+3+3, 3+1
@@ -313,8 +313,8 @@ def test_cau_model_figures():
         assert got == [cy.cau_block_cycles(TOY, 10, 4, f, 4, merge_lanes=lanes,
                                            beat_nz=[4, 0, 0], slots=4),
                        cy.cau_block_cycles(TOY, 10, 0, 0, 4, merge_lanes=lanes)]
-    # merge with 2 lanes: fetch, 2 cycles of 2 columns, flush 2 (pass holds 1: 2 | 1)
-    assert cy.cau_cycles(TOY, mask, cols_per_cycle=4, merge_lanes=2).tolist() == [5, 3]
+    # merge with 2 lanes: fetch, load, 2 cycles of 2 columns, flush 2 (pass holds 1: 2 | 1)
+    assert cy.cau_cycles(TOY, mask, cols_per_cycle=4, merge_lanes=2).tolist() == [6, 3]
     # gemm_cycles charges the default CAU (P = 8, default lanes)
     from exion.golden.conmerge import conmerge as cm
     rng = np.random.default_rng(3)
@@ -372,3 +372,27 @@ def test_cau_bank_collision_ignored_fails(monkeypatch):
     runs = run_amaranth_cau(TOY, cases, cols_per_cycle=8, max_cols=32)
     with pytest.raises(AssertionError):
         check_against_golden(TOY, cases, runs)
+
+
+def test_cau_stage_c_registers_timed_and_needed(monkeypatch):
+    """Stage C's read and retire registers (issue 22): the model without their cycles
+    (``CAU_MERGE_LOAD`` = 0, ``CAU_OUT_LATENCY`` one less) misses the RTL's cycles, and a
+    merge that reads the sorted buffer only one group ahead (as before the read register)
+    merges the wrong columns."""
+    rng = np.random.default_rng(7)
+    cases = [(rng.random((4 * TOY.rows, 24)) < d, "popcount") for d in (0.1, 0.2, 0.4, 0.6)]
+    runs = run_amaranth_cau(TOY, cases, cols_per_cycle=8, max_cols=32)
+    check_against_golden(TOY, cases, runs)
+    for (mask, sort), run in zip(cases, runs):
+        assert run.cycles == cy.cau_schedule(TOY, mask, sort=sort, cols_per_cycle=8)["total"]
+    for name, value in (("CAU_MERGE_LOAD", 0), ("CAU_OUT_LATENCY", cy.CAU_OUT_LATENCY - 1)):
+        with monkeypatch.context() as mp:
+            mp.setattr(cy, name, value)
+            assert any(run.cycles != cy.cau_schedule(TOY, mask, sort=sort,
+                                                     cols_per_cycle=8)["total"]
+                       for (mask, sort), run in zip(cases, runs)), name
+    import exion.hw.cau_stages as st
+    monkeypatch.setattr(st, "_read_ahead", lambda lanes: lanes)
+    bad = run_amaranth_cau(TOY, cases, cols_per_cycle=8, max_cols=32)
+    with pytest.raises(AssertionError):
+        check_against_golden(TOY, cases, bad)

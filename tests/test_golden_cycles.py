@@ -130,7 +130,7 @@ def test_cau_formula():
     """The CAU model (calibrated to hw/cau.py; exactness against RTL: tests/test_cau*.py)."""
     st = cy.cau_stage_cycles(10, 4, 3, cols_per_cycle=4)
     assert st == {"read": 3, "sort": cy.CAU_SORT_START + cy.CAU_SORT_LOAD + 4,
-                  "merge": cy.CAU_MERGE_START + 7}
+                  "merge": cy.CAU_MERGE_START + cy.CAU_MERGE_LOAD + 7}
     assert cy.cau_block_cycles(TOY, 10, 4, 3, cols_per_cycle=4,
                                 merge_lanes=1) == max(st.values())
     assert cy.cau_stage_cycles(10, 0, 0, 4) == {"read": 3, "sort": cy.CAU_SORT_START,

@@ -71,13 +71,13 @@ _CAU_MUT = {"overlap": "overlap", "members": "members", "cover": "cover", "stabl
 
 PROOFS: dict[str, Proof] = {p.name: p for p in [
     Proof("cau", "CAU", _cau(max_cols=4, cols_per_cycle=4, blocks=1, merge_lanes=1),
-          depth=16, cover_depth=16, mutants=_CAU_MUT,
+          depth=18, cover_depth=18, mutants=_CAU_MUT,
           note="one 4-column block from reset, LN = 1 merge lane"),
     Proof("cau_lanes", "CAU", _cau(max_cols=4, cols_per_cycle=4, blocks=1, merge_lanes=2),
           depth=14, tier="long", cover_depth=14,
           note="one 4-column block from reset, LN = 2 merge lanes"),
     Proof("cau_blocks", "CAU", _cau(max_cols=4, cols_per_cycle=2, blocks=2, merge_lanes=1),
-          depth=17, tier="long", cover_depth=17,
+          depth=20, tier="long", cover_depth=20,
           note="the 1st or 2nd block of a stream of 2-beat blocks, LN = 1"),
     Proof("epre_sel", "EPRE selector", _sel(n_max=4, rows=1), depth=15, cover_depth=15,
           mutants={"count": "count", "tie": "tie"},
@@ -92,7 +92,7 @@ PROOFS: dict[str, Proof] = {p.name: p for p in [
     Proof("sdue_desc_deep", "SDUE", _sdue(kmax=3), depth=40, tier="long",
           note="as sdue_desc, 40 cycles"),
     Proof("gemm_passes", "gemm engine", _gemm(cols_per_cycle=4, max_regions=2),
-          depth=26, tier="long", cover_depth=26, mutants={"lost": "conserve"},
+          depth=32, tier="long", cover_depth=32, mutants={"lost": "conserve"},
           note="one-beat 4-column blocks (omem_depth = 4), kwords 1..2, vs a reference CAU"),
 ]}
 
