@@ -252,6 +252,8 @@ def attention(cfg: Config, h, bw: BlockWeights, ex, stats: dict, rec=None,
     if ex.ep:
         keep, q_need, k_need, v_need = _predict(cfg, bw, h, ex, dh, rec)
         stats.setdefault("ep_sparsity", []).append((layer, 1.0 - keep.sum() / keep.size))
+        if "record" in stats:      # masks for the cycle model (exion.workloads.fidelity)
+            stats["record"].append((stats.get("it"), layer, "ep", keep, ~q_need))
         if skip_rows:
             need = np.stack([q_need, k_need, v_need], axis=1)       # (B, 3, heads, T)
             row_mask = np.repeat(need.transpose(0, 3, 1, 2), dh, axis=3).reshape(B, T, 3 * d)
@@ -321,6 +323,8 @@ def ffn(cfg: Config, h, bw: BlockWeights, ex, st: dict, dense: bool, stats: dict
         fill = 0 if ex.control == "zero" else st["H_d"]
         H = np.where(mask, H, fill)
         stats.setdefault("ffn_sparsity", []).append((layer, 1.0 - mask.mean()))
+        if "record" in stats:
+            stats["record"].append((stats.get("it"), layer, "ffn", mask, None))
         if ex.control == "zero":
             y = _gemm(rec, "fc2", H, qw2, base=np.broadcast_to(bias2, st["Y_d"].shape))
         else:   # FC2 as the delta on the cached Y_d (input-sparse)
