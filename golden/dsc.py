@@ -221,6 +221,7 @@ def _predict(cfg, bw: BlockWeights, h, ex, dh, rec):
     keep = np.zeros((B, heads, T, T), dtype=bool)
     dom = np.zeros((B, heads, T), dtype=bool)
     shifts = np.zeros((B, heads, 2), np.int64)
+    q_ths = None if ex.q_th is None else np.zeros((B, heads), np.int64)
     for hd in range(heads):
         (wq, swq), (wk, swk) = bw.ep_q[hd], bw.ep_k[hd]
         q_th_int = None
@@ -232,12 +233,16 @@ def _predict(cfg, bw: BlockWeights, h, ex, dh, rec):
         m, d_, shq, shk = epre_batch(cfg, xq, wq, wk, ex.k, q_th_int, ex.polarity,
                                      ex.lod_terms)
         keep[:, hd], dom[:, hd] = m, d_
+        if q_ths is not None:
+            q_ths[:, hd] = q_th_int
         shifts[:, hd, 0], shifts[:, hd, 1] = shq, shk
     q_need = ~dom if ex.polarity == "top1" else np.ones_like(dom)
     v_need = keep.any(axis=2)
     k_need = (keep & q_need[..., None]).any(axis=2)
     _rec(rec, "epre", x=xq, keep=keep, dominant=dom, shifts=shifts, q_need=q_need,
-         k_need=k_need, v_need=v_need)
+         k_need=k_need, v_need=v_need, q_th_int=q_ths,
+         wq=[bw.ep_q[h][0] for h in range(heads)], wk=[bw.ep_k[h][0] for h in range(heads)],
+         k=ex.k, polarity=ex.polarity, lod_terms=ex.lod_terms)
     return keep, q_need, k_need, v_need
 
 
