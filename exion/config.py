@@ -370,12 +370,17 @@ class Config:
 
     @property
     def dsc_epre_dims(self) -> tuple:
-        """``(n_max, d_max, dh_max)`` of the EPRE inside the DSC core (issue 16): the digits
-        DiT's block (16 tokens, d = 64, d_head = 16), capped at ``k_max``. The EPRE's own
-        defaults (256 tokens, d = 1152, d_head = 72, a DiT-XL/2 head) would make the DSC's
-        memories and selector network ~16x larger than the toy block needs; a block that
-        does not fit runs EP on the host (``sim.dsc_program.epre_fits``)."""
-        return (16, min(64, self.k_max), min(16, self.k_max))
+        """``(n_max, d_max, dh_max, units, selectors)`` of the EPRE inside the DSC core
+        (issue 16): the digits DiT's block (16 tokens, d = 64, d_head = 16), d and d_head
+        capped at ``k_max``; units ``min(epre_unit_count, n_max)`` (more units than tokens
+        would idle), selectors ``min(epre_selector_count, units)``. The EPRE's own defaults
+        (256 tokens, d = 1152, d_head = 72, a DiT-XL/2 head) would make the DSC's memories
+        and selector network ~16x larger than the toy block needs; a block that does not
+        fit runs EP on the host (``sim.dsc_program.epre_fits``)."""
+        n_max = 16
+        units = min(self.epre_unit_count, n_max)
+        return (n_max, min(64, self.k_max), min(16, self.k_max), units,
+                min(self.epre_selector_count, units))
 
     @property
     def epre_unit_count(self) -> int:

@@ -133,9 +133,9 @@ _MAX_REGIONS = 4
 
 
 def dsc_epre_sizes(cfg: Config) -> EpreSizes:
-    """The DSC's EPRE: ``cfg.epre_unit_count`` units, ``cfg.dsc_epre_dims`` maxima."""
-    n_max, d_max, dh_max = cfg.dsc_epre_dims
-    return EpreSizes(cfg, cfg.epre_unit_count, n_max, d_max, dh_max)
+    """The DSC's EPRE: maxima, units and selectors of ``cfg.dsc_epre_dims``."""
+    n_max, d_max, dh_max, units, selectors = cfg.dsc_epre_dims
+    return EpreSizes(cfg, units, n_max, d_max, dh_max, selectors)
 
 
 def item_beats(cfg: Config, bus_bits: int) -> dict:
@@ -289,7 +289,7 @@ class DscCore(wiring.Component):
         """Unit write ports fed from ``asm``; the unit address walk (groups of ``glen``)."""
         cfg, gemm, asm = self.cfg, s.gemm, s.asm
         R, L, W, A = cfg.rows, cfg.lanes, cfg.width, cfg.acc_width
-        s.bank = bank = Signal(range(max(R, self.cfg.epre_unit_count)), name="bank")
+        s.bank = bank = Signal(range(max(R, self.cfg.dsc_epre_dims[3])), name="bank")
         s.off = off = Signal(16, name="off")
         s.gb = gb = Signal(32, name="gbase")
         uaddr = Signal(32, name="uaddr")
@@ -297,7 +297,7 @@ class DscCore(wiring.Component):
         word = Cat(asm[16 * lane:16 * lane + W] for lane in range(L))
         is_imem = s.op == OPS["IMEM_LOAD"]
         is_ex = s.op == OPS["EPRE_XLOAD"]
-        U = self.cfg.epre_unit_count
+        U = self.cfg.dsc_epre_dims[3]
         m.d.comb += [
             gemm.imem_w.addr.eq(uaddr), gemm.gmem_w.addr.eq(uaddr),
             gemm.omem_w.addr.eq(uaddr),
@@ -782,7 +782,7 @@ class DscCore(wiring.Component):
         cfg = self.cfg
         s.eps = sz = dsc_epre_sizes(cfg)
         s.ep = ep = EPRE(cfg, units=sz.units, n_max=sz.n_max, d_max=sz.d_max,
-                         dh_max=sz.dh_max)
+                         dh_max=sz.dh_max, selectors=sz.selectors)
         m.submodules.epre = ep
         Le, W = cfg.epre_lane_count, cfg.width
         ew = Cat(s.asm[16 * lane:16 * lane + W] for lane in range(Le))

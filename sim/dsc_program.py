@@ -170,7 +170,7 @@ class PredictJob:
 def epre_fits(cfg: Config, n: int, d: int, d_head: int) -> bool:
     """Whether EP of ``n`` tokens, width ``d``, head width ``d_head`` fits the DSC's EPRE
     (``cfg.dsc_epre_dims``); a block that does not runs EP on the host (golden)."""
-    n_max, d_max, dh_max = cfg.dsc_epre_dims
+    n_max, d_max, dh_max = cfg.dsc_epre_dims[:3]
     return n <= n_max and d <= d_max and d_head <= dh_max
 
 
