@@ -510,7 +510,7 @@ def test_ffnr_jobs_in_block(model):
 
 @pytest.mark.parametrize("bus", [32, 128])
 def test_unit_ops_other_buses_pysim(bus):
-    """GELU, SOFTMAX, LAYERNORM and FFNR (dense and sparse) on a 32- and a 128-bit bus, in
+    """GELU, SOFTMAX, LAYERNORM, FFNR (dense and sparse) and EPRE on a 32- and a 128-bit bus, in
     Amaranth's simulator (no Verilator build of those widths): bit-exact, and every
     descriptor's cycles equal the model -- its ``per_word > 1``, ``per_in > per_word`` and
     ``per_mask != P / Q`` branches, which the 64-bit toy build does not reach."""
@@ -533,8 +533,10 @@ def test_unit_ops_other_buses_pysim(bus):
                                                            np.zeros(6, np.int64))),
             FfnrJob("ffd", h, 0.6, None, ffnr(TOY, h, 0.6).mask),
             FfnrJob("ffs", h, 0.6, hn, ffnr(TOY, h, 0.6, hn).delta),
-            GeluJob("gelu", acc, gp.to_dict())]
-    jobs[-1].expect = _gelu_expect(jobs[-1])
+            GeluJob("gelu", acc, gp.to_dict()),
+            _pj("epre", rng.integers(-2047, 2048, (7, 9)), rng.integers(-2047, 2048, (9, 3)),
+                rng.integers(-2047, 2048, (9, 3)), 0.4, q_th=50)]
+    jobs[-2].expect = _gelu_expect(jobs[-2])
     prog = build_program(TOY, jobs, bus_bits=bus)
     run = pysim_dsc(TOY, prog)
     assert run["error"] == 0
