@@ -17,7 +17,9 @@ The split between host and core **[choice]** (``docs/dsc.md`` has the table):
   per-tensor quantisation of every GEMM input (scales from ``max|x|``, the INT12 path's
   *ideal host calibration*), biases at accumulator scale, dequantisation of the GEMM
   accumulators, the Q.11 conversion of the scores, the GELU output scale ``s_h`` (fixed at
-  each dense iteration), EP's stage-1 shifts and ``q_th_int``, and the residual adds.
+  each dense iteration), EP's stage-1 shifts and ``q_th_int`` (both go into the EPRE's run
+  fields; ``rec["epre"]`` records them with the per-head Wq / Wk slices **[choice]**), and
+  the residual adds.
 
 Requantisation points (host, float, between core segments) **[choice]**: after the Q/K/V
 projection (per head and sample: Q, K, V scales over the rows the core computed -- a row

@@ -12,7 +12,8 @@ Descriptor (256 bits, little-endian; bit ranges of the 32 bytes):
 bits       field       meaning
 =========  ==========  ===================================================================
 0..7       op          0 END, 1 IMEM_LOAD, 2 GMEM_LOAD, 3 OMEM_LOAD, 4 GEMM, 5 OMEM_STORE,
-                      6 GELU, 7 SOFTMAX, 8 LAYERNORM, 9 FFNR
+                      6 GELU, 7 SOFTMAX, 8 LAYERNORM, 9 FFNR, 10 EPRE_XLOAD,
+                      11 EPRE_WLOAD, 12 EPRE
 8..15      stage       shown on ``ctrl.stage`` while the descriptor runs (host's label)
 16         accumulate  GEMM: add into OMEM (FFN-Reuse's delta FC2 on the cached Y_d)
 32..63     count       items: words (loads), mask beats (GEMM), OMEM addresses (store),
@@ -38,7 +39,16 @@ bits       field       meaning
 208..223   n           ``s_code = s * 10**6``, sparse (DENSE then DELTA) or dense
 224..243   s_code      (DENSE then MASK)
 244        sparse
+128..255   run         EPRE (:data:`EPRE_RUN_LSB`): the ``hw.epre.run_layout`` value
 =========  ==========  ===================================================================
+
+The EPRE (``hw.epre.EPRE``, sized by :func:`dsc_epre_sizes` from ``cfg.dsc_epre_dims``):
+EPRE_XLOAD writes ``count`` EPRE words (Le 16-bit containers) to its X banks, word i to
+bank ``i mod U`` at ``ubase + i // U``; EPRE_WLOAD writes ``count`` words to its W memory
+(the ``glen`` / ``gstride`` walk: Wq^T rows, then Wk^T rows at ``dh_max * dw_max``); EPRE
+starts a run with the descriptor's run fields and writes its ``count`` mask rows
+(``hw.epre.mask_layout`` values) to ``dst`` through the output buffer; it ends when they
+are acknowledged and the EPRE is idle.
 
 SOFTMAX, LAYERNORM and FFNR follow GELU's pattern (read -> unit -> write, overlapped;
 ``docs/dsc.md`` section 2 has the item formats): SOFTMAX reads words of L Q.11 logits
@@ -70,8 +80,8 @@ Error flags (``ctrl.error``, sticky for the run; :data:`ERROR_FLAGS`):
 
 Timing (no memory stalls; ``golden/dsc_cycles.py`` is the exact model): every step is
 sequential -- fetch, then the descriptor's transfer, then the unit. The CFSE's GELU,
-softmax and layer norm and the FFN-Reuse unit are behind the DMA; the EPRE is not yet: any
-other op code stops the run with ``bad_op`` (``docs/dsc.md``, "status").
+softmax and layer norm, the FFN-Reuse unit and the EPRE are behind the DMA; any other op
+code stops the run with ``bad_op`` (``docs/dsc.md``, "status").
 """
 
 from __future__ import annotations

@@ -15,6 +15,10 @@ FFN-Reuse's delta FC2 ``Y_d + (H' - H_d) W2`` has W+1-bit inputs; the host split
 into two W-bit parts ``a1 = clip(delta)``, ``a2 = delta - a1`` that the engine accumulates
 on the preloaded ``Y_d`` **[choice]** (exact: two products over the same tiles).
 
+Eager prediction (:class:`PredictJob`): X once (EPRE_XLOAD), per head Wq^T / Wk^T
+(EPRE_WLOAD) and a run (EPRE) writing one mask item per query row; the host derives the
+Q.K^T mask and the Q / K / V row-skip lists from them.
+
 Imports no Amaranth except through ``hw`` for the layouts the hardware uses.
 """
 
@@ -303,7 +307,8 @@ def ffnr_job_from_record(cfg: Config, rec: dict, sample: int = 0) -> FfnrJob | N
 
 
 def block_jobs(cfg: Config, rec: dict, sample: int = 0) -> list:
-    """Every core segment of a block iteration the DSC runs today, in data order: LN1, the
+    """Every core segment of a block iteration the DSC runs today, in data order: LN1, EP
+    (the EPRE ops, when ``rec`` has EP and it fits :func:`epre_fits`), the
     GEMMs of ``rec["gemms"]`` with the softmax before P.V, LN2 before FC1 and the GELU +
     requant after FC1, followed by the FFN-Reuse unit (the mask of a dense iteration, the
     FC2 delta input of a sparse one). A layer norm / softmax whose rows exceed the CFSE
