@@ -676,3 +676,20 @@ def test_epre_jobs_in_block(model):
     d = {"op": 12, "stage": 1, "accumulate": 0, "count": 16, "src": 0, "dst": 0x2000,
          "run": (1 << 100) + 12345}
     assert decode_desc(encode_desc(d)) == d
+
+
+@pytest.mark.long
+@pytest.mark.parametrize("ex", [
+    {"k": 0.3, "q_th": 1.0, "lod_terms": 1},
+    {"k": 0.7, "q_th": 0.5, "polarity": "keep_all", "n": 3, "s": 0.5}],
+    ids=["qth_lod", "qth_keep_all"])
+def test_block_iteration_epre_settings(model, ex):
+    """A block iteration with q_th on (top1 with LOD; keep_all with dominant rows), another
+    block, iteration and sample: every segment, EP included, bit-exact and cycles == model."""
+    e = {"ffn_reuse": True, "n": 2, "s": 0.8, "ep": True, "quant": True, **ex}
+    case = block_case(model, {"steps": 4, "samples": 2, "seed": 3, "exion": e}, 2, 1, sample=1)
+    if ex.get("polarity") == "keep_all":
+        assert case.rec["epre"]["dominant"].any()
+    r = run_block(TOY, case)
+    assert r["pass"], r["mismatch"]
+    assert "epre" in r["gemm_cycles"] and r["model"]["total"] == r["cycles"]
