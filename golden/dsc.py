@@ -34,7 +34,10 @@ In the DSC core (``hw/dsc.py``, ``docs/dsc.md`` section 2) the softmax's masked 
 are zeroed by keep bits sent beside the logits, not by their FX_MIN value **[choice]** (so
 a kept logit that saturates to FX_MIN stays exact); the layer norm takes gamma / beta as
 scalars (1 and 0 here); the FFN-Reuse unit re-derives a sparse iteration's mask from H_d
-(its caches live in host memory between core runs) **[choice]**.
+(its caches live in host memory between core runs) **[choice]**. Eager prediction runs on
+an EPRE sized for the digits block (``cfg.dsc_epre_dims``), X loaded once for every head,
+one mask item (row, dominant flag, mask bits) written per query row; the host turns them
+into the Q.K^T mask and the Q / K / V row-skip lists **[choice]**.
 
 The core's integer work of one iteration splits into *segments* (one core run each; the
 host steps sit between them); :func:`block_iteration` records every segment's integer

@@ -646,7 +646,9 @@ def _words_n(words: np.ndarray, per_bytes: int) -> np.ndarray:
 
 def _epre_items(cfg: Config, raw: np.ndarray, n_k: int) -> np.ndarray:
     """(N_q, n_k + 1) bool (mask row, then the dominant flag) from EPRE mask items, which
-    must come in row order."""
+    must come in row order (an item carrying another row index reads as a dominant row
+    with no key, which the EPRE never produces: a dominant row keeps its top-1 key, or
+    every key under keep_all)."""
     from exion.hw.dsc import dsc_epre_sizes
     from exion.hw.epre import mask_layout
     from .payload import unpack
@@ -655,9 +657,7 @@ def _epre_items(cfg: Config, raw: np.ndarray, n_k: int) -> np.ndarray:
     for i, item in enumerate(raw):
         v = unpack(lay, int.from_bytes(item.tobytes(), "little"))
         if int(v["row"]) != i:
-            out[i] = False      # out of order: cannot equal any expected row set
-            out[i, -1] = True
-            out[i, :n_k] = True
+            out[i, n_k] = True
             continue
         out[i, :n_k] = [(int(v["mask"]) >> j) & 1 for j in range(n_k)]
         out[i, n_k] = bool(v["dominant"])
