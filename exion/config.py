@@ -369,6 +369,20 @@ class Config:
         return EPRE_RUN_FIXED
 
     @property
+    def dsc_epre_dims(self) -> tuple:
+        """``(n_max, d_max, dh_max, units, selectors)`` of the EPRE inside the DSC core
+        (issue 16): the digits DiT's block (16 tokens, d = 64, d_head = 16), d and d_head
+        capped at ``k_max``; units ``min(epre_unit_count, n_max)`` (more units than tokens
+        would idle), selectors ``min(epre_selector_count, units)``. The EPRE's own defaults
+        (256 tokens, d = 1152, d_head = 72, a DiT-XL/2 head) would make the DSC's memories
+        and selector network ~16x larger than the toy block needs; a block that does not
+        fit runs EP on the host (``sim.dsc_program.epre_fits``)."""
+        n_max = 16
+        units = min(self.epre_unit_count, n_max)
+        return (n_max, min(64, self.k_max), min(16, self.k_max), units,
+                min(self.epre_selector_count, units))
+
+    @property
     def epre_unit_count(self) -> int:
         """EPRE dot-product units U (``epre_units``, default C)."""
         return self.cols if self.epre_units is None else self.epre_units
@@ -440,7 +454,7 @@ class Config:
                  "omem_addr_bits", "dpu_latency", "sdue_in_latency", "sdue_drain_latency",
                  "sdue_fixed_cycles", "cau_cols_per_cycle", "cau_merge_lanes", "cau_sort_banks",
                  "epre_pipe", "epre_sel_fixed", "epre_run_fixed", "epre_unit_count",
-                 "epre_lane_count", "epre_selector_count", "epre_shift_adds"]
+                 "epre_lane_count", "epre_selector_count", "epre_shift_adds", "dsc_epre_dims"]
         d = {n: getattr(self, n) for n in names}
         d["k_cap"] = self.k_cap()      # a run with all merge_ways; k_cap(m) for fewer
         return d

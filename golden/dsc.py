@@ -17,7 +17,9 @@ The split between host and core **[choice]** (``docs/dsc.md`` has the table):
   per-tensor quantisation of every GEMM input (scales from ``max|x|``, the INT12 path's
   *ideal host calibration*), biases at accumulator scale, dequantisation of the GEMM
   accumulators, the Q.11 conversion of the scores, the GELU output scale ``s_h`` (fixed at
-  each dense iteration), EP's stage-1 shifts and ``q_th_int``, and the residual adds.
+  each dense iteration), EP's stage-1 shifts and ``q_th_int`` (both go into the EPRE's run
+  fields; ``rec["epre"]`` records them with the per-head Wq / Wk slices **[choice]**), and
+  the residual adds.
 
 Requantisation points (host, float, between core segments) **[choice]**: after the Q/K/V
 projection (per head and sample: Q, K, V scales over the rows the core computed -- a row
@@ -32,7 +34,10 @@ In the DSC core (``hw/dsc.py``, ``docs/dsc.md`` section 2) the softmax's masked 
 are zeroed by keep bits sent beside the logits, not by their FX_MIN value **[choice]** (so
 a kept logit that saturates to FX_MIN stays exact); the layer norm takes gamma / beta as
 scalars (1 and 0 here); the FFN-Reuse unit re-derives a sparse iteration's mask from H_d
-(its caches live in host memory between core runs) **[choice]**.
+(its caches live in host memory between core runs) **[choice]**. Eager prediction runs on
+an EPRE sized for the digits block (``cfg.dsc_epre_dims``), X loaded once for every head,
+one mask item (row, dominant flag, mask bits) written per query row; the host turns them
+into the Q.K^T mask and the Q / K / V row-skip lists **[choice]**.
 
 The core's integer work of one iteration splits into *segments* (one core run each; the
 host steps sit between them); :func:`block_iteration` records every segment's integer
@@ -221,6 +226,7 @@ def _predict(cfg, bw: BlockWeights, h, ex, dh, rec):
     keep = np.zeros((B, heads, T, T), dtype=bool)
     dom = np.zeros((B, heads, T), dtype=bool)
     shifts = np.zeros((B, heads, 2), np.int64)
+    q_ths = None if ex.q_th is None else np.zeros((B, heads), np.int64)
     for hd in range(heads):
         (wq, swq), (wk, swk) = bw.ep_q[hd], bw.ep_k[hd]
         q_th_int = None
@@ -232,12 +238,16 @@ def _predict(cfg, bw: BlockWeights, h, ex, dh, rec):
         m, d_, shq, shk = epre_batch(cfg, xq, wq, wk, ex.k, q_th_int, ex.polarity,
                                      ex.lod_terms)
         keep[:, hd], dom[:, hd] = m, d_
+        if q_ths is not None:
+            q_ths[:, hd] = q_th_int
         shifts[:, hd, 0], shifts[:, hd, 1] = shq, shk
     q_need = ~dom if ex.polarity == "top1" else np.ones_like(dom)
     v_need = keep.any(axis=2)
     k_need = (keep & q_need[..., None]).any(axis=2)
     _rec(rec, "epre", x=xq, keep=keep, dominant=dom, shifts=shifts, q_need=q_need,
-         k_need=k_need, v_need=v_need)
+         k_need=k_need, v_need=v_need, q_th_int=q_ths,
+         wq=[bw.ep_q[h][0] for h in range(heads)], wk=[bw.ep_k[h][0] for h in range(heads)],
+         k=ex.k, polarity=ex.polarity, lod_terms=ex.lod_terms)
     return keep, q_need, k_need, v_need
 
 

@@ -27,6 +27,9 @@ FFNR            :func:`ffnr_body`: DENSE (histogram, threshold), then MASK (dens
 SOFTMAX,        :func:`row_body`: ``count * per_in + w * (1 + per_word) + fixed + 5``
 LAYERNORM       (``w = ceil(n / L)`` words a row, ``fixed`` the unit's
                 :func:`exion.golden.cfse_cycles.fixed_cycles`); 1 if ``count == 0``. Exact.
+EPRE_XLOAD,     as the loads, ``per`` = ``eword`` (Le 16-bit containers)
+EPRE_WLOAD
+EPRE            :func:`epre_body`: 1 + the EPRE's run + :data:`EPRE_FIXED`. Exact on toy.
 ==============  ============================================================================
 
 The run's ``cycles`` counter is the sum over its descriptors (END included).
@@ -36,11 +39,11 @@ from __future__ import annotations
 
 import math
 
-from exion.config import CAU_COLS_PER_CYCLE, Config
+from exion.config import CAU_COLS_PER_CYCLE, Config, index_bits
 from exion.errors import ExionError
 
 from .cfse_cycles import fixed_cycles
-from .cycles import sdue_cycles
+from .cycles import epre_run_cycles, sdue_cycles
 from .ffn_reuse import num_bins
 from .ffnr_cycles import DEFAULT_P, HIST_LATENCY, SEARCH_FIXED
 
@@ -48,11 +51,13 @@ from .ffnr_cycles import DEFAULT_P, HIST_LATENCY, SEARCH_FIXED
 GELU_LATENCY = 6
 
 __all__ = ["OPS", "item_beats", "desc_beats", "overhead", "descriptor_cycles",
-           "gemm_estimate", "gelu_body", "row_body", "ffnr_body", "FFNR_FIXED", "program_cycles"]
+           "gemm_estimate", "gelu_body", "row_body", "ffnr_body", "FFNR_FIXED", "epre_body",
+           "epre_mask_bits", "EPRE_FIXED", "program_cycles"]
 
 #: op codes (hw/dsc.py's ``OPS``; tests/test_dsc_rtl.py checks they agree)
 OPS = {"END": 0, "IMEM_LOAD": 1, "GMEM_LOAD": 2, "OMEM_LOAD": 3, "GEMM": 4, "OMEM_STORE": 5,
-       "GELU": 6, "SOFTMAX": 7, "LAYERNORM": 8, "FFNR": 9}
+       "GELU": 6, "SOFTMAX": 7, "LAYERNORM": 8, "FFNR": 9, "EPRE_XLOAD": 10,
+       "EPRE_WLOAD": 11, "EPRE": 12}
 _NAMES = {v: k for k, v in OPS.items()}
 
 
@@ -67,7 +72,39 @@ def item_beats(cfg: Config, bus_bits: int) -> dict:
             "omem": math.ceil(64 * cfg.rows / bus_bits),
             "mask": math.ceil(mbits / bus_bits),
             "acc": math.ceil(64 * cfg.lanes / bus_bits),
-            "smx": math.ceil(17 * cfg.lanes / bus_bits)}
+            "smx": math.ceil(17 * cfg.lanes / bus_bits),
+            "eword": math.ceil(16 * cfg.epre_lane_count / bus_bits),
+            "emask": math.ceil(epre_mask_bits(cfg) / bus_bits)}
+
+
+def epre_mask_bits(cfg: Config) -> int:
+    """Bits of the DSC EPRE's mask item (``hw.epre.mask_layout``): row index, dominant flag,
+    ``n_max`` mask bits (``cfg.dsc_epre_dims``)."""
+    n_max = cfg.dsc_epre_dims[0]
+    return index_bits(n_max) + 1 + n_max
+
+
+def epre_body(cfg: Config, d: dict) -> int:
+    """Body of an EPRE descriptor (``d["ep"]``: the run's fields, as the host builder
+    annotates them): one cycle handing the run over, the EPRE's own run
+    (:func:`exion.golden.cycles.epre_run_cycles` with the units / selectors of
+    ``cfg.dsc_epre_dims``), then
+    :data:`EPRE_FIXED` cycles (the last mask item's beat behind the output buffer, the
+    write response, the FSM's idle check; measured on toy). The selector emits a mask row
+    at most every cycle and the output buffer takes an item every ``emask + 1`` cycles;
+    with ``S < U`` (toy) rows come ``2 N_k + SEL_FIXED`` cycles apart, so the output never
+    back-pressures the EPRE. Exact on toy; 1 if ``count == 0``."""
+    if int(d.get("count", 0)) == 0:
+        return 1
+    ep = d["ep"]
+    le = cfg.epre_lane_count
+    _, _, _, units, selectors = cfg.dsc_epre_dims
+    return 1 + epre_run_cycles(cfg, int(ep["n_q"]), int(ep["n_k"]), int(ep["d_words"]) * le,
+                               int(ep["d_head"]), units, le, selectors) + EPRE_FIXED
+
+
+#: constant part of an EPRE body beyond the hand-over and the run (see :func:`epre_body`)
+EPRE_FIXED = 2
 
 
 def desc_beats(bus_bits: int) -> int:
@@ -173,8 +210,9 @@ def descriptor_cycles(cfg: Config, d: dict, bus_bits: int = 64,
     n = int(d.get("count", 0))
     if op == "END":
         body = 0
-    elif op in ("IMEM_LOAD", "GMEM_LOAD", "OMEM_LOAD"):
-        per = ib["omem"] if op == "OMEM_LOAD" else ib["word"]
+    elif op in ("IMEM_LOAD", "GMEM_LOAD", "OMEM_LOAD", "EPRE_XLOAD", "EPRE_WLOAD"):
+        per = {"OMEM_LOAD": ib["omem"], "EPRE_XLOAD": ib["eword"],
+               "EPRE_WLOAD": ib["eword"]}.get(op, ib["word"])
         body = n * per + 2 if n else 1
     elif op == "OMEM_STORE":
         body = n * (2 + ib["omem"]) + 2 if n else 1
@@ -186,6 +224,8 @@ def descriptor_cycles(cfg: Config, d: dict, bus_bits: int = 64,
         body = row_body(cfg, op, n, int(d.get("n", 0)), bus_bits)
     elif op == "FFNR":
         body = ffnr_body(cfg, d, bus_bits)
+    elif op == "EPRE":
+        body = epre_body(cfg, d)
     else:
         body = 0     # the core stops with bad_op in DECODE
     return overhead(bus_bits) + body

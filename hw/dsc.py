@@ -12,7 +12,8 @@ Descriptor (256 bits, little-endian; bit ranges of the 32 bytes):
 bits       field       meaning
 =========  ==========  ===================================================================
 0..7       op          0 END, 1 IMEM_LOAD, 2 GMEM_LOAD, 3 OMEM_LOAD, 4 GEMM, 5 OMEM_STORE,
-                      6 GELU, 7 SOFTMAX, 8 LAYERNORM, 9 FFNR
+                      6 GELU, 7 SOFTMAX, 8 LAYERNORM, 9 FFNR, 10 EPRE_XLOAD,
+                      11 EPRE_WLOAD, 12 EPRE
 8..15      stage       shown on ``ctrl.stage`` while the descriptor runs (host's label)
 16         accumulate  GEMM: add into OMEM (FFN-Reuse's delta FC2 on the cached Y_d)
 32..63     count       items: words (loads), mask beats (GEMM), OMEM addresses (store),
@@ -38,7 +39,16 @@ bits       field       meaning
 208..223   n           ``s_code = s * 10**6``, sparse (DENSE then DELTA) or dense
 224..243   s_code      (DENSE then MASK)
 244        sparse
+128..255   run         EPRE (:data:`EPRE_RUN_LSB`): the ``hw.epre.run_layout`` value
 =========  ==========  ===================================================================
+
+The EPRE (``hw.epre.EPRE``, sized by :func:`dsc_epre_sizes` from ``cfg.dsc_epre_dims``):
+EPRE_XLOAD writes ``count`` EPRE words (Le 16-bit containers) to its X banks, word i to
+bank ``i mod U`` at ``ubase + i // U``; EPRE_WLOAD writes ``count`` words to its W memory
+(the ``glen`` / ``gstride`` walk: Wq^T rows, then Wk^T rows at ``dh_max * dw_max``); EPRE
+starts a run with the descriptor's run fields and writes its ``count`` mask rows
+(``hw.epre.mask_layout`` values) to ``dst`` through the output buffer; it ends when they
+are acknowledged and the EPRE is idle.
 
 SOFTMAX, LAYERNORM and FFNR follow GELU's pattern (read -> unit -> write, overlapped;
 ``docs/dsc.md`` section 2 has the item formats): SOFTMAX reads words of L Q.11 logits
@@ -70,8 +80,8 @@ Error flags (``ctrl.error``, sticky for the run; :data:`ERROR_FLAGS`):
 
 Timing (no memory stalls; ``golden/dsc_cycles.py`` is the exact model): every step is
 sequential -- fetch, then the descriptor's transfer, then the unit. The CFSE's GELU,
-softmax and layer norm and the FFN-Reuse unit are behind the DMA; the EPRE is not yet: any
-other op code stops the run with ``bad_op`` (``docs/dsc.md``, "status").
+softmax and layer norm, the FFN-Reuse unit and the EPRE are behind the DMA; any other op
+code stops the run with ``bad_op`` (``docs/dsc.md``, "status").
 """
 
 from __future__ import annotations
@@ -88,13 +98,15 @@ from exion.config import CAU_COLS_PER_CYCLE, Config
 from exion.errors import ExionError
 
 from .cau import mask_layout
+from .epre import EPRE, EpreSizes, run_layout
+from .epre import mask_layout as epre_mask_layout
 from .cfse import GeluUnit, LayerNormUnit, SoftmaxUnit
 from .ffnr import FFNR, FfnrOp
 from .gemm import SparseGemm
 from .memif import dsc_control_signature, mem_master_signature
 
 __all__ = ["DscCore", "ERROR_FLAGS", "OPS", "GELU_FIELDS", "ROW_FIELDS", "FFNR_FIELDS",
-           "DESC_BYTES", "item_beats"]
+           "DESC_BYTES", "EPRE_RUN_LSB", "item_beats", "dsc_epre_sizes"]
 
 #: error bit -> (name, meaning); the register map lists these.
 ERROR_FLAGS = {
@@ -106,7 +118,12 @@ ERROR_FLAGS = {
 
 #: op name -> code
 OPS = {"END": 0, "IMEM_LOAD": 1, "GMEM_LOAD": 2, "OMEM_LOAD": 3, "GEMM": 4, "OMEM_STORE": 5,
-       "GELU": 6, "SOFTMAX": 7, "LAYERNORM": 8, "FFNR": 9}
+       "GELU": 6, "SOFTMAX": 7, "LAYERNORM": 8, "FFNR": 9, "EPRE_XLOAD": 10,
+       "EPRE_WLOAD": 11, "EPRE": 12}
+
+#: EPRE descriptor: the EPRE's ``run_layout`` value sits at bits 128.. (in place of
+#: ubase / glen / gstride / the GEMM setup); ``count`` = query rows (mask items written).
+EPRE_RUN_LSB = 128
 
 #: GELU descriptor: ``GeluParams`` bit ranges of the 256-bit descriptor (in place of the
 #: GEMM setup fields kwords / ncols / regions).
@@ -125,16 +142,27 @@ DESC_BYTES = 32
 _MAX_REGIONS = 4
 
 
+def dsc_epre_sizes(cfg: Config) -> EpreSizes:
+    """The DSC's EPRE: maxima, units and selectors of ``cfg.dsc_epre_dims``."""
+    n_max, d_max, dh_max, units, selectors = cfg.dsc_epre_dims
+    return EpreSizes(cfg, units, n_max, d_max, dh_max, selectors)
+
+
 def item_beats(cfg: Config, bus_bits: int) -> dict:
     """Bus beats per item: operand word, OMEM address (R results), mask beat, accumulator
     word (L results in 64-bit containers, the GELU op's input), softmax word (L 16-bit
-    Q.11 logits, then L keep bits: the SOFTMAX op's input)."""
+    Q.11 logits, then L keep bits: the SOFTMAX op's input), EPRE word (Le 16-bit
+    containers: the EPRE loads' input), EPRE mask item (``hw.epre.mask_layout``: row,
+    dominant, mask bits)."""
     mbits = mask_layout(cfg, CAU_COLS_PER_CYCLE, True).size
+    ebits = epre_mask_layout(dsc_epre_sizes(cfg)).size
     return {"word": math.ceil(16 * cfg.lanes / bus_bits),
             "omem": math.ceil(64 * cfg.rows / bus_bits),
             "mask": math.ceil(mbits / bus_bits),
             "acc": math.ceil(64 * cfg.lanes / bus_bits),
-            "smx": math.ceil(17 * cfg.lanes / bus_bits)}
+            "smx": math.ceil(17 * cfg.lanes / bus_bits),
+            "eword": math.ceil(16 * cfg.epre_lane_count / bus_bits),
+            "emask": math.ceil(ebits / bus_bits)}
 
 
 def _burst_len(addr, rem, D: int):
@@ -197,6 +225,7 @@ class DscCore(wiring.Component):
         self._gelu(m, s)
         self._rowops(m, s)
         self._ffnr(m, s)
+        self._epre(m, s)
         with m.FSM(name="dsc"):
             self._fsm_fetch(m, s)
             self._fsm_decode(m, s)
@@ -205,6 +234,7 @@ class DscCore(wiring.Component):
             self._fsm_gelu(m, s)
             self._fsm_rowop(m, s)
             self._fsm_ffnr(m, s)
+            self._fsm_epre(m, s)
         return m
 
     def _descriptor(self, m, s):
@@ -269,13 +299,15 @@ class DscCore(wiring.Component):
         """Unit write ports fed from ``asm``; the unit address walk (groups of ``glen``)."""
         cfg, gemm, asm = self.cfg, s.gemm, s.asm
         R, L, W, A = cfg.rows, cfg.lanes, cfg.width, cfg.acc_width
-        s.bank = bank = Signal(range(R), name="bank")
+        s.bank = bank = Signal(range(max(R, self.cfg.dsc_epre_dims[3])), name="bank")
         s.off = off = Signal(16, name="off")
         s.gb = gb = Signal(32, name="gbase")
         uaddr = Signal(32, name="uaddr")
         m.d.comb += uaddr.eq(s.ubase + gb + off)
         word = Cat(asm[16 * lane:16 * lane + W] for lane in range(L))
         is_imem = s.op == OPS["IMEM_LOAD"]
+        is_ex = s.op == OPS["EPRE_XLOAD"]
+        U = self.cfg.dsc_epre_dims[3]
         m.d.comb += [
             gemm.imem_w.addr.eq(uaddr), gemm.gmem_w.addr.eq(uaddr),
             gemm.omem_w.addr.eq(uaddr),
@@ -289,6 +321,9 @@ class DscCore(wiring.Component):
             with m.If(is_imem):
                 m.d.sync += bank.eq(Mux(bank == R - 1, 0, bank + 1))
                 m.d.comb += advance.eq(bank == R - 1)
+            with m.Elif(is_ex):     # EPRE X: word i to bank i mod U (the host orders them)
+                m.d.sync += bank.eq(Mux(bank == U - 1, 0, bank + 1))
+                m.d.comb += advance.eq(bank == U - 1)
             with m.Else():
                 m.d.comb += advance.eq(1)
         with m.If(advance):
@@ -427,6 +462,12 @@ class DscCore(wiring.Component):
                     self._decode_rowop(m, s)
                 with m.Case(OPS["FFNR"]):
                     self._decode_ffnr(m, s)
+                with m.Case(OPS["EPRE_XLOAD"], OPS["EPRE_WLOAD"]):
+                    self._load_items(m, s, count * ib["eword"])
+                    m.d.sync += s.per.eq(ib["eword"])
+                    m.next = "LOAD"
+                with m.Case(OPS["EPRE"]):
+                    self._decode_epre(m, s)
                 with m.Default():
                     m.d.sync += [self.error[2].eq(1), self.busy.eq(0), self.done.eq(1)]
                     m.next = "IDLE"
@@ -448,6 +489,11 @@ class DscCore(wiring.Component):
                 with m.Case(OPS["GEMM"]):
                     m.d.comb += [gemm.mask.valid.eq(s.pending),
                                  s.sink_ready.eq(gemm.mask.ready)]
+                with m.Case(OPS["EPRE_XLOAD"]):
+                    m.d.comb += [s.sink_ready.eq(1),
+                                 s.ep.x_w.en.eq(Mux(consume, 1 << s.bank, 0))]
+                with m.Case(OPS["EPRE_WLOAD"]):
+                    m.d.comb += [s.sink_ready.eq(1), s.ep.w_w.en.eq(consume)]
             done_now = (s.items_out + consume) == s.count
             with m.If(done_now):
                 m.d.sync += s.rd_go.eq(0)
@@ -559,7 +605,7 @@ class DscCore(wiring.Component):
                          ln.gb.payload.beta[lane].eq(s.rf["beta"].as_signed())]
         s.gi = Signal(range(ln.n_lim + 1), name="gb_addr")
         m.d.comb += ln.gb.payload.addr.eq(s.gi)
-        nb = max(s.ib["word"], s.ib["mask"])
+        nb = max(s.ib["word"], s.ib["mask"], s.ib["emask"])
         s.rbuf = Signal(nb * s.D, name="out_buf")
         s.rvalid = Signal(name="out_buf_valid")
         s.qbuf = Signal(nb * s.D, name="out_queue")
@@ -601,15 +647,15 @@ class DscCore(wiring.Component):
                      s.sa.eq(0), s.rvalid.eq(0), s.qvalid.eq(0), s.n_out.eq(n_out),
                      s.oper.eq(per_out)]
 
-    def _out_stream(self, m, s, yv, ydata):
+    def _out_stream(self, m, s, yv, ydata, idle=1):
         """Inside a state: the unit's output items (``yv``, ``ydata``) into a two-item
         output buffer: ``rbuf`` is sent beat by beat, ``qbuf`` waits behind it. The unit's
         ``ready`` is ``~qvalid``, a register: no combinational path from the memory's
         ``wr_data.ready`` to the unit (and through it to ``rd_data.ready``). One item per
         ``oper`` beats. Leaves for FETCH once ``n_out`` items are written and
-        acknowledged. Returns the unit's ``ready`` and the take strobe."""
+        acknowledged (and ``idle``: the unit is done). Returns the unit's ``ready`` and the take strobe."""
         mem, BB, D = self.mem, s.BB, s.D
-        nb = max(s.ib["word"], s.ib["mask"])
+        nb = max(s.ib["word"], s.ib["mask"], s.ib["emask"])
         m.d.comb += mem.wr_data.valid.eq(s.rvalid)
         with m.Switch(s.rbeat):
             for i in range(nb):
@@ -635,7 +681,7 @@ class DscCore(wiring.Component):
                 m.d.sync += s.rvalid.eq(0)
         with m.Elif(take):
             m.d.sync += [s.qbuf.eq(ydata), s.qvalid.eq(1)]
-        with m.If((s.sa == s.n_out) & (s.wr_left == 0) & (s.outstanding == 0)):
+        with m.If((s.sa == s.n_out) & (s.wr_left == 0) & (s.outstanding == 0) & idle):
             m.d.sync += [s.wr_go.eq(0), s.rd_go.eq(0)]
             m.next = "FETCH"
         return rready, take
@@ -736,6 +782,48 @@ class DscCore(wiring.Component):
             yv = Mux(sparse, ff.delta.valid, ff.mask.valid)
             rready, _ = self._out_stream(m, s, yv, Mux(sparse, s.ff_delta, s.ff_mask))
             m.d.comb += [ff.delta.ready.eq(rready & sparse), ff.mask.ready.eq(rready & ~sparse)]
+
+    def _epre(self, m, s):
+        """The EPRE behind the DMA (``hw.epre.EPRE``, sizes :func:`dsc_epre_sizes`): X words
+        into its banks (``EPRE_XLOAD``, word i to bank i mod U at ``ubase + i // U``),
+        Wq^T / Wk^T words into its W memory (``EPRE_WLOAD``, the ``glen`` / ``gstride``
+        address walk), the run descriptor from the EPRE descriptor's bits 128..; its mask
+        rows (``hw.epre.mask_layout`` values) to the output buffer."""
+        cfg = self.cfg
+        s.eps = sz = dsc_epre_sizes(cfg)
+        s.ep = ep = EPRE(cfg, units=sz.units, n_max=sz.n_max, d_max=sz.d_max,
+                         dh_max=sz.dh_max, selectors=sz.selectors)
+        m.submodules.epre = ep
+        Le, W = cfg.epre_lane_count, cfg.width
+        ew = Cat(s.asm[16 * lane:16 * lane + W] for lane in range(Le))
+        s.erun_bits = run_layout(cfg, sz).size
+        m.d.comb += [ep.x_w.addr.eq(s.ubase + s.gb + s.off), ep.w_w.addr.eq(s.ubase + s.gb + s.off),
+                     ep.w_w.data[0].as_value().eq(ew), ep.h_r.addr.eq(0), ep.h_r.k.eq(0),
+                     ep.run.payload.as_value().eq(
+                         s.desc[EPRE_RUN_LSB:EPRE_RUN_LSB + s.erun_bits])]
+        for u in range(sz.units):
+            m.d.comb += ep.x_w.data[u].as_value().eq(ew)
+        s.ep_mask = Value.cast(ep.mask.payload)
+
+    def _decode_epre(self, m, s):
+        """DECODE of EPRE: ``count`` mask items out (the run's query rows)."""
+        with m.If(s.count == 0):
+            m.next = "FETCH"
+        with m.Else():
+            self._start_write(m, s, s.count, s.ib["emask"])
+            m.next = "EP_RUN"
+
+    def _fsm_epre(self, m, s):
+        """EP_RUN (hand the run to the EPRE) -> EP_OUT (its mask rows to memory, until
+        every item is acknowledged and the EPRE is idle)."""
+        ep = s.ep
+        with m.State("EP_RUN"):
+            m.d.comb += ep.run.valid.eq(1)
+            with m.If(ep.run.ready):
+                m.next = "EP_OUT"
+        with m.State("EP_OUT"):
+            rready, _ = self._out_stream(m, s, ep.mask.valid, s.ep_mask, ~ep.busy)
+            m.d.comb += ep.mask.ready.eq(rready)
 
 
 def _sext(v, bits: int):

@@ -142,8 +142,8 @@ def _check_trace(z, meta, case: BlockCase) -> None:
 
 def run_block(cfg: Config, case: BlockCase, *, stall: float = 0.0, seed: int | None = None,
               waves: bool = False, progress=None) -> dict:
-    """Every core segment of ``case`` the DSC runs (its GEMMs and the GELU + requant,
-    ``sim.dsc_program.block_jobs``) through the Verilated DSC (one program, one run):
+    """Every core segment of ``case`` the DSC runs (LN, EP on the EPRE, its GEMMs, softmax,
+    GELU + requant, FFN-Reuse unit: ``sim.dsc_program.block_jobs``) through the Verilated DSC (one program, one run):
     bit-exact check against golden.dsc, cycles per job and descriptor vs the model."""
     from .dsc_program import block_jobs, build_program, read_results, stage_durations
     from .dsc_rtl import rtl_dsc

@@ -15,6 +15,10 @@ FFN-Reuse's delta FC2 ``Y_d + (H' - H_d) W2`` has W+1-bit inputs; the host split
 into two W-bit parts ``a1 = clip(delta)``, ``a2 = delta - a1`` that the engine accumulates
 on the preloaded ``Y_d`` **[choice]** (exact: two products over the same tiles).
 
+Eager prediction (:class:`PredictJob`): X once (EPRE_XLOAD), per head Wq^T / Wk^T
+(EPRE_WLOAD) and a run (EPRE) writing one mask item per query row; the host derives the
+Q.K^T mask and the Q / K / V row-skip lists from them.
+
 Imports no Amaranth except through ``hw`` for the layouts the hardware uses.
 """
 
@@ -31,7 +35,8 @@ from exion.golden.conmerge import conmerge
 from .gemm_rtl import GemmCase, assemble, plan_tiles
 from .payload import pack
 
-__all__ = ["GemmJob", "GeluJob", "SoftmaxJob", "LayerNormJob", "FfnrJob",
+__all__ = ["GemmJob", "GeluJob", "SoftmaxJob", "LayerNormJob", "FfnrJob", "PredictJob",
+           "epre_job_from_record", "epre_fits",
            "gelu_job_from_record", "softmax_job_from_record", "layernorm_job_from_record",
            "ffnr_job_from_record", "ffnr_fits", "block_jobs", "DscProgram",
            "jobs_from_record", "build_program", "read_results", "encode_desc", "decode_desc",
@@ -55,7 +60,14 @@ _FFNR_FIELDS = _FIELDS[:6] + (("aux", 128, 32), ("t", 192, 16), ("n", 208, 16),
                               ("s_code", 224, 20), ("sparse", 244, 1))
 
 
+#: EPRE fields (hw/dsc.py ``EPRE_RUN_LSB``: the EPRE's run_layout value from bit 128)
+_EPRE_OP = 12
+_EPRE_FIELDS = _FIELDS[:6] + (("run", 128, 128),)
+
+
 def _fields(op: int) -> tuple:
+    if op == _EPRE_OP:
+        return _EPRE_FIELDS
     if op == _FFNR_OP:
         return _FFNR_FIELDS
     if op in (_SOFTMAX_OP, _LAYERNORM_OP):
@@ -138,6 +150,61 @@ class FfnrJob:
     s: float
     h_new: np.ndarray | None = None
     expect: np.ndarray | None = None
+
+
+@dataclass
+class PredictJob:
+    """Eager prediction of one block iteration on the core's EPRE, every head on the same
+    X: ``x`` (T, d) W-bit LN1 output (modulated, quantised), ``wq`` / ``wk`` per head (d,
+    d_head), ``shifts`` (heads, 2) the host's stage-1 shifts, ``q_th_int`` (heads,) or None
+    (rule off). ``expect`` (heads, T, T + 1) bool: the score mask, then the dominant flag."""
+
+    name: str
+    x: np.ndarray
+    wq: list
+    wk: list
+    k: float
+    shifts: np.ndarray
+    q_th_int: np.ndarray | None = None
+    polarity: str = "top1"
+    lod_terms: int = 2
+    expect: np.ndarray | None = None
+
+
+def epre_fits(cfg: Config, n: int, d: int, d_head: int) -> bool:
+    """Whether EP of ``n`` tokens, width ``d``, head width ``d_head`` fits the DSC's EPRE
+    (``cfg.dsc_epre_dims``); a block that does not runs EP on the host (golden)."""
+    n_max, d_max, dh_max = cfg.dsc_epre_dims[:3]
+    return n <= n_max and d <= d_max and d_head <= dh_max
+
+
+def epre_job_from_record(cfg: Config, rec: dict, sample: int = 0) -> PredictJob | None:
+    """The block's EP segment (``rec["epre"]``: X, the per-head Wq / Wk slices, stage-1
+    shifts, ``q_th_int``) as a :class:`PredictJob`, or None (EP off). ``expect`` is
+    ``golden.predict.epre`` per head, checked against the recorded score masks and dominant
+    rows (which the host turns into the Q.K^T mask and the Q / K / V row-skip lists)."""
+    from exion.golden.predict import epre
+    ep = rec.get("epre")
+    if ep is None:
+        return None
+    x = np.asarray(ep["x"][sample], np.int64)
+    heads = len(ep["wq"])
+    sh = np.asarray(ep["shifts"][sample], np.int64)
+    qth = None if ep["q_th_int"] is None else np.asarray(ep["q_th_int"][sample], np.int64)
+    exp = []
+    for h in range(heads):
+        r = epre(cfg, x, ep["wq"][h], ep["wk"][h], ep["k"], int(sh[h, 0]), int(sh[h, 1]),
+                 None if qth is None else int(qth[h]), ep["polarity"], ep["lod_terms"])
+        exp.append(np.concatenate([r.score_mask, r.dominant[:, None]], axis=1))
+    exp = np.stack(exp)
+    rec_exp = np.concatenate([np.asarray(ep["keep"][sample], bool),
+                              np.asarray(ep["dominant"][sample], bool)[..., None]], axis=-1)
+    if not np.array_equal(exp, rec_exp):
+        raise ExionError("rec['epre']: golden.predict.epre does not give the recorded score "
+                         "masks / dominant rows")
+    return PredictJob("epre", x, [np.asarray(w, np.int64) for w in ep["wq"]],
+                      [np.asarray(w, np.int64) for w in ep["wk"]], ep["k"], sh, qth,
+                      ep["polarity"], ep["lod_terms"], exp)
 
 
 @dataclass
@@ -240,7 +307,8 @@ def ffnr_job_from_record(cfg: Config, rec: dict, sample: int = 0) -> FfnrJob | N
 
 
 def block_jobs(cfg: Config, rec: dict, sample: int = 0) -> list:
-    """Every core segment of a block iteration the DSC runs today, in data order: LN1, the
+    """Every core segment of a block iteration the DSC runs today, in data order: LN1, EP
+    (the EPRE ops, when ``rec`` has EP and it fits :func:`epre_fits`), the
     GEMMs of ``rec["gemms"]`` with the softmax before P.V, LN2 before FC1 and the GELU +
     requant after FC1, followed by the FFN-Reuse unit (the mask of a dense iteration, the
     FC2 delta input of a sparse one). A layer norm / softmax whose rows exceed the CFSE
@@ -262,6 +330,9 @@ def block_jobs(cfg: Config, rec: dict, sample: int = 0) -> list:
         ff = ffnr_job_from_record(cfg, rec, sample)
         if ff is not None and ffnr_fits(cfg, ff.h.shape):
             jobs.insert(at(lambda n: n == "gelu", True), ff)
+    ep = rec.get("epre")
+    if ep is not None and epre_fits(cfg, *np.shape(ep["x"])[1:], np.shape(ep["wq"][0])[1]):
+        jobs.insert(at(lambda n: n == "qkv"), epre_job_from_record(cfg, rec, sample))
     if "ln1" in rec and row_fits("ln1", "x"):
         jobs.insert(0, layernorm_job_from_record(cfg, rec, "ln1", sample))
     return jobs
@@ -356,6 +427,9 @@ def build_program(cfg: Config, jobs: list[GemmJob], bus_bits: int = 64) -> DscPr
         if isinstance(job, FfnrJob):
             stores.append(_ffnr_descs(cfg, job, descs, data, ib, bb))
             continue
+        if isinstance(job, PredictJob):
+            stores.append(_epre_descs(cfg, job, descs, data, ib, bb))
+            continue
         cases = [GemmCase(a, job.b, job.mask, prev=job.base, accumulate=True, name=job.name)
                  for a in job.a_parts]
         plans = [plan_tiles(cfg, c) for c in cases]
@@ -408,10 +482,11 @@ def build_program(cfg: Config, jobs: list[GemmJob], bus_bits: int = 64) -> DscPr
     image[prog_bytes:] = body
     for d in descs:     # the data region sits behind the program (4 KiB aligned)
         if d["op"] in (OPS["GMEM_LOAD"], OPS["OMEM_LOAD"], OPS["IMEM_LOAD"], OPS["GEMM"],
-                       OPS["GELU"], OPS["SOFTMAX"], OPS["LAYERNORM"]):
+                       OPS["GELU"], OPS["SOFTMAX"], OPS["LAYERNORM"], OPS["EPRE_XLOAD"],
+                       OPS["EPRE_WLOAD"]):
             d["src"] += prog_bytes
         if d["op"] in (OPS["OMEM_STORE"], OPS["GELU"], OPS["SOFTMAX"], OPS["LAYERNORM"],
-                       OPS["FFNR"]):
+                       OPS["FFNR"], OPS["EPRE"]):
             d["dst"] += prog_bytes
         if d["op"] == OPS["FFNR"]:
             d["src"] += prog_bytes
@@ -523,6 +598,72 @@ def _ffnr_descs(cfg: Config, job: FfnrJob, descs: list, data: _Image, ib: dict,
     return ("ffmask", (T, N), [(d["dst"], nm)])
 
 
+def _epre_descs(cfg: Config, job: PredictJob, descs: list, data: _Image, ib: dict,
+                bb: int) -> tuple:
+    """EPRE_XLOAD (X once: word a of bank u is item ``a * U + u``), then per head
+    EPRE_WLOAD (Wq^T rows at 0.., Wk^T rows at ``dh_max * dw_max``: groups of ``glen =
+    d_head * d_words`` words, ``gstride = dh_max * dw_max``) and EPRE (the run fields at bit
+    128; ``count`` = N_q mask items out, ``hw.epre.mask_layout`` values)."""
+    from exion.hw.dsc import OPS, dsc_epre_sizes
+    from exion.hw.epre import run_layout
+    from .epre_rtl import prepare
+    x = np.asarray(job.x, np.int64)
+    if x.ndim != 2 or not epre_fits(cfg, x.shape[0], x.shape[1], job.wq[0].shape[1]):
+        raise ExionError(f"EPRE job {job.name}: X {x.shape} / d_head {job.wq[0].shape[1]} "
+                         f"exceed the DSC's EPRE (dsc_epre_dims = {cfg.dsc_epre_dims})")
+    sz = dsc_epre_sizes(cfg)
+    rl = run_layout(cfg, sz)
+    ebytes = ib["eword"] * bb
+    st = []
+    for h in range(len(job.wq)):
+        pj = prepare(cfg, sz, x, job.wq[h], job.wk[h], job.k, int(job.shifts[h][0]),
+                     int(job.shifts[h][1]),
+                     None if job.q_th_int is None else int(job.q_th_int[h]), job.polarity,
+                     job.lod_terms, name=f"{job.name}[{h}]")
+        if h == 0:
+            xw = pj.x_words.reshape(-1, sz.lanes)
+            descs.append({"op": OPS["EPRE_XLOAD"], "count": xw.shape[0], "glen": 0xFFFF,
+                          "src": data.alloc(xw.shape[0] * ebytes, _words_n(xw, ebytes)),
+                          "job": job.name})
+        nw = pj.w_words.shape[0] // 2
+        descs.append({"op": OPS["EPRE_WLOAD"], "count": 2 * nw, "glen": nw,
+                      "gstride": sz.dh_max * sz.dw_max, "job": job.name,
+                      "src": data.alloc(2 * nw * ebytes, _words_n(pj.w_words, ebytes))})
+        dst = data.alloc(pj.n_q * ib["emask"] * bb)
+        descs.append({"op": OPS["EPRE"], "count": pj.n_q, "dst": dst,
+                      "run": pack(rl, pj.run), "ep": dict(pj.run), "job": job.name})
+        st.append((dst, pj.n_q))
+    return ("epmask", (len(job.wq), x.shape[0]), st)
+
+
+def _words_n(words: np.ndarray, per_bytes: int) -> np.ndarray:
+    """(n, E) elements -> n items of ``per_bytes`` (int16 containers, zero padded)."""
+    n = words.shape[0]
+    out = np.zeros((n, per_bytes), np.uint8)
+    out[:, :2 * words.shape[1]] = words.astype("<i2").view(np.uint8).reshape(n, -1)
+    return out
+
+
+def _epre_items(cfg: Config, raw: np.ndarray, n_k: int) -> np.ndarray:
+    """(N_q, n_k + 1) bool (mask row, then the dominant flag) from EPRE mask items, which
+    must come in row order (an item carrying another row index reads as a dominant row
+    with no key, which the EPRE never produces: a dominant row keeps its top-1 key, or
+    every key under keep_all)."""
+    from exion.hw.dsc import dsc_epre_sizes
+    from exion.hw.epre import mask_layout
+    from .payload import unpack
+    lay = mask_layout(dsc_epre_sizes(cfg))
+    out = np.zeros((raw.shape[0], n_k + 1), bool)
+    for i, item in enumerate(raw):
+        v = unpack(lay, int.from_bytes(item.tobytes(), "little"))
+        if int(v["row"]) != i:
+            out[i, n_k] = True
+            continue
+        out[i, :n_k] = [(int(v["mask"]) >> j) & 1 for j in range(n_k)]
+        out[i, n_k] = bool(v["dominant"])
+    return out
+
+
 def _mask_items(cfg: Config, raw: np.ndarray, T: int, N: int) -> np.ndarray:
     """(T, N) bool mask from the FFN-Reuse unit's mask items (row block outer, P columns
     per item; ``cv[l]`` bit r = row r of the block)."""
@@ -547,6 +688,12 @@ def read_results(cfg: Config, prog: DscProgram, image: np.ndarray) -> list[np.nd
     wbytes = item_beats(cfg, prog.bus_bits)["word"] * prog.bus_bits // 8
     outs = []
     for case, tiles, st in prog.stores:
+        if case == "epmask":            # EPRE mask items, per head
+            heads, T = tiles
+            ebytes = item_beats(cfg, prog.bus_bits)["emask"] * prog.bus_bits // 8
+            outs.append(np.stack([_epre_items(cfg, np.asarray(
+                image[a:a + n * ebytes], np.uint8).reshape(n, ebytes), T) for a, n in st]))
+            continue
         if case == "ffmask":            # FFN-Reuse mask items
             (addr, n), = st
             mbytes = item_beats(cfg, prog.bus_bits)["mask"] * prog.bus_bits // 8
@@ -586,7 +733,9 @@ def program_beats(cfg: Config, prog: DscProgram) -> int:
     per = {OPS["IMEM_LOAD"]: ib["word"], OPS["GMEM_LOAD"]: ib["word"],
            OPS["OMEM_LOAD"]: ib["omem"], OPS["GEMM"]: ib["mask"], OPS["OMEM_STORE"]: ib["omem"],
            OPS["GELU"]: ib["acc"] + ib["word"], OPS["SOFTMAX"]: ib["smx"] + ib["word"],
-           OPS["LAYERNORM"]: 2 * ib["word"], OPS["FFNR"]: ib["word"]}
+           OPS["LAYERNORM"]: 2 * ib["word"], OPS["FFNR"]: ib["word"],
+           OPS["EPRE_XLOAD"]: ib["eword"], OPS["EPRE_WLOAD"]: ib["eword"],
+           OPS["EPRE"]: ib["emask"]}
     desc_beats = max(1, 256 // prog.bus_bits)
 
     def extra(d):     # FFNR: the mask items out (dense), or H' in and delta out (sparse)

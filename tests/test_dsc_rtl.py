@@ -510,7 +510,7 @@ def test_ffnr_jobs_in_block(model):
 
 @pytest.mark.parametrize("bus", [32, 128])
 def test_unit_ops_other_buses_pysim(bus):
-    """GELU, SOFTMAX, LAYERNORM and FFNR (dense and sparse) on a 32- and a 128-bit bus, in
+    """GELU, SOFTMAX, LAYERNORM, FFNR (dense and sparse) and EPRE on a 32- and a 128-bit bus, in
     Amaranth's simulator (no Verilator build of those widths): bit-exact, and every
     descriptor's cycles equal the model -- its ``per_word > 1``, ``per_in > per_word`` and
     ``per_mask != P / Q`` branches, which the 64-bit toy build does not reach."""
@@ -533,8 +533,10 @@ def test_unit_ops_other_buses_pysim(bus):
                                                            np.zeros(6, np.int64))),
             FfnrJob("ffd", h, 0.6, None, ffnr(TOY, h, 0.6).mask),
             FfnrJob("ffs", h, 0.6, hn, ffnr(TOY, h, 0.6, hn).delta),
-            GeluJob("gelu", acc, gp.to_dict())]
-    jobs[-1].expect = _gelu_expect(jobs[-1])
+            GeluJob("gelu", acc, gp.to_dict()),
+            _pj("epre", rng.integers(-2047, 2048, (7, 9)), rng.integers(-2047, 2048, (9, 3)),
+                rng.integers(-2047, 2048, (9, 3)), 0.4, q_th=50)]
+    jobs[-2].expect = _gelu_expect(jobs[-2])
     prog = build_program(TOY, jobs, bus_bits=bus)
     run = pysim_dsc(TOY, prog)
     assert run["error"] == 0
@@ -543,3 +545,151 @@ def test_unit_ops_other_buses_pysim(bus):
     durs = stage_durations(prog.descs, run["stages"], run["cycles"], bus)
     for d, t in zip(prog.descs, durs):
         assert t == dcy.descriptor_cycles(TOY, d, bus), (d, t)
+
+
+# ---- the EPRE ops: eager prediction behind the DMA -------------------------------------
+
+def _pj(name, x, wq, wk, k, q_th=None, polarity="top1", lod=2, shifts=None):
+    """A one-head PredictJob; the host's shifts (calibrated on ``x`` unless given) and the
+    expected mask / dominant flags from golden.predict.epre."""
+    from exion.golden.predict import epre
+    from exion.sim.dsc_program import PredictJob
+    sq, sk = (None, None) if shifts is None else shifts
+    r = epre(TOY, x, wq, wk, k, sq, sk, q_th, polarity, lod)
+    exp = np.concatenate([r.score_mask, r.dominant[:, None]], axis=1)[None]
+    return PredictJob(name, np.asarray(x, np.int64), [np.asarray(wq, np.int64)],
+                      [np.asarray(wk, np.int64)], k, np.array([[r.shift_q, r.shift_k]]),
+                      None if q_th is None else np.array([q_th]), polarity, lod, exp)
+
+
+def _epre_cases(model):
+    """Directed: k giving 1 key (k = 0) and every key (k = 1), q_th on (every row dominant,
+    q_th_int = 0; a middle threshold) and off, keep_all polarity, ties (all-zero X: every
+    score equal, the lowest index wins; repeated rows), LOD (1 term), stage-1 saturation
+    (shift 0), shapes not a multiple of U or Le; seeded random ones; the real block's EP
+    (4 heads, its recorded masks) and the same X with a q_th at its median gap."""
+    from exion.golden.predict import epre
+    from exion.sim.dsc_program import epre_job_from_record
+    rng = np.random.default_rng(14)
+    print("epre cases: seed 14")
+    w = TOY.wmax
+
+    def rnd(*shape, lim=w):
+        return rng.integers(-lim, lim + 1, shape)
+    x, wq, wk = rnd(16, 64), rnd(64, 16), rnd(64, 16)
+    xr = np.repeat(rnd(4, 20), 3, axis=0)[:11]          # ties: repeated token rows
+    jobs = [_pj("k0_one_key", x, wq, wk, 0.0),
+            _pj("k1_all_keys", x, wq, wk, 1.0),
+            _pj("qth0_all_dominant", x, wq, wk, 0.5, q_th=0),
+            _pj("ties_zero_x", np.zeros((7, 9), np.int64), rnd(9, 5), rnd(9, 5), 0.3, q_th=3),
+            _pj("ties_rows", xr, rnd(20, 6), rnd(20, 6), 0.4),
+            _pj("keep_all_lod", rnd(10, 13), rnd(13, 7), rnd(13, 7), 0.2, q_th=0,
+                polarity="keep_all", lod=1),
+            _pj("saturate", rnd(5, 30), rnd(30, 4), rnd(30, 4), 0.6, shifts=(0, 0))]
+    gaps = np.diff(np.sort(epre(TOY, x, wq, wk, 0.5).sh, axis=1)[:, -2:], axis=1)
+    jobs.append(_pj("qth_median", x, wq, wk, 0.5, q_th=int(np.median(gaps))))
+    for i in range(3):
+        n, d, dh = int(rng.integers(2, 17)), int(rng.integers(1, 65)), int(rng.integers(1, 17))
+        jobs.append(_pj(f"random{i}", rnd(n, d), rnd(d, dh), rnd(d, dh),
+                        float(rng.integers(0, 11)) / 10,
+                        q_th=None if i == 0 else int(rng.integers(0, 5000))))
+    case = block_case(model, META, 1, 1)
+    real = epre_job_from_record(TOY, case.rec)
+    x0, ep = real.x, case.rec["epre"]
+    hq = epre(TOY, x0, ep["wq"][0], ep["wk"][0], ep["k"])
+    g = np.diff(np.sort(hq.sh, axis=1)[:, -2:], axis=1)
+    real_qth = _pj("real_qth", x0, ep["wq"][0], ep["wk"][0], ep["k"], q_th=int(np.median(g)))
+    assert jobs[2].expect[..., -1].all() and not jobs[0].expect[..., -1].any()
+    assert real_qth.expect[..., -1].any() and not real_qth.expect[..., -1].all()
+    return jobs + [real, real_qth], case
+
+
+@pytest.fixture(scope="module")
+def epre_runs(model):
+    """One simulation: every EPRE job; the directed / random ones with 30 % memory stalls;
+    the first job with a corrupted run (k_n + 1 in the run fields)."""
+    from exion.hw.dsc import dsc_epre_sizes
+    from exion.hw.epre import run_layout
+    from exion.sim.payload import pack
+    jobs, case = _epre_cases(model)
+    main = build_program(TOY, jobs)
+    small = jobs[:-2]
+    stalled = build_program(TOY, small)
+    broken = build_program(TOY, jobs[:1])
+    i = next(i for i, d in enumerate(broken.descs) if d["op"] == dcy.OPS["EPRE"])
+    broken.descs[i]["ep"]["k_n"] += 1
+    broken.descs[i]["run"] = pack(run_layout(TOY, dsc_epre_sizes(TOY)), broken.descs[i]["ep"])
+    broken.image[i * 32:(i + 1) * 32] = np.frombuffer(encode_desc(broken.descs[i]), np.uint8)
+    progs = [main, stalled, broken]
+    out, _ = rtl_dsc(TOY, progs, stall=[0.0, 0.3, 0.0], run_name="dsc_epre")
+    return {"jobs": jobs, "small": small, "case": case, "progs": progs, "runs": out}
+
+
+def test_epre_op_bit_exact_and_cycles(epre_runs):
+    jobs, prog, run = epre_runs["jobs"], epre_runs["progs"][0], epre_runs["runs"][0]
+    assert run["error"] == 0
+    outs = read_results(TOY, prog, run["image"])
+    for j, o in zip(jobs, outs):
+        np.testing.assert_array_equal(o, j.expect, err_msg=j.name)
+    # the real block: the core's masks are the recorded EP masks; the needed rows follow
+    ep = epre_runs["case"].rec["epre"]
+    real = outs[-2]
+    np.testing.assert_array_equal(real[..., :-1], ep["keep"][0])
+    np.testing.assert_array_equal(real[..., -1], ep["dominant"][0])
+    np.testing.assert_array_equal(real[..., :-1].any(axis=1), ep["v_need"][0])
+    durs = stage_durations(prog.descs, run["stages"], run["cycles"], 64)
+    for d, t in zip(prog.descs, durs):
+        assert t == dcy.descriptor_cycles(TOY, d, 64), d
+    assert dcy.program_cycles(TOY, prog.descs, 64)["total"] == run["cycles"]
+    # mutation: a model that forgets the selector's per-row cost must not match
+    for d, t in zip(prog.descs, durs):
+        if d["op"] == dcy.OPS["EPRE"]:
+            assert dcy.descriptor_cycles(TOY, d, 64) - d["count"] != t
+
+
+def test_epre_op_stalls_and_mutation(epre_runs):
+    progs, out = epre_runs["progs"], epre_runs["runs"]
+    assert out[1]["error"] == 0
+    for j, o in zip(epre_runs["small"], read_results(TOY, progs[1], out[1]["image"])):
+        np.testing.assert_array_equal(o, j.expect, err_msg=j.name)
+    assert not np.array_equal(read_results(TOY, progs[2], out[2]["image"])[0],
+                              epre_runs["jobs"][0].expect)
+
+
+def test_epre_jobs_in_block(model):
+    """block_jobs puts EP after LN1 and before the Q/K/V projection; a record the EPRE's
+    golden does not reproduce is refused; EP larger than the DSC's EPRE stays on the host;
+    the EPRE descriptor round-trips."""
+    import copy
+
+    from exion.errors import ExionError
+    from exion.sim.dsc_program import block_jobs, epre_job_from_record
+    rec = block_case(model, META, 1, 0).rec
+    names = [j.name for j in block_jobs(TOY, rec)]
+    assert names[:3] == ["ln1", "epre", "qkv"]
+    bad = copy.deepcopy(rec)
+    bad["epre"]["keep"][0, 0, 0] = ~bad["epre"]["keep"][0, 0, 0]
+    with pytest.raises(ExionError, match="rec\\['epre'\\]"):
+        epre_job_from_record(TOY, bad)
+    small = TOY.replace(name="toy_k8", k_max=8)
+    assert "epre" not in [j.name for j in block_jobs(small, rec)]
+    d = {"op": 12, "stage": 1, "accumulate": 0, "count": 16, "src": 0, "dst": 0x2000,
+         "run": (1 << 100) + 12345}
+    assert decode_desc(encode_desc(d)) == d
+
+
+@pytest.mark.long
+@pytest.mark.parametrize("ex", [
+    {"k": 0.3, "q_th": 1.0, "lod_terms": 1},
+    {"k": 0.7, "q_th": 0.5, "polarity": "keep_all", "n": 3, "s": 0.5}],
+    ids=["qth_lod", "qth_keep_all"])
+def test_block_iteration_epre_settings(model, ex):
+    """A block iteration with q_th on (top1 with LOD; keep_all with dominant rows), another
+    block, iteration and sample: every segment, EP included, bit-exact and cycles == model."""
+    e = {"ffn_reuse": True, "n": 2, "s": 0.8, "ep": True, "quant": True, **ex}
+    case = block_case(model, {"steps": 4, "samples": 2, "seed": 3, "exion": e}, 2, 1, sample=1)
+    if ex.get("polarity") == "keep_all":
+        assert case.rec["epre"]["dominant"].any()
+    r = run_block(TOY, case)
+    assert r["pass"], r["mismatch"]
+    assert "epre" in r["gemm_cycles"] and r["model"]["total"] == r["cycles"]

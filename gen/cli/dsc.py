@@ -15,14 +15,16 @@ def register_sim(ssub) -> None:
                     "steps, samples, FFN-Reuse / EP switches; the run is checked against "
                     "the trace's recorded FC1 input and masks) up to block B of iteration I, "
                     "compute that block iteration with golden/dsc.py, and run every one of "
-                    "its core segments -- LN1, the GEMMs (Q/K/V, Q.K^T and P.V per head, "
+                    "its core segments -- LN1, eager prediction (EPRE: score masks and "
+                    "dominant rows, every head), the GEMMs (Q/K/V, Q.K^T and P.V per head, "
                     "projection, FC1, FC2), the softmax, LN2, the GELU + requantisation and "
                     "the FFN-Reuse unit (mask on a dense iteration, FC2 delta input on a "
                     "sparse one) -- as one descriptor program on the Verilated DSC core "
                     "(hw/dsc.py). Each output is checked bit-exactly against golden/dsc.py; "
                     "prints cycles per stage next to the cycle model (golden/dsc_cycles.py), "
-                    "the sparsities used, and PASS or FAIL (exit 1). The EPRE step is golden "
-                    "code in this version (docs/dsc.md).")
+                    "the sparsities used, and PASS or FAIL (exit 1). EP runs on the host "
+                    "(golden) only when the block exceeds the DSC's EPRE "
+                    "(config dsc_epre_dims; docs/dsc.md).")
     add_config(b)
     b.add_argument("--trace", required=True, metavar="T.npz",
                    help="an `exion trace` file (INT12, any --iterations)")
@@ -87,7 +89,7 @@ def cmd_sim_block(args) -> int:
         print(f"  mismatching segments: {', '.join(r['mismatch'][:8])}")
     if r["error"]:
         print(f"  error flags {r['error']:#x}")
-    print(f"{status}: {r['jobs']} core segments (LN, GEMMs, softmax, GELU, FFN-Reuse) "
+    print(f"{status}: {r['jobs']} core segments (LN, EP, GEMMs, softmax, GELU, FFN-Reuse) "
           f"bit-exact vs golden/dsc.py"
           if status == "PASS" else f"{status}")
     if args.json:
@@ -109,10 +111,10 @@ def register(sub) -> None:
         "generate", help="sample one digit with the DDIM sampler (golden, or blocks on RTL)",
         description="DDIM-sample one 8x8 digit with the digits DiT on its INT12 path with "
                     "EXION's switches (FFN-Reuse N/s, eager prediction k; golden/dsc.py). "
-                    "With --rtl every core segment (layer norms, GEMMs, softmax, GELU, "
+                    "With --rtl every core segment (layer norms, EPRE, GEMMs, softmax, GELU, "
                     "FFN-Reuse unit) of every transformer block of every step runs on the "
                     "Verilated DSC core and is checked bit-exactly (slow: several seconds "
-                    "of simulation per block on toy; the host steps and the EPRE are golden "
+                    "of simulation per block on toy; the host steps are golden "
                     "code, docs/dsc.md). Writes the PNG, the raw sample as .npy beside it and a "
                     "JSON report (cycles per dense and sparse iteration: measured with "
                     "--rtl, else the cycle model's estimate; sparsities), and checks that the "
@@ -230,7 +232,7 @@ def demo_dsc_block(cfg, seed, args, progress) -> dict:
 
     Always on the ``toy`` config (an exion16 ``dsc_core`` Verilator build takes ~25 min; the
     demo's other steps keep ``cfg``): block 1 of iteration 1 (sparse: FFN-Reuse N = 2,
-    s = 0.8; EP k = 0.5) of a 3-step DDIM run with ``seed``, every GEMM, LN, the softmax,
+    s = 0.8; EP k = 0.5) of a 3-step DDIM run with ``seed``, the EPRE, every GEMM, LN, the softmax,
     the FFN-Reuse unit and the GELU +
     requant as one descriptor program, each output bit-exact vs golden/dsc.py and the
     cycles equal to the cycle model with the gemm engine's measured time."""
