@@ -134,7 +134,7 @@ def rtl_build(cfg: Config, top: str, *, waves: bool = False, progress=None,
     args = verilator_args(waves) if sim == "verilator" else icarus_args()
     version = verilator_version() if sim == "verilator" else icarus_version()
     opt = cxx_opt(opt) if sim == "verilator" else CXX_OPTS[0]
-    key_text = " ".join(args) + ("" if opt == CXX_OPTS[0] else f" cxx{opt}")
+    key_text = " ".join(args) + ("" if opt == CXX_OPTS[0] else f" cxx{opt}") + _cocotb_key()
     key = hashlib.sha256(text + version.encode() + key_text.encode()).hexdigest()[:12]
     module = f"exion_{top}"
     tag = "" if sim == "verilator" else f"-{sim}"
@@ -153,6 +153,14 @@ def rtl_build(cfg: Config, top: str, *, waves: bool = False, progress=None,
             stamp.write_text(json.dumps({"seconds": build_seconds}))
     return RtlBuild(cfg, top, module, gen.verilog, gen.manifest, sim_dir, waves,
                     gen.seconds, build_seconds, sim)
+
+
+def _cocotb_key() -> str:
+    """The cocotb the build links against (version and install folder): a simulator built
+    from another virtual environment loads that one's cocotb libraries, so a build cache
+    shared between checkouts (``$EXION_BUILD``) must not hand it to this one."""
+    import cocotb
+    return f" cocotb{cocotb.__version__}@{Path(cocotb.__file__).resolve().parent}"
 
 
 def _build(sim: str, manifest: Path, module: str, srcs: list[Path], sim_dir: Path,

@@ -1,5 +1,7 @@
 """The Verilator build's C++ optimisation level (``EXION_CXX_OPT``, issue 21 item 4)."""
 
+from pathlib import Path
+
 import pytest
 
 from exion.config import PRESETS
@@ -34,3 +36,18 @@ def test_o0_build_is_separate_compiled_at_o0_and_bit_exact(monkeypatch):
     r = run_bench(fast, "exion.sim.tb_dpu", seed=3,
                   params={"cases": ["extremes", "random"], "n_random": 20})
     assert r["passed"]
+
+
+def test_cache_key_names_the_cocotb_install(monkeypatch, tmp_path):
+    """A simulator links the cocotb of the environment that built it: builds from two
+    environments (a shared $EXION_BUILD) must not share a cache entry."""
+    import cocotb
+
+    from exion.sim import runner
+    assert str(Path(cocotb.__file__).resolve().parent) in runner._cocotb_key()
+    monkeypatch.setenv("EXION_BUILD", str(tmp_path))
+    monkeypatch.setattr(runner, "_build",                            # key only, no build
+                        lambda sim, man, mod, srcs, sim_dir, *a: sim_dir.mkdir(parents=True))
+    here = runner.rtl_build(PRESETS["toy"], "dpu").sim_dir
+    monkeypatch.setattr(runner, "_cocotb_key", lambda: " cocotb2.0@/elsewhere/.venv")
+    assert runner.rtl_build(PRESETS["toy"], "dpu").sim_dir != here
