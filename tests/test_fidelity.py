@@ -170,9 +170,13 @@ def test_digits64_forward_matches_reference(m64):
 
 
 def test_digits64_samples_are_recognisable(m64):
-    r = sample(m64, QUALITY_SAMPLES, QUALITY_STEPS, Exion(), seed=0)
-    a = acc.class_accuracy(r.images, r.labels)
-    assert a >= QUALITY_MIN_ACC, f"classifier accuracy of digits64 samples {a:.3f}"
+    """The issue's bar: sample quality at least digits16's by the classifier (same samples,
+    steps, seed and labels), and well above chance."""
+    got = {}
+    for name, m in (("digits64", m64), ("digits16", fi.load_model("digits16"))):
+        r = sample(m, QUALITY_SAMPLES, QUALITY_STEPS, Exion(), seed=0)
+        got[name] = acc.class_accuracy(r.images, r.labels)
+    assert got["digits64"] >= max(got["digits16"], QUALITY_MIN_ACC), got
 
 
 def test_digits64_exion_switches_run_and_record(m64):

@@ -25,7 +25,8 @@ WEIGHTS_SHA256 = "0795455f4285d03000b62970225187c09e9177a897e7d1ba1a44b74e2304e0
 #: model name -> (shipped file, SHA-256); the cards are ``data/MODEL_CARD*.md``.
 WEIGHTS = {
     "digits16": (DEFAULT_WEIGHTS, WEIGHTS_SHA256),
-    "digits64": (_DATA / "dit_digits64.npz", "not shipped yet"),
+    "digits64": (_DATA / "dit_digits64.npz",
+                 "4c8af262a0a950408f4e0047b337ad8446625d32d87de8be5ffa8b8fac78445e"),
 }
 
 
