@@ -327,6 +327,9 @@ def test_exact_control_with_all_keys_equals_ep_off_and_drops_keys_otherwise():
     cut = sample(m, 2, 3, Exion(ffn_reuse=True, n=2, s=0.8, ep=True, k=0.5,
                                 ep_scores="exact"), 5)
     assert cut.ep_sparsity == pytest.approx(0.5) and not np.array_equal(off.images, cut.images)
+    # the k largest of T probabilities hold at least k of the mass; all keys hold all of it
+    assert full.ep_kept_mass == pytest.approx(1.0) and off.ep_kept_mass is None
+    assert 0.5 <= cut.ep_kept_mass < 1.0
 
 
 def test_exact_control_bad_input():

@@ -298,6 +298,9 @@ class DiT:
         if ex.ep and ex.ep_scores == "exact":
             keep = _exact_topk(logits, keep_count(ex.k, T))
             stats.setdefault("ep_sparsity", []).append((i, 1.0 - keep.sum() / keep.size))
+            # share of the softmax mass the kept keys hold (how concentrated attention is)
+            mass = float((_softmax(logits) * keep).sum(-1).mean())
+            stats.setdefault("ep_kept_mass", []).append((i, mass))
             if "record" in stats:
                 stats["record"].append((stats["it"], i, "ep", keep,
                                         np.zeros(keep.shape[:-1], dtype=bool)))
@@ -406,6 +409,7 @@ class SampleResult:
     ffn_sparsity: float         # mean achieved inter-iteration sparsity (sparse iterations)
     ep_sparsity: float          # mean achieved intra-iteration sparsity
     per_layer: dict = field(default_factory=dict)
+    ep_kept_mass: float | None = None   # exact top-k control: softmax mass of the kept keys
 
 
 def sample(model: DiT, n: int, steps: int, ex: Exion = Exion(), seed: int = 0,
@@ -443,4 +447,6 @@ def sample(model: DiT, n: int, steps: int, ex: Exion = Exion(), seed: int = 0,
                           for layer in range(model.depth)]
     mean = {k: float(np.mean([v for _, v in stats[k]])) if stats.get(k) else 0.0
             for k in ("ffn_sparsity", "ep_sparsity")}
-    return SampleResult(x, y, mean["ffn_sparsity"], mean["ep_sparsity"], per_layer)
+    mass = stats.get("ep_kept_mass")
+    return SampleResult(x, y, mean["ffn_sparsity"], mean["ep_sparsity"], per_layer,
+                        float(np.mean([v for _, v in mass])) if mass else None)

@@ -147,6 +147,8 @@ def run_row(model: DiT, name: str, ex: Exion, steps: int, n_samples: int, seed: 
            "inter_sparsity": r.ffn_sparsity, "intra_sparsity": r.ep_sparsity,
            "psnr": psnr(r.images, ref), "accuracy": class_accuracy(r.images, r.labels),
            "fd_pca": fd_pca(r.images)}
+    if r.ep_kept_mass is not None:
+        row["kept_mass"] = r.ep_kept_mass
     if cycles:
         row.update(modelled_speedup(model, ex, steps, rec, cycle_windows=cycle_windows))
     row["seconds"] = round(time.time() - t0, 1)
@@ -366,11 +368,12 @@ def ep_markdown(res: dict) -> str:
                      f"{r['fd_pca']:.3f} | {r['speedup']:.3f}x |")
     if res.get("controls"):
         lines += ["", "Control, exact top-k (the float logits' k largest keys per row, no "
-                  "prediction error):", "", "| k | intra sparsity | PSNR (dB) | loss vs "
-                  "FFN-Reuse (dB) | classifier acc. |", "|---|---|---|---|---|"]
-        lines += [f"| {r['k']:g} | {r['intra_sparsity']:.3f} | {_f(r['psnr'])} | "
-                  f"{r['loss_vs_ffn_reuse']:.2f} | {100 * r['accuracy']:.1f} % |"
-                  for r in res["controls"]]
+                  "prediction error; kept mass: the share of the softmax mass the kept keys "
+                  "hold):", "", "| k | intra sparsity | kept mass | PSNR (dB) | loss vs "
+                  "FFN-Reuse (dB) | classifier acc. |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['k']:g} | {r['intra_sparsity']:.3f} | {r.get('kept_mass', 0):.3f} | "
+                  f"{_f(r['psnr'])} | {r['loss_vs_ffn_reuse']:.2f} | "
+                  f"{100 * r['accuracy']:.1f} % |" for r in res["controls"]]
     g = res.get("goal")
     lines += ["", f"Goal (EP loss <= {PAPER['ep_loss_db']:g} dB): " + (
         "no EP row meets it." if g is None else
