@@ -60,7 +60,9 @@ def cmd_sim_block(args) -> int:
     if meta.get("light"):
         raise ExionError(f"--trace {args.trace!r} is a --light trace (masks only); the "
                          f"block replay needs its FC1 inputs")
-    model = DiT(load_weights(args.weights)[0] if args.weights else load_weights()[0])
+    # the trace names its model (digits16 / digits64); --weights overrides the shipped file
+    model = DiT(load_weights(args.weights)[0] if args.weights
+                else load_weights(model=meta.get("model", "digits16"))[0])
     case = block_case(model, meta, args.block, args.iter, args.sample, z=z)
     seed = seed_of(args)
     t0 = time.perf_counter()
@@ -128,6 +130,8 @@ def register(sub) -> None:
                    help="FFN-Reuse target sparsity (default: %(default)s)")
     g.add_argument("--k", type=float, default=0.5,
                    help="EP top-k ratio (default: %(default)s)")
+    g.add_argument("--model", default="digits16", choices=["digits16", "digits64"],
+                   help="the shipped DiT: digits16 (16 tokens, default) or digits64 (64 tokens)")
     g.add_argument("--rtl", action="store_true",
                    help="run every block's core segments on the Verilated DSC core")
     g.add_argument("--out", required=True, metavar="digit.png", help="PNG to write")
@@ -167,7 +171,7 @@ def cmd_generate(args) -> int:
     ex = Exion(ffn_reuse=True, n=args.n, s=args.s, ep=True, k=args.k, quant=True)
     from exion.workloads.dit import ddim_timesteps
     ddim_timesteps(args.steps)      # checks --steps
-    model = DiT(load_weights()[0])
+    model = DiT(load_weights(model=args.model)[0])
     per_it: dict = {}
     ffn_sp, ep_sp = [], []
     failures = []
