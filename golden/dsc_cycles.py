@@ -148,7 +148,7 @@ def row_body(cfg: Config, op: str, count: int, n: int, bus_bits: int) -> int:
     output buffer empties; earlier rows are out by then because a row comes in no faster,
     ``per_in >= per_word``), then ``per_word`` beats and the same 4 cycles of write
     response as GELU: ``count * per_in + w * (1 + per_word) + fixed + 5``; 1 if
-    ``count == 0``. Exact for rows that fit the unit (``n <= cfg.cfse_n_max``; the DSC
+    ``count == 0``. Exact for rows that fit the unit (``n <= cfg.dsc_row_max``; the DSC
     does not restream)."""
     if count == 0:
         return 1
