@@ -99,3 +99,75 @@ def test_past_the_sizes_bad_op_and_host(d64_runs, d64):
     t = TOY.dsc_ffnr_dims[0] + 1
     with pytest.raises(ExionError, match="cache"):
         build_program(TOY, [FfnrJob("tall", np.zeros((t, 4), np.int64), 0.5)])
+
+
+# ---- the row ops' cycle model: phase C stalls as a whole behind a multi-beat output ----
+
+def _row_jobs(cfg, shapes_ln, shapes_sm, seed):
+    """Layer-norm and softmax jobs of the given (rows, n) shapes, random Q.11 data."""
+    from exion.golden.cfse import layernorm_fx, softmax_fx
+    from exion.golden.dsc import prob_requant
+    from exion.sim.dsc_program import SoftmaxJob
+    rng = np.random.default_rng(seed)
+    print(f"row jobs: seed {seed}")
+    jobs = []
+    for rows, n in shapes_ln:
+        x = rng.integers(-5000, 5000, (rows, n))
+        jobs.append(LayerNormJob(f"ln{rows}x{n}", x, 2048, 0, 1,
+                                 layernorm_fx(x, np.full(n, 2048), np.zeros(n, np.int64))))
+    for rows, n in shapes_sm:
+        lg = rng.integers(-9000, 9000, (rows, n))
+        kp = rng.random((rows, n)) < 0.8
+        lg = np.where(kp, lg, -32768)
+        jobs.append(SoftmaxJob(f"sm{rows}x{n}", lg, kp,
+                               prob_requant(np.where(kp, softmax_fx(lg), 0), cfg)))
+    return jobs
+
+
+def _closed_form(cfg, d, bus):
+    """The row op's closed form before dsc-e16 (no phase-C stall): the mutation."""
+    ib = dcy.item_beats(cfg, bus)
+    fn = "softmax" if d["op"] == dcy.OPS["SOFTMAX"] else "layernorm"
+    per_in = ib["smx"] if fn == "softmax" else ib["word"]
+    w = -(-d["n"] // cfg.lanes)
+    return (dcy.overhead(bus) + d["count"] * per_in + w * (1 + ib["word"])
+            + dcy.fixed_cycles(fn) + 5)
+
+
+def test_row_ops_multibeat_cycles_pysim():
+    """Rows of 4 and 16 words on a 32-bit toy bus (2 beats per word) in Amaranth's simulator:
+    bit-exact, every descriptor's cycles == the model (golden.dsc_cycles.row_body's phase-C
+    simulation), and the closed form without the stall is off on some (mutation)."""
+    from exion.sim.dsc_pysim import pysim_dsc
+    jobs = _row_jobs(TOY, [(2, 16), (16, 64), (3, 6)], [(2, 64), (16, 64)], 5)
+    prog = build_program(TOY, jobs, bus_bits=32)
+    run = pysim_dsc(TOY, prog)
+    assert run["error"] == 0
+    for j, o in zip(jobs, read_results(TOY, prog, run["image"])):
+        np.testing.assert_array_equal(o, j.expect, err_msg=j.name)
+    durs = stage_durations(prog.descs, run["stages"], run["cycles"], 32)
+    for d, t in zip(prog.descs, durs):
+        assert t == dcy.descriptor_cycles(TOY, d, 32), d
+    assert any(t != _closed_form(TOY, d, 32) for d, t in zip(prog.descs, durs)
+               if d["op"] in (dcy.OPS["SOFTMAX"], dcy.OPS["LAYERNORM"]))
+
+
+@pytest.mark.long
+def test_row_ops_exion16_cycles():
+    """The exion16 DSC core (4 beats per operand word): layer norm and softmax of 1..64 rows
+    of 1..4 words, bit-exact and cycle-exact; the closed form is off on rows of >= 3 words."""
+    cfg = PRESETS["exion16"]
+    jobs = _row_jobs(cfg, [(1, 64), (2, 64), (4, 64), (16, 64), (16, 48), (16, 32), (40, 16)],
+                     [(16, 64), (64, 16)], 3)
+    progs = [build_program(cfg, [j]) for j in jobs]
+    out, _ = rtl_dsc(cfg, progs, run_name="dsc_rows")
+    off = 0
+    for j, p, r in zip(jobs, progs, out):
+        assert r["error"] == 0
+        np.testing.assert_array_equal(read_results(cfg, p, r["image"])[0], j.expect,
+                                      err_msg=j.name)
+        st = r["stages"] if r["stages"][0][0] == 0 else r["stages"][1:]
+        t = stage_durations(p.descs, st, r["cycles"], 64)[0]
+        assert t == dcy.descriptor_cycles(cfg, p.descs[0], 64), j.name
+        off += t != _closed_form(cfg, p.descs[0], 64)
+    assert off >= 3
