@@ -383,6 +383,24 @@ class Config:
                 min(self.epre_selector_count, units))
 
     @property
+    def dsc_row_max(self) -> int:
+        """Longest softmax / layer-norm row of the CFSE row units inside the DSC core (issue
+        16): the digits DiTs' ``max(width, tokens)`` = 64 (digits64's 64 keys, the width 64),
+        capped at ``cfse_n_max``. The standalone CFSE's ``cfse_n_max`` (``k_max``: 4608 on
+        exion16) would size the DSC's ring buffers for rows it never sees; a longer row runs
+        on the host (``sim.dsc_program.block_jobs``)."""
+        return min(64, self.cfse_n_max)
+
+    @property
+    def dsc_ffnr_dims(self) -> tuple:
+        """``(t_max, n_max)`` of the FFN-Reuse unit's H_d cache inside the DSC core (issue
+        16): the largest digits DiT's FFN, digits64's 64 tokens x 256 hidden units, n capped
+        at ``k_max`` (the standalone unit's 4 R x ``k_max`` is 64 x 4608 on exion16). Its Y_d
+        cache (unused by the DSC) is one word per row block and its histogram counts up to
+        ``t_max * n_max`` values; a larger H runs on the host (``sim.dsc_program.ffnr_fits``)."""
+        return (64, min(256, self.k_max))
+
+    @property
     def epre_unit_count(self) -> int:
         """EPRE dot-product units U (``epre_units``, default C)."""
         return self.cols if self.epre_units is None else self.epre_units
@@ -454,7 +472,8 @@ class Config:
                  "omem_addr_bits", "dpu_latency", "sdue_in_latency", "sdue_drain_latency",
                  "sdue_fixed_cycles", "cau_cols_per_cycle", "cau_merge_lanes", "cau_sort_banks",
                  "epre_pipe", "epre_sel_fixed", "epre_run_fixed", "epre_unit_count",
-                 "epre_lane_count", "epre_selector_count", "epre_shift_adds", "dsc_epre_dims"]
+                 "epre_lane_count", "epre_selector_count", "epre_shift_adds", "dsc_epre_dims",
+                 "dsc_row_max", "dsc_ffnr_dims"]
         d = {n: getattr(self, n) for n in names}
         d["k_cap"] = self.k_cap()      # a run with all merge_ways; k_cap(m) for fewer
         return d

@@ -42,7 +42,7 @@ import math
 from exion.config import CAU_COLS_PER_CYCLE, Config, index_bits
 from exion.errors import ExionError
 
-from .cfse_cycles import fixed_cycles
+from .cfse_cycles import fixed_cycles, phase_latencies
 from .cycles import epre_run_cycles, sdue_cycles
 from .ffn_reuse import num_bins
 from .ffnr_cycles import DEFAULT_P, HIST_LATENCY, SEARCH_FIXED
@@ -142,21 +142,76 @@ def row_body(cfg: Config, op: str, count: int, n: int, bus_bits: int) -> int:
     norm) in, as many operand words (``per_word`` beats) out.
 
     As :func:`gelu_body`, the last word enters the unit ``count * per_in + 1`` cycles into
-    the body. The unit passes its last row in three phases (``docs/cfse.md``): its last
-    output leaves ``w + fixed + 1 + (w - 1) * per_word`` cycles after the last input (the
-    last row's C pass runs at one word per ``per_word`` cycles, the rate at which the
-    output buffer empties; earlier rows are out by then because a row comes in no faster,
-    ``per_in >= per_word``), then ``per_word`` beats and the same 4 cycles of write
-    response as GELU: ``count * per_in + w * (1 + per_word) + fixed + 5``; 1 if
-    ``count == 0``. Exact for rows that fit the unit (``n <= cfg.cfse_n_max``; the DSC
-    does not restream)."""
+    the body. Without back-pressure the unit passes its last row in three phases
+    (``docs/cfse.md``) and its last output leaves ``w + fixed + 1 + (w - 1) * per_word``
+    cycles after the last input (the last row's C pass at one word per ``per_word`` cycles,
+    the rate at which the output buffer empties), then ``per_word`` beats and the same 4
+    cycles of write response as GELU: ``count * per_in + w * (1 + per_word) + fixed + 5``.
+    That closed form misses one effect (exion16, found by its first run): phase C's
+    pipeline (``pc`` stages from the issue to the output register) stalls as a whole
+    while the output buffer is full, so the gaps between rows inside it are not squeezed
+    out; with several beats per word and rows of >= 3 words the last row leaves up to
+    ``(w - 2) * 6`` cycles later. :func:`_row_c_pass` simulates phase C and the output
+    buffer per cycle (rows offered every ``w * per_in`` cycles, B never stalls) and the
+    closed form of a single row without back-pressure fixes its offset. 1 if ``count ==
+    0``. Exact for rows that fit the unit (``n <= cfg.dsc_row_max``; the DSC does not
+    restream)."""
     if count == 0:
         return 1
     ib = item_beats(cfg, bus_bits)
     fn = {"SOFTMAX": "softmax", "LAYERNORM": "layernorm"}[op]
     per_in = ib["smx"] if fn == "softmax" else ib["word"]
     w = -(-int(n) // cfg.lanes)
-    return count * per_in + w * (1 + ib["word"]) + fixed_cycles(fn) + 5
+    depth = phase_latencies(fn)["pc"]
+    one_row = w * per_in + 2 * w + fixed_cycles(fn) + 5      # closed form: w words, per_word 1
+    offset = one_row - _row_c_pass(w, w, per_in, 1, depth)
+    return _row_c_pass(int(count), w, per_in, ib["word"], depth) + offset
+
+
+def _row_c_pass(count: int, w: int, per_in: int, per_word: int, depth: int) -> int:
+    """Cycle of the last output beat of a row op, up to a constant: row r's scalars reach
+    phase C at ``(r + 1) * w * per_in``; C pops a row (one cycle when idle, none between
+    queued rows) and issues a word per advance into a ``depth``-stage pipeline that
+    advances when its output register is empty or taken; the DSC's two-item output buffer
+    (``hw.dsc._out_stream``: ``ready`` = the second item free) sends ``per_word`` beats per
+    item, one a cycle."""
+    rows = -(-count // w)
+    pipe = [False] * depth
+    idle, nxt, word, c = True, 0, 0, 0
+    rvalid = qvalid = False
+    rbeat = written = 0
+    while True:
+        yv = pipe[-1]
+        take = yv and not qvalid
+        adv = take or not yv                   # output register empty or taken
+        last = rvalid and rbeat == per_word - 1
+        if last:
+            written += 1
+            if written == count:
+                return c
+        rbeat = rbeat + 1 if rvalid else rbeat
+        if not rvalid or last:
+            if qvalid or take:
+                rvalid, rbeat, qvalid = True, 0, False
+            else:
+                rvalid = False
+        elif take:
+            qvalid = True
+        if adv:
+            ready = nxt < rows and (nxt + 1) * w * per_in <= c
+            issue = not idle
+            if idle:
+                if ready:
+                    idle, nxt, word = False, nxt + 1, 0
+            elif word == w - 1:
+                if ready:
+                    nxt, word = nxt + 1, 0
+                else:
+                    idle = True
+            else:
+                word += 1
+            pipe = [issue] + pipe[:-1]
+        c += 1
 
 
 def ffnr_body(cfg: Config, d: dict, bus_bits: int) -> int:

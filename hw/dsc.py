@@ -56,6 +56,9 @@ each followed by L keep bits (``ceil(17 L / D)`` beats) through ``hw.cfse.Softma
 ``golden.dsc.prob_requant`` (keep 0 -> 0) to W-bit operand words; LAYERNORM reads Q.11
 words through ``hw.cfse.LayerNormUnit`` to Q.11 words; FFNR runs ``hw.ffnr.FFNR``'s DENSE on
 H (or H_d) words, then MASK (mask items out) or DELTA (H' words in, ``H' - H_d`` words out).
+The row units take rows of up to ``cfg.dsc_row_max`` and the FFN-Reuse unit an H of up to
+``cfg.dsc_ffnr_dims`` (:func:`dsc_ffnr_sizes`): the digits DiTs' sizes, not the standalone
+units' ``k_max`` (issue 16); the host keeps anything larger.
 
 Item formats (the host lays them out; ``D`` = bus bits): an operand word (L elements) is
 ``L`` 16-bit little-endian containers (each the sign-extended W-bit element) in
@@ -106,7 +109,8 @@ from .gemm import SparseGemm
 from .memif import dsc_control_signature, mem_master_signature
 
 __all__ = ["DscCore", "ERROR_FLAGS", "OPS", "GELU_FIELDS", "ROW_FIELDS", "FFNR_FIELDS",
-           "DESC_BYTES", "EPRE_RUN_LSB", "item_beats", "dsc_epre_sizes"]
+           "DESC_BYTES", "EPRE_RUN_LSB", "item_beats", "dsc_epre_sizes",
+           "dsc_ffnr_sizes"]
 
 #: error bit -> (name, meaning); the register map lists these.
 ERROR_FLAGS = {
@@ -140,6 +144,14 @@ FFNR_FIELDS = {"t": (192, 16), "n": (208, 16), "s_code": (224, 20), "sparse": (2
 
 DESC_BYTES = 32
 _MAX_REGIONS = 4
+
+
+def dsc_ffnr_sizes(cfg: Config) -> dict:
+    """The DSC's FFN-Reuse unit (``hw.ffnr.FFNR`` keyword sizes): its H_d cache
+    ``cfg.dsc_ffnr_dims``, a one-word-per-row-block Y_d cache (the DSC keeps Y_d in host
+    memory) and a histogram counting at most one cache of values."""
+    t_max, n_max = cfg.dsc_ffnr_dims
+    return {"t_max": t_max, "n_max": n_max, "d_max": 1, "hist_max": t_max * n_max}
 
 
 def dsc_epre_sizes(cfg: Config) -> EpreSizes:
@@ -588,8 +600,8 @@ class DscCore(wiring.Component):
         two-item output buffer (:meth:`_out_stream`) that the write side sends beat by
         beat (one word per ``word`` beats)."""
         cfg, L, W = self.cfg, self.cfg.lanes, self.cfg.width
-        s.sm = sm = SoftmaxUnit(cfg)
-        s.ln = ln = LayerNormUnit(cfg)
+        s.sm = sm = SoftmaxUnit(cfg, n_max=cfg.dsc_row_max)
+        s.ln = ln = LayerNormUnit(cfg, n_max=cfg.dsc_row_max)
         m.submodules.softmax = sm
         m.submodules.layernorm = ln
         s.rf = {k: s.desc[lsb:lsb + bits] for k, (lsb, bits) in ROW_FIELDS.items()}
@@ -715,7 +727,7 @@ class DscCore(wiring.Component):
         item format) or delta beats (``H' - H_d`` where the mask is set, W+1 bits in 16-bit
         containers) to the output buffer."""
         cfg, L, W = self.cfg, self.cfg.lanes, self.cfg.width
-        s.ff = ff = FFNR(cfg)
+        s.ff = ff = FFNR(cfg, **dsc_ffnr_sizes(cfg))
         m.submodules.ffnr = ff
         s.ffr = {k: s.desc[lsb:lsb + bits] for k, (lsb, bits) in FFNR_FIELDS.items()}
         s.aux = s.desc[128:160]

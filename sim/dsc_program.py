@@ -312,7 +312,7 @@ def block_jobs(cfg: Config, rec: dict, sample: int = 0) -> list:
     GEMMs of ``rec["gemms"]`` with the softmax before P.V, LN2 before FC1 and the GELU +
     requant after FC1, followed by the FFN-Reuse unit (the mask of a dense iteration, the
     FC2 delta input of a sparse one). A layer norm / softmax whose rows exceed the CFSE
-    buffer (``cfg.cfse_n_max``) or an H larger than the FFN-Reuse unit's cache
+    row units (``cfg.dsc_row_max``) or an H larger than the FFN-Reuse unit's cache
     (:func:`ffnr_fits`) stays on the host (golden), as before these ops existed."""
     jobs = jobs_from_record(cfg, rec, sample)
 
@@ -320,7 +320,7 @@ def block_jobs(cfg: Config, rec: dict, sample: int = 0) -> list:
         return next((i + int(after) for i, j in enumerate(jobs) if pred(j.name)), len(jobs))
 
     def row_fits(name, key):
-        return np.shape(rec[name][key])[-1] <= cfg.cfse_n_max
+        return np.shape(rec[name][key])[-1] <= cfg.dsc_row_max
     if "attn" in rec and row_fits("attn", "logits"):
         jobs.insert(at(lambda n: n.startswith("pv")), softmax_job_from_record(cfg, rec, sample))
     if "ln2" in rec and row_fits("ln2", "x"):
@@ -339,11 +339,10 @@ def block_jobs(cfg: Config, rec: dict, sample: int = 0) -> list:
 
 
 def ffnr_fits(cfg: Config, shape) -> bool:
-    """Whether an H of ``shape`` (T, N) fits the DSC's FFN-Reuse unit (``hw.ffnr``'s default
-    cache: ``t_max`` tokens x ``n_max`` hidden units; the DSC does not tile)."""
-    from exion.hw.ffnr import FfnrSizes
-    sz = FfnrSizes(cfg)
-    return shape[0] <= sz.t_max and shape[1] <= sz.n_max
+    """Whether an H of ``shape`` (T, N) fits the DSC's FFN-Reuse unit (its H_d cache:
+    ``cfg.dsc_ffnr_dims`` = ``t_max`` tokens x ``n_max`` hidden units; the DSC does not tile)."""
+    t_max, n_max = cfg.dsc_ffnr_dims
+    return shape[0] <= t_max and shape[1] <= n_max
 
 
 def jobs_from_record(cfg: Config, rec: dict, sample: int = 0) -> list[GemmJob]:
@@ -535,9 +534,9 @@ def _row_descs(cfg: Config, job, descs: list, data: _Image, ib: dict, bb: int) -
         raise ExionError(f"{'softmax' if sm else 'layer norm'} job {job.name}: expected "
                          f"(rows, n) values, got shape {x.shape}")
     R, n = x.shape
-    if n > cfg.cfse_n_max:
-        raise ExionError(f"job {job.name}: rows of {n} values exceed the CFSE buffer "
-                         f"(cfse_n_max = {cfg.cfse_n_max}); the DSC does not restream")
+    if n > cfg.dsc_row_max:
+        raise ExionError(f"job {job.name}: rows of {n} values exceed the DSC's CFSE row units "
+                         f"(dsc_row_max = {cfg.dsc_row_max}); the DSC does not restream")
     if x.size and (x.min() < FX_MIN or x.max() > FX_MAX):
         raise ExionError(f"job {job.name}: values must be 16-bit Q.11")
     L = cfg.lanes

@@ -392,8 +392,8 @@ def test_row_descriptor_roundtrip_and_records(model):
     bad["ln2"]["out"][0, 0, 0] += 1
     with pytest.raises(ExionError, match="recorded output"):
         layernorm_job_from_record(TOY, bad, "ln2")
-    n = TOY.cfse_n_max + 1
-    with pytest.raises(ExionError, match="cfse_n_max"):
+    n = TOY.dsc_row_max + 1
+    with pytest.raises(ExionError, match="dsc_row_max"):
         build_program(TOY, [SoftmaxJob("long", np.zeros((1, n), np.int64),
                                        np.ones((1, n), bool))])
 
@@ -498,7 +498,8 @@ def test_ffnr_jobs_in_block(model):
         bad["ffn"]["reuse"]["control"] = "random"
         assert ffnr_job_from_record(TOY, bad) is None
     with pytest.raises(ExionError, match="cache"):
-        build_program(TOY, [FfnrJob("big", np.zeros((4 * TOY.rows + 1, 4), np.int64), 0.5)])
+        build_program(TOY, [FfnrJob("big", np.zeros((TOY.dsc_ffnr_dims[0] + 1, 4), np.int64),
+                                    0.5)])
     # rows longer than the CFSE buffer / H larger than the unit's cache stay on the host
     small = TOY.replace(name="toy_k8", k_max=8)
     names = [j.name for j in block_jobs(small, rec)]

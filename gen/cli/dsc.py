@@ -24,7 +24,9 @@ def register_sim(ssub) -> None:
                     "prints cycles per stage next to the cycle model (golden/dsc_cycles.py), "
                     "the sparsities used, and PASS or FAIL (exit 1). EP runs on the host "
                     "(golden) only when the block exceeds the DSC's EPRE "
-                    "(config dsc_epre_dims; docs/dsc.md).")
+                    "(config dsc_epre_dims), LN / softmax only for rows longer than "
+                    "dsc_row_max, FFN-Reuse only for an H larger than dsc_ffnr_dims "
+                    "(docs/dsc.md).")
     add_config(b)
     b.add_argument("--trace", required=True, metavar="T.npz",
                    help="an `exion trace` file (INT12, any --iterations)")
