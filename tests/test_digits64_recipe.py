@@ -12,7 +12,7 @@ import pytest
 
 from exion.workloads.common import MODELS, ema_decay, ema_init_weight, load_digits_images
 from exion.workloads.dit import DiT
-from exion.workloads.weights import WEIGHTS, load_weights
+from exion.workloads.weights import load_weights
 
 #: Largest weight the exported EMA may keep on the initial parameters [choice]: digits16's
 #: 4000-step recipe (1.8 %) passes; a digits16 EMA mixed with 13.5 % of its initial weights
@@ -120,8 +120,6 @@ def test_shipped_model_denoises_training_images(model):
     """At t = 300 the predicted x0 of 64 training digits is much closer to the digits than
     the noisy input. Measured ratios (docs/fidelity.md section 1): digits16 0.078; its EMA
     mixed with 13.5 % / 50 % of the initial weights 0.112 / 0.273 (the latter fails)."""
-    if not WEIGHTS[model][0].is_file():
-        pytest.skip(f"{WEIGHTS[model][0].name} not shipped")
     from exion.workloads.common import alpha_bars
     m = DiT(load_weights(model=model)[0])
     x0, y = (v[:64] for v in load_digits_images())
