@@ -41,10 +41,22 @@ def test_descriptor_roundtrip():
 
 
 def _check_run(cfg, prog, run, jobs):
+    """Every job's output bit-equal to its expectation, no error flag; the outputs."""
     outs = read_results(cfg, prog, run["image"])
     for j, o in zip(jobs, outs):
         np.testing.assert_array_equal(o, j.expect, err_msg=j.name)
     assert run["error"] == 0
+    return outs
+
+
+def _check_cycles(prog, run, bus=64):
+    """Every descriptor's RTL cycles equal to the model's, and the program's total; the
+    per-descriptor durations (for the mutation checks)."""
+    durs = stage_durations(prog.descs, run["stages"], run["cycles"], bus)
+    for d, t in zip(prog.descs, durs):
+        assert t == dcy.descriptor_cycles(TOY, d, bus), d
+    assert dcy.program_cycles(TOY, prog.descs, bus)["total"] == run["cycles"]
+    return durs
 
 
 def _small_jobs(model):
@@ -189,10 +201,7 @@ def test_gelu_op_bit_exact_and_cycles(gelu_runs):
     ffn = gelu_runs["ffn"]
     h = np.where(ffn["mask"][0], outs[2], ffn["h_d"][0])
     np.testing.assert_array_equal(h, ffn["h"][0])
-    durs = stage_durations(prog.descs, run["stages"], run["cycles"], 64)
-    for d, t in zip(prog.descs, durs):
-        assert t == dcy.descriptor_cycles(TOY, d, 64), d
-    assert dcy.program_cycles(TOY, prog.descs, 64)["total"] == run["cycles"]
+    durs = _check_cycles(prog, run)
     # mutation: a model that forgets the output buffer's cycle must not match
     g = [(d, t) for d, t in zip(prog.descs, durs) if d["op"] == dcy.OPS["GELU"]]
     assert all(dcy.overhead(64) + dcy.gelu_body(TOY, d["count"], 64) - 1 != t for d, t in g)
@@ -333,10 +342,7 @@ def row_runs(model):
 
 def test_row_ops_bit_exact_and_cycles(row_runs):
     jobs, prog, run = row_runs["jobs"], row_runs["progs"][0], row_runs["runs"][0]
-    assert run["error"] == 0
-    outs = read_results(TOY, prog, run["image"])
-    for j, o in zip(jobs, outs):
-        np.testing.assert_array_equal(o, j.expect, err_msg=j.name)
+    outs = _check_run(TOY, prog, run, jobs)
     # the real block: the core's probabilities and LN outputs are the recorded ones
     rec = row_runs["case"].rec
     byname = {j.name: o for j, o in zip(jobs, outs)}
@@ -345,10 +351,7 @@ def test_row_ops_bit_exact_and_cycles(row_runs):
     np.testing.assert_array_equal(byname["ln2"], rec["ln2"]["out"][0])
     # the kept FX_MIN entry of the directed softmax has a non-zero probability
     assert byname["sm_directed"][3, 1] > 0 and byname["sm_directed"][0].sum() == 0
-    durs = stage_durations(prog.descs, run["stages"], run["cycles"], 64)
-    for d, t in zip(prog.descs, durs):
-        assert t == dcy.descriptor_cycles(TOY, d, 64), d
-    assert dcy.program_cycles(TOY, prog.descs, 64)["total"] == run["cycles"]
+    durs = _check_cycles(prog, run)
     # mutation: a model that lets the output buffer take a word every cycle regardless of
     # its beats, or forgets the unit's third pass, must not match
     ovh = dcy.overhead(64)
@@ -361,9 +364,7 @@ def test_row_ops_bit_exact_and_cycles(row_runs):
 
 def test_row_ops_stalls_and_mutations(row_runs):
     progs, out = row_runs["progs"], row_runs["runs"]
-    assert out[1]["error"] == 0
-    for j, o in zip(row_runs["small"], read_results(TOY, progs[1], out[1]["image"])):
-        np.testing.assert_array_equal(o, j.expect, err_msg=j.name)
+    _check_run(TOY, progs[1], out[1], row_runs["small"])
     assert not np.array_equal(read_results(TOY, progs[2], out[2]["image"])[0],
                               row_runs["wide"].expect)
     assert not np.array_equal(read_results(TOY, progs[3], out[3]["image"])[0],
@@ -449,14 +450,8 @@ def ffnr_runs(model):
 
 def test_ffnr_op_bit_exact_and_cycles(ffnr_runs):
     jobs, prog, run = ffnr_runs["jobs"], ffnr_runs["progs"][0], ffnr_runs["runs"][0]
-    assert run["error"] == 0
-    outs = read_results(TOY, prog, run["image"])
-    for j, o in zip(jobs, outs):
-        np.testing.assert_array_equal(o, j.expect, err_msg=j.name)
-    durs = stage_durations(prog.descs, run["stages"], run["cycles"], 64)
-    for d, t in zip(prog.descs, durs):
-        assert t == dcy.descriptor_cycles(TOY, d, 64), d
-    assert dcy.program_cycles(TOY, prog.descs, 64)["total"] == run["cycles"]
+    _check_run(TOY, prog, run, jobs)
+    durs = _check_cycles(prog, run)
     # mutation: a model that forgets the threshold search's pass over the bins
     from exion.golden.ffn_reuse import num_bins
     nb = num_bins(1 << (TOY.width - 1))
@@ -467,9 +462,7 @@ def test_ffnr_op_bit_exact_and_cycles(ffnr_runs):
 
 def test_ffnr_op_stalls_and_mutations(ffnr_runs):
     progs, out = ffnr_runs["progs"], ffnr_runs["runs"]
-    assert out[1]["error"] == 0
-    for j, o in zip(ffnr_runs["small"], read_results(TOY, progs[1], out[1]["image"])):
-        np.testing.assert_array_equal(o, j.expect, err_msg=j.name)
+    _check_run(TOY, progs[1], out[1], ffnr_runs["small"])
     assert not np.array_equal(read_results(TOY, progs[2], out[2]["image"])[0],
                               ffnr_runs["jobs"][3].expect)
     assert out[3]["error"] == 1 << 2
@@ -628,20 +621,14 @@ def epre_runs(model):
 
 def test_epre_op_bit_exact_and_cycles(epre_runs):
     jobs, prog, run = epre_runs["jobs"], epre_runs["progs"][0], epre_runs["runs"][0]
-    assert run["error"] == 0
-    outs = read_results(TOY, prog, run["image"])
-    for j, o in zip(jobs, outs):
-        np.testing.assert_array_equal(o, j.expect, err_msg=j.name)
+    outs = _check_run(TOY, prog, run, jobs)
     # the real block: the core's masks are the recorded EP masks; the needed rows follow
     ep = epre_runs["case"].rec["epre"]
     real = outs[-2]
     np.testing.assert_array_equal(real[..., :-1], ep["keep"][0])
     np.testing.assert_array_equal(real[..., -1], ep["dominant"][0])
     np.testing.assert_array_equal(real[..., :-1].any(axis=1), ep["v_need"][0])
-    durs = stage_durations(prog.descs, run["stages"], run["cycles"], 64)
-    for d, t in zip(prog.descs, durs):
-        assert t == dcy.descriptor_cycles(TOY, d, 64), d
-    assert dcy.program_cycles(TOY, prog.descs, 64)["total"] == run["cycles"]
+    durs = _check_cycles(prog, run)
     # mutation: a model that forgets the selector's per-row cost must not match
     for d, t in zip(prog.descs, durs):
         if d["op"] == dcy.OPS["EPRE"]:
@@ -650,9 +637,7 @@ def test_epre_op_bit_exact_and_cycles(epre_runs):
 
 def test_epre_op_stalls_and_mutation(epre_runs):
     progs, out = epre_runs["progs"], epre_runs["runs"]
-    assert out[1]["error"] == 0
-    for j, o in zip(epre_runs["small"], read_results(TOY, progs[1], out[1]["image"])):
-        np.testing.assert_array_equal(o, j.expect, err_msg=j.name)
+    _check_run(TOY, progs[1], out[1], epre_runs["small"])
     assert not np.array_equal(read_results(TOY, progs[2], out[2]["image"])[0],
                               epre_runs["jobs"][0].expect)
 
