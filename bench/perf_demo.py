@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from exion.paths import write_json
+
 _GEN = r"""
 import json, sys, time, resource
 from amaranth.back import verilog
@@ -94,9 +96,7 @@ def main(argv=None) -> int:
                       f"gen + build {wall:.1f} s wall {cpu:.1f} s CPU", flush=True)
     report = {"config": args.config, "top": args.top, "load_avg": os.getloadavg(),
               "rows": rows}
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = write_json(args.json, report)
     print(f"load average {os.getloadavg()[0]:.1f}; wrote {out}")
     return 0
 
