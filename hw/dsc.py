@@ -574,15 +574,13 @@ class DscCore(wiring.Component):
         word is written and acknowledged."""
         mem, BB, D, ib = self.mem, s.BB, s.D, s.ib
         with m.State("GELU_RUN"):
-            m.d.comb += [s.loading.eq(1), s.gelu.inp.valid.eq(s.pending),
-                         s.sink_ready.eq(s.gelu.inp.ready), mem.wr_data.valid.eq(s.gvalid)]
+            self._feed(m, s, s.gelu.inp)
+            m.d.comb += mem.wr_data.valid.eq(s.gvalid)
             with m.Switch(s.gbeat):
                 for i in range(ib["word"]):
                     with m.Case(i):
                         m.d.comb += mem.wr_data.payload.data.eq(
                             s.gbuf[i * D:(i + 1) * D])
-            with m.If((s.items_out + s.consume) == s.count):
-                m.d.sync += s.rd_go.eq(0)
             with m.If(mem.wr_data.valid & mem.wr_data.ready):
                 m.d.sync += [s.d_left.eq(s.d_left - 1), s.d_addr.eq(s.d_addr + BB),
                              s.d_burst.eq(s.cur_burst - 1), s.gbeat.eq(s.gbeat + 1)]
@@ -591,6 +589,15 @@ class DscCore(wiring.Component):
             with m.If((s.sa == s.count) & (s.wr_left == 0) & (s.outstanding == 0)):
                 m.d.sync += [s.wr_go.eq(0), s.rd_go.eq(0)]
                 m.next = "FETCH"
+
+    def _feed(self, m, s, stream, gate=1):
+        """The assembled items into a unit's input ``stream`` (valid / ready, gated by
+        ``gate``): the sink takes an item when the unit does, and the read engine stops
+        after the descriptor's last item."""
+        m.d.comb += [s.loading.eq(1), stream.valid.eq(s.pending & gate),
+                     s.sink_ready.eq(stream.ready & gate)]
+        with m.If((s.items_out + s.consume) == s.count):
+            m.d.sync += s.rd_go.eq(0)
 
     def _rowops(self, m, s):
         """The CFSE's softmax and layer-norm units behind the DMA. Their input is the
@@ -705,17 +712,14 @@ class DscCore(wiring.Component):
         L = self.cfg.lanes
         sm, ln, kf = s.sm, s.ln, s.kf
         with m.State("ROW_RUN"):
-            m.d.comb += s.loading.eq(1)
             with m.If(s.is_sm):
-                m.d.comb += [sm.x.valid.eq(s.pending & kf.w_rdy),
-                             s.sink_ready.eq(sm.x.ready & kf.w_rdy), kf.w_en.eq(s.consume)]
+                self._feed(m, s, sm.x, gate=kf.w_rdy)
+                m.d.comb += kf.w_en.eq(s.consume)
             with m.Else():
-                m.d.comb += [ln.x.valid.eq(s.pending), s.sink_ready.eq(ln.x.ready)]
+                self._feed(m, s, ln.x)
                 with m.If(s.gi * L < s.rf["n"]):
                     m.d.comb += ln.gb.valid.eq(1)
                     m.d.sync += s.gi.eq(s.gi + 1)
-            with m.If((s.items_out + s.consume) == s.count):
-                m.d.sync += s.rd_go.eq(0)
             yv = Mux(s.is_sm, sm.y.valid, ln.y.valid)
             rready, take = self._out_stream(m, s, yv, Mux(s.is_sm, s.sm_word, s.ln_word))
             m.d.comb += [sm.y.ready.eq(rready & s.is_sm), ln.y.ready.eq(rready & ~s.is_sm),
@@ -778,19 +782,13 @@ class DscCore(wiring.Component):
                         self._load_items(m, s, s.count * ib["word"], s.aux)
                     m.next = "FF_OUT"
         with m.State("FF_IN"):
-            m.d.comb += [s.loading.eq(1), ff.h.valid.eq(s.pending),
-                         s.sink_ready.eq(ff.h.ready)]
-            with m.If((s.items_out + s.consume) == s.count):
-                m.d.sync += s.rd_go.eq(0)
+            self._feed(m, s, ff.h)
             with m.If((s.items_out == s.count) & ~ff.busy):
                 m.d.sync += s.ffph.eq(1)
                 m.next = "FF_CMD"
         with m.State("FF_OUT"):
             with m.If(sparse):
-                m.d.comb += [s.loading.eq(1), ff.h.valid.eq(s.pending),
-                             s.sink_ready.eq(ff.h.ready)]
-                with m.If((s.items_out + s.consume) == s.count):
-                    m.d.sync += s.rd_go.eq(0)
+                self._feed(m, s, ff.h)
             yv = Mux(sparse, ff.delta.valid, ff.mask.valid)
             rready, _ = self._out_stream(m, s, yv, Mux(sparse, s.ff_delta, s.ff_mask))
             m.d.comb += [ff.delta.ready.eq(rready & sparse), ff.mask.ready.eq(rready & ~sparse)]
