@@ -107,9 +107,12 @@ class EpreSizes:
         self.dw_max = math.ceil(d_max / L)            # stage-1 words per row
         self.hw_max = math.ceil(dh_max / L)           # stage-2 words per row
         self.entries = n_max // 2 + 1                 # selector network
-        self.x_depth = self.g_max * self.dw_max       # per X bank
-        self.w_depth = 2 * dh_max * self.dw_max       # Wq^T then Wk^T
-        self.h_depth = self.g_max * self.hw_max       # per Qh / Kh bank
+        # A one-word memory has a zero-width address, which Verilator flags (ASCRANGE) in the
+        # emitted Verilog: such banks (units = n_max and a row of <= L elements, e.g. the DSC's
+        # EPRE on exion16) get one spare word.
+        self.x_depth = max(2, self.g_max * self.dw_max)   # per X bank
+        self.w_depth = 2 * dh_max * self.dw_max           # Wq^T then Wk^T
+        self.h_depth = max(2, self.g_max * self.hw_max)   # per Qh / Kh bank
 
     def as_dict(self) -> dict:
         return {k: getattr(self, k) for k in ("units", "lanes", "selectors", "rounds",

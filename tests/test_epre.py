@@ -313,3 +313,30 @@ def test_epre_selectors_cut_selection_cycles():
     assert sixteen == 16 * (256 + 2) + 256
     five = epre_phase_cycles(cfg, 20, 7, 8, 4, units=8, selectors=3)["select"]
     assert five == (2 * 3 + 2) * (2 * 7 + EPRE_SEL_FIXED - 1) + 20   # groups 8, 8, 4 rows
+
+
+# ---- one-word banks (the DSC's EPRE on exion16: units = n_max, d_head <= lanes) ----------
+def test_epre_one_row_group_is_exact_and_lint_clean(tmp_path):
+    """units = n_max and a head of at most one word give one row group of one word per Qh/Kh
+    bank; a one-word memory would have a zero-width address (Verilator ASCRANGE). The banks
+    keep a spare word: the Verilog lints clean and the run stays bit-exact with golden."""
+    from amaranth.back import verilog
+
+    from exion.gen.verilog import _port_signals, lint, lint_waivers
+    cfg = PRESETS["toy"].replace(epre_units=6, epre_selectors=6)
+    L = cfg.epre_lane_count
+    kw = dict(units=6, n_max=6, d_max=L, dh_max=L)
+    dut = EPRE(cfg, **kw)
+    assert dut.sizes.g_max == 1 and dut.sizes.hw_max == 1 and dut.sizes.dw_max == 1
+    rng = np.random.default_rng(5)
+    x, wq, wk = (rng.integers(cfg.wmin, cfg.wmax + 1, size=s) for s in ((6, L), (L, L), (L, L)))
+    sizes = sizes_of(dut)
+    jobs = [prepare(cfg, sizes, name="one-group", x=x, wq=wq, wk=wk, k=0.5, q_th_int=100)]
+    for job, raw in zip(jobs, amaranth_predict(cfg, dut, jobs)):
+        check_run(to_run(cfg, sizes, job, raw))
+    path = tmp_path / "exion_epre.v"
+    top = EPRE(cfg, **kw)
+    ports = [p[2] for p in _port_signals(top)]
+    text = verilog.convert(top, name="exion_epre", ports=ports, emit_src=False)
+    path.write_text(lint_waivers() + text)
+    assert lint(path, "exion_epre") == []
