@@ -141,16 +141,20 @@ def _check_trace(z, meta, case: BlockCase) -> None:
 
 
 def run_block(cfg: Config, case: BlockCase, *, stall: float = 0.0, seed: int | None = None,
-              waves: bool = False, progress=None) -> dict:
+              waves: bool = False, progress=None, session=None) -> dict:
     """Every core segment of ``case`` the DSC runs (LN, EP on the EPRE, its GEMMs, softmax,
-    GELU + requant, FFN-Reuse unit: ``sim.dsc_program.block_jobs``) through the Verilated DSC (one program, one run):
+    GELU + requant, FFN-Reuse unit: ``sim.dsc_program.block_jobs``) through the Verilated DSC (one program, one run;
+    on ``session``'s simulator if given):
     bit-exact check against golden.dsc, cycles per job and descriptor vs the model."""
     from .dsc_program import block_jobs, build_program, read_results, stage_durations
     from .dsc_rtl import rtl_dsc
     jobs = block_jobs(cfg, case.rec, 0)
     prog = build_program(cfg, jobs)
-    runs, report = rtl_dsc(cfg, [prog], stall=stall, seed=seed, waves=waves,
-                           progress=progress)
+    if session is not None:      # a DscSession: one simulator for many block iterations
+        runs, report = session.run([prog]), {}
+    else:
+        runs, report = rtl_dsc(cfg, [prog], stall=stall, seed=seed, waves=waves,
+                               progress=progress)
     run = runs[0]
     outs = read_results(cfg, prog, run["image"])
     bad = [j.name for j, o in zip(jobs, outs) if not np.array_equal(o, j.expect)]

@@ -717,7 +717,11 @@ def read_results(cfg: Config, prog: DscProgram, image: np.ndarray) -> list[np.nd
 def stage_durations(descs: list, stages: list, total: int, bus_bits: int) -> list[int]:
     """Per-descriptor cycles from the bench's ``(stage, cycles)`` change records: a
     descriptor's stage shows from its first fetched beat, ``overhead - 1 - desc_beats + 2``
-    = 3 cycles after it starts (the first record is the reset value 0, taken as cycle 3)."""
+    = 3 cycles after it starts (the first record is the reset value 0, taken as cycle 3).
+    ``stage`` keeps its value between runs: a run after another first shows the previous
+    run's last stage, and its change to descriptor 0 is that same start (dropped here)."""
+    if len(stages) > 1 and stages[0][0] != 0 and stages[1][0] == 0:
+        stages = stages[1:]
     t = [3] + [c for _, c in stages[1:]] + [total + 3]
     if len(t) != len(descs) + 1:
         raise ExionError(f"stage records ({len(stages)}) do not match the program "

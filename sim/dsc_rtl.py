@@ -11,6 +11,7 @@ byte array), and comes back the same way after the run.
 from __future__ import annotations
 
 from exion.config import Config
+from exion.errors import ExionError
 
 from .dsc_program import DscProgram
 from .runner import rtl_build, run_bench_pickled
@@ -20,14 +21,129 @@ __all__ = ["rtl_dsc"]
 
 def rtl_dsc(cfg: Config, programs: list[DscProgram], *, stall: float | list = 0.0,
             seed: int | None = None, waves: bool = False, run_name: str = "dsc",
-            progress=None) -> tuple[list[dict], dict]:
+            progress=None, memory: str = "auto") -> tuple[list[dict], dict]:
     """Run each program (one ``start`` each) on the ``dsc_core`` top; ``stall``: the
     probability of a memory-side stall per handshake signal and cycle (one value, or one per
     program). Returns per run
-    ``{"image", "cycles", "passes", "error", "stages"}`` and the bench report."""
-    build = rtl_build(cfg, "dsc_core", waves=waves, progress=progress)
+    ``{"image", "cycles", "passes", "error", "stages"}`` and the bench report.
+
+    ``memory``: ``"python"`` serves the memory port from the bench every cycle (random
+    stalls need it); ``"verilog"`` uses the simulation-only memory model of
+    :mod:`exion.sim.dsc_harness` (same timing, no per-cycle Python; Verilator, no stalls);
+    ``"auto"`` (default) picks ``"verilog"`` when it can."""
+    from .dsc_harness import fits, harness
+    from .runner import simulator
     stalls = list(stall) if isinstance(stall, (list, tuple)) else [stall] * len(programs)
+    if memory not in ("auto", "python", "verilog"):
+        raise ExionError(f"memory={memory!r}: expected auto, python or verilog")
+    can = (simulator() == "verilator" and not any(stalls)
+           and all(fits(p.image.size, p.bus_bits) for p in programs))
+    if memory == "verilog" and not can:
+        raise ExionError("the Verilog memory model needs Verilator, no stalls and an image "
+                         "that fits exion.sim.dsc_harness.WORDS")
+    fast = can and memory != "python"
+    hn = harness(programs[0].bus_bits) if fast else None
+    build = rtl_build(cfg, "dsc_core", waves=waves, progress=progress, harness=hn)
     runs = [{"image": p.image, "prog_base": p.prog_base, "stall": float(s)}
             for p, s in zip(programs, stalls)]
     return run_bench_pickled(build, "exion.sim.tb_dsc", runs, key="cases", seed=seed,
-                             run_name=run_name)
+                             run_name=run_name, params={"harness": fast})
+
+
+class DscSession:
+    """One simulator for many programs (``exion generate --rtl``: hundreds of block
+    iterations, each a program that depends on the host's work on the previous one).
+
+    The cocotb bench connects back to this process over a local socket
+    (:mod:`multiprocessing.connection`) and runs each list of programs it receives on the
+    Verilog memory model (:mod:`exion.sim.dsc_harness`), so the simulator starts once
+    instead of once per program::
+
+        with DscSession(cfg, bus_bits=64, seed=1) as sess:
+            runs = sess.run([prog])            # as rtl_dsc(cfg, [prog])[0]
+    """
+
+    def __init__(self, cfg: Config, *, bus_bits: int = 64, seed: int | None = None,
+                 waves: bool = False, progress=None):
+        self.cfg, self.bus_bits, self.seed = cfg, bus_bits, seed
+        self.waves, self.progress = waves, progress
+        self.conn = None
+        self.error: BaseException | None = None
+        self.report: dict | None = None
+        self.finished = False
+
+    def __enter__(self) -> DscSession:
+        import secrets
+        import tempfile
+        import threading
+        from multiprocessing.connection import Listener
+        from pathlib import Path
+
+        from .dsc_harness import harness
+        from .runner import run_bench
+        build = rtl_build(self.cfg, "dsc_core", waves=self.waves, progress=self.progress,
+                          harness=harness(self.bus_bits))
+        self._dir = tempfile.TemporaryDirectory(prefix="exion-dsc-")
+        self.address = str(Path(self._dir.name) / "sock")
+        self.key = secrets.token_hex(16)
+        self.listener = Listener(self.address, "AF_UNIX", authkey=self.key.encode())
+        params = {"harness": True, "serve": self.address, "authkey": self.key}
+
+        def serve():
+            try:
+                self.report = run_bench(build, "exion.sim.tb_dsc", seed=self.seed,
+                                        run_name="dsc-session", params=params)
+            except BaseException as e:      # re-raised in the caller's thread
+                self.error = e
+            finally:
+                self.finished = True
+                if self.conn is None:        # wake an accept() the bench never answered
+                    from multiprocessing.connection import Client
+                    try:
+                        Client(self.address, "AF_UNIX", authkey=self.key.encode()).close()
+                    except OSError:
+                        pass
+
+        self.thread = threading.Thread(target=serve, name="dsc-session", daemon=True)
+        self.thread.start()
+        conn = self.listener.accept()
+        if self.finished:
+            conn.close()
+            self.thread.join()
+            self._close()
+            self._raise()
+        self.conn = conn
+        return self
+
+    def _close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        self.listener.close()
+        self._dir.cleanup()
+
+    def _raise(self):
+        raise self.error if self.error else ExionError("the DSC simulator exited early")
+
+    def run(self, programs: list[DscProgram]) -> list[dict]:
+        """Each program once (as :func:`rtl_dsc` with no stalls); returns its runs."""
+        from .dsc_harness import fits
+        for p in programs:
+            if p.bus_bits != self.bus_bits or not fits(p.image.size, p.bus_bits):
+                raise ExionError(f"program does not fit the session (bus {p.bus_bits} bits, "
+                                 f"{p.image.size} bytes)")
+        self.conn.send([{"image": p.image, "prog_base": p.prog_base, "stall": 0.0}
+                        for p in programs])
+        while not self.conn.poll(0.5):
+            if self.finished:
+                self._raise()
+        return self.conn.recv()
+
+    def __exit__(self, *exc) -> None:
+        try:
+            if self.conn is not None and not self.finished:
+                self.conn.send(None)
+            self.thread.join()
+        finally:
+            self._close()
+        if self.error is not None and exc[0] is None:
+            raise self.error

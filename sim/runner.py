@@ -40,7 +40,7 @@ from exion.gen.toolchain import (fst_supported, icarus_version, require_icarus, 
                                   verilator_version)
 from exion.paths import build_root
 
-__all__ = ["RtlBuild", "rtl_build", "run_bench", "BenchFailure", "build_root", "waves_requested",
+__all__ = ["RtlBuild", "Harness", "rtl_build", "run_bench", "BenchFailure", "build_root", "waves_requested",
            "simulator", "SIMULATORS"]
 
 #: the simulators a bench runs on (``EXION_SIM``); the first is the default
@@ -107,11 +107,24 @@ def cxx_opt(level: str | None = None) -> str:
     return _setting(level, "EXION_CXX_OPT", CXX_OPTS, "C++ optimisation")
 
 
+@dataclass(frozen=True)
+class Harness:
+    """A simulation-only Verilog wrapper around a generated top (e.g. a memory model,
+    :mod:`exion.sim.dsc_harness`): it becomes the toplevel; ``ports`` are the ones cocotb
+    touches (made public to VPI)."""
+
+    module: str
+    text: str
+    ports: tuple[str, ...]
+
+
 def rtl_build(cfg: Config, top: str, *, waves: bool = False, progress=None,
-              sim: str | None = None, opt: str | None = None) -> RtlBuild:
+              sim: str | None = None, opt: str | None = None,
+              harness: Harness | None = None) -> RtlBuild:
     """Generate and build ``top`` for ``cfg`` on simulator ``sim`` (default
     :func:`simulator`) once; later calls reuse the build. ``opt``: the C++ optimisation of
-    a Verilator build (:func:`cxx_opt`)."""
+    a Verilator build (:func:`cxx_opt`). ``harness``: build the wrapper around ``top``
+    instead (Verilator only)."""
     from exion.gen.verilog import generate, sim_sources
 
     sim = simulator(sim)
@@ -130,13 +143,20 @@ def rtl_build(cfg: Config, top: str, *, waves: bool = False, progress=None,
         gen = generate(cfg, top, rtl_dir)
     with _locked(root / "locks" / f"gen-{cfg.name}-{cfg.hash}-{top}.lock"):
         srcs = sim_sources(gen.verilog, sim)  # + vendor-cell models; Icarus: SV-safe copy
+        if harness is not None:
+            if sim != "verilator":
+                raise ExionError(f"the {harness.module} harness runs on Verilator only")
+            hpath = rtl_dir / f"{harness.module}.v"
+            if not hpath.exists() or hpath.read_text() != harness.text:
+                hpath.write_text(harness.text)
+            srcs = [*srcs, hpath]
     text = b"".join(p.read_bytes() for p in srcs)
     args = verilator_args(waves) if sim == "verilator" else icarus_args()
     version = verilator_version() if sim == "verilator" else icarus_version()
     opt = cxx_opt(opt) if sim == "verilator" else CXX_OPTS[0]
     key_text = " ".join(args) + ("" if opt == CXX_OPTS[0] else f" cxx{opt}") + _cocotb_key()
     key = hashlib.sha256(text + version.encode() + key_text.encode()).hexdigest()[:12]
-    module = f"exion_{top}"
+    module = f"exion_{top}" if harness is None else harness.module
     tag = "" if sim == "verilator" else f"-{sim}"
     sim_dir = root / "sim" / f"{module}-{cfg.name}{tag}-{key}"
     stamp = sim_dir / ".built"
@@ -148,7 +168,8 @@ def rtl_build(cfg: Config, top: str, *, waves: bool = False, progress=None,
                          f"{module} ({cfg.name}){' with FST tracing' if waves else ''}"
                          f" into {sim_dir} ...")
             t0 = time.perf_counter()
-            _build(sim, gen.manifest, module, srcs, sim_dir, args, waves, opt)
+            ports = None if harness is None else ["clk", "rst", *harness.ports]
+            _build(sim, gen.manifest, module, srcs, sim_dir, args, waves, opt, ports)
             build_seconds = time.perf_counter() - t0
             stamp.write_text(json.dumps({"seconds": build_seconds}))
     return RtlBuild(cfg, top, module, gen.verilog, gen.manifest, sim_dir, waves,
@@ -164,7 +185,8 @@ def _cocotb_key() -> str:
 
 
 def _build(sim: str, manifest: Path, module: str, srcs: list[Path], sim_dir: Path,
-           args: list[str], waves: bool, opt: str = CXX_OPTS[0]) -> None:
+           args: list[str], waves: bool, opt: str = CXX_OPTS[0],
+           ports: list[str] | None = None) -> None:
     """One simulator build through cocotb's runner (under the caller's lock)."""
     from cocotb_tools.runner import get_runner
 
@@ -177,7 +199,7 @@ def _build(sim: str, manifest: Path, module: str, srcs: list[Path], sim_dir: Pat
     try:
         files = list(srcs)
         if "--no-public-flat-rw" in args:
-            files.append(_ports_control_file(manifest, module, sim_dir))
+            files.append(_ports_control_file(manifest, module, sim_dir, ports))
         extra = {"timescale": ("1ns", "1ps")} if sim == "icarus" else {}
         runner.build(
             sources=files, hdl_toplevel=module, build_dir=sim_dir,
@@ -209,13 +231,16 @@ def _failure_excerpt(log: Path, max_lines: int = 25) -> str:
     return "\n".join(ln.strip() for ln in lines[-max_lines:])
 
 
-def _ports_control_file(manifest: Path, module: str, sim_dir: Path) -> Path:
-    """A Verilator control file making exactly the top-level ports public (VPI-visible)."""
-    ports = json.loads(manifest.read_text())["ports"]
+def _ports_control_file(manifest: Path, module: str, sim_dir: Path,
+                        ports: list[str] | None = None) -> Path:
+    """A Verilator control file making exactly the top-level ports public (VPI-visible):
+    ``ports``, else the manifest's."""
+    if ports is None:
+        ports = [p["name"] for p in json.loads(manifest.read_text())["ports"]]
     sim_dir.mkdir(parents=True, exist_ok=True)
     vlt = sim_dir / f"{module}_ports.vlt"
     vlt.write_text("`verilator_config\n" + "".join(
-        f'public_flat_rw -module "{module}" -var "{p["name"]}"\n' for p in ports))
+        f'public_flat_rw -module "{module}" -var "{p}"\n' for p in ports))
     return vlt
 
 

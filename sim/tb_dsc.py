@@ -23,10 +23,10 @@ from collections import deque
 
 import cocotb
 import numpy as np
-from cocotb.triggers import FallingEdge
+from cocotb.triggers import FallingEdge, RisingEdge, SimTimeoutError, with_timeout
 
-from exion.sim.tb_common import Stopwatch, bench_config, manifest, params, rng, start, \
-    write_report
+from exion.sim.tb_common import CLOCK_NS, Stopwatch, bench_config, manifest, params, rng, \
+    start, write_report
 
 
 class _Memory:
@@ -109,6 +109,61 @@ class _Memory:
         self.resp.extend([1] * done_bursts)
 
 
+async def _harness_run(dut, run: dict, bus_bits: int, max_cycles: int) -> dict:
+    """One run on the ``exion_dsc_memsim`` wrapper (:mod:`exion.sim.dsc_harness`): the
+    memory model is Verilog, so Python only loads the image, pulses ``start`` and waits."""
+    from exion.sim.dsc_harness import from_hex, to_hex
+    image = np.asarray(run["image"], np.uint8)
+    words = -(-image.size // (bus_bits // 8))
+    with open("dsc_image.hex", "w") as fh:
+        fh.write(to_hex(image, bus_bits))
+    dut.image_words.value = words
+    dut.load.value = 1
+    await FallingEdge(dut.clk)
+    dut.load.value = 0
+    dut.prog_base.value = run["prog_base"]
+    dut.start.value = 1
+    await FallingEdge(dut.clk)
+    dut.start.value = 0
+    try:
+        await with_timeout(RisingEdge(dut.done), max_cycles * CLOCK_NS, "ns")
+    except SimTimeoutError:
+        raise AssertionError(f"no done after {max_cycles} cycles (stage {int(dut.stage.value)}, "
+                             f"overflow {int(dut.overflow.value)}, bad {int(dut.bad.value)})")
+    out = {"cycles": int(dut.cycles.value), "passes": int(dut.passes.value),
+           "error": int(dut.error.value), "busy": int(dut.busy.value)}
+    await FallingEdge(dut.clk)
+    dut.dump.value = 1
+    await FallingEdge(dut.clk)
+    dut.dump.value = 0
+    await FallingEdge(dut.clk)     # the dump happens in that edge's evaluation, after this wake
+    assert not int(dut.bad.value), "reads outside the image"
+    assert not int(dut.overflow.value), "the memory model's queues overflowed"
+    with open("dsc_dump.hex") as fh:
+        out["image"] = from_hex(fh.read(), image.size, bus_bits)
+    with open("dsc_stages.txt") as fh:
+        out["stages"] = [tuple(int(v) for v in ln.split()) for ln in fh if ln.strip()]
+    return out
+
+
+async def _serve(dut, p: dict, bus_bits: int, max_cycles: int, watch) -> None:
+    """Session mode (:class:`exion.sim.dsc_rtl.DscSession`): run each list of programs the
+    host sends, send back its results, until it sends ``None``."""
+    from multiprocessing.connection import Client
+    conn = Client(p["serve"], "AF_UNIX", authkey=p["authkey"].encode())
+    total = n = 0
+    try:
+        while (runs := conn.recv()) is not None:
+            outs = [await _harness_run(dut, run, bus_bits, max_cycles) for run in runs]
+            total += sum(o["cycles"] for o in outs)
+            n += len(outs)
+            conn.send(outs)
+    finally:
+        conn.close()
+    write_report({"block": "dsc_core", "config": bench_config().name, "runs": n,
+                  "busy_cycles": total, "seconds": watch.seconds(), "passed": True})
+
+
 @cocotb.test()
 async def dsc_programs(dut):
     cfg = bench_config()
@@ -117,19 +172,31 @@ async def dsc_programs(dut):
     gen = rng()
     stall = float(p.get("stall", 0.0))
     max_cycles = int(p.get("max_cycles", 5_000_000))
-    with open(p["cases"], "rb") as fh:
-        runs = pickle.load(fh)
+    runs = []
+    if "serve" not in p:
+        with open(p["cases"], "rb") as fh:
+            runs = pickle.load(fh)
+    fast = bool(p.get("harness"))
     await start(dut)
-    for sig in (dut.start, dut.mem__rd_cmd__ready, dut.mem__rd_data__valid,
-                dut.mem__wr_cmd__ready, dut.mem__wr_data__ready, dut.mem__wr_resp__valid):
+    drive = ((dut.load, dut.dump) if fast else
+             (dut.mem__rd_cmd__ready, dut.mem__rd_data__valid, dut.mem__wr_cmd__ready,
+              dut.mem__wr_data__ready, dut.mem__wr_resp__valid))
+    for sig in (dut.start, *drive):
         sig.value = 0
     dut.iteration.value = 0
     dut.reuse_n.value = 0
     dut.mode.value = 0
     watch = Stopwatch()
+    if "serve" in p:
+        await _serve(dut, p, const["bus_bits"], max_cycles, watch)
+        return
     outs = []
     total = 0
     for run in runs:
+        if fast:
+            outs.append(await _harness_run(dut, run, const["bus_bits"], max_cycles))
+            total += outs[-1]["cycles"]
+            continue
         memory = _Memory(dut, run["image"], const["bus_bits"], run.get("stall", stall), gen)
         dut.prog_base.value = run["prog_base"]
         dut.start.value = 1

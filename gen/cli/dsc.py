@@ -152,6 +152,7 @@ def _bar(i: int, n: int, extra: str = "") -> None:
 
 
 def cmd_generate(args) -> int:
+    import contextlib
     from pathlib import Path
 
     import numpy as np
@@ -161,6 +162,7 @@ def cmd_generate(args) -> int:
     from exion.golden.dsc_cycles import program_cycles
     from exion.sim.dsc_block import BlockCase, run_block, sample_loop
     from exion.sim.dsc_program import block_jobs, build_program
+    from exion.sim.dsc_rtl import DscSession
     from exion.workloads.dit import DiT, Exion, sample
     from exion.workloads.weights import load_weights
 
@@ -187,7 +189,7 @@ def cmd_generate(args) -> int:
         ffn_sp.extend(v for _, v in bst.get("ffn_sparsity", []))
         ep_sp.extend(v for _, v in bst.get("ep_sparsity", []))
         if args.rtl:
-            r = run_block(cfg, BlockCase(i, it, dense, 0, y, rec, bst), seed=args.seed)
+            r = run_block(cfg, BlockCase(i, it, dense, 0, y, rec, bst), session=session)
             if not r["pass"]:
                 failures.append((it, i, r["mismatch"][:3], r["error"]))
             cyc = r["cycles"]
@@ -198,7 +200,10 @@ def cmd_generate(args) -> int:
         _bar(it * depth + i + 1, args.steps * depth, f"step {it + 1}/{args.steps}")
         return y
 
-    img = sample_loop(model, ex, args.steps, 1, args.seed, [args.digit], block_fn)
+    with contextlib.ExitStack() as stack:   # --rtl: one simulator for every block iteration
+        session = (stack.enter_context(DscSession(cfg, seed=args.seed, progress=progress))
+                   if args.rtl else None)
+        img = sample_loop(model, ex, args.steps, 1, args.seed, [args.digit], block_fn)
     ref = sample(model, 1, args.steps, ex, seed=args.seed, labels=[args.digit]).images
     same = bool(np.array_equal(img, ref))
     out.parent.mkdir(parents=True, exist_ok=True)
