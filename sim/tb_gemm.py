@@ -70,8 +70,8 @@ async def gemm_tiles(dut):
                 await FallingEdge(dut.clk)
             dut.omem_w__en.value = 0
             dut.setup.value = pack(su_layout, t.setup)
-            dut.flow.value = pack(fl_layout, t.flow or {"col_group": 0, "gb_bytes": 0,
-                                                        "nblocks": 1})
+            dut.flow.value = pack(fl_layout, {"col_group": 0, "gb_bytes": 0, "nblocks": 1,
+                                              "gcols": 0, "ngroups": 0, **(t.flow or {})})
             await FallingEdge(dut.clk)
             # 2. the mask
             c0, p0 = int(dut.cycles.value), int(dut.passes.value)
