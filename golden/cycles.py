@@ -714,6 +714,9 @@ ENGINE_CAU_RELEASE = 1
 #: first cycle the fetch may take the block's passes (the pass queue's write, its output
 #: register; the engine's complete-block counter is timed to match).
 ENGINE_BLOCK_RELEASE = 1
+#: col-group: group g's scan waits for group g - 2's passes (the WMEM half it refills);
+#: False only in the mutation test that shows the rule is measured.
+ENGINE_HALF_RULE = True
 #: Busy cycles before ``cau_schedule``'s cycle 0 (the first beat is taken while idle).
 ENGINE_ORIGIN = 0
 
@@ -726,7 +729,8 @@ def engine_plan(cfg: Config, M: int, N: int, K: int, dataflow: str = "row-block"
     row-block: column groups of ``omem_depth``, then as many row blocks as IMEM and OMEM
     hold. col-group, single-buffered (``double_buffer=False``, or a column longer than a
     WMEM half): a tile is one column group (``ncols * kwords <= 2 * wmem_words``) against
-    as many row blocks as IMEM holds (``blocks * ncols <= omem_depth``). col-group,
+    as many row blocks as IMEM holds (``blocks * ncols <= omem_depth``; ``group_cols``
+    caps the group). col-group,
     double-buffered (default): a tile is as many row blocks as IMEM holds against as many
     columns as OMEM holds for them, in groups of ``gcols = wmem_words // kwords`` columns
     (one WMEM half each; ``group_cols`` caps it), at most ``cfg.gemm_max_groups`` groups.
@@ -750,7 +754,8 @@ def engine_plan(cfg: Config, M: int, N: int, K: int, dataflow: str = "row-block"
         tb = max(1, min(tb, cfg.omem_depth // ng))
     elif dataflow == "col-group":
         tb = max(1, min(nblk, 2 * cfg.imem_words // kw))
-        ng = min(N, max(1, cfg.omem_depth // tb), 2 * cfg.wmem_words // kw)
+        ng = min(N, max(1, cfg.omem_depth // tb), 2 * cfg.wmem_words // kw,
+                 N if group_cols is None else int(group_cols))
         tb = max(1, min(tb, cfg.omem_depth // ng))
         gc = ng
     else:
@@ -793,14 +798,18 @@ def col_group_run(cfg: Config, sub, kw: int, gcols: int, blocks: int, *, gb_byte
 
     * scan start ``S_g = max(read_end[last v of g] + ENGINE_SCAN_START, S_{g-1} + scan_{g-1}
       + 1, F_{g-2} + 1)``: the group's mask is in, the scanner is free, and the WMEM half
-      is free: ``F_h = max(X_h, A_q + per)`` with q the last pass of groups <= h and
+      is free: ``F_h = max(X_h, A_q + per + 1)`` with q the last pass of groups <= h (it
+      issues its last beat at ``A_q + per``, the engine counts it the cycle after) and
       ``X_h`` = the first cycle the engine knows group h's passes are all queued
       (``min(done[v] + 1`` over blocks from h's last on, ``CAU total + 1)``);
     * its columns are resident at ``S_g + scan_g + 1`` (:func:`scan_cycles`, credit from
       0);
     * the SDUE takes pass p at ``A_p = max(resident(g_p), done[v_p] + ENGINE_BLOCK_RELEASE,
       A_{p-1} + per)``;
-    * ``cycles = max(A_last + per + sdue_fixed, S_last + scan_last + 1, CAU total)``.
+    * ``cycles = max(A_last + per + sdue_fixed, S_last + scan_last, CAU total - 1)``;
+    * ``tail``: cycles of the SDUE's final drain (after ``A_last + per``) in which a scan
+      (of trailing empty groups) or the CAU was still working: the stall counter counts
+      them (issue idle, work pending), so ``stall = cycles - compute + tail``.
     """
     m = cfg.check_merge_ways(merge_ways)
     wbits = cfg.lanes * cfg.width
@@ -825,14 +834,14 @@ def col_group_run(cfg: Config, sub, kw: int, gcols: int, blocks: int, *, gb_byte
         s = int(sch["read_end"][lastv]) + ENGINE_SCAN_START
         if g:
             s = max(s, S[g - 1] + scan[g - 1] + 1)
-        if g >= 2:
+        if g >= 2 and ENGINE_HALF_RULE:
             h = g - 2
             later = [int(d) + ENGINE_CAU_RELEASE for d in done[(h + 1) * blocks - 1:]
                      if d >= 0]
             free = min(later + [total + ENGINE_CAU_RELEASE])
             q = np.flatnonzero(pgroup <= h)
             if q.size:
-                free = max(free, int(A[q[-1]]) + per)
+                free = max(free, int(A[q[-1]]) + per + 1)
             s = max(s, free + 1)
         S[g] = s
         resident = s + scan[g] + ENGINE_SCAN_RELEASE
@@ -840,11 +849,15 @@ def col_group_run(cfg: Config, sub, kw: int, gcols: int, blocks: int, *, gb_byte
             a = max(resident, int(done[plan.row_block[p]]) + ENGINE_BLOCK_RELEASE)
             A[p] = a if p == 0 else max(a, int(A[p - 1]) + per)
             p += 1
-    cycles = max(S[-1] + scan[-1] + 1, total)
+    pend = max(S[-1] + scan[-1], total - 1)     # the last cycle work is pending
+    cycles, tail = pend, 0
     if plan.n_passes:
         cycles = max(cycles, int(A[-1]) + per + sdue_fixed(cfg))
+        tail = max(0, min(pend, cycles) - int(A[-1]) - per)
     return {"passes": plan.n_passes, "groups": groups, "words": words,
-            "cycles": cycles + ENGINE_ORIGIN, "scan_start": S, "scan": scan, "take": A}
+            "cycles": cycles + ENGINE_ORIGIN, "tail": tail, "scan_start": S, "scan": scan,
+            "take": A,
+            "pass_group": pgroup}
 
 
 def scan_cycles(need, kwords: int, gb_bytes: int, word_bits: int) -> int:
@@ -969,7 +982,7 @@ def engine_cycles(cfg: Config, mask, K: int, *, dataflow: str = "row-block",
                           group_cols=group_cols):
         b0, blocks, c0, ncols = tp["b0"], tp["blocks"], tp["c0"], tp["ncols"]
         sub = mask[b0 * R:min(M, (b0 + blocks) * R), c0:c0 + ncols]
-        groups = 1
+        groups, tail = 1, 0
         if imask is not None:
             kg = int(imask[b0 * R:(b0 + blocks) * R].any(axis=0).sum())
             kw = max(1, math.ceil(kg / L))
@@ -982,6 +995,7 @@ def engine_cycles(cfg: Config, mask, K: int, *, dataflow: str = "row-block",
             npass, words, cycles, groups = (run["passes"], run["words"], run["cycles"],
                                             run["groups"])
             compute = sdue_cycles(cfg, [kw] * npass)
+            tail = run["tail"]
             exact = True
         else:
             present = (plan.members >= 0).reshape(npass, -1).sum(axis=1) if npass else []
@@ -1001,7 +1015,7 @@ def engine_cycles(cfg: Config, mask, K: int, *, dataflow: str = "row-block",
                       "gcols": tp["gcols"], "groups": groups,
                       "kwords": kw, "compute": compute, "words": words,
                       "wmem_bytes": words * wbits // 8, "cycles": cycles,
-                      "stall": None if cycles is None else cycles - compute, "exact": exact})
+                      "stall": cycles - compute + tail, "tail": tail, "exact": exact})
     tot_c = sum(t["cycles"] or 0 for t in tiles)
     comp = sum(t["compute"] for t in tiles)
     wb = sum(t["wmem_bytes"] for t in tiles)
