@@ -390,8 +390,8 @@ def double_buffer_cases(cfg, seed):
     add("kmax-groups", R + 3, 64 * L, 9, s=0.2)                   # kwords 64: 4 a half
     for s in (0.0, 0.5, 0.8, 0.95):
         n = int(rng.integers(2 * C, 8 * C + 1))
-        mk = add(f"random{s}", int(rng.integers(R, 3 * R + 1)), 16 * L, n, s=s,
-                 group_cols=int(rng.integers(1, 6)))
+        add(f"random{s}", int(rng.integers(R, 3 * R + 1)), 16 * L, n, s=s,
+            group_cols=int(rng.integers(1, 6)))
     cases.append(dataclasses.replace(cases[-2], accumulate=True, sort="none",
                                      name="random0.8-acc-none"))
     cases.append(dataclasses.replace(cases[3], ways=1, name="five-groups-m1"))
