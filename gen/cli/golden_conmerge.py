@@ -101,28 +101,30 @@ def cmd_cycles(args) -> int:
 
 
 def _engine(cfg, mask, K, plan, args) -> dict:
-    """The gemm engine model (``golden.cycles.engine_cycles``) under both dataflows."""
+    """The gemm engine model (``golden.cycles.engine_cycles``): row-block, col-group and
+    col-group single-buffered (one group per run)."""
     bw = cfg.gb_bytes_per_cycle if args.gb_bytes_per_cycle is None else args.gb_bytes_per_cycle
     if bw < 0:
         raise ExionError(f"--gb-bytes-per-cycle: {bw} is invalid: must be >= 0 (0 = unlimited)")
     out = {}
     print(f"gemm engine (hw/gemm.py, docs/gemm.md), weight fetch {bw or 'unlimited'} B/cycle:")
-    for df in cy.ENGINE_DATAFLOWS:
+    for df, name, db in (("row-block", "row-block", True), ("col-group", "col-group", True),
+                         ("col-group", "col-group-single", False)):
         try:
             e = cy.engine_cycles(cfg, mask, K, dataflow=df, gb_bytes=bw,
-                                 merge_ways=plan.merge_ways, sort=plan.sort)
+                                 merge_ways=plan.merge_ways, sort=plan.sort, double_buffer=db)
         except ExionError as err:
-            print(f"  {df:10} not runnable: {err}")
-            out[df] = {"error": str(err)}
+            print(f"  {name:16} not runnable: {err}")
+            out[name] = {"error": str(err)}
             continue
         exact = all(t["exact"] for t in e["tiles"])
-        print(f"  {df:10} {len(e['tiles'])} tile(s), cycles {e['cycles']} "
+        print(f"  {name:16} {len(e['tiles'])} tile(s), cycles {e['cycles']} "
               f"({'exact' if exact else 'lower bound'}), compute {e['compute_cycles']}, stall "
               f"{e['stall_cycles']}, weights {e['bytes']['gb_wmem']} B, {e['bound']}, "
               f"utilization {100 * e['utilization']:.2f}%")
         e["exact"] = exact
         e["tiles"] = len(e["tiles"])
-        out[df] = e
+        out[name] = e
     return out
 
 
