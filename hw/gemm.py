@@ -28,9 +28,15 @@ A product ``Y = A @ B`` restricted to a mask runs from (A, B, mask) alone::
 * When ``busy`` falls, OMEM bank r at ``block * ncols + j`` holds ``Y[block * R + r, j]``
   where the mask is set and the preloaded value elsewhere.
 
+* col-group dataflow (``flow.col_group``, :meth:`SparseGemm._col_group`): the run's columns
+  in ``flow.ngroups`` groups of ``flow.gcols``, each group's needed columns scanned from
+  GMEM into one WMEM half (ping-pong: group g + 1 is scanned while group g computes) and
+  read in place by every row block's passes.
+
 Limits of one run (the host driver ``sim.gemm_rtl`` tiles larger products): ``N <=
 omem_depth``, ``blocks * N <= omem_depth``, ``blocks * kwords <= 2 * imem_words``,
-``regions * kwords <= 2 * wmem_words``. GMEM is a model of the global buffer with ``C * m``
+``regions * kwords <= 2 * wmem_words``; col-group ``gcols * kwords <= wmem_words`` with
+several groups (at most ``cfg.gemm_max_groups``), else ``N * kwords <= 2 * wmem_words``. GMEM is a model of the global buffer with ``C * m``
 read ports (one word per WMEM sub-bank per cycle); see ``docs/gemm.md``.
 """
 
