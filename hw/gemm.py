@@ -56,7 +56,8 @@ from .sdue import SDUE, mem_write_signature, omem_read_signature, pass_layout
 from .util import bits_for as _bits
 
 __all__ = ["SparseGemm", "setup_layout", "flow_layout", "gmem_write_signature", "gmem_kbits",
-           "DATAFLOWS", "group_shift", "block_label"]
+           "DATAFLOWS", "group_shift", "block_label", "gather_supported", "kidx_layout",
+           "kidx_write_signature"]
 
 #: The engine's dataflows (``flow.col_group``): 0 = row-block, 1 = col-group.
 DATAFLOWS = ("row-block", "col-group")
@@ -99,6 +100,8 @@ def flow_layout(cfg: Config) -> data.StructLayout:
     ngroups    col-group: groups of the run, ``ceil(ncols / gcols)`` (0 = 1); the mask
                streams group by group, each group's row blocks labelled ``b | g << gshift``
                (:func:`group_shift`)
+    gather     col-group: word w of every scanned column is gathered from the K rows of the
+               index list's word w (``kidx_w``; FC2's needed W2 rows; :func:`gather_supported`)
     """
     nb = cfg.omem_depth.bit_length()
     return data.StructLayout({
@@ -107,6 +110,29 @@ def flow_layout(cfg: Config) -> data.StructLayout:
         "nblocks": nb,
         "gcols": nb,
         "ngroups": nb,
+        "gather": 1,
+    })
+
+
+def gather_supported(cfg: Config) -> bool:
+    """The col-group scan can gather (``flow.gather``): one WMEM word = L elements from L
+    GMEM words, read through L of the ``C * m`` GMEM read ports in one cycle."""
+    return cfg.cols * cfg.merge_ways >= cfg.lanes
+
+
+def kidx_layout(cfg: Config) -> data.ArrayLayout:
+    """One word of the gather index list: for each lane l of a gathered WMEM word, the K row
+    it takes, as (``word`` = row // L, ``lane`` = row % L) of the column's GMEM words."""
+    return data.ArrayLayout(data.StructLayout({"word": gmem_kbits(cfg),
+                                               "lane": _bits(cfg.lanes)}), cfg.lanes)
+
+
+def kidx_write_signature(cfg: Config) -> wiring.Signature:
+    """Host write of the gather index list: entry word ``data`` at ``addr`` when ``en``."""
+    return wiring.Signature({
+        "en": Out(1),
+        "addr": Out(_bits(2 * cfg.imem_words)),
+        "data": Out(kidx_layout(cfg)),
     })
 
 
@@ -202,6 +228,7 @@ class SparseGemm(wiring.Component):
             "setup": In(setup_layout(cfg, max_regions)),
             "flow": In(flow_layout(cfg)),
             "gmem_w": In(gmem_write_signature(cfg)),
+            "kidx_w": In(kidx_write_signature(cfg)),
             "imem_w": In(mem_write_signature(R, cfg.imem_addr_bits + 1, word)),
             "omem_w": In(mem_write_signature(R, cfg.omem_addr_bits, signed(cfg.acc_width))),
             "omem_r": In(omem_read_signature(cfg)),
@@ -241,7 +268,7 @@ class SparseGemm(wiring.Component):
         snoop = self._snoop(mod)
         q = self._pass_queue(mod, cau)
         rb = self._row_block(mod, q, sdue, gmem_rd, gbits)
-        cg = self._col_group(mod, q, sdue, gmem_rd[0][0], gbits, snoop)
+        cg = self._col_group(mod, q, sdue, gmem_rd, gbits, snoop)
         self._sdue_feed(mod, sdue, q, rb, cg, gmem_rd)
         self._status(mod, cau, sdue, q, rb, cg)
         return mod
@@ -434,7 +461,41 @@ class SparseGemm(wiring.Component):
                 "advance": advance, "words": f_words,
                 "pending": rbf & (f_active | wr_en | dq.r_rdy | pq.r_rdy | q["last_in"])}
 
-    def _col_group(self, mod, q, sdue, gport, gbits, snoop) -> dict:
+    def _gather(self, mod, gmem_rd, s_w, col) -> Signal:
+        """The scan's GMEM reads and the word it writes to WMEM: plain (port 0, word
+        ``s_w`` of column ``col``) or, with ``flow.gather``, lane l from port l at the K row
+        of the index list's word ``s_w`` (read without latency; the lanes registered to
+        meet the GMEM data a cycle later)."""
+        cfg = self.cfg
+        KB, L = gmem_kbits(cfg), cfg.lanes
+        ports = [p for row in gmem_rd for p in row]
+        word = Signal(operand_layout(cfg), name="cg_wdata")
+        cg = self.flow.col_group
+        with mod.If(cg):
+            mod.d.comb += ports[0].addr.eq(Cat(s_w[:KB], col))
+        if not gather_supported(cfg):
+            mod.d.comb += word.eq(ports[0].data)
+            return word
+        kmem = Memory(shape=kidx_layout(cfg), depth=2 * cfg.imem_words, init=[])
+        mod.submodules.kidx = kmem
+        kw_ = kmem.write_port()
+        kr = kmem.read_port(domain="comb")
+        mod.d.comb += [kw_.en.eq(self.kidx_w.en), kw_.addr.eq(self.kidx_w.addr),
+                       kw_.data.eq(self.kidx_w.data), kr.addr.eq(s_w)]
+        ent = kr.data
+        lane_d = [Signal(range(L), name=f"cg_klane{lane}") for lane in range(L)]
+        gw = Signal(operand_layout(cfg), name="cg_gathered")
+        for lane in range(L):
+            mod.d.sync += lane_d[lane].eq(ent[lane].lane)
+            mod.d.comb += gw[lane].eq(ports[lane].data[lane_d[lane]])
+        with mod.If(cg & self.flow.gather):
+            mod.d.comb += [ports[lane].addr.eq(Cat(ent[lane].word, col)) for lane in range(L)]
+            mod.d.comb += word.eq(gw)
+        with mod.Else():
+            mod.d.comb += word.eq(ports[0].data)
+        return word
+
+    def _col_group(self, mod, q, sdue, gmem_rd, gbits, snoop) -> dict:
         """The col-group dataflow's control (``flow.col_group = 1``), double-buffered
         across the run's column groups.
 
@@ -454,7 +515,6 @@ class SparseGemm(wiring.Component):
         """
         cfg = self.cfg
         R, C, m = cfg.rows, cfg.cols, cfg.merge_ways
-        KB = gmem_kbits(cfg)
         N = cfg.omem_depth
         gsh = group_shift(cfg)
         wbits = cfg.lanes * cfg.width
@@ -514,8 +574,7 @@ class SparseGemm(wiring.Component):
             free.eq((gs < 2) | ((cau_gdone > gp) & ~(pq.r_rdy & (hg <= gp)) &
                                ((inflight == 0) | (sd_group > gp)))),
         ]
-        with mod.If(cg):
-            mod.d.comb += gport.addr.eq(Cat(s_w[:KB], s_cbase + s_col))
+        wdata = self._gather(mod, gmem_rd, s_w, s_cbase + s_col)
         with mod.If(cg & ~s_on & (gin > gs) & (gs < ngr) & free):
             mod.d.sync += [s_on.eq(1), s_col.eq(0), s_w.eq(0),
                            s_addr.eq(Mux(gs[0], half_words, 0)), s_credit.eq(0)]
@@ -564,7 +623,7 @@ class SparseGemm(wiring.Component):
             for k in range(m):
                 mod.d.comb += [desc.col[c][k].eq(head.col[c][k]),
                                desc.woff[c][k].eq(head.col[c][k] * kw)]
-        return {"desc": desc, "valid": pq.r_rdy & release, "ready": ready,
+        return {"desc": desc, "valid": pq.r_rdy & release, "ready": ready, "wdata": wdata,
                 "release": release, "wr_en": wr_en, "wr_addr": wr_addr, "word": wr_en,
                 "pending": cg & (s_on | wr_en | fin | pq.r_rdy | q["last_in"] |
                                  ((gin != 0) & (sdone != ngr)))}
@@ -585,7 +644,7 @@ class SparseGemm(wiring.Component):
                            pq.r_en.eq(cg["ready"] & cg["release"]),
                            sdue.wmem_f.en.eq(Cat(cg["wr_en"] for _ in range(m))),
                            sdue.wmem_f.addr.eq(cg["wr_addr"])]
-            mod.d.comb += [sdue.wmem_f.data[k][c].eq(gmem_rd[0][0].data)
+            mod.d.comb += [sdue.wmem_f.data[k][c].eq(cg["wdata"])
                            for k in range(m) for c in range(C)]
         with mod.Else():
             for name in ("ibase", "kwords", "wbase", "isel", "sel", "col", "obase",

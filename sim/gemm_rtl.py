@@ -51,6 +51,7 @@ class GemmCase:
     dataflow: str = "row-block"  # "row-block" or "col-group" (hw.gemm.DATAFLOWS)
     gb_bytes: int = 0            # global-buffer bytes per cycle of the weight fetch (0: unlimited)
     gather: bool = False         # per tile, reduce only over the K rows some tile row of A needs
+    gather_hw: bool = False      # with gather, col-group: B whole in GMEM, the engine gathers
     double_buffer: bool = True   # col-group: several column groups per run, WMEM ping-pong
     group_cols: int | None = None   # col-group: cap on the columns per group (None: a half)
 
@@ -62,6 +63,7 @@ class GemmTile:
     setup: dict              # kwords, ncols, regions, accumulate
     flow: dict = field(default_factory=dict)   # col_group, gb_bytes, nblocks
     imem: dict = field(default_factory=dict)   # word address -> (R, L)
+    kidx: dict = field(default_factory=dict)   # word address -> L (word, lane) K rows
     gmem: dict = field(default_factory=dict)   # word address -> (L,)
     omem: np.ndarray = None  # (blocks * ncols, R) OMEM contents before the run
     beats: list = field(default_factory=list)  # mask beats (hw.cau mask_layout values)
@@ -80,7 +82,8 @@ class GemmRun:
 def plan_tiles(cfg: Config, case: GemmCase, cols_per_cycle: int = GEMM_COLS_PER_CYCLE,
                max_regions: int = GEMM_MAX_REGIONS) -> list[GemmTile]:
     """The host's memory images and mask beats of every tile of one product."""
-    from exion.hw.gemm import DATAFLOWS, block_label, check_setup, gmem_kbits   # hw limits
+    from exion.hw.gemm import (DATAFLOWS, block_label, check_setup, gather_supported,
+                               gmem_kbits)   # the hardware's limits
     a = np.asarray(case.a, dtype=np.int64)
     b = np.asarray(case.b, dtype=np.int64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
@@ -107,6 +110,10 @@ def plan_tiles(cfg: Config, case: GemmCase, cols_per_cycle: int = GEMM_COLS_PER_
                          f"'exion sim gemm --golden-vectors')")
     nblk = math.ceil(M / R)
     colg = case.dataflow == "col-group"
+    if case.gather_hw and not (colg and case.gather and gather_supported(cfg)):
+        raise ExionError(f"sparse gemm: gather_hw needs dataflow col-group, gather and C * m "
+                         f">= L (config {cfg.name!r}: {cfg.cols} * {cfg.merge_ways} vs "
+                         f"{cfg.lanes})")
     shapes = engine_plan(cfg, M, N, K, case.dataflow, double_buffer=case.double_buffer,
                          group_cols=case.group_cols)
     regions = max(1, min(max_regions, 2 * cfg.wmem_words // kw))
@@ -137,17 +144,25 @@ def plan_tiles(cfg: Config, case: GemmCase, cols_per_cycle: int = GEMM_COLS_PER_
             ta[:, :kidx.size] = apad[:, kidx]
             tbm = np.zeros((tkw * L, N), np.int64)
             tbm[:kidx.size] = bpad[kidx]
+            if case.gather_hw:   # B stays whole in GMEM; the engine gathers by the list
+                units = np.zeros(tkw * L, np.int64)
+                units[:kidx.size] = kidx
+                tbm = bpad
+                tkidx = {w: [{"word": int(u) // L, "lane": int(u) % L}
+                             for u in units[w * L:(w + 1) * L]] for w in range(tkw)}
         t = GemmTile(rows, cols, {"kwords": tkw, "ncols": n, "regions": regions,
                                   "accumulate": int(case.accumulate)},
                      {"col_group": int(colg), "gb_bytes": int(case.gb_bytes),
                       "nblocks": blocks, "gcols": gcols if groups > 1 else 0,
-                      "ngroups": groups})
+                      "ngroups": groups, "gather": int(case.gather_hw)})
+        if case.gather_hw:
+            t.kidx = tkidx
         for i in range(blocks):
             blk_a = ta[(b0 + i) * R:(b0 + i + 1) * R]
             for w in range(tkw):
                 t.imem[i * tkw + w] = blk_a[:, w * L:(w + 1) * L]
         for j, col in enumerate(cols):
-            for w in range(tkw):
+            for w in range(tbm.shape[0] // L):
                 t.gmem[(j << kb) + w] = tbm[w * L:(w + 1) * L, col]
         om = np.zeros((blocks * n, R), np.int64)
         for i in range(blocks):

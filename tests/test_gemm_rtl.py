@@ -15,6 +15,7 @@ import pytest
 
 from exion import PRESETS
 from exion.golden import cycles as cy
+from exion.errors import ExionError
 from exion.golden.conmerge import conmerge, masked_gemm
 from exion.sim.gemm_rtl import GEMM_COLS_PER_CYCLE, GemmCase, plan_tiles, rtl_sparse_gemm
 
@@ -465,3 +466,43 @@ def test_engine_model_double_buffer_mutations_fail():
             mp.setattr(cy, attr, value)
             with pytest.raises(AssertionError):
                 check_engine_model(cfg, cases, runs)
+
+
+def test_gemm_rtl_fc2_gather_hw():
+    """FC2's gathered W2 rows in hardware (col-group, ``gather_hw``): B stays whole in GMEM
+    and the scan gathers each WMEM word's L elements from the K rows of an index list (one
+    GMEM read port per lane). Bit-exact, cycles, stall counter and words equal the model of
+    the gather (``input_mask``), the same as the host's gather, 4x fewer words than the dense
+    reduction; also with several double-buffered groups; a model without the gather
+    fails."""
+    cfg, seed = TOY, 29
+    rng = np.random.default_rng(seed)
+    R, L = cfg.rows, cfg.lanes
+    cases = []
+    for M, F, N, gb in ((3 * R, 16 * L, 2 * cfg.cols + 1, 3), (2 * R, 64 * L, 11, 0)):
+        a, b, prev = _operands(cfg, rng, M, F, N)
+        units = rng.random(F) < 0.25
+        a = np.where(units[None, :], a, 0)
+        a[:R, 1] = cfg.wmax                     # a unit only the first row block needs
+        mask = rng.random((M, N)) >= 0.3
+        for hw in (True, False):
+            cases.append(GemmCase(a, b, mask, prev, dataflow="col-group", gb_bytes=gb,
+                                  gather=True, gather_hw=hw, accumulate=True,
+                                  name=f"fc2-{F}-{'hw' if hw else 'host'}"))
+        cases.append(GemmCase(a, b, mask, prev, dataflow="col-group", gb_bytes=gb,
+                              accumulate=True, name=f"fc2-{F}-dense"))
+    for c in cases[::3]:                         # B whole in GMEM: every column's K/L words
+        for t in plan_tiles(cfg, c):
+            assert len(t.gmem) == len(t.cols) * -(-c.a.shape[1] // L) and t.kidx
+    outs, runs, _ = rtl_sparse_gemm(cfg, cases, seed=seed, run_name="gemm-fc2-hw")
+    check(cfg, cases, outs, runs, seed)
+    for hw, host, dense in zip(runs[::3], runs[1::3], runs[2::3]):
+        assert hw.tile_words == host.tile_words and hw.tile_cycles == host.tile_cycles
+        assert 3 * sum(hw.tile_words) < sum(dense.tile_words)
+    assert max(t["groups"] for t in engine_model(cfg, cases[3])["tiles"]) > 1
+    with pytest.raises(AssertionError):      # the model without the gather
+        check_engine_model(cfg, [dataclasses.replace(c, gather=False, gather_hw=False)
+                                for c in cases[::3]],
+                           runs[::3])
+    with pytest.raises(ExionError, match="gather_hw"):
+        plan_tiles(cfg, dataclasses.replace(cases[0], dataflow="row-block"))
