@@ -793,6 +793,13 @@ def col_group_run(cfg: Config, sub, kw: int, gcols: int, blocks: int, *, gb_byte
                   cols_per_cycle: int = CAU_COLS_PER_CYCLE) -> dict:
     """Exact timing of one col-group run (``hw.gemm``, double-buffered across groups).
 
+    Choices (docs/choices.md, "col-group double-buffered"): groups of ``wmem_words //
+    kwords`` columns in alternating WMEM halves; the mask streamed group by group, each
+    group's row blocks one CAU block (the last group zero-padded); a group's scan waits for
+    the passes of the group two before it; a pass leaves once its group is resident and its
+    row block complete in the queue. With ``gather`` (FC2's W2 rows) the scan's timing is
+    the same at the gathered ``kw``.
+
     Per group g (``ngroups = ceil(ncols / gcols)``; stacked mask :func:`group_mask`, CAU
     schedule of it, ``v = g * blocks + b``):
 
