@@ -93,7 +93,7 @@ __all__ = [
     "sdue_fixed", "sdue_cycles", "k_cap", "sdue_pass_list", "GemmCycles",
     "gemm_cycles", "cau_block_cycles", "cau_stage_cycles", "cau_cycles", "cau_schedule",
     "cau_default_lanes", "cau_flush_cycles", "cau_sort_steps", "engine_tiles", "engine_cycles",
-    "engine_plan", "group_mask", "col_group_run",
+    "engine_plan", "group_mask", "col_group_run", "loader_plan", "imem_loader_estimate",
     "scan_cycles", "row_block_fetch", "engine_regions", "ENGINE_DATAFLOWS",
     "epre_cycles", "epre_run_cycles", "epre_phase_cycles", "transformer_block",
     "MODES", "CAU_COLS_PER_CYCLE", "CAU_LANES_DEFAULT_CAP", "CAU_LANES_MAX", "CAU_SORT_START", "CAU_SORT_LOAD",
@@ -1034,6 +1034,135 @@ def engine_cycles(cfg: Config, mask, K: int, *, dataflow: str = "row-block",
     return {"dataflow": dataflow, "gb_bytes_per_cycle": gb_bytes, "M": M, "N": N, "K": K,
             "tiles": tiles, "cycles": tot_c, "compute_cycles": comp,
             "stall_cycles": tot_c - comp, "bytes": {"gb_wmem": wb}, "memory_cycles": mem,
+            "bound": "memory-bound" if mem > comp else "compute-bound",
+            "useful_macs": useful,
+            "utilization": useful / (cfg.peak_macs * tot_c) if tot_c else 0.0}
+
+
+# ---- an IMEM loader for the col-group engine: a planned design's estimate (not built) -----
+
+def loader_plan(cfg: Config, M: int, N: int, K: int, *, group_cols: int | None = None) -> list:
+    """Runs of the col-group engine with an IMEM loader (issue 17, dbuf2; not built): A's
+    row blocks stream from the global buffer, so a run holds **every** row block of the
+    product (as many as OMEM holds results for: ``blocks * ncols <= omem_depth``) against
+    as many columns as OMEM holds for them, in groups of ``gcols = wmem_words // kwords``
+    (``group_cols`` caps it). Dicts as :func:`engine_plan`'s."""
+    R, L = cfg.rows, cfg.lanes
+    kw = max(1, math.ceil(K / L))
+    if kw > 2 * cfg.imem_words:
+        raise ExionError(f"gemm engine: K = {K} needs {kw} words per row, more than IMEM's "
+                         f"{2 * cfg.imem_words} (the engine runs no K-splits)")
+    half = cfg.wmem_words // kw
+    if half < 1:
+        raise ExionError(f"gemm engine: K = {K} does not fit a WMEM half "
+                         f"({cfg.wmem_words} words); the loader estimate needs one")
+    gc = half if group_cols is None else max(1, min(half, int(group_cols)))
+    nblk = math.ceil(M / R)
+    tb = max(1, min(nblk, cfg.omem_depth // min(gc, N)))
+    ng = min(N, max(1, cfg.omem_depth // tb), gc * cfg.gemm_max_groups)
+    if gc < ng < N:
+        ng -= ng % gc               # whole groups: A is fetched once per group
+    return [{"b0": b0, "blocks": min(tb, nblk - b0), "c0": c0, "ncols": min(ng, N - c0),
+             "gcols": min(gc, ng, N - c0)}
+            for c0 in range(0, N, ng) for b0 in range(0, nblk, tb)]
+
+
+def _loader_run(cfg: Config, sub, kw: int, gcols: int, blocks: int, bw: float,
+                scan_words: int, m: int) -> dict:
+    """One loader run (:func:`imem_loader_estimate`): a serial global-buffer channel in
+    program order (group g's scan, then its row blocks' A loads), the SDUE in order."""
+    R, L, W = cfg.rows, cfg.lanes, cfg.width
+    rows_in = sub.shape[0]
+    per = max(kw, cfg.cols)
+    slots = max(1, 2 * cfg.imem_words // kw)        # IMEM ring: row blocks resident
+    stack = group_mask(cfg, sub, blocks, gcols)
+    plan = conmerge(cfg, stack, merge_ways=m)
+    npb = np.bincount(np.asarray(plan.row_block, np.int64),
+                      minlength=stack.shape[0] // R)   # passes per (group, block)
+    groups = -(-sub.shape[1] // gcols)
+    wbytes = L * W / 8
+    chan = 0.0                                       # the channel is free from here
+    sdue = 0.0                                       # the SDUE is free from here
+    group_end = []                                   # last pass of group g issued
+    slot_free: list[float] = []                      # per loaded block: its passes issued
+    wb = ab = 0.0
+    for g in range(groups):
+        need = sub[:, g * gcols:(g + 1) * gcols].any(axis=0)
+        nw = int(need.sum()) * kw
+        rel = group_end[g - 2] if g >= 2 else 0.0    # its WMEM half is free
+        start = max(chan, rel)
+        chan = start + max(nw * wbytes / bw if bw else 0.0,
+                           math.ceil(nw / scan_words) + int((~need).sum()))
+        resident = chan
+        wb += nw * wbytes
+        for b in range(blocks):
+            p = int(npb[g * blocks + b])
+            if p == 0:
+                continue                              # no pass: A block not loaded
+            rows = min(R, rows_in - b * R)
+            nbytes = kw * rows * wbytes
+            free = slot_free[-slots] if len(slot_free) >= slots else 0.0
+            start = max(chan, free)
+            chan = start + max(nbytes / bw if bw else 0.0, kw)
+            ab += nbytes
+            sdue = max(sdue, chan, resident) + p * per
+            slot_free.append(sdue)
+        group_end.append(sdue)
+    return {"passes": plan.n_passes, "groups": groups, "end": sdue,
+            "chan_end": chan, "gb_wmem": wb, "gb_imem": ab}
+
+
+def imem_loader_estimate(cfg: Config, mask, K: int, *, gb_bytes: int = 0,
+                         merge_ways: int | None = None, group_cols: int | None = None,
+                         scan_words: int = 1) -> dict:
+    """Estimated cycles and bytes of the col-group engine with an IMEM loader (issue 17,
+    dbuf2): a **planned design, not built**, so not exact (``exact`` False).
+
+    The design: the host writes A into the global buffer (not IMEM); a run covers every
+    row block of the product (:func:`loader_plan`); per column group g, in order, the scan
+    moves g's needed columns into a WMEM half (``scan_words`` L-words per cycle at most: 1
+    for the replicated map, up to ``C * m`` for the bank maps) once the half is free
+    (group g - 2's passes issued), then each row block with a pass in g has its A rows
+    (``kwords`` beats of one word per IMEM bank, ``rows * L * W`` bits per beat) loaded
+    into an IMEM ring of ``2 * imem_words // kwords`` block slots (at least one), a slot
+    free once the passes of the block it held are issued; the block's passes go to the
+    SDUE once its A block and its group are in. A row block without a pass in g is not
+    loaded for g. A is therefore fetched once per column group, the weights once per run.
+
+    Estimate: one global-buffer channel of ``gb_bytes`` bytes per cycle (0 = unlimited)
+    serving the scans and loads in that program order, each request at least one cycle per
+    word / beat; the CAU assumed hidden (it runs ahead in the built engine); the SDUE as
+    :func:`sdue_cycles` per pass. Returns the totals of :func:`engine_cycles` plus
+    ``bytes`` ``gb_wmem`` (weights) and ``gb_imem`` (A).
+    """
+    mask = check_mask(mask)
+    M, N = mask.shape
+    m = cfg.check_merge_ways(merge_ways)
+    R, L = cfg.rows, cfg.lanes
+    kw = max(1, math.ceil(K / L))
+    if not isinstance(scan_words, (int, np.integer)) or scan_words < 1:
+        raise ExionError(f"scan_words = {scan_words!r} must be an integer >= 1")
+    tiles = []
+    for tp in loader_plan(cfg, M, N, K, group_cols=group_cols):
+        b0, blocks, c0, ncols = tp["b0"], tp["blocks"], tp["c0"], tp["ncols"]
+        sub = mask[b0 * R:min(M, (b0 + blocks) * R), c0:c0 + ncols]
+        run = _loader_run(cfg, sub, kw, tp["gcols"], blocks, float(gb_bytes), scan_words, m)
+        compute = sdue_cycles(cfg, [kw] * run["passes"])
+        cycles = math.ceil(run["end"] + sdue_fixed(cfg)) if run["passes"] else \
+            math.ceil(run["chan_end"])
+        tiles.append({**tp, "passes": run["passes"], "groups": run["groups"], "kwords": kw,
+                      "compute": compute, "gb_wmem": round(run["gb_wmem"]),
+                      "gb_imem": round(run["gb_imem"]), "cycles": cycles,
+                      "stall": cycles - compute, "exact": False})
+    tot_c = sum(t["cycles"] for t in tiles)
+    comp = sum(t["compute"] for t in tiles)
+    by = {"gb_wmem": sum(t["gb_wmem"] for t in tiles),
+          "gb_imem": sum(t["gb_imem"] for t in tiles)}
+    mem = (by["gb_wmem"] + by["gb_imem"]) / gb_bytes if gb_bytes else 0.0
+    useful = int(mask.sum()) * K
+    return {"dataflow": "col-group+loader", "gb_bytes_per_cycle": gb_bytes, "M": M, "N": N,
+            "K": K, "tiles": tiles, "cycles": tot_c, "compute_cycles": comp,
+            "stall_cycles": tot_c - comp, "bytes": by, "memory_cycles": mem,
             "bound": "memory-bound" if mem > comp else "compute-bound",
             "useful_macs": useful,
             "utilization": useful / (cfg.peak_macs * tot_c) if tot_c else 0.0}
