@@ -307,6 +307,52 @@ def engine_model(log) -> dict:
     return runs
 
 
+#: IMEM loader what-ifs (``golden.cycles.imem_loader_estimate``, a planned design, not
+#: built): (config scale, scan L-words per cycle; 0 = C * m): today's replicated WMEM; C
+#: times the columns per group and C * m scan words per cycle (what the bank / placed maps
+#: give); and OMEM 16x as well (what an OMEM drain gives: every row block in one run).
+LOADER_WHATIF = {"exion16": ({}, 1),
+                 "bank_maps": ({"wmem_depth": 16}, 0),
+                 "bank_maps_omem_x16": ({"wmem_depth": 16, "omem_depth": 16}, 0)}
+
+
+def engine_loader(log) -> dict:
+    """The col-group engine with an IMEM loader (A streamed from the global buffer through
+    the weights' bandwidth; every row block in one run; A fetched once per column group,
+    the weights once per run), ``golden.cycles.imem_loader_estimate``, on the case of
+    :func:`engine_model`, against today's row-block engine (A written by the host, not
+    charged), with the what-ifs of :data:`LOADER_WHATIF`."""
+    from exion.golden.cycles import engine_cycles, imem_loader_estimate
+    M, N, K = 256, 1152, 1152
+    mask = np.random.default_rng(0).random((M, N)) >= 0.8
+    out = {}
+    log("\nGemm engine with an IMEM loader (estimate, not built): 256 x 1152, s = 0.8, "
+        "K = 1152 (ratio = row-block / loader, > 1: loader faster)")
+    log(f"  {'what-if':20} {'B/cyc':>5} {'row-block':>10} {'loader':>10} {'ratio':>6} "
+        f"{'weights MB':>10} {'A MB':>7} {'runs':>4} {'blk/run':>7} {'G':>4} bound")
+    for bw in ENGINE_BWS:
+        rb = engine_cycles(CFG, mask, K, dataflow="row-block", gb_bytes=bw)
+        for name, (scale, sw) in LOADER_WHATIF.items():
+            cfg = CFG.replace(name=f"{CFG.name}_{name}",
+                              **{k: v * getattr(CFG, k) for k, v in scale.items()}) \
+                if scale else CFG
+            e = imem_loader_estimate(cfg, mask, K, gb_bytes=bw,
+                                     scan_words=sw or cfg.cols * cfg.merge_ways)
+            t0 = e["tiles"][0]
+            r = {"row_block_cycles": rb["cycles"], "row_block_bytes": rb["bytes"]["gb_wmem"],
+                 "cycles": e["cycles"], "compute_cycles": e["compute_cycles"],
+                 "stall_cycles": e["stall_cycles"], "bytes": e["bytes"], "bound": e["bound"],
+                 "runs": len(e["tiles"]), "blocks_per_run": t0["blocks"],
+                 "cols_per_run": t0["ncols"], "group_cols": t0["gcols"],
+                 "ratio_row_block_over_loader": rb["cycles"] / e["cycles"]}
+            out[f"{name} {bw}"] = r
+            log(f"  {name:20} {bw:>5} {rb['cycles']:>10} {e['cycles']:>10} "
+                f"{r['ratio_row_block_over_loader']:>5.2f}x "
+                f"{e['bytes']['gb_wmem'] / 1e6:>10.2f} {e['bytes']['gb_imem'] / 1e6:>7.2f} "
+                f"{r['runs']:>4} {r['blocks_per_run']:>7} {r['group_cols']:>4} {e['bound']}")
+    return out
+
+
 def engine_rtl(log) -> list:
     """The gemm engine (toy RTL, Verilated) against ``golden.cycles.engine_cycles``: a
     32 x 32 @ 32 x 16 product (seed 5) with a dense, a random 50 % and a column-concentrated
@@ -396,7 +442,7 @@ def main(argv=None) -> int:
     plot(rows, bws, png)
     res = {"config": CFG.name, "seed": SEED, "bandwidths": list(bws), "xl": rows,
            "goals": g, "bank_maps": bm, "digits_block": {"source": src, **db},
-           "engine_model": engine_model(print),
+           "engine_model": engine_model(print), "engine_loader": engine_loader(print),
            "engine_rtl": engine_rtl(print) if args.rtl else None,
            "seconds": time.perf_counter() - t_start}
     (args.out / "dataflow.json").write_text(json.dumps(res, indent=1) + "\n")
