@@ -102,7 +102,8 @@ def cmd_cycles(args) -> int:
 
 def _engine(cfg, mask, K, plan, args) -> dict:
     """The gemm engine model (``golden.cycles.engine_cycles``): row-block, col-group and
-    col-group single-buffered (one group per run)."""
+    col-group single-buffered (one group per run); and the estimate of col-group with an
+    IMEM loader (``golden.cycles.imem_loader_estimate``, a design not built)."""
     bw = cfg.gb_bytes_per_cycle if args.gb_bytes_per_cycle is None else args.gb_bytes_per_cycle
     if bw < 0:
         raise ExionError(f"--gb-bytes-per-cycle: {bw} is invalid: must be >= 0 (0 = unlimited)")
@@ -125,6 +126,17 @@ def _engine(cfg, mask, K, plan, args) -> dict:
         e["exact"] = exact
         e["tiles"] = len(e["tiles"])
         out[name] = e
+    try:
+        e = cy.imem_loader_estimate(cfg, mask, K, gb_bytes=bw, merge_ways=plan.merge_ways)
+    except ExionError as err:
+        print(f"  {'col-group-loader':16} not estimable: {err}")
+        return {**out, "col-group-loader": {"error": str(err)}}
+    print(f"  {'col-group-loader':16} {len(e['tiles'])} run(s), cycles {e['cycles']} "
+          f"(estimate: IMEM loader, not built), compute {e['compute_cycles']}, weights "
+          f"{e['bytes']['gb_wmem']} B, A {e['bytes']['gb_imem']} B, {e['bound']}")
+    e["exact"] = False
+    e["tiles"] = len(e["tiles"])
+    out["col-group-loader"] = e
     return out
 
 
@@ -168,6 +180,7 @@ def register(gsub) -> None:
                    help="reduction length K of the product (default: the config's k_max)")
     p.add_argument("--gb-bytes-per-cycle", type=int, default=None, metavar="B",
                    help="global-buffer bytes per cycle of the gemm engine's weight fetch in "
-                        "the engine section (row-block and col-group, docs/gemm.md; default: "
-                        "the config's gb_bytes_per_cycle; 0 = unlimited)")
+                        "the engine section (row-block and col-group, docs/gemm.md; also the "
+                        "A loads of the col-group-loader estimate, a design not built; "
+                        "default: the config's gb_bytes_per_cycle; 0 = unlimited)")
     p.set_defaults(func=cmd_cycles)
