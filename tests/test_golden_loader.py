@@ -66,6 +66,20 @@ def test_loader_bytes_per_group():
                                              dataflow="col-group")["bytes"]
 
 
+def test_loader_weights_match_engine():
+    """Where today's col-group run already holds every row block (IMEM holds them), the
+    loader's runs and weight bytes are the exact engine model's, on random masks."""
+    rng = np.random.default_rng(3)
+    for M, N, K, s in ((32, 16, 32, 0.5), (30, 40, 64, 0.9), (16, 64, 128, 0.7)):
+        mask = rng.random((M, N)) >= s
+        e = cy.engine_cycles(TOY, mask, K, dataflow="col-group", gb_bytes=2)
+        ld = cy.imem_loader_estimate(TOY, mask, K, gb_bytes=2)
+        assert [(t["b0"], t["blocks"], t["c0"], t["ncols"], t["gcols"]) for t in e["tiles"]] \
+            == [(t["b0"], t["blocks"], t["c0"], t["ncols"], t["gcols"]) for t in ld["tiles"]]
+        assert ld["bytes"]["gb_wmem"] == e["bytes"]["gb_wmem"], (M, N, K)
+        assert ld["compute_cycles"] == e["compute_cycles"]
+
+
 def test_loader_estimate_mutations_fail(monkeypatch):
     """A model whose ConMerge ignores the mask (every block loaded for every group) and one
     without the SDUE's fixed drain both fail the tests above."""
