@@ -316,12 +316,17 @@ LOADER_WHATIF = {"exion16": ({}, 1),
                  "bank_maps_omem_x16": ({"wmem_depth": 16, "omem_depth": 16}, 0)}
 
 
+#: WMEM scales of the loader's group-width crossover (G = f * 7 columns at K = 1152).
+LOADER_WMEM_SCALES = (1, 2, 3, 4, 8, 16)
+
+
 def engine_loader(log) -> dict:
     """The col-group engine with an IMEM loader (A streamed from the global buffer through
     the weights' bandwidth; every row block in one run; A fetched once per column group,
     the weights once per run), ``golden.cycles.imem_loader_estimate``, on the case of
     :func:`engine_model`, against today's row-block engine (A written by the host, not
-    charged), with the what-ifs of :data:`LOADER_WHATIF`."""
+    charged), with the what-ifs of :data:`LOADER_WHATIF`, and the group width at which the
+    loader starts to pay (``crossover_64``: WMEM x f, C * m scan words, OMEM x 1 or 16)."""
     from exion.golden.cycles import engine_cycles, imem_loader_estimate
     M, N, K = 256, 1152, 1152
     mask = np.random.default_rng(0).random((M, N)) >= 0.8
@@ -350,6 +355,22 @@ def engine_loader(log) -> dict:
                 f"{r['ratio_row_block_over_loader']:>5.2f}x "
                 f"{e['bytes']['gb_wmem'] / 1e6:>10.2f} {e['bytes']['gb_imem'] / 1e6:>7.2f} "
                 f"{r['runs']:>4} {r['blocks_per_run']:>7} {r['group_cols']:>4} {e['bound']}")
+    rb = engine_cycles(CFG, mask, K, dataflow="row-block", gb_bytes=64)["cycles"]
+    cross = []
+    for f in LOADER_WMEM_SCALES:
+        for om in (1, 16):
+            cfg = CFG.replace(name=f"{CFG.name}_w{f}_o{om}", wmem_depth=f * CFG.wmem_depth,
+                              omem_depth=om * CFG.omem_depth)
+            e = imem_loader_estimate(cfg, mask, K, gb_bytes=64,
+                                     scan_words=CFG.cols * CFG.merge_ways)
+            cross.append({"wmem_x": f, "omem_x": om, "group_cols": e["tiles"][0]["gcols"],
+                          "blocks_per_run": e["tiles"][0]["blocks"], "cycles": e["cycles"],
+                          "bytes": e["bytes"], "ratio_row_block_over_loader": rb / e["cycles"]})
+    out["crossover_64"] = cross
+    log("  group width crossover at 64 B/cycle (WMEM x f, C*m scan words; OMEM x1 / x16): "
+        + ", ".join(f"G {a['group_cols']}: {a['ratio_row_block_over_loader']:.2f}x / "
+                    f"{b['ratio_row_block_over_loader']:.2f}x"
+                    for a, b in zip(cross[::2], cross[1::2])))
     return out
 
 
