@@ -19,8 +19,14 @@ Writes ``build/bench/dataflow.json`` and ``build/bench/dataflow_roofline.png`` (
 MACs per cycle against operational intensity, useful MACs per byte read from the global
 buffer, with the R*C*L peak and each bandwidth's roof). Run:
 ``.venv/bin/python bench/perf_dataflow.py [--quick] [--rtl]`` (about 1 minute; ``--quick``:
-64 and 256 B/cycle only; ``--rtl``: 5. the toy gemm engine's RTL cycles against the model,
-both dataflows, three masks, three bandwidths).
+64 and 256 B/cycle only; ``--rtl``: 6. the toy gemm engine's RTL cycles against the model,
+both dataflows, col-group single- and double-buffered, 64 / 128 / 256 B/cycle and two
+toy-scale bandwidths).
+
+5. The gemm engine's own model (``golden.cycles.engine_cycles``, exact against the RTL) on
+   the issue's 256 x 1152 mask at s = 0.8, K = 1152: row-block, col-group single- and
+   double-buffered at 64 / 128 / 256 B/cycle, next to the block model, and config what-ifs
+   (IMEM, OMEM x16) that locate the gap (``engine_model`` in the JSON).
 """
 
 from __future__ import annotations
@@ -232,11 +238,151 @@ def plot(rows, bws, path):
     plt.close(fig)
 
 
+ENGINE_BWS = (64, 128, 256)
+#: Config what-ifs for the engine-level gap (model only; not built): IMEM holding all 16 row
+#: blocks of K = 1152 (what an IMEM loader gives), and OMEM 16x as well (what an OMEM drain
+#: gives).
+ENGINE_WHATIF = {"exion16": {},
+                 "imem_x16": {"imem_depth": 16},
+                 "imem_x16_omem_x16": {"imem_depth": 16, "omem_depth": 16}}
+
+
+def engine_model(log) -> dict:
+    """Engine level (``golden.cycles.engine_cycles``, exact against the RTL on toy) against
+    the block model (``golden.dataflow.gemm_flow``) on the issue's case: a 256 x 1152 output
+    mask at s = 0.8 (``default_rng(0).random((256, 1152)) >= 0.8``), K = 1152, exion16, at
+    64 / 128 / 256 B/cycle: row-block, col-group single-buffered (one group per run) and
+    col-group double-buffered (several groups per run), the row-block / col-group ratios,
+    and the config what-ifs of :data:`ENGINE_WHATIF` that locate the remaining gap."""
+    from exion.golden.cycles import engine_cycles
+    M, N, K = 256, 1152, 1152
+    mask = np.random.default_rng(0).random((M, N)) >= 0.8
+    runs = {}
+    for name, scale in ENGINE_WHATIF.items():
+        cfg = CFG.replace(name=f"{CFG.name}_{name}", **{k: v * getattr(CFG, k)
+                                                        for k, v in scale.items()}) \
+            if scale else CFG
+        for bw in ENGINE_BWS:
+            row = {}
+            for key, df, db in (("row-block", "row-block", True),
+                                ("col-group-single", "col-group", False),
+                                ("col-group", "col-group", True)):
+                e = engine_cycles(cfg, mask, K, dataflow=df, gb_bytes=bw, double_buffer=db)
+                t0 = e["tiles"][0]
+                row[key] = {"cycles": e["cycles"], "compute_cycles": e["compute_cycles"],
+                            "stall_cycles": e["stall_cycles"], "bytes": e["bytes"]["gb_wmem"],
+                            "bound": e["bound"], "utilization": e["utilization"],
+                            "tiles": len(e["tiles"]), "blocks_per_run": t0["blocks"],
+                            "cols_per_run": t0["ncols"], "group_cols": t0["gcols"],
+                            "groups_per_run": t0["groups"]}
+            if not scale:
+                for key in ("row-block", "col-group"):
+                    g = gemm_flow(CFG, M, N, K, mask=mask, dataflow=key, bw=bw)
+                    row[f"block-model {key}"] = {
+                        "cycles": g.cycles, "compute_cycles": g.compute_cycles,
+                        "stall_cycles": g.stall_cycles, "bytes": g.bytes["gb_wmem"],
+                        "bound": g.bound, "utilization": g.utilization}
+            rb = row["row-block"]["cycles"]
+            row["ratio_row_block_over_col_group"] = rb / row["col-group"]["cycles"]
+            row["ratio_row_block_over_col_group_single"] = rb / row["col-group-single"]["cycles"]
+            row["double_buffer_gain"] = (row["col-group-single"]["cycles"] /
+                                         row["col-group"]["cycles"])
+            if not scale:
+                row["block_model_ratio"] = (row["block-model row-block"]["cycles"] /
+                                            row["block-model col-group"]["cycles"])
+            runs[f"{name} {bw}"] = row
+    log("\nGemm engine model vs block model: 256 x 1152 mask, s = 0.8, K = 1152, exion16 "
+        "(cycles; ratio = row-block / col-group, > 1: col-group faster)")
+    log(f"  {'config':18} {'B/cyc':>5} {'row-block':>10} {'cg single':>10} {'cg double':>10} "
+        f"{'ratio':>6} {'dbuf gain':>9} {'block model rb / cg (ratio)':>30}")
+    for key, r in runs.items():
+        name, bw = key.rsplit(" ", 1)
+        bm = (f"{r['block-model row-block']['cycles']:>9} / "
+              f"{r['block-model col-group']['cycles']:>7} ({r['block_model_ratio']:.2f}x)"
+              if "block_model_ratio" in r else "")
+        log(f"  {name:18} {bw:>5} {r['row-block']['cycles']:>10} "
+            f"{r['col-group-single']['cycles']:>10} {r['col-group']['cycles']:>10} "
+            f"{r['ratio_row_block_over_col_group']:>5.2f}x {r['double_buffer_gain']:>8.2f}x "
+            f"{bm:>30}")
+    return runs
+
+
+#: IMEM loader what-ifs (``golden.cycles.imem_loader_estimate``, a planned design, not
+#: built): (config scale, scan L-words per cycle; 0 = C * m): today's replicated WMEM; C
+#: times the columns per group and C * m scan words per cycle (what the bank / placed maps
+#: give); and OMEM 16x as well (what an OMEM drain gives: every row block in one run).
+LOADER_WHATIF = {"exion16": ({}, 1),
+                 "bank_maps": ({"wmem_depth": 16}, 0),
+                 "bank_maps_omem_x16": ({"wmem_depth": 16, "omem_depth": 16}, 0)}
+
+
+#: WMEM scales of the loader's group-width crossover (G = f * 7 columns at K = 1152).
+LOADER_WMEM_SCALES = (1, 2, 3, 4, 8, 16)
+
+
+def engine_loader(log) -> dict:
+    """The col-group engine with an IMEM loader (A streamed from the global buffer through
+    the weights' bandwidth; every row block in one run; A fetched once per column group,
+    the weights once per run), ``golden.cycles.imem_loader_estimate``, on the case of
+    :func:`engine_model`, against today's row-block engine (A written by the host, not
+    charged), with the what-ifs of :data:`LOADER_WHATIF`, and the group width at which the
+    loader starts to pay (``crossover_64``: WMEM x f, C * m scan words, OMEM x 1 or 16)."""
+    from exion.golden.cycles import engine_cycles, imem_loader_estimate
+    M, N, K = 256, 1152, 1152
+    mask = np.random.default_rng(0).random((M, N)) >= 0.8
+    out = {}
+    log("\nGemm engine with an IMEM loader (estimate, not built): 256 x 1152, s = 0.8, "
+        "K = 1152 (ratio = row-block / loader, > 1: loader faster)")
+    log(f"  {'what-if':20} {'B/cyc':>5} {'row-block':>10} {'loader':>10} {'ratio':>6} "
+        f"{'weights MB':>10} {'A MB':>7} {'runs':>4} {'blk/run':>7} {'G':>4} bound")
+    for bw in ENGINE_BWS:
+        rb = engine_cycles(CFG, mask, K, dataflow="row-block", gb_bytes=bw)
+        for name, (scale, sw) in LOADER_WHATIF.items():
+            cfg = CFG.replace(name=f"{CFG.name}_{name}",
+                              **{k: v * getattr(CFG, k) for k, v in scale.items()}) \
+                if scale else CFG
+            e = imem_loader_estimate(cfg, mask, K, gb_bytes=bw,
+                                     scan_words=sw or cfg.cols * cfg.merge_ways)
+            t0 = e["tiles"][0]
+            r = {"row_block_cycles": rb["cycles"], "row_block_bytes": rb["bytes"]["gb_wmem"],
+                 "cycles": e["cycles"], "compute_cycles": e["compute_cycles"],
+                 "stall_cycles": e["stall_cycles"], "bytes": e["bytes"], "bound": e["bound"],
+                 "runs": len(e["tiles"]), "blocks_per_run": t0["blocks"],
+                 "cols_per_run": t0["ncols"], "group_cols": t0["gcols"],
+                 "ratio_row_block_over_loader": rb["cycles"] / e["cycles"]}
+            out[f"{name} {bw}"] = r
+            log(f"  {name:20} {bw:>5} {rb['cycles']:>10} {e['cycles']:>10} "
+                f"{r['ratio_row_block_over_loader']:>5.2f}x "
+                f"{e['bytes']['gb_wmem'] / 1e6:>10.2f} {e['bytes']['gb_imem'] / 1e6:>7.2f} "
+                f"{r['runs']:>4} {r['blocks_per_run']:>7} {r['group_cols']:>4} {e['bound']}")
+    rb = engine_cycles(CFG, mask, K, dataflow="row-block", gb_bytes=64)["cycles"]
+    cross = []
+    for f in LOADER_WMEM_SCALES:
+        for om in (1, 16):
+            cfg = CFG.replace(name=f"{CFG.name}_w{f}_o{om}", wmem_depth=f * CFG.wmem_depth,
+                              omem_depth=om * CFG.omem_depth)
+            e = imem_loader_estimate(cfg, mask, K, gb_bytes=64,
+                                     scan_words=CFG.cols * CFG.merge_ways)
+            cross.append({"wmem_x": f, "omem_x": om, "group_cols": e["tiles"][0]["gcols"],
+                          "blocks_per_run": e["tiles"][0]["blocks"], "cycles": e["cycles"],
+                          "bytes": e["bytes"], "ratio_row_block_over_loader": rb / e["cycles"]})
+    out["crossover_64"] = cross
+    log("  group width crossover at 64 B/cycle (WMEM x f, C*m scan words; OMEM x1 / x16): "
+        + ", ".join(f"G {a['group_cols']}: {a['ratio_row_block_over_loader']:.2f}x / "
+                    f"{b['ratio_row_block_over_loader']:.2f}x"
+                    for a, b in zip(cross[::2], cross[1::2])))
+    return out
+
+
 def engine_rtl(log) -> list:
     """The gemm engine (toy RTL, Verilated) against ``golden.cycles.engine_cycles``: a
     32 x 32 @ 32 x 16 product (seed 5) with a dense, a random 50 % and a column-concentrated
     (2 of 16 columns) mask, row-block and col-group, at unlimited, 6 and 2 B/cycle (a toy
-    L-word is 6 bytes). RTL cycles, model cycles, stall cycles, weight bytes."""
+    L-word is 6 bytes), and a 16 x 128 @ 128 x 32 product (K/L = 32: 8 columns a WMEM half,
+    4 column groups; random 50 % mask) row-block, col-group single- and double-buffered at
+    64, 128, 256, 6 and 2 B/cycle (on toy 64 B/cycle and more equal unlimited: a scan moves
+    one 6-byte word per cycle, a row-block beat at most 36 bytes). RTL cycles, model cycles,
+    stall cycles, weight bytes."""
     from exion.sim.gemm_rtl import GemmCase, plan_tiles, rtl_sparse_gemm
     from exion.golden.conmerge import masked_gemm
     from exion.golden.cycles import engine_cycles
@@ -252,22 +398,40 @@ def engine_rtl(log) -> list:
     cases = [GemmCase(a, b, mk, dataflow=df, gb_bytes=gb, name=f"{nm}/{df}/{gb}")
              for nm, mk in masks.items() for df in ("row-block", "col-group")
              for gb in (0, 6, 2)]
+    M2, K2, N2 = 2 * cfg.rows, 32 * cfg.lanes, 32
+    a2 = rng.integers(cfg.wmin, cfg.wmax + 1, (M2, K2))
+    b2 = rng.integers(cfg.wmin, cfg.wmax + 1, (K2, N2))
+    m2 = rng.random((M2, N2)) >= 0.5
+    cases += [GemmCase(a2, b2, m2, dataflow=df, gb_bytes=gb, double_buffer=db,
+                       name=f"groups/{nm}/{gb}")
+              for df, nm, db in (("row-block", "row-block", True),
+                                 ("col-group", "cg-single", False),
+                                 ("col-group", "cg-double", True))
+              for gb in ENGINE_BWS + (6, 2)]
     outs, runs, _ = rtl_sparse_gemm(cfg, cases, seed=5, run_name="bench-engine")
     rows = []
     for c, o, r in zip(cases, outs, runs):
-        e = engine_cycles(cfg, c.mask, K, dataflow=c.dataflow, gb_bytes=c.gb_bytes,
-                          regions=plan_tiles(cfg, c)[0].setup["regions"])
+        e = engine_cycles(cfg, c.mask, c.a.shape[1], dataflow=c.dataflow, gb_bytes=c.gb_bytes,
+                          regions=plan_tiles(cfg, c)[0].setup["regions"],
+                          double_buffer=c.double_buffer)
         rtl = sum(r.tile_cycles)
         rows.append({"case": c.name, "rtl_cycles": rtl, "model_cycles": e["cycles"],
                      "model_over_rtl": e["cycles"] / rtl, "rtl_stall": sum(r.tile_stalls),
                      "weight_bytes": sum(r.tile_words) * cfg.lanes * cfg.width // 8,
-                     "bit_exact": bool(np.array_equal(o, masked_gemm(cfg, a, b, c.mask)))})
-    log("\nGemm engine, toy RTL vs model (32x32 @ 32x16, seed 5):")
+                     "bit_exact": bool(np.array_equal(o, masked_gemm(cfg, c.a, c.b,
+                                                                     c.mask)))})
+    log("\nGemm engine, toy RTL vs model (32x32 @ 32x16 and, 'groups', 16x128 @ 128x32, "
+        "seed 5):")
     log(f"  {'case':24} {'RTL':>6} {'model':>6} {'ratio':>6} {'stall':>6} {'bytes':>6}")
     for x in rows:
         log(f"  {x['case']:24} {x['rtl_cycles']:>6} {x['model_cycles']:>6} "
             f"{x['model_over_rtl']:>6.3f} {x['rtl_stall']:>6} {x['weight_bytes']:>6}"
             f"{'' if x['bit_exact'] else '  NOT BIT-EXACT'}")
+    by = {x["case"]: x["rtl_cycles"] for x in rows}
+    log("  'groups' ratios (RTL): " + ", ".join(
+        f"{gb} B/cycle row-block / cg-double {by[f'groups/row-block/{gb}'] / by[f'groups/cg-double/{gb}']:.2f}x,"
+        f" cg-single / cg-double {by[f'groups/cg-single/{gb}'] / by[f'groups/cg-double/{gb}']:.2f}x"
+        for gb in ENGINE_BWS + (6, 2)))
     return rows
 
 
@@ -299,6 +463,7 @@ def main(argv=None) -> int:
     plot(rows, bws, png)
     res = {"config": CFG.name, "seed": SEED, "bandwidths": list(bws), "xl": rows,
            "goals": g, "bank_maps": bm, "digits_block": {"source": src, **db},
+           "engine_model": engine_model(print), "engine_loader": engine_loader(print),
            "engine_rtl": engine_rtl(print) if args.rtl else None,
            "seconds": time.perf_counter() - t_start}
     (args.out / "dataflow.json").write_text(json.dumps(res, indent=1) + "\n")

@@ -277,6 +277,13 @@ class Config:
         return self.wmem_depth // self.lanes
 
     @property
+    def gemm_max_groups(self) -> int:
+        """Most column groups one col-group run of the gemm engine holds: a pass's 16-bit
+        block label carries the row block in its low ``omem_depth.bit_length()`` bits and
+        the group above them (``hw.gemm``, ``golden.cycles.engine_tiles``)."""
+        return 1 << (16 - self.omem_depth.bit_length())
+
+    @property
     def w_open(self) -> int:
         """ConMerge merge window (SPEC 3.2 step 4)."""
         return self.cols if self.merge_window is None else self.merge_window
@@ -473,7 +480,7 @@ class Config:
                  "sdue_fixed_cycles", "cau_cols_per_cycle", "cau_merge_lanes", "cau_sort_banks",
                  "epre_pipe", "epre_sel_fixed", "epre_run_fixed", "epre_unit_count",
                  "epre_lane_count", "epre_selector_count", "epre_shift_adds", "dsc_epre_dims",
-                 "dsc_row_max", "dsc_ffnr_dims"]
+                 "dsc_row_max", "dsc_ffnr_dims", "gemm_max_groups"]
         d = {n: getattr(self, n) for n in names}
         d["k_cap"] = self.k_cap()      # a run with all merge_ways; k_cap(m) for fewer
         return d

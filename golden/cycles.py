@@ -93,6 +93,7 @@ __all__ = [
     "sdue_fixed", "sdue_cycles", "k_cap", "sdue_pass_list", "GemmCycles",
     "gemm_cycles", "cau_block_cycles", "cau_stage_cycles", "cau_cycles", "cau_schedule",
     "cau_default_lanes", "cau_flush_cycles", "cau_sort_steps", "engine_tiles", "engine_cycles",
+    "engine_plan", "group_mask", "col_group_run", "loader_plan", "imem_loader_estimate",
     "scan_cycles", "row_block_fetch", "engine_regions", "ENGINE_DATAFLOWS",
     "epre_cycles", "epre_run_cycles", "epre_phase_cycles", "transformer_block",
     "MODES", "CAU_COLS_PER_CYCLE", "CAU_LANES_DEFAULT_CAP", "CAU_LANES_MAX", "CAU_SORT_START", "CAU_SORT_LOAD",
@@ -699,30 +700,40 @@ def transformer_block(cfg: Config, T: int, d: int, heads: int, d_head: int | Non
 # ---- the gemm engine (hw/gemm.py), per run ("tile") --------------------------------------
 #: Engine dataflows (``hw.gemm.DATAFLOWS``; ``flow.col_group`` 0 / 1).
 ENGINE_DATAFLOWS = ("row-block", "col-group")
-#: col-group: cycles from the CAU's last mask read (``cau_schedule`` read_end) to the first
-#: scan cycle (the snoop's mask_done register, then the scan's start register).
+#: col-group: cycles from the CAU's last mask read of a group (``cau_schedule`` read_end
+#: of its last block) to its first scan cycle (the snoop's group counter, then the scan's
+#: start register).
 ENGINE_SCAN_START = 2
-#: col-group: cycles from the end of the scan to the first pass taken by the SDUE when the
-#: last column is needed (its WMEM write register, then the release register); one less
-#: when the last column is skipped (no write in flight).
-ENGINE_SCAN_RELEASE = 2
-#: col-group: cycles from the CAU idle (``cau_schedule`` total) to the first pass taken.
+#: col-group: cycles from the end of a group's scan (the cycle after its last) to the first
+#: cycle its passes may go to the SDUE (the done pulse after the last WMEM write).
+ENGINE_SCAN_RELEASE = 1
+#: col-group: cycles from the CAU idle (``cau_schedule`` total), or from a block's
+#: ``done``, to the cycle the engine counts the group's passes as all queued.
 ENGINE_CAU_RELEASE = 1
 #: row-block: cycles from a block's ``cau_schedule`` done (its last pass handed over) to the
 #: first cycle the fetch may take the block's passes (the pass queue's write, its output
 #: register; the engine's complete-block counter is timed to match).
 ENGINE_BLOCK_RELEASE = 1
+#: col-group: group g's scan waits for group g - 2's passes (the WMEM half it refills);
+#: False only in the mutation test that shows the rule is measured.
+ENGINE_HALF_RULE = True
 #: Busy cycles before ``cau_schedule``'s cycle 0 (the first beat is taken while idle).
 ENGINE_ORIGIN = 0
 
 
-def engine_tiles(cfg: Config, M: int, N: int, K: int, dataflow: str = "row-block") -> list:
-    """The runs (tiles) the host driver cuts a product into: ``(b0, blocks, c0, ncols)``.
+def engine_plan(cfg: Config, M: int, N: int, K: int, dataflow: str = "row-block", *,
+                double_buffer: bool = True, group_cols: int | None = None) -> list:
+    """The runs (tiles) the host driver cuts a product into, as dicts ``b0``, ``blocks``,
+    ``c0``, ``ncols``, ``gcols`` (col-group columns per group; ``ncols`` = one group).
 
     row-block: column groups of ``omem_depth``, then as many row blocks as IMEM and OMEM
-    hold. col-group: a tile is one column group against as many row blocks as IMEM holds;
-    its columns are resident in WMEM (``ncols * kwords <= 2 * wmem_words``) and its results
-    in OMEM (``blocks * ncols <= omem_depth``).
+    hold. col-group, single-buffered (``double_buffer=False``, or a column longer than a
+    WMEM half): a tile is one column group (``ncols * kwords <= 2 * wmem_words``) against
+    as many row blocks as IMEM holds (``blocks * ncols <= omem_depth``; ``group_cols``
+    caps the group). col-group,
+    double-buffered (default): a tile is as many row blocks as IMEM holds against as many
+    columns as OMEM holds for them, in groups of ``gcols = wmem_words // kwords`` columns
+    (one WMEM half each; ``group_cols`` caps it), at most ``cfg.gemm_max_groups`` groups.
     """
     if dataflow not in ENGINE_DATAFLOWS:
         raise ExionError(f"dataflow {dataflow!r} is not one of {', '.join(ENGINE_DATAFLOWS)}")
@@ -731,16 +742,129 @@ def engine_tiles(cfg: Config, M: int, N: int, K: int, dataflow: str = "row-block
     if kw > 2 * cfg.imem_words:
         raise ExionError(f"gemm engine: K = {K} needs {kw} words per row, more than IMEM's "
                          f"{2 * cfg.imem_words} (the engine runs no K-splits)")
+    if group_cols is not None and (not isinstance(group_cols, (int, np.integer))
+                                   or group_cols < 1):
+        raise ExionError(f"gemm engine: group_cols = {group_cols!r} must be an integer >= 1")
     nblk = math.ceil(M / R)
-    if dataflow == "col-group":
+    half = cfg.wmem_words // kw
+    if dataflow == "col-group" and double_buffer and half >= 1:
         tb = max(1, min(nblk, 2 * cfg.imem_words // kw))
-        ng = min(N, max(1, cfg.omem_depth // tb), 2 * cfg.wmem_words // kw)
+        gc = half if group_cols is None else min(half, int(group_cols))
+        ng = min(N, max(1, cfg.omem_depth // tb), gc * cfg.gemm_max_groups)
         tb = max(1, min(tb, cfg.omem_depth // ng))
+    elif dataflow == "col-group":
+        tb = max(1, min(nblk, 2 * cfg.imem_words // kw))
+        ng = min(N, max(1, cfg.omem_depth // tb), 2 * cfg.wmem_words // kw,
+                 N if group_cols is None else int(group_cols))
+        tb = max(1, min(tb, cfg.omem_depth // ng))
+        gc = ng
     else:
         ng = min(N, cfg.omem_depth)
         tb = max(1, min(2 * cfg.imem_words // kw, cfg.omem_depth // ng))
-    return [(b0, min(tb, nblk - b0), c0, min(ng, N - c0))
+        gc = ng
+    return [{"b0": b0, "blocks": min(tb, nblk - b0), "c0": c0, "ncols": min(ng, N - c0),
+             "gcols": min(gc, ng, N - c0)}
             for c0 in range(0, N, ng) for b0 in range(0, nblk, tb)]
+
+
+def engine_tiles(cfg: Config, M: int, N: int, K: int, dataflow: str = "row-block", *,
+                 double_buffer: bool = True) -> list:
+    """:func:`engine_plan` as ``(b0, blocks, c0, ncols)`` tuples."""
+    return [(t["b0"], t["blocks"], t["c0"], t["ncols"])
+            for t in engine_plan(cfg, M, N, K, dataflow, double_buffer=double_buffer)]
+
+
+def group_mask(cfg: Config, sub, blocks: int, gcols: int) -> np.ndarray:
+    """The mask a col-group run streams into the CAU: group by group, each group's row
+    blocks (``R`` rows, zero-padded) over ``gcols`` columns (the last group zero-padded),
+    stacked as one ``(groups * blocks * R, gcols)`` mask (row block ``g * blocks + b``)."""
+    R = cfg.rows
+    rows, ncols = sub.shape
+    groups = -(-ncols // gcols)
+    out = np.zeros((groups * blocks * R, gcols), bool)
+    for g in range(groups):
+        part = sub[:, g * gcols:(g + 1) * gcols]
+        out[g * blocks * R:g * blocks * R + rows, :part.shape[1]] = part
+    return out
+
+
+def col_group_run(cfg: Config, sub, kw: int, gcols: int, blocks: int, *, gb_bytes: int = 0,
+                  merge_ways: int | None = None, sort: str = "popcount",
+                  cols_per_cycle: int = CAU_COLS_PER_CYCLE) -> dict:
+    """Exact timing of one col-group run (``hw.gemm``, double-buffered across groups).
+
+    Choices (docs/choices.md, "col-group double-buffered"): groups of ``wmem_words //
+    kwords`` columns in alternating WMEM halves; the mask streamed group by group, each
+    group's row blocks one CAU block (the last group zero-padded); a group's scan waits for
+    the passes of the group two before it; a pass leaves once its group is resident and its
+    row block complete in the queue. With ``gather`` (FC2's W2 rows) the scan's timing is
+    the same at the gathered ``kw``.
+
+    Per group g (``ngroups = ceil(ncols / gcols)``; stacked mask :func:`group_mask`, CAU
+    schedule of it, ``v = g * blocks + b``):
+
+    * scan start ``S_g = max(read_end[last v of g] + ENGINE_SCAN_START, S_{g-1} + scan_{g-1}
+      + 1, F_{g-2} + 1)``: the group's mask is in, the scanner is free, and the WMEM half
+      is free: ``F_h = max(X_h, A_q + per + 1)`` with q the last pass of groups <= h (it
+      issues its last beat at ``A_q + per``, the engine counts it the cycle after) and
+      ``X_h`` = the first cycle the engine knows group h's passes are all queued
+      (``min(done[v] + 1`` over blocks from h's last on, ``CAU total + 1)``);
+    * its columns are resident at ``S_g + scan_g + 1`` (:func:`scan_cycles`, credit from
+      0);
+    * the SDUE takes pass p at ``A_p = max(resident(g_p), done[v_p] + ENGINE_BLOCK_RELEASE,
+      A_{p-1} + per)``;
+    * ``cycles = max(A_last + per + sdue_fixed, S_last + scan_last, CAU total - 1)``;
+    * ``tail``: cycles of the SDUE's final drain (after ``A_last + per``) in which a scan
+      (of trailing empty groups) or the CAU was still working: the stall counter counts
+      them (issue idle, work pending), so ``stall = cycles - compute + tail``.
+    """
+    m = cfg.check_merge_ways(merge_ways)
+    wbits = cfg.lanes * cfg.width
+    ncols = sub.shape[1]
+    groups = -(-ncols // gcols)
+    stack = group_mask(cfg, sub, blocks, gcols)
+    plan = conmerge(cfg, stack, sort=sort, merge_ways=m)
+    sch = cau_schedule(cfg, stack, merge_ways=m, sort=sort, cols_per_cycle=cols_per_cycle)
+    done, total = sch["done"], int(sch["total"])
+    per = max(kw, cfg.cols)
+    pgroup = np.asarray(plan.row_block, np.int64) // blocks
+    A = np.zeros(plan.n_passes, np.int64)
+    S = [0] * groups
+    scan = [0] * groups
+    words = 0
+    p = 0
+    for g in range(groups):
+        need = sub[:, g * gcols:(g + 1) * gcols].any(axis=0)
+        words += int(need.sum()) * kw
+        scan[g] = scan_cycles(need, kw, gb_bytes, wbits)
+        lastv = g * blocks + blocks - 1
+        s = int(sch["read_end"][lastv]) + ENGINE_SCAN_START
+        if g:
+            s = max(s, S[g - 1] + scan[g - 1] + 1)
+        if g >= 2 and ENGINE_HALF_RULE:
+            h = g - 2
+            later = [int(d) + ENGINE_CAU_RELEASE for d in done[(h + 1) * blocks - 1:]
+                     if d >= 0]
+            free = min(later + [total + ENGINE_CAU_RELEASE])
+            q = np.flatnonzero(pgroup <= h)
+            if q.size:
+                free = max(free, int(A[q[-1]]) + per + 1)
+            s = max(s, free + 1)
+        S[g] = s
+        resident = s + scan[g] + ENGINE_SCAN_RELEASE
+        while p < plan.n_passes and pgroup[p] == g:
+            a = max(resident, int(done[plan.row_block[p]]) + ENGINE_BLOCK_RELEASE)
+            A[p] = a if p == 0 else max(a, int(A[p - 1]) + per)
+            p += 1
+    pend = max(S[-1] + scan[-1], total - 1)     # the last cycle work is pending
+    cycles, tail = pend, 0
+    if plan.n_passes:
+        cycles = max(cycles, int(A[-1]) + per + sdue_fixed(cfg))
+        tail = max(0, min(pend, cycles) - int(A[-1]) - per)
+    return {"passes": plan.n_passes, "groups": groups, "words": words,
+            "cycles": cycles + ENGINE_ORIGIN, "tail": tail, "scan_start": S, "scan": scan,
+            "take": A,
+            "pass_group": pgroup}
 
 
 def scan_cycles(need, kwords: int, gb_bytes: int, word_bits: int) -> int:
@@ -823,18 +947,21 @@ def row_block_fetch(cfg: Config, members, kwords: int, start, *, gb_bytes: int =
 def engine_cycles(cfg: Config, mask, K: int, *, dataflow: str = "row-block",
                   gb_bytes: int = 0, merge_ways: int | None = None, sort: str = "popcount",
                   cols_per_cycle: int = CAU_COLS_PER_CYCLE,
-                  regions: int | None = None, input_mask=None) -> dict:
+                  regions: int | None = None, input_mask=None, double_buffer: bool = True,
+                  group_cols: int | None = None) -> dict:
     """Cycles, bytes and bound of a masked product through the gemm engine (``hw/gemm.py``).
 
     Per tile (:func:`engine_tiles`): ``passes`` (golden ConMerge), ``compute`` = sum_p
     max(kwords, C) + SDUE fixed, ``words`` / ``wmem_bytes`` (global buffer -> WMEM),
     ``cycles``, ``stall`` = cycles - compute (the RTL's ``stalls`` counter), ``exact``.
 
-    col-group (exact): the CAU runs freely (``cau_schedule``; its passes queue); the column
-    scan starts ``ENGINE_SCAN_START`` cycles after the CAU read the last mask beat and moves
-    only the needed columns (:func:`scan_cycles`); the first pass goes to the SDUE at
-    ``max(scan end + ENGINE_SCAN_RELEASE, CAU idle + ENGINE_CAU_RELEASE)`` and the passes
-    then run back to back: ``cycles = start + compute``.
+    col-group (exact, :func:`col_group_run`): the CAU runs freely (``cau_schedule``; its
+    passes queue); a run's column groups (:func:`engine_plan`; ``double_buffer=False``: one
+    group per run, the whole WMEM) are scanned in order into alternating WMEM halves, each
+    once its mask is in and its half is free, moving only the needed columns
+    (:func:`scan_cycles`); a pass goes to the SDUE once its group is resident and its row
+    block complete in the queue, so group g + 1's scan overlaps group g's passes.
+    ``group_cols`` caps the columns per group (the host driver's ``GemmCase.group_cols``).
 
     row-block (exact): the CAU's passes queue (the CAU runs freely, ``cau_schedule``); the
     fetch takes a block's passes from ``ENGINE_BLOCK_RELEASE`` cycles after the block's
@@ -858,8 +985,11 @@ def engine_cycles(cfg: Config, mask, K: int, *, dataflow: str = "row-block",
     wbits = L * cfg.width
     tiles = []
     imask = None if input_mask is None else check_mask(input_mask, "input_mask", (M, K))
-    for b0, blocks, c0, ncols in engine_tiles(cfg, M, N, K, dataflow):
+    for tp in engine_plan(cfg, M, N, K, dataflow, double_buffer=double_buffer,
+                          group_cols=group_cols):
+        b0, blocks, c0, ncols = tp["b0"], tp["blocks"], tp["c0"], tp["ncols"]
         sub = mask[b0 * R:min(M, (b0 + blocks) * R), c0:c0 + ncols]
+        groups, tail = 1, 0
         if imask is not None:
             kg = int(imask[b0 * R:(b0 + blocks) * R].any(axis=0).sum())
             kw = max(1, math.ceil(kg / L))
@@ -867,18 +997,12 @@ def engine_cycles(cfg: Config, mask, K: int, *, dataflow: str = "row-block",
         npass = plan.n_passes
         compute = sdue_cycles(cfg, [kw] * npass)
         if dataflow == "col-group":
-            need = sub.any(axis=0)
-            words = int(need.sum()) * kw
-            sch = cau_schedule(cfg, sub, merge_ways=m, sort=sort,
-                               cols_per_cycle=cols_per_cycle)
-            scan_end = int(sch["read_end"][-1]) + ENGINE_SCAN_START + \
-                scan_cycles(need, kw, gb_bytes, wbits)
-            if npass:
-                start = max(scan_end + ENGINE_SCAN_RELEASE - (0 if need[-1] else 1),
-                            int(sch["total"]) + ENGINE_CAU_RELEASE) + ENGINE_ORIGIN
-                cycles = start + compute
-            else:   # no pass: busy until the scan (every column skipped) and the CAU end
-                cycles = max(scan_end - 1, int(sch["total"])) + ENGINE_ORIGIN
+            run = col_group_run(cfg, sub, kw, tp["gcols"], blocks, gb_bytes=gb_bytes,
+                                merge_ways=m, sort=sort, cols_per_cycle=cols_per_cycle)
+            npass, words, cycles, groups = (run["passes"], run["words"], run["cycles"],
+                                            run["groups"])
+            compute = sdue_cycles(cfg, [kw] * npass)
+            tail = run["tail"]
             exact = True
         else:
             present = (plan.members >= 0).reshape(npass, -1).sum(axis=1) if npass else []
@@ -895,9 +1019,10 @@ def engine_cycles(cfg: Config, mask, K: int, *, dataflow: str = "row-block",
                 cycles = int(sch["total"]) - 1 + ENGINE_ORIGIN
             exact = True
         tiles.append({"b0": b0, "blocks": blocks, "c0": c0, "ncols": ncols, "passes": npass,
+                      "gcols": tp["gcols"], "groups": groups,
                       "kwords": kw, "compute": compute, "words": words,
                       "wmem_bytes": words * wbits // 8, "cycles": cycles,
-                      "stall": None if cycles is None else cycles - compute, "exact": exact})
+                      "stall": cycles - compute + tail, "tail": tail, "exact": exact})
     tot_c = sum(t["cycles"] or 0 for t in tiles)
     comp = sum(t["compute"] for t in tiles)
     wb = sum(t["wmem_bytes"] for t in tiles)
@@ -909,6 +1034,135 @@ def engine_cycles(cfg: Config, mask, K: int, *, dataflow: str = "row-block",
     return {"dataflow": dataflow, "gb_bytes_per_cycle": gb_bytes, "M": M, "N": N, "K": K,
             "tiles": tiles, "cycles": tot_c, "compute_cycles": comp,
             "stall_cycles": tot_c - comp, "bytes": {"gb_wmem": wb}, "memory_cycles": mem,
+            "bound": "memory-bound" if mem > comp else "compute-bound",
+            "useful_macs": useful,
+            "utilization": useful / (cfg.peak_macs * tot_c) if tot_c else 0.0}
+
+
+# ---- an IMEM loader for the col-group engine: a planned design's estimate (not built) -----
+
+def loader_plan(cfg: Config, M: int, N: int, K: int, *, group_cols: int | None = None) -> list:
+    """Runs of the col-group engine with an IMEM loader (issue 17, dbuf2; not built): A's
+    row blocks stream from the global buffer, so a run holds **every** row block of the
+    product (as many as OMEM holds results for: ``blocks * ncols <= omem_depth``) against
+    as many columns as OMEM holds for them, in groups of ``gcols = wmem_words // kwords``
+    (``group_cols`` caps it). Dicts as :func:`engine_plan`'s."""
+    R, L = cfg.rows, cfg.lanes
+    kw = max(1, math.ceil(K / L))
+    if kw > 2 * cfg.imem_words:
+        raise ExionError(f"gemm engine: K = {K} needs {kw} words per row, more than IMEM's "
+                         f"{2 * cfg.imem_words} (the engine runs no K-splits)")
+    half = cfg.wmem_words // kw
+    if half < 1:
+        raise ExionError(f"gemm engine: K = {K} does not fit a WMEM half "
+                         f"({cfg.wmem_words} words); the loader estimate needs one")
+    gc = half if group_cols is None else max(1, min(half, int(group_cols)))
+    nblk = math.ceil(M / R)
+    tb = max(1, min(nblk, cfg.omem_depth // min(gc, N)))
+    ng = min(N, max(1, cfg.omem_depth // tb), gc * cfg.gemm_max_groups)
+    if gc < ng < N:
+        ng -= ng % gc               # whole groups: A is fetched once per group
+    return [{"b0": b0, "blocks": min(tb, nblk - b0), "c0": c0, "ncols": min(ng, N - c0),
+             "gcols": min(gc, ng, N - c0)}
+            for c0 in range(0, N, ng) for b0 in range(0, nblk, tb)]
+
+
+def _loader_run(cfg: Config, sub, kw: int, gcols: int, blocks: int, bw: float,
+                scan_words: int, m: int) -> dict:
+    """One loader run (:func:`imem_loader_estimate`): a serial global-buffer channel in
+    program order (group g's scan, then its row blocks' A loads), the SDUE in order."""
+    R, L, W = cfg.rows, cfg.lanes, cfg.width
+    rows_in = sub.shape[0]
+    per = max(kw, cfg.cols)
+    slots = max(1, 2 * cfg.imem_words // kw)        # IMEM ring: row blocks resident
+    stack = group_mask(cfg, sub, blocks, gcols)
+    plan = conmerge(cfg, stack, merge_ways=m)
+    npb = np.bincount(np.asarray(plan.row_block, np.int64),
+                      minlength=stack.shape[0] // R)   # passes per (group, block)
+    groups = -(-sub.shape[1] // gcols)
+    wbytes = L * W / 8
+    chan = 0.0                                       # the channel is free from here
+    sdue = 0.0                                       # the SDUE is free from here
+    group_end = []                                   # last pass of group g issued
+    slot_free: list[float] = []                      # per loaded block: its passes issued
+    wb = ab = 0.0
+    for g in range(groups):
+        need = sub[:, g * gcols:(g + 1) * gcols].any(axis=0)
+        nw = int(need.sum()) * kw
+        rel = group_end[g - 2] if g >= 2 else 0.0    # its WMEM half is free
+        start = max(chan, rel)
+        chan = start + max(nw * wbytes / bw if bw else 0.0,
+                           math.ceil(nw / scan_words) + int((~need).sum()))
+        resident = chan
+        wb += nw * wbytes
+        for b in range(blocks):
+            p = int(npb[g * blocks + b])
+            if p == 0:
+                continue                              # no pass: A block not loaded
+            rows = min(R, rows_in - b * R)
+            nbytes = kw * rows * wbytes
+            free = slot_free[-slots] if len(slot_free) >= slots else 0.0
+            start = max(chan, free)
+            chan = start + max(nbytes / bw if bw else 0.0, kw)
+            ab += nbytes
+            sdue = max(sdue, chan, resident) + p * per
+            slot_free.append(sdue)
+        group_end.append(sdue)
+    return {"passes": plan.n_passes, "groups": groups, "end": sdue,
+            "chan_end": chan, "gb_wmem": wb, "gb_imem": ab}
+
+
+def imem_loader_estimate(cfg: Config, mask, K: int, *, gb_bytes: int = 0,
+                         merge_ways: int | None = None, group_cols: int | None = None,
+                         scan_words: int = 1) -> dict:
+    """Estimated cycles and bytes of the col-group engine with an IMEM loader (issue 17,
+    dbuf2): a **planned design, not built**, so not exact (``exact`` False).
+
+    The design: the host writes A into the global buffer (not IMEM); a run covers every
+    row block of the product (:func:`loader_plan`); per column group g, in order, the scan
+    moves g's needed columns into a WMEM half (``scan_words`` L-words per cycle at most: 1
+    for the replicated map, up to ``C * m`` for the bank maps) once the half is free
+    (group g - 2's passes issued), then each row block with a pass in g has its A rows
+    (``kwords`` beats of one word per IMEM bank, ``rows * L * W`` bits per beat) loaded
+    into an IMEM ring of ``2 * imem_words // kwords`` block slots (at least one), a slot
+    free once the passes of the block it held are issued; the block's passes go to the
+    SDUE once its A block and its group are in. A row block without a pass in g is not
+    loaded for g. A is therefore fetched once per column group, the weights once per run.
+
+    Estimate: one global-buffer channel of ``gb_bytes`` bytes per cycle (0 = unlimited)
+    serving the scans and loads in that program order, each request at least one cycle per
+    word / beat; the CAU assumed hidden (it runs ahead in the built engine); the SDUE as
+    :func:`sdue_cycles` per pass. Returns the totals of :func:`engine_cycles` plus
+    ``bytes`` ``gb_wmem`` (weights) and ``gb_imem`` (A).
+    """
+    mask = check_mask(mask)
+    M, N = mask.shape
+    m = cfg.check_merge_ways(merge_ways)
+    R, L = cfg.rows, cfg.lanes
+    kw = max(1, math.ceil(K / L))
+    if not isinstance(scan_words, (int, np.integer)) or scan_words < 1:
+        raise ExionError(f"scan_words = {scan_words!r} must be an integer >= 1")
+    tiles = []
+    for tp in loader_plan(cfg, M, N, K, group_cols=group_cols):
+        b0, blocks, c0, ncols = tp["b0"], tp["blocks"], tp["c0"], tp["ncols"]
+        sub = mask[b0 * R:min(M, (b0 + blocks) * R), c0:c0 + ncols]
+        run = _loader_run(cfg, sub, kw, tp["gcols"], blocks, float(gb_bytes), scan_words, m)
+        compute = sdue_cycles(cfg, [kw] * run["passes"])
+        cycles = math.ceil(run["end"] + sdue_fixed(cfg)) if run["passes"] else \
+            math.ceil(run["chan_end"])
+        tiles.append({**tp, "passes": run["passes"], "groups": run["groups"], "kwords": kw,
+                      "compute": compute, "gb_wmem": round(run["gb_wmem"]),
+                      "gb_imem": round(run["gb_imem"]), "cycles": cycles,
+                      "stall": cycles - compute, "exact": False})
+    tot_c = sum(t["cycles"] for t in tiles)
+    comp = sum(t["compute"] for t in tiles)
+    by = {"gb_wmem": sum(t["gb_wmem"] for t in tiles),
+          "gb_imem": sum(t["gb_imem"] for t in tiles)}
+    mem = (by["gb_wmem"] + by["gb_imem"]) / gb_bytes if gb_bytes else 0.0
+    useful = int(mask.sum()) * K
+    return {"dataflow": "col-group+loader", "gb_bytes_per_cycle": gb_bytes, "M": M, "N": N,
+            "K": K, "tiles": tiles, "cycles": tot_c, "compute_cycles": comp,
+            "stall_cycles": tot_c - comp, "bytes": by, "memory_cycles": mem,
             "bound": "memory-bound" if mem > comp else "compute-bound",
             "useful_macs": useful,
             "utilization": useful / (cfg.peak_macs * tot_c) if tot_c else 0.0}

@@ -28,15 +28,21 @@ A product ``Y = A @ B`` restricted to a mask runs from (A, B, mask) alone::
 * When ``busy`` falls, OMEM bank r at ``block * ncols + j`` holds ``Y[block * R + r, j]``
   where the mask is set and the preloaded value elsewhere.
 
+* col-group dataflow (``flow.col_group``, :meth:`SparseGemm._col_group`): the run's columns
+  in ``flow.ngroups`` groups of ``flow.gcols``, each group's needed columns scanned from
+  GMEM into one WMEM half (ping-pong: group g + 1 is scanned while group g computes) and
+  read in place by every row block's passes.
+
 Limits of one run (the host driver ``sim.gemm_rtl`` tiles larger products): ``N <=
 omem_depth``, ``blocks * N <= omem_depth``, ``blocks * kwords <= 2 * imem_words``,
-``regions * kwords <= 2 * wmem_words``. GMEM is a model of the global buffer with ``C * m``
+``regions * kwords <= 2 * wmem_words``; col-group ``gcols * kwords <= wmem_words`` with
+several groups (at most ``cfg.gemm_max_groups``), else ``N * kwords <= 2 * wmem_words``. GMEM is a model of the global buffer with ``C * m``
 read ports (one word per WMEM sub-bank per cycle); see ``docs/gemm.md``.
 """
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Signal, signed
+from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -50,7 +56,8 @@ from .sdue import SDUE, mem_write_signature, omem_read_signature, pass_layout
 from .util import bits_for as _bits
 
 __all__ = ["SparseGemm", "setup_layout", "flow_layout", "gmem_write_signature", "gmem_kbits",
-           "DATAFLOWS"]
+           "DATAFLOWS", "group_shift", "block_label", "gather_supported", "kidx_layout",
+           "kidx_write_signature"]
 
 #: The engine's dataflows (``flow.col_group``): 0 = row-block, 1 = col-group.
 DATAFLOWS = ("row-block", "col-group")
@@ -86,14 +93,58 @@ def flow_layout(cfg: Config) -> data.StructLayout:
                ``docs/gemm.md``)
     gb_bytes   global-buffer read bandwidth in bytes per cycle for the weight fetch
                (0 = unlimited: one beat of the fetch per cycle)
-    nblocks    row blocks of the run (col-group: the mask's last block ends the column
-               scan; labels 0 .. nblocks - 1)
+    nblocks    row blocks of the run (col-group: a group's mask ends with block
+               ``nblocks - 1``; block labels 0 .. nblocks - 1)
+    gcols      col-group: columns per group (0 = ``ncols``: one group); with more than
+               one group a group's columns fit one WMEM half (``wmem_words`` words)
+    ngroups    col-group: groups of the run, ``ceil(ncols / gcols)`` (0 = 1); the mask
+               streams group by group, each group's row blocks labelled ``b | g << gshift``
+               (:func:`group_shift`)
+    gather     col-group: word w of every scanned column is gathered from the K rows of the
+               index list's word w (``kidx_w``; FC2's needed W2 rows; :func:`gather_supported`)
     """
+    nb = cfg.omem_depth.bit_length()
     return data.StructLayout({
         "col_group": 1,
         "gb_bytes": 16,
-        "nblocks": cfg.omem_depth.bit_length(),
+        "nblocks": nb,
+        "gcols": nb,
+        "ngroups": nb,
+        "gather": 1,
     })
+
+
+def gather_supported(cfg: Config) -> bool:
+    """The col-group scan can gather (``flow.gather``): one WMEM word = L elements from L
+    GMEM words, read through L of the ``C * m`` GMEM read ports in one cycle."""
+    return cfg.cols * cfg.merge_ways >= cfg.lanes
+
+
+def kidx_layout(cfg: Config) -> data.ArrayLayout:
+    """One word of the gather index list: for each lane l of a gathered WMEM word, the K row
+    it takes, as (``word`` = row // L, ``lane`` = row % L) of the column's GMEM words."""
+    return data.ArrayLayout(data.StructLayout({"word": gmem_kbits(cfg),
+                                               "lane": _bits(cfg.lanes)}), cfg.lanes)
+
+
+def kidx_write_signature(cfg: Config) -> wiring.Signature:
+    """Host write of the gather index list: entry word ``data`` at ``addr`` when ``en``."""
+    return wiring.Signature({
+        "en": Out(1),
+        "addr": Out(_bits(2 * cfg.imem_words)),
+        "data": Out(kidx_layout(cfg)),
+    })
+
+
+def group_shift(cfg: Config) -> int:
+    """col-group: bit of a pass's block label where the column group starts (the row
+    block sits below it); ``cfg.gemm_max_groups`` groups fit above."""
+    return cfg.omem_depth.bit_length()
+
+
+def block_label(cfg: Config, block: int, group: int = 0) -> int:
+    """The mask beats' ``block`` label of row block ``block`` of column group ``group``."""
+    return block | group << group_shift(cfg)
 
 
 def gmem_write_signature(cfg: Config) -> wiring.Signature:
@@ -177,6 +228,7 @@ class SparseGemm(wiring.Component):
             "setup": In(setup_layout(cfg, max_regions)),
             "flow": In(flow_layout(cfg)),
             "gmem_w": In(gmem_write_signature(cfg)),
+            "kidx_w": In(kidx_write_signature(cfg)),
             "imem_w": In(mem_write_signature(R, cfg.imem_addr_bits + 1, word)),
             "omem_w": In(mem_write_signature(R, cfg.omem_addr_bits, signed(cfg.acc_width))),
             "omem_r": In(omem_read_signature(cfg)),
@@ -216,7 +268,7 @@ class SparseGemm(wiring.Component):
         snoop = self._snoop(mod)
         q = self._pass_queue(mod, cau)
         rb = self._row_block(mod, q, sdue, gmem_rd, gbits)
-        cg = self._col_group(mod, q, sdue, gmem_rd[0][0], gbits, snoop)
+        cg = self._col_group(mod, q, sdue, gmem_rd, gbits, snoop)
         self._sdue_feed(mod, sdue, q, rb, cg, gmem_rd)
         self._status(mod, cau, sdue, q, rb, cg)
         return mod
@@ -234,41 +286,71 @@ class SparseGemm(wiring.Component):
         return [[gmem.read_port() for _ in range(cfg.merge_ways)] for _ in range(cfg.cols)]
 
     def _snoop(self, mod) -> dict:
-        """While the mask streams into the CAU: ``mask_done`` once the run's last beat
-        (block ``nblocks - 1``, ``last``) is in, and (col-group) ``need[j]``: column j has a
-        set bit in some row of some block. Cleared while the engine is idle."""
+        """While the mask streams into the CAU (col-group): ``gin``, the groups whose mask
+        is in (a beat with block ``nblocks - 1`` and ``last`` ends a group), and
+        ``need[j]``: column j of the run has a set bit in some row of some block (group g's
+        beats cover columns ``g * gcols ..``). Cleared while the engine is idle."""
         N, P = self.cfg.omem_depth, self.cols_per_cycle
         flow = self.flow
+        gsh = group_shift(self.cfg)
         need = Signal(N, name="cg_need")
         s_beat = Signal(range(-(-N // P) + 1), name="cg_beat")
-        mask_done = Signal(name="mask_done")
+        cbase = Signal(range(2 * N + 1), name="cg_snoop_base")   # first column of the group
+        gin = Signal(range(N + 1), name="cg_gin")
         beat = self.mask.payload
         taken = Signal(name="beat_taken")
-        mod.d.comb += taken.eq(self.mask.valid & self.mask.ready)
+        anyv = Signal(P, name="cg_beat_any")
+        base = Signal(range(2 * N + P + 1), name="cg_beat_base")
+        gcols = Signal(range(N + 1), name="cg_gcols")
+        mod.d.comb += [taken.eq(self.mask.valid & self.mask.ready),
+                       anyv.eq(Cat(beat.cv[lane].any() for lane in range(P))),
+                       base.eq(cbase + s_beat * P),
+                       gcols.eq(Mux(flow.gcols == 0, self.setup.ncols, flow.gcols))]
         with mod.If(~self.busy & ~taken):      # idle between runs: forget the last run
-            mod.d.sync += [need.eq(0), mask_done.eq(0), s_beat.eq(0)]
+            mod.d.sync += [need.eq(0), gin.eq(0), s_beat.eq(0), cbase.eq(0)]
         with mod.If(taken):
             with mod.If(beat.last):
                 mod.d.sync += s_beat.eq(0)
-                with mod.If(beat.block == flow.nblocks - 1):
-                    mod.d.sync += mask_done.eq(1)
+                with mod.If(beat.block[:gsh] == flow.nblocks - 1):
+                    mod.d.sync += [gin.eq(gin + 1), cbase.eq(cbase + gcols)]
             with mod.Else():
                 mod.d.sync += s_beat.eq(s_beat + 1)
+            pb = max(1, (P - 1).bit_length())
             for j in range(N):
-                with mod.If(flow.col_group & (s_beat == j // P) & beat.cv[j % P].any()):
+                rel = Signal(range(-(2 * N + P + 1), N + 1), name=f"cg_rel{j}")
+                mod.d.comb += rel.eq(j - base)
+                hit = (rel >= 0) & (rel < P) & anyv.bit_select(rel.as_unsigned()[:pb], 1)
+                with mod.If(flow.col_group & hit):
                     mod.d.sync += need[j].eq(1)
-        return {"need": need, "mask_done": mask_done}
+        return {"need": need, "gin": gin, "gcols": gcols}
 
     def _pass_queue(self, mod, cau) -> dict:
         """The CAU's passes collect in a queue of ``pass_depth`` (both dataflows), so the
-        CAU runs on its own schedule; ``head`` is the oldest pass."""
-        cpl = cau_pass_layout(self.cfg, self.cfg.omem_depth)
+        CAU runs on its own schedule; ``head`` is the oldest pass. ``ready_blocks`` counts
+        the complete row blocks in the queue (a block's passes may leave once its last pass
+        is in: a schedule the model knows per block), one cycle after the write
+        (``last_in``), when the buffered queue shows an entry written into it empty;
+        ``last_lab`` is the label of the last complete block."""
+        cfg = self.cfg
+        cpl = cau_pass_layout(cfg, cfg.omem_depth)
         pq = fifo.SyncFIFOBuffered(width=cpl.size, depth=self.pass_depth)
         mod.submodules.pass_queue = pq
         head = Signal(cpl, name="pq_head")
         mod.d.comb += [head.as_value().eq(pq.r_data), pq.w_data.eq(cau.out.payload),
                        pq.w_en.eq(cau.out.valid), cau.out.ready.eq(pq.w_rdy)]
-        return {"pq": pq, "head": head, "w_last": cau.out.payload.last}
+        last_in = Signal(name="rb_last_in")
+        last_lab = Signal(16, name="pq_last_label")
+        ready_blocks = Signal(range(cfg.omem_depth + 1), name="rb_ready_blocks")
+        pop_last = Signal(name="pq_pop_last")
+        mod.d.sync += last_in.eq(pq.w_en & pq.w_rdy & cau.out.payload.last)
+        with mod.If(pq.w_en & pq.w_rdy & cau.out.payload.last):
+            mod.d.sync += last_lab.eq(cau.out.payload.block)
+        mod.d.comb += pop_last.eq(pq.r_en & pq.r_rdy & head.last)
+        mod.d.sync += ready_blocks.eq(ready_blocks + last_in - pop_last)
+        with mod.If(~self.busy):
+            mod.d.sync += ready_blocks.eq(0)
+        return {"pq": pq, "head": head, "last_in": last_in, "last_lab": last_lab,
+                "ready_blocks": ready_blocks}
 
     def _row_block(self, mod, q, sdue, gmem_rd, gbits) -> dict:
         """The row-block dataflow's fetch (``flow.col_group = 0``).
@@ -300,14 +382,9 @@ class SparseGemm(wiring.Component):
         next_base = Signal.like(f_base, name="next_base")
         next_ridx = Signal(range(self.max_regions), name="next_ridx")
         outstanding = Signal(range(self.max_regions + 2), name="outstanding")
-        # A block's passes may be taken once its last pass is in the queue: ``ready_blocks``
-        # counts the complete blocks in the queue, one cycle after the write (``last_in``),
-        # when the buffered queue shows an entry written into it empty.
-        last_in = Signal(name="rb_last_in")
-        ready_blocks = Signal(range(cfg.omem_depth + 1), name="rb_ready_blocks")
+        # A block's passes may be taken once its last pass is in the queue.
         release = Signal(name="rb_release")
-        mod.d.sync += last_in.eq(rbf & pq.w_en & pq.w_rdy & q["w_last"])
-        mod.d.comb += release.eq(rbf & (ready_blocks != 0))
+        mod.d.comb += release.eq(rbf & (q["ready_blocks"] != 0))
         dq = fifo.SyncFIFO(width=pass_layout(cfg).size, depth=self.desc_depth)
         mod.submodules.desc_queue = dq
 
@@ -357,10 +434,8 @@ class SparseGemm(wiring.Component):
             mod.d.sync += outstanding.eq(outstanding + 1)
         with mod.Elif(~take & sdue.issued & rbf):
             mod.d.sync += outstanding.eq(outstanding - 1)
-        mod.d.sync += ready_blocks.eq(ready_blocks + last_in - (take & head.last))
         with mod.If(~self.busy):    # idle between runs: the ring and the credit restart
-            mod.d.sync += [next_base.eq(0), next_ridx.eq(0), f_credit.eq(0),
-                           ready_blocks.eq(0)]
+            mod.d.sync += [next_base.eq(0), next_ridx.eq(0), f_credit.eq(0)]
 
         # GMEM data arrives one cycle after its address: write WMEM then.
         wr_en = Signal(name="wr_en")
@@ -384,35 +459,101 @@ class SparseGemm(wiring.Component):
         mod.d.comb += [desc.col[c][k].eq(f_pass.col[c][k]) for c in range(C) for k in range(m)]
         return {"dq": dq, "take": take, "wr_en": wr_en, "wr_addr": wr_addr,
                 "advance": advance, "words": f_words,
-                "pending": rbf & (f_active | wr_en | dq.r_rdy | pq.r_rdy | last_in)}
+                "pending": rbf & (f_active | wr_en | dq.r_rdy | pq.r_rdy | q["last_in"])}
 
-    def _col_group(self, mod, q, sdue, gport, gbits, snoop) -> dict:
-        """The col-group dataflow's control (``flow.col_group = 1``).
+    def _gather(self, mod, gmem_rd, s_w, col) -> Signal:
+        """The scan's GMEM reads and the word it writes to WMEM: plain (port 0, word
+        ``s_w`` of column ``col``) or, with ``flow.gather``, lane l from port l at the K row
+        of the index list's word ``s_w`` (read without latency; the lanes registered to
+        meet the GMEM data a cycle later)."""
+        cfg = self.cfg
+        KB, L = gmem_kbits(cfg), cfg.lanes
+        ports = [p for row in gmem_rd for p in row]
+        word = Signal(operand_layout(cfg), name="cg_wdata")
+        cg = self.flow.col_group
+        with mod.If(cg):
+            mod.d.comb += ports[0].addr.eq(Cat(s_w[:KB], col))
+        if not gather_supported(cfg):
+            mod.d.comb += word.eq(ports[0].data)
+            return word
+        kmem = Memory(shape=kidx_layout(cfg), depth=2 * cfg.imem_words, init=[])
+        mod.submodules.kidx = kmem
+        kw_ = kmem.write_port()
+        kr = kmem.read_port(domain="comb")
+        mod.d.comb += [kw_.en.eq(self.kidx_w.en), kw_.addr.eq(self.kidx_w.addr),
+                       kw_.data.eq(self.kidx_w.data), kr.addr.eq(s_w)]
+        ent = kr.data
+        lane_d = [Signal(range(L), name=f"cg_klane{lane}") for lane in range(L)]
+        gw = Signal(operand_layout(cfg), name="cg_gathered")
+        for lane in range(L):
+            mod.d.sync += lane_d[lane].eq(ent[lane].lane)
+            mod.d.comb += gw[lane].eq(ports[lane].data[lane_d[lane]])
+        with mod.If(cg & self.flow.gather):
+            mod.d.comb += [ports[lane].addr.eq(Cat(ent[lane].word, col)) for lane in range(L)]
+            mod.d.comb += word.eq(gw)
+        with mod.Else():
+            mod.d.comb += word.eq(ports[0].data)
+        return word
+
+    def _col_group(self, mod, q, sdue, gmem_rd, gbits, snoop) -> dict:
+        """The col-group dataflow's control (``flow.col_group = 1``), double-buffered
+        across the run's column groups.
 
         1. *Snoop* (:meth:`_snoop`): column j of the run is needed when any row of any
-           block has its bit set.
-        2. *Scan*: once the run's last mask beat is in, columns 0 .. ncols - 1 are visited
-           in order: an unneeded one costs one cycle and no byte; a needed one moves its
-           ``kwords`` words from GMEM into every WMEM sub-bank at ``j * kwords``
-           (replicated: any DPU column and weight bus can read it), one word per cycle at
-           most and no more than ``gb_bytes`` per cycle on average (a bit credit).
-        3. *Passes*: the CAU's passes wait in the pass queue; once the scan is done and
-           the CAU is idle they go to the SDUE back to back with ``woff[c][k] = col[c][k] *
-           kwords``: the weights stay in WMEM for every row block.
+           block has its bit set; ``gin`` groups' masks are in.
+        2. *Scan* of group g (in order, once its mask is in and its WMEM half is free: every
+           pass of group g - 2 issued): columns ``g * gcols ..`` are visited in order: an
+           unneeded one costs one cycle and no byte; a needed one moves its ``kwords`` words
+           from GMEM into every WMEM sub-bank at ``half(g) + j * kwords`` (half(g) = ``(g %
+           2) * wmem_words``; replicated: any DPU column and weight bus can read it), one
+           word per cycle at most and no more than ``gb_bytes`` per cycle on average (a
+           bit credit, from 0 at each group's scan).
+        3. *Passes*: the CAU's passes wait in the pass queue; a pass of group g goes to
+           the SDUE once g's scan is written and its row block is complete in the queue,
+           with ``wbase = half(g)``, ``woff[c][k] = col[c][k] * kwords`` and ``obase =
+           block * ncols + g * gcols``: while group g computes, group g + 1 is scanned.
         """
         cfg = self.cfg
         R, C, m = cfg.rows, cfg.cols, cfg.merge_ways
-        KB = gmem_kbits(cfg)
         N = cfg.omem_depth
+        gsh = group_shift(cfg)
         wbits = cfg.lanes * cfg.width
         setup, flow = self.setup, self.flow
         kw = setup.kwords
         cg = flow.col_group
-        need, mask_done = snoop["need"], snoop["mask_done"]
+        need, gin, gcols = snoop["need"], snoop["gin"], snoop["gcols"]
+        pq, head = q["pq"], q["head"]
+        ngr = Signal(range(N + 1), name="cg_ngroups")
+        mod.d.comb += ngr.eq(Mux(flow.ngroups == 0, 1, flow.ngroups))
+        hg = Signal(16 - gsh, name="cg_head_group")
+        mod.d.comb += hg.eq(head.block[gsh:])
+        half_words = cfg.wmem_words
+
+        # group bookkeeping: groups whose passes are all queued (cau_gdone), the group of
+        # the SDUE's latest pass and whether it is still issuing
+        cau_gdone = Signal(range(N + 1), name="cg_cau_gdone")
+        lab = q["last_lab"]
+        with mod.If(~self._cau_busy):
+            mod.d.sync += cau_gdone.eq(gin)
+        with mod.Elif(q["last_in"]):
+            mod.d.sync += cau_gdone.eq(lab[gsh:] + (lab[:gsh] == flow.nblocks - 1))
+        sd_group = Signal(16 - gsh, name="cg_sdue_group")
+        inflight = Signal(2, name="cg_inflight")
+        take = Signal(name="cg_take")
+        mod.d.comb += take.eq(cg & sdue.desc.valid & sdue.desc.ready)
+        with mod.If(take):
+            mod.d.sync += sd_group.eq(hg)
+        with mod.If(take & ~sdue.issued):
+            mod.d.sync += inflight.eq(inflight + 1)
+        with mod.Elif(~take & sdue.issued & cg):
+            mod.d.sync += inflight.eq(inflight - 1)
 
         # 2. scan
         s_on = Signal(name="cg_scan")
-        s_done = Signal(name="cg_loaded")
+        gs = Signal(range(N + 1), name="cg_scan_group")       # group scanned / next
+        sdone = Signal(range(N + 1), name="cg_scanned")       # groups resident
+        fin = Signal(name="cg_scan_fin")
+        s_cbase = Signal(range(2 * N + 1), name="cg_scan_base")
         s_col = Signal(range(N + 1), name="cg_col")
         s_w = Signal(range(2 * cfg.imem_words + 1), name="cg_w")
         s_addr = Signal(cfg.wmem_addr_bits + 1, name="cg_addr")
@@ -420,15 +561,23 @@ class SparseGemm(wiring.Component):
         need_cur = Signal(name="cg_need_cur")
         go = Signal(name="cg_go")
         col_end = Signal(name="cg_col_end")
-        mod.d.comb += [need_cur.eq(need.bit_select(s_col, 1)),
-                       go.eq(s_on & need_cur & ((gbits == 0) | (gbits >= wbits) |
-                                                (s_credit + gbits >= wbits))),
-                       col_end.eq(s_on & (~need_cur | (go & (s_w == kw - 1))))]
-        with mod.If(cg):
-            mod.d.comb += gport.addr.eq(Cat(s_w[:KB], s_col))
-        with mod.If(cg & mask_done & ~s_on & ~s_done):
-            mod.d.sync += [s_on.eq(1), s_col.eq(0), s_w.eq(0), s_addr.eq(0),
-                           s_credit.eq(0)]
+        grp_end = Signal(name="cg_group_end")
+        free = Signal(name="cg_half_free")
+        gp = Signal(range(-2, N + 1), name="cg_prev2")        # group gs - 2
+        mod.d.comb += [
+            need_cur.eq(need.bit_select(s_cbase + s_col, 1)),
+            go.eq(s_on & need_cur & ((gbits == 0) | (gbits >= wbits) |
+                                     (s_credit + gbits >= wbits))),
+            col_end.eq(s_on & (~need_cur | (go & (s_w == kw - 1)))),
+            grp_end.eq(col_end & ((s_col == gcols - 1) | (s_cbase + s_col == setup.ncols - 1))),
+            gp.eq(gs - 2),
+            free.eq((gs < 2) | ((cau_gdone > gp) & ~(pq.r_rdy & (hg <= gp)) &
+                               ((inflight == 0) | (sd_group > gp)))),
+        ]
+        wdata = self._gather(mod, gmem_rd, s_w, s_cbase + s_col)
+        with mod.If(cg & ~s_on & (gin > gs) & (gs < ngr) & free):
+            mod.d.sync += [s_on.eq(1), s_col.eq(0), s_w.eq(0),
+                           s_addr.eq(Mux(gs[0], half_words, 0)), s_credit.eq(0)]
         with mod.If(s_on & need_cur):
             with mod.If((gbits == 0) | (gbits >= wbits)):
                 mod.d.sync += s_credit.eq(0)
@@ -442,35 +591,42 @@ class SparseGemm(wiring.Component):
             mod.d.sync += [s_col.eq(s_col + 1), s_w.eq(0)]
             with mod.If(~need_cur):
                 mod.d.sync += s_addr.eq(s_addr + kw)
-            with mod.If(s_col == setup.ncols - 1):
-                mod.d.sync += [s_on.eq(0), s_done.eq(1)]
+        with mod.If(grp_end):
+            mod.d.sync += [s_on.eq(0), gs.eq(gs + 1), s_cbase.eq(s_cbase + gcols)]
+        mod.d.sync += fin.eq(grp_end)
+        with mod.If(fin):           # the group's last WMEM write has landed
+            mod.d.sync += sdone.eq(sdone + 1)
         wr_en = Signal(name="cg_wr_en")
         wr_addr = Signal(cfg.wmem_addr_bits + 1, name="cg_wr_addr")
         mod.d.sync += [wr_en.eq(go), wr_addr.eq(s_addr)]
+        with mod.If(~self.busy):
+            mod.d.sync += [gs.eq(0), sdone.eq(0), s_cbase.eq(0), cau_gdone.eq(0),
+                           inflight.eq(0)]
 
         # 3. passes
-        pq, head = q["pq"], q["head"]
         ready = Signal(name="cg_ready")
         release = Signal(name="cg_release")
-        mod.d.sync += release.eq(cg & s_done & ~wr_en & ~self._cau_busy)
+        mod.d.comb += release.eq(cg & (sdone > hg) & (q["ready_blocks"] != 0))
+        hbase = Signal(cfg.wmem_addr_bits + 1, name="cg_hbase")
+        mod.d.comb += hbase.eq(Mux(hg[0], half_words, 0))
         desc = Signal(pass_layout(cfg, True), name="cg_desc")
         mod.d.comb += [
-            desc.ibase.eq(head.block * kw),
+            desc.ibase.eq(head.block[:gsh] * kw),
             desc.kwords.eq(kw),
             desc.sel.eq(head.sel),
-            desc.obase.eq(head.block * setup.ncols),
+            desc.obase.eq(head.block[:gsh] * setup.ncols + hg * gcols),
             desc.accumulate.eq(setup.accumulate),
         ]
         mod.d.comb += [desc.isel[r].eq(r) for r in range(R)]
+        mod.d.comb += [desc.wbase[k].eq(hbase) for k in range(m)]
         for c in range(C):
             for k in range(m):
                 mod.d.comb += [desc.col[c][k].eq(head.col[c][k]),
                                desc.woff[c][k].eq(head.col[c][k] * kw)]
-        with mod.If(~self.busy):
-            mod.d.sync += s_done.eq(0)
-        return {"desc": desc, "valid": pq.r_rdy & release, "ready": ready,
+        return {"desc": desc, "valid": pq.r_rdy & release, "ready": ready, "wdata": wdata,
                 "release": release, "wr_en": wr_en, "wr_addr": wr_addr, "word": wr_en,
-                "pending": cg & (s_on | wr_en | pq.r_rdy | (mask_done & ~s_done))}
+                "pending": cg & (s_on | wr_en | fin | pq.r_rdy | q["last_in"] |
+                                 ((gin != 0) & (sdone != ngr)))}
 
     def _sdue_feed(self, mod, sdue, q, rb, cg, gmem_rd) -> None:
         """SDUE descriptors and WMEM writes: the row-block fetch's (descriptor FIFO; sub-bank
@@ -488,7 +644,7 @@ class SparseGemm(wiring.Component):
                            pq.r_en.eq(cg["ready"] & cg["release"]),
                            sdue.wmem_f.en.eq(Cat(cg["wr_en"] for _ in range(m))),
                            sdue.wmem_f.addr.eq(cg["wr_addr"])]
-            mod.d.comb += [sdue.wmem_f.data[k][c].eq(gmem_rd[0][0].data)
+            mod.d.comb += [sdue.wmem_f.data[k][c].eq(cg["wdata"])
                            for k in range(m) for c in range(C)]
         with mod.Else():
             for name in ("ibase", "kwords", "wbase", "isel", "sel", "col", "obase",
@@ -524,8 +680,10 @@ class SparseGemm(wiring.Component):
 
 
 def check_setup(cfg: Config, *, kwords: int, ncols: int, blocks: int, regions: int,
-                max_regions: int = GEMM_MAX_REGIONS, col_group: bool = False) -> None:
-    """Raise :class:`ExionError` naming the limit a run's parameters break."""
+                max_regions: int = GEMM_MAX_REGIONS, col_group: bool = False,
+                gcols: int = 0) -> None:
+    """Raise :class:`ExionError` naming the limit a run's parameters break (``gcols``:
+    col-group columns per group, 0 = one group of ``ncols``)."""
     lim = [
         ("kwords", kwords, 1, 2 * cfg.imem_words),
         ("ncols", ncols, 1, cfg.omem_depth),
@@ -541,7 +699,15 @@ def check_setup(cfg: Config, *, kwords: int, ncols: int, blocks: int, regions: i
     if blocks * ncols > cfg.omem_depth:
         raise ExionError(f"SparseGemm run: {blocks} row blocks x {ncols} columns exceed OMEM "
                          f"({cfg.omem_depth} results per bank)")
-    if col_group and ncols * kwords > 2 * cfg.wmem_words:
+    if col_group and 0 < gcols < ncols:
+        groups = -(-ncols // gcols)
+        if groups > cfg.gemm_max_groups:
+            raise ExionError(f"SparseGemm run: {groups} column groups exceed the "
+                             f"{cfg.gemm_max_groups} a run's block labels hold")
+        if gcols * kwords > cfg.wmem_words:
+            raise ExionError(f"SparseGemm run: {gcols} columns per group x {kwords} words "
+                             f"exceed a WMEM half ({cfg.wmem_words} words per sub-bank)")
+    elif col_group and ncols * kwords > 2 * cfg.wmem_words:
         raise ExionError(f"SparseGemm run: {ncols} resident columns x {kwords} words exceed "
                          f"WMEM ({2 * cfg.wmem_words} words per sub-bank)")
     if regions * kwords > 2 * cfg.wmem_words:

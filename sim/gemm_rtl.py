@@ -23,6 +23,7 @@ import numpy as np
 from exion.config import CAU_COLS_PER_CYCLE, GEMM_MAX_REGIONS, Config
 from exion.errors import ExionError
 from exion.golden.conmerge import check_mask
+from exion.golden.cycles import engine_plan
 
 from .cau_rtl import mask_beats
 from .runner import rtl_build, run_bench_pickled
@@ -50,6 +51,9 @@ class GemmCase:
     dataflow: str = "row-block"  # "row-block" or "col-group" (hw.gemm.DATAFLOWS)
     gb_bytes: int = 0            # global-buffer bytes per cycle of the weight fetch (0: unlimited)
     gather: bool = False         # per tile, reduce only over the K rows some tile row of A needs
+    gather_hw: bool = False      # with gather, col-group: B whole in GMEM, the engine gathers
+    double_buffer: bool = True   # col-group: several column groups per run, WMEM ping-pong
+    group_cols: int | None = None   # col-group: cap on the columns per group (None: a half)
 
 
 @dataclass
@@ -59,6 +63,7 @@ class GemmTile:
     setup: dict              # kwords, ncols, regions, accumulate
     flow: dict = field(default_factory=dict)   # col_group, gb_bytes, nblocks
     imem: dict = field(default_factory=dict)   # word address -> (R, L)
+    kidx: dict = field(default_factory=dict)   # word address -> L (word, lane) K rows
     gmem: dict = field(default_factory=dict)   # word address -> (L,)
     omem: np.ndarray = None  # (blocks * ncols, R) OMEM contents before the run
     beats: list = field(default_factory=list)  # mask beats (hw.cau mask_layout values)
@@ -77,7 +82,8 @@ class GemmRun:
 def plan_tiles(cfg: Config, case: GemmCase, cols_per_cycle: int = GEMM_COLS_PER_CYCLE,
                max_regions: int = GEMM_MAX_REGIONS) -> list[GemmTile]:
     """The host's memory images and mask beats of every tile of one product."""
-    from exion.hw.gemm import DATAFLOWS, check_setup, gmem_kbits   # the hardware's limits
+    from exion.hw.gemm import (DATAFLOWS, block_label, check_setup, gather_supported,
+                               gmem_kbits)   # the hardware's limits
     a = np.asarray(case.a, dtype=np.int64)
     b = np.asarray(case.b, dtype=np.int64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
@@ -104,13 +110,12 @@ def plan_tiles(cfg: Config, case: GemmCase, cols_per_cycle: int = GEMM_COLS_PER_
                          f"'exion sim gemm --golden-vectors')")
     nblk = math.ceil(M / R)
     colg = case.dataflow == "col-group"
-    if colg:   # a tile = one column group against as many row blocks as IMEM/OMEM hold
-        tb = max(1, min(nblk, 2 * cfg.imem_words // kw))
-        ng = min(N, max(1, cfg.omem_depth // tb), 2 * cfg.wmem_words // kw)
-        tb = max(1, min(tb, cfg.omem_depth // ng))
-    else:
-        ng = min(N, cfg.omem_depth)
-        tb = max(1, min(2 * cfg.imem_words // kw, cfg.omem_depth // ng))
+    if case.gather_hw and not (colg and case.gather and gather_supported(cfg)):
+        raise ExionError(f"sparse gemm: gather_hw needs dataflow col-group, gather and C * m "
+                         f">= L (config {cfg.name!r}: {cfg.cols} * {cfg.merge_ways} vs "
+                         f"{cfg.lanes})")
+    shapes = engine_plan(cfg, M, N, K, case.dataflow, double_buffer=case.double_buffer,
+                         group_cols=case.group_cols)
     regions = max(1, min(max_regions, 2 * cfg.wmem_words // kw))
     if case.regions is not None:
         regions = case.regions
@@ -120,45 +125,65 @@ def plan_tiles(cfg: Config, case: GemmCase, cols_per_cycle: int = GEMM_COLS_PER_
     bpad = np.zeros((kw * L, N), np.int64)
     bpad[:K] = b
     tiles = []
-    for c0 in range(0, N, ng):
-        cols = np.arange(c0, min(N, c0 + ng))
+    for shp in shapes:
+        b0, blocks, c0 = shp["b0"], shp["blocks"], shp["c0"]
+        cols = np.arange(c0, c0 + shp["ncols"])
         n = len(cols)
-        for b0 in range(0, nblk, tb):
-            blocks = min(tb, nblk - b0)
-            check_setup(cfg, kwords=kw, ncols=n, blocks=blocks, regions=regions,
-                        max_regions=max_regions, col_group=colg)
-            rows = np.arange(b0 * R, (b0 + blocks) * R)
-            rows = np.where(rows < M, rows, -1)
-            ta, tbm, tkw = apad, bpad, kw
-            if case.gather:   # FC2's gathered W2 rows: the K rows no tile row needs dropped
-                kidx = np.flatnonzero(apad[b0 * R:(b0 + blocks) * R].any(axis=0))
-                tkw = max(1, math.ceil(kidx.size / L))
-                ta = np.zeros((apad.shape[0], tkw * L), np.int64)
-                ta[:, :kidx.size] = apad[:, kidx]
-                tbm = np.zeros((tkw * L, N), np.int64)
-                tbm[:kidx.size] = bpad[kidx]
-            t = GemmTile(rows, cols, {"kwords": tkw, "ncols": n, "regions": regions,
-                                      "accumulate": int(case.accumulate)},
-                         {"col_group": int(colg), "gb_bytes": int(case.gb_bytes),
-                          "nblocks": blocks})
-            for i in range(blocks):
-                blk_a = ta[(b0 + i) * R:(b0 + i + 1) * R]
-                for w in range(tkw):
-                    t.imem[i * tkw + w] = blk_a[:, w * L:(w + 1) * L]
-            for j, col in enumerate(cols):
-                for w in range(tkw):
-                    t.gmem[(j << kb) + w] = tbm[w * L:(w + 1) * L, col]
-            om = np.zeros((blocks * n, R), np.int64)
-            for i in range(blocks):
-                for r in range(R):
-                    row = rows[i * R + r]
-                    if row >= 0:
-                        om[i * n:(i + 1) * n, r] = prev[row, cols]
-            t.omem = om
-            sub = mask[b0 * R:min(M, (b0 + blocks) * R)][:, cols]
+        gcols = shp["gcols"]
+        groups = -(-n // gcols)
+        check_setup(cfg, kwords=kw, ncols=n, blocks=blocks, regions=regions,
+                    max_regions=max_regions, col_group=colg,
+                    gcols=gcols if groups > 1 else 0)
+        rows = np.arange(b0 * R, (b0 + blocks) * R)
+        rows = np.where(rows < M, rows, -1)
+        ta, tbm, tkw = apad, bpad, kw
+        if case.gather:   # FC2's gathered W2 rows: the K rows no tile row needs dropped
+            kidx = np.flatnonzero(apad[b0 * R:(b0 + blocks) * R].any(axis=0))
+            tkw = max(1, math.ceil(kidx.size / L))
+            ta = np.zeros((apad.shape[0], tkw * L), np.int64)
+            ta[:, :kidx.size] = apad[:, kidx]
+            tbm = np.zeros((tkw * L, N), np.int64)
+            tbm[:kidx.size] = bpad[kidx]
+            if case.gather_hw:   # B stays whole in GMEM; the engine gathers by the list
+                units = np.zeros(tkw * L, np.int64)
+                units[:kidx.size] = kidx
+                tbm = bpad
+                tkidx = {w: [{"word": int(u) // L, "lane": int(u) % L}
+                             for u in units[w * L:(w + 1) * L]] for w in range(tkw)}
+        t = GemmTile(rows, cols, {"kwords": tkw, "ncols": n, "regions": regions,
+                                  "accumulate": int(case.accumulate)},
+                     {"col_group": int(colg), "gb_bytes": int(case.gb_bytes),
+                      "nblocks": blocks, "gcols": gcols if groups > 1 else 0,
+                      "ngroups": groups, "gather": int(case.gather_hw)})
+        if case.gather_hw:
+            t.kidx = tkidx
+        for i in range(blocks):
+            blk_a = ta[(b0 + i) * R:(b0 + i + 1) * R]
+            for w in range(tkw):
+                t.imem[i * tkw + w] = blk_a[:, w * L:(w + 1) * L]
+        for j, col in enumerate(cols):
+            for w in range(tbm.shape[0] // L):
+                t.gmem[(j << kb) + w] = tbm[w * L:(w + 1) * L, col]
+        om = np.zeros((blocks * n, R), np.int64)
+        for i in range(blocks):
+            for r in range(R):
+                row = rows[i * R + r]
+                if row >= 0:
+                    om[i * n:(i + 1) * n, r] = prev[row, cols]
+        t.omem = om
+        sub = mask[b0 * R:min(M, (b0 + blocks) * R)][:, cols]
+        if colg:   # group by group, each group's blocks labelled b | g << gshift
+            for g in range(groups):
+                part = np.zeros((sub.shape[0], gcols), bool)
+                cg = sub[:, g * gcols:(g + 1) * gcols]
+                part[:, :cg.shape[1]] = cg
+                for beat in mask_beats(cfg, part, cols_per_cycle, case.sort == "none",
+                                       True, ways=case.ways):
+                    t.beats.append({**beat, "block": block_label(cfg, beat["block"], g)})
+        else:
             t.beats = mask_beats(cfg, sub, cols_per_cycle, case.sort == "none", True,
                                  ways=case.ways)
-            tiles.append(t)
+        tiles.append(t)
     return tiles
 
 

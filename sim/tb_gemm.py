@@ -22,7 +22,7 @@ from amaranth.lib import data
 from cocotb.triggers import FallingEdge
 
 from exion.hw.cau import mask_layout
-from exion.hw.gemm import flow_layout, setup_layout
+from exion.hw.gemm import flow_layout, kidx_layout, setup_layout
 from exion.sim.tb_common import Stopwatch, bench_config, manifest, pack_words, params, rng, \
     send, start, unpack_signed, wait_idle, write_report
 from exion.sim.payload import pack
@@ -43,8 +43,10 @@ async def gemm_tiles(dut):
     with open(p["cases"], "rb") as fh:
         plans = pickle.load(fh)
     await start(dut)
-    for sig in (dut.imem_w__en, dut.gmem_w__en, dut.omem_w__en, dut.mask__valid):
+    for sig in (dut.imem_w__en, dut.gmem_w__en, dut.omem_w__en, dut.mask__valid,
+                dut.kidx_w__en):
         sig.value = 0
+    kidx_layout_ = kidx_layout(cfg)
     watch = Stopwatch()
     outs, total = [], 0
     for tiles in plans:
@@ -63,6 +65,12 @@ async def gemm_tiles(dut):
                 dut.gmem_w__data.value = pack_words(word, W)
                 await FallingEdge(dut.clk)
             dut.gmem_w__en.value = 0
+            for addr, entries in sorted(getattr(t, "kidx", {}).items()):
+                dut.kidx_w__en.value = 1
+                dut.kidx_w__addr.value = addr
+                dut.kidx_w__data.value = pack(kidx_layout_, entries)
+                await FallingEdge(dut.clk)
+            dut.kidx_w__en.value = 0
             for addr in range(t.omem.shape[0]):
                 dut.omem_w__en.value = (1 << R) - 1
                 dut.omem_w__addr.value = addr
@@ -70,8 +78,9 @@ async def gemm_tiles(dut):
                 await FallingEdge(dut.clk)
             dut.omem_w__en.value = 0
             dut.setup.value = pack(su_layout, t.setup)
-            dut.flow.value = pack(fl_layout, t.flow or {"col_group": 0, "gb_bytes": 0,
-                                                        "nblocks": 1})
+            dut.flow.value = pack(fl_layout, {"col_group": 0, "gb_bytes": 0, "nblocks": 1,
+                                              "gcols": 0, "ngroups": 0, "gather": 0,
+                                              **(t.flow or {})})
             await FallingEdge(dut.clk)
             # 2. the mask
             c0, p0 = int(dut.cycles.value), int(dut.passes.value)

@@ -15,6 +15,7 @@ import pytest
 
 from exion import PRESETS
 from exion.golden import cycles as cy
+from exion.errors import ExionError
 from exion.golden.conmerge import conmerge, masked_gemm
 from exion.sim.gemm_rtl import GEMM_COLS_PER_CYCLE, GemmCase, plan_tiles, rtl_sparse_gemm
 
@@ -82,6 +83,8 @@ def check(cfg, cases, outs, runs, seed, timed=True):
         assert len(run.tile_cycles) == len(tiles), msg
         for t, npass in zip(tiles, run.tile_passes):
             sub = case.mask[t.rows[t.rows >= 0][:, None], t.cols[None, :]]
+            if t.flow.get("gcols"):   # col-group, several groups: ConMerge per group
+                sub = cy.group_mask(cfg, sub, t.flow["nblocks"], t.flow["gcols"])
             plan = conmerge(cfg, sub, sort=case.sort, merge_ways=case.ways)
             assert npass == plan.n_passes, msg
     if timed:
@@ -178,7 +181,8 @@ def engine_model(cfg, case):
                             gb_bytes=case.gb_bytes, merge_ways=case.ways, sort=case.sort,
                             cols_per_cycle=GEMM_COLS_PER_CYCLE,
                             regions=plan_tiles(cfg, case)[0].setup["regions"],
-                            input_mask=np.asarray(case.a) != 0 if case.gather else None)
+                            input_mask=np.asarray(case.a) != 0 if case.gather else None,
+                            double_buffer=case.double_buffer, group_cols=case.group_cols)
 
 
 def check_engine_model(cfg, cases, runs):
@@ -192,8 +196,9 @@ def check_engine_model(cfg, cases, runs):
                                      run.tile_words):
             assert t["exact"], msg
             assert words == t["words"], (msg, words, t)
-            if t["passes"]:          # the stall counter: cycles = compute + stalls
-                assert cyc - st == t["compute"], (msg, cyc, st, t)
+            if t["passes"]:          # the stall counter: cycles = compute + stalls (less
+                # the final drain's cycles in which a trailing empty group was still scanned)
+                assert cyc - st + t["tail"] == t["compute"], (msg, cyc, st, t)
             assert (cyc, st) == (t["cycles"], t["stall"]) or not t["passes"] and \
                 cyc == t["cycles"], (msg, cyc, st, t)
 
@@ -350,3 +355,154 @@ def test_gemm_rtl_fc2_gather():
     with pytest.raises(AssertionError):      # the model without the gather
         check_engine_model(cfg, [dataclasses.replace(c, gather=False) for c in cases[::2]],
                            runs[::2])
+
+
+# ---- issue 17: col-group double-buffered across column groups ------------------------------
+
+def double_buffer_cases(cfg, seed):
+    """col-group runs of several column groups (WMEM ping-pong): 1 group, 2 groups, odd
+    group counts (3, 5, 11), empty groups (whole groups without a set bit, an all-zero
+    mask), an empty last row block of a group, a dense mask at one column per group (the
+    half-free rule binds: group g + 2's scan waits for group g's last pass), random masks
+    at 0-95 % sparsity, sort = none with accumulate, m = 1, and the single-buffered
+    (one group per run) engine on the same products for comparison."""
+    rng = np.random.default_rng(seed)
+    R, C, L = cfg.rows, cfg.cols, cfg.lanes
+    cases = []
+
+    def add(name, M, K, N, mask=None, s=0.5, **kw):
+        a, b, prev = _operands(cfg, rng, M, K, N)
+        mk = rng.random((M, N)) >= s if mask is None else mask
+        cases.append(GemmCase(a, b, mk, prev, dataflow="col-group", name=name, **kw))
+        return mk
+
+    add("one-group", 2 * R, 8 * L, C + 2, group_cols=8)
+    add("two-groups", 2 * R + 1, 32 * L, 3 * C + 4)            # kwords 32: 8 columns a half
+    add("three-groups", R, 8 * L, 16, s=0.7, group_cols=6)
+    add("five-groups", 3 * R, 16 * L, 13, s=0.3, group_cols=3)
+    add("eleven-groups-dense", 2 * R, 8 * L, 11, s=0.0, group_cols=1)
+    empty = np.zeros((2 * R, 12), bool)
+    empty[:, [0, 1, 7]] = True                                  # groups 1, 2, 4, 5 empty
+    add("empty-groups", 2 * R, 8 * L, 12, mask=empty, group_cols=2)
+    tail = rng.random((2 * R, 9)) >= 0.4
+    tail[R:] = False                                            # every group's last block
+    add("empty-last-blocks", 2 * R, 8 * L, 9, mask=tail, group_cols=3)
+    add("all-zero", 2 * R, 8 * L, 9, mask=np.zeros((2 * R, 9), bool), group_cols=2)
+    add("kmax-groups", R + 3, 64 * L, 9, s=0.2)                   # kwords 64: 4 a half
+    for s in (0.0, 0.5, 0.8, 0.95):
+        n = int(rng.integers(2 * C, 8 * C + 1))
+        add(f"random{s}", int(rng.integers(R, 3 * R + 1)), 16 * L, n, s=s,
+            group_cols=int(rng.integers(1, 6)))
+    cases.append(dataclasses.replace(cases[-2], accumulate=True, sort="none",
+                                     name="random0.8-acc-none"))
+    cases.append(dataclasses.replace(cases[3], ways=1, name="five-groups-m1"))
+    cases += [dataclasses.replace(c, double_buffer=False, name=f"{c.name}-single",
+                                  group_cols=c.group_cols or max(1, cfg.wmem_words //
+                                                                 -(-c.a.shape[1] // L)))
+              for c in cases[:5]]
+    return cases
+
+
+@pytest.mark.parametrize("gb", [0, 2])
+def test_gemm_rtl_double_buffer(gb):
+    """Several column groups per col-group run, the scan of group g + 1 overlapping group
+    g's passes: bit-exact with golden, the cycles, stall counter and words of every tile
+    equal the model, at unlimited and 2 B/cycle (a toy L-word is 6 bytes); with more than
+    one group the double-buffered engine is faster than the single-buffered one (one run
+    per group of the same width: the same passes) on the same product."""
+    cfg, seed = TOY, 2017
+    cases = [dataclasses.replace(c, gb_bytes=gb) for c in double_buffer_cases(cfg, seed)]
+    outs, runs, _ = rtl_sparse_gemm(cfg, cases, seed=seed, run_name=f"gemm-db{gb}")
+    check(cfg, cases, outs, runs, seed)
+    groups = [max(t["groups"] for t in engine_model(cfg, c)["tiles"]) for c in cases]
+    assert max(groups) >= 11 and 1 in groups and 3 in groups and 5 in groups
+    byname = {c.name: r for c, r in zip(cases, runs)}
+    for name in ("two-groups", "three-groups", "five-groups", "eleven-groups-dense"):
+        one, two = byname[f"{name}-single"], byname[name]
+        assert sum(one.tile_passes) == sum(two.tile_passes), name
+        assert sum(two.tile_cycles) < sum(one.tile_cycles), name
+
+
+def test_gemm_rtl_double_buffer_backpressure():
+    """30 % idle cycles on the mask stream (the engine's only input stream) under
+    double-buffered col-group: the timing changes, never the result."""
+    cfg, seed = TOY, 2018
+    cases = [dataclasses.replace(c, gb_bytes=3) for c in double_buffer_cases(cfg, seed)[:12]]
+    outs, runs, _ = rtl_sparse_gemm(cfg, cases, seed=seed, gaps=0.3, run_name="gemm-db-gaps")
+    check(cfg, cases, outs, runs, seed, timed=False)
+
+
+def _serial_run(orig):
+    """A mutant of ``golden.cycles.col_group_run`` without overlap: each group's scan
+    waits for the previous group's last pass to finish (fetch + compute per group)."""
+    def run(cfg, sub, kw, gcols, blocks, **kw2):
+        r = orig(cfg, sub, kw, gcols, blocks, **kw2)
+        per = max(kw, cfg.cols)
+        t = r["scan_start"][0]
+        for g, sc in enumerate(r["scan"]):
+            npg = int(np.sum(np.asarray(r["pass_group"]) == g))
+            t += sc + 1 + npg * per
+        return {**r, "cycles": max(r["cycles"], t + cy.sdue_fixed(cfg))}
+    return run
+
+
+def test_engine_model_double_buffer_mutations_fail():
+    """The double-buffered model's exactness can fail: against the same RTL runs, a model
+    that charges fetch + compute per group (no overlap), one that ignores the WMEM half
+    rule (group g + 2's scan waiting for group g's passes) and one with the scan's release
+    a cycle late all fail."""
+    cfg, seed = TOY, 2017
+    cases = [dataclasses.replace(c, gb_bytes=gb) for c in double_buffer_cases(cfg, seed)
+             for gb in (0, 2)
+             if c.name in ("two-groups", "five-groups", "eleven-groups-dense", "random0.5")]
+    _, runs, _ = rtl_sparse_gemm(cfg, cases, seed=seed, run_name="gemm-db-mut")
+    check_engine_model(cfg, cases, runs)
+    orig = cy.col_group_run
+    mutants = {"no-overlap": ("col_group_run", _serial_run(orig)),
+               "half-ignored": ("ENGINE_HALF_RULE", False),
+               "release-late": ("ENGINE_SCAN_RELEASE", cy.ENGINE_SCAN_RELEASE + 1)}
+    for name, (attr, value) in mutants.items():
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(cy, attr, value)
+            with pytest.raises(AssertionError):
+                check_engine_model(cfg, cases, runs)
+
+
+def test_gemm_rtl_fc2_gather_hw():
+    """FC2's gathered W2 rows in hardware (col-group, ``gather_hw``): B stays whole in GMEM
+    and the scan gathers each WMEM word's L elements from the K rows of an index list (one
+    GMEM read port per lane). Bit-exact, cycles, stall counter and words equal the model of
+    the gather (``input_mask``), the same as the host's gather, 4x fewer words than the dense
+    reduction; also with several double-buffered groups; a model without the gather
+    fails."""
+    cfg, seed = TOY, 29
+    rng = np.random.default_rng(seed)
+    R, L = cfg.rows, cfg.lanes
+    cases = []
+    for M, F, N, gb in ((3 * R, 16 * L, 2 * cfg.cols + 1, 3), (2 * R, 64 * L, 11, 0)):
+        a, b, prev = _operands(cfg, rng, M, F, N)
+        units = rng.random(F) < 0.25
+        a = np.where(units[None, :], a, 0)
+        a[:R, 1] = cfg.wmax                     # a unit only the first row block needs
+        mask = rng.random((M, N)) >= 0.3
+        for hw in (True, False):
+            cases.append(GemmCase(a, b, mask, prev, dataflow="col-group", gb_bytes=gb,
+                                  gather=True, gather_hw=hw, accumulate=True,
+                                  name=f"fc2-{F}-{'hw' if hw else 'host'}"))
+        cases.append(GemmCase(a, b, mask, prev, dataflow="col-group", gb_bytes=gb,
+                              accumulate=True, name=f"fc2-{F}-dense"))
+    for c in cases[::3]:                         # B whole in GMEM: every column's K/L words
+        for t in plan_tiles(cfg, c):
+            assert len(t.gmem) == len(t.cols) * -(-c.a.shape[1] // L) and t.kidx
+    outs, runs, _ = rtl_sparse_gemm(cfg, cases, seed=seed, run_name="gemm-fc2-hw")
+    check(cfg, cases, outs, runs, seed)
+    for hw, host, dense in zip(runs[::3], runs[1::3], runs[2::3]):
+        assert hw.tile_words == host.tile_words and hw.tile_cycles == host.tile_cycles
+        assert 3 * sum(hw.tile_words) < sum(dense.tile_words)
+    assert max(t["groups"] for t in engine_model(cfg, cases[3])["tiles"]) > 1
+    with pytest.raises(AssertionError):      # the model without the gather
+        check_engine_model(cfg, [dataclasses.replace(c, gather=False, gather_hw=False)
+                                for c in cases[::3]],
+                           runs[::3])
+    with pytest.raises(ExionError, match="gather_hw"):
+        plan_tiles(cfg, dataclasses.replace(cases[0], dataflow="row-block"))

@@ -227,17 +227,24 @@ def test_scan_cycles_hand():
 
 
 def test_engine_tiles_limits():
-    """col-group tiles keep their columns resident (ncols * kwords <= 2 * wmem_words) and
-    results in OMEM; they cover the product exactly once; K beyond IMEM is refused."""
+    """col-group tiles keep their columns resident (single-buffered: ncols * kwords <= 2 *
+    wmem_words; double-buffered: a group in a WMEM half, gcols * kwords <= wmem_words, at
+    most gemm_max_groups groups) and results in OMEM; they cover the product exactly once;
+    K beyond IMEM is refused."""
     cfg = PRESETS["toy"]
-    for M, N, K in ((19, 11, 13), (100, 300, 64), (8, 1, 1), (64, 70, 256)):
+    for M, N, K in ((19, 11, 13), (100, 300, 64), (8, 1, 1), (64, 70, 256), (16, 64, 512)):
         kw = -(-K // cfg.lanes)
-        for df in cy.ENGINE_DATAFLOWS:
+        for df, db in (("row-block", True), ("col-group", True), ("col-group", False)):
             cover = np.zeros((-(-M // cfg.rows), N), int)
-            for b0, blocks, c0, ncols in cy.engine_tiles(cfg, M, N, K, df):
+            for t in cy.engine_plan(cfg, M, N, K, df, double_buffer=db):
+                b0, blocks, c0, ncols, gcols = (t[k] for k in ("b0", "blocks", "c0", "ncols",
+                                                               "gcols"))
                 assert blocks * ncols <= cfg.omem_depth and blocks * kw <= 2 * cfg.imem_words
-                if df == "col-group":
-                    assert ncols * kw <= 2 * cfg.wmem_words
+                if df == "col-group" and gcols < ncols:
+                    assert db and gcols * kw <= cfg.wmem_words
+                    assert -(-ncols // gcols) <= cfg.gemm_max_groups
+                elif df == "col-group":
+                    assert ncols * kw <= 2 * cfg.wmem_words and gcols == ncols
                 cover[b0:b0 + blocks, c0:c0 + ncols] += 1
             assert (cover == 1).all(), (M, N, K, df)
     with pytest.raises(ExionError, match="K = 513"):

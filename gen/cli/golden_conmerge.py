@@ -101,28 +101,42 @@ def cmd_cycles(args) -> int:
 
 
 def _engine(cfg, mask, K, plan, args) -> dict:
-    """The gemm engine model (``golden.cycles.engine_cycles``) under both dataflows."""
+    """The gemm engine model (``golden.cycles.engine_cycles``): row-block, col-group and
+    col-group single-buffered (one group per run); and the estimate of col-group with an
+    IMEM loader (``golden.cycles.imem_loader_estimate``, a design not built)."""
     bw = cfg.gb_bytes_per_cycle if args.gb_bytes_per_cycle is None else args.gb_bytes_per_cycle
     if bw < 0:
         raise ExionError(f"--gb-bytes-per-cycle: {bw} is invalid: must be >= 0 (0 = unlimited)")
     out = {}
     print(f"gemm engine (hw/gemm.py, docs/gemm.md), weight fetch {bw or 'unlimited'} B/cycle:")
-    for df in cy.ENGINE_DATAFLOWS:
+    for df, name, db in (("row-block", "row-block", True), ("col-group", "col-group", True),
+                         ("col-group", "col-group-single", False)):
         try:
             e = cy.engine_cycles(cfg, mask, K, dataflow=df, gb_bytes=bw,
-                                 merge_ways=plan.merge_ways, sort=plan.sort)
+                                 merge_ways=plan.merge_ways, sort=plan.sort, double_buffer=db)
         except ExionError as err:
-            print(f"  {df:10} not runnable: {err}")
-            out[df] = {"error": str(err)}
+            print(f"  {name:16} not runnable: {err}")
+            out[name] = {"error": str(err)}
             continue
         exact = all(t["exact"] for t in e["tiles"])
-        print(f"  {df:10} {len(e['tiles'])} tile(s), cycles {e['cycles']} "
+        print(f"  {name:16} {len(e['tiles'])} tile(s), cycles {e['cycles']} "
               f"({'exact' if exact else 'lower bound'}), compute {e['compute_cycles']}, stall "
               f"{e['stall_cycles']}, weights {e['bytes']['gb_wmem']} B, {e['bound']}, "
               f"utilization {100 * e['utilization']:.2f}%")
         e["exact"] = exact
         e["tiles"] = len(e["tiles"])
-        out[df] = e
+        out[name] = e
+    try:
+        e = cy.imem_loader_estimate(cfg, mask, K, gb_bytes=bw, merge_ways=plan.merge_ways)
+    except ExionError as err:
+        print(f"  {'col-group-loader':16} not estimable: {err}")
+        return {**out, "col-group-loader": {"error": str(err)}}
+    print(f"  {'col-group-loader':16} {len(e['tiles'])} run(s), cycles {e['cycles']} "
+          f"(estimate: IMEM loader, not built), compute {e['compute_cycles']}, weights "
+          f"{e['bytes']['gb_wmem']} B, A {e['bytes']['gb_imem']} B, {e['bound']}")
+    e["exact"] = False
+    e["tiles"] = len(e["tiles"])
+    out["col-group-loader"] = e
     return out
 
 
@@ -166,6 +180,7 @@ def register(gsub) -> None:
                    help="reduction length K of the product (default: the config's k_max)")
     p.add_argument("--gb-bytes-per-cycle", type=int, default=None, metavar="B",
                    help="global-buffer bytes per cycle of the gemm engine's weight fetch in "
-                        "the engine section (row-block and col-group, docs/gemm.md; default: "
-                        "the config's gb_bytes_per_cycle; 0 = unlimited)")
+                        "the engine section (row-block and col-group, docs/gemm.md; also the "
+                        "A loads of the col-group-loader estimate, a design not built; "
+                        "default: the config's gb_bytes_per_cycle; 0 = unlimited)")
     p.set_defaults(func=cmd_cycles)

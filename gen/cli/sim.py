@@ -53,7 +53,11 @@ def register(sub) -> None:
                    help="gemm engine dataflow (with --mask, docs/gemm.md): row-block = each "
                         "pass fetches its members' weights; col-group = a tile's columns are "
                         "fetched once (only those the mask needs) and stay in WMEM for every "
-                        "row block")
+                        "row block; a run's column groups are double-buffered (the next "
+                        "group's fetch overlaps this group's passes)")
+    g.add_argument("--single-buffer", action="store_true",
+                   help="col-group only: one column group per engine run, filling the whole "
+                        "WMEM, each run from idle (the engine before double buffering)")
     g.add_argument("--gb-bytes-per-cycle", type=int, default=0, metavar="B",
                    help="global-buffer bytes per cycle the gemm engine's weight fetch may "
                         "move (0 = unlimited: one fetch beat per cycle); the engine stalls "
@@ -166,6 +170,8 @@ def cmd_sim_gemm(args) -> int:
                                                    args.gb_bytes_per_cycle):
         raise ExionError("--dataflow / --gb-bytes-per-cycle apply to the gemm engine: give "
                          "--mask and no --golden-vectors")
+    if args.single_buffer and args.dataflow != "col-group":
+        raise ExionError("--single-buffer applies to --dataflow col-group only")
     out = Path(args.out)
     if out.suffix != ".npy":
         raise ExionError(f"--out {args.out!r} must be a .npy file")
@@ -241,7 +247,7 @@ def _sim_gemm_engine(cfg, args, a, b, mask, prev, m, out, want, dense_model, see
 
     from exion.errors import ExionError
     from exion.golden.conmerge import conmerge
-    from exion.golden.cycles import engine_cycles, sdue_cycles
+    from exion.golden.cycles import engine_cycles, group_mask, sdue_cycles
     from exion.sim.gemm_rtl import GemmCase, plan_tiles, rtl_sparse_gemm
     from exion.sim.runner import BenchFailure
 
@@ -252,7 +258,8 @@ def _sim_gemm_engine(cfg, args, a, b, mask, prev, m, out, want, dense_model, see
     M, K = a.shape
     N = b.shape[1]
     case = GemmCase(a, b, mask, prev, accumulate=args.accumulate, sort=args.sort, ways=m,
-                    dataflow=args.dataflow, gb_bytes=args.gb_bytes_per_cycle)
+                    dataflow=args.dataflow, gb_bytes=args.gb_bytes_per_cycle,
+                    double_buffer=not args.single_buffer)
     tiles = plan_tiles(ecfg, case)   # checks the limits before anything is built
     t0 = time.perf_counter()
     try:
@@ -273,11 +280,14 @@ def _sim_gemm_engine(cfg, args, a, b, mask, prev, m, out, want, dense_model, see
     golden_passes = 0
     for t in tiles:
         sub = mask[t.rows[t.rows >= 0][:, None], t.cols[None, :]]
+        if t.flow.get("gcols"):   # col-group, several groups: ConMerge per group
+            sub = group_mask(ecfg, sub, t.flow["nblocks"], t.flow["gcols"])
         golden_passes += conmerge(ecfg, sub, sort=args.sort, merge_ways=m).n_passes
     masked = int(mask.sum())
     util = masked * K / (cfg.peak_macs * rtl_cycles) if rtl_cycles else 0.0
     model = engine_cycles(ecfg, mask, K, dataflow=args.dataflow,
-                          gb_bytes=args.gb_bytes_per_cycle, merge_ways=m, sort=args.sort)
+                          gb_bytes=args.gb_bytes_per_cycle, merge_ways=m, sort=args.sort,
+                          double_buffer=not args.single_buffer)
     wbytes = sum(run.tile_words) * cfg.lanes * cfg.width // 8
     figures = {
         "config": cfg.name, "M": M, "K": K, "N": N, "merge_ways": m, "sort": args.sort,
@@ -286,6 +296,7 @@ def _sim_gemm_engine(cfg, args, a, b, mask, prev, m, out, want, dense_model, see
         "tiles": len(tiles), "passes": passes, "golden_passes": golden_passes,
         "rtl_cycles": rtl_cycles, "tile_cycles": run.tile_cycles,
         "dataflow": args.dataflow, "gb_bytes_per_cycle": args.gb_bytes_per_cycle,
+        "double_buffer": not args.single_buffer,
         "rtl_stall_cycles": sum(run.tile_stalls), "rtl_wmem_bytes": wbytes,
         "model_cycles": model["cycles"], "model_stall_cycles": model["stall_cycles"],
         "model_wmem_bytes": model["bytes"]["gb_wmem"], "model_bound": model["bound"],
