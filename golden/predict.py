@@ -61,6 +61,7 @@ from .lod import approx_matmul
 from .quant import check_k, check_operand, saturate, wrap
 
 __all__ = ["PredictResult", "eager_predict", "epre", "topk_select", "threshold_select", "dominant_rows", "keep_count",
+           "select_rows",
            "stage1_shift", "as_fraction", "POLARITIES"]
 
 POLARITIES = ("top1", "keep_all")
@@ -176,6 +177,24 @@ def dominant_rows(scores, q_th_int) -> np.ndarray:
         return np.ones(n_q, dtype=bool)
     top2 = np.sort(s, axis=1)[:, -2:]
     return (top2[:, 1] - top2[:, 0]) >= int(q_th_int)
+
+
+def select_rows(sh, k_n: int, q_th_int, polarity: str = "top1") -> tuple:
+    """The selection step of :func:`eager_predict` (the EPRE's selectors, either kind) on
+    stage-2 scores ``sh`` with a given ``k_n`` (0..N_k; the host's :func:`keep_count` never
+    gives 0, a hand-made run descriptor may): ``(topk, dominant, score_mask, q_needed,
+    key_needed, k_needed)``. A dominant row keeps its top-1 key (``top1``, its Q row is not
+    needed) or every key (``keep_all``)."""
+    topk = topk_select(sh, k_n)
+    dom = dominant_rows(sh, q_th_int)
+    score = topk.copy()
+    if polarity == "top1":
+        score[dom] = topk_select(sh[dom], 1) if sh.shape[1] else score[dom]
+        q_needed = ~dom
+    else:
+        score[dom] = True
+        q_needed = np.ones(sh.shape[0], dtype=bool)
+    return topk, dom, score, q_needed, score.any(axis=0), score[q_needed].any(axis=0)
 
 
 @dataclass(frozen=True)
@@ -295,17 +314,7 @@ def eager_predict(cfg: Config, x, wq, wk, k, shift_q=None, shift_k=None, q_th_in
     sh = wrap(approx_matmul(qh, kh.T, terms, "Qh", "Kh^T"), cfg.acc_width)
 
     # Selection.
-    topk = topk_select(sh, k_n)
-    dom = dominant_rows(sh, q_th_int)
-    score = topk.copy()
-    if polarity == "top1":
-        score[dom] = topk_select(sh[dom], 1) if sh.shape[1] else score[dom]
-        q_needed = ~dom
-    else:
-        score[dom] = True
-        q_needed = np.ones(sh.shape[0], dtype=bool)
-    key_needed = score.any(axis=0)
-    k_needed = score[q_needed].any(axis=0)
+    topk, dom, score, q_needed, key_needed, k_needed = select_rows(sh, k_n, q_th_int, polarity)
     return PredictResult(
         lod_terms=terms, shift_q=shift_q, shift_k=shift_k, k_n=k_n,
         q_th_int=None if q_th_int is None else int(q_th_int), polarity=polarity,
