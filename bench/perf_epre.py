@@ -281,7 +281,9 @@ def main(argv=None) -> int:
                  f"{best['exposed']:.0f} = {100 * best['ratio']:.1f} %)" if best else "none"))
         if best:
             _print_best(best, models[f"{best['selector']}{best['ports'] or ''}"])
-            ent["modes_smallest"] = modes(prov_cfg(cfg, best), shp, k)
+            ent["modes_smallest"] = ms = modes(prov_cfg(cfg, best), shp, k)
+            print(f"   modes: Base {ms['base']}, EP {ms['ep']} ({ms['ep_vs_base']:.3f}x), FFNR "
+                  f"{ms['ffnr']}, All {ms['all']} ({ms['all_vs_ffnr']:.3f}x of FFNR)")
         if here:
             ent["modes_default"] = md = modes(cfg, shp, k)
             print(f"   exion16 default {_label(here)}: run {here['run']}, exposed "

@@ -47,6 +47,8 @@ class ConfigError(ExionError):
 DPU_MULTS = ("infer", "ecp5")
 #: EPRE top-kN selector kinds (``Config.epre_selector_kind``, issue 18).
 EPRE_SELECTOR_KINDS = ("insertion", "radix")
+#: Fields left out of ``Config.hash`` while at these defaults (added after configs were built).
+_HASH_DEFAULTS = {"epre_selector_kind": "insertion", "epre_radix_ports": None}
 
 
 # ---- timing-contract constants shared by hw/ and golden/ (their one home) ---------------
@@ -508,8 +510,12 @@ class Config:
 
     @property
     def hash(self) -> str:
-        """Short stable hash of every parameter (used in build-cache keys and manifests)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        """Short stable hash of every parameter (used in build-cache keys and manifests).
+        Fields added later are left out while at their default, so that adding one does not
+        change (and rebuild) every existing config (``_HASH_DEFAULTS``)."""
+        d = {k: v for k, v in self.to_dict().items()
+             if k not in _HASH_DEFAULTS or v != _HASH_DEFAULTS[k]}
+        blob = json.dumps(d, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
     def replace(self, **changes) -> Config:
@@ -529,9 +535,12 @@ PRESETS: dict[str, Config] = {
     "exion16": Config(name="exion16", rows=16, cols=16, lanes=16, width=12, acc_width=36,
                       merge_ways=4, imem_depth=1024, wmem_depth=8192, omem_depth=384,
                       k_max=4608,
-                      # EPRE: the smallest provisioning whose exposed cycles stay within 10 %
-                      # of EP's saving on the DiT-XL/2 block (bench/perf_epre.py, docs/epre.md)
-                      epre_units=32, epre_lanes=96, epre_selectors=32),
+                      # EPRE: the smallest provisioning (ECP5 LUTs) whose exposed cycles stay
+                      # within 10 % of EP's saving on the DiT-XL/2 block at k = 0.05
+                      # (bench/perf_epre.py --selector all, docs/epre.md): 32 x 96 lanes,
+                      # 32 radix selectors of 32 ports
+                      epre_units=32, epre_lanes=96, epre_selectors=32,
+                      epre_selector_kind="radix", epre_radix_ports=32),
     # FPGA-sized: 8 x 4 DPUs x 4 lanes = 128 12x12 multipliers, inside ECP5-85F's 156
     # MULT18X18D blocks; same memories as toy.
     "fpga": Config(name="fpga", rows=8, cols=4, lanes=4, width=12, acc_width=32, merge_ways=2,

@@ -552,6 +552,9 @@ def epre_phase_cycles(cfg: Config, n_q: int, n_k: int, d: int, d_head: int,
     if kind not in EPRE_SELECTOR_KINDS:
         raise ExionError(f"epre_phase_cycles: kind = {kind!r} must be one of "
                          f"{', '.join(repr(k) for k in EPRE_SELECTOR_KINDS)}")
+    if kind == "radix" and S != u:
+        raise ExionError(f"epre_phase_cycles: the radix kind has one selector per unit, got "
+                         f"selectors = {S} for units = {u}")
     gq, gk = math.ceil(n_q / u), math.ceil(n_k / u)
     s1 = (gq + gk) * d_head * math.ceil(d / L) + 2 * EPRE_PIPE
     s2 = gq * (n_k * math.ceil(d_head / L) + EPRE_PIPE)

@@ -189,7 +189,8 @@ RADIX_KW = {"toy": dict(selectors=3, selector_kind="radix", radix_ports=3),
 def test_epre_amaranth_matches_golden(name, kind):
     cfg = PRESETS[name]
     kw = SMALL[name]
-    dut = EPRE(cfg, **kw, **(RADIX_KW[name] if kind == "radix" else {}))
+    dut = EPRE(cfg, **kw, **(RADIX_KW[name] if kind == "radix"
+                             else dict(selector_kind="insertion")))
     assert dut.sizes.kind == kind
     rng = np.random.default_rng(7)
     sizes = sizes_of(dut)
@@ -224,6 +225,7 @@ def test_hw_and_model_constants_agree():
     assert dut.constants()["n_max"] == 256 and dut.sizes.d_max == 1152
     assert dut.sizes.dh_max == 72 and dut.sizes.units == 32 and dut.sizes.selectors == 32
     assert dut.sizes.lanes == 96 and dut.sizes.streamed
+    assert dut.sizes.kind == "radix" and dut.sizes.ports == 32    # exion16's default (issue 18)
 
 
 def test_epre_refuses_bad_sizes():
@@ -314,6 +316,7 @@ def test_epre_selectors_cut_selection_cycles():
     round plus one output cycle per row (S = 1: the serial 2 N_k + 5 per row)."""
     from exion.golden.cycles import epre_phase_cycles
     cfg = PRESETS["exion16"]
+    cfg = cfg.replace(epre_selector_kind="insertion")
     one = epre_phase_cycles(cfg, 256, 256, 1152, 72, units=16, selectors=1)["select"]
     assert one == 256 * (2 * 256 + EPRE_SEL_FIXED)
     eight = epre_phase_cycles(cfg, 256, 256, 1152, 72, units=16, selectors=8)["select"]
