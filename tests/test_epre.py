@@ -478,3 +478,29 @@ def test_epre_selector_kind_config_refusals():
     with pytest.raises(ValueError, match=r"EPRE selector kind must be one of 'insertion', "
                                          r"'radix', got 'heap'"):
         EPRE(toy, selector_kind="heap")
+
+
+def test_epre_radix_mutation_fails(monkeypatch):
+    """The EPRE-level radix checks can fail: with a radix selector that ignores the prefix
+    found so far (each bit pass counts keys by that bit alone), the same cases are no longer
+    bit-exact."""
+    import exion.hw.epre as epre_mod
+    from exion.hw.epre_radix import EpreRadixSelector
+
+    class NoPrefix(EpreRadixSelector):
+        @staticmethod
+        def _match(u, pfx, bit, hmask):
+            return (u & bit) != 0
+
+    monkeypatch.setattr(epre_mod, "EpreRadixSelector", NoPrefix)
+    cfg = PRESETS["toy"].replace(**RADIX["toy"])
+    dut = EPRE(cfg, n_max=16, d_max=9, dh_max=5)
+    sizes = sizes_of(dut)
+    jobs = [j for j in edge_jobs(cfg, sizes, seed=23) if j.name.startswith("random")]
+    failed = 0
+    for job, raw in zip(jobs, amaranth_predict(cfg, dut, jobs)):
+        try:
+            check_run(to_run(cfg, sizes, job, raw))
+        except AssertionError:
+            failed += 1
+    assert failed > 0, "the broken radix selector passed every case"
