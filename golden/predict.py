@@ -35,7 +35,11 @@ The golden model of the EPRE. Stages, in the hardware's order (each result is ke
    element (T, t) of the row, then a threshold pass -- gives the same mask; rows are
    independent, so the EPRE selects S rows at once (``cfg.epre_selector_count``; with one
    selector per unit the insertion rides on stage 2's output stream). The tie rule and the
-   gap test are unchanged.
+   gap test are unchanged. ``cfg.epre_selector_kind = "radix"`` replaces the insertion
+   networks by U lockstep radix searches over a P-bank score buffer (the kN-th score MSB
+   first, then the first ``kN - #{s > T}`` keys equal to T by index: the same mask), whose
+   key flags are ORed from the emitted mask rows; :func:`select_rows` is the selection step
+   either kind must match (also for a hand-made ``k_n = 0``).
 6. Outputs: ``score_mask`` (N_q x N_k bool), ``dominant`` (N_q), ``key_needed`` (N_k: the key
    is selected by some query; SPEC's flag, it decides the V rows), ``q_needed`` (N_q: not a
    dominant row under ``top1``). A refinement reported beside SPEC's flag: ``k_needed`` (N_k)
