@@ -504,3 +504,13 @@ def test_epre_radix_mutation_fails(monkeypatch):
         except AssertionError:
             failed += 1
     assert failed > 0, "the broken radix selector passed every case"
+
+
+def test_selector_fields_leave_existing_hashes_alone():
+    """The new fields stay out of Config.hash at their defaults (existing configs keep their
+    build folders) and change it otherwise (a radix build never reuses an insertion one)."""
+    toy = PRESETS["toy"]
+    assert toy.replace(epre_selector_kind="insertion", epre_radix_ports=None).hash == toy.hash
+    radix = toy.replace(epre_selector_kind="radix", epre_selectors=3)
+    assert len({toy.replace(epre_selectors=3).hash, radix.hash,
+                radix.replace(epre_radix_ports=4).hash}) == 3
