@@ -514,3 +514,26 @@ def test_selector_fields_leave_existing_hashes_alone():
     radix = toy.replace(epre_selector_kind="radix", epre_selectors=3)
     assert len({toy.replace(epre_selectors=3).hash, radix.hash,
                 radix.replace(epre_radix_ports=4).hash}) == 3
+
+
+@pytest.mark.long
+def test_epre_radix_exion16_widths_p32():
+    """exion16's default selector (radix, P = 32, A = 36, Le = 96) on a small EPRE (2 units,
+    n_max = 64: two full 32-key words per score bank): bit-exact, cycles == model (~5 min)."""
+    cfg = PRESETS["exion16"]
+    dut = EPRE(cfg, units=2, selectors=2, n_max=64, d_max=100, dh_max=40)
+    assert dut.sizes.kind == "radix" and dut.sizes.ports == 32
+    sizes = sizes_of(dut)
+    rng = np.random.default_rng(3)
+
+    def r(*s):
+        return rng.integers(cfg.wmin, cfg.wmax + 1, size=s)
+
+    cases = [dict(name="n64-k0.05", x=r(64, 100), wq=r(100, 40), wk=r(100, 40), k=0.05,
+                  q_th_int=1 << 20),
+             dict(name="n45-k0.5-ties", x=rng.integers(-1, 2, (45, 100)),
+                  wq=rng.integers(-1, 2, (100, 40)), wk=rng.integers(-1, 2, (100, 40)),
+                  k=0.5, q_th_int=3)]
+    jobs = [prepare(cfg, sizes, **c) for c in cases]
+    for job, raw in zip(jobs, amaranth_predict(cfg, dut, jobs)):
+        check_run(to_run(cfg, sizes, job, raw))
