@@ -60,7 +60,8 @@ def main(argv=None) -> int:
         only = set(args[i + 1].split(","))
         del args[i:i + 2]
     fams = args or ["ecp5", "xilinx"]
-    cfg = PRESETS["exion16"].replace(epre_units=2, epre_lanes=16, epre_selectors=1)
+    cfg = PRESETS["exion16"].replace(epre_units=2, epre_lanes=16, epre_selectors=1,
+                                     epre_selector_kind="insertion")
     out = build_root() / "bench" / "epre_area"
     out.mkdir(parents=True, exist_ok=True)
     path = build_root() / "bench" / "epre_area.json"

@@ -36,7 +36,7 @@ from .errors import ExionError
 __all__ = ["Config", "ConfigError", "PRESETS", "get_config", "load_config", "index_bits",
            "CAU_COLS_PER_CYCLE", "CAU_LANES_DEFAULT_CAP", "CAU_LANES_MAX", "EPRE_PIPE",
            "cau_sort_banks",
-           "EPRE_SEL_FIXED", "EPRE_RUN_FIXED"]
+           "EPRE_SEL_FIXED", "EPRE_RUN_FIXED", "EPRE_SELECTOR_KINDS"]
 
 
 class ConfigError(ExionError):
@@ -45,6 +45,10 @@ class ConfigError(ExionError):
 
 # dpu_mult values: how the DPU's multipliers are built (see Config).
 DPU_MULTS = ("infer", "ecp5")
+#: EPRE top-kN selector kinds (``Config.epre_selector_kind``, issue 18).
+EPRE_SELECTOR_KINDS = ("insertion", "radix")
+#: Fields left out of ``Config.hash`` while at these defaults (added after configs were built).
+_HASH_DEFAULTS = {"epre_selector_kind": "insertion", "epre_radix_ports": None}
 
 
 # ---- timing-contract constants shared by hw/ and golden/ (their one home) ---------------
@@ -150,6 +154,15 @@ class Config:
         L) and top-kN selectors (rows selected at once, 1..units; ``None``: 1). The
         effective values are :attr:`epre_unit_count`, :attr:`epre_lane_count`,
         :attr:`epre_selector_count`.
+    epre_selector_kind : str
+        EPRE top-kN selector (issue 18): ``"insertion"`` (``hw.epre_stages.EpreSelector``,
+        an n_max / 2 + 1-entry sorted network per selector) or ``"radix"``
+        (``hw.epre_radix.EpreRadixSelector``, a bitwise threshold search over the score
+        buffer; needs ``epre_selectors`` = ``epre_units``). The DSC's EPRE is always
+        insertion (``dsc_epre_dims``).
+    epre_radix_ports : int or None
+        Radix selector: scores read per cycle P (score-buffer banks); ``None``: 8. Effective
+        value :attr:`epre_radix_port_count`.
     """
 
     name: str
@@ -176,6 +189,8 @@ class Config:
     epre_units: int | None = None
     epre_lanes: int | None = None
     epre_selectors: int | None = None
+    epre_selector_kind: str = "insertion"
+    epre_radix_ports: int | None = None
     # Not a parameter: keeps dataclasses.replace() and ==/hash honest.
     _checked: bool = field(default=False, init=False, repr=False, compare=False)
 
@@ -229,6 +244,16 @@ class Config:
         need(self.epre_selector_count <= self.epre_unit_count, "epre_selectors",
              self.epre_selectors, f"must be in 1..{self.epre_unit_count} (1..epre units: a "
              f"selector serves the rows of one unit at a time)")
+        need(self.epre_selector_kind in EPRE_SELECTOR_KINDS, "epre_selector_kind",
+             self.epre_selector_kind,
+             f"must be one of {', '.join(repr(k) for k in EPRE_SELECTOR_KINDS)}")
+        rp = self.epre_radix_ports
+        need(rp is None or (isinstance(rp, int) and not isinstance(rp, bool) and 1 <= rp <= 1024),
+             "epre_radix_ports", rp, "must be an integer in 1..1024 (or omitted)")
+        need(self.epre_selector_kind != "radix"
+             or self.epre_selector_count == self.epre_unit_count, "epre_selectors",
+             self.epre_selectors, f"must equal epre units = {self.epre_unit_count} with "
+             f"epre_selector_kind = 'radix' (one radix selector per unit, fed by stage 2)")
         L = self.lanes
         for f in ("imem_depth", "wmem_depth"):
             v = getattr(self, f)
@@ -423,6 +448,11 @@ class Config:
         return 1 if self.epre_selectors is None else self.epre_selectors
 
     @property
+    def epre_radix_port_count(self) -> int:
+        """Radix selector ports P, scores read per cycle (``epre_radix_ports``, default 8)."""
+        return 8 if self.epre_radix_ports is None else self.epre_radix_ports
+
+    @property
     def epre_shift_adds(self) -> int:
         """EPRE approximate products per cycle: U * Le."""
         return self.epre_unit_count * self.epre_lane_count
@@ -479,16 +509,21 @@ class Config:
                  "omem_addr_bits", "dpu_latency", "sdue_in_latency", "sdue_drain_latency",
                  "sdue_fixed_cycles", "cau_cols_per_cycle", "cau_merge_lanes", "cau_sort_banks",
                  "epre_pipe", "epre_sel_fixed", "epre_run_fixed", "epre_unit_count",
-                 "epre_lane_count", "epre_selector_count", "epre_shift_adds", "dsc_epre_dims",
-                 "dsc_row_max", "dsc_ffnr_dims", "gemm_max_groups"]
+                 "epre_lane_count", "epre_selector_count", "epre_radix_port_count",
+                 "epre_shift_adds", "dsc_epre_dims", "dsc_row_max", "dsc_ffnr_dims",
+                 "gemm_max_groups"]
         d = {n: getattr(self, n) for n in names}
         d["k_cap"] = self.k_cap()      # a run with all merge_ways; k_cap(m) for fewer
         return d
 
     @property
     def hash(self) -> str:
-        """Short stable hash of every parameter (used in build-cache keys and manifests)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        """Short stable hash of every parameter (used in build-cache keys and manifests).
+        Fields added later are left out while at their default, so that adding one does not
+        change (and rebuild) every existing config (``_HASH_DEFAULTS``)."""
+        d = {k: v for k, v in self.to_dict().items()
+             if k not in _HASH_DEFAULTS or v != _HASH_DEFAULTS[k]}
+        blob = json.dumps(d, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
     def replace(self, **changes) -> Config:
@@ -508,9 +543,12 @@ PRESETS: dict[str, Config] = {
     "exion16": Config(name="exion16", rows=16, cols=16, lanes=16, width=12, acc_width=36,
                       merge_ways=4, imem_depth=1024, wmem_depth=8192, omem_depth=384,
                       k_max=4608,
-                      # EPRE: the smallest provisioning whose exposed cycles stay within 10 %
-                      # of EP's saving on the DiT-XL/2 block (bench/perf_epre.py, docs/epre.md)
-                      epre_units=32, epre_lanes=96, epre_selectors=32),
+                      # EPRE: the smallest provisioning (ECP5 LUTs) whose exposed cycles stay
+                      # within 10 % of EP's saving on the DiT-XL/2 block at k = 0.05
+                      # (bench/perf_epre.py --selector all, docs/epre.md): 32 x 96 lanes,
+                      # 32 radix selectors of 32 ports
+                      epre_units=32, epre_lanes=96, epre_selectors=32,
+                      epre_selector_kind="radix", epre_radix_ports=32),
     # FPGA-sized: 8 x 4 DPUs x 4 lanes = 128 12x12 multipliers, inside ECP5-85F's 156
     # MULT18X18D blocks; same memories as toy.
     "fpga": Config(name="fpga", rows=8, cols=4, lanes=4, width=12, acc_width=32, merge_ways=2,

@@ -339,6 +339,7 @@ def _ep_overlap(cfg, shp, g, kw) -> dict:
             "ep_saved_cycles": int(saved),
             "epre_provisioning": {"units": cfg.epre_unit_count, "lanes": cfg.epre_lane_count,
                                   "selectors": cfg.epre_selector_count,
+                                  "selector_kind": cfg.epre_selector_kind,
                                   "shift_adds": cfg.epre_shift_adds},
             "epre_schedule": {"waits": [int(math.ceil(w)) for w in sch["waits"]],
                               "kv_per_head": kv[0], "rest_per_head": rest}}

@@ -84,6 +84,7 @@ import numpy as np
 
 from exion.config import (CAU_COLS_PER_CYCLE, CAU_LANES_DEFAULT_CAP, CAU_LANES_MAX,
                           EPRE_PIPE, GEMM_DESC_DEPTH, GEMM_MAX_REGIONS, cau_sort_banks, EPRE_RUN_FIXED, EPRE_SEL_FIXED, Config)
+from exion.config import EPRE_SELECTOR_KINDS
 from exion.errors import ExionError
 
 from .conmerge import (ConMergePlan, _check_sort, _check_window, _pack, _sorted_cols,
@@ -504,45 +505,64 @@ def gemm_cycles(cfg: Config, K: int, plan: ConMergePlan, mask=None, input_mask=N
 # ---- EPRE ------------------------------------------------------------------------------
 def epre_run_cycles(cfg: Config, n_q: int, n_k: int, d: int, d_head: int,
                     units: int | None = None, lanes: int | None = None,
-                    selectors: int | None = None) -> int:
+                    selectors: int | None = None, kind: str | None = None,
+                    ports: int | None = None) -> int:
     """Busy cycles of one EPRE run (one attention head), exactly as ``hw/epre.py`` counts them.
 
     U = ``units`` (default ``cfg.epre_unit_count``) dot-product units of Le =
-    ``cfg.epre_lane_count`` shift-add lanes, S = ``cfg.epre_selector_count`` selectors;
-    ``G = ceil(rows / U)``, ``rows_g`` the query rows of group g (``lanes`` / ``selectors``
-    override Le / S, as ``units`` overrides U: an EPRE generated with other sizes)::
+    ``cfg.epre_lane_count`` shift-add lanes, S = ``cfg.epre_selector_count`` selectors of
+    kind ``cfg.epre_selector_kind`` (P = ``cfg.epre_radix_port_count`` ports for ``radix``);
+    ``G = ceil(rows / U)``, ``rows_g`` the query rows of group g (``lanes`` / ``selectors`` /
+    ``kind`` / ``ports`` override Le / S / the kind / P, as ``units`` overrides U: an EPRE
+    generated with other sizes, e.g. the DSC's, which is always ``insertion``)::
 
         stage 1   (Gq + Gk) * d_head * ceil(d / Le) + 2 * EPRE_PIPE
         stage 2   Gq * (N_k * ceil(d_head / Le) + EPRE_PIPE)
-        select    S < U:  sum_g ceil(rows_g / S) * (2 * N_k + EPRE_SEL_FIXED - 1) + N_q
-                  S = U:  Gq * (N_k + EPRE_SEL_FIXED - 3) + N_q   (streamed insertion)
+        select    insertion, S < U:  sum_g ceil(rows_g / S) * (2 * N_k + EPRE_SEL_FIXED - 1) + N_q
+                  insertion, S = U:  Gq * (N_k + EPRE_SEL_FIXED - 3) + N_q   (streamed insertion)
+                  radix (S = U):     Gq * epre_radix_select_cycles(N_k, P) + N_q
         + EPRE_RUN_FIXED
 
     (no back-pressure on the mask output; S = 1 gives ``N_q * (2 N_k + EPRE_SEL_FIXED)``).
     With S = U every unit has its selector, which inserts the unit's scores as stage 2
     produces them, so a row group pays only the threshold latch, one mask pass over the
-    score buffer, its tail and one output cycle per row.
+    score buffer, its tail and one output cycle per row. The radix selectors of a row group
+    run in lockstep (one shared read of the P-bank score buffer per cycle): a row group pays
+    one radix search (A bit passes and the mask pass over ``ceil(N_k / P)`` words), then
+    one output cycle per row.
     """
     u = cfg.epre_unit_count if units is None else units
     for nm, v in (("n_q", n_q), ("n_k", n_k), ("d", d), ("d_head", d_head), ("units", u)):
         if not isinstance(v, (int, np.integer)) or v < 1:
             raise ExionError(f"epre_run_cycles: {nm} = {v!r} must be an integer >= 1")
-    p = epre_phase_cycles(cfg, n_q, n_k, d, d_head, u, lanes, selectors)
+    p = epre_phase_cycles(cfg, n_q, n_k, d, d_head, u, lanes, selectors, kind, ports)
     return p["stage1"] + p["stage2"] + p["select"] + EPRE_RUN_FIXED
 
 
 def epre_phase_cycles(cfg: Config, n_q: int, n_k: int, d: int, d_head: int,
                       units: int | None = None, lanes: int | None = None,
-                      selectors: int | None = None) -> dict:
+                      selectors: int | None = None, kind: str | None = None,
+                      ports: int | None = None) -> dict:
     """The three phase terms of :func:`epre_run_cycles` (without ``EPRE_RUN_FIXED``);
-    ``lanes`` / ``selectors`` override the config's (provisioning sweeps)."""
+    ``lanes`` / ``selectors`` / ``kind`` / ``ports`` override the config's (provisioning
+    sweeps; ``kind = "radix"`` implies S = U)."""
     u = cfg.epre_unit_count if units is None else units
     L = cfg.epre_lane_count if lanes is None else lanes
     S = min(u, cfg.epre_selector_count if selectors is None else selectors)
+    kind = cfg.epre_selector_kind if kind is None else kind
+    if kind not in EPRE_SELECTOR_KINDS:
+        raise ExionError(f"epre_phase_cycles: kind = {kind!r} must be one of "
+                         f"{', '.join(repr(k) for k in EPRE_SELECTOR_KINDS)}")
+    if kind == "radix" and S != u:
+        raise ExionError(f"epre_phase_cycles: the radix kind has one selector per unit, got "
+                         f"selectors = {S} for units = {u}")
     gq, gk = math.ceil(n_q / u), math.ceil(n_k / u)
     s1 = (gq + gk) * d_head * math.ceil(d / L) + 2 * EPRE_PIPE
     s2 = gq * (n_k * math.ceil(d_head / L) + EPRE_PIPE)
-    if S == u:      # streamed: insertion rides on stage 2; threshold, mask pass, tail
+    if kind == "radix":     # S = U lockstep radix searches per row group, then the outputs
+        P = cfg.epre_radix_port_count if ports is None else ports
+        sel = gq * epre_radix_select_cycles(cfg, n_k, P) + n_q
+    elif S == u:    # streamed: insertion rides on stage 2; threshold, mask pass, tail
         sel = gq * (n_k + EPRE_SEL_FIXED - 3) + n_q
     else:           # rounds of S rows: start, insertion pass, tail, threshold, mask pass, tail
         rounds = (n_q // u) * math.ceil(u / S) + math.ceil((n_q % u) / S)
@@ -561,7 +581,7 @@ def epre_cycles(cfg: Config, T: int, d: int, heads: int, d_head: int,
 
 def epre_radix_select_cycles(cfg: Config, n_k: int, ports: int) -> int:
     """Cycles of one row's selection by ``hw.epre_radix.EpreRadixSelector`` (issue 18,
-    area), from its ``go`` cycle to its ``done`` cycle inclusive: one pass per score bit
+    ``epre_selector_kind = "radix"``), from its ``go`` cycle to its ``done`` cycle inclusive: one pass per score bit
     (A = ``cfg.acc_width``) over ``ceil(N_k / P)`` buffer words plus its tail and decision,
     then the mask pass and its tail: ``A * (ceil(N_k / P) + 2) + ceil(N_k / P) + 3``."""
     for nm, v in (("n_k", n_k), ("ports", ports)):

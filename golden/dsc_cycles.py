@@ -88,7 +88,7 @@ def epre_body(cfg: Config, d: dict) -> int:
     """Body of an EPRE descriptor (``d["ep"]``: the run's fields, as the host builder
     annotates them): one cycle handing the run over, the EPRE's own run
     (:func:`exion.golden.cycles.epre_run_cycles` with the units / selectors of
-    ``cfg.dsc_epre_dims``), then
+    ``cfg.dsc_epre_dims``, insertion selectors whatever ``cfg.epre_selector_kind``), then
     :data:`EPRE_FIXED` cycles (the last mask item's beat behind the output buffer, the
     write response, the FSM's idle check; measured on toy). The selector emits a mask row
     at most every cycle and the output buffer takes an item every ``emask + 1`` cycles;
@@ -100,7 +100,8 @@ def epre_body(cfg: Config, d: dict) -> int:
     le = cfg.epre_lane_count
     _, _, _, units, selectors = cfg.dsc_epre_dims
     return 1 + epre_run_cycles(cfg, int(ep["n_q"]), int(ep["n_k"]), int(ep["d_words"]) * le,
-                               int(ep["d_head"]), units, le, selectors) + EPRE_FIXED
+                               int(ep["d_head"]), units, le, selectors,
+                               "insertion") + EPRE_FIXED
 
 
 #: constant part of an EPRE body beyond the hand-over and the run (see :func:`epre_body`)

@@ -35,7 +35,11 @@ The golden model of the EPRE. Stages, in the hardware's order (each result is ke
    element (T, t) of the row, then a threshold pass -- gives the same mask; rows are
    independent, so the EPRE selects S rows at once (``cfg.epre_selector_count``; with one
    selector per unit the insertion rides on stage 2's output stream). The tie rule and the
-   gap test are unchanged.
+   gap test are unchanged. ``cfg.epre_selector_kind = "radix"`` replaces the insertion
+   networks by U lockstep radix searches over a P-bank score buffer (the kN-th score MSB
+   first, then the first ``kN - #{s > T}`` keys equal to T by index: the same mask), whose
+   key flags are ORed from the emitted mask rows; :func:`select_rows` is the selection step
+   either kind must match (also for a hand-made ``k_n = 0``).
 6. Outputs: ``score_mask`` (N_q x N_k bool), ``dominant`` (N_q), ``key_needed`` (N_k: the key
    is selected by some query; SPEC's flag, it decides the V rows), ``q_needed`` (N_q: not a
    dominant row under ``top1``). A refinement reported beside SPEC's flag: ``k_needed`` (N_k)
@@ -61,6 +65,7 @@ from .lod import approx_matmul
 from .quant import check_k, check_operand, saturate, wrap
 
 __all__ = ["PredictResult", "eager_predict", "epre", "topk_select", "threshold_select", "dominant_rows", "keep_count",
+           "select_rows",
            "stage1_shift", "as_fraction", "POLARITIES"]
 
 POLARITIES = ("top1", "keep_all")
@@ -176,6 +181,24 @@ def dominant_rows(scores, q_th_int) -> np.ndarray:
         return np.ones(n_q, dtype=bool)
     top2 = np.sort(s, axis=1)[:, -2:]
     return (top2[:, 1] - top2[:, 0]) >= int(q_th_int)
+
+
+def select_rows(sh, k_n: int, q_th_int, polarity: str = "top1") -> tuple:
+    """The selection step of :func:`eager_predict` (the EPRE's selectors, either kind) on
+    stage-2 scores ``sh`` with a given ``k_n`` (0..N_k; the host's :func:`keep_count` never
+    gives 0, a hand-made run descriptor may): ``(topk, dominant, score_mask, q_needed,
+    key_needed, k_needed)``. A dominant row keeps its top-1 key (``top1``, its Q row is not
+    needed) or every key (``keep_all``)."""
+    topk = topk_select(sh, k_n)
+    dom = dominant_rows(sh, q_th_int)
+    score = topk.copy()
+    if polarity == "top1":
+        score[dom] = topk_select(sh[dom], 1) if sh.shape[1] else score[dom]
+        q_needed = ~dom
+    else:
+        score[dom] = True
+        q_needed = np.ones(sh.shape[0], dtype=bool)
+    return topk, dom, score, q_needed, score.any(axis=0), score[q_needed].any(axis=0)
 
 
 @dataclass(frozen=True)
@@ -295,17 +318,7 @@ def eager_predict(cfg: Config, x, wq, wk, k, shift_q=None, shift_k=None, q_th_in
     sh = wrap(approx_matmul(qh, kh.T, terms, "Qh", "Kh^T"), cfg.acc_width)
 
     # Selection.
-    topk = topk_select(sh, k_n)
-    dom = dominant_rows(sh, q_th_int)
-    score = topk.copy()
-    if polarity == "top1":
-        score[dom] = topk_select(sh[dom], 1) if sh.shape[1] else score[dom]
-        q_needed = ~dom
-    else:
-        score[dom] = True
-        q_needed = np.ones(sh.shape[0], dtype=bool)
-    key_needed = score.any(axis=0)
-    k_needed = score[q_needed].any(axis=0)
+    topk, dom, score, q_needed, key_needed, k_needed = select_rows(sh, k_n, q_th_int, polarity)
     return PredictResult(
         lod_terms=terms, shift_q=shift_q, shift_k=shift_k, k_n=k_n,
         q_th_int=None if q_th_int is None else int(q_th_int), polarity=polarity,

@@ -54,7 +54,8 @@ def epre_projection(cfg, T, d, heads, d_head, units=None, per_unit_selectors=Fal
     * ``units=None``: the config's provisioning (U, Le, S) = ``cfg.epre_unit_count``,
       ``epre_lane_count``, ``epre_selector_count`` -- this *is* ``golden.cycles.epre_cycles``.
     * ``units=U``: U units of the config's Le lanes with one shared selector, or one selector
-      per unit (``per_unit_selectors``: S = U, streamed insertion).
+      per unit (``per_unit_selectors``: S = U, streamed insertion); insertion selectors
+      whatever ``cfg.epre_selector_kind`` (the issue-14 / issue-18 comparison).
 
     Returns per-layer ``stage1``, ``stage2``, ``select``, ``total`` and per-head ``run``.
     """
@@ -62,7 +63,8 @@ def epre_projection(cfg, T, d, heads, d_head, units=None, per_unit_selectors=Fal
         p = epre_phase_cycles(cfg, T, T, d, d_head)
     else:
         u = int(units)
-        p = epre_phase_cycles(cfg, T, T, d, d_head, u, selectors=u if per_unit_selectors else 1)
+        p = epre_phase_cycles(cfg, T, T, d, d_head, u, selectors=u if per_unit_selectors else 1,
+                              kind="insertion")
     run = p["stage1"] + p["stage2"] + p["select"] + EPRE_RUN_FIXED
     return {**{k: heads * v for k, v in p.items()}, "run": run, "total": heads * run}
 

@@ -157,7 +157,7 @@ def dsc_ffnr_sizes(cfg: Config) -> dict:
 def dsc_epre_sizes(cfg: Config) -> EpreSizes:
     """The DSC's EPRE: maxima, units and selectors of ``cfg.dsc_epre_dims``."""
     n_max, d_max, dh_max, units, selectors = cfg.dsc_epre_dims
-    return EpreSizes(cfg, units, n_max, d_max, dh_max, selectors)
+    return EpreSizes(cfg, units, n_max, d_max, dh_max, selectors, "insertion")
 
 
 def item_beats(cfg: Config, bus_bits: int) -> dict:
@@ -802,7 +802,7 @@ class DscCore(wiring.Component):
         cfg = self.cfg
         s.eps = sz = dsc_epre_sizes(cfg)
         s.ep = ep = EPRE(cfg, units=sz.units, n_max=sz.n_max, d_max=sz.d_max,
-                         dh_max=sz.dh_max, selectors=sz.selectors)
+                         dh_max=sz.dh_max, selectors=sz.selectors, selector_kind=sz.kind)
         m.submodules.epre = ep
         Le, W = cfg.epre_lane_count, cfg.width
         ew = Cat(s.asm[16 * lane:16 * lane + W] for lane in range(Le))

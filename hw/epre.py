@@ -53,10 +53,11 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from exion.config import EPRE_PIPE, EPRE_RUN_FIXED, EPRE_SEL_FIXED, Config
+from exion.config import EPRE_PIPE, EPRE_RUN_FIXED, EPRE_SEL_FIXED, EPRE_SELECTOR_KINDS, Config
 
 from .util import bits_for as _bits
 from .util import pad_mux as _mux
+from .epre_radix import EpreRadixSelector
 from .epre_stages import EpreControl, EpreLanes, EpreSelector, EpreWriteback, epre_word
 from .lod import refuse
 from .sdue import mem_write_signature
@@ -77,11 +78,14 @@ class EpreSizes:
     """Maximum problem sizes of one EPRE instance (memory and counter dimensions).
 
     ``n_max`` tokens (N_q + key rows placed after them for cross-attention; N_q, N_k <= n_max),
-    ``d_max`` model width (stage-1 reduction), ``dh_max`` head width (stage-2 reduction).
+    ``d_max`` model width (stage-1 reduction), ``dh_max`` head width (stage-2 reduction),
+    ``selectors`` S, selector ``kind`` (``"insertion"`` / ``"radix"``, default
+    ``cfg.epre_selector_kind``) and radix ``ports`` P (default ``cfg.epre_radix_port_count``).
     """
 
     def __init__(self, cfg: Config, units: int, n_max: int, d_max: int, dh_max: int,
-                 selectors: int | None = None):
+                 selectors: int | None = None, kind: str | None = None,
+                 ports: int | None = None):
         for name, v in (("units", units), ("n_max", n_max), ("d_max", d_max),
                         ("dh_max", dh_max)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -100,6 +104,19 @@ class EpreSizes:
         if self.selectors > units:
             raise ValueError(f"EPRE selectors = {self.selectors} exceeds units = {units} "
                              f"(a selector serves one unit's rows at a time)")
+        kind = cfg.epre_selector_kind if kind is None else kind
+        if kind not in EPRE_SELECTOR_KINDS:
+            raise ValueError(f"EPRE selector kind must be one of "
+                             f"{', '.join(repr(k) for k in EPRE_SELECTOR_KINDS)}, got {kind!r}")
+        self.radix = int(kind == "radix")
+        self.ports = cfg.epre_radix_port_count if ports is None else ports
+        if self.radix and self.selectors != units:
+            raise ValueError(f"EPRE radix selectors = {self.selectors} must equal units = "
+                             f"{units} (one radix selector per unit, fed by stage 2)")
+        if self.radix and (not isinstance(self.ports, int) or isinstance(self.ports, bool)
+                           or not 1 <= self.ports <= n_max):
+            raise ValueError(f"EPRE radix ports must be an integer in 1..n_max ({n_max}), "
+                             f"got {self.ports!r}")
         self.rounds = math.ceil(units / self.selectors)   # selector rounds per row group
         self.streamed = int(self.selectors == units)      # insert from the stage-2 stream
         self.units, self.n_max, self.d_max, self.dh_max = units, n_max, d_max, dh_max
@@ -113,12 +130,18 @@ class EpreSizes:
         self.x_depth = max(2, self.g_max * self.dw_max)   # per X bank
         self.w_depth = 2 * dh_max * self.dw_max           # Wq^T then Wk^T
         self.h_depth = max(2, self.g_max * self.hw_max)   # per Qh / Kh bank
+        self.s_words = math.ceil(n_max / self.ports)      # radix: words per score bank
 
     def as_dict(self) -> dict:
         return {k: getattr(self, k) for k in ("units", "lanes", "selectors", "rounds",
                                               "streamed", "n_max", "d_max", "dh_max", "g_max",
                                               "dw_max", "hw_max", "entries", "x_depth",
-                                              "w_depth", "h_depth")}
+                                              "w_depth", "h_depth", "radix", "ports")}
+
+    @property
+    def kind(self) -> str:
+        """The selector kind, ``"radix"`` or ``"insertion"``."""
+        return "radix" if self.radix else "insertion"
 
 
 def run_layout(cfg: Config, s: EpreSizes) -> data.StructLayout:
@@ -189,6 +212,12 @@ class EPRE(wiring.Component):
         Top-kN selectors (rows selected at once, 1..units), default
         ``cfg.epre_selector_count``. S = U: each unit's selector inserts from the stage-2
         stream (no insertion pass); S < U: rounds of S rows over the score buffer.
+    selector_kind : str
+        ``"insertion"`` (``EpreSelector``) or ``"radix"`` (``EpreRadixSelector``, S = U, a
+        score buffer of P banks), default ``cfg.epre_selector_kind``. The DSC passes
+        ``"insertion"`` explicitly.
+    radix_ports : int
+        Radix selector: P, scores per cycle (default ``cfg.epre_radix_port_count``).
     n_max, d_max, dh_max : int
         Largest N_q / N_k (and N_q + N_k for cross-attention), d, d_head. Defaults cover a
         DiT-XL/2 head (256 tokens, d = 1152, d_head = 72), d and d_head capped at ``k_max``.
@@ -219,13 +248,15 @@ class EPRE(wiring.Component):
 
     def __init__(self, cfg: Config, *, units: int | None = None, n_max: int = 256,
                  d_max: int | None = None, dh_max: int | None = None,
-                 selectors: int | None = None):
+                 selectors: int | None = None, selector_kind: str | None = None,
+                 radix_ports: int | None = None):
         self.cfg = cfg
         units = cfg.epre_unit_count if units is None else units
         d_max = min(1152, cfg.k_max) if d_max is None else d_max
         dh_max = min(72, cfg.k_max) if dh_max is None else dh_max
         try:
-            self.sizes = s = EpreSizes(cfg, units, n_max, d_max, dh_max, selectors)
+            self.sizes = s = EpreSizes(cfg, units, n_max, d_max, dh_max, selectors,
+                                       selector_kind, radix_ports)
         except ValueError as e:
             raise refuse(self, str(e)) from None
         word = epre_word(cfg)
@@ -254,7 +285,7 @@ class EPRE(wiring.Component):
 
     def elaborate(self, platform):
         cfg, s = self.cfg, self.sizes
-        U, A = s.units, cfg.acc_width
+        U = s.units
         m = Module()
         word = epre_word(cfg)
         rl = run_layout(cfg, s)
@@ -265,10 +296,6 @@ class EPRE(wiring.Component):
         m.submodules.writeback = wb = EpreWriteback(
             cfg, U, _bits(s.h_depth), max(s.dh_max, s.n_max) + 1, score_layout(cfg, s),
             rl["d_head"].shape.width, rl["h_words"].shape.width)
-        S = s.selectors
-        sels = [EpreSelector(cfg, s.n_max, streamed=bool(s.streamed)) for _ in range(S)]
-        for i, sel in enumerate(sels):
-            m.submodules[f"selector{i}" if S > 1 else "selector"] = sel
         wiring.connect(m, wiring.flipped(self.run), ctl.run)
         wiring.connect(m, wb.score, wiring.flipped(self.score))
         run = ctl.params
@@ -283,25 +310,22 @@ class EPRE(wiring.Component):
             wb.clear_all.eq(ctl.wb_clear_all), wb.clear_j.eq(ctl.wb_clear_j),
             self.mask.valid.eq(ctl.mask_valid), ctl.mask_ready.eq(self.mask.ready),
             self.mask.payload.row.eq(ctl.row),
-            self.mask.payload.dominant.eq(_mux([x.dominant for x in sels], ctl.orow)),
-            self.mask.payload.mask.eq(_mux([x.mask_row for x in sels], ctl.orow)),
         ]
-        kn, kk = 0, 0
+        sels = (self._radix if s.radix else self._insertion)(m, ctl, lanes, wb)
         for i, sel in enumerate(sels):
             m.d.comb += [
                 sel.start.eq(ctl.start), sel.k_n.eq(self.run.payload.k_n),
                 sel.n_k.eq(self.run.payload.n_k), sel.keep_all.eq(run.keep_all),
                 sel.q_th_en.eq(run.q_th_en), sel.q_th.eq(run.q_th), sel.clear.eq(ctl.sel_clear),
-                sel.sj.eq(ctl.sj), sel.ins.eq(ctl.ins), sel.msk.eq(ctl.msk),
-                sel.latch.eq(ctl.latch),
-                # selector i serves unit rnd * S + i, query row ctl.row + i of this round
-                sel.act.eq((ctl.rbase + i < U) & (ctl.row + i < run.n_q)),
+                # streamed (S = U): selector i sees unit i's scores as stage 2 writes them
                 sel.s_v.eq(wb.s_en), sel.s_score.eq(lanes.acc[i]), sel.s_key.eq(wb.s_addr),
             ]
-            kn, kk = kn | sel.key_needed, kk | sel.k_needed
-        m.d.comb += [self.key_needed.eq(kn), self.k_needed.eq(kk)]
+        m.d.comb += [
+            self.mask.payload.dominant.eq(_mux([x.dominant for x in sels], ctl.orow)),
+            self.mask.payload.mask.eq(_mux([x.mask_row for x in sels], ctl.orow)),
+        ]
 
-        # ---- memories: X, Qh, Kh banks per unit; W^T; the score buffer -------------------
+        # ---- memories: X, Qh, Kh banks per unit; W^T (the score buffer: _insertion / _radix)
         h_rd = {"q": [], "k": []}
         for u in range(U):
             mem = Memory(shape=word, depth=s.x_depth, init=[])
@@ -327,18 +351,77 @@ class EPRE(wiring.Component):
                      wp.en.eq(self.w_w.en[0])]
         w_rp = wmem.read_port()
         m.d.comb += [w_rp.addr.eq(ctl.w_addr), lanes.w.eq(w_rp.data)]
-        smem = Memory(shape=data.ArrayLayout(signed(A), U), depth=s.n_max, init=[])
-        m.submodules.smem = smem
-        s_wp = smem.write_port()
-        s_rp = smem.read_port()
-        m.d.comb += [s_wp.addr.eq(wb.s_addr), s_wp.en.eq(wb.s_en), s_wp.data.eq(lanes.acc),
-                     s_rp.addr.eq(ctl.sj)]
-        for i, sel in enumerate(sels):      # selector i reads column rnd * S + i
-            cols = [s_rp.data[c] for c in range(i, U, S)]
-            m.d.comb += sel.score.eq(_mux(cols, ctl.rnd))
 
         h_r_k = Signal(name="h_r_k")
         m.d.sync += h_r_k.eq(self.h_r.k)
         for u in range(U):
             m.d.comb += self.h_r.data[u].eq(Mux(h_r_k, h_rd["k"][u], h_rd["q"][u]))
         return m
+
+    def _insertion(self, m, ctl, lanes, wb) -> list:
+        """S insertion selectors (``EpreSelector``) over the one-port score buffer (key j at
+        address j, U scores per word); they own ``key_needed`` / ``k_needed``."""
+        s, U, S = self.sizes, self.sizes.units, self.sizes.selectors
+        run = ctl.params
+        sels = [EpreSelector(self.cfg, s.n_max, streamed=bool(s.streamed)) for _ in range(S)]
+        smem = Memory(shape=data.ArrayLayout(signed(self.cfg.acc_width), U), depth=s.n_max,
+                      init=[])
+        m.submodules.smem = smem
+        s_wp = smem.write_port()
+        s_rp = smem.read_port()
+        m.d.comb += [s_wp.addr.eq(wb.s_addr), s_wp.en.eq(wb.s_en), s_wp.data.eq(lanes.acc),
+                     s_rp.addr.eq(ctl.sj)]
+        kn, kk = 0, 0
+        for i, sel in enumerate(sels):
+            m.submodules[f"selector{i}" if S > 1 else "selector"] = sel
+            cols = [s_rp.data[c] for c in range(i, U, S)]    # column rnd * S + i
+            m.d.comb += [
+                sel.score.eq(_mux(cols, ctl.rnd)),
+                sel.sj.eq(ctl.sj), sel.ins.eq(ctl.ins), sel.msk.eq(ctl.msk),
+                sel.latch.eq(ctl.latch),
+                # selector i serves unit rnd * S + i, query row ctl.row + i of this round
+                sel.act.eq((ctl.rbase + i < U) & (ctl.row + i < run.n_q)),
+            ]
+            kn, kk = kn | sel.key_needed, kk | sel.k_needed
+        m.d.comb += [self.key_needed.eq(kn), self.k_needed.eq(kk)]
+        return sels
+
+    def _radix(self, m, ctl, lanes, wb) -> list:
+        """U radix selectors (``EpreRadixSelector``) over a P-bank score buffer (key j in bank
+        ``j % P`` at word ``j // P``, U scores per word), in lockstep: selector 0's read
+        address serves all, selector u takes column u. ``key_needed`` / ``k_needed`` OR the
+        mask rows as they leave on ``mask`` (only real query rows are emitted)."""
+        s, U, P = self.sizes, self.sizes.units, self.sizes.ports
+        run = ctl.params
+        sels = [EpreRadixSelector(self.cfg, s.n_max, P) for _ in range(U)]
+        for i, sel in enumerate(sels):
+            m.submodules[f"rselector{i}"] = sel
+            m.d.comb += sel.go.eq(ctl.rgo)
+        m.d.comb += ctl.rdone.eq(sels[0].done)
+        # stage 2 writes key j's U scores to bank j % P, word j // P (counted, no divider)
+        bank = Signal(range(P), name="sbank")
+        word = Signal(range(max(2, s.s_words)), name="sword")   # no zero-width signal
+        with m.If(ctl.wb_clear_j):
+            m.d.sync += [bank.eq(0), word.eq(0)]
+        with m.Elif(wb.s_en):
+            m.d.sync += bank.eq(bank + 1)
+            with m.If(bank == P - 1):
+                m.d.sync += [bank.eq(0), word.eq(word + 1)]
+        for p in range(P):
+            mem = Memory(shape=data.ArrayLayout(signed(self.cfg.acc_width), U),
+                         depth=max(2, s.s_words), init=[])   # no zero-width address
+            m.submodules[f"smem{p}"] = mem
+            wp, rp = mem.write_port(), mem.read_port()
+            m.d.comb += [wp.addr.eq(word), wp.data.eq(lanes.acc),
+                         wp.en.eq(wb.s_en & (bank == p)), rp.addr.eq(sels[0].addr)]
+            for u, sel in enumerate(sels):
+                m.d.comb += sel.rdata[p].eq(rp.data[u])
+        out = self.mask.valid & self.mask.ready
+        row, dom = self.mask.payload.mask, self.mask.payload.dominant
+        with m.If(ctl.start):
+            m.d.sync += [self.key_needed.eq(0), self.k_needed.eq(0)]
+        with m.Elif(out):
+            m.d.sync += self.key_needed.eq(self.key_needed | row)
+            with m.If(~dom | run.keep_all):
+                m.d.sync += self.k_needed.eq(self.k_needed | row)
+        return sels

@@ -27,9 +27,11 @@ cycle latency), ``golden.cycles.epre_radix_select_cycles``::
 
     A * (ceil(N_k / P) + 2) + ceil(N_k / P) + 3     (N_k >= 1)
 
-Standalone component: measured by ``bench/epre_area.py`` and checked bit-exact against
+Measured by ``bench/epre_area.py`` and checked bit-exact against
 ``golden.predict.threshold_select`` / ``dominant_rows`` in ``tests/test_epre_radix.py``;
-not yet wired into ``EPRE`` (docs/epre.md, "Area").
+``EPRE`` uses U of them in lockstep when ``cfg.epre_selector_kind == "radix"``
+(``hw.epre.EPRE._radix``: one shared read of its P-bank score buffer, selector u takes
+column u; docs/epre.md, "Selection").
 """
 
 from __future__ import annotations
@@ -90,7 +92,8 @@ class EpreRadixSelector(wiring.Component):
             "keep_all": In(1), "q_th_en": In(1), "q_th": In(A + 1),
             "clear": In(1), "s_v": In(1), "s_score": In(signed(A)),
             "s_key": In(range(n_max + 1)), "go": In(1),
-            "addr": Out(range(self.words)), "rd": Out(1),
+            # >= 1 address bit: a zero-width port is [-1:0] in Verilog (Verilator ASCRANGE)
+            "addr": Out(range(max(2, self.words))), "rd": Out(1),
             "rdata": In(data.ArrayLayout(signed(A), ports)),
             "mask_row": Out(n_max), "dominant": Out(1), "busy": Out(1), "done": Out(1)})
 

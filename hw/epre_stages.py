@@ -355,7 +355,8 @@ class EpreControl(wiring.Component):
     FSM states: ``IDLE``; ``S1`` / ``S1_DRAIN`` (issue a stage-1 phase, drain the pipeline);
     ``S2`` / ``S2_DRAIN`` (one row group's scores); ``SEL_START`` (clear the selector),
     ``INS`` / ``INS_TAIL`` (insertion pass), ``THR`` (latch the kN-th element and the
-    dominant flag), ``MASK`` / ``MASK_TAIL`` (mask pass), ``OUT`` (the row on ``mask``);
+    dominant flag), ``MASK`` / ``MASK_TAIL`` (mask pass), ``RSEL`` (radix kind: the U radix
+    searches, from ``rgo`` to ``rdone``), ``OUT`` (the row on ``mask``);
     ``DONE``. The issue counters (row group g, output column / key j, word kw) and the
     memory addresses they give live here.
 
@@ -383,6 +384,9 @@ class EpreControl(wiring.Component):
         A stage 1 phase / a stage 2 group starts (:class:`EpreWriteback`).
     sel_clear, ins, msk, latch : Out(1); sj : Out(...)
         Selector strobes and the key read.
+    rgo : Out(1); rdone : In(1)
+        Radix kind (``sizes.radix``): start the row group's lockstep radix searches (state
+        ``RSEL``, one cycle) / the searches are done (``RSEL`` ends in that cycle).
     rnd : Out(range(max(rounds, 2))); rbase : Out(range(U + S))
         Selector round of the row group: selector i serves unit ``rbase + i`` =
         ``rnd * S + i`` (score-buffer column) and query row ``row + i``.
@@ -407,6 +411,7 @@ class EpreControl(wiring.Component):
             "ph_k": Out(1), "ph_s2": Out(1), "group": Out(range(s.g_max + 1)),
             "wb_clear_all": Out(1), "wb_clear_j": Out(1),
             "sel_clear": Out(1), "ins": Out(1), "msk": Out(1), "latch": Out(1),
+            "rgo": Out(1), "rdone": In(1),
             "sj": Out(range(s.n_max + 1)), "rnd": Out(range(max(s.rounds, 2))),
             "rbase": Out(range(s.units + s.selectors)), "orow": Out(range(max(s.selectors, 2))),
             "row": Out(range(s.n_max + 1)), "mask_valid": Out(1), "mask_ready": In(1),
@@ -464,8 +469,14 @@ class EpreControl(wiring.Component):
                 start_stage1(True)
                 m.next = "S1"
 
+        rgo = Signal(name="rgo_pending")      # RSEL's first cycle
+
         def s2_done():
-            m.next = "THR" if s.streamed else "SEL_START"
+            if s.radix:
+                m.d.sync += rgo.eq(1)
+                m.next = "RSEL"
+            else:
+                m.next = "THR" if s.streamed else "SEL_START"
 
         def count_keys(state_after):
             m.d.sync += sj.eq(sj + 1)
@@ -527,6 +538,12 @@ class EpreControl(wiring.Component):
             with m.State("MASK_TAIL"):
                 m.d.comb += self.busy.eq(1)
                 m.next = "OUT"
+            if s.radix:
+                with m.State("RSEL"):   # radix: the group's U searches run in lockstep
+                    m.d.comb += [self.busy.eq(1), self.rgo.eq(rgo)]
+                    m.d.sync += rgo.eq(0)
+                    with m.If(self.rdone):
+                        m.next = "OUT"
             with m.State("OUT"):        # one row per cycle, selectors 0.. of the round
                 m.d.comb += [self.busy.eq(1), self.mask_valid.eq(1)]
                 row_last = self.row == run.n_q - 1

@@ -47,10 +47,16 @@ class Sizes:
     x_depth: int
     w_depth: int
     h_depth: int
+    radix: int = 0          # selector kind: 1 = radix (hw.epre_radix), 0 = insertion
+    ports: int = 8          # radix selector ports P
+
+    @property
+    def kind(self) -> str:
+        return "radix" if self.radix else "insertion"
 
     @classmethod
     def from_dict(cls, d: dict) -> Sizes:
-        return cls(**{k: int(d[k]) for k in cls.__dataclass_fields__})
+        return cls(**{k: int(d[k]) for k in cls.__dataclass_fields__ if k in d})
 
 
 @dataclass
@@ -207,7 +213,8 @@ def to_run(cfg: Config, sizes: Sizes, job: EpreJob, raw: dict) -> EpreRun:
     out = decode(cfg, sizes, job, raw)
     return EpreRun(name=job.name, model_cycles=epre_run_cycles(
         cfg, job.n_q, job.n_k, job.d, job.d_head, units=sizes.units,
-        selectors=sizes.selectors), golden=job.golden, **out)
+        lanes=sizes.lanes, selectors=sizes.selectors, kind=sizes.kind, ports=sizes.ports),
+        golden=job.golden, **out)
 
 
 def rtl_predict_many(cfg: Config, cases: list[dict], *, seed: int | None = None,

@@ -29,7 +29,8 @@ from exion.sim.payload import pack, unpack
 async def epre_jobs(dut):
     cfg = bench_config()
     c = manifest()["constants"]
-    s = EpreSizes(cfg, c["units"], c["n_max"], c["d_max"], c["dh_max"], c["selectors"])
+    s = EpreSizes(cfg, c["units"], c["n_max"], c["d_max"], c["dh_max"], c["selectors"],
+                  "radix" if c.get("radix") else "insertion", c.get("ports"))
     p = params()
     gen = rng()
     U = s.units

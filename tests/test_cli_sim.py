@@ -151,3 +151,33 @@ def test_sim_predict(tmp_path, monkeypatch, capsys):
                "--wk", "wk.npy", "--k", "0.3", "--out", "m2.npy"])
     assert rc == 2 and "--wq" in capsys.readouterr().err
     assert not (tmp_path / "m2.npy").exists()
+
+
+def test_sim_predict_radix_kind(tmp_path, monkeypatch, capsys):
+    """Issue 18: ``exion sim predict`` on a toy EPRE with the radix selector kind (the same
+    build as ``tests/test_epre_rtl.py::test_epre_rtl_radix_toy``): bit-exact, cycles == the
+    radix model, which differs from the insertion kind's."""
+    from exion.golden.cycles import epre_run_cycles
+    from exion.golden.predict import eager_predict
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "toy_radix.toml").write_text(
+        'base = "toy"\nepre_selector_kind = "radix"\nepre_selectors = 3\n'
+        'epre_radix_ports = 4\n')
+    cfg = PRESETS["toy"]
+    rng = np.random.default_rng(6)
+    x = rng.integers(cfg.wmin, cfg.wmax + 1, (14, 19))
+    wq = rng.integers(cfg.wmin, cfg.wmax + 1, (19, 5))
+    wk = rng.integers(cfg.wmin, cfg.wmax + 1, (19, 5))
+    for name, arr in dict(x=x, wq=wq, wk=wk).items():
+        np.save(tmp_path / f"{name}.npy", arr)
+    rc = main(["sim", "predict", "--config", "toy_radix.toml", "--x", "x.npy", "--wq",
+               "wq.npy", "--wk", "wk.npy", "--k", "0.3", "--qth", "3000", "--out", "mask.npy",
+               "--report", "r.json"])
+    assert rc == 0, capsys.readouterr().out
+    want = eager_predict(cfg, x, wq, wk, "0.3", q_th_int=3000)
+    np.testing.assert_array_equal(np.load(tmp_path / "mask.npy"), want.score_mask)
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["bit_exact"] and rep["rtl_cycles"] == rep["model_cycles"]
+    radix = cfg.replace(epre_selector_kind="radix", epre_selectors=3, epre_radix_ports=4)
+    assert rep["rtl_cycles"] == epre_run_cycles(radix, 14, 14, 19, 5)
+    assert rep["rtl_cycles"] != epre_run_cycles(radix, 14, 14, 19, 5, kind="insertion")

@@ -176,11 +176,22 @@ def small_cases(cfg, rng, n_max, d_max, dh_max, units=None, selectors=None):
     return cases
 
 
-@pytest.mark.parametrize("name", ["toy", "exion16"])
-def test_epre_amaranth_matches_golden(name):
+#: Selector kinds (issue 18): the radix kind's extra EPRE keywords per preset; P does not
+#: divide n_max (toy 20 / 3, exion16 18 / 4), so the last score-bank word is partial.
+RADIX_KW = {"toy": dict(selectors=3, selector_kind="radix", radix_ports=3),
+            "exion16": dict(selector_kind="radix", radix_ports=4)}
+
+
+@pytest.mark.parametrize("name,kind", [
+    ("toy", "insertion"), ("exion16", "insertion"), ("toy", "radix"),
+    pytest.param("exion16", "radix", marks=pytest.mark.long)],     # ~50 s: make test-long
+    ids=lambda v: v)
+def test_epre_amaranth_matches_golden(name, kind):
     cfg = PRESETS[name]
     kw = SMALL[name]
-    dut = EPRE(cfg, **kw)
+    dut = EPRE(cfg, **kw, **(RADIX_KW[name] if kind == "radix"
+                             else dict(selector_kind="insertion")))
+    assert dut.sizes.kind == kind
     rng = np.random.default_rng(7)
     sizes = sizes_of(dut)
     cases = small_cases(cfg, rng, **kw)
@@ -214,6 +225,7 @@ def test_hw_and_model_constants_agree():
     assert dut.constants()["n_max"] == 256 and dut.sizes.d_max == 1152
     assert dut.sizes.dh_max == 72 and dut.sizes.units == 32 and dut.sizes.selectors == 32
     assert dut.sizes.lanes == 96 and dut.sizes.streamed
+    assert dut.sizes.kind == "radix" and dut.sizes.ports == 32    # exion16's default (issue 18)
 
 
 def test_epre_refuses_bad_sizes():
@@ -304,6 +316,7 @@ def test_epre_selectors_cut_selection_cycles():
     round plus one output cycle per row (S = 1: the serial 2 N_k + 5 per row)."""
     from exion.golden.cycles import epre_phase_cycles
     cfg = PRESETS["exion16"]
+    cfg = cfg.replace(epre_selector_kind="insertion")
     one = epre_phase_cycles(cfg, 256, 256, 1152, 72, units=16, selectors=1)["select"]
     assert one == 256 * (2 * 256 + EPRE_SEL_FIXED)
     eight = epre_phase_cycles(cfg, 256, 256, 1152, 72, units=16, selectors=8)["select"]
@@ -316,14 +329,19 @@ def test_epre_selectors_cut_selection_cycles():
 
 
 # ---- one-word banks (the DSC's EPRE on exion16: units = n_max, d_head <= lanes) ----------
-def test_epre_one_row_group_is_exact_and_lint_clean(tmp_path):
+@pytest.mark.parametrize("radix", [
+    {}, dict(epre_selector_kind="radix", epre_radix_ports=6),
+    pytest.param(dict(epre_selector_kind="radix", epre_radix_ports=4), marks=pytest.mark.long)],
+    ids=["insertion", "radix-P6", "radix-P4"])
+def test_epre_one_row_group_is_exact_and_lint_clean(tmp_path, radix):
     """units = n_max and a head of at most one word give one row group of one word per Qh/Kh
     bank; a one-word memory would have a zero-width address (Verilator ASCRANGE). The banks
-    keep a spare word: the Verilog lints clean and the run stays bit-exact with golden."""
+    keep a spare word: the Verilog lints clean and the run stays bit-exact with golden. The
+    radix kind likewise (P = n_max: one word per score bank; P = 4: a partial last word)."""
     from amaranth.back import verilog
 
     from exion.gen.verilog import _port_signals, lint, lint_waivers
-    cfg = PRESETS["toy"].replace(epre_units=6, epre_selectors=6)
+    cfg = PRESETS["toy"].replace(epre_units=6, epre_selectors=6, **radix)
     L = cfg.epre_lane_count
     kw = dict(units=6, n_max=6, d_max=L, dh_max=L)
     dut = EPRE(cfg, **kw)
@@ -340,3 +358,182 @@ def test_epre_one_row_group_is_exact_and_lint_clean(tmp_path):
     text = verilog.convert(top, name="exion_epre", ports=ports, emit_src=False)
     path.write_text(lint_waivers() + text)
     assert lint(path, "exion_epre") == []
+
+
+# ---- selector kinds (issue 18): the radix selector wired into the EPRE --------------------
+RADIX = {"toy": dict(epre_selector_kind="radix", epre_selectors=3, epre_radix_ports=4)}
+
+
+def with_k_n(job, k_n: int, name: str):
+    """``job`` with a hand-made kN (the host's keep_count never gives 0): the run descriptor
+    and the golden selection (``golden.predict.select_rows`` on the same scores)."""
+    import dataclasses
+
+    from exion.golden.predict import select_rows
+    g = job.golden
+    topk, dom, score, q_needed, key_needed, k_needed = select_rows(
+        g.sh, k_n, g.q_th_int, g.polarity)
+    golden = dataclasses.replace(g, k_n=k_n, topk_mask=topk, dominant=dom, score_mask=score,
+                                 q_needed=q_needed, key_needed=key_needed, k_needed=k_needed)
+    return dataclasses.replace(job, name=name, run=dict(job.run, k_n=k_n), golden=golden)
+
+
+def edge_jobs(cfg, sizes, seed):
+    """Directed selection edge cases and seeded random rows for one EPRE instance."""
+    rng = np.random.default_rng(seed)
+    lo, hi = cfg.wmin, cfg.wmax + 1
+    n, d, dh = sizes.n_max - 1, sizes.d_max, sizes.dh_max
+
+    def rnd(*shape, a=lo, b=hi):
+        return rng.integers(a, b, size=shape)
+
+    xd = rnd(n, d, a=-30, b=30)
+    xd[5] = hi - 1                    # token 5 large and aligned with every query: dominant
+    wd = np.abs(rnd(d, dh, a=-50, b=50))
+    cases = [
+        dict(name="all-equal-scores", x=np.repeat(rnd(1, d), n, axis=0), wq=rnd(d, dh),
+             wk=rnd(d, dh), k=0.5, q_th_int=1),
+        dict(name="ties-at-kth", x=rnd(n, d, a=-1, b=2), wq=rnd(d, dh, a=-1, b=2),
+             wk=rnd(d, dh, a=-1, b=2), k=0.3, q_th_int=3),
+        dict(name="k-all", x=rnd(n, d), wq=rnd(d, dh), wk=rnd(d, dh), k=1.0, q_th_int=None),
+        dict(name="dominant-top1", x=xd, wq=wd, wk=wd, k=0.2, q_th_int=1000),
+        dict(name="dominant-keep_all", x=xd, wq=wd, wk=wd, k=0.2, q_th_int=1000,
+             polarity="keep_all"),
+        dict(name="cross-attention", x=rnd(4, d), x_kv=rnd(n - 7, d), wq=rnd(d, dh),
+             wk=rnd(d, dh), k=0.4, q_th_int=50),
+        dict(name="one-key", x=rnd(5, d), x_kv=rnd(1, d), wq=rnd(d, dh), wk=rnd(d, dh),
+             k=0.0, q_th_int=9),
+        dict(name="extremes", x=np.where(rnd(n, d, a=0, b=2) == 1, hi - 1, lo),
+             wq=np.full((d, dh), lo), wk=np.where(rnd(d, dh, a=0, b=2) == 1, hi - 1, lo),
+             k=0.5, shift_q=0, shift_k=0),
+    ] + [dict(name=f"random-{i}", x=rnd(n - i, d), wq=rnd(d, dh), wk=rnd(d, dh),
+              k=float(rng.uniform(0.05, 0.9)), q_th_int=int(rng.integers(0, 1 << 16)))
+         for i in range(3)]
+    jobs = [prepare(cfg, sizes, **c) for c in cases]
+    base = prepare(cfg, sizes, x=rnd(n, d), wq=rnd(d, dh), wk=rnd(d, dh), k=0.5,
+                   q_th_int=2000)
+    jobs += [with_k_n(base, 0, "k_n-0"), with_k_n(base, 1, "k_n-1"),
+             with_k_n(base, n, "k_n-all")]
+    assert jobs[3].golden.dominant.any() and not jobs[3].golden.dominant.all()
+    return jobs
+
+
+@pytest.mark.parametrize("kind", ["insertion", "radix"])
+def test_epre_selection_edge_cases(kind):
+    """Both selector kinds on the same directed cases (ties, k = all, k_n = 0 / 1 / N_k,
+    dominant rows in both polarities, cross-attention, one key, +-2^(W-1) operands) and
+    seeded random ones: bit-exact with golden and cycles == ``epre_run_cycles`` of the
+    kind. The radix runs are also checked against the insertion kind's cycle formula,
+    which must differ (a model charging the insertion selector's cycles fails)."""
+    from exion.golden.cycles import epre_run_cycles
+    cfg = PRESETS["toy"].replace(**(RADIX["toy"] if kind == "radix" else {}))
+    dut = EPRE(cfg, n_max=16, d_max=9, dh_max=5)
+    assert dut.sizes.kind == kind and cfg.epre_selector_kind == kind
+    sizes = sizes_of(dut)
+    jobs = edge_jobs(cfg, sizes, seed=23)
+    for job, raw in zip(jobs, amaranth_predict(cfg, dut, jobs)):
+        run = to_run(cfg, sizes, job, raw)
+        check_run(run)
+        assert run.model_cycles == epre_run_cycles(cfg, job.n_q, job.n_k, job.d, job.d_head)
+        if kind == "radix":    # mutation: the insertion selector's cycles for this design
+            wrong = epre_run_cycles(cfg, job.n_q, job.n_k, job.d, job.d_head,
+                                    kind="insertion")
+            assert run.cycles != wrong, job.name
+
+
+def test_epre_radix_model_terms():
+    """The radix kind's selection term: one lockstep radix search per row group (A bit
+    passes and the mask pass over ceil(N_k / P) words) plus one output cycle per row,
+    independent of S (always U); the insertion kind's terms are unchanged."""
+    from exion.golden.cycles import epre_phase_cycles, epre_radix_select_cycles
+    cfg = PRESETS["exion16"].replace(epre_selector_kind="radix", epre_radix_ports=32)
+    assert cfg.epre_radix_port_count == 32
+    sel = epre_phase_cycles(cfg, 256, 256, 1152, 72)["select"]
+    assert sel == 8 * (36 * (8 + 2) + 8 + 3) + 256
+    assert epre_radix_select_cycles(cfg, 256, 32) == 36 * 10 + 11
+    ins = epre_phase_cycles(cfg, 256, 256, 1152, 72, kind="insertion")["select"]
+    assert ins == 8 * (256 + 2) + 256
+    assert PRESETS["toy"].replace(epre_selector_kind="radix", epre_selectors=3) \
+        .epre_radix_port_count == 8
+
+
+def test_epre_selector_kind_config_refusals():
+    """One-line refusals naming the field and the limit."""
+    from exion.config import ConfigError
+    toy = PRESETS["toy"]
+    with pytest.raises(ConfigError, match=r"epre_selector_kind = 'heap' is invalid: must be "
+                                          r"one of 'insertion', 'radix'"):
+        toy.replace(epre_selector_kind="heap")
+    with pytest.raises(ConfigError, match=r"epre_selectors = 1 is invalid: must equal epre "
+                                          r"units = 3 with epre_selector_kind = 'radix'"):
+        toy.replace(epre_selector_kind="radix", epre_selectors=1)
+    with pytest.raises(ConfigError, match=r"epre_radix_ports = 0 is invalid: must be an "
+                                          r"integer in 1..1024"):
+        toy.replace(epre_radix_ports=0)
+    with pytest.raises(ValueError, match=r"EPRE radix selectors = 2 must equal units = 3"):
+        EPRE(toy, selectors=2, selector_kind="radix")
+    with pytest.raises(ValueError, match=r"EPRE radix ports must be an integer in "
+                                         r"1..n_max \(6\), got 7"):
+        EPRE(toy, n_max=6, selectors=3, selector_kind="radix", radix_ports=7)
+    with pytest.raises(ValueError, match=r"EPRE selector kind must be one of 'insertion', "
+                                         r"'radix', got 'heap'"):
+        EPRE(toy, selector_kind="heap")
+
+
+def test_epre_radix_mutation_fails(monkeypatch):
+    """The EPRE-level radix checks can fail: with a radix selector that ignores the prefix
+    found so far (each bit pass counts keys by that bit alone), the same cases are no longer
+    bit-exact."""
+    import exion.hw.epre as epre_mod
+    from exion.hw.epre_radix import EpreRadixSelector
+
+    class NoPrefix(EpreRadixSelector):
+        @staticmethod
+        def _match(u, pfx, bit, hmask):
+            return (u & bit) != 0
+
+    monkeypatch.setattr(epre_mod, "EpreRadixSelector", NoPrefix)
+    cfg = PRESETS["toy"].replace(**RADIX["toy"])
+    dut = EPRE(cfg, n_max=16, d_max=9, dh_max=5)
+    sizes = sizes_of(dut)
+    jobs = [j for j in edge_jobs(cfg, sizes, seed=23) if j.name.startswith("random")]
+    failed = 0
+    for job, raw in zip(jobs, amaranth_predict(cfg, dut, jobs)):
+        try:
+            check_run(to_run(cfg, sizes, job, raw))
+        except AssertionError:
+            failed += 1
+    assert failed > 0, "the broken radix selector passed every case"
+
+
+def test_selector_fields_leave_existing_hashes_alone():
+    """The new fields stay out of Config.hash at their defaults (existing configs keep their
+    build folders) and change it otherwise (a radix build never reuses an insertion one)."""
+    toy = PRESETS["toy"]
+    assert toy.replace(epre_selector_kind="insertion", epre_radix_ports=None).hash == toy.hash
+    radix = toy.replace(epre_selector_kind="radix", epre_selectors=3)
+    assert len({toy.replace(epre_selectors=3).hash, radix.hash,
+                radix.replace(epre_radix_ports=4).hash}) == 3
+
+
+@pytest.mark.long
+def test_epre_radix_exion16_widths_p32():
+    """exion16's default selector (radix, P = 32, A = 36, Le = 96) on a small EPRE (2 units,
+    n_max = 64: two full 32-key words per score bank): bit-exact, cycles == model (~5 min)."""
+    cfg = PRESETS["exion16"]
+    dut = EPRE(cfg, units=2, selectors=2, n_max=64, d_max=100, dh_max=40)
+    assert dut.sizes.kind == "radix" and dut.sizes.ports == 32
+    sizes = sizes_of(dut)
+    rng = np.random.default_rng(3)
+
+    def r(*s):
+        return rng.integers(cfg.wmin, cfg.wmax + 1, size=s)
+
+    cases = [dict(name="n64-k0.05", x=r(64, 100), wq=r(100, 40), wk=r(100, 40), k=0.05,
+                  q_th_int=1 << 20),
+             dict(name="n45-k0.5-ties", x=rng.integers(-1, 2, (45, 100)),
+                  wq=rng.integers(-1, 2, (100, 40)), wk=rng.integers(-1, 2, (100, 40)),
+                  k=0.5, q_th_int=3)]
+    jobs = [prepare(cfg, sizes, **c) for c in cases]
+    for job, raw in zip(jobs, amaranth_predict(cfg, dut, jobs)):
+        check_run(to_run(cfg, sizes, job, raw))

@@ -144,3 +144,25 @@ def test_epre_rtl_provisioned(prov):
     runs, report = rtl_predict_many(cfg, cases(cfg, 13), run_name="provisioned")
     check(runs)
     assert report["passed"] is True
+
+
+def test_epre_rtl_radix_toy():
+    """Issue 18: the radix selector kind on Verilator (toy, U = S = 3 radix selectors of
+    P = 4 ports): every case bit-exact, cycles == the model of that kind (and != the
+    insertion kind's, the mutation the model must not make); one back-pressured run."""
+    from exion import PRESETS
+    cfg = PRESETS["toy"].replace(name="toy_radix", epre_selector_kind="radix",
+                                 epre_selectors=3, epre_radix_ports=4)
+    cs = cases(cfg, 17)
+    runs, report = rtl_predict_many(cfg, cs, run_name="radix")
+    check(runs)
+    assert report["passed"] is True and report["jobs"] == len(runs)
+    for c, r in zip(cs, runs):
+        n_q, n_k = r.score_mask.shape
+        d, dh = c["wq"].shape
+        assert r.cycles == epre_run_cycles(cfg, n_q, n_k, d, dh)
+        assert r.cycles != epre_run_cycles(cfg, n_q, n_k, d, dh, kind="insertion"), r.name
+    sel = [c for c in cases(cfg, 18) if c["name"] in ("random-k0.5", "ties-at-kth",
+                                                      "cross-attention")]
+    bp, _ = rtl_predict_many(cfg, sel, backpressure=True, run_name="radix-backpressure")
+    check(bp, cycles=False)

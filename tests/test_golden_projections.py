@@ -31,13 +31,21 @@ def test_built_epre_is_rtl_exact(preset, T, d, heads):
 
 def test_dit_xl2_head_matches_docs():
     """docs/epre.md's DiT-XL/2 head figures: the issue-14 EPRE (16 units x 16 lanes, one
-    selector) and the exion16 default (32 x 96, 32 streamed selectors)."""
-    old = PRESETS["exion16"].replace(epre_units=16, epre_lanes=16, epre_selectors=1)
+    selector), 32 x 96 with 32 streamed insertion selectors, and the exion16 default (32 x
+    96, 32 radix selectors of P = 32 ports)."""
+    e16 = PRESETS["exion16"]
+    old = e16.replace(epre_units=16, epre_lanes=16, epre_selectors=1,
+                      epre_selector_kind="insertion")
     p = pj.epre_projection(old, 256, 1152, 16, 72)
     assert p["run"] == 318_793 and p["select"] == 16 * 132_352
-    assert pj.epre_projection(PRESETS["exion16"], 256, 1152, 16, 72)["run"] == 18_233
-    assert epre_run_cycles(PRESETS["exion16"], 256, 256, 1152, 72) == (
+    ins = e16.replace(epre_selector_kind="insertion")
+    assert pj.epre_projection(ins, 256, 1152, 16, 72)["run"] == 18_233
+    assert epre_run_cycles(ins, 256, 256, 1152, 72) == (
         (8 + 8) * 72 * 12 + 8 + 8 * (256 + 4) + 8 * (256 + 2) + 256 + 1)
+    assert (e16.epre_selector_kind, e16.epre_radix_port_count) == ("radix", 32)
+    assert pj.epre_projection(e16, 256, 1152, 16, 72)["run"] == 19_137
+    assert epre_run_cycles(e16, 256, 256, 1152, 72) == (
+        (8 + 8) * 72 * 12 + 8 + 8 * (256 + 4) + 8 * (36 * (8 + 2) + 8 + 3) + 256 + 1)
 
 
 @pytest.mark.parametrize("units", [4, 16, 32, 64, 128, 256])
