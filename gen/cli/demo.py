@@ -161,8 +161,15 @@ PREBUILD: list[tuple[str | None, str]] = [(None, "gemm"), ("toy", "dsc_core")]
 
 
 def _build_one(cfg, top: str, waves: bool) -> float:
+    """One prebuild; the DSC step runs with no stalls, so on the Verilog memory model
+    (``sim.dsc_harness``, the build ``sim.dsc_rtl.rtl_dsc`` picks for it)."""
     from exion.sim.runner import rtl_build
-    b = rtl_build(cfg, top, waves=waves)
+    hn = None
+    if top == "dsc_core":
+        from exion.sim.dsc_harness import harness
+        from exion.sim.dsc_program import DscProgram
+        hn = harness(DscProgram.bus_bits)      # the program builder's default bus
+    b = rtl_build(cfg, top, waves=waves, harness=hn)
     return b.gen_seconds + b.build_seconds
 
 
