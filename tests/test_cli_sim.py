@@ -128,16 +128,21 @@ def test_sim_gemm_bad_input(operands, tmp_path, capsys, args, message):
     assert not (tmp_path / "c.npy").exists()
 
 
+def _predict_operands(folder, cfg, seed: int, n: int, d: int, dh: int):
+    """Seeded random X (n x d), Wq, Wk (d x dh) in the config's range, saved as
+    ``x.npy``, ``wq.npy``, ``wk.npy`` in ``folder``."""
+    rng = np.random.default_rng(seed)
+    arrs = [rng.integers(cfg.wmin, cfg.wmax + 1, shape) for shape in ((n, d), (d, dh), (d, dh))]
+    for name, arr in zip(("x", "wq", "wk"), arrs):
+        np.save(folder / f"{name}.npy", arr)
+    return arrs
+
+
 def test_sim_predict(tmp_path, monkeypatch, capsys):
     from exion.golden.predict import eager_predict
     monkeypatch.chdir(tmp_path)
     cfg = PRESETS["toy"]
-    rng = np.random.default_rng(5)
-    x = rng.integers(cfg.wmin, cfg.wmax + 1, (13, 20))
-    wq = rng.integers(cfg.wmin, cfg.wmax + 1, (20, 6))
-    wk = rng.integers(cfg.wmin, cfg.wmax + 1, (20, 6))
-    for name, arr in dict(x=x, wq=wq, wk=wk).items():
-        np.save(tmp_path / f"{name}.npy", arr)
+    x, wq, wk = _predict_operands(tmp_path, cfg, 5, 13, 20, 6)
     rc = main(["sim", "predict", "--config", "toy", "--x", "x.npy", "--wq", "wq.npy",
                "--wk", "wk.npy", "--k", "0.3", "--out", "mask.npy", "--report", "r.json"])
     assert rc == 0, capsys.readouterr().out
@@ -164,12 +169,7 @@ def test_sim_predict_radix_kind(tmp_path, monkeypatch, capsys):
         'base = "toy"\nepre_selector_kind = "radix"\nepre_selectors = 3\n'
         'epre_radix_ports = 4\n')
     cfg = PRESETS["toy"]
-    rng = np.random.default_rng(6)
-    x = rng.integers(cfg.wmin, cfg.wmax + 1, (14, 19))
-    wq = rng.integers(cfg.wmin, cfg.wmax + 1, (19, 5))
-    wk = rng.integers(cfg.wmin, cfg.wmax + 1, (19, 5))
-    for name, arr in dict(x=x, wq=wq, wk=wk).items():
-        np.save(tmp_path / f"{name}.npy", arr)
+    x, wq, wk = _predict_operands(tmp_path, cfg, 6, 14, 19, 5)
     rc = main(["sim", "predict", "--config", "toy_radix.toml", "--x", "x.npy", "--wq",
                "wq.npy", "--wk", "wk.npy", "--k", "0.3", "--qth", "3000", "--out", "mask.npy",
                "--report", "r.json"])

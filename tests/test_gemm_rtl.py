@@ -294,6 +294,16 @@ def test_engine_model_mutations_fail():
             check_engine_model(cfg, cases, runs)
 
 
+def _each_mutant_fails(mutants: dict, check) -> None:
+    """Every ``name: (attr of golden.cycles, value)`` mutant makes ``check()`` fail."""
+    for name, (attr, value) in mutants.items():
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(cy, attr, value)
+            with pytest.raises(AssertionError):
+                check()
+            print(f"mutant {name}: caught")
+
+
 def test_engine_model_row_block_mutations_fail():
     """The row-block model's exactness can fail: measured row-block runs (unlimited, 3 and
     7 B/cycle, one or two WMEM regions) against models with one rule broken (the WMEM
@@ -321,11 +331,7 @@ def test_engine_model_row_block_mutations_fail():
                "credit-not-carried": ("_beat", no_carry),
                "no-bandwidth": ("_beat", no_bandwidth),
                "release-late": ("ENGINE_BLOCK_RELEASE", cy.ENGINE_BLOCK_RELEASE + 1)}
-    for name, (attr, value) in mutants.items():
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(cy, attr, value)
-            with pytest.raises(AssertionError):
-                check_engine_model(cfg, pick, runs)
+    _each_mutant_fails(mutants, lambda: check_engine_model(cfg, pick, runs))
 
 
 def test_gemm_rtl_fc2_gather():
@@ -461,11 +467,7 @@ def test_engine_model_double_buffer_mutations_fail():
     mutants = {"no-overlap": ("col_group_run", _serial_run(orig)),
                "half-ignored": ("ENGINE_HALF_RULE", False),
                "release-late": ("ENGINE_SCAN_RELEASE", cy.ENGINE_SCAN_RELEASE + 1)}
-    for name, (attr, value) in mutants.items():
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(cy, attr, value)
-            with pytest.raises(AssertionError):
-                check_engine_model(cfg, cases, runs)
+    _each_mutant_fails(mutants, lambda: check_engine_model(cfg, cases, runs))
 
 
 def test_gemm_rtl_fc2_gather_hw():
