@@ -25,12 +25,11 @@ from __future__ import annotations
 import json
 import sys
 
-from amaranth.back import verilog
 
 from exion import PRESETS
 from exion.gen.fpga.devices import FAMILIES
 from exion.gen.fpga.synth import _yosys_cells, classify_cells
-from exion.gen.verilog import _port_signals
+from exion.gen.verilog import component_verilog
 from exion.hw.epre import EpreSizes, score_layout
 from exion.hw.epre_radix import EpreRadixSelector
 from exion.hw.epre_stages import EpreLanes, EpreSelector, EpreWriteback
@@ -73,8 +72,7 @@ def main(argv=None) -> int:
                 continue
             comp = make()
             mod = f"epre_{name}"
-            (out / f"{mod}.v").write_text(verilog.convert(
-                comp, name=mod, ports=[p[2] for p in _port_signals(comp)], emit_src=False))
+            (out / f"{mod}.v").write_text(component_verilog(comp, mod))
             script = f"read_verilog {mod}.v\n" + FAMILIES[fam].script.format(top=mod) + "\n"
             cells, sec = _yosys_cells(out, f"{fam}-{name}", script, f"{mod} for {fam}")
             res[key] = {**classify_cells(cells, fam), "seconds": round(sec, 1)}

@@ -198,8 +198,7 @@ def generate(cfg: Config, top: str, out_dir: str | Path, *, reuse: bool = True) 
     component = TOPS[top][0](cfg)
     ports = _port_signals(component)
     with fast_meminit():     # same RTLIL, without a NIR net per memory-init bit
-        text = verilog.convert(component, name=module, ports=[p[2] for p in ports],
-                               emit_src=False, strip_internal_attrs=True)
+        text = component_verilog(component, module, strip_internal_attrs=True)
     text, _ = fold_zero_init(text)    # zero-init memories: one loop instead of a line per word
     seconds = time.perf_counter() - t0
     waiver = lint_waivers()
@@ -231,6 +230,15 @@ def generate(cfg: Config, top: str, out_dir: str | Path, *, reuse: bool = True) 
     tmp_v.replace(vpath)
     tmp_m.replace(mpath)
     return Generated(vpath, mpath, top, seconds, False)
+
+
+def component_verilog(component, module: str, **convert_args) -> str:
+    """Verilog text of ``component`` as module ``module``: its signature's signals are the
+    ports (constants are not), no source attributes; ``convert_args`` go to
+    ``amaranth.back.verilog.convert``."""
+    return verilog.convert(component, name=module,
+                           ports=[p[2] for p in _port_signals(component)], emit_src=False,
+                           **convert_args)
 
 
 def lint_waivers() -> str:

@@ -35,6 +35,19 @@ def fits(image_bytes: int, bus_bits: int) -> bool:
     return -(-image_bytes // (bus_bits // 8)) <= WORDS
 
 
+def _cmd_push(port: str, q: str) -> str:
+    """Verilog: take ``port``'s command (ready always high) into queue ``q`` as
+    (word address, beats)."""
+    tail = f"({q}_h + {q}_c) % QD"
+    return (f"    {port}_cmd_r = 1;\n"
+            f"    if ({port}_cmd_v) begin\n"
+            f"      if ({q}_c == QD) overflow = 1;\n"
+            f"      {q}_a[{tail}] = {port}_cmd_p[31:0] >> SH; "
+            f"{q}_n[{tail}] = {port}_cmd_p[39:32] + 1;\n"
+            f"      {q}_c = {q}_c + 1;\n"
+            f"    end\n")
+
+
 def harness_verilog(bus_bits: int, core: str = "exion_dsc_core") -> str:
     """The wrapper's Verilog for a core with a ``bus_bits`` memory port."""
     D = bus_bits
@@ -126,19 +139,7 @@ module {MODULE} (
       else begin wq_a[wq_h] = wq_a[wq_h] + 1; wq_n[wq_h] = wq_n[wq_h] - 1; end
     end
     // commands, taken at the coming edge
-    rd_cmd_r = 1;
-    if (rd_cmd_v) begin
-      if (rq_c == QD) overflow = 1;
-      rq_a[(rq_h + rq_c) % QD] = rd_cmd_p[31:0] >> SH; rq_n[(rq_h + rq_c) % QD] = rd_cmd_p[39:32] + 1;
-      rq_c = rq_c + 1;
-    end
-    wr_cmd_r = 1;
-    if (wr_cmd_v) begin
-      if (wq_c == QD) overflow = 1;
-      wq_a[(wq_h + wq_c) % QD] = wr_cmd_p[31:0] >> SH; wq_n[(wq_h + wq_c) % QD] = wr_cmd_p[39:32] + 1;
-      wq_c = wq_c + 1;
-    end
-    resp = resp + bursts;
+{_cmd_push("rd", "rq")}{_cmd_push("wr", "wq")}    resp = resp + bursts;
     // the stage log: the samples the Python loop takes, at each falling edge from the
     // second after ``start`` to the one that sees ``done``
     if (rec) begin

