@@ -44,7 +44,7 @@ n non-zero columns, S slots and f = min(S, W_open) slots left in the merge windo
 (slots from the golden merge)::
 
     read   ceil(N / P) beats                       (P = CAU_COLS_PER_CYCLE by default)
-    sort   CAU_SORT_START + CAU_SORT_LOAD          (prefix sum, load of the first stored
+    sort   CAU_SORT_START + CAU_SORT_LOAD          (bin offsets, load of the first stored
            + sum_beats steps(beat)                  beat, then up to LN columns of one
                                                     stored beat per cycle, see below;
                                                     CAU_SORT_START alone if none stored)
@@ -112,7 +112,7 @@ __all__ = [
 # ---- CAU (calibrated to hw/cau.py: exact, tests/test_cau.py, tests/test_cau_rtl.py) ---
 # CAU_COLS_PER_CYCLE, CAU_LANES_DEFAULT_CAP and CAU_LANES_MAX live in exion/config.py (the
 # hardware needs them too); the default merge lanes are Config.cau_merge_lanes.
-#: Sort stage: one cycle for the histogram's prefix sum before the first column.
+#: Sort stage: one cycle to load the bins' start offsets before the first column.
 CAU_SORT_START = 1
 #: Sort stage, a block with stored words: one cycle to load the first word into the word
 #: register stage (hw.cau_stages.CauSort; the FPGA timing fix of issue 22).

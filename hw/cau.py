@@ -16,11 +16,11 @@ at once, joined by ping-pong buffers (``PingPong``; ``docs/cau.md`` has the pict
 LN = ``merge_lanes`` (default :func:`default_merge_lanes`: 3 for exion16, 2 for toy).
 
 * **A (read)**: one beat of ``P = cols_per_cycle`` column cvs per cycle (default 8). Beats
-  with a non-zero cv are stored (with their beat index) in the word buffer; the histogram of
-  ``R - popcount`` (the sort key: bin 0 = popcount R) counts the non-zero columns. All-zero
-  beats are not stored, so B never spends a cycle on them.
-* **B (counting sort)**: one cycle to take the prefix sum of the histogram (the bins'
-  start offsets), then per cycle up to LN lowest pending lanes of the current word are
+  with a non-zero cv are stored (with their beat index) in the word buffer; the bins' start
+  offsets of the sort key ``R - popcount`` (bin 0 = popcount R; the exclusive prefix sum of
+  its histogram) grow with every beat. All-zero beats are not stored, so B never spends a
+  cycle on them.
+* **B (counting sort)**: one cycle to load the bins' start offsets, then per cycle up to LN lowest pending lanes of the current word are
   written to the sorted buffer at ``offset[bin] + (same-bin lanes before it this cycle)``,
   and each bin's offset advances by its count (stable: words in column order, lanes in
   order). The sorted buffer is NBK = ``cau_sort_banks(LN)`` one-write, one-read memories

@@ -56,15 +56,20 @@ class CauDims:
         self.WB = _bits(self.WORDS + 1)           # beat index 0..WORDS (WORDS = overflow)
         self.LB = _bits(self.P)
         self.WYB = self.M.bit_length()            # run-time ways 1..M
+        # a stored beat, with what stage B needs of it precomputed by A (issue 22: B loads
+        # its word register straight from the block RAM, no popcount after the read)
         self.word = data.StructLayout({"widx": _bits(self.WORDS),
-                                       "cv": data.ArrayLayout(self.R, self.P)})
+                                       "cv": data.ArrayLayout(self.R, self.P),
+                                       "key": data.ArrayLayout(self.KB, self.P),
+                                       "nz": self.P, "nnz": range(self.P + 1)})
         self.ent = data.StructLayout({"col": self.CB, "cv": self.R})
         self.slot = data.StructLayout({
             "ors": self.R, "cnt": range(self.M + 1),
             "mem": data.ArrayLayout(self.CB, self.M), "idx": data.ArrayLayout(self.IB, self.R)})
         self.a_meta = data.StructLayout({
-            "nw": range(self.WORDS + 1), "hist": data.ArrayLayout(self.CNTW, self.NB),
-            "label": 16, "none": 1, "ways": self.WYB})
+            "nw": range(self.WORDS + 1), "start": data.ArrayLayout(self.CNTW, self.NB),
+            "n": self.CNTW,
+            "label": 16, "ways": self.WYB})
         self.s_meta = data.StructLayout({"n": self.CNTW, "label": 16, "ways": self.WYB})
 
     def key(self, cv, none) -> Value:
@@ -84,9 +89,15 @@ def read_signature(addr_bits: int, layout) -> wiring.Signature:
 
 
 def _lowest(v: Value) -> Value:
-    """One-hot of the lowest set bit of ``v`` (0 if none): ``v & -v``."""
-    n = len(v)
-    return (v & (~v + 1)[:n])[:n]
+    """One-hot of the lowest set bit of ``v`` (0 if none), as logic: bit i is set when
+    bit i is and no lower one is (issue 22: ``v & -v`` became a carry chain that synthesis
+    could not restructure, on stage B's lane loop)."""
+    v = Value.cast(v)
+    bits, seen = [], Const(0, 1)
+    for i in range(len(v)):
+        bits.append(v[i] & ~seen)
+        seen = seen | v[i]
+    return Cat(*bits)
 
 
 def _first_fit(fits: Value) -> Value:
@@ -117,18 +128,6 @@ def _in_pass(taken: Value, waiting: Value, cols: int) -> Value:
     slots the assembler took (mod C) and those waiting in the retire register."""
     tot = taken + waiting
     return Mux(tot >= cols, tot - cols, tot)
-
-
-def _prefix_sums(xs, width: int):
-    """Exclusive prefix sums of ``xs`` and their total, ``width`` bits, as a log-depth
-    (Kogge-Stone) adder network: stage B's bin offsets in one cycle without a chain of
-    ``len(xs)`` adders (issue 22)."""
-    incl = [Value.cast(x) for x in xs]
-    step = 1
-    while step < len(incl):
-        incl = [x if i < step else (x + incl[i - step])[:width] for i, x in enumerate(incl)]
-        step *= 2
-    return [Const(0, width)] + incl[:-1], incl[-1]
 
 
 def _read_ahead(lanes: int) -> int:
@@ -272,11 +271,16 @@ class PingPong(wiring.Component):
 
 
 class CauRead(wiring.Component):
-    """Stage A: one beat of P column cvs per cycle; condense and histogram.
+    """Stage A: one beat of P column cvs per cycle; condense and bin offsets.
 
-    Beats with a non-zero cv are stored (with their beat index) in the word buffer; the
-    histogram of the sort key counts the block's non-zero columns. All-zero beats are not
-    stored. A block ends with its ``last`` beat, which hands the side over (``fill``).
+    Beats with a non-zero cv are stored (with their beat index) in the word buffer. The
+    counting sort's bin offsets are kept as they grow: ``start[j]`` counts the block's
+    non-zero columns with a sort key below ``j`` (the exclusive prefix sum of the key
+    histogram), each beat adding, per bin, the popcount of its lanes with a smaller key; and
+    ``n`` counts them all. So stage B loads its offsets without an adder (issue 22: the
+    prefix sum of the histogram, a chain of adders after the ping-pong's side mux, was the
+    single-lane CAU's critical path on ECP5). All-zero beats are not stored. A block ends
+    with its ``last`` beat, which hands the side over (``fill``).
 
     Parameters
     ----------
@@ -295,7 +299,8 @@ class CauRead(wiring.Component):
     fill : Out(1)
         The block's last beat is taken this cycle.
     meta : Out(dims.a_meta)
-        Stored words, histogram, label, sort mode and run-time ways of the block (with fill).
+        Stored words, bin offsets, column count, label and run-time ways of the
+        block (with fill).
     active : Out(1)
         Inside a block (some beat taken, not the last).
     overflow : Out(1)
@@ -316,7 +321,8 @@ class CauRead(wiring.Component):
         m = Module()
         ptr = Signal(range(d.WORDS + 1), name="a_ptr")      # stored words of the block
         widx = Signal(d.WB, name="a_widx")                  # beats of the block so far
-        hist = [Signal(d.CNTW, name=f"a_hist{j}") for j in range(d.NB)]
+        start = [Signal(d.CNTW, name=f"a_start{j}") for j in range(1, d.NB)]   # bin 0: 0
+        tot = Signal(d.CNTW, name="a_n")
         beat = self.mask.payload
         none_in = (Const(1) if self.sort == "none" else Const(0) if self.sort == "popcount"
                    else beat.sort)
@@ -333,23 +339,31 @@ class CauRead(wiring.Component):
             self.wr.addr.eq(Mux(self.side, d.WORDS, 0) + ptr),
             self.wr.data.widx.eq(widx),
             self.wr.data.cv.eq(beat.cv),
+            self.wr.data.nz.eq(lane_nz),
+            self.wr.data.nnz.eq(sum((lane_nz[i].as_unsigned() for i in range(d.P)),
+                                    Const(0, 1))),
             self.wr.en.eq(store),
         ]
         keys = [d.key(beat.cv[i], none_in) for i in range(d.P)]
+        m.d.comb += [self.wr.data.key[i].eq(keys[i]) for i in range(d.P)]
         first = widx == 0
+        nz = [lane_nz[i] & in_range for i in range(d.P)]
         nxt = []
-        for j in range(d.NB):
-            inc = sum((lane_nz[i] & (keys[i] == j) & in_range).as_unsigned() for i in range(d.P))
-            nxt.append((Mux(first, 0, hist[j]) + inc)[:d.CNTW])
+        for j in range(1, d.NB):
+            inc = sum(((nz[i] & (keys[i] < j)).as_unsigned() for i in range(d.P)), Const(0, 1))
+            nxt.append((Mux(first, 0, start[j - 1]) + inc)[:d.CNTW])
+        nxt_n = (Mux(first, 0, tot) + sum((x.as_unsigned() for x in nz), Const(0, 1)))[:d.CNTW]
         m.d.comb += [
             self.fill.eq(take & beat.last),
             self.meta.nw.eq(ptr + store), self.meta.label.eq(beat.block),
-            self.meta.none.eq(none_in), self.meta.ways.eq(_run_ways(beat)),
+            self.meta.ways.eq(_run_ways(beat)),
             self.active.eq(widx != 0),
         ]
-        m.d.comb += [self.meta.hist[j].eq(nxt[j]) for j in range(d.NB)]
+        m.d.comb += [self.meta.start[j + 1].eq(nxt[j]) for j in range(d.NB - 1)]
+        m.d.comb += [self.meta.start[0].eq(0), self.meta.n.eq(nxt_n)]
         with m.If(take):
-            m.d.sync += [hist[j].eq(nxt[j]) for j in range(d.NB)]
+            m.d.sync += [start[j].eq(nxt[j]) for j in range(d.NB - 1)]
+            m.d.sync += tot.eq(nxt_n)
             with m.If(~in_range):
                 m.d.sync += self.overflow.eq(1)
             with m.If(beat.last):
@@ -362,7 +376,7 @@ class CauRead(wiring.Component):
 class CauSort(wiring.Component):
     """Stage B: counting sort of one block's stored words into the sorted buffer.
 
-    One cycle for the prefix sum of the histogram (the bins' start offsets), one cycle
+    One cycle to load the bins' start offsets (kept by stage A), one cycle
     (``LOAD``) to load the first stored word into the word register stage (cvs, per-lane
     sort keys, non-zero lanes; the next word is read with every load), then per cycle
     up to LN lowest pending lanes of the current word are written (one port per lane into
@@ -412,8 +426,8 @@ class CauSort(wiring.Component):
         ptr = Signal(range(d.WORDS + 1), name="b_ptr")      # the word in the cur registers
         nw = Signal(range(d.WORDS + 1), name="b_nw")
         last = Signal(name="b_last")                        # cur is the block's last word
-        none = Signal(name="b_none")
         pend = Signal(d.P, name="b_pend")                   # cur's lanes still to write
+        npend = Signal(range(d.P + 1), name="b_npend")      # how many (below)
         cur_cv = [Signal(d.R, name=f"b_cv{i}") for i in range(d.P)]
         cur_key = [Signal(d.KB, name=f"b_k{i}") for i in range(d.P)]
         cur_widx = Signal.like(self.rd.data.widx, name="b_widx")
@@ -427,9 +441,8 @@ class CauSort(wiring.Component):
         load = Signal()
         with m.If(load):
             m.d.sync += [cur_cv[i].eq(word.cv[i]) for i in range(d.P)]
-            m.d.sync += [cur_key[i].eq(d.key(word.cv[i], none)) for i in range(d.P)]
-            m.d.sync += [cur_widx.eq(word.widx),
-                         pend.eq(Cat(word.cv[i].any() for i in range(d.P)))]
+            m.d.sync += [cur_key[i].eq(word.key[i]) for i in range(d.P)]
+            m.d.sync += [cur_widx.eq(word.widx), pend.eq(word.nz), npend.eq(word.nnz)]
         # each lane's bin offset, in parallel with the lowest-one picks
         lane_off = [Signal(d.CNTW, name=f"b_loff{i}") for i in range(d.P)]
         m.d.comb += [lane_off[i].eq(_mux(off, cur_key[i])) for i in range(d.P)]
@@ -442,11 +455,10 @@ class CauSort(wiring.Component):
         # the LN lowest pending lanes of the word, in lane order (stable); a lane is taken
         # while every lane before it was and its sorted position's bank is still free
         rem = pend
-        # how many lanes are pending, from the register: lane t is valid when more than t
-        # are, and the word is done when at most LN are and no valid lane's bank collides
-        # (so neither test waits for the chain of picks)
-        npend = Signal(range(d.P + 1), name="b_npend")
-        m.d.comb += npend.eq(sum((pend[i].as_unsigned() for i in range(d.P)), Const(0, 1)))
+        # how many lanes are pending, a register beside pend (loaded with the word's count,
+        # less the lanes taken in each cycle): lane t is valid when more than t are, and the
+        # word is done when at most LN are and no valid lane's bank collides (so neither
+        # test waits for the chain of picks, nor for a popcount of pend)
         key, take, banks, lows, oks, vs = [], [], [], [], [], []
         for t in range(d.LN):
             low = Signal(d.P, name=f"b_low{t}")
@@ -495,12 +507,10 @@ class CauSort(wiring.Component):
         with m.FSM(name="sort_fsm"):
             with m.State("IDLE"):
                 with m.If(self.a_full & ~self.s_full):
-                    starts, acc = _prefix_sums([a.hist[j] for j in range(d.NB)], d.CNTW)
-                    m.d.sync += [off[j].eq(starts[j]) for j in range(d.NB)]
-                    m.d.sync += [nw.eq(a.nw), ptr.eq(0), last.eq(a.nw == 1),
-                                 none.eq(a.none)]
+                    m.d.sync += [off[j].eq(a.start[j]) for j in range(d.NB)]
+                    m.d.sync += [nw.eq(a.nw), ptr.eq(0), last.eq(a.nw == 1)]
                     # the block's data goes to the sorted side now (it is free: ~s_full)
-                    m.d.comb += [self.meta_we.eq(1), self.s_meta.n.eq(acc),
+                    m.d.comb += [self.meta_we.eq(1), self.s_meta.n.eq(a.n),
                                  self.s_meta.label.eq(a.label), self.s_meta.ways.eq(a.ways)]
                     m.d.comb += [self.rd.addr.eq(base), self.rd.en.eq(1)]
                     with m.If(a.nw == 0):           # nothing to sort: hand over an empty block
@@ -525,7 +535,9 @@ class CauSort(wiring.Component):
                                      self.rd.en.eq(ptr + 2 != nw)]
                         m.d.sync += [ptr.eq(ptr + 1), last.eq(ptr + 2 == nw)]
                 with m.Else():
-                    m.d.sync += pend.eq(rest)
+                    m.d.sync += [pend.eq(rest),
+                                 npend.eq(npend - sum((tk.as_unsigned() for tk in take),
+                                                      Const(0, 1)))]
         return m
 
 

@@ -281,6 +281,20 @@ def test_floorplan_gemm_prefixes_the_sdue_cells():
 
 
 @pytest.mark.long
+def test_synth_toy_ecp5_gemm_survives_abc9(tmp_path):
+    """Issue 22: flat ``synth_ecp5`` of the toy gemm engine finishes (about 3 minutes).
+    Without ``devices.READ_FIXUP`` Yosys 0.69 stops in ABC9's reintegration (``Assert
+    `count_id(wire->name) == 0' failed``: Amaranth's ``x`` and ``x[0]`` array-view wires,
+    Yosys issue #4349); seen once on this design before the fixup."""
+    from exion.gen.fpga.devices import READ_FIXUP
+    cfg = _toy_ecp5_cfg()
+    r = fpga.synth(cfg, "gemm", "ecp5", out_dir=tmp_path)
+    assert READ_FIXUP in (tmp_path / "synth-ecp5" / "yosys.ys").read_text()
+    assert r["resources"]["dsp"] >= cfg.rows * cfg.cols * cfg.lanes // 2
+    assert r["resources"]["luts"] > 0 and r["resources"]["bram"] > 0
+
+
+@pytest.mark.long
 def test_pnr_toy_ecp5_gemm_ulx3s(tmp_path):
     """Issue 22: the toy gemm engine (CAU, fetch, SDUE; configs/toy_ecp5.toml) routes on the
     ULX3S-85F at >= 100 MHz with a bitstream (about 10-15 minutes). Fails today (issue 22 open:

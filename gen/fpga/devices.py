@@ -10,11 +10,20 @@ from dataclasses import dataclass
 from exion.config import Config
 from exion.errors import ExionError
 
-__all__ = ["Family", "FAMILIES", "Device", "DEVICES", "Board", "BOARDS", "ESTIMATORS",
+__all__ = ["READ_FIXUP", "Family", "FAMILIES", "Device", "DEVICES", "Board", "BOARDS", "ESTIMATORS",
            "estimate", "check_fit", "fits"]
 
 
 # -- families and devices ------------------------------------------------------------------
+#: Yosys commands run right after reading the generated design, before any synthesis script.
+#: Amaranth names the element views of an array-layout signal ``x[0]``, ``x[1]``, ... beside
+#: ``x`` itself; ABC9's reintegration rebuilds wide wires from bit names ``x[0]`` and then
+#: asserts on the duplicate (``Assert `count_id(wire->name) == 0' failed``; Yosys issue
+#: #4349, still in 0.69). Giving every non-port wire a plain name avoids it: the toy gemm
+#: engine's ``synth_ecp5`` died in ABC9 without it and passes with it (docs/fpga.md).
+READ_FIXUP = "rename -unescape w:* x:* %d"
+
+
 @dataclass(frozen=True)
 class Family:
     """How Yosys maps to one FPGA family and how its cells are counted."""

