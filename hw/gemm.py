@@ -266,7 +266,7 @@ class SparseGemm(wiring.Component):
                        self.mask.ready.eq(cau.mask.ready)]
         gmem_rd = self._gmem(mod)
         snoop = self._snoop(mod)
-        q = self._pass_queue(mod, cau)
+        q = self._pass_queue(mod, cau, snoop)
         rb = self._row_block(mod, q, sdue, gmem_rd, gbits)
         cg = self._col_group(mod, q, sdue, gmem_rd, gbits, snoop)
         self._sdue_feed(mod, sdue, q, rb, cg, gmem_rd)
@@ -324,19 +324,38 @@ class SparseGemm(wiring.Component):
                     mod.d.sync += need[j].eq(1)
         return {"need": need, "gin": gin, "gcols": gcols}
 
-    def _pass_queue(self, mod, cau) -> dict:
+    def _pass_queue(self, mod, cau, snoop) -> dict:
         """The CAU's passes collect in a queue of ``pass_depth`` (both dataflows), so the
         CAU runs on its own schedule; ``head`` is the oldest pass. ``ready_blocks`` counts
         the complete row blocks in the queue (a block's passes may leave once its last pass
         is in: a schedule the model knows per block), one cycle after the write
         (``last_in``), when the buffered queue shows an entry written into it empty;
-        ``last_lab`` is the label of the last complete block."""
+        ``last_lab`` is the label of the last complete block.
+
+        The col-group descriptor's products (``ibase``, ``obase``, ``woff``: a pass's
+        block, group and columns times the run's constants) are formed as the pass enters
+        the queue and stored beside it (``pre``), so the queue's block-RAM output reaches the
+        SDUE without multipliers (issue 22: they were the toy engine's critical path)."""
         cfg = self.cfg
+        C, m = cfg.cols, cfg.merge_ways
         cpl = cau_pass_layout(cfg, cfg.omem_depth)
-        pq = fifo.SyncFIFOBuffered(width=cpl.size, depth=self.pass_depth)
+        dl = pass_layout(cfg, True)
+        prel = data.StructLayout({"ibase": dl["ibase"].shape, "obase": dl["obase"].shape,
+                                  "woff": dl["woff"].shape})
+        pq = fifo.SyncFIFOBuffered(width=cpl.size + prel.size, depth=self.pass_depth)
         mod.submodules.pass_queue = pq
         head = Signal(cpl, name="pq_head")
-        mod.d.comb += [head.as_value().eq(pq.r_data), pq.w_data.eq(cau.out.payload),
+        pre = Signal(prel, name="pq_pre")
+        w_pre = Signal(prel, name="pq_w_pre")
+        p = cau.out.payload
+        gsh, kw = group_shift(cfg), self.setup.kwords
+        mod.d.comb += [
+            w_pre.ibase.eq(p.block[:gsh] * kw),
+            w_pre.obase.eq(p.block[:gsh] * self.setup.ncols + p.block[gsh:] * snoop["gcols"]),
+        ]
+        mod.d.comb += [w_pre.woff[c][k].eq(p.col[c][k] * kw) for c in range(C) for k in range(m)]
+        mod.d.comb += [Cat(head.as_value(), pre.as_value()).eq(pq.r_data),
+                       pq.w_data.eq(Cat(p.as_value(), w_pre.as_value())),
                        pq.w_en.eq(cau.out.valid), cau.out.ready.eq(pq.w_rdy)]
         last_in = Signal(name="rb_last_in")
         last_lab = Signal(16, name="pq_last_label")
@@ -349,7 +368,7 @@ class SparseGemm(wiring.Component):
         mod.d.sync += ready_blocks.eq(ready_blocks + last_in - pop_last)
         with mod.If(~self.busy):
             mod.d.sync += ready_blocks.eq(0)
-        return {"pq": pq, "head": head, "last_in": last_in, "last_lab": last_lab,
+        return {"pq": pq, "head": head, "pre": pre, "last_in": last_in, "last_lab": last_lab,
                 "ready_blocks": ready_blocks}
 
     def _row_block(self, mod, q, sdue, gmem_rd, gbits) -> dict:
@@ -610,11 +629,12 @@ class SparseGemm(wiring.Component):
         hbase = Signal(cfg.wmem_addr_bits + 1, name="cg_hbase")
         mod.d.comb += hbase.eq(Mux(hg[0], half_words, 0))
         desc = Signal(pass_layout(cfg, True), name="cg_desc")
+        pre = q["pre"]                  # the products, formed as the pass was queued
         mod.d.comb += [
-            desc.ibase.eq(head.block[:gsh] * kw),
+            desc.ibase.eq(pre.ibase),
             desc.kwords.eq(kw),
             desc.sel.eq(head.sel),
-            desc.obase.eq(head.block[:gsh] * setup.ncols + hg * gcols),
+            desc.obase.eq(pre.obase),
             desc.accumulate.eq(setup.accumulate),
         ]
         mod.d.comb += [desc.isel[r].eq(r) for r in range(R)]
@@ -622,7 +642,7 @@ class SparseGemm(wiring.Component):
         for c in range(C):
             for k in range(m):
                 mod.d.comb += [desc.col[c][k].eq(head.col[c][k]),
-                               desc.woff[c][k].eq(head.col[c][k] * kw)]
+                               desc.woff[c][k].eq(pre.woff[c][k])]
         return {"desc": desc, "valid": pq.r_rdy & release, "ready": ready, "wdata": wdata,
                 "release": release, "wr_en": wr_en, "wr_addr": wr_addr, "word": wr_en,
                 "pending": cg & (s_on | wr_en | fin | pq.r_rdy | q["last_in"] |
