@@ -44,13 +44,16 @@ def exion_from_meta(meta: dict):
     return Exion(**{k: v for k, v in e.items() if k in Exion.__dataclass_fields__})
 
 
-def sample_loop(model, ex, steps: int, n: int, seed: int, labels, block_fn) -> np.ndarray:
-    """``exion.workloads.dit.sample`` (DDIM, eta 0; the same noise, labels and mask RNG)
-    with each block iteration done by ``block_fn(i, it, x, mod, bw, state_i, dense, stats,
-    mask_rng)`` (returns the new residual stream; ``golden.dsc.block_iteration`` gives the
-    INT12 sampler). Returns the final images (n, 8, 8)."""
+def sample_loop(model, ex, steps: int, n: int, seed: int, labels, block_fn,
+                guidance: float = 1.0) -> np.ndarray:
+    """``exion.workloads.dit.sample`` (DDIM, eta 0; the same noise, labels and mask RNG;
+    the same classifier-free ``guidance``) with each block iteration done by ``block_fn(i,
+    it, x, mod, bw, state_i, dense, stats, mask_rng)`` (returns the new residual stream;
+    ``golden.dsc.block_iteration`` gives the INT12 sampler; with guidance its batch is the n
+    conditional samples then their n unconditional copies). Returns the final images (n, 8,
+    8)."""
     from exion.workloads.common import ARCH, alpha_bars
-    from exion.workloads.dit import _silu, ddim_timesteps
+    from exion.workloads.dit import _silu, check_guidance, ddim_timesteps, guided, guided_batch
     rng = np.random.default_rng(seed)
     img = rng.standard_normal((n, ARCH["image"], ARCH["image"]))
     labels = np.asarray(labels)
@@ -60,11 +63,13 @@ def sample_loop(model, ex, steps: int, n: int, seed: int, labels, block_fn) -> n
     sched = schedule(steps, ex.n, ex.dense_tail) if ex.ffn_reuse else np.ones(steps, bool)
     state = [{} for _ in range(model.depth)]
     w = model.w
+    guidance = check_guidance(guidance)
     for it, t in enumerate(ts):
         stats: dict = {}
-        c = model.cond(np.full(n, t), labels)
+        imgb, yb = guided_batch(img, labels, guidance)
+        c = model.cond(np.full(len(yb), t), yb)
         sc = _silu(c)
-        x = model.patchify(img) @ w["patch.w"] + w["patch.b"] + w["pos"]
+        x = model.patchify(imgb) @ w["patch.w"] + w["patch.b"] + w["pos"]
         for i in range(model.depth):
             m = sc @ w[f"blocks.{i}.ada.w"] + w[f"blocks.{i}.ada.b"]
             mod = [v[:, None, :] for v in np.split(m, 6, axis=-1)]
@@ -74,7 +79,7 @@ def sample_loop(model, ex, steps: int, n: int, seed: int, labels, block_fn) -> n
         mu = x.mean(-1, keepdims=True)
         var = ((x - mu) ** 2).mean(-1, keepdims=True)
         xo = (x - mu) / np.sqrt(var + ARCH["ln_eps"]) * (1 + scl[:, None]) + sh[:, None]
-        e = model.unpatchify(xo @ w["out.w"] + w["out.b"])
+        e = guided(model.unpatchify(xo @ w["out.w"] + w["out.b"]), n, guidance)
         a_t = ab[t]
         a_prev = ab[ts[it + 1]] if it + 1 < steps else 1.0
         x0 = (img - math.sqrt(1 - a_t) * e) / math.sqrt(a_t)
@@ -141,14 +146,15 @@ def _check_trace(z, meta, case: BlockCase) -> None:
 
 
 def run_block(cfg: Config, case: BlockCase, *, stall: float = 0.0, seed: int | None = None,
-              waves: bool = False, progress=None, session=None) -> dict:
+              waves: bool = False, progress=None, session=None, rec_sample: int = 0) -> dict:
     """Every core segment of ``case`` the DSC runs (LN, EP on the EPRE, its GEMMs, softmax,
     GELU + requant, FFN-Reuse unit: ``sim.dsc_program.block_jobs``) through the Verilated DSC (one program, one run;
     on ``session``'s simulator if given):
-    bit-exact check against golden.dsc, cycles per job and descriptor vs the model."""
+    bit-exact check against golden.dsc, cycles per job and descriptor vs the model.
+    ``rec_sample``: the sample of ``case.rec``'s batch to run (0 for a one-sample record)."""
     from .dsc_program import block_jobs, build_program, read_results, stage_durations
     from .dsc_rtl import rtl_dsc
-    jobs = block_jobs(cfg, case.rec, 0)
+    jobs = block_jobs(cfg, case.rec, rec_sample)
     prog = build_program(cfg, jobs)
     if session is not None:      # a DscSession: one simulator for many block iterations
         runs, report = session.run([prog]), {}

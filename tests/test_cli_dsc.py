@@ -85,6 +85,7 @@ def test_generate_golden(cli_run, tmp_path):
 
 @pytest.mark.parametrize("argv,word", [(["--digit", "10"], "--digit"),
                                        (["--digit", "1", "--steps", "0"], "steps"),
+                                       (["--digit", "1", "--guidance", "0.5"], "guidance"),
                                        (["--digit", "1", "--out", "x.jpg"], "--out")])
 def test_generate_bad_input(cli_run, tmp_path, argv, word):
     if "--out" not in argv:
@@ -92,6 +93,52 @@ def test_generate_bad_input(cli_run, tmp_path, argv, word):
     code, out, err = cli_run("generate", *argv)
     assert code != 0 and word in err and "Traceback" not in err
     assert not list(tmp_path.iterdir())
+
+
+def test_guided_sampler_is_the_guidance_formula():
+    """``sample(..., guidance=w)``: each step's noise estimate is ``e_u + w (e_c - e_u)`` from
+    the batch run twice (the digit, then the "no class" label 10), checked against the model
+    run by hand for one DDIM step; w = 1 is the unguided sampler."""
+    import math
+
+    from exion.workloads.common import alpha_bars
+    from exion.workloads.dit import Exion, ddim_timesteps, sample
+    model = DiT(load_weights(model="digits16")[0])
+    ex = Exion(quant=True)
+    x = np.random.default_rng(5).standard_normal((2, 8, 8))
+    t = int(ddim_timesteps(1)[0])
+    e = model.eps(np.concatenate([x, x]), np.full(4, t), np.array([3, 8, 10, 10]), ex)
+    want = e[2:] + 2.5 * (e[:2] - e[2:])
+    a = alpha_bars()[t]
+    want_img = (x - math.sqrt(1 - a) * want) / math.sqrt(a)   # a_prev = 1 at the last step
+    got = sample(model, 2, 1, ex, seed=5, labels=[3, 8], guidance=2.5).images
+    np.testing.assert_allclose(got, want_img, rtol=0, atol=1e-12)
+    plain = sample(model, 2, 1, ex, seed=5, labels=[3, 8], guidance=1).images
+    np.testing.assert_array_equal(plain, sample(model, 2, 1, ex, seed=5, labels=[3, 8]).images)
+    assert not np.allclose(plain, got)
+
+
+def test_generate_guided_batch_runs_both_copies(cli_run, tmp_path, monkeypatch):
+    """With guidance every block iteration is run for the digit and for its "no class"
+    copy (two DSC programs, samples 0 and 1 of the golden batch), and the report says so;
+    with --guidance 1 one program per block iteration."""
+    from exion.sim import dsc_program
+    seen = []
+    real = dsc_program.block_jobs
+
+    def spy(cfg, rec, sample=0):
+        seen.append(sample)
+        return real(cfg, rec, sample)
+    monkeypatch.setattr(dsc_program, "block_jobs", spy)
+    for w, runs in (("2", 2), ("1", 1)):
+        seen.clear()
+        out = tmp_path / f"g{w}.png"
+        code, o, err = cli_run("generate", "--digit", "4", "--steps", "1", "--seed", "2",
+                               "--guidance", w, "--out", str(out))
+        assert code == 0, err
+        r = json.loads(out.with_suffix(".json").read_text())
+        assert r["block_runs_per_block_iteration"] == runs and r["guidance"] == float(w)
+        assert seen == list(range(runs)) * 4, seen       # 4 blocks of 1 step
 
 
 @pytest.mark.long

@@ -66,7 +66,8 @@ from exion.golden.predict import POLARITIES, keep_count
 
 from .common import ARCH, alpha_bars
 
-__all__ = ["Exion", "DiT", "SampleResult", "sample", "batched_predict", "ddim_timesteps"]
+__all__ = ["Exion", "DiT", "SampleResult", "sample", "batched_predict", "ddim_timesteps",
+           "check_guidance", "guided", "guided_batch"]
 
 CONTROLS = (None, "random", "zero")
 EP_SCORES = ("predicted", "exact")
@@ -412,10 +413,41 @@ class SampleResult:
     ep_kept_mass: float | None = None   # exact top-k control: softmax mass of the kept keys
 
 
+def check_guidance(guidance) -> float:
+    """The classifier-free guidance scale ``w`` of :func:`sample`, checked: a number >= 1
+    (1 = the conditional prediction alone, no unconditional pass)."""
+    if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) \
+            or not math.isfinite(guidance) or not 1 <= guidance <= 20:
+        raise ExionError(f"guidance must be a number in 1..20 (1 = off), got {guidance!r}")
+    return float(guidance)
+
+
+def guided(e, n: int, guidance: float):
+    """Classifier-free guidance of a doubled batch (``n`` conditional samples, then their
+    ``n`` unconditional copies): ``e_u + w (e_c - e_u)``; ``e`` itself when w = 1."""
+    if guidance == 1.0:
+        return e
+    return e[n:] + guidance * (e[:n] - e[n:])
+
+
+def guided_batch(img, labels, guidance: float):
+    """The batch a guided step runs: the images twice, the second copy with class 10 ("no
+    class", the embedding trained by label dropout, ``ARCH["label_dropout"]``)."""
+    if guidance == 1.0:
+        return img, labels
+    return (np.concatenate([img, img]),
+            np.concatenate([labels, np.full(len(labels), ARCH["classes"])]))
+
+
 def sample(model: DiT, n: int, steps: int, ex: Exion = Exion(), seed: int = 0,
-           labels=None, hook=None, record: list | None = None) -> SampleResult:
+           labels=None, hook=None, record: list | None = None,
+           guidance: float = 1.0) -> SampleResult:
     """DDIM (eta = 0) sampling of ``n`` images; noise and labels depend only on ``seed``
     (labels default to ``arange(n) % 10``), so every switch setting sees the same noise.
+    ``guidance`` w > 1: classifier-free guidance **[choice]** (:func:`guided`: every step
+    runs the batch twice, conditional and with the "no class" label; EXION's caches and
+    predictions are per sample, so each copy has its own); the sparsity statistics then
+    cover both copies.
     ``record``: a list that receives ``(iteration, block, "ffn", mask (B,T,F), None)`` for
     every sparse FFN-Reuse iteration and ``(iteration, block, "ep", score_mask (B,heads,T,T),
     dominant (B,heads,T))`` for every EP call."""
@@ -429,12 +461,14 @@ def sample(model: DiT, n: int, steps: int, ex: Exion = Exion(), seed: int = 0,
         else np.ones(steps, dtype=bool)
     state = [{} for _ in range(model.depth)]
     stats: dict = {} if record is None else {"record": record}
+    guidance = check_guidance(guidance)
     for it, t in enumerate(ts):
         stats["it"] = it
         if hook is not None:
             hook(-1, "iteration", np.array([it, t]))
-        e = model.eps(x, np.full(n, t), y, ex, state, bool(dense_sched[it]), stats,
-                      mask_rng, hook)
+        xb, yb = guided_batch(x, y, guidance)
+        e = guided(model.eps(xb, np.full(len(yb), t), yb, ex, state, bool(dense_sched[it]),
+                             stats, mask_rng, hook), n, guidance)
         a_t = ab[t]
         a_prev = ab[ts[it + 1]] if it + 1 < steps else 1.0
         x0 = (x - math.sqrt(1 - a_t) * e) / math.sqrt(a_t)

@@ -110,6 +110,11 @@ def cmd_sim_block(args) -> int:
 
 
 # -- exion generate ------------------------------------------------------------------------
+#: ``exion generate``'s default classifier-free guidance scale (docs/dsc.md, "Recognisable
+#: digits"; measured with bench/perf_generate.py).
+GENERATE_GUIDANCE = 2.0
+
+
 def register(sub) -> None:
     g = sub.add_parser(
         "generate", help="sample one digit with the DDIM sampler (golden, or blocks on RTL)",
@@ -122,7 +127,9 @@ def register(sub) -> None:
                     "code, docs/dsc.md). Writes the PNG, the raw sample as .npy beside it and a "
                     "JSON report (cycles per dense and sparse iteration: measured with "
                     "--rtl, else the cycle model's estimate; sparsities), and checks that the "
-                    "image equals the golden INT12 sampler's bit for bit.")
+                    "image equals the golden INT12 sampler's bit for bit. Classifier-free "
+                    "guidance (--guidance, on by default) runs every block twice per step: "
+                    "for the digit and for the model's 'no class' label.")
     add_config(g)
     g.add_argument("--digit", type=int, required=True, metavar="D", help="class 0..9")
     g.add_argument("--steps", type=int, default=50, metavar="S",
@@ -132,6 +139,10 @@ def register(sub) -> None:
                    help="FFN-Reuse target sparsity (default: %(default)s)")
     g.add_argument("--k", type=float, default=0.5,
                    help="EP top-k ratio (default: %(default)s)")
+    g.add_argument("--guidance", type=float, default=GENERATE_GUIDANCE, metavar="W",
+                   help="classifier-free guidance scale: eps_u + W (eps_c - eps_u), the "
+                        "unconditional pass with the model's 'no class' label (trained by "
+                        "label dropout); 1 = off, one pass per block (default: %(default)s)")
     g.add_argument("--model", default="digits16", choices=["digits16", "digits64"],
                    help="the shipped DiT: digits16 (16 tokens, default) or digits64 (64 tokens)")
     g.add_argument("--rtl", action="store_true",
@@ -163,7 +174,7 @@ def cmd_generate(args) -> int:
     from exion.sim.dsc_block import BlockCase, run_block, sample_loop
     from exion.sim.dsc_program import block_jobs, build_program
     from exion.sim.dsc_rtl import DscSession
-    from exion.workloads.dit import DiT, Exion, sample
+    from exion.workloads.dit import DiT, Exion, check_guidance, sample
     from exion.workloads.weights import load_weights
 
     cfg = load_cfg(args.config)
@@ -175,6 +186,7 @@ def cmd_generate(args) -> int:
     ex = Exion(ffn_reuse=True, n=args.n, s=args.s, ep=True, k=args.k, quant=True)
     from exion.workloads.dit import ddim_timesteps
     ddim_timesteps(args.steps)      # checks --steps
+    guidance = check_guidance(args.guidance)
     model = DiT(load_weights(model=args.model)[0])
     per_it: dict = {}
     ffn_sp, ep_sp = [], []
@@ -188,14 +200,17 @@ def cmd_generate(args) -> int:
                                  layer=i)
         ffn_sp.extend(v for _, v in bst.get("ffn_sparsity", []))
         ep_sp.extend(v for _, v in bst.get("ep_sparsity", []))
-        if args.rtl:
-            r = run_block(cfg, BlockCase(i, it, dense, 0, y, rec, bst), session=session)
-            if not r["pass"]:
-                failures.append((it, i, r["mismatch"][:3], r["error"]))
-            cyc = r["cycles"]
-        else:
-            prog = build_program(cfg, block_jobs(cfg, rec))
-            cyc = program_cycles(cfg, prog.descs, prog.bus_bits)["total"]
+        cyc = 0
+        for smp in range(x.shape[0]):       # the digit, then (guided) its "no class" copy
+            if args.rtl:
+                r = run_block(cfg, BlockCase(i, it, dense, smp, y[smp:smp + 1], rec, bst),
+                              session=session, rec_sample=smp)
+                if not r["pass"]:
+                    failures.append((it, i, smp, r["mismatch"][:3], r["error"]))
+                cyc += r["cycles"]
+            else:
+                prog = build_program(cfg, block_jobs(cfg, rec, smp))
+                cyc += program_cycles(cfg, prog.descs, prog.bus_bits)["total"]
         per_it.setdefault(it, {"dense": dense, "cycles": 0})["cycles"] += int(cyc)
         _bar(it * depth + i + 1, args.steps * depth, f"step {it + 1}/{args.steps}")
         return y
@@ -203,8 +218,10 @@ def cmd_generate(args) -> int:
     with contextlib.ExitStack() as stack:   # --rtl: one simulator for every block iteration
         session = (stack.enter_context(DscSession(cfg, seed=args.seed, progress=progress))
                    if args.rtl else None)
-        img = sample_loop(model, ex, args.steps, 1, args.seed, [args.digit], block_fn)
-    ref = sample(model, 1, args.steps, ex, seed=args.seed, labels=[args.digit]).images
+        img = sample_loop(model, ex, args.steps, 1, args.seed, [args.digit], block_fn,
+                          guidance=guidance)
+    ref = sample(model, 1, args.steps, ex, seed=args.seed, labels=[args.digit],
+                 guidance=guidance).images
     same = bool(np.array_equal(img, ref))
     out.parent.mkdir(parents=True, exist_ok=True)
     import matplotlib
@@ -216,6 +233,7 @@ def cmd_generate(args) -> int:
     dense_c = [v["cycles"] for v in per_it.values() if v["dense"]]
     sparse_c = [v["cycles"] for v in per_it.values() if not v["dense"]]
     report = {"digit": args.digit, "steps": args.steps, "seed": args.seed, "config": cfg.name,
+              "guidance": guidance, "block_runs_per_block_iteration": 1 if guidance == 1 else 2,
               "rtl": args.rtl, "cycles_source": "rtl" if args.rtl else "model estimate",
               "cycles_per_dense_iteration": float(np.mean(dense_c)) if dense_c else 0.0,
               "cycles_per_sparse_iteration": float(np.mean(sparse_c)) if sparse_c else 0.0,
