@@ -725,8 +725,10 @@ ENGINE_DATAFLOWS = ("row-block", "col-group")
 #: start register).
 ENGINE_SCAN_START = 2
 #: col-group: cycles from the end of a group's scan (the cycle after its last) to the first
-#: cycle its passes may go to the SDUE (the done pulse after the last WMEM write).
-ENGINE_SCAN_RELEASE = 1
+#: cycle its passes may go to the SDUE: the GMEM read address register, then the WMEM write
+#: of the last word (issue 22: ``hw.gemm`` registers the scan's GMEM address), then the done
+#: pulse.
+ENGINE_SCAN_RELEASE = 2
 #: col-group: cycles from the CAU idle (``cau_schedule`` total), or from a block's
 #: ``done``, to the cycle the engine counts the group's passes as all queued.
 ENGINE_CAU_RELEASE = 1
@@ -829,11 +831,12 @@ def col_group_run(cfg: Config, sub, kw: int, gcols: int, blocks: int, *, gb_byte
       issues its last beat at ``A_q + per``, the engine counts it the cycle after) and
       ``X_h`` = the first cycle the engine knows group h's passes are all queued
       (``min(done[v] + 1`` over blocks from h's last on, ``CAU total + 1)``);
-    * its columns are resident at ``S_g + scan_g + 1`` (:func:`scan_cycles`, credit from
-      0);
+    * its columns are resident at ``S_g + scan_g + ENGINE_SCAN_RELEASE`` (2: the GMEM
+      address register, then the WMEM write; :func:`scan_cycles`, credit from 0);
     * the SDUE takes pass p at ``A_p = max(resident(g_p), done[v_p] + ENGINE_BLOCK_RELEASE,
       A_{p-1} + per)``;
-    * ``cycles = max(A_last + per + sdue_fixed, S_last + scan_last, CAU total - 1)``;
+    * ``cycles = max(A_last + per + sdue_fixed, S_last + scan_last + ENGINE_SCAN_RELEASE
+      - 1, CAU total - 1)``;
     * ``tail``: cycles of the SDUE's final drain (after ``A_last + per``) in which a scan
       (of trailing empty groups) or the CAU was still working: the stall counter counts
       them (issue idle, work pending), so ``stall = cycles - compute + tail``.
@@ -876,7 +879,8 @@ def col_group_run(cfg: Config, sub, kw: int, gcols: int, blocks: int, *, gb_byte
             a = max(resident, int(done[plan.row_block[p]]) + ENGINE_BLOCK_RELEASE)
             A[p] = a if p == 0 else max(a, int(A[p - 1]) + per)
             p += 1
-    pend = max(S[-1] + scan[-1], total - 1)     # the last cycle work is pending
+    # the last cycle work is pending: the last scan's words still in flight to WMEM
+    pend = max(S[-1] + scan[-1] + ENGINE_SCAN_RELEASE - 1, total - 1)
     cycles, tail = pend, 0
     if plan.n_passes:
         cycles = max(cycles, int(A[-1]) + per + sdue_fixed(cfg))

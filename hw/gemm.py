@@ -484,14 +484,19 @@ class SparseGemm(wiring.Component):
         """The scan's GMEM reads and the word it writes to WMEM: plain (port 0, word
         ``s_w`` of column ``col``) or, with ``flow.gather``, lane l from port l at the K row
         of the index list's word ``s_w`` (read without latency; the lanes registered to
-        meet the GMEM data a cycle later)."""
+        meet the GMEM data). The read address is registered first (issue 22: the GMEM's
+        block RAMs span the FPGA, and the index lookup plus that route was the toy engine's
+        critical path), so the word comes two cycles after the scan step that asked for
+        it (``golden.cycles.ENGINE_SCAN_RELEASE``)."""
         cfg = self.cfg
         KB, L = gmem_kbits(cfg), cfg.lanes
         ports = [p for row in gmem_rd for p in row]
         word = Signal(operand_layout(cfg), name="cg_wdata")
         cg = self.flow.col_group
+        a0 = Signal.like(ports[0].addr, name="cg_gaddr")
+        mod.d.sync += a0.eq(Cat(s_w[:KB], col))
         with mod.If(cg):
-            mod.d.comb += ports[0].addr.eq(Cat(s_w[:KB], col))
+            mod.d.comb += ports[0].addr.eq(a0)
         if not gather_supported(cfg):
             mod.d.comb += word.eq(ports[0].data)
             return word
@@ -502,13 +507,16 @@ class SparseGemm(wiring.Component):
         mod.d.comb += [kw_.en.eq(self.kidx_w.en), kw_.addr.eq(self.kidx_w.addr),
                        kw_.data.eq(self.kidx_w.data), kr.addr.eq(s_w)]
         ent = kr.data
+        lane_a = [Signal(range(L), name=f"cg_klane_a{lane}") for lane in range(L)]
         lane_d = [Signal(range(L), name=f"cg_klane{lane}") for lane in range(L)]
+        ga = [Signal.like(ports[lane].addr, name=f"cg_gaddr{lane}") for lane in range(L)]
         gw = Signal(operand_layout(cfg), name="cg_gathered")
         for lane in range(L):
-            mod.d.sync += lane_d[lane].eq(ent[lane].lane)
+            mod.d.sync += [lane_a[lane].eq(ent[lane].lane), lane_d[lane].eq(lane_a[lane]),
+                           ga[lane].eq(Cat(ent[lane].word, col))]
             mod.d.comb += gw[lane].eq(ports[lane].data[lane_d[lane]])
         with mod.If(cg & self.flow.gather):
-            mod.d.comb += [ports[lane].addr.eq(Cat(ent[lane].word, col)) for lane in range(L)]
+            mod.d.comb += [ports[lane].addr.eq(ga[lane]) for lane in range(L)]
             mod.d.comb += word.eq(gw)
         with mod.Else():
             mod.d.comb += word.eq(ports[0].data)
@@ -612,12 +620,18 @@ class SparseGemm(wiring.Component):
                 mod.d.sync += s_addr.eq(s_addr + kw)
         with mod.If(grp_end):
             mod.d.sync += [s_on.eq(0), gs.eq(gs + 1), s_cbase.eq(s_cbase + gcols)]
-        mod.d.sync += fin.eq(grp_end)
-        with mod.If(fin):           # the group's last WMEM write has landed
+        # the GMEM read address is registered (_gather): each scan step's word reaches WMEM
+        # two cycles later, and the group is resident the cycle after its last write
+        fin2 = Signal(name="cg_scan_fin2")
+        mod.d.sync += [fin.eq(grp_end), fin2.eq(fin)]
+        with mod.If(fin2):          # the group's last WMEM write has landed
             mod.d.sync += sdone.eq(sdone + 1)
+        wr_en1 = Signal(name="cg_wr_en1")
+        wr_addr1 = Signal(cfg.wmem_addr_bits + 1, name="cg_wr_addr1")
         wr_en = Signal(name="cg_wr_en")
         wr_addr = Signal(cfg.wmem_addr_bits + 1, name="cg_wr_addr")
-        mod.d.sync += [wr_en.eq(go), wr_addr.eq(s_addr)]
+        mod.d.sync += [wr_en1.eq(go), wr_addr1.eq(s_addr), wr_en.eq(wr_en1),
+                       wr_addr.eq(wr_addr1)]
         with mod.If(~self.busy):
             mod.d.sync += [gs.eq(0), sdone.eq(0), s_cbase.eq(0), cau_gdone.eq(0),
                            inflight.eq(0)]
@@ -645,7 +659,7 @@ class SparseGemm(wiring.Component):
                                desc.woff[c][k].eq(pre.woff[c][k])]
         return {"desc": desc, "valid": pq.r_rdy & release, "ready": ready, "wdata": wdata,
                 "release": release, "wr_en": wr_en, "wr_addr": wr_addr, "word": wr_en,
-                "pending": cg & (s_on | wr_en | fin | pq.r_rdy | q["last_in"] |
+                "pending": cg & (s_on | wr_en1 | wr_en | fin | fin2 | pq.r_rdy | q["last_in"] |
                                  ((gin != 0) & (sdone != ngr)))}
 
     def _sdue_feed(self, mod, sdue, q, rb, cg, gmem_rd) -> None:
