@@ -332,16 +332,21 @@ class SparseGemm(wiring.Component):
         (``last_in``), when the buffered queue shows an entry written into it empty;
         ``last_lab`` is the label of the last complete block.
 
-        The col-group descriptor's products (``ibase``, ``obase``, ``woff``: a pass's
-        block, group and columns times the run's constants) are formed as the pass enters
-        the queue and stored beside it (``pre``), so the queue's block-RAM output reaches the
-        SDUE without multipliers (issue 22: they were the toy engine's critical path)."""
+        What the fetch computes from a pass is formed as the pass enters the queue and
+        stored beside it (``pre``), so the queue's block-RAM output reaches neither a
+        multiplier nor a popcount (issue 22: both were the toy engine's critical path in
+        turn): the col-group descriptor's products (``ibase``, ``obase``, ``woff``: a pass's
+        block, group and columns times the run's constants) and the row-block fetch's count
+        of present members (``npres``, those some DPU selects) and its bits per beat
+        (``bits`` = ``npres * L * W``)."""
         cfg = self.cfg
-        C, m = cfg.cols, cfg.merge_ways
+        R, C, m = cfg.rows, cfg.cols, cfg.merge_ways
+        wbits = cfg.lanes * cfg.width
         cpl = cau_pass_layout(cfg, cfg.omem_depth)
         dl = pass_layout(cfg, True)
         prel = data.StructLayout({"ibase": dl["ibase"].shape, "obase": dl["obase"].shape,
-                                  "woff": dl["woff"].shape})
+                                  "woff": dl["woff"].shape, "npres": range(C * m + 1),
+                                  "bits": range(C * m * wbits + 1)})
         pq = fifo.SyncFIFOBuffered(width=cpl.size + prel.size, depth=self.pass_depth)
         mod.submodules.pass_queue = pq
         head = Signal(cpl, name="pq_head")
@@ -354,6 +359,13 @@ class SparseGemm(wiring.Component):
             w_pre.obase.eq(p.block[:gsh] * self.setup.ncols + p.block[gsh:] * snoop["gcols"]),
         ]
         mod.d.comb += [w_pre.woff[c][k].eq(p.col[c][k] * kw) for c in range(C) for k in range(m)]
+        present = Signal(C * m, name="pq_w_present")    # members some DPU selects
+        for c in range(C):
+            for k in range(m):
+                hits = [p.sel[r][c].valid & (p.sel[r][c].idx == k) for r in range(R)]
+                mod.d.comb += present[c * m + k].eq(Cat(*hits).any())
+        mod.d.comb += [w_pre.npres.eq(sum(present[i] for i in range(C * m))),
+                       w_pre.bits.eq(w_pre.npres * wbits)]
         mod.d.comb += [Cat(head.as_value(), pre.as_value()).eq(pq.r_data),
                        pq.w_data.eq(Cat(p.as_value(), w_pre.as_value())),
                        pq.w_en.eq(cau.out.valid), cau.out.ready.eq(pq.w_rdy)]
@@ -407,14 +419,9 @@ class SparseGemm(wiring.Component):
         dq = fifo.SyncFIFO(width=pass_layout(cfg).size, depth=self.desc_depth)
         mod.submodules.desc_queue = dq
 
-        # Members that exist in the head pass (a DPU selects them): only they are charged.
-        present = Signal(C * m, name="present")
-        for c in range(C):
-            for k in range(m):
-                hits = [head.sel[r][c].valid & (head.sel[r][c].idx == k) for r in range(R)]
-                mod.d.comb += present[c * m + k].eq(Cat(*hits).any())
-        npresent = Signal(range(C * m + 1), name="npresent")
-        mod.d.comb += npresent.eq(sum(present[i] for i in range(C * m)))
+        # Members that exist in the head pass (a DPU selects them): only they are charged
+        # (counted as the pass entered the queue, ``pre``).
+        pre = q["pre"]
 
         last_beat, want, bw_ok, advance, take = (
             Signal(name=n) for n in ("last_beat", "want", "bw_ok", "advance", "take"))
@@ -439,8 +446,8 @@ class SparseGemm(wiring.Component):
 
         with mod.If(take):
             mod.d.sync += [f_pass.eq(head), f_active.eq(1), f_w.eq(0),
-                           f_base.eq(next_base), f_bits.eq(npresent * wbits),
-                           f_words.eq(npresent)]
+                           f_base.eq(next_base), f_bits.eq(pre.bits),
+                           f_words.eq(pre.npres)]
             with mod.If(next_ridx + 1 >= setup.regions):
                 mod.d.sync += [next_base.eq(0), next_ridx.eq(0)]
             with mod.Else():
