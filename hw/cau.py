@@ -20,9 +20,8 @@ LN = ``merge_lanes`` (default :func:`default_merge_lanes`: 3 for exion16, 2 for 
   offsets of the sort key ``R - popcount`` (bin 0 = popcount R; the exclusive prefix sum of
   its histogram) grow with every beat. All-zero beats are not stored, so B never spends a
   cycle on them.
-* **B (counting sort)**: one cycle to load the bins' start offsets, then per cycle up to
-  LN lowest pending lanes of the current word are written to the sorted buffer at
-  ``offset[bin] + (same-bin lanes before it this cycle)``,
+* **B (counting sort)**: one cycle to load the bins' start offsets, then per cycle up to LN lowest pending lanes of the current word are
+  written to the sorted buffer at ``offset[bin] + (same-bin lanes before it this cycle)``,
   and each bin's offset advances by its count (stable: words in column order, lanes in
   order). The sorted buffer is NBK = ``cau_sort_banks(LN)`` one-write, one-read memories
   interleaved by position (block RAM on an FPGA); B takes the lanes in order and stops at
