@@ -36,6 +36,7 @@ class BlockCase:
     out: np.ndarray                 # golden block output (1, T, d)
     rec: dict                       # golden.dsc record of the core steps
     stats: dict = field(default_factory=dict)
+    rec_sample: int = 0             # sample of ``rec``'s batch (a guided batch: 0 or 1)
 
 
 def exion_from_meta(meta: dict):
@@ -146,15 +147,14 @@ def _check_trace(z, meta, case: BlockCase) -> None:
 
 
 def run_block(cfg: Config, case: BlockCase, *, stall: float = 0.0, seed: int | None = None,
-              waves: bool = False, progress=None, session=None, rec_sample: int = 0) -> dict:
+              waves: bool = False, progress=None, session=None) -> dict:
     """Every core segment of ``case`` the DSC runs (LN, EP on the EPRE, its GEMMs, softmax,
     GELU + requant, FFN-Reuse unit: ``sim.dsc_program.block_jobs``) through the Verilated DSC (one program, one run;
     on ``session``'s simulator if given):
-    bit-exact check against golden.dsc, cycles per job and descriptor vs the model.
-    ``rec_sample``: the sample of ``case.rec``'s batch to run (0 for a one-sample record)."""
+    bit-exact check against golden.dsc, cycles per job and descriptor vs the model."""
     from .dsc_program import block_jobs, build_program, read_results, stage_durations
     from .dsc_rtl import rtl_dsc
-    jobs = block_jobs(cfg, case.rec, rec_sample)
+    jobs = block_jobs(cfg, case.rec, case.rec_sample)
     prog = build_program(cfg, jobs)
     if session is not None:      # a DscSession: one simulator for many block iterations
         runs, report = session.run([prog]), {}

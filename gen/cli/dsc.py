@@ -203,8 +203,8 @@ def cmd_generate(args) -> int:
         cyc = 0
         for smp in range(x.shape[0]):       # the digit, then (guided) its "no class" copy
             if args.rtl:
-                r = run_block(cfg, BlockCase(i, it, dense, smp, y[smp:smp + 1], rec, bst),
-                              session=session, rec_sample=smp)
+                r = run_block(cfg, BlockCase(i, it, dense, smp, y[smp:smp + 1], rec, bst,
+                                             rec_sample=smp), session=session)
                 if not r["pass"]:
                     failures.append((it, i, smp, r["mismatch"][:3], r["error"]))
                 cyc += r["cycles"]
