@@ -38,6 +38,11 @@ scalars (1 and 0 here); the FFN-Reuse unit re-derives a sparse iteration's mask 
 an EPRE sized for the digits block (``cfg.dsc_epre_dims``), X loaded once for every head,
 one mask item (row, dominant flag, mask bits) written per query row; the host turns them
 into the Q.K^T mask and the Q / K / V row-skip lists **[choice]**.
+The core overlaps eager prediction with the K / V projection **[choice]**: K and V are
+computed for every row while the EPRE runs (their skip lists need its masks) and the host
+then discards the rows EP found unneeded -- which gives exactly this model's K / V (a skipped
+row is the bias, ``masked_gemm``'s ``out`` unchanged); the Q projection skips the dominant
+rows in the core (``sim.dsc_program.split_qkv``, ``docs/dsc.md`` section 2).
 
 The core's integer work of one iteration splits into *segments* (one core run each; the
 host steps sit between them); :func:`block_iteration` records every segment's integer

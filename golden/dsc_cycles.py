@@ -30,9 +30,17 @@ LAYERNORM       (``w = ceil(n / L)`` words a row, ``fixed`` the unit's
 EPRE_XLOAD,     as the loads, ``per`` = ``eword`` (Le 16-bit containers)
 EPRE_WLOAD
 EPRE            :func:`epre_body`: 1 + the EPRE's run + :data:`EPRE_FIXED`. Exact on toy.
+                Overlapped (``overlap`` set): 1 (the hand-over); the run goes on beside
+                the next descriptors and the EPRE is idle again ``1 + run`` cycles after
+                the hand-over's cycle.
+EPRE_STORE      :func:`epre_store_body`: ``count * emask +`` :data:`EPRE_STORE_FIXED` (the
+                mask FIFO's rows through the output buffer, the last write response)
 ==============  ============================================================================
 
-The run's ``cycles`` counter is the sum over its descriptors (END included).
+**Interlock**: END, EPRE_XLOAD, EPRE_WLOAD, EPRE and EPRE_STORE stay in DECODE while an
+overlapped EPRE run is busy; their time includes that wait. Every other descriptor runs
+beside the EPRE at its own time. The run's ``cycles`` counter is the sum over its
+descriptors (END included), waits included.
 """
 
 from __future__ import annotations
@@ -52,12 +60,15 @@ GELU_LATENCY = 6
 
 __all__ = ["OPS", "item_beats", "desc_beats", "overhead", "descriptor_cycles",
            "gemm_estimate", "gelu_body", "row_body", "ffnr_body", "FFNR_FIXED", "epre_body",
-           "epre_mask_bits", "EPRE_FIXED", "program_cycles"]
+           "epre_mask_bits", "EPRE_FIXED", "epre_run", "epre_store_body", "EPRE_STORE_FIXED",
+           "EPRE_INTERLOCKED", "program_cycles"]
 
 #: op codes (hw/dsc.py's ``OPS``; tests/test_dsc_rtl.py checks they agree)
 OPS = {"END": 0, "IMEM_LOAD": 1, "GMEM_LOAD": 2, "OMEM_LOAD": 3, "GEMM": 4, "OMEM_STORE": 5,
        "GELU": 6, "SOFTMAX": 7, "LAYERNORM": 8, "FFNR": 9, "EPRE_XLOAD": 10,
-       "EPRE_WLOAD": 11, "EPRE": 12}
+       "EPRE_WLOAD": 11, "EPRE": 12, "EPRE_STORE": 13}
+#: ops that wait in DECODE while an overlapped EPRE run is busy (hw/dsc.py)
+EPRE_INTERLOCKED = ("END", "EPRE_XLOAD", "EPRE_WLOAD", "EPRE", "EPRE_STORE")
 _NAMES = {v: k for k, v in OPS.items()}
 
 
@@ -96,16 +107,36 @@ def epre_body(cfg: Config, d: dict) -> int:
     back-pressures the EPRE. Exact on toy; 1 if ``count == 0``."""
     if int(d.get("count", 0)) == 0:
         return 1
+    if int(d.get("overlap", 0)):
+        return 1
+    return 1 + epre_run(cfg, d) + EPRE_FIXED
+
+
+def epre_run(cfg: Config, d: dict) -> int:
+    """Busy cycles of the EPRE run an EPRE descriptor starts (``d["ep"]``: the run's
+    fields): :func:`exion.golden.cycles.epre_run_cycles` with the DSC EPRE's units and
+    selectors (insertion selectors)."""
     ep = d["ep"]
     le = cfg.epre_lane_count
     _, _, _, units, selectors = cfg.dsc_epre_dims
-    return 1 + epre_run_cycles(cfg, int(ep["n_q"]), int(ep["n_k"]), int(ep["d_words"]) * le,
-                               int(ep["d_head"]), units, le, selectors,
-                               "insertion") + EPRE_FIXED
+    return epre_run_cycles(cfg, int(ep["n_q"]), int(ep["n_k"]), int(ep["d_words"]) * le,
+                           int(ep["d_head"]), units, le, selectors, "insertion")
 
 
 #: constant part of an EPRE body beyond the hand-over and the run (see :func:`epre_body`)
 EPRE_FIXED = 2
+
+#: constant part of an EPRE_STORE body beyond its beats (see :func:`epre_store_body`)
+EPRE_STORE_FIXED = 3
+
+
+def epre_store_body(cfg: Config, count: int, bus_bits: int) -> int:
+    """Body of an EPRE_STORE: ``count`` mask rows, all in the FIFO (the interlock waited for
+    the run), through the output buffer at ``emask`` beats each, then the last write
+    response (:data:`EPRE_STORE_FIXED`). 1 if ``count == 0``."""
+    if count == 0:
+        return 1
+    return count * item_beats(cfg, bus_bits)["emask"] + EPRE_STORE_FIXED
 
 
 def desc_beats(bus_bits: int) -> int:
@@ -282,6 +313,8 @@ def descriptor_cycles(cfg: Config, d: dict, bus_bits: int = 64,
         body = ffnr_body(cfg, d, bus_bits)
     elif op == "EPRE":
         body = epre_body(cfg, d)
+    elif op == "EPRE_STORE":
+        body = epre_store_body(cfg, n, bus_bits)
     else:
         body = 0     # the core stops with bad_op in DECODE
     return overhead(bus_bits) + body
@@ -290,19 +323,33 @@ def descriptor_cycles(cfg: Config, d: dict, bus_bits: int = 64,
 def program_cycles(cfg: Config, descs: list, bus_bits: int = 64,
                    gemm_bodies: list | None = None) -> dict:
     """Per-descriptor and total cycles; ``exact`` = the cycles outside GEMM bodies (the
-    part this model gets exactly), ``gemm`` = the GEMM bodies (estimated, or as given)."""
+    part this model gets exactly), ``gemm`` = the GEMM bodies (estimated, or as given).
+    An overlapped EPRE run is timed beside the descriptors after it: ``epre_wait`` = the
+    cycles interlocked descriptors waited for it (its exposed part beyond the hand-over),
+    ``epre_hidden`` = its busy cycles that other descriptors covered."""
     per, gemm, k = [], 0, 0
+    oh = overhead(bus_bits)
+    t, ep_free, waited, busy = 0, 0, 0, 0
     for d in descs:
         body = None
-        if int(d["op"]) == OPS["GEMM"]:
+        op = _NAMES.get(int(d["op"]))
+        if op == "GEMM":
             body = gemm_estimate(cfg, d, bus_bits) if gemm_bodies is None else gemm_bodies[k]
             k += 1
             gemm += body
-        per.append(descriptor_cycles(cfg, d, bus_bits, body))
+        wait = max(0, ep_free - (t + oh - 1)) if op in EPRE_INTERLOCKED else 0
+        c = descriptor_cycles(cfg, d, bus_bits, body) + wait
+        if op == "EPRE" and int(d.get("overlap", 0)) and int(d.get("count", 0)):
+            run = epre_run(cfg, d)
+            ep_free = t + wait + oh + 1 + run       # hand-over in cycle t + wait + oh
+            busy += run
+        waited += wait
+        per.append(c)
+        t += c
     total = sum(per)
     by_op: dict = {}
     for d, c in zip(descs, per):
         name = _NAMES.get(int(d["op"]), "?")
         by_op[name] = by_op.get(name, 0) + c
     return {"per_desc": per, "total": total, "gemm": gemm, "exact": total - gemm,
-            "by_op": by_op}
+            "by_op": by_op, "epre_wait": waited, "epre_hidden": busy - waited}

@@ -13,9 +13,10 @@ bits       field       meaning
 =========  ==========  ===================================================================
 0..7       op          0 END, 1 IMEM_LOAD, 2 GMEM_LOAD, 3 OMEM_LOAD, 4 GEMM, 5 OMEM_STORE,
                       6 GELU, 7 SOFTMAX, 8 LAYERNORM, 9 FFNR, 10 EPRE_XLOAD,
-                      11 EPRE_WLOAD, 12 EPRE
+                      11 EPRE_WLOAD, 12 EPRE, 13 EPRE_STORE
 8..15      stage       shown on ``ctrl.stage`` while the descriptor runs (host's label)
 16         accumulate  GEMM: add into OMEM (FFN-Reuse's delta FC2 on the cached Y_d)
+17         overlap     EPRE: run in the background (its mask rows into the mask FIFO)
 32..63     count       items: words (loads), mask beats (GEMM), OMEM addresses (store),
                       accumulator words (GELU), input words (SOFTMAX, LAYERNORM, FFNR)
 64..95     src         byte address of the first beat read (loads, GEMM, GELU, ...)
@@ -50,6 +51,16 @@ starts a run with the descriptor's run fields and writes its ``count`` mask rows
 (``hw.epre.mask_layout`` values) to ``dst`` through the output buffer; it ends when they
 are acknowledged and the EPRE is idle.
 
+**Overlap** (issue 16 item 2, issue 18 item 3): an EPRE descriptor with ``overlap`` set
+only hands the run over and goes on with the next descriptor; the EPRE predicts in the
+background and its mask rows go into a mask FIFO (``n_max`` rows, emptied when such a run
+starts). EPRE_STORE writes ``count`` rows from the FIFO to ``dst`` through the output
+buffer (``bad_op`` if the FIFO holds fewer). EPRE_XLOAD, EPRE_WLOAD, EPRE, EPRE_STORE and
+END wait in DECODE until the EPRE is idle (the interlock: the EPRE's memories and the FIFO
+are not touched while it runs); every other op runs beside it. The host puts the work that
+does not need the prediction (the K / V projection tiles) between an overlapped EPRE and its
+EPRE_STORE.
+
 SOFTMAX, LAYERNORM and FFNR follow GELU's pattern (read -> unit -> write, overlapped;
 ``docs/dsc.md`` section 2 has the item formats): SOFTMAX reads words of L Q.11 logits
 each followed by L keep bits (``ceil(17 L / D)`` beats) through ``hw.cfse.SoftmaxUnit`` and
@@ -82,7 +93,8 @@ Error flags (``ctrl.error``, sticky for the run; :data:`ERROR_FLAGS`):
 * bit 3 ``overflow``: the gemm engine's CAU saw a row block wider than ``max_cols``.
 
 Timing (no memory stalls; ``golden/dsc_cycles.py`` is the exact model): every step is
-sequential -- fetch, then the descriptor's transfer, then the unit. The CFSE's GELU,
+sequential -- fetch, then the descriptor's transfer, then the unit -- except an overlapped
+EPRE run, which runs beside the descriptors after it. The CFSE's GELU,
 softmax and layer norm, the FFN-Reuse unit and the EPRE are behind the DMA; any other op
 code stops the run with ``bad_op`` (``docs/dsc.md``, "status").
 """
@@ -92,7 +104,7 @@ from __future__ import annotations
 import math
 from types import SimpleNamespace
 
-from amaranth import Cat, Const, Module, Mux, Signal, Value
+from amaranth import Cat, Const, Module, Mux, ResetInserter, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import Out
@@ -108,7 +120,7 @@ from .ffnr import FFNR, FfnrOp
 from .gemm import SparseGemm
 from .memif import dsc_control_signature, mem_master_signature
 
-__all__ = ["DscCore", "ERROR_FLAGS", "OPS", "GELU_FIELDS", "ROW_FIELDS", "FFNR_FIELDS",
+__all__ = ["DscCore", "ERROR_FLAGS", "OPS", "EPRE_INTERLOCKED", "GELU_FIELDS", "ROW_FIELDS", "FFNR_FIELDS",
            "DESC_BYTES", "EPRE_RUN_LSB", "item_beats", "dsc_epre_sizes",
            "dsc_ffnr_sizes"]
 
@@ -123,7 +135,10 @@ ERROR_FLAGS = {
 #: op name -> code
 OPS = {"END": 0, "IMEM_LOAD": 1, "GMEM_LOAD": 2, "OMEM_LOAD": 3, "GEMM": 4, "OMEM_STORE": 5,
        "GELU": 6, "SOFTMAX": 7, "LAYERNORM": 8, "FFNR": 9, "EPRE_XLOAD": 10,
-       "EPRE_WLOAD": 11, "EPRE": 12}
+       "EPRE_WLOAD": 11, "EPRE": 12, "EPRE_STORE": 13}
+
+#: ops that wait in DECODE while the EPRE runs (an overlapped run in the background)
+EPRE_INTERLOCKED = ("END", "EPRE_XLOAD", "EPRE_WLOAD", "EPRE", "EPRE_STORE")
 
 #: EPRE descriptor: the EPRE's ``run_layout`` value sits at bits 128.. (in place of
 #: ubase / glen / gstride / the GEMM setup); ``count`` = query rows (mask items written).
@@ -428,61 +443,71 @@ class DscCore(wiring.Component):
                     m.next = "DECODE"
 
     def _fsm_decode(self, m, s):
-        """DECODE: start the descriptor's transfer (or end / stop on an unknown op)."""
-        gemm, desc, ib, count = s.gemm, s.desc, s.ib, s.count
+        """DECODE: start the descriptor's transfer (or end / stop on an unknown op); the ops
+        of :data:`EPRE_INTERLOCKED` stay here while the EPRE runs."""
         with m.State("DECODE"):
-            with m.Switch(s.op):
-                with m.Case(OPS["END"]):
-                    m.d.sync += [self.busy.eq(0), self.done.eq(1)]
-                    m.next = "IDLE"
-                with m.Case(OPS["IMEM_LOAD"], OPS["GMEM_LOAD"]):
-                    self._load_items(m, s, count * ib["word"])
-                    m.d.sync += s.per.eq(ib["word"])
-                    m.next = "LOAD"
-                with m.Case(OPS["OMEM_LOAD"]):
-                    self._load_items(m, s, count * ib["omem"])
-                    m.d.sync += s.per.eq(ib["omem"])
-                    m.next = "LOAD"
-                with m.Case(OPS["GEMM"]):
-                    self._load_items(m, s, count * ib["mask"])
-                    m.d.sync += [s.per.eq(ib["mask"]),
-                                 gemm.setup.kwords.eq(desc[192:208]),
-                                 gemm.setup.ncols.eq(desc[208:224]),
-                                 gemm.setup.regions.eq(desc[224:232]),
-                                 gemm.setup.accumulate.eq(desc[16])]
-                    m.next = "LOAD"
-                with m.Case(OPS["OMEM_STORE"]):
-                    m.d.sync += [s.wr_addr.eq(s.dst), s.wr_left.eq(count * ib["omem"]),
-                                 s.wr_go.eq(1), s.d_addr.eq(s.dst),
-                                 s.d_left.eq(count * ib["omem"]), s.d_burst.eq(0),
-                                 s.sa.eq(0), s.sbeat.eq(0)]
-                    with m.If(count == 0):
-                        m.next = "FETCH"
-                    with m.Else():
-                        m.next = "ST_ADDR"
-                with m.Case(OPS["GELU"]):
-                    self._load_items(m, s, count * ib["acc"])
-                    m.d.sync += [s.per.eq(ib["acc"]), s.wr_addr.eq(s.dst),
-                                 s.wr_left.eq(count * ib["word"]), s.wr_go.eq(1),
-                                 s.d_addr.eq(s.dst), s.d_left.eq(count * ib["word"]),
-                                 s.d_burst.eq(0), s.sa.eq(0), s.gvalid.eq(0)]
-                    with m.If(count == 0):
-                        m.next = "FETCH"
-                    with m.Else():
-                        m.next = "GELU_RUN"
-                with m.Case(OPS["SOFTMAX"], OPS["LAYERNORM"]):
-                    self._decode_rowop(m, s)
-                with m.Case(OPS["FFNR"]):
-                    self._decode_ffnr(m, s)
-                with m.Case(OPS["EPRE_XLOAD"], OPS["EPRE_WLOAD"]):
-                    self._load_items(m, s, count * ib["eword"])
-                    m.d.sync += s.per.eq(ib["eword"])
-                    m.next = "LOAD"
-                with m.Case(OPS["EPRE"]):
-                    self._decode_epre(m, s)
-                with m.Default():
-                    m.d.sync += [self.error[2].eq(1), self.busy.eq(0), self.done.eq(1)]
-                    m.next = "IDLE"
+            wait = Signal(name="epre_interlock")
+            m.d.comb += wait.eq(s.ep.busy & Cat(s.op == OPS[o] for o in EPRE_INTERLOCKED).any())
+            with m.If(~wait):
+                self._decode_op(m, s)
+
+    def _decode_op(self, m, s):
+        """DECODE's body once the interlock allows: one case per op."""
+        gemm, desc, ib, count = s.gemm, s.desc, s.ib, s.count
+        with m.Switch(s.op):
+            with m.Case(OPS["END"]):
+                m.d.sync += [self.busy.eq(0), self.done.eq(1)]
+                m.next = "IDLE"
+            with m.Case(OPS["IMEM_LOAD"], OPS["GMEM_LOAD"]):
+                self._load_items(m, s, count * ib["word"])
+                m.d.sync += s.per.eq(ib["word"])
+                m.next = "LOAD"
+            with m.Case(OPS["OMEM_LOAD"]):
+                self._load_items(m, s, count * ib["omem"])
+                m.d.sync += s.per.eq(ib["omem"])
+                m.next = "LOAD"
+            with m.Case(OPS["GEMM"]):
+                self._load_items(m, s, count * ib["mask"])
+                m.d.sync += [s.per.eq(ib["mask"]),
+                             gemm.setup.kwords.eq(desc[192:208]),
+                             gemm.setup.ncols.eq(desc[208:224]),
+                             gemm.setup.regions.eq(desc[224:232]),
+                             gemm.setup.accumulate.eq(desc[16])]
+                m.next = "LOAD"
+            with m.Case(OPS["OMEM_STORE"]):
+                m.d.sync += [s.wr_addr.eq(s.dst), s.wr_left.eq(count * ib["omem"]),
+                             s.wr_go.eq(1), s.d_addr.eq(s.dst),
+                             s.d_left.eq(count * ib["omem"]), s.d_burst.eq(0),
+                             s.sa.eq(0), s.sbeat.eq(0)]
+                with m.If(count == 0):
+                    m.next = "FETCH"
+                with m.Else():
+                    m.next = "ST_ADDR"
+            with m.Case(OPS["GELU"]):
+                self._load_items(m, s, count * ib["acc"])
+                m.d.sync += [s.per.eq(ib["acc"]), s.wr_addr.eq(s.dst),
+                             s.wr_left.eq(count * ib["word"]), s.wr_go.eq(1),
+                             s.d_addr.eq(s.dst), s.d_left.eq(count * ib["word"]),
+                             s.d_burst.eq(0), s.sa.eq(0), s.gvalid.eq(0)]
+                with m.If(count == 0):
+                    m.next = "FETCH"
+                with m.Else():
+                    m.next = "GELU_RUN"
+            with m.Case(OPS["SOFTMAX"], OPS["LAYERNORM"]):
+                self._decode_rowop(m, s)
+            with m.Case(OPS["FFNR"]):
+                self._decode_ffnr(m, s)
+            with m.Case(OPS["EPRE_XLOAD"], OPS["EPRE_WLOAD"]):
+                self._load_items(m, s, count * ib["eword"])
+                m.d.sync += s.per.eq(ib["eword"])
+                m.next = "LOAD"
+            with m.Case(OPS["EPRE"]):
+                self._decode_epre(m, s)
+            with m.Case(OPS["EPRE_STORE"]):
+                self._decode_epre_store(m, s)
+            with m.Default():
+                m.d.sync += [self.error[2].eq(1), self.busy.eq(0), self.done.eq(1)]
+                m.next = "IDLE"
 
     def _fsm_load(self, m, s):
         """LOAD: items into the unit the op names; GEMM_WAIT: until the engine is idle."""
@@ -814,26 +839,59 @@ class DscCore(wiring.Component):
         for u in range(sz.units):
             m.d.comb += ep.x_w.data[u].as_value().eq(ew)
         s.ep_mask = Value.cast(ep.mask.payload)
+        s.overlap = s.desc[17]
+        s.ep_bg = Signal(name="epre_background")   # the run's rows go to the FIFO
+        s.ep_flush = Signal(name="epre_fifo_flush")
+        fifo = SyncFIFOBuffered(width=len(s.ep_mask), depth=sz.n_max)
+        s.ep_fifo = fifo
+        m.submodules.epre_fifo = ResetInserter(s.ep_flush)(fifo)
+        m.d.sync += s.ep_flush.eq(0)
+        m.d.comb += [fifo.w_data.eq(s.ep_mask), fifo.w_en.eq(ep.mask.valid & s.ep_bg)]
+        with m.If(s.ep_bg):
+            m.d.comb += ep.mask.ready.eq(fifo.w_rdy)
 
     def _decode_epre(self, m, s):
-        """DECODE of EPRE: ``count`` mask items out (the run's query rows)."""
+        """DECODE of EPRE: ``count`` mask items out (the run's query rows); an overlapped
+        run (``overlap``) empties the mask FIFO and routes the rows into it."""
         with m.If(s.count == 0):
             m.next = "FETCH"
+        with m.Elif(s.overlap):
+            m.d.sync += [s.ep_bg.eq(1), s.ep_flush.eq(1)]
+            m.next = "EP_RUN"
         with m.Else():
+            m.d.sync += s.ep_bg.eq(0)
             self._start_write(m, s, s.count, s.ib["emask"])
             m.next = "EP_RUN"
 
+    def _decode_epre_store(self, m, s):
+        """DECODE of EPRE_STORE: ``count`` mask rows from the FIFO out (``bad_op`` if it
+        holds fewer)."""
+        with m.If(s.count == 0):
+            m.next = "FETCH"
+        with m.Elif(s.ep_fifo.r_level < s.count):
+            m.d.sync += [self.error[2].eq(1), self.busy.eq(0), self.done.eq(1)]
+            m.next = "IDLE"
+        with m.Else():
+            self._start_write(m, s, s.count, s.ib["emask"])
+            m.next = "EP_STORE"
+
     def _fsm_epre(self, m, s):
-        """EP_RUN (hand the run to the EPRE) -> EP_OUT (its mask rows to memory, until
-        every item is acknowledged and the EPRE is idle)."""
-        ep = s.ep
+        """EP_RUN (hand the run to the EPRE; an overlapped run goes on with the next
+        descriptor) -> EP_OUT (its mask rows to memory, until every item is acknowledged
+        and the EPRE is idle); EP_STORE: the FIFO's rows to memory."""
+        ep, fifo = s.ep, s.ep_fifo
         with m.State("EP_RUN"):
             m.d.comb += ep.run.valid.eq(1)
-            with m.If(ep.run.ready):
+            with m.If(ep.run.ready & s.ep_bg):
+                m.next = "FETCH"
+            with m.Elif(ep.run.ready):
                 m.next = "EP_OUT"
         with m.State("EP_OUT"):
             rready, _ = self._out_stream(m, s, ep.mask.valid, s.ep_mask, ~ep.busy)
             m.d.comb += ep.mask.ready.eq(rready)
+        with m.State("EP_STORE"):
+            _, take = self._out_stream(m, s, fifo.r_rdy, fifo.r_data)
+            m.d.comb += fifo.r_en.eq(take)
 
 
 def _sext(v, bits: int):

@@ -147,14 +147,15 @@ def _check_trace(z, meta, case: BlockCase) -> None:
 
 
 def run_block(cfg: Config, case: BlockCase, *, stall: float = 0.0, seed: int | None = None,
-              waves: bool = False, progress=None, session=None) -> dict:
+              waves: bool = False, progress=None, session=None, overlap: bool = True) -> dict:
     """Every core segment of ``case`` the DSC runs (LN, EP on the EPRE, its GEMMs, softmax,
     GELU + requant, FFN-Reuse unit: ``sim.dsc_program.block_jobs``) through the Verilated DSC (one program, one run;
     on ``session``'s simulator if given):
-    bit-exact check against golden.dsc, cycles per job and descriptor vs the model."""
+    bit-exact check against golden.dsc, cycles per job and descriptor vs the model.
+    ``overlap``: EP's runs beside the K / V projection (``block_jobs``); False: in sequence."""
     from .dsc_program import block_jobs, build_program, read_results, stage_durations
     from .dsc_rtl import rtl_dsc
-    jobs = block_jobs(cfg, case.rec, case.rec_sample)
+    jobs = block_jobs(cfg, case.rec, case.rec_sample, overlap=overlap)
     prog = build_program(cfg, jobs)
     if session is not None:      # a DscSession: one simulator for many block iterations
         runs, report = session.run([prog]), {}

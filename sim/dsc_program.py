@@ -38,7 +38,7 @@ from .payload import pack
 __all__ = ["GemmJob", "GeluJob", "SoftmaxJob", "LayerNormJob", "FfnrJob", "PredictJob",
            "epre_job_from_record", "epre_fits",
            "gelu_job_from_record", "softmax_job_from_record", "layernorm_job_from_record",
-           "ffnr_job_from_record", "ffnr_fits", "block_jobs", "DscProgram",
+           "ffnr_job_from_record", "ffnr_fits", "block_jobs", "split_qkv", "DscProgram",
            "jobs_from_record", "build_program", "read_results", "encode_desc", "decode_desc",
            "program_beats", "stage_durations"]
 
@@ -62,7 +62,7 @@ _FFNR_FIELDS = _FIELDS[:6] + (("aux", 128, 32), ("t", 192, 16), ("n", 208, 16),
 
 #: EPRE fields (hw/dsc.py ``EPRE_RUN_LSB``: the EPRE's run_layout value from bit 128)
 _EPRE_OP = 12
-_EPRE_FIELDS = _FIELDS[:6] + (("run", 128, 128),)
+_EPRE_FIELDS = _FIELDS[:6] + (("overlap", 17, 1), ("run", 128, 128))
 
 
 def _fields(op: int) -> tuple:
@@ -101,6 +101,7 @@ class GemmJob:
     mask: np.ndarray         # (M, N) bool
     base: np.ndarray         # (M, N) OMEM preload
     expect: np.ndarray | None = None
+    overlap: bool = False    # tiles run beside the preceding PredictJob's EPRE runs
 
 
 @dataclass
@@ -306,9 +307,10 @@ def ffnr_job_from_record(cfg: Config, rec: dict, sample: int = 0) -> FfnrJob | N
     return FfnrJob("ffnr", h_d, ru["s"], h_new, r.delta)
 
 
-def block_jobs(cfg: Config, rec: dict, sample: int = 0) -> list:
+def block_jobs(cfg: Config, rec: dict, sample: int = 0, overlap: bool = True) -> list:
     """Every core segment of a block iteration the DSC runs today, in data order: LN1, EP
-    (the EPRE ops, when ``rec`` has EP and it fits :func:`epre_fits`), the
+    (the EPRE ops, when ``rec`` has EP and it fits :func:`epre_fits`; with ``overlap`` the
+    K / V projection runs beside them, :func:`split_qkv`), the
     GEMMs of ``rec["gemms"]`` with the softmax before P.V, LN2 before FC1 and the GELU +
     requant after FC1, followed by the FFN-Reuse unit (the mask of a dense iteration, the
     FC2 delta input of a sparse one). A layer norm / softmax whose rows exceed the CFSE
@@ -332,10 +334,38 @@ def block_jobs(cfg: Config, rec: dict, sample: int = 0) -> list:
             jobs.insert(at(lambda n: n == "gelu", True), ff)
     ep = rec.get("epre")
     if ep is not None and epre_fits(cfg, *np.shape(ep["x"])[1:], np.shape(ep["wq"][0])[1]):
-        jobs.insert(at(lambda n: n == "qkv"), epre_job_from_record(cfg, rec, sample))
+        i = at(lambda n: n == "qkv")
+        if overlap and i < len(jobs):
+            jobs[i:i + 1] = split_qkv(cfg, jobs[i])
+        jobs.insert(i, epre_job_from_record(cfg, rec, sample))
     if "ln1" in rec and row_fits("ln1", "x"):
         jobs.insert(0, layernorm_job_from_record(cfg, rec, "ln1", sample))
     return jobs
+
+
+def split_qkv(cfg: Config, job: GemmJob) -> list[GemmJob]:
+    """The QKV projection job split for the overlapped EP segment **[choice]**: ``kv`` (the
+    K and V columns, every row: their row-skip lists come from the prediction, which is
+    still running; ``overlap``) and ``q`` (the Q columns on golden's mask: the dominant rows
+    skipped). The host then discards the K / V rows EP found unneeded (they become the
+    bias again, as golden's skipped rows are); this is checked here against golden's
+    record, so ``kv.expect`` (the dense product) and ``q.expect`` reproduce it."""
+    from exion.golden.conmerge import masked_gemm
+    d = job.b.shape[1] // 3
+    if job.b.shape[1] != 3 * d or job.expect is None:
+        raise ExionError(f"job {job.name}: expected a Q|K|V product of 3 d columns, got "
+                         f"{job.b.shape[1]}")
+    b_kv, base_kv = job.b[:, d:], job.base[:, d:]
+    full = np.ones(base_kv.shape, bool)
+    dense = base_kv
+    for a in job.a_parts:
+        dense = masked_gemm(cfg, a, b_kv, full, dense, accumulate=True)
+    if not np.array_equal(np.where(job.mask[:, d:], dense, base_kv), job.expect[:, d:]):
+        raise ExionError(f"job {job.name}: the dense K / V product with golden's skipped rows "
+                         f"discarded does not give the recorded output")
+    return [GemmJob("kv", job.a_parts, b_kv, full, base_kv, dense, overlap=True),
+            GemmJob("q", job.a_parts, job.b[:, :d], job.mask[:, :d], job.base[:, :d],
+                    job.expect[:, :d])]
 
 
 def ffnr_fits(cfg: Config, shape) -> bool:
@@ -410,13 +440,22 @@ def build_program(cfg: Config, jobs: list[GemmJob], bus_bits: int = 64) -> DscPr
     from exion.hw.gemm import gmem_kbits
     bb = bus_bits // 8
     ib = item_beats(cfg, bus_bits)
-    wbytes, obytes, mbytes = ib["word"] * bb, ib["omem"] * bb, ib["mask"] * bb
     mlay = mask_layout(cfg, CAU_COLS_PER_CYCLE, True)
     kb = gmem_kbits(cfg)
     descs: list[dict] = []
     data = _Image(bb)
     stores = []
-    for job in jobs:
+    beside: dict = {}      # id(GemmJob) -> its tile groups, placed by the PredictJob before it
+    for i, job in enumerate(jobs):
+        nxt = jobs[i + 1] if i + 1 < len(jobs) else None
+        if isinstance(job, PredictJob) and isinstance(nxt, GemmJob) and nxt.overlap:
+            groups: list = []
+            beside[id(nxt)] = (groups, _gemm_descs(cfg, nxt, groups, data, ib, bb, mlay, kb))
+            stores.append(_epre_descs(cfg, job, descs, data, ib, bb, groups))
+            continue
+        if id(job) in beside:
+            stores.append(beside.pop(id(job))[1])
+            continue
         if isinstance(job, GeluJob):
             stores.append(_gelu_descs(cfg, job, descs, data, ib, bb))
             continue
@@ -429,47 +468,9 @@ def build_program(cfg: Config, jobs: list[GemmJob], bus_bits: int = 64) -> DscPr
         if isinstance(job, PredictJob):
             stores.append(_epre_descs(cfg, job, descs, data, ib, bb))
             continue
-        cases = [GemmCase(a, job.b, job.mask, prev=job.base, accumulate=True, name=job.name)
-                 for a in job.a_parts]
-        plans = [plan_tiles(cfg, c) for c in cases]
-        tiles = plans[0]
-        first = len(descs)
-        st = []
-        for ti, t in enumerate(tiles):
-            g_addrs = sorted(t.gmem)
-            n_cols, kw = len(t.cols), t.setup["kwords"]
-            exp = [(j << kb) + w for j in range(n_cols) for w in range(kw)]
-            if g_addrs != exp:
-                raise ExionError("GMEM layout is not column-major slots")
-            gw = np.stack([t.gmem[a] for a in g_addrs])
-            descs.append({"op": OPS["GMEM_LOAD"], "count": len(g_addrs),
-                          "src": data.alloc(len(g_addrs) * wbytes, _words(cfg, gw, wbytes)),
-                          "glen": kw, "gstride": 1 << kb})
-            n_om = t.omem.shape[0]
-            descs.append({"op": OPS["OMEM_LOAD"], "count": n_om, "glen": 0xFFFF,
-                          "src": data.alloc(n_om * obytes, _results(t.omem, obytes))})
-            for plan in plans:
-                pt = plan[ti]
-                i_addrs = sorted(pt.imem)
-                if i_addrs != list(range(len(i_addrs))):
-                    raise ExionError("IMEM layout is not contiguous")
-                iw = np.stack([pt.imem[a] for a in i_addrs]).reshape(-1, cfg.lanes)
-                descs.append({"op": OPS["IMEM_LOAD"], "count": iw.shape[0], "glen": 0xFFFF,
-                              "src": data.alloc(iw.shape[0] * wbytes, _words(cfg, iw, wbytes))})
-                raw = b"".join(pack(mlay, beat).to_bytes(mbytes, "little") for beat in pt.beats)
-                rows = pt.rows[pt.rows >= 0]
-                passes = conmerge(cfg, job.mask[rows][:, pt.cols]).n_passes
-                descs.append({"op": OPS["GEMM"], "count": len(pt.beats),
-                              "src": data.alloc(len(raw), raw), "accumulate": 1,
-                              "kwords": pt.setup["kwords"], "ncols": pt.setup["ncols"],
-                              "regions": pt.setup["regions"], "passes": passes,
-                              "job": job.name})
-            dst = data.alloc(n_om * obytes)
-            descs.append({"op": OPS["OMEM_STORE"], "count": n_om, "dst": dst})
-            st.append((dst, n_om))
-        stores.append((cases[0], tiles, st))
-        for d in descs[first:]:
-            d["job"] = job.name
+        groups = []
+        stores.append(_gemm_descs(cfg, job, groups, data, ib, bb, mlay, kb))
+        descs.extend(d for g in groups for d in g)
     descs.append({"op": OPS["END"]})
     for i, d in enumerate(descs):
         d["stage"] = i & 0xFF
@@ -485,7 +486,7 @@ def build_program(cfg: Config, jobs: list[GemmJob], bus_bits: int = 64) -> DscPr
                        OPS["EPRE_WLOAD"]):
             d["src"] += prog_bytes
         if d["op"] in (OPS["OMEM_STORE"], OPS["GELU"], OPS["SOFTMAX"], OPS["LAYERNORM"],
-                       OPS["FFNR"], OPS["EPRE"]):
+                       OPS["FFNR"], OPS["EPRE"], OPS["EPRE_STORE"]) and not d.get("overlap"):
             d["dst"] += prog_bytes
         if d["op"] == OPS["FFNR"]:
             d["src"] += prog_bytes
@@ -496,6 +497,56 @@ def build_program(cfg: Config, jobs: list[GemmJob], bus_bits: int = 64) -> DscPr
     stores = [(c, t, [(a + prog_bytes, n) for a, n in s]) for c, t, s in stores]
     # (a GELU store is ("gelu", shape, [(addr, words)]), relocated the same way)
     return DscProgram(image, 0, descs, jobs, stores, bus_bits)
+
+
+def _gemm_descs(cfg: Config, job: GemmJob, groups: list, data: _Image, ib: dict, bb: int,
+                mlay, kb: int) -> tuple:
+    """A GEMM job's tiles: per tile one descriptor group (GMEM_LOAD, OMEM_LOAD, per input
+    part IMEM_LOAD + GEMM, OMEM_STORE) appended to ``groups``; returns the store entry."""
+    from exion.hw.dsc import OPS
+    wbytes, obytes, mbytes = ib["word"] * bb, ib["omem"] * bb, ib["mask"] * bb
+    cases = [GemmCase(a, job.b, job.mask, prev=job.base, accumulate=True, name=job.name)
+             for a in job.a_parts]
+    plans = [plan_tiles(cfg, c) for c in cases]
+    tiles = plans[0]
+    st = []
+    for ti, t in enumerate(tiles):
+        descs: list = []
+        groups.append(descs)
+        g_addrs = sorted(t.gmem)
+        n_cols, kw = len(t.cols), t.setup["kwords"]
+        exp = [(j << kb) + w for j in range(n_cols) for w in range(kw)]
+        if g_addrs != exp:
+            raise ExionError("GMEM layout is not column-major slots")
+        gw = np.stack([t.gmem[a] for a in g_addrs])
+        descs.append({"op": OPS["GMEM_LOAD"], "count": len(g_addrs),
+                      "src": data.alloc(len(g_addrs) * wbytes, _words(cfg, gw, wbytes)),
+                      "glen": kw, "gstride": 1 << kb})
+        n_om = t.omem.shape[0]
+        descs.append({"op": OPS["OMEM_LOAD"], "count": n_om, "glen": 0xFFFF,
+                      "src": data.alloc(n_om * obytes, _results(t.omem, obytes))})
+        for plan in plans:
+            pt = plan[ti]
+            i_addrs = sorted(pt.imem)
+            if i_addrs != list(range(len(i_addrs))):
+                raise ExionError("IMEM layout is not contiguous")
+            iw = np.stack([pt.imem[a] for a in i_addrs]).reshape(-1, cfg.lanes)
+            descs.append({"op": OPS["IMEM_LOAD"], "count": iw.shape[0], "glen": 0xFFFF,
+                          "src": data.alloc(iw.shape[0] * wbytes, _words(cfg, iw, wbytes))})
+            raw = b"".join(pack(mlay, beat).to_bytes(mbytes, "little") for beat in pt.beats)
+            rows = pt.rows[pt.rows >= 0]
+            passes = conmerge(cfg, job.mask[rows][:, pt.cols]).n_passes
+            descs.append({"op": OPS["GEMM"], "count": len(pt.beats),
+                          "src": data.alloc(len(raw), raw), "accumulate": 1,
+                          "kwords": pt.setup["kwords"], "ncols": pt.setup["ncols"],
+                          "regions": pt.setup["regions"], "passes": passes,
+                          "job": job.name})
+        dst = data.alloc(n_om * obytes)
+        descs.append({"op": OPS["OMEM_STORE"], "count": n_om, "dst": dst})
+        st.append((dst, n_om))
+        for d in descs:
+            d["job"] = job.name
+    return (cases[0], tiles, st)
 
 
 def _gelu_descs(cfg: Config, job: GeluJob, descs: list, data: _Image, ib: dict,
@@ -598,11 +649,16 @@ def _ffnr_descs(cfg: Config, job: FfnrJob, descs: list, data: _Image, ib: dict,
 
 
 def _epre_descs(cfg: Config, job: PredictJob, descs: list, data: _Image, ib: dict,
-                bb: int) -> tuple:
+                bb: int, beside: list | None = None) -> tuple:
     """EPRE_XLOAD (X once: word a of bank u is item ``a * U + u``), then per head
     EPRE_WLOAD (Wq^T rows at 0.., Wk^T rows at ``dh_max * dw_max``: groups of ``glen =
     d_head * d_words`` words, ``gstride = dh_max * dw_max``) and EPRE (the run fields at bit
-    128; ``count`` = N_q mask items out, ``hw.epre.mask_layout`` values)."""
+    128; ``count`` = N_q mask items out, ``hw.epre.mask_layout`` values).
+
+    ``beside``: descriptor groups (a GEMM job's tiles) that do not need the prediction.
+    Then every head's EPRE is overlapped: EPRE (``overlap``), a share of the groups (split
+    as evenly as the heads allow, in order), EPRE_STORE (its ``count`` mask items from the
+    FIFO to ``dst``, once the run is done)."""
     from exion.hw.dsc import OPS, dsc_epre_sizes
     from exion.hw.epre import run_layout
     from .epre_rtl import prepare
@@ -613,8 +669,10 @@ def _epre_descs(cfg: Config, job: PredictJob, descs: list, data: _Image, ib: dic
     sz = dsc_epre_sizes(cfg)
     rl = run_layout(cfg, sz)
     ebytes = ib["eword"] * bb
+    heads = len(job.wq)
+    share = np.array_split(np.arange(len(beside or [])), heads)
     st = []
-    for h in range(len(job.wq)):
+    for h in range(heads):
         pj = prepare(cfg, sz, x, job.wq[h], job.wk[h], job.k, int(job.shifts[h][0]),
                      int(job.shifts[h][1]),
                      None if job.q_th_int is None else int(job.q_th_int[h]), job.polarity,
@@ -629,10 +687,18 @@ def _epre_descs(cfg: Config, job: PredictJob, descs: list, data: _Image, ib: dic
                       "gstride": sz.dh_max * sz.dw_max, "job": job.name,
                       "src": data.alloc(2 * nw * ebytes, _words_n(pj.w_words, ebytes))})
         dst = data.alloc(pj.n_q * ib["emask"] * bb)
-        descs.append({"op": OPS["EPRE"], "count": pj.n_q, "dst": dst,
-                      "run": pack(rl, pj.run), "ep": dict(pj.run), "job": job.name})
+        run = {"op": OPS["EPRE"], "count": pj.n_q, "run": pack(rl, pj.run), "ep": dict(pj.run),
+               "job": job.name}
+        if beside is None:
+            descs.append({**run, "dst": dst})
+        else:
+            descs.append({**run, "overlap": 1})
+            for g in share[h]:
+                descs.extend(beside[g])
+            descs.append({"op": OPS["EPRE_STORE"], "count": pj.n_q, "dst": dst,
+                          "job": job.name})
         st.append((dst, pj.n_q))
-    return ("epmask", (len(job.wq), x.shape[0]), st)
+    return ("epmask", (heads, x.shape[0]), st)
 
 
 def _words_n(words: np.ndarray, per_bytes: int) -> np.ndarray:
@@ -738,13 +804,14 @@ def program_beats(cfg: Config, prog: DscProgram) -> int:
            OPS["GELU"]: ib["acc"] + ib["word"], OPS["SOFTMAX"]: ib["smx"] + ib["word"],
            OPS["LAYERNORM"]: 2 * ib["word"], OPS["FFNR"]: ib["word"],
            OPS["EPRE_XLOAD"]: ib["eword"], OPS["EPRE_WLOAD"]: ib["eword"],
-           OPS["EPRE"]: ib["emask"]}
+           OPS["EPRE"]: ib["emask"], OPS["EPRE_STORE"]: ib["emask"]}
     desc_beats = max(1, 256 // prog.bus_bits)
 
     def extra(d):     # FFNR: the mask items out (dense), or H' in and delta out (sparse)
         if d["op"] != OPS["FFNR"]:
             return 0
         return 2 * d["count"] * ib["word"] if d.get("sparse") else d.get("aux", 0) * ib["mask"]
-    return sum(desc_beats + d.get("count", 0) * per.get(d["op"], 0) + extra(d)
+    return sum(desc_beats + extra(d) +
+               (0 if d.get("overlap") else d.get("count", 0) * per.get(d["op"], 0))
                for d in prog.descs)
 

@@ -32,6 +32,7 @@ def test_model_constants_agree_with_hw(name, bus):
     cfg = PRESETS[name]
     assert dcy.item_beats(cfg, bus) == hdsc.item_beats(cfg, bus)
     assert dcy.OPS == hdsc.OPS
+    assert dcy.EPRE_INTERLOCKED == hdsc.EPRE_INTERLOCKED
 
 
 def test_descriptor_roundtrip():
@@ -529,16 +530,39 @@ def test_unit_ops_other_buses_pysim(bus):
             FfnrJob("ffs", h, 0.6, hn, ffnr(TOY, h, 0.6, hn).delta),
             GeluJob("gelu", acc, gp.to_dict()),
             _pj("epre", rng.integers(-2047, 2048, (7, 9)), rng.integers(-2047, 2048, (9, 3)),
-                rng.integers(-2047, 2048, (9, 3)), 0.4, q_th=50)]
-    jobs[-2].expect = _gelu_expect(jobs[-2])
+                rng.integers(-2047, 2048, (9, 3)), 0.4, q_th=50),
+            _pj("epre_ov", rng.integers(-2047, 2048, (5, 6)), rng.integers(-2047, 2048, (6, 2)),
+                rng.integers(-2047, 2048, (6, 2)), 0.5),
+            _small_gemm(rng, overlap=True)]
+    jobs[4].expect = _gelu_expect(jobs[4])
     prog = build_program(TOY, jobs, bus_bits=bus)
+    assert any(d.get("overlap") for d in prog.descs)
     run = pysim_dsc(TOY, prog)
     assert run["error"] == 0
     for j, o in zip(jobs, read_results(TOY, prog, run["image"])):
         np.testing.assert_array_equal(o, j.expect, err_msg=j.name)
+    _check_program_cycles(prog, run, bus)
+
+
+def _small_gemm(rng, overlap=False):
+    """A small dense product (W-bit operands, an accumulator-scale base)."""
+    a = rng.integers(-2047, 2048, (5, 8))
+    b = rng.integers(-2047, 2048, (8, 6))
+    base = rng.integers(-10**5, 10**5, (5, 6))
+    return GemmJob("small", [a], b, np.ones((5, 6), bool), base, base + a @ b, overlap=overlap)
+
+
+def _check_program_cycles(prog, run, bus=64, cfg=TOY):
+    """Every descriptor's RTL cycles equal to :func:`program_cycles`' (the engine's measured
+    GEMM bodies substituted), and the total; returns the model's result."""
     durs = stage_durations(prog.descs, run["stages"], run["cycles"], bus)
-    for d, t in zip(prog.descs, durs):
-        assert t == dcy.descriptor_cycles(TOY, d, bus), (d, t)
+    oh = dcy.overhead(bus)
+    bodies = [t - oh for d, t in zip(prog.descs, durs) if d["op"] == dcy.OPS["GEMM"]]
+    mdl = dcy.program_cycles(cfg, prog.descs, bus, bodies)
+    for i, (d, t, c) in enumerate(zip(prog.descs, durs, mdl["per_desc"])):
+        assert t == c, (i, d, t, c)
+    assert mdl["total"] == run["cycles"]
+    return mdl
 
 
 # ---- the EPRE ops: eager prediction behind the DMA -------------------------------------
@@ -652,16 +676,18 @@ def test_epre_jobs_in_block(model):
     from exion.sim.dsc_program import block_jobs, epre_job_from_record
     rec = block_case(model, META, 1, 0).rec
     names = [j.name for j in block_jobs(TOY, rec)]
-    assert names[:3] == ["ln1", "epre", "qkv"]
+    assert names[:4] == ["ln1", "epre", "kv", "q"]
+    assert [j.name for j in block_jobs(TOY, rec, overlap=False)][:3] == ["ln1", "epre", "qkv"]
     bad = copy.deepcopy(rec)
     bad["epre"]["keep"][0, 0, 0] = ~bad["epre"]["keep"][0, 0, 0]
     with pytest.raises(ExionError, match="rec\\['epre'\\]"):
         epre_job_from_record(TOY, bad)
     small = TOY.replace(name="toy_k8", k_max=8)
     assert "epre" not in [j.name for j in block_jobs(small, rec)]
-    d = {"op": 12, "stage": 1, "accumulate": 0, "count": 16, "src": 0, "dst": 0x2000,
-         "run": (1 << 100) + 12345}
-    assert decode_desc(encode_desc(d)) == d
+    for ov in (0, 1):
+        d = {"op": 12, "stage": 1, "accumulate": 0, "count": 16, "src": 0, "dst": 0x2000,
+             "overlap": ov, "run": (1 << 100) + 12345}
+        assert decode_desc(encode_desc(d)) == d
 
 
 @pytest.mark.long
@@ -679,3 +705,104 @@ def test_block_iteration_epre_settings(model, ex):
     r = run_block(TOY, case)
     assert r["pass"], r["mismatch"]
     assert "epre" in r["gemm_cycles"] and r["model"]["total"] == r["cycles"]
+
+
+# ---- overlapped EP: the EPRE beside the K / V projection (issue 16 item 2, 18 item 3) ----
+
+def _overlap_jobs(model):
+    """A dense block iteration's EP (4 heads), its K / V and Q jobs split for the overlap,
+    the unsplit QKV job, and a one-head EP (the K / V tiles then outlast its run)."""
+    import dataclasses
+
+    from exion.sim.dsc_program import block_jobs
+    meta = {**META, "exion": {**META["exion"], "k": 0.1}}   # k = 0.1: some K / V rows unneeded
+    rec = block_case(model, meta, 1, 0).rec
+    by = {j.name: j for j in block_jobs(TOY, rec)}
+    seq = {j.name: j for j in block_jobs(TOY, rec, overlap=False)}
+    ep = by["epre"]
+    one = dataclasses.replace(ep, wq=ep.wq[:1], wk=ep.wk[:1], shifts=ep.shifts[:1],
+                              expect=ep.expect[:1],
+                              q_th_int=None if ep.q_th_int is None else ep.q_th_int[:1])
+    return by["epre"], by["kv"], by["q"], seq["qkv"], one, rec
+
+
+@pytest.fixture(scope="module")
+def overlap_runs(model):
+    """One simulation: EP + K/V + Q overlapped; a one-head EP beside all K/V tiles; the
+    same block sequential (EP, then the unsplit QKV); EP + K/V with 30 % memory stalls; an
+    EPRE_STORE with nothing in the mask FIFO; an unknown op right after an overlapped EPRE
+    (the run stops with the EPRE still busy), then a good run."""
+    ep, kv, q, qkv, one, rec = _overlap_jobs(model)
+    progs = [build_program(TOY, [ep, kv, q]), build_program(TOY, [one, kv]),
+             build_program(TOY, [ep, qkv]), build_program(TOY, [ep, kv]),
+             build_program(TOY, [one, kv]), build_program(TOY, [ep, kv]),
+             build_program(TOY, [one, kv])]
+    lone = progs[4]
+    lone.image[:32] = np.frombuffer(encode_desc({"op": dcy.OPS["EPRE_STORE"], "count": 3,
+                                                 "dst": 0x1000}), np.uint8)
+    i = next(i for i, d in enumerate(progs[5].descs) if d.get("overlap")) + 1
+    progs[5].image[i * 32] = 99
+    out, _ = rtl_dsc(TOY, progs, stall=[0.0, 0.0, 0.0, 0.3, 0.0, 0.0, 0.0],
+                     run_name="dsc_overlap")
+    return {"jobs": [[ep, kv, q], [one, kv], [ep, qkv], [ep, kv]], "progs": progs,
+            "runs": out, "rec": rec}
+
+
+def test_overlap_bit_exact_and_cycles(overlap_runs):
+    """Overlapped EP is bit-exact (masks, K / V, Q), every descriptor's cycles equal the
+    model, both interlock regimes occur (the 4-head program's stores wait for their runs,
+    the one-head program's does not), and the overlap pays: fewer cycles than the same
+    work in sequence, by at least the hidden EPRE time."""
+    progs, runs, jobs = overlap_runs["progs"], overlap_runs["runs"], overlap_runs["jobs"]
+    mdl = []
+    for prog, run, js in zip(progs[:3], runs[:3], jobs[:3]):
+        _check_run(TOY, prog, run, js)
+        mdl.append(_check_program_cycles(prog, run))
+    assert mdl[0]["epre_wait"] > 0 and mdl[1]["epre_wait"] == 0
+    assert mdl[0]["epre_hidden"] > 0 and mdl[2]["epre_wait"] == 0
+    assert runs[2]["cycles"] - runs[0]["cycles"] >= mdl[0]["epre_hidden"] // 2
+    # the host's discard of the K / V rows EP found unneeded gives golden's projection
+    kv, qkv = jobs[0][1], jobs[2][1]
+    d = kv.b.shape[1] // 2
+    assert not qkv.mask[:, d:].all()            # EP skips some K / V rows here
+    np.testing.assert_array_equal(np.where(qkv.mask[:, d:], kv.expect, kv.base),
+                                  qkv.expect[:, d:])
+
+
+def test_overlap_model_mutations_fail(overlap_runs, monkeypatch):
+    """A model that runs the EPRE in sequence, and one whose interlock does not wait, both
+    miss the RTL's cycles."""
+    prog, run = overlap_runs["progs"][0], overlap_runs["runs"][0]
+    durs = stage_durations(prog.descs, run["stages"], run["cycles"], 64)
+    bodies = [t - dcy.overhead(64) for d, t in zip(prog.descs, durs)
+              if d["op"] == dcy.OPS["GEMM"]]
+    seq = [{**d, "overlap": 0} for d in prog.descs]
+    assert dcy.program_cycles(TOY, seq, 64, bodies)["total"] != run["cycles"]
+    monkeypatch.setattr(dcy, "EPRE_INTERLOCKED", ("END",))
+    assert dcy.program_cycles(TOY, prog.descs, 64, bodies)["total"] != run["cycles"]
+
+
+def test_overlap_stalls_and_bad_store(overlap_runs):
+    """Under 30 % memory stalls the overlapped program is still bit-exact; an EPRE_STORE of
+    more rows than the mask FIFO holds stops the run with ``bad_op``; so does an unknown op
+    while the EPRE runs, and the next run still works."""
+    progs, runs = overlap_runs["progs"], overlap_runs["runs"]
+    _check_run(TOY, progs[3], runs[3], overlap_runs["jobs"][3])
+    assert runs[4]["error"] == 1 << 2
+    # a bad op with the EPRE busy in the background: the run stops; the next run waits for
+    # the EPRE at its first EPRE op and is bit-exact
+    assert runs[5]["error"] == 1 << 2
+    _check_run(TOY, progs[6], runs[6], overlap_runs["jobs"][1])
+    assert runs[6]["cycles"] > runs[1]["cycles"]
+
+
+def test_split_qkv_refuses_a_wrong_record(model):
+    """The K / V discard is checked against golden's record: an altered QKV output is
+    refused with a one-line error."""
+    from exion.errors import ExionError
+    from exion.sim.dsc_program import split_qkv
+    _, _, _, qkv, _, _ = _overlap_jobs(model)
+    bad = GemmJob(qkv.name, qkv.a_parts, qkv.b, qkv.mask, qkv.base, qkv.expect.copy())
+    bad.expect[0, -1] += 1
+    with pytest.raises(ExionError, match="K / V"):
+        split_qkv(TOY, bad)
