@@ -147,16 +147,17 @@ def _check_trace(z, meta, case: BlockCase) -> None:
 
 
 def run_block(cfg: Config, case: BlockCase, *, stall: float = 0.0, seed: int | None = None,
-              waves: bool = False, progress=None, session=None, overlap: bool = True) -> dict:
+              waves: bool = False, progress=None, session=None,
+              ep_schedule: str = "auto") -> dict:
     """Every core segment of ``case`` the DSC runs (LN, EP on the EPRE, its GEMMs, softmax,
     GELU + requant, FFN-Reuse unit: ``sim.dsc_program.block_jobs``) through the Verilated DSC (one program, one run;
     on ``session``'s simulator if given):
     bit-exact check against golden.dsc, cycles per job and descriptor vs the model.
-    ``overlap``: EP's runs beside the K / V projection (``block_jobs``); False: in sequence."""
-    from .dsc_program import block_jobs, build_program, read_results, stage_durations
+    ``ep_schedule``: EP beside the K / V projection or before the Q/K/V product, or the one
+    the cycle model estimates faster (``sim.dsc_program.block_program``)."""
+    from .dsc_program import block_program, read_results, stage_durations
     from .dsc_rtl import rtl_dsc
-    jobs = block_jobs(cfg, case.rec, case.rec_sample, overlap=overlap)
-    prog = build_program(cfg, jobs)
+    jobs, prog, used = block_program(cfg, case.rec, case.rec_sample, ep_schedule)
     if session is not None:      # a DscSession: one simulator for many block iterations
         runs, report = session.run([prog]), {}
     else:
@@ -179,4 +180,4 @@ def run_block(cfg: Config, case: BlockCase, *, stall: float = 0.0, seed: int | N
     return {"pass": not bad and run["error"] == 0, "mismatch": bad, "error": run["error"],
             "cycles": run["cycles"], "passes": run["passes"], "durations": durs,
             "model": model, "estimate": est, "descs": prog.descs, "gemm_cycles": per_job,
-            "jobs": len(jobs), "report": report}
+            "jobs": len(jobs), "report": report, "ep_schedule": used}

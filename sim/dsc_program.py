@@ -38,7 +38,8 @@ from .payload import pack
 __all__ = ["GemmJob", "GeluJob", "SoftmaxJob", "LayerNormJob", "FfnrJob", "PredictJob",
            "epre_job_from_record", "epre_fits",
            "gelu_job_from_record", "softmax_job_from_record", "layernorm_job_from_record",
-           "ffnr_job_from_record", "ffnr_fits", "block_jobs", "split_qkv", "DscProgram",
+           "ffnr_job_from_record", "ffnr_fits", "block_jobs", "split_qkv", "block_program",
+           "EP_SCHEDULES", "DscProgram",
            "jobs_from_record", "build_program", "read_results", "encode_desc", "decode_desc",
            "program_beats", "stage_durations"]
 
@@ -341,6 +342,35 @@ def block_jobs(cfg: Config, rec: dict, sample: int = 0, overlap: bool = True) ->
     if "ln1" in rec and row_fits("ln1", "x"):
         jobs.insert(0, layernorm_job_from_record(cfg, rec, "ln1", sample))
     return jobs
+
+
+EP_SCHEDULES = ("auto", "overlap", "sequential")
+
+
+def block_program(cfg: Config, rec: dict, sample: int = 0, schedule: str = "auto",
+                  bus_bits: int = 64) -> tuple:
+    """A block iteration's jobs and program under an EP ``schedule``: ``overlap`` (EP beside
+    the K / V projection), ``sequential`` (EP, then one Q/K/V product) or ``auto`` **[choice]**:
+    both are built and the one :func:`exion.golden.dsc_cycles.program_cycles` estimates
+    faster is kept (a tie keeps ``sequential``). Overlap pays where the EPRE's runs are
+    longer than the extra tile the split costs (toy's one-selector EPRE: yes; exion16's,
+    16 selectors, 95 cycles a head: no). Returns ``(jobs, program, schedule used)``; without
+    EP in the core both schedules are the same program (``sequential``)."""
+    from exion.golden.dsc_cycles import program_cycles
+    if schedule not in EP_SCHEDULES:
+        raise ExionError(f"EP schedule {schedule!r}: expected one of {', '.join(EP_SCHEDULES)}")
+    built = {}
+    for name in (("overlap", "sequential") if schedule == "auto" else (schedule,)):
+        jobs = block_jobs(cfg, rec, sample, overlap=name == "overlap")
+        built[name] = (jobs, build_program(cfg, jobs, bus_bits))
+    if not any(isinstance(j, GemmJob) and j.overlap for j in built.get("overlap", [[]])[0]):
+        built.pop("overlap", None)
+    if len(built) == 1:
+        name = next(iter(built))
+        return (*built[name], name if name == "overlap" else "sequential")
+    est = {k: program_cycles(cfg, p.descs, bus_bits)["total"] for k, (_, p) in built.items()}
+    name = "overlap" if est["overlap"] < est["sequential"] else "sequential"
+    return (*built[name], name)
 
 
 def split_qkv(cfg: Config, job: GemmJob) -> list[GemmJob]:

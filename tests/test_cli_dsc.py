@@ -47,24 +47,25 @@ def test_replay_must_match_trace(cli_run, trace, tmp_path):
     assert code != 0 and "differs from the replay" in err
 
 
-def test_sim_block_overlap_against_sequential(cli_run, trace, tmp_path):
+def test_sim_block_ep_schedules(cli_run, trace, tmp_path):
     """Toy, block 1 of the dense iteration: the overlapped EP schedule (stages ``kv`` and
-    ``q``) and ``--sequential-ep`` (stage ``qkv``) both pass with cycles == model, and the
-    overlap hides EPRE cycles and is faster."""
+    ``q``) and the sequential one (stage ``qkv``) both pass with cycles == model; the
+    overlap hides EPRE cycles and is faster here, and ``auto`` picks the faster one."""
     r = {}
-    for flag in ("", "--sequential-ep"):
-        out_json = tmp_path / f"r{flag}.json"
+    for sched in ("overlap", "sequential", "auto"):
+        out_json = tmp_path / f"r_{sched}.json"
         code, out, err = cli_run("sim", "block", "--trace", str(trace[0]), "--block", "1",
                                  "--iter", "0", "--seed", "1", "--json", str(out_json),
-                                 *([flag] if flag else []))
+                                 "--ep-schedule", sched)
         assert code == 0 and "PASS" in out, out + err
-        r[flag] = json.loads(out_json.read_text())
-        assert r[flag]["cycles"] == r[flag]["model_cycles"]
-    ov, seq = r[""], r["--sequential-ep"]
+        r[sched] = json.loads(out_json.read_text())
+        assert r[sched]["cycles"] == r[sched]["model_cycles"]
+    ov, seq = r["overlap"], r["sequential"]
     assert {"epre", "kv", "q"} <= set(ov["gemm_cycles"]) and "qkv" not in ov["gemm_cycles"]
-    assert "qkv" in seq["gemm_cycles"] and not seq["overlap"] and ov["overlap"]
+    assert "qkv" in seq["gemm_cycles"] and seq["ep_schedule"] == "sequential"
     assert ov["epre_hidden_cycles"] > 0 and seq["epre_hidden_cycles"] == 0
     assert ov["cycles"] < seq["cycles"]
+    assert r["auto"]["cycles"] == min(ov["cycles"], seq["cycles"])
 
 
 @pytest.mark.long

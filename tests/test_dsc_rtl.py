@@ -806,3 +806,23 @@ def test_split_qkv_refuses_a_wrong_record(model):
     bad.expect[0, -1] += 1
     with pytest.raises(ExionError, match="K / V"):
         split_qkv(TOY, bad)
+
+
+@pytest.mark.parametrize("name", ["toy", "exion16"])
+def test_auto_ep_schedule_takes_the_faster_estimate(model, name):
+    """``auto`` builds both EP schedules and keeps the one the cycle model estimates faster
+    (no RTL: the choice is the host's); an unknown schedule is a one-line error."""
+    from exion.errors import ExionError
+    from exion.sim.dsc_program import block_program
+    cfg = PRESETS[name]
+    rec = block_case(model, META, 1, 0).rec
+    est = {}
+    for sched in ("overlap", "sequential"):
+        jobs, prog, used = block_program(cfg, rec, 0, sched)
+        assert used == sched
+        est[sched] = dcy.program_cycles(cfg, prog.descs, 64)["total"]
+    _, prog, used = block_program(cfg, rec, 0, "auto")
+    assert dcy.program_cycles(cfg, prog.descs, 64)["total"] == min(est.values())
+    assert est[used] == min(est.values())
+    with pytest.raises(ExionError, match="EP schedule"):
+        block_program(cfg, rec, 0, "sometimes")

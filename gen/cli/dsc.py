@@ -20,12 +20,13 @@ def register_sim(ssub) -> None:
                     "projection, FC1, FC2), the softmax, LN2, the GELU + requantisation and "
                     "the FFN-Reuse unit (mask on a dense iteration, FC2 delta input on a "
                     "sparse one) -- as one descriptor program on the Verilated DSC core "
-                    "(hw/dsc.py). EP is overlapped: each head's EPRE run goes on in the "
-                    "background while the SDUE computes the K / V projection tiles (stage "
-                    "'kv', every row; the host then discards the rows EP found unneeded), "
-                    "and the Q projection (stage 'q', dominant rows skipped) follows; "
-                    "--sequential-ep runs EP first and one Q/K/V product after it "
-                    "(stage 'qkv'). Each output is checked bit-exactly against golden/dsc.py; "
+                    "(hw/dsc.py). EP is scheduled by --ep-schedule: 'overlap' runs each "
+                    "head's EPRE in the background while the SDUE computes the K / V "
+                    "projection tiles (stage 'kv', every row; the host then discards the "
+                    "rows EP found unneeded) and the Q projection (stage 'q', dominant rows "
+                    "skipped) after; 'sequential' runs EP first and one Q/K/V product after "
+                    "it (stage 'qkv'); 'auto' takes the one the cycle model estimates "
+                    "faster. Each output is checked bit-exactly against golden/dsc.py; "
                     "prints cycles per stage next to the cycle model (golden/dsc_cycles.py), "
                     "the sparsities used, and PASS or FAIL (exit 1). EP runs on the host "
                     "(golden) only when the block exceeds the DSC's EPRE "
@@ -46,9 +47,10 @@ def register_sim(ssub) -> None:
     b.add_argument("--stall", type=float, default=0.0, metavar="P",
                    help="memory-side stall probability per handshake and cycle, in [0, 1) "
                         "(default: %(default)s: the timing the cycle model describes)")
-    b.add_argument("--sequential-ep", action="store_true",
-                   help="run eager prediction before the Q/K/V projection instead of beside "
-                        "its K / V part (the schedule before the overlap, for comparison)")
+    b.add_argument("--ep-schedule", choices=("auto", "overlap", "sequential"), default="auto",
+                   help="eager prediction beside the K / V projection ('overlap'), before "
+                        "the Q/K/V product ('sequential'), or whichever the cycle model "
+                        "estimates faster (default: %(default)s)")
     add_report(b, flag="--json")
     add_seed(b)
     add_waves(b)
@@ -78,7 +80,7 @@ def cmd_sim_block(args) -> int:
     t0 = time.perf_counter()
     try:
         r = run_block(cfg, case, stall=args.stall, seed=seed, waves=args.waves,
-                      progress=progress, overlap=not args.sequential_ep)
+                      progress=progress, ep_schedule=args.ep_schedule)
     except BenchFailure as e:
         print(f"FAIL: {e}")
         return 1
@@ -96,10 +98,10 @@ def cmd_sim_block(args) -> int:
     print(f"  {'total':<10} {r['cycles']:>9}  model {r['model']['total']} (engine measured), "
           f"{r['estimate']['total']} (estimated); SDUE passes {r['passes']}")
     mo = r["model"]
-    if mo["epre_wait"] or mo["epre_hidden"]:
-        print(f"  EP overlapped: EPRE busy {mo['epre_wait'] + mo['epre_hidden']} cycles, "
-              f"{mo['epre_hidden']} hidden behind K / V, {mo['epre_wait']} waited for "
-              f"(cycle model)")
+    print(f"  EP schedule {r['ep_schedule']}" + (
+        f": EPRE busy {mo['epre_wait'] + mo['epre_hidden']} cycles, {mo['epre_hidden']} "
+        f"hidden behind K / V, {mo['epre_wait']} waited for (cycle model)"
+        if r["ep_schedule"] == "overlap" else ""))
     status = "PASS" if r["pass"] and (args.stall or r["model"]["total"] == r["cycles"]) \
         else "FAIL"
     if r["mismatch"]:
@@ -118,7 +120,7 @@ def cmd_sim_block(args) -> int:
                                "gemm_cycles": r["gemm_cycles"], "passes": r["passes"],
                                "ffn_sparsity": float(ffn[0][1]) if ffn else 0.0,
                                "ep_sparsity": float(ep[0][1]) if ep else 0.0,
-                               "overlap": not args.sequential_ep,
+                               "ep_schedule": r["ep_schedule"],
                                "epre_wait_cycles": r["model"]["epre_wait"],
                                "epre_hidden_cycles": r["model"]["epre_hidden"],
                                "mismatch": r["mismatch"], "sim_wall_seconds": wall})
@@ -188,7 +190,7 @@ def cmd_generate(args) -> int:
     from exion.golden import dsc as gdsc
     from exion.golden.dsc_cycles import program_cycles
     from exion.sim.dsc_block import BlockCase, run_block, sample_loop
-    from exion.sim.dsc_program import block_jobs, build_program
+    from exion.sim.dsc_program import block_program
     from exion.sim.dsc_rtl import DscSession
     from exion.workloads.dit import DiT, Exion, check_guidance, sample
     from exion.workloads.weights import load_weights
@@ -225,7 +227,7 @@ def cmd_generate(args) -> int:
                     failures.append((it, i, smp, r["mismatch"][:3], r["error"]))
                 cyc += r["cycles"]
             else:
-                prog = build_program(cfg, block_jobs(cfg, rec, smp))
+                prog = block_program(cfg, rec, smp)[1]
                 cyc += program_cycles(cfg, prog.descs, prog.bus_bits)["total"]
         per_it.setdefault(it, {"dense": dense, "cycles": 0})["cycles"] += int(cyc)
         _bar(it * depth + i + 1, args.steps * depth, f"step {it + 1}/{args.steps}")
