@@ -11,7 +11,8 @@ op              body cycles
 ==============  ============================================================================
 END             0 (``busy`` falls with ``DECODE``)
 IMEM/GMEM/OMEM  ``count * per + 2`` (command, one beat per cycle, the last item's write);
-_LOAD           1 if ``count == 0``. ``per`` = beats per item (:func:`item_beats`)
+_LOAD           1 if ``count == 0``. ``per`` = beats per item (:func:`item_beats`; a
+                ``bcast`` OMEM_LOAD: ``obc``)
 OMEM_STORE      ``count * (2 + per_omem) + 2`` (per address: OMEM read, latch, beats; then
                 the last response); 1 if ``count == 0``
 GEMM            ``count * per_mask + 2`` while the engine takes the mask at full rate, then
@@ -74,13 +75,15 @@ _NAMES = {v: k for k, v in OPS.items()}
 
 def item_beats(cfg: Config, bus_bits: int) -> dict:
     """Bus beats per item (hw/dsc.py ``item_beats``): an operand word (L 16-bit
-    containers), an OMEM address (R 64-bit containers), a mask beat (``hw.cau.mask_layout``
+    containers), an OMEM address (R A-bit results packed; ``obc``: one broadcast result),
+    a mask beat (``hw.cau.mask_layout``
     with the runtime sort bit: R * cols_per_cycle cv bits, last, 16-bit block, ways, sort),
     an accumulator word (L 64-bit containers), a softmax word (L 16-bit logits + L keep
     bits)."""
     mbits = cfg.rows * CAU_COLS_PER_CYCLE + 1 + 16 + cfg.merge_ways.bit_length() + 1
     return {"word": math.ceil(16 * cfg.lanes / bus_bits),
-            "omem": math.ceil(64 * cfg.rows / bus_bits),
+            "omem": math.ceil(cfg.acc_width * cfg.rows / bus_bits),
+            "obc": math.ceil(cfg.acc_width / bus_bits),
             "mask": math.ceil(mbits / bus_bits),
             "acc": math.ceil(64 * cfg.lanes / bus_bits),
             "smx": math.ceil(17 * cfg.lanes / bus_bits),
@@ -298,7 +301,8 @@ def descriptor_cycles(cfg: Config, d: dict, bus_bits: int = 64,
     if op == "END":
         body = 0
     elif op in ("IMEM_LOAD", "GMEM_LOAD", "OMEM_LOAD", "EPRE_XLOAD", "EPRE_WLOAD"):
-        per = {"OMEM_LOAD": ib["omem"], "EPRE_XLOAD": ib["eword"],
+        per = {"OMEM_LOAD": ib["obc"] if int(d.get("bcast", 0)) else ib["omem"],
+               "EPRE_XLOAD": ib["eword"],
                "EPRE_WLOAD": ib["eword"]}.get(op, ib["word"])
         body = n * per + 2 if n else 1
     elif op == "OMEM_STORE":

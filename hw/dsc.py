@@ -17,6 +17,7 @@ bits       field       meaning
 8..15      stage       shown on ``ctrl.stage`` while the descriptor runs (host's label)
 16         accumulate  GEMM: add into OMEM (FFN-Reuse's delta FC2 on the cached Y_d)
 17         overlap     EPRE: run in the background (its mask rows into the mask FIFO)
+17         bcast       OMEM_LOAD: one result per item, written to all R rows of the address
 32..63     count       items: words (loads), mask beats (GEMM), OMEM addresses (store),
                       accumulator words (GELU), input words (SOFTMAX, LAYERNORM, FFNR)
 64..95     src         byte address of the first beat read (loads, GEMM, GELU, ...)
@@ -73,8 +74,10 @@ units' ``k_max`` (issue 16); the host keeps anything larger.
 
 Item formats (the host lays them out; ``D`` = bus bits): an operand word (L elements) is
 ``L`` 16-bit little-endian containers (each the sign-extended W-bit element) in
-``ceil(16 L / D)`` beats; an OMEM address is R results in 64-bit containers (sign-extended
-A bits) in ``ceil(64 R / D)`` beats; a mask beat is the ``hw.cau.mask_layout`` value in
+``ceil(16 L / D)`` beats; an OMEM address is R A-bit results packed densely (result r at
+bits ``r A``, two's complement) in ``ceil(A R / D)`` beats, or with ``bcast`` one A-bit
+result in ``ceil(A / D)`` beats that OMEM_LOAD writes to all R rows (a row-constant preload:
+a bias, or zeros); a mask beat is the ``hw.cau.mask_layout`` value in
 ``ceil(bits / D)`` beats. IMEM_LOAD writes word ``i`` to bank ``i mod R``; GMEM_LOAD and
 OMEM_LOAD write one word / address per item. A GEMM descriptor sets the engine's ``setup``,
 streams its mask beats and waits until the engine is idle. A GELU descriptor streams
@@ -120,8 +123,8 @@ from .ffnr import FFNR, FfnrOp
 from .gemm import SparseGemm
 from .memif import dsc_control_signature, mem_master_signature
 
-__all__ = ["DscCore", "ERROR_FLAGS", "OPS", "EPRE_INTERLOCKED", "GELU_FIELDS", "ROW_FIELDS", "FFNR_FIELDS",
-           "DESC_BYTES", "EPRE_RUN_LSB", "item_beats", "dsc_epre_sizes",
+__all__ = ["DscCore", "ERROR_FLAGS", "OPS", "EPRE_INTERLOCKED", "GELU_FIELDS", "ROW_FIELDS",
+           "FFNR_FIELDS", "DESC_BYTES", "EPRE_RUN_LSB", "item_beats", "dsc_epre_sizes",
            "dsc_ffnr_sizes"]
 
 #: error bit -> (name, meaning); the register map lists these.
@@ -176,7 +179,8 @@ def dsc_epre_sizes(cfg: Config) -> EpreSizes:
 
 
 def item_beats(cfg: Config, bus_bits: int) -> dict:
-    """Bus beats per item: operand word, OMEM address (R results), mask beat, accumulator
+    """Bus beats per item: operand word, OMEM address (R results, packed A-bit), one broadcast
+    OMEM result (``obc``), mask beat, accumulator
     word (L results in 64-bit containers, the GELU op's input), softmax word (L 16-bit
     Q.11 logits, then L keep bits: the SOFTMAX op's input), EPRE word (Le 16-bit
     containers: the EPRE loads' input), EPRE mask item (``hw.epre.mask_layout``: row,
@@ -184,7 +188,8 @@ def item_beats(cfg: Config, bus_bits: int) -> dict:
     mbits = mask_layout(cfg, CAU_COLS_PER_CYCLE, True).size
     ebits = epre_mask_layout(dsc_epre_sizes(cfg)).size
     return {"word": math.ceil(16 * cfg.lanes / bus_bits),
-            "omem": math.ceil(64 * cfg.rows / bus_bits),
+            "omem": math.ceil(cfg.acc_width * cfg.rows / bus_bits),
+            "obc": math.ceil(cfg.acc_width / bus_bits),
             "mask": math.ceil(mbits / bus_bits),
             "acc": math.ceil(64 * cfg.lanes / bus_bits),
             "smx": math.ceil(17 * cfg.lanes / bus_bits),
@@ -270,6 +275,7 @@ class DscCore(wiring.Component):
         s.op, s.stage = desc[0:8], desc[8:16]
         s.count, s.src, s.dst = desc[32:64], desc[64:96], desc[96:128]
         s.ubase, s.glen, s.gstride = desc[128:160], desc[160:176], desc[176:192]
+        s.bcast = desc[17]              # OMEM_LOAD (EPRE: ``overlap``, the same bit)
         s.pc = Signal(32, name="pc")
         m.d.comb += self.stage.eq(s.stage)
 
@@ -340,7 +346,8 @@ class DscCore(wiring.Component):
             gemm.omem_w.addr.eq(uaddr),
             gemm.imem_w.data.as_value().eq(Cat(word for _ in range(R))),
             gemm.gmem_w.data.as_value().eq(word),
-            gemm.omem_w.data.as_value().eq(Cat(asm[64 * r:64 * r + A] for r in range(R))),
+            gemm.omem_w.data.as_value().eq(Mux(s.bcast, Cat(asm[:A] for _ in range(R)),
+                                               asm[:A * R])),
             gemm.mask.payload.as_value().eq(asm[:len(gemm.mask.payload.as_value())]),
         ]
         advance = Signal(name="advance")
@@ -362,7 +369,7 @@ class DscCore(wiring.Component):
     def _write_engine(self, m, s):
         """``OMEM_STORE``: write commands and their responses; the data side (its own burst
         bookkeeping, the same split as the commands) sends ``sbuf`` beat by beat."""
-        mem, D, BB, R = self.mem, s.D, s.BB, self.cfg.rows
+        mem, D, BB = self.mem, s.D, s.BB
         s.wr_addr = Signal(32, name="wr_addr")
         s.wr_left = Signal(40, name="wr_left")
         s.wr_go = Signal(name="wr_go")
@@ -386,7 +393,7 @@ class DscCore(wiring.Component):
         s.d_addr = Signal(32, name="wd_addr")
         s.d_left = Signal(40, name="wd_left")
         s.d_burst = Signal(9, name="wd_burst")     # beats left in the current burst
-        s.sbuf = Signal(R * 64, name="sbuf")
+        s.sbuf = Signal(s.ib["omem"] * D, name="sbuf")
         s.sbeat = Signal(range(max(2, s.ib["omem"])), name="sbeat")
         s.sa = Signal(32, name="store_addr")
         dblen = Signal(9, name="wd_blen")
@@ -463,8 +470,9 @@ class DscCore(wiring.Component):
                 m.d.sync += s.per.eq(ib["word"])
                 m.next = "LOAD"
             with m.Case(OPS["OMEM_LOAD"]):
-                self._load_items(m, s, count * ib["omem"])
-                m.d.sync += s.per.eq(ib["omem"])
+                per = Mux(s.bcast, ib["obc"], ib["omem"])
+                self._load_items(m, s, count * per)
+                m.d.sync += s.per.eq(per)
                 m.next = "LOAD"
             with m.Case(OPS["GEMM"]):
                 self._load_items(m, s, count * ib["mask"])
@@ -551,8 +559,7 @@ class DscCore(wiring.Component):
         with m.State("ST_ADDR"):
             m.next = "ST_LATCH"
         with m.State("ST_LATCH"):
-            m.d.sync += [s.sbuf.eq(Cat(_sext(Value.cast(s.gemm.omem_r.data[r]), 64)
-                                       for r in range(R))),
+            m.d.sync += [s.sbuf.eq(Cat(s.gemm.omem_r.data[r] for r in range(R))),
                          s.sbeat.eq(0)]
             m.next = "ST_SEND"
         with m.State("ST_SEND"):

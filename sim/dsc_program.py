@@ -47,6 +47,7 @@ _FIELDS = (  # name, lsb, bits (hw/dsc.py's descriptor table)
     ("op", 0, 8), ("stage", 8, 8), ("accumulate", 16, 1), ("count", 32, 32),
     ("src", 64, 32), ("dst", 96, 32), ("ubase", 128, 32), ("glen", 160, 16),
     ("gstride", 176, 16), ("kwords", 192, 16), ("ncols", 208, 16), ("regions", 224, 8),
+    ("bcast", 17, 1),
 )
 _GELU_OP, _SOFTMAX_OP, _LAYERNORM_OP, _FFNR_OP = 6, 7, 8, 9
 #: the GELU op's fields in place of kwords / ncols / regions (hw/dsc.py ``GELU_FIELDS``)
@@ -456,6 +457,24 @@ def _words(cfg, words: np.ndarray, per_bytes: int) -> np.ndarray:
     return out
 
 
+def _packed(vals: np.ndarray, bits: int, per_bytes: int) -> np.ndarray:
+    """(n, k) values -> n items of ``per_bytes``: value j at bits ``j * bits`` (two's
+    complement, little-endian; the OMEM item format)."""
+    v = np.asarray(vals, np.int64) & ((1 << bits) - 1)
+    n, k = v.shape
+    b = ((v[..., None] >> np.arange(bits)) & 1).astype(np.uint8).reshape(n, k * bits)
+    out = np.zeros((n, per_bytes * 8), np.uint8)
+    out[:, :k * bits] = b
+    return np.packbits(out, axis=1, bitorder="little")
+
+
+def _unpacked(raw: np.ndarray, bits: int, k: int) -> np.ndarray:
+    """The inverse of :func:`_packed`: (n, per_bytes) items -> (n, k) signed values."""
+    b = np.unpackbits(raw, axis=1, bitorder="little")[:, :k * bits].astype(np.int64)
+    v = (b.reshape(raw.shape[0], k, bits) << np.arange(bits)).sum(axis=2)
+    return np.where(v >= 1 << (bits - 1), v - (1 << bits), v)
+
+
 def _results(vals: np.ndarray, per_bytes: int) -> np.ndarray:
     n = vals.shape[0]
     out = np.zeros((n, per_bytes), np.uint8)
@@ -553,8 +572,14 @@ def _gemm_descs(cfg: Config, job: GemmJob, groups: list, data: _Image, ib: dict,
                       "src": data.alloc(len(g_addrs) * wbytes, _words(cfg, gw, wbytes)),
                       "glen": kw, "gstride": 1 << kb})
         n_om = t.omem.shape[0]
-        descs.append({"op": OPS["OMEM_LOAD"], "count": n_om, "glen": 0xFFFF,
-                      "src": data.alloc(n_om * obytes, _results(t.omem, obytes))})
+        A = cfg.acc_width
+        if (t.omem == t.omem[:, :1]).all():     # a row-constant preload: one result each
+            cb = ib["obc"] * bb
+            descs.append({"op": OPS["OMEM_LOAD"], "count": n_om, "glen": 0xFFFF, "bcast": 1,
+                          "src": data.alloc(n_om * cb, _packed(t.omem[:, :1], A, cb))})
+        else:
+            descs.append({"op": OPS["OMEM_LOAD"], "count": n_om, "glen": 0xFFFF,
+                          "src": data.alloc(n_om * obytes, _packed(t.omem, A, obytes))})
         for plan in plans:
             pt = plan[ti]
             i_addrs = sorted(pt.imem)
@@ -805,7 +830,7 @@ def read_results(cfg: Config, prog: DscProgram, image: np.ndarray) -> list[np.nd
         omems = []
         for addr, n in st:
             raw = np.asarray(image[addr:addr + n * obytes], np.uint8).reshape(n, obytes)
-            omems.append(raw[:, :8 * cfg.rows].copy().view("<i8").astype(np.int64))
+            omems.append(_unpacked(raw, cfg.acc_width, cfg.rows))
         outs.append(assemble(cfg, case, tiles, omems))
     return outs
 
@@ -841,7 +866,9 @@ def program_beats(cfg: Config, prog: DscProgram) -> int:
         if d["op"] != OPS["FFNR"]:
             return 0
         return 2 * d["count"] * ib["word"] if d.get("sparse") else d.get("aux", 0) * ib["mask"]
-    return sum(desc_beats + extra(d) +
-               (0 if d.get("overlap") else d.get("count", 0) * per.get(d["op"], 0))
-               for d in prog.descs)
+    def item(d):      # an overlapped EPRE writes nothing (EPRE_STORE does); bcast: 1 result
+        if d.get("overlap"):
+            return 0
+        return ib["obc"] if d["op"] == OPS["OMEM_LOAD"] and d.get("bcast") else per.get(d["op"], 0)
+    return sum(desc_beats + extra(d) + d.get("count", 0) * item(d) for d in prog.descs)
 

@@ -145,12 +145,12 @@ def test_generate_guided_batch_runs_both_copies(cli_run, tmp_path, monkeypatch):
     with --guidance 1 one program per block iteration."""
     from exion.sim import dsc_program
     seen = []
-    real = dsc_program.block_jobs
+    real = dsc_program.block_program
 
-    def spy(cfg, rec, sample=0):
+    def spy(cfg, rec, sample=0, *args, **kw):
         seen.append(sample)
-        return real(cfg, rec, sample)
-    monkeypatch.setattr(dsc_program, "block_jobs", spy)
+        return real(cfg, rec, sample, *args, **kw)
+    monkeypatch.setattr(dsc_program, "block_program", spy)
     for w, runs in (("2", 2), ("1", 1)):
         seen.clear()
         out = tmp_path / f"g{w}.png"

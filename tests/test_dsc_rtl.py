@@ -37,8 +37,10 @@ def test_model_constants_agree_with_hw(name, bus):
 
 def test_descriptor_roundtrip():
     d = {"op": 4, "stage": 7, "accumulate": 1, "count": 123, "src": 0x1000, "dst": 0x2000,
-         "ubase": 5, "glen": 3, "gstride": 128, "kwords": 16, "ncols": 64, "regions": 4}
+         "ubase": 5, "glen": 3, "gstride": 128, "kwords": 16, "ncols": 64, "regions": 4,
+         "bcast": 0}
     assert decode_desc(encode_desc(d)) == d
+    assert decode_desc(encode_desc({**d, "op": 3, "bcast": 1}))["bcast"] == 1
 
 
 def _check_run(cfg, prog, run, jobs):
@@ -120,6 +122,15 @@ def test_sparse_products_bit_exact_and_cycles(runs):
     assert abs(est - run["cycles"]) <= 0.05 * run["cycles"]
     # mutation: a model one cycle off per fetch must not match
     assert dcy.program_cycles(TOY, prog.descs, 32, bodies)["total"] != run["cycles"]
+
+
+def test_both_omem_preload_kinds_ran(runs):
+    """The bit-exact runs above load OMEM both ways: broadcast items (a row-constant base:
+    zeros or a bias) and packed R-result items (the delta job's random base)."""
+    loads = [d for p in runs["progs"] for d in p.descs if d["op"] == dcy.OPS["OMEM_LOAD"]]
+    assert {int(d.get("bcast", 0)) for d in loads} == {0, 1}
+    delta = [d for d in runs["progs"][4].descs if d["op"] == dcy.OPS["OMEM_LOAD"]]
+    assert not any(d.get("bcast") for d in delta)
 
 
 def test_stalls_and_mutations(runs):
