@@ -319,9 +319,10 @@ def ffn(cfg: Config, h, bw: BlockWeights, ex, st: dict, dense: bool, stats: dict
     bias1 = np.rint(bw.fc1_b / (sx * sw1)).astype(np.int64)
     sparse = ex.ffn_reuse and not dense and "mask" in st
     fc1_mask = st["mask"] if sparse else None
+    # the bias is preloaded everywhere, also where a sparse iteration's mask is 0
+    # **[choice]**: one broadcast value per column (the DSC's OMEM_LOAD ``bcast``); those
+    # outputs keep the bias and are replaced by H_d below, so the block output is the same
     base1 = np.broadcast_to(bias1, xq.shape[:-1] + (qw1.shape[1],))
-    if sparse:
-        base1 = np.where(fc1_mask, base1, 0)
     acc = _gemm(rec, "fc1", xq, qw1, fc1_mask, base1)
     s_acc = (sx * sw1)[:, 0, 0]
     if dense or "s_h" not in st:
