@@ -75,13 +75,15 @@ _NAMES = {v: k for k, v in OPS.items()}
 
 def item_beats(cfg: Config, bus_bits: int) -> dict:
     """Bus beats per item (hw/dsc.py ``item_beats``): an operand word (L 16-bit
-    containers), an OMEM address (R A-bit results packed; ``obc``: one broadcast result),
+    containers; ``oword``: packed W-bit, the IMEM / GMEM loads' item), an OMEM address (R
+    A-bit results packed; ``obc``: one broadcast result),
     a mask beat (``hw.cau.mask_layout``
     with the runtime sort bit: R * cols_per_cycle cv bits, last, 16-bit block, ways, sort),
     an accumulator word (L 64-bit containers), a softmax word (L 16-bit logits + L keep
     bits)."""
     mbits = cfg.rows * CAU_COLS_PER_CYCLE + 1 + 16 + cfg.merge_ways.bit_length() + 1
     return {"word": math.ceil(16 * cfg.lanes / bus_bits),
+            "oword": math.ceil(cfg.width * cfg.lanes / bus_bits),
             "omem": math.ceil(cfg.acc_width * cfg.rows / bus_bits),
             "obc": math.ceil(cfg.acc_width / bus_bits),
             "mask": math.ceil(mbits / bus_bits),
@@ -303,7 +305,7 @@ def descriptor_cycles(cfg: Config, d: dict, bus_bits: int = 64,
     elif op in ("IMEM_LOAD", "GMEM_LOAD", "OMEM_LOAD", "EPRE_XLOAD", "EPRE_WLOAD"):
         per = {"OMEM_LOAD": ib["obc"] if int(d.get("bcast", 0)) else ib["omem"],
                "EPRE_XLOAD": ib["eword"],
-               "EPRE_WLOAD": ib["eword"]}.get(op, ib["word"])
+               "EPRE_WLOAD": ib["eword"]}.get(op, ib["oword"])
         body = n * per + 2 if n else 1
     elif op == "OMEM_STORE":
         body = n * (2 + ib["omem"]) + 2 if n else 1

@@ -74,7 +74,8 @@ units' ``k_max`` (issue 16); the host keeps anything larger.
 
 Item formats (the host lays them out; ``D`` = bus bits): an operand word (L elements) is
 ``L`` 16-bit little-endian containers (each the sign-extended W-bit element) in
-``ceil(16 L / D)`` beats; an OMEM address is R A-bit results packed densely (result r at
+``ceil(16 L / D)`` beats, except that IMEM_LOAD and GMEM_LOAD take it packed (element l at
+bits ``l W``, ``ceil(W L / D)`` beats); an OMEM address is R A-bit results packed densely (result r at
 bits ``r A``, two's complement) in ``ceil(A R / D)`` beats, or with ``bcast`` one A-bit
 result in ``ceil(A / D)`` beats that OMEM_LOAD writes to all R rows (a row-constant preload:
 a bias, or zeros); a mask beat is the ``hw.cau.mask_layout`` value in
@@ -179,7 +180,8 @@ def dsc_epre_sizes(cfg: Config) -> EpreSizes:
 
 
 def item_beats(cfg: Config, bus_bits: int) -> dict:
-    """Bus beats per item: operand word, OMEM address (R results, packed A-bit), one broadcast
+    """Bus beats per item: operand word (16-bit containers; ``oword``: packed W-bit, the
+    IMEM / GMEM loads' item), OMEM address (R results, packed A-bit), one broadcast
     OMEM result (``obc``), mask beat, accumulator
     word (L results in 64-bit containers, the GELU op's input), softmax word (L 16-bit
     Q.11 logits, then L keep bits: the SOFTMAX op's input), EPRE word (Le 16-bit
@@ -188,6 +190,7 @@ def item_beats(cfg: Config, bus_bits: int) -> dict:
     mbits = mask_layout(cfg, CAU_COLS_PER_CYCLE, True).size
     ebits = epre_mask_layout(dsc_epre_sizes(cfg)).size
     return {"word": math.ceil(16 * cfg.lanes / bus_bits),
+            "oword": math.ceil(cfg.width * cfg.lanes / bus_bits),
             "omem": math.ceil(cfg.acc_width * cfg.rows / bus_bits),
             "obc": math.ceil(cfg.acc_width / bus_bits),
             "mask": math.ceil(mbits / bus_bits),
@@ -337,7 +340,7 @@ class DscCore(wiring.Component):
         s.gb = gb = Signal(32, name="gbase")
         uaddr = Signal(32, name="uaddr")
         m.d.comb += uaddr.eq(s.ubase + gb + off)
-        word = Cat(asm[16 * lane:16 * lane + W] for lane in range(L))
+        word = asm[:W * L]              # IMEM_LOAD / GMEM_LOAD: a packed operand word
         is_imem = s.op == OPS["IMEM_LOAD"]
         is_ex = s.op == OPS["EPRE_XLOAD"]
         U = self.cfg.dsc_epre_dims[3]
@@ -466,8 +469,8 @@ class DscCore(wiring.Component):
                 m.d.sync += [self.busy.eq(0), self.done.eq(1)]
                 m.next = "IDLE"
             with m.Case(OPS["IMEM_LOAD"], OPS["GMEM_LOAD"]):
-                self._load_items(m, s, count * ib["word"])
-                m.d.sync += s.per.eq(ib["word"])
+                self._load_items(m, s, count * ib["oword"])
+                m.d.sync += s.per.eq(ib["oword"])
                 m.next = "LOAD"
             with m.Case(OPS["OMEM_LOAD"]):
                 per = Mux(s.bcast, ib["obc"], ib["omem"])

@@ -553,7 +553,7 @@ def _gemm_descs(cfg: Config, job: GemmJob, groups: list, data: _Image, ib: dict,
     """A GEMM job's tiles: per tile one descriptor group (GMEM_LOAD, OMEM_LOAD, per input
     part IMEM_LOAD + GEMM, OMEM_STORE) appended to ``groups``; returns the store entry."""
     from exion.hw.dsc import OPS
-    wbytes, obytes, mbytes = ib["word"] * bb, ib["omem"] * bb, ib["mask"] * bb
+    wbytes, obytes, mbytes = ib["oword"] * bb, ib["omem"] * bb, ib["mask"] * bb
     cases = [GemmCase(a, job.b, job.mask, prev=job.base, accumulate=True, name=job.name)
              for a in job.a_parts]
     plans = [plan_tiles(cfg, c) for c in cases]
@@ -569,7 +569,7 @@ def _gemm_descs(cfg: Config, job: GemmJob, groups: list, data: _Image, ib: dict,
             raise ExionError("GMEM layout is not column-major slots")
         gw = np.stack([t.gmem[a] for a in g_addrs])
         descs.append({"op": OPS["GMEM_LOAD"], "count": len(g_addrs),
-                      "src": data.alloc(len(g_addrs) * wbytes, _words(cfg, gw, wbytes)),
+                      "src": data.alloc(len(g_addrs) * wbytes, _packed(gw, cfg.width, wbytes)),
                       "glen": kw, "gstride": 1 << kb})
         n_om = t.omem.shape[0]
         A = cfg.acc_width
@@ -587,7 +587,8 @@ def _gemm_descs(cfg: Config, job: GemmJob, groups: list, data: _Image, ib: dict,
                 raise ExionError("IMEM layout is not contiguous")
             iw = np.stack([pt.imem[a] for a in i_addrs]).reshape(-1, cfg.lanes)
             descs.append({"op": OPS["IMEM_LOAD"], "count": iw.shape[0], "glen": 0xFFFF,
-                          "src": data.alloc(iw.shape[0] * wbytes, _words(cfg, iw, wbytes))})
+                          "src": data.alloc(iw.shape[0] * wbytes,
+                                            _packed(iw, cfg.width, wbytes))})
             raw = b"".join(pack(mlay, beat).to_bytes(mbytes, "little") for beat in pt.beats)
             rows = pt.rows[pt.rows >= 0]
             passes = conmerge(cfg, job.mask[rows][:, pt.cols]).n_passes
@@ -854,7 +855,7 @@ def program_beats(cfg: Config, prog: DscProgram) -> int:
     """Bus beats the program moves (descriptor fetches included)."""
     from exion.hw.dsc import OPS, item_beats
     ib = item_beats(cfg, prog.bus_bits)
-    per = {OPS["IMEM_LOAD"]: ib["word"], OPS["GMEM_LOAD"]: ib["word"],
+    per = {OPS["IMEM_LOAD"]: ib["oword"], OPS["GMEM_LOAD"]: ib["oword"],
            OPS["OMEM_LOAD"]: ib["omem"], OPS["GEMM"]: ib["mask"], OPS["OMEM_STORE"]: ib["omem"],
            OPS["GELU"]: ib["acc"] + ib["word"], OPS["SOFTMAX"]: ib["smx"] + ib["word"],
            OPS["LAYERNORM"]: 2 * ib["word"], OPS["FFNR"]: ib["word"],
@@ -866,6 +867,7 @@ def program_beats(cfg: Config, prog: DscProgram) -> int:
         if d["op"] != OPS["FFNR"]:
             return 0
         return 2 * d["count"] * ib["word"] if d.get("sparse") else d.get("aux", 0) * ib["mask"]
+
     def item(d):      # an overlapped EPRE writes nothing (EPRE_STORE does); bcast: 1 result
         if d.get("overlap"):
             return 0
