@@ -573,7 +573,9 @@ def _gemm_descs(cfg: Config, job: GemmJob, groups: list, data: _Image, ib: dict,
                       "glen": kw, "gstride": 1 << kb})
         n_om = t.omem.shape[0]
         A = cfg.acc_width
-        if (t.omem == t.omem[:, :1]).all():     # a row-constant preload: one result each
+        real = (t.rows.reshape(-1, cfg.rows) >= 0)[np.arange(n_om) // t.setup["ncols"]]
+        if ((t.omem == t.omem[:, :1]) | ~real).all():   # row-constant over the real rows
+            # one result each (the padding rows past M get it too; they are never read)
             cb = ib["obc"] * bb
             descs.append({"op": OPS["OMEM_LOAD"], "count": n_om, "glen": 0xFFFF, "bcast": 1,
                           "src": data.alloc(n_om * cb, _packed(t.omem[:, :1], A, cb))})

@@ -516,7 +516,8 @@ def test_ffnr_jobs_in_block(model):
 
 @pytest.mark.parametrize("bus", [32, 128])
 def test_unit_ops_other_buses_pysim(bus):
-    """GELU, SOFTMAX, LAYERNORM, FFNR (dense and sparse) and EPRE on a 32- and a 128-bit bus, in
+    """GELU, SOFTMAX, LAYERNORM, FFNR (dense and sparse), EPRE (also overlapped with a small
+    GEMM) and a GEMM with a broadcast OMEM preload on a 32- and a 128-bit bus, in
     Amaranth's simulator (no Verilator build of those widths): bit-exact, and every
     descriptor's cycles equal the model -- its ``per_word > 1``, ``per_in > per_word`` and
     ``per_mask != P / Q`` branches, which the 64-bit toy build does not reach."""
@@ -544,10 +545,11 @@ def test_unit_ops_other_buses_pysim(bus):
                 rng.integers(-2047, 2048, (9, 3)), 0.4, q_th=50),
             _pj("epre_ov", rng.integers(-2047, 2048, (5, 6)), rng.integers(-2047, 2048, (6, 2)),
                 rng.integers(-2047, 2048, (6, 2)), 0.5),
-            _small_gemm(rng, overlap=True)]
+            _small_gemm(rng, overlap=True), _small_gemm(rng, row_constant=True)]
     jobs[4].expect = _gelu_expect(jobs[4])
     prog = build_program(TOY, jobs, bus_bits=bus)
     assert any(d.get("overlap") for d in prog.descs)
+    assert {d.get("bcast", 0) for d in prog.descs if d["op"] == dcy.OPS["OMEM_LOAD"]} == {0, 1}
     run = pysim_dsc(TOY, prog)
     assert run["error"] == 0
     for j, o in zip(jobs, read_results(TOY, prog, run["image"])):
@@ -555,11 +557,13 @@ def test_unit_ops_other_buses_pysim(bus):
     _check_program_cycles(prog, run, bus)
 
 
-def _small_gemm(rng, overlap=False):
-    """A small dense product (W-bit operands, an accumulator-scale base)."""
+def _small_gemm(rng, overlap=False, row_constant=False):
+    """A small dense product (W-bit operands, an accumulator-scale base: random, or the same
+    in every row -- a bias, preloaded by broadcast)."""
     a = rng.integers(-2047, 2048, (5, 8))
     b = rng.integers(-2047, 2048, (8, 6))
-    base = rng.integers(-10**5, 10**5, (5, 6))
+    base = rng.integers(-10**5, 10**5, (1 if row_constant else 5, 6)).repeat(
+        5 if row_constant else 1, axis=0)
     return GemmJob("small", [a], b, np.ones((5, 6), bool), base, base + a @ b, overlap=overlap)
 
 
