@@ -1,0 +1,131 @@
+"""Where a DSC block iteration's cycles go (issue 16): the cycle model of the core's program.
+
+For one block iteration of the digits DiT (block 1 of a 6-step run, seed 7: FFN-Reuse N = 2,
+s = 0.8, EP k = 0.5; the dense iteration 0 and the sparse iteration 1), on ``toy`` and
+``exion16``, this builds the program the host gives the DSC core (``sim.dsc_program.
+block_program``) for each EP schedule (``overlap``: the EPRE beside the K / V projection;
+``sequential``) and each memory-port width (32 .. 256 bits), and reports
+``golden.dsc_cycles.program_cycles``: total cycles, cycles per op kind (the gemm engine's
+part is the model's estimate, within 5 % of the RTL on these blocks, ``docs/dsc.md``
+section 3; everything else is exact), the beats moved and the schedule ``auto`` picks.
+The same programs run on the Verilated core with ``exion sim block`` (``docs/dsc.md``
+section 4 has the RTL figures). No RTL runs here: a few seconds.
+
+A port width whose GELU timing the model does not cover (toy at 256 bits: an accumulator
+word fits one beat, the output side becomes the bound) is reported as not modelled.
+
+Writes ``build/bench/dsc.json`` and ``build/bench/dsc.png`` (stacked cycles per op kind,
+per config and port width, the ``auto`` schedule, dense iteration). Run:
+``.venv/bin/python bench/perf_dsc.py [--buses 32 64 128 256]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from exion import PRESETS
+from exion.errors import ExionError
+from exion.paths import build_root
+
+META = {"steps": 6, "samples": 1, "seed": 7,
+        "exion": {"ffn_reuse": True, "n": 2, "s": 0.8, "ep": True, "k": 0.5, "quant": True}}
+#: op kinds drawn in the plot, bottom to top (the rest is "other")
+KINDS = ("GMEM_LOAD", "IMEM_LOAD", "OMEM_LOAD", "OMEM_STORE", "GEMM", "GELU", "FFNR",
+         "EPRE_XLOAD", "EPRE_WLOAD", "EPRE_STORE")
+
+
+def measure(buses) -> dict:
+    from exion.golden.dsc_cycles import program_cycles
+    from exion.sim.dsc_block import block_case
+    from exion.sim.dsc_program import block_program, program_beats
+    from exion.workloads.dit import DiT
+    from exion.workloads.weights import load_weights
+    model = DiT(load_weights()[0])
+    cases = {it: block_case(model, META, 1, it) for it in (0, 1)}
+    out: dict = {}
+    for name in ("toy", "exion16"):
+        cfg = PRESETS[name]
+        for bus in buses:
+            for it, case in cases.items():
+                row: dict = {}
+                for sched in ("overlap", "sequential", "auto"):
+                    try:
+                        _, prog, used = block_program(cfg, case.rec, 0, sched, bus)
+                        m = program_cycles(cfg, prog.descs, bus)
+                    except ExionError as e:
+                        row[sched] = {"modelled": False, "why": str(e)}
+                        continue
+                    row[sched] = {"modelled": True, "schedule": used, "cycles": m["total"],
+                                  "by_op": m["by_op"], "engine_estimate": m["gemm"],
+                                  "epre_hidden": m["epre_hidden"],
+                                  "epre_wait": m["epre_wait"],
+                                  "beats": program_beats(cfg, prog),
+                                  "bytes": program_beats(cfg, prog) * bus // 8}
+                out[f"{name}/{bus}/{'dense' if it == 0 else 'sparse'}"] = row
+    return out
+
+
+def report(res: dict) -> None:
+    print(f"{'config/bus/iteration':<26} {'overlap':>9} {'sequential':>10} {'auto':>9} "
+          f"{'picks':>10} {'bus bytes':>10}  largest parts (auto)")
+    for key, row in res.items():
+        a = row["auto"]
+        if not a["modelled"]:
+            print(f"{key:<26} not modelled: {a['why']}")
+            continue
+        top = sorted(a["by_op"].items(), key=lambda kv: -kv[1])[:3]
+        print(f"{key:<26} {row['overlap']['cycles']:>9,} {row['sequential']['cycles']:>10,} "
+              f"{a['cycles']:>9,} {a['schedule']:>10} {a['bytes']:>10,}  "
+              + ", ".join(f"{k} {100 * v / a['cycles']:.0f} %" for k, v in top))
+
+
+def plot(res: dict, path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    keys = [k for k, r in res.items() if k.endswith("/dense") and r["auto"]["modelled"]]
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    bottom = [0] * len(keys)
+    for i, kind in enumerate((*KINDS, "other")):
+        vals = []
+        for k in keys:
+            by = res[k]["auto"]["by_op"]
+            vals.append(sum(v for o, v in by.items() if o not in KINDS) if kind == "other"
+                        else by.get(kind, 0))
+        ax.bar(range(len(keys)), vals, bottom=bottom, label=kind,
+               color=plt.cm.tab20.colors[2 * i % 20 + (2 * i // 20)])
+        bottom = [b + v for b, v in zip(bottom, vals)]
+    ax.set_xticks(range(len(keys)), [k.rsplit("/", 1)[0] + " bits" for k in keys],
+                  rotation=30, ha="right")
+    ax.set_ylabel("cycles (cycle model, engine estimated)")
+    ax.set_title("DSC: one dense digits-DiT block iteration by op kind (EP schedule: auto)")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--buses", type=int, nargs="+", default=[32, 64, 128, 256],
+                    help="memory-port widths in bits (32, 64, 128, 256; default: all)")
+    args = ap.parse_args(argv)
+    bad = [b for b in args.buses if b not in (32, 64, 128, 256)]
+    if bad:
+        raise SystemExit(f"error: --buses {bad[0]}: the DSC core's port is 32, 64, 128 or "
+                         f"256 bits wide")
+    t0 = time.perf_counter()
+    res = measure(args.buses)
+    report(res)
+    out = build_root() / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "dsc.json").write_text(json.dumps({"meta": META, "block": 1, "results": res},
+                                             indent=1))
+    plot(res, out / "dsc.png")
+    print(f"wrote {out / 'dsc.json'}, {out / 'dsc.png'} ({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
