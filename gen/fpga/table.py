@@ -7,8 +7,10 @@ hierarchically (shell + instances x DPU, see ``docs/fpga.md``), everything else 
 may get a time limit: one that does not finish is recorded as ``timeout`` with the seconds
 it ran, one that fails as ``error`` with its message. Results are kept in a JSON file
 (default ``docs/fpga_synth.json``) keyed by config, top and family, so a later call only
-runs what is missing or was synthesized from other sources (``source_hash``), and the
-table in ``docs/fpga.md`` (between the ``synth-table`` markers) is regenerated from it.
+runs what is missing or was synthesized from other sources (``source_hash``: the top's
+own sources, ``exion.gen.verilog.top_source_hash``, so a change to another block keeps a
+row current), and the table in ``docs/fpga.md`` (between the ``synth-table`` markers) is
+regenerated from it.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ def synth_table(configs=("toy", "exion16"), families=("ecp5", "xilinx"), tops=No
     ``exion synth`` runs to take as rows (for the config, top and family they name).
     Returns the JSON dict.
     """
-    from exion.gen.verilog import TOPS, source_hash
+    from exion.gen.verilog import TOPS, top_source_hash
     tops = list(TOPS) if tops is None else list(tops)
     for t in tops:
         if t not in TOPS:
@@ -86,7 +88,7 @@ def synth_table(configs=("toy", "exion16"), families=("ecp5", "xilinx"), tops=No
     data = {"rows": {}}
     if json_path.exists():
         data = json.loads(json_path.read_text())
-    src = source_hash()
+    srcs = {t: top_source_hash(t) for t in TOPS}
     rows = data.setdefault("rows", {})
     for path in add:
         r = json.loads(Path(path).read_text())
@@ -103,6 +105,7 @@ def synth_table(configs=("toy", "exion16"), families=("ecp5", "xilinx"), tops=No
         for top in tops:
             for family in families:
                 k = _key(cfg.name, top, family)
+                src = srcs[top]
                 old = rows.get(k)
                 if (old and not rerun and old.get("source_hash") == src
                         and old.get("config_hash") == cfg.hash
@@ -126,7 +129,7 @@ def synth_table(configs=("toy", "exion16"), families=("ecp5", "xilinx"), tops=No
     data["kind"] = "synth-table"
     write_json(json_path, data)
     if doc_path is not None:
-        write_doc(doc_path, table_markdown(data, src))
+        write_doc(doc_path, table_markdown(data, srcs))
     return data
 
 
@@ -134,8 +137,9 @@ def _cell(row, field):
     return f"{row[field]:,}" if row.get("status") == "ok" else ""
 
 
-def table_markdown(data: dict, current_source: str | None = None) -> str:
-    """The generated section: one row per (config, top, family)."""
+def table_markdown(data: dict, current_source: str | dict | None = None) -> str:
+    """The generated section: one row per (config, top, family); ``current_source`` is the
+    source hash a current row carries (one for every top, or a dict by top)."""
     lines = [
         TABLE_BEGIN, "",
         "| config | top | family | method | LUTs | FFs | DSP | block RAM | Yosys time | "
@@ -153,7 +157,9 @@ def table_markdown(data: dict, current_source: str | None = None) -> str:
             note = "failed: " + r.get("message", "")[:120]
         else:
             note = {"ok": "ok", "not run": "not run yet"}.get(st, str(st))
-        if current_source and r.get("source_hash") != current_source:
+        cur = (current_source.get(r["top"]) if isinstance(current_source, dict)
+               else current_source)
+        if cur and r.get("source_hash") != cur:
             note += " (older sources)"
             stale = True
         secs = f"{r['seconds']:,.0f} s" if r.get("seconds") is not None else ""
