@@ -150,7 +150,8 @@ def run_block(cfg: Config, case: BlockCase, *, stall: float = 0.0, seed: int | N
               waves: bool = False, progress=None, session=None,
               ep_schedule: str = "auto") -> dict:
     """Every core segment of ``case`` the DSC runs (LN, EP on the EPRE, its GEMMs, softmax,
-    GELU + requant, FFN-Reuse unit: ``sim.dsc_program.block_jobs``) through the Verilated DSC (one program, one run;
+    GELU + requant, FFN-Reuse unit: ``sim.dsc_program.block_program``) through the Verilated
+    DSC (one program, one run;
     on ``session``'s simulator if given):
     bit-exact check against golden.dsc, cycles per job and descriptor vs the model.
     ``ep_schedule``: EP beside the K / V projection or before the Q/K/V product, or the one

@@ -360,18 +360,19 @@ def block_program(cfg: Config, rec: dict, sample: int = 0, schedule: str = "auto
     from exion.golden.dsc_cycles import program_cycles
     if schedule not in EP_SCHEDULES:
         raise ExionError(f"EP schedule {schedule!r}: expected one of {', '.join(EP_SCHEDULES)}")
-    built = {}
-    for name in (("overlap", "sequential") if schedule == "auto" else (schedule,)):
-        jobs = block_jobs(cfg, rec, sample, overlap=name == "overlap")
-        built[name] = (jobs, build_program(cfg, jobs, bus_bits))
-    if not any(isinstance(j, GemmJob) and j.overlap for j in built.get("overlap", [[]])[0]):
-        built.pop("overlap", None)
-    if len(built) == 1:
-        name = next(iter(built))
-        return (*built[name], name if name == "overlap" else "sequential")
-    est = {k: program_cycles(cfg, p.descs, bus_bits)["total"] for k, (_, p) in built.items()}
-    name = "overlap" if est["overlap"] < est["sequential"] else "sequential"
-    return (*built[name], name)
+    cand: dict = {}
+    if schedule != "sequential":
+        jobs = block_jobs(cfg, rec, sample, overlap=True)
+        beside = any(isinstance(j, GemmJob) and j.overlap for j in jobs)
+        cand["overlap" if beside else "sequential"] = jobs    # no EP in the core: the same
+    if schedule != "overlap" and "sequential" not in cand:
+        cand["sequential"] = block_jobs(cfg, rec, sample, overlap=False)
+    progs = {k: build_program(cfg, j, bus_bits) for k, j in cand.items()}
+    name = next(iter(progs))
+    if len(progs) == 2:
+        est = {k: program_cycles(cfg, p.descs, bus_bits)["total"] for k, p in progs.items()}
+        name = "overlap" if est["overlap"] < est["sequential"] else "sequential"
+    return cand[name], progs[name], name
 
 
 def split_qkv(cfg: Config, job: GemmJob) -> list[GemmJob]:

@@ -840,3 +840,8 @@ def test_auto_ep_schedule_takes_the_faster_estimate(model, name):
     assert est[used] == min(est.values())
     with pytest.raises(ExionError, match="EP schedule"):
         block_program(cfg, rec, 0, "sometimes")
+    # without EP in the core every schedule is the one sequential program
+    no_ep = {k: v for k, v in rec.items() if k != "epre"}
+    descs = {s: block_program(cfg, no_ep, 0, s)[1:] for s in ("auto", "overlap", "sequential")}
+    assert {used for _, used in descs.values()} == {"sequential"}
+    assert len({tuple(d["op"] for d in p.descs) for p, _ in descs.values()}) == 1

@@ -137,9 +137,9 @@ def _cell(row, field):
     return f"{row[field]:,}" if row.get("status") == "ok" else ""
 
 
-def table_markdown(data: dict, current_source: str | dict | None = None) -> str:
-    """The generated section: one row per (config, top, family); ``current_source`` is the
-    source hash a current row carries (one for every top, or a dict by top)."""
+def table_markdown(data: dict, current_source: dict | None = None) -> str:
+    """The generated section: one row per (config, top, family); ``current_source``: top ->
+    the source hash a current row of it carries (``top_source_hash``)."""
     lines = [
         TABLE_BEGIN, "",
         "| config | top | family | method | LUTs | FFs | DSP | block RAM | Yosys time | "
@@ -157,8 +157,7 @@ def table_markdown(data: dict, current_source: str | dict | None = None) -> str:
             note = "failed: " + r.get("message", "")[:120]
         else:
             note = {"ok": "ok", "not run": "not run yet"}.get(st, str(st))
-        cur = (current_source.get(r["top"]) if isinstance(current_source, dict)
-               else current_source)
+        cur = (current_source or {}).get(r["top"])
         if cur and r.get("source_hash") != cur:
             note += " (older sources)"
             stale = True
