@@ -5,7 +5,9 @@ s = 0.8, EP k = 0.5; the dense iteration 0 and the sparse iteration 1), on ``toy
 ``exion16``, this builds the program the host gives the DSC core (``sim.dsc_program.
 block_program``) for each EP schedule (``overlap``: the EPRE beside the K / V projection;
 ``sequential``) and each memory-port width (32 .. 256 bits), and reports
-``golden.dsc_cycles.program_cycles``: total cycles, cycles per op kind (the gemm engine's
+``golden.dsc_cycles.program_cycles``, with the CFSE work beside the GEMMs (``auto`` also
+without it: ``auto_no_cfse``, ``sim.dsc_program.overlap_cfse``): total cycles, cycles per
+op kind (the gemm engine's
 part is the model's estimate, within 5 % of the RTL on these blocks, ``docs/dsc.md``
 section 3; everything else is exact), the beats moved and the schedule ``auto`` picks.
 The same programs run on the Verilated core with ``exion sim block`` (``docs/dsc.md``
@@ -50,17 +52,24 @@ def measure(buses) -> dict:
         for bus in buses:
             for it, case in cases.items():
                 row: dict = {}
-                for sched in ("overlap", "sequential", "auto"):
+                for sched in ("overlap", "sequential", "auto", "auto_no_cfse"):
                     try:
-                        _, prog, used = block_program(cfg, case.rec, 0, sched, bus)
+                        _, prog, used = block_program(cfg, case.rec, 0, sched[:4] if sched
+                                                      .startswith("auto") else sched, bus,
+                                                      cfse_overlap={"auto": "auto",
+                                                                    "auto_no_cfse": False}
+                                                      .get(sched, True))
                         m = program_cycles(cfg, prog.descs, bus)
                     except ExionError as e:
                         row[sched] = {"modelled": False, "why": str(e)}
                         continue
                     row[sched] = {"modelled": True, "schedule": used, "cycles": m["total"],
+                                  "cfse_overlap": prog.cfse_overlap,
                                   "by_op": m["by_op"], "engine_estimate": m["gemm"],
                                   "epre_hidden": m["epre_hidden"],
                                   "epre_wait": m["epre_wait"],
+                                  "engine_hidden": m["engine_hidden"],
+                                  "engine_wait": m["engine_wait"],
                                   "beats": program_beats(cfg, prog),
                                   "bytes": program_beats(cfg, prog) * bus // 8}
                 out[f"{name}/{bus}/{'dense' if it == 0 else 'sparse'}"] = row
@@ -69,7 +78,7 @@ def measure(buses) -> dict:
 
 def report(res: dict) -> None:
     print(f"{'config/bus/iteration':<26} {'overlap':>9} {'sequential':>10} {'auto':>9} "
-          f"{'picks':>10} {'bus bytes':>10}  largest parts (auto)")
+          f"{'no CFSE ov.':>11} {'picks':>10} {'bus bytes':>10}  largest parts (auto)")
     for key, row in res.items():
         a = row["auto"]
         if not a["modelled"]:
@@ -77,7 +86,8 @@ def report(res: dict) -> None:
             continue
         top = sorted(a["by_op"].items(), key=lambda kv: -kv[1])[:3]
         print(f"{key:<26} {row['overlap']['cycles']:>9,} {row['sequential']['cycles']:>10,} "
-              f"{a['cycles']:>9,} {a['schedule']:>10} {a['bytes']:>10,}  "
+              f"{a['cycles']:>9,} {row['auto_no_cfse']['cycles']:>11,} {a['schedule']:>10} "
+              f"{a['bytes']:>10,}  "
               + ", ".join(f"{k} {100 * v / a['cycles']:.0f} %" for k, v in top))
 
 

@@ -42,7 +42,11 @@ The core overlaps eager prediction with the K / V projection **[choice]**: K and
 computed for every row while the EPRE runs (their skip lists need its masks) and the host
 then discards the rows EP found unneeded -- which gives exactly this model's K / V (a skipped
 row is the bias, ``masked_gemm``'s ``out`` unchanged); the Q projection skips the dominant
-rows in the core (``sim.dsc_program.split_qkv``, ``docs/dsc.md`` section 2).
+rows in the core (``sim.dsc_program.split_qkv``, ``docs/dsc.md`` section 2). It also runs
+CFSE work beside the GEMMs that do not need it **[choice]**: a head's softmax beside the
+next head's Q.K^T, an FC1 column group's GELU beside the next group, a dense iteration's
+FFN-Reuse mask beside FC2 (``sim.dsc_program.overlap_cfse``); the order changes no value
+computed here (the split softmax / GELU are row / column slices of the same functions).
 
 The core's integer work of one iteration splits into *segments* (one core run each; the
 host steps sit between them); :func:`block_iteration` records every segment's integer

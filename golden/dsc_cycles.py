@@ -21,6 +21,11 @@ GEMM            ``count * per_mask + 2`` while the engine takes the mask at full
                 has no exact cycle model (``tests/test_gemm_rtl.py`` bounds it), so the DSC's
                 exact figure is "everything but the engine", and RTL tests check it exactly
                 with the engine's measured part substituted.
+                Overlapped (``overlap`` set): the mask stream only (:func:`gemm_load`
+                estimates it: ``count * per_mask + 2``); the engine then computes beside
+                the next descriptors until the cycle a plain GEMM's body would end. The
+                ``engine`` output is high from a GEMM's DECODE to that cycle: the bench
+                measures both parts from it (``sim.dsc_program.gemm_bodies``).
 GELU            :func:`gelu_body`: ``count * per_acc + 6 + per_word + 4`` (read, GELU unit
                 and write overlap); 1 if ``count == 0``. Exact.
 FFNR            :func:`ffnr_body`: DENSE (histogram, threshold), then MASK (dense) or
@@ -39,9 +44,10 @@ EPRE_STORE      :func:`epre_store_body`: ``count * emask +`` :data:`EPRE_STORE_F
 ==============  ============================================================================
 
 **Interlock**: END, EPRE_XLOAD, EPRE_WLOAD, EPRE and EPRE_STORE stay in DECODE while an
-overlapped EPRE run is busy; their time includes that wait. Every other descriptor runs
-beside the EPRE at its own time. The run's ``cycles`` counter is the sum over its
-descriptors (END included), waits included.
+overlapped EPRE run is busy; END, IMEM_LOAD, GMEM_LOAD, OMEM_LOAD, GEMM and OMEM_STORE stay
+there while an overlapped GEMM's engine time runs. Their time includes that wait. Every
+other descriptor runs beside the EPRE and the engine at its own time. The run's ``cycles``
+counter is the sum over its descriptors (END included), waits included.
 """
 
 from __future__ import annotations
@@ -62,7 +68,8 @@ GELU_LATENCY = 6
 __all__ = ["OPS", "item_beats", "desc_beats", "overhead", "descriptor_cycles",
            "gemm_estimate", "gelu_body", "row_body", "ffnr_body", "FFNR_FIXED", "epre_body",
            "epre_mask_bits", "EPRE_FIXED", "epre_run", "epre_store_body", "EPRE_STORE_FIXED",
-           "EPRE_INTERLOCKED", "program_cycles"]
+           "EPRE_INTERLOCKED", "ENGINE_INTERLOCKED", "gemm_load",
+           "program_cycles"]
 
 #: op codes (hw/dsc.py's ``OPS``; tests/test_dsc_rtl.py checks they agree)
 OPS = {"END": 0, "IMEM_LOAD": 1, "GMEM_LOAD": 2, "OMEM_LOAD": 3, "GEMM": 4, "OMEM_STORE": 5,
@@ -70,6 +77,8 @@ OPS = {"END": 0, "IMEM_LOAD": 1, "GMEM_LOAD": 2, "OMEM_LOAD": 3, "GEMM": 4, "OME
        "EPRE_WLOAD": 11, "EPRE": 12, "EPRE_STORE": 13}
 #: ops that wait in DECODE while an overlapped EPRE run is busy (hw/dsc.py)
 EPRE_INTERLOCKED = ("END", "EPRE_XLOAD", "EPRE_WLOAD", "EPRE", "EPRE_STORE")
+#: ops that wait in DECODE while an overlapped GEMM's engine time runs (hw/dsc.py)
+ENGINE_INTERLOCKED = ("END", "IMEM_LOAD", "GMEM_LOAD", "OMEM_LOAD", "GEMM", "OMEM_STORE")
 _NAMES = {v: k for k, v in OPS.items()}
 
 
@@ -293,10 +302,18 @@ def gemm_estimate(cfg: Config, d: dict, bus_bits: int) -> int:
     return max(load + 2, engine + 4)
 
 
+def gemm_load(cfg: Config, d: dict, bus_bits: int) -> int:
+    """Estimated body of an overlapped GEMM descriptor: its mask stream, ``count *
+    per_mask + 2`` (as a load: command, one beat per cycle, the last item into the
+    engine), while the engine takes the mask at full rate."""
+    return int(d["count"]) * item_beats(cfg, bus_bits)["mask"] + 2
+
+
 def descriptor_cycles(cfg: Config, d: dict, bus_bits: int = 64,
                       gemm_body: int | None = None) -> int:
-    """Cycles of one descriptor (fetch included); ``gemm_body``: a GEMM body measured
-    elsewhere (else :func:`gemm_estimate`)."""
+    """Cycles of one descriptor (fetch included, interlock waits not); ``gemm_body``: a
+    GEMM body measured elsewhere (an overlapped GEMM's: its mask stream), else
+    :func:`gemm_estimate` (:func:`gemm_load` for an overlapped GEMM)."""
     op = _NAMES.get(int(d["op"]))
     ib = item_beats(cfg, bus_bits)
     n = int(d.get("count", 0))
@@ -309,6 +326,8 @@ def descriptor_cycles(cfg: Config, d: dict, bus_bits: int = 64,
         body = n * per + 2 if n else 1
     elif op == "OMEM_STORE":
         body = n * (2 + ib["omem"]) + 2 if n else 1
+    elif op == "GEMM" and int(d.get("overlap", 0)) and gemm_body is None:
+        body = gemm_load(cfg, d, bus_bits)
     elif op == "GEMM":
         body = gemm_estimate(cfg, d, bus_bits) if gemm_body is None else gemm_body
     elif op == "GELU":
@@ -328,28 +347,53 @@ def descriptor_cycles(cfg: Config, d: dict, bus_bits: int = 64,
 
 def program_cycles(cfg: Config, descs: list, bus_bits: int = 64,
                    gemm_bodies: list | None = None) -> dict:
-    """Per-descriptor and total cycles; ``exact`` = the cycles outside GEMM bodies (the
-    part this model gets exactly), ``gemm`` = the GEMM bodies (estimated, or as given).
-    An overlapped EPRE run is timed beside the descriptors after it: ``epre_wait`` = the
-    cycles interlocked descriptors waited for it (its exposed part beyond the hand-over),
-    ``epre_hidden`` = its busy cycles that other descriptors covered."""
-    per, gemm, k = [], 0, 0
+    """Per-descriptor and total cycles; ``gemm`` = the engine's time (plain GEMM bodies
+    and overlapped GEMMs' background cycles, estimated or as given), ``exact`` = the
+    cycles outside plain GEMM bodies and engine waits (the part this model gets exactly).
+
+    ``gemm_bodies``: one entry per GEMM descriptor, the engine's measured part -- a plain
+    GEMM's body, or an overlapped GEMM's ``(load, body)``: its mask stream, and the body it
+    would have as a plain GEMM (the cycles until its engine is idle).
+
+    An overlapped EPRE run and an overlapped GEMM's engine time are timed beside the
+    descriptors after them: the interlocked descriptors wait in DECODE until both are
+    done. ``epre_wait`` / ``engine_wait`` = the cycles interlocked descriptors waited (the
+    exposed part), ``epre_hidden`` / ``engine_hidden`` = the busy cycles other descriptors
+    covered."""
+    per, gemm, k, plain = [], 0, 0, 0
     oh = overhead(bus_bits)
     t, ep_free, waited, busy = 0, 0, 0, 0
+    eng_free, e_waited, e_busy = 0, 0, 0
     for d in descs:
         body = None
         op = _NAMES.get(int(d["op"]))
+        ov = op == "GEMM" and int(d.get("overlap", 0))
         if op == "GEMM":
-            body = gemm_estimate(cfg, d, bus_bits) if gemm_bodies is None else gemm_bodies[k]
+            given = None if gemm_bodies is None else gemm_bodies[k]
             k += 1
-            gemm += body
-        wait = max(0, ep_free - (t + oh - 1)) if op in EPRE_INTERLOCKED else 0
+            if ov:
+                load, full = ((gemm_load(cfg, d, bus_bits), gemm_estimate(cfg, d, bus_bits))
+                              if given is None else (int(given[0]), int(given[1])))
+                body = load
+                gemm += full
+            else:
+                body = gemm_estimate(cfg, d, bus_bits) if given is None else given
+                gemm += body
+                plain += body
+        dec = t + oh - 1                     # the descriptor's first DECODE cycle
+        w_ep = max(0, ep_free - dec) if op in EPRE_INTERLOCKED else 0
+        w_en = max(0, eng_free - dec) if op in ENGINE_INTERLOCKED else 0
+        wait = max(w_ep, w_en)
         c = descriptor_cycles(cfg, d, bus_bits, body) + wait
         if op == "EPRE" and int(d.get("overlap", 0)) and int(d.get("count", 0)):
             run = epre_run(cfg, d)
             ep_free = t + wait + oh + 1 + run       # hand-over in cycle t + wait + oh
             busy += run
-        waited += wait
+        if ov:
+            eng_free = t + wait + oh + full         # a plain GEMM's body would end here
+            e_busy += full - load
+        waited += w_ep
+        e_waited += w_en
         per.append(c)
         t += c
     total = sum(per)
@@ -357,5 +401,7 @@ def program_cycles(cfg: Config, descs: list, bus_bits: int = 64,
     for d, c in zip(descs, per):
         name = _NAMES.get(int(d["op"]), "?")
         by_op[name] = by_op.get(name, 0) + c
-    return {"per_desc": per, "total": total, "gemm": gemm, "exact": total - gemm,
-            "by_op": by_op, "epre_wait": waited, "epre_hidden": busy - waited}
+    return {"per_desc": per, "total": total, "gemm": gemm,
+            "exact": total - plain - e_waited,
+            "by_op": by_op, "epre_wait": waited, "epre_hidden": busy - waited,
+            "engine_wait": e_waited, "engine_hidden": e_busy - e_waited}

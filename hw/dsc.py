@@ -16,7 +16,8 @@ bits       field       meaning
                       11 EPRE_WLOAD, 12 EPRE, 13 EPRE_STORE
 8..15      stage       shown on ``ctrl.stage`` while the descriptor runs (host's label)
 16         accumulate  GEMM: add into OMEM (FFN-Reuse's delta FC2 on the cached Y_d)
-17         overlap     EPRE: run in the background (its mask rows into the mask FIFO)
+17         overlap     EPRE: run in the background (its mask rows into the mask FIFO);
+                      GEMM: the engine computes in the background once its mask is in
 17         bcast       OMEM_LOAD: one result per item, written to all R rows of the address
 32..63     count       items: words (loads), mask beats (GEMM), OMEM addresses (store),
                       accumulator words (GELU), input words (SOFTMAX, LAYERNORM, FFNR)
@@ -62,6 +63,14 @@ are not touched while it runs); every other op runs beside it. The host puts the
 does not need the prediction (the K / V projection tiles) between an overlapped EPRE and its
 EPRE_STORE.
 
+A GEMM descriptor with ``overlap`` set streams its mask beats and goes on with the next
+descriptor while the engine computes (``engine`` is high from a GEMM's DECODE until the
+engine is idle, the cycle a plain GEMM leaves GEMM_WAIT); IMEM_LOAD, GMEM_LOAD, OMEM_LOAD, GEMM,
+OMEM_STORE and END wait in DECODE until it is low (:data:`ENGINE_INTERLOCKED`). The host
+puts CFSE work that does not need this GEMM's result (the previous head's softmax, the
+previous tile's GELU, a dense iteration's FFN-Reuse mask) between an overlapped GEMM and
+the OMEM_STORE that reads its result.
+
 SOFTMAX, LAYERNORM and FFNR follow GELU's pattern (read -> unit -> write, overlapped;
 ``docs/dsc.md`` section 2 has the item formats): SOFTMAX reads words of L Q.11 logits
 each followed by L keep bits (``ceil(17 L / D)`` beats) through ``hw.cfse.SoftmaxUnit`` and
@@ -98,7 +107,7 @@ Error flags (``ctrl.error``, sticky for the run; :data:`ERROR_FLAGS`):
 
 Timing (no memory stalls; ``golden/dsc_cycles.py`` is the exact model): every step is
 sequential -- fetch, then the descriptor's transfer, then the unit -- except an overlapped
-EPRE run, which runs beside the descriptors after it. The CFSE's GELU,
+EPRE run and an overlapped GEMM's engine time, which run beside the descriptors after them. The CFSE's GELU,
 softmax and layer norm, the FFN-Reuse unit and the EPRE are behind the DMA; any other op
 code stops the run with ``bad_op`` (``docs/dsc.md``, "status").
 """
@@ -124,7 +133,8 @@ from .ffnr import FFNR, FfnrOp
 from .gemm import SparseGemm
 from .memif import dsc_control_signature, mem_master_signature
 
-__all__ = ["DscCore", "ERROR_FLAGS", "OPS", "EPRE_INTERLOCKED", "GELU_FIELDS", "ROW_FIELDS",
+__all__ = ["DscCore", "ERROR_FLAGS", "OPS", "EPRE_INTERLOCKED", "ENGINE_INTERLOCKED",
+           "GELU_FIELDS", "ROW_FIELDS",
            "FFNR_FIELDS", "DESC_BYTES", "EPRE_RUN_LSB", "item_beats", "dsc_epre_sizes",
            "dsc_ffnr_sizes"]
 
@@ -143,6 +153,10 @@ OPS = {"END": 0, "IMEM_LOAD": 1, "GMEM_LOAD": 2, "OMEM_LOAD": 3, "GEMM": 4, "OME
 
 #: ops that wait in DECODE while the EPRE runs (an overlapped run in the background)
 EPRE_INTERLOCKED = ("END", "EPRE_XLOAD", "EPRE_WLOAD", "EPRE", "EPRE_STORE")
+
+#: ops that wait in DECODE while the gemm engine computes an overlapped GEMM (they touch
+#: the engine's memories, its setup or its mask stream)
+ENGINE_INTERLOCKED = ("END", "IMEM_LOAD", "GMEM_LOAD", "OMEM_LOAD", "GEMM", "OMEM_STORE")
 
 #: EPRE descriptor: the EPRE's ``run_layout`` value sits at bits 128.. (in place of
 #: ubase / glen / gstride / the GEMM setup); ``count`` = query rows (mask items written).
@@ -219,8 +233,10 @@ class DscCore(wiring.Component):
 
     Members
     -------
-    start, prog_base, iteration, reuse_n, mode, busy, done, error, cycles, passes, stage
-        The control port, flattened (``hw.memif.dsc_control_signature``).
+    start, prog_base, iteration, reuse_n, mode, busy, done, error, cycles, passes, stage,
+    engine
+        The control port, flattened (``hw.memif.dsc_control_signature``); ``engine``: an
+        overlapped GEMM's engine time is running.
     mem : Out(mem_master_signature(bus_bits))
         Burst memory master.
     """
@@ -278,7 +294,7 @@ class DscCore(wiring.Component):
         s.op, s.stage = desc[0:8], desc[8:16]
         s.count, s.src, s.dst = desc[32:64], desc[64:96], desc[96:128]
         s.ubase, s.glen, s.gstride = desc[128:160], desc[160:176], desc[176:192]
-        s.bcast = desc[17]              # OMEM_LOAD (EPRE: ``overlap``, the same bit)
+        s.bcast = desc[17]              # OMEM_LOAD (EPRE, GEMM: ``overlap``, the same bit)
         s.pc = Signal(32, name="pc")
         m.d.comb += self.stage.eq(s.stage)
 
@@ -417,6 +433,19 @@ class DscCore(wiring.Component):
         m.d.comb += self.passes.eq(s.gemm.passes - s.p0)
         m.d.sync += self.done.eq(0)
         s.settle = Signal(2, name="settle")
+        # ``engine``: a GEMM descriptor holds the engine, from its DECODE until the engine
+        # is idle; after its mask stream (``eng_bg``) two settle cycles, then the engine's
+        # idle check -- GEMM_WAIT's exit condition, also run beside the FSM (overlap)
+        s.eng = Signal(name="engine_held")
+        s.eng_bg = Signal(name="engine_bg")
+        s.eng_free = Signal(name="engine_free")
+        m.d.comb += [self.engine.eq(s.eng),
+                     s.eng_free.eq(s.eng_bg & (s.settle == 2) & ~s.gemm.busy)]
+        with m.If(s.eng_bg):
+            with m.If(s.settle != 2):
+                m.d.sync += s.settle.eq(s.settle + 1)
+            with m.Elif(s.eng_free):
+                m.d.sync += [s.eng_bg.eq(0), s.eng.eq(0)]
 
     @staticmethod
     def _load_items(m, s, n_beats, addr=None):
@@ -454,10 +483,13 @@ class DscCore(wiring.Component):
 
     def _fsm_decode(self, m, s):
         """DECODE: start the descriptor's transfer (or end / stop on an unknown op); the ops
-        of :data:`EPRE_INTERLOCKED` stay here while the EPRE runs."""
+        of :data:`EPRE_INTERLOCKED` stay here while the EPRE runs, those of
+        :data:`ENGINE_INTERLOCKED` while an overlapped GEMM's engine time runs."""
         with m.State("DECODE"):
-            wait = Signal(name="epre_interlock")
-            m.d.comb += wait.eq(s.ep.busy & Cat(s.op == OPS[o] for o in EPRE_INTERLOCKED).any())
+            wait = Signal(name="interlock")
+            m.d.comb += wait.eq(
+                (s.ep.busy & Cat(s.op == OPS[o] for o in EPRE_INTERLOCKED).any()) |
+                (s.eng & Cat(s.op == OPS[o] for o in ENGINE_INTERLOCKED).any()))
             with m.If(~wait):
                 self._decode_op(m, s)
 
@@ -479,7 +511,7 @@ class DscCore(wiring.Component):
                 m.next = "LOAD"
             with m.Case(OPS["GEMM"]):
                 self._load_items(m, s, count * ib["mask"])
-                m.d.sync += [s.per.eq(ib["mask"]),
+                m.d.sync += [s.per.eq(ib["mask"]), s.eng.eq(1),
                              gemm.setup.kwords.eq(desc[192:208]),
                              gemm.setup.ncols.eq(desc[208:224]),
                              gemm.setup.regions.eq(desc[224:232]),
@@ -546,14 +578,15 @@ class DscCore(wiring.Component):
             with m.If(done_now):
                 m.d.sync += s.rd_go.eq(0)
                 with m.If(s.op == OPS["GEMM"]):
-                    m.d.sync += s.settle.eq(0)
-                    m.next = "GEMM_WAIT"
+                    m.d.sync += [s.settle.eq(0), s.eng_bg.eq(1)]
+                    with m.If(s.overlap):
+                        m.next = "FETCH"
+                    with m.Else():
+                        m.next = "GEMM_WAIT"
                 with m.Else():
                     m.next = "FETCH"
-        with m.State("GEMM_WAIT"):
-            with m.If(s.settle != 2):
-                m.d.sync += s.settle.eq(s.settle + 1)
-            with m.Elif(~gemm.busy):
+        with m.State("GEMM_WAIT"):             # the settle counter runs in _counters
+            with m.If(s.eng_free):
                 m.next = "FETCH"
 
     def _fsm_store(self, m, s):

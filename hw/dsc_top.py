@@ -123,7 +123,7 @@ class DscTop(wiring.Component):
         m.d.comb += core.prog_base.eq(prog_base)
         outs = {"busy": core.busy, "done_sticky": sticky, "error_any": core.error.any(),
                 "error": core.error, "cycles": core.cycles, "passes": core.passes,
-                "stage": core.stage}
+                "stage": core.stage, "engine": core.engine}
         ins = {"start": core.start, "prog_base": prog_base[:32],
                "prog_base_hi": prog_base[32:self.addr_bits], "iteration": core.iteration,
                "reuse_n": core.reuse_n, "mode": core.mode, "irq_en": irq_en}

@@ -15,7 +15,7 @@ What it does with the registers (the fixture's own meaning of them):
 * in commands of ``reuse_n`` beats (0 means 256), read and write commands of the same
   split; commands are NOT cut at 4 KiB boundaries (the AXI4 master must do it);
 * ``passes``: write responses received; ``cycles``: cycles while busy; ``stage``: 1 while
-  data moves, 2 while waiting for the last responses;
+  data moves, 2 while waiting for the last responses; ``engine``: always 0 (no engine);
 * ``error`` bit 0: an ``rd_data`` beat had ``err``; bit 1: a ``wr_resp`` had ``err``;
   bit 3: an ``rd_data`` beat's ``last`` disagreed with the command lengths.
 """

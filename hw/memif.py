@@ -88,4 +88,5 @@ def dsc_control_signature(addr_bits: int = 32) -> wiring.Signature:
         "cycles": Out(32),
         "passes": Out(32),
         "stage": Out(8),
+        "engine": Out(1),
     })

@@ -148,17 +148,20 @@ def _check_trace(z, meta, case: BlockCase) -> None:
 
 def run_block(cfg: Config, case: BlockCase, *, stall: float = 0.0, seed: int | None = None,
               waves: bool = False, progress=None, session=None,
-              ep_schedule: str = "auto") -> dict:
+              ep_schedule: str = "auto", cfse_overlap: bool | str = "auto") -> dict:
     """Every core segment of ``case`` the DSC runs (LN, EP on the EPRE, its GEMMs, softmax,
     GELU + requant, FFN-Reuse unit: ``sim.dsc_program.block_program``) through the Verilated
     DSC (one program, one run;
     on ``session``'s simulator if given):
     bit-exact check against golden.dsc, cycles per job and descriptor vs the model.
     ``ep_schedule``: EP beside the K / V projection or before the Q/K/V product, or the one
-    the cycle model estimates faster (``sim.dsc_program.block_program``)."""
-    from .dsc_program import block_program, read_results, stage_durations
+    the cycle model estimates faster (``sim.dsc_program.block_program``); ``cfse_overlap``:
+    the CFSE work beside the GEMMs that do not need it (``sim.dsc_program.overlap_cfse``;
+    ``"auto"``: where the cycle model estimates it faster)."""
+    from .dsc_program import block_program, gemm_bodies, read_results, stage_durations
     from .dsc_rtl import rtl_dsc
-    jobs, prog, used = block_program(cfg, case.rec, case.rec_sample, ep_schedule)
+    jobs, prog, used = block_program(cfg, case.rec, case.rec_sample, ep_schedule,
+                                     cfse_overlap=cfse_overlap)
     if session is not None:      # a DscSession: one simulator for many block iterations
         runs, report = session.run([prog]), {}
     else:
@@ -168,9 +171,8 @@ def run_block(cfg: Config, case: BlockCase, *, stall: float = 0.0, seed: int | N
     outs = read_results(cfg, prog, run["image"])
     bad = [j.name for j, o in zip(jobs, outs) if not np.array_equal(o, j.expect)]
     durs = stage_durations(prog.descs, run["stages"], run["cycles"], prog.bus_bits)
-    gemm_bodies = [dur - (3 + max(1, 256 // prog.bus_bits))
-                   for d, dur in zip(prog.descs, durs) if d["op"] == 4]
-    model = program_cycles(cfg, prog.descs, prog.bus_bits, gemm_bodies)
+    bodies = gemm_bodies(prog.descs, durs, run.get("engine", []), prog.bus_bits)
+    model = program_cycles(cfg, prog.descs, prog.bus_bits, bodies)
     est = program_cycles(cfg, prog.descs, prog.bus_bits)
     per_job: dict = {}
     for d, dur in zip(prog.descs, durs):
@@ -181,4 +183,5 @@ def run_block(cfg: Config, case: BlockCase, *, stall: float = 0.0, seed: int | N
     return {"pass": not bad and run["error"] == 0, "mismatch": bad, "error": run["error"],
             "cycles": run["cycles"], "passes": run["passes"], "durations": durs,
             "model": model, "estimate": est, "descs": prog.descs, "gemm_cycles": per_job,
-            "jobs": len(jobs), "report": report, "ep_schedule": used}
+            "jobs": len(jobs), "report": report, "ep_schedule": used,
+            "cfse_overlap": prog.cfse_overlap}

@@ -13,8 +13,8 @@ so cycles are the same, and the bench only loads an image, pulses ``start`` and 
 Host side (the bench, ``EXION_PARAMS["harness"]``): the image goes in through
 ``$readmemh("dsc_image.hex")`` on ``load``; the final image comes back through
 ``$writememh("dsc_dump.hex")`` on ``dump`` (``image_words`` words); every change of ``stage``
-during a run is logged to ``dsc_stages.txt`` as ``stage cycles`` (the same samples the
-Python loop takes); ``bad`` flags a read beyond ``image_words``. The files live in the
+during a run is logged to ``dsc_stages.txt`` as ``stage cycles``, and every change of the
+core's ``engine`` output as ``E engine cycles`` (the same samples the Python loop takes); ``bad`` flags a read beyond ``image_words``. The files live in the
 run's folder (the simulator's working directory). ``WORDS`` bounds the image; a larger one
 runs on the Python memory (:func:`fits`).
 """
@@ -78,7 +78,7 @@ module {MODULE} (
   {core} core (
     .clk(clk), .rst(rst), .start(start), .prog_base(prog_base), .iteration(iteration),
     .reuse_n(reuse_n), .mode(mode), .busy(busy), .done(done), .error(error),
-    .cycles(cycles), .passes(passes), .stage(stage),
+    .cycles(cycles), .passes(passes), .stage(stage), .engine(engine),
     .mem__rd_cmd__payload(rd_cmd_p), .mem__rd_cmd__valid(rd_cmd_v),
     .mem__rd_cmd__ready(rd_cmd_r), .mem__rd_data__payload(rd_data_p),
     .mem__rd_data__valid(rd_data_v), .mem__rd_data__ready(rd_data_r),
@@ -92,10 +92,11 @@ module {MODULE} (
   reg [31:0] wq_a [0:QD-1]; reg [8:0] wq_n [0:QD-1]; integer wq_h, wq_c;
   reg [D-1:0] wb [0:WD-1]; integer wb_h, wb_c;
   integer resp, bursts, fd, last_stage, i;
-  reg rec;
+  reg rec, last_eng;
+  wire engine;
   initial begin
     rq_h = 0; rq_c = 0; wq_h = 0; wq_c = 0; wb_h = 0; wb_c = 0; resp = 0; fd = 0;
-    last_stage = -1; bad = 0; overflow = 0; rec = 0;
+    last_stage = -1; bad = 0; overflow = 0; rec = 0; last_eng = 0;
     rd_cmd_r = 0; wr_cmd_r = 0; rd_data_v = 0; wr_data_r = 0; wr_resp_v = 0; rd_data_p = 0;
   end
   always @(negedge clk) begin
@@ -103,7 +104,7 @@ module {MODULE} (
       for (i = 0; i < WORDS; i = i + 1) mem[i] = {{D{{1'b0}}}};
       $readmemh("dsc_image.hex", mem, 0, image_words - 1);
       rq_h = 0; rq_c = 0; wq_h = 0; wq_c = 0; wb_h = 0; wb_c = 0; resp = 0;
-      bad = 0; overflow = 0; last_stage = -1; rec = 0;
+      bad = 0; overflow = 0; last_stage = -1; rec = 0; last_eng = 0;
       if (fd != 0) $fclose(fd);
       fd = $fopen("dsc_stages.txt", "w");
     end
@@ -147,9 +148,13 @@ module {MODULE} (
         $fdisplay(fd, "%0d %0d", stage, cycles);
         last_stage = {{24'd0, stage}};
       end
+      if (fd != 0 && engine != last_eng) begin
+        $fdisplay(fd, "E %0d %0d", engine, cycles);
+        last_eng = engine;
+      end
       if (done) rec = 0;
     end
-    if (start) begin rec = 1; last_stage = -1; end
+    if (start) begin rec = 1; last_stage = -1; last_eng = 0; end
   end
 endmodule
 """

@@ -41,7 +41,7 @@ __all__ = ["GemmJob", "GeluJob", "SoftmaxJob", "LayerNormJob", "FfnrJob", "Predi
            "ffnr_job_from_record", "ffnr_fits", "block_jobs", "split_qkv", "block_program",
            "EP_SCHEDULES", "DscProgram",
            "jobs_from_record", "build_program", "read_results", "encode_desc", "decode_desc",
-           "program_beats", "stage_durations"]
+           "program_beats", "stage_durations", "gemm_bodies"]
 
 _FIELDS = (  # name, lsb, bits (hw/dsc.py's descriptor table)
     ("op", 0, 8), ("stage", 8, 8), ("accumulate", 16, 1), ("count", 32, 32),
@@ -67,7 +67,14 @@ _EPRE_OP = 12
 _EPRE_FIELDS = _FIELDS[:6] + (("overlap", 17, 1), ("run", 128, 128))
 
 
+#: GEMM fields: ``overlap`` (bit 17) in place of OMEM_LOAD's ``bcast``
+_GEMM_OP = 4
+_GEMM_FIELDS = _FIELDS[:12] + (("overlap", 17, 1),)
+
+
 def _fields(op: int) -> tuple:
+    if op == _GEMM_OP:
+        return _GEMM_FIELDS
     if op == _EPRE_OP:
         return _EPRE_FIELDS
     if op == _FFNR_OP:
@@ -115,6 +122,7 @@ class GeluJob:
     acc: np.ndarray
     params: dict
     expect: np.ndarray | None = None
+    beside: bool = False     # runs beside the previous GEMM job's last GEMM (overlapped)
 
 
 @dataclass
@@ -127,6 +135,7 @@ class SoftmaxJob:
     logits: np.ndarray
     keep: np.ndarray
     expect: np.ndarray | None = None
+    beside: bool = False     # runs beside the previous GEMM job's last GEMM (overlapped)
 
 
 @dataclass
@@ -153,6 +162,7 @@ class FfnrJob:
     s: float
     h_new: np.ndarray | None = None
     expect: np.ndarray | None = None
+    beside: bool = False     # runs beside the previous GEMM job's last GEMM (overlapped)
 
 
 @dataclass
@@ -218,6 +228,7 @@ class DscProgram:
     jobs: list = field(default_factory=list)   # GemmJob
     stores: list = field(default_factory=list)  # per job: [(tiles, [(addr, n_items)])]
     bus_bits: int = 64
+    cfse_overlap: bool = False                 # CFSE work beside overlapped GEMMs
 
 
 def _split_w(cfg: Config, a) -> list:
@@ -309,7 +320,8 @@ def ffnr_job_from_record(cfg: Config, rec: dict, sample: int = 0) -> FfnrJob | N
     return FfnrJob("ffnr", h_d, ru["s"], h_new, r.delta)
 
 
-def block_jobs(cfg: Config, rec: dict, sample: int = 0, overlap: bool = True) -> list:
+def block_jobs(cfg: Config, rec: dict, sample: int = 0, overlap: bool = True,
+               cfse_overlap: bool = True) -> list:
     """Every core segment of a block iteration the DSC runs today, in data order: LN1, EP
     (the EPRE ops, when ``rec`` has EP and it fits :func:`epre_fits`; with ``overlap`` the
     K / V projection runs beside them, :func:`split_qkv`), the
@@ -317,7 +329,9 @@ def block_jobs(cfg: Config, rec: dict, sample: int = 0, overlap: bool = True) ->
     requant after FC1, followed by the FFN-Reuse unit (the mask of a dense iteration, the
     FC2 delta input of a sparse one). A layer norm / softmax whose rows exceed the CFSE
     row units (``cfg.dsc_row_max``) or an H larger than the FFN-Reuse unit's cache
-    (:func:`ffnr_fits`) stays on the host (golden), as before these ops existed."""
+    (:func:`ffnr_fits`) stays on the host (golden), as before these ops existed.
+    ``cfse_overlap``: CFSE work beside the GEMMs that do not need it
+    (:func:`overlap_cfse`)."""
     jobs = jobs_from_record(cfg, rec, sample)
 
     def at(pred, after=False):
@@ -342,37 +356,148 @@ def block_jobs(cfg: Config, rec: dict, sample: int = 0, overlap: bool = True) ->
         jobs.insert(i, epre_job_from_record(cfg, rec, sample))
     if "ln1" in rec and row_fits("ln1", "x"):
         jobs.insert(0, layernorm_job_from_record(cfg, rec, "ln1", sample))
-    return jobs
+    return overlap_cfse(cfg, jobs) if cfse_overlap else jobs
+
+
+def overlap_cfse(cfg: Config, jobs: list) -> list:
+    """The block's CFSE work moved beside GEMMs that do not need it **[choice]** (a job
+    with ``beside`` runs between the previous GEMM job's last GEMM, then overlapped, and
+    that job's OMEM_STORE), keeping every data dependency of the block:
+
+    * softmax per head: head h's rows beside the Q.K^T of head h + 1, the last head's
+      beside P.V of head 0 (which needs only head 0's probabilities);
+    * GELU per FC1 column group: when FC1's tiles cover equal column groups of a multiple
+      of L columns (toy: 64 of 256), FC1 becomes one job per group and the GELU of group
+      c runs beside group c + 1's last GEMM (the last group's GELU stays exposed: FC2 and
+      the FFN-Reuse unit need all of H);
+    * the dense iteration's FFN-Reuse mask beside FC2 (FC2 reads H, not the mask; a
+      sparse iteration's delta is FC2's input, so it stays before it).
+
+    LN1 (the first op) and LN2 (after the output projection, FC1's input) have nothing to
+    run beside. Returns a new list; ``jobs`` is not changed."""
+    from dataclasses import replace
+    out = list(jobs)
+
+    def find(pred):
+        return next((i for i, j in enumerate(out) if pred(j)), None)
+
+    # softmax per head
+    si = find(lambda j: isinstance(j, SoftmaxJob) and j.name == "softmax")
+    scores = [j for j in out if isinstance(j, GemmJob) and j.name.startswith("scores[")]
+    if si is not None and len(scores) >= 2:
+        sm = out.pop(si)
+        rows = [j.expect.shape[0] for j in scores]
+        if sum(rows) == sm.logits.shape[0]:
+            edges = np.cumsum([0] + rows)
+            parts = [SoftmaxJob(f"softmax[{h}]", sm.logits[a:b], sm.keep[a:b],
+                                None if sm.expect is None else sm.expect[a:b], beside=True)
+                     for h, (a, b) in enumerate(zip(edges[:-1], edges[1:]))]
+            for h, part in enumerate(parts[:-1]):
+                out.insert(out.index(scores[h + 1]) + 1, part)
+            p0 = find(lambda j: isinstance(j, GemmJob) and j.name == "pv[0]")
+            if p0 is None:
+                parts[-1].beside = False
+                out.insert(out.index(scores[-1]) + 1, parts[-1])
+            else:
+                out.insert(p0 + 1, parts[-1])
+        else:
+            out.insert(si, sm)
+    # GELU per FC1 column group
+    fi, gi = find(lambda j: j.name == "fc1"), find(lambda j: isinstance(j, GeluJob))
+    if fi is not None and gi == fi + 1 and isinstance(out[fi], GemmJob):
+        groups = _column_groups(cfg, out[fi])
+        if len(groups) >= 2:
+            fc1, gelu = out[fi], out[gi]
+            new = []
+            for c, (a, b) in enumerate(groups):
+                new.append(GemmJob(f"fc1[{c}]", fc1.a_parts, fc1.b[:, a:b], fc1.mask[:, a:b],
+                                   fc1.base[:, a:b],
+                                   None if fc1.expect is None else fc1.expect[:, a:b]))
+                if c:
+                    pa, pb = groups[c - 1]
+                    new.append(replace(gelu, name=f"gelu[{c - 1}]", acc=gelu.acc[:, pa:pb],
+                                       expect=None if gelu.expect is None
+                                       else gelu.expect[:, pa:pb], beside=True))
+            a, b = groups[-1]
+            new.append(replace(gelu, name=f"gelu[{len(groups) - 1}]", acc=gelu.acc[:, a:b],
+                               expect=None if gelu.expect is None else gelu.expect[:, a:b]))
+            out[fi:gi + 1] = new
+    # the dense iteration's FFN-Reuse mask beside FC2
+    ri = find(lambda j: isinstance(j, FfnrJob) and j.h_new is None)
+    if ri is not None and ri + 1 < len(out) and isinstance(out[ri + 1], GemmJob) \
+            and out[ri + 1].name == "fc2":
+        ff = out.pop(ri)
+        out.insert(ri + 1, replace(ff, beside=True))
+    return out
+
+
+def _column_groups(cfg: Config, job: GemmJob) -> list:
+    """FC1's column groups, ``[(first, end)]``, when its tiles (:func:`plan_tiles`, every
+    input part the same) cover equal, contiguous column ranges of a multiple of L columns
+    (the GELU op takes whole words of L hidden units); else ``[]``."""
+    case = GemmCase(job.a_parts[0], job.b, job.mask, prev=job.base, accumulate=True,
+                    name=job.name)
+    cols = []
+    for t in plan_tiles(cfg, case):
+        c = np.asarray(t.cols)
+        rng = (int(c.min()), int(c.max()) + 1)
+        if not np.array_equal(c, np.arange(*rng)):
+            return []
+        if rng not in cols:
+            cols.append(rng)
+    cols.sort()
+    w = cols[0][1] - cols[0][0]
+    edges = [a for a, _ in cols] + [cols[-1][1]]
+    if (any(b - a != w for a, b in cols) or w % cfg.lanes or edges[0] != 0
+            or any(cols[i][1] != cols[i + 1][0] for i in range(len(cols) - 1))
+            or edges[-1] != job.b.shape[1]):
+        return []
+    return cols
 
 
 EP_SCHEDULES = ("auto", "overlap", "sequential")
 
 
 def block_program(cfg: Config, rec: dict, sample: int = 0, schedule: str = "auto",
-                  bus_bits: int = 64) -> tuple:
+                  bus_bits: int = 64, cfse_overlap: bool | str = "auto") -> tuple:
     """A block iteration's jobs and program under an EP ``schedule``: ``overlap`` (EP beside
     the K / V projection), ``sequential`` (EP, then one Q/K/V product) or ``auto`` **[choice]**:
     both are built and the one :func:`exion.golden.dsc_cycles.program_cycles` estimates
     faster is kept (a tie keeps ``sequential``). Overlap pays where the EPRE's runs are
     longer than the extra tile the split costs (toy's one-selector EPRE: yes; exion16's,
     16 selectors, 95 cycles a head: no). Returns ``(jobs, program, schedule used)``; without
-    EP in the core both schedules are the same program (``sequential``)."""
+    EP in the core both schedules are the same program (``sequential``). ``cfse_overlap``:
+    :func:`block_jobs`' (True, False), or ``"auto"`` **[choice]**: the chosen EP schedule
+    with and without, keeping the faster estimate (a tie keeps the overlap; splitting the
+    softmax per head costs descriptors, which a narrow port can make the larger part);
+    ``program.cfse_overlap`` says which."""
     from exion.golden.dsc_cycles import program_cycles
     if schedule not in EP_SCHEDULES:
         raise ExionError(f"EP schedule {schedule!r}: expected one of {', '.join(EP_SCHEDULES)}")
+    if cfse_overlap not in (True, False, "auto"):
+        raise ExionError(f"cfse_overlap {cfse_overlap!r}: expected True, False or 'auto'")
+    co = cfse_overlap is not False
     cand: dict = {}
     if schedule != "sequential":
-        jobs = block_jobs(cfg, rec, sample, overlap=True)
+        jobs = block_jobs(cfg, rec, sample, overlap=True, cfse_overlap=co)
         beside = any(isinstance(j, GemmJob) and j.overlap for j in jobs)
         cand["overlap" if beside else "sequential"] = jobs    # no EP in the core: the same
     if schedule != "overlap" and "sequential" not in cand:
-        cand["sequential"] = block_jobs(cfg, rec, sample, overlap=False)
+        cand["sequential"] = block_jobs(cfg, rec, sample, overlap=False, cfse_overlap=co)
     progs = {k: build_program(cfg, j, bus_bits) for k, j in cand.items()}
     name = next(iter(progs))
     if len(progs) == 2:
         est = {k: program_cycles(cfg, p.descs, bus_bits)["total"] for k, p in progs.items()}
         name = "overlap" if est["overlap"] < est["sequential"] else "sequential"
-    return cand[name], progs[name], name
+    jobs, prog = cand[name], progs[name]
+    prog.cfse_overlap = co and any(getattr(j, "beside", False) for j in jobs)
+    if cfse_overlap == "auto" and prog.cfse_overlap:
+        plain = block_jobs(cfg, rec, sample, overlap=name == "overlap", cfse_overlap=False)
+        pp = build_program(cfg, plain, bus_bits)
+        if (program_cycles(cfg, pp.descs, bus_bits)["total"]
+                < program_cycles(cfg, prog.descs, bus_bits)["total"]):
+            jobs, prog = plain, pp
+    return jobs, prog, name
 
 
 def split_qkv(cfg: Config, job: GemmJob) -> list[GemmJob]:
@@ -505,6 +630,17 @@ def build_program(cfg: Config, jobs: list[GemmJob], bus_bits: int = 64) -> DscPr
             continue
         if id(job) in beside:
             stores.append(beside.pop(id(job))[1])
+            continue
+        if getattr(job, "beside", False):     # a CFSE job beside the previous GEMM
+            if i == 0 or not isinstance(jobs[i - 1], GemmJob):
+                raise ExionError(f"job {job.name}: 'beside' needs a GEMM job before it")
+            extra: list = []
+            fn = {GeluJob: _gelu_descs, SoftmaxJob: _row_descs, LayerNormJob: _row_descs,
+                  FfnrJob: _ffnr_descs}[type(job)]
+            stores.append(fn(cfg, job, extra, data, ib, bb))
+            g = max(k for k, d in enumerate(descs) if d["op"] == OPS["GEMM"])
+            descs[g]["overlap"] = 1
+            descs[g + 1:g + 1] = extra
             continue
         if isinstance(job, GeluJob):
             stores.append(_gelu_descs(cfg, job, descs, data, ib, bb))
@@ -854,6 +990,32 @@ def stage_durations(descs: list, stages: list, total: int, bus_bits: int) -> lis
     return [t[i + 1] - t[i] for i in range(len(descs))]
 
 
+def gemm_bodies(descs: list, durations: list, engine: list, bus_bits: int) -> list:
+    """The engine's measured part of every GEMM descriptor, in program order, for
+    :func:`exion.golden.dsc_cycles.program_cycles`, from the bench's ``(value, cycle)``
+    change records of the core's ``engine`` output (high from a GEMM's DECODE until its
+    engine is idle) and the descriptors' ``durations``: a plain GEMM's body (the rise to
+    the fall), an overlapped GEMM's ``(mask stream, body)`` (the rise to the next
+    descriptor's start, and to the fall). A record's ``cycles`` value is 3 less than
+    :func:`stage_durations`' frame (whose first descriptor starts at 3): measured, and
+    checked by every plain GEMM's body, which both give."""
+    n = sum(1 for d in descs if d["op"] == 4)
+    pairs = list(zip(engine[::2], engine[1::2]))
+    if len(engine) != 2 * n or any((v0, v1) != (1, 0) for (v0, _), (v1, _) in pairs):
+        raise ExionError(f"engine records ({len(engine)}) do not match the program's "
+                         f"{n} GEMMs")
+    starts = np.cumsum([3] + list(durations))      # stage_durations' frame
+    out, k = [], 0
+    for i, d in enumerate(descs):
+        if d["op"] != 4:
+            continue
+        (_, rise), (_, fall) = pairs[k]
+        k += 1
+        out.append((int(starts[i + 1] - 3 - rise), fall - rise) if d.get("overlap")
+                   else fall - rise)
+    return out
+
+
 def program_beats(cfg: Config, prog: DscProgram) -> int:
     """Bus beats the program moves (descriptor fetches included)."""
     from exion.hw.dsc import OPS, item_beats
@@ -872,7 +1034,7 @@ def program_beats(cfg: Config, prog: DscProgram) -> int:
         return 2 * d["count"] * ib["word"] if d.get("sparse") else d.get("aux", 0) * ib["mask"]
 
     def item(d):      # an overlapped EPRE writes nothing (EPRE_STORE does); bcast: 1 result
-        if d.get("overlap"):
+        if d.get("overlap") and d["op"] == OPS["EPRE"]:
             return 0
         return ib["obc"] if d["op"] == OPS["OMEM_LOAD"] and d.get("bcast") else per.get(d["op"], 0)
     return sum(desc_beats + extra(d) + d.get("count", 0) * item(d) for d in prog.descs)

@@ -23,7 +23,7 @@ __all__ = ["pysim_dsc"]
 
 
 def pysim_dsc(cfg: Config, prog: DscProgram, max_cycles: int = 200_000) -> dict:
-    """Run ``prog`` once; returns ``{"image", "cycles", "error", "stages"}`` (as
+    """Run ``prog`` once; returns ``{"image", "cycles", "error", "stages", "engine"}`` (as
     :func:`exion.sim.dsc_rtl.rtl_dsc` per run)."""
     from amaranth.sim import Simulator
 
@@ -44,6 +44,7 @@ def pysim_dsc(cfg: Config, prog: DscProgram, max_cycles: int = 200_000) -> dict:
         ctx.set(dut.start, 0)
         rd, wcmd, wdata, resp = deque(), deque(), deque(), deque()
         stages, last, n = [], None, 0
+        engine, last_eng = [], 0
         while True:
             if rd:
                 addr, left = rd[0]
@@ -82,11 +83,16 @@ def pysim_dsc(cfg: Config, prog: DscProgram, max_cycles: int = 200_000) -> dict:
             if s != last:
                 stages.append((s, ctx.get(dut.cycles)))
                 last = s
+            e = ctx.get(dut.engine)
+            if e != last_eng:
+                engine.append((e, ctx.get(dut.cycles)))
+                last_eng = e
             if ctx.get(dut.done):
                 break
             if n >= max_cycles:
                 raise ExionError(f"pysim_dsc: no done after {n} cycles")
-        res.update(cycles=ctx.get(dut.cycles), error=ctx.get(dut.error), stages=stages)
+        res.update(cycles=ctx.get(dut.cycles), error=ctx.get(dut.error), stages=stages,
+                   engine=engine)
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)

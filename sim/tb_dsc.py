@@ -12,8 +12,9 @@ Per run this bench pulses ``start`` and serves the memory port until ``done``:
   never stalls (the timing ``golden/dsc_cycles.py`` models). A run may carry its own
   ``stall``.
 
-It records the core's ``cycles``, ``passes``, ``error`` and the cycle at which ``stage``
-changed (the host numbers descriptors in ``stage``), and pickles the final memory images.
+It records the core's ``cycles``, ``passes``, ``error``, the cycle at which ``stage``
+changed (the host numbers descriptors in ``stage``) and the ``(value, cycle)`` changes of
+``engine`` (an overlapped GEMM's background time), and pickles the final memory images.
 """
 
 from __future__ import annotations
@@ -142,7 +143,9 @@ async def _harness_run(dut, run: dict, bus_bits: int, max_cycles: int) -> dict:
     with open("dsc_dump.hex") as fh:
         out["image"] = from_hex(fh.read(), image.size, bus_bits)
     with open("dsc_stages.txt") as fh:
-        out["stages"] = [tuple(int(v) for v in ln.split()) for ln in fh if ln.strip()]
+        recs = [ln.split() for ln in fh if ln.strip()]
+    out["stages"] = [tuple(int(v) for v in r) for r in recs if r[0] != "E"]
+    out["engine"] = [tuple(int(v) for v in r[1:]) for r in recs if r[0] == "E"]
     return out
 
 
@@ -203,6 +206,7 @@ async def dsc_programs(dut):
         await FallingEdge(dut.clk)
         dut.start.value = 0
         stages, last_stage, n = [], None, 0
+        engine, last_eng = [], 0
         while True:
             memory.step()
             await FallingEdge(dut.clk)
@@ -211,6 +215,10 @@ async def dsc_programs(dut):
             if s != last_stage:
                 stages.append((s, int(dut.cycles.value)))
                 last_stage = s
+            e = int(dut.engine.value)
+            if e != last_eng:
+                engine.append((e, int(dut.cycles.value)))
+                last_eng = e
             if int(dut.done.value):
                 break
             assert n < max_cycles, f"no done after {n} cycles"
@@ -218,7 +226,8 @@ async def dsc_programs(dut):
         cyc = int(dut.cycles.value)
         total += cyc
         outs.append({"image": memory.mem, "cycles": cyc, "passes": int(dut.passes.value),
-                     "error": int(dut.error.value), "stages": stages, "busy": int(dut.busy.value)})
+                     "error": int(dut.error.value), "stages": stages, "engine": engine,
+                     "busy": int(dut.busy.value)})
     with open(p["results"], "wb") as fh:
         pickle.dump(outs, fh)
     write_report({"block": "dsc_core", "config": cfg.name, "runs": len(runs),

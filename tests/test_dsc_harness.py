@@ -14,7 +14,8 @@ from exion.errors import ExionError
 from exion.golden import dsc_cycles as dcy
 from exion.sim.dsc_block import block_case
 from exion.sim.dsc_harness import WORDS, fits, from_hex, to_hex
-from exion.sim.dsc_program import block_jobs, build_program, read_results, stage_durations
+from exion.sim.dsc_program import (block_jobs, build_program, gemm_bodies, read_results,
+                                   stage_durations)
 from exion.sim.dsc_rtl import DscSession, rtl_dsc
 from exion.workloads.dit import DiT
 from exion.workloads.weights import load_weights
@@ -78,8 +79,8 @@ def test_verilog_memory_equals_python_memory(programs):
         for j, o in zip(jobs, read_results(TOY, prog, b["image"])):
             np.testing.assert_array_equal(o, j.expect, err_msg=j.name)
         durs = stage_durations(prog.descs, b["stages"], b["cycles"], prog.bus_bits)
-        bodies = [t - (3 + max(1, 256 // prog.bus_bits))      # the engine's measured time
-                  for d, t in zip(prog.descs, durs) if d["op"] == 4]
+        assert a["engine"] == b["engine"]
+        bodies = gemm_bodies(prog.descs, durs, b["engine"], prog.bus_bits)   # the engine's
         model = dcy.program_cycles(TOY, prog.descs, prog.bus_bits, bodies)
         assert model["total"] == b["cycles"]
 

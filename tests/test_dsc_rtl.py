@@ -11,7 +11,8 @@ from exion.golden import dsc_cycles as dcy
 from exion.hw import dsc as hdsc
 from exion.sim.dsc_block import block_case, run_block
 from exion.sim.dsc_program import (GemmJob, build_program, decode_desc, encode_desc,
-                                   jobs_from_record, read_results, stage_durations)
+                                   gemm_bodies, jobs_from_record, read_results,
+                                   stage_durations)
 from exion.sim.dsc_rtl import rtl_dsc
 from exion.workloads.dit import DiT
 from exion.workloads.weights import load_weights
@@ -33,14 +34,17 @@ def test_model_constants_agree_with_hw(name, bus):
     assert dcy.item_beats(cfg, bus) == hdsc.item_beats(cfg, bus)
     assert dcy.OPS == hdsc.OPS
     assert dcy.EPRE_INTERLOCKED == hdsc.EPRE_INTERLOCKED
+    assert dcy.ENGINE_INTERLOCKED == hdsc.ENGINE_INTERLOCKED
 
 
 def test_descriptor_roundtrip():
     d = {"op": 4, "stage": 7, "accumulate": 1, "count": 123, "src": 0x1000, "dst": 0x2000,
          "ubase": 5, "glen": 3, "gstride": 128, "kwords": 16, "ncols": 64, "regions": 4,
-         "bcast": 0}
+         "overlap": 0}
     assert decode_desc(encode_desc(d)) == d
-    assert decode_desc(encode_desc({**d, "op": 3, "bcast": 1}))["bcast"] == 1
+    assert decode_desc(encode_desc({**d, "overlap": 1}))["overlap"] == 1
+    om = {**{k: v for k, v in d.items() if k != "overlap"}, "op": 3, "bcast": 1}
+    assert decode_desc(encode_desc(om)) == om
 
 
 def _check_run(cfg, prog, run, jobs):
@@ -112,6 +116,8 @@ def test_sparse_products_bit_exact_and_cycles(runs):
     assert sum(durs) == run["cycles"]
     ovh = dcy.overhead(64)
     bodies = [t - ovh for d, t in zip(prog.descs, durs) if d["op"] == dcy.OPS["GEMM"]]
+    # the ``engine`` records give the same bodies (no GEMM waits here)
+    assert gemm_bodies(prog.descs, durs, run["engine"], 64) == bodies
     for d, t in zip(prog.descs, durs):       # every non-GEMM descriptor exactly
         if d["op"] != dcy.OPS["GEMM"]:
             assert t == dcy.descriptor_cycles(TOY, d, 64), d
@@ -488,7 +494,7 @@ def test_ffnr_jobs_in_block(model):
     from exion.sim.dsc_program import FfnrJob, block_jobs, ffnr_job_from_record
     for it in (0, 1):
         rec = block_case(model, META, 1, it).rec
-        names = [j.name for j in block_jobs(TOY, rec)]
+        names = [j.name for j in block_jobs(TOY, rec, cfse_overlap=False)]
         assert names[names.index("gelu") + 1] == "ffnr"
         assert names[0] == "ln1" and names[names.index("fc1") - 1] == "ln2"
         assert names[names.index("softmax") + 1].startswith("pv")
@@ -505,7 +511,7 @@ def test_ffnr_jobs_in_block(model):
                                     0.5)])
     # rows longer than the CFSE buffer / H larger than the unit's cache stay on the host
     small = TOY.replace(name="toy_k8", k_max=8)
-    names = [j.name for j in block_jobs(small, rec)]
+    names = [j.name for j in block_jobs(small, rec, cfse_overlap=False)]
     assert "gelu" in names and not {"ln1", "ln2", "softmax", "ffnr"} & set(names)
     d = {"op": 9, "stage": 1, "accumulate": 0, "count": 7, "src": 64, "dst": 128,
          "aux": 0x3000, "t": 5, "n": 9, "s_code": 999999, "sparse": 1}
@@ -543,10 +549,14 @@ def test_unit_ops_other_buses_pysim(bus):
                 rng.integers(-2047, 2048, (9, 3)), 0.4, q_th=50),
             _pj("epre_ov", rng.integers(-2047, 2048, (5, 6)), rng.integers(-2047, 2048, (6, 2)),
                 rng.integers(-2047, 2048, (6, 2)), 0.5),
-            _small_gemm(rng, overlap=True), _small_gemm(rng, row_constant=True)]
+            _small_gemm(rng, overlap=True), _small_gemm(rng, row_constant=True),
+            SoftmaxJob("sm_beside", lg[::-1], kp[::-1],
+                       prob_requant(np.where(kp[::-1], softmax_fx(lg[::-1]), 0), TOY),
+                       beside=True)]
     jobs[4].expect = _gelu_expect(jobs[4])
     prog = build_program(TOY, jobs, bus_bits=bus)
     assert any(d.get("overlap") for d in prog.descs)
+    assert any(d.get("overlap") for d in prog.descs if d["op"] == dcy.OPS["GEMM"])
     assert {d.get("bcast", 0) for d in prog.descs if d["op"] == dcy.OPS["OMEM_LOAD"]} == {0, 1}
     run = pysim_dsc(TOY, prog)
     assert run["error"] == 0
@@ -569,8 +579,7 @@ def _check_program_cycles(prog, run, bus=64, cfg=TOY):
     """Every descriptor's RTL cycles equal to :func:`program_cycles`' (the engine's measured
     GEMM bodies substituted), and the total; returns the model's result."""
     durs = stage_durations(prog.descs, run["stages"], run["cycles"], bus)
-    oh = dcy.overhead(bus)
-    bodies = [t - oh for d, t in zip(prog.descs, durs) if d["op"] == dcy.OPS["GEMM"]]
+    bodies = gemm_bodies(prog.descs, durs, run["engine"], bus)
     mdl = dcy.program_cycles(cfg, prog.descs, bus, bodies)
     for i, (d, t, c) in enumerate(zip(prog.descs, durs, mdl["per_desc"])):
         assert t == c, (i, d, t, c)
@@ -845,3 +854,175 @@ def test_auto_ep_schedule_takes_the_faster_estimate(model, name):
     descs = {s: block_program(cfg, no_ep, 0, s)[1:] for s in ("auto", "overlap", "sequential")}
     assert {used for _, used in descs.values()} == {"sequential"}
     assert len({tuple(d["op"] for d in p.descs) for p, _ in descs.values()}) == 1
+
+
+# ---- CFSE beside the gemm engine: overlapped GEMMs (issue 16 item 2) --------------------
+
+def _rewrite(prog, descs):
+    """``prog`` with its descriptor list replaced (renumbered, re-encoded in place)."""
+    for i, d in enumerate(descs):
+        d["stage"] = i & 0xFF
+    prog.descs[:] = descs
+    raw = b"".join(encode_desc(d) for d in descs)
+    prog.image[:len(raw)] = np.frombuffer(raw, np.uint8)
+    return prog
+
+
+def _engine_programs(model):
+    """Real block jobs with their CFSE work beside the GEMMs (softmax of head 0 beside
+    Q.K^T of head 1; the GELU of FC1's first column group beside the second; the dense
+    FFN-Reuse mask beside FC2), and directed ones: an overlapped GEMM right before END (END
+    waits), and a GEMM that waits for the previous overlapped GEMM (two products on the
+    same IMEM, a softmax between them)."""
+    from exion.golden.cfse import softmax_fx
+    from exion.golden.dsc import prob_requant
+    from exion.sim.dsc_program import SoftmaxJob, block_jobs
+    dense = {j.name: j for j in block_jobs(TOY, block_case(model, META, 1, 0).rec)}
+    assert dense["softmax[0]"].beside and dense["gelu[0]"].beside and dense["ffnr"].beside
+    assert not dense["gelu[3]"].beside          # FC2 and the FFN-Reuse unit need all of H
+    sets = [[dense[n] for n in ("scores[0]", "scores[1]", "softmax[0]")],
+            [dense[n] for n in ("fc1[0]", "fc1[1]", "gelu[0]")],
+            [dense[n] for n in ("fc2", "ffnr")]]
+    progs = [build_program(TOY, js) for js in sets]
+    rng = np.random.default_rng(31)
+    print("engine overlap cases: seed 31")
+    small = _small_gemm(rng)
+    last = build_program(TOY, [small])
+    ds = [dict(d) for d in last.descs if d["op"] != dcy.OPS["OMEM_STORE"]]
+    next(d for d in ds if d["op"] == dcy.OPS["GEMM"])["overlap"] = 1
+    progs.append(_rewrite(last, ds))
+    a = rng.integers(-2047, 2048, (8, 128))
+    b = rng.integers(-2047, 2048, (128, 12))
+    base = rng.integers(-10**5, 10**5, (8, 12))
+    twice = GemmJob("twice", [a, a], b, np.ones((8, 12), bool), base, base + 2 * (a @ b))
+    lg = rng.integers(-9000, 9000, (1, 3))
+    kp = np.array([[True, False, True]])
+    lg = np.where(kp, lg, -32768)
+    sm = SoftmaxJob("between", lg, kp, prob_requant(np.where(kp, softmax_fx(lg), 0), TOY))
+    gg = build_program(TOY, [twice, sm])
+    gemms = [i for i, d in enumerate(gg.descs) if d["op"] == dcy.OPS["GEMM"]]
+    smx = next(d for d in gg.descs if d["op"] == dcy.OPS["SOFTMAX"])
+    ds = [dict(d) for d in gg.descs]
+    ds[gemms[0]]["overlap"] = 1
+    ds = ds[:gemms[0] + 1] + [dict(smx)] + ds[gemms[1]:]     # no second IMEM_LOAD
+    ds = [d for k, d in enumerate(ds) if not (d["op"] == dcy.OPS["SOFTMAX"] and k > gemms[0] + 1)]
+    progs.append(_rewrite(gg, ds))
+    jobs = sets + [[], [twice, sm]]
+    stalled = [build_program(TOY, js) for js in sets]
+    return progs + stalled, jobs + sets
+
+
+@pytest.fixture(scope="module")
+def engine_runs(model):
+    """One simulation: the programs of :func:`_engine_programs`, then the three real ones
+    again with 30 % memory stalls."""
+    progs, jobs = _engine_programs(model)
+    out, _ = rtl_dsc(TOY, progs, stall=[0.0] * 5 + [0.3] * 3, run_name="dsc_engine")
+    return {"progs": progs, "jobs": jobs, "runs": out}
+
+
+def test_engine_overlap_bit_exact_and_cycles(engine_runs):
+    """CFSE work beside an overlapped GEMM is bit-exact, every descriptor's cycles equal
+    the model's (the engine's background time measured), both regimes occur (the store
+    waits for the engine; the CFSE op outlasts it), END and a GEMM wait for the engine."""
+    progs, runs, jobs = engine_runs["progs"], engine_runs["runs"], engine_runs["jobs"]
+    mdl = []
+    for prog, run, js in zip(progs[:5], runs[:5], jobs[:5]):
+        _check_run(TOY, prog, run, js)
+        mdl.append(_check_program_cycles(prog, run))
+        assert len(run["engine"]) == 2 * sum(1 for d in prog.descs if d["op"] == 4)
+    assert all(m["engine_hidden"] > 0 for m in mdl)
+    assert any(m["engine_wait"] > 0 for m in mdl[:3])
+    assert any(m["engine_wait"] == 0 for m in mdl[:3])
+    # END waits (the overlapped GEMM is the last op): its cycles include the engine's
+    assert mdl[3]["per_desc"][-1] > dcy.overhead(64)
+    # the second GEMM waits in DECODE for the first (only a softmax between them)
+    g2 = [i for i, d in enumerate(progs[4].descs) if d["op"] == 4][1]
+    assert mdl[4]["per_desc"][g2] > dcy.descriptor_cycles(
+        TOY, progs[4].descs[g2], 64, gemm_bodies(
+            progs[4].descs, stage_durations(progs[4].descs, runs[4]["stages"],
+                                            runs[4]["cycles"], 64),
+            runs[4]["engine"], 64)[1])
+
+
+def test_engine_overlap_pays_and_mutations_fail(engine_runs, monkeypatch):
+    """The overlapped programs take fewer cycles than the model gives the same work in
+    sequence; a model without the engine interlock, and one that runs the GEMMs in
+    sequence, both miss the RTL's cycles."""
+    progs, runs = engine_runs["progs"], engine_runs["runs"]
+    for prog, run in zip(progs[:3], runs[:3]):
+        durs = stage_durations(prog.descs, run["stages"], run["cycles"], 64)
+        bodies = gemm_bodies(prog.descs, durs, run["engine"], 64)
+        seq_bodies = [b[1] if isinstance(b, tuple) else b for b in bodies]
+        seq = [{**d, "overlap": 0} if d["op"] == 4 else d for d in prog.descs]
+        assert dcy.program_cycles(TOY, seq, 64, seq_bodies)["total"] > run["cycles"]
+    for prog, run in zip(progs[:5], runs[:5]):
+        durs = stage_durations(prog.descs, run["stages"], run["cycles"], 64)
+        bodies = gemm_bodies(prog.descs, durs, run["engine"], 64)
+        if dcy.program_cycles(TOY, prog.descs, 64, bodies)["engine_wait"]:
+            with monkeypatch.context() as mp:
+                mp.setattr(dcy, "ENGINE_INTERLOCKED", ())
+                assert dcy.program_cycles(TOY, prog.descs, 64, bodies)["total"] != \
+                    run["cycles"]
+
+
+def test_engine_overlap_under_stalls(engine_runs):
+    """With 30 % memory stalls the overlapped programs stay bit-exact."""
+    progs, runs, jobs = engine_runs["progs"], engine_runs["runs"], engine_runs["jobs"]
+    for prog, run, js in zip(progs[5:], runs[5:], jobs[5:]):
+        _check_run(TOY, prog, run, js)
+
+
+def test_overlap_cfse_keeps_the_block_data_order(model):
+    """The host's schedule (no RTL): each CFSE job with ``beside`` follows a GEMM job that
+    does not need it, after every job it needs; the split jobs cover the unsplit ones'
+    outputs; a sparse iteration's FFN-Reuse delta stays before FC2; without
+    ``cfse_overlap`` nothing moves."""
+    from exion.sim.dsc_program import block_jobs
+    for it in (0, 1):
+        rec = block_case(model, META, 1, it).rec
+        base = block_jobs(TOY, rec, cfse_overlap=False)
+        jobs = block_jobs(TOY, rec)
+        names = [j.name for j in jobs]
+        assert all(not getattr(j, "beside", False) for j in base)
+        pos = {n: i for i, n in enumerate(names)}
+        heads = sum(1 for n in names if n.startswith("scores["))
+        for h in range(heads):
+            assert pos[f"scores[{h}]"] < pos[f"softmax[{h}]"] < pos[f"pv[{h}]"]
+        assert max(pos[n] for n in names if n.startswith("gelu[")) < pos["ffnr"]
+        assert all(pos[f"fc1[{c}]"] < pos[f"gelu[{c}]"] for c in range(4))
+        fc2 = "fc2" if it == 0 else "fc2_delta"
+        assert (pos["ffnr"] > pos[fc2]) == (it == 0)
+        for i, j in enumerate(jobs):
+            if getattr(j, "beside", False):
+                assert isinstance(jobs[i - 1], GemmJob)
+        bs = {j.name: j for j in base}
+        np.testing.assert_array_equal(np.concatenate([j.expect for j in jobs
+                                                      if j.name.startswith("gelu[")], axis=1),
+                                      bs["gelu"].expect)
+        np.testing.assert_array_equal(np.concatenate([j.expect for j in jobs
+                                                      if j.name.startswith("softmax[")]),
+                                      bs["softmax"].expect)
+
+
+@pytest.mark.parametrize("name,bus", [("toy", 64), ("exion16", 32), ("exion16", 64)])
+def test_auto_cfse_overlap_takes_the_faster_estimate(model, name, bus):
+    """``cfse_overlap="auto"`` keeps whichever of the chosen EP schedule's programs, with or
+    without the CFSE work beside the GEMMs, the cycle model estimates faster (exion16 at 32
+    bits: the sparse iteration's per-head softmax costs more than it hides); a bad value is
+    a one-line error."""
+    from exion.errors import ExionError
+    from exion.sim.dsc_program import block_program
+    cfg = PRESETS[name]
+    for it in (0, 1):
+        rec = block_case(model, META, 1, it).rec
+        est = {}
+        for co in (True, False):
+            _, prog, _ = block_program(cfg, rec, 0, "auto", bus, cfse_overlap=co)
+            est[co] = dcy.program_cycles(cfg, prog.descs, bus)["total"]
+            assert prog.cfse_overlap == co
+        _, prog, _ = block_program(cfg, rec, 0, "auto", bus)
+        assert dcy.program_cycles(cfg, prog.descs, bus)["total"] == min(est.values())
+        assert prog.cfse_overlap == (est[True] <= est[False])
+    with pytest.raises(ExionError, match="cfse_overlap"):
+        block_program(cfg, rec, 0, "auto", bus, cfse_overlap="sometimes")

@@ -26,7 +26,12 @@ def register_sim(ssub) -> None:
                     "rows EP found unneeded) and the Q projection (stage 'q', dominant rows "
                     "skipped) after; 'sequential' runs EP first and one Q/K/V product after "
                     "it (stage 'qkv'); 'auto' takes the one the cycle model estimates "
-                    "faster. Each output is checked bit-exactly against golden/dsc.py; "
+                    "faster. The CFSE work runs beside the GEMMs that do not need it "
+                    "(softmax of head h beside Q.K^T of head h+1, GELU of an FC1 column "
+                    "group beside the next group, a dense iteration's FFN-Reuse mask beside "
+                    "FC2) where the cycle model estimates it faster, or never with "
+                    "--no-cfse-overlap. "
+                    "Each output is checked bit-exactly against golden/dsc.py; "
                     "prints cycles per stage next to the cycle model (golden/dsc_cycles.py), "
                     "the sparsities used, and PASS or FAIL (exit 1). EP runs on the host "
                     "(golden) only when the block exceeds the DSC's EPRE "
@@ -51,6 +56,11 @@ def register_sim(ssub) -> None:
                    help="eager prediction beside the K / V projection ('overlap'), before "
                         "the Q/K/V product ('sequential'), or whichever the cycle model "
                         "estimates faster (default: %(default)s)")
+    b.add_argument("--no-cfse-overlap", dest="cfse_overlap", action="store_const",
+                   const=False, default="auto",
+                   help="run the softmax, GELU and FFN-Reuse ops after the GEMMs, each "
+                        "GEMM waiting for its engine (default: beside the GEMMs where the "
+                        "cycle model estimates it faster)")
     add_report(b, flag="--json")
     add_seed(b)
     add_waves(b)
@@ -80,7 +90,8 @@ def cmd_sim_block(args) -> int:
     t0 = time.perf_counter()
     try:
         r = run_block(cfg, case, stall=args.stall, seed=seed, waves=args.waves,
-                      progress=progress, ep_schedule=args.ep_schedule)
+                      progress=progress, ep_schedule=args.ep_schedule,
+                      cfse_overlap=args.cfse_overlap)
     except BenchFailure as e:
         print(f"FAIL: {e}")
         return 1
@@ -102,6 +113,9 @@ def cmd_sim_block(args) -> int:
         f": EPRE busy {mo['epre_wait'] + mo['epre_hidden']} cycles, {mo['epre_hidden']} "
         f"hidden behind K / V, {mo['epre_wait']} waited for (cycle model)"
         if r["ep_schedule"] == "overlap" else ""))
+    if mo["engine_hidden"] or mo["engine_wait"]:
+        print(f"  CFSE beside the engine: {mo['engine_hidden']} engine cycles hidden, "
+              f"{mo['engine_wait']} waited for (cycle model)")
     status = "PASS" if r["pass"] and (args.stall or r["model"]["total"] == r["cycles"]) \
         else "FAIL"
     if r["mismatch"]:
@@ -123,6 +137,9 @@ def cmd_sim_block(args) -> int:
                                "ep_schedule": r["ep_schedule"],
                                "epre_wait_cycles": r["model"]["epre_wait"],
                                "epre_hidden_cycles": r["model"]["epre_hidden"],
+                               "cfse_overlap": r["cfse_overlap"],
+                               "engine_wait_cycles": r["model"]["engine_wait"],
+                               "engine_hidden_cycles": r["model"]["engine_hidden"],
                                "mismatch": r["mismatch"], "sim_wall_seconds": wall})
     return 0 if status == "PASS" else 1
 
