@@ -5,16 +5,18 @@ s = 0.8, EP k = 0.5; the dense iteration 0 and the sparse iteration 1), on ``toy
 ``exion16``, this builds the program the host gives the DSC core (``sim.dsc_program.
 block_program``) for each EP schedule (``overlap``: the EPRE beside the K / V projection;
 ``sequential``) and each memory-port width (32 .. 256 bits), and reports
-``golden.dsc_cycles.program_cycles``, with the CFSE work beside the GEMMs (``auto`` also
-without it: ``auto_no_cfse``, ``sim.dsc_program.overlap_cfse``): total cycles, cycles per
-op kind (the gemm engine's
+``golden.dsc_cycles.program_cycles``, with the CFSE work beside the GEMMs and FC1's GELU
+from OMEM (``auto`` also without the first, ``auto_no_cfse``, ``sim.dsc_program.
+overlap_cfse``, and without the second, ``auto_unfused``, GELU_OMEM): total cycles, cycles
+per op kind (the gemm engine's
 part is the model's estimate, within 5 % of the RTL on these blocks, ``docs/dsc.md``
 section 3; everything else is exact), the beats moved and the schedule ``auto`` picks.
 The same programs run on the Verilated core with ``exion sim block`` (``docs/dsc.md``
 section 4 has the RTL figures). No RTL runs here: a few seconds.
 
-A port width whose GELU timing the model does not cover (toy at 256 bits: an accumulator
-word fits one beat, the output side becomes the bound) is reported as not modelled.
+A port width whose GELU op timing the model does not cover (toy at 256 bits, unfused only:
+an accumulator word fits one beat, the output side becomes the bound) is reported as not
+modelled (``n/m``).
 
 Writes ``build/bench/dsc.json`` and ``build/bench/dsc.png`` (stacked cycles per op kind,
 per config and port width, the ``auto`` schedule, dense iteration). Run:
@@ -52,13 +54,13 @@ def measure(buses) -> dict:
         for bus in buses:
             for it, case in cases.items():
                 row: dict = {}
-                for sched in ("overlap", "sequential", "auto", "auto_no_cfse"):
+                for sched in ("overlap", "sequential", "auto", "auto_no_cfse",
+                              "auto_unfused"):
                     try:
-                        _, prog, used = block_program(cfg, case.rec, 0, sched[:4] if sched
-                                                      .startswith("auto") else sched, bus,
-                                                      cfse_overlap={"auto": "auto",
-                                                                    "auto_no_cfse": False}
-                                                      .get(sched, True))
+                        _, prog, used = block_program(
+                            cfg, case.rec, 0, sched[:4] if sched.startswith("auto") else sched,
+                            bus, cfse_overlap=False if sched == "auto_no_cfse" else "auto",
+                            fuse_gelu=sched != "auto_unfused")
                         m = program_cycles(cfg, prog.descs, bus)
                     except ExionError as e:
                         row[sched] = {"modelled": False, "why": str(e)}
@@ -78,7 +80,8 @@ def measure(buses) -> dict:
 
 def report(res: dict) -> None:
     print(f"{'config/bus/iteration':<26} {'overlap':>9} {'sequential':>10} {'auto':>9} "
-          f"{'no CFSE ov.':>11} {'picks':>10} {'bus bytes':>10}  largest parts (auto)")
+          f"{'no CFSE ov.':>11} {'unfused':>9} {'picks':>10} {'bus bytes':>10}  "
+          f"largest parts (auto)")
     for key, row in res.items():
         a = row["auto"]
         if not a["modelled"]:
@@ -86,9 +89,14 @@ def report(res: dict) -> None:
             continue
         top = sorted(a["by_op"].items(), key=lambda kv: -kv[1])[:3]
         print(f"{key:<26} {row['overlap']['cycles']:>9,} {row['sequential']['cycles']:>10,} "
-              f"{a['cycles']:>9,} {row['auto_no_cfse']['cycles']:>11,} {a['schedule']:>10} "
+              f"{a['cycles']:>9,} {row['auto_no_cfse']['cycles']:>11,} "
+              f"{_c(row['auto_unfused']):>9} {a['schedule']:>10} "
               f"{a['bytes']:>10,}  "
               + ", ".join(f"{k} {100 * v / a['cycles']:.0f} %" for k, v in top))
+
+
+def _c(r: dict) -> str:
+    return f"{r['cycles']:,}" if r["modelled"] else "n/m"
 
 
 def plot(res: dict, path) -> None:

@@ -47,6 +47,9 @@ CFSE work beside the GEMMs that do not need it **[choice]**: a head's softmax be
 next head's Q.K^T, an FC1 column group's GELU beside the next group, a dense iteration's
 FFN-Reuse mask beside FC2 (``sim.dsc_program.overlap_cfse``); the order changes no value
 computed here (the split softmax / GELU are row / column slices of the same functions).
+FC1's GELU + requantisation runs on FC1's results while they are still in the SDUE's OMEM
+(op GELU_OMEM) **[choice]**: the same ``gelu_requant`` of the same accumulators, without
+the accumulators crossing the memory port.
 
 The core's integer work of one iteration splits into *segments* (one core run each; the
 host steps sit between them); :func:`block_iteration` records every segment's integer

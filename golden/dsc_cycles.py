@@ -41,6 +41,8 @@ EPRE            :func:`epre_body`: 1 + the EPRE's run + :data:`EPRE_FIXED`. Exac
                 the hand-over's cycle.
 EPRE_STORE      :func:`epre_store_body`: ``count * emask +`` :data:`EPRE_STORE_FIXED` (the
                 mask FIFO's rows through the output buffer, the last write response)
+GELU_OMEM       :func:`gelu_omem_body`: ``count`` groups of L OMEM reads and R words through
+                the GELU unit and the output buffer, simulated per cycle; exact
 ==============  ============================================================================
 
 **Interlock**: END, EPRE_XLOAD, EPRE_WLOAD, EPRE and EPRE_STORE stay in DECODE while an
@@ -68,17 +70,19 @@ GELU_LATENCY = 6
 __all__ = ["OPS", "item_beats", "desc_beats", "overhead", "descriptor_cycles",
            "gemm_estimate", "gelu_body", "row_body", "ffnr_body", "FFNR_FIXED", "epre_body",
            "epre_mask_bits", "EPRE_FIXED", "epre_run", "epre_store_body", "EPRE_STORE_FIXED",
-           "EPRE_INTERLOCKED", "ENGINE_INTERLOCKED", "gemm_load",
+           "EPRE_INTERLOCKED", "ENGINE_INTERLOCKED", "gemm_load", "gelu_omem_body",
+           "GELU_OMEM_FIXED",
            "program_cycles"]
 
 #: op codes (hw/dsc.py's ``OPS``; tests/test_dsc_rtl.py checks they agree)
 OPS = {"END": 0, "IMEM_LOAD": 1, "GMEM_LOAD": 2, "OMEM_LOAD": 3, "GEMM": 4, "OMEM_STORE": 5,
        "GELU": 6, "SOFTMAX": 7, "LAYERNORM": 8, "FFNR": 9, "EPRE_XLOAD": 10,
-       "EPRE_WLOAD": 11, "EPRE": 12, "EPRE_STORE": 13}
+       "EPRE_WLOAD": 11, "EPRE": 12, "EPRE_STORE": 13, "GELU_OMEM": 14}
 #: ops that wait in DECODE while an overlapped EPRE run is busy (hw/dsc.py)
 EPRE_INTERLOCKED = ("END", "EPRE_XLOAD", "EPRE_WLOAD", "EPRE", "EPRE_STORE")
 #: ops that wait in DECODE while an overlapped GEMM's engine time runs (hw/dsc.py)
-ENGINE_INTERLOCKED = ("END", "IMEM_LOAD", "GMEM_LOAD", "OMEM_LOAD", "GEMM", "OMEM_STORE")
+ENGINE_INTERLOCKED = ("END", "IMEM_LOAD", "GMEM_LOAD", "OMEM_LOAD", "GEMM", "OMEM_STORE",
+                      "GELU_OMEM")
 _NAMES = {v: k for k, v in OPS.items()}
 
 
@@ -151,6 +155,69 @@ def epre_store_body(cfg: Config, count: int, bus_bits: int) -> int:
     if count == 0:
         return 1
     return count * item_beats(cfg, bus_bits)["emask"] + EPRE_STORE_FIXED
+
+
+#: cycles of a GELU_OMEM body after its last output beat (the write response, the FSM's
+#: check): measured on toy, checked on every test and on exion16
+GELU_OMEM_FIXED = 2
+
+
+def gelu_omem_body(cfg: Config, count: int, bus_bits: int) -> int:
+    """Body of a GELU_OMEM descriptor (``hw/dsc.py``): ``count`` groups, each L OMEM reads
+    (one a cycle; GO_READ), one cycle for the last column's capture (GO_LAST), then R
+    words offered to the GELU unit (GO_EMIT: one per cycle the unit advances); the unit's
+    ``GELU_LATENCY``-stage pipeline stalls as a whole while its output is valid and not
+    taken; its words go through the two-item output buffer at ``per_word`` beats each
+    (``hw.dsc._out_stream``: ready = the second item free). Simulated per cycle, the
+    register updates in the RTL's order; :data:`GELU_OMEM_FIXED` cycles follow the last
+    beat. 1 if ``count == 0``."""
+    if count == 0:
+        return 1
+    R, L = cfg.rows, cfg.lanes
+    per_word = item_beats(cfg, bus_bits)["word"]
+    n_out = count * R
+    fsm, i, r, k = "read", 0, 0, 0
+    pipe = [False] * GELU_LATENCY
+    rvalid = qvalid = False
+    rbeat = written = 0
+    c = 0
+    while True:
+        yv = pipe[-1]
+        rready = not qvalid
+        take = yv and rready
+        adv = (not yv) or rready
+        last = rvalid and rbeat == per_word - 1
+        if last:
+            written += 1
+            if written == n_out:
+                return c + 1 + GELU_OMEM_FIXED
+        # the output buffer (hw.dsc._out_stream)
+        rbeat = rbeat + 1 if rvalid else rbeat
+        if not rvalid or last:
+            if qvalid:
+                rvalid, rbeat, qvalid = True, 0, False
+            elif take:
+                rvalid, rbeat = True, 0
+            else:
+                rvalid = False
+        elif take:
+            qvalid = True
+        # the GELU unit's pipeline and the group FSM
+        inp = fsm == "emit"
+        if adv:
+            pipe = [inp] + pipe[:-1]
+        if fsm == "read":
+            i += 1
+            if i == L:
+                fsm = "last"
+        elif fsm == "last":
+            fsm = "emit"
+        elif fsm == "emit" and adv:
+            r += 1
+            if r == R:
+                r, i, k = 0, 0, k + 1
+                fsm = "drain" if k == count else "read"
+        c += 1
 
 
 def desc_beats(bus_bits: int) -> int:
@@ -332,6 +399,8 @@ def descriptor_cycles(cfg: Config, d: dict, bus_bits: int = 64,
         body = gemm_estimate(cfg, d, bus_bits) if gemm_body is None else gemm_body
     elif op == "GELU":
         body = gelu_body(cfg, n, bus_bits)
+    elif op == "GELU_OMEM":
+        body = gelu_omem_body(cfg, n, bus_bits)
     elif op in ("SOFTMAX", "LAYERNORM"):
         body = row_body(cfg, op, n, int(d.get("n", 0)), bus_bits)
     elif op == "FFNR":

@@ -13,17 +13,19 @@ bits       field       meaning
 =========  ==========  ===================================================================
 0..7       op          0 END, 1 IMEM_LOAD, 2 GMEM_LOAD, 3 OMEM_LOAD, 4 GEMM, 5 OMEM_STORE,
                       6 GELU, 7 SOFTMAX, 8 LAYERNORM, 9 FFNR, 10 EPRE_XLOAD,
-                      11 EPRE_WLOAD, 12 EPRE, 13 EPRE_STORE
+                      11 EPRE_WLOAD, 12 EPRE, 13 EPRE_STORE, 14 GELU_OMEM
 8..15      stage       shown on ``ctrl.stage`` while the descriptor runs (host's label)
 16         accumulate  GEMM: add into OMEM (FFN-Reuse's delta FC2 on the cached Y_d)
 17         overlap     EPRE: run in the background (its mask rows into the mask FIFO);
                       GEMM: the engine computes in the background once its mask is in
 17         bcast       OMEM_LOAD: one result per item, written to all R rows of the address
 32..63     count       items: words (loads), mask beats (GEMM), OMEM addresses (store),
-                      accumulator words (GELU), input words (SOFTMAX, LAYERNORM, FFNR)
+                      accumulator words (GELU), input words (SOFTMAX, LAYERNORM, FFNR),
+                      groups of L OMEM addresses (GELU_OMEM)
 64..95     src         byte address of the first beat read (loads, GEMM, GELU, ...)
 96..127    dst         byte address of the first beat written (OMEM_STORE, GELU, ...)
-128..159   ubase       first unit address (IMEM / GMEM / OMEM word address); FFNR:
+128..159   ubase       first unit address (IMEM / GMEM / OMEM word address; GELU_OMEM:
+                      the first OMEM address read); FFNR:
                       ``aux`` (dense: mask items out; sparse: address of H')
 160..175   glen        unit addresses advance in groups of ``glen`` consecutive words ...
 176..191   gstride     ... and each group starts ``gstride`` after the previous one
@@ -70,6 +72,18 @@ OMEM_STORE and END wait in DECODE until it is low (:data:`ENGINE_INTERLOCKED`). 
 puts CFSE work that does not need this GEMM's result (the previous head's softmax, the
 previous tile's GELU, a dense iteration's FFN-Reuse mask) between an overlapped GEMM and
 the OMEM_STORE that reads its result.
+
+**GELU_OMEM** (op 14, the CFSE fed from the SDUE's output): GELU + requantisation of the
+results still in OMEM, with no accumulator crossing the port. ``count`` groups of L OMEM
+addresses from ``ubase`` (group k: ``ubase + k L .. + L - 1``, each address R results, one
+per row of its row block) go through an R x L transpose buffer: L reads (one a cycle, the
+data the cycle after), then R words into the GELU unit, word r = row r's L results (lane i
+from address ``k L + i``), so a group is L hidden units of R tokens. Out go ``count * R``
+operand words (the GELU op's output item), group by group, row by row, through the output
+buffer; the descriptor ends when the last is acknowledged. The GELU parameters sit where the
+GELU op's do (:data:`GELU_FIELDS`). It reads OMEM, so it waits for an overlapped GEMM
+(:data:`ENGINE_INTERLOCKED`). The host ends every FC1 tile with it in place of OMEM_STORE
+and runs no GELU op (``sim.dsc_program.block_jobs``, ``fuse_gelu``).
 
 SOFTMAX, LAYERNORM and FFNR follow GELU's pattern (read -> unit -> write, overlapped;
 ``docs/dsc.md`` section 2 has the item formats): SOFTMAX reads words of L Q.11 logits
@@ -149,14 +163,15 @@ ERROR_FLAGS = {
 #: op name -> code
 OPS = {"END": 0, "IMEM_LOAD": 1, "GMEM_LOAD": 2, "OMEM_LOAD": 3, "GEMM": 4, "OMEM_STORE": 5,
        "GELU": 6, "SOFTMAX": 7, "LAYERNORM": 8, "FFNR": 9, "EPRE_XLOAD": 10,
-       "EPRE_WLOAD": 11, "EPRE": 12, "EPRE_STORE": 13}
+       "EPRE_WLOAD": 11, "EPRE": 12, "EPRE_STORE": 13, "GELU_OMEM": 14}
 
 #: ops that wait in DECODE while the EPRE runs (an overlapped run in the background)
 EPRE_INTERLOCKED = ("END", "EPRE_XLOAD", "EPRE_WLOAD", "EPRE", "EPRE_STORE")
 
 #: ops that wait in DECODE while the gemm engine computes an overlapped GEMM (they touch
 #: the engine's memories, its setup or its mask stream)
-ENGINE_INTERLOCKED = ("END", "IMEM_LOAD", "GMEM_LOAD", "OMEM_LOAD", "GEMM", "OMEM_STORE")
+ENGINE_INTERLOCKED = ("END", "IMEM_LOAD", "GMEM_LOAD", "OMEM_LOAD", "GEMM", "OMEM_STORE",
+                      "GELU_OMEM")
 
 #: EPRE descriptor: the EPRE's ``run_layout`` value sits at bits 128.. (in place of
 #: ubase / glen / gstride / the GEMM setup); ``count`` = query rows (mask items written).
@@ -277,6 +292,7 @@ class DscCore(wiring.Component):
         self._rowops(m, s)
         self._ffnr(m, s)
         self._epre(m, s)
+        self._gelu_omem(m, s)
         with m.FSM(name="dsc"):
             self._fsm_fetch(m, s)
             self._fsm_decode(m, s)
@@ -286,6 +302,7 @@ class DscCore(wiring.Component):
             self._fsm_rowop(m, s)
             self._fsm_ffnr(m, s)
             self._fsm_epre(m, s)
+            self._fsm_gelu_omem(m, s)
         return m
 
     def _descriptor(self, m, s):
@@ -548,6 +565,13 @@ class DscCore(wiring.Component):
                 self._decode_epre(m, s)
             with m.Case(OPS["EPRE_STORE"]):
                 self._decode_epre_store(m, s)
+            with m.Case(OPS["GELU_OMEM"]):
+                with m.If(count == 0):
+                    m.next = "FETCH"
+                with m.Else():
+                    self._start_write(m, s, count * self.cfg.rows, ib["word"])
+                    m.d.sync += [s.go_k.eq(0), s.go_i.eq(0), s.go_r.eq(0)]
+                    m.next = "GO_READ"
             with m.Default():
                 m.d.sync += [self.error[2].eq(1), self.busy.eq(0), self.done.eq(1)]
                 m.next = "IDLE"
@@ -935,6 +959,71 @@ class DscCore(wiring.Component):
         with m.State("EP_STORE"):
             _, take = self._out_stream(m, s, fifo.r_rdy, fifo.r_data)
             m.d.comb += fifo.r_en.eq(take)
+
+    def _gelu_omem(self, m, s):
+        """GELU_OMEM's transpose buffer: ``tb`` holds L columns of R results (column i from
+        the group's i-th OMEM address, captured the cycle after its read), and ``go_word``
+        is row ``go_r``'s L results, the GELU unit's input word."""
+        cfg = self.cfg
+        R, L, A = cfg.rows, cfg.lanes, cfg.acc_width
+        s.tb = Signal(L * R * A, name="gelu_tbuf")
+        s.go_k = Signal(32, name="go_group")
+        s.go_i = Signal(range(L + 1), name="go_issue")
+        s.go_r = Signal(range(max(2, R)), name="go_row")
+        s.go_cap = Signal(name="go_capture")
+        s.go_ci = Signal(range(max(2, L)), name="go_capture_col")
+        m.d.sync += s.go_cap.eq(0)
+        col = Cat(s.gemm.omem_r.data[r] for r in range(R))
+        with m.If(s.go_cap):
+            with m.Switch(s.go_ci):
+                for i in range(L):
+                    with m.Case(i):
+                        m.d.sync += s.tb[i * R * A:(i + 1) * R * A].eq(col)
+        s.go_word = Signal(L * A, name="go_word")
+        with m.Switch(s.go_r):
+            for r in range(R):
+                with m.Case(r):
+                    m.d.comb += s.go_word.eq(Cat(s.tb[(i * R + r) * A:(i * R + r + 1) * A]
+                                                 for i in range(L)))
+
+    def _fsm_gelu_omem(self, m, s):
+        """GO_READ (L OMEM reads, one a cycle) -> GO_LAST (the last column's capture) ->
+        GO_EMIT (R words into the GELU unit, one per cycle it takes one) -> GO_READ for the
+        next group, or GO_DRAIN after the last; the GELU unit's words go out through the
+        output buffer (:meth:`_out_stream`) in every state, which leaves for FETCH once the
+        ``count * R`` words are written and acknowledged."""
+        cfg, gelu = self.cfg, s.gelu
+        R, L, A = cfg.rows, cfg.lanes, cfg.acc_width
+        gword = Cat(gelu.out.payload[lane] for lane in range(L))
+
+        def out():
+            rready, _ = self._out_stream(m, s, gelu.out.valid, gword)
+            m.d.comb += gelu.out.ready.eq(rready)
+        with m.State("GO_READ"):
+            m.d.comb += s.gemm.omem_r.addr.eq(s.ubase + s.go_k * L + s.go_i)
+            m.d.sync += [s.go_cap.eq(1), s.go_ci.eq(s.go_i), s.go_i.eq(s.go_i + 1)]
+            out()
+            with m.If(s.go_i == L - 1):
+                m.next = "GO_LAST"
+        with m.State("GO_LAST"):
+            out()
+            m.next = "GO_EMIT"
+        with m.State("GO_EMIT"):
+            m.d.comb += gelu.inp.valid.eq(1)
+            for lane in range(L):
+                m.d.comb += gelu.inp.payload[lane].eq(
+                    s.go_word[A * lane:A * (lane + 1)].as_signed())
+            out()
+            with m.If(gelu.inp.ready):
+                m.d.sync += s.go_r.eq(s.go_r + 1)
+                with m.If(s.go_r == R - 1):
+                    m.d.sync += [s.go_r.eq(0), s.go_k.eq(s.go_k + 1), s.go_i.eq(0)]
+                    with m.If(s.go_k + 1 == s.count):
+                        m.next = "GO_DRAIN"
+                    with m.Else():
+                        m.next = "GO_READ"
+        with m.State("GO_DRAIN"):
+            out()
 
 
 def _sext(v, bits: int):

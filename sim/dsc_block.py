@@ -148,7 +148,8 @@ def _check_trace(z, meta, case: BlockCase) -> None:
 
 def run_block(cfg: Config, case: BlockCase, *, stall: float = 0.0, seed: int | None = None,
               waves: bool = False, progress=None, session=None,
-              ep_schedule: str = "auto", cfse_overlap: bool | str = "auto") -> dict:
+              ep_schedule: str = "auto", cfse_overlap: bool | str = "auto",
+              fuse_gelu: bool = True) -> dict:
     """Every core segment of ``case`` the DSC runs (LN, EP on the EPRE, its GEMMs, softmax,
     GELU + requant, FFN-Reuse unit: ``sim.dsc_program.block_program``) through the Verilated
     DSC (one program, one run;
@@ -157,11 +158,12 @@ def run_block(cfg: Config, case: BlockCase, *, stall: float = 0.0, seed: int | N
     ``ep_schedule``: EP beside the K / V projection or before the Q/K/V product, or the one
     the cycle model estimates faster (``sim.dsc_program.block_program``); ``cfse_overlap``:
     the CFSE work beside the GEMMs that do not need it (``sim.dsc_program.overlap_cfse``;
-    ``"auto"``: where the cycle model estimates it faster)."""
+    ``"auto"``: where the cycle model estimates it faster); ``fuse_gelu``: FC1's GELU
+    straight from OMEM (GELU_OMEM; ``sim.dsc_program.block_jobs``)."""
     from .dsc_program import block_program, gemm_bodies, read_results, stage_durations
     from .dsc_rtl import rtl_dsc
     jobs, prog, used = block_program(cfg, case.rec, case.rec_sample, ep_schedule,
-                                     cfse_overlap=cfse_overlap)
+                                     cfse_overlap=cfse_overlap, fuse_gelu=fuse_gelu)
     if session is not None:      # a DscSession: one simulator for many block iterations
         runs, report = session.run([prog]), {}
     else:

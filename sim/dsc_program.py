@@ -49,7 +49,7 @@ _FIELDS = (  # name, lsb, bits (hw/dsc.py's descriptor table)
     ("gstride", 176, 16), ("kwords", 192, 16), ("ncols", 208, 16), ("regions", 224, 8),
     ("bcast", 17, 1),
 )
-_GELU_OP, _SOFTMAX_OP, _LAYERNORM_OP, _FFNR_OP = 6, 7, 8, 9
+_GELU_OP, _SOFTMAX_OP, _LAYERNORM_OP, _FFNR_OP, _GELU_OMEM_OP = 6, 7, 8, 9, 14
 #: the GELU op's fields in place of kwords / ncols / regions (hw/dsc.py ``GELU_FIELDS``)
 _GELU_FIELDS = _FIELDS[:9] + (("in_mult", 192, 15), ("in_shift", 208, 6),
                               ("out_mult", 216, 15), ("out_shift", 232, 6))
@@ -81,7 +81,7 @@ def _fields(op: int) -> tuple:
         return _FFNR_FIELDS
     if op in (_SOFTMAX_OP, _LAYERNORM_OP):
         return _ROW_FIELDS
-    return _GELU_FIELDS if op == _GELU_OP else _FIELDS
+    return _GELU_FIELDS if op in (_GELU_OP, _GELU_OMEM_OP) else _FIELDS
 
 
 def encode_desc(d: dict) -> bytes:
@@ -111,6 +111,7 @@ class GemmJob:
     base: np.ndarray         # (M, N) OMEM preload
     expect: np.ndarray | None = None
     overlap: bool = False    # tiles run beside the preceding PredictJob's EPRE runs
+    gelu: dict | None = None  # GeluParams: GELU_OMEM in place of OMEM_STORE (expect = H)
 
 
 @dataclass
@@ -321,7 +322,7 @@ def ffnr_job_from_record(cfg: Config, rec: dict, sample: int = 0) -> FfnrJob | N
 
 
 def block_jobs(cfg: Config, rec: dict, sample: int = 0, overlap: bool = True,
-               cfse_overlap: bool = True) -> list:
+               cfse_overlap: bool = True, fuse_gelu: bool = True) -> list:
     """Every core segment of a block iteration the DSC runs today, in data order: LN1, EP
     (the EPRE ops, when ``rec`` has EP and it fits :func:`epre_fits`; with ``overlap`` the
     K / V projection runs beside them, :func:`split_qkv`), the
@@ -331,7 +332,9 @@ def block_jobs(cfg: Config, rec: dict, sample: int = 0, overlap: bool = True,
     row units (``cfg.dsc_row_max``) or an H larger than the FFN-Reuse unit's cache
     (:func:`ffnr_fits`) stays on the host (golden), as before these ops existed.
     ``cfse_overlap``: CFSE work beside the GEMMs that do not need it
-    (:func:`overlap_cfse`)."""
+    (:func:`overlap_cfse`). ``fuse_gelu`` **[choice]**: FC1 and its GELU become one job,
+    ``fc1_gelu``, whose tiles end with GELU_OMEM (the GELU of each tile's results straight
+    from OMEM, no accumulator over the port) instead of OMEM_STORE and a GELU op."""
     jobs = jobs_from_record(cfg, rec, sample)
 
     def at(pred, after=False):
@@ -344,10 +347,16 @@ def block_jobs(cfg: Config, rec: dict, sample: int = 0, overlap: bool = True,
     if "ln2" in rec and row_fits("ln2", "x"):
         jobs.insert(at(lambda n: n == "fc1"), layernorm_job_from_record(cfg, rec, "ln2", sample))
     if "ffn" in rec:
-        jobs.insert(at(lambda n: n == "fc1", True), gelu_job_from_record(cfg, rec, sample))
+        g, i = gelu_job_from_record(cfg, rec, sample), at(lambda n: n == "fc1")
+        if fuse_gelu and i < len(jobs):
+            f = jobs[i]
+            jobs[i] = GemmJob("fc1_gelu", f.a_parts, f.b, f.mask, f.base, g.expect,
+                              gelu=dict(g.params))
+        else:
+            jobs.insert(i + 1, g)
         ff = ffnr_job_from_record(cfg, rec, sample)
         if ff is not None and ffnr_fits(cfg, ff.h.shape):
-            jobs.insert(at(lambda n: n == "gelu", True), ff)
+            jobs.insert(at(lambda n: n in ("gelu", "fc1_gelu"), True), ff)
     ep = rec.get("epre")
     if ep is not None and epre_fits(cfg, *np.shape(ep["x"])[1:], np.shape(ep["wq"][0])[1]):
         i = at(lambda n: n == "qkv")
@@ -459,7 +468,8 @@ EP_SCHEDULES = ("auto", "overlap", "sequential")
 
 
 def block_program(cfg: Config, rec: dict, sample: int = 0, schedule: str = "auto",
-                  bus_bits: int = 64, cfse_overlap: bool | str = "auto") -> tuple:
+                  bus_bits: int = 64, cfse_overlap: bool | str = "auto",
+                  fuse_gelu: bool = True) -> tuple:
     """A block iteration's jobs and program under an EP ``schedule``: ``overlap`` (EP beside
     the K / V projection), ``sequential`` (EP, then one Q/K/V product) or ``auto`` **[choice]**:
     both are built and the one :func:`exion.golden.dsc_cycles.program_cycles` estimates
@@ -470,7 +480,7 @@ def block_program(cfg: Config, rec: dict, sample: int = 0, schedule: str = "auto
     :func:`block_jobs`' (True, False), or ``"auto"`` **[choice]**: the chosen EP schedule
     with and without, keeping the faster estimate (a tie keeps the overlap; splitting the
     softmax per head costs descriptors, which a narrow port can make the larger part);
-    ``program.cfse_overlap`` says which."""
+    ``program.cfse_overlap`` says which. ``fuse_gelu``: :func:`block_jobs`'."""
     from exion.golden.dsc_cycles import program_cycles
     if schedule not in EP_SCHEDULES:
         raise ExionError(f"EP schedule {schedule!r}: expected one of {', '.join(EP_SCHEDULES)}")
@@ -479,11 +489,13 @@ def block_program(cfg: Config, rec: dict, sample: int = 0, schedule: str = "auto
     co = cfse_overlap is not False
     cand: dict = {}
     if schedule != "sequential":
-        jobs = block_jobs(cfg, rec, sample, overlap=True, cfse_overlap=co)
+        jobs = block_jobs(cfg, rec, sample, overlap=True, cfse_overlap=co,
+                          fuse_gelu=fuse_gelu)
         beside = any(isinstance(j, GemmJob) and j.overlap for j in jobs)
         cand["overlap" if beside else "sequential"] = jobs    # no EP in the core: the same
     if schedule != "overlap" and "sequential" not in cand:
-        cand["sequential"] = block_jobs(cfg, rec, sample, overlap=False, cfse_overlap=co)
+        cand["sequential"] = block_jobs(cfg, rec, sample, overlap=False, cfse_overlap=co,
+                                        fuse_gelu=fuse_gelu)
     progs = {k: build_program(cfg, j, bus_bits) for k, j in cand.items()}
     name = next(iter(progs))
     if len(progs) == 2:
@@ -492,7 +504,8 @@ def block_program(cfg: Config, rec: dict, sample: int = 0, schedule: str = "auto
     jobs, prog = cand[name], progs[name]
     prog.cfse_overlap = co and any(getattr(j, "beside", False) for j in jobs)
     if cfse_overlap == "auto" and prog.cfse_overlap:
-        plain = block_jobs(cfg, rec, sample, overlap=name == "overlap", cfse_overlap=False)
+        plain = block_jobs(cfg, rec, sample, overlap=name == "overlap", cfse_overlap=False,
+                           fuse_gelu=fuse_gelu)
         pp = build_program(cfg, plain, bus_bits)
         if (program_cycles(cfg, pp.descs, bus_bits)["total"]
                 < program_cycles(cfg, prog.descs, bus_bits)["total"]):
@@ -672,7 +685,8 @@ def build_program(cfg: Config, jobs: list[GemmJob], bus_bits: int = 64) -> DscPr
                        OPS["EPRE_WLOAD"]):
             d["src"] += prog_bytes
         if d["op"] in (OPS["OMEM_STORE"], OPS["GELU"], OPS["SOFTMAX"], OPS["LAYERNORM"],
-                       OPS["FFNR"], OPS["EPRE"], OPS["EPRE_STORE"]) and not d.get("overlap"):
+                       OPS["FFNR"], OPS["EPRE"], OPS["EPRE_STORE"],
+                       OPS["GELU_OMEM"]) and not d.get("overlap"):
             d["dst"] += prog_bytes
         if d["op"] == OPS["FFNR"]:
             d["src"] += prog_bytes
@@ -688,7 +702,9 @@ def build_program(cfg: Config, jobs: list[GemmJob], bus_bits: int = 64) -> DscPr
 def _gemm_descs(cfg: Config, job: GemmJob, groups: list, data: _Image, ib: dict, bb: int,
                 mlay, kb: int) -> tuple:
     """A GEMM job's tiles: per tile one descriptor group (GMEM_LOAD, OMEM_LOAD, per input
-    part IMEM_LOAD + GEMM, OMEM_STORE) appended to ``groups``; returns the store entry."""
+    part IMEM_LOAD + GEMM, OMEM_STORE) appended to ``groups``; returns the store entry.
+    With ``job.gelu`` each tile ends with GELU_OMEM (``ceil(addresses / L)`` groups: the
+    tile's H words) instead of OMEM_STORE."""
     from exion.hw.dsc import OPS
     wbytes, obytes, mbytes = ib["oword"] * bb, ib["omem"] * bb, ib["mask"] * bb
     cases = [GemmCase(a, job.b, job.mask, prev=job.base, accumulate=True, name=job.name)
@@ -736,11 +752,21 @@ def _gemm_descs(cfg: Config, job: GemmJob, groups: list, data: _Image, ib: dict,
                           "kwords": pt.setup["kwords"], "ncols": pt.setup["ncols"],
                           "regions": pt.setup["regions"], "passes": passes,
                           "job": job.name})
-        dst = data.alloc(n_om * obytes)
-        descs.append({"op": OPS["OMEM_STORE"], "count": n_om, "dst": dst})
-        st.append((dst, n_om))
+        if job.gelu is not None:
+            ng = -(-n_om // cfg.lanes)
+            dst = data.alloc(ng * cfg.rows * ib["word"] * bb)
+            descs.append({"op": OPS["GELU_OMEM"], "count": ng, "dst": dst, "ubase": 0,
+                          **{k: int(job.gelu[k]) for k in ("in_mult", "in_shift",
+                                                          "out_mult", "out_shift")}})
+            st.append((dst, ng))
+        else:
+            dst = data.alloc(n_om * obytes)
+            descs.append({"op": OPS["OMEM_STORE"], "count": n_om, "dst": dst})
+            st.append((dst, n_om))
         for d in descs:
             d["job"] = job.name
+    if job.gelu is not None:
+        return (("gelu_omem", cases[0], job.gelu), tiles, st)
     return (cases[0], tiles, st)
 
 
@@ -948,6 +974,9 @@ def read_results(cfg: Config, prog: DscProgram, image: np.ndarray) -> list[np.nd
     wbytes = item_beats(cfg, prog.bus_bits)["word"] * prog.bus_bits // 8
     outs = []
     for case, tiles, st in prog.stores:
+        if isinstance(case, tuple) and case[0] == "gelu_omem":
+            outs.append(_gelu_omem_result(cfg, case[1], case[2], tiles, st, image, wbytes))
+            continue
         if case == "epmask":            # EPRE mask items, per head
             heads, T = tiles
             ebytes = item_beats(cfg, prog.bus_bits)["emask"] * prog.bus_bits // 8
@@ -973,6 +1002,29 @@ def read_results(cfg: Config, prog: DscProgram, image: np.ndarray) -> list[np.nd
             omems.append(_unpacked(raw, cfg.acc_width, cfg.rows))
         outs.append(assemble(cfg, case, tiles, omems))
     return outs
+
+
+def _gelu_omem_result(cfg: Config, case: GemmCase, params: dict, tiles: list, st: list,
+                      image: np.ndarray, wbytes: int) -> np.ndarray:
+    """H of a job whose tiles end with GELU_OMEM: tile by tile, group k's word r lane i is
+    the GELU of OMEM address ``k L + i``, row r of its row block (``assemble``'s address
+    map). Elements no tile covers keep the host's GELU of the preload (the bias), which is
+    what the core would compute for them."""
+    from exion.golden.cfse import GeluParams, gelu_requant
+    R, L = cfg.rows, cfg.lanes
+    out = gelu_requant(np.asarray(case.prev, np.int64), GeluParams(**params), cfg)
+    for t, (addr, ng) in zip(tiles, st):
+        raw = np.asarray(image[addr:addr + ng * R * wbytes], np.uint8).reshape(ng * R, wbytes)
+        v = raw[:, :2 * L].copy().view("<i2").astype(np.int64).reshape(ng, R, L)
+        n = len(t.cols)
+        a = np.arange(ng * L)
+        a = a[a < n * (len(t.rows) // R)]
+        blk, j = np.divmod(a, n)
+        for r in range(R):
+            rows = t.rows[blk * R + r]
+            ok = rows >= 0
+            out[rows[ok], np.asarray(t.cols)[j[ok]]] = v[a[ok] // L, r, a[ok] % L]
+    return out
 
 
 def stage_durations(descs: list, stages: list, total: int, bus_bits: int) -> list[int]:
@@ -1023,6 +1075,7 @@ def program_beats(cfg: Config, prog: DscProgram) -> int:
     per = {OPS["IMEM_LOAD"]: ib["oword"], OPS["GMEM_LOAD"]: ib["oword"],
            OPS["OMEM_LOAD"]: ib["omem"], OPS["GEMM"]: ib["mask"], OPS["OMEM_STORE"]: ib["omem"],
            OPS["GELU"]: ib["acc"] + ib["word"], OPS["SOFTMAX"]: ib["smx"] + ib["word"],
+           OPS["GELU_OMEM"]: cfg.rows * ib["word"],
            OPS["LAYERNORM"]: 2 * ib["word"], OPS["FFNR"]: ib["word"],
            OPS["EPRE_XLOAD"]: ib["eword"], OPS["EPRE_WLOAD"]: ib["eword"],
            OPS["EPRE"]: ib["emask"], OPS["EPRE_STORE"]: ib["emask"]}

@@ -494,8 +494,10 @@ def test_ffnr_jobs_in_block(model):
     from exion.sim.dsc_program import FfnrJob, block_jobs, ffnr_job_from_record
     for it in (0, 1):
         rec = block_case(model, META, 1, it).rec
-        names = [j.name for j in block_jobs(TOY, rec, cfse_overlap=False)]
+        names = [j.name for j in block_jobs(TOY, rec, cfse_overlap=False, fuse_gelu=False)]
         assert names[names.index("gelu") + 1] == "ffnr"
+        fused = [j.name for j in block_jobs(TOY, rec, cfse_overlap=False)]
+        assert "gelu" not in fused and fused[fused.index("fc1_gelu") + 1] == "ffnr"
         assert names[0] == "ln1" and names[names.index("fc1") - 1] == "ln2"
         assert names[names.index("softmax") + 1].startswith("pv")
         bad = copy.deepcopy(rec)
@@ -511,7 +513,7 @@ def test_ffnr_jobs_in_block(model):
                                     0.5)])
     # rows longer than the CFSE buffer / H larger than the unit's cache stay on the host
     small = TOY.replace(name="toy_k8", k_max=8)
-    names = [j.name for j in block_jobs(small, rec, cfse_overlap=False)]
+    names = [j.name for j in block_jobs(small, rec, cfse_overlap=False, fuse_gelu=False)]
     assert "gelu" in names and not {"ln1", "ln2", "softmax", "ffnr"} & set(names)
     d = {"op": 9, "stage": 1, "accumulate": 0, "count": 7, "src": 64, "dst": 128,
          "aux": 0x3000, "t": 5, "n": 9, "s_code": 999999, "sparse": 1}
@@ -521,11 +523,12 @@ def test_ffnr_jobs_in_block(model):
 @pytest.mark.parametrize("bus", [32, 128])
 def test_unit_ops_other_buses_pysim(bus):
     """GELU, SOFTMAX, LAYERNORM, FFNR (dense and sparse), EPRE (also overlapped with a small
-    GEMM) and a GEMM with a broadcast OMEM preload on a 32- and a 128-bit bus, in
+    GEMM), a GEMM with a broadcast OMEM preload, a softmax beside an overlapped GEMM and a
+    GELU_OMEM on a 32- and a 128-bit bus, in
     Amaranth's simulator (no Verilator build of those widths): bit-exact, and every
     descriptor's cycles equal the model -- its ``per_word > 1``, ``per_in > per_word`` and
     ``per_mask != P / Q`` branches, which the 64-bit toy build does not reach."""
-    from exion.golden.cfse import gelu_params, layernorm_fx, softmax_fx
+    from exion.golden.cfse import gelu_params, gelu_requant, layernorm_fx, softmax_fx
     from exion.golden.dsc import prob_requant
     from exion.golden.ffn_reuse import ffnr
     from exion.sim.dsc_program import FfnrJob, GeluJob, LayerNormJob, SoftmaxJob
@@ -553,6 +556,10 @@ def test_unit_ops_other_buses_pysim(bus):
             SoftmaxJob("sm_beside", lg[::-1], kp[::-1],
                        prob_requant(np.where(kp[::-1], softmax_fx(lg[::-1]), 0), TOY),
                        beside=True)]
+    fa, fb = rng.integers(-2047, 2048, (10, 8)), rng.integers(-2047, 2048, (8, 7))
+    fbase = rng.integers(-10**5, 10**5, (10, 7))
+    jobs.append(GemmJob("gelu_omem", [fa], fb, np.ones((10, 7), bool), fbase,
+                        gelu_requant(fbase + fa @ fb, gp, TOY), gelu=gp.to_dict()))
     jobs[4].expect = _gelu_expect(jobs[4])
     prog = build_program(TOY, jobs, bus_bits=bus)
     assert any(d.get("overlap") for d in prog.descs)
@@ -877,7 +884,8 @@ def _engine_programs(model):
     from exion.golden.cfse import softmax_fx
     from exion.golden.dsc import prob_requant
     from exion.sim.dsc_program import SoftmaxJob, block_jobs
-    dense = {j.name: j for j in block_jobs(TOY, block_case(model, META, 1, 0).rec)}
+    dense = {j.name: j for j in block_jobs(TOY, block_case(model, META, 1, 0).rec,
+                                           fuse_gelu=False)}
     assert dense["softmax[0]"].beside and dense["gelu[0]"].beside and dense["ffnr"].beside
     assert not dense["gelu[3]"].beside          # FC2 and the FFN-Reuse unit need all of H
     sets = [[dense[n] for n in ("scores[0]", "scores[1]", "softmax[0]")],
@@ -981,8 +989,8 @@ def test_overlap_cfse_keeps_the_block_data_order(model):
     from exion.sim.dsc_program import block_jobs
     for it in (0, 1):
         rec = block_case(model, META, 1, it).rec
-        base = block_jobs(TOY, rec, cfse_overlap=False)
-        jobs = block_jobs(TOY, rec)
+        base = block_jobs(TOY, rec, cfse_overlap=False, fuse_gelu=False)
+        jobs = block_jobs(TOY, rec, fuse_gelu=False)
         names = [j.name for j in jobs]
         assert all(not getattr(j, "beside", False) for j in base)
         pos = {n: i for i, n in enumerate(names)}
@@ -1026,3 +1034,89 @@ def test_auto_cfse_overlap_takes_the_faster_estimate(model, name, bus):
         assert prog.cfse_overlap == (est[True] <= est[False])
     with pytest.raises(ExionError, match="cfse_overlap"):
         block_program(cfg, rec, 0, "auto", bus, cfse_overlap="sometimes")
+
+
+# ---- GELU_OMEM: FC1's GELU straight from OMEM (the CFSE fed by the SDUE) ----------------
+
+def _gelu_omem_jobs(model, rng):
+    """Directed fused jobs: rows not a multiple of R and columns not a multiple of L (the
+    last group reads past the tile, groups straddle row blocks), a zero input whose
+    preload spans the accumulator's extremes (GELU of the saturating ends), one token;
+    seeded random shapes; the real block's FC1 + GELU, dense and sparse (ConMerge tiles)."""
+    from exion.golden.cfse import GeluParams, gelu_params, gelu_requant
+    from exion.sim.dsc_program import block_jobs
+    par = gelu_params(1e-4, 2e-3).to_dict()
+    A = TOY.acc_width
+    lo, hi = -(1 << (A - 1)), (1 << (A - 1)) - 1
+
+    def job(name, a, b, base, mask=None):
+        mask = np.ones(base.shape, bool) if mask is None else mask
+        acc = np.where(mask, base + a @ b, base)
+        return GemmJob(name, [a], b, mask, base, gelu_requant(acc, GeluParams(**par), TOY),
+                       gelu=par)
+    out = [job("ragged", rng.integers(-2047, 2048, (11, 24)), rng.integers(-2047, 2048, (24, 7)),
+               rng.integers(-10**6, 10**6, (11, 7))),
+           job("extremes", np.zeros((9, 8), np.int64), np.ones((8, 6), np.int64),
+               np.tile(np.array([lo, hi, lo + 1, hi - 1, -1, 0]), (9, 1))),
+           job("one_token", rng.integers(-2047, 2048, (1, 16)), rng.integers(-2047, 2048, (16, 5)),
+               rng.integers(-10**5, 10**5, (1, 5)))]
+    for n in range(2):
+        m, k, c = (int(v) for v in rng.integers(1, 20, 3))
+        out.append(job(f"random{n}", rng.integers(-2047, 2048, (m, 4 * k)),
+                       rng.integers(-2047, 2048, (4 * k, c)), rng.integers(-10**6, 10**6, (m, c)),
+                       rng.random((m, c)) < 0.7))
+    for it in (0, 1):
+        js = {j.name: j for j in block_jobs(TOY, block_case(model, META, 1, it).rec,
+                                            cfse_overlap=False)}
+        out.append(js["fc1_gelu"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def gelu_omem_runs(model):
+    """One simulation: every fused job in one program; the same with 30 % memory stalls."""
+    rng = np.random.default_rng(41)
+    print("GELU_OMEM cases: seed 41")
+    jobs = _gelu_omem_jobs(model, rng)
+    progs = [build_program(TOY, jobs), build_program(TOY, jobs)]
+    out, _ = rtl_dsc(TOY, progs, stall=[0.0, 0.3], run_name="dsc_gelu_omem")
+    return {"jobs": jobs, "progs": progs, "runs": out}
+
+
+def test_gelu_omem_bit_exact_and_cycles(gelu_omem_runs):
+    """Every fused job's H bit-exact against golden's gelu_requant of its product, every
+    descriptor's cycles equal to the model (GELU_OMEM simulated per cycle), also under
+    30 % memory stalls (values only); the sparse block's FC1 ran ConMerge tiles."""
+    jobs, progs, runs = gelu_omem_runs["jobs"], gelu_omem_runs["progs"], gelu_omem_runs["runs"]
+    assert sum(d["op"] == dcy.OPS["GELU_OMEM"] for d in progs[0].descs) >= len(jobs)
+    assert not jobs[-1].mask.all()
+    _check_run(TOY, progs[0], runs[0], jobs)
+    _check_program_cycles(progs[0], runs[0])
+    _check_run(TOY, progs[1], runs[1], jobs)
+
+
+def test_gelu_omem_model_mutations_fail(gelu_omem_runs, monkeypatch):
+    """A GELU_OMEM model one cycle off at the end, or one whose output buffer takes a word
+    every ``per_word + 1`` cycles (the GELU op's single buffer), misses the RTL."""
+    prog, run = gelu_omem_runs["progs"][0], gelu_omem_runs["runs"][0]
+    durs = stage_durations(prog.descs, run["stages"], run["cycles"], 64)
+    bodies = gemm_bodies(prog.descs, durs, run["engine"], 64)
+    monkeypatch.setattr(dcy, "GELU_OMEM_FIXED", dcy.GELU_OMEM_FIXED + 1)
+    assert dcy.program_cycles(TOY, prog.descs, 64, bodies)["total"] != run["cycles"]
+    monkeypatch.undo()
+    slow = {**dcy.item_beats(TOY, 64)}
+    slow["word"] += 1
+    monkeypatch.setattr(dcy, "item_beats", lambda cfg, bus: slow)
+    assert dcy.program_cycles(TOY, prog.descs, 64, bodies)["total"] != run["cycles"]
+
+
+def test_gelu_omem_saves_port_cycles(model):
+    """Fusing FC1's GELU (no accumulator over the port) shortens the block's program on
+    both configs, in the cycle model (the RTL figures are in docs/dsc.md section 4)."""
+    from exion.sim.dsc_program import block_program
+    for name in ("toy", "exion16"):
+        for it in (0, 1):
+            rec = block_case(model, META, 1, it).rec
+            t = {f: dcy.program_cycles(PRESETS[name], block_program(
+                PRESETS[name], rec, 0, fuse_gelu=f)[1].descs, 64)["total"] for f in (True, False)}
+            assert t[True] < t[False], (name, it, t)

@@ -30,7 +30,9 @@ def register_sim(ssub) -> None:
                     "(softmax of head h beside Q.K^T of head h+1, GELU of an FC1 column "
                     "group beside the next group, a dense iteration's FFN-Reuse mask beside "
                     "FC2) where the cycle model estimates it faster, or never with "
-                    "--no-cfse-overlap. "
+                    "--no-cfse-overlap. FC1's GELU runs on each FC1 tile's results "
+                    "straight from OMEM (op GELU_OMEM; stage 'fc1_gelu') unless "
+                    "--unfused-gelu. "
                     "Each output is checked bit-exactly against golden/dsc.py; "
                     "prints cycles per stage next to the cycle model (golden/dsc_cycles.py), "
                     "the sparsities used, and PASS or FAIL (exit 1). EP runs on the host "
@@ -61,6 +63,9 @@ def register_sim(ssub) -> None:
                    help="run the softmax, GELU and FFN-Reuse ops after the GEMMs, each "
                         "GEMM waiting for its engine (default: beside the GEMMs where the "
                         "cycle model estimates it faster)")
+    b.add_argument("--unfused-gelu", dest="fuse_gelu", action="store_false",
+                   help="store FC1's accumulators and run the GELU op on them over the "
+                        "port (default: GELU_OMEM, the GELU of FC1's results in OMEM)")
     add_report(b, flag="--json")
     add_seed(b)
     add_waves(b)
@@ -91,7 +96,7 @@ def cmd_sim_block(args) -> int:
     try:
         r = run_block(cfg, case, stall=args.stall, seed=seed, waves=args.waves,
                       progress=progress, ep_schedule=args.ep_schedule,
-                      cfse_overlap=args.cfse_overlap)
+                      cfse_overlap=args.cfse_overlap, fuse_gelu=args.fuse_gelu)
     except BenchFailure as e:
         print(f"FAIL: {e}")
         return 1
@@ -138,6 +143,7 @@ def cmd_sim_block(args) -> int:
                                "epre_wait_cycles": r["model"]["epre_wait"],
                                "epre_hidden_cycles": r["model"]["epre_hidden"],
                                "cfse_overlap": r["cfse_overlap"],
+                               "fuse_gelu": args.fuse_gelu,
                                "engine_wait_cycles": r["model"]["engine_wait"],
                                "engine_hidden_cycles": r["model"]["engine_hidden"],
                                "mismatch": r["mismatch"], "sim_wall_seconds": wall})
