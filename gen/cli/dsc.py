@@ -300,7 +300,7 @@ def cmd_generate(args) -> int:
 def demo_dsc_block(cfg, seed, args, progress) -> dict:
     """``make demo`` step: one sparse block iteration of the digits DiT through the DSC core.
 
-    Always on the ``toy`` config (an exion16 ``dsc_core`` Verilator build takes ~25 min; the
+    Always on the ``toy`` config (an exion16 ``dsc_core`` Verilator build takes ~15 min; the
     demo's other steps keep ``cfg``): block 1 of iteration 1 (sparse: FFN-Reuse N = 2,
     s = 0.8; EP k = 0.5) of a 3-step DDIM run with ``seed``, the EPRE, every GEMM, LN, the softmax,
     the FFN-Reuse unit and the GELU +
@@ -323,7 +323,7 @@ def demo_dsc_block(cfg, seed, args, progress) -> dict:
     ffn = case.stats.get("ffn_sparsity", [(0, 0.0)])[0][1]
     print(f"  DSC   one sparse block iteration (digits DiT block 1, FFN-Reuse sparsity "
           f"{ffn:.2f}, EP k = 0.5) on the toy DSC core (toy: the exion16 core build takes "
-          f"~25 min): {r['jobs']} core segments, {r['cycles']} cycles (model "
+          f"~15 min): {r['jobs']} core segments, {r['cycles']} cycles (model "
           f"{r['model']['total']}); per stage: {stages}: {'PASS' if exact else 'FAIL'} "
           f"(bit-exact vs golden/dsc.py, cycles == model)")
     rep = r.get("report", {}) or {}
