@@ -82,15 +82,15 @@ def test_sim_block_passes(cli_run, trace, tmp_path):
 @pytest.mark.parametrize("it", [0, 1], ids=["dense", "sparse"])
 def test_sim_block_exion16(cli_run, trace, tmp_path, it):
     """The exion16 DSC core (one ~15-30 min Verilator build, cached): block 1 of a dense and
-    a sparse iteration, every segment in the core (LN1, EPRE, GEMMs, softmax, LN2, GELU,
-    FFN-Reuse) bit-exact and the total cycles equal to the model (docs/dsc.md section 4)."""
+    a sparse iteration, every segment in the core (LN1, EPRE, GEMMs, softmax, LN2, FC1 with
+    GELU_OMEM, FFN-Reuse) bit-exact and the total cycles equal to the model (docs/dsc.md section 4)."""
     code, out, err = cli_run("sim", "block", "--config", "exion16", "--trace",
                              str(trace[0]), "--block", "1", "--iter", str(it), "--seed", "1",
                              "--json", str(tmp_path / "r.json"))
     assert code == 0 and "PASS" in out, out + err
     r = json.loads((tmp_path / "r.json").read_text())
     assert r["pass"] and r["cycles"] == r["model_cycles"] and r["dense"] == (it == 0)
-    assert {"ln1", "epre", "softmax", "ln2", "gelu", "ffnr"} <= set(r["gemm_cycles"])
+    assert {"ln1", "epre", "softmax", "ln2", "fc1_gelu", "ffnr"} <= set(r["gemm_cycles"])
 
 
 def test_generate_golden(cli_run, tmp_path):
