@@ -18,7 +18,7 @@ def test_demo_toy(tmp_path, cli_run):
     steps = {s["block"]: s for s in rep["steps"]}
     assert {"dpu", "gemm", "dsc"} <= set(steps) and all(s["passed"] for s in steps.values())
     d = steps["dsc"]     # one sparse block iteration through the toy DSC core (issue 16)
-    assert d["config"] == "toy" and d["cycles"] == d["model_cycles"] and "gelu" in \
+    assert d["config"] == "toy" and d["cycles"] == d["model_cycles"] and "fc1_gelu" in \
         d["stage_cycles"]
     g = steps["gemm"]
     assert g["passes"] == g["golden_passes"] and g["sdue_alone_cycles"] <= g["rtl_cycles"]
