@@ -46,10 +46,10 @@ GELU_OMEM       :func:`gelu_omem_body`: ``count`` groups of L OMEM reads and R w
 ==============  ============================================================================
 
 **Interlock**: END, EPRE_XLOAD, EPRE_WLOAD, EPRE and EPRE_STORE stay in DECODE while an
-overlapped EPRE run is busy; END, IMEM_LOAD, GMEM_LOAD, OMEM_LOAD, GEMM and OMEM_STORE stay
-there while an overlapped GEMM's engine time runs. Their time includes that wait. Every
-other descriptor runs beside the EPRE and the engine at its own time. The run's ``cycles``
-counter is the sum over its descriptors (END included), waits included.
+overlapped EPRE run is busy; END, IMEM_LOAD, GMEM_LOAD, OMEM_LOAD, GEMM, OMEM_STORE and
+GELU_OMEM stay there while an overlapped GEMM's engine time runs. Their time includes that
+wait. Every other descriptor runs beside the EPRE and the engine at its own time. The
+run's ``cycles`` counter is the sum over its descriptors (END included), waits included.
 """
 
 from __future__ import annotations

@@ -67,8 +67,9 @@ EPRE_STORE.
 
 A GEMM descriptor with ``overlap`` set streams its mask beats and goes on with the next
 descriptor while the engine computes (``engine`` is high from a GEMM's DECODE until the
-engine is idle, the cycle a plain GEMM leaves GEMM_WAIT); IMEM_LOAD, GMEM_LOAD, OMEM_LOAD, GEMM,
-OMEM_STORE and END wait in DECODE until it is low (:data:`ENGINE_INTERLOCKED`). The host
+engine is idle, the cycle a plain GEMM leaves GEMM_WAIT); IMEM_LOAD, GMEM_LOAD, OMEM_LOAD,
+GEMM, OMEM_STORE, GELU_OMEM and END wait in DECODE until it is low
+(:data:`ENGINE_INTERLOCKED`). The host
 puts CFSE work that does not need this GEMM's result (the previous head's softmax, the
 previous tile's GELU, a dense iteration's FFN-Reuse mask) between an overlapped GEMM and
 the OMEM_STORE that reads its result.
