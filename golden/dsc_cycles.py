@@ -174,34 +174,19 @@ def gelu_omem_body(cfg: Config, count: int, bus_bits: int) -> int:
     if count == 0:
         return 1
     R, L = cfg.rows, cfg.lanes
-    per_word = item_beats(cfg, bus_bits)["word"]
     n_out = count * R
     fsm, i, r, k = "read", 0, 0, 0
     pipe = [False] * GELU_LATENCY
-    rvalid = qvalid = False
-    rbeat = written = 0
+    out, written = _OutBuffer(item_beats(cfg, bus_bits)["word"]), 0
     c = 0
     while True:
         yv = pipe[-1]
-        rready = not qvalid
-        take = yv and rready
-        adv = (not yv) or rready
-        last = rvalid and rbeat == per_word - 1
-        if last:
+        take = yv and out.ready
+        adv = take or not yv                   # the unit's output register empty or taken
+        if out.step(take):
             written += 1
             if written == n_out:
                 return c + 1 + GELU_OMEM_FIXED
-        # the output buffer (hw.dsc._out_stream)
-        rbeat = rbeat + 1 if rvalid else rbeat
-        if not rvalid or last:
-            if qvalid:
-                rvalid, rbeat, qvalid = True, 0, False
-            elif take:
-                rvalid, rbeat = True, 0
-            else:
-                rvalid = False
-        elif take:
-            qvalid = True
         # the GELU unit's pipeline and the group FSM
         inp = fsm == "emit"
         if adv:
@@ -281,6 +266,35 @@ def row_body(cfg: Config, op: str, count: int, n: int, bus_bits: int) -> int:
     return _row_c_pass(int(count), w, per_in, ib["word"], depth) + offset
 
 
+class _OutBuffer:
+    """The DSC's two-item output buffer (``hw.dsc._out_stream``) on a memory that takes a
+    beat every cycle: ``ready`` (the unit may hand over an item) while the second item is
+    free; ``per_word`` beats an item, one a cycle."""
+
+    def __init__(self, per_word: int):
+        self.per = per_word
+        self.rvalid = self.qvalid = False
+        self.rbeat = 0
+
+    @property
+    def ready(self) -> bool:
+        return not self.qvalid
+
+    def step(self, take: bool) -> bool:
+        """One cycle, ``take``: the unit hands over an item now; True if an item's last
+        beat goes out in this cycle."""
+        last = self.rvalid and self.rbeat == self.per - 1
+        self.rbeat += int(self.rvalid)
+        if not self.rvalid or last:
+            if self.qvalid or take:
+                self.rvalid, self.rbeat, self.qvalid = True, 0, False
+            else:
+                self.rvalid = False
+        elif take:
+            self.qvalid = True
+        return last
+
+
 def _row_c_pass(count: int, w: int, per_in: int, per_word: int, depth: int) -> int:
     """Cycle of the last output beat of a row op, up to a constant: row r's scalars reach
     phase C at ``(r + 1) * w * per_in``; C pops a row (one cycle when idle, none between
@@ -291,25 +305,15 @@ def _row_c_pass(count: int, w: int, per_in: int, per_word: int, depth: int) -> i
     rows = -(-count // w)
     pipe = [False] * depth
     idle, nxt, word, c = True, 0, 0, 0
-    rvalid = qvalid = False
-    rbeat = written = 0
+    out, written = _OutBuffer(per_word), 0
     while True:
         yv = pipe[-1]
-        take = yv and not qvalid
+        take = yv and out.ready
         adv = take or not yv                   # output register empty or taken
-        last = rvalid and rbeat == per_word - 1
-        if last:
+        if out.step(take):
             written += 1
             if written == count:
                 return c
-        rbeat = rbeat + 1 if rvalid else rbeat
-        if not rvalid or last:
-            if qvalid or take:
-                rvalid, rbeat, qvalid = True, 0, False
-            else:
-                rvalid = False
-        elif take:
-            qvalid = True
         if adv:
             ready = nxt < rows and (nxt + 1) * w * per_in <= c
             issue = not idle
