@@ -160,8 +160,8 @@ def dsc_registers(cfg=None, *, data_bits: int = 64, addr_bits: int = 32) -> list
                   Field("DONE", 1, 1, "w1c", "a run ended (sticky; START also clears it)",
                         source="done_sticky"),
                   Field("ERROR", 2, 1, "ro", "ERROR is not zero", source="error_any"),
-                  Field("ENGINE", 3, 1, "ro", "the gemm engine runs an overlapped GEMM in "
-                        "the background", source="engine"))),
+                  Field("ENGINE", 3, 1, "ro", "a GEMM holds the gemm engine (from its "
+                        "descriptor's decode until the engine is idle)", source="engine"))),
         Register("IRQ_EN", 0x018, "Interrupt enable: irq = STATUS.DONE & IRQ_EN.DONE.",
                  (Field("DONE", 0, 1, "rw", "raise irq while STATUS.DONE is set",
                         source="irq_en"),)),
