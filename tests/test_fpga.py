@@ -369,3 +369,37 @@ def test_synth_table_no_run_and_add(tmp_path, monkeypatch):
     text = doc.read_text()
     assert "| toy | cau | ecp5 | flat | 3,271 | 1,072 | 0 | 6 |" in text
     assert "| toy | dpu | ecp5 |  |  |  |  |  |  | not run yet" in text
+
+
+def test_synth_table_restamps_only_identical_verilog(tmp_path, monkeypatch):
+    """``restamp``: a row from older sources takes today's source hash when its synthesis
+    folder holds that run and the Verilog there is what today's sources generate; an
+    altered Verilog (another circuit) or a report of another run keeps the row stale."""
+    from exion import PRESETS
+    from exion.gen.fpga import table
+    from exion.gen.verilog import generate, top_source_hash
+    monkeypatch.setenv("EXION_BUILD", str(tmp_path / "build"))
+    monkeypatch.setattr(table, "_one", lambda *a: pytest.fail("nothing may be synthesized"))
+    cfg = PRESETS["toy"]
+    rows = {}
+    for fam, verilog_ok, report_ok in (("ecp5", True, True), ("xilinx", False, True),
+                                       ("generic", True, False)):
+        d = tmp_path / "build" / "fpga" / f"toy-{cfg.hash}" / "dpu" / f"synth-{fam}"
+        g = generate(cfg, "dpu", d)
+        if not verilog_ok:
+            g.verilog.write_text(g.verilog.read_text().replace("endmodule", "// x\nendmodule"))
+        (d / "synth.json").write_text(json.dumps(
+            {"kind": "synth", "source_hash": "old" if report_ok else "other",
+             "resources": {"luts": 7}}))
+        rows[f"toy/dpu/{fam}"] = {"status": "ok", "method": "flat", "seconds": 1.0, "luts": 7,
+                                  "ffs": 1, "dsp": 1, "bram": 0, "cells": 9, "config": "toy",
+                                  "config_hash": cfg.hash, "top": "dpu", "family": fam,
+                                  "source_hash": "old"}
+    js = tmp_path / "t.json"
+    js.write_text(json.dumps({"rows": rows}))
+    data = table.synth_table(["toy"], ["ecp5", "xilinx", "generic"], ["dpu"], json_path=js,
+                             doc_path=None, run=False, restamp=True)
+    got = {k: r["source_hash"] for k, r in data["rows"].items()}
+    assert got == {"toy/dpu/ecp5": top_source_hash("dpu"), "toy/dpu/xilinx": "old",
+                   "toy/dpu/generic": "old"}
+    assert "restamped" in data["rows"]["toy/dpu/ecp5"]

@@ -82,6 +82,10 @@ def register(sub) -> None:
                    help="synthesize again rows already in the JSON for the current sources")
     p.add_argument("--no-run", action="store_true",
                    help="synthesize nothing: rewrite the table, missing rows as 'not run yet'")
+    p.add_argument("--restamp", action="store_true",
+                   help="rows synthesized from older sources whose top's Verilog today is "
+                        "byte-identical to the one synthesized (kept in the build folder) "
+                        "take today's source hash instead of a rerun")
     p.add_argument("--add", nargs="+", default=[], metavar="SYNTH.json",
                    help="take rows from earlier exion synth reports (synth.json)")
     p.add_argument("--json", default="docs/fpga_synth.json", metavar="OUT.json",
@@ -155,7 +159,7 @@ def cmd_synth_table(args) -> int:
         load_cfg(c)                                    # one clear line for a bad config
     data = synth_table(args.configs, args.families, args.tops, json_path=args.json,
                        doc_path=args.doc, rerun=args.rerun, progress=progress,
-                       run=not args.no_run, add=args.add,
+                       run=not args.no_run, add=args.add, restamp=args.restamp,
                        timeout=None if args.timeout is None else args.timeout * 60)
     rows = data["rows"].values()
     ok = sum(r["status"] == "ok" for r in rows)

@@ -10,7 +10,10 @@ it ran, one that fails as ``error`` with its message. Results are kept in a JSON
 runs what is missing or was synthesized from other sources (``source_hash``: the top's
 own sources, ``exion.gen.verilog.top_source_hash``, so a change to another block keeps a
 row current), and the table in ``docs/fpga.md`` (between the ``synth-table`` markers) is
-regenerated from it.
+regenerated from it. With ``restamp`` a row made from older sources takes today's source
+hash without a rerun when its top's Verilog today is byte-identical to the Verilog it was
+synthesized from (a docstring or a register description changed, not the circuit):
+:func:`restamp_rows`.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from exion.paths import write_json
 from .devices import FAMILIES
 from .tools import Progress, _say
 
-__all__ = ["synth_table", "table_markdown", "HIER_MIN_DPUS", "TABLE_BEGIN", "TABLE_END"]
+__all__ = ["synth_table", "table_markdown", "restamp_rows", "HIER_MIN_DPUS", "TABLE_BEGIN",
+           "TABLE_END"]
 
 #: Arrays of at least this many DPUs are synthesized hierarchically (flat synth_ecp5 of
 #: exion16's 256-DPU SDUE never finished on the shared machine).
@@ -62,18 +66,61 @@ def _one(cfg, top, family, timeout, progress) -> dict:
             "fits": [d for d, f in r["fits"].items() if f["fits"]]}
 
 
+def restamp_rows(rows: dict, cfgs, tops, families, srcs: dict, progress: Progress = None
+                 ) -> list[str]:
+    """Rows (of ``cfgs`` x ``tops`` x ``families``) synthesized flat from older sources whose
+    synthesis folder still holds that run (its ``synth.json`` names the row's source hash
+    and LUT count) and whose Verilog there equals the top's Verilog generated from today's
+    sources: their ``source_hash`` becomes today's (``srcs``), with a ``restamped`` date.
+    Returns the keys restamped."""
+    import tempfile
+
+    from exion.gen.verilog import generate
+
+    from .tools import fpga_root
+    done = []
+    for cfg in cfgs:
+        for top in tops:
+            fresh = None
+            for family in families:
+                k = _key(cfg.name, top, family)
+                r = rows.get(k)
+                if (not r or r.get("status") != "ok" or r.get("method") != "flat"
+                        or r.get("source_hash") == srcs[top]
+                        or r.get("config_hash") != cfg.hash):
+                    continue
+                d = fpga_root() / f"{cfg.name}-{cfg.hash}" / top / f"synth-{family}"
+                rep, v = d / "synth.json", d / f"exion_{top}.v"
+                if not (rep.exists() and v.exists()):
+                    continue
+                old = json.loads(rep.read_text())
+                if (old.get("source_hash") != r["source_hash"]
+                        or old.get("resources", {}).get("luts") != r.get("luts")):
+                    continue
+                if fresh is None:
+                    _say(progress, f"synth-table: generating {top} for {cfg.name} to compare")
+                    with tempfile.TemporaryDirectory() as t:
+                        fresh = generate(cfg, top, Path(t), reuse=False).verilog.read_bytes()
+                if v.read_bytes() == fresh:
+                    r["source_hash"] = srcs[top]
+                    r["restamped"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+                    done.append(k)
+    return done
+
+
 def synth_table(configs=("toy", "exion16"), families=("ecp5", "xilinx"), tops=None, *,
                 json_path: str | Path = "docs/fpga_synth.json",
                 doc_path: str | Path | None = "docs/fpga.md", timeout: float | None = None,
                 rerun: bool = False, progress: Progress = None, run: bool = True,
-                add=()) -> dict:
+                add=(), restamp: bool = False) -> dict:
     """Synthesize every (config, top, family) not yet in ``json_path`` for the current
     sources (all of them with ``rerun``), write the JSON and the table in ``doc_path``.
 
     ``timeout``: seconds per Yosys run (None: no limit). ``run=False`` synthesizes nothing
     and lists the missing rows as ``not run``. ``add``: ``synth.json`` reports of earlier
     ``exion synth`` runs to take as rows (for the config, top and family they name).
-    Returns the JSON dict.
+    ``restamp``: :func:`restamp_rows` first (rows it restamps are not rerun). Returns the
+    JSON dict.
     """
     from exion.gen.verilog import TOPS, top_source_hash
     tops = list(TOPS) if tops is None else list(tops)
@@ -101,6 +148,9 @@ def synth_table(configs=("toy", "exion16"), families=("ecp5", "xilinx"), tops=No
             "cells": res["cells"], "fits": [d for d, f in r["fits"].items() if f["fits"]],
             "config": r["config"], "config_hash": r["config_hash"], "top": r["top"],
             "family": r["family"], "source_hash": r.get("source_hash"), "date": "added"}
+    if restamp:
+        for k in restamp_rows(rows, cfgs, tops, families, srcs, progress):
+            _say(progress, f"synth-table: {k}: the same Verilog today; restamped")
     for cfg in cfgs:
         for top in tops:
             for family in families:
