@@ -15,7 +15,10 @@ The split between host and core **[choice]** (``docs/dsc.md`` has the table):
   :func:`exion.golden.predict.epre` per sample and head) and the Q/K/V row skipping.
 * **host** (float): LN input pre-scaling by a power of two (Q.11), adaLN modulation, the
   per-tensor quantisation of every GEMM input (scales from ``max|x|``, the INT12 path's
-  *ideal host calibration*), biases at accumulator scale, dequantisation of the GEMM
+  *ideal host calibration*; the weights per tensor too, except the Q/K/V projection's:
+  one scale per head slice of Q, K and V **[choice]**, ``workloads/dit.py``, so that EP's
+  per-head Wq / Wk are exactly the projection's head slices, one INT12 copy the DSC
+  streams once for the SDUE and the EPRE), biases at accumulator scale, dequantisation of the GEMM
   accumulators, the Q.11 conversion of the scores, the GELU output scale ``s_h`` (fixed at
   each dense iteration), EP's stage-1 shifts and ``q_th_int`` (both go into the EPRE's run
   fields; ``rec["epre"]`` records them with the per-head Wq / Wk slices **[choice]**), and

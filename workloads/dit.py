@@ -15,7 +15,9 @@ Paths (:class:`Exion` ``quant``):
 * float: float64 everywhere (exact erf GELU).
 * INT12 **[choice]**: every GEMM of a block (QKV, Q K^T, P V, proj, FC1, FC2) runs on
   W-bit operands from :func:`exion.golden.quant.quantize`'s formula (symmetric, per tensor
-  and per sample, weights per tensor) with exact integer accumulation; biases are added at
+  and per sample, weights per tensor except QKV's: one scale per head slice of Q, K and V
+  **[choice]**, so that eager prediction's Wq / Wk are those slices) with exact integer
+  accumulation; biases are added at
   accumulator scale (``rint(b / (s_x s_w))``). FC1 -> H is :func:`exion.golden.cfse.gelu_requant`
   with :func:`gelu_params`; the H scale ``s_h`` is fixed at each dense iteration (it must be
   for FFN-Reuse: reused and fresh H share one scale). Softmax is
@@ -39,7 +41,7 @@ EXION switches (all default off; the same seeds and noise as vanilla):
   whole hidden units: ``column_mask`` on random column scores); ``control="zero"`` writes 0
   instead of reusing H_d where the mask is 0.
 * Eager prediction (SPEC 3.4): per sample, block and head, on the INT12 modulated LN output
-  and Wq/Wk head slices: :func:`batched_predict` (bit-equal to
+  and Wq/Wk head slices (the QKV weights' own, quantised per head slice): :func:`batched_predict` (bit-equal to
   :func:`exion.golden.predict.eager_predict`, checked by the tests). Scores outside the
   mask are dropped from the softmax (so a top-1 row outputs its key's V row).
   ``q_th`` is given in logit units (after 1/sqrt(d_head)) and converted to the integer scale
@@ -235,20 +237,26 @@ class DiT:
             raise ExionError(f"weights: patch.w {w['patch.w'].shape} and pos "
                              f"{w['pos'].shape} do not tile an 8x8 image")
         self.name = {16: "digits16", 64: "digits64"}.get(self.tokens, f"T{self.tokens}")
-        # Per-tensor weight quantization, done once.
+        # Weight quantization, done once: per tensor, except the Q/K/V projection, which
+        # has one scale per head slice of Q, K and V [choice] (a column vector of scales,
+        # constant over each head's d_head columns). Eager prediction sees Wq/Wk per head,
+        # so its weights are exactly the QKV weights' head slices: one INT12 copy that the
+        # SDUE and the EPRE share (the DSC streams it once, docs/dsc.md "GMEM_LOAD tee").
         self._wq = {}
         for i in range(self.depth):
             for n in ("qkv", "proj", "fc1", "fc2"):
                 W = w[f"blocks.{i}.{n}.w"]
-                s = float(np.max(np.abs(W))) / self.cfg.wmax
+                if n == "qkv":
+                    sl = np.abs(W).reshape(W.shape[0], 3 * self.heads, self.dh).max(axis=(0, 2))
+                    s = np.repeat(np.maximum(sl, 1e-30) / self.cfg.wmax, self.dh)
+                else:
+                    s = float(np.max(np.abs(W))) / self.cfg.wmax
                 self._wq[(i, n)] = (_q(W, s, self.cfg), s)
-            # Eager prediction sees Wq/Wk per head; one scale per head slice.
-            W = w[f"blocks.{i}.qkv.w"]
+            qw, s = self._wq[(i, "qkv")]
             for h in range(self.heads):
                 for j, nm in ((0, "q"), (1, "k")):
-                    sl = W[:, j * self.d + h * self.dh: j * self.d + (h + 1) * self.dh]
-                    s = float(np.max(np.abs(sl))) / self.cfg.wmax
-                    self._wq[(i, f"ep_{nm}{h}")] = (_q(sl, s, self.cfg), s)
+                    c0 = j * self.d + h * self.dh
+                    self._wq[(i, f"ep_{nm}{h}")] = (qw[:, c0:c0 + self.dh], float(s[c0]))
 
     # conditioning and embeddings (float, host side)
     def cond(self, t, y) -> np.ndarray:
