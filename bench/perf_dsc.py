@@ -7,7 +7,9 @@ block_program``) for each EP schedule (``overlap``: the EPRE beside the K / V pr
 ``sequential``) and each memory-port width (32 .. 256 bits), and reports
 ``golden.dsc_cycles.program_cycles``, with the CFSE work beside the GEMMs and FC1's GELU
 from OMEM (``auto`` also without the first, ``auto_no_cfse``, ``sim.dsc_program.
-overlap_cfse``, and without the second, ``auto_unfused``, GELU_OMEM): total cycles, cycles
+overlap_cfse``, without the second, ``auto_unfused``, GELU_OMEM, and with the EPRE's
+Wq / Wk loaded on their own, ``auto_no_share``, instead of teed from the Q|K|V product's
+GMEM_LOAD): total cycles, cycles
 per op kind (the gemm engine's
 part is the model's estimate, within 5 % of the RTL on these blocks, ``docs/dsc.md``
 section 3; everything else is exact), the beats moved and the schedule ``auto`` picks.
@@ -55,18 +57,20 @@ def measure(buses) -> dict:
             for it, case in cases.items():
                 row: dict = {}
                 for sched in ("overlap", "sequential", "auto", "auto_no_cfse",
-                              "auto_unfused"):
+                              "auto_unfused", "auto_no_share"):
                     try:
                         _, prog, used = block_program(
                             cfg, case.rec, 0, sched[:4] if sched.startswith("auto") else sched,
                             bus, cfse_overlap=False if sched == "auto_no_cfse" else "auto",
-                            fuse_gelu=sched != "auto_unfused")
+                            fuse_gelu=sched != "auto_unfused",
+                            share_w=sched != "auto_no_share")
                         m = program_cycles(cfg, prog.descs, bus)
                     except ExionError as e:
                         row[sched] = {"modelled": False, "why": str(e)}
                         continue
                     row[sched] = {"modelled": True, "schedule": used, "cycles": m["total"],
                                   "cfse_overlap": prog.cfse_overlap,
+                                  "shared_w": prog.shared_w,
                                   "by_op": m["by_op"], "engine_estimate": m["gemm"],
                                   "epre_hidden": m["epre_hidden"],
                                   "epre_wait": m["epre_wait"],
@@ -80,7 +84,8 @@ def measure(buses) -> dict:
 
 def report(res: dict) -> None:
     print(f"{'config/bus/iteration':<26} {'overlap':>9} {'sequential':>10} {'auto':>9} "
-          f"{'no CFSE ov.':>11} {'unfused':>9} {'picks':>10} {'bus bytes':>10}  "
+          f"{'no CFSE ov.':>11} {'unfused':>9} {'no share':>9} {'picks':>10} "
+          f"{'bus bytes':>10}  "
           f"largest parts (auto)")
     for key, row in res.items():
         a = row["auto"]
@@ -90,7 +95,8 @@ def report(res: dict) -> None:
         top = sorted(a["by_op"].items(), key=lambda kv: -kv[1])[:3]
         print(f"{key:<26} {row['overlap']['cycles']:>9,} {row['sequential']['cycles']:>10,} "
               f"{a['cycles']:>9,} {row['auto_no_cfse']['cycles']:>11,} "
-              f"{_c(row['auto_unfused']):>9} {a['schedule']:>10} "
+              f"{_c(row['auto_unfused']):>9} {_c(row['auto_no_share']):>9} "
+              f"{a['schedule'] + ('+tee' if a['shared_w'] else ''):>10} "
               f"{a['bytes']:>10,}  "
               + ", ".join(f"{k} {100 * v / a['cycles']:.0f} %" for k, v in top))
 

@@ -45,8 +45,9 @@ GELU_OMEM       :func:`gelu_omem_body`: ``count`` groups of L OMEM reads and R w
                 the GELU unit and the output buffer, simulated per cycle; exact
 ==============  ============================================================================
 
-**Interlock**: END, EPRE_XLOAD, EPRE_WLOAD, EPRE and EPRE_STORE stay in DECODE while an
-overlapped EPRE run is busy; END, IMEM_LOAD, GMEM_LOAD, OMEM_LOAD, GEMM, OMEM_STORE and
+**Interlock**: END, EPRE_XLOAD, EPRE_WLOAD, EPRE, EPRE_STORE and a GMEM_LOAD with ``tee``
+(its words also go to the EPRE's W memory; otherwise a plain GMEM_LOAD) stay in DECODE
+while an overlapped EPRE run is busy; END, IMEM_LOAD, GMEM_LOAD, OMEM_LOAD, GEMM, OMEM_STORE and
 GELU_OMEM stay there while an overlapped GEMM's engine time runs. Their time includes that
 wait. Every other descriptor runs beside the EPRE and the engine at its own time. The
 run's ``cycles`` counter is the sum over its descriptors (END included), waits included.
@@ -454,7 +455,8 @@ def program_cycles(cfg: Config, descs: list, bus_bits: int = 64,
                 gemm += body
                 plain += body
         dec = t + oh - 1                     # the descriptor's first DECODE cycle
-        w_ep = max(0, ep_free - dec) if op in EPRE_INTERLOCKED else 0
+        tee = op == "GMEM_LOAD" and int(d.get("tee", 0))
+        w_ep = max(0, ep_free - dec) if op in EPRE_INTERLOCKED or tee else 0
         w_en = max(0, eng_free - dec) if op in ENGINE_INTERLOCKED else 0
         wait = max(w_ep, w_en)
         c = descriptor_cycles(cfg, d, bus_bits, body) + wait

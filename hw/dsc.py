@@ -19,6 +19,7 @@ bits       field       meaning
 17         overlap     EPRE: run in the background (its mask rows into the mask FIFO);
                       GEMM: the engine computes in the background once its mask is in
 17         bcast       OMEM_LOAD: one result per item, written to all R rows of the address
+18         tee         GMEM_LOAD: the words also go to the EPRE's W memory (below)
 32..63     count       items: words (loads), mask beats (GEMM), OMEM addresses (store),
                       accumulator words (GELU), input words (SOFTMAX, LAYERNORM, FFNR),
                       groups of L OMEM addresses (GELU_OMEM)
@@ -29,7 +30,8 @@ bits       field       meaning
                       ``aux`` (dense: mask items out; sparse: address of H')
 160..175   glen        unit addresses advance in groups of ``glen`` consecutive words ...
 176..191   gstride     ... and each group starts ``gstride`` after the previous one
-192..207   kwords      GEMM setup: K/L words of every pass
+192..207   kwords      GEMM setup: K/L words of every pass; GMEM_LOAD with ``tee``:
+                      ``tee_base``, the EPRE W address of the first word teed
 208..223   ncols       GEMM setup: OMEM stride of a row block
 224..231   regions     GEMM setup: WMEM regions the fetch may fill ahead
 192..206   in_mult     GELU (in place of the GEMM setup): ``GeluParams`` of
@@ -54,6 +56,19 @@ bank ``i mod U`` at ``ubase + i // U``; EPRE_WLOAD writes ``count`` words to its
 starts a run with the descriptor's run fields and writes its ``count`` mask rows
 (``hw.epre.mask_layout`` values) to ``dst`` through the output buffer; it ends when they
 are acknowledged and the EPRE is idle.
+
+**GMEM_LOAD tee** (issue 18 item 3, one weight stream for the SDUE and the EPRE): with
+``tee`` set, every GMEM word the load writes also goes into the EPRE's W memory, its L
+W-bit elements at lanes ``(off L) mod Le`` of EPRE word ``tee_base + n``, ``off`` the word's
+place in its ``glen`` group (the walk's group is one weight column, ``glen`` = K / L words)
+and ``n`` counting the EPRE words written: a word is written when its last lane slot is
+filled or its column ends, the lanes not filled are zero. So a GMEM_LOAD of d_head Q (or K)
+columns of K = d rows leaves the EPRE exactly the Wq^T (Wk^T) rows EPRE_WLOAD would write
+(``ceil(K / L) L`` and ``ceil(K / Le) Le`` lanes cover the same words when ``Le mod L = 0``;
+built only then: :func:`tee_supported`, else a ``tee`` GMEM_LOAD stops with ``bad_op``). A
+``tee`` GMEM_LOAD waits in DECODE while the EPRE runs (as EPRE_WLOAD does), and its beats
+and cycles are a plain GMEM_LOAD's. The host uses it for the Q / K columns of a Q|K|V
+product whose weights are the EPRE's (``sim.dsc_program``, ``share_w``).
 
 **Overlap** (issue 16 item 2, issue 18 item 3): an EPRE descriptor with ``overlap`` set
 only hands the run over and goes on with the next descriptor; the EPRE predicts in the
@@ -151,6 +166,7 @@ from .memif import dsc_control_signature, mem_master_signature
 __all__ = ["DscCore", "ERROR_FLAGS", "OPS", "EPRE_INTERLOCKED", "ENGINE_INTERLOCKED",
            "GELU_FIELDS", "ROW_FIELDS",
            "FFNR_FIELDS", "DESC_BYTES", "EPRE_RUN_LSB", "item_beats", "dsc_epre_sizes",
+           "TEE_BIT", "TEE_BASE", "tee_supported",
            "dsc_ffnr_sizes"]
 
 #: error bit -> (name, meaning); the register map lists these.
@@ -191,6 +207,10 @@ ROW_FIELDS = {"n": (192, 16), "gamma": (208, 16), "beta": (224, 16), "eps": (240
 #: ``ubase``: the mask items written (dense) or the address of H' (sparse)).
 FFNR_FIELDS = {"t": (192, 16), "n": (208, 16), "s_code": (224, 20), "sparse": (244, 1)}
 
+#: GMEM_LOAD ``tee`` bit and ``tee_base`` field (lsb, bits): its words also go to the EPRE
+TEE_BIT = 18
+TEE_BASE = (192, 16)
+
 DESC_BYTES = 32
 _MAX_REGIONS = 4
 
@@ -207,6 +227,12 @@ def dsc_epre_sizes(cfg: Config) -> EpreSizes:
     """The DSC's EPRE: maxima, units and selectors of ``cfg.dsc_epre_dims``."""
     n_max, d_max, dh_max, units, selectors = cfg.dsc_epre_dims
     return EpreSizes(cfg, units, n_max, d_max, dh_max, selectors, "insertion")
+
+
+def tee_supported(cfg: Config) -> bool:
+    """Whether the DSC builds the GMEM_LOAD tee: an EPRE word of Le lanes is a whole number
+    of GMEM words of L lanes (``Le mod L = 0``: exion16 96 / 16, toy 4 / 4)."""
+    return cfg.epre_lane_count % cfg.lanes == 0
 
 
 def item_beats(cfg: Config, bus_bits: int) -> dict:
@@ -506,7 +532,7 @@ class DscCore(wiring.Component):
         with m.State("DECODE"):
             wait = Signal(name="interlock")
             m.d.comb += wait.eq(
-                (s.ep.busy & Cat(s.op == OPS[o] for o in EPRE_INTERLOCKED).any()) |
+                (s.ep.busy & (Cat(s.op == OPS[o] for o in EPRE_INTERLOCKED).any() | s.tee)) |
                 (s.eng & Cat(s.op == OPS[o] for o in ENGINE_INTERLOCKED).any()))
             with m.If(~wait):
                 self._decode_op(m, s)
@@ -519,9 +545,15 @@ class DscCore(wiring.Component):
                 m.d.sync += [self.busy.eq(0), self.done.eq(1)]
                 m.next = "IDLE"
             with m.Case(OPS["IMEM_LOAD"], OPS["GMEM_LOAD"]):
-                self._load_items(m, s, count * ib["oword"])
-                m.d.sync += s.per.eq(ib["oword"])
-                m.next = "LOAD"
+                with m.If(s.tee & Const(int(not tee_supported(self.cfg)), 1)):
+                    m.d.sync += [self.error[2].eq(1), self.busy.eq(0), self.done.eq(1)]
+                    m.next = "IDLE"
+                with m.Else():
+                    self._load_items(m, s, count * ib["oword"])
+                    m.d.sync += [s.per.eq(ib["oword"]), s.tee_addr.eq(desc[TEE_BASE[0]:
+                                                                         sum(TEE_BASE)]),
+                                 s.tee_acc.eq(0), s.tee_slot.eq(0)]
+                    m.next = "LOAD"
             with m.Case(OPS["OMEM_LOAD"]):
                 per = Mux(s.bcast, ib["obc"], ib["omem"])
                 self._load_items(m, s, count * per)
@@ -587,7 +619,8 @@ class DscCore(wiring.Component):
                     m.d.comb += [s.sink_ready.eq(1),
                                  gemm.imem_w.en.eq(Mux(consume, 1 << s.bank, 0))]
                 with m.Case(OPS["GMEM_LOAD"]):
-                    m.d.comb += [s.sink_ready.eq(1), gemm.gmem_w.en.eq(consume)]
+                    m.d.comb += [s.sink_ready.eq(1), gemm.gmem_w.en.eq(consume),
+                                 s.ep.w_w.en.eq(consume & s.tee & s.tee_last)]
                 with m.Case(OPS["OMEM_LOAD"]):
                     m.d.comb += [s.sink_ready.eq(1),
                                  gemm.omem_w.en.eq(Mux(consume, (1 << R) - 1, 0))]
@@ -900,8 +933,9 @@ class DscCore(wiring.Component):
         Le, W = cfg.epre_lane_count, cfg.width
         ew = Cat(s.asm[16 * lane:16 * lane + W] for lane in range(Le))
         s.erun_bits = run_layout(cfg, sz).size
-        m.d.comb += [ep.x_w.addr.eq(s.ubase + s.gb + s.off), ep.w_w.addr.eq(s.ubase + s.gb + s.off),
-                     ep.w_w.data[0].as_value().eq(ew), ep.h_r.addr.eq(0), ep.h_r.k.eq(0),
+        self._tee(m, s, ep, ew)
+        m.d.comb += [ep.x_w.addr.eq(s.ubase + s.gb + s.off),
+                     ep.h_r.addr.eq(0), ep.h_r.k.eq(0),
                      ep.run.payload.as_value().eq(
                          s.desc[EPRE_RUN_LSB:EPRE_RUN_LSB + s.erun_bits])]
         for u in range(sz.units):
@@ -917,6 +951,39 @@ class DscCore(wiring.Component):
         m.d.comb += [fifo.w_data.eq(s.ep_mask), fifo.w_en.eq(ep.mask.valid & s.ep_bg)]
         with m.If(s.ep_bg):
             m.d.comb += ep.mask.ready.eq(fifo.w_rdy)
+
+    def _tee(self, m, s, ep, ew):
+        """The W memory's write side: EPRE_WLOAD's words (``ew``, the walk's address), or a
+        ``tee`` GMEM_LOAD's: GMEM words gathered lane slot by lane slot into ``tee_acc``
+        (``Le / L`` slots), written at ``tee_addr`` when the last slot is filled or the
+        word's ``glen`` group (its weight column) ends."""
+        cfg = self.cfg
+        Le, L, W = cfg.epre_lane_count, cfg.lanes, cfg.width
+        slots = max(1, Le // L)
+        s.tee = Signal(name="tee")
+        s.tee_acc = acc = Signal(W * Le, name="tee_acc")
+        s.tee_slot = slot = Signal(range(max(2, slots)), name="tee_slot")   # 1 bit at least
+        s.tee_addr = taddr = Signal(len(ep.w_w.addr), name="tee_addr")
+        s.tee_last = last = Signal(name="tee_last")
+        m.d.comb += s.tee.eq((s.op == OPS["GMEM_LOAD"]) & s.desc[TEE_BIT])
+        waddr = Signal.like(ep.w_w.addr, name="epre_w_addr")
+        wdata = Signal(W * Le, name="epre_w_data")
+        m.d.comb += [waddr.eq(s.ubase + s.gb + s.off), wdata.eq(ew)]
+        if tee_supported(cfg):
+            word, step = s.asm[:W * L], W * L
+            merged = Signal(W * Le, name="tee_word")
+            for k in range(slots):
+                m.d.comb += merged[k * step:(k + 1) * step].eq(
+                    Mux(slot == k, word, acc[k * step:(k + 1) * step]))
+            m.d.comb += last.eq((slot == slots - 1) | (s.off + 1 >= s.glen))
+            with m.If(s.tee & s.loading & s.consume):
+                with m.If(last):
+                    m.d.sync += [acc.eq(0), slot.eq(0), taddr.eq(taddr + 1)]
+                with m.Else():
+                    m.d.sync += [acc.eq(merged), slot.eq(slot + 1)]
+            with m.If(s.tee):
+                m.d.comb += [waddr.eq(taddr), wdata.eq(merged)]
+        m.d.comb += [ep.w_w.addr.eq(waddr), ep.w_w.data[0].as_value().eq(wdata)]
 
     def _decode_epre(self, m, s):
         """DECODE of EPRE: ``count`` mask items out (the run's query rows); an overlapped

@@ -149,7 +149,7 @@ def _check_trace(z, meta, case: BlockCase) -> None:
 def run_block(cfg: Config, case: BlockCase, *, stall: float = 0.0, seed: int | None = None,
               waves: bool = False, progress=None, session=None,
               ep_schedule: str = "auto", cfse_overlap: bool | str = "auto",
-              fuse_gelu: bool = True) -> dict:
+              fuse_gelu: bool = True, share_w: bool = True) -> dict:
     """Every core segment of ``case`` the DSC runs (LN, EP on the EPRE, its GEMMs, softmax,
     GELU + requant, FFN-Reuse unit: ``sim.dsc_program.block_program``) through the Verilated
     DSC (one program, one run;
@@ -159,11 +159,14 @@ def run_block(cfg: Config, case: BlockCase, *, stall: float = 0.0, seed: int | N
     the cycle model estimates faster (``sim.dsc_program.block_program``); ``cfse_overlap``:
     the CFSE work beside the GEMMs that do not need it (``sim.dsc_program.overlap_cfse``;
     ``"auto"``: where the cycle model estimates it faster); ``fuse_gelu``: FC1's GELU
-    straight from OMEM (GELU_OMEM; ``sim.dsc_program.block_jobs``)."""
+    straight from OMEM (GELU_OMEM; ``sim.dsc_program.block_jobs``); ``share_w``: the EPRE's
+    Wq / Wk teed from the Q|K|V product's GMEM_LOAD where it applies
+    (``sim.dsc_program.build_program``)."""
     from .dsc_program import block_program, gemm_bodies, read_results, stage_durations
     from .dsc_rtl import rtl_dsc
     jobs, prog, used = block_program(cfg, case.rec, case.rec_sample, ep_schedule,
-                                     cfse_overlap=cfse_overlap, fuse_gelu=fuse_gelu)
+                                     cfse_overlap=cfse_overlap, fuse_gelu=fuse_gelu,
+                                     share_w=share_w)
     if session is not None:      # a DscSession: one simulator for many block iterations
         runs, report = session.run([prog]), {}
     else:
@@ -186,4 +189,4 @@ def run_block(cfg: Config, case: BlockCase, *, stall: float = 0.0, seed: int | N
             "cycles": run["cycles"], "passes": run["passes"], "durations": durs,
             "model": model, "estimate": est, "descs": prog.descs, "gemm_cycles": per_job,
             "jobs": len(jobs), "report": report, "ep_schedule": used,
-            "cfse_overlap": prog.cfse_overlap}
+            "cfse_overlap": prog.cfse_overlap, "shared_w": prog.shared_w}

@@ -16,8 +16,9 @@ into two W-bit parts ``a1 = clip(delta)``, ``a2 = delta - a1`` that the engine a
 on the preloaded ``Y_d`` **[choice]** (exact: two products over the same tiles).
 
 Eager prediction (:class:`PredictJob`): X once (EPRE_XLOAD), per head Wq^T / Wk^T
-(EPRE_WLOAD) and a run (EPRE) writing one mask item per query row; the host derives the
-Q.K^T mask and the Q / K / V row-skip lists from them.
+(EPRE_WLOAD, or teed from the Q|K|V product's own GMEM_LOAD: :func:`_tee_split`) and a run
+(EPRE) writing one mask item per query row; the host derives the Q.K^T mask and the Q / K /
+V row-skip lists from them.
 
 Imports no Amaranth except through ``hw`` for the layouts the hardware uses.
 """
@@ -71,10 +72,16 @@ _EPRE_FIELDS = _FIELDS[:6] + (("overlap", 17, 1), ("run", 128, 128))
 _GEMM_OP = 4
 _GEMM_FIELDS = _FIELDS[:12] + (("overlap", 17, 1),)
 
+#: GMEM_LOAD fields: ``tee`` (bit 18) and ``tee_base`` (hw/dsc.py ``TEE_BIT``, ``TEE_BASE``)
+_GMEM_OP = 2
+_GMEM_FIELDS = _FIELDS[:9] + (("tee", 18, 1), ("tee_base", 192, 16))
+
 
 def _fields(op: int) -> tuple:
     if op == _GEMM_OP:
         return _GEMM_FIELDS
+    if op == _GMEM_OP:
+        return _GMEM_FIELDS
     if op == _EPRE_OP:
         return _EPRE_FIELDS
     if op == _FFNR_OP:
@@ -230,6 +237,7 @@ class DscProgram:
     stores: list = field(default_factory=list)  # per job: [(tiles, [(addr, n_items)])]
     bus_bits: int = 64
     cfse_overlap: bool = False                 # CFSE work beside overlapped GEMMs
+    shared_w: bool = False                     # EPRE weights teed from a GMEM_LOAD
 
 
 def _split_w(cfg: Config, a) -> list:
@@ -469,7 +477,7 @@ EP_SCHEDULES = ("auto", "overlap", "sequential")
 
 def block_program(cfg: Config, rec: dict, sample: int = 0, schedule: str = "auto",
                   bus_bits: int = 64, cfse_overlap: bool | str = "auto",
-                  fuse_gelu: bool = True) -> tuple:
+                  fuse_gelu: bool = True, share_w: bool = True) -> tuple:
     """A block iteration's jobs and program under an EP ``schedule``: ``overlap`` (EP beside
     the K / V projection), ``sequential`` (EP, then one Q/K/V product) or ``auto`` **[choice]**:
     both are built and the one :func:`exion.golden.dsc_cycles.program_cycles` estimates
@@ -480,7 +488,9 @@ def block_program(cfg: Config, rec: dict, sample: int = 0, schedule: str = "auto
     :func:`block_jobs`' (True, False), or ``"auto"`` **[choice]**: the chosen EP schedule
     with and without, keeping the faster estimate (a tie keeps the overlap; splitting the
     softmax per head costs descriptors, which a narrow port can make the larger part);
-    ``program.cfse_overlap`` says which. ``fuse_gelu``: :func:`block_jobs`'."""
+    ``program.cfse_overlap`` says which. ``fuse_gelu``: :func:`block_jobs`'. ``share_w``:
+    :func:`build_program`'s (the EPRE's Wq / Wk teed from the Q|K|V product's GMEM_LOAD
+    where it applies; ``program.shared_w`` says whether it did)."""
     from exion.golden.dsc_cycles import program_cycles
     if schedule not in EP_SCHEDULES:
         raise ExionError(f"EP schedule {schedule!r}: expected one of {', '.join(EP_SCHEDULES)}")
@@ -496,7 +506,7 @@ def block_program(cfg: Config, rec: dict, sample: int = 0, schedule: str = "auto
     if schedule != "overlap" and "sequential" not in cand:
         cand["sequential"] = block_jobs(cfg, rec, sample, overlap=False, cfse_overlap=co,
                                         fuse_gelu=fuse_gelu)
-    progs = {k: build_program(cfg, j, bus_bits) for k, j in cand.items()}
+    progs = {k: build_program(cfg, j, bus_bits, share_w) for k, j in cand.items()}
     name = next(iter(progs))
     if len(progs) == 2:
         est = {k: program_cycles(cfg, p.descs, bus_bits)["total"] for k, p in progs.items()}
@@ -506,7 +516,7 @@ def block_program(cfg: Config, rec: dict, sample: int = 0, schedule: str = "auto
     if cfse_overlap == "auto" and prog.cfse_overlap:
         plain = block_jobs(cfg, rec, sample, overlap=name == "overlap", cfse_overlap=False,
                            fuse_gelu=fuse_gelu)
-        pp = build_program(cfg, plain, bus_bits)
+        pp = build_program(cfg, plain, bus_bits, share_w)
         if (program_cycles(cfg, pp.descs, bus_bits)["total"]
                 < program_cycles(cfg, prog.descs, bus_bits)["total"]):
             jobs, prog = plain, pp
@@ -584,6 +594,14 @@ class _Image:
         self.size += n
         return addr
 
+    def mark(self) -> tuple:
+        return len(self.chunks), self.size
+
+    def release(self, mark: tuple) -> None:
+        """Drop everything allocated since ``mark``."""
+        del self.chunks[mark[0]:]
+        self.size = mark[1]
+
     def array(self) -> np.ndarray:
         return np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.uint8)
 
@@ -621,8 +639,15 @@ def _results(vals: np.ndarray, per_bytes: int) -> np.ndarray:
     return out
 
 
-def build_program(cfg: Config, jobs: list[GemmJob], bus_bits: int = 64) -> DscProgram:
-    """The program and memory image that run ``jobs`` on one ``DscCore`` run."""
+def build_program(cfg: Config, jobs: list[GemmJob], bus_bits: int = 64,
+                  share_w: bool = True) -> DscProgram:
+    """The program and memory image that run ``jobs`` on one ``DscCore`` run.
+
+    ``share_w`` **[choice]**: where a :class:`PredictJob` runs before (not beside) the
+    Q|K|V product whose Q / K head slices are its Wq / Wk, the product's GMEM_LOAD is split
+    and its Q_h / K_h columns go in with ``tee`` just before head h's EPRE (the EPRE takes
+    its Wq^T / Wk^T from the weight stream the SDUE uses; no EPRE_WLOAD):
+    :func:`_tee_split`, which says when it applies."""
     from exion.hw.cau import mask_layout
     from exion.hw.dsc import OPS, item_beats
     from exion.hw.gemm import gmem_kbits
@@ -634,8 +659,26 @@ def build_program(cfg: Config, jobs: list[GemmJob], bus_bits: int = 64) -> DscPr
     data = _Image(bb)
     stores = []
     beside: dict = {}      # id(GemmJob) -> its tile groups, placed by the PredictJob before it
+    teed: dict = {}        # id(GemmJob) -> (its tile groups, store): GMEM_LOAD teed to the EPRE
     for i, job in enumerate(jobs):
         nxt = jobs[i + 1] if i + 1 < len(jobs) else None
+        if (share_w and isinstance(job, PredictJob) and isinstance(nxt, GemmJob)
+                and not nxt.overlap):
+            groups = []
+            mark = data.mark()
+            entry = _gemm_descs(cfg, nxt, groups, data, ib, bb, mlay, kb)
+            split = _tee_split(cfg, job, nxt, entry[1], groups, ib, bb, kb)
+            if split is not None:
+                per_head, rest = split
+                stores.append(_epre_descs(cfg, job, descs, data, ib, bb, tee=per_head))
+                teed[id(nxt)] = (rest, entry)
+                continue
+            data.release(mark)
+        if id(job) in teed:
+            rest, entry = teed.pop(id(job))
+            descs.extend(rest)
+            stores.append(entry)
+            continue
         if isinstance(job, PredictJob) and isinstance(nxt, GemmJob) and nxt.overlap:
             groups: list = []
             beside[id(nxt)] = (groups, _gemm_descs(cfg, nxt, groups, data, ib, bb, mlay, kb))
@@ -696,7 +739,65 @@ def build_program(cfg: Config, jobs: list[GemmJob], bus_bits: int = 64) -> DscPr
     image[:len(prog)] = np.frombuffer(prog, np.uint8)
     stores = [(c, t, [(a + prog_bytes, n) for a, n in s]) for c, t, s in stores]
     # (a GELU store is ("gelu", shape, [(addr, words)]), relocated the same way)
-    return DscProgram(image, 0, descs, jobs, stores, bus_bits)
+    return DscProgram(image, 0, descs, jobs, stores, bus_bits,
+                      shared_w=any(d.get("tee") for d in descs))
+
+
+def _tee_split(cfg: Config, pj: PredictJob, job: GemmJob, tiles: list, groups: list,
+               ib: dict, bb: int, kb: int) -> tuple | None:
+    """The GMEM_LOAD of ``job`` (a Q|K|V product, ``groups`` its tile descriptors) split for
+    the tee: per head h ``[GMEM_LOAD Q_h (tee, at W address 0), GMEM_LOAD K_h (tee, at
+    dh_max * dw_max)]``, and the product's descriptors with its first tile's GMEM_LOAD
+    replaced by one GMEM_LOAD per remaining contiguous column range (V; the next tiles,
+    row blocks of the same columns, load them again as before). Returns ``(per_head,
+    descs)``, or None where it does not apply: the DSC has no tee
+    (:func:`exion.hw.dsc.tee_supported`), a tile does not hold every column in order
+    (toy's 64-column tiles of a d = 64 block put Q_h and K_h in different tiles; GMEM
+    holds one), B is not 3 d columns of K = d rows, or
+    the EPRE's Wq / Wk are not B's head slices (then they are other numbers: per-head
+    quantised weights)."""
+    from exion.hw.dsc import OPS, dsc_epre_sizes, tee_supported
+    if not tee_supported(cfg) or len(groups) != len(tiles) or not tiles:
+        return None
+    b = np.asarray(job.b)
+    K, n = b.shape
+    d, heads = n // 3, len(pj.wq)
+    dh = np.shape(pj.wq[0])[1]
+    if (n != 3 * d or K != d or np.shape(pj.x)[1] != d or heads * dh > d
+            or any(list(np.asarray(t.cols)) != list(range(n)) for t in tiles)):
+        return None
+    for h in range(heads):
+        q0, k0 = h * dh, d + h * dh
+        if not (np.array_equal(pj.wq[h], b[:, q0:q0 + dh])
+                and np.array_equal(pj.wk[h], b[:, k0:k0 + dh])):
+            return None
+    tile = groups[0]
+    g = next(i for i, x in enumerate(tile) if x["op"] == OPS["GMEM_LOAD"])
+    load = tile[g]
+    kw = int(load["glen"])
+    wbytes = ib["oword"] * bb
+    sz = dsc_epre_sizes(cfg)
+
+    def part(c0, c1, **kw_):
+        return {"op": OPS["GMEM_LOAD"], "count": (c1 - c0) * kw,
+                "src": load["src"] + c0 * kw * wbytes, "ubase": c0 << kb, "glen": kw,
+                "gstride": 1 << kb, "job": job.name, **kw_}
+    per_head = [[part(h * dh, (h + 1) * dh, tee=1, tee_base=0),
+                 part(d + h * dh, d + (h + 1) * dh, tee=1, tee_base=sz.dh_max * sz.dw_max)]
+                for h in range(heads)]
+    teed = np.zeros(n, bool)
+    teed[:heads * dh] = teed[d:d + heads * dh] = True
+    rest, c = [], 0
+    while c < n:
+        if teed[c]:
+            c += 1
+            continue
+        e = c
+        while e < n and not teed[e]:
+            e += 1
+        rest.append(part(c, e))
+        c = e
+    return per_head, tile[:g] + rest + tile[g + 1:] + [x for t in groups[1:] for x in t]
 
 
 def _gemm_descs(cfg: Config, job: GemmJob, groups: list, data: _Image, ib: dict, bb: int,
@@ -870,7 +971,7 @@ def _ffnr_descs(cfg: Config, job: FfnrJob, descs: list, data: _Image, ib: dict,
 
 
 def _epre_descs(cfg: Config, job: PredictJob, descs: list, data: _Image, ib: dict,
-                bb: int, beside: list | None = None) -> tuple:
+                bb: int, beside: list | None = None, tee: list | None = None) -> tuple:
     """EPRE_XLOAD (X once: word a of bank u is item ``a * U + u``), then per head
     EPRE_WLOAD (Wq^T rows at 0.., Wk^T rows at ``dh_max * dw_max``: groups of ``glen =
     d_head * d_words`` words, ``gstride = dh_max * dw_max``) and EPRE (the run fields at bit
@@ -879,7 +980,10 @@ def _epre_descs(cfg: Config, job: PredictJob, descs: list, data: _Image, ib: dic
     ``beside``: descriptor groups (a GEMM job's tiles) that do not need the prediction.
     Then every head's EPRE is overlapped: EPRE (``overlap``), a share of the groups (split
     as evenly as the heads allow, in order), EPRE_STORE (its ``count`` mask items from the
-    FIFO to ``dst``, once the run is done)."""
+    FIFO to ``dst``, once the run is done).
+
+    ``tee``: per head the GMEM_LOADs that bring Wq^T / Wk^T in with ``tee`` (from
+    :func:`_tee_split`), in place of EPRE_WLOAD."""
     from exion.hw.dsc import OPS, dsc_epre_sizes
     from exion.hw.epre import run_layout
     from .epre_rtl import prepare
@@ -904,9 +1008,12 @@ def _epre_descs(cfg: Config, job: PredictJob, descs: list, data: _Image, ib: dic
                           "src": data.alloc(xw.shape[0] * ebytes, _words_n(xw, ebytes)),
                           "job": job.name})
         nw = pj.w_words.shape[0] // 2
-        descs.append({"op": OPS["EPRE_WLOAD"], "count": 2 * nw, "glen": nw,
-                      "gstride": sz.dh_max * sz.dw_max, "job": job.name,
-                      "src": data.alloc(2 * nw * ebytes, _words_n(pj.w_words, ebytes))})
+        if tee is not None:
+            descs.extend(tee[h])
+        else:
+            descs.append({"op": OPS["EPRE_WLOAD"], "count": 2 * nw, "glen": nw,
+                          "gstride": sz.dh_max * sz.dw_max, "job": job.name,
+                          "src": data.alloc(2 * nw * ebytes, _words_n(pj.w_words, ebytes))})
         dst = data.alloc(pj.n_q * ib["emask"] * bb)
         run = {"op": OPS["EPRE"], "count": pj.n_q, "run": pack(rl, pj.run), "ep": dict(pj.run),
                "job": job.name}

@@ -45,6 +45,9 @@ def test_descriptor_roundtrip():
     assert decode_desc(encode_desc({**d, "overlap": 1}))["overlap"] == 1
     om = {**{k: v for k, v in d.items() if k != "overlap"}, "op": 3, "bcast": 1}
     assert decode_desc(encode_desc(om)) == om
+    gm = {k: d[k] for k in ("stage", "count", "src", "dst", "ubase", "glen", "gstride")}
+    gm = {**gm, "op": 2, "accumulate": 0, "tee": 1, "tee_base": 17}
+    assert decode_desc(encode_desc(gm)) == gm
 
 
 def _check_run(cfg, prog, run, jobs):
@@ -1120,3 +1123,132 @@ def test_gelu_omem_saves_port_cycles(model):
             t = {f: dcy.program_cycles(PRESETS[name], block_program(
                 PRESETS[name], rec, 0, fuse_gelu=f)[1].descs, 64)["total"] for f in (True, False)}
             assert t[True] < t[False], (name, it, t)
+
+
+# ---- one weight stream for the SDUE and the EPRE: the GMEM_LOAD tee (issue 18) ----------
+
+def _tee_jobs(rng, n=8, d=16, heads=2, dh=8, q_th=None):
+    """Eager prediction of ``heads`` heads, then its Q|K|V product (one toy tile: K = d,
+    3 d columns), the EPRE's Wq / Wk being B's head slices, as ``workloads.dit`` quantises
+    them; the product's mask skips some rows (as EP's row skipping does)."""
+    from exion.golden.conmerge import masked_gemm
+    from exion.golden.predict import epre
+    from exion.sim.dsc_program import PredictJob
+    w = TOY.wmax
+    x = rng.integers(-w, w + 1, (n, d))
+    b = rng.integers(-w, w + 1, (d, 3 * d))
+    wq = [b[:, h * dh:(h + 1) * dh] for h in range(heads)]
+    wk = [b[:, d + h * dh:d + (h + 1) * dh] for h in range(heads)]
+    exp, sh = [], []
+    for h in range(heads):
+        r = epre(TOY, x, wq[h], wk[h], 0.5, None, None,
+                 None if q_th is None else int(q_th[h]), "top1", 2)
+        exp.append(np.concatenate([r.score_mask, r.dominant[:, None]], axis=1))
+        sh.append([r.shift_q, r.shift_k])
+    pj = PredictJob("epre", x, wq, wk, 0.5, np.array(sh), q_th, "top1", 2, np.stack(exp))
+    mask = rng.random((n, 3 * d)) < 0.8
+    base = np.broadcast_to(rng.integers(-10**5, 10**5, (1, 3 * d)), (n, 3 * d))
+    qkv = GemmJob("qkv", [x], b, mask, base, masked_gemm(TOY, x, b, mask, base,
+                                                         accumulate=True))
+    return pj, qkv
+
+
+def _tee_interlocked(prog):
+    """``prog`` (a teed program of 2 heads) with head 0's EPRE overlapped and its masks
+    stored by an EPRE_STORE after head 1's teed GMEM_LOADs, which so wait for the run."""
+    ds = [dict(d) for d in prog.descs]
+    ep = [i for i, d in enumerate(ds) if d["op"] == dcy.OPS["EPRE"]]
+    st = {"op": dcy.OPS["EPRE_STORE"], "count": ds[ep[0]]["count"], "dst": ds[ep[0]]["dst"],
+          "job": "epre"}
+    ds[ep[0]] = {**ds[ep[0]], "overlap": 1}
+    return _rewrite(prog, ds[:ep[1]] + [st] + ds[ep[1]:])
+
+
+@pytest.fixture(scope="module")
+def tee_runs():
+    """One simulation: EP + its Q|K|V product with the tee (2 and 3 heads, one with the
+    dominant rule), the same without (EPRE_WLOAD), the teed one under 30 % memory stalls,
+    one whose teed GMEM_LOADs wait for an overlapped EPRE run, and one with the tee bit
+    cleared in head 0's Wk load (a mutant: the EPRE predicts from the Wk of nothing)."""
+    rng = np.random.default_rng(18)
+    print("tee cases: seed 18")
+    sets = [_tee_jobs(rng), _tee_jobs(rng, n=11, d=20, heads=3, dh=5,
+                                      q_th=np.array([0, 400, 10**6]))]
+    progs = [build_program(TOY, list(js)) for js in sets]
+    progs.append(build_program(TOY, list(sets[0]), share_w=False))
+    progs.append(build_program(TOY, list(sets[0])))
+    progs.append(_tee_interlocked(build_program(TOY, list(sets[0]))))
+    mut = build_program(TOY, list(sets[0]))
+    ds = [dict(d) for d in mut.descs]
+    next(d for d in ds if d.get("tee") and d["tee_base"])["tee"] = 0
+    progs.append(_rewrite(mut, ds))
+    jobs = [list(sets[0]), list(sets[1]), list(sets[0]), list(sets[0]), list(sets[0]),
+            list(sets[0])]
+    out, _ = rtl_dsc(TOY, progs, stall=[0.0, 0.0, 0.0, 0.3, 0.0, 0.0], run_name="dsc_tee")
+    return {"progs": progs, "jobs": jobs, "runs": out}
+
+
+def test_tee_bit_exact_and_cycles(tee_runs):
+    """The EPRE fed by the product's own GMEM_LOADs predicts bit-exactly (no EPRE_WLOAD in
+    the program), the product is bit-exact, every descriptor's cycles equal the model's,
+    and the tee moves fewer beats and cycles than EPRE_WLOAD's separate copy."""
+    from exion.sim.dsc_program import program_beats
+    progs, runs, jobs = tee_runs["progs"], tee_runs["runs"], tee_runs["jobs"]
+    for prog, run, js in zip(progs[:3], runs[:3], jobs[:3]):
+        _check_run(TOY, prog, run, js)
+        _check_program_cycles(prog, run)
+    for prog in progs[:2]:
+        ops = [d["op"] for d in prog.descs]
+        assert dcy.OPS["EPRE_WLOAD"] not in ops
+        assert sum(1 for d in prog.descs if d.get("tee")) == 2 * len(prog.jobs[0].wq)
+    assert dcy.OPS["EPRE_WLOAD"] in [d["op"] for d in progs[2].descs]
+    assert program_beats(TOY, progs[0]) < program_beats(TOY, progs[2])
+    assert runs[0]["cycles"] < runs[2]["cycles"]
+
+
+def test_tee_stalls_interlock_and_mutants(tee_runs, monkeypatch):
+    """Under memory stalls the teed program is bit-exact; a teed GMEM_LOAD after an
+    overlapped EPRE waits for the run (masks exact: it did not overwrite the W memory the
+    run reads; cycles exact, with a wait); a model without that wait misses the cycles; a
+    program whose Wk load is not teed predicts wrong masks."""
+    progs, runs, jobs = tee_runs["progs"], tee_runs["runs"], tee_runs["jobs"]
+    _check_run(TOY, progs[3], runs[3], jobs[3])
+    _check_run(TOY, progs[4], runs[4], jobs[4])
+    mdl = _check_program_cycles(progs[4], runs[4])
+    assert mdl["epre_wait"] > 0
+    durs = stage_durations(progs[4].descs, runs[4]["stages"], runs[4]["cycles"], 64)
+    bodies = gemm_bodies(progs[4].descs, durs, runs[4]["engine"], 64)
+    plain = [{k: v for k, v in d.items() if k != "tee"} for d in progs[4].descs]
+    assert dcy.program_cycles(TOY, plain, 64, bodies)["total"] != runs[4]["cycles"]
+    out = read_results(TOY, progs[5], runs[5]["image"])
+    assert not np.array_equal(out[0], jobs[5][0].expect)
+    np.testing.assert_array_equal(out[1], jobs[5][1].expect)
+
+
+def test_tee_applies_only_where_the_weights_are_shared(model):
+    """The host tees only a product whose Q / K head slices are the EPRE's weights and that
+    is one tile: other weights (or toy's real block, whose Q|K|V spans several tiles) keep
+    EPRE_WLOAD; the digits DiT quantises Q|K|V per head slice, so its EP weights are
+    those slices."""
+    from dataclasses import replace
+
+    from exion.sim.dsc_program import block_jobs
+    rng = np.random.default_rng(5)
+    pj, qkv = _tee_jobs(rng)
+    other = replace(pj, wk=[w + 1 for w in pj.wk])
+    ops = [d["op"] for d in build_program(TOY, [other, qkv]).descs]
+    assert dcy.OPS["EPRE_WLOAD"] in ops
+    rec = block_case(model, META, 1, 0).rec
+    by = {j.name: j for j in block_jobs(TOY, rec, overlap=False)}
+    ep, q = by["epre"], by["qkv"]
+    d, dh = q.b.shape[1] // 3, ep.wq[0].shape[1]
+    for h in range(len(ep.wq)):
+        np.testing.assert_array_equal(ep.wq[h], q.b[:, h * dh:(h + 1) * dh])
+        np.testing.assert_array_equal(ep.wk[h], q.b[:, d + h * dh:d + (h + 1) * dh])
+    ops = [d["op"] for d in build_program(TOY, [ep, q]).descs]
+    assert dcy.OPS["EPRE_WLOAD"] in ops     # toy: Q|K|V in 6 tiles
+    e16 = PRESETS["exion16"]
+    by = {j.name: j for j in block_jobs(e16, rec, overlap=False)}
+    prog = build_program(e16, [by["epre"], by["qkv"]])
+    assert dcy.OPS["EPRE_WLOAD"] not in [d["op"] for d in prog.descs]
+    assert sum(1 for d in prog.descs if d.get("tee")) == 2 * len(ep.wq)

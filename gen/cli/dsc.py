@@ -33,7 +33,11 @@ def register_sim(ssub) -> None:
                     "faster, or never with "
                     "--no-cfse-overlap. FC1's GELU runs on each FC1 tile's results "
                     "straight from OMEM (op GELU_OMEM; stage 'fc1_gelu') unless "
-                    "--unfused-gelu. "
+                    "--unfused-gelu. With EP before the Q/K/V product, the EPRE takes "
+                    "each head's Wq / Wk from the product's own weight stream (GMEM_LOAD "
+                    "with tee, no EPRE_WLOAD) where that product is its weights and "
+                    "every tile holds all its columns (exion16's digits block; not toy's), "
+                    "unless --no-shared-weights. "
                     "Each output is checked bit-exactly against golden/dsc.py; "
                     "prints cycles per stage next to the cycle model (golden/dsc_cycles.py), "
                     "the sparsities used, and PASS or FAIL (exit 1). EP runs on the host "
@@ -67,6 +71,10 @@ def register_sim(ssub) -> None:
     b.add_argument("--unfused-gelu", dest="fuse_gelu", action="store_false",
                    help="store FC1's accumulators and run the GELU op on them over the "
                         "port (default: GELU_OMEM, the GELU of FC1's results in OMEM)")
+    b.add_argument("--no-shared-weights", dest="share_w", action="store_false",
+                   help="load the EPRE's Wq / Wk with EPRE_WLOAD (16-bit containers) "
+                        "instead of teeing them from the Q/K/V product's GMEM_LOAD "
+                        "(default: teed where it applies)")
     add_report(b, flag="--json")
     add_seed(b)
     add_waves(b)
@@ -97,7 +105,8 @@ def cmd_sim_block(args) -> int:
     try:
         r = run_block(cfg, case, stall=args.stall, seed=seed, waves=args.waves,
                       progress=progress, ep_schedule=args.ep_schedule,
-                      cfse_overlap=args.cfse_overlap, fuse_gelu=args.fuse_gelu)
+                      cfse_overlap=args.cfse_overlap, fuse_gelu=args.fuse_gelu,
+                      share_w=args.share_w)
     except BenchFailure as e:
         print(f"FAIL: {e}")
         return 1
@@ -119,6 +128,8 @@ def cmd_sim_block(args) -> int:
         f": EPRE busy {mo['epre_wait'] + mo['epre_hidden']} cycles, {mo['epre_hidden']} "
         f"hidden behind K / V, {mo['epre_wait']} waited for (cycle model)"
         if r["ep_schedule"] == "overlap" else ""))
+    if r["shared_w"]:
+        print("  EPRE weights teed from the Q/K/V product's GMEM_LOAD (no EPRE_WLOAD)")
     if mo["engine_hidden"] or mo["engine_wait"]:
         print(f"  CFSE beside the engine: {mo['engine_hidden']} engine cycles hidden, "
               f"{mo['engine_wait']} waited for (cycle model)")
@@ -145,6 +156,7 @@ def cmd_sim_block(args) -> int:
                                "epre_hidden_cycles": r["model"]["epre_hidden"],
                                "cfse_overlap": r["cfse_overlap"],
                                "fuse_gelu": args.fuse_gelu,
+                               "shared_weights": r["shared_w"],
                                "engine_wait_cycles": r["model"]["engine_wait"],
                                "engine_hidden_cycles": r["model"]["engine_hidden"],
                                "mismatch": r["mismatch"], "sim_wall_seconds": wall})
