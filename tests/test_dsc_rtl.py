@@ -1252,3 +1252,31 @@ def test_tee_applies_only_where_the_weights_are_shared(model):
     prog = build_program(e16, [by["epre"], by["qkv"]])
     assert dcy.OPS["EPRE_WLOAD"] not in [d["op"] for d in prog.descs]
     assert sum(1 for d in prog.descs if d.get("tee")) == 2 * len(ep.wq)
+
+
+def test_tee_wide_epre_words_pysim():
+    """An EPRE word of Le = 2 L lanes (toy with ``epre_lanes = 8``; exion16 has 6 slots):
+    the tee gathers two GMEM words per EPRE word, and writes a half-filled one where a
+    column ends (d = 12: 3 GMEM words, 2 EPRE words a W^T row); in Amaranth's simulator
+    (no Verilator build of this variant), bit-exact, every descriptor's cycles equal the
+    model."""
+    import dataclasses
+
+    from exion.hw.dsc import tee_supported
+    from exion.sim.dsc_pysim import pysim_dsc
+    cfg = dataclasses.replace(TOY, epre_lanes=8)
+    assert tee_supported(cfg) and cfg.epre_lane_count == 2 * cfg.lanes
+    rng = np.random.default_rng(19)
+    print("wide tee cases: seed 19")
+    jobs = [*_tee_jobs(rng, n=5, d=12, heads=2, dh=3), *_tee_jobs(rng, n=6, d=16, heads=1,
+                                                                  dh=7)]
+    jobs[2] = dataclasses.replace(jobs[2], name="epre2")
+    jobs[3] = dataclasses.replace(jobs[3], name="qkv2")
+    prog = build_program(cfg, jobs)
+    assert sum(1 for d in prog.descs if d.get("tee")) == 6
+    assert dcy.OPS["EPRE_WLOAD"] not in [d["op"] for d in prog.descs]
+    run = pysim_dsc(cfg, prog)
+    assert run["error"] == 0
+    for j, o in zip(jobs, read_results(cfg, prog, run["image"])):
+        np.testing.assert_array_equal(o, j.expect, err_msg=j.name)
+    _check_program_cycles(prog, run, 64, cfg)
