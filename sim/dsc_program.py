@@ -119,6 +119,17 @@ class GemmJob:
     expect: np.ndarray | None = None
     overlap: bool = False    # tiles run beside the preceding PredictJob's EPRE runs
     gelu: dict | None = None  # GeluParams: GELU_OMEM in place of OMEM_STORE (expect = H)
+    #: per tile, load and reduce over only the K rows some row of the tile's A needs
+    #: (``GemmCase.gather``: FC2's gathered W2 rows, P.V's unselected keys); None = where
+    #: it applies, one A part (:func:`_gather_of`)
+    gather: bool | None = None
+
+
+def _gather_of(job: GemmJob) -> bool:
+    """Whether the host gathers ``job``'s K rows **[choice]**: by default wherever A is one
+    part (with two parts each would need its own GMEM rows); a tile whose A has no all-zero
+    column is laid out as without it."""
+    return (len(job.a_parts) == 1) if job.gather is None else bool(job.gather)
 
 
 @dataclass
@@ -666,7 +677,9 @@ def build_program(cfg: Config, jobs: list[GemmJob], bus_bits: int = 64,
                 and not nxt.overlap):
             groups = []
             mark = data.mark()
-            entry = _gemm_descs(cfg, nxt, groups, data, ib, bb, mlay, kb)
+            from dataclasses import replace
+            entry = _gemm_descs(cfg, replace(nxt, gather=False), groups, data, ib, bb, mlay,
+                                kb)
             split = _tee_split(cfg, job, nxt, entry[1], groups, ib, bb, kb)
             if split is not None:
                 per_head, rest = split
@@ -808,8 +821,9 @@ def _gemm_descs(cfg: Config, job: GemmJob, groups: list, data: _Image, ib: dict,
     tile's H words) instead of OMEM_STORE."""
     from exion.hw.dsc import OPS
     wbytes, obytes, mbytes = ib["oword"] * bb, ib["omem"] * bb, ib["mask"] * bb
-    cases = [GemmCase(a, job.b, job.mask, prev=job.base, accumulate=True, name=job.name)
-             for a in job.a_parts]
+    gather = _gather_of(job)
+    cases = [GemmCase(a, job.b, job.mask, prev=job.base, accumulate=True, name=job.name,
+                      gather=gather) for a in job.a_parts]
     plans = [plan_tiles(cfg, c) for c in cases]
     tiles = plans[0]
     st = []

@@ -107,9 +107,14 @@ def runs(model):
     bad_op.image[0] = 9
     delta = _delta_job()
     dprog = build_program(TOY, [delta])
-    progs = [main, good, broken, bad_op, dprog]
-    out, _ = rtl_dsc(TOY, progs, stall=[0.0, 0.3, 0.3, 0.0, 0.2])
-    return {"jobs": jobs, "progs": progs, "runs": out, "delta": delta}
+    import dataclasses
+    fc2 = next(j for j in jobs_from_record(TOY, block_case(model, META, 1, 1).rec)
+               if j.name == "fc2_delta")
+    plain = dataclasses.replace(fc2, gather=False)
+    progs = [main, good, broken, bad_op, dprog, build_program(TOY, [fc2]),
+             build_program(TOY, [plain])]
+    out, _ = rtl_dsc(TOY, progs, stall=[0.0, 0.3, 0.3, 0.0, 0.2, 0.0, 0.0])
+    return {"jobs": jobs, "progs": progs, "runs": out, "delta": delta, "fc2": [fc2, plain]}
 
 
 def test_sparse_products_bit_exact_and_cycles(runs):
@@ -147,6 +152,23 @@ def test_stalls_and_mutations(runs):
     assert not all(np.array_equal(o, j.expect) for o, j in zip(bad, jobs))
     assert out[3]["error"] == 1 << 2 and out[3]["passes"] == 0
     _check_run(TOY, progs[4], out[4], [runs["delta"]])
+
+
+def test_fc2_delta_gathers_w2_rows(runs):
+    """A sparse iteration's delta FC2 (the real block's, one W-bit part) loads and reduces
+    over only the hidden units some token of the tile needs (W2 rows gathered by the host,
+    ``GemmJob.gather``): bit-exact, fewer GMEM words and cycles than the same product
+    without the gather (also bit-exact), every descriptor's cycles equal the model."""
+    progs, out = runs["progs"][5:], runs["runs"][5:]
+    gathered, plain = runs["fc2"]
+    assert len(gathered.a_parts) == 1 and (~(gathered.a_parts[0] != 0).any(axis=0)).any()
+    words = []
+    for prog, run, job in zip(progs, out, (gathered, plain)):
+        _check_run(TOY, prog, run, [job])
+        _check_program_cycles(prog, run)
+        words.append(sum(d["count"] for d in prog.descs if d["op"] == dcy.OPS["GMEM_LOAD"]))
+    assert words[0] < words[1]
+    assert out[0]["cycles"] < out[1]["cycles"]
 
 
 @pytest.mark.long
