@@ -25,7 +25,7 @@ Imports no Amaranth except through ``hw`` for the layouts the hardware uses.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -403,7 +403,6 @@ def overlap_cfse(cfg: Config, jobs: list) -> list:
 
     LN1 (the first op) and LN2 (after the output projection, FC1's input) have nothing to
     run beside. Returns a new list; ``jobs`` is not changed."""
-    from dataclasses import replace
     out = list(jobs)
 
     def find(pred):
@@ -677,7 +676,6 @@ def build_program(cfg: Config, jobs: list[GemmJob], bus_bits: int = 64,
                 and not nxt.overlap):
             groups = []
             mark = data.mark()
-            from dataclasses import replace
             entry = _gemm_descs(cfg, replace(nxt, gather=False), groups, data, ib, bb, mlay,
                                 kb)
             split = _tee_split(cfg, job, nxt, entry[1], groups, ib, bb, kb)
