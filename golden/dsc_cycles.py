@@ -13,8 +13,11 @@ END             0 (``busy`` falls with ``DECODE``)
 IMEM/GMEM/OMEM  ``count * per + 2`` (command, one beat per cycle, the last item's write);
 _LOAD           1 if ``count == 0``. ``per`` = beats per item (:func:`item_beats`; a
                 ``bcast`` OMEM_LOAD: ``obc``)
-OMEM_STORE      ``count * (2 + per_omem) + 2`` (per address: OMEM read, latch, beats; then
-                the last response); 1 if ``count == 0``
+OMEM_STORE      :func:`omem_store_body`: ``2 + count * per_omem + 2`` (the first address's
+                OMEM read and latch, every address's beats back to back -- the next
+                address is read while the current one is sent --, the last response;
+                with ``per_omem = 1`` each later address also takes a latch cycle);
+                1 if ``count == 0``
 GEMM            ``count * per_mask + 2`` while the engine takes the mask at full rate, then
                 until the gemm engine is idle (at least 2 more cycles): the engine's own
                 time, which this model *estimates* (:func:`gemm_estimate`) -- the gemm engine
@@ -72,6 +75,7 @@ __all__ = ["OPS", "item_beats", "desc_beats", "overhead", "descriptor_cycles",
            "gemm_estimate", "gelu_body", "row_body", "ffnr_body", "FFNR_FIXED", "epre_body",
            "epre_mask_bits", "EPRE_FIXED", "epre_run", "epre_store_body", "EPRE_STORE_FIXED",
            "EPRE_INTERLOCKED", "ENGINE_INTERLOCKED", "gemm_load", "gelu_omem_body",
+           "omem_store_body",
            "GELU_OMEM_FIXED",
            "program_cycles"]
 
@@ -362,6 +366,17 @@ def ffnr_body(cfg: Config, d: dict, bus_bits: int) -> int:
 FFNR_FIXED = {"dense": 9, "sparse": 10}
 
 
+def omem_store_body(count: int, per_omem: int) -> int:
+    """Body of an OMEM_STORE of ``count`` addresses of ``per_omem`` beats: ST_ADDR and
+    ST_LATCH for the first address, the beats of every address back to back (the core reads
+    the next address while it sends the current one, ``hw.dsc`` ``st_pre``; an address of
+    one beat is sent before that read is back, so each later one passes ST_LATCH again),
+    then the drain of the last write response (2). 1 if ``count == 0``."""
+    if count == 0:
+        return 1
+    return 2 + count * per_omem + (count - 1) * int(per_omem == 1) + 2
+
+
 def gemm_estimate(cfg: Config, d: dict, bus_bits: int) -> int:
     """Estimated body of a GEMM descriptor: the mask load, then the SDUE's passes
     (``d["passes"]`` passes of ``kwords`` words, annotated by the host builder) after the
@@ -397,7 +412,7 @@ def descriptor_cycles(cfg: Config, d: dict, bus_bits: int = 64,
                "EPRE_WLOAD": ib["eword"]}.get(op, ib["oword"])
         body = n * per + 2 if n else 1
     elif op == "OMEM_STORE":
-        body = n * (2 + ib["omem"]) + 2 if n else 1
+        body = omem_store_body(n, ib["omem"])
     elif op == "GEMM" and int(d.get("overlap", 0)) and gemm_body is None:
         body = gemm_load(cfg, d, bus_bits)
     elif op == "GEMM":

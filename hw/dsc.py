@@ -648,16 +648,22 @@ class DscCore(wiring.Component):
                 m.next = "FETCH"
 
     def _fsm_store(self, m, s):
-        """ST_ADDR -> ST_LATCH -> ST_SEND per OMEM address, then ST_DRAIN (responses)."""
+        """ST_ADDR -> ST_LATCH -> ST_SEND for the first OMEM address, then ST_DRAIN
+        (responses). While ST_SEND sends an address's beats, OMEM is already read at the
+        next address (``st_pre``: its data is on the read port from the second cycle on),
+        so the next address's beats follow the last one with no gap; only an address sent
+        in one cycle (``omem`` = 1 beat) passes through ST_LATCH again."""
         mem, R, BB = self.mem, self.cfg.rows, s.BB
+        pre = Signal(name="st_pre")      # the read port holds the next address's data
+        word = Cat(s.gemm.omem_r.data[r] for r in range(R))
         with m.State("ST_ADDR"):
             m.next = "ST_LATCH"
         with m.State("ST_LATCH"):
-            m.d.sync += [s.sbuf.eq(Cat(s.gemm.omem_r.data[r] for r in range(R))),
-                         s.sbeat.eq(0)]
+            m.d.sync += [s.sbuf.eq(word), s.sbeat.eq(0), pre.eq(0)]
             m.next = "ST_SEND"
         with m.State("ST_SEND"):
-            m.d.comb += mem.wr_data.valid.eq(1)
+            m.d.comb += [mem.wr_data.valid.eq(1), s.gemm.omem_r.addr.eq(s.ubase + s.sa + 1)]
+            m.d.sync += pre.eq(1)
             with m.If(mem.wr_data.ready):
                 m.d.sync += [s.d_left.eq(s.d_left - 1), s.d_addr.eq(s.d_addr + BB),
                              s.d_burst.eq(s.cur_burst - 1), s.sbeat.eq(s.sbeat + 1)]
@@ -665,8 +671,10 @@ class DscCore(wiring.Component):
                     m.d.sync += s.sa.eq(s.sa + 1)
                     with m.If(s.sa + 1 == s.count):
                         m.next = "ST_DRAIN"
+                    with m.Elif(pre):
+                        m.d.sync += [s.sbuf.eq(word), s.sbeat.eq(0), pre.eq(0)]
                     with m.Else():
-                        m.next = "ST_ADDR"
+                        m.next = "ST_LATCH"
         with m.State("ST_DRAIN"):
             with m.If((s.wr_left == 0) & (s.outstanding == 0)):
                 m.d.sync += s.wr_go.eq(0)

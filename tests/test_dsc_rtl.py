@@ -1302,3 +1302,27 @@ def test_tee_wide_epre_words_pysim():
     for j, o in zip(jobs, read_results(cfg, prog, run["image"])):
         np.testing.assert_array_equal(o, j.expect, err_msg=j.name)
     _check_program_cycles(prog, run, 64, cfg)
+
+
+@pytest.mark.parametrize("bus", [256, 32])
+def test_omem_store_back_to_back_pysim(bus):
+    """OMEM_STORE reads the next address while it sends the current one: on a 256-bit bus
+    a toy OMEM address is one beat (each later address passes ST_LATCH again), on a 32-bit
+    bus eight (back to back); in Amaranth's simulator, bit-exact, every descriptor's cycles
+    equal to the model, and a model that charges the old two cycles per address misses."""
+    from exion.sim.dsc_pysim import pysim_dsc
+    rng = np.random.default_rng(23)
+    print("omem store cases: seed 23")
+    jobs = [_small_gemm(rng), _small_gemm(rng, row_constant=True)]
+    prog = build_program(TOY, jobs, bus_bits=bus)
+    ib = dcy.item_beats(TOY, bus)
+    assert ib["omem"] == (1 if bus == 256 else 8)
+    run = pysim_dsc(TOY, prog)
+    assert run["error"] == 0
+    for j, o in zip(jobs, read_results(TOY, prog, run["image"])):
+        np.testing.assert_array_equal(o, j.expect, err_msg=j.name)
+    _check_program_cycles(prog, run, bus)
+    durs = stage_durations(prog.descs, run["stages"], run["cycles"], bus)
+    for d, t in zip(prog.descs, durs):
+        if d["op"] == dcy.OPS["OMEM_STORE"] and d["count"] > 1:
+            assert t - dcy.overhead(bus) != d["count"] * (2 + ib["omem"]) + 2
