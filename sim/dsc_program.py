@@ -673,7 +673,7 @@ def build_program(cfg: Config, jobs: list[GemmJob], bus_bits: int = 64,
     for i, job in enumerate(jobs):
         nxt = jobs[i + 1] if i + 1 < len(jobs) else None
         if (share_w and isinstance(job, PredictJob) and isinstance(nxt, GemmJob)
-                and not nxt.overlap):
+                and not nxt.overlap and _tee_weights(cfg, job, nxt)):
             groups = []
             mark = data.mark()
             entry = _gemm_descs(cfg, replace(nxt, gather=False), groups, data, ib, bb, mlay,
@@ -754,6 +754,23 @@ def build_program(cfg: Config, jobs: list[GemmJob], bus_bits: int = 64,
                       shared_w=any(d.get("tee") for d in descs))
 
 
+def _tee_weights(cfg: Config, pj: PredictJob, job: GemmJob) -> bool:
+    """Whether ``job`` can feed ``pj``'s EPRE through the tee before it is tiled: the DSC
+    has one (:func:`exion.hw.dsc.tee_supported`), B is 3 d columns of K = d rows (d = X's
+    width) and the EPRE's Wq_h / Wk_h are B's Q / K head slices (not other numbers, such
+    as weights quantised per head on their own)."""
+    from exion.hw.dsc import tee_supported
+    b = np.asarray(job.b)
+    K, n = b.shape
+    d, dh = n // 3, np.shape(pj.wq[0])[1]
+    if (not tee_supported(cfg) or n != 3 * d or K != d or np.shape(pj.x)[1] != d
+            or len(pj.wq) * dh > d):
+        return False
+    return all(np.array_equal(pj.wq[h], b[:, h * dh:(h + 1) * dh])
+               and np.array_equal(pj.wk[h], b[:, d + h * dh:d + (h + 1) * dh])
+               for h in range(len(pj.wq)))
+
+
 def _tee_split(cfg: Config, pj: PredictJob, job: GemmJob, tiles: list, groups: list,
                ib: dict, bb: int, kb: int) -> tuple | None:
     """The GMEM_LOAD of ``job`` (a Q|K|V product, ``groups`` its tile descriptors) split for
@@ -761,27 +778,15 @@ def _tee_split(cfg: Config, pj: PredictJob, job: GemmJob, tiles: list, groups: l
     dh_max * dw_max)]``, and the product's descriptors with its first tile's GMEM_LOAD
     replaced by one GMEM_LOAD per remaining contiguous column range (V; the next tiles,
     row blocks of the same columns, load them again as before). Returns ``(per_head,
-    descs)``, or None where it does not apply: the DSC has no tee
-    (:func:`exion.hw.dsc.tee_supported`), a tile does not hold every column in order
-    (toy's 64-column tiles of a d = 64 block put Q_h and K_h in different tiles; GMEM
-    holds one), B is not 3 d columns of K = d rows, or
-    the EPRE's Wq / Wk are not B's head slices (then they are other numbers: per-head
-    quantised weights)."""
-    from exion.hw.dsc import OPS, dsc_epre_sizes, tee_supported
-    if not tee_supported(cfg) or len(groups) != len(tiles) or not tiles:
-        return None
-    b = np.asarray(job.b)
-    K, n = b.shape
-    d, heads = n // 3, len(pj.wq)
-    dh = np.shape(pj.wq[0])[1]
-    if (n != 3 * d or K != d or np.shape(pj.x)[1] != d or heads * dh > d
+    descs)``, or None where a tile does not hold every column in order (toy's 64-column
+    tiles of a d = 64 block put Q_h and K_h in different tiles; GMEM holds one). The
+    weights are checked before tiling (:func:`_tee_weights`)."""
+    from exion.hw.dsc import OPS, dsc_epre_sizes
+    n = np.shape(job.b)[1]
+    d, heads, dh = n // 3, len(pj.wq), np.shape(pj.wq[0])[1]
+    if (len(groups) != len(tiles) or not tiles
             or any(list(np.asarray(t.cols)) != list(range(n)) for t in tiles)):
         return None
-    for h in range(heads):
-        q0, k0 = h * dh, d + h * dh
-        if not (np.array_equal(pj.wq[h], b[:, q0:q0 + dh])
-                and np.array_equal(pj.wk[h], b[:, k0:k0 + dh])):
-            return None
     tile = groups[0]
     g = next(i for i, x in enumerate(tile) if x["op"] == OPS["GMEM_LOAD"])
     load = tile[g]
