@@ -62,6 +62,8 @@ __all__ = ["CFSE", "GeluUnit", "SoftmaxUnit", "LayerNormUnit", "RowIssue", "gelu
 FIFO_LATENCY = 2
 #: GELU pipeline: requant product, Q.11 input, ROM read, interpolation, product, output.
 GELU_LATENCY = 6
+#: Lanes that share one copy of the GELU table (the two ports of a block RAM).
+GELU_ROM_PORTS = 2
 #: Width of the layer norm's ``eps`` port (Q.38 units); ``eps_q`` in 1 .. 2**48 - 1.
 LN_EPS_BITS = 48
 #: Longest softmax row (golden ``softmax_fx``: S < 2**39); layer norm: 16384 (``_RowUnit``).
@@ -147,13 +149,18 @@ class GeluUnit(wiring.Component):
             v = reg(m, v, f"valid{k}", adv, control=True)
         m.d.comb += self.out.valid.eq(v)
         tab = [int(t) for t in gelu_table()]
-        rom = Memory(shape=unsigned(28), depth=256,
-                     init=[(tab[i] & 0x3FFF) | ((tab[i + 1] & 0x3FFF) << 14)
-                           for i in range(256)])
-        m.submodules.rom = rom
+        init = [(tab[i] & 0x3FFF) | ((tab[i + 1] & 0x3FFF) << 14) for i in range(256)]
+        # One copy of the table per GELU_ROM_PORTS lanes: a block RAM has two ports, and
+        # Yosys's memory mapping stops with an uncaught exception on one 16-port ROM (the
+        # exion16 CFSE did not synthesize; docs/fpga.md).
+        roms = []
+        for i in range(-(-cfg.lanes // GELU_ROM_PORTS)):
+            rom = Memory(shape=unsigned(28), depth=256, init=init)
+            m.submodules[f"rom{i}"] = rom
+            roms.append(rom)
         for lane in range(cfg.lanes):
-            self._lane(m, rom.read_port(), self.inp.payload[lane], self.out.payload[lane],
-                       lane, adv)
+            self._lane(m, roms[lane // GELU_ROM_PORTS].read_port(), self.inp.payload[lane],
+                       self.out.payload[lane], lane, adv)
         return m
 
     def _lane(self, m, rp, acc_in, out, lane, adv):
