@@ -368,8 +368,9 @@ def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | 
     if blk.context is not None:       # cross-attention, dense [choice]
         Tc, dc = blk.context
         g.append((_gemm(cfg, "xq_proj", M, hd, d, kw), lin, "linear"))
-        g.append((_gemm(cfg, "xk_proj", Tc, hd, dc, kw), 1, "linear"))
-        g.append((_gemm(cfg, "xv_proj", Tc, hd, dc, kw), 1, "linear"))
+        Mc = blk.contexts * Tc        # every distinct context's keys and values
+        g.append((_gemm(cfg, "xk_proj", Mc, hd, dc, kw), 1, "linear"))
+        g.append((_gemm(cfg, "xv_proj", Mc, hd, dc, kw), 1, "linear"))
         tq = math.ceil(T / g_split)       # query chunk of one core (attn_split)
         xs = _gemm(cfg, "x.scores[*]", tq, Tc, dh, kw)
         g.append((xs, b * H * g_split, "head"))
@@ -572,7 +573,11 @@ def block_on_system(sysm: System, r: dict) -> dict:
     for x, n, kind in r["gemms"]:
         u = _units(cfg, x, n, kind)
         if kind == "head":
-            t = math.ceil(n / N) * x.cycles
+            # one of the U (sequence, head, query chunk) units of an attention layer: U over
+            # N cores is ceil(U / N) rounds of the mean unit. A head GEMM listed per head
+            # carries n = U / heads of them (its own head's cycles), one listed once all U.
+            U = r["attn_units"]
+            t = n * x.cycles * math.ceil(U / N) / U
         else:
             t = n * x.cycles / min(N, u)
         cyc += t
@@ -799,7 +804,7 @@ def gpu_estimate(model: Model, gpu: str) -> dict:
             x += gemm(T, T, dh, B * H) + gemm(T, dh, T, B * H)
         if b.context is not None:
             Tc, dc = b.context
-            x += gemm(B * T, d, d, 2) + gemm(Tc, 2 * d, dc)
+            x += gemm(B * T, d, d, 2) + gemm(b.contexts * Tc, 2 * d, dc)
             x += gemm(T, Tc, dh, B * H) + gemm(T, dh, Tc, B * H)
         x += gemm(B * T, F * (2 if b.geglu else 1), d) + gemm(B * T, d, F)
         t += b.count * x

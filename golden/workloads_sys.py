@@ -11,15 +11,24 @@ the seed's FFN-Reuse / eager-prediction settings (sparsity ``s``, ``N``, ``k``, 
 Shapes come from the models' papers and released configurations (sources in
 docs/evaluate.md); figures not stated there are marked ``[choice]`` in that file. The
 seed's table (iterations, s, N, EP sparsity, q_th, k) is copied as given.
+
+:func:`guided` gives a model sampled with classifier-free guidance (two predictions per
+step, batched; ``exion evaluate --guidance``) [choice: batched, weights fetched once].
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from exion.errors import ExionError
 
-__all__ = ["Block", "Model", "MODELS", "get_model", "unet_blocks"]
+__all__ = ["Block", "Model", "MODELS", "get_model", "unet_blocks", "guided",
+           "GUIDANCE_EVALS"]
+
+#: Network evaluations per sampling step under classifier-free guidance: the conditional and
+#: the unconditional prediction. The seven models' released samplers all guide by default
+#: (docs/evaluate.md, "Classifier-free guidance").
+GUIDANCE_EVALS = 2
 
 
 @dataclass(frozen=True)
@@ -34,6 +43,7 @@ class Block:
     context: tuple | None = None   # cross-attention (Tc, dc), dense in every mode [choice]
     geglu: bool = False    # FC1 is d -> 2F (value and gate), as SD's GEGLU
     self_attn2: bool = False  # a second self-attention (VideoCrafter temporal) [choice]
+    contexts: int = 1      # distinct cross-attention contexts per instance (2 when guided)
 
     @property
     def d_head(self) -> int:
@@ -62,7 +72,7 @@ class Block:
         macs = b * att * (2 if self.self_attn2 else 1)
         if self.context is not None:
             Tc, dc = self.context
-            macs += b * (2 * T * d * d + 2 * T * Tc * d) + 2 * Tc * dc * d
+            macs += b * (2 * T * d * d + 2 * T * Tc * d) + self.contexts * 2 * Tc * dc * d
         macs += b * T * F * d * (3 if self.geglu else 2)
         return macs
 
@@ -202,6 +212,22 @@ MODELS = {
                      other_params=28 * 1152 * 6 * 1152 + 16 * 1152 + 1152 * 32),
     "videocrafter2": _vc2(),
 }
+
+
+def guided(model: Model, evals: int = GUIDANCE_EVALS) -> Model:
+    """``model`` sampled with classifier-free guidance (``exion evaluate --guidance``).
+
+    The ``evals`` predictions of a step (conditional, unconditional) run as one batch
+    [choice]: every block instance runs ``evals`` times its sequences (``batch``), each with
+    its own cross-attention context (``contexts``: the prompt's and the empty prompt's), and
+    the layers outside the blocks ``evals`` times their MACs. Weights are unchanged, so a
+    step fetches them once for both predictions. FFN-Reuse and EP work per sequence, as for
+    any batch (the unconditional sequence has its own masks)."""
+    if not isinstance(evals, int) or isinstance(evals, bool) or evals < 1:
+        raise ExionError(f"guidance evals = {evals!r} is invalid: must be an integer >= 1")
+    blocks = tuple(replace(b, batch=evals * b.batch, contexts=evals * b.contexts)
+                   for b in model.blocks)
+    return replace(model, blocks=blocks, other_macs=evals * model.other_macs)
 
 
 def get_model(name: str) -> Model:

@@ -344,7 +344,7 @@ def _doc_ordering() -> dict:
         elif sysname and line.startswith("| ") and not line.startswith(("| model", "|---")):
             cells = [c.strip() for c in line.strip("|").split("|")]
             out[(sysname, cells[0])] = cells[-1].split()[0]
-        elif sysname and line.startswith("#"):
+        elif sysname and line.startswith(("#", "(ordering holds")):
             sysname = None
     return out
 
@@ -416,3 +416,89 @@ def test_ordering_check_can_fail(monkeypatch):
     assert ordering_holds("exion4", "mld")
     monkeypatch.setattr(sy, "evaluate_model", ep_as_base)
     assert not ordering_holds("exion4", "mld")
+
+
+# ---- classifier-free guidance (exion evaluate --guidance) ---------------------------------
+def test_guided_doubles_work_not_weights():
+    # every block runs twice its sequences, each cross-attention twice its contexts, the
+    # layers outside the blocks twice their MACs; the weights are the same
+    for m in ws.MODELS.values():
+        g = ws.guided(m)
+        assert g.block_macs + g.other_macs == 2 * (m.block_macs + m.other_macs), m.name
+        assert g.params == m.params, m.name
+        assert [b.batch for b in g.blocks] == [2 * b.batch for b in m.blocks]
+    # by hand: the cross-attention block of test_block_dense_macs_by_hand, guided: two
+    # sequences (2 x (288 + 64 + 48)) and two contexts' K, V (2 x 120)
+    bx = ws.Block("x", T=2, d=4, heads=1, ffn=8, context=(3, 5))
+    gx = ws.guided(_tiny_model(blocks=(bx,))).blocks[0]
+    assert gx.dense_macs == 2 * (288 + 64 + 48) + 2 * 120
+    assert gx.weight_params == bx.weight_params
+    with pytest.raises(ExionError, match="guidance evals = 0 is invalid"):
+        ws.guided(ws.MODELS["mld"], 0)
+
+
+def test_guided_system_fetches_weights_once_per_step():
+    # a weight-streaming model (DiT-XL/2 on EXION-4, off-chip-bound without guidance): the
+    # guided step does twice the MACs but moves the same weights, so its off-chip time
+    # grows by less than 2x (only activations double) and latency by less than 2x
+    s4 = sy.SYSTEMS["exion4"]
+    m = ws.MODELS["dit-xl2"]
+    one = sy.evaluate_model(s4, m, "Base")
+    two = sy.evaluate_model(s4, ws.guided(m), "Base")
+    assert two["macs"] == 2 * one["macs"]
+    assert two["footprint_bytes"]["weights"] == one["footprint_bytes"]["weights"]
+    assert one["offchip_s"] < two["offchip_s"] < 1.5 * one["offchip_s"]
+    assert one["latency_s"] < two["latency_s"] < 2 * one["latency_s"]
+    # the cross-attention context K / V projections run once per context
+    sd = ws.MODELS["sd"].blocks[0]
+    g1 = sy.block_gemms(CFG, sd, "base")
+    g2 = sy.block_gemms(CFG, ws.guided(ws.MODELS["sd"]).blocks[0], "base")
+    mk = [x for x in g1["gemms"] if x[0].name == "xk_proj"][0][0]
+    mk2 = [x for x in g2["gemms"] if x[0].name == "xk_proj"][0][0]
+    assert mk2.M == 2 * mk.M
+
+
+def test_cli_guidance_flag(tmp_path, capsys):
+    out = tmp_path / "g.json"
+    assert cli.main(["evaluate", "--system", "exion4", "--model", "mld", "--guidance",
+                     "--json", str(out)]) == 0
+    d = json.loads(out.read_text())
+    assert d["guidance"] is True and d["models"]["mld"]["network_evals_per_step"] == 2
+    assert "classifier-free guidance" in capsys.readouterr().out
+    plain = sy.evaluate_model(sy.SYSTEMS["exion4"], ws.MODELS["mld"], "Base")
+    assert d["models"]["mld"]["modes"]["Base"]["macs"] == 2 * plain["macs"]
+
+
+@pytest.mark.parametrize("dscs,rounds", [(1, 4), (2, 2), (3, 2), (4, 1), (8, 1)])
+def test_attention_heads_spread_over_cores(dscs, rounds):
+    # SMALL has 4 heads (T = 64 <= HEAD_SAMPLE_T: its head GEMMs are listed per head). The 4
+    # (sequence, head) units over N cores take ceil(4 / N) rounds of one head's scores +
+    # P.V, whatever the listing (before the fix: one round per listed head, 4 on any N)
+    r = sy.block_gemms(CFG, SMALL, "base", attn_split=1)
+    assert r["attn_units"] == 4
+    one_head = sum(x.cycles for x, n, kind in r["gemms"]
+                   if kind == "head" and x.name.endswith("[0]"))
+    assert one_head > 0
+    o = sy.block_on_system(replace(sy.SYSTEMS["exion4"], dscs=dscs), r)
+    assert o["parts"]["attention"] == pytest.approx(rounds * one_head)
+
+
+def test_evaluate_tables_script(tmp_path, capsys):
+    # bench/evaluate_tables.py prints docs/evaluate.md's tables from exion evaluate's JSON
+    import importlib.util
+    from pathlib import Path
+    assert cli.main(["evaluate", "--system", "exion4", "--model", "mld", "--json",
+                     str(tmp_path / "exion4.json")]) == 0
+    spec = importlib.util.spec_from_file_location(
+        "evaluate_tables", Path(__file__).resolve().parents[1] / "bench" / "evaluate_tables.py")
+    et = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(et)
+    capsys.readouterr()
+    assert et.main(["--dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    verdict = "yes" if ordering_holds("exion4", "mld") else "no"
+    assert f"| mld | " in out and "(ordering holds for" in out
+    assert et.main(["--dir", str(tmp_path), "--only", "ordering"]) == 0
+    row = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| mld |")][0]
+    assert row.split("|")[-2].strip().startswith(verdict)
+    assert et.main(["--dir", str(tmp_path / "none")]) == 2

@@ -25,8 +25,11 @@ JSON layout (times in seconds, energies in joules, per generated image / clip / 
                           leak_mw_per_core, leak_mw_per_gm_mb, dataflow, gpu)
   energy_table_pj         the energy constants (docs/evaluate.md gives each source)
   seed, masks             synthetic-mask seed and kind (random | column)
+  guidance                true with --guidance: every step runs the conditional and the
+                          unconditional prediction as one batch of two (weights fetched once)
   models.<NAME>           one per model:
-    task, iterations, s, n_reuse, k, q_th, ep_sparsity_seed, params, dense_macs_per_iter
+    task, iterations, s, n_reuse, k, q_th, ep_sparsity_seed, params, dense_macs_per_iter,
+    network_evals_per_step (1, or 2 with --guidance)
     gpu                   gpu, latency_s, energy_j, estimate (a roofline estimate)
     modes.<Base|EP|FFNR|All>:
       latency_s, energy_j       one generation on the system
@@ -52,16 +55,17 @@ JSON layout (times in seconds, energies in joules, per generated image / clip / 
 """
 
 
-def _models(arg):
-    if arg == "all":
-        return list(ws.MODELS.values())
-    return [ws.get_model(arg)]
+def _models(arg, guidance=False):
+    models = list(ws.MODELS.values()) if arg == "all" else [ws.get_model(arg)]
+    return [ws.guided(m) for m in models] if guidance else models
 
 
-def evaluate(system, models, seed=0, masks="column", report=None) -> dict:
+def evaluate(system, models, seed=0, masks="column", report=None, guidance=False) -> dict:
+    """``models`` as given (:func:`_models` applies ``guidance``); ``guidance`` is recorded
+    in the JSON and in each model's ``network_evals_per_step``."""
     sysm = sy.get_system(system)
     out = {"system": sysm.to_dict(), "energy_table_pj": dict(sy.ENERGY), "seed": seed,
-           "masks": masks, "models": {}}
+           "masks": masks, "guidance": bool(guidance), "models": {}}
     t0 = time.monotonic()
     last = [t0]
 
@@ -75,6 +79,7 @@ def evaluate(system, models, seed=0, masks="column", report=None) -> dict:
         e = {"task": m.task, "unit": m.unit, "iterations": m.iterations, "s": m.s,
              "n_reuse": m.n_reuse, "k": m.k, "q_th": m.q_th, "ep_sparsity_seed": m.ep_sparsity,
              "params": m.params, "dense_macs_per_iter": m.block_macs + m.other_macs,
+             "network_evals_per_step": ws.GUIDANCE_EVALS if guidance else 1,
              "gpu": sy.gpu_estimate(m, sysm.gpu), "modes": {}}
         for mode in sy.MODE_NAMES:
             r = sy.evaluate_model(sysm, m, mode, seed=seed, masks_kind=masks, progress=prog)
@@ -89,7 +94,9 @@ def _print(res):
     g = next(iter(res["models"].values()))["gpu"]["gpu"] if res["models"] else ""
     print(f"system {s['name']}: {s['dscs']} DSCs ({s['core']}) at {s['clock_mhz']:g} MHz, "
           f"global memory {s['gm_mb']:g} MB ({s['gm_bytes_per_cycle']} B/cycle/core), "
-          f"off-chip {s['offchip_gb_per_s']:g} GB/s; vs {g} (roofline estimate)")
+          f"off-chip {s['offchip_gb_per_s']:g} GB/s; vs {g} (roofline estimate)"
+          + ("; classifier-free guidance (2 predictions per step)" if res.get("guidance")
+             else ""))
     print(f"{'model':15}{'mode':6}{'latency':>12}{'energy':>11}{'speedup':>9}{'en.eff':>9}"
           f"{'util':>7}  bound           {'EPRE hidden':>11}")
     for name, e in res["models"].items():
@@ -138,10 +145,11 @@ def cmd_evaluate(args) -> int:
     if args.seed < 0:
         raise ExionError(f"--seed {args.seed} is invalid: must be >= 0")
     sysm = sy.get_system(args.system)
-    models = _models(args.model)
+    models = _models(args.model, args.guidance)
     if args.plot and not str(args.plot).endswith(".png"):
         raise ExionError(f"--plot {args.plot!r}: expected a FILE.png")
-    res = evaluate(sysm, models, seed=args.seed, masks=args.masks, report=progress)
+    res = evaluate(sysm, models, seed=args.seed, masks=args.masks, report=progress,
+                   guidance=args.guidance)
     _print(res)
     out = write_json(args.json or DEFAULT_JSON, res)
     print(f"wrote {out}")
@@ -169,6 +177,12 @@ def register(sub) -> None:
                    help="synthetic FFN-Reuse masks: random elements or whole hidden units "
                         "(the column rule of issue 20, docs/choices.md issue 19) "
                         "(default: %(default)s)")
+    p.add_argument("--guidance", action="store_true",
+                   help="sample with classifier-free guidance, as the seven models' released "
+                        "samplers do: each step runs the conditional and the unconditional "
+                        "prediction, batched (twice the sequences and contexts, the same "
+                        "weights; docs/evaluate.md). Default: one prediction per step, the "
+                        "seed's setting")
     add_seed(p, default=0, help="seed of synthetic masks (default: %(default)s)")
     add_report(p, flag="--json", default_path=DEFAULT_JSON)
     p.add_argument("--plot", default=None, metavar="OUT.png",
