@@ -497,7 +497,7 @@ def test_evaluate_tables_script(tmp_path, capsys):
     assert et.main(["--dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     verdict = "yes" if ordering_holds("exion4", "mld") else "no"
-    assert f"| mld | " in out and "(ordering holds for" in out
+    assert "| mld | " in out and "(ordering holds for" in out
     assert et.main(["--dir", str(tmp_path), "--only", "ordering"]) == 0
     row = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| mld |")][0]
     assert row.split("|")[-2].strip().startswith(verdict)
