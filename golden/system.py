@@ -54,7 +54,7 @@ from pathlib import Path
 
 import numpy as np
 
-from exion.config import PRESETS, Config
+from exion.config import PRESETS, Config, ConfigError, load_config
 from exion.errors import ExionError
 
 from . import block as bl
@@ -140,7 +140,13 @@ class System:
             elif f.type == "str":
                 need(isinstance(v, str), f.name, v, "must be a string")
         need(1 <= self.dscs <= 1024, "dscs", self.dscs, "must be in 1..1024")
-        need(self.core in PRESETS, "core", self.core, f"must be one of {', '.join(PRESETS)}")
+        need(self.core in PRESETS or self.core.endswith(".toml"), "core", self.core,
+             f"must be a config preset ({', '.join(PRESETS)}) or a config FILE.toml")
+        if self.core not in PRESETS:
+            try:
+                _core_config(self.core)
+            except ConfigError as e:
+                raise ExionError(f"system {self.name!r}: core = {self.core!r}: {e}") from None
         need(10 <= self.clock_mhz <= 5000, "clock_mhz", self.clock_mhz, "must be in 10..5000")
         need(0 <= self.gm_mb <= 4096, "gm_mb", self.gm_mb, "must be in 0..4096")
         need(1 <= self.gm_bytes_per_cycle <= 4096, "gm_bytes_per_cycle",
@@ -158,7 +164,9 @@ class System:
 
     @property
     def cfg(self) -> Config:
-        return PRESETS[self.core]
+        """The per-core model's config: a preset, or a config TOML (``base = "exion16"``
+        plus fields, as ``exion/config.py`` loads it; e.g. another EPRE provisioning)."""
+        return PRESETS[self.core] if self.core in PRESETS else _core_config(self.core)
 
     @property
     def hz(self) -> float:
@@ -170,6 +178,21 @@ class System:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+_CORES: dict = {}
+
+
+def _core_config(path: str) -> Config:
+    """A core config from a TOML file, loaded once per file and modification time."""
+    p = Path(path)
+    try:
+        key = (str(p.resolve()), p.stat().st_mtime_ns)
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {str(p)!r}: {e.strerror}") from None
+    if key not in _CORES:
+        _CORES[key] = load_config(p)
+    return _CORES[key]
 
 
 SYSTEMS = {
@@ -209,6 +232,10 @@ def load_system(path) -> System:
                 next(f for f in fields(System) if f.name == k).type == "float":
             data[k] = float(v)
     data.setdefault("name", p.stem)
+    core = data.get("core")
+    if isinstance(core, str) and core.endswith(".toml") and not Path(core).is_absolute() \
+            and (p.parent / core).exists():
+        data["core"] = str(p.parent / core)      # a core file beside the system file
     try:
         return replace(SYSTEMS[base], **data)
     except ExionError as e:

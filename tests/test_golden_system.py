@@ -502,3 +502,41 @@ def test_evaluate_tables_script(tmp_path, capsys):
     row = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| mld |")][0]
     assert row.split("|")[-2].strip().startswith(verdict)
     assert et.main(["--dir", str(tmp_path / "none")]) == 2
+
+
+def test_system_core_from_a_config_file(tmp_path):
+    # core = a config TOML (here 4x the EPRE units): the per-core model takes it, and EP on
+    # MDM / EXION-24, which never pays with the preset's EPRE (docs/evaluate.md), pays
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
+    f = tmp_path / "big_epre.toml"
+    f.write_text(f'base = "exion24"\ncore = "{repo / "configs" / "exion16_epre128.toml"}"\n')
+    s = sy.get_system(str(f))
+    assert s.cfg.epre_units == 128 and s.cfg.name == "exion16_epre128"
+    assert s.to_dict()["core"].endswith("exion16_epre128.toml")
+    m = ws.MODELS["mdm"]
+    ep, base = (sy.evaluate_model(s, m, x)["latency_s"] for x in ("EP", "Base"))
+    assert ep < base
+    s24 = sy.SYSTEMS["exion24"]
+    assert sy.evaluate_model(s24, m, "EP")["latency_s"] == \
+        pytest.approx(sy.evaluate_model(s24, m, "Base")["latency_s"])
+    # a core file beside the system file, named relatively
+    (tmp_path / "core.toml").write_text('base = "exion16"\nname = "c"\nepre_units = 64\n'
+                                        'epre_selectors = 64\n')
+    g = tmp_path / "s.toml"
+    g.write_text('base = "exion4"\ncore = "core.toml"\n')
+    assert sy.get_system(str(g)).cfg.epre_units == 64
+
+
+@pytest.mark.parametrize("core,msg", [
+    ("nope.toml", "core = 'nope.toml': cannot read config file"),
+    ("exion32", "core = 'exion32' is invalid: must be a config preset"),
+    ("bad.toml", "bad.toml': config 'bad': epre_selectors = 32 is invalid"),
+])
+def test_system_core_errors(tmp_path, monkeypatch, core, msg):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.toml").write_text('base = "exion16"\nepre_units = 64\n')
+    f = tmp_path / "s.toml"
+    f.write_text(f'base = "exion24"\ncore = "{core}"\n')
+    with pytest.raises(ExionError, match=msg.replace("(", r"\(").replace(")", r"\)")):
+        sy.get_system(str(f))
