@@ -8,8 +8,15 @@ the run is off-chip-bound (more cores stop helping) and the bandwidth above whic
 longer is.
 
 Writes ``build/bench/system.json`` and ``build/bench/system.png`` (latency against cores and
-against bandwidth, log-log, one line per model, markers where off-chip-bound). Run:
-``.venv/bin/python bench/perf_system.py [--quick]`` (``--quick``: Base only, fewer points).
+against bandwidth, log-log, one line per model, markers where off-chip-bound).
+
+Then the EPRE provisioning sweep (docs/evaluate.md, "Mode ordering"): each model on exion4
+and exion24 with the core's EPRE at 32 (the exion16 preset), 64 and 128 units
+(``configs/exion16_epre64.toml``, ``exion16_epre128.toml`` as the system's ``core``): EP's
+speedup over Base and whether Base < EP < FFNR < All holds. Writes
+``build/bench/system_epre.json`` and ``system_epre.png``. Run:
+``.venv/bin/python bench/perf_system.py [--quick]`` (``--quick``: Base only, fewer points;
+the EPRE sweep on exion24 at 32 and 128 units).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import argparse
 import json
 import time
 from dataclasses import replace
+from pathlib import Path
 
 from exion.golden import system as sy
 from exion.golden import workloads_sys as ws
@@ -53,6 +61,61 @@ def sweep(modes, cores, bws):
                   f"{rows_c[cores.index(24)]['latency_s'] if 24 in cores else float('nan'):.4g} s",
                   flush=True)
     return out
+
+
+EPRE_CORES = {32: "exion16",
+              64: str(Path(__file__).resolve().parents[1] / "configs" / "exion16_epre64.toml"),
+              128: str(Path(__file__).resolve().parents[1] / "configs" / "exion16_epre128.toml")}
+
+
+def epre_sweep(systems, units):
+    """{system: {units: {model: {ep_speedup, ordered, latency_s per mode}}, ...}}"""
+    out = {}
+    for sname in systems:
+        out[sname] = {}
+        for u in units:
+            sysm = replace(sy.SYSTEMS[sname], core=EPRE_CORES[u])
+            row = {}
+            for name, m in ws.MODELS.items():
+                lat = {mode: sy.evaluate_model(sysm, m, mode)["latency_s"]
+                       for mode in ("Base", "EP", "FFNR", "All")}
+                v = list(lat.values())
+                row[name] = {"latency_s": lat, "ep_speedup": lat["Base"] / lat["EP"],
+                             "ordered": all(a > b for a, b in zip(v, v[1:]))}
+            out[sname][u] = row
+            n = sum(r["ordered"] for r in row.values())
+            best = max(row.items(), key=lambda kv: kv[1]["ep_speedup"])
+            print(f"{sname:8} EPRE {u:3} units: ordering holds for {n} of {len(row)}; best EP "
+                  f"gain {best[1]['ep_speedup']:.3f}x ({best[0]})", flush=True)
+    return out
+
+
+def plot_epre(res, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(res), figsize=(6 * len(res), 4.5), squeeze=False)
+    names = list(ws.MODELS)
+    for ax, (sname, byu) in zip(axes[0], res.items()):
+        us = sorted(byu, key=int)
+        for name in names:
+            ys = [byu[u][name]["ep_speedup"] for u in us]
+            ax.plot([int(u) for u in us], ys, "o-", color=f"C{names.index(name)}", label=name)
+            for u, y in zip(us, ys):
+                if byu[u][name]["ordered"]:
+                    ax.plot(int(u), y, "*", ms=12, color=f"C{names.index(name)}")
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks([int(u) for u in us], [str(u) for u in us])
+        ax.set_xlabel("EPRE units per core (exion16 preset: 32)")
+        ax.set_ylabel("EP speedup over Base")
+        ax.set_title(f"{sname} (stars: Base < EP < FFNR < All)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def plot(res, path):
@@ -100,6 +163,13 @@ def main():
     (out / "system.json").write_text(json.dumps(res, indent=2) + "\n")
     plot(res, out / "system.png")
     print(f"wrote {out / 'system.json'}, {out / 'system.png'} ({time.time() - t:.0f} s)")
+    t = time.time()
+    ep = epre_sweep(("exion24",) if a.quick else ("exion4", "exion24"),
+                    (32, 128) if a.quick else (32, 64, 128))
+    (out / "system_epre.json").write_text(json.dumps(ep, indent=2) + "\n")
+    plot_epre(ep, out / "system_epre.png")
+    print(f"wrote {out / 'system_epre.json'}, {out / 'system_epre.png'} "
+          f"({time.time() - t:.0f} s)")
 
 
 if __name__ == "__main__":
