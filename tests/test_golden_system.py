@@ -251,6 +251,11 @@ def test_cli_json_keys(tmp_path, capsys):
         assert math.isfinite(r["energy_eff_vs_gpu"])
     assert png.stat().st_size > 1000
     assert "mld" in capsys.readouterr().out
+    # the ordering verdict, per model and counted, agrees with the latencies
+    lat = [modes[m]["latency_s"] for m in ("Base", "EP", "FFNR", "All")]
+    holds = all(a > b for a, b in zip(lat, lat[1:]))
+    assert d["models"]["mld"]["ordering_holds"] is holds
+    assert d["ordering_holds_count"] == int(holds)
 
 
 def test_cli_errors(tmp_path, capsys):

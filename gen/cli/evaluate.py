@@ -27,9 +27,11 @@ JSON layout (times in seconds, energies in joules, per generated image / clip / 
   seed, masks             synthetic-mask seed and kind (random | column)
   guidance                true with --guidance: every step runs the conditional and the
                           unconditional prediction as one batch of two (weights fetched once)
+  ordering_holds_count    models for which Base < EP < FFNR < All holds
   models.<NAME>           one per model:
     task, iterations, s, n_reuse, k, q_th, ep_sparsity_seed, params, dense_macs_per_iter,
     network_evals_per_step (1, or 2 with --guidance)
+    ordering_holds        Base < EP < FFNR < All in speed (strictly falling latency)
     gpu                   gpu, latency_s, energy_j, estimate (a roofline estimate)
     modes.<Base|EP|FFNR|All>:
       latency_s, energy_j       one generation on the system
@@ -85,7 +87,10 @@ def evaluate(system, models, seed=0, masks="column", report=None, guidance=False
             r = sy.evaluate_model(sysm, m, mode, seed=seed, masks_kind=masks, progress=prog)
             r.pop("gpu")
             e["modes"][mode] = r
+        lat = [e["modes"][mode]["latency_s"] for mode in sy.MODE_NAMES]
+        e["ordering_holds"] = all(a > b for a, b in zip(lat, lat[1:]))
         out["models"][m.name] = e
+    out["ordering_holds_count"] = sum(e["ordering_holds"] for e in out["models"].values())
     return out
 
 
