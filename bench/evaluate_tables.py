@@ -21,6 +21,8 @@ import json
 import sys
 from pathlib import Path
 
+from exion.golden.system import ordering_holds
+
 MODES = ("Base", "EP", "FFNR", "All")
 SYSTEMS = (("exion4", "EXION-4", "NVIDIA Jetson Orin Nano"),
            ("exion24", "EXION-24", "NVIDIA RTX 6000 Ada"))
@@ -37,9 +39,8 @@ def _load(d: Path, name: str):
 
 
 def ordered(e: dict) -> bool:
-    """Base < EP < FFNR < All in speed (strictly decreasing latency)."""
-    lat = [e["modes"][m]["latency_s"] for m in MODES]
-    return all(a > b for a, b in zip(lat, lat[1:]))
+    """Base < EP < FFNR < All in speed (:func:`exion.golden.system.ordering_holds`)."""
+    return ordering_holds({m: e["modes"][m]["latency_s"] for m in MODES})
 
 
 def _why(e: dict) -> str:

@@ -90,6 +90,14 @@ class Netlist:
             return MULT_CQ
         return None
 
+    def _through(self, c, pin):
+        """(delay, input pins) of a combinational cell output; None for a start."""
+        if self._start(c) is not None:
+            return None
+        if c["type"] == "MULT18X18D":      # without output registers
+            return MULT, ("A", "B")
+        return _COMB.get(c["type"], {}).get(pin)
+
     def arrival(self, bit) -> float:
         """Arrival (ns after the clock edge) at a net bit; iterative, so deep logic cannot
         overflow Python's stack."""
@@ -103,18 +111,12 @@ class Netlist:
                 continue
             cn, pin = self.drv[b]
             c = self.cells[cn]
-            s = self._start(c)
-            t = c["type"]
-            if s is not None or t not in _COMB and not (t == "MULT18X18D"):
-                self.arr[b], self.pred[b] = (s or 0.0), None
+            through = self._through(c, pin)
+            if through is None:            # a path start (or a cell the model ignores)
+                self.arr[b], self.pred[b] = self._start(c) or 0.0, None
                 stack.pop()
                 continue
-            delay, ins = (MULT, ("A", "B")) if t == "MULT18X18D" else \
-                _COMB[t].get(pin, (None, ()))
-            if delay is None:
-                self.arr[b], self.pred[b] = 0.0, None
-                stack.pop()
-                continue
+            delay, ins = through
             inputs = [(ip, ib) for ip in ins for ib in c["connections"].get(ip, [])
                       if isinstance(ib, int) and ib in self.drv]
             todo = [ib for _ip, ib in inputs if ib not in self.arr]

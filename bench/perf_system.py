@@ -78,10 +78,9 @@ def epre_sweep(systems, units):
             row = {}
             for name, m in ws.MODELS.items():
                 lat = {mode: sy.evaluate_model(sysm, m, mode)["latency_s"]
-                       for mode in ("Base", "EP", "FFNR", "All")}
-                v = list(lat.values())
+                       for mode in sy.MODE_NAMES}
                 row[name] = {"latency_s": lat, "ep_speedup": lat["Base"] / lat["EP"],
-                             "ordered": all(a > b for a, b in zip(v, v[1:]))}
+                             "ordered": sy.ordering_holds(lat)}
             out[sname][u] = row
             n = sum(r["ordered"] for r in row.values())
             best = max(row.items(), key=lambda kv: kv[1]["ep_speedup"])

@@ -64,11 +64,18 @@ from .dataflow import BYTE_KEYS, gemm_flow
 from .workloads_sys import Block, Model
 
 __all__ = ["System", "SYSTEMS", "get_system", "load_system", "ENERGY", "GPUS", "MODE_NAMES",
-           "attn_split_for", "attn_split_candidates", "best_block", "block_gemms",
+           "attn_split_for", "attn_split_candidates", "ordering_holds", "best_block", "block_gemms",
            "evaluate_model", "gpu_estimate", "HEAD_SAMPLE_T"]
 
 #: Modes of the seed's figures -> the per-core model's mode names.
 MODE_NAMES = {"Base": "base", "EP": "ep", "FFNR": "ffnr", "All": "all"}
+
+
+def ordering_holds(latency: dict) -> bool:
+    """Base < EP < FFNR < All in speed: latency (``{mode name: seconds}``) strictly falls in
+    :data:`MODE_NAMES` order (issue 19's goal)."""
+    lat = [latency[m] for m in MODE_NAMES]
+    return all(a > b for a, b in zip(lat, lat[1:]))
 #: Above this sequence length one head's attention is priced and counted ``heads`` times.
 HEAD_SAMPLE_T = 1024
 #: Linear GEMMs over more tokens than this are priced on one chunk of this many tokens and
