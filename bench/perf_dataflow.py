@@ -25,8 +25,11 @@ toy-scale bandwidths).
 
 5. The gemm engine's own model (``golden.cycles.engine_cycles``, exact against the RTL) on
    the issue's 256 x 1152 mask at s = 0.8, K = 1152: row-block, col-group single- and
-   double-buffered at 64 / 128 / 256 B/cycle, next to the block model, and config what-ifs
-   (IMEM, OMEM x16) that locate the gap (``engine_model`` in the JSON).
+   double-buffered at 64 / 128 / 256 B/cycle, next to the block model, config what-ifs
+   (IMEM, OMEM x16) that locate the gap, and both dataflows with K-splits chosen by the
+   model (``k_chunk="auto"``) (``engine_model`` in the JSON).
+7. A DiT-XL/2 block through the engine model with K-splits (``engine_block``): Base and
+   FFN-Reuse s = 0.95 (column, random), row-block vs col-group, per bandwidth.
 """
 
 from __future__ import annotations
@@ -264,17 +267,23 @@ def engine_model(log) -> dict:
             if scale else CFG
         for bw in ENGINE_BWS:
             row = {}
-            for key, df, db in (("row-block", "row-block", True),
-                                ("col-group-single", "col-group", False),
-                                ("col-group", "col-group", True)):
-                e = engine_cycles(cfg, mask, K, dataflow=df, gb_bytes=bw, double_buffer=db)
+            for key, df, db, kc in (("row-block", "row-block", True, None),
+                                    ("col-group-single", "col-group", False, None),
+                                    ("col-group", "col-group", True, None),
+                                    ("row-block auto-K", "row-block", True, "auto"),
+                                    ("col-group auto-K", "col-group", True, "auto")):
+                if kc and scale:
+                    continue
+                e = engine_cycles(cfg, mask, K, dataflow=df, gb_bytes=bw, double_buffer=db,
+                                  k_chunk=kc)
                 t0 = e["tiles"][0]
                 row[key] = {"cycles": e["cycles"], "compute_cycles": e["compute_cycles"],
                             "stall_cycles": e["stall_cycles"], "bytes": e["bytes"]["gb_wmem"],
                             "bound": e["bound"], "utilization": e["utilization"],
                             "tiles": len(e["tiles"]), "blocks_per_run": t0["blocks"],
                             "cols_per_run": t0["ncols"], "group_cols": t0["gcols"],
-                            "groups_per_run": t0["groups"]}
+                            "groups_per_run": t0["groups"], "k_chunk": e["k_chunk"],
+                            "k_splits": e["k_splits"], "host_a_bytes": e["host_a_bytes"]}
             if not scale:
                 for key in ("row-block", "col-group"):
                     g = gemm_flow(CFG, M, N, K, mask=mask, dataflow=key, bw=bw)
@@ -290,6 +299,8 @@ def engine_model(log) -> dict:
             if not scale:
                 row["block_model_ratio"] = (row["block-model row-block"]["cycles"] /
                                             row["block-model col-group"]["cycles"])
+                row["ratio_row_block_over_col_group_auto_k"] = (
+                    rb / row["col-group auto-K"]["cycles"])
             runs[f"{name} {bw}"] = row
     log("\nGemm engine model vs block model: 256 x 1152 mask, s = 0.8, K = 1152, exion16 "
         "(cycles; ratio = row-block / col-group, > 1: col-group faster)")
@@ -304,7 +315,92 @@ def engine_model(log) -> dict:
             f"{r['col-group-single']['cycles']:>10} {r['col-group']['cycles']:>10} "
             f"{r['ratio_row_block_over_col_group']:>5.2f}x {r['double_buffer_gain']:>8.2f}x "
             f"{bm:>30}")
+    log("  with K-splits (issue 17, k_chunk = auto; the host writes A per run, not charged "
+        "in either dataflow):")
+    for key, r in runs.items():
+        if "col-group auto-K" not in r:
+            continue
+        name, bw = key.rsplit(" ", 1)
+        c = r["col-group auto-K"]
+        log(f"  {name:18} {bw:>5} row-block {r['row-block auto-K']['cycles']:>8} "
+            f"(K in {r['row-block auto-K']['k_splits']}), col-group {c['cycles']:>8} (K in "
+            f"{c['k_splits']} of <= {c['k_chunk']} words, {c['blocks_per_run']} row blocks x "
+            f"{c['group_cols']}-column groups a run), row-block / col-group "
+            f"{r['ratio_row_block_over_col_group_auto_k']:.2f}x; weights "
+            f"{c['bytes'] / 1e6:.2f} MB vs {r['row-block']['bytes'] / 1e6:.2f} MB, A written "
+            f"{c['host_a_bytes'] / 1e6:.2f} MB vs {r['row-block']['host_a_bytes'] / 1e6:.2f} MB")
     return runs
+
+
+def engine_block(log, bws) -> dict:
+    """A DiT-XL/2 block (T = 256, d = 1152, 16 heads of 72, FFN 4608) through the gemm
+    engine's own model (``golden.cycles.engine_cycles``, exact against the RTL on toy), each
+    GEMM with the K-split the model finds fastest (``k_chunk="auto"``; FC2's K = 4608 needs
+    at least 3) and, under col-group, the striped WMEM map wherever the mask allows it
+    (``striped="auto"``: the dense GEMMs): Base (dense) and an FFN-Reuse sparse iteration
+    (s = 0.95, column and random masks, seed 0: FC1 output-sparse, FC2 gathered over the
+    hidden units its rows need), row-block and col-group, per bandwidth. Attention GEMMs (scores, P.V per head)
+    are charged 16 x one head. Softmax, GELU and the EPRE are not in the engine (0 here)."""
+    from exion.golden.cycles import engine_cycles
+    shp = bl.shape("dit-xl2")
+    T, d, H, F = shp["T"], shp["d"], shp["heads"], shp["ffn"]
+    dh = d // H
+    out = {}
+    log("\nDiT-XL/2 block through the gemm engine model (exion16, K-splits auto, col-group "
+        "striped where the mask allows; % of R*C*L peak on useful MACs):")
+    log(f"  {'mode':18} {'B/cyc':>5} {'row-block':>10} {'col-group':>10} {'ratio':>6} "
+        f"{'util rb':>8} {'util cg':>8} {'FFN rb':>9} {'FFN cg':>9} {'best/GEMM':>10} "
+        f"{'util':>6}")
+    modes = {"base": None}
+    for kind in ("column", "random"):
+        modes[f"ffnr s=0.95 {kind}"] = bl.ffn_mask_for(shp, kind, 0.95, SEED)
+    for mname, fm in modes.items():
+        for bw in bws:
+            row = {}
+            for df in DATAFLOWS:
+                gem = [("qkv_proj", T, 3 * d, d, None, None, 1), ("o_proj", T, d, d, None, None, 1),
+                       ("scores", T, T, dh, None, None, H), ("pv", T, dh, T, None, None, H)]
+                if fm is None:
+                    gem += [("fc1", T, F, d, None, None, 1), ("fc2", T, d, F, None, None, 1)]
+                else:
+                    gem += [("fc1", T, F, d, fm, None, 1), ("fc2", T, d, F, None, fm, 1)]
+                tot = {"cycles": 0, "useful_macs": 0, "bytes": 0, "ffn_cycles": 0}
+                per = {}
+                for name, M, N, K, om, im, n in gem:
+                    mask = np.ones((M, N), bool) if om is None else om
+                    e = engine_cycles(CFG, mask, K, dataflow=df, gb_bytes=bw, input_mask=im,
+                                      k_chunk="auto",
+                                      striped="auto" if df == "col-group" else False)
+                    per[name] = {"cycles": e["cycles"], "k_chunk": e["k_chunk"],
+                                 "k_splits": e["k_splits"], "bound": e["bound"],
+                                 "bytes": e["bytes"]["gb_wmem"], "striped": e["striped"],
+                                 "utilization": e["utilization"]}
+                    tot["cycles"] += n * e["cycles"]
+                    tot["useful_macs"] += n * e["useful_macs"]
+                    tot["bytes"] += n * e["bytes"]["gb_wmem"]
+                    if name in ("fc1", "fc2"):
+                        tot["ffn_cycles"] += n * e["cycles"]
+                tot["utilization"] = tot["useful_macs"] / (CFG.peak_macs * tot["cycles"])
+                row[df] = {**tot, "gemms": per}
+            row["ratio_row_block_over_col_group"] = (row["row-block"]["cycles"] /
+                                                     row["col-group"]["cycles"])
+            # the host picks the faster dataflow per GEMM from the model (both are built)
+            n_of = {g[0]: g[6] for g in gem}
+            pick = {nm: min(DATAFLOWS, key=lambda df: row[df]["gemms"][nm]["cycles"])
+                    for nm in n_of}
+            best = sum(n_of[nm] * row[pick[nm]]["gemms"][nm]["cycles"] for nm in n_of)
+            row["best_per_gemm"] = {"cycles": best, "dataflow": pick,
+                                    "utilization": row["row-block"]["useful_macs"]
+                                    / (CFG.peak_macs * best)}
+            out[f"{mname} {bw}"] = row
+            log(f"  {mname:18} {bw:>5} {row['row-block']['cycles']:>10} "
+                f"{row['col-group']['cycles']:>10} {row['ratio_row_block_over_col_group']:>5.2f}x "
+                f"{100 * row['row-block']['utilization']:>7.1f}% "
+                f"{100 * row['col-group']['utilization']:>7.1f}% "
+                f"{row['row-block']['ffn_cycles']:>9} {row['col-group']['ffn_cycles']:>9} "
+                f"{row['best_per_gemm']['cycles']:>10} "
+                f"{100 * row['best_per_gemm']['utilization']:>5.1f}%")
+    return out
 
 
 #: IMEM loader what-ifs (``golden.cycles.imem_loader_estimate``, a planned design, not
@@ -464,6 +560,7 @@ def main(argv=None) -> int:
     res = {"config": CFG.name, "seed": SEED, "bandwidths": list(bws), "xl": rows,
            "goals": g, "bank_maps": bm, "digits_block": {"source": src, **db},
            "engine_model": engine_model(print), "engine_loader": engine_loader(print),
+           "engine_block": engine_block(print, bws),
            "engine_rtl": engine_rtl(print) if args.rtl else None,
            "seconds": time.perf_counter() - t_start}
     (args.out / "dataflow.json").write_text(json.dumps(res, indent=1) + "\n")

@@ -94,6 +94,7 @@ __all__ = [
     "sdue_fixed", "sdue_cycles", "k_cap", "sdue_pass_list", "GemmCycles",
     "gemm_cycles", "cau_block_cycles", "cau_stage_cycles", "cau_cycles", "cau_schedule",
     "cau_default_lanes", "cau_flush_cycles", "cau_sort_steps", "engine_tiles", "engine_cycles",
+    "engine_chunks", "engine_k_chunk", "engine_striped", "stripe_ok", "striped_scan_cycles",
     "engine_plan", "group_mask", "col_group_run", "loader_plan", "imem_loader_estimate",
     "scan_cycles", "row_block_fetch", "engine_regions", "ENGINE_DATAFLOWS",
     "epre_cycles", "epre_run_cycles", "epre_phase_cycles", "transformer_block",
@@ -743,10 +744,41 @@ ENGINE_HALF_RULE = True
 ENGINE_ORIGIN = 0
 
 
+def engine_chunks(cfg: Config, K: int, k_chunk: int | None = None) -> list:
+    """The K-splits of the engine's host tiling: ``[(k0, kwords)]``, word offset and L-words
+    of each piece of a reduction of K elements (``kw = ceil(K / L)`` words).
+
+    ``k_chunk`` = None: the fewest pieces one IMEM side pair holds (``2 * imem_words`` words
+    each; one piece whenever K fits, the engine before K-splits); an integer c: the fewest
+    pieces of at most c words. Pieces are balanced, the first ``kw % s`` one word longer
+    (as ``Config.k_splits``). Every piece is a run of its own over the same rows and
+    columns; the first uses the product's ``accumulate``, the later ones add into the
+    OMEM the earlier left (``accumulate`` = 1, OMEM kept), which is exact because OMEM
+    wraps at A bits like the golden ``masked_gemm`` [choice, issue 17: K-splits]."""
+    L = cfg.lanes
+    kw = max(1, math.ceil(K / L))
+    cap = 2 * cfg.imem_words
+    if k_chunk is None:
+        c = cap
+    else:
+        if not isinstance(k_chunk, (int, np.integer)) or isinstance(k_chunk, bool) \
+                or not 1 <= k_chunk <= cap:
+            raise ExionError(f"gemm engine: k_chunk = {k_chunk!r} must be an integer in "
+                             f"1..{cap} (L-words per K-split; IMEM holds {cap} per row)")
+        c = int(k_chunk)
+    s = -(-kw // c)
+    sizes = [kw // s + (1 if i < kw % s else 0) for i in range(s)]
+    return [(sum(sizes[:i]), w) for i, w in enumerate(sizes)]
+
+
 def engine_plan(cfg: Config, M: int, N: int, K: int, dataflow: str = "row-block", *,
-                double_buffer: bool = True, group_cols: int | None = None) -> list:
+                double_buffer: bool = True, group_cols: int | None = None,
+                k_chunk: int | None = None, striped: bool = False) -> list:
     """The runs (tiles) the host driver cuts a product into, as dicts ``b0``, ``blocks``,
-    ``c0``, ``ncols``, ``gcols`` (col-group columns per group; ``ncols`` = one group).
+    ``c0``, ``ncols``, ``gcols`` (col-group columns per group; ``ncols`` = one group),
+    ``k0``, ``kwords`` (the run's K-split, :func:`engine_chunks` with ``k_chunk``; the
+    shapes below use the longest piece's ``kwords``). Order: column range, row range,
+    K-split (the K-splits of one (rows, columns) tile run back to back on the same OMEM).
 
     row-block: column groups of ``omem_depth``, then as many row blocks as IMEM and OMEM
     hold. col-group, single-buffered (``double_buffer=False``, or a column longer than a
@@ -756,27 +788,34 @@ def engine_plan(cfg: Config, M: int, N: int, K: int, dataflow: str = "row-block"
     double-buffered (default): a tile is as many row blocks as IMEM holds against as many
     columns as OMEM holds for them, in groups of ``gcols = wmem_words // kwords`` columns
     (one WMEM half each; ``group_cols`` caps it), at most ``cfg.gemm_max_groups`` groups.
+    ``striped`` (col-group, the striped WMEM map): a bank holds every C-th column, so a
+    group may be C times wider; double-buffered, a group is one stripe of C columns unless
+    ``group_cols`` says otherwise (its scan is then short and overlaps the previous group's
+    passes: exion16, dense 256 x 1152 x 1152 at 64 B/cycle, 119,616 cycles against 161,088
+    with one 48-column group a run).
     """
     if dataflow not in ENGINE_DATAFLOWS:
         raise ExionError(f"dataflow {dataflow!r} is not one of {', '.join(ENGINE_DATAFLOWS)}")
-    R, L = cfg.rows, cfg.lanes
-    kw = max(1, math.ceil(K / L))
-    if kw > 2 * cfg.imem_words:
-        raise ExionError(f"gemm engine: K = {K} needs {kw} words per row, more than IMEM's "
-                         f"{2 * cfg.imem_words} (the engine runs no K-splits)")
+    R = cfg.rows
+    chunks = engine_chunks(cfg, K, k_chunk)
+    kw = max(w for _, w in chunks)
     if group_cols is not None and (not isinstance(group_cols, (int, np.integer))
                                    or group_cols < 1):
         raise ExionError(f"gemm engine: group_cols = {group_cols!r} must be an integer >= 1")
     nblk = math.ceil(M / R)
-    half = cfg.wmem_words // kw
+    wide = cfg.cols if striped and dataflow == "col-group" else 1
+    half = cfg.wmem_words // kw * wide
     if dataflow == "col-group" and double_buffer and half >= 1:
         tb = max(1, min(nblk, 2 * cfg.imem_words // kw))
-        gc = half if group_cols is None else min(half, int(group_cols))
+        # striped: one stripe (C columns) a group by default, so each group's short scan
+        # overlaps the previous group's passes [choice, issue 17]
+        dflt = cfg.cols if wide > 1 else half
+        gc = dflt if group_cols is None else min(half, int(group_cols))
         ng = min(N, max(1, cfg.omem_depth // tb), gc * cfg.gemm_max_groups)
         tb = max(1, min(tb, cfg.omem_depth // ng))
     elif dataflow == "col-group":
         tb = max(1, min(nblk, 2 * cfg.imem_words // kw))
-        ng = min(N, max(1, cfg.omem_depth // tb), 2 * cfg.wmem_words // kw,
+        ng = min(N, max(1, cfg.omem_depth // tb), 2 * cfg.wmem_words // kw * wide,
                  N if group_cols is None else int(group_cols))
         tb = max(1, min(tb, cfg.omem_depth // ng))
         gc = ng
@@ -785,15 +824,17 @@ def engine_plan(cfg: Config, M: int, N: int, K: int, dataflow: str = "row-block"
         tb = max(1, min(2 * cfg.imem_words // kw, cfg.omem_depth // ng))
         gc = ng
     return [{"b0": b0, "blocks": min(tb, nblk - b0), "c0": c0, "ncols": min(ng, N - c0),
-             "gcols": min(gc, ng, N - c0)}
-            for c0 in range(0, N, ng) for b0 in range(0, nblk, tb)]
+             "gcols": min(gc, ng, N - c0), "k0": k0, "kwords": w}
+            for c0 in range(0, N, ng) for b0 in range(0, nblk, tb) for k0, w in chunks]
 
 
 def engine_tiles(cfg: Config, M: int, N: int, K: int, dataflow: str = "row-block", *,
-                 double_buffer: bool = True) -> list:
-    """:func:`engine_plan` as ``(b0, blocks, c0, ncols)`` tuples."""
+                 double_buffer: bool = True, k_chunk: int | None = None) -> list:
+    """:func:`engine_plan` as ``(b0, blocks, c0, ncols)`` tuples (one per run: a tile of
+    several K-splits appears once per split)."""
     return [(t["b0"], t["blocks"], t["c0"], t["ncols"])
-            for t in engine_plan(cfg, M, N, K, dataflow, double_buffer=double_buffer)]
+            for t in engine_plan(cfg, M, N, K, dataflow, double_buffer=double_buffer,
+                                 k_chunk=k_chunk)]
 
 
 def group_mask(cfg: Config, sub, blocks: int, gcols: int) -> np.ndarray:
@@ -812,7 +853,7 @@ def group_mask(cfg: Config, sub, blocks: int, gcols: int) -> np.ndarray:
 
 def col_group_run(cfg: Config, sub, kw: int, gcols: int, blocks: int, *, gb_bytes: int = 0,
                   merge_ways: int | None = None, sort: str = "popcount",
-                  cols_per_cycle: int = CAU_COLS_PER_CYCLE) -> dict:
+                  cols_per_cycle: int = CAU_COLS_PER_CYCLE, striped: bool = False) -> dict:
     """Exact timing of one col-group run (``hw.gemm``, double-buffered across groups).
 
     Choices (docs/choices.md, "col-group double-buffered"): groups of ``wmem_words //
@@ -840,6 +881,12 @@ def col_group_run(cfg: Config, sub, kw: int, gcols: int, blocks: int, *, gb_byte
     * ``tail``: cycles of the SDUE's final drain (after ``A_last + per``) in which a scan
       (of trailing empty groups) or the CAU was still working: the stall counter counts
       them (issue idle, work pending), so ``stall = cycles - compute + tail``.
+
+    ``striped`` (the striped WMEM map, :func:`stripe_ok` must hold): ``scan_g`` is
+    :func:`striped_scan_cycles` of the group's columns (every column moved, a stripe of C
+    per step) and the scan does not wait for the group's mask (``read_end`` term replaced
+    by ``ENGINE_SCAN_START``: the first beat is in at cycle 0); the rest as above
+    [choice, issue 17].
     """
     m = cfg.check_merge_ways(merge_ways)
     wbits = cfg.lanes * cfg.width
@@ -858,10 +905,15 @@ def col_group_run(cfg: Config, sub, kw: int, gcols: int, blocks: int, *, gb_byte
     p = 0
     for g in range(groups):
         need = sub[:, g * gcols:(g + 1) * gcols].any(axis=0)
-        words += int(need.sum()) * kw
-        scan[g] = scan_cycles(need, kw, gb_bytes, wbits)
+        if striped:       # every column of the group, a stripe of C per step
+            words += need.size * kw
+            scan[g] = striped_scan_cycles(cfg, need.size, kw, gb_bytes)
+        else:
+            words += int(need.sum()) * kw
+            scan[g] = scan_cycles(need, kw, gb_bytes, wbits)
         lastv = g * blocks + blocks - 1
-        s = int(sch["read_end"][lastv]) + ENGINE_SCAN_START
+        # striped: every column moves, so the scan does not wait for the group's mask
+        s = ENGINE_SCAN_START if striped else int(sch["read_end"][lastv]) + ENGINE_SCAN_START
         if g:
             s = max(s, S[g - 1] + scan[g - 1] + 1)
         if g >= 2 and ENGINE_HALF_RULE:
@@ -889,6 +941,44 @@ def col_group_run(cfg: Config, sub, kw: int, gcols: int, blocks: int, *, gb_byte
             "cycles": cycles + ENGINE_ORIGIN, "tail": tail, "scan_start": S, "scan": scan,
             "take": A,
             "pass_group": pgroup}
+
+
+def striped_scan_cycles(cfg: Config, ncols: int, kwords: int, gb_bytes: int) -> int:
+    """Cycles of the striped col-group scan (``flow.striped``) of a group of ``ncols``
+    columns: stripes of C columns (the last one ``ncols % C`` if shorter), ``kwords`` steps
+    each, a step moving one word per column of the stripe (``nv * L * W`` bits) in one cycle
+    or, when the bandwidth is lower, the cycles a bit credit (``+8 * gb_bytes`` per cycle, from
+    0 at the group's start, reset while a step's bits fit one cycle) needs."""
+    C, wbits = cfg.cols, cfg.lanes * cfg.width
+    gbits = 8 * int(gb_bytes)
+    t, credit = 0, 0
+    for c0 in range(0, ncols, C):
+        bits = min(C, ncols - c0) * wbits
+        for _ in range(kwords):
+            if gbits == 0 or gbits >= bits:
+                t, credit = t + 1, 0
+            else:
+                n = max(1, -(-(bits - credit) // gbits))
+                t += n
+                credit += n * gbits - bits
+    return t
+
+
+def stripe_ok(cfg: Config, sub, blocks: int, gcols: int, *, merge_ways: int | None = None,
+              sort: str = "popcount") -> bool:
+    """Whether a col-group run may use the striped WMEM map (``hw.gemm`` ``flow.striped``):
+    every pass of the run's stacked mask (:func:`group_mask`) puts a group's column j in slot
+    ``j % C`` as its only member, so bank ``j % C`` holding column j at stripe ``j // C``
+    serves every read. True for a dense mask (nothing merges or condenses, ties keep column
+    order); a merge, or a condensed column shifting the later ones, breaks it."""
+    m = cfg.check_merge_ways(merge_ways)
+    plan = conmerge(cfg, group_mask(cfg, sub, blocks, gcols), sort=sort, merge_ways=m)
+    mem = np.asarray(plan.members).reshape(plan.n_passes, cfg.cols, -1)
+    if mem.shape[2] > 1 and (mem[:, :, 1:] >= 0).any():
+        return False
+    first = mem[:, :, 0]
+    slot = np.broadcast_to(np.arange(cfg.cols), first.shape)
+    return bool(((first < 0) | (first % cfg.cols == slot)).all())
 
 
 def scan_cycles(need, kwords: int, gb_bytes: int, word_bits: int) -> int:
@@ -968,11 +1058,79 @@ def row_block_fetch(cfg: Config, members, kwords: int, start, *, gb_bytes: int =
     return A
 
 
+def engine_striped(cfg: Config, mask, K: int, *, dataflow: str = "col-group", striped=False,
+                   gather: bool = False, double_buffer: bool = True,
+                   group_cols: int | None = None, k_chunk=None,
+                   merge_ways: int | None = None, sort: str = "popcount") -> bool:
+    """Resolve ``striped`` (False / True / ``"auto"``) for a product, as the host driver does:
+    the striped map needs col-group, no gather, and :func:`stripe_ok` on every run of the
+    striped plan. True when it cannot hold raises :class:`ExionError` naming why; ``"auto"``
+    gives False then."""
+    if striped is False or striped is None:
+        return False
+    if striped not in (True, "auto"):
+        raise ExionError(f"gemm engine: striped = {striped!r} must be True, False or 'auto'")
+    why = None
+    if dataflow != "col-group":
+        why = f"it is a col-group map (dataflow {dataflow!r})"
+    elif gather:
+        why = "FC2's gather reads one column per scan step"
+    else:
+        mask = np.asarray(mask, bool)
+        M, N = mask.shape
+        R = cfg.rows
+        seen = set()
+        for tp in engine_plan(cfg, M, N, K, dataflow, double_buffer=double_buffer,
+                              group_cols=group_cols, k_chunk=k_chunk, striped=True):
+            key = (tp["b0"], tp["c0"])
+            if key in seen:
+                continue
+            seen.add(key)
+            sub = mask[tp["b0"] * R:min(M, (tp["b0"] + tp["blocks"]) * R),
+                       tp["c0"]:tp["c0"] + tp["ncols"]]
+            if not stripe_ok(cfg, sub, tp["blocks"], tp["gcols"], merge_ways=merge_ways,
+                             sort=sort):
+                why = (f"the passes of the run at row block {tp['b0']}, column {tp['c0']} "
+                       f"merge or shift columns out of their stripe slot")
+                break
+    if why is None:
+        return True
+    if striped == "auto":
+        return False
+    raise ExionError(f"gemm engine: the striped map does not apply: {why}")
+
+
+def engine_k_chunk(cfg: Config, mask, K: int, *, dataflow: str = "row-block",
+                   **kw) -> int:
+    """The K-split the host picks with ``k_chunk="auto"``: the piece length (L-words) of
+    :func:`engine_chunks` whose :func:`engine_cycles` (same arguments ``kw``) is fewest,
+    ties to the longer piece (fewer runs) [choice, issue 17].
+
+    Candidates: the balanced splits of ``kw = ceil(K / L)`` words into s pieces, s from the
+    fewest IMEM allows up to ``ceil(kw / max(1, C // 2))`` (pieces much shorter than C
+    words leave the SDUE drain-bound, ``max(kwords, C)`` cycles a pass), at most 12 of
+    them. Short pieces let IMEM hold more row blocks and a WMEM half more columns, so a
+    col-group run fetches each weight for more row blocks (exion16 at K = 1152: one row
+    block and 7-column groups whole, 8 row blocks and 32-column groups at 16 words)."""
+    L, C = cfg.lanes, cfg.cols
+    w = max(1, math.ceil(K / L))
+    cap = 2 * cfg.imem_words
+    s_lo = -(-w // cap)
+    s_hi = max(s_lo, -(-w // max(1, C // 2)))
+    cands = sorted({-(-w // s) for s in range(s_lo, s_hi + 1)}, reverse=True)[:12]
+    best = None
+    for c in cands:
+        cyc = engine_cycles(cfg, mask, K, dataflow=dataflow, k_chunk=c, **kw)["cycles"]
+        if best is None or cyc < best[0]:
+            best = (cyc, c)
+    return best[1]
+
+
 def engine_cycles(cfg: Config, mask, K: int, *, dataflow: str = "row-block",
                   gb_bytes: int = 0, merge_ways: int | None = None, sort: str = "popcount",
                   cols_per_cycle: int = CAU_COLS_PER_CYCLE,
                   regions: int | None = None, input_mask=None, double_buffer: bool = True,
-                  group_cols: int | None = None) -> dict:
+                  group_cols: int | None = None, k_chunk=None, striped=False) -> dict:
     """Cycles, bytes and bound of a masked product through the gemm engine (``hw/gemm.py``).
 
     Per tile (:func:`engine_tiles`): ``passes`` (golden ConMerge), ``compute`` = sum_p
@@ -995,7 +1153,18 @@ def engine_cycles(cfg: Config, mask, K: int, *, dataflow: str = "row-block",
 
     ``input_mask`` (M, K), FC2's gathered W2 rows: a tile reduces only over the K rows some
     of its rows need (``kwords = ceil(K' / L)``, at least 1; the tile shapes stay those of
-    the full K), as ``sim.gemm_rtl`` with ``GemmCase.gather`` loads it.
+    the full K), as ``sim.gemm_rtl`` with ``GemmCase.gather`` loads it; with K-splits, per
+    split over the rows of that split.
+
+    ``k_chunk``: the K-splits (:func:`engine_chunks`: None = the fewest IMEM allows, an
+    integer = pieces of at most that many L-words, ``"auto"`` = :func:`engine_k_chunk`).
+    Each split is a run (a tile entry with ``k0`` and ``kwords``); ``k_chunk`` in the
+    result is the piece length used.
+
+    ``striped`` (col-group): the striped WMEM map (``hw.gemm`` ``flow.striped``; groups C
+    times wider, the scan a stripe of C columns per step, every column moved): True (an
+    error if some run's passes break it, :func:`stripe_ok`), False, or ``"auto"`` (striped
+    when every run allows it). ``striped`` in the result is what ran.
 
     Totals: ``cycles``, ``compute_cycles``, ``stall_cycles``, ``bytes`` (``gb_wmem``),
     ``bound`` (``memory-bound`` when the weight fetch alone, bytes / gb_bytes, exceeds the
@@ -1005,24 +1174,47 @@ def engine_cycles(cfg: Config, mask, K: int, *, dataflow: str = "row-block",
     M, N = mask.shape
     m = cfg.check_merge_ways(merge_ways)
     R, L = cfg.rows, cfg.lanes
-    kw = max(1, math.ceil(K / L))
     wbits = L * cfg.width
     tiles = []
     imask = None if input_mask is None else check_mask(input_mask, "input_mask", (M, K))
+    if isinstance(k_chunk, str):
+        if k_chunk != "auto":
+            raise ExionError(f"gemm engine: k_chunk = {k_chunk!r} must be an integer, None "
+                             f"or 'auto'")
+        k_chunk = engine_k_chunk(cfg, mask, K, dataflow=dataflow, gb_bytes=gb_bytes,
+                                 merge_ways=merge_ways, sort=sort,
+                                 cols_per_cycle=cols_per_cycle, regions=regions,
+                                 input_mask=input_mask, double_buffer=double_buffer,
+                                 group_cols=group_cols, striped=striped)
+    striped = engine_striped(cfg, mask, K, dataflow=dataflow, striped=striped,
+                             gather=imask is not None, double_buffer=double_buffer,
+                             group_cols=group_cols, k_chunk=k_chunk, merge_ways=m, sort=sort)
+    plans = {}        # (b0, c0) -> the tile's ConMerge plan (the same for every K-split)
+    runs = {}         # (b0, c0, kwords) -> its col-group run (no gather)
+    host_a = 0
     for tp in engine_plan(cfg, M, N, K, dataflow, double_buffer=double_buffer,
-                          group_cols=group_cols):
+                          group_cols=group_cols, k_chunk=k_chunk, striped=striped):
         b0, blocks, c0, ncols = tp["b0"], tp["blocks"], tp["c0"], tp["ncols"]
+        k0, kw = tp["k0"], tp["kwords"]
         sub = mask[b0 * R:min(M, (b0 + blocks) * R), c0:c0 + ncols]
         groups, tail = 1, 0
         if imask is not None:
-            kg = int(imask[b0 * R:(b0 + blocks) * R].any(axis=0).sum())
+            kg = int(imask[b0 * R:(b0 + blocks) * R, k0 * L:(k0 + kw) * L]
+                     .any(axis=0).sum())
             kw = max(1, math.ceil(kg / L))
-        plan = conmerge(cfg, sub, sort=sort, merge_ways=m)
+        host_a += sub.shape[0] * kw * wbits // 8
+        if (b0, c0) not in plans:
+            plans[(b0, c0)] = conmerge(cfg, sub, sort=sort, merge_ways=m)
+        plan = plans[(b0, c0)]
         npass = plan.n_passes
         compute = sdue_cycles(cfg, [kw] * npass)
         if dataflow == "col-group":
-            run = col_group_run(cfg, sub, kw, tp["gcols"], blocks, gb_bytes=gb_bytes,
-                                merge_ways=m, sort=sort, cols_per_cycle=cols_per_cycle)
+            key = (b0, c0, kw)
+            if imask is not None or key not in runs:
+                runs[key] = col_group_run(cfg, sub, kw, tp["gcols"], blocks,
+                                          gb_bytes=gb_bytes, merge_ways=m, sort=sort,
+                                          cols_per_cycle=cols_per_cycle, striped=striped)
+            run = runs[key]
             npass, words, cycles, groups = (run["passes"], run["words"], run["cycles"],
                                             run["groups"])
             compute = sdue_cycles(cfg, [kw] * npass)
@@ -1036,14 +1228,14 @@ def engine_cycles(cfg: Config, mask, K: int, *, dataflow: str = "row-block",
             if npass:
                 start = sch["done"][plan.row_block] + ENGINE_BLOCK_RELEASE + ENGINE_ORIGIN
                 acc = row_block_fetch(cfg, present, kw, start, gb_bytes=gb_bytes,
-                                      regions=engine_regions(cfg, K) if regions is None
-                                      else regions)
+                                      regions=engine_regions(cfg, tp["kwords"] * L)
+                                      if regions is None else regions)
                 cycles = int(acc[-1]) + max(kw, cfg.cols) + sdue_fixed(cfg)
             else:   # busy while the CAU is: cycles 1 .. total - 1 (not the first beat's)
                 cycles = int(sch["total"]) - 1 + ENGINE_ORIGIN
             exact = True
         tiles.append({"b0": b0, "blocks": blocks, "c0": c0, "ncols": ncols, "passes": npass,
-                      "gcols": tp["gcols"], "groups": groups,
+                      "gcols": tp["gcols"], "groups": groups, "k0": k0,
                       "kwords": kw, "compute": compute, "words": words,
                       "wmem_bytes": words * wbits // 8, "cycles": cycles,
                       "stall": cycles - compute + tail, "tail": tail, "exact": exact})
@@ -1056,6 +1248,10 @@ def engine_cycles(cfg: Config, mask, K: int, *, dataflow: str = "row-block",
     else:
         useful = int((mask.sum(axis=1).astype(np.int64) * imask.sum(axis=1)).sum())
     return {"dataflow": dataflow, "gb_bytes_per_cycle": gb_bytes, "M": M, "N": N, "K": K,
+            "k_chunk": max(w for _, w in engine_chunks(cfg, K, k_chunk)),
+            "striped": striped,
+            "k_splits": len(engine_chunks(cfg, K, k_chunk)),
+            "host_a_bytes": host_a,
             "tiles": tiles, "cycles": tot_c, "compute_cycles": comp,
             "stall_cycles": tot_c - comp, "bytes": {"gb_wmem": wb}, "memory_cycles": mem,
             "bound": "memory-bound" if mem > comp else "compute-bound",

@@ -31,7 +31,10 @@ A product ``Y = A @ B`` restricted to a mask runs from (A, B, mask) alone::
 * col-group dataflow (``flow.col_group``, :meth:`SparseGemm._col_group`): the run's columns
   in ``flow.ngroups`` groups of ``flow.gcols``, each group's needed columns scanned from
   GMEM into one WMEM half (ping-pong: group g + 1 is scanned while group g computes) and
-  read in place by every row block's passes.
+  read in place by every row block's passes. WMEM map: replicated (every column in every
+  sub-bank, one word per scan cycle) or, with ``flow.striped``, striped (column j in bank
+  ``j % C`` only, a stripe of C columns per scan cycle; for passes that keep column j in
+  slot ``j % C`` alone, e.g. dense masks).
 
 Limits of one run (the host driver ``sim.gemm_rtl`` tiles larger products): ``N <=
 omem_depth``, ``blocks * N <= omem_depth``, ``blocks * kwords <= 2 * imem_words``,
@@ -102,6 +105,12 @@ def flow_layout(cfg: Config) -> data.StructLayout:
                (:func:`group_shift`)
     gather     col-group: word w of every scanned column is gathered from the K rows of the
                index list's word w (``kidx_w``; FC2's needed W2 rows; :func:`gather_supported`)
+    striped    col-group: the *striped* WMEM map: column j of a group lives only in bank
+               ``j % C`` at ``(j // C) * kwords``, and the scan moves a stripe of C columns
+               (word w of each, one per bank) per cycle. Valid only when every pass of the
+               run puts a group's column j in slot ``j % C`` alone (no merge, no condensed
+               column shifting the others: e.g. a dense mask; the host checks it,
+               ``golden.cycles.stripe_ok``); not with ``gather``
     """
     nb = cfg.omem_depth.bit_length()
     return data.StructLayout({
@@ -111,6 +120,7 @@ def flow_layout(cfg: Config) -> data.StructLayout:
         "gcols": nb,
         "ngroups": nb,
         "gather": 1,
+        "striped": 1,
     })
 
 
@@ -306,9 +316,11 @@ class SparseGemm(wiring.Component):
                        anyv.eq(Cat(beat.cv[lane].any() for lane in range(P))),
                        base.eq(cbase + s_beat * P),
                        gcols.eq(Mux(flow.gcols == 0, self.setup.ncols, flow.gcols))]
+        started = Signal(name="cg_started")     # the run's first mask beat is in
         with mod.If(~self.busy & ~taken):      # idle between runs: forget the last run
-            mod.d.sync += [need.eq(0), gin.eq(0), s_beat.eq(0), cbase.eq(0)]
+            mod.d.sync += [need.eq(0), gin.eq(0), s_beat.eq(0), cbase.eq(0), started.eq(0)]
         with mod.If(taken):
+            mod.d.sync += started.eq(1)
             with mod.If(beat.last):
                 mod.d.sync += s_beat.eq(0)
                 with mod.If(beat.block[:gsh] == flow.nblocks - 1):
@@ -322,7 +334,7 @@ class SparseGemm(wiring.Component):
                 hit = (rel >= 0) & (rel < P) & anyv.bit_select(rel.as_unsigned()[:pb], 1)
                 with mod.If(flow.col_group & hit):
                     mod.d.sync += need[j].eq(1)
-        return {"need": need, "gin": gin, "gcols": gcols}
+        return {"need": need, "gin": gin, "gcols": gcols, "started": started}
 
     def _pass_queue(self, mod, cau, snoop) -> dict:
         """The CAU's passes collect in a queue of ``pass_depth`` (both dataflows), so the
@@ -358,7 +370,16 @@ class SparseGemm(wiring.Component):
             w_pre.ibase.eq(p.block[:gsh] * kw),
             w_pre.obase.eq(p.block[:gsh] * self.setup.ncols + p.block[gsh:] * snoop["gcols"]),
         ]
-        mod.d.comb += [w_pre.woff[c][k].eq(p.col[c][k] * kw) for c in range(C) for k in range(m)]
+        # striped map: column j at (j // C) * kwords of bank j % C (flow.striped)
+        if C & (C - 1) == 0:
+            def stripe(col):
+                return col >> (C.bit_length() - 1)
+        else:
+            def stripe(col):
+                return col // C
+        mod.d.comb += [w_pre.woff[c][k].eq(Mux(self.flow.striped, stripe(p.col[c][k]) * kw,
+                                               p.col[c][k] * kw))
+                       for c in range(C) for k in range(m)]
         present = Signal(C * m, name="pq_w_present")    # members some DPU selects
         for c in range(C):
             for k in range(m):
@@ -535,8 +556,9 @@ class SparseGemm(wiring.Component):
 
         1. *Snoop* (:meth:`_snoop`): column j of the run is needed when any row of any
            block has its bit set; ``gin`` groups' masks are in.
-        2. *Scan* of group g (in order, once its mask is in and its WMEM half is free: every
-           pass of group g - 2 issued): columns ``g * gcols ..`` are visited in order: an
+        2. *Scan* of group g (in order, once its mask is in, or with the striped map once
+           the run's first mask beat is in, and its WMEM half is free: every pass of group
+           g - 2 issued): columns ``g * gcols ..`` are visited in order: an
            unneeded one costs one cycle and no byte; a needed one moves its ``kwords`` words
            from GMEM into every WMEM sub-bank at ``half(g) + j * kwords`` (half(g) = ``(g %
            2) * wmem_words``; replicated: any DPU column and weight bus can read it), one
@@ -588,7 +610,7 @@ class SparseGemm(wiring.Component):
         sdone = Signal(range(N + 1), name="cg_scanned")       # groups resident
         fin = Signal(name="cg_scan_fin")
         s_cbase = Signal(range(2 * N + 1), name="cg_scan_base")
-        s_col = Signal(range(N + 1), name="cg_col")
+        s_col = Signal(range(N + C + 1), name="cg_col")
         s_w = Signal(range(2 * cfg.imem_words + 1), name="cg_w")
         s_addr = Signal(cfg.wmem_addr_bits + 1, name="cg_addr")
         s_credit = Signal(19, name="cg_credit")
@@ -598,31 +620,64 @@ class SparseGemm(wiring.Component):
         grp_end = Signal(name="cg_group_end")
         free = Signal(name="cg_half_free")
         gp = Signal(range(-2, N + 1), name="cg_prev2")        # group gs - 2
+        # striped map (flow.striped): a scan step moves word s_w of the stripe's nv columns
+        # (s_col .. s_col + nv - 1 of the group), one per bank, every column moved. nv and
+        # the step's bits are registers, set for the next stripe as a stripe ends (issue 22:
+        # kept off the scan's go path)
+        st = flow.striped
+        nv = Signal(range(C + 1), name="cg_stripe_cols")
+        sbits = Signal(range(C * wbits + 1), name="cg_scan_bits")
+
+        def stripe_cols(col):
+            """Columns of the stripe starting at group column ``col`` (at most C)."""
+            rem = Signal(range(-2 * N - 2 * C - 1, 2 * N + C + 1))
+            mod.d.comb += rem.eq(Mux(gcols - col < setup.ncols - s_cbase - col, gcols - col,
+                                     setup.ncols - s_cbase - col))
+            return Mux(rem > C, C, Mux(rem < 0, 0, rem))
+
+        nv_first = Signal.like(nv, name="cg_stripe_first")
+        nv_next = Signal.like(nv, name="cg_stripe_next")
+        mod.d.comb += [nv_first.eq(stripe_cols(0)), nv_next.eq(stripe_cols(s_col + C))]
         mod.d.comb += [
-            need_cur.eq(need.bit_select(s_cbase + s_col, 1)),
-            go.eq(s_on & need_cur & ((gbits == 0) | (gbits >= wbits) |
-                                     (s_credit + gbits >= wbits))),
+            need_cur.eq(st | need.bit_select(s_cbase + s_col, 1)),
+            go.eq(s_on & need_cur & ((gbits == 0) | (gbits >= sbits) |
+                                     (s_credit + gbits >= sbits))),
             col_end.eq(s_on & (~need_cur | (go & (s_w == kw - 1)))),
-            grp_end.eq(col_end & ((s_col == gcols - 1) | (s_cbase + s_col == setup.ncols - 1))),
+            grp_end.eq(col_end & Mux(st, (s_col + C >= gcols) |
+                                     (s_cbase + s_col + C >= setup.ncols),
+                                     (s_col == gcols - 1) |
+                                     (s_cbase + s_col == setup.ncols - 1))),
             gp.eq(gs - 2),
             free.eq((gs < 2) | ((cau_gdone > gp) & ~(pq.r_rdy & (hg <= gp)) &
                                ((inflight == 0) | (sd_group > gp)))),
         ]
         wdata = self._gather(mod, gmem_rd, s_w, s_cbase + s_col)
-        with mod.If(cg & ~s_on & (gin > gs) & (gs < ngr) & free):
+        # striped: bank c's first GMEM port reads word s_w of column s_col + c (address
+        # registered as in _gather, so the words land with the same two-cycle delay)
+        KB = gmem_kbits(cfg)
+        sa = [Signal.like(gmem_rd[c][0].addr, name=f"cg_saddr{c}") for c in range(C)]
+        mod.d.sync += [sa[c].eq(Cat(s_w[:KB], s_cbase + s_col + c)) for c in range(C)]
+        with mod.If(cg & st):
+            mod.d.comb += [gmem_rd[c][0].addr.eq(sa[c]) for c in range(C)]
+        sdata = [gmem_rd[c][0].data for c in range(C)]
+        # a replicated group's scan waits for its mask (need[]); a striped one moves every
+        # column, so it starts as soon as the run has started and its WMEM half is free
+        with mod.If(cg & ~s_on & ((gin > gs) | (st & snoop["started"])) & (gs < ngr) & free):
             mod.d.sync += [s_on.eq(1), s_col.eq(0), s_w.eq(0),
-                           s_addr.eq(Mux(gs[0], half_words, 0)), s_credit.eq(0)]
+                           s_addr.eq(Mux(gs[0], half_words, 0)), s_credit.eq(0),
+                           nv.eq(nv_first), sbits.eq(Mux(st, nv_first * wbits, wbits))]
         with mod.If(s_on & need_cur):
-            with mod.If((gbits == 0) | (gbits >= wbits)):
+            with mod.If((gbits == 0) | (gbits >= sbits)):
                 mod.d.sync += s_credit.eq(0)
             with mod.Elif(go):
-                mod.d.sync += s_credit.eq(s_credit + gbits - wbits)
+                mod.d.sync += s_credit.eq(s_credit + gbits - sbits)
             with mod.Else():
                 mod.d.sync += s_credit.eq(s_credit + gbits)
         with mod.If(go):
             mod.d.sync += [s_w.eq(s_w + 1), s_addr.eq(s_addr + 1)]
         with mod.If(col_end):
-            mod.d.sync += [s_col.eq(s_col + 1), s_w.eq(0)]
+            mod.d.sync += [s_col.eq(s_col + Mux(st, C, 1)), s_w.eq(0), nv.eq(nv_next),
+                           sbits.eq(Mux(st, nv_next * wbits, wbits))]
             with mod.If(~need_cur):
                 mod.d.sync += s_addr.eq(s_addr + kw)
         with mod.If(grp_end):
@@ -637,8 +692,10 @@ class SparseGemm(wiring.Component):
         wr_addr1 = Signal(cfg.wmem_addr_bits + 1, name="cg_wr_addr1")
         wr_en = Signal(name="cg_wr_en")
         wr_addr = Signal(cfg.wmem_addr_bits + 1, name="cg_wr_addr")
+        nv1 = Signal.like(nv, name="cg_nv1")
+        nwords = Signal.like(nv, name="cg_nwords")       # words of the write (wwords)
         mod.d.sync += [wr_en1.eq(go), wr_addr1.eq(s_addr), wr_en.eq(wr_en1),
-                       wr_addr.eq(wr_addr1)]
+                       wr_addr.eq(wr_addr1), nv1.eq(Mux(st, nv, 1)), nwords.eq(nv1)]
         with mod.If(~self.busy):
             mod.d.sync += [gs.eq(0), sdone.eq(0), s_cbase.eq(0), cau_gdone.eq(0),
                            inflight.eq(0)]
@@ -665,6 +722,7 @@ class SparseGemm(wiring.Component):
                 mod.d.comb += [desc.col[c][k].eq(head.col[c][k]),
                                desc.woff[c][k].eq(pre.woff[c][k])]
         return {"desc": desc, "valid": pq.r_rdy & release, "ready": ready, "wdata": wdata,
+                "sdata": sdata, "striped": st, "nwords": nwords,
                 "release": release, "wr_en": wr_en, "wr_addr": wr_addr, "word": wr_en,
                 "pending": cg & (s_on | wr_en1 | wr_en | fin | fin2 | pq.r_rdy | q["last_in"] |
                                  ((gin != 0) & (sdone != ngr)))}
@@ -685,7 +743,8 @@ class SparseGemm(wiring.Component):
                            pq.r_en.eq(cg["ready"] & cg["release"]),
                            sdue.wmem_f.en.eq(Cat(cg["wr_en"] for _ in range(m))),
                            sdue.wmem_f.addr.eq(cg["wr_addr"])]
-            mod.d.comb += [sdue.wmem_f.data[k][c].eq(cg["wdata"])
+            mod.d.comb += [sdue.wmem_f.data[k][c].eq(Mux(cg["striped"], cg["sdata"][c],
+                                                         cg["wdata"]))
                            for k in range(m) for c in range(C)]
         with mod.Else():
             for name in ("ibase", "kwords", "wbase", "isel", "sel", "col", "obase",
@@ -715,16 +774,17 @@ class SparseGemm(wiring.Component):
         with mod.If(rb["advance"]):
             mod.d.sync += self.wwords.eq(self.wwords + rb["words"])
         with mod.Elif(cg["word"]):
-            mod.d.sync += self.wwords.eq(self.wwords + 1)
+            mod.d.sync += self.wwords.eq(self.wwords + cg["nwords"])
         mod.d.comb += [self.busy.eq(busy), self.passes.eq(sdue.passes),
                        self.overflow.eq(cau.overflow)]
 
 
 def check_setup(cfg: Config, *, kwords: int, ncols: int, blocks: int, regions: int,
                 max_regions: int = GEMM_MAX_REGIONS, col_group: bool = False,
-                gcols: int = 0) -> None:
+                gcols: int = 0, striped: bool = False) -> None:
     """Raise :class:`ExionError` naming the limit a run's parameters break (``gcols``:
-    col-group columns per group, 0 = one group of ``ncols``)."""
+    col-group columns per group, 0 = one group of ``ncols``; ``striped``: the striped WMEM
+    map, where a bank holds ``ceil(columns / C)`` of a group's columns)."""
     lim = [
         ("kwords", kwords, 1, 2 * cfg.imem_words),
         ("ncols", ncols, 1, cfg.omem_depth),
@@ -740,17 +800,24 @@ def check_setup(cfg: Config, *, kwords: int, ncols: int, blocks: int, regions: i
     if blocks * ncols > cfg.omem_depth:
         raise ExionError(f"SparseGemm run: {blocks} row blocks x {ncols} columns exceed OMEM "
                          f"({cfg.omem_depth} results per bank)")
+    if striped and not col_group:
+        raise ExionError("SparseGemm run: the striped map is a col-group map")
     if col_group and 0 < gcols < ncols:
         groups = -(-ncols // gcols)
         if groups > cfg.gemm_max_groups:
             raise ExionError(f"SparseGemm run: {groups} column groups exceed the "
                              f"{cfg.gemm_max_groups} a run's block labels hold")
-        if gcols * kwords > cfg.wmem_words:
+        held = -(-gcols // cfg.cols) if striped else gcols
+        if held * kwords > cfg.wmem_words:
             raise ExionError(f"SparseGemm run: {gcols} columns per group x {kwords} words "
-                             f"exceed a WMEM half ({cfg.wmem_words} words per sub-bank)")
-    elif col_group and ncols * kwords > 2 * cfg.wmem_words:
-        raise ExionError(f"SparseGemm run: {ncols} resident columns x {kwords} words exceed "
-                         f"WMEM ({2 * cfg.wmem_words} words per sub-bank)")
+                             f"exceed a WMEM half ({cfg.wmem_words} words per sub-bank"
+                             f"{', striped over the banks' if striped else ''})")
+    elif col_group:
+        held = -(-ncols // cfg.cols) if striped else ncols
+        if held * kwords > 2 * cfg.wmem_words:
+            raise ExionError(f"SparseGemm run: {ncols} resident columns x {kwords} words "
+                             f"exceed WMEM ({2 * cfg.wmem_words} words per sub-bank"
+                             f"{', striped over the banks' if striped else ''})")
     if regions * kwords > 2 * cfg.wmem_words:
         raise ExionError(f"SparseGemm run: {regions} regions x {kwords} words exceed WMEM "
                          f"({2 * cfg.wmem_words} words per sub-bank)")

@@ -23,7 +23,7 @@ import numpy as np
 from exion.config import CAU_COLS_PER_CYCLE, GEMM_MAX_REGIONS, Config
 from exion.errors import ExionError
 from exion.golden.conmerge import check_mask
-from exion.golden.cycles import engine_plan
+from exion.golden.cycles import engine_k_chunk, engine_plan, engine_striped
 
 from .cau_rtl import mask_beats
 from .runner import rtl_build, run_bench_pickled
@@ -54,6 +54,8 @@ class GemmCase:
     gather_hw: bool = False      # with gather, col-group: B whole in GMEM, the engine gathers
     double_buffer: bool = True   # col-group: several column groups per run, WMEM ping-pong
     group_cols: int | None = None   # col-group: cap on the columns per group (None: a half)
+    k_chunk: int | str | None = None   # K-splits: None (fewest), L-words per piece, "auto"
+    striped: bool | str = False   # col-group: the striped WMEM map (True, False, "auto")
 
 
 @dataclass
@@ -67,6 +69,8 @@ class GemmTile:
     gmem: dict = field(default_factory=dict)   # word address -> (L,)
     omem: np.ndarray = None  # (blocks * ncols, R) OMEM contents before the run
     beats: list = field(default_factory=list)  # mask beats (hw.cau mask_layout values)
+    keep_omem: bool = False  # a later K-split: OMEM is not written, the run adds into it
+    k0: int = 0              # the run's K-split: first L-word of the reduction
 
 
 @dataclass
@@ -104,21 +108,29 @@ def plan_tiles(cfg: Config, case: GemmCase, cols_per_cycle: int = GEMM_COLS_PER_
         raise ExionError(f"sparse gemm: gb_bytes = {case.gb_bytes!r} must be an integer in "
                          f"0..65535 (0 = unlimited)")
     kw = max(1, math.ceil(K / L))
-    if kw > 2 * cfg.imem_words:
-        raise ExionError(f"sparse gemm: K = {K} needs {kw} words per row, more than IMEM's "
-                         f"{2 * cfg.imem_words} (the engine runs no K-splits; use "
-                         f"'exion sim gemm --golden-vectors')")
     nblk = math.ceil(M / R)
     colg = case.dataflow == "col-group"
     if case.gather_hw and not (colg and case.gather and gather_supported(cfg)):
         raise ExionError(f"sparse gemm: gather_hw needs dataflow col-group, gather and C * m "
                          f">= L (config {cfg.name!r}: {cfg.cols} * {cfg.merge_ways} vs "
                          f"{cfg.lanes})")
+    k_chunk = case.k_chunk
+    if isinstance(k_chunk, str):
+        if k_chunk != "auto":
+            raise ExionError(f"sparse gemm: k_chunk = {k_chunk!r} must be an integer, None "
+                             f"or 'auto'")
+        k_chunk = engine_k_chunk(
+            cfg, mask, K, dataflow=case.dataflow, gb_bytes=int(case.gb_bytes),
+            merge_ways=case.ways, sort=case.sort, cols_per_cycle=cols_per_cycle,
+            regions=case.regions, double_buffer=case.double_buffer,
+            group_cols=case.group_cols,
+            input_mask=(a != 0) if case.gather else None, striped=case.striped)
+    striped = engine_striped(cfg, mask, K, dataflow=case.dataflow, striped=case.striped,
+                             gather=case.gather, double_buffer=case.double_buffer,
+                             group_cols=case.group_cols, k_chunk=k_chunk,
+                             merge_ways=case.ways, sort=case.sort)
     shapes = engine_plan(cfg, M, N, K, case.dataflow, double_buffer=case.double_buffer,
-                         group_cols=case.group_cols)
-    regions = max(1, min(max_regions, 2 * cfg.wmem_words // kw))
-    if case.regions is not None:
-        regions = case.regions
+                         group_cols=case.group_cols, k_chunk=k_chunk, striped=striped)
     kb = gmem_kbits(cfg)
     apad = np.zeros((nblk * R, kw * L), np.int64)
     apad[:M, :K] = a
@@ -127,34 +139,43 @@ def plan_tiles(cfg: Config, case: GemmCase, cols_per_cycle: int = GEMM_COLS_PER_
     tiles = []
     for shp in shapes:
         b0, blocks, c0 = shp["b0"], shp["blocks"], shp["c0"]
+        k0, ckw = shp["k0"], shp["kwords"]       # this run's K-split (L-words)
+        later = k0 > 0                           # adds into the OMEM the earlier splits left
         cols = np.arange(c0, c0 + shp["ncols"])
         n = len(cols)
         gcols = shp["gcols"]
         groups = -(-n // gcols)
-        check_setup(cfg, kwords=kw, ncols=n, blocks=blocks, regions=regions,
+        regions = max(1, min(max_regions, 2 * cfg.wmem_words // ckw))
+        if case.regions is not None:
+            regions = case.regions
+        check_setup(cfg, kwords=ckw, ncols=n, blocks=blocks, regions=regions,
                     max_regions=max_regions, col_group=colg,
-                    gcols=gcols if groups > 1 else 0)
+                    gcols=gcols if groups > 1 else 0, striped=striped)
         rows = np.arange(b0 * R, (b0 + blocks) * R)
         rows = np.where(rows < M, rows, -1)
-        ta, tbm, tkw = apad, bpad, kw
+        ks = slice(k0 * L, (k0 + ckw) * L)
+        ta, tbm, tkw = apad[:, ks], bpad[ks], ckw
         if case.gather:   # FC2's gathered W2 rows: the K rows no tile row needs dropped
-            kidx = np.flatnonzero(apad[b0 * R:(b0 + blocks) * R].any(axis=0))
+            kidx = np.flatnonzero(ta[b0 * R:(b0 + blocks) * R].any(axis=0))
             tkw = max(1, math.ceil(kidx.size / L))
+            sa, sb = ta, tbm
             ta = np.zeros((apad.shape[0], tkw * L), np.int64)
-            ta[:, :kidx.size] = apad[:, kidx]
+            ta[:, :kidx.size] = sa[:, kidx]
             tbm = np.zeros((tkw * L, N), np.int64)
-            tbm[:kidx.size] = bpad[kidx]
-            if case.gather_hw:   # B stays whole in GMEM; the engine gathers by the list
+            tbm[:kidx.size] = sb[kidx]
+            if case.gather_hw:   # B's split stays whole in GMEM; the engine gathers
                 units = np.zeros(tkw * L, np.int64)
                 units[:kidx.size] = kidx
-                tbm = bpad
+                tbm = sb
                 tkidx = {w: [{"word": int(u) // L, "lane": int(u) % L}
                              for u in units[w * L:(w + 1) * L]] for w in range(tkw)}
         t = GemmTile(rows, cols, {"kwords": tkw, "ncols": n, "regions": regions,
-                                  "accumulate": int(case.accumulate)},
+                                  "accumulate": 1 if later else int(case.accumulate)},
                      {"col_group": int(colg), "gb_bytes": int(case.gb_bytes),
                       "nblocks": blocks, "gcols": gcols if groups > 1 else 0,
-                      "ngroups": groups, "gather": int(case.gather_hw)})
+                      "ngroups": groups, "gather": int(case.gather_hw),
+                      "striped": int(striped)},
+                     keep_omem=later, k0=k0)
         if case.gather_hw:
             t.kidx = tkidx
         for i in range(blocks):

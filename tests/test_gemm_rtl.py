@@ -180,9 +180,10 @@ def engine_model(cfg, case):
     return cy.engine_cycles(cfg, case.mask, case.a.shape[1], dataflow=case.dataflow,
                             gb_bytes=case.gb_bytes, merge_ways=case.ways, sort=case.sort,
                             cols_per_cycle=GEMM_COLS_PER_CYCLE,
-                            regions=plan_tiles(cfg, case)[0].setup["regions"],
+                            regions=case.regions,
                             input_mask=np.asarray(case.a) != 0 if case.gather else None,
-                            double_buffer=case.double_buffer, group_cols=case.group_cols)
+                            double_buffer=case.double_buffer, group_cols=case.group_cols,
+                            k_chunk=case.k_chunk, striped=case.striped)
 
 
 def check_engine_model(cfg, cases, runs):

@@ -514,6 +514,7 @@ def test_cli_cycles(cli_main, tmp_path, capsys):
     # one pass of 2 beats: max(2, C=3) + C (3) + dpu_latency (3) + in (3) + drain (2) = 14
     assert d["dense"]["sdue_cycles"] == d["conmerge"]["sdue_cycles"] == 14
     assert set(d["engine"]) == {"row-block", "col-group", "col-group-single",
+                                "col-group-auto-k", "col-group-striped",
                                 "col-group-loader"}
     assert d["engine"]["col-group-loader"]["exact"] is False
     assert "bound" in capsys.readouterr().out

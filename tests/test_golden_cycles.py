@@ -229,26 +229,27 @@ def test_scan_cycles_hand():
 def test_engine_tiles_limits():
     """col-group tiles keep their columns resident (single-buffered: ncols * kwords <= 2 *
     wmem_words; double-buffered: a group in a WMEM half, gcols * kwords <= wmem_words, at
-    most gemm_max_groups groups) and results in OMEM; they cover the product exactly once;
-    K beyond IMEM is refused."""
+    most gemm_max_groups groups) and results in OMEM; they cover the product exactly once,
+    every (row block, column, K word) in one run; K beyond IMEM is split (issue 17), each
+    piece within IMEM."""
     cfg = PRESETS["toy"]
-    for M, N, K in ((19, 11, 13), (100, 300, 64), (8, 1, 1), (64, 70, 256), (16, 64, 512)):
-        kw = -(-K // cfg.lanes)
+    for M, N, K in ((19, 11, 13), (100, 300, 64), (8, 1, 1), (64, 70, 256), (16, 64, 512),
+                    (16, 20, 513), (20, 9, 1000)):
+        kwt = -(-K // cfg.lanes)
         for df, db in (("row-block", True), ("col-group", True), ("col-group", False)):
-            cover = np.zeros((-(-M // cfg.rows), N), int)
+            cover = np.zeros((-(-M // cfg.rows), N, kwt), int)
             for t in cy.engine_plan(cfg, M, N, K, df, double_buffer=db):
-                b0, blocks, c0, ncols, gcols = (t[k] for k in ("b0", "blocks", "c0", "ncols",
-                                                               "gcols"))
+                b0, blocks, c0, ncols, gcols, k0, kw = (
+                    t[k] for k in ("b0", "blocks", "c0", "ncols", "gcols", "k0", "kwords"))
                 assert blocks * ncols <= cfg.omem_depth and blocks * kw <= 2 * cfg.imem_words
                 if df == "col-group" and gcols < ncols:
                     assert db and gcols * kw <= cfg.wmem_words
                     assert -(-ncols // gcols) <= cfg.gemm_max_groups
                 elif df == "col-group":
                     assert ncols * kw <= 2 * cfg.wmem_words and gcols == ncols
-                cover[b0:b0 + blocks, c0:c0 + ncols] += 1
+                cover[b0:b0 + blocks, c0:c0 + ncols, k0:k0 + kw] += 1
             assert (cover == 1).all(), (M, N, K, df)
-    with pytest.raises(ExionError, match="K = 513"):
-        cy.engine_tiles(cfg, 8, 8, 513)
+    assert len({(t["k0"], t["kwords"]) for t in cy.engine_plan(cfg, 8, 8, 513)}) == 2
 
 
 def test_engine_cycles_col_group_saves_bytes():

@@ -14,7 +14,8 @@ from exion.errors import ExionError
 from exion.golden import conmerge as cm
 from exion.golden import cycles as cy
 
-from .options import add_config, add_mask, add_report, load_cfg, load_mask, write_json
+from .options import (add_config, add_mask, add_report, k_chunk_arg, load_cfg, load_mask,
+                      write_json)
 
 DEFAULT_CONMERGE_JSON = "build/golden/conmerge.json"
 DEFAULT_CYCLES_JSON = "build/golden/cycles.json"
@@ -109,17 +110,25 @@ def _engine(cfg, mask, K, plan, args) -> dict:
         raise ExionError(f"--gb-bytes-per-cycle: {bw} is invalid: must be >= 0 (0 = unlimited)")
     out = {}
     print(f"gemm engine (hw/gemm.py, docs/gemm.md), weight fetch {bw or 'unlimited'} B/cycle:")
-    for df, name, db in (("row-block", "row-block", True), ("col-group", "col-group", True),
-                         ("col-group", "col-group-single", False)):
+    kc = getattr(args, "k_chunk", None)
+    for df, name, db, kci in (("row-block", "row-block", True, kc),
+                              ("col-group", "col-group", True, kc),
+                              ("col-group", "col-group-single", False, kc),
+                              ("col-group", "col-group-auto-k", True, "auto"),
+                              ("col-group", "col-group-striped", True, "auto")):
         try:
             e = cy.engine_cycles(cfg, mask, K, dataflow=df, gb_bytes=bw,
-                                 merge_ways=plan.merge_ways, sort=plan.sort, double_buffer=db)
+                                 merge_ways=plan.merge_ways, sort=plan.sort, double_buffer=db,
+                                 k_chunk=kci,
+                                 striped="auto" if name == "col-group-striped" else False)
         except ExionError as err:
             print(f"  {name:16} not runnable: {err}")
             out[name] = {"error": str(err)}
             continue
         exact = all(t["exact"] for t in e["tiles"])
-        print(f"  {name:16} {len(e['tiles'])} tile(s), cycles {e['cycles']} "
+        print(f"  {name:17} {len(e['tiles'])} run(s), K-splits {e['k_splits']} of <= "
+              f"{e['k_chunk']} words{', striped map' if e['striped'] else ''}, cycles "
+              f"{e['cycles']} "
               f"({'exact' if exact else 'lower bound'}), compute {e['compute_cycles']}, stall "
               f"{e['stall_cycles']}, weights {e['bytes']['gb_wmem']} B, {e['bound']}, "
               f"utilization {100 * e['utilization']:.2f}%")
@@ -183,4 +192,11 @@ def register(gsub) -> None:
                         "the engine section (row-block and col-group, docs/gemm.md; also the "
                         "A loads of the col-group-loader estimate, a design not built; "
                         "default: the config's gb_bytes_per_cycle; 0 = unlimited)")
+    p.add_argument("--k-chunk", type=k_chunk_arg, default=None, metavar="auto|WORDS",
+                   help="K-splits of the engine rows (docs/gemm.md, 'K-splits'): WORDS = "
+                        "pieces of at most that many L-words, each a run adding into OMEM; "
+                        "auto = the piece the model finds fastest; default: the fewest "
+                        "pieces IMEM allows (one when K fits). The col-group-auto-k row "
+                        "always uses auto, the col-group-striped row auto with the striped "
+                        "WMEM map where the mask allows it")
     p.set_defaults(func=cmd_cycles)

@@ -133,6 +133,23 @@ def load_npy(path: str | Path, what: str, ndim: int | None = None,
 
 
 # -- progress ------------------------------------------------------------------------------
+def k_chunk_arg(text: str):
+    """``--k-chunk``: ``auto`` or a positive integer (L-words per K-split of the gemm
+    engine's host tiling, ``golden.cycles.engine_chunks``); the config's IMEM bound is
+    checked where the config is known."""
+    import argparse
+    if text == "auto":
+        return "auto"
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is invalid: give 'auto' or a positive "
+                                         f"integer (L-words per K-split)")
+    return v
+
+
 def progress(msg: str) -> None:
     """Progress lines of long steps (generation, Verilation, synthesis) go to stderr."""
     print(f"[exion] {msg}", file=sys.stderr, flush=True)

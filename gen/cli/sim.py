@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from . import cfse, dsc, ffnr
-from .options import (add_config, add_mask, add_report, add_seed, add_waves, load_cfg,
-                      load_mask, progress, seed_of, write_json)
+from .options import (add_config, add_mask, add_report, add_seed, add_waves, k_chunk_arg,
+                      load_cfg, load_mask, progress, seed_of, write_json)
 
 
 def register(sub) -> None:
@@ -62,6 +62,20 @@ def register(sub) -> None:
                    help="global-buffer bytes per cycle the gemm engine's weight fetch may "
                         "move (0 = unlimited: one fetch beat per cycle); the engine stalls "
                         "when the fetch is slower than compute")
+    g.add_argument("--wmem-map", choices=["replicated", "striped", "auto"],
+                   default="replicated",
+                   help="col-group only: how a column group sits in WMEM. replicated = every "
+                        "column in every bank (any merge; the scan moves one word per "
+                        "cycle); striped = column j only in bank j %% C (groups C times "
+                        "wider, the scan moves C words per cycle; only for passes that keep "
+                        "column j in slot j %% C alone, e.g. a dense mask); auto = striped "
+                        "when the mask allows it (docs/gemm.md, 'The striped map')")
+    g.add_argument("--k-chunk", type=k_chunk_arg, default=None, metavar="auto|WORDS",
+                   help="gemm engine: split the reduction into runs of at most WORDS L-words "
+                        "each (the later runs add into the OMEM the earlier left; "
+                        "docs/gemm.md, 'K-splits'); auto = the split the cycle model finds "
+                        "fastest for this mask, dataflow and bandwidth; default: the fewest "
+                        "splits IMEM allows (none when K fits)")
     g.add_argument("--out", required=True, metavar="C.npy", help="where to write the result")
     add_report(g)
     add_seed(g)
@@ -167,11 +181,14 @@ def cmd_sim_gemm(args) -> int:
                          f"be in 0..65535 (0 = unlimited)")
     a, b, mask, prev, m = load_gemm_inputs(cfg, args)
     if (mask is None or args.golden_vectors) and (args.dataflow != "row-block" or
-                                                   args.gb_bytes_per_cycle):
-        raise ExionError("--dataflow / --gb-bytes-per-cycle apply to the gemm engine: give "
-                         "--mask and no --golden-vectors")
+                                                   args.gb_bytes_per_cycle or
+                                                   args.k_chunk is not None):
+        raise ExionError("--dataflow / --gb-bytes-per-cycle / --k-chunk apply to the gemm "
+                         "engine: give --mask and no --golden-vectors")
     if args.single_buffer and args.dataflow != "col-group":
         raise ExionError("--single-buffer applies to --dataflow col-group only")
+    if args.wmem_map != "replicated" and args.dataflow != "col-group":
+        raise ExionError("--wmem-map applies to --dataflow col-group only")
     out = Path(args.out)
     if out.suffix != ".npy":
         raise ExionError(f"--out {args.out!r} must be a .npy file")
@@ -238,6 +255,11 @@ def cmd_sim_gemm(args) -> int:
     return 0 if exact else 1
 
 
+def _striped_arg(wmem_map: str):
+    """``--wmem-map`` -> ``GemmCase.striped`` / ``engine_cycles(striped=...)``."""
+    return {"replicated": False, "striped": True, "auto": "auto"}[wmem_map]
+
+
 def _sim_gemm_engine(cfg, args, a, b, mask, prev, m, out, want, dense_model, seed,
                      progress) -> int:
     """The masked product through the Verilated ``gemm`` top (CAU -> fetch -> SDUE)."""
@@ -259,7 +281,8 @@ def _sim_gemm_engine(cfg, args, a, b, mask, prev, m, out, want, dense_model, see
     N = b.shape[1]
     case = GemmCase(a, b, mask, prev, accumulate=args.accumulate, sort=args.sort, ways=m,
                     dataflow=args.dataflow, gb_bytes=args.gb_bytes_per_cycle,
-                    double_buffer=not args.single_buffer)
+                    double_buffer=not args.single_buffer, k_chunk=args.k_chunk,
+                          striped=_striped_arg(args.wmem_map))
     tiles = plan_tiles(ecfg, case)   # checks the limits before anything is built
     t0 = time.perf_counter()
     try:
@@ -287,7 +310,8 @@ def _sim_gemm_engine(cfg, args, a, b, mask, prev, m, out, want, dense_model, see
     util = masked * K / (cfg.peak_macs * rtl_cycles) if rtl_cycles else 0.0
     model = engine_cycles(ecfg, mask, K, dataflow=args.dataflow,
                           gb_bytes=args.gb_bytes_per_cycle, merge_ways=m, sort=args.sort,
-                          double_buffer=not args.single_buffer)
+                          double_buffer=not args.single_buffer, k_chunk=args.k_chunk,
+                          striped=_striped_arg(args.wmem_map))
     wbytes = sum(run.tile_words) * cfg.lanes * cfg.width // 8
     figures = {
         "config": cfg.name, "M": M, "K": K, "N": N, "merge_ways": m, "sort": args.sort,
@@ -297,6 +321,8 @@ def _sim_gemm_engine(cfg, args, a, b, mask, prev, m, out, want, dense_model, see
         "rtl_cycles": rtl_cycles, "tile_cycles": run.tile_cycles,
         "dataflow": args.dataflow, "gb_bytes_per_cycle": args.gb_bytes_per_cycle,
         "double_buffer": not args.single_buffer,
+        "k_chunk": model["k_chunk"], "k_splits": model["k_splits"],
+        "wmem_map": "striped" if model["striped"] else "replicated",
         "rtl_stall_cycles": sum(run.tile_stalls), "rtl_wmem_bytes": wbytes,
         "model_cycles": model["cycles"], "model_stall_cycles": model["stall_cycles"],
         "model_wmem_bytes": model["bytes"]["gb_wmem"], "model_bound": model["bound"],
@@ -321,6 +347,12 @@ def _sim_gemm_engine(cfg, args, a, b, mask, prev, m, out, want, dense_model, see
           f"{figures['rtl_stall_cycles']} cycles, weights {wbytes} B from the global buffer; "
           f"model ({kind}) {model['cycles']} cycles, {model['bytes']['gb_wmem']} B, "
           f"{model['bound']}")
+    if model["striped"]:
+        print("  WMEM map: striped (column j in bank j % C, a stripe of C columns per scan "
+              "cycle)")
+    if model["k_splits"] > 1:
+        print(f"  K-splits: {model['k_splits']} of <= {model['k_chunk']} L-words, each a run "
+              f"adding into OMEM")
     print(f"  bit-exact vs golden: {'PASS' if exact else 'FAIL'}; wrote {out}")
     if args.report:
         write_json(args.report, figures)

@@ -1,0 +1,197 @@
+"""The striped WMEM map of the col-group dataflow (issue 17, ``hw.gemm`` ``flow.striped``):
+column j of a group lives only in bank ``j % C`` at stripe ``j // C``, so a group is C times
+wider and the scan moves a stripe of C columns (one word per bank) per cycle instead of one
+word copied into every sub-bank. It serves only runs whose passes put column j in slot
+``j % C`` alone (``golden.cycles.stripe_ok``: a dense mask), which the host checks.
+
+Checks: toy RTL bit-exact with golden and every run's cycles, stall counter and words equal
+to the engine model (single group, several double-buffered groups, single-buffered, partial
+stripes, bandwidth limits, K-splits, ``auto``); a run forced striped on a mask that breaks the
+stripe gives a wrong product (so the host's check matters); the model's pieces on hand
+cases; the host refuses what cannot run."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from exion import PRESETS
+from exion.errors import ExionError
+from exion.golden import cycles as cy
+from exion.golden.conmerge import masked_gemm
+from exion.hw.gemm import check_setup
+from exion.sim import gemm_rtl
+from exion.sim.gemm_rtl import GemmCase, plan_tiles, rtl_sparse_gemm
+
+from test_gemm_rtl import _operands, check, engine_model
+
+TOY = PRESETS["toy"]
+E16 = PRESETS["exion16"]
+
+
+def striped_cases(cfg, seed):
+    """Dense products under the striped map: one group per run and partial stripes (N % C
+    != 0), several double-buffered groups per run (K = 64 words: 4 stripes a bank half),
+    single-buffered, credit-limited bandwidths (a stripe's bits > gb_bytes * 8), K-splits
+    forced and automatic, the smallest product, and ``auto`` choosing it."""
+    rng = np.random.default_rng(seed)
+    R, C, L = cfg.rows, cfg.cols, cfg.lanes
+    shapes = [(2 * R + 3, 16 * L, 2 * cfg.omem_depth + 5, 0, None, True, True),
+              (2 * R + 1, 10 * L, 3 * C + 2, 2, None, True, True),
+              (2 * R + 4, 64 * L, 40, 0, None, True, True),
+              (2 * R + 4, 64 * L, 40, 7, None, True, True),
+              (4 * R + 1, 50 * L, 31, 13, None, True, True),
+              (2 * R, 64 * L, 29, 7, None, False, True),
+              (3 * R, 16 * L, 70, 5, 4, True, True),
+              (R + 1, 32 * L, 64, 0, 16, True, True),
+              (R, 3 * L, C, 0, None, True, True),
+              (4 * R - 2, 33, 64, 40, "auto", True, "auto"),
+              (4 * R + 5, 50 * L, 29, 8, "auto", True, "auto")]
+    cases = []
+    for M, K, N, gb, kc, db, st in shapes:
+        a, b, prev = _operands(cfg, rng, M, K, N)
+        cases.append(GemmCase(a, b, np.ones((M, N), bool), prev, dataflow="col-group",
+                              gb_bytes=gb, k_chunk=kc, double_buffer=db, striped=st,
+                              accumulate=bool(rng.integers(2)),
+                              name=f"striped-{M}x{K}x{N}-gb{gb}-k{kc}-{'db' if db else 'sb'}"))
+    # groups of several stripes (a bank half full: 4 stripes at 64 words), a partial one
+    for gb in (0, 7):
+        a, b, prev = _operands(cfg, rng, 2 * R + 4, 64 * L, 40)
+        cases.append(GemmCase(a, b, np.ones(prev.shape, bool), prev, dataflow="col-group",
+                              gb_bytes=gb, striped=True, group_cols=10 ** 6,
+                              name=f"striped-wide-gb{gb}"))
+    return cases
+
+
+@pytest.mark.rtl
+def test_gemm_rtl_striped():
+    cfg, seed = TOY, 31
+    C = cfg.cols
+    cases = striped_cases(cfg, seed)
+    for c in cases:                      # the runs really are striped, some with groups
+        assert all(t.flow["striped"] == 1 for t in plan_tiles(cfg, c)), c.name
+    assert any(t.flow["ngroups"] > 1 for c in cases for t in plan_tiles(cfg, c))
+    assert any(t.flow["gcols"] > C for c in cases for t in plan_tiles(cfg, c)
+               if t.flow["ngroups"] > 1)
+    outs, runs, _ = rtl_sparse_gemm(cfg, cases, seed=seed, run_name="gemm-striped")
+    check(cfg, cases, outs, runs, seed)
+    # the striped scan is C times wider: fewer cycles than the replicated map, same words
+    rep = engine_model(cfg, dataclasses.replace(cases[2], striped=False))
+    assert sum(runs[2].tile_cycles) < rep["cycles"]
+
+
+@pytest.mark.rtl
+def test_gemm_rtl_striped_needs_the_stripe(monkeypatch):
+    """A sparse mask whose passes merge and condense columns, forced through the striped
+    map (the host's check bypassed), gives a wrong product; with ``auto`` the host keeps the
+    replicated map and the product is exact."""
+    cfg, seed = TOY, 5
+    rng = np.random.default_rng(seed)
+    a, b, prev = _operands(cfg, rng, 2 * cfg.rows, 8 * cfg.lanes, 4 * cfg.cols)
+    mask = rng.random(prev.shape) >= 0.6
+    case = GemmCase(a, b, mask, prev, dataflow="col-group", striped="auto", name="sparse")
+    assert not any(t.flow["striped"] for t in plan_tiles(cfg, case))
+    want = masked_gemm(cfg, a, b, mask, out=prev)
+    outs, runs, _ = rtl_sparse_gemm(cfg, [case], seed=seed, run_name="gemm-st-auto")
+    np.testing.assert_array_equal(outs[0], want)
+    monkeypatch.setattr(gemm_rtl, "engine_striped", lambda *a, **k: True)
+    forced = dataclasses.replace(case, striped=True)
+    assert all(t.flow["striped"] for t in gemm_rtl.plan_tiles(cfg, forced))
+    outs, _, _ = rtl_sparse_gemm(cfg, [forced], seed=seed, run_name="gemm-st-forced")
+    assert not np.array_equal(outs[0], want)
+
+
+def test_stripe_ok_on_hand_masks():
+    cfg = TOY                                  # C = 3, m = 2
+    R = cfg.rows
+    dense = np.ones((2 * R - 3, 7), bool)      # partial last row block, a partial stripe
+    assert cy.stripe_ok(cfg, dense, 2, 7)
+    assert cy.stripe_ok(cfg, dense, 2, 4)      # two groups of 4: each group from slot 0
+    hole = dense.copy()
+    hole[:, 1] = False                         # condensed away: columns 2.. shift a slot
+    assert not cy.stripe_ok(cfg, hole, 2, 7)
+    merge = np.zeros((R, 6), bool)             # disjoint rows: columns 0 and 3 merge
+    merge[:R // 2, ::3] = True
+    merge[R // 2:, 3] = True
+    merge[R // 2:, 0] = False
+    merge[:, [1, 2, 4, 5]] = True
+    assert not cy.stripe_ok(cfg, merge, 1, 6)
+
+
+def test_striped_scan_cycles_by_hand():
+    cfg = TOY                                  # C = 3, a word 4 x 12 = 48 bits
+    # 7 columns = stripes of 3, 3, 1; 2 words each; unlimited: one cycle a step
+    assert cy.striped_scan_cycles(cfg, 7, 2, 0) == 6
+    # 6 B/cycle = 48 bits: a 3-column step (144 bits) takes 3 cycles, a 1-column step 1
+    assert cy.striped_scan_cycles(cfg, 7, 2, 6) == 3 + 3 + 3 + 3 + 1 + 1
+    # 8 B/cycle = 64 bits: a 144-bit step after credit 0 takes 3 cycles (48 left), then
+    # 2 (48 + 128 - 144 = 32 left), 2 (16 left), 2 (16 left); the 48-bit steps fit a cycle
+    assert cy.striped_scan_cycles(cfg, 7, 2, 8) == 3 + 2 + 2 + 2 + 1 + 1
+
+
+def test_striped_model_and_host_refusals():
+    cfg = TOY
+    mask = np.ones((20, 40), bool)
+    K = 64 * cfg.lanes
+    st = cy.engine_cycles(cfg, mask, K, dataflow="col-group", striped=True)
+    rep = cy.engine_cycles(cfg, mask, K, dataflow="col-group")
+    assert st["striped"] and not rep["striped"]
+    assert st["bytes"]["gb_wmem"] == rep["bytes"]["gb_wmem"]       # dense: every column
+    assert max(t["gcols"] for t in st["tiles"]) == cfg.cols     # one stripe a group
+    wide = cy.engine_plan(cfg, 20, 40, K, "col-group", striped=True, group_cols=10 ** 6)
+    assert max(t["gcols"] for t in wide) == cfg.cols * max(t["gcols"] for t in rep["tiles"])
+    assert st["cycles"] < rep["cycles"]
+    sparse = np.random.default_rng(0).random((20, 40)) >= 0.5
+    assert not cy.engine_cycles(cfg, sparse, K, dataflow="col-group", striped="auto")["striped"]
+    with pytest.raises(ExionError, match="stripe"):
+        cy.engine_cycles(cfg, sparse, K, dataflow="col-group", striped=True)
+    with pytest.raises(ExionError, match="col-group map"):
+        cy.engine_cycles(cfg, mask, K, dataflow="row-block", striped=True)
+    with pytest.raises(ExionError, match="gather"):
+        plan_tiles(cfg, GemmCase(np.ones((8, 8), int), np.ones((8, 3), int),
+                                 np.ones((8, 3), bool), dataflow="col-group", gather=True,
+                                 striped=True))
+    with pytest.raises(ExionError, match="striped"):
+        cy.engine_cycles(cfg, mask, K, dataflow="col-group", striped="yes")
+    # capacity: a bank half holds wmem_words // kwords stripes of C columns
+    kw = 64
+    check_setup(cfg, kwords=kw, ncols=36, blocks=1, regions=1, col_group=True,
+                gcols=cfg.cols * (cfg.wmem_words // kw), striped=True)
+    with pytest.raises(ExionError, match="striped over the banks"):
+        check_setup(cfg, kwords=kw, ncols=36, blocks=1, regions=1, col_group=True,
+                    gcols=cfg.cols * (cfg.wmem_words // kw) + 1, striped=True)
+
+
+def test_striped_exion16_dense_block_gemm():
+    """exion16, a dense 256 x 1152 x 1152 projection at 64 B/cycle: with the striped map and
+    K-splits the col-group engine is faster than both the replicated map (scan-bound at one
+    24-byte word per cycle) and row-block (weights once per row block and pass)."""
+    cfg = E16
+    mask = np.ones((256, 1152), bool)
+    st = cy.engine_cycles(cfg, mask, 1152, dataflow="col-group", gb_bytes=64,
+                          k_chunk="auto", striped="auto")
+    rep = cy.engine_cycles(cfg, mask, 1152, dataflow="col-group", gb_bytes=64,
+                           k_chunk="auto")
+    rb = cy.engine_cycles(cfg, mask, 1152, dataflow="row-block", gb_bytes=64)
+    assert st["striped"] and st["cycles"] < rep["cycles"] < rb["cycles"]
+
+
+@pytest.mark.long
+@pytest.mark.rtl
+@pytest.mark.parametrize("name", ["fpga", "exion16"])
+def test_gemm_rtl_striped_power_of_two_columns(name):
+    """C a power of two (fpga: 4, exion16: 16): the stripe index is a shift, not a divider.
+    Dense products with several groups and a partial stripe, bit-exact, cycles / stalls /
+    words equal the model."""
+    cfg, seed = PRESETS[name], 13
+    rng = np.random.default_rng(seed)
+    R, C, L = cfg.rows, cfg.cols, cfg.lanes
+    cases = []
+    for M, K, N, gb, kc in ((2 * R + 1, 16 * L, 3 * C + 1, 0, None),
+                            (2 * R, 48 * L, 5 * C + 3, 2 * C, "auto")):
+        a, b, prev = _operands(cfg, rng, M, K, N)
+        cases.append(GemmCase(a, b, np.ones((M, N), bool), prev, dataflow="col-group",
+                              gb_bytes=gb, k_chunk=kc, striped=True,
+                              name=f"{name}-striped-{M}x{K}x{N}"))
+    outs, runs, _ = rtl_sparse_gemm(cfg, cases, seed=seed, run_name=f"gemm-striped-{name}")
+    check(cfg, cases, outs, runs, seed)
