@@ -901,16 +901,18 @@ def col_group_run(cfg: Config, sub, kw: int, gcols: int, blocks: int, *, gb_byte
     A = np.zeros(plan.n_passes, np.int64)
     S = [0] * groups
     scan = [0] * groups
-    words = 0
+    words = steps = 0
     p = 0
     for g in range(groups):
         need = sub[:, g * gcols:(g + 1) * gcols].any(axis=0)
         if striped:       # every column of the group, a stripe of C per step
             words += need.size * kw
             scan[g] = striped_scan_cycles(cfg, need.size, kw, gb_bytes)
+            steps += striped_scan_cycles(cfg, need.size, kw, 0)
         else:
             words += int(need.sum()) * kw
             scan[g] = scan_cycles(need, kw, gb_bytes, wbits)
+            steps += scan_cycles(need, kw, 0, wbits)
         lastv = g * blocks + blocks - 1
         # striped: every column moves, so the scan does not wait for the group's mask
         s = ENGINE_SCAN_START if striped else int(sch["read_end"][lastv]) + ENGINE_SCAN_START
@@ -939,6 +941,7 @@ def col_group_run(cfg: Config, sub, kw: int, gcols: int, blocks: int, *, gb_byte
         tail = max(0, min(pend, cycles) - int(A[-1]) - per)
     return {"passes": plan.n_passes, "groups": groups, "words": words,
             "cycles": cycles + ENGINE_ORIGIN, "tail": tail, "scan_start": S, "scan": scan,
+            "scan_steps": steps,
             "take": A,
             "pass_group": pgroup}
 
@@ -1167,8 +1170,11 @@ def engine_cycles(cfg: Config, mask, K: int, *, dataflow: str = "row-block",
     when every run allows it). ``striped`` in the result is what ran.
 
     Totals: ``cycles``, ``compute_cycles``, ``stall_cycles``, ``bytes`` (``gb_wmem``),
-    ``bound`` (``memory-bound`` when the weight fetch alone, bytes / gb_bytes, exceeds the
-    compute), ``utilization`` (useful MACs / (R*C*L * cycles)).
+    ``scan_cycles`` (col-group: the scans' steps at unlimited bandwidth, one word or one
+    stripe a step), ``bound`` (the largest of the three limits: ``scan-bound`` when the scan's
+    steps exceed both the compute and the fetch at ``gb_bytes``, ``memory-bound`` when the
+    weight fetch alone, bytes / gb_bytes, exceeds the compute, else ``compute-bound``),
+    ``utilization`` (useful MACs / (R*C*L * cycles)).
     """
     mask = check_mask(mask)
     M, N = mask.shape
@@ -1217,10 +1223,12 @@ def engine_cycles(cfg: Config, mask, K: int, *, dataflow: str = "row-block",
             run = runs[key]
             npass, words, cycles, groups = (run["passes"], run["words"], run["cycles"],
                                             run["groups"])
+            steps = run["scan_steps"]
             compute = sdue_cycles(cfg, [kw] * npass)
             tail = run["tail"]
             exact = True
         else:
+            steps = 0
             present = (plan.members >= 0).reshape(npass, -1).sum(axis=1) if npass else []
             words = int(np.sum(present)) * kw
             sch = cau_schedule(cfg, sub, merge_ways=m, sort=sort,
@@ -1237,9 +1245,10 @@ def engine_cycles(cfg: Config, mask, K: int, *, dataflow: str = "row-block",
         tiles.append({"b0": b0, "blocks": blocks, "c0": c0, "ncols": ncols, "passes": npass,
                       "gcols": tp["gcols"], "groups": groups, "k0": k0,
                       "kwords": kw, "compute": compute, "words": words,
-                      "wmem_bytes": words * wbits // 8, "cycles": cycles,
+                      "wmem_bytes": words * wbits // 8, "cycles": cycles, "scan_steps": steps,
                       "stall": cycles - compute + tail, "tail": tail, "exact": exact})
     tot_c = sum(t["cycles"] or 0 for t in tiles)
+    scan = sum(t["scan_steps"] for t in tiles)
     comp = sum(t["compute"] for t in tiles)
     wb = sum(t["wmem_bytes"] for t in tiles)
     mem = wb / gb_bytes if gb_bytes else 0.0
@@ -1254,7 +1263,9 @@ def engine_cycles(cfg: Config, mask, K: int, *, dataflow: str = "row-block",
             "host_a_bytes": host_a,
             "tiles": tiles, "cycles": tot_c, "compute_cycles": comp,
             "stall_cycles": tot_c - comp, "bytes": {"gb_wmem": wb}, "memory_cycles": mem,
-            "bound": "memory-bound" if mem > comp else "compute-bound",
+            "scan_cycles": scan,
+            "bound": "scan-bound" if scan > max(comp, mem) else
+                     "memory-bound" if mem > comp else "compute-bound",
             "useful_macs": useful,
             "utilization": useful / (cfg.peak_macs * tot_c) if tot_c else 0.0}
 

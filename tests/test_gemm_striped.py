@@ -195,3 +195,20 @@ def test_gemm_rtl_striped_power_of_two_columns(name):
                               name=f"{name}-striped-{M}x{K}x{N}"))
     outs, runs, _ = rtl_sparse_gemm(cfg, cases, seed=seed, run_name=f"gemm-striped-{name}")
     check(cfg, cases, outs, runs, seed)
+
+
+def test_engine_bound_names_the_scan():
+    """One row block against many columns: the replicated scan (one word a cycle) takes C
+    times the passes' compute, so the model says scan-bound; striped, the scan moves a
+    stripe a cycle and the run is compute-bound; a narrow bandwidth makes it memory-bound."""
+    cfg = TOY
+    mask = np.ones((cfg.rows, 10 * cfg.cols), bool)
+    K = 8 * cfg.lanes
+    rep = cy.engine_cycles(cfg, mask, K, dataflow="col-group")
+    st = cy.engine_cycles(cfg, mask, K, dataflow="col-group", striped=True)
+    assert rep["scan_cycles"] == 10 * cfg.cols * 8 and rep["bound"] == "scan-bound"
+    assert st["scan_cycles"] == 10 * 8 and st["bound"] == "compute-bound"
+    slow = cy.engine_cycles(cfg, mask, K, dataflow="col-group", striped=True, gb_bytes=1)
+    assert slow["bound"] == "memory-bound"
+    rb = cy.engine_cycles(cfg, mask, K, dataflow="row-block")
+    assert rb["scan_cycles"] == 0
