@@ -94,10 +94,15 @@ from exion.errors import ExionError
 from .conmerge import _pack, _sorted_cols, check_mask, conmerge, dense_plan, merge_columns
 from .cycles import gemm_cycles, sdue_fixed, sdue_pass_list
 
-__all__ = ["DATAFLOWS", "BANK_MAPS", "DEFAULT_BANK_MAP", "GemmFlow", "gemm_flow",
+__all__ = ["DATAFLOWS", "ENGINE_FLOWS", "BANK_MAPS", "DEFAULT_BANK_MAP", "GemmFlow", "gemm_flow",
            "plan_col_group", "bank_slots", "crossbar_passes", "BYTE_KEYS"]
 
 DATAFLOWS = ("row-block", "col-group")
+#: The built gemm engine's dataflows through its exact model (``golden.cycles.engine_cycles``,
+#: K-splits ``auto``, col-group's striped WMEM map where the mask allows it); ``engine-best``
+#: takes the faster of the two per GEMM (issue 17). Accepted by :func:`gemm_flow` and
+#: ``golden.block.block_flow`` next to :data:`DATAFLOWS`.
+ENGINE_FLOWS = ("engine-row-block", "engine-col-group", "engine-best")
 BANK_MAPS = ("bank", "placed", "crossbar", "ideal")
 #: Default bank mapping of ``col-group`` (docs/dataflow.md): no new datapath, the best of the
 #: two such options on real masks, equal to every option on column-concentrated masks.
@@ -180,8 +185,9 @@ def gemm_flow(cfg: Config, M: int, N: int, K: int, *, mask=None, input_mask=None
     (FFN-Reuse FC2 delta: A). ``merge_ways`` defaults to the config's m.
     """
     _check_dims(M, N, K)
-    if dataflow not in DATAFLOWS:
-        raise ExionError(f"dataflow = {dataflow!r} is not one of {', '.join(DATAFLOWS)}")
+    if dataflow not in DATAFLOWS + ENGINE_FLOWS:
+        raise ExionError(f"dataflow = {dataflow!r} is not one of "
+                         f"{', '.join(DATAFLOWS + ENGINE_FLOWS)}")
     if bank_map not in BANK_MAPS:
         raise ExionError(f"bank_map = {bank_map!r} is not one of {', '.join(BANK_MAPS)}")
     bw = _check_bw(cfg, bw)
@@ -189,10 +195,46 @@ def gemm_flow(cfg: Config, M: int, N: int, K: int, *, mask=None, input_mask=None
     omask = None if mask is None else check_mask(mask, "mask", (M, N))
     imask = None if input_mask is None else check_mask(input_mask, "input_mask", (M, K))
     ob = cfg.width if out_bits is None else int(out_bits)
+    if dataflow in ENGINE_FLOWS:
+        return _engine_flow(cfg, M, N, K, omask, imask, bw, m, name, dataflow)
     if dataflow == "row-block":
         return _row_block(cfg, M, N, K, omask, imask, bw, m, name, ob, int(preload_bits))
     return _col_group(cfg, M, N, K, omask, imask, bw, m, bank_map, name, ob,
                       int(preload_bits))
+
+
+# ---- the built engine: golden.cycles.engine_cycles --------------------------------------
+def _engine_flow(cfg, M, N, K, omask, imask, bw, m, name, dataflow):
+    """A GEMM through the gemm engine's exact model (``ENGINE_FLOWS``). Bytes: ``gb_wmem``
+    the weight fetch (charged, as the engine counts it), ``gb_imem`` the A the host writes
+    into IMEM per run (not charged: the engine has no IMEM loader), no OMEM traffic (the host
+    writes and reads OMEM between runs). ``k_words`` = the passes' L-words streamed,
+    ``groups`` = runs."""
+    from .cycles import engine_cycles
+    mask = np.ones((M, N), bool) if omask is None else omask
+    flows = ("row-block", "col-group") if dataflow == "engine-best" else (dataflow[7:],)
+    best = None
+    for df in flows:
+        e = engine_cycles(cfg, mask, K, dataflow=df, gb_bytes=bw, merge_ways=m,
+                          input_mask=imask, k_chunk="auto",
+                          striped="auto" if df == "col-group" else False)
+        if best is None or e["cycles"] < best[1]["cycles"]:
+            best = (df, e)
+    df, e = best
+    passes = sum(t["passes"] for t in e["tiles"])
+    by = {"gb_wmem": int(e["bytes"]["gb_wmem"]), "gb_imem": int(e["host_a_bytes"]),
+          "gb_omem": 0, "omem_gb": 0}
+    useful = e["useful_macs"]
+    return GemmFlow(
+        name=name, dataflow=f"engine-{df}" + ("-striped" if e["striped"] else ""), M=M, N=N,
+        K=K, bw=bw, passes=passes,
+        k_words=sum(t["passes"] * t["kwords"] for t in e["tiles"]),
+        compute_cycles=int(e["compute_cycles"]), stall_cycles=int(e["stall_cycles"]),
+        cycles=int(e["cycles"]), bytes=by, useful_macs=int(useful),
+        utilization=float(e["utilization"]), bound=e["bound"],
+        conmerge_utilization=(int(mask.sum()) * e["k_splits"]
+                              / (cfg.rows * cfg.cols * passes) if passes else 0.0),
+        groups=len(e["tiles"]), k_chunks=int(e["k_splits"]), charged=("gb_wmem",))
 
 
 # ---- row-block: golden.cycles, plus bytes per memory ----------------------------------

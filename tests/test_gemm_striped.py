@@ -212,3 +212,34 @@ def test_engine_bound_names_the_scan():
     assert slow["bound"] == "memory-bound"
     rb = cy.engine_cycles(cfg, mask, K, dataflow="row-block")
     assert rb["scan_cycles"] == 0
+
+
+def test_block_model_engine_flows():
+    """``gemm_flow`` / ``block_flow`` with the engine's dataflows report the engine model's
+    figures: ``engine-best`` is the faster of the two per GEMM, the weight bytes are the
+    engine's, the host's A is reported but not charged; a small block on toy runs end to
+    end and its cycles are the sum of its GEMMs'."""
+    from exion.golden import block as bl
+    from exion.golden.dataflow import gemm_flow
+    cfg = TOY
+    rng = np.random.default_rng(2)
+    mask = rng.random((20, 30)) >= 0.5
+    K = 40
+    for om in (None, mask):
+        full = np.ones((20, 30), bool) if om is None else om
+        e = {df: cy.engine_cycles(cfg, full, K, dataflow=df, gb_bytes=8, k_chunk="auto",
+                                  striped="auto" if df == "col-group" else False)
+             for df in ("row-block", "col-group")}
+        for df in ("row-block", "col-group"):
+            g = gemm_flow(cfg, 20, 30, K, mask=om, dataflow=f"engine-{df}", bw=8)
+            assert g.cycles == e[df]["cycles"] and g.bytes["gb_wmem"] == e[df]["bytes"]["gb_wmem"]
+            assert g.bytes["gb_imem"] == e[df]["host_a_bytes"] and g.charged == ("gb_wmem",)
+        best = gemm_flow(cfg, 20, 30, K, mask=om, dataflow="engine-best", bw=8)
+        assert best.cycles == min(x["cycles"] for x in e.values())
+    assert gemm_flow(cfg, 8, 9, 16, dataflow="engine-col-group", bw=8).dataflow \
+        == "engine-col-group-striped"                       # dense: the striped map
+    shp = {"name": "small", "T": 20, "d": 16, "heads": 2, "ffn": 32, "d_head": 8}
+    r = bl.block_flow(cfg, shp, "base", dataflow="engine-best", bw=8)
+    assert r["cycles"] == sum(g["cycles"] for g in r["gemms"])
+    with pytest.raises(ExionError, match="engine-best"):
+        gemm_flow(cfg, 8, 8, 8, dataflow="engine-fast")

@@ -13,7 +13,7 @@ import math
 
 from exion.errors import ExionError
 from exion.golden import block as bl
-from exion.golden.dataflow import BANK_MAPS, DATAFLOWS, DEFAULT_BANK_MAP
+from exion.golden.dataflow import BANK_MAPS, DATAFLOWS, DEFAULT_BANK_MAP, ENGINE_FLOWS
 
 from .options import add_config, add_report, add_seed, load_cfg, write_json
 
@@ -246,8 +246,13 @@ def register(gsub) -> None:
     p.add_argument("--n-reuse", type=int, default=2, metavar="N",
                    help="FFN-Reuse N (sparse iterations per dense one) for amortized_cycles "
                         "(default 2)")
-    p.add_argument("--dataflow", choices=DATAFLOWS, default="col-group",
-                   help="row-block (today's) or col-group (default: col-group)")
+    p.add_argument("--dataflow", choices=DATAFLOWS + ENGINE_FLOWS, default="col-group",
+                   help="the block model's row-block (today's) or col-group (default), or "
+                        "the built gemm engine through its exact model (docs/gemm.md): "
+                        "engine-row-block, engine-col-group (striped WMEM map where the mask "
+                        "allows it) or engine-best (the faster per GEMM); engine flows pick "
+                        "each GEMM's K-split, and their bytes are the weight fetch (charged) "
+                        "and the A the host writes (not charged, gb_imem), no OMEM traffic")
     p.add_argument("--bank-map", choices=BANK_MAPS, default=DEFAULT_BANK_MAP,
                    help=f"col-group: how merged members reach a DPU column (default "
                         f"{DEFAULT_BANK_MAP})")
