@@ -243,3 +243,18 @@ def test_block_model_engine_flows():
     assert r["cycles"] == sum(g["cycles"] for g in r["gemms"])
     with pytest.raises(ExionError, match="engine-best"):
         gemm_flow(cfg, 8, 8, 8, dataflow="engine-fast")
+
+
+def test_cli_golden_block_engine_flow(tmp_path):
+    import json
+    from exion.gen.cli import main
+    out = tmp_path / "b.json"
+    assert main(["golden", "block", "--config", "toy", "--shape", "digits", "--mode", "ffnr",
+                 "--masks", "column", "--dataflow", "engine-best", "--gb-bytes-per-cycle", "8",
+                 "--json", str(out)]) == 0
+    d = json.loads(out.read_text())
+    assert d["dataflow"] == "engine-best"
+    for k in ("cycles", "compute_cycles", "stall_cycles", "bytes", "bound", "utilization",
+              "ffn_cycles"):
+        assert k in d
+    assert d["cycles"] == d["compute_cycles"] + d["stall_cycles"]
