@@ -14,7 +14,7 @@ from exion.errors import ExionError
 from exion.golden import conmerge as cm
 from exion.golden import cycles as cy
 
-from .options import (add_config, add_mask, add_report, k_chunk_arg, load_cfg, load_mask,
+from .options import (add_config, add_k_chunk, add_mask, add_report, load_cfg, load_mask,
                       write_json)
 
 DEFAULT_CONMERGE_JSON = "build/golden/conmerge.json"
@@ -192,11 +192,7 @@ def register(gsub) -> None:
                         "the engine section (row-block and col-group, docs/gemm.md; also the "
                         "A loads of the col-group-loader estimate, a design not built; "
                         "default: the config's gb_bytes_per_cycle; 0 = unlimited)")
-    p.add_argument("--k-chunk", type=k_chunk_arg, default=None, metavar="auto|WORDS",
-                   help="K-splits of the engine rows (docs/gemm.md, 'K-splits'): WORDS = "
-                        "pieces of at most that many L-words, each a run adding into OMEM; "
-                        "auto = the piece the model finds fastest; default: the fewest "
-                        "pieces IMEM allows (one when K fits). The col-group-auto-k row "
-                        "always uses auto, the col-group-striped row auto with the striped "
-                        "WMEM map where the mask allows it")
+    add_k_chunk(p, " (the engine rows; the col-group-auto-k row always uses auto, the "
+                   "col-group-striped row auto with the striped WMEM map where the mask "
+                   "allows it)")
     p.set_defaults(func=cmd_cycles)

@@ -13,6 +13,7 @@ metavar, its help text and the checks on its value are the same everywhere:
 * masks   -- :func:`add_mask` / :func:`load_mask`: ``--mask M.npy``, a 2-D boolean or 0/1
   integer output mask.
 * arrays  -- :func:`load_npy`: any ``.npy`` input with one-line errors naming the option.
+* K-splits -- :func:`add_k_chunk` / :func:`k_chunk_arg`: ``--k-chunk auto|WORDS`` (gemm engine).
 
 Bad values raise :class:`~exion.errors.ExionError`; ``exion.gen.cli.main`` prints it as one
 line ``exion: error: ...`` and exits with status 2.
@@ -133,6 +134,17 @@ def load_npy(path: str | Path, what: str, ndim: int | None = None,
 
 
 # -- progress ------------------------------------------------------------------------------
+def add_k_chunk(parser, extra: str = "") -> None:
+    """``--k-chunk auto|WORDS``: the gemm engine's K-splits (``golden.cycles.engine_chunks``;
+    ``extra`` ends the help with what the command does beyond that)."""
+    parser.add_argument("--k-chunk", type=k_chunk_arg, default=None, metavar="auto|WORDS",
+                        help="gemm engine K-splits (docs/gemm.md, 'K-splits'): pieces of at "
+                             "most WORDS L-words, each a run adding into the OMEM the "
+                             "earlier left; auto = the piece the cycle model finds fastest "
+                             "for this mask, dataflow and bandwidth; default: the fewest "
+                             "pieces IMEM allows (one when K fits)" + extra)
+
+
 def k_chunk_arg(text: str):
     """``--k-chunk``: ``auto`` or a positive integer (L-words per K-split of the gemm
     engine's host tiling, ``golden.cycles.engine_chunks``); the config's IMEM bound is

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import cfse, dsc, ffnr
-from .options import (add_config, add_mask, add_report, add_seed, add_waves, k_chunk_arg,
+from .options import (add_config, add_mask, add_report, add_seed, add_k_chunk, add_waves,
                       load_cfg, load_mask, progress, seed_of, write_json)
 
 
@@ -70,12 +70,7 @@ def register(sub) -> None:
                         "wider, the scan moves C words per cycle; only for passes that keep "
                         "column j in slot j %% C alone, e.g. a dense mask); auto = striped "
                         "when the mask allows it (docs/gemm.md, 'The striped map')")
-    g.add_argument("--k-chunk", type=k_chunk_arg, default=None, metavar="auto|WORDS",
-                   help="gemm engine: split the reduction into runs of at most WORDS L-words "
-                        "each (the later runs add into the OMEM the earlier left; "
-                        "docs/gemm.md, 'K-splits'); auto = the split the cycle model finds "
-                        "fastest for this mask, dataflow and bandwidth; default: the fewest "
-                        "splits IMEM allows (none when K fits)")
+    add_k_chunk(g)
     g.add_argument("--out", required=True, metavar="C.npy", help="where to write the result")
     add_report(g)
     add_seed(g)
