@@ -57,6 +57,7 @@ from .cau import CAU, cau_pass_layout, mask_layout
 from .dpu import operand_layout
 from .sdue import SDUE, mem_write_signature, omem_read_signature, pass_layout
 from .util import bits_for as _bits
+from .util import div_const
 
 __all__ = ["SparseGemm", "setup_layout", "flow_layout", "gmem_write_signature", "gmem_kbits",
            "DATAFLOWS", "group_shift", "block_label", "gather_supported", "kidx_layout",
@@ -370,14 +371,10 @@ class SparseGemm(wiring.Component):
             w_pre.ibase.eq(p.block[:gsh] * kw),
             w_pre.obase.eq(p.block[:gsh] * self.setup.ncols + p.block[gsh:] * snoop["gcols"]),
         ]
-        # striped map: column j at (j // C) * kwords of bank j % C (flow.striped)
-        if C & (C - 1) == 0:
-            def stripe(col):
-                return col >> (C.bit_length() - 1)
-        else:
-            def stripe(col):
-                return col // C
-        mod.d.comb += [w_pre.woff[c][k].eq(Mux(self.flow.striped, stripe(p.col[c][k]) * kw,
+        # striped map: column j at (j // C) * kwords of bank j % C (flow.striped); the
+        # stripe index is a shift or a constant multiply, not a divider (div_const)
+        mod.d.comb += [w_pre.woff[c][k].eq(Mux(self.flow.striped,
+                                               div_const(p.col[c][k], C) * kw,
                                                p.col[c][k] * kw))
                        for c in range(C) for k in range(m)]
         present = Signal(C * m, name="pq_w_present")    # members some DPU selects
