@@ -45,7 +45,7 @@ read ports (one word per WMEM sub-bank per cycle); see ``docs/gemm.md``.
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Mux, Signal, signed
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -618,23 +618,29 @@ class SparseGemm(wiring.Component):
         free = Signal(name="cg_half_free")
         gp = Signal(range(-2, N + 1), name="cg_prev2")        # group gs - 2
         # striped map (flow.striped): a scan step moves word s_w of the stripe's nv columns
-        # (s_col .. s_col + nv - 1 of the group), one per bank, every column moved. nv and
-        # the step's bits are registers, set for the next stripe as a stripe ends (issue 22:
-        # kept off the scan's go path)
+        # (s_col .. s_col + nv - 1 of the group), one per bank, every column moved. Issue 22:
+        # only registers feed the scan's go path and the next stripe's figures: g_rem (the
+        # columns of the next group, set as a group ends), rem (columns left from this
+        # stripe on), nv = min(C, rem) and the step's bits (a table of nv * L * W)
         st = flow.striped
         nv = Signal(range(C + 1), name="cg_stripe_cols")
         sbits = Signal(range(C * wbits + 1), name="cg_scan_bits")
+        rem = Signal(range(N + 1), name="cg_stripe_rem")
+        g_rem = Signal(range(N + 1), name="cg_group_cols")
+        bits_of = Array([Const(i * wbits, range(C * wbits + 1)) for i in range(C + 1)])
 
-        def stripe_cols(col):
-            """Columns of the stripe starting at group column ``col`` (at most C)."""
-            rem = Signal(range(-2 * N - 2 * C - 1, 2 * N + C + 1))
-            mod.d.comb += rem.eq(Mux(gcols - col < setup.ncols - s_cbase - col, gcols - col,
-                                     setup.ncols - s_cbase - col))
-            return Mux(rem > C, C, Mux(rem < 0, 0, rem))
+        def clamp(v):
+            return Mux(v > C, C, v)
 
-        nv_first = Signal.like(nv, name="cg_stripe_first")
+        rem_next = Signal(range(-C, N + 1), name="cg_stripe_rem_next")
         nv_next = Signal.like(nv, name="cg_stripe_next")
-        mod.d.comb += [nv_first.eq(stripe_cols(0)), nv_next.eq(stripe_cols(s_col + C))]
+        nv_first = Signal.like(nv, name="cg_stripe_first")
+        mod.d.comb += [rem_next.eq(rem - C),
+                       nv_next.eq(Mux(rem_next < 0, 0, clamp(rem_next[:len(rem)]))),
+                       nv_first.eq(clamp(g_rem))]
+        # the next group's columns: min(gcols, ncols - its first column)
+        nxt_left = Signal(range(-2 * N - 1, N + 1), name="cg_next_left")
+        mod.d.comb += nxt_left.eq(setup.ncols - s_cbase - gcols)
         mod.d.comb += [
             need_cur.eq(st | need.bit_select(s_cbase + s_col, 1)),
             go.eq(s_on & need_cur & ((gbits == 0) | (gbits >= sbits) |
@@ -662,7 +668,8 @@ class SparseGemm(wiring.Component):
         with mod.If(cg & ~s_on & ((gin > gs) | (st & snoop["started"])) & (gs < ngr) & free):
             mod.d.sync += [s_on.eq(1), s_col.eq(0), s_w.eq(0),
                            s_addr.eq(Mux(gs[0], half_words, 0)), s_credit.eq(0),
-                           nv.eq(nv_first), sbits.eq(Mux(st, nv_first * wbits, wbits))]
+                           rem.eq(g_rem), nv.eq(nv_first),
+                           sbits.eq(Mux(st, bits_of[nv_first], wbits))]
         with mod.If(s_on & need_cur):
             with mod.If((gbits == 0) | (gbits >= sbits)):
                 mod.d.sync += s_credit.eq(0)
@@ -674,11 +681,14 @@ class SparseGemm(wiring.Component):
             mod.d.sync += [s_w.eq(s_w + 1), s_addr.eq(s_addr + 1)]
         with mod.If(col_end):
             mod.d.sync += [s_col.eq(s_col + Mux(st, C, 1)), s_w.eq(0), nv.eq(nv_next),
-                           sbits.eq(Mux(st, nv_next * wbits, wbits))]
+                           rem.eq(Mux(rem_next < 0, 0, rem_next)),
+                           sbits.eq(Mux(st, bits_of[nv_next], wbits))]
             with mod.If(~need_cur):
                 mod.d.sync += s_addr.eq(s_addr + kw)
         with mod.If(grp_end):
-            mod.d.sync += [s_on.eq(0), gs.eq(gs + 1), s_cbase.eq(s_cbase + gcols)]
+            mod.d.sync += [s_on.eq(0), gs.eq(gs + 1), s_cbase.eq(s_cbase + gcols),
+                           g_rem.eq(Mux(nxt_left < 0, 0,
+                                        Mux(gcols < nxt_left, gcols, nxt_left)))]
         # the GMEM read address is registered (_gather): each scan step's word reaches WMEM
         # two cycles later, and the group is resident the cycle after its last write
         fin2 = Signal(name="cg_scan_fin2")
@@ -695,7 +705,8 @@ class SparseGemm(wiring.Component):
                        wr_addr.eq(wr_addr1), nv1.eq(Mux(st, nv, 1)), nwords.eq(nv1)]
         with mod.If(~self.busy):
             mod.d.sync += [gs.eq(0), sdone.eq(0), s_cbase.eq(0), cau_gdone.eq(0),
-                           inflight.eq(0)]
+                           inflight.eq(0),
+                           g_rem.eq(Mux(gcols < setup.ncols, gcols, setup.ncols))]
 
         # 3. passes
         ready = Signal(name="cg_ready")
