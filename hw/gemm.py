@@ -646,8 +646,7 @@ class SparseGemm(wiring.Component):
             go.eq(s_on & need_cur & ((gbits == 0) | (gbits >= sbits) |
                                      (s_credit + gbits >= sbits))),
             col_end.eq(s_on & (~need_cur | (go & (s_w == kw - 1)))),
-            grp_end.eq(col_end & Mux(st, (s_col + C >= gcols) |
-                                     (s_cbase + s_col + C >= setup.ncols),
+            grp_end.eq(col_end & Mux(st, rem <= C,          # the group's last stripe
                                      (s_col == gcols - 1) |
                                      (s_cbase + s_col == setup.ncols - 1))),
             gp.eq(gs - 2),
