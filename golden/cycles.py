@@ -957,13 +957,9 @@ def striped_scan_cycles(cfg: Config, ncols: int, kwords: int, gb_bytes: int) -> 
     t, credit = 0, 0
     for c0 in range(0, ncols, C):
         bits = min(C, ncols - c0) * wbits
-        for _ in range(kwords):
-            if gbits == 0 or gbits >= bits:
-                t, credit = t + 1, 0
-            else:
-                n = max(1, -(-(bits - credit) // gbits))
-                t += n
-                credit += n * gbits - bits
+        for _ in range(kwords):        # a step is a fetch beat of the stripe's bits
+            adv, credit = _beat(t, credit, bits, gbits)
+            t = adv + 1
     return t
 
 
@@ -1115,18 +1111,21 @@ def engine_k_chunk(cfg: Config, mask, K: int, *, dataflow: str = "row-block",
     them. Short pieces let IMEM hold more row blocks and a WMEM half more columns, so a
     col-group run fetches each weight for more row blocks (exion16 at K = 1152: one row
     block and 7-column groups whole, 8 row blocks and 32-column groups at 16 words)."""
+    return _k_search(cfg, mask, K, dataflow, kw)[0]
+
+
+def _k_search(cfg: Config, mask, K: int, dataflow: str, kw: dict) -> tuple[int, dict]:
+    """(piece, :func:`engine_cycles` of it) of :func:`engine_k_chunk`'s search."""
     L, C = cfg.lanes, cfg.cols
     w = max(1, math.ceil(K / L))
-    cap = 2 * cfg.imem_words
-    s_lo = -(-w // cap)
+    s_lo = -(-w // (2 * cfg.imem_words))
     s_hi = max(s_lo, -(-w // max(1, C // 2)))
-    cands = sorted({-(-w // s) for s in range(s_lo, s_hi + 1)}, reverse=True)[:12]
     best = None
-    for c in cands:
-        cyc = engine_cycles(cfg, mask, K, dataflow=dataflow, k_chunk=c, **kw)["cycles"]
-        if best is None or cyc < best[0]:
-            best = (cyc, c)
-    return best[1]
+    for c in sorted({-(-w // s) for s in range(s_lo, s_hi + 1)}, reverse=True)[:12]:
+        e = engine_cycles(cfg, mask, K, dataflow=dataflow, k_chunk=c, **kw)
+        if best is None or e["cycles"] < best[1]["cycles"]:
+            best = (c, e)
+    return best
 
 
 def engine_cycles(cfg: Config, mask, K: int, *, dataflow: str = "row-block",
@@ -1187,11 +1186,11 @@ def engine_cycles(cfg: Config, mask, K: int, *, dataflow: str = "row-block",
         if k_chunk != "auto":
             raise ExionError(f"gemm engine: k_chunk = {k_chunk!r} must be an integer, None "
                              f"or 'auto'")
-        k_chunk = engine_k_chunk(cfg, mask, K, dataflow=dataflow, gb_bytes=gb_bytes,
-                                 merge_ways=merge_ways, sort=sort,
-                                 cols_per_cycle=cols_per_cycle, regions=regions,
-                                 input_mask=input_mask, double_buffer=double_buffer,
-                                 group_cols=group_cols, striped=striped)
+        # the search already ran the product at every candidate: return the best run
+        return _k_search(cfg, mask, K, dataflow, dict(
+            gb_bytes=gb_bytes, merge_ways=merge_ways, sort=sort,
+            cols_per_cycle=cols_per_cycle, regions=regions, input_mask=input_mask,
+            double_buffer=double_buffer, group_cols=group_cols, striped=striped))[1]
     striped = engine_striped(cfg, mask, K, dataflow=dataflow, striped=striped,
                              gather=imask is not None, double_buffer=double_buffer,
                              group_cols=group_cols, k_chunk=k_chunk, merge_ways=m, sort=sort)

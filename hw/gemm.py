@@ -566,24 +566,37 @@ class SparseGemm(wiring.Component):
            with ``wbase = half(g)``, ``woff[c][k] = col[c][k] * kwords`` and ``obase =
            block * ncols + g * gcols``: while group g computes, group g + 1 is scanned.
         """
+        flow = self.flow
+        cg = flow.col_group
+        grp = self._cg_groups(mod, q, sdue, snoop)
+        scan = self._cg_scan(mod, q, grp, gmem_rd, gbits, snoop)
+        desc, release = self._cg_desc(mod, q, grp)
+        ready = Signal(name="cg_ready")
+        pq = q["pq"]
+        return {"desc": desc, "valid": pq.r_rdy & release, "ready": ready,
+                "wdata": scan["wdata"], "sdata": scan["sdata"], "striped": flow.striped,
+                "nwords": scan["nwords"], "release": release, "wr_en": scan["wr_en"],
+                "wr_addr": scan["wr_addr"], "word": scan["wr_en"],
+                "pending": cg & (scan["busy"] | pq.r_rdy | q["last_in"] |
+                                 ((snoop["gin"] != 0) & (grp["sdone"] != grp["ngr"])))}
+
+    def _cg_groups(self, mod, q, sdue, snoop) -> dict:
+        """col-group bookkeeping: ``ngr`` groups of the run, the pass queue head's group
+        ``hg``, the groups whose passes are all queued (``cau_gdone``), the group of the
+        SDUE's latest pass (``sd_group``) and whether it is still issuing (``inflight``),
+        the groups resident in WMEM (``sdone``, counted by the scan), and ``free``: the
+        WMEM half of the group the scan is at (``gs``) holds no group still needed (every
+        pass of group ``gs - 2`` issued)."""
         cfg = self.cfg
-        R, C, m = cfg.rows, cfg.cols, cfg.merge_ways
         N = cfg.omem_depth
         gsh = group_shift(cfg)
-        wbits = cfg.lanes * cfg.width
-        setup, flow = self.setup, self.flow
-        kw = setup.kwords
+        flow = self.flow
         cg = flow.col_group
-        need, gin, gcols = snoop["need"], snoop["gin"], snoop["gcols"]
-        pq, head = q["pq"], q["head"]
+        gin, head = snoop["gin"], q["head"]
         ngr = Signal(range(N + 1), name="cg_ngroups")
         mod.d.comb += ngr.eq(Mux(flow.ngroups == 0, 1, flow.ngroups))
         hg = Signal(16 - gsh, name="cg_head_group")
         mod.d.comb += hg.eq(head.block[gsh:])
-        half_words = cfg.wmem_words
-
-        # group bookkeeping: groups whose passes are all queued (cau_gdone), the group of
-        # the SDUE's latest pass and whether it is still issuing
         cau_gdone = Signal(range(N + 1), name="cg_cau_gdone")
         lab = q["last_lab"]
         with mod.If(~self._cau_busy):
@@ -600,29 +613,31 @@ class SparseGemm(wiring.Component):
             mod.d.sync += inflight.eq(inflight + 1)
         with mod.Elif(~take & sdue.issued & cg):
             mod.d.sync += inflight.eq(inflight - 1)
-
-        # 2. scan
-        s_on = Signal(name="cg_scan")
         gs = Signal(range(N + 1), name="cg_scan_group")       # group scanned / next
         sdone = Signal(range(N + 1), name="cg_scanned")       # groups resident
-        fin = Signal(name="cg_scan_fin")
-        s_cbase = Signal(range(2 * N + 1), name="cg_scan_base")
-        s_col = Signal(range(N + C + 1), name="cg_col")
-        s_w = Signal(range(2 * cfg.imem_words + 1), name="cg_w")
-        s_addr = Signal(cfg.wmem_addr_bits + 1, name="cg_addr")
-        s_credit = Signal(19, name="cg_credit")
-        need_cur = Signal(name="cg_need_cur")
-        go = Signal(name="cg_go")
-        col_end = Signal(name="cg_col_end")
-        grp_end = Signal(name="cg_group_end")
-        free = Signal(name="cg_half_free")
         gp = Signal(range(-2, N + 1), name="cg_prev2")        # group gs - 2
-        # striped map (flow.striped): a scan step moves word s_w of the stripe's nv columns
-        # (s_col .. s_col + nv - 1 of the group), one per bank, every column moved. Issue 22:
-        # only registers feed the scan's go path and the next stripe's figures: g_rem (the
-        # columns of the next group, set as a group ends), rem (columns left from this
-        # stripe on), nv = min(C, rem) and the step's bits (a table of nv * L * W)
-        st = flow.striped
+        free = Signal(name="cg_half_free")
+        mod.d.comb += [
+            gp.eq(gs - 2),
+            free.eq((gs < 2) | ((cau_gdone > gp) & ~(q["pq"].r_rdy & (hg <= gp)) &
+                               ((inflight == 0) | (sd_group > gp)))),
+        ]
+        with mod.If(~self.busy):
+            mod.d.sync += [cau_gdone.eq(0), inflight.eq(0)]
+        return {"ngr": ngr, "hg": hg, "gs": gs, "sdone": sdone, "free": free}
+
+    def _cg_stripes(self, mod, start, step_end, group_end, s_cbase, gcols) -> dict:
+        """The striped map's per-stripe figures (``flow.striped``), all registers (issue 22:
+        only registers feed the scan's go path): ``g_rem`` the columns of the next group
+        (``min(gcols, ncols - its first column)``, set as a group ends and while idle),
+        ``rem`` the columns left from this stripe on, ``nv = min(C, rem)`` the stripe's
+        columns and ``sbits`` a scan step's bits (a table of ``nv * L * W``; ``L * W``
+        with the replicated map). Updated at the scan's ``start``, at each stripe's
+        ``step_end`` and at ``group_end``."""
+        cfg = self.cfg
+        C, N = cfg.cols, cfg.omem_depth
+        wbits = cfg.lanes * cfg.width
+        setup, st = self.setup, self.flow.striped
         nv = Signal(range(C + 1), name="cg_stripe_cols")
         sbits = Signal(range(C * wbits + 1), name="cg_scan_bits")
         rem = Signal(range(N + 1), name="cg_stripe_rem")
@@ -635,23 +650,61 @@ class SparseGemm(wiring.Component):
         rem_next = Signal(range(-C, N + 1), name="cg_stripe_rem_next")
         nv_next = Signal.like(nv, name="cg_stripe_next")
         nv_first = Signal.like(nv, name="cg_stripe_first")
+        nxt_left = Signal(range(-2 * N - 1, N + 1), name="cg_next_left")
         mod.d.comb += [rem_next.eq(rem - C),
                        nv_next.eq(Mux(rem_next < 0, 0, clamp(rem_next[:len(rem)]))),
-                       nv_first.eq(clamp(g_rem))]
-        # the next group's columns: min(gcols, ncols - its first column)
-        nxt_left = Signal(range(-2 * N - 1, N + 1), name="cg_next_left")
-        mod.d.comb += nxt_left.eq(setup.ncols - s_cbase - gcols)
+                       nv_first.eq(clamp(g_rem)),
+                       nxt_left.eq(setup.ncols - s_cbase - gcols)]
+        with mod.If(start):
+            mod.d.sync += [rem.eq(g_rem), nv.eq(nv_first),
+                           sbits.eq(Mux(st, bits_of[nv_first], wbits))]
+        with mod.If(step_end):
+            mod.d.sync += [nv.eq(nv_next), rem.eq(Mux(rem_next < 0, 0, rem_next)),
+                           sbits.eq(Mux(st, bits_of[nv_next], wbits))]
+        with mod.If(group_end):
+            mod.d.sync += g_rem.eq(Mux(nxt_left < 0, 0, Mux(gcols < nxt_left, gcols, nxt_left)))
+        with mod.If(~self.busy):
+            mod.d.sync += g_rem.eq(Mux(gcols < setup.ncols, gcols, setup.ncols))
+        return {"nv": nv, "sbits": sbits, "last": rem <= C}
+
+    def _cg_scan(self, mod, q, grp, gmem_rd, gbits, snoop) -> dict:
+        """The col-group scan (step 2 of :meth:`_col_group`): group by group, the needed
+        columns' words (replicated map) or every column's, a stripe of C per step (striped
+        map), from GMEM into the group's WMEM half, under the bit credit of ``gb_bytes``;
+        the write reaches WMEM two cycles after its step (GMEM address registered)."""
+        cfg = self.cfg
+        C, N = cfg.cols, cfg.omem_depth
+        setup, flow = self.setup, self.flow
+        kw = setup.kwords
+        cg, st = flow.col_group, flow.striped
+        need, gin, gcols = snoop["need"], snoop["gin"], snoop["gcols"]
+        gs, sdone = grp["gs"], grp["sdone"]
+        s_on = Signal(name="cg_scan")
+        fin = Signal(name="cg_scan_fin")
+        s_cbase = Signal(range(2 * N + 1), name="cg_scan_base")
+        s_col = Signal(range(N + C + 1), name="cg_col")
+        s_w = Signal(range(2 * cfg.imem_words + 1), name="cg_w")
+        s_addr = Signal(cfg.wmem_addr_bits + 1, name="cg_addr")
+        s_credit = Signal(19, name="cg_credit")
+        need_cur = Signal(name="cg_need_cur")
+        go = Signal(name="cg_go")
+        col_end = Signal(name="cg_col_end")
+        grp_end = Signal(name="cg_group_end")
+        start = Signal(name="cg_scan_start")
+        stripe = self._cg_stripes(mod, start, col_end, grp_end, s_cbase, gcols)
+        nv, sbits = stripe["nv"], stripe["sbits"]
         mod.d.comb += [
             need_cur.eq(st | need.bit_select(s_cbase + s_col, 1)),
             go.eq(s_on & need_cur & ((gbits == 0) | (gbits >= sbits) |
                                      (s_credit + gbits >= sbits))),
             col_end.eq(s_on & (~need_cur | (go & (s_w == kw - 1)))),
-            grp_end.eq(col_end & Mux(st, rem <= C,          # the group's last stripe
+            grp_end.eq(col_end & Mux(st, stripe["last"],      # the group's last stripe
                                      (s_col == gcols - 1) |
                                      (s_cbase + s_col == setup.ncols - 1))),
-            gp.eq(gs - 2),
-            free.eq((gs < 2) | ((cau_gdone > gp) & ~(pq.r_rdy & (hg <= gp)) &
-                               ((inflight == 0) | (sd_group > gp)))),
+            # a replicated group's scan waits for its mask (need[]); a striped one moves
+            # every column, so it starts once the run has started and its WMEM half is free
+            start.eq(cg & ~s_on & ((gin > gs) | (st & snoop["started"])) & (gs < grp["ngr"])
+                     & grp["free"]),
         ]
         wdata = self._gather(mod, gmem_rd, s_w, s_cbase + s_col)
         # striped: bank c's first GMEM port reads word s_w of column s_col + c (address
@@ -661,14 +714,9 @@ class SparseGemm(wiring.Component):
         mod.d.sync += [sa[c].eq(Cat(s_w[:KB], s_cbase + s_col + c)) for c in range(C)]
         with mod.If(cg & st):
             mod.d.comb += [gmem_rd[c][0].addr.eq(sa[c]) for c in range(C)]
-        sdata = [gmem_rd[c][0].data for c in range(C)]
-        # a replicated group's scan waits for its mask (need[]); a striped one moves every
-        # column, so it starts as soon as the run has started and its WMEM half is free
-        with mod.If(cg & ~s_on & ((gin > gs) | (st & snoop["started"])) & (gs < ngr) & free):
+        with mod.If(start):
             mod.d.sync += [s_on.eq(1), s_col.eq(0), s_w.eq(0),
-                           s_addr.eq(Mux(gs[0], half_words, 0)), s_credit.eq(0),
-                           rem.eq(g_rem), nv.eq(nv_first),
-                           sbits.eq(Mux(st, bits_of[nv_first], wbits))]
+                           s_addr.eq(Mux(gs[0], cfg.wmem_words, 0)), s_credit.eq(0)]
         with mod.If(s_on & need_cur):
             with mod.If((gbits == 0) | (gbits >= sbits)):
                 mod.d.sync += s_credit.eq(0)
@@ -679,15 +727,11 @@ class SparseGemm(wiring.Component):
         with mod.If(go):
             mod.d.sync += [s_w.eq(s_w + 1), s_addr.eq(s_addr + 1)]
         with mod.If(col_end):
-            mod.d.sync += [s_col.eq(s_col + Mux(st, C, 1)), s_w.eq(0), nv.eq(nv_next),
-                           rem.eq(Mux(rem_next < 0, 0, rem_next)),
-                           sbits.eq(Mux(st, bits_of[nv_next], wbits))]
+            mod.d.sync += [s_col.eq(s_col + Mux(st, C, 1)), s_w.eq(0)]
             with mod.If(~need_cur):
                 mod.d.sync += s_addr.eq(s_addr + kw)
         with mod.If(grp_end):
-            mod.d.sync += [s_on.eq(0), gs.eq(gs + 1), s_cbase.eq(s_cbase + gcols),
-                           g_rem.eq(Mux(nxt_left < 0, 0,
-                                        Mux(gcols < nxt_left, gcols, nxt_left)))]
+            mod.d.sync += [s_on.eq(0), gs.eq(gs + 1), s_cbase.eq(s_cbase + gcols)]
         # the GMEM read address is registered (_gather): each scan step's word reaches WMEM
         # two cycles later, and the group is resident the cycle after its last write
         fin2 = Signal(name="cg_scan_fin2")
@@ -703,21 +747,28 @@ class SparseGemm(wiring.Component):
         mod.d.sync += [wr_en1.eq(go), wr_addr1.eq(s_addr), wr_en.eq(wr_en1),
                        wr_addr.eq(wr_addr1), nv1.eq(Mux(st, nv, 1)), nwords.eq(nv1)]
         with mod.If(~self.busy):
-            mod.d.sync += [gs.eq(0), sdone.eq(0), s_cbase.eq(0), cau_gdone.eq(0),
-                           inflight.eq(0),
-                           g_rem.eq(Mux(gcols < setup.ncols, gcols, setup.ncols))]
+            mod.d.sync += [gs.eq(0), sdone.eq(0), s_cbase.eq(0)]
+        return {"wdata": wdata, "sdata": [gmem_rd[c][0].data for c in range(C)],
+                "nwords": nwords, "wr_en": wr_en, "wr_addr": wr_addr,
+                "busy": s_on | wr_en1 | wr_en | fin | fin2}
 
-        # 3. passes
-        ready = Signal(name="cg_ready")
+    def _cg_desc(self, mod, q, grp):
+        """Step 3 of :meth:`_col_group`: the SDUE descriptor of the pass queue's head and
+        ``release`` (its group is resident and its row block complete in the queue)."""
+        cfg = self.cfg
+        R, C, m = cfg.rows, cfg.cols, cfg.merge_ways
+        setup = self.setup
+        head, hg = q["head"], grp["hg"]
         release = Signal(name="cg_release")
-        mod.d.comb += release.eq(cg & (sdone > hg) & (q["ready_blocks"] != 0))
+        mod.d.comb += release.eq(self.flow.col_group & (grp["sdone"] > hg) &
+                                 (q["ready_blocks"] != 0))
         hbase = Signal(cfg.wmem_addr_bits + 1, name="cg_hbase")
-        mod.d.comb += hbase.eq(Mux(hg[0], half_words, 0))
+        mod.d.comb += hbase.eq(Mux(hg[0], cfg.wmem_words, 0))
         desc = Signal(pass_layout(cfg, True), name="cg_desc")
         pre = q["pre"]                  # the products, formed as the pass was queued
         mod.d.comb += [
             desc.ibase.eq(pre.ibase),
-            desc.kwords.eq(kw),
+            desc.kwords.eq(setup.kwords),
             desc.sel.eq(head.sel),
             desc.obase.eq(pre.obase),
             desc.accumulate.eq(setup.accumulate),
@@ -728,11 +779,7 @@ class SparseGemm(wiring.Component):
             for k in range(m):
                 mod.d.comb += [desc.col[c][k].eq(head.col[c][k]),
                                desc.woff[c][k].eq(pre.woff[c][k])]
-        return {"desc": desc, "valid": pq.r_rdy & release, "ready": ready, "wdata": wdata,
-                "sdata": sdata, "striped": st, "nwords": nwords,
-                "release": release, "wr_en": wr_en, "wr_addr": wr_addr, "word": wr_en,
-                "pending": cg & (s_on | wr_en1 | wr_en | fin | fin2 | pq.r_rdy | q["last_in"] |
-                                 ((gin != 0) & (sdone != ngr)))}
+        return desc, release
 
     def _sdue_feed(self, mod, sdue, q, rb, cg, gmem_rd) -> None:
         """SDUE descriptors and WMEM writes: the row-block fetch's (descriptor FIFO; sub-bank

@@ -16,9 +16,10 @@ bits_for = index_bits
 def div_const(value, divisor: int):
     """``value // divisor`` for an unsigned ``value`` and a constant ``divisor`` >= 1, as a
     shift (a power of two) or a multiply by a constant and a shift (``m = ceil(2**s /
-    divisor)`` with ``s = width + ceil_log2(divisor)``, checked exact for every value of the
-    width at build time), never a divider circuit (issue 22: Yosys builds ``//`` as a
-    divider array; on the toy engine's pass-queue write path it cost 13 MHz)."""
+    divisor)`` with ``s = width + ceil_log2(divisor)``: the round-up method, exact for every
+    value of the width because ``m * divisor - 2**s < divisor <= 2**ceil_log2(divisor)``),
+    never a divider circuit (issue 22: Yosys builds ``//`` as a divider array; on the toy
+    engine's pass-queue write path it cost 13 MHz)."""
     value = Value.cast(value)
     n = len(value)
     d = int(divisor)
@@ -28,8 +29,6 @@ def div_const(value, divisor: int):
         return value >> (d.bit_length() - 1)
     sh = n + (d - 1).bit_length()
     mul = -(-(1 << sh) // d)
-    if any((v * mul) >> sh != v // d for v in range(1 << n)) if n <= 16 else False:
-        raise ValueError(f"div_const: no exact multiplier for {n} bits / {d}")
     return (value * mul) >> sh
 
 
