@@ -48,7 +48,8 @@ DPU_MULTS = ("infer", "ecp5")
 #: EPRE top-kN selector kinds (``Config.epre_selector_kind``, issue 18).
 EPRE_SELECTOR_KINDS = ("insertion", "radix")
 #: Fields left out of ``Config.hash`` while at these defaults (added after configs were built).
-_HASH_DEFAULTS = {"epre_selector_kind": "insertion", "epre_radix_ports": None}
+_HASH_DEFAULTS = {"epre_selector_kind": "insertion", "epre_radix_ports": None,
+                  "gmem_ports": False}
 
 
 # ---- timing-contract constants shared by hw/ and golden/ (their one home) ---------------
@@ -148,6 +149,13 @@ class Config:
         (docs/fpga.md).
     gb_bytes_per_cycle : int
         Global-buffer bandwidth that fills IMEM/WMEM, in bytes per cycle (cycle model).
+    gmem_ports : bool
+        The gemm engine's GMEM (the model of the global buffer, ``C * m`` read ports) is left
+        out of the generated top: its write port and read ports become top-level ports
+        (``gmem``, :func:`exion.hw.gemm.gmem_port_signature`) of the tops that hold the
+        engine (``gemm``, ``dsc_core``, ``dsc``). For synthesis of configs whose GMEM does
+        not fit an FPGA (exion16: 64 read ports on 9.4 Mbit); the synthesis flow sets it for
+        hierarchical runs. Same engine logic either way.
     epre_units, epre_lanes, epre_selectors : int or None
         EPRE provisioning (issue 18): dot-product units (query / key rows computed at once;
         ``None``: C), shift-add lanes per unit (elements of one EPRE memory word; ``None``:
@@ -186,6 +194,7 @@ class Config:
     sdue_pipe: bool = True
     sdue_pipe_isw: bool = False
     gb_bytes_per_cycle: int = 64
+    gmem_ports: bool = False
     epre_units: int | None = None
     epre_lanes: int | None = None
     epre_selectors: int | None = None
@@ -215,7 +224,7 @@ class Config:
             v = getattr(self, f)
             need(isinstance(v, int) and not isinstance(v, bool), f, v, "must be an integer")
         for f in ("dpu_pipe_in", "dpu_pipe_mul", "dpu_pipe_tree_in", "dpu_pipe_tree",
-                  "sdue_pipe", "sdue_pipe_isw"):
+                  "sdue_pipe", "sdue_pipe_isw", "gmem_ports"):
             v = getattr(self, f)
             need(isinstance(v, bool), f, v, "must be true or false")
         need(self.sdue_pipe or not self.sdue_pipe_isw, "sdue_pipe_isw", self.sdue_pipe_isw,

@@ -160,7 +160,7 @@ from .epre import EPRE, EpreSizes, run_layout
 from .epre import mask_layout as epre_mask_layout
 from .cfse import GeluUnit, LayerNormUnit, SoftmaxUnit
 from .ffnr import FFNR, FfnrOp
-from .gemm import SparseGemm
+from .gemm import SparseGemm, forward_gmem, gmem_port_signature
 from .memif import dsc_control_signature, mem_master_signature
 
 __all__ = ["DscCore", "ERROR_FLAGS", "OPS", "EPRE_INTERLOCKED", "ENGINE_INTERLOCKED",
@@ -281,6 +281,9 @@ class DscCore(wiring.Component):
         overlapped GEMM's engine time is running.
     mem : Out(mem_master_signature(bus_bits))
         Burst memory master.
+    gmem : Out(gmem_port_signature(cfg))
+        Only with ``cfg.gmem_ports``: the gemm engine's GMEM ports (``hw.gemm``), for a
+        synthesis top whose global buffer is outside the FPGA.
     """
 
     def __init__(self, cfg: Config, bus_bits: int | None = None):
@@ -292,6 +295,8 @@ class DscCore(wiring.Component):
         self.bus_bits = D
         members = dict(dsc_control_signature().members)
         members["mem"] = Out(mem_master_signature(D))
+        if cfg.gmem_ports:
+            members["gmem"] = Out(gmem_port_signature(cfg))
         super().__init__(members)
 
     def constants(self) -> dict:
@@ -309,6 +314,8 @@ class DscCore(wiring.Component):
                             desc_beats=max(1, 256 // self.bus_bits))
         s.gemm = SparseGemm(self.cfg, max_regions=_MAX_REGIONS)
         m.submodules.gemm = s.gemm
+        if self.cfg.gmem_ports:
+            forward_gmem(m, self.cfg, self.gmem, s.gemm.gmem)
         self._descriptor(m, s)
         self._read_engine(m, s)
         self._assembler(m, s)

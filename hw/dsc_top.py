@@ -26,6 +26,7 @@ from exion.regmap import dsc_registers
 
 from .axi_lite import AxiLiteRegs, axi_lite_signature
 from .axi_master import AxiMaster, axi4_signature
+from .gemm import forward_gmem
 from .memif import dsc_control_signature
 
 __all__ = ["DscTop", "AxiShell", "Dsc", "find_mem_port"]
@@ -84,6 +85,8 @@ class DscTop(wiring.Component):
         data); Verilog ports ``s_axil_awaddr`` ...
     m_axi_<name> : the AXI4 master (``awid`` ... ``rready``); ports ``m_axi_awaddr`` ...
     irq : ``Out(1)``, level: ``STATUS.DONE & IRQ_EN.DONE``.
+    gmem : the core's ``gmem`` member passed through, if it has one (``cfg.gmem_ports``:
+        the gemm engine's global-buffer ports, ``hw.gemm.gmem_port_signature``).
     """
 
     def __init__(self, cfg: Config, core, *, id_bits: int = 1, max_reads: int = 4,
@@ -100,8 +103,11 @@ class DscTop(wiring.Component):
                                 id_bits=id_bits, max_reads=max_reads, max_writes=max_writes)
         self.lite_sig = axi_lite_signature(12, 32).flip()
         self.axi_sig = axi4_signature(self.addr_bits, self.data_bits, id_bits)
+        extra = {}
+        if "gmem" in self.core.signature.members:
+            extra["gmem"] = self.core.signature.members["gmem"]
         super().__init__({**_flat("s_axil", self.lite_sig), **_flat("m_axi", self.axi_sig),
-                          "irq": Out(1)})
+                          "irq": Out(1), **extra})
 
     def constants(self) -> dict:
         """Published in the manifest: the master's widths and limits, the core's class."""
@@ -117,6 +123,8 @@ class DscTop(wiring.Component):
         wiring.connect(m, wiring.flipped(_Prefixed(self, "s_axil", self.lite_sig)), regs.bus)
         wiring.connect(m, getattr(core, self.mem_name), master.mem)
         wiring.connect(m, master.axi, wiring.flipped(_Prefixed(self, "m_axi", self.axi_sig)))
+        if "gmem" in self.core.signature.members:
+            forward_gmem(m, self.cfg, self.gmem, core.gmem)
 
         sticky, irq_en = Signal(), Signal()
         prog_base = Signal(64)

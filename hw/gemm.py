@@ -59,7 +59,8 @@ from .sdue import SDUE, mem_write_signature, omem_read_signature, pass_layout
 from .util import bits_for as _bits
 from .util import div_const
 
-__all__ = ["SparseGemm", "setup_layout", "flow_layout", "gmem_write_signature", "gmem_kbits",
+__all__ = ["SparseGemm", "setup_layout", "flow_layout", "gmem_write_signature",
+           "gmem_read_signature", "gmem_port_signature", "forward_gmem", "gmem_kbits",
            "DATAFLOWS", "group_shift", "block_label", "gather_supported", "kidx_layout",
            "kidx_write_signature"]
 
@@ -167,6 +168,35 @@ def gmem_write_signature(cfg: Config) -> wiring.Signature:
     })
 
 
+def gmem_read_signature(cfg: Config) -> wiring.Signature:
+    """One GMEM read port, seen from the engine: ``data`` = the word at the ``addr`` of the
+    previous cycle (a synchronous block-RAM read, always enabled)."""
+    return wiring.Signature({
+        "addr": Out(_bits(cfg.omem_depth) + gmem_kbits(cfg)),
+        "data": In(operand_layout(cfg)),
+    })
+
+
+def gmem_port_signature(cfg: Config) -> wiring.Signature:
+    """GMEM outside the engine (``cfg.gmem_ports``): the host write port ``w`` passed
+    through, and ``r[c][k]``, the read port of WMEM sub-bank k of bank c."""
+    return wiring.Signature({
+        "w": Out(gmem_write_signature(cfg)),
+        "r": Out(gmem_read_signature(cfg)).array(cfg.cols, cfg.merge_ways),
+    })
+
+
+def forward_gmem(mod, cfg: Config, outer, inner) -> None:
+    """Pass a component's ``gmem`` member (``outer``) through to a submodule's (``inner``):
+    ``w`` and the read addresses out, the read data in."""
+    mod.d.comb += [outer.w.en.eq(inner.w.en), outer.w.addr.eq(inner.w.addr),
+                   outer.w.data.eq(inner.w.data)]
+    for c in range(cfg.cols):
+        for k in range(cfg.merge_ways):
+            mod.d.comb += [outer.r[c][k].addr.eq(inner.r[c][k].addr),
+                           inner.r[c][k].data.eq(outer.r[c][k].data)]
+
+
 class SparseGemm(wiring.Component):
     """CAU + weight fetch + SDUE: an output-sparse product from (A, B, mask).
 
@@ -196,6 +226,10 @@ class SparseGemm(wiring.Component):
         unlimited bandwidth, the engine before issue 17).
     gmem_w : In(gmem_write_signature(cfg))
         Host write of the weight store (only while idle).
+    gmem : Out(gmem_port_signature(cfg))
+        Only with ``cfg.gmem_ports``: GMEM is outside the engine (a synthesis top whose
+        global buffer is not on the FPGA); ``gmem_w`` comes out on ``gmem.w`` and the read
+        ports on ``gmem.r``.
     imem_w, omem_w, omem_r
         Host access to the SDUE's IMEM and OMEM (as ``hw.sdue.SDUE``; only while idle).
     busy : Out(1)
@@ -249,6 +283,7 @@ class SparseGemm(wiring.Component):
             "stalls": Out(32),
             "wwords": Out(32),
             "overflow": Out(1),
+            **({"gmem": Out(gmem_port_signature(cfg))} if cfg.gmem_ports else {}),
         })
 
     def constants(self) -> dict:
@@ -286,15 +321,30 @@ class SparseGemm(wiring.Component):
 
     def _gmem(self, mod) -> list:
         """GMEM (B, column j's words at ``j << gmem_kbits``), one read port per WMEM
-        sub-bank (``[c][k]``), and its host write port."""
+        sub-bank (``[c][k]``), and its host write port. The engine sees the read ports as
+        :func:`gmem_read_signature` interfaces, wired to the memory here or, with
+        ``cfg.gmem_ports``, to the top-level ``gmem`` ports (the logic is the same)."""
         cfg = self.cfg
+        ports = [[gmem_read_signature(cfg).flip().create(path=("gmem_rd", c, k))
+                  for k in range(cfg.merge_ways)] for c in range(cfg.cols)]
+        if cfg.gmem_ports:
+            wiring.connect(mod, wiring.flipped(self.gmem_w), wiring.flipped(self.gmem.w))
+            for c in range(cfg.cols):
+                for k in range(cfg.merge_ways):
+                    mod.d.comb += [self.gmem.r[c][k].addr.eq(ports[c][k].addr),
+                                   ports[c][k].data.eq(self.gmem.r[c][k].data)]
+            return ports
         gmem = Memory(shape=operand_layout(cfg), depth=cfg.omem_depth << gmem_kbits(cfg),
                       init=[])
         mod.submodules.gmem = gmem
         gw = gmem.write_port()
         mod.d.comb += [gw.en.eq(self.gmem_w.en), gw.addr.eq(self.gmem_w.addr),
                        gw.data.eq(self.gmem_w.data)]
-        return [[gmem.read_port() for _ in range(cfg.merge_ways)] for _ in range(cfg.cols)]
+        for row in ports:
+            for p in row:
+                rp = gmem.read_port()
+                mod.d.comb += [rp.addr.eq(p.addr), p.data.eq(rp.data)]
+        return ports
 
     def _snoop(self, mod) -> dict:
         """While the mask streams into the CAU (col-group): ``gin``, the groups whose mask

@@ -226,13 +226,15 @@ def assemble(cfg: Config, case: GemmCase, tiles: list[GemmTile], omems: list) ->
 
 def rtl_sparse_gemm(cfg: Config, cases: list[GemmCase], *, seed: int | None = None,
                     gaps: float = 0.0, waves: bool = False, run_name: str = "gemm",
-                    progress=None) -> tuple[list[np.ndarray], list[GemmRun], dict]:
+                    progress=None, top: str = "gemm"
+                    ) -> tuple[list[np.ndarray], list[GemmRun], dict]:
     """Run every case through the Verilated ``gemm`` top; returns outputs and per-tile cycles.
 
     ``gaps``: probability of an idle cycle on the mask stream (valid low), to show that the
-    engine's result does not depend on the mask's arrival timing.
+    engine's result does not depend on the mask's arrival timing. ``top``: a generated top
+    with the ``gemm`` top's ports (``exion.sim.gemm_gmem``'s engine with GMEM as ports).
     """
-    build = rtl_build(cfg, "gemm", waves=waves, progress=progress)
+    build = rtl_build(cfg, top, waves=waves, progress=progress)
     plans = [plan_tiles(cfg, c) for c in cases]
     outs, report = run_bench_pickled(build, "exion.sim.tb_gemm", plans, key="cases",
                                      seed=seed, run_name=run_name, params={"gaps": gaps})

