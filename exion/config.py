@@ -49,7 +49,7 @@ DPU_MULTS = ("infer", "ecp5")
 EPRE_SELECTOR_KINDS = ("insertion", "radix")
 #: Fields left out of ``Config.hash`` while at these defaults (added after configs were built).
 _HASH_DEFAULTS = {"epre_selector_kind": "insertion", "epre_radix_ports": None,
-                  "gmem_ports": False}
+                  "gmem_ports": False, "gemm_striped": True}
 
 
 # ---- timing-contract constants shared by hw/ and golden/ (their one home) ---------------
@@ -149,6 +149,12 @@ class Config:
         (docs/fpga.md).
     gb_bytes_per_cycle : int
         Global-buffer bandwidth that fills IMEM/WMEM, in bytes per cycle (cycle model).
+    gemm_striped : bool
+        Build the gemm engine's striped WMEM map (``flow.striped``, issue 17). ``false``
+        builds the engine without it (the scan moves one word per cycle into every
+        sub-bank: the replicated map only), for FPGA builds that do not use it: its C GMEM
+        read addresses and the mux on each WMEM fill word cost the toy board build about
+        10 MHz (docs/fpga.md). Hosts and models then never choose it.
     gmem_ports : bool
         The gemm engine's GMEM (the model of the global buffer, ``C * m`` read ports) is left
         out of the generated top: its write port and read ports become top-level ports
@@ -194,6 +200,7 @@ class Config:
     sdue_pipe: bool = True
     sdue_pipe_isw: bool = False
     gb_bytes_per_cycle: int = 64
+    gemm_striped: bool = True
     gmem_ports: bool = False
     epre_units: int | None = None
     epre_lanes: int | None = None
@@ -224,7 +231,7 @@ class Config:
             v = getattr(self, f)
             need(isinstance(v, int) and not isinstance(v, bool), f, v, "must be an integer")
         for f in ("dpu_pipe_in", "dpu_pipe_mul", "dpu_pipe_tree_in", "dpu_pipe_tree",
-                  "sdue_pipe", "sdue_pipe_isw", "gmem_ports"):
+                  "sdue_pipe", "sdue_pipe_isw", "gemm_striped", "gmem_ports"):
             v = getattr(self, f)
             need(isinstance(v, bool), f, v, "must be true or false")
         need(self.sdue_pipe or not self.sdue_pipe_isw, "sdue_pipe_isw", self.sdue_pipe_isw,

@@ -1064,13 +1064,15 @@ def engine_striped(cfg: Config, mask, K: int, *, dataflow: str = "col-group", st
     """Resolve ``striped`` (False / True / ``"auto"``) for a product, as the host driver does:
     the striped map needs col-group, no gather, and :func:`stripe_ok` on every run of the
     striped plan. True when it cannot hold raises :class:`ExionError` naming why; ``"auto"``
-    gives False then."""
+    gives False then; so does a config built without the map (``cfg.gemm_striped``)."""
     if striped is False or striped is None:
         return False
     if striped not in (True, "auto"):
         raise ExionError(f"gemm engine: striped = {striped!r} must be True, False or 'auto'")
     why = None
-    if dataflow != "col-group":
+    if not cfg.gemm_striped:
+        why = f"config {cfg.name!r} builds the engine without it (gemm_striped = false)"
+    elif dataflow != "col-group":
         why = f"it is a col-group map (dataflow {dataflow!r})"
     elif gather:
         why = "FC2's gather reads one column per scan step"

@@ -319,6 +319,11 @@ class SparseGemm(wiring.Component):
         self._status(mod, cau, sdue, q, rb, cg)
         return mod
 
+    def _striped(self):
+        """``flow.striped``, or a constant 0 when the config builds no striped map
+        (``cfg.gemm_striped`` false: synthesis then removes its logic)."""
+        return self.flow.striped if self.cfg.gemm_striped else Const(0, 1)
+
     def _gmem(self, mod) -> list:
         """GMEM (B, column j's words at ``j << gmem_kbits``), one read port per WMEM
         sub-bank (``[c][k]``), and its host write port. The engine sees the read ports as
@@ -423,10 +428,14 @@ class SparseGemm(wiring.Component):
         ]
         # striped map: column j at (j // C) * kwords of bank j % C (flow.striped); the
         # stripe index is a shift or a constant multiply, not a divider (div_const)
-        mod.d.comb += [w_pre.woff[c][k].eq(Mux(self.flow.striped,
-                                               div_const(p.col[c][k], C) * kw,
-                                               p.col[c][k] * kw))
-                       for c in range(C) for k in range(m)]
+        if cfg.gemm_striped:
+            mod.d.comb += [w_pre.woff[c][k].eq(Mux(self.flow.striped,
+                                                   div_const(p.col[c][k], C) * kw,
+                                                   p.col[c][k] * kw))
+                           for c in range(C) for k in range(m)]
+        else:
+            mod.d.comb += [w_pre.woff[c][k].eq(p.col[c][k] * kw)
+                           for c in range(C) for k in range(m)]
         present = Signal(C * m, name="pq_w_present")    # members some DPU selects
         for c in range(C):
             for k in range(m):
@@ -624,7 +633,7 @@ class SparseGemm(wiring.Component):
         ready = Signal(name="cg_ready")
         pq = q["pq"]
         return {"desc": desc, "valid": pq.r_rdy & release, "ready": ready,
-                "wdata": scan["wdata"], "sdata": scan["sdata"], "striped": flow.striped,
+                "wdata": scan["wdata"], "sdata": scan["sdata"], "striped": self._striped(),
                 "nwords": scan["nwords"], "release": release, "wr_en": scan["wr_en"],
                 "wr_addr": scan["wr_addr"], "word": scan["wr_en"],
                 "pending": cg & (scan["busy"] | pq.r_rdy | q["last_in"] |
@@ -687,7 +696,7 @@ class SparseGemm(wiring.Component):
         cfg = self.cfg
         C, N = cfg.cols, cfg.omem_depth
         wbits = cfg.lanes * cfg.width
-        setup, st = self.setup, self.flow.striped
+        setup, st = self.setup, self._striped()
         nv = Signal(range(C + 1), name="cg_stripe_cols")
         sbits = Signal(range(C * wbits + 1), name="cg_scan_bits")
         rem = Signal(range(N + 1), name="cg_stripe_rem")
@@ -726,7 +735,7 @@ class SparseGemm(wiring.Component):
         C, N = cfg.cols, cfg.omem_depth
         setup, flow = self.setup, self.flow
         kw = setup.kwords
-        cg, st = flow.col_group, flow.striped
+        cg, st = flow.col_group, self._striped()
         need, gin, gcols = snoop["need"], snoop["gin"], snoop["gcols"]
         gs, sdone = grp["gs"], grp["sdone"]
         s_on = Signal(name="cg_scan")
@@ -759,11 +768,12 @@ class SparseGemm(wiring.Component):
         wdata = self._gather(mod, gmem_rd, s_w, s_cbase + s_col)
         # striped: bank c's first GMEM port reads word s_w of column s_col + c (address
         # registered as in _gather, so the words land with the same two-cycle delay)
-        KB = gmem_kbits(cfg)
-        sa = [Signal.like(gmem_rd[c][0].addr, name=f"cg_saddr{c}") for c in range(C)]
-        mod.d.sync += [sa[c].eq(Cat(s_w[:KB], s_cbase + s_col + c)) for c in range(C)]
-        with mod.If(cg & st):
-            mod.d.comb += [gmem_rd[c][0].addr.eq(sa[c]) for c in range(C)]
+        if cfg.gemm_striped:
+            KB = gmem_kbits(cfg)
+            sa = [Signal.like(gmem_rd[c][0].addr, name=f"cg_saddr{c}") for c in range(C)]
+            mod.d.sync += [sa[c].eq(Cat(s_w[:KB], s_cbase + s_col + c)) for c in range(C)]
+            with mod.If(cg & st):
+                mod.d.comb += [gmem_rd[c][0].addr.eq(sa[c]) for c in range(C)]
         with mod.If(start):
             mod.d.sync += [s_on.eq(1), s_col.eq(0), s_w.eq(0),
                            s_addr.eq(Mux(gs[0], cfg.wmem_words, 0)), s_credit.eq(0)]
@@ -848,7 +858,8 @@ class SparseGemm(wiring.Component):
                            sdue.wmem_f.en.eq(Cat(cg["wr_en"] for _ in range(m))),
                            sdue.wmem_f.addr.eq(cg["wr_addr"])]
             mod.d.comb += [sdue.wmem_f.data[k][c].eq(Mux(cg["striped"], cg["sdata"][c],
-                                                         cg["wdata"]))
+                                                         cg["wdata"])
+                                                     if cfg.gemm_striped else cg["wdata"])
                            for k in range(m) for c in range(C)]
         with mod.Else():
             for name in ("ibase", "kwords", "wbase", "isel", "sel", "col", "obase",
@@ -906,6 +917,9 @@ def check_setup(cfg: Config, *, kwords: int, ncols: int, blocks: int, regions: i
                          f"({cfg.omem_depth} results per bank)")
     if striped and not col_group:
         raise ExionError("SparseGemm run: the striped map is a col-group map")
+    if striped and not cfg.gemm_striped:
+        raise ExionError(f"SparseGemm run: config {cfg.name!r} builds the engine without the "
+                         f"striped map (gemm_striped = false)")
     if col_group and 0 < gcols < ncols:
         groups = -(-ncols // gcols)
         if groups > cfg.gemm_max_groups:

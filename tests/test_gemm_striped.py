@@ -162,6 +162,47 @@ def test_striped_model_and_host_refusals():
                     gcols=cfg.cols * (cfg.wmem_words // kw) + 1, striped=True)
 
 
+NOSTRIPE = TOY.replace(name="toy_nostripe", gemm_striped=False)
+
+
+def test_engine_built_without_the_striped_map(tmp_path):
+    """``gemm_striped = false`` (configs/toy_ecp5.toml): no striped logic in the Verilog, the
+    model and the host never choose the map (``auto`` -> replicated, a forced one is refused
+    naming the field), and every other figure is the toy's."""
+    from exion.gen import verilog
+    mask = np.ones((20, 40), bool)
+    K = 64 * NOSTRIPE.lanes
+    auto = cy.engine_cycles(NOSTRIPE, mask, K, dataflow="col-group", striped="auto")
+    rep = cy.engine_cycles(TOY, mask, K, dataflow="col-group")
+    assert not auto["striped"] and auto["cycles"] == rep["cycles"]
+    assert cy.engine_cycles(TOY, mask, K, dataflow="col-group", striped="auto")["striped"]
+    with pytest.raises(ExionError, match="gemm_striped = false"):
+        cy.engine_cycles(NOSTRIPE, mask, K, dataflow="col-group", striped=True)
+    with pytest.raises(ExionError, match="gemm_striped = false"):
+        check_setup(NOSTRIPE, kwords=4, ncols=6, blocks=1, regions=1, col_group=True,
+                    striped=True)
+    with pytest.raises(ExionError, match="gemm_striped = false"):
+        plan_tiles(NOSTRIPE, GemmCase(np.ones((8, 8), int), np.ones((8, 3), int),
+                                      np.ones((8, 3), bool), dataflow="col-group",
+                                      striped=True))
+    assert "cg_saddr" in verilog.generate(TOY, "gemm", tmp_path / "t").verilog.read_text()
+    v = verilog.generate(NOSTRIPE, "gemm", tmp_path / "n").verilog
+    assert "cg_saddr" not in v.read_text()
+    assert verilog.lint(v, "exion_gemm") == []
+
+
+@pytest.mark.rtl
+def test_gemm_rtl_without_the_striped_map():
+    """The engine built without the map runs both dataflows bit- and cycle-exact (the
+    col-group cases on the replicated map)."""
+    from test_gemm_rtl import check_engine_model, col_group_cases, row_block_cases
+    cfg = NOSTRIPE
+    cases = col_group_cases(cfg, 17)[::2] + row_block_cases(cfg, 17)[0][::3]
+    outs, runs, _ = rtl_sparse_gemm(cfg, cases, seed=17, run_name="gemm-nostripe")
+    check(cfg, cases, outs, runs, 17)
+    check_engine_model(cfg, cases, runs)
+
+
 def test_striped_exion16_dense_block_gemm():
     """exion16, a dense 256 x 1152 x 1152 projection at 64 B/cycle: with the striped map and
     K-splits the col-group engine is faster than both the replicated map (scan-bound at one
