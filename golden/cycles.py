@@ -969,9 +969,12 @@ def stripe_ok(cfg: Config, sub, blocks: int, gcols: int, *, merge_ways: int | No
     every pass of the run's stacked mask (:func:`group_mask`) puts a group's column j in slot
     ``j % C`` as its only member, so bank ``j % C`` holding column j at stripe ``j // C``
     serves every read. True for a dense mask (nothing merges or condenses, ties keep column
-    order); a merge, or a condensed column shifting the later ones, breaks it."""
+    order); a merge, or a condensed column shifting the later ones, breaks it. A run without
+    passes (an empty mask) holds it trivially."""
     m = cfg.check_merge_ways(merge_ways)
     plan = conmerge(cfg, group_mask(cfg, sub, blocks, gcols), sort=sort, merge_ways=m)
+    if plan.n_passes == 0:
+        return True
     mem = np.asarray(plan.members).reshape(plan.n_passes, cfg.cols, -1)
     if mem.shape[2] > 1 and (mem[:, :, 1:] >= 0).any():
         return False
@@ -1064,12 +1067,15 @@ def engine_striped(cfg: Config, mask, K: int, *, dataflow: str = "col-group", st
     """Resolve ``striped`` (False / True / ``"auto"``) for a product, as the host driver does:
     the striped map needs col-group, no gather, and :func:`stripe_ok` on every run of the
     striped plan. True when it cannot hold raises :class:`ExionError` naming why; ``"auto"``
-    gives False then; so does a config built without the map (``cfg.gemm_striped``)."""
+    gives False then; so does a config built without the map (``cfg.gemm_striped``), and so
+    does an empty mask (the replicated map moves no word for it)."""
     if striped is False or striped is None:
         return False
     if striped not in (True, "auto"):
         raise ExionError(f"gemm engine: striped = {striped!r} must be True, False or 'auto'")
     why = None
+    if striped == "auto" and not np.asarray(mask, bool).any():
+        return False            # nothing to compute: the replicated map moves no word
     if not cfg.gemm_striped:
         why = f"config {cfg.name!r} builds the engine without it (gemm_striped = false)"
     elif dataflow != "col-group":

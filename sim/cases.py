@@ -60,7 +60,8 @@ def make_case(block: str, cfg: Config, seed: int):
         M, K, N = (int(rng.integers(1, 2 * R + 2)), int(rng.integers(1, 3 * L + 2)),
                    int(rng.integers(1, 2 * C + 2)))
         prev = rng.integers(-(2 ** 20), 2 ** 20, (M, N))
-        return _ints(rng, cfg, M, K), _ints(rng, cfg, K, N), _mask(rng, M, N), prev
+        case = _ints(rng, cfg, M, K), _ints(rng, cfg, K, N), _mask(rng, M, N), prev
+        return case if block == "sdue" else _gemm_case(rng, cfg, seed, *case)
     if block == "cau":
         return _mask(rng, int(rng.integers(1, 3 * R + 1)), int(rng.integers(1, 6 * C + 1)))
     if block == "epre":
@@ -71,6 +72,33 @@ def make_case(block: str, cfg: Config, seed: int):
                     wk=_ints(rng, cfg, d, dh), k=k, q_th_int=int(rng.integers(0, 1 << 16)),
                     name=f"seed{seed}")
     raise ValueError(f"unknown block {block!r}; available: {', '.join(BLOCKS)}")
+
+
+def _gemm_case(rng, cfg: Config, seed: int, a, b, mask, prev):
+    """A ``GemmCase`` over the engine's run options (issue 17): dataflow, accumulate,
+    global-buffer bandwidth, K-splits (forced pieces of 1 or 2 words, ``auto``), the
+    striped map where the mask allows it (``auto``; dense masks draw it often), single- or
+    double-buffered groups, FC2's gather (host or engine, on an A with zero columns)."""
+    from exion.hw.gemm import gather_supported
+
+    from .gemm_rtl import GemmCase
+    if rng.random() < 0.5:      # a larger product: several groups, longer K
+        R, C, L = cfg.rows, cfg.cols, cfg.lanes
+        M, K, N = (int(rng.integers(1, 4 * R + 4)), int(rng.integers(1, 24 * L + 1)),
+                   int(rng.integers(1, 8 * C + 3)))
+        a, b, mask = _ints(rng, cfg, M, K), _ints(rng, cfg, K, N), _mask(rng, M, N)
+        prev = rng.integers(-(2 ** 20), 2 ** 20, (M, N))
+    flow = str(rng.choice(["row-block", "col-group"]))
+    kw = dict(dataflow=flow, accumulate=bool(rng.integers(2)),
+              gb_bytes=int(rng.choice([0, 0, 3, 7, 64])),
+              k_chunk=[None, None, "auto", 1, 2][int(rng.integers(5))])
+    if flow == "col-group":
+        kw.update(double_buffer=bool(rng.integers(2)), striped="auto")
+        if rng.random() < 0.25:
+            a = a * (rng.random(a.shape[1]) >= 0.5)        # unneeded K rows
+            kw.update(gather=True, striped=False,
+                      gather_hw=bool(rng.integers(2)) and gather_supported(cfg))
+    return GemmCase(a, b, mask, prev, name=f"seed{seed}", **kw)
 
 
 def _diff(name: str, got, want) -> str | None:
@@ -173,15 +201,15 @@ def _run_epre(cfg, seeds, cases, run_name, progress):
 def _run_gemm(cfg, seeds, cases, run_name, progress):
     from exion.golden.conmerge import masked_gemm
 
-    from .gemm_rtl import GemmCase, rtl_sparse_gemm
-    gc = [GemmCase(a, b, mask, prev, name=f"seed{s}")
-          for s, (a, b, mask, prev) in zip(seeds, cases)]
-    outs, runs, _ = rtl_sparse_gemm(cfg, gc, seed=seeds[0], run_name=run_name,
+    from .gemm_rtl import model_error, rtl_sparse_gemm
+    outs, runs, _ = rtl_sparse_gemm(cfg, cases, seed=seeds[0], run_name=run_name,
                                     progress=progress)
     return [CaseResult("gemm", s, {"result": o, "tile_passes": np.array(r.tile_passes)},
                        int(sum(r.tile_cycles)),
-                       _diff("result", o, masked_gemm(cfg, c.a, c.b, c.mask, out=c.prev)))
-            for s, c, o, r in zip(seeds, gc, outs, runs)]
+                       _first(_diff("result", o, masked_gemm(cfg, c.a, c.b, c.mask, out=c.prev,
+                                                              accumulate=c.accumulate)),
+                              model_error(cfg, c, r)))
+            for s, c, o, r in zip(seeds, cases, outs, runs)]
 
 
 _RUNNERS = {"dpu": _run_dpu, "sdue": _run_sdue, "cau": _run_cau, "epre": _run_epre,

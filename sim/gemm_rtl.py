@@ -28,7 +28,8 @@ from exion.golden.cycles import engine_k_chunk, engine_plan, engine_striped
 from .cau_rtl import mask_beats
 from .runner import rtl_build, run_bench_pickled
 
-__all__ = ["GemmCase", "GemmTile", "GemmRun", "plan_tiles", "rtl_sparse_gemm",
+__all__ = ["GemmCase", "GemmTile", "GemmRun", "plan_tiles", "rtl_sparse_gemm", "engine_model",
+           "model_error",
            "GEMM_COLS_PER_CYCLE", "GEMM_MAX_REGIONS"]
 
 #: Generation parameters of the ``gemm`` top as ``exion gen --top gemm`` builds it.
@@ -245,3 +246,31 @@ def rtl_sparse_gemm(cfg: Config, cases: list[GemmCase], *, seed: int | None = No
         runs.append(GemmRun(res, o["cycles"], o["passes"], len(tiles), o.get("stalls", []),
                             o.get("words", [])))
     return results, runs, report
+
+
+def engine_model(cfg: Config, case: GemmCase, cols_per_cycle: int = GEMM_COLS_PER_CYCLE) -> dict:
+    """``golden.cycles.engine_cycles`` of a case as :func:`plan_tiles` runs it."""
+    from exion.golden.cycles import engine_cycles
+    return engine_cycles(cfg, case.mask, np.asarray(case.a).shape[1], dataflow=case.dataflow,
+                         gb_bytes=case.gb_bytes, merge_ways=case.ways, sort=case.sort,
+                         cols_per_cycle=cols_per_cycle, regions=case.regions,
+                         input_mask=np.asarray(case.a) != 0 if case.gather else None,
+                         double_buffer=case.double_buffer, group_cols=case.group_cols,
+                         k_chunk=case.k_chunk, striped=case.striped)
+
+
+def model_error(cfg: Config, case: GemmCase, run: GemmRun) -> str | None:
+    """``None`` when every tile's RTL cycles, stall counter and fetched words equal the engine
+    model (:func:`engine_model`), else the first difference, one line."""
+    e = engine_model(cfg, case)
+    if len(e["tiles"]) != len(run.tile_cycles):
+        return f"tiles: RTL ran {len(run.tile_cycles)}, the model plans {len(e['tiles'])}"
+    for i, (t, cyc, st, words) in enumerate(zip(e["tiles"], run.tile_cycles, run.tile_stalls,
+                                                run.tile_words)):
+        if words != t["words"]:
+            return f"tile {i}: RTL fetched {words} words, the model {t['words']}"
+        if cyc != t["cycles"] or (t["passes"] and st != t["stall"]):
+            return (f"tile {i}: RTL {cyc} cycles / {st} stalls, the model {t['cycles']} / "
+                    f"{t['stall']}")
+    return None
+

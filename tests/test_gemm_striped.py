@@ -60,6 +60,11 @@ def striped_cases(cfg, seed):
         cases.append(GemmCase(a, b, np.ones(prev.shape, bool), prev, dataflow="col-group",
                               gb_bytes=gb, striped=True, group_cols=10 ** 6,
                               name=f"striped-wide-gb{gb}"))
+    # an empty mask forced striped: no pass, every column still scanned (the regression's
+    # "auto" crashed on it once; auto now keeps the replicated map there)
+    a, b, prev = _operands(cfg, rng, R + 2, 8 * L, 2 * C + 1)
+    cases.append(GemmCase(a, b, np.zeros(prev.shape, bool), prev, dataflow="col-group",
+                          gb_bytes=5, striped=True, name="striped-empty"))
     return cases
 
 

@@ -127,3 +127,49 @@ def test_sweep_table_pareto_and_refused_points(cli_run, tmp_path):
     assert best not in pareto(rows)
     code, _, err = cli_run("sweep", "--vary", "nosuch=1", "--out", str(tmp_path / "y"))
     assert code == 2 and "nosuch" in err and not (tmp_path / "y").exists()
+
+
+def test_gemm_regress_cases_cover_the_engine_options():
+    """The gemm cases draw the engine's run options (issue 17), every one of them over 200
+    seeds, and are valid products the host plans."""
+    from exion import PRESETS
+    from exion.sim.cases import make_case
+    from exion.sim.gemm_rtl import plan_tiles
+    cfg = PRESETS["toy"]
+    cases = [make_case("gemm", cfg, s) for s in range(1, 201)]
+    seen = {("flow", c.dataflow) for c in cases} | {("acc", c.accumulate) for c in cases} | \
+        {("gb", c.gb_bytes) for c in cases} | {("k", c.k_chunk) for c in cases} | \
+        {("gather", c.gather, c.gather_hw) for c in cases} | \
+        {("db", c.double_buffer) for c in cases if c.dataflow == "col-group"}
+    for want in [("flow", "row-block"), ("flow", "col-group"), ("acc", True), ("gb", 3),
+                 ("gb", 64), ("k", "auto"), ("k", 1), ("gather", True, True),
+                 ("gather", True, False), ("db", False)]:
+        assert want in seen, want
+    striped = [plan_tiles(cfg, c)[0].flow.get("striped") for c in cases
+               if c.dataflow == "col-group" and c.mask.any()]
+    assert any(striped) and not all(striped)
+    # K-splits run (later pieces accumulate), and some products take several column groups
+    assert any(t.k0 > 0 for c in cases[:60] for t in plan_tiles(cfg, c))
+    assert any(t.flow.get("ngroups", 1) > 1 for c in cases[:60] for t in plan_tiles(cfg, c))
+
+
+def test_gemm_regress_checks_the_cycle_model():
+    """A run whose counted cycles, stalls or words differ from the engine model by one is
+    reported (the regression's model check can fail)."""
+    import dataclasses
+
+    from exion import PRESETS
+    from exion.sim.cases import make_case
+    from exion.sim.gemm_rtl import GemmRun, engine_model, model_error
+    cfg = PRESETS["toy"]
+    case = next(c for c in (make_case("gemm", cfg, s) for s in range(1, 50))
+                if c.mask.sum() > 4)
+    e = engine_model(cfg, case)
+    t = e["tiles"]
+    good = GemmRun(None, [x["cycles"] for x in t], [x["passes"] for x in t], len(t),
+                   [x["stall"] for x in t], [x["words"] for x in t])
+    assert model_error(cfg, case, good) is None
+    for field, where in (("tile_cycles", "cycles"), ("tile_words", "words")):
+        bad = dataclasses.replace(good, **{field: [v + 1 for v in getattr(good, field)]})
+        assert where in model_error(cfg, case, bad)
+    assert "tiles" in model_error(cfg, case, dataclasses.replace(good, tile_cycles=[]))
