@@ -434,6 +434,45 @@ def engine_block(log, bws) -> dict:
     return out
 
 
+def engine_block_drain(log, eb: dict, bws, drain: int = 4) -> dict:
+    """Base on the DiT-XL/2 block with the wide OMEM drain (``omem_drain`` = ``drain``,
+    configs/exion16_drain4.toml): best dataflow per GEMM, against :func:`engine_block`'s
+    Base (``eb``). Only col-group's striped runs drain wide, so row-block's cycles are
+    :func:`engine_block`'s; col-group is recomputed on the wide config."""
+    from exion.golden.cycles import engine_cycles
+    cfg = CFG.replace(name=f"{CFG.name}_drain{drain}", omem_drain=drain)
+    shp = bl.shape("dit-xl2")
+    T, d, H, F = shp["T"], shp["d"], shp["heads"], shp["ffn"]
+    gem = [("qkv_proj", T, 3 * d, d, 1), ("o_proj", T, d, d, 1),
+           ("scores", T, T, d // H, H), ("pv", T, d // H, T, H),
+           ("fc1", T, F, d, 1), ("fc2", T, d, F, 1)]
+    out = {}
+    log(f"\nDiT-XL/2 Base block with a {drain}-wide OMEM drain ({cfg.name}; best dataflow "
+        f"per GEMM; scores = the 16 heads):")
+    log(f"  {'B/cyc':>5} {'drain 1':>10} {'drain ' + str(drain):>10} {'speedup':>7} "
+        f"{'util 1':>7} {'util ' + str(drain):>7} {'scores 1':>9} {'scores ' + str(drain):>9}")
+    for bw in bws:
+        base = eb[f"base {bw}"]
+        cyc, macs, per = 0, 0, {}
+        for name, M, N, K, n in gem:
+            e = engine_cycles(cfg, np.ones((M, N), bool), K, dataflow="col-group",
+                              gb_bytes=bw, k_chunk="auto", striped="auto")
+            rb = base["row-block"]["gemms"][name]["cycles"]
+            per[name] = min(e["cycles"], rb)
+            cyc += n * per[name]
+            macs += n * e["useful_macs"]
+        one = base["best_per_gemm"]
+        s1 = min(base[df]["gemms"]["scores"]["cycles"] for df in DATAFLOWS) * H
+        row = {"cycles": cyc, "utilization": macs / (cfg.peak_macs * cyc), "gemms": per,
+               "drain1_cycles": one["cycles"], "drain1_utilization": one["utilization"],
+               "speedup": one["cycles"] / cyc}
+        out[str(bw)] = row
+        log(f"  {bw:>5} {one['cycles']:>10} {cyc:>10} {row['speedup']:>6.2f}x "
+            f"{100 * one['utilization']:>6.1f}% {100 * row['utilization']:>6.1f}% "
+            f"{s1:>9} {per['scores'] * H:>9}")
+    return out
+
+
 #: IMEM loader what-ifs (``golden.cycles.imem_loader_estimate``, a planned design, not
 #: built): (config scale, scan L-words per cycle; 0 = C * m): today's replicated WMEM; C
 #: times the columns per group and C * m scan words per cycle (what the bank / placed maps
@@ -594,6 +633,8 @@ def main(argv=None) -> int:
            "engine_block": engine_block(print, bws),
            "engine_rtl": engine_rtl(print) if args.rtl else None,
            "seconds": time.perf_counter() - t_start}
+    res["engine_block_drain4"] = engine_block_drain(print, res["engine_block"], bws)
+    res["seconds"] = time.perf_counter() - t_start
     (args.out / "dataflow.json").write_text(json.dumps(res, indent=1) + "\n")
     epng = args.out / "dataflow_engine_block.png"
     plot_engine_block(res["engine_block"], epng)

@@ -49,7 +49,7 @@ DPU_MULTS = ("infer", "ecp5")
 EPRE_SELECTOR_KINDS = ("insertion", "radix")
 #: Fields left out of ``Config.hash`` while at these defaults (added after configs were built).
 _HASH_DEFAULTS = {"epre_selector_kind": "insertion", "epre_radix_ports": None,
-                  "gmem_ports": False, "gemm_striped": True}
+                  "gmem_ports": False, "gemm_striped": True, "omem_drain": 1}
 
 
 # ---- timing-contract constants shared by hw/ and golden/ (their one home) ---------------
@@ -149,6 +149,15 @@ class Config:
         (docs/fpga.md).
     gb_bytes_per_cycle : int
         Global-buffer bandwidth that fills IMEM/WMEM, in bytes per cycle (cycle model).
+    omem_drain : int
+        OMEM drain width D (issue 17, the short-K limit): each OMEM bank is D sub-banks by
+        address (``addr % D``), and in a *wide* run (the SDUE's ``wide`` input: every pass
+        writes, in each group of D consecutive DPU columns, D addresses distinct mod D;
+        the gemm engine sets it on striped runs, whose passes write consecutive columns)
+        a row's drain writes D results per cycle: a pass occupies the issue stage
+        ``max(kwords, C / D)`` cycles instead of ``max(kwords, C)``, and the run's last
+        drain takes C / D. A power of two dividing C and ``omem_depth``; 1 = one drain
+        write per cycle (the seed's design).
     gemm_striped : bool
         Build the gemm engine's striped WMEM map (``flow.striped``, issue 17). ``false``
         builds the engine without it (the scan moves one word per cycle into every
@@ -200,6 +209,7 @@ class Config:
     sdue_pipe: bool = True
     sdue_pipe_isw: bool = False
     gb_bytes_per_cycle: int = 64
+    omem_drain: int = 1
     gemm_striped: bool = True
     gmem_ports: bool = False
     epre_units: int | None = None
@@ -238,6 +248,11 @@ class Config:
              "needs sdue_pipe = true (the i_sw stage sits after its memory-data register)")
         for f in ("rows", "cols", "lanes", "k_max", "gb_bytes_per_cycle"):
             need(getattr(self, f) >= 1, f, getattr(self, f), "must be >= 1")
+        D = self.omem_drain
+        need(isinstance(D, int) and not isinstance(D, bool) and D >= 1 and D & (D - 1) == 0
+             and self.cols % D == 0 and self.omem_depth % D == 0, "omem_drain", D,
+             f"must be a power of two dividing cols ({self.cols}) and omem_depth "
+             f"({self.omem_depth})")
         need(4 <= self.width <= 16, "width", self.width, "must be in 4..16")
         need(2 * self.width <= self.acc_width <= 64, "acc_width", self.acc_width,
              f"must be in {2 * self.width}..64 (2 * width .. 64)")
@@ -376,6 +391,17 @@ class Config:
         drain (C), the DPU pipeline, the address-to-DPU pipeline and the OMEM read before
         the drain's write (hw/sdue.py; golden.cycles.sdue_cycles)."""
         return self.cols + self.dpu_latency + self.sdue_in_latency + self.sdue_drain_latency
+
+    @property
+    def sdue_fixed_wide(self) -> int:
+        """:attr:`sdue_fixed_cycles` of a wide run (``omem_drain``): its last drain takes
+        C / D cycles."""
+        return self.sdue_fixed_cycles - self.cols + self.cols // self.omem_drain
+
+    def pass_period(self, kwords: int, wide: bool = False) -> int:
+        """Cycles a pass of ``kwords`` beats occupies the SDUE's issue stage: ``max(kwords,
+        C)``, or ``max(kwords, C / D)`` in a wide run (``omem_drain``)."""
+        return max(int(kwords), self.cols // self.omem_drain if wide else self.cols)
 
     @property
     def cau_cols_per_cycle(self) -> int:
@@ -523,7 +549,7 @@ class Config:
         names = ["k_max_limit", "imem_banks", "wmem_banks", "omem_banks", "imem_words",
                  "wmem_words", "w_open", "peak_macs", "imem_addr_bits", "wmem_addr_bits",
                  "omem_addr_bits", "dpu_latency", "sdue_in_latency", "sdue_drain_latency",
-                 "sdue_fixed_cycles", "cau_cols_per_cycle", "cau_merge_lanes", "cau_sort_banks",
+                 "sdue_fixed_cycles", "sdue_fixed_wide", "cau_cols_per_cycle", "cau_merge_lanes", "cau_sort_banks",
                  "epre_pipe", "epre_sel_fixed", "epre_run_fixed", "epre_unit_count",
                  "epre_lane_count", "epre_selector_count", "epre_radix_port_count",
                  "epre_shift_adds", "dsc_epre_dims", "dsc_row_max", "dsc_ffnr_dims",

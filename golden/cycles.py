@@ -134,19 +134,23 @@ CAU_OUT_LATENCY = 3
 # length and state sequence; Config.epre_pipe / epre_sel_fixed / epre_run_fixed).
 
 
-def sdue_fixed(cfg: Config) -> int:
-    """Fixed SDUE cycles per run of passes: :attr:`Config.sdue_fixed_cycles`."""
-    return cfg.sdue_fixed_cycles
+def sdue_fixed(cfg: Config, wide: bool = False) -> int:
+    """Fixed SDUE cycles per run of passes: :attr:`Config.sdue_fixed_cycles`
+    (:attr:`Config.sdue_fixed_wide` for a wide run, ``omem_drain``)."""
+    return cfg.sdue_fixed_wide if wide else cfg.sdue_fixed_cycles
 
 
-def sdue_cycles(cfg: Config, k_words_per_pass) -> int:
-    """``sum_p max(k_p, C) + sdue_fixed(cfg)``; 0 for no pass."""
+def sdue_cycles(cfg: Config, k_words_per_pass, wide: bool = False) -> int:
+    """``sum_p max(k_p, C) + sdue_fixed(cfg)``; 0 for no pass. ``wide`` (a run whose drain
+    writes ``omem_drain`` = D results per bank per cycle): ``sum_p max(k_p, C / D) +
+    sdue_fixed(cfg, True)``."""
     k = np.asarray(k_words_per_pass, dtype=np.int64).ravel()
     if k.size == 0:
         return 0
     if np.any(k < 1):
         raise ExionError(f"k_words_per_pass: every pass streams >= 1 beat, got min {k.min()}")
-    return int(np.maximum(k, cfg.cols).sum()) + sdue_fixed(cfg)
+    floor = cfg.pass_period(1, wide)
+    return int(np.maximum(k, floor).sum()) + sdue_fixed(cfg, wide)
 
 
 def k_cap(cfg: Config, merge_ways: int | None = None) -> int:
@@ -896,7 +900,7 @@ def col_group_run(cfg: Config, sub, kw: int, gcols: int, blocks: int, *, gb_byte
     plan = conmerge(cfg, stack, sort=sort, merge_ways=m)
     sch = cau_schedule(cfg, stack, merge_ways=m, sort=sort, cols_per_cycle=cols_per_cycle)
     done, total = sch["done"], int(sch["total"])
-    per = max(kw, cfg.cols)
+    per = cfg.pass_period(kw, striped)          # a striped run drains wide (omem_drain)
     pgroup = np.asarray(plan.row_block, np.int64) // blocks
     A = np.zeros(plan.n_passes, np.int64)
     S = [0] * groups
@@ -937,7 +941,7 @@ def col_group_run(cfg: Config, sub, kw: int, gcols: int, blocks: int, *, gb_byte
     pend = max(S[-1] + scan[-1] + ENGINE_SCAN_RELEASE - 1, total - 1)
     cycles, tail = pend, 0
     if plan.n_passes:
-        cycles = max(cycles, int(A[-1]) + per + sdue_fixed(cfg))
+        cycles = max(cycles, int(A[-1]) + per + sdue_fixed(cfg, striped))
         tail = max(0, min(pend, cycles) - int(A[-1]) - per)
     return {"passes": plan.n_passes, "groups": groups, "words": words,
             "cycles": cycles + ENGINE_ORIGIN, "tail": tail, "scan_start": S, "scan": scan,
@@ -1231,7 +1235,7 @@ def engine_cycles(cfg: Config, mask, K: int, *, dataflow: str = "row-block",
             npass, words, cycles, groups = (run["passes"], run["words"], run["cycles"],
                                             run["groups"])
             steps = run["scan_steps"]
-            compute = sdue_cycles(cfg, [kw] * npass)
+            compute = sdue_cycles(cfg, [kw] * npass, wide=striped)
             tail = run["tail"]
             exact = True
         else:

@@ -305,6 +305,10 @@ class SparseGemm(wiring.Component):
         wiring.connect(mod, wiring.flipped(self.imem_w), sdue.imem_w)
         wiring.connect(mod, wiring.flipped(self.omem_w), sdue.omem_w)
         wiring.connect(mod, wiring.flipped(self.omem_r), sdue.omem_r)
+        if cfg.omem_drain > 1:
+            # a striped run's passes write consecutive columns: D distinct addresses mod D
+            # in every group of D slots, so its drain is wide (cfg.omem_drain)
+            mod.d.comb += sdue.wide.eq(self.flow.col_group & self._striped())
         gbits = Signal(19, name="gb_bits")      # bandwidth in bits per cycle (0 = unlimited)
         mod.d.comb += [gbits.eq(self.flow.gb_bytes << 3),
                        cau.mask.payload.eq(self.mask.payload),

@@ -35,7 +35,7 @@ the engine is idle.
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Signal, signed, unsigned
+from amaranth import Array, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -160,10 +160,16 @@ class SDUE(wiring.Component):
         Host write of OMEM (only while not ``busy``; e.g. FFN-Reuse's cached values).
     omem_r : In(omem_read_signature(cfg))
         Host read of OMEM bank r at ``addr``: ``data[r]`` one cycle later (only while idle).
+    wide : In(1), only with ``cfg.omem_drain`` D > 1
+        The run drains D results per OMEM bank per cycle (constant while ``busy``): its
+        passes take ``max(kwords, C / D)`` cycles. Contract: in every pass, each group of D
+        consecutive DPU columns writes D OMEM addresses distinct mod D in every row (e.g.
+        consecutive columns; the gemm engine's striped runs); otherwise results are lost.
     busy : Out(1)
         A pass is issuing, in the DPU pipeline, or draining into OMEM.
     active : Out(1)
-        A pass occupies the issue stage (``max(kwords, C)`` cycles per pass).
+        A pass occupies the issue stage (``max(kwords, C)`` cycles per pass, ``C / D``
+        in a wide run).
     issued : Out(1)
         High in the last issue cycle of each pass: its IMEM/WMEM words have all been read.
     cycles : Out(32)
@@ -195,6 +201,8 @@ class SDUE(wiring.Component):
         }
         if self.fetch:
             members["wmem_f"] = In(wmem_fetch_signature(cfg))
+        if cfg.omem_drain > 1:
+            members["wide"] = In(1)
         super().__init__(members)
 
     @property
@@ -203,7 +211,9 @@ class SDUE(wiring.Component):
         return self.cfg.sdue_fixed_cycles
 
     def constants(self) -> dict:
-        return {"fixed_cycles": self.fixed_cycles, "dpu_latency": self.cfg.dpu_latency,
+        return {"fixed_cycles": self.fixed_cycles,
+                "fixed_cycles_wide": self.cfg.sdue_fixed_wide,
+                "omem_drain": self.cfg.omem_drain, "dpu_latency": self.cfg.dpu_latency,
                 "in_latency": self.cfg.sdue_in_latency,
                 "drain_latency": self.cfg.sdue_drain_latency,
                 "capture_delay": self.cfg.sdue_in_latency + self.cfg.dpu_latency}
@@ -250,21 +260,35 @@ class SDUE(wiring.Component):
         return imem_rd, wmem_rd
 
     def _omem_bank(self, mod, r, drain):
-        """OMEM bank ``omem{r}`` behind its drain (host read data straight from the port)."""
+        """OMEM bank ``omem{r}`` behind its drain (host read data straight from the port);
+        with ``omem_drain`` D > 1 sub-banks ``omem{r}_{s}`` (address ``a`` in ``a % D`` at
+        ``a // D``), the host's read data picked by the address's low bits of the cycle
+        before."""
         cfg = self.cfg
-        mem = Memory(shape=signed(cfg.acc_width), depth=cfg.omem_depth, init=[])
-        mod.submodules[f"omem{r}"] = mem
-        wp = mem.write_port()
-        # Transparent (read-during-write returns the new word) without sdue_pipe; with it
-        # the drain's Q stage forwards instead, so nothing sits after the block RAM.
-        rp = mem.read_port(transparent_for=() if cfg.sdue_pipe else (wp,))
+        D = cfg.omem_drain
+        kb = D.bit_length() - 1
         mod.d.comb += [
-            wp.en.eq(drain.we), wp.addr.eq(drain.waddr), wp.data.eq(drain.wdata),
-            rp.addr.eq(drain.rd_addr), drain.rd_data.eq(rp.data),
-            self.omem_r.data[r].eq(rp.data),
             drain.host_we.eq(self.omem_w.en[r]), drain.host_waddr.eq(self.omem_w.addr),
             drain.host_wdata.eq(self.omem_w.data[r]), drain.host_raddr.eq(self.omem_r.addr),
         ]
+        rdata = []
+        for s in range(D):
+            mem = Memory(shape=signed(cfg.acc_width), depth=cfg.omem_depth // D, init=[])
+            mod.submodules[f"omem{r}" if D == 1 else f"omem{r}_{s}"] = mem
+            wp = mem.write_port()
+            # Transparent (read-during-write returns the new word) without sdue_pipe; with
+            # it the drain's Q stage forwards instead, so nothing sits after the block RAM.
+            rp = mem.read_port(transparent_for=() if cfg.sdue_pipe else (wp,))
+            mod.d.comb += [
+                wp.en.eq(drain.we[s]), wp.addr.eq(drain.waddr[s]), wp.data.eq(drain.wdata[s]),
+                rp.addr.eq(drain.rd_addr[s]), drain.rd_data[s].eq(rp.data),
+            ]
+            rdata.append(rp.data)
+        if D == 1:
+            mod.d.comb += self.omem_r.data[r].eq(rdata[0])
+        else:
+            lo = pipe_reg(mod, self.omem_r.addr[:kb], f"omem_r_lo{r}")
+            mod.d.comb += self.omem_r.data[r].eq(Array(rdata)[lo])
 
     def elaborate(self, platform):
         cfg = self.cfg
@@ -277,6 +301,9 @@ class SDUE(wiring.Component):
         # ---- issue stage and memories ------------------------------------------------------
         mod.submodules.issue = issue = SdueIssue(cfg, desc_layout)
         wiring.connect(mod, wiring.flipped(self.desc), issue.desc)
+        D = cfg.omem_drain
+        if D > 1:
+            mod.d.comb += issue.wide.eq(self.wide)
         imem_rd, wmem_rd = self._memories(mod, issue.iaddr, issue.waddr)
         cur = issue.cur
 
@@ -300,7 +327,9 @@ class SDUE(wiring.Component):
             for c in range(C):
                 for k in range(m):
                     mod.d.sync += res_in.oaddr[c][k].eq(cur.obase + cur.col[c][k])
-        rq = fifo.SyncFIFO(width=res_layout.size, depth=max(2, -(-(in_lat + lat) // C) + 1))
+        # results in flight between a last beat and its capture: one per period (>= C / D)
+        rq = fifo.SyncFIFO(width=res_layout.size,
+                           depth=max(2, -(-(in_lat + lat) // max(1, C // D)) + 1))
         mod.submodules.result_queue = rq
         mod.d.comb += [rq.w_en.eq(res_we), rq.w_data.eq(res_in)]
 
@@ -337,7 +366,9 @@ class SDUE(wiring.Component):
             mod.d.sync += [draining.eq(1), didx.eq(0), dacc.eq(rdesc.accumulate)]
         with mod.Elif(draining):
             mod.d.sync += didx.eq(didx + 1)
-            with mod.If(didx == C - 1):
+            last = (didx == C - 1) if D == 1 else \
+                (didx == Mux(self.wide, C // D - 1, C - 1))   # a wide drain: C / D steps
+            with mod.If(last):
                 mod.d.sync += draining.eq(0)
         mod.d.sync += w_pending.eq(draining)
         pending = [w_pending]
@@ -355,6 +386,8 @@ class SDUE(wiring.Component):
             # net fanned out to every bank was the toy SDUE's critical path on ECP5.
             mod.d.comb += [drain.load.eq(Cat(*results_valid[r]).any()),
                            drain.draining.eq(draining), drain.acc.eq(dacc), drain.busy.eq(busy)]
+            if D > 1:
+                mod.d.comb += drain.wide.eq(self.wide)
             for c in range(C):
                 s = rdesc.sel[r][c]
                 mod.d.comb += [drain.vals[c].eq(results[r][c]),

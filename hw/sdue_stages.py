@@ -13,7 +13,7 @@ from amaranth import Cat, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from exion.config import Config
+from exion.config import Config, index_bits
 
 from .dpu import operand_layout
 from .util import pad_mux as _mux
@@ -25,9 +25,9 @@ __all__ = ["SdueIssue", "SdueOperands", "OmemDrain"]
 class SdueIssue(wiring.Component):
     """Issue stage: takes pass descriptors and issues their beats' memory addresses.
 
-    A pass occupies the stage for ``max(kwords, C)`` cycles; its beats are issued in the
-    last ``kwords`` cycles. A new descriptor is taken in the last cycle of a period (no
-    bubble). Every signal the memories and beat flags see is a register: the addresses count
+    A pass occupies the stage for ``max(kwords, C)`` cycles (``max(kwords, C / D)`` with
+    ``wide``, ``cfg.omem_drain`` D > 1); its beats are issued in the last ``kwords``
+    cycles. A new descriptor is taken in the last cycle of a period (no bubble). Every signal the memories and beat flags see is a register: the addresses count
     up from the descriptor's bases, ``lead_left`` counts the idle cycles before beat 0 down,
     ``left`` the beats still to issue, ``last_r`` is ``left == 1`` one cycle ahead, and
     ``ending`` (the period's last cycle) is its own register, so ``desc.ready`` is one LUT
@@ -55,8 +55,11 @@ class SdueIssue(wiring.Component):
         The last cycle of the period (the pass's last beat).
     active : Out(1)
         A pass occupies the stage.
+    wide : In(1), only with ``cfg.omem_drain`` D > 1
+        The run's passes drain D columns per cycle: the period's floor is C / D.
 
-    Latency: the first beat issues ``max(0, C - kwords)`` cycles after the descriptor.
+    Latency: the first beat issues ``max(0, C - kwords)`` cycles after the descriptor
+    (``C / D`` for C with ``wide``).
     """
 
     def __init__(self, cfg: Config, desc_layout):
@@ -66,11 +69,14 @@ class SdueIssue(wiring.Component):
         wa = data.ArrayLayout(cfg.wmem_addr_bits + 1, cfg.merge_ways)
         if self.wcols:
             wa = data.ArrayLayout(wa, cfg.cols)
-        super().__init__({
+        members = {
             "desc": In(stream.Signature(desc_layout)), "cur": Out(desc_layout),
             "iaddr": Out(cfg.imem_addr_bits + 1),
             "waddr": Out(wa),
-            "issuing": Out(1), "first": Out(1), "ending": Out(1), "active": Out(1)})
+            "issuing": Out(1), "first": Out(1), "ending": Out(1), "active": Out(1)}
+        if cfg.omem_drain > 1:
+            members["wide"] = In(1)
+        super().__init__(members)
 
     def elaborate(self, platform):
         cfg = self.cfg
@@ -91,13 +97,15 @@ class SdueIssue(wiring.Component):
             self.issuing.eq(issuing), self.first.eq(issuing & first_r),
             self.ending.eq(ending), self.active.eq(active),
         ]
+        # the period's floor: C, or C / D in a wide run (omem_drain: the drain's length)
+        floor = C if cfg.omem_drain == 1 else Mux(self.wide, C // cfg.omem_drain, C)
         with mod.If(accept):
             kw = self.desc.payload.kwords
             mod.d.sync += [
                 cur.eq(self.desc.payload), active.eq(1), first_r.eq(1),
-                issuing.eq(kw >= C), lead_left.eq(C - kw), left.eq(kw),
+                issuing.eq(kw >= floor), lead_left.eq(floor - kw), left.eq(kw),
                 last_r.eq(kw <= 1),       # (kwords = 0 is out of contract; it runs as 1)
-                ending.eq((kw >= C) & (kw <= 1)),
+                ending.eq((kw >= floor) & (kw <= 1)),
                 self.iaddr.eq(self.desc.payload.ibase),
             ]
             if self.wcols:
@@ -274,6 +282,13 @@ class OmemDrain(wiring.Component):
     transparent; with it the two writes a read cannot see are forwarded from registers.
     Host access (write, read) goes to the same ports while the SDUE is idle.
 
+    With ``cfg.omem_drain`` D > 1 the bank is D sub-banks (address ``a`` in sub-bank ``a %
+    D`` at ``a // D``), each with its own read and write port and its own R/D/Q/write
+    stages (a *lane*). A ``wide`` run shifts D columns per cycle and lane s takes the head
+    entry whose address is s mod D (the run's contract: the D heads' addresses are distinct
+    mod D); otherwise one column per cycle, the head to the lane of its address. Each lane
+    sees its entries in order, so its forwarding is the single bank's.
+
     Parameters
     ----------
     cfg : Config
@@ -287,14 +302,16 @@ class OmemDrain(wiring.Component):
         Results, OMEM addresses and which DPUs computed (at ``load``).
     draining, acc : In(1)
         The drain is running (shared by the banks) / add into OMEM.
+    wide : In(1)
+        Only with D > 1: the run drains D columns per cycle.
     busy : In(1)
         The SDUE is busy (gates the host's write).
     host_we : In(1); host_waddr : In(omem_addr_bits); host_wdata : In(signed(A))
     host_raddr : In(omem_addr_bits)
-    rd_addr : Out(omem_addr_bits); rd_data : In(signed(A))
-        The bank's read port.
-    we : Out(1); waddr : Out(omem_addr_bits); wdata : Out(signed(A))
-        The bank's write port.
+    rd_addr : Out(ArrayLayout(sub_bits, D)); rd_data : In(ArrayLayout(signed(A), D))
+        The sub-banks' read ports (``sub_bits`` = ``omem_addr_bits - log2(D)``).
+    we : Out(D); waddr : Out(ArrayLayout(sub_bits, D)); wdata : Out(ArrayLayout(signed(A), D))
+        The sub-banks' write ports.
 
     Latency: an entry is written ``cfg.sdue_drain_latency`` cycles after its read.
     """
@@ -302,55 +319,97 @@ class OmemDrain(wiring.Component):
     def __init__(self, cfg: Config):
         self.cfg = cfg
         A, C, ab = cfg.acc_width, cfg.cols, cfg.omem_addr_bits
-        super().__init__({
+        D = cfg.omem_drain
+        sb = index_bits(cfg.omem_depth // D)
+        members = {
             "load": In(1), "vals": In(data.ArrayLayout(signed(A), C)),
             "addrs": In(data.ArrayLayout(unsigned(ab), C)), "valids": In(C),
             "draining": In(1), "acc": In(1), "busy": In(1),
             "host_we": In(1), "host_waddr": In(ab), "host_wdata": In(signed(A)),
             "host_raddr": In(ab),
-            "rd_addr": Out(ab), "rd_data": In(signed(A)),
-            "we": Out(1), "waddr": Out(ab), "wdata": Out(signed(A))})
+            "rd_addr": Out(data.ArrayLayout(unsigned(sb), D)),
+            "rd_data": In(data.ArrayLayout(signed(A), D)),
+            "we": Out(D), "waddr": Out(data.ArrayLayout(unsigned(sb), D)),
+            "wdata": Out(data.ArrayLayout(signed(A), D))}
+        if D > 1:
+            members["wide"] = In(1)
+        super().__init__(members)
 
     def elaborate(self, platform):
         cfg = self.cfg
         A, C, ab = cfg.acc_width, cfg.cols, cfg.omem_addr_bits
+        D = cfg.omem_drain
+        kb = D.bit_length() - 1                     # address bits that pick the sub-bank
         mod = Module()
-
-        def stage(value, name, control=False):
-            return pipe_reg(mod, value, name, control=control)
 
         dval = [Signal(signed(A), name=f"dval{c}", reset_less=True) for c in range(C)]
         daddr = [Signal(ab, name=f"daddr{c}", reset_less=True) for c in range(C)]
         dvalid = Signal(C, name="dvalid")
+        wide = self.wide if D > 1 else None
         with mod.If(self.load):
             mod.d.sync += [dval[c].eq(self.vals[c]) for c in range(C)]
             mod.d.sync += [daddr[c].eq(self.addrs[c]) for c in range(C)]
             mod.d.sync += dvalid.eq(self.valids)
+        if D > 1:
+            with mod.Elif(wide):
+                for c in range(C - D):
+                    mod.d.sync += [dval[c].eq(dval[c + D]), daddr[c].eq(daddr[c + D])]
+                mod.d.sync += dvalid.eq(dvalid[D:])
         with mod.Else():
             for c in range(C - 1):
                 mod.d.sync += [dval[c].eq(dval[c + 1]), daddr[c].eq(daddr[c + 1])]
             mod.d.sync += dvalid.eq(dvalid[1:])
-        w_valid = Signal(name="w_valid")
-        w_addr = Signal(ab, name="w_addr", reset_less=True)
-        w_val = Signal(signed(A), name="w_val", reset_less=True)
-        head_addr = daddr[0]
-        mod.d.sync += [w_valid.eq(self.draining & dvalid[0]),
-                       w_addr.eq(head_addr), w_val.eq(dval[0])]
-        mod.d.comb += self.rd_addr.eq(Mux(self.draining, head_addr, self.host_raddr))
+        for s in range(D):
+            if D == 1:
+                hit = [dvalid[0]]
+            else:       # the heads this lane may take: all D in a wide run, else head 0
+                hit = [dvalid[j] & (daddr[j][:kb] == s) & (wide if j else 1)
+                       for j in range(D)]
+            sel_valid = Cat(*hit).any()
+            sel_addr = Signal(ab, name=f"sel_addr{s}")
+            sel_val = Signal(signed(A), name=f"sel_val{s}")
+            mod.d.comb += [sel_addr.eq(daddr[0]), sel_val.eq(dval[0])]
+            for j in range(1, D):
+                with mod.If(hit[j]):
+                    mod.d.comb += [sel_addr.eq(daddr[j]), sel_val.eq(dval[j])]
+            self._lane(mod, s, sel_valid, sel_addr, sel_val, kb)
+        return mod
+
+    def _lane(self, mod, s, sel_valid, head_addr, head_val, kb):
+        """Lane (sub-bank) ``s``: read, [register], add and write the entries it takes."""
+        cfg = self.cfg
+        A, D = cfg.acc_width, cfg.omem_drain
+
+        def stage(value, name, control=False):
+            return pipe_reg(mod, value, f"{name}{s}" if D > 1 else name, control=control)
+
+        def nm(name):
+            return f"{name}{s}" if D > 1 else name
+
+        def mine(addr):         # the host address is in this sub-bank
+            return 1 if D == 1 else addr[:kb] == s
+
+        w_valid = Signal(name=nm("w_valid"))
+        w_addr = Signal(cfg.omem_addr_bits, name=nm("w_addr"), reset_less=True)
+        w_val = Signal(signed(A), name=nm("w_val"), reset_less=True)
+        mod.d.sync += [w_valid.eq(self.draining & sel_valid),
+                       w_addr.eq(head_addr), w_val.eq(head_val)]
+        mod.d.comb += self.rd_addr[s].eq(Mux(self.draining, head_addr, self.host_raddr)[kb:])
+        rd_data = self.rd_data[s]
         if cfg.sdue_pipe:
             # Q stage: the read data straight into a register; the two drain writes this
             # read cannot see are forwarded, newest first: the write in the cycle after the
             # read (the entry ahead, compared with w_addr) and the write in the cycle of the
             # read (compared with the read address, head_addr). The accumulate flag is one
             # register per bank (a shared one crossed the die once OMEM was floorplanned).
-            w_acc_r = Signal(name="w_acc", reset_less=True)
-            mod.d.sync += w_acc_r.eq(self.draining & dvalid[0] & self.acc)
+            w_acc_r = Signal(name=nm("w_acc"), reset_less=True)
+            mod.d.sync += w_acc_r.eq(self.draining & sel_valid & self.acc)
             x_acc = stage(w_acc_r, "x_acc")
             x_valid = stage(w_valid, "x_valid", control=True)
             x_addr = stage(w_addr, "x_addr")
             x_val = stage(w_val, "x_val")
-            x_raw = stage(self.rd_data, "x_raw")
-            x_new = Signal(signed(A), name="x_new")
+            x_raw = stage(rd_data, "x_raw")
+            x_new = Signal(signed(A), name=nm("x_new"))
             fwd_a = stage(x_valid & (x_addr == w_addr), "fwd_a", control=True)
             fwd_a_val = stage(x_new, "fwd_a_val")
             fwd_b = stage(stage(x_valid & (x_addr == head_addr), "fwd_b1", control=True),
@@ -360,15 +419,14 @@ class OmemDrain(wiring.Component):
             mod.d.comb += x_new.eq(x_val + Mux(x_acc, x_old, 0))
             wr_valid, wr_addr, wr_data = x_valid, x_addr, x_new
         else:
-            w_acc = Signal(name="w_acc", reset_less=True)   # one cycle after acc
+            w_acc = Signal(name=nm("w_acc"), reset_less=True)   # one cycle after acc
             mod.d.sync += w_acc.eq(self.acc)
             wr_valid, wr_addr = w_valid, w_addr
-            wr_data = w_val + Mux(w_acc, self.rd_data, 0)
+            wr_data = w_val + Mux(w_acc, rd_data, 0)
         # The drain's write (a flip-flop, local to the bank) selects the write port's
         # address and data; ``busy`` only gates the host's enable.
         mod.d.comb += [
-            self.we.eq(wr_valid | (~self.busy & self.host_we)),
-            self.waddr.eq(Mux(wr_valid, wr_addr, self.host_waddr)),
-            self.wdata.eq(Mux(wr_valid, wr_data, self.host_wdata)),
+            self.we[s].eq(wr_valid | (~self.busy & self.host_we & mine(self.host_waddr))),
+            self.waddr[s].eq(Mux(wr_valid, wr_addr, self.host_waddr)[kb:]),
+            self.wdata[s].eq(Mux(wr_valid, wr_data, self.host_wdata)),
         ]
-        return mod

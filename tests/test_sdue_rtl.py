@@ -37,6 +37,11 @@ CONFIGS = {
     "toy-c2": PRESETS["toy"].replace(name="toy_c2", cols=2, omem_depth=32, imem_depth=8),
     "toy-c1": PRESETS["toy"].replace(name="toy_c1", cols=1, merge_ways=1, omem_depth=16,
                                      imem_depth=4),
+    # OMEM in 2 sub-banks by address (omem_drain, issue 17) on the C = 2 K-split stress: a
+    # narrow run's drain sends each entry to its address's sub-bank, so back-to-back
+    # accumulating passes forward within a lane, and the host reads pick the sub-bank
+    "toy-c2-d2": PRESETS["toy"].replace(name="toy_c2_d2", cols=2, omem_depth=32,
+                                        imem_depth=8, omem_drain=2),
     # the FPGA build of the DPUs (configs/toy_ecp5.toml): MULT18X18D with its input and
     # output registers and a fabric register before the adder tree (+2 cycles)
     "toy-ecp5": load_config(Path(__file__).resolve().parent.parent / "configs" /

@@ -97,8 +97,11 @@ def floorplan(cfg: Config, top: str, device: str, mode: str = "auto") -> dict[st
     for r in range(R):
         place(f"imem{r}", 2 * cfg.imem_words, word, where[(r, 0)][0],
               ebr_rows[0] if r < half else ebr_rows[-1])
+    D = cfg.omem_drain                # OMEM sub-banks per row (omem{r}_{s} when D > 1)
     for r in range(R):
-        place(f"omem{r}", cfg.omem_depth, cfg.acc_width, where[(r, 0)][0], ebr_rows[-1])
+        for s in range(D):
+            place(f"omem{r}" if D == 1 else f"omem{r}_{s}", cfg.omem_depth // D,
+                  cfg.acc_width, where[(r, 0)][0], ebr_rows[-1])
     for c in range(C):
         xs = sorted(where[(r, c)][0] for r in range(R))
         y = min(ebr_rows, key=lambda e: (abs(e - where[(0, c)][1]), -e))
