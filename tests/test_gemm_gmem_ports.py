@@ -64,10 +64,12 @@ def test_gmem_ports_in_generated_tops(tmp_path, top):
         assert ports[n]["dir"] == "out"
         assert ports[n.replace("__addr", "__data")]["dir"] == "in"
     assert all(ports[f"gmem__w__{f}"]["dir"] == "out" for f in ("en", "addr", "data"))
-    # no GMEM inside: the plain top declares the memory, the ports top does not
+    # no GMEM inside: the plain top declares the memory (checked on the engine alone: a
+    # DSC generation is half a minute), the ports top does not
     depth = TOY.omem_depth << gmem_kbits(TOY)
     decl = f"gmem [{depth - 1}:0];"
-    assert decl in verilog.generate(TOY, top, tmp_path / "plain").verilog.read_text()
+    if top == "gemm":
+        assert decl in verilog.generate(TOY, top, tmp_path / "plain").verilog.read_text()
     assert decl not in g.verilog.read_text()
     assert verilog.lint(g.verilog, f"exion_{top}") == []
 

@@ -88,6 +88,6 @@ def test_loader_estimate_mutations_fail(monkeypatch):
     with pytest.raises(AssertionError):
         test_loader_bytes_per_group()
     monkeypatch.setattr(cy, "conmerge", real)
-    monkeypatch.setattr(cy, "sdue_fixed", lambda cfg: 0)
+    monkeypatch.setattr(cy, "sdue_fixed", lambda cfg, wide=False: 0)
     with pytest.raises(AssertionError):
         test_loader_estimate_hand()

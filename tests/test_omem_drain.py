@@ -71,7 +71,7 @@ def _cases(cfg, seed):
 
 
 @pytest.mark.rtl
-@pytest.mark.parametrize("d", [2, 4])
+@pytest.mark.parametrize("d", [pytest.param(2, marks=pytest.mark.long), 4])
 def test_gemm_rtl_wide_drain(d):
     cfg, seed = _cfg(d), 400 + d
     cases = _cases(cfg, seed)
