@@ -27,8 +27,9 @@ class SdueIssue(wiring.Component):
 
     A pass occupies the stage for ``max(kwords, C)`` cycles (``max(kwords, C / D)`` with
     ``wide``, ``cfg.omem_drain`` D > 1); its beats are issued in the last ``kwords``
-    cycles. A new descriptor is taken in the last cycle of a period (no bubble). Every signal the memories and beat flags see is a register: the addresses count
-    up from the descriptor's bases, ``lead_left`` counts the idle cycles before beat 0 down,
+    cycles. A new descriptor is taken in the last cycle of a period (no bubble). Every
+    signal the memories and beat flags see is a register: the addresses count up from the
+    descriptor's bases, ``lead_left`` counts the idle cycles before beat 0 down,
     ``left`` the beats still to issue, ``last_r`` is ``left == 1`` one cycle ahead, and
     ``ending`` (the period's last cycle) is its own register, so ``desc.ready`` is one LUT
     from flip-flops (the ECP5 critical path once, docs/fpga.md). The control is three flag
