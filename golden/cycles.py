@@ -943,7 +943,7 @@ def col_group_run(cfg: Config, sub, kw: int, gcols: int, blocks: int, *, gb_byte
     if plan.n_passes:
         cycles = max(cycles, int(A[-1]) + per + sdue_fixed(cfg, striped))
         tail = max(0, min(pend, cycles) - int(A[-1]) - per)
-    return {"passes": plan.n_passes, "groups": groups, "words": words,
+    return {"passes": plan.n_passes, "groups": groups, "words": words, "cau": total,
             "cycles": cycles + ENGINE_ORIGIN, "tail": tail, "scan_start": S, "scan": scan,
             "scan_steps": steps,
             "take": A,
@@ -1182,9 +1182,12 @@ def engine_cycles(cfg: Config, mask, K: int, *, dataflow: str = "row-block",
 
     Totals: ``cycles``, ``compute_cycles``, ``stall_cycles``, ``bytes`` (``gb_wmem``),
     ``scan_cycles`` (col-group: the scans' steps at unlimited bandwidth, one word or one
-    stripe a step), ``bound`` (the largest of the three limits: ``scan-bound`` when the scan's
-    steps exceed both the compute and the fetch at ``gb_bytes``, ``memory-bound`` when the
-    weight fetch alone, bytes / gb_bytes, exceeds the compute, else ``compute-bound``),
+    stripe a step), ``cau_cycles`` (the CAU's cycles over the tiles' masks), ``bound`` (the
+    largest of the four limits: ``cau-bound`` when the CAU's cycles exceed the compute, the
+    fetch and the scan (short-K dense tiles: a row block every ~14 cycles on exion16),
+    ``scan-bound`` when the scan's steps exceed both the compute and the fetch at
+    ``gb_bytes``, ``memory-bound`` when the weight fetch alone, bytes / gb_bytes, exceeds
+    the compute, else ``compute-bound``),
     ``utilization`` (useful MACs / (R*C*L * cycles)).
     """
     mask = check_mask(mask)
@@ -1234,6 +1237,7 @@ def engine_cycles(cfg: Config, mask, K: int, *, dataflow: str = "row-block",
             run = runs[key]
             npass, words, cycles, groups = (run["passes"], run["words"], run["cycles"],
                                             run["groups"])
+            cau = run["cau"]
             steps = run["scan_steps"]
             compute = sdue_cycles(cfg, [kw] * npass, wide=striped)
             tail = run["tail"]
@@ -1244,6 +1248,7 @@ def engine_cycles(cfg: Config, mask, K: int, *, dataflow: str = "row-block",
             words = int(np.sum(present)) * kw
             sch = cau_schedule(cfg, sub, merge_ways=m, sort=sort,
                                cols_per_cycle=cols_per_cycle)
+            cau = int(sch["total"])
             if npass:
                 start = sch["done"][plan.row_block] + ENGINE_BLOCK_RELEASE + ENGINE_ORIGIN
                 acc = row_block_fetch(cfg, present, kw, start, gb_bytes=gb_bytes,
@@ -1257,10 +1262,12 @@ def engine_cycles(cfg: Config, mask, K: int, *, dataflow: str = "row-block",
                       "gcols": tp["gcols"], "groups": groups, "k0": k0,
                       "kwords": kw, "compute": compute, "words": words,
                       "wmem_bytes": words * wbits // 8, "cycles": cycles, "scan_steps": steps,
+                      "cau": cau,
                       "stall": cycles - compute + tail, "tail": tail, "exact": exact})
     tot_c = sum(t["cycles"] or 0 for t in tiles)
     scan = sum(t["scan_steps"] for t in tiles)
     comp = sum(t["compute"] for t in tiles)
+    cau_c = sum(t["cau"] for t in tiles)
     wb = sum(t["wmem_bytes"] for t in tiles)
     mem = wb / gb_bytes if gb_bytes else 0.0
     if imask is None:
@@ -1274,8 +1281,9 @@ def engine_cycles(cfg: Config, mask, K: int, *, dataflow: str = "row-block",
             "host_a_bytes": host_a,
             "tiles": tiles, "cycles": tot_c, "compute_cycles": comp,
             "stall_cycles": tot_c - comp, "bytes": {"gb_wmem": wb}, "memory_cycles": mem,
-            "scan_cycles": scan,
-            "bound": "scan-bound" if scan > max(comp, mem) else
+            "scan_cycles": scan, "cau_cycles": cau_c,
+            "bound": "cau-bound" if cau_c > max(comp, mem, scan) else
+                     "scan-bound" if scan > max(comp, mem) else
                      "memory-bound" if mem > comp else "compute-bound",
             "useful_macs": useful,
             "utilization": useful / (cfg.peak_macs * tot_c) if tot_c else 0.0}

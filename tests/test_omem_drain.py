@@ -54,6 +54,17 @@ def test_drain_model_by_hand():
             FPGA.replace(omem_drain=bad)
 
 
+def test_short_k_on_the_wide_drain_is_cau_bound():
+    """One-word passes on the 4-wide drain take a cycle each, so the CAU (several cycles a
+    row block) is the limit the model names; the narrow drain (4 cycles a pass) is
+    compute-bound on the same product."""
+    mask = np.ones((24 * FPGA.rows, FPGA.cols), bool)      # 24 row blocks of one pass
+    wide = cy.engine_cycles(_cfg(4), mask, FPGA.lanes, dataflow="col-group", striped=True)
+    narrow = cy.engine_cycles(FPGA, mask, FPGA.lanes, dataflow="col-group", striped=True)
+    assert wide["cau_cycles"] == narrow["cau_cycles"] > wide["compute_cycles"]
+    assert wide["bound"] == "cau-bound" and narrow["bound"] == "compute-bound"
+
+
 def _cases(cfg, seed):
     rng = np.random.default_rng(seed)
     R, C, L = cfg.rows, cfg.cols, cfg.lanes

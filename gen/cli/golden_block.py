@@ -64,7 +64,9 @@ JSON fields (top level; cycles are core clock cycles, bytes are bytes):
                           compute_cycles, stall_cycles, cycles, bytes (as above),
                           bytes_total, charged (byte counters the cycles pay: row-block
                           pays gb_wmem and gb_imem, as golden.cycles), useful_macs,
-                          utilization, bound, conmerge_utilization (outputs / (R * C *
+                          utilization, bound (compute-, memory-, and with the engine
+                          flows scan- or cau-bound: golden.cycles.engine_cycles),
+                          conmerge_utilization (outputs / (R * C *
                           passes of one K-split)), groups, group_cols (G), k_chunks,
                           bank_map
 """
