@@ -293,8 +293,9 @@ def _sim_gemm_engine(cfg, args, a, b, mask, prev, m, out, want, dense_model, see
     np.save(out, result)
     rtl_cycles = sum(run.tile_cycles)
     passes = sum(run.tile_passes)
-    sdue_only = sum(sdue_cycles(ecfg, [t.setup["kwords"]] * p) if p else 0
-                    for t, p in zip(tiles, run.tile_passes))
+    sdue_only = sum(sdue_cycles(ecfg, [t.setup["kwords"]] * p,
+                                wide=bool(t.flow.get("striped"))) if p else 0
+                    for t, p in zip(tiles, run.tile_passes))     # striped runs drain wide
     golden_passes = 0
     for t in tiles:
         sub = mask[t.rows[t.rows >= 0][:, None], t.cols[None, :]]
