@@ -301,10 +301,13 @@ def synth_markdown(r: dict, cfg: Config) -> str:
             "|---|---:|---:|---:|---:|---:|",
             f"| shell | {sh['luts']:,} | {sh['ffs']:,} | {sh['dsp']:,} | {sh['bram']:,} | "
             f"{sh['cells']:,} |",
+            *[f"| unit `{u.rsplit('.', 1)[-1]}` (DPUs apart) | {c['luts']:,} | {c['ffs']:,} | "
+              f"{c['dsp']:,} | {c['bram']:,} | {c['cells']:,} |"
+              for u, c in pt.get("units", {}).items()],
             f"| one DPU | {dp['luts']:,} | {dp['ffs']:,} | {dp['dsp']:,} | {dp['bram']:,} | "
             f"{dp['cells']:,} |",
-            f"| shell + {n} x DPU | {res['luts']:,} | {res['ffs']:,} | {res['dsp']:,} | "
-            f"{res['bram']:,} | {res['cells']:,} |",
+            f"| shell + {'units + ' if pt.get('units') else ''}{n} x DPU | {res['luts']:,} | "
+            f"{res['ffs']:,} | {res['dsp']:,} | {res['bram']:,} | {res['cells']:,} |",
             "",
         ]
     lines += [
