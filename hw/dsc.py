@@ -373,7 +373,8 @@ class DscCore(wiring.Component):
         maxper = max(s.ib.values())
         s.per = Signal(range(maxper + 1), name="per")
         s.asm = asm = Signal(maxper * D, name="asm")
-        s.asm_cnt = asm_cnt = Signal(range(maxper), name="asm_cnt")
+        # counts an item's beats and, in FETCH_DATA, a descriptor's (more on small configs)
+        s.asm_cnt = asm_cnt = Signal(range(max(maxper, s.desc_beats)), name="asm_cnt")
         s.pending = Signal(name="pending")        # asm holds a complete item for the sink
         s.items_in = Signal(32, name="items_in")    # items assembled so far
         s.items_out = Signal(32, name="items_out")  # items the sink consumed

@@ -167,12 +167,10 @@ def test_hier_units_found_in_a_dsc_netlist():
 
 @pytest.mark.long
 def test_synth_hierarchical_by_unit_sums_the_parts(tmp_path):
-    """--hier on a DSC core (configs/tiny.toml): the shell with the units and DPUs as black
-    boxes, each unit alone, one DPU; the total is exactly the sum of the parts, and the
-    multipliers of the DPUs are all there."""
-    from exion.config import load_config
-    cfg = load_config(Path(__file__).parent.parent / "configs" / "tiny.toml")
-    r = fpga.synth(cfg, "dsc_core", "generic", out_dir=tmp_path, hier=True)
+    """--hier on the toy DSC core: the shell with the units and DPUs as black boxes, each
+    unit alone, one DPU; the total is exactly the sum of the parts."""
+    cfg = PRESETS["toy"]
+    r = fpga.synth(cfg, "dsc_core", "ecp5", out_dir=tmp_path, hier=True)
     pt = r["parts"]
     n = cfg.rows * cfg.cols
     assert set(u.rsplit(".", 1)[-1] for u in pt["units"]) >= {"gemm", "softmax", "layernorm"}
