@@ -50,7 +50,8 @@ def _mask(rng, M: int, N: int) -> np.ndarray:
 
 
 def make_case(block: str, cfg: Config, seed: int):
-    """The case of ``block`` for ``seed`` (small shapes: partial row blocks and beats)."""
+    """The case of ``block`` for ``seed`` (small shapes: partial row blocks and beats; for
+    ``gemm`` a ``GemmCase`` with the run options of :func:`_gemm_case`)."""
     rng = np.random.default_rng([seed, BLOCKS.index(block)])
     R, C, L = cfg.rows, cfg.cols, cfg.lanes
     if block == "dpu":
