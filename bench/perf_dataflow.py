@@ -363,6 +363,17 @@ def engine_model(log) -> dict:
     return runs
 
 
+def _block_gemms(shp: dict, fm=None) -> list:
+    """The DiT block's GEMMs as (name, M, N, K, output mask, input mask, count): the
+    attention GEMMs once per head; with an FC1 mask ``fm`` (FFN-Reuse) FC1 output-sparse
+    and FC2 gathered over the hidden units its rows need."""
+    T, d, H, F = shp["T"], shp["d"], shp["heads"], shp["ffn"]
+    dh = d // H
+    return [("qkv_proj", T, 3 * d, d, None, None, 1), ("o_proj", T, d, d, None, None, 1),
+            ("scores", T, T, dh, None, None, H), ("pv", T, dh, T, None, None, H),
+            ("fc1", T, F, d, fm, None, 1), ("fc2", T, d, F, None, fm, 1)]
+
+
 def engine_block(log, bws) -> dict:
     """A DiT-XL/2 block (T = 256, d = 1152, 16 heads of 72, FFN 4608) through the gemm
     engine's own model (``golden.cycles.engine_cycles``, exact against the RTL on toy), each
@@ -374,8 +385,6 @@ def engine_block(log, bws) -> dict:
     are charged 16 x one head. Softmax, GELU and the EPRE are not in the engine (0 here)."""
     from exion.golden.cycles import engine_cycles
     shp = bl.shape("dit-xl2")
-    T, d, H, F = shp["T"], shp["d"], shp["heads"], shp["ffn"]
-    dh = d // H
     out = {}
     log("\nDiT-XL/2 block through the gemm engine model (exion16, K-splits auto, col-group "
         "striped where the mask allows; % of R*C*L peak on useful MACs):")
@@ -389,12 +398,7 @@ def engine_block(log, bws) -> dict:
         for bw in bws:
             row = {}
             for df in DATAFLOWS:
-                gem = [("qkv_proj", T, 3 * d, d, None, None, 1), ("o_proj", T, d, d, None, None, 1),
-                       ("scores", T, T, dh, None, None, H), ("pv", T, dh, T, None, None, H)]
-                if fm is None:
-                    gem += [("fc1", T, F, d, None, None, 1), ("fc2", T, d, F, None, None, 1)]
-                else:
-                    gem += [("fc1", T, F, d, fm, None, 1), ("fc2", T, d, F, None, fm, 1)]
+                gem = _block_gemms(shp, fm)
                 tot = {"cycles": 0, "useful_macs": 0, "bytes": 0, "ffn_cycles": 0}
                 per = {}
                 for name, M, N, K, om, im, n in gem:
@@ -442,10 +446,7 @@ def engine_block_drain(log, eb: dict, bws, drain: int = 4) -> dict:
     from exion.golden.cycles import engine_cycles
     cfg = CFG.replace(name=f"{CFG.name}_drain{drain}", omem_drain=drain)
     shp = bl.shape("dit-xl2")
-    T, d, H, F = shp["T"], shp["d"], shp["heads"], shp["ffn"]
-    gem = [("qkv_proj", T, 3 * d, d, 1), ("o_proj", T, d, d, 1),
-           ("scores", T, T, d // H, H), ("pv", T, d // H, T, H),
-           ("fc1", T, F, d, 1), ("fc2", T, d, F, 1)]
+    H = shp["heads"]
     out = {}
     log(f"\nDiT-XL/2 Base block with a {drain}-wide OMEM drain ({cfg.name}; best dataflow "
         f"per GEMM; scores = the 16 heads):")
@@ -454,7 +455,7 @@ def engine_block_drain(log, eb: dict, bws, drain: int = 4) -> dict:
     for bw in bws:
         base = eb[f"base {bw}"]
         cyc, macs, per = 0, 0, {}
-        for name, M, N, K, n in gem:
+        for name, M, N, K, _, _, n in _block_gemms(shp):
             e = engine_cycles(cfg, np.ones((M, N), bool), K, dataflow="col-group",
                               gb_bytes=bw, k_chunk="auto", striped="auto")
             rb = base["row-block"]["gemms"][name]["cycles"]

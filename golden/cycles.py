@@ -879,9 +879,10 @@ def col_group_run(cfg: Config, sub, kw: int, gcols: int, blocks: int, *, gb_byte
     * its columns are resident at ``S_g + scan_g + ENGINE_SCAN_RELEASE`` (2: the GMEM
       address register, then the WMEM write; :func:`scan_cycles`, credit from 0);
     * the SDUE takes pass p at ``A_p = max(resident(g_p), done[v_p] + ENGINE_BLOCK_RELEASE,
-      A_{p-1} + per)``;
-    * ``cycles = max(A_last + per + sdue_fixed, S_last + scan_last + ENGINE_SCAN_RELEASE
-      - 1, CAU total - 1)``;
+      A_{p-1} + per)``, ``per`` = :meth:`Config.pass_period` (``max(kw, C)``; ``C / D`` for
+      C on a striped run with ``omem_drain`` D, whose drain is wide [choice, issue 17]);
+    * ``cycles = max(A_last + per + sdue_fixed(cfg, striped), S_last + scan_last
+      + ENGINE_SCAN_RELEASE - 1, CAU total - 1)``;
     * ``tail``: cycles of the SDUE's final drain (after ``A_last + per``) in which a scan
       (of trailing empty groups) or the CAU was still working: the stall counter counts
       them (issue idle, work pending), so ``stall = cycles - compute + tail``.

@@ -60,7 +60,7 @@ from .util import bits_for as _bits
 from .util import div_const
 
 __all__ = ["SparseGemm", "setup_layout", "flow_layout", "gmem_write_signature",
-           "gmem_read_signature", "gmem_port_signature", "forward_gmem", "gmem_kbits",
+           "gmem_read_signature", "gmem_port_signature", "gmem_model", "forward_gmem", "gmem_kbits",
            "DATAFLOWS", "group_shift", "block_label", "gather_supported", "kidx_layout",
            "kidx_write_signature"]
 
@@ -184,6 +184,23 @@ def gmem_port_signature(cfg: Config) -> wiring.Signature:
         "w": Out(gmem_write_signature(cfg)),
         "r": Out(gmem_read_signature(cfg)).array(cfg.cols, cfg.merge_ways),
     })
+
+
+def gmem_model(mod, cfg: Config, port) -> Memory:
+    """GMEM, the model of the global buffer (B, column j's words at ``j << gmem_kbits``), as
+    ``mod``'s submodule ``gmem`` behind an interface of :func:`gmem_port_signature` seen
+    from the engine (``w`` and the read addresses driven, the read data taken): the
+    engine's own (``cfg.gmem_ports`` false) or a model around a ports top (sim)."""
+    gmem = Memory(shape=operand_layout(cfg), depth=cfg.omem_depth << gmem_kbits(cfg),
+                  init=[])
+    mod.submodules.gmem = gmem
+    gw = gmem.write_port()
+    mod.d.comb += [gw.en.eq(port.w.en), gw.addr.eq(port.w.addr), gw.data.eq(port.w.data)]
+    for c in range(cfg.cols):
+        for k in range(cfg.merge_ways):
+            rp = gmem.read_port()
+            mod.d.comb += [rp.addr.eq(port.r[c][k].addr), port.r[c][k].data.eq(rp.data)]
+    return gmem
 
 
 def forward_gmem(mod, cfg: Config, outer, inner) -> None:
@@ -334,26 +351,14 @@ class SparseGemm(wiring.Component):
         :func:`gmem_read_signature` interfaces, wired to the memory here or, with
         ``cfg.gmem_ports``, to the top-level ``gmem`` ports (the logic is the same)."""
         cfg = self.cfg
-        ports = [[gmem_read_signature(cfg).flip().create(path=("gmem_rd", c, k))
-                  for k in range(cfg.merge_ways)] for c in range(cfg.cols)]
+        local = gmem_port_signature(cfg).create(path=("gmem_rd",))
+        mod.d.comb += [local.w.en.eq(self.gmem_w.en), local.w.addr.eq(self.gmem_w.addr),
+                       local.w.data.eq(self.gmem_w.data)]
         if cfg.gmem_ports:
-            wiring.connect(mod, wiring.flipped(self.gmem_w), wiring.flipped(self.gmem.w))
-            for c in range(cfg.cols):
-                for k in range(cfg.merge_ways):
-                    mod.d.comb += [self.gmem.r[c][k].addr.eq(ports[c][k].addr),
-                                   ports[c][k].data.eq(self.gmem.r[c][k].data)]
-            return ports
-        gmem = Memory(shape=operand_layout(cfg), depth=cfg.omem_depth << gmem_kbits(cfg),
-                      init=[])
-        mod.submodules.gmem = gmem
-        gw = gmem.write_port()
-        mod.d.comb += [gw.en.eq(self.gmem_w.en), gw.addr.eq(self.gmem_w.addr),
-                       gw.data.eq(self.gmem_w.data)]
-        for row in ports:
-            for p in row:
-                rp = gmem.read_port()
-                mod.d.comb += [rp.addr.eq(p.addr), p.data.eq(rp.data)]
-        return ports
+            forward_gmem(mod, cfg, self.gmem, local)
+        else:
+            gmem_model(mod, cfg, local)
+        return local.r
 
     def _snoop(self, mod) -> dict:
         """While the mask streams into the CAU (col-group): ``gin``, the groups whose mask

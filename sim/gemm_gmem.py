@@ -15,12 +15,10 @@ import contextlib
 
 from amaranth import Module
 from amaranth.lib import wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import Out
 
 from exion.config import Config
-from exion.hw.dpu import operand_layout
-from exion.hw.gemm import SparseGemm, gmem_kbits
+from exion.hw.gemm import SparseGemm, gmem_model
 
 __all__ = ["GemmWithGmem", "gemm_gmem_top"]
 
@@ -55,17 +53,7 @@ class GemmWithGmem(wiring.Component):
                 m.d.comb += outer.eq(inner)
             else:
                 m.d.comb += inner.eq(outer)
-        gmem = Memory(shape=operand_layout(cfg), depth=cfg.omem_depth << gmem_kbits(cfg),
-                      init=[])
-        m.submodules.gmem = gmem
-        w = gmem.write_port()
-        m.d.comb += [w.en.eq(eng.gmem.w.en), w.addr.eq(eng.gmem.w.addr),
-                     w.data.eq(eng.gmem.w.data)]
-        for c in range(cfg.cols):
-            for k in range(cfg.merge_ways):
-                r = gmem.read_port()
-                m.d.comb += [r.addr.eq(eng.gmem.r[c][k].addr),
-                             eng.gmem.r[c][k].data.eq(r.data)]
+        gmem_model(m, cfg, eng.gmem)          # the engine's own GMEM, outside it
         return m
 
 

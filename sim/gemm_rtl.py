@@ -259,10 +259,12 @@ def engine_model(cfg: Config, case: GemmCase, cols_per_cycle: int = GEMM_COLS_PE
                          k_chunk=case.k_chunk, striped=case.striped)
 
 
-def model_error(cfg: Config, case: GemmCase, run: GemmRun) -> str | None:
+def model_error(cfg: Config, case: GemmCase, run: GemmRun, model: dict | None = None
+                ) -> str | None:
     """``None`` when every tile's RTL cycles, stall counter and fetched words equal the engine
-    model (:func:`engine_model`), else the first difference, one line."""
-    e = engine_model(cfg, case)
+    model (:func:`engine_model`, or ``model`` already computed), else the first difference,
+    one line."""
+    e = engine_model(cfg, case) if model is None else model
     if len(e["tiles"]) != len(run.tile_cycles):
         return f"tiles: RTL ran {len(run.tile_cycles)}, the model plans {len(e['tiles'])}"
     for i, (t, cyc, st, words) in enumerate(zip(e["tiles"], run.tile_cycles, run.tile_stalls,
