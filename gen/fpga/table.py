@@ -63,6 +63,11 @@ def _one(cfg, top, family, timeout, progress) -> dict:
         secs = round(time.perf_counter() - t0, 1)
         status = "timeout" if "did not finish" in str(e) else "error"
         return {"status": status, "seconds": secs, "message": str(e).splitlines()[0][:300]}
+    return _row_of(r)
+
+
+def _row_of(r: dict) -> dict:
+    """A table row's figures from an ``exion synth`` report (``synth.json``)."""
     res = r["resources"]
     return {"status": "ok", "method": r["method"], "gmem": r.get("gmem"), "seconds": r["seconds"],
             "luts": res["luts"], "ffs": res["ffs"], "dsp": res["dsp"], "bram": res["bram"],
@@ -145,14 +150,10 @@ def synth_table(configs=("toy", "exion16"), families=("ecp5", "xilinx"), tops=No
         r = json.loads(Path(path).read_text())
         if r.get("kind") != "synth":
             raise ExionError(f"{path}: not an exion synth report (synth.json)")
-        res = r["resources"]
         rows[_key(r["config"], r["top"], r["family"])] = {
-            "status": "ok", "method": r["method"], "gmem": r.get("gmem"),
-            "seconds": r["seconds"],
-            "luts": res["luts"], "ffs": res["ffs"], "dsp": res["dsp"], "bram": res["bram"],
-            "cells": res["cells"], "fits": [d for d, f in r["fits"].items() if f["fits"]],
-            "config": r["config"], "config_hash": r["config_hash"], "top": r["top"],
-            "family": r["family"], "source_hash": r.get("source_hash"), "date": "added"}
+            **_row_of(r), "config": r["config"], "config_hash": r["config_hash"],
+            "top": r["top"], "family": r["family"], "source_hash": r.get("source_hash"),
+            "date": "added"}
     if restamp:
         for k in restamp_rows(rows, cfgs, tops, families, srcs, progress):
             _say(progress, f"synth-table: {k}: the same Verilog today; restamped")
@@ -218,8 +219,9 @@ def table_markdown(data: dict, current_source: dict | None = None) -> str:
             stale = True
         secs = f"{r['seconds']:,.0f} s" if r.get("seconds") is not None else ""
         lines.append(f"| {r['config']} | {r['top']} | {r['family']} | "
-                     f"{r.get('method', '')}{_gmem_note(r)} | {_cell(r, 'luts')} | {_cell(r, 'ffs')} | "
-                     f"{_cell(r, 'dsp')} | {_cell(r, 'bram')} | {secs} | {note} |")
+                     f"{r.get('method', '')}{_gmem_note(r)} | {_cell(r, 'luts')} | "
+                     f"{_cell(r, 'ffs')} | {_cell(r, 'dsp')} | {_cell(r, 'bram')} | {secs} | "
+                     f"{note} |")
     lines += ["",
               "LUTs in LUT sites (ECP5: LUT4, a CCU2C carry and a DPR16X4 RAM count 2; "
               "Xilinx: LUT6 and distributed RAM); DSP = MULT18X18D / DSP48E1; block RAM = "
