@@ -30,7 +30,11 @@ toy-scale bandwidths).
    (IMEM, OMEM x16) that locate the gap, and both dataflows with K-splits chosen by the
    model (``k_chunk="auto"``) (``engine_model`` in the JSON).
 7. A DiT-XL/2 block through the engine model with K-splits (``engine_block``): Base and
-   FFN-Reuse s = 0.95 (column, random), row-block vs col-group, per bandwidth.
+   FFN-Reuse s = 0.95 (column, random), row-block vs col-group, per bandwidth; Base with
+   the 4-wide OMEM drain (``engine_block_drain4``); Base and FFN-Reuse s = 0.95 column on
+   ``configs/exion16_omem2x.toml`` (the drain and a 2x OMEM, ``engine_block_omem2x``); the
+   issue's goals read on both configs' engine results (``engine_goals``); Base at 256
+   B/cycle against OMEM depth and drain width (``omem_sweep``, ``dataflow_omem_sweep.png``).
 """
 
 from __future__ import annotations
@@ -43,11 +47,14 @@ from pathlib import Path
 import numpy as np
 
 from exion import PRESETS
+from exion.config import load_config
 from exion.golden import block as bl
 from exion.golden.conmerge import conmerge
 from exion.golden.dataflow import BANK_MAPS, gemm_flow
 
 CFG = PRESETS["exion16"]
+#: the 90 % design: exion16 with the 4-wide OMEM drain and a 2x OMEM (docs/gemm.md)
+OMEM2X = load_config(Path(__file__).resolve().parent.parent / "configs" / "exion16_omem2x.toml")
 BWS = (64, 128, 256, 512)
 SPARSITIES = (0.8, 0.95, 0.97)
 KINDS = ("random", "column")
@@ -242,9 +249,11 @@ def plot(rows, bws, path):
     plt.close(fig)
 
 
-def plot_engine_block(eb, path):
+def plot_engine_block(eb, path, extra=None, extra_name=""):
     """Bars: % of R*C*L peak of the DiT-XL/2 block through the built engine (engine model),
-    per mode and bandwidth, row-block / col-group / the faster dataflow per GEMM."""
+    per mode and bandwidth, row-block / col-group / the faster dataflow per GEMM, and the
+    faster per GEMM of a second config's :func:`engine_block` (``extra``) where it has the
+    mode."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -254,11 +263,16 @@ def plot_engine_block(eb, path):
         keys = [k for k in eb if k.rsplit(" ", 1)[0] == mode]
         bws = [k.rsplit(" ", 1)[1] for k in keys]
         x = np.arange(len(keys))
-        for i, (lab, get) in enumerate((
-                ("row-block", lambda r: r["row-block"]["utilization"]),
-                ("col-group (striped where dense)", lambda r: r["col-group"]["utilization"]),
-                ("faster per GEMM", lambda r: r["best_per_gemm"]["utilization"]))):
-            ax.bar(x + (i - 1) * 0.27, [100 * get(eb[k]) for k in keys], 0.27, label=lab)
+        bars = [("row-block", eb, lambda r: r["row-block"]["utilization"]),
+                ("col-group (striped where dense)", eb, lambda r: r["col-group"]["utilization"]),
+                ("faster per GEMM", eb, lambda r: r["best_per_gemm"]["utilization"])]
+        if extra and all(k in extra for k in keys):
+            bars.append((f"{extra_name}, faster per GEMM", extra,
+                         lambda r: r["best_per_gemm"]["utilization"]))
+        w = 0.8 / len(bars)
+        for i, (lab, src, get) in enumerate(bars):
+            ax.bar(x + (i - (len(bars) - 1) / 2) * w, [100 * get(src[k]) for k in keys], w,
+                   label=lab)
         ax.set_xticks(x, [f"{b} B/c" for b in bws])
         ax.set_title(mode, fontsize=9)
         ax.axhline(90, color="k", lw=0.6, ls="--")
@@ -374,7 +388,7 @@ def _block_gemms(shp: dict, fm=None) -> list:
             ("fc1", T, F, d, fm, None, 1), ("fc2", T, d, F, None, fm, 1)]
 
 
-def engine_block(log, bws) -> dict:
+def engine_block(log, bws, cfg=CFG, kinds=("column", "random")) -> dict:
     """A DiT-XL/2 block (T = 256, d = 1152, 16 heads of 72, FFN 4608) through the gemm
     engine's own model (``golden.cycles.engine_cycles``, exact against the RTL on toy), each
     GEMM with the K-split the model finds fastest (``k_chunk="auto"``; FC2's K = 4608 needs
@@ -386,13 +400,13 @@ def engine_block(log, bws) -> dict:
     from exion.golden.cycles import engine_cycles
     shp = bl.shape("dit-xl2")
     out = {}
-    log("\nDiT-XL/2 block through the gemm engine model (exion16, K-splits auto, col-group "
+    log(f"\nDiT-XL/2 block through the gemm engine model ({cfg.name}, K-splits auto, col-group "
         "striped where the mask allows; % of R*C*L peak on useful MACs):")
     log(f"  {'mode':18} {'B/cyc':>5} {'row-block':>10} {'col-group':>10} {'ratio':>6} "
         f"{'util rb':>8} {'util cg':>8} {'FFN rb':>9} {'FFN cg':>9} {'best/GEMM':>10} "
         f"{'util':>6}")
     modes = {"base": None}
-    for kind in ("column", "random"):
+    for kind in kinds:
         modes[f"ffnr s=0.95 {kind}"] = bl.ffn_mask_for(shp, kind, 0.95, SEED)
     for mname, fm in modes.items():
         for bw in bws:
@@ -403,10 +417,18 @@ def engine_block(log, bws) -> dict:
                 per = {}
                 for name, M, N, K, om, im, n in gem:
                     mask = np.ones((M, N), bool) if om is None else om
-                    e = engine_cycles(CFG, mask, K, dataflow=df, gb_bytes=bw, input_mask=im,
-                                      k_chunk="auto",
-                                      striped="auto" if df == "col-group" else False)
+                    # the host compacts where a column / K row is unneeded (as the
+                    # block model's engine flows: golden.dataflow._engine_flow)
+                    drops = om is not None and not om.any(axis=0).all() or (
+                        im is not None and not im.any(axis=0).all())
+                    e = min((engine_cycles(cfg, mask, K, dataflow=df, gb_bytes=bw,
+                                           input_mask=im, k_chunk="auto",
+                                           striped="auto" if df == "col-group" else False,
+                                           compact=c)
+                             for c in ((False, True) if drops else (False,))),
+                            key=lambda r: r["cycles"])
                     per[name] = {"cycles": e["cycles"], "k_chunk": e["k_chunk"],
+                                 "compact": e["compact"],
                                  "k_splits": e["k_splits"], "bound": e["bound"],
                                  "bytes": e["bytes"]["gb_wmem"], "striped": e["striped"],
                                  "utilization": e["utilization"]}
@@ -415,7 +437,7 @@ def engine_block(log, bws) -> dict:
                     tot["bytes"] += n * e["bytes"]["gb_wmem"]
                     if name in ("fc1", "fc2"):
                         tot["ffn_cycles"] += n * e["cycles"]
-                tot["utilization"] = tot["useful_macs"] / (CFG.peak_macs * tot["cycles"])
+                tot["utilization"] = tot["useful_macs"] / (cfg.peak_macs * tot["cycles"])
                 row[df] = {**tot, "gemms": per}
             row["ratio_row_block_over_col_group"] = (row["row-block"]["cycles"] /
                                                      row["col-group"]["cycles"])
@@ -425,8 +447,10 @@ def engine_block(log, bws) -> dict:
                     for nm in n_of}
             best = sum(n_of[nm] * row[pick[nm]]["gemms"][nm]["cycles"] for nm in n_of)
             row["best_per_gemm"] = {"cycles": best, "dataflow": pick,
+                                    "ffn_cycles": sum(row[pick[nm]]["gemms"][nm]["cycles"]
+                                                      for nm in ("fc1", "fc2")),
                                     "utilization": row["row-block"]["useful_macs"]
-                                    / (CFG.peak_macs * best)}
+                                    / (cfg.peak_macs * best)}
             out[f"{mname} {bw}"] = row
             log(f"  {mname:18} {bw:>5} {row['row-block']['cycles']:>10} "
                 f"{row['col-group']['cycles']:>10} {row['ratio_row_block_over_col_group']:>5.2f}x "
@@ -436,6 +460,87 @@ def engine_block(log, bws) -> dict:
                 f"{row['best_per_gemm']['cycles']:>10} "
                 f"{100 * row['best_per_gemm']['utilization']:>5.1f}%")
     return out
+
+
+def engine_goals(log, eb: dict, today_64: int, name: str) -> dict:
+    """The issue's goals read on :func:`engine_block`'s results (the built engine's exact
+    model) of one config: Base at 256 B/cycle >= 90 % of R*C*L peak (best dataflow per
+    GEMM); Base at 64 B/cycle >= 4x faster than ``today_64`` (the block model's cycles under
+    today's row-block dataflow); the FFN (FC1 + FC2) of the s = 0.95 column-mask iteration
+    >= 5x fewer cycles than the dense FFN under the same dataflow and bandwidth, per
+    dataflow and for the best per GEMM."""
+    out = {}
+    bws = sorted({int(k.rsplit(" ", 1)[1]) for k in eb})
+    if 256 in bws:
+        u = eb["base 256"]["best_per_gemm"]["utilization"]
+        out["base_256_utilization"] = {"value": u, "goal": ">= 0.90", "met": u >= 0.90}
+    if 64 in bws:
+        c = eb["base 64"]["best_per_gemm"]["cycles"]
+        out["base_64_speedup_vs_today"] = {"value": today_64 / c, "old": today_64, "new": c,
+                                           "goal": ">= 4", "met": today_64 >= 4 * c}
+    for bw in bws:
+        sp = eb.get(f"ffnr s=0.95 column {bw}")
+        if sp is None:
+            continue
+        dense = eb[f"base {bw}"]
+        for df in DATAFLOWS + ("best_per_gemm",):
+            r = dense[df]["ffn_cycles"] / sp[df]["ffn_cycles"]
+            out[f"ffn_s0.95_column_{bw}_{df}"] = {"value": r, "goal": ">= 5", "met": r >= 5}
+    log(f"\nIssue 17 goals on the engine model, {name} (today at 64 B/cycle: {today_64} "
+        "cycles, the block model's row-block):")
+    for k, v in out.items():
+        met = "MET" if v["met"] else "NOT MET"
+        log(f"  {k:40} {v['value']:8.3f}  goal {v['goal']:6} {met}")
+    return out
+
+
+#: OMEM depths (results per bank) x drain widths of the sweep behind the 2x OMEM choice
+OMEM_SWEEP = ((384, 512, 640, 768, 1024), (1, 4))
+
+
+def omem_sweep(log, bw: int = 256) -> dict:
+    """Base on the DiT-XL/2 block at ``bw`` B/cycle (best dataflow per GEMM, engine model)
+    against the OMEM depth and the drain width: where the tile's start and end stop
+    mattering. Keys ``"<depth> <drain>"``."""
+    out = {}
+    depths, drains = OMEM_SWEEP
+    for d in depths:
+        for w in drains:
+            cfg = CFG.replace(name=f"{CFG.name}_o{d}_d{w}", omem_depth=d, omem_drain=w)
+            r = engine_block(lambda *_: None, (bw,), cfg, kinds=())[f"base {bw}"]
+            out[f"{d} {w}"] = {"cycles": r["best_per_gemm"]["cycles"],
+                               "utilization": r["best_per_gemm"]["utilization"],
+                               "omem_kb": CFG.rows * d * CFG.acc_width / 8 / 1024}
+    log(f"\nDiT-XL/2 Base block at {bw} B/cycle against OMEM depth (results per bank) and "
+        "drain width (best dataflow per GEMM; % of peak):")
+    log("  " + f"{'depth':>6} {'OMEM KB':>8} " + " ".join(f"{'drain ' + str(w):>9}"
+                                                         for w in drains))
+    for d in depths:
+        log(f"  {d:>6} {out[f'{d} {drains[0]}']['omem_kb']:>8.1f} " + " ".join(
+            f"{100 * out[f'{d} {w}']['utilization']:>8.1f}%" for w in drains))
+    return out
+
+
+def plot_omem_sweep(sw: dict, path, bw: int = 256):
+    """Utilization of the Base block against OMEM depth, one line per drain width."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    depths, drains = OMEM_SWEEP
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for w in drains:
+        ax.plot(depths, [100 * sw[f"{d} {w}"]["utilization"] for d in depths], "o-",
+                label=f"drain {w} column{'s' if w > 1 else ''}/cycle")
+    ax.axhline(90, color="k", lw=0.6, ls="--")
+    ax.axvline(CFG.omem_depth, color="grey", lw=0.6, ls=":")
+    ax.set_xlabel("OMEM results per bank (dotted: the seed's 384)")
+    ax.set_ylabel("% of R*C*L peak")
+    ax.set_title(f"DiT-XL/2 Base block, exion16 engine model, {bw} B/cycle", fontsize=9)
+    ax.grid(True, lw=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def engine_block_drain(log, eb: dict, bws, drain: int = 4) -> dict:
@@ -635,10 +740,18 @@ def main(argv=None) -> int:
            "engine_rtl": engine_rtl(print) if args.rtl else None,
            "seconds": time.perf_counter() - t_start}
     res["engine_block_drain4"] = engine_block_drain(print, res["engine_block"], bws)
+    # the 4-wide drain with a 2x OMEM (configs/exion16_omem2x.toml): the 90 % design
+    res["engine_block_omem2x"] = engine_block(print, bws, OMEM2X, kinds=("column",))
+    today = _find(rows, mode="base", bw=64, dataflow="row-block")["cycles"] if 64 in bws else 0
+    res["engine_goals"] = {c.name: engine_goals(print, eb, today, c.name) for c, eb in
+                           ((CFG, res["engine_block"]), (OMEM2X, res["engine_block_omem2x"]))}
+    if 256 in bws:
+        res["omem_sweep"] = omem_sweep(print)
+        plot_omem_sweep(res["omem_sweep"], args.out / "dataflow_omem_sweep.png")
     res["seconds"] = time.perf_counter() - t_start
     (args.out / "dataflow.json").write_text(json.dumps(res, indent=1) + "\n")
     epng = args.out / "dataflow_engine_block.png"
-    plot_engine_block(res["engine_block"], epng)
+    plot_engine_block(res["engine_block"], epng, res["engine_block_omem2x"], OMEM2X.name)
     print(f"wrote {args.out / 'dataflow.json'}, {png} and {epng} ({res['seconds']:.0f} s)")
     return 0
 

@@ -49,7 +49,8 @@ DPU_MULTS = ("infer", "ecp5")
 EPRE_SELECTOR_KINDS = ("insertion", "radix")
 #: Fields left out of ``Config.hash`` while at these defaults (added after configs were built).
 _HASH_DEFAULTS = {"epre_selector_kind": "insertion", "epre_radix_ports": None,
-                  "gmem_ports": False, "gemm_striped": True, "omem_drain": 1}
+                  "gmem_ports": False, "gemm_striped": True, "omem_drain": 1,
+                  "cau_lanes": None, "gemm_pq_reg": False}
 
 
 # ---- timing-contract constants shared by hw/ and golden/ (their one home) ---------------
@@ -164,6 +165,20 @@ class Config:
         sub-bank: the replicated map only), for FPGA builds that do not use it: its C GMEM
         read addresses and the mux on each WMEM fill word cost the toy board build about
         10 MHz (docs/fpga.md). Hosts and models then never choose it.
+    cau_lanes : int or None
+        CAU merge lanes LN (columns sorted and merged per cycle) of every CAU the config
+        builds (standalone, in the gemm engine, in the DSC core); ``None``: the derived
+        default :attr:`cau_merge_lanes` (``m // 2 + 1``, capped). Fewer lanes shorten the
+        CAU's one-cycle loops (stage B's pick chain, stage C's first-fit chain: both LN
+        long) at the cost of CAU cycles a block, which the cycle model counts
+        (``golden.cycles.cau_schedule``); an FPGA build's knob (docs/fpga.md). 1..min(C,
+        merge window).
+    gemm_pq_reg : bool
+        The gemm engine's pass-queue head in fabric registers (issue 22): the queue's block
+        RAM then feeds only that register, not the release tests and the SDUE descriptor
+        (the toy board build's critical path). A block's last pass reaches the head one
+        cycle later (``golden.cycles.engine_block_release``); every other take is
+        unchanged. Off in the presets, on in ``configs/toy_ecp5.toml``.
     gmem_ports : bool
         The gemm engine's GMEM (the model of the global buffer, ``C * m`` read ports) is left
         out of the generated top: its write port and read ports become top-level ports
@@ -211,7 +226,9 @@ class Config:
     gb_bytes_per_cycle: int = 64
     omem_drain: int = 1
     gemm_striped: bool = True
+    gemm_pq_reg: bool = False
     gmem_ports: bool = False
+    cau_lanes: int | None = None
     epre_units: int | None = None
     epre_lanes: int | None = None
     epre_selectors: int | None = None
@@ -241,7 +258,7 @@ class Config:
             v = getattr(self, f)
             need(isinstance(v, int) and not isinstance(v, bool), f, v, "must be an integer")
         for f in ("dpu_pipe_in", "dpu_pipe_mul", "dpu_pipe_tree_in", "dpu_pipe_tree",
-                  "sdue_pipe", "sdue_pipe_isw", "gemm_striped", "gmem_ports"):
+                  "sdue_pipe", "sdue_pipe_isw", "gemm_striped", "gemm_pq_reg", "gmem_ports"):
             v = getattr(self, f)
             need(isinstance(v, bool), f, v, "must be true or false")
         need(self.sdue_pipe or not self.sdue_pipe_isw, "sdue_pipe_isw", self.sdue_pipe_isw,
@@ -264,6 +281,12 @@ class Config:
         need(self.lod_terms in (1, 2), "lod_terms", self.lod_terms, "must be 1 or 2")
         need(self.dpu_mult in DPU_MULTS, "dpu_mult", self.dpu_mult,
              f"must be one of {', '.join(repr(k) for k in DPU_MULTS)}")
+        lim = min(self.cols, self.w_open)
+        need(self.cau_lanes is None or (isinstance(self.cau_lanes, int)
+                                        and not isinstance(self.cau_lanes, bool)
+                                        and 1 <= self.cau_lanes <= lim),
+             "cau_lanes", self.cau_lanes,
+             f"must be an integer in 1..{lim} (1..min(cols, merge window), or omitted)")
         for f in ("epre_units", "epre_lanes", "epre_selectors"):
             v = getattr(self, f)
             need(v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1), f, v,
@@ -418,7 +441,10 @@ class Config:
         leaves room for the window flush and slots that are not full. Capped at
         ``CAU_LANES_DEFAULT_CAP``, at C and at W_open (the window logic retires at most LN
         slots per cycle, all from the window). A run with fewer ways uses the same lanes.
+        The ``cau_lanes`` field, when set, overrides it.
         """
+        if self.cau_lanes is not None:
+            return self.cau_lanes
         return max(1, min(self.merge_ways // 2 + 1, CAU_LANES_DEFAULT_CAP, self.cols,
                           self.w_open))
 

@@ -741,11 +741,25 @@ ENGINE_CAU_RELEASE = 1
 #: first cycle the fetch may take the block's passes (the pass queue's write, its output
 #: register; the engine's complete-block counter is timed to match).
 ENGINE_BLOCK_RELEASE = 1
+
+
 #: col-group: group g's scan waits for group g - 2's passes (the WMEM half it refills);
 #: False only in the mutation test that shows the rule is measured.
 ENGINE_HALF_RULE = True
 #: Busy cycles before ``cau_schedule``'s cycle 0 (the first beat is taken while idle).
 ENGINE_ORIGIN = 0
+
+
+def engine_block_release(cfg: Config, row_block) -> np.ndarray:
+    """Per pass (``row_block``: each pass's block, in queue order): cycles from its block's
+    ``cau_schedule`` done to the first cycle the engine may take it: ``ENGINE_BLOCK_RELEASE``,
+    and one more for a block's last pass with ``gemm_pq_reg`` (the queue's head in fabric
+    registers, issue 22: the pass written at ``done`` reaches that stage a cycle after the
+    queue's output; a block's earlier passes are there by then)."""
+    rb = np.asarray(row_block, np.int64)
+    last = np.ones(rb.size, bool)
+    last[:-1] = rb[1:] != rb[:-1]
+    return ENGINE_BLOCK_RELEASE + (last & bool(cfg.gemm_pq_reg)).astype(np.int64)
 
 
 def engine_chunks(cfg: Config, K: int, k_chunk: int | None = None) -> list:
@@ -878,9 +892,11 @@ def col_group_run(cfg: Config, sub, kw: int, gcols: int, blocks: int, *, gb_byte
       (``min(done[v] + 1`` over blocks from h's last on, ``CAU total + 1)``);
     * its columns are resident at ``S_g + scan_g + ENGINE_SCAN_RELEASE`` (2: the GMEM
       address register, then the WMEM write; :func:`scan_cycles`, credit from 0);
-    * the SDUE takes pass p at ``A_p = max(resident(g_p), done[v_p] + ENGINE_BLOCK_RELEASE,
-      A_{p-1} + per)``, ``per`` = :meth:`Config.pass_period` (``max(kw, C)``; ``C / D`` for
-      C on a striped run with ``omem_drain`` D, whose drain is wide [choice, issue 17]);
+    * the SDUE takes pass p at ``A_p = max(resident(g_p), done[v_p] + rel_p, A_{p-1} +
+      per)``, ``rel_p`` = :func:`engine_block_release` (``ENGINE_BLOCK_RELEASE``, + 1 for a
+      block's last pass with ``gemm_pq_reg``), ``per`` = :meth:`Config.pass_period`
+      (``max(kw, C)``; ``C / D`` for C on a striped run with ``omem_drain`` D, whose drain
+      is wide [choice, issue 17]);
     * ``cycles = max(A_last + per + sdue_fixed(cfg, striped), S_last + scan_last
       + ENGINE_SCAN_RELEASE - 1, CAU total - 1)``;
     * ``tail``: cycles of the SDUE's final drain (after ``A_last + per``) in which a scan
@@ -907,6 +923,7 @@ def col_group_run(cfg: Config, sub, kw: int, gcols: int, blocks: int, *, gb_byte
     S = [0] * groups
     scan = [0] * groups
     words = steps = 0
+    rel = engine_block_release(cfg, plan.row_block)
     p = 0
     for g in range(groups):
         need = sub[:, g * gcols:(g + 1) * gcols].any(axis=0)
@@ -935,7 +952,7 @@ def col_group_run(cfg: Config, sub, kw: int, gcols: int, blocks: int, *, gb_byte
         S[g] = s
         resident = s + scan[g] + ENGINE_SCAN_RELEASE
         while p < plan.n_passes and pgroup[p] == g:
-            a = max(resident, int(done[plan.row_block[p]]) + ENGINE_BLOCK_RELEASE)
+            a = max(resident, int(done[plan.row_block[p]]) + int(rel[p]))
             A[p] = a if p == 0 else max(a, int(A[p - 1]) + per)
             p += 1
     # the last cycle work is pending: the last scan's words still in flight to WMEM
@@ -1141,11 +1158,41 @@ def _k_search(cfg: Config, mask, K: int, dataflow: str, kw: dict) -> tuple[int, 
     return best
 
 
+def engine_compact(mask, input_mask=None) -> tuple:
+    """The host's compaction of a masked product (``compact``, issue 17, column-aware
+    sparsity): the output columns no row needs (all-False ``mask`` columns) and, for an
+    input-sparse product, the K rows no row reads (all-False ``input_mask`` columns) are
+    left out before tiling. The engine runs the product of the rest and the host scatters
+    its results back: a dropped column keeps ``prev``, as its mask says, and a dropped K row
+    is zero in A, so the result is the same. When every kept K row is read by every row the
+    input mask goes too: a dense product, which the striped WMEM map may take [choice].
+    At least one column and one K row are kept (an all-empty product still runs, as an
+    uncompacted one does). The host loads only the kept columns and K rows into the global
+    buffer's window (``GemmTile.gmem``), so unneeded weights are never fetched.
+
+    Returns ``(cols, krows, mask', input_mask')``: the kept column indices, the kept K rows
+    (None without an input mask), the compacted mask and input mask (None when dense)."""
+    mask = np.asarray(mask, bool)
+    cols = np.flatnonzero(mask.any(axis=0))
+    if cols.size == 0:
+        cols = np.arange(min(1, mask.shape[1]))
+    mc = mask[:, cols]
+    if input_mask is None:
+        return cols, None, mc, None
+    im = np.asarray(input_mask, bool)
+    krows = np.flatnonzero(im.any(axis=0))
+    if krows.size == 0:
+        krows = np.arange(min(1, im.shape[1]))
+    ic = im[:, krows]
+    return cols, krows, mc, (None if ic.all() else ic)
+
+
 def engine_cycles(cfg: Config, mask, K: int, *, dataflow: str = "row-block",
                   gb_bytes: int = 0, merge_ways: int | None = None, sort: str = "popcount",
                   cols_per_cycle: int = CAU_COLS_PER_CYCLE,
                   regions: int | None = None, input_mask=None, double_buffer: bool = True,
-                  group_cols: int | None = None, k_chunk=None, striped=False) -> dict:
+                  group_cols: int | None = None, k_chunk=None, striped=False,
+                  compact: bool = False) -> dict:
     """Cycles, bytes and bound of a masked product through the gemm engine (``hw/gemm.py``).
 
     Per tile (:func:`engine_tiles`): ``passes`` (golden ConMerge), ``compute`` = sum_p
@@ -1162,7 +1209,8 @@ def engine_cycles(cfg: Config, mask, K: int, *, dataflow: str = "row-block",
 
     row-block (exact): the CAU's passes queue (the CAU runs freely, ``cau_schedule``); the
     fetch takes a block's passes from ``ENGINE_BLOCK_RELEASE`` cycles after the block's
-    ``done``, in order, and the SDUE takes each at :func:`row_block_fetch`'s cycle ``A_p``:
+    ``done`` (its last pass one more with ``gemm_pq_reg``: :func:`engine_block_release`), in
+    order, and the SDUE takes each at :func:`row_block_fetch`'s cycle ``A_p``:
     ``cycles = A_last + max(kwords, C) + SDUE fixed`` (no pass: the CAU's total - 1).
     ``regions``: the run's WMEM regions (default :func:`engine_regions`).
 
@@ -1190,8 +1238,21 @@ def engine_cycles(cfg: Config, mask, K: int, *, dataflow: str = "row-block",
     ``gb_bytes``, ``memory-bound`` when the weight fetch alone, bytes / gb_bytes, exceeds
     the compute, else ``compute-bound``),
     ``utilization`` (useful MACs / (R*C*L * cycles)).
+
+    ``compact``: the host first drops the columns no row needs and the K rows no row reads
+    (:func:`engine_compact`); the tiles, ``striped`` and ``k_chunk`` are then those of the
+    compacted product (``GemmCase.compact``), and ``compact`` in the result gives the kept
+    ``cols`` and ``k`` (None when off).
     """
     mask = check_mask(mask)
+    kept = None
+    if compact:
+        if input_mask is not None:
+            input_mask = check_mask(input_mask, "input_mask", (mask.shape[0], K))
+        cols, krows, mask, input_mask = engine_compact(mask, input_mask)
+        if krows is not None:
+            K = len(krows)
+        kept = {"cols": len(cols), "k": K}
     M, N = mask.shape
     m = cfg.check_merge_ways(merge_ways)
     R, L = cfg.rows, cfg.lanes
@@ -1203,10 +1264,11 @@ def engine_cycles(cfg: Config, mask, K: int, *, dataflow: str = "row-block",
             raise ExionError(f"gemm engine: k_chunk = {k_chunk!r} must be an integer, None "
                              f"or 'auto'")
         # the search already ran the product at every candidate: return the best run
-        return _k_search(cfg, mask, K, dataflow, dict(
+        best = _k_search(cfg, mask, K, dataflow, dict(
             gb_bytes=gb_bytes, merge_ways=merge_ways, sort=sort,
             cols_per_cycle=cols_per_cycle, regions=regions, input_mask=input_mask,
             double_buffer=double_buffer, group_cols=group_cols, striped=striped))[1]
+        return {**best, "compact": kept}
     striped = engine_striped(cfg, mask, K, dataflow=dataflow, striped=striped,
                              gather=imask is not None, double_buffer=double_buffer,
                              group_cols=group_cols, k_chunk=k_chunk, merge_ways=m, sort=sort)
@@ -1251,7 +1313,8 @@ def engine_cycles(cfg: Config, mask, K: int, *, dataflow: str = "row-block",
                                cols_per_cycle=cols_per_cycle)
             cau = int(sch["total"])
             if npass:
-                start = sch["done"][plan.row_block] + ENGINE_BLOCK_RELEASE + ENGINE_ORIGIN
+                start = (sch["done"][plan.row_block] + engine_block_release(cfg, plan.row_block)
+                         + ENGINE_ORIGIN)
                 acc = row_block_fetch(cfg, present, kw, start, gb_bytes=gb_bytes,
                                       regions=engine_regions(cfg, tp["kwords"] * L)
                                       if regions is None else regions)
@@ -1276,6 +1339,7 @@ def engine_cycles(cfg: Config, mask, K: int, *, dataflow: str = "row-block",
     else:
         useful = int((mask.sum(axis=1).astype(np.int64) * imask.sum(axis=1)).sum())
     return {"dataflow": dataflow, "gb_bytes_per_cycle": gb_bytes, "M": M, "N": N, "K": K,
+            "compact": kept,
             "k_chunk": max(w for _, w in engine_chunks(cfg, K, k_chunk)),
             "striped": striped,
             "k_splits": len(engine_chunks(cfg, K, k_chunk)),

@@ -45,6 +45,8 @@ read ports (one word per WMEM sub-bank per cycle); see ``docs/gemm.md``.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from amaranth import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
@@ -424,8 +426,9 @@ class SparseGemm(wiring.Component):
         prel = data.StructLayout({"ibase": dl["ibase"].shape, "obase": dl["obase"].shape,
                                   "woff": dl["woff"].shape, "npres": range(C * m + 1),
                                   "bits": range(C * m * wbits + 1)})
-        pq = fifo.SyncFIFOBuffered(width=cpl.size + prel.size, depth=self.pass_depth)
-        mod.submodules.pass_queue = pq
+        fq = fifo.SyncFIFOBuffered(width=cpl.size + prel.size, depth=self.pass_depth)
+        mod.submodules.pass_queue = fq
+        pq = self._pq_head_stage(mod, fq) if cfg.gemm_pq_reg else fq
         head = Signal(cpl, name="pq_head")
         pre = Signal(prel, name="pq_pre")
         w_pre = Signal(prel, name="pq_w_pre")
@@ -453,21 +456,52 @@ class SparseGemm(wiring.Component):
         mod.d.comb += [w_pre.npres.eq(sum(present[i] for i in range(C * m))),
                        w_pre.bits.eq(w_pre.npres * wbits)]
         mod.d.comb += [Cat(head.as_value(), pre.as_value()).eq(pq.r_data),
-                       pq.w_data.eq(Cat(p.as_value(), w_pre.as_value())),
-                       pq.w_en.eq(cau.out.valid), cau.out.ready.eq(pq.w_rdy)]
+                       fq.w_data.eq(Cat(p.as_value(), w_pre.as_value())),
+                       fq.w_en.eq(cau.out.valid), cau.out.ready.eq(fq.w_rdy)]
         last_in = Signal(name="rb_last_in")
         last_lab = Signal(16, name="pq_last_label")
         ready_blocks = Signal(range(cfg.omem_depth + 1), name="rb_ready_blocks")
         pop_last = Signal(name="pq_pop_last")
-        mod.d.sync += last_in.eq(pq.w_en & pq.w_rdy & cau.out.payload.last)
-        with mod.If(pq.w_en & pq.w_rdy & cau.out.payload.last):
+        mod.d.sync += last_in.eq(fq.w_en & fq.w_rdy & cau.out.payload.last)
+        with mod.If(fq.w_en & fq.w_rdy & cau.out.payload.last):
             mod.d.sync += last_lab.eq(cau.out.payload.block)
         mod.d.comb += pop_last.eq(pq.r_en & pq.r_rdy & head.last)
         mod.d.sync += ready_blocks.eq(ready_blocks + last_in - pop_last)
         with mod.If(~self.busy):
             mod.d.sync += ready_blocks.eq(0)
         return {"pq": pq, "head": head, "pre": pre, "last_in": last_in, "last_lab": last_lab,
-                "ready_blocks": ready_blocks}
+                "ready_blocks": ready_blocks, "queued": pq.r_rdy | fq.r_rdy,
+                # a pass at the queue's output not yet in the head stage (its group unknown
+                # to the half-free test for that cycle)
+                "unstaged": (fq.r_rdy & ~pq.r_rdy) if cfg.gemm_pq_reg else Const(0)}
+
+    @staticmethod
+    def _run_const(mod, value, name) -> Signal:
+        """``value``, a function of the run's inputs (``setup``, ``flow``: constant while
+        busy), in a register: equal to it from the run's second cycle, which is before any
+        use (the fetch's first take, a scan's start); keeps the input's adders off the
+        fetch's and the scan's one-cycle paths (issue 22)."""
+        r = Signal(value.shape(), name=name)
+        mod.d.sync += r.eq(value)
+        return r
+
+    @staticmethod
+    def _pq_head_stage(mod, fq) -> SimpleNamespace:
+        """``gemm_pq_reg`` (issue 22): the pass queue's head in fabric registers. The queue's
+        block RAM (5.8 ns clock-to-out on ECP5) then feeds only this register, not the
+        release tests and the SDUE's descriptor. The stage refills in the cycle its pass is
+        taken (``r_en`` of the returned FIFO-like view, ``r_rdy`` its valid), so takes stay
+        back to back; a pass reaches it one cycle after the queue's output, which delays
+        only a block's last pass (``golden.cycles.engine_block_release``)."""
+        st_valid = Signal(name="pq_st_valid")
+        st_data = Signal(fq.width, name="pq_st_data")
+        view = SimpleNamespace(r_en=Signal(name="pq_st_take"), r_rdy=st_valid, r_data=st_data)
+        mod.d.comb += fq.r_en.eq(~st_valid | view.r_en)
+        with mod.If(fq.r_en):
+            mod.d.sync += st_valid.eq(fq.r_rdy)
+            with mod.If(fq.r_rdy):
+                mod.d.sync += st_data.eq(fq.r_data)
+        return view
 
     def _row_block(self, mod, q, sdue, gmem_rd, gbits) -> dict:
         """The row-block dataflow's fetch (``flow.col_group = 0``).
@@ -511,8 +545,9 @@ class SparseGemm(wiring.Component):
 
         last_beat, want, bw_ok, advance, take = (
             Signal(name=n) for n in ("last_beat", "want", "bw_ok", "advance", "take"))
+        kw_m1 = self._run_const(mod, kw - 1, "rb_kw_m1")
         mod.d.comb += [
-            last_beat.eq(f_active & (f_w == kw - 1)),
+            last_beat.eq(f_active & (f_w == kw_m1)),
             want.eq(f_active & ~(last_beat & ~dq.w_rdy)),
             bw_ok.eq((gbits == 0) | (gbits >= f_bits) | (f_credit + gbits >= f_bits)),
             advance.eq(want & bw_ok),
@@ -571,7 +606,7 @@ class SparseGemm(wiring.Component):
         mod.d.comb += [desc.col[c][k].eq(f_pass.col[c][k]) for c in range(C) for k in range(m)]
         return {"dq": dq, "take": take, "wr_en": wr_en, "wr_addr": wr_addr,
                 "advance": advance, "words": f_words,
-                "pending": rbf & (f_active | wr_en | dq.r_rdy | pq.r_rdy | q["last_in"])}
+                "pending": rbf & (f_active | wr_en | dq.r_rdy | q["queued"] | q["last_in"])}
 
     def _gather(self, mod, gmem_rd, s_w, col) -> Signal:
         """The scan's GMEM reads and the word it writes to WMEM: plain (port 0, word
@@ -645,7 +680,7 @@ class SparseGemm(wiring.Component):
                 "wdata": scan["wdata"], "sdata": scan["sdata"], "striped": self._striped(),
                 "nwords": scan["nwords"], "release": release, "wr_en": scan["wr_en"],
                 "wr_addr": scan["wr_addr"], "word": scan["wr_en"],
-                "pending": cg & (scan["busy"] | pq.r_rdy | q["last_in"] |
+                "pending": cg & (scan["busy"] | q["queued"] | q["last_in"] |
                                  ((snoop["gin"] != 0) & (grp["sdone"] != grp["ngr"])))}
 
     def _cg_groups(self, mod, q, sdue, snoop) -> dict:
@@ -688,7 +723,7 @@ class SparseGemm(wiring.Component):
         mod.d.comb += [
             gp.eq(gs - 2),
             free.eq((gs < 2) | ((cau_gdone > gp) & ~(q["pq"].r_rdy & (hg <= gp)) &
-                               ((inflight == 0) | (sd_group > gp)))),
+                               ~q["unstaged"] & ((inflight == 0) | (sd_group > gp)))),
         ]
         with mod.If(~self.busy):
             mod.d.sync += [cau_gdone.eq(0), inflight.eq(0)]
@@ -761,14 +796,15 @@ class SparseGemm(wiring.Component):
         start = Signal(name="cg_scan_start")
         stripe = self._cg_stripes(mod, start, col_end, grp_end, s_cbase, gcols)
         nv, sbits = stripe["nv"], stripe["sbits"]
+        kw_m1, gcols_m1, ncols_m1 = (self._run_const(mod, v - 1, n) for v, n in (
+            (kw, "cg_kw_m1"), (gcols, "cg_gcols_m1"), (setup.ncols, "cg_ncols_m1")))
         mod.d.comb += [
             need_cur.eq(st | need.bit_select(s_cbase + s_col, 1)),
             go.eq(s_on & need_cur & ((gbits == 0) | (gbits >= sbits) |
                                      (s_credit + gbits >= sbits))),
-            col_end.eq(s_on & (~need_cur | (go & (s_w == kw - 1)))),
+            col_end.eq(s_on & (~need_cur | (go & (s_w == kw_m1)))),
             grp_end.eq(col_end & Mux(st, stripe["last"],      # the group's last stripe
-                                     (s_col == gcols - 1) |
-                                     (s_cbase + s_col == setup.ncols - 1))),
+                                     (s_col == gcols_m1) | (s_cbase + s_col == ncols_m1))),
             # a replicated group's scan waits for its mask (need[]); a striped one moves
             # every column, so it starts once the run has started and its WMEM half is free
             start.eq(cg & ~s_on & ((gin > gs) | (st & snoop["started"])) & (gs < grp["ngr"])

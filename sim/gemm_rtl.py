@@ -15,6 +15,7 @@ output), then streams the tile's mask; the engine does the rest. The cocotb benc
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -23,7 +24,7 @@ import numpy as np
 from exion.config import CAU_COLS_PER_CYCLE, GEMM_MAX_REGIONS, Config
 from exion.errors import ExionError
 from exion.golden.conmerge import check_mask
-from exion.golden.cycles import engine_k_chunk, engine_plan, engine_striped
+from exion.golden.cycles import engine_compact, engine_k_chunk, engine_plan, engine_striped
 
 from .cau_rtl import mask_beats
 from .runner import rtl_build, run_bench_pickled
@@ -57,6 +58,7 @@ class GemmCase:
     group_cols: int | None = None   # col-group: cap on the columns per group (None: a half)
     k_chunk: int | str | None = None   # K-splits: None (fewest), L-words per piece, "auto"
     striped: bool | str = False   # col-group: the striped WMEM map (True, False, "auto")
+    compact: bool = False        # drop unneeded columns / K rows first (golden engine_compact)
 
 
 @dataclass
@@ -86,7 +88,8 @@ class GemmRun:
 
 def plan_tiles(cfg: Config, case: GemmCase, cols_per_cycle: int = GEMM_COLS_PER_CYCLE,
                max_regions: int = GEMM_MAX_REGIONS) -> list[GemmTile]:
-    """The host's memory images and mask beats of every tile of one product."""
+    """The host's memory images and mask beats of every tile of one product (with
+    ``case.compact``, of the compacted product, each tile's ``cols`` the original columns)."""
     from exion.hw.gemm import (DATAFLOWS, block_label, check_setup, gather_supported,
                                gmem_kbits)   # the hardware's limits
     a = np.asarray(case.a, dtype=np.int64)
@@ -100,6 +103,16 @@ def plan_tiles(cfg: Config, case: GemmCase, cols_per_cycle: int = GEMM_COLS_PER_
     prev = np.zeros((M, N), np.int64) if case.prev is None else np.asarray(case.prev, np.int64)
     if prev.shape != (M, N):
         raise ExionError(f"sparse gemm: prev has shape {prev.shape}, expected {(M, N)}")
+    if case.compact:
+        cols, krows, mc, im = engine_compact(mask, (a != 0) if case.gather else None)
+        ak, bk = (a, b) if krows is None else (a[:, krows], b[krows])
+        sub = dataclasses.replace(case, a=ak, b=bk[:, cols], mask=mc, prev=prev[:, cols],
+                                  gather=case.gather and im is not None,
+                                  gather_hw=case.gather_hw and im is not None, compact=False)
+        tiles = plan_tiles(cfg, sub, cols_per_cycle, max_regions)
+        for t in tiles:
+            t.cols = cols[t.cols]
+        return tiles
     cfg.check_merge_ways(case.ways)   # the run-time m: the engine is built for cfg.merge_ways
     R, L = cfg.rows, cfg.lanes
     if case.dataflow not in DATAFLOWS:
@@ -233,8 +246,15 @@ def rtl_sparse_gemm(cfg: Config, cases: list[GemmCase], *, seed: int | None = No
 
     ``gaps``: probability of an idle cycle on the mask stream (valid low), to show that the
     engine's result does not depend on the mask's arrival timing. ``top``: a generated top
-    with the ``gemm`` top's ports (``exion.sim.gemm_gmem``'s engine with GMEM as ports).
+    with the ``gemm`` top's ports (``exion.sim.gemm_gmem``'s engine with GMEM as ports);
+    a config with ``gmem_ports`` (GMEM outside the engine, e.g. ``configs/toy_ecp5.toml``)
+    runs on that wrapper, since its plain ``gemm`` top has no global-buffer model.
     """
+    if cfg.gmem_ports and top == "gemm":
+        from .gemm_gmem import gemm_gmem_top
+        with gemm_gmem_top() as wrapped:
+            return rtl_sparse_gemm(cfg, cases, seed=seed, gaps=gaps, waves=waves,
+                                   run_name=run_name, progress=progress, top=wrapped)
     build = rtl_build(cfg, top, waves=waves, progress=progress)
     plans = [plan_tiles(cfg, c) for c in cases]
     outs, report = run_bench_pickled(build, "exion.sim.tb_gemm", plans, key="cases",
@@ -256,7 +276,7 @@ def engine_model(cfg: Config, case: GemmCase, cols_per_cycle: int = GEMM_COLS_PE
                          cols_per_cycle=cols_per_cycle, regions=case.regions,
                          input_mask=np.asarray(case.a) != 0 if case.gather else None,
                          double_buffer=case.double_buffer, group_cols=case.group_cols,
-                         k_chunk=case.k_chunk, striped=case.striped)
+                         k_chunk=case.k_chunk, striped=case.striped, compact=case.compact)
 
 
 def model_error(cfg: Config, case: GemmCase, run: GemmRun, model: dict | None = None

@@ -236,6 +236,30 @@ def test_cau_defaults():
     assert cy.CAU_COLS_PER_CYCLE == 8
 
 
+def test_cau_lanes_config_field():
+    """``cau_lanes`` overrides the derived lanes of every CAU the config builds (the RTL's
+    default and the model's, one source), costs CAU cycles the model counts, leaves the
+    preset hashes alone while omitted, and is refused outside 1..min(C, window) naming the
+    field."""
+    from exion.config import ConfigError
+    one = TOY.replace(name="toy_l1", cau_lanes=1)
+    dut = CAU(one)
+    dut._MustUse__silence = True
+    assert (dut.merge_lanes, one.cau_sort_banks) == (1, 1)
+    assert default_merge_lanes(one) == cy.cau_default_lanes(one) == 1
+    assert TOY.replace(cau_lanes=2).hash != TOY.hash == TOY.replace(cau_lanes=None).hash
+    mask = np.ones((4 * TOY.rows, 24), bool)            # dense: 8 full passes a block
+    assert (cy.cau_schedule(one, mask)["total"] > cy.cau_schedule(TOY, mask)["total"]
+            == cy.cau_schedule(TOY, mask, merge_lanes=2)["total"])
+    assert cy.cau_schedule(one, mask)["total"] == cy.cau_schedule(TOY, mask,
+                                                                   merge_lanes=1)["total"]
+    for bad in (0, 4, True, "2"):
+        with pytest.raises(ConfigError, match="cau_lanes"):
+            TOY.replace(cau_lanes=bad)
+    with pytest.raises(ConfigError, match="cau_lanes"):
+        TOY.replace(cau_lanes=3, merge_window=2)
+
+
 def test_cau_layouts_match_sdue():
     for cfg in (TOY, E16, TOY.replace(merge_ways=1)):
         lay = cau_pass_layout(cfg, default_max_cols(cfg))

@@ -328,9 +328,9 @@ def test_synth_toy_ecp5_gemm_survives_abc9(tmp_path):
 def test_pnr_toy_ecp5_gemm_ulx3s(tmp_path):
     """Issue 22: the toy gemm engine (CAU, fetch, SDUE; configs/toy_ecp5.toml) routes on the
     ULX3S-85F at >= 100 MHz with a bitstream (about 10-15 minutes). Fails today (issue 22 open:
-    51.2 MHz at seed 1: paths from the pass queue's unregistered block-RAM output and to the
-    GMEM across the die, then the CAU at about 60 MHz; docs/fpga.md "The engine
-    re-measured")."""
+    59-63 MHz at seed 1 with one CAU lane, the pass queue's head in registers and GMEM
+    outside: the fetch's take feeding wide load enables, the col-group scan's control, CAU
+    stage A; docs/fpga.md "The board's engine")."""
     cfg = _toy_ecp5_cfg()
     r = fpga.pnr(cfg, "gemm", "ulx3s-85f", 100.0, out_dir=tmp_path)
     # every DPU multiplier is a DSP (the fetch's address products may use a few more)

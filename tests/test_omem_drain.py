@@ -99,19 +99,25 @@ def test_gemm_rtl_wide_drain(d):
 
 @pytest.mark.long
 @pytest.mark.rtl
-def test_gemm_rtl_wide_drain_exion16():
-    """configs/exion16_drain4.toml: the striped cases and a DiT-XL/2 head's scores
-    (256 x 72 x 256, 5-word passes) bit- and cycle-exact."""
+@pytest.mark.parametrize("name", ["exion16_drain4", "exion16_omem2x"])
+def test_gemm_rtl_wide_drain_exion16(name):
+    """configs/exion16_drain4.toml and exion16_omem2x.toml (the 4-wide drain, the latter with
+    a 2x OMEM): the striped cases, a DiT-XL/2 head's scores (256 x 72 x 256, 5-word passes)
+    and a projection slice whose tiles fill the OMEM (M x N results above ``omem_depth`` per
+    bank: several runs, K-split chosen by the host at 256 B/cycle), bit- and cycle-exact."""
     from exion.config import load_config
     from pathlib import Path
-    cfg = load_config(Path(__file__).resolve().parent.parent / "configs" /
-                      "exion16_drain4.toml")
+    cfg = load_config(Path(__file__).resolve().parent.parent / "configs" / f"{name}.toml")
     rng = np.random.default_rng(16)
     cases = striped_cases(cfg, 16)[:6]
     a, b, prev = _operands(cfg, rng, 256, 72, 256)
     cases.append(GemmCase(a, b, np.ones((256, 256), bool), prev, dataflow="col-group",
                           striped="auto", k_chunk="auto", gb_bytes=256, name="scores"))
-    outs, runs, _ = rtl_sparse_gemm(cfg, cases, seed=16, run_name="gemm-drain4-e16")
+    M = 2 * cfg.omem_depth // (8 * cfg.cols) * cfg.rows + 3   # > one tile of 8 stripes
+    a, b, prev = _operands(cfg, rng, M, 1152, 8 * cfg.cols)
+    cases.append(GemmCase(a, b, np.ones((M, 8 * cfg.cols), bool), prev, dataflow="col-group",
+                          striped="auto", k_chunk="auto", gb_bytes=256, accumulate=True,
+                          name="projection-tile"))
+    outs, runs, _ = rtl_sparse_gemm(cfg, cases, seed=16, run_name=f"gemm-{name}")
     check(cfg, cases, outs, runs, 16)
     check_engine_model(cfg, cases, runs)
-

@@ -71,6 +71,11 @@ def register(sub) -> None:
                         "column j in slot j %% C alone, e.g. a dense mask); auto = striped "
                         "when the mask allows it (docs/gemm.md, 'The striped map')")
     add_k_chunk(g)
+    g.add_argument("--compact", action="store_true",
+                   help="gemm engine: the host first drops the output columns no row needs "
+                        "and runs the product of the rest, scattering it back (their "
+                        "weights are never loaded; a column-concentrated mask becomes a "
+                        "dense product the striped map may take; docs/gemm.md 'Compaction')")
     g.add_argument("--out", required=True, metavar="C.npy", help="where to write the result")
     add_report(g)
     add_seed(g)
@@ -177,9 +182,9 @@ def cmd_sim_gemm(args) -> int:
     a, b, mask, prev, m = load_gemm_inputs(cfg, args)
     if (mask is None or args.golden_vectors) and (args.dataflow != "row-block" or
                                                    args.gb_bytes_per_cycle or
-                                                   args.k_chunk is not None):
-        raise ExionError("--dataflow / --gb-bytes-per-cycle / --k-chunk apply to the gemm "
-                         "engine: give --mask and no --golden-vectors")
+                                                   args.k_chunk is not None or args.compact):
+        raise ExionError("--dataflow / --gb-bytes-per-cycle / --k-chunk / --compact apply to "
+                         "the gemm engine: give --mask and no --golden-vectors")
     if args.single_buffer and args.dataflow != "col-group":
         raise ExionError("--single-buffer applies to --dataflow col-group only")
     if args.wmem_map != "replicated" and args.dataflow != "col-group":
@@ -277,7 +282,7 @@ def _sim_gemm_engine(cfg, args, a, b, mask, prev, m, out, want, dense_model, see
     case = GemmCase(a, b, mask, prev, accumulate=args.accumulate, sort=args.sort, ways=m,
                     dataflow=args.dataflow, gb_bytes=args.gb_bytes_per_cycle,
                     double_buffer=not args.single_buffer, k_chunk=args.k_chunk,
-                          striped=_striped_arg(args.wmem_map))
+                    striped=_striped_arg(args.wmem_map), compact=args.compact)
     tiles = plan_tiles(ecfg, case)   # checks the limits before anything is built
     t0 = time.perf_counter()
     try:
@@ -307,7 +312,7 @@ def _sim_gemm_engine(cfg, args, a, b, mask, prev, m, out, want, dense_model, see
     model = engine_cycles(ecfg, mask, K, dataflow=args.dataflow,
                           gb_bytes=args.gb_bytes_per_cycle, merge_ways=m, sort=args.sort,
                           double_buffer=not args.single_buffer, k_chunk=args.k_chunk,
-                          striped=_striped_arg(args.wmem_map))
+                          striped=_striped_arg(args.wmem_map), compact=args.compact)
     wbytes = sum(run.tile_words) * cfg.lanes * cfg.width // 8
     figures = {
         "config": cfg.name, "M": M, "K": K, "N": N, "merge_ways": m, "sort": args.sort,
@@ -319,6 +324,7 @@ def _sim_gemm_engine(cfg, args, a, b, mask, prev, m, out, want, dense_model, see
         "double_buffer": not args.single_buffer,
         "k_chunk": model["k_chunk"], "k_splits": model["k_splits"],
         "wmem_map": "striped" if model["striped"] else "replicated",
+        "compact": model["compact"],
         "rtl_stall_cycles": sum(run.tile_stalls), "rtl_wmem_bytes": wbytes,
         "model_cycles": model["cycles"], "model_stall_cycles": model["stall_cycles"],
         "model_wmem_bytes": model["bytes"]["gb_wmem"], "model_bound": model["bound"],
@@ -349,6 +355,9 @@ def _sim_gemm_engine(cfg, args, a, b, mask, prev, m, out, want, dense_model, see
     if model["k_splits"] > 1:
         print(f"  K-splits: {model['k_splits']} of <= {model['k_chunk']} L-words, each a run "
               f"adding into OMEM")
+    if model["compact"]:
+        print(f"  compacted: {model['compact']['cols']} of {N} columns needed, the rest "
+              f"never loaded")
     print(f"  bit-exact vs golden: {'PASS' if exact else 'FAIL'}; wrote {out}")
     if args.report:
         write_json(args.report, figures)

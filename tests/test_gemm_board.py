@@ -1,0 +1,101 @@
+"""The gemm engine as the board build makes it (issue 22): ``configs/toy_ecp5.toml`` (DSP
+registers, the i_sw stage, no striped map, one CAU merge lane ``cau_lanes``, the pass queue's
+head in fabric registers ``gemm_pq_reg``, GMEM as ports ``gmem_ports`` with the global-buffer
+model outside, ``exion.sim.gemm_gmem``) and the FPGA knobs one at a time on other configs.
+
+Checks: bit-exact with golden and cycle-exact with the engine model on both dataflows
+(``golden.cycles.engine_block_release``: a block's last pass reaches the head stage a cycle
+later); the head stage keeps back-to-back takes (``fpga`` with a 4-wide drain: one-word
+passes of period 1); the model's extra cycle is needed (a model without it fails the
+board engine's cycles)."""
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from exion import PRESETS
+from exion.config import load_config
+from exion.golden import cycles as cy
+from exion.sim.gemm_rtl import GemmCase, rtl_sparse_gemm
+
+from test_gemm_rtl import (_operands, check, check_engine_model, col_group_cases,
+                           row_block_cases)
+
+BOARD = load_config(Path(__file__).resolve().parent.parent / "configs" / "toy_ecp5.toml")
+
+
+def _board_cases(cfg, seed):
+    cases = col_group_cases(cfg, seed)[::2] + row_block_cases(cfg, seed)[0][::2]
+    rng = np.random.default_rng(seed)
+    R, C, L = cfg.rows, cfg.cols, cfg.lanes
+    # one pass per row block, back to back (its last pass is its only one), both dataflows
+    for flow in ("col-group", "row-block"):
+        a, b, prev = _operands(cfg, rng, 4 * R, 2 * L, C)
+        cases.append(GemmCase(a, b, np.ones((4 * R, C), bool), prev, dataflow=flow,
+                              name=f"one-pass-blocks-{flow}"))
+    return cases
+
+
+def _run(cfg, cases, seed, name):
+    # a gmem_ports config runs on exion.sim.gemm_gmem's wrapper (rtl_sparse_gemm picks it)
+    return rtl_sparse_gemm(cfg, cases, seed=seed, run_name=name)
+
+
+def test_board_config_fields():
+    assert (BOARD.gemm_striped, BOARD.cau_lanes, BOARD.gemm_pq_reg, BOARD.gmem_ports) == (
+        False, 1, True, True)
+    for p in PRESETS.values():
+        assert not p.gemm_pq_reg and p.cau_lanes is None
+
+
+def test_block_release_by_hand():
+    rb = [0, 0, 0, 1, 2, 2]
+    assert list(cy.engine_block_release(PRESETS["toy"], rb)) == [1] * 6
+    assert list(cy.engine_block_release(BOARD, rb)) == [1, 1, 2, 2, 1, 2]
+    assert list(cy.engine_block_release(BOARD, [])) == []
+
+
+@pytest.mark.rtl
+def test_gemm_rtl_board_engine():
+    """The board's engine (all four knobs) bit- and cycle-exact on both dataflows."""
+    cases = _board_cases(BOARD, 23)
+    outs, runs, _ = _run(BOARD, cases, 23, "gemm-board")
+    check(BOARD, cases, outs, runs, 23)
+    check_engine_model(BOARD, cases, runs)
+
+
+@pytest.mark.rtl
+def test_board_engine_needs_the_release_cycle(monkeypatch):
+    """The head stage's extra cycle is measured: the model without it (every pass at
+    ``ENGINE_BLOCK_RELEASE``) disagrees with the board engine's cycles on the one-pass
+    blocks."""
+    cases = [c for c in _board_cases(BOARD, 23) if c.name.startswith("one-pass")]
+    outs, runs, _ = _run(BOARD, cases, 23, "gemm-board")
+    check(BOARD, cases, outs, runs, 23, timed=False)
+    monkeypatch.setattr(cy, "engine_block_release",
+                        lambda cfg, rb: np.full(len(rb), cy.ENGINE_BLOCK_RELEASE, np.int64))
+    with pytest.raises(AssertionError):
+        check_engine_model(BOARD, cases, runs)
+
+
+@pytest.mark.long
+@pytest.mark.rtl
+def test_gemm_rtl_head_stage_back_to_back():
+    """``gemm_pq_reg`` on ``fpga`` (C = 4) with a 4-wide drain: striped one-word passes take
+    the SDUE every cycle; with the stage they still do (cycle-exact), and the stage alone,
+    without the other board knobs, on the striped cases."""
+    from test_gemm_striped import striped_cases
+    cfg = PRESETS["fpga"].replace(name="fpga_pqreg_d4", gemm_pq_reg=True, omem_drain=4)
+    rng = np.random.default_rng(24)
+    R, C, L = cfg.rows, cfg.cols, cfg.lanes
+    cases = striped_cases(cfg, 24)[::2]
+    for K in (1, L, 2 * L):
+        a, b, prev = _operands(cfg, rng, 3 * R + 1, K, 4 * C + 1)
+        cases.append(GemmCase(a, b, np.ones((3 * R + 1, 4 * C + 1), bool), prev,
+                              dataflow="col-group", striped=True, name=f"wide-K{K}"))
+    cases += [dataclasses.replace(c, name=c.name + "-cg") for c in col_group_cases(cfg, 24)[::4]]
+    outs, runs, _ = _run(cfg, cases, 24, "gemm-pqreg")
+    check(cfg, cases, outs, runs, 24)
+    check_engine_model(cfg, cases, runs)
