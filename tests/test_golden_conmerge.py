@@ -514,10 +514,23 @@ def test_cli_cycles(cli_main, tmp_path, capsys):
     # one pass of 2 beats: max(2, C=3) + C (3) + dpu_latency (3) + in (3) + drain (2) = 14
     assert d["dense"]["sdue_cycles"] == d["conmerge"]["sdue_cycles"] == 14
     assert set(d["engine"]) == {"row-block", "col-group", "col-group-single",
-                                "col-group-auto-k", "col-group-striped",
-                                "col-group-loader"}
+                                "col-group-auto-k", "col-group-striped", "row-block-compact",
+                                "col-group-compact", "col-group-loader"}
     assert d["engine"]["col-group-loader"]["exact"] is False
     assert "bound" in capsys.readouterr().out
+    # a column-concentrated mask: the compacted rows keep its needed columns only, and
+    # report the bytes and cycles of that smaller product (fewer than uncompacted)
+    m = np.zeros((16, 12), bool)
+    m[:, [1, 5, 6]] = True
+    np.save(tmp_path / "c.npy", m)
+    assert cli_main(["golden", "cycles", "--config", "toy", "--mask", "c.npy", "--k", "40",
+                     "--json", "c2.json"]) == 0
+    e = json.loads((tmp_path / "c2.json").read_text())["engine"]
+    assert e["col-group-compact"]["compact"] == {"cols": 3, "k": 40}
+    assert e["col-group-compact"]["striped"] and e["col-group-compact"]["exact"]
+    assert e["col-group-compact"]["cycles"] < e["col-group-auto-k"]["cycles"]
+    assert e["row-block-compact"]["cycles"] <= e["row-block"]["cycles"]
+    assert "3 of 12 columns kept" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("kind,args,msg", [

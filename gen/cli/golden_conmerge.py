@@ -103,8 +103,10 @@ def cmd_cycles(args) -> int:
 
 def _engine(cfg, mask, K, plan, args) -> dict:
     """The gemm engine model (``golden.cycles.engine_cycles``): row-block, col-group and
-    col-group single-buffered (one group per run); and the estimate of col-group with an
-    IMEM loader (``golden.cycles.imem_loader_estimate``, a design not built)."""
+    col-group single-buffered (one group per run), K-splits chosen, the striped map, both
+    dataflows on the compacted product (``compact``: the columns no row needs dropped,
+    ``docs/gemm.md`` "Compaction"); and the estimate of col-group with an IMEM loader
+    (``golden.cycles.imem_loader_estimate``, a design not built)."""
     bw = cfg.gb_bytes_per_cycle if args.gb_bytes_per_cycle is None else args.gb_bytes_per_cycle
     if bw < 0:
         raise ExionError(f"--gb-bytes-per-cycle: {bw} is invalid: must be >= 0 (0 = unlimited)")
@@ -115,19 +117,25 @@ def _engine(cfg, mask, K, plan, args) -> dict:
                               ("col-group", "col-group", True, kc),
                               ("col-group", "col-group-single", False, kc),
                               ("col-group", "col-group-auto-k", True, "auto"),
-                              ("col-group", "col-group-striped", True, "auto")):
+                              ("col-group", "col-group-striped", True, "auto"),
+                              ("row-block", "row-block-compact", True, "auto"),
+                              ("col-group", "col-group-compact", True, "auto")):
         try:
             e = cy.engine_cycles(cfg, mask, K, dataflow=df, gb_bytes=bw,
                                  merge_ways=plan.merge_ways, sort=plan.sort, double_buffer=db,
                                  k_chunk=kci,
-                                 striped="auto" if name == "col-group-striped" else False)
+                                 striped="auto" if name in ("col-group-striped",
+                                                            "col-group-compact") else False,
+                                 compact=name.endswith("-compact"))
         except ExionError as err:
             print(f"  {name:16} not runnable: {err}")
             out[name] = {"error": str(err)}
             continue
         exact = all(t["exact"] for t in e["tiles"])
+        kept = (f", {e['compact']['cols']} of {mask.shape[1]} columns kept"
+                if e["compact"] else "")
         print(f"  {name:17} {len(e['tiles'])} run(s), K-splits {e['k_splits']} of <= "
-              f"{e['k_chunk']} words{', striped map' if e['striped'] else ''}, cycles "
+              f"{e['k_chunk']} words{', striped map' if e['striped'] else ''}{kept}, cycles "
               f"{e['cycles']} "
               f"({'exact' if exact else 'lower bound'}), compute {e['compute_cycles']}, stall "
               f"{e['stall_cycles']}, weights {e['bytes']['gb_wmem']} B, {e['bound']}, "
