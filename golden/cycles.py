@@ -1245,14 +1245,17 @@ def engine_cycles(cfg: Config, mask, K: int, *, dataflow: str = "row-block",
     ``cols`` and ``k`` (None when off).
     """
     mask = check_mask(mask)
-    kept = None
     if compact:
         if input_mask is not None:
             input_mask = check_mask(input_mask, "input_mask", (mask.shape[0], K))
         cols, krows, mask, input_mask = engine_compact(mask, input_mask)
-        if krows is not None:
-            K = len(krows)
-        kept = {"cols": len(cols), "k": K}
+        K = K if krows is None else len(krows)
+        res = engine_cycles(cfg, mask, K, dataflow=dataflow, gb_bytes=gb_bytes,
+                            merge_ways=merge_ways, sort=sort, cols_per_cycle=cols_per_cycle,
+                            regions=regions, input_mask=input_mask,
+                            double_buffer=double_buffer, group_cols=group_cols,
+                            k_chunk=k_chunk, striped=striped)
+        return {**res, "compact": {"cols": len(cols), "k": K}}
     M, N = mask.shape
     m = cfg.check_merge_ways(merge_ways)
     R, L = cfg.rows, cfg.lanes
@@ -1264,11 +1267,10 @@ def engine_cycles(cfg: Config, mask, K: int, *, dataflow: str = "row-block",
             raise ExionError(f"gemm engine: k_chunk = {k_chunk!r} must be an integer, None "
                              f"or 'auto'")
         # the search already ran the product at every candidate: return the best run
-        best = _k_search(cfg, mask, K, dataflow, dict(
+        return _k_search(cfg, mask, K, dataflow, dict(
             gb_bytes=gb_bytes, merge_ways=merge_ways, sort=sort,
             cols_per_cycle=cols_per_cycle, regions=regions, input_mask=input_mask,
             double_buffer=double_buffer, group_cols=group_cols, striped=striped))[1]
-        return {**best, "compact": kept}
     striped = engine_striped(cfg, mask, K, dataflow=dataflow, striped=striped,
                              gather=imask is not None, double_buffer=double_buffer,
                              group_cols=group_cols, k_chunk=k_chunk, merge_ways=m, sort=sort)
@@ -1328,6 +1330,15 @@ def engine_cycles(cfg: Config, mask, K: int, *, dataflow: str = "row-block",
                       "wmem_bytes": words * wbits // 8, "cycles": cycles, "scan_steps": steps,
                       "cau": cau,
                       "stall": cycles - compute + tail, "tail": tail, "exact": exact})
+    return {"dataflow": dataflow, "gb_bytes_per_cycle": gb_bytes, "M": M, "N": N, "K": K,
+            "compact": None, "k_chunk": max(w for _, w in engine_chunks(cfg, K, k_chunk)),
+            "striped": striped, "k_splits": len(engine_chunks(cfg, K, k_chunk)),
+            "host_a_bytes": host_a, **_engine_totals(cfg, tiles, mask, imask, K, gb_bytes)}
+
+
+def _engine_totals(cfg: Config, tiles: list, mask, imask, K: int, gb_bytes: int) -> dict:
+    """:func:`engine_cycles`'s totals over its tiles: cycles, compute, stall, bytes, the
+    four limits and the bound they give, useful MACs and utilization."""
     tot_c = sum(t["cycles"] or 0 for t in tiles)
     scan = sum(t["scan_steps"] for t in tiles)
     comp = sum(t["compute"] for t in tiles)
@@ -1338,13 +1349,7 @@ def engine_cycles(cfg: Config, mask, K: int, *, dataflow: str = "row-block",
         useful = int(mask.sum()) * K
     else:
         useful = int((mask.sum(axis=1).astype(np.int64) * imask.sum(axis=1)).sum())
-    return {"dataflow": dataflow, "gb_bytes_per_cycle": gb_bytes, "M": M, "N": N, "K": K,
-            "compact": kept,
-            "k_chunk": max(w for _, w in engine_chunks(cfg, K, k_chunk)),
-            "striped": striped,
-            "k_splits": len(engine_chunks(cfg, K, k_chunk)),
-            "host_a_bytes": host_a,
-            "tiles": tiles, "cycles": tot_c, "compute_cycles": comp,
+    return {"tiles": tiles, "cycles": tot_c, "compute_cycles": comp,
             "stall_cycles": tot_c - comp, "bytes": {"gb_wmem": wb}, "memory_cycles": mem,
             "scan_cycles": scan, "cau_cycles": cau_c,
             "bound": "cau-bound" if cau_c > max(comp, mem, scan) else
