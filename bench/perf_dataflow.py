@@ -278,10 +278,11 @@ def plot_engine_block(eb, path, extra=None, extra_name=""):
         ax.axhline(90, color="k", lw=0.6, ls="--")
         ax.grid(True, axis="y", lw=0.3)
     np.atleast_1d(axes)[0].set_ylabel("% of R*C*L peak (useful MACs)")
-    np.atleast_1d(axes)[0].legend(fontsize=7, loc="upper left")
+    handles, labels = np.atleast_1d(axes)[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=len(labels))
     fig.suptitle("DiT-XL/2 block through the built gemm engine (exion16, exact engine model; "
                  "dashed: the 90 % goal)", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
