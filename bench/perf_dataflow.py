@@ -418,16 +418,12 @@ def engine_block(log, bws, cfg=CFG, kinds=("column", "random")) -> dict:
                 per = {}
                 for name, M, N, K, om, im, n in gem:
                     mask = np.ones((M, N), bool) if om is None else om
-                    # the host compacts where a column / K row is unneeded (as the
-                    # block model's engine flows: golden.dataflow._engine_flow)
-                    drops = om is not None and not om.any(axis=0).all() or (
-                        im is not None and not im.any(axis=0).all())
-                    e = min((engine_cycles(cfg, mask, K, dataflow=df, gb_bytes=bw,
-                                           input_mask=im, k_chunk="auto",
-                                           striped="auto" if df == "col-group" else False,
-                                           compact=c)
-                             for c in ((False, True) if drops else (False,))),
-                            key=lambda r: r["cycles"])
+                    # the host compacts where a column / K row is unneeded and that
+                    # is faster (as the block model's engine flows)
+                    e = engine_cycles(cfg, mask, K, dataflow=df, gb_bytes=bw, input_mask=im,
+                                      k_chunk="auto",
+                                      striped="auto" if df == "col-group" else False,
+                                      compact="auto")
                     per[name] = {"cycles": e["cycles"], "k_chunk": e["k_chunk"],
                                  "compact": e["compact"],
                                  "k_splits": e["k_splits"], "bound": e["bound"],
@@ -499,18 +495,21 @@ def engine_goals(log, eb: dict, today_64: int, name: str) -> dict:
 OMEM_SWEEP = ((384, 512, 640, 768, 1024), (1, 4))
 
 
-def omem_sweep(log, bw: int = 256) -> dict:
+def omem_sweep(log, bw: int = 256, known: dict | None = None) -> dict:
     """Base on the DiT-XL/2 block at ``bw`` B/cycle (best dataflow per GEMM, engine model)
     against the OMEM depth and the drain width: where the tile's start and end stop
-    mattering. Keys ``"<depth> <drain>"``."""
+    mattering. Keys ``"<depth> <drain>"``; ``known`` gives points already computed
+    (``cycles``, ``utilization``), which are not run again."""
     out = {}
     depths, drains = OMEM_SWEEP
     for d in depths:
         for w in drains:
-            cfg = CFG.replace(name=f"{CFG.name}_o{d}_d{w}", omem_depth=d, omem_drain=w)
-            r = engine_block(lambda *_: None, (bw,), cfg, kinds=())[f"base {bw}"]
-            out[f"{d} {w}"] = {"cycles": r["best_per_gemm"]["cycles"],
-                               "utilization": r["best_per_gemm"]["utilization"],
+            r = (known or {}).get(f"{d} {w}")
+            if r is None:
+                cfg = CFG.replace(name=f"{CFG.name}_o{d}_d{w}", omem_depth=d, omem_drain=w)
+                r = engine_block(lambda *_: None, (bw,), cfg, kinds=())[f"base {bw}"]
+                r = r["best_per_gemm"]
+            out[f"{d} {w}"] = {"cycles": r["cycles"], "utilization": r["utilization"],
                                "omem_kb": CFG.rows * d * CFG.acc_width / 8 / 1024}
     log(f"\nDiT-XL/2 Base block at {bw} B/cycle against OMEM depth (results per bank) and "
         "drain width (best dataflow per GEMM; % of peak):")
@@ -747,7 +746,11 @@ def main(argv=None) -> int:
     res["engine_goals"] = {c.name: engine_goals(print, eb, today, c.name) for c, eb in
                            ((CFG, res["engine_block"]), (OMEM2X, res["engine_block_omem2x"]))}
     if 256 in bws:
-        res["omem_sweep"] = omem_sweep(print)
+        d4 = res["engine_block_drain4"]["256"]      # the seed's depth: computed above
+        res["omem_sweep"] = omem_sweep(print, known={
+            f"{CFG.omem_depth} 1": res["engine_block"]["base 256"]["best_per_gemm"],
+            f"{CFG.omem_depth} 4": d4, "768 4": res["engine_block_omem2x"]["base 256"][
+                "best_per_gemm"]})
         plot_omem_sweep(res["omem_sweep"], args.out / "dataflow_omem_sweep.png")
     res["seconds"] = time.perf_counter() - t_start
     (args.out / "dataflow.json").write_text(json.dumps(res, indent=1) + "\n")

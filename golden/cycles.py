@@ -741,8 +741,6 @@ ENGINE_CAU_RELEASE = 1
 #: first cycle the fetch may take the block's passes (the pass queue's write, its output
 #: register; the engine's complete-block counter is timed to match).
 ENGINE_BLOCK_RELEASE = 1
-
-
 #: col-group: group g's scan waits for group g - 2's passes (the WMEM half it refills);
 #: False only in the mutation test that shows the rule is measured.
 ENGINE_HALF_RULE = True
@@ -1192,7 +1190,7 @@ def engine_cycles(cfg: Config, mask, K: int, *, dataflow: str = "row-block",
                   cols_per_cycle: int = CAU_COLS_PER_CYCLE,
                   regions: int | None = None, input_mask=None, double_buffer: bool = True,
                   group_cols: int | None = None, k_chunk=None, striped=False,
-                  compact: bool = False) -> dict:
+                  compact: bool | str = False) -> dict:
     """Cycles, bytes and bound of a masked product through the gemm engine (``hw/gemm.py``).
 
     Per tile (:func:`engine_tiles`): ``passes`` (golden ConMerge), ``compute`` = sum_p
@@ -1242,20 +1240,16 @@ def engine_cycles(cfg: Config, mask, K: int, *, dataflow: str = "row-block",
     ``compact``: the host first drops the columns no row needs and the K rows no row reads
     (:func:`engine_compact`); the tiles, ``striped`` and ``k_chunk`` are then those of the
     compacted product (``GemmCase.compact``), and ``compact`` in the result gives the kept
-    ``cols`` and ``k`` (None when off).
+    ``cols`` and ``k`` (None when off). ``"auto"``: where a column or a K row drops, the
+    faster of the plain and the compacted run (ties to the plain one) [choice, issue 17].
     """
     mask = check_mask(mask)
-    if compact:
-        if input_mask is not None:
-            input_mask = check_mask(input_mask, "input_mask", (mask.shape[0], K))
-        cols, krows, mask, input_mask = engine_compact(mask, input_mask)
-        K = K if krows is None else len(krows)
-        res = engine_cycles(cfg, mask, K, dataflow=dataflow, gb_bytes=gb_bytes,
-                            merge_ways=merge_ways, sort=sort, cols_per_cycle=cols_per_cycle,
-                            regions=regions, input_mask=input_mask,
-                            double_buffer=double_buffer, group_cols=group_cols,
-                            k_chunk=k_chunk, striped=striped)
-        return {**res, "compact": {"cols": len(cols), "k": K}}
+    if compact is not False:
+        return _engine_compacted(cfg, mask, K, compact, dict(
+            dataflow=dataflow, gb_bytes=gb_bytes, merge_ways=merge_ways, sort=sort,
+            cols_per_cycle=cols_per_cycle, regions=regions, input_mask=input_mask,
+            double_buffer=double_buffer, group_cols=group_cols, k_chunk=k_chunk,
+            striped=striped))
     M, N = mask.shape
     m = cfg.check_merge_ways(merge_ways)
     R, L = cfg.rows, cfg.lanes
@@ -1334,6 +1328,28 @@ def engine_cycles(cfg: Config, mask, K: int, *, dataflow: str = "row-block",
             "compact": None, "k_chunk": max(w for _, w in engine_chunks(cfg, K, k_chunk)),
             "striped": striped, "k_splits": len(engine_chunks(cfg, K, k_chunk)),
             "host_a_bytes": host_a, **_engine_totals(cfg, tiles, mask, imask, K, gb_bytes)}
+
+
+def _engine_compacted(cfg: Config, mask, K: int, compact, kw: dict) -> dict:
+    """:func:`engine_cycles` with ``compact`` True (the compacted product, ``compact`` in the
+    result the kept ``cols`` and ``k``) or ``"auto"`` (where something drops, the faster of
+    the plain and the compacted run, ties to the plain one)."""
+    if compact == "auto":
+        im = kw["input_mask"]
+        drops = not mask.any(axis=0).all() or (
+            im is not None and not np.asarray(im, bool).any(axis=0).all())
+        return min((engine_cycles(cfg, mask, K, compact=c, **kw)
+                    for c in ((False, True) if drops else (False,))),
+                   key=lambda r: r["cycles"])
+    if compact is not True:
+        raise ExionError(f"gemm engine: compact = {compact!r} must be True, False or 'auto'")
+    im = kw["input_mask"]
+    if im is not None:
+        im = check_mask(im, "input_mask", (mask.shape[0], K))
+    cols, krows, mc, ic = engine_compact(mask, im)
+    K = K if krows is None else len(krows)
+    res = engine_cycles(cfg, mc, K, **{**kw, "input_mask": ic})
+    return {**res, "compact": {"cols": len(cols), "k": K}}
 
 
 def _engine_totals(cfg: Config, tiles: list, mask, imask, K: int, gb_bytes: int) -> dict:

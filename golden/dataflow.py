@@ -210,21 +210,18 @@ def _engine_flow(cfg, M, N, K, omask, imask, bw, m, name, dataflow):
     into IMEM per run (not charged: the engine has no IMEM loader), no OMEM traffic (the host
     writes and reads OMEM between runs). ``k_words`` = the passes' L-words streamed,
     ``groups`` = runs. Where the masks leave a column or a K row unneeded by every row, the
-    host also tries the compacted product (``engine_cycles(compact=True)``: the unneeded
+    host also tries the compacted product (``engine_cycles(compact="auto")``: the unneeded
     weights never loaded) and keeps the faster [choice, issue 17]."""
     from .cycles import engine_cycles
     mask = np.ones((M, N), bool) if omask is None else omask
     flows = ("row-block", "col-group") if dataflow == "engine-best" else (dataflow[7:],)
-    drops = not mask.any(axis=0).all() or (imask is not None and not imask.any(axis=0).all())
     best = None
     for df in flows:
-        for compact in (False, True) if drops else (False,):
-            e = engine_cycles(cfg, mask, K, dataflow=df, gb_bytes=bw, merge_ways=m,
-                              input_mask=imask, k_chunk="auto",
-                              striped="auto" if df == "col-group" else False,
-                              compact=compact)
-            if best is None or e["cycles"] < best[1]["cycles"]:
-                best = (df, e)
+        e = engine_cycles(cfg, mask, K, dataflow=df, gb_bytes=bw, merge_ways=m,
+                          input_mask=imask, k_chunk="auto",
+                          striped="auto" if df == "col-group" else False, compact="auto")
+        if best is None or e["cycles"] < best[1]["cycles"]:
+            best = (df, e)
     df, e = best
     passes = sum(t["passes"] for t in e["tiles"])
     by = {"gb_wmem": int(e["bytes"]["gb_wmem"]), "gb_imem": int(e["host_a_bytes"]),

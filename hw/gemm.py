@@ -470,7 +470,8 @@ class SparseGemm(wiring.Component):
         with mod.If(~self.busy):
             mod.d.sync += ready_blocks.eq(0)
         return {"pq": pq, "head": head, "pre": pre, "last_in": last_in, "last_lab": last_lab,
-                "ready_blocks": ready_blocks, "queued": pq.r_rdy | fq.r_rdy,
+                "ready_blocks": ready_blocks,
+                "queued": (pq.r_rdy | fq.r_rdy) if cfg.gemm_pq_reg else fq.r_rdy,
                 # a pass at the queue's output not yet in the head stage (its group unknown
                 # to the half-free test for that cycle)
                 "unstaged": (fq.r_rdy & ~pq.r_rdy) if cfg.gemm_pq_reg else Const(0)}

@@ -38,9 +38,13 @@ def _board_cases(cfg, seed):
     return cases
 
 
-def _run(cfg, cases, seed, name):
-    # a gmem_ports config runs on exion.sim.gemm_gmem's wrapper (rtl_sparse_gemm picks it)
-    return rtl_sparse_gemm(cfg, cases, seed=seed, run_name=name)
+@pytest.fixture(scope="module")
+def board_runs():
+    """The board's cases through its engine once (a ``gmem_ports`` config runs on
+    ``exion.sim.gemm_gmem``'s wrapper: ``rtl_sparse_gemm`` picks it)."""
+    cases = _board_cases(BOARD, 23)
+    outs, runs, _ = rtl_sparse_gemm(BOARD, cases, seed=23, run_name="gemm-board")
+    return cases, outs, runs
 
 
 def test_board_config_fields():
@@ -58,21 +62,20 @@ def test_block_release_by_hand():
 
 
 @pytest.mark.rtl
-def test_gemm_rtl_board_engine():
+def test_gemm_rtl_board_engine(board_runs):
     """The board's engine (all four knobs) bit- and cycle-exact on both dataflows."""
-    cases = _board_cases(BOARD, 23)
-    outs, runs, _ = _run(BOARD, cases, 23, "gemm-board")
+    cases, outs, runs = board_runs
     check(BOARD, cases, outs, runs, 23)
     check_engine_model(BOARD, cases, runs)
 
 
 @pytest.mark.rtl
-def test_board_engine_needs_the_release_cycle(monkeypatch):
+def test_board_engine_needs_the_release_cycle(board_runs, monkeypatch):
     """The head stage's extra cycle is measured: the model without it (every pass at
     ``ENGINE_BLOCK_RELEASE``) disagrees with the board engine's cycles on the one-pass
     blocks."""
-    cases = [c for c in _board_cases(BOARD, 23) if c.name.startswith("one-pass")]
-    outs, runs, _ = _run(BOARD, cases, 23, "gemm-board")
+    picked = [(c, o, r) for c, o, r in zip(*board_runs) if c.name.startswith("one-pass")]
+    cases, outs, runs = (list(x) for x in zip(*picked))
     check(BOARD, cases, outs, runs, 23, timed=False)
     monkeypatch.setattr(cy, "engine_block_release",
                         lambda cfg, rb: np.full(len(rb), cy.ENGINE_BLOCK_RELEASE, np.int64))
@@ -96,6 +99,6 @@ def test_gemm_rtl_head_stage_back_to_back():
         cases.append(GemmCase(a, b, np.ones((3 * R + 1, 4 * C + 1), bool), prev,
                               dataflow="col-group", striped=True, name=f"wide-K{K}"))
     cases += [dataclasses.replace(c, name=c.name + "-cg") for c in col_group_cases(cfg, 24)[::4]]
-    outs, runs, _ = _run(cfg, cases, 24, "gemm-pqreg")
+    outs, runs, _ = rtl_sparse_gemm(cfg, cases, seed=24, run_name="gemm-pqreg")
     check(cfg, cases, outs, runs, 24)
     check_engine_model(cfg, cases, runs)
