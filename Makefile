@@ -42,7 +42,7 @@ formal: $(STAMP)  ## every SymbiYosys proof (fast and long), its cover run and i
 	$(BIN)/exion formal --long --out build/formal
 
 # Benchmark scripts (bench/perf_*.py; the cocotb testbenches are sim/tb_*.py).
-BENCHES ?= bench/perf_dpu.py bench/perf_conmerge.py bench/perf_sdue.py bench/perf_gemm.py bench/perf_fpga.py bench/perf_workload.py bench/perf_dataflow.py bench/perf_system.py bench/perf_epre.py bench/perf_fidelity.py bench/perf_generate.py bench/perf_dsc.py bench/perf_demo.py
+BENCHES ?= bench/perf_dpu.py bench/perf_conmerge.py bench/perf_sdue.py bench/perf_gemm.py bench/perf_fpga.py bench/perf_workload.py bench/perf_dataflow.py bench/perf_system.py bench/perf_epre.py bench/perf_fidelity.py bench/perf_generate.py bench/perf_dsc.py bench/perf_demo.py bench/perf_ep_masks.py
 
 bench: $(STAMP)  ## benchmarks: print figures and write JSON under build/bench (BENCHES=...)
 	@set -e; for b in $(BENCHES); do echo "== $$b"; $(BIN)/python $$b; done

@@ -31,7 +31,9 @@ Masks: ``random`` (Bernoulli(1 - s) per element), ``column`` (a random set of ro
 hidden units needed by every token, so the element sparsity is s too), or a file (see
 :func:`load_masks`). Synthetic EP masks: i.i.d. N(0, 1) logits per head, top ceil(k T) keys
 per query, ties to the lower key; with ``q_th`` the dominant rule of SPEC 3.4 on the logits
-(top1 - top2 >= q_th keeps only the top-1).
+(top1 - top2 >= q_th keeps only the top-1). ``key_corr`` (:func:`synth_ep`) adds a per-key
+term shared by the queries of a head [choice: 0 here, :data:`EP_KEY_CORR` = 0.65 in the system
+model, fitted to real masks].
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from .cycles import epre_cycles, epre_run_cycles
 from .dataflow import BYTE_KEYS, DEFAULT_BANK_MAP, gemm_flow
 
 __all__ = ["SHAPES", "MODES", "MASK_KINDS", "shape", "synth_ffn_mask", "synth_ep",
-           "load_masks", "block_flow", "ffn_mask_for", "ep_masks_for"]
+           "load_masks", "block_flow", "EP_KEY_CORR", "ffn_mask_for", "ep_masks_for"]
 
 MODES = ("base", "ffnr", "ep", "all")
 MASK_KINDS = ("random", "column")
@@ -92,14 +94,35 @@ def synth_ffn_mask(rng, T: int, F: int, s: float, kind: str) -> np.ndarray:
     raise ExionError(f"mask kind {kind!r} is not one of {', '.join(MASK_KINDS)} (or a file)")
 
 
-def synth_ep(rng, heads: int, T: int, k: float, q_th: float | None = None) -> dict:
+#: Key correlation rho of :func:`synth_ep` fitted to the digits64 DiT's real EP masks by
+#: ``bench/perf_ep_masks.py``: the fraction of keys a 16-query row block needs, at
+#: k = 0.05 - 0.8, within 0.02 of the real masks' (i.i.d. masks, rho = 0, overstate it by up
+#: to 0.39 and the masked scores GEMM's cycles by up to 39 %) [choice, docs/evaluate.md
+#: "EP masks"].
+EP_KEY_CORR = 0.65
+
+
+def synth_ep(rng, heads: int, T: int, k: float, q_th: float | None = None,
+             key_corr: float = 0.0) -> dict:
     """Synthetic eager-prediction outputs (module docstring): ``score_mask`` (heads, T, T),
     ``skip_q`` (dominant queries), ``skip_k`` (keys no needed query selects), ``skip_v``
-    (keys no query selects), each (heads, T)."""
+    (keys no query selects), each (heads, T).
+
+    ``key_corr`` = rho in [0, 1) makes the logits of one head share a per-key term:
+    ``sqrt(rho) z[key] + sqrt(1 - rho) z[query, key]`` (unit variance either way), so that
+    queries agree on which keys matter, as real attention does. rho = 0 is i.i.d.;
+    :data:`EP_KEY_CORR` is the value fitted to the digits64 DiT's real EP masks
+    (docs/evaluate.md, "EP masks")."""
     if isinstance(k, bool) or not isinstance(k, (int, float)) or not 0.0 < k <= 1.0:
         raise ExionError(f"top-k ratio k = {k!r} must be in (0, 1]")
+    if isinstance(key_corr, bool) or not isinstance(key_corr, (int, float)) \
+            or not 0.0 <= key_corr < 1.0:
+        raise ExionError(f"EP key correlation = {key_corr!r} must be in [0, 1)")
     kn = max(1, math.ceil(k * T))
     logits = rng.standard_normal((heads, T, T))
+    if key_corr:
+        logits = (math.sqrt(1.0 - key_corr) * logits
+                  + math.sqrt(key_corr) * rng.standard_normal((heads, 1, T)))
     order = np.argsort(-logits, axis=2, kind="stable")
     mask = np.zeros((heads, T, T), bool)
     np.put_along_axis(mask, order[:, :, :kn], True, axis=2)

@@ -23,6 +23,9 @@ whose figures are not changed here (docs/evaluate.md has the whole model):
   each, all keys; :func:`attn_split_candidates`); per block and mode the system runs the
   cheapest candidate g and, in EP / All, EP only on the blocks where it is faster than
   without (:func:`best_block`; cost ``max(on-chip, off-chip cycles)``).
+* **EP masks** [choice]: ``bl.synth_ep`` with a per-key logit term shared by a head's
+  queries, weight ``ep_key_corr`` = ``bl.EP_KEY_CORR`` = 0.65, fitted to the digits64 DiT's
+  real masks (``bench/perf_ep_masks.py``); 0 gives the i.i.d. masks of ``block_flow``.
 * **FFN-Reuse masks**: ``column`` by default (issue 20's column rule: whole hidden units,
   which the col-group dataflow turns into skipped W1 columns / W2 rows); its fidelity cost
   on digits16 is 0.5-1.4 dB PSNR against the element rule at equal count
@@ -297,12 +300,13 @@ def block_gemms_cached(cfg: Config, blk: Block, mode: str, **kw) -> dict:
 def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | None = None,
                 dataflow: str = "col-group", reuse_dense: bool = False, s: float = 0.0,
                 k: float = 1.0, q_th: float | None = None, masks_kind: str = "column",
-                attn_split: int = 1) -> dict:
+                attn_split: int = 1, ep_key_corr: float = bl.EP_KEY_CORR) -> dict:
     """Per-core figures of one instance of ``blk`` in ``mode`` (base / ffnr / ep / all).
 
-    Masks are those of ``block_flow``'s CLI: ``bl.ffn_mask_for`` / ``bl.ep_masks_for`` with
+    Masks are those of ``block_flow``'s CLI: ``bl.ffn_mask_for`` / ``bl.synth_ep`` with
     ``seed`` (FFN mask over all ``batch * T`` tokens, EP masks of one sequence, reused for
-    every sequence). Returns ``{"gemms": [(GemmFlow, count, kind)], "cfse": {...},
+    every sequence); the EP masks' key correlation is ``ep_key_corr`` (default
+    ``bl.EP_KEY_CORR``, fitted to real masks; 0 gives ``block_flow``'s i.i.d. masks). Returns ``{"gemms": [(GemmFlow, count, kind)], "cfse": {...},
     "epre_cycles", "epre_runs", "shift_adds", ...}`` where kind is ``"linear"`` or
     ``"head"`` (count = sequences x heads x query chunks it stands for).
 
@@ -332,7 +336,8 @@ def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | 
 
     def get_ep():
         if not ep_box:
-            ep = bl.synth_ep(np.random.default_rng([seed, 2]), h_eval, T, k, q_th)
+            ep = bl.synth_ep(np.random.default_rng([seed, 2]), h_eval, T, k, q_th,
+                             key_corr=ep_key_corr)
             if h_eval != H:
                 ep = {x: np.tile(v, (H,) + (1,) * (v.ndim - 1)) if x != "score_mask" else v
                       for x, v in ep.items()}
@@ -342,7 +347,8 @@ def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | 
     def attention(prefix, q_names):
         """Self-attention GEMMs; memoized (the same in every mode with or without EP)."""
         key = (cfg.hash, blk, prefix, use_ep, seed, k if use_ep else None,
-               q_th if use_ep else None, tuple(sorted(kw.items())), g_split)
+               q_th if use_ep else None, ep_key_corr if use_ep else None,
+               tuple(sorted(kw.items())), g_split)
         if key not in _ATT_CACHE:
             _ATT_CACHE[key] = _attention(prefix, q_names)
         out, sm_el, sm_exp = _ATT_CACHE[key]
@@ -678,9 +684,11 @@ def _residency(sysm: System, fp: dict, ffnr: bool) -> dict:
 
 def evaluate_model(sysm: System, model: Model, mode: str, *, seed: int = 0,
                    masks_kind: str = "column", progress=None,
-                   split_heads: bool = True, ep_per_block: bool = True) -> dict:
+                   split_heads: bool = True, ep_per_block: bool = True,
+                   ep_key_corr: float = bl.EP_KEY_CORR) -> dict:
     """Latency and energy of one generation (image / clip) of ``model`` in ``mode`` (Base,
-    EP, FFNR, All) on ``sysm``, and the GPU comparison (docs/evaluate.md)."""
+    EP, FFNR, All) on ``sysm``, and the GPU comparison (docs/evaluate.md). ``ep_key_corr``:
+    the synthetic EP masks' key correlation (:func:`exion.golden.block.synth_ep`)."""
     if mode not in MODE_NAMES:
         raise ExionError(f"mode {mode!r} is not one of {', '.join(MODE_NAMES)}")
     cfg = sysm.cfg
@@ -707,7 +715,7 @@ def evaluate_model(sysm: System, model: Model, mode: str, *, seed: int = 0,
                                 "weight_bytes", "act_bytes", "cache_bytes", "cfse_elements")}
         bkw = dict(seed=seed, bw=sysm.gm_bytes_per_cycle, dataflow=sysm.dataflow,
                    reuse_dense=ffnr and it_kind == "dense", s=model.s, k=model.k,
-                   q_th=model.q_th, masks_kind=masks_kind)
+                   q_th=model.q_th, masks_kind=masks_kind, ep_key_corr=ep_key_corr)
         other_cyc = model.other_macs / (cfg.peak_macs * sysm.dscs)
 
         def iter_time(ch):

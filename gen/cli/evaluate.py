@@ -11,6 +11,7 @@ import argparse
 import time
 
 from exion.errors import ExionError
+from exion.golden import block as bl
 from exion.golden import system as sy
 from exion.golden import workloads_sys as ws
 
@@ -25,6 +26,7 @@ JSON layout (times in seconds, energies in joules, per generated image / clip / 
                           leak_mw_per_core, leak_mw_per_gm_mb, dataflow, gpu)
   energy_table_pj         the energy constants (docs/evaluate.md gives each source)
   seed, masks             synthetic-mask seed and kind (random | column)
+  ep_key_corr             the synthetic EP masks' key correlation rho (--ep-key-corr)
   guidance                true with --guidance: every step runs the conditional and the
                           unconditional prediction as one batch of two (weights fetched once)
   ordering_holds_count    models for which Base < EP < FFNR < All holds
@@ -62,12 +64,14 @@ def _models(arg, guidance=False):
     return [ws.guided(m) for m in models] if guidance else models
 
 
-def evaluate(system, models, seed=0, masks="column", report=None, guidance=False) -> dict:
+def evaluate(system, models, seed=0, masks="column", report=None, guidance=False,
+             ep_key_corr=bl.EP_KEY_CORR) -> dict:
     """``models`` as given (:func:`_models` applies ``guidance``); ``guidance`` is recorded
     in the JSON and in each model's ``network_evals_per_step``."""
     sysm = sy.get_system(system)
     out = {"system": sysm.to_dict(), "energy_table_pj": dict(sy.ENERGY), "seed": seed,
-           "masks": masks, "guidance": bool(guidance), "models": {}}
+           "masks": masks, "ep_key_corr": ep_key_corr, "guidance": bool(guidance),
+           "models": {}}
     t0 = time.monotonic()
     last = [t0]
 
@@ -84,7 +88,8 @@ def evaluate(system, models, seed=0, masks="column", report=None, guidance=False
              "network_evals_per_step": ws.GUIDANCE_EVALS if guidance else 1,
              "gpu": sy.gpu_estimate(m, sysm.gpu), "modes": {}}
         for mode in sy.MODE_NAMES:
-            r = sy.evaluate_model(sysm, m, mode, seed=seed, masks_kind=masks, progress=prog)
+            r = sy.evaluate_model(sysm, m, mode, seed=seed, masks_kind=masks, progress=prog,
+                                  ep_key_corr=ep_key_corr)
             r.pop("gpu")
             e["modes"][mode] = r
         e["ordering_holds"] = sy.ordering_holds({k: r["latency_s"]
@@ -153,8 +158,10 @@ def cmd_evaluate(args) -> int:
     models = _models(args.model, args.guidance)
     if args.plot and not str(args.plot).endswith(".png"):
         raise ExionError(f"--plot {args.plot!r}: expected a FILE.png")
+    if not 0.0 <= args.ep_key_corr < 1.0:
+        raise ExionError(f"--ep-key-corr {args.ep_key_corr!r} is invalid: must be in [0, 1)")
     res = evaluate(sysm, models, seed=args.seed, masks=args.masks, report=progress,
-                   guidance=args.guidance)
+                   guidance=args.guidance, ep_key_corr=args.ep_key_corr)
     _print(res)
     out = write_json(args.json or DEFAULT_JSON, res)
     print(f"wrote {out}")
@@ -182,6 +189,11 @@ def register(sub) -> None:
                    help="synthetic FFN-Reuse masks: random elements or whole hidden units "
                         "(the column rule of issue 20, docs/choices.md issue 19) "
                         "(default: %(default)s)")
+    p.add_argument("--ep-key-corr", type=float, default=bl.EP_KEY_CORR, metavar="RHO",
+                   help="key correlation of the synthetic eager-prediction masks: queries "
+                        "share a per-key logit term of weight RHO (0 = i.i.d. keys). The "
+                        "default is the fit to the digits64 DiT's real masks "
+                        "(bench/perf_ep_masks.py, docs/evaluate.md) (default: %(default)s)")
     p.add_argument("--guidance", action="store_true",
                    help="sample with classifier-free guidance, as the seven models' released "
                         "samplers do: each step runs the conditional and the unconditional "
