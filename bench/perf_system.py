@@ -17,6 +17,11 @@ speedup over Base and whether Base < EP < FFNR < All holds. Writes
 ``build/bench/system_epre.json`` and ``system_epre.png``. Run:
 ``.venv/bin/python bench/perf_system.py [--quick]`` (``--quick``: Base only, fewer points;
 the EPRE sweep on exion24 at 32 and 128 units).
+
+``--roofline`` instead raises one system field at a time (DSCs, off-chip bandwidth,
+global-memory bytes per cycle per core, global-memory size), every model and mode on both
+systems, and lists every step up that made a run slower (``build/bench/system_roofline.json``;
+exit status 1 if any).
 """
 
 from __future__ import annotations
@@ -59,6 +64,36 @@ def sweep(modes, cores, bws):
                   f"(at {base.offchip_gb_per_s:g} GB/s); compute/on-chip-bound from "
                   f"{free_bw or '>' + str(bws[-1])} GB/s (24 DSCs); latency 24 DSCs "
                   f"{rows_c[cores.index(24)]['latency_s'] if 24 in cores else float('nan'):.4g} s",
+                  flush=True)
+    return out
+
+
+#: Roofline check (``--roofline``): each field's values, every one at least the one before.
+ROOFLINE_FIELDS = {"dscs": (1, 2, 4, 8, 16, 24, 32, 48),
+                   "offchip_gb_per_s": (17.0, 68.0, 272.0, 960.0, 3840.0),
+                   "gm_bytes_per_cycle": (16, 32, 64, 128, 256),
+                   "gm_mb": (2.0, 8.0, 16.0, 64.0, 256.0, 1024.0)}
+
+
+def roofline_check(systems=("exion4", "exion24"), modes=("Base", "EP", "FFNR", "All")):
+    """Raise one system field at a time (:data:`ROOFLINE_FIELDS`, the rest as the preset):
+    a run may never get slower (more cores, more bandwidth, more on-chip memory). Returns
+    ``{"checked": n, "violations": [...]}`` with each increase's figures."""
+    out = {"checked": 0, "violations": []}
+    for sname in systems:
+        base = sy.SYSTEMS[sname]
+        for name, m in ws.MODELS.items():
+            for mode in modes:
+                for field, vals in ROOFLINE_FIELDS.items():
+                    lat = [sy.evaluate_model(replace(base, **{field: v}), m,
+                                             mode)["latency_s"] for v in vals]
+                    out["checked"] += len(vals) - 1
+                    out["violations"] += [
+                        {"system": sname, "model": name, "mode": mode, "field": field,
+                         "from": a, "to": b, "latency_s": [la, lb]}
+                        for a, b, la, lb in zip(vals, vals[1:], lat, lat[1:])
+                        if lb > la * (1 + 1e-12)]
+            print(f"{sname:8} {name:14} roofline: {len(out['violations'])} increases so far",
                   flush=True)
     return out
 
@@ -151,7 +186,23 @@ def plot(res, path):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--roofline", action="store_true",
+                    help="only the roofline check: raise DSCs, off-chip and global-memory "
+                         "bandwidth, global-memory size one at a time, every model and mode on "
+                         "both systems; no run may get slower (build/bench/system_roofline."
+                         "json; about 4 min)")
     a = ap.parse_args()
+    if a.roofline:
+        t = time.time()
+        res = roofline_check()
+        out = build_root() / "bench"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "system_roofline.json").write_text(json.dumps(res, indent=2) + "\n")
+        print(f"roofline: {res['checked']} steps up, {len(res['violations'])} slower "
+              f"({time.time() - t:.0f} s); wrote {out / 'system_roofline.json'}")
+        for v in res["violations"]:
+            print("  ", v)
+        return 1 if res["violations"] else 0
     t = time.time()
     modes = ("Base",) if a.quick else ("Base", "All")
     cores = (1, 4, 24, 64) if a.quick else CORES
@@ -172,4 +223,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

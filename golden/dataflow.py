@@ -136,6 +136,8 @@ class GemmFlow:
     k_chunks: int = 1         # WMEM K-chunks (col-group; > 1: partial sums spill)
     bank_map: str = ""
     charged: tuple = field(default=("gb_wmem", "gb_imem"))  # byte counters the cycles pay
+    preload_bytes: int = 0    # of gb_omem: outputs preloaded (Y_d, H_d); the rest re-reads
+    #                           spilled partial sums (col-group K-chunks)
 
     @property
     def bytes_total(self) -> int:
@@ -272,7 +274,8 @@ def _row_block(cfg, M, N, K, omask, imask, bw, m, name, out_bits, preload_bits):
                     utilization=g.useful_macs / (cfg.peak_macs * g.total_cycles)
                     if g.total_cycles else 0.0,
                     bound=g.bound, conmerge_utilization=cu, groups=1, group_cols=0,
-                    k_chunks=1, bank_map="", charged=("gb_wmem", "gb_imem"))
+                    k_chunks=1, bank_map="", charged=("gb_wmem", "gb_imem"),
+                    preload_bytes=by["gb_omem"])
 
 
 # ---- col-group: bank mapping and ConMerge per (row block, group) ----------------------
@@ -552,7 +555,7 @@ def _col_group(cfg, M, N, K, omask, imask, bw, m, bank_map, name, out_bits, prel
     tiles = []      # (preload_bytes, write_bytes, producer tile or -1)
     wbytes = []     # per chunk-of-group q: weight bytes
     passes_total = beats_total = one_split_passes = 0
-    outs_computed = 0
+    outs_computed = preload_bits_total = 0
     for g0 in range(0, cols.size, plan.G):
         gcols = cols[g0:g0 + plan.G]
         Gv = gcols.size
@@ -593,6 +596,8 @@ def _col_group(cfg, M, N, K, omask, imask, bw, m, bank_map, name, out_bits, prel
                     continue
                 prev = last_tile.get(b, -1)
                 pre_bits = (outs * preload_bits) if prev < 0 else outs * A
+                if prev < 0:
+                    preload_bits_total += outs * preload_bits
                 t = len(tiles)
                 tiles.append([pre_bits / 8, outs * out_bits / 8, prev])
                 if prev >= 0:
@@ -622,7 +627,7 @@ def _col_group(cfg, M, N, K, omask, imask, bw, m, bank_map, name, out_bits, prel
                     conmerge_utilization=cu, groups=math.ceil(cols.size / plan.G)
                     if cols.size else 0, group_cols=plan.G, k_chunks=len(plan.chunks),
                     bank_map=bank_map if omask is not None else "",
-                    charged=BYTE_KEYS)
+                    charged=BYTE_KEYS, preload_bytes=_bits_to_bytes(preload_bits_total))
 
 
 def _simulate(steps, tiles, wbytes, bw):

@@ -34,8 +34,9 @@ whose figures are not changed here (docs/evaluate.md has the whole model):
   activations of the running block, the FFN-Reuse caches (H_d, Y_d of every block), then as
   much of the weights as fits (resident for the whole run). What does not fit is read from
   off-chip memory every iteration it is used (weights: the fraction not resident, of the
-  weight bytes each GEMM fetches; caches: their preload reads and dense writes; activations:
-  the non-resident fraction of all GEMM operand traffic). Off-chip transfers overlap the
+  weight bytes each GEMM fetches; caches: their preload reads (``GemmFlow.preload_bytes``)
+  and dense writes; activations: the non-resident fraction of all GEMM operand traffic,
+  with the partial sums a GEMM spills and reads back). Off-chip transfers overlap the
   cores: an iteration takes
   ``max(on-chip time, off-chip bytes / off-chip bandwidth)``.
 * **Bound** of an iteration: ``off-chip`` if the off-chip time is the larger, else
@@ -630,13 +631,17 @@ def block_on_system(sysm: System, r: dict) -> dict:
         sram += n * ((x.k_words * (R + C) * L * W / 8) + x.bytes["gb_wmem"]
                      + x.bytes["gb_imem"] + 2 * (x.bytes["gb_omem"] + x.bytes["omem_gb"]))
         base = x.name.split("[")[0]
+        # OMEM loads: preloaded outputs (the FFN-Reuse caches' reads) or spilled partial
+        # sums read back (activations, like the spill writes in omem_gb)
+        spill = x.bytes["gb_omem"] - x.preload_bytes
         if base in WEIGHT_GEMMS:
             wbytes += n * x.bytes["gb_wmem"]
-            actbytes += n * (x.bytes["gb_imem"] + x.bytes["omem_gb"])
+            actbytes += n * (x.bytes["gb_imem"] + x.bytes["omem_gb"] + spill)
         else:
-            actbytes += n * (x.bytes["gb_wmem"] + x.bytes["gb_imem"] + x.bytes["omem_gb"])
+            actbytes += n * (x.bytes["gb_wmem"] + x.bytes["gb_imem"] + x.bytes["omem_gb"]
+                             + spill)
         if base in ("fc1", "fc2"):
-            cachebytes += n * x.bytes["gb_omem"]
+            cachebytes += n * x.preload_bytes
     c = r["cfse"]
     units = r["attn_units"]        # (sequence, head) pairs of the block
     parts["cfse"] = (c["softmax_exposed"] + c["gelu_exposed"]) / min(N, units)
