@@ -18,6 +18,9 @@ speedup over Base and whether Base < EP < FFNR < All holds. Writes
 ``.venv/bin/python bench/perf_system.py [--quick]`` (``--quick``: Base only, fewer points;
 the EPRE sweep on exion24 at 32 and 128 units).
 
+``--ep-k`` instead runs EP at other top-k ratios (``EP_KS``) than the seed's, per model on
+both systems: EP's speedup over Base (``build/bench/system_ep_k.json``).
+
 ``--roofline`` instead raises one system field at a time (DSCs, off-chip bandwidth,
 global-memory bytes per cycle per core, global-memory size), every model and mode on both
 systems, and lists every step up that made a run slower (``build/bench/system_roofline.json``;
@@ -95,6 +98,29 @@ def roofline_check(systems=("exion4", "exion24"), modes=("Base", "EP", "FFNR", "
                         if lb > la * (1 + 1e-12)]
             print(f"{sname:8} {name:14} roofline: {len(out['violations'])} increases so far",
                   flush=True)
+    return out
+
+
+#: Top-k ratios of the EP break-even sweep (``--ep-k``).
+EP_KS = (0.02, 0.05, 0.1, 0.2, 0.5)
+
+
+def ep_k_sweep(systems=("exion4", "exion24"), ks=EP_KS):
+    """EP's speedup over Base per model at other top-k ratios than the seed's (q_th kept):
+    ``{system: {model: {k: speedup}}}`` and the largest k at which EP pays (> 1.0005x)."""
+    out = {}
+    for sname in systems:
+        sysm = sy.SYSTEMS[sname]
+        out[sname] = {}
+        for name, m in ws.MODELS.items():
+            base = sy.evaluate_model(sysm, m, "Base")["latency_s"]
+            sp = {k: base / sy.evaluate_model(sysm, replace(m, k=k), "EP")["latency_s"]
+                  for k in ks}
+            pays = [k for k in ks if sp[k] > 1.0005]
+            out[sname][name] = {"seed_k": m.k, "speedup": sp,
+                                "pays_up_to_k": max(pays) if pays else None}
+            print(f"{sname:8} {name:14} seed k {m.k:<5} EP speedup "
+                  + " ".join(f"k={k}: {v:.3f}x" for k, v in sp.items()), flush=True)
     return out
 
 
@@ -191,7 +217,18 @@ def main():
                          "bandwidth, global-memory size one at a time, every model and mode on "
                          "both systems; no run may get slower (build/bench/system_roofline."
                          "json; about 4 min)")
+    ap.add_argument("--ep-k", action="store_true",
+                    help="only the EP top-k sweep: EP's speedup over Base per model at k = "
+                         f"{', '.join(map(str, EP_KS))} on both systems (build/bench/"
+                         "system_ep_k.json)")
     a = ap.parse_args()
+    if a.ep_k:
+        res = ep_k_sweep()
+        out = build_root() / "bench"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "system_ep_k.json").write_text(json.dumps(res, indent=2) + "\n")
+        print(f"wrote {out / 'system_ep_k.json'}")
+        return 0
     if a.roofline:
         t = time.time()
         res = roofline_check()
