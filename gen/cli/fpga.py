@@ -69,8 +69,9 @@ def register(sub) -> None:
             "Synthesize every top (or --tops) for every config and family and write one "
             "table (LUTs, FFs, DSP blocks, block RAMs, Yosys time) into a generated section "
             "of DOC and the rows into JSON. Rows already in JSON for the current sources "
-            "and config are kept (not rerun) unless --rerun. Arrays of 64 or more DPUs are "
-            "counted hierarchically (as exion synth --hier), the rest flat. A Yosys run "
+            "and config are kept (not rerun) unless --rerun. Arrays of 64 or more DPUs and "
+            "EPREs of 1,024 or more lanes are counted hierarchically (as exion synth --hier), "
+            "the rest flat. A Yosys run "
             "longer than --timeout is stopped and recorded as not finished, with its time."),
         epilog="Example: exion synth-table --configs toy --families ecp5 --timeout 20")
     p.add_argument("--configs", nargs="+", default=["toy", "exion16"], metavar="NAME|FILE",
