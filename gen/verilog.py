@@ -46,8 +46,8 @@ from exion.errors import ExionError
 
 from .fastemit import fast_meminit, fold_zero_init
 
-__all__ = ["TOPS", "generate", "lint", "sources", "Generated", "source_hash", "source_files",
-           "sv_time0_fix", "sim_sources"]
+__all__ = ["TOPS", "EPRE_TOPS", "generate", "lint", "sources", "Generated", "source_hash",
+           "source_files", "sv_time0_fix", "sim_sources"]
 
 # Rules waived for generated code only, with the reason (see module docstring).
 LINT_WAIVERS = {
@@ -89,9 +89,14 @@ if importlib.util.find_spec("exion.hw.dsc") is not None:
 
 
 def _factory(module: str, cls: str):
-    def make(cfg: Config):
-        return getattr(importlib.import_module(module), cls)(cfg)
+    def make(cfg: Config, **options):
+        return getattr(importlib.import_module(module), cls)(cfg, **options)
     return make
+
+
+#: Tops that hold the EPRE and take ``epre_unit_boxes`` (:func:`generate`,
+#: ``box_epre_units``).
+EPRE_TOPS = ("epre", "dsc_core", "dsc")
 
 
 # name -> (factory(cfg), description)
@@ -209,14 +214,26 @@ def _constants(component) -> dict:
     return out
 
 
-def generate(cfg: Config, top: str, out_dir: str | Path, *, reuse: bool = True) -> Generated:
+def generate(cfg: Config, top: str, out_dir: str | Path, *, reuse: bool = True,
+             box_epre_units: bool = False) -> Generated:
     """Write ``<top>.v`` and ``<top>.json`` for ``cfg`` into ``out_dir``.
 
     With ``reuse``, an existing pair whose manifest records the same config hash and source
     hash is kept (generation of large arrays takes seconds).
+
+    ``box_epre_units`` (tops in :data:`EPRE_TOPS`; the hierarchical synthesis flow): the
+    EPRE's U dot-product units are instances of one module,
+    ``hw.epre_stages.EPRE_UNIT_MODULE``, generated once from ``EpreUnit`` and appended to
+    the file, so the units are elaborated once instead of U times (the exion16 EPRE does
+    not generate otherwise). The file is the same circuit; the manifest says
+    ``"epre_units": "boxed"``.
     """
     if top not in TOPS:
         raise ExionError(f"unknown top {top!r}; available: {', '.join(TOPS)}")
+    if box_epre_units and top not in EPRE_TOPS:
+        raise ExionError(f"top {top!r} holds no EPRE: box_epre_units needs one of "
+                         f"{', '.join(EPRE_TOPS)}")
+    epre_units = "boxed" if box_epre_units else "full"
     out_dir = Path(out_dir)
     module = f"exion_{top}"
     vpath, mpath = out_dir / f"{module}.v", out_dir / f"{module}.json"
@@ -231,16 +248,20 @@ def generate(cfg: Config, top: str, out_dir: str | Path, *, reuse: bool = True) 
     if reuse and vpath.exists() and mpath.exists():
         try:
             old = json.loads(mpath.read_text())
-            if old.get("config_hash") == cfg.hash and old.get("source_hash") == src:
+            if (old.get("config_hash") == cfg.hash and old.get("source_hash") == src
+                    and old.get("epre_units", "full") == epre_units):
                 _copy_models(models, out_dir)
                 return Generated(vpath, mpath, top, 0.0, True)
         except (OSError, ValueError):
             pass
     t0 = time.perf_counter()
-    component = TOPS[top][0](cfg)
+    component = TOPS[top][0](cfg, **({"epre_unit_boxes": True} if box_epre_units else {}))
     ports = _port_signals(component)
     with fast_meminit():     # same RTLIL, without a NIR net per memory-init bit
         text = component_verilog(component, module, strip_internal_attrs=True)
+    if box_epre_units:
+        from exion.hw.epre_stages import EPRE_UNIT_MODULE, EpreUnit
+        text += component_verilog(EpreUnit(cfg), EPRE_UNIT_MODULE, strip_internal_attrs=True)
     text, _ = fold_zero_init(text)    # zero-init memories: one loop instead of a line per word
     seconds = time.perf_counter() - t0
     waiver = lint_waivers()
@@ -260,6 +281,7 @@ def generate(cfg: Config, top: str, out_dir: str | Path, *, reuse: bool = True) 
                   {"name": "rst", "dir": "in", "width": 1}] +
                  [{"name": n, "dir": d, "width": len(sig)} for n, d, sig in ports],
         "sim_models": [p.name for p in models],
+        **({"epre_units": "boxed"} if box_epre_units else {}),
         "generation_seconds": round(seconds, 3),
     }
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -272,6 +272,9 @@ class DscCore(wiring.Component):
     cfg : Config
     bus_bits : int
         Memory port data width (default ``cfg.dsc_bus_bits`` if the config has it, else 64).
+    epre_unit_boxes : bool
+        The EPRE's dot-product units as black boxes (``hw.epre.EPRE``): for hierarchical
+        synthesis only.
 
     Members
     -------
@@ -286,13 +289,15 @@ class DscCore(wiring.Component):
         synthesis top whose global buffer is outside the FPGA.
     """
 
-    def __init__(self, cfg: Config, bus_bits: int | None = None):
+    def __init__(self, cfg: Config, bus_bits: int | None = None, *,
+                 epre_unit_boxes: bool = False):
         D = bus_bits or getattr(cfg, "dsc_bus_bits", None) or 64
         if D not in (32, 64, 128, 256):
             self._MustUse__silence = True
             raise ExionError(f"DscCore: bus_bits = {D} must be 32, 64, 128 or 256")
         self.cfg = cfg
         self.bus_bits = D
+        self.epre_unit_boxes = epre_unit_boxes
         members = dict(dsc_control_signature().members)
         members["mem"] = Out(mem_master_signature(D))
         if cfg.gmem_ports:
@@ -944,7 +949,8 @@ class DscCore(wiring.Component):
         cfg = self.cfg
         s.eps = sz = dsc_epre_sizes(cfg)
         s.ep = ep = EPRE(cfg, units=sz.units, n_max=sz.n_max, d_max=sz.d_max,
-                         dh_max=sz.dh_max, selectors=sz.selectors, selector_kind=sz.kind)
+                         dh_max=sz.dh_max, selectors=sz.selectors, selector_kind=sz.kind,
+                         epre_unit_boxes=self.epre_unit_boxes)
         m.submodules.epre = ep
         Le, W = cfg.epre_lane_count, cfg.width
         ew = Cat(s.asm[16 * lane:16 * lane + W] for lane in range(Le))

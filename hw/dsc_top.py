@@ -168,10 +168,12 @@ class AxiShell(DscTop):
 
 
 class Dsc(DscTop):
-    """The DSC top (``dsc``): ``DscCore`` from ``hw/dsc.py`` in the bus shell."""
+    """The DSC top (``dsc``): ``DscCore`` from ``hw/dsc.py`` in the bus shell;
+    ``epre_unit_boxes`` goes to the core (hierarchical synthesis only)."""
 
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, *, epre_unit_boxes: bool = False):
         # by name: this module must import on a branch where hw/dsc.py does not exist yet
         # (gen/verilog.py registers the ``dsc`` top only when it does)
         import importlib
-        super().__init__(cfg, importlib.import_module("exion.hw.dsc").DscCore)
+        core = importlib.import_module("exion.hw.dsc").DscCore
+        super().__init__(cfg, core(cfg, epre_unit_boxes=True) if epre_unit_boxes else core)

@@ -218,6 +218,11 @@ class EPRE(wiring.Component):
         ``"insertion"`` explicitly.
     radix_ports : int
         Radix selector: P, scores per cycle (default ``cfg.epre_radix_port_count``).
+    epre_unit_boxes : bool
+        The U dot-product units as black-box instances of module
+        ``hw.epre_stages.EPRE_UNIT_MODULE`` (``EpreLanes``' ``unit_boxes``): hierarchical
+        synthesis generates the EPRE this way and the unit once on its own, so the exion16
+        EPRE's 32 x 96 lanes are not elaborated 32 times. Default: the full units.
     n_max, d_max, dh_max : int
         Largest N_q / N_k (and N_q + N_k for cross-attention), d, d_head. Defaults cover a
         DiT-XL/2 head (256 tokens, d = 1152, d_head = 72), d and d_head capped at ``k_max``.
@@ -249,8 +254,9 @@ class EPRE(wiring.Component):
     def __init__(self, cfg: Config, *, units: int | None = None, n_max: int = 256,
                  d_max: int | None = None, dh_max: int | None = None,
                  selectors: int | None = None, selector_kind: str | None = None,
-                 radix_ports: int | None = None):
+                 radix_ports: int | None = None, epre_unit_boxes: bool = False):
         self.cfg = cfg
+        self.epre_unit_boxes = epre_unit_boxes
         units = cfg.epre_unit_count if units is None else units
         d_max = min(1152, cfg.k_max) if d_max is None else d_max
         dh_max = min(72, cfg.k_max) if dh_max is None else dh_max
@@ -292,7 +298,7 @@ class EPRE(wiring.Component):
 
         # ---- stages --------------------------------------------------------------------
         m.submodules.control = ctl = EpreControl(cfg, s, rl)
-        m.submodules.lanes = lanes = EpreLanes(cfg, U)
+        m.submodules.lanes = lanes = EpreLanes(cfg, U, unit_boxes=self.epre_unit_boxes)
         m.submodules.writeback = wb = EpreWriteback(
             cfg, U, _bits(s.h_depth), max(s.dh_max, s.n_max) + 1, score_layout(cfg, s),
             rl["d_head"].shape.width, rl["h_words"].shape.width)

@@ -158,7 +158,11 @@ class EpreRadixSelector(wiring.Component):
         for p in range(P):
             m.d.comb += [u[p].eq(self.rdata[p].as_unsigned() ^ sign),
                          val[p].eq((w1 < nk_w) | ((w1 == nk_w) & (p < nk_p)))]
-        hit = Cat(val[p] & self._match(u[p], pfx, bit, hmask) for p in range(P))
+        # a signal, not the Cat itself: every use of a slice of an expression re-emits the
+        # whole expression, and ``run`` below uses the P slices O(P^2) times (exion16, P =
+        # 32: 76,000 cells per selector before Yosys merges them, 14 GB to generate the EPRE)
+        hit = Signal(P, name="hit")
+        m.d.comb += hit.eq(Cat(val[p] & self._match(u[p], pfx, bit, hmask) for p in range(P)))
         gt = [val[p] & (u[p] > pfx) for p in range(P)]
         # mask pass: bit = 0 and hmask = all ones, so a hit is a key equal to T
         eq = [hit[p] for p in range(P)]
@@ -172,7 +176,9 @@ class EpreRadixSelector(wiring.Component):
                                   val[p] & (self.keep_all | ((w1 == top_w) & (top_p == p))),
                                   (k_n != 0) & (gt[p] | (eq[p] & (run < rem)))))
             keep.append(kp)
-            run = run + eq[p]
+            nxt = Signal(cb, name=f"run{p + 1}")    # equal keys in lanes 0..p (<= P <= n_max)
+            m.d.comb += nxt.eq(run + eq[p])
+            run = nxt
         with m.If(v1 & ~masking):
             m.d.sync += cnt.eq(cnt + sum(hit[p] for p in range(P)))
         with m.If(v1 & masking):

@@ -12,7 +12,8 @@ Cycle counts are ``exion.golden.cycles.epre_run_cycles`` (exact).
 
 from __future__ import annotations
 
-from amaranth import Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth import (ClockSignal, Const, Instance, Module, Mux, ResetSignal, Signal, Value,
+                      signed, unsigned)
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -23,12 +24,104 @@ from .lod import LOD, approx_product, lod_layout
 from .util import bits_for as _bits
 from .util import pad_mux as _mux
 
-__all__ = ["epre_word", "EpreLanes", "EpreWriteback", "EpreSelector", "EpreControl"]
+__all__ = ["epre_word", "EPRE_UNIT_MODULE", "epre_unit_signature", "EpreUnit", "EpreLanes",
+           "EpreWriteback", "EpreSelector", "EpreControl"]
 
 
 def epre_word(cfg: Config) -> data.ArrayLayout:
     """One EPRE memory word: ``cfg.epre_lane_count`` (Le) W-bit elements, one per lane."""
     return data.ArrayLayout(signed(cfg.width), cfg.epre_lane_count)
+
+
+#: Verilog module name of one EPRE dot-product unit when ``EpreLanes`` instantiates its
+#: units as black boxes (``unit_boxes``): the synthesis flow generates :class:`EpreUnit`
+#: once under this name (``exion.gen.verilog.generate``, ``box_epre_units``).
+EPRE_UNIT_MODULE = "exion_epre_unit"
+
+
+def epre_unit_signature(cfg: Config) -> wiring.Signature:
+    """The ports of one :class:`EpreUnit` (also those of its black-box instance)."""
+    word = epre_word(cfg)
+    return wiring.Signature({
+        "x": In(word), "qh": In(word), "ph_s2": In(1), "two_step": In(1),
+        "b": In(data.ArrayLayout(lod_layout(cfg.width), cfg.epre_lane_count)),
+        "v": In(1), "first": In(1), "acc": Out(signed(cfg.acc_width))})
+
+
+class EpreUnit(wiring.Component):
+    """One dot-product unit of :class:`EpreLanes`: its row word's L LODs, the L shift-add
+    products with the broadcast word's LODs, their sum and the accumulator.
+
+    Parameters
+    ----------
+    cfg : Config
+
+    Members
+    -------
+    x, qh : In(word)
+        The unit's X / Qh bank read data (the lanes' cycle 1).
+    ph_s2 : In(1)
+        Stage 2: the row word is ``qh``, else ``x``.
+    two_step : In(1)
+        TS-LOD for the row word's detectors (ignored with ``cfg.lod_terms == 1``).
+    b : In(ArrayLayout(lod_layout(W), L))
+        The broadcast word's registered LODs (cycle 2, shared by every unit).
+    v, first : In(1)
+        ``psum`` holds a beat (cycle 3), the first of its dot product.
+    acc : Out(signed(A))
+        The accumulator: ``psum`` (``first``) or ``acc + psum`` after each ``v`` cycle.
+
+    Latency: the row word's LODs are registered (1 cycle), the products' sum ``psum``
+    (1 cycle), then accumulated (1 cycle): ``acc`` holds a beat's sum 3 cycles after its
+    ``x`` / ``qh``, when ``b`` arrives 1 cycle after them and ``v`` 2 cycles after them.
+    """
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        super().__init__(epre_unit_signature(cfg))
+
+    def elaborate(self, platform):
+        cfg = self.cfg
+        L, W, A, terms = cfg.epre_lane_count, cfg.width, cfg.acc_width, cfg.lod_terms
+        m = Module()
+        a_word = Mux(self.ph_s2, Value.cast(self.qh), Value.cast(self.x))
+        la = _lod_regs(m, a_word, "a", cfg, self.two_step)
+        psum_w = 2 * W + 1 + ceil_log2(L) if L > 1 else 2 * W + 1
+        psum = Signal(signed(psum_w), name="psum", reset_less=True)
+        total = approx_product(la[0], self.b[0], W, terms)
+        for lane in range(1, L):
+            total = total + approx_product(la[lane], self.b[lane], W, terms)
+        m.d.sync += psum.eq(total)
+        acc = Signal(signed(A), name="acc", reset_less=True)
+        with m.If(self.v):
+            m.d.sync += acc.eq(Mux(self.first, psum, acc + psum))
+        m.d.comb += self.acc.eq(acc)
+        return m
+
+
+def _lod_regs(m: Module, raw, prefix: str, cfg: Config, two_step) -> list:
+    """L detectors (``LOD``) on the W-bit elements of ``raw``, each output registered."""
+    L, W, terms = cfg.epre_lane_count, cfg.width, cfg.lod_terms
+    lay = lod_layout(W)
+    two_step = two_step if terms == 2 else Const(0, 1)
+    regs = []
+    for lane in range(L):
+        det = LOD(W, terms)
+        m.submodules[f"{prefix}_l{lane}"] = det
+        m.d.comb += [det.value.eq(raw[lane * W:(lane + 1) * W].as_signed()),
+                     det.two_step.eq(two_step)]
+        reg = Signal(lay, name=f"{prefix}_lod{lane}", reset_less=True)
+        m.d.sync += reg.eq(det.out)
+        regs.append(reg)
+    return regs
+
+
+def _unit_box(cfg: Config, unit) -> Instance:
+    """A black-box instance of module :data:`EPRE_UNIT_MODULE` on the ports of ``unit`` (an
+    interface made by ``epre_unit_signature(cfg).create()``)."""
+    ports = {("i_" if member.flow == In else "o_") + "__".join(map(str, path)): Value.cast(v)
+             for path, member, v in epre_unit_signature(cfg).flatten(unit)}
+    return Instance(EPRE_UNIT_MODULE, i_clk=ClockSignal(), i_rst=ResetSignal(), **ports)
 
 
 class EpreLanes(wiring.Component):
@@ -37,12 +130,18 @@ class EpreLanes(wiring.Component):
     Every issued beat multiplies (LOD / TS-LOD approximations, shifts and adds only) unit u's
     row word ``a[u]`` (X in stage 1, Qh in stage 2) with one broadcast word (a W^T row in
     stage 1, the Kh row of key j from bank ``j mod U`` in stage 2) and accumulates exactly
-    in A bits; ``first`` restarts the sum.
+    in A bits; ``first`` restarts the sum. The broadcast word's L LODs are shared here; each
+    unit is an :class:`EpreUnit`.
 
     Parameters
     ----------
     cfg : Config
     units : int
+    unit_boxes : bool
+        Instantiate each unit as a black box of module :data:`EPRE_UNIT_MODULE` (same
+        ports) instead of elaborating it: for hierarchical synthesis, where the unit is
+        generated once on its own (``exion.gen.verilog.generate(..., box_epre_units=True)``
+        appends it). Same circuit once that module is supplied.
 
     Members
     -------
@@ -63,8 +162,8 @@ class EpreLanes(wiring.Component):
     Latency: ``cfg.epre_pipe`` cycles from the last beat's issue to ``res_v``.
     """
 
-    def __init__(self, cfg: Config, units: int):
-        self.cfg, self.units = cfg, units
+    def __init__(self, cfg: Config, units: int, unit_boxes: bool = False):
+        self.cfg, self.units, self.unit_boxes = cfg, units, unit_boxes
         word = epre_word(cfg)
         arr = data.ArrayLayout(word, units)
         super().__init__({
@@ -75,7 +174,6 @@ class EpreLanes(wiring.Component):
 
     def elaborate(self, platform):
         cfg, U = self.cfg, self.units
-        L, W, A, terms = cfg.epre_lane_count, cfg.width, cfg.acc_width, cfg.lod_terms
         m = Module()
         v1, first1, last1 = Signal(), Signal(), Signal()
         jc1 = Signal.like(self.jc, name="jc1")
@@ -83,40 +181,22 @@ class EpreLanes(wiring.Component):
                      jc1.eq(self.jc)]
         kh = [self.kh[u] for u in range(U)]
         b_word = Mux(self.ph_s2, Value.cast(_mux(kh, jc1)), Value.cast(self.w))
-        lay = lod_layout(W)
-        two_step = self.two_step if terms == 2 else Const(0, 1)
-
-        def lods(raw, prefix):
-            regs = []
-            for lane in range(L):
-                det = LOD(W, terms)
-                m.submodules[f"{prefix}_l{lane}"] = det
-                m.d.comb += [det.value.eq(raw[lane * W:(lane + 1) * W].as_signed()),
-                             det.two_step.eq(two_step)]
-                reg = Signal(lay, name=f"{prefix}_lod{lane}", reset_less=True)
-                m.d.sync += reg.eq(det.out)
-                regs.append(reg)
-            return regs
-
-        lb = lods(b_word, "b")
+        lb = _lod_regs(m, b_word, "b", cfg, self.two_step)
         v2, first2, last2 = Signal(), Signal(), Signal()
         m.d.sync += [v2.eq(v1), first2.eq(first1), last2.eq(last1)]
         v3, first3, last3 = Signal(), Signal(), Signal()     # psum valid
         m.d.sync += [v3.eq(v2), first3.eq(first2), last3.eq(last2)]
         m.d.sync += self.res_v.eq(v3 & last3)
-        psum_w = 2 * W + 1 + ceil_log2(L) if L > 1 else 2 * W + 1
         for u in range(U):
-            a_word = Mux(self.ph_s2, Value.cast(self.qh[u]), Value.cast(self.x[u]))
-            la = lods(a_word, f"a{u}")
-            psum = Signal(signed(psum_w), name=f"psum{u}", reset_less=True)
-            total = approx_product(la[0], lb[0], W, terms)
-            for lane in range(1, L):
-                total = total + approx_product(la[lane], lb[lane], W, terms)
-            m.d.sync += psum.eq(total)
-            acc = Signal(signed(A), name=f"acc{u}", reset_less=True)
-            with m.If(v3):
-                m.d.sync += acc.eq(Mux(first3, psum, acc + psum))
-            m.d.comb += self.acc[u].eq(acc)
+            if self.unit_boxes:
+                unit = epre_unit_signature(cfg).create(path=(f"unit{u}",))
+                m.submodules[f"unit{u}"] = _unit_box(cfg, unit)
+            else:
+                m.submodules[f"unit{u}"] = unit = EpreUnit(cfg)
+            m.d.comb += [unit.x.eq(self.x[u]), unit.qh.eq(self.qh[u]),
+                         unit.ph_s2.eq(self.ph_s2), unit.two_step.eq(self.two_step),
+                         unit.v.eq(v3), unit.first.eq(first3), self.acc[u].eq(unit.acc)]
+            m.d.comb += [unit.b[lane].eq(lb[lane]) for lane in range(cfg.epre_lane_count)]
         return m
 
 

@@ -219,10 +219,13 @@ def to_run(cfg: Config, sizes: Sizes, job: EpreJob, raw: dict) -> EpreRun:
 
 def rtl_predict_many(cfg: Config, cases: list[dict], *, seed: int | None = None,
                      waves: bool = False, backpressure: bool = False, tap: bool = True,
-                     run_name: str = "epre", progress=None) -> tuple[list[EpreRun], dict]:
+                     run_name: str = "epre", progress=None,
+                     box_epre_units: bool = False) -> tuple[list[EpreRun], dict]:
     """Run several predictions (``cases``: keyword dicts of :func:`prepare`, plus ``name``)
-    in one simulator invocation of the Verilated EPRE for ``cfg``."""
-    build = rtl_build(cfg, "epre", waves=waves, progress=progress)
+    in one simulator invocation of the Verilated EPRE for ``cfg``; ``box_epre_units``: of
+    the Verilog that hierarchical synthesis reads (its units as instances of one module)."""
+    build = rtl_build(cfg, "epre", waves=waves, progress=progress,
+                      box_epre_units=box_epre_units)
     sizes = Sizes.from_dict(build.manifest_data()["constants"])
     jobs = [prepare(cfg, sizes, **c) for c in cases]
     raws, report = run_bench_pickled(

@@ -120,11 +120,13 @@ class Harness:
 
 def rtl_build(cfg: Config, top: str, *, waves: bool = False, progress=None,
               sim: str | None = None, opt: str | None = None,
-              harness: Harness | None = None) -> RtlBuild:
+              harness: Harness | None = None, box_epre_units: bool = False) -> RtlBuild:
     """Generate and build ``top`` for ``cfg`` on simulator ``sim`` (default
     :func:`simulator`) once; later calls reuse the build. ``opt``: the C++ optimisation of
     a Verilator build (:func:`cxx_opt`). ``harness``: build the wrapper around ``top``
-    instead (Verilator only)."""
+    instead (Verilator only). ``box_epre_units``: the Verilog hierarchical synthesis reads
+    (the EPRE's units as instances of one module, ``exion.gen.verilog.generate``), in a
+    folder of its own."""
     from exion.gen.verilog import generate, sim_sources
 
     sim = simulator(sim)
@@ -138,10 +140,11 @@ def rtl_build(cfg: Config, top: str, *, waves: bool = False, progress=None,
         progress("FST waveforms need the lz4 headers (apt-get install liblz4-dev, or "
                  "make fst-deps); writing VCD (dump.vcd) instead")
     root = build_root()
-    rtl_dir = root / "rtl" / f"{cfg.name}-{cfg.hash}"
-    with _locked(root / "locks" / f"gen-{cfg.name}-{cfg.hash}-{top}.lock"):
-        gen = generate(cfg, top, rtl_dir)
-    with _locked(root / "locks" / f"gen-{cfg.name}-{cfg.hash}-{top}.lock"):
+    boxed = "-boxed" if box_epre_units else ""
+    rtl_dir = root / "rtl" / f"{cfg.name}-{cfg.hash}{boxed}"
+    with _locked(root / "locks" / f"gen-{cfg.name}-{cfg.hash}-{top}{boxed}.lock"):
+        gen = generate(cfg, top, rtl_dir, box_epre_units=box_epre_units)
+    with _locked(root / "locks" / f"gen-{cfg.name}-{cfg.hash}-{top}{boxed}.lock"):
         srcs = sim_sources(gen.verilog, sim)  # + vendor-cell models; Icarus: SV-safe copy
         if harness is not None:
             if sim != "verilator":

@@ -166,3 +166,14 @@ def test_epre_rtl_radix_toy():
                                                       "cross-attention")]
     bp, _ = rtl_predict_many(cfg, sel, backpressure=True, run_name="radix-backpressure")
     check(bp, cycles=False)
+
+
+def test_epre_rtl_boxed_units_toy():
+    """Issue 22: the Verilog that hierarchical synthesis reads (``box_epre_units``: the U
+    units as instances of ``exion_epre_unit``, that module appended) is the same circuit:
+    every case bit-exact, cycles == model."""
+    from exion import PRESETS
+    cfg = PRESETS["toy"]
+    runs, report = rtl_predict_many(cfg, cases(cfg, 11), run_name="boxed", box_epre_units=True)
+    check(runs)
+    assert report["passed"] is True and report["jobs"] == len(runs)

@@ -181,8 +181,8 @@ def test_synth_hierarchical_by_unit_sums_the_parts(tmp_path):
 
 
 def test_synth_hierarchical_needs_dpus(tmp_path):
-    with pytest.raises(ExionError, match=r"top 'dpu' has no DPU instances: hierarchical "
-                                         r"synthesis \(--hier\)"):
+    with pytest.raises(ExionError, match=r"top 'dpu' has no DPU instances or EPRE units: "
+                                         r"hierarchical synthesis \(--hier\)"):
         fpga.synth(PRESETS["toy"], "dpu", "ecp5", out_dir=tmp_path, hier=True)
 
 

@@ -52,8 +52,11 @@ def register(sub) -> None:
                    help="FPGA family (default: ecp5)")
     p.add_argument("--hier", action="store_true",
                    help="hierarchical count for arrays too large to synthesize flat: the "
-                        "block with its DPUs as black boxes plus instances x one DPU "
-                        "(labelled as such in the report)")
+                        "block with its DPUs and EPRE units as black boxes plus instances "
+                        "x one DPU and x one EPRE unit (labelled as such in the report)")
+    p.add_argument("--timeout", type=_minutes, default=None, metavar="MIN",
+                   help="minutes per Yosys run before it is stopped with an error "
+                        "(default: no limit)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="output folder (default: build/fpga/CONFIG-HASH/TOP)")
     p.set_defaults(func=cmd_synth)
@@ -66,8 +69,9 @@ def register(sub) -> None:
             "Synthesize every top (or --tops) for every config and family and write one "
             "table (LUTs, FFs, DSP blocks, block RAMs, Yosys time) into a generated section "
             "of DOC and the rows into JSON. Rows already in JSON for the current sources "
-            "and config are kept (not rerun) unless --rerun. Arrays of 64 or more DPUs are "
-            "counted hierarchically (as exion synth --hier), the rest flat. A Yosys run "
+            "and config are kept (not rerun) unless --rerun. Arrays of 64 or more DPUs and "
+            "EPREs of 1,024 or more lanes are counted hierarchically (as exion synth --hier), "
+            "the rest flat. A Yosys run "
             "longer than --timeout is stopped and recorded as not finished, with its time."),
         epilog="Example: exion synth-table --configs toy --families ecp5 --timeout 20")
     p.add_argument("--configs", nargs="+", default=["toy", "exion16"], metavar="NAME|FILE",
@@ -138,11 +142,15 @@ def cmd_synth(args) -> int:
     from exion.gen.fpga import FAMILIES, synth
     cfg = load_cfg(args.config)
     r = synth(cfg, args.top, args.family, out_dir=args.out, progress=progress,
-              hier=args.hier)
+              hier=args.hier, timeout=None if args.timeout is None else args.timeout * 60)
     res = r["resources"]
     fam = FAMILIES[args.family]
-    how = (f" (hierarchical: shell + {r['parts']['dpu_instances']} x DPU)"
-           if r["parts"] else "")
+    pt = r["parts"]
+    how = ""
+    if pt:
+        arr = [f"{n} x {what}" for n, what in ((pt["dpu_instances"], "DPU"),
+                                               (pt["epre_unit_instances"], "EPRE unit")) if n]
+        how = f" (hierarchical: shell + {' + '.join(arr)})"
     print(f"{r['module']} ({cfg.name}) on {args.family}{how}: {res['luts']:,} LUTs, "
           f"{res['ffs']:,} FFs, {res['dsp']:,} {fam.dsp_name}, {res['bram']:,} "
           f"{fam.bram_name}, {res['cells']:,} cells")

