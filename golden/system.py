@@ -304,13 +304,11 @@ def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | 
                 attn_split: int = 1, ep_key_corr: float = bl.EP_KEY_CORR) -> dict:
     """Per-core figures of one instance of ``blk`` in ``mode`` (base / ffnr / ep / all).
 
-    Masks are those of ``block_flow``'s CLI: ``bl.ffn_mask_for`` / ``bl.synth_ep`` with
-    ``seed`` (FFN mask over all ``batch * T`` tokens, EP masks of one sequence, reused for
-    every sequence); the EP masks' key correlation is ``ep_key_corr`` (default
-    ``bl.EP_KEY_CORR``, fitted to real masks; 0 gives ``block_flow``'s i.i.d. masks).
-    Returns ``{"gemms": [(GemmFlow, count, kind)], "cfse": {...}, "epre_cycles",
-    "epre_runs", "shift_adds", ...}`` where kind is ``"linear"`` or ``"head"`` (count =
-    sequences x heads x query chunks it stands for).
+    Masks are ``block_flow``'s: ``bl.ffn_mask_for`` / ``bl.synth_ep`` with ``seed`` (FFN mask
+    over all ``batch * T`` tokens; EP masks of one sequence, reused for every sequence, key
+    correlation ``ep_key_corr``, 0 = ``block_flow``'s i.i.d. masks). Returns ``{"gemms":
+    [(GemmFlow, count, kind)], "cfse": {...}, "epre_cycles", "epre_runs", "shift_adds",
+    ...}``, kind ``"linear"`` or ``"head"`` (count = sequences x heads x query chunks).
 
     ``attn_split`` = g > 1 splits each (sequence, head)'s queries into g chunks of
     ``ceil(T / g)`` rows (the scores / P.V GEMMs and the EPRE run of one chunk are priced, with
