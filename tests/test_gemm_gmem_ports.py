@@ -76,15 +76,17 @@ def test_gmem_ports_in_generated_tops(tmp_path, top):
 
 def test_hier_synthesis_generates_gmem_ports(tmp_path, monkeypatch):
     """``synth(..., hier=True)`` of an engine top generates it with GMEM as ports and says
-    so in its report (Yosys replaced by a stub: the flow's choice is what is tested)."""
+    so in its report, and boxes the EPRE's units only for the tops that hold an EPRE (Yosys
+    replaced by a stub: the flow's choices are what is tested)."""
     seen = []
 
-    def fake_generate(cfg, top, out):
-        seen.append(cfg.gmem_ports)
+    def fake_generate(cfg, top, out, box_epre_units=False):
+        seen.append((cfg.gmem_ports, box_epre_units))
         raise RuntimeError("stop")
     monkeypatch.setattr(verilog, "generate", fake_generate)
-    for top, hier, want in (("gemm", True, True), ("dsc", True, True), ("gemm", False, False),
-                            ("sdue", True, False)):
+    for top, hier, want in (("gemm", True, (True, False)), ("dsc", True, (True, True)),
+                            ("gemm", False, (False, False)), ("sdue", True, (False, False)),
+                            ("dsc", False, (False, False))):
         seen.clear()
         with pytest.raises(RuntimeError):
             fsynth.synth(TOY, top, "ecp5", out_dir=tmp_path, hier=hier)
