@@ -176,4 +176,4 @@ class Dsc(DscTop):
         # (gen/verilog.py registers the ``dsc`` top only when it does)
         import importlib
         core = importlib.import_module("exion.hw.dsc").DscCore
-        super().__init__(cfg, core(cfg, epre_unit_boxes=True) if epre_unit_boxes else core)
+        super().__init__(cfg, core(cfg, epre_unit_boxes=epre_unit_boxes))

@@ -11,9 +11,8 @@ from pathlib import Path
 
 from exion.config import Config
 from exion.errors import ExionError
-from exion.paths import write_json
-
 from exion.hw.epre_stages import EPRE_UNIT_MODULE
+from exion.paths import write_json
 
 from .devices import DEVICES, ESTIMATORS, FAMILIES, READ_FIXUP, fits
 from .tools import Progress, _out_dir, _run, _say, _tool
