@@ -529,7 +529,9 @@ class SparseGemm(wiring.Component):
         f_w = Signal(range(2 * cfg.imem_words + 1), name="f_w")
         f_base = Signal(cfg.wmem_addr_bits + 1, name="f_base")
         f_bits = Signal(range(C * m * wbits + 1), name="f_bits")   # bits of one beat
-        f_credit = Signal(19, name="f_credit")
+        f_cg = Signal(20, name="f_credit")         # the bit credit + gbits
+        f_free = Signal(name="f_bw_free")          # a beat of this pass never waits
+        f_last = Signal(name="f_last")             # f_w == kwords - 1
         f_words = Signal(range(C * m + 1), name="f_words")
         next_base = Signal.like(f_base, name="next_base")
         next_ridx = Signal(range(self.max_regions), name="next_ridx")
@@ -546,22 +548,26 @@ class SparseGemm(wiring.Component):
 
         last_beat, want, bw_ok, advance, take = (
             Signal(name=n) for n in ("last_beat", "want", "bw_ok", "advance", "take"))
-        kw_m1 = self._run_const(mod, kw - 1, "rb_kw_m1")
+        # registers (issue 22): the beat's tests (last word, bandwidth) come from flip-flops
+        # loaded at the take and at each beat, not from adders and compares of the run's
+        # inputs and the credit
+        kw_m1, kw_m2, gb = (self._run_const(mod, v, n) for v, n in (
+            (kw - 1, "rb_kw_m1"), (kw - 2, "rb_kw_m2"), (gbits, "rb_gbits")))
         mod.d.comb += [
-            last_beat.eq(f_active & (f_w == kw_m1)),
+            last_beat.eq(f_active & f_last),
             want.eq(f_active & ~(last_beat & ~dq.w_rdy)),
-            bw_ok.eq((gbits == 0) | (gbits >= f_bits) | (f_credit + gbits >= f_bits)),
+            bw_ok.eq(f_free | (f_cg >= f_bits)),
             advance.eq(want & bw_ok),
             take.eq(release & pq.r_rdy & (~f_active | (last_beat & advance)) &
                     (outstanding < setup.regions)),
         ]
-        with mod.If(want):
-            with mod.If((gbits == 0) | (gbits >= f_bits)):
-                mod.d.sync += f_credit.eq(0)
+        with mod.If(want):                  # the credit (f_cg - gb) gains gb, pays a beat
+            with mod.If(f_free):
+                mod.d.sync += f_cg.eq(gb)
             with mod.Elif(advance):
-                mod.d.sync += f_credit.eq(f_credit + gbits - f_bits)
+                mod.d.sync += f_cg.eq(f_cg - f_bits + gb)
             with mod.Else():
-                mod.d.sync += f_credit.eq(f_credit + gbits)
+                mod.d.sync += f_cg.eq(f_cg + gb)
         for c in range(C):
             for k in range(m):
                 mod.d.comb += gmem_rd[c][k].addr.eq(Cat(f_w[:KB], f_pass.col[c][k]))
@@ -569,13 +575,14 @@ class SparseGemm(wiring.Component):
         with mod.If(take):
             mod.d.sync += [f_pass.eq(head), f_active.eq(1), f_w.eq(0),
                            f_base.eq(next_base), f_bits.eq(pre.bits),
-                           f_words.eq(pre.npres)]
+                           f_words.eq(pre.npres), f_last.eq(kw_m1 == 0),
+                           f_free.eq((gb == 0) | (gb >= pre.bits))]
             with mod.If(next_ridx + 1 >= setup.regions):
                 mod.d.sync += [next_base.eq(0), next_ridx.eq(0)]
             with mod.Else():
                 mod.d.sync += [next_base.eq(next_base + kw), next_ridx.eq(next_ridx + 1)]
         with mod.Elif(advance):
-            mod.d.sync += f_w.eq(f_w + 1)
+            mod.d.sync += [f_w.eq(f_w + 1), f_last.eq(f_w == kw_m2)]
             with mod.If(last_beat):
                 mod.d.sync += f_active.eq(0)
         with mod.If(take & ~sdue.issued):
@@ -583,7 +590,8 @@ class SparseGemm(wiring.Component):
         with mod.Elif(~take & sdue.issued & rbf):
             mod.d.sync += outstanding.eq(outstanding - 1)
         with mod.If(~self.busy):    # idle between runs: the ring and the credit restart
-            mod.d.sync += [next_base.eq(0), next_ridx.eq(0), f_credit.eq(0)]
+            # gbits as the run starts: the flow is valid from the cycle the first beat enters
+            mod.d.sync += [next_base.eq(0), next_ridx.eq(0), f_cg.eq(gbits)]
 
         # GMEM data arrives one cycle after its address: write WMEM then.
         wr_en = Signal(name="wr_en")
@@ -682,7 +690,7 @@ class SparseGemm(wiring.Component):
                 "nwords": scan["nwords"], "release": release, "wr_en": scan["wr_en"],
                 "wr_addr": scan["wr_addr"], "word": scan["wr_en"],
                 "pending": cg & (scan["busy"] | q["queued"] | q["last_in"] |
-                                 ((snoop["gin"] != 0) & (grp["sdone"] != grp["ngr"])))}
+                                 ((snoop["gin"] != 0) & ~grp["all_in"]))}
 
     def _cg_groups(self, mod, q, sdue, snoop) -> dict:
         """col-group bookkeeping: ``ngr`` groups of the run, the pass queue head's group
@@ -697,8 +705,7 @@ class SparseGemm(wiring.Component):
         flow = self.flow
         cg = flow.col_group
         gin, head = snoop["gin"], q["head"]
-        ngr = Signal(range(N + 1), name="cg_ngroups")
-        mod.d.comb += ngr.eq(Mux(flow.ngroups == 0, 1, flow.ngroups))
+        ngr = self._run_const(mod, Mux(flow.ngroups == 0, 1, flow.ngroups), "cg_ngroups")
         hg = Signal(16 - gsh, name="cg_head_group")
         mod.d.comb += hg.eq(head.block[gsh:])
         cau_gdone = Signal(range(N + 1), name="cg_cau_gdone")
@@ -719,16 +726,15 @@ class SparseGemm(wiring.Component):
             mod.d.sync += inflight.eq(inflight - 1)
         gs = Signal(range(N + 1), name="cg_scan_group")       # group scanned / next
         sdone = Signal(range(N + 1), name="cg_scanned")       # groups resident
-        gp = Signal(range(-2, N + 1), name="cg_prev2")        # group gs - 2
+        gp = Signal(range(-2, N + 1), name="cg_prev2", init=-2)  # gs - 2, a register
+        all_in = Signal(name="cg_all_scanned")                   # sdone == ngr
         free = Signal(name="cg_half_free")
-        mod.d.comb += [
-            gp.eq(gs - 2),
-            free.eq((gs < 2) | ((cau_gdone > gp) & ~(q["pq"].r_rdy & (hg <= gp)) &
-                               ~q["unstaged"] & ((inflight == 0) | (sd_group > gp)))),
-        ]
+        mod.d.comb += free.eq((gp < 0) | ((cau_gdone > gp) & ~(q["pq"].r_rdy & (hg <= gp)) &
+                                          ~q["unstaged"] & ((inflight == 0) | (sd_group > gp))))
         with mod.If(~self.busy):
             mod.d.sync += [cau_gdone.eq(0), inflight.eq(0)]
-        return {"ngr": ngr, "hg": hg, "gs": gs, "sdone": sdone, "free": free}
+        return {"ngr": ngr, "hg": hg, "gs": gs, "gp": gp, "sdone": sdone, "free": free,
+                "all_in": all_in}
 
     def _cg_stripes(self, mod, start, step_end, group_end, s_cbase, gcols) -> dict:
         """The striped map's per-stripe figures (``flow.striped``), all registers (issue 22:
@@ -787,49 +793,70 @@ class SparseGemm(wiring.Component):
         fin = Signal(name="cg_scan_fin")
         s_cbase = Signal(range(2 * N + 1), name="cg_scan_base")
         s_col = Signal(range(N + C + 1), name="cg_col")
+        s_abs = Signal(range(3 * N + 2 * C + 1), name="cg_abs")    # s_cbase + s_col
         s_w = Signal(range(2 * cfg.imem_words + 1), name="cg_w")
         s_addr = Signal(cfg.wmem_addr_bits + 1, name="cg_addr")
-        s_credit = Signal(19, name="cg_credit")
-        need_cur = Signal(name="cg_need_cur")
+        s_cg = Signal(20, name="cg_credit")         # the bit credit + gbits
+        # registers (issue 22): only flip-flops feed the step's decision (go / col_end /
+        # grp_end); each holds its test for the scan's current column and word, loaded at
+        # the start and at each column's end from the next column's figures
+        need_cur = Signal(name="cg_need_cur")       # st | need[s_abs]
+        w_last = Signal(name="cg_w_last")           # s_w == kwords - 1
+        col_last = Signal(name="cg_col_last")       # the group's last column (replicated)
         go = Signal(name="cg_go")
+        bw_free = Signal(name="cg_bw_free")
         col_end = Signal(name="cg_col_end")
         grp_end = Signal(name="cg_group_end")
         start = Signal(name="cg_scan_start")
         stripe = self._cg_stripes(mod, start, col_end, grp_end, s_cbase, gcols)
         nv, sbits = stripe["nv"], stripe["sbits"]
-        kw_m1, gcols_m1, ncols_m1 = (self._run_const(mod, v - 1, n) for v, n in (
-            (kw, "cg_kw_m1"), (gcols, "cg_gcols_m1"), (setup.ncols, "cg_ncols_m1")))
+        kw_m1, kw_m2, gcols_m1, gcols_m2, ncols_m1, ncols_m2 = (
+            self._run_const(mod, v - d, f"{n}_m{d}")
+            for v, n in ((kw, "cg_kw"), (gcols, "cg_gcols"), (setup.ncols, "cg_ncols"))
+            for d in (1, 2))
+        gb = self._run_const(mod, gbits, "cg_gbits")
         mod.d.comb += [
-            need_cur.eq(st | need.bit_select(s_cbase + s_col, 1)),
-            go.eq(s_on & need_cur & ((gbits == 0) | (gbits >= sbits) |
-                                     (s_credit + gbits >= sbits))),
-            col_end.eq(s_on & (~need_cur | (go & (s_w == kw_m1)))),
-            grp_end.eq(col_end & Mux(st, stripe["last"],      # the group's last stripe
-                                     (s_col == gcols_m1) | (s_cbase + s_col == ncols_m1))),
+            bw_free.eq((gb == 0) | (gb >= sbits)),
+            go.eq(s_on & need_cur & (bw_free | (s_cg >= sbits))),
+            col_end.eq(s_on & (~need_cur | (go & w_last))),
+            grp_end.eq(col_end & Mux(st, stripe["last"], col_last)),  # the group's last step
             # a replicated group's scan waits for its mask (need[]); a striped one moves
             # every column, so it starts once the run has started and its WMEM half is free
             start.eq(cg & ~s_on & ((gin > gs) | (st & snoop["started"])) & (gs < grp["ngr"])
                      & grp["free"]),
         ]
-        wdata = self._gather(mod, gmem_rd, s_w, s_cbase + s_col)
+        # need[] of a group is final before its scan starts (gin > gs), so reading the next
+        # column's bit a cycle early gives the same test
+        with mod.If(start):
+            mod.d.sync += [s_abs.eq(s_cbase), need_cur.eq(st | need.bit_select(s_cbase, 1)),
+                           w_last.eq(kw_m1 == 0),
+                           col_last.eq((gcols_m1 == 0) | (s_cbase == ncols_m1))]
+        with mod.If(go):
+            mod.d.sync += w_last.eq(s_w == kw_m2)
+        with mod.If(col_end):
+            mod.d.sync += [s_abs.eq(s_abs + Mux(st, C, 1)),
+                           need_cur.eq(st | need.bit_select(s_abs + 1, 1)),
+                           w_last.eq(kw_m1 == 0),
+                           col_last.eq((s_col == gcols_m2) | (s_abs == ncols_m2))]
+        wdata = self._gather(mod, gmem_rd, s_w, s_abs)
         # striped: bank c's first GMEM port reads word s_w of column s_col + c (address
         # registered as in _gather, so the words land with the same two-cycle delay)
         if cfg.gemm_striped:
             KB = gmem_kbits(cfg)
             sa = [Signal.like(gmem_rd[c][0].addr, name=f"cg_saddr{c}") for c in range(C)]
-            mod.d.sync += [sa[c].eq(Cat(s_w[:KB], s_cbase + s_col + c)) for c in range(C)]
+            mod.d.sync += [sa[c].eq(Cat(s_w[:KB], s_abs + c)) for c in range(C)]
             with mod.If(cg & st):
                 mod.d.comb += [gmem_rd[c][0].addr.eq(sa[c]) for c in range(C)]
         with mod.If(start):
             mod.d.sync += [s_on.eq(1), s_col.eq(0), s_w.eq(0),
-                           s_addr.eq(Mux(gs[0], cfg.wmem_words, 0)), s_credit.eq(0)]
-        with mod.If(s_on & need_cur):
-            with mod.If((gbits == 0) | (gbits >= sbits)):
-                mod.d.sync += s_credit.eq(0)
+                           s_addr.eq(Mux(gs[0], cfg.wmem_words, 0)), s_cg.eq(gb)]
+        with mod.If(s_on & need_cur):       # the credit (s_cg - gb) gains gb, pays a step
+            with mod.If(bw_free):
+                mod.d.sync += s_cg.eq(gb)
             with mod.Elif(go):
-                mod.d.sync += s_credit.eq(s_credit + gbits - sbits)
+                mod.d.sync += s_cg.eq(s_cg - sbits + gb)
             with mod.Else():
-                mod.d.sync += s_credit.eq(s_credit + gbits)
+                mod.d.sync += s_cg.eq(s_cg + gb)
         with mod.If(go):
             mod.d.sync += [s_w.eq(s_w + 1), s_addr.eq(s_addr + 1)]
         with mod.If(col_end):
@@ -837,13 +864,15 @@ class SparseGemm(wiring.Component):
             with mod.If(~need_cur):
                 mod.d.sync += s_addr.eq(s_addr + kw)
         with mod.If(grp_end):
-            mod.d.sync += [s_on.eq(0), gs.eq(gs + 1), s_cbase.eq(s_cbase + gcols)]
+            mod.d.sync += [s_on.eq(0), gs.eq(gs + 1), grp["gp"].eq(grp["gp"] + 1),
+                           s_cbase.eq(s_cbase + gcols)]
         # the GMEM read address is registered (_gather): each scan step's word reaches WMEM
         # two cycles later, and the group is resident the cycle after its last write
         fin2 = Signal(name="cg_scan_fin2")
         mod.d.sync += [fin.eq(grp_end), fin2.eq(fin)]
+        ngr_m1 = self._run_const(mod, grp["ngr"] - 1, "cg_ngroups_m1")
         with mod.If(fin2):          # the group's last WMEM write has landed
-            mod.d.sync += sdone.eq(sdone + 1)
+            mod.d.sync += [sdone.eq(sdone + 1), grp["all_in"].eq(sdone == ngr_m1)]
         wr_en1 = Signal(name="cg_wr_en1")
         wr_addr1 = Signal(cfg.wmem_addr_bits + 1, name="cg_wr_addr1")
         wr_en = Signal(name="cg_wr_en")
@@ -853,7 +882,8 @@ class SparseGemm(wiring.Component):
         mod.d.sync += [wr_en1.eq(go), wr_addr1.eq(s_addr), wr_en.eq(wr_en1),
                        wr_addr.eq(wr_addr1), nv1.eq(Mux(st, nv, 1)), nwords.eq(nv1)]
         with mod.If(~self.busy):
-            mod.d.sync += [gs.eq(0), sdone.eq(0), s_cbase.eq(0)]
+            mod.d.sync += [gs.eq(0), grp["gp"].eq(-2), sdone.eq(0), grp["all_in"].eq(0),
+                           s_cbase.eq(0)]
         return {"wdata": wdata, "sdata": [gmem_rd[c][0].data for c in range(C)],
                 "nwords": nwords, "wr_en": wr_en, "wr_addr": wr_addr,
                 "busy": s_on | wr_en1 | wr_en | fin | fin2}
