@@ -2,8 +2,9 @@
 
 ``exion pnr`` reports one critical path per run (8-10 minutes for the toy engine), so closing
 timing path by path is slow. This script reads the netlist Yosys wrote for the same build
-(``exion pnr --out DIR`` keeps it: ``DIR/pnr-<board>-<MHz>MHz/exion_board.json``; any
-``synth_ecp5`` JSON works) and estimates every register-to-register path at once:
+(``exion pnr --out DIR`` keeps it: ``DIR/pnr-<board>-<MHz>MHz/exion_board.json``; ``exion synth
+--family ecp5 --netlist --out DIR`` writes the block's own, ``DIR/synth-ecp5/netlist.json``, in
+about a minute for the toy engine; any ``synth_ecp5`` JSON works) and estimates every register-to-register path at once:
 
 * arrival at a cell output = the latest input arrival + routing + the cell's delay;
 * starts: flip-flop outputs (clock-to-q ``FF_CQ``), block-RAM outputs (``EBR_CQ``: a DP16KD

@@ -433,3 +433,32 @@ def test_synth_table_restamps_only_identical_verilog(tmp_path, monkeypatch):
     assert got == {"toy/dpu/ecp5": top_source_hash("dpu"), "toy/dpu/xilinx": "old",
                    "toy/dpu/generic": "old"}
     assert "restamped" in data["rows"]["toy/dpu/ecp5"]
+
+
+def test_cli_synth_netlist_feeds_the_static_estimate(tmp_path, capsys):
+    """``exion synth --netlist`` writes the flat netlist as Yosys JSON, which
+    bench/fpga_depth.py reads: it finds the toy DPU's register-to-register paths, and some
+    of them are over 1 ns (so the estimate saw the multipliers and the adder tree)."""
+    import importlib.util
+    from pathlib import Path
+    rc = main(["synth", "--config", "toy", "--top", "dpu", "--family", "ecp5", "--netlist",
+               "--out", str(tmp_path)])
+    assert rc == 0
+    net = tmp_path / "synth-ecp5" / "netlist.json"
+    assert f"netlist {net}" in capsys.readouterr().out
+    spec = importlib.util.spec_from_file_location(
+        "fpga_depth", Path(__file__).resolve().parents[1] / "bench" / "fpga_depth.py")
+    fd = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fd)
+    doc = json.loads(net.read_text())
+    assert fd.analyse(doc, 10.0)["endpoints"] > 0
+    assert fd.analyse(doc, 1.0)["over"] > 0
+
+
+def test_cli_synth_netlist_is_flat_only(tmp_path, capsys):
+    rc = main(["synth", "--config", "toy", "--top", "sdue", "--hier", "--netlist",
+               "--out", str(tmp_path)])
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["exion: error: exion synth: --netlist writes a flat netlist; drop --hier"]
+    assert not any(tmp_path.iterdir())

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from exion.errors import ExionError
+
 from .options import add_config, add_seed, load_cfg, progress
 
 
@@ -57,6 +59,10 @@ def register(sub) -> None:
     p.add_argument("--timeout", type=_minutes, default=None, metavar="MIN",
                    help="minutes per Yosys run before it is stopped with an error "
                         "(default: no limit)")
+    p.add_argument("--netlist", action="store_true",
+                   help="also write the synthesized netlist as Yosys JSON (DIR/synth-FAMILY/"
+                        "netlist.json; flat only), the input of bench/fpga_depth.py's static "
+                        "timing estimate")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="output folder (default: build/fpga/CONFIG-HASH/TOP)")
     p.set_defaults(func=cmd_synth)
@@ -141,8 +147,11 @@ def register(sub) -> None:
 def cmd_synth(args) -> int:
     from exion.gen.fpga import FAMILIES, synth
     cfg = load_cfg(args.config)
+    if args.netlist and args.hier:
+        raise ExionError("exion synth: --netlist writes a flat netlist; drop --hier")
     r = synth(cfg, args.top, args.family, out_dir=args.out, progress=progress,
-              hier=args.hier, timeout=None if args.timeout is None else args.timeout * 60)
+              hier=args.hier, timeout=None if args.timeout is None else args.timeout * 60,
+              netlist=args.netlist)
     res = r["resources"]
     fam = FAMILIES[args.family]
     pt = r["parts"]
@@ -157,7 +166,8 @@ def cmd_synth(args) -> int:
     fit = [d for d, f in r["fits"].items() if f["fits"]]
     if r["fits"]:
         print(f"fits: {', '.join(fit) if fit else 'none of ' + ', '.join(r['fits'])}")
-    print(f"wrote {r['files']['json']} and {r['files']['markdown']}")
+    print(f"wrote {r['files']['json']} and {r['files']['markdown']}"
+          + (f", netlist {r['files']['netlist']}" if "netlist" in r["files"] else ""))
     return 0
 
 

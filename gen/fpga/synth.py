@@ -229,7 +229,7 @@ GMEM_TOPS = ("gemm", "dsc_core", "dsc")
 
 def synth(cfg: Config, top: str, family: str = "ecp5", out_dir=None,
           progress: Progress = None, hier: bool = False,
-          timeout: float | None = None) -> dict:
+          timeout: float | None = None, netlist: bool = False) -> dict:
     """Synthesize ``top`` for ``family``; write and return the resource report.
 
     Files in ``<out>/synth-<family>/``: ``exion_<top>.v`` (+ manifest), ``yosys.ys``,
@@ -260,7 +260,14 @@ def synth(cfg: Config, top: str, family: str = "ecp5", out_dir=None,
 
     ``timeout``: seconds per Yosys run; a run that does not finish raises ExionError
     ("did not finish").
+
+    ``netlist=True`` (flat only) also writes the synthesized netlist, ``netlist.json``
+    (Yosys ``write_json``): the input of ``bench/fpga_depth.py``, which estimates every
+    register-to-register path of an ECP5 netlist in seconds.
     """
+    if netlist and hier:
+        raise ExionError("synth: netlist=True writes a flat netlist; it cannot be combined "
+                         "with hier=True")
     from exion.gen.verilog import EPRE_TOPS, TOPS, generate
     if top not in TOPS:
         raise ExionError(f"unknown top {top!r}; available: {', '.join(TOPS)}")
@@ -285,7 +292,8 @@ def synth(cfg: Config, top: str, family: str = "ecp5", out_dir=None,
                    f"(the first call compiles WebAssembly: about a minute) ...")
     parts = None
     if not hier:
-        cells, seconds = _yosys_cells(out, "yosys", read + fam.script.format(top=module) + "\n",
+        cells, seconds = _yosys_cells(out, "yosys", read + fam.script.format(top=module) + "\n"
+                                      + ("write_json netlist.json\n" if netlist else ""),
                                       f"yosys synthesis of {module} for {family}", timeout)
         command = fam.script.format(top=module)
     else:
@@ -316,6 +324,8 @@ def synth(cfg: Config, top: str, family: str = "ecp5", out_dir=None,
                   "log": str(out / ("shell.log" if hier else "yosys.log")),
                   "stat": str(out / ("shell-stat.json" if hier else "yosys-stat.json"))},
     }
+    if netlist:
+        report["files"]["netlist"] = str(out / "netlist.json")
     write_json(out / "synth.json", report)
     (out / "synth.md").write_text(synth_markdown(report, cfg))
     report["files"].update(json=str(out / "synth.json"), markdown=str(out / "synth.md"))
