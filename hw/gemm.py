@@ -857,12 +857,12 @@ class SparseGemm(wiring.Component):
                 mod.d.sync += s_cg.eq(s_cg - sbits + gb)
             with mod.Else():
                 mod.d.sync += s_cg.eq(s_cg + gb)
+        with mod.If(go | (s_on & ~need_cur)):   # a word moved, or an unneeded column passed
+            mod.d.sync += s_addr.eq(s_addr + Mux(need_cur, 1, kw))  # (the step only enables)
         with mod.If(go):
-            mod.d.sync += [s_w.eq(s_w + 1), s_addr.eq(s_addr + 1)]
+            mod.d.sync += s_w.eq(s_w + 1)
         with mod.If(col_end):
             mod.d.sync += [s_col.eq(s_col + Mux(st, C, 1)), s_w.eq(0)]
-            with mod.If(~need_cur):
-                mod.d.sync += s_addr.eq(s_addr + kw)
         with mod.If(grp_end):
             mod.d.sync += [s_on.eq(0), gs.eq(gs + 1), grp["gp"].eq(grp["gp"] + 1),
                            s_cbase.eq(s_cbase + gcols)]
