@@ -50,7 +50,7 @@ EPRE_SELECTOR_KINDS = ("insertion", "radix")
 #: Fields left out of ``Config.hash`` while at these defaults (added after configs were built).
 _HASH_DEFAULTS = {"epre_selector_kind": "insertion", "epre_radix_ports": None,
                   "gmem_ports": False, "gemm_striped": True, "omem_drain": 1,
-                  "cau_lanes": None, "gemm_pq_reg": False}
+                  "cau_lanes": None, "gemm_pq_reg": False, "gemm_pq_in_reg": False}
 
 
 # ---- timing-contract constants shared by hw/ and golden/ (their one home) ---------------
@@ -179,6 +179,14 @@ class Config:
         (the toy board build's critical path). A block's last pass reaches the head one
         cycle later (``golden.cycles.engine_block_release``); every other take is
         unchanged. Off in the presets, on in ``configs/toy_ecp5.toml``.
+    gemm_pq_in_reg : bool
+        A register stage in front of the gemm engine's pass queue (issue 22): the CAU's
+        output FIFO (LUT RAM) and the fetch's per-pass figures (``npres``, ``bits``, the
+        descriptor products) end at fabric registers near the CAU, not at the queue's block
+        RAM across the die (the toy board build's critical path). Every pass reaches the
+        queue one cycle later, so a block's passes and a group's "all queued" count one
+        cycle later (``golden.cycles.engine_block_release``, ``engine_cau_release``). Off in
+        the presets, on in ``configs/toy_ecp5.toml``.
     gmem_ports : bool
         The gemm engine's GMEM (the model of the global buffer, ``C * m`` read ports) is left
         out of the generated top: its write port and read ports become top-level ports
@@ -227,6 +235,7 @@ class Config:
     omem_drain: int = 1
     gemm_striped: bool = True
     gemm_pq_reg: bool = False
+    gemm_pq_in_reg: bool = False
     gmem_ports: bool = False
     cau_lanes: int | None = None
     epre_units: int | None = None
@@ -258,7 +267,8 @@ class Config:
             v = getattr(self, f)
             need(isinstance(v, int) and not isinstance(v, bool), f, v, "must be an integer")
         for f in ("dpu_pipe_in", "dpu_pipe_mul", "dpu_pipe_tree_in", "dpu_pipe_tree",
-                  "sdue_pipe", "sdue_pipe_isw", "gemm_striped", "gemm_pq_reg", "gmem_ports"):
+                  "sdue_pipe", "sdue_pipe_isw", "gemm_striped", "gemm_pq_reg", "gemm_pq_in_reg",
+                  "gmem_ports"):
             v = getattr(self, f)
             need(isinstance(v, bool), f, v, "must be true or false")
         need(self.sdue_pipe or not self.sdue_pipe_isw, "sdue_pipe_isw", self.sdue_pipe_isw,

@@ -97,6 +97,7 @@ __all__ = [
     "engine_chunks", "engine_k_chunk", "engine_striped", "stripe_ok", "striped_scan_cycles",
     "engine_plan", "group_mask", "col_group_run", "loader_plan", "imem_loader_estimate",
     "scan_cycles", "row_block_fetch", "engine_regions", "ENGINE_DATAFLOWS",
+    "engine_cau_release",
     "epre_cycles", "epre_run_cycles", "epre_phase_cycles", "transformer_block",
     "MODES", "CAU_COLS_PER_CYCLE", "CAU_LANES_DEFAULT_CAP", "CAU_LANES_MAX", "CAU_SORT_START", "CAU_SORT_LOAD",
     "CAU_MERGE_START", "CAU_MERGE_LOAD", "CAU_OUT_LATENCY", "EPRE_PIPE", "EPRE_SEL_FIXED", "EPRE_RUN_FIXED",
@@ -751,13 +752,24 @@ ENGINE_ORIGIN = 0
 def engine_block_release(cfg: Config, row_block) -> np.ndarray:
     """Per pass (``row_block``: each pass's block, in queue order): cycles from its block's
     ``cau_schedule`` done to the first cycle the engine may take it: ``ENGINE_BLOCK_RELEASE``,
-    and one more for a block's last pass with ``gemm_pq_reg`` (the queue's head in fabric
-    registers, issue 22: the pass written at ``done`` reaches that stage a cycle after the
-    queue's output; a block's earlier passes are there by then)."""
+    one more for every pass with ``gemm_pq_in_reg`` (a register stage in front of the
+    queue, issue 22: each pass, and so the block's completion, reaches the queue a cycle
+    later), and one more for a block's last pass with ``gemm_pq_reg`` (the queue's head in
+    fabric registers, issue 22: the pass written at ``done`` reaches that stage a cycle after
+    the queue's output; a block's earlier passes are there by then)."""
     rb = np.asarray(row_block, np.int64)
     last = np.ones(rb.size, bool)
     last[:-1] = rb[1:] != rb[:-1]
-    return ENGINE_BLOCK_RELEASE + (last & bool(cfg.gemm_pq_reg)).astype(np.int64)
+    return (ENGINE_BLOCK_RELEASE + int(bool(cfg.gemm_pq_in_reg))
+            + (last & bool(cfg.gemm_pq_reg)).astype(np.int64))
+
+
+def engine_cau_release(cfg: Config) -> int:
+    """col-group: cycles from the CAU idle (``cau_schedule`` total), or from a block's
+    ``done``, to the cycle the engine counts the group's passes as all queued:
+    ``ENGINE_CAU_RELEASE``, one more with ``gemm_pq_in_reg`` (the last pass waits a cycle in
+    the stage in front of the queue, which also holds the engine's view of the CAU busy)."""
+    return ENGINE_CAU_RELEASE + int(bool(cfg.gemm_pq_in_reg))
 
 
 def engine_chunks(cfg: Config, K: int, k_chunk: int | None = None) -> list:
@@ -940,9 +952,9 @@ def col_group_run(cfg: Config, sub, kw: int, gcols: int, blocks: int, *, gb_byte
             s = max(s, S[g - 1] + scan[g - 1] + 1)
         if g >= 2 and ENGINE_HALF_RULE:
             h = g - 2
-            later = [int(d) + ENGINE_CAU_RELEASE for d in done[(h + 1) * blocks - 1:]
-                     if d >= 0]
-            free = min(later + [total + ENGINE_CAU_RELEASE])
+            cr = engine_cau_release(cfg)
+            later = [int(d) + cr for d in done[(h + 1) * blocks - 1:] if d >= 0]
+            free = min(later + [total + cr])
             q = np.flatnonzero(pgroup <= h)
             if q.size:
                 free = max(free, int(A[q[-1]]) + per + 1)

@@ -455,23 +455,42 @@ class SparseGemm(wiring.Component):
                 mod.d.comb += present[c * m + k].eq(Cat(*hits).any())
         mod.d.comb += [w_pre.npres.eq(sum(present[i] for i in range(C * m))),
                        w_pre.bits.eq(w_pre.npres * wbits)]
-        mod.d.comb += [Cat(head.as_value(), pre.as_value()).eq(pq.r_data),
-                       fq.w_data.eq(Cat(p.as_value(), w_pre.as_value())),
-                       fq.w_en.eq(cau.out.valid), cau.out.ready.eq(fq.w_rdy)]
+        mod.d.comb += Cat(head.as_value(), pre.as_value()).eq(pq.r_data)
+        # what enters the queue: the CAU's pass and its figures, or with gemm_pq_in_reg the
+        # same a cycle later from a register stage (full rate: the queue never fills)
+        w_valid = Signal(name="pq_w_valid")
+        w_pass = Signal(cpl, name="pq_w_pass")
+        if cfg.gemm_pq_in_reg:
+            in_valid = Signal(name="pq_in_valid")
+            in_data = Signal(fq.width, name="pq_in_data")
+            mod.d.comb += cau.out.ready.eq(~in_valid | fq.w_rdy)
+            with mod.If(cau.out.ready):
+                mod.d.sync += [in_valid.eq(cau.out.valid),
+                               in_data.eq(Cat(p.as_value(), w_pre.as_value()))]
+            mod.d.comb += [w_valid.eq(in_valid), fq.w_data.eq(in_data),
+                           w_pass.as_value().eq(in_data[:cpl.size])]
+            mod.d.comb += self._cau_busy.eq(cau.busy | in_valid)
+        else:
+            mod.d.comb += [w_valid.eq(cau.out.valid), cau.out.ready.eq(fq.w_rdy),
+                           fq.w_data.eq(Cat(p.as_value(), w_pre.as_value())),
+                           w_pass.eq(p)]
+            mod.d.comb += self._cau_busy.eq(cau.busy)
+        mod.d.comb += fq.w_en.eq(w_valid)
         last_in = Signal(name="rb_last_in")
         last_lab = Signal(16, name="pq_last_label")
         ready_blocks = Signal(range(cfg.omem_depth + 1), name="rb_ready_blocks")
         pop_last = Signal(name="pq_pop_last")
-        mod.d.sync += last_in.eq(fq.w_en & fq.w_rdy & cau.out.payload.last)
-        with mod.If(fq.w_en & fq.w_rdy & cau.out.payload.last):
-            mod.d.sync += last_lab.eq(cau.out.payload.block)
+        mod.d.sync += last_in.eq(fq.w_en & fq.w_rdy & w_pass.last)
+        with mod.If(fq.w_en & fq.w_rdy & w_pass.last):
+            mod.d.sync += last_lab.eq(w_pass.block)
         mod.d.comb += pop_last.eq(pq.r_en & pq.r_rdy & head.last)
         mod.d.sync += ready_blocks.eq(ready_blocks + last_in - pop_last)
         with mod.If(~self.busy):
             mod.d.sync += ready_blocks.eq(0)
         return {"pq": pq, "head": head, "pre": pre, "last_in": last_in, "last_lab": last_lab,
                 "ready_blocks": ready_blocks,
-                "queued": (pq.r_rdy | fq.r_rdy) if cfg.gemm_pq_reg else fq.r_rdy,
+                "queued": ((pq.r_rdy | fq.r_rdy) if cfg.gemm_pq_reg else fq.r_rdy) | (
+                    in_valid if cfg.gemm_pq_in_reg else Const(0)),
                 # a pass at the queue's output not yet in the head stage (its group unknown
                 # to the half-free test for that cycle)
                 "unstaged": (fq.r_rdy & ~pq.r_rdy) if cfg.gemm_pq_reg else Const(0)}
@@ -956,7 +975,6 @@ class SparseGemm(wiring.Component):
         mod.d.comb += [
             pending.eq(cau.busy | rb["pending"] | cg["pending"]),
             busy.eq(pending | sdue.busy),
-            self._cau_busy.eq(cau.busy),
         ]
         with mod.If(busy):
             mod.d.sync += self.cycles.eq(self.cycles + 1)

@@ -1,13 +1,15 @@
 """The gemm engine as the board build makes it (issue 22): ``configs/toy_ecp5.toml`` (DSP
 registers, the i_sw stage, no striped map, one CAU merge lane ``cau_lanes``, the pass queue's
-head in fabric registers ``gemm_pq_reg``, GMEM as ports ``gmem_ports`` with the global-buffer
+head in fabric registers ``gemm_pq_reg``, a register stage in front of the queue
+``gemm_pq_in_reg``, GMEM as ports ``gmem_ports`` with the global-buffer
 model outside, ``exion.sim.gemm_gmem``) and the FPGA knobs one at a time on other configs.
 
 Checks: bit-exact with golden and cycle-exact with the engine model on both dataflows
-(``golden.cycles.engine_block_release``: a block's last pass reaches the head stage a cycle
-later); the head stage keeps back-to-back takes (``fpga`` with a 4-wide drain: one-word
-passes of period 1); the model's extra cycle is needed (a model without it fails the
-board engine's cycles)."""
+(``golden.cycles.engine_block_release``: every pass reaches the queue a cycle later through
+the input stage, a block's last pass the head stage one more; ``engine_cau_release``: a
+group's passes count as queued a cycle later); the head stage keeps back-to-back takes
+(``fpga`` with a 4-wide drain: one-word passes of period 1); the model's extra cycles are
+needed (a model without either fails the board engine's cycles)."""
 
 import dataclasses
 from pathlib import Path
@@ -48,17 +50,24 @@ def board_runs():
 
 
 def test_board_config_fields():
-    assert (BOARD.gemm_striped, BOARD.cau_lanes, BOARD.gemm_pq_reg, BOARD.gmem_ports) == (
-        False, 1, True, True)
+    assert (BOARD.gemm_striped, BOARD.cau_lanes, BOARD.gemm_pq_reg, BOARD.gemm_pq_in_reg,
+            BOARD.gmem_ports) == (False, 1, True, True, True)
     for p in PRESETS.values():
-        assert not p.gemm_pq_reg and p.cau_lanes is None
+        assert not p.gemm_pq_reg and not p.gemm_pq_in_reg and p.cau_lanes is None
 
 
 def test_block_release_by_hand():
     rb = [0, 0, 0, 1, 2, 2]
     assert list(cy.engine_block_release(PRESETS["toy"], rb)) == [1] * 6
-    assert list(cy.engine_block_release(BOARD, rb)) == [1, 1, 2, 2, 1, 2]
+    # the head stage: + 1 on each block's last pass (indices 2, 3, 5)
+    head_only = PRESETS["toy"].replace(gemm_pq_reg=True)
+    assert list(cy.engine_block_release(head_only, rb)) == [1, 1, 2, 2, 1, 2]
+    # the input stage: + 1 on every pass; the board has both
+    in_only = PRESETS["toy"].replace(gemm_pq_in_reg=True)
+    assert list(cy.engine_block_release(in_only, rb)) == [2] * 6
+    assert list(cy.engine_block_release(BOARD, rb)) == [2, 2, 3, 3, 2, 3]
     assert list(cy.engine_block_release(BOARD, [])) == []
+    assert (cy.engine_cau_release(PRESETS["toy"]), cy.engine_cau_release(BOARD)) == (1, 2)
 
 
 @pytest.mark.rtl
@@ -79,6 +88,18 @@ def test_board_engine_needs_the_release_cycle(board_runs, monkeypatch):
     check(BOARD, cases, outs, runs, 23, timed=False)
     monkeypatch.setattr(cy, "engine_block_release",
                         lambda cfg, rb: np.full(len(rb), cy.ENGINE_BLOCK_RELEASE, np.int64))
+    with pytest.raises(AssertionError):
+        check_engine_model(BOARD, cases, runs)
+
+
+@pytest.mark.rtl
+def test_board_engine_needs_the_input_stage_cycle(board_runs, monkeypatch):
+    """The input stage's cycle is measured: the model with the head stage's cycle only (as
+    before the stage) disagrees with the board engine's cycles."""
+    cases, outs, runs = board_runs
+    head_only = BOARD.replace(gemm_pq_in_reg=False)
+    real = cy.engine_block_release
+    monkeypatch.setattr(cy, "engine_block_release", lambda cfg, rb: real(head_only, rb))
     with pytest.raises(AssertionError):
         check_engine_model(BOARD, cases, runs)
 
