@@ -433,48 +433,51 @@ class SparseGemm(wiring.Component):
         pre = Signal(prel, name="pq_pre")
         w_pre = Signal(prel, name="pq_w_pre")
         p = cau.out.payload
-        gsh, kw = group_shift(cfg), self.setup.kwords
-        mod.d.comb += [
-            w_pre.ibase.eq(p.block[:gsh] * kw),
-            w_pre.obase.eq(p.block[:gsh] * self.setup.ncols + p.block[gsh:] * snoop["gcols"]),
-        ]
-        # striped map: column j at (j // C) * kwords of bank j % C (flow.striped); the
-        # stripe index is a shift or a constant multiply, not a divider (div_const)
-        if cfg.gemm_striped:
-            mod.d.comb += [w_pre.woff[c][k].eq(Mux(self.flow.striped,
-                                                   div_const(p.col[c][k], C) * kw,
-                                                   p.col[c][k] * kw))
-                           for c in range(C) for k in range(m)]
-        else:
-            mod.d.comb += [w_pre.woff[c][k].eq(p.col[c][k] * kw)
-                           for c in range(C) for k in range(m)]
         present = Signal(C * m, name="pq_w_present")    # members some DPU selects
         for c in range(C):
             for k in range(m):
                 hits = [p.sel[r][c].valid & (p.sel[r][c].idx == k) for r in range(R)]
                 mod.d.comb += present[c * m + k].eq(Cat(*hits).any())
-        mod.d.comb += [w_pre.npres.eq(sum(present[i] for i in range(C * m))),
-                       w_pre.bits.eq(w_pre.npres * wbits)]
-        mod.d.comb += Cat(head.as_value(), pre.as_value()).eq(pq.r_data)
+        npres = Signal(range(C * m + 1), name="pq_w_npres")
+        mod.d.comb += npres.eq(sum(present[i] for i in range(C * m)))
         # what enters the queue: the CAU's pass and its figures, or with gemm_pq_in_reg the
-        # same a cycle later from a register stage (full rate: the queue never fills)
+        # pass and its member count a cycle later from a register stage (full rate: the queue
+        # never fills), the products formed from that register
         w_valid = Signal(name="pq_w_valid")
         w_pass = Signal(cpl, name="pq_w_pass")
         if cfg.gemm_pq_in_reg:
             in_valid = Signal(name="pq_in_valid")
-            in_data = Signal(fq.width, name="pq_in_data")
+            in_npres = Signal.like(npres, name="pq_in_npres")
             mod.d.comb += cau.out.ready.eq(~in_valid | fq.w_rdy)
             with mod.If(cau.out.ready):
-                mod.d.sync += [in_valid.eq(cau.out.valid),
-                               in_data.eq(Cat(p.as_value(), w_pre.as_value()))]
-            mod.d.comb += [w_valid.eq(in_valid), fq.w_data.eq(in_data),
-                           w_pass.as_value().eq(in_data[:cpl.size])]
-            mod.d.comb += self._cau_busy.eq(cau.busy | in_valid)
+                mod.d.sync += [in_valid.eq(cau.out.valid), w_pass.eq(p), in_npres.eq(npres)]
+            mod.d.comb += [w_valid.eq(in_valid), w_pre.npres.eq(in_npres),
+                           self._cau_busy.eq(cau.busy | in_valid)]
         else:
             mod.d.comb += [w_valid.eq(cau.out.valid), cau.out.ready.eq(fq.w_rdy),
-                           fq.w_data.eq(Cat(p.as_value(), w_pre.as_value())),
-                           w_pass.eq(p)]
-            mod.d.comb += self._cau_busy.eq(cau.busy)
+                           w_pass.eq(p), w_pre.npres.eq(npres), self._cau_busy.eq(cau.busy)]
+        gsh, kw = group_shift(cfg), self.setup.kwords
+        # bits per beat from a table of the few member counts (a product by the constant
+        # L * W was a multiplier block on ECP5, on the toy board build's critical path)
+        bits_of = Array([Const(n * wbits, range(C * m * wbits + 1)) for n in range(C * m + 1)])
+        mod.d.comb += [
+            w_pre.bits.eq(bits_of[w_pre.npres]),
+            w_pre.ibase.eq(w_pass.block[:gsh] * kw),
+            w_pre.obase.eq(w_pass.block[:gsh] * self.setup.ncols
+                           + w_pass.block[gsh:] * snoop["gcols"]),
+            fq.w_data.eq(Cat(w_pass.as_value(), w_pre.as_value())),
+        ]
+        # striped map: column j at (j // C) * kwords of bank j % C (flow.striped); the
+        # stripe index is a shift or a constant multiply, not a divider (div_const)
+        if cfg.gemm_striped:
+            mod.d.comb += [w_pre.woff[c][k].eq(Mux(self.flow.striped,
+                                                   div_const(w_pass.col[c][k], C) * kw,
+                                                   w_pass.col[c][k] * kw))
+                           for c in range(C) for k in range(m)]
+        else:
+            mod.d.comb += [w_pre.woff[c][k].eq(w_pass.col[c][k] * kw)
+                           for c in range(C) for k in range(m)]
+        mod.d.comb += Cat(head.as_value(), pre.as_value()).eq(pq.r_data)
         mod.d.comb += fq.w_en.eq(w_valid)
         last_in = Signal(name="rb_last_in")
         last_lab = Signal(16, name="pq_last_label")
