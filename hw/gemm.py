@@ -492,7 +492,7 @@ class SparseGemm(wiring.Component):
             mod.d.sync += ready_blocks.eq(0)
         return {"pq": pq, "head": head, "pre": pre, "last_in": last_in, "last_lab": last_lab,
                 "ready_blocks": ready_blocks,
-                "queued": ((pq.r_rdy | fq.r_rdy) if cfg.gemm_pq_reg else fq.r_rdy) | (
+                "queued": ((pq.held | fq.r_rdy) if cfg.gemm_pq_reg else fq.r_rdy) | (
                     in_valid if cfg.gemm_pq_in_reg else Const(0)),
                 # a pass at the queue's output not yet in the head stage (its group unknown
                 # to the half-free test for that cycle)
@@ -511,19 +511,36 @@ class SparseGemm(wiring.Component):
     @staticmethod
     def _pq_head_stage(mod, fq) -> SimpleNamespace:
         """``gemm_pq_reg`` (issue 22): the pass queue's head in fabric registers. The queue's
-        block RAM (5.8 ns clock-to-out on ECP5) then feeds only this register, not the
-        release tests and the SDUE's descriptor. The stage refills in the cycle its pass is
-        taken (``r_en`` of the returned FIFO-like view, ``r_rdy`` its valid), so takes stay
-        back to back; a pass reaches it one cycle after the queue's output, which delays
-        only a block's last pass (``golden.cycles.engine_block_release``)."""
-        st_valid = Signal(name="pq_st_valid")
-        st_data = Signal(fq.width, name="pq_st_data")
-        view = SimpleNamespace(r_en=Signal(name="pq_st_take"), r_rdy=st_valid, r_data=st_data)
-        mod.d.comb += fq.r_en.eq(~st_valid | view.r_en)
-        with mod.If(fq.r_en):
-            mod.d.sync += st_valid.eq(fq.r_rdy)
-            with mod.If(fq.r_rdy):
-                mod.d.sync += st_data.eq(fq.r_data)
+        block RAM (5.8 ns clock-to-out on ECP5) then feeds only these registers, not the
+        release tests and the SDUE's descriptor. Two slots: the head is the slot at
+        ``pq_st_ptr``; the other fills from the queue whenever it is empty, so the queue's
+        read enable comes from flip-flops and a take only flips the pointer and clears its
+        slot's valid (it no longer enables the stage's several hundred flip-flops: the toy
+        board build's critical path at 65 MHz). Takes stay back to back (the next pass is in
+        the other slot); a pass reaches the head one cycle after the queue's output, which
+        delays only a block's last pass (``golden.cycles.engine_block_release``), as with
+        the one-slot stage this replaces (same cycles)."""
+        valid = [Signal(name=f"pq_st_valid{i}") for i in range(2)]
+        slot = [Signal(fq.width, name=f"pq_st_data{i}") for i in range(2)]
+        ptr = Signal(name="pq_st_ptr")           # the head's slot
+        wp = Signal(name="pq_st_wptr")           # the slot the queue fills next
+        view = SimpleNamespace(r_en=Signal(name="pq_st_take"), r_rdy=Signal(name="pq_st_valid"),
+                               r_data=Signal(fq.width, name="pq_st_head"),
+                               held=Signal(name="pq_st_held"))
+        fill = Signal(name="pq_st_fill")
+        mod.d.comb += [view.r_rdy.eq(Mux(ptr, valid[1], valid[0])),
+                       view.r_data.eq(Mux(ptr, slot[1], slot[0])),
+                       view.held.eq(valid[0] | valid[1]),
+                       fill.eq(~Mux(wp, valid[1], valid[0])), fq.r_en.eq(fill)]
+        with mod.If(fill & fq.r_rdy):
+            mod.d.sync += wp.eq(~wp)
+        with mod.If(view.r_en & view.r_rdy):
+            mod.d.sync += ptr.eq(~ptr)
+        for i in range(2):              # a slot is never filled and taken in one cycle
+            with mod.If(fill & fq.r_rdy & (wp == i)):
+                mod.d.sync += [valid[i].eq(1), slot[i].eq(fq.r_data)]
+            with mod.If(view.r_en & view.r_rdy & (ptr == i)):
+                mod.d.sync += valid[i].eq(0)
         return view
 
     def _row_block(self, mod, q, sdue, gmem_rd, gbits) -> dict:
