@@ -371,35 +371,41 @@ class SparseGemm(wiring.Component):
         flow = self.flow
         gsh = group_shift(self.cfg)
         need = Signal(N, name="cg_need")
-        s_beat = Signal(range(-(-N // P) + 1), name="cg_beat")
         cbase = Signal(range(2 * N + 1), name="cg_snoop_base")   # first column of the group
         gin = Signal(range(N + 1), name="cg_gin")
         beat = self.mask.payload
         taken = Signal(name="beat_taken")
         anyv = Signal(P, name="cg_beat_any")
-        base = Signal(range(2 * N + P + 1), name="cg_beat_base")
         gcols = Signal(range(N + 1), name="cg_gcols")
+        # the beat's first column (cbase + beat * P) one-hot over the run's N columns, in
+        # registers (issue 22: an adder, a subtraction per column and a P:1 select per column
+        # were the toy board build's critical path at 69.6 MHz): shifted by P at each beat,
+        # and at a block's last beat loaded with the decoded first column of this group or of
+        # the next, both decoded from registers
+        first = Signal(N, name="cg_beat_first", init=1)
+        at_cb = Signal(N, name="cg_first_group")            # one-hot of cbase
+        at_next = Signal(N, name="cg_first_next")           # one-hot of cbase + gcols
+        nxt = Signal(range(3 * N + 1), name="cg_next_base")
         mod.d.comb += [taken.eq(self.mask.valid & self.mask.ready),
                        anyv.eq(Cat(beat.cv[lane].any() for lane in range(P))),
-                       base.eq(cbase + s_beat * P),
-                       gcols.eq(Mux(flow.gcols == 0, self.setup.ncols, flow.gcols))]
+                       gcols.eq(Mux(flow.gcols == 0, self.setup.ncols, flow.gcols)),
+                       nxt.eq(cbase + gcols)]
+        mod.d.comb += [at_cb[j].eq(cbase == j) for j in range(N)]
+        mod.d.comb += [at_next[j].eq(nxt == j) for j in range(N)]
         started = Signal(name="cg_started")     # the run's first mask beat is in
         with mod.If(~self.busy & ~taken):      # idle between runs: forget the last run
-            mod.d.sync += [need.eq(0), gin.eq(0), s_beat.eq(0), cbase.eq(0), started.eq(0)]
+            mod.d.sync += [need.eq(0), gin.eq(0), cbase.eq(0), first.eq(1), started.eq(0)]
         with mod.If(taken):
             mod.d.sync += started.eq(1)
             with mod.If(beat.last):
-                mod.d.sync += s_beat.eq(0)
+                mod.d.sync += first.eq(at_cb)
                 with mod.If(beat.block[:gsh] == flow.nblocks - 1):
-                    mod.d.sync += [gin.eq(gin + 1), cbase.eq(cbase + gcols)]
+                    mod.d.sync += [gin.eq(gin + 1), cbase.eq(nxt), first.eq(at_next)]
             with mod.Else():
-                mod.d.sync += s_beat.eq(s_beat + 1)
-            pb = max(1, (P - 1).bit_length())
-            for j in range(N):
-                rel = Signal(range(-(2 * N + P + 1), N + 1), name=f"cg_rel{j}")
-                mod.d.comb += rel.eq(j - base)
-                hit = (rel >= 0) & (rel < P) & anyv.bit_select(rel.as_unsigned()[:pb], 1)
-                with mod.If(flow.col_group & hit):
+                mod.d.sync += first.eq(first << P)
+            for j in range(N):      # column j = the beat's lane l: first[j - l] is set
+                hit = Cat(first[j - lane] & anyv[lane] for lane in range(P) if j - lane >= 0)
+                with mod.If(flow.col_group & hit.any()):
                     mod.d.sync += need[j].eq(1)
         return {"need": need, "gin": gin, "gcols": gcols, "started": started}
 
