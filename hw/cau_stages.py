@@ -358,6 +358,8 @@ class CauRead(wiring.Component):
         ]
         in_range = ~ge_const(widx, d.WORDS)
         store = take & lane_nz.any() & in_range
+        ptr_inc = Signal.like(ptr, name="a_ptr_inc")       # from the register only: the
+        m.d.comb += ptr_inc.eq(ptr + 1)                     # beat's test selects, no adder
         m.d.comb += [
             self.wr.addr.eq(Mux(self.side, d.WORDS, 0) + ptr),
             self.wr.data.widx.eq(widx),
@@ -372,7 +374,7 @@ class CauRead(wiring.Component):
         m.d.comb += [self.wr.data.key[i].eq(keys[i]) for i in range(d.P)]
         m.d.comb += [
             self.fill.eq(take & beat.last),
-            self.meta.nw.eq(ptr + store), self.meta.label.eq(beat.block),
+            self.meta.nw.eq(Mux(store, ptr_inc, ptr)), self.meta.label.eq(beat.block),
             self.meta.ways.eq(_run_ways(beat)),
             self.active.eq(widx != 0),
         ]
@@ -382,7 +384,8 @@ class CauRead(wiring.Component):
             with m.If(beat.last):
                 m.d.sync += [ptr.eq(0), widx.eq(0)]
             with m.Else():
-                m.d.sync += [ptr.eq(ptr + store), widx.eq(Mux(in_range, widx + 1, widx))]
+                m.d.sync += [ptr.eq(Mux(store, ptr_inc, ptr)),
+                             widx.eq(Mux(in_range, widx + 1, widx))]
         # the bin offsets one cycle behind the beats (issue 22: the popcounts, key compares,
         # per-bin counts and offset adders were one path from the mask input): a register
         # stage holds, per lane, the thermometer ``lt[j - 1] = (lane counted) & key < j``
@@ -515,7 +518,8 @@ class CauSort(wiring.Component):
         taken = Const(0, d.P)
         for tk, lo in zip(take, lows):
             taken = taken | Mux(tk, lo, 0)
-        m.d.comb += rest.eq(pend_e & ~taken)
+        # with one lane a word not done this cycle had its lane taken (>= 2 were pending)
+        m.d.comb += rest.eq(pend_e & ~(low0_e if d.LN == 1 else taken))
         other = Mux(self.a_side, 0, d.WORDS)        # the next block's first word
 
         with m.FSM(name="sort_fsm"):
@@ -562,7 +566,8 @@ class CauSort(wiring.Component):
                                      raddr.eq(raddr + 1), more.eq(ptr + 3 < nw)]
                 with m.Else():
                     m.d.sync += [pend.eq(rest), low0.eq(_lowest(rest)),
-                                 npend.eq(npend_e - popcount(m, Cat(*take)))]
+                                 npend.eq(npend_e - (1 if d.LN == 1
+                                                     else popcount(m, Cat(*take))))]
         return m
 
     def _lanes(self, m, pend, npend, low0, cur_cv, cur_key, cur_widx, off):
@@ -709,6 +714,9 @@ class CauMergeNet(wiring.Component):
         zero_slot = Const(0, d.slot.size)
         start = [self.win[v] for v in range(W)] + [d.slot(zero_slot) for _ in range(LN)]
         place, opens, o_before = self._placements(m, start)
+        if LN == 1:
+            self._one_lane(m, place[0], opens[0])
+            return m
         o_tot = popcount(m, Cat(*opens))
         # every virtual slot after this cycle's lanes
         fin = [Signal(d.slot, name=f"c_fin{v}") for v in range(W + LN)]
@@ -756,6 +764,38 @@ class CauMergeNet(wiring.Component):
             m.d.comb += self.next_win[i].eq(val)
         m.d.comb += [self.ret[i].eq(fin[i]) for i in range(LN)]
         return m
+
+
+    def _one_lane(self, m, place, opened):
+        """The window after one lane (LN = 1), each slot a one-hot choice among registers
+        and values formed from registers only (issue 22: the general form's chains of muxes
+        by slot position and retire count followed the placement): shifted down (the
+        column opened a slot in a full window: the oldest retires, untouched), the new slot
+        (opened here), the slot with the column added (joined), or unchanged."""
+        d = self.dims
+        W, M, R, IB = d.W, d.M, d.R, d.IB
+        win, ent = self.win, self.ents[0]
+        new = Signal(d.slot, name="c_new")          # the slot the column opens
+        m.d.comb += [new.ors.eq(ent.cv), new.cnt.eq(1), new.mem[0].eq(ent.col)]
+        upd = [Signal(d.slot, name=f"c_upd{v}") for v in range(W)]   # slot v joined
+        for v in range(W):
+            cnt = win[v].cnt
+            m.d.comb += [upd[v].ors.eq(win[v].ors | ent.cv), upd[v].cnt.eq(cnt + 1)]
+            m.d.comb += [upd[v].mem[k].eq(Mux(cnt == k, ent.col, win[v].mem[k]))
+                         for k in range(M)]
+            m.d.comb += [upd[v].idx[r].eq(Mux(ent.cv[r], cnt[:IB], win[v].idx[r]))
+                         for r in range(R)]
+        full = self.nwin == W
+        shift = Signal(name="c_shift")
+        m.d.comb += shift.eq(opened & full)
+        for i in range(W):
+            val = Mux(place[i], upd[i].as_value(), win[i].as_value())
+            val = Mux(opened & (self.nwin == i), new.as_value(), val)
+            val = Mux(shift, win[i + 1].as_value() if i + 1 < W else new.as_value(), val)
+            m.d.comb += self.next_win[i].eq(val)
+        m.d.comb += [self.next_nwin.eq(Mux(opened & ~full, self.nwin + 1, self.nwin)),
+                     self.ret_n.eq(shift),
+                     self.ret[0].eq(win[0])]    # a retiring slot took no column
 
 
 class CauAssembler(wiring.Component):
