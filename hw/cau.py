@@ -264,7 +264,7 @@ class CAU(wiring.Component):
         mem_s = BankedBuffer(d.ent, 2 * d.SIDE, d.NBK, d.LN)
         mod.submodules.word_buf = mem_a
         mod.submodules.sort_buf = mem_s
-        mod.submodules.word_pp = pp_a = PingPong(d.a_meta)
+        mod.submodules.word_pp = pp_a = PingPong(d.a_meta, late=("start", "n"))
         mod.submodules.sort_pp = pp_s = PingPong(d.s_meta, early_meta=True)
 
         # ---- the three stages --------------------------------------------------------------
@@ -279,7 +279,7 @@ class CAU(wiring.Component):
             wiring.connect(mod, st_c.rd[t], mem_s.rd[t])
         mod.d.comb += [
             st_a.full.eq(pp_a.w_full), st_a.side.eq(pp_a.w_side),
-            pp_a.fill.eq(st_a.fill), pp_a.meta.eq(st_a.meta),
+            pp_a.fill.eq(st_a.fill), pp_a.meta.eq(st_a.meta), pp_a.late_we.eq(st_a.late_we),
             st_b.a_full.eq(pp_a.r_full), st_b.a_side.eq(pp_a.r_side),
             st_b.a_meta.eq(pp_a.r_meta), pp_a.release.eq(st_b.release),
             st_b.s_full.eq(pp_s.w_full), st_b.s_side.eq(pp_s.w_side),

@@ -21,6 +21,7 @@ from amaranth.lib.wiring import In, Out
 from exion.config import Config, cau_sort_banks
 
 from .util import bits_for as _bits
+from .util import add_logic, ge_const, lt_logic, popcount
 from .util import pad_mux as _mux
 
 __all__ = ["CauDims", "BankedBuffer", "PingPong", "CauRead", "CauSort", "CauMergeNet", "CauAssembler",
@@ -61,7 +62,8 @@ class CauDims:
         self.word = data.StructLayout({"widx": _bits(self.WORDS),
                                        "cv": data.ArrayLayout(self.R, self.P),
                                        "key": data.ArrayLayout(self.KB, self.P),
-                                       "nz": self.P, "nnz": range(self.P + 1)})
+                                       "nz": self.P, "nnz": range(self.P + 1),
+                                       "first": self.P})
         self.ent = data.StructLayout({"col": self.CB, "cv": self.R})
         self.slot = data.StructLayout({
             "ors": self.R, "cnt": range(self.M + 1),
@@ -72,9 +74,9 @@ class CauDims:
             "label": 16, "ways": self.WYB})
         self.s_meta = data.StructLayout({"n": self.CNTW, "label": 16, "ways": self.WYB})
 
-    def key(self, cv, none) -> Value:
-        """Counting-sort key of a cv: ``R - popcount`` (bin 0 = popcount R), 0 for no sort."""
-        pc = sum((cv[i] for i in range(len(cv))), Const(0, _bits(len(cv) + 1)))
+    def key(self, pc, none) -> Value:
+        """Counting-sort key of a cv of popcount ``pc``: ``R - pc`` (bin 0 = popcount R), 0
+        for no sort."""
         return Mux(none, 0, self.R - pc)[:self.KB]
 
 
@@ -216,6 +218,11 @@ class PingPong(wiring.Component):
         The writer latches ``meta`` with ``meta_we`` (e.g. when it starts the block: side
         ``w_side`` is free then) instead of with ``fill``, so ``fill`` only drives the flags
         (issue 22: stage B's end-of-block test drove every meta register's enable).
+    late : tuple of str
+        Fields of ``meta`` the writer gives one cycle after ``fill`` (with ``late_we``, into
+        the side it filled last, ``~w_side``) instead of with it (issue 22: stage A's bin
+        offsets come from a register stage one cycle behind the beats). The reader must not
+        read them before the second cycle after ``fill``.
 
     Members
     -------
@@ -224,6 +231,8 @@ class PingPong(wiring.Component):
     meta : In(meta)
     meta_we : In(1)
         (only with ``early_meta``) latch ``meta`` into side ``w_side``.
+    late_we : In(1)
+        (only with ``late``) latch the ``late`` fields of ``meta`` into side ``~w_side``.
     release : In(1)
         The reader finished side ``r_side``: that side is free again.
     w_side, r_side : Out(1)
@@ -237,13 +246,16 @@ class PingPong(wiring.Component):
     Latency: a fill is visible to the reader (``r_full``) one cycle later.
     """
 
-    def __init__(self, meta, *, early_meta: bool = False):
-        self._meta, self._early = meta, early_meta
+    def __init__(self, meta, *, early_meta: bool = False, late: tuple = ()):
+        assert all(f in dict(meta) for f in late)
+        self._meta, self._early, self._late = meta, early_meta, tuple(late)
         ports = {"fill": In(1), "meta": In(meta), "release": In(1),
                  "w_side": Out(1), "r_side": Out(1), "w_full": Out(1),
                  "r_full": Out(1), "r_meta": Out(meta), "any_full": Out(1)}
         if early_meta:
             ports["meta_we"] = In(1)
+        if late:
+            ports["late_we"] = In(1)
         super().__init__(ports)
 
     def elaborate(self, platform):
@@ -256,7 +268,11 @@ class PingPong(wiring.Component):
             with m.If(self.fill & (self.w_side == s)):
                 m.d.sync += full[s].eq(1)
             with m.If((self.meta_we if self._early else self.fill) & (self.w_side == s)):
-                m.d.sync += metas[s].eq(self.meta)
+                m.d.sync += [metas[s][f].eq(self.meta[f]) for f, _ in self._meta
+                             if f not in self._late]
+            if self._late:
+                with m.If(self.late_we & (self.w_side != s)):
+                    m.d.sync += [metas[s][f].eq(self.meta[f]) for f in self._late]
         with m.If(self.fill):
             m.d.sync += self.w_side.eq(~self.w_side)
         with m.If(self.release):
@@ -279,7 +295,10 @@ class CauRead(wiring.Component):
     histogram), each beat adding, per bin, the popcount of its lanes with a smaller key; and
     ``n`` counts them all. So stage B loads its offsets without an adder (issue 22: the
     prefix sum of the histogram, a chain of adders after the ping-pong's side mux, was the
-    single-lane CAU's critical path on ECP5). All-zero beats are not stored. A block ends
+    single-lane CAU's critical path on ECP5). The offsets run one cycle behind the beats
+    (a register stage of per-lane key thermometers between the popcounts and the adders)
+    and reach the side one cycle after it is handed over; stage B reads them in its
+    ``LOAD`` cycle, so this costs no cycle. All-zero beats are not stored. A block ends
     with its ``last`` beat, which hands the side over (``fill``).
 
     Parameters
@@ -299,14 +318,17 @@ class CauRead(wiring.Component):
     fill : Out(1)
         The block's last beat is taken this cycle.
     meta : Out(dims.a_meta)
-        Stored words, bin offsets, column count, label and run-time ways of the
-        block (with fill).
+        Stored words, label and run-time ways of the block (with fill); its bin offsets
+        and column count (``start``, ``n``: with ``late_we``).
+    late_we : Out(1)
+        The block filled last cycle: ``meta.start`` and ``meta.n`` are its.
     active : Out(1)
         Inside a block (some beat taken, not the last).
     overflow : Out(1)
         Sticky: a block had more than ``max_cols`` columns.
 
-    Latency: 1 cycle per beat (``ceil(N / P)`` per block).
+    Latency: 1 cycle per beat (``ceil(N / P)`` per block); the bin offsets follow one
+    cycle after the block's last beat (``late_we``).
     """
 
     def __init__(self, dims: CauDims, mask_layout, sort: str):
@@ -314,7 +336,8 @@ class CauRead(wiring.Component):
         super().__init__({
             "mask": In(stream.Signature(mask_layout)), "full": In(1), "side": In(1),
             "wr": Out(write_signature(_bits(2 * dims.WORDS), dims.word)),
-            "fill": Out(1), "meta": Out(dims.a_meta), "active": Out(1), "overflow": Out(1)})
+            "fill": Out(1), "meta": Out(dims.a_meta), "late_we": Out(1), "active": Out(1),
+            "overflow": Out(1)})
 
     def elaborate(self, platform):
         d = self.dims
@@ -333,52 +356,75 @@ class CauRead(wiring.Component):
             self.mask.ready.eq(~self.full),
             take.eq(self.mask.valid & self.mask.ready),
         ]
-        in_range = widx < d.WORDS
+        in_range = ~ge_const(widx, d.WORDS)
         store = take & lane_nz.any() & in_range
+        ptr_inc = Signal.like(ptr, name="a_ptr_inc")       # from the register only: the
+        m.d.comb += ptr_inc.eq(ptr + 1)                     # beat's test selects, no adder
         m.d.comb += [
             self.wr.addr.eq(Mux(self.side, d.WORDS, 0) + ptr),
             self.wr.data.widx.eq(widx),
             self.wr.data.cv.eq(beat.cv),
             self.wr.data.nz.eq(lane_nz),
-            self.wr.data.nnz.eq(sum((lane_nz[i].as_unsigned() for i in range(d.P)),
-                                    Const(0, 1))),
+            self.wr.data.nnz.eq(popcount(m, lane_nz)),
+            self.wr.data.first.eq(_lowest(lane_nz)),
             self.wr.en.eq(store),
         ]
-        keys = [d.key(beat.cv[i], none_in) for i in range(d.P)]
+        pcs = [popcount(m, beat.cv[i]) for i in range(d.P)]
+        keys = [d.key(pcs[i], none_in) for i in range(d.P)]
         m.d.comb += [self.wr.data.key[i].eq(keys[i]) for i in range(d.P)]
-        first = widx == 0
-        nz = [lane_nz[i] & in_range for i in range(d.P)]
-        nxt = []
-        for j in range(1, d.NB):
-            inc = sum(((nz[i] & (keys[i] < j)).as_unsigned() for i in range(d.P)), Const(0, 1))
-            nxt.append((Mux(first, 0, start[j - 1]) + inc)[:d.CNTW])
-        nxt_n = (Mux(first, 0, tot) + sum((x.as_unsigned() for x in nz), Const(0, 1)))[:d.CNTW]
         m.d.comb += [
             self.fill.eq(take & beat.last),
-            self.meta.nw.eq(ptr + store), self.meta.label.eq(beat.block),
+            self.meta.nw.eq(Mux(store, ptr_inc, ptr)), self.meta.label.eq(beat.block),
             self.meta.ways.eq(_run_ways(beat)),
             self.active.eq(widx != 0),
         ]
-        m.d.comb += [self.meta.start[j + 1].eq(nxt[j]) for j in range(d.NB - 1)]
-        m.d.comb += [self.meta.start[0].eq(0), self.meta.n.eq(nxt_n)]
         with m.If(take):
-            m.d.sync += [start[j].eq(nxt[j]) for j in range(d.NB - 1)]
-            m.d.sync += tot.eq(nxt_n)
             with m.If(~in_range):
                 m.d.sync += self.overflow.eq(1)
             with m.If(beat.last):
                 m.d.sync += [ptr.eq(0), widx.eq(0)]
             with m.Else():
-                m.d.sync += [ptr.eq(ptr + store), widx.eq(Mux(in_range, widx + 1, widx))]
+                m.d.sync += [ptr.eq(Mux(store, ptr_inc, ptr)),
+                             widx.eq(Mux(in_range, widx + 1, widx))]
+        # the bin offsets one cycle behind the beats (issue 22: the popcounts, key compares,
+        # per-bin counts and offset adders were one path from the mask input): a register
+        # stage holds, per lane, the thermometer ``lt[j - 1] = (lane counted) & key < j``
+        # for j = 1..NB (j = NB: the lane is counted at all); the next cycle adds its
+        # per-bin counts. The block's offsets and count reach the ping-pong side one cycle
+        # after ``fill`` (``late_we``; stage B reads them in its LOAD cycle, two after).
+        lt = [Signal(d.NB, name=f"a_lt{i}") for i in range(d.P)]
+        dv = Signal(name="a_dv")            # lt holds a beat taken last cycle
+        dfirst = Signal(name="a_dfirst")    # ... the first of its block
+        dlast = Signal(name="a_dlast")      # ... the last of its block
+        m.d.sync += [dv.eq(take), dfirst.eq(widx == 0), dlast.eq(beat.last)]
+        for i in range(d.P):
+            pc = pcs[i]
+            counted = lane_nz[i] & in_range
+            # key = R - pc for a counted lane (pc >= 1): key < j  <=>  pc > R - j
+            m.d.sync += lt[i].eq(Cat(counted & (none_in | ge_const(pc, d.R - j + 1))
+                                     for j in range(1, d.NB + 1)))
+        nxt = []
+        for j in range(1, d.NB):
+            inc = popcount(m, Cat(lt[i][j - 1] for i in range(d.P)))
+            nxt.append((Mux(dfirst, 0, start[j - 1]) + inc)[:d.CNTW])
+        nxt_n = (Mux(dfirst, 0, tot)
+                 + popcount(m, Cat(lt[i][d.NB - 1] for i in range(d.P))))
+        m.d.comb += [self.meta.start[j + 1].eq(nxt[j]) for j in range(d.NB - 1)]
+        m.d.comb += [self.meta.start[0].eq(0), self.meta.n.eq(nxt_n[:d.CNTW]),
+                     self.late_we.eq(dv & dlast)]
+        with m.If(dv):
+            m.d.sync += [start[j].eq(nxt[j]) for j in range(d.NB - 1)]
+            m.d.sync += tot.eq(nxt_n[:d.CNTW])
         return m
 
 
 class CauSort(wiring.Component):
     """Stage B: counting sort of one block's stored words into the sorted buffer.
 
-    One cycle to load the bins' start offsets (kept by stage A), one cycle
-    (``LOAD``) to load the first stored word into the word register stage (cvs, per-lane
-    sort keys, non-zero lanes; the next word is read with every load), then per cycle
+    One cycle to start the block (read its first word), one cycle (``LOAD``) to load the
+    bins' start offsets (kept by stage A) and the first stored word into the word register
+    stage (cvs, per-lane sort keys, non-zero lanes; the next word is read with every load),
+    then per cycle
     up to LN lowest pending lanes of the current word are written (one port per lane into
     the banked sorted buffer; a lane whose position's bank an earlier lane of the cycle
     writes, and every lane after it, waits for the next cycle) at
@@ -426,25 +472,112 @@ class CauSort(wiring.Component):
         ptr = Signal(range(d.WORDS + 1), name="b_ptr")      # the word in the cur registers
         nw = Signal(range(d.WORDS + 1), name="b_nw")
         last = Signal(name="b_last")                        # cur is the block's last word
-        pend = Signal(d.P, name="b_pend")                   # cur's lanes still to write
-        npend = Signal(range(d.P + 1), name="b_npend")      # how many (below)
+        # cur's lanes still to write, how many (below) and the lowest of them (one-hot):
+        # the word's own (cur_nz, ...) in its first cycle (fresh), then these registers
+        pend = Signal(d.P, name="b_pend")
+        npend = Signal(range(d.P + 1), name="b_npend")
+        low0 = Signal(d.P, name="b_low0")
+        fresh = Signal(name="b_fresh")
+        cur_nz = Signal(d.P, name="b_nz")
+        cur_nnz = Signal(range(d.P + 1), name="b_nnz")
+        cur_first = Signal(d.P, name="b_first")
         cur_cv = [Signal(d.R, name=f"b_cv{i}") for i in range(d.P)]
         cur_key = [Signal(d.KB, name=f"b_k{i}") for i in range(d.P)]
         cur_widx = Signal.like(self.rd.data.widx, name="b_widx")
-        off = [Signal(d.CNTW, name=f"b_off{j}") for j in range(d.NB)]
+        # the bins' next positions in the sorted buffer, the side's base included
+        off = [Signal(range(2 * d.SIDE + 1), name=f"b_off{j}") for j in range(d.NB)]
         a = self.a_meta
         base = Mux(self.a_side, d.WORDS, 0)
         word = self.rd.data
-        # the word register stage: the word-buffer read (block RAM) only loads cur_* (keys
-        # and non-zero lanes computed on the way); the read of the next word is issued with
-        # the load, so rd.data already holds it when cur is done
+        # the word-buffer read address is a register (issue 22: the FSM's address muxes
+        # were on the block RAM's address path): the word a read with a load fetches, i.e.
+        # the word after the next (the block's first word in IDLE); it moves with each read,
+        # and whether that word is in the block is a register too
+        raddr = Signal(_bits(2 * d.WORDS), name="b_raddr")
+        more = Signal(name="b_more")
+        m.d.comb += self.rd.addr.eq(raddr)
+        # the word register stage: the word-buffer read (block RAM) only loads cur_* (keys,
+        # non-zero lanes, their count and the lowest of them all stored by stage A), through
+        # no logic (issue 22: the block RAM's 5.8 ns clock-to-out left no time for a mux)
         load = Signal()
         with m.If(load):
             m.d.sync += [cur_cv[i].eq(word.cv[i]) for i in range(d.P)]
             m.d.sync += [cur_key[i].eq(word.key[i]) for i in range(d.P)]
-            m.d.sync += [cur_widx.eq(word.widx), pend.eq(word.nz), npend.eq(word.nnz)]
-        # each lane's bin offset, in parallel with the lowest-one picks
-        lane_off = [Signal(d.CNTW, name=f"b_loff{i}") for i in range(d.P)]
+            m.d.sync += [cur_widx.eq(word.widx), cur_nz.eq(word.nz), cur_nnz.eq(word.nnz),
+                         cur_first.eq(word.first)]
+        pend_e, npend_e, low0_e = (Signal.like(pend, name="b_pend_e"),
+                                   Signal.like(npend, name="b_npend_e"),
+                                   Signal.like(low0, name="b_low0_e"))
+        m.d.comb += [pend_e.eq(Mux(fresh, cur_nz, pend)), npend_e.eq(Mux(fresh, cur_nnz, npend)),
+                     low0_e.eq(Mux(fresh, cur_first, low0))]
+        m.d.sync += fresh.eq(load)
+        take, lows, key, done = self._lanes(m, pend_e, npend_e, low0_e, cur_cv, cur_key,
+                                            cur_widx, off)
+        keq = [[cur_key[i] == j for j in range(d.NB)] for i in range(d.P)]
+        rest = Signal(d.P)
+        taken = Const(0, d.P)
+        for tk, lo in zip(take, lows):
+            taken = taken | Mux(tk, lo, 0)
+        # with one lane a word not done this cycle had its lane taken (>= 2 were pending)
+        m.d.comb += rest.eq(pend_e & ~(low0_e if d.LN == 1 else taken))
+        other = Mux(self.a_side, 0, d.WORDS)        # the next block's first word
+
+        with m.FSM(name="sort_fsm"):
+            with m.State("IDLE"):
+                with m.If(self.a_full & ~self.s_full):
+                    m.d.comb += self.rd.en.eq(1)
+                    m.d.sync += [nw.eq(a.nw), ptr.eq(0), last.eq(a.nw == 1),
+                                 raddr.eq(base + 1), more.eq(a.nw > 1)]
+                    # the block's data goes to the sorted side now (it is free: ~s_full);
+                    # its column count (stage A's, one cycle late) is 0 without stored
+                    # words and is given again in LOAD
+                    m.d.comb += [self.meta_we.eq(1), self.s_meta.n.eq(0),
+                                 self.s_meta.label.eq(a.label), self.s_meta.ways.eq(a.ways)]
+                    with m.If(a.nw == 0):           # nothing to sort: hand over an empty block
+                        m.d.comb += [self.release.eq(1), self.fill.eq(1)]
+                        m.d.sync += raddr.eq(other)
+                    with m.Else():
+                        m.next = "LOAD"
+            with m.State("LOAD"):                   # word 0 into cur, read word 1
+                m.d.comb += [load.eq(1), self.rd.en.eq(more)]
+                m.d.sync += [raddr.eq(raddr + 1), more.eq(nw > 2)]
+                # stage A's offsets and count of the block are in the side from now on
+                side = Mux(self.s_side, d.SIDE, 0)
+                m.d.sync += [off[j].eq(a.start[j] + side) for j in range(d.NB)]
+                m.d.comb += [self.meta_we.eq(1), self.s_meta.n.eq(a.n),
+                             self.s_meta.label.eq(a.label), self.s_meta.ways.eq(a.ways)]
+                m.next = "SORT"
+            with m.State("SORT"):
+                m.d.comb += self.running.eq(1)
+                for j in range(d.NB):
+                    # each bin's offset advances by the lanes of its key taken (one-hot
+                    # picks against the lanes' key compares, no key mux)
+                    hits = [tk & _or_sel(lo, [keq[i][j] for i in range(d.P)])
+                            for tk, lo in zip(take, lows)]
+                    m.d.sync += off[j].eq(off[j] + popcount(m, Cat(*hits)))
+                with m.If(done):
+                    with m.If(last):
+                        m.d.comb += [self.release.eq(1), self.fill.eq(1)]
+                        m.d.sync += raddr.eq(other)
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.d.comb += [load.eq(1), self.rd.en.eq(more)]
+                        m.d.sync += [ptr.eq(ptr + 1), last.eq(ptr + 2 == nw),
+                                     raddr.eq(raddr + 1), more.eq(ptr + 3 < nw)]
+                with m.Else():
+                    m.d.sync += [pend.eq(rest), low0.eq(_lowest(rest)),
+                                 npend.eq(npend_e - (1 if d.LN == 1
+                                                     else popcount(m, Cat(*take))))]
+        return m
+
+    def _lanes(self, m, pend, npend, low0, cur_cv, cur_key, cur_widx, off):
+        """The LN lanes of one cycle: the lowest pending lanes of the word in lane order
+        (lane 0's pick is the register ``low0``), each taken while every lane before it is
+        and its position's bank is free; their sorted-buffer writes. Returns the takes, the
+        one-hot picks, the picks' keys and ``done`` (every pending lane written)."""
+        d = self.dims
+        # each lane's position, in parallel with the picks
+        lane_off = [Signal.like(off[0], name=f"b_loff{i}") for i in range(d.P)]
         m.d.comb += [lane_off[i].eq(_mux(off, cur_key[i])) for i in range(d.P)]
         # and the bank of each lane's position for every same-bin count c < LN (beside the
         # picks too), so the lane chain's bank test has no adder
@@ -452,23 +585,22 @@ class CauSort(wiring.Component):
                      for i in range(d.P)] if d.BKB else []
         for i, row in enumerate(lane_bank):
             m.d.comb += [row[c].eq((lane_off[i][:d.BKB] + c)[:d.BKB]) for c in range(d.LN)]
-        # the LN lowest pending lanes of the word, in lane order (stable); a lane is taken
-        # while every lane before it was and its sorted position's bank is still free
+        # the pending-lane count is a register beside pend: lane t is valid when more than
+        # t are, and the word is done when at most LN are and no valid lane's bank collides
+        # (neither test waits for the chain of picks, nor for a popcount of pend)
+        ab = len(self.wr[0].addr)
         rem = pend
-        # how many lanes are pending, a register beside pend (loaded with the word's count,
-        # less the lanes taken in each cycle): lane t is valid when more than t are, and the
-        # word is done when at most LN are and no valid lane's bank collides (so neither
-        # test waits for the chain of picks, nor for a popcount of pend)
         key, take, banks, lows, oks, vs = [], [], [], [], [], []
         for t in range(d.LN):
             low = Signal(d.P, name=f"b_low{t}")
             lane = Signal(d.LB, name=f"b_lane{t}")
             v = Signal(name=f"b_valid{t}")
             k = Signal(d.KB, name=f"b_key{t}")
-            pos = Signal(d.CNTW, name=f"b_pos{t}")
+            pos = Signal.like(off[0], name=f"b_pos{t}")
             tk = Signal(name=f"b_take{t}")
-            m.d.comb += [low.eq(_lowest(rem)), lane.eq(_onehot_index(low, d.LB)),
-                         v.eq(npend > t), k.eq(_or_sel(low, cur_key))]
+            m.d.comb += [low.eq(low0 if t == 0 else _lowest(rem)),
+                         lane.eq(_onehot_index(low, d.LB)),
+                         v.eq(ge_const(npend, t + 1)), k.eq(_or_sel(low, cur_key))]
             # same-bin columns picked earlier in this cycle go first (lane t is taken only
             # if every earlier pick is, so counting picks equals counting takes)
             dup = sum(((vs[u] & (key[u] == k)).as_unsigned() for u in range(t)), Const(0, 1))
@@ -484,7 +616,7 @@ class CauSort(wiring.Component):
             wp = self.wr[t]
             # a side starts at a multiple of NBK: the address's bank bits are the bank's
             m.d.comb += [
-                wp.addr.eq(Cat(bank, (Mux(self.s_side, d.SIDE, 0) + pos)[d.BKB:])),
+                wp.addr.eq(Cat(bank, pos[d.BKB:ab])),
                 wp.data.col.eq(cur_widx * d.P + lane),
                 wp.data.cv.eq(_or_sel(low, cur_cv)),
                 wp.en.eq(self.running & tk),
@@ -496,49 +628,9 @@ class CauSort(wiring.Component):
             lows.append(low)
             oks.append(free | ~v)
             rem = rem & ~low
-        rest = Signal(d.P)
         done = Signal()             # every pending lane of cur is written this cycle
-        taken = Const(0, d.P)
-        for tk, lo in zip(take, lows):
-            taken = taken | Mux(tk, lo, 0)
-        m.d.comb += [rest.eq(pend & ~taken), done.eq((npend <= d.LN) & Cat(*oks).all())]
-        nxt_rd = base + ptr + 2     # the word after the next (read with a load in SORT)
-
-        with m.FSM(name="sort_fsm"):
-            with m.State("IDLE"):
-                with m.If(self.a_full & ~self.s_full):
-                    m.d.sync += [off[j].eq(a.start[j]) for j in range(d.NB)]
-                    m.d.sync += [nw.eq(a.nw), ptr.eq(0), last.eq(a.nw == 1)]
-                    # the block's data goes to the sorted side now (it is free: ~s_full)
-                    m.d.comb += [self.meta_we.eq(1), self.s_meta.n.eq(a.n),
-                                 self.s_meta.label.eq(a.label), self.s_meta.ways.eq(a.ways)]
-                    m.d.comb += [self.rd.addr.eq(base), self.rd.en.eq(1)]
-                    with m.If(a.nw == 0):           # nothing to sort: hand over an empty block
-                        m.d.comb += [self.release.eq(1), self.fill.eq(1)]
-                    with m.Else():
-                        m.next = "LOAD"
-            with m.State("LOAD"):                   # word 0 into cur, read word 1
-                m.d.comb += [load.eq(1), self.rd.addr.eq(base + 1), self.rd.en.eq(~last)]
-                m.next = "SORT"
-            with m.State("SORT"):
-                m.d.comb += self.running.eq(1)
-                for j in range(d.NB):
-                    inc = sum(((take[t] & (key[t] == j)).as_unsigned() for t in range(d.LN)),
-                              Const(0, 1))
-                    m.d.sync += off[j].eq(off[j] + inc)
-                with m.If(done):
-                    with m.If(last):
-                        m.d.comb += [self.release.eq(1), self.fill.eq(1)]
-                        m.next = "IDLE"
-                    with m.Else():
-                        m.d.comb += [load.eq(1), self.rd.addr.eq(nxt_rd),
-                                     self.rd.en.eq(ptr + 2 != nw)]
-                        m.d.sync += [ptr.eq(ptr + 1), last.eq(ptr + 2 == nw)]
-                with m.Else():
-                    m.d.sync += [pend.eq(rest),
-                                 npend.eq(npend - sum((tk.as_unsigned() for tk in take),
-                                                      Const(0, 1)))]
-        return m
+        m.d.comb += done.eq(~ge_const(npend, d.LN + 1) & Cat(*oks).all())
+        return take, lows, key, done
 
 
 class CauMergeNet(wiring.Component):
@@ -589,7 +681,7 @@ class CauMergeNet(wiring.Component):
         place, opens, o_before = [], [], []
         for j in range(LN):
             cv = ents[j].cv
-            o_j = sum((opens[k].as_unsigned() for k in range(j)), Const(0, 1))
+            o_j = popcount(m, Cat(*opens[:j]))
             o_before.append(o_j)
             fits = []
             for v in range(W + LN):
@@ -597,14 +689,15 @@ class CauMergeNet(wiring.Component):
                     fits.append(Const(int(v == W + j), 1))   # its own new slot always fits
                     continue
                 if v < W:
-                    cand = (v < self.nwin) & (v + W >= self.nwin + o_j)
+                    cand = ge_const(self.nwin, v + 1) & ~ge_const(
+                        add_logic(self.nwin, o_j, m), v + W + 1)
                     cnt, conf, src = start[v].cnt, (start[v].ors & cv).any(), range(j)
                 else:
                     cand, cnt, conf, src = opens[v - W], Const(0, 1), Const(0, 1), range(v - W, j)
                 for k in src:
-                    cnt = cnt + place[k][v]
+                    cnt = add_logic(cnt, place[k][v], m)
                     conf = conf | (place[k][v] & pair_conf[k][j])
-                fits.append(cand & (cnt < self.ways) & ~conf)
+                fits.append(cand & lt_logic(cnt, self.ways) & ~conf)
             fitv = Signal(W + LN, name=f"c_fit{j}")
             pl = Signal(W + LN, name=f"c_place{j}")
             op = Signal(name=f"c_open{j}")
@@ -621,7 +714,10 @@ class CauMergeNet(wiring.Component):
         zero_slot = Const(0, d.slot.size)
         start = [self.win[v] for v in range(W)] + [d.slot(zero_slot) for _ in range(LN)]
         place, opens, o_before = self._placements(m, start)
-        o_tot = sum((op.as_unsigned() for op in opens), Const(0, 1))
+        if LN == 1:
+            self._one_lane(m, place[0], opens[0])
+            return m
+        o_tot = popcount(m, Cat(*opens))
         # every virtual slot after this cycle's lanes
         fin = [Signal(d.slot, name=f"c_fin{v}") for v in range(W + LN)]
         for v in range(W + LN):
@@ -637,7 +733,7 @@ class CauMergeNet(wiring.Component):
                     mem[k] = Mux(hit & (cnt == k), col, mem[k])
                 for r in range(R):
                     idx[r] = Mux(hit & cv[r], cnt[:IB], idx[r])
-                cnt = cnt + hit
+                cnt = add_logic(cnt, hit, m)
             m.d.comb += [fin[v].ors.eq(ors), fin[v].cnt.eq(cnt)]
             m.d.comb += [fin[v].mem[k].eq(mem[k]) for k in range(M)]
             m.d.comb += [fin[v].idx[r].eq(idx[r]) for r in range(R)]
@@ -656,16 +752,50 @@ class CauMergeNet(wiring.Component):
                 if 0 <= p - qq <= W:
                     val = Mux(self.nwin == p - qq, new_rank[qq], val)
             seq.append(val)
-        grown = self.nwin + o_tot
-        m.d.comb += [self.ret_n.eq(Mux(grown > W, grown - W, 0)),
-                     self.next_nwin.eq(Mux(grown > W, W, grown))]
+        # the window's growth and the slots retired, as gates (small widths, no carry chain)
+        grown = add_logic(self.nwin, o_tot, m)
+        rets = [grown == W + rr for rr in range(1, LN + 1)]     # ret_n == rr
+        m.d.comb += [self.ret_n.eq(_onehot_index(Cat(Const(0, 1), *rets), len(self.ret_n))),
+                     self.next_nwin.eq(Mux(ge_const(grown, W + 1), W, grown))]
         for i in range(W):
             val = seq[i]
             for rr in range(1, LN + 1):
-                val = Mux(self.ret_n == rr, seq[i + rr], val)
+                val = Mux(rets[rr - 1], seq[i + rr], val)
             m.d.comb += self.next_win[i].eq(val)
         m.d.comb += [self.ret[i].eq(fin[i]) for i in range(LN)]
         return m
+
+
+    def _one_lane(self, m, place, opened):
+        """The window after one lane (LN = 1), each slot a one-hot choice among registers
+        and values formed from registers only (issue 22: the general form's chains of muxes
+        by slot position and retire count followed the placement): shifted down (the
+        column opened a slot in a full window: the oldest retires, untouched), the new slot
+        (opened here), the slot with the column added (joined), or unchanged."""
+        d = self.dims
+        W, M, R, IB = d.W, d.M, d.R, d.IB
+        win, ent = self.win, self.ents[0]
+        new = Signal(d.slot, name="c_new")          # the slot the column opens
+        m.d.comb += [new.ors.eq(ent.cv), new.cnt.eq(1), new.mem[0].eq(ent.col)]
+        upd = [Signal(d.slot, name=f"c_upd{v}") for v in range(W)]   # slot v joined
+        for v in range(W):
+            cnt = win[v].cnt
+            m.d.comb += [upd[v].ors.eq(win[v].ors | ent.cv), upd[v].cnt.eq(cnt + 1)]
+            m.d.comb += [upd[v].mem[k].eq(Mux(cnt == k, ent.col, win[v].mem[k]))
+                         for k in range(M)]
+            m.d.comb += [upd[v].idx[r].eq(Mux(ent.cv[r], cnt[:IB], win[v].idx[r]))
+                         for r in range(R)]
+        full = self.nwin == W
+        shift = Signal(name="c_shift")
+        m.d.comb += shift.eq(opened & full)
+        for i in range(W):
+            val = Mux(place[i], upd[i].as_value(), win[i].as_value())
+            val = Mux(opened & (self.nwin == i), new.as_value(), val)
+            val = Mux(shift, win[i + 1].as_value() if i + 1 < W else new.as_value(), val)
+            m.d.comb += self.next_win[i].eq(val)
+        m.d.comb += [self.next_nwin.eq(Mux(opened & ~full, self.nwin + 1, self.nwin)),
+                     self.ret_n.eq(shift),
+                     self.ret[0].eq(win[0])]    # a retiring slot took no column
 
 
 class CauAssembler(wiring.Component):
@@ -866,6 +996,14 @@ class CauMerge(wiring.Component):
             f_win.append(val)
         side = Mux(self.s_side, d.SIDE, 0)
         ahead = _read_ahead(LN)
+        # the sorted-buffer read address is a register (issue 22: the FSM's address adders
+        # and muxes were on the block RAM's address path): the first position a read
+        # fetches, i.e. the group two ahead (the side's group 0 in IDLE); it moves with each
+        # read, and whether that group has columns is a register too
+        raddr = Signal(_bits(2 * d.SIDE), name="c_raddr")
+        more = Signal(name="c_more")                # ptr + ahead < n
+        m.d.comb += [self.rd[t].addr.eq(raddr + t) for t in range(LN)]
+        other = Mux(self.s_side, 0, d.SIDE)         # the next block's group 0
 
         with m.FSM(name="merge_fsm"):
             with m.State("IDLE"):
@@ -874,17 +1012,18 @@ class CauMerge(wiring.Component):
                 with m.If(self.s_full & step):
                     meta = self.s_meta
                     m.d.sync += [n.eq(meta.n), ptr.eq(0), label.eq(meta.label),
-                                 ways.eq(meta.ways), inpass.eq(0)]
-                    for t in range(LN):
-                        m.d.comb += [self.rd[t].addr.eq(side + t), self.rd[t].en.eq(1)]
+                                 ways.eq(meta.ways), inpass.eq(0), raddr.eq(side + LN),
+                                 more.eq(ge_const(meta.n, ahead + 1))]
+                    m.d.comb += [self.rd[t].en.eq(1) for t in range(LN)]
                     with m.If(meta.n == 0):
                         m.d.comb += self.release.eq(1)
+                        m.d.sync += raddr.eq(other)
                     with m.Else():
                         m.next = "LOAD"
             with m.State("LOAD"):                   # group 0 into ents, read group 1
                 m.d.comb += [self.active.eq(1), load.eq(1), ld_ptr.eq(0)]
-                for t in range(LN):
-                    m.d.comb += [self.rd[t].addr.eq(side + (LN + t)), self.rd[t].en.eq(LN < n)]
+                m.d.comb += [self.rd[t].en.eq(ge_const(n, LN + 1)) for t in range(LN)]
+                m.d.sync += raddr.eq(raddr + (ahead - LN))      # the first MERGE's read
                 m.next = "MERGE"
             with m.State("MERGE"):
                 m.d.comb += self.active.eq(1)
@@ -895,13 +1034,13 @@ class CauMerge(wiring.Component):
                     m.d.sync += nwin.eq(net.next_nwin)
                     with m.If(lastg):
                         m.d.comb += self.release.eq(1)
+                        m.d.sync += raddr.eq(other)
                         m.next = "FLUSH"
                     with m.Else():
                         m.d.comb += [load.eq(1), ld_ptr.eq(ptr + LN)]
-                        for t in range(LN):
-                            m.d.comb += [self.rd[t].addr.eq(side + ptr + (ahead + t)),
-                                         self.rd[t].en.eq(ptr + ahead < n)]
-                        m.d.sync += ptr.eq(ptr + LN)
+                        m.d.comb += [self.rd[t].en.eq(more) for t in range(LN)]
+                        m.d.sync += [ptr.eq(ptr + LN), raddr.eq(raddr + LN),
+                                     more.eq(ptr + (LN + ahead) < n)]
             with m.State("FLUSH"):
                 m.d.comb += self.active.eq(1)
                 m.d.comb += [ret_n.eq(fl_k), final.eq(fl_k == nwin)]
