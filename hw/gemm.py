@@ -57,6 +57,7 @@ from exion.errors import ExionError
 
 from .cau import CAU, cau_pass_layout, mask_layout
 from .dpu import operand_layout
+from .ecp5 import mult18x18d
 from .sdue import SDUE, mem_write_signature, omem_read_signature, pass_layout
 from .util import bits_for as _bits
 from .util import div_const
@@ -466,23 +467,24 @@ class SparseGemm(wiring.Component):
         # bits per beat from a table of the few member counts (a product by the constant
         # L * W was a multiplier block on ECP5, on the toy board build's critical path)
         bits_of = Array([Const(n * wbits, range(C * m * wbits + 1)) for n in range(C * m + 1)])
+        mod.d.comb += [w_pre.bits.eq(bits_of[w_pre.npres]),
+                       fq.w_data.eq(Cat(w_pass.as_value(), w_pre.as_value()))]
+        mul = self._stage_mul(mod, cau.out.ready)
         mod.d.comb += [
-            w_pre.bits.eq(bits_of[w_pre.npres]),
-            w_pre.ibase.eq(w_pass.block[:gsh] * kw),
-            w_pre.obase.eq(w_pass.block[:gsh] * self.setup.ncols
-                           + w_pass.block[gsh:] * snoop["gcols"]),
-            fq.w_data.eq(Cat(w_pass.as_value(), w_pre.as_value())),
+            w_pre.ibase.eq(mul(p.block[:gsh], w_pass.block[:gsh], kw, "pq_ibase")),
+            w_pre.obase.eq(mul(p.block[:gsh], w_pass.block[:gsh], self.setup.ncols, "pq_obase0")
+                           + mul(p.block[gsh:], w_pass.block[gsh:], snoop["gcols"], "pq_obase1")),
         ]
         # striped map: column j at (j // C) * kwords of bank j % C (flow.striped); the
         # stripe index is a shift or a constant multiply, not a divider (div_const)
-        if cfg.gemm_striped:
-            mod.d.comb += [w_pre.woff[c][k].eq(Mux(self.flow.striped,
-                                                   div_const(w_pass.col[c][k], C) * kw,
-                                                   w_pass.col[c][k] * kw))
-                           for c in range(C) for k in range(m)]
-        else:
-            mod.d.comb += [w_pre.woff[c][k].eq(w_pass.col[c][k] * kw)
-                           for c in range(C) for k in range(m)]
+        for c in range(C):
+            for k in range(m):
+                woff = mul(p.col[c][k], w_pass.col[c][k], kw, f"pq_woff{c}_{k}")
+                if cfg.gemm_striped:
+                    woff = Mux(self.flow.striped,
+                               mul(div_const(p.col[c][k], C), div_const(w_pass.col[c][k], C), kw,
+                                   f"pq_swoff{c}_{k}"), woff)
+                mod.d.comb += w_pre.woff[c][k].eq(woff)
         mod.d.comb += Cat(head.as_value(), pre.as_value()).eq(pq.r_data)
         mod.d.comb += fq.w_en.eq(w_valid)
         last_in = Signal(name="rb_last_in")
@@ -503,6 +505,23 @@ class SparseGemm(wiring.Component):
                 # a pass at the queue's output not yet in the head stage (its group unknown
                 # to the half-free test for that cycle)
                 "unstaged": (fq.r_rdy & ~pq.r_rdy) if cfg.gemm_pq_reg else Const(0)}
+
+    def _stage_mul(self, mod, load):
+        """``mul(now, staged, b, name)``: the product ``staged * b`` of a pass's field in the
+        pass queue's input stage (``staged``, loaded from ``now`` while ``load``) and a run
+        input ``b``. With ``gemm_pq_in_reg`` on an ECP5 build (``dpu_mult = "ecp5"``) it is a
+        MULT18X18D whose own input registers are the stage (loading ``now`` and ``b`` with
+        the stage, so the product is the same in the same cycle): no fabric register, then a
+        multiplier, then the queue's block RAM on one path (issue 22: the toy board build's
+        critical path at 73.9 MHz). Otherwise an Amaranth product of the staged field."""
+        if not (self.cfg.gemm_pq_in_reg and self.cfg.dpu_mult == "ecp5"):
+            return lambda now, staged, b, name: staged * b
+
+        def mul(now, staged, b, name):
+            width = len(now) + len(b)
+            return mult18x18d(mod, now, b, name=name, reg_in=True, reg_out=False,
+                              ce_in=load, ce_out=Const(1))[:width]
+        return mul
 
     @staticmethod
     def _run_const(mod, value, name) -> Signal:
