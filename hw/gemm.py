@@ -367,7 +367,8 @@ class SparseGemm(wiring.Component):
         """While the mask streams into the CAU (col-group): ``gin``, the groups whose mask
         is in (a beat with block ``nblocks - 1`` and ``last`` ends a group), and
         ``need[j]``: column j of the run has a set bit in some row of some block (group g's
-        beats cover columns ``g * gcols ..``). Cleared while the engine is idle."""
+        beats cover columns ``g * gcols ..``). ``gin`` is cleared while the engine is idle,
+        ``need[]`` restarts at the run's first beat."""
         N, P = self.cfg.omem_depth, self.cols_per_cycle
         flow = self.flow
         gsh = group_shift(self.cfg)
@@ -383,31 +384,36 @@ class SparseGemm(wiring.Component):
         # were the toy board build's critical path at 69.6 MHz): shifted by P at each beat,
         # and at a block's last beat loaded with the decoded first column of this group or of
         # the next, both decoded from registers
-        first = Signal(N, name="cg_beat_first", init=1)
+        first = Signal(N, name="cg_beat_first")
         at_cb = Signal(N, name="cg_first_group")            # one-hot of cbase
         at_next = Signal(N, name="cg_first_next")           # one-hot of cbase + gcols
         nxt = Signal(range(3 * N + 1), name="cg_next_base")
+        started = Signal(name="cg_started")     # the run's first mask beat is in
+        # need[], the group base and the beat position restart at the run's first beat
+        # (``started`` low: the values of the last run are ignored), not with a reset while
+        # idle, so the engine's busy (a wide OR) reaches only ``started`` and ``gin``
+        cb = Signal.like(cbase, name="cg_snoop_base_eff")
+        pos = Signal(N, name="cg_beat_pos")
         mod.d.comb += [taken.eq(self.mask.valid & self.mask.ready),
                        anyv.eq(Cat(beat.cv[lane].any() for lane in range(P))),
                        gcols.eq(Mux(flow.gcols == 0, self.setup.ncols, flow.gcols)),
-                       nxt.eq(cbase + gcols)]
-        mod.d.comb += [at_cb[j].eq(cbase == j) for j in range(N)]
+                       cb.eq(Mux(started, cbase, 0)), pos.eq(Mux(started, first, 1)),
+                       nxt.eq(cb + gcols)]
+        mod.d.comb += [at_cb[j].eq(cb == j) for j in range(N)]
         mod.d.comb += [at_next[j].eq(nxt == j) for j in range(N)]
-        started = Signal(name="cg_started")     # the run's first mask beat is in
         with mod.If(~self.busy & ~taken):      # idle between runs: forget the last run
-            mod.d.sync += [need.eq(0), gin.eq(0), cbase.eq(0), first.eq(1), started.eq(0)]
+            mod.d.sync += [gin.eq(0), started.eq(0)]
         with mod.If(taken):
-            mod.d.sync += started.eq(1)
+            mod.d.sync += [started.eq(1), cbase.eq(cb)]
             with mod.If(beat.last):
                 mod.d.sync += first.eq(at_cb)
                 with mod.If(beat.block[:gsh] == flow.nblocks - 1):
                     mod.d.sync += [gin.eq(gin + 1), cbase.eq(nxt), first.eq(at_next)]
             with mod.Else():
-                mod.d.sync += first.eq(first << P)
-            for j in range(N):      # column j = the beat's lane l: first[j - l] is set
-                hit = Cat(first[j - lane] & anyv[lane] for lane in range(P) if j - lane >= 0)
-                with mod.If(flow.col_group & hit.any()):
-                    mod.d.sync += need[j].eq(1)
+                mod.d.sync += first.eq(pos << P)
+            for j in range(N):      # column j = the beat's lane l: pos[j - l] is set
+                hit = Cat(pos[j - lane] & anyv[lane] for lane in range(P) if j - lane >= 0)
+                mod.d.sync += need[j].eq((need[j] & started) | (flow.col_group & hit.any()))
         return {"need": need, "gin": gin, "gcols": gcols, "started": started}
 
     def _pass_queue(self, mod, cau, snoop) -> dict:
