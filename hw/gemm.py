@@ -501,11 +501,17 @@ class SparseGemm(wiring.Component):
         with mod.If(fq.w_en & fq.w_rdy & w_pass.last):
             mod.d.sync += last_lab.eq(w_pass.block)
         mod.d.comb += pop_last.eq(pq.r_en & pq.r_rdy & head.last)
+        # ``ready_blocks != 0`` as a register (the release tests read it; issue 22)
+        ready_any = Signal(name="rb_ready_any")
         mod.d.sync += ready_blocks.eq(ready_blocks + last_in - pop_last)
+        with mod.If(last_in & ~pop_last):
+            mod.d.sync += ready_any.eq(1)
+        with mod.Elif(pop_last & ~last_in):
+            mod.d.sync += ready_any.eq(ready_blocks[1:].any())
         with mod.If(~self.busy):
-            mod.d.sync += ready_blocks.eq(0)
+            mod.d.sync += [ready_blocks.eq(0), ready_any.eq(0)]
         return {"pq": pq, "head": head, "pre": pre, "last_in": last_in, "last_lab": last_lab,
-                "ready_blocks": ready_blocks,
+                "ready_any": ready_any,
                 "queued": ((pq.held | fq.r_rdy) if cfg.gemm_pq_reg else fq.r_rdy) | (
                     in_valid if cfg.gemm_pq_in_reg else Const(0)),
                 # a pass at the queue's output not yet in the head stage (its group unknown
@@ -557,7 +563,7 @@ class SparseGemm(wiring.Component):
         wp = Signal(name="pq_st_wptr")           # the slot the queue fills next
         view = SimpleNamespace(r_en=Signal(name="pq_st_take"), r_rdy=Signal(name="pq_st_valid"),
                                r_data=Signal(fq.width, name="pq_st_head"),
-                               held=Signal(name="pq_st_held"))
+                               held=Signal(name="pq_st_held"), slots=slot, ptr=ptr)
         fill = Signal(name="pq_st_fill")
         mod.d.comb += [view.r_rdy.eq(Mux(ptr, valid[1], valid[0])),
                        view.r_data.eq(Mux(ptr, slot[1], slot[0])),
@@ -606,9 +612,11 @@ class SparseGemm(wiring.Component):
         next_base = Signal.like(f_base, name="next_base")
         next_ridx = Signal(range(self.max_regions), name="next_ridx")
         outstanding = Signal(range(self.max_regions + 2), name="outstanding")
+        # outstanding < regions as a register (0 < regions between runs: regions >= 1)
+        room = Signal(name="rb_room", init=1)
         # A block's passes may be taken once its last pass is in the queue.
         release = Signal(name="rb_release")
-        mod.d.comb += release.eq(rbf & (q["ready_blocks"] != 0))
+        mod.d.comb += release.eq(rbf & q["ready_any"])
         dq = fifo.SyncFIFO(width=pass_layout(cfg).size, depth=self.desc_depth)
         mod.submodules.desc_queue = dq
 
@@ -629,7 +637,7 @@ class SparseGemm(wiring.Component):
             bw_ok.eq(f_free | (f_cg >= f_bits)),
             advance.eq(want & bw_ok),
             take.eq(release & pq.r_rdy & (~f_active | (last_beat & advance)) &
-                    (outstanding < setup.regions)),
+                    room),
         ]
         with mod.If(want):                  # the credit (f_cg - gb) gains gb, pays a beat
             with mod.If(f_free):
@@ -656,9 +664,11 @@ class SparseGemm(wiring.Component):
             with mod.If(last_beat):
                 mod.d.sync += f_active.eq(0)
         with mod.If(take & ~sdue.issued):
-            mod.d.sync += outstanding.eq(outstanding + 1)
+            mod.d.sync += [outstanding.eq(outstanding + 1),
+                           room.eq(outstanding + 1 < setup.regions)]
         with mod.Elif(~take & sdue.issued & rbf):
-            mod.d.sync += outstanding.eq(outstanding - 1)
+            mod.d.sync += [outstanding.eq(outstanding - 1),
+                           room.eq(outstanding - 1 < setup.regions)]
         with mod.If(~self.busy):    # idle between runs: the ring and the credit restart
             # gbits as the run starts: the flow is valid from the cycle the first beat enters
             mod.d.sync += [next_base.eq(0), next_ridx.eq(0), f_cg.eq(gbits)]
@@ -966,8 +976,15 @@ class SparseGemm(wiring.Component):
         setup = self.setup
         head, hg = q["head"], grp["hg"]
         release = Signal(name="cg_release")
-        mod.d.comb += release.eq(self.flow.col_group & (grp["sdone"] > hg) &
-                                 (q["ready_blocks"] != 0))
+        resident = Signal(name="cg_head_resident")       # the head's group is in WMEM
+        pq = q["pq"]
+        if cfg.gemm_pq_reg:     # each slot's test from its register, then the pointer
+            gsh, cpl = group_shift(cfg), cau_pass_layout(cfg, cfg.omem_depth)
+            ok = [grp["sdone"] > data.View(cpl, d[:cpl.size]).block[gsh:] for d in pq.slots]
+            mod.d.comb += resident.eq(Mux(pq.ptr, ok[1], ok[0]))
+        else:
+            mod.d.comb += resident.eq(grp["sdone"] > hg)
+        mod.d.comb += release.eq(self.flow.col_group & resident & q["ready_any"])
         hbase = Signal(cfg.wmem_addr_bits + 1, name="cg_hbase")
         mod.d.comb += hbase.eq(Mux(hg[0], cfg.wmem_words, 0))
         desc = Signal(pass_layout(cfg, True), name="cg_desc")
