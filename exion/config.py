@@ -50,7 +50,8 @@ EPRE_SELECTOR_KINDS = ("insertion", "radix")
 #: Fields left out of ``Config.hash`` while at these defaults (added after configs were built).
 _HASH_DEFAULTS = {"epre_selector_kind": "insertion", "epre_radix_ports": None,
                   "gmem_ports": False, "gemm_striped": True, "omem_drain": 1,
-                  "cau_lanes": None, "gemm_pq_reg": False, "gemm_pq_in_reg": False}
+                  "cau_lanes": None, "gemm_pq_reg": False, "gemm_pq_in_reg": False,
+                  "gemm_desc_reg": False}
 
 
 # ---- timing-contract constants shared by hw/ and golden/ (their one home) ---------------
@@ -188,6 +189,16 @@ class Config:
         queue one cycle later, so a block's passes and a group's "all queued" count one
         cycle later (``golden.cycles.engine_block_release``, ``engine_cau_release``). Off in
         the presets, on in ``configs/toy_ecp5.toml``.
+    gemm_desc_reg : bool
+        The col-group dataflow's SDUE descriptor in a register (issue 22): the release
+        tests (the head's group resident, its block complete) and the take end at that
+        register, which loads whenever it is empty or being taken, and the SDUE accepts from
+        flip-flops (the toy board build's critical path ran from the release compare into
+        the SDUE issue stage's clock enables). A pass reaches the SDUE one cycle after its
+        take, so a pass the SDUE waits for issues one cycle later
+        (``golden.cycles.col_group_run``); back-to-back passes keep their rate. The
+        row-block dataflow feeds the SDUE from its descriptor FIFO as before. Off in the
+        presets, on in ``configs/toy_ecp5.toml``.
     gmem_ports : bool
         The gemm engine's GMEM (the model of the global buffer, ``C * m`` read ports) is left
         out of the generated top: its write port and read ports become top-level ports
@@ -237,6 +248,7 @@ class Config:
     gemm_striped: bool = True
     gemm_pq_reg: bool = False
     gemm_pq_in_reg: bool = False
+    gemm_desc_reg: bool = False
     gmem_ports: bool = False
     cau_lanes: int | None = None
     epre_units: int | None = None
@@ -269,7 +281,7 @@ class Config:
             need(isinstance(v, int) and not isinstance(v, bool), f, v, "must be an integer")
         for f in ("dpu_pipe_in", "dpu_pipe_mul", "dpu_pipe_tree_in", "dpu_pipe_tree",
                   "sdue_pipe", "sdue_pipe_isw", "gemm_striped", "gemm_pq_reg", "gemm_pq_in_reg",
-                  "gmem_ports"):
+                  "gemm_desc_reg", "gmem_ports"):
             v = getattr(self, f)
             need(isinstance(v, bool), f, v, "must be true or false")
         need(self.sdue_pipe or not self.sdue_pipe_isw, "sdue_pipe_isw", self.sdue_pipe_isw,

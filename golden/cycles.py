@@ -934,6 +934,9 @@ def col_group_run(cfg: Config, sub, kw: int, gcols: int, blocks: int, *, gb_byte
     scan = [0] * groups
     words = steps = 0
     rel = engine_block_release(cfg, plan.row_block)
+    # gemm_desc_reg: the descriptor register in front of the SDUE, one cycle from the take
+    # to the SDUE's accept (full rate: it loads again in the cycle the SDUE takes it)
+    issue_delay = int(bool(cfg.gemm_desc_reg))
     p = 0
     for g in range(groups):
         need = sub[:, g * gcols:(g + 1) * gcols].any(axis=0)
@@ -962,7 +965,7 @@ def col_group_run(cfg: Config, sub, kw: int, gcols: int, blocks: int, *, gb_byte
         S[g] = s
         resident = s + scan[g] + ENGINE_SCAN_RELEASE
         while p < plan.n_passes and pgroup[p] == g:
-            a = max(resident, int(done[plan.row_block[p]]) + int(rel[p]))
+            a = max(resident, int(done[plan.row_block[p]]) + int(rel[p])) + issue_delay
             A[p] = a if p == 0 else max(a, int(A[p - 1]) + per)
             p += 1
     # the last cycle work is pending: the last scan's words still in flight to WMEM

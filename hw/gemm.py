@@ -765,11 +765,13 @@ class SparseGemm(wiring.Component):
         desc, release = self._cg_desc(mod, q, grp)
         ready = Signal(name="cg_ready")
         pq = q["pq"]
+        d_valid = Signal(name="cg_desc_valid")     # gemm_desc_reg: a pass in the register
         return {"desc": desc, "valid": pq.r_rdy & release, "ready": ready,
+                "desc_valid": d_valid,
                 "wdata": scan["wdata"], "sdata": scan["sdata"], "striped": self._striped(),
                 "nwords": scan["nwords"], "release": release, "wr_en": scan["wr_en"],
                 "wr_addr": scan["wr_addr"], "word": scan["wr_en"],
-                "pending": cg & (scan["busy"] | q["queued"] | q["last_in"] |
+                "pending": cg & (scan["busy"] | q["queued"] | q["last_in"] | d_valid |
                                  ((snoop["gin"] != 0) & ~grp["all_in"]))}
 
     def _cg_groups(self, mod, q, sdue, snoop) -> dict:
@@ -797,7 +799,8 @@ class SparseGemm(wiring.Component):
         sd_group = Signal(16 - gsh, name="cg_sdue_group")
         inflight = Signal(2, name="cg_inflight")
         take = Signal(name="cg_take")
-        mod.d.comb += take.eq(cg & sdue.desc.valid & sdue.desc.ready)
+        # a pass leaves the queue (to the SDUE, or to the descriptor register)
+        mod.d.comb += take.eq(cg & q["pq"].r_en & q["pq"].r_rdy)
         with mod.If(take):
             mod.d.sync += sd_group.eq(hg)
         with mod.If(take & ~sdue.issued):
@@ -1014,9 +1017,21 @@ class SparseGemm(wiring.Component):
         sdesc = Signal(pass_layout(cfg, True), name="sdue_desc")
         rb_desc = Signal(pass_layout(cfg), name="rb_desc")
         mod.d.comb += rb_desc.as_value().eq(rb["dq"].r_data)
+        cg_desc, cg_valid, cg_ready = cg["desc"], cg["valid"], sdue.desc.ready
+        if cfg.gemm_desc_reg:
+            # issue 22: the descriptor in a register in front of the SDUE; it loads whenever
+            # it may (empty, or taken this cycle), so the queue's take enables only its
+            # valid bit, and the SDUE's accept comes from flip-flops
+            d_valid, d_desc = cg["desc_valid"], Signal.like(cg["desc"], name="cg_desc_reg")
+            d_load = Signal(name="cg_desc_load")
+            mod.d.comb += d_load.eq(~d_valid | sdue.desc.ready)
+            with mod.If(d_load):
+                mod.d.sync += [d_valid.eq(self.flow.col_group & cg["valid"]),
+                               d_desc.eq(cg["desc"])]
+            cg_desc, cg_valid, cg_ready = d_desc, d_valid, d_load
         with mod.If(self.flow.col_group):
-            mod.d.comb += [sdesc.eq(cg["desc"]), sdue.desc.valid.eq(cg["valid"]),
-                           cg["ready"].eq(sdue.desc.ready),
+            mod.d.comb += [sdesc.eq(cg_desc), sdue.desc.valid.eq(cg_valid),
+                           cg["ready"].eq(cg_ready),
                            pq.r_en.eq(cg["ready"] & cg["release"]),
                            sdue.wmem_f.en.eq(Cat(cg["wr_en"] for _ in range(m))),
                            sdue.wmem_f.addr.eq(cg["wr_addr"])]

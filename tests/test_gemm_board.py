@@ -7,7 +7,8 @@ model outside, ``exion.sim.gemm_gmem``) and the FPGA knobs one at a time on othe
 Checks: bit-exact with golden and cycle-exact with the engine model on both dataflows
 (``golden.cycles.engine_block_release``: every pass reaches the queue a cycle later through
 the input stage, a block's last pass the head stage one more; ``engine_cau_release``: a
-group's passes count as queued a cycle later); the head stage keeps back-to-back takes
+group's passes count as queued a cycle later; ``gemm_desc_reg``: a col-group pass reaches the
+SDUE a cycle after its take); the head stage keeps back-to-back takes
 (``fpga`` with a 4-wide drain: one-word passes of period 1); the model's extra cycles are
 needed (a model without either fails the board engine's cycles)."""
 
@@ -51,9 +52,10 @@ def board_runs():
 
 def test_board_config_fields():
     assert (BOARD.gemm_striped, BOARD.cau_lanes, BOARD.gemm_pq_reg, BOARD.gemm_pq_in_reg,
-            BOARD.gmem_ports) == (False, 1, True, True, True)
+            BOARD.gemm_desc_reg, BOARD.gmem_ports) == (False, 1, True, True, True, True)
     for p in PRESETS.values():
-        assert not p.gemm_pq_reg and not p.gemm_pq_in_reg and p.cau_lanes is None
+        assert not (p.gemm_pq_reg or p.gemm_pq_in_reg or p.gemm_desc_reg)
+        assert p.cau_lanes is None
 
 
 def test_block_release_by_hand():
@@ -90,6 +92,15 @@ def test_board_engine_needs_the_release_cycle(board_runs, monkeypatch):
                         lambda cfg, rb: np.full(len(rb), cy.ENGINE_BLOCK_RELEASE, np.int64))
     with pytest.raises(AssertionError):
         check_engine_model(BOARD, cases, runs)
+
+
+@pytest.mark.rtl
+def test_board_engine_needs_the_descriptor_register_cycle(board_runs):
+    """The descriptor register's cycle is measured: the col-group model without it (a pass
+    the SDUE waits for issues at its take) disagrees with the board engine's cycles."""
+    cases, outs, runs = board_runs
+    with pytest.raises(AssertionError):
+        check_engine_model(BOARD.replace(gemm_desc_reg=False), cases, runs)
 
 
 @pytest.mark.rtl
