@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import math
 
-from amaranth import Cat, Module
+from amaranth import Cat, Module, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -291,9 +291,18 @@ class CAU(wiring.Component):
         # ---- output FIFO and status --------------------------------------------------------
         q = fifo.SyncFIFO(width=out_layout.size, depth=self.fifo_depth)
         mod.submodules.out_fifo = q
+        # the FIFO's room (``q.w_rdy``, ``level != depth``) as a register of its own, set
+        # from this cycle's write and read (issue 22: the level's compare was on stage C's
+        # step and from there on the sorted buffer's read enable); equal to w_rdy every cycle
+        room = Signal(init=1, name="q_room")
+        do_w, do_r = st_c.out.valid & room, q.r_en & q.r_rdy
+        with mod.If(do_w & ~do_r):
+            mod.d.sync += room.eq(q.level != self.fifo_depth - 1)
+        with mod.Elif(do_r & ~do_w):
+            mod.d.sync += room.eq(1)
         mod.d.comb += [
             q.w_en.eq(st_c.out.valid), q.w_data.eq(st_c.out.payload),
-            st_c.out.ready.eq(q.w_rdy),
+            st_c.out.ready.eq(room),
             self.out.valid.eq(q.r_rdy),
             self.out.payload.eq(q.r_data),
             q.r_en.eq(self.out.ready),

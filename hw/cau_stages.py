@@ -179,13 +179,19 @@ class BankedBuffer(wiring.Component):
             banks.append(rp)
             w_hit = [p.en & (p.addr[:lg] == b) if lg else p.en for p in self.wr]
             r_hit = [p.en & (p.addr[:lg] == b) if lg else p.en for p in self.rd]
-            # the enabled ports address different banks: an OR of the gated ports selects
+            # the enabled ports address different banks: an OR of the gated ports selects;
+            # one port on one bank drives the bank directly (issue 22: the enable gating
+            # the address put stage C's read enable on the block RAM's address)
+            w_sel = _or_sel(w_hit, [p.addr[lg:] for p in self.wr]), _or_sel(
+                w_hit, [p.data.as_value() for p in self.wr])
+            r_sel = _or_sel(r_hit, [p.addr[lg:] for p in self.rd])
+            if lg == 0 and len(self.wr) == 1:
+                w_sel = self.wr[0].addr, self.wr[0].data.as_value()
+            if lg == 0 and len(self.rd) == 1:
+                r_sel = self.rd[0].addr
             m.d.comb += [
-                wp.en.eq(Cat(*w_hit).any()),
-                wp.addr.eq(_or_sel(w_hit, [p.addr[lg:] for p in self.wr])),
-                wp.data.eq(_or_sel(w_hit, [p.data.as_value() for p in self.wr])),
-                rp.en.eq(Cat(*r_hit).any()),
-                rp.addr.eq(_or_sel(r_hit, [p.addr[lg:] for p in self.rd])),
+                wp.en.eq(Cat(*w_hit).any()), wp.addr.eq(w_sel[0]), wp.data.eq(w_sel[1]),
+                rp.en.eq(Cat(*r_hit).any()), rp.addr.eq(r_sel),
             ]
         for t, p in enumerate(self.rd):
             if lg == 0:
