@@ -51,7 +51,7 @@ EPRE_SELECTOR_KINDS = ("insertion", "radix")
 _HASH_DEFAULTS = {"epre_selector_kind": "insertion", "epre_radix_ports": None,
                   "gmem_ports": False, "gemm_striped": True, "omem_drain": 1,
                   "cau_lanes": None, "gemm_pq_reg": False, "gemm_pq_in_reg": False,
-                  "gemm_desc_reg": False}
+                  "gemm_desc_reg": False, "gemm_snoop_reg": False}
 
 
 # ---- timing-contract constants shared by hw/ and golden/ (their one home) ---------------
@@ -199,6 +199,13 @@ class Config:
         (``golden.cycles.col_group_run``); back-to-back passes keep their rate. The
         row-block dataflow feeds the SDUE from its descriptor FIFO as before. Off in the
         presets, on in ``configs/toy_ecp5.toml``.
+    gemm_snoop_reg : bool
+        The col-group snoop (which columns a run needs, which groups' masks are in) reads
+        each mask beat and the run's figures from registers, a cycle after the beat is taken
+        (issue 22: the mask input and the run's inputs reached ``need[]`` and the beat
+        position on the toy board build). A group's scan starts one cycle later
+        (``golden.cycles.col_group_run``: ``ENGINE_SCAN_START`` + 1). Off in the presets, on
+        in ``configs/toy_ecp5.toml``.
     gmem_ports : bool
         The gemm engine's GMEM (the model of the global buffer, ``C * m`` read ports) is left
         out of the generated top: its write port and read ports become top-level ports
@@ -249,6 +256,7 @@ class Config:
     gemm_pq_reg: bool = False
     gemm_pq_in_reg: bool = False
     gemm_desc_reg: bool = False
+    gemm_snoop_reg: bool = False
     gmem_ports: bool = False
     cau_lanes: int | None = None
     epre_units: int | None = None
@@ -281,7 +289,7 @@ class Config:
             need(isinstance(v, int) and not isinstance(v, bool), f, v, "must be an integer")
         for f in ("dpu_pipe_in", "dpu_pipe_mul", "dpu_pipe_tree_in", "dpu_pipe_tree",
                   "sdue_pipe", "sdue_pipe_isw", "gemm_striped", "gemm_pq_reg", "gemm_pq_in_reg",
-                  "gemm_desc_reg", "gmem_ports"):
+                  "gemm_desc_reg", "gemm_snoop_reg", "gmem_ports"):
             v = getattr(self, f)
             need(isinstance(v, bool), f, v, "must be true or false")
         need(self.sdue_pipe or not self.sdue_pipe_isw, "sdue_pipe_isw", self.sdue_pipe_isw,

@@ -950,7 +950,8 @@ def col_group_run(cfg: Config, sub, kw: int, gcols: int, blocks: int, *, gb_byte
             steps += scan_cycles(need, kw, 0, wbits)
         lastv = g * blocks + blocks - 1
         # striped: every column moves, so the scan does not wait for the group's mask
-        s = ENGINE_SCAN_START if striped else int(sch["read_end"][lastv]) + ENGINE_SCAN_START
+        s0 = ENGINE_SCAN_START + int(bool(cfg.gemm_snoop_reg))   # + the snoop's beat register
+        s = s0 if striped else int(sch["read_end"][lastv]) + s0
         if g:
             s = max(s, S[g - 1] + scan[g - 1] + 1)
         if g >= 2 and ENGINE_HALF_RULE:

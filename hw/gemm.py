@@ -60,7 +60,7 @@ from .dpu import operand_layout
 from .ecp5 import mult18x18d
 from .sdue import SDUE, mem_write_signature, omem_read_signature, pass_layout
 from .util import bits_for as _bits
-from .util import div_const
+from .util import div_const, pipe_reg
 
 __all__ = ["SparseGemm", "setup_layout", "flow_layout", "gmem_write_signature",
            "gmem_read_signature", "gmem_port_signature", "gmem_model", "forward_gmem", "gmem_kbits",
@@ -396,23 +396,34 @@ class SparseGemm(wiring.Component):
         pos = Signal(N, name="cg_beat_pos")
         mod.d.comb += [taken.eq(self.mask.valid & self.mask.ready),
                        anyv.eq(Cat(beat.cv[lane].any() for lane in range(P))),
-                       gcols.eq(Mux(flow.gcols == 0, self.setup.ncols, flow.gcols)),
-                       cb.eq(Mux(started, cbase, 0)), pos.eq(Mux(started, first, 1)),
-                       nxt.eq(cb + gcols)]
+                       gcols.eq(Mux(flow.gcols == 0, self.setup.ncols, flow.gcols))]
+        # what the snoop reads of a beat: the beat as it is taken, or with gemm_snoop_reg the
+        # same a cycle later from registers (issue 22: the mask input and the run's inputs
+        # reached need[] and the beat position), the run's figures then from registers too
+        b_taken, b_any, b_last = taken, anyv, beat.last
+        b_end = beat.block[:gsh] == flow.nblocks - 1         # the group's last block
+        s_gcols = gcols
+        if self.cfg.gemm_snoop_reg:
+            b_taken = pipe_reg(mod, taken, "cg_snoop_taken", control=True)
+            b_any, b_last, b_end = (pipe_reg(mod, v, f"cg_snoop_{n}") for v, n in (
+                (anyv, "any"), (beat.last, "last"), (b_end, "end")))
+            s_gcols = self._run_const(mod, gcols, "cg_snoop_gcols")
+        mod.d.comb += [cb.eq(Mux(started, cbase, 0)), pos.eq(Mux(started, first, 1)),
+                       nxt.eq(cb + s_gcols)]
         mod.d.comb += [at_cb[j].eq(cb == j) for j in range(N)]
         mod.d.comb += [at_next[j].eq(nxt == j) for j in range(N)]
-        with mod.If(~self.busy & ~taken):      # idle between runs: forget the last run
+        with mod.If(~self.busy & ~b_taken):    # idle between runs: forget the last run
             mod.d.sync += [gin.eq(0), started.eq(0)]
-        with mod.If(taken):
+        with mod.If(b_taken):
             mod.d.sync += [started.eq(1), cbase.eq(cb)]
-            with mod.If(beat.last):
+            with mod.If(b_last):
                 mod.d.sync += first.eq(at_cb)
-                with mod.If(beat.block[:gsh] == flow.nblocks - 1):
+                with mod.If(b_end):
                     mod.d.sync += [gin.eq(gin + 1), cbase.eq(nxt), first.eq(at_next)]
             with mod.Else():
                 mod.d.sync += first.eq(pos << P)
             for j in range(N):      # column j = the beat's lane l: pos[j - l] is set
-                hit = Cat(pos[j - lane] & anyv[lane] for lane in range(P) if j - lane >= 0)
+                hit = Cat(pos[j - lane] & b_any[lane] for lane in range(P) if j - lane >= 0)
                 mod.d.sync += need[j].eq((need[j] & started) | (flow.col_group & hit.any()))
         return {"need": need, "gin": gin, "gcols": gcols, "started": started}
 

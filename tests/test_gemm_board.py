@@ -8,7 +8,7 @@ Checks: bit-exact with golden and cycle-exact with the engine model on both data
 (``golden.cycles.engine_block_release``: every pass reaches the queue a cycle later through
 the input stage, a block's last pass the head stage one more; ``engine_cau_release``: a
 group's passes count as queued a cycle later; ``gemm_desc_reg``: a col-group pass reaches the
-SDUE a cycle after its take); the head stage keeps back-to-back takes
+SDUE a cycle after its take; ``gemm_snoop_reg``: a group's scan starts a cycle later); the head stage keeps back-to-back takes
 (``fpga`` with a 4-wide drain: one-word passes of period 1); the model's extra cycles are
 needed (a model without either fails the board engine's cycles)."""
 
@@ -52,9 +52,10 @@ def board_runs():
 
 def test_board_config_fields():
     assert (BOARD.gemm_striped, BOARD.cau_lanes, BOARD.gemm_pq_reg, BOARD.gemm_pq_in_reg,
-            BOARD.gemm_desc_reg, BOARD.gmem_ports) == (False, 1, True, True, True, True)
+            BOARD.gemm_desc_reg, BOARD.gemm_snoop_reg, BOARD.gmem_ports) == (
+        False, 1, True, True, True, True, True)
     for p in PRESETS.values():
-        assert not (p.gemm_pq_reg or p.gemm_pq_in_reg or p.gemm_desc_reg)
+        assert not (p.gemm_pq_reg or p.gemm_pq_in_reg or p.gemm_desc_reg or p.gemm_snoop_reg)
         assert p.cau_lanes is None
 
 
@@ -101,6 +102,15 @@ def test_board_engine_needs_the_descriptor_register_cycle(board_runs):
     cases, outs, runs = board_runs
     with pytest.raises(AssertionError):
         check_engine_model(BOARD.replace(gemm_desc_reg=False), cases, runs)
+
+
+@pytest.mark.rtl
+def test_board_engine_needs_the_snoop_register_cycle(board_runs):
+    """The snoop register's cycle is measured: the col-group model whose scans start as
+    without it disagrees with the board engine's cycles."""
+    cases, outs, runs = board_runs
+    with pytest.raises(AssertionError):
+        check_engine_model(BOARD.replace(gemm_snoop_reg=False), cases, runs)
 
 
 @pytest.mark.rtl
