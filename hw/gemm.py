@@ -514,11 +514,11 @@ class SparseGemm(wiring.Component):
         mod.d.comb += pop_last.eq(pq.r_en & pq.r_rdy & head.last)
         # ``ready_blocks != 0`` as a register (the release tests read it; issue 22)
         ready_any = Signal(name="rb_ready_any")
-        mod.d.sync += ready_blocks.eq(ready_blocks + last_in - pop_last)
-        with mod.If(last_in & ~pop_last):
-            mod.d.sync += ready_any.eq(1)
+        with mod.If(last_in & ~pop_last):       # the sums from registers, the take selects
+            mod.d.sync += [ready_blocks.eq(ready_blocks + 1), ready_any.eq(1)]
         with mod.Elif(pop_last & ~last_in):
-            mod.d.sync += ready_any.eq(ready_blocks[1:].any())
+            mod.d.sync += [ready_blocks.eq(ready_blocks - 1),
+                           ready_any.eq(ready_blocks[1:].any())]
         with mod.If(~self.busy):
             mod.d.sync += [ready_blocks.eq(0), ready_any.eq(0)]
         return {"pq": pq, "head": head, "pre": pre, "last_in": last_in, "last_lab": last_lab,
