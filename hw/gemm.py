@@ -1028,6 +1028,11 @@ class SparseGemm(wiring.Component):
         sdesc = Signal(pass_layout(cfg, True), name="sdue_desc")
         rb_desc = Signal(pass_layout(cfg), name="rb_desc")
         mod.d.comb += rb_desc.as_value().eq(rb["dq"].r_data)
+        # the dataflow select of the SDUE's inputs (WMEM write data and address, descriptor,
+        # take) from its own register (issue 22: one flip-flop fanned out to every WMEM data
+        # bit's 2:1 select was the toy board build's critical path on two seeds of three);
+        # valid from the run's second cycle, before the first take or WMEM write
+        colg = self._run_const(mod, self.flow.col_group, "sdue_flow_col_group")
         cg_desc, cg_valid, cg_ready = cg["desc"], cg["valid"], sdue.desc.ready
         if cfg.gemm_desc_reg:
             # issue 22: the descriptor in a register in front of the SDUE; it loads whenever
@@ -1040,7 +1045,7 @@ class SparseGemm(wiring.Component):
                 mod.d.sync += [d_valid.eq(self.flow.col_group & cg["valid"]),
                                d_desc.eq(cg["desc"])]
             cg_desc, cg_valid, cg_ready = d_desc, d_valid, d_load
-        with mod.If(self.flow.col_group):
+        with mod.If(colg):
             mod.d.comb += [sdesc.eq(cg_desc), sdue.desc.valid.eq(cg_valid),
                            cg["ready"].eq(cg_ready),
                            pq.r_en.eq(cg["ready"] & cg["release"]),
