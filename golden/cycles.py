@@ -894,17 +894,19 @@ def col_group_run(cfg: Config, sub, kw: int, gcols: int, blocks: int, *, gb_byte
     Per group g (``ngroups = ceil(ncols / gcols)``; stacked mask :func:`group_mask`, CAU
     schedule of it, ``v = g * blocks + b``):
 
-    * scan start ``S_g = max(read_end[last v of g] + ENGINE_SCAN_START, S_{g-1} + scan_{g-1}
-      + 1, F_{g-2} + 1)``: the group's mask is in, the scanner is free, and the WMEM half
+    * scan start ``S_g = max(read_end[last v of g] + ENGINE_SCAN_START (+ 1 with
+      gemm_snoop_reg), S_{g-1} + scan_{g-1} + 1, F_{g-2} + 1)``: the group's mask is in, the scanner is free, and the WMEM half
       is free: ``F_h = max(X_h, A_q + per + 1)`` with q the last pass of groups <= h (it
       issues its last beat at ``A_q + per``, the engine counts it the cycle after) and
       ``X_h`` = the first cycle the engine knows group h's passes are all queued
-      (``min(done[v] + 1`` over blocks from h's last on, ``CAU total + 1)``);
+      (``min(done[v] + cr`` over blocks from h's last on, ``CAU total + cr)``, ``cr`` =
+      :func:`engine_cau_release`: 1, 2 with ``gemm_pq_in_reg``);
     * its columns are resident at ``S_g + scan_g + ENGINE_SCAN_RELEASE`` (2: the GMEM
       address register, then the WMEM write; :func:`scan_cycles`, credit from 0);
-    * the SDUE takes pass p at ``A_p = max(resident(g_p), done[v_p] + rel_p, A_{p-1} +
-      per)``, ``rel_p`` = :func:`engine_block_release` (``ENGINE_BLOCK_RELEASE``, + 1 for a
-      block's last pass with ``gemm_pq_reg``), ``per`` = :meth:`Config.pass_period`
+    * the SDUE takes pass p at ``A_p = max(max(resident(g_p), done[v_p] + rel_p) + d,
+      A_{p-1} + per)``, ``rel_p`` = :func:`engine_block_release` (``ENGINE_BLOCK_RELEASE``,
+      + 1 with ``gemm_pq_in_reg``, + 1 for a block's last pass with ``gemm_pq_reg``), ``d``
+      = 1 with ``gemm_desc_reg`` (the descriptor register in front of the SDUE), else 0, ``per`` = :meth:`Config.pass_period`
       (``max(kw, C)``; ``C / D`` for C on a striped run with ``omem_drain`` D, whose drain
       is wide [choice, issue 17]);
     * ``cycles = max(A_last + per + sdue_fixed(cfg, striped), S_last + scan_last

@@ -60,7 +60,7 @@ from .dpu import operand_layout
 from .ecp5 import mult18x18d
 from .sdue import SDUE, mem_write_signature, omem_read_signature, pass_layout
 from .util import bits_for as _bits
-from .util import div_const, pipe_reg
+from .util import div_const, pipe_reg, popcount
 
 __all__ = ["SparseGemm", "setup_layout", "flow_layout", "gmem_write_signature",
            "gmem_read_signature", "gmem_port_signature", "gmem_model", "forward_gmem", "gmem_kbits",
@@ -463,7 +463,7 @@ class SparseGemm(wiring.Component):
                 hits = [p.sel[r][c].valid & (p.sel[r][c].idx == k) for r in range(R)]
                 mod.d.comb += present[c * m + k].eq(Cat(*hits).any())
         npres = Signal(range(C * m + 1), name="pq_w_npres")
-        mod.d.comb += npres.eq(sum(present[i] for i in range(C * m)))
+        mod.d.comb += npres.eq(popcount(mod, present))
         # what enters the queue: the CAU's pass and its figures, or with gemm_pq_in_reg the
         # pass and its member count a cycle later from a register stage (full rate: the queue
         # never fills), the products formed from that register
@@ -776,7 +776,8 @@ class SparseGemm(wiring.Component):
         desc, release = self._cg_desc(mod, q, grp)
         ready = Signal(name="cg_ready")
         pq = q["pq"]
-        d_valid = Signal(name="cg_desc_valid")     # gemm_desc_reg: a pass in the register
+        # gemm_desc_reg: a pass in the descriptor register (driven in _sdue_feed)
+        d_valid = Signal(name="cg_desc_valid") if self.cfg.gemm_desc_reg else Const(0)
         return {"desc": desc, "valid": pq.r_rdy & release, "ready": ready,
                 "desc_valid": d_valid,
                 "wdata": scan["wdata"], "sdata": scan["sdata"], "striped": self._striped(),
