@@ -51,7 +51,8 @@ EPRE_SELECTOR_KINDS = ("insertion", "radix")
 _HASH_DEFAULTS = {"epre_selector_kind": "insertion", "epre_radix_ports": None,
                   "gmem_ports": False, "gemm_striped": True, "omem_drain": 1,
                   "cau_lanes": None, "gemm_pq_reg": False, "gemm_pq_in_reg": False,
-                  "gemm_desc_reg": False, "gemm_snoop_reg": False}
+                  "gemm_desc_reg": False, "gemm_snoop_reg": False,
+                  "gemm_scan_reg": False}
 
 
 # ---- timing-contract constants shared by hw/ and golden/ (their one home) ---------------
@@ -182,7 +183,7 @@ class Config:
         unchanged. Off in the presets, on in ``configs/toy_ecp5.toml``.
     gemm_pq_in_reg : bool
         A register stage in front of the gemm engine's pass queue (issue 22): the CAU's
-        output FIFO (LUT RAM) and the pass's member count end at fabric registers near the
+        output FIFO (LUT RAM) and the pass's present-member bits end at fabric registers near the
         CAU; the descriptor products are formed from that register on the way to the
         queue's block RAM (before, the whole chain was the toy board build's critical
         path). Every pass reaches the
@@ -206,6 +207,15 @@ class Config:
         position on the toy board build). A group's scan starts one cycle later
         (``golden.cycles.col_group_run``: ``ENGINE_SCAN_START`` + 1). Off in the presets, on
         in ``configs/toy_ecp5.toml``.
+    gemm_scan_reg : bool
+        The col-group scan's start decided a cycle ahead into a register (issue 22): the
+        start tests (the group's mask is in, the group exists, its WMEM half is free: three
+        compares of group counters) end at one flip-flop, and the start that loads the
+        scan's registers is that flip-flop and the scan being idle (the toy board build's
+        critical path ran from the half-free compares into those clock enables). The tests
+        only turn true while the scan is idle, so every scan starts one cycle later
+        (``golden.cycles.col_group_run``: ``S_g`` + 1). Off in the presets, on in
+        ``configs/toy_ecp5.toml``.
     gmem_ports : bool
         The gemm engine's GMEM (the model of the global buffer, ``C * m`` read ports) is left
         out of the generated top: its write port and read ports become top-level ports
@@ -257,6 +267,7 @@ class Config:
     gemm_pq_in_reg: bool = False
     gemm_desc_reg: bool = False
     gemm_snoop_reg: bool = False
+    gemm_scan_reg: bool = False
     gmem_ports: bool = False
     cau_lanes: int | None = None
     epre_units: int | None = None
@@ -289,7 +300,7 @@ class Config:
             need(isinstance(v, int) and not isinstance(v, bool), f, v, "must be an integer")
         for f in ("dpu_pipe_in", "dpu_pipe_mul", "dpu_pipe_tree_in", "dpu_pipe_tree",
                   "sdue_pipe", "sdue_pipe_isw", "gemm_striped", "gemm_pq_reg", "gemm_pq_in_reg",
-                  "gemm_desc_reg", "gemm_snoop_reg", "gmem_ports"):
+                  "gemm_desc_reg", "gemm_snoop_reg", "gemm_scan_reg", "gmem_ports"):
             v = getattr(self, f)
             need(isinstance(v, bool), f, v, "must be true or false")
         need(self.sdue_pipe or not self.sdue_pipe_isw, "sdue_pipe_isw", self.sdue_pipe_isw,

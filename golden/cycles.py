@@ -895,7 +895,9 @@ def col_group_run(cfg: Config, sub, kw: int, gcols: int, blocks: int, *, gb_byte
     schedule of it, ``v = g * blocks + b``):
 
     * scan start ``S_g = max(read_end[last v of g] + ENGINE_SCAN_START (+ 1 with
-      gemm_snoop_reg), S_{g-1} + scan_{g-1} + 1, F_{g-2} + 1)``: the group's mask is in, the scanner is free, and the WMEM half
+      gemm_snoop_reg), S_{g-1} + scan_{g-1} + 1, F_{g-2} + 1)`` (+ 1 with
+      ``gemm_scan_reg``: the start tests decided into a register, a cycle ahead): the
+      group's mask is in, the scanner is free, and the WMEM half
       is free: ``F_h = max(X_h, A_q + per + 1)`` with q the last pass of groups <= h (it
       issues its last beat at ``A_q + per``, the engine counts it the cycle after) and
       ``X_h`` = the first cycle the engine knows group h's passes are all queued
@@ -965,6 +967,7 @@ def col_group_run(cfg: Config, sub, kw: int, gcols: int, blocks: int, *, gb_byte
             if q.size:
                 free = max(free, int(A[q[-1]]) + per + 1)
             s = max(s, free + 1)
+        s += int(bool(cfg.gemm_scan_reg))   # the start tests decided a cycle ahead
         S[g] = s
         resident = s + scan[g] + ENGINE_SCAN_RELEASE
         while p < plan.n_passes and pgroup[p] == g:

@@ -1,26 +1,67 @@
 """Lattice ECP5 primitives the blocks instantiate when a config asks for them.
 
-Only ``MULT18X18D`` (``Config.dpu_mult = "ecp5"``). Yosys does not pack fabric flip-flops
-into ECP5 DSP blocks, so a multiplier whose registers should live inside the DSP (and give
-nextpnr a register-to-register path through it) has to be the primitive itself. The
-generated Verilog then instantiates ``MULT18X18D``: Yosys and nextpnr know the cell;
-Verilator uses the behavioural model ``sim/models/MULT18X18D.v`` (see ``sim_models``).
+Two, both only when a config builds for ECP5 (``Config.dpu_mult = "ecp5"``):
+
+* ``MULT18X18D``: Yosys does not pack fabric flip-flops into ECP5 DSP blocks, so a
+  multiplier whose registers should live inside the DSP (and give nextpnr a
+  register-to-register path through it) has to be the primitive itself.
+* ``TRELLIS_FF``, for copies of one register (:func:`ff_copies`): Yosys merges identical
+  registers (``opt_merge``), so a register replicated to split its fan-out over the die has
+  to be the fabric flip-flop itself.
+
+The generated Verilog then instantiates the cells: Yosys and nextpnr know them; Verilator
+uses the behavioural models ``sim/models/MULT18X18D.v`` and ``sim/models/TRELLIS_FF.v``
+(see ``sim_models``).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from amaranth import ClockSignal, Const, Instance, Signal, signed
 
-__all__ = ["mult18x18d", "sim_models"]
+__all__ = ["ff_copies", "mult18x18d", "sim_models"]
 
 _MODELS = Path(__file__).resolve().parent.parent / "sim" / "models"
+#: The vendor cells the blocks may instantiate, each with its simulation model.
+CELLS = ("MULT18X18D", "TRELLIS_FF")
 
 
-def sim_models(cfg) -> list[Path]:
-    """Verilog simulation models the blocks of ``cfg`` need besides their own Verilog."""
-    return [_MODELS / "MULT18X18D.v"] if cfg.dpu_mult == "ecp5" else []
+def sim_models(cfg, verilog: str | None = None) -> list[Path]:
+    """Verilog simulation models the blocks of ``cfg`` need besides their own Verilog: with
+    the generated ``verilog`` text, the models of the cells it instantiates; without, every
+    model a config building for ECP5 may need."""
+    if cfg.dpu_mult != "ecp5":
+        return []
+    return [_MODELS / f"{c}.v" for c in CELLS
+            if verilog is None or re.search(rf"^\s*{c}\s", verilog, re.M)]
+
+
+def ff_copies(m, value, n: int, *, name: str, ecp5: bool) -> list:
+    """``n`` registered copies of ``value`` (each equal to ``value`` one cycle earlier), to
+    split a register's fan-out: nextpnr places each copy near its own loads. On an ECP5
+    build (``ecp5``) each bit of each copy is a ``TRELLIS_FF`` (no reset, no enable), which
+    Yosys keeps apart; otherwise one Amaranth register (reset to 0) serves every copy, as
+    Yosys would merge identical ones anyway. A copy ignores the domain's reset: it follows
+    ``value`` from the first clock edge, which only matters in the cycle after a reset."""
+    width = len(value)
+    if not ecp5:
+        r = Signal(width, name=name)
+        m.d.sync += r.eq(value)
+        return [r] * n
+    v = Signal(width, name=f"{name}_d")
+    m.d.comb += v.eq(value)
+    copies = []
+    for i in range(n):
+        q = Signal(width, name=f"{name}{i}")
+        for b in range(width):
+            m.submodules[f"{name}{i}_ff{b}"] = Instance(
+                "TRELLIS_FF", p_GSR="AUTO", p_CEMUX="1", p_CLKMUX="CLK", p_LSRMUX="LSR",
+                p_REGSET="RESET", i_CLK=ClockSignal("sync"), i_LSR=Const(0), i_DI=v[b],
+                o_Q=q[b])
+        copies.append(q)
+    return copies
 
 
 def mult18x18d(m, a, b, *, name: str, reg_in: bool, reg_out: bool, ce_in, ce_out):

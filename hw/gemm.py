@@ -57,7 +57,7 @@ from exion.errors import ExionError
 
 from .cau import CAU, cau_pass_layout, mask_layout
 from .dpu import operand_layout
-from .ecp5 import mult18x18d
+from .ecp5 import ff_copies, mult18x18d
 from .sdue import SDUE, mem_write_signature, omem_read_signature, pass_layout
 from .util import bits_for as _bits
 from .util import div_const, pipe_reg, popcount
@@ -463,23 +463,25 @@ class SparseGemm(wiring.Component):
                 hits = [p.sel[r][c].valid & (p.sel[r][c].idx == k) for r in range(R)]
                 mod.d.comb += present[c * m + k].eq(Cat(*hits).any())
         npres = Signal(range(C * m + 1), name="pq_w_npres")
-        mod.d.comb += npres.eq(popcount(mod, present))
         # what enters the queue: the CAU's pass and its figures, or with gemm_pq_in_reg the
-        # pass and its member count a cycle later from a register stage (full rate: the queue
-        # never fills), the products formed from that register
+        # pass and its members' present bits a cycle later from a register stage (full rate:
+        # the queue never fills), the count and the products formed from that register
         w_valid = Signal(name="pq_w_valid")
         w_pass = Signal(cpl, name="pq_w_pass")
         if cfg.gemm_pq_in_reg:
             in_valid = Signal(name="pq_in_valid")
-            in_npres = Signal.like(npres, name="pq_in_npres")
+            in_present = Signal.like(present, name="pq_in_present")
             mod.d.comb += cau.out.ready.eq(~in_valid | fq.w_rdy)
-            with mod.If(cau.out.ready):
-                mod.d.sync += [in_valid.eq(cau.out.valid), w_pass.eq(p), in_npres.eq(npres)]
-            mod.d.comb += [w_valid.eq(in_valid), w_pre.npres.eq(in_npres),
+            with mod.If(cau.out.ready):     # the members' bits staged, counted after
+                mod.d.sync += [in_valid.eq(cau.out.valid), w_pass.eq(p),
+                               in_present.eq(present)]
+            mod.d.comb += [w_valid.eq(in_valid), npres.eq(popcount(mod, in_present)),
                            self._cau_busy.eq(cau.busy | in_valid)]
         else:
             mod.d.comb += [w_valid.eq(cau.out.valid), cau.out.ready.eq(fq.w_rdy),
-                           w_pass.eq(p), w_pre.npres.eq(npres), self._cau_busy.eq(cau.busy)]
+                           w_pass.eq(p), npres.eq(popcount(mod, present)),
+                           self._cau_busy.eq(cau.busy)]
+        mod.d.comb += w_pre.npres.eq(npres)
         gsh, kw = group_shift(cfg), self.setup.kwords
         # bits per beat from a table of the few member counts (a product by the constant
         # L * W was a multiplier block on ECP5, on the toy board build's critical path)
@@ -617,6 +619,10 @@ class SparseGemm(wiring.Component):
         f_base = Signal(cfg.wmem_addr_bits + 1, name="f_base")
         f_bits = Signal(range(C * m * wbits + 1), name="f_bits")   # bits of one beat
         f_cg = Signal(20, name="f_credit")         # the bit credit + gbits
+        # f_cg - f_bits, kept beside them (issue 22): the bandwidth test is its sign bit, a
+        # flip-flop, not a compare on the take's path; every update below sets it to the
+        # difference of what f_cg and f_bits become (the same test, the same cycles)
+        f_mg = Signal(signed(22), name="f_margin")
         f_free = Signal(name="f_bw_free")          # a beat of this pass never waits
         f_last = Signal(name="f_last")             # f_w == kwords - 1
         f_words = Signal(range(C * m + 1), name="f_words")
@@ -645,7 +651,7 @@ class SparseGemm(wiring.Component):
         mod.d.comb += [
             last_beat.eq(f_active & f_last),
             want.eq(f_active & ~(last_beat & ~dq.w_rdy)),
-            bw_ok.eq(f_free | (f_cg >= f_bits)),
+            bw_ok.eq(f_free | ~f_mg[-1]),
             advance.eq(want & bw_ok),
             take.eq(release & pq.r_rdy & (~f_active | (last_beat & advance)) &
                     room),
@@ -654,9 +660,26 @@ class SparseGemm(wiring.Component):
             with mod.If(f_free):
                 mod.d.sync += f_cg.eq(gb)
             with mod.Elif(advance):
-                mod.d.sync += f_cg.eq(f_cg - f_bits + gb)
+                mod.d.sync += f_cg.eq(f_mg + gb)
             with mod.Else():
                 mod.d.sync += f_cg.eq(f_cg + gb)
+        # the margin: the same three cases against the pass's bits, or against the next
+        # pass's (a take while active comes with the last beat's advance; an idle take's
+        # credit is unchanged)
+        with mod.If(take):
+            with mod.If(want & f_free):
+                mod.d.sync += f_mg.eq(gb - pre.bits)
+            with mod.Elif(want):
+                mod.d.sync += f_mg.eq(f_mg + gb - pre.bits)
+            with mod.Else():
+                mod.d.sync += f_mg.eq(f_cg - pre.bits)
+        with mod.Elif(want):
+            with mod.If(f_free):
+                mod.d.sync += f_mg.eq(gb - f_bits)
+            with mod.Elif(advance):
+                mod.d.sync += f_mg.eq(f_mg + gb - f_bits)
+            with mod.Else():
+                mod.d.sync += f_mg.eq(f_mg + gb)
         for c in range(C):
             for k in range(m):
                 mod.d.comb += gmem_rd[c][k].addr.eq(Cat(f_w[:KB], f_pass.col[c][k]))
@@ -682,7 +705,8 @@ class SparseGemm(wiring.Component):
                            room.eq(outstanding - 1 < setup.regions)]
         with mod.If(~self.busy):    # idle between runs: the ring and the credit restart
             # gbits as the run starts: the flow is valid from the cycle the first beat enters
-            mod.d.sync += [next_base.eq(0), next_ridx.eq(0), f_cg.eq(gbits)]
+            mod.d.sync += [next_base.eq(0), next_ridx.eq(0), f_cg.eq(gbits),
+                           f_mg.eq(gbits - f_bits)]
 
         # GMEM data arrives one cycle after its address: write WMEM then.
         wr_en = Signal(name="wr_en")
@@ -837,7 +861,8 @@ class SparseGemm(wiring.Component):
         (``min(gcols, ncols - its first column)``, set as a group ends and while idle),
         ``rem`` the columns left from this stripe on, ``nv = min(C, rem)`` the stripe's
         columns and ``sbits`` a scan step's bits (a table of ``nv * L * W``; ``L * W``
-        with the replicated map). Updated at the scan's ``start``, at each stripe's
+        with the replicated map; ``first`` and ``next`` the values it takes at a start and
+        at a step's end). Updated at the scan's ``start``, at each stripe's
         ``step_end`` and at ``group_end``."""
         cfg = self.cfg
         C, N = cfg.cols, cfg.omem_depth
@@ -860,17 +885,20 @@ class SparseGemm(wiring.Component):
                        nv_next.eq(Mux(rem_next < 0, 0, clamp(rem_next[:len(rem)]))),
                        nv_first.eq(clamp(g_rem)),
                        nxt_left.eq(setup.ncols - s_cbase - gcols)]
+        b_first, b_next = (Signal.like(sbits, name=n)
+                           for n in ("cg_scan_bits_first", "cg_scan_bits_next"))
+        mod.d.comb += [b_first.eq(Mux(st, bits_of[nv_first], wbits)),
+                       b_next.eq(Mux(st, bits_of[nv_next], wbits))]
         with mod.If(start):
-            mod.d.sync += [rem.eq(g_rem), nv.eq(nv_first),
-                           sbits.eq(Mux(st, bits_of[nv_first], wbits))]
+            mod.d.sync += [rem.eq(g_rem), nv.eq(nv_first), sbits.eq(b_first)]
         with mod.If(step_end):
             mod.d.sync += [nv.eq(nv_next), rem.eq(Mux(rem_next < 0, 0, rem_next)),
-                           sbits.eq(Mux(st, bits_of[nv_next], wbits))]
+                           sbits.eq(b_next)]
         with mod.If(group_end):
             mod.d.sync += g_rem.eq(Mux(nxt_left < 0, 0, Mux(gcols < nxt_left, gcols, nxt_left)))
         with mod.If(~self.busy):
             mod.d.sync += g_rem.eq(Mux(gcols < setup.ncols, gcols, setup.ncols))
-        return {"nv": nv, "sbits": sbits, "last": rem <= C}
+        return {"nv": nv, "sbits": sbits, "last": rem <= C, "first": b_first, "next": b_next}
 
     def _cg_scan(self, mod, q, grp, gmem_rd, gbits, snoop) -> dict:
         """The col-group scan (step 2 of :meth:`_col_group`): group by group, the needed
@@ -910,15 +938,26 @@ class SparseGemm(wiring.Component):
             for v, n in ((kw, "cg_kw"), (gcols, "cg_gcols"), (setup.ncols, "cg_ncols"))
             for d in (1, 2))
         gb = self._run_const(mod, gbits, "cg_gbits")
+        # a replicated group's scan waits for its mask (need[]); a striped one moves every
+        # column, so it starts once the run has started and its WMEM half is free
+        may_start = Signal(name="cg_may_start")
+        mod.d.comb += may_start.eq(((gin > gs) | (st & snoop["started"])) & (gs < grp["ngr"])
+                                   & grp["free"])
+        if self.cfg.gemm_scan_reg:
+            # the tests a cycle ahead in a flip-flop (issue 22); taken only while the scan is
+            # idle, when they only turn true, so the start is that flip-flop a cycle later
+            may_r = Signal(name="cg_may_start_r")
+            mod.d.sync += may_r.eq(may_start & ~s_on)
+            may_start = may_r
+        # registers (issue 22): the step's bandwidth tests as flip-flops, updated with the
+        # credit and the step's bits in every case (the same tests, the same cycles): the
+        # margin s_cg - sbits (its sign bit) and "a step's bits never wait" (gb >= sbits)
+        s_mg = Signal(signed(22), name="cg_margin")
         mod.d.comb += [
-            bw_free.eq((gb == 0) | (gb >= sbits)),
-            go.eq(s_on & need_cur & (bw_free | (s_cg >= sbits))),
+            go.eq(s_on & need_cur & (bw_free | ~s_mg[-1])),
             col_end.eq(s_on & (~need_cur | (go & w_last))),
             grp_end.eq(col_end & Mux(st, stripe["last"], col_last)),  # the group's last step
-            # a replicated group's scan waits for its mask (need[]); a striped one moves
-            # every column, so it starts once the run has started and its WMEM half is free
-            start.eq(cg & ~s_on & ((gin > gs) | (st & snoop["started"])) & (gs < grp["ngr"])
-                     & grp["free"]),
+            start.eq(cg & ~s_on & may_start),
         ]
         # need[] of a group is final before its scan starts (gin > gs), so reading the next
         # column's bit a cycle early gives the same test
@@ -949,9 +988,11 @@ class SparseGemm(wiring.Component):
             with mod.If(bw_free):
                 mod.d.sync += s_cg.eq(gb)
             with mod.Elif(go):
-                mod.d.sync += s_cg.eq(s_cg - sbits + gb)
+                mod.d.sync += s_cg.eq(s_mg + gb)
             with mod.Else():
                 mod.d.sync += s_cg.eq(s_cg + gb)
+        self._cg_margin(mod, s_mg, bw_free, s_cg, gb, sbits, stripe, start, go, col_end,
+                        s_on & need_cur, s_on & ~need_cur)
         with mod.If(go | (s_on & ~need_cur)):   # a word moved, or an unneeded column passed
             mod.d.sync += s_addr.eq(s_addr + Mux(need_cur, 1, kw))  # (the step only enables)
         with mod.If(go):
@@ -982,6 +1023,31 @@ class SparseGemm(wiring.Component):
         return {"wdata": wdata, "sdata": [gmem_rd[c][0].data for c in range(C)],
                 "nwords": nwords, "wr_en": wr_en, "wr_addr": wr_addr,
                 "busy": s_on | wr_en1 | wr_en | fin | fin2}
+
+    @staticmethod
+    def _cg_margin(mod, s_mg, bw_free, s_cg, gb, sbits, stripe, start, go, col_end, step,
+                   skip):
+        """The col-group scan's bandwidth tests as registers (issue 22): ``s_mg`` = the
+        credit ``s_cg`` minus the step's bits ``sbits`` and ``bw_free`` = (``gb`` = 0 or
+        ``gb >= sbits``), set to what they become whenever the credit or the bits change:
+        at the ``start`` (credit gb, the first stripe's bits), on a needed column's ``step``
+        (free: credit gb; ``go``: pays the bits and gains gb; else gains gb) and on a
+        skipped column (``skip``, credit unchanged), against the next step's bits when the
+        column ends (``col_end``)."""
+        b_first, b_next = stripe["first"], stripe["next"]
+        with mod.If(start):
+            mod.d.sync += [s_mg.eq(gb - b_first), bw_free.eq((gb == 0) | (gb >= b_first))]
+        with mod.If(col_end):
+            mod.d.sync += bw_free.eq((gb == 0) | (gb >= b_next))
+        with mod.If(step):
+            with mod.If(bw_free):
+                mod.d.sync += s_mg.eq(Mux(col_end, gb - b_next, gb - sbits))
+            with mod.Elif(go):
+                mod.d.sync += s_mg.eq(Mux(col_end, s_mg + gb - b_next, s_mg + gb - sbits))
+            with mod.Else():
+                mod.d.sync += s_mg.eq(s_mg + gb)
+        with mod.Elif(skip):
+            mod.d.sync += s_mg.eq(s_cg - b_next)
 
     def _cg_desc(self, mod, q, grp):
         """Step 3 of :meth:`_col_group`: the SDUE descriptor of the pass queue's head and
@@ -1029,11 +1095,17 @@ class SparseGemm(wiring.Component):
         sdesc = Signal(pass_layout(cfg, True), name="sdue_desc")
         rb_desc = Signal(pass_layout(cfg), name="rb_desc")
         mod.d.comb += rb_desc.as_value().eq(rb["dq"].r_data)
-        # the dataflow select of the SDUE's inputs (WMEM write data and address, descriptor,
-        # take) from its own register (issue 22: one flip-flop fanned out to every WMEM data
-        # bit's 2:1 select was the toy board build's critical path on two seeds of three);
-        # valid from the run's second cycle, before the first take or WMEM write
-        colg = self._run_const(mod, self.flow.col_group, "sdue_flow_col_group")
+        # the dataflow select of the SDUE's inputs from registers of its own (issue 22: one
+        # flip-flop fanned out to every WMEM data bit's 2:1 select and to the descriptor was
+        # the toy board build's critical path, 9 ns of routing across the die): a copy for
+        # the control, one per descriptor part and one per WMEM sub-bank's data (ECP5 builds:
+        # TRELLIS_FF copies, hw.ecp5.ff_copies); valid from the run's second cycle, before
+        # the first take or WMEM write
+        parts = (("ibase", "kwords", "wbase", "obase", "accumulate"), ("isel", "sel"),
+                 ("col", "woff"))
+        sel = ff_copies(mod, self.flow.col_group, 1 + len(parts) + C * m,
+                        name="sdue_flow_col_group", ecp5=cfg.dpu_mult == "ecp5")
+        colg, sel_desc, sel_data = sel[0], sel[1:1 + len(parts)], sel[1 + len(parts):]
         cg_desc, cg_valid, cg_ready = cg["desc"], cg["valid"], sdue.desc.ready
         if cfg.gemm_desc_reg:
             # issue 22: the descriptor in a register in front of the SDUE; it loads whenever
@@ -1046,26 +1118,26 @@ class SparseGemm(wiring.Component):
                 mod.d.sync += [d_valid.eq(self.flow.col_group & cg["valid"]),
                                d_desc.eq(cg["desc"])]
             cg_desc, cg_valid, cg_ready = d_desc, d_valid, d_load
+        for part, sw in zip(parts, sel_desc):
+            for name in part:       # the row-block FIFO's descriptor has no woff (0)
+                rb_f = getattr(rb_desc, name) if name != "woff" else 0
+                mod.d.comb += getattr(sdesc, name).eq(Mux(sw, getattr(cg_desc, name), rb_f))
+        for k in range(m):
+            for c in range(C):
+                cg_d = (Mux(cg["striped"], cg["sdata"][c], cg["wdata"]) if cfg.gemm_striped
+                        else cg["wdata"])
+                mod.d.comb += sdue.wmem_f.data[k][c].eq(
+                    Mux(sel_data[k * C + c], cg_d, gmem_rd[c][k].data))
         with mod.If(colg):
-            mod.d.comb += [sdesc.eq(cg_desc), sdue.desc.valid.eq(cg_valid),
-                           cg["ready"].eq(cg_ready),
+            mod.d.comb += [sdue.desc.valid.eq(cg_valid), cg["ready"].eq(cg_ready),
                            pq.r_en.eq(cg["ready"] & cg["release"]),
                            sdue.wmem_f.en.eq(Cat(cg["wr_en"] for _ in range(m))),
                            sdue.wmem_f.addr.eq(cg["wr_addr"])]
-            mod.d.comb += [sdue.wmem_f.data[k][c].eq(Mux(cg["striped"], cg["sdata"][c],
-                                                         cg["wdata"])
-                                                     if cfg.gemm_striped else cg["wdata"])
-                           for k in range(m) for c in range(C)]
         with mod.Else():
-            for name in ("ibase", "kwords", "wbase", "isel", "sel", "col", "obase",
-                         "accumulate"):
-                mod.d.comb += getattr(sdesc, name).eq(getattr(rb_desc, name))
             mod.d.comb += [sdue.desc.valid.eq(rb["dq"].r_rdy),
                            rb["dq"].r_en.eq(sdue.desc.ready), pq.r_en.eq(rb["take"]),
                            sdue.wmem_f.en.eq(Cat(rb["wr_en"] for _ in range(m))),
                            sdue.wmem_f.addr.eq(rb["wr_addr"])]
-            mod.d.comb += [sdue.wmem_f.data[k][c].eq(gmem_rd[c][k].data)
-                           for k in range(m) for c in range(C)]
         mod.d.comb += sdue.desc.payload.eq(sdesc)
 
     def _status(self, mod, cau, sdue, q, rb, cg) -> None:

@@ -8,7 +8,8 @@ Checks: bit-exact with golden and cycle-exact with the engine model on both data
 (``golden.cycles.engine_block_release``: every pass reaches the queue a cycle later through
 the input stage, a block's last pass the head stage one more; ``engine_cau_release``: a
 group's passes count as queued a cycle later; ``gemm_desc_reg``: a col-group pass reaches the
-SDUE a cycle after its take; ``gemm_snoop_reg``: a group's scan starts a cycle later); the head stage keeps back-to-back takes
+SDUE a cycle after its take; ``gemm_snoop_reg`` and ``gemm_scan_reg``: a group's scan starts
+a cycle later, each); the head stage keeps back-to-back takes
 (``fpga`` with a 4-wide drain: one-word passes of period 1); the model's extra cycles are
 needed (a model without either fails the board engine's cycles)."""
 
@@ -52,10 +53,11 @@ def board_runs():
 
 def test_board_config_fields():
     assert (BOARD.gemm_striped, BOARD.cau_lanes, BOARD.gemm_pq_reg, BOARD.gemm_pq_in_reg,
-            BOARD.gemm_desc_reg, BOARD.gemm_snoop_reg, BOARD.gmem_ports) == (
-        False, 1, True, True, True, True, True)
+            BOARD.gemm_desc_reg, BOARD.gemm_snoop_reg, BOARD.gemm_scan_reg,
+            BOARD.gmem_ports) == (False, 1, True, True, True, True, True, True)
     for p in PRESETS.values():
-        assert not (p.gemm_pq_reg or p.gemm_pq_in_reg or p.gemm_desc_reg or p.gemm_snoop_reg)
+        assert not (p.gemm_pq_reg or p.gemm_pq_in_reg or p.gemm_desc_reg or p.gemm_snoop_reg
+                    or p.gemm_scan_reg)
         assert p.cau_lanes is None
 
 
@@ -114,6 +116,15 @@ def test_board_engine_needs_the_snoop_register_cycle(board_runs):
 
 
 @pytest.mark.rtl
+def test_board_engine_needs_the_scan_start_register_cycle(board_runs):
+    """The scan-start register's cycle is measured: the col-group model whose scans start
+    as without it (one cycle earlier) disagrees with the board engine's cycles."""
+    cases, outs, runs = board_runs
+    with pytest.raises(AssertionError):
+        check_engine_model(BOARD.replace(gemm_scan_reg=False), cases, runs)
+
+
+@pytest.mark.rtl
 def test_board_engine_needs_the_input_stage_cycle(board_runs, monkeypatch):
     """The input stage's cycle is measured: the model with the head stage's cycle only (as
     before the stage) disagrees with the board engine's cycles."""
@@ -129,10 +140,12 @@ def test_board_engine_needs_the_input_stage_cycle(board_runs, monkeypatch):
 @pytest.mark.rtl
 def test_gemm_rtl_head_stage_back_to_back():
     """``gemm_pq_reg`` on ``fpga`` (C = 4) with a 4-wide drain: striped one-word passes take
-    the SDUE every cycle; with the stage they still do (cycle-exact), and the stage alone,
+    the SDUE every cycle; with the stage they still do (cycle-exact), and the stage with
+    the scan-start register (a striped scan's start, which waits for the run's first beat),
     without the other board knobs, on the striped cases."""
     from test_gemm_striped import striped_cases
-    cfg = PRESETS["fpga"].replace(name="fpga_pqreg_d4", gemm_pq_reg=True, omem_drain=4)
+    cfg = PRESETS["fpga"].replace(name="fpga_pqreg_d4", gemm_pq_reg=True, omem_drain=4,
+                                  gemm_scan_reg=True)
     rng = np.random.default_rng(24)
     R, C, L = cfg.rows, cfg.cols, cfg.lanes
     cases = striped_cases(cfg, 24)[::2]
