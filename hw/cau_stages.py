@@ -492,6 +492,10 @@ class CauSort(wiring.Component):
         cur_widx = Signal.like(self.rd.data.widx, name="b_widx")
         # the bins' next positions in the sorted buffer, the side's base included
         off = [Signal(range(2 * d.SIDE + 1), name=f"b_off{j}") for j in range(d.NB)]
+        # one lane: each bin's offset + 1 kept beside it, so a take selects a register
+        # instead of ending in an adder (issue 22: the board CAU's routed critical path)
+        off1 = [Signal.like(off[j], name=f"b_off{j}_p1") for j in range(d.NB)] \
+            if d.LN == 1 else []
         a = self.a_meta
         base = Mux(self.a_side, d.WORDS, 0)
         word = self.rd.data
@@ -550,6 +554,7 @@ class CauSort(wiring.Component):
                 # stage A's offsets and count of the block are in the side from now on
                 side = Mux(self.s_side, d.SIDE, 0)
                 m.d.sync += [off[j].eq(a.start[j] + side) for j in range(d.NB)]
+                m.d.sync += [o1.eq(a.start[j] + side + 1) for j, o1 in enumerate(off1)]
                 m.d.comb += [self.meta_we.eq(1), self.s_meta.n.eq(a.n),
                              self.s_meta.label.eq(a.label), self.s_meta.ways.eq(a.ways)]
                 m.next = "SORT"
@@ -560,7 +565,11 @@ class CauSort(wiring.Component):
                     # picks against the lanes' key compares, no key mux)
                     hits = [tk & _or_sel(lo, [keq[i][j] for i in range(d.P)])
                             for tk, lo in zip(take, lows)]
-                    m.d.sync += off[j].eq(off[j] + popcount(m, Cat(*hits)))
+                    if off1:
+                        with m.If(hits[0]):
+                            m.d.sync += [off[j].eq(off1[j]), off1[j].eq(off1[j] + 1)]
+                    else:
+                        m.d.sync += off[j].eq(off[j] + popcount(m, Cat(*hits)))
                 with m.If(done):
                     with m.If(last):
                         m.d.comb += [self.release.eq(1), self.fill.eq(1)]

