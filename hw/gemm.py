@@ -336,7 +336,7 @@ class SparseGemm(wiring.Component):
                        self.mask.ready.eq(cau.mask.ready)]
         gmem_rd = self._gmem(mod)
         snoop = self._snoop(mod)
-        q = self._pass_queue(mod, cau, snoop)
+        q = self._pass_queue(mod, cau, snoop, gbits)
         rb = self._row_block(mod, q, sdue, gmem_rd, gbits)
         cg = self._col_group(mod, q, sdue, gmem_rd, gbits, snoop)
         self._sdue_feed(mod, sdue, q, rb, cg, gmem_rd)
@@ -427,7 +427,7 @@ class SparseGemm(wiring.Component):
                 mod.d.sync += need[j].eq((need[j] & started) | (flow.col_group & hit.any()))
         return {"need": need, "gin": gin, "gcols": gcols, "started": started}
 
-    def _pass_queue(self, mod, cau, snoop) -> dict:
+    def _pass_queue(self, mod, cau, snoop, gbits) -> dict:
         """The CAU's passes collect in a queue of ``pass_depth`` (both dataflows), so the
         CAU runs on its own schedule; ``head`` is the oldest pass. ``ready_blocks`` counts
         the complete row blocks in the queue (a block's passes may leave once its last pass
@@ -440,8 +440,9 @@ class SparseGemm(wiring.Component):
         multiplier nor a popcount (issue 22: both were the toy engine's critical path in
         turn): the col-group descriptor's products (``ibase``, ``obase``, ``woff``: a pass's
         block, group and columns times the run's constants) and the row-block fetch's count
-        of present members (``npres``, those some DPU selects) and its bits per beat
-        (``bits`` = ``npres * L * W``)."""
+        of present members (``npres``, those some DPU selects), its bits per beat
+        (``bits`` = ``npres * L * W``) and the run's bit credit per cycle less those bits
+        (``gmb``, signed: the fetch's margin adds it)."""
         cfg = self.cfg
         R, C, m = cfg.rows, cfg.cols, cfg.merge_ways
         wbits = cfg.lanes * cfg.width
@@ -449,7 +450,7 @@ class SparseGemm(wiring.Component):
         dl = pass_layout(cfg, True)
         prel = data.StructLayout({"ibase": dl["ibase"].shape, "obase": dl["obase"].shape,
                                   "woff": dl["woff"].shape, "npres": range(C * m + 1),
-                                  "bits": range(C * m * wbits + 1)})
+                                  "bits": range(C * m * wbits + 1), "gmb": signed(21)})
         fq = fifo.SyncFIFOBuffered(width=cpl.size + prel.size, depth=self.pass_depth)
         mod.submodules.pass_queue = fq
         pq = self._pq_head_stage(mod, fq) if cfg.gemm_pq_reg else fq
@@ -486,7 +487,9 @@ class SparseGemm(wiring.Component):
         # bits per beat from a table of the few member counts (a product by the constant
         # L * W was a multiplier block on ECP5, on the toy board build's critical path)
         bits_of = Array([Const(n * wbits, range(C * m * wbits + 1)) for n in range(C * m + 1)])
-        mod.d.comb += [w_pre.bits.eq(bits_of[w_pre.npres]),
+        gbq = self._run_const(mod, gbits, "pq_gbits")
+        gmb_of = Array([gbq - n * wbits for n in range(C * m + 1)])
+        mod.d.comb += [w_pre.bits.eq(bits_of[w_pre.npres]), w_pre.gmb.eq(gmb_of[w_pre.npres]),
                        fq.w_data.eq(Cat(w_pass.as_value(), w_pre.as_value()))]
         mul = self._stage_mul(mod, cau.out.ready)
         mod.d.comb += [
@@ -666,18 +669,22 @@ class SparseGemm(wiring.Component):
         # the margin: the same three cases against the pass's bits, or against the next
         # pass's (a take while active comes with the last beat's advance; an idle take's
         # credit is unchanged)
+        # gb less the bits, queued with the pass (pre.gmb) and kept beside f_bits (f_gmb),
+        # so a beat adds one operand to the margin
+        f_gmb = Signal.like(pre.gmb, name="f_gb_less_bits")
         with mod.If(take):
+            mod.d.sync += f_gmb.eq(pre.gmb)
             with mod.If(want & f_free):
-                mod.d.sync += f_mg.eq(gb - pre.bits)
+                mod.d.sync += f_mg.eq(pre.gmb)
             with mod.Elif(want):
-                mod.d.sync += f_mg.eq(f_mg + gb - pre.bits)
+                mod.d.sync += f_mg.eq(f_mg + pre.gmb)
             with mod.Else():
                 mod.d.sync += f_mg.eq(f_cg - pre.bits)
         with mod.Elif(want):
             with mod.If(f_free):
-                mod.d.sync += f_mg.eq(gb - f_bits)
+                mod.d.sync += f_mg.eq(f_gmb)
             with mod.Elif(advance):
-                mod.d.sync += f_mg.eq(f_mg + gb - f_bits)
+                mod.d.sync += f_mg.eq(f_mg + f_gmb)
             with mod.Else():
                 mod.d.sync += f_mg.eq(f_mg + gb)
         for c in range(C):
@@ -688,7 +695,7 @@ class SparseGemm(wiring.Component):
             mod.d.sync += [f_pass.eq(head), f_active.eq(1), f_w.eq(0),
                            f_base.eq(next_base), f_bits.eq(pre.bits),
                            f_words.eq(pre.npres), f_last.eq(kw_m1 == 0),
-                           f_free.eq((gb == 0) | (gb >= pre.bits))]
+                           f_free.eq((gb == 0) | ~pre.gmb[-1])]     # gb >= bits
             with mod.If(next_ridx + 1 >= setup.regions):
                 mod.d.sync += [next_base.eq(0), next_ridx.eq(0)]
             with mod.Else():
@@ -991,7 +998,7 @@ class SparseGemm(wiring.Component):
                 mod.d.sync += s_cg.eq(s_mg + gb)
             with mod.Else():
                 mod.d.sync += s_cg.eq(s_cg + gb)
-        self._cg_margin(mod, s_mg, bw_free, s_cg, gb, sbits, stripe, start, go, col_end,
+        self._cg_margin(mod, s_mg, bw_free, s_cg, gb, gbits, sbits, stripe, start, go, col_end,
                         s_on & need_cur, s_on & ~need_cur)
         with mod.If(go | (s_on & ~need_cur)):   # a word moved, or an unneeded column passed
             mod.d.sync += s_addr.eq(s_addr + Mux(need_cur, 1, kw))  # (the step only enables)
@@ -1024,26 +1031,38 @@ class SparseGemm(wiring.Component):
                 "nwords": nwords, "wr_en": wr_en, "wr_addr": wr_addr,
                 "busy": s_on | wr_en1 | wr_en | fin | fin2}
 
-    @staticmethod
-    def _cg_margin(mod, s_mg, bw_free, s_cg, gb, sbits, stripe, start, go, col_end, step,
-                   skip):
+    def _cg_margin(self, mod, s_mg, bw_free, s_cg, gb, gbits, sbits, stripe, start, go,
+                   col_end, step, skip):
         """The col-group scan's bandwidth tests as registers (issue 22): ``s_mg`` = the
         credit ``s_cg`` minus the step's bits ``sbits`` and ``bw_free`` = (``gb`` = 0 or
         ``gb >= sbits``), set to what they become whenever the credit or the bits change:
         at the ``start`` (credit gb, the first stripe's bits), on a needed column's ``step``
         (free: credit gb; ``go``: pays the bits and gains gb; else gains gb) and on a
         skipped column (``skip``, credit unchanged), against the next step's bits when the
-        column ends (``col_end``)."""
+        column ends (``col_end``). ``gb`` (``gbits`` registered) minus a step's bits is a register (a run constant
+        with the replicated map, whose steps are all ``L * W`` bits; beside ``sbits`` with
+        the striped one), so a step adds one operand to the margin."""
         b_first, b_next = stripe["first"], stripe["next"]
+        if self.cfg.gemm_striped:
+            d_cur = Signal(signed(22), name="cg_gb_less_bits")     # gb - sbits
+            d_first, d_next = gb - b_first, gb - b_next
+            with mod.If(start):
+                mod.d.sync += d_cur.eq(d_first)
+            with mod.If(col_end):
+                mod.d.sync += d_cur.eq(d_next)
+        else:
+            wbits = self.cfg.lanes * self.cfg.width
+            d_cur = d_first = d_next = self._run_const(     # from the run's input, as gb
+                mod, gbits - Const(wbits, range(wbits + 1)), "cg_gb_less_bits")
         with mod.If(start):
-            mod.d.sync += [s_mg.eq(gb - b_first), bw_free.eq((gb == 0) | (gb >= b_first))]
+            mod.d.sync += [s_mg.eq(d_first), bw_free.eq((gb == 0) | (gb >= b_first))]
         with mod.If(col_end):
             mod.d.sync += bw_free.eq((gb == 0) | (gb >= b_next))
         with mod.If(step):
             with mod.If(bw_free):
-                mod.d.sync += s_mg.eq(Mux(col_end, gb - b_next, gb - sbits))
+                mod.d.sync += s_mg.eq(Mux(col_end, d_next, d_cur))
             with mod.Elif(go):
-                mod.d.sync += s_mg.eq(Mux(col_end, s_mg + gb - b_next, s_mg + gb - sbits))
+                mod.d.sync += s_mg.eq(Mux(col_end, s_mg + d_next, s_mg + d_cur))
             with mod.Else():
                 mod.d.sync += s_mg.eq(s_mg + gb)
         with mod.Elif(skip):
