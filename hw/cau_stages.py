@@ -63,7 +63,7 @@ class CauDims:
                                        "cv": data.ArrayLayout(self.R, self.P),
                                        "key": data.ArrayLayout(self.KB, self.P),
                                        "nz": self.P, "nnz": range(self.P + 1),
-                                       "first": self.P})
+                                       "first": self.P, "few": 1})   # nnz <= LN
         self.ent = data.StructLayout({"col": self.CB, "cv": self.R})
         self.slot = data.StructLayout({
             "ors": self.R, "cnt": range(self.M + 1),
@@ -372,6 +372,7 @@ class CauRead(wiring.Component):
             self.wr.data.cv.eq(beat.cv),
             self.wr.data.nz.eq(lane_nz),
             self.wr.data.nnz.eq(popcount(m, lane_nz)),
+            self.wr.data.few.eq(~ge_const(self.wr.data.nnz, d.LN + 1)),
             self.wr.data.first.eq(_lowest(lane_nz)),
             self.wr.en.eq(store),
         ]
@@ -487,6 +488,10 @@ class CauSort(wiring.Component):
         cur_nz = Signal(d.P, name="b_nz")
         cur_nnz = Signal(range(d.P + 1), name="b_nnz")
         cur_first = Signal(d.P, name="b_first")
+        # "at most LN lanes pending" (the word can be done this cycle) as registers beside
+        # the counts (issue 22: the count's compare fed the word register's load enable)
+        cur_few = Signal(name="b_few")
+        few = Signal(name="b_pend_few")
         cur_cv = [Signal(d.R, name=f"b_cv{i}") for i in range(d.P)]
         cur_key = [Signal(d.KB, name=f"b_k{i}") for i in range(d.P)]
         cur_widx = Signal.like(self.rd.data.widx, name="b_widx")
@@ -514,7 +519,7 @@ class CauSort(wiring.Component):
             m.d.sync += [cur_cv[i].eq(word.cv[i]) for i in range(d.P)]
             m.d.sync += [cur_key[i].eq(word.key[i]) for i in range(d.P)]
             m.d.sync += [cur_widx.eq(word.widx), cur_nz.eq(word.nz), cur_nnz.eq(word.nnz),
-                         cur_first.eq(word.first)]
+                         cur_first.eq(word.first), cur_few.eq(word.few)]
         pend_e, npend_e, low0_e = (Signal.like(pend, name="b_pend_e"),
                                    Signal.like(npend, name="b_npend_e"),
                                    Signal.like(low0, name="b_low0_e"))
@@ -522,7 +527,7 @@ class CauSort(wiring.Component):
                      low0_e.eq(Mux(fresh, cur_first, low0))]
         m.d.sync += fresh.eq(load)
         take, lows, key, done = self._lanes(m, pend_e, npend_e, low0_e, cur_cv, cur_key,
-                                            cur_widx, off)
+                                            cur_widx, off, Mux(fresh, cur_few, few))
         keq = [[cur_key[i] == j for j in range(d.NB)] for i in range(d.P)]
         rest = Signal(d.P)
         taken = Const(0, d.P)
@@ -580,16 +585,19 @@ class CauSort(wiring.Component):
                         m.d.sync += [ptr.eq(ptr + 1), last.eq(ptr + 2 == nw),
                                      raddr.eq(raddr + 1), more.eq(ptr + 3 < nw)]
                 with m.Else():
-                    m.d.sync += [pend.eq(rest), low0.eq(_lowest(rest)),
-                                 npend.eq(npend_e - (1 if d.LN == 1
-                                                     else popcount(m, Cat(*take))))]
+                    npend_n = Signal.like(npend, name="b_npend_next")
+                    m.d.comb += npend_n.eq(npend_e - (1 if d.LN == 1
+                                                      else popcount(m, Cat(*take))))
+                    m.d.sync += [pend.eq(rest), low0.eq(_lowest(rest)), npend.eq(npend_n),
+                                 few.eq(~ge_const(npend_n, d.LN + 1))]
         return m
 
-    def _lanes(self, m, pend, npend, low0, cur_cv, cur_key, cur_widx, off):
+    def _lanes(self, m, pend, npend, low0, cur_cv, cur_key, cur_widx, off, few):
         """The LN lanes of one cycle: the lowest pending lanes of the word in lane order
         (lane 0's pick is the register ``low0``), each taken while every lane before it is
         and its position's bank is free; their sorted-buffer writes. Returns the takes, the
-        one-hot picks, the picks' keys and ``done`` (every pending lane written)."""
+        one-hot picks, the picks' keys and ``done`` (every pending lane written; ``few``:
+        at most LN are pending, from registers)."""
         d = self.dims
         # each lane's position, in parallel with the picks
         lane_off = [Signal.like(off[0], name=f"b_loff{i}") for i in range(d.P)]
@@ -644,7 +652,7 @@ class CauSort(wiring.Component):
             oks.append(free | ~v)
             rem = rem & ~low
         done = Signal()             # every pending lane of cur is written this cycle
-        m.d.comb += done.eq(~ge_const(npend, d.LN + 1) & Cat(*oks).all())
+        m.d.comb += done.eq(few & Cat(*oks).all())
         return take, lows, key, done
 
 
