@@ -835,10 +835,11 @@ class SparseGemm(wiring.Component):
         mod.d.comb += hg.eq(head.block[gsh:])
         cau_gdone = Signal(range(N + 1), name="cg_cau_gdone")
         lab = q["last_lab"]
+        nb_m1 = self._run_const(mod, flow.nblocks - 1, "cg_nblocks_m1")
         with mod.If(~self._cau_busy):
             mod.d.sync += cau_gdone.eq(gin)
         with mod.Elif(q["last_in"]):
-            mod.d.sync += cau_gdone.eq(lab[gsh:] + (lab[:gsh] == flow.nblocks - 1))
+            mod.d.sync += cau_gdone.eq(lab[gsh:] + (lab[:gsh] == nb_m1))
         sd_group = Signal(16 - gsh, name="cg_sdue_group")
         inflight = Signal(2, name="cg_inflight")
         take = Signal(name="cg_take")

@@ -186,6 +186,17 @@ def test_synth_hierarchical_needs_dpus(tmp_path):
         fpga.synth(PRESETS["toy"], "dpu", "ecp5", out_dir=tmp_path, hier=True)
 
 
+@pytest.mark.parametrize("placer,weight", [("heap", 0), ("heap", 5000), ("static", 40)])
+def test_pnr_timing_weight_checked_before_building(tmp_path, capsys, placer, weight):
+    rc = main(["pnr", "--config", "toy", "--top", "dpu", "--placer", placer,
+               "--timing-weight", str(weight), "--out", str(tmp_path)])
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"exion: error: --timing-weight {weight}: the heap placer's timing weight "
+                   f"is 1..1000 and needs --placer heap (got --placer {placer})")
+    assert not any(tmp_path.iterdir())
+
+
 def test_pnr_unknown_router():
     with pytest.raises(ExionError, match=r"unknown router 'router9'; available: router2, "
                                          r"router1"):

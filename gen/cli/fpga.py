@@ -133,6 +133,11 @@ def register(sub) -> None:
                    help="nextpnr router (default: router2; router1 stalls on the SDUE)")
     p.add_argument("--placer", default="heap", choices=PLACERS,
                    help="nextpnr placer (default: heap, nextpnr's analytic placer)")
+    p.add_argument("--timing-weight", type=int, default=None, metavar="N",
+                   help="the heap placer's timing weight (nextpnr's "
+                        "--placer-heap-timingweight, 1..1000; default: nextpnr's, 10). "
+                        "Higher weights pull the cells of failing paths together at some "
+                        "cost in wirelength (docs/fpga.md: 40 on the toy gemm engine)")
     p.add_argument("--floorplan", default="auto", choices=FLOORPLANS,
                    help="pin the SDUE's MULT18X18D cells (a DSP group per DPU) and block "
                         "RAMs (beside the rows and columns they feed), spread over the die "
@@ -191,7 +196,7 @@ def cmd_pnr(args) -> int:
     cfg = load_cfg(args.config)
     r = pnr(cfg, args.top, args.board, args.freq, out_dir=args.out, progress=progress,
             seed=args.seed, router=args.router, placer=args.placer,
-            floorplan_mode=args.floorplan)
+            floorplan_mode=args.floorplan, timing_weight=args.timing_weight)
     util = r["utilization"]
     parts = [f"{k} {v['used']:,}/{v['available']:,}" for k, v in util.items()
              if k in ("TRELLIS_COMB", "TRELLIS_FF", "MULT18X18D", "DP16KD")]

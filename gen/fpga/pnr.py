@@ -115,13 +115,16 @@ def _parse_report(rep: dict, log: str) -> dict:
 
 def pnr(cfg: Config, top: str, board: str = "ulx3s-85f", freq_mhz: float = 100.0,
         out_dir=None, progress: Progress = None, seed: int = 1, precheck: bool = True,
-        router: str = "router2", placer: str = "heap", floorplan_mode: str = "auto") -> dict:
+        router: str = "router2", placer: str = "heap", floorplan_mode: str = "auto",
+        timing_weight: int | None = None) -> dict:
     """Place and route ``top`` in the board wrapper; write and return the timing report.
 
     Before building: the config estimate and then a synthesis of the block alone are checked
     against the board's device (ExionError naming the overflowing resource). Files in
     ``<out>/pnr-<board>-<freq>MHz/``: the amaranth build (``exion_board.*``: Verilog, LPF,
     nextpnr log ``.tim``, ``report.json``, bitstream ``.bit``), ``pnr.json``, ``pnr.md``.
+    ``timing_weight``: the heap placer's timing weight (nextpnr's
+    ``--placer-heap-timingweight``; ``None``: nextpnr's default, 10).
     """
     from exion.gen.verilog import TOPS
     if top not in TOPS:
@@ -135,6 +138,9 @@ def pnr(cfg: Config, top: str, board: str = "ulx3s-85f", freq_mhz: float = 100.0
     if floorplan_mode not in FLOORPLANS:
         raise ExionError(f"unknown floorplan {floorplan_mode!r}; available: "
                          f"{', '.join(FLOORPLANS)}")
+    if timing_weight is not None and (placer != "heap" or not 1 <= timing_weight <= 1000):
+        raise ExionError(f"--timing-weight {timing_weight}: the heap placer's timing weight "
+                         f"is 1..1000 and needs --placer heap (got --placer {placer})")
     if not (1.0 <= freq_mhz <= 500.0):
         raise ExionError(f"--freq {freq_mhz:g} MHz is out of range: use 1..500 MHz")
     b = BOARDS[board]
@@ -167,7 +173,8 @@ def pnr(cfg: Config, top: str, board: str = "ulx3s-85f", freq_mhz: float = 100.0
                        entropy=b.entropy)
     name = "exion_board"
     nextpnr_opts = f"--report report.json --detailed-timing-report --timing-allow-fail " \
-                   f"--seed {seed} --placer {placer} --router {router}"
+                   f"--seed {seed} --placer {placer} --router {router}" + (
+                       f" --placer-heap-timingweight {timing_weight}" if timing_weight else "")
     _say(progress, f"preparing {board} build of {top} ({wrapper.shim.in_bits} input bits from "
                    f"the LFSR, {wrapper.shim.out_bits} output bits XOR-reduced to the LED) ...")
     build = platform.prepare(wrapper, name=name, nextpnr_opts=nextpnr_opts,
@@ -207,6 +214,7 @@ def pnr(cfg: Config, top: str, board: str = "ulx3s-85f", freq_mhz: float = 100.0
         "seed": seed,
         "router": router,
         "placer": placer,
+        "timing_weight": timing_weight,
         "floorplan": floorplan_mode if plan else "none",
         "floorplan_cells": len(plan),
         "constrained_cells": _constrained_cells(log),
@@ -230,7 +238,8 @@ def pnr_markdown(r: dict, cfg: Config) -> str:
         f"({r['device']})",
         "",
         f"Pipelining: {pipelining(cfg)}. Target {r['target_mhz']:g} MHz, PLL "
-        f"{r['pll_mhz']:g} MHz, nextpnr seed {r['seed']}, {r.get('placer', 'heap')} placer, "
+        f"{r['pll_mhz']:g} MHz, nextpnr seed {r['seed']}, {r.get('placer', 'heap')} placer"
+        f"{' (timing weight %d)' % r['timing_weight'] if r.get('timing_weight') else ''}, "
         f"{r.get('router', 'router1')}, floorplan: {r.get('floorplan', 'none')} "
         f"({r.get('floorplan_cells', 0)} cells pinned).",
         "",
