@@ -526,7 +526,11 @@ class SparseGemm(wiring.Component):
                            ready_any.eq(ready_blocks[1:].any())]
         with mod.If(~self.busy):
             mod.d.sync += [ready_blocks.eq(0), ready_any.eq(0)]
-        return {"pq": pq, "head": head, "pre": pre, "last_in": last_in, "last_lab": last_lab,
+        # with the head stage, each slot's figures (the head's is the one at the pointer)
+        slot_pre = [data.View(prel, d[cpl.size:]) for d in pq.slots] if cfg.gemm_pq_reg \
+            else None
+        return {"pq": pq, "head": head, "pre": pre, "slot_pre": slot_pre,
+                "last_in": last_in, "last_lab": last_lab,
                 "ready_any": ready_any,
                 "queued": ((pq.held | fq.r_rdy) if cfg.gemm_pq_reg else fq.r_rdy) | (
                     in_valid if cfg.gemm_pq_in_reg else Const(0)),
@@ -672,14 +676,19 @@ class SparseGemm(wiring.Component):
         # gb less the bits, queued with the pass (pre.gmb) and kept beside f_bits (f_gmb),
         # so a beat adds one operand to the margin
         f_gmb = Signal.like(pre.gmb, name="f_gb_less_bits")
+
+        def at_head(f):     # f of the head's figures; with the head stage, per slot first
+            if q["slot_pre"] is None:
+                return f(pre)
+            return Mux(pq.ptr, f(q["slot_pre"][1]), f(q["slot_pre"][0]))
         with mod.If(take):
             mod.d.sync += f_gmb.eq(pre.gmb)
             with mod.If(want & f_free):
                 mod.d.sync += f_mg.eq(pre.gmb)
             with mod.Elif(want):
-                mod.d.sync += f_mg.eq(f_mg + pre.gmb)
+                mod.d.sync += f_mg.eq(at_head(lambda h: f_mg + h.gmb))
             with mod.Else():
-                mod.d.sync += f_mg.eq(f_cg - pre.bits)
+                mod.d.sync += f_mg.eq(at_head(lambda h: f_cg - h.bits))
         with mod.Elif(want):
             with mod.If(f_free):
                 mod.d.sync += f_mg.eq(f_gmb)
