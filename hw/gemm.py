@@ -317,6 +317,15 @@ class SparseGemm(wiring.Component):
         cfg = self.cfg
         mod = Module()
         self._cau_busy = Signal(name="cau_busy")
+        # "idle between runs" a cycle late, from a register (issue 22: the engine's busy, an
+        # OR over the CAU, the fetch, the scan and the SDUE, fanned out to the between-runs
+        # resets was the board build's critical path): the resets of the pass queue's block
+        # count, the row-block ring and credit, the col-group counters and the scan's group
+        # width happen from the second idle cycle on, and in the first cycle after a run
+        # that starts right away, before any of them is used (a run's first take, scan or
+        # queued block is cycles after its first beat). The snoop, which takes that first
+        # beat, still resets on busy itself.
+        self._idle = Signal(name="idle_r", init=1)
         cau = CAU(cfg, cols_per_cycle=self.cols_per_cycle, max_cols=cfg.omem_depth,
                   sort="runtime")
         sdue = SDUE(cfg, fetch=True, wcols=True)
@@ -524,7 +533,7 @@ class SparseGemm(wiring.Component):
         with mod.Elif(pop_last & ~last_in):
             mod.d.sync += [ready_blocks.eq(ready_blocks - 1),
                            ready_any.eq(ready_blocks[1:].any())]
-        with mod.If(~self.busy):
+        with mod.If(self._idle):
             mod.d.sync += [ready_blocks.eq(0), ready_any.eq(0)]
         # with the head stage, each slot's figures (the head's is the one at the pointer)
         slot_pre = [data.View(prel, d[cpl.size:]) for d in pq.slots] if cfg.gemm_pq_reg \
@@ -719,7 +728,7 @@ class SparseGemm(wiring.Component):
         with mod.Elif(~take & sdue.issued & rbf):
             mod.d.sync += [outstanding.eq(outstanding - 1),
                            room.eq(outstanding - 1 < setup.regions)]
-        with mod.If(~self.busy):    # idle between runs: the ring and the credit restart
+        with mod.If(self._idle):    # idle between runs: the ring and the credit restart
             # gbits as the run starts: the flow is valid from the cycle the first beat enters
             mod.d.sync += [next_base.eq(0), next_ridx.eq(0), f_cg.eq(gbits),
                            f_mg.eq(gbits - f_bits)]
@@ -867,7 +876,7 @@ class SparseGemm(wiring.Component):
         free = Signal(name="cg_half_free")
         mod.d.comb += free.eq((gp < 0) | ((cau_gdone > gp) & ~(q["pq"].r_rdy & (hg <= gp)) &
                                           ~q["unstaged"] & ((inflight == 0) | (sd_group > gp))))
-        with mod.If(~self.busy):
+        with mod.If(self._idle):
             mod.d.sync += [cau_gdone.eq(0), inflight.eq(0)]
         return {"ngr": ngr, "hg": hg, "gs": gs, "gp": gp, "sdone": sdone, "free": free,
                 "all_in": all_in}
@@ -913,7 +922,7 @@ class SparseGemm(wiring.Component):
                            sbits.eq(b_next)]
         with mod.If(group_end):
             mod.d.sync += g_rem.eq(Mux(nxt_left < 0, 0, Mux(gcols < nxt_left, gcols, nxt_left)))
-        with mod.If(~self.busy):
+        with mod.If(self._idle):
             mod.d.sync += g_rem.eq(Mux(gcols < setup.ncols, gcols, setup.ncols))
         return {"nv": nv, "sbits": sbits, "last": rem <= C, "first": b_first, "next": b_next}
 
@@ -1034,7 +1043,7 @@ class SparseGemm(wiring.Component):
         nwords = Signal.like(nv, name="cg_nwords")       # words of the write (wwords)
         mod.d.sync += [wr_en1.eq(go), wr_addr1.eq(s_addr), wr_en.eq(wr_en1),
                        wr_addr.eq(wr_addr1), nv1.eq(Mux(st, nv, 1)), nwords.eq(nv1)]
-        with mod.If(~self.busy):
+        with mod.If(self._idle):
             mod.d.sync += [gs.eq(0), grp["gp"].eq(-2), sdone.eq(0), grp["all_in"].eq(0),
                            s_cbase.eq(0)]
         return {"wdata": wdata, "sdata": [gmem_rd[c][0].data for c in range(C)],
@@ -1177,6 +1186,7 @@ class SparseGemm(wiring.Component):
             pending.eq(cau.busy | rb["pending"] | cg["pending"]),
             busy.eq(pending | sdue.busy),
         ]
+        mod.d.sync += self._idle.eq(~busy)
         with mod.If(busy):
             mod.d.sync += self.cycles.eq(self.cycles + 1)
         with mod.If(busy & ~sdue.active & pending):

@@ -197,6 +197,16 @@ def test_pnr_timing_weight_checked_before_building(tmp_path, capsys, placer, wei
     assert not any(tmp_path.iterdir())
 
 
+def test_auto_placer_is_static_for_the_engine_tops_only():
+    from exion.gen.fpga.pnr import ENGINE_TOPS, resolve_placer
+    from exion.gen.verilog import TOPS
+    assert set(ENGINE_TOPS) <= set(TOPS)
+    for top in TOPS:
+        assert resolve_placer("auto", top) == ("static" if top in ("gemm", "dsc_core", "dsc")
+                                               else "heap")
+        assert resolve_placer("heap", top) == "heap"
+
+
 def test_pnr_unknown_router():
     with pytest.raises(ExionError, match=r"unknown router 'router9'; available: router2, "
                                          r"router1"):
@@ -293,7 +303,7 @@ def test_floorplan_applies_only_where_it_can():
 
 
 def test_pnr_unknown_placer_and_floorplan():
-    with pytest.raises(ExionError, match=r"unknown placer 'sa'; available: heap, static"):
+    with pytest.raises(ExionError, match=r"unknown placer 'sa'; available: auto, heap, static"):
         fpga.pnr(PRESETS["toy"], "dpu", placer="sa")
     with pytest.raises(ExionError, match=r"unknown floorplan 'x'; available: auto, spread"):
         fpga.pnr(PRESETS["toy"], "dpu", floorplan_mode="x")

@@ -131,8 +131,11 @@ def register(sub) -> None:
     add_seed(p, default=1, help="nextpnr placement seed (default: 1)")
     p.add_argument("--router", default="router2", choices=ROUTERS,
                    help="nextpnr router (default: router2; router1 stalls on the SDUE)")
-    p.add_argument("--placer", default="heap", choices=PLACERS,
-                   help="nextpnr placer (default: heap, nextpnr's analytic placer)")
+    p.add_argument("--placer", default="auto", choices=PLACERS,
+                   help="nextpnr placer: heap (nextpnr's analytic placer), static "
+                        "(electrostatic), auto: static for the tops that hold the gemm "
+                        "engine (gemm, dsc_core, dsc; 88.8 MHz median against 75 with heap "
+                        "on the toy engine, docs/fpga.md), heap otherwise (default: auto)")
     p.add_argument("--timing-weight", type=int, default=None, metavar="N",
                    help="the heap placer's timing weight (nextpnr's "
                         "--placer-heap-timingweight, 1..1000; default: nextpnr's, 10). "

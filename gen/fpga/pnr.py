@@ -25,8 +25,21 @@ __all__ = ["ROUTERS", "PLACERS", "pnr", "pnr_markdown", "ecp5_pll"]
 # nextpnr routers: router2 (default) converges on the SDUE where router1 stalls on congestion
 # with thousands of overused wires after minutes (its rip-up loop is slow on high-fan-out nets).
 ROUTERS = ("router2", "router1")
-# nextpnr placers: heap (analytic, nextpnr's default) and static (electrostatic).
-PLACERS = ("heap", "static")
+# nextpnr placers: heap (analytic, nextpnr's default) and static (electrostatic); auto is
+# static for the tops that hold the gemm engine and heap for the others. On the toy gemm
+# engine of configs/toy_ecp5.toml, static placed it at 92.1 / 87.4 / 88.8 MHz (seeds 1-3)
+# where heap gave 75-77 MHz (docs/fpga.md); the SDUE and the blocks were measured with heap.
+PLACERS = ("auto", "heap", "static")
+#: Tops that hold the gemm engine (``auto`` places them with the static placer).
+ENGINE_TOPS = ("gemm", "dsc_core", "dsc")
+
+
+def resolve_placer(placer: str, top: str) -> str:
+    """The nextpnr placer ``placer`` names for ``top`` (``auto``: static for the engine's
+    tops, heap otherwise)."""
+    if placer == "auto":
+        return "static" if top in ENGINE_TOPS else "heap"
+    return placer
 
 
 _PLL_PARAM = re.compile(r"\.(\w+)\((\"?)([^\")]*)\2\)")
@@ -115,7 +128,7 @@ def _parse_report(rep: dict, log: str) -> dict:
 
 def pnr(cfg: Config, top: str, board: str = "ulx3s-85f", freq_mhz: float = 100.0,
         out_dir=None, progress: Progress = None, seed: int = 1, precheck: bool = True,
-        router: str = "router2", placer: str = "heap", floorplan_mode: str = "auto",
+        router: str = "router2", placer: str = "auto", floorplan_mode: str = "auto",
         timing_weight: int | None = None) -> dict:
     """Place and route ``top`` in the board wrapper; write and return the timing report.
 
@@ -138,6 +151,7 @@ def pnr(cfg: Config, top: str, board: str = "ulx3s-85f", freq_mhz: float = 100.0
     if floorplan_mode not in FLOORPLANS:
         raise ExionError(f"unknown floorplan {floorplan_mode!r}; available: "
                          f"{', '.join(FLOORPLANS)}")
+    placer = resolve_placer(placer, top)
     if timing_weight is not None and (placer != "heap" or not 1 <= timing_weight <= 1000):
         raise ExionError(f"--timing-weight {timing_weight}: the heap placer's timing weight "
                          f"is 1..1000 and needs --placer heap (got --placer {placer})")
