@@ -77,7 +77,7 @@ def test_block_release_by_hand():
 
 @pytest.mark.rtl
 def test_gemm_rtl_board_engine(board_runs):
-    """The board's engine (all four knobs) bit- and cycle-exact on both dataflows."""
+    """The board's engine (all its FPGA knobs) bit- and cycle-exact on both dataflows."""
     cases, outs, runs = board_runs
     check(BOARD, cases, outs, runs, 23)
     check_engine_model(BOARD, cases, runs)
