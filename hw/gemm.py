@@ -672,24 +672,23 @@ class SparseGemm(wiring.Component):
             take.eq(release & pq.r_rdy & (~f_active | (last_beat & advance)) &
                     room),
         ]
-        with mod.If(want):                  # the credit (f_cg - gb) gains gb, pays a beat
-            with mod.If(f_free):
-                mod.d.sync += f_cg.eq(gb)
-            with mod.Elif(advance):
-                mod.d.sync += f_cg.eq(f_mg + gb)
-            with mod.Else():
-                mod.d.sync += f_cg.eq(f_cg + gb)
-        # the margin: the same three cases against the pass's bits, or against the next
-        # pass's (a take while active comes with the last beat's advance; an idle take's
-        # credit is unchanged)
         # gb less the bits, queued with the pass (pre.gmb) and kept beside f_bits (f_gmb),
         # so a beat adds one operand to the margin
         f_gmb = Signal.like(pre.gmb, name="f_gb_less_bits")
+        with mod.If(want):      # the credit (f_cg - gb) gains gb, pays a beat; the margin too
+            with mod.If(f_free):
+                mod.d.sync += [f_cg.eq(gb), f_mg.eq(f_gmb)]
+            with mod.Elif(advance):
+                mod.d.sync += [f_cg.eq(f_mg + gb), f_mg.eq(f_mg + f_gmb)]
+            with mod.Else():
+                mod.d.sync += [f_cg.eq(f_cg + gb), f_mg.eq(f_mg + gb)]
 
         def at_head(f):     # f of the head's figures; with the head stage, per slot first
             if q["slot_pre"] is None:
                 return f(pre)
             return Mux(pq.ptr, f(q["slot_pre"][1]), f(q["slot_pre"][0]))
+        # a take: the margin against the next pass's bits instead (a take while active
+        # comes with the last beat's advance; an idle take's credit is unchanged)
         with mod.If(take):
             mod.d.sync += f_gmb.eq(pre.gmb)
             with mod.If(want & f_free):
@@ -698,13 +697,6 @@ class SparseGemm(wiring.Component):
                 mod.d.sync += f_mg.eq(at_head(lambda h: f_mg + h.gmb))
             with mod.Else():
                 mod.d.sync += f_mg.eq(at_head(lambda h: f_cg - h.bits))
-        with mod.Elif(want):
-            with mod.If(f_free):
-                mod.d.sync += f_mg.eq(f_gmb)
-            with mod.Elif(advance):
-                mod.d.sync += f_mg.eq(f_mg + f_gmb)
-            with mod.Else():
-                mod.d.sync += f_mg.eq(f_mg + gb)
         for c in range(C):
             for k in range(m):
                 mod.d.comb += gmem_rd[c][k].addr.eq(Cat(f_w[:KB], f_pass.col[c][k]))
