@@ -134,7 +134,7 @@ def register(sub) -> None:
     p.add_argument("--placer", default="auto", choices=PLACERS,
                    help="nextpnr placer: heap (nextpnr's analytic placer), static "
                         "(electrostatic), auto: static for the tops that hold the gemm "
-                        "engine (gemm, dsc_core, dsc; 88.8 MHz median against 75 with heap "
+                        "engine (gemm, dsc_core, dsc; 82-88 MHz median against 70-77 with heap "
                         "on the toy engine, docs/fpga.md), heap otherwise (default: auto)")
     p.add_argument("--timing-weight", type=int, default=None, metavar="N",
                    help="the heap placer's timing weight (nextpnr's "

@@ -26,9 +26,9 @@ __all__ = ["ROUTERS", "PLACERS", "pnr", "pnr_markdown", "ecp5_pll"]
 # with thousands of overused wires after minutes (its rip-up loop is slow on high-fan-out nets).
 ROUTERS = ("router2", "router1")
 # nextpnr placers: heap (analytic, nextpnr's default) and static (electrostatic); auto is
-# static for the tops that hold the gemm engine and heap for the others. On the toy gemm
-# engine of configs/toy_ecp5.toml, static placed it at 92.1 / 87.4 / 88.8 MHz (seeds 1-3)
-# where heap gave 75-77 MHz (docs/fpga.md); the SDUE and the blocks were measured with heap.
+# static for the tops that hold the gemm engine and heap for the others. On one netlist of
+# the toy gemm engine (configs/toy_ecp5.toml) static placed it at 92.1 MHz where heap gave
+# 70.2 (docs/fpga.md); the SDUE and the blocks were measured with heap.
 PLACERS = ("auto", "heap", "static")
 #: Tops that hold the gemm engine (``auto`` places them with the static placer).
 ENGINE_TOPS = ("gemm", "dsc_core", "dsc")
