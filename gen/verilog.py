@@ -16,8 +16,9 @@ Every other warning fails ``exion lint`` and the lint test.
 Vendor primitives: a config may ask for FPGA primitives inside a block (``dpu_mult =
 "ecp5"`` instantiates Lattice ``MULT18X18D``, and ``TRELLIS_FF`` for a register's copies,
 ``hw.ecp5``). ``generate`` then copies the simulation model (``sim/models/``) of each cell
-the Verilog instantiates next to it and lists it in the manifest under ``"sim_models"``; ``sources()`` gives the files a simulator or linter needs, the model
-included. Synthesis reads the Verilog alone, so the real cell is used.
+the Verilog instantiates next to it and lists it in the manifest under ``"sim_models"``;
+``sources()`` gives the files a simulator or linter needs, the models included. Synthesis
+reads the Verilog alone, so the real cells are used.
 """
 
 from __future__ import annotations
