@@ -183,13 +183,13 @@ class Config:
         unchanged. Off in the presets, on in ``configs/toy_ecp5.toml``.
     gemm_pq_in_reg : bool
         A register stage in front of the gemm engine's pass queue (issue 22): the CAU's
-        output FIFO (LUT RAM) and the pass's present-member bits end at fabric registers near the
-        CAU; the descriptor products are formed from that register on the way to the
-        queue's block RAM (before, the whole chain was the toy board build's critical
-        path). Every pass reaches the
-        queue one cycle later, so a block's passes and a group's "all queued" count one
-        cycle later (``golden.cycles.engine_block_release``, ``engine_cau_release``). Off in
-        the presets, on in ``configs/toy_ecp5.toml``.
+        output FIFO (LUT RAM) and the pass's present-member bits end at fabric registers
+        near the CAU; the member count and the descriptor products are formed from that
+        register on the way to the queue's block RAM (before, the whole chain was the toy
+        board build's critical path). Every pass reaches the queue one cycle later, so a
+        block's passes and a group's "all queued" count one cycle later
+        (``golden.cycles.engine_block_release``, ``engine_cau_release``). Off in the
+        presets, on in ``configs/toy_ecp5.toml``.
     gemm_desc_reg : bool
         The col-group dataflow's SDUE descriptor in a register (issue 22): the release
         tests (the head's group resident, its block complete) and the take end at that

@@ -908,7 +908,8 @@ def col_group_run(cfg: Config, sub, kw: int, gcols: int, blocks: int, *, gb_byte
     * the SDUE takes pass p at ``A_p = max(max(resident(g_p), done[v_p] + rel_p) + d,
       A_{p-1} + per)``, ``rel_p`` = :func:`engine_block_release` (``ENGINE_BLOCK_RELEASE``,
       + 1 with ``gemm_pq_in_reg``, + 1 for a block's last pass with ``gemm_pq_reg``), ``d``
-      = 1 with ``gemm_desc_reg`` (the descriptor register in front of the SDUE), else 0, ``per`` = :meth:`Config.pass_period`
+      = 1 with ``gemm_desc_reg`` (the descriptor register in front of the SDUE), else 0,
+      ``per`` = :meth:`Config.pass_period`
       (``max(kw, C)``; ``C / D`` for C on a striped run with ``omem_drain`` D, whose drain
       is wide [choice, issue 17]);
     * ``cycles = max(A_last + per + sdue_fixed(cfg, striped), S_last + scan_last
@@ -941,6 +942,8 @@ def col_group_run(cfg: Config, sub, kw: int, gcols: int, blocks: int, *, gb_byte
     # gemm_desc_reg: the descriptor register in front of the SDUE, one cycle from the take
     # to the SDUE's accept (full rate: it loads again in the cycle the SDUE takes it)
     issue_delay = int(bool(cfg.gemm_desc_reg))
+    s0 = ENGINE_SCAN_START + int(bool(cfg.gemm_snoop_reg))   # + the snoop's beat register
+    late = int(bool(cfg.gemm_scan_reg))    # the start tests decided a cycle ahead
     p = 0
     for g in range(groups):
         need = sub[:, g * gcols:(g + 1) * gcols].any(axis=0)
@@ -954,7 +957,6 @@ def col_group_run(cfg: Config, sub, kw: int, gcols: int, blocks: int, *, gb_byte
             steps += scan_cycles(need, kw, 0, wbits)
         lastv = g * blocks + blocks - 1
         # striped: every column moves, so the scan does not wait for the group's mask
-        s0 = ENGINE_SCAN_START + int(bool(cfg.gemm_snoop_reg))   # + the snoop's beat register
         s = s0 if striped else int(sch["read_end"][lastv]) + s0
         if g:
             s = max(s, S[g - 1] + scan[g - 1] + 1)
@@ -967,7 +969,7 @@ def col_group_run(cfg: Config, sub, kw: int, gcols: int, blocks: int, *, gb_byte
             if q.size:
                 free = max(free, int(A[q[-1]]) + per + 1)
             s = max(s, free + 1)
-        s += int(bool(cfg.gemm_scan_reg))   # the start tests decided a cycle ahead
+        s += late
         S[g] = s
         resident = s + scan[g] + ENGINE_SCAN_RELEASE
         while p < plan.n_passes and pgroup[p] == g:

@@ -535,10 +535,11 @@ class SparseGemm(wiring.Component):
                            ready_any.eq(ready_blocks[1:].any())]
         with mod.If(self._idle):
             mod.d.sync += [ready_blocks.eq(0), ready_any.eq(0)]
-        # with the head stage, each slot's figures (the head's is the one at the pointer)
-        slot_pre = [data.View(prel, d[cpl.size:]) for d in pq.slots] if cfg.gemm_pq_reg \
-            else None
-        return {"pq": pq, "head": head, "pre": pre, "slot_pre": slot_pre,
+        # with the head stage, each slot's pass and figures (the head is the slot at the
+        # pointer), for tests formed per slot before the pointer selects
+        slots = [(data.View(cpl, d[:cpl.size]), data.View(prel, d[cpl.size:]))
+                 for d in pq.slots] if cfg.gemm_pq_reg else None
+        return {"pq": pq, "head": head, "pre": pre, "slots": slots,
                 "last_in": last_in, "last_lab": last_lab,
                 "ready_any": ready_any,
                 "queued": ((pq.held | fq.r_rdy) if cfg.gemm_pq_reg else fq.r_rdy) | (
@@ -623,7 +624,6 @@ class SparseGemm(wiring.Component):
         cfg = self.cfg
         R, C, m = cfg.rows, cfg.cols, cfg.merge_ways
         KB = gmem_kbits(cfg)
-        wbits = cfg.lanes * cfg.width
         setup = self.setup
         kw = setup.kwords
         rbf = ~self.flow.col_group
@@ -633,11 +633,11 @@ class SparseGemm(wiring.Component):
         f_active = Signal(name="f_active")
         f_w = Signal(range(2 * cfg.imem_words + 1), name="f_w")
         f_base = Signal(cfg.wmem_addr_bits + 1, name="f_base")
-        f_bits = Signal(range(C * m * wbits + 1), name="f_bits")   # bits of one beat
         f_cg = Signal(20, name="f_credit")         # the bit credit + gbits
-        # f_cg - f_bits, kept beside them (issue 22): the bandwidth test is its sign bit, a
-        # flip-flop, not a compare on the take's path; every update below sets it to the
-        # difference of what f_cg and f_bits become (the same test, the same cycles)
+        # f_cg - the bits of a beat of the pass, kept beside the credit (issue 22): the
+        # bandwidth test is its sign bit, a flip-flop, not a compare on the take's path; set
+        # at each take and updated with the credit while the pass is fetched (read only
+        # then: the same test, the same cycles)
         f_mg = Signal(signed(22), name="f_margin")
         f_free = Signal(name="f_bw_free")          # a beat of this pass never waits
         f_last = Signal(name="f_last")             # f_w == kwords - 1
@@ -672,8 +672,8 @@ class SparseGemm(wiring.Component):
             take.eq(release & pq.r_rdy & (~f_active | (last_beat & advance)) &
                     room),
         ]
-        # gb less the bits, queued with the pass (pre.gmb) and kept beside f_bits (f_gmb),
-        # so a beat adds one operand to the margin
+        # gb less the pass's bits, queued with the pass (pre.gmb) and kept for its fetch
+        # (f_gmb), so a beat adds one operand to the margin
         f_gmb = Signal.like(pre.gmb, name="f_gb_less_bits")
         with mod.If(want):      # the credit (f_cg - gb) gains gb, pays a beat; the margin too
             with mod.If(f_free):
@@ -684,9 +684,9 @@ class SparseGemm(wiring.Component):
                 mod.d.sync += [f_cg.eq(f_cg + gb), f_mg.eq(f_mg + gb)]
 
         def at_head(f):     # f of the head's figures; with the head stage, per slot first
-            if q["slot_pre"] is None:
+            if q["slots"] is None:
                 return f(pre)
-            return Mux(pq.ptr, f(q["slot_pre"][1]), f(q["slot_pre"][0]))
+            return Mux(pq.ptr, f(q["slots"][1][1]), f(q["slots"][0][1]))
         # a take: the margin against the next pass's bits instead (a take while active
         # comes with the last beat's advance; an idle take's credit is unchanged)
         with mod.If(take):
@@ -703,8 +703,7 @@ class SparseGemm(wiring.Component):
 
         with mod.If(take):
             mod.d.sync += [f_pass.eq(head), f_active.eq(1), f_w.eq(0),
-                           f_base.eq(next_base), f_bits.eq(pre.bits),
-                           f_words.eq(pre.npres), f_last.eq(kw_m1 == 0),
+                           f_base.eq(next_base), f_words.eq(pre.npres), f_last.eq(kw_m1 == 0),
                            f_free.eq((gb == 0) | ~pre.gmb[-1])]     # gb >= bits
             with mod.If(next_ridx + 1 >= setup.regions):
                 mod.d.sync += [next_base.eq(0), next_ridx.eq(0)]
@@ -722,8 +721,7 @@ class SparseGemm(wiring.Component):
                            room.eq(outstanding - 1 < setup.regions)]
         with mod.If(self._idle):    # idle between runs: the ring and the credit restart
             # gbits as the run starts: the flow is valid from the cycle the first beat enters
-            mod.d.sync += [next_base.eq(0), next_ridx.eq(0), f_cg.eq(gbits),
-                           f_mg.eq(gbits - f_bits)]
+            mod.d.sync += [next_base.eq(0), next_ridx.eq(0), f_cg.eq(gbits)]
 
         # GMEM data arrives one cycle after its address: write WMEM then.
         wr_en = Signal(name="wr_en")
@@ -1050,9 +1048,10 @@ class SparseGemm(wiring.Component):
         at the ``start`` (credit gb, the first stripe's bits), on a needed column's ``step``
         (free: credit gb; ``go``: pays the bits and gains gb; else gains gb) and on a
         skipped column (``skip``, credit unchanged), against the next step's bits when the
-        column ends (``col_end``). ``gb`` (``gbits`` registered) minus a step's bits is a register (a run constant
-        with the replicated map, whose steps are all ``L * W`` bits; beside ``sbits`` with
-        the striped one), so a step adds one operand to the margin."""
+        column ends (``col_end``). ``gb`` (``gbits`` registered) minus a step's bits is a
+        register (a run constant with the replicated map, whose steps are all ``L * W``
+        bits; beside ``sbits`` with the striped one), so a step adds one operand to the
+        margin."""
         b_first, b_next = stripe["first"], stripe["next"]
         if self.cfg.gemm_striped:
             d_cur = Signal(signed(22), name="cg_gb_less_bits")     # gb - sbits
@@ -1089,9 +1088,9 @@ class SparseGemm(wiring.Component):
         release = Signal(name="cg_release")
         resident = Signal(name="cg_head_resident")       # the head's group is in WMEM
         pq = q["pq"]
-        if cfg.gemm_pq_reg:     # each slot's test from its register, then the pointer
-            gsh, cpl = group_shift(cfg), cau_pass_layout(cfg, cfg.omem_depth)
-            ok = [grp["sdone"] > data.View(cpl, d[:cpl.size]).block[gsh:] for d in pq.slots]
+        if q["slots"] is not None:     # each slot's test from its register, then the pointer
+            gsh = group_shift(cfg)
+            ok = [grp["sdone"] > h.block[gsh:] for h, _ in q["slots"]]
             mod.d.comb += resident.eq(Mux(pq.ptr, ok[1], ok[0]))
         else:
             mod.d.comb += resident.eq(grp["sdone"] > hg)

@@ -101,6 +101,8 @@ def popcount(m, bits) -> Value:
             nxt.append(terms[-1])
         terms = nxt
     return terms[0]
+
+
 def ge_const(value, k: int) -> Value:
     """``value >= k`` for an unsigned ``value`` and a constant ``k``, as AND/OR gates (a
     compare with a constant otherwise becomes a carry chain in Yosys)."""
