@@ -52,7 +52,7 @@ _HASH_DEFAULTS = {"epre_selector_kind": "insertion", "epre_radix_ports": None,
                   "gmem_ports": False, "gemm_striped": True, "omem_drain": 1,
                   "cau_lanes": None, "gemm_pq_reg": False, "gemm_pq_in_reg": False,
                   "gemm_desc_reg": False, "gemm_snoop_reg": False,
-                  "gemm_scan_reg": False}
+                  "gemm_scan_reg": False, "gemm_take_reg": False}
 
 
 # ---- timing-contract constants shared by hw/ and golden/ (their one home) ---------------
@@ -216,6 +216,17 @@ class Config:
         only turn true while the scan is idle, so every scan starts one cycle later
         (``golden.cycles.col_group_run``: ``S_g`` + 1). Off in the presets, on in
         ``configs/toy_ecp5.toml``.
+    gemm_take_reg : bool
+        The row-block fetch's take decided a cycle ahead into a register (issue 22): the
+        take's tests (the head pass's block released, a WMEM region free, the fetch free:
+        idle, or its last beat advancing) end at one flip-flop, and the take that loads the
+        fetch's registers and pops the pass queue is that flip-flop (the toy board build's
+        critical path ran from the descriptor FIFO's level through the last beat's advance
+        and the take into the queue head's pointer and block counter). The tests stay true
+        until a take, so every take moves exactly one cycle later
+        (``golden.cycles.row_block_fetch``: ``T_p`` + 1); a pass's fetch no longer starts
+        in its predecessor's last beat, so back-to-back passes take ``kwords + 1`` fetch
+        cycles each. Off in the presets, on in ``configs/toy_ecp5.toml``.
     gmem_ports : bool
         The gemm engine's GMEM (the model of the global buffer, ``C * m`` read ports) is left
         out of the generated top: its write port and read ports become top-level ports
@@ -268,6 +279,7 @@ class Config:
     gemm_desc_reg: bool = False
     gemm_snoop_reg: bool = False
     gemm_scan_reg: bool = False
+    gemm_take_reg: bool = False
     gmem_ports: bool = False
     cau_lanes: int | None = None
     epre_units: int | None = None
@@ -300,7 +312,8 @@ class Config:
             need(isinstance(v, int) and not isinstance(v, bool), f, v, "must be an integer")
         for f in ("dpu_pipe_in", "dpu_pipe_mul", "dpu_pipe_tree_in", "dpu_pipe_tree",
                   "sdue_pipe", "sdue_pipe_isw", "gemm_striped", "gemm_pq_reg", "gemm_pq_in_reg",
-                  "gemm_desc_reg", "gemm_snoop_reg", "gemm_scan_reg", "gmem_ports"):
+                  "gemm_desc_reg", "gemm_snoop_reg", "gemm_scan_reg", "gemm_take_reg",
+                  "gmem_ports"):
             v = getattr(self, f)
             need(isinstance(v, bool), f, v, "must be true or false")
         need(self.sdue_pipe or not self.sdue_pipe_isw, "sdue_pipe_isw", self.sdue_pipe_isw,

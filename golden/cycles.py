@@ -1079,6 +1079,10 @@ def row_block_fetch(cfg: Config, members, kwords: int, start, *, gb_bytes: int =
       its cycle is ``L_p``;
     * the SDUE takes the descriptor at ``A_p = max(L_p + 1, A_{p-1} + per)`` and issues it
       at ``E_p = A_p + per``.
+
+    With ``cfg.gemm_take_reg`` the take is decided a cycle ahead into a register (its tests
+    only turn false at a take): ``T_p`` + 1 in every case, so a pass's fetch starts the cycle
+    after its predecessor's last beat at the earliest.
     """
     C, gbits = cfg.cols, 8 * int(gb_bytes)
     wbits = cfg.lanes * cfg.width
@@ -1087,10 +1091,12 @@ def row_block_fetch(cfg: Config, members, kwords: int, start, *, gb_bytes: int =
     start = np.broadcast_to(np.asarray(start, np.int64), (n,))
     A = np.zeros(n, np.int64)
     last, credit = None, 0
+    late = int(bool(cfg.gemm_take_reg))     # the take decided a cycle ahead
     for p in range(n):
         t = int(start[p]) if last is None else max(int(start[p]), last)
         if p >= regions:
             t = max(t, int(A[p - regions]) + per + 1)
+        t += late
         bits = int(members[p]) * wbits
         x = t
         for _ in range(int(kwords) - 1):

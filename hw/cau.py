@@ -264,8 +264,9 @@ class CAU(wiring.Component):
         mem_s = BankedBuffer(d.ent, 2 * d.SIDE, d.NBK, d.LN)
         mod.submodules.word_buf = mem_a
         mod.submodules.sort_buf = mem_s
-        mod.submodules.word_pp = pp_a = PingPong(d.a_meta, late=("start", "n"))
-        mod.submodules.sort_pp = pp_s = PingPong(d.s_meta, early_meta=True)
+        ecp5 = cfg.dpu_mult == "ecp5"
+        mod.submodules.word_pp = pp_a = PingPong(d.a_meta, late=("start", "n"), ecp5=ecp5)
+        mod.submodules.sort_pp = pp_s = PingPong(d.s_meta, early_meta=True, ecp5=ecp5)
 
         # ---- the three stages --------------------------------------------------------------
         mod.submodules.read = st_a = CauRead(d, self.mask.payload.shape(), self.sort)

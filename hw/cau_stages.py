@@ -20,6 +20,7 @@ from amaranth.lib.wiring import In, Out
 
 from exion.config import Config, cau_sort_banks
 
+from .ecp5 import ff_copies
 from .util import bits_for as _bits
 from .util import add_logic, ge_const, lt_logic, popcount
 from .util import pad_mux as _mux
@@ -224,6 +225,8 @@ class PingPong(wiring.Component):
         The writer latches ``meta`` with ``meta_we`` (e.g. when it starts the block: side
         ``w_side`` is free then) instead of with ``fill``, so ``fill`` only drives the flags
         (issue 22: stage B's end-of-block test drove every meta register's enable).
+    ecp5 : bool
+        The meta select reads a ``TRELLIS_FF`` copy of ``r_side`` (``hw.ecp5.ff_copies``).
     late : tuple of str
         Fields of ``meta`` the writer gives one cycle after ``fill`` (with ``late_we``, into
         the side it filled last, ``~w_side``) instead of with it (issue 22: stage A's bin
@@ -252,9 +255,10 @@ class PingPong(wiring.Component):
     Latency: a fill is visible to the reader (``r_full``) one cycle later.
     """
 
-    def __init__(self, meta, *, early_meta: bool = False, late: tuple = ()):
+    def __init__(self, meta, *, early_meta: bool = False, late: tuple = (), ecp5: bool = False):
         assert all(f in dict(meta) for f in late)
         self._meta, self._early, self._late = meta, early_meta, tuple(late)
+        self._ecp5 = ecp5
         ports = {"fill": In(1), "meta": In(meta), "release": In(1),
                  "w_side": Out(1), "r_side": Out(1), "w_full": Out(1),
                  "r_full": Out(1), "r_meta": Out(meta), "any_full": Out(1)}
@@ -283,10 +287,15 @@ class PingPong(wiring.Component):
             m.d.sync += self.w_side.eq(~self.w_side)
         with m.If(self.release):
             m.d.sync += self.r_side.eq(~self.r_side)
+        # the meta select from a copy of r_side of its own (hw.ecp5.ff_copies; issue 22: the
+        # one flip-flop fanned out to every meta bit's select and the reader's side logic,
+        # 6.9 ns of routing on the board build)
+        meta_side = ff_copies(m, self.r_side ^ self.release, 1, name="r_side_meta",
+                              ecp5=self._ecp5)[0] if self._ecp5 else self.r_side
         m.d.comb += [
             self.w_full.eq(_mux([full[0], full[1]], self.w_side)),
             self.r_full.eq(_mux([full[0], full[1]], self.r_side)),
-            self.r_meta.eq(Mux(self.r_side, metas[1], metas[0])),
+            self.r_meta.eq(Mux(meta_side, metas[1], metas[0])),
             self.any_full.eq(full.any()),
         ]
         return m
@@ -374,7 +383,11 @@ class CauRead(wiring.Component):
             self.wr.data.nnz.eq(popcount(m, lane_nz)),
             self.wr.data.few.eq(~ge_const(self.wr.data.nnz, d.LN + 1)),
             self.wr.data.first.eq(_lowest(lane_nz)),
-            self.wr.en.eq(store),
+            # every taken beat in range is written at ``ptr`` (issue 22: the beat's zero
+            # test reached the word buffer's write enable, from the mask input on the
+            # board build); an all-zero beat does not advance ``ptr``, so the next stored
+            # beat overwrites it, and stage B reads only the ``nw`` stored words
+            self.wr.en.eq(take & in_range),
         ]
         pcs = [popcount(m, beat.cv[i]) for i in range(d.P)]
         keys = [d.key(pcs[i], none_in) for i in range(d.P)]
@@ -610,7 +623,10 @@ class CauSort(wiring.Component):
             m.d.comb += [row[c].eq((lane_off[i][:d.BKB] + c)[:d.BKB]) for c in range(d.LN)]
         # the pending-lane count is a register beside pend: lane t is valid when more than
         # t are, and the word is done when at most LN are and no valid lane's bank collides
-        # (neither test waits for the chain of picks, nor for a popcount of pend)
+        # (neither test waits for the chain of picks, nor for a popcount of pend). Lane 0 is
+        # always valid while sorting: a stored word has a non-zero lane (stage A stores no
+        # all-zero beat) and a word not done keeps one pending (issue 22: the count's test
+        # ran from the fresh-word select to the bins' offset enables on the board CAU)
         ab = len(self.wr[0].addr)
         rem = pend
         key, take, banks, lows, oks, vs = [], [], [], [], [], []
@@ -623,7 +639,7 @@ class CauSort(wiring.Component):
             tk = Signal(name=f"b_take{t}")
             m.d.comb += [low.eq(low0 if t == 0 else _lowest(rem)),
                          lane.eq(_onehot_index(low, d.LB)),
-                         v.eq(ge_const(npend, t + 1)), k.eq(_or_sel(low, cur_key))]
+                         v.eq(ge_const(npend, t + 1) if t else 1), k.eq(_or_sel(low, cur_key))]
             # same-bin columns picked earlier in this cycle go first (lane t is taken only
             # if every earlier pick is, so counting picks equals counting takes)
             dup = sum(((vs[u] & (key[u] == k)).as_unsigned() for u in range(t)), Const(0, 1))

@@ -400,7 +400,8 @@ class SparseGemm(wiring.Component):
         started = Signal(name="cg_started")     # the run's first mask beat is in
         # need[], the group base and the beat position restart at the run's first beat
         # (``started`` low: the values of the last run are ignored), not with a reset while
-        # idle, so the engine's busy (a wide OR) reaches only ``started`` and ``gin``
+        # idle, so the engine's busy (a wide OR) reaches only ``started``, ``gin`` and the
+        # group base
         cb = Signal.like(cbase, name="cg_snoop_base_eff")
         pos = Signal(N, name="cg_beat_pos")
         mod.d.comb += [taken.eq(self.mask.valid & self.mask.ready),
@@ -417,12 +418,14 @@ class SparseGemm(wiring.Component):
             b_any, b_last, b_end = (pipe_reg(mod, v, f"cg_snoop_{n}") for v, n in (
                 (anyv, "any"), (beat.last, "last"), (b_end, "end")))
             s_gcols = self._run_const(mod, gcols, "cg_snoop_gcols")
-        mod.d.comb += [cb.eq(Mux(started, cbase, 0)), pos.eq(Mux(started, first, 1)),
-                       nxt.eq(cb + s_gcols)]
+        # cbase is 0 while ``started`` is low (both cleared together, set only by a beat): no
+        # select in front of the next group's adder (issue 22: on the board build's path
+        # into the beat position)
+        mod.d.comb += [cb.eq(cbase), pos.eq(Mux(started, first, 1)), nxt.eq(cb + s_gcols)]
         mod.d.comb += [at_cb[j].eq(cb == j) for j in range(N)]
         mod.d.comb += [at_next[j].eq(nxt == j) for j in range(N)]
         with mod.If(~self.busy & ~b_taken):    # idle between runs: forget the last run
-            mod.d.sync += [gin.eq(0), started.eq(0)]
+            mod.d.sync += [gin.eq(0), started.eq(0), cbase.eq(0)]
         with mod.If(b_taken):
             mod.d.sync += [started.eq(1), cbase.eq(cb)]
             with mod.If(b_last):
@@ -669,9 +672,18 @@ class SparseGemm(wiring.Component):
             want.eq(f_active & ~(last_beat & ~dq.w_rdy)),
             bw_ok.eq(f_free | ~f_mg[-1]),
             advance.eq(want & bw_ok),
-            take.eq(release & pq.r_rdy & (~f_active | (last_beat & advance)) &
-                    room),
         ]
+        if cfg.gemm_take_reg:
+            # decided a cycle ahead (issue 22): the tests only turn false at a take, so the
+            # take is the register; the fetch is free next cycle when idle and not taking now,
+            # or in its last beat's advance
+            take_r = Signal(name="rb_take_r")
+            mod.d.sync += take_r.eq(release & pq.r_rdy & room & (
+                (~f_active & ~take_r) | (last_beat & advance)))
+            mod.d.comb += take.eq(take_r)
+        else:
+            mod.d.comb += take.eq(release & pq.r_rdy & (~f_active | (last_beat & advance)) &
+                                  room)
         # gb less the pass's bits, queued with the pass (pre.gmb) and kept for its fetch
         # (f_gmb), so a beat adds one operand to the margin
         f_gmb = Signal.like(pre.gmb, name="f_gb_less_bits")
@@ -701,8 +713,14 @@ class SparseGemm(wiring.Component):
             for k in range(m):
                 mod.d.comb += gmem_rd[c][k].addr.eq(Cat(f_w[:KB], f_pass.col[c][k]))
 
+        # the descriptor's products block * kwords and block * ncols, formed as the pass was
+        # queued (pre; a row-block label's group bits are 0), loaded at the take (issue 22:
+        # the run's inputs reached the descriptor FIFO through two multipliers)
+        f_ibase = Signal.like(pre.ibase, name="f_ibase")
+        f_obase = Signal.like(pre.obase, name="f_obase")
         with mod.If(take):
             mod.d.sync += [f_pass.eq(head), f_active.eq(1), f_w.eq(0),
+                           f_ibase.eq(pre.ibase), f_obase.eq(pre.obase),
                            f_base.eq(next_base), f_words.eq(pre.npres), f_last.eq(kw_m1 == 0),
                            f_free.eq((gb == 0) | ~pre.gmb[-1])]     # gb >= bits
             with mod.If(next_ridx + 1 >= setup.regions):
@@ -732,10 +750,10 @@ class SparseGemm(wiring.Component):
         # write lands before the SDUE can read the pass's first word.
         desc = Signal(pass_layout(cfg), name="f_desc")
         mod.d.comb += [
-            desc.ibase.eq(f_pass.block * kw),
+            desc.ibase.eq(f_ibase),
             desc.kwords.eq(kw),
             desc.sel.eq(f_pass.sel),
-            desc.obase.eq(f_pass.block * setup.ncols),
+            desc.obase.eq(f_obase),
             desc.accumulate.eq(setup.accumulate),
             dq.w_en.eq(last_beat & advance),
             dq.w_data.eq(desc.as_value()),
@@ -933,6 +951,9 @@ class SparseGemm(wiring.Component):
         s_cbase = Signal(range(2 * N + 1), name="cg_scan_base")
         s_col = Signal(range(N + C + 1), name="cg_col")
         s_abs = Signal(range(3 * N + 2 * C + 1), name="cg_abs")    # s_cbase + s_col
+        # s_abs + 1 in a register beside it (issue 22: the adder sat in front of the next
+        # column's need[] select on the board build's path into need_cur)
+        s_nx = Signal(range(3 * N + 2 * C + 2), name="cg_abs_p1")
         s_w = Signal(range(2 * cfg.imem_words + 1), name="cg_w")
         s_addr = Signal(cfg.wmem_addr_bits + 1, name="cg_addr")
         s_cg = Signal(20, name="cg_credit")         # the bit credit + gbits
@@ -978,14 +999,15 @@ class SparseGemm(wiring.Component):
         # need[] of a group is final before its scan starts (gin > gs), so reading the next
         # column's bit a cycle early gives the same test
         with mod.If(start):
-            mod.d.sync += [s_abs.eq(s_cbase), need_cur.eq(st | need.bit_select(s_cbase, 1)),
+            mod.d.sync += [s_abs.eq(s_cbase), s_nx.eq(s_cbase + 1),
+                           need_cur.eq(st | need.bit_select(s_cbase, 1)),
                            w_last.eq(kw_m1 == 0),
                            col_last.eq((gcols_m1 == 0) | (s_cbase == ncols_m1))]
         with mod.If(go):
             mod.d.sync += w_last.eq(s_w == kw_m2)
         with mod.If(col_end):
-            mod.d.sync += [s_abs.eq(s_abs + Mux(st, C, 1)),
-                           need_cur.eq(st | need.bit_select(s_abs + 1, 1)),
+            mod.d.sync += [s_abs.eq(s_abs + Mux(st, C, 1)), s_nx.eq(s_nx + Mux(st, C, 1)),
+                           need_cur.eq(st | need.bit_select(s_nx, 1)),
                            w_last.eq(kw_m1 == 0),
                            col_last.eq((s_col == gcols_m2) | (s_abs == ncols_m2))]
         wdata = self._gather(mod, gmem_rd, s_w, s_abs)
@@ -1130,7 +1152,7 @@ class SparseGemm(wiring.Component):
         # the control, one per descriptor part and one per WMEM sub-bank's data (ECP5 builds:
         # TRELLIS_FF copies, hw.ecp5.ff_copies); valid from the run's second cycle, before
         # the first take or WMEM write
-        parts = (("ibase", "kwords", "wbase", "obase", "accumulate"), ("isel", "sel"),
+        parts = (("ibase", "kwords", "obase", "accumulate"), ("isel", "sel"),
                  ("col", "woff"))
         sel = ff_copies(mod, self.flow.col_group, 1 + len(parts) + C * m,
                         name="sdue_flow_col_group", ecp5=cfg.dpu_mult == "ecp5")
@@ -1148,9 +1170,18 @@ class SparseGemm(wiring.Component):
                                d_desc.eq(cg["desc"])]
             cg_desc, cg_valid, cg_ready = d_desc, d_valid, d_load
         for part, sw in zip(parts, sel_desc):
-            for name in part:       # the row-block FIFO's descriptor has no woff (0)
-                rb_f = getattr(rb_desc, name) if name != "woff" else 0
-                mod.d.comb += getattr(sdesc, name).eq(Mux(sw, getattr(cg_desc, name), rb_f))
+            for name in part[:-1] if part[-1] == "woff" else part:
+                mod.d.comb += getattr(sdesc, name).eq(
+                    Mux(sw, getattr(cg_desc, name), getattr(rb_desc, name)))
+        # each (bank, member) WMEM address whole in woff, wbase 0 (issue 22: the SDUE's
+        # wbase + woff adder sat after the descriptor FIFO's read on the board build's
+        # critical path; the sum with 0 synthesizes to wires): the row-block FIFO's region
+        # base, or the col-group descriptor's half + offset, from its register with
+        # gemm_desc_reg
+        mod.d.comb += [sdesc.wbase[k].eq(0) for k in range(m)]
+        mod.d.comb += [sdesc.woff[c][k].eq(Mux(sel_desc[-1], cg_desc.wbase[k] + cg_desc.woff[c][k],
+                                                rb_desc.wbase[k]))
+                       for c in range(C) for k in range(m)]
         for k in range(m):
             for c in range(C):
                 cg_d = (Mux(cg["striped"], cg["sdata"][c], cg["wdata"]) if cfg.gemm_striped

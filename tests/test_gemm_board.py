@@ -9,7 +9,7 @@ Checks: bit-exact with golden and cycle-exact with the engine model on both data
 the input stage, a block's last pass the head stage one more; ``engine_cau_release``: a
 group's passes count as queued a cycle later; ``gemm_desc_reg``: a col-group pass reaches the
 SDUE a cycle after its take; ``gemm_snoop_reg`` and ``gemm_scan_reg``: a group's scan starts
-a cycle later, each); the head stage keeps back-to-back takes
+a cycle later, each; ``gemm_take_reg``: every row-block take a cycle later); the head stage keeps back-to-back takes
 (``fpga`` with a 4-wide drain: one-word passes of period 1); the model's extra cycles are
 needed (a model without either fails the board engine's cycles)."""
 
@@ -54,10 +54,10 @@ def board_runs():
 def test_board_config_fields():
     assert (BOARD.gemm_striped, BOARD.cau_lanes, BOARD.gemm_pq_reg, BOARD.gemm_pq_in_reg,
             BOARD.gemm_desc_reg, BOARD.gemm_snoop_reg, BOARD.gemm_scan_reg,
-            BOARD.gmem_ports) == (False, 1, True, True, True, True, True, True)
+            BOARD.gemm_take_reg, BOARD.gmem_ports) == (False, 1) + (True,) * 7
     for p in PRESETS.values():
         assert not (p.gemm_pq_reg or p.gemm_pq_in_reg or p.gemm_desc_reg or p.gemm_snoop_reg
-                    or p.gemm_scan_reg)
+                    or p.gemm_scan_reg or p.gemm_take_reg)
         assert p.cau_lanes is None
 
 
@@ -122,6 +122,27 @@ def test_board_engine_needs_the_scan_start_register_cycle(board_runs):
     cases, outs, runs = board_runs
     with pytest.raises(AssertionError):
         check_engine_model(BOARD.replace(gemm_scan_reg=False), cases, runs)
+
+
+@pytest.mark.rtl
+def test_board_engine_needs_the_take_register_cycle(board_runs):
+    """The take register's cycle is measured: the row-block model whose takes happen as
+    without it (one cycle earlier) disagrees with the board engine's cycles."""
+    cases, outs, runs = board_runs
+    with pytest.raises(AssertionError):
+        check_engine_model(BOARD.replace(gemm_take_reg=False), cases, runs)
+
+
+@pytest.mark.rtl
+def test_gemm_rtl_take_register_alone():
+    """``gemm_take_reg`` alone on ``toy`` (no head stage, no input stage): the row-block
+    cases at unlimited, 3 and 7 B/cycle, one WMEM region and one-word passes (the fetch
+    waits on the credit, the regions, the descriptor FIFO): bit-exact and cycle-exact."""
+    cfg = PRESETS["toy"].replace(name="toy_takereg", gemm_take_reg=True)
+    cases, _ = row_block_cases(cfg, 41)
+    outs, runs, _ = rtl_sparse_gemm(cfg, cases, seed=41, run_name="gemm-takereg")
+    check(cfg, cases, outs, runs, 41)
+    check_engine_model(cfg, cases, runs)
 
 
 @pytest.mark.rtl
