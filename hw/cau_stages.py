@@ -690,12 +690,16 @@ class CauMergeNet(wiring.Component):
     -------
     win : In(ArrayLayout(dims.slot, W)); nwin : In(range(W + 1))
         The window and its occupied slots.
+    occ : In(W)
+        ``nwin`` as a thermometer (``occ[v]``: slot v is occupied), from a register.
     ents : In(ArrayLayout(dims.ent, LN)); lv : In(LN)
         This cycle's sorted columns and which lanes hold one.
     ways : In(dims.WYB)
         The run's merge ways m (1..cfg.merge_ways).
     next_win : Out(ArrayLayout(dims.slot, W)); next_nwin : Out(range(W + 1))
         The window after this cycle.
+    next_occ : Out(W)
+        ``next_nwin`` as a thermometer.
     ret_n : Out(range(LN + 1)); ret : Out(ArrayLayout(dims.slot, LN))
         The oldest slots retiring this cycle (``ret[0 .. ret_n - 1]``).
 
@@ -707,8 +711,10 @@ class CauMergeNet(wiring.Component):
         W, LN = dims.W, dims.LN
         super().__init__({
             "win": In(data.ArrayLayout(dims.slot, W)), "nwin": In(range(W + 1)),
+            "occ": In(W),
             "ents": In(data.ArrayLayout(dims.ent, LN)), "lv": In(LN), "ways": In(dims.WYB),
             "next_win": Out(data.ArrayLayout(dims.slot, W)), "next_nwin": Out(range(W + 1)),
+            "next_occ": Out(W),
             "ret_n": Out(range(LN + 1)), "ret": Out(data.ArrayLayout(dims.slot, LN))})
 
     def _placements(self, m, start):
@@ -727,8 +733,8 @@ class CauMergeNet(wiring.Component):
                 if v >= W + j:
                     fits.append(Const(int(v == W + j), 1))   # its own new slot always fits
                     continue
-                if v < W:
-                    cand = ge_const(self.nwin, v + 1) & ~ge_const(
+                if v < W:     # occupied, and not retired by this cycle's earlier opens
+                    cand = self.occ[v] if j == 0 else self.occ[v] & ~ge_const(
                         add_logic(self.nwin, o_j, m), v + W + 1)
                     cnt, conf, src = start[v].cnt, (start[v].ors & cv).any(), range(j)
                 else:
@@ -796,6 +802,7 @@ class CauMergeNet(wiring.Component):
         rets = [grown == W + rr for rr in range(1, LN + 1)]     # ret_n == rr
         m.d.comb += [self.ret_n.eq(_onehot_index(Cat(Const(0, 1), *rets), len(self.ret_n))),
                      self.next_nwin.eq(Mux(ge_const(grown, W + 1), W, grown))]
+        m.d.comb += [self.next_occ[v].eq(ge_const(self.next_nwin, v + 1)) for v in range(W)]
         for i in range(W):
             val = seq[i]
             for rr in range(1, LN + 1):
@@ -824,15 +831,22 @@ class CauMergeNet(wiring.Component):
                          for k in range(M)]
             m.d.comb += [upd[v].idx[r].eq(Mux(ent.cv[r], cnt[:IB], win[v].idx[r]))
                          for r in range(R)]
-        full = self.nwin == W
+        # the window's fill from the thermometer register (issue 22: nwin's compares were on
+        # the board CAU's merge loop): full = slot W - 1 occupied, nwin == i = slot i the
+        # first free one
+        occ = self.occ
+        full = occ[W - 1]
         shift = Signal(name="c_shift")
-        m.d.comb += shift.eq(opened & full)
+        grow = Signal(name="c_grow")
+        m.d.comb += [shift.eq(opened & full), grow.eq(opened & ~full)]
         for i in range(W):
+            first_free = ~occ[i] if i == 0 else occ[i - 1] & ~occ[i]
             val = Mux(place[i], upd[i].as_value(), win[i].as_value())
-            val = Mux(opened & (self.nwin == i), new.as_value(), val)
+            val = Mux(opened & first_free, new.as_value(), val)
             val = Mux(shift, win[i + 1].as_value() if i + 1 < W else new.as_value(), val)
             m.d.comb += self.next_win[i].eq(val)
-        m.d.comb += [self.next_nwin.eq(Mux(opened & ~full, self.nwin + 1, self.nwin)),
+        m.d.comb += [self.next_nwin.eq(Mux(grow, self.nwin + 1, self.nwin)),
+                     self.next_occ.eq(Mux(grow, Cat(Const(1, 1), occ[:W - 1]), occ)),
                      self.ret_n.eq(shift),
                      self.ret[0].eq(win[0])]    # a retiring slot took no column
 
@@ -974,6 +988,7 @@ class CauMerge(wiring.Component):
         wiring.connect(m, asm.out, wiring.flipped(self.out))
         win = [Signal(d.slot, name=f"win{i}") for i in range(W)]
         nwin = Signal(range(W + 1), name="nwin")
+        occ = Signal(W, name="c_occ")               # nwin as a thermometer (slot v occupied)
         ptr = Signal(d.CNTW, name="c_ptr")          # the group in the ents register stage
         n = Signal(d.CNTW, name="c_n")
         label = Signal(16, name="c_label")
@@ -1008,7 +1023,7 @@ class CauMerge(wiring.Component):
             asm.ret_n.eq(Mux(step, r_n, 0)), asm.final.eq(step & r_final),
             asm.label.eq(r_label),
             self.pending.eq(asm.pending | (r_n != 0)),
-            net.nwin.eq(nwin), net.ways.eq(ways),
+            net.nwin.eq(nwin), net.occ.eq(occ), net.ways.eq(ways),
         ]
         m.d.comb += [asm.ret[i].eq(r_slot[i]) for i in range(LN)]
         m.d.comb += [net.win[i].eq(win[i]) for i in range(W)]
@@ -1070,7 +1085,7 @@ class CauMerge(wiring.Component):
                 m.d.comb += [ret[i].eq(net.ret[i]) for i in range(LN)]
                 with m.If(step):
                     m.d.sync += [win[i].eq(net.next_win[i]) for i in range(W)]
-                    m.d.sync += nwin.eq(net.next_nwin)
+                    m.d.sync += [nwin.eq(net.next_nwin), occ.eq(net.next_occ)]
                     with m.If(lastg):
                         m.d.comb += self.release.eq(1)
                         m.d.sync += raddr.eq(other)
@@ -1086,7 +1101,7 @@ class CauMerge(wiring.Component):
                 m.d.comb += [ret[i].eq(win[i]) for i in range(LN)]
                 with m.If(step):
                     m.d.sync += [win[i].eq(f_win[i]) for i in range(W)]
-                    m.d.sync += nwin.eq(nwin - fl_k)
+                    m.d.sync += [nwin.eq(nwin - fl_k), occ.eq(occ >> fl_k)]
                     with m.If(fl_k == nwin):
                         m.next = "IDLE"
         return m

@@ -499,8 +499,10 @@ class SparseGemm(wiring.Component):
         # bits per beat from a table of the few member counts (a product by the constant
         # L * W was a multiplier block on ECP5, on the toy board build's critical path)
         bits_of = Array([Const(n * wbits, range(C * m * wbits + 1)) for n in range(C * m + 1)])
-        gbq = self._run_const(mod, gbits, "pq_gbits")
-        gmb_of = Array([gbq - n * wbits for n in range(C * m + 1)])
+        # gb less the bits of n members, each a run constant in a register (issue 22: the
+        # table's subtractors sat between the member count and the queue's block RAM)
+        gmb_of = Array([self._run_const(mod, gbits - n * wbits, f"pq_gmb{n}")
+                        for n in range(C * m + 1)])
         mod.d.comb += [w_pre.bits.eq(bits_of[w_pre.npres]), w_pre.gmb.eq(gmb_of[w_pre.npres]),
                        fq.w_data.eq(Cat(w_pass.as_value(), w_pre.as_value()))]
         mul = self._stage_mul(mod, cau.out.ready)
@@ -690,7 +692,7 @@ class SparseGemm(wiring.Component):
         with mod.If(want):      # the credit (f_cg - gb) gains gb, pays a beat; the margin too
             with mod.If(f_free):
                 mod.d.sync += [f_cg.eq(gb), f_mg.eq(f_gmb)]
-            with mod.Elif(advance):
+            with mod.Elif(~f_mg[-1]):       # = advance here, read from its register (issue 22)
                 mod.d.sync += [f_cg.eq(f_mg + gb), f_mg.eq(f_mg + f_gmb)]
             with mod.Else():
                 mod.d.sync += [f_cg.eq(f_cg + gb), f_mg.eq(f_mg + gb)]
@@ -951,9 +953,15 @@ class SparseGemm(wiring.Component):
         s_cbase = Signal(range(2 * N + 1), name="cg_scan_base")
         s_col = Signal(range(N + C + 1), name="cg_col")
         s_abs = Signal(range(3 * N + 2 * C + 1), name="cg_abs")    # s_cbase + s_col
-        # s_abs + 1 in a register beside it (issue 22: the adder sat in front of the next
-        # column's need[] select on the board build's path into need_cur)
-        s_nx = Signal(range(3 * N + 2 * C + 2), name="cg_abs_p1")
+        # need_cur's next value a column ahead (issue 22: the next column's need[] select, an
+        # adder in front of it and Yosys's merge of the start's and the column end's selects
+        # behind the step's decision ran from the scan to need[] and back, the board build's
+        # critical path): need_nxt = need[s_abs + 1], loaded from the select at s_nx, a
+        # register that is s_cbase + 1 while the scan is idle and s_abs + 2 while it runs;
+        # the select, its index and need_nxt sit by need[], only registers cross to the scan
+        s_nx = Signal(range(3 * N + 2 * C + 3), name="cg_abs_p2", init=1)
+        need_nxt = Signal(name="cg_need_next")
+        need_first = Signal(name="cg_need_first")   # need[s_cbase], the start's
         s_w = Signal(range(2 * cfg.imem_words + 1), name="cg_w")
         s_addr = Signal(cfg.wmem_addr_bits + 1, name="cg_addr")
         s_cg = Signal(20, name="cg_credit")         # the bit credit + gbits
@@ -998,16 +1006,23 @@ class SparseGemm(wiring.Component):
         ]
         # need[] of a group is final before its scan starts (gin > gs), so reading the next
         # column's bit a cycle early gives the same test
+        if self.cfg.gemm_scan_reg:
+            # the start comes at least a cycle after the group's need[] bits are final (its
+            # tests are registered): need[s_cbase] from a register too
+            mod.d.sync += need_first.eq(need.bit_select(s_cbase, 1))
+        else:
+            mod.d.comb += need_first.eq(need.bit_select(s_cbase, 1))
+        with mod.If(start | col_end):
+            mod.d.sync += need_nxt.eq(need.bit_select(s_nx, 1))
         with mod.If(start):
-            mod.d.sync += [s_abs.eq(s_cbase), s_nx.eq(s_cbase + 1),
-                           need_cur.eq(st | need.bit_select(s_cbase, 1)),
+            mod.d.sync += [s_abs.eq(s_cbase), s_nx.eq(s_nx + 1), need_cur.eq(st | need_first),
                            w_last.eq(kw_m1 == 0),
                            col_last.eq((gcols_m1 == 0) | (s_cbase == ncols_m1))]
         with mod.If(go):
             mod.d.sync += w_last.eq(s_w == kw_m2)
         with mod.If(col_end):
             mod.d.sync += [s_abs.eq(s_abs + Mux(st, C, 1)), s_nx.eq(s_nx + Mux(st, C, 1)),
-                           need_cur.eq(st | need.bit_select(s_nx, 1)),
+                           need_cur.eq(st | need_nxt),
                            w_last.eq(kw_m1 == 0),
                            col_last.eq((s_col == gcols_m2) | (s_abs == ncols_m2))]
         wdata = self._gather(mod, gmem_rd, s_w, s_abs)
@@ -1025,11 +1040,11 @@ class SparseGemm(wiring.Component):
         with mod.If(s_on & need_cur):       # the credit (s_cg - gb) gains gb, pays a step
             with mod.If(bw_free):
                 mod.d.sync += s_cg.eq(gb)
-            with mod.Elif(go):
+            with mod.Elif(~s_mg[-1]):       # = go here
                 mod.d.sync += s_cg.eq(s_mg + gb)
             with mod.Else():
                 mod.d.sync += s_cg.eq(s_cg + gb)
-        self._cg_margin(mod, s_mg, bw_free, s_cg, gb, gbits, sbits, stripe, start, go, col_end,
+        self._cg_margin(mod, s_mg, bw_free, s_cg, gb, gbits, sbits, stripe, start, w_last, col_end,
                         s_on & need_cur, s_on & ~need_cur)
         with mod.If(go | (s_on & ~need_cur)):   # a word moved, or an unneeded column passed
             mod.d.sync += s_addr.eq(s_addr + Mux(need_cur, 1, kw))  # (the step only enables)
@@ -1039,7 +1054,7 @@ class SparseGemm(wiring.Component):
             mod.d.sync += [s_col.eq(s_col + Mux(st, C, 1)), s_w.eq(0)]
         with mod.If(grp_end):
             mod.d.sync += [s_on.eq(0), gs.eq(gs + 1), grp["gp"].eq(grp["gp"] + 1),
-                           s_cbase.eq(s_cbase + gcols)]
+                           s_cbase.eq(s_cbase + gcols), s_nx.eq(s_cbase + gcols + 1)]
         # the GMEM read address is registered (_gather): each scan step's word reaches WMEM
         # two cycles later, and the group is resident the cycle after its last write
         fin2 = Signal(name="cg_scan_fin2")
@@ -1058,17 +1073,21 @@ class SparseGemm(wiring.Component):
         with mod.If(self._idle):
             mod.d.sync += [gs.eq(0), grp["gp"].eq(-2), sdone.eq(0), grp["all_in"].eq(0),
                            s_cbase.eq(0)]
+        # (the registered idle flag can still be up in a run's first cycles, when a one-beat
+        # group's scan may start: the start's s_nx stands; s_cbase is 0 by then)
+        with mod.If(self._idle & ~start):
+            mod.d.sync += s_nx.eq(1)
         return {"wdata": wdata, "sdata": [gmem_rd[c][0].data for c in range(C)],
                 "nwords": nwords, "wr_en": wr_en, "wr_addr": wr_addr,
                 "busy": s_on | wr_en1 | wr_en | fin | fin2}
 
-    def _cg_margin(self, mod, s_mg, bw_free, s_cg, gb, gbits, sbits, stripe, start, go,
+    def _cg_margin(self, mod, s_mg, bw_free, s_cg, gb, gbits, sbits, stripe, start, w_last,
                    col_end, step, skip):
         """The col-group scan's bandwidth tests as registers (issue 22): ``s_mg`` = the
         credit ``s_cg`` minus the step's bits ``sbits`` and ``bw_free`` = (``gb`` = 0 or
         ``gb >= sbits``), set to what they become whenever the credit or the bits change:
         at the ``start`` (credit gb, the first stripe's bits), on a needed column's ``step``
-        (free: credit gb; ``go``: pays the bits and gains gb; else gains gb) and on a
+        (free: credit gb; a word moved: pays the bits and gains gb; else gains gb) and on a
         skipped column (``skip``, credit unchanged), against the next step's bits when the
         column ends (``col_end``). ``gb`` (``gbits`` registered) minus a step's bits is a
         register (a run constant with the replicated map, whose steps are all ``L * W``
@@ -1090,11 +1109,13 @@ class SparseGemm(wiring.Component):
             mod.d.sync += [s_mg.eq(d_first), bw_free.eq((gb == 0) | (gb >= b_first))]
         with mod.If(col_end):
             mod.d.sync += bw_free.eq((gb == 0) | (gb >= b_next))
+        # within a step, go is "free or the margin's sign clear" and the column ends with its
+        # last word (w_last): the selects read those registers, not go and col_end (issue 22)
         with mod.If(step):
             with mod.If(bw_free):
-                mod.d.sync += s_mg.eq(Mux(col_end, d_next, d_cur))
-            with mod.Elif(go):
-                mod.d.sync += s_mg.eq(Mux(col_end, s_mg + d_next, s_mg + d_cur))
+                mod.d.sync += s_mg.eq(Mux(w_last, d_next, d_cur))
+            with mod.Elif(~s_mg[-1]):
+                mod.d.sync += s_mg.eq(Mux(w_last, s_mg + d_next, s_mg + d_cur))
             with mod.Else():
                 mod.d.sync += s_mg.eq(s_mg + gb)
         with mod.Elif(skip):
@@ -1209,10 +1230,17 @@ class SparseGemm(wiring.Component):
             busy.eq(pending | sdue.busy),
         ]
         mod.d.sync += self._idle.eq(~busy)
-        with mod.If(busy):
-            mod.d.sync += self.cycles.eq(self.cycles + 1)
-        with mod.If(busy & ~sdue.active & pending):
-            mod.d.sync += self.stalls.eq(self.stalls + 1)
+        # each counter counts its condition from a register (issue 22: the busy OR reached
+        # the 32 clock enables of the cycle counter on the board build) and adds that
+        # register's bit: the same count every cycle
+        for out, cond, name in ((self.cycles, busy, "cycles"),
+                                (self.stalls, busy & ~sdue.active & pending, "stalls")):
+            cnt = Signal(32, name=f"{name}_cnt")
+            seen = Signal(name=f"{name}_seen")
+            mod.d.sync += seen.eq(cond)
+            with mod.If(seen):
+                mod.d.sync += cnt.eq(cnt + 1)
+            mod.d.comb += out.eq(cnt + seen)
         with mod.If(rb["advance"]):
             mod.d.sync += self.wwords.eq(self.wwords + rb["words"])
         with mod.Elif(cg["word"]):
