@@ -400,8 +400,7 @@ class SparseGemm(wiring.Component):
         started = Signal(name="cg_started")     # the run's first mask beat is in
         # need[], the group base and the beat position restart at the run's first beat
         # (``started`` low: the values of the last run are ignored), not with a reset while
-        # idle, so the engine's busy (a wide OR) reaches only ``started``, ``gin`` and the
-        # group base
+        # idle, so the engine's busy (a wide OR) reaches only ``started`` and ``gin``
         cb = Signal.like(cbase, name="cg_snoop_base_eff")
         pos = Signal(N, name="cg_beat_pos")
         mod.d.comb += [taken.eq(self.mask.valid & self.mask.ready),
@@ -418,14 +417,16 @@ class SparseGemm(wiring.Component):
             b_any, b_last, b_end = (pipe_reg(mod, v, f"cg_snoop_{n}") for v, n in (
                 (anyv, "any"), (beat.last, "last"), (b_end, "end")))
             s_gcols = self._run_const(mod, gcols, "cg_snoop_gcols")
-        # cbase is 0 while ``started`` is low (both cleared together, set only by a beat): no
-        # select in front of the next group's adder (issue 22: on the board build's path
-        # into the beat position)
-        mod.d.comb += [cb.eq(cbase), pos.eq(Mux(started, first, 1)), nxt.eq(cb + s_gcols)]
-        mod.d.comb += [at_cb[j].eq(cb == j) for j in range(N)]
-        mod.d.comb += [at_next[j].eq(nxt == j) for j in range(N)]
+        # the started select after the adder and the decoders (issue 22: ``started`` fanned
+        # out in front of the next group's adder on the board build's path into the beat
+        # position)
+        nxt_s = Signal.like(nxt, name="cg_next_base_started")
+        mod.d.comb += [cb.eq(Mux(started, cbase, 0)), pos.eq(Mux(started, first, 1)),
+                       nxt_s.eq(cbase + s_gcols), nxt.eq(Mux(started, nxt_s, s_gcols))]
+        mod.d.comb += [at_cb[j].eq(Mux(started, cbase == j, j == 0)) for j in range(N)]
+        mod.d.comb += [at_next[j].eq(Mux(started, nxt_s == j, s_gcols == j)) for j in range(N)]
         with mod.If(~self.busy & ~b_taken):    # idle between runs: forget the last run
-            mod.d.sync += [gin.eq(0), started.eq(0), cbase.eq(0)]
+            mod.d.sync += [gin.eq(0), started.eq(0)]
         with mod.If(b_taken):
             mod.d.sync += [started.eq(1), cbase.eq(cb)]
             with mod.If(b_last):
@@ -983,6 +984,9 @@ class SparseGemm(wiring.Component):
             for v, n in ((kw, "cg_kw"), (gcols, "cg_gcols"), (setup.ncols, "cg_ncols"))
             for d in (1, 2))
         gb = self._run_const(mod, gbits, "cg_gbits")
+        # the group width (+ 1) for the next group's base, from registers (issue 22: the run's
+        # inputs reached s_nx through two adders on the board build)
+        gcols_r, gcols_p1 = (self._run_const(mod, gcols + d, f"cg_gcols_p{d}") for d in (0, 1))
         # a replicated group's scan waits for its mask (need[]); a striped one moves every
         # column, so it starts once the run has started and its WMEM half is free
         may_start = Signal(name="cg_may_start")
@@ -1054,7 +1058,7 @@ class SparseGemm(wiring.Component):
             mod.d.sync += [s_col.eq(s_col + Mux(st, C, 1)), s_w.eq(0)]
         with mod.If(grp_end):
             mod.d.sync += [s_on.eq(0), gs.eq(gs + 1), grp["gp"].eq(grp["gp"] + 1),
-                           s_cbase.eq(s_cbase + gcols), s_nx.eq(s_cbase + gcols + 1)]
+                           s_cbase.eq(s_cbase + gcols_r), s_nx.eq(s_cbase + gcols_p1)]
         # the GMEM read address is registered (_gather): each scan step's word reaches WMEM
         # two cycles later, and the group is resident the cycle after its last write
         fin2 = Signal(name="cg_scan_fin2")
