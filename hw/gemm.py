@@ -417,22 +417,23 @@ class SparseGemm(wiring.Component):
             b_any, b_last, b_end = (pipe_reg(mod, v, f"cg_snoop_{n}") for v, n in (
                 (anyv, "any"), (beat.last, "last"), (b_end, "end")))
             s_gcols = self._run_const(mod, gcols, "cg_snoop_gcols")
-        # the started select after the adder and the decoders (issue 22: ``started`` fanned
-        # out in front of the next group's adder on the board build's path into the beat
-        # position)
+        # cbase + gcols as a register beside cbase, set with it (issue 22: the adder and then
+        # ``started``'s select sat in front of the decoders on the board build's path into
+        # the beat position); the started select after the decoders
         nxt_s = Signal.like(nxt, name="cg_next_base_started")
         mod.d.comb += [cb.eq(Mux(started, cbase, 0)), pos.eq(Mux(started, first, 1)),
-                       nxt_s.eq(cbase + s_gcols), nxt.eq(Mux(started, nxt_s, s_gcols))]
+                       nxt.eq(Mux(started, nxt_s, s_gcols))]
         mod.d.comb += [at_cb[j].eq(Mux(started, cbase == j, j == 0)) for j in range(N)]
         mod.d.comb += [at_next[j].eq(Mux(started, nxt_s == j, s_gcols == j)) for j in range(N)]
         with mod.If(~self.busy & ~b_taken):    # idle between runs: forget the last run
             mod.d.sync += [gin.eq(0), started.eq(0)]
         with mod.If(b_taken):
-            mod.d.sync += [started.eq(1), cbase.eq(cb)]
+            mod.d.sync += [started.eq(1), cbase.eq(cb), nxt_s.eq(nxt)]
             with mod.If(b_last):
                 mod.d.sync += first.eq(at_cb)
                 with mod.If(b_end):
-                    mod.d.sync += [gin.eq(gin + 1), cbase.eq(nxt), first.eq(at_next)]
+                    mod.d.sync += [gin.eq(gin + 1), cbase.eq(nxt), first.eq(at_next),
+                                   nxt_s.eq(Mux(started, nxt_s + s_gcols, s_gcols << 1))]
             with mod.Else():
                 mod.d.sync += first.eq(pos << P)
             for j in range(N):      # column j = the beat's lane l: pos[j - l] is set
