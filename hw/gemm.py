@@ -1016,18 +1016,10 @@ class SparseGemm(wiring.Component):
         ]
         # need[] of a group is final before its scan starts (gin > gs), so reading the next
         # column's bit a cycle early gives the same test
-        # the group's base: the next group's at a group end, 0 between runs; need_first's
-        # select reads a register copy of it (hw.ecp5.ff_copies; issue 22: the scan's base
-        # register crossed the die to need[]'s select on the board build)
-        s_cbase_n = Signal.like(s_cbase, name="cg_scan_base_next")
-        mod.d.comb += s_cbase_n.eq(Mux(self._idle, 0, Mux(grp_end, s_cbase + gcols_r, s_cbase)))
-        mod.d.sync += s_cbase.eq(s_cbase_n)
         if self.cfg.gemm_scan_reg:
             # the start comes at least a cycle after the group's need[] bits are final (its
             # tests are registered): need[s_cbase] from a register too
-            base_sel = ff_copies(mod, s_cbase_n, 1, name="cg_scan_base_sel",
-                                 ecp5=self.cfg.dpu_mult == "ecp5")[0]
-            mod.d.sync += need_first.eq(need.bit_select(base_sel, 1))
+            mod.d.sync += need_first.eq(need.bit_select(s_cbase, 1))
         else:
             mod.d.comb += need_first.eq(need.bit_select(s_cbase, 1))
         with mod.If(start | col_end):
@@ -1072,7 +1064,7 @@ class SparseGemm(wiring.Component):
             mod.d.sync += [s_col.eq(s_col + Mux(st, C, 1)), s_w.eq(0)]
         with mod.If(grp_end):
             mod.d.sync += [s_on.eq(0), gs.eq(gs + 1), grp["gp"].eq(grp["gp"] + 1),
-                           s_nx.eq(s_cbase + gcols_p1)]
+                           s_cbase.eq(s_cbase + gcols_r), s_nx.eq(s_cbase + gcols_p1)]
         # the GMEM read address is registered (_gather): each scan step's word reaches WMEM
         # two cycles later, and the group is resident the cycle after its last write
         fin2 = Signal(name="cg_scan_fin2")
@@ -1089,7 +1081,8 @@ class SparseGemm(wiring.Component):
         mod.d.sync += [wr_en1.eq(go), wr_addr1.eq(s_addr), wr_en.eq(wr_en1),
                        wr_addr.eq(wr_addr1), nv1.eq(Mux(st, nv, 1)), nwords.eq(nv1)]
         with mod.If(self._idle):
-            mod.d.sync += [gs.eq(0), grp["gp"].eq(-2), sdone.eq(0), grp["all_in"].eq(0)]
+            mod.d.sync += [gs.eq(0), grp["gp"].eq(-2), sdone.eq(0), grp["all_in"].eq(0),
+                           s_cbase.eq(0)]
         # (the registered idle flag can still be up in a run's first cycles, when a one-beat
         # group's scan may start: the start's s_nx stands; s_cbase is 0 by then)
         with mod.If(self._idle & ~start):

@@ -349,10 +349,7 @@ def test_synth_toy_ecp5_gemm_survives_abc9(tmp_path):
 def test_pnr_toy_ecp5_gemm_ulx3s(tmp_path):
     """Issue 22: the toy gemm engine (CAU, fetch, SDUE; configs/toy_ecp5.toml) routes on the
     ULX3S-85F at >= 100 MHz with a bitstream (about 5-10 minutes). Fails today (issue 22 open:
-    81-94 MHz, seeds 1-4, with the default placer for the engine, nextpnr's electrostatic
-    one; the critical paths are the row-block fetch's take into the head pointer's and block
-    counter's enables, 75-85 % routing; docs/fpga.md "The engine placed by the
-    electrostatic placer")."""
+    FMAX_NOTE; docs/fpga.md "The take a cycle ahead")."""
     cfg = _toy_ecp5_cfg()
     r = fpga.pnr(cfg, "gemm", "ulx3s-85f", 100.0, out_dir=tmp_path)
     # every DPU multiplier is a DSP (the fetch's address products may use a few more)
