@@ -629,7 +629,7 @@ class SparseGemm(wiring.Component):
         fetched pass becomes a descriptor in a ``desc_depth`` FIFO to the SDUE.
         """
         cfg = self.cfg
-        R, C, m = cfg.rows, cfg.cols, cfg.merge_ways
+        C, m = cfg.cols, cfg.merge_ways
         KB = gmem_kbits(cfg)
         setup = self.setup
         kw = setup.kwords
@@ -752,22 +752,26 @@ class SparseGemm(wiring.Component):
 
         # The descriptor enters the queue with the last beat's GMEM read; its last WMEM
         # write lands before the SDUE can read the pass's first word.
-        desc = Signal(pass_layout(cfg), name="f_desc")
-        mod.d.comb += [
-            desc.ibase.eq(f_ibase),
-            desc.kwords.eq(kw),
-            desc.sel.eq(f_pass.sel),
-            desc.obase.eq(f_obase),
-            desc.accumulate.eq(setup.accumulate),
-            dq.w_en.eq(last_beat & advance),
-            dq.w_data.eq(desc.as_value()),
-        ]
-        mod.d.comb += [desc.wbase[k].eq(f_base) for k in range(m)]
-        mod.d.comb += [desc.isel[r].eq(r) for r in range(R)]
-        mod.d.comb += [desc.col[c][k].eq(f_pass.col[c][k]) for c in range(C) for k in range(m)]
+        mod.d.comb += [dq.w_en.eq(last_beat & advance),
+                       dq.w_data.eq(self._rb_desc(mod, f_pass, f_ibase, f_obase, f_base).as_value())]
         return {"dq": dq, "take": take, "wr_en": wr_en, "wr_addr": wr_addr,
                 "advance": advance, "words": f_words,
                 "pending": rbf & (f_active | wr_en | dq.r_rdy | q["queued"] | q["last_in"])}
+
+    def _rb_desc(self, mod, f_pass, ibase, obase, wbase) -> Signal:
+        """The row-block descriptor of the pass being fetched: its products (``ibase``,
+        ``obase``), the run's ``kwords`` and ``accumulate``, the pass's selects and columns,
+        its WMEM region ``wbase`` for every member and the identity i_sw."""
+        cfg = self.cfg
+        R, C, m = cfg.rows, cfg.cols, cfg.merge_ways
+        desc = Signal(pass_layout(cfg), name="f_desc")
+        mod.d.comb += [desc.ibase.eq(ibase), desc.kwords.eq(self.setup.kwords),
+                       desc.sel.eq(f_pass.sel), desc.obase.eq(obase),
+                       desc.accumulate.eq(self.setup.accumulate)]
+        mod.d.comb += [desc.wbase[k].eq(wbase) for k in range(m)]
+        mod.d.comb += [desc.isel[r].eq(r) for r in range(R)]
+        mod.d.comb += [desc.col[c][k].eq(f_pass.col[c][k]) for c in range(C) for k in range(m)]
+        return desc
 
     def _gather(self, mod, gmem_rd, s_w, col) -> Signal:
         """The scan's GMEM reads and the word it writes to WMEM: plain (port 0, word
