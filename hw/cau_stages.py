@@ -291,7 +291,7 @@ class PingPong(wiring.Component):
         # one flip-flop fanned out to every meta bit's select and the reader's side logic,
         # 6.9 ns of routing on the board build)
         meta_side = ff_copies(m, self.r_side ^ self.release, 1, name="r_side_meta",
-                              ecp5=self._ecp5)[0] if self._ecp5 else self.r_side
+                              ecp5=True)[0] if self._ecp5 else self.r_side
         m.d.comb += [
             self.w_full.eq(_mux([full[0], full[1]], self.w_side)),
             self.r_full.eq(_mux([full[0], full[1]], self.r_side)),

@@ -90,15 +90,16 @@ def test_cli_gen_ecp5_config_writes_and_names_the_model(tmp_path, capsys):
 
 def test_board_engine_lists_the_copies_model_and_lints_clean():
     """configs/toy_ecp5.toml's engine instantiates TRELLIS_FF copies of its dataflow select
-    (one for the control, three for the descriptor, one per WMEM sub-bank); the manifest
-    lists both cell models and the Verilog lints clean with them. A DPU lists only the
-    multiplier's model (the models follow the cells instantiated)."""
+    (one for the control, three for the descriptor, one per WMEM sub-bank), of its GMEM
+    address selects (col-group, gather: two bits) and of each CAU ping-pong's read side (two);
+    the manifest lists both cell models and the Verilog lints clean with them. A DPU lists
+    only the multiplier's model (the models follow the cells instantiated)."""
     from exion.config import load_config
     cfg = load_config(Path(__file__).resolve().parent.parent / "configs" / "toy_ecp5.toml")
     g = generate(cfg, "gemm", build_root() / "rtl" / f"{cfg.name}-{cfg.hash}")
     assert json.loads(g.manifest.read_text())["sim_models"] == ["MULT18X18D.v", "TRELLIS_FF.v"]
     assert len(re.findall(r"^\s*TRELLIS_FF\s", g.verilog.read_text(), re.M)) == \
-        1 + 3 + cfg.cols * cfg.merge_ways
+        1 + 3 + cfg.cols * cfg.merge_ways + 2 + 2
     assert lint(g.verilog, g.verilog.stem) == []
     d = generate(cfg, "dpu", build_root() / "rtl" / f"{cfg.name}-{cfg.hash}")
     assert json.loads(d.manifest.read_text())["sim_models"] == ["MULT18X18D.v"]
