@@ -1243,19 +1243,15 @@ class SparseGemm(wiring.Component):
             pending.eq(cau.busy | rb["pending"] | cg["pending"]),
             busy.eq(pending | sdue.busy),
         ]
-        # last cycle's busy, pending and SDUE activity from a register per unit, ORed after
-        # them (issue 22: the busy OR of every unit's flags, across the die, ended at the
-        # flip-flops that sampled it on the board build): the idle flag, and the counters,
-        # which count last cycle's condition and add it (the same count every cycle)
-        parts = [Signal(name=f"busy_{n}_r") for n in ("cau", "rb", "cg", "sdue", "active")]
-        mod.d.sync += [r.eq(v) for r, v in zip(parts, (cau.busy, rb["pending"], cg["pending"],
-                                                       sdue.busy, sdue.active))]
-        pend_r = Cat(*parts[:3]).any()
-        busy_r = pend_r | parts[3]
-        mod.d.comb += self._idle.eq(~busy_r)
-        for out, seen, name in ((self.cycles, busy_r, "cycles"),
-                                (self.stalls, pend_r & ~parts[4], "stalls")):
+        mod.d.sync += self._idle.eq(~busy)
+        # each counter counts its condition from a register (issue 22: the busy OR reached
+        # the 32 clock enables of the cycle counter on the board build) and adds that
+        # register's bit: the same count every cycle
+        for out, cond, name in ((self.cycles, busy, "cycles"),
+                                (self.stalls, busy & ~sdue.active & pending, "stalls")):
             cnt = Signal(32, name=f"{name}_cnt")
+            seen = Signal(name=f"{name}_seen")
+            mod.d.sync += seen.eq(cond)
             with mod.If(seen):
                 mod.d.sync += cnt.eq(cnt + 1)
             mod.d.comb += out.eq(cnt + seen)
