@@ -752,8 +752,8 @@ class SparseGemm(wiring.Component):
 
         # The descriptor enters the queue with the last beat's GMEM read; its last WMEM
         # write lands before the SDUE can read the pass's first word.
-        mod.d.comb += [dq.w_en.eq(last_beat & advance),
-                       dq.w_data.eq(self._rb_desc(mod, f_pass, f_ibase, f_obase, f_base).as_value())]
+        desc = self._rb_desc(mod, f_pass, f_ibase, f_obase, f_base)
+        mod.d.comb += [dq.w_en.eq(last_beat & advance), dq.w_data.eq(desc.as_value())]
         return {"dq": dq, "take": take, "wr_en": wr_en, "wr_addr": wr_addr,
                 "advance": advance, "words": f_words,
                 "pending": rbf & (f_active | wr_en | dq.r_rdy | q["queued"] | q["last_in"])}

@@ -349,8 +349,8 @@ def test_synth_toy_ecp5_gemm_survives_abc9(tmp_path):
 def test_pnr_toy_ecp5_gemm_ulx3s(tmp_path):
     """Issue 22: the toy gemm engine (CAU, fetch, SDUE; configs/toy_ecp5.toml) routes on the
     ULX3S-85F at >= 100 MHz with a bitstream (about 5-10 minutes). Fails today (issue 22 open:
-    85-97 MHz on seeds 1-4, median 95.0, with the electrostatic placer; the paths
-    are many one-cycle tests with 8-9 ns of routing each; docs/fpga.md "The take a cycle ahead")."""
+    85-97 MHz on seeds 1-4, median 95.0, with the electrostatic placer; the paths are many
+    one-cycle tests with 8-9 ns of routing each; docs/fpga.md "The take a cycle ahead")."""
     cfg = _toy_ecp5_cfg()
     r = fpga.pnr(cfg, "gemm", "ulx3s-85f", 100.0, out_dir=tmp_path)
     # every DPU multiplier is a DSP (the fetch's address products may use a few more)

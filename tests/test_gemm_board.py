@@ -9,9 +9,10 @@ Checks: bit-exact with golden and cycle-exact with the engine model on both data
 the input stage, a block's last pass the head stage one more; ``engine_cau_release``: a
 group's passes count as queued a cycle later; ``gemm_desc_reg``: a col-group pass reaches the
 SDUE a cycle after its take; ``gemm_snoop_reg`` and ``gemm_scan_reg``: a group's scan starts
-a cycle later, each; ``gemm_take_reg``: every row-block take a cycle later); the head stage keeps back-to-back takes
-(``fpga`` with a 4-wide drain: one-word passes of period 1); the model's extra cycles are
-needed (a model without either fails the board engine's cycles)."""
+a cycle later, each; ``gemm_take_reg``: every row-block take a cycle later); the head stage
+keeps back-to-back takes (``fpga`` with a 4-wide drain: one-word passes of period 1); the
+model's extra cycles are needed (a model without any one of them fails the board engine's
+cycles)."""
 
 import dataclasses
 from pathlib import Path

@@ -134,8 +134,8 @@ def register(sub) -> None:
     p.add_argument("--placer", default="auto", choices=PLACERS,
                    help="nextpnr placer: heap (nextpnr's analytic placer), static "
                         "(electrostatic), auto: static for the tops that hold the gemm "
-                        "engine (gemm, dsc_core, dsc; 82-88 MHz median against 70-77 with heap "
-                        "on the toy engine, docs/fpga.md), heap otherwise (default: auto)")
+                        "engine (gemm, dsc_core, dsc; on one toy-engine netlist 92.1 MHz "
+                        "against 70.2 with heap, docs/fpga.md), heap otherwise (default: auto)")
     p.add_argument("--timing-weight", type=int, default=None, metavar="N",
                    help="the heap placer's timing weight (nextpnr's "
                         "--placer-heap-timingweight, 1..1000; default: nextpnr's, 10). "
