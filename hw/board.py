@@ -130,17 +130,22 @@ class BoardTop(Elaboratable):
         ``EHXPLLL`` parameters and attributes (``{"params": {...}, "attrs": {...}}``) for the
         target clock, as computed by ``exion.gen.fpga.ecp5_pll`` (from ``ecppll``).
     freq_hz : float
-        The PLL output frequency (becomes the clock constraint of ``sync``).
+        The PLL output frequency.
+    constraint_hz : float or None
+        The clock constraint of ``sync`` for place and route (``None``: ``freq_hz``); above
+        ``freq_hz`` it leaves the router a margin.
     led : tuple
         ``(resource name, number, subsignal or None)`` of the LED to drive.
     entropy : tuple or None
         ``(resource name, number)`` of the input pin mixed into the LFSR (a button).
     """
 
-    def __init__(self, block, *, pll: dict, freq_hz: float, led: tuple, entropy: tuple | None):
+    def __init__(self, block, *, pll: dict, freq_hz: float, led: tuple, entropy: tuple | None,
+                 constraint_hz: float | None = None):
         self.shim = StimulusShim(block)
         self.pll = pll
         self.freq_hz = freq_hz
+        self.constraint_hz = freq_hz if constraint_hz is None else constraint_hz
         self.led = led
         self.entropy = entropy
 
@@ -167,7 +172,7 @@ class BoardTop(Elaboratable):
         m.submodules.reset_sync = AsyncFFSynchronizer(~lock, rst_local, o_domain="sync")
         m.submodules.reset_buf = Instance("DCCA", i_CLKI=rst_local, i_CE=1, o_CLKO=rst_global)
         m.d.comb += ResetSignal("sync").eq(rst_global)
-        platform.add_clock_constraint(clk_out, self.freq_hz)
+        platform.add_clock_constraint(clk_out, self.constraint_hz)
 
         m.submodules.shim = shim = self.shim
         if self.entropy is not None:

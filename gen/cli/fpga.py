@@ -16,6 +16,15 @@ def _freq(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a frequency in MHz") from None
 
 
+def _margin(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a percentage or auto") from None
+
+
 def _minutes(text: str) -> float:
     try:
         v = float(text)
@@ -27,7 +36,7 @@ def _minutes(text: str) -> float:
 
 
 def register(sub) -> None:
-    from exion.gen.fpga import BOARDS, DEVICES, FAMILIES, FLOORPLANS, PLACERS, ROUTERS
+    from exion.gen.fpga import BOARDS, DEVICES, FAMILIES, FLOORPLANS, PLACERS, RIPUPS, ROUTERS
     from exion.gen.verilog import TOPS
     tops = "\n".join(f"  {name:8s} {desc}" for name, (_, desc) in TOPS.items())
     devices = "\n".join(
@@ -136,6 +145,16 @@ def register(sub) -> None:
                         "(electrostatic), auto: static for the tops that hold the gemm "
                         "engine (gemm, dsc_core, dsc; on one toy-engine netlist 92.1 MHz "
                         "against 70.2 with heap, docs/fpga.md), heap otherwise (default: auto)")
+    p.add_argument("--ripup", default="auto", choices=RIPUPS,
+                   help="router2's timing-driven rip-up (nextpnr's --tmg-ripup): on, off, "
+                        "auto: on for the tops that hold the gemm engine (the toy engine's "
+                        "placements of seeds 1-4 route at 99.5-102.3 MHz with it, 85.3-96.6 "
+                        "without, docs/fpga.md), off otherwise (default: auto)")
+    p.add_argument("--margin", type=_margin, default="auto", metavar="PCT",
+                   help="nextpnr's clock constraint PCT percent above the PLL's clock "
+                        "(0..50), so that the timing-driven placer and router leave slack; "
+                        "fmax is still checked against the clock. auto: 5 for the tops that "
+                        "hold the gemm engine, 0 otherwise (default: auto)")
     p.add_argument("--timing-weight", type=int, default=None, metavar="N",
                    help="the heap placer's timing weight (nextpnr's "
                         "--placer-heap-timingweight, 1..1000; default: nextpnr's, 10). "
@@ -199,7 +218,8 @@ def cmd_pnr(args) -> int:
     cfg = load_cfg(args.config)
     r = pnr(cfg, args.top, args.board, args.freq, out_dir=args.out, progress=progress,
             seed=args.seed, router=args.router, placer=args.placer,
-            floorplan_mode=args.floorplan, timing_weight=args.timing_weight)
+            floorplan_mode=args.floorplan, timing_weight=args.timing_weight,
+            ripup=args.ripup, margin=args.margin)
     util = r["utilization"]
     parts = [f"{k} {v['used']:,}/{v['available']:,}" for k, v in util.items()
              if k in ("TRELLIS_COMB", "TRELLIS_FF", "MULT18X18D", "DP16KD")]

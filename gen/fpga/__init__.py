@@ -29,12 +29,12 @@ from .devices import (BOARDS, DEVICES, ESTIMATORS, FAMILIES, Board, Device, Fami
                       estimate, fits)
 from .floorplan import (ECP5_GRID, FLOORPLAN_AUTO_SHARE, FLOORPLANS, floorplan,
                         floorplan_script)
-from .pnr import PLACERS, ROUTERS, ecp5_pll, pnr, pnr_markdown
+from .pnr import PLACERS, RIPUPS, ROUTERS, ecp5_pll, pnr, pnr_markdown
 from .synth import classify_cells, pipelining, synth, synth_markdown
 from .tools import fpga_root
 
 __all__ = ["FAMILIES", "DEVICES", "BOARDS", "ESTIMATORS", "Family", "Device", "Board",
            "synth", "pnr", "estimate", "check_fit", "fits", "classify_cells", "ecp5_pll",
            "fpga_root", "floorplan", "floorplan_script", "FLOORPLANS", "ECP5_GRID",
-           "FLOORPLAN_AUTO_SHARE", "ROUTERS", "PLACERS", "pipelining", "synth_markdown",
+           "FLOORPLAN_AUTO_SHARE", "ROUTERS", "PLACERS", "RIPUPS", "pipelining", "synth_markdown",
            "pnr_markdown"]
