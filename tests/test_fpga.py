@@ -261,6 +261,22 @@ def test_pnr_bad_margin(tmp_path, margin):
     assert not any(tmp_path.iterdir())
 
 
+def test_constrained_cells_from_either_placer(tmp_path):
+    """The heap placer logs how many cells it placed from constraints; for the electrostatic
+    placer they are counted (the netlist's BEL attributes, the constrained pins, the PLL)."""
+    from exion.gen.fpga.pnr import _constrained_cells
+    net = tmp_path / "b.json"
+    cell = {"attributes": {"BEL": "X4/Y10/MULT18_0"}}
+    net.write_text(json.dumps({"modules": {"top": {"cells": {
+        "a": cell, "b": cell, "c": {"attributes": {}}, "d": {}}}}}))
+    pins = ("Info: pin 'led_buf.buf.buf0' constrained to Bel 'X0/Y35/PIOC'.\n"
+            "Info: pin 'clk_buf.buf.buf0' constrained to Bel 'X0/Y47/PIOA'.\n"
+            "Info: placed PLL 'pll' at bel 'X1/Y4/EHXPLL_UL'\n")
+    assert _constrained_cells(pins + "Info: Running Static placer...\n", net) == 2 + 2 + 1
+    assert _constrained_cells(pins + "Info: Placed 7 cells based on constraints.\n", net) == 7
+    assert _constrained_cells("", tmp_path / "missing.json") is None
+
+
 def test_pnr_unknown_router():
     with pytest.raises(ExionError, match=r"unknown router 'router9'; available: router2, "
                                          r"router1"):

@@ -127,10 +127,21 @@ def _critical_path_text(log: str) -> list[str]:
     return out
 
 
-def _constrained_cells(log: str) -> int | None:
-    """Cells nextpnr placed from BEL constraints (the floorplan, the PLL, the pins)."""
+def _constrained_cells(log: str, netlist: Path) -> int | None:
+    """Cells nextpnr placed from BEL constraints (the floorplan, the PLL, the pins). The heap
+    placer logs their count; the electrostatic placer does not, so it is counted: the cells
+    of the synthesized netlist with a ``BEL`` attribute (the floorplan; nextpnr stops if one
+    cannot be placed there), the pins nextpnr constrained and the PLL it placed."""
     m = re.search(r"Placed (\d+) cells based on constraints", log)
-    return int(m.group(1)) if m else None
+    if m:
+        return int(m.group(1))
+    if not netlist.exists():
+        return None
+    design = json.loads(netlist.read_text())
+    bel = sum("BEL" in c.get("attributes", {}) for mod in design.get("modules", {}).values()
+              for c in mod.get("cells", {}).values())
+    return bel + len(re.findall(r"^Info: pin '.*' constrained to Bel", log, re.M)) + \
+        len(re.findall(r"^Info: placed PLL '.*' at bel", log, re.M))
 
 
 def _parse_report(rep: dict, log: str) -> dict:
@@ -279,7 +290,7 @@ def pnr(cfg: Config, top: str, board: str = "ulx3s-85f", freq_mhz: float = 100.0
         "tmg_ripup": tmg_ripup,
         "floorplan": floorplan_mode if plan else "none",
         "floorplan_cells": len(plan),
-        "constrained_cells": _constrained_cells(log),
+        "constrained_cells": _constrained_cells(log, out / f"{name}.json"),
         "shim": {"input_bits": wrapper.shim.in_bits, "output_bits": wrapper.shim.out_bits},
         **parsed,
         "block_synthesis": syn["resources"] if syn else None,
