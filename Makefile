@@ -62,7 +62,7 @@ PNR_CONFIG ?= fpga
 synth: $(STAMP)  ## one Yosys resource table of every top, toy + exion16, ECP5 + Xilinx -> docs/fpga.md, docs/fpga_synth.json (SYNTH_TIMEOUT=minutes per run)
 	$(BIN)/exion synth-table --configs toy exion16 --families ecp5 xilinx $(if $(SYNTH_TIMEOUT),--timeout $(SYNTH_TIMEOUT))
 
-pnr: $(STAMP)  ## place and route: fmax, utilization (PNR_CONFIG=fpga TOP=dpu BOARD=ulx3s-85f FREQ=100; PNR_CONFIG=configs/toy_ecp5.toml TOP=sdue: the toy SDUE)
+pnr: $(STAMP)  ## place and route: fmax, utilization (PNR_CONFIG=fpga TOP=dpu BOARD=ulx3s-85f FREQ=100; PNR_CONFIG=configs/toy_ecp5.toml TOP=sdue: the toy SDUE; TOP=gemm: the toy engine)
 	$(BIN)/exion pnr --config $(PNR_CONFIG) --top $(TOP) --board $(BOARD) --freq $(FREQ)
 
 fst-deps:  ## OS headers Verilator's FST waveform writer needs (Debian/Ubuntu, as root)

@@ -152,9 +152,11 @@ def register(sub) -> None:
                         "without, docs/fpga.md), off otherwise (default: auto)")
     p.add_argument("--margin", type=_margin, default="auto", metavar="PCT",
                    help="nextpnr's clock constraint PCT percent above the PLL's clock "
-                        "(0..50), so that the timing-driven placer and router leave slack; "
-                        "fmax is still checked against the clock. auto: 5 for the tops that "
-                        "hold the gemm engine, 0 otherwise (default: auto)")
+                        "(0..50), so that router2's timing-driven rip-up leaves slack; "
+                        "fmax is still checked against the clock. A margin the placement "
+                        "cannot reach keeps the rip-up going (up to 1,500 router iterations) "
+                        "and can end worse. auto: 5 for the tops that hold the gemm engine, "
+                        "0 otherwise (default: auto)")
     p.add_argument("--timing-weight", type=int, default=None, metavar="N",
                    help="the heap placer's timing weight (nextpnr's "
                         "--placer-heap-timingweight, 1..1000; default: nextpnr's, 10). "
