@@ -198,6 +198,23 @@ def test_pnr_timing_weight_checked_before_building(tmp_path, capsys, placer, wei
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("margin", ["60", "-2"])
+def test_pnr_margin_checked_before_building(tmp_path, capsys, margin):
+    rc = main(["pnr", "--config", "toy", "--top", "gemm", "--margin", margin,
+               "--out", str(tmp_path)])
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"exion: error: --margin {float(margin)}: the constraint margin is 0..50 "
+                   f"percent above the clock, or auto")
+    assert not any(tmp_path.iterdir())
+
+
+def test_pnr_margin_not_a_number(capsys):
+    with pytest.raises(SystemExit):
+        main(["pnr", "--config", "toy", "--top", "gemm", "--margin", "lots"])
+    assert "argument --margin: 'lots' is not a percentage or auto" in capsys.readouterr().err
+
+
 def test_auto_placer_is_static_for_the_engine_tops_only():
     from exion.gen.fpga.pnr import ENGINE_TOPS, resolve_placer
     from exion.gen.verilog import TOPS
