@@ -406,7 +406,7 @@ def test_pnr_toy_ecp5_sdue_ulx3s(tmp_path):
     assert r["floorplan_cells"] > 0
     # every planned cell was placed from its constraint (plus the PLL and the 3 pins)
     assert r["constrained_cells"] == r["floorplan_cells"] + 4
-    assert r["tmg_ripup"] and r["margin_pct"] == 5.0 and r["pll_mhz"] == pytest.approx(100.0)
+    assert not r["tmg_ripup"] and r["margin_pct"] == 0.0     # the SDUE: nextpnr's defaults
     assert r["fmax_mhz"] and r["timing_met"], r["critical_paths"][:1]
     assert (tmp_path / "pnr-ulx3s-85f-100MHz" / "exion_board.bit").exists()
 
