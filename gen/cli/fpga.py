@@ -63,8 +63,14 @@ def register(sub) -> None:
                    help="FPGA family (default: ecp5)")
     p.add_argument("--hier", action="store_true",
                    help="hierarchical count for arrays too large to synthesize flat: the "
-                        "block with its DPUs and EPRE units as black boxes plus instances "
-                        "x one DPU and x one EPRE unit (labelled as such in the report)")
+                        "block with its DPUs, radix selectors, EPRE units and DSC units as "
+                        "black boxes plus each unit alone and instances x one of each array's "
+                        "modules (labelled as such in the report)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="--hier: run every part again; by default each part's result is kept "
+                        "in build/fpga/yosys-cache under the hash of its Verilog, script and "
+                        "Yosys version, and reused (a DSC unit of dsc_core in dsc, a stopped "
+                        "count started again)")
     p.add_argument("--timeout", type=_minutes, default=None, metavar="MIN",
                    help="minutes per Yosys run before it is stopped with an error "
                         "(default: no limit)")
@@ -175,20 +181,23 @@ def register(sub) -> None:
 
 def cmd_synth(args) -> int:
     from exion.gen.fpga import FAMILIES, synth
+    from exion.gen.fpga.synth import ARRAY_KINDS
     cfg = load_cfg(args.config)
     if args.netlist and args.hier:
         raise ExionError("exion synth: --netlist writes a flat netlist; drop --hier")
     r = synth(cfg, args.top, args.family, out_dir=args.out, progress=progress,
               hier=args.hier, timeout=None if args.timeout is None else args.timeout * 60,
-              netlist=args.netlist)
+              netlist=args.netlist, cache=not args.no_cache)
     res = r["resources"]
     fam = FAMILIES[args.family]
     pt = r["parts"]
     how = ""
     if pt:
-        arr = [f"{n} x {what}" for n, what in ((pt["dpu_instances"], "DPU"),
-                                               (pt["epre_unit_instances"], "EPRE unit")) if n]
-        how = f" (hierarchical: shell + {' + '.join(arr)})"
+        arr = [f"{pt.get(key + '_instances', 0)} x {what}" for key, what, _p in ARRAY_KINDS
+               if pt.get(key + "_instances")]
+        arr += [f"{pt['epre_unit_instances']} x EPRE unit"] if pt["epre_unit_instances"] else []
+        cached = f"; from the cache: {', '.join(pt['cached'])}" if pt.get("cached") else ""
+        how = f" (hierarchical: shell + {' + '.join(arr)}{cached})"
     print(f"{r['module']} ({cfg.name}) on {args.family}{how}: {res['luts']:,} LUTs, "
           f"{res['ffs']:,} FFs, {res['dsp']:,} {fam.dsp_name}, {res['bram']:,} "
           f"{fam.bram_name}, {res['cells']:,} cells")

