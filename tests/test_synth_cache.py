@@ -124,3 +124,42 @@ def test_dsc_keeps_its_insertion_selectors(tmp_path):
     assert _array_modules(text, "exion_dsc_core", r"rselector\d+") == []
     (dpus,) = _array_modules(text, "exion_dsc_core")
     assert len(dpus) == PRESETS["toy"].rows * PRESETS["toy"].cols
+
+
+def test_table_row_names_the_boxed_radix_selectors():
+    """A hierarchical count with radix selectors is labelled so in the resource table."""
+    from exion.gen.fpga.table import _row_of, table_markdown
+    rep = {"method": "hierarchical", "gmem": None, "epre_units": "boxed", "seconds": 1.0,
+           "resources": {"luts": 1, "ffs": 2, "dsp": 0, "bram": 3, "cells": 4}, "fits": {},
+           "parts": {"rselector_instances": 32, "epre_unit_instances": 32}}
+    row = _row_of(rep)
+    assert row["rselectors"] == "boxed"
+    row.update(config="exion16", top="epre", family="ecp5")
+    assert ("| exion16 | epre | ecp5 | hierarchical, EPRE units, radix selectors | 1 | 2 | 0 "
+            "| 3 |") in table_markdown({"rows": {"k": row}})
+    rep["parts"] = {"rselector_instances": 0, "epre_unit_instances": 32}
+    assert "rselectors" not in _row_of(rep)
+
+
+@pytest.mark.long
+def test_radix_epre_hier_matches_flat_ecp5(tmp_path):
+    """toy_radix8's EPRE on ECP5, hierarchical (shell + 1 x selector 0 + 2 x selector 1 +
+    3 x unit) against flat: the parts add up exactly, the same block RAMs and no
+    multipliers, LUTs and FFs within 10 % (an upper bound: no optimization across the
+    boxes)."""
+    cfg = load_config(CONFIGS / "toy_radix8.toml")
+    h = fpga.synth(cfg, "epre", "ecp5", out_dir=tmp_path, hier=True, cache=False)
+    f = fpga.synth(cfg, "epre", "ecp5", out_dir=tmp_path)
+    pt = h["parts"]
+    U = cfg.epre_unit_count
+    assert pt["rselector_instances"] == U and pt["epre_unit_instances"] == U
+    assert [(v["module"], v["instances"]) for v in pt["rselector_variants"]] == [
+        ("exion_epre.rselector1", U - 1), ("exion_epre.rselector0", 1)]
+    for key in ("luts", "ffs", "bram", "cells"):
+        assert h["resources"][key] == pt["shell"][key] + U * pt["epre_unit"][key] + sum(
+            v["instances"] * v["resources"][key] for v in pt["rselector_variants"]), key
+    assert h["resources"]["dsp"] == f["resources"]["dsp"] == 0
+    assert h["resources"]["bram"] == f["resources"]["bram"]
+    for key in ("luts", "ffs"):
+        assert abs(h["resources"][key] - f["resources"][key]) <= 0.10 * f["resources"][key], \
+            (key, h["resources"][key], f["resources"][key])

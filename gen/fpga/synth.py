@@ -248,8 +248,9 @@ def _hier(out: Path, src: Path, module: str, top: str, fam, family: str, read: s
     :data:`EPRE_UNIT_MODULE` instances) and the DSC units (:data:`HIER_UNITS`, each with its
     subtree) as black boxes, each unit alone with its array elements as black boxes, one
     element of each array alone (one of each variant: :func:`_array_modules`); cells = shell
-    + units + n x DPU + n_s x radix selector + n_e x EPRE unit. ``src``: the generated Verilog, which ``read`` reads. ``cache``: each
-    run through the synthesis cache (:func:`_yosys_cells`)."""
+    + units + n x DPU + n_s x radix selector + n_e x EPRE unit. ``src``: the generated
+    Verilog, which ``read`` reads. ``cache``: each run through the synthesis cache
+    (:func:`_yosys_cells`)."""
     verilog = src.read_text()
     # each array: its variants (groups of identical modules), the most common first
     arrays = {key: sorted(_array_modules(verilog, module, pat), key=len, reverse=True)
