@@ -36,6 +36,15 @@ def test_cache_key_is_the_unit_not_its_place():
     a, b = "exion_dsc_core.gemm", "exion_dsc.core.gemm"
     key = _cache_key(_script(a), [_unit(a)], a)
     assert _cache_key(_script(b), [_unit(b, auto=33)], b) == key
+    # Amaranth's ports named after a design-wide counter: renumbered (a renaming: the
+    # same circuit up to names has one key), never merged
+    two = _unit(a, "assign y = \\port$103486$921 ;\n  assign z = \\port$103490$0 ;")
+    moved = _unit(b, "assign y = \\port$103808$921 ;\n  assign z = \\port$103812$0 ;")
+    swapped = _unit(a, "assign y = \\port$103490$921 ;\n  assign z = \\port$103486$0 ;")
+    assert _cache_key(_script(a), [two], a) == _cache_key(_script(b), [moved], b)
+    same = _unit(a, "assign y = \\port$103486$921 ;\n  assign z = \\port$103486$0 ;")
+    assert _cache_key(_script(a), [same], a) != _cache_key(_script(a), [two], a)
+    assert _cache_key(_script(a), [swapped], a) == _cache_key(_script(a), [two], a)
     assert _cache_key(_script(a), [_unit(a, "assign y = a | b;")], a) != key
     assert _cache_key(_script(a).replace("synth_ecp5", "synth_xilinx"), [_unit(a)], a) != key
     assert _cache_key(_script(a), [_unit(a), _unit(a)], a) != key

