@@ -192,3 +192,14 @@ def test_radix_epre_hier_matches_flat_ecp5(tmp_path):
     for key in ("luts", "ffs"):
         assert abs(h["resources"][key] - f["resources"][key]) <= 0.10 * f["resources"][key], \
             (key, h["resources"][key], f["resources"][key])
+
+
+def test_no_cache_needs_hier(tmp_path, capsys):
+    """``--no-cache`` on a flat synthesis: one error line, nothing written."""
+    from exion.gen.cli import main
+    assert main(["synth", "--config", "toy", "--top", "dpu", "--no-cache",
+                 "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "exion: error: exion synth: --no-cache applies to --hier (flat runs are not cached); "
+        "drop it or add --hier")
+    assert not any(tmp_path.iterdir())

@@ -185,6 +185,9 @@ def cmd_synth(args) -> int:
     cfg = load_cfg(args.config)
     if args.netlist and args.hier:
         raise ExionError("exion synth: --netlist writes a flat netlist; drop --hier")
+    if args.no_cache and not args.hier:
+        raise ExionError("exion synth: --no-cache applies to --hier (flat runs are not "
+                         "cached); drop it or add --hier")
     r = synth(cfg, args.top, args.family, out_dir=args.out, progress=progress,
               hier=args.hier, timeout=None if args.timeout is None else args.timeout * 60,
               netlist=args.netlist, cache=not args.no_cache)
