@@ -196,8 +196,8 @@ def cmd_synth(args) -> int:
     pt = r["parts"]
     how = ""
     if pt:
-        arr = [f"{pt.get(key + '_instances', 0)} x {what}" for key, what, _p in ARRAY_KINDS
-               if pt.get(key + "_instances")]
+        arr = [f"{pt[key + '_instances']} x {what}" for key, what, _p in ARRAY_KINDS
+               if pt[key + "_instances"]]
         arr += [f"{pt['epre_unit_instances']} x EPRE unit"] if pt["epre_unit_instances"] else []
         cached = f"; from the cache: {', '.join(pt['cached'])}" if pt.get("cached") else ""
         how = f" (hierarchical: shell + {' + '.join(arr)}{cached})"

@@ -60,11 +60,10 @@ def yosys_cache_dir() -> Path:
     return fpga_root() / "yosys-cache"
 
 
-#: Yosys's Verilog backend numbers the helper registers it names per design, so the same
-#: module gets other numbers in another top; the array grouping reads them as one name.
-_AUTO_NAME = re.compile(r"\$auto\$[^ ]*\$\d+")
-#: Numbers a design gives its generated names (Yosys's ``$auto$...$N``, the ports Amaranth
-#: names ``port$N$M`` after a design-wide counter): the cache key renumbers them.
+#: Numbers a design gives its generated names (Yosys's ``$auto$...$N`` helpers, the ports
+#: Amaranth names ``port$N$M`` after a design-wide counter), so the same module gets other
+#: numbers in another top or another place: the cache key renumbers them, the array
+#: grouping drops them.
 _DESIGN_NUMBER = re.compile(r"(\$auto\$[^ ]*\$|\bport\$)(\d+)")
 
 
@@ -185,9 +184,10 @@ _UNORDERED = re.compile(r"^  (?:assign|wire|reg|input|output|inout) ")
 
 def _circuit(body: str) -> str:
     """A module's text with what does not change its circuit made neutral: auto-numbered
-    names (:data:`_AUTO_NAME`) and the order of its declarations and continuous assignments,
-    which Yosys writes in the order of those numbers; the procedural blocks keep theirs."""
-    lines = _AUTO_NAME.sub("$auto", body).splitlines()
+    names (:data:`_DESIGN_NUMBER`, dropped) and the order of its declarations and continuous
+    assignments, which Yosys writes in the order of those numbers; the procedural blocks keep
+    theirs."""
+    lines = _DESIGN_NUMBER.sub(lambda m: m[1], body).splitlines()
     return "\n".join(sorted(ln for ln in lines if _UNORDERED.match(ln))
                      + [ln for ln in lines if not _UNORDERED.match(ln)])
 
