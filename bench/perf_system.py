@@ -21,6 +21,13 @@ the EPRE sweep on exion24 at 32 and 128 units).
 ``--ep-k`` instead runs EP at other top-k ratios (``EP_KS``) than the seed's, per model on
 both systems: EP's speedup over Base (``build/bench/system_ep_k.json``).
 
+``--levers`` instead runs the EPRE design levers of the system model (``EPRE_LEVERS`` in
+golden/system.py, what-ifs: the Wq fetch ``stall`` / ``port-idle`` / ``shared``, keys
+``predicted`` / ``sdue``, stage 2 ``row`` / ``packed``), alone and combined (``LEVER_SETS``),
+every model in all four modes on both systems: EP's speedup over Base and whether
+Base < EP < FFNR < All holds (``build/bench/system_levers.json``, ``system_levers.png``;
+about 10 min).
+
 ``--roofline`` instead raises one system field at a time (DSCs, off-chip bandwidth,
 global-memory bytes per cycle per core, global-memory size), every model and mode on both
 systems, and lists every step up that made a run slower (``build/bench/system_roofline.json``;
@@ -150,6 +157,72 @@ def epre_sweep(systems, units):
     return out
 
 
+#: EPRE lever sets of ``--levers`` (label -> System overrides); the first is the built design.
+LEVER_SETS = {
+    "built": {},
+    "fetch port-idle": {"epre_fetch": "port-idle"},
+    "fetch shared": {"epre_fetch": "shared"},
+    "keys sdue": {"epre_keys": "sdue"},
+    "stage2 packed": {"epre_stage2": "packed"},
+    "port-idle + sdue": {"epre_fetch": "port-idle", "epre_keys": "sdue"},
+    "shared + sdue": {"epre_fetch": "shared", "epre_keys": "sdue"},
+    "shared + sdue + packed": {"epre_fetch": "shared", "epre_keys": "sdue",
+                               "epre_stage2": "packed"},
+}
+
+
+def lever_sweep(systems=("exion4", "exion24"), sets=None):
+    """{system: {label: {"levers", "holds", "models": {model: {latency_s, ep_speedup,
+    ordered}}}}}: every model in every mode under each lever set of ``LEVER_SETS``."""
+    out = {}
+    for sname in systems:
+        out[sname] = {}
+        for label, over in (sets or LEVER_SETS).items():
+            sysm = replace(sy.SYSTEMS[sname], **over)
+            row = {}
+            for name, m in ws.MODELS.items():
+                lat = {mode: sy.evaluate_model(sysm, m, mode)["latency_s"]
+                       for mode in sy.MODE_NAMES}
+                row[name] = {"latency_s": lat, "ep_speedup": lat["Base"] / lat["EP"],
+                             "ordered": sy.ordering_holds(lat)}
+            n = sum(r["ordered"] for r in row.values())
+            out[sname][label] = {"levers": dict(zip(sy.EPRE_LEVERS, sysm.epre_levers)),
+                                 "holds": n, "models": row}
+            fails = [k for k, r in row.items() if not r["ordered"]]
+            print(f"{sname:8} {label:24} ordering holds for {n} of {len(row)}"
+                  + (f"; not for {', '.join(fails)}" if fails else ""), flush=True)
+    return out
+
+
+def plot_levers(res, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(len(res), 1, figsize=(12, 4.2 * len(res)), squeeze=False)
+    names = list(ws.MODELS)
+    for ax, (sname, by) in zip(axes[:, 0], res.items()):
+        labels = list(by)
+        w = 0.8 / len(labels)
+        for i, lab in enumerate(labels):
+            xs = [j + (i - (len(labels) - 1) / 2) * w for j in range(len(names))]
+            ys = [by[lab]["models"][n]["ep_speedup"] for n in names]
+            ax.bar(xs, [y - 1 for y in ys], w, bottom=1, color=f"C{i}",
+                   label=f"{lab} ({by[lab]['holds']} of {len(names)})")
+            for x, y, n in zip(xs, ys, names):
+                if by[lab]["models"][n]["ordered"]:
+                    ax.plot(x, y, "*", ms=7, color="k")
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.set_xticks(range(len(names)), names)
+        ax.set_ylabel("EP speedup over Base")
+        ax.set_title(f"{sname}: EPRE levers (what-ifs; stars: Base < EP < FFNR < All)")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_epre(res, path):
     import matplotlib
     matplotlib.use("Agg")
@@ -221,7 +294,22 @@ def main():
                     help="only the EP top-k sweep: EP's speedup over Base per model at k = "
                          f"{', '.join(map(str, EP_KS))} on both systems (build/bench/"
                          "system_ep_k.json)")
+    ap.add_argument("--levers", action="store_true",
+                    help="only the EPRE lever what-ifs (LEVER_SETS): every model and mode on "
+                         "both systems (build/bench/system_levers.{json,png}; about 10 min; "
+                         "with --quick only the built design and 'shared + sdue')")
     a = ap.parse_args()
+    if a.levers:
+        t = time.time()
+        sets = {k: LEVER_SETS[k] for k in ("built", "shared + sdue")} if a.quick else None
+        res = lever_sweep(sets=sets)
+        out = build_root() / "bench"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "system_levers.json").write_text(json.dumps(res, indent=2) + "\n")
+        plot_levers(res, out / "system_levers.png")
+        print(f"wrote {out / 'system_levers.json'}, {out / 'system_levers.png'} "
+              f"({time.time() - t:.0f} s)")
+        return 0
     if a.ep_k:
         res = ep_k_sweep()
         out = build_root() / "bench"

@@ -58,11 +58,11 @@ from pathlib import Path
 
 import numpy as np
 
-from exion.config import PRESETS, Config, ConfigError, load_config
+from exion.config import EPRE_PIPE, EPRE_RUN_FIXED, PRESETS, Config, ConfigError, load_config
 from exion.errors import ExionError
 
 from . import block as bl
-from .cycles import epre_cycles, epre_run_cycles
+from .cycles import epre_phase_cycles
 from .projections import epre_schedule
 from .dataflow import BYTE_KEYS, gemm_flow
 from .workloads_sys import Block, Model
@@ -121,6 +121,28 @@ GPUS = {
 
 
 # ---- the system -------------------------------------------------------------------------------
+#: EPRE design levers of the system model (docs/evaluate.md, "EPRE levers") [what-if: the
+#: first value of each is the built RTL's, the others are not built]:
+#:
+#: * ``epre_fetch``: the EPRE's own Wq fetch (``H d d_head`` W-bit words per block instance)
+#:   is a global-memory stall (``stall``, what the DSC's EPRE_WLOAD does); or it uses the
+#:   port's idle cycles of the block (``port-idle``: double-buffered W memory prefetching
+#:   Wq_h during the previous run / block; charged ``max(0, fetch - slack)``, slack = the
+#:   block's GEMM cycles minus their bytes over the port); or it costs nothing (``shared``:
+#:   Wq_h crosses the port once, into the EPRE's W memory, and the SDUE's later Q_h fill reads
+#:   that copy).
+#: * ``epre_keys``: stage 1 predicts Kh from X (``predicted``, SPEC 3.4); or stage 2 takes
+#:   the exact K_h the SDUE computes first (``sdue``: stage 1 is the query side only, stage 2
+#:   of head h waits for K_h, K rows are never skipped).
+#: * ``epre_stage2``: a unit scores one key per ``ceil(d_head / Le)`` cycles (``row``); or its
+#:   Le lanes score ``floor(Le / d_head)`` keys at once when d_head <= Le / 2 (``packed``).
+EPRE_LEVERS = {"epre_fetch": ("stall", "port-idle", "shared"),
+               "epre_keys": ("predicted", "sdue"),
+               "epre_stage2": ("row", "packed")}
+#: The built design's levers (``System.epre_levers`` of the presets).
+BUILT_LEVERS = tuple(v[0] for v in EPRE_LEVERS.values())
+
+
 @dataclass(frozen=True)
 class System:
     """An EXION instance (docs/evaluate.md). Every field is checked at construction."""
@@ -137,6 +159,10 @@ class System:
     leak_mw_per_gm_mb: float = 2.0
     dataflow: str = "col-group"
     gpu: str = "rtx6000ada"
+    # EPRE design levers [what-if, not in RTL; defaults = the built design]: see EPRE_LEVERS
+    epre_fetch: str = "stall"
+    epre_keys: str = "predicted"
+    epre_stage2: str = "row"
 
     def __post_init__(self):
         def need(cond, f, v, limit):
@@ -172,6 +198,14 @@ class System:
         need(self.dataflow in ("row-block", "col-group"), "dataflow", self.dataflow,
              "must be row-block or col-group")
         need(self.gpu in GPUS, "gpu", self.gpu, f"must be one of {', '.join(GPUS)}")
+        for f, choices in EPRE_LEVERS.items():
+            v = getattr(self, f)
+            need(v in choices, f, v, f"must be one of {', '.join(choices)}")
+
+    @property
+    def epre_levers(self) -> tuple:
+        """(``epre_fetch``, ``epre_keys``, ``epre_stage2``), as :func:`block_gemms` takes them."""
+        return (self.epre_fetch, self.epre_keys, self.epre_stage2)
 
     @property
     def cfg(self) -> Config:
@@ -301,7 +335,8 @@ def block_gemms_cached(cfg: Config, blk: Block, mode: str, **kw) -> dict:
 def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | None = None,
                 dataflow: str = "col-group", reuse_dense: bool = False, s: float = 0.0,
                 k: float = 1.0, q_th: float | None = None, masks_kind: str = "column",
-                attn_split: int = 1, ep_key_corr: float = bl.EP_KEY_CORR) -> dict:
+                attn_split: int = 1, ep_key_corr: float = bl.EP_KEY_CORR,
+                epre_levers: tuple = BUILT_LEVERS) -> dict:
     """Per-core figures of one instance of ``blk`` in ``mode`` (base / ffnr / ep / all).
 
     Masks are ``block_flow``'s: ``bl.ffn_mask_for`` / ``bl.synth_ep`` with ``seed`` (FFN mask
@@ -314,6 +349,9 @@ def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | 
     ``ceil(T / g)`` rows (the scores / P.V GEMMs and the EPRE run of one chunk are priced, with
     all T keys; count x g) so that g cores can share one head [choice, issue 19: see
     :func:`attn_split_for`]. g = 1 is ``block_flow``'s block.
+
+    ``epre_levers`` = (``epre_fetch``, ``epre_keys``, ``epre_stage2``) of :data:`EPRE_LEVERS`
+    (what-ifs of the EPRE; :data:`BUILT_LEVERS` is the RTL's design).
     """
     if mode not in bl.MODES:
         raise ExionError(f"mode {mode!r} is not one of {', '.join(bl.MODES)}")
@@ -323,6 +361,8 @@ def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | 
     if g_split < 1:
         raise ExionError(f"attn_split = {attn_split!r} must be an integer >= 1")
     use_ep, use_ffnr = mode in ("ep", "all"), mode in ("ffnr", "all")
+    levers = _check_levers(epre_levers)
+    k_exact = use_ep and levers[1] == "sdue"     # K computed dense for the EPRE's stage 2
     rate = cfg.rows
     kw = {"dataflow": dataflow, "bw": cfg.gb_bytes_per_cycle if bw is None else bw}
     g = []
@@ -348,7 +388,7 @@ def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | 
         """Self-attention GEMMs; memoized (the same in every mode with or without EP)."""
         key = (cfg.hash, blk, prefix, use_ep, seed, k if use_ep else None,
                q_th if use_ep else None, ep_key_corr if use_ep else None,
-               tuple(sorted(kw.items())), g_split)
+               tuple(sorted(kw.items())), g_split, k_exact)
         if key not in _ATT_CACHE:
             _ATT_CACHE[key] = _attention(prefix, q_names)
         out, sm_el, sm_exp = _ATT_CACHE[key]
@@ -362,6 +402,8 @@ def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | 
         if use_ep:
             ep = get_ep()
             needs = {x: ~np.asarray(ep[f"skip_{x}"]) for x in "qkv"}
+            if k_exact:
+                needs["k"] = np.ones_like(needs["k"])
         for nm, x in zip(q_names, "qkv"):
             if use_ep and not needs[x].all():
                 pm = bl._proj_mask(needs[x], dh)
@@ -432,16 +474,18 @@ def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | 
     epre_busy = 0
     if use_ep:
         epre_runs = b * (2 if blk.self_attn2 else 1)
-        epre_busy = epre_runs * epre_cycles(cfg, T, d, H, dh)["total"]
+        epre_busy = epre_runs * H * sum(epre_phases(cfg, T, T, d, dh, levers))
         # issue 18: only the cycles the overlapped schedule leaves exposed are charged
         # (golden.projections.epre_schedule, per sequence, each self-attention)
-        epre = sum(_epre_exposed(cfg, g, pre, names, blk, h_eval, kw["bw"], g_split)
+        epre = sum(_epre_exposed(cfg, g, pre, names, blk, h_eval, kw["bw"], g_split, levers)
                    for pre, names in
                    [("", ("q_proj", "k_proj", "v_proj"))]
                    + ([("sa2.", ("q2_proj", "k2_proj", "v2_proj"))] if blk.self_attn2 else []))
         # stage 1 (Qh, Kh: T x d x 2hd products) + stage 2 (H x T x T x dh products), each
         # a sum of lod_terms^2 power-of-two terms
-        shift_adds = epre_runs * cfg.lod_terms ** 2 * (T * d * 2 * hd + H * T * T * dh)
+        # (stage 1 of the query side only with exact keys)
+        shift_adds = epre_runs * cfg.lod_terms ** 2 * (T * d * (1 if k_exact else 2) * hd
+                                                       + H * T * T * dh)
     return {"block": blk.name, "mode": mode, "gemms": g, "cfse": cfse, "epre_cycles": epre,
             "epre_busy_cycles": epre_busy,
             "epre_runs": epre_runs, "shift_adds": shift_adds, "h_eval": h_eval,
@@ -481,15 +525,72 @@ def _ffn(cfg, blk, use_ffnr, reuse_dense, masks_kind, s, seed, kw):
     return (g, None if ffn_mask is None else float(1 - ffn_mask.mean()), n_el, gel)
 
 
+def _check_levers(levers) -> tuple:
+    """``levers`` as a checked (fetch, keys, stage2) tuple of :data:`EPRE_LEVERS` values."""
+    t = tuple(levers)
+    if len(t) != len(EPRE_LEVERS) or any(v not in ch for v, ch in zip(t, EPRE_LEVERS.values())):
+        raise ExionError(f"epre_levers = {levers!r} must be one value of each of "
+                         + "; ".join(f"{k} ({', '.join(v)})" for k, v in EPRE_LEVERS.items()))
+    return t
+
+
+def epre_phases(cfg: Config, n_q: int, n_k: int, d: int, d_head: int,
+                levers: tuple = BUILT_LEVERS) -> tuple[int, int]:
+    """(before, after) cycles of one EPRE run under ``levers``: ``before`` needs only X and
+    Wq_h / Wk_h (stage 1), ``after`` (stage 2, selection, the run's fixed cycles) may need the
+    SDUE's K_h (``epre_keys = "sdue"``). With :data:`BUILT_LEVERS` the sum is
+    :func:`exion.golden.cycles.epre_run_cycles` (the RTL's count); ``sdue`` drops the key
+    groups of stage 1, ``packed`` scores ``floor(Le / d_head)`` keys per unit and cycle."""
+    _, keys, stage2 = _check_levers(levers)
+    p = epre_phase_cycles(cfg, n_q, n_k, d, d_head)
+    U, Le = cfg.epre_unit_count, cfg.epre_lane_count
+    gq, gk = math.ceil(n_q / U), math.ceil(n_k / U)
+    s1, s2 = p["stage1"], p["stage2"]
+    if keys == "sdue":
+        s1 -= gk * d_head * math.ceil(d / Le)
+    if stage2 == "packed":
+        per = max(1, Le // d_head)
+        s2 = gq * (math.ceil(n_k / per) * math.ceil(d_head / Le) + EPRE_PIPE)
+    return s1, s2 + p["select"] + EPRE_RUN_FIXED
+
+
+def epre_schedule_k(before: float, after: float, kv_heads, rest_heads) -> dict:
+    """:func:`exion.golden.projections.epre_schedule` when stage 2 of run h also waits for
+    the SDUE's K_h (``epre_keys = "sdue"``). The SDUE runs one head ahead, so that run h's
+    stage 2 overlaps head h+1's K / V projection: K/V_0, K/V_1, rest_0, K/V_2, rest_1, ...,
+    rest_(H-1) (``rest`` = Q projection, scores, P.V, which need run h)::
+
+        r_h = end of K/V_h;  e_h = max(e_(h-1) + before, r_h) + after
+        before rest_h: wait = max(0, e_h - t)
+    """
+    if len(kv_heads) != len(rest_heads):
+        raise ValueError("kv_heads and rest_heads must have one entry per head")
+    H = len(kv_heads)
+    t = e = 0.0
+    waits = []
+    ready = [0.0] * H
+    if H:
+        t = ready[0] = kv_heads[0]
+    for h in range(H):
+        e = max(e + before, ready[h]) + after
+        if h + 1 < H:
+            t += kv_heads[h + 1]
+            ready[h + 1] = t
+        waits.append(max(0.0, e - t))
+        t += waits[-1] + rest_heads[h]
+    return {"exposed": float(sum(waits)), "span": t, "waits": waits}
+
+
 def _epre_exposed(cfg: Config, g, prefix: str, names, blk: Block, h_eval: int,
-                  bw: int, g_split: int = 1) -> float:
+                  bw: int, g_split: int = 1, levers: tuple = BUILT_LEVERS) -> float:
     """Exposed EPRE cycles of one self-attention of ``blk`` (all its sequences): per sequence,
     :func:`exion.golden.projections.epre_schedule` over the heads, with each head's K/V
     projection share, Q projection share and its scores / P.V GEMMs (sampled heads reused),
     plus the EPRE's Wq fetch at ``bw`` bytes per cycle once per block instance (the EPRE
     predicts head h of every sequence on one Wq_h; ``golden.block`` has b = 1). With
     ``g_split`` query chunks per head each chunk is scheduled like a sequence of
-    ``ceil(T / g_split)`` queries over all T keys (its own EPRE run on its core)."""
+    ``ceil(T / g_split)`` queries over all T keys (its own EPRE run on its core).
+    ``levers``: :data:`EPRE_LEVERS` (the run's phases, the schedule, the Wq fetch charge)."""
     T, d, H, dh, b = blk.T, blk.d, blk.heads, blk.d_head, blk.batch
     tot = {}
     one = {}
@@ -501,11 +602,21 @@ def _epre_exposed(cfg: Config, g, prefix: str, names, blk: Block, h_eval: int,
     q = tot.get(names[0], 0.0) / units
     rest = [q + one.get(f"{prefix}scores[{h % h_eval}]", 0) + one.get(f"{prefix}pv[{h % h_eval}]", 0)
             for h in range(H)]
-    run = epre_run_cycles(cfg, math.ceil(T / g_split), T, d, dh)
+    fetch_kind, keys, _ = levers
+    before, after = epre_phases(cfg, math.ceil(T / g_split), T, d, dh, levers)
+    if keys == "sdue":
+        exposed = epre_schedule_k(before, after, [kv] * H, rest)["exposed"]
+    else:
+        exposed = epre_schedule(before + after, [kv] * H, rest)["exposed"]
     # as golden.block: exposed cycles (rounded up) per sequence + the EPRE's own Wq fetch as
     # stall, once per block instance (the EPRE runs the b sequences of head h on one Wq_h)
     fetch = math.ceil(H * d * dh * cfg.width / 8 / bw)
-    return b * g_split * math.ceil(epre_schedule(run, [kv] * H, rest)["exposed"]) + fetch
+    if fetch_kind == "shared":
+        fetch = 0
+    elif fetch_kind == "port-idle":
+        slack = sum(n * max(0.0, x.cycles - sum(x.bytes.values()) / bw) for x, n, _ in g)
+        fetch = math.ceil(max(0.0, fetch - slack))
+    return b * g_split * math.ceil(exposed) + fetch
 
 
 def core_totals(cfg: Config, r: dict) -> dict:
@@ -719,7 +830,8 @@ def evaluate_model(sysm: System, model: Model, mode: str, *, seed: int = 0,
                                 "weight_bytes", "act_bytes", "cache_bytes", "cfse_elements")}
         bkw = dict(seed=seed, bw=sysm.gm_bytes_per_cycle, dataflow=sysm.dataflow,
                    reuse_dense=ffnr and it_kind == "dense", s=model.s, k=model.k,
-                   q_th=model.q_th, masks_kind=masks_kind, ep_key_corr=ep_key_corr)
+                   q_th=model.q_th, masks_kind=masks_kind, ep_key_corr=ep_key_corr,
+                   epre_levers=sysm.epre_levers)
         other_cyc = model.other_macs / (cfg.peak_macs * sysm.dscs)
 
         def iter_time(ch):

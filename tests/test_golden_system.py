@@ -590,3 +590,117 @@ def test_spilled_partial_sums_are_activation_traffic():
                     else own + x.bytes["gb_wmem"])
     assert o["act_bytes"] == act
     assert o["cache_bytes"] == 0
+
+
+# ---- EPRE levers (what-ifs of the system model; docs/evaluate.md "EPRE levers") -----------
+@pytest.mark.parametrize("n_q,n_k,d,dh", [(197, 197, 512, 128), (64, 256, 1152, 72),
+                                          (2, 2, 256, 64), (4096, 4096, 320, 40)])
+def test_built_levers_are_the_rtl_run(n_q, n_k, d, dh):
+    from exion.golden.cycles import epre_run_cycles
+    assert sy.BUILT_LEVERS == ("stall", "predicted", "row")
+    assert sum(sy.epre_phases(CFG, n_q, n_k, d, dh)) == epre_run_cycles(CFG, n_q, n_k, d, dh)
+    assert sy.SYSTEMS["exion4"].epre_levers == sy.SYSTEMS["exion24"].epre_levers \
+        == sy.BUILT_LEVERS
+
+
+def test_epre_phases_levers_by_hand():
+    # exion16: U = 32 units of Le = 96 lanes. 100 queries, 100 keys, d = 256, d_head = 32:
+    # Gq = Gk = 4 row groups; stage 1's key side = Gk * d_head * ceil(256 / 96) = 4*32*3;
+    # stage 2 by rows = Gq * (100 keys * 1 + PIPE 4) = 416, packed 3 keys a cycle
+    # (floor(96 / 32)) = 4 * (34 + 4) = 152
+    assert (CFG.epre_unit_count, CFG.epre_lane_count) == (32, 96)
+    b0, a0 = sy.epre_phases(CFG, 100, 100, 256, 32)
+    b1, a1 = sy.epre_phases(CFG, 100, 100, 256, 32, ("stall", "sdue", "row"))
+    b2, a2 = sy.epre_phases(CFG, 100, 100, 256, 32, ("stall", "predicted", "packed"))
+    assert (b0 - b1, a1) == (384, a0)
+    assert (b2, a0 - a2) == (b0, 416 - 152)
+    # d_head > Le / 2: one key per unit and cycle either way
+    assert sy.epre_phases(CFG, 100, 100, 256, 64, ("stall", "predicted", "packed")) \
+        == sy.epre_phases(CFG, 100, 100, 256, 64)
+
+
+@pytest.mark.parametrize("before,after,exposed", [(10, 5, 0), (50, 30, 90), (0, 45, 40)])
+def test_epre_schedule_k_by_hand(before, after, exposed):
+    # SDUE: K/V_0 (20), K/V_1 (20), rest_0 (30), rest_1 (30); run h's stage 2 waits for K_h.
+    # (50, 30): e_0 = max(50, 20) + 30 = 80, the SDUE (at 40) waits 40, rest_0 ends at 110;
+    #           e_1 = max(80 + 50, 40) + 30 = 160, waits 50: 90
+    # (0, 45):  e_0 = max(0, 20) + 45 = 65, waits 25, rest_0 ends at 95;
+    #           e_1 = max(65, 40) + 45 = 110, waits 15: 40
+    r = sy.epre_schedule_k(before, after, [20, 20], [30, 30])
+    assert r["exposed"] == exposed
+    assert r["span"] == 100 + exposed
+    with pytest.raises(ValueError):
+        sy.epre_schedule_k(1, 1, [1], [1, 2])
+
+
+def _ep_block(levers, bw=None, blk=SMALL):
+    kw = {} if bw is None else {"bw": bw}
+    return sy.block_gemms(CFG, blk, "ep", k=0.05, q_th=0.15, epre_levers=levers, **kw)
+
+
+def test_epre_fetch_levers():
+    # the EPRE's Wq: H * d * d_head W-bit words over a 64 B/cycle port
+    fetch = math.ceil(SMALL.heads * SMALL.d * SMALL.d_head * 12 / 8 / 64)
+    stall = _ep_block(("stall", "predicted", "row"))
+    shared = _ep_block(("shared", "predicted", "row"))
+    idle = _ep_block(("port-idle", "predicted", "row"))
+    assert stall["epre_cycles"] - shared["epre_cycles"] == fetch
+    # slack of the port over the block's GEMMs (their cycles minus bytes / bw)
+    slack = sum(n * max(0.0, x.cycles - sum(x.bytes.values()) / 64)
+                for x, n, _ in stall["gemms"])
+    assert idle["epre_cycles"] - shared["epre_cycles"] == math.ceil(max(0.0, fetch - slack))
+    assert shared["epre_cycles"] <= idle["epre_cycles"] <= stall["epre_cycles"]
+    # a port of 1 B/cycle: the GEMMs are memory-bound, idle port cycles hide (almost) none of
+    # the fetch
+    f1 = fetch * 64
+    s1, i1, h1 = (_ep_block((f, "predicted", "row"), bw=1) for f in ("stall", "port-idle",
+                                                                     "shared"))
+    assert s1["epre_cycles"] - h1["epre_cycles"] == f1
+    assert i1["epre_cycles"] - h1["epre_cycles"] >= 0.99 * f1
+
+
+def test_sdue_keys_compute_k_dense_and_fewer_shift_adds():
+    blk = ws.Block("b", T=256, d=256, heads=4, ffn=512)
+    pred = _ep_block(("stall", "predicted", "row"), blk=blk)
+    exact = _ep_block(("stall", "sdue", "row"), blk=blk)
+    k_rows = {nm: sum(x.M * n for x, n, _ in r["gemms"] if x.name == "k_proj")
+              for nm, r in (("pred", pred), ("exact", exact))}
+    assert k_rows["exact"] == 256                    # every key's K row, for the EPRE
+    # stage 1 of the query side only: T d (H dh) + H T T dh products of lod_terms^2 terms
+    T, d, H, dh = 256, 256, 4, 64
+    assert exact["shift_adds"] == CFG.lod_terms ** 2 * (T * d * H * dh + H * T * T * dh)
+    assert pred["shift_adds"] == CFG.lod_terms ** 2 * (T * d * 2 * H * dh + H * T * T * dh)
+
+
+def test_levers_from_a_system_file(tmp_path, capsys):
+    p = tmp_path / "lev.toml"
+    p.write_text('base = "exion24"\nepre_fetch = "shared"\nepre_keys = "sdue"\n')
+    s = sy.get_system(str(p))
+    assert s.epre_levers == ("shared", "sdue", "row")
+    out = tmp_path / "o.json"
+    assert cli.main(["evaluate", "--system", str(p), "--model", "mld", "--json",
+                     str(out)]) == 0
+    sysd = json.loads(out.read_text())["system"]
+    assert (sysd["epre_fetch"], sysd["epre_keys"], sysd["epre_stage2"]) \
+        == ("shared", "sdue", "row")
+    # EP's EPRE charge under the levers differs from the built design's on the same model
+    built = sy.evaluate_model(sy.SYSTEMS["exion24"], ws.MODELS["mld"], "EP",
+                              ep_per_block=False)
+    lev = sy.evaluate_model(s, ws.MODELS["mld"], "EP", ep_per_block=False)
+    assert lev["time_by_part_s"]["epre"] < built["time_by_part_s"]["epre"]
+
+
+@pytest.mark.parametrize("text,msg", [
+    ('epre_fetch = "prefetch"\n', "epre_fetch = 'prefetch' is invalid: must be one of stall, "
+                                  "port-idle, shared"),
+    ('epre_keys = 1\n', "epre_keys = 1 is invalid: must be a string"),
+    ('epre_stage2 = "rows"\n', "epre_stage2 = 'rows' is invalid: must be one of row, packed"),
+])
+def test_lever_errors(tmp_path, text, msg):
+    p = tmp_path / "bad.toml"
+    p.write_text('base = "exion4"\n' + text)
+    with pytest.raises(ExionError) as e:
+        sy.get_system(str(p))
+    assert msg in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(ExionError, match="epre_levers"):
+        sy.block_gemms(CFG, SMALL, "ep", k=0.05, epre_levers=("stall", "sdue"))

@@ -23,7 +23,9 @@ JSON_FIELDS = """\
 JSON layout (times in seconds, energies in joules, per generated image / clip / motion):
   system                  the system's fields (dscs, core, clock_mhz, gm_mb,
                           gm_bytes_per_cycle, offchip_gb_per_s, offchip_pj_per_byte,
-                          leak_mw_per_core, leak_mw_per_gm_mb, dataflow, gpu)
+                          leak_mw_per_core, leak_mw_per_gm_mb, dataflow, gpu, and the
+                          EPRE levers epre_fetch, epre_keys, epre_stage2: what-ifs,
+                          docs/evaluate.md "EPRE levers"; stall, predicted, row = built)
   energy_table_pj         the energy constants (docs/evaluate.md gives each source)
   seed, masks             synthetic-mask seed and kind (random | column)
   ep_key_corr             the synthetic EP masks' key correlation rho (--ep-key-corr)
@@ -107,6 +109,10 @@ def _print(res):
           f"off-chip {s['offchip_gb_per_s']:g} GB/s; vs {g} (roofline estimate)"
           + ("; classifier-free guidance (2 predictions per step)" if res.get("guidance")
              else ""))
+    lev = {k: s[k] for k in sy.EPRE_LEVERS if k in s}
+    if tuple(lev.values()) != sy.BUILT_LEVERS:
+        print("EPRE levers (a what-if, not the built RTL): "
+              + ", ".join(f"{k} = {v}" for k, v in lev.items()))
     print(f"{'model':15}{'mode':6}{'latency':>12}{'energy':>11}{'speedup':>9}{'en.eff':>9}"
           f"{'util':>7}  bound           {'EPRE hidden':>11}")
     for name, e in res["models"].items():
@@ -181,7 +187,9 @@ def register(sub) -> None:
                     "docs/evaluate.md has the model and the sources of every constant.",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=JSON_FIELDS)
     p.add_argument("--system", default="exion24", metavar="exion4|exion24|FILE.toml",
-                   help="a system preset or a TOML file (base = \"exion24\" plus overrides) "
+                   help="a system preset or a TOML file (base = \"exion24\" plus overrides "
+                        "of the system's fields, e.g. dscs, offchip_gb_per_s, core, or the "
+                        "EPRE what-if levers epre_fetch / epre_keys / epre_stage2) "
                         "(default: %(default)s)")
     p.add_argument("--model", default="all", metavar="NAME|all",
                    help=f"one of {', '.join(ws.MODELS)}, or all (default: %(default)s)")
