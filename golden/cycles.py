@@ -512,7 +512,7 @@ def gemm_cycles(cfg: Config, K: int, plan: ConMergePlan, mask=None, input_mask=N
 def epre_run_cycles(cfg: Config, n_q: int, n_k: int, d: int, d_head: int,
                     units: int | None = None, lanes: int | None = None,
                     selectors: int | None = None, kind: str | None = None,
-                    ports: int | None = None) -> int:
+                    ports: int | None = None, k_given: bool = False) -> int:
     """Busy cycles of one EPRE run (one attention head), exactly as ``hw/epre.py`` counts them.
 
     U = ``units`` (default ``cfg.epre_unit_count``) dot-product units of Le =
@@ -530,6 +530,8 @@ def epre_run_cycles(cfg: Config, n_q: int, n_k: int, d: int, d_head: int,
         + EPRE_RUN_FIXED
 
     (no back-pressure on the mask output; S = 1 gives ``N_q * (2 N_k + EPRE_SEL_FIXED)``).
+    ``k_given`` (the run's exact-keys flag, ``golden.predict.eager_predict(k_exact=...)``):
+    stage 1 is ``Gq * d_head * ceil(d / Le) + EPRE_PIPE`` (the query side only, one drain).
     With S = U every unit has its selector, which inserts the unit's scores as stage 2
     produces them, so a row group pays only the threshold latch, one mask pass over the
     score buffer, its tail and one output cycle per row. The radix selectors of a row group
@@ -541,17 +543,17 @@ def epre_run_cycles(cfg: Config, n_q: int, n_k: int, d: int, d_head: int,
     for nm, v in (("n_q", n_q), ("n_k", n_k), ("d", d), ("d_head", d_head), ("units", u)):
         if not isinstance(v, (int, np.integer)) or v < 1:
             raise ExionError(f"epre_run_cycles: {nm} = {v!r} must be an integer >= 1")
-    p = epre_phase_cycles(cfg, n_q, n_k, d, d_head, u, lanes, selectors, kind, ports)
+    p = epre_phase_cycles(cfg, n_q, n_k, d, d_head, u, lanes, selectors, kind, ports, k_given)
     return p["stage1"] + p["stage2"] + p["select"] + EPRE_RUN_FIXED
 
 
 def epre_phase_cycles(cfg: Config, n_q: int, n_k: int, d: int, d_head: int,
                       units: int | None = None, lanes: int | None = None,
                       selectors: int | None = None, kind: str | None = None,
-                      ports: int | None = None) -> dict:
+                      ports: int | None = None, k_given: bool = False) -> dict:
     """The three phase terms of :func:`epre_run_cycles` (without ``EPRE_RUN_FIXED``);
     ``lanes`` / ``selectors`` / ``kind`` / ``ports`` override the config's (provisioning
-    sweeps; ``kind = "radix"`` implies S = U)."""
+    sweeps; ``kind = "radix"`` implies S = U); ``k_given``: exact keys (no key groups)."""
     u = cfg.epre_unit_count if units is None else units
     L = cfg.epre_lane_count if lanes is None else lanes
     S = min(u, cfg.epre_selector_count if selectors is None else selectors)
@@ -563,7 +565,8 @@ def epre_phase_cycles(cfg: Config, n_q: int, n_k: int, d: int, d_head: int,
         raise ExionError(f"epre_phase_cycles: the radix kind has one selector per unit, got "
                          f"selectors = {S} for units = {u}")
     gq, gk = math.ceil(n_q / u), math.ceil(n_k / u)
-    s1 = (gq + gk) * d_head * math.ceil(d / L) + 2 * EPRE_PIPE
+    s1 = (gq + (0 if k_given else gk)) * d_head * math.ceil(d / L) \
+        + (1 if k_given else 2) * EPRE_PIPE
     s2 = gq * (n_k * math.ceil(d_head / L) + EPRE_PIPE)
     if kind == "radix":     # S = U lockstep radix searches per row group, then the outputs
         P = cfg.epre_radix_port_count if ports is None else ports

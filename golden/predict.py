@@ -40,6 +40,11 @@ The golden model of the EPRE. Stages, in the hardware's order (each result is ke
    first, then the first ``kN - #{s > T}`` keys equal to T by index: the same mask), whose
    key flags are ORed from the emitted mask rows; :func:`select_rows` is the selection step
    either kind must match (also for a hand-made ``k_n = 0``).
+**[choice] Exact keys** (``k_exact``, the EPRE's ``k_given`` run flag; issue 19's
+``epre_keys = "sdue"`` lever): the keys' K rows come from the SDUE, which computes K in full
+before the queries' Q rows; stage 1 then computes Qh only, ``Kh = k_exact`` unshifted, and
+stage 2 is unchanged. The prediction sees the exact keys instead of approximated ones.
+
 6. Outputs: ``score_mask`` (N_q x N_k bool), ``dominant`` (N_q), ``key_needed`` (N_k: the key
    is selected by some query; SPEC's flag, it decides the V rows), ``q_needed`` (N_q: not a
    dominant row under ``top1``). A refinement reported beside SPEC's flag: ``k_needed`` (N_k)
@@ -277,12 +282,22 @@ def _check_shift(cfg: Config, shift, name: str):
 
 
 def eager_predict(cfg: Config, x, wq, wk, k, shift_q=None, shift_k=None, q_th_int=None,
-                  polarity: str = "top1", lod_terms=None, x_kv=None) -> PredictResult:
+                  polarity: str = "top1", lod_terms=None, x_kv=None,
+                  k_exact=None) -> PredictResult:
     """Run eager prediction (SPEC 3.4) on W-bit integer operands.
 
     ``x``: (N_q, d) queries' input tokens; ``wq``, ``wk``: (d, d_head); ``x_kv``: (N_k, d)
     the keys' input tokens (default ``x``: self-attention). ``k``: top-k ratio in [0, 1].
+
+    ``k_exact`` (N_k, d_head) **[choice, exact keys]**: the keys' K rows as the SDUE computed
+    them (W-bit, already requantized). Stage 1 then predicts only Qh; ``Kh = k_exact`` (no
+    shift, ``shift_k`` = 0, ``kh_acc`` = the same values); ``wk``, ``x_kv`` and ``shift_k``
+    must be None. Stage 2 approximates Kh again as usual. The EPRE's ``k_given`` run flag.
     """
+    if k_exact is not None:
+        for name, v in (("wk", wk), ("x_kv", x_kv), ("shift_k", shift_k)):
+            if v is not None:
+                raise ExionError(f"{name} must be None with k_exact (the keys are given)")
     if polarity not in POLARITIES:
         raise ExionError(f"polarity must be one of {', '.join(POLARITIES)}, got {polarity!r}")
     terms = cfg.lod_terms if lod_terms is None else lod_terms
@@ -291,28 +306,49 @@ def eager_predict(cfg: Config, x, wq, wk, k, shift_q=None, shift_k=None, q_th_in
     x = check_operand(cfg, x, "x", ndim=2)
     x_kv = x if x_kv is None else check_operand(cfg, x_kv, "x_kv", ndim=2)
     wq = check_operand(cfg, wq, "wq", ndim=2)
-    wk = check_operand(cfg, wk, "wk", ndim=2)
     d = x.shape[1]
+    if k_exact is not None:
+        kx = check_operand(cfg, k_exact, "k_exact", ndim=2)
+        if kx.shape[1] != wq.shape[1] or kx.shape[0] < 1:
+            raise ExionError(f"k_exact: shape {kx.shape} does not fit wq {wq.shape}; expected "
+                             f"(N_k >= 1, {wq.shape[1]})")
+        if wq.shape[0] != d:
+            raise ExionError(f"wq: shape {wq.shape} does not fit x {x.shape}; expected "
+                             f"({d}, {wq.shape[1]})")
+        return _predict(cfg, x, wq, None, None, kx, k, shift_q, 0, q_th_int, polarity, terms)
+    wk = check_operand(cfg, wk, "wk", ndim=2)
     for name, arr, want in (("x_kv", x_kv, (x_kv.shape[0], d)), ("wq", wq, (d, wq.shape[1])),
                             ("wk", wk, (d, wq.shape[1]))):
         if arr.shape != want:
             raise ExionError(f"{name}: shape {arr.shape} does not fit x {x.shape} and wq "
                              f"{wq.shape}; expected {want}")
+    return _predict(cfg, x, wq, x_kv, wk, None, k, shift_q, shift_k, q_th_int, polarity,
+                    terms)
+
+
+def _predict(cfg, x, wq, x_kv, wk, k_exact, k, shift_q, shift_k, q_th_int, polarity,
+             terms) -> PredictResult:
+    """:func:`eager_predict` on checked operands (``k_exact`` given: ``x_kv`` / ``wk`` None)."""
+    d = x.shape[1]
     shift_q = _check_shift(cfg, shift_q, "shift_q")
     shift_k = _check_shift(cfg, shift_k, "shift_k")
     check_k(cfg, d, "stage-1 reduction d (x columns)")
     check_k(cfg, wq.shape[1], "stage-2 reduction d_head (wq columns)")
-    k_n = keep_count(k, x_kv.shape[0])
+    k_n = keep_count(k, x_kv.shape[0] if k_exact is None else k_exact.shape[0])
 
     # Stage 1: approximate projections, exact A-bit accumulation, shift, saturate.
     qh_acc = wrap(approx_matmul(x, wq, terms, "x", "wq"), cfg.acc_width)
-    kh_acc = wrap(approx_matmul(x_kv, wk, terms, "x_kv", "wk"), cfg.acc_width)
     if shift_q is None:
         shift_q = stage1_shift(qh_acc, cfg.width)
-    if shift_k is None:
-        shift_k = stage1_shift(kh_acc, cfg.width)
     qh = saturate(qh_acc >> np.int64(shift_q), cfg.width)
-    kh = saturate(kh_acc >> np.int64(shift_k), cfg.width)
+    if k_exact is None:
+        kh_acc = wrap(approx_matmul(x_kv, wk, terms, "x_kv", "wk"), cfg.acc_width)
+        if shift_k is None:
+            shift_k = stage1_shift(kh_acc, cfg.width)
+        kh = saturate(kh_acc >> np.int64(shift_k), cfg.width)
+    else:                        # exact keys: Kh is the SDUE's K, unshifted
+        kh_acc = np.asarray(k_exact, dtype=np.int64).copy()
+        kh = kh_acc.copy()
 
     # Stage 2: approximate scores.
     sh = wrap(approx_matmul(qh, kh.T, terms, "Qh", "Kh^T"), cfg.acc_width)
@@ -327,14 +363,17 @@ def eager_predict(cfg: Config, x, wq, wk, k, shift_q=None, shift_k=None, q_th_in
 
 
 def epre(cfg: Config, x, wq, wk, k, shift_q=None, shift_k=None, q_th_int=None,
-         polarity: str = "top1", lod_terms=None, x_kv=None) -> PredictResult:
+         polarity: str = "top1", lod_terms=None, x_kv=None, k_exact=None) -> PredictResult:
     """The golden function of ``hw.epre.EPRE`` (same name, same contract): one prediction run.
 
     The EPRE takes X (and X_kv), Wq, Wk and a run descriptor (shifts, kN, q_th, polarity,
     LOD or TS-LOD) and emits Qh and Kh (its banks), the stage-2 scores (its ``score`` tap),
     the score mask row by row with the dominant flag, and the key-needed / k-needed flags:
     the fields ``qh``, ``kh``, ``sh``, ``score_mask``, ``dominant``, ``key_needed`` and
-    ``k_needed`` of :func:`eager_predict`, which this is.
+    ``k_needed`` of :func:`eager_predict`, which this is. With ``k_exact`` (the run's
+    ``k_given`` flag) the host writes the keys' K rows into the Kh banks before the run and
+    stage 1 computes Qh only.
     """
     return eager_predict(cfg, x, wq, wk, k, shift_q=shift_q, shift_k=shift_k,
-                         q_th_int=q_th_int, polarity=polarity, lod_terms=lod_terms, x_kv=x_kv)
+                         q_th_int=q_th_int, polarity=polarity, lod_terms=lod_terms, x_kv=x_kv,
+                         k_exact=k_exact)

@@ -26,6 +26,10 @@ whose figures are not changed here (docs/evaluate.md has the whole model):
 * **EP masks** [choice]: ``bl.synth_ep`` with a per-key logit term shared by a head's
   queries, weight ``ep_key_corr`` = ``bl.EP_KEY_CORR`` = 0.65, fitted to the digits64 DiT's
   real masks (``bench/perf_ep_masks.py``); 0 gives the i.i.d. masks of ``block_flow``.
+* **EPRE levers** [what-if]: the system fields ``epre_fetch``, ``epre_keys``,
+  ``epre_stage2`` (:data:`EPRE_LEVERS`) price unbuilt EPRE / DSC changes (the Wq fetch in
+  idle port cycles or shared with the SDUE's stream; exact keys from the SDUE with the SDUE
+  one head ahead; packed stage 2). Their defaults are the built design's.
 * **FFN-Reuse masks**: ``column`` by default (issue 20's column rule: whole hidden units,
   which the col-group dataflow turns into skipped W1 columns / W2 rows); its fidelity cost
   on digits16 is 0.5-1.4 dB PSNR against the element rule at equal count
@@ -539,15 +543,14 @@ def epre_phases(cfg: Config, n_q: int, n_k: int, d: int, d_head: int,
     """(before, after) cycles of one EPRE run under ``levers``: ``before`` needs only X and
     Wq_h / Wk_h (stage 1), ``after`` (stage 2, selection, the run's fixed cycles) may need the
     SDUE's K_h (``epre_keys = "sdue"``). With :data:`BUILT_LEVERS` the sum is
-    :func:`exion.golden.cycles.epre_run_cycles` (the RTL's count); ``sdue`` drops the key
-    groups of stage 1, ``packed`` scores ``floor(Le / d_head)`` keys per unit and cycle."""
+    :func:`exion.golden.cycles.epre_run_cycles` (the RTL's count); ``sdue`` is the EPRE's
+    ``k_given`` run (no key groups in stage 1: the RTL's count too), ``packed`` scores
+    ``floor(Le / d_head)`` keys per unit and cycle (not built)."""
     _, keys, stage2 = _check_levers(levers)
-    p = epre_phase_cycles(cfg, n_q, n_k, d, d_head)
+    p = epre_phase_cycles(cfg, n_q, n_k, d, d_head, k_given=keys == "sdue")
     U, Le = cfg.epre_unit_count, cfg.epre_lane_count
-    gq, gk = math.ceil(n_q / U), math.ceil(n_k / U)
+    gq = math.ceil(n_q / U)
     s1, s2 = p["stage1"], p["stage2"]
-    if keys == "sdue":
-        s1 -= gk * d_head * math.ceil(d / Le)
     if stage2 == "packed":
         per = max(1, Le // d_head)
         s2 = gq * (math.ceil(n_k / per) * math.ceil(d_head / Le) + EPRE_PIPE)

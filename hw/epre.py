@@ -160,6 +160,8 @@ def run_layout(cfg: Config, s: EpreSizes) -> data.StructLayout:
     q_th_en       1 = dominant-row rule on
     keep_all      polarity: 1 = a dominant row keeps every key, 0 = its top-1 only
     two_step      1 = TS-LOD, 0 = LOD (only with cfg.lod_terms == 2)
+    k_given       1 = exact keys: the host wrote the keys' K rows into the Kh banks (``kh_w``);
+                  stage 1 computes Qh only (``k_groups`` still counts the key row groups)
     """
     nb = (s.n_max).bit_length()
     return data.StructLayout({
@@ -172,7 +174,7 @@ def run_layout(cfg: Config, s: EpreSizes) -> data.StructLayout:
         "shift_q": unsigned(_bits(cfg.acc_width)), "shift_k": unsigned(_bits(cfg.acc_width)),
         "k_n": unsigned(nb),
         "q_th": unsigned(cfg.acc_width + 1),
-        "q_th_en": 1, "keep_all": 1, "two_step": 1,
+        "q_th_en": 1, "keep_all": 1, "two_step": 1, "k_given": 1,
     })
 
 
@@ -237,6 +239,9 @@ class EPRE(wiring.Component):
     w_w : In(mem_write_signature(1, w_addr_bits, word))
         Host write of Wq^T (row j at ``j*d_words + kw``) and Wk^T (the same, plus
         ``dh_max * dw_max``).
+    kh_w : In(mem_write_signature(units, h_addr_bits, word))
+        Host write of exact keys into the Kh banks while idle (key row ``g*units + u`` in bank
+        u, words ``g*h_words + hw``), for a run with ``k_given``; ignored while ``busy``.
     h_r : In(h_read_signature)
         Host read of Qh / Kh (bank u, word ``g*h_words + hw``) while idle.
     mask : Out(stream.Signature(mask_layout))
@@ -270,6 +275,7 @@ class EPRE(wiring.Component):
             "run": In(stream.Signature(run_layout(cfg, s))),
             "x_w": In(mem_write_signature(units, _bits(s.x_depth), word)),
             "w_w": In(mem_write_signature(1, _bits(s.w_depth), word)),
+            "kh_w": In(mem_write_signature(units, _bits(s.h_depth), word)),
             "h_r": In(h_read_signature(cfg, s)),
             "mask": Out(stream.Signature(mask_layout(s))),
             "score": Out(stream.Signature(score_layout(cfg, s), always_ready=True)),
@@ -345,7 +351,13 @@ class EPRE(wiring.Component):
                 mem = Memory(shape=word, depth=s.h_depth, init=[])
                 m.submodules[f"{kind}hmem{u}"] = mem
                 wp = mem.write_port()
-                m.d.comb += [wp.addr.eq(wb.h_addr), wp.data.eq(wb.h_data[u]), wp.en.eq(en)]
+                if kind == "q":
+                    m.d.comb += [wp.addr.eq(wb.h_addr), wp.data.eq(wb.h_data[u]), wp.en.eq(en)]
+                else:       # stage 1's Kh while busy, the host's exact keys while idle
+                    m.d.comb += [
+                        wp.addr.eq(Mux(self.busy, wb.h_addr, self.kh_w.addr)),
+                        wp.data.eq(Mux(self.busy, wb.h_data[u], self.kh_w.data[u])),
+                        wp.en.eq(en | (self.kh_w.en[u] & ~self.busy))]
                 rp = mem.read_port()
                 m.d.comb += rp.addr.eq(Mux(self.busy, addr, self.h_r.addr))
                 h_rd[kind].append(rp.data)

@@ -429,8 +429,8 @@ class EpreSelector(wiring.Component):
 
 
 class EpreControl(wiring.Component):
-    """The EPRE's controller: one run = stage 1 (Q, then K), then per row group stage 2
-    and the selection of its rows.
+    """The EPRE's controller: one run = stage 1 (Q, then K unless the run's ``k_given``),
+    then per row group stage 2 and the selection of its rows.
 
     FSM states: ``IDLE``; ``S1`` / ``S1_DRAIN`` (issue a stage-1 phase, drain the pipeline);
     ``S2`` / ``S2_DRAIN`` (one row group's scores); ``SEL_START`` (clear the selector),
@@ -542,8 +542,9 @@ class EpreControl(wiring.Component):
                 state_after()
 
         def s1_done():
-            with m.If(ph_k):
+            with m.If(ph_k | run.k_given):      # k_given: the host wrote Kh, no key groups
                 start_stage2()
+                m.d.sync += ph_k.eq(1)
                 m.next = "S2"
             with m.Else():
                 start_stage1(True)

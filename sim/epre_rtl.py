@@ -76,6 +76,7 @@ class EpreJob:
     k_groups: int
     h_words: int
     golden: PredictResult | None = field(default=None, repr=False)
+    kh_words: np.ndarray | None = None   # (k_groups * h_words, units, L): exact keys (k_given)
 
 
 @dataclass
@@ -110,17 +111,20 @@ def _words(a: np.ndarray, L: int) -> np.ndarray:
 
 def prepare(cfg: Config, sizes: Sizes, x, wq, wk, k, shift_q=None, shift_k=None,
             q_th_int=None, polarity: str = "top1", lod_terms=None, x_kv=None,
-            name: str = "case") -> EpreJob:
-    """Golden prediction + the memory images and run descriptor that make the RTL do it."""
+            name: str = "case", k_exact=None) -> EpreJob:
+    """Golden prediction + the memory images and run descriptor that make the RTL do it.
+    ``k_exact``: exact keys (``wk`` None), written into the Kh banks, run flag ``k_given``."""
     res = epre(cfg, x, wq, wk, k, shift_q=shift_q, shift_k=shift_k,
-               q_th_int=q_th_int, polarity=polarity, lod_terms=lod_terms, x_kv=x_kv)
+               q_th_int=q_th_int, polarity=polarity, lod_terms=lod_terms, x_kv=x_kv,
+               k_exact=k_exact)
     x = np.asarray(x, dtype=np.int64)
+    given = k_exact is not None
     xk = x if x_kv is None else np.asarray(x_kv, dtype=np.int64)
     wq = np.asarray(wq, dtype=np.int64)
-    wk = np.asarray(wk, dtype=np.int64)
+    wk = np.zeros_like(wq) if given else np.asarray(wk, dtype=np.int64)
     U, L = sizes.units, sizes.lanes
     n_q, d = x.shape
-    n_k = xk.shape[0]
+    n_k = res.kh.shape[0]
     d_head = wq.shape[1]
     if res.lod_terms == 2 and cfg.lod_terms == 1:   # TS-LOD hardware also runs LOD mode
         raise ExionError(f"lod_terms = {res.lod_terms}: this EPRE was generated with "
@@ -132,7 +136,10 @@ def prepare(cfg: Config, sizes: Sizes, x, wq, wk, k, shift_q=None, shift_k=None,
                              f"(generate with a larger {'n_max' if nm[0] == 'N' else nm + '_max'})")
     gq, gk = math.ceil(n_q / U), math.ceil(n_k / U)
     kv_group = 0 if x_kv is None else gq
-    if kv_group + gk > sizes.g_max:
+    if given and gk > sizes.g_max:
+        raise ExionError(f"N_k = {n_k} exact keys need {gk} row groups of Kh, this EPRE has "
+                         f"{sizes.g_max}")
+    if not given and kv_group + gk > sizes.g_max:
         raise ExionError(f"cross-attention needs ceil(N_q/units) + ceil(N_k/units) = "
                          f"{kv_group + gk} row groups of X, this EPRE has {sizes.g_max}")
     dw = math.ceil(d / L)
@@ -145,20 +152,27 @@ def prepare(cfg: Config, sizes: Sizes, x, wq, wk, k, shift_q=None, shift_k=None,
     padded[:rows.shape[0]] = rows
     xw = _words(padded, L).reshape(g_tot, U, dw, L).transpose(0, 2, 1, 3)
     x_words = xw.reshape(g_tot * dw, U, L)
-    # W^T rows: Wq^T row j at j * dw + kw; Wk^T at dh_max * dw_max + j * dw + kw.
+    # W^T rows: Wq^T row j at j * dw + kw; Wk^T at dh_max * dw_max + j * dw + kw (exact
+    # keys: Wq^T only).
     wqw = _words(wq.T, L).reshape(d_head * dw, L)
     wkw = _words(wk.T, L).reshape(d_head * dw, L)
     base = np.arange(d_head * dw)
-    w_addrs = np.concatenate([base, base + sizes.dh_max * sizes.dw_max])
-    w_words = np.concatenate([wqw, wkw])
+    w_addrs = base if given else np.concatenate([base, base + sizes.dh_max * sizes.dw_max])
+    w_words = wqw if given else np.concatenate([wqw, wkw])
+    kh_words = None
+    if given:   # Kh banks: key row r -> bank r % U, word (r // U) * hw + kw
+        kp = np.zeros((gk * U, d_head), dtype=np.int64)
+        kp[:n_k] = res.kh
+        kh_words = _words(kp, L).reshape(gk, U, hw, L).transpose(0, 2, 1, 3) \
+            .reshape(gk * hw, U, L)
     run = {"n_q": n_q, "n_k": n_k, "q_groups": gq, "k_groups": gk, "kv_base": kv_group * dw,
            "d_words": dw, "d_head": d_head, "h_words": hw,
            "shift_q": res.shift_q, "shift_k": res.shift_k, "k_n": res.k_n,
            "q_th": 0 if q_th_int is None else min(int(q_th_int), 2 ** cfg.acc_width),
            "q_th_en": int(q_th_int is not None), "keep_all": int(polarity == "keep_all"),
-           "two_step": int(res.lod_terms == 2)}
+           "two_step": int(res.lod_terms == 2), "k_given": int(given)}
     return EpreJob(name, x_words, w_addrs, w_words, run, n_q, n_k, d, d_head, gq, gk, hw,
-                   golden=res)
+                   golden=res, kh_words=kh_words)
 
 
 def _bits_of(value, n: int) -> list[int]:
@@ -213,8 +227,8 @@ def to_run(cfg: Config, sizes: Sizes, job: EpreJob, raw: dict) -> EpreRun:
     out = decode(cfg, sizes, job, raw)
     return EpreRun(name=job.name, model_cycles=epre_run_cycles(
         cfg, job.n_q, job.n_k, job.d, job.d_head, units=sizes.units,
-        lanes=sizes.lanes, selectors=sizes.selectors, kind=sizes.kind, ports=sizes.ports),
-        golden=job.golden, **out)
+        lanes=sizes.lanes, selectors=sizes.selectors, kind=sizes.kind, ports=sizes.ports,
+        k_given=bool(job.run.get("k_given"))), golden=job.golden, **out)
 
 
 def rtl_predict_many(cfg: Config, cases: list[dict], *, seed: int | None = None,
@@ -243,12 +257,13 @@ def rtl_predict_many(cfg: Config, cases: list[dict], *, seed: int | None = None,
 def _strip(job: EpreJob) -> EpreJob:
     """The job without its golden result (the bench needs only the images)."""
     return EpreJob(job.name, job.x_words, job.w_addrs, job.w_words, job.run, job.n_q,
-                   job.n_k, job.d, job.d_head, job.q_groups, job.k_groups, job.h_words)
+                   job.n_k, job.d, job.d_head, job.q_groups, job.k_groups, job.h_words,
+                   kh_words=job.kh_words)
 
 
 def rtl_predict(cfg: Config, x, wq, wk, k, shift_q=None, shift_k=None, q_th_int=None,
                 polarity: str = "top1", lod_terms=None, x_kv=None, *, seed: int | None = None,
-                progress=None) -> EpreRun:
+                progress=None, k_exact=None) -> EpreRun:
     """Eager prediction on the Verilated EPRE; same arguments as ``golden.predict.epre``
     (= ``eager_predict``).
 
@@ -259,6 +274,6 @@ def rtl_predict(cfg: Config, x, wq, wk, k, shift_q=None, shift_k=None, q_th_int=
     runs, _ = rtl_predict_many(cfg, [dict(x=x, wq=wq, wk=wk, k=k, shift_q=shift_q,
                                           shift_k=shift_k, q_th_int=q_th_int,
                                           polarity=polarity, lod_terms=lod_terms, x_kv=x_kv,
-                                          name="predict")],
+                                          k_exact=k_exact, name="predict")],
                                seed=seed, progress=progress, run_name="predict")
     return runs[0]

@@ -4,7 +4,8 @@ The pytest side (:mod:`exion.sim.epre_rtl`) prepares the jobs with ``prepare`` (
 memory images, run descriptor), pickles them to ``EXION_PARAMS["jobs"]`` and compares the
 decoded results with golden; this bench only drives the hardware, per job:
 
-1. write X (all banks at once) and Wq^T / Wk^T words;
+1. write X (all banks at once) and Wq^T / Wk^T words (exact keys: Wq^T, and the K rows into
+   the Kh banks through ``kh_w``);
 2. start the run and, every cycle until ``busy`` falls, collect the ``score`` tap (unless
    ``tap`` is false: long runs) and the ``mask`` rows (``ready`` always 1, or a seeded random
    pattern with ``backpressure``);
@@ -39,7 +40,7 @@ async def epre_jobs(dut):
         jobs = pickle.load(fh)
     bp, tap = bool(p.get("backpressure")), bool(p.get("tap", True))
     await start(dut)
-    for sig in (dut.x_w__en, dut.w_w__en, dut.run__valid):
+    for sig in (dut.x_w__en, dut.w_w__en, dut.kh_w__en, dut.run__valid):
         sig.value = 0
     dut.mask__ready.value = 1
     x_layout = h_layout = data.ArrayLayout(word, U)
@@ -59,6 +60,13 @@ async def epre_jobs(dut):
             dut.w_w__data.value = pack(word, w.tolist())
             await FallingEdge(dut.clk)
         dut.w_w__en.value = 0
+        if getattr(job, "kh_words", None) is not None:     # exact keys (k_given)
+            dut.kh_w__en.value = (1 << U) - 1
+            for addr in range(job.kh_words.shape[0]):
+                dut.kh_w__addr.value = addr
+                dut.kh_w__data.value = pack(h_layout, job.kh_words[addr].tolist())
+                await FallingEdge(dut.clk)
+            dut.kh_w__en.value = 0
         dut.run__payload.value = pack(r_layout, job.run)
         dut.run__valid.value = 1
         await FallingEdge(dut.clk)          # idle: ready is 1, the run is taken

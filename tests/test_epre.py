@@ -7,12 +7,14 @@
   ``golden.cycles.epre_run_cycles``.
 """
 
+import math
+
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
 from exion import PRESETS
-from exion.golden.cycles import EPRE_PIPE, EPRE_RUN_FIXED, EPRE_SEL_FIXED
+from exion.golden.cycles import EPRE_PIPE, EPRE_RUN_FIXED, EPRE_SEL_FIXED, epre_run_cycles
 from exion.golden.lod import lod
 from exion.hw.epre import EPRE, PIPE, RUN_FIXED, SEL_FIXED
 from exion.hw.lod import LOD
@@ -96,6 +98,13 @@ def amaranth_predict(cfg, dut, jobs, ready_pattern=None):
                 ctx.set(dut.w_w.data, [list(map(int, w))])
                 await ctx.tick()
             ctx.set(dut.w_w.en, 0)
+            if job.kh_words is not None:       # exact keys into the Kh banks (k_given)
+                for addr in range(job.kh_words.shape[0]):
+                    ctx.set(dut.kh_w.en, (1 << s.units) - 1)
+                    ctx.set(dut.kh_w.addr, addr)
+                    ctx.set(dut.kh_w.data, [list(map(int, w)) for w in job.kh_words[addr]])
+                    await ctx.tick()
+                ctx.set(dut.kh_w.en, 0)
             ctx.set(dut.run.payload, {k: int(v) for k, v in job.run.items()})
             ctx.set(dut.run.valid, 1)
             await ctx.tick().until(dut.run.ready)
@@ -174,6 +183,57 @@ def small_cases(cfg, rng, n_max, d_max, dh_max, units=None, selectors=None):
         dict(name="one-key", x=rnd(4, 5), wq=rnd(5, 2), wk=rnd(5, 2), k=0.3, q_th_int=7),
     ]
     return cases
+
+
+def exact_key_cases(cfg, rng, n_max, d_max, dh_max, units=None, selectors=None):
+    """Runs with exact keys (``k_exact``, the ``k_given`` flag): no Wk, K rows given."""
+    lo, hi = cfg.wmin, cfg.wmax + 1
+    n, d, dh = n_max - 3, d_max, dh_max - 1
+
+    def rnd(*shape):
+        return rng.integers(lo, hi, size=shape)
+
+    x, wq = rnd(n, d), rnd(d, dh)
+    return [
+        dict(name="exact-random-k0.2", x=x, wq=wq, wk=None, k_exact=rnd(n, dh), k=0.2,
+             q_th_int=3000),
+        # more keys than queries (N_k = n_max): every Kh row group written by the host
+        dict(name="exact-more-keys", x=rnd(3, d), wq=wq, wk=None, k_exact=rnd(n_max, dh),
+             k=0.5, q_th_int=10),
+        dict(name="exact-zero-keys", x=x, wq=wq, wk=None, k_exact=np.zeros((n, dh), int),
+             k=0.5, q_th_int=0),
+        dict(name="exact-extremes-lod", x=np.full((n, d), lo), wq=np.full((d, dh), lo),
+             wk=None, k_exact=np.where(rng.random((n, dh)) < 0.5, lo, hi - 1), k=0.05,
+             shift_q=3, lod_terms=1),
+        dict(name="exact-one-key", x=rnd(4, 5), wq=rnd(5, 2), wk=None, k_exact=rnd(1, 2),
+             k=0.0, q_th_int=7),
+    ]
+
+
+@pytest.mark.parametrize("name", ["toy", "exion16"])
+def test_epre_exact_keys_amaranth(name):
+    # k_given runs between ordinary ones (the Kh banks are the host's, then stage 1's again)
+    cfg = PRESETS[name]
+    kw = SMALL[name]
+    dut = EPRE(cfg, **kw, selector_kind="insertion")
+    rng = np.random.default_rng(17)
+    sizes = sizes_of(dut)
+    plain = small_cases(cfg, rng, **kw)
+    exact = exact_key_cases(cfg, rng, **kw)
+    if name == "exion16":          # 96 lanes a unit: slow in Amaranth's simulator
+        exact = [exact[0], exact[-1]]
+    cases = [plain[0]] + exact + [plain[3]]
+    jobs = [prepare(cfg, sizes, **c) for c in cases]
+    assert [j.run["k_given"] for j in jobs] == [0] + [1] * len(exact) + [0]
+    raws = amaranth_predict(cfg, dut, jobs)
+    for job, raw in zip(jobs, raws):
+        check_run(to_run(cfg, sizes, job, raw))
+    # the cycle model by hand for one exact-key run: stage 1 is the query groups only
+    j = jobs[1]
+    full = epre_run_cycles(cfg, j.n_q, j.n_k, j.d, j.d_head, units=sizes.units,
+                           selectors=sizes.selectors, kind="insertion")
+    given = to_run(cfg, sizes, j, raws[1]).cycles
+    assert full - given == j.k_groups * j.d_head * math.ceil(j.d / sizes.lanes) + EPRE_PIPE
 
 
 #: Selector kinds (issue 18): the radix kind's extra EPRE keywords per preset; P does not

@@ -95,6 +95,37 @@ def test_epre_rtl_bit_exact_and_cycles(preset):
     assert next(r for r in runs if r.name == "all-equal-scores").score_mask[:, :15].all()
 
 
+def exact_cases(cfg, seed):
+    """Exact keys (``k_exact``, run flag ``k_given``): the host writes K into the Kh banks."""
+    rng = np.random.default_rng(seed)
+    lo, hi = cfg.wmin, cfg.wmax + 1
+    L = cfg.lanes
+    n, d, dh = 37, 3 * L + 5, L + 3
+    x, wq = rng.integers(lo, hi, (n, d)), rng.integers(lo, hi, (d, dh))
+    return [
+        dict(name="exact-random", x=x, wq=wq, wk=None, k=0.05, q_th_int=4000,
+             k_exact=rng.integers(lo, hi, (n, dh))),
+        dict(name="exact-more-keys", x=x[:5], wq=wq, wk=None, k=0.5, q_th_int=None,
+             k_exact=rng.integers(lo, hi, (70, dh))),
+        dict(name="exact-zeros", x=x, wq=wq, wk=None, k=0.2, q_th_int=0,
+             k_exact=np.zeros((n, dh), int)),
+        dict(name="exact-extremes", x=np.full((n, d), lo), wq=np.full((d, dh), hi - 1),
+             wk=None, k=0.8, shift_q=4, k_exact=np.where(rng.random((n, dh)) < 0.5, lo, hi - 1)),
+        dict(name="exact-one-key", x=x[:4, :9], wq=wq[:9, :2], wk=None, k=0.0, q_th_int=9,
+             k_exact=rng.integers(lo, hi, (1, 2))),
+    ]
+
+
+def test_epre_rtl_exact_keys(preset):
+    # exact-key runs between ordinary ones: Kh from the host, then from stage 1 again
+    plain = cases(preset, 13)
+    exact = exact_cases(preset, 14)
+    runs, _ = rtl_predict_many(preset, [plain[0]] + exact + [plain[2]], run_name="exact_keys")
+    check(runs)                        # stage by stage and cycles (k_given: no key groups)
+    for r, c in zip(runs[1:-1], exact):
+        np.testing.assert_array_equal(r.kh, c["k_exact"], err_msg=r.name)   # the host's K
+
+
 def test_epre_rtl_backpressure(preset):
     sel = [c for c in cases(preset, 12) if c["name"] in
            ("random-k0.5", "random-keep_all", "ties-at-kth", "cross-attention")]

@@ -168,6 +168,33 @@ def test_cross_attention_x_kv():
     assert r.score_mask.shape == (3, 4) and r.k_n == 2
 
 
+def test_exact_keys_by_hand():
+    # Kh is the given K (no shift, no approximation until stage 2); Qh as always. X = rows
+    # [[7, 0], [3, 5], [-6, 2]], Wq = I, TS-LOD: Qh = [[6, 0], [3, 5], [-6, 2]];
+    # K = [[7, 1], [0, -3]]: TS-LOD in stage 2 -> [[6, 1], [0, -3]]
+    r = eager_predict(TOY, X, EYE, None, k=0.5, shift_q=0, lod_terms=2,
+                      k_exact=np.array([[7, 1], [0, -3]]))
+    np.testing.assert_array_equal(r.kh, [[7, 1], [0, -3]])
+    assert r.shift_k == 0 and r.k_n == 1
+    np.testing.assert_array_equal(r.sh, [[36, 0], [18 + 5, -15], [-36 + 2, -6]])
+    np.testing.assert_array_equal(r.score_mask, [[1, 0], [1, 0], [0, 1]])
+    assert r.key_needed.tolist() == [True, True]
+
+
+def test_exact_keys_errors():
+    kx = np.zeros((3, 2), int)
+    with pytest.raises(ExionError, match="wk must be None with k_exact"):
+        eager_predict(TOY, X, EYE, EYE, k=0.5, k_exact=kx)
+    with pytest.raises(ExionError, match="shift_k must be None with k_exact"):
+        eager_predict(TOY, X, EYE, None, k=0.5, shift_k=1, k_exact=kx)
+    with pytest.raises(ExionError, match="k_exact: shape \\(3, 3\\) does not fit wq"):
+        eager_predict(TOY, X, EYE, None, k=0.5, k_exact=np.zeros((3, 3), int))
+    with pytest.raises(ExionError, match="k_exact: values must be in \\[-2048, 2047\\]"):
+        eager_predict(TOY, X, EYE, None, k=0.5, k_exact=kx + 5000)
+    with pytest.raises(ExionError, match="wq: shape \\(3, 2\\) does not fit x"):
+        eager_predict(TOY, X, np.ones((3, 2), int), None, k=0.5, k_exact=kx)
+
+
 def test_errors():
     with pytest.raises(ExionError, match="wq: shape \\(3, 2\\)"):
         eager_predict(TOY, X, np.ones((3, 2), int), EYE, k=0.5)

@@ -605,14 +605,17 @@ def test_built_levers_are_the_rtl_run(n_q, n_k, d, dh):
 
 def test_epre_phases_levers_by_hand():
     # exion16: U = 32 units of Le = 96 lanes. 100 queries, 100 keys, d = 256, d_head = 32:
-    # Gq = Gk = 4 row groups; stage 1's key side = Gk * d_head * ceil(256 / 96) = 4*32*3;
+    # Gq = Gk = 4 row groups; stage 1's key side = Gk * d_head * ceil(256 / 96) = 4*32*3
+    # and its drain (PIPE = 4);
     # stage 2 by rows = Gq * (100 keys * 1 + PIPE 4) = 416, packed 3 keys a cycle
     # (floor(96 / 32)) = 4 * (34 + 4) = 152
     assert (CFG.epre_unit_count, CFG.epre_lane_count) == (32, 96)
     b0, a0 = sy.epre_phases(CFG, 100, 100, 256, 32)
     b1, a1 = sy.epre_phases(CFG, 100, 100, 256, 32, ("stall", "sdue", "row"))
     b2, a2 = sy.epre_phases(CFG, 100, 100, 256, 32, ("stall", "predicted", "packed"))
-    assert (b0 - b1, a1) == (384, a0)
+    assert (b0 - b1, a1) == (384 + 4, a0)
+    from exion.golden.cycles import epre_run_cycles       # the EPRE's k_given run
+    assert b1 + a1 == epre_run_cycles(CFG, 100, 100, 256, 32, k_given=True)
     assert (b2, a0 - a2) == (b0, 416 - 152)
     # d_head > Le / 2: one key per unit and cycle either way
     assert sy.epre_phases(CFG, 100, 100, 256, 64, ("stall", "predicted", "packed")) \
