@@ -47,12 +47,9 @@ def test_replay_must_match_trace(cli_run, trace, tmp_path):
     assert code != 0 and "differs from the replay" in err
 
 
-def test_sim_block_ep_schedules(cli_run, trace, tmp_path):
-    """Toy, block 1 of the dense iteration: the overlapped EP schedule (stages ``kv`` and
-    ``q``) and the sequential one (stage ``qkv``) both pass with cycles == model; the
-    overlap hides EPRE cycles and is faster here, and ``auto`` picks the faster one."""
+def _ep_schedules(cli_run, trace, tmp_path, scheds) -> dict:
     r = {}
-    for sched in ("overlap", "sequential", "auto"):
+    for sched in scheds:
         out_json = tmp_path / f"r_{sched}.json"
         code, out, err = cli_run("sim", "block", "--trace", str(trace[0]), "--block", "1",
                                  "--iter", "0", "--seed", "1", "--json", str(out_json),
@@ -60,12 +57,26 @@ def test_sim_block_ep_schedules(cli_run, trace, tmp_path):
         assert code == 0 and "PASS" in out, out + err
         r[sched] = json.loads(out_json.read_text())
         assert r[sched]["cycles"] == r[sched]["model_cycles"]
+    return r
+
+
+def test_sim_block_ep_schedules(cli_run, trace, tmp_path):
+    """Toy, block 1 of the dense iteration: the overlapped EP schedule (stages ``kv`` and
+    ``q``) and the sequential one (stage ``qkv``) both pass with cycles == model; the
+    overlap hides EPRE cycles and is faster here."""
+    r = _ep_schedules(cli_run, trace, tmp_path, ("overlap", "sequential"))
     ov, seq = r["overlap"], r["sequential"]
     assert {"epre", "kv", "q"} <= set(ov["gemm_cycles"]) and "qkv" not in ov["gemm_cycles"]
     assert "qkv" in seq["gemm_cycles"] and seq["ep_schedule"] == "sequential"
     assert ov["epre_hidden_cycles"] > 0 and seq["epre_hidden_cycles"] == 0
     assert ov["cycles"] < seq["cycles"]
-    assert r["auto"]["cycles"] == min(ov["cycles"], seq["cycles"])
+
+
+@pytest.mark.long
+def test_sim_block_ep_schedule_auto(cli_run, trace, tmp_path):
+    """``auto`` picks the faster of the two schedules (a third block simulation: long)."""
+    r = _ep_schedules(cli_run, trace, tmp_path, ("overlap", "sequential", "auto"))
+    assert r["auto"]["cycles"] == min(r["overlap"]["cycles"], r["sequential"]["cycles"])
 
 
 @pytest.mark.long

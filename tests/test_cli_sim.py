@@ -189,6 +189,7 @@ def test_sim_predict(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "m2.npy").exists()
 
 
+@pytest.mark.long      # the radix RTL runs in tests/test_epre_rtl.py::test_epre_rtl_radix_toy
 def test_sim_predict_radix_kind(tmp_path, monkeypatch, capsys):
     """Issue 18: ``exion sim predict`` on a toy EPRE with the radix selector kind (the same
     build as ``tests/test_epre_rtl.py::test_epre_rtl_radix_toy``): bit-exact, cycles == the

@@ -210,18 +210,16 @@ def exact_key_cases(cfg, rng, n_max, d_max, dh_max, units=None, selectors=None):
     ]
 
 
-@pytest.mark.parametrize("name", ["toy", "exion16"])
-def test_epre_exact_keys_amaranth(name):
-    # k_given runs between ordinary ones (the Kh banks are the host's, then stage 1's again)
-    cfg = PRESETS[name]
-    kw = SMALL[name]
+def test_epre_exact_keys_amaranth():
+    # toy (exion16 widths: test_epre_amaranth_matches_golden[exion16-insertion]): k_given
+    # runs between ordinary ones (the Kh banks are the host's, then stage 1's again)
+    cfg = PRESETS["toy"]
+    kw = SMALL["toy"]
     dut = EPRE(cfg, **kw, selector_kind="insertion")
     rng = np.random.default_rng(17)
     sizes = sizes_of(dut)
     plain = small_cases(cfg, rng, **kw)
     exact = exact_key_cases(cfg, rng, **kw)
-    if name == "exion16":          # 96 lanes a unit: slow in Amaranth's simulator
-        exact = [exact[0], exact[-1]]
     cases = [plain[0]] + exact + [plain[3]]
     jobs = [prepare(cfg, sizes, **c) for c in cases]
     assert [j.run["k_given"] for j in jobs] == [0] + [1] * len(exact) + [0]
@@ -256,6 +254,9 @@ def test_epre_amaranth_matches_golden(name, kind):
     sizes = sizes_of(dut)
     cases = small_cases(cfg, rng, **kw)
     cases[-1] = dict(cases[-1], x_kv=rng.integers(-5, 5, size=(1, 5)))
+    if name == "exion16" and kind == "insertion":     # exact keys at exion16 widths, between
+        ex = exact_key_cases(cfg, rng, **kw)         # ordinary runs (one slow elaboration)
+        cases[1:1] = [ex[0], ex[-1]]
     jobs = [prepare(cfg, sizes, **c) for c in cases]
     raws = amaranth_predict(cfg, dut, jobs)
     for job, raw in zip(jobs, raws):
@@ -324,7 +325,7 @@ def _muls(cells):
     return {k: v for k, v in cells.items() if any(k.startswith(p) for p in MUL_CELLS)}
 
 
-@pytest.mark.parametrize("family", ["generic", "ecp5"])
+@pytest.mark.parametrize("family", ["generic", pytest.param("ecp5", marks=pytest.mark.long)])
 def test_epre_synthesizes_without_multipliers(family, tmp_path):
     """No multiplier in the EPRE: no ``$mul`` among the coarse-grain cells Yosys reads from the
     Verilog (before ``alumacc``, which would fold plain adder trees into ``$macc`` cells too),

@@ -53,7 +53,8 @@ def test_gemm_with_gmem_ports_matches_golden_and_model():
     check_engine_model(TOY, cases, runs)
 
 
-@pytest.mark.parametrize("top", ["gemm", "dsc_core", "dsc"])
+@pytest.mark.parametrize("top", ["gemm", pytest.param("dsc_core", marks=pytest.mark.long),
+                                 "dsc"])
 def test_gmem_ports_in_generated_tops(tmp_path, top):
     cfg = TOY.replace(name="toy_gp", gmem_ports=True)
     g = verilog.generate(cfg, top, tmp_path)

@@ -197,6 +197,7 @@ def test_engine_built_without_the_striped_map(tmp_path):
 
 
 @pytest.mark.rtl
+@pytest.mark.long       # a second toy engine build (~30 s); the generation check above stays
 def test_gemm_rtl_without_the_striped_map():
     """The engine built without the map runs both dataflows bit- and cycle-exact (the
     col-group cases on the replicated map)."""
