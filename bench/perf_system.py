@@ -194,6 +194,21 @@ def lever_sweep(systems=("exion4", "exion24"), sets=None):
     return out
 
 
+def lever_tables(res) -> str:
+    """docs/evaluate.md's "EPRE levers" tables (markdown) from a ``lever_sweep`` result."""
+    out = []
+    for sname, by in res.items():
+        models = list(next(iter(by.values()))["models"])
+        out += [f"{sname}:", "", "| levers | " + " | ".join(models) + " | holds |",
+                "|---|" + "---|" * (len(models) + 1)]
+        for lab, v in by.items():
+            cells = [f"{v['models'][m]['ep_speedup']:.4f}x"
+                     + ("" if v["models"][m]["ordered"] else " (no)") for m in models]
+            out.append(f"| {lab} | " + " | ".join(cells) + f" | {v['holds']} of {len(models)} |")
+        out.append("")
+    return "\n".join(out)
+
+
 def plot_levers(res, path):
     import matplotlib
     matplotlib.use("Agg")
@@ -307,6 +322,7 @@ def main():
         out.mkdir(parents=True, exist_ok=True)
         (out / "system_levers.json").write_text(json.dumps(res, indent=2) + "\n")
         plot_levers(res, out / "system_levers.png")
+        print(lever_tables(res))
         print(f"wrote {out / 'system_levers.json'}, {out / 'system_levers.png'} "
               f"({time.time() - t:.0f} s)")
         return 0

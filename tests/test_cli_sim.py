@@ -187,6 +187,16 @@ def test_sim_predict(tmp_path, monkeypatch, capsys):
                "--wk", "wk.npy", "--k", "0.3", "--out", "m2.npy"])
     assert rc == 2 and "--wq" in capsys.readouterr().err
     assert not (tmp_path / "m2.npy").exists()
+    # exact keys (the EPRE's k_given run) on the same build
+    kx = np.random.default_rng(5).integers(cfg.wmin, cfg.wmax + 1, (9, 6))
+    np.save(tmp_path / "kx.npy", kx)
+    rc = main(["sim", "predict", "--config", "toy", "--x", "x.npy", "--wq", "wq.npy",
+               "--k-exact", "kx.npy", "--k", "0.3", "--out", "mk.npy", "--report", "rk.json"])
+    assert rc == 0, capsys.readouterr().out
+    want = eager_predict(cfg, x, wq, None, "0.3", k_exact=kx)
+    np.testing.assert_array_equal(np.load(tmp_path / "mk.npy"), want.score_mask)
+    rep = json.loads((tmp_path / "rk.json").read_text())
+    assert rep["bit_exact"] and rep["rtl_cycles"] == rep["model_cycles"] and rep["n_k"] == 9
 
 
 @pytest.mark.long      # the radix RTL runs in tests/test_epre_rtl.py::test_epre_rtl_radix_toy

@@ -252,13 +252,40 @@ def test_cli_predict_errors(cli_run, tmp_path):
     assert not js.exists()
 
 
+def test_cli_predict_exact_keys(cli_run, tmp_path):
+    # the hand case of test_exact_keys_by_hand through the CLI
+    np.save(tmp_path / "x.npy", X)
+    np.save(tmp_path / "w.npy", EYE)
+    np.save(tmp_path / "k.npy", np.array([[7, 1], [0, -3]]))
+    np.save(tmp_path / "k3.npy", np.zeros((2, 3), int))
+    js, mk = tmp_path / "p.json", tmp_path / "m.npy"
+    base = ["golden", "predict", "--config", "toy", "--x", str(tmp_path / "x.npy"),
+            "--wq", str(tmp_path / "w.npy"), "--k", "0.5", "--shift-q", "0", "--lod-terms", "2"]
+    code, out, err = cli_run(*base, "--k-exact", str(tmp_path / "k.npy"), "--json", str(js),
+                             "--out", str(mk))
+    assert code == 0, err
+    assert "N_q = 3, N_k = 2" in out and "exact keys" in out and "K given" in out
+    np.testing.assert_array_equal(np.load(mk), [[1, 0], [1, 0], [0, 1]])
+    assert json.loads(js.read_text())["inputs"]["k_exact"] == str(tmp_path / "k.npy")
+    js.unlink()
+    for extra, msg in (([], "give one of --wk"),
+                       (["--wk", str(tmp_path / "w.npy"), "--k-exact", str(tmp_path / "k.npy")],
+                        "give one of --wk"),
+                       (["--k-exact", str(tmp_path / "k3.npy")], "--k-exact: "),
+                       (["--k-exact", str(tmp_path / "k.npy"), "--shift-k", "1"],
+                        "--shift-k does not apply")):
+        code, _, err = cli_run(*base, *extra, "--json", str(js))
+        assert code == 2 and msg in err and len(err.strip().splitlines()) == 1, err
+        assert not js.exists()
+
+
 def test_cli_help_lists_options(cli_run, capsys):
     with pytest.raises(SystemExit) as e:
         cli_run("golden", "predict", "--help")
     assert e.value.code == 0
     out = capsys.readouterr().out
-    for opt in ("--x", "--wq", "--wk", "--k", "--qth", "--polarity", "--lod-terms",
-                "--shift-q", "--json", "--out", "--config"):
+    for opt in ("--x", "--wq", "--wk", "--k-exact", "--k", "--qth", "--polarity",
+                "--lod-terms", "--shift-q", "--json", "--out", "--config"):
         assert opt in out
 
 

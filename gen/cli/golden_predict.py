@@ -43,34 +43,51 @@ def load_predict_inputs(args):
     cfg = load_cfg(args.config)
     k = _ratio(args.k, "--k")
     x = _int_operand(cfg, args.x, "--x")
+    kx_path = getattr(args, "k_exact", None)
+    if (args.wk is None) == (kx_path is None):
+        raise ExionError("give one of --wk (keys predicted from X) and --k-exact (exact keys)")
     wq = _int_operand(cfg, args.wq, "--wq")
-    wk = _int_operand(cfg, args.wk, "--wk")
     if wq.shape[0] != x.shape[1]:
         raise ExionError(f"--wq: {args.wq!r} has shape {wq.shape}; its rows must equal the "
                          f"columns of --x {args.x!r} (shape {x.shape})")
-    if wk.shape != wq.shape:
-        raise ExionError(f"--wk: {args.wk!r} has shape {wk.shape}; expected the shape of "
-                         f"--wq {wq.shape}")
+    wk = kx = None
+    if kx_path is not None:
+        kx = _int_operand(cfg, kx_path, "--k-exact")
+        if kx.shape[1] != wq.shape[1]:
+            raise ExionError(f"--k-exact: {kx_path!r} has shape {kx.shape}; expected N_k x "
+                             f"{wq.shape[1]} (d_head, the columns of --wq)")
+        if args.shift_k is not None:
+            raise ExionError("--shift-k does not apply with --k-exact (exact keys are not "
+                             "shifted)")
+    else:
+        wk = _int_operand(cfg, args.wk, "--wk")
+        if wk.shape != wq.shape:
+            raise ExionError(f"--wk: {args.wk!r} has shape {wk.shape}; expected the shape of "
+                             f"--wq {wq.shape}")
     if args.qth is not None and args.qth < 0:
         raise ExionError(f"--qth must be >= 0 (an integer gap at the scale of Sh), "
                          f"got {args.qth}")
     for opt, v in (("--shift-q", args.shift_q), ("--shift-k", args.shift_k)):
         if v is not None and not 0 <= v < cfg.acc_width:
             raise ExionError(f"{opt} must be in [0, {cfg.acc_width - 1}], got {v}")
-    return cfg, k, x, wq, wk
+    return cfg, k, x, wq, wk, kx
 
 
 def _cmd_predict(args) -> int:
     from exion.golden.predict import eager_predict, keep_count
 
-    cfg, k, x, wq, wk = load_predict_inputs(args)
+    cfg, k, x, wq, wk, kx = load_predict_inputs(args)
     res = eager_predict(cfg, x, wq, wk, k, shift_q=args.shift_q, shift_k=args.shift_k,
-                        q_th_int=args.qth, polarity=args.polarity, lod_terms=args.lod_terms)
+                        q_th_int=args.qth, polarity=args.polarity, lod_terms=args.lod_terms,
+                        k_exact=kx)
     s = res.summary()
-    assert s["k_n"] == keep_count(k, x.shape[0])
-    print(f"eager prediction, config {cfg.name}: N_q = N_k = {res.n_q}, d = {x.shape[1]}, "
-          f"d_head = {wq.shape[1]}, {'TS-LOD' if res.lod_terms == 2 else 'LOD'}")
-    print(f"  stage-1 shifts      Q >> {res.shift_q}, K >> {res.shift_k}")
+    assert s["k_n"] == keep_count(k, res.n_k)
+    print(f"eager prediction, config {cfg.name}: N_q = {res.n_q}, N_k = {res.n_k}, "
+          f"d = {x.shape[1]}, d_head = {wq.shape[1]}, "
+          f"{'TS-LOD' if res.lod_terms == 2 else 'LOD'}"
+          + (", exact keys (--k-exact)" if kx is not None else ""))
+    print(f"  stage-1 shifts      Q >> {res.shift_q}, "
+          + ("K given" if kx is not None else f"K >> {res.shift_k}"))
     print(f"  top-k               k = {k} -> kN = {res.k_n} of {res.n_k} keys")
     qth = "off" if res.q_th_int is None else str(res.q_th_int)
     print(f"  dominant rows       {s['dominant_rows']} of {res.n_q} (q_th_int = {qth}, "
@@ -84,7 +101,8 @@ def _cmd_predict(args) -> int:
     if args.json:
         write_json(args.json, {"command": "predict", "config": cfg.name,
                                "config_hash": cfg.hash, "k": k, **s,
-                               "inputs": {"x": args.x, "wq": args.wq, "wk": args.wk}})
+                               "inputs": {"x": args.x, "wq": args.wq, "wk": args.wk,
+                                          "k_exact": getattr(args, "k_exact", None)}})
         print(f"  json                {args.json}")
     return 0
 
@@ -203,8 +221,12 @@ def add_predict_args(p) -> None:
                    help="input tokens, N x d W-bit integers (self-attention: Q and K from X)")
     p.add_argument("--wq", required=True, metavar="WQ.npy",
                    help="query projection, d x d_head W-bit integers")
-    p.add_argument("--wk", required=True, metavar="WK.npy",
-                   help="key projection, d x d_head W-bit integers")
+    p.add_argument("--wk", metavar="WK.npy",
+                   help="key projection, d x d_head W-bit integers (or --k-exact)")
+    p.add_argument("--k-exact", metavar="K.npy",
+                   help="exact keys instead of --wk: N_k x d_head W-bit K rows as the SDUE "
+                        "computed them; stage 1 predicts Qh only and stage 2 scores Qh "
+                        "against these (the EPRE's k_given run, docs/epre.md)")
     p.add_argument("--k", required=True, metavar="K",
                    help="top-k ratio in [0, 1], read as an exact decimal (0 keeps the top-1)")
     p.add_argument("--qth", type=int, default=None, metavar="Q",

@@ -374,14 +374,15 @@ def cmd_sim_predict(args) -> int:
     from exion.sim.runner import BenchFailure
 
     from .golden_predict import load_predict_inputs
-    cfg, k, x, wq, wk = load_predict_inputs(args)
+    cfg, k, x, wq, wk, kx = load_predict_inputs(args)
     out = Path(args.out)
     if out.suffix != ".npy":
         raise ExionError(f"--out {args.out!r} must be a .npy file")
     try:
         run = rtl_predict(cfg, x, wq, wk, k, shift_q=args.shift_q, shift_k=args.shift_k,
                           q_th_int=args.qth, polarity=args.polarity,
-                          lod_terms=args.lod_terms, seed=args.seed, progress=progress)
+                          lod_terms=args.lod_terms, seed=args.seed, progress=progress,
+                          k_exact=kx)
     except BenchFailure as e:
         print(f"FAIL: {e}")
         return 1
