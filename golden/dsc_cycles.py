@@ -37,6 +37,7 @@ SOFTMAX,        :func:`row_body`: ``count * per_in + w * (1 + per_word) + fixed 
 LAYERNORM       (``w = ceil(n / L)`` words a row, ``fixed`` the unit's
                 :func:`exion.golden.cfse_cycles.fixed_cycles`); 1 if ``count == 0``. Exact.
 EPRE_XLOAD,     as the loads, ``per`` = ``eword`` (Le 16-bit containers)
+EPRE_KLOAD,
 EPRE_WLOAD
 EPRE            :func:`epre_body`: 1 + the EPRE's run + :data:`EPRE_FIXED`. Exact on toy.
                 Overlapped (``overlap`` set): 1 (the hand-over); the run goes on beside
@@ -48,7 +49,7 @@ GELU_OMEM       :func:`gelu_omem_body`: ``count`` groups of L OMEM reads and R w
                 the GELU unit and the output buffer, simulated per cycle; exact
 ==============  ============================================================================
 
-**Interlock**: END, EPRE_XLOAD, EPRE_WLOAD, EPRE, EPRE_STORE and a GMEM_LOAD with ``tee``
+**Interlock**: END, EPRE_XLOAD, EPRE_KLOAD, EPRE_WLOAD, EPRE, EPRE_STORE and a GMEM_LOAD with ``tee``
 (its words also go to the EPRE's W memory; otherwise a plain GMEM_LOAD) stay in DECODE
 while an overlapped EPRE run is busy; END, IMEM_LOAD, GMEM_LOAD, OMEM_LOAD, GEMM, OMEM_STORE and
 GELU_OMEM stay there while an overlapped GEMM's engine time runs. Their time includes that
@@ -82,9 +83,9 @@ __all__ = ["OPS", "item_beats", "desc_beats", "overhead", "descriptor_cycles",
 #: op codes (hw/dsc.py's ``OPS``; tests/test_dsc_rtl.py checks they agree)
 OPS = {"END": 0, "IMEM_LOAD": 1, "GMEM_LOAD": 2, "OMEM_LOAD": 3, "GEMM": 4, "OMEM_STORE": 5,
        "GELU": 6, "SOFTMAX": 7, "LAYERNORM": 8, "FFNR": 9, "EPRE_XLOAD": 10,
-       "EPRE_WLOAD": 11, "EPRE": 12, "EPRE_STORE": 13, "GELU_OMEM": 14}
+       "EPRE_WLOAD": 11, "EPRE": 12, "EPRE_STORE": 13, "GELU_OMEM": 14, "EPRE_KLOAD": 15}
 #: ops that wait in DECODE while an overlapped EPRE run is busy (hw/dsc.py)
-EPRE_INTERLOCKED = ("END", "EPRE_XLOAD", "EPRE_WLOAD", "EPRE", "EPRE_STORE")
+EPRE_INTERLOCKED = ("END", "EPRE_XLOAD", "EPRE_WLOAD", "EPRE", "EPRE_STORE", "EPRE_KLOAD")
 #: ops that wait in DECODE while an overlapped GEMM's engine time runs (hw/dsc.py)
 ENGINE_INTERLOCKED = ("END", "IMEM_LOAD", "GMEM_LOAD", "OMEM_LOAD", "GEMM", "OMEM_STORE",
                       "GELU_OMEM")
@@ -138,12 +139,13 @@ def epre_body(cfg: Config, d: dict) -> int:
 def epre_run(cfg: Config, d: dict) -> int:
     """Busy cycles of the EPRE run an EPRE descriptor starts (``d["ep"]``: the run's
     fields): :func:`exion.golden.cycles.epre_run_cycles` with the DSC EPRE's units and
-    selectors (insertion selectors)."""
+    selectors (insertion selectors), exact keys when the run has ``k_given``."""
     ep = d["ep"]
     le = cfg.epre_lane_count
     _, _, _, units, selectors = cfg.dsc_epre_dims
     return epre_run_cycles(cfg, int(ep["n_q"]), int(ep["n_k"]), int(ep["d_words"]) * le,
-                           int(ep["d_head"]), units, le, selectors, "insertion")
+                           int(ep["d_head"]), units, le, selectors, "insertion",
+                           k_given=bool(int(ep.get("k_given", 0))))
 
 
 #: constant part of an EPRE body beyond the hand-over and the run (see :func:`epre_body`)
@@ -406,9 +408,10 @@ def descriptor_cycles(cfg: Config, d: dict, bus_bits: int = 64,
     n = int(d.get("count", 0))
     if op == "END":
         body = 0
-    elif op in ("IMEM_LOAD", "GMEM_LOAD", "OMEM_LOAD", "EPRE_XLOAD", "EPRE_WLOAD"):
+    elif op in ("IMEM_LOAD", "GMEM_LOAD", "OMEM_LOAD", "EPRE_XLOAD", "EPRE_WLOAD",
+                "EPRE_KLOAD"):
         per = {"OMEM_LOAD": ib["obc"] if int(d.get("bcast", 0)) else ib["omem"],
-               "EPRE_XLOAD": ib["eword"],
+               "EPRE_XLOAD": ib["eword"], "EPRE_KLOAD": ib["eword"],
                "EPRE_WLOAD": ib["eword"]}.get(op, ib["oword"])
         body = n * per + 2 if n else 1
     elif op == "OMEM_STORE":

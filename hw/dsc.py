@@ -13,7 +13,7 @@ bits       field       meaning
 =========  ==========  ===================================================================
 0..7       op          0 END, 1 IMEM_LOAD, 2 GMEM_LOAD, 3 OMEM_LOAD, 4 GEMM, 5 OMEM_STORE,
                       6 GELU, 7 SOFTMAX, 8 LAYERNORM, 9 FFNR, 10 EPRE_XLOAD,
-                      11 EPRE_WLOAD, 12 EPRE, 13 EPRE_STORE, 14 GELU_OMEM
+                      11 EPRE_WLOAD, 12 EPRE, 13 EPRE_STORE, 14 GELU_OMEM, 15 EPRE_KLOAD
 8..15      stage       shown on ``ctrl.stage`` while the descriptor runs (host's label)
 16         accumulate  GEMM: add into OMEM (FFN-Reuse's delta FC2 on the cached Y_d)
 17         overlap     EPRE: run in the background (its mask rows into the mask FIFO);
@@ -51,7 +51,8 @@ bits       field       meaning
 
 The EPRE (``hw.epre.EPRE``, sized by :func:`dsc_epre_sizes` from ``cfg.dsc_epre_dims``):
 EPRE_XLOAD writes ``count`` EPRE words (Le 16-bit containers) to its X banks, word i to
-bank ``i mod U`` at ``ubase + i // U``; EPRE_WLOAD writes ``count`` words to its W memory
+bank ``i mod U`` at ``ubase + i // U``; EPRE_KLOAD writes exact keys into its Kh banks the
+same way (a run with ``k_given``, docs/epre.md); EPRE_WLOAD writes ``count`` words to its W memory
 (the ``glen`` / ``gstride`` walk: Wq^T rows, then Wk^T rows at ``dh_max * dw_max``); EPRE
 starts a run with the descriptor's run fields and writes its ``count`` mask rows
 (``hw.epre.mask_layout`` values) to ``dst`` through the output buffer; it ends when they
@@ -74,7 +75,7 @@ product whose weights are the EPRE's (``sim.dsc_program``, ``share_w``).
 only hands the run over and goes on with the next descriptor; the EPRE predicts in the
 background and its mask rows go into a mask FIFO (``n_max`` rows, emptied when such a run
 starts). EPRE_STORE writes ``count`` rows from the FIFO to ``dst`` through the output
-buffer (``bad_op`` if the FIFO holds fewer). EPRE_XLOAD, EPRE_WLOAD, EPRE, EPRE_STORE and
+buffer (``bad_op`` if the FIFO holds fewer). EPRE_XLOAD, EPRE_KLOAD, EPRE_WLOAD, EPRE, EPRE_STORE and
 END wait in DECODE until the EPRE is idle (the interlock: the EPRE's memories and the FIFO
 are not touched while it runs); every other op runs beside it. The host puts the work that
 does not need the prediction (the K / V projection tiles) between an overlapped EPRE and its
@@ -180,10 +181,10 @@ ERROR_FLAGS = {
 #: op name -> code
 OPS = {"END": 0, "IMEM_LOAD": 1, "GMEM_LOAD": 2, "OMEM_LOAD": 3, "GEMM": 4, "OMEM_STORE": 5,
        "GELU": 6, "SOFTMAX": 7, "LAYERNORM": 8, "FFNR": 9, "EPRE_XLOAD": 10,
-       "EPRE_WLOAD": 11, "EPRE": 12, "EPRE_STORE": 13, "GELU_OMEM": 14}
+       "EPRE_WLOAD": 11, "EPRE": 12, "EPRE_STORE": 13, "GELU_OMEM": 14, "EPRE_KLOAD": 15}
 
 #: ops that wait in DECODE while the EPRE runs (an overlapped run in the background)
-EPRE_INTERLOCKED = ("END", "EPRE_XLOAD", "EPRE_WLOAD", "EPRE", "EPRE_STORE")
+EPRE_INTERLOCKED = ("END", "EPRE_XLOAD", "EPRE_WLOAD", "EPRE", "EPRE_STORE", "EPRE_KLOAD")
 
 #: ops that wait in DECODE while the gemm engine computes an overlapped GEMM (they touch
 #: the engine's memories, its setup or its mask stream)
@@ -415,7 +416,7 @@ class DscCore(wiring.Component):
         m.d.comb += uaddr.eq(s.ubase + gb + off)
         word = asm[:W * L]              # IMEM_LOAD / GMEM_LOAD: a packed operand word
         is_imem = s.op == OPS["IMEM_LOAD"]
-        is_ex = s.op == OPS["EPRE_XLOAD"]
+        is_ex = (s.op == OPS["EPRE_XLOAD"]) | (s.op == OPS["EPRE_KLOAD"])
         U = self.cfg.dsc_epre_dims[3]
         m.d.comb += [
             gemm.imem_w.addr.eq(uaddr), gemm.gmem_w.addr.eq(uaddr),
@@ -431,7 +432,7 @@ class DscCore(wiring.Component):
             with m.If(is_imem):
                 m.d.sync += bank.eq(Mux(bank == R - 1, 0, bank + 1))
                 m.d.comb += advance.eq(bank == R - 1)
-            with m.Elif(is_ex):     # EPRE X: word i to bank i mod U (the host orders them)
+            with m.Elif(is_ex):     # EPRE X / Kh: word i to bank i mod U (the host orders them)
                 m.d.sync += bank.eq(Mux(bank == U - 1, 0, bank + 1))
                 m.d.comb += advance.eq(bank == U - 1)
             with m.Else():
@@ -603,7 +604,7 @@ class DscCore(wiring.Component):
                 self._decode_rowop(m, s)
             with m.Case(OPS["FFNR"]):
                 self._decode_ffnr(m, s)
-            with m.Case(OPS["EPRE_XLOAD"], OPS["EPRE_WLOAD"]):
+            with m.Case(OPS["EPRE_XLOAD"], OPS["EPRE_WLOAD"], OPS["EPRE_KLOAD"]):
                 self._load_items(m, s, count * ib["eword"])
                 m.d.sync += s.per.eq(ib["eword"])
                 m.next = "LOAD"
@@ -643,6 +644,9 @@ class DscCore(wiring.Component):
                 with m.Case(OPS["EPRE_XLOAD"]):
                     m.d.comb += [s.sink_ready.eq(1),
                                  s.ep.x_w.en.eq(Mux(consume, 1 << s.bank, 0))]
+                with m.Case(OPS["EPRE_KLOAD"]):
+                    m.d.comb += [s.sink_ready.eq(1),
+                                 s.ep.kh_w.en.eq(Mux(consume, 1 << s.bank, 0))]
                 with m.Case(OPS["EPRE_WLOAD"]):
                     m.d.comb += [s.sink_ready.eq(1), s.ep.w_w.en.eq(consume)]
             done_now = (s.items_out + consume) == s.count
@@ -942,7 +946,8 @@ class DscCore(wiring.Component):
 
     def _epre(self, m, s):
         """The EPRE behind the DMA (``hw.epre.EPRE``, sizes :func:`dsc_epre_sizes`): X words
-        into its banks (``EPRE_XLOAD``, word i to bank i mod U at ``ubase + i // U``),
+        into its banks (``EPRE_XLOAD``, word i to bank i mod U at ``ubase + i // U``; exact
+        keys into its Kh banks the same way, ``EPRE_KLOAD``),
         Wq^T / Wk^T words into its W memory (``EPRE_WLOAD``, the ``glen`` / ``gstride``
         address walk), the run descriptor from the EPRE descriptor's bits 128..; its mask
         rows (``hw.epre.mask_layout`` values) to the output buffer."""
@@ -957,11 +962,12 @@ class DscCore(wiring.Component):
         s.erun_bits = run_layout(cfg, sz).size
         self._tee(m, s, ep, ew)
         m.d.comb += [ep.x_w.addr.eq(s.ubase + s.gb + s.off),
+                     ep.kh_w.addr.eq(s.ubase + s.gb + s.off),
                      ep.h_r.addr.eq(0), ep.h_r.k.eq(0),
                      ep.run.payload.as_value().eq(
                          s.desc[EPRE_RUN_LSB:EPRE_RUN_LSB + s.erun_bits])]
         for u in range(sz.units):
-            m.d.comb += ep.x_w.data[u].as_value().eq(ew)
+            m.d.comb += [ep.x_w.data[u].as_value().eq(ew), ep.kh_w.data[u].as_value().eq(ew)]
         s.ep_mask = Value.cast(ep.mask.payload)
         s.overlap = s.desc[17]
         s.ep_bg = Signal(name="epre_background")   # the run's rows go to the FIFO

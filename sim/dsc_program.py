@@ -189,7 +189,9 @@ class PredictJob:
     """Eager prediction of one block iteration on the core's EPRE, every head on the same
     X: ``x`` (T, d) W-bit LN1 output (modulated, quantised), ``wq`` / ``wk`` per head (d,
     d_head), ``shifts`` (heads, 2) the host's stage-1 shifts, ``q_th_int`` (heads,) or None
-    (rule off). ``expect`` (heads, T, T + 1) bool: the score mask, then the dominant flag."""
+    (rule off). ``expect`` (heads, T, T + 1) bool: the score mask, then the dominant flag.
+    ``k_exact``: per head the keys' K rows as the SDUE computed them: the EPRE predicts with
+    exact keys (EPRE_KLOAD into its Kh banks, run flag ``k_given``, only Wq^T loaded)."""
 
     name: str
     x: np.ndarray
@@ -201,6 +203,7 @@ class PredictJob:
     polarity: str = "top1"
     lod_terms: int = 2
     expect: np.ndarray | None = None
+    k_exact: list | None = None     # per head (N_k, d_head): exact keys (``wk`` unused)
 
 
 def epre_fits(cfg: Config, n: int, d: int, d_head: int) -> bool:
@@ -736,7 +739,7 @@ def build_program(cfg: Config, jobs: list[GemmJob], bus_bits: int = 64,
     for d in descs:     # the data region sits behind the program (4 KiB aligned)
         if d["op"] in (OPS["GMEM_LOAD"], OPS["OMEM_LOAD"], OPS["IMEM_LOAD"], OPS["GEMM"],
                        OPS["GELU"], OPS["SOFTMAX"], OPS["LAYERNORM"], OPS["EPRE_XLOAD"],
-                       OPS["EPRE_WLOAD"]):
+                       OPS["EPRE_WLOAD"], OPS["EPRE_KLOAD"]):
             d["src"] += prog_bytes
         if d["op"] in (OPS["OMEM_STORE"], OPS["GELU"], OPS["SOFTMAX"], OPS["LAYERNORM"],
                        OPS["FFNR"], OPS["EPRE"], OPS["EPRE_STORE"],
@@ -1000,7 +1003,10 @@ def _epre_descs(cfg: Config, job: PredictJob, descs: list, data: _Image, ib: dic
     FIFO to ``dst``, once the run is done).
 
     ``tee``: per head the GMEM_LOADs that bring Wq^T / Wk^T in with ``tee`` (from
-    :func:`_tee_split`), in place of EPRE_WLOAD."""
+    :func:`_tee_split`), in place of EPRE_WLOAD.
+
+    ``job.k_exact``: per head EPRE_WLOAD of Wq^T only and EPRE_KLOAD of the head's K rows
+    (word a of Kh bank u is item ``a * U + u``, as EPRE_XLOAD), then the run (``k_given``)."""
     from exion.hw.dsc import OPS, dsc_epre_sizes
     from exion.hw.epre import run_layout
     from .epre_rtl import prepare
@@ -1013,24 +1019,35 @@ def _epre_descs(cfg: Config, job: PredictJob, descs: list, data: _Image, ib: dic
     ebytes = ib["eword"] * bb
     heads = len(job.wq)
     share = np.array_split(np.arange(len(beside or [])), heads)
+    exact = job.k_exact is not None
+    if exact and tee is not None:
+        raise ExionError(f"EPRE job {job.name}: exact keys (k_exact) need no Wk^T; the tee "
+                         f"brings it in (build it without share_w)")
     st = []
     for h in range(heads):
-        pj = prepare(cfg, sz, x, job.wq[h], job.wk[h], job.k, int(job.shifts[h][0]),
-                     int(job.shifts[h][1]),
+        pj = prepare(cfg, sz, x, job.wq[h], None if exact else job.wk[h], job.k,
+                     int(job.shifts[h][0]), None if exact else int(job.shifts[h][1]),
                      None if job.q_th_int is None else int(job.q_th_int[h]), job.polarity,
-                     job.lod_terms, name=f"{job.name}[{h}]")
+                     job.lod_terms, name=f"{job.name}[{h}]",
+                     k_exact=job.k_exact[h] if exact else None)
         if h == 0:
             xw = pj.x_words.reshape(-1, sz.lanes)
             descs.append({"op": OPS["EPRE_XLOAD"], "count": xw.shape[0], "glen": 0xFFFF,
                           "src": data.alloc(xw.shape[0] * ebytes, _words_n(xw, ebytes)),
                           "job": job.name})
-        nw = pj.w_words.shape[0] // 2
+        nw = pj.w_words.shape[0] // (1 if exact else 2)
         if tee is not None:
             descs.extend(tee[h])
         else:
-            descs.append({"op": OPS["EPRE_WLOAD"], "count": 2 * nw, "glen": nw,
+            descs.append({"op": OPS["EPRE_WLOAD"], "count": pj.w_words.shape[0], "glen": nw,
                           "gstride": sz.dh_max * sz.dw_max, "job": job.name,
-                          "src": data.alloc(2 * nw * ebytes, _words_n(pj.w_words, ebytes))})
+                          "src": data.alloc(pj.w_words.shape[0] * ebytes,
+                                            _words_n(pj.w_words, ebytes))})
+        if exact:
+            kw = pj.kh_words.reshape(-1, sz.lanes)
+            descs.append({"op": OPS["EPRE_KLOAD"], "count": kw.shape[0], "glen": 0xFFFF,
+                          "src": data.alloc(kw.shape[0] * ebytes, _words_n(kw, ebytes)),
+                          "job": job.name})
         dst = data.alloc(pj.n_q * ib["emask"] * bb)
         run = {"op": OPS["EPRE"], "count": pj.n_q, "run": pack(rl, pj.run), "ep": dict(pj.run),
                "job": job.name}
@@ -1202,6 +1219,7 @@ def program_beats(cfg: Config, prog: DscProgram) -> int:
            OPS["GELU_OMEM"]: cfg.rows * ib["word"],
            OPS["LAYERNORM"]: 2 * ib["word"], OPS["FFNR"]: ib["word"],
            OPS["EPRE_XLOAD"]: ib["eword"], OPS["EPRE_WLOAD"]: ib["eword"],
+           OPS["EPRE_KLOAD"]: ib["eword"],
            OPS["EPRE"]: ib["emask"], OPS["EPRE_STORE"]: ib["emask"]}
     desc_beats = max(1, 256 // prog.bus_bits)
 

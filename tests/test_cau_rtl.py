@@ -82,7 +82,8 @@ def _run(cfg, seed, cau_kw=None, ways=None):
 
 # exion16 with m = 2, the exion16 lane variant and the exion16 m = 16 lint are further
 # exion16 builds (half a minute each): `long`, to keep the default suite in its budget.
-@pytest.mark.parametrize("cfg", [TOY, E16, TOY.replace(merge_ways=1),
+@pytest.mark.parametrize("cfg", [TOY, E16,
+                                 pytest.param(TOY.replace(merge_ways=1), marks=pytest.mark.long),
                                  pytest.param(E16.replace(merge_ways=2),
                                               marks=pytest.mark.long)],
                          ids=["toy", "exion16", "toy-m1", "exion16-m2"])
@@ -100,7 +101,8 @@ def test_cau_rtl_runtime_ways(cfg, ways):
 
 
 @pytest.mark.parametrize("cfg,kw", [(TOY, {"merge_lanes": 1, "cols_per_cycle": 3}),
-                                    (TOY, {"merge_lanes": 3, "cols_per_cycle": 5}),
+                                    pytest.param(TOY, {"merge_lanes": 3, "cols_per_cycle": 5},
+                                                 marks=pytest.mark.long),
                                     pytest.param(E16, {"merge_lanes": 2, "cols_per_cycle": 7},
                                                  marks=pytest.mark.long)],
                          ids=["toy-L1-P3", "toy-L3-P5", "exion16-L2-P7"])

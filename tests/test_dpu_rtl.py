@@ -36,7 +36,8 @@ def test_rtl_dpu_matches_golden(preset):
 
 
 @pytest.mark.parametrize("preset_name,pipe_in,pipe_mul",
-                         [("toy", True, True), ("exion16", True, True),
+                         [pytest.param("toy", True, True, marks=pytest.mark.long),
+                          ("exion16", True, True),
                           pytest.param("toy", False, False, marks=pytest.mark.long)],
                          ids=["toy-dsp-regs", "exion16-dsp-regs", "toy-dsp-comb"])
 def test_dpu_rtl_ecp5_mult(preset_name, pipe_in, pipe_mul):

@@ -720,6 +720,55 @@ def test_epre_op_stalls_and_mutation(epre_runs):
                               epre_runs["jobs"][0].expect)
 
 
+def _pj_exact(name, x, wq, kx, k, q_th=None, lod=2):
+    """A PredictJob with exact keys per head (``kx``: list of (N_k, d_head)); expectations
+    from golden.predict.epre(k_exact=...)."""
+    from exion.golden.predict import epre
+    from exion.sim.dsc_program import PredictJob
+    exp, sh = [], []
+    for w, kk in zip(wq, kx):
+        r = epre(TOY, x, w, None, k, None, None, q_th, "top1", lod, k_exact=kk)
+        exp.append(np.concatenate([r.score_mask, r.dominant[:, None]], axis=1))
+        sh.append([r.shift_q, 0])
+    return PredictJob(name, np.asarray(x, np.int64), [np.asarray(w, np.int64) for w in wq],
+                      [None] * len(wq), k, np.array(sh),
+                      None if q_th is None else np.array([q_th] * len(wq)), "top1", lod,
+                      np.stack(exp), k_exact=[np.asarray(kk, np.int64) for kk in kx])
+
+
+def test_epre_exact_keys_in_the_dsc():
+    """EPRE_KLOAD writes exact keys into the DSC's EPRE (run flag ``k_given``, Wq^T only in
+    EPRE_WLOAD): masks bit-exact against golden and every descriptor's cycles equal to the
+    model, with 30 % memory stalls too; an ordinary job after them (Kh from stage 1 again).
+    Mutation: the model without ``k_given`` (the key groups charged) must not match."""
+    from exion.sim.dsc_program import build_program
+    rng = np.random.default_rng(31)
+    print("exact-key cases: seed 31")
+    w = TOY.wmax
+
+    def rnd(*shape):
+        return rng.integers(-w, w + 1, shape)
+    x = rnd(16, 64)
+    jobs = [_pj_exact("exact_two_heads", x, [rnd(64, 16), rnd(64, 16)],
+                      [rnd(16, 16), rnd(16, 16)], 0.3, q_th=2000),
+            _pj_exact("exact_lod", rnd(12, 13), [rnd(13, 7)], [rnd(12, 7)], 0.5,
+                      lod=1),
+            _pj("after_exact", x, rnd(64, 16), rnd(64, 16), 0.2)]
+    progs = [build_program(TOY, jobs), build_program(TOY, jobs)]
+    ops = [d["op"] for d in progs[0].descs]
+    assert ops.count(dcy.OPS["EPRE_KLOAD"]) == 3 and ops.count(dcy.OPS["EPRE_XLOAD"]) == 3
+    wl = [d for d in progs[0].descs if d["op"] == dcy.OPS["EPRE_WLOAD"]]
+    assert wl[0]["count"] * 2 == wl[-1]["count"]          # Wq^T only, then Wq^T and Wk^T
+    out, _ = rtl_dsc(TOY, progs, stall=[0.0, 0.3], run_name="dsc_exact_keys")
+    for prog, run in zip(progs, out):
+        _check_run(TOY, prog, run, jobs)
+    durs = _check_cycles(progs[0], out[0])
+    for d, t in zip(progs[0].descs, durs):
+        if d["op"] == dcy.OPS["EPRE"] and d["ep"]["k_given"]:
+            plain = dict(d, ep=dict(d["ep"], k_given=0))
+            assert dcy.descriptor_cycles(TOY, plain, 64) != t
+
+
 def test_epre_jobs_in_block(model):
     """block_jobs puts EP after LN1 and before the Q/K/V projection; a record the EPRE's
     golden does not reproduce is refused; EP larger than the DSC's EPRE stays on the host;

@@ -254,9 +254,11 @@ def test_epre_amaranth_matches_golden(name, kind):
     sizes = sizes_of(dut)
     cases = small_cases(cfg, rng, **kw)
     cases[-1] = dict(cases[-1], x_kv=rng.integers(-5, 5, size=(1, 5)))
-    if name == "exion16" and kind == "insertion":     # exact keys at exion16 widths, between
-        ex = exact_key_cases(cfg, rng, **kw)         # ordinary runs (one slow elaboration)
-        cases[1:1] = [ex[0], ex[-1]]
+    if name == "exion16" and kind == "insertion":
+        # 96 lanes a unit are slow in Amaranth's simulator: keep_all, LOD mode and zeros run
+        # on toy; exact keys at exion16 widths, between ordinary runs
+        ex = exact_key_cases(cfg, rng, **kw)
+        cases = [cases[0], ex[0], cases[4], ex[-1], cases[5], cases[6]]
     jobs = [prepare(cfg, sizes, **c) for c in cases]
     raws = amaranth_predict(cfg, dut, jobs)
     for job, raw in zip(jobs, raws):

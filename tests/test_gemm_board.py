@@ -135,6 +135,7 @@ def test_board_engine_needs_the_take_register_cycle(board_runs):
 
 
 @pytest.mark.rtl
+@pytest.mark.long       # a second board-engine build; the board engine runs in the default suite
 def test_gemm_rtl_take_register_alone():
     """``gemm_take_reg`` alone on ``toy`` (no head stage, no input stage): the row-block
     cases at unlimited, 3 and 7 B/cycle, one WMEM region and one-word passes (the fetch

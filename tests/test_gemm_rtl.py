@@ -96,7 +96,8 @@ def check(cfg, cases, outs, runs, seed, timed=True):
 # so it runs under `make test-long` (and `make demo` checks an exion16 product through the
 # engine); its blocks (SDUE, CAU) are tested on exion16 in the default suite.
 @pytest.mark.parametrize("cfg", [TOY, pytest.param(E16, marks=pytest.mark.long),
-                                 TOY.replace(name="toy_m1", merge_ways=1)],
+                                 pytest.param(TOY.replace(name="toy_m1", merge_ways=1),
+                                              marks=pytest.mark.long)],
                          ids=["toy", "exion16", "toy-m1"])
 def test_gemm_rtl_matches_golden(cfg):
     seed = 4242

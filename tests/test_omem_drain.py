@@ -82,7 +82,8 @@ def _cases(cfg, seed):
 
 
 @pytest.mark.rtl
-@pytest.mark.parametrize("d", [pytest.param(2, marks=pytest.mark.long), 4])
+@pytest.mark.parametrize("d", [pytest.param(2, marks=pytest.mark.long),
+                               pytest.param(4, marks=pytest.mark.long)])
 def test_gemm_rtl_wide_drain(d):
     cfg, seed = _cfg(d), 400 + d
     cases = _cases(cfg, seed)

@@ -28,7 +28,6 @@ pytestmark = pytest.mark.rtl
 
 CONFIGS = {
     "toy": PRESETS["toy"],
-    "toy-nopipe": PRESETS["toy"].replace(name="toy_nopipe", sdue_pipe=False),
     # C <= 2 with an IMEM of 1-2 words per side: every product is K-split into passes of
     # kwords <= C run back to back, each accumulating into the outputs the previous one
     # drained 1 or 2 cycles earlier, which the drain reads back before (C = 1) or while
@@ -53,6 +52,8 @@ CONFIGS = {
 # ConMerge plans on exion16 (its 4 weight buses serve any m <= 4) and m = 1 hardware on toy
 # (toy-c1).
 LONG_CONFIGS = {
+    # the unpipelined DPU datapath (sdue_pipe = false): a non-default build
+    "toy-nopipe": PRESETS["toy"].replace(name="toy_nopipe", sdue_pipe=False),
     # generator path m = 1 on the toy array (the default suite has m = 1 in toy-c1)
     "toy-m1": PRESETS["toy"].replace(name="toy_m1", merge_ways=1),
     "exion16-m1": PRESETS["exion16"].replace(name="exion16_m1", merge_ways=1),
