@@ -49,12 +49,13 @@ GELU_OMEM       :func:`gelu_omem_body`: ``count`` groups of L OMEM reads and R w
                 the GELU unit and the output buffer, simulated per cycle; exact
 ==============  ============================================================================
 
-**Interlock**: END, EPRE_XLOAD, EPRE_KLOAD, EPRE_WLOAD, EPRE, EPRE_STORE and a GMEM_LOAD with ``tee``
-(its words also go to the EPRE's W memory; otherwise a plain GMEM_LOAD) stay in DECODE
-while an overlapped EPRE run is busy; END, IMEM_LOAD, GMEM_LOAD, OMEM_LOAD, GEMM, OMEM_STORE and
-GELU_OMEM stay there while an overlapped GEMM's engine time runs. Their time includes that
-wait. Every other descriptor runs beside the EPRE and the engine at its own time. The
-run's ``cycles`` counter is the sum over its descriptors (END included), waits included.
+**Interlock**: END, EPRE_XLOAD, EPRE_KLOAD, EPRE_WLOAD, EPRE, EPRE_STORE and a GMEM_LOAD
+with ``tee`` (its words also go to the EPRE's W memory; otherwise a plain GMEM_LOAD) stay in
+DECODE while an overlapped EPRE run is busy; END, IMEM_LOAD, GMEM_LOAD, OMEM_LOAD, GEMM,
+OMEM_STORE and GELU_OMEM stay there while an overlapped GEMM's engine time runs. Their time
+includes that wait. Every other descriptor runs beside the EPRE and the engine at its own
+time. The run's ``cycles`` counter is the sum over its descriptors (END included), waits
+included.
 """
 
 from __future__ import annotations

@@ -71,15 +71,15 @@ built only then: :func:`tee_supported`, else a ``tee`` GMEM_LOAD stops with ``ba
 and cycles are a plain GMEM_LOAD's. The host uses it for the Q / K columns of a Q|K|V
 product whose weights are the EPRE's (``sim.dsc_program``, ``share_w``).
 
-**Overlap** (issue 16 item 2, issue 18 item 3): an EPRE descriptor with ``overlap`` set
-only hands the run over and goes on with the next descriptor; the EPRE predicts in the
-background and its mask rows go into a mask FIFO (``n_max`` rows, emptied when such a run
-starts). EPRE_STORE writes ``count`` rows from the FIFO to ``dst`` through the output
-buffer (``bad_op`` if the FIFO holds fewer). EPRE_XLOAD, EPRE_KLOAD, EPRE_WLOAD, EPRE, EPRE_STORE and
-END wait in DECODE until the EPRE is idle (the interlock: the EPRE's memories and the FIFO
-are not touched while it runs); every other op runs beside it. The host puts the work that
-does not need the prediction (the K / V projection tiles) between an overlapped EPRE and its
-EPRE_STORE.
+**Overlap** (issue 16 item 2, issue 18 item 3): an EPRE descriptor with ``overlap`` set only
+hands the run over and goes on with the next descriptor; the EPRE predicts in the background
+and its mask rows go into a mask FIFO (``n_max`` rows, emptied when such a run starts).
+EPRE_STORE writes ``count`` rows from the FIFO to ``dst`` through the output buffer
+(``bad_op`` if the FIFO holds fewer). EPRE_XLOAD, EPRE_KLOAD, EPRE_WLOAD, EPRE, EPRE_STORE
+and END wait in DECODE until the EPRE is idle (the interlock: the EPRE's memories and the
+FIFO are not touched while it runs); every other op runs beside it. The host puts the work
+that does not need the prediction (the K / V projection tiles) between an overlapped EPRE
+and its EPRE_STORE.
 
 A GEMM descriptor with ``overlap`` set streams its mask beats and goes on with the next
 descriptor while the engine computes (``engine`` is high from a GEMM's DECODE until the
