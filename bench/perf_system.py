@@ -136,19 +136,23 @@ EPRE_CORES = {32: "exion16",
               128: str(Path(__file__).resolve().parents[1] / "configs" / "exion16_epre128.toml")}
 
 
+def _ordering_row(sysm) -> dict:
+    """{model: {latency_s per mode, ep_speedup, ordered}} of every workload on ``sysm``."""
+    row = {}
+    for name, m in ws.MODELS.items():
+        lat = {mode: sy.evaluate_model(sysm, m, mode)["latency_s"] for mode in sy.MODE_NAMES}
+        row[name] = {"latency_s": lat, "ep_speedup": lat["Base"] / lat["EP"],
+                     "ordered": sy.ordering_holds(lat)}
+    return row
+
+
 def epre_sweep(systems, units):
     """{system: {units: {model: {ep_speedup, ordered, latency_s per mode}}, ...}}"""
     out = {}
     for sname in systems:
         out[sname] = {}
         for u in units:
-            sysm = replace(sy.SYSTEMS[sname], core=EPRE_CORES[u])
-            row = {}
-            for name, m in ws.MODELS.items():
-                lat = {mode: sy.evaluate_model(sysm, m, mode)["latency_s"]
-                       for mode in sy.MODE_NAMES}
-                row[name] = {"latency_s": lat, "ep_speedup": lat["Base"] / lat["EP"],
-                             "ordered": sy.ordering_holds(lat)}
+            row = _ordering_row(replace(sy.SYSTEMS[sname], core=EPRE_CORES[u]))
             out[sname][u] = row
             n = sum(r["ordered"] for r in row.values())
             best = max(row.items(), key=lambda kv: kv[1]["ep_speedup"])
@@ -179,12 +183,7 @@ def lever_sweep(systems=("exion4", "exion24"), sets=None):
         out[sname] = {}
         for label, over in (sets or LEVER_SETS).items():
             sysm = replace(sy.SYSTEMS[sname], **over)
-            row = {}
-            for name, m in ws.MODELS.items():
-                lat = {mode: sy.evaluate_model(sysm, m, mode)["latency_s"]
-                       for mode in sy.MODE_NAMES}
-                row[name] = {"latency_s": lat, "ep_speedup": lat["Base"] / lat["EP"],
-                             "ordered": sy.ordering_holds(lat)}
+            row = _ordering_row(sysm)
             n = sum(r["ordered"] for r in row.values())
             out[sname][label] = {"levers": dict(zip(sy.EPRE_LEVERS, sysm.epre_levers)),
                                  "holds": n, "models": row}

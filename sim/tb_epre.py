@@ -47,13 +47,19 @@ async def epre_jobs(dut):
     m_layout, sc_layout, r_layout = mask_layout(s), score_layout(cfg, s), run_layout(cfg, s)
     watch = Stopwatch()
     outs, total = [], 0
-    for job in jobs:
-        dut.x_w__en.value = (1 << U) - 1
-        for addr in range(job.x_words.shape[0]):
-            dut.x_w__addr.value = addr
-            dut.x_w__data.value = pack(x_layout, job.x_words[addr].tolist())
+
+    async def write_banks(port: str, words):
+        """Every bank at once, word by word (X through ``x_w``, exact keys through ``kh_w``)."""
+        en, addr_s, data_s = (getattr(dut, f"{port}__{f}") for f in ("en", "addr", "data"))
+        en.value = (1 << U) - 1
+        for addr in range(words.shape[0]):
+            addr_s.value = addr
+            data_s.value = pack(x_layout, words[addr].tolist())
             await FallingEdge(dut.clk)
-        dut.x_w__en.value = 0
+        en.value = 0
+
+    for job in jobs:
+        await write_banks("x_w", job.x_words)
         dut.w_w__en.value = 1
         for addr, w in zip(job.w_addrs, job.w_words):
             dut.w_w__addr.value = int(addr)
@@ -61,12 +67,7 @@ async def epre_jobs(dut):
             await FallingEdge(dut.clk)
         dut.w_w__en.value = 0
         if getattr(job, "kh_words", None) is not None:     # exact keys (k_given)
-            dut.kh_w__en.value = (1 << U) - 1
-            for addr in range(job.kh_words.shape[0]):
-                dut.kh_w__addr.value = addr
-                dut.kh_w__data.value = pack(h_layout, job.kh_words[addr].tolist())
-                await FallingEdge(dut.clk)
-            dut.kh_w__en.value = 0
+            await write_banks("kh_w", job.kh_words)
         dut.run__payload.value = pack(r_layout, job.run)
         dut.run__valid.value = 1
         await FallingEdge(dut.clk)          # idle: ready is 1, the run is taken
