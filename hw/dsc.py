@@ -967,7 +967,8 @@ class DscCore(wiring.Component):
                      ep.run.payload.as_value().eq(
                          s.desc[EPRE_RUN_LSB:EPRE_RUN_LSB + s.erun_bits])]
         for u in range(sz.units):
-            m.d.comb += [ep.x_w.data[u].as_value().eq(ew), ep.kh_w.data[u].as_value().eq(ew)]
+            m.d.comb += ep.x_w.data[u].as_value().eq(ew)
+        m.d.comb += ep.kh_w.data.as_value().eq(ew)
         s.ep_mask = Value.cast(ep.mask.payload)
         s.overlap = s.desc[17]
         s.ep_bg = Signal(name="epre_background")   # the run's rows go to the FIFO

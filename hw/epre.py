@@ -178,6 +178,12 @@ def run_layout(cfg: Config, s: EpreSizes) -> data.StructLayout:
     })
 
 
+def bank_write_signature(banks: int, addr_bits: int, word) -> wiring.Signature:
+    """Host write port over several banks: one address and one word, written into every
+    bank whose ``en`` bit is set."""
+    return wiring.Signature({"en": Out(banks), "addr": Out(addr_bits), "data": Out(word)})
+
+
 def mask_layout(s: EpreSizes) -> data.StructLayout:
     """One selector result: query row, dominant flag, score-mask row (bit j = key j)."""
     return data.StructLayout({"row": unsigned(_bits(s.n_max)), "dominant": 1,
@@ -239,9 +245,11 @@ class EPRE(wiring.Component):
     w_w : In(mem_write_signature(1, w_addr_bits, word))
         Host write of Wq^T (row j at ``j*d_words + kw``) and Wk^T (the same, plus
         ``dh_max * dw_max``).
-    kh_w : In(mem_write_signature(units, h_addr_bits, word))
-        Host write of exact keys into the Kh banks while idle (key row ``g*units + u`` in bank
-        u, words ``g*h_words + hw``), for a run with ``k_given``; ignored while ``busy``.
+    kh_w : In(bank_write_signature(units, h_addr_bits, word))
+        Host write of exact keys into the Kh banks while idle, one word at a time into the
+        banks ``en`` selects (key row ``g*units + u`` in bank u, words ``g*h_words + hw``),
+        for a run with ``k_given``; ignored while ``busy``. One word wide, not one per bank
+        as ``x_w``: the exion16 EPRE's top would pass Amaranth's 65,536 input bits.
     h_r : In(h_read_signature)
         Host read of Qh / Kh (bank u, word ``g*h_words + hw``) while idle.
     mask : Out(stream.Signature(mask_layout))
@@ -275,7 +283,7 @@ class EPRE(wiring.Component):
             "run": In(stream.Signature(run_layout(cfg, s))),
             "x_w": In(mem_write_signature(units, _bits(s.x_depth), word)),
             "w_w": In(mem_write_signature(1, _bits(s.w_depth), word)),
-            "kh_w": In(mem_write_signature(units, _bits(s.h_depth), word)),
+            "kh_w": In(bank_write_signature(units, _bits(s.h_depth), word)),
             "h_r": In(h_read_signature(cfg, s)),
             "mask": Out(stream.Signature(mask_layout(s))),
             "score": Out(stream.Signature(score_layout(cfg, s), always_ready=True)),
@@ -356,7 +364,7 @@ class EPRE(wiring.Component):
                 else:       # stage 1's Kh while busy, the host's exact keys while idle
                     m.d.comb += [
                         wp.addr.eq(Mux(self.busy, wb.h_addr, self.kh_w.addr)),
-                        wp.data.eq(Mux(self.busy, wb.h_data[u], self.kh_w.data[u])),
+                        wp.data.eq(Mux(self.busy, wb.h_data[u], self.kh_w.data)),
                         wp.en.eq(en | (self.kh_w.en[u] & ~self.busy))]
                 rp = mem.read_port()
                 m.d.comb += rp.addr.eq(Mux(self.busy, addr, self.h_r.addr))

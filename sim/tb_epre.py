@@ -48,26 +48,27 @@ async def epre_jobs(dut):
     watch = Stopwatch()
     outs, total = [], 0
 
-    async def write_banks(port: str, words):
-        """Every bank at once, word by word (X through ``x_w``, exact keys through ``kh_w``)."""
-        en, addr_s, data_s = (getattr(dut, f"{port}__{f}") for f in ("en", "addr", "data"))
-        en.value = (1 << U) - 1
-        for addr in range(words.shape[0]):
-            addr_s.value = addr
-            data_s.value = pack(x_layout, words[addr].tolist())
-            await FallingEdge(dut.clk)
-        en.value = 0
-
     for job in jobs:
-        await write_banks("x_w", job.x_words)
+        dut.x_w__en.value = (1 << U) - 1
+        for addr in range(job.x_words.shape[0]):
+            dut.x_w__addr.value = addr
+            dut.x_w__data.value = pack(x_layout, job.x_words[addr].tolist())
+            await FallingEdge(dut.clk)
+        dut.x_w__en.value = 0
         dut.w_w__en.value = 1
         for addr, w in zip(job.w_addrs, job.w_words):
             dut.w_w__addr.value = int(addr)
             dut.w_w__data.value = pack(word, w.tolist())
             await FallingEdge(dut.clk)
         dut.w_w__en.value = 0
-        if getattr(job, "kh_words", None) is not None:     # exact keys (k_given)
-            await write_banks("kh_w", job.kh_words)
+        if getattr(job, "kh_words", None) is not None:     # exact keys (k_given): a word
+            for addr in range(job.kh_words.shape[0]):       # a bank at a time
+                dut.kh_w__addr.value = addr
+                for u in range(U):
+                    dut.kh_w__en.value = 1 << u
+                    dut.kh_w__data.value = pack(word, job.kh_words[addr][u].tolist())
+                    await FallingEdge(dut.clk)
+            dut.kh_w__en.value = 0
         dut.run__payload.value = pack(r_layout, job.run)
         dut.run__valid.value = 1
         await FallingEdge(dut.clk)          # idle: ready is 1, the run is taken

@@ -84,25 +84,28 @@ def amaranth_predict(cfg, dut, jobs, ready_pattern=None):
     s = dut.sizes
     raws = []
 
-    async def write_banks(ctx, port, words):
-        for addr in range(words.shape[0]):
-            ctx.set(port.en, (1 << s.units) - 1)
-            ctx.set(port.addr, addr)
-            ctx.set(port.data, [list(map(int, w)) for w in words[addr]])
-            await ctx.tick()
-        ctx.set(port.en, 0)
-
     async def tb(ctx):
         for job in jobs:
-            await write_banks(ctx, dut.x_w, job.x_words)
+            for addr in range(job.x_words.shape[0]):
+                ctx.set(dut.x_w.en, (1 << s.units) - 1)
+                ctx.set(dut.x_w.addr, addr)
+                ctx.set(dut.x_w.data, [list(map(int, w)) for w in job.x_words[addr]])
+                await ctx.tick()
+            ctx.set(dut.x_w.en, 0)
             for addr, w in zip(job.w_addrs, job.w_words):
                 ctx.set(dut.w_w.en, 1)
                 ctx.set(dut.w_w.addr, int(addr))
                 ctx.set(dut.w_w.data, [list(map(int, w))])
                 await ctx.tick()
             ctx.set(dut.w_w.en, 0)
-            if job.kh_words is not None:       # exact keys into the Kh banks (k_given)
-                await write_banks(ctx, dut.kh_w, job.kh_words)
+            if job.kh_words is not None:       # exact keys, a word a bank at a time (k_given)
+                for addr in range(job.kh_words.shape[0]):
+                    for u in range(s.units):
+                        ctx.set(dut.kh_w.en, 1 << u)
+                        ctx.set(dut.kh_w.addr, addr)
+                        ctx.set(dut.kh_w.data, list(map(int, job.kh_words[addr][u])))
+                        await ctx.tick()
+                ctx.set(dut.kh_w.en, 0)
             ctx.set(dut.run.payload, {k: int(v) for k, v in job.run.items()})
             ctx.set(dut.run.valid, 1)
             await ctx.tick().until(dut.run.ready)
