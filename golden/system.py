@@ -447,7 +447,6 @@ def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | 
 
     attention("", ("q_proj", "k_proj", "v_proj"))
     g.append((_gemm(cfg, "o_proj", M, d, hd, kw), lin, "linear"))
-    epre_runs = 0
     if blk.self_attn2:
         attention("sa2.", ("q2_proj", "k2_proj", "v2_proj"))
         g.append((_gemm(cfg, "o2_proj", M, d, hd, kw), lin, "linear"))
@@ -473,29 +472,33 @@ def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | 
     g.extend(fg)
     cfse["gelu_elements"] = gel_el
     cfse["gelu_exposed"] = gel_exp
-    epre = 0
-    shift_adds = 0
-    epre_busy = 0
-    if use_ep:
-        epre_runs = b * (2 if blk.self_attn2 else 1)
-        epre_busy = epre_runs * H * sum(epre_phases(cfg, T, T, d, dh, levers))
-        # issue 18: only the cycles the overlapped schedule leaves exposed are charged
-        # (golden.projections.epre_schedule, per sequence, each self-attention)
-        epre = sum(_epre_exposed(cfg, g, pre, names, blk, h_eval, kw["bw"], g_split, levers)
-                   for pre, names in
-                   [("", ("q_proj", "k_proj", "v_proj"))]
-                   + ([("sa2.", ("q2_proj", "k2_proj", "v2_proj"))] if blk.self_attn2 else []))
-        # stage 1 (Qh, Kh: T x d x 2hd products) + stage 2 (H x T x T x dh products), each
-        # a sum of lod_terms^2 power-of-two terms
-        # (stage 1 of the query side only with exact keys)
-        shift_adds = epre_runs * cfg.lod_terms ** 2 * (T * d * (1 if k_exact else 2) * hd
-                                                       + H * T * T * dh)
-    return {"block": blk.name, "mode": mode, "gemms": g, "cfse": cfse, "epre_cycles": epre,
-            "epre_busy_cycles": epre_busy,
-            "epre_runs": epre_runs, "shift_adds": shift_adds, "h_eval": h_eval,
+    ep = _ep_charges(cfg, g, blk, h_eval, kw["bw"], g_split, levers) if use_ep \
+        else {"epre_cycles": 0, "epre_busy_cycles": 0, "epre_runs": 0, "shift_adds": 0}
+    return {"block": blk.name, "mode": mode, "gemms": g, "cfse": cfse, **ep, "h_eval": h_eval,
             "attn_units": b * H * g_split, "attn_split": g_split,
             "ffn_sparsity": ffn_sp,
             "bw": kw["bw"], "dataflow": dataflow}
+
+
+def _ep_charges(cfg: Config, g, blk: Block, h_eval: int, bw: int, g_split: int,
+                levers: tuple) -> dict:
+    """EP's EPRE figures of one instance of ``blk`` (:func:`block_gemms` in ep / all)."""
+    T, d, H, dh = blk.T, blk.d, blk.heads, blk.d_head
+    runs = blk.batch * (2 if blk.self_attn2 else 1)
+    # issue 18: only the cycles the overlapped schedule leaves exposed are charged
+    # (golden.projections.epre_schedule, per sequence, each self-attention)
+    attns = [("", ("q_proj", "k_proj", "v_proj"))] + (
+        [("sa2.", ("q2_proj", "k2_proj", "v2_proj"))] if blk.self_attn2 else [])
+    exposed = sum(_epre_exposed(cfg, g, pre, names, blk, h_eval, bw, g_split, levers)
+                  for pre, names in attns)
+    # stage 1 (Qh, Kh: T x d x 2 H dh products; the query side only with exact keys) +
+    # stage 2 (H x T x T x dh products), each a sum of lod_terms^2 power-of-two terms
+    k_side = 1 if levers[1] == "sdue" else 2
+    return {"epre_cycles": exposed,
+            "epre_busy_cycles": runs * H * sum(epre_phases(cfg, T, T, d, dh, levers)),
+            "epre_runs": runs,
+            "shift_adds": runs * cfg.lod_terms ** 2 * (T * d * k_side * H * dh
+                                                       + H * T * T * dh)}
 
 
 def _ffn(cfg, blk, use_ffnr, reuse_dense, masks_kind, s, seed, kw):
