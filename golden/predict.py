@@ -14,6 +14,11 @@ The golden model of the EPRE. Stages, in the hardware's order (each result is ke
    ``s >= 0`` with which ``acc >> s`` fits W bits, i.e. no saturation on the calibration
    data. ``eager_predict(shift_q=None)`` calibrates on the very input it is given (the ideal
    host); pass explicit shifts to model a host that calibrated on earlier data.
+   **[choice] Exact keys** (``k_exact``, the EPRE's ``k_given`` run flag; issue 19's
+   ``epre_keys = "sdue"`` lever): the keys' K rows come from the SDUE, which computes K in
+   full before the queries' Q rows; stage 1 then computes Qh only, ``Kh = k_exact``
+   unshifted (no ``shift_k``), and stage 2 is unchanged: the prediction sees the exact keys
+   instead of approximated ones.
 3. ``Sh = approx_matmul(Qh, Kh^T)`` (approximated again), exact; ``d_head <= cfg.k_max``.
 4. Selection per query row (:func:`topk_select`): keep the ``kN`` largest ``Sh[i, :]``; among
    equal scores the lower key index wins (a stable descending sort). ``kN`` =
@@ -40,11 +45,6 @@ The golden model of the EPRE. Stages, in the hardware's order (each result is ke
    first, then the first ``kN - #{s > T}`` keys equal to T by index: the same mask), whose
    key flags are ORed from the emitted mask rows; :func:`select_rows` is the selection step
    either kind must match (also for a hand-made ``k_n = 0``).
-**[choice] Exact keys** (``k_exact``, the EPRE's ``k_given`` run flag; issue 19's
-``epre_keys = "sdue"`` lever): the keys' K rows come from the SDUE, which computes K in full
-before the queries' Q rows; stage 1 then computes Qh only, ``Kh = k_exact`` unshifted, and
-stage 2 is unchanged. The prediction sees the exact keys instead of approximated ones.
-
 6. Outputs: ``score_mask`` (N_q x N_k bool), ``dominant`` (N_q), ``key_needed`` (N_k: the key
    is selected by some query; SPEC's flag, it decides the V rows), ``q_needed`` (N_q: not a
    dominant row under ``top1``). A refinement reported beside SPEC's flag: ``k_needed`` (N_k)

@@ -34,7 +34,7 @@ from .cycles import EPRE_RUN_FIXED, epre_phase_cycles, transformer_block
 
 __all__ = ["BE_KS", "BE_DOM", "BE_UNITS", "STEPS", "N", "epre_projection", "overlap_span",
            "epre_exposed", "provisioning_variants", "head_sdue", "ep_point", "synth_ep",
-           "epre_schedule", "schedule_from_gemms",
+           "epre_schedule", "epre_schedule_k", "schedule_from_gemms",
            "ep_sweep", "break_even"]
 
 # Sweep points of the bench: top-k ratios and dominant-row fractions (DiT-XL/2 has no
@@ -272,6 +272,33 @@ def epre_schedule(epre_run: int, kv_heads, rest_heads) -> dict:
         t += w + rest
     sdue = float(sum(kv_heads) + sum(rest_heads))
     return {"exposed": float(sum(waits)), "span": t, "sdue": sdue, "waits": waits}
+
+
+def epre_schedule_k(before: float, after: float, kv_heads, rest_heads) -> dict:
+    """:func:`epre_schedule` when stage 2 of run h also waits for
+    the SDUE's K_h (``epre_keys = "sdue"``). The SDUE runs one head ahead, so that run h's
+    stage 2 overlaps head h+1's K / V projection: K/V_0, K/V_1, rest_0, K/V_2, rest_1, ...,
+    rest_(H-1) (``rest`` = Q projection, scores, P.V, which need run h)::
+
+        r_h = end of K/V_h;  e_h = max(e_(h-1) + before, r_h) + after
+        before rest_h: wait = max(0, e_h - t)
+    """
+    if len(kv_heads) != len(rest_heads):
+        raise ValueError("kv_heads and rest_heads must have one entry per head")
+    H = len(kv_heads)
+    t = e = 0.0
+    waits = []
+    ready = [0.0] * H
+    if H:
+        t = ready[0] = kv_heads[0]
+    for h in range(H):
+        e = max(e + before, ready[h]) + after
+        if h + 1 < H:
+            t += kv_heads[h + 1]
+            ready[h + 1] = t
+        waits.append(max(0.0, e - t))
+        t += waits[-1] + rest_heads[h]
+    return {"exposed": float(sum(waits)), "span": t, "waits": waits}
 
 
 def schedule_from_gemms(gemm_cycles: dict, heads: int) -> tuple[list, list]:

@@ -67,7 +67,7 @@ from exion.errors import ExionError
 
 from . import block as bl
 from .cycles import epre_phase_cycles
-from .projections import epre_schedule
+from .projections import epre_schedule, epre_schedule_k
 from .dataflow import BYTE_KEYS, gemm_flow
 from .workloads_sys import Block, Model
 
@@ -558,33 +558,6 @@ def epre_phases(cfg: Config, n_q: int, n_k: int, d: int, d_head: int,
         per = max(1, Le // d_head)
         s2 = gq * (math.ceil(n_k / per) * math.ceil(d_head / Le) + EPRE_PIPE)
     return s1, s2 + p["select"] + EPRE_RUN_FIXED
-
-
-def epre_schedule_k(before: float, after: float, kv_heads, rest_heads) -> dict:
-    """:func:`exion.golden.projections.epre_schedule` when stage 2 of run h also waits for
-    the SDUE's K_h (``epre_keys = "sdue"``). The SDUE runs one head ahead, so that run h's
-    stage 2 overlaps head h+1's K / V projection: K/V_0, K/V_1, rest_0, K/V_2, rest_1, ...,
-    rest_(H-1) (``rest`` = Q projection, scores, P.V, which need run h)::
-
-        r_h = end of K/V_h;  e_h = max(e_(h-1) + before, r_h) + after
-        before rest_h: wait = max(0, e_h - t)
-    """
-    if len(kv_heads) != len(rest_heads):
-        raise ValueError("kv_heads and rest_heads must have one entry per head")
-    H = len(kv_heads)
-    t = e = 0.0
-    waits = []
-    ready = [0.0] * H
-    if H:
-        t = ready[0] = kv_heads[0]
-    for h in range(H):
-        e = max(e + before, ready[h]) + after
-        if h + 1 < H:
-            t += kv_heads[h + 1]
-            ready[h + 1] = t
-        waits.append(max(0.0, e - t))
-        t += waits[-1] + rest_heads[h]
-    return {"exposed": float(sum(waits)), "span": t, "waits": waits}
 
 
 def _epre_exposed(cfg: Config, g, prefix: str, names, blk: Block, h_eval: int,

@@ -52,8 +52,8 @@ bits       field       meaning
 The EPRE (``hw.epre.EPRE``, sized by :func:`dsc_epre_sizes` from ``cfg.dsc_epre_dims``):
 EPRE_XLOAD writes ``count`` EPRE words (Le 16-bit containers) to its X banks, word i to
 bank ``i mod U`` at ``ubase + i // U``; EPRE_KLOAD writes exact keys into its Kh banks the
-same way (a run with ``k_given``, docs/epre.md); EPRE_WLOAD writes ``count`` words to its W memory
-(the ``glen`` / ``gstride`` walk: Wq^T rows, then Wk^T rows at ``dh_max * dw_max``); EPRE
+same way (a run with ``k_given``, docs/epre.md); EPRE_WLOAD writes ``count`` words to its W
+memory (the ``glen`` / ``gstride`` walk: Wq^T rows, then Wk^T rows at ``dh_max * dw_max``); EPRE
 starts a run with the descriptor's run fields and writes its ``count`` mask rows
 (``hw.epre.mask_layout`` values) to ``dst`` through the output buffer; it ends when they
 are acknowledged and the EPRE is idle.
@@ -961,8 +961,8 @@ class DscCore(wiring.Component):
         ew = Cat(s.asm[16 * lane:16 * lane + W] for lane in range(Le))
         s.erun_bits = run_layout(cfg, sz).size
         self._tee(m, s, ep, ew)
-        m.d.comb += [ep.x_w.addr.eq(s.ubase + s.gb + s.off),
-                     ep.kh_w.addr.eq(s.ubase + s.gb + s.off),
+        eaddr = s.ubase + s.gb + s.off       # EPRE_XLOAD / EPRE_KLOAD: word i // U
+        m.d.comb += [ep.x_w.addr.eq(eaddr), ep.kh_w.addr.eq(eaddr),
                      ep.h_r.addr.eq(0), ep.h_r.k.eq(0),
                      ep.run.payload.as_value().eq(
                          s.desc[EPRE_RUN_LSB:EPRE_RUN_LSB + s.erun_bits])]

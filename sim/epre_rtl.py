@@ -121,7 +121,6 @@ def prepare(cfg: Config, sizes: Sizes, x, wq, wk, k, shift_q=None, shift_k=None,
     given = k_exact is not None
     xk = x if x_kv is None else np.asarray(x_kv, dtype=np.int64)
     wq = np.asarray(wq, dtype=np.int64)
-    wk = np.zeros_like(wq) if given else np.asarray(wk, dtype=np.int64)
     U, L = sizes.units, sizes.lanes
     n_q, d = x.shape
     n_k = res.kh.shape[0]
@@ -154,11 +153,12 @@ def prepare(cfg: Config, sizes: Sizes, x, wq, wk, k, shift_q=None, shift_k=None,
     x_words = xw.reshape(g_tot * dw, U, L)
     # W^T rows: Wq^T row j at j * dw + kw; Wk^T at dh_max * dw_max + j * dw + kw (exact
     # keys: Wq^T only).
-    wqw = _words(wq.T, L).reshape(d_head * dw, L)
-    wkw = _words(wk.T, L).reshape(d_head * dw, L)
-    base = np.arange(d_head * dw)
-    w_addrs = base if given else np.concatenate([base, base + sizes.dh_max * sizes.dw_max])
-    w_words = wqw if given else np.concatenate([wqw, wkw])
+    w_addrs = np.arange(d_head * dw)
+    w_words = _words(wq.T, L).reshape(d_head * dw, L)
+    if not given:
+        wkw = _words(np.asarray(wk, dtype=np.int64).T, L).reshape(d_head * dw, L)
+        w_addrs = np.concatenate([w_addrs, w_addrs + sizes.dh_max * sizes.dw_max])
+        w_words = np.concatenate([w_words, wkw])
     kh_words = None
     if given:   # Kh banks: key row r -> bank r % U, word (r // U) * hw + kw
         kp = np.zeros((gk * U, d_head), dtype=np.int64)

@@ -47,7 +47,6 @@ async def epre_jobs(dut):
     m_layout, sc_layout, r_layout = mask_layout(s), score_layout(cfg, s), run_layout(cfg, s)
     watch = Stopwatch()
     outs, total = [], 0
-
     for job in jobs:
         dut.x_w__en.value = (1 << U) - 1
         for addr in range(job.x_words.shape[0]):
@@ -61,7 +60,7 @@ async def epre_jobs(dut):
             dut.w_w__data.value = pack(word, w.tolist())
             await FallingEdge(dut.clk)
         dut.w_w__en.value = 0
-        if getattr(job, "kh_words", None) is not None:     # exact keys (k_given): a word
+        if job.kh_words is not None:        # exact keys (k_given): a word
             for addr in range(job.kh_words.shape[0]):       # a bank at a time
                 dut.kh_w__addr.value = addr
                 for u in range(U):
