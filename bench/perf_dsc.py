@@ -9,7 +9,7 @@ block_program``) for each EP schedule (``overlap``: the EPRE beside the K / V pr
 from OMEM (``auto`` also without the first, ``auto_no_cfse``, ``sim.dsc_program.
 overlap_cfse``, without the second, ``auto_unfused``, GELU_OMEM, and with the EPRE's
 Wq / Wk loaded on their own, ``auto_no_share``, instead of teed from the Q|K|V product's
-GMEM_LOAD): total cycles, cycles
+GMEM_LOAD or filled from the EPRE's W memory into GMEM, GMEM_EFILL): total cycles, cycles
 per op kind (the gemm engine's
 part is the model's estimate, within 5 % of the RTL on these blocks, ``docs/dsc.md``
 section 3; everything else is exact), the beats moved and the schedule ``auto`` picks.
@@ -33,6 +33,7 @@ import time
 
 from exion import PRESETS
 from exion.errors import ExionError
+from exion.golden.dsc_cycles import OPS
 from exion.paths import build_root
 
 META = {"steps": 6, "samples": 1, "seed": 7,
@@ -71,6 +72,8 @@ def measure(buses) -> dict:
                     row[sched] = {"modelled": True, "schedule": used, "cycles": m["total"],
                                   "cfse_overlap": prog.cfse_overlap,
                                   "shared_w": prog.shared_w,
+                                  "efill": any(d["op"] == OPS["GMEM_EFILL"]
+                                               for d in prog.descs),
                                   "by_op": m["by_op"], "engine_estimate": m["gemm"],
                                   "epre_hidden": m["epre_hidden"],
                                   "epre_wait": m["epre_wait"],
@@ -96,9 +99,14 @@ def report(res: dict) -> None:
         print(f"{key:<26} {row['overlap']['cycles']:>9,} {row['sequential']['cycles']:>10,} "
               f"{a['cycles']:>9,} {row['auto_no_cfse']['cycles']:>11,} "
               f"{_c(row['auto_unfused']):>9} {_c(row['auto_no_share']):>9} "
-              f"{a['schedule'] + ('+tee' if a['shared_w'] else ''):>10} "
+              f"{a['schedule'] + _share(a):>10} "
               f"{a['bytes']:>10,}  "
               + ", ".join(f"{k} {100 * v / a['cycles']:.0f} %" for k, v in top))
+
+
+def _share(a: dict) -> str:
+    """How the EPRE's weights were shared: ``+tee`` / ``+fill`` (GMEM_EFILL) / none."""
+    return ("+fill" if a["efill"] else "+tee") if a["shared_w"] else ""
 
 
 def _c(r: dict) -> str:

@@ -22,8 +22,9 @@ the EPRE sweep on exion24 at 32 and 128 units).
 both systems: EP's speedup over Base (``build/bench/system_ep_k.json``).
 
 ``--levers`` instead runs the EPRE design levers of the system model (``EPRE_LEVERS`` in
-golden/system.py, what-ifs: the Wq fetch ``stall`` / ``port-idle`` / ``shared``, keys
-``predicted`` / ``sdue``, stage 2 ``row`` / ``packed``), alone and combined (``LEVER_SETS``),
+golden/system.py: the EPRE's weights ``shared`` with the SDUE (built, the default) /
+``stall`` (issue 18's separate fetch, built) / ``port-idle``, keys ``predicted`` / ``sdue``
+/ ``sdue-port``, stage 2 ``row`` / ``packed``), alone and combined (``LEVER_SETS``),
 every model in all four modes on both systems: EP's speedup over Base and whether
 Base < EP < FFNR < All holds (``build/bench/system_levers.json``, ``system_levers.png``;
 about 10 min).
@@ -161,17 +162,17 @@ def epre_sweep(systems, units):
     return out
 
 
-#: EPRE lever sets of ``--levers`` (label -> System overrides); the first is the built design.
+#: EPRE lever sets of ``--levers`` (label -> System overrides); the first is the default
+#: (built) design: the EPRE's weights cross the port once (issue 19).
 LEVER_SETS = {
-    "built": {},
+    "built (shared)": {},
+    "fetch stall (issue 18)": {"epre_fetch": "stall"},
     "fetch port-idle": {"epre_fetch": "port-idle"},
-    "fetch shared": {"epre_fetch": "shared"},
+    "keys sdue-port": {"epre_keys": "sdue-port"},
     "keys sdue": {"epre_keys": "sdue"},
     "stage2 packed": {"epre_stage2": "packed"},
-    "port-idle + sdue": {"epre_fetch": "port-idle", "epre_keys": "sdue"},
-    "shared + sdue": {"epre_fetch": "shared", "epre_keys": "sdue"},
-    "shared + sdue + packed": {"epre_fetch": "shared", "epre_keys": "sdue",
-                               "epre_stage2": "packed"},
+    "stall + sdue": {"epre_fetch": "stall", "epre_keys": "sdue"},
+    "sdue + packed": {"epre_keys": "sdue", "epre_stage2": "packed"},
 }
 
 

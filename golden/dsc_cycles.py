@@ -45,15 +45,18 @@ EPRE            :func:`epre_body`: 1 + the EPRE's run + :data:`EPRE_FIXED`. Exac
                 the hand-over's cycle.
 EPRE_STORE      :func:`epre_store_body`: ``count * emask +`` :data:`EPRE_STORE_FIXED` (the
                 mask FIFO's rows through the output buffer, the last write response)
+GMEM_EFILL      ``count + 1`` (one EPRE W-memory read a cycle, the last word's GMEM write;
+                no memory beat); 0 if ``count == 0``
 GELU_OMEM       :func:`gelu_omem_body`: ``count`` groups of L OMEM reads and R words through
                 the GELU unit and the output buffer, simulated per cycle; exact
 ==============  ============================================================================
 
 **Interlock**: END, EPRE_XLOAD, EPRE_KLOAD, EPRE_WLOAD, EPRE, EPRE_STORE and a GMEM_LOAD
 with ``tee`` (its words also go to the EPRE's W memory; otherwise a plain GMEM_LOAD) stay in
-DECODE while an overlapped EPRE run is busy; END, IMEM_LOAD, GMEM_LOAD, OMEM_LOAD, GEMM,
-OMEM_STORE and GELU_OMEM stay there while an overlapped GEMM's engine time runs. Their time
-includes that wait. Every other descriptor runs beside the EPRE and the engine at its own
+DECODE while an overlapped EPRE run is busy -- except an EPRE_WLOAD into the W buffer the run
+does not read (``ubase`` in the other ``cfg.dsc_epre_w_half`` words: the double buffer);
+END, IMEM_LOAD, GMEM_LOAD, OMEM_LOAD, GEMM, OMEM_STORE, GELU_OMEM and GMEM_EFILL stay there
+while an overlapped GEMM's engine time runs. Their time includes that wait. Every other descriptor runs beside the EPRE and the engine at its own
 time. The run's ``cycles`` counter is the sum over its descriptors (END included), waits
 included.
 """
@@ -84,12 +87,13 @@ __all__ = ["OPS", "item_beats", "desc_beats", "overhead", "descriptor_cycles",
 #: op codes (hw/dsc.py's ``OPS``; tests/test_dsc_rtl.py checks they agree)
 OPS = {"END": 0, "IMEM_LOAD": 1, "GMEM_LOAD": 2, "OMEM_LOAD": 3, "GEMM": 4, "OMEM_STORE": 5,
        "GELU": 6, "SOFTMAX": 7, "LAYERNORM": 8, "FFNR": 9, "EPRE_XLOAD": 10,
-       "EPRE_WLOAD": 11, "EPRE": 12, "EPRE_STORE": 13, "GELU_OMEM": 14, "EPRE_KLOAD": 15}
+       "EPRE_WLOAD": 11, "EPRE": 12, "EPRE_STORE": 13, "GELU_OMEM": 14, "EPRE_KLOAD": 15,
+       "GMEM_EFILL": 16}
 #: ops that wait in DECODE while an overlapped EPRE run is busy (hw/dsc.py)
 EPRE_INTERLOCKED = ("END", "EPRE_XLOAD", "EPRE_WLOAD", "EPRE", "EPRE_STORE", "EPRE_KLOAD")
 #: ops that wait in DECODE while an overlapped GEMM's engine time runs (hw/dsc.py)
 ENGINE_INTERLOCKED = ("END", "IMEM_LOAD", "GMEM_LOAD", "OMEM_LOAD", "GEMM", "OMEM_STORE",
-                      "GELU_OMEM")
+                      "GELU_OMEM", "GMEM_EFILL")
 _NAMES = {v: k for k, v in OPS.items()}
 
 
@@ -415,6 +419,8 @@ def descriptor_cycles(cfg: Config, d: dict, bus_bits: int = 64,
                "EPRE_XLOAD": ib["eword"], "EPRE_KLOAD": ib["eword"],
                "EPRE_WLOAD": ib["eword"]}.get(op, ib["oword"])
         body = n * per + 2 if n else 1
+    elif op == "GMEM_EFILL":
+        body = n + 1 if n else 0      # one W read a cycle, the last word's GMEM write
     elif op == "OMEM_STORE":
         body = omem_store_body(n, ib["omem"])
     elif op == "GEMM" and int(d.get("overlap", 0)) and gemm_body is None:
@@ -455,7 +461,7 @@ def program_cycles(cfg: Config, descs: list, bus_bits: int = 64,
     covered."""
     per, gemm, k, plain = [], 0, 0, 0
     oh = overhead(bus_bits)
-    t, ep_free, waited, busy = 0, 0, 0, 0
+    t, ep_free, waited, busy, ep_buf = 0, 0, 0, 0, 0
     eng_free, e_waited, e_busy = 0, 0, 0
     for d in descs:
         body = None
@@ -475,13 +481,16 @@ def program_cycles(cfg: Config, descs: list, bus_bits: int = 64,
                 plain += body
         dec = t + oh - 1                     # the descriptor's first DECODE cycle
         tee = op == "GMEM_LOAD" and int(d.get("tee", 0))
-        w_ep = max(0, ep_free - dec) if op in EPRE_INTERLOCKED or tee else 0
+        beside = (op == "EPRE_WLOAD"         # into the W buffer the run does not read
+                  and (int(d.get("ubase", 0)) >= cfg.dsc_epre_w_half) != ep_buf)
+        w_ep = max(0, ep_free - dec) if (op in EPRE_INTERLOCKED or tee) and not beside else 0
         w_en = max(0, eng_free - dec) if op in ENGINE_INTERLOCKED else 0
         wait = max(w_ep, w_en)
         c = descriptor_cycles(cfg, d, bus_bits, body) + wait
         if op == "EPRE" and int(d.get("overlap", 0)) and int(d.get("count", 0)):
             run = epre_run(cfg, d)
             ep_free = t + wait + oh + 1 + run       # hand-over in cycle t + wait + oh
+            ep_buf = int(d.get("ep", {}).get("w_buf", 0))
             busy += run
         if ov:
             eng_free = t + wait + oh + full         # a plain GEMM's body would end here

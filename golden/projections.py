@@ -34,7 +34,7 @@ from .cycles import EPRE_RUN_FIXED, epre_phase_cycles, transformer_block
 
 __all__ = ["BE_KS", "BE_DOM", "BE_UNITS", "STEPS", "N", "epre_projection", "overlap_span",
            "epre_exposed", "provisioning_variants", "head_sdue", "ep_point", "synth_ep",
-           "epre_schedule", "epre_schedule_k", "schedule_from_gemms",
+           "epre_schedule", "epre_schedule_db", "epre_schedule_k", "schedule_from_gemms",
            "ep_sweep", "break_even"]
 
 # Sweep points of the bench: top-k ratios and dominant-row fractions (DiT-XL/2 has no
@@ -272,6 +272,31 @@ def epre_schedule(epre_run: int, kv_heads, rest_heads) -> dict:
         t += w + rest
     sdue = float(sum(kv_heads) + sum(rest_heads))
     return {"exposed": float(sum(waits)), "span": t, "sdue": sdue, "waits": waits}
+
+
+def epre_schedule_db(epre_run: float, kv_heads, rest_heads) -> dict:
+    """Exposed EPRE cycles under the DSC's double-buffered schedule (issue 19,
+    ``sim.dsc_program._epre_descs`` ``double``): head h + 1's Wq^T / Wk^T go into the W
+    buffer run h does not read, beside it, and the SDUE takes its Q_h / K_h weight columns
+    from the EPRE's W memory (GMEM_EFILL), so the weights cross the port once. The order is
+    ``EPRE_0, [K/V_h, EPRE_STORE_h (waits for run h), EPRE_(h+1), rest_h]`` for each h: run
+    h + 1 starts once run h's masks are out, beside the SDUE's rest_h and K/V_(h+1)::
+
+        t += kv_heads[h];  wait = max(0, e - t);  t += wait;  e = t + epre_run;  t += rest_h
+
+    (``e`` = end of the running run, ``epre_run`` from 0 for run 0). Returns ``exposed``,
+    ``span``, ``sdue`` and ``waits`` as :func:`epre_schedule`."""
+    if len(kv_heads) != len(rest_heads):
+        raise ValueError("kv_heads and rest_heads must have one entry per head")
+    t, e, waits = 0.0, float(epre_run), []
+    for kv, rest in zip(kv_heads, rest_heads):
+        t += kv
+        waits.append(max(0.0, e - t))
+        t += waits[-1]
+        e = t + epre_run
+        t += rest
+    return {"exposed": float(sum(waits)), "span": t,
+            "sdue": float(sum(kv_heads) + sum(rest_heads)), "waits": waits}
 
 
 def epre_schedule_k(before: float, after: float, kv_heads, rest_heads) -> dict:

@@ -26,10 +26,12 @@ whose figures are not changed here (docs/evaluate.md has the whole model):
 * **EP masks** [choice]: ``bl.synth_ep`` with a per-key logit term shared by a head's
   queries, weight ``ep_key_corr`` = ``bl.EP_KEY_CORR`` = 0.65, fitted to the digits64 DiT's
   real masks (``bench/perf_ep_masks.py``); 0 gives the i.i.d. masks of ``block_flow``.
-* **EPRE levers** [what-if]: the system fields ``epre_fetch``, ``epre_keys``,
-  ``epre_stage2`` (:data:`EPRE_LEVERS`) price unbuilt EPRE / DSC changes (the Wq fetch in
-  idle port cycles or shared with the SDUE's stream; exact keys from the SDUE with the SDUE
-  one head ahead; packed stage 2). Their defaults are the built design's.
+* **EPRE levers**: the system fields ``epre_fetch``, ``epre_keys``, ``epre_stage2``
+  (:data:`EPRE_LEVERS`); their defaults are the built design's (the EPRE's weights cross
+  the port once, issue 19's double-buffered W memory and GMEM_EFILL), the other values
+  price other designs: issue 18's separate Wq fetch, that fetch in idle port cycles, exact
+  keys from the SDUE (on-core, or through the port) with the SDUE one head ahead, packed
+  stage 2.
 * **FFN-Reuse masks**: ``column`` by default (issue 20's column rule: whole hidden units,
   which the col-group dataflow turns into skipped W1 columns / W2 rows); its fidelity cost
   on digits16 is 0.5-1.4 dB PSNR against the element rule at equal count
@@ -67,7 +69,7 @@ from exion.errors import ExionError
 
 from . import block as bl
 from .cycles import epre_phase_cycles
-from .projections import epre_schedule, epre_schedule_k
+from .projections import epre_schedule, epre_schedule_db, epre_schedule_k
 from .dataflow import BYTE_KEYS, gemm_flow
 from .workloads_sys import Block, Model
 
@@ -125,23 +127,29 @@ GPUS = {
 
 
 # ---- the system -------------------------------------------------------------------------------
-#: EPRE design levers of the system model (docs/evaluate.md, "EPRE levers") [what-if: the
-#: first value of each is the built RTL's, the others are not built]:
+#: EPRE design levers of the system model (docs/evaluate.md, "EPRE levers"): the first value
+#: of each is the built design's (the default), the others are what-ifs:
 #:
-#: * ``epre_fetch``: the EPRE's own Wq fetch (``H d d_head`` W-bit words per block instance)
-#:   is a global-memory stall (``stall``, what the DSC's EPRE_WLOAD does); or it uses the
-#:   port's idle cycles of the block (``port-idle``: double-buffered W memory prefetching
-#:   Wq_h during the previous run / block; charged ``max(0, fetch - slack)``, slack = the
-#:   block's GEMM cycles minus their bytes over the port); or it costs nothing (``shared``:
-#:   Wq_h crosses the port once, into the EPRE's W memory, and the SDUE's later Q_h fill reads
-#:   that copy).
-#: * ``epre_keys``: stage 1 predicts Kh from X (``predicted``, SPEC 3.4); or stage 2 takes
-#:   the exact K_h the SDUE computes first (``sdue``: stage 1 is the query side only, stage 2
-#:   of head h waits for K_h, K rows are never skipped).
+#: * ``epre_fetch``: the EPRE's Wq_h / Wk_h (``H d d_head`` W-bit words each per block
+#:   instance) cross the port once (``shared``, built, issue 19: head h + 1's go into the W
+#:   buffer run h does not read, beside it, and the SDUE's Q_h / K_h columns come from the
+#:   EPRE's W memory, GMEM_EFILL; the schedule is the DSC's double-buffered order,
+#:   :func:`exion.golden.projections.epre_schedule_db`); or the EPRE's Wq fetch is a
+#:   global-memory stall on top of the SDUE's (``stall``: EPRE_WLOAD with every weight
+#:   loaded again by the SDUE, issue 18's schedule, :func:`~exion.golden.projections.
+#:   epre_schedule`); or that fetch uses the port's idle cycles of the block
+#:   (``port-idle``, not built: charged ``max(0, fetch - slack)``, slack = the block's GEMM
+#:   cycles minus their bytes over the port).
+#: * ``epre_keys``: stage 1 predicts Kh from X (``predicted``, SPEC 3.4, built); or stage 2
+#:   takes the exact K_h the SDUE computes first (stage 1 is the query side only, stage 2 of
+#:   head h waits for K_h, K rows are never skipped): over an on-core path from the SDUE's
+#:   OMEM (``sdue``, not built: no port bytes), or through the port as EPRE words
+#:   (``sdue-port``: the EPRE and the DSC's EPRE_KLOAD are built, the block schedule is
+#:   not; ``T ceil(d_head / Le) Le`` 16-bit containers per head and sequence).
 #: * ``epre_stage2``: a unit scores one key per ``ceil(d_head / Le)`` cycles (``row``); or its
 #:   Le lanes score ``floor(Le / d_head)`` keys at once when d_head <= Le / 2 (``packed``).
-EPRE_LEVERS = {"epre_fetch": ("stall", "port-idle", "shared"),
-               "epre_keys": ("predicted", "sdue"),
+EPRE_LEVERS = {"epre_fetch": ("shared", "stall", "port-idle"),
+               "epre_keys": ("predicted", "sdue", "sdue-port"),
                "epre_stage2": ("row", "packed")}
 #: The built design's levers (``System.epre_levers`` of the presets).
 BUILT_LEVERS = tuple(v[0] for v in EPRE_LEVERS.values())
@@ -163,8 +171,9 @@ class System:
     leak_mw_per_gm_mb: float = 2.0
     dataflow: str = "col-group"
     gpu: str = "rtx6000ada"
-    # EPRE design levers [what-if, not in RTL; defaults = the built design]: see EPRE_LEVERS
-    epre_fetch: str = "stall"
+    # EPRE design levers [the defaults are the built design; the others what-ifs]:
+    # see EPRE_LEVERS
+    epre_fetch: str = "shared"
     epre_keys: str = "predicted"
     epre_stage2: str = "row"
 
@@ -366,7 +375,7 @@ def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | 
         raise ExionError(f"attn_split = {attn_split!r} must be an integer >= 1")
     use_ep, use_ffnr = mode in ("ep", "all"), mode in ("ffnr", "all")
     levers = _check_levers(epre_levers)
-    k_exact = use_ep and levers[1] == "sdue"     # K computed dense for the EPRE's stage 2
+    k_exact = use_ep and levers[1] != "predicted"   # K computed dense for the EPRE's stage 2
     rate = cfg.rows
     kw = {"dataflow": dataflow, "bw": cfg.gb_bytes_per_cycle if bw is None else bw}
     g = []
@@ -493,7 +502,7 @@ def _ep_charges(cfg: Config, g, blk: Block, h_eval: int, bw: int, g_split: int,
                   for pre, names in attns)
     # stage 1 (Qh, Kh: T x d x 2 H dh products; the query side only with exact keys) +
     # stage 2 (H x T x T x dh products), each a sum of lod_terms^2 power-of-two terms
-    k_side = 1 if levers[1] == "sdue" else 2
+    k_side = 1 if levers[1] != "predicted" else 2
     return {"epre_cycles": exposed,
             "epre_busy_cycles": runs * H * sum(epre_phases(cfg, T, T, d, dh, levers)),
             "epre_runs": runs,
@@ -545,12 +554,12 @@ def epre_phases(cfg: Config, n_q: int, n_k: int, d: int, d_head: int,
                 levers: tuple = BUILT_LEVERS) -> tuple[int, int]:
     """(before, after) cycles of one EPRE run under ``levers``: ``before`` needs only X and
     Wq_h / Wk_h (stage 1), ``after`` (stage 2, selection, the run's fixed cycles) may need the
-    SDUE's K_h (``epre_keys = "sdue"``). With :data:`BUILT_LEVERS` the sum is
+    SDUE's K_h (``epre_keys`` ``sdue`` / ``sdue-port``). With :data:`BUILT_LEVERS` the sum is
     :func:`exion.golden.cycles.epre_run_cycles` (the RTL's count); ``sdue`` is the EPRE's
     ``k_given`` run (no key groups in stage 1: the RTL's count too), ``packed`` scores
     ``floor(Le / d_head)`` keys per unit and cycle (not built)."""
     _, keys, stage2 = _check_levers(levers)
-    p = epre_phase_cycles(cfg, n_q, n_k, d, d_head, k_given=keys == "sdue")
+    p = epre_phase_cycles(cfg, n_q, n_k, d, d_head, k_given=keys != "predicted")
     U, Le = cfg.epre_unit_count, cfg.epre_lane_count
     gq = math.ceil(n_q / U)
     s1, s2 = p["stage1"], p["stage2"]
@@ -583,10 +592,15 @@ def _epre_exposed(cfg: Config, g, prefix: str, names, blk: Block, h_eval: int,
             for h in range(H)]
     fetch_kind, keys, _ = levers
     before, after = epre_phases(cfg, math.ceil(T / g_split), T, d, dh, levers)
-    if keys == "sdue":
+    if keys != "predicted":
         exposed = epre_schedule_k(before, after, [kv] * H, rest)["exposed"]
+    elif fetch_kind == "shared":      # the DSC's double-buffered order (built)
+        exposed = epre_schedule_db(before + after, [kv] * H, rest)["exposed"]
     else:
         exposed = epre_schedule(before + after, [kv] * H, rest)["exposed"]
+    if keys == "sdue-port":           # K_h as EPRE words over the port, per head and chunk
+        Le = cfg.epre_lane_count
+        exposed += H * math.ceil(T * math.ceil(dh / Le) * Le * 2 / bw)
     # as golden.block: exposed cycles (rounded up) per sequence + the EPRE's own Wq fetch as
     # stall, once per block instance (the EPRE runs the b sequences of head h on one Wq_h)
     fetch = math.ceil(H * d * dh * cfg.width / 8 / bw)

@@ -13,7 +13,8 @@ bits       field       meaning
 =========  ==========  ===================================================================
 0..7       op          0 END, 1 IMEM_LOAD, 2 GMEM_LOAD, 3 OMEM_LOAD, 4 GEMM, 5 OMEM_STORE,
                       6 GELU, 7 SOFTMAX, 8 LAYERNORM, 9 FFNR, 10 EPRE_XLOAD,
-                      11 EPRE_WLOAD, 12 EPRE, 13 EPRE_STORE, 14 GELU_OMEM, 15 EPRE_KLOAD
+                      11 EPRE_WLOAD, 12 EPRE, 13 EPRE_STORE, 14 GELU_OMEM, 15 EPRE_KLOAD,
+                      16 GMEM_EFILL
 8..15      stage       shown on ``ctrl.stage`` while the descriptor runs (host's label)
 16         accumulate  GEMM: add into OMEM (FFN-Reuse's delta FC2 on the cached Y_d)
 17         overlap     EPRE: run in the background (its mask rows into the mask FIFO);
@@ -31,7 +32,8 @@ bits       field       meaning
 160..175   glen        unit addresses advance in groups of ``glen`` consecutive words ...
 176..191   gstride     ... and each group starts ``gstride`` after the previous one
 192..207   kwords      GEMM setup: K/L words of every pass; GMEM_LOAD with ``tee``:
-                      ``tee_base``, the EPRE W address of the first word teed
+                      ``tee_base``, the EPRE W address of the first word teed;
+                      GMEM_EFILL: the EPRE W address of the first word read
 208..223   ncols       GEMM setup: OMEM stride of a row block
 224..231   regions     GEMM setup: WMEM regions the fetch may fill ahead
 192..206   in_mult     GELU (in place of the GEMM setup): ``GeluParams`` of
@@ -53,7 +55,9 @@ The EPRE (``hw.epre.EPRE``, sized by :func:`dsc_epre_sizes` from ``cfg.dsc_epre_
 EPRE_XLOAD writes ``count`` EPRE words (Le 16-bit containers) to its X banks, word i to
 bank ``i mod U`` at ``ubase + i // U``; EPRE_KLOAD writes exact keys into its Kh banks the
 same way (a run with ``k_given``, docs/epre.md); EPRE_WLOAD writes ``count`` words to its W
-memory (the ``glen`` / ``gstride`` walk: Wq^T rows, then Wk^T rows at ``dh_max * dw_max``); EPRE
+memory (the ``glen`` / ``gstride`` walk: Wq^T rows, then Wk^T rows at ``dh_max * dw_max``).
+The W memory holds two such buffers of ``w_half = cfg.dsc_epre_w_half`` words (issue 19):
+a run reads the one its ``w_buf`` run field names, from ``w_buf * w_half``. EPRE
 starts a run with the descriptor's run fields and writes its ``count`` mask rows
 (``hw.epre.mask_layout`` values) to ``dst`` through the output buffer; it ends when they
 are acknowledged and the EPRE is idle.
@@ -71,13 +75,28 @@ built only then: :func:`tee_supported`, else a ``tee`` GMEM_LOAD stops with ``ba
 and cycles are a plain GMEM_LOAD's. The host uses it for the Q / K columns of a Q|K|V
 product whose weights are the EPRE's (``sim.dsc_program``, ``share_w``).
 
+**GMEM_EFILL** (op 16, issue 19: the EPRE's weights crossing the port once): the tee's
+inverse. ``count`` GMEM words, written at the GMEM_LOAD walk (``ubase`` / ``glen`` /
+``gstride``), come from the EPRE's W memory instead of the port: word n (``off`` its place
+in its ``glen`` group, one weight column) is lanes ``(off L) mod Le .. + L - 1`` of W word
+``tee_base + m``, ``m`` advancing after a word's last lane slot or its column's end -- the
+same map as the tee, so a GMEM_EFILL of a head's d_head Q (K) columns at the W address
+EPRE_WLOAD wrote Wq^T (Wk^T) to puts exactly the GMEM words a GMEM_LOAD of those columns
+would. One word a cycle through the W memory's second read port (``hw.epre.EPRE.w_r``; the
+EPRE's run only reads W, so it may run beside), no memory beat; it touches GMEM, so it
+waits for an overlapped GEMM (:data:`ENGINE_INTERLOCKED`); built when the tee is
+(:func:`tee_supported`), else ``bad_op``. The host uses it for the Q_h / K_h columns of a
+Q|K|V product after head h's EPRE (``sim.dsc_program``, ``share_w``).
+
 **Overlap** (issue 16 item 2, issue 18 item 3): an EPRE descriptor with ``overlap`` set only
 hands the run over and goes on with the next descriptor; the EPRE predicts in the background
 and its mask rows go into a mask FIFO (``n_max`` rows, emptied when such a run starts).
 EPRE_STORE writes ``count`` rows from the FIFO to ``dst`` through the output buffer
 (``bad_op`` if the FIFO holds fewer). EPRE_XLOAD, EPRE_KLOAD, EPRE_WLOAD, EPRE, EPRE_STORE
 and END wait in DECODE until the EPRE is idle (the interlock: the EPRE's memories and the
-FIFO are not touched while it runs); every other op runs beside it. The host puts the work
+FIFO are not touched while it runs), except an EPRE_WLOAD whose ``ubase`` lies in the W
+buffer the running run does not read (the host keeps the whole walk there): it fills the
+next head's Wq^T / Wk^T beside the run; every other op runs beside it. The host puts the work
 that does not need the prediction (the K / V projection tiles) between an overlapped EPRE
 and its EPRE_STORE.
 
@@ -181,7 +200,8 @@ ERROR_FLAGS = {
 #: op name -> code
 OPS = {"END": 0, "IMEM_LOAD": 1, "GMEM_LOAD": 2, "OMEM_LOAD": 3, "GEMM": 4, "OMEM_STORE": 5,
        "GELU": 6, "SOFTMAX": 7, "LAYERNORM": 8, "FFNR": 9, "EPRE_XLOAD": 10,
-       "EPRE_WLOAD": 11, "EPRE": 12, "EPRE_STORE": 13, "GELU_OMEM": 14, "EPRE_KLOAD": 15}
+       "EPRE_WLOAD": 11, "EPRE": 12, "EPRE_STORE": 13, "GELU_OMEM": 14, "EPRE_KLOAD": 15,
+       "GMEM_EFILL": 16}
 
 #: ops that wait in DECODE while the EPRE runs (an overlapped run in the background)
 EPRE_INTERLOCKED = ("END", "EPRE_XLOAD", "EPRE_WLOAD", "EPRE", "EPRE_STORE", "EPRE_KLOAD")
@@ -189,7 +209,7 @@ EPRE_INTERLOCKED = ("END", "EPRE_XLOAD", "EPRE_WLOAD", "EPRE", "EPRE_STORE", "EP
 #: ops that wait in DECODE while the gemm engine computes an overlapped GEMM (they touch
 #: the engine's memories, its setup or its mask stream)
 ENGINE_INTERLOCKED = ("END", "IMEM_LOAD", "GMEM_LOAD", "OMEM_LOAD", "GEMM", "OMEM_STORE",
-                      "GELU_OMEM")
+                      "GELU_OMEM", "GMEM_EFILL")
 
 #: EPRE descriptor: the EPRE's ``run_layout`` value sits at bits 128.. (in place of
 #: ubase / glen / gstride / the GEMM setup); ``count`` = query rows (mask items written).
@@ -227,7 +247,9 @@ def dsc_ffnr_sizes(cfg: Config) -> dict:
 def dsc_epre_sizes(cfg: Config) -> EpreSizes:
     """The DSC's EPRE: maxima, units and selectors of ``cfg.dsc_epre_dims``."""
     n_max, d_max, dh_max, units, selectors = cfg.dsc_epre_dims
-    return EpreSizes(cfg, units, n_max, d_max, dh_max, selectors, "insertion")
+    sz = EpreSizes(cfg, units, n_max, d_max, dh_max, selectors, "insertion", w_bufs=2)
+    assert sz.w_half == cfg.dsc_epre_w_half       # the cycle model's figure (golden)
+    return sz
 
 
 def tee_supported(cfg: Config) -> bool:
@@ -343,6 +365,7 @@ class DscCore(wiring.Component):
             self._fsm_ffnr(m, s)
             self._fsm_epre(m, s)
             self._fsm_gelu_omem(m, s)
+            self._fsm_efill(m, s)
         return m
 
     def _descriptor(self, m, s):
@@ -412,7 +435,7 @@ class DscCore(wiring.Component):
         s.bank = bank = Signal(range(max(R, self.cfg.dsc_epre_dims[3])), name="bank")
         s.off = off = Signal(16, name="off")
         s.gb = gb = Signal(32, name="gbase")
-        uaddr = Signal(32, name="uaddr")
+        s.uaddr = uaddr = Signal(32, name="uaddr")
         m.d.comb += uaddr.eq(s.ubase + gb + off)
         word = asm[:W * L]              # IMEM_LOAD / GMEM_LOAD: a packed operand word
         is_imem = s.op == OPS["IMEM_LOAD"]
@@ -427,7 +450,7 @@ class DscCore(wiring.Component):
                                                asm[:A * R])),
             gemm.mask.payload.as_value().eq(asm[:len(gemm.mask.payload.as_value())]),
         ]
-        advance = Signal(name="advance")
+        s.advance = advance = Signal(name="advance")
         with m.If(s.consume):
             with m.If(is_imem):
                 m.d.sync += bank.eq(Mux(bank == R - 1, 0, bank + 1))
@@ -545,8 +568,12 @@ class DscCore(wiring.Component):
         :data:`ENGINE_INTERLOCKED` while an overlapped GEMM's engine time runs."""
         with m.State("DECODE"):
             wait = Signal(name="interlock")
+            # an EPRE_WLOAD into the W buffer the running run does not read goes beside it
+            other = ((s.op == OPS["EPRE_WLOAD"])
+                     & ((s.ubase >= s.eps.w_half) != s.ep_wbuf))
             m.d.comb += wait.eq(
-                (s.ep.busy & (Cat(s.op == OPS[o] for o in EPRE_INTERLOCKED).any() | s.tee)) |
+                (s.ep.busy & ~other
+                 & (Cat(s.op == OPS[o] for o in EPRE_INTERLOCKED).any() | s.tee)) |
                 (s.eng & Cat(s.op == OPS[o] for o in ENGINE_INTERLOCKED).any()))
             with m.If(~wait):
                 self._decode_op(m, s)
@@ -568,6 +595,17 @@ class DscCore(wiring.Component):
                                                                          sum(TEE_BASE)]),
                                  s.tee_acc.eq(0), s.tee_slot.eq(0)]
                     m.next = "LOAD"
+            with m.Case(OPS["GMEM_EFILL"]):
+                with m.If(Const(int(not tee_supported(self.cfg)), 1)):
+                    m.d.sync += [self.error[2].eq(1), self.busy.eq(0), self.done.eq(1)]
+                    m.next = "IDLE"
+                with m.Elif(count == 0):
+                    m.next = "FETCH"
+                with m.Else():
+                    m.d.sync += [s.tee_addr.eq(desc[TEE_BASE[0]:sum(TEE_BASE)]),
+                                 s.tee_slot.eq(0), s.off.eq(0), s.gb.eq(0),
+                                 s.items_in.eq(0), s.ef_v.eq(0)]
+                    m.next = "EFILL"
             with m.Case(OPS["OMEM_LOAD"]):
                 per = Mux(s.bcast, ib["obc"], ib["omem"])
                 self._load_items(m, s, count * per)
@@ -955,7 +993,8 @@ class DscCore(wiring.Component):
         s.eps = sz = dsc_epre_sizes(cfg)
         s.ep = ep = EPRE(cfg, units=sz.units, n_max=sz.n_max, d_max=sz.d_max,
                          dh_max=sz.dh_max, selectors=sz.selectors, selector_kind=sz.kind,
-                         epre_unit_boxes=self.epre_unit_boxes)
+                         epre_unit_boxes=self.epre_unit_boxes, w_bufs=sz.w_bufs,
+                         w_read=True)
         m.submodules.epre = ep
         Le, W = cfg.epre_lane_count, cfg.width
         ew = Cat(s.asm[16 * lane:16 * lane + W] for lane in range(Le))
@@ -972,6 +1011,7 @@ class DscCore(wiring.Component):
         s.ep_mask = Value.cast(ep.mask.payload)
         s.overlap = s.desc[17]
         s.ep_bg = Signal(name="epre_background")   # the run's rows go to the FIFO
+        s.ep_wbuf = Signal(name="epre_w_buf")      # the W buffer of the run handed over last
         s.ep_flush = Signal(name="epre_fifo_flush")
         fifo = SyncFIFOBuffered(width=len(s.ep_mask), depth=sz.n_max)
         s.ep_fifo = fifo
@@ -994,6 +1034,9 @@ class DscCore(wiring.Component):
         s.tee_slot = slot = Signal(range(max(2, slots)), name="tee_slot")   # 1 bit at least
         s.tee_addr = taddr = Signal(len(ep.w_w.addr), name="tee_addr")
         s.tee_last = last = Signal(name="tee_last")
+        s.ef_v = Signal(name="efill_valid")       # GMEM_EFILL: a W word read last cycle
+        s.ef_slot = Signal.like(slot, name="efill_slot")
+        s.ef_addr = Signal(32, name="efill_addr")
         m.d.comb += s.tee.eq((s.op == OPS["GMEM_LOAD"]) & s.desc[TEE_BIT])
         waddr = Signal.like(ep.w_w.addr, name="epre_w_addr")
         wdata = Signal(W * Le, name="epre_w_data")
@@ -1046,6 +1089,7 @@ class DscCore(wiring.Component):
         ep, fifo = s.ep, s.ep_fifo
         with m.State("EP_RUN"):
             m.d.comb += ep.run.valid.eq(1)
+            m.d.sync += s.ep_wbuf.eq(ep.run.payload.w_buf)
             with m.If(ep.run.ready & s.ep_bg):
                 m.next = "FETCH"
             with m.Elif(ep.run.ready):
@@ -1082,6 +1126,33 @@ class DscCore(wiring.Component):
                 with m.Case(r):
                     m.d.comb += s.go_word.eq(Cat(s.tb[(i * R + r) * A:(i * R + r + 1) * A]
                                                  for i in range(L)))
+
+    def _fsm_efill(self, m, s):
+        """EFILL (GMEM_EFILL): one W-memory read issued a cycle at ``tee_addr`` (the tee's
+        lane-slot walk), its L-lane slot written to GMEM the cycle after at the walk's
+        address; FETCH once the last word is written."""
+        cfg, gemm = self.cfg, s.gemm
+        L, W = cfg.lanes, cfg.width
+        slots = max(1, cfg.epre_lane_count // L)
+        if not tee_supported(cfg):       # DECODE stops a GMEM_EFILL with bad_op
+            return
+        with m.State("EFILL"):
+            issue = s.items_in != s.count
+            last = (s.tee_slot == slots - 1) | (s.off + 1 >= s.glen)
+            m.d.comb += [s.ep.w_r.addr.eq(s.tee_addr), s.advance.eq(issue)]
+            m.d.sync += [s.ef_v.eq(issue), s.ef_slot.eq(s.tee_slot), s.ef_addr.eq(s.uaddr)]
+            with m.If(issue):
+                m.d.sync += s.items_in.eq(s.items_in + 1)
+                with m.If(last):
+                    m.d.sync += [s.tee_slot.eq(0), s.tee_addr.eq(s.tee_addr + 1)]
+                with m.Else():
+                    m.d.sync += s.tee_slot.eq(s.tee_slot + 1)
+            with m.If(s.ef_v):
+                m.d.comb += [gemm.gmem_w.en.eq(1), gemm.gmem_w.addr.eq(s.ef_addr),
+                             gemm.gmem_w.data.as_value().eq(
+                                 Value.cast(s.ep.w_r.data).word_select(s.ef_slot, W * L))]
+            with m.If(~issue):
+                m.next = "FETCH"
 
     def _fsm_gelu_omem(self, m, s):
         """GO_READ (L OMEM reads, one a cycle) -> GO_LAST (the last column's capture) ->

@@ -63,7 +63,7 @@ from .lod import refuse
 from .sdue import mem_write_signature
 
 __all__ = ["EPRE", "EpreSizes", "epre_word", "run_layout", "mask_layout", "score_layout",
-           "h_read_signature", "PIPE", "SEL_FIXED", "RUN_FIXED"]
+           "h_read_signature", "w_read_signature", "PIPE", "SEL_FIXED", "RUN_FIXED"]
 
 #: Cycles from the issue of a phase's last beat to its last result written (drain);
 #: ``exion.config.EPRE_PIPE`` (one home, also ``cfg.epre_pipe``).
@@ -81,11 +81,13 @@ class EpreSizes:
     ``d_max`` model width (stage-1 reduction), ``dh_max`` head width (stage-2 reduction),
     ``selectors`` S, selector ``kind`` (``"insertion"`` / ``"radix"``, default
     ``cfg.epre_selector_kind``) and radix ``ports`` P (default ``cfg.epre_radix_port_count``).
+    ``w_bufs``: W-memory buffers of one head's Wq^T / Wk^T each (1; the DSC's EPRE has 2: a
+    run reads the one its ``w_buf`` field names while the host fills the other).
     """
 
     def __init__(self, cfg: Config, units: int, n_max: int, d_max: int, dh_max: int,
                  selectors: int | None = None, kind: str | None = None,
-                 ports: int | None = None):
+                 ports: int | None = None, w_bufs: int = 1):
         for name, v in (("units", units), ("n_max", n_max), ("d_max", d_max),
                         ("dh_max", dh_max)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -96,6 +98,9 @@ class EpreSizes:
                                  f"A = {cfg.acc_width}-bit accumulator is exact only up to k_max")
         if n_max < 2:
             raise ValueError(f"EPRE n_max must be >= 2, got {n_max}")
+        if w_bufs not in (1, 2):
+            raise ValueError(f"EPRE w_bufs must be 1 or 2, got {w_bufs!r}")
+        self.w_bufs = w_bufs
         L = self.lanes = cfg.epre_lane_count
         self.selectors = cfg.epre_selector_count if selectors is None else selectors
         if not isinstance(self.selectors, int) or isinstance(self.selectors, bool) \
@@ -128,7 +133,8 @@ class EpreSizes:
         # emitted Verilog: such banks (units = n_max and a row of <= L elements, e.g. the DSC's
         # EPRE on exion16) get one spare word.
         self.x_depth = max(2, self.g_max * self.dw_max)   # per X bank
-        self.w_depth = 2 * dh_max * self.dw_max           # Wq^T then Wk^T
+        self.w_half = 2 * dh_max * self.dw_max            # one buffer: Wq^T then Wk^T
+        self.w_depth = w_bufs * self.w_half
         self.h_depth = max(2, self.g_max * self.hw_max)   # per Qh / Kh bank
         self.s_words = math.ceil(n_max / self.ports)      # radix: words per score bank
 
@@ -136,7 +142,8 @@ class EpreSizes:
         return {k: getattr(self, k) for k in ("units", "lanes", "selectors", "rounds",
                                               "streamed", "n_max", "d_max", "dh_max", "g_max",
                                               "dw_max", "hw_max", "entries", "x_depth",
-                                              "w_depth", "h_depth", "radix", "ports")}
+                                              "w_depth", "h_depth", "radix", "ports",
+                                              "w_bufs", "w_half")}
 
     @property
     def kind(self) -> str:
@@ -162,6 +169,8 @@ def run_layout(cfg: Config, s: EpreSizes) -> data.StructLayout:
     two_step      1 = TS-LOD, 0 = LOD (only with cfg.lod_terms == 2)
     k_given       1 = exact keys: the host wrote the keys' K rows into the Kh banks (``kh_w``);
                   stage 1 computes Qh only (``k_groups`` still counts the key row groups)
+    w_buf         only with ``w_bufs = 2``: the W buffer the run reads (its Wq^T at
+                  ``w_buf * w_half``, Wk^T ``dh_max * dw_max`` after)
     """
     nb = (s.n_max).bit_length()
     return data.StructLayout({
@@ -175,6 +184,7 @@ def run_layout(cfg: Config, s: EpreSizes) -> data.StructLayout:
         "k_n": unsigned(nb),
         "q_th": unsigned(cfg.acc_width + 1),
         "q_th_en": 1, "keep_all": 1, "two_step": 1, "k_given": 1,
+        **({"w_buf": 1} if s.w_bufs > 1 else {}),
     })
 
 
@@ -194,6 +204,11 @@ def score_layout(cfg: Config, s: EpreSizes) -> data.StructLayout:
     """Stage-2 tap: the scores of key ``key`` for query rows ``group * units + u``."""
     return data.StructLayout({"group": unsigned(_bits(s.g_max)), "key": unsigned(_bits(s.n_max)),
                               "scores": data.ArrayLayout(signed(cfg.acc_width), s.units)})
+
+
+def w_read_signature(addr_bits: int, word) -> wiring.Signature:
+    """Read of the W memory: ``data`` one cycle after ``addr``."""
+    return wiring.Signature({"addr": Out(addr_bits), "data": In(word)})
 
 
 def h_read_signature(cfg: Config, s: EpreSizes) -> wiring.Signature:
@@ -231,6 +246,12 @@ class EPRE(wiring.Component):
         ``hw.epre_stages.EPRE_UNIT_MODULE`` (``EpreLanes``' ``unit_boxes``): hierarchical
         synthesis generates the EPRE this way and the unit once on its own, so the exion16
         EPRE's 32 x 96 lanes are not elaborated 32 times. Default: the full units.
+    w_bufs : int
+        W-memory buffers (1; the DSC's EPRE: 2, issue 19): with 2, a run reads the buffer its
+        ``w_buf`` run field names (``w_buf * w_half`` on), so that the host may write the
+        other one (``w_w``) while it runs.
+    w_read : bool
+        Build ``w_r``, the W memory's second read port (the DSC's EPRE; default False).
     n_max, d_max, dh_max : int
         Largest N_q / N_k (and N_q + N_k for cross-attention), d, d_head. Defaults cover a
         DiT-XL/2 head (256 tokens, d = 1152, d_head = 72), d and d_head capped at ``k_max``.
@@ -245,6 +266,10 @@ class EPRE(wiring.Component):
     w_w : In(mem_write_signature(1, w_addr_bits, word))
         Host write of Wq^T (row j at ``j*d_words + kw``) and Wk^T (the same, plus
         ``dh_max * dw_max``).
+    w_r : In(w_read_signature(w_addr_bits, word))
+        Only with ``w_read``: a second read port of the W memory, ``data`` one cycle after
+        ``addr``, usable while the EPRE runs (the run only reads W): the DSC's GMEM_EFILL
+        copies Wq^T / Wk^T rows from here into the gemm engine's GMEM (docs/dsc.md).
     kh_w : In(bank_write_signature(units, h_addr_bits, word))
         Host write of exact keys into the Kh banks while idle, one word at a time into the
         banks ``en`` selects (key row ``g*units + u`` in bank u, words ``g*h_words + hw``),
@@ -267,15 +292,17 @@ class EPRE(wiring.Component):
     def __init__(self, cfg: Config, *, units: int | None = None, n_max: int = 256,
                  d_max: int | None = None, dh_max: int | None = None,
                  selectors: int | None = None, selector_kind: str | None = None,
-                 radix_ports: int | None = None, epre_unit_boxes: bool = False):
+                 radix_ports: int | None = None, epre_unit_boxes: bool = False,
+                 w_bufs: int = 1, w_read: bool = False):
         self.cfg = cfg
+        self.w_read = w_read
         self.epre_unit_boxes = epre_unit_boxes
         units = cfg.epre_unit_count if units is None else units
         d_max = min(1152, cfg.k_max) if d_max is None else d_max
         dh_max = min(72, cfg.k_max) if dh_max is None else dh_max
         try:
             self.sizes = s = EpreSizes(cfg, units, n_max, d_max, dh_max, selectors,
-                                       selector_kind, radix_ports)
+                                       selector_kind, radix_ports, w_bufs)
         except ValueError as e:
             raise refuse(self, str(e)) from None
         word = epre_word(cfg)
@@ -283,6 +310,7 @@ class EPRE(wiring.Component):
             "run": In(stream.Signature(run_layout(cfg, s))),
             "x_w": In(mem_write_signature(units, _bits(s.x_depth), word)),
             "w_w": In(mem_write_signature(1, _bits(s.w_depth), word)),
+            **({"w_r": In(w_read_signature(_bits(s.w_depth), word))} if w_read else {}),
             "kh_w": In(bank_write_signature(units, _bits(s.h_depth), word)),
             "h_r": In(h_read_signature(cfg, s)),
             "mask": Out(stream.Signature(mask_layout(s))),
@@ -376,7 +404,11 @@ class EPRE(wiring.Component):
         m.d.comb += [wp.addr.eq(self.w_w.addr), wp.data.eq(self.w_w.data[0]),
                      wp.en.eq(self.w_w.en[0])]
         w_rp = wmem.read_port()
-        m.d.comb += [w_rp.addr.eq(ctl.w_addr), lanes.w.eq(w_rp.data)]
+        w_off = Mux(ctl.params.w_buf, s.w_half, 0) if s.w_bufs > 1 else 0
+        m.d.comb += [w_rp.addr.eq(ctl.w_addr + w_off), lanes.w.eq(w_rp.data)]
+        if self.w_read:                  # the DSC's GMEM_EFILL (any time: the run only reads)
+            x_rp = wmem.read_port()
+            m.d.comb += [x_rp.addr.eq(self.w_r.addr), self.w_r.data.eq(x_rp.data)]
 
         h_r_k = Signal(name="h_r_k")
         m.d.sync += h_r_k.eq(self.h_r.k)

@@ -75,6 +75,9 @@ _GEMM_FIELDS = _FIELDS[:12] + (("overlap", 17, 1),)
 #: GMEM_LOAD fields: ``tee`` (bit 18) and ``tee_base`` (hw/dsc.py ``TEE_BIT``, ``TEE_BASE``)
 _GMEM_OP = 2
 _GMEM_FIELDS = _FIELDS[:9] + (("tee", 18, 1), ("tee_base", 192, 16))
+#: GMEM_EFILL fields: the GMEM walk and ``tee_base`` (the W address of the first word read)
+_EFILL_OP = 16
+_EFILL_FIELDS = _FIELDS[:9] + (("tee_base", 192, 16),)
 
 
 def _fields(op: int) -> tuple:
@@ -82,6 +85,8 @@ def _fields(op: int) -> tuple:
         return _GEMM_FIELDS
     if op == _GMEM_OP:
         return _GMEM_FIELDS
+    if op == _EFILL_OP:
+        return _EFILL_FIELDS
     if op == _EPRE_OP:
         return _EPRE_FIELDS
     if op == _FFNR_OP:
@@ -503,7 +508,10 @@ def block_program(cfg: Config, rec: dict, sample: int = 0, schedule: str = "auto
     softmax per head costs descriptors, which a narrow port can make the larger part);
     ``program.cfse_overlap`` says which. ``fuse_gelu``: :func:`block_jobs`'. ``share_w``:
     :func:`build_program`'s (the EPRE's Wq / Wk teed from the Q|K|V product's GMEM_LOAD
-    where it applies; ``program.shared_w`` says whether it did)."""
+    where it applies, else the product's Q / K columns filled from the EPRE's W memory,
+    GMEM_EFILL, where the cycle model estimates that no slower than loading them again
+    **[choice]**: the fill always moves fewer beats, but runs the product head by head;
+    ``program.shared_w`` says whether it did)."""
     from exion.golden.dsc_cycles import program_cycles
     if schedule not in EP_SCHEDULES:
         raise ExionError(f"EP schedule {schedule!r}: expected one of {', '.join(EP_SCHEDULES)}")
@@ -519,7 +527,7 @@ def block_program(cfg: Config, rec: dict, sample: int = 0, schedule: str = "auto
     if schedule != "overlap" and "sequential" not in cand:
         cand["sequential"] = block_jobs(cfg, rec, sample, overlap=False, cfse_overlap=co,
                                         fuse_gelu=fuse_gelu)
-    progs = {k: build_program(cfg, j, bus_bits, share_w) for k, j in cand.items()}
+    progs = {k: _build_shared(cfg, j, bus_bits, share_w) for k, j in cand.items()}
     name = next(iter(progs))
     if len(progs) == 2:
         est = {k: program_cycles(cfg, p.descs, bus_bits)["total"] for k, p in progs.items()}
@@ -529,11 +537,25 @@ def block_program(cfg: Config, rec: dict, sample: int = 0, schedule: str = "auto
     if cfse_overlap == "auto" and prog.cfse_overlap:
         plain = block_jobs(cfg, rec, sample, overlap=name == "overlap", cfse_overlap=False,
                            fuse_gelu=fuse_gelu)
-        pp = build_program(cfg, plain, bus_bits, share_w)
+        pp = _build_shared(cfg, plain, bus_bits, share_w)
         if (program_cycles(cfg, pp.descs, bus_bits)["total"]
                 < program_cycles(cfg, prog.descs, bus_bits)["total"]):
             jobs, prog = plain, pp
     return jobs, prog, name
+
+
+def _build_shared(cfg: Config, jobs: list, bus_bits: int, share_w: bool) -> DscProgram:
+    """:func:`build_program` with ``share_w``; a program that fills GMEM from the EPRE's W
+    memory (GMEM_EFILL) is kept only where the cycle model does not estimate the unshared
+    one faster."""
+    from exion.golden.dsc_cycles import program_cycles
+    from exion.hw.dsc import OPS
+    prog = build_program(cfg, jobs, bus_bits, share_w)
+    if not any(d["op"] == OPS["GMEM_EFILL"] for d in prog.descs):
+        return prog
+    plain = build_program(cfg, jobs, bus_bits, False)
+    return plain if (program_cycles(cfg, plain.descs, bus_bits)["total"]
+                     < program_cycles(cfg, prog.descs, bus_bits)["total"]) else prog
 
 
 def split_qkv(cfg: Config, job: GemmJob) -> list[GemmJob]:
@@ -660,7 +682,10 @@ def build_program(cfg: Config, jobs: list[GemmJob], bus_bits: int = 64,
     Q|K|V product whose Q / K head slices are its Wq / Wk, the product's GMEM_LOAD is split
     and its Q_h / K_h columns go in with ``tee`` just before head h's EPRE (the EPRE takes
     its Wq^T / Wk^T from the weight stream the SDUE uses; no EPRE_WLOAD):
-    :func:`_tee_split`, which says when it applies."""
+    :func:`_tee_split`, which says when it applies. Where it does not (a tile does not hold
+    every column), the product runs head by head after each head's EPRE and its Q_h / K_h
+    columns come from the EPRE's W memory (GMEM_EFILL, :func:`_efill_split`): either way
+    the EPRE's weights cross the port once."""
     from exion.hw.cau import mask_layout
     from exion.hw.dsc import OPS, item_beats
     from exion.hw.gemm import gmem_kbits
@@ -688,11 +713,31 @@ def build_program(cfg: Config, jobs: list[GemmJob], bus_bits: int = 64,
                 teed[id(nxt)] = (rest, entry)
                 continue
             data.release(mark)
+            fill = _efill_split(cfg, job, nxt, data, ib, bb, mlay, kb)
+            if fill is not None:
+                per_head, entry = fill
+                stores.append(_epre_descs(cfg, job, descs, data, ib, bb, after=per_head))
+                teed[id(nxt)] = ([], entry)
+                continue
+            data.release(mark)
         if id(job) in teed:
             rest, entry = teed.pop(id(job))
             descs.extend(rest)
             stores.append(entry)
             continue
+        after = jobs[i + 2] if i + 2 < len(jobs) else None
+        if (share_w and isinstance(job, PredictJob) and isinstance(nxt, GemmJob)
+                and nxt.overlap and isinstance(after, GemmJob)
+                and _split_weights(cfg, job, nxt, after)):
+            mark = data.mark()
+            fill = _efill_overlap(cfg, job, nxt, after, data, ib, bb, mlay, kb)
+            if fill is not None:
+                kv, q, kv_entry, q_entry = fill
+                stores.append(_epre_descs(cfg, job, descs, data, ib, bb, double=(kv, q)))
+                teed[id(nxt)] = ([], kv_entry)
+                teed[id(after)] = ([], q_entry)
+                continue
+            data.release(mark)
         if isinstance(job, PredictJob) and isinstance(nxt, GemmJob) and nxt.overlap:
             groups: list = []
             beside[id(nxt)] = (groups, _gemm_descs(cfg, nxt, groups, data, ib, bb, mlay, kb))
@@ -754,7 +799,8 @@ def build_program(cfg: Config, jobs: list[GemmJob], bus_bits: int = 64,
     stores = [(c, t, [(a + prog_bytes, n) for a, n in s]) for c, t, s in stores]
     # (a GELU store is ("gelu", shape, [(addr, words)]), relocated the same way)
     return DscProgram(image, 0, descs, jobs, stores, bus_bits,
-                      shared_w=any(d.get("tee") for d in descs))
+                      shared_w=any(d.get("tee") or d["op"] == OPS["GMEM_EFILL"]
+                                   for d in descs))
 
 
 def _tee_weights(cfg: Config, pj: PredictJob, job: GemmJob) -> bool:
@@ -817,6 +863,132 @@ def _tee_split(cfg: Config, pj: PredictJob, job: GemmJob, tiles: list, groups: l
         rest.append(part(c, e))
         c = e
     return per_head, tile[:g] + rest + tile[g + 1:] + [x for t in groups[1:] for x in t]
+
+
+def _efill_split(cfg: Config, pj: PredictJob, job: GemmJob, data: _Image, ib: dict,
+                 bb: int, mlay, kb: int) -> tuple | None:
+    """The Q|K|V product ``job`` run head by head, each head's part right after head h's
+    EPRE, with the W memory's Wq_h^T / Wk_h^T as its Q_h / K_h columns (GMEM_EFILL):
+    per head the tiles of columns ``Q_h | K_h | V_h`` (all row blocks), every tile's
+    GMEM_LOAD replaced by GMEM_EFILL of the Q_h columns (W address 0), of the K_h columns
+    (``dh_max * dw_max``; a GMEM_LOAD with exact keys: the W memory holds no Wk^T) and a
+    GMEM_LOAD of the V_h columns. Returns ``(per_head descriptors, store entry)`` (the
+    entry reassembles the whole product: the tiles' columns mapped back), or None where a
+    tile does not hold its head's columns in order, the heads do not cover all d columns or
+    the DSC builds no GMEM_EFILL (:func:`exion.hw.dsc.tee_supported`). The weights are
+    checked before (:func:`_tee_weights`)."""
+    from exion.hw.dsc import dsc_epre_sizes
+    n = np.shape(job.b)[1]
+    d, heads, dh = n // 3, len(pj.wq), np.shape(pj.wq[0])[1]
+    if heads * dh != d:
+        return None
+    sz = dsc_epre_sizes(cfg)
+    k_fill = None if pj.k_exact is not None else sz.dh_max * sz.dw_max
+    per_head, tiles_all, st_all = [], [], []
+    for h in range(heads):
+        cols = np.concatenate([np.arange(o + h * dh, o + (h + 1) * dh) for o in (0, d, 2 * d)])
+        r = _filled_tiles(cfg, job, h, cols, [(dh, 0), (dh, k_fill), (dh, None)], d,
+                          data, ib, bb, mlay, kb)
+        if r is None:
+            return None
+        per_head.append(r[0])
+        tiles_all += r[1]
+        st_all += r[2]
+    return per_head, (_whole_case(job), tiles_all, st_all)
+
+
+def _split_weights(cfg: Config, pj: PredictJob, kv: GemmJob, q: GemmJob) -> bool:
+    """Whether ``kv`` / ``q`` (:func:`split_qkv`'s K|V and Q products, K = d rows) have the
+    EPRE's Wk_h / Wq_h as their head slices (as :func:`_tee_weights` for the whole
+    product, the heads covering all d columns), so that :func:`_efill_overlap` may fill
+    them from its W memory."""
+    bq, bkv = np.asarray(q.b), np.asarray(kv.b)
+    d, dh = np.shape(pj.x)[1], np.shape(pj.wq[0])[1]
+    if (bq.shape != (d, d) or bkv.shape != (d, 2 * d) or len(pj.wq) * dh != d
+            or len(q.a_parts) != 1 or len(kv.a_parts) != 1):
+        return False
+    return all(np.array_equal(pj.wq[h], bq[:, h * dh:(h + 1) * dh])
+               and (pj.k_exact is not None
+                    or np.array_equal(pj.wk[h], bkv[:, h * dh:(h + 1) * dh]))
+               for h in range(len(pj.wq)))
+
+
+def _efill_overlap(cfg: Config, pj: PredictJob, kv: GemmJob, q: GemmJob, data: _Image,
+                   ib: dict, bb: int, mlay, kb: int) -> tuple | None:
+    """The overlapped EP schedule with the EPRE's weights crossing the port once (issue 19):
+    per head h the K_h | V_h tiles of ``kv`` (K_h filled from W buffer ``h mod 2``'s Wk^T,
+    V_h loaded; with exact keys K_h loaded too) and the Q_h tiles of ``q`` (filled from the
+    buffer's Wq^T), placed by :func:`_epre_descs` (``double``) beside runs h and h + 1.
+    Returns ``(kv descriptors per head, q descriptors per head, kv store entry, q store
+    entry)``, or None where a tile does not hold its head's columns (:func:`_filled_tiles`).
+    """
+    from exion.hw.dsc import dsc_epre_sizes
+    d, heads, dh = np.shape(pj.x)[1], len(pj.wq), np.shape(pj.wq[0])[1]
+    sz = dsc_epre_sizes(cfg)
+    exact = pj.k_exact is not None
+    kvs, qs, t_kv, s_kv, t_q, s_q = [], [], [], [], [], []
+    for h in range(heads):
+        wb = (h % 2) * sz.w_half
+        cols = np.concatenate([np.arange(h * dh, (h + 1) * dh),
+                               np.arange(d + h * dh, d + (h + 1) * dh)])
+        a = _filled_tiles(cfg, kv, h, cols,
+                          [(dh, None if exact else wb + sz.dh_max * sz.dw_max), (dh, None)],
+                          d, data, ib, bb, mlay, kb)
+        b = _filled_tiles(cfg, q, h, np.arange(h * dh, (h + 1) * dh), [(dh, wb)], d,
+                          data, ib, bb, mlay, kb)
+        if a is None or b is None:
+            return None
+        kvs.append(a[0])
+        qs.append(b[0])
+        t_kv += a[1]
+        s_kv += a[2]
+        t_q += b[1]
+        s_q += b[2]
+    return kvs, qs, (_whole_case(kv), t_kv, s_kv), (_whole_case(q), t_q, s_q)
+
+
+def _whole_case(job: GemmJob) -> GemmCase:
+    """The case ``read_results`` reassembles ``job``'s head-by-head tiles into."""
+    return GemmCase(job.a_parts[0], job.b, job.mask, prev=job.base, accumulate=True,
+                    name=job.name)
+
+
+def _filled_tiles(cfg: Config, job: GemmJob, h: int, cols: np.ndarray, segs: list, d: int,
+                  data: _Image, ib: dict, bb: int, mlay, kb: int) -> tuple | None:
+    """The tiles of ``job``'s columns ``cols`` (head h's part), each tile's GMEM_LOAD
+    replaced segment by segment (``segs``: ``(columns, W address)``, in order): GMEM_EFILL
+    from that EPRE W address, or, for None, a GMEM_LOAD of those columns. Returns
+    ``(descriptors, tiles with the job's column numbers, OMEM stores)``, or None where a
+    tile does not hold all of ``cols`` in order, the W rows are not the GMEM columns'
+    length (``d`` rows, ceil(d / Le) EPRE words) or the DSC builds no GMEM_EFILL."""
+    from exion.hw.dsc import OPS, tee_supported
+    if not tee_supported(cfg):
+        return None
+    Le, L = cfg.epre_lane_count, cfg.lanes
+    wbytes = ib["oword"] * bb
+    sub = replace(job, name=f"{job.name}[{h}]", b=job.b[:, cols], mask=job.mask[:, cols],
+                  base=job.base[:, cols], gather=False,
+                  expect=None if job.expect is None else job.expect[:, cols])
+    groups: list = []
+    _, tiles, st = _gemm_descs(cfg, sub, groups, data, ib, bb, mlay, kb)
+    descs, out_tiles = [], []
+    for t, grp in zip(tiles, groups):
+        g = next(i for i, x in enumerate(grp) if x["op"] == OPS["GMEM_LOAD"])
+        load, kw = grp[g], int(grp[g]["glen"])
+        if (list(np.asarray(t.cols)) != list(range(len(cols)))
+                or -(-kw * L // Le) != -(-d // Le) or kw * L < d):
+            return None
+        parts, c0 = [], 0
+        for n_c, wa in segs:
+            f = {"count": n_c * kw, "ubase": c0 << kb, "glen": kw, "gstride": 1 << kb}
+            parts.append({**f, "op": OPS["GMEM_LOAD"], "src": load["src"] + c0 * kw * wbytes}
+                         if wa is None else {**f, "op": OPS["GMEM_EFILL"], "tee_base": wa})
+            c0 += n_c
+        descs += grp[:g] + parts + grp[g + 1:]
+        out_tiles.append(replace(t, cols=cols[np.asarray(t.cols)]))
+    for x in descs:
+        x["job"] = job.name
+    return descs, out_tiles, st
 
 
 def _gemm_descs(cfg: Config, job: GemmJob, groups: list, data: _Image, ib: dict, bb: int,
@@ -991,7 +1163,8 @@ def _ffnr_descs(cfg: Config, job: FfnrJob, descs: list, data: _Image, ib: dict,
 
 
 def _epre_descs(cfg: Config, job: PredictJob, descs: list, data: _Image, ib: dict,
-                bb: int, beside: list | None = None, tee: list | None = None) -> tuple:
+                bb: int, beside: list | None = None, tee: list | None = None,
+                after: list | None = None, double: tuple | None = None) -> tuple:
     """EPRE_XLOAD (X once: word a of bank u is item ``a * U + u``), then per head
     EPRE_WLOAD (Wq^T rows at 0.., Wk^T rows at ``dh_max * dw_max``: groups of ``glen =
     d_head * d_words`` words, ``gstride = dh_max * dw_max``) and EPRE (the run fields at bit
@@ -1003,7 +1176,15 @@ def _epre_descs(cfg: Config, job: PredictJob, descs: list, data: _Image, ib: dic
     FIFO to ``dst``, once the run is done).
 
     ``tee``: per head the GMEM_LOADs that bring Wq^T / Wk^T in with ``tee`` (from
-    :func:`_tee_split`), in place of EPRE_WLOAD.
+    :func:`_tee_split`), in place of EPRE_WLOAD. ``after``: per head descriptors placed
+    right after its (plain) EPRE, while the W memory still holds its Wq^T / Wk^T (the
+    GMEM_EFILL tiles of :func:`_efill_split`).
+
+    ``double``: ``(kv, q)``, per head the descriptors of its K / V tiles and of its Q
+    tiles (:func:`_efill_overlap`): head h's weights go to W buffer ``h mod 2`` and every
+    run is overlapped, in the order ``WLOAD_0, EPRE_0, [WLOAD_(h+1) (the other buffer,
+    beside run h), kv_h, EPRE_STORE_h, EPRE_(h+1), q_h] for each h`` -- run h + 1 starts
+    as soon as run h's masks are out, beside head h's Q tiles, which read buffer h mod 2.
 
     ``job.k_exact``: per head EPRE_WLOAD of Wq^T only and EPRE_KLOAD of the head's K rows
     (word a of Kh bank u is item ``a * U + u``, as EPRE_XLOAD), then the run (``k_given``)."""
@@ -1023,7 +1204,7 @@ def _epre_descs(cfg: Config, job: PredictJob, descs: list, data: _Image, ib: dic
     if exact and tee is not None:
         raise ExionError(f"EPRE job {job.name}: exact keys (k_exact) need no Wk^T; the tee "
                          f"brings it in (build it without share_w)")
-    st = []
+    st, wl, kl, runs = [], [], [], []
     for h in range(heads):
         pj = prepare(cfg, sz, x, job.wq[h], None if exact else job.wk[h], job.k,
                      int(job.shifts[h][0]), None if exact else int(job.shifts[h][1]),
@@ -1035,32 +1216,64 @@ def _epre_descs(cfg: Config, job: PredictJob, descs: list, data: _Image, ib: dic
             descs.append({"op": OPS["EPRE_XLOAD"], "count": xw.shape[0], "glen": 0xFFFF,
                           "src": data.alloc(xw.shape[0] * ebytes, _words_n(xw, ebytes)),
                           "job": job.name})
+        buf = h % 2 if double is not None else 0
         nw = pj.w_words.shape[0] // (1 if exact else 2)
-        if tee is not None:
-            descs.extend(tee[h])
-        else:
-            descs.append({"op": OPS["EPRE_WLOAD"], "count": pj.w_words.shape[0], "glen": nw,
-                          "gstride": sz.dh_max * sz.dw_max, "job": job.name,
-                          "src": data.alloc(pj.w_words.shape[0] * ebytes,
-                                            _words_n(pj.w_words, ebytes))})
+        wl.append([{"op": OPS["EPRE_WLOAD"], "count": pj.w_words.shape[0], "glen": nw,
+                    "gstride": sz.dh_max * sz.dw_max, "job": job.name,
+                    "ubase": buf * sz.w_half,
+                    "src": data.alloc(pj.w_words.shape[0] * ebytes,
+                                      _words_n(pj.w_words, ebytes))}]
+                  if tee is None else tee[h])
         if exact:
             kw = pj.kh_words.reshape(-1, sz.lanes)
-            descs.append({"op": OPS["EPRE_KLOAD"], "count": kw.shape[0], "glen": 0xFFFF,
-                          "src": data.alloc(kw.shape[0] * ebytes, _words_n(kw, ebytes)),
-                          "job": job.name})
-        dst = data.alloc(pj.n_q * ib["emask"] * bb)
-        run = {"op": OPS["EPRE"], "count": pj.n_q, "run": pack(rl, pj.run), "ep": dict(pj.run),
-               "job": job.name}
-        if beside is None:
-            descs.append({**run, "dst": dst})
+            kl.append([{"op": OPS["EPRE_KLOAD"], "count": kw.shape[0], "glen": 0xFFFF,
+                        "src": data.alloc(kw.shape[0] * ebytes, _words_n(kw, ebytes)),
+                        "job": job.name}])
         else:
-            descs.append({**run, "overlap": 1})
+            kl.append([])
+        dst = data.alloc(pj.n_q * ib["emask"] * bb)
+        runs.append({"op": OPS["EPRE"], "count": pj.n_q, "run": pack(rl, {**pj.run,
+                     **({"w_buf": buf} if "w_buf" in pj.run else {})}),
+                     "ep": {**pj.run, **({"w_buf": buf} if "w_buf" in pj.run else {})},
+                     "job": job.name, "dst": dst})
+        st.append((dst, pj.n_q))
+    if double is not None:
+        _double_order(descs, wl, kl, runs, double, job.name)
+        return ("epmask", (heads, x.shape[0]), st)
+    for h in range(heads):
+        descs.extend(wl[h] + kl[h])
+        if beside is None:
+            descs.append(runs[h])
+            descs.extend(after[h] if after is not None else ())
+        else:
+            descs.append({k: v for k, v in runs[h].items() if k != "dst"} | {"overlap": 1})
             for g in share[h]:
                 descs.extend(beside[g])
-            descs.append({"op": OPS["EPRE_STORE"], "count": pj.n_q, "dst": dst,
-                          "job": job.name})
-        st.append((dst, pj.n_q))
+            descs.append({"op": OPS["EPRE_STORE"], "count": runs[h]["count"],
+                          "dst": runs[h]["dst"], "job": job.name})
     return ("epmask", (heads, x.shape[0]), st)
+
+
+def _double_order(descs: list, wl: list, kl: list, runs: list, double: tuple, name: str):
+    """:func:`_epre_descs`' ``double`` order (W buffers alternating, every run overlapped)."""
+    from exion.hw.dsc import OPS
+    kv, q = double
+    heads = len(runs)
+
+    def start(h):
+        descs.extend(kl[h])
+        descs.append({k: v for k, v in runs[h].items() if k != "dst"} | {"overlap": 1})
+    descs.extend(wl[0])
+    start(0)
+    for h in range(heads):
+        if h + 1 < heads:
+            descs.extend(wl[h + 1])
+        descs.extend(kv[h])
+        descs.append({"op": OPS["EPRE_STORE"], "count": runs[h]["count"],
+                      "dst": runs[h]["dst"], "job": name})
+        if h + 1 < heads:
+            start(h + 1)
+        descs.extend(q[h])
 
 
 def _words_n(words: np.ndarray, per_bytes: int) -> np.ndarray:

@@ -171,6 +171,8 @@ def prepare(cfg: Config, sizes: Sizes, x, wq, wk, k, shift_q=None, shift_k=None,
            "q_th": 0 if q_th_int is None else min(int(q_th_int), 2 ** cfg.acc_width),
            "q_th_en": int(q_th_int is not None), "keep_all": int(polarity == "keep_all"),
            "two_step": int(res.lod_terms == 2), "k_given": int(given)}
+    if getattr(sizes, "w_bufs", 1) > 1:
+        run["w_buf"] = 0        # the DSC's double-buffered W memory: the host picks the buffer
     return EpreJob(name, x_words, w_addrs, w_words, run, n_q, n_k, d, d_head, gq, gk, hw,
                    golden=res, kh_words=kh_words)
 

@@ -836,7 +836,7 @@ def overlap_runs(model):
     EPRE_STORE with nothing in the mask FIFO; an unknown op right after an overlapped EPRE
     (the run stops with the EPRE still busy), then a good run."""
     ep, kv, q, qkv, one, rec = _overlap_jobs(model)
-    progs = [build_program(TOY, [ep, kv, q]), build_program(TOY, [one, kv]),
+    progs = [build_program(TOY, [ep, kv, q], share_w=False), build_program(TOY, [one, kv]),
              build_program(TOY, [ep, qkv]), build_program(TOY, [ep, kv]),
              build_program(TOY, [one, kv]), build_program(TOY, [ep, kv]),
              build_program(TOY, [one, kv])]
@@ -1323,6 +1323,156 @@ def test_tee_applies_only_where_the_weights_are_shared(model):
     prog = build_program(e16, [by["epre"], by["qkv"]])
     assert dcy.OPS["EPRE_WLOAD"] not in [d["op"] for d in prog.descs]
     assert sum(1 for d in prog.descs if d.get("tee")) == 2 * len(ep.wq)
+
+
+# ---- the EPRE's weights into GMEM: GMEM_EFILL and the double-buffered W memory (issue 19) -
+
+def _efill_jobs(rng, n, d, heads, dh, exact=False):
+    """EP + its Q|K|V product (:func:`_tee_jobs`), and the same product split for the
+    overlap (K|V, Q: ``split_qkv``); with ``exact`` the EP job takes exact keys instead
+    (random K rows: the EPRE's weights are then Wq^T only)."""
+    from exion.sim.dsc_program import split_qkv
+    pj, qkv = _tee_jobs(rng, n=n, d=d, heads=heads, dh=dh)
+    if exact:
+        w = TOY.wmax
+        pj = _pj_exact("epre", pj.x, pj.wq, [rng.integers(-w, w + 1, (n, dh))
+                                             for _ in range(heads)], 0.5)
+    return pj, qkv, split_qkv(TOY, qkv)
+
+
+def _ops(prog):
+    return [d["op"] for d in prog.descs]
+
+
+@pytest.fixture(scope="module")
+def efill_runs():
+    """One simulation: EP then its Q|K|V product head by head with the Q_h / K_h columns
+    filled from the EPRE's W memory (d = 32: the product is two toy tiles, so no tee); the
+    overlapped schedule with the W memory double-buffered (3 heads of 5, 2 of 8, exact keys
+    with 2 of 8, and the 3-head one under 30 % memory stalls); EP of 2 heads with K / V
+    beside it (no fill) whose head-1 EPRE_WLOAD is moved right after the overlapped run 0,
+    into the buffer run 0 reads (the interlock must hold it); and a mutant whose head-1 K
+    fill reads the other buffer."""
+    rng = np.random.default_rng(41)
+    print("efill cases: seed 41")
+    seq = _efill_jobs(rng, 8, 32, 2, 16)
+    sets = [_efill_jobs(rng, 8, 15, 3, 5), _efill_jobs(rng, 11, 16, 2, 8),
+            _efill_jobs(rng, 9, 16, 2, 8, exact=True)]
+    jobs = ([list(seq[:2])] + [[s[0], *s[2]] for s in sets] + [[sets[0][0], *sets[0][2]]]
+            + [[sets[1][0], sets[1][2][0]], [sets[1][0], *sets[1][2]]])
+    progs = [build_program(TOY, js, share_w=k != 5) for k, js in enumerate(jobs)]
+    ds = [dict(d) for d in progs[5].descs]
+    wl = [i for i, d in enumerate(ds) if d["op"] == dcy.OPS["EPRE_WLOAD"]]
+    ep = next(i for i, d in enumerate(ds) if d["op"] == dcy.OPS["EPRE"])
+    moved = ds.pop(wl[1])
+    assert moved["ubase"] == 0 and ds[ep].get("overlap")
+    _rewrite(progs[5], ds[:ep + 1] + [moved] + ds[ep + 1:])
+    mut = [dict(d) for d in progs[6].descs]
+    k1 = next(d for d in mut if d["op"] == dcy.OPS["GMEM_EFILL"]
+              and d["tee_base"] > TOY.dsc_epre_w_half)
+    k1["tee_base"] -= TOY.dsc_epre_w_half
+    _rewrite(progs[6], mut)
+    out, _ = rtl_dsc(TOY, progs, stall=[0.0, 0.0, 0.0, 0.0, 0.3, 0.0, 0.0],
+                     run_name="dsc_efill")
+    return {"progs": progs, "jobs": jobs, "runs": out}
+
+
+def test_efill_bit_exact_and_cycles(efill_runs):
+    """The SDUE's Q_h / K_h columns filled from the EPRE's W memory: masks, products
+    bit-exact, every descriptor's cycles equal to the model; no GMEM_LOAD brings the
+    EPRE's weights in again (V only, and K with exact keys); the double-buffered overlapped
+    schedule hides the runs (head h + 1's WLOAD goes beside run h) and beats the unshared
+    overlapped program in cycles (in beats only on a block whose head tiles are not this
+    small: ``test_efill_where_it_applies``)."""
+    progs, runs, jobs = efill_runs["progs"], efill_runs["runs"], efill_runs["jobs"]
+    for k, (prog, run, js) in enumerate(zip(progs[:5], runs[:5], jobs[:5])):
+        _check_run(TOY, prog, run, js)
+        if k != 4:                               # 4: under memory stalls
+            _check_program_cycles(prog, run)
+        assert prog.shared_w and dcy.OPS["GMEM_EFILL"] in _ops(prog)
+        loaded = sum(d["count"] for d in prog.descs if d["op"] == dcy.OPS["GMEM_LOAD"])
+        filled = sum(d["count"] for d in prog.descs if d["op"] == dcy.OPS["GMEM_EFILL"])
+        if js[0].k_exact is None:
+            assert 2 * loaded == filled          # Q, K filled; V loaded
+        else:
+            assert loaded == 2 * filled          # Q filled; K, V loaded
+    ds = progs[1].descs
+    wl = [i for i, d in enumerate(ds) if d["op"] == dcy.OPS["EPRE_WLOAD"]]
+    ep = [i for i, d in enumerate(ds) if d["op"] == dcy.OPS["EPRE"]]
+    assert all(ds[i].get("overlap") for i in ep) and wl[1] == ep[0] + 1
+    assert [ds[i]["ubase"] for i in wl] == [0, TOY.dsc_epre_w_half, 0]
+    ov = dcy.program_cycles(TOY, ds, 64)
+    assert ov["epre_hidden"] > ov["epre_wait"]
+    plain = build_program(TOY, jobs[1], share_w=False)
+    assert runs[1]["cycles"] < dcy.program_cycles(TOY, plain.descs, 64)["total"]
+
+
+def test_efill_interlock_and_mutants(efill_runs):
+    """An EPRE_WLOAD into the buffer the running run reads waits for it (masks bit-exact,
+    cycles equal to the model, which waits); one into the other buffer goes beside (the
+    double-buffered schedule): a model that swaps the two misses the RTL's cycles in both
+    programs; a K fill from the wrong buffer gives a wrong K|V product."""
+    progs, runs, jobs = efill_runs["progs"], efill_runs["runs"], efill_runs["jobs"]
+    _check_run(TOY, progs[5], runs[5], jobs[5])
+    assert _check_program_cycles(progs[5], runs[5])["epre_wait"] > 0
+    for prog, run in ((progs[5], runs[5]), (progs[1], runs[1])):
+        durs = stage_durations(prog.descs, run["stages"], run["cycles"], 64)
+        bodies = gemm_bodies(prog.descs, durs, run["engine"], 64)
+        flip = [{**d, "ubase": TOY.dsc_epre_w_half - d["ubase"]}
+                if d["op"] == dcy.OPS["EPRE_WLOAD"] else d for d in prog.descs]
+        assert dcy.program_cycles(TOY, flip, 64, bodies)["total"] != run["cycles"]
+    out = read_results(TOY, progs[6], runs[6]["image"])
+    np.testing.assert_array_equal(out[0], jobs[6][0].expect)
+    assert not np.array_equal(out[1], jobs[6][1].expect)
+
+
+def test_efill_where_it_applies(model):
+    """The host fills only where the heads cover the product's columns and the EPRE's
+    weights are its head slices; the digits block's overlapped program on toy uses the
+    double-buffered schedule (``block_program`` keeps it: the cycle model estimates it
+    faster than loading the weights twice), and ``share_w=False`` restores EPRE_WLOAD +
+    GMEM_LOAD of every column."""
+    from dataclasses import replace
+
+    from exion.sim.dsc_program import block_program, program_beats
+    rng = np.random.default_rng(6)
+    pj, qkv, split = _efill_jobs(rng, 8, 16, 3, 5)        # 3 x 5 < 16 columns
+    assert dcy.OPS["GMEM_EFILL"] not in _ops(build_program(TOY, [pj, *split]))
+    pj, qkv, split = _efill_jobs(rng, 8, 16, 2, 8)
+    other = replace(pj, wq=[-w for w in pj.wq])
+    assert dcy.OPS["GMEM_EFILL"] not in _ops(build_program(TOY, [other, *split]))
+    rec = block_case(model, META, 1, 0).rec
+    _, prog, used = block_program(TOY, rec, 0, "overlap")
+    assert dcy.OPS["GMEM_EFILL"] in _ops(prog) and prog.shared_w
+    _, plain, _ = block_program(TOY, rec, 0, "overlap", share_w=False)
+    assert dcy.OPS["GMEM_EFILL"] not in _ops(plain) and not plain.shared_w
+    assert (dcy.program_cycles(TOY, prog.descs, 64)["total"]
+            < dcy.program_cycles(TOY, plain.descs, 64)["total"])
+    assert program_beats(TOY, prog) < program_beats(TOY, plain)
+
+
+def test_efill_wide_epre_words_pysim():
+    """GMEM_EFILL with EPRE words of Le = 2 L lanes (toy with ``epre_lanes = 8``; exion16
+    has 6 slots): two GMEM words per EPRE word, a half-filled last word per column (d = 20:
+    5 GMEM words, 3 EPRE words a W^T row), sequential (d = 20 in 2 tiles: no tee) and
+    overlapped double-buffered; in Amaranth's simulator, bit-exact, every descriptor's
+    cycles equal to the model."""
+    import dataclasses
+
+    from exion.sim.dsc_pysim import pysim_dsc
+    cfg = dataclasses.replace(TOY, epre_lanes=8)
+    assert cfg.epre_lane_count == 2 * cfg.lanes
+    rng = np.random.default_rng(43)
+    print("wide efill cases: seed 43")
+    for jobs in ([*_efill_jobs(rng, 6, 24, 2, 12)[:2]],
+                 [(e := _efill_jobs(rng, 5, 20, 2, 10))[0], *e[2]]):
+        prog = build_program(cfg, jobs)
+        assert dcy.OPS["GMEM_EFILL"] in _ops(prog) and not any(d.get("tee") for d in prog.descs)
+        run = pysim_dsc(cfg, prog)
+        assert run["error"] == 0
+        for j, o in zip(jobs, read_results(cfg, prog, run["image"])):
+            np.testing.assert_array_equal(o, j.expect, err_msg=j.name)
+        _check_program_cycles(prog, run, 64, cfg)
 
 
 def test_tee_wide_epre_words_pysim():

@@ -73,8 +73,10 @@ def register_sim(ssub) -> None:
                         "port (default: GELU_OMEM, the GELU of FC1's results in OMEM)")
     b.add_argument("--no-shared-weights", dest="share_w", action="store_false",
                    help="load the EPRE's Wq / Wk with EPRE_WLOAD (16-bit containers) "
-                        "instead of teeing them from the Q/K/V product's GMEM_LOAD "
-                        "(default: teed where it applies)")
+                        "and the Q/K/V product's weights with GMEM_LOAD, each on its own "
+                        "(default: one copy crosses the port: teed from the product's "
+                        "GMEM_LOAD where a tile holds every column, else the product's "
+                        "Q/K columns filled from the EPRE's W memory, GMEM_EFILL)")
     add_report(b, flag="--json")
     add_seed(b)
     add_waves(b)
@@ -129,7 +131,11 @@ def cmd_sim_block(args) -> int:
         f"hidden behind K / V, {mo['epre_wait']} waited for (cycle model)"
         if r["ep_schedule"] == "overlap" else ""))
     if r["shared_w"]:
-        print("  EPRE weights teed from the Q/K/V product's GMEM_LOAD (no EPRE_WLOAD)")
+        from exion.golden.dsc_cycles import OPS
+        fill = any(d["op"] == OPS["GMEM_EFILL"] for d in r["descs"])
+        print("  EPRE weights shared: " + (
+            "the Q/K/V product's Q/K columns filled from the EPRE's W memory (GMEM_EFILL)"
+            if fill else "teed from the Q/K/V product's GMEM_LOAD (no EPRE_WLOAD)"))
     if mo["engine_hidden"] or mo["engine_wait"]:
         print(f"  CFSE beside the engine: {mo['engine_hidden']} engine cycles hidden, "
               f"{mo['engine_wait']} waited for (cycle model)")

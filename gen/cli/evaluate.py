@@ -24,8 +24,9 @@ JSON layout (times in seconds, energies in joules, per generated image / clip / 
   system                  the system's fields (dscs, core, clock_mhz, gm_mb,
                           gm_bytes_per_cycle, offchip_gb_per_s, offchip_pj_per_byte,
                           leak_mw_per_core, leak_mw_per_gm_mb, dataflow, gpu, and the
-                          EPRE levers epre_fetch, epre_keys, epre_stage2: what-ifs,
-                          docs/evaluate.md "EPRE levers"; stall, predicted, row = built)
+                          EPRE levers epre_fetch, epre_keys, epre_stage2,
+                          docs/evaluate.md "EPRE levers"; shared, predicted, row = the
+                          default, built design)
   energy_table_pj         the energy constants (docs/evaluate.md gives each source)
   seed, masks             synthetic-mask seed and kind (random | column)
   ep_key_corr             the synthetic EP masks' key correlation rho (--ep-key-corr)
@@ -111,7 +112,8 @@ def _print(res):
              else ""))
     lev = {k: s[k] for k in sy.EPRE_LEVERS if k in s}
     if tuple(lev.values()) != sy.BUILT_LEVERS:
-        print("EPRE levers (a what-if, not the built RTL): "
+        print("EPRE levers (not the default design; docs/evaluate.md \"EPRE levers\" says "
+              "which are built): "
               + ", ".join(f"{k} = {v}" for k, v in lev.items()))
     print(f"{'model':15}{'mode':6}{'latency':>12}{'energy':>11}{'speedup':>9}{'en.eff':>9}"
           f"{'util':>7}  bound           {'EPRE hidden':>11}")
