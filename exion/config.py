@@ -538,16 +538,6 @@ class Config:
                 min(self.epre_selector_count, units))
 
     @property
-    def dsc_epre_w_half(self) -> int:
-        """W-memory words of one buffer of the DSC's EPRE (Wq^T then Wk^T of one head:
-        ``2 dh_max ceil(d_max / Le)``, :attr:`dsc_epre_dims`). The DSC's EPRE holds two such
-        buffers (issue 19, ``hw.epre.EPRE`` ``w_bufs = 2``): a run reads the one its
-        ``w_buf`` field names while EPRE_WLOAD fills the other (the DSC's interlock and
-        ``golden.dsc_cycles`` both use this size to tell them apart)."""
-        _, d_max, dh_max, _, _ = self.dsc_epre_dims
-        return 2 * dh_max * -(-d_max // self.epre_lane_count)
-
-    @property
     def dsc_row_max(self) -> int:
         """Longest softmax / layer-norm row of the CFSE row units inside the DSC core (issue
         16): the digits DiTs' ``max(width, tokens)`` = 64 (digits64's 64 keys, the width 64),
@@ -643,8 +633,7 @@ class Config:
                  "sdue_fixed_cycles", "sdue_fixed_wide", "cau_cols_per_cycle", "cau_merge_lanes", "cau_sort_banks",
                  "epre_pipe", "epre_sel_fixed", "epre_run_fixed", "epre_unit_count",
                  "epre_lane_count", "epre_selector_count", "epre_radix_port_count",
-                 "epre_shift_adds", "dsc_epre_dims", "dsc_epre_w_half", "dsc_row_max",
-                 "dsc_ffnr_dims",
+                 "epre_shift_adds", "dsc_epre_dims", "dsc_row_max", "dsc_ffnr_dims",
                  "gemm_max_groups"]
         d = {n: getattr(self, n) for n in names}
         d["k_cap"] = self.k_cap()      # a run with all merge_ways; k_cap(m) for fewer

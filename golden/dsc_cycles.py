@@ -54,7 +54,7 @@ GELU_OMEM       :func:`gelu_omem_body`: ``count`` groups of L OMEM reads and R w
 **Interlock**: END, EPRE_XLOAD, EPRE_KLOAD, EPRE_WLOAD, EPRE, EPRE_STORE and a GMEM_LOAD
 with ``tee`` (its words also go to the EPRE's W memory; otherwise a plain GMEM_LOAD) stay in
 DECODE while an overlapped EPRE run is busy -- except an EPRE_WLOAD into the W buffer the run
-does not read (``ubase`` in the other ``cfg.dsc_epre_w_half`` words: the double buffer);
+does not read (``ubase`` in the other :func:`epre_w_half` words: the double buffer);
 END, IMEM_LOAD, GMEM_LOAD, OMEM_LOAD, GEMM, OMEM_STORE, GELU_OMEM and GMEM_EFILL stay there
 while an overlapped GEMM's engine time runs. Their time includes that wait. Every other descriptor runs beside the EPRE and the engine at its own
 time. The run's ``cycles`` counter is the sum over its descriptors (END included), waits
@@ -78,7 +78,7 @@ GELU_LATENCY = 6
 
 __all__ = ["OPS", "item_beats", "desc_beats", "overhead", "descriptor_cycles",
            "gemm_estimate", "gelu_body", "row_body", "ffnr_body", "FFNR_FIXED", "epre_body",
-           "epre_mask_bits", "EPRE_FIXED", "epre_run", "epre_store_body", "EPRE_STORE_FIXED",
+           "epre_mask_bits", "epre_w_half", "EPRE_FIXED", "epre_run", "epre_store_body", "EPRE_STORE_FIXED",
            "EPRE_INTERLOCKED", "ENGINE_INTERLOCKED", "gemm_load", "gelu_omem_body",
            "omem_store_body",
            "GELU_OMEM_FIXED",
@@ -115,6 +115,15 @@ def item_beats(cfg: Config, bus_bits: int) -> dict:
             "smx": math.ceil(17 * cfg.lanes / bus_bits),
             "eword": math.ceil(16 * cfg.epre_lane_count / bus_bits),
             "emask": math.ceil(epre_mask_bits(cfg) / bus_bits)}
+
+
+def epre_w_half(cfg: Config) -> int:
+    """W-memory words of one of the DSC EPRE's two W buffers (``hw.epre.EpreSizes.w_half``:
+    Wq^T then Wk^T of one head, ``2 dh_max ceil(d_max / Le)`` of ``cfg.dsc_epre_dims``;
+    tests/test_dsc_rtl.py checks they agree). A run reads the buffer its ``w_buf`` field
+    names; an EPRE_WLOAD into the other runs beside it (:func:`program_cycles`)."""
+    _, d_max, dh_max, _, _ = cfg.dsc_epre_dims
+    return 2 * dh_max * math.ceil(d_max / cfg.epre_lane_count)
 
 
 def epre_mask_bits(cfg: Config) -> int:
@@ -482,7 +491,7 @@ def program_cycles(cfg: Config, descs: list, bus_bits: int = 64,
         dec = t + oh - 1                     # the descriptor's first DECODE cycle
         tee = op == "GMEM_LOAD" and int(d.get("tee", 0))
         beside = (op == "EPRE_WLOAD"         # into the W buffer the run does not read
-                  and (int(d.get("ubase", 0)) >= cfg.dsc_epre_w_half) != ep_buf)
+                  and (int(d.get("ubase", 0)) >= epre_w_half(cfg)) != ep_buf)
         w_ep = max(0, ep_free - dec) if (op in EPRE_INTERLOCKED or tee) and not beside else 0
         w_en = max(0, eng_free - dec) if op in ENGINE_INTERLOCKED else 0
         wait = max(w_ep, w_en)

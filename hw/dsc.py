@@ -56,7 +56,7 @@ EPRE_XLOAD writes ``count`` EPRE words (Le 16-bit containers) to its X banks, wo
 bank ``i mod U`` at ``ubase + i // U``; EPRE_KLOAD writes exact keys into its Kh banks the
 same way (a run with ``k_given``, docs/epre.md); EPRE_WLOAD writes ``count`` words to its W
 memory (the ``glen`` / ``gstride`` walk: Wq^T rows, then Wk^T rows at ``dh_max * dw_max``).
-The W memory holds two such buffers of ``w_half = cfg.dsc_epre_w_half`` words (issue 19):
+The W memory holds two such buffers of ``w_half`` words (issue 19; ``EpreSizes.w_half``):
 a run reads the one its ``w_buf`` run field names, from ``w_buf * w_half``. EPRE
 starts a run with the descriptor's run fields and writes its ``count`` mask rows
 (``hw.epre.mask_layout`` values) to ``dst`` through the output buffer; it ends when they
@@ -247,9 +247,7 @@ def dsc_ffnr_sizes(cfg: Config) -> dict:
 def dsc_epre_sizes(cfg: Config) -> EpreSizes:
     """The DSC's EPRE: maxima, units and selectors of ``cfg.dsc_epre_dims``."""
     n_max, d_max, dh_max, units, selectors = cfg.dsc_epre_dims
-    sz = EpreSizes(cfg, units, n_max, d_max, dh_max, selectors, "insertion", w_bufs=2)
-    assert sz.w_half == cfg.dsc_epre_w_half       # the cycle model's figure (golden)
-    return sz
+    return EpreSizes(cfg, units, n_max, d_max, dh_max, selectors, "insertion", w_bufs=2)
 
 
 def tee_supported(cfg: Config) -> bool:

@@ -35,6 +35,8 @@ def test_model_constants_agree_with_hw(name, bus):
     assert dcy.OPS == hdsc.OPS
     assert dcy.EPRE_INTERLOCKED == hdsc.EPRE_INTERLOCKED
     assert dcy.ENGINE_INTERLOCKED == hdsc.ENGINE_INTERLOCKED
+    assert dcy.epre_w_half(cfg) == hdsc.dsc_epre_sizes(cfg).w_half
+    assert hdsc.dsc_epre_sizes(cfg).w_depth == 2 * dcy.epre_w_half(cfg)
 
 
 def test_descriptor_roundtrip():
@@ -1369,8 +1371,8 @@ def efill_runs():
     _rewrite(progs[5], ds[:ep + 1] + [moved] + ds[ep + 1:])
     mut = [dict(d) for d in progs[6].descs]
     k1 = next(d for d in mut if d["op"] == dcy.OPS["GMEM_EFILL"]
-              and d["tee_base"] > TOY.dsc_epre_w_half)
-    k1["tee_base"] -= TOY.dsc_epre_w_half
+              and d["tee_base"] > dcy.epre_w_half(TOY))
+    k1["tee_base"] -= dcy.epre_w_half(TOY)
     _rewrite(progs[6], mut)
     out, _ = rtl_dsc(TOY, progs, stall=[0.0, 0.0, 0.0, 0.0, 0.3, 0.0, 0.0],
                      run_name="dsc_efill")
@@ -1400,7 +1402,7 @@ def test_efill_bit_exact_and_cycles(efill_runs):
     wl = [i for i, d in enumerate(ds) if d["op"] == dcy.OPS["EPRE_WLOAD"]]
     ep = [i for i, d in enumerate(ds) if d["op"] == dcy.OPS["EPRE"]]
     assert all(ds[i].get("overlap") for i in ep) and wl[1] == ep[0] + 1
-    assert [ds[i]["ubase"] for i in wl] == [0, TOY.dsc_epre_w_half, 0]
+    assert [ds[i]["ubase"] for i in wl] == [0, dcy.epre_w_half(TOY), 0]
     ov = dcy.program_cycles(TOY, ds, 64)
     assert ov["epre_hidden"] > ov["epre_wait"]
     plain = build_program(TOY, jobs[1], share_w=False)
@@ -1418,7 +1420,7 @@ def test_efill_interlock_and_mutants(efill_runs):
     for prog, run in ((progs[5], runs[5]), (progs[1], runs[1])):
         durs = stage_durations(prog.descs, run["stages"], run["cycles"], 64)
         bodies = gemm_bodies(prog.descs, durs, run["engine"], 64)
-        flip = [{**d, "ubase": TOY.dsc_epre_w_half - d["ubase"]}
+        flip = [{**d, "ubase": dcy.epre_w_half(TOY) - d["ubase"]}
                 if d["op"] == dcy.OPS["EPRE_WLOAD"] else d for d in prog.descs]
         assert dcy.program_cycles(TOY, flip, 64, bodies)["total"] != run["cycles"]
     out = read_results(TOY, progs[6], runs[6]["image"])
