@@ -56,9 +56,9 @@ with ``tee`` (its words also go to the EPRE's W memory; otherwise a plain GMEM_L
 DECODE while an overlapped EPRE run is busy -- except an EPRE_WLOAD into the W buffer the run
 does not read (``ubase`` in the other :func:`epre_w_half` words: the double buffer);
 END, IMEM_LOAD, GMEM_LOAD, OMEM_LOAD, GEMM, OMEM_STORE, GELU_OMEM and GMEM_EFILL stay there
-while an overlapped GEMM's engine time runs. Their time includes that wait. Every other descriptor runs beside the EPRE and the engine at its own
-time. The run's ``cycles`` counter is the sum over its descriptors (END included), waits
-included.
+while an overlapped GEMM's engine time runs. Their time includes that wait. Every other
+descriptor runs beside the EPRE and the engine at its own time. The run's ``cycles``
+counter is the sum over its descriptors (END included), waits included.
 """
 
 from __future__ import annotations
@@ -78,7 +78,8 @@ GELU_LATENCY = 6
 
 __all__ = ["OPS", "item_beats", "desc_beats", "overhead", "descriptor_cycles",
            "gemm_estimate", "gelu_body", "row_body", "ffnr_body", "FFNR_FIXED", "epre_body",
-           "epre_mask_bits", "epre_w_half", "EPRE_FIXED", "epre_run", "epre_store_body", "EPRE_STORE_FIXED",
+           "epre_mask_bits", "epre_w_half", "EPRE_FIXED", "epre_run", "epre_store_body",
+           "EPRE_STORE_FIXED",
            "EPRE_INTERLOCKED", "ENGINE_INTERLOCKED", "gemm_load", "gelu_omem_body",
            "omem_store_body",
            "GELU_OMEM_FIXED",

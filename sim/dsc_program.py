@@ -18,7 +18,10 @@ on the preloaded ``Y_d`` **[choice]** (exact: two products over the same tiles).
 Eager prediction (:class:`PredictJob`): X once (EPRE_XLOAD), per head Wq^T / Wk^T
 (EPRE_WLOAD, or teed from the Q|K|V product's own GMEM_LOAD: :func:`_tee_split`) and a run
 (EPRE) writing one mask item per query row; the host derives the Q.K^T mask and the Q / K /
-V row-skip lists from them.
+V row-skip lists from them. Where the tee does not apply, the product's Q_h / K_h columns
+come from the EPRE's W memory instead (GMEM_EFILL; overlapped with two W buffers:
+:func:`_efill_overlap`, sequential: :func:`_efill_split`), so the weights still cross the
+port once.
 
 Imports no Amaranth except through ``hw`` for the layouts the hardware uses.
 """
@@ -697,7 +700,8 @@ def build_program(cfg: Config, jobs: list[GemmJob], bus_bits: int = 64,
     data = _Image(bb)
     stores = []
     beside: dict = {}      # id(GemmJob) -> its tile groups, placed by the PredictJob before it
-    teed: dict = {}        # id(GemmJob) -> (its tile groups, store): GMEM_LOAD teed to the EPRE
+    teed: dict = {}        # id(GemmJob) -> (its tile groups, store): placed with the EPRE's
+    #                        descriptors (teed, or filled from its W memory: GMEM_EFILL)
     for i, job in enumerate(jobs):
         nxt = jobs[i + 1] if i + 1 < len(jobs) else None
         if (share_w and isinstance(job, PredictJob) and isinstance(nxt, GemmJob)
@@ -880,7 +884,7 @@ def _efill_split(cfg: Config, pj: PredictJob, job: GemmJob, data: _Image, ib: di
     from exion.hw.dsc import dsc_epre_sizes
     n = np.shape(job.b)[1]
     d, heads, dh = n // 3, len(pj.wq), np.shape(pj.wq[0])[1]
-    if heads * dh != d:
+    if heads * dh != d or len(job.a_parts) != 1:
         return None
     sz = dsc_epre_sizes(cfg)
     k_fill = None if pj.k_exact is not None else sz.dh_max * sz.dw_max
