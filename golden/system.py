@@ -17,7 +17,9 @@ whose figures are not changed here (docs/evaluate.md has the whole model):
   and each fetches only its columns' weights; attention GEMMs are split by (sequence, head):
   ``ceil(batch * heads / N)`` rounds. Cores meet at every GEMM. Each core has its own
   global-memory port (``gm_bytes_per_cycle`` per core, the per-core model's ``bw``), so a
-  core's share of a GEMM takes its 1-core cycles divided by the cores sharing it.
+  core's share of a GEMM takes its 1-core cycles divided by the cores sharing it. Each core
+  runs ``ceil(units / N)`` EPRE runs beside its own share of the K / V and Q projections
+  (:func:`epre_exposed_on` [choice]: a run does not shrink with N, that share does).
 * **Query split and static schedule** [choice, issue 19 follow-up]: a block with fewer
   (sequence, head) pairs than cores splits each head's queries into g chunks (one core
   each, all keys; :func:`attn_split_candidates`); per block and mode the system runs the
@@ -75,7 +77,7 @@ from .workloads_sys import Block, Model
 
 __all__ = ["System", "SYSTEMS", "get_system", "load_system", "ENERGY", "GPUS", "MODE_NAMES",
            "attn_split_for", "attn_split_candidates", "ordering_holds", "best_block", "block_gemms",
-           "evaluate_model", "gpu_estimate", "HEAD_SAMPLE_T"]
+           "evaluate_model", "gpu_estimate", "HEAD_SAMPLE_T", "epre_exposed_on"]
 
 #: Modes of the seed's figures -> the per-core model's mode names.
 MODE_NAMES = {"Base": "base", "EP": "ep", "FFNR": "ffnr", "All": "all"}
@@ -498,12 +500,13 @@ def _ep_charges(cfg: Config, g, blk: Block, h_eval: int, bw: int, g_split: int,
     # (golden.projections.epre_schedule, per sequence, each self-attention)
     attns = [("", ("q_proj", "k_proj", "v_proj"))] + (
         [("sa2.", ("q2_proj", "k2_proj", "v2_proj"))] if blk.self_attn2 else [])
-    exposed = sum(_epre_exposed(cfg, g, pre, names, blk, h_eval, bw, g_split, levers)
-                  for pre, names in attns)
+    sched = [_epre_sched(cfg, g, pre, names, blk, h_eval, bw, g_split, levers)
+             for pre, names in attns]
+    exposed = sum(epre_exposed_on(x, 1) for x in sched)
     # stage 1 (Qh, Kh: T x d x 2 H dh products; the query side only with exact keys) +
     # stage 2 (H x T x T x dh products), each a sum of lod_terms^2 power-of-two terms
     k_side = 1 if levers[1] != "predicted" else 2
-    return {"epre_cycles": exposed,
+    return {"epre_cycles": exposed, "epre_sched": sched,
             "epre_busy_cycles": runs * H * sum(epre_phases(cfg, T, T, d, dh, levers)),
             "epre_runs": runs,
             "shift_adds": runs * cfg.lod_terms ** 2 * (T * d * k_side * H * dh
@@ -569,47 +572,70 @@ def epre_phases(cfg: Config, n_q: int, n_k: int, d: int, d_head: int,
     return s1, s2 + p["select"] + EPRE_RUN_FIXED
 
 
-def _epre_exposed(cfg: Config, g, prefix: str, names, blk: Block, h_eval: int,
-                  bw: int, g_split: int = 1, levers: tuple = BUILT_LEVERS) -> float:
-    """Exposed EPRE cycles of one self-attention of ``blk`` (all its sequences): per sequence,
-    :func:`exion.golden.projections.epre_schedule` over the heads, with each head's K/V
-    projection share, Q projection share and its scores / P.V GEMMs (sampled heads reused),
-    plus the EPRE's Wq fetch at ``bw`` bytes per cycle once per block instance (the EPRE
-    predicts head h of every sequence on one Wq_h; ``golden.block`` has b = 1). With
-    ``g_split`` query chunks per head each chunk is scheduled like a sequence of
-    ``ceil(T / g_split)`` queries over all T keys (its own EPRE run on its core).
-    ``levers``: :data:`EPRE_LEVERS` (the run's phases, the schedule, the Wq fetch charge)."""
+def _epre_sched(cfg: Config, g, prefix: str, names, blk: Block, h_eval: int,
+                bw: int, g_split: int = 1, levers: tuple = BUILT_LEVERS) -> dict:
+    """The inputs of one self-attention's EPRE schedule (:func:`epre_exposed_on` prices them
+    on N cores): the run's phases, the K / V and Q projections' cycles with the cores each
+    can be split over, each head's scores + P.V cycles (sampled heads reused), the
+    (sequence, head, query chunk) units, and the EPRE's own Wq fetch of the block instance
+    at ``bw`` bytes per cycle (``stall``; its part beyond the idle port cycles with
+    ``port-idle``; none with ``shared``). ``levers``: :data:`EPRE_LEVERS`."""
     T, d, H, dh, b = blk.T, blk.d, blk.heads, blk.d_head, blk.batch
-    tot = {}
     one = {}
-    for x, n, _ in g:
-        tot[x.name] = tot.get(x.name, 0.0) + x.cycles * n
+    lin = {nm: [] for nm in names}
+    for x, n, kind in g:
         one[x.name] = x.cycles
-    units = b * H * g_split
-    kv = (tot.get(names[1], 0.0) + tot.get(names[2], 0.0)) / units
-    q = tot.get(names[0], 0.0) / units
-    rest = [q + one.get(f"{prefix}scores[{h % h_eval}]", 0) + one.get(f"{prefix}pv[{h % h_eval}]", 0)
-            for h in range(H)]
+        if x.name in lin:
+            lin[x.name].append((x.cycles * n, _units(cfg, x, n, kind)))
     fetch_kind, keys, _ = levers
     before, after = epre_phases(cfg, math.ceil(T / g_split), T, d, dh, levers)
-    if keys != "predicted":
-        exposed = epre_schedule_k(before, after, [kv] * H, rest)["exposed"]
-    elif fetch_kind == "shared":      # the DSC's double-buffered order (built)
-        exposed = epre_schedule_db(before + after, [kv] * H, rest)["exposed"]
-    else:
-        exposed = epre_schedule(before + after, [kv] * H, rest)["exposed"]
-    if keys == "sdue-port":           # K_h as EPRE words over the port, per head and chunk
-        Le = cfg.epre_lane_count
-        exposed += H * math.ceil(T * math.ceil(dh / Le) * Le * 2 / bw)
-    # as golden.block: exposed cycles (rounded up) per sequence + the EPRE's own Wq fetch as
-    # stall, once per block instance (the EPRE runs the b sequences of head h on one Wq_h)
     fetch = math.ceil(H * d * dh * cfg.width / 8 / bw)
     if fetch_kind == "shared":
         fetch = 0
     elif fetch_kind == "port-idle":
         slack = sum(n * max(0.0, x.cycles - sum(x.bytes.values()) / bw) for x, n, _ in g)
         fetch = math.ceil(max(0.0, fetch - slack))
-    return b * g_split * math.ceil(exposed) + fetch
+    kload = 0
+    if keys == "sdue-port":           # K_h as EPRE words over the port, per head and chunk
+        Le = cfg.epre_lane_count
+        kload = math.ceil(T * math.ceil(dh / Le) * Le * 2 / bw)
+    return {"before": before, "after": after, "levers": tuple(levers), "heads": H,
+            "units": b * H * g_split, "kv": lin[names[1]] + lin[names[2]], "q": lin[names[0]],
+            "head": [one.get(f"{prefix}scores[{h % h_eval}]", 0)
+                     + one.get(f"{prefix}pv[{h % h_eval}]", 0) for h in range(H)],
+            "fetch": fetch, "kload": kload}
+
+
+def epre_exposed_on(s: dict, n_cores: int) -> float:
+    """Exposed EPRE cycles of one self-attention (:func:`_epre_sched`'s inputs) per core on
+    ``n_cores`` cores [choice, issue 19]: each core runs ``n_u = ceil(U / N)`` of the U units'
+    EPRE runs, beside its share of the K / V and Q projections (each split over
+    ``min(N, its tiles)`` cores, as :func:`block_on_system` splits them) spread evenly over
+    those runs and its units' own scores / P.V; its runs are scheduled in sequences of
+    ``min(H, n_u)`` heads (``golden.projections``: the DSC's double-buffered order with
+    ``shared``, issue 18's otherwise, ``epre_schedule_k`` with exact keys), each exposed
+    wait rounded up, plus its heads' share of the Wq fetch. On one core this is the
+    per-sequence schedule of ``golden.block`` repeated over the b x g sequences and chunks;
+    on many, the projections each core hides its runs behind shrink with N while a run does
+    not, so EP pays less on more cores."""
+    N = max(1, int(n_cores))
+    U, H = s["units"], s["heads"]
+    n_u = math.ceil(U / N)
+    kv = sum(c / min(N, u) for c, u in s["kv"]) / n_u
+    q = sum(c / min(N, u) for c, u in s["q"]) / n_u
+    h_seq = min(H, n_u)
+    rest = [q + s["head"][h] for h in range(h_seq)]
+    fetch_kind, keys, _ = s["levers"]
+    before, after = s["before"], s["after"]
+    if keys != "predicted":
+        exposed = epre_schedule_k(before, after, [kv] * h_seq, rest)["exposed"]
+    elif fetch_kind == "shared":      # the DSC's double-buffered order (built)
+        exposed = epre_schedule_db(before + after, [kv] * h_seq, rest)["exposed"]
+    else:
+        exposed = epre_schedule(before + after, [kv] * h_seq, rest)["exposed"]
+    seqs = math.ceil(n_u / h_seq)
+    return (seqs * math.ceil(exposed + h_seq * s["kload"])
+            + s["fetch"] * h_seq / H)
 
 
 def core_totals(cfg: Config, r: dict) -> dict:
@@ -653,7 +679,7 @@ NO_EP = {"ep": "base", "all": "ffnr"}
 
 def best_block(sysm: "System", blk: Block, mode: str, split_heads: bool = True,
                ep_per_block: bool = True, residency: dict | None = None,
-               **kw) -> tuple[dict, dict]:
+               off_first: bool = False, **kw) -> tuple[dict, dict]:
     """(``block_gemms`` result, ``block_on_system`` figures) of ``blk`` in ``mode``, as the
     static schedule of the system would run it [choice, issue 19]:
 
@@ -667,8 +693,10 @@ def best_block(sysm: "System", blk: Block, mode: str, split_heads: bool = True,
       EP computes exact attention (no fidelity cost). ``r["mode"]`` tells which ran.
 
     "Fewest" compares ``max(on-chip cycles, off-chip cycles)`` of the block, then the on-chip
-    cycles; off-chip cycles are the block's off-chip bytes under ``residency`` (the fractions
-    of :func:`_residency`; none: on-chip only) at the off-chip bandwidth.
+    cycles (``off_first``: the off-chip cycles, then the on-chip ones: for an iteration bound
+    by the sum of every block's off-chip traffic, where a block's own maximum misleads);
+    off-chip cycles are the block's off-chip bytes under ``residency`` (the fractions of
+    :func:`_residency`; none: on-chip only) at the off-chip bandwidth.
     """
     per_cyc = sysm.offchip_gb_per_s * 1e9 / sysm.hz
 
@@ -676,7 +704,7 @@ def best_block(sysm: "System", blk: Block, mode: str, split_heads: bool = True,
         off = 0.0 if residency is None else (
             residency["weights"] * o["weight_bytes"] + residency["activations"] * o["act_bytes"]
             + residency["ffnr_caches"] * o["cache_bytes"]) / per_cyc
-        return (max(o["cycles"], off), o["cycles"])
+        return (off, o["cycles"]) if off_first else (max(o["cycles"], off), o["cycles"])
 
     cands = attn_split_candidates(sysm.dscs, blk.batch * blk.heads, blk.T, sysm.cfg.rows) \
         if split_heads else [1]
@@ -749,8 +777,8 @@ def block_on_system(sysm: System, r: dict) -> dict:
     units = r["attn_units"]        # (sequence, head) pairs of the block
     parts["cfse"] = (c["softmax_exposed"] + c["gelu_exposed"]) / min(N, units)
     cyc += parts["cfse"]
-    # EPRE: one run per head, heads split over the cores like the attention GEMMs
-    epre = r["epre_cycles"] * math.ceil(units / N) / units
+    # EPRE: each core's runs beside its share of the projections (epre_exposed_on)
+    epre = sum(epre_exposed_on(x, N) for x in r.get("epre_sched", ()))
     cyc += epre
     parts["epre"] = epre
     t = core_totals(cfg, r)
@@ -839,18 +867,20 @@ def evaluate_model(sysm: System, model: Model, mode: str, *, seed: int = 0,
             return (max(on, off), on)
 
         # static schedule [choice]: the fastest of these per-block policies (per-block on-chip
-        # cycles; per-block max(on, off-chip); and, in EP modes, no EP anywhere, so that EP is
-        # never slower than the mode without it)
-        policies = [(bm, None), (bm, res)]
+        # cycles; per-block max(on, off-chip); per-block off-chip first, for an iteration
+        # bound by the sum of the blocks' off-chip traffic; and, in EP modes, no EP anywhere,
+        # so that EP is never slower than the mode without it)
+        policies = [(bm, None, False), (bm, res, False), (bm, res, True)]
         if bm in NO_EP and ep_per_block:
-            policies.append((NO_EP[bm], None))
+            policies.append((NO_EP[bm], None, False))
         choice = None
-        for pm, pres in policies:
+        for pm, pres, off_first in policies:
             ch = []
             for blk in model.blocks:
                 if progress:
                     progress(f"{model.name} {mode}: {blk.name} ({it_kind})")
-                r, o = best_block(sysm, blk, pm, split_heads, ep_per_block, pres, **bkw)
+                r, o = best_block(sysm, blk, pm, split_heads, ep_per_block, pres, off_first,
+                                  **bkw)
                 ch.append((blk, r, o))
             if choice is None or iter_time(ch) < iter_time(choice):
                 choice = ch

@@ -1200,28 +1200,28 @@ def test_gelu_omem_saves_port_cycles(model):
 
 # ---- one weight stream for the SDUE and the EPRE: the GMEM_LOAD tee (issue 18) ----------
 
-def _tee_jobs(rng, n=8, d=16, heads=2, dh=8, q_th=None):
+def _tee_jobs(rng, n=8, d=16, heads=2, dh=8, q_th=None, cfg=TOY):
     """Eager prediction of ``heads`` heads, then its Q|K|V product (one toy tile: K = d,
     3 d columns), the EPRE's Wq / Wk being B's head slices, as ``workloads.dit`` quantises
     them; the product's mask skips some rows (as EP's row skipping does)."""
     from exion.golden.conmerge import masked_gemm
     from exion.golden.predict import epre
     from exion.sim.dsc_program import PredictJob
-    w = TOY.wmax
+    w = cfg.wmax
     x = rng.integers(-w, w + 1, (n, d))
     b = rng.integers(-w, w + 1, (d, 3 * d))
     wq = [b[:, h * dh:(h + 1) * dh] for h in range(heads)]
     wk = [b[:, d + h * dh:d + (h + 1) * dh] for h in range(heads)]
     exp, sh = [], []
     for h in range(heads):
-        r = epre(TOY, x, wq[h], wk[h], 0.5, None, None,
+        r = epre(cfg, x, wq[h], wk[h], 0.5, None, None,
                  None if q_th is None else int(q_th[h]), "top1", 2)
         exp.append(np.concatenate([r.score_mask, r.dominant[:, None]], axis=1))
         sh.append([r.shift_q, r.shift_k])
     pj = PredictJob("epre", x, wq, wk, 0.5, np.array(sh), q_th, "top1", 2, np.stack(exp))
     mask = rng.random((n, 3 * d)) < 0.8
     base = np.broadcast_to(rng.integers(-10**5, 10**5, (1, 3 * d)), (n, 3 * d))
-    qkv = GemmJob("qkv", [x], b, mask, base, masked_gemm(TOY, x, b, mask, base,
+    qkv = GemmJob("qkv", [x], b, mask, base, masked_gemm(cfg, x, b, mask, base,
                                                          accumulate=True))
     return pj, qkv
 
@@ -1329,17 +1329,17 @@ def test_tee_applies_only_where_the_weights_are_shared(model):
 
 # ---- the EPRE's weights into GMEM: GMEM_EFILL and the double-buffered W memory (issue 19) -
 
-def _efill_jobs(rng, n, d, heads, dh, exact=False):
+def _efill_jobs(rng, n, d, heads, dh, exact=False, cfg=TOY):
     """EP + its Q|K|V product (:func:`_tee_jobs`), and the same product split for the
     overlap (K|V, Q: ``split_qkv``); with ``exact`` the EP job takes exact keys instead
     (random K rows: the EPRE's weights are then Wq^T only)."""
     from exion.sim.dsc_program import split_qkv
-    pj, qkv = _tee_jobs(rng, n=n, d=d, heads=heads, dh=dh)
+    pj, qkv = _tee_jobs(rng, n=n, d=d, heads=heads, dh=dh, cfg=cfg)
     if exact:
         w = TOY.wmax
         pj = _pj_exact("epre", pj.x, pj.wq, [rng.integers(-w, w + 1, (n, dh))
                                              for _ in range(heads)], 0.5)
-    return pj, qkv, split_qkv(TOY, qkv)
+    return pj, qkv, split_qkv(cfg, qkv)
 
 
 def _ops(prog):
@@ -1451,6 +1451,27 @@ def test_efill_where_it_applies(model):
     assert (dcy.program_cycles(TOY, prog.descs, 64)["total"]
             < dcy.program_cycles(TOY, plain.descs, 64)["total"])
     assert program_beats(TOY, prog) < program_beats(TOY, plain)
+
+
+@pytest.mark.long
+def test_efill_exion16():
+    """exion16's DSC (Le = 96 = 6 L lanes) on Verilator: the overlapped fill with the two W
+    buffers on weight columns of 3 and 4 GMEM words (d = 48, 64: three and four lane slots
+    of one EPRE word) and of 3 words whose last is partial (d = 40), bit-exact, every
+    descriptor's cycles equal to the model."""
+    e16 = PRESETS["exion16"]
+    rng = np.random.default_rng(47)
+    print("exion16 efill cases: seed 47")
+    sets = [_efill_jobs(rng, 16, 48, 3, 16, cfg=e16), _efill_jobs(rng, 12, 64, 4, 16, cfg=e16),
+            _efill_jobs(rng, 10, 40, 5, 8, cfg=e16)]
+    jobs = [[s[0], *s[2]] for s in sets]
+    progs = [build_program(e16, js) for js in jobs]
+    for prog in progs:
+        assert dcy.OPS["GMEM_EFILL"] in _ops(prog)
+    out, _ = rtl_dsc(e16, progs, run_name="dsc_efill_e16")
+    for prog, run, js in zip(progs, out, jobs):
+        _check_run(e16, prog, run, js)
+        _check_program_cycles(prog, run, 64, e16)
 
 
 def test_efill_wide_epre_words_pysim():
