@@ -33,7 +33,6 @@ import time
 
 from exion import PRESETS
 from exion.errors import ExionError
-from exion.golden.dsc_cycles import OPS
 from exion.paths import build_root
 
 META = {"steps": 6, "samples": 1, "seed": 7,
@@ -72,8 +71,7 @@ def measure(buses) -> dict:
                     row[sched] = {"modelled": True, "schedule": used, "cycles": m["total"],
                                   "cfse_overlap": prog.cfse_overlap,
                                   "shared_w": prog.shared_w,
-                                  "efill": any(d["op"] == OPS["GMEM_EFILL"]
-                                               for d in prog.descs),
+                                  "efill": prog.filled_w,
                                   "by_op": m["by_op"], "engine_estimate": m["gemm"],
                                   "epre_hidden": m["epre_hidden"],
                                   "epre_wait": m["epre_wait"],

@@ -130,7 +130,7 @@ GPUS = {
 
 # ---- the system -------------------------------------------------------------------------------
 #: EPRE design levers of the system model (docs/evaluate.md, "EPRE levers"): the first value
-#: of each is the built design's (the default), the others are what-ifs:
+#: of each is the default, the built design; each other value says whether it is built:
 #:
 #: * ``epre_fetch``: the EPRE's Wq_h / Wk_h (``H d d_head`` W-bit words each per block
 #:   instance) cross the port once (``shared``, built, issue 19: head h + 1's go into the W
@@ -496,8 +496,8 @@ def _ep_charges(cfg: Config, g, blk: Block, h_eval: int, bw: int, g_split: int,
     """EP's EPRE figures of one instance of ``blk`` (:func:`block_gemms` in ep / all)."""
     T, d, H, dh = blk.T, blk.d, blk.heads, blk.d_head
     runs = blk.batch * (2 if blk.self_attn2 else 1)
-    # issue 18: only the cycles the overlapped schedule leaves exposed are charged
-    # (golden.projections.epre_schedule, per sequence, each self-attention)
+    # only the cycles the overlapped schedule leaves exposed are charged, each
+    # self-attention's schedule kept for block_on_system to price on N cores
     attns = [("", ("q_proj", "k_proj", "v_proj"))] + (
         [("sa2.", ("q2_proj", "k2_proj", "v2_proj"))] if blk.self_attn2 else [])
     sched = [_epre_sched(cfg, g, pre, names, blk, h_eval, bw, g_split, levers)

@@ -189,4 +189,5 @@ def run_block(cfg: Config, case: BlockCase, *, stall: float = 0.0, seed: int | N
             "cycles": run["cycles"], "passes": run["passes"], "durations": durs,
             "model": model, "estimate": est, "descs": prog.descs, "gemm_cycles": per_job,
             "jobs": len(jobs), "report": report, "ep_schedule": used,
-            "cfse_overlap": prog.cfse_overlap, "shared_w": prog.shared_w}
+            "cfse_overlap": prog.cfse_overlap, "shared_w": prog.shared_w,
+            "filled_w": prog.filled_w}

@@ -259,7 +259,8 @@ class DscProgram:
     stores: list = field(default_factory=list)  # per job: [(tiles, [(addr, n_items)])]
     bus_bits: int = 64
     cfse_overlap: bool = False                 # CFSE work beside overlapped GEMMs
-    shared_w: bool = False                     # EPRE weights teed from a GMEM_LOAD
+    shared_w: bool = False                     # EPRE weights cross the port once (below)
+    filled_w: bool = False                     # ... by GMEM_EFILL (else by the tee)
 
 
 def _split_w(cfg: Config, a) -> list:
@@ -552,9 +553,8 @@ def _build_shared(cfg: Config, jobs: list, bus_bits: int, share_w: bool) -> DscP
     memory (GMEM_EFILL) is kept only where the cycle model does not estimate the unshared
     one faster."""
     from exion.golden.dsc_cycles import program_cycles
-    from exion.hw.dsc import OPS
     prog = build_program(cfg, jobs, bus_bits, share_w)
-    if not any(d["op"] == OPS["GMEM_EFILL"] for d in prog.descs):
+    if not prog.filled_w:
         return prog
     plain = build_program(cfg, jobs, bus_bits, False)
     return plain if (program_cycles(cfg, plain.descs, bus_bits)["total"]
@@ -732,7 +732,7 @@ def build_program(cfg: Config, jobs: list[GemmJob], bus_bits: int = 64,
         after = jobs[i + 2] if i + 2 < len(jobs) else None
         if (share_w and isinstance(job, PredictJob) and isinstance(nxt, GemmJob)
                 and nxt.overlap and isinstance(after, GemmJob)
-                and _split_weights(cfg, job, nxt, after)):
+                and _split_weights(job, nxt, after)):
             mark = data.mark()
             fill = _efill_overlap(cfg, job, nxt, after, data, ib, bb, mlay, kb)
             if fill is not None:
@@ -802,9 +802,9 @@ def build_program(cfg: Config, jobs: list[GemmJob], bus_bits: int = 64,
     image[:len(prog)] = np.frombuffer(prog, np.uint8)
     stores = [(c, t, [(a + prog_bytes, n) for a, n in s]) for c, t, s in stores]
     # (a GELU store is ("gelu", shape, [(addr, words)]), relocated the same way)
+    filled = any(d["op"] == OPS["GMEM_EFILL"] for d in descs)
     return DscProgram(image, 0, descs, jobs, stores, bus_bits,
-                      shared_w=any(d.get("tee") or d["op"] == OPS["GMEM_EFILL"]
-                                   for d in descs))
+                      shared_w=filled or any(d.get("tee") for d in descs), filled_w=filled)
 
 
 def _tee_weights(cfg: Config, pj: PredictJob, job: GemmJob) -> bool:
@@ -817,10 +817,18 @@ def _tee_weights(cfg: Config, pj: PredictJob, job: GemmJob) -> bool:
     K, n = b.shape
     d, dh = n // 3, np.shape(pj.wq[0])[1]
     if (not tee_supported(cfg) or n != 3 * d or K != d or np.shape(pj.x)[1] != d
-            or len(pj.wq) * dh > d):
+            or len(pj.wq) * dh > d or pj.k_exact is not None):   # the tee brings Wk^T too
         return False
-    return all(np.array_equal(pj.wq[h], b[:, h * dh:(h + 1) * dh])
-               and np.array_equal(pj.wk[h], b[:, d + h * dh:d + (h + 1) * dh])
+    return _head_slices(pj, b[:, :d], b[:, d:2 * d])
+
+
+def _head_slices(pj: PredictJob, bq, bk) -> bool:
+    """Whether ``pj``'s Wq_h (and Wk_h, unless it takes exact keys) are the head slices of
+    the Q columns ``bq`` (and the K columns ``bk``) of a product's B."""
+    dh = np.shape(pj.wq[0])[1]
+    return all(np.array_equal(pj.wq[h], bq[:, h * dh:(h + 1) * dh])
+               and (pj.k_exact is not None
+                    or np.array_equal(pj.wk[h], bk[:, h * dh:(h + 1) * dh]))
                for h in range(len(pj.wq)))
 
 
@@ -888,20 +896,13 @@ def _efill_split(cfg: Config, pj: PredictJob, job: GemmJob, data: _Image, ib: di
         return None
     sz = dsc_epre_sizes(cfg)
     k_fill = None if pj.k_exact is not None else sz.dh_max * sz.dw_max
-    per_head, tiles_all, st_all = [], [], []
-    for h in range(heads):
-        cols = np.concatenate([np.arange(o + h * dh, o + (h + 1) * dh) for o in (0, d, 2 * d)])
-        r = _filled_tiles(cfg, job, h, cols, [(dh, 0), (dh, k_fill), (dh, None)], d,
-                          data, ib, bb, mlay, kb)
-        if r is None:
-            return None
-        per_head.append(r[0])
-        tiles_all += r[1]
-        st_all += r[2]
-    return per_head, (_whole_case(job), tiles_all, st_all)
+    r = _filled_heads(cfg, [(job, lambda h: (
+        np.concatenate([np.arange(o + h * dh, o + (h + 1) * dh) for o in (0, d, 2 * d)]),
+        [(dh, 0), (dh, k_fill), (dh, None)]))], heads, d, data, ib, bb, mlay, kb)
+    return None if r is None else r[0]
 
 
-def _split_weights(cfg: Config, pj: PredictJob, kv: GemmJob, q: GemmJob) -> bool:
+def _split_weights(pj: PredictJob, kv: GemmJob, q: GemmJob) -> bool:
     """Whether ``kv`` / ``q`` (:func:`split_qkv`'s K|V and Q products, K = d rows) have the
     EPRE's Wk_h / Wq_h as their head slices (as :func:`_tee_weights` for the whole
     product, the heads covering all d columns), so that :func:`_efill_overlap` may fill
@@ -911,10 +912,7 @@ def _split_weights(cfg: Config, pj: PredictJob, kv: GemmJob, q: GemmJob) -> bool
     if (bq.shape != (d, d) or bkv.shape != (d, 2 * d) or len(pj.wq) * dh != d
             or len(q.a_parts) != 1 or len(kv.a_parts) != 1):
         return False
-    return all(np.array_equal(pj.wq[h], bq[:, h * dh:(h + 1) * dh])
-               and (pj.k_exact is not None
-                    or np.array_equal(pj.wk[h], bkv[:, h * dh:(h + 1) * dh]))
-               for h in range(len(pj.wq)))
+    return _head_slices(pj, bq, bkv[:, :d])
 
 
 def _efill_overlap(cfg: Config, pj: PredictJob, kv: GemmJob, q: GemmJob, data: _Image,
@@ -930,31 +928,39 @@ def _efill_overlap(cfg: Config, pj: PredictJob, kv: GemmJob, q: GemmJob, data: _
     d, heads, dh = np.shape(pj.x)[1], len(pj.wq), np.shape(pj.wq[0])[1]
     sz = dsc_epre_sizes(cfg)
     exact = pj.k_exact is not None
-    kvs, qs, t_kv, s_kv, t_q, s_q = [], [], [], [], [], []
+
+    def head(h):
+        return np.arange(h * dh, (h + 1) * dh)
+    r = _filled_heads(cfg, [
+        (kv, lambda h: (np.concatenate([head(h), d + head(h)]),
+                        [(dh, None if exact else (h % 2) * sz.w_half + sz.dh_max * sz.dw_max),
+                         (dh, None)])),
+        (q, lambda h: (head(h), [(dh, (h % 2) * sz.w_half)]))], heads, d, data, ib, bb, mlay,
+        kb)
+    if r is None:
+        return None
+    (kvs, kv_entry), (qs, q_entry) = r
+    return kvs, qs, kv_entry, q_entry
+
+
+def _filled_heads(cfg: Config, parts: list, heads: int, d: int, data: _Image, ib: dict,
+                  bb: int, mlay, kb: int) -> list | None:
+    """Products run head by head: ``parts`` = ``[(job, plan)]``, ``plan(h)`` = (head h's
+    columns of ``job``, their segments) for :func:`_filled_tiles`, laid out head by head in
+    ``parts``' order. Returns per part ``(per-head descriptors, store entry)``, the entry
+    reassembling the whole product (``read_results``), or None where a head does not fit."""
+    acc = [([], [], []) for _ in parts]
     for h in range(heads):
-        wb = (h % 2) * sz.w_half
-        cols = np.concatenate([np.arange(h * dh, (h + 1) * dh),
-                               np.arange(d + h * dh, d + (h + 1) * dh)])
-        a = _filled_tiles(cfg, kv, h, cols,
-                          [(dh, None if exact else wb + sz.dh_max * sz.dw_max), (dh, None)],
-                          d, data, ib, bb, mlay, kb)
-        b = _filled_tiles(cfg, q, h, np.arange(h * dh, (h + 1) * dh), [(dh, wb)], d,
-                          data, ib, bb, mlay, kb)
-        if a is None or b is None:
-            return None
-        kvs.append(a[0])
-        qs.append(b[0])
-        t_kv += a[1]
-        s_kv += a[2]
-        t_q += b[1]
-        s_q += b[2]
-    return kvs, qs, (_whole_case(kv), t_kv, s_kv), (_whole_case(q), t_q, s_q)
-
-
-def _whole_case(job: GemmJob) -> GemmCase:
-    """The case ``read_results`` reassembles ``job``'s head-by-head tiles into."""
-    return GemmCase(job.a_parts[0], job.b, job.mask, prev=job.base, accumulate=True,
-                    name=job.name)
+        for (job, plan), (per_head, tiles, stores) in zip(parts, acc):
+            r = _filled_tiles(cfg, job, h, *plan(h), d, data, ib, bb, mlay, kb)
+            if r is None:
+                return None
+            per_head.append(r[0])
+            tiles += r[1]
+            stores += r[2]
+    return [(per_head, (GemmCase(job.a_parts[0], job.b, job.mask, prev=job.base,
+                                 accumulate=True, name=job.name), tiles, stores))
+            for (job, _), (per_head, tiles, stores) in zip(parts, acc)]
 
 
 def _filled_tiles(cfg: Config, job: GemmJob, h: int, cols: np.ndarray, segs: list, d: int,
@@ -1236,9 +1242,8 @@ def _epre_descs(cfg: Config, job: PredictJob, descs: list, data: _Image, ib: dic
         else:
             kl.append([])
         dst = data.alloc(pj.n_q * ib["emask"] * bb)
-        runs.append({"op": OPS["EPRE"], "count": pj.n_q, "run": pack(rl, {**pj.run,
-                     **({"w_buf": buf} if "w_buf" in pj.run else {})}),
-                     "ep": {**pj.run, **({"w_buf": buf} if "w_buf" in pj.run else {})},
+        ep = {**pj.run, **({"w_buf": buf} if "w_buf" in pj.run else {})}
+        runs.append({"op": OPS["EPRE"], "count": pj.n_q, "run": pack(rl, ep), "ep": ep,
                      "job": job.name, "dst": dst})
         st.append((dst, pj.n_q))
     if double is not None:
@@ -1250,7 +1255,7 @@ def _epre_descs(cfg: Config, job: PredictJob, descs: list, data: _Image, ib: dic
             descs.append(runs[h])
             descs.extend(after[h] if after is not None else ())
         else:
-            descs.append({k: v for k, v in runs[h].items() if k != "dst"} | {"overlap": 1})
+            descs.append(_overlapped(runs[h]))
             for g in share[h]:
                 descs.extend(beside[g])
             descs.append({"op": OPS["EPRE_STORE"], "count": runs[h]["count"],
@@ -1266,7 +1271,7 @@ def _double_order(descs: list, wl: list, kl: list, runs: list, double: tuple, na
 
     def start(h):
         descs.extend(kl[h])
-        descs.append({k: v for k, v in runs[h].items() if k != "dst"} | {"overlap": 1})
+        descs.append(_overlapped(runs[h]))
     descs.extend(wl[0])
     start(0)
     for h in range(heads):
@@ -1278,6 +1283,12 @@ def _double_order(descs: list, wl: list, kl: list, runs: list, double: tuple, na
         if h + 1 < heads:
             start(h + 1)
         descs.extend(q[h])
+
+
+def _overlapped(run: dict) -> dict:
+    """An EPRE descriptor run in the background (``overlap``: its rows go to the mask FIFO,
+    an EPRE_STORE writes them to ``dst``, so the run itself has none)."""
+    return {k: v for k, v in run.items() if k != "dst"} | {"overlap": 1}
 
 
 def _words_n(words: np.ndarray, per_bytes: int) -> np.ndarray:

@@ -131,11 +131,9 @@ def cmd_sim_block(args) -> int:
         f"hidden behind K / V, {mo['epre_wait']} waited for (cycle model)"
         if r["ep_schedule"] == "overlap" else ""))
     if r["shared_w"]:
-        from exion.golden.dsc_cycles import OPS
-        fill = any(d["op"] == OPS["GMEM_EFILL"] for d in r["descs"])
         print("  EPRE weights shared: " + (
             "the Q/K/V product's Q/K columns filled from the EPRE's W memory (GMEM_EFILL)"
-            if fill else "teed from the Q/K/V product's GMEM_LOAD (no EPRE_WLOAD)"))
+            if r["filled_w"] else "teed from the Q/K/V product's GMEM_LOAD (no EPRE_WLOAD)"))
     if mo["engine_hidden"] or mo["engine_wait"]:
         print(f"  CFSE beside the engine: {mo['engine_hidden']} engine cycles hidden, "
               f"{mo['engine_wait']} waited for (cycle model)")
