@@ -24,10 +24,11 @@ both systems: EP's speedup over Base (``build/bench/system_ep_k.json``).
 ``--levers`` instead runs the EPRE design levers of the system model (``EPRE_LEVERS`` in
 golden/system.py: the EPRE's weights ``shared`` with the SDUE (built, the default) /
 ``stall`` (issue 18's separate fetch, built) / ``port-idle``, keys ``predicted`` / ``sdue``
-/ ``sdue-port``, stage 2 ``row`` / ``packed``), alone and combined (``LEVER_SETS``),
+/ ``sdue-port`` / ``komem`` (the DSC's EPRE_KOMEM, built) / ``store-tee``, stage 2 ``row`` /
+``packed``), alone and combined (``LEVER_SETS``),
 every model in all four modes on both systems: EP's speedup over Base and whether
 Base < EP < FFNR < All holds (``build/bench/system_levers.json``, ``system_levers.png``;
-about 10 min).
+about 1.5 min).
 
 ``--roofline`` instead raises one system field at a time (DSCs, off-chip bandwidth,
 global-memory bytes per cycle per core, global-memory size), every model and mode on both
@@ -170,6 +171,8 @@ LEVER_SETS = {
     "fetch port-idle": {"epre_fetch": "port-idle"},
     "keys sdue-port": {"epre_keys": "sdue-port"},
     "keys sdue": {"epre_keys": "sdue"},
+    "keys komem (EPRE_KOMEM)": {"epre_keys": "komem"},
+    "keys store-tee": {"epre_keys": "store-tee"},
     "stage2 packed": {"epre_stage2": "packed"},
     "stall + sdue": {"epre_fetch": "stall", "epre_keys": "sdue"},
     "sdue + packed": {"epre_keys": "sdue", "epre_stage2": "packed"},
@@ -311,7 +314,7 @@ def main():
                          "system_ep_k.json)")
     ap.add_argument("--levers", action="store_true",
                     help="only the EPRE lever what-ifs (LEVER_SETS): every model and mode on "
-                         "both systems (build/bench/system_levers.{json,png}; about 10 min; "
+                         "both systems (build/bench/system_levers.{json,png}; about 1.5 min; "
                          "with --quick only the built design and 'shared + sdue')")
     a = ap.parse_args()
     if a.levers:

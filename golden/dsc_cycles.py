@@ -49,13 +49,19 @@ GMEM_EFILL      ``count + 1`` (one EPRE W-memory read a cycle, the last word's G
                 no memory beat); 0 if ``count == 0``
 GELU_OMEM       :func:`gelu_omem_body`: ``count`` groups of L OMEM reads and R words through
                 the GELU unit and the output buffer, simulated per cycle; exact
+EPRE_KOMEM      :func:`komem_body`: per row block of R keys and per Kh word of its
+                ``glen`` = d_head columns (Le at a time), ``n_c`` OMEM reads, one capture
+                cycle, one Kh write per key row of the block: ``n_c + 1 + rows``; 0 if
+                ``count == 0``; exact, no memory beat
 ==============  ============================================================================
 
-**Interlock**: END, EPRE_XLOAD, EPRE_KLOAD, EPRE_WLOAD, EPRE, EPRE_STORE and a GMEM_LOAD
+**Interlock**: END, EPRE_XLOAD, EPRE_KLOAD, EPRE_KOMEM, EPRE_WLOAD, EPRE, EPRE_STORE and a
+GMEM_LOAD
 with ``tee`` (its words also go to the EPRE's W memory; otherwise a plain GMEM_LOAD) stay in
 DECODE while an overlapped EPRE run is busy -- except an EPRE_WLOAD into the W buffer the run
 does not read (``ubase`` in the other :func:`epre_w_half` words: the double buffer);
-END, IMEM_LOAD, GMEM_LOAD, OMEM_LOAD, GEMM, OMEM_STORE, GELU_OMEM and GMEM_EFILL stay there
+END, IMEM_LOAD, GMEM_LOAD, OMEM_LOAD, GEMM, OMEM_STORE, GELU_OMEM, GMEM_EFILL and EPRE_KOMEM
+stay there
 while an overlapped GEMM's engine time runs. Their time includes that wait. Every other
 descriptor runs beside the EPRE and the engine at its own time. The run's ``cycles``
 counter is the sum over its descriptors (END included), waits included.
@@ -82,19 +88,20 @@ __all__ = ["OPS", "item_beats", "desc_beats", "overhead", "descriptor_cycles",
            "EPRE_STORE_FIXED",
            "EPRE_INTERLOCKED", "ENGINE_INTERLOCKED", "gemm_load", "gelu_omem_body",
            "omem_store_body",
-           "GELU_OMEM_FIXED",
+           "GELU_OMEM_FIXED", "komem_body",
            "program_cycles"]
 
 #: op codes (hw/dsc.py's ``OPS``; tests/test_dsc_rtl.py checks they agree)
 OPS = {"END": 0, "IMEM_LOAD": 1, "GMEM_LOAD": 2, "OMEM_LOAD": 3, "GEMM": 4, "OMEM_STORE": 5,
        "GELU": 6, "SOFTMAX": 7, "LAYERNORM": 8, "FFNR": 9, "EPRE_XLOAD": 10,
        "EPRE_WLOAD": 11, "EPRE": 12, "EPRE_STORE": 13, "GELU_OMEM": 14, "EPRE_KLOAD": 15,
-       "GMEM_EFILL": 16}
+       "GMEM_EFILL": 16, "EPRE_KOMEM": 17}
 #: ops that wait in DECODE while an overlapped EPRE run is busy (hw/dsc.py)
-EPRE_INTERLOCKED = ("END", "EPRE_XLOAD", "EPRE_WLOAD", "EPRE", "EPRE_STORE", "EPRE_KLOAD")
+EPRE_INTERLOCKED = ("END", "EPRE_XLOAD", "EPRE_WLOAD", "EPRE", "EPRE_STORE", "EPRE_KLOAD",
+                    "EPRE_KOMEM")
 #: ops that wait in DECODE while an overlapped GEMM's engine time runs (hw/dsc.py)
 ENGINE_INTERLOCKED = ("END", "IMEM_LOAD", "GMEM_LOAD", "OMEM_LOAD", "GEMM", "OMEM_STORE",
-                      "GELU_OMEM", "GMEM_EFILL")
+                      "GELU_OMEM", "GMEM_EFILL", "EPRE_KOMEM")
 _NAMES = {v: k for k, v in OPS.items()}
 
 
@@ -225,6 +232,17 @@ def gelu_omem_body(cfg: Config, count: int, bus_bits: int) -> int:
                 r, i, k = 0, 0, k + 1
                 fsm = "drain" if k == count else "read"
         c += 1
+
+
+def komem_body(cfg: Config, count: int, glen: int) -> int:
+    """Body of an EPRE_KOMEM descriptor (``hw/dsc.py``): ``count`` key rows in row blocks of
+    R; per row block and per Kh word of its ``glen`` columns (Le columns a word), one OMEM
+    read a column, one cycle for the last column's capture, one Kh-bank write a key row."""
+    R, Le = cfg.rows, cfg.epre_lane_count
+    if count <= 0:
+        return 0
+    words = [min(Le, glen - c0) for c0 in range(0, glen, Le)]
+    return sum(n_c + 1 + min(R, count - t0) for t0 in range(0, count, R) for n_c in words)
 
 
 def desc_beats(bus_bits: int) -> int:
@@ -441,6 +459,8 @@ def descriptor_cycles(cfg: Config, d: dict, bus_bits: int = 64,
         body = gelu_body(cfg, n, bus_bits)
     elif op == "GELU_OMEM":
         body = gelu_omem_body(cfg, n, bus_bits)
+    elif op == "EPRE_KOMEM":
+        body = komem_body(cfg, n, int(d.get("glen", 0)))
     elif op in ("SOFTMAX", "LAYERNORM"):
         body = row_body(cfg, op, n, int(d.get("n", 0)), bus_bits)
     elif op == "FFNR":

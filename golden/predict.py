@@ -18,7 +18,11 @@ The golden model of the EPRE. Stages, in the hardware's order (each result is ke
    ``epre_keys = "sdue"`` lever): the keys' K rows come from the SDUE, which computes K in
    full before the queries' Q rows; stage 1 then computes Qh only, ``Kh = k_exact``
    unshifted (no ``shift_k``), and stage 2 is unchanged: the prediction sees the exact keys
-   instead of approximated ones.
+   instead of approximated ones. **[choice] Keys from OMEM** (issue 19, the DSC's
+   EPRE_KOMEM): the exact keys reach the EPRE on the core, from the K_h accumulators the
+   SDUE left in its OMEM, requantised exactly as stage 1 requantises Kh_acc:
+   :func:`omem_keys` = ``saturate(K_acc >> shift, W)``, ``shift`` from
+   :func:`stage1_shift` on K_acc (the same ideal host); ``k_exact = omem_keys(...)``.
 3. ``Sh = approx_matmul(Qh, Kh^T)`` (approximated again), exact; ``d_head <= cfg.k_max``.
 4. Selection per query row (:func:`topk_select`): keep the ``kN`` largest ``Sh[i, :]``; among
    equal scores the lower key index wins (a stable descending sort). ``kN`` =
@@ -71,7 +75,7 @@ from .quant import check_k, check_operand, saturate, wrap
 
 __all__ = ["PredictResult", "eager_predict", "epre", "topk_select", "threshold_select", "dominant_rows", "keep_count",
            "select_rows",
-           "stage1_shift", "as_fraction", "POLARITIES"]
+           "stage1_shift", "omem_keys", "as_fraction", "POLARITIES"]
 
 POLARITIES = ("top1", "keep_all")
 
@@ -120,6 +124,25 @@ def stage1_shift(acc, width: int) -> int:
     while hi >= (1 << (width - 1 + s)) or lo < -(1 << (width - 1 + s)):
         s += 1
     return s
+
+
+def omem_keys(cfg: Config, k_acc, shift: int | None = None) -> np.ndarray:
+    """Exact keys as the DSC's EPRE_KOMEM writes them into the EPRE's Kh banks **[choice]**:
+    the SDUE's K_h accumulators ``k_acc`` (N_k, d_head; A-bit two's complement, as OMEM holds
+    them) requantised like stage 1's Kh, ``saturate(k_acc >> shift, W)`` (arithmetic shift);
+    ``shift`` (0 .. A-1) defaults to :func:`stage1_shift` of ``k_acc`` (no saturation)."""
+    acc = np.asarray(k_acc)
+    if acc.ndim != 2 or acc.shape[0] < 1 or acc.shape[1] < 1 \
+            or not np.issubdtype(acc.dtype, np.integer):
+        raise ExionError(f"k_acc: expected a non-empty 2-D integer array (N_k, d_head), got "
+                         f"shape {acc.shape} of {acc.dtype}")
+    acc = acc.astype(np.int64)
+    lim = 1 << (cfg.acc_width - 1)
+    if acc.min() < -lim or acc.max() >= lim:
+        raise ExionError(f"k_acc: values must fit acc_width = {cfg.acc_width} bits, got "
+                         f"{int(acc.min())} .. {int(acc.max())}")
+    s = stage1_shift(acc, cfg.width) if shift is None else _check_shift(cfg, shift, "shift")
+    return saturate(acc >> np.int64(s), cfg.width)
 
 
 def _check_scores(scores) -> np.ndarray:

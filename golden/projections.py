@@ -34,7 +34,8 @@ from .cycles import EPRE_RUN_FIXED, epre_phase_cycles, transformer_block
 
 __all__ = ["BE_KS", "BE_DOM", "BE_UNITS", "STEPS", "N", "epre_projection", "overlap_span",
            "epre_exposed", "provisioning_variants", "head_sdue", "ep_point", "synth_ep",
-           "epre_schedule", "epre_schedule_db", "epre_schedule_k", "schedule_from_gemms",
+           "epre_schedule", "epre_schedule_db", "epre_schedule_k", "epre_schedule_komem",
+           "schedule_from_gemms",
            "ep_sweep", "break_even"]
 
 # Sweep points of the bench: top-k ratios and dominant-row fractions (DiT-XL/2 has no
@@ -324,6 +325,38 @@ def epre_schedule_k(before: float, after: float, kv_heads, rest_heads) -> dict:
         waits.append(max(0.0, e - t))
         t += waits[-1] + rest_heads[h]
     return {"exposed": float(sum(waits)), "span": t, "waits": waits}
+
+
+def epre_schedule_komem(epre_run: float, komem: float, kv_heads, rest_heads) -> dict:
+    """Exposed EPRE cycles with exact keys over the DSC's on-core path (issue 19,
+    EPRE_KOMEM): the DSC runs in order, and a run with ``k_given`` takes its keys when it
+    starts, so head h's run starts after K/V_h and the KOMEM that moves K_h from OMEM into
+    the Kh banks (``komem`` cycles of the DSC's own time, waiting for run h - 1 to end):
+    ``K/V_0, KOMEM_0, EPRE_0, [K/V_(h+1), EPRE_STORE_h (waits for run h), KOMEM_(h+1),
+    EPRE_(h+1), rest_h]``, run h + 1 beside rest_h and K/V_(h+2)::
+
+        t = kv_0 + komem;  e = t + epre_run
+        t += kv_(h+1);  wait = max(0, e - t);  t += wait + komem;  e = t + epre_run;
+        t += rest_h
+
+    ``exposed`` = the waits + every KOMEM (H ``komem``: EP's own cycles on the DSC).
+    Returns ``exposed``, ``span``, ``sdue`` and ``waits`` as :func:`epre_schedule`."""
+    if len(kv_heads) != len(rest_heads):
+        raise ValueError("kv_heads and rest_heads must have one entry per head")
+    H = len(kv_heads)
+    t = float(kv_heads[0] + komem) if H else 0.0
+    e, waits = t + epre_run, []
+    for h in range(H):
+        if h + 1 < H:
+            t += kv_heads[h + 1]
+        waits.append(max(0.0, e - t))
+        t += waits[-1]
+        if h + 1 < H:
+            t += komem
+            e = t + epre_run
+        t += rest_heads[h]
+    return {"exposed": float(sum(waits) + H * komem), "span": t,
+            "sdue": float(sum(kv_heads) + sum(rest_heads)), "waits": waits}
 
 
 def schedule_from_gemms(gemm_cycles: dict, heads: int) -> tuple[list, list]:

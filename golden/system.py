@@ -71,7 +71,9 @@ from exion.errors import ExionError
 
 from . import block as bl
 from .cycles import epre_phase_cycles
-from .projections import epre_schedule, epre_schedule_db, epre_schedule_k
+from .dsc_cycles import komem_body
+from .dsc_cycles import overhead as dsc_overhead
+from .projections import epre_schedule, epre_schedule_db, epre_schedule_k, epre_schedule_komem
 from .dataflow import BYTE_KEYS, gemm_flow
 from .workloads_sys import Block, Model
 
@@ -142,16 +144,27 @@ GPUS = {
 #:   epre_schedule`); or that fetch uses the port's idle cycles of the block
 #:   (``port-idle``, not built: charged ``max(0, fetch - slack)``, slack = the block's GEMM
 #:   cycles minus their bytes over the port).
-#: * ``epre_keys``: stage 1 predicts Kh from X (``predicted``, SPEC 3.4, built); or stage 2
-#:   takes the exact K_h the SDUE computes first (stage 1 is the query side only, stage 2 of
-#:   head h waits for K_h, K rows are never skipped): over an on-core path from the SDUE's
-#:   OMEM (``sdue``, not built: no port bytes), or through the port as EPRE words
-#:   (``sdue-port``: the EPRE and the DSC's EPRE_KLOAD are built, the block schedule is
-#:   not; ``T ceil(d_head / Le) Le`` 16-bit containers per head and sequence).
+#: * ``epre_keys``: stage 1 predicts Kh from X (``predicted``, SPEC 3.4, built); or the run
+#:   takes the exact K_h the SDUE computes first (stage 1 is the query side only, K rows
+#:   are never skipped), a query chunk of a head split over g cores gathering the other
+#:   chunks' ``(g - 1) / g`` of K_h over the port as EPRE words (``T ceil(d_head / Le) Le``
+#:   16-bit containers per head and sequence in all):
+#:
+#:   - ``sdue`` (not built): the core's own K_h rows cost nothing and stage 1 starts before
+#:     they land (stage 2 of run h waits for K_h; :func:`~exion.golden.projections.
+#:     epre_schedule_k`);
+#:   - ``sdue-port``: every K_h row through the port (the DSC's EPRE_KLOAD, built; the block
+#:     schedule is not), per head and chunk, on top of ``sdue``'s schedule;
+#:   - ``komem``: the built on-core path, the DSC's EPRE_KOMEM (issue 19): K_h from OMEM
+#:     into the Kh banks, :func:`~exion.golden.dsc_cycles.komem_body` cycles of the DSC's
+#:     own time per run, the DSC in order, a run starting once its keys are in
+#:     (:func:`~exion.golden.projections.epre_schedule_komem`);
+#:   - ``store-tee`` (not built): ``komem``'s order with the keys costing no DSC time (the
+#:     K tile's OMEM_STORE, which runs anyway, teeing them into the Kh banks).
 #: * ``epre_stage2``: a unit scores one key per ``ceil(d_head / Le)`` cycles (``row``); or its
 #:   Le lanes score ``floor(Le / d_head)`` keys at once when d_head <= Le / 2 (``packed``).
 EPRE_LEVERS = {"epre_fetch": ("shared", "stall", "port-idle"),
-               "epre_keys": ("predicted", "sdue", "sdue-port"),
+               "epre_keys": ("predicted", "sdue", "sdue-port", "komem", "store-tee"),
                "epre_stage2": ("row", "packed")}
 #: The built design's levers (``System.epre_levers`` of the presets).
 BUILT_LEVERS = tuple(v[0] for v in EPRE_LEVERS.values())
@@ -557,8 +570,8 @@ def epre_phases(cfg: Config, n_q: int, n_k: int, d: int, d_head: int,
                 levers: tuple = BUILT_LEVERS) -> tuple[int, int]:
     """(before, after) cycles of one EPRE run under ``levers``: ``before`` needs only X and
     Wq_h / Wk_h (stage 1), ``after`` (stage 2, selection, the run's fixed cycles) may need the
-    SDUE's K_h (``epre_keys`` ``sdue`` / ``sdue-port``). With :data:`BUILT_LEVERS` the sum is
-    :func:`exion.golden.cycles.epre_run_cycles` (the RTL's count); ``sdue`` is the EPRE's
+    SDUE's K_h (``epre_keys`` other than ``predicted``). With :data:`BUILT_LEVERS` the sum is
+    :func:`exion.golden.cycles.epre_run_cycles` (the RTL's count); exact keys are the EPRE's
     ``k_given`` run (no key groups in stage 1: the RTL's count too), ``packed`` scores
     ``floor(Le / d_head)`` keys per unit and cycle (not built)."""
     _, keys, stage2 = _check_levers(levers)
@@ -579,7 +592,9 @@ def _epre_sched(cfg: Config, g, prefix: str, names, blk: Block, h_eval: int,
     can be split over, each head's scores + P.V cycles (sampled heads reused), the
     (sequence, head, query chunk) units, and the EPRE's own Wq fetch of the block instance
     at ``bw`` bytes per cycle (``stall``; its part beyond the idle port cycles with
-    ``port-idle``; none with ``shared``). ``levers``: :data:`EPRE_LEVERS`."""
+    ``port-idle``; none with ``shared``); with exact keys the K_h words a run loads over the
+    port (``kload``: all with ``sdue-port``, else the other query chunks' ``(g - 1) / g``)
+    and the DSC's EPRE_KOMEM cycles (``komem``). ``levers``: :data:`EPRE_LEVERS`."""
     T, d, H, dh, b = blk.T, blk.d, blk.heads, blk.d_head, blk.batch
     one = {}
     lin = {nm: [] for nm in names}
@@ -595,15 +610,20 @@ def _epre_sched(cfg: Config, g, prefix: str, names, blk: Block, h_eval: int,
     elif fetch_kind == "port-idle":
         slack = sum(n * max(0.0, x.cycles - sum(x.bytes.values()) / bw) for x, n, _ in g)
         fetch = math.ceil(max(0.0, fetch - slack))
-    kload = 0
-    if keys == "sdue-port":           # K_h as EPRE words over the port, per head and chunk
-        Le = cfg.epre_lane_count
-        kload = math.ceil(T * math.ceil(dh / Le) * Le * 2 / bw)
+    kload, komem = 0, 0
+    Le = cfg.epre_lane_count
+    k_words = T * math.ceil(dh / Le) * Le * 2 / bw      # a head's K_h as EPRE words
+    if keys == "sdue-port":           # every K_h row over the port, per head and chunk
+        kload = math.ceil(k_words)
+    elif keys != "predicted":         # a chunk gathers the other chunks' K_h rows
+        kload = math.ceil(k_words * (g_split - 1) / g_split)
+    if keys == "komem":               # EPRE_KOMEM on the DSC's own time, per run
+        komem = dsc_overhead(64) + komem_body(cfg, T, dh)
     return {"before": before, "after": after, "levers": tuple(levers), "heads": H,
             "units": b * H * g_split, "kv": lin[names[1]] + lin[names[2]], "q": lin[names[0]],
             "head": [one.get(f"{prefix}scores[{h % h_eval}]", 0)
                      + one.get(f"{prefix}pv[{h % h_eval}]", 0) for h in range(H)],
-            "fetch": fetch, "kload": kload}
+            "fetch": fetch, "kload": kload, "komem": komem}
 
 
 def epre_exposed_on(s: dict, n_cores: int) -> float:
@@ -613,8 +633,10 @@ def epre_exposed_on(s: dict, n_cores: int) -> float:
     ``min(N, its tiles)`` cores, as :func:`block_on_system` splits them) spread evenly over
     those runs and its units' own scores / P.V; its runs are scheduled in sequences of
     ``min(H, n_u)`` heads (``golden.projections``: the DSC's double-buffered order with
-    ``shared``, issue 18's otherwise, ``epre_schedule_k`` with exact keys), each exposed
-    wait rounded up, plus its heads' share of the Wq fetch. On one core this is the
+    ``shared``, issue 18's otherwise; with exact keys ``epre_schedule_k`` for ``sdue`` /
+    ``sdue-port`` and the in-order ``epre_schedule_komem`` for ``komem`` / ``store-tee``),
+    each exposed wait rounded up, plus each run's K_h load (``kload``) and its heads'
+    share of the Wq fetch. On one core this is the
     per-sequence schedule of ``golden.block`` repeated over the b x g sequences and chunks;
     on many, the projections each core hides its runs behind shrink with N while a run does
     not, so EP pays less on more cores."""
@@ -627,7 +649,10 @@ def epre_exposed_on(s: dict, n_cores: int) -> float:
     rest = [q + s["head"][h] for h in range(h_seq)]
     fetch_kind, keys, _ = s["levers"]
     before, after = s["before"], s["after"]
-    if keys != "predicted":
+    if keys in ("komem", "store-tee"):    # the DSC in order: a run starts with its keys
+        exposed = epre_schedule_komem(before + after, s["komem"], [kv] * h_seq,
+                                      rest)["exposed"]
+    elif keys != "predicted":
         exposed = epre_schedule_k(before, after, [kv] * h_seq, rest)["exposed"]
     elif fetch_kind == "shared":      # the DSC's double-buffered order (built)
         exposed = epre_schedule_db(before + after, [kv] * h_seq, rest)["exposed"]

@@ -14,7 +14,7 @@ bits       field       meaning
 0..7       op          0 END, 1 IMEM_LOAD, 2 GMEM_LOAD, 3 OMEM_LOAD, 4 GEMM, 5 OMEM_STORE,
                       6 GELU, 7 SOFTMAX, 8 LAYERNORM, 9 FFNR, 10 EPRE_XLOAD,
                       11 EPRE_WLOAD, 12 EPRE, 13 EPRE_STORE, 14 GELU_OMEM, 15 EPRE_KLOAD,
-                      16 GMEM_EFILL
+                      16 GMEM_EFILL, 17 EPRE_KOMEM
 8..15      stage       shown on ``ctrl.stage`` while the descriptor runs (host's label)
 16         accumulate  GEMM: add into OMEM (FFN-Reuse's delta FC2 on the cached Y_d)
 17         overlap     EPRE: run in the background (its mask rows into the mask FIFO);
@@ -23,7 +23,7 @@ bits       field       meaning
 18         tee         GMEM_LOAD: the words also go to the EPRE's W memory (below)
 32..63     count       items: words (loads), mask beats (GEMM), OMEM addresses (store),
                       accumulator words (GELU), input words (SOFTMAX, LAYERNORM, FFNR),
-                      groups of L OMEM addresses (GELU_OMEM)
+                      groups of L OMEM addresses (GELU_OMEM), key rows (EPRE_KOMEM)
 64..95     src         byte address of the first beat read (loads, GEMM, GELU, ...)
 96..127    dst         byte address of the first beat written (OMEM_STORE, GELU, ...)
 128..159   ubase       first unit address (IMEM / GMEM / OMEM word address; GELU_OMEM:
@@ -34,6 +34,8 @@ bits       field       meaning
 192..207   kwords      GEMM setup: K/L words of every pass; GMEM_LOAD with ``tee``:
                       ``tee_base``, the EPRE W address of the first word teed;
                       GMEM_EFILL: the EPRE W address of the first word read
+192..197   shift       EPRE_KOMEM (:data:`KOMEM_FIELDS`): the keys' requantisation shift
+200..207   h_words     and the Kh words per key row, ``ceil(d_head / Le)``
 208..223   ncols       GEMM setup: OMEM stride of a row block
 224..231   regions     GEMM setup: WMEM regions the fetch may fill ahead
 192..206   in_mult     GELU (in place of the GEMM setup): ``GeluParams`` of
@@ -87,6 +89,19 @@ EPRE's run only reads W, so it may run beside), no memory beat; it touches GMEM,
 waits for an overlapped GEMM (:data:`ENGINE_INTERLOCKED`); built when the tee is
 (:func:`tee_supported`), else ``bad_op``. The host uses it for the Q_h / K_h columns of a
 Q|K|V product after head h's EPRE (``sim.dsc_program``, ``share_w``).
+
+**EPRE_KOMEM** (op 17, issue 19: exact keys over an on-core path): the keys' K rows from the
+SDUE's OMEM into the EPRE's Kh banks, for a run with ``k_given``, no memory beat. The K_h
+accumulators of ``count`` key rows sit in OMEM as a GEMM leaves them: row block b (keys
+``b R .. b R + R - 1``, one result per row of an address) at ``ubase + b gstride``, column
+j of the ``glen`` = d_head columns at ``+ j``. Per row block and per Kh word hw (columns
+``hw Le ..``, at most Le), the columns are read one a cycle into an R x min(Le, dh_max)
+transpose buffer, each result requantised on capture as stage 1 requantises Kh_acc,
+``saturate(acc >> shift, W)`` (``golden.predict.omem_keys``); a cycle later the block's
+key rows are written one a cycle, key t to Kh bank ``t mod U`` at word ``(t // U)
+h_words + hw`` (the EPRE's ``kh_w``, EPRE_KLOAD's layout). Cycles per row block and word:
+columns + 1 + rows. It writes the Kh banks and reads OMEM, so it waits for an overlapped
+EPRE run and an overlapped GEMM (both interlocks).
 
 **Overlap** (issue 16 item 2, issue 18 item 3): an EPRE descriptor with ``overlap`` set only
 hands the run over and goes on with the next descriptor; the EPRE predicts in the background
@@ -186,7 +201,7 @@ from .memif import dsc_control_signature, mem_master_signature
 __all__ = ["DscCore", "ERROR_FLAGS", "OPS", "EPRE_INTERLOCKED", "ENGINE_INTERLOCKED",
            "GELU_FIELDS", "ROW_FIELDS",
            "FFNR_FIELDS", "DESC_BYTES", "EPRE_RUN_LSB", "item_beats", "dsc_epre_sizes",
-           "TEE_BIT", "TEE_BASE", "tee_supported",
+           "TEE_BIT", "TEE_BASE", "tee_supported", "KOMEM_FIELDS",
            "dsc_ffnr_sizes"]
 
 #: error bit -> (name, meaning); the register map lists these.
@@ -201,15 +216,16 @@ ERROR_FLAGS = {
 OPS = {"END": 0, "IMEM_LOAD": 1, "GMEM_LOAD": 2, "OMEM_LOAD": 3, "GEMM": 4, "OMEM_STORE": 5,
        "GELU": 6, "SOFTMAX": 7, "LAYERNORM": 8, "FFNR": 9, "EPRE_XLOAD": 10,
        "EPRE_WLOAD": 11, "EPRE": 12, "EPRE_STORE": 13, "GELU_OMEM": 14, "EPRE_KLOAD": 15,
-       "GMEM_EFILL": 16}
+       "GMEM_EFILL": 16, "EPRE_KOMEM": 17}
 
 #: ops that wait in DECODE while the EPRE runs (an overlapped run in the background)
-EPRE_INTERLOCKED = ("END", "EPRE_XLOAD", "EPRE_WLOAD", "EPRE", "EPRE_STORE", "EPRE_KLOAD")
+EPRE_INTERLOCKED = ("END", "EPRE_XLOAD", "EPRE_WLOAD", "EPRE", "EPRE_STORE", "EPRE_KLOAD",
+                    "EPRE_KOMEM")
 
 #: ops that wait in DECODE while the gemm engine computes an overlapped GEMM (they touch
 #: the engine's memories, its setup or its mask stream)
 ENGINE_INTERLOCKED = ("END", "IMEM_LOAD", "GMEM_LOAD", "OMEM_LOAD", "GEMM", "OMEM_STORE",
-                      "GELU_OMEM", "GMEM_EFILL")
+                      "GELU_OMEM", "GMEM_EFILL", "EPRE_KOMEM")
 
 #: EPRE descriptor: the EPRE's ``run_layout`` value sits at bits 128.. (in place of
 #: ubase / glen / gstride / the GEMM setup); ``count`` = query rows (mask items written).
@@ -227,6 +243,9 @@ ROW_FIELDS = {"n": (192, 16), "gamma": (208, 16), "beta": (224, 16), "eps": (240
 #: FFNR descriptor: the FFN-Reuse unit's command fields (``aux``, bits 128..159 in place of
 #: ``ubase``: the mask items written (dense) or the address of H' (sparse)).
 FFNR_FIELDS = {"t": (192, 16), "n": (208, 16), "s_code": (224, 20), "sparse": (244, 1)}
+
+#: EPRE_KOMEM fields (lsb, bits): the keys' requantisation shift and Kh words per key row
+KOMEM_FIELDS = {"shift": (192, 6), "h_words": (200, 8)}
 
 #: GMEM_LOAD ``tee`` bit and ``tee_base`` field (lsb, bits): its words also go to the EPRE
 TEE_BIT = 18
@@ -353,6 +372,7 @@ class DscCore(wiring.Component):
         self._ffnr(m, s)
         self._epre(m, s)
         self._gelu_omem(m, s)
+        self._komem(m, s)
         with m.FSM(name="dsc"):
             self._fsm_fetch(m, s)
             self._fsm_decode(m, s)
@@ -364,6 +384,7 @@ class DscCore(wiring.Component):
             self._fsm_epre(m, s)
             self._fsm_gelu_omem(m, s)
             self._fsm_efill(m, s)
+            self._fsm_komem(m, s)
         return m
 
     def _descriptor(self, m, s):
@@ -644,6 +665,14 @@ class DscCore(wiring.Component):
                 self._load_items(m, s, count * ib["eword"])
                 m.d.sync += s.per.eq(ib["eword"])
                 m.next = "LOAD"
+            with m.Case(OPS["EPRE_KOMEM"]):
+                with m.If(count == 0):
+                    m.next = "FETCH"
+                with m.Else():
+                    m.d.sync += [s.ko_base.eq(0), s.ko_col0.eq(0), s.ko_hw.eq(0),
+                                 s.ko_c.eq(0), s.ko_t0.eq(0), s.ko_bank0.eq(0),
+                                 s.ko_gaddr0.eq(0), s.ko_tb.eq(0)]
+                    m.next = "KO_READ"
             with m.Case(OPS["EPRE"]):
                 self._decode_epre(m, s)
             with m.Case(OPS["EPRE_STORE"]):
@@ -1151,6 +1180,85 @@ class DscCore(wiring.Component):
                                  Value.cast(s.ep.w_r.data).word_select(s.ef_slot, W * L))]
             with m.If(~issue):
                 m.next = "FETCH"
+
+    def _komem(self, m, s):
+        """EPRE_KOMEM's transpose buffer ``ko_tb``: ``min(Le, dh_max)`` columns of R keys'
+        W-bit values (column c the c-th OMEM read of the Kh word, requantised as the cycle
+        after its read captures it: ``saturate(acc >> shift, W)``), and ``ko_word``, key row
+        ``ko_r``'s Kh word (the lanes past the buffer zero)."""
+        cfg = self.cfg
+        R, W, Le = cfg.rows, cfg.width, cfg.epre_lane_count
+        U, Lk = s.eps.units, min(Le, s.eps.dh_max)
+        s.ko_lk = Lk
+        s.ko_tb = tb = Signal(Lk * R * W, name="ko_tbuf")
+        s.ko_base = Signal(32, name="ko_base")          # OMEM offset of the row block
+        s.ko_col0 = Signal(16, name="ko_col0")          # first column of the Kh word
+        s.ko_hw = Signal(8, name="ko_word_index")
+        s.ko_c = Signal(range(Lk + 1), name="ko_col")   # column issued
+        s.ko_t0 = Signal(32, name="ko_key0")            # first key row of the row block
+        s.ko_r = Signal(range(max(2, R)), name="ko_row")
+        s.ko_bank0 = Signal(range(max(2, U)), name="ko_bank0")
+        s.ko_bank = Signal.like(s.ko_bank0, name="ko_bank")
+        s.ko_gaddr0 = Signal.like(s.ep.kh_w.addr, name="ko_gaddr0")   # (t // U) h_words
+        s.ko_gaddr = Signal.like(s.ep.kh_w.addr, name="ko_gaddr")
+        s.ko_cap = Signal(name="ko_capture")
+        s.ko_ci = Signal(range(max(2, Lk)), name="ko_capture_col")
+        m.d.sync += s.ko_cap.eq(0)
+        sh = s.desc[KOMEM_FIELDS["shift"][0]:sum(KOMEM_FIELDS["shift"])]
+        hi, lo = (1 << (W - 1)) - 1, -(1 << (W - 1))
+        keys = []
+        for r in range(R):
+            q = Value.cast(s.gemm.omem_r.data[r]).as_signed() >> sh
+            keys.append(Mux(q > hi, hi, Mux(q < lo, lo, q))[:W])
+        with m.If(s.ko_cap):
+            with m.Switch(s.ko_ci):
+                for i in range(Lk):
+                    with m.Case(i):
+                        m.d.sync += tb[i * R * W:(i + 1) * R * W].eq(Cat(keys))
+        s.ko_word = Signal(Le * W, name="ko_word")
+        with m.Switch(s.ko_r):
+            for r in range(R):
+                with m.Case(r):
+                    m.d.comb += s.ko_word.eq(Cat(tb[(i * R + r) * W:(i * R + r + 1) * W]
+                                                 for i in range(Lk)))
+
+    def _fsm_komem(self, m, s):
+        """KO_READ (a Kh word's columns, one OMEM read a cycle) -> KO_LAST (the last
+        column's capture) -> KO_EMIT (the row block's key rows into the Kh banks, one a
+        cycle) -> KO_READ for the next Kh word or row block, or FETCH after the last key."""
+        ep, R, Le = s.ep, self.cfg.rows, self.cfg.epre_lane_count
+        U, Lk = s.eps.units, s.ko_lk
+        h_words = s.desc[KOMEM_FIELDS["h_words"][0]:sum(KOMEM_FIELDS["h_words"])]
+        with m.State("KO_READ"):
+            m.d.comb += s.gemm.omem_r.addr.eq(s.ubase + s.ko_base + s.ko_col0 + s.ko_c)
+            m.d.sync += [s.ko_cap.eq(1), s.ko_ci.eq(s.ko_c), s.ko_c.eq(s.ko_c + 1)]
+            with m.If((s.ko_c == Lk - 1) | (s.ko_col0 + s.ko_c + 1 >= s.glen)):
+                m.d.sync += [s.ko_r.eq(0), s.ko_bank.eq(s.ko_bank0),
+                             s.ko_gaddr.eq(s.ko_gaddr0)]
+                m.next = "KO_LAST"
+        with m.State("KO_LAST"):
+            m.next = "KO_EMIT"
+        with m.State("KO_EMIT"):
+            wrap = s.ko_bank == U - 1
+            nbank = Mux(wrap, 0, s.ko_bank + 1)
+            ngaddr = Mux(wrap, s.ko_gaddr + h_words, s.ko_gaddr)
+            m.d.comb += [ep.kh_w.en.eq(1 << s.ko_bank), ep.kh_w.addr.eq(s.ko_gaddr + s.ko_hw),
+                         ep.kh_w.data.as_value().eq(s.ko_word)]
+            m.d.sync += [s.ko_r.eq(s.ko_r + 1), s.ko_bank.eq(nbank), s.ko_gaddr.eq(ngaddr)]
+            last_key = s.ko_t0 + s.ko_r + 1 >= s.count
+            with m.If((s.ko_r == R - 1) | last_key):
+                m.d.sync += [s.ko_c.eq(0), s.ko_tb.eq(0)]
+                with m.If(s.ko_col0 + Le < s.glen):       # the row block's next Kh word
+                    m.d.sync += [s.ko_col0.eq(s.ko_col0 + Le), s.ko_hw.eq(s.ko_hw + 1)]
+                    m.next = "KO_READ"
+                with m.Elif(last_key):
+                    m.next = "FETCH"
+                with m.Else():                            # the next row block
+                    m.d.sync += [s.ko_t0.eq(s.ko_t0 + R),
+                                 s.ko_base.eq(s.ko_base + s.gstride),
+                                 s.ko_col0.eq(0), s.ko_hw.eq(0),
+                                 s.ko_bank0.eq(nbank), s.ko_gaddr0.eq(ngaddr)]
+                    m.next = "KO_READ"
 
     def _fsm_gelu_omem(self, m, s):
         """GO_READ (L OMEM reads, one a cycle) -> GO_LAST (the last column's capture) ->

@@ -81,6 +81,9 @@ _GMEM_FIELDS = _FIELDS[:9] + (("tee", 18, 1), ("tee_base", 192, 16))
 #: GMEM_EFILL fields: the GMEM walk and ``tee_base`` (the W address of the first word read)
 _EFILL_OP = 16
 _EFILL_FIELDS = _FIELDS[:9] + (("tee_base", 192, 16),)
+#: EPRE_KOMEM fields (hw/dsc.py ``KOMEM_FIELDS``): the keys' shift, Kh words per key row
+_KOMEM_OP = 17
+_KOMEM_FIELDS = _FIELDS[:9] + (("shift", 192, 6), ("h_words", 200, 8))
 
 
 def _fields(op: int) -> tuple:
@@ -90,6 +93,8 @@ def _fields(op: int) -> tuple:
         return _GMEM_FIELDS
     if op == _EFILL_OP:
         return _EFILL_FIELDS
+    if op == _KOMEM_OP:
+        return _KOMEM_FIELDS
     if op == _EPRE_OP:
         return _EPRE_FIELDS
     if op == _FFNR_OP:
@@ -199,7 +204,11 @@ class PredictJob:
     d_head), ``shifts`` (heads, 2) the host's stage-1 shifts, ``q_th_int`` (heads,) or None
     (rule off). ``expect`` (heads, T, T + 1) bool: the score mask, then the dominant flag.
     ``k_exact``: per head the keys' K rows as the SDUE computed them: the EPRE predicts with
-    exact keys (EPRE_KLOAD into its Kh banks, run flag ``k_given``, only Wq^T loaded)."""
+    exact keys (EPRE_KLOAD into its Kh banks, run flag ``k_given``, only Wq^T loaded).
+    ``k_acc``: per head the keys' K_h accumulators (N_k, d_head) as the SDUE leaves them in
+    OMEM (here an OMEM_LOAD puts them there), and ``k_shift`` per head (None: the ideal
+    host's ``stage1_shift``): EPRE_KOMEM requantises them into the Kh banks on the core
+    (``golden.predict.omem_keys``), no key crossing the port; exclusive with ``k_exact``."""
 
     name: str
     x: np.ndarray
@@ -212,6 +221,24 @@ class PredictJob:
     lod_terms: int = 2
     expect: np.ndarray | None = None
     k_exact: list | None = None     # per head (N_k, d_head): exact keys (``wk`` unused)
+    k_acc: list | None = None       # per head (N_k, d_head): K_h accumulators in OMEM
+    k_shift: list | None = None     # per head: EPRE_KOMEM's shift (None: stage1_shift)
+
+    @property
+    def exact(self) -> bool:
+        """Whether the EPRE takes exact keys (``k_exact`` or ``k_acc``; run flag ``k_given``)."""
+        return self.k_exact is not None or self.k_acc is not None
+
+    def exact_keys(self, cfg: Config) -> list | None:
+        """Per head the keys the EPRE's Kh banks get (``k_exact``, or ``k_acc`` through
+        ``golden.predict.omem_keys``), or None (stage 1 predicts them)."""
+        from exion.golden.predict import omem_keys
+        if self.k_acc is None:
+            return self.k_exact
+        if self.k_exact is not None:
+            raise ExionError(f"EPRE job {self.name}: give k_exact or k_acc, not both")
+        sh = self.k_shift or [None] * len(self.k_acc)
+        return [omem_keys(cfg, a, s) for a, s in zip(self.k_acc, sh)]
 
 
 def epre_fits(cfg: Config, n: int, d: int, d_head: int) -> bool:
@@ -817,7 +844,7 @@ def _tee_weights(cfg: Config, pj: PredictJob, job: GemmJob) -> bool:
     K, n = b.shape
     d, dh = n // 3, np.shape(pj.wq[0])[1]
     if (not tee_supported(cfg) or n != 3 * d or K != d or np.shape(pj.x)[1] != d
-            or len(pj.wq) * dh > d or pj.k_exact is not None):   # the tee brings Wk^T too
+            or len(pj.wq) * dh > d or pj.exact):   # the tee brings Wk^T too
         return False
     return _head_slices(pj, b[:, :d], b[:, d:2 * d])
 
@@ -827,7 +854,7 @@ def _head_slices(pj: PredictJob, bq, bk) -> bool:
     the Q columns ``bq`` (and the K columns ``bk``) of a product's B."""
     dh = np.shape(pj.wq[0])[1]
     return all(np.array_equal(pj.wq[h], bq[:, h * dh:(h + 1) * dh])
-               and (pj.k_exact is not None
+               and (pj.exact
                     or np.array_equal(pj.wk[h], bk[:, h * dh:(h + 1) * dh]))
                for h in range(len(pj.wq)))
 
@@ -895,7 +922,7 @@ def _efill_split(cfg: Config, pj: PredictJob, job: GemmJob, data: _Image, ib: di
     if heads * dh != d or len(job.a_parts) != 1:
         return None
     sz = dsc_epre_sizes(cfg)
-    k_fill = None if pj.k_exact is not None else sz.dh_max * sz.dw_max
+    k_fill = None if pj.exact else sz.dh_max * sz.dw_max
     r = _filled_heads(cfg, [(job, lambda h: (
         np.concatenate([np.arange(o + h * dh, o + (h + 1) * dh) for o in (0, d, 2 * d)]),
         [(dh, 0), (dh, k_fill), (dh, None)]))], heads, d, data, ib, bb, mlay, kb)
@@ -927,7 +954,7 @@ def _efill_overlap(cfg: Config, pj: PredictJob, kv: GemmJob, q: GemmJob, data: _
     from exion.hw.dsc import dsc_epre_sizes
     d, heads, dh = np.shape(pj.x)[1], len(pj.wq), np.shape(pj.wq[0])[1]
     sz = dsc_epre_sizes(cfg)
-    exact = pj.k_exact is not None
+    exact = pj.exact
 
     def head(h):
         return np.arange(h * dh, (h + 1) * dh)
@@ -1210,7 +1237,8 @@ def _epre_descs(cfg: Config, job: PredictJob, descs: list, data: _Image, ib: dic
     ebytes = ib["eword"] * bb
     heads = len(job.wq)
     share = np.array_split(np.arange(len(beside or [])), heads)
-    exact = job.k_exact is not None
+    exact = job.exact
+    keys = job.exact_keys(cfg)
     if exact and tee is not None:
         raise ExionError(f"EPRE job {job.name}: exact keys (k_exact) need no Wk^T; the tee "
                          f"brings it in (build it without share_w)")
@@ -1220,7 +1248,7 @@ def _epre_descs(cfg: Config, job: PredictJob, descs: list, data: _Image, ib: dic
                      int(job.shifts[h][0]), None if exact else int(job.shifts[h][1]),
                      None if job.q_th_int is None else int(job.q_th_int[h]), job.polarity,
                      job.lod_terms, name=f"{job.name}[{h}]",
-                     k_exact=job.k_exact[h] if exact else None)
+                     k_exact=keys[h] if exact else None)
         if h == 0:
             xw = pj.x_words.reshape(-1, sz.lanes)
             descs.append({"op": OPS["EPRE_XLOAD"], "count": xw.shape[0], "glen": 0xFFFF,
@@ -1234,7 +1262,9 @@ def _epre_descs(cfg: Config, job: PredictJob, descs: list, data: _Image, ib: dic
                     "src": data.alloc(pj.w_words.shape[0] * ebytes,
                                       _words_n(pj.w_words, ebytes))}]
                   if tee is None else tee[h])
-        if exact:
+        if job.k_acc is not None:
+            kl.append(_komem_descs(cfg, job, h, data, ib, bb))
+        elif exact:
             kw = pj.kh_words.reshape(-1, sz.lanes)
             kl.append([{"op": OPS["EPRE_KLOAD"], "count": kw.shape[0], "glen": 0xFFFF,
                         "src": data.alloc(kw.shape[0] * ebytes, _words_n(kw, ebytes)),
@@ -1261,6 +1291,33 @@ def _epre_descs(cfg: Config, job: PredictJob, descs: list, data: _Image, ib: dic
             descs.append({"op": OPS["EPRE_STORE"], "count": runs[h]["count"],
                           "dst": runs[h]["dst"], "job": job.name})
     return ("epmask", (heads, x.shape[0]), st)
+
+
+def _komem_descs(cfg: Config, job: PredictJob, h: int, data: _Image, ib: dict,
+                 bb: int) -> list:
+    """Head h's keys on the core: an OMEM_LOAD puts its K_h accumulators where a GEMM of
+    the head's K columns leaves them (row block b, column j at ``b d_head + j`` from OMEM
+    address 0; R results an address), then EPRE_KOMEM requantises them into the Kh
+    banks."""
+    from exion.golden.predict import stage1_shift
+    from exion.hw.dsc import OPS
+    acc = np.asarray(job.k_acc[h], np.int64)
+    n_k, dh = acc.shape
+    R, Le = cfg.rows, cfg.epre_lane_count
+    nb = -(-n_k // R)
+    if nb * dh > cfg.omem_depth:
+        raise ExionError(f"EPRE job {job.name}: k_acc[{h}] {acc.shape} needs {nb * dh} OMEM "
+                         f"addresses, the engine has omem_depth = {cfg.omem_depth}")
+    rows = np.zeros((nb * R, dh), np.int64)
+    rows[:n_k] = acc
+    items = rows.reshape(nb, R, dh).transpose(0, 2, 1).reshape(nb * dh, R)
+    obytes = ib["omem"] * bb
+    sh = (job.k_shift or [None] * len(job.k_acc))[h]
+    return [{"op": OPS["OMEM_LOAD"], "count": nb * dh, "glen": 0xFFFF, "job": job.name,
+             "src": data.alloc(nb * dh * obytes, _packed(items, cfg.acc_width, obytes))},
+            {"op": OPS["EPRE_KOMEM"], "count": n_k, "ubase": 0, "glen": dh, "gstride": dh,
+             "shift": stage1_shift(acc, cfg.width) if sh is None else int(sh),
+             "h_words": -(-dh // Le), "job": job.name}]
 
 
 def _double_order(descs: list, wl: list, kl: list, runs: list, double: tuple, name: str):

@@ -623,13 +623,13 @@ def _check_program_cycles(prog, run, bus=64, cfg=TOY):
 
 # ---- the EPRE ops: eager prediction behind the DMA -------------------------------------
 
-def _pj(name, x, wq, wk, k, q_th=None, polarity="top1", lod=2, shifts=None):
+def _pj(name, x, wq, wk, k, q_th=None, polarity="top1", lod=2, shifts=None, cfg=TOY):
     """A one-head PredictJob; the host's shifts (calibrated on ``x`` unless given) and the
     expected mask / dominant flags from golden.predict.epre."""
     from exion.golden.predict import epre
     from exion.sim.dsc_program import PredictJob
     sq, sk = (None, None) if shifts is None else shifts
-    r = epre(TOY, x, wq, wk, k, sq, sk, q_th, polarity, lod)
+    r = epre(cfg, x, wq, wk, k, sq, sk, q_th, polarity, lod)
     exp = np.concatenate([r.score_mask, r.dominant[:, None]], axis=1)[None]
     return PredictJob(name, np.asarray(x, np.int64), [np.asarray(wq, np.int64)],
                       [np.asarray(wk, np.int64)], k, np.array([[r.shift_q, r.shift_k]]),
@@ -722,14 +722,14 @@ def test_epre_op_stalls_and_mutation(epre_runs):
                               epre_runs["jobs"][0].expect)
 
 
-def _pj_exact(name, x, wq, kx, k, q_th=None, lod=2):
+def _pj_exact(name, x, wq, kx, k, q_th=None, lod=2, cfg=TOY):
     """A PredictJob with exact keys per head (``kx``: list of (N_k, d_head)); expectations
     from golden.predict.epre(k_exact=...)."""
     from exion.golden.predict import epre
     from exion.sim.dsc_program import PredictJob
     exp, sh = [], []
     for w, kk in zip(wq, kx):
-        r = epre(TOY, x, w, None, k, None, None, q_th, "top1", lod, k_exact=kk)
+        r = epre(cfg, x, w, None, k, None, None, q_th, "top1", lod, k_exact=kk)
         exp.append(np.concatenate([r.score_mask, r.dominant[:, None]], axis=1))
         sh.append([r.shift_q, 0])
     return PredictJob(name, np.asarray(x, np.int64), [np.asarray(w, np.int64) for w in wq],
@@ -769,6 +769,143 @@ def test_epre_exact_keys_in_the_dsc():
         if d["op"] == dcy.OPS["EPRE"] and d["ep"]["k_given"]:
             plain = dict(d, ep=dict(d["ep"], k_given=0))
             assert dcy.descriptor_cycles(TOY, plain, 64) != t
+
+
+def _pj_komem(cfg, name, x, wq, kacc, k, q_th=None, lod=2, shift=None):
+    """A PredictJob whose exact keys come from OMEM (``k_acc``: per head (N_k, d_head)
+    accumulators; ``shift`` per head or None): expectations from golden.predict.epre on
+    golden.predict.omem_keys' keys, computed here from the accumulators."""
+    from exion.golden.predict import epre, omem_keys
+    from exion.sim.dsc_program import PredictJob
+    shift = shift or [None] * len(wq)
+    exp, sh = [], []
+    for w, acc, s in zip(wq, kacc, shift):
+        r = epre(cfg, x, w, None, k, None, None, q_th, "top1", lod,
+                 k_exact=omem_keys(cfg, acc, s))
+        exp.append(np.concatenate([r.score_mask, r.dominant[:, None]], axis=1))
+        sh.append([r.shift_q, 0])
+    return PredictJob(name, np.asarray(x, np.int64), [np.asarray(w, np.int64) for w in wq],
+                      [None] * len(wq), k, np.array(sh),
+                      None if q_th is None else np.array([q_th] * len(wq)), "top1", lod,
+                      np.stack(exp), k_acc=[np.asarray(a, np.int64) for a in kacc],
+                      k_shift=list(shift))
+
+
+def _komem_jobs(cfg, rng):
+    """Directed EPRE_KOMEM cases on ``cfg`` (toy-sized EPRE): two heads of 16 keys (two
+    row blocks on toy, more than one Kh word a key, U not dividing the keys); a partial row
+    block and a partial Kh word (11 keys, d_head 7, LOD); saturation both ways (a shift
+    below the ideal host's, the accumulator's extremes at shift 0); the largest shift (every
+    key 0 or -1); then exact keys through the port and an ordinary job (Kh from stage 1)."""
+    w, A = cfg.wmax, cfg.acc_width
+    top = (1 << (A - 1)) - 1
+
+    def rnd(*shape, lim=w):
+        return rng.integers(-lim, lim + 1, shape)
+    x = rnd(16, 64)
+    ext = rnd(16, 16, lim=1 << 20)
+    ext[0, :4] = [top, -top - 1, top, -top - 1]
+    jobs = [_pj_komem(cfg, "komem_two_heads", x, [rnd(64, 16), rnd(64, 16)],
+                      [rnd(16, 16, lim=1 << 22), rnd(16, 16, lim=1 << 12)], 0.3, q_th=2000),
+            _pj_komem(cfg, "komem_partial", rnd(11, 13), [rnd(13, 7)],
+                      [rnd(11, 7, lim=1 << 18)], 0.5, lod=1),
+            _pj_komem(cfg, "komem_saturate", x, [rnd(64, 16), rnd(64, 16)],
+                      [rnd(16, 16, lim=1 << 20), ext], 0.2, shift=[3, 0]),
+            _pj_komem(cfg, "komem_top_shift", rnd(5, 9), [rnd(9, 4)],
+                      [rnd(5, 4, lim=top)], 1.0, shift=[A - 1]),
+            _pj_exact("exact_after", x, [rnd(64, 16)], [rnd(16, 16)], 0.4, cfg=cfg),
+            _pj("plain_after", x, rnd(64, 16), rnd(64, 16), 0.2, cfg=cfg)]
+    sat = [np.abs(j.exact_keys(cfg)[h]).max() for j in jobs[2:3] for h in range(2)]
+    assert min(sat) >= w      # both saturation heads reach the W-bit limits
+    return jobs
+
+
+@pytest.mark.parametrize("name", ["toy", pytest.param("exion16", marks=pytest.mark.long)])
+def test_epre_keys_from_omem(name):
+    """EPRE_KOMEM (issue 19, exact keys over an on-core path): the K_h accumulators in OMEM
+    requantised into the Kh banks, the run with ``k_given``: masks bit-exact against golden,
+    every descriptor's cycles equal to the model, also under 30 % memory stalls; no key
+    crosses the port (no EPRE_KLOAD for those jobs). Mutations: a model without the capture
+    cycle must not match; keys shifted logically, not arithmetically, give other masks."""
+    from exion.golden.predict import epre, omem_keys
+    from exion.golden.quant import saturate
+    cfg = PRESETS[name]
+    rng = np.random.default_rng(47)
+    print("komem cases: seed 47")
+    jobs = _komem_jobs(cfg, rng)
+    progs = [build_program(cfg, jobs), build_program(cfg, jobs)]
+    ops = _ops(progs[0])
+    assert ops.count(dcy.OPS["EPRE_KOMEM"]) == 6 and ops.count(dcy.OPS["EPRE_KLOAD"]) == 1
+    out, _ = rtl_dsc(cfg, progs, stall=[0.0, 0.3], run_name="dsc_komem")
+    for prog, run in zip(progs, out):
+        _check_run(cfg, prog, run, jobs)
+    _check_program_cycles(progs[0], out[0], 64, cfg)
+    durs = stage_durations(progs[0].descs, out[0]["stages"], out[0]["cycles"], 64)
+    ko = [(d, t) for d, t in zip(progs[0].descs, durs) if d["op"] == dcy.OPS["EPRE_KOMEM"]]
+    for d, t in ko:
+        n, dh = d["count"], d["glen"]
+        lacking = dcy.overhead(64) + dcy.komem_body(cfg, n, dh) - -(-n // cfg.rows) * -(
+            -dh // cfg.epre_lane_count)
+        assert t != lacking
+    j, A = jobs[0], cfg.acc_width          # a logical shift in place of the arithmetic one
+    other = [epre(cfg, j.x, j.wq[h], None, j.k, None, None, 2000, "top1", 2,
+                  k_exact=saturate((j.k_acc[h] % (1 << A)) >> int(ko[h][0]["shift"]),
+                                   cfg.width))
+             for h in range(2)]
+    assert np.array_equal(j.exact_keys(cfg)[0], omem_keys(cfg, j.k_acc[0]))
+    assert any(not np.array_equal(o.score_mask, j.expect[h, :, :-1])
+               for h, o in enumerate(other))
+
+
+@pytest.mark.parametrize("lanes", [8, 32])
+def test_epre_keys_from_omem_wide_pysim(lanes):
+    """EPRE_KOMEM with other EPRE word widths (toy with ``epre_lanes`` = 8: 8-column Kh
+    words, d_head 12 in a full and a partial word; 32: the transpose buffer narrower than
+    the word, min(Le, dh_max) = 16 columns, the lanes past it zero); in Amaranth's
+    simulator, bit-exact, every descriptor's cycles equal to the model."""
+    import dataclasses
+
+    from exion.sim.dsc_pysim import pysim_dsc
+    cfg = dataclasses.replace(TOY, epre_lanes=lanes)
+    assert cfg.epre_lane_count == lanes
+    rng = np.random.default_rng(53 + lanes)
+    print(f"wide komem cases: seed {53 + lanes}")
+    x = rng.integers(-cfg.wmax, cfg.wmax + 1, (13, 24))
+    jobs = [_pj_komem(cfg, "komem_wide", x, [rng.integers(-999, 999, (24, dh))],
+                      [rng.integers(-(1 << 21), 1 << 21, (13, dh))], 0.4)
+            for dh in (12, 16)]
+    jobs[1] = dataclasses.replace(jobs[1], name="komem_wide2")
+    prog = build_program(cfg, jobs)
+    assert _ops(prog).count(dcy.OPS["EPRE_KOMEM"]) == 2
+    run = pysim_dsc(cfg, prog)
+    assert run["error"] == 0
+    for j, o in zip(jobs, read_results(cfg, prog, run["image"])):
+        np.testing.assert_array_equal(o, j.expect, err_msg=j.name)
+    _check_program_cycles(prog, run, 64, cfg)
+
+
+def test_epre_keys_from_omem_checks():
+    """Bad EPRE_KOMEM jobs are refused with a one-line error naming the field: both
+    ``k_exact`` and ``k_acc``; accumulators past acc_width; more OMEM addresses than the
+    engine has; a bad shift."""
+    from exion.errors import ExionError
+    from exion.golden.predict import omem_keys
+    from exion.sim.dsc_program import PredictJob
+    rng = np.random.default_rng(3)
+    x, wq = rng.integers(-9, 9, (16, 64)), rng.integers(-9, 9, (64, 16))
+    acc = rng.integers(-99, 99, (16, 16))
+    both = PredictJob("both", x, [wq], [None], 0.5, np.array([[0, 0]]), k_exact=[acc],
+                      k_acc=[acc])
+    with pytest.raises(ExionError, match="k_exact or k_acc"):
+        build_program(TOY, [both])
+    with pytest.raises(ExionError, match="k_acc.*acc_width"):
+        omem_keys(TOY, np.full((2, 2), 1 << 40))
+    with pytest.raises(ExionError, match="shift"):
+        omem_keys(TOY, acc, TOY.acc_width)
+    small = TOY.replace(name="toy_omem16", omem_depth=16)
+    big = PredictJob("big", x, [wq], [None], 0.5, np.array([[0, 0]]), k_acc=[acc])
+    with pytest.raises(ExionError, match="omem_depth"):
+        build_program(small, [big])
 
 
 def test_epre_jobs_in_block(model):

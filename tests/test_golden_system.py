@@ -723,6 +723,38 @@ def test_sdue_port_keys_charge_the_k_load():
     assert port["shift_adds"] == free["shift_adds"]
 
 
+@pytest.mark.parametrize("run,exposed", [(10, 10), (50, 60)])
+def test_epre_schedule_komem_by_hand(run, exposed):
+    # the DSC in order with EPRE_KOMEM (5 cycles): K/V_0 (20), KOMEM_0, EPRE_0, K/V_1 (20),
+    # store_0, KOMEM_1, EPRE_1, rest_0 (30), store_1, rest_1 (30).
+    # run 50: run 0 25..75, the SDUE at 45 waits 30; KOMEM_1 75..80, run 1 80..130, rest_0
+    #         ends at 110: waits 20 -> 30 + 20 + 2 x 5 = 60
+    # run 10: run 0 ends at 35, run 1 at 60, no wait: the two KOMEMs -> 10
+    r = sy.epre_schedule_komem(run, 5, [20, 20], [30, 30])
+    assert r["exposed"] == exposed and r["span"] == 100 + exposed
+    with pytest.raises(ValueError):
+        sy.epre_schedule_komem(1, 1, [1], [1, 2])
+
+
+def test_komem_keys_charge_the_dsc_and_the_gather():
+    from exion.golden.dsc_cycles import komem_body, overhead
+    blk = ws.Block("b", T=256, d=256, heads=4, ffn=512)
+    tee = _ep_block(("shared", "store-tee", "row"), blk=blk)["epre_sched"][0]
+    kom = _ep_block(("shared", "komem", "row"), blk=blk)["epre_sched"][0]
+    # EPRE_KOMEM of a head's 256 keys of d_head 64 on exion16 (R = 16, Le = 96): 16 row
+    # blocks of 64 reads, 1 capture and 16 writes; the tee's keys cost the DSC nothing
+    assert kom["komem"] == overhead(64) + 16 * (64 + 1 + 16) == overhead(64) + komem_body(
+        CFG, 256, 64) and tee["komem"] == 0
+    assert sy.epre_exposed_on(kom, 1) > sy.epre_exposed_on(tee, 1)
+    # one query chunk of 4 gathers the other 3 chunks' K_h rows: 3/4 of 256 x 96 16-bit
+    # containers at 64 B/cycle = 576 cycles; unsplit, none
+    for keys in ("sdue", "komem", "store-tee"):
+        split = sy.block_gemms(CFG, blk, "ep", k=0.05, q_th=0.15, attn_split=4,
+                               epre_levers=("shared", keys, "row"))["epre_sched"][0]
+        assert split["kload"] == 576
+        assert _ep_block(("shared", keys, "row"), blk=blk)["epre_sched"][0]["kload"] == 0
+
+
 def test_sdue_keys_compute_k_dense_and_fewer_shift_adds():
     blk = ws.Block("b", T=256, d=256, heads=4, ffn=512)
     pred = _ep_block(("stall", "predicted", "row"), blk=blk)
