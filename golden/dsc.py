@@ -140,13 +140,17 @@ def _stage1_shifts(acc, width: int) -> np.ndarray:
     return np.maximum(0, np.maximum(bit_length(hi), bit_length(-lo - 1)) - (width - 1))
 
 
-def epre_batch(cfg: Config, xq, wq, wk, k, q_th_int=None, polarity="top1", lod_terms=2):
+def epre_batch(cfg: Config, xq, wq, wk, k, q_th_int=None, polarity="top1", lod_terms=2,
+               k_acc=None):
     """:func:`exion.golden.predict.epre` over samples (first axis) with the ideal host's
     stage-1 shifts (:func:`exion.golden.predict.stage1_shift` on the same input). Returns
-    ``(score_mask (B,T,T), dominant (B,T), shift_q (B,), shift_k (B,))``."""
+    ``(score_mask (B,T,T), dominant (B,T), shift_q (B,), shift_k (B,))``. ``k_acc`` (B, T,
+    d_head): exact keys, the K_h accumulators (``wk`` unused), requantised as stage 1's Kh
+    (``golden.predict.omem_keys`` per sample, its shift in ``shift_k``)."""
     ax = lod_approx(xq, lod_terms).astype(np.float64)
     qa = np.rint(ax @ lod_approx(wq, lod_terms).astype(np.float64)).astype(np.int64)
-    ka = np.rint(ax @ lod_approx(wk, lod_terms).astype(np.float64)).astype(np.int64)
+    ka = (np.asarray(k_acc, np.int64) if k_acc is not None else
+          np.rint(ax @ lod_approx(wk, lod_terms).astype(np.float64)).astype(np.int64))
     B, T, _ = xq.shape
     sq, sk = _stage1_shifts(qa, cfg.width), _stage1_shifts(ka, cfg.width)
     qh = np.clip(qa >> sq[:, None, None], cfg.wmin, cfg.wmax)
@@ -242,16 +246,25 @@ def _predict(cfg, bw: BlockWeights, h, ex, dh, rec):
     dom = np.zeros((B, heads, T), dtype=bool)
     shifts = np.zeros((B, heads, 2), np.int64)
     q_ths = None if ex.q_th is None else np.zeros((B, heads), np.int64)
+    exact = getattr(ex, "ep_keys", "predicted") == "exact"
+    k_accs = np.zeros((B, heads, T, dh), np.int64) if exact else None
     for hd in range(heads):
         (wq, swq), (wk, swk) = bw.ep_q[hd], bw.ep_k[hd]
+        ka = None
+        if exact:    # the Q|K|V product's K_h accumulators, bias included (all rows)
+            qw, sw = bw.qkv
+            cols = heads * dh + np.arange(hd * dh, (hd + 1) * dh)
+            bias = np.rint(bw.qkv_b[cols] / (sx * sw[..., cols])).astype(np.int64)
+            ka = core_gemm(xq, qw[:, cols]) + bias
+            k_accs[:, hd] = ka
         q_th_int = None
         if ex.q_th is not None:
             _, _, shq, shk = epre_batch(cfg, xq, wq, wk, ex.k, None, ex.polarity,
-                                        ex.lod_terms)
+                                        ex.lod_terms, ka)
             unit = (sx[:, 0, 0] ** 2) * swq * swk * 2.0 ** (shq + shk) / math.sqrt(dh)
             q_th_int = np.rint(ex.q_th / unit).astype(np.int64)
         m, d_, shq, shk = epre_batch(cfg, xq, wq, wk, ex.k, q_th_int, ex.polarity,
-                                     ex.lod_terms)
+                                     ex.lod_terms, ka)
         keep[:, hd], dom[:, hd] = m, d_
         if q_ths is not None:
             q_ths[:, hd] = q_th_int
@@ -262,7 +275,7 @@ def _predict(cfg, bw: BlockWeights, h, ex, dh, rec):
     _rec(rec, "epre", x=xq, keep=keep, dominant=dom, shifts=shifts, q_need=q_need,
          k_need=k_need, v_need=v_need, q_th_int=q_ths,
          wq=[bw.ep_q[h][0] for h in range(heads)], wk=[bw.ep_k[h][0] for h in range(heads)],
-         k=ex.k, polarity=ex.polarity, lod_terms=ex.lod_terms)
+         k=ex.k, polarity=ex.polarity, lod_terms=ex.lod_terms, k_acc=k_accs)
     return keep, q_need, k_need, v_need
 
 

@@ -49,14 +49,16 @@ GMEM_EFILL      ``count + 1`` (one EPRE W-memory read a cycle, the last word's G
                 no memory beat); 0 if ``count == 0``
 GELU_OMEM       :func:`gelu_omem_body`: ``count`` groups of L OMEM reads and R words through
                 the GELU unit and the output buffer, simulated per cycle; exact
-EPRE_KOMEM      :func:`komem_body`: per row block of R keys and per Kh word of its
-                ``glen`` = d_head columns (Le at a time), ``n_c`` OMEM reads, one capture
-                cycle, one Kh write per key row of the block: ``n_c + 1 + rows``; 0 if
-                ``count == 0``; exact, no memory beat
+EPRE_KOMEM      :func:`komem_body`: per row block of R keys its ``glen`` = d_head OMEM
+                reads, one capture cycle, then ``h_words`` Kh writes per key row of the
+                block: ``d_head + 1 + rows h_words``; 0 if ``count == 0``; exact, no
+                memory beat
+OMEM_STORE      with ``ktee``: :func:`store_ktee_body`, the store's body or, if later, the
+ktee             cycle after the last row block's keys are written into the Kh banks
 ==============  ============================================================================
 
-**Interlock**: END, EPRE_XLOAD, EPRE_KLOAD, EPRE_KOMEM, EPRE_WLOAD, EPRE, EPRE_STORE and a
-GMEM_LOAD
+**Interlock**: END, EPRE_XLOAD, EPRE_KLOAD, EPRE_KOMEM, EPRE_WLOAD, EPRE, EPRE_STORE, an
+OMEM_STORE with ``ktee`` (its keys go into the Kh banks) and a GMEM_LOAD
 with ``tee`` (its words also go to the EPRE's W memory; otherwise a plain GMEM_LOAD) stay in
 DECODE while an overlapped EPRE run is busy -- except an EPRE_WLOAD into the W buffer the run
 does not read (``ubase`` in the other :func:`epre_w_half` words: the double buffer);
@@ -88,7 +90,7 @@ __all__ = ["OPS", "item_beats", "desc_beats", "overhead", "descriptor_cycles",
            "EPRE_STORE_FIXED",
            "EPRE_INTERLOCKED", "ENGINE_INTERLOCKED", "gemm_load", "gelu_omem_body",
            "omem_store_body",
-           "GELU_OMEM_FIXED", "komem_body",
+           "GELU_OMEM_FIXED", "komem_body", "store_ktee_body",
            "program_cycles"]
 
 #: op codes (hw/dsc.py's ``OPS``; tests/test_dsc_rtl.py checks they agree)
@@ -236,13 +238,45 @@ def gelu_omem_body(cfg: Config, count: int, bus_bits: int) -> int:
 
 def komem_body(cfg: Config, count: int, glen: int) -> int:
     """Body of an EPRE_KOMEM descriptor (``hw/dsc.py``): ``count`` key rows in row blocks of
-    R; per row block and per Kh word of its ``glen`` columns (Le columns a word), one OMEM
-    read a column, one cycle for the last column's capture, one Kh-bank write a key row."""
+    R; per row block one OMEM read a column of its ``glen`` = d_head, one cycle for the last
+    column's capture, then ``h_words = ceil(d_head / Le)`` Kh-bank writes a key row."""
     R, Le = cfg.rows, cfg.epre_lane_count
-    if count <= 0:
-        return 0
-    words = [min(Le, glen - c0) for c0 in range(0, glen, Le)]
-    return sum(n_c + 1 + min(R, count - t0) for t0 in range(0, count, R) for n_c in words)
+    hw = -(-glen // Le)
+    return sum(glen + 1 + min(R, count - t0) * hw for t0 in range(0, max(0, count), R))
+
+
+def store_ktee_body(cfg: Config, d: dict, per_omem: int) -> int:
+    """Body of an OMEM_STORE with ``ktee`` (``hw/dsc.py``): the store's
+    (:func:`omem_store_body`), unless the Kh writes of the last row block's keys end later.
+    Address k is latched ``2 + k max(per_omem, 2)`` cycles after DECODE; a latched column
+    of K_h's window (``kt_c0 .. + glen - 1`` of each row block's ``kt_ncols``) goes into the
+    transpose buffer, and the window's last one starts the block's ``min(R, keys left) *
+    h_words`` Kh writes, one a cycle from the next cycle. The RTL holds a window column's
+    latch while the previous block's keys are still written; the model does not, so it
+    refuses a store where that would happen (the host spaces the windows)."""
+    n = int(d.get("count", 0))
+    base = omem_store_body(n, per_omem)
+    if not int(d.get("ktee", 0)) or n == 0:
+        return base
+    R = cfg.rows
+    ncols, c0, dh = int(d["kt_ncols"]), int(d["kt_c0"]), int(d["glen"])
+    left, hw = int(d["n_k"]), int(d["h_words"])
+    step = max(per_omem, 2)
+    free = 0                  # the first cycle the Kh writes are done
+    for k in range(n):
+        col = k % ncols
+        if not c0 <= col < c0 + dh:
+            continue
+        t = 2 + k * step
+        if t < free:
+            raise ExionError(f"OMEM_STORE ktee: row block {k // ncols}'s K_h window comes "
+                             f"{free - t} cycles before the previous block's keys are "
+                             f"written (kt_ncols = {ncols}, d_head = {dh}, h_words = {hw})")
+        if col == c0 + dh - 1 and left > 0:
+            rows = min(R, left)
+            left -= rows
+            free = t + 1 + rows * hw
+    return max(base, free)
 
 
 def desc_beats(bus_bits: int) -> int:
@@ -450,7 +484,7 @@ def descriptor_cycles(cfg: Config, d: dict, bus_bits: int = 64,
     elif op == "GMEM_EFILL":
         body = n + 1 if n else 0      # one W read a cycle, the last word's GMEM write
     elif op == "OMEM_STORE":
-        body = omem_store_body(n, ib["omem"])
+        body = store_ktee_body(cfg, d, ib["omem"])
     elif op == "GEMM" and int(d.get("overlap", 0)) and gemm_body is None:
         body = gemm_load(cfg, d, bus_bits)
     elif op == "GEMM":
@@ -510,7 +544,8 @@ def program_cycles(cfg: Config, descs: list, bus_bits: int = 64,
                 gemm += body
                 plain += body
         dec = t + oh - 1                     # the descriptor's first DECODE cycle
-        tee = op == "GMEM_LOAD" and int(d.get("tee", 0))
+        tee = (op == "GMEM_LOAD" and int(d.get("tee", 0))) or \
+            (op == "OMEM_STORE" and int(d.get("ktee", 0)))
         beside = (op == "EPRE_WLOAD"         # into the W buffer the run does not read
                   and (int(d.get("ubase", 0)) >= epre_w_half(cfg)) != ep_buf)
         w_ep = max(0, ep_free - dec) if (op in EPRE_INTERLOCKED or tee) and not beside else 0

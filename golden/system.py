@@ -144,7 +144,10 @@ GPUS = {
 #:   epre_schedule`); or that fetch uses the port's idle cycles of the block
 #:   (``port-idle``, not built: charged ``max(0, fetch - slack)``, slack = the block's GEMM
 #:   cycles minus their bytes over the port).
-#: * ``epre_keys``: stage 1 predicts Kh from X (``predicted``, SPEC 3.4, built); or the run
+#: * ``epre_keys``: ``per-block`` (the built design, issue 19): the static schedule runs each
+#:   block with the faster of the two key paths the DSC builds, ``predicted`` and
+#:   ``store-tee`` [choice]; or one path everywhere: stage 1 predicts Kh from X
+#:   (``predicted``, SPEC 3.4, built); or the run
 #:   takes the exact K_h the SDUE computes first (stage 1 is the query side only, K rows
 #:   are never skipped), a query chunk of a head split over g cores gathering the other
 #:   chunks' ``(g - 1) / g`` of K_h over the port as EPRE words (``T ceil(d_head / Le) Le``
@@ -159,15 +162,21 @@ GPUS = {
 #:     into the Kh banks, :func:`~exion.golden.dsc_cycles.komem_body` cycles of the DSC's
 #:     own time per run, the DSC in order, a run starting once its keys are in
 #:     (:func:`~exion.golden.projections.epre_schedule_komem`);
-#:   - ``store-tee`` (not built): ``komem``'s order with the keys costing no DSC time (the
-#:     K tile's OMEM_STORE, which runs anyway, teeing them into the Kh banks).
+#:   - ``store-tee`` (built, issue 19): ``komem``'s order with the keys costing no DSC time
+#:     (the K_h | V_h tile's OMEM_STORE, which runs anyway, tees them into the Kh banks,
+#:     ``ktee``; the DSC's block schedule with ``ep_keys = "exact"``).
 #: * ``epre_stage2``: a unit scores one key per ``ceil(d_head / Le)`` cycles (``row``); or its
 #:   Le lanes score ``floor(Le / d_head)`` keys at once when d_head <= Le / 2 (``packed``).
 EPRE_LEVERS = {"epre_fetch": ("shared", "stall", "port-idle"),
-               "epre_keys": ("predicted", "sdue", "sdue-port", "komem", "store-tee"),
+               "epre_keys": ("per-block", "predicted", "store-tee", "sdue", "sdue-port",
+                             "komem"),
                "epre_stage2": ("row", "packed")}
 #: The built design's levers (``System.epre_levers`` of the presets).
 BUILT_LEVERS = tuple(v[0] for v in EPRE_LEVERS.values())
+#: The key paths ``per-block`` chooses from (both built).
+PER_BLOCK_KEYS = ("predicted", "store-tee")
+#: One block's levers with predicted keys (:func:`block_gemms`' default: a concrete path).
+PREDICTED_LEVERS = ("shared", "predicted", "row")
 
 
 @dataclass(frozen=True)
@@ -189,7 +198,7 @@ class System:
     # EPRE design levers [the defaults are the built design; the others what-ifs]:
     # see EPRE_LEVERS
     epre_fetch: str = "shared"
-    epre_keys: str = "predicted"
+    epre_keys: str = "per-block"
     epre_stage2: str = "row"
 
     def __post_init__(self):
@@ -364,7 +373,7 @@ def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | 
                 dataflow: str = "col-group", reuse_dense: bool = False, s: float = 0.0,
                 k: float = 1.0, q_th: float | None = None, masks_kind: str = "column",
                 attn_split: int = 1, ep_key_corr: float = bl.EP_KEY_CORR,
-                epre_levers: tuple = BUILT_LEVERS) -> dict:
+                epre_levers: tuple = PREDICTED_LEVERS) -> dict:
     """Per-core figures of one instance of ``blk`` in ``mode`` (base / ffnr / ep / all).
 
     Masks are ``block_flow``'s: ``bl.ffn_mask_for`` / ``bl.synth_ep`` with ``seed`` (FFN mask
@@ -390,6 +399,9 @@ def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | 
         raise ExionError(f"attn_split = {attn_split!r} must be an integer >= 1")
     use_ep, use_ffnr = mode in ("ep", "all"), mode in ("ffnr", "all")
     levers = _check_levers(epre_levers)
+    if levers[1] == "per-block":
+        raise ExionError("block_gemms: epre_keys = 'per-block' is a schedule's choice "
+                         f"(best_block); give one of {', '.join(PER_BLOCK_KEYS)}")
     k_exact = use_ep and levers[1] != "predicted"   # K computed dense for the EPRE's stage 2
     rate = cfg.rows
     kw = {"dataflow": dataflow, "bw": cfg.gb_bytes_per_cycle if bw is None else bw}
@@ -499,6 +511,7 @@ def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | 
     ep = _ep_charges(cfg, g, blk, h_eval, kw["bw"], g_split, levers) if use_ep \
         else {"epre_cycles": 0, "epre_busy_cycles": 0, "epre_runs": 0, "shift_adds": 0}
     return {"block": blk.name, "mode": mode, "gemms": g, "cfse": cfse, **ep, "h_eval": h_eval,
+            "epre_keys": levers[1] if use_ep else None,
             "attn_units": b * H * g_split, "attn_split": g_split,
             "ffn_sparsity": ffn_sp,
             "bw": kw["bw"], "dataflow": dataflow}
@@ -567,7 +580,7 @@ def _check_levers(levers) -> tuple:
 
 
 def epre_phases(cfg: Config, n_q: int, n_k: int, d: int, d_head: int,
-                levers: tuple = BUILT_LEVERS) -> tuple[int, int]:
+                levers: tuple = PREDICTED_LEVERS) -> tuple[int, int]:
     """(before, after) cycles of one EPRE run under ``levers``: ``before`` needs only X and
     Wq_h / Wk_h (stage 1), ``after`` (stage 2, selection, the run's fixed cycles) may need the
     SDUE's K_h (``epre_keys`` other than ``predicted``). With :data:`BUILT_LEVERS` the sum is
@@ -586,7 +599,7 @@ def epre_phases(cfg: Config, n_q: int, n_k: int, d: int, d_head: int,
 
 
 def _epre_sched(cfg: Config, g, prefix: str, names, blk: Block, h_eval: int,
-                bw: int, g_split: int = 1, levers: tuple = BUILT_LEVERS) -> dict:
+                bw: int, g_split: int = 1, levers: tuple = PREDICTED_LEVERS) -> dict:
     """The inputs of one self-attention's EPRE schedule (:func:`epre_exposed_on` prices them
     on N cores): the run's phases, the K / V and Q projections' cycles with the cores each
     can be split over, each head's scores + P.V cycles (sampled heads reused), the
@@ -712,6 +725,8 @@ def best_block(sysm: "System", blk: Block, mode: str, split_heads: bool = True,
       cycles (g = 1 only when ``split_heads`` is false). The split is free for the SDUE's
       GEMMs but each chunk's EPRE run repeats the keys' stage 1, so EP modes may pick a
       smaller g than Base;
+    * in EP modes with ``epre_keys = "per-block"`` (the built design), the faster of the
+      key paths :data:`PER_BLOCK_KEYS` (``r["epre_keys"]`` tells which ran);
     * in EP modes (ep, all), EP is used on this block only if it is faster than the block
       without EP (``NO_EP``; ``ep_per_block`` false forces EP everywhere): EP is a per-layer
       option whose EPRE cost is known before the run from T, d, heads and k. A block without
@@ -734,13 +749,17 @@ def best_block(sysm: "System", blk: Block, mode: str, split_heads: bool = True,
     cands = attn_split_candidates(sysm.dscs, blk.batch * blk.heads, blk.T, sysm.cfg.rows) \
         if split_heads else [1]
     modes = [mode] + ([NO_EP[mode]] if ep_per_block and mode in NO_EP else [])
+    lev = tuple(kw.pop("epre_levers", BUILT_LEVERS))
+    keys = PER_BLOCK_KEYS if lev[1] == "per-block" else (lev[1],)
     best = None
     for m in modes:
-        for g in cands:
-            r = block_gemms_cached(sysm.cfg, blk, m, attn_split=g, **kw)
-            o = block_on_system(sysm, r)
-            if best is None or cost(o) < best[2]:
-                best = (r, o, cost(o))
+        for k in (keys if m in NO_EP else keys[:1]):
+            for g in cands:
+                r = block_gemms_cached(sysm.cfg, blk, m, attn_split=g,
+                                       epre_levers=(lev[0], k, lev[2]), **kw)
+                o = block_on_system(sysm, r)
+                if best is None or cost(o) < best[2]:
+                    best = (r, o, cost(o))
     return best[:2]
 
 
@@ -924,7 +943,7 @@ def evaluate_model(sysm: System, model: Model, mode: str, *, seed: int = 0,
                               "core_cycles_1core": o["core_cycles"],
                               "useful_macs": o["useful_macs"],
                               "ffn_sparsity": r["ffn_sparsity"],
-                              "attn_split": r["attn_split"]})
+                              "attn_split": r["attn_split"], "epre_keys": r.get("epre_keys")})
         # layers outside transformer blocks: dense, at peak on all cores [choice]
         onchip = (cyc + other_cyc) / sysm.hz
         cache_io = act["cache_bytes"] if it_kind == "sparse" else (

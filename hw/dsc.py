@@ -34,8 +34,12 @@ bits       field       meaning
 192..207   kwords      GEMM setup: K/L words of every pass; GMEM_LOAD with ``tee``:
                       ``tee_base``, the EPRE W address of the first word teed;
                       GMEM_EFILL: the EPRE W address of the first word read
-192..197   shift       EPRE_KOMEM (:data:`KOMEM_FIELDS`): the keys' requantisation shift
-200..207   h_words     and the Kh words per key row, ``ceil(d_head / Le)``
+192..197   shift       EPRE_KOMEM and OMEM_STORE with ``ktee`` (:data:`KEY_FIELDS`): the
+200..207   h_words     keys' requantisation shift, Kh words per key row ``ceil(d_head /
+208..223   kt_ncols    Le)``; OMEM_STORE: addresses per row block, K_h's first column in
+224..239   kt_c0       it (d_head = ``glen``), and the keys ``n_k``
+240..255   n_k
+18         ktee        OMEM_STORE: K_h's columns also go into the EPRE's Kh banks (below)
 208..223   ncols       GEMM setup: OMEM stride of a row block
 224..231   regions     GEMM setup: WMEM regions the fetch may fill ahead
 192..206   in_mult     GELU (in place of the GEMM setup): ``GeluParams`` of
@@ -94,14 +98,24 @@ Q|K|V product after head h's EPRE (``sim.dsc_program``, ``share_w``).
 SDUE's OMEM into the EPRE's Kh banks, for a run with ``k_given``, no memory beat. The K_h
 accumulators of ``count`` key rows sit in OMEM as a GEMM leaves them: row block b (keys
 ``b R .. b R + R - 1``, one result per row of an address) at ``ubase + b gstride``, column
-j of the ``glen`` = d_head columns at ``+ j``. Per row block and per Kh word hw (columns
-``hw Le ..``, at most Le), the columns are read one a cycle into an R x min(Le, dh_max)
-transpose buffer, each result requantised on capture as stage 1 requantises Kh_acc,
-``saturate(acc >> shift, W)`` (``golden.predict.omem_keys``); a cycle later the block's
-key rows are written one a cycle, key t to Kh bank ``t mod U`` at word ``(t // U)
-h_words + hw`` (the EPRE's ``kh_w``, EPRE_KLOAD's layout). Cycles per row block and word:
-columns + 1 + rows. It writes the Kh banks and reads OMEM, so it waits for an overlapped
-EPRE run and an overlapped GEMM (both interlocks).
+j of the ``glen`` = d_head columns at ``+ j``. Per row block the columns are read one a
+cycle into an R x ``dh_max`` transpose buffer, each result requantised on capture (the
+cycle after its read) as stage 1 requantises Kh_acc, ``saturate(acc >> shift, W)``
+(``golden.predict.omem_keys``); then the block's keys are written one Kh word a cycle, key
+t's ``h_words`` words to Kh bank ``t mod U`` at words ``(t // U) h_words + hw`` (the
+EPRE's ``kh_w``, EPRE_KLOAD's layout). Cycles per row block: d_head + 1 + rows h_words.
+It writes the Kh banks and reads OMEM, so it waits for an overlapped EPRE run and an
+overlapped GEMM (both interlocks).
+
+**OMEM_STORE ktee** (bit 18, issue 19: the keys teed by the store of the tile holding
+them): every address the store latches is a column of its row block (``kt_ncols``
+addresses a block); the columns ``kt_c0 .. kt_c0 + glen - 1`` are K_h's, captured into the
+same transpose buffer (requantised), and the window's last one starts the block's Kh
+writes (``min(R, keys left)`` keys of ``n_k``), one a cycle beside the store's beats. A
+window column whose latch would come while the previous block's keys are still written
+waits; the store ends once the last Kh write is done. It waits for an overlapped EPRE run
+(interlock). The block schedule stores each head's K_h | V_h tile this way
+(``sim.dsc_program``, exact keys).
 
 **Overlap** (issue 16 item 2, issue 18 item 3): an EPRE descriptor with ``overlap`` set only
 hands the run over and goes on with the next descriptor; the EPRE predicts in the background
@@ -201,7 +215,7 @@ from .memif import dsc_control_signature, mem_master_signature
 __all__ = ["DscCore", "ERROR_FLAGS", "OPS", "EPRE_INTERLOCKED", "ENGINE_INTERLOCKED",
            "GELU_FIELDS", "ROW_FIELDS",
            "FFNR_FIELDS", "DESC_BYTES", "EPRE_RUN_LSB", "item_beats", "dsc_epre_sizes",
-           "TEE_BIT", "TEE_BASE", "tee_supported", "KOMEM_FIELDS",
+           "TEE_BIT", "TEE_BASE", "tee_supported", "KEY_FIELDS", "KTEE_BIT",
            "dsc_ffnr_sizes"]
 
 #: error bit -> (name, meaning); the register map lists these.
@@ -244,8 +258,12 @@ ROW_FIELDS = {"n": (192, 16), "gamma": (208, 16), "beta": (224, 16), "eps": (240
 #: ``ubase``: the mask items written (dense) or the address of H' (sparse)).
 FFNR_FIELDS = {"t": (192, 16), "n": (208, 16), "s_code": (224, 20), "sparse": (244, 1)}
 
-#: EPRE_KOMEM fields (lsb, bits): the keys' requantisation shift and Kh words per key row
-KOMEM_FIELDS = {"shift": (192, 6), "h_words": (200, 8)}
+#: EPRE_KOMEM / OMEM_STORE ``ktee`` fields (lsb, bits): the keys' requantisation shift, Kh
+#: words per key row; OMEM_STORE only: addresses per row block, K_h's first column, keys
+KEY_FIELDS = {"shift": (192, 6), "h_words": (200, 8), "kt_ncols": (208, 16),
+              "kt_c0": (224, 16), "n_k": (240, 16)}
+#: OMEM_STORE ``ktee`` bit: K_h's window also goes into the EPRE's Kh banks
+KTEE_BIT = 18
 
 #: GMEM_LOAD ``tee`` bit and ``tee_base`` field (lsb, bits): its words also go to the EPRE
 TEE_BIT = 18
@@ -372,7 +390,7 @@ class DscCore(wiring.Component):
         self._ffnr(m, s)
         self._epre(m, s)
         self._gelu_omem(m, s)
-        self._komem(m, s)
+        self._keys(m, s)
         with m.FSM(name="dsc"):
             self._fsm_fetch(m, s)
             self._fsm_decode(m, s)
@@ -592,7 +610,7 @@ class DscCore(wiring.Component):
                      & ((s.ubase >= s.eps.w_half) != s.ep_wbuf))
             m.d.comb += wait.eq(
                 (s.ep.busy & ~other
-                 & (Cat(s.op == OPS[o] for o in EPRE_INTERLOCKED).any() | s.tee)) |
+                 & (Cat(s.op == OPS[o] for o in EPRE_INTERLOCKED).any() | s.tee | s.kt_on)) |
                 (s.eng & Cat(s.op == OPS[o] for o in ENGINE_INTERLOCKED).any()))
             with m.If(~wait):
                 self._decode_op(m, s)
@@ -639,10 +657,12 @@ class DscCore(wiring.Component):
                              gemm.setup.accumulate.eq(desc[16])]
                 m.next = "LOAD"
             with m.Case(OPS["OMEM_STORE"]):
+                m.d.comb += s.em_reset.eq(1)
                 m.d.sync += [s.wr_addr.eq(s.dst), s.wr_left.eq(count * ib["omem"]),
                              s.wr_go.eq(1), s.d_addr.eq(s.dst),
                              s.d_left.eq(count * ib["omem"]), s.d_burst.eq(0),
-                             s.sa.eq(0), s.sbeat.eq(0)]
+                             s.sa.eq(0), s.sbeat.eq(0), s.kt_col.eq(0),
+                             s.kt_left.eq(s.keyf["n_k"])]
                 with m.If(count == 0):
                     m.next = "FETCH"
                 with m.Else():
@@ -669,9 +689,8 @@ class DscCore(wiring.Component):
                 with m.If(count == 0):
                     m.next = "FETCH"
                 with m.Else():
-                    m.d.sync += [s.ko_base.eq(0), s.ko_col0.eq(0), s.ko_hw.eq(0),
-                                 s.ko_c.eq(0), s.ko_t0.eq(0), s.ko_bank0.eq(0),
-                                 s.ko_gaddr0.eq(0), s.ko_tb.eq(0)]
+                    m.d.comb += s.em_reset.eq(1)
+                    m.d.sync += [s.kt_base.eq(0), s.kt_col.eq(0), s.kt_left.eq(count)]
                     m.next = "KO_READ"
             with m.Case(OPS["EPRE"]):
                 self._decode_epre(m, s)
@@ -741,8 +760,10 @@ class DscCore(wiring.Component):
         with m.State("ST_ADDR"):
             m.next = "ST_LATCH"
         with m.State("ST_LATCH"):
-            m.d.sync += [s.sbuf.eq(word), s.sbeat.eq(0), pre.eq(0)]
-            m.next = "ST_SEND"
+            with m.If(~s.kt_hold):
+                self._kt_latch(m, s)
+                m.d.sync += [s.sbuf.eq(word), s.sbeat.eq(0), pre.eq(0)]
+                m.next = "ST_SEND"
         with m.State("ST_SEND"):
             m.d.comb += [mem.wr_data.valid.eq(1), s.gemm.omem_r.addr.eq(s.ubase + s.sa + 1)]
             m.d.sync += pre.eq(1)
@@ -753,12 +774,13 @@ class DscCore(wiring.Component):
                     m.d.sync += s.sa.eq(s.sa + 1)
                     with m.If(s.sa + 1 == s.count):
                         m.next = "ST_DRAIN"
-                    with m.Elif(pre):
+                    with m.Elif(pre & ~s.kt_hold):
+                        self._kt_latch(m, s)
                         m.d.sync += [s.sbuf.eq(word), s.sbeat.eq(0), pre.eq(0)]
                     with m.Else():
                         m.next = "ST_LATCH"
         with m.State("ST_DRAIN"):
-            with m.If((s.wr_left == 0) & (s.outstanding == 0)):
+            with m.If((s.wr_left == 0) & (s.outstanding == 0) & ~s.em_busy):
                 m.d.sync += s.wr_go.eq(0)
                 m.next = "FETCH"
 
@@ -1181,84 +1203,144 @@ class DscCore(wiring.Component):
             with m.If(~issue):
                 m.next = "FETCH"
 
-    def _komem(self, m, s):
-        """EPRE_KOMEM's transpose buffer ``ko_tb``: ``min(Le, dh_max)`` columns of R keys'
-        W-bit values (column c the c-th OMEM read of the Kh word, requantised as the cycle
-        after its read captures it: ``saturate(acc >> shift, W)``), and ``ko_word``, key row
-        ``ko_r``'s Kh word (the lanes past the buffer zero)."""
-        cfg = self.cfg
+    def _keys(self, m, s):
+        """Exact keys into the EPRE's Kh banks on the core (issue 19; EPRE_KOMEM and an
+        OMEM_STORE with ``ktee``). ``kt_tb``, the transpose buffer: a row block's d_head
+        columns, R keys x ``dh_max`` W-bit values; column ``kt_ci`` is captured from the OMEM
+        read port's R results when ``kt_cap`` is high, each requantised as stage 1
+        requantises Kh_acc, ``saturate(acc >> shift, W)``. The emission engine writes the
+        block's key rows into the Kh banks one word a cycle, key by key and each key's
+        ``h_words`` words in order (key t to bank ``t mod U`` at ``(t // U) h_words + hw``,
+        continuing from the previous block; ``em_reset`` starts at key 0); ``em_start``
+        starts it with ``em_rows_in`` keys, ``em_busy`` is high while it writes, ``em_done``
+        in the cycle of its last word. Lanes past d_head (``glen``) are zero."""
+        cfg, ep = self.cfg, s.ep
         R, W, Le = cfg.rows, cfg.width, cfg.epre_lane_count
-        U, Lk = s.eps.units, min(Le, s.eps.dh_max)
-        s.ko_lk = Lk
-        s.ko_tb = tb = Signal(Lk * R * W, name="ko_tbuf")
-        s.ko_base = Signal(32, name="ko_base")          # OMEM offset of the row block
-        s.ko_col0 = Signal(16, name="ko_col0")          # first column of the Kh word
-        s.ko_hw = Signal(8, name="ko_word_index")
-        s.ko_c = Signal(range(Lk + 1), name="ko_col")   # column issued
-        s.ko_t0 = Signal(32, name="ko_key0")            # first key row of the row block
-        s.ko_r = Signal(range(max(2, R)), name="ko_row")
-        s.ko_bank0 = Signal(range(max(2, U)), name="ko_bank0")
-        s.ko_bank = Signal.like(s.ko_bank0, name="ko_bank")
-        s.ko_gaddr0 = Signal.like(s.ep.kh_w.addr, name="ko_gaddr0")   # (t // U) h_words
-        s.ko_gaddr = Signal.like(s.ep.kh_w.addr, name="ko_gaddr")
-        s.ko_cap = Signal(name="ko_capture")
-        s.ko_ci = Signal(range(max(2, Lk)), name="ko_capture_col")
-        m.d.sync += s.ko_cap.eq(0)
-        sh = s.desc[KOMEM_FIELDS["shift"][0]:sum(KOMEM_FIELDS["shift"])]
+        U, dhm = s.eps.units, s.eps.dh_max
+        hwm = -(-dhm // Le)
+        kf = {k: s.desc[lsb:lsb + bits] for k, (lsb, bits) in KEY_FIELDS.items()}
+        s.keyf = kf
+        s.kt_tb = tb = Signal(dhm * R * W, name="kt_tbuf")
+        s.kt_cap = Signal(name="kt_capture")
+        s.kt_ci = Signal(range(max(2, dhm)), name="kt_capture_col")
         hi, lo = (1 << (W - 1)) - 1, -(1 << (W - 1))
         keys = []
         for r in range(R):
-            q = Value.cast(s.gemm.omem_r.data[r]).as_signed() >> sh
+            q = Value.cast(s.gemm.omem_r.data[r]).as_signed() >> kf["shift"]
             keys.append(Mux(q > hi, hi, Mux(q < lo, lo, q))[:W])
-        with m.If(s.ko_cap):
-            with m.Switch(s.ko_ci):
-                for i in range(Lk):
-                    with m.Case(i):
-                        m.d.sync += tb[i * R * W:(i + 1) * R * W].eq(Cat(keys))
-        s.ko_word = Signal(Le * W, name="ko_word")
-        with m.Switch(s.ko_r):
+        with m.If(s.kt_cap):
+            with m.Switch(s.kt_ci):
+                for c in range(dhm):
+                    with m.Case(c):
+                        m.d.sync += tb[c * R * W:(c + 1) * R * W].eq(Cat(keys))
+        # the walks: EPRE_KOMEM's reads (``kt_base`` + ``kt_col``, captured a cycle later:
+        # ``ko_cap`` / ``ko_ci``), an OMEM_STORE's latched addresses (``kt_col`` over the
+        # row block, ``st_cap`` in K_h's window ``kt_win``); ``kt_left`` keys to emit
+        s.kt_on = Signal(name="ktee")
+        s.kt_col = Signal(16, name="kt_col")
+        s.kt_base = Signal(32, name="kt_base")
+        s.kt_left = Signal(16, name="kt_left")
+        s.ko_cap = Signal(name="ko_capture")
+        s.ko_ci = Signal(range(max(2, dhm)), name="ko_capture_col")
+        s.st_cap = Signal(name="st_capture")
+        s.kt_win = Signal(name="kt_window")
+        s.kt_hold = Signal(name="kt_hold")
+        m.d.sync += s.ko_cap.eq(0)
+        m.d.comb += [
+            s.kt_on.eq((s.op == OPS["OMEM_STORE"]) & s.desc[KTEE_BIT]),
+            s.kt_win.eq(s.kt_on & (s.kt_col >= kf["kt_c0"]) & (s.kt_col < kf["kt_c0"] + s.glen)),
+            s.kt_cap.eq(s.ko_cap | s.st_cap),
+            s.kt_ci.eq(Mux(s.ko_cap, s.ko_ci, s.kt_col - kf["kt_c0"])),
+        ]
+        s.em_busy = Signal(name="em_busy")
+        s.em_start = Signal(name="em_start")
+        s.em_reset = Signal(name="em_reset")
+        s.em_rows_in = Signal(range(R + 1), name="em_rows_in")
+        s.em_rows = Signal(range(R + 1), name="em_rows")
+        s.em_r = Signal(range(max(2, R)), name="em_row")
+        s.em_hw = Signal(range(max(2, hwm)), name="em_word_index")
+        s.em_bank = Signal(range(max(2, U)), name="em_bank")
+        s.em_gaddr = Signal.like(ep.kh_w.addr, name="em_gaddr")   # (t // U) h_words
+        s.em_done = Signal(name="em_done")
+        word = Signal(Le * W, name="em_word")
+        lanes = []
+        for i in range(Le):
+            opts = []
+            for hw in range(hwm):
+                c = hw * Le + i
+                if c < dhm:
+                    opts.append((hw, c))
+            lanes.append(opts)
+        with m.Switch(s.em_r):
             for r in range(R):
                 with m.Case(r):
-                    m.d.comb += s.ko_word.eq(Cat(tb[(i * R + r) * W:(i * R + r + 1) * W]
-                                                 for i in range(Lk)))
+                    for i, opts in enumerate(lanes):
+                        lane = word[i * W:(i + 1) * W]
+                        with m.Switch(s.em_hw):
+                            for hw, c in opts:
+                                with m.Case(hw):
+                                    m.d.comb += lane.eq(Mux(c < s.glen,
+                                                            tb[(c * R + r) * W:
+                                                               (c * R + r + 1) * W], 0))
+        last_hw = s.em_hw + 1 >= kf["h_words"]
+        wrap = s.em_bank == U - 1
+        m.d.comb += s.kt_hold.eq(s.kt_win & s.em_busy)   # the buffer is still emitted
+        with m.If(s.em_reset):
+            m.d.sync += [s.em_bank.eq(0), s.em_gaddr.eq(0)]
+        with m.If(s.em_start):
+            m.d.sync += [s.em_busy.eq(1), s.em_rows.eq(s.em_rows_in), s.em_r.eq(0),
+                         s.em_hw.eq(0)]
+        with m.If(s.em_busy):
+            m.d.comb += [ep.kh_w.en.eq(1 << s.em_bank),
+                         ep.kh_w.addr.eq(s.em_gaddr + s.em_hw),
+                         ep.kh_w.data.as_value().eq(word)]
+            with m.If(last_hw):
+                m.d.sync += [s.em_hw.eq(0), s.em_r.eq(s.em_r + 1),
+                             s.em_bank.eq(Mux(wrap, 0, s.em_bank + 1)),
+                             s.em_gaddr.eq(Mux(wrap, s.em_gaddr + kf["h_words"],
+                                               s.em_gaddr))]
+                with m.If(s.em_r + 1 >= s.em_rows):
+                    m.d.comb += s.em_done.eq(1)
+                    m.d.sync += s.em_busy.eq(0)
+            with m.Else():
+                m.d.sync += s.em_hw.eq(s.em_hw + 1)
 
     def _fsm_komem(self, m, s):
-        """KO_READ (a Kh word's columns, one OMEM read a cycle) -> KO_LAST (the last
-        column's capture) -> KO_EMIT (the row block's key rows into the Kh banks, one a
-        cycle) -> KO_READ for the next Kh word or row block, or FETCH after the last key."""
-        ep, R, Le = s.ep, self.cfg.rows, self.cfg.epre_lane_count
-        U, Lk = s.eps.units, s.ko_lk
-        h_words = s.desc[KOMEM_FIELDS["h_words"][0]:sum(KOMEM_FIELDS["h_words"])]
+        """KO_READ (a row block's ``glen`` columns, one OMEM read a cycle, each captured the
+        cycle after) -> KO_LAST (the last column's capture; the emission starts) -> KO_EMIT
+        (until its last key word) -> KO_READ for the next row block, or FETCH after the last
+        key. ``kt_col`` counts the columns issued, ``kt_left`` the keys not yet emitted."""
+        R = self.cfg.rows
         with m.State("KO_READ"):
-            m.d.comb += s.gemm.omem_r.addr.eq(s.ubase + s.ko_base + s.ko_col0 + s.ko_c)
-            m.d.sync += [s.ko_cap.eq(1), s.ko_ci.eq(s.ko_c), s.ko_c.eq(s.ko_c + 1)]
-            with m.If((s.ko_c == Lk - 1) | (s.ko_col0 + s.ko_c + 1 >= s.glen)):
-                m.d.sync += [s.ko_r.eq(0), s.ko_bank.eq(s.ko_bank0),
-                             s.ko_gaddr.eq(s.ko_gaddr0)]
+            m.d.comb += s.gemm.omem_r.addr.eq(s.ubase + s.kt_base + s.kt_col)
+            m.d.sync += [s.ko_cap.eq(1), s.ko_ci.eq(s.kt_col), s.kt_col.eq(s.kt_col + 1)]
+            with m.If(s.kt_col + 1 >= s.glen):
                 m.next = "KO_LAST"
         with m.State("KO_LAST"):
+            rows = Mux(s.kt_left < R, s.kt_left, R)
+            m.d.comb += [s.em_start.eq(1), s.em_rows_in.eq(rows)]
+            m.d.sync += s.kt_left.eq(s.kt_left - rows)
             m.next = "KO_EMIT"
         with m.State("KO_EMIT"):
-            wrap = s.ko_bank == U - 1
-            nbank = Mux(wrap, 0, s.ko_bank + 1)
-            ngaddr = Mux(wrap, s.ko_gaddr + h_words, s.ko_gaddr)
-            m.d.comb += [ep.kh_w.en.eq(1 << s.ko_bank), ep.kh_w.addr.eq(s.ko_gaddr + s.ko_hw),
-                         ep.kh_w.data.as_value().eq(s.ko_word)]
-            m.d.sync += [s.ko_r.eq(s.ko_r + 1), s.ko_bank.eq(nbank), s.ko_gaddr.eq(ngaddr)]
-            last_key = s.ko_t0 + s.ko_r + 1 >= s.count
-            with m.If((s.ko_r == R - 1) | last_key):
-                m.d.sync += [s.ko_c.eq(0), s.ko_tb.eq(0)]
-                with m.If(s.ko_col0 + Le < s.glen):       # the row block's next Kh word
-                    m.d.sync += [s.ko_col0.eq(s.ko_col0 + Le), s.ko_hw.eq(s.ko_hw + 1)]
-                    m.next = "KO_READ"
-                with m.Elif(last_key):
+            with m.If(s.em_done):
+                with m.If(s.kt_left == 0):
                     m.next = "FETCH"
-                with m.Else():                            # the next row block
-                    m.d.sync += [s.ko_t0.eq(s.ko_t0 + R),
-                                 s.ko_base.eq(s.ko_base + s.gstride),
-                                 s.ko_col0.eq(0), s.ko_hw.eq(0),
-                                 s.ko_bank0.eq(nbank), s.ko_gaddr0.eq(ngaddr)]
+                with m.Else():
+                    m.d.sync += [s.kt_base.eq(s.kt_base + s.gstride), s.kt_col.eq(0)]
                     m.next = "KO_READ"
+
+    def _kt_latch(self, m, s):
+        """An OMEM_STORE's address is latched: with ``ktee`` a column of K_h's window
+        (``kt_c0 .. + glen - 1`` of the ``kt_ncols`` addresses of a row block) goes into the
+        transpose buffer, and the window's last column starts the emission of the block's
+        keys (``min(R, kt_left)``); ``kt_col`` advances over the row block."""
+        kf, R = s.keyf, self.cfg.rows
+        m.d.comb += s.st_cap.eq(s.kt_win)
+        with m.If(s.kt_on & (s.kt_col + 1 == kf["kt_c0"] + s.glen) & (s.kt_left != 0)):
+            rows = Mux(s.kt_left < R, s.kt_left, R)
+            m.d.comb += [s.em_start.eq(1), s.em_rows_in.eq(rows)]
+            m.d.sync += s.kt_left.eq(s.kt_left - rows)
+        m.d.sync += s.kt_col.eq(Mux(s.kt_col + 1 >= kf["kt_ncols"], 0, s.kt_col + 1))
 
     def _fsm_gelu_omem(self, m, s):
         """GO_READ (L OMEM reads, one a cycle) -> GO_LAST (the last column's capture) ->

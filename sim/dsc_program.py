@@ -81,9 +81,13 @@ _GMEM_FIELDS = _FIELDS[:9] + (("tee", 18, 1), ("tee_base", 192, 16))
 #: GMEM_EFILL fields: the GMEM walk and ``tee_base`` (the W address of the first word read)
 _EFILL_OP = 16
 _EFILL_FIELDS = _FIELDS[:9] + (("tee_base", 192, 16),)
-#: EPRE_KOMEM fields (hw/dsc.py ``KOMEM_FIELDS``): the keys' shift, Kh words per key row
+#: EPRE_KOMEM fields (hw/dsc.py ``KEY_FIELDS``): the keys' shift, Kh words per key row
 _KOMEM_OP = 17
 _KOMEM_FIELDS = _FIELDS[:9] + (("shift", 192, 6), ("h_words", 200, 8))
+#: OMEM_STORE fields: ``ktee`` (hw/dsc.py ``KTEE_BIT``) and ``KEY_FIELDS``
+_STORE_OP = 5
+_STORE_FIELDS = _KOMEM_FIELDS + (("ktee", 18, 1), ("kt_ncols", 208, 16), ("kt_c0", 224, 16),
+                                 ("n_k", 240, 16))
 
 
 def _fields(op: int) -> tuple:
@@ -95,6 +99,8 @@ def _fields(op: int) -> tuple:
         return _EFILL_FIELDS
     if op == _KOMEM_OP:
         return _KOMEM_FIELDS
+    if op == _STORE_OP:
+        return _STORE_FIELDS
     if op == _EPRE_OP:
         return _EPRE_FIELDS
     if op == _FFNR_OP:
@@ -208,7 +214,13 @@ class PredictJob:
     ``k_acc``: per head the keys' K_h accumulators (N_k, d_head) as the SDUE leaves them in
     OMEM (here an OMEM_LOAD puts them there), and ``k_shift`` per head (None: the ideal
     host's ``stage1_shift``): EPRE_KOMEM requantises them into the Kh banks on the core
-    (``golden.predict.omem_keys``), no key crossing the port; exclusive with ``k_exact``."""
+    (``golden.predict.omem_keys``), no key crossing the port; exclusive with ``k_exact``.
+    ``k_path``: ``"komem"`` (EPRE_KOMEM) or ``"store"`` (an OMEM_STORE with ``ktee`` of a
+    tile holding K_h among other columns: the keys go into the Kh banks as the store reads
+    them; the tile's other columns are the host's filler), or ``"block"`` (a block's EP with
+    exact keys: head h's K_h | V_h tile of the Q|K|V product, computed by the SDUE, tees
+    them as it is stored -- only in the overlapped schedule with the EPRE's weights shared,
+    :func:`_efill_overlap`; ``k_acc`` is then what the host expects, not data it loads)."""
 
     name: str
     x: np.ndarray
@@ -223,6 +235,7 @@ class PredictJob:
     k_exact: list | None = None     # per head (N_k, d_head): exact keys (``wk`` unused)
     k_acc: list | None = None       # per head (N_k, d_head): K_h accumulators in OMEM
     k_shift: list | None = None     # per head: EPRE_KOMEM's shift (None: stage1_shift)
+    k_path: str = "komem"           # k_acc into the Kh banks: "komem", "store", "block"
 
     @property
     def exact(self) -> bool:
@@ -253,7 +266,7 @@ def epre_job_from_record(cfg: Config, rec: dict, sample: int = 0) -> PredictJob 
     shifts, ``q_th_int``) as a :class:`PredictJob`, or None (EP off). ``expect`` is
     ``golden.predict.epre`` per head, checked against the recorded score masks and dominant
     rows (which the host turns into the Q.K^T mask and the Q / K / V row-skip lists)."""
-    from exion.golden.predict import epre
+    from exion.golden.predict import epre, omem_keys
     ep = rec.get("epre")
     if ep is None:
         return None
@@ -261,10 +274,19 @@ def epre_job_from_record(cfg: Config, rec: dict, sample: int = 0) -> PredictJob 
     heads = len(ep["wq"])
     sh = np.asarray(ep["shifts"][sample], np.int64)
     qth = None if ep["q_th_int"] is None else np.asarray(ep["q_th_int"][sample], np.int64)
+    kacc = ep.get("k_acc")                  # exact keys: the Q|K|V product's K_h (issue 19)
+    kacc = None if kacc is None else [np.asarray(kacc[sample][h], np.int64)
+                                      for h in range(heads)]
     exp = []
     for h in range(heads):
-        r = epre(cfg, x, ep["wq"][h], ep["wk"][h], ep["k"], int(sh[h, 0]), int(sh[h, 1]),
-                 None if qth is None else int(qth[h]), ep["polarity"], ep["lod_terms"])
+        th = None if qth is None else int(qth[h])
+        if kacc is None:
+            r = epre(cfg, x, ep["wq"][h], ep["wk"][h], ep["k"], int(sh[h, 0]), int(sh[h, 1]),
+                     th, ep["polarity"], ep["lod_terms"])
+        else:
+            r = epre(cfg, x, ep["wq"][h], None, ep["k"], int(sh[h, 0]), None, th,
+                     ep["polarity"], ep["lod_terms"],
+                     k_exact=omem_keys(cfg, kacc[h], int(sh[h, 1])))
         exp.append(np.concatenate([r.score_mask, r.dominant[:, None]], axis=1))
     exp = np.stack(exp)
     rec_exp = np.concatenate([np.asarray(ep["keep"][sample], bool),
@@ -272,9 +294,11 @@ def epre_job_from_record(cfg: Config, rec: dict, sample: int = 0) -> PredictJob 
     if not np.array_equal(exp, rec_exp):
         raise ExionError("rec['epre']: golden.predict.epre does not give the recorded score "
                          "masks / dominant rows")
+    extra = {} if kacc is None else {"k_acc": kacc, "k_shift": [int(v) for v in sh[:, 1]],
+                                     "k_path": "block"}
     return PredictJob("epre", x, [np.asarray(w, np.int64) for w in ep["wq"]],
                       [np.asarray(w, np.int64) for w in ep["wk"]], ep["k"], sh, qth,
-                      ep["polarity"], ep["lod_terms"], exp)
+                      ep["polarity"], ep["lod_terms"], exp, **extra)
 
 
 @dataclass
@@ -550,6 +574,12 @@ def block_program(cfg: Config, rec: dict, sample: int = 0, schedule: str = "auto
         raise ExionError(f"cfse_overlap {cfse_overlap!r}: expected True, False or 'auto'")
     co = cfse_overlap is not False
     cand: dict = {}
+    if rec.get("epre") is not None and rec["epre"].get("k_acc") is not None:
+        if schedule == "sequential" or not share_w:   # exact keys: only the store tee
+            raise ExionError("exact keys (ep_keys = 'exact') need the overlapped EP schedule "
+                             "with the EPRE's weights shared; drop --ep-schedule sequential "
+                             "/ --no-shared-weights")
+        schedule = "overlap"
     if schedule != "sequential":
         jobs = block_jobs(cfg, rec, sample, overlap=True, cfse_overlap=co,
                           fuse_gelu=fuse_gelu)
@@ -581,7 +611,8 @@ def _build_shared(cfg: Config, jobs: list, bus_bits: int, share_w: bool) -> DscP
     one faster."""
     from exion.golden.dsc_cycles import program_cycles
     prog = build_program(cfg, jobs, bus_bits, share_w)
-    if not prog.filled_w:
+    if not prog.filled_w or any(isinstance(j, PredictJob) and j.k_path == "block"
+                                for j in jobs):   # exact keys: no program without the fill
         return prog
     plain = build_program(cfg, jobs, bus_bits, False)
     return plain if (program_cycles(cfg, plain.descs, bus_bits)["total"]
@@ -967,7 +998,36 @@ def _efill_overlap(cfg: Config, pj: PredictJob, kv: GemmJob, q: GemmJob, data: _
     if r is None:
         return None
     (kvs, kv_entry), (qs, q_entry) = r
+    if pj.k_path == "block" and not all(_tee_keys(cfg, pj, h, kvs[h], ib)
+                                        for h in range(heads)):
+        return None
     return kvs, qs, kv_entry, q_entry
+
+
+def _tee_keys(cfg: Config, pj: PredictJob, h: int, descs: list, ib: dict) -> bool:
+    """Head h's K_h | V_h tile (``descs``, one tile: K_h its first d_head columns) stored
+    with ``ktee``: its keys go into the EPRE's Kh banks as the store reads them (issue 19).
+    False where the head's columns span more than one tile or its row blocks' windows come
+    faster than the Kh writes (``golden.dsc_cycles.store_ktee_body`` refuses)."""
+    from exion.golden.dsc_cycles import store_ktee_body
+    from exion.golden.predict import stage1_shift
+    from exion.hw.dsc import OPS
+    stores = [d for d in descs if d["op"] == OPS["OMEM_STORE"]]
+    gemms = [d for d in descs if d["op"] == OPS["GEMM"]]
+    if len(stores) != 1 or not gemms:
+        return False
+    acc = np.asarray(pj.k_acc[h], np.int64)
+    n_k, dh = acc.shape
+    sh = (pj.k_shift or [None] * len(pj.k_acc))[h]
+    keys = {"ktee": 1, "kt_ncols": int(gemms[0]["ncols"]), "kt_c0": 0, "glen": dh,
+            "n_k": n_k, "h_words": -(-dh // cfg.epre_lane_count),
+            "shift": stage1_shift(acc, cfg.width) if sh is None else int(sh)}
+    try:
+        store_ktee_body(cfg, {**stores[0], **keys}, ib["omem"])
+    except ExionError:
+        return False
+    stores[0].update(keys)
+    return True
 
 
 def _filled_heads(cfg: Config, parts: list, heads: int, d: int, data: _Image, ib: dict,
@@ -1262,7 +1322,9 @@ def _epre_descs(cfg: Config, job: PredictJob, descs: list, data: _Image, ib: dic
                     "src": data.alloc(pj.w_words.shape[0] * ebytes,
                                       _words_n(pj.w_words, ebytes))}]
                   if tee is None else tee[h])
-        if job.k_acc is not None:
+        if job.k_path == "block" and double is not None:
+            kl.append([])                   # teed by head h's K_h | V_h tile's store
+        elif job.k_acc is not None:
             kl.append(_komem_descs(cfg, job, h, data, ib, bb))
         elif exact:
             kw = pj.kh_words.reshape(-1, sz.lanes)
@@ -1277,7 +1339,7 @@ def _epre_descs(cfg: Config, job: PredictJob, descs: list, data: _Image, ib: dic
                      "job": job.name, "dst": dst})
         st.append((dst, pj.n_q))
     if double is not None:
-        _double_order(descs, wl, kl, runs, double, job.name)
+        _double_order(descs, wl, kl, runs, double, job.name, job.k_path == "block")
         return ("epmask", (heads, x.shape[0]), st)
     for h in range(heads):
         descs.extend(wl[h] + kl[h])
@@ -1296,32 +1358,70 @@ def _epre_descs(cfg: Config, job: PredictJob, descs: list, data: _Image, ib: dic
 def _komem_descs(cfg: Config, job: PredictJob, h: int, data: _Image, ib: dict,
                  bb: int) -> list:
     """Head h's keys on the core: an OMEM_LOAD puts its K_h accumulators where a GEMM of
-    the head's K columns leaves them (row block b, column j at ``b d_head + j`` from OMEM
-    address 0; R results an address), then EPRE_KOMEM requantises them into the Kh
-    banks."""
+    the head's K columns leaves them (row block b, column j at ``b ncols + c0 + j`` from
+    OMEM address 0; R results an address), then EPRE_KOMEM requantises them into the Kh
+    banks (``k_path = "komem"``: ``ncols = d_head``, ``c0 = 0``), or an OMEM_STORE with
+    ``ktee`` stores the tile and tees them (``"store"``: K_h the last columns of a row
+    block, after ``c0`` filler columns, at least 3 and as many as the Kh writes of a row
+    block need, :func:`ktee_gap`; the last block's writes outlast the store)."""
+    from exion.golden.dsc_cycles import store_ktee_body
     from exion.golden.predict import stage1_shift
     from exion.hw.dsc import OPS
+    if job.k_path == "block":
+        raise ExionError(f"EPRE job {job.name}: exact keys from the block's K tiles "
+                         f"(ep_keys = 'exact') need the overlapped EP schedule with the "
+                         f"EPRE's weights shared (each head's K_h | V_h in one tile); this "
+                         f"program has neither")
+    if job.k_path not in ("komem", "store"):
+        raise ExionError(f"EPRE job {job.name}: k_path = {job.k_path!r} must be 'komem', "
+                         f"'store' or 'block'")
     acc = np.asarray(job.k_acc[h], np.int64)
     n_k, dh = acc.shape
     R, Le = cfg.rows, cfg.epre_lane_count
+    hw = -(-dh // Le)
+    store = job.k_path == "store"
+    c0 = max(3, ktee_gap(cfg, dh, ib["omem"])) if store else 0
+    ncols = c0 + dh
     nb = -(-n_k // R)
-    if nb * dh > cfg.omem_depth:
-        raise ExionError(f"EPRE job {job.name}: k_acc[{h}] {acc.shape} needs {nb * dh} OMEM "
-                         f"addresses, the engine has omem_depth = {cfg.omem_depth}")
-    rows = np.zeros((nb * R, dh), np.int64)
-    rows[:n_k] = acc
-    items = rows.reshape(nb, R, dh).transpose(0, 2, 1).reshape(nb * dh, R)
+    if nb * ncols > cfg.omem_depth:
+        raise ExionError(f"EPRE job {job.name}: k_acc[{h}] {acc.shape} needs {nb * ncols} "
+                         f"OMEM addresses, the engine has omem_depth = {cfg.omem_depth}")
+    rng = np.random.default_rng(h)       # the tile's other columns: filler the tee skips
+    tile = rng.integers(-(1 << 20), 1 << 20, (nb * R, ncols))
+    tile[:n_k, c0:c0 + dh] = acc
+    tile[n_k:, c0:c0 + dh] = 0
+    items = tile.reshape(nb, R, ncols).transpose(0, 2, 1).reshape(nb * ncols, R)
     obytes = ib["omem"] * bb
     sh = (job.k_shift or [None] * len(job.k_acc))[h]
-    return [{"op": OPS["OMEM_LOAD"], "count": nb * dh, "glen": 0xFFFF, "job": job.name,
-             "src": data.alloc(nb * dh * obytes, _packed(items, cfg.acc_width, obytes))},
-            {"op": OPS["EPRE_KOMEM"], "count": n_k, "ubase": 0, "glen": dh, "gstride": dh,
-             "shift": stage1_shift(acc, cfg.width) if sh is None else int(sh),
-             "h_words": -(-dh // Le), "job": job.name}]
+    keys = {"shift": stage1_shift(acc, cfg.width) if sh is None else int(sh), "h_words": hw,
+            "glen": dh, "job": job.name}
+    out = [{"op": OPS["OMEM_LOAD"], "count": nb * ncols, "glen": 0xFFFF, "job": job.name,
+            "src": data.alloc(nb * ncols * obytes, _packed(items, cfg.acc_width, obytes))}]
+    if not store:
+        return out + [{"op": OPS["EPRE_KOMEM"], "count": n_k, "ubase": 0, "gstride": dh,
+                       **keys}]
+    st = {"op": OPS["OMEM_STORE"], "count": nb * ncols, "ubase": 0, "ktee": 1,
+          "kt_ncols": ncols, "kt_c0": c0, "n_k": n_k, **keys,
+          "dst": data.alloc(nb * ncols * obytes)}
+    store_ktee_body(cfg, st, ib["omem"])          # refuses windows too close together
+    return out + [st]
 
 
-def _double_order(descs: list, wl: list, kl: list, runs: list, double: tuple, name: str):
-    """:func:`_epre_descs`' ``double`` order (W buffers alternating, every run overlapped)."""
+def ktee_gap(cfg: Config, d_head: int, per_omem: int) -> int:
+    """Addresses an OMEM_STORE with ``ktee`` needs between one row block's K_h window and the
+    next, so that a block's ``R * h_words`` Kh writes are done before the next window's
+    first column is latched (an address every ``max(per_omem, 2)`` cycles): the tile's
+    columns past K_h in a row block, at least."""
+    hw = -(-d_head // cfg.epre_lane_count)
+    return max(0, -(-(cfg.rows * hw + 1) // max(per_omem, 2)) - 1)
+
+
+def _double_order(descs: list, wl: list, kl: list, runs: list, double: tuple, name: str,
+                  keys_first: bool = False):
+    """:func:`_epre_descs`' ``double`` order (W buffers alternating, every run overlapped).
+    ``keys_first`` (exact keys teed by the K_h | V_h tiles' stores, issue 19): run h starts
+    after head h's K_h | V_h tiles, the SDUE one head ahead -- ``WLOAD_0, kv_0, EPRE_0,
+    [WLOAD_(h+1), kv_(h+1) (its store waits for run h), EPRE_STORE_h, EPRE_(h+1), q_h]``."""
     from exion.hw.dsc import OPS
     kv, q = double
     heads = len(runs)
@@ -1330,11 +1430,16 @@ def _double_order(descs: list, wl: list, kl: list, runs: list, double: tuple, na
         descs.extend(kl[h])
         descs.append(_overlapped(runs[h]))
     descs.extend(wl[0])
+    if keys_first:
+        descs.extend(kv[0])
     start(0)
     for h in range(heads):
         if h + 1 < heads:
             descs.extend(wl[h + 1])
-        descs.extend(kv[h])
+        if not keys_first:
+            descs.extend(kv[h])
+        elif h + 1 < heads:
+            descs.extend(kv[h + 1])
         descs.append({"op": OPS["EPRE_STORE"], "count": runs[h]["count"],
                       "dst": runs[h]["dst"], "job": name})
         if h + 1 < heads:

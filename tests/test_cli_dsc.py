@@ -72,6 +72,24 @@ def test_sim_block_ep_schedules(cli_run, trace, tmp_path):
     assert ov["cycles"] < seq["cycles"]
 
 
+def test_sim_block_exact_keys(cli_run, trace, tmp_path):
+    """``--ep-keys exact``: the block replayed with EP on the exact keys (not the trace's),
+    each head's K/V tile store teeing them into the EPRE (4 heads), PASS with cycles ==
+    model; with ``--ep-schedule sequential`` refused in one line."""
+    out_json = tmp_path / "r.json"
+    code, out, err = cli_run("sim", "block", "--trace", str(trace[0]), "--block", "1",
+                             "--iter", "0", "--seed", "1", "--ep-keys", "exact",
+                             "--json", str(out_json))
+    assert code == 0 and "PASS" in out and "keys exact" in out, out + err
+    r = json.loads(out_json.read_text())
+    assert r["ep_keys"] == "exact" and r["key_tees"] == 4
+    assert r["cycles"] == r["model_cycles"] and r["ep_schedule"] == "overlap"
+    code, out, err = cli_run("sim", "block", "--trace", str(trace[0]), "--block", "1",
+                             "--iter", "0", "--ep-keys", "exact", "--ep-schedule",
+                             "sequential")
+    assert code != 0 and "exact keys" in err and len(err.strip().splitlines()) == 1, err
+
+
 @pytest.mark.long
 def test_sim_block_ep_schedule_auto(cli_run, trace, tmp_path):
     """``auto`` picks the faster of the two schedules (a third block simulation: long)."""

@@ -771,7 +771,7 @@ def test_epre_exact_keys_in_the_dsc():
             assert dcy.descriptor_cycles(TOY, plain, 64) != t
 
 
-def _pj_komem(cfg, name, x, wq, kacc, k, q_th=None, lod=2, shift=None):
+def _pj_komem(cfg, name, x, wq, kacc, k, q_th=None, lod=2, shift=None, path="komem"):
     """A PredictJob whose exact keys come from OMEM (``k_acc``: per head (N_k, d_head)
     accumulators; ``shift`` per head or None): expectations from golden.predict.epre on
     golden.predict.omem_keys' keys, computed here from the accumulators."""
@@ -788,10 +788,10 @@ def _pj_komem(cfg, name, x, wq, kacc, k, q_th=None, lod=2, shift=None):
                       [None] * len(wq), k, np.array(sh),
                       None if q_th is None else np.array([q_th] * len(wq)), "top1", lod,
                       np.stack(exp), k_acc=[np.asarray(a, np.int64) for a in kacc],
-                      k_shift=list(shift))
+                      k_shift=list(shift), k_path=path)
 
 
-def _komem_jobs(cfg, rng):
+def _komem_jobs(cfg, rng, path="komem"):
     """Directed EPRE_KOMEM cases on ``cfg`` (toy-sized EPRE): two heads of 16 keys (two
     row blocks on toy, more than one Kh word a key, U not dividing the keys); a partial row
     block and a partial Kh word (11 keys, d_head 7, LOD); saturation both ways (a shift
@@ -806,13 +806,14 @@ def _komem_jobs(cfg, rng):
     ext = rnd(16, 16, lim=1 << 20)
     ext[0, :4] = [top, -top - 1, top, -top - 1]
     jobs = [_pj_komem(cfg, "komem_two_heads", x, [rnd(64, 16), rnd(64, 16)],
-                      [rnd(16, 16, lim=1 << 22), rnd(16, 16, lim=1 << 12)], 0.3, q_th=2000),
+                      [rnd(16, 16, lim=1 << 22), rnd(16, 16, lim=1 << 12)], 0.3, q_th=2000,
+                      path=path),
             _pj_komem(cfg, "komem_partial", rnd(11, 13), [rnd(13, 7)],
-                      [rnd(11, 7, lim=1 << 18)], 0.5, lod=1),
+                      [rnd(11, 7, lim=1 << 18)], 0.5, lod=1, path=path),
             _pj_komem(cfg, "komem_saturate", x, [rnd(64, 16), rnd(64, 16)],
-                      [rnd(16, 16, lim=1 << 20), ext], 0.2, shift=[3, 0]),
+                      [rnd(16, 16, lim=1 << 20), ext], 0.2, shift=[3, 0], path=path),
             _pj_komem(cfg, "komem_top_shift", rnd(5, 9), [rnd(9, 4)],
-                      [rnd(5, 4, lim=top)], 1.0, shift=[A - 1]),
+                      [rnd(5, 4, lim=top)], 1.0, shift=[A - 1], path=path),
             _pj_exact("exact_after", x, [rnd(64, 16)], [rnd(16, 16)], 0.4, cfg=cfg),
             _pj("plain_after", x, rnd(64, 16), rnd(64, 16), 0.2, cfg=cfg)]
     sat = [np.abs(j.exact_keys(cfg)[h]).max() for j in jobs[2:3] for h in range(2)]
@@ -820,33 +821,44 @@ def _komem_jobs(cfg, rng):
     return jobs
 
 
+@pytest.mark.parametrize("path", ["komem", "store"])
 @pytest.mark.parametrize("name", ["toy", pytest.param("exion16", marks=pytest.mark.long)])
-def test_epre_keys_from_omem(name):
-    """EPRE_KOMEM (issue 19, exact keys over an on-core path): the K_h accumulators in OMEM
-    requantised into the Kh banks, the run with ``k_given``: masks bit-exact against golden,
-    every descriptor's cycles equal to the model, also under 30 % memory stalls; no key
-    crosses the port (no EPRE_KLOAD for those jobs). Mutations: a model without the capture
-    cycle must not match; keys shifted logically, not arithmetically, give other masks."""
+def test_epre_keys_from_omem(name, path):
+    """Exact keys over the on-core path (issue 19): the K_h accumulators in OMEM requantised
+    into the Kh banks by EPRE_KOMEM, or teed by an OMEM_STORE of a tile holding them among
+    filler columns (``ktee``), then the run with ``k_given``: masks bit-exact against
+    golden, every descriptor's cycles equal to the model, also under 30 % memory stalls; no
+    key crosses the port (no EPRE_KLOAD for those jobs). Mutations: a model without the
+    capture cycle must not match; keys shifted logically, not arithmetically, give other
+    masks."""
     from exion.golden.predict import epre, omem_keys
     from exion.golden.quant import saturate
     cfg = PRESETS[name]
     rng = np.random.default_rng(47)
     print("komem cases: seed 47")
-    jobs = _komem_jobs(cfg, rng)
+    jobs = _komem_jobs(cfg, rng, path)
     progs = [build_program(cfg, jobs), build_program(cfg, jobs)]
     ops = _ops(progs[0])
-    assert ops.count(dcy.OPS["EPRE_KOMEM"]) == 6 and ops.count(dcy.OPS["EPRE_KLOAD"]) == 1
-    out, _ = rtl_dsc(cfg, progs, stall=[0.0, 0.3], run_name="dsc_komem")
+    tees = [d for d in progs[0].descs if d.get("ktee")]
+    assert ops.count(dcy.OPS["EPRE_KLOAD"]) == 1
+    assert (ops.count(dcy.OPS["EPRE_KOMEM"]), len(tees)) == ((6, 0) if path == "komem"
+                                                             else (0, 6))
+    out, _ = rtl_dsc(cfg, progs, stall=[0.0, 0.3], run_name=f"dsc_{path}")
     for prog, run in zip(progs, out):
         _check_run(cfg, prog, run, jobs)
     _check_program_cycles(progs[0], out[0], 64, cfg)
     durs = stage_durations(progs[0].descs, out[0]["stages"], out[0]["cycles"], 64)
-    ko = [(d, t) for d, t in zip(progs[0].descs, durs) if d["op"] == dcy.OPS["EPRE_KOMEM"]]
+    ko = [(d, t) for d, t in zip(progs[0].descs, durs)
+          if d["op"] == dcy.OPS["EPRE_KOMEM"] or d.get("ktee")]
+    differ = []
     for d, t in ko:
-        n, dh = d["count"], d["glen"]
-        lacking = dcy.overhead(64) + dcy.komem_body(cfg, n, dh) - -(-n // cfg.rows) * -(
-            -dh // cfg.epre_lane_count)
-        assert t != lacking
+        if path == "komem":
+            n, dh = d["count"], d["glen"]
+            lacking = dcy.overhead(64) + dcy.komem_body(cfg, n, dh) - -(-n // cfg.rows)
+        else:       # the store alone, without the last block's Kh writes
+            lacking = dcy.overhead(64) + dcy.omem_store_body(d["count"], 4)
+        differ.append(t != lacking)
+    assert all(differ) if path == "komem" else sum(differ) >= 4
     j, A = jobs[0], cfg.acc_width          # a logical shift in place of the arithmetic one
     other = [epre(cfg, j.x, j.wq[h], None, j.k, None, None, 2000, "top1", 2,
                   k_exact=saturate((j.k_acc[h] % (1 << A)) >> int(ko[h][0]["shift"]),
@@ -882,6 +894,94 @@ def test_epre_keys_from_omem_wide_pysim(lanes):
     for j, o in zip(jobs, read_results(cfg, prog, run["image"])):
         np.testing.assert_array_equal(o, j.expect, err_msg=j.name)
     _check_program_cycles(prog, run, 64, cfg)
+
+
+@pytest.mark.parametrize("lanes,bus", [(8, 64), (32, 256)])
+def test_ktee_store_other_widths_pysim(lanes, bus):
+    """The OMEM_STORE key tee with other EPRE word widths and buses (toy with ``epre_lanes``
+    8 at 64 bits; 32 lanes at 256 bits, where an OMEM address is one beat and each passes
+    ST_LATCH): bit-exact, every descriptor's cycles equal to the model."""
+    import dataclasses
+
+    from exion.sim.dsc_pysim import pysim_dsc
+    cfg = dataclasses.replace(TOY, epre_lanes=lanes)
+    rng = np.random.default_rng(59 + lanes)
+    print(f"ktee cases: seed {59 + lanes}")
+    x = rng.integers(-cfg.wmax, cfg.wmax + 1, (13, 24))
+    jobs = [_pj_komem(cfg, f"ktee{dh}", x, [rng.integers(-999, 999, (24, dh))],
+                      [rng.integers(-(1 << 21), 1 << 21, (13, dh))], 0.4, path="store")
+            for dh in (12, 16)]
+    prog = build_program(cfg, jobs, bus_bits=bus)
+    assert sum(1 for d in prog.descs if d.get("ktee")) == 2
+    run = pysim_dsc(cfg, prog)
+    assert run["error"] == 0
+    for j, o in zip(jobs, read_results(cfg, prog, run["image"])):
+        np.testing.assert_array_equal(o, j.expect, err_msg=j.name)
+    _check_program_cycles(prog, run, bus, cfg)
+
+
+def test_ktee_store_holds_close_windows_pysim():
+    """Row blocks whose K_h windows come faster than the Kh writes (a tile of K_h only, 32
+    writes a block at 4 cycles an address): the model refuses such a store, the RTL holds
+    the window's latch until the previous block's keys are written -- masks bit-exact (the
+    program is the EPRE_KOMEM one with that descriptor replaced by the store). A core that
+    does not hold fails it (checked once by hand)."""
+    from exion.errors import ExionError
+    from exion.sim.dsc_pysim import pysim_dsc
+    rng = np.random.default_rng(61)
+    print("ktee hold case: seed 61")
+    job = _pj_komem(TOY, "ktee_close", rng.integers(-999, 999, (16, 64)),
+                    [rng.integers(-999, 999, (64, 16))],
+                    [rng.integers(-(1 << 21), 1 << 21, (16, 16))], 0.3)
+    prog = build_program(TOY, [job])
+    i = next(k for k, d in enumerate(prog.descs) if d["op"] == dcy.OPS["EPRE_KOMEM"])
+    src = next(d["src"] for d in prog.descs if d["op"] == dcy.OPS["OMEM_LOAD"])
+    ko = prog.descs[i]
+    st = {"op": dcy.OPS["OMEM_STORE"], "stage": ko["stage"], "count": 2 * 16, "ktee": 1,
+          "dst": src, "kt_ncols": 16, "kt_c0": 0, "n_k": 16, "glen": 16,
+          "shift": ko["shift"], "h_words": ko["h_words"]}
+    with pytest.raises(ExionError, match="K_h window comes"):
+        dcy.store_ktee_body(TOY, st, 4)
+    prog.descs[i] = st
+    prog.image[i * 32:(i + 1) * 32] = np.frombuffer(encode_desc(st), np.uint8)
+    run = pysim_dsc(TOY, prog)
+    assert run["error"] == 0
+    np.testing.assert_array_equal(read_results(TOY, prog, run["image"])[0], job.expect)
+
+
+def test_block_exact_keys_store_tee(model):
+    """A block iteration with exact keys (``ep_keys = "exact"``, issue 19) on the toy DSC,
+    dense and sparse: each head's K_h | V_h tile tees its keys into the Kh banks as it is
+    stored (OMEM_STORE ``ktee``), run h starts after that tile (the SDUE one head ahead);
+    every segment bit-exact against golden.dsc (whose EP predicts from the Q|K|V product's
+    K_h, ``golden.predict.omem_keys``), cycles equal to the model, no key over the port and
+    no EPRE_KOMEM. A schedule that starts run h before head h's tile (the predicted keys'
+    order) fails it (checked once by hand: wrong masks)."""
+    meta = {**META, "exion": {**META["exion"], "ep_keys": "exact"}}
+    for it in (0, 1):
+        case = block_case(model, meta, 1, it)
+        assert case.rec["epre"]["k_acc"] is not None
+        r = run_block(TOY, case)
+        assert r["pass"], r["mismatch"]
+        assert r["model"]["total"] == r["cycles"] and r["ep_schedule"] == "overlap"
+        ops = [d["op"] for d in r["descs"]]
+        assert sum(1 for d in r["descs"] if d.get("ktee")) == 4
+        assert dcy.OPS["EPRE_KLOAD"] not in ops and dcy.OPS["EPRE_KOMEM"] not in ops
+        first_run = next(i for i, d in enumerate(r["descs"]) if d["op"] == dcy.OPS["EPRE"])
+        first_tee = next(i for i, d in enumerate(r["descs"]) if d.get("ktee"))
+        assert first_tee < first_run
+
+
+def test_block_exact_keys_need_the_shared_overlap(model):
+    """Exact keys in a block need the overlapped schedule with the EPRE's weights shared:
+    asking for the sequential one, or no sharing, is refused with one line."""
+    from exion.errors import ExionError
+    from exion.sim.dsc_program import block_program
+    meta = {**META, "exion": {**META["exion"], "ep_keys": "exact"}}
+    rec = block_case(model, meta, 1, 1).rec
+    for kw in ({"schedule": "sequential"}, {"share_w": False}):
+        with pytest.raises(ExionError, match="exact keys"):
+            block_program(TOY, rec, **kw)
 
 
 def test_epre_keys_from_omem_checks():

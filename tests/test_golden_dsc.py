@@ -164,6 +164,43 @@ def test_epre_batch_is_epre(q_th):
         assert np.array_equal(r.dominant, dom[b])
 
 
+@pytest.mark.parametrize("q_th", [None, 0.3])
+def test_exact_keys_are_the_products_k(model, q_th):
+    """``ep_keys = "exact"`` (issue 19): EP's keys are the Q|K|V product's K_h accumulators
+    (bias included), equal to the recorded product wherever it computed the row; its masks
+    are ``golden.predict.epre`` on ``omem_keys`` of them, per sample and head; and they are
+    not the predicted keys' masks."""
+    from exion.golden.predict import omem_keys, stage1_shift
+    ex = Exion(quant=True, ep=True, k=0.25, q_th=q_th, ep_keys="exact")
+    pred = Exion(quant=True, ep=True, k=0.25, q_th=q_th)
+    differ = []
+
+    def check(i, it, x, mod, st, dense):
+        bw = dsc.block_weights(model.w, model._wq, i, model.heads)
+        rec, rp = {}, {}
+        h = dsc.layernorm(x) * (1 + mod[1]) + mod[0]
+        dsc.attention(CFG, h, bw, ex, {}, rec)
+        dsc.attention(CFG, h, bw, pred, {}, rp)
+        ep, out = rec["epre"], rec["qkv"]["out"]
+        B, H, T, dh = ep["k_acc"].shape
+        for b in range(B):
+            for hd in range(H):
+                cols = slice(H * dh + hd * dh, H * dh + (hd + 1) * dh)
+                rows = ep["k_need"][b, hd]
+                assert np.array_equal(out[b, rows, cols], ep["k_acc"][b, hd][rows])
+                th = None if ep["q_th_int"] is None else int(ep["q_th_int"][b, hd])
+                r = epre(CFG, ep["x"][b], ep["wq"][hd], None, 0.25, int(ep["shifts"][b, hd, 0]),
+                         None, th, k_exact=omem_keys(CFG, ep["k_acc"][b, hd]))
+                assert int(ep["shifts"][b, hd, 1]) == stage1_shift(ep["k_acc"][b, hd], 12)
+                assert np.array_equal(r.score_mask, ep["keep"][b, hd])
+                assert np.array_equal(r.dominant, ep["dominant"][b, hd])
+        differ.append(not np.array_equal(ep["keep"], rp["epre"]["keep"]))
+    _walk(model, ex, 5, 1, 2, check)
+    assert any(differ)
+    with pytest.raises(Exception, match="ep_keys"):
+        Exion(ep=True, ep_keys="exact")            # the float path has no K accumulators
+
+
 def test_block_mutation_is_caught(model, monkeypatch):
     """A broken core step (truncating probability requantiser) breaks bit-exactness."""
     monkeypatch.setattr(dsc, "prob_requant", lambda p, cfg: (np.asarray(p) * cfg.wmax) >> 15)

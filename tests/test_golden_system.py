@@ -597,8 +597,11 @@ def test_spilled_partial_sums_are_activation_traffic():
                                           (2, 2, 256, 64), (4096, 4096, 320, 40)])
 def test_built_levers_are_the_rtl_run(n_q, n_k, d, dh):
     from exion.golden.cycles import epre_run_cycles
-    assert sy.BUILT_LEVERS == ("shared", "predicted", "row")
+    assert sy.BUILT_LEVERS == ("shared", "per-block", "row")
+    assert sy.PER_BLOCK_KEYS == ("predicted", "store-tee")
     assert sum(sy.epre_phases(CFG, n_q, n_k, d, dh)) == epre_run_cycles(CFG, n_q, n_k, d, dh)
+    assert sum(sy.epre_phases(CFG, n_q, n_k, d, dh, ("shared", "store-tee", "row"))) == \
+        epre_run_cycles(CFG, n_q, n_k, d, dh, k_given=True)
     assert sy.SYSTEMS["exion4"].epre_levers == sy.SYSTEMS["exion24"].epre_levers \
         == sy.BUILT_LEVERS
 

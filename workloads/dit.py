@@ -50,6 +50,11 @@ EXION switches (all default off; the same seeds and noise as vanilla):
   keys of the *exact* float logits instead of EP's predicted ones (ties to the lower key
   index; no dominant rule). It prices the truncation to k keys alone, without prediction
   error, and runs on the float path only.
+  Keys **[choice]** (issue 19): ``ep_keys="exact"`` predicts with the exact keys -- K_h's
+  accumulators of the Q|K|V product, requantised as stage 1 requantises Kh_acc
+  (``golden.predict.omem_keys``), what the DSC's OMEM_STORE ``ktee`` puts into the EPRE's
+  Kh banks -- instead of stage 1's predicted Kh; stage 1 computes Qh only. The INT12 path
+  only (``quant``).
 """
 
 from __future__ import annotations
@@ -73,6 +78,7 @@ __all__ = ["Exion", "DiT", "SampleResult", "sample", "batched_predict", "ddim_ti
 
 CONTROLS = (None, "random", "zero")
 EP_SCORES = ("predicted", "exact")
+EP_KEYS = ("predicted", "exact")
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,7 @@ class Exion:
     lod_terms: int = 2
     quant: bool = False
     ep_scores: str = "predicted"
+    ep_keys: str = "predicted"
 
     def __post_init__(self):
         if self.rule not in RULES:
@@ -118,6 +125,12 @@ class Exion:
         if self.ep_scores == "exact" and self.quant:
             raise ExionError("ep_scores='exact' (the exact top-k control) runs on the float "
                              "model only; turn quant off")
+        if self.ep_keys not in EP_KEYS:
+            raise ExionError(f"ep_keys must be one of {', '.join(EP_KEYS)}, "
+                             f"got {self.ep_keys!r}")
+        if self.ep_keys == "exact" and not self.quant:
+            raise ExionError("ep_keys='exact' (the SDUE's keys in the EPRE) runs on the INT12 "
+                             "path only; turn quant on")
 
 
 # -- small float helpers ----------------------------------------------------------------

@@ -77,6 +77,13 @@ def register_sim(ssub) -> None:
                         "(default: one copy crosses the port: teed from the product's "
                         "GMEM_LOAD where a tile holds every column, else the product's "
                         "Q/K columns filled from the EPRE's W memory, GMEM_EFILL)")
+    b.add_argument("--ep-keys", choices=("trace", "predicted", "exact"), default="trace",
+                   help="eager prediction's keys: stage 1's predicted Kh, or the exact K_h "
+                        "of the Q/K/V product, teed into the EPRE's Kh banks by each head's "
+                        "K/V tile store (OMEM_STORE ktee; needs the overlapped schedule "
+                        "with shared weights). Other than the trace's setting, the sampler "
+                        "is replayed without checking it against the trace's records "
+                        "(default: %(default)s, the trace's, predicted if it has none)")
     add_report(b, flag="--json")
     add_seed(b)
     add_waves(b)
@@ -101,6 +108,10 @@ def cmd_sim_block(args) -> int:
     # the trace names its model (digits16 / digits64); --weights overrides the shipped file
     model = DiT(load_weights(args.weights)[0] if args.weights
                 else load_weights(model=meta.get("model", "digits16"))[0])
+    keys = meta.get("exion", {}).get("ep_keys", "predicted")
+    if args.ep_keys not in ("trace", keys):    # another EP: the trace's records do not apply
+        meta, z = {**meta, "exion": {**meta.get("exion", {}), "ep_keys": args.ep_keys}}, None
+        keys = args.ep_keys
     case = block_case(model, meta, args.block, args.iter, args.sample, z=z)
     seed = seed_of(args)
     t0 = time.perf_counter()
@@ -119,7 +130,7 @@ def cmd_sim_block(args) -> int:
     print(f"block {case.block} iteration {case.iteration} ({kind}), sample {case.sample}, "
           f"config {cfg.name}, seed {seed}, stall {args.stall}")
     print(f"  FFN-Reuse sparsity {ffn[0][1]:.3f}" if ffn else "  FFN-Reuse: dense")
-    print(f"  EP sparsity {ep[0][1]:.3f}" if ep else "  EP: off")
+    print(f"  EP sparsity {ep[0][1]:.3f}, keys {keys}" if ep else "  EP: off")
     print(f"  {'stage':<10} {'cycles':>9}")
     for name, cyc in r["gemm_cycles"].items():
         print(f"  {name:<10} {cyc:>9}")
@@ -130,6 +141,9 @@ def cmd_sim_block(args) -> int:
         f": EPRE busy {mo['epre_wait'] + mo['epre_hidden']} cycles, {mo['epre_hidden']} "
         f"hidden behind K / V, {mo['epre_wait']} waited for (cycle model)"
         if r["ep_schedule"] == "overlap" else ""))
+    if any(d.get("ktee") for d in r["descs"]):
+        print("  exact keys teed into the EPRE's Kh banks by each head's K/V tile store "
+              "(OMEM_STORE ktee)")
     if r["shared_w"]:
         print("  EPRE weights shared: " + (
             "the Q/K/V product's Q/K columns filled from the EPRE's W memory (GMEM_EFILL)"
@@ -155,7 +169,8 @@ def cmd_sim_block(args) -> int:
                                "gemm_cycles": r["gemm_cycles"], "passes": r["passes"],
                                "ffn_sparsity": float(ffn[0][1]) if ffn else 0.0,
                                "ep_sparsity": float(ep[0][1]) if ep else 0.0,
-                               "ep_schedule": r["ep_schedule"],
+                               "ep_schedule": r["ep_schedule"], "ep_keys": keys,
+                               "key_tees": sum(1 for d in r["descs"] if d.get("ktee")),
                                "epre_wait_cycles": r["model"]["epre_wait"],
                                "epre_hidden_cycles": r["model"]["epre_hidden"],
                                "cfse_overlap": r["cfse_overlap"],

@@ -58,7 +58,8 @@ JSON layout (times in seconds, energies in joules, per generated image / clip / 
                                 mac_energy_j
       blocks                    per block and iteration kind: cycles_per_instance (on the
                                 system), core_cycles_1core, useful_macs, ffn_sparsity, mode (the
-                                mode the schedule ran: EP or not), attn_split, ...
+                                mode the schedule ran: EP or not), attn_split, epre_keys
+                                (with EP: predicted or store-tee, the key path it ran), ...
 """
 
 
