@@ -1098,13 +1098,21 @@ class DscCore(wiring.Component):
                     Mux(slot == k, word, acc[k * step:(k + 1) * step]))
             m.d.comb += last.eq((slot == slots - 1) | (s.off + 1 >= s.glen))
             with m.If(s.tee & s.loading & s.consume):
-                with m.If(last):
-                    m.d.sync += [acc.eq(0), slot.eq(0), taddr.eq(taddr + 1)]
-                with m.Else():
-                    m.d.sync += [acc.eq(merged), slot.eq(slot + 1)]
+                self._slot_step(m, s)
+                m.d.sync += acc.eq(Mux(last, 0, merged))
             with m.If(s.tee):
                 m.d.comb += [waddr.eq(taddr), wdata.eq(merged)]
         m.d.comb += [ep.w_w.addr.eq(waddr), ep.w_w.data[0].as_value().eq(wdata)]
+
+    @staticmethod
+    def _slot_step(m, s):
+        """One step of the tee's lane-slot walk (the GMEM_LOAD tee and GMEM_EFILL): after a
+        word's last lane slot or its column's end (``tee_last``) the next EPRE word, else
+        the next slot."""
+        with m.If(s.tee_last):
+            m.d.sync += [s.tee_slot.eq(0), s.tee_addr.eq(s.tee_addr + 1)]
+        with m.Else():
+            m.d.sync += s.tee_slot.eq(s.tee_slot + 1)
 
     def _decode_epre(self, m, s):
         """DECODE of EPRE: ``count`` mask items out (the run's query rows); an overlapped
@@ -1182,20 +1190,15 @@ class DscCore(wiring.Component):
         address; FETCH once the last word is written."""
         cfg, gemm = self.cfg, s.gemm
         L, W = cfg.lanes, cfg.width
-        slots = max(1, cfg.epre_lane_count // L)
         if not tee_supported(cfg):       # DECODE stops a GMEM_EFILL with bad_op
             return
         with m.State("EFILL"):
             issue = s.items_in != s.count
-            last = (s.tee_slot == slots - 1) | (s.off + 1 >= s.glen)
             m.d.comb += [s.ep.w_r.addr.eq(s.tee_addr), s.advance.eq(issue)]
             m.d.sync += [s.ef_v.eq(issue), s.ef_slot.eq(s.tee_slot), s.ef_addr.eq(s.uaddr)]
             with m.If(issue):
                 m.d.sync += s.items_in.eq(s.items_in + 1)
-                with m.If(last):
-                    m.d.sync += [s.tee_slot.eq(0), s.tee_addr.eq(s.tee_addr + 1)]
-                with m.Else():
-                    m.d.sync += s.tee_slot.eq(s.tee_slot + 1)
+                self._slot_step(m, s)
             with m.If(s.ef_v):
                 m.d.comb += [gemm.gmem_w.en.eq(1), gemm.gmem_w.addr.eq(s.ef_addr),
                              gemm.gmem_w.data.as_value().eq(
