@@ -9,7 +9,9 @@ block_program``) for each EP schedule (``overlap``: the EPRE beside the K / V pr
 from OMEM (``auto`` also without the first, ``auto_no_cfse``, ``sim.dsc_program.
 overlap_cfse``, without the second, ``auto_unfused``, GELU_OMEM, and with the EPRE's
 Wq / Wk loaded on their own, ``auto_no_share``, instead of teed from the Q|K|V product's
-GMEM_LOAD or filled from the EPRE's W memory into GMEM, GMEM_EFILL): total cycles, cycles
+GMEM_LOAD or filled from the EPRE's W memory into GMEM, GMEM_EFILL; and ``exact_keys``, the
+same block with EP on the exact keys teed by the K/V tiles' stores, ``ep_keys = "exact"``,
+whose masks differ): total cycles, cycles
 per op kind (the gemm engine's
 part is the model's estimate, within 5 % of the RTL on these blocks, ``docs/dsc.md``
 section 3; everything else is exact), the beats moved and the schedule ``auto`` picks.
@@ -37,6 +39,7 @@ from exion.paths import build_root
 
 META = {"steps": 6, "samples": 1, "seed": 7,
         "exion": {"ffn_reuse": True, "n": 2, "s": 0.8, "ep": True, "k": 0.5, "quant": True}}
+META_EXACT = {**META, "exion": {**META["exion"], "ep_keys": "exact"}}
 #: op kinds drawn in the plot, bottom to top (the rest is "other")
 KINDS = ("GMEM_LOAD", "IMEM_LOAD", "OMEM_LOAD", "OMEM_STORE", "GEMM", "GELU", "FFNR",
          "EPRE_XLOAD", "EPRE_WLOAD", "EPRE_STORE")
@@ -50,6 +53,7 @@ def measure(buses) -> dict:
     from exion.workloads.weights import load_weights
     model = DiT(load_weights()[0])
     cases = {it: block_case(model, META, 1, it) for it in (0, 1)}
+    exact = {it: block_case(model, META_EXACT, 1, it) for it in (0, 1)}
     out: dict = {}
     for name in ("toy", "exion16"):
         cfg = PRESETS[name]
@@ -79,13 +83,20 @@ def measure(buses) -> dict:
                                   "engine_wait": m["engine_wait"],
                                   "beats": program_beats(cfg, prog),
                                   "bytes": program_beats(cfg, prog) * bus // 8}
+                try:
+                    _, prog, _ = block_program(cfg, exact[it].rec, 0, "auto", bus)
+                    row["exact_keys"] = {"modelled": True,
+                                         "cycles": program_cycles(cfg, prog.descs, bus)["total"]}
+                except ExionError as e:
+                    row["exact_keys"] = {"modelled": False, "why": str(e)}
                 out[f"{name}/{bus}/{'dense' if it == 0 else 'sparse'}"] = row
     return out
 
 
 def report(res: dict) -> None:
     print(f"{'config/bus/iteration':<26} {'overlap':>9} {'sequential':>10} {'auto':>9} "
-          f"{'no CFSE ov.':>11} {'unfused':>9} {'no share':>9} {'picks':>10} "
+          f"{'no CFSE ov.':>11} {'unfused':>9} {'no share':>9} {'exact keys':>10} "
+          f"{'picks':>10} "
           f"{'bus bytes':>10}  "
           f"largest parts (auto)")
     for key, row in res.items():
@@ -97,6 +108,7 @@ def report(res: dict) -> None:
         print(f"{key:<26} {row['overlap']['cycles']:>9,} {row['sequential']['cycles']:>10,} "
               f"{a['cycles']:>9,} {row['auto_no_cfse']['cycles']:>11,} "
               f"{_c(row['auto_unfused']):>9} {_c(row['auto_no_share']):>9} "
+              f"{_c(row['exact_keys']):>10} "
               f"{a['schedule'] + _share(a):>10} "
               f"{a['bytes']:>10,}  "
               + ", ".join(f"{k} {100 * v / a['cycles']:.0f} %" for k, v in top))

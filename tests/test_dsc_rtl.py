@@ -869,50 +869,28 @@ def test_epre_keys_from_omem(name, path):
                for h, o in enumerate(other))
 
 
-@pytest.mark.parametrize("lanes", [8, 32])
-def test_epre_keys_from_omem_wide_pysim(lanes):
-    """EPRE_KOMEM with other EPRE word widths (toy with ``epre_lanes`` = 8: 8-column Kh
-    words, d_head 12 in a full and a partial word; 32: the transpose buffer narrower than
-    the word, min(Le, dh_max) = 16 columns, the lanes past it zero); in Amaranth's
-    simulator, bit-exact, every descriptor's cycles equal to the model."""
+@pytest.mark.parametrize("lanes,bus", [(8, 64), (32, 256)])
+def test_keys_from_omem_other_widths_pysim(lanes, bus):
+    """Both on-core key paths with other EPRE word widths and buses (toy with ``epre_lanes``
+    8 at 64 bits: 8-column Kh words, d_head 12 in a full and a partial word; 32 lanes at 256
+    bits: the Kh word wider than ``dh_max``, its lanes past d_head zero, and an OMEM address
+    one beat, each passing ST_LATCH): EPRE_KOMEM and the OMEM_STORE key tee, each with
+    d_head 12 and 16, in Amaranth's simulator, bit-exact, every descriptor's cycles equal to
+    the model."""
     import dataclasses
 
     from exion.sim.dsc_pysim import pysim_dsc
     cfg = dataclasses.replace(TOY, epre_lanes=lanes)
     assert cfg.epre_lane_count == lanes
-    rng = np.random.default_rng(53 + lanes)
-    print(f"wide komem cases: seed {53 + lanes}")
-    x = rng.integers(-cfg.wmax, cfg.wmax + 1, (13, 24))
-    jobs = [_pj_komem(cfg, "komem_wide", x, [rng.integers(-999, 999, (24, dh))],
-                      [rng.integers(-(1 << 21), 1 << 21, (13, dh))], 0.4)
-            for dh in (12, 16)]
-    jobs[1] = dataclasses.replace(jobs[1], name="komem_wide2")
-    prog = build_program(cfg, jobs)
-    assert _ops(prog).count(dcy.OPS["EPRE_KOMEM"]) == 2
-    run = pysim_dsc(cfg, prog)
-    assert run["error"] == 0
-    for j, o in zip(jobs, read_results(cfg, prog, run["image"])):
-        np.testing.assert_array_equal(o, j.expect, err_msg=j.name)
-    _check_program_cycles(prog, run, 64, cfg)
-
-
-@pytest.mark.parametrize("lanes,bus", [(8, 64), (32, 256)])
-def test_ktee_store_other_widths_pysim(lanes, bus):
-    """The OMEM_STORE key tee with other EPRE word widths and buses (toy with ``epre_lanes``
-    8 at 64 bits; 32 lanes at 256 bits, where an OMEM address is one beat and each passes
-    ST_LATCH): bit-exact, every descriptor's cycles equal to the model."""
-    import dataclasses
-
-    from exion.sim.dsc_pysim import pysim_dsc
-    cfg = dataclasses.replace(TOY, epre_lanes=lanes)
     rng = np.random.default_rng(59 + lanes)
-    print(f"ktee cases: seed {59 + lanes}")
+    print(f"wide key-path cases: seed {59 + lanes}")
     x = rng.integers(-cfg.wmax, cfg.wmax + 1, (13, 24))
-    jobs = [_pj_komem(cfg, f"ktee{dh}", x, [rng.integers(-999, 999, (24, dh))],
-                      [rng.integers(-(1 << 21), 1 << 21, (13, dh))], 0.4, path="store")
-            for dh in (12, 16)]
+    jobs = [_pj_komem(cfg, f"{path}{dh}", x, [rng.integers(-999, 999, (24, dh))],
+                      [rng.integers(-(1 << 21), 1 << 21, (13, dh))], 0.4, path=path)
+            for path in ("komem", "store") for dh in (12, 16)]
     prog = build_program(cfg, jobs, bus_bits=bus)
     assert sum(1 for d in prog.descs if d.get("ktee")) == 2
+    assert _ops(prog).count(dcy.OPS["EPRE_KOMEM"]) == 2
     run = pysim_dsc(cfg, prog)
     assert run["error"] == 0
     for j, o in zip(jobs, read_results(cfg, prog, run["image"])):

@@ -758,6 +758,25 @@ def test_komem_keys_charge_the_dsc_and_the_gather():
         assert _ep_block(("shared", keys, "row"), blk=blk)["epre_sched"][0]["kload"] == 0
 
 
+@pytest.mark.parametrize("sname,mname,want", [("exion4", "mld", "predicted"),
+                                               ("exion24", "dit-xl2", "store-tee")])
+def test_per_block_keys_take_the_faster_path(sname, mname, want):
+    # the built default chooses per block between the DSC's two key paths: never slower in
+    # EP than either everywhere; MLD on EXION-4 keeps predicted keys (1.162x against 1.016x
+    # with exact keys), DiT-XL/2 on EXION-24 takes the teed exact keys (EP pays only so)
+    m = ws.MODELS[mname]
+    lat, keys = {}, set()
+    for k in ("per-block", "predicted", "store-tee"):
+        r = sy.evaluate_model(replace(sy.SYSTEMS[sname], epre_keys=k), m, "EP")
+        lat[k] = r["latency_s"]
+        if k == "per-block":
+            keys = {b["epre_keys"] for b in r["blocks"] if b["mode"] == "ep"}
+    assert lat["per-block"] <= min(lat["predicted"], lat["store-tee"]) * (1 + 1e-12)
+    assert lat["predicted"] != lat["store-tee"] and keys == {want}
+    with pytest.raises(ExionError, match="per-block"):
+        sy.block_gemms(CFG, SMALL, "ep", k=0.05, epre_levers=("shared", "per-block", "row"))
+
+
 def test_sdue_keys_compute_k_dense_and_fewer_shift_adds():
     blk = ws.Block("b", T=256, d=256, heads=4, ffn=512)
     pred = _ep_block(("stall", "predicted", "row"), blk=blk)
