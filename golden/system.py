@@ -388,7 +388,8 @@ def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | 
     :func:`attn_split_for`]. g = 1 is ``block_flow``'s block.
 
     ``epre_levers`` = (``epre_fetch``, ``epre_keys``, ``epre_stage2``) of :data:`EPRE_LEVERS`
-    (what-ifs of the EPRE; :data:`BUILT_LEVERS` is the RTL's design).
+    (what-ifs of the EPRE; :data:`BUILT_LEVERS` is the RTL's design, whose ``per-block``
+    keys are :func:`best_block`'s choice: here one concrete key path, default predicted).
     """
     if mode not in bl.MODES:
         raise ExionError(f"mode {mode!r} is not one of {', '.join(bl.MODES)}")
@@ -583,11 +584,14 @@ def epre_phases(cfg: Config, n_q: int, n_k: int, d: int, d_head: int,
                 levers: tuple = PREDICTED_LEVERS) -> tuple[int, int]:
     """(before, after) cycles of one EPRE run under ``levers``: ``before`` needs only X and
     Wq_h / Wk_h (stage 1), ``after`` (stage 2, selection, the run's fixed cycles) may need the
-    SDUE's K_h (``epre_keys`` other than ``predicted``). With :data:`BUILT_LEVERS` the sum is
+    SDUE's K_h (``epre_keys`` other than ``predicted``). With :data:`PREDICTED_LEVERS` the sum is
     :func:`exion.golden.cycles.epre_run_cycles` (the RTL's count); exact keys are the EPRE's
     ``k_given`` run (no key groups in stage 1: the RTL's count too), ``packed`` scores
     ``floor(Le / d_head)`` keys per unit and cycle (not built)."""
     _, keys, stage2 = _check_levers(levers)
+    if keys == "per-block":
+        raise ExionError("epre_phases: epre_keys = 'per-block' is a schedule's choice; give "
+                         f"one of {', '.join(PER_BLOCK_KEYS)}")
     p = epre_phase_cycles(cfg, n_q, n_k, d, d_head, k_given=keys != "predicted")
     U, Le = cfg.epre_unit_count, cfg.epre_lane_count
     gq = math.ceil(n_q / U)

@@ -1284,7 +1284,10 @@ def _epre_descs(cfg: Config, job: PredictJob, descs: list, data: _Image, ib: dic
     as soon as run h's masks are out, beside head h's Q tiles, which read buffer h mod 2.
 
     ``job.k_exact``: per head EPRE_WLOAD of Wq^T only and EPRE_KLOAD of the head's K rows
-    (word a of Kh bank u is item ``a * U + u``, as EPRE_XLOAD), then the run (``k_given``)."""
+    (word a of Kh bank u is item ``a * U + u``, as EPRE_XLOAD), then the run (``k_given``);
+    ``job.k_acc``: the keys from OMEM instead (:func:`_komem_descs`), or, with ``k_path =
+    "block"`` and ``double``, teed by head h's K_h | V_h tile's store, which then comes
+    before run h (``_double_order``'s ``keys_first``)."""
     from exion.hw.dsc import OPS, dsc_epre_sizes
     from exion.hw.epre import run_layout
     from .epre_rtl import prepare

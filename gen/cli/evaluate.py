@@ -25,7 +25,7 @@ JSON layout (times in seconds, energies in joules, per generated image / clip / 
                           gm_bytes_per_cycle, offchip_gb_per_s, offchip_pj_per_byte,
                           leak_mw_per_core, leak_mw_per_gm_mb, dataflow, gpu, and the
                           EPRE levers epre_fetch, epre_keys, epre_stage2,
-                          docs/evaluate.md "EPRE levers"; shared, predicted, row = the
+                          docs/evaluate.md "EPRE levers"; shared, per-block, row = the
                           default, built design)
   energy_table_pj         the energy constants (docs/evaluate.md gives each source)
   seed, masks             synthetic-mask seed and kind (random | column)
