@@ -1265,15 +1265,11 @@ class DscCore(wiring.Component):
         s.em_bank = Signal(range(max(2, U)), name="em_bank")
         s.em_gaddr = Signal.like(ep.kh_w.addr, name="em_gaddr")   # (t // U) h_words
         s.em_done = Signal(name="em_done")
-        word = Signal(Le * W, name="em_word")
-        lanes = []
-        for i in range(Le):
-            opts = []
-            for hw in range(hwm):
-                c = hw * Le + i
-                if c < dhm:
-                    opts.append((hw, c))
-            lanes.append(opts)
+        # lanes past min(Le, dh_max) never hold a key element: the word is that wide, and
+        # the Kh write zero-extends it; lane i of word hw is column hw Le + i
+        word = Signal(min(Le, dhm) * W, name="em_word")
+        lanes = [[(hw, hw * Le + i) for hw in range(hwm) if hw * Le + i < dhm]
+                 for i in range(min(Le, dhm))]
         with m.Switch(s.em_r):
             for r in range(R):
                 with m.Case(r):
