@@ -40,7 +40,12 @@ scalars (1 and 0 here); the FFN-Reuse unit re-derives a sparse iteration's mask 
 (its caches live in host memory between core runs) **[choice]**. Eager prediction runs on
 an EPRE sized for the digits block (``cfg.dsc_epre_dims``), X loaded once for every head,
 one mask item (row, dominant flag, mask bits) written per query row; the host turns them
-into the Q.K^T mask and the Q / K / V row-skip lists **[choice]**.
+into the Q.K^T mask and the Q / K / V row-skip lists **[choice]**. With exact keys
+(``ex.ep_keys = "exact"``, issue 19) EP predicts from the Q|K|V product's K_h accumulators
+(bias included, every row), requantised as stage 1 requantises Kh_acc
+(``golden.predict.omem_keys``, the shift the ideal host's ``stage1_shift``, recorded in
+``rec["epre"]["shifts"]`` beside ``rec["epre"]["k_acc"]``) **[choice]**: what each head's
+K_h | V_h tile's OMEM_STORE tees into the EPRE's Kh banks in the core.
 The core overlaps eager prediction with the K / V projection **[choice]**: K and V are
 computed for every row while the EPRE runs (their skip lists need its masks) and the host
 then discards the rows EP found unneeded -- which gives exactly this model's K / V (a skipped

@@ -236,12 +236,13 @@ def gelu_omem_body(cfg: Config, count: int, bus_bits: int) -> int:
         c += 1
 
 
-def komem_body(cfg: Config, count: int, glen: int) -> int:
+def komem_body(cfg: Config, count: int, glen: int, h_words: int | None = None) -> int:
     """Body of an EPRE_KOMEM descriptor (``hw/dsc.py``): ``count`` key rows in row blocks of
     R; per row block one OMEM read a column of its ``glen`` = d_head, one cycle for the last
-    column's capture, then ``h_words = ceil(d_head / Le)`` Kh-bank writes a key row."""
+    column's capture, then ``h_words`` Kh-bank writes a key row (the descriptor's field, as
+    the RTL takes it; default ``ceil(d_head / Le)``, what the host writes)."""
     R, Le = cfg.rows, cfg.epre_lane_count
-    hw = -(-glen // Le)
+    hw = -(-glen // Le) if h_words is None else h_words
     return sum(glen + 1 + min(R, count - t0) * hw for t0 in range(0, max(0, count), R))
 
 
@@ -494,7 +495,8 @@ def descriptor_cycles(cfg: Config, d: dict, bus_bits: int = 64,
     elif op == "GELU_OMEM":
         body = gelu_omem_body(cfg, n, bus_bits)
     elif op == "EPRE_KOMEM":
-        body = komem_body(cfg, n, int(d.get("glen", 0)))
+        body = komem_body(cfg, n, int(d.get("glen", 0)),
+                          int(d["h_words"]) if "h_words" in d else None)
     elif op in ("SOFTMAX", "LAYERNORM"):
         body = row_body(cfg, op, n, int(d.get("n", 0)), bus_bits)
     elif op == "FFNR":

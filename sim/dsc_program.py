@@ -250,8 +250,18 @@ class PredictJob:
             return self.k_exact
         if self.k_exact is not None:
             raise ExionError(f"EPRE job {self.name}: give k_exact or k_acc, not both")
-        sh = self.k_shift or [None] * len(self.k_acc)
-        return [omem_keys(cfg, a, s) for a, s in zip(self.k_acc, sh)]
+        return [omem_keys(cfg, a, self.key_fields(cfg, h)["shift"])
+                for h, a in enumerate(self.k_acc)]
+
+    def key_fields(self, cfg: Config, h: int) -> dict:
+        """Head h's fields of the descriptor that moves ``k_acc[h]`` into the Kh banks
+        (EPRE_KOMEM, OMEM_STORE ``ktee``): its shift (``k_shift[h]``, else the ideal host's
+        ``golden.predict.stage1_shift``), ``h_words`` and ``glen`` = d_head."""
+        from exion.golden.predict import stage1_shift
+        acc = np.asarray(self.k_acc[h], np.int64)
+        sh = (self.k_shift or [None] * len(self.k_acc))[h]
+        return {"shift": stage1_shift(acc, cfg.width) if sh is None else int(sh),
+                "h_words": -(-acc.shape[1] // cfg.epre_lane_count), "glen": acc.shape[1]}
 
 
 def epre_fits(cfg: Config, n: int, d: int, d_head: int) -> bool:
@@ -1010,18 +1020,13 @@ def _tee_keys(cfg: Config, pj: PredictJob, h: int, descs: list, ib: dict) -> boo
     False where the head's columns span more than one tile or its row blocks' windows come
     faster than the Kh writes (``golden.dsc_cycles.store_ktee_body`` refuses)."""
     from exion.golden.dsc_cycles import store_ktee_body
-    from exion.golden.predict import stage1_shift
     from exion.hw.dsc import OPS
     stores = [d for d in descs if d["op"] == OPS["OMEM_STORE"]]
     gemms = [d for d in descs if d["op"] == OPS["GEMM"]]
     if len(stores) != 1 or not gemms:
         return False
-    acc = np.asarray(pj.k_acc[h], np.int64)
-    n_k, dh = acc.shape
-    sh = (pj.k_shift or [None] * len(pj.k_acc))[h]
-    keys = {"ktee": 1, "kt_ncols": int(gemms[0]["ncols"]), "kt_c0": 0, "glen": dh,
-            "n_k": n_k, "h_words": -(-dh // cfg.epre_lane_count),
-            "shift": stage1_shift(acc, cfg.width) if sh is None else int(sh)}
+    keys = {"ktee": 1, "kt_ncols": int(gemms[0]["ncols"]), "kt_c0": 0,
+            "n_k": np.shape(pj.k_acc[h])[0], **pj.key_fields(cfg, h)}
     try:
         store_ktee_body(cfg, {**stores[0], **keys}, ib["omem"])
     except ExionError:
@@ -1368,7 +1373,6 @@ def _komem_descs(cfg: Config, job: PredictJob, h: int, data: _Image, ib: dict,
     block, after ``c0`` filler columns, at least 3 and as many as the Kh writes of a row
     block need, :func:`ktee_gap`; the last block's writes outlast the store)."""
     from exion.golden.dsc_cycles import store_ktee_body
-    from exion.golden.predict import stage1_shift
     from exion.hw.dsc import OPS
     if job.k_path == "block":
         raise ExionError(f"EPRE job {job.name}: exact keys from the block's K tiles "
@@ -1380,8 +1384,7 @@ def _komem_descs(cfg: Config, job: PredictJob, h: int, data: _Image, ib: dict,
                          f"'store' or 'block'")
     acc = np.asarray(job.k_acc[h], np.int64)
     n_k, dh = acc.shape
-    R, Le = cfg.rows, cfg.epre_lane_count
-    hw = -(-dh // Le)
+    R = cfg.rows
     store = job.k_path == "store"
     c0 = max(3, ktee_gap(cfg, dh, ib["omem"])) if store else 0
     ncols = c0 + dh
@@ -1395,9 +1398,7 @@ def _komem_descs(cfg: Config, job: PredictJob, h: int, data: _Image, ib: dict,
     tile[n_k:, c0:c0 + dh] = 0
     items = tile.reshape(nb, R, ncols).transpose(0, 2, 1).reshape(nb * ncols, R)
     obytes = ib["omem"] * bb
-    sh = (job.k_shift or [None] * len(job.k_acc))[h]
-    keys = {"shift": stage1_shift(acc, cfg.width) if sh is None else int(sh), "h_words": hw,
-            "glen": dh, "job": job.name}
+    keys = {**job.key_fields(cfg, h), "job": job.name}
     out = [{"op": OPS["OMEM_LOAD"], "count": nb * ncols, "glen": 0xFFFF, "job": job.name,
             "src": data.alloc(nb * ncols * obytes, _packed(items, cfg.acc_width, obytes))}]
     if not store:

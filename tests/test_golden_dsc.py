@@ -191,7 +191,8 @@ def test_exact_keys_are_the_products_k(model, q_th):
                 th = None if ep["q_th_int"] is None else int(ep["q_th_int"][b, hd])
                 r = epre(CFG, ep["x"][b], ep["wq"][hd], None, 0.25, int(ep["shifts"][b, hd, 0]),
                          None, th, k_exact=omem_keys(CFG, ep["k_acc"][b, hd]))
-                assert int(ep["shifts"][b, hd, 1]) == stage1_shift(ep["k_acc"][b, hd], 12)
+                assert int(ep["shifts"][b, hd, 1]) == stage1_shift(ep["k_acc"][b, hd],
+                                                                        CFG.width)
                 assert np.array_equal(r.score_mask, ep["keep"][b, hd])
                 assert np.array_equal(r.dominant, ep["dominant"][b, hd])
         differ.append(not np.array_equal(ep["keep"], rp["epre"]["keep"]))
