@@ -24,7 +24,9 @@ both systems: EP's speedup over Base (``build/bench/system_ep_k.json``).
 ``--levers`` instead runs the EPRE design levers of the system model (``EPRE_LEVERS`` in
 golden/system.py: the EPRE's weights ``shared`` with the SDUE (built, the default) /
 ``stall`` (issue 18's separate fetch, built) / ``port-idle``, keys ``predicted`` / ``sdue``
-/ ``sdue-port`` / ``komem`` (the DSC's EPRE_KOMEM, built) / ``store-tee``, stage 2 ``row`` /
+/ ``sdue-port`` / ``komem`` (the DSC's EPRE_KOMEM, built) / ``store-tee`` (in order, built) /
+``store-queue`` (queued runs, built) / ``store-queue-q`` (Q dense beside the run, not
+built), stage 2 ``row`` /
 ``packed``), alone and combined (``LEVER_SETS``),
 every model in all four modes on both systems: EP's speedup over Base and whether
 Base < EP < FFNR < All holds (``build/bench/system_levers.json``, ``system_levers.png``;
@@ -133,6 +135,35 @@ def ep_k_sweep(systems=("exion4", "exion24"), ks=EP_KS):
     return out
 
 
+def ep_bound(systems=("exion4", "exion24")):
+    """What EP could give with a free EPRE: per model, EP's and All's speedup over Base as
+    built, and with EP forced on every block and the EPRE's exposed cycles removed
+    (``evaluate_model(..., ep_per_block=False)["projection_epre_hidden"]``, a bound of the
+    model, not a design), FFNR's, and whether Base < EP < FFNR < All would hold with the
+    bound's EP and All: ``{system: {model: {...}}}``."""
+    out = {}
+    for sname in systems:
+        sysm = sy.SYSTEMS[sname]
+        out[sname] = {}
+        for name, m in ws.MODELS.items():
+            lat = {mode: sy.evaluate_model(sysm, m, mode)["latency_s"] for mode in sy.MODE_NAMES}
+            free = {mode: min(lat[mode], sy.evaluate_model(
+                sysm, m, mode, ep_per_block=False)["projection_epre_hidden"]["latency_s"])
+                for mode in ("EP", "All")}
+            bound = {**lat, **free}
+            r = {"built": {k: lat["Base"] / v for k, v in lat.items()},
+                 "epre_free": {k: lat["Base"] / v for k, v in bound.items()},
+                 "ordered_built": sy.ordering_holds(lat),
+                 "ordered_epre_free": sy.ordering_holds(bound)}
+            out[sname][name] = r
+            print(f"{sname:8} {name:14} EP built {r['built']['EP']:.4f}x, free EPRE "
+                  f"{r['epre_free']['EP']:.4f}x; FFNR {r['built']['FFNR']:.4f}x; All built "
+                  f"{r['built']['All']:.4f}x, free {r['epre_free']['All']:.4f}x; ordered "
+                  f"{'yes' if r['ordered_built'] else 'no'} / "
+                  f"{'yes' if r['ordered_epre_free'] else 'no'}", flush=True)
+    return out
+
+
 EPRE_CORES = {32: "exion16",
               64: str(Path(__file__).resolve().parents[1] / "configs" / "exion16_epre64.toml"),
               128: str(Path(__file__).resolve().parents[1] / "configs" / "exion16_epre128.toml")}
@@ -173,7 +204,9 @@ LEVER_SETS = {
     "keys sdue-port": {"epre_keys": "sdue-port"},
     "keys sdue": {"epre_keys": "sdue"},
     "keys komem (EPRE_KOMEM)": {"epre_keys": "komem"},
-    "keys store-tee (built, everywhere)": {"epre_keys": "store-tee"},
+    "keys store-tee (in order, built, everywhere)": {"epre_keys": "store-tee"},
+    "keys store-queue (queued, built, everywhere)": {"epre_keys": "store-queue"},
+    "keys store-queue-q (Q dense beside the run)": {"epre_keys": "store-queue-q"},
     "stage2 packed": {"epre_stage2": "packed"},
     "stall + sdue": {"epre_fetch": "stall", "epre_keys": "sdue"},
     "sdue + packed": {"epre_keys": "sdue", "epre_stage2": "packed"},
@@ -301,6 +334,14 @@ def plot(res, path):
     plt.close(fig)
 
 
+def _write(name: str, res) -> Path:
+    """``res`` as ``build/bench/<name>`` (JSON); returns the path."""
+    out = build_root() / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / name).write_text(json.dumps(res, indent=2) + "\n")
+    return out / name
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
@@ -317,7 +358,14 @@ def main():
                     help="only the EPRE lever what-ifs (LEVER_SETS): every model and mode on "
                          "both systems (build/bench/system_levers.{json,png}; about 1.5 min; "
                          "with --quick only the built design and predicted keys)")
+    ap.add_argument("--ep-bound", action="store_true",
+                    help="only EP's bound with a free EPRE (EP forced on every block, its "
+                         "exposed EPRE cycles removed) against the built design, per model on "
+                         "both systems (build/bench/system_ep_bound.json; about 6 min)")
     a = ap.parse_args()
+    if a.ep_bound:
+        print(f"wrote {_write('system_ep_bound.json', ep_bound())}")
+        return 0
     if a.levers:
         t = time.time()
         sets = {k: LEVER_SETS[k] for k in list(LEVER_SETS)[:2]} if a.quick else None
@@ -331,11 +379,7 @@ def main():
               f"({time.time() - t:.0f} s)")
         return 0
     if a.ep_k:
-        res = ep_k_sweep()
-        out = build_root() / "bench"
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "system_ep_k.json").write_text(json.dumps(res, indent=2) + "\n")
-        print(f"wrote {out / 'system_ep_k.json'}")
+        print(f"wrote {_write('system_ep_k.json', ep_k_sweep())}")
         return 0
     if a.roofline:
         t = time.time()

@@ -60,8 +60,14 @@ ktee             cycle after the last row block's keys are written into the Kh b
 **Interlock**: END, EPRE_XLOAD, EPRE_KLOAD, EPRE_KOMEM, EPRE_WLOAD, EPRE, EPRE_STORE, an
 OMEM_STORE with ``ktee`` (its keys go into the Kh banks) and a GMEM_LOAD
 with ``tee`` (its words also go to the EPRE's W memory; otherwise a plain GMEM_LOAD) stay in
-DECODE while an overlapped EPRE run is busy -- except an EPRE_WLOAD into the W buffer the run
-does not read (``ubase`` in the other :func:`epre_w_half` words: the double buffer);
+DECODE while an overlapped EPRE run is busy or queued -- except an EPRE_WLOAD into a W
+buffer neither run reads (``ubase`` in the other :func:`epre_w_half` words: the double
+buffer), a queued EPRE (``k_given`` and ``k_wait``: only while the one-run slot is full),
+an EPRE_STORE with ``kq`` (until the mask FIFO holds its rows, :data:`EPRE_ROWS_EARLY`
+cycles before its run's EPRE is idle) and an OMEM_STORE with ``ktee`` and ``kq`` (until
+its Kh buffer's last queued reader has ended); a queued run starts in the first idle cycle
+of the EPRE after its hand-over and enters stage 2 the cycle after its stage 1 and its
+keys (the cycle the tee's last Kh write is done) are both done (``_EpreTimeline``);
 END, IMEM_LOAD, GMEM_LOAD, OMEM_LOAD, GEMM, OMEM_STORE, GELU_OMEM, GMEM_EFILL and EPRE_KOMEM
 stay there
 while an overlapped GEMM's engine time runs. Their time includes that wait. Every other
@@ -77,7 +83,7 @@ from exion.config import CAU_COLS_PER_CYCLE, Config, index_bits
 from exion.errors import ExionError
 
 from .cfse_cycles import fixed_cycles, phase_latencies
-from .cycles import epre_run_cycles, sdue_cycles
+from .cycles import epre_phase_cycles, epre_run_cycles, sdue_cycles
 from .ffn_reuse import num_bins
 from .ffnr_cycles import DEFAULT_P, HIST_LATENCY, SEARCH_FIXED
 
@@ -164,12 +170,21 @@ def epre_run(cfg: Config, d: dict) -> int:
     """Busy cycles of the EPRE run an EPRE descriptor starts (``d["ep"]``: the run's
     fields): :func:`exion.golden.cycles.epre_run_cycles` with the DSC EPRE's units and
     selectors (insertion selectors), exact keys when the run has ``k_given``."""
+    return epre_run_parts(cfg, d)[1]
+
+
+def epre_run_parts(cfg: Config, d: dict) -> tuple[int, int]:
+    """(stage 1's cycles, all busy cycles) of the run :func:`epre_run` counts: a ``k_wait``
+    run leaves stage 1 ``1 + stage 1`` cycles after it is taken (or the cycle after its
+    keys are in, if later: ``KWAIT``) and is busy ``run - stage 1`` cycles more."""
     ep = d["ep"]
     le = cfg.epre_lane_count
     _, _, _, units, selectors = cfg.dsc_epre_dims
-    return epre_run_cycles(cfg, int(ep["n_q"]), int(ep["n_k"]), int(ep["d_words"]) * le,
-                           int(ep["d_head"]), units, le, selectors, "insertion",
-                           k_given=bool(int(ep.get("k_given", 0))))
+    args = (cfg, int(ep["n_q"]), int(ep["n_k"]), int(ep["d_words"]) * le, int(ep["d_head"]),
+            units, le, selectors, "insertion")
+    kg = bool(int(ep.get("k_given", 0)))
+    return (epre_phase_cycles(*args, k_given=kg)["stage1"],
+            epre_run_cycles(*args, k_given=kg))
 
 
 #: constant part of an EPRE body beyond the hand-over and the run (see :func:`epre_body`)
@@ -255,10 +270,17 @@ def store_ktee_body(cfg: Config, d: dict, per_omem: int) -> int:
     h_words`` Kh writes, one a cycle from the next cycle. The RTL holds a window column's
     latch while the previous block's keys are still written; the model does not, so it
     refuses a store where that would happen (the host spaces the windows)."""
+    base, free = _ktee_times(cfg, d, per_omem)
+    return max(base, free)
+
+
+def _ktee_times(cfg: Config, d: dict, per_omem: int) -> tuple[int, int]:
+    """(the plain store's body, the first cycle after DECODE its last Kh write is done) of
+    an OMEM_STORE (:func:`store_ktee_body`; 0 for the second without ``ktee``)."""
     n = int(d.get("count", 0))
     base = omem_store_body(n, per_omem)
     if not int(d.get("ktee", 0)) or n == 0:
-        return base
+        return base, 0
     R = cfg.rows
     ncols, c0, dh = int(d["kt_ncols"]), int(d["kt_c0"]), int(d["glen"])
     left, hw = int(d["n_k"]), int(d["h_words"])
@@ -277,7 +299,7 @@ def store_ktee_body(cfg: Config, d: dict, per_omem: int) -> int:
             rows = min(R, left)
             left -= rows
             free = t + 1 + rows * hw
-    return max(base, free)
+    return base, free
 
 
 def desc_beats(bus_bits: int) -> int:
@@ -510,6 +532,110 @@ def descriptor_cycles(cfg: Config, d: dict, bus_bits: int = 64,
     return overhead(bus_bits) + body
 
 
+#: an EPRE_STORE with ``kq`` leaves DECODE this many cycles before its run's EPRE is idle
+#: (its last row is in the mask FIFO; measured on toy and exion16)
+EPRE_ROWS_EARLY = 1
+
+
+class _EpreTimeline:
+    """The DSC's EPRE runs in program order (``hw/dsc.py``): a run handed over directly
+    (``overlap``) starts in its hand-over cycle; a queued one (``k_given`` and ``k_wait``)
+    sits in the one-run slot from its hand-over cycle and is taken in the first cycle the
+    EPRE is idle; a ``k_wait`` run enters stage 2 the cycle after both its stage 1 and
+    its keys (``full`` of its Kh buffer, set by a ``kq`` OMEM_STORE's last key) are done.
+    ``end`` = the first idle cycle after a run."""
+
+    def __init__(self, cfg: Config):
+        self.cfg, self.runs, self.stored, self.full = cfg, [], 0, {}
+
+    def add(self, hand: int, d: dict) -> int:
+        ep = d.get("ep", {})
+        s1, run = epre_run_parts(self.cfg, d)
+        q = bool(int(ep.get("k_given", 0))) and bool(int(ep.get("k_wait", 0)))
+        kb = int(ep.get("k_buf", 0))
+        self.runs.append({"h": hand, "q": q, "wb": int(ep.get("w_buf", 0)), "kb": kb,
+                          "s1": s1, "run": run,
+                          "kappa": self.full.pop(kb, None) if q else 0})
+        return run
+
+    def _resolve(self):
+        prev = None
+        for r in self.runs:
+            if "end" not in r:
+                r["start"] = r["h"] if prev is None else max(r["h"], prev)
+                if r["kappa"] is None:
+                    return
+                s2 = (max(r["start"] + r["s1"], r["kappa"]) if r["q"]
+                      else r["start"] + r["s1"]) + 1
+                r["end"] = s2 + r["run"] - r["s1"]
+            prev = r["end"]
+
+    def _end(self, r) -> int:
+        self._resolve()
+        if "end" not in r:
+            raise ExionError("DSC program: a descriptor waits for an EPRE run whose keys no "
+                             "earlier OMEM_STORE (kq) tees (the program would not end)")
+        return r["end"]
+
+    def all_end(self) -> int:
+        return self._end(self.runs[-1]) if self.runs else 0
+
+    def wbuf_end(self, b: int) -> int:
+        """The cycle no running or queued run reads W buffer ``b`` any more."""
+        return max((self._end(r) for r in self.runs if r["wb"] == b), default=0)
+
+    def slot_free(self) -> int:
+        """The first cycle the slot is empty (the last run taken)."""
+        if not self.runs or not self.runs[-1]["q"]:
+            return 0
+        if len(self.runs) > 1:
+            self._end(self.runs[-2])
+        self._resolve()
+        return self.runs[-1]["start"] + 1
+
+    def rows_ready(self) -> int:
+        """The cycle the oldest run whose rows no EPRE_STORE took has them in the FIFO."""
+        if self.stored >= len(self.runs):
+            raise ExionError("DSC program: an EPRE_STORE (kq) with no EPRE run before it")
+        r = self.runs[self.stored]
+        self.stored += 1
+        return self._end(r) - EPRE_ROWS_EARLY
+
+    def keys_free(self, b: int) -> int:
+        """The first cycle Kh buffer ``b`` is not full (its last reader ended)."""
+        done = [r for r in self.runs if r["q"] and r["kb"] == b and r["kappa"] is not None]
+        return self._end(done[-1]) + 1 if done else 0
+
+    def keys_in(self, b: int, kappa: int):
+        """Kh buffer ``b`` is full from cycle ``kappa`` (for the oldest run waiting on it)."""
+        for r in self.runs:
+            if r["q"] and r["kb"] == b and r["kappa"] is None:
+                r["kappa"] = kappa
+                return
+        self.full[b] = kappa
+
+
+def _epre_ready(cfg: Config, tl: _EpreTimeline, op: str, d: dict) -> int:
+    """The first cycle descriptor ``d`` may leave DECODE as far as the EPRE goes
+    (``hw/dsc.py``'s interlock): a queued EPRE when the slot is empty, an EPRE_STORE with
+    ``kq`` when its rows are in, an OMEM_STORE with ``ktee`` and ``kq`` when its Kh buffer
+    is free, an EPRE_WLOAD when no run reads its W buffer, the other EPRE-interlocked ops
+    (and a ``tee`` GMEM_LOAD, an OMEM_STORE with ``ktee``) when every run is done."""
+    ep, kq = d.get("ep", {}), int(d.get("kq", 0))
+    if op == "EPRE" and int(d.get("overlap", 0)) and int(ep.get("k_given", 0)) \
+            and int(ep.get("k_wait", 0)):
+        return tl.slot_free()
+    if op == "EPRE_STORE" and kq:
+        return tl.rows_ready() if int(d.get("count", 0)) else 0
+    if op == "OMEM_STORE" and int(d.get("ktee", 0)):
+        return tl.keys_free(int(d.get("k_buf", 0))) if kq else tl.all_end()
+    if op == "EPRE_WLOAD":
+        return tl.wbuf_end(int(int(d.get("ubase", 0)) >= epre_w_half(cfg)))
+    if op in EPRE_INTERLOCKED or (op == "GMEM_LOAD" and int(d.get("tee", 0))):
+        return tl.all_end()
+    return 0
+
+
 def program_cycles(cfg: Config, descs: list, bus_bits: int = 64,
                    gemm_bodies: list | None = None) -> dict:
     """Per-descriptor and total cycles; ``gemm`` = the engine's time (plain GEMM bodies
@@ -527,7 +653,8 @@ def program_cycles(cfg: Config, descs: list, bus_bits: int = 64,
     covered."""
     per, gemm, k, plain = [], 0, 0, 0
     oh = overhead(bus_bits)
-    t, ep_free, waited, busy, ep_buf = 0, 0, 0, 0, 0
+    t, waited, busy = 0, 0, 0
+    tl = _EpreTimeline(cfg)
     eng_free, e_waited, e_busy = 0, 0, 0
     for d in descs:
         body = None
@@ -546,19 +673,15 @@ def program_cycles(cfg: Config, descs: list, bus_bits: int = 64,
                 gemm += body
                 plain += body
         dec = t + oh - 1                     # the descriptor's first DECODE cycle
-        tee = (op == "GMEM_LOAD" and int(d.get("tee", 0))) or \
-            (op == "OMEM_STORE" and int(d.get("ktee", 0)))
-        beside = (op == "EPRE_WLOAD"         # into the W buffer the run does not read
-                  and (int(d.get("ubase", 0)) >= epre_w_half(cfg)) != ep_buf)
-        w_ep = max(0, ep_free - dec) if (op in EPRE_INTERLOCKED or tee) and not beside else 0
+        w_ep = max(0, _epre_ready(cfg, tl, op, d) - dec)
         w_en = max(0, eng_free - dec) if op in ENGINE_INTERLOCKED else 0
         wait = max(w_ep, w_en)
         c = descriptor_cycles(cfg, d, bus_bits, body) + wait
         if op == "EPRE" and int(d.get("overlap", 0)) and int(d.get("count", 0)):
-            run = epre_run(cfg, d)
-            ep_free = t + wait + oh + 1 + run       # hand-over in cycle t + wait + oh
-            ep_buf = int(d.get("ep", {}).get("w_buf", 0))
-            busy += run
+            busy += tl.add(t + wait + oh, d)        # hand-over in cycle t + wait + oh
+        if op == "OMEM_STORE" and int(d.get("kq", 0)) and int(d.get("ktee", 0)):
+            tl.keys_in(int(d.get("k_buf", 0)),
+                       dec + wait + _ktee_times(cfg, d, item_beats(cfg, bus_bits)["omem"])[1])
         if ov:
             eng_free = t + wait + oh + full         # a plain GEMM's body would end here
             e_busy += full - load

@@ -368,3 +368,49 @@ def schedule_from_gemms(gemm_cycles: dict, heads: int) -> tuple[list, list]:
     rest = [q + gemm_cycles.get(f"scores[{h}]", 0) + gemm_cycles.get(f"pv[{h}]", 0)
             for h in range(heads)]
     return [kv] * heads, rest
+
+
+def epre_schedule_q(before: float, after: float, kv_heads, rest_heads,
+                    beside_heads=None) -> dict:
+    """Exposed EPRE cycles of the DSC's queued order with exact keys (issue 19,
+    ``sim.dsc_program._queued_order``): runs 0 and 1 are handed over first, run h + 2
+    after head h's rest; a run starts when the previous one ends (or at its hand-over),
+    does stage 1 (``before``, the query side) and enters stage 2 (``after``: stage 2,
+    selection, the fixed cycles) once head h's K_h | V_h tile has teed its keys; the SDUE
+    runs one head ahead and waits for run h's masks before rest_h::
+
+        K/V_0, [K/V_(h+1), wait run h, rest_h, hand over run h + 2]
+        s_h = max(e_(h-1), hand_h);  e_h = max(s_h + before, end of K/V_h) + after
+
+    ``beside_heads`` (the ``store-queue-q`` what-if, not built): per head SDUE work that
+    needs no mask (the Q projection computed densely), done after K/V_(h+1) and before the
+    wait for run h. Returns ``exposed`` (the waits), ``span``, ``sdue`` and ``waits`` as
+    :func:`epre_schedule`."""
+    if len(kv_heads) != len(rest_heads):
+        raise ValueError("kv_heads and rest_heads must have one entry per head")
+    H = len(kv_heads)
+    beside = [0.0] * H if beside_heads is None else list(beside_heads)
+    hand = [0.0] * H
+    ready = [0.0] * H
+    ends: list = []
+    t, waits = 0.0, []
+
+    def end(h):
+        while len(ends) <= h:
+            i = len(ends)
+            s0 = max(ends[-1] if ends else 0.0, hand[i])
+            ends.append(max(s0 + before, ready[i]) + after)
+        return ends[h]
+    if H:
+        t = ready[0] = float(kv_heads[0])
+    for h in range(H):
+        if h + 1 < H:
+            t += kv_heads[h + 1]
+            ready[h + 1] = t
+        t += beside[h]
+        waits.append(max(0.0, end(h) - t))
+        t += waits[-1] + rest_heads[h]
+        if h + 2 < H:
+            hand[h + 2] = t
+    return {"exposed": float(sum(waits)), "span": t,
+            "sdue": float(sum(kv_heads) + sum(rest_heads) + sum(beside)), "waits": waits}

@@ -73,7 +73,8 @@ from . import block as bl
 from .cycles import epre_phase_cycles
 from .dsc_cycles import komem_body
 from .dsc_cycles import overhead as dsc_overhead
-from .projections import epre_schedule, epre_schedule_db, epre_schedule_k, epre_schedule_komem
+from .projections import (epre_schedule, epre_schedule_db, epre_schedule_k, epre_schedule_komem,
+                          epre_schedule_q)
 from .dataflow import BYTE_KEYS, gemm_flow
 from .workloads_sys import Block, Model
 
@@ -145,8 +146,8 @@ GPUS = {
 #:   (``port-idle``, not built: charged ``max(0, fetch - slack)``, slack = the block's GEMM
 #:   cycles minus their bytes over the port).
 #: * ``epre_keys``: ``per-block`` (the built design, issue 19): the static schedule runs each
-#:   block with the faster of the two key paths the DSC builds, ``predicted`` and
-#:   ``store-tee`` [choice]; or one path everywhere: stage 1 predicts Kh from X
+#:   block with the faster of the key paths :data:`PER_BLOCK_KEYS` the DSC builds,
+#:   ``predicted`` and ``store-queue`` [choice]; or one path everywhere: stage 1 predicts Kh from X
 #:   (``predicted``, SPEC 3.4, built); or the run
 #:   takes the exact K_h the SDUE computes first (stage 1 is the query side only, K rows
 #:   are never skipped), a query chunk of a head split over g cores gathering the other
@@ -164,17 +165,25 @@ GPUS = {
 #:     (:func:`~exion.golden.projections.epre_schedule_komem`);
 #:   - ``store-tee`` (built, issue 19): ``komem``'s order with the keys costing no DSC time
 #:     (the K_h | V_h tile's OMEM_STORE, which runs anyway, tees them into the Kh banks,
-#:     ``ktee``; the DSC's block schedule with ``ep_keys = "exact"``).
+#:     ``ktee``; the DSC's block schedule with ``ep_keys = "exact"`` and ``key_queue=False``);
+#:   - ``store-queue`` (built, issue 19, the block's default with exact keys): the keys teed
+#:     as ``store-tee``'s, into one of two Kh buffers, and every run queued in the DSC's
+#:     one-run slot, starting stage 1 as soon as the previous run ends and waiting for its
+#:     keys before stage 2 (``k_wait``; :func:`~exion.golden.projections.epre_schedule_q`,
+#:     ``sdue``'s schedule with the DSC's hand-overs);
+#:   - ``store-queue-q`` (not built): ``store-queue`` with the Q projection computed densely
+#:     (no dominant query row skipped) beside run h, before the SDUE waits for its masks.
 #: * ``epre_stage2``: a unit scores one key per ``ceil(d_head / Le)`` cycles (``row``); or its
 #:   Le lanes score ``floor(Le / d_head)`` keys at once when d_head <= Le / 2 (``packed``).
 EPRE_LEVERS = {"epre_fetch": ("shared", "stall", "port-idle"),
-               "epre_keys": ("per-block", "predicted", "store-tee", "sdue", "sdue-port",
-                             "komem"),
+               "epre_keys": ("per-block", "predicted", "store-queue", "store-tee", "sdue",
+                             "sdue-port", "komem", "store-queue-q"),
                "epre_stage2": ("row", "packed")}
 #: The built design's levers (``System.epre_levers`` of the presets).
 BUILT_LEVERS = tuple(v[0] for v in EPRE_LEVERS.values())
-#: The key paths ``per-block`` chooses from (both built).
-PER_BLOCK_KEYS = ("predicted", "store-tee")
+#: The key paths ``per-block`` chooses from (both built; ``store-queue`` is never slower
+#: than the in-order ``store-tee``, so the schedule does not try that one).
+PER_BLOCK_KEYS = ("predicted", "store-queue")
 #: One block's levers with predicted keys (:func:`block_gemms`' default: a concrete path).
 PREDICTED_LEVERS = ("shared", "predicted", "row")
 
@@ -404,6 +413,7 @@ def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | 
         raise ExionError("block_gemms: epre_keys = 'per-block' is a schedule's choice "
                          f"(best_block); give one of {', '.join(PER_BLOCK_KEYS)}")
     k_exact = use_ep and levers[1] != "predicted"   # K computed dense for the EPRE's stage 2
+    q_dense = use_ep and levers[1] == "store-queue-q"   # Q computed dense, beside the run
     rate = cfg.rows
     kw = {"dataflow": dataflow, "bw": cfg.gb_bytes_per_cycle if bw is None else bw}
     g = []
@@ -429,7 +439,7 @@ def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | 
         """Self-attention GEMMs; memoized (the same in every mode with or without EP)."""
         key = (cfg.hash, blk, prefix, use_ep, seed, k if use_ep else None,
                q_th if use_ep else None, ep_key_corr if use_ep else None,
-               tuple(sorted(kw.items())), g_split, k_exact)
+               tuple(sorted(kw.items())), g_split, k_exact, q_dense)
         if key not in _ATT_CACHE:
             _ATT_CACHE[key] = _attention(prefix, q_names)
         out, sm_el, sm_exp = _ATT_CACHE[key]
@@ -446,7 +456,7 @@ def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | 
             if k_exact:
                 needs["k"] = np.ones_like(needs["k"])
         for nm, x in zip(q_names, "qkv"):
-            if use_ep and not needs[x].all():
+            if use_ep and not needs[x].all() and not (q_dense and x == "q"):
                 pm = bl._proj_mask(needs[x], dh)
                 keep = np.flatnonzero(pm.any(axis=1))
                 if keep.size:
@@ -651,7 +661,8 @@ def epre_exposed_on(s: dict, n_cores: int) -> float:
     those runs and its units' own scores / P.V; its runs are scheduled in sequences of
     ``min(H, n_u)`` heads (``golden.projections``: the DSC's double-buffered order with
     ``shared``, issue 18's otherwise; with exact keys ``epre_schedule_k`` for ``sdue`` /
-    ``sdue-port`` and the in-order ``epre_schedule_komem`` for ``komem`` / ``store-tee``),
+    ``sdue-port``, the in-order ``epre_schedule_komem`` for ``komem`` / ``store-tee`` and
+    the queued ``epre_schedule_q`` for ``store-queue``),
     each exposed wait rounded up, plus each run's K_h load (``kload``) and its heads'
     share of the Wq fetch. On one core this is the
     per-sequence schedule of ``golden.block`` repeated over the b x g sequences and chunks;
@@ -669,6 +680,11 @@ def epre_exposed_on(s: dict, n_cores: int) -> float:
     if keys in ("komem", "store-tee"):    # the DSC in order: a run starts with its keys
         exposed = epre_schedule_komem(before + after, s["komem"], [kv] * h_seq,
                                       rest)["exposed"]
+    elif keys == "store-queue":       # queued runs, stage 2 once the keys are in
+        exposed = epre_schedule_q(before, after, [kv] * h_seq, rest)["exposed"]
+    elif keys == "store-queue-q":     # ... and the dense Q projection beside the run
+        exposed = epre_schedule_q(before, after, [kv] * h_seq,
+                                  [s["head"][h] for h in range(h_seq)], [q] * h_seq)["exposed"]
     elif keys != "predicted":
         exposed = epre_schedule_k(before, after, [kv] * h_seq, rest)["exposed"]
     elif fetch_kind == "shared":      # the DSC's double-buffered order (built)

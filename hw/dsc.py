@@ -40,6 +40,8 @@ bits       field       meaning
 224..239   kt_c0       it (d_head = ``glen``), and the keys ``n_k``
 240..255   n_k
 18         ktee        OMEM_STORE: K_h's columns also go into the EPRE's Kh banks (below)
+19         kq          OMEM_STORE with ``ktee``: the keys of a queued run, into Kh buffer
+                      ``k_buf`` (bit 198); EPRE_STORE: wait for the rows (below, "Queue")
 208..223   ncols       GEMM setup: OMEM stride of a row block
 224..231   regions     GEMM setup: WMEM regions the fetch may fill ahead
 192..206   in_mult     GELU (in place of the GEMM setup): ``GeluParams`` of
@@ -116,6 +118,23 @@ window column whose latch would come while the previous block's keys are still w
 waits; the store ends once the last Kh write is done. It waits for an overlapped EPRE run
 (interlock). The block schedule stores each head's K_h | V_h tile this way
 (``sim.dsc_program``, exact keys).
+
+**Queue** (issue 19: exact keys without waiting for them in order): the EPRE has two Kh
+buffers (``EpreSizes.k_bufs``; a run's ``k_buf`` run field names its one, from Kh word
+``k_buf * h_depth``). An overlapped EPRE whose run has ``k_given`` and ``k_wait`` is
+*queued*: it goes into a one-run slot (waiting in DECODE only while the slot is full) and
+the core goes on; the slot's run starts the first cycle the EPRE is idle, runs stage 1
+(the query side) and waits before stage 2 until its Kh buffer is *full*. An OMEM_STORE
+with ``ktee`` and ``kq`` tees the keys into Kh buffer ``k_buf`` (its words at ``k_buf *
+h_depth`` on): it waits in DECODE until that buffer is not full (the queued run that read
+it has ended) and no run that is not queued is busy, and its last key marks the buffer
+full; a queued run's end empties its buffer. An EPRE_STORE with ``kq`` waits only until
+the mask FIFO holds its ``count`` rows (rows of runs in order: a queued run does not empty
+the FIFO), not for the EPRE to be idle. An EPRE_WLOAD goes beside when neither the running
+nor the queued run reads its W buffer. The block schedule with exact keys queues every run
+(``sim.dsc_program._queued_order``): ``WLOAD_0, EPRE_0, WLOAD_1, EPRE_1, kv_0, [kv_(h+1),
+EPRE_STORE_h, q_h, WLOAD_(h+2), EPRE_(h+2)]``, run h + 1's stage 1 beside head h + 1's
+K_h | V_h tile.
 
 **Overlap** (issue 16 item 2, issue 18 item 3): an EPRE descriptor with ``overlap`` set only
 hands the run over and goes on with the next descriptor; the EPRE predicts in the background
@@ -215,7 +234,7 @@ from .memif import dsc_control_signature, mem_master_signature
 __all__ = ["DscCore", "ERROR_FLAGS", "OPS", "EPRE_INTERLOCKED", "ENGINE_INTERLOCKED",
            "GELU_FIELDS", "ROW_FIELDS",
            "FFNR_FIELDS", "DESC_BYTES", "EPRE_RUN_LSB", "item_beats", "dsc_epre_sizes",
-           "TEE_BIT", "TEE_BASE", "tee_supported", "KEY_FIELDS", "KTEE_BIT",
+           "TEE_BIT", "TEE_BASE", "tee_supported", "KEY_FIELDS", "KTEE_BIT", "KQ_BIT",
            "dsc_ffnr_sizes"]
 
 #: error bit -> (name, meaning); the register map lists these.
@@ -260,10 +279,14 @@ FFNR_FIELDS = {"t": (192, 16), "n": (208, 16), "s_code": (224, 20), "sparse": (2
 
 #: EPRE_KOMEM / OMEM_STORE ``ktee`` fields (lsb, bits): the keys' requantisation shift, Kh
 #: words per key row; OMEM_STORE only: addresses per row block, K_h's first column, keys
-KEY_FIELDS = {"shift": (192, 6), "h_words": (200, 8), "kt_ncols": (208, 16),
-              "kt_c0": (224, 16), "n_k": (240, 16)}
+KEY_FIELDS = {"shift": (192, 6), "k_buf": (198, 1), "h_words": (200, 8),
+              "kt_ncols": (208, 16), "kt_c0": (224, 16), "n_k": (240, 16)}
 #: OMEM_STORE ``ktee`` bit: K_h's window also goes into the EPRE's Kh banks
 KTEE_BIT = 18
+#: ``kq`` bit (issue 19, queued runs): OMEM_STORE with ``ktee``: the keys of a waiting run,
+#: into Kh buffer ``k_buf`` once it is free, marking it full after the last key; EPRE_STORE:
+#: wait for its rows in the mask FIFO, not for the EPRE to be idle
+KQ_BIT = 19
 
 #: GMEM_LOAD ``tee`` bit and ``tee_base`` field (lsb, bits): its words also go to the EPRE
 TEE_BIT = 18
@@ -284,7 +307,8 @@ def dsc_ffnr_sizes(cfg: Config) -> dict:
 def dsc_epre_sizes(cfg: Config) -> EpreSizes:
     """The DSC's EPRE: maxima, units and selectors of ``cfg.dsc_epre_dims``."""
     n_max, d_max, dh_max, units, selectors = cfg.dsc_epre_dims
-    return EpreSizes(cfg, units, n_max, d_max, dh_max, selectors, "insertion", w_bufs=2)
+    return EpreSizes(cfg, units, n_max, d_max, dh_max, selectors, "insertion", w_bufs=2,
+                     k_bufs=2)
 
 
 def tee_supported(cfg: Config) -> bool:
@@ -605,13 +629,27 @@ class DscCore(wiring.Component):
         :data:`ENGINE_INTERLOCKED` while an overlapped GEMM's engine time runs."""
         with m.State("DECODE"):
             wait = Signal(name="interlock")
-            # an EPRE_WLOAD into the W buffer the running run does not read goes beside it
-            other = ((s.op == OPS["EPRE_WLOAD"])
-                     & ((s.ubase >= s.eps.w_half) != s.ep_wbuf))
+            busy, pend = s.ep.busy, s.ep_pend
+            # an EPRE_WLOAD into the W buffer neither the running nor the queued run
+            # reads goes beside them
+            wbuf = s.ubase >= s.eps.w_half
+            other = ((s.op == OPS["EPRE_WLOAD"]) & (~busy | (wbuf != s.ep_wbuf))
+                     & (~pend | (wbuf != s.ep_pwbuf)))
+            kq = s.desc[KQ_BIT]
+            ep_wait = Signal(name="epre_interlock")
+            with m.If((s.op == OPS["EPRE"]) & s.ep_q):      # a queued run: the slot
+                m.d.comb += ep_wait.eq(pend)
+            with m.Elif((s.op == OPS["EPRE_STORE"]) & kq):  # its rows, not an idle EPRE
+                m.d.comb += ep_wait.eq((busy | pend) & (s.ep_fifo.r_level < s.count))
+            with m.Elif(s.kt_on & kq):      # a waiting run's keys: their buffer is free
+                m.d.comb += ep_wait.eq(s.ep_full.bit_select(s.keyf["k_buf"], 1)
+                                       | (busy & ~s.ep_kwait))
+            with m.Else():
+                m.d.comb += ep_wait.eq(
+                    (busy | pend) & ~other
+                    & (Cat(s.op == OPS[o] for o in EPRE_INTERLOCKED).any() | s.tee | s.kt_on))
             m.d.comb += wait.eq(
-                (s.ep.busy & ~other
-                 & (Cat(s.op == OPS[o] for o in EPRE_INTERLOCKED).any() | s.tee | s.kt_on)) |
-                (s.eng & Cat(s.op == OPS[o] for o in ENGINE_INTERLOCKED).any()))
+                ep_wait | (s.eng & Cat(s.op == OPS[o] for o in ENGINE_INTERLOCKED).any()))
             with m.If(~wait):
                 self._decode_op(m, s)
 
@@ -1043,24 +1081,26 @@ class DscCore(wiring.Component):
         s.ep = ep = EPRE(cfg, units=sz.units, n_max=sz.n_max, d_max=sz.d_max,
                          dh_max=sz.dh_max, selectors=sz.selectors, selector_kind=sz.kind,
                          epre_unit_boxes=self.epre_unit_boxes, w_bufs=sz.w_bufs,
-                         w_read=True)
+                         w_read=True, k_bufs=sz.k_bufs)
         m.submodules.epre = ep
         Le, W = cfg.epre_lane_count, cfg.width
         ew = Cat(s.asm[16 * lane:16 * lane + W] for lane in range(Le))
-        s.erun_bits = run_layout(cfg, sz).size
+        rl = run_layout(cfg, sz)
+        s.erun_bits = rl.size
         self._tee(m, s, ep, ew)
         eaddr = s.ubase + s.gb + s.off       # EPRE_XLOAD / EPRE_KLOAD: word i // U
+        drun = s.desc[EPRE_RUN_LSB:EPRE_RUN_LSB + s.erun_bits]
+        s.ep_wbuf = Signal(name="epre_w_buf")      # the W buffer of the run handed over last
+        self._queue(m, s, ep, rl, drun)
         m.d.comb += [ep.x_w.addr.eq(eaddr), ep.kh_w.addr.eq(eaddr),
                      ep.h_r.addr.eq(0), ep.h_r.k.eq(0),
-                     ep.run.payload.as_value().eq(
-                         s.desc[EPRE_RUN_LSB:EPRE_RUN_LSB + s.erun_bits])]
+                     ep.run.payload.as_value().eq(Mux(s.ep_pend, s.ep_prun, drun))]
         for u in range(sz.units):
             m.d.comb += ep.x_w.data[u].as_value().eq(ew)
         m.d.comb += ep.kh_w.data.as_value().eq(ew)
         s.ep_mask = Value.cast(ep.mask.payload)
         s.overlap = s.desc[17]
         s.ep_bg = Signal(name="epre_background")   # the run's rows go to the FIFO
-        s.ep_wbuf = Signal(name="epre_w_buf")      # the W buffer of the run handed over last
         s.ep_flush = Signal(name="epre_fifo_flush")
         fifo = SyncFIFOBuffered(width=len(s.ep_mask), depth=sz.n_max)
         s.ep_fifo = fifo
@@ -1069,6 +1109,36 @@ class DscCore(wiring.Component):
         m.d.comb += [fifo.w_data.eq(s.ep_mask), fifo.w_en.eq(ep.mask.valid & s.ep_bg)]
         with m.If(s.ep_bg):
             m.d.comb += ep.mask.ready.eq(fifo.w_rdy)
+
+    def _queue(self, m, s, ep, rl, drun):
+        """Queued runs (issue 19): an overlapped EPRE whose run has ``k_given`` and
+        ``k_wait`` (``ep_q``) goes into a one-run slot (``ep_pend``, ``ep_prun``) and the
+        core goes on; the slot's run starts when the EPRE is idle. ``ep_full[b]``: Kh buffer
+        b holds the keys of a waiting run (set by a ``kq`` OMEM_STORE's last key, cleared
+        when the queued run that read it ends); it is the EPRE's ``keys_ok``.
+        ``ep_wbuf`` / ``ep_kbuf`` / ``ep_kwait``: W and Kh buffer of the run handed over
+        last, and whether it came through the slot."""
+        def bit(name):
+            return drun[rl[name].offset]
+        s.ep_q = Signal(name="epre_queued")
+        s.ep_pend = Signal(name="epre_pending")
+        s.ep_prun = Signal(s.erun_bits, name="epre_pending_run")
+        s.ep_full = Signal(2, name="epre_keys_full")
+        s.ep_kbuf = Signal(name="epre_k_buf")
+        s.ep_kwait = Signal(name="epre_k_wait")
+        busy_q = Signal(name="epre_busy_q")
+        prun = s.ep_prun
+        s.ep_pwbuf = prun[rl["w_buf"].offset]
+        m.d.comb += [s.ep_q.eq(s.desc[17] & bit("k_given") & bit("k_wait")),
+                     ep.keys_ok.eq(s.ep_full)]
+        m.d.sync += busy_q.eq(ep.busy)
+        with m.If(s.ep_pend):
+            m.d.comb += ep.run.valid.eq(1)
+        with m.If(s.ep_pend & ep.run.ready):
+            m.d.sync += [s.ep_pend.eq(0), s.ep_wbuf.eq(s.ep_pwbuf), s.ep_kwait.eq(1),
+                         s.ep_kbuf.eq(prun[rl["k_buf"].offset])]
+        with m.If(busy_q & ~ep.busy & s.ep_kwait):       # a queued run ended
+            m.d.sync += s.ep_full.bit_select(s.ep_kbuf, 1).eq(0)
 
     def _tee(self, m, s, ep, ew):
         """The W memory's write side: EPRE_WLOAD's words (``ew``, the walk's address), or a
@@ -1116,9 +1186,14 @@ class DscCore(wiring.Component):
 
     def _decode_epre(self, m, s):
         """DECODE of EPRE: ``count`` mask items out (the run's query rows); an overlapped
-        run (``overlap``) empties the mask FIFO and routes the rows into it."""
+        run (``overlap``) empties the mask FIFO and routes the rows into it; a queued one
+        (``ep_q``) goes into the slot and keeps the FIFO's rows."""
         with m.If(s.count == 0):
             m.next = "FETCH"
+        with m.Elif(s.ep_q):
+            m.d.sync += [s.ep_bg.eq(1), s.ep_pend.eq(1),
+                         s.ep_prun.eq(s.desc[EPRE_RUN_LSB:EPRE_RUN_LSB + s.erun_bits])]
+            m.next = "EP_RUN"
         with m.Elif(s.overlap):
             m.d.sync += [s.ep_bg.eq(1), s.ep_flush.eq(1)]
             m.next = "EP_RUN"
@@ -1145,12 +1220,16 @@ class DscCore(wiring.Component):
         and the EPRE is idle); EP_STORE: the FIFO's rows to memory."""
         ep, fifo = s.ep, s.ep_fifo
         with m.State("EP_RUN"):
-            m.d.comb += ep.run.valid.eq(1)
-            m.d.sync += s.ep_wbuf.eq(ep.run.payload.w_buf)
-            with m.If(ep.run.ready & s.ep_bg):
+            with m.If(s.ep_q):          # queued: the slot hands it over (``_queue``)
+                m.next = "FETCH"
+            with m.Elif(ep.run.ready & s.ep_bg):
                 m.next = "FETCH"
             with m.Elif(ep.run.ready):
                 m.next = "EP_OUT"
+            with m.If(~s.ep_q):
+                m.d.comb += ep.run.valid.eq(1)
+                m.d.sync += [s.ep_wbuf.eq(ep.run.payload.w_buf), s.ep_kwait.eq(0),
+                             s.ep_kbuf.eq(ep.run.payload.k_buf)]
         with m.State("EP_OUT"):
             rready, _ = self._out_stream(m, s, ep.mask.valid, s.ep_mask, ~ep.busy)
             m.d.comb += ep.mask.ready.eq(rready)
@@ -1284,8 +1363,10 @@ class DscCore(wiring.Component):
         last_hw = s.em_hw + 1 >= kf["h_words"]
         wrap = s.em_bank == U - 1
         m.d.comb += s.kt_hold.eq(s.kt_win & s.em_busy)   # the buffer is still emitted
+        kq = s.kt_on & s.desc[KQ_BIT]          # a queued run's keys: Kh buffer k_buf
         with m.If(s.em_reset):
-            m.d.sync += [s.em_bank.eq(0), s.em_gaddr.eq(0)]
+            m.d.sync += [s.em_bank.eq(0),
+                         s.em_gaddr.eq(Mux(kq & kf["k_buf"], s.eps.h_depth, 0))]
         with m.If(s.em_start):
             m.d.sync += [s.em_busy.eq(1), s.em_rows.eq(s.em_rows_in), s.em_r.eq(0),
                          s.em_hw.eq(0)]
@@ -1301,6 +1382,8 @@ class DscCore(wiring.Component):
                 with m.If(s.em_r + 1 >= s.em_rows):
                     m.d.comb += s.em_done.eq(1)
                     m.d.sync += s.em_busy.eq(0)
+                    with m.If(kq & (s.kt_left == 0)):   # the last key: the buffer is full
+                        m.d.sync += s.ep_full.bit_select(kf["k_buf"], 1).eq(1)
             with m.Else():
                 m.d.sync += s.em_hw.eq(s.em_hw + 1)
 

@@ -83,11 +83,15 @@ class EpreSizes:
     ``cfg.epre_selector_kind``) and radix ``ports`` P (default ``cfg.epre_radix_port_count``).
     ``w_bufs``: W-memory buffers of one head's Wq^T / Wk^T each (1; the DSC's EPRE has 2: a
     run reads the one its ``w_buf`` field names while the host fills the other).
+    ``k_bufs``: Kh buffers of ``h_depth`` words per bank (1; the DSC's EPRE has 2, issue 19:
+    a run reads / writes the one its ``k_buf`` field names, from ``k_buf * h_depth``, while
+    the next head's exact keys go into the other; with 2 a run may also wait for its keys
+    between stage 1 and stage 2, ``k_wait``).
     """
 
     def __init__(self, cfg: Config, units: int, n_max: int, d_max: int, dh_max: int,
                  selectors: int | None = None, kind: str | None = None,
-                 ports: int | None = None, w_bufs: int = 1):
+                 ports: int | None = None, w_bufs: int = 1, k_bufs: int = 1):
         for name, v in (("units", units), ("n_max", n_max), ("d_max", d_max),
                         ("dh_max", dh_max)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -100,7 +104,9 @@ class EpreSizes:
             raise ValueError(f"EPRE n_max must be >= 2, got {n_max}")
         if w_bufs not in (1, 2):
             raise ValueError(f"EPRE w_bufs must be 1 or 2, got {w_bufs!r}")
-        self.w_bufs = w_bufs
+        if k_bufs not in (1, 2):
+            raise ValueError(f"EPRE k_bufs must be 1 or 2, got {k_bufs!r}")
+        self.w_bufs, self.k_bufs = w_bufs, k_bufs
         L = self.lanes = cfg.epre_lane_count
         self.selectors = cfg.epre_selector_count if selectors is None else selectors
         if not isinstance(self.selectors, int) or isinstance(self.selectors, bool) \
@@ -135,7 +141,8 @@ class EpreSizes:
         self.x_depth = max(2, self.g_max * self.dw_max)   # per X bank
         self.w_half = 2 * dh_max * self.dw_max            # one buffer: Wq^T then Wk^T
         self.w_depth = w_bufs * self.w_half
-        self.h_depth = max(2, self.g_max * self.hw_max)   # per Qh / Kh bank
+        self.h_depth = max(2, self.g_max * self.hw_max)   # per Qh bank, per Kh buffer
+        self.kh_depth = k_bufs * self.h_depth             # per Kh bank
         self.s_words = math.ceil(n_max / self.ports)      # radix: words per score bank
 
     def as_dict(self) -> dict:
@@ -143,7 +150,7 @@ class EpreSizes:
                                               "streamed", "n_max", "d_max", "dh_max", "g_max",
                                               "dw_max", "hw_max", "entries", "x_depth",
                                               "w_depth", "h_depth", "radix", "ports",
-                                              "w_bufs", "w_half")}
+                                              "w_bufs", "w_half", "k_bufs", "kh_depth")}
 
     @property
     def kind(self) -> str:
@@ -171,6 +178,10 @@ def run_layout(cfg: Config, s: EpreSizes) -> data.StructLayout:
                   stage 1 computes Qh only (``k_groups`` still counts the key row groups)
     w_buf         only with ``w_bufs = 2``: the W buffer the run reads (its Wq^T at
                   ``w_buf * w_half``, Wk^T ``dh_max * dw_max`` after)
+    k_buf         only with ``k_bufs = 2``: the Kh buffer the run reads (stage 2) and stage 1
+                  writes, from Kh word ``k_buf * h_depth``
+    k_wait        only with ``k_bufs = 2`` and ``k_given``: after stage 1 the run waits until
+                  ``keys_ok[k_buf]`` (its keys are in) before stage 2
     """
     nb = (s.n_max).bit_length()
     return data.StructLayout({
@@ -185,6 +196,7 @@ def run_layout(cfg: Config, s: EpreSizes) -> data.StructLayout:
         "q_th": unsigned(cfg.acc_width + 1),
         "q_th_en": 1, "keep_all": 1, "two_step": 1, "k_given": 1,
         **({"w_buf": 1} if s.w_bufs > 1 else {}),
+        **({"k_buf": 1, "k_wait": 1} if s.k_bufs > 1 else {}),
     })
 
 
@@ -250,6 +262,11 @@ class EPRE(wiring.Component):
         W-memory buffers (1; the DSC's EPRE: 2, issue 19): with 2, a run reads the buffer its
         ``w_buf`` run field names (``w_buf * w_half`` on), so that the host may write the
         other one (``w_w``) while it runs.
+    k_bufs : int
+        Kh buffers (1; the DSC's EPRE: 2, issue 19): with 2, a run uses the buffer its
+        ``k_buf`` run field names, the host may write exact keys into the other one while
+        the run is busy (``kh_w`` is taken whenever stage 1 does not write Kh), and a run
+        with ``k_given`` and ``k_wait`` waits after stage 1 until ``keys_ok[k_buf]``.
     w_read : bool
         Build ``w_r``, the W memory's second read port (the DSC's EPRE; default False).
     n_max, d_max, dh_max : int
@@ -273,8 +290,10 @@ class EPRE(wiring.Component):
     kh_w : In(bank_write_signature(units, h_addr_bits, word))
         Host write of exact keys into the Kh banks while idle, one word at a time into the
         banks ``en`` selects (key row ``g*units + u`` in bank u, words ``g*h_words + hw``),
-        for a run with ``k_given``; ignored while ``busy``. One word wide, not one per bank
-        as ``x_w``: the exion16 EPRE's top would pass Amaranth's 65,536 input bits.
+        for a run with ``k_given``; ignored while ``busy`` (with ``k_bufs = 2``: while
+        stage 1 writes Kh; the address includes the buffer's ``h_depth`` offset). One word
+        wide, not one per bank as ``x_w``: the exion16 EPRE's top would pass Amaranth's
+        65,536 input bits.
     h_r : In(h_read_signature)
         Host read of Qh / Kh (bank u, word ``g*h_words + hw``) while idle.
     mask : Out(stream.Signature(mask_layout))
@@ -284,6 +303,9 @@ class EPRE(wiring.Component):
     key_needed, k_needed : Out(n_max)
         OR of the mask rows (SPEC's key-needed flag); OR of the rows whose Q row is needed.
         Valid once ``busy`` falls; cleared when a run starts.
+    keys_ok : In(2)
+        Only with ``k_bufs = 2``: Kh buffer b holds its run's exact keys (a ``k_wait`` run
+        leaves stage 1 for stage 2 once ``keys_ok[k_buf]`` is high).
     busy : Out(1)
     cycles : Out(32)
         Busy cycles of the last run (see the module docstring for the formula).
@@ -293,7 +315,7 @@ class EPRE(wiring.Component):
                  d_max: int | None = None, dh_max: int | None = None,
                  selectors: int | None = None, selector_kind: str | None = None,
                  radix_ports: int | None = None, epre_unit_boxes: bool = False,
-                 w_bufs: int = 1, w_read: bool = False):
+                 w_bufs: int = 1, w_read: bool = False, k_bufs: int = 1):
         self.cfg = cfg
         self.w_read = w_read
         self.epre_unit_boxes = epre_unit_boxes
@@ -302,7 +324,7 @@ class EPRE(wiring.Component):
         dh_max = min(72, cfg.k_max) if dh_max is None else dh_max
         try:
             self.sizes = s = EpreSizes(cfg, units, n_max, d_max, dh_max, selectors,
-                                       selector_kind, radix_ports, w_bufs)
+                                       selector_kind, radix_ports, w_bufs, k_bufs)
         except ValueError as e:
             raise refuse(self, str(e)) from None
         word = epre_word(cfg)
@@ -311,12 +333,13 @@ class EPRE(wiring.Component):
             "x_w": In(mem_write_signature(units, _bits(s.x_depth), word)),
             "w_w": In(mem_write_signature(1, _bits(s.w_depth), word)),
             **({"w_r": In(w_read_signature(_bits(s.w_depth), word))} if w_read else {}),
-            "kh_w": In(bank_write_signature(units, _bits(s.h_depth), word)),
+            "kh_w": In(bank_write_signature(units, _bits(s.kh_depth), word)),
             "h_r": In(h_read_signature(cfg, s)),
             "mask": Out(stream.Signature(mask_layout(s))),
             "score": Out(stream.Signature(score_layout(cfg, s), always_ready=True)),
             "key_needed": Out(n_max),
             "k_needed": Out(n_max),
+            **({"keys_ok": In(2)} if k_bufs > 1 else {}),
             "busy": Out(1),
             "cycles": Out(32),
         })
@@ -375,6 +398,10 @@ class EPRE(wiring.Component):
 
         # ---- memories: X, Qh, Kh banks per unit; W^T (the score buffer: _insertion / _radix)
         h_rd = {"q": [], "k": []}
+        kb2 = s.k_bufs > 1
+        koff = Mux(run.k_buf, s.h_depth, 0) if kb2 else 0       # the run's Kh buffer
+        if kb2:
+            m.d.comb += ctl.keys_ok.eq(self.keys_ok.bit_select(run.k_buf, 1))
         for u in range(U):
             mem = Memory(shape=word, depth=s.x_depth, init=[])
             m.submodules[f"xmem{u}"] = mem
@@ -383,17 +410,21 @@ class EPRE(wiring.Component):
                          wp.en.eq(self.x_w.en[u])]
             rp = mem.read_port()
             m.d.comb += [rp.addr.eq(ctl.x_addr), lanes.x[u].eq(rp.data)]
-            for kind, addr, en in (("q", ctl.qh_addr, wb.h_en_q), ("k", ctl.kh_addr, wb.h_en_k)):
-                mem = Memory(shape=word, depth=s.h_depth, init=[])
+            for kind, addr, en in (("q", ctl.qh_addr, wb.h_en_q),
+                                   ("k", ctl.kh_addr + koff, wb.h_en_k)):
+                mem = Memory(shape=word, depth=s.kh_depth if kind == "k" else s.h_depth,
+                             init=[])
                 m.submodules[f"{kind}hmem{u}"] = mem
                 wp = mem.write_port()
                 if kind == "q":
                     m.d.comb += [wp.addr.eq(wb.h_addr), wp.data.eq(wb.h_data[u]), wp.en.eq(en)]
-                else:       # stage 1's Kh while busy, the host's exact keys while idle
+                else:       # stage 1's Kh while busy (k_bufs = 2: while it writes Kh), the
+                    #         host's exact keys otherwise
+                    mine = wb.h_en_k if kb2 else self.busy
                     m.d.comb += [
-                        wp.addr.eq(Mux(self.busy, wb.h_addr, self.kh_w.addr)),
-                        wp.data.eq(Mux(self.busy, wb.h_data[u], self.kh_w.data)),
-                        wp.en.eq(en | (self.kh_w.en[u] & ~self.busy))]
+                        wp.addr.eq(Mux(mine, wb.h_addr + koff, self.kh_w.addr)),
+                        wp.data.eq(Mux(mine, wb.h_data[u], self.kh_w.data)),
+                        wp.en.eq(en | (self.kh_w.en[u] & ~mine))]
                 rp = mem.read_port()
                 m.d.comb += rp.addr.eq(Mux(self.busy, addr, self.h_r.addr))
                 h_rd[kind].append(rp.data)

@@ -433,6 +433,7 @@ class EpreControl(wiring.Component):
     then per row group stage 2 and the selection of its rows.
 
     FSM states: ``IDLE``; ``S1`` / ``S1_DRAIN`` (issue a stage-1 phase, drain the pipeline);
+    ``KWAIT`` (a ``k_wait`` run: its exact keys are not in, ``keys_ok`` low);
     ``S2`` / ``S2_DRAIN`` (one row group's scores); ``SEL_START`` (clear the selector),
     ``INS`` / ``INS_TAIL`` (insertion pass), ``THR`` (latch the kN-th element and the
     dominant flag), ``MASK`` / ``MASK_TAIL`` (mask pass), ``RSEL`` (radix kind: the U radix
@@ -472,6 +473,8 @@ class EpreControl(wiring.Component):
         ``rnd * S + i`` (score-buffer column) and query row ``row + i``.
     row : Out(...); orow : Out(range(max(S, 2))); mask_valid : Out(1); mask_ready : In(1)
         The row on the ``mask`` stream, from selector ``orow``.
+    keys_ok : In(1)
+        The run's Kh buffer holds its keys (``k_wait`` runs; ``sizes.k_bufs = 2``).
     busy : Out(1); cycles : Out(32)
         Busy, and busy cycles of the last run.
 
@@ -495,7 +498,7 @@ class EpreControl(wiring.Component):
             "sj": Out(range(s.n_max + 1)), "rnd": Out(range(max(s.rounds, 2))),
             "rbase": Out(range(s.units + s.selectors)), "orow": Out(range(max(s.selectors, 2))),
             "row": Out(range(s.n_max + 1)), "mask_valid": Out(1), "mask_ready": In(1),
-            "busy": Out(1), "cycles": Out(32)})
+            "keys_ok": In(1), "busy": Out(1), "cycles": Out(32)})
 
     def elaborate(self, platform):
         s, U, PIPE = self.sizes, self.sizes.units, self.cfg.epre_pipe
@@ -542,7 +545,10 @@ class EpreControl(wiring.Component):
                 state_after()
 
         def s1_done():
-            with m.If(ph_k | run.k_given):      # k_given: the host wrote Kh, no key groups
+            kwait = (run.k_wait & ~self.keys_ok) if s.k_bufs > 1 else Const(0, 1)
+            with m.If(run.k_given & kwait):     # k_wait: stage 2 once the keys are in
+                m.next = "KWAIT"
+            with m.Elif(ph_k | run.k_given):    # k_given: the host wrote Kh, no key groups
                 start_stage2()
                 m.d.sync += ph_k.eq(1)
                 m.next = "S2"
@@ -587,6 +593,12 @@ class EpreControl(wiring.Component):
                             m.next = "S1_DRAIN"
             with m.State("S1_DRAIN"):
                 drain_then(s1_done)
+            with m.State("KWAIT"):      # a k_wait run's keys are not in yet
+                m.d.comb += self.busy.eq(1)
+                with m.If(self.keys_ok):
+                    start_stage2()
+                    m.d.sync += ph_k.eq(1)
+                    m.next = "S2"
             with m.State("S2"):
                 m.d.comb += [self.busy.eq(1), self.issue.eq(1)]
                 m.d.sync += kw.eq(kw + 1)
@@ -599,26 +611,7 @@ class EpreControl(wiring.Component):
                         m.next = "S2_DRAIN"
             with m.State("S2_DRAIN"):
                 drain_then(s2_done)
-            with m.State("SEL_START"):
-                m.d.comb += [self.busy.eq(1), self.sel_clear.eq(1)]
-                m.d.sync += sj.eq(0)
-                m.next = "INS"
-            with m.State("INS"):
-                m.d.comb += [self.busy.eq(1), self.ins.eq(1)]
-                count_keys("INS_TAIL")
-            with m.State("INS_TAIL"):
-                m.d.comb += self.busy.eq(1)
-                m.next = "THR"
-            with m.State("THR"):
-                m.d.comb += [self.busy.eq(1), self.latch.eq(1)]
-                m.d.sync += sj.eq(0)
-                m.next = "MASK"
-            with m.State("MASK"):
-                m.d.comb += [self.busy.eq(1), self.msk.eq(1)]
-                count_keys("MASK_TAIL")
-            with m.State("MASK_TAIL"):
-                m.d.comb += self.busy.eq(1)
-                m.next = "OUT"
+            self._select_states(m, count_keys)
             if s.radix:
                 with m.State("RSEL"):   # radix: the group's U searches run in lockstep
                     m.d.comb += [self.busy.eq(1), self.rgo.eq(rgo)]
@@ -647,3 +640,29 @@ class EpreControl(wiring.Component):
                 m.d.comb += self.busy.eq(1)
                 m.next = "IDLE"
         return m
+
+    def _select_states(self, m, count_keys):
+        """The selection of a row group's S rows (insertion kind): ``SEL_START`` (clear
+        the selectors), ``INS`` / ``INS_TAIL`` (insertion pass), ``THR`` (latch the kN-th
+        element), ``MASK`` / ``MASK_TAIL`` (mask pass), then ``OUT``."""
+        sj = self.sj
+        with m.State("SEL_START"):
+            m.d.comb += [self.busy.eq(1), self.sel_clear.eq(1)]
+            m.d.sync += sj.eq(0)
+            m.next = "INS"
+        with m.State("INS"):
+            m.d.comb += [self.busy.eq(1), self.ins.eq(1)]
+            count_keys("INS_TAIL")
+        with m.State("INS_TAIL"):
+            m.d.comb += self.busy.eq(1)
+            m.next = "THR"
+        with m.State("THR"):
+            m.d.comb += [self.busy.eq(1), self.latch.eq(1)]
+            m.d.sync += sj.eq(0)
+            m.next = "MASK"
+        with m.State("MASK"):
+            m.d.comb += [self.busy.eq(1), self.msk.eq(1)]
+            count_keys("MASK_TAIL")
+        with m.State("MASK_TAIL"):
+            m.d.comb += self.busy.eq(1)
+            m.next = "OUT"

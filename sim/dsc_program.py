@@ -84,10 +84,14 @@ _EFILL_FIELDS = _FIELDS[:9] + (("tee_base", 192, 16),)
 #: EPRE_KOMEM fields (hw/dsc.py ``KEY_FIELDS``): the keys' shift, Kh words per key row
 _KOMEM_OP = 17
 _KOMEM_FIELDS = _FIELDS[:9] + (("shift", 192, 6), ("h_words", 200, 8))
-#: OMEM_STORE fields: ``ktee`` (hw/dsc.py ``KTEE_BIT``) and ``KEY_FIELDS``
+#: OMEM_STORE fields: ``ktee`` (hw/dsc.py ``KTEE_BIT``), ``kq`` (``KQ_BIT``) and
+#: ``KEY_FIELDS``
 _STORE_OP = 5
-_STORE_FIELDS = _KOMEM_FIELDS + (("ktee", 18, 1), ("kt_ncols", 208, 16), ("kt_c0", 224, 16),
-                                 ("n_k", 240, 16))
+_STORE_FIELDS = _KOMEM_FIELDS + (("ktee", 18, 1), ("kq", 19, 1), ("k_buf", 198, 1),
+                                 ("kt_ncols", 208, 16), ("kt_c0", 224, 16), ("n_k", 240, 16))
+#: EPRE_STORE fields: ``kq`` (hw/dsc.py ``KQ_BIT``: wait for the rows, not an idle EPRE)
+_EPRE_STORE_OP = 13
+_EPRE_STORE_FIELDS = _FIELDS[:9] + (("kq", 19, 1),)
 
 
 def _fields(op: int) -> tuple:
@@ -101,6 +105,8 @@ def _fields(op: int) -> tuple:
         return _KOMEM_FIELDS
     if op == _STORE_OP:
         return _STORE_FIELDS
+    if op == _EPRE_STORE_OP:
+        return _EPRE_STORE_FIELDS
     if op == _EPRE_OP:
         return _EPRE_FIELDS
     if op == _FFNR_OP:
@@ -236,6 +242,7 @@ class PredictJob:
     k_acc: list | None = None       # per head (N_k, d_head): K_h accumulators in OMEM
     k_shift: list | None = None     # per head: EPRE_KOMEM's shift (None: stage1_shift)
     k_path: str = "komem"           # k_acc into the Kh banks: "komem", "store", "block"
+    k_queue: bool = True            # "block": queued runs (``_queued_order``), else in order
 
     @property
     def exact(self) -> bool:
@@ -560,7 +567,8 @@ EP_SCHEDULES = ("auto", "overlap", "sequential")
 
 def block_program(cfg: Config, rec: dict, sample: int = 0, schedule: str = "auto",
                   bus_bits: int = 64, cfse_overlap: bool | str = "auto",
-                  fuse_gelu: bool = True, share_w: bool = True) -> tuple:
+                  fuse_gelu: bool = True, share_w: bool = True,
+                  key_queue: bool = True) -> tuple:
     """A block iteration's jobs and program under an EP ``schedule``: ``overlap`` (EP beside
     the K / V projection), ``sequential`` (EP, then one Q/K/V product) or ``auto`` **[choice]**:
     both are built and the one :func:`exion.golden.dsc_cycles.program_cycles` estimates
@@ -576,8 +584,17 @@ def block_program(cfg: Config, rec: dict, sample: int = 0, schedule: str = "auto
     where it applies, else the product's Q / K columns filled from the EPRE's W memory,
     GMEM_EFILL, where the cycle model estimates that no slower than loading them again
     **[choice]**: the fill always moves fewer beats, but runs the product head by head;
-    ``program.shared_w`` says whether it did)."""
+    ``program.shared_w`` says whether it did). ``key_queue``: with exact keys, the runs
+    queued (``_queued_order``, the default) or in order (``_double_order``'s ``keys_first``,
+    the design before the queue)."""
     from exion.golden.dsc_cycles import program_cycles
+
+    def block_jobs_q(*a, **kw):
+        jobs = block_jobs(*a, **kw)
+        for j in jobs:
+            if isinstance(j, PredictJob) and j.k_path == "block":
+                j.k_queue = key_queue
+        return jobs
     if schedule not in EP_SCHEDULES:
         raise ExionError(f"EP schedule {schedule!r}: expected one of {', '.join(EP_SCHEDULES)}")
     if cfse_overlap not in (True, False, "auto"):
@@ -591,12 +608,12 @@ def block_program(cfg: Config, rec: dict, sample: int = 0, schedule: str = "auto
                              "/ --no-shared-weights")
         schedule = "overlap"
     if schedule != "sequential":
-        jobs = block_jobs(cfg, rec, sample, overlap=True, cfse_overlap=co,
+        jobs = block_jobs_q(cfg, rec, sample, overlap=True, cfse_overlap=co,
                           fuse_gelu=fuse_gelu)
         beside = any(isinstance(j, GemmJob) and j.overlap for j in jobs)
         cand["overlap" if beside else "sequential"] = jobs    # no EP in the core: the same
     if schedule != "overlap" and "sequential" not in cand:
-        cand["sequential"] = block_jobs(cfg, rec, sample, overlap=False, cfse_overlap=co,
+        cand["sequential"] = block_jobs_q(cfg, rec, sample, overlap=False, cfse_overlap=co,
                                         fuse_gelu=fuse_gelu)
     progs = {k: _build_shared(cfg, j, bus_bits, share_w) for k, j in cand.items()}
     name = next(iter(progs))
@@ -606,7 +623,7 @@ def block_program(cfg: Config, rec: dict, sample: int = 0, schedule: str = "auto
     jobs, prog = cand[name], progs[name]
     prog.cfse_overlap = co and any(getattr(j, "beside", False) for j in jobs)
     if cfse_overlap == "auto" and prog.cfse_overlap:
-        plain = block_jobs(cfg, rec, sample, overlap=name == "overlap", cfse_overlap=False,
+        plain = block_jobs_q(cfg, rec, sample, overlap=name == "overlap", cfse_overlap=False,
                            fuse_gelu=fuse_gelu)
         pp = _build_shared(cfg, plain, bus_bits, share_w)
         if (program_cycles(cfg, pp.descs, bus_bits)["total"]
@@ -1026,7 +1043,8 @@ def _tee_keys(cfg: Config, pj: PredictJob, h: int, descs: list, ib: dict) -> boo
     if len(stores) != 1 or not gemms:
         return False
     keys = {"ktee": 1, "kt_ncols": int(gemms[0]["ncols"]), "kt_c0": 0,
-            "n_k": np.shape(pj.k_acc[h])[0], **pj.key_fields(cfg, h)}
+            "n_k": np.shape(pj.k_acc[h])[0], **pj.key_fields(cfg, h),
+            **({"kq": 1, "k_buf": h % 2} if pj.k_queue else {})}
     try:
         store_ktee_body(cfg, {**stores[0], **keys}, ib["omem"])
     except ExionError:
@@ -1311,6 +1329,7 @@ def _epre_descs(cfg: Config, job: PredictJob, descs: list, data: _Image, ib: dic
         raise ExionError(f"EPRE job {job.name}: exact keys (k_exact) need no Wk^T; the tee "
                          f"brings it in (build it without share_w)")
     st, wl, kl, runs = [], [], [], []
+    queued = job.k_path == "block" and double is not None and job.k_queue
     for h in range(heads):
         pj = prepare(cfg, sz, x, job.wq[h], None if exact else job.wk[h], job.k,
                      int(job.shifts[h][0]), None if exact else int(job.shifts[h][1]),
@@ -1342,10 +1361,14 @@ def _epre_descs(cfg: Config, job: PredictJob, descs: list, data: _Image, ib: dic
         else:
             kl.append([])
         dst = data.alloc(pj.n_q * ib["emask"] * bb)
-        ep = {**pj.run, **({"w_buf": buf} if "w_buf" in pj.run else {})}
+        ep = {**pj.run, **({"w_buf": buf} if "w_buf" in pj.run else {}),
+              **({"k_buf": h % 2, "k_wait": 1} if queued else {})}
         runs.append({"op": OPS["EPRE"], "count": pj.n_q, "run": pack(rl, ep), "ep": ep,
                      "job": job.name, "dst": dst})
         st.append((dst, pj.n_q))
+    if queued:
+        _queued_order(descs, wl, runs, double, job.name)
+        return ("epmask", (heads, x.shape[0]), st)
     if double is not None:
         _double_order(descs, wl, kl, runs, double, job.name, job.k_path == "block")
         return ("epmask", (heads, x.shape[0]), st)
@@ -1449,6 +1472,32 @@ def _double_order(descs: list, wl: list, kl: list, runs: list, double: tuple, na
         if h + 1 < heads:
             start(h + 1)
         descs.extend(q[h])
+
+
+def _queued_order(descs: list, wl: list, runs: list, double: tuple, name: str):
+    """The queued order of exact keys in a block (issue 19, ``k_queue``): every run has
+    ``k_wait`` and Kh buffer ``h mod 2``, so it is handed to the DSC's one-run slot early,
+    starts as soon as the previous run ends and does its stage 1 (the query side) before
+    head h's K_h | V_h tile tees its keys (``kq``: into the free Kh buffer); the SDUE runs
+    one head ahead and EPRE_STORE (``kq``) waits only for run h's rows -- ``WLOAD_0,
+    EPRE_0, WLOAD_1, EPRE_1, kv_0, [kv_(h+1), EPRE_STORE_h, q_h, WLOAD_(h+2), EPRE_(h+2)]``
+    (WLOAD_(h+2) after q_h, whose Q_h columns come from buffer h mod 2)."""
+    from exion.hw.dsc import OPS
+    kv, q = double
+    heads = len(runs)
+    for h in range(min(2, heads)):
+        descs.extend(wl[h])
+        descs.append(_overlapped(runs[h]))
+    descs.extend(kv[0])
+    for h in range(heads):
+        if h + 1 < heads:
+            descs.extend(kv[h + 1])
+        descs.append({"op": OPS["EPRE_STORE"], "count": runs[h]["count"], "kq": 1,
+                      "dst": runs[h]["dst"], "job": name})
+        descs.extend(q[h])
+        if h + 2 < heads:
+            descs.extend(wl[h + 2])
+            descs.append(_overlapped(runs[h + 2]))
 
 
 def _overlapped(run: dict) -> dict:

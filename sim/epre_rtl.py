@@ -173,6 +173,8 @@ def prepare(cfg: Config, sizes: Sizes, x, wq, wk, k, shift_q=None, shift_k=None,
            "two_step": int(res.lod_terms == 2), "k_given": int(given)}
     if getattr(sizes, "w_bufs", 1) > 1:
         run["w_buf"] = 0        # the DSC's double-buffered W memory: the host picks the buffer
+    if getattr(sizes, "k_bufs", 1) > 1:
+        run["k_buf"] = run["k_wait"] = 0    # the DSC's Kh buffers: the host queues runs
     return EpreJob(name, x_words, w_addrs, w_words, run, n_q, n_k, d, d_head, gq, gk, hw,
                    golden=res, kh_words=kh_words)
 

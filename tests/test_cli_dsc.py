@@ -75,15 +75,23 @@ def test_sim_block_ep_schedules(cli_run, trace, tmp_path):
 def test_sim_block_exact_keys(cli_run, trace, tmp_path):
     """``--ep-keys exact``: the block replayed with EP on the exact keys (not the trace's),
     each head's K/V tile store teeing them into the EPRE (4 heads), PASS with cycles ==
-    model; with ``--ep-schedule sequential`` refused in one line."""
+    model, the runs queued; ``--no-key-queue`` in order, PASS, slower; with
+    ``--ep-schedule sequential`` refused in one line."""
     out_json = tmp_path / "r.json"
     code, out, err = cli_run("sim", "block", "--trace", str(trace[0]), "--block", "1",
                              "--iter", "0", "--seed", "1", "--ep-keys", "exact",
                              "--json", str(out_json))
     assert code == 0 and "PASS" in out and "keys exact" in out, out + err
     r = json.loads(out_json.read_text())
-    assert r["ep_keys"] == "exact" and r["key_tees"] == 4
+    assert r["ep_keys"] == "exact" and r["key_tees"] == 4 and r["key_queue"]
     assert r["cycles"] == r["model_cycles"] and r["ep_schedule"] == "overlap"
+    code, out, err = cli_run("sim", "block", "--trace", str(trace[0]), "--block", "1",
+                             "--iter", "0", "--seed", "1", "--ep-keys", "exact",
+                             "--no-key-queue", "--json", str(out_json))
+    assert code == 0 and "PASS" in out and "in order" in out, out + err
+    inorder = json.loads(out_json.read_text())
+    assert not inorder["key_queue"] and inorder["cycles"] == inorder["model_cycles"]
+    assert r["cycles"] < inorder["cycles"]
     code, out, err = cli_run("sim", "block", "--trace", str(trace[0]), "--block", "1",
                              "--iter", "0", "--ep-keys", "exact", "--ep-schedule",
                              "sequential")

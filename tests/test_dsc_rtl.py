@@ -930,24 +930,37 @@ def test_ktee_store_holds_close_windows_pysim():
 def test_block_exact_keys_store_tee(model):
     """A block iteration with exact keys (``ep_keys = "exact"``, issue 19) on the toy DSC,
     dense and sparse: each head's K_h | V_h tile tees its keys into the Kh banks as it is
-    stored (OMEM_STORE ``ktee``), run h starts after that tile (the SDUE one head ahead);
-    every segment bit-exact against golden.dsc (whose EP predicts from the Q|K|V product's
-    K_h, ``golden.predict.omem_keys``), cycles equal to the model, no key over the port and
-    no EPRE_KOMEM. A schedule that starts run h before head h's tile (the predicted keys'
-    order) fails it (checked once by hand: wrong masks)."""
+    stored (OMEM_STORE ``ktee``); every segment bit-exact against golden.dsc (whose EP
+    predicts from the Q|K|V product's K_h, ``golden.predict.omem_keys``), cycles equal to
+    the model, no key over the port and no EPRE_KOMEM. Both orders: queued (the default:
+    every run ``k_wait`` in Kh buffer ``h mod 2``, handed over before its tile, EPRE_STORE
+    ``kq``) and in order (``key_queue=False``: run h after head h's tile). A queued
+    schedule whose runs do not wait for their keys (``k_wait`` cleared) fails it (checked
+    once by hand: wrong masks); the queued order is faster on both iterations."""
     meta = {**META, "exion": {**META["exion"], "ep_keys": "exact"}}
     for it in (0, 1):
         case = block_case(model, meta, 1, it)
         assert case.rec["epre"]["k_acc"] is not None
-        r = run_block(TOY, case)
-        assert r["pass"], r["mismatch"]
-        assert r["model"]["total"] == r["cycles"] and r["ep_schedule"] == "overlap"
-        ops = [d["op"] for d in r["descs"]]
-        assert sum(1 for d in r["descs"] if d.get("ktee")) == 4
-        assert dcy.OPS["EPRE_KLOAD"] not in ops and dcy.OPS["EPRE_KOMEM"] not in ops
-        first_run = next(i for i, d in enumerate(r["descs"]) if d["op"] == dcy.OPS["EPRE"])
-        first_tee = next(i for i, d in enumerate(r["descs"]) if d.get("ktee"))
-        assert first_tee < first_run
+        cyc = {}
+        for queue in (True, False):
+            r = run_block(TOY, case, key_queue=queue)
+            assert r["pass"], r["mismatch"]
+            assert r["model"]["total"] == r["cycles"] and r["ep_schedule"] == "overlap"
+            cyc[queue] = r["cycles"]
+            ops = [d["op"] for d in r["descs"]]
+            tees = [i for i, d in enumerate(r["descs"]) if d.get("ktee")]
+            runs = [i for i, d in enumerate(r["descs"]) if d["op"] == dcy.OPS["EPRE"]]
+            assert len(tees) == 4 == len(runs)
+            assert dcy.OPS["EPRE_KLOAD"] not in ops and dcy.OPS["EPRE_KOMEM"] not in ops
+            if queue:
+                assert runs[0] < tees[0] and runs[1] < tees[0]
+                for h, (i, j) in enumerate(zip(runs, tees)):
+                    assert r["descs"][i]["ep"]["k_wait"] == 1
+                    assert r["descs"][i]["ep"]["k_buf"] == r["descs"][j]["k_buf"] == h % 2
+                    assert r["descs"][j]["kq"] == 1
+            else:
+                assert tees[0] < runs[0]
+        assert cyc[True] < cyc[False], cyc
 
 
 def test_block_exact_keys_need_the_shared_overlap(model):
@@ -1763,3 +1776,97 @@ def test_omem_store_back_to_back_pysim(bus):
     for d, t in zip(prog.descs, durs):
         if d["op"] == dcy.OPS["OMEM_STORE"] and d["count"] > 1:
             assert t - dcy.overhead(bus) != d["count"] * (2 + ib["omem"]) + 2
+
+
+def _queued(cfg, d, kb, wb=0, wait=1):
+    """An EPRE descriptor made a queued run (``k_wait``, Kh buffer ``kb``, W buffer ``wb``;
+    issue 19): overlapped, its rows to the mask FIFO; returns it and its EPRE_STORE (``kq``)."""
+    from exion.hw.epre import run_layout
+    from exion.sim.payload import pack
+    ep = {**d["ep"], "k_wait": wait, "k_buf": kb, "w_buf": wb}
+    run = {k: v for k, v in d.items() if k != "dst"} | {
+        "overlap": 1, "ep": ep, "run": pack(run_layout(cfg, hdsc.dsc_epre_sizes(cfg)), ep)}
+    return run, {"op": dcy.OPS["EPRE_STORE"], "count": d["count"], "kq": 1, "dst": d["dst"]}
+
+
+def _reorder(prog, descs):
+    """``prog`` with its descriptors replaced by ``descs``, written after its data (the
+    data stay put; ``prog_base`` moves there; stage labels renumbered, as the builder's)."""
+    descs = [{**d, "stage": i & 0xFF} for i, d in enumerate(descs)]
+    raw = b"".join(encode_desc(d).ljust(32, b"\0") for d in descs)
+    base = -(-len(prog.image) // 64) * 64
+    image = np.zeros(base + len(raw), np.uint8)
+    image[:len(prog.image)] = prog.image
+    image[base:] = np.frombuffer(raw, np.uint8)
+    prog.image, prog.prog_base, prog.descs = image, base, descs
+    return prog
+
+
+@pytest.mark.parametrize("name", ["toy", "exion16"])
+def test_queued_runs(name):
+    """Queued EPRE runs (issue 19, hw/dsc.py "Queue") on Verilator, keys
+    teed by OMEM_STOREs with ``ktee`` and ``kq``: (a) the keys after the run's hand-over (the
+    run waits between its stages), (b) before it (its Kh buffer already full), (c) two heads
+    queued back to back (Kh buffers 0 and 1, W buffers 0 and 1: the second run in the slot
+    while the first waits for its keys; both keys' stores before both EPRE_STOREs); masks
+    bit-exact against golden, every descriptor's cycles equal to the model, also under 30 %
+    memory stalls. Mutation: (a) alone with the run not waiting (``k_wait`` cleared: an
+    ordinary overlapped run, which the tee waits for) gives other masks (stage 2 reads keys
+    not yet written)."""
+    cfg = PRESETS[name]
+    rng = np.random.default_rng(67)
+    print("queued-run cases: seed 67")
+
+    def rnd(*shape, lim=cfg.wmax):
+        return rng.integers(-lim, lim + 1, shape)
+    x = rnd(16, 64)
+    jobs = [_pj_komem(cfg, "q_after", x, [rnd(64, 16)], [rnd(16, 16, lim=1 << 20)], 0.3,
+                      q_th=2000, path="store"),
+            _pj_komem(cfg, "q_before", rnd(11, 13), [rnd(13, 7)], [rnd(11, 7, lim=1 << 18)],
+                      0.5, path="store"),
+            _pj_komem(cfg, "q_two", x, [rnd(64, 16), rnd(64, 16)],
+                      [rnd(16, 16, lim=1 << 21), rnd(16, 16, lim=1 << 12)], 0.2, path="store")]
+
+    def program(jobs, wait=1):
+        prog = build_program(cfg, jobs)
+        out, heads, OPS = [], [], dcy.OPS
+        for d in prog.descs:         # per head: [WLOAD, OMEM_LOAD, OMEM_STORE ktee, EPRE]
+            if d["op"] in (OPS["EPRE_WLOAD"], OPS["OMEM_LOAD"], OPS["OMEM_STORE"]):
+                heads.append(d)
+            elif d["op"] == OPS["EPRE"]:
+                out.append(heads + [d])
+                heads = []
+            elif d["op"] != OPS["END"]:
+                out.append([d])
+        descs, pending = [], []
+        for grp in out:
+            if grp[-1]["op"] != OPS["EPRE"]:
+                descs += grp
+                continue
+            wl, ld, st, ep = grp
+            h = len(pending)
+            two = ep["job"] == "q_two"
+            run, store = _queued(cfg, ep, h if two else 0, h if two else 0, wait)
+            st = {**st, "kq": 1, "k_buf": run["ep"]["k_buf"]}
+            wl = {**wl, "ubase": h * hdsc.dsc_epre_sizes(cfg).w_half} if two else wl
+            if ep["job"] == "q_after":
+                descs += [wl, run, ld, st, store]
+            elif ep["job"] == "q_before":
+                descs += [wl, ld, st, run, store]
+            else:
+                pending.append((wl, run, ld, st, store))
+                if len(pending) == 2:
+                    (w0, r0, l0, s0, e0), (w1, r1, l1, s1, e1) = pending
+                    descs += [w0, r0, w1, r1, l0, s0, l1, s1, e0, e1]
+        return _reorder(prog, descs + [{"op": OPS["END"]}])
+    progs = [program(jobs), program(jobs)]
+    out, _ = rtl_dsc(cfg, progs, stall=[0.0, 0.3], run_name="dsc_queued")
+    for prog, run in zip(progs, out):
+        assert run["error"] == 0
+        for j, o in zip(jobs, read_results(cfg, prog, run["image"])):
+            np.testing.assert_array_equal(o, j.expect, err_msg=j.name)
+    mdl = _check_program_cycles(progs[0], out[0], 64, cfg)
+    assert mdl["epre_wait"] > 0
+    bad = program(jobs[:1], wait=0)
+    out, _ = rtl_dsc(cfg, [bad], run_name="dsc_queued_bad")
+    assert not np.array_equal(read_results(cfg, bad, out[0]["image"])[0], jobs[0].expect)

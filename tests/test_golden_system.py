@@ -598,10 +598,11 @@ def test_spilled_partial_sums_are_activation_traffic():
 def test_built_levers_are_the_rtl_run(n_q, n_k, d, dh):
     from exion.golden.cycles import epre_run_cycles
     assert sy.BUILT_LEVERS == ("shared", "per-block", "row")
-    assert sy.PER_BLOCK_KEYS == ("predicted", "store-tee")
+    assert sy.PER_BLOCK_KEYS == ("predicted", "store-queue")
     assert sum(sy.epre_phases(CFG, n_q, n_k, d, dh)) == epre_run_cycles(CFG, n_q, n_k, d, dh)
-    assert sum(sy.epre_phases(CFG, n_q, n_k, d, dh, ("shared", "store-tee", "row"))) == \
-        epre_run_cycles(CFG, n_q, n_k, d, dh, k_given=True)
+    for keys in ("store-tee", "store-queue"):
+        assert sum(sy.epre_phases(CFG, n_q, n_k, d, dh, ("shared", keys, "row"))) == \
+            epre_run_cycles(CFG, n_q, n_k, d, dh, k_given=True)
     assert sy.SYSTEMS["exion4"].epre_levers == sy.SYSTEMS["exion24"].epre_levers \
         == sy.BUILT_LEVERS
 
@@ -726,6 +727,50 @@ def test_sdue_port_keys_charge_the_k_load():
     assert port["shift_adds"] == free["shift_adds"]
 
 
+@pytest.mark.parametrize("before,after,exposed", [(50, 30, 120), (5, 5, 0)])
+def test_epre_schedule_q_by_hand(before, after, exposed):
+    # the DSC's queued order: K/V_0 (20), [K/V_(h+1) (20), wait run h, rest_h (30), hand
+    # over run h + 2]; run h starts when run h - 1 ends (or at its hand-over), stage 2 once
+    # K/V_h is done. (50, 30): e_0 = max(0 + 50, 20) + 30 = 80, the SDUE (at 40) waits 40,
+    # rest_0 ends at 110 (run 2 handed over); e_1 = max(80 + 50, 40) + 30 = 160, the SDUE
+    # (K/V_2 ends at 130) waits 30, rest_1 ends at 190; run 2 starts at max(160, 110):
+    # e_2 = max(210, 130) + 30 = 240, waits 50 -> 120. (5, 5): every run ends before it is
+    # waited for (e_0 = 25, e_1 = 45, e_2 = max(max(45, 70) + 5, 90) + 5 = 95 < 120).
+    r = sy.epre_schedule_q(before, after, [20, 20, 20], [30, 30, 30])
+    assert r["exposed"] == exposed and r["span"] == 150 + exposed
+    assert r["waits"] == ([40, 30, 50] if exposed else [0, 0, 0])
+    with pytest.raises(ValueError):
+        sy.epre_schedule_q(1, 1, [1], [1, 2])
+    if exposed:     # store-queue-q: 10 cycles of dense Q beside each run, before the wait
+        r = sy.epre_schedule_q(before, after, [20, 20, 20], [30, 30, 30], [10, 10, 10])
+        assert r["waits"] == [30, 20, 40] and r["span"] == 180 + 90 == r["sdue"] + 90
+
+
+def test_store_queue_q_computes_q_dense():
+    # the what-if (not built): Q projected densely beside the run (no dominant row
+    # skipped), the keys' path and the scores as store-queue's
+    blk = ws.Block("b", T=256, d=256, heads=4, ffn=512)
+    q = {k: {x.name: x for x, _, _ in _ep_block(("shared", k, "row"), blk=blk)["gemms"]}
+         for k in ("store-queue", "store-queue-q")}
+    base = {x.name: x for x, _, _ in sy.block_gemms(CFG, blk, "base")["gemms"]}
+    assert q["store-queue-q"]["q_proj"].cycles == base["q_proj"].cycles
+    assert q["store-queue"]["q_proj"].cycles < base["q_proj"].cycles
+    assert q["store-queue-q"]["scores[0]"].cycles == q["store-queue"]["scores[0]"].cycles
+
+
+def test_queued_order_never_slower_than_in_order():
+    # the property PER_BLOCK_KEYS relies on: on seeded random heads the queued order's
+    # span is never longer than the in-order tee's (epre_schedule_komem without KOMEM)
+    rng = np.random.default_rng(71)
+    print("queued vs in-order: seed 71")
+    for _ in range(3000):
+        H = int(rng.integers(1, 9))
+        b, a = rng.uniform(0, 100, 2)
+        kv, rest = rng.uniform(0, 100, H), rng.uniform(0, 100, H)
+        q = sy.epre_schedule_q(b, a, kv, rest)["span"]
+        assert q <= sy.epre_schedule_komem(b + a, 0, kv, rest)["span"] + 1e-9
+
+
 @pytest.mark.parametrize("run,exposed", [(10, 10), (50, 60)])
 def test_epre_schedule_komem_by_hand(run, exposed):
     # the DSC in order with EPRE_KOMEM (5 cycles): K/V_0 (20), KOMEM_0, EPRE_0, K/V_1 (20),
@@ -759,20 +804,20 @@ def test_komem_keys_charge_the_dsc_and_the_gather():
 
 
 @pytest.mark.parametrize("sname,mname,want", [("exion4", "mld", "predicted"),
-                                               ("exion24", "dit-xl2", "store-tee")])
+                                               ("exion24", "dit-xl2", "store-queue")])
 def test_per_block_keys_take_the_faster_path(sname, mname, want):
     # the built default chooses per block between the DSC's two key paths: never slower in
     # EP than either everywhere; MLD on EXION-4 keeps predicted keys (1.162x against 1.016x
     # with exact keys), DiT-XL/2 on EXION-24 takes the teed exact keys (EP pays only so)
     m = ws.MODELS[mname]
     lat, keys = {}, set()
-    for k in ("per-block", "predicted", "store-tee"):
+    for k in ("per-block", "predicted", "store-queue"):
         r = sy.evaluate_model(replace(sy.SYSTEMS[sname], epre_keys=k), m, "EP")
         lat[k] = r["latency_s"]
         if k == "per-block":
             keys = {b["epre_keys"] for b in r["blocks"] if b["mode"] == "ep"}
-    assert lat["per-block"] <= min(lat["predicted"], lat["store-tee"]) * (1 + 1e-12)
-    assert lat["predicted"] != lat["store-tee"] and keys == {want}
+    assert lat["per-block"] <= min(lat["predicted"], lat["store-queue"]) * (1 + 1e-12)
+    assert lat["predicted"] != lat["store-queue"] and keys == {want}
     with pytest.raises(ExionError, match="per-block"):
         sy.block_gemms(CFG, SMALL, "ep", k=0.05, epre_levers=("shared", "per-block", "row"))
 

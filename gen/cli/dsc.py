@@ -84,6 +84,10 @@ def register_sim(ssub) -> None:
                         "with shared weights). Other than the trace's setting, the sampler "
                         "is replayed without checking it against the trace's records "
                         "(default: %(default)s, the trace's, predicted if it has none)")
+    b.add_argument("--no-key-queue", dest="key_queue", action="store_false",
+                   help="with exact keys, run head h's EPRE run after its K/V tile, in "
+                        "order (default: queued runs, each waiting for its keys between "
+                        "stage 1 and stage 2, stage 1 beside the tile)")
     add_report(b, flag="--json")
     add_seed(b)
     add_waves(b)
@@ -119,7 +123,7 @@ def cmd_sim_block(args) -> int:
         r = run_block(cfg, case, stall=args.stall, seed=seed, waves=args.waves,
                       progress=progress, ep_schedule=args.ep_schedule,
                       cfse_overlap=args.cfse_overlap, fuse_gelu=args.fuse_gelu,
-                      share_w=args.share_w)
+                      share_w=args.share_w, key_queue=args.key_queue)
     except BenchFailure as e:
         print(f"FAIL: {e}")
         return 1
@@ -141,9 +145,11 @@ def cmd_sim_block(args) -> int:
         f": EPRE busy {mo['epre_wait'] + mo['epre_hidden']} cycles, {mo['epre_hidden']} "
         f"hidden behind K / V, {mo['epre_wait']} waited for (cycle model)"
         if r["ep_schedule"] == "overlap" else ""))
+    queued = any(d.get("kq") for d in r["descs"])
     if any(d.get("ktee") for d in r["descs"]):
         print("  exact keys teed into the EPRE's Kh banks by each head's K/V tile store "
-              "(OMEM_STORE ktee)")
+              "(OMEM_STORE ktee); runs " + ("queued, waiting for their keys" if queued
+                                            else "in order, after each tile"))
     if r["shared_w"]:
         print("  EPRE weights shared: " + (
             "the Q/K/V product's Q/K columns filled from the EPRE's W memory (GMEM_EFILL)"
@@ -171,6 +177,7 @@ def cmd_sim_block(args) -> int:
                                "ep_sparsity": float(ep[0][1]) if ep else 0.0,
                                "ep_schedule": r["ep_schedule"], "ep_keys": keys,
                                "key_tees": sum(1 for d in r["descs"] if d.get("ktee")),
+                               "key_queue": queued,
                                "epre_wait_cycles": r["model"]["epre_wait"],
                                "epre_hidden_cycles": r["model"]["epre_hidden"],
                                "cfse_overlap": r["cfse_overlap"],

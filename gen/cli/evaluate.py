@@ -59,7 +59,7 @@ JSON layout (times in seconds, energies in joules, per generated image / clip / 
       blocks                    per block and iteration kind: cycles_per_instance (on the
                                 system), core_cycles_1core, useful_macs, ffn_sparsity, mode (the
                                 mode the schedule ran: EP or not), attn_split, epre_keys
-                                (with EP: predicted or store-tee, the key path it ran), ...
+                                (with EP: predicted or store-queue, the key path it ran), ...
 """
 
 
