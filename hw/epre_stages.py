@@ -646,23 +646,17 @@ class EpreControl(wiring.Component):
         the selectors), ``INS`` / ``INS_TAIL`` (insertion pass), ``THR`` (latch the kN-th
         element), ``MASK`` / ``MASK_TAIL`` (mask pass), then ``OUT``."""
         sj = self.sj
-        with m.State("SEL_START"):
-            m.d.comb += [self.busy.eq(1), self.sel_clear.eq(1)]
-            m.d.sync += sj.eq(0)
-            m.next = "INS"
-        with m.State("INS"):
-            m.d.comb += [self.busy.eq(1), self.ins.eq(1)]
-            count_keys("INS_TAIL")
-        with m.State("INS_TAIL"):
-            m.d.comb += self.busy.eq(1)
-            m.next = "THR"
-        with m.State("THR"):
-            m.d.comb += [self.busy.eq(1), self.latch.eq(1)]
-            m.d.sync += sj.eq(0)
-            m.next = "MASK"
-        with m.State("MASK"):
-            m.d.comb += [self.busy.eq(1), self.msk.eq(1)]
-            count_keys("MASK_TAIL")
-        with m.State("MASK_TAIL"):
-            m.d.comb += self.busy.eq(1)
-            m.next = "OUT"
+
+        def one_pass(first, first_strobe, body, body_strobe, after):
+            with m.State(first):         # a strobe cycle, then one key a cycle, then a tail
+                m.d.comb += [self.busy.eq(1), first_strobe.eq(1)]
+                m.d.sync += sj.eq(0)
+                m.next = body
+            with m.State(body):
+                m.d.comb += [self.busy.eq(1), body_strobe.eq(1)]
+                count_keys(f"{body}_TAIL")
+            with m.State(f"{body}_TAIL"):
+                m.d.comb += self.busy.eq(1)
+                m.next = after
+        one_pass("SEL_START", self.sel_clear, "INS", self.ins, "THR")
+        one_pass("THR", self.latch, "MASK", self.msk, "OUT")
