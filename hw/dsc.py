@@ -1102,6 +1102,7 @@ class DscCore(wiring.Component):
         s.overlap = s.desc[17]
         s.ep_bg = Signal(name="epre_background")   # the run's rows go to the FIFO
         s.ep_flush = Signal(name="epre_fifo_flush")
+        s.ep_took = Signal(range(sz.n_max + 2), name="epre_store_taken")   # EP_STORE's rows
         fifo = SyncFIFOBuffered(width=len(s.ep_mask), depth=sz.n_max)
         s.ep_fifo = fifo
         m.submodules.epre_fifo = ResetInserter(s.ep_flush)(fifo)
@@ -1212,6 +1213,7 @@ class DscCore(wiring.Component):
             m.next = "IDLE"
         with m.Else():
             self._start_write(m, s, s.count, s.ib["emask"])
+            m.d.sync += s.ep_took.eq(0)
             m.next = "EP_STORE"
 
     def _fsm_epre(self, m, s):
@@ -1233,9 +1235,12 @@ class DscCore(wiring.Component):
         with m.State("EP_OUT"):
             rready, _ = self._out_stream(m, s, ep.mask.valid, s.ep_mask, ~ep.busy)
             m.d.comb += ep.mask.ready.eq(rready)
-        with m.State("EP_STORE"):
-            _, take = self._out_stream(m, s, fifo.r_rdy, fifo.r_data)
+        with m.State("EP_STORE"):      # exactly its rows: a queued run's may follow them
+            more = s.ep_took != s.n_out
+            _, take = self._out_stream(m, s, fifo.r_rdy & more, fifo.r_data)
             m.d.comb += fifo.r_en.eq(take)
+            with m.If(take):
+                m.d.sync += s.ep_took.eq(s.ep_took + 1)
 
     def _gelu_omem(self, m, s):
         """GELU_OMEM's transpose buffer: ``tb`` holds L columns of R results (column i from

@@ -1808,11 +1808,14 @@ def test_queued_runs(name):
     teed by OMEM_STOREs with ``ktee`` and ``kq``: (a) the keys after the run's hand-over (the
     run waits between its stages), (b) before it (its Kh buffer already full), (c) two heads
     queued back to back (Kh buffers 0 and 1, W buffers 0 and 1: the second run in the slot
-    while the first waits for its keys; both keys' stores before both EPRE_STOREs); masks
-    bit-exact against golden, every descriptor's cycles equal to the model, also under 30 %
-    memory stalls. Mutation: (a) alone with the run not waiting (``k_wait`` cleared: an
-    ordinary overlapped run, which the tee waits for) gives other masks (stage 2 reads keys
-    not yet written)."""
+    while the first waits for its keys; both keys' stores, then a delay, before both
+    EPRE_STOREs, so that on exion16 run 1's rows reach the mask FIFO while the first
+    EPRE_STORE drains it: that store must take exactly its rows -- an EP_STORE that took
+    the next rows too never ended, found on exion16's digits block and shown once on toy
+    with 16 units in Amaranth's simulator); masks bit-exact against golden, every
+    descriptor's cycles equal to the model, also under 30 % memory stalls. Mutation: (a)
+    alone with the run not waiting (``k_wait`` cleared: an ordinary overlapped run, which
+    the tee waits for) gives other masks (stage 2 reads keys not yet written)."""
     cfg = PRESETS[name]
     rng = np.random.default_rng(67)
     print("queued-run cases: seed 67")
@@ -1857,7 +1860,8 @@ def test_queued_runs(name):
                 pending.append((wl, run, ld, st, store))
                 if len(pending) == 2:
                     (w0, r0, l0, s0, e0), (w1, r1, l1, s1, e1) = pending
-                    descs += [w0, r0, w1, r1, l0, s0, l1, s1, e0, e1]
+                    # l1 again before e0: run 1's rows reach the FIFO while e0 drains it
+                    descs += [w0, r0, w1, r1, l0, s0, l1, s1, l1, e0, e1]
         return _reorder(prog, descs + [{"op": OPS["END"]}])
     progs = [program(jobs), program(jobs)]
     out, _ = rtl_dsc(cfg, progs, stall=[0.0, 0.3], run_name="dsc_queued")
