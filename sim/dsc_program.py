@@ -609,12 +609,12 @@ def block_program(cfg: Config, rec: dict, sample: int = 0, schedule: str = "auto
         schedule = "overlap"
     if schedule != "sequential":
         jobs = block_jobs_q(cfg, rec, sample, overlap=True, cfse_overlap=co,
-                          fuse_gelu=fuse_gelu)
+                            fuse_gelu=fuse_gelu)
         beside = any(isinstance(j, GemmJob) and j.overlap for j in jobs)
         cand["overlap" if beside else "sequential"] = jobs    # no EP in the core: the same
     if schedule != "overlap" and "sequential" not in cand:
         cand["sequential"] = block_jobs_q(cfg, rec, sample, overlap=False, cfse_overlap=co,
-                                        fuse_gelu=fuse_gelu)
+                                          fuse_gelu=fuse_gelu)
     progs = {k: _build_shared(cfg, j, bus_bits, share_w) for k, j in cand.items()}
     name = next(iter(progs))
     if len(progs) == 2:
@@ -623,8 +623,8 @@ def block_program(cfg: Config, rec: dict, sample: int = 0, schedule: str = "auto
     jobs, prog = cand[name], progs[name]
     prog.cfse_overlap = co and any(getattr(j, "beside", False) for j in jobs)
     if cfse_overlap == "auto" and prog.cfse_overlap:
-        plain = block_jobs_q(cfg, rec, sample, overlap=name == "overlap", cfse_overlap=False,
-                           fuse_gelu=fuse_gelu)
+        plain = block_jobs_q(cfg, rec, sample, overlap=name == "overlap",
+                             cfse_overlap=False, fuse_gelu=fuse_gelu)
         pp = _build_shared(cfg, plain, bus_bits, share_w)
         if (program_cycles(cfg, pp.descs, bus_bits)["total"]
                 < program_cycles(cfg, prog.descs, bus_bits)["total"]):
