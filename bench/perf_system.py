@@ -145,8 +145,9 @@ def ep_bound(systems=("exion4", "exion24")):
     for sname in systems:
         sysm = sy.SYSTEMS[sname]
         out[sname] = {}
+        built = _ordering_row(sysm)
         for name, m in ws.MODELS.items():
-            lat = {mode: sy.evaluate_model(sysm, m, mode)["latency_s"] for mode in sy.MODE_NAMES}
+            lat = built[name]["latency_s"]
             free = {mode: min(lat[mode], sy.evaluate_model(
                 sysm, m, mode, ep_per_block=False)["projection_epre_hidden"]["latency_s"])
                 for mode in ("EP", "All")}
