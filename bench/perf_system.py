@@ -25,8 +25,8 @@ both systems: EP's speedup over Base (``build/bench/system_ep_k.json``).
 golden/system.py: the EPRE's weights ``shared`` with the SDUE (built, the default) /
 ``stall`` (issue 18's separate fetch, built) / ``port-idle``, keys ``predicted`` / ``sdue``
 / ``sdue-port`` / ``komem`` (the DSC's EPRE_KOMEM, built) / ``store-tee`` (in order, built) /
-``store-queue`` (queued runs, built) / ``store-queue-q`` (Q dense beside the run, not
-built), stage 2 ``row`` /
+``store-queue`` (queued runs, built) / ``store-queue-q`` (Q dense beside the run, built),
+stage 2 ``row`` /
 ``packed``), alone and combined (``LEVER_SETS``),
 every model in all four modes on both systems: EP's speedup over Base and whether
 Base < EP < FFNR < All holds (``build/bench/system_levers.json``, ``system_levers.png``;
@@ -207,7 +207,8 @@ LEVER_SETS = {
     "keys komem (EPRE_KOMEM)": {"epre_keys": "komem"},
     "keys store-tee (in order, built, everywhere)": {"epre_keys": "store-tee"},
     "keys store-queue (queued, built, everywhere)": {"epre_keys": "store-queue"},
-    "keys store-queue-q (Q dense beside the run)": {"epre_keys": "store-queue-q"},
+    "keys store-queue-q (Q dense beside the run, built, everywhere)":
+        {"epre_keys": "store-queue-q"},
     "stage2 packed": {"epre_stage2": "packed"},
     "stall + sdue": {"epre_fetch": "stall", "epre_keys": "sdue"},
     "sdue + packed": {"epre_keys": "sdue", "epre_stage2": "packed"},

@@ -50,7 +50,9 @@ The core overlaps eager prediction with the K / V projection **[choice]**: K and
 computed for every row while the EPRE runs (their skip lists need its masks) and the host
 then discards the rows EP found unneeded -- which gives exactly this model's K / V (a skipped
 row is the bias, ``masked_gemm``'s ``out`` unchanged); the Q projection skips the dominant
-rows in the core (``sim.dsc_program.split_qkv``, ``docs/dsc.md`` section 2). It also runs
+rows in the core (``sim.dsc_program.split_qkv``, ``docs/dsc.md`` section 2), or, with exact
+keys and queued runs (``q_early``), is computed for every row beside the prediction and the
+host discards the dominant rows' Q **[choice]** -- again exactly this model's Q. It also runs
 CFSE work beside the GEMMs that do not need it **[choice]**: a head's softmax beside the
 next head's Q.K^T, an FC1 column group's GELU beside the next group, a dense iteration's
 FFN-Reuse mask beside FC2 (``sim.dsc_program.overlap_cfse``); the order changes no value

@@ -382,7 +382,7 @@ def epre_schedule_q(before: float, after: float, kv_heads, rest_heads,
         K/V_0, [K/V_(h+1), wait run h, rest_h, hand over run h + 2]
         s_h = max(e_(h-1), hand_h);  e_h = max(s_h + before, end of K/V_h) + after
 
-    ``beside_heads`` (the ``store-queue-q`` what-if, not built): per head SDUE work that
+    ``beside_heads`` (``store-queue-q``, the DSC's ``q_early``): per head SDUE work that
     needs no mask (the Q projection computed densely), done after K/V_(h+1) and before the
     wait for run h. Returns ``exposed`` (the waits), ``span``, ``sdue`` and ``waits`` as
     :func:`epre_schedule`."""

@@ -146,8 +146,8 @@ GPUS = {
 #:   (``port-idle``, not built: charged ``max(0, fetch - slack)``, slack = the block's GEMM
 #:   cycles minus their bytes over the port).
 #: * ``epre_keys``: ``per-block`` (the built design, issue 19): the static schedule runs each
-#:   block with the faster of the key paths :data:`PER_BLOCK_KEYS` the DSC builds,
-#:   ``predicted`` and ``store-queue`` [choice]; or one path everywhere: stage 1 predicts Kh from X
+#:   block with the fastest of the key paths :data:`PER_BLOCK_KEYS` the DSC builds,
+#:   ``predicted``, ``store-queue`` and ``store-queue-q`` [choice]; or one path everywhere: stage 1 predicts Kh from X
 #:   (``predicted``, SPEC 3.4, built); or the run
 #:   takes the exact K_h the SDUE computes first (stage 1 is the query side only, K rows
 #:   are never skipped), a query chunk of a head split over g cores gathering the other
@@ -171,8 +171,10 @@ GPUS = {
 #:     one-run slot, starting stage 1 as soon as the previous run ends and waiting for its
 #:     keys before stage 2 (``k_wait``; :func:`~exion.golden.projections.epre_schedule_q`,
 #:     ``sdue``'s schedule with the DSC's hand-overs);
-#:   - ``store-queue-q`` (not built): ``store-queue`` with the Q projection computed densely
-#:     (no dominant query row skipped) beside run h, before the SDUE waits for its masks.
+#:   - ``store-queue-q`` (built, issue 19): ``store-queue`` with the Q projection computed
+#:     densely (no dominant query row skipped; the host discards those rows) beside run h,
+#:     before the SDUE waits for its masks (the DSC's ``q_early``,
+#:     ``sim.dsc_program.block_program``).
 #: * ``epre_stage2``: a unit scores one key per ``ceil(d_head / Le)`` cycles (``row``); or its
 #:   Le lanes score ``floor(Le / d_head)`` keys at once when d_head <= Le / 2 (``packed``).
 EPRE_LEVERS = {"epre_fetch": ("shared", "stall", "port-idle"),
@@ -181,9 +183,10 @@ EPRE_LEVERS = {"epre_fetch": ("shared", "stall", "port-idle"),
                "epre_stage2": ("row", "packed")}
 #: The built design's levers (``System.epre_levers`` of the presets).
 BUILT_LEVERS = tuple(v[0] for v in EPRE_LEVERS.values())
-#: The key paths ``per-block`` chooses from (both built; ``store-queue`` is never slower
-#: than the in-order ``store-tee``, so the schedule does not try that one).
-PER_BLOCK_KEYS = ("predicted", "store-queue")
+#: The key paths ``per-block`` chooses from (all built; ``store-queue`` is never slower
+#: than the in-order ``store-tee``, so the schedule does not try that one;
+#: ``store-queue-q`` computes more Q rows, so it can be slower than ``store-queue``).
+PER_BLOCK_KEYS = ("predicted", "store-queue", "store-queue-q")
 #: One block's levers with predicted keys (:func:`block_gemms`' default: a concrete path).
 PREDICTED_LEVERS = ("shared", "predicted", "row")
 

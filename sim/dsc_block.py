@@ -149,7 +149,8 @@ def _check_trace(z, meta, case: BlockCase) -> None:
 def run_block(cfg: Config, case: BlockCase, *, stall: float = 0.0, seed: int | None = None,
               waves: bool = False, progress=None, session=None,
               ep_schedule: str = "auto", cfse_overlap: bool | str = "auto",
-              fuse_gelu: bool = True, share_w: bool = True, key_queue: bool = True) -> dict:
+              fuse_gelu: bool = True, share_w: bool = True, key_queue: bool = True,
+              q_early: bool | str = "auto") -> dict:
     """Every core segment of ``case`` the DSC runs (LN, EP on the EPRE, its GEMMs, softmax,
     GELU + requant, FFN-Reuse unit: ``sim.dsc_program.block_program``) through the Verilated
     DSC (one program, one run;
@@ -161,13 +162,15 @@ def run_block(cfg: Config, case: BlockCase, *, stall: float = 0.0, seed: int | N
     ``"auto"``: where the cycle model estimates it faster); ``fuse_gelu``: FC1's GELU
     straight from OMEM (GELU_OMEM; ``sim.dsc_program.block_jobs``); ``share_w``: the EPRE's
     Wq / Wk teed from the Q|K|V product's GMEM_LOAD where it applies
-    (``sim.dsc_program.build_program``); ``key_queue``: exact keys' runs queued or in order
+    (``sim.dsc_program.build_program``); ``key_queue``: exact keys' runs queued or in order;
+    ``q_early``: queued runs' Q projection dense beside them
     (``sim.dsc_program.block_program``)."""
     from .dsc_program import block_program, gemm_bodies, read_results, stage_durations
     from .dsc_rtl import rtl_dsc
     jobs, prog, used = block_program(cfg, case.rec, case.rec_sample, ep_schedule,
                                      cfse_overlap=cfse_overlap, fuse_gelu=fuse_gelu,
-                                     share_w=share_w, key_queue=key_queue)
+                                     share_w=share_w, key_queue=key_queue,
+                                     q_early=q_early)
     if session is not None:      # a DscSession: one simulator for many block iterations
         runs, report = session.run([prog]), {}
     else:
@@ -191,4 +194,4 @@ def run_block(cfg: Config, case: BlockCase, *, stall: float = 0.0, seed: int | N
             "model": model, "estimate": est, "descs": prog.descs, "gemm_cycles": per_job,
             "jobs": len(jobs), "report": report, "ep_schedule": used,
             "cfse_overlap": prog.cfse_overlap, "shared_w": prog.shared_w,
-            "filled_w": prog.filled_w}
+            "filled_w": prog.filled_w, "q_early": prog.q_early}

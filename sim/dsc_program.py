@@ -243,6 +243,7 @@ class PredictJob:
     k_shift: list | None = None     # per head: EPRE_KOMEM's shift (None: stage1_shift)
     k_path: str = "komem"           # k_acc into the Kh banks: "komem", "store", "block"
     k_queue: bool = True            # "block": queued runs (``_queued_order``), else in order
+    q_early: bool = False           # queued: Q_h dense before EPRE_STORE_h (``split_qkv``)
 
     @property
     def exact(self) -> bool:
@@ -329,6 +330,7 @@ class DscProgram:
     cfse_overlap: bool = False                 # CFSE work beside overlapped GEMMs
     shared_w: bool = False                     # EPRE weights cross the port once (below)
     filled_w: bool = False                     # ... by GMEM_EFILL (else by the tee)
+    q_early: bool = False                      # exact keys: Q dense beside the runs
 
 
 def _split_w(cfg: Config, a) -> list:
@@ -421,7 +423,8 @@ def ffnr_job_from_record(cfg: Config, rec: dict, sample: int = 0) -> FfnrJob | N
 
 
 def block_jobs(cfg: Config, rec: dict, sample: int = 0, overlap: bool = True,
-               cfse_overlap: bool = True, fuse_gelu: bool = True) -> list:
+               cfse_overlap: bool = True, fuse_gelu: bool = True,
+               q_dense: bool = False) -> list:
     """Every core segment of a block iteration the DSC runs today, in data order: LN1, EP
     (the EPRE ops, when ``rec`` has EP and it fits :func:`epre_fits`; with ``overlap`` the
     K / V projection runs beside them, :func:`split_qkv`), the
@@ -433,7 +436,9 @@ def block_jobs(cfg: Config, rec: dict, sample: int = 0, overlap: bool = True,
     ``cfse_overlap``: CFSE work beside the GEMMs that do not need it
     (:func:`overlap_cfse`). ``fuse_gelu`` **[choice]**: FC1 and its GELU become one job,
     ``fc1_gelu``, whose tiles end with GELU_OMEM (the GELU of each tile's results straight
-    from OMEM, no accumulator over the port) instead of OMEM_STORE and a GELU op."""
+    from OMEM, no accumulator over the port) instead of OMEM_STORE and a GELU op.
+    ``q_dense`` (with ``overlap`` and exact keys, issue 19): the Q projection on every row,
+    before each head's masks (:func:`split_qkv`, ``PredictJob.q_early``)."""
     jobs = jobs_from_record(cfg, rec, sample)
 
     def at(pred, after=False):
@@ -459,9 +464,11 @@ def block_jobs(cfg: Config, rec: dict, sample: int = 0, overlap: bool = True,
     ep = rec.get("epre")
     if ep is not None and epre_fits(cfg, *np.shape(ep["x"])[1:], np.shape(ep["wq"][0])[1]):
         i = at(lambda n: n == "qkv")
+        pj = epre_job_from_record(cfg, rec, sample)
+        pj.q_early = q_dense and overlap and i < len(jobs) and pj.k_path == "block"
         if overlap and i < len(jobs):
-            jobs[i:i + 1] = split_qkv(cfg, jobs[i])
-        jobs.insert(i, epre_job_from_record(cfg, rec, sample))
+            jobs[i:i + 1] = split_qkv(cfg, jobs[i], pj.q_early)
+        jobs.insert(i, pj)
     if "ln1" in rec and row_fits("ln1", "x"):
         jobs.insert(0, layernorm_job_from_record(cfg, rec, "ln1", sample))
     return overlap_cfse(cfg, jobs) if cfse_overlap else jobs
@@ -568,7 +575,7 @@ EP_SCHEDULES = ("auto", "overlap", "sequential")
 def block_program(cfg: Config, rec: dict, sample: int = 0, schedule: str = "auto",
                   bus_bits: int = 64, cfse_overlap: bool | str = "auto",
                   fuse_gelu: bool = True, share_w: bool = True,
-                  key_queue: bool = True) -> tuple:
+                  key_queue: bool = True, q_early: bool | str = "auto") -> tuple:
     """A block iteration's jobs and program under an EP ``schedule``: ``overlap`` (EP beside
     the K / V projection), ``sequential`` (EP, then one Q/K/V product) or ``auto`` **[choice]**:
     both are built and the one :func:`exion.golden.dsc_cycles.program_cycles` estimates
@@ -586,27 +593,49 @@ def block_program(cfg: Config, rec: dict, sample: int = 0, schedule: str = "auto
     **[choice]**: the fill always moves fewer beats, but runs the product head by head;
     ``program.shared_w`` says whether it did). ``key_queue``: with exact keys, the runs
     queued (``_queued_order``, the default) or in order (``_double_order``'s ``keys_first``,
-    the design before the queue)."""
+    the design before the queue). ``q_early`` (queued exact keys only): each head's Q
+    projection on every row, before its EPRE_STORE, beside its run (True), after it with
+    the dominant rows skipped (False), or ``"auto"`` **[choice]**: both, keeping the faster
+    estimate (a tie keeps False, which computes fewer rows); ``program.q_early`` says
+    which."""
     from exion.golden.dsc_cycles import program_cycles
-
-    def block_jobs_q(*a, **kw):
-        jobs = block_jobs(*a, **kw)
-        for j in jobs:
-            if isinstance(j, PredictJob) and j.k_path == "block":
-                j.k_queue = key_queue
-        return jobs
     if schedule not in EP_SCHEDULES:
         raise ExionError(f"EP schedule {schedule!r}: expected one of {', '.join(EP_SCHEDULES)}")
     if cfse_overlap not in (True, False, "auto"):
         raise ExionError(f"cfse_overlap {cfse_overlap!r}: expected True, False or 'auto'")
+    if q_early not in (True, False, "auto"):
+        raise ExionError(f"q_early {q_early!r}: expected True, False or 'auto'")
+    exact = rec.get("epre") is not None and rec["epre"].get("k_acc") is not None
+    if exact and (schedule == "sequential" or not share_w):   # only the store tee
+        raise ExionError("exact keys (ep_keys = 'exact') need the overlapped EP schedule "
+                         "with the EPRE's weights shared; drop --ep-schedule sequential "
+                         "/ --no-shared-weights")
+    kw = dict(sample=sample, schedule="overlap" if exact else schedule, bus_bits=bus_bits,
+              cfse_overlap=cfse_overlap, fuse_gelu=fuse_gelu, share_w=share_w,
+              key_queue=key_queue)
+    if not (exact and key_queue) or q_early is False:
+        return _block_program(cfg, rec, q_dense=False, **kw)
+    if q_early is True:
+        return _block_program(cfg, rec, q_dense=True, **kw)
+    late, early = (_block_program(cfg, rec, q_dense=q, **kw) for q in (False, True))
+    return early if (program_cycles(cfg, early[1].descs, bus_bits)["total"]
+                     < program_cycles(cfg, late[1].descs, bus_bits)["total"]) else late
+
+
+def _block_program(cfg: Config, rec: dict, sample: int, schedule: str, bus_bits: int,
+                   cfse_overlap: bool | str, fuse_gelu: bool, share_w: bool, key_queue: bool,
+                   q_dense: bool) -> tuple:
+    """:func:`block_program` for one ``q_dense`` (checked arguments)."""
+    from exion.golden.dsc_cycles import program_cycles
+
+    def block_jobs_q(*a, **kw):
+        jobs = block_jobs(*a, q_dense=q_dense, **kw)
+        for j in jobs:
+            if isinstance(j, PredictJob) and j.k_path == "block":
+                j.k_queue = key_queue
+        return jobs
     co = cfse_overlap is not False
     cand: dict = {}
-    if rec.get("epre") is not None and rec["epre"].get("k_acc") is not None:
-        if schedule == "sequential" or not share_w:   # exact keys: only the store tee
-            raise ExionError("exact keys (ep_keys = 'exact') need the overlapped EP schedule "
-                             "with the EPRE's weights shared; drop --ep-schedule sequential "
-                             "/ --no-shared-weights")
-        schedule = "overlap"
     if schedule != "sequential":
         jobs = block_jobs_q(cfg, rec, sample, overlap=True, cfse_overlap=co,
                             fuse_gelu=fuse_gelu)
@@ -629,6 +658,7 @@ def block_program(cfg: Config, rec: dict, sample: int = 0, schedule: str = "auto
         if (program_cycles(cfg, pp.descs, bus_bits)["total"]
                 < program_cycles(cfg, prog.descs, bus_bits)["total"]):
             jobs, prog = plain, pp
+    prog.q_early = any(isinstance(j, PredictJob) and j.q_early for j in jobs)
     return jobs, prog, name
 
 
@@ -646,29 +676,36 @@ def _build_shared(cfg: Config, jobs: list, bus_bits: int, share_w: bool) -> DscP
                      < program_cycles(cfg, prog.descs, bus_bits)["total"]) else prog
 
 
-def split_qkv(cfg: Config, job: GemmJob) -> list[GemmJob]:
+def split_qkv(cfg: Config, job: GemmJob, q_dense: bool = False) -> list[GemmJob]:
     """The QKV projection job split for the overlapped EP segment **[choice]**: ``kv`` (the
     K and V columns, every row: their row-skip lists come from the prediction, which is
     still running; ``overlap``) and ``q`` (the Q columns on golden's mask: the dominant rows
-    skipped). The host then discards the K / V rows EP found unneeded (they become the
-    bias again, as golden's skipped rows are); this is checked here against golden's
-    record, so ``kv.expect`` (the dense product) and ``q.expect`` reproduce it."""
+    skipped; with ``q_dense``, every row too, so the Q tiles need no mask and may run beside
+    the prediction, ``PredictJob.q_early``). The host then discards the rows EP found
+    unneeded (they become the bias again, as golden's skipped rows are); this is checked
+    here against golden's record, so ``kv.expect`` (the dense product) and ``q.expect``
+    reproduce it."""
     from exion.golden.conmerge import masked_gemm
     d = job.b.shape[1] // 3
     if job.b.shape[1] != 3 * d or job.expect is None:
         raise ExionError(f"job {job.name}: expected a Q|K|V product of 3 d columns, got "
                          f"{job.b.shape[1]}")
-    b_kv, base_kv = job.b[:, d:], job.base[:, d:]
-    full = np.ones(base_kv.shape, bool)
-    dense = base_kv
-    for a in job.a_parts:
-        dense = masked_gemm(cfg, a, b_kv, full, dense, accumulate=True)
-    if not np.array_equal(np.where(job.mask[:, d:], dense, base_kv), job.expect[:, d:]):
-        raise ExionError(f"job {job.name}: the dense K / V product with golden's skipped rows "
-                         f"discarded does not give the recorded output")
-    return [GemmJob("kv", job.a_parts, b_kv, full, base_kv, dense, overlap=True),
-            GemmJob("q", job.a_parts, job.b[:, :d], job.mask[:, :d], job.base[:, :d],
-                    job.expect[:, :d])]
+
+    def dense(cols, what):
+        b, base = job.b[:, cols], job.base[:, cols]
+        full, out = np.ones(base.shape, bool), base
+        for a in job.a_parts:
+            out = masked_gemm(cfg, a, b, full, out, accumulate=True)
+        if not np.array_equal(np.where(job.mask[:, cols], out, base), job.expect[:, cols]):
+            raise ExionError(f"job {job.name}: the dense {what} product with golden's skipped "
+                             f"rows discarded does not give the recorded output")
+        return b, full, base, out
+    kv = GemmJob("kv", job.a_parts, *dense(slice(d, None), "K / V"), overlap=True)
+    q_cols = slice(0, d)
+    q = (GemmJob("q", job.a_parts, *dense(q_cols, "Q")) if q_dense else
+         GemmJob("q", job.a_parts, job.b[:, q_cols], job.mask[:, q_cols], job.base[:, q_cols],
+                 job.expect[:, q_cols]))
+    return [kv, q]
 
 
 def ffnr_fits(cfg: Config, shape) -> bool:
@@ -1367,7 +1404,7 @@ def _epre_descs(cfg: Config, job: PredictJob, descs: list, data: _Image, ib: dic
                      "job": job.name, "dst": dst})
         st.append((dst, pj.n_q))
     if queued:
-        _queued_order(descs, wl, runs, double, job.name)
+        _queued_order(descs, wl, runs, double, job.name, job.q_early)
         return ("epmask", (heads, x.shape[0]), st)
     if double is not None:
         _double_order(descs, wl, kl, runs, double, job.name, job.k_path == "block")
@@ -1474,14 +1511,17 @@ def _double_order(descs: list, wl: list, kl: list, runs: list, double: tuple, na
         descs.extend(q[h])
 
 
-def _queued_order(descs: list, wl: list, runs: list, double: tuple, name: str):
+def _queued_order(descs: list, wl: list, runs: list, double: tuple, name: str,
+                  q_early: bool = False):
     """The queued order of exact keys in a block (issue 19, ``k_queue``): every run has
     ``k_wait`` and Kh buffer ``h mod 2``, so it is handed to the DSC's one-run slot early,
     starts as soon as the previous run ends and does its stage 1 (the query side) before
     head h's K_h | V_h tile tees its keys (``kq``: into the free Kh buffer); the SDUE runs
     one head ahead and EPRE_STORE (``kq``) waits only for run h's rows -- ``WLOAD_0,
     EPRE_0, WLOAD_1, EPRE_1, kv_0, [kv_(h+1), EPRE_STORE_h, q_h, WLOAD_(h+2), EPRE_(h+2)]``
-    (WLOAD_(h+2) after q_h, whose Q_h columns come from buffer h mod 2)."""
+    (WLOAD_(h+2) after q_h, whose Q_h columns come from buffer h mod 2). ``q_early``
+    (``split_qkv``'s dense Q, which needs no mask): q_h before EPRE_STORE_h, beside run h.
+    """
     from exion.hw.dsc import OPS
     kv, q = double
     heads = len(runs)
@@ -1492,9 +1532,12 @@ def _queued_order(descs: list, wl: list, runs: list, double: tuple, name: str):
     for h in range(heads):
         if h + 1 < heads:
             descs.extend(kv[h + 1])
+        if q_early:
+            descs.extend(q[h])
         descs.append({"op": OPS["EPRE_STORE"], "count": runs[h]["count"], "kq": 1,
                       "dst": runs[h]["dst"], "job": name})
-        descs.extend(q[h])
+        if not q_early:
+            descs.extend(q[h])
         if h + 2 < heads:
             descs.extend(wl[h + 2])
             descs.append(_overlapped(runs[h + 2]))

@@ -72,30 +72,41 @@ def test_sim_block_ep_schedules(cli_run, trace, tmp_path):
     assert ov["cycles"] < seq["cycles"]
 
 
-def test_sim_block_exact_keys(cli_run, trace, tmp_path):
-    """``--ep-keys exact``: the block replayed with EP on the exact keys (not the trace's),
-    each head's K/V tile store teeing them into the EPRE (4 heads), PASS with cycles ==
-    model, the runs queued; ``--no-key-queue`` in order, PASS, slower; with
-    ``--ep-schedule sequential`` refused in one line."""
+def _exact_keys_run(cli_run, trace, tmp_path, *extra):
     out_json = tmp_path / "r.json"
     code, out, err = cli_run("sim", "block", "--trace", str(trace[0]), "--block", "1",
                              "--iter", "0", "--seed", "1", "--ep-keys", "exact",
-                             "--json", str(out_json))
+                             *extra, "--json", str(out_json))
     assert code == 0 and "PASS" in out and "keys exact" in out, out + err
     r = json.loads(out_json.read_text())
-    assert r["ep_keys"] == "exact" and r["key_tees"] == 4 and r["key_queue"]
+    assert r["ep_keys"] == "exact" and r["key_tees"] == 4
     assert r["cycles"] == r["model_cycles"] and r["ep_schedule"] == "overlap"
-    code, out, err = cli_run("sim", "block", "--trace", str(trace[0]), "--block", "1",
-                             "--iter", "0", "--seed", "1", "--ep-keys", "exact",
-                             "--no-key-queue", "--json", str(out_json))
-    assert code == 0 and "PASS" in out and "in order" in out, out + err
-    inorder = json.loads(out_json.read_text())
-    assert not inorder["key_queue"] and inorder["cycles"] == inorder["model_cycles"]
-    assert r["cycles"] < inorder["cycles"]
+    return r, out
+
+
+def test_sim_block_exact_keys(cli_run, trace, tmp_path):
+    """``--ep-keys exact``: the block replayed with EP on the exact keys (not the trace's),
+    each head's K/V tile store teeing them into the EPRE (4 heads), PASS with cycles ==
+    model, the runs queued, Q projected early (toy: the cycle model's choice); with
+    ``--ep-schedule sequential`` refused in one line."""
+    r, out = _exact_keys_run(cli_run, trace, tmp_path)
+    assert r["key_queue"] and r["q_early"] and "Q projected densely" in out
     code, out, err = cli_run("sim", "block", "--trace", str(trace[0]), "--block", "1",
                              "--iter", "0", "--ep-keys", "exact", "--ep-schedule",
                              "sequential")
     assert code != 0 and "exact keys" in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.long
+def test_sim_block_exact_keys_orders(cli_run, trace, tmp_path):
+    """``--q-early off`` and ``--no-key-queue``: PASS with cycles == model, each slower than
+    the default (Q early, queued)."""
+    best = _exact_keys_run(cli_run, trace, tmp_path)[0]
+    late = _exact_keys_run(cli_run, trace, tmp_path, "--q-early", "off")[0]
+    inorder = _exact_keys_run(cli_run, trace, tmp_path, "--no-key-queue")[0]
+    assert late["key_queue"] and not late["q_early"]
+    assert not inorder["key_queue"] and not inorder["q_early"]
+    assert best["cycles"] < late["cycles"] < inorder["cycles"]
 
 
 @pytest.mark.long

@@ -927,40 +927,77 @@ def test_ktee_store_holds_close_windows_pysim():
     np.testing.assert_array_equal(read_results(TOY, prog, run["image"])[0], job.expect)
 
 
-def test_block_exact_keys_store_tee(model):
+def _exact_block(model, it, **kw):
+    """Toy block 1, iteration ``it``, with exact keys, on Verilator: bit-exact against
+    golden.dsc, cycles equal to the model, four key tees, no key over the port; the run.
+    ``q_th`` 0.5: dominant query rows in both iterations (none at the default)."""
+    meta = {**META, "exion": {**META["exion"], "ep_keys": "exact", "q_th": 0.5}}
+    case = block_case(model, meta, 1, it)
+    assert case.rec["epre"]["k_acc"] is not None
+    r = run_block(TOY, case, **kw)
+    assert r["pass"], r["mismatch"]
+    assert r["model"]["total"] == r["cycles"] and r["ep_schedule"] == "overlap"
+    ops = [d["op"] for d in r["descs"]]
+    assert len([d for d in r["descs"] if d.get("ktee")]) == 4
+    assert dcy.OPS["EPRE_KLOAD"] not in ops and dcy.OPS["EPRE_KOMEM"] not in ops
+    return case, r
+
+
+def _order_of(descs):
+    """The indices of the EPRE runs, the key tees, the EPRE_STOREs and the Q tiles'
+    descriptors of a block program."""
+    runs = [i for i, d in enumerate(descs) if d["op"] == dcy.OPS["EPRE"]]
+    tees = [i for i, d in enumerate(descs) if d.get("ktee")]
+    stores = [i for i, d in enumerate(descs) if d["op"] == dcy.OPS["EPRE_STORE"]]
+    qs = [i for i, d in enumerate(descs) if d.get("job") == "q"]
+    return runs, tees, stores, qs
+
+
+@pytest.mark.parametrize("it", [0, 1])
+def test_block_exact_keys_store_tee(model, it):
     """A block iteration with exact keys (``ep_keys = "exact"``, issue 19) on the toy DSC,
     dense and sparse: each head's K_h | V_h tile tees its keys into the Kh banks as it is
     stored (OMEM_STORE ``ktee``); every segment bit-exact against golden.dsc (whose EP
     predicts from the Q|K|V product's K_h, ``golden.predict.omem_keys``), cycles equal to
-    the model, no key over the port and no EPRE_KOMEM. Both orders: queued (the default:
-    every run ``k_wait`` in Kh buffer ``h mod 2``, handed over before its tile, EPRE_STORE
-    ``kq``) and in order (``key_queue=False``: run h after head h's tile). A queued
+    the model, no key over the port and no EPRE_KOMEM. The default program queues every
+    run (``k_wait`` in Kh buffer ``h mod 2``, handed over before its tile, EPRE_STORE
+    ``kq``) and, on toy, projects each head's Q on every row before its EPRE_STORE
+    (``q_early``, chosen by the cycle model: faster than the Q after the masks); the host
+    discards the dominant rows' Q, which gives golden's (the comparison covers it: a dense
+    Q compared with golden's skipped rows fails it, checked once by hand). A queued
     schedule whose runs do not wait for their keys (``k_wait`` cleared) fails it (checked
-    once by hand: wrong masks); the queued order is faster on both iterations."""
-    meta = {**META, "exion": {**META["exion"], "ep_keys": "exact"}}
+    once by hand: wrong masks)."""
+    from exion.golden.dsc_cycles import program_cycles
+    from exion.sim.dsc_program import block_jobs, block_program
+    case, r = _exact_block(model, it)
+    assert r["q_early"]
+    runs, tees, stores, qs = _order_of(r["descs"])
+    assert len(runs) == len(stores) == 4 and runs[0] < tees[0] and runs[1] < tees[0]
+    for h, (i, j) in enumerate(zip(runs, tees)):
+        assert r["descs"][i]["ep"]["k_wait"] == 1
+        assert r["descs"][i]["ep"]["k_buf"] == r["descs"][j]["k_buf"] == h % 2
+        assert r["descs"][j]["kq"] == 1
+    def q_mask(q_dense):
+        return next(j for j in block_jobs(TOY, case.rec, case.rec_sample, q_dense=q_dense)
+                    if getattr(j, "name", "") == "q").mask
+    assert q_mask(True).all() and not q_mask(False).all()   # dominant rows' Q: discarded
+    for h in range(4):             # head h's Q tiles between the previous store and its own
+        assert any((stores[h - 1] if h else tees[0]) < q < stores[h] for q in qs), h
+    # the Q after the masks (dominant rows skipped): the cycle model says slower
+    late = block_program(TOY, case.rec, case.rec_sample, q_early=False)[1]
+    assert not late.q_early
+    assert program_cycles(TOY, late.descs, late.bus_bits)["total"] > r["estimate"]["total"]
+
+
+@pytest.mark.long
+def test_block_exact_keys_orders(model):
+    """The three built orders of exact keys on Verilator, both iterations: in order
+    (``key_queue=False``), queued with Q after the masks, queued with Q early; each
+    bit-exact with cycles equal to the model, and each faster than the one before."""
     for it in (0, 1):
-        case = block_case(model, meta, 1, it)
-        assert case.rec["epre"]["k_acc"] is not None
-        cyc = {}
-        for queue in (True, False):
-            r = run_block(TOY, case, key_queue=queue)
-            assert r["pass"], r["mismatch"]
-            assert r["model"]["total"] == r["cycles"] and r["ep_schedule"] == "overlap"
-            cyc[queue] = r["cycles"]
-            ops = [d["op"] for d in r["descs"]]
-            tees = [i for i, d in enumerate(r["descs"]) if d.get("ktee")]
-            runs = [i for i, d in enumerate(r["descs"]) if d["op"] == dcy.OPS["EPRE"]]
-            assert len(tees) == 4 == len(runs)
-            assert dcy.OPS["EPRE_KLOAD"] not in ops and dcy.OPS["EPRE_KOMEM"] not in ops
-            if queue:
-                assert runs[0] < tees[0] and runs[1] < tees[0]
-                for h, (i, j) in enumerate(zip(runs, tees)):
-                    assert r["descs"][i]["ep"]["k_wait"] == 1
-                    assert r["descs"][i]["ep"]["k_buf"] == r["descs"][j]["k_buf"] == h % 2
-                    assert r["descs"][j]["kq"] == 1
-            else:
-                assert tees[0] < runs[0]
-        assert cyc[True] < cyc[False], cyc
+        cyc = [_exact_block(model, it, **kw)[1]["cycles"]
+               for kw in ({"key_queue": False}, {"q_early": False}, {"q_early": True})]
+        assert cyc[0] > cyc[1] > cyc[2], cyc
 
 
 def test_block_exact_keys_need_the_shared_overlap(model):
@@ -1802,7 +1839,7 @@ def _reorder(prog, descs):
     return prog
 
 
-@pytest.mark.parametrize("name", ["toy", "exion16"])
+@pytest.mark.parametrize("name", ["toy", pytest.param("exion16", marks=pytest.mark.long)])
 def test_queued_runs(name):
     """Queued EPRE runs (issue 19, hw/dsc.py "Queue") on Verilator, keys
     teed by OMEM_STOREs with ``ktee`` and ``kq``: (a) the keys after the run's hand-over (the

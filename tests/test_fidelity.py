@@ -349,3 +349,19 @@ def test_ep_goal_picks_the_sparsest_row_within_the_loss():
     assert fi.ep_goal(rows)["row"] == "a"
     assert fi.ep_goal(rows, max_loss=1.6)["row"] == "b"
     assert fi.ep_goal(rows, max_loss=0.1) is None           # d has no sparsity: not EP at work
+
+
+def test_frechet_by_hand_and_singular_covariances():
+    """FD-PCA's Frechet distance: diagonal covariances by hand (|m1 - m2|^2 + sum of
+    (sqrt(a) - sqrt(b))^2); a covariance of fewer samples than dimensions (singular, what
+    ``exion accuracy --samples 4`` gives) has a finite distance and no warning (the suite
+    turns warnings into errors: scipy's sqrtm of the product warned there)."""
+    from exion.workloads.accuracy import _frechet
+    m1, m2 = np.array([1.0, 0.0, 2.0]), np.array([0.0, 0.0, 0.0])
+    a, b = np.array([4.0, 1.0, 9.0]), np.array([1.0, 1.0, 0.0])
+    assert _frechet(m1, np.diag(a), m2, np.diag(b)) == pytest.approx(5 + 1 + 0 + 9)
+    x = np.random.default_rng(5).normal(size=(4, 12))
+    c = np.cov(x, rowvar=False)                       # rank 3 of 12
+    d = _frechet(x.mean(0), c, np.zeros(12), np.eye(12))
+    assert np.isfinite(d) and d > 0
+    assert _frechet(x.mean(0), c, x.mean(0), c) == pytest.approx(0, abs=1e-6)

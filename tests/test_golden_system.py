@@ -598,9 +598,9 @@ def test_spilled_partial_sums_are_activation_traffic():
 def test_built_levers_are_the_rtl_run(n_q, n_k, d, dh):
     from exion.golden.cycles import epre_run_cycles
     assert sy.BUILT_LEVERS == ("shared", "per-block", "row")
-    assert sy.PER_BLOCK_KEYS == ("predicted", "store-queue")
+    assert sy.PER_BLOCK_KEYS == ("predicted", "store-queue", "store-queue-q")
     assert sum(sy.epre_phases(CFG, n_q, n_k, d, dh)) == epre_run_cycles(CFG, n_q, n_k, d, dh)
-    for keys in ("store-tee", "store-queue"):
+    for keys in ("store-tee", "store-queue", "store-queue-q"):
         assert sum(sy.epre_phases(CFG, n_q, n_k, d, dh, ("shared", keys, "row"))) == \
             epre_run_cycles(CFG, n_q, n_k, d, dh, k_given=True)
     assert sy.SYSTEMS["exion4"].epre_levers == sy.SYSTEMS["exion24"].epre_levers \
@@ -747,7 +747,7 @@ def test_epre_schedule_q_by_hand(before, after, exposed):
 
 
 def test_store_queue_q_computes_q_dense():
-    # the what-if (not built): Q projected densely beside the run (no dominant row
+    # the DSC's q_early (built): Q projected densely beside the run (no dominant row
     # skipped), the keys' path and the scores as store-queue's
     blk = ws.Block("b", T=256, d=256, heads=4, ffn=512)
     q = {k: {x.name: x for x, _, _ in _ep_block(("shared", k, "row"), blk=blk)["gemms"]}

@@ -80,11 +80,20 @@ def _pca_real():
     return mu, basis, f.mean(0), np.cov(f, rowvar=False), f
 
 
+def _psd_sqrt(c):
+    """The symmetric square root of a covariance (its negative rounding eigenvalues as 0)."""
+    w, v = np.linalg.eigh((c + c.T) / 2)
+    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+
+
 def _frechet(m1, c1, m2, c2) -> float:
-    from scipy.linalg import sqrtm
-    covmean = sqrtm(c1 @ c2)
-    covmean = np.real(covmean)
-    return float(np.sum((m1 - m2) ** 2) + np.trace(c1 + c2 - 2 * covmean))
+    """Frechet distance of two Gaussians. ``tr sqrt(c1 c2)`` as the trace of the symmetric
+    ``sqrt(s1 c2 s1)``, ``s1 = sqrt(c1)`` (the same value for covariances): defined for a
+    singular covariance (fewer samples than PCA dimensions), where ``scipy.linalg.sqrtm``
+    of the product only warns."""
+    s1 = _psd_sqrt(c1)
+    tr_covmean = float(np.trace(_psd_sqrt(s1 @ c2 @ s1)))
+    return float(np.sum((m1 - m2) ** 2) + np.trace(c1 + c2) - 2 * tr_covmean)
 
 
 def fd_pca(images) -> float:

@@ -88,6 +88,11 @@ def register_sim(ssub) -> None:
                    help="with exact keys, run head h's EPRE run after its K/V tile, in "
                         "order (default: queued runs, each waiting for its keys between "
                         "stage 1 and stage 2, stage 1 beside the tile)")
+    b.add_argument("--q-early", choices=("auto", "on", "off"), default="auto",
+                   help="with exact keys and queued runs, project each head's Q on every "
+                        "row before its masks are stored, beside its run (on), or after "
+                        "them with the dominant rows skipped (off); auto keeps the one the "
+                        "cycle model estimates faster (default: %(default)s)")
     add_report(b, flag="--json")
     add_seed(b)
     add_waves(b)
@@ -123,7 +128,8 @@ def cmd_sim_block(args) -> int:
         r = run_block(cfg, case, stall=args.stall, seed=seed, waves=args.waves,
                       progress=progress, ep_schedule=args.ep_schedule,
                       cfse_overlap=args.cfse_overlap, fuse_gelu=args.fuse_gelu,
-                      share_w=args.share_w, key_queue=args.key_queue)
+                      share_w=args.share_w, key_queue=args.key_queue,
+                      q_early={"auto": "auto", "on": True, "off": False}[args.q_early])
     except BenchFailure as e:
         print(f"FAIL: {e}")
         return 1
@@ -149,7 +155,8 @@ def cmd_sim_block(args) -> int:
     if any(d.get("ktee") for d in r["descs"]):
         print("  exact keys teed into the EPRE's Kh banks by each head's K/V tile store "
               "(OMEM_STORE ktee); runs " + ("queued, waiting for their keys" if queued
-                                            else "in order, after each tile"))
+                                            else "in order, after each tile")
+              + ("; Q projected densely beside them" if r["q_early"] else ""))
     if r["shared_w"]:
         print("  EPRE weights shared: " + (
             "the Q/K/V product's Q/K columns filled from the EPRE's W memory (GMEM_EFILL)"
@@ -177,7 +184,7 @@ def cmd_sim_block(args) -> int:
                                "ep_sparsity": float(ep[0][1]) if ep else 0.0,
                                "ep_schedule": r["ep_schedule"], "ep_keys": keys,
                                "key_tees": sum(1 for d in r["descs"] if d.get("ktee")),
-                               "key_queue": queued,
+                               "key_queue": queued, "q_early": r["q_early"],
                                "epre_wait_cycles": r["model"]["epre_wait"],
                                "epre_hidden_cycles": r["model"]["epre_hidden"],
                                "cfse_overlap": r["cfse_overlap"],
