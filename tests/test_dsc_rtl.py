@@ -547,6 +547,7 @@ def test_ffnr_jobs_in_block(model):
     assert decode_desc(encode_desc(d)) == d
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("bus", [32, 128])
 def test_unit_ops_other_buses_pysim(bus):
     """GELU, SOFTMAX, LAYERNORM, FFNR (dense and sparse), EPRE (also overlapped with a small
@@ -869,6 +870,7 @@ def test_epre_keys_from_omem(name, path):
                for h, o in enumerate(other))
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("lanes,bus", [(8, 64), (32, 256)])
 def test_keys_from_omem_other_widths_pysim(lanes, bus):
     """Both on-core key paths with other EPRE word widths and buses (toy with ``epre_lanes``
@@ -1739,6 +1741,7 @@ def test_efill_exion16():
         _check_program_cycles(prog, run, 64, e16)
 
 
+@pytest.mark.long
 def test_efill_wide_epre_words_pysim():
     """GMEM_EFILL with EPRE words of Le = 2 L lanes (toy with ``epre_lanes = 8``; exion16
     has 6 slots): two GMEM words per EPRE word, a half-filled last word per column (d = 20:
@@ -1763,6 +1766,7 @@ def test_efill_wide_epre_words_pysim():
         _check_program_cycles(prog, run, 64, cfg)
 
 
+@pytest.mark.long
 def test_tee_wide_epre_words_pysim():
     """An EPRE word of Le = 2 L lanes (toy with ``epre_lanes = 8``; exion16 has 6 slots):
     the tee gathers two GMEM words per EPRE word, and writes a half-filled one where a
