@@ -147,8 +147,8 @@ GPUS = {
 #:   cycles minus their bytes over the port).
 #: * ``epre_keys``: ``per-block`` (the built design, issue 19): the static schedule runs each
 #:   block with the fastest of the key paths :data:`PER_BLOCK_KEYS` the DSC builds,
-#:   ``predicted``, ``store-queue`` and ``store-queue-q`` [choice]; or one path everywhere: stage 1 predicts Kh from X
-#:   (``predicted``, SPEC 3.4, built); or the run
+#:   ``predicted``, ``store-queue`` and ``store-queue-q`` [choice]; or one path
+#:   everywhere: stage 1 predicts Kh from X (``predicted``, SPEC 3.4, built); or the run
 #:   takes the exact K_h the SDUE computes first (stage 1 is the query side only, K rows
 #:   are never skipped), a query chunk of a head split over g cores gathering the other
 #:   chunks' ``(g - 1) / g`` of K_h over the port as EPRE words (``T ceil(d_head / Le) Le``
