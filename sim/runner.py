@@ -20,6 +20,9 @@
   with about 3.4x less g++ CPU time (40 s against 135 s) and simulates more slowly: right for a
   one-shot build that runs a few thousand cycles (``exion demo`` uses it), wrong for long
   regressions. The level is part of the build's cache key.
+* The Verilator runtime (``verilated*.o``, the same for every design) is compiled once per
+  flag set and shared by later builds (:mod:`exion.sim.objcache`, verilated.mk's
+  ``OBJCACHE`` hook; a user's own ``OBJCACHE``, e.g. ``ccache``, or an empty one wins).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from exion.errors import ExionError
 from exion.gen.toolchain import (fst_supported, icarus_version, require_icarus, verilator_env,
                                   verilator_version)
 from exion.paths import build_root
+from exion.sim import objcache
 
 __all__ = ["RtlBuild", "Harness", "rtl_build", "run_bench", "BenchFailure", "build_root", "waves_requested",
            "simulator", "SIMULATORS"]
@@ -199,6 +203,9 @@ def _build(sim: str, manifest: Path, module: str, srcs: list[Path], sim_dir: Pat
         os.environ.update(verilator_env())
         if opt != CXX_OPTS[0]:      # make variables through MAKEFLAGS reach Vtop.mk's g++
             os.environ["MAKEFLAGS"] += f" OPT_FAST={opt} OPT_SLOW={opt} OPT_GLOBAL={opt}"
+        if "OBJCACHE" not in os.environ:    # the runtime's objects, compiled once (objcache)
+            os.environ["OBJCACHE"] = objcache.command()
+            os.environ[objcache.CACHE_ENV] = str(sim_dir.parent / "_objcache")
     try:
         files = list(srcs)
         if "--no-public-flat-rw" in args:

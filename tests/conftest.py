@@ -6,6 +6,11 @@
 * Generated Verilog and Verilated models are cached under the repository's ``build/`` for
   every test, also for tests that run in a temporary working directory (the build root
   follows the working directory, ``exion.paths.build_root``); ``EXION_BUILD`` overrides it.
+* Verilator builds compile their C++ at ``-O0`` in the default suite (``EXION_CXX_OPT``, unless
+  set): its benches run a few thousand cycles each, where g++ time dominates (the exion16
+  FFN-Reuse unit: 229 s of build at ``-Os``, 17 s at ``-O0``, for a slower simulation of a
+  few seconds). ``make test-long`` (``EXION_LONG=1``) keeps the runner's default, ``-Os``,
+  for its long regressions.
 """
 
 import os
@@ -16,6 +21,8 @@ import pytest
 from exion import PRESETS
 
 os.environ.setdefault("EXION_BUILD", str(Path(__file__).resolve().parent.parent / "build"))
+if os.environ.get("EXION_LONG") != "1":
+    os.environ.setdefault("EXION_CXX_OPT", "-O0")
 
 
 def pytest_collection_modifyitems(config, items):

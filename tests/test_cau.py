@@ -190,6 +190,7 @@ def test_cau_fixed_sort_generation(sort):
     assert "sort" in dict(mask_layout(TOY, 4, runtime_sort=True))
 
 
+@pytest.mark.long      # exion16's CAU against golden: tests/test_cau_rtl.py on Verilator
 def test_cau_exion16_small():
     rng = np.random.default_rng(16)
     cases = [(rng.random((37, 40)) < d, s) for d in (0.6, 0.1, 0.03)
@@ -202,7 +203,11 @@ def test_cau_exion16_small():
 @pytest.mark.parametrize("cfg,P,lanes", [
     (TOY, 4, 1), (TOY, 5, 2), (TOY, 8, 3), (TOY.replace(cols=1), 1, 1),
     (TOY.replace(merge_ways=1), 3, 3), (TOY.replace(merge_window=5, merge_ways=3), 3, 2),
-    (E16, 4, 1), (E16, 8, None), (E16, 7, 2),
+    (E16, 4, 1),
+    # exion16 at its default P and lanes runs on Verilator in the default suite
+    # (tests/test_cau_rtl.py); its other pysim cases are long
+    pytest.param(E16, 8, None, marks=pytest.mark.long),
+    pytest.param(E16, 7, 2, marks=pytest.mark.long),
     pytest.param(E16.replace(merge_ways=2), 8, None, marks=pytest.mark.long)],
     ids=["toy-P4-L1", "toy-P5-L2", "toy-P8-L3", "C1-P1-L1", "toy-m1-P3-L3", "w5-m3-P3-L2",
          "exion16-P4-L1", "exion16-P8-default", "exion16-P7-L2", "exion16-m2-P8-default"])

@@ -197,7 +197,8 @@ def random_cases(cfg, rng, n, sparse=True, t_max=None, n_max=None, d_max=None):
 SMALL = {"t_max": None, "n_max": 64}
 
 
-@pytest.mark.parametrize("cfg", [TOY, E16], ids=["toy", "exion16"])
+# exion16: on Verilator in the default suite (tests/test_ffnr_rtl.py); pysim is long
+@pytest.mark.parametrize("cfg", [TOY, pytest.param(E16, marks=pytest.mark.long)], ids=["toy", "exion16"])
 def test_ffnr_amaranth_matches_golden(cfg):
     rng = np.random.default_rng(1500 + cfg.rows)
     cases = directed_cases(cfg, rng) + random_cases(cfg, rng, 5, n_max=40)
@@ -205,7 +206,8 @@ def test_ffnr_amaranth_matches_golden(cfg):
     check_runs(cfg, cases, runs, dut, timed=True)
 
 
-@pytest.mark.parametrize("cfg", [TOY, E16], ids=["toy", "exion16"])
+# exion16: on Verilator in the default suite (tests/test_ffnr_rtl.py); pysim is long
+@pytest.mark.parametrize("cfg", [TOY, pytest.param(E16, marks=pytest.mark.long)], ids=["toy", "exion16"])
 def test_ffnr_amaranth_backpressure(cfg):
     rng = np.random.default_rng(1600 + cfg.rows)
     cases = random_cases(cfg, rng, 4, n_max=40)
@@ -498,7 +500,8 @@ def tiled_cases(cfg, rng, t_max, n_max):
     ]
 
 
-@pytest.mark.parametrize("cfg", [TOY, E16], ids=["toy", "exion16"])
+# exion16: on Verilator in the default suite (tests/test_ffnr_rtl.py); pysim is long
+@pytest.mark.parametrize("cfg", [TOY, pytest.param(E16, marks=pytest.mark.long)], ids=["toy", "exion16"])
 def test_ffnr_tiled_layer_matches_golden(cfg):
     """A layer larger than the unit's cache: histogram over the whole H, one threshold, mask
     (and delta) per (row tile, column tile) == golden build_mask; cycles == model."""

@@ -685,6 +685,7 @@ def test_more_global_memory_bandwidth_with_ep_not_slower():
     assert all(a >= b for a, b in zip(lat, lat[1:])), lat
 
 
+@pytest.mark.long      # the whole SD model twice (about 90 s); the sweep tests above stay
 def test_more_cores_not_slower_off_chip_bound_with_ep():
     # found by bench/perf_system.py --roofline: SD on EXION-4's system at 8 -> 16 DSCs in All
     # (off-chip-bound) was 0.1 % slower: at 16 cores a query split cut a block's on-chip

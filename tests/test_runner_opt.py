@@ -21,7 +21,8 @@ def test_cxx_opt_default_env_and_bad_value(monkeypatch):
 
 def _compile_lines(build) -> list[str]:
     log = (build.sim_dir / "build.log").read_text()
-    return [ln for ln in log.splitlines() if ln.startswith(("c++", "g++")) and " -c " in ln]
+    lines = [ln.split(" -m exion.sim.objcache ", 1)[-1] for ln in log.splitlines()]
+    return [ln for ln in lines if ln.startswith(("c++", "g++")) and " -c " in ln]
 
 
 @pytest.mark.rtl
