@@ -47,7 +47,7 @@ from exion.errors import ExionError
 
 from .fastemit import fast_meminit, fold_zero_init
 
-__all__ = ["TOPS", "EPRE_TOPS", "generate", "lint", "sources", "Generated", "source_hash",
+__all__ = ["TOPS", "EPRE_TOPS", "generate", "generate_shared", "lint", "sources", "Generated", "source_hash",
            "source_files", "sv_time0_fix", "sim_sources"]
 
 # Rules waived for generated code only, with the reason (see module docstring).
@@ -213,6 +213,28 @@ def _constants(component) -> dict:
     if hasattr(component, "constants"):
         out.update(component.constants())
     return out
+
+
+def generate_shared(cfg: Config, top: str, *, box_epre_units: bool = False) -> Generated:
+    """:func:`generate` into the build root's shared folder (``<root>/rtl/<config>-<hash>``,
+    ``-boxed`` with ``box_epre_units``), under a file lock per config and top: concurrent
+    processes (pytest workers, ``exion lint`` beside a simulation) generate a top once and
+    the others wait for it instead of generating it again. The simulation builds
+    (``exion.sim.runner.rtl_build``) read the same folder."""
+    import fcntl
+
+    from exion.paths import build_root
+    root = build_root()
+    boxed = "-boxed" if box_epre_units else ""
+    lock = root / "locks" / f"gen-{cfg.name}-{cfg.hash}-{top}{boxed}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            return generate(cfg, top, root / "rtl" / f"{cfg.name}-{cfg.hash}{boxed}",
+                            box_epre_units=box_epre_units)
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def generate(cfg: Config, top: str, out_dir: str | Path, *, reuse: bool = True,

@@ -131,7 +131,7 @@ def rtl_build(cfg: Config, top: str, *, waves: bool = False, progress=None,
     instead (Verilator only). ``box_epre_units``: the Verilog hierarchical synthesis reads
     (the EPRE's units as instances of one module, ``exion.gen.verilog.generate``), in a
     folder of its own."""
-    from exion.gen.verilog import generate, sim_sources
+    from exion.gen.verilog import generate_shared, sim_sources
 
     sim = simulator(sim)
     waves = waves_requested(waves)
@@ -145,9 +145,8 @@ def rtl_build(cfg: Config, top: str, *, waves: bool = False, progress=None,
                  "make fst-deps); writing VCD (dump.vcd) instead")
     root = build_root()
     boxed = "-boxed" if box_epre_units else ""
-    rtl_dir = root / "rtl" / f"{cfg.name}-{cfg.hash}{boxed}"
-    with _locked(root / "locks" / f"gen-{cfg.name}-{cfg.hash}-{top}{boxed}.lock"):
-        gen = generate(cfg, top, rtl_dir, box_epre_units=box_epre_units)
+    gen = generate_shared(cfg, top, box_epre_units=box_epre_units)
+    rtl_dir = gen.verilog.parent
     with _locked(root / "locks" / f"gen-{cfg.name}-{cfg.hash}-{top}{boxed}.lock"):
         srcs = sim_sources(gen.verilog, sim)  # + vendor-cell models; Icarus: SV-safe copy
         if harness is not None:

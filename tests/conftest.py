@@ -25,7 +25,19 @@ if os.environ.get("EXION_LONG") != "1":
     os.environ.setdefault("EXION_CXX_OPT", "-O0")
 
 
+#: the files with the longest runs (exion16 generations and Verilator builds, the DSC's
+#: benches), started first: ``make test`` hands whole files to its two workers
+#: (``--dist loadfile``) in collection order, and a long file collected last would run
+#: alone at the end. The rest keep pytest's order.
+FIRST = ("test_sdue_rtl.py", "test_dsc_rtl.py", "test_cau_rtl.py", "test_cfse_rtl.py",
+         "test_ffnr_rtl.py", "test_epre_rtl.py", "test_gemm_gmem_ports.py", "test_dpu_rtl.py",
+         "test_demo.py", "test_dsc_harness.py", "test_gemm_rtl.py", "test_gemm_board.py",
+         "test_epre.py", "test_cau.py")
+
+
 def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(FIRST)))   # stable
     if os.environ.get("EXION_LONG") == "1":
         return
     keep, drop = [], []

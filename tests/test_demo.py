@@ -8,9 +8,11 @@ pytestmark = pytest.mark.rtl
 
 
 def test_demo_toy(tmp_path, cli_run):
-    # -Os: share the builds the rest of the suite makes (the demo's own -O0 builds are
-    # covered by tests/test_runner_opt.py)
-    code, out, _ = cli_run("demo", "--config", "toy", "--cxx-opt=-Os",
+    # the suite's level (tests/conftest.py: -O0 unless make test-long): share the builds
+    # the rest of the suite makes
+    import os
+    code, out, _ = cli_run("demo", "--config", "toy",
+                           f"--cxx-opt={os.environ.get('EXION_CXX_OPT', '-O0')}",
                            "--out", str(tmp_path / "demo"), "--seed", "7")
     assert code == 0, out
     assert "RESULT: PASS" in out

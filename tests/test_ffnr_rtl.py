@@ -13,11 +13,10 @@ import pytest
 from test_ffnr import check_runs, check_tiled, directed_cases, random_cases
 
 from exion import PRESETS
-from exion.gen.verilog import generate, lint
+from exion.gen.verilog import generate_shared, lint
 from exion.hw.ffnr import FfnrSizes
 from exion.golden import ffnr_cycles as fc
 from exion.sim.ffnr_rtl import FfnrCase, rtl_ffnr, rtl_ffnr_batch
-from exion.paths import build_root
 
 pytestmark = pytest.mark.rtl
 
@@ -82,7 +81,7 @@ def test_ffnr_rtl_long_sweep(cfg):
 
 @pytest.mark.parametrize("cfg", CFGS, ids=IDS)
 def test_ffnr_verilog_is_lint_clean(cfg):
-    g = generate(cfg, "ffnr", build_root() / "rtl" / f"{cfg.name}-{cfg.hash}")
+    g = generate_shared(cfg, "ffnr")
     assert lint(g.verilog, "exion_ffnr") == []
 
 

@@ -53,8 +53,9 @@ def test_gemm_with_gmem_ports_matches_golden_and_model():
     check_engine_model(TOY, cases, runs)
 
 
+# the DSC tops pass the engine's ports through (a DSC generation is half a minute): long
 @pytest.mark.parametrize("top", ["gemm", pytest.param("dsc_core", marks=pytest.mark.long),
-                                 "dsc"])
+                                 pytest.param("dsc", marks=pytest.mark.long)])
 def test_gmem_ports_in_generated_tops(tmp_path, top):
     cfg = TOY.replace(name="toy_gp", gmem_ports=True)
     g = verilog.generate(cfg, top, tmp_path)

@@ -8,7 +8,7 @@ import pytest
 
 from exion import PRESETS
 from exion.gen.cli import main
-from exion.gen.verilog import TOPS, generate, lint
+from exion.gen.verilog import TOPS, generate, generate_shared, lint
 from exion.paths import build_root
 
 
@@ -31,7 +31,7 @@ def test_ecp5_mult_verilog_is_lint_clean(preset_name):
     # the config and folder of tests/test_dpu_rtl.py's DSP-register build (generated once)
     cfg = PRESETS[preset_name].replace(name=f"{preset_name}_ecp5", dpu_mult="ecp5",
                                        dpu_pipe_in=True, dpu_pipe_tree_in=True)
-    g = generate(cfg, "dpu", build_root() / "rtl" / f"{cfg.name}-{cfg.hash}")
+    g = generate_shared(cfg, "dpu")
     assert json.loads(g.manifest.read_text())["sim_models"] == ["MULT18X18D.v"]
     assert (g.verilog.parent / "MULT18X18D.v").exists()
     assert g.verilog.read_text().count("MULT18X18D ") == cfg.lanes
@@ -42,7 +42,7 @@ def test_ecp5_mult_verilog_is_lint_clean(preset_name):
 def test_generated_verilog_is_lint_clean(preset_name, top):
     # The session's shared generation folder: the RTL tests reuse the same Verilog.
     preset = PRESETS[preset_name]
-    g = generate(preset, top, build_root() / "rtl" / f"{preset.name}-{preset.hash}")
+    g = generate_shared(preset, top)
     assert lint(g.verilog, f"exion_{top}") == []
 
 
@@ -96,12 +96,12 @@ def test_board_engine_lists_the_copies_model_and_lints_clean():
     only the multiplier's model (the models follow the cells instantiated)."""
     from exion.config import load_config
     cfg = load_config(Path(__file__).resolve().parent.parent / "configs" / "toy_ecp5.toml")
-    g = generate(cfg, "gemm", build_root() / "rtl" / f"{cfg.name}-{cfg.hash}")
+    g = generate_shared(cfg, "gemm")
     assert json.loads(g.manifest.read_text())["sim_models"] == ["MULT18X18D.v", "TRELLIS_FF.v"]
     assert len(re.findall(r"^\s*TRELLIS_FF\s", g.verilog.read_text(), re.M)) == \
         1 + 3 + cfg.cols * cfg.merge_ways + 2 + 2
     assert lint(g.verilog, g.verilog.stem) == []
-    d = generate(cfg, "dpu", build_root() / "rtl" / f"{cfg.name}-{cfg.hash}")
+    d = generate_shared(cfg, "dpu")
     assert json.loads(d.manifest.read_text())["sim_models"] == ["MULT18X18D.v"]
 
 

@@ -66,13 +66,12 @@ def cmd_gen(args) -> int:
 
 
 def cmd_lint(args) -> int:
-    from exion.gen.verilog import TOPS, generate, lint
-    from exion.paths import build_root
+    from exion.gen.verilog import TOPS, generate_shared, lint
     cfg = load_cfg(args.config)
     tops = list(TOPS) if args.top == "all" else [args.top]
     bad = 0
     for top in tops:
-        g = generate(cfg, top, build_root() / "rtl" / f"{cfg.name}-{cfg.hash}")
+        g = generate_shared(cfg, top)
         problems = lint(g.verilog, f"exion_{top}")
         print(f"{top:8s} {cfg.name:10s} {'clean' if not problems else 'WARNINGS'}")
         for line in problems:
