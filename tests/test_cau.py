@@ -135,7 +135,8 @@ def _runtime_ways_cases(cfg, seed):
 
 
 @pytest.mark.parametrize("cfg,lanes", [(TOY, 2), (TOY.replace(merge_ways=4), 1),
-                                       (TOY.replace(merge_ways=4), 3)],
+                                       pytest.param(TOY.replace(merge_ways=4), 3,
+                                                    marks=pytest.mark.long)],
                          ids=["toy-m2-L2", "toy-m4-L1", "toy-m4-L3"])
 def test_cau_runtime_ways(cfg, lanes):
     """One CAU build, any run-time m in 1..cfg.merge_ways (the mask beats' ``ways``): the

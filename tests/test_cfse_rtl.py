@@ -10,6 +10,7 @@ and ``EXION_SEED=N`` re-runs it.
 import numpy as np
 import pytest
 
+from exion import PRESETS
 from exion.golden.cfse import FX_MAX, FX_MIN, GeluParams, gelu_params
 from exion.sim.cfse_rtl import rtl_cfse_many
 from exion.sim.runner import new_seed
@@ -186,9 +187,11 @@ def long_cases(cfg, rng):
     ]
 
 
+@pytest.mark.parametrize("preset", [pytest.param(PRESETS["exion16"], marks=pytest.mark.long),
+                                    PRESETS["toy"]], ids=["exion16", "toy"])
 def test_cfse_rtl_long_rows(preset):
-    """Long-row (restream) mode on both presets: bit-exact, cycles equal the model, also
-    with random idle input cycles and output stalls."""
+    """Long-row (restream) mode on both presets (exion16 under make test-long): bit-exact,
+    cycles equal the model, also with random idle input cycles and output stalls."""
     seed, rng = seeded()
     cases = long_cases(preset, rng)
     pick = ("sm-long-nmax+1", "sm-long-one-huge", "ln-long-nmax+1", "ln-long-constant-var0")

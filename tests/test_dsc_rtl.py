@@ -1795,7 +1795,7 @@ def test_tee_wide_epre_words_pysim():
     _check_program_cycles(prog, run, 64, cfg)
 
 
-@pytest.mark.parametrize("bus", [256, 32])
+@pytest.mark.parametrize("bus", [pytest.param(256, marks=pytest.mark.long), 32])
 def test_omem_store_back_to_back_pysim(bus):
     """OMEM_STORE reads the next address while it sends the current one: on a 256-bit bus
     a toy OMEM address is one beat (each later address passes ST_LATCH again), on a 32-bit

@@ -134,6 +134,7 @@ def _closed_form(cfg, d, bus):
             + dcy.fixed_cycles(fn) + 5)
 
 
+@pytest.mark.long      # a 32-bit bus, as the DSC's other-bus variants (test_dsc_rtl.py)
 def test_row_ops_multibeat_cycles_pysim():
     """Rows of 4 and 16 words on a 32-bit toy bus (2 beats per word) in Amaranth's simulator:
     bit-exact, every descriptor's cycles == the model (golden.dsc_cycles.row_body's phase-C

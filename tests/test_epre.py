@@ -391,7 +391,7 @@ def test_epre_selectors_cut_selection_cycles():
 
 # ---- one-word banks (the DSC's EPRE on exion16: units = n_max, d_head <= lanes) ----------
 @pytest.mark.parametrize("radix", [
-    {}, dict(epre_selector_kind="radix", epre_radix_ports=6),
+    {}, pytest.param(dict(epre_selector_kind="radix", epre_radix_ports=6), marks=pytest.mark.long),
     pytest.param(dict(epre_selector_kind="radix", epre_radix_ports=4), marks=pytest.mark.long)],
     ids=["insertion", "radix-P6", "radix-P4"])
 def test_epre_one_row_group_is_exact_and_lint_clean(tmp_path, radix):
@@ -474,7 +474,8 @@ def edge_jobs(cfg, sizes, seed):
     return jobs
 
 
-@pytest.mark.parametrize("kind", ["insertion", "radix"])
+# radix: its selector runs in tests/test_epre_rtl.py (Verilator) and here on random cases
+@pytest.mark.parametrize("kind", ["insertion", pytest.param("radix", marks=pytest.mark.long)])
 def test_epre_selection_edge_cases(kind):
     """Both selector kinds on the same directed cases (ties, k = all, k_n = 0 / 1 / N_k,
     dominant rows in both polarities, cross-attention, one key, +-2^(W-1) operands) and

@@ -200,6 +200,7 @@ def test_epre_rtl_radix_toy():
     check(bp, cycles=False)
 
 
+@pytest.mark.long   # the boxed Verilog's structure: tests/test_epre_hier.py (default suite)
 def test_epre_rtl_boxed_units_toy():
     """Issue 22: the Verilog that hierarchical synthesis reads (``box_epre_units``: the U
     units as instances of ``exion_epre_unit``, that module appended) is the same circuit:

@@ -241,7 +241,8 @@ def test_pnr_unknown_ripup(tmp_path):
 
 @pytest.mark.parametrize("top, ripup, margin, opt, mhz", [
     ("dpu", "auto", "auto", False, 100.0), ("dpu", "on", 10, True, 110.0),
-    ("gemm", "auto", "auto", True, 105.0), ("gemm", "off", 0, False, 100.0)])
+    ("gemm", "auto", "auto", True, 105.0),
+    pytest.param("gemm", "off", 0, False, 100.0, marks=pytest.mark.long)])
 def test_pnr_build_carries_ripup_and_margin(tmp_path, monkeypatch, top, ripup, margin, opt,
                                             mhz):
     """The prepared build asks nextpnr for the rip-up and constrains the clock ``margin`` %

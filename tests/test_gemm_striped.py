@@ -170,6 +170,7 @@ def test_striped_model_and_host_refusals():
 NOSTRIPE = TOY.replace(name="toy_nostripe", gemm_striped=False)
 
 
+@pytest.mark.long      # an engine generation without the map (about 20 s)
 def test_engine_built_without_the_striped_map(tmp_path):
     """``gemm_striped = false`` (configs/toy_ecp5.toml): no striped logic in the Verilog, the
     model and the host never choose the map (``auto`` -> replicated, a forced one is refused

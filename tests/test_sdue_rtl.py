@@ -41,10 +41,6 @@ CONFIGS = {
     # accumulating passes forward within a lane, and the host reads pick the sub-bank
     "toy-c2-d2": PRESETS["toy"].replace(name="toy_c2_d2", cols=2, omem_depth=32,
                                         imem_depth=8, omem_drain=2),
-    # the FPGA build of the DPUs (configs/toy_ecp5.toml): MULT18X18D with its input and
-    # output registers and a fabric register before the adder tree (+2 cycles)
-    "toy-ecp5": load_config(Path(__file__).resolve().parent.parent / "configs" /
-                            "toy_ecp5.toml"),
     "exion16": PRESETS["exion16"],
 }
 # Hardware generated for exion16 with m = 1 and 2: each is another multi-minute Verilator
@@ -52,6 +48,12 @@ CONFIGS = {
 # ConMerge plans on exion16 (its 4 weight buses serve any m <= 4) and m = 1 hardware on toy
 # (toy-c1).
 LONG_CONFIGS = {
+    # the FPGA build of the DPUs (configs/toy_ecp5.toml): MULT18X18D with its input and
+    # output registers and a fabric register before the adder tree (+2 cycles); the default
+    # suite runs those DPUs in tests/test_dpu_rtl.py and the board's engine in
+    # tests/test_gemm_board.py
+    "toy-ecp5": load_config(Path(__file__).resolve().parent.parent / "configs" /
+                            "toy_ecp5.toml"),
     # the unpipelined DPU datapath (sdue_pipe = false): a non-default build
     "toy-nopipe": PRESETS["toy"].replace(name="toy_nopipe", sdue_pipe=False),
     # generator path m = 1 on the toy array (the default suite has m = 1 in toy-c1)

@@ -146,6 +146,7 @@ def test_radix_selectors_are_an_array_of_two_variants(tmp_path):
         ["exion_epre.rselector0"], ["exion_epre.rselector1"], ["exion_epre.rselector2"]]
 
 
+@pytest.mark.long      # a boxed DSC core generation (about 25 s)
 def test_dsc_keeps_its_insertion_selectors(tmp_path):
     """The DSC's EPRE uses insertion selectors: no radix-selector array in the toy core."""
     text = generate(PRESETS["toy"], "dsc_core", tmp_path, reuse=False,
