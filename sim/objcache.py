@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -34,7 +35,7 @@ CACHE_ENV = "EXION_OBJCACHE_DIR"
 
 def command() -> str:
     """The ``OBJCACHE`` value: this module run by the current interpreter."""
-    return f"{sys.executable} -m exion.sim.objcache"
+    return f"{shlex.quote(sys.executable)} -m exion.sim.objcache"   # make's recipes run in sh
 
 
 def _runtime_object(cmd: list[str]) -> tuple[Path, Path] | None:

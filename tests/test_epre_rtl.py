@@ -178,6 +178,7 @@ def test_epre_rtl_provisioned(prov):
     assert report["passed"] is True
 
 
+@pytest.mark.long      # radix (a non-default selector): Amaranth-simulated in tests/test_epre.py
 def test_epre_rtl_radix_toy():
     """Issue 18: the radix selector kind on Verilator (toy, U = S = 3 radix selectors of
     P = 4 ports): every case bit-exact, cycles == the model of that kind (and != the

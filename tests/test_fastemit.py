@@ -98,9 +98,9 @@ def test_fold_zero_init_only_folds_zero_in_order_blocks():
     assert "module other(c);\n  input c;\nendmodule" in text     # untouched module
 
 
-def test_generated_toy_verilog_has_no_per_word_zero_init(tmp_path):
-    from exion.gen.verilog import generate
-    gen = generate(PRESETS["toy"], "gemm", tmp_path, reuse=False)
+def test_generated_toy_verilog_has_no_per_word_zero_init():
+    from exion.gen.verilog import generate_shared
+    gen = generate_shared(PRESETS["toy"], "gemm")   # the suite's toy engine, generated once
     text = gen.verilog.read_text()
     assert "exion_init_i" in text
     assert not re.search(r"initial begin\n\s*\S+ ?\[0\] = \d+'h0+;\n", text)

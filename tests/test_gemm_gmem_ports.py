@@ -45,6 +45,7 @@ def _cases(cfg, seed):
 
 
 @pytest.mark.rtl
+@pytest.mark.long      # a variant's build: the ports themselves are checked below (default)
 def test_gemm_with_gmem_ports_matches_golden_and_model():
     cases = _cases(TOY, 22)
     with gemm_gmem_top() as top:

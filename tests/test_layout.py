@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import tomllib
 from pathlib import Path
@@ -153,6 +154,7 @@ def unresolved_imports(modules: dict[str, Path]) -> list[str]:
     """
     known = set(modules)
 
+    @functools.cache        # a module is parsed once, however many imports name it
     def names_in(path: Path) -> set[str]:
         tree = ast.parse(path.read_text(), str(path))
         out = set()
