@@ -39,12 +39,32 @@ def rtl_dsc(cfg: Config, programs: list[DscProgram], *, stall: float | list = 0.
     ``memory``: ``"python"`` serves the memory port from the bench every cycle (random
     stalls need it); ``"verilog"`` uses the simulation-only memory model of
     :mod:`exion.sim.dsc_harness` (same timing, no per-cycle Python; Verilator, no stalls);
-    ``"auto"`` (default) picks ``"verilog"`` when it can."""
+    ``"auto"`` (default) picks ``"verilog"`` when it can; a list that mixes stalled and
+    unstalled programs runs as two simulations (the unstalled ones on the Verilog memory, the
+    results in the given order), because the Python memory serves every cycle of every
+    program it runs."""
     from .dsc_harness import fits
     from .runner import simulator
     stalls = list(stall) if isinstance(stall, (list, tuple)) else [stall] * len(programs)
     if memory not in ("auto", "python", "verilog"):
         raise ExionError(f"memory={memory!r}: expected auto, python or verilog")
+    kw = dict(seed=seed, waves=waves, progress=progress)
+    quick = [i for i, (p, s) in enumerate(zip(programs, stalls))
+             if not s and fits(p.image.size, p.bus_bits)]
+    if (memory == "auto" and simulator() == "verilator" and 0 < len(quick) < len(programs)
+            and len({p.bus_bits for p in programs}) == 1):
+        slow = [i for i in range(len(programs)) if i not in quick]
+        fast_runs, fast_rep = rtl_dsc(cfg, [programs[i] for i in quick], memory="verilog",
+                                      run_name=f"{run_name}-vmem", **kw)
+        slow_runs, rep = rtl_dsc(cfg, [programs[i] for i in slow], memory="python",
+                                 stall=[stalls[i] for i in slow], run_name=run_name, **kw)
+        runs = [None] * len(programs)
+        for i, r in [*zip(quick, fast_runs), *zip(slow, slow_runs)]:
+            runs[i] = r
+        rep = dict(rep, passed=rep.get("passed") and fast_rep.get("passed"),
+                   **{k: rep[k] + fast_rep[k] for k in ("runs", "busy_cycles", "seconds")
+                      if k in rep and k in fast_rep})
+        return runs, rep
     can = (simulator() == "verilator" and not any(stalls)
            and all(fits(p.image.size, p.bus_bits) for p in programs))
     if memory == "verilog" and not can:

@@ -13,7 +13,6 @@ import pytest
 from test_ffnr import check_runs, check_tiled, directed_cases, random_cases
 
 from exion import PRESETS
-from exion.gen.verilog import generate_shared, lint
 from exion.hw.ffnr import FfnrSizes
 from exion.golden import ffnr_cycles as fc
 from exion.sim.ffnr_rtl import FfnrCase, rtl_ffnr, rtl_ffnr_batch
@@ -79,10 +78,7 @@ def test_ffnr_rtl_long_sweep(cfg):
     check_runs(cfg, cases, runs, label=f"seed {seed}")
 
 
-@pytest.mark.parametrize("cfg", CFGS, ids=IDS)
-def test_ffnr_verilog_is_lint_clean(cfg):
-    g = generate_shared(cfg, "ffnr")
-    assert lint(g.verilog, "exion_ffnr") == []
+# lint of both presets' FFN-Reuse Verilog: tests/test_gen.py (every top)
 
 
 def test_cli_sim_ffnr_writes_the_golden_mask(tmp_path, cli_run):
