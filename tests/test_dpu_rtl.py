@@ -67,6 +67,7 @@ def test_dpu_rtl_long_random(preset):
     assert report["dot_products"] == 2000
 
 
+@pytest.mark.long      # a traced build (the FST writer's compile, about 30 s)
 def test_waveforms_on_request(tmp_path, monkeypatch):
     """--waves / EXION_WAVES writes a waveform into the run's own folder (FST when the lz4
     headers exist, VCD otherwise) and nothing into the working directory."""
