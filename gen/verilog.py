@@ -47,8 +47,8 @@ from exion.errors import ExionError
 
 from .fastemit import fast_meminit, fold_zero_init
 
-__all__ = ["TOPS", "EPRE_TOPS", "generate", "generate_shared", "lint", "sources", "Generated", "source_hash",
-           "source_files", "sv_time0_fix", "sim_sources"]
+__all__ = ["TOPS", "EPRE_TOPS", "generate", "generate_shared", "lint", "sources", "Generated",
+           "source_hash", "source_files", "sv_time0_fix", "sim_sources"]
 
 # Rules waived for generated code only, with the reason (see module docstring).
 LINT_WAIVERS = {

@@ -94,3 +94,33 @@ def test_session_runs_equal_fresh_runs(programs):
         got = [sess.run([progs[1]])[0], sess.run([progs[0]])[0], sess.run([progs[1]])[0]]
     for g, f, i in zip(got, [fresh[1], fresh[0], fresh[1]], (1, 0, 1)):
         _same(g, f, progs[i], "session")
+
+
+def test_mixed_stalls_split_between_the_two_memories(monkeypatch):
+    """``rtl_dsc(memory="auto")`` with stalled and unstalled programs: the unstalled ones run
+    on the Verilog memory, only the stalled ones on the Python memory with their own stall
+    values, and the results come back in the programs' order (simulator stubbed)."""
+    from types import SimpleNamespace
+
+    from exion.sim import dsc_rtl
+    calls = []
+
+    def fake_run(build, module, runs, *, params, run_name, **kw):
+        calls.append((build, params["harness"], [r["stall"] for r in runs], run_name))
+        return [{"prog_base": r["prog_base"], "harness": params["harness"]} for r in runs], \
+            {"passed": True, "runs": len(runs), "busy_cycles": 10, "seconds": 1.0}
+    monkeypatch.setattr(dsc_rtl, "dsc_build", lambda cfg, verilog_memory, **kw: verilog_memory)
+    monkeypatch.setattr(dsc_rtl, "run_bench_pickled", fake_run)
+    progs = [SimpleNamespace(image=np.zeros(64, np.uint8), prog_base=i, bus_bits=64)
+             for i in range(5)]
+    stalls = [0.0, 0.3, 0.0, 0.2, 0.0]
+    runs, rep = rtl_dsc(TOY, progs, stall=stalls, run_name="mix")
+    assert [r["prog_base"] for r in runs] == list(range(5))
+    assert [r["harness"] for r in runs] == [s == 0 for s in stalls]
+    assert sorted(calls, key=lambda c: c[1]) == [(False, False, [0.3, 0.2], "mix"),
+                                                 (True, True, [0.0, 0.0, 0.0], "mix-vmem")]
+    assert rep["runs"] == 5 and rep["passed"]
+    calls.clear()                  # all stalled or none: one simulation, as before
+    rtl_dsc(TOY, progs[:2], stall=[0.1, 0.3])
+    rtl_dsc(TOY, progs[:2])
+    assert [c[1] for c in calls] == [False, True]
