@@ -8,17 +8,33 @@ This module imports nothing else of the project; every layer may use it.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 from pathlib import Path
 
-__all__ = ["build_root", "write_json"]
+__all__ = ["build_root", "write_json", "locked"]
 
 
 def build_root() -> Path:
     """``$EXION_BUILD``, or ``build/`` in the current working directory (absolute)."""
     env = os.environ.get("EXION_BUILD")
     return Path(env).resolve() if env else Path.cwd() / "build"
+
+
+@contextlib.contextmanager
+def locked(path: str | Path):
+    """Hold an exclusive file lock on ``path`` (created with its folders) for the block:
+    concurrent processes (pytest workers, a CLI beside them) do the block one at a time."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def write_json(path: str | Path, data: dict) -> Path:

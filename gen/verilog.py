@@ -47,8 +47,8 @@ from exion.errors import ExionError
 
 from .fastemit import fast_meminit, fold_zero_init
 
-__all__ = ["TOPS", "EPRE_TOPS", "generate", "generate_shared", "lint", "sources", "Generated",
-           "source_hash", "source_files", "sv_time0_fix", "sim_sources"]
+__all__ = ["TOPS", "EPRE_TOPS", "generate", "generate_shared", "shared_lock", "lint", "sources",
+           "Generated", "source_hash", "source_files", "sv_time0_fix", "sim_sources"]
 
 # Rules waived for generated code only, with the reason (see module docstring).
 LINT_WAIVERS = {
@@ -221,20 +221,19 @@ def generate_shared(cfg: Config, top: str, *, box_epre_units: bool = False) -> G
     processes (pytest workers, ``exion lint`` beside a simulation) generate a top once and
     the others wait for it instead of generating it again. The simulation builds
     (``exion.sim.runner.rtl_build``) read the same folder."""
-    import fcntl
-
-    from exion.paths import build_root
-    root = build_root()
+    from exion.paths import build_root, locked
     boxed = "-boxed" if box_epre_units else ""
-    lock = root / "locks" / f"gen-{cfg.name}-{cfg.hash}-{top}{boxed}.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            return generate(cfg, top, root / "rtl" / f"{cfg.name}-{cfg.hash}{boxed}",
-                            box_epre_units=box_epre_units)
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with locked(shared_lock(cfg, top, box_epre_units)):
+        return generate(cfg, top, build_root() / "rtl" / f"{cfg.name}-{cfg.hash}{boxed}",
+                        box_epre_units=box_epre_units)
+
+
+def shared_lock(cfg: Config, top: str, box_epre_units: bool = False) -> Path:
+    """The lock file of ``top``'s shared folder (:func:`generate_shared`); whoever writes
+    more into that folder for ``top`` (the simulators' source copies) takes it too."""
+    from exion.paths import build_root
+    boxed = "-boxed" if box_epre_units else ""
+    return build_root() / "locks" / f"gen-{cfg.name}-{cfg.hash}-{top}{boxed}.lock"
 
 
 def generate(cfg: Config, top: str, out_dir: str | Path, *, reuse: bool = True,

@@ -27,8 +27,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -41,7 +39,7 @@ from exion.config import Config
 from exion.errors import ExionError
 from exion.gen.toolchain import (fst_supported, icarus_version, require_icarus, verilator_env,
                                   verilator_version)
-from exion.paths import build_root
+from exion.paths import build_root, locked
 from exion.sim import objcache
 
 __all__ = ["RtlBuild", "Harness", "rtl_build", "run_bench", "BenchFailure", "build_root", "waves_requested",
@@ -90,17 +88,6 @@ class RtlBuild:
         return json.loads(self.manifest.read_text())
 
 
-@contextlib.contextmanager
-def _locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 #: C++ optimisation levels a Verilator build accepts (``EXION_CXX_OPT``); the first is the
 #: default (Verilator's own).
 CXX_OPTS = ("-Os", "-O0", "-O1", "-O2", "-O3")
@@ -131,7 +118,7 @@ def rtl_build(cfg: Config, top: str, *, waves: bool = False, progress=None,
     instead (Verilator only). ``box_epre_units``: the Verilog hierarchical synthesis reads
     (the EPRE's units as instances of one module, ``exion.gen.verilog.generate``), in a
     folder of its own."""
-    from exion.gen.verilog import generate_shared, sim_sources
+    from exion.gen.verilog import generate_shared, shared_lock, sim_sources
 
     sim = simulator(sim)
     waves = waves_requested(waves)
@@ -144,10 +131,9 @@ def rtl_build(cfg: Config, top: str, *, waves: bool = False, progress=None,
         progress("FST waveforms need the lz4 headers (apt-get install liblz4-dev, or "
                  "make fst-deps); writing VCD (dump.vcd) instead")
     root = build_root()
-    boxed = "-boxed" if box_epre_units else ""
     gen = generate_shared(cfg, top, box_epre_units=box_epre_units)
     rtl_dir = gen.verilog.parent
-    with _locked(root / "locks" / f"gen-{cfg.name}-{cfg.hash}-{top}{boxed}.lock"):
+    with locked(shared_lock(cfg, top, box_epre_units)):
         srcs = sim_sources(gen.verilog, sim)  # + vendor-cell models; Icarus: SV-safe copy
         if harness is not None:
             if sim != "verilator":
@@ -167,7 +153,7 @@ def rtl_build(cfg: Config, top: str, *, waves: bool = False, progress=None,
     sim_dir = root / "sim" / f"{module}-{cfg.name}{tag}-{key}"
     stamp = sim_dir / ".built"
     build_seconds = 0.0
-    with _locked(root / "locks" / f"sim-{module}{tag}-{key}.lock"):
+    with locked(root / "locks" / f"sim-{module}{tag}-{key}.lock"):
         if not stamp.exists():
             if progress:
                 progress(f"{'Verilating' if sim == 'verilator' else 'Compiling (Icarus)'} "

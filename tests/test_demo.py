@@ -1,6 +1,7 @@
 """``exion demo`` end to end on the toy preset: every step passes and the report says so."""
 
 import json
+import os
 
 import pytest
 
@@ -10,7 +11,6 @@ pytestmark = pytest.mark.rtl
 def test_demo_toy(tmp_path, cli_run):
     # the suite's level (tests/conftest.py: -O0 unless make test-long): share the builds
     # the rest of the suite makes
-    import os
     code, out, _ = cli_run("demo", "--config", "toy",
                            f"--cxx-opt={os.environ.get('EXION_CXX_OPT', '-O0')}",
                            "--out", str(tmp_path / "demo"), "--seed", "7")
