@@ -2,17 +2,24 @@
 
 The cocotb bench of :mod:`exion.sim.tb_dsc` serves the core's memory port from Python at every
 falling edge: about 23 k cycles per second on ``toy``, so a 50-step digit on the RTL spends
-most of its time in that loop. With no random stalls (the timing ``golden/dsc_cycles.py``
-models) the same memory can live in the simulator: :func:`harness_verilog` writes a wrapper
-``exion_dsc_memsim`` whose ``always @(negedge clk)`` block is the Python model's ``step``
-statement for statement (read beats the cycle after their command, writes paired with their
-commands in order, a response the cycle after a burst's last beat is paired, every ready high),
-so cycles are the same, and the bench only loads an image, pulses ``start`` and waits for
+most of its time in that loop. The same memory can live in the simulator:
+:func:`harness_verilog` writes a wrapper ``exion_dsc_memsim`` whose ``always @(negedge clk)``
+block is the Python model's ``step`` statement for statement (read beats the cycle after their
+command, writes paired with their commands in order, a response the cycle after a burst's last
+beat is paired), so with no stalls (every ready high: the timing ``golden/dsc_cycles.py``
+models) cycles are the same, and the bench only loads an image, pulses ``start`` and waits for
 ``done``.
+
+Random stalls (``stall_p`` > 0, 2026-12-07): each of the five handshakes the memory drives (read
+data valid, write response valid, write data ready, read and write command ready) is low with
+probability ``stall_p / 65536`` in each cycle, drawn from a xorshift32 generator seeded with
+``stall_seed`` on ``load`` [choice]: the same probabilities as the Python memory's ``_go``, not
+the same draws, so a stalled run is bit-exact on both memories but its cycles differ.
 
 Host side (the bench, ``EXION_PARAMS["harness"]``): the image goes in through
 ``$readmemh("dsc_image.hex")`` on ``load``; the final image comes back through
-``$writememh("dsc_dump.hex")`` on ``dump`` (``image_words`` words); every change of ``stage``
+``$writememh("dsc_dump.hex")`` on ``dump`` (``image_words`` words); ``stall_p`` and
+``stall_seed`` are read on ``load``; every change of ``stage``
 during a run is logged to ``dsc_stages.txt`` as ``stage cycles``, and every change of the
 core's ``engine`` output as ``E engine cycles`` (the same samples the Python loop takes); ``bad`` flags a read beyond ``image_words``. The files live in the
 run's folder (the simulator's working directory). ``WORDS`` bounds the image; a larger one
@@ -35,12 +42,12 @@ def fits(image_bytes: int, bus_bits: int) -> bool:
     return -(-image_bytes // (bus_bits // 8)) <= WORDS
 
 
-def _cmd_push(port: str, q: str) -> str:
-    """Verilog: take ``port``'s command (ready always high) into queue ``q`` as
-    (word address, beats)."""
+def _cmd_push(port: str, q: str, go: str) -> str:
+    """Verilog: take ``port``'s command (ready = ``go``: high unless stalled) into queue ``q``
+    as (word address, beats)."""
     tail = f"({q}_h + {q}_c) % QD"
-    return (f"    {port}_cmd_r = 1;\n"
-            f"    if ({port}_cmd_v) begin\n"
+    return (f"    {port}_cmd_r = {go};\n"
+            f"    if ({go} && {port}_cmd_v) begin\n"
             f"      if ({q}_c == QD) overflow = 1;\n"
             f"      {q}_a[{tail}] = {port}_cmd_p[31:0] >> SH; "
             f"{q}_n[{tail}] = {port}_cmd_p[39:32] + 1;\n"
@@ -60,6 +67,7 @@ module {MODULE} (
   input wire clk, input wire rst, input wire start, input wire [31:0] prog_base,
   input wire [15:0] iteration, input wire [7:0] reuse_n, input wire [3:0] mode,
   input wire load, input wire dump, input wire [31:0] image_words,
+  input wire [15:0] stall_p, input wire [31:0] stall_seed,
   output wire busy, output wire done, output wire [7:0] error, output wire [31:0] cycles,
   output wire [31:0] passes, output wire [7:0] stage, output reg bad, output reg overflow
 );
@@ -94,9 +102,16 @@ module {MODULE} (
   integer resp, bursts, fd, last_stage, i;
   reg rec, last_eng;
   wire engine;
+  // random stalls: xorshift32, one draw per handshake and cycle; go = not stalled
+  reg [31:0] lf;
+  reg go_rd, go_resp, go_wd, go_rc, go_wc;
+  function [31:0] xs(input [31:0] x);
+    reg [31:0] y;
+    begin y = x ^ (x << 13); y = y ^ (y >> 17); xs = y ^ (y << 5); end
+  endfunction
   initial begin
     rq_h = 0; rq_c = 0; wq_h = 0; wq_c = 0; wb_h = 0; wb_c = 0; resp = 0; fd = 0;
-    last_stage = -1; bad = 0; overflow = 0; rec = 0; last_eng = 0;
+    last_stage = -1; bad = 0; overflow = 0; rec = 0; last_eng = 0; lf = 32'd1;
     rd_cmd_r = 0; wr_cmd_r = 0; rd_data_v = 0; wr_data_r = 0; wr_resp_v = 0; rd_data_p = 0;
   end
   always @(negedge clk) begin
@@ -105,6 +120,7 @@ module {MODULE} (
       $readmemh("dsc_image.hex", mem, 0, image_words - 1);
       rq_h = 0; rq_c = 0; wq_h = 0; wq_c = 0; wb_h = 0; wb_c = 0; resp = 0;
       bad = 0; overflow = 0; last_stage = -1; rec = 0; last_eng = 0;
+      lf = stall_seed == 0 ? 32'd1 : stall_seed;
       if (fd != 0) $fclose(fd);
       fd = $fopen("dsc_stages.txt", "w");
     end
@@ -112,8 +128,13 @@ module {MODULE} (
       $writememh("dsc_dump.hex", mem, 0, image_words - 1);
       if (fd != 0) begin $fflush(fd); end
     end
+    lf = xs(lf); go_rd = lf[31:16] >= stall_p;
+    lf = xs(lf); go_resp = lf[31:16] >= stall_p;
+    lf = xs(lf); go_wd = lf[31:16] >= stall_p;
+    lf = xs(lf); go_rc = lf[31:16] >= stall_p;
+    lf = xs(lf); go_wc = lf[31:16] >= stall_p;
     // read data, from commands taken at earlier edges
-    if (rq_c > 0) begin
+    if (rq_c > 0 && go_rd) begin
       rd_data_v = 1;
       if (rq_a[rq_h] >= image_words) bad = 1;
       rd_data_p = {{1'b0, rq_n[rq_h] == 1, mem[rq_a[rq_h][AW-1:0]]}};
@@ -123,14 +144,14 @@ module {MODULE} (
       end
     end else rd_data_v = 0;
     // write responses
-    if (resp > 0) begin
+    if (resp > 0 && go_resp) begin
       wr_resp_v = 1;
       if (wr_resp_r) resp = resp - 1;
     end else wr_resp_v = 0;
     // write data, paired with the write commands in order
-    wr_data_r = 1;
+    wr_data_r = go_wd;
     bursts = 0;
-    if (wr_data_v) begin
+    if (go_wd && wr_data_v) begin
       if (wb_c == WD) overflow = 1;
       wb[(wb_h + wb_c) % WD] = wr_data_p[D-1:0]; wb_c = wb_c + 1;
     end
@@ -140,7 +161,7 @@ module {MODULE} (
       else begin wq_a[wq_h] = wq_a[wq_h] + 1; wq_n[wq_h] = wq_n[wq_h] - 1; end
     end
     // commands, taken at the coming edge
-{_cmd_push("rd", "rq")}{_cmd_push("wr", "wq")}    resp = resp + bursts;
+{_cmd_push("rd", "rq", "go_rc")}{_cmd_push("wr", "wq", "go_wc")}    resp = resp + bursts;
     // the stage log: the samples the Python loop takes, at each falling edge from the
     // second after ``start`` to the one that sees ``done``
     if (rec) begin
@@ -162,7 +183,8 @@ endmodule
 
 #: the wrapper's ports cocotb drives or reads
 PORTS = ("start", "prog_base", "iteration", "reuse_n", "mode", "load", "dump", "image_words",
-         "busy", "done", "error", "cycles", "passes", "stage", "bad", "overflow")
+         "stall_p", "stall_seed", "busy", "done",
+         "error", "cycles", "passes", "stage", "bad", "overflow")
 
 
 def harness(bus_bits: int):

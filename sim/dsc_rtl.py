@@ -36,11 +36,12 @@ def rtl_dsc(cfg: Config, programs: list[DscProgram], *, stall: float | list = 0.
     program). Returns per run
     ``{"image", "cycles", "passes", "error", "stages"}`` and the bench report.
 
-    ``memory``: ``"python"`` serves the memory port from the bench every cycle (random
-    stalls need it); ``"verilog"`` uses the simulation-only memory model of
-    :mod:`exion.sim.dsc_harness` (same timing, no per-cycle Python; Verilator, no stalls);
-    ``"auto"`` (default) picks ``"verilog"`` when it can; a list that mixes stalled and
-    unstalled programs runs as two simulations (the unstalled ones on the Verilog memory, the
+    ``memory``: ``"python"`` serves the memory port from the bench every cycle;
+    ``"verilog"`` uses the simulation-only memory model of :mod:`exion.sim.dsc_harness`
+    (same timing, no per-cycle Python; Verilator; its own random stalls, the same
+    probabilities but other draws than the Python memory's); ``"auto"`` (default) picks
+    ``"verilog"`` when it can; a list where some images do not fit the Verilog memory runs
+    as two simulations (those on the Python memory, the rest on the Verilog one, the
     results in the given order), because the Python memory serves every cycle of every
     program it runs."""
     from .dsc_harness import fits
@@ -49,12 +50,12 @@ def rtl_dsc(cfg: Config, programs: list[DscProgram], *, stall: float | list = 0.
     if memory not in ("auto", "python", "verilog"):
         raise ExionError(f"memory={memory!r}: expected auto, python or verilog")
     kw = dict(seed=seed, waves=waves, progress=progress)
-    quick = [i for i, (p, s) in enumerate(zip(programs, stalls))
-             if not s and fits(p.image.size, p.bus_bits)]
+    quick = [i for i, p in enumerate(programs) if fits(p.image.size, p.bus_bits)]
     if (memory == "auto" and simulator() == "verilator" and 0 < len(quick) < len(programs)
             and len({p.bus_bits for p in programs}) == 1):
         slow = [i for i in range(len(programs)) if i not in quick]
         fast_runs, fast_rep = rtl_dsc(cfg, [programs[i] for i in quick], memory="verilog",
+                                      stall=[stalls[i] for i in quick],
                                       run_name=f"{run_name}-vmem", **kw)
         slow_runs, rep = rtl_dsc(cfg, [programs[i] for i in slow], memory="python",
                                  stall=[stalls[i] for i in slow], run_name=run_name, **kw)
@@ -65,10 +66,10 @@ def rtl_dsc(cfg: Config, programs: list[DscProgram], *, stall: float | list = 0.
                    **{k: rep[k] + fast_rep[k] for k in ("runs", "busy_cycles", "seconds")
                       if k in rep and k in fast_rep})
         return runs, rep
-    can = simulator() == "verilator" and len(quick) == len(programs)   # no stalls, all fit
+    can = simulator() == "verilator" and len(quick) == len(programs)   # all fit
     if memory == "verilog" and not can:
-        raise ExionError("the Verilog memory model needs Verilator, no stalls and an image "
-                         "that fits exion.sim.dsc_harness.WORDS")
+        raise ExionError("the Verilog memory model needs Verilator and images that fit "
+                         "exion.sim.dsc_harness.WORDS")
     fast = can and memory != "python"
     build = dsc_build(cfg, verilog_memory=fast, bus_bits=programs[0].bus_bits, waves=waves,
                       progress=progress)

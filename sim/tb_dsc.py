@@ -10,7 +10,9 @@ Per run this bench pulses ``start`` and serves the memory port until ``done``:
 * with ``EXION_PARAMS["stall"] = p > 0`` every ready and valid the memory drives is low
   with probability p in each cycle (random back-pressure and gaps); with p = 0 the memory
   never stalls (the timing ``golden/dsc_cycles.py`` models). A run may carry its own
-  ``stall``.
+  ``stall``. With ``EXION_PARAMS["harness"]`` the memory is the Verilog model of
+  :mod:`exion.sim.dsc_harness`, which draws its stalls itself (seeded from the bench's
+  generator).
 
 It records the core's ``cycles``, ``passes``, ``error``, the cycle at which ``stage``
 changed (the host numbers descriptors in ``stage``) and the ``(value, cycle)`` changes of
@@ -110,15 +112,25 @@ class _Memory:
         self.resp.extend([1] * done_bursts)
 
 
-async def _harness_run(dut, run: dict, bus_bits: int, max_cycles: int) -> dict:
+def stall_code(p: float) -> int:
+    """The Verilog memory's ``stall_p`` for a stall probability ``p``: ``round(p * 65536)``,
+    at most 65535 (a handshake then goes once in 65536 cycles)."""
+    return min(65535, max(0, round(float(p) * 65536)))
+
+
+async def _harness_run(dut, run: dict, bus_bits: int, max_cycles: int, stall: float = 0.0,
+                       gen=None) -> dict:
     """One run on the ``exion_dsc_memsim`` wrapper (:mod:`exion.sim.dsc_harness`): the
-    memory model is Verilog, so Python only loads the image, pulses ``start`` and waits."""
+    memory model is Verilog, so Python only loads the image, pulses ``start`` and waits.
+    ``stall`` > 0: the model's random stalls, seeded from ``gen``."""
     from exion.sim.dsc_harness import from_hex, to_hex
     image = np.asarray(run["image"], np.uint8)
     words = -(-image.size // (bus_bits // 8))
     with open("dsc_image.hex", "w") as fh:
         fh.write(to_hex(image, bus_bits))
     dut.image_words.value = words
+    dut.stall_p.value = stall_code(stall)
+    dut.stall_seed.value = int(gen.integers(1, 1 << 32)) if stall and gen is not None else 1
     dut.load.value = 1
     await FallingEdge(dut.clk)
     dut.load.value = 0
@@ -189,6 +201,9 @@ async def dsc_programs(dut):
     dut.iteration.value = 0
     dut.reuse_n.value = 0
     dut.mode.value = 0
+    if fast:
+        dut.stall_p.value = 0
+        dut.stall_seed.value = 1
     watch = Stopwatch()
     if "serve" in p:
         await _serve(dut, p, const["bus_bits"], max_cycles, watch)
@@ -197,7 +212,8 @@ async def dsc_programs(dut):
     total = 0
     for run in runs:
         if fast:
-            outs.append(await _harness_run(dut, run, const["bus_bits"], max_cycles))
+            outs.append(await _harness_run(dut, run, const["bus_bits"], max_cycles,
+                                           run.get("stall", stall), gen))
             total += outs[-1]["cycles"]
             continue
         memory = _Memory(dut, run["image"], const["bus_bits"], run.get("stall", stall), gen)

@@ -1,10 +1,13 @@
 """The DSC core's Verilog memory model (sim/dsc_harness.py) and the one-simulator session
 (sim/dsc_rtl.DscSession) that ``exion generate --rtl`` uses.
 
-The model replaces the bench's per-cycle Python memory when there are no stalls; it must be
-indistinguishable: the same real block-iteration programs through both memories give the same
-cycles, stage records, passes and final memory image, and a session running several programs
-in one simulator gives each the same result as a fresh simulator."""
+The model replaces the bench's per-cycle Python memory; it must be indistinguishable: with no
+stalls the same real block-iteration programs through both memories give the same cycles,
+stage records, passes and final memory image; with random stalls (other draws on each memory)
+both stall and stay bit-exact; and a session running several programs in one simulator gives
+each the same result as a fresh simulator."""
+
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -41,8 +44,9 @@ def test_fits_and_refusals():
     prog = build_program(TOY, [])
     with pytest.raises(ExionError, match="memory='fast'"):
         rtl_dsc(TOY, [prog], memory="fast")
+    big = SimpleNamespace(image=np.zeros(WORDS * 8 + 1, np.uint8), prog_base=0, bus_bits=64)
     with pytest.raises(ExionError, match="Verilog memory model needs"):
-        rtl_dsc(TOY, [prog], stall=0.3, memory="verilog")
+        rtl_dsc(TOY, [big], memory="verilog")
 
 
 @pytest.fixture(scope="module")
@@ -96,12 +100,27 @@ def test_session_runs_equal_fresh_runs(programs):
         _same(g, f, progs[i], "session")
 
 
-def test_mixed_stalls_split_between_the_two_memories(monkeypatch):
-    """``rtl_dsc(memory="auto")`` with stalled and unstalled programs: the unstalled ones run
-    on the Verilog memory, only the stalled ones on the Python memory with their own stall
-    values, and the results come back in the programs' order (simulator stubbed)."""
-    from types import SimpleNamespace
+def test_stalls_on_both_memories(programs):
+    """Random stalls on the Verilog memory (its own xorshift draws) and on the Python memory:
+    each run is bit-exact against golden, error-free, and slower than the same program with
+    no stalls (the stalls happen)."""
+    prog, jobs = programs[1]
+    base, _ = rtl_dsc(TOY, [prog], memory="verilog", run_name="dsc_vl")
+    vl, _ = rtl_dsc(TOY, [prog, prog], stall=[0.3, 0.1], memory="verilog", seed=4,
+                    run_name="dsc_vl_stall")
+    py, _ = rtl_dsc(TOY, [prog], stall=0.3, memory="python", seed=4, run_name="dsc_py_stall")
+    for r, what in ((vl[0], "verilog 0.3"), (vl[1], "verilog 0.1"), (py[0], "python 0.3")):
+        assert r["error"] == 0 and r["passes"] == base[0]["passes"], what
+        assert r["cycles"] > base[0]["cycles"], f"{what}: no stall happened"
+        for j, o in zip(jobs, read_results(TOY, prog, r["image"])):
+            np.testing.assert_array_equal(o, j.expect, err_msg=f"{what}: {j.name}")
+    assert vl[0]["cycles"] > vl[1]["cycles"]       # more stalls, more cycles
 
+
+def test_oversized_images_split_between_the_two_memories(monkeypatch):
+    """``rtl_dsc(memory="auto")`` with images that fit the Verilog memory and images that do
+    not: those run on the Python memory, the rest on the Verilog memory, each with its own
+    stall value, and the results come back in the programs' order (simulator stubbed)."""
     from exion.sim import dsc_rtl
     calls = []
 
@@ -111,16 +130,18 @@ def test_mixed_stalls_split_between_the_two_memories(monkeypatch):
             {"passed": True, "runs": len(runs), "busy_cycles": 10, "seconds": 1.0}
     monkeypatch.setattr(dsc_rtl, "dsc_build", lambda cfg, verilog_memory, **kw: verilog_memory)
     monkeypatch.setattr(dsc_rtl, "run_bench_pickled", fake_run)
-    progs = [SimpleNamespace(image=np.zeros(64, np.uint8), prog_base=i, bus_bits=64)
-             for i in range(5)]
-    stalls = [0.0, 0.3, 0.0, 0.2, 0.0]
+    big = [False, True, False, True, False]
+    progs = [SimpleNamespace(image=np.zeros(WORDS * 8 + 1 if b else 64, np.uint8),
+                             prog_base=i, bus_bits=64) for i, b in enumerate(big)]
+    stalls = [0.0, 0.3, 0.1, 0.2, 0.0]
     runs, rep = rtl_dsc(TOY, progs, stall=stalls, run_name="mix")
     assert [r["prog_base"] for r in runs] == list(range(5))
-    assert [r["harness"] for r in runs] == [s == 0 for s in stalls]
+    assert [r["harness"] for r in runs] == [not b for b in big]
     assert sorted(calls, key=lambda c: c[1]) == [(False, False, [0.3, 0.2], "mix"),
-                                                 (True, True, [0.0, 0.0, 0.0], "mix-vmem")]
+                                                 (True, True, [0.0, 0.1, 0.0], "mix-vmem")]
     assert rep["runs"] == 5 and rep["passed"]
-    calls.clear()                  # all stalled or none: one simulation, as before
-    rtl_dsc(TOY, progs[:2], stall=[0.1, 0.3])
-    rtl_dsc(TOY, progs[:2])
-    assert [c[1] for c in calls] == [False, True]
+    calls.clear()                  # stalled or not, all fitting: one Verilog simulation
+    rtl_dsc(TOY, progs[0:3:2], stall=[0.1, 0.3])
+    rtl_dsc(TOY, progs[0:3:2])
+    rtl_dsc(TOY, progs[1:4:2], stall=0.2)    # none fits: the Python memory
+    assert [c[1] for c in calls] == [True, True, False]
