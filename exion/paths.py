@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import json
 import os
+import time
 from pathlib import Path
 
 __all__ = ["build_root", "write_json", "locked"]
@@ -30,11 +31,25 @@ def locked(path: str | Path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:            # another process holds it: wait, and say so
+            t0 = time.monotonic()
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            _log_wait(path, time.monotonic() - t0)
         try:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _log_wait(path: Path, seconds: float) -> None:
+    """Append ``<lock name> <seconds waited> <pid>`` to ``$EXION_LOCK_LOG`` if set (where a
+    parallel run's workers waited for each other's builds)."""
+    log = os.environ.get("EXION_LOCK_LOG")
+    if log:
+        with open(log, "a") as fh:
+            fh.write(f"{path.name} {seconds:.2f} {os.getpid()}\n")
 
 
 def write_json(path: str | Path, data: dict) -> Path:
