@@ -22,9 +22,16 @@ __all__ = ["rtl_dsc", "dsc_build", "DscSession"]
 def dsc_build(cfg: Config, *, verilog_memory: bool, bus_bits: int = DscProgram.bus_bits,
               waves: bool = False, progress=None):
     """The ``dsc_core`` build the runs need: the core alone (the bench's Python memory), or
-    inside the Verilog memory model of :mod:`exion.sim.dsc_harness` for a ``bus_bits`` port."""
+    inside the Verilog memory model of :mod:`exion.sim.dsc_harness` for a ``bus_bits`` port.
+    Its C++ level is ``$EXION_DSC_CXX_OPT`` if set, else the runner's (``EXION_CXX_OPT``,
+    :func:`~exion.sim.runner.cxx_opt`): a DSC program runs tens of thousands of cycles, which
+    the toy core simulates about 10x faster at ``-Os`` than at ``-O0`` (the default suite
+    compiles everything else at ``-O0`` and sets this to ``-Os``, ``tests/conftest.py``)."""
+    import os
+
     from .dsc_harness import harness
     return rtl_build(cfg, "dsc_core", waves=waves, progress=progress,
+                     opt=os.environ.get("EXION_DSC_CXX_OPT") or None,
                      harness=harness(bus_bits) if verilog_memory else None)
 
 
