@@ -21,8 +21,10 @@ __all__ = ["rtl_dsc", "dsc_build", "DscSession"]
 
 def dsc_build(cfg: Config, *, verilog_memory: bool, bus_bits: int = DscProgram.bus_bits,
               waves: bool = False, progress=None):
-    """The ``dsc_core`` build the runs need: the core alone (the bench's Python memory), or
-    inside the Verilog memory model of :mod:`exion.sim.dsc_harness` for a ``bus_bits`` port.
+    """The ``dsc_core`` build the runs need: inside the Verilog memory model of
+    :mod:`exion.sim.dsc_harness` for a ``bus_bits`` port (on Verilator; the bench's Python
+    memory serves its ``ext`` ports when ``verilog_memory`` is false, so both memories share
+    one build), else the core alone (the Python memory on another simulator).
     Its C++ level is ``$EXION_DSC_CXX_OPT`` if set, else the runner's (``EXION_CXX_OPT``,
     :func:`~exion.sim.runner.cxx_opt`): a DSC program runs tens of thousands of cycles, which
     the toy core simulates about 10x faster at ``-Os`` than at ``-O0`` (the default suite
@@ -30,9 +32,11 @@ def dsc_build(cfg: Config, *, verilog_memory: bool, bus_bits: int = DscProgram.b
     import os
 
     from .dsc_harness import harness
+    from .runner import simulator
+    wrap = verilog_memory or simulator() == "verilator"
     return rtl_build(cfg, "dsc_core", waves=waves, progress=progress,
                      opt=os.environ.get("EXION_DSC_CXX_OPT") or None,
-                     harness=harness(bus_bits) if verilog_memory else None)
+                     harness=harness(bus_bits) if wrap else None)
 
 
 def rtl_dsc(cfg: Config, programs: list[DscProgram], *, stall: float | list = 0.0,
@@ -83,7 +87,9 @@ def rtl_dsc(cfg: Config, programs: list[DscProgram], *, stall: float | list = 0.
     runs = [{"image": p.image, "prog_base": p.prog_base, "stall": float(s)}
             for p, s in zip(programs, stalls)]
     return run_bench_pickled(build, "exion.sim.tb_dsc", runs, key="cases", seed=seed,
-                             run_name=run_name, params={"harness": fast})
+                             run_name=run_name,
+                             params={"harness": fast,
+                                     "ext": not fast and simulator() == "verilator"})
 
 
 class DscSession:

@@ -12,7 +12,9 @@ Per run this bench pulses ``start`` and serves the memory port until ``done``:
   never stalls (the timing ``golden/dsc_cycles.py`` models). A run may carry its own
   ``stall``. With ``EXION_PARAMS["harness"]`` the memory is the Verilog model of
   :mod:`exion.sim.dsc_harness`, which draws its stalls itself (seeded from the bench's
-  generator).
+  generator). With ``EXION_PARAMS["ext"]`` the build is that model's, its ``ext`` input
+  high: the core's port is on the wrapper's ports and this bench serves it (one build for
+  both memories).
 
 It records the core's ``cycles``, ``passes``, ``error``, the cycle at which ``stage``
 changed (the host numbers descriptors in ``stage``) and the ``(value, cycle)`` changes of
@@ -192,18 +194,21 @@ async def dsc_programs(dut):
         with open(p["cases"], "rb") as fh:
             runs = pickle.load(fh)
     fast = bool(p.get("harness"))
+    ext = bool(p.get("ext"))        # the Verilog model's build, its port served from here
     await start(dut)
-    drive = ((dut.load, dut.dump) if fast else
-             (dut.mem__rd_cmd__ready, dut.mem__rd_data__valid, dut.mem__wr_cmd__ready,
-              dut.mem__wr_data__ready, dut.mem__wr_resp__valid))
+    drive = ((dut.load, dut.dump) if fast or ext else ()) + (
+        () if fast else (dut.mem__rd_cmd__ready, dut.mem__rd_data__valid,
+                         dut.mem__wr_cmd__ready, dut.mem__wr_data__ready,
+                         dut.mem__wr_resp__valid))
     for sig in (dut.start, *drive):
         sig.value = 0
     dut.iteration.value = 0
     dut.reuse_n.value = 0
     dut.mode.value = 0
-    if fast:
+    if fast or ext:
         dut.stall_p.value = 0
         dut.stall_seed.value = 1
+        dut.ext.value = int(ext)
     watch = Stopwatch()
     if "serve" in p:
         await _serve(dut, p, const["bus_bits"], max_cycles, watch)

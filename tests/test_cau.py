@@ -87,12 +87,14 @@ CFGS = {"toy": TOY, "toy-m1": TOY.replace(merge_ways=1), "toy-m8": TOY.replace(m
 def _lane_cases():
     """(config, P, merge lanes): every config with P = 1, 3 (does not divide N), 4, 8, paired
     with 1 lane (P = 1: the original CAU), 2 lanes (P = 3) and the most the config allows,
-    min(C, W_open) (P = 4, 8)."""
+    min(C, W_open) (P = 4, 8). The other configs' P = 1 and P = 4 run under ``make
+    test-long`` (toy keeps every P here; the other configs keep P = 3 and 8)."""
     out = []
     for name, cfg in CFGS.items():
         hi = min(cfg.cols, cfg.w_open)
         for P, ln in ((1, 1), (3, min(2, hi)), (4, hi), (8, hi)):
-            out.append(pytest.param(cfg, P, ln, id=f"{name}-P{P}-L{ln}"))
+            long = [pytest.mark.long] if name != "toy" and P in (1, 4) else []
+            out.append(pytest.param(cfg, P, ln, id=f"{name}-P{P}-L{ln}", marks=long))
     return out
 
 

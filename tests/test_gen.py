@@ -17,10 +17,13 @@ from exion.paths import build_root
 # top) under `make test-long` (and by their RTL tests).
 # exion16's provisioned EPRE (issue 18: 3,072 shift-add lanes, 32 selectors) takes over 25
 # minutes to generate: long too.
+# The toy AXI top (`dsc`: the DSC core inside the AXI shell, about 35 s to generate and lint
+# and built by no default test) is long too: its two parts, `dsc_core` and `axi_shell`, are
+# linted here on toy.
 _ENGINE_TOPS = ("gemm", "dsc_core", "dsc", "epre")
 _LINT_CASES = [pytest.param(name, top, id=f"{name}-{top}",
-                            marks=[pytest.mark.long] if name == "exion16" and top in _ENGINE_TOPS
-                            else [])
+                            marks=[pytest.mark.long] if (name == "exion16" and top in _ENGINE_TOPS)
+                            or (name, top) == ("toy", "dsc") else [])
                for name in ("exion16", "toy") for top in sorted(TOPS)]
 
 
