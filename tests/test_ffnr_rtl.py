@@ -105,8 +105,10 @@ def test_cli_sim_ffnr_writes_the_golden_mask(tmp_path, cli_run):
 
 @pytest.mark.parametrize("cfg,shapes", [
     (TOY, [(100, 300), (33, 257)]),
-    (E16, [(70, 4700)]),
-    pytest.param(E16, [(300, 5000)], marks=pytest.mark.long),   # ~90 s on a shared 2-core box
+    # exion16's tiling runs under make test-long (~20 s and ~90 s on a shared 2-core box);
+    # toy's case above tiles with the same code, exion16's unit is checked untiled
+    pytest.param(E16, [(70, 4700)], marks=pytest.mark.long),
+    pytest.param(E16, [(300, 5000)], marks=pytest.mark.long),
 ], ids=IDS + ["exion16-300x5000"])
 def test_ffnr_rtl_tiled_layer(cfg, shapes):
     """H larger than the cache (t_max x n_max) in both dimensions, streamed in tiles in one
