@@ -23,11 +23,11 @@ and idles the model: the bench's Python memory serves them, so both memories run
 Host side (the bench, ``EXION_PARAMS["harness"]``): the image goes in through
 ``$readmemh("dsc_image.hex")`` on ``load``; the final image comes back through
 ``$writememh("dsc_dump.hex")`` on ``dump`` (``image_words`` words); ``stall_p`` and
-``stall_seed`` are read on ``load``; every change of ``stage``
-during a run is logged to ``dsc_stages.txt`` as ``stage cycles``, and every change of the
-core's ``engine`` output as ``E engine cycles`` (the same samples the Python loop takes); ``bad`` flags a read beyond ``image_words``. The files live in the
-run's folder (the simulator's working directory). ``WORDS`` bounds the image; a larger one
-runs on the Python memory (:func:`fits`).
+``stall_seed`` are read on ``load``; every change of ``stage`` during a run is logged to
+``dsc_stages.txt`` as ``stage cycles``, and every change of the core's ``engine`` output as
+``E engine cycles`` (the same samples the Python loop takes); ``bad`` flags a read beyond
+``image_words``. The files live in the run's folder (the simulator's working directory).
+``WORDS`` bounds the image; a larger one runs on the Python memory (:func:`fits`).
 """
 
 from __future__ import annotations

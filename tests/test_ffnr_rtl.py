@@ -4,8 +4,8 @@ One Verilator build per preset (the generated defaults: t_max = 4 R, n_max = k_m
 each test batches many cases into one simulation (``rtl_ffnr_batch``): directed H (zeros, all
 equal, the W-bit extremes including -2**(W-1), a single non-zero), s = 0 / 0.99 / others,
 seeded random H of several shapes (N not a multiple of L or P, T not a multiple of R), the
-sparse path (mask + ``H' - H_d``), the Y_d cache (store, replay), with and without idle gaps and back-pressure. Without them
-the cycle counts must equal ``exion.golden.ffnr_cycles``.
+sparse path (mask + ``H' - H_d``), the Y_d cache (store, replay), with and without idle gaps
+and back-pressure. Without them the cycle counts must equal ``exion.golden.ffnr_cycles``.
 """
 
 import numpy as np
