@@ -27,6 +27,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -280,11 +282,41 @@ def run_bench(build: RtlBuild, test_module: str, *, seed: int | None = None,
     ``params`` reach the bench as JSON in ``EXION_PARAMS``; the bench writes its report to
     ``EXION_REPORT``. Raises :class:`BenchFailure` (with the seed) if any cocotb test fails.
     """
-    from cocotb_tools.runner import get_results, get_runner
-
     seed = new_seed() if seed is None else int(seed)
     run_name = run_name or (testcase or test_module.rsplit(".", 1)[-1])
-    test_dir = build.sim_dir / "runs" / f"{run_name}-{seed}"
+    with run_slot(build, f"{run_name}-{seed}") as stem:
+        return _run_bench(build, test_module, seed, testcase, params, stem)
+
+
+@contextlib.contextmanager
+def run_slot(build: RtlBuild, stem: str):
+    """The run folder name ``stem`` under the build, held for the block: if another process
+    (a second pytest worker, a CLI beside it) runs the same name and seed on the same build
+    now, this one gets ``<stem>-p<pid>`` instead of sharing its folder and files."""
+    runs = build.sim_dir / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    for name in (stem, f"{stem}-p{os.getpid()}"):
+        fh = open(runs / f".{name}.lock", "w")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            continue
+        try:
+            yield name
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            fh.close()
+        return
+    raise ExionError(f"run folder {stem} of {build.sim_dir} is held by another process")
+
+
+def _run_bench(build: RtlBuild, test_module: str, seed: int, testcase, params,
+               stem: str) -> dict:
+    """:func:`run_bench` in the run folder ``runs/<stem>`` (:func:`run_slot` holds it)."""
+    from cocotb_tools.runner import get_results, get_runner
+
+    test_dir = build.sim_dir / "runs" / stem
     test_dir.mkdir(parents=True, exist_ok=True)
     report = test_dir / "report.json"
     report.unlink(missing_ok=True)
@@ -347,15 +379,17 @@ def run_bench_pickled(build: RtlBuild, test_module: str, inputs, *, key: str,
     run_name = run_name or test_module.rsplit(".", 1)[-1]
     run_dir = build.sim_dir / "inputs"
     run_dir.mkdir(parents=True, exist_ok=True)
-    in_file = run_dir / f"{run_name}-{seed}.pkl"
-    res_file = run_dir / f"{run_name}-{seed}.out.pkl"
-    with open(in_file, "wb") as fh:
-        pickle.dump(inputs, fh)
-    res_file.unlink(missing_ok=True)
-    report = run_bench(build, test_module, seed=seed, run_name=run_name,
-                       params={key: str(in_file), "results": str(res_file), **(params or {})})
-    with open(res_file, "rb") as fh:
-        outputs = pickle.load(fh)
+    with run_slot(build, f"{run_name}-{seed}") as stem:
+        in_file = run_dir / f"{stem}.pkl"
+        res_file = run_dir / f"{stem}.out.pkl"
+        with open(in_file, "wb") as fh:
+            pickle.dump(inputs, fh)
+        res_file.unlink(missing_ok=True)
+        report = _run_bench(build, test_module, seed, None,
+                            {key: str(in_file), "results": str(res_file), **(params or {})},
+                            stem)
+        with open(res_file, "rb") as fh:
+            outputs = pickle.load(fh)
     report["build_seconds"] = build.build_seconds
     report["gen_seconds"] = build.gen_seconds
     return outputs, report

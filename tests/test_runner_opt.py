@@ -57,3 +57,17 @@ def test_cache_key_names_the_cocotb_install(monkeypatch, tmp_path):
     here = runner.rtl_build(PRESETS["toy"], "dpu").sim_dir
     monkeypatch.setattr(runner, "_cocotb_key", lambda: " cocotb2.0@/elsewhere/.venv")
     assert runner.rtl_build(PRESETS["toy"], "dpu").sim_dir != here
+
+
+def test_run_slot_keeps_concurrent_runs_apart(tmp_path):
+    """Two runs of the same name and seed on one build at once (two pytest workers, a CLI
+    beside them) get two run folders; a finished run's name is free again. Without the slot
+    both wrote the Verilog memory's image and dump files in one folder."""
+    from types import SimpleNamespace
+
+    from exion.sim.runner import run_slot
+    build = SimpleNamespace(sim_dir=tmp_path)
+    with run_slot(build, "dsc-1") as first, run_slot(build, "dsc-1") as second:
+        assert first == "dsc-1" and second != first and second.startswith("dsc-1-p")
+    with run_slot(build, "dsc-1") as again:
+        assert again == "dsc-1"
