@@ -44,8 +44,8 @@ from exion.gen.toolchain import (fst_supported, icarus_version, require_icarus, 
 from exion.paths import build_root, locked
 from exion.sim import objcache
 
-__all__ = ["RtlBuild", "Harness", "rtl_build", "run_bench", "BenchFailure", "build_root", "waves_requested",
-           "simulator", "SIMULATORS"]
+__all__ = ["RtlBuild", "Harness", "rtl_build", "run_bench", "run_slot", "BenchFailure",
+           "build_root", "waves_requested", "simulator", "SIMULATORS"]
 
 #: the simulators a bench runs on (``EXION_SIM``); the first is the default
 SIMULATORS = ("verilator", "icarus")
