@@ -15,7 +15,7 @@ import os
 import time
 from pathlib import Path
 
-__all__ = ["build_root", "write_json", "locked"]
+__all__ = ["build_root", "write_json", "locked", "try_locked"]
 
 
 def build_root() -> Path:
@@ -25,22 +25,39 @@ def build_root() -> Path:
 
 
 @contextlib.contextmanager
-def locked(path: str | Path):
-    """Hold an exclusive file lock on ``path`` (created with its folders) for the block:
-    concurrent processes (pytest workers, a CLI beside them) do the block one at a time."""
+def _flock(path: str | Path, wait: bool):
+    """An exclusive lock on ``path`` (created with its folders) for the block; yields whether
+    it is held (always, with ``wait``: a wait for another process is logged)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:            # another process holds it: wait, and say so
+        except BlockingIOError:            # another process holds it
+            if not wait:
+                yield False
+                return
             t0 = time.monotonic()
             fcntl.flock(fh, fcntl.LOCK_EX)
             _log_wait(path, time.monotonic() - t0)
         try:
-            yield
+            yield True
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def locked(path: str | Path):
+    """Hold an exclusive file lock on ``path`` (created with its folders) for the block:
+    concurrent processes (pytest workers, a CLI beside them) do the block one at a time."""
+    with _flock(path, wait=True):
+        yield
+
+
+def try_locked(path: str | Path):
+    """As :func:`locked` without waiting: the block gets ``True`` if it holds the lock,
+    ``False`` if another process does (it then runs unlocked)."""
+    return _flock(path, wait=False)
 
 
 def _log_wait(path: Path, seconds: float) -> None:

@@ -32,11 +32,16 @@ def dsc_build(cfg: Config, *, verilog_memory: bool, bus_bits: int = DscProgram.b
     import os
 
     from .dsc_harness import harness
-    from .runner import simulator
-    wrap = verilog_memory or simulator() == "verilator"
     return rtl_build(cfg, "dsc_core", waves=waves, progress=progress,
                      opt=os.environ.get("EXION_DSC_CXX_OPT") or None,
-                     harness=harness(bus_bits) if wrap else None)
+                     harness=harness(bus_bits) if _wraps(verilog_memory) else None)
+
+
+def _wraps(verilog_memory: bool) -> bool:
+    """Whether :func:`dsc_build` builds the core inside the Verilog memory model (whose
+    ``ext`` ports the Python memory then serves): always on Verilator."""
+    from .runner import simulator
+    return verilog_memory or simulator() == "verilator"
 
 
 def rtl_dsc(cfg: Config, programs: list[DscProgram], *, stall: float | list = 0.0,
@@ -89,7 +94,7 @@ def rtl_dsc(cfg: Config, programs: list[DscProgram], *, stall: float | list = 0.
     return run_bench_pickled(build, "exion.sim.tb_dsc", runs, key="cases", seed=seed,
                              run_name=run_name,
                              params={"harness": fast,
-                                     "ext": not fast and simulator() == "verilator"})
+                                     "ext": not fast and _wraps(False)})
 
 
 class DscSession:

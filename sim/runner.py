@@ -28,7 +28,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -41,7 +40,7 @@ from exion.config import Config
 from exion.errors import ExionError
 from exion.gen.toolchain import (fst_supported, icarus_version, require_icarus, verilator_env,
                                   verilator_version)
-from exion.paths import build_root, locked
+from exion.paths import build_root, locked, try_locked
 from exion.sim import objcache
 
 __all__ = ["RtlBuild", "Harness", "rtl_build", "run_bench", "run_slot", "BenchFailure",
@@ -293,21 +292,11 @@ def run_slot(build: RtlBuild, stem: str):
     """The run folder name ``stem`` under the build, held for the block: if another process
     (a second pytest worker, a CLI beside it) runs the same name and seed on the same build
     now, this one gets ``<stem>-p<pid>`` instead of sharing its folder and files."""
-    runs = build.sim_dir / "runs"
-    runs.mkdir(parents=True, exist_ok=True)
     for name in (stem, f"{stem}-p{os.getpid()}"):
-        fh = open(runs / f".{name}.lock", "w")
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.close()
-            continue
-        try:
-            yield name
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-            fh.close()
-        return
+        with try_locked(build.sim_dir / "runs" / f".{name}.lock") as held:
+            if held:
+                yield name
+                return
     raise ExionError(f"run folder {stem} of {build.sim_dir} is held by another process")
 
 

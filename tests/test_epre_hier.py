@@ -3,8 +3,8 @@ generation (``generate(..., box_epre_units=True)``) and its hierarchical count
 (``exion.gen.fpga.synth._hier``: shell + U x one unit).
 
 Fast checks here; the boxed Verilog on Verilator is ``tests/test_epre_rtl.py::
-test_epre_rtl_boxed_units_toy`` (``long``); the toy hierarchical-versus-flat ECP5 synthesis is ``long``
-(the flat toy EPRE takes minutes).
+test_epre_rtl_boxed_units_toy`` (``long``); the toy hierarchical-versus-flat ECP5 synthesis
+is ``long`` (the flat toy EPRE takes minutes).
 """
 
 import json

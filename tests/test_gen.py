@@ -21,9 +21,9 @@ from exion.paths import build_root
 # and built by no default test) is long too: its two parts, `dsc_core` and `axi_shell`, are
 # linted here on toy.
 _ENGINE_TOPS = ("gemm", "dsc_core", "dsc", "epre")
+_LONG_LINT = {("exion16", top) for top in _ENGINE_TOPS} | {("toy", "dsc")}
 _LINT_CASES = [pytest.param(name, top, id=f"{name}-{top}",
-                            marks=[pytest.mark.long] if (name == "exion16" and top in _ENGINE_TOPS)
-                            or (name, top) == ("toy", "dsc") else [])
+                            marks=[pytest.mark.long] if (name, top) in _LONG_LINT else [])
                for name in ("exion16", "toy") for top in sorted(TOPS)]
 
 
