@@ -99,6 +99,9 @@ def _factory(module: str, cls: str):
 #: ``box_epre_units``).
 EPRE_TOPS = ("epre", "dsc_core", "dsc")
 
+#: Tops that hold the SDUE and take ``dpu_boxes`` (:func:`generate`, ``box_dpus``).
+DPU_TOPS = ("sdue", "gemm", "dsc_core", "dsc")
+
 
 # name -> (factory(cfg), description)
 TOPS = {name: (_factory(mod, cls), desc) for name, (mod, cls, desc) in BLOCKS.items()}
@@ -215,29 +218,36 @@ def _constants(component) -> dict:
     return out
 
 
-def generate_shared(cfg: Config, top: str, *, box_epre_units: bool = False) -> Generated:
+def generate_shared(cfg: Config, top: str, *, box_epre_units: bool = False,
+                    box_dpus: bool = True) -> Generated:
     """:func:`generate` into the build root's shared folder (``<root>/rtl/<config>-<hash>``,
-    ``-boxed`` with ``box_epre_units``), under a file lock per config and top: concurrent
-    processes (pytest workers, ``exion lint`` beside a simulation) generate a top once and
-    the others wait for it instead of generating it again. The simulation builds
-    (``exion.sim.runner.rtl_build``) read the same folder."""
+    ``-boxed`` with ``box_epre_units``, ``-flatdpu`` without ``box_dpus``), under a file
+    lock per config and top: concurrent processes (pytest workers, ``exion lint`` beside a
+    simulation) generate a top once and the others wait for it instead of generating it
+    again. The simulation builds (``exion.sim.runner.rtl_build``) read the same folder."""
     from exion.paths import build_root, locked
-    boxed = "-boxed" if box_epre_units else ""
-    with locked(shared_lock(cfg, top, box_epre_units)):
-        return generate(cfg, top, build_root() / "rtl" / f"{cfg.name}-{cfg.hash}{boxed}",
-                        box_epre_units=box_epre_units)
+    with locked(shared_lock(cfg, top, box_epre_units, box_dpus)):
+        return generate(cfg, top, build_root() / "rtl" / _shared_name(cfg, box_epre_units,
+                                                                      box_dpus),
+                        box_epre_units=box_epre_units, box_dpus=box_dpus)
 
 
-def shared_lock(cfg: Config, top: str, box_epre_units: bool = False) -> Path:
+def _shared_name(cfg: Config, box_epre_units: bool, box_dpus: bool) -> str:
+    return (f"{cfg.name}-{cfg.hash}" + ("-boxed" if box_epre_units else "")
+            + ("" if box_dpus else "-flatdpu"))
+
+
+def shared_lock(cfg: Config, top: str, box_epre_units: bool = False,
+                box_dpus: bool = True) -> Path:
     """The lock file of ``top``'s shared folder (:func:`generate_shared`); whoever writes
     more into that folder for ``top`` (the simulators' source copies) takes it too."""
     from exion.paths import build_root
-    boxed = "-boxed" if box_epre_units else ""
-    return build_root() / "locks" / f"gen-{cfg.name}-{cfg.hash}-{top}{boxed}.lock"
+    name = _shared_name(cfg, box_epre_units, box_dpus)
+    return build_root() / "locks" / f"gen-{name}-{top}.lock"
 
 
 def generate(cfg: Config, top: str, out_dir: str | Path, *, reuse: bool = True,
-             box_epre_units: bool = False) -> Generated:
+             box_epre_units: bool = False, box_dpus: bool = True) -> Generated:
     """Write ``<top>.v`` and ``<top>.json`` for ``cfg`` into ``out_dir``.
 
     With ``reuse``, an existing pair whose manifest records the same config hash and source
@@ -249,6 +259,13 @@ def generate(cfg: Config, top: str, out_dir: str | Path, *, reuse: bool = True,
     the file, so the units are elaborated once instead of U times (the exion16 EPRE does
     not generate otherwise). The file is the same circuit; the manifest says
     ``"epre_units": "boxed"``.
+
+    ``box_dpus`` (the default; tops in :data:`DPU_TOPS`): the SDUE's R x C DPUs are
+    instances of one module, ``hw.dpu.DPU_MODULE``, generated once from ``DPU`` and appended,
+    instead of R x C elaborated copies (on exion16 the SDUE generates, Verilates and compiles
+    in about a third of the time). The same circuit; the manifest says ``"dpus": "boxed"``.
+    The FPGA flows pass ``False``: their floorplans and hierarchical runs name each DPU's
+    cells by its place in the elaborated hierarchy.
     """
     if top not in TOPS:
         raise ExionError(f"unknown top {top!r}; available: {', '.join(TOPS)}")
@@ -256,6 +273,8 @@ def generate(cfg: Config, top: str, out_dir: str | Path, *, reuse: bool = True,
         raise ExionError(f"top {top!r} holds no EPRE: box_epre_units needs one of "
                          f"{', '.join(EPRE_TOPS)}")
     epre_units = "boxed" if box_epre_units else "full"
+    box_dpus = box_dpus and top in DPU_TOPS
+    dpus = "boxed" if box_dpus else "full"
     out_dir = Path(out_dir)
     module = f"exion_{top}"
     vpath, mpath = out_dir / f"{module}.v", out_dir / f"{module}.json"
@@ -270,20 +289,26 @@ def generate(cfg: Config, top: str, out_dir: str | Path, *, reuse: bool = True,
         try:
             old = json.loads(mpath.read_text())
             if (old.get("config_hash") == cfg.hash and old.get("source_hash") == src
-                    and old.get("epre_units", "full") == epre_units):
+                    and old.get("epre_units", "full") == epre_units
+                    and old.get("dpus", "full") == dpus):
                 _copy_models([m for m in sim_models(cfg)
                               if m.name in old.get("sim_models", [])], out_dir)
                 return Generated(vpath, mpath, top, 0.0, True)
         except (OSError, ValueError):
             pass
     t0 = time.perf_counter()
-    component = TOPS[top][0](cfg, **({"epre_unit_boxes": True} if box_epre_units else {}))
+    options = {**({"epre_unit_boxes": True} if box_epre_units else {}),
+               **({"dpu_boxes": True} if box_dpus else {})}
+    component = TOPS[top][0](cfg, **options)
     ports = _port_signals(component)
     with fast_meminit():     # same RTLIL, without a NIR net per memory-init bit
         text = component_verilog(component, module, strip_internal_attrs=True)
     if box_epre_units:
         from exion.hw.epre_stages import EPRE_UNIT_MODULE, EpreUnit
         text += component_verilog(EpreUnit(cfg), EPRE_UNIT_MODULE, strip_internal_attrs=True)
+    if box_dpus:
+        from exion.hw.dpu import DPU, DPU_MODULE
+        text += component_verilog(DPU(cfg), DPU_MODULE, strip_internal_attrs=True)
     text, _ = fold_zero_init(text)    # zero-init memories: one loop instead of a line per word
     models = sim_models(cfg, text)    # the vendor cells' models the Verilog instantiates
     seconds = time.perf_counter() - t0
@@ -305,6 +330,7 @@ def generate(cfg: Config, top: str, out_dir: str | Path, *, reuse: bool = True,
                  [{"name": n, "dir": d, "width": len(sig)} for n, d, sig in ports],
         "sim_models": [p.name for p in models],
         **({"epre_units": "boxed"} if box_epre_units else {}),
+        **({"dpus": "boxed"} if box_dpus else {}),
         "generation_seconds": round(seconds, 3),
     }
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal, signed
+from amaranth import ClockSignal, Const, Instance, Module, Mux, ResetSignal, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -11,7 +11,12 @@ from exion.config import Config
 from .ecp5 import mult18x18d
 from .util import pipe_reg
 
-__all__ = ["DPU", "operand_layout", "dpu_beat_layout"]
+__all__ = ["DPU", "DPU_MODULE", "dpu_signature", "dpu_box", "operand_layout", "dpu_beat_layout"]
+
+#: Module name of the DPU when an array instantiates it as a black box (``dpu_box``): the
+#: generator emits :class:`DPU` once under this name (``exion.gen.verilog.generate``,
+#: ``box_dpus``) instead of elaborating every DPU of the array.
+DPU_MODULE = "exion_sdue_dpu"
 
 
 def operand_layout(cfg: Config) -> data.ArrayLayout:
@@ -27,6 +32,25 @@ def dpu_beat_layout(cfg: Config) -> data.StructLayout:
         "first": 1,  # this beat starts a new dot product (the accumulator restarts)
         "last": 1,   # this beat ends the dot product (its result is emitted)
     })
+
+
+def dpu_signature(cfg: Config) -> wiring.Signature:
+    """The DPU's ports (:class:`DPU`'s members)."""
+    return wiring.Signature({
+        "inp": In(stream.Signature(dpu_beat_layout(cfg), always_ready=True)),
+        "out": Out(stream.Signature(signed(cfg.acc_width), always_ready=True)),
+    })
+
+
+def dpu_box(cfg: Config, name: str):
+    """``(interface, instance)``: an interface of :func:`dpu_signature` and a black-box
+    instance of module :data:`DPU_MODULE` on its signals (the same ports :class:`DPU` has as
+    a generated top). With that module supplied it is the same circuit as a :class:`DPU`."""
+    ifc = dpu_signature(cfg).create(path=(name,))
+    ports = {("i_" if member.flow == In else "o_") + "__".join(map(str, path)): Value.cast(v)
+             for path, member, v in dpu_signature(cfg).flatten(ifc)
+             if not isinstance(Value.cast(v), Const)}
+    return ifc, Instance(DPU_MODULE, i_clk=ClockSignal(), i_rst=ResetSignal(), **ports)
 
 
 class DPU(wiring.Component):
@@ -58,10 +82,7 @@ class DPU(wiring.Component):
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
-        super().__init__({
-            "inp": In(stream.Signature(dpu_beat_layout(cfg), always_ready=True)),
-            "out": Out(stream.Signature(signed(cfg.acc_width), always_ready=True)),
-        })
+        super().__init__(dpu_signature(cfg))
 
     @property
     def latency(self) -> int:

@@ -357,6 +357,8 @@ class DscCore(wiring.Component):
     epre_unit_boxes : bool
         The EPRE's dot-product units as black boxes (``hw.epre.EPRE``): for hierarchical
         synthesis only.
+    dpu_boxes : bool
+        The SDUE's DPUs as black boxes (``hw.sdue.SDUE``): what the generator emits.
 
     Members
     -------
@@ -372,7 +374,7 @@ class DscCore(wiring.Component):
     """
 
     def __init__(self, cfg: Config, bus_bits: int | None = None, *,
-                 epre_unit_boxes: bool = False):
+                 epre_unit_boxes: bool = False, dpu_boxes: bool = False):
         D = bus_bits or getattr(cfg, "dsc_bus_bits", None) or 64
         if D not in (32, 64, 128, 256):
             self._MustUse__silence = True
@@ -380,6 +382,7 @@ class DscCore(wiring.Component):
         self.cfg = cfg
         self.bus_bits = D
         self.epre_unit_boxes = epre_unit_boxes
+        self.dpu_boxes = dpu_boxes
         members = dict(dsc_control_signature().members)
         members["mem"] = Out(mem_master_signature(D))
         if cfg.gmem_ports:
@@ -399,7 +402,7 @@ class DscCore(wiring.Component):
         s = SimpleNamespace(D=self.bus_bits, BB=self.bus_bits // 8,
                             ib=item_beats(self.cfg, self.bus_bits),
                             desc_beats=max(1, 256 // self.bus_bits))
-        s.gemm = SparseGemm(self.cfg, max_regions=_MAX_REGIONS)
+        s.gemm = SparseGemm(self.cfg, max_regions=_MAX_REGIONS, dpu_boxes=self.dpu_boxes)
         m.submodules.gemm = s.gemm
         if self.cfg.gmem_ports:
             forward_gmem(m, self.cfg, self.gmem, s.gemm.gmem)

@@ -233,6 +233,8 @@ class SparseGemm(wiring.Component):
     pass_depth : int
         Passes the col-group dataflow buffers between the CAU and the SDUE (default
         ``omem_depth``: every pass of a run, so the CAU is never held up).
+    dpu_boxes : bool
+        The SDUE's DPUs as black boxes (``hw.sdue.SDUE``): what the generator emits.
 
     Members
     -------
@@ -271,7 +273,8 @@ class SparseGemm(wiring.Component):
 
     def __init__(self, cfg: Config, *, cols_per_cycle: int = CAU_COLS_PER_CYCLE,
                  max_regions: int = GEMM_MAX_REGIONS,
-                 desc_depth: int = GEMM_DESC_DEPTH, pass_depth: int | None = None):
+                 desc_depth: int = GEMM_DESC_DEPTH, pass_depth: int | None = None,
+                 dpu_boxes: bool = False):
         if pass_depth is None:
             pass_depth = cfg.omem_depth
         for name, v, lo in (("max_regions", max_regions, 1), ("desc_depth", desc_depth, 1),
@@ -282,6 +285,7 @@ class SparseGemm(wiring.Component):
                 raise ExionError(f"SparseGemm: {name} = {v!r} is invalid: must be an integer "
                                  f">= {lo}")
         self.cfg = cfg
+        self.dpu_boxes = dpu_boxes
         self.cols_per_cycle = cols_per_cycle
         self.max_regions = max_regions
         self.desc_depth = desc_depth
@@ -328,7 +332,7 @@ class SparseGemm(wiring.Component):
         self._idle = Signal(name="idle_r", init=1)
         cau = CAU(cfg, cols_per_cycle=self.cols_per_cycle, max_cols=cfg.omem_depth,
                   sort="runtime")
-        sdue = SDUE(cfg, fetch=True, wcols=True)
+        sdue = SDUE(cfg, fetch=True, wcols=True, dpu_boxes=self.dpu_boxes)
         mod.submodules.cau = cau
         mod.submodules.sdue = sdue
         wiring.connect(mod, wiring.flipped(self.imem_w), sdue.imem_w)

@@ -42,7 +42,7 @@ from amaranth.lib.wiring import In, Out
 
 from exion.config import Config
 
-from .dpu import DPU, operand_layout
+from .dpu import DPU, dpu_box, operand_layout
 from .sdue_stages import OmemDrain, SdueIssue, SdueOperands
 from .util import bits_for as _bits
 from .util import pad_mux as _mux
@@ -145,6 +145,11 @@ class SDUE(wiring.Component):
         Descriptors carry ``woff[c][k]`` (``pass_layout(cfg, wcols=True)``): every (bank,
         weight bus) reads its own WMEM address (``hw.gemm``'s col-group dataflow, weights
         resident in WMEM).
+    dpu_boxes : bool
+        Instantiate each DPU as a black box of module ``hw.dpu.DPU_MODULE`` (same ports)
+        instead of elaborating it: the generator emits the DPU once and the array as R x C
+        instances of it (``exion.gen.verilog.generate``, ``box_dpus``; the same circuit, and
+        much less to generate, Verilate and compile). Amaranth's simulator needs ``False``.
 
     Members
     -------
@@ -181,8 +186,10 @@ class SDUE(wiring.Component):
     exact cycle count of a run.
     """
 
-    def __init__(self, cfg: Config, *, fetch: bool = False, wcols: bool = False):
+    def __init__(self, cfg: Config, *, fetch: bool = False, wcols: bool = False,
+                 dpu_boxes: bool = False):
         self.cfg = cfg
+        self.dpu_boxes = bool(dpu_boxes)
         self.fetch = bool(fetch)
         self.wcols = bool(wcols)
         R, C = cfg.rows, cfg.cols
@@ -338,8 +345,11 @@ class SDUE(wiring.Component):
         results_valid = [[None] * C for _ in range(R)]
         for r in range(R):
             for c in range(C):
-                dpu = DPU(cfg)
-                mod.submodules[f"dpu_{r}_{c}"] = dpu
+                name = f"dpu_{r}_{c}"
+                if self.dpu_boxes:
+                    dpu, mod.submodules[name] = dpu_box(cfg, name)
+                else:
+                    dpu = mod.submodules[name] = DPU(cfg)
                 mod.d.comb += [
                     dpu.inp.valid.eq(ops.valid[r][c]),
                     dpu.inp.payload.a.eq(ops.a[r]),

@@ -112,13 +112,16 @@ class Harness:
 
 def rtl_build(cfg: Config, top: str, *, waves: bool = False, progress=None,
               sim: str | None = None, opt: str | None = None,
-              harness: Harness | None = None, box_epre_units: bool = False) -> RtlBuild:
+              harness: Harness | None = None, box_epre_units: bool = False,
+              box_dpus: bool = True) -> RtlBuild:
     """Generate and build ``top`` for ``cfg`` on simulator ``sim`` (default
     :func:`simulator`) once; later calls reuse the build. ``opt``: the C++ optimisation of
     a Verilator build (:func:`cxx_opt`). ``harness``: build the wrapper around ``top``
     instead (Verilator only). ``box_epre_units``: the Verilog hierarchical synthesis reads
     (the EPRE's units as instances of one module, ``exion.gen.verilog.generate``), in a
-    folder of its own."""
+    folder of its own. ``box_dpus``: the SDUE's DPUs as instances of one module (the
+    generator's default); ``False`` builds the Verilog with every DPU elaborated (as the FPGA
+    flows read it), in a folder of its own."""
     from exion.gen.verilog import generate_shared, shared_lock, sim_sources
 
     sim = simulator(sim)
@@ -132,9 +135,9 @@ def rtl_build(cfg: Config, top: str, *, waves: bool = False, progress=None,
         progress("FST waveforms need the lz4 headers (apt-get install liblz4-dev, or "
                  "make fst-deps); writing VCD (dump.vcd) instead")
     root = build_root()
-    gen = generate_shared(cfg, top, box_epre_units=box_epre_units)
+    gen = generate_shared(cfg, top, box_epre_units=box_epre_units, box_dpus=box_dpus)
     rtl_dir = gen.verilog.parent
-    with locked(shared_lock(cfg, top, box_epre_units)):
+    with locked(shared_lock(cfg, top, box_epre_units, box_dpus)):
         srcs = sim_sources(gen.verilog, sim)  # + vendor-cell models; Icarus: SV-safe copy
         if harness is not None:
             if sim != "verilator":

