@@ -46,6 +46,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from exion.gen.cli.evaluate import disk_cache
 from exion.golden import system as sy
 from exion.golden import workloads_sys as ws
 from exion.paths import build_root
@@ -364,7 +365,16 @@ def main():
                     help="only EP's bound with a free EPRE (EP forced on every block, its "
                          "exposed EPRE cycles removed) against the built design, per model on "
                          "both systems (build/bench/system_ep_bound.json; about 6 min)")
+    ap.add_argument("--no-cache", action="store_true",
+                    help="compute every block's per-core figures afresh (by default they come "
+                         "from and go to exion evaluate's disk cache; the times printed are "
+                         "then mostly the cache's)")
     a = ap.parse_args()
+    with disk_cache(not a.no_cache, lambda msg: print(f"[exion] {msg}")):
+        return _run(a)
+
+
+def _run(a) -> int:
     if a.ep_bound:
         print(f"wrote {_write('system_ep_bound.json', ep_bound())}")
         return 0

@@ -80,7 +80,8 @@ from .workloads_sys import Block, Model
 
 __all__ = ["System", "SYSTEMS", "get_system", "load_system", "ENERGY", "GPUS", "MODE_NAMES",
            "attn_split_for", "attn_split_candidates", "ordering_holds", "best_block", "block_gemms",
-           "evaluate_model", "gpu_estimate", "HEAD_SAMPLE_T", "epre_exposed_on"]
+           "evaluate_model", "gpu_estimate", "HEAD_SAMPLE_T", "epre_exposed_on",
+           "per_core_caches"]
 
 #: Modes of the seed's figures -> the per-core model's mode names.
 MODE_NAMES = {"Base": "base", "EP": "ep", "FFNR": "ffnr", "All": "all"}
@@ -371,6 +372,14 @@ def _gemm(cfg, name, M, N, K, kw, mask=None, input_mask=None, **extra):
 _BLOCK_CACHE: dict = {}
 _ATT_CACHE: dict = {}
 _FFN_CACHE: dict = {}
+
+
+def per_core_caches() -> dict:
+    """The memo tables of the per-core figures (:func:`block_gemms_cached` and the parts
+    :func:`block_gemms` memoizes), by name; live dicts, keyed by the config hash, the block
+    and every option the figures depend on (the core count and the off-chip memory are not
+    among them). ``exion evaluate`` keeps them on disk between runs."""
+    return {"block": _BLOCK_CACHE, "attention": _ATT_CACHE, "ffn": _FFN_CACHE}
 
 
 def block_gemms_cached(cfg: Config, blk: Block, mode: str, **kw) -> dict:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from amaranth import ClockSignal, Const, Instance, Module, Mux, ResetSignal, Signal, Value, signed
+from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from exion.config import Config
 
 from .ecp5 import mult18x18d
-from .util import pipe_reg
+from .util import black_box, pipe_reg
 
 __all__ = ["DPU", "DPU_MODULE", "dpu_signature", "dpu_box", "operand_layout", "dpu_beat_layout"]
 
@@ -46,11 +46,9 @@ def dpu_box(cfg: Config, name: str):
     """``(interface, instance)``: an interface of :func:`dpu_signature` and a black-box
     instance of module :data:`DPU_MODULE` on its signals (the same ports :class:`DPU` has as
     a generated top). With that module supplied it is the same circuit as a :class:`DPU`."""
-    ifc = dpu_signature(cfg).create(path=(name,))
-    ports = {("i_" if member.flow == In else "o_") + "__".join(map(str, path)): Value.cast(v)
-             for path, member, v in dpu_signature(cfg).flatten(ifc)
-             if not isinstance(Value.cast(v), Const)}
-    return ifc, Instance(DPU_MODULE, i_clk=ClockSignal(), i_rst=ResetSignal(), **ports)
+    sig = dpu_signature(cfg)
+    ifc = sig.create(path=(name,))
+    return ifc, black_box(DPU_MODULE, sig, ifc)
 
 
 class DPU(wiring.Component):

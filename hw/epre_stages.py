@@ -12,8 +12,7 @@ Cycle counts are ``exion.golden.cycles.epre_run_cycles`` (exact).
 
 from __future__ import annotations
 
-from amaranth import (ClockSignal, Const, Instance, Module, Mux, ResetSignal, Signal, Value,
-                      signed, unsigned)
+from amaranth import Const, Instance, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -22,6 +21,7 @@ from exion.config import Config
 
 from .lod import LOD, approx_product, lod_layout
 from .util import bits_for as _bits
+from .util import black_box
 from .util import pad_mux as _mux
 
 __all__ = ["epre_word", "EPRE_UNIT_MODULE", "epre_unit_signature", "EpreUnit", "EpreLanes",
@@ -119,9 +119,7 @@ def _lod_regs(m: Module, raw, prefix: str, cfg: Config, two_step) -> list:
 def _unit_box(cfg: Config, unit) -> Instance:
     """A black-box instance of module :data:`EPRE_UNIT_MODULE` on the ports of ``unit`` (an
     interface made by ``epre_unit_signature(cfg).create()``)."""
-    ports = {("i_" if member.flow == In else "o_") + "__".join(map(str, path)): Value.cast(v)
-             for path, member, v in epre_unit_signature(cfg).flatten(unit)}
-    return Instance(EPRE_UNIT_MODULE, i_clk=ClockSignal(), i_rst=ResetSignal(), **ports)
+    return black_box(EPRE_UNIT_MODULE, epre_unit_signature(cfg), unit)
 
 
 class EpreLanes(wiring.Component):

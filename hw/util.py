@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
-from amaranth import Array, Cat, Const, Signal, Value
+from amaranth import Array, Cat, ClockSignal, Const, Instance, ResetSignal, Signal, Value
+from amaranth.lib.wiring import In
 
 from exion.config import index_bits
 
 __all__ = ["bits_for", "div_const", "pad_mux", "pipe_reg", "popcount", "ge_const", "add_logic",
-           "lt_logic"]
+           "lt_logic", "black_box"]
+
+
+def black_box(module: str, signature, ifc) -> Instance:
+    """An instance of Verilog module ``module`` (``clk``, ``rst`` and the ports a component
+    of ``signature`` has as a generated top: ``i_`` / ``o_`` plus its members' paths joined
+    by ``__``) on the signals of ``ifc``, an interface of ``signature``; constant members
+    (an always-ready stream's ``ready``) are not ports."""
+    ports = {("i_" if member.flow == In else "o_") + "__".join(map(str, path)): Value.cast(v)
+             for path, member, v in signature.flatten(ifc)
+             if not isinstance(Value.cast(v), Const)}
+    return Instance(module, i_clk=ClockSignal(), i_rst=ResetSignal(), **ports)
 
 
 #: Bits of an index into ``n`` items (at least 1): ``exion.config.index_bits`` (one home).

@@ -80,10 +80,12 @@ def test_gmem_ports_in_generated_tops(tmp_path, top):
 def test_hier_synthesis_generates_gmem_ports(tmp_path, monkeypatch):
     """``synth(..., hier=True)`` of an engine top generates it with GMEM as ports and says
     so in its report, and boxes the EPRE's units only for the tops that hold an EPRE (Yosys
-    replaced by a stub: the flow's choices are what is tested)."""
+    replaced by a stub: the flow's choices are what is tested). The DPUs are always
+    elaborated in place (the flows name their cells by hierarchy)."""
     seen = []
 
-    def fake_generate(cfg, top, out, box_epre_units=False):
+    def fake_generate(cfg, top, out, box_epre_units=False, box_dpus=True):
+        assert box_dpus is False, top
         seen.append((cfg.gmem_ports, box_epre_units))
         raise RuntimeError("stop")
     monkeypatch.setattr(verilog, "generate", fake_generate)

@@ -869,3 +869,59 @@ def test_lever_errors(tmp_path, text, msg):
     assert msg in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(ExionError, match="epre_levers"):
         sy.block_gemms(CFG, SMALL, "ep", k=0.05, epre_levers=("stall", "sdue"))
+
+
+def test_evaluate_disk_cache(tmp_path, monkeypatch, capsys):
+    """``exion evaluate`` keeps the per-core figures on disk: a second run (another core
+    count) computes no block and writes the figures a fresh run writes; a damaged cache is
+    a miss the run replaces; ``--no-cache`` and another model hash compute afresh."""
+    from exion.gen.cli import evaluate as ev
+    monkeypatch.setenv("EXION_BUILD", str(tmp_path / "build"))
+    saved = {k: dict(t) for k, t in sy.per_core_caches().items()}
+
+    def clear():
+        for t in sy.per_core_caches().values():
+            t.clear()
+
+    def run(name, *extra):
+        out = tmp_path / f"{name}.json"
+        assert cli.main(["evaluate", "--model", "mld", "--json", str(out), *extra]) == 0
+        return json.loads(out.read_text())
+
+    toml = tmp_path / "six.toml"
+    toml.write_text('base = "exion4"\ndscs = 6\n')
+    try:
+        clear()
+        fresh = run("fresh", "--system", str(toml))
+        assert ev.cache_path().is_file()
+        clear()
+        first = run("four", "--system", "exion4")
+        real = sy.block_gemms
+
+        def computed(*a, **k):
+            raise AssertionError("a block was computed")
+        monkeypatch.setattr(sy, "block_gemms", computed)
+        clear()
+        assert run("cached", "--system", str(toml)) == fresh
+        assert run("cached4", "--system", "exion4") == first
+        clear()
+        with pytest.raises(AssertionError, match="computed"):
+            run("nocache", "--system", "exion4", "--no-cache")
+        clear()
+        monkeypatch.setattr(ev, "model_hash", lambda: "0" * 16)
+        with pytest.raises(AssertionError, match="computed"):
+            run("other", "--system", "exion4")
+        monkeypatch.undo()
+        monkeypatch.setenv("EXION_BUILD", str(tmp_path / "build"))
+        monkeypatch.setattr(sy, "block_gemms", real)
+        ev.cache_path().write_bytes(b"not a pickle")
+        clear()
+        assert run("damaged", "--system", "exion4") == first
+        assert "ignoring the unreadable cache" in capsys.readouterr().err
+        clear()
+        monkeypatch.setattr(sy, "block_gemms", computed)
+        assert run("rewritten", "--system", "exion4") == first
+    finally:
+        clear()
+        for k, t in sy.per_core_caches().items():
+            t.update(saved[k])

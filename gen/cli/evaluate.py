@@ -8,6 +8,11 @@ raises :class:`~exion.errors.ExionError` before anything is written.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
+import importlib.resources
+import os
+import pickle
 import time
 
 from exion.errors import ExionError
@@ -18,6 +23,61 @@ from exion.golden import workloads_sys as ws
 from .options import add_report, add_seed, progress, write_json
 
 DEFAULT_JSON = "build/evaluate/evaluate.json"
+
+#: What the per-core figures depend on: the config and the model packages (and NumPy, whose
+#: generators draw the synthetic masks). Part of the disk cache's file name.
+_MODEL_SOURCES = (("exion", "*.py"), ("exion.golden", "*.py"))
+
+
+def model_hash() -> str:
+    """Hash of the sources the per-core figures are computed from, and NumPy's version."""
+    import fnmatch
+
+    import numpy as np
+    h = hashlib.sha256(np.__version__.encode())
+    for package, glob in _MODEL_SOURCES:
+        for item in sorted(importlib.resources.files(package).iterdir(), key=lambda i: i.name):
+            if item.is_file() and fnmatch.fnmatch(item.name, glob):
+                h.update(f"\0{package}/{item.name}\0".encode() + item.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def cache_path():
+    """``<build root>/evaluate/per-core-<model hash>.pkl``: the disk cache of the per-core
+    figures (``golden.system.per_core_caches``)."""
+    from exion.paths import build_root
+    return build_root() / "evaluate" / f"per-core-{model_hash()}.pkl"
+
+
+@contextlib.contextmanager
+def disk_cache(enabled: bool = True, report=None):
+    """Load the per-core figures a previous run of the same model code kept, run the block,
+    and keep what is known then (written beside and renamed, so a concurrent run reads a
+    whole file; an unreadable one is a miss). The figures do not depend on the core count or
+    the off-chip memory, so a sweep of those reuses every block's figures [choice]."""
+    if not enabled:
+        yield
+        return
+    path = cache_path()
+    caches = sy.per_core_caches()
+    try:
+        kept = pickle.loads(path.read_bytes())
+        for name, table in caches.items():
+            for k, v in kept[name].items():
+                table.setdefault(k, v)
+        if report:
+            report(f"per-core figures from {path} ({len(kept['block'])} blocks)")
+    except FileNotFoundError:
+        pass
+    except Exception as e:     # damaged or foreign: a miss, and the run rewrites it
+        if report:
+            report(f"ignoring the unreadable cache {path} ({type(e).__name__})")
+    yield                      # a run that fails writes nothing
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(pickle.dumps({k: dict(t) for k, t in caches.items()},
+                                 protocol=pickle.HIGHEST_PROTOCOL))
+    os.replace(tmp, path)
 
 JSON_FIELDS = """\
 JSON layout (times in seconds, energies in joules, per generated image / clip / motion):
@@ -169,8 +229,9 @@ def cmd_evaluate(args) -> int:
         raise ExionError(f"--plot {args.plot!r}: expected a FILE.png")
     if not 0.0 <= args.ep_key_corr < 1.0:
         raise ExionError(f"--ep-key-corr {args.ep_key_corr!r} is invalid: must be in [0, 1)")
-    res = evaluate(sysm, models, seed=args.seed, masks=args.masks, report=progress,
-                   guidance=args.guidance, ep_key_corr=args.ep_key_corr)
+    with disk_cache(not args.no_cache, progress):
+        res = evaluate(sysm, models, seed=args.seed, masks=args.masks, report=progress,
+                       guidance=args.guidance, ep_key_corr=args.ep_key_corr)
     _print(res)
     out = write_json(args.json or DEFAULT_JSON, res)
     print(f"wrote {out}")
@@ -212,6 +273,13 @@ def register(sub) -> None:
                         "weights; docs/evaluate.md). Default: one prediction per step, the "
                         "seed's setting")
     add_seed(p, default=0, help="seed of synthetic masks (default: %(default)s)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="compute every block's per-core figures afresh and keep none. By "
+                        "default a run reads and extends <build root>/evaluate/per-core-"
+                        "<hash>.pkl (the hash is of the model's sources): the figures depend "
+                        "on the core config, the global-memory bytes per cycle and the "
+                        "masks, not on the core count or the off-chip memory, so a sweep of "
+                        "those takes seconds after its first run")
     add_report(p, flag="--json", default_path=DEFAULT_JSON)
     p.add_argument("--plot", default=None, metavar="OUT.png",
                    help="bar charts (four modes per model, log scale)")
