@@ -925,3 +925,25 @@ def test_evaluate_disk_cache(tmp_path, monkeypatch, capsys):
         clear()
         for k, t in sy.per_core_caches().items():
             t.update(saved[k])
+
+
+def test_evaluate_in_processes_gives_the_same_figures():
+    """``exion evaluate --jobs 2``: the models in two forked processes give the figures one
+    process gives, in the order asked, and their per-core figures reach this process."""
+    from exion.gen.cli import evaluate as ev
+    saved = {k: dict(t) for k, t in sy.per_core_caches().items()}
+    models = [ws.get_model("edge"), ws.get_model("mld")]
+    try:
+        for t in sy.per_core_caches().values():
+            t.clear()
+        two = ev.evaluate("exion4", models, jobs=2)
+        assert list(two["models"]) == ["edge", "mld"]
+        assert len(sy.per_core_caches()["block"]) > 0
+        for t in sy.per_core_caches().values():
+            t.clear()
+        one = ev.evaluate("exion4", models, jobs=1)
+        assert json.dumps(two, sort_keys=True) == json.dumps(one, sort_keys=True)
+    finally:
+        for k, t in sy.per_core_caches().items():
+            t.clear()
+            t.update(saved[k])

@@ -128,37 +128,78 @@ def _models(arg, guidance=False):
     return [ws.guided(m) for m in models] if guidance else models
 
 
+def _model_entry(sysm, m, seed, masks, guidance, ep_key_corr, prog=None) -> dict:
+    """One model's JSON entry (``models.<NAME>``): every mode on ``sysm``."""
+    e = {"task": m.task, "unit": m.unit, "iterations": m.iterations, "s": m.s,
+         "n_reuse": m.n_reuse, "k": m.k, "q_th": m.q_th, "ep_sparsity_seed": m.ep_sparsity,
+         "params": m.params, "dense_macs_per_iter": m.block_macs + m.other_macs,
+         "network_evals_per_step": ws.GUIDANCE_EVALS if guidance else 1,
+         "gpu": sy.gpu_estimate(m, sysm.gpu), "modes": {}}
+    for mode in sy.MODE_NAMES:
+        r = sy.evaluate_model(sysm, m, mode, seed=seed, masks_kind=masks, progress=prog,
+                              ep_key_corr=ep_key_corr)
+        r.pop("gpu")
+        e["modes"][mode] = r
+    e["ordering_holds"] = sy.ordering_holds({k: r["latency_s"] for k, r in e["modes"].items()})
+    return e
+
+
+def _throttled(report, t0: float, every: float = 2.0):
+    """A progress callback: ``report(f"{seconds since t0} s  {msg}")`` at most every
+    ``every`` seconds, and none in the first 2 s (or nothing if ``report`` is None)."""
+    last = [t0]
+
+    def prog(msg):
+        now = time.monotonic()
+        if report and now - t0 > 2 and now - last[0] > every:
+            report(f"{now - t0:5.1f} s  {msg}")
+            last[0] = now
+    return prog
+
+
+def _model_job(args):
+    """:func:`_model_entry` in a worker process (its progress lines every 5 s), with the
+    per-core figures it knows then (the parent's, inherited, and the ones it computed)."""
+    *entry_args, t0, report = args
+    e = _model_entry(*entry_args, _throttled(progress if report else None, t0, 5.0))
+    return e, {k: dict(t) for k, t in sy.per_core_caches().items()}
+
+
 def evaluate(system, models, seed=0, masks="column", report=None, guidance=False,
-             ep_key_corr=bl.EP_KEY_CORR) -> dict:
+             ep_key_corr=bl.EP_KEY_CORR, jobs: int = 1) -> dict:
     """``models`` as given (:func:`_models` applies ``guidance``); ``guidance`` is recorded
-    in the JSON and in each model's ``network_evals_per_step``."""
+    in the JSON and in each model's ``network_evals_per_step``. ``jobs`` > 1 evaluates the
+    models in that many forked processes (the same figures: every model's masks are seeded
+    on their own) and merges the per-core figures they computed into this process's."""
     sysm = sy.get_system(system)
     out = {"system": sysm.to_dict(), "energy_table_pj": dict(sy.ENERGY), "seed": seed,
            "masks": masks, "ep_key_corr": ep_key_corr, "guidance": bool(guidance),
            "models": {}}
     t0 = time.monotonic()
-    last = [t0]
-
-    def prog(msg):
-        now = time.monotonic()
-        if report and now - t0 > 2 and now - last[0] > 2:
-            report(f"{now - t0:5.1f} s  {msg}")
-            last[0] = now
-
-    for m in models:
-        e = {"task": m.task, "unit": m.unit, "iterations": m.iterations, "s": m.s,
-             "n_reuse": m.n_reuse, "k": m.k, "q_th": m.q_th, "ep_sparsity_seed": m.ep_sparsity,
-             "params": m.params, "dense_macs_per_iter": m.block_macs + m.other_macs,
-             "network_evals_per_step": ws.GUIDANCE_EVALS if guidance else 1,
-             "gpu": sy.gpu_estimate(m, sysm.gpu), "modes": {}}
-        for mode in sy.MODE_NAMES:
-            r = sy.evaluate_model(sysm, m, mode, seed=seed, masks_kind=masks, progress=prog,
-                                  ep_key_corr=ep_key_corr)
-            r.pop("gpu")
-            e["modes"][mode] = r
-        e["ordering_holds"] = sy.ordering_holds({k: r["latency_s"]
-                                                 for k, r in e["modes"].items()})
-        out["models"][m.name] = e
+    prog = _throttled(report, t0)
+    jobs = max(1, min(int(jobs), len(models)))
+    if jobs == 1:
+        for m in models:
+            out["models"][m.name] = _model_entry(sysm, m, seed, masks, guidance, ep_key_corr,
+                                                 prog)
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        entries = {}
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as ex:
+            # the largest first (by MACs per iteration), so that no process ends alone
+            futs = {ex.submit(_model_job, (sysm, m, seed, masks, guidance, ep_key_corr, t0,
+                                           report is not None)): m
+                    for m in sorted(models, key=lambda m: -m.block_macs)}
+            for f in as_completed(futs):
+                entries[futs[f].name], known = f.result()
+                for name, table in sy.per_core_caches().items():
+                    for k, v in known[name].items():
+                        table.setdefault(k, v)
+                if report:
+                    report(f"{time.monotonic() - t0:5.1f} s  {futs[f].name} done "
+                           f"({len(entries)} of {len(models)} models, {jobs} processes)")
+        out["models"] = {m.name: entries[m.name] for m in models}
     out["ordering_holds_count"] = sum(e["ordering_holds"] for e in out["models"].values())
     return out
 
@@ -227,11 +268,14 @@ def cmd_evaluate(args) -> int:
     models = _models(args.model, args.guidance)
     if args.plot and not str(args.plot).endswith(".png"):
         raise ExionError(f"--plot {args.plot!r}: expected a FILE.png")
+    if args.jobs is not None and args.jobs < 1:
+        raise ExionError(f"--jobs {args.jobs} is invalid: must be at least 1")
     if not 0.0 <= args.ep_key_corr < 1.0:
         raise ExionError(f"--ep-key-corr {args.ep_key_corr!r} is invalid: must be in [0, 1)")
     with disk_cache(not args.no_cache, progress):
         res = evaluate(sysm, models, seed=args.seed, masks=args.masks, report=progress,
-                       guidance=args.guidance, ep_key_corr=args.ep_key_corr)
+                       guidance=args.guidance, ep_key_corr=args.ep_key_corr,
+                       jobs=args.jobs or os.cpu_count() or 1)
     _print(res)
     out = write_json(args.json or DEFAULT_JSON, res)
     print(f"wrote {out}")
@@ -273,6 +317,9 @@ def register(sub) -> None:
                         "weights; docs/evaluate.md). Default: one prediction per step, the "
                         "seed's setting")
     add_seed(p, default=0, help="seed of synthetic masks (default: %(default)s)")
+    p.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="evaluate the models in N processes (default: the number of cores; "
+                        "1: in this process). The figures do not depend on it")
     p.add_argument("--no-cache", action="store_true",
                    help="compute every block's per-core figures afresh and keep none. By "
                         "default a run reads and extends <build root>/evaluate/per-core-"
