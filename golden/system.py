@@ -311,8 +311,11 @@ def load_system(path) -> System:
         raise ExionError(f"cannot read system file {str(p)!r}: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
         raise ExionError(f"system file {str(p)!r} is not valid TOML: {e}") from None
-    base = data.pop("base", None)
-    if base is None or base not in SYSTEMS:
+    if "base" not in data:
+        raise ExionError(f"system file {str(p)!r}: no base; give base = one of the presets "
+                         f"({', '.join(SYSTEMS)}) and the fields to change")
+    base = data.pop("base")
+    if not isinstance(base, str) or base not in SYSTEMS:
         raise ExionError(f"system file {str(p)!r}: base = {base!r} must name a preset "
                          f"({', '.join(SYSTEMS)})")
     known = [f.name for f in fields(System)]

@@ -218,8 +218,9 @@ def test_presets_and_toml(tmp_path):
 @pytest.mark.parametrize("text,msg", [
     ('base = "exion24"\ndscs = 0\n', "dscs = 0 is invalid: must be in 1..1024"),
     ('base = "exion24"\ncores = 8\n', "unknown field(s) cores"),
-    ('dscs = 8\n', "base = None must name a preset"),
+    ('dscs = 8\n', "no base; give base = one of the presets (exion4, exion24)"),
     ('base = "exion99"\n', "base = 'exion99' must name a preset"),
+    ('base = ["exion24"]\n', "base = ['exion24'] must name a preset"),
     ('base = "exion4"\noffchip_gb_per_s = 0\n', "offchip_gb_per_s = 0.0 is invalid"),
     ('base = "exion4"\ndscs = 2.5\n', "dscs = 2.5 is invalid: must be an integer"),
     ('base = "exion4"\ngpu = "h100"\n', "gpu = 'h100' is invalid"),
