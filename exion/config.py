@@ -701,7 +701,7 @@ def load_config(path: str | Path) -> Config:
             raise ConfigError(f"config file {str(path)!r}: field {k} must be a single value, "
                               f"got {type(v).__name__}")
     if base is not None:
-        if base not in PRESETS:
+        if not isinstance(base, str) or base not in PRESETS:
             raise ConfigError(f"config file {str(path)!r}: base = {base!r} is not a preset; "
                               f"presets: {', '.join(PRESETS)}")
         data.setdefault("name", path.stem)

@@ -119,6 +119,7 @@ def test_toml_full(tmp_path):
     ('base = "toy"\nrows = 0\n', r"bad\.toml.*rows = 0 is invalid: must be >= 1"),
     ('base = "toy"\nmerge_ways = 99\n', r"merge_ways = 99 is invalid: must be in 1\.\.8"),
     ('base = "huge"\n', r"base = 'huge' is not a preset"),
+    ('base = ["toy"]\n', r"base = \['toy'\] is not a preset"),
     ('base = "toy"\nbanana = 1\n', r"unknown field\(s\) banana"),
     ('rows = [1, 2]\n', r"field rows must be a single value"),
     ('rows = \n', r"is not valid TOML"),
