@@ -270,12 +270,25 @@ def test_cli_json_keys(tmp_path, capsys):
     assert d["ordering_holds_count"] == int(holds)
 
 
-def test_cli_errors(tmp_path, capsys):
+def test_cli_errors(tmp_path, capsys, monkeypatch):
     assert cli.main(["evaluate", "--model", "gpt", "--json", str(tmp_path / "x.json")]) == 2
     assert "model 'gpt' is not one of" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
     assert cli.main(["evaluate", "--system", "nope.toml"]) == 2
     assert "cannot read system file" in capsys.readouterr().err
+    # an output that is a folder fails before any work; one that cannot be written, in one
+    # line (no traceback)
+    assert cli.main(["evaluate", "--model", "mld", "--json", str(tmp_path)]) == 2
+    assert "--json" in capsys.readouterr().err
+    from exion.gen.cli import evaluate as ev
+
+    def full(path, data):
+        raise OSError(28, "No space left on device", str(path))
+    monkeypatch.setattr(ev, "write_json", full)
+    assert cli.main(["evaluate", "--model", "mld", "--json", str(tmp_path / "y.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("exion: error: ") and "y.json': No space left on device" in err
+    assert err.count("\n") == 1
 
 
 def test_ep_masks_scale_with_k():

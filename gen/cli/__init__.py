@@ -62,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     except ExionError as e:
         print(f"exion: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:   # an output that could not be written (a full disk, a lost folder)
+        where = f"{e.filename!r}: " if e.filename else ""
+        print(f"exion: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("exion: interrupted", file=sys.stderr)
         return 130

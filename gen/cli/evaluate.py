@@ -20,7 +20,7 @@ from exion.golden import block as bl
 from exion.golden import system as sy
 from exion.golden import workloads_sys as ws
 
-from .options import add_report, add_seed, progress, write_json
+from .options import add_report, add_seed, check_output, progress, write_json
 
 DEFAULT_JSON = "build/evaluate/evaluate.json"
 
@@ -268,6 +268,9 @@ def cmd_evaluate(args) -> int:
     models = _models(args.model, args.guidance)
     if args.plot and not str(args.plot).endswith(".png"):
         raise ExionError(f"--plot {args.plot!r}: expected a FILE.png")
+    check_output(args.json or DEFAULT_JSON, "--json")
+    if args.plot:
+        check_output(args.plot, "--plot")
     if args.jobs is not None and args.jobs < 1:
         raise ExionError(f"--jobs {args.jobs} is invalid: must be at least 1")
     if not 0.0 <= args.ep_key_corr < 1.0:

@@ -31,7 +31,7 @@ from exion.errors import ExionError
 from exion.paths import write_json
 
 __all__ = ["add_config", "load_cfg", "add_seed", "seed_of", "add_waves", "add_report",
-           "add_mask", "load_mask", "load_npy", "write_json", "progress"]
+           "add_mask", "load_mask", "load_npy", "write_json", "progress", "check_output"]
 
 
 # -- config --------------------------------------------------------------------------------
@@ -160,6 +160,21 @@ def k_chunk_arg(text: str):
         raise argparse.ArgumentTypeError(f"{text!r} is invalid: give 'auto' or a positive "
                                          f"integer (L-words per K-split)")
     return v
+
+
+def check_output(path, option: str) -> None:
+    """Fail before any work if output file ``path`` (of ``option``) cannot be written: it is
+    a folder, or its nearest existing folder is not writable. Creates nothing."""
+    import os
+    p = Path(path)
+    if p.is_dir():
+        raise ExionError(f"{option} {str(p)!r} is a folder; give a file name")
+    parent = p.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ExionError(f"{option} {str(p)!r} cannot be written: {str(parent)!r} is not a "
+                         "writable folder")
 
 
 def progress(msg: str) -> None:
