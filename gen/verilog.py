@@ -99,7 +99,7 @@ def _factory(module: str, cls: str):
 #: ``box_epre_units``).
 EPRE_TOPS = ("epre", "dsc_core", "dsc")
 
-#: Tops that hold the SDUE and take ``dpu_boxes`` (:func:`generate`, ``box_dpus``).
+#: Tops that hold the SDUE and take ``dpu_module`` (:func:`generate`, ``box_dpus``).
 DPU_TOPS = ("sdue", "gemm", "dsc_core", "dsc")
 
 
@@ -246,6 +246,11 @@ def shared_lock(cfg: Config, top: str, box_epre_units: bool = False,
     return build_root() / "locks" / f"gen-{name}-{top}.lock"
 
 
+def dpu_module_name(top: str) -> str:
+    """The Verilog module of the DPU that ``top``'s boxed array instantiates."""
+    return f"exion_{top}__dpu"
+
+
 def generate(cfg: Config, top: str, out_dir: str | Path, *, reuse: bool = True,
              box_epre_units: bool = False, box_dpus: bool = True) -> Generated:
     """Write ``<top>.v`` and ``<top>.json`` for ``cfg`` into ``out_dir``.
@@ -261,9 +266,11 @@ def generate(cfg: Config, top: str, out_dir: str | Path, *, reuse: bool = True,
     ``"epre_units": "boxed"``.
 
     ``box_dpus`` (the default; tops in :data:`DPU_TOPS`): the SDUE's R x C DPUs are
-    instances of one module, ``hw.dpu.DPU_MODULE``, generated once from ``DPU`` and appended,
-    instead of R x C elaborated copies (on exion16 the SDUE generates, Verilates and compiles
-    in about a third of the time). The same circuit; the manifest says ``"dpus": "boxed"``.
+    instances of one module, ``<module>__dpu`` (:func:`dpu_module_name`; the top's name in
+    it, so two generated tops can be compiled together), generated once from ``DPU`` and
+    appended, instead of R x C elaborated copies (on exion16 the SDUE generates, Verilates and compiles
+    in about a third of the time). The same circuit; the manifest says ``"dpus": "boxed"`` and
+    names the module (``dpu_module``).
     The FPGA flows pass ``False``: their floorplans and hierarchical runs name each DPU's
     cells by its place in the elaborated hierarchy.
     """
@@ -298,7 +305,7 @@ def generate(cfg: Config, top: str, out_dir: str | Path, *, reuse: bool = True,
             pass
     t0 = time.perf_counter()
     options = {**({"epre_unit_boxes": True} if box_epre_units else {}),
-               **({"dpu_boxes": True} if box_dpus else {})}
+               **({"dpu_module": dpu_module_name(top)} if box_dpus else {})}
     component = TOPS[top][0](cfg, **options)
     ports = _port_signals(component)
     with fast_meminit():     # same RTLIL, without a NIR net per memory-init bit
@@ -307,8 +314,8 @@ def generate(cfg: Config, top: str, out_dir: str | Path, *, reuse: bool = True,
         from exion.hw.epre_stages import EPRE_UNIT_MODULE, EpreUnit
         text += component_verilog(EpreUnit(cfg), EPRE_UNIT_MODULE, strip_internal_attrs=True)
     if box_dpus:
-        from exion.hw.dpu import DPU, DPU_MODULE
-        text += component_verilog(DPU(cfg), DPU_MODULE, strip_internal_attrs=True)
+        from exion.hw.dpu import DPU
+        text += component_verilog(DPU(cfg), dpu_module_name(top), strip_internal_attrs=True)
     text, _ = fold_zero_init(text)    # zero-init memories: one loop instead of a line per word
     models = sim_models(cfg, text)    # the vendor cells' models the Verilog instantiates
     seconds = time.perf_counter() - t0
@@ -330,7 +337,7 @@ def generate(cfg: Config, top: str, out_dir: str | Path, *, reuse: bool = True,
                  [{"name": n, "dir": d, "width": len(sig)} for n, d, sig in ports],
         "sim_models": [p.name for p in models],
         **({"epre_units": "boxed"} if box_epre_units else {}),
-        **({"dpus": "boxed"} if box_dpus else {}),
+        **({"dpus": "boxed", "dpu_module": dpu_module_name(top)} if box_dpus else {}),
         "generation_seconds": round(seconds, 3),
     }
     out_dir.mkdir(parents=True, exist_ok=True)

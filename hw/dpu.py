@@ -11,12 +11,7 @@ from exion.config import Config
 from .ecp5 import mult18x18d
 from .util import black_box, pipe_reg
 
-__all__ = ["DPU", "DPU_MODULE", "dpu_signature", "dpu_box", "operand_layout", "dpu_beat_layout"]
-
-#: Module name of the DPU when an array instantiates it as a black box (``dpu_box``): the
-#: generator emits :class:`DPU` once under this name (``exion.gen.verilog.generate``,
-#: ``box_dpus``) instead of elaborating every DPU of the array.
-DPU_MODULE = "exion_sdue_dpu"
+__all__ = ["DPU", "dpu_signature", "dpu_box", "operand_layout", "dpu_beat_layout"]
 
 
 def operand_layout(cfg: Config) -> data.ArrayLayout:
@@ -42,13 +37,15 @@ def dpu_signature(cfg: Config) -> wiring.Signature:
     })
 
 
-def dpu_box(cfg: Config, name: str):
+def dpu_box(cfg: Config, name: str, module: str):
     """``(interface, instance)``: an interface of :func:`dpu_signature` and a black-box
-    instance of module :data:`DPU_MODULE` on its signals (the same ports :class:`DPU` has as
-    a generated top). With that module supplied it is the same circuit as a :class:`DPU`."""
+    instance of Verilog module ``module`` on its signals (the ports :class:`DPU` has as a
+    generated top). With that module supplied (the generator emits :class:`DPU` under the
+    name, ``exion.gen.verilog.generate``'s ``box_dpus``) it is the same circuit as a
+    :class:`DPU`."""
     sig = dpu_signature(cfg)
     ifc = sig.create(path=(name,))
-    return ifc, black_box(DPU_MODULE, sig, ifc)
+    return ifc, black_box(module, sig, ifc)
 
 
 class DPU(wiring.Component):

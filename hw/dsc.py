@@ -357,8 +357,9 @@ class DscCore(wiring.Component):
     epre_unit_boxes : bool
         The EPRE's dot-product units as black boxes (``hw.epre.EPRE``): for hierarchical
         synthesis only.
-    dpu_boxes : bool
-        The SDUE's DPUs as black boxes (``hw.sdue.SDUE``): what the generator emits.
+    dpu_module : str or None
+        The SDUE's DPUs as black boxes of this module (``hw.sdue.SDUE``): what the
+        generator emits.
 
     Members
     -------
@@ -374,7 +375,7 @@ class DscCore(wiring.Component):
     """
 
     def __init__(self, cfg: Config, bus_bits: int | None = None, *,
-                 epre_unit_boxes: bool = False, dpu_boxes: bool = False):
+                 epre_unit_boxes: bool = False, dpu_module: str | None = None):
         D = bus_bits or getattr(cfg, "dsc_bus_bits", None) or 64
         if D not in (32, 64, 128, 256):
             self._MustUse__silence = True
@@ -382,7 +383,7 @@ class DscCore(wiring.Component):
         self.cfg = cfg
         self.bus_bits = D
         self.epre_unit_boxes = epre_unit_boxes
-        self.dpu_boxes = dpu_boxes
+        self.dpu_module = dpu_module
         members = dict(dsc_control_signature().members)
         members["mem"] = Out(mem_master_signature(D))
         if cfg.gmem_ports:
@@ -402,7 +403,7 @@ class DscCore(wiring.Component):
         s = SimpleNamespace(D=self.bus_bits, BB=self.bus_bits // 8,
                             ib=item_beats(self.cfg, self.bus_bits),
                             desc_beats=max(1, 256 // self.bus_bits))
-        s.gemm = SparseGemm(self.cfg, max_regions=_MAX_REGIONS, dpu_boxes=self.dpu_boxes)
+        s.gemm = SparseGemm(self.cfg, max_regions=_MAX_REGIONS, dpu_module=self.dpu_module)
         m.submodules.gemm = s.gemm
         if self.cfg.gmem_ports:
             forward_gmem(m, self.cfg, self.gmem, s.gemm.gmem)

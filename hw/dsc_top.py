@@ -169,11 +169,12 @@ class AxiShell(DscTop):
 
 class Dsc(DscTop):
     """The DSC top (``dsc``): ``DscCore`` from ``hw/dsc.py`` in the bus shell;
-    ``epre_unit_boxes`` (hierarchical synthesis only) and ``dpu_boxes`` go to the core."""
+    ``epre_unit_boxes`` (hierarchical synthesis only) and ``dpu_module`` go to the core."""
 
-    def __init__(self, cfg: Config, *, epre_unit_boxes: bool = False, dpu_boxes: bool = False):
+    def __init__(self, cfg: Config, *, epre_unit_boxes: bool = False,
+                 dpu_module: str | None = None):
         # by name: this module must import on a branch where hw/dsc.py does not exist yet
         # (gen/verilog.py registers the ``dsc`` top only when it does)
         import importlib
         core = importlib.import_module("exion.hw.dsc").DscCore
-        super().__init__(cfg, core(cfg, epre_unit_boxes=epre_unit_boxes, dpu_boxes=dpu_boxes))
+        super().__init__(cfg, core(cfg, epre_unit_boxes=epre_unit_boxes, dpu_module=dpu_module))

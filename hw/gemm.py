@@ -233,8 +233,9 @@ class SparseGemm(wiring.Component):
     pass_depth : int
         Passes the col-group dataflow buffers between the CAU and the SDUE (default
         ``omem_depth``: every pass of a run, so the CAU is never held up).
-    dpu_boxes : bool
-        The SDUE's DPUs as black boxes (``hw.sdue.SDUE``): what the generator emits.
+    dpu_module : str or None
+        The SDUE's DPUs as black boxes of this module (``hw.sdue.SDUE``): what the
+        generator emits.
 
     Members
     -------
@@ -274,7 +275,7 @@ class SparseGemm(wiring.Component):
     def __init__(self, cfg: Config, *, cols_per_cycle: int = CAU_COLS_PER_CYCLE,
                  max_regions: int = GEMM_MAX_REGIONS,
                  desc_depth: int = GEMM_DESC_DEPTH, pass_depth: int | None = None,
-                 dpu_boxes: bool = False):
+                 dpu_module: str | None = None):
         if pass_depth is None:
             pass_depth = cfg.omem_depth
         for name, v, lo in (("max_regions", max_regions, 1), ("desc_depth", desc_depth, 1),
@@ -285,7 +286,7 @@ class SparseGemm(wiring.Component):
                 raise ExionError(f"SparseGemm: {name} = {v!r} is invalid: must be an integer "
                                  f">= {lo}")
         self.cfg = cfg
-        self.dpu_boxes = dpu_boxes
+        self.dpu_module = dpu_module
         self.cols_per_cycle = cols_per_cycle
         self.max_regions = max_regions
         self.desc_depth = desc_depth
@@ -332,7 +333,7 @@ class SparseGemm(wiring.Component):
         self._idle = Signal(name="idle_r", init=1)
         cau = CAU(cfg, cols_per_cycle=self.cols_per_cycle, max_cols=cfg.omem_depth,
                   sort="runtime")
-        sdue = SDUE(cfg, fetch=True, wcols=True, dpu_boxes=self.dpu_boxes)
+        sdue = SDUE(cfg, fetch=True, wcols=True, dpu_module=self.dpu_module)
         mod.submodules.cau = cau
         mod.submodules.sdue = sdue
         wiring.connect(mod, wiring.flipped(self.imem_w), sdue.imem_w)

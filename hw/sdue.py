@@ -145,11 +145,12 @@ class SDUE(wiring.Component):
         Descriptors carry ``woff[c][k]`` (``pass_layout(cfg, wcols=True)``): every (bank,
         weight bus) reads its own WMEM address (``hw.gemm``'s col-group dataflow, weights
         resident in WMEM).
-    dpu_boxes : bool
-        Instantiate each DPU as a black box of module ``hw.dpu.DPU_MODULE`` (same ports)
-        instead of elaborating it: the generator emits the DPU once and the array as R x C
-        instances of it (``exion.gen.verilog.generate``, ``box_dpus``; the same circuit, and
-        much less to generate, Verilate and compile). Amaranth's simulator needs ``False``.
+    dpu_module : str or None
+        Instantiate each DPU as a black box of this Verilog module (``hw.dpu.dpu_box``, the
+        DPU's ports) instead of elaborating it (``None``): the generator emits the DPU once
+        under that name and the array as R x C instances of it (``exion.gen.verilog.
+        generate``, ``box_dpus``; the same circuit, and much less to generate, Verilate and
+        compile). Amaranth's simulator needs ``None``.
 
     Members
     -------
@@ -187,9 +188,9 @@ class SDUE(wiring.Component):
     """
 
     def __init__(self, cfg: Config, *, fetch: bool = False, wcols: bool = False,
-                 dpu_boxes: bool = False):
+                 dpu_module: str | None = None):
         self.cfg = cfg
-        self.dpu_boxes = bool(dpu_boxes)
+        self.dpu_module = dpu_module
         self.fetch = bool(fetch)
         self.wcols = bool(wcols)
         R, C = cfg.rows, cfg.cols
@@ -346,8 +347,8 @@ class SDUE(wiring.Component):
         for r in range(R):
             for c in range(C):
                 name = f"dpu_{r}_{c}"
-                if self.dpu_boxes:
-                    dpu, mod.submodules[name] = dpu_box(cfg, name)
+                if self.dpu_module:
+                    dpu, mod.submodules[name] = dpu_box(cfg, name, self.dpu_module)
                 else:
                     dpu = mod.submodules[name] = DPU(cfg)
                 mod.d.comb += [

@@ -255,15 +255,15 @@ def test_boxed_dpus_are_the_elaborated_circuit():
     ``box_dpus``); the FPGA flows read it with every DPU elaborated in place. Both builds run
     the same seeded toy cases: the same OMEM contents (= golden) and the same cycles. The
     boxed file holds the DPU module once and an instance of it per DPU."""
-    from exion.gen.verilog import generate_shared
-    from exion.hw.dpu import DPU_MODULE
+    from exion.gen.verilog import dpu_module_name, generate_shared
 
     cfg, seed, results = sdue_session("toy")
     n = cfg.rows * cfg.cols
     boxed = generate_shared(cfg, "sdue").verilog.read_text()
     flat = generate_shared(cfg, "sdue", box_dpus=False).verilog.read_text()
-    assert boxed.count(f"module {DPU_MODULE}(") == 1 and boxed.count(f"{DPU_MODULE} ") == n
-    assert DPU_MODULE not in flat
+    dpu = dpu_module_name("sdue")
+    assert boxed.count(f"module {dpu}(") == 1 and boxed.count(f"{dpu} ") == n
+    assert dpu not in flat
     runs, _ = rtl_sdue(cfg, [run.program for _, run in results.values()], seed=seed,
                        run_name="flat", box_dpus=False)
     for (name, (case, run)), got in zip(results.items(), runs):
