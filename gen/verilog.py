@@ -268,11 +268,11 @@ def generate(cfg: Config, top: str, out_dir: str | Path, *, reuse: bool = True,
     ``box_dpus`` (the default; tops in :data:`DPU_TOPS`): the SDUE's R x C DPUs are
     instances of one module, ``<module>__dpu`` (:func:`dpu_module_name`; the top's name in
     it, so two generated tops can be compiled together), generated once from ``DPU`` and
-    appended, instead of R x C elaborated copies (on exion16 the SDUE generates, Verilates and compiles
-    in about a third of the time). The same circuit; the manifest says ``"dpus": "boxed"`` and
-    names the module (``dpu_module``).
-    The FPGA flows pass ``False``: their floorplans and hierarchical runs name each DPU's
-    cells by its place in the elaborated hierarchy.
+    appended, instead of R x C elaborated copies (on exion16 the SDUE generates, Verilates
+    and compiles in about a third of the time). The same circuit; the manifest says
+    ``"dpus": "boxed"`` and names the module (``dpu_module``). The FPGA flows pass
+    ``False``: their floorplans and hierarchical runs name each DPU's cells by its place in
+    the elaborated hierarchy.
     """
     if top not in TOPS:
         raise ExionError(f"unknown top {top!r}; available: {', '.join(TOPS)}")
