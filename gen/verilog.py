@@ -120,10 +120,11 @@ SOURCE_FILES = (
 )
 
 
-def source_files() -> list[tuple[str, object]]:
-    """``(package/relative name, Traversable)`` of every file in :data:`SOURCE_FILES`."""
+def source_files(patterns=SOURCE_FILES) -> list[tuple[str, object]]:
+    """``(package/relative name, Traversable)`` of every file ``patterns`` (``(package, file
+    pattern)`` pairs, default :data:`SOURCE_FILES`) name, sorted."""
     out = []
-    for package, pattern in SOURCE_FILES:
+    for package, pattern in patterns:
         folder, _, glob = pattern.rpartition("/")
         base = importlib.resources.files(package)
         if folder:
@@ -175,9 +176,13 @@ _HW_IMPORT = re.compile(r"^\s*from (?:\.|exion\.hw\.)(\w+) import|"
                         r"import_module\([\"']exion\.hw\.(\w+)[\"']\)", re.M)
 
 
-def _hash(files) -> str:
+def _hash(files, salt: str | None = None) -> str:
+    """Hash of ``files`` (:func:`source_files`' pairs) and ``salt`` (default: the Amaranth
+    version, which turns the hardware sources into Verilog)."""
     from importlib.metadata import version
-    h = hashlib.sha256(f"amaranth {version('amaranth')}\n".encode())
+    if salt is None:
+        salt = f"amaranth {version('amaranth')}"
+    h = hashlib.sha256(f"{salt}\n".encode())
     for name, item in files:
         h.update(name.encode() + b"\0")
         h.update(item.read_bytes())

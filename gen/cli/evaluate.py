@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
-import importlib.resources
 import os
 import pickle
 import time
@@ -30,16 +28,12 @@ _MODEL_SOURCES = (("exion", "*.py"), ("exion.golden", "*.py"))
 
 
 def model_hash() -> str:
-    """Hash of the sources the per-core figures are computed from, and NumPy's version."""
-    import fnmatch
-
+    """Hash of the sources the per-core figures are computed from, and NumPy's version (the
+    generator's source hash, ``exion.gen.verilog``, over :data:`_MODEL_SOURCES`)."""
     import numpy as np
-    h = hashlib.sha256(np.__version__.encode())
-    for package, glob in _MODEL_SOURCES:
-        for item in sorted(importlib.resources.files(package).iterdir(), key=lambda i: i.name):
-            if item.is_file() and fnmatch.fnmatch(item.name, glob):
-                h.update(f"\0{package}/{item.name}\0".encode() + item.read_bytes())
-    return h.hexdigest()[:16]
+
+    from exion.gen.verilog import _hash, source_files
+    return _hash(source_files(_MODEL_SOURCES), salt=f"numpy {np.__version__}")
 
 
 def cache_path():
@@ -47,6 +41,14 @@ def cache_path():
     figures (``golden.system.per_core_caches``)."""
     from exion.paths import build_root
     return build_root() / "evaluate" / f"per-core-{model_hash()}.pkl"
+
+
+def _merge(known: dict) -> None:
+    """Add the per-core figures ``known`` (by table, as :func:`golden.system.per_core_caches`
+    names them) that this process does not have yet."""
+    for name, table in sy.per_core_caches().items():
+        for k, v in known[name].items():
+            table.setdefault(k, v)
 
 
 @contextlib.contextmanager
@@ -62,9 +64,7 @@ def disk_cache(enabled: bool = True, report=None):
     caches = sy.per_core_caches()
     try:
         kept = pickle.loads(path.read_bytes())
-        for name, table in caches.items():
-            for k, v in kept[name].items():
-                table.setdefault(k, v)
+        _merge(kept)
         if report:
             report(f"per-core figures from {path} ({len(kept['block'])} blocks)")
     except FileNotFoundError:
@@ -159,10 +159,12 @@ def _throttled(report, t0: float, every: float = 2.0):
 
 def _model_job(args):
     """:func:`_model_entry` in a worker process (its progress lines every 5 s), with the
-    per-core figures it knows then (the parent's, inherited, and the ones it computed)."""
+    per-core figures it computed (not the ones it inherited from the parent)."""
     *entry_args, t0, report = args
+    caches = sy.per_core_caches()
+    inherited = {k: set(t) for k, t in caches.items()}
     e = _model_entry(*entry_args, _throttled(progress if report else None, t0, 5.0))
-    return e, {k: dict(t) for k, t in sy.per_core_caches().items()}
+    return e, {k: {key: t[key] for key in t.keys() - inherited[k]} for k, t in caches.items()}
 
 
 def evaluate(system, models, seed=0, masks="column", report=None, guidance=False,
@@ -193,9 +195,7 @@ def evaluate(system, models, seed=0, masks="column", report=None, guidance=False
                     for m in sorted(models, key=lambda m: -m.block_macs)}
             for f in as_completed(futs):
                 entries[futs[f].name], known = f.result()
-                for name, table in sy.per_core_caches().items():
-                    for k, v in known[name].items():
-                        table.setdefault(k, v)
+                _merge(known)
                 if report:
                     report(f"{time.monotonic() - t0:5.1f} s  {futs[f].name} done "
                            f"({len(entries)} of {len(models)} models, {jobs} processes)")

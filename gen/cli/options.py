@@ -21,6 +21,7 @@ line ``exion: error: ...`` and exits with status 2.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -165,7 +166,6 @@ def k_chunk_arg(text: str):
 def check_output(path, option: str) -> None:
     """Fail before any work if output file ``path`` (of ``option``) cannot be written: it is
     a folder, or its nearest existing folder is not writable. Creates nothing."""
-    import os
     p = Path(path)
     if p.is_dir():
         raise ExionError(f"{option} {str(p)!r} is a folder; give a file name")
