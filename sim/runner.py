@@ -23,6 +23,10 @@
 * The Verilator runtime (``verilated*.o``, the same for every design) is compiled once per
   flag set and shared by later builds (:mod:`exion.sim.objcache`, verilated.mk's
   ``OBJCACHE`` hook; a user's own ``OBJCACHE``, e.g. ``ccache``, or an empty one wins).
+* Lint: a Verilator build verilates with ``-Wall`` (warnings are not fatal) and keeps the
+  warnings that concern the generated Verilog (``RtlBuild.lint()``, ``lint.json`` beside the
+  build): the same checks as ``exion.gen.verilog.lint`` on a top the suite builds anyway,
+  without parsing its Verilog a second time.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +93,15 @@ class RtlBuild:
     def manifest_data(self) -> dict:
         return json.loads(self.manifest.read_text())
 
+    def lint(self) -> list[str]:
+        """The ``-Wall`` warning and error lines the Verilator build printed about the
+        generated Verilog and its simulation models (empty = lint-clean); a harness's own
+        lines are not among them (:func:`build_lint`)."""
+        if self.simulator != "verilator":
+            raise ExionError(f"{self.module}: lint comes from a Verilator build, "
+                             f"not {self.simulator}")
+        return json.loads((self.sim_dir / "lint.json").read_text())
+
 
 #: C++ optimisation levels a Verilator build accepts (``EXION_CXX_OPT``); the first is the
 #: default (Verilator's own).
@@ -122,7 +136,7 @@ def rtl_build(cfg: Config, top: str, *, waves: bool = False, progress=None,
     folder of its own. ``box_dpus``: the SDUE's DPUs as instances of one module (the
     generator's default); ``False`` builds the Verilog with every DPU elaborated (as the FPGA
     flows read it), in a folder of its own."""
-    from exion.gen.verilog import generate_shared, shared_lock, sim_sources
+    from exion.gen.verilog import generate_shared, shared_lock, sim_sources, sources
 
     sim = simulator(sim)
     waves = waves_requested(waves)
@@ -167,9 +181,31 @@ def rtl_build(cfg: Config, top: str, *, waves: bool = False, progress=None,
             ports = None if harness is None else ["clk", "rst", *harness.ports]
             _build(sim, gen.manifest, module, srcs, sim_dir, args, waves, opt, ports)
             build_seconds = time.perf_counter() - t0
+            if sim == "verilator":
+                log = (sim_dir / "build.log").read_text(errors="replace")
+                lint = build_lint(log, sources(gen.verilog))   # not the harness's lines
+                (sim_dir / "lint.json").write_text(json.dumps(lint))
             stamp.write_text(json.dumps({"seconds": build_seconds}))
     return RtlBuild(cfg, top, module, gen.verilog, gen.manifest, sim_dir, waves,
                     gen.seconds, build_seconds, sim)
+
+
+#: a Verilator message with a location: ``%Warning-RULE: FILE:LINE:COL: text``
+_LOCATED = re.compile(r"^%(?:Warning|Error)[-\w]*: (?P<file>[^:\s]+):\d+")
+
+
+def build_lint(log: str, files: list[Path]) -> list[str]:
+    """The ``%Warning`` / ``%Error`` lines of a Verilator build ``log`` that name one of
+    ``files`` or no file (the lines :func:`exion.gen.verilog.lint` returns for them)."""
+    names = {Path(f).resolve() for f in files}
+    out = []
+    for line in log.splitlines():
+        if not line.startswith("%"):
+            continue
+        m = _LOCATED.match(line)
+        if m is None or Path(m["file"]).resolve() in names:
+            out.append(line)
+    return out
 
 
 def _cocotb_key() -> str:
@@ -253,7 +289,7 @@ def verilator_args(waves: bool) -> list[str]:
     cocotb. FST traces record internal
     signals either way.
     """
-    args = ["-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial", "fast"]
+    args = ["-Wall", "-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial", "fast"]
     if os.environ.get("EXION_PUBLIC", "") in ("", "0"):
         args.append("--no-public-flat-rw")
     if waves:

@@ -41,12 +41,54 @@ def test_ecp5_mult_verilog_is_lint_clean(preset_name):
     assert lint(g.verilog, "exion_dpu") == []
 
 
+# The tops the default suite's RTL tests Verilate anyway, each with the build call they make:
+# their lint is the -Wall warnings of that build (``RtlBuild.lint()``), which saves parsing
+# the Verilog a second time (the exion16 SDUE: about 19 s); the others run
+# ``verilator --lint-only``. A build call that drifts from the RTL test's costs one more
+# build, not a missed warning.
+_BUILT = {("exion16", t) for t in ("cau", "cfse", "dpu", "ffnr", "sdue")} | {
+    ("toy", t) for t in ("axi_shell", "cau", "cfse", "dpu", "dsc_core", "epre", "ffnr", "gemm",
+                         "sdue")}
+
+
+def _suite_build(preset, top):
+    from exion.sim.dsc_rtl import dsc_build
+    from exion.sim.runner import rtl_build
+    if top == "dsc_core":   # inside the Verilog memory model, as tests/test_dsc_rtl.py runs it
+        return dsc_build(preset, verilog_memory=True)
+    return rtl_build(preset, top)
+
+
 @pytest.mark.parametrize("preset_name,top", _LINT_CASES)
 def test_generated_verilog_is_lint_clean(preset_name, top):
     # The session's shared generation folder: the RTL tests reuse the same Verilog.
     preset = PRESETS[preset_name]
+    if (preset_name, top) in _BUILT:
+        assert _suite_build(preset, top).lint() == []
+        return
     g = generate_shared(preset, top)
     assert lint(g.verilog, f"exion_{top}") == []
+
+
+def test_build_lint_reports_the_generated_files_warnings(tmp_path):
+    """A Verilator build's lint can fail: a bad module built as the runner builds reports its
+    WIDTHTRUNC and (``-Wall``) its unused bits; a harness file's lines are not the generated
+    Verilog's."""
+    from exion.sim.runner import _build, build_lint, verilator_args
+    bad, harness = tmp_path / "bad.v", tmp_path / "harness.v"
+    bad.write_text("module bad(input wire [3:0] a, output wire [1:0] b);\n"
+                   "  assign b = a;\nendmodule\n")
+    harness.write_text("module harness(input wire [3:0] a, output wire [1:0] b);\n"
+                       "  wire [1:0] c = a;\n  bad u(.a(a), .b(b));\nendmodule\n")
+    sim_dir = tmp_path / "sim"
+    _build("verilator", tmp_path / "none.json", "harness", [bad, harness], sim_dir,
+           verilator_args(False), False, "-O0", ports=["a", "b"])
+    log = (sim_dir / "build.log").read_text()
+    found = build_lint(log, [bad])
+    assert any("WIDTHTRUNC" in ln for ln in found), log
+    assert any("UNUSEDSIGNAL" in ln for ln in found), log    # -Wall's, off by default
+    assert all("bad.v" in ln for ln in found), found
+    assert any("harness.v" in ln for ln in build_lint(log, [bad, harness]))
 
 
 def test_lint_detects_a_real_warning(tmp_path):
