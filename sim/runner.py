@@ -136,7 +136,7 @@ def rtl_build(cfg: Config, top: str, *, waves: bool = False, progress=None,
     folder of its own. ``box_dpus``: the SDUE's DPUs as instances of one module (the
     generator's default); ``False`` builds the Verilog with every DPU elaborated (as the FPGA
     flows read it), in a folder of its own."""
-    from exion.gen.verilog import generate_shared, shared_lock, sim_sources, sources
+    from exion.gen.verilog import generate_shared, shared_lock, sim_sources
 
     sim = simulator(sim)
     waves = waves_requested(waves)
@@ -181,10 +181,6 @@ def rtl_build(cfg: Config, top: str, *, waves: bool = False, progress=None,
             ports = None if harness is None else ["clk", "rst", *harness.ports]
             _build(sim, gen.manifest, module, srcs, sim_dir, args, waves, opt, ports)
             build_seconds = time.perf_counter() - t0
-            if sim == "verilator":
-                log = (sim_dir / "build.log").read_text(errors="replace")
-                lint = build_lint(log, sources(gen.verilog))   # not the harness's lines
-                (sim_dir / "lint.json").write_text(json.dumps(lint))
             stamp.write_text(json.dumps({"seconds": build_seconds}))
     return RtlBuild(cfg, top, module, gen.verilog, gen.manifest, sim_dir, waves,
                     gen.seconds, build_seconds, sim)
@@ -240,6 +236,11 @@ def _build(sim: str, manifest: Path, module: str, srcs: list[Path], sim_dir: Pat
             sources=files, hdl_toplevel=module, build_dir=sim_dir,
             build_args=args, waves=waves, always=True, log_file=sim_dir / "build.log",
             **extra)
+        if sim == "verilator":      # the generated Verilog's -Wall lines, not a harness's
+            from exion.gen.verilog import sources
+            log = (sim_dir / "build.log").read_text(errors="replace")
+            lint = build_lint(log, sources(manifest.with_suffix(".v")))
+            (sim_dir / "lint.json").write_text(json.dumps(lint))
     finally:
         os.environ.clear()
         os.environ.update(env_backup)
