@@ -213,6 +213,8 @@ LEVER_SETS = {
     "stage2 packed": {"epre_stage2": "packed"},
     "stall + sdue": {"epre_fetch": "stall", "epre_keys": "sdue"},
     "sdue + packed": {"epre_keys": "sdue", "epre_stage2": "packed"},
+    "gather packed (W-bit keys, not built)": {"epre_gather": "packed"},
+    "gather multicast (no key over a port, not built)": {"epre_gather": "multicast"},
 }
 
 
@@ -226,7 +228,9 @@ def lever_sweep(systems=("exion4", "exion24"), sets=None):
             sysm = replace(sy.SYSTEMS[sname], **over)
             row = _ordering_row(sysm)
             n = sum(r["ordered"] for r in row.values())
-            out[sname][label] = {"levers": dict(zip(sy.EPRE_LEVERS, sysm.epre_levers)),
+            levers = {**dict(zip(sy.EPRE_LEVERS, sysm.epre_levers)),
+                      **{k: getattr(sysm, k) for k in sy.SYSTEM_LEVERS}}
+            out[sname][label] = {"levers": levers,
                                  "holds": n, "models": row}
             fails = [k for k, r in row.items() if not r["ordered"]]
             print(f"{sname:8} {label:24} ordering holds for {n} of {len(row)}"

@@ -184,6 +184,18 @@ EPRE_LEVERS = {"epre_fetch": ("shared", "stall", "port-idle"),
                "epre_stage2": ("row", "packed")}
 #: The built design's levers (``System.epre_levers`` of the presets).
 BUILT_LEVERS = tuple(v[0] for v in EPRE_LEVERS.values())
+#: System-level levers: how the cores' EPREs get what their own core did not compute.
+#: ``epre_gather`` (issue 19, 2026-12-07) prices the exact keys of a head split over g cores
+#: (:func:`attn_split_candidates`): a chunk's run needs the other chunks' ``(g - 1) / g`` of
+#: K_h, which ``port`` (the model's default) loads over the core's port as EPRE words, the
+#: built EPRE_KLOAD's format (``Le`` 16-bit containers a word, ``ceil(d_head / Le)`` words
+#: a key); ``packed`` (not built) loads the same keys at W bits without the lane padding
+#: (``T d_head W / 8`` bytes a head); ``multicast`` (not built: system interconnect) has
+#: every core's teed K_h rows written into the Kh banks of the cores sharing the head, so
+#: no key crosses a port. ``sdue-port`` keys (every row through the port) take ``packed``'s
+#: format and ignore ``multicast``. The figures per core (:func:`block_gemms`) do not
+#: depend on it: :func:`epre_exposed_on` applies it.
+SYSTEM_LEVERS = {"epre_gather": ("port", "packed", "multicast")}
 #: The key paths ``per-block`` chooses from (all built; ``store-queue`` is never slower
 #: than the in-order ``store-tee``, so the schedule does not try that one;
 #: ``store-queue-q`` computes more Q rows, so it can be slower than ``store-queue``).
@@ -213,6 +225,7 @@ class System:
     epre_fetch: str = "shared"
     epre_keys: str = "per-block"
     epre_stage2: str = "row"
+    epre_gather: str = "port"      # see SYSTEM_LEVERS
 
     def __post_init__(self):
         def need(cond, f, v, limit):
@@ -248,7 +261,7 @@ class System:
         need(self.dataflow in ("row-block", "col-group"), "dataflow", self.dataflow,
              "must be row-block or col-group")
         need(self.gpu in GPUS, "gpu", self.gpu, f"must be one of {', '.join(GPUS)}")
-        for f, choices in EPRE_LEVERS.items():
+        for f, choices in {**EPRE_LEVERS, **SYSTEM_LEVERS}.items():
             v = getattr(self, f)
             need(v in choices, f, v, f"must be one of {', '.join(choices)}")
 
@@ -652,23 +665,25 @@ def _epre_sched(cfg: Config, g, prefix: str, names, blk: Block, h_eval: int,
     elif fetch_kind == "port-idle":
         slack = sum(n * max(0.0, x.cycles - sum(x.bytes.values()) / bw) for x, n, _ in g)
         fetch = math.ceil(max(0.0, fetch - slack))
-    kload, komem = 0, 0
+    kload, kload_packed, komem = 0, 0, 0
     Le = cfg.epre_lane_count
     k_words = T * math.ceil(dh / Le) * Le * 2 / bw      # a head's K_h as EPRE words
+    k_packed = T * dh * cfg.width / 8 / bw              # ... at W bits, unpadded
     if keys == "sdue-port":           # every K_h row over the port, per head and chunk
-        kload = math.ceil(k_words)
+        kload, kload_packed = math.ceil(k_words), math.ceil(k_packed)
     elif keys != "predicted":         # a chunk gathers the other chunks' K_h rows
         kload = math.ceil(k_words * (g_split - 1) / g_split)
+        kload_packed = math.ceil(k_packed * (g_split - 1) / g_split)
     if keys == "komem":               # EPRE_KOMEM on the DSC's own time, per run
         komem = dsc_overhead(64) + komem_body(cfg, T, dh)
     return {"before": before, "after": after, "levers": tuple(levers), "heads": H,
             "units": b * H * g_split, "kv": lin[names[1]] + lin[names[2]], "q": lin[names[0]],
             "head": [one.get(f"{prefix}scores[{h % h_eval}]", 0)
                      + one.get(f"{prefix}pv[{h % h_eval}]", 0) for h in range(H)],
-            "fetch": fetch, "kload": kload, "komem": komem}
+            "fetch": fetch, "kload": kload, "kload_packed": kload_packed, "komem": komem}
 
 
-def epre_exposed_on(s: dict, n_cores: int) -> float:
+def epre_exposed_on(s: dict, n_cores: int, gather: str = "port") -> float:
     """Exposed EPRE cycles of one self-attention (:func:`_epre_sched`'s inputs) per core on
     ``n_cores`` cores [choice, issue 19]: each core runs ``n_u = ceil(U / N)`` of the U units'
     EPRE runs, beside its share of the K / V and Q projections (each split over
@@ -678,8 +693,8 @@ def epre_exposed_on(s: dict, n_cores: int) -> float:
     ``shared``, issue 18's otherwise; with exact keys ``epre_schedule_k`` for ``sdue`` /
     ``sdue-port``, the in-order ``epre_schedule_komem`` for ``komem`` / ``store-tee`` and
     the queued ``epre_schedule_q`` for ``store-queue``),
-    each exposed wait rounded up, plus each run's K_h load (``kload``) and its heads'
-    share of the Wq fetch. On one core this is the
+    each exposed wait rounded up, plus each run's K_h load (``kload``, as ``gather`` of
+    :data:`SYSTEM_LEVERS` makes it) and its heads' share of the Wq fetch. On one core this is the
     per-sequence schedule of ``golden.block`` repeated over the b x g sequences and chunks;
     on many, the projections each core hides its runs behind shrink with N while a run does
     not, so EP pays less on more cores."""
@@ -706,8 +721,15 @@ def epre_exposed_on(s: dict, n_cores: int) -> float:
         exposed = epre_schedule_db(before + after, [kv] * h_seq, rest)["exposed"]
     else:
         exposed = epre_schedule(before + after, [kv] * h_seq, rest)["exposed"]
+    if gather not in SYSTEM_LEVERS["epre_gather"]:
+        raise ExionError(f"epre_gather = {gather!r} must be one of "
+                         f"{', '.join(SYSTEM_LEVERS['epre_gather'])}")
+    if gather == "port":
+        kload = s["kload"]
+    else:
+        kload = s["kload_packed"] if gather == "packed" or keys == "sdue-port" else 0
     seqs = math.ceil(n_u / h_seq)
-    return (seqs * math.ceil(exposed + h_seq * s["kload"])
+    return (seqs * math.ceil(exposed + h_seq * kload)
             + s["fetch"] * h_seq / H)
 
 
@@ -857,7 +879,7 @@ def block_on_system(sysm: System, r: dict) -> dict:
     parts["cfse"] = (c["softmax_exposed"] + c["gelu_exposed"]) / min(N, units)
     cyc += parts["cfse"]
     # EPRE: each core's runs beside its share of the projections (epre_exposed_on)
-    epre = sum(epre_exposed_on(x, N) for x in r.get("epre_sched", ()))
+    epre = sum(epre_exposed_on(x, N, sysm.epre_gather) for x in r.get("epre_sched", ()))
     cyc += epre
     parts["epre"] = epre
     t = core_totals(cfg, r)

@@ -743,6 +743,51 @@ def test_sdue_port_keys_charge_the_k_load():
     assert port["shift_adds"] == free["shift_adds"]
 
 
+def test_epre_gather_by_hand():
+    """``epre_gather`` (SYSTEM_LEVERS): the other query chunks' K_h rows over the port as
+    EPRE words (``port``), at W bits unpadded (``packed``) or not over a port at all
+    (``multicast``); only the gather changes."""
+    # a head of T = 197 keys, d_head 128 on Le = 96 lanes (two EPRE words a key), split
+    # over g = 6 cores, 64 B/cycle: port 197 * 2 * 96 * 2 / 64 * 5 / 6 -> 985 cycles,
+    # packed 197 * 128 * 12 / 8 / 64 * 5 / 6 -> 493
+    blk = ws.Block("b", T=197, d=512, heads=4, ffn=1024)
+    g = sy.block_gemms(CFG, blk, "ep", k=0.05, attn_split=6,
+                       epre_levers=("shared", "store-queue", "row"))
+    s = g["epre_sched"][0]
+    assert (s["kload"], s["kload_packed"]) == (985, 493)
+    # one run a core (24 units on 24 cores): the gather is charged once, after the waits
+    port = sy.epre_exposed_on(s, 24)
+    assert port - sy.epre_exposed_on(s, 24, "packed") == 985 - 493
+    assert port - sy.epre_exposed_on(s, 24, "multicast") == 985
+    # every row through the port: packed words, and no multicast of the core's own rows
+    sp = {**s, "levers": ("shared", "sdue-port", "row"), "kload": 1182, "kload_packed": 591}
+    assert sy.epre_exposed_on(sp, 24, "multicast") == sy.epre_exposed_on(sp, 24, "packed")
+    with pytest.raises(ExionError, match="epre_gather = 'bus' must be one of port"):
+        sy.epre_exposed_on(s, 24, "bus")
+    # a system file sets it; the system refuses other values in one line
+    assert replace(sy.SYSTEMS["exion24"], epre_gather="multicast").epre_gather == "multicast"
+    with pytest.raises(ExionError, match="epre_gather = 'bus' is invalid: must be one of "
+                                         "port, packed, multicast"):
+        replace(sy.SYSTEMS["exion24"], epre_gather="bus")
+
+
+def test_epre_gather_on_the_system():
+    """MDM on EXION-24 (heads split over 6 cores): EP's EPRE time falls from port to packed
+    to multicast, and nothing else moves; Base does not depend on the gather."""
+    base = sy.SYSTEMS["exion24"]
+    m = ws.MODELS["mdm"]
+    ep = {gt: sy.evaluate_model(replace(base, epre_gather=gt), m, "EP", ep_per_block=False)
+          for gt in ("port", "packed", "multicast")}
+    e = [ep[gt]["time_by_part_s"]["epre"] for gt in ("port", "packed", "multicast")]
+    assert e[0] > e[1] > e[2]
+    for gt in ("packed", "multicast"):
+        assert ep[gt]["macs"] == ep["port"]["macs"]
+        assert ep[gt]["time_by_part_s"]["attention"] == ep["port"]["time_by_part_s"]["attention"]
+    b = [sy.evaluate_model(replace(base, epre_gather=gt), m, "Base")["latency_s"]
+         for gt in ("port", "multicast")]
+    assert b[0] == b[1]
+
+
 @pytest.mark.parametrize("before,after,exposed", [(50, 30, 120), (5, 5, 0)])
 def test_epre_schedule_q_by_hand(before, after, exposed):
     # the DSC's queued order: K/V_0 (20), [K/V_(h+1) (20), wait run h, rest_h (30), hand

@@ -85,8 +85,8 @@ JSON layout (times in seconds, energies in joules, per generated image / clip / 
                           gm_bytes_per_cycle, offchip_gb_per_s, offchip_pj_per_byte,
                           leak_mw_per_core, leak_mw_per_gm_mb, dataflow, gpu, and the
                           EPRE levers epre_fetch, epre_keys, epre_stage2,
-                          docs/evaluate.md "EPRE levers"; shared, per-block, row = the
-                          default, built design)
+                          epre_gather, docs/evaluate.md "EPRE levers"; shared,
+                          per-block, row, port = the default design)
   energy_table_pj         the energy constants (docs/evaluate.md gives each source)
   seed, masks             synthetic-mask seed and kind (random | column)
   ep_key_corr             the synthetic EP masks' key correlation rho (--ep-key-corr)
@@ -212,8 +212,9 @@ def _print(res):
           f"off-chip {s['offchip_gb_per_s']:g} GB/s; vs {g} (roofline estimate)"
           + ("; classifier-free guidance (2 predictions per step)" if res.get("guidance")
              else ""))
-    lev = {k: s[k] for k in sy.EPRE_LEVERS if k in s}
-    if tuple(lev.values()) != sy.BUILT_LEVERS:
+    levers = {**sy.EPRE_LEVERS, **sy.SYSTEM_LEVERS}
+    lev = {k: s[k] for k in levers if k in s}
+    if any(v != levers[k][0] for k, v in lev.items()):
         print("EPRE levers (not the default design; docs/evaluate.md \"EPRE levers\" says "
               "which are built): "
               + ", ".join(f"{k} = {v}" for k, v in lev.items()))
@@ -300,7 +301,8 @@ def register(sub) -> None:
     p.add_argument("--system", default="exion24", metavar="exion4|exion24|FILE.toml",
                    help="a system preset or a TOML file (base = \"exion24\" plus overrides "
                         "of the system's fields, e.g. dscs, offchip_gb_per_s, core, or the "
-                        "EPRE what-if levers epre_fetch / epre_keys / epre_stage2) "
+                        "EPRE what-if levers epre_fetch / epre_keys / epre_stage2 / "
+                        "epre_gather) "
                         "(default: %(default)s)")
     p.add_argument("--model", default="all", metavar="NAME|all",
                    help=f"one of {', '.join(ws.MODELS)}, or all (default: %(default)s)")
