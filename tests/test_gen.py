@@ -1,8 +1,10 @@
 """Verilog generation, the manifest, lint cleanliness and the CLI's error behaviour."""
 
 import json
+import os
 from pathlib import Path
 import re
+import shutil
 
 import pytest
 
@@ -80,10 +82,14 @@ def test_build_lint_reports_the_generated_files_warnings(tmp_path):
                    "  assign b = a;\nendmodule\n")
     harness.write_text("module harness(input wire [3:0] a, output wire [1:0] b);\n"
                        "  wire [1:0] c = a;\n  bad u(.a(a), .b(b));\nendmodule\n")
-    sim_dir = tmp_path / "sim"
-    _build("verilator", tmp_path / "none.json", "harness", [bad, harness], sim_dir,
-           verilator_args(False), False, "-O0", ports=["a", "b"])
-    log = (sim_dir / "build.log").read_text()
+    # beside the suite's builds, so the Verilator runtime's objects come from their cache
+    sim_dir = build_root() / "sim" / f"lint-probe-{os.getpid()}"
+    try:
+        _build("verilator", tmp_path / "none.json", "harness", [bad, harness], sim_dir,
+               verilator_args(False), False, "-O0", ports=["a", "b"])
+        log = (sim_dir / "build.log").read_text()
+    finally:
+        shutil.rmtree(sim_dir, ignore_errors=True)
     found = build_lint(log, [bad])
     assert any("WIDTHTRUNC" in ln for ln in found), log
     assert any("UNUSEDSIGNAL" in ln for ln in found), log    # -Wall's, off by default
