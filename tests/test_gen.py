@@ -76,7 +76,8 @@ def test_build_lint_reports_the_generated_files_warnings(tmp_path):
     """A Verilator build's lint can fail: a bad module built as the runner builds reports its
     WIDTHTRUNC and (``-Wall``) its unused bits; a harness file's lines are not the generated
     Verilog's."""
-    from exion.sim.runner import _build, build_lint, verilator_args
+    from exion.gen.verilog import verilator_messages
+    from exion.sim.runner import _build, verilator_args
     bad, harness = tmp_path / "bad.v", tmp_path / "harness.v"
     bad.write_text("module bad(input wire [3:0] a, output wire [1:0] b);\n"
                    "  assign b = a;\nendmodule\n")
@@ -90,11 +91,11 @@ def test_build_lint_reports_the_generated_files_warnings(tmp_path):
         log = (sim_dir / "build.log").read_text()
     finally:
         shutil.rmtree(sim_dir, ignore_errors=True)
-    found = build_lint(log, [bad])
+    found = verilator_messages(log, [bad])
     assert any("WIDTHTRUNC" in ln for ln in found), log
     assert any("UNUSEDSIGNAL" in ln for ln in found), log    # -Wall's, off by default
     assert all("bad.v" in ln for ln in found), found
-    assert any("harness.v" in ln for ln in build_lint(log, [bad, harness]))
+    assert any("harness.v" in ln for ln in verilator_messages(log, [bad, harness]))
 
 
 def test_lint_detects_a_real_warning(tmp_path):

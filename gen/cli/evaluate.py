@@ -212,9 +212,8 @@ def _print(res):
           f"off-chip {s['offchip_gb_per_s']:g} GB/s; vs {g} (roofline estimate)"
           + ("; classifier-free guidance (2 predictions per step)" if res.get("guidance")
              else ""))
-    levers = {**sy.EPRE_LEVERS, **sy.SYSTEM_LEVERS}
-    lev = {k: s[k] for k in levers if k in s}
-    if any(v != levers[k][0] for k, v in lev.items()):
+    lev = {k: s[k] for k in sy.LEVERS if k in s}
+    if any(v != sy.LEVERS[k][0] for k, v in lev.items()):
         print("EPRE levers (not the default design; docs/evaluate.md \"EPRE levers\" says "
               "which are built): "
               + ", ".join(f"{k} = {v}" for k, v in lev.items()))
