@@ -213,7 +213,7 @@ LEVER_SETS = {
     "stage2 packed": {"epre_stage2": "packed"},
     "stall + sdue": {"epre_fetch": "stall", "epre_keys": "sdue"},
     "sdue + packed": {"epre_keys": "sdue", "epre_stage2": "packed"},
-    "gather packed (W-bit keys, not built)": {"epre_gather": "packed"},
+    "gather port (EPRE words, before 2026-12-07 late)": {"epre_gather": "port"},
     "gather multicast (no key over a port, not built)": {"epre_gather": "multicast"},
 }
 

@@ -36,9 +36,10 @@ FFNR            :func:`ffnr_body`: DENSE (histogram, threshold), then MASK (dens
 SOFTMAX,        :func:`row_body`: ``count * per_in + w * (1 + per_word) + fixed + 5``
 LAYERNORM       (``w = ceil(n / L)`` words a row, ``fixed`` the unit's
                 :func:`exion.golden.cfse_cycles.fixed_cycles`); 1 if ``count == 0``. Exact.
-EPRE_XLOAD,     as the loads, ``per`` = ``eword`` (Le 16-bit containers)
-EPRE_KLOAD,
-EPRE_WLOAD
+EPRE_XLOAD,     as the loads, ``per`` = ``eword`` (Le 16-bit containers); an EPRE_KLOAD
+EPRE_KLOAD,     with ``kpack``: :func:`kload_packed_body` (key rows of ``ceil(d_head W /
+EPRE_WLOAD      D)`` beats into the transpose buffer, each row block's Kh writes beside the
+                next block's beats, the last block's writes), exact
 EPRE            :func:`epre_body`: 1 + the EPRE's run + :data:`EPRE_FIXED`. Exact on toy.
                 Overlapped (``overlap`` set): 1 (the hand-over); the run goes on beside
                 the next descriptors and the EPRE is idle again ``1 + run`` cycles after
@@ -96,7 +97,7 @@ __all__ = ["OPS", "item_beats", "desc_beats", "overhead", "descriptor_cycles",
            "EPRE_STORE_FIXED",
            "EPRE_INTERLOCKED", "ENGINE_INTERLOCKED", "gemm_load", "gelu_omem_body",
            "omem_store_body",
-           "GELU_OMEM_FIXED", "komem_body", "store_ktee_body",
+           "GELU_OMEM_FIXED", "komem_body", "store_ktee_body", "kload_packed_body",
            "program_cycles"]
 
 #: op codes (hw/dsc.py's ``OPS``; tests/test_dsc_rtl.py checks they agree)
@@ -130,7 +131,38 @@ def item_beats(cfg: Config, bus_bits: int) -> dict:
             "acc": math.ceil(64 * cfg.lanes / bus_bits),
             "smx": math.ceil(17 * cfg.lanes / bus_bits),
             "eword": math.ceil(16 * cfg.epre_lane_count / bus_bits),
-            "emask": math.ceil(epre_mask_bits(cfg) / bus_bits)}
+            "emask": math.ceil(epre_mask_bits(cfg) / bus_bits),
+            "krow": math.ceil(cfg.width * cfg.dsc_epre_dims[2] / bus_bits)}
+
+
+def kload_packed_body(n_keys: int, per: int, h_words: int, rows: int) -> int:
+    """Body of an EPRE_KLOAD with ``kpack`` (issue 19, 2026-12-07): ``n_keys`` key rows of
+    ``per`` beats each (``ceil(d_head W / D)``) into the transpose buffer, each row block
+    (``rows`` = R keys, or the last keys) written into the Kh banks, ``h_words`` words a
+    key, one a cycle, from the cycle after its last row is taken. Simulated per key with a
+    memory that never stalls: the command in cycle 0, beats from cycle 1; key i is ready
+    the cycle after its last beat (the next key's beats start the cycle it is taken); a
+    row r that does not end its block is taken once the previous block's writes have left
+    row r (``start + 1 + min(r + 1, n_prev) h_words``), a block's last row once they are
+    all done (``start + 1 + n_prev h_words``); the descriptor ends the cycle after the last
+    block's last write. 1 if ``n_keys == 0``. With ``per > h_words`` a key costs ``per``."""
+    if n_keys <= 0:
+        return 1
+    start, n_prev = None, 0          # the emission of the previous block: start, rows
+    ready, left, r = per + 1, n_keys, 0
+    t = 0
+    for _ in range(n_keys):
+        closing = r + 1 == rows or r + 1 == left
+        t = ready
+        if start is not None:
+            need = n_prev if closing else min(r + 1, n_prev)
+            t = max(t, start + 1 + need * h_words)
+        ready = t + per
+        if closing:
+            start, n_prev, left, r = t, r + 1, left - (r + 1), 0
+        else:
+            r += 1
+    return t + 1 + n_prev * h_words
 
 
 def epre_w_half(cfg: Config) -> int:
@@ -504,6 +536,9 @@ def descriptor_cycles(cfg: Config, d: dict, bus_bits: int = 64,
                "EPRE_XLOAD": ib["eword"], "EPRE_KLOAD": ib["eword"],
                "EPRE_WLOAD": ib["eword"]}.get(op, ib["oword"])
         body = n * per + 2 if n else 1
+        if op == "EPRE_KLOAD" and int(d.get("kpack", 0)):
+            body = kload_packed_body(n, math.ceil(int(d["glen"]) * cfg.width / bus_bits),
+                                     int(d["h_words"]), cfg.rows)
     elif op == "GMEM_EFILL":
         body = n + 1 if n else 0      # one W read a cycle, the last word's GMEM write
     elif op == "OMEM_STORE":

@@ -71,7 +71,7 @@ from exion.errors import ExionError
 
 from . import block as bl
 from .cycles import epre_phase_cycles
-from .dsc_cycles import komem_body
+from .dsc_cycles import kload_packed_body, komem_body
 from .dsc_cycles import overhead as dsc_overhead
 from .projections import (epre_schedule, epre_schedule_db, epre_schedule_k, epre_schedule_komem,
                           epre_schedule_q)
@@ -186,16 +186,20 @@ EPRE_LEVERS = {"epre_fetch": ("shared", "stall", "port-idle"),
 BUILT_LEVERS = tuple(v[0] for v in EPRE_LEVERS.values())
 #: System-level levers: how the cores' EPREs get what their own core did not compute.
 #: ``epre_gather`` (issue 19, 2026-12-07) prices the exact keys of a head split over g cores
-#: (:func:`attn_split_candidates`): a chunk's run needs the other chunks' ``(g - 1) / g`` of
-#: K_h, which ``port`` (the model's default) loads over the core's port as EPRE words, the
-#: built EPRE_KLOAD's format (``Le`` 16-bit containers a word, ``ceil(d_head / Le)`` words
-#: a key); ``packed`` (not built) loads the same keys at W bits without the lane padding
-#: (``T d_head W / 8`` bytes a head); ``multicast`` (not built: system interconnect) has
-#: every core's teed K_h rows written into the Kh banks of the cores sharing the head, so
-#: no key crosses a port. ``sdue-port`` keys (every row through the port) take ``packed``'s
-#: format and ignore ``multicast``. The figures per core (:func:`block_gemms`) do not
-#: depend on it: :func:`epre_exposed_on` applies it.
-SYSTEM_LEVERS = {"epre_gather": ("port", "packed", "multicast")}
+#: (:func:`attn_split_candidates`): a chunk's run needs the other chunks' keys, ``T -
+#: ceil(T / g)`` rows of K_h, which ``packed`` (the built design and the default since
+#: 2026-12-07, late) loads over the core's port with the DSC's EPRE_KLOAD ``kpack``: key rows
+#: of d_head W-bit elements, ``ceil(d_head W / (8 bw))`` beats of the port's ``bw`` bytes a
+#: key, into the Kh banks ``ceil(d_head / Le)`` words a key beside the next keys' beats
+#: (:func:`~exion.golden.dsc_cycles.kload_packed_body`, exact against the RTL, plus one
+#: descriptor's fetch); ``port`` (built, the model until then) loads them as EPRE words, the
+#: plain EPRE_KLOAD's format (``Le`` 16-bit containers a word, ``ceil(d_head / Le)`` words
+#: a key, ``(g - 1) / g`` of ``T`` keys at ``bw`` bytes a cycle); ``multicast`` (not built:
+#: system interconnect) has every core's teed K_h rows written into the Kh banks of the
+#: cores sharing the head, so no key crosses a port. ``sdue-port`` keys (every row through
+#: the port) take ``packed``'s format under ``packed`` and ``multicast``. The figures per
+#: core (:func:`block_gemms`) do not depend on it: :func:`epre_exposed_on` applies it.
+SYSTEM_LEVERS = {"epre_gather": ("packed", "port", "multicast")}
 #: Every lever field of a :class:`System` and its values (the first the default).
 LEVERS = {**EPRE_LEVERS, **SYSTEM_LEVERS}
 #: The key paths ``per-block`` chooses from (all built; ``store-queue`` is never slower
@@ -227,7 +231,7 @@ class System:
     epre_fetch: str = "shared"
     epre_keys: str = "per-block"
     epre_stage2: str = "row"
-    epre_gather: str = "port"      # see SYSTEM_LEVERS
+    epre_gather: str = "packed"    # see SYSTEM_LEVERS
 
     def __post_init__(self):
         def need(cond, f, v, limit):
@@ -670,12 +674,16 @@ def _epre_sched(cfg: Config, g, prefix: str, names, blk: Block, h_eval: int,
     kload, kload_packed, komem = 0, 0, 0
     Le = cfg.epre_lane_count
     k_words = T * math.ceil(dh / Le) * Le * 2 / bw      # a head's K_h as EPRE words
-    k_packed = T * dh * cfg.width / 8 / bw              # ... at W bits, unpadded
+
+    def rows(n):      # n keys as EPRE_KLOAD kpack's key rows, beats of the port's bw bytes
+        per = math.ceil(dh * cfg.width / (8 * bw))
+        return (dsc_overhead(8 * bw) + kload_packed_body(n, per, math.ceil(dh / Le),
+                                                         cfg.rows)) if n else 0
     if keys == "sdue-port":           # every K_h row over the port, per head and chunk
-        kload, kload_packed = math.ceil(k_words), math.ceil(k_packed)
+        kload, kload_packed = math.ceil(k_words), rows(T)
     elif keys != "predicted":         # a chunk gathers the other chunks' K_h rows
         kload = math.ceil(k_words * (g_split - 1) / g_split)
-        kload_packed = math.ceil(k_packed * (g_split - 1) / g_split)
+        kload_packed = rows(T - math.ceil(T / g_split))
     if keys == "komem":               # EPRE_KOMEM on the DSC's own time, per run
         komem = dsc_overhead(64) + komem_body(cfg, T, dh)
     return {"before": before, "after": after, "levers": tuple(levers), "heads": H,
@@ -685,7 +693,7 @@ def _epre_sched(cfg: Config, g, prefix: str, names, blk: Block, h_eval: int,
             "fetch": fetch, "kload": kload, "kload_packed": kload_packed, "komem": komem}
 
 
-def epre_exposed_on(s: dict, n_cores: int, gather: str = "port") -> float:
+def epre_exposed_on(s: dict, n_cores: int, gather: str = "packed") -> float:
     """Exposed EPRE cycles of one self-attention (:func:`_epre_sched`'s inputs) per core on
     ``n_cores`` cores [choice, issue 19]: each core runs ``n_u = ceil(U / N)`` of the U units'
     EPRE runs, beside its share of the K / V and Q projections (each split over

@@ -40,6 +40,8 @@ bits       field       meaning
 224..239   kt_c0       it (d_head = ``glen``), and the keys ``n_k``
 240..255   n_k
 18         ktee        OMEM_STORE: K_h's columns also go into the EPRE's Kh banks (below)
+18         kpack       EPRE_KLOAD: the keys come as packed key rows (below), ``h_words``
+                      (bits 200..207) Kh words a key, d_head = ``glen``
 19         kq          OMEM_STORE with ``ktee``: the keys of a queued run, into Kh buffer
                       ``k_buf`` (bit 198); EPRE_STORE: wait for the rows (below, "Queue")
 208..223   ncols       GEMM setup: OMEM stride of a row block
@@ -69,6 +71,18 @@ a run reads the one its ``w_buf`` run field names, from ``w_buf * w_half``. EPRE
 starts a run with the descriptor's run fields and writes its ``count`` mask rows
 (``hw.epre.mask_layout`` values) to ``dst`` through the output buffer; it ends when they
 are acknowledged and the EPRE is idle.
+
+**EPRE_KLOAD kpack** (bit 18, issue 19: a split head's other keys over the port at W bits):
+``count`` key rows, row t being key t's ``glen`` = d_head W-bit elements packed densely
+(element c at bits ``c W``, the IMEM_LOAD item's packing) in ``ceil(glen W / D)`` beats,
+not ``ceil(d_head / Le)`` EPRE words of Le 16-bit containers (exion16 at 64 bits, d_head
+128: 24 beats a key instead of 48). Each row goes into row ``t mod R`` of the key path's
+transpose buffer (below, EPRE_KOMEM); a row block's last row (R keys, or the last key)
+starts the emission of its rows into the Kh banks, ``h_words`` words a key, one a cycle,
+key t to bank ``t mod U`` at ``ubase + (t // U) h_words + hw``, beside the next block's
+beats: a row is taken once the emission has left its row of the buffer, a block's last row
+once the emission is done. The descriptor ends the cycle after the last block's last Kh
+write (``golden.dsc_cycles.kload_packed_body``). Lanes past d_head are zero.
 
 **GMEM_LOAD tee** (issue 18 item 3, one weight stream for the SDUE and the EPRE): with
 ``tee`` set, every GMEM word the load writes also goes into the EPRE's W memory, its L
@@ -235,7 +249,7 @@ __all__ = ["DscCore", "ERROR_FLAGS", "OPS", "EPRE_INTERLOCKED", "ENGINE_INTERLOC
            "GELU_FIELDS", "ROW_FIELDS",
            "FFNR_FIELDS", "DESC_BYTES", "EPRE_RUN_LSB", "item_beats", "dsc_epre_sizes",
            "TEE_BIT", "TEE_BASE", "tee_supported", "KEY_FIELDS", "KTEE_BIT", "KQ_BIT",
-           "dsc_ffnr_sizes"]
+           "KPACK_BIT", "dsc_ffnr_sizes"]
 
 #: error bit -> (name, meaning); the register map lists these.
 ERROR_FLAGS = {
@@ -288,6 +302,11 @@ KTEE_BIT = 18
 #: wait for its rows in the mask FIFO, not for the EPRE to be idle
 KQ_BIT = 19
 
+#: EPRE_KLOAD ``kpack`` bit (issue 19, 2026-12-07): the keys come as key rows of d_head
+#: (``glen``) W-bit elements packed densely (``ceil(glen W / D)`` beats a key), not as Kh
+#: words of Le 16-bit containers; ``h_words`` (:data:`KEY_FIELDS`) Kh words a key
+KPACK_BIT = 18
+
 #: GMEM_LOAD ``tee`` bit and ``tee_base`` field (lsb, bits): its words also go to the EPRE
 TEE_BIT = 18
 TEE_BASE = (192, 16)
@@ -335,7 +354,8 @@ def item_beats(cfg: Config, bus_bits: int) -> dict:
             "acc": math.ceil(64 * cfg.lanes / bus_bits),
             "smx": math.ceil(17 * cfg.lanes / bus_bits),
             "eword": math.ceil(16 * cfg.epre_lane_count / bus_bits),
-            "emask": math.ceil(ebits / bus_bits)}
+            "emask": math.ceil(ebits / bus_bits),
+            "krow": math.ceil(cfg.width * cfg.dsc_epre_dims[2] / bus_bits)}
 
 
 def _burst_len(addr, rem, D: int):
@@ -724,8 +744,13 @@ class DscCore(wiring.Component):
             with m.Case(OPS["FFNR"]):
                 self._decode_ffnr(m, s)
             with m.Case(OPS["EPRE_XLOAD"], OPS["EPRE_WLOAD"], OPS["EPRE_KLOAD"]):
-                self._load_items(m, s, count * ib["eword"])
-                m.d.sync += s.per.eq(ib["eword"])
+                with m.If(s.kpk):       # key rows: ceil(glen W / D) beats each
+                    self._load_items(m, s, count * s.kl_per)
+                    m.d.comb += s.em_reset.eq(1)
+                    m.d.sync += [s.per.eq(s.kl_per), s.kl_r.eq(0), s.kt_left.eq(count)]
+                with m.Else():
+                    self._load_items(m, s, count * ib["eword"])
+                    m.d.sync += s.per.eq(ib["eword"])
                 m.next = "LOAD"
             with m.Case(OPS["EPRE_KOMEM"]):
                 with m.If(count == 0):
@@ -771,14 +796,19 @@ class DscCore(wiring.Component):
                     m.d.comb += [s.sink_ready.eq(1),
                                  s.ep.x_w.en.eq(Mux(consume, 1 << s.bank, 0))]
                 with m.Case(OPS["EPRE_KLOAD"]):
-                    m.d.comb += [s.sink_ready.eq(1),
-                                 s.ep.kh_w.en.eq(Mux(consume, 1 << s.bank, 0))]
+                    with m.If(s.kpk):       # the key rows through the emission (_keys)
+                        m.d.comb += s.sink_ready.eq(s.kl_ready)
+                    with m.Else():
+                        m.d.comb += [s.sink_ready.eq(1),
+                                     s.ep.kh_w.en.eq(Mux(consume, 1 << s.bank, 0))]
                 with m.Case(OPS["EPRE_WLOAD"]):
                     m.d.comb += [s.sink_ready.eq(1), s.ep.w_w.en.eq(consume)]
             done_now = (s.items_out + consume) == s.count
             with m.If(done_now):
                 m.d.sync += s.rd_go.eq(0)
-                with m.If(s.op == OPS["GEMM"]):
+                with m.If(s.kpk & (s.count != 0)):   # the last block's Kh writes
+                    m.next = "KL_DRAIN"
+                with m.Elif(s.op == OPS["GEMM"]):
                     m.d.sync += [s.settle.eq(0), s.eng_bg.eq(1)]
                     with m.If(s.overlap):
                         m.next = "FETCH"
@@ -786,6 +816,9 @@ class DscCore(wiring.Component):
                         m.next = "GEMM_WAIT"
                 with m.Else():
                     m.next = "FETCH"
+        with m.State("KL_DRAIN"):              # EPRE_KLOAD kpack: until the last Kh write
+            with m.If(s.em_done):
+                m.next = "FETCH"
         with m.State("GEMM_WAIT"):             # the settle counter runs in _counters
             with m.If(s.eng_free):
                 m.next = "FETCH"
@@ -1312,6 +1345,7 @@ class DscCore(wiring.Component):
         kf = {k: s.desc[lsb:lsb + bits] for k, (lsb, bits) in KEY_FIELDS.items()}
         s.keyf = kf
         s.kt_tb = tb = Signal(dhm * R * W, name="kt_tbuf")
+        s.kpk = Signal(name="kload_packed")     # an EPRE_KLOAD of key rows (_kload_rows)
         s.kt_cap = Signal(name="kt_capture")
         s.kt_ci = Signal(range(max(2, dhm)), name="kt_capture_col")
         hi, lo = (1 << (W - 1)) - 1, -(1 << (W - 1))
@@ -1375,7 +1409,8 @@ class DscCore(wiring.Component):
         kq = s.kt_on & s.desc[KQ_BIT]          # a queued run's keys: Kh buffer k_buf
         with m.If(s.em_reset):
             m.d.sync += [s.em_bank.eq(0),
-                         s.em_gaddr.eq(Mux(kq & kf["k_buf"], s.eps.h_depth, 0))]
+                         s.em_gaddr.eq(Mux(s.kpk, s.ubase,
+                                           Mux(kq & kf["k_buf"], s.eps.h_depth, 0)))]
         with m.If(s.em_start):
             m.d.sync += [s.em_busy.eq(1), s.em_rows.eq(s.em_rows_in), s.em_r.eq(0),
                          s.em_hw.eq(0)]
@@ -1395,6 +1430,37 @@ class DscCore(wiring.Component):
                         m.d.sync += s.ep_full.bit_select(kf["k_buf"], 1).eq(1)
             with m.Else():
                 m.d.sync += s.em_hw.eq(s.em_hw + 1)
+        self._kload_rows(m, s, tb)
+
+    def _kload_rows(self, m, s, tb):
+        """EPRE_KLOAD with ``kpack`` (``kpk``): each key row (``glen`` = d_head W-bit
+        elements, element c at bits ``c W`` of the item, ``kl_per`` beats) goes into row
+        ``kl_r`` of the transpose buffer; a row block's last row (R rows, or the keys' last)
+        starts the emission of its rows. A row may be taken while the previous block is
+        still written once the emission has left that row (``kl_r < em_r``); a block's last
+        row waits until the emission is done (``kl_ready``)."""
+        cfg, D = self.cfg, s.D
+        R, W, dhm = cfg.rows, cfg.width, s.eps.dh_max
+        s.kl_per = Signal.like(s.per, name="kload_row_beats")
+        s.kl_r = Signal(range(max(2, R)), name="kload_row")
+        s.kl_ready = Signal(name="kload_ready")
+        closing = (s.kl_r + 1 == R) | (s.kl_r + 1 == s.kt_left)
+        m.d.comb += [
+            s.kpk.eq((s.op == OPS["EPRE_KLOAD"]) & s.desc[KPACK_BIT]),
+            s.kl_per.eq((s.glen * W + D - 1) >> (D.bit_length() - 1)),
+            s.kl_ready.eq(~s.em_busy | ((s.kl_r < s.em_r) & ~closing)),
+        ]
+        with m.If(s.consume & s.kpk):
+            with m.Switch(s.kl_r):
+                for r in range(R):
+                    with m.Case(r):
+                        m.d.sync += [tb[(c * R + r) * W:(c * R + r + 1) * W]
+                                     .eq(s.asm[c * W:(c + 1) * W]) for c in range(dhm)]
+            with m.If(closing):
+                m.d.comb += [s.em_start.eq(1), s.em_rows_in.eq(s.kl_r + 1)]
+                m.d.sync += [s.kt_left.eq(s.kt_left - (s.kl_r + 1)), s.kl_r.eq(0)]
+            with m.Else():
+                m.d.sync += s.kl_r.eq(s.kl_r + 1)
 
     def _fsm_komem(self, m, s):
         """KO_READ (a row block's ``glen`` columns, one OMEM read a cycle, each captured the

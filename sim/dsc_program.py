@@ -84,6 +84,10 @@ _EFILL_FIELDS = _FIELDS[:9] + (("tee_base", 192, 16),)
 #: EPRE_KOMEM fields (hw/dsc.py ``KEY_FIELDS``): the keys' shift, Kh words per key row
 _KOMEM_OP = 17
 _KOMEM_FIELDS = _FIELDS[:9] + (("shift", 192, 6), ("h_words", 200, 8))
+#: EPRE_KLOAD fields: ``kpack`` (hw/dsc.py ``KPACK_BIT``: key rows, W-bit elements packed)
+#: and ``h_words`` (Kh words a key)
+_KLOAD_OP = 15
+_KLOAD_FIELDS = _FIELDS[:9] + (("kpack", 18, 1), ("h_words", 200, 8))
 #: OMEM_STORE fields: ``ktee`` (hw/dsc.py ``KTEE_BIT``), ``kq`` (``KQ_BIT``) and
 #: ``KEY_FIELDS``
 _STORE_OP = 5
@@ -103,6 +107,8 @@ def _fields(op: int) -> tuple:
         return _EFILL_FIELDS
     if op == _KOMEM_OP:
         return _KOMEM_FIELDS
+    if op == _KLOAD_OP:
+        return _KLOAD_FIELDS
     if op == _STORE_OP:
         return _STORE_FIELDS
     if op == _EPRE_STORE_OP:
@@ -216,7 +222,9 @@ class PredictJob:
     d_head), ``shifts`` (heads, 2) the host's stage-1 shifts, ``q_th_int`` (heads,) or None
     (rule off). ``expect`` (heads, T, T + 1) bool: the score mask, then the dominant flag.
     ``k_exact``: per head the keys' K rows as the SDUE computed them: the EPRE predicts with
-    exact keys (EPRE_KLOAD into its Kh banks, run flag ``k_given``, only Wq^T loaded).
+    exact keys (EPRE_KLOAD into its Kh banks, run flag ``k_given``, only Wq^T loaded); with
+    ``k_pack`` as key rows, each key's d_head W-bit elements packed densely (``kpack``:
+    ``ceil(d_head W / D)`` beats a key instead of ``ceil(d_head / Le)`` EPRE words).
     ``k_acc``: per head the keys' K_h accumulators (N_k, d_head) as the SDUE leaves them in
     OMEM (here an OMEM_LOAD puts them there), and ``k_shift`` per head (None: the ideal
     host's ``stage1_shift``): EPRE_KOMEM requantises them into the Kh banks on the core
@@ -244,6 +252,7 @@ class PredictJob:
     k_path: str = "komem"           # k_acc into the Kh banks: "komem", "store", "block"
     k_queue: bool = True            # "block": queued runs (``_queued_order``), else in order
     q_early: bool = False           # queued: Q_h dense before EPRE_STORE_h (``split_qkv``)
+    k_pack: bool = False            # k_exact: EPRE_KLOAD of packed key rows (``kpack``)
 
     @property
     def exact(self) -> bool:
@@ -1390,6 +1399,8 @@ def _epre_descs(cfg: Config, job: PredictJob, descs: list, data: _Image, ib: dic
             kl.append([])                   # teed by head h's K_h | V_h tile's store
         elif job.k_acc is not None:
             kl.append(_komem_descs(cfg, job, h, data, ib, bb))
+        elif exact and job.k_pack:
+            kl.append([_kload_rows_desc(cfg, job, keys[h], data, bb)])
         elif exact:
             kw = pj.kh_words.reshape(-1, sz.lanes)
             kl.append([{"op": OPS["EPRE_KLOAD"], "count": kw.shape[0], "glen": 0xFFFF,
@@ -1421,6 +1432,20 @@ def _epre_descs(cfg: Config, job: PredictJob, descs: list, data: _Image, ib: dic
             descs.append({"op": OPS["EPRE_STORE"], "count": runs[h]["count"],
                           "dst": runs[h]["dst"], "job": job.name})
     return ("epmask", (heads, x.shape[0]), st)
+
+
+def _kload_rows_desc(cfg: Config, job: PredictJob, keys: np.ndarray, data: _Image,
+                     bb: int) -> dict:
+    """EPRE_KLOAD with ``kpack`` of one head's exact keys (N_k, d_head): key t's row, its
+    d_head W-bit elements packed (element c at bits ``c W``, ``ceil(d_head W / D)`` beats),
+    into the Kh banks from word 0 (key t to bank ``t mod U`` at ``(t // U) h_words``)."""
+    from exion.hw.dsc import OPS
+    keys = np.asarray(keys, np.int64)
+    n_k, dh = keys.shape
+    per = -(-dh * cfg.width // (8 * bb))
+    return {"op": OPS["EPRE_KLOAD"], "count": n_k, "glen": dh, "kpack": 1, "ubase": 0,
+            "h_words": -(-dh // cfg.epre_lane_count), "job": job.name,
+            "src": data.alloc(n_k * per * bb, _packed(keys, cfg.width, per * bb))}
 
 
 def _komem_descs(cfg: Config, job: PredictJob, h: int, data: _Image, ib: dict,
@@ -1717,6 +1742,8 @@ def program_beats(cfg: Config, prog: DscProgram) -> int:
     def item(d):      # an overlapped EPRE writes nothing (EPRE_STORE does); bcast: 1 result
         if d.get("overlap") and d["op"] == OPS["EPRE"]:
             return 0
+        if d["op"] == OPS["EPRE_KLOAD"] and d.get("kpack"):     # a packed key row
+            return -(-d["glen"] * cfg.width // prog.bus_bits)
         return ib["obc"] if d["op"] == OPS["OMEM_LOAD"] and d.get("bcast") else per.get(d["op"], 0)
     return sum(desc_beats + extra(d) + d.get("count", 0) * item(d) for d in prog.descs)
 

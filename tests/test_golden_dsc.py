@@ -216,3 +216,19 @@ def test_block_mutation_is_caught(model, monkeypatch):
         bad.append(not np.array_equal(got, ref))
     _walk(model, ex, 2, 1, 2, check)
     assert any(bad)
+
+
+def test_kload_packed_body_by_hand():
+    """EPRE_KLOAD ``kpack``'s body (``golden.dsc_cycles.kload_packed_body``), hand-counted.
+    5 keys of 1 beat, 2 Kh words a key, row blocks of 4: keys 0..3 taken at 2, 3, 4, 5 (the
+    command in cycle 0, a key's beat the cycle before it is taken); key 3 closes the first
+    block, whose 8 writes run in cycles 6..13; key 4 closes the last block, so it waits for
+    them: taken at 14; its 2 writes, and the end the cycle after: 14 + 1 + 2 = 17. With 3
+    beats a key (more than its 2 writes) only a block's closing key can wait: keys at 4,
+    7, 10, 13; key 4, ready at 16, closes the last block and waits for the first's writes
+    (13 + 1 + 8 = 22); 22 + 1 + 2 = 25."""
+    from exion.golden.dsc_cycles import kload_packed_body
+    assert kload_packed_body(5, 1, 2, 4) == 17
+    assert kload_packed_body(5, 3, 2, 4) == 25
+    assert kload_packed_body(4, 3, 2, 4) == 13 + 1 + 8
+    assert kload_packed_body(0, 3, 2, 4) == 1

@@ -13,6 +13,7 @@ from exion import PRESETS
 from exion.errors import ExionError
 from exion.gen import cli
 from exion.golden import block as bl
+from exion.golden import dsc_cycles as dcy
 from exion.golden import system as sy
 from exion.golden import workloads_sys as ws
 
@@ -435,7 +436,7 @@ def test_doc_ordering_tables_complete():
     doc = _doc_ordering()
     assert set(doc) == {(s, m) for s in ("exion4", "exion24") for m in ws.MODELS}
     assert set(doc.values()) <= {"yes", "no"}
-    assert doc[("exion4", "mld")] == "yes" and doc[("exion24", "mdm")] == "no"
+    assert doc[("exion4", "mld")] == "yes" and doc[("exion24", "edge")] == "no"
 
 
 def test_ordering_check_can_fail(monkeypatch):
@@ -537,7 +538,7 @@ def test_evaluate_tables_script(tmp_path, capsys):
 
 def test_system_core_from_a_config_file(tmp_path):
     # core = a config TOML (here 4x the EPRE units): the per-core model takes it, and EP on
-    # MDM / EXION-24, which never pays with the preset's EPRE (docs/evaluate.md), pays
+    # EDGE / EXION-24, which never pays with the preset's EPRE (docs/evaluate.md), pays
     from pathlib import Path
     repo = Path(__file__).resolve().parents[1]
     f = tmp_path / "big_epre.toml"
@@ -545,7 +546,7 @@ def test_system_core_from_a_config_file(tmp_path):
     s = sy.get_system(str(f))
     assert s.cfg.epre_units == 128 and s.cfg.name == "exion16_epre128"
     assert s.to_dict()["core"].endswith("exion16_epre128.toml")
-    m = ws.MODELS["mdm"]
+    m = ws.MODELS["edge"]
     ep, base = (sy.evaluate_model(s, m, x)["latency_s"] for x in ("EP", "Base"))
     assert ep < base
     s24 = sy.SYSTEMS["exion24"]
@@ -678,7 +679,7 @@ def test_epre_exposed_on_cores_by_hand():
     # cycles on one core (8 column tiles), Q 80, scores + P.V 10 a head; shared weights
     s = {"before": 120, "after": 80, "levers": ("shared", "predicted", "row"), "heads": 2,
          "units": 4, "kv": [(400, 8)], "q": [(80, 8)], "head": [10, 10], "fetch": 0,
-         "kload": 0}
+         "kload": 0, "kload_packed": 0}
     # 1 core: two sequences of 2 runs, K/V 100 and rest 20 + 10 a run: wait 100 (run 0 ends
     # at 200), then run 1 from 200 to 400, the SDUE at 330: wait 70 -> 2 x 170
     assert sy.epre_exposed_on(s, 1) == 340
@@ -734,40 +735,53 @@ def test_epre_fetch_levers():
 
 
 def test_sdue_port_keys_charge_the_k_load():
-    # exact keys through the port: K_h as EPRE words, T rows x ceil(64 / 96) words x 96
-    # 16-bit containers per head, at 64 B/cycle: 256 * 192 / 64 = 768 cycles a head
+    # exact keys through the port, every K_h row per head (T = 256, d_head 64, 64 B/cycle):
+    # as EPRE_KLOAD kpack's key rows (the built gather, ``packed``): 64 * 12 / 512 -> 2 beats
+    # a key, more than its one Kh word (no wait), key i taken at 3 + 2 i, the last at 513,
+    # then its full row block's 16 writes: 513 + 1 + 16 = 530, and the descriptor's fetch
+    # (4) -> 534 cycles a head; as EPRE words (``port``): T rows x ceil(64 / 96) words x 96
+    # 16-bit containers, 256 * 192 / 64 = 768 cycles a head
     blk = ws.Block("b", T=256, d=256, heads=4, ffn=512)
     free = _ep_block(("shared", "sdue", "row"), blk=blk)
     port = _ep_block(("shared", "sdue-port", "row"), blk=blk)
-    assert port["epre_cycles"] - free["epre_cycles"] == 4 * 768
+    assert port["epre_cycles"] - free["epre_cycles"] == 4 * 534
+    assert (port["epre_sched"][0]["kload"], port["epre_sched"][0]["kload_packed"]) == (768, 534)
     assert port["shift_adds"] == free["shift_adds"]
 
 
 def test_epre_gather_by_hand():
     """``epre_gather`` (SYSTEM_LEVERS): the other query chunks' K_h rows over the port as
-    EPRE words (``port``), at W bits unpadded (``packed``) or not over a port at all
-    (``multicast``); only the gather changes."""
-    # a head of T = 197 keys, d_head 128 on Le = 96 lanes (two EPRE words a key), split
-    # over g = 6 cores, 64 B/cycle: port 197 * 2 * 96 * 2 / 64 * 5 / 6 -> 985 cycles,
-    # packed 197 * 128 * 12 / 8 / 64 * 5 / 6 -> 493
+    EPRE_KLOAD ``kpack``'s key rows (``packed``, the built default), as EPRE words
+    (``port``) or not over a port at all (``multicast``); only the gather changes, and
+    ``packed`` is the DSC's exact cycle model of that descriptor at the port's width."""
+    # a head of T = 197 keys, d_head 128 on Le = 96 lanes (two Kh words a key), split over
+    # g = 6 cores, 64 B/cycle: port 197 * 2 * 96 * 2 / 64 * 5 / 6 -> 985 cycles; packed:
+    # the 197 - 33 = 164 other keys, 128 * 12 / 512 = 3 beats a key (more than its 2 Kh
+    # writes: no wait), key i taken at 4 + 3 i up to key 162; key 159 closes the tenth
+    # row block at 481, whose 16 x 2 writes end at 481 + 32; key 163 closes the last block
+    # (4 keys), so it waits for them: taken at 514; then its block's 8 writes: 514 + 1 + 8
+    # = 523, and the descriptor's fetch (3 + 1) -> 527
     blk = ws.Block("b", T=197, d=512, heads=4, ffn=1024)
     g = sy.block_gemms(CFG, blk, "ep", k=0.05, attn_split=6,
                        epre_levers=("shared", "store-queue", "row"))
     s = g["epre_sched"][0]
-    assert (s["kload"], s["kload_packed"]) == (985, 493)
+    assert (s["kload"], s["kload_packed"]) == (985, 527)
+    d = {"op": dcy.OPS["EPRE_KLOAD"], "count": 164, "glen": 128, "kpack": 1, "h_words": 2}
+    assert dcy.descriptor_cycles(CFG, d, 512) == 527
     # one run a core (24 units on 24 cores): the gather is charged once, after the waits
-    port = sy.epre_exposed_on(s, 24)
-    assert port - sy.epre_exposed_on(s, 24, "packed") == 985 - 493
-    assert port - sy.epre_exposed_on(s, 24, "multicast") == 985
-    # every row through the port: packed words, and no multicast of the core's own rows
+    packed = sy.epre_exposed_on(s, 24)
+    assert sy.epre_exposed_on(s, 24, "port") - packed == 985 - 527
+    assert packed - sy.epre_exposed_on(s, 24, "multicast") == 527
+    # every row through the port: packed rows, and no multicast of the core's own rows
     sp = {**s, "levers": ("shared", "sdue-port", "row"), "kload": 1182, "kload_packed": 591}
     assert sy.epre_exposed_on(sp, 24, "multicast") == sy.epre_exposed_on(sp, 24, "packed")
-    with pytest.raises(ExionError, match="epre_gather = 'bus' must be one of port"):
+    with pytest.raises(ExionError, match="epre_gather = 'bus' must be one of packed"):
         sy.epre_exposed_on(s, 24, "bus")
     # a system file sets it; the system refuses other values in one line
+    assert sy.SYSTEMS["exion24"].epre_gather == "packed"
     assert replace(sy.SYSTEMS["exion24"], epre_gather="multicast").epre_gather == "multicast"
     with pytest.raises(ExionError, match="epre_gather = 'bus' is invalid: must be one of "
-                                         "port, packed, multicast"):
+                                         "packed, port, multicast"):
         replace(sy.SYSTEMS["exion24"], epre_gather="bus")
 
 

@@ -86,7 +86,7 @@ JSON layout (times in seconds, energies in joules, per generated image / clip / 
                           leak_mw_per_core, leak_mw_per_gm_mb, dataflow, gpu, and the
                           EPRE levers epre_fetch, epre_keys, epre_stage2,
                           epre_gather, docs/evaluate.md "EPRE levers"; shared,
-                          per-block, row, port = the default design)
+                          per-block, row, packed = the default design)
   energy_table_pj         the energy constants (docs/evaluate.md gives each source)
   seed, masks             synthetic-mask seed and kind (random | column)
   ep_key_corr             the synthetic EP masks' key correlation rho (--ep-key-corr)
