@@ -82,7 +82,8 @@ starts the emission of its rows into the Kh banks, ``h_words`` words a key, one 
 key t to bank ``t mod U`` at ``ubase + (t // U) h_words + hw``, beside the next block's
 beats: a row is taken once the emission has left its row of the buffer, a block's last row
 once the emission is done. The descriptor ends the cycle after the last block's last Kh
-write (``golden.dsc_cycles.kload_packed_body``). Lanes past d_head are zero.
+write (``golden.dsc_cycles.kload_packed_body``). Lanes past d_head are zero. A ``glen`` of
+0 or above the EPRE's ``dh_max`` stops the run with ``bad_op``.
 
 **GMEM_LOAD tee** (issue 18 item 3, one weight stream for the SDUE and the EPRE): with
 ``tee`` set, every GMEM word the load writes also goes into the EPRE's W memory, its L
@@ -744,14 +745,18 @@ class DscCore(wiring.Component):
             with m.Case(OPS["FFNR"]):
                 self._decode_ffnr(m, s)
             with m.Case(OPS["EPRE_XLOAD"], OPS["EPRE_WLOAD"], OPS["EPRE_KLOAD"]):
-                with m.If(s.kpk):       # key rows: ceil(glen W / D) beats each
+                with m.If(s.kpk & ((s.glen == 0) | (s.glen > s.eps.dh_max))):
+                    m.d.sync += [self.error[2].eq(1), self.busy.eq(0), self.done.eq(1)]
+                    m.next = "IDLE"     # a key row the transpose buffer cannot take
+                with m.Elif(s.kpk):     # key rows: ceil(glen W / D) beats each
                     self._load_items(m, s, count * s.kl_per)
                     m.d.comb += s.em_reset.eq(1)
                     m.d.sync += [s.per.eq(s.kl_per), s.kl_r.eq(0), s.kt_left.eq(count)]
+                    m.next = "LOAD"
                 with m.Else():
                     self._load_items(m, s, count * ib["eword"])
                     m.d.sync += s.per.eq(ib["eword"])
-                m.next = "LOAD"
+                    m.next = "LOAD"
             with m.Case(OPS["EPRE_KOMEM"]):
                 with m.If(count == 0):
                     m.next = "FETCH"

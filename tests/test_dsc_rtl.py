@@ -813,7 +813,8 @@ def test_epre_packed_key_rows(name):
     """EPRE_KLOAD with ``kpack`` (issue 19: a split head's other keys over the port at W
     bits, ``ceil(d_head W / D)`` beats a key): masks bit-exact against golden with the
     keys in the Kh banks, every descriptor's cycles equal to the model, also under 30 %
-    memory stalls; the packed load moves fewer beats than the EPRE-word one. Mutation: a
+    memory stalls; the packed load moves fewer beats than the EPRE-word one; a key row
+    longer than the EPRE's dh_max stops the run with ``bad_op``. Mutation: a
     model without the Kh-write wait misses the toy loads whose keys take fewer beats than
     Kh words (a design that takes rows without that wait gives other masks, shown once)."""
     from exion.sim.dsc_program import program_beats
@@ -821,11 +822,16 @@ def test_epre_packed_key_rows(name):
     rng = np.random.default_rng(61)
     print("packed key cases: seed 61")
     jobs = _packed_key_jobs(cfg, rng)
-    progs = [build_program(cfg, jobs), build_program(cfg, jobs)]
+    progs = [build_program(cfg, jobs) for _ in range(3)]
     kp = [d for d in progs[0].descs if d["op"] == dcy.OPS["EPRE_KLOAD"]]
     assert len(kp) == 4 and all(d["kpack"] for d in kp)
-    out, _ = rtl_dsc(cfg, progs, stall=[0.0, 0.3], run_name="dsc_kpack")
-    for prog, run in zip(progs, out):
+    i = progs[2].descs.index(kp[0])         # a key row longer than dh_max: bad_op
+    step = max(32, progs[2].bus_bits // 8)
+    progs[2].image[i * step:i * step + 32] = np.frombuffer(
+        encode_desc({**kp[0], "glen": cfg.dsc_epre_dims[2] + 1}), np.uint8)
+    out, _ = rtl_dsc(cfg, progs, stall=[0.0, 0.3, 0.0], run_name="dsc_kpack")
+    assert out[2]["error"] == 4
+    for prog, run in zip(progs[:2], out):
         _check_run(cfg, prog, run, jobs)
     _check_program_cycles(progs[0], out[0], 64, cfg)
     misses = _check_packed_keys(cfg, progs[0], out[0], 64)
