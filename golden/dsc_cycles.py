@@ -145,9 +145,13 @@ def kload_packed_body(n_keys: int, per: int, h_words: int, rows: int) -> int:
     row r that does not end its block is taken once the previous block's writes have left
     row r (``start + 1 + min(r + 1, n_prev) h_words``), a block's last row once they are
     all done (``start + 1 + n_prev h_words``); the descriptor ends the cycle after the last
-    block's last write. 1 if ``n_keys == 0``. With ``per > h_words`` a key costs ``per``."""
+    block's last write. 1 if ``n_keys == 0``. With ``per > h_words`` every key is a row
+    block of its own (written while the next key's beats arrive): a key costs ``per``
+    and the descriptor ends ``h_words + 1`` cycles after the last key is taken."""
     if n_keys <= 0:
         return 1
+    if per > h_words:
+        rows = 1
     start, n_prev = None, 0          # the emission of the previous block: start, rows
     ready, left, r = per + 1, n_keys, 0
     t = 0

@@ -77,8 +77,9 @@ are acknowledged and the EPRE is idle.
 (element c at bits ``c W``, the IMEM_LOAD item's packing) in ``ceil(glen W / D)`` beats,
 not ``ceil(d_head / Le)`` EPRE words of Le 16-bit containers (exion16 at 64 bits, d_head
 128: 24 beats a key instead of 48). Each row goes into row ``t mod R`` of the key path's
-transpose buffer (below, EPRE_KOMEM); a row block's last row (R keys, or the last key)
-starts the emission of its rows into the Kh banks, ``h_words`` words a key, one a cycle,
+transpose buffer (below, EPRE_KOMEM); a row block's last row (R keys, or the last key;
+every key when its beats outnumber its ``h_words``) starts the emission of its rows into
+the Kh banks, ``h_words`` words a key, one a cycle,
 key t to bank ``t mod U`` at ``ubase + (t // U) h_words + hw``, beside the next block's
 beats: a row is taken once the emission has left its row of the buffer, a block's last row
 once the emission is done. The descriptor ends the cycle after the last block's last Kh
@@ -1441,7 +1442,8 @@ class DscCore(wiring.Component):
         """EPRE_KLOAD with ``kpack`` (``kpk``): each key row (``glen`` = d_head W-bit
         elements, element c at bits ``c W`` of the item, ``kl_per`` beats) goes into row
         ``kl_r`` of the transpose buffer; a row block's last row (R rows, or the keys' last)
-        starts the emission of its rows. A row may be taken while the previous block is
+        starts the emission of its rows; a key of more beats than Kh words (``kl_per >
+        h_words``) is a block of its own. A row may be taken while the previous block is
         still written once the emission has left that row (``kl_r < em_r``); a block's last
         row waits until the emission is done (``kl_ready``)."""
         cfg, D = self.cfg, s.D
@@ -1449,7 +1451,10 @@ class DscCore(wiring.Component):
         s.kl_per = Signal.like(s.per, name="kload_row_beats")
         s.kl_r = Signal(range(max(2, R)), name="kload_row")
         s.kl_ready = Signal(name="kload_ready")
-        closing = (s.kl_r + 1 == R) | (s.kl_r + 1 == s.kt_left)
+        # a key whose beats outnumber its Kh words is a row block of its own: written as
+        # soon as it is in, while the next key's beats arrive
+        one = s.kl_per > s.keyf["h_words"]
+        closing = (s.kl_r + 1 == R) | (s.kl_r + 1 == s.kt_left) | one
         m.d.comb += [
             s.kpk.eq((s.op == OPS["EPRE_KLOAD"]) & s.desc[KPACK_BIT]),
             s.kl_per.eq((s.glen * W + D - 1) >> (D.bit_length() - 1)),

@@ -224,11 +224,11 @@ def test_kload_packed_body_by_hand():
     command in cycle 0, a key's beat the cycle before it is taken); key 3 closes the first
     block, whose 8 writes run in cycles 6..13; key 4 closes the last block, so it waits for
     them: taken at 14; its 2 writes, and the end the cycle after: 14 + 1 + 2 = 17. With 3
-    beats a key (more than its 2 writes) only a block's closing key can wait: keys at 4,
-    7, 10, 13; key 4, ready at 16, closes the last block and waits for the first's writes
-    (13 + 1 + 8 = 22); 22 + 1 + 2 = 25."""
+    beats a key (more than its 2 writes) every key is a block of its own, written while the
+    next key's beats arrive: keys at 4, 7, 10, 13, 16, and the last key's 2 writes:
+    16 + 1 + 2 = 19 (4 keys: 13 + 1 + 2 = 16)."""
     from exion.golden.dsc_cycles import kload_packed_body
     assert kload_packed_body(5, 1, 2, 4) == 17
-    assert kload_packed_body(5, 3, 2, 4) == 25
-    assert kload_packed_body(4, 3, 2, 4) == 13 + 1 + 8
+    assert kload_packed_body(5, 3, 2, 4) == 19
+    assert kload_packed_body(4, 3, 2, 4) == 16
     assert kload_packed_body(0, 3, 2, 4) == 1

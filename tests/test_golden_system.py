@@ -737,15 +737,15 @@ def test_epre_fetch_levers():
 def test_sdue_port_keys_charge_the_k_load():
     # exact keys through the port, every K_h row per head (T = 256, d_head 64, 64 B/cycle):
     # as EPRE_KLOAD kpack's key rows (the built gather, ``packed``): 64 * 12 / 512 -> 2 beats
-    # a key, more than its one Kh word (no wait), key i taken at 3 + 2 i, the last at 513,
-    # then its full row block's 16 writes: 513 + 1 + 16 = 530, and the descriptor's fetch
-    # (4) -> 534 cycles a head; as EPRE words (``port``): T rows x ceil(64 / 96) words x 96
+    # a key, more than its one Kh word (each key written as soon as it is in), key i taken
+    # at 3 + 2 i, the last at 513, its one write: 513 + 1 + 1 = 515, and the descriptor's
+    # fetch (4) -> 519 cycles a head; as EPRE words (``port``): T rows x ceil(64 / 96) words x 96
     # 16-bit containers, 256 * 192 / 64 = 768 cycles a head
     blk = ws.Block("b", T=256, d=256, heads=4, ffn=512)
     free = _ep_block(("shared", "sdue", "row"), blk=blk)
     port = _ep_block(("shared", "sdue-port", "row"), blk=blk)
-    assert port["epre_cycles"] - free["epre_cycles"] == 4 * 534
-    assert (port["epre_sched"][0]["kload"], port["epre_sched"][0]["kload_packed"]) == (768, 534)
+    assert port["epre_cycles"] - free["epre_cycles"] == 4 * 519
+    assert (port["epre_sched"][0]["kload"], port["epre_sched"][0]["kload_packed"]) == (768, 519)
     assert port["shift_adds"] == free["shift_adds"]
 
 
@@ -756,22 +756,21 @@ def test_epre_gather_by_hand():
     ``packed`` is the DSC's exact cycle model of that descriptor at the port's width."""
     # a head of T = 197 keys, d_head 128 on Le = 96 lanes (two Kh words a key), split over
     # g = 6 cores, 64 B/cycle: port 197 * 2 * 96 * 2 / 64 * 5 / 6 -> 985 cycles; packed:
-    # the 197 - 33 = 164 other keys, 128 * 12 / 512 = 3 beats a key (more than its 2 Kh
-    # writes: no wait), key i taken at 4 + 3 i up to key 162; key 159 closes the tenth
-    # row block at 481, whose 16 x 2 writes end at 481 + 32; key 163 closes the last block
-    # (4 keys), so it waits for them: taken at 514; then its block's 8 writes: 514 + 1 + 8
-    # = 523, and the descriptor's fetch (3 + 1) -> 527
+        # the 197 - 33 = 164 other keys, 128 * 12 / 512 = 3 beats a key, more than its 2 Kh
+    # writes, so every key is written as soon as it is in: key i taken at 4 + 3 i, the
+    # last at 493, its 2 writes: 493 + 1 + 2 = 496, and the descriptor's fetch (3 + 1)
+    # -> 500
     blk = ws.Block("b", T=197, d=512, heads=4, ffn=1024)
     g = sy.block_gemms(CFG, blk, "ep", k=0.05, attn_split=6,
                        epre_levers=("shared", "store-queue", "row"))
     s = g["epre_sched"][0]
-    assert (s["kload"], s["kload_packed"]) == (985, 527)
+    assert (s["kload"], s["kload_packed"]) == (985, 500)
     d = {"op": dcy.OPS["EPRE_KLOAD"], "count": 164, "glen": 128, "kpack": 1, "h_words": 2}
-    assert dcy.descriptor_cycles(CFG, d, 512) == 527
+    assert dcy.descriptor_cycles(CFG, d, 512) == 500
     # one run a core (24 units on 24 cores): the gather is charged once, after the waits
     packed = sy.epre_exposed_on(s, 24)
-    assert sy.epre_exposed_on(s, 24, "port") - packed == 985 - 527
-    assert packed - sy.epre_exposed_on(s, 24, "multicast") == 527
+    assert sy.epre_exposed_on(s, 24, "port") - packed == 985 - 500
+    assert packed - sy.epre_exposed_on(s, 24, "multicast") == 500
     # every row through the port: packed rows, and no multicast of the core's own rows
     sp = {**s, "levers": ("shared", "sdue-port", "row"), "kload": 1182, "kload_packed": 591}
     assert sy.epre_exposed_on(sp, 24, "multicast") == sy.epre_exposed_on(sp, 24, "packed")
