@@ -98,6 +98,7 @@ __all__ = ["OPS", "item_beats", "desc_beats", "overhead", "descriptor_cycles",
            "EPRE_INTERLOCKED", "ENGINE_INTERLOCKED", "gemm_load", "gelu_omem_body",
            "omem_store_body",
            "GELU_OMEM_FIXED", "komem_body", "store_ktee_body", "kload_packed_body",
+           "krow_beats",
            "program_cycles"]
 
 #: op codes (hw/dsc.py's ``OPS``; tests/test_dsc_rtl.py checks they agree)
@@ -133,6 +134,12 @@ def item_beats(cfg: Config, bus_bits: int) -> dict:
             "eword": math.ceil(16 * cfg.epre_lane_count / bus_bits),
             "emask": math.ceil(epre_mask_bits(cfg) / bus_bits),
             "krow": math.ceil(cfg.width * cfg.dsc_epre_dims[2] / bus_bits)}
+
+
+def krow_beats(cfg: Config, d_head: int, bus_bits: int) -> int:
+    """Beats of one EPRE_KLOAD ``kpack`` key row: d_head W-bit elements packed from bit 0
+    (hw/dsc.py ``kl_per``)."""
+    return math.ceil(int(d_head) * cfg.width / bus_bits)
 
 
 def kload_packed_body(n_keys: int, per: int, h_words: int, rows: int) -> int:
@@ -539,10 +546,11 @@ def descriptor_cycles(cfg: Config, d: dict, bus_bits: int = 64,
         per = {"OMEM_LOAD": ib["obc"] if int(d.get("bcast", 0)) else ib["omem"],
                "EPRE_XLOAD": ib["eword"], "EPRE_KLOAD": ib["eword"],
                "EPRE_WLOAD": ib["eword"]}.get(op, ib["oword"])
-        body = n * per + 2 if n else 1
         if op == "EPRE_KLOAD" and int(d.get("kpack", 0)):
-            body = kload_packed_body(n, math.ceil(int(d["glen"]) * cfg.width / bus_bits),
+            body = kload_packed_body(n, krow_beats(cfg, d["glen"], bus_bits),
                                      int(d["h_words"]), cfg.rows)
+        else:
+            body = n * per + 2 if n else 1
     elif op == "GMEM_EFILL":
         body = n + 1 if n else 0      # one W read a cycle, the last word's GMEM write
     elif op == "OMEM_STORE":

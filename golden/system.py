@@ -71,7 +71,7 @@ from exion.errors import ExionError
 
 from . import block as bl
 from .cycles import epre_phase_cycles
-from .dsc_cycles import kload_packed_body, komem_body
+from .dsc_cycles import kload_packed_body, komem_body, krow_beats
 from .dsc_cycles import overhead as dsc_overhead
 from .projections import (epre_schedule, epre_schedule_db, epre_schedule_k, epre_schedule_komem,
                           epre_schedule_q)
@@ -675,15 +675,15 @@ def _epre_sched(cfg: Config, g, prefix: str, names, blk: Block, h_eval: int,
     Le = cfg.epre_lane_count
     k_words = T * math.ceil(dh / Le) * Le * 2 / bw      # a head's K_h as EPRE words
 
-    def rows(n):      # n keys as EPRE_KLOAD kpack's key rows, beats of the port's bw bytes
-        per = math.ceil(dh * cfg.width / (8 * bw))
-        return (dsc_overhead(8 * bw) + kload_packed_body(n, per, math.ceil(dh / Le),
-                                                         cfg.rows)) if n else 0
+    def key_rows(n):  # n keys as EPRE_KLOAD kpack's key rows, beats of the port's bw bytes
+        return (dsc_overhead(8 * bw) + kload_packed_body(n, krow_beats(cfg, dh, 8 * bw),
+                                                         math.ceil(dh / Le), cfg.rows)
+                if n else 0)
     if keys == "sdue-port":           # every K_h row over the port, per head and chunk
-        kload, kload_packed = math.ceil(k_words), rows(T)
+        kload, kload_packed = math.ceil(k_words), key_rows(T)
     elif keys != "predicted":         # a chunk gathers the other chunks' K_h rows
         kload = math.ceil(k_words * (g_split - 1) / g_split)
-        kload_packed = rows(T - math.ceil(T / g_split))
+        kload_packed = key_rows(T - math.ceil(T / g_split))
     if keys == "komem":               # EPRE_KOMEM on the DSC's own time, per run
         komem = dsc_overhead(64) + komem_body(cfg, T, dh)
     return {"before": before, "after": after, "levers": tuple(levers), "heads": H,

@@ -1439,10 +1439,11 @@ def _kload_rows_desc(cfg: Config, job: PredictJob, keys: np.ndarray, data: _Imag
     """EPRE_KLOAD with ``kpack`` of one head's exact keys (N_k, d_head): key t's row, its
     d_head W-bit elements packed (element c at bits ``c W``, ``ceil(d_head W / D)`` beats),
     into the Kh banks from word 0 (key t to bank ``t mod U`` at ``(t // U) h_words``)."""
+    from exion.golden.dsc_cycles import krow_beats
     from exion.hw.dsc import OPS
     keys = np.asarray(keys, np.int64)
     n_k, dh = keys.shape
-    per = -(-dh * cfg.width // (8 * bb))
+    per = krow_beats(cfg, dh, 8 * bb)
     return {"op": OPS["EPRE_KLOAD"], "count": n_k, "glen": dh, "kpack": 1, "ubase": 0,
             "h_words": -(-dh // cfg.epre_lane_count), "job": job.name,
             "src": data.alloc(n_k * per * bb, _packed(keys, cfg.width, per * bb))}
@@ -1722,6 +1723,7 @@ def gemm_bodies(descs: list, durations: list, engine: list, bus_bits: int) -> li
 
 def program_beats(cfg: Config, prog: DscProgram) -> int:
     """Bus beats the program moves (descriptor fetches included)."""
+    from exion.golden.dsc_cycles import krow_beats
     from exion.hw.dsc import OPS, item_beats
     ib = item_beats(cfg, prog.bus_bits)
     per = {OPS["IMEM_LOAD"]: ib["oword"], OPS["GMEM_LOAD"]: ib["oword"],
@@ -1743,7 +1745,7 @@ def program_beats(cfg: Config, prog: DscProgram) -> int:
         if d.get("overlap") and d["op"] == OPS["EPRE"]:
             return 0
         if d["op"] == OPS["EPRE_KLOAD"] and d.get("kpack"):     # a packed key row
-            return -(-d["glen"] * cfg.width // prog.bus_bits)
+            return krow_beats(cfg, d["glen"], prog.bus_bits)
         return ib["obc"] if d["op"] == OPS["OMEM_LOAD"] and d.get("bcast") else per.get(d["op"], 0)
     return sum(desc_beats + extra(d) + d.get("count", 0) * item(d) for d in prog.descs)
 

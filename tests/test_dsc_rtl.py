@@ -802,7 +802,7 @@ def _check_packed_keys(cfg, prog, run, bus):
     assert kl
     misses = 0
     for d, t in kl:
-        per = -(-d["glen"] * cfg.width // bus)
+        per = dcy.krow_beats(cfg, d["glen"], bus)
         assert t == dcy.descriptor_cycles(cfg, d, bus)
         misses += t != dcy.overhead(bus) + d["count"] * per + 2
     return misses
