@@ -39,14 +39,22 @@ whose figures are not changed here (docs/evaluate.md has the whole model):
   on digits16 is 0.5-1.4 dB PSNR against the element rule at equal count
   (docs/fidelity.md §3). ``random`` (element masks) stays selectable.
 * **Off-chip** [choice]: the global memory (``gm_mb``) holds, in this priority, the
-  activations of the running block, the FFN-Reuse caches (H_d, Y_d of every block), then as
-  much of the weights as fits (resident for the whole run). What does not fit is read from
+  activations of the running block, the FFN-Reuse caches (H_d, Y_d of every block), what
+  the step conditioning computed before the first step (the contexts' K / V, the steps'
+  conditioning outputs), then as much of the weights as fits (resident for the whole run). What does not fit is read from
   off-chip memory every iteration it is used (weights: the fraction not resident, of the
   weight bytes each GEMM fetches; caches: their preload reads (``GemmFlow.preload_bytes``)
   and dense writes; activations: the non-resident fraction of all GEMM operand traffic,
   with the partial sums a GEMM spills and reads back). Off-chip transfers overlap the
   cores: an iteration takes
   ``max(on-chip time, off-chip bytes / off-chip bandwidth)``.
+* **Step conditioning** [choice, :data:`SCHEDULES`]: layers whose input is only the
+  timestep and the condition run before the first step (``cond_layers = "batched"``, the
+  default), their weights crossing the port once: DiT's adaLN modulation
+  (``Model.cond_macs``) for every step at once, each step reading its own outputs; the
+  cross-attention contexts' K / V projections once (the context does not change over the
+  steps). Their outputs are kept in the global memory after the activations and the
+  FFN-Reuse caches, the rest off chip. ``per-step`` prices them in every step.
 * **Bound** of an iteration: ``off-chip`` if the off-chip time is the larger, else
   ``global memory`` if the GEMM cycles of memory-bound GEMMs outweigh those of compute-bound
   ones, else ``compute``.
@@ -80,8 +88,8 @@ from .workloads_sys import Block, Model
 
 __all__ = ["System", "SYSTEMS", "get_system", "load_system", "ENERGY", "GPUS", "MODE_NAMES",
            "attn_split_for", "attn_split_candidates", "ordering_holds", "best_block", "block_gemms",
-           "evaluate_model", "gpu_estimate", "HEAD_SAMPLE_T", "epre_exposed_on",
-           "per_core_caches"]
+           "evaluate_model", "gpu_estimate", "SCHEDULES", "COND_OUT_BYTES", "HEAD_SAMPLE_T",
+           "epre_exposed_on", "context_kv_work", "per_core_caches"]
 
 #: Modes of the seed's figures -> the per-core model's mode names.
 MODE_NAMES = {"Base": "base", "EP": "ep", "FFNR": "ffnr", "All": "all"}
@@ -202,6 +210,20 @@ BUILT_LEVERS = tuple(v[0] for v in EPRE_LEVERS.values())
 SYSTEM_LEVERS = {"epre_gather": ("packed", "port", "multicast")}
 #: Every lever field of a :class:`System` and its values (the first the default).
 LEVERS = {**EPRE_LEVERS, **SYSTEM_LEVERS}
+#: Schedule fields of a :class:`System` (the first value the default), not EPRE designs.
+#: ``cond_layers`` [choice, 2026-12-07]: layers whose input is only the timestep and the
+#: condition. ``batched`` runs them before the first step, their weights fetched once: the
+#: step conditioning (``Model.cond_macs``: DiT's adaLN modulation, a third of its weights)
+#: for all S steps (and both predictions when guided) as one GEMM of S tokens (outputs:
+#: ``cond_outputs`` values of ``COND_OUT_BYTES`` a step, each step reading its own); and the
+#: cross-attention contexts' K / V projections (constant over the steps) once
+#: (:func:`context_kv_work`). Their outputs stay in the global memory where they fit, after
+#: the activations and the FFN-Reuse caches, else off chip (:func:`_residency`).
+#: ``per-step`` runs both in every step, as the models' samplers do, weights fetched every
+#: step. The GPU estimate takes the same schedule.
+SCHEDULES = {"cond_layers": ("batched", "per-step")}
+#: Bytes of one step-conditioning output (16 bits: the CFSE's width for modulations).
+COND_OUT_BYTES = 2
 #: The key paths ``per-block`` chooses from (all built; ``store-queue`` is never slower
 #: than the in-order ``store-tee``, so the schedule does not try that one;
 #: ``store-queue-q`` computes more Q rows, so it can be slower than ``store-queue``).
@@ -232,6 +254,7 @@ class System:
     epre_keys: str = "per-block"
     epre_stage2: str = "row"
     epre_gather: str = "packed"    # see SYSTEM_LEVERS
+    cond_layers: str = "batched"   # see SCHEDULES
 
     def __post_init__(self):
         def need(cond, f, v, limit):
@@ -267,7 +290,7 @@ class System:
         need(self.dataflow in ("row-block", "col-group"), "dataflow", self.dataflow,
              "must be row-block or col-group")
         need(self.gpu in GPUS, "gpu", self.gpu, f"must be one of {', '.join(GPUS)}")
-        for f, choices in LEVERS.items():
+        for f, choices in {**LEVERS, **SCHEDULES}.items():
             v = getattr(self, f)
             need(v in choices, f, v, f"must be one of {', '.join(choices)}")
 
@@ -406,6 +429,8 @@ def per_core_caches() -> dict:
 
 def block_gemms_cached(cfg: Config, blk: Block, mode: str, **kw) -> dict:
     """:func:`block_gemms`, memoized (the per-core figures do not depend on the core count)."""
+    if blk.context is None or kw.get("context_kv", True):
+        kw.pop("context_kv", None)          # the default, or nothing to leave out
     key = (cfg.hash, blk, mode, tuple(sorted(kw.items())))
     if key not in _BLOCK_CACHE:
         _BLOCK_CACHE[key] = block_gemms(cfg, blk, mode, **kw)
@@ -416,7 +441,7 @@ def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | 
                 dataflow: str = "col-group", reuse_dense: bool = False, s: float = 0.0,
                 k: float = 1.0, q_th: float | None = None, masks_kind: str = "column",
                 attn_split: int = 1, ep_key_corr: float = bl.EP_KEY_CORR,
-                epre_levers: tuple = PREDICTED_LEVERS) -> dict:
+                epre_levers: tuple = PREDICTED_LEVERS, context_kv: bool = True) -> dict:
     """Per-core figures of one instance of ``blk`` in ``mode`` (base / ffnr / ep / all).
 
     Masks are ``block_flow``'s: ``bl.ffn_mask_for`` / ``bl.synth_ep`` with ``seed`` (FFN mask
@@ -433,6 +458,10 @@ def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | 
     ``epre_levers`` = (``epre_fetch``, ``epre_keys``, ``epre_stage2``) of :data:`EPRE_LEVERS`
     (what-ifs of the EPRE; :data:`BUILT_LEVERS` is the RTL's design, whose ``per-block``
     keys are :func:`best_block`'s choice: here one concrete key path, default predicted).
+
+    ``context_kv`` false leaves out the cross-attention context's K / V projections (the
+    system's ``cond_layers = "batched"`` computes them once per generation:
+    :func:`context_kv_work`).
     """
     if mode not in bl.MODES:
         raise ExionError(f"mode {mode!r} is not one of {', '.join(bl.MODES)}")
@@ -535,8 +564,9 @@ def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | 
         Tc, dc = blk.context
         g.append((_gemm(cfg, "xq_proj", M, hd, d, kw), lin, "linear"))
         Mc = blk.contexts * Tc        # every distinct context's keys and values
-        g.append((_gemm(cfg, "xk_proj", Mc, hd, dc, kw), 1, "linear"))
-        g.append((_gemm(cfg, "xv_proj", Mc, hd, dc, kw), 1, "linear"))
+        if context_kv:
+            g.append((_gemm(cfg, "xk_proj", Mc, hd, dc, kw), 1, "linear"))
+            g.append((_gemm(cfg, "xv_proj", Mc, hd, dc, kw), 1, "linear"))
         tq = math.ceil(T / g_split)       # query chunk of one core (attn_split)
         xs = _gemm(cfg, "x.scores[*]", tq, Tc, dh, kw)
         g.append((xs, b * H * g_split, "head"))
@@ -902,17 +932,39 @@ def block_on_system(sysm: System, r: dict) -> dict:
 
 
 # ---- a whole model -----------------------------------------------------------------------------
-def _footprints(model: Model, cfg: Config) -> dict:
+def context_kv_work(model: Model) -> dict:
+    """The cross-attention contexts' K / V projections of one step, all blocks: ``macs``,
+    ``params`` (their weights) and ``outputs`` (K and V values of every distinct context)."""
+    out = {"macs": 0, "params": 0, "outputs": 0}
+    for b in model.blocks:
+        if b.context is not None:
+            Tc, dc = b.context
+            hd = b.heads * b.d_head
+            out["macs"] += b.count * b.contexts * Tc * dc * 2 * hd
+            out["params"] += b.count * 2 * dc * hd
+            out["outputs"] += b.count * b.contexts * Tc * 2 * hd
+    return out
+
+
+def _footprints(model: Model, cfg: Config, batched: bool = False) -> dict:
+    """Bytes of the weights, the largest block's activations, the FFN-Reuse caches and,
+    when they are computed once (``batched``), every block's contexts' K / V and every
+    step's conditioning outputs."""
     Wb = cfg.width / 8
     act = max(b.batch * b.T * (4 * b.d + b.ffn * (2 if b.geglu else 1)) * Wb
               + min(b.T, HEAD_SAMPLE_T) * b.T * Wb for b in model.blocks)
     cache = sum(b.count * b.batch * b.T * (b.ffn * Wb + b.d * cfg.acc_width / 8)
                 for b in model.blocks)
-    return {"weights": model.params * Wb, "activations": act, "ffnr_caches": cache}
+    kv = context_kv_work(model)["outputs"] * Wb if batched else 0.0
+    co = model.iterations * model.cond_outputs * COND_OUT_BYTES if batched else 0.0
+    return {"weights": model.params * Wb, "activations": act, "ffnr_caches": cache,
+            "context_kv": kv, "cond_outputs": co}
 
 
 def _residency(sysm: System, fp: dict, ffnr: bool) -> dict:
-    """Fractions of activations, caches and weights that live off chip [choice, module doc].
+    """Fractions of activations, caches, the contexts' K / V and the step conditioning's
+    outputs (computed once), and weights that live off chip [choice, module doc], placed in
+    that order.
 
     Each is spilled in proportion to what does not fit (issue 19 follow-up: the activations
     too; they were all-or-nothing, which sent all of SD's and VideoCrafter2's operand traffic
@@ -924,9 +976,12 @@ def _residency(sysm: System, fp: dict, ffnr: bool) -> dict:
     cache = fp["ffnr_caches"] if ffnr else 0.0
     f_cache = 0.0 if cache <= left else (1 - left / cache)
     left = max(0.0, left - cache)
-    w = fp["weights"]
-    f_w = 0.0 if w <= left else (1 - left / w)
-    return {"activations": f_act, "ffnr_caches": f_cache, "weights": f_w}
+    out = {"activations": f_act, "ffnr_caches": f_cache}
+    for key in ("context_kv", "cond_outputs", "weights"):
+        x = fp.get(key, 0.0)
+        out[key] = 0.0 if x <= left else (1 - left / x)
+        left = max(0.0, left - x)
+    return out
 
 
 def evaluate_model(sysm: System, model: Model, mode: str, *, seed: int = 0,
@@ -945,7 +1000,8 @@ def evaluate_model(sysm: System, model: Model, mode: str, *, seed: int = 0,
     n_dense = sum(1 for t in range(S) if not ffnr or t % (Nr + 1) == 0)
     n_sparse = S - n_dense
     dense_mode = {"base": "base", "ffnr": "base", "ep": "ep", "all": "ep"}[m]
-    fp = _footprints(model, cfg)
+    per_step = sysm.cond_layers == "per-step"
+    fp = _footprints(model, cfg, not per_step)
     res = _residency(sysm, fp, ffnr)
     kinds = [("dense", dense_mode, n_dense)] + ([("sparse", m, n_sparse)] if n_sparse else [])
     tot = {"parts": {}, "latency_s": 0.0, "latency_epre_hidden_s": 0.0, "outside_s": 0.0, "onchip_s": 0.0, "offchip_s": 0.0, "macs": 0,
@@ -954,6 +1010,12 @@ def evaluate_model(sysm: System, model: Model, mode: str, *, seed: int = 0,
     bound_time = {"compute": 0.0, "global memory": 0.0, "off-chip": 0.0}
     per_block = []
     Wb = cfg.width / 8
+    # the layers outside the blocks a step runs (the step conditioning too if per step)
+    o_macs = model.other_macs + (model.cond_macs if per_step else 0)
+    o_wbytes = (model.other_params + (model.cond_params if per_step else 0)) * Wb
+    # off chip, a step: the step's conditioning outputs, the spilled contexts' K / V
+    cond_read = 0 if per_step else (res["cond_outputs"] * model.cond_outputs * COND_OUT_BYTES
+                                    + res["context_kv"] * fp["context_kv"])
     for it_kind, bm, n_it in kinds:
         if n_it == 0:
             continue
@@ -963,8 +1025,8 @@ def evaluate_model(sysm: System, model: Model, mode: str, *, seed: int = 0,
         bkw = dict(seed=seed, bw=sysm.gm_bytes_per_cycle, dataflow=sysm.dataflow,
                    reuse_dense=ffnr and it_kind == "dense", s=model.s, k=model.k,
                    q_th=model.q_th, masks_kind=masks_kind, ep_key_corr=ep_key_corr,
-                   epre_levers=sysm.epre_levers)
-        other_cyc = model.other_macs / (cfg.peak_macs * sysm.dscs)
+                   epre_levers=sysm.epre_levers, context_kv=per_step)
+        other_cyc = o_macs / (cfg.peak_macs * sysm.dscs)
 
         def iter_time(ch):
             """max(on-chip, off-chip) cycles of an iteration of the per-block choices."""
@@ -973,8 +1035,8 @@ def evaluate_model(sysm: System, model: Model, mode: str, *, seed: int = 0,
             ab = sum(blk.count * o["act_bytes"] for blk, _, o in ch)
             cb = sum(blk.count * o["cache_bytes"] for blk, _, o in ch) \
                 if it_kind == "sparse" else (fp["ffnr_caches"] if ffnr else 0.0)
-            off = (res["weights"] * (wb + model.other_params * Wb) + res["ffnr_caches"] * cb
-                   + res["activations"] * ab) / (sysm.offchip_gb_per_s * 1e9 / sysm.hz)
+            off = (res["weights"] * (wb + o_wbytes) + res["ffnr_caches"] * cb
+                   + res["activations"] * ab + cond_read) / (sysm.offchip_gb_per_s * 1e9 / sysm.hz)
             return (max(on, off), on)
 
         # static schedule [choice]: the fastest of these per-block policies (per-block on-chip
@@ -1015,8 +1077,9 @@ def evaluate_model(sysm: System, model: Model, mode: str, *, seed: int = 0,
         onchip = (cyc + other_cyc) / sysm.hz
         cache_io = act["cache_bytes"] if it_kind == "sparse" else (
             fp["ffnr_caches"] if ffnr else 0.0)
-        off_bytes = (res["weights"] * (act["weight_bytes"] + model.other_params * Wb)
-                     + res["ffnr_caches"] * cache_io + res["activations"] * act["act_bytes"])
+        off_bytes = (res["weights"] * (act["weight_bytes"] + o_wbytes)
+                     + res["ffnr_caches"] * cache_io + res["activations"] * act["act_bytes"]
+                     + cond_read)
         off_s = off_bytes / (sysm.offchip_gb_per_s * 1e9)
         lat = max(onchip, off_s)
         # projection (not the per-core model): EPRE fully overlapped with the SDUE
@@ -1027,14 +1090,14 @@ def evaluate_model(sysm: System, model: Model, mode: str, *, seed: int = 0,
             bound_time["global memory"] += n_it * lat
         else:
             bound_time["compute"] += n_it * lat
-        macs = act["useful_macs"] + model.other_macs
+        macs = act["useful_macs"] + o_macs
         e = tot["energy"]
         e["mac"] += n_it * macs * ENERGY["mac_int12"]
         e["shift_add"] += n_it * act["shift_adds"] * ENERGY["shift_add"]
         local = (cfg.imem_depth * cfg.width / 8 + cfg.wmem_depth * cfg.width / 8) / 2
-        e["sram"] += n_it * (act["sram_bytes"] + 3 * model.other_macs / cfg.lanes * Wb / 4) \
+        e["sram"] += n_it * (act["sram_bytes"] + _outside_sram_bytes(cfg, o_macs)) \
             * sram_pj_per_byte(local)
-        e["gm"] += n_it * (act["gm_bytes"] + model.other_params * Wb) * ENERGY["gm_byte"]
+        e["gm"] += n_it * (act["gm_bytes"] + o_wbytes) * ENERGY["gm_byte"]
         e["offchip"] += n_it * off_bytes * sysm.offchip_pj_per_byte
         e["cfse"] += n_it * act["cfse_elements"] * ENERGY["cfse_element"]
         e["leakage"] += n_it * lat * sysm.leak_w * 1e12
@@ -1044,9 +1107,10 @@ def evaluate_model(sysm: System, model: Model, mode: str, *, seed: int = 0,
         tot["macs"] += n_it * macs
         tot["outside_s"] += n_it * other_cyc / sysm.hz
         tot["parts"]["outside"] = tot["parts"].get("outside", 0.0) + n_it * other_cyc / sysm.hz
+    cond = None if per_step else _cond_once(sysm, model, res, tot, bound_time)
     energy_j = sum(tot["energy"].values()) * 1e-12
     lat = tot["latency_s"]
-    gpu = gpu_estimate(model, sysm.gpu)
+    gpu = gpu_estimate(model, sysm.gpu, sysm.cond_layers)
     peak = cfg.peak_macs * sysm.dscs * sysm.hz
     return {"latency_s": lat, "energy_j": energy_j,
             "energy_breakdown_j": {k: v * 1e-12 for k, v in tot["energy"].items()},
@@ -1065,23 +1129,81 @@ def evaluate_model(sysm: System, model: Model, mode: str, *, seed: int = 0,
             "gpu": gpu,
             # layers outside transformer blocks (dense), reported separately; included in
             # the totals above
-            "outside_blocks": {"macs_per_iteration": model.other_macs,
-                               "weight_params": model.other_params,
+            "outside_blocks": {"macs_per_iteration": o_macs,
+                               "weight_params": model.other_params
+                               + (model.cond_params if per_step else 0),
                                "onchip_s": tot["outside_s"],
-                               "mac_energy_j": S * model.other_macs * ENERGY["mac_int12"]
-                               * 1e-12},
+                               "mac_energy_j": S * o_macs * ENERGY["mac_int12"] * 1e-12,
+                               "step_conditioning": {
+                                   "schedule": sysm.cond_layers,
+                                   "macs_per_step": model.cond_macs,
+                                   "weight_params": model.cond_params,
+                                   "outputs_per_step": model.cond_outputs,
+                                   "context_kv": context_kv_work(model),
+                                   "once": cond}},
             "iterations": {"total": S, "dense": n_dense, "sparse": n_sparse},
             "offchip_fraction": res, "footprint_bytes": fp, "blocks": per_block}
 
 
+def _outside_sram_bytes(cfg: Config, macs: float) -> float:
+    """Local SRAM bytes of ``macs`` of the layers outside the blocks (dense GEMMs at peak)."""
+    return 3 * macs / cfg.lanes * (cfg.width / 8) / 4
+
+
+def _cond_once(sysm: System, model: Model, res: dict, tot: dict, bound_time: dict):
+    """What ``cond_layers = "batched"`` runs before the first step: the step conditioning of
+    every step (one GEMM of S x ``cond_macs`` MACs) and the contexts' K / V projections
+    (once: the contexts do not change; :func:`context_kv_work`). Their outputs stay in the
+    global memory after the activations and the FFN-Reuse caches (:func:`_residency`); the
+    fraction that does not fit is written off chip and read back every step (its share: a
+    step's conditioning, all the K / V). Dense at the cores' peak, their weights read once (off chip the fraction
+    not resident, through the global memory). Adds the pass to ``tot`` and ``bound_time``
+    and returns its figures (None if the model has neither)."""
+    ctx = context_kv_work(model)
+    if not model.cond_macs and not ctx["macs"]:
+        return None
+    cfg = sysm.cfg
+    Wb = cfg.width / 8
+    macs = model.iterations * model.cond_macs + ctx["macs"]
+    w_bytes = (model.cond_params + ctx["params"]) * Wb
+    on_s = macs / (cfg.peak_macs * sysm.dscs) / sysm.hz
+    off_bytes = res["weights"] * w_bytes \
+        + res["cond_outputs"] * model.iterations * model.cond_outputs * COND_OUT_BYTES \
+        + res["context_kv"] * ctx["outputs"] * Wb
+    off_s = off_bytes / (sysm.offchip_gb_per_s * 1e9)
+    lat = max(on_s, off_s)
+    bound_time["off-chip" if off_s > on_s else "compute"] += lat
+    local = (cfg.imem_depth * cfg.width / 8 + cfg.wmem_depth * cfg.width / 8) / 2
+    e = tot["energy"]
+    e["mac"] += macs * ENERGY["mac_int12"]
+    e["sram"] += _outside_sram_bytes(cfg, macs) * sram_pj_per_byte(local)
+    e["gm"] += (w_bytes + ctx["outputs"] * Wb) * ENERGY["gm_byte"]
+    e["offchip"] += off_bytes * sysm.offchip_pj_per_byte
+    e["leakage"] += lat * sysm.leak_w * 1e12
+    for k, v in (("latency_s", lat), ("onchip_s", on_s), ("offchip_s", off_s),
+                 ("macs", macs), ("outside_s", on_s)):
+        tot[k] += v
+    tot["parts"]["outside"] = tot["parts"].get("outside", 0.0) + on_s
+    return {"latency_s": lat, "onchip_s": on_s, "offchip_s": off_s, "offchip_bytes": off_bytes,
+            "macs": macs, "context_kv_macs": ctx["macs"]}
+
+
 # ---- GPU roofline ---------------------------------------------------------------------------
-def gpu_estimate(model: Model, gpu: str) -> dict:
+def gpu_estimate(model: Model, gpu: str, cond_layers: str = SCHEDULES["cond_layers"][0]
+                 ) -> dict:
     """Roofline *estimate* of one generation on ``gpu`` (dense: GPUs do not exploit the
     sparsity): per GEMM max(2 MACs / peak, (A + B + C bytes) / bandwidth); the layers outside
-    the blocks as one GEMM of their MACs and weights; energy = power x time."""
+    the blocks as one GEMM of their MACs and weights; on the system's schedule
+    (``cond_layers``) the step conditioning of every step at once, its outputs read back a
+    step, and the contexts' K / V once (``batched``), or both every step; energy = power x
+    time."""
+    if cond_layers not in SCHEDULES["cond_layers"]:
+        raise ExionError(f"cond_layers = {cond_layers!r} is invalid: must be one of "
+                         f"{', '.join(SCHEDULES['cond_layers'])}")
     g = GPUS[gpu]
     be = g["bytes_per_el"]
-    t = 0.0
+    per_step = cond_layers == "per-step"
+    t = once = 0.0
 
     def gemm(M, N, K, count=1):
         return count * max(2 * M * N * K / g["ops_per_s"],
@@ -1096,12 +1218,21 @@ def gpu_estimate(model: Model, gpu: str) -> dict:
             x += gemm(T, T, dh, B * H) + gemm(T, dh, T, B * H)
         if b.context is not None:
             Tc, dc = b.context
-            x += gemm(B * T, d, d, 2) + gemm(b.contexts * Tc, 2 * d, dc)
+            kv = gemm(b.contexts * Tc, 2 * d, dc)    # the contexts' K / V
+            x += gemm(B * T, d, d, 2) + (kv if per_step else 0.0)
+            once += 0.0 if per_step else b.count * kv
             x += gemm(T, Tc, dh, B * H) + gemm(T, dh, Tc, B * H)
         x += gemm(B * T, F * (2 if b.geglu else 1), d) + gemm(B * T, d, F)
         t += b.count * x
-    t += max(2 * model.other_macs / g["ops_per_s"],
-             model.other_params * be / g["bytes_per_s"])
+    t += max(2 * (model.other_macs + per_step * model.cond_macs) / g["ops_per_s"],
+             (model.other_params + per_step * model.cond_params) * be / g["bytes_per_s"])
+    if not per_step:
+        t += model.cond_outputs * be / g["bytes_per_s"]
     t *= model.iterations
+    if not per_step and model.cond_macs:
+        S = model.iterations
+        once += max(2 * S * model.cond_macs / g["ops_per_s"],
+                    (model.cond_params + S * model.cond_outputs) * be / g["bytes_per_s"])
+    t += once
     return {"gpu": g["name"], "latency_s": t, "energy_j": t * g["watts"],
             "estimate": "roofline (ideal: peak compute or full bandwidth per GEMM)"}

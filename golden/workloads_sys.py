@@ -5,7 +5,10 @@ heads, FFN hidden F, GEGLU or not, how many identical sequences ``batch`` one bl
 instance runs (frames of a video, positions of a temporal block), an optional
 cross-attention context ``(Tc, dc)``), how many of each per iteration, the layers outside
 transformer blocks as dense MACs and weights (ResBlocks, convolutions, embeddings:
-``other_macs`` / ``other_params``, charged as dense GEMMs), the sampler's iteration count and
+``other_macs`` / ``other_params``, charged as dense GEMMs), the *step-conditioning* layers
+apart from them (``cond_macs`` / ``cond_params`` / ``cond_outputs``: layers whose input is
+only the step's timestep and the condition, DiT's adaLN modulation and embedders; the system
+runs them for every step at once, ``System.cond_layers``), the sampler's iteration count and
 the seed's FFN-Reuse / eager-prediction settings (sparsity ``s``, ``N``, ``k``, ``q_th``).
 
 Shapes come from the models' papers and released configurations (sources in
@@ -90,6 +93,12 @@ class Model:
     k: float
     other_macs: int = 0   # per iteration, outside transformer blocks (dense)
     other_params: int = 0
+    # step-conditioning layers (their input is only the timestep and the condition, so all
+    # steps' outputs are known before the first step): MACs and output values per step
+    # (per network evaluation), and their weights
+    cond_macs: int = 0
+    cond_params: int = 0
+    cond_outputs: int = 0
     unit: str = "image"
     notes: tuple = field(default_factory=tuple)
 
@@ -99,7 +108,13 @@ class Model:
 
     @property
     def params(self) -> int:
-        return sum(b.count * b.weight_params for b in self.blocks) + self.other_params
+        return sum(b.count * b.weight_params for b in self.blocks) + self.other_params \
+            + self.cond_params
+
+    @property
+    def step_macs(self) -> int:
+        """Dense MACs of one step: the blocks, the layers outside them, the conditioning."""
+        return self.block_macs + self.other_macs + self.cond_macs
 
 
 def _conv(h, w, cin, cout, k=3):
@@ -190,6 +205,9 @@ def _vc2():
                  50, 0.70, 3, 0.50, 2.0, 0.5, m, p, unit="clip")
 
 
+#: DiT-XL/2's step-conditioning weights (= MACs: one token per step and evaluation).
+_DIT_COND = 28 * 1152 * 6 * 1152 + 1152 * 2 * 1152 + 256 * 1152 + 1152 * 1152
+
 MODELS = {
     "mld": Model("mld", "text-to-motion (MLD)",
                  (Block("mld", 2, 256, 4, 1024, count=9),), 50, 0.95, 9, 0.30, 0.3, 0.7,
@@ -207,9 +225,14 @@ MODELS = {
     "dit-xl2": Model("dit-xl2", "class-to-image (DiT-XL/2, 256x256)",
                      (Block("dit-xl2", 256, 1152, 16, 4608, count=28),), 100, 0.80, 2, 0.95,
                      0.15, 0.05,
-                     # adaLN modulation (28 x d x 6d on one token), patch embed, final layer
-                     other_macs=28 * 1152 * 6 * 1152 + 256 * 16 * 1152 + 256 * 1152 * 32,
-                     other_params=28 * 1152 * 6 * 1152 + 16 * 1152 + 1152 * 32),
+                     # patch embed (2x2x4 -> d per token), final linear (d -> 2x2x8)
+                     other_macs=256 * 16 * 1152 + 256 * 1152 * 32,
+                     other_params=16 * 1152 + 1152 * 32,
+                     # step conditioning (DiT models.py): each block's adaLN modulation
+                     # (d -> 6d), the final layer's (d -> 2d), the timestep MLP (256 -> d
+                     # -> d); the class embedding is a table lookup
+                     cond_macs=_DIT_COND, cond_params=_DIT_COND,
+                     cond_outputs=28 * 6 * 1152 + 2 * 1152),
     "videocrafter2": _vc2(),
 }
 
@@ -220,14 +243,16 @@ def guided(model: Model, evals: int = GUIDANCE_EVALS) -> Model:
     The ``evals`` predictions of a step (conditional, unconditional) run as one batch
     [choice]: every block instance runs ``evals`` times its sequences (``batch``), each with
     its own cross-attention context (``contexts``: the prompt's and the empty prompt's), and
-    the layers outside the blocks ``evals`` times their MACs. Weights are unchanged, so a
-    step fetches them once for both predictions. FFN-Reuse and EP work per sequence, as for
-    any batch (the unconditional sequence has its own masks)."""
+    the layers outside the blocks and the step conditioning ``evals`` times their MACs (the
+    empty condition has its own modulation). Weights are unchanged, so a step fetches them
+    once for both predictions. FFN-Reuse and EP work per sequence, as for any batch (the
+    unconditional sequence has its own masks)."""
     if not isinstance(evals, int) or isinstance(evals, bool) or evals < 1:
         raise ExionError(f"guidance evals = {evals!r} is invalid: must be an integer >= 1")
     blocks = tuple(replace(b, batch=evals * b.batch, contexts=evals * b.contexts)
                    for b in model.blocks)
-    return replace(model, blocks=blocks, other_macs=evals * model.other_macs)
+    return replace(model, blocks=blocks, other_macs=evals * model.other_macs,
+                   cond_macs=evals * model.cond_macs, cond_outputs=evals * model.cond_outputs)
 
 
 def get_model(name: str) -> Model:

@@ -47,7 +47,7 @@ def test_dit_xl2_macs_match_the_paper():
     # 256x256, counted as fvcore does (one multiply-add = one flop), i.e. 118.6 G MACs;
     # our blocks + outside layers within 5 %.
     m = ws.MODELS["dit-xl2"]
-    assert abs((m.block_macs + m.other_macs) / 118.6e9 - 1) < 0.05
+    assert abs(m.step_macs / 118.6e9 - 1) < 0.05
     # DiT-XL/2 has 675 M parameters; ours (blocks, adaLN, embed, final) within 5 %
     assert abs(m.params / 675e6 - 1) < 0.05
 
@@ -92,14 +92,27 @@ def test_residency_priorities_by_hand():
     mib = 2 ** 20
     fp = {"activations": 0.5 * mib, "ffnr_caches": 0.25 * mib, "weights": 1.0 * mib}
     r = sy._residency(s, fp, ffnr=True)
-    assert r == {"activations": 0.0, "ffnr_caches": 0.0, "weights": pytest.approx(0.75)}
+    assert r == {"activations": 0.0, "ffnr_caches": 0.0, "context_kv": 0.0,
+                 "cond_outputs": 0.0, "weights": pytest.approx(0.75)}
     # without FFN-Reuse the caches take nothing: 0.5 MiB left -> 50 %
     assert sy._residency(s, fp, ffnr=False)["weights"] == pytest.approx(0.5)
     # activations that do not fit spill in proportion (0.25 of 0.5 MiB -> 50 % off chip),
     # and nothing else fits
     s2 = replace(s, gm_mb=0.25)
     assert sy._residency(s2, fp, ffnr=True) == {"activations": pytest.approx(0.5),
-                                                 "ffnr_caches": 1.0, "weights": 1.0}
+                                                 "ffnr_caches": 1.0, "context_kv": 0.0,
+                                                 "cond_outputs": 0.0, "weights": 1.0}
+    # the contexts' K / V and the step conditioning's outputs (computed once) come after
+    # the caches, before the weights: 0.125
+    # MiB of them fit in the 0.25 MiB left, and 0.125 MiB of weights -> 87.5 % off chip;
+    # 0.5 MiB of them: half off chip, no weight on chip
+    r = sy._residency(s, {**fp, "context_kv": 0.125 * mib}, ffnr=True)
+    assert (r["context_kv"], r["weights"]) == (0.0, pytest.approx(0.875))
+    r = sy._residency(s, {**fp, "context_kv": 0.5 * mib}, ffnr=True)
+    assert (r["context_kv"], r["weights"]) == (pytest.approx(0.5), 1.0)
+    r = sy._residency(s, {**fp, "context_kv": 0.125 * mib, "cond_outputs": 0.5 * mib},
+                      ffnr=True)
+    assert (r["cond_outputs"], r["weights"]) == (pytest.approx(0.75), 1.0)
 
 
 def test_iteration_split():
@@ -204,6 +217,131 @@ def test_bigger_global_memory_less_offchip_traffic():
            for g in (4.0, 64.0, 512.0, 2048.0)]
     assert all(b <= a for a, b in zip(off, off[1:]))
     assert off[-1] == 0.0                  # 1 GB of weights fit in 2 GB
+
+
+# ---- step conditioning (System.cond_layers) ------------------------------------------------
+def _cond_case(**kw):
+    """A 1-core system with no global memory (every weight and activation off chip) and the
+    tiny model with 3e8 MACs of step conditioning on 3e8 weights, 1e5 outputs a step."""
+    one = replace(sy.SYSTEMS["exion4"], dscs=1, gm_mb=0.0, **kw)
+    cond = _tiny_model(cond_macs=3 * 10 ** 8, cond_params=3 * 10 ** 8, cond_outputs=10 ** 5)
+    return one, cond
+
+
+def test_step_conditioning_per_step_is_an_outside_layer():
+    # per step, the conditioning is priced exactly as layers outside the blocks of its MACs
+    # and weights
+    one, cond = _cond_case(cond_layers="per-step")
+    folded = _tiny_model(other_macs=3 * 10 ** 8, other_params=3 * 10 ** 8)
+    for mode in ("Base", "All"):
+        a, b = sy.evaluate_model(one, cond, mode), sy.evaluate_model(one, folded, mode)
+        for key in ("latency_s", "energy_j", "onchip_s", "offchip_s", "macs"):
+            assert a[key] == pytest.approx(b[key], rel=1e-12), (mode, key)
+        assert a["outside_blocks"]["step_conditioning"]["once"] is None
+
+
+def test_step_conditioning_batched_by_hand():
+    # batched: one pass of S = 6 steps' conditioning before the first step. By hand, at 1
+    # core x 4096 MACs x 800 MHz and 68 GB/s: on chip 6 x 3e8 / 4096 / 8e8 s; off chip
+    # 3e8 weights x 1.5 B + 6 x 1e5 outputs x 2 B written; then 2e5 B read every step
+    one, cond = _cond_case()
+    plain = _tiny_model()
+    p = sy.evaluate_model(one, plain, "Base")
+    b = sy.evaluate_model(one, cond, "Base")
+    once = b["outside_blocks"]["step_conditioning"]["once"]
+    assert once["onchip_s"] == pytest.approx(6 * 3e8 / 4096 / 800e6)
+    assert once["offchip_bytes"] == pytest.approx(3e8 * 1.5 + 6 * 1e5 * 2)
+    assert once["offchip_s"] == pytest.approx((3e8 * 1.5 + 6 * 1e5 * 2) / 68e9)
+    assert once["latency_s"] == pytest.approx(max(once["onchip_s"], once["offchip_s"]))
+    assert b["macs"] == p["macs"] + 6 * 3 * 10 ** 8
+    assert b["onchip_s"] == pytest.approx(p["onchip_s"] + once["onchip_s"])
+    assert b["offchip_s"] == pytest.approx(p["offchip_s"] + once["offchip_s"] + 6 * 2e5 / 68e9)
+    # the tiny model's steps are on-chip-bound, so the step reads cost no time
+    assert p["bound"] != "off-chip"
+    assert b["latency_s"] == pytest.approx(p["latency_s"] + once["latency_s"])
+    per = sy.evaluate_model(replace(one, cond_layers="per-step"), cond, "Base")
+    assert per["macs"] == b["macs"]
+    assert b["latency_s"] < per["latency_s"]
+
+
+def test_dit_conditioning_weights_fetched_once():
+    # DiT-XL/2 on EXION-4 without global memory: per step, its 227 M conditioning weights
+    # cross the off-chip port every step; batched, once, plus the outputs written once and
+    # read every step: the off-chip time differs by exactly that
+    s0 = replace(sy.SYSTEMS["exion4"], gm_mb=0.0)
+    m = ws.MODELS["dit-xl2"]
+    S, P, O = m.iterations, m.cond_params, m.cond_outputs
+    assert P == 28 * 1152 * 6 * 1152 + 1152 * 2 * 1152 + 256 * 1152 + 1152 * 1152
+    b = sy.evaluate_model(s0, m, "Base")
+    per = sy.evaluate_model(replace(s0, cond_layers="per-step"), m, "Base")
+    saved = (S - 1) * P * 1.5 - 2 * S * O * 2
+    assert per["offchip_s"] - b["offchip_s"] == pytest.approx(saved / 68e9, rel=1e-9)
+    # the GPU estimate takes the same schedule: the weights once, per-step reads of outputs
+    g_b = sy.gpu_estimate(m, "orin-nano")
+    g_p = sy.gpu_estimate(m, "orin-nano", "per-step")
+    assert g_b["latency_s"] < g_p["latency_s"]
+    # a model without conditioning does not depend on the schedule
+    mdm = ws.MODELS["mdm"]
+    assert sy.gpu_estimate(mdm, "orin-nano")["latency_s"] == \
+        sy.gpu_estimate(mdm, "orin-nano", "per-step")["latency_s"]
+    with pytest.raises(ExionError, match="cond_layers = 'x' is invalid"):
+        sy.gpu_estimate(m, "orin-nano", "x")
+
+
+def test_context_kv_computed_once_by_hand():
+    # the cross-attention block of test_block_dense_macs_by_hand: its context's K, V are
+    # 2 x Tc x dc x d = 120 MACs on 2 x dc x d = 40 weights, 2 x Tc x d = 24 outputs
+    bx = ws.Block("x", T=2, d=4, heads=1, ffn=8, context=(3, 5))
+    assert sy.context_kv_work(_tiny_model(blocks=(bx,))) == \
+        {"macs": 120, "params": 40, "outputs": 24}
+    # a context of 16 x 64 on a 64 x 128 block, priced per core without them: exactly the
+    # K / V GEMMs' MACs less, and no xk / xv GEMM
+    big = ws.Block("xb", T=64, d=128, heads=4, ffn=512, context=(16, 64), count=2)
+    full = sy.block_gemms(CFG, big, "base")
+    once = sy.block_gemms(CFG, big, "base", context_kv=False)
+    names = {x[0].name for x in once["gemms"]}
+    assert "xk_proj" not in names and "xv_proj" not in names
+    assert sy.core_totals(CFG, full)["useful_macs"] - sy.core_totals(CFG, once)[
+        "useful_macs"] == 2 * 16 * 64 * 128
+    # on the system: batched runs them once per generation (S = 6), per step six times;
+    # the once pass reports them
+    m = _tiny_model(blocks=(big,))
+    one = replace(sy.SYSTEMS["exion4"], dscs=1)
+    b = sy.evaluate_model(one, m, "Base")
+    per = sy.evaluate_model(replace(one, cond_layers="per-step"), m, "Base")
+    kv = 2 * 2 * 16 * 64 * 128                     # both instances
+    assert per["macs"] - b["macs"] == 5 * kv
+    assert b["outside_blocks"]["step_conditioning"]["once"]["context_kv_macs"] == kv
+    assert b["latency_s"] < per["latency_s"]
+    # with no global memory the K / V are written off chip once and read back every step:
+    # the once pass moves their weights and outputs (1.5 bytes each)
+    b0 = sy.evaluate_model(replace(one, gm_mb=0.0), m, "Base")
+    assert b0["offchip_fraction"]["context_kv"] == 1.0
+    out = 2 * 16 * 2 * 128                          # K and V of both instances
+    assert b0["outside_blocks"]["step_conditioning"]["once"]["offchip_bytes"] == \
+        pytest.approx((2 * 2 * 64 * 128 + out) * 1.5)
+    assert b0["footprint_bytes"]["context_kv"] == out * 1.5
+    # guided: two contexts, so twice the K / V once
+    g = sy.evaluate_model(one, ws.guided(m), "Base")
+    assert g["outside_blocks"]["step_conditioning"]["once"]["context_kv_macs"] == 2 * kv
+    # the GPU estimate: without the per-step K / V, by the roofline of that GEMM
+    edge = ws.MODELS["edge"]
+    gb, gp = (sy.gpu_estimate(edge, "rtx6000ada", c)["latency_s"]
+              for c in ("batched", "per-step"))
+    G = sy.GPUS["rtx6000ada"]
+    kv_t = max(2 * 150 * 1024 * 512 / G["ops_per_s"],
+               (150 * 512 + 512 * 1024 + 150 * 1024) * G["bytes_per_el"] / G["bytes_per_s"])
+    assert gp - gb == pytest.approx(8 * kv_t * (edge.iterations - 1), rel=1e-9)
+
+
+def test_step_conditioning_schedule_validated(tmp_path):
+    with pytest.raises(ExionError, match=r"cond_layers = 'once' is invalid: must be one of "
+                                         r"batched, per-step"):
+        replace(sy.SYSTEMS["exion4"], cond_layers="once")
+    p = tmp_path / "bad.toml"
+    p.write_text('base = "exion4"\ncond_layers = 3\n')
+    with pytest.raises(ExionError, match="cond_layers = 3 is invalid: must be a string"):
+        sy.get_system(str(p))
 
 
 # ---- system files ----------------------------------------------------------------------------
@@ -456,7 +594,8 @@ def test_guided_doubles_work_not_weights():
     # layers outside the blocks twice their MACs; the weights are the same
     for m in ws.MODELS.values():
         g = ws.guided(m)
-        assert g.block_macs + g.other_macs == 2 * (m.block_macs + m.other_macs), m.name
+        assert g.step_macs == 2 * m.step_macs, m.name
+        assert g.cond_outputs == 2 * m.cond_outputs, m.name
         assert g.params == m.params, m.name
         assert [b.batch for b in g.blocks] == [2 * b.batch for b in m.blocks]
     # by hand: the cross-attention block of test_block_dense_macs_by_hand, guided: two

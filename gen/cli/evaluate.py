@@ -109,13 +109,19 @@ JSON layout (times in seconds, energies in joules, per generated image / clip / 
       onchip_s, offchip_s, macs, iterations {total, dense, sparse}
       time_by_part_s            on-chip time by part (sums to onchip_s): qkv, attention,
                                 o_proj, cross, fc1, fc2, cfse, epre (exposed), outside
-      offchip_fraction          activations / ffnr_caches / weights held off chip
-      footprint_bytes           weights, activations, ffnr_caches
+      offchip_fraction          activations / ffnr_caches / context_kv / weights held off
+                                chip
+      footprint_bytes           weights, activations, ffnr_caches, context_kv (the
+                                contexts' K / V, computed once)
       projection_epre_hidden    {latency_s, speedup_vs_gpu}: EPRE fully overlapped with the
                                 SDUE (a projection, not the per-core model)
       outside_blocks            layers outside transformer blocks (dense, included in the
                                 totals): macs_per_iteration, weight_params, onchip_s,
-                                mac_energy_j
+                                mac_energy_j; step_conditioning {schedule (batched |
+                                per-step), macs_per_step, weight_params, outputs_per_step,
+                                context_kv {macs, params, outputs} of one step, once:
+                                the batched pass {latency_s, onchip_s, offchip_s,
+                                offchip_bytes, macs, context_kv_macs} or null}
       blocks                    per block and iteration kind: cycles_per_instance (on the
                                 system), core_cycles_1core, useful_macs, ffn_sparsity, mode (the
                                 mode the schedule ran: EP or not), attn_split, epre_keys
@@ -132,9 +138,9 @@ def _model_entry(sysm, m, seed, masks, guidance, ep_key_corr, prog=None) -> dict
     """One model's JSON entry (``models.<NAME>``): every mode on ``sysm``."""
     e = {"task": m.task, "unit": m.unit, "iterations": m.iterations, "s": m.s,
          "n_reuse": m.n_reuse, "k": m.k, "q_th": m.q_th, "ep_sparsity_seed": m.ep_sparsity,
-         "params": m.params, "dense_macs_per_iter": m.block_macs + m.other_macs,
+         "params": m.params, "dense_macs_per_iter": m.step_macs,
          "network_evals_per_step": ws.GUIDANCE_EVALS if guidance else 1,
-         "gpu": sy.gpu_estimate(m, sysm.gpu), "modes": {}}
+         "gpu": sy.gpu_estimate(m, sysm.gpu, sysm.cond_layers), "modes": {}}
     for mode in sy.MODE_NAMES:
         r = sy.evaluate_model(sysm, m, mode, seed=seed, masks_kind=masks, progress=prog,
                               ep_key_corr=ep_key_corr)
@@ -301,7 +307,9 @@ def register(sub) -> None:
                    help="a system preset or a TOML file (base = \"exion24\" plus overrides "
                         "of the system's fields, e.g. dscs, offchip_gb_per_s, core, or the "
                         "EPRE what-if levers epre_fetch / epre_keys / epre_stage2 / "
-                        "epre_gather) "
+                        "epre_gather, or cond_layers = \"per-step\" to run the step "
+                        "conditioning (DiT's adaLN modulation) and the cross-attention "
+                        "contexts' K / V in every step instead of once before the first) "
                         "(default: %(default)s)")
     p.add_argument("--model", default="all", metavar="NAME|all",
                    help=f"one of {', '.join(ws.MODELS)}, or all (default: %(default)s)")
