@@ -41,13 +41,13 @@ whose figures are not changed here (docs/evaluate.md has the whole model):
 * **Off-chip** [choice]: the global memory (``gm_mb``) holds, in this priority, the
   activations of the running block, the FFN-Reuse caches (H_d, Y_d of every block), what
   the step conditioning computed before the first step (the contexts' K / V, the steps'
-  conditioning outputs), then as much of the weights as fits (resident for the whole run). What does not fit is read from
-  off-chip memory every iteration it is used (weights: the fraction not resident, of the
-  weight bytes each GEMM fetches; caches: their preload reads (``GemmFlow.preload_bytes``)
-  and dense writes; activations: the non-resident fraction of all GEMM operand traffic,
-  with the partial sums a GEMM spills and reads back). Off-chip transfers overlap the
-  cores: an iteration takes
-  ``max(on-chip time, off-chip bytes / off-chip bandwidth)``.
+  conditioning outputs), then as much of the weights as fits (resident for the whole run).
+  What does not fit is read from off-chip memory every iteration it is used (weights: the
+  fraction not resident, of the weight bytes each GEMM fetches; caches: their preload reads
+  (``GemmFlow.preload_bytes``) and dense writes; activations: the non-resident fraction of
+  all GEMM operand traffic, with the partial sums a GEMM spills and reads back). Off-chip
+  transfers overlap the cores: an iteration takes ``max(on-chip time, off-chip bytes /
+  off-chip bandwidth)``.
 * **Step conditioning** [choice, :data:`SCHEDULES`]: layers whose input is only the
   timestep and the condition run before the first step (``cond_layers = "batched"``, the
   default), their weights crossing the port once: DiT's adaLN modulation
@@ -1156,9 +1156,9 @@ def _cond_once(sysm: System, model: Model, res: dict, tot: dict, bound_time: dic
     (once: the contexts do not change; :func:`context_kv_work`). Their outputs stay in the
     global memory after the activations and the FFN-Reuse caches (:func:`_residency`); the
     fraction that does not fit is written off chip and read back every step (its share: a
-    step's conditioning, all the K / V). Dense at the cores' peak, their weights read once (off chip the fraction
-    not resident, through the global memory). Adds the pass to ``tot`` and ``bound_time``
-    and returns its figures (None if the model has neither)."""
+    step's conditioning, all the K / V). Dense at the cores' peak, their weights read once
+    (off chip the fraction not resident, through the global memory). Adds the pass to
+    ``tot`` and ``bound_time`` and returns its figures (None if the model has neither)."""
     ctx = context_kv_work(model)
     if not model.cond_macs and not ctx["macs"]:
         return None

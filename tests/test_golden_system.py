@@ -334,6 +334,21 @@ def test_context_kv_computed_once_by_hand():
     assert gp - gb == pytest.approx(8 * kv_t * (edge.iterations - 1), rel=1e-9)
 
 
+def test_cli_per_step_conditioning_from_a_system_file(tmp_path, capsys):
+    # a system file chooses the schedule; the run says so and its JSON records it
+    f = tmp_path / "ps.toml"
+    f.write_text('base = "exion4"\ncond_layers = "per-step"\n')
+    out = tmp_path / "ps.json"
+    assert cli.main(["evaluate", "--system", str(f), "--model", "edge", "--json",
+                     str(out)]) == 0
+    assert "cond_layers = per-step" in capsys.readouterr().out
+    d = json.loads(out.read_text())
+    assert d["system"]["cond_layers"] == "per-step"
+    sc = d["models"]["edge"]["modes"]["Base"]["outside_blocks"]["step_conditioning"]
+    assert sc["schedule"] == "per-step" and sc["once"] is None
+    assert sc["context_kv"]["macs"] == 8 * 150 * 512 * 2 * 512
+
+
 def test_step_conditioning_schedule_validated(tmp_path):
     with pytest.raises(ExionError, match=r"cond_layers = 'once' is invalid: must be one of "
                                          r"batched, per-step"):

@@ -223,6 +223,9 @@ def _print(res):
         print("EPRE levers (not the default design; docs/evaluate.md \"EPRE levers\" says "
               "which are built): "
               + ", ".join(f"{k} = {v}" for k, v in lev.items()))
+    if s.get("cond_layers", sy.SCHEDULES["cond_layers"][0]) != sy.SCHEDULES["cond_layers"][0]:
+        print(f"cond_layers = {s['cond_layers']}: the step conditioning and the contexts' "
+              "K / V run in every step (the default runs them once, before the first step)")
     print(f"{'model':15}{'mode':6}{'latency':>12}{'energy':>11}{'speedup':>9}{'en.eff':>9}"
           f"{'util':>7}  bound           {'EPRE hidden':>11}")
     for name, e in res["models"].items():
