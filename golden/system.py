@@ -458,10 +458,7 @@ def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | 
     ``epre_levers`` = (``epre_fetch``, ``epre_keys``, ``epre_stage2``) of :data:`EPRE_LEVERS`
     (what-ifs of the EPRE; :data:`BUILT_LEVERS` is the RTL's design, whose ``per-block``
     keys are :func:`best_block`'s choice: here one concrete key path, default predicted).
-
-    ``context_kv`` false leaves out the cross-attention context's K / V projections (the
-    system's ``cond_layers = "batched"`` computes them once per generation:
-    :func:`context_kv_work`).
+    ``context_kv`` false leaves out the contexts' K / V (run once: :func:`context_kv_work`).
     """
     if mode not in bl.MODES:
         raise ExionError(f"mode {mode!r} is not one of {', '.join(bl.MODES)}")
@@ -984,6 +981,11 @@ def _residency(sysm: System, fp: dict, ffnr: bool) -> dict:
     return out
 
 
+#: The time totals and energy parts :func:`evaluate_model` sums over the iterations.
+_TIMES = ("latency_s", "latency_epre_hidden_s", "outside_s", "onchip_s", "offchip_s")
+_ENERGY_PARTS = ("mac", "shift_add", "sram", "gm", "offchip", "cfse", "leakage")
+
+
 def evaluate_model(sysm: System, model: Model, mode: str, *, seed: int = 0,
                    masks_kind: str = "column", progress=None,
                    split_heads: bool = True, ep_per_block: bool = True,
@@ -1004,15 +1006,15 @@ def evaluate_model(sysm: System, model: Model, mode: str, *, seed: int = 0,
     fp = _footprints(model, cfg, not per_step)
     res = _residency(sysm, fp, ffnr)
     kinds = [("dense", dense_mode, n_dense)] + ([("sparse", m, n_sparse)] if n_sparse else [])
-    tot = {"parts": {}, "latency_s": 0.0, "latency_epre_hidden_s": 0.0, "outside_s": 0.0, "onchip_s": 0.0, "offchip_s": 0.0, "macs": 0,
-           "energy": {k: 0.0 for k in ("mac", "shift_add", "sram", "gm", "offchip", "cfse",
-                                       "leakage")}}
+    tot = {"parts": {}, "macs": 0, "energy": dict.fromkeys(_ENERGY_PARTS, 0.0),
+           **dict.fromkeys(_TIMES, 0.0)}
     bound_time = {"compute": 0.0, "global memory": 0.0, "off-chip": 0.0}
     per_block = []
     Wb = cfg.width / 8
     # the layers outside the blocks a step runs (the step conditioning too if per step)
     o_macs = model.other_macs + (model.cond_macs if per_step else 0)
-    o_wbytes = (model.other_params + (model.cond_params if per_step else 0)) * Wb
+    o_params = model.other_params + (model.cond_params if per_step else 0)
+    o_wbytes = o_params * Wb
     # off chip, a step: the step's conditioning outputs, the spilled contexts' K / V
     cond_read = 0 if per_step else (res["cond_outputs"] * model.cond_outputs * COND_OUT_BYTES
                                     + res["context_kv"] * fp["context_kv"])
@@ -1091,16 +1093,8 @@ def evaluate_model(sysm: System, model: Model, mode: str, *, seed: int = 0,
         else:
             bound_time["compute"] += n_it * lat
         macs = act["useful_macs"] + o_macs
-        e = tot["energy"]
-        e["mac"] += n_it * macs * ENERGY["mac_int12"]
-        e["shift_add"] += n_it * act["shift_adds"] * ENERGY["shift_add"]
-        local = (cfg.imem_depth * cfg.width / 8 + cfg.wmem_depth * cfg.width / 8) / 2
-        e["sram"] += n_it * (act["sram_bytes"] + _outside_sram_bytes(cfg, o_macs)) \
-            * sram_pj_per_byte(local)
-        e["gm"] += n_it * (act["gm_bytes"] + o_wbytes) * ENERGY["gm_byte"]
-        e["offchip"] += n_it * off_bytes * sysm.offchip_pj_per_byte
-        e["cfse"] += n_it * act["cfse_elements"] * ENERGY["cfse_element"]
-        e["leakage"] += n_it * lat * sysm.leak_w * 1e12
+        _add_energy(tot["energy"], sysm, n_it, act, macs, _outside_sram_bytes(cfg, o_macs),
+                    o_wbytes, off_bytes, lat)
         tot["latency_s"] += n_it * lat
         tot["onchip_s"] += n_it * onchip
         tot["offchip_s"] += n_it * off_s
@@ -1130,8 +1124,7 @@ def evaluate_model(sysm: System, model: Model, mode: str, *, seed: int = 0,
             # layers outside transformer blocks (dense), reported separately; included in
             # the totals above
             "outside_blocks": {"macs_per_iteration": o_macs,
-                               "weight_params": model.other_params
-                               + (model.cond_params if per_step else 0),
+                               "weight_params": o_params,
                                "onchip_s": tot["outside_s"],
                                "mac_energy_j": S * o_macs * ENERGY["mac_int12"] * 1e-12,
                                "step_conditioning": {
@@ -1143,6 +1136,21 @@ def evaluate_model(sysm: System, model: Model, mode: str, *, seed: int = 0,
                                    "once": cond}},
             "iterations": {"total": S, "dense": n_dense, "sparse": n_sparse},
             "offchip_fraction": res, "footprint_bytes": fp, "blocks": per_block}
+
+
+def _add_energy(e: dict, sysm: System, n_it: int, act: dict, macs: float, sram_extra: float,
+                gm_extra: float, off_bytes: float, lat: float) -> None:
+    """Add ``n_it`` iterations' energy (pJ) to ``e``: the blocks' activity ``act`` plus the
+    outside layers' ``macs``, SRAM and global-memory bytes, the off-chip bytes, leakage."""
+    cfg = sysm.cfg
+    e["mac"] += n_it * macs * ENERGY["mac_int12"]
+    e["shift_add"] += n_it * act["shift_adds"] * ENERGY["shift_add"]
+    local = (cfg.imem_depth * cfg.width / 8 + cfg.wmem_depth * cfg.width / 8) / 2
+    e["sram"] += n_it * (act["sram_bytes"] + sram_extra) * sram_pj_per_byte(local)
+    e["gm"] += n_it * (act["gm_bytes"] + gm_extra) * ENERGY["gm_byte"]
+    e["offchip"] += n_it * off_bytes * sysm.offchip_pj_per_byte
+    e["cfse"] += n_it * act["cfse_elements"] * ENERGY["cfse_element"]
+    e["leakage"] += n_it * lat * sysm.leak_w * 1e12
 
 
 def _outside_sram_bytes(cfg: Config, macs: float) -> float:
@@ -1173,13 +1181,9 @@ def _cond_once(sysm: System, model: Model, res: dict, tot: dict, bound_time: dic
     off_s = off_bytes / (sysm.offchip_gb_per_s * 1e9)
     lat = max(on_s, off_s)
     bound_time["off-chip" if off_s > on_s else "compute"] += lat
-    local = (cfg.imem_depth * cfg.width / 8 + cfg.wmem_depth * cfg.width / 8) / 2
-    e = tot["energy"]
-    e["mac"] += macs * ENERGY["mac_int12"]
-    e["sram"] += _outside_sram_bytes(cfg, macs) * sram_pj_per_byte(local)
-    e["gm"] += (w_bytes + ctx["outputs"] * Wb) * ENERGY["gm_byte"]
-    e["offchip"] += off_bytes * sysm.offchip_pj_per_byte
-    e["leakage"] += lat * sysm.leak_w * 1e12
+    none = dict.fromkeys(("shift_adds", "sram_bytes", "gm_bytes", "cfse_elements"), 0.0)
+    _add_energy(tot["energy"], sysm, 1, none, macs, _outside_sram_bytes(cfg, macs),
+                w_bytes + ctx["outputs"] * Wb, off_bytes, lat)
     for k, v in (("latency_s", lat), ("onchip_s", on_s), ("offchip_s", off_s),
                  ("macs", macs), ("outside_s", on_s)):
         tot[k] += v
