@@ -98,7 +98,7 @@ __all__ = ["OPS", "item_beats", "desc_beats", "overhead", "descriptor_cycles",
            "EPRE_INTERLOCKED", "ENGINE_INTERLOCKED", "gemm_load", "gelu_omem_body",
            "omem_store_body",
            "GELU_OMEM_FIXED", "komem_body", "store_ktee_body", "kload_packed_body",
-           "krow_beats",
+           "krow_beats", "kh_words",
            "program_cycles"]
 
 #: op codes (hw/dsc.py's ``OPS``; tests/test_dsc_rtl.py checks they agree)
@@ -133,13 +133,19 @@ def item_beats(cfg: Config, bus_bits: int) -> dict:
             "smx": math.ceil(17 * cfg.lanes / bus_bits),
             "eword": math.ceil(16 * cfg.epre_lane_count / bus_bits),
             "emask": math.ceil(epre_mask_bits(cfg) / bus_bits),
-            "krow": math.ceil(cfg.width * cfg.dsc_epre_dims[2] / bus_bits)}
+            "krow": krow_beats(cfg, cfg.dsc_epre_dims[2], bus_bits)}
 
 
 def krow_beats(cfg: Config, d_head: int, bus_bits: int) -> int:
     """Beats of one EPRE_KLOAD ``kpack`` key row: d_head W-bit elements packed from bit 0
     (hw/dsc.py ``kl_per``)."""
     return math.ceil(int(d_head) * cfg.width / bus_bits)
+
+
+def kh_words(cfg: Config, d_head: int) -> int:
+    """Kh-bank words of one key of ``d_head`` elements: ``ceil(d_head / Le)`` (a descriptor's
+    ``h_words`` as the host writes it)."""
+    return -(-int(d_head) // cfg.epre_lane_count)
 
 
 def kload_packed_body(n_keys: int, per: int, h_words: int, rows: int) -> int:
@@ -299,8 +305,8 @@ def komem_body(cfg: Config, count: int, glen: int, h_words: int | None = None) -
     R; per row block one OMEM read a column of its ``glen`` = d_head, one cycle for the last
     column's capture, then ``h_words`` Kh-bank writes a key row (the descriptor's field, as
     the RTL takes it; default ``ceil(d_head / Le)``, what the host writes)."""
-    R, Le = cfg.rows, cfg.epre_lane_count
-    hw = -(-glen // Le) if h_words is None else h_words
+    R = cfg.rows
+    hw = kh_words(cfg, glen) if h_words is None else h_words
     return sum(glen + 1 + min(R, count - t0) * hw for t0 in range(0, max(0, count), R))
 
 

@@ -79,7 +79,7 @@ from exion.errors import ExionError
 
 from . import block as bl
 from .cycles import epre_phase_cycles
-from .dsc_cycles import kload_packed_body, komem_body, krow_beats
+from .dsc_cycles import kh_words, kload_packed_body, komem_body, krow_beats
 from .dsc_cycles import overhead as dsc_overhead
 from .projections import (epre_schedule, epre_schedule_db, epre_schedule_k, epre_schedule_komem,
                           epre_schedule_q)
@@ -700,11 +700,11 @@ def _epre_sched(cfg: Config, g, prefix: str, names, blk: Block, h_eval: int,
         fetch = math.ceil(max(0.0, fetch - slack))
     kload, kload_packed, komem = 0, 0, 0
     Le = cfg.epre_lane_count
-    k_words = T * math.ceil(dh / Le) * Le * 2 / bw      # a head's K_h as EPRE words
+    k_words = T * kh_words(cfg, dh) * Le * 2 / bw      # a head's K_h as EPRE words
 
     def key_rows(n):  # n keys as EPRE_KLOAD kpack's key rows, beats of the port's bw bytes
         return (dsc_overhead(8 * bw) + kload_packed_body(n, krow_beats(cfg, dh, 8 * bw),
-                                                         math.ceil(dh / Le), cfg.rows)
+                                                         kh_words(cfg, dh), cfg.rows)
                 if n else 0)
     if keys == "sdue-port":           # every K_h row over the port, per head and chunk
         kload, kload_packed = math.ceil(k_words), key_rows(T)
@@ -932,15 +932,8 @@ def block_on_system(sysm: System, r: dict) -> dict:
 def context_kv_work(model: Model) -> dict:
     """The cross-attention contexts' K / V projections of one step, all blocks: ``macs``,
     ``params`` (their weights) and ``outputs`` (K and V values of every distinct context)."""
-    out = {"macs": 0, "params": 0, "outputs": 0}
-    for b in model.blocks:
-        if b.context is not None:
-            Tc, dc = b.context
-            hd = b.heads * b.d_head
-            out["macs"] += b.count * b.contexts * Tc * dc * 2 * hd
-            out["params"] += b.count * 2 * dc * hd
-            out["outputs"] += b.count * b.contexts * Tc * 2 * hd
-    return out
+    return {k: sum(b.count * b.context_kv[k] for b in model.blocks)
+            for k in ("macs", "params", "outputs")}
 
 
 def _footprints(model: Model, cfg: Config, batched: bool = False) -> dict:

@@ -59,11 +59,22 @@ class Block:
                 "ffn": self.ffn, "d_head": self.d_head}
 
     @property
+    def context_kv(self) -> dict:
+        """The cross-attention contexts' K / V projections of one instance (every distinct
+        context): ``macs``, ``params`` (their weights) and ``outputs`` (K and V values);
+        zeros without a context."""
+        if self.context is None:
+            return {"macs": 0, "params": 0, "outputs": 0}
+        Tc, dc = self.context
+        return {"macs": self.contexts * 2 * Tc * dc * self.d, "params": 2 * dc * self.d,
+                "outputs": self.contexts * Tc * 2 * self.d}
+
+    @property
     def weight_params(self) -> int:
         """Weights of one instance: Q, K, V, O (+ cross Q, K, V, O) + FFN."""
         w = 4 * self.d * self.d * (2 if self.self_attn2 else 1)
         if self.context is not None:
-            w += 2 * self.d * self.d + 2 * self.context[1] * self.d
+            w += 2 * self.d * self.d + self.context_kv["params"]
         w += self.d * self.ffn * (2 if self.geglu else 1) + self.ffn * self.d
         return w
 
@@ -74,8 +85,8 @@ class Block:
         att = 4 * T * d * d + 2 * T * T * d
         macs = b * att * (2 if self.self_attn2 else 1)
         if self.context is not None:
-            Tc, dc = self.context
-            macs += b * (2 * T * d * d + 2 * T * Tc * d) + self.contexts * 2 * Tc * dc * d
+            Tc = self.context[0]
+            macs += b * (2 * T * d * d + 2 * T * Tc * d) + self.context_kv["macs"]
         macs += b * T * F * d * (3 if self.geglu else 2)
         return macs
 

@@ -35,6 +35,7 @@ import numpy as np
 from exion.config import CAU_COLS_PER_CYCLE, Config
 from exion.errors import ExionError
 from exion.golden.conmerge import conmerge
+from exion.golden.dsc_cycles import kh_words, krow_beats
 
 from .gemm_rtl import GemmCase, assemble, plan_tiles
 from .payload import pack
@@ -278,7 +279,7 @@ class PredictJob:
         acc = np.asarray(self.k_acc[h], np.int64)
         sh = (self.k_shift or [None] * len(self.k_acc))[h]
         return {"shift": stage1_shift(acc, cfg.width) if sh is None else int(sh),
-                "h_words": -(-acc.shape[1] // cfg.epre_lane_count), "glen": acc.shape[1]}
+                "h_words": kh_words(cfg, acc.shape[1]), "glen": acc.shape[1]}
 
 
 def epre_fits(cfg: Config, n: int, d: int, d_head: int) -> bool:
@@ -1439,13 +1440,12 @@ def _kload_rows_desc(cfg: Config, job: PredictJob, keys: np.ndarray, data: _Imag
     """EPRE_KLOAD with ``kpack`` of one head's exact keys (N_k, d_head): key t's row, its
     d_head W-bit elements packed (element c at bits ``c W``, ``ceil(d_head W / D)`` beats),
     into the Kh banks from word 0 (key t to bank ``t mod U`` at ``(t // U) h_words``)."""
-    from exion.golden.dsc_cycles import krow_beats
     from exion.hw.dsc import OPS
     keys = np.asarray(keys, np.int64)
     n_k, dh = keys.shape
     per = krow_beats(cfg, dh, 8 * bb)
     return {"op": OPS["EPRE_KLOAD"], "count": n_k, "glen": dh, "kpack": 1, "ubase": 0,
-            "h_words": -(-dh // cfg.epre_lane_count), "job": job.name,
+            "h_words": kh_words(cfg, dh), "job": job.name,
             "src": data.alloc(n_k * per * bb, _packed(keys, cfg.width, per * bb))}
 
 
@@ -1502,7 +1502,7 @@ def ktee_gap(cfg: Config, d_head: int, per_omem: int) -> int:
     next, so that a block's ``R * h_words`` Kh writes are done before the next window's
     first column is latched (an address every ``max(per_omem, 2)`` cycles): the tile's
     columns past K_h in a row block, at least."""
-    hw = -(-d_head // cfg.epre_lane_count)
+    hw = kh_words(cfg, d_head)
     return max(0, -(-(cfg.rows * hw + 1) // max(per_omem, 2)) - 1)
 
 
@@ -1723,7 +1723,6 @@ def gemm_bodies(descs: list, durations: list, engine: list, bus_bits: int) -> li
 
 def program_beats(cfg: Config, prog: DscProgram) -> int:
     """Bus beats the program moves (descriptor fetches included)."""
-    from exion.golden.dsc_cycles import krow_beats
     from exion.hw.dsc import OPS, item_beats
     ib = item_beats(cfg, prog.bus_bits)
     per = {OPS["IMEM_LOAD"]: ib["oword"], OPS["GMEM_LOAD"]: ib["oword"],
