@@ -41,7 +41,9 @@ whose figures are not changed here (docs/evaluate.md has the whole model):
 * **Off-chip** [choice]: the global memory (``gm_mb``) holds, in this priority, the
   activations of the running block, the FFN-Reuse caches (H_d, Y_d of every block), what
   the step conditioning computed before the first step (the contexts' K / V, the steps'
-  conditioning outputs), then as much of the weights as fits (resident for the whole run).
+  conditioning outputs), then as much of the weights a step reads as fits (resident for
+  the whole run), then the weights only that pass reads (2026-12-07, last: until then
+  they counted among the step's and took its room).
   What does not fit is read from off-chip memory every iteration it is used (weights: the
   fraction not resident, of the weight bytes each GEMM fetches; caches: their preload reads
   (``GemmFlow.preload_bytes``) and dense writes; activations: the non-resident fraction of
@@ -50,11 +52,14 @@ whose figures are not changed here (docs/evaluate.md has the whole model):
   off-chip bandwidth)``.
 * **Step conditioning** [choice, :data:`SCHEDULES`]: layers whose input is only the
   timestep and the condition run before the first step (``cond_layers = "batched"``, the
-  default), their weights crossing the port once: DiT's adaLN modulation
-  (``Model.cond_macs``) for every step at once, each step reading its own outputs; the
-  cross-attention contexts' K / V projections once (the context does not change over the
-  steps). Their outputs are kept in the global memory after the activations and the
-  FFN-Reuse caches, the rest off chip. ``per-step`` prices them in every step.
+  default), their weights crossing the port once: the step conditioning
+  (``Model.cond_macs``: DiT's adaLN modulation, the UNets' time embedding and its
+  ResBlock projections, EDGE's FiLM layers) for every step at once, each step reading its
+  own outputs; the condition encoder (``Model.enc_macs``: EDGE's music encoder, the text
+  projections) and the cross-attention contexts' K / V projections once (the condition
+  does not change over the steps). Their outputs are kept in the global memory after the
+  activations and the FFN-Reuse caches, the rest off chip. ``per-step`` prices them in
+  every step.
 * **Bound** of an iteration: ``off-chip`` if the off-chip time is the larger, else
   ``global memory`` if the GEMM cycles of memory-bound GEMMs outweigh those of compute-bound
   ones, else ``compute``.
@@ -214,13 +219,14 @@ LEVERS = {**EPRE_LEVERS, **SYSTEM_LEVERS}
 #: ``cond_layers`` [choice, 2026-12-07]: layers whose input is only the timestep and the
 #: condition. ``batched`` runs them before the first step, their weights fetched once: the
 #: step conditioning (``Model.cond_macs``: DiT's adaLN modulation, a third of its weights)
-#: for all S steps (and both predictions when guided) as one GEMM of S tokens (outputs:
-#: ``cond_outputs`` values of ``COND_OUT_BYTES`` a step, each step reading its own); and the
-#: cross-attention contexts' K / V projections (constant over the steps) once
-#: (:func:`context_kv_work`). Their outputs stay in the global memory where they fit, after
-#: the activations and the FFN-Reuse caches, else off chip (:func:`_residency`).
-#: ``per-step`` runs both in every step, as the models' samplers do, weights fetched every
-#: step. The GPU estimate takes the same schedule.
+#: for all S steps (and both predictions when guided, unless ``cond_shared``) as one GEMM
+#: of S tokens (outputs: ``cond_outputs`` values of ``COND_OUT_BYTES`` a step, each step
+#: reading its own); the condition encoder (``Model.enc_macs``) and the cross-attention
+#: contexts' K / V projections (constant over the steps) once (:func:`context_kv_work`).
+#: Their outputs stay in the global memory where they fit, after the activations and the
+#: FFN-Reuse caches, else off chip; their weights, read by that pass alone, come last
+#: (:func:`_residency`). ``per-step`` runs all of them in every step, as the models'
+#: samplers do, weights fetched every step. The GPU estimate takes the same schedule.
 SCHEDULES = {"cond_layers": ("batched", "per-step")}
 #: Bytes of one step-conditioning output (16 bits: the CFSE's width for modulations).
 COND_OUT_BYTES = 2
@@ -937,9 +943,11 @@ def context_kv_work(model: Model) -> dict:
 
 
 def _footprints(model: Model, cfg: Config, batched: bool = False) -> dict:
-    """Bytes of the weights, the largest block's activations, the FFN-Reuse caches and,
-    when they are computed once (``batched``), every block's contexts' K / V and every
-    step's conditioning outputs."""
+    """Bytes of the weights a step reads, the largest block's activations, the FFN-Reuse
+    caches and, when they are computed once (``batched``), every block's contexts' K / V,
+    every step's conditioning outputs and the weights only the once pass reads
+    (``once_weights``: the step conditioning's, the condition encoder's and the contexts'
+    K / V projections'; per step they are weights of the step)."""
     Wb = cfg.width / 8
     act = max(b.batch * b.T * (4 * b.d + b.ffn * (2 if b.geglu else 1)) * Wb
               + min(b.T, HEAD_SAMPLE_T) * b.T * Wb for b in model.blocks)
@@ -947,14 +955,16 @@ def _footprints(model: Model, cfg: Config, batched: bool = False) -> dict:
                 for b in model.blocks)
     kv = context_kv_work(model)["outputs"] * Wb if batched else 0.0
     co = model.iterations * model.cond_outputs * COND_OUT_BYTES if batched else 0.0
-    return {"weights": model.params * Wb, "activations": act, "ffnr_caches": cache,
-            "context_kv": kv, "cond_outputs": co}
+    once = (model.cond_params + model.enc_params + context_kv_work(model)["params"]) \
+        if batched else 0
+    return {"weights": (model.params - once) * Wb, "activations": act, "ffnr_caches": cache,
+            "context_kv": kv, "cond_outputs": co, "once_weights": once * Wb}
 
 
 def _residency(sysm: System, fp: dict, ffnr: bool) -> dict:
     """Fractions of activations, caches, the contexts' K / V and the step conditioning's
-    outputs (computed once), and weights that live off chip [choice, module doc], placed in
-    that order.
+    outputs (computed once), the weights a step reads and the weights only the once pass
+    reads that live off chip [choice, module doc], placed in that order.
 
     Each is spilled in proportion to what does not fit (issue 19 follow-up: the activations
     too; they were all-or-nothing, which sent all of SD's and VideoCrafter2's operand traffic
@@ -967,7 +977,7 @@ def _residency(sysm: System, fp: dict, ffnr: bool) -> dict:
     f_cache = 0.0 if cache <= left else (1 - left / cache)
     left = max(0.0, left - cache)
     out = {"activations": f_act, "ffnr_caches": f_cache}
-    for key in ("context_kv", "cond_outputs", "weights"):
+    for key in ("context_kv", "cond_outputs", "weights", "once_weights"):
         x = fp.get(key, 0.0)
         out[key] = 0.0 if x <= left else (1 - left / x)
         left = max(0.0, left - x)
@@ -1004,9 +1014,10 @@ def evaluate_model(sysm: System, model: Model, mode: str, *, seed: int = 0,
     bound_time = {"compute": 0.0, "global memory": 0.0, "off-chip": 0.0}
     per_block = []
     Wb = cfg.width / 8
-    # the layers outside the blocks a step runs (the step conditioning too if per step)
-    o_macs = model.other_macs + (model.cond_macs if per_step else 0)
-    o_params = model.other_params + (model.cond_params if per_step else 0)
+    # the layers outside the blocks a step runs (the step conditioning and the condition
+    # encoder too if per step)
+    o_macs = model.other_macs + (model.cond_macs + model.enc_macs if per_step else 0)
+    o_params = model.other_params + (model.cond_params + model.enc_params if per_step else 0)
     o_wbytes = o_params * Wb
     # off chip, a step: the step's conditioning outputs, the spilled contexts' K / V
     cond_read = 0 if per_step else (res["cond_outputs"] * model.cond_outputs * COND_OUT_BYTES
@@ -1126,6 +1137,8 @@ def evaluate_model(sysm: System, model: Model, mode: str, *, seed: int = 0,
                                    "weight_params": model.cond_params,
                                    "outputs_per_step": model.cond_outputs,
                                    "context_kv": context_kv_work(model),
+                                   "condition_encoder": {"macs": model.enc_macs,
+                                                         "weight_params": model.enc_params},
                                    "once": cond}},
             "iterations": {"total": S, "dense": n_dense, "sparse": n_sparse},
             "offchip_fraction": res, "footprint_bytes": fp, "blocks": per_block}
@@ -1153,22 +1166,25 @@ def _outside_sram_bytes(cfg: Config, macs: float) -> float:
 
 def _cond_once(sysm: System, model: Model, res: dict, tot: dict, bound_time: dict):
     """What ``cond_layers = "batched"`` runs before the first step: the step conditioning of
-    every step (one GEMM of S x ``cond_macs`` MACs) and the contexts' K / V projections
-    (once: the contexts do not change; :func:`context_kv_work`). Their outputs stay in the
+    every step (one GEMM of S x ``cond_macs`` MACs), the condition encoder and the
+    contexts' K / V projections (once: the condition does not change;
+    :func:`context_kv_work`; the encoder's outputs feed them and the step conditioning
+    within the pass). Their outputs stay in the
     global memory after the activations and the FFN-Reuse caches (:func:`_residency`); the
     fraction that does not fit is written off chip and read back every step (its share: a
     step's conditioning, all the K / V). Dense at the cores' peak, their weights read once
-    (off chip the fraction not resident, through the global memory). Adds the pass to
+    (off chip the fraction of ``once_weights`` not resident, through the global memory).
+    Adds the pass to
     ``tot`` and ``bound_time`` and returns its figures (None if the model has neither)."""
     ctx = context_kv_work(model)
-    if not model.cond_macs and not ctx["macs"]:
+    if not model.cond_macs and not ctx["macs"] and not model.enc_macs:
         return None
     cfg = sysm.cfg
     Wb = cfg.width / 8
-    macs = model.iterations * model.cond_macs + ctx["macs"]
-    w_bytes = (model.cond_params + ctx["params"]) * Wb
+    macs = model.iterations * model.cond_macs + ctx["macs"] + model.enc_macs
+    w_bytes = (model.cond_params + ctx["params"] + model.enc_params) * Wb
     on_s = macs / (cfg.peak_macs * sysm.dscs) / sysm.hz
-    off_bytes = res["weights"] * w_bytes \
+    off_bytes = res["once_weights"] * w_bytes \
         + res["cond_outputs"] * model.iterations * model.cond_outputs * COND_OUT_BYTES \
         + res["context_kv"] * ctx["outputs"] * Wb
     off_s = off_bytes / (sysm.offchip_gb_per_s * 1e9)
@@ -1182,7 +1198,7 @@ def _cond_once(sysm: System, model: Model, res: dict, tot: dict, bound_time: dic
         tot[k] += v
     tot["parts"]["outside"] = tot["parts"].get("outside", 0.0) + on_s
     return {"latency_s": lat, "onchip_s": on_s, "offchip_s": off_s, "offchip_bytes": off_bytes,
-            "macs": macs, "context_kv_macs": ctx["macs"]}
+            "macs": macs, "context_kv_macs": ctx["macs"], "encoder_macs": model.enc_macs}
 
 
 # ---- GPU roofline ---------------------------------------------------------------------------
@@ -1192,8 +1208,8 @@ def gpu_estimate(model: Model, gpu: str, cond_layers: str = SCHEDULES["cond_laye
     sparsity): per GEMM max(2 MACs / peak, (A + B + C bytes) / bandwidth); the layers outside
     the blocks as one GEMM of their MACs and weights; on the system's schedule
     (``cond_layers``) the step conditioning of every step at once, its outputs read back a
-    step, and the contexts' K / V once (``batched``), or both every step; energy = power x
-    time."""
+    step, the condition encoder and the contexts' K / V once (``batched``), or all of them
+    every step; energy = power x time."""
     if cond_layers not in SCHEDULES["cond_layers"]:
         raise ExionError(f"cond_layers = {cond_layers!r} is invalid: must be one of "
                          f"{', '.join(SCHEDULES['cond_layers'])}")
@@ -1221,15 +1237,17 @@ def gpu_estimate(model: Model, gpu: str, cond_layers: str = SCHEDULES["cond_laye
             x += gemm(T, Tc, dh, B * H) + gemm(T, dh, Tc, B * H)
         x += gemm(B * T, F * (2 if b.geglu else 1), d) + gemm(B * T, d, F)
         t += b.count * x
-    t += max(2 * (model.other_macs + per_step * model.cond_macs) / g["ops_per_s"],
-             (model.other_params + per_step * model.cond_params) * be / g["bytes_per_s"])
+    o_macs = model.other_macs + per_step * (model.cond_macs + model.enc_macs)
+    o_params = model.other_params + per_step * (model.cond_params + model.enc_params)
+    t += max(2 * o_macs / g["ops_per_s"], o_params * be / g["bytes_per_s"])
     if not per_step:
         t += model.cond_outputs * be / g["bytes_per_s"]
     t *= model.iterations
-    if not per_step and model.cond_macs:
+    if not per_step and (model.cond_macs or model.enc_macs):
         S = model.iterations
-        once += max(2 * S * model.cond_macs / g["ops_per_s"],
-                    (model.cond_params + S * model.cond_outputs) * be / g["bytes_per_s"])
+        once += max(2 * (S * model.cond_macs + model.enc_macs) / g["ops_per_s"],
+                    (model.cond_params + model.enc_params + S * model.cond_outputs) * be
+                    / g["bytes_per_s"])
     t += once
     return {"gpu": g["name"], "latency_s": t, "energy_j": t * g["watts"],
             "estimate": "roofline (ideal: peak compute or full bandwidth per GEMM)"}

@@ -61,6 +61,85 @@ def test_sd_unet_size_matches_the_paper():
     assert [b.T for b in m.blocks] == [4096, 1024, 256, 64]
 
 
+#: Weights and dense MACs of one network evaluation counted from each model's released code
+#: (its config and module constructors; commits and per-layer tables in docs/evaluate.md,
+#: section 4), independently of golden/workloads_sys.py
+RELEASED = {"mld": (8_060_928, 23.30e6), "mdm": (17_832_960, 3.6766e9),
+            "edge": (49_273_856, 5.2387e9), "make-an-audio": (160_053_760, 46.67e9),
+            "sd": (859_077_120, 401.63e9), "videocrafter2": (1_412_300_000, 6260.8e9)}
+
+
+@pytest.mark.parametrize("name", sorted(RELEASED))
+def test_workload_sizes_match_the_released_code(name):
+    # within 2 %: the UNets' up-level ResBlock inputs are approximated (2c), MLD's skip
+    # projections and MDM's first-layer condition token are counted as plain layers
+    params, macs = RELEASED[name]
+    m = ws.MODELS[name]
+    assert abs(m.params / params - 1) < 0.02
+    assert abs(m.step_macs / macs - 1) < 0.02
+
+
+def test_step_conditioning_and_condition_encoder_by_hand():
+    # SD v1: the time embedding 320 -> 1280 -> 1280 and each ResBlock's 1280 -> C (2 down
+    # and 3 up per level, 2 in the middle), one token a step; shared by a guided step's
+    # evaluations (its input is the timestep only)
+    sd = ws.MODELS["sd"]
+    res = 5 * (320 + 640 + 1280 + 1280) + 2 * 1280
+    assert res == 20_160
+    assert sd.cond_params == sd.cond_macs == 320 * 1280 + 1280 * 1280 + 1280 * res
+    assert (sd.cond_outputs, sd.cond_shared, sd.enc_macs) == (res, True, 0)
+    # Make-an-Audio: two levels (320, 640), the middle at 640
+    maa = ws.MODELS["make-an-audio"]
+    assert maa.cond_outputs == 5 * (320 + 640) + 2 * 640
+    assert [b.T for b in maa.blocks] == [780, 195, 195]
+    # EDGE: the music encoder (the 4800 -> 512 projection of 150 frames, two encoder layers
+    # of d 512 / FF 1024 over 150 tokens, the pooled 2 x 512 x 512) once
+    edge = ws.MODELS["edge"]
+    layer = 150 * (4 * 512 * 512 + 2 * 512 * 1024) + 2 * 150 * 150 * 512
+    assert edge.enc_macs == 150 * 4800 * 512 + 2 * layer + 2 * 512 * 512
+    assert not edge.cond_shared
+    # guided: the blocks and outside layers twice, the conditioning once when shared, the
+    # encoder once
+    for m in (sd, edge):
+        g = ws.guided(m)
+        c = 1 if m.cond_shared else 2
+        assert g.step_macs == 2 * (m.block_macs + m.other_macs) + c * m.cond_macs + m.enc_macs
+        assert g.enc_params == m.enc_params
+
+
+def test_condition_encoder_runs_once_by_hand():
+    # the tiny model with a condition encoder of 2e8 MACs on 1e6 weights: batched, one
+    # pass of it (with no step conditioning: the once pass is the encoder alone); per step,
+    # an outside layer of S = 6 times those MACs. 1 core x 4096 MACs at 800 MHz
+    one = replace(sy.SYSTEMS["exion4"], dscs=1)
+    enc = _tiny_model(enc_macs=2 * 10 ** 8, enc_params=10 ** 6)
+    plain = _tiny_model()
+    b, p = sy.evaluate_model(one, enc, "Base"), sy.evaluate_model(one, plain, "Base")
+    once = b["outside_blocks"]["step_conditioning"]["once"]
+    assert once["encoder_macs"] == 2 * 10 ** 8
+    assert once["onchip_s"] == pytest.approx(2e8 / 4096 / 800e6)
+    assert b["macs"] == p["macs"] + 2 * 10 ** 8
+    assert b["latency_s"] == pytest.approx(p["latency_s"] + once["latency_s"])
+    assert b["outside_blocks"]["step_conditioning"]["condition_encoder"] == \
+        {"macs": 2 * 10 ** 8, "weight_params": 10 ** 6}
+    per = sy.evaluate_model(replace(one, cond_layers="per-step"), enc, "Base")
+    folded = sy.evaluate_model(one, _tiny_model(other_macs=2 * 10 ** 8, other_params=10 ** 6),
+                               "Base")
+    for key in ("latency_s", "energy_j", "macs"):
+        assert per[key] == pytest.approx(folded[key], rel=1e-12), key
+    assert per["macs"] == p["macs"] + 6 * 2 * 10 ** 8
+    # guided: still once
+    g = sy.evaluate_model(one, ws.guided(enc), "Base")
+    assert g["outside_blocks"]["step_conditioning"]["once"]["encoder_macs"] == 2 * 10 ** 8
+    # the GPU estimate: once, by the roofline of its MACs and weights (RTX: 91.1 TFLOPS)
+    gb, gp = (sy.gpu_estimate(enc, "rtx6000ada", c)["latency_s"]
+              for c in ("batched", "per-step"))
+    g0 = sy.gpu_estimate(plain, "rtx6000ada")["latency_s"]
+    e1 = max(2 * 2e8 / 91.1e12, 1e6 * 2 / 960e9)
+    assert gb - g0 == pytest.approx(e1, rel=1e-9)
+    assert gp - g0 > 5 * e1
+
+
 def test_sram_energy_sqrt_rule():
     e8 = sy.ENERGY["sram_8kb_byte"]
     assert sy.sram_pj_per_byte(8192) == pytest.approx(e8)
@@ -93,7 +172,7 @@ def test_residency_priorities_by_hand():
     fp = {"activations": 0.5 * mib, "ffnr_caches": 0.25 * mib, "weights": 1.0 * mib}
     r = sy._residency(s, fp, ffnr=True)
     assert r == {"activations": 0.0, "ffnr_caches": 0.0, "context_kv": 0.0,
-                 "cond_outputs": 0.0, "weights": pytest.approx(0.75)}
+                 "cond_outputs": 0.0, "weights": pytest.approx(0.75), "once_weights": 0.0}
     # without FFN-Reuse the caches take nothing: 0.5 MiB left -> 50 %
     assert sy._residency(s, fp, ffnr=False)["weights"] == pytest.approx(0.5)
     # activations that do not fit spill in proportion (0.25 of 0.5 MiB -> 50 % off chip),
@@ -101,7 +180,8 @@ def test_residency_priorities_by_hand():
     s2 = replace(s, gm_mb=0.25)
     assert sy._residency(s2, fp, ffnr=True) == {"activations": pytest.approx(0.5),
                                                  "ffnr_caches": 1.0, "context_kv": 0.0,
-                                                 "cond_outputs": 0.0, "weights": 1.0}
+                                                 "cond_outputs": 0.0, "weights": 1.0,
+                                                 "once_weights": 0.0}
     # the contexts' K / V and the step conditioning's outputs (computed once) come after
     # the caches, before the weights: 0.125
     # MiB of them fit in the 0.25 MiB left, and 0.125 MiB of weights -> 87.5 % off chip;
@@ -113,6 +193,35 @@ def test_residency_priorities_by_hand():
     r = sy._residency(s, {**fp, "context_kv": 0.125 * mib, "cond_outputs": 0.5 * mib},
                       ffnr=True)
     assert (r["cond_outputs"], r["weights"]) == (pytest.approx(0.75), 1.0)
+    # the weights only the once pass reads come last: 0.125 MiB of weights a step reads
+    # leave 0.125 MiB for 0.5 MiB of them -> 75 % off chip; with 1 MiB, none on chip
+    r = sy._residency(s, {**fp, "weights": 0.125 * mib, "once_weights": 0.5 * mib},
+                      ffnr=True)
+    assert (r["weights"], r["once_weights"]) == (0.0, pytest.approx(0.75))
+    r = sy._residency(s, {**fp, "once_weights": 0.5 * mib}, ffnr=True)
+    assert (r["weights"], r["once_weights"]) == (pytest.approx(0.75), 1.0)
+
+
+def test_once_weights_leave_room_for_the_step():
+    # batched, the weights only the once pass reads (step conditioning, condition encoder,
+    # the contexts' K / V projections) are a footprint item of their own: the step's
+    # weights are the rest. EDGE: 49.3 M weights of which the per-step ones are the blocks
+    # without their contexts' K / V and the pose projections
+    m = ws.MODELS["edge"]
+    cfg = sy.SYSTEMS["exion24"].cfg
+    fp = sy._footprints(m, cfg, batched=True)
+    blk = m.blocks[0]
+    step = blk.count * (blk.weight_params - blk.context_kv["params"]) + m.other_params
+    assert fp["weights"] == step * 1.5
+    assert fp["once_weights"] == (m.cond_params + m.enc_params
+                                  + blk.count * blk.context_kv["params"]) * 1.5
+    per = sy._footprints(m, cfg, batched=False)
+    assert (per["weights"], per["once_weights"]) == (m.params * 1.5, 0)
+    # EDGE's step weights (32 MB) fit the 64 MB of EXION-24 beside the rest, so no step
+    # reads a weight off chip; counted with the once-only ones (74 MB) they did not
+    r = sy.evaluate_model(sy.SYSTEMS["exion24"], m, "Base")
+    assert r["offchip_fraction"]["weights"] == 0.0
+    assert r["offchip_fraction"]["once_weights"] > 0.0
 
 
 def test_iteration_split():
@@ -281,9 +390,9 @@ def test_dit_conditioning_weights_fetched_once():
     g_p = sy.gpu_estimate(m, "orin-nano", "per-step")
     assert g_b["latency_s"] < g_p["latency_s"]
     # a model without conditioning does not depend on the schedule
-    mdm = ws.MODELS["mdm"]
-    assert sy.gpu_estimate(mdm, "orin-nano")["latency_s"] == \
-        sy.gpu_estimate(mdm, "orin-nano", "per-step")["latency_s"]
+    t = _tiny_model()
+    assert sy.gpu_estimate(t, "orin-nano")["latency_s"] == \
+        sy.gpu_estimate(t, "orin-nano", "per-step")["latency_s"]
     with pytest.raises(ExionError, match="cond_layers = 'x' is invalid"):
         sy.gpu_estimate(m, "orin-nano", "x")
 
@@ -325,7 +434,8 @@ def test_context_kv_computed_once_by_hand():
     g = sy.evaluate_model(one, ws.guided(m), "Base")
     assert g["outside_blocks"]["step_conditioning"]["once"]["context_kv_macs"] == 2 * kv
     # the GPU estimate: without the per-step K / V, by the roofline of that GEMM
-    edge = ws.MODELS["edge"]
+    edge = replace(ws.MODELS["edge"], cond_macs=0, cond_params=0, cond_outputs=0,
+                   enc_macs=0, enc_params=0)         # its K / V alone
     gb, gp = (sy.gpu_estimate(edge, "rtx6000ada", c)["latency_s"]
               for c in ("batched", "per-step"))
     G = sy.GPUS["rtx6000ada"]
@@ -606,11 +716,14 @@ def test_ordering_check_can_fail(monkeypatch):
 # ---- classifier-free guidance (exion evaluate --guidance) ---------------------------------
 def test_guided_doubles_work_not_weights():
     # every block runs twice its sequences, each cross-attention twice its contexts, the
-    # layers outside the blocks twice their MACs; the weights are the same
+    # layers outside the blocks twice their MACs, the step conditioning twice unless the
+    # evaluations share it, the condition encoder once; the weights are the same
     for m in ws.MODELS.values():
         g = ws.guided(m)
-        assert g.step_macs == 2 * m.step_macs, m.name
-        assert g.cond_outputs == 2 * m.cond_outputs, m.name
+        c = 1 if m.cond_shared else 2
+        assert g.step_macs == 2 * (m.block_macs + m.other_macs) + c * m.cond_macs \
+            + m.enc_macs, m.name
+        assert g.cond_outputs == c * m.cond_outputs, m.name
         assert g.params == m.params, m.name
         assert [b.batch for b in g.blocks] == [2 * b.batch for b in m.blocks]
     # by hand: the cross-attention block of test_block_dense_macs_by_hand, guided: two
@@ -651,8 +764,12 @@ def test_cli_guidance_flag(tmp_path, capsys):
     d = json.loads(out.read_text())
     assert d["guidance"] is True and d["models"]["mld"]["network_evals_per_step"] == 2
     assert "classifier-free guidance" in capsys.readouterr().out
-    plain = sy.evaluate_model(sy.SYSTEMS["exion4"], ws.MODELS["mld"], "Base")
-    assert d["models"]["mld"]["modes"]["Base"]["macs"] == 2 * plain["macs"]
+    mld = ws.MODELS["mld"]
+    plain = sy.evaluate_model(sy.SYSTEMS["exion4"], mld, "Base")
+    # twice the work but the shared step conditioning (S steps) and the encoder (once)
+    assert mld.cond_shared
+    assert d["models"]["mld"]["modes"]["Base"]["macs"] == \
+        2 * plain["macs"] - mld.iterations * mld.cond_macs - mld.enc_macs
 
 
 @pytest.mark.parametrize("dscs,rounds", [(1, 4), (2, 2), (3, 2), (4, 1), (8, 1)])
