@@ -926,8 +926,8 @@ def block_on_system(sysm: System, r: dict) -> dict:
     cyc += epre
     parts["epre"] = epre
     t = core_totals(cfg, r)
-    return {"cycles": cyc, "epre_cycles": epre, "memory_bound_cycles": mem_cyc, "useful_macs": t["useful_macs"],
-            "shift_adds": r["shift_adds"], "sram_bytes": sram,
+    return {"cycles": cyc, "epre_cycles": epre, "memory_bound_cycles": mem_cyc,
+            "useful_macs": t["useful_macs"], "shift_adds": r["shift_adds"], "sram_bytes": sram,
             "gm_bytes": t["bytes"]["total"], "weight_bytes": wbytes, "act_bytes": actbytes,
             "cache_bytes": cachebytes,
             "cfse_elements": c["softmax_elements"] + c["gelu_elements"],
@@ -1034,16 +1034,21 @@ def evaluate_model(sysm: System, model: Model, mode: str, *, seed: int = 0,
                    epre_levers=sysm.epre_levers, context_kv=per_step)
         other_cyc = o_macs / (cfg.peak_macs * sysm.dscs)
 
+        def off_bytes_of(weight_bytes, act_bytes, cache_bytes):
+            """Off-chip bytes of an iteration whose blocks move these bytes (the caches'
+            in a sparse one: a dense iteration writes every cache)."""
+            cache_io = cache_bytes if it_kind == "sparse" else (
+                fp["ffnr_caches"] if ffnr else 0.0)
+            return (res["weights"] * (weight_bytes + o_wbytes)
+                    + res["ffnr_caches"] * cache_io + res["activations"] * act_bytes
+                    + cond_read)
+
         def iter_time(ch):
             """max(on-chip, off-chip) cycles of an iteration of the per-block choices."""
             on = other_cyc + sum(blk.count * o["cycles"] for blk, _, o in ch)
-            wb = sum(blk.count * o["weight_bytes"] for blk, _, o in ch)
-            ab = sum(blk.count * o["act_bytes"] for blk, _, o in ch)
-            cb = sum(blk.count * o["cache_bytes"] for blk, _, o in ch) \
-                if it_kind == "sparse" else (fp["ffnr_caches"] if ffnr else 0.0)
-            off = (res["weights"] * (wb + o_wbytes) + res["ffnr_caches"] * cb
-                   + res["activations"] * ab + cond_read) / (sysm.offchip_gb_per_s * 1e9 / sysm.hz)
-            return (max(on, off), on)
+            off = off_bytes_of(*(sum(blk.count * o[k] for blk, _, o in ch)
+                                 for k in ("weight_bytes", "act_bytes", "cache_bytes")))
+            return (max(on, off / (sysm.offchip_gb_per_s * 1e9 / sysm.hz)), on)
 
         # static schedule [choice]: the fastest of these per-block policies (per-block on-chip
         # cycles; per-block max(on, off-chip); per-block off-chip first, for an iteration
@@ -1081,11 +1086,7 @@ def evaluate_model(sysm: System, model: Model, mode: str, *, seed: int = 0,
                               "attn_split": r["attn_split"], "epre_keys": r.get("epre_keys")})
         # layers outside transformer blocks: dense, at peak on all cores [choice]
         onchip = (cyc + other_cyc) / sysm.hz
-        cache_io = act["cache_bytes"] if it_kind == "sparse" else (
-            fp["ffnr_caches"] if ffnr else 0.0)
-        off_bytes = (res["weights"] * (act["weight_bytes"] + o_wbytes)
-                     + res["ffnr_caches"] * cache_io + res["activations"] * act["act_bytes"]
-                     + cond_read)
+        off_bytes = off_bytes_of(act["weight_bytes"], act["act_bytes"], act["cache_bytes"])
         off_s = off_bytes / (sysm.offchip_gb_per_s * 1e9)
         lat = max(onchip, off_s)
         # projection (not the per-core model): EPRE fully overlapped with the SDUE
@@ -1131,17 +1132,19 @@ def evaluate_model(sysm: System, model: Model, mode: str, *, seed: int = 0,
                                "weight_params": o_params,
                                "onchip_s": tot["outside_s"],
                                "mac_energy_j": S * o_macs * ENERGY["mac_int12"] * 1e-12,
-                               "step_conditioning": {
-                                   "schedule": sysm.cond_layers,
-                                   "macs_per_step": model.cond_macs,
-                                   "weight_params": model.cond_params,
-                                   "outputs_per_step": model.cond_outputs,
-                                   "context_kv": context_kv_work(model),
-                                   "condition_encoder": {"macs": model.enc_macs,
-                                                         "weight_params": model.enc_params},
-                                   "once": cond}},
+                               "step_conditioning": _step_conditioning_json(sysm, model,
+                                                                            cond)},
             "iterations": {"total": S, "dense": n_dense, "sparse": n_sparse},
             "offchip_fraction": res, "footprint_bytes": fp, "blocks": per_block}
+
+
+def _step_conditioning_json(sysm: System, model: Model, once) -> dict:
+    """``outside_blocks.step_conditioning`` of :func:`evaluate_model`'s result."""
+    return {"schedule": sysm.cond_layers, "macs_per_step": model.cond_macs,
+            "weight_params": model.cond_params, "outputs_per_step": model.cond_outputs,
+            "context_kv": context_kv_work(model),
+            "condition_encoder": {"macs": model.enc_macs, "weight_params": model.enc_params},
+            "once": once}
 
 
 def _add_energy(e: dict, sysm: System, n_it: int, act: dict, macs: float, sram_extra: float,

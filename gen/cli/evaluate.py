@@ -109,19 +109,23 @@ JSON layout (times in seconds, energies in joules, per generated image / clip / 
       onchip_s, offchip_s, macs, iterations {total, dense, sparse}
       time_by_part_s            on-chip time by part (sums to onchip_s): qkv, attention,
                                 o_proj, cross, fc1, fc2, cfse, epre (exposed), outside
-      offchip_fraction          activations / ffnr_caches / context_kv / weights held off
-                                chip
-      footprint_bytes           weights, activations, ffnr_caches, context_kv (the
-                                contexts' K / V, computed once)
+      offchip_fraction          activations / ffnr_caches / context_kv / cond_outputs /
+                                weights / once_weights held off chip
+      footprint_bytes           weights (a step's), activations, ffnr_caches, context_kv
+                                (the contexts' K / V, computed once), cond_outputs (every
+                                step's conditioning), once_weights (read by the once pass
+                                alone)
       projection_epre_hidden    {latency_s, speedup_vs_gpu}: EPRE fully overlapped with the
                                 SDUE (a projection, not the per-core model)
       outside_blocks            layers outside transformer blocks (dense, included in the
                                 totals): macs_per_iteration, weight_params, onchip_s,
                                 mac_energy_j; step_conditioning {schedule (batched |
                                 per-step), macs_per_step, weight_params, outputs_per_step,
-                                context_kv {macs, params, outputs} of one step, once:
-                                the batched pass {latency_s, onchip_s, offchip_s,
-                                offchip_bytes, macs, context_kv_macs} or null}
+                                context_kv {macs, params, outputs} of one step,
+                                condition_encoder {macs, weight_params}, once: the
+                                batched pass {latency_s, onchip_s, offchip_s,
+                                offchip_bytes, macs, context_kv_macs, encoder_macs} or
+                                null}
       blocks                    per block and iteration kind: cycles_per_instance (on the
                                 system), core_cycles_1core, useful_macs, ffn_sparsity, mode (the
                                 mode the schedule ran: EP or not), attn_split, epre_keys
@@ -224,8 +228,9 @@ def _print(res):
               "which are built): "
               + ", ".join(f"{k} = {v}" for k, v in lev.items()))
     if s.get("cond_layers", sy.SCHEDULES["cond_layers"][0]) != sy.SCHEDULES["cond_layers"][0]:
-        print(f"cond_layers = {s['cond_layers']}: the step conditioning and the contexts' "
-              "K / V run in every step (the default runs them once, before the first step)")
+        print(f"cond_layers = {s['cond_layers']}: the step conditioning, the condition "
+              "encoder and the contexts' K / V run in every step (the default runs them "
+              "once, before the first step)")
     print(f"{'model':15}{'mode':6}{'latency':>12}{'energy':>11}{'speedup':>9}{'en.eff':>9}"
           f"{'util':>7}  bound           {'EPRE hidden':>11}")
     for name, e in res["models"].items():
@@ -311,8 +316,10 @@ def register(sub) -> None:
                         "of the system's fields, e.g. dscs, offchip_gb_per_s, core, or the "
                         "EPRE what-if levers epre_fetch / epre_keys / epre_stage2 / "
                         "epre_gather, or cond_layers = \"per-step\" to run the step "
-                        "conditioning (DiT's adaLN modulation) and the cross-attention "
-                        "contexts' K / V in every step instead of once before the first) "
+                        "conditioning (DiT's adaLN modulation, the UNets' time embedding), "
+                        "the condition encoder (EDGE's music encoder) and the "
+                        "cross-attention contexts' K / V in every step instead of once "
+                        "before the first) "
                         "(default: %(default)s)")
     p.add_argument("--model", default="all", metavar="NAME|all",
                    help=f"one of {', '.join(ws.MODELS)}, or all (default: %(default)s)")
