@@ -14,7 +14,8 @@ Pieces (exion16: W = 12, A = 36, TS-LOD):
 * ``selector``: one ``EpreSelector`` for n_max = 256 (129-entry insertion network).
 * ``radix_p8`` / ``radix_p32``: one ``EpreRadixSelector`` (n_max = 256) reading 8 / 32 keys
   per cycle from the banked score buffer (the buffer itself is not included: it exists in
-  both designs).
+  both designs), deciding one bit per pass; ``radix_p32_b2`` / ``radix_p32_b4``: 2 / 4 bits
+  per pass (``epre_radix_bits``: 3 / 15 digit counters instead of 1).
 
 Writes ``build/bench/epre_area.json``. Run: ``.venv/bin/python bench/epre_area.py``
 (a few minutes per family on the shared machine).
@@ -47,8 +48,10 @@ def pieces(cfg):
             "lanes1_le4": lambda: EpreLanes(cfg4, 1), "lanes2_le4": lambda: EpreLanes(cfg4, 2),
             "writeback1": lambda: EpreWriteback(cfg, 1, **wb),
             "selector": lambda: EpreSelector(cfg, 256, streamed=True),
-            "radix_p8": lambda: EpreRadixSelector(cfg, 256, 8),
-            "radix_p32": lambda: EpreRadixSelector(cfg, 256, 32)}
+            "radix_p8": lambda: EpreRadixSelector(cfg, 256, 8, 1),
+            "radix_p32": lambda: EpreRadixSelector(cfg, 256, 32, 1),
+            "radix_p32_b2": lambda: EpreRadixSelector(cfg, 256, 32, 2),
+            "radix_p32_b4": lambda: EpreRadixSelector(cfg, 256, 32, 4)}
 
 
 def main(argv=None) -> int:
@@ -74,7 +77,8 @@ def main(argv=None) -> int:
             mod = f"epre_{name}"
             (out / f"{mod}.v").write_text(component_verilog(comp, mod))
             script = f"read_verilog {mod}.v\n" + FAMILIES[fam].script.format(top=mod) + "\n"
-            cells, sec = _yosys_cells(out, f"{fam}-{name}", script, f"{mod} for {fam}")
+            cells, sec, _cached = _yosys_cells(out, f"{fam}-{name}", script,
+                                               f"{mod} for {fam}")
             res[key] = {**classify_cells(cells, fam), "seconds": round(sec, 1)}
             print(f"{key}: {res[key]['luts']} LUTs, {res[key]['ffs']} FFs, "
                   f"{res[key]['dsp']} DSP ({sec:.0f} s)", flush=True)

@@ -49,6 +49,7 @@ DPU_MULTS = ("infer", "ecp5")
 EPRE_SELECTOR_KINDS = ("insertion", "radix")
 #: Fields left out of ``Config.hash`` while at these defaults (added after configs were built).
 _HASH_DEFAULTS = {"epre_selector_kind": "insertion", "epre_radix_ports": None,
+                  "epre_radix_bits": None,
                   "gmem_ports": False, "gemm_striped": True, "omem_drain": 1,
                   "cau_lanes": None, "gemm_pq_reg": False, "gemm_pq_in_reg": False,
                   "gemm_desc_reg": False, "gemm_snoop_reg": False,
@@ -249,6 +250,10 @@ class Config:
     epre_radix_ports : int or None
         Radix selector: scores read per cycle P (score-buffer banks); ``None``: 8. Effective
         value :attr:`epre_radix_port_count`.
+    epre_radix_bits : int or None
+        Radix selector: bits b of the threshold decided per pass over the scores (radix
+        2^b: ``ceil(acc_width / b)`` passes, 2^b - 1 counters per selector), 1..4;
+        ``None``: 1. Effective value :attr:`epre_radix_bit_count`.
     """
 
     name: str
@@ -287,6 +292,7 @@ class Config:
     epre_selectors: int | None = None
     epre_selector_kind: str = "insertion"
     epre_radix_ports: int | None = None
+    epre_radix_bits: int | None = None
     # Not a parameter: keeps dataclasses.replace() and ==/hash honest.
     _checked: bool = field(default=False, init=False, repr=False, compare=False)
 
@@ -359,6 +365,9 @@ class Config:
         rp = self.epre_radix_ports
         need(rp is None or (isinstance(rp, int) and not isinstance(rp, bool) and 1 <= rp <= 1024),
              "epre_radix_ports", rp, "must be an integer in 1..1024 (or omitted)")
+        rb = self.epre_radix_bits
+        need(rb is None or (isinstance(rb, int) and not isinstance(rb, bool) and 1 <= rb <= 4),
+             "epre_radix_bits", rb, "must be an integer in 1..4 (or omitted)")
         need(self.epre_selector_kind != "radix"
              or self.epre_selector_count == self.epre_unit_count, "epre_selectors",
              self.epre_selectors, f"must equal epre units = {self.epre_unit_count} with "
@@ -576,6 +585,11 @@ class Config:
         return 8 if self.epre_radix_ports is None else self.epre_radix_ports
 
     @property
+    def epre_radix_bit_count(self) -> int:
+        """Radix selector bits b decided per pass (``epre_radix_bits``, default 1)."""
+        return 1 if self.epre_radix_bits is None else self.epre_radix_bits
+
+    @property
     def epre_shift_adds(self) -> int:
         """EPRE approximate products per cycle: U * Le."""
         return self.epre_unit_count * self.epre_lane_count
@@ -633,6 +647,7 @@ class Config:
                  "sdue_fixed_cycles", "sdue_fixed_wide", "cau_cols_per_cycle", "cau_merge_lanes", "cau_sort_banks",
                  "epre_pipe", "epre_sel_fixed", "epre_run_fixed", "epre_unit_count",
                  "epre_lane_count", "epre_selector_count", "epre_radix_port_count",
+                 "epre_radix_bit_count",
                  "epre_shift_adds", "dsc_epre_dims", "dsc_row_max", "dsc_ffnr_dims",
                  "gemm_max_groups"]
         d = {n: getattr(self, n) for n in names}
@@ -669,9 +684,11 @@ PRESETS: dict[str, Config] = {
                       # EPRE: the smallest provisioning (ECP5 LUTs) whose exposed cycles stay
                       # within 10 % of EP's saving on the DiT-XL/2 block at k = 0.05
                       # (bench/perf_epre.py --selector all, docs/epre.md): 32 x 96 lanes,
-                      # 32 radix selectors of 32 ports
+                      # 32 radix selectors of 32 ports; 4 threshold bits a pass (issue 19,
+                      # 2026-12-07: a quarter of the selection time for +2.3 k LUT4 a
+                      # selector, docs/epre.md "Selection")
                       epre_units=32, epre_lanes=96, epre_selectors=32,
-                      epre_selector_kind="radix", epre_radix_ports=32),
+                      epre_selector_kind="radix", epre_radix_ports=32, epre_radix_bits=4),
     # FPGA-sized: 8 x 4 DPUs x 4 lanes = 128 12x12 multipliers, inside ECP5-85F's 156
     # MULT18X18D blocks; same memories as toy.
     "fpga": Config(name="fpga", rows=8, cols=4, lanes=4, width=12, acc_width=32, merge_ways=2,

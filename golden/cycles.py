@@ -536,8 +536,8 @@ def epre_run_cycles(cfg: Config, n_q: int, n_k: int, d: int, d_head: int,
     produces them, so a row group pays only the threshold latch, one mask pass over the
     score buffer, its tail and one output cycle per row. The radix selectors of a row group
     run in lockstep (one shared read of the P-bank score buffer per cycle): a row group pays
-    one radix search (A bit passes and the mask pass over ``ceil(N_k / P)`` words), then
-    one output cycle per row.
+    one radix search (ceil(A / b) digit passes and the mask pass over ``ceil(N_k / P)``
+    words), then one output cycle per row.
     """
     u = cfg.epre_unit_count if units is None else units
     for nm, v in (("n_q", n_q), ("n_k", n_k), ("d", d), ("d_head", d_head), ("units", u)):
@@ -588,16 +588,20 @@ def epre_cycles(cfg: Config, T: int, d: int, heads: int, d_head: int,
     return out
 
 
-def epre_radix_select_cycles(cfg: Config, n_k: int, ports: int) -> int:
+def epre_radix_select_cycles(cfg: Config, n_k: int, ports: int,
+                             bits: int | None = None) -> int:
     """Cycles of one row's selection by ``hw.epre_radix.EpreRadixSelector`` (issue 18,
-    ``epre_selector_kind = "radix"``), from its ``go`` cycle to its ``done`` cycle inclusive: one pass per score bit
-    (A = ``cfg.acc_width``) over ``ceil(N_k / P)`` buffer words plus its tail and decision,
-    then the mask pass and its tail: ``A * (ceil(N_k / P) + 2) + ceil(N_k / P) + 3``."""
-    for nm, v in (("n_k", n_k), ("ports", ports)):
+    ``epre_selector_kind = "radix"``), from its ``go`` cycle to its ``done`` cycle
+    inclusive: one pass per digit of ``bits`` b bits (``cfg.epre_radix_bit_count`` by
+    default; G = ceil(A / b) digits, A = ``cfg.acc_width``) over ``ceil(N_k / P)`` buffer
+    words plus its tail and decision, then the mask pass and its tail:
+    ``G * (ceil(N_k / P) + 2) + ceil(N_k / P) + 3``."""
+    bits = cfg.epre_radix_bit_count if bits is None else bits
+    for nm, v in (("n_k", n_k), ("ports", ports), ("bits", bits)):
         if not isinstance(v, (int, np.integer)) or v < 1:
             raise ExionError(f"epre_radix_select_cycles: {nm} = {v!r} must be an integer >= 1")
     nw = math.ceil(n_k / ports)
-    return cfg.acc_width * (nw + 2) + nw + 3
+    return math.ceil(cfg.acc_width / bits) * (nw + 2) + nw + 3
 
 
 # ---- transformer block -----------------------------------------------------------------

@@ -5,13 +5,17 @@ score buffer instead of a sorted insertion network.
 comparator and a shifting register pair: 35,477 LUT4 and 6,719 FF on ECP5 for n_max = 256
 (docs/epre.md, "Area"). ``EpreRadixSelector`` keeps no keys: the row's scores stay in the
 score buffer (block RAM / LUTRAM, banked by ``key % P`` so that P keys are read per cycle)
-and the kN-th element is found bit by bit, MSB first, with one pass per bit:
+and the kN-th element is found digit by digit, MSB first, b bits a digit (``bits``,
+``cfg.epre_radix_bit_count``; issue 19: b = 1 until 2026-12-07), one pass per digit:
 
-* scores are compared as unsigned keys ``u = s XOR 2**(A-1)`` (same order as signed s);
-* pass for bit b: ``c`` = number of keys whose bits above b equal the prefix found so far
-  and whose bit b is 1. If ``above + c >= kN`` bit b of T is 1, else it is 0 and
-  ``above += c`` (``above`` counts keys strictly above the candidate range);
-* after A passes T is the kN-th largest score and ``above`` = #{s > T}; a last pass emits
+* scores are compared as unsigned keys ``u = s XOR 2**(A-1)`` (same order as signed s),
+  zero-padded to G = ceil(A / b) digits;
+* pass for digit position i: ``c_v`` = number of keys whose digits above i equal the
+  prefix found so far and whose digit i is >= v, for v = 1 .. 2^b - 1 (2^b - 1 counters).
+  The digit D of T is the largest v with ``above + c_v >= kN`` (0 if none; the counts fall
+  with v), and ``above += c_(D+1)`` (0 for D = 2^b - 1): ``above`` counts keys strictly
+  above the candidate range;
+* after G passes T is the kN-th largest score and ``above`` = #{s > T}; a last pass emits
   the mask: key j is kept iff ``s_j > T`` or ``s_j == T`` and fewer than ``kN - above``
   keys equal to T precede it (index order).
 
@@ -25,7 +29,7 @@ key (``top1``) or every key (``keep_all``).
 Cycles, from the ``go`` cycle to the ``done`` cycle inclusive (the buffer read has one
 cycle latency), ``golden.cycles.epre_radix_select_cycles``::
 
-    A * (ceil(N_k / P) + 2) + ceil(N_k / P) + 3     (N_k >= 1)
+    G * (ceil(N_k / P) + 2) + ceil(N_k / P) + 3     (N_k >= 1, G = ceil(A / b))
 
 Measured by ``bench/epre_area.py`` and checked bit-exact against
 ``golden.predict.threshold_select`` / ``dominant_rows`` in ``tests/test_epre_radix.py``;
@@ -60,6 +64,8 @@ class EpreRadixSelector(wiring.Component):
     ports : int
         P, keys read per cycle (the score buffer has P banks, key j in bank ``j % P`` at
         address ``j // P``).
+    bits : int or None
+        b, threshold bits decided per pass (1..4; default ``cfg.epre_radix_bit_count``).
 
     Members
     -------
@@ -81,11 +87,15 @@ class EpreRadixSelector(wiring.Component):
         ``done`` is high for one cycle when ``mask_row`` / ``dominant`` are final.
     """
 
-    def __init__(self, cfg: Config, n_max: int, ports: int):
+    def __init__(self, cfg: Config, n_max: int, ports: int, bits: int | None = None):
         if not (isinstance(ports, int) and 1 <= ports <= n_max):
             raise ValueError(f"ports = {ports!r} must be an integer in 1..n_max ({n_max})")
-        self.cfg, self.n_max, self.ports = cfg, n_max, ports
+        bits = cfg.epre_radix_bit_count if bits is None else bits
+        if not (isinstance(bits, int) and not isinstance(bits, bool) and 1 <= bits <= 4):
+            raise ValueError(f"bits = {bits!r} must be an integer in 1..4")
+        self.cfg, self.n_max, self.ports, self.bits = cfg, n_max, ports, bits
         self.words = -(-n_max // ports)
+        self.digits = -(-cfg.acc_width // bits)           # passes G = ceil(A / b)
         A = cfg.acc_width
         super().__init__({
             "start": In(1), "k_n": In(range(n_max + 1)), "n_k": In(range(n_max + 1)),
@@ -116,13 +126,15 @@ class EpreRadixSelector(wiring.Component):
         return idx1, self.q_th_en & (~have2 | (gap >= self.q_th))
 
     @staticmethod
-    def _match(u, pfx, bit, hmask):
-        """Key ``u`` counts in the pass of ``bit``: its bits above ``bit`` equal the prefix
-        found so far and its bit ``bit`` is 1."""
-        return ((u ^ (pfx | bit)) & hmask) == 0
+    def _match(u, pfx, hmask):
+        """Key ``u`` is a candidate of the pass: its bits above the pass's digit (``hmask``)
+        equal the prefix found so far (in the mask pass, ``hmask`` is every bit: u == T)."""
+        return ((u ^ pfx) & hmask) == 0
 
     def elaborate(self, platform):
         A, P, nw_max = self.cfg.acc_width, self.ports, self.words
+        B, G = self.bits, self.digits
+        Ap, V = G * B, (1 << B) - 1                        # padded width, digit values
         cb = range(self.n_max + 1)
         ib = _bits(self.n_max)
         m = Module()
@@ -133,11 +145,13 @@ class EpreRadixSelector(wiring.Component):
         nw = Signal(range(nw_max + 1), name="nw")         # ceil(N_k / P)
         m.d.comb += nw.eq((n_k + (P - 1)) // P)
 
-        pfx = Signal(A, name="pfx")                        # T's bits found so far
-        bit = Signal(A, name="bit")                        # one-hot: the bit of this pass
-        hmask = Signal(A, name="hmask")                    # bits >= the pass's bit
+        pfx = Signal(Ap, name="pfx")                       # T's digits found so far
+        sel = Signal(G, name="sel")                        # one-hot: the digit of this pass
+        hi = Signal(G, name="hi")                          # digits above it
+        hmask = Signal(Ap, name="hmask")
+        m.d.comb += hmask.eq(Cat(hi[k].replicate(B) for k in range(G)))
         above = Signal(cb, name="above")
-        cnt = Signal(cb, name="cnt")
+        cnt = [Signal(cb, name=f"cnt{v}") for v in range(1, V + 1)]   # keys with digit >= v
         eq_seen = Signal(cb, name="eq_seen")
         w = Signal(range(nw_max + 1), name="w")
         w1 = Signal(range(nw_max + 1), name="w1")
@@ -149,7 +163,7 @@ class EpreRadixSelector(wiring.Component):
 
         # per-lane compares on the word read one cycle ago
         sign = Const(1 << (A - 1), A)
-        u = [Signal(A, name=f"u{p}") for p in range(P)]
+        u = [Signal(Ap, name=f"u{p}") for p in range(P)]   # zero-padded to G digits
         val = [Signal(name=f"val{p}") for p in range(P)]
         # lane p of word w1 is key w1 * P + p: decode N_k and the top-1 index once per
         # word instead of comparing every lane's key index
@@ -158,14 +172,21 @@ class EpreRadixSelector(wiring.Component):
         for p in range(P):
             m.d.comb += [u[p].eq(self.rdata[p].as_unsigned() ^ sign),
                          val[p].eq((w1 < nk_w) | ((w1 == nk_w) & (p < nk_p)))]
-        # a signal, not the Cat itself: every use of a slice of an expression re-emits the
+        # signals, not expressions: every use of a slice of an expression re-emits the
         # whole expression, and ``run`` below uses the P slices O(P^2) times (exion16, P =
         # 32: 76,000 cells per selector before Yosys merges them, 14 GB to generate the EPRE)
-        hit = Signal(P, name="hit")
-        m.d.comb += hit.eq(Cat(val[p] & self._match(u[p], pfx, bit, hmask) for p in range(P)))
+        cand = Signal(P, name="cand")                      # candidates (mask pass: == T)
+        m.d.comb += cand.eq(Cat(val[p] & self._match(u[p], pfx, hmask) for p in range(P)))
+        digit = [Signal(B, name=f"dig{p}") for p in range(P)]     # the pass's digit
+        for p in range(P):
+            m.d.comb += digit[p].eq(_or_digits(u[p], sel, B, G))
+        hits = []                                          # candidates with digit >= v
+        for v in range(1, V + 1):
+            h = Signal(P, name=f"hit{v}")
+            m.d.comb += h.eq(Cat(cand[p] & (digit[p] >= v) for p in range(P)))
+            hits.append(h)
         gt = [val[p] & (u[p] > pfx) for p in range(P)]
-        # mask pass: bit = 0 and hmask = all ones, so a hit is a key equal to T
-        eq = [hit[p] for p in range(P)]
+        eq = [cand[p] for p in range(P)]
         rem = Signal(signed(len(cb) + 1), name="rem")       # equal keys still to keep
         m.d.comb += rem.eq(k_n - above - eq_seen)
         keep = []
@@ -180,16 +201,29 @@ class EpreRadixSelector(wiring.Component):
             m.d.comb += nxt.eq(run + eq[p])
             run = nxt
         with m.If(v1 & ~masking):
-            m.d.sync += cnt.eq(cnt + sum(hit[p] for p in range(P)))
+            m.d.sync += [c.eq(c + sum(h[p] for p in range(P))) for c, h in zip(cnt, hits)]
         with m.If(v1 & masking):
             m.d.sync += [mrow.word_select(w1, P).eq(Cat(keep)), eq_seen.eq(eq_seen + run)]
+
+        # the pass's digit D: the largest v with above + #{digit >= v} >= kN (the counts
+        # fall with v, so D = how many v pass); keys with a larger digit are above T
+        ok = [Signal(name=f"ok{v}") for v in range(1, V + 1)]
+        m.d.comb += [o.eq(above + c >= k_n) for o, c in zip(ok, cnt)]
+        dsel = Signal(B, name="dsel")
+        m.d.comb += dsel.eq(sum(ok))
+        gain = Signal(cb, name="gain")                      # #{digit > D}
+        m.d.comb += gain.eq(0)
+        for v in range(1, V + 1):
+            with m.If(dsel == v - 1):
+                m.d.comb += gain.eq(cnt[v - 1])
 
         with m.FSM(name="rsel"):
             with m.State("IDLE"):
                 with m.If(self.go):
-                    m.d.sync += [pfx.eq(0), bit.eq(1 << (A - 1)), hmask.eq(1 << (A - 1)),
-                                 above.eq(0), cnt.eq(0), w.eq(0), masking.eq(0),
+                    m.d.sync += [pfx.eq(0), sel.eq(1 << (G - 1)), hi.eq(0),
+                                 above.eq(0), w.eq(0), masking.eq(0),
                                  eq_seen.eq(0), mrow.eq(0), self.dominant.eq(dom_now)]
+                    m.d.sync += [c.eq(0) for c in cnt]
                     m.next = "PASS"
             with m.State("PASS"):
                 m.d.comb += [self.rd.eq(1), self.busy.eq(1)]
@@ -203,18 +237,23 @@ class EpreRadixSelector(wiring.Component):
                     m.next = "DONE"
                 with m.Else():
                     m.next = "DEC"
-            with m.State("DEC"):                   # decide the pass's bit
+            with m.State("DEC"):                   # decide the pass's digit
                 m.d.comb += self.busy.eq(1)
-                with m.If(above + cnt >= k_n):
-                    m.d.sync += pfx.eq(pfx | bit)
-                with m.Else():
-                    m.d.sync += above.eq(above + cnt)
-                m.d.sync += [cnt.eq(0), bit.eq(bit >> 1),
-                             hmask.eq((hmask >> 1) | (1 << (A - 1)))]
-                with m.If(bit[0]):
+                m.d.sync += [pfx.eq(pfx | Cat(Mux(sel[k], dsel, 0) for k in range(G))),
+                             above.eq(above + gain), sel.eq(sel >> 1), hi.eq(hi | sel)]
+                m.d.sync += [c.eq(0) for c in cnt]
+                with m.If(sel[0]):
                     m.d.sync += masking.eq(1)
                 m.next = "PASS"
             with m.State("DONE"):
                 m.d.comb += self.done.eq(1)
                 m.next = "IDLE"
         return m
+
+
+def _or_digits(u, sel, B, G):
+    """The digit of ``u`` (G digits of B bits) that the one-hot ``sel`` names."""
+    out = Const(0, B)
+    for k in range(G):
+        out = out | (u[k * B:(k + 1) * B] & sel[k].replicate(B))
+    return out

@@ -499,15 +499,19 @@ def test_epre_selection_edge_cases(kind):
 
 
 def test_epre_radix_model_terms():
-    """The radix kind's selection term: one lockstep radix search per row group (A bit
-    passes and the mask pass over ceil(N_k / P) words) plus one output cycle per row,
+    """The radix kind's selection term: one lockstep radix search per row group (ceil(A / b)
+    digit passes and the mask pass over ceil(N_k / P) words) plus one output cycle per row,
     independent of S (always U); the insertion kind's terms are unchanged."""
     from exion.golden.cycles import epre_phase_cycles, epre_radix_select_cycles
-    cfg = PRESETS["exion16"].replace(epre_selector_kind="radix", epre_radix_ports=32)
+    cfg = PRESETS["exion16"].replace(epre_selector_kind="radix", epre_radix_ports=32,
+                                     epre_radix_bits=1)
     assert cfg.epre_radix_port_count == 32
     sel = epre_phase_cycles(cfg, 256, 256, 1152, 72)["select"]
     assert sel == 8 * (36 * (8 + 2) + 8 + 3) + 256
     assert epre_radix_select_cycles(cfg, 256, 32) == 36 * 10 + 11
+    # 4 bits a pass: 9 digit passes of A = 36 bits
+    c4 = cfg.replace(epre_radix_bits=4)
+    assert epre_phase_cycles(c4, 256, 256, 1152, 72)["select"] == 8 * (9 * 10 + 11) + 256
     ins = epre_phase_cycles(cfg, 256, 256, 1152, 72, kind="insertion")["select"]
     assert ins == 8 * (256 + 2) + 256
     assert PRESETS["toy"].replace(epre_selector_kind="radix", epre_selectors=3) \
@@ -527,6 +531,10 @@ def test_epre_selector_kind_config_refusals():
     with pytest.raises(ConfigError, match=r"epre_radix_ports = 0 is invalid: must be an "
                                           r"integer in 1..1024"):
         toy.replace(epre_radix_ports=0)
+    for bad in (0, 5, True, 2.0):
+        with pytest.raises(ConfigError, match=rf"epre_radix_bits = {bad!r} is invalid: must "
+                                              r"be an integer in 1..4"):
+            toy.replace(epre_radix_bits=bad)
     with pytest.raises(ValueError, match=r"EPRE radix selectors = 2 must equal units = 3"):
         EPRE(toy, selectors=2, selector_kind="radix")
     with pytest.raises(ValueError, match=r"EPRE radix ports must be an integer in "
@@ -542,12 +550,13 @@ def test_epre_radix_mutation_fails(monkeypatch):
     found so far (each bit pass counts keys by that bit alone), the same cases are no longer
     bit-exact."""
     import exion.hw.epre as epre_mod
+    from amaranth import Const
     from exion.hw.epre_radix import EpreRadixSelector
 
     class NoPrefix(EpreRadixSelector):
         @staticmethod
-        def _match(u, pfx, bit, hmask):
-            return (u & bit) != 0
+        def _match(u, pfx, hmask):
+            return Const(1)
 
     monkeypatch.setattr(epre_mod, "EpreRadixSelector", NoPrefix)
     cfg = PRESETS["toy"].replace(**RADIX["toy"])

@@ -2,11 +2,15 @@
 ``golden.predict.threshold_select`` / ``topk_select`` / ``dominant_rows`` (mask bit-exact,
 dominant flag) and ``golden.cycles.epre_radix_select_cycles`` (exact), on random rows, ties
 at the kN-th place, all-equal rows, extreme values (-2^(A-1), 2^(A-1) - 1), kN = 0 and
-kN = N_k, N_k not a multiple of P, both dominant polarities. Plus a mutation: a selector
-whose pass for bit b ignores the prefix found so far must fail the same check."""
+kN = N_k, N_k not a multiple of P, both dominant polarities, with 1 - 4 bits decided per
+pass (``epre_radix_bits``; 3 does not divide A = 32: a zero-padded top digit). Plus a
+mutation: a selector whose pass ignores the prefix found so far must fail the same check
+(and, run once by hand, one whose counters count each digit value alone instead of every
+larger one fails the b >= 2 cases, which b = 1 cannot tell apart)."""
 
 import numpy as np
 import pytest
+from amaranth import Const
 from amaranth.sim import Simulator
 
 from exion import PRESETS
@@ -99,30 +103,47 @@ def cases(rng, A):
     yield "wide_n37", big, 9, None, False
 
 
-@pytest.mark.parametrize("ports", [1, 4, 5])
-def test_radix_selector_matches_golden(ports):
-    rng = np.random.default_rng(18 + ports)
-    dut = EpreRadixSelector(CFG, 40, ports)
+@pytest.mark.parametrize("ports,bits", [(1, 1), (4, 1), (5, 1), (4, 2), (5, 3), (1, 4)])
+def test_radix_selector_matches_golden(ports, bits):
+    rng = np.random.default_rng(18 + ports + 10 * bits)
+    dut = EpreRadixSelector(CFG, 40, ports, bits)
+    assert dut.digits == -(-CFG.acc_width // bits)
     for name, rows, k_n, q_th, keep_all in cases(rng, CFG.acc_width):
         mask, dom, cyc = run_rows(dut, np.asarray(rows, np.int64), k_n, q_th, keep_all)
         gm, gd = golden(np.asarray(rows, np.int64), k_n, q_th, keep_all)
         assert (dom == gd).all(), name
         assert (mask == gm).all(), name
-        want = epre_radix_select_cycles(CFG, rows.shape[1], ports)
+        want = epre_radix_select_cycles(CFG, rows.shape[1], ports, bits)
         assert cyc == [want] * rows.shape[0], name
+    # the config's field is the default
+    cfg = CFG.replace(epre_radix_bits=bits)
+    rows = rng.integers(-1000, 1000, size=(2, 11))
+    mask, _, cyc = run_rows(EpreRadixSelector(cfg, 40, ports), rows, 3)
+    assert (mask == golden(rows, 3, None, False)[0]).all()
+    assert cyc == [epre_radix_select_cycles(cfg, 11, ports)] * 2
+    assert epre_radix_select_cycles(cfg, 11, ports) == epre_radix_select_cycles(CFG, 11, ports,
+                                                                               bits)
+
+
+def test_radix_cycles_by_hand():
+    # A = 32, N_k = 40, P = 4: 10 words a pass; b = 1: 32 passes of 12 cycles + 13;
+    # b = 2: 16 passes; b = 3: 11 (a padded top digit); b = 4: 8
+    for bits, passes in ((1, 32), (2, 16), (3, 11), (4, 8)):
+        assert epre_radix_select_cycles(CFG, 40, 4, bits) == passes * 12 + 13
 
 
 class _NoPrefix(EpreRadixSelector):
-    """Mutant: the pass for bit b counts keys by bit b alone (the prefix is ignored)."""
+    """Mutant: a pass counts keys by their digit alone (the prefix is ignored)."""
 
     @staticmethod
-    def _match(u, pfx, bit, hmask):
-        return (u & bit) != 0
+    def _match(u, pfx, hmask):
+        return Const(1)
 
 
-def test_radix_selector_mutation_fails():
+@pytest.mark.parametrize("bits", [1, 2])
+def test_radix_selector_mutation_fails(bits):
     rng = np.random.default_rng(5)
     rows = rng.integers(-1000, 1000, size=(3, 13))
-    mask, _, _ = run_rows(_NoPrefix(CFG, 16, 4), rows, 4)
+    mask, _, _ = run_rows(_NoPrefix(CFG, 16, 4, bits), rows, 4)
     gm, _ = golden(rows, 4, None, False)
     assert not (mask == gm).all()

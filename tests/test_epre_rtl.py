@@ -178,14 +178,17 @@ def test_epre_rtl_provisioned(prov):
     assert report["passed"] is True
 
 
-@pytest.mark.long      # radix (a non-default selector): Amaranth-simulated in tests/test_epre.py
-def test_epre_rtl_radix_toy():
+# radix: exion16's selector kind; 4 bits a pass is its default (issue 19), 1 the design
+# before: the default suite runs the default on Verilator, make test-long the other
+@pytest.mark.parametrize("bits", [4, pytest.param(1, marks=pytest.mark.long)])
+def test_epre_rtl_radix_toy(bits):
     """Issue 18: the radix selector kind on Verilator (toy, U = S = 3 radix selectors of
-    P = 4 ports): every case bit-exact, cycles == the model of that kind (and != the
-    insertion kind's, the mutation the model must not make); one back-pressured run."""
+    P = 4 ports, ``bits`` threshold bits a pass): every case bit-exact, cycles == the model
+    of that kind (and != the insertion kind's, the mutation the model must not make); one
+    back-pressured run."""
     from exion import PRESETS
-    cfg = PRESETS["toy"].replace(name="toy_radix", epre_selector_kind="radix",
-                                 epre_selectors=3, epre_radix_ports=4)
+    cfg = PRESETS["toy"].replace(name=f"toy_radix_b{bits}", epre_selector_kind="radix",
+                                 epre_selectors=3, epre_radix_ports=4, epre_radix_bits=bits)
     cs = cases(cfg, 17)
     runs, report = rtl_predict_many(cfg, cs, run_name="radix")
     check(runs)

@@ -31,8 +31,8 @@ def test_built_epre_is_rtl_exact(preset, T, d, heads):
 
 def test_dit_xl2_head_matches_docs():
     """docs/epre.md's DiT-XL/2 head figures: the issue-14 EPRE (16 units x 16 lanes, one
-    selector), 32 x 96 with 32 streamed insertion selectors, and the exion16 default (32 x
-    96, 32 radix selectors of P = 32 ports)."""
+    selector), 32 x 96 with 32 streamed insertion selectors, 32 radix selectors of P = 32
+    ports deciding 1 bit a pass (issue 18) and the exion16 default, 4 bits a pass."""
     e16 = PRESETS["exion16"]
     old = e16.replace(epre_units=16, epre_lanes=16, epre_selectors=1,
                       epre_selector_kind="insertion")
@@ -43,9 +43,14 @@ def test_dit_xl2_head_matches_docs():
     assert epre_run_cycles(ins, 256, 256, 1152, 72) == (
         (8 + 8) * 72 * 12 + 8 + 8 * (256 + 4) + 8 * (256 + 2) + 256 + 1)
     assert (e16.epre_selector_kind, e16.epre_radix_port_count) == ("radix", 32)
-    assert pj.epre_projection(e16, 256, 1152, 16, 72)["run"] == 19_137
-    assert epre_run_cycles(e16, 256, 256, 1152, 72) == (
+    one = e16.replace(epre_radix_bits=1)
+    assert pj.epre_projection(one, 256, 1152, 16, 72)["run"] == 19_137
+    assert epre_run_cycles(one, 256, 256, 1152, 72) == (
         (8 + 8) * 72 * 12 + 8 + 8 * (256 + 4) + 8 * (36 * (8 + 2) + 8 + 3) + 256 + 1)
+    assert e16.epre_radix_bit_count == 4
+    assert pj.epre_projection(e16, 256, 1152, 16, 72)["run"] == 16_977
+    assert epre_run_cycles(e16, 256, 256, 1152, 72) == (
+        (8 + 8) * 72 * 12 + 8 + 8 * (256 + 4) + 8 * (9 * (8 + 2) + 8 + 3) + 256 + 1)
 
 
 @pytest.mark.parametrize("units", [4, 16, 32, 64, 128, 256])

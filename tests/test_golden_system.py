@@ -808,8 +808,9 @@ def test_evaluate_tables_script(tmp_path, capsys):
 
 
 def test_system_core_from_a_config_file(tmp_path):
-    # core = a config TOML (here 4x the EPRE units): the per-core model takes it, and EP on
-    # EDGE / EXION-24, which never pays with the preset's EPRE (docs/evaluate.md), pays
+    # core = a config TOML: the per-core model takes it. EP on EDGE / EXION-24 pays with the
+    # preset's EPRE (4 threshold bits a radix pass) and with 4x its units, and never with
+    # the 1-bit radix selectors of the design before (docs/evaluate.md)
     from pathlib import Path
     repo = Path(__file__).resolve().parents[1]
     f = tmp_path / "big_epre.toml"
@@ -821,8 +822,16 @@ def test_system_core_from_a_config_file(tmp_path):
     ep, base = (sy.evaluate_model(s, m, x)["latency_s"] for x in ("EP", "Base"))
     assert ep < base
     s24 = sy.SYSTEMS["exion24"]
-    assert sy.evaluate_model(s24, m, "EP")["latency_s"] == \
-        pytest.approx(sy.evaluate_model(s24, m, "Base")["latency_s"])
+    assert sy.evaluate_model(s24, m, "EP")["latency_s"] < \
+        sy.evaluate_model(s24, m, "Base")["latency_s"]
+    (tmp_path / "one_bit.toml").write_text('base = "exion16"\nname = "one_bit"\n'
+                                           'epre_radix_bits = 1\n')
+    g1 = tmp_path / "one_bit_system.toml"
+    g1.write_text('base = "exion24"\ncore = "one_bit.toml"\n')
+    s1 = sy.get_system(str(g1))
+    assert s1.cfg.epre_radix_bit_count == 1
+    assert sy.evaluate_model(s1, m, "EP")["latency_s"] == \
+        pytest.approx(sy.evaluate_model(s1, m, "Base")["latency_s"])
     # a core file beside the system file, named relatively
     (tmp_path / "core.toml").write_text('base = "exion16"\nname = "c"\nepre_units = 64\n'
                                         'epre_selectors = 64\n')
