@@ -46,7 +46,8 @@ The golden model of the EPRE. Stages, in the hardware's order (each result is ke
    selector per unit the insertion rides on stage 2's output stream). The tie rule and the
    gap test are unchanged. ``cfg.epre_selector_kind = "radix"`` replaces the insertion
    networks by U lockstep radix searches over a P-bank score buffer (the kN-th score MSB
-   first, then the first ``kN - #{s > T}`` keys equal to T by index: the same mask), whose
+   first, ``cfg.epre_radix_bit_count`` bits a pass [choice, issue 19: 4 on exion16], then
+   the first ``kN - #{s > T}`` keys equal to T by index: the same mask), whose
    key flags are ORed from the emitted mask rows; :func:`select_rows` is the selection step
    either kind must match (also for a hand-made ``k_n = 0``).
 6. Outputs: ``score_mask`` (N_q x N_k bool), ``dominant`` (N_q), ``key_needed`` (N_k: the key

@@ -699,7 +699,7 @@ def test_doc_ordering_tables_complete():
     doc = _doc_ordering()
     assert set(doc) == {(s, m) for s in ("exion4", "exion24") for m in ws.MODELS}
     assert set(doc.values()) <= {"yes", "no"}
-    assert doc[("exion4", "mld")] == "yes" and doc[("exion24", "edge")] == "no"
+    assert doc[("exion4", "mld")] == "yes" and doc[("exion24", "sd")] == "no"
 
 
 def test_ordering_check_can_fail(monkeypatch):
