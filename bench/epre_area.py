@@ -14,8 +14,9 @@ Pieces (exion16: W = 12, A = 36, TS-LOD):
 * ``selector``: one ``EpreSelector`` for n_max = 256 (129-entry insertion network).
 * ``radix_p8`` / ``radix_p32``: one ``EpreRadixSelector`` (n_max = 256) reading 8 / 32 keys
   per cycle from the banked score buffer (the buffer itself is not included: it exists in
-  both designs), deciding one bit per pass; ``radix_p32_b2`` / ``radix_p32_b4``: 2 / 4 bits
-  per pass (``epre_radix_bits``: 3 / 15 digit counters instead of 1).
+  both designs), deciding one bit per pass; ``radix_p32_b2`` / ``radix_p32_b4`` /
+  ``radix_p8_b4``: 2 / 4 bits per pass (``epre_radix_bits``: 3 / 15 digit counters
+  instead of 1).
 
 Writes ``build/bench/epre_area.json``. Run: ``.venv/bin/python bench/epre_area.py``
 (a few minutes per family on the shared machine).
@@ -51,7 +52,8 @@ def pieces(cfg):
             "radix_p8": lambda: EpreRadixSelector(cfg, 256, 8, 1),
             "radix_p32": lambda: EpreRadixSelector(cfg, 256, 32, 1),
             "radix_p32_b2": lambda: EpreRadixSelector(cfg, 256, 32, 2),
-            "radix_p32_b4": lambda: EpreRadixSelector(cfg, 256, 32, 4)}
+            "radix_p32_b4": lambda: EpreRadixSelector(cfg, 256, 32, 4),
+            "radix_p8_b4": lambda: EpreRadixSelector(cfg, 256, 8, 4)}
 
 
 def main(argv=None) -> int:

@@ -54,18 +54,21 @@ ECP5_PIECES = {"lanes1": 10_552, "lanes2": 20_194, "writeback1": 1_037, "selecto
 RADIX_PORTS = 32
 
 
-def area_model(fam: str, selector: str = "insertion", ports: int | None = None) -> dict | None:
+def area_model(fam: str, selector: str = "insertion", ports: int | None = None,
+               bits: int = 1) -> dict | None:
     """Linear LUT model from ``bench/epre_area.py``'s stage synthesis (``build/bench/
     epre_area.json``): per lane (one unit of 16 lanes / 16), per unit write-back, per
     selector (``insertion``: ``EpreSelector``; ``radix``: ``EpreRadixSelector`` with
-    ``RADIX_PORTS`` ports), shared broadcast-side LODs. None if the pieces of ``fam`` are
-    missing."""
+    ``RADIX_PORTS`` ports deciding ``bits`` threshold bits a pass, the piece
+    ``radix_pP`` or ``radix_pP_bB``), shared broadcast-side LODs. None if the pieces of
+    ``fam`` are missing."""
     import json
     path = build_root() / "bench" / "epre_area.json"
     r = json.loads(path.read_text()) if path.exists() else {}
     if fam == "ecp5":
         r = {**{f"ecp5/{k}": {"luts": v} for k, v in ECP5_PIECES.items()}, **r}
-    sel_piece = "selector" if selector == "insertion" else f"radix_p{ports or RADIX_PORTS}"
+    sel_piece = "selector" if selector == "insertion" else \
+        f"radix_p{ports or RADIX_PORTS}" + ("" if bits == 1 else f"_b{bits}")
     for lanes, n in (("lanes1", "lanes2"), 16), (("lanes1_le4", "lanes2_le4"), 4):
         need = [f"{fam}/{k}" for k in (*lanes, "writeback1", sel_piece)]
         if all(k in r for k in need):
@@ -257,7 +260,9 @@ def main(argv=None) -> int:
     t0 = time.time()
     cfg = PRESETS["exion16"]
     shp = bl.shape("dit-xl2")
-    models = {f"{kind}{P or ''}": {f: area_model(f, kind, P) for f in SDUE_LUTS}
+    # radix selectors priced at the preset's bits a pass (the run cycles use them too)
+    models = {f"{kind}{P or ''}": {f: area_model(f, kind, P, cfg.epre_radix_bit_count)
+                                   for f in SDUE_LUTS}
               for kind, P in variants}
     res = {"config": cfg.name, "provisioning": {"units": cfg.epre_unit_count,
                                                 "lanes": cfg.epre_lane_count,
