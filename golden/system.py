@@ -953,12 +953,20 @@ def _footprints(model: Model, cfg: Config, batched: bool = False) -> dict:
               + min(b.T, HEAD_SAMPLE_T) * b.T * Wb for b in model.blocks)
     cache = sum(b.count * b.batch * b.T * (b.ffn * Wb + b.d * cfg.acc_width / 8)
                 for b in model.blocks)
-    kv = context_kv_work(model)["outputs"] * Wb if batched else 0.0
+    once = _once_work(model)
+    kv = once["context_kv"]["outputs"] * Wb if batched else 0.0
     co = model.iterations * model.cond_outputs * COND_OUT_BYTES if batched else 0.0
-    once = (model.cond_params + model.enc_params + context_kv_work(model)["params"]) \
-        if batched else 0
-    return {"weights": (model.params - once) * Wb, "activations": act, "ffnr_caches": cache,
-            "context_kv": kv, "cond_outputs": co, "once_weights": once * Wb}
+    w_once = once["params"] if batched else 0
+    return {"weights": (model.params - w_once) * Wb, "activations": act, "ffnr_caches": cache,
+            "context_kv": kv, "cond_outputs": co, "once_weights": w_once * Wb}
+
+
+def _once_work(model: Model) -> dict:
+    """What ``cond_layers = "batched"`` runs before the first step: ``macs``, ``params``
+    (the weights only that pass reads) and ``context_kv`` (:func:`context_kv_work`)."""
+    ctx = context_kv_work(model)
+    return {"macs": model.once_macs + ctx["macs"],
+            "params": model.cond_layers["params"] + ctx["params"], "context_kv": ctx}
 
 
 def _residency(sysm: System, fp: dict, ffnr: bool) -> dict:
@@ -1016,8 +1024,8 @@ def evaluate_model(sysm: System, model: Model, mode: str, *, seed: int = 0,
     Wb = cfg.width / 8
     # the layers outside the blocks a step runs (the step conditioning and the condition
     # encoder too if per step)
-    o_macs = model.other_macs + (model.cond_macs + model.enc_macs if per_step else 0)
-    o_params = model.other_params + (model.cond_params + model.enc_params if per_step else 0)
+    o_macs = model.other_macs + (model.cond_layers["macs"] if per_step else 0)
+    o_params = model.other_params + (model.cond_layers["params"] if per_step else 0)
     o_wbytes = o_params * Wb
     # off chip, a step: the step's conditioning outputs, the spilled contexts' K / V
     cond_read = 0 if per_step else (res["cond_outputs"] * model.cond_outputs * COND_OUT_BYTES
@@ -1179,13 +1187,13 @@ def _cond_once(sysm: System, model: Model, res: dict, tot: dict, bound_time: dic
     (off chip the fraction of ``once_weights`` not resident, through the global memory).
     Adds the pass to
     ``tot`` and ``bound_time`` and returns its figures (None if the model has neither)."""
-    ctx = context_kv_work(model)
-    if not model.cond_macs and not ctx["macs"] and not model.enc_macs:
+    once = _once_work(model)
+    ctx, macs = once["context_kv"], once["macs"]
+    if not macs:
         return None
     cfg = sysm.cfg
     Wb = cfg.width / 8
-    macs = model.iterations * model.cond_macs + ctx["macs"] + model.enc_macs
-    w_bytes = (model.cond_params + ctx["params"] + model.enc_params) * Wb
+    w_bytes = once["params"] * Wb
     on_s = macs / (cfg.peak_macs * sysm.dscs) / sysm.hz
     off_bytes = res["once_weights"] * w_bytes \
         + res["cond_outputs"] * model.iterations * model.cond_outputs * COND_OUT_BYTES \
@@ -1240,17 +1248,16 @@ def gpu_estimate(model: Model, gpu: str, cond_layers: str = SCHEDULES["cond_laye
             x += gemm(T, Tc, dh, B * H) + gemm(T, dh, Tc, B * H)
         x += gemm(B * T, F * (2 if b.geglu else 1), d) + gemm(B * T, d, F)
         t += b.count * x
-    o_macs = model.other_macs + per_step * (model.cond_macs + model.enc_macs)
-    o_params = model.other_params + per_step * (model.cond_params + model.enc_params)
+    o_macs = model.other_macs + per_step * model.cond_layers["macs"]
+    o_params = model.other_params + per_step * model.cond_layers["params"]
     t += max(2 * o_macs / g["ops_per_s"], o_params * be / g["bytes_per_s"])
     if not per_step:
         t += model.cond_outputs * be / g["bytes_per_s"]
     t *= model.iterations
-    if not per_step and (model.cond_macs or model.enc_macs):
-        S = model.iterations
-        once += max(2 * (S * model.cond_macs + model.enc_macs) / g["ops_per_s"],
-                    (model.cond_params + model.enc_params + S * model.cond_outputs) * be
-                    / g["bytes_per_s"])
+    if not per_step and model.once_macs:
+        once += max(2 * model.once_macs / g["ops_per_s"],
+                    (model.cond_layers["params"] + model.iterations * model.cond_outputs)
+                    * be / g["bytes_per_s"])
     t += once
     return {"gpu": g["name"], "latency_s": t, "energy_j": t * g["watts"],
             "estimate": "roofline (ideal: peak compute or full bandwidth per GEMM)"}

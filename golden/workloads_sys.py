@@ -130,13 +130,26 @@ class Model:
     @property
     def params(self) -> int:
         return sum(b.count * b.weight_params for b in self.blocks) + self.other_params \
-            + self.cond_params + self.enc_params
+            + self.cond_layers["params"]
+
+    @property
+    def cond_layers(self) -> dict:
+        """The layers ``System.cond_layers`` schedules, as one step of a sampler runs them:
+        the step conditioning and the condition encoder, ``macs`` and ``params``."""
+        return {"macs": self.cond_macs + self.enc_macs,
+                "params": self.cond_params + self.enc_params}
+
+    @property
+    def once_macs(self) -> int:
+        """MACs of the same layers run before the first step: every step's conditioning
+        and the condition encoder once."""
+        return self.iterations * self.cond_macs + self.enc_macs
 
     @property
     def step_macs(self) -> int:
         """Dense MACs of one step as the samplers run it: the blocks, the layers outside them,
         the step conditioning and the condition encoder."""
-        return self.block_macs + self.other_macs + self.cond_macs + self.enc_macs
+        return self.block_macs + self.other_macs + self.cond_layers["macs"]
 
 
 def _conv(h, w, cin, cout, k=3):
@@ -160,12 +173,14 @@ def unet_blocks(prefix, hw, chans, att_levels, ctx, heads=8, d_head=None, batch=
     frames; the step conditioning is the time embedding (c0 -> 4 c0 -> 4 c0, c0 =
     ``chans[0]``) and each ResBlock's projection of it (4 c0 -> C, ``emb_layers``; no
     scale-shift norm in SD, Make-an-Audio or VideoCrafter2's configs): ``{"params",
-    "outputs"}`` (MACs = params: one token a step; outputs: the ResBlocks' C values).
+    "outputs", "embed"}`` (MACs = params: one token a step; outputs: the ResBlocks' C
+    values; embed: the time embedding MLP's weights).
     """
     h, w = hw
     blocks, macs, params = [], 0, 0
     levels = len(chans)
     emb = 4 * chans[0]
+    proj = 2 if frames_temporal else 1   # a level's transformers (spatial, temporal)
     res_out = []                # output channels of every ResBlock (its emb_layers' width)
 
     def res_temporal(hh, ww, c):
@@ -207,9 +222,8 @@ def unet_blocks(prefix, hw, chans, att_levels, ctx, heads=8, d_head=None, batch=
                                     count=5, batch=hh * ww, geglu=True, self_attn2=True))
             # proj_in / proj_out (1x1) of the 5 transformers of this level (and of their
             # temporal ones)
-            k = 2 if frames_temporal else 1
-            macs += k * 5 * batch * 2 * hh * ww * c * c
-            params += k * 5 * 2 * c * c
+            macs += proj * 5 * batch * 2 * hh * ww * c * c
+            params += proj * 5 * 2 * c * c
     c = chans[-1]
     hh, ww = h >> (levels - 1), w >> (levels - 1)
     for _ in range(2):          # mid ResBlocks
@@ -225,9 +239,8 @@ def unet_blocks(prefix, hw, chans, att_levels, ctx, heads=8, d_head=None, batch=
         blocks.append(Block(f"{prefix}tmid{hh}x{ww}", frames_temporal, c, c // dh, 4 * c,
                             count=1, batch=hh * ww, geglu=True, self_attn2=True))
     # proj_in / proj_out of the mid transformers
-    k = 2 if frames_temporal else 1
-    macs += k * batch * 2 * hh * ww * c * c
-    params += k * 2 * c * c
+    macs += proj * batch * 2 * hh * ww * c * c
+    params += proj * 2 * c * c
     if frames_temporal and init_temporal:
         ci, c0 = init_temporal, chans[0]
         dh = ci // heads if d_head is None else d_head
@@ -236,19 +249,22 @@ def unet_blocks(prefix, hw, chans, att_levels, ctx, heads=8, d_head=None, batch=
         macs += batch * 2 * h * w * c0 * ci
         params += 2 * c0 * ci
     m_in, p_in = _conv(h, w, 4, chans[0])
-    cond = {"params": chans[0] * emb + emb * emb + emb * sum(res_out), "outputs": sum(res_out)}
+    embed = chans[0] * emb + emb * emb        # the time embedding MLP
+    cond = {"params": embed + emb * sum(res_out), "outputs": sum(res_out), "embed": embed}
     return blocks, macs + 2 * batch * m_in, params + 2 * p_in, cond
 
 
-def _unet_model(name, task, unet, *seed_row, unit="image", enc=(0, 0)):
+def _unet_model(name, task, unet, *seed_row, unit="image", fps_embedding=False):
     """A UNet model of :func:`unet_blocks`' output; its step conditioning is the time
     embedding and the ResBlocks' projections of it, shared by a guided step's evaluations;
-    ``enc`` = (MACs, weights) of its condition encoder (constant over the steps)."""
+    ``fps_embedding``: a condition encoder of the time embedding's shape (VideoCrafter2's
+    fps embedding, constant over the steps)."""
     bl, m, p, cond = unet
+    enc = cond["embed"] if fps_embedding else 0
     return Model(name, task, tuple(bl), *seed_row, other_macs=m, other_params=p,
                  cond_macs=cond["params"], cond_params=cond["params"],
-                 cond_outputs=cond["outputs"], cond_shared=True, enc_macs=enc[0],
-                 enc_params=enc[1], unit=unit)
+                 cond_outputs=cond["outputs"], cond_shared=True, enc_macs=enc,
+                 enc_params=enc, unit=unit)
 
 
 def _sd():
@@ -279,8 +295,7 @@ def _vc2():
                        unet_blocks("vc", (40, 64), (320, 640, 1280, 1280), (0, 1, 2),
                                    (77, 1024), d_head=64, batch=16, frames_temporal=16,
                                    init_temporal=512),
-                       50, 0.70, 3, 0.50, 2.0, 0.5, unit="clip",
-                       enc=(320 * 1280 + 1280 * 1280,) * 2)
+                       50, 0.70, 3, 0.50, 2.0, 0.5, unit="clip", fps_embedding=True)
 
 
 #: EDGE's step conditioning (Stanford-TML/EDGE model/model.py): the time MLP (512 -> 2048),
