@@ -215,6 +215,7 @@ LEVER_SETS = {
     "sdue + packed": {"epre_keys": "sdue", "epre_stage2": "packed"},
     "gather port (EPRE words, before 2026-12-07 late)": {"epre_gather": "port"},
     "gather multicast (no key over a port, not built)": {"epre_gather": "multicast"},
+    "sub-runs off (before 2026-12-07, night)": {"epre_sub_runs": "off"},
 }
 
 
@@ -228,7 +229,8 @@ def lever_sweep(systems=("exion4", "exion24"), sets=None):
             sysm = replace(sy.SYSTEMS[sname], **over)
             row = _ordering_row(sysm)
             n = sum(r["ordered"] for r in row.values())
-            out[sname][label] = {"levers": {k: getattr(sysm, k) for k in sy.LEVERS},
+            out[sname][label] = {"levers": {k: getattr(sysm, k)
+                                            for k in (*sy.LEVERS, "epre_sub_runs")},
                                  "holds": n, "models": row}
             fails = [k for k, r in row.items() if not r["ordered"]]
             print(f"{sname:8} {label:24} ordering holds for {n} of {len(row)}"

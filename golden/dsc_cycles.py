@@ -595,7 +595,8 @@ class _EpreTimeline:
     (``overlap``) starts in its hand-over cycle; a queued one (``k_given`` and ``k_wait``)
     sits in the one-run slot from its hand-over cycle and is taken in the first cycle the
     EPRE is idle; a ``k_wait`` run enters stage 2 the cycle after both its stage 1 and
-    its keys (``full`` of its Kh buffer, set by a ``kq`` OMEM_STORE's last key) are done.
+    its keys (``full`` of its Kh buffer, set by a ``kq`` OMEM_STORE's last key) are done;
+    a queued run with ``k_hold`` (a sub-run) leaves the buffer full for the next run on it.
     ``end`` = the first idle cycle after a run."""
 
     def __init__(self, cfg: Config):
@@ -606,9 +607,12 @@ class _EpreTimeline:
         s1, run = epre_run_parts(self.cfg, d)
         q = bool(int(ep.get("k_given", 0))) and bool(int(ep.get("k_wait", 0)))
         kb = int(ep.get("k_buf", 0))
+        hold = q and bool(int(ep.get("k_hold", 0)))
+        kappa = self.full.pop(kb, None) if q else 0
+        if hold and kappa is not None:
+            self.full[kb] = kappa          # the next sub-run finds the keys in
         self.runs.append({"h": hand, "q": q, "wb": int(ep.get("w_buf", 0)), "kb": kb,
-                          "s1": s1, "run": run,
-                          "kappa": self.full.pop(kb, None) if q else 0})
+                          "s1": s1, "run": run, "hold": hold, "kappa": kappa})
         return run
 
     def _resolve(self):
@@ -657,6 +661,9 @@ class _EpreTimeline:
     def keys_free(self, b: int) -> int:
         """The first cycle Kh buffer ``b`` is not full (its last reader ended)."""
         done = [r for r in self.runs if r["q"] and r["kb"] == b and r["kappa"] is not None]
+        if done and done[-1]["hold"]:
+            raise ExionError(f"DSC program: keys teed into Kh buffer {b} while its last run "
+                             "holds it (k_hold; the program would not end)")
         return self._end(done[-1]) + 1 if done else 0
 
     def keys_in(self, b: int, kappa: int):
@@ -664,7 +671,8 @@ class _EpreTimeline:
         for r in self.runs:
             if r["q"] and r["kb"] == b and r["kappa"] is None:
                 r["kappa"] = kappa
-                return
+                if not r["hold"]:
+                    return
         self.full[b] = kappa
 
 

@@ -414,3 +414,52 @@ def epre_schedule_q(before: float, after: float, kv_heads, rest_heads,
             hand[h + 2] = t
     return {"exposed": float(sum(waits)), "span": t,
             "sdue": float(sum(kv_heads) + sum(rest_heads) + sum(beside)), "waits": waits}
+
+
+def epre_schedule_sub(runs_heads, kv_heads, beside_heads=None) -> dict:
+    """:func:`epre_schedule_q` with each head's queries scored in **sub-runs** (issue 19,
+    the DSC's ``q_split``: run field ``q_base``, ``k_hold``): ``runs_heads[h]`` lists head
+    h's sub-runs as ``(before, after, rest)``, ``rest`` the SDUE work that needs that
+    sub-run's masks (its query rows' scores and P.V). The runs are queued in order over all
+    heads (run r + 2 handed over after run r's rest), each starts when the previous one
+    ends, does its stage 1 and enters stage 2 once its head's K_h | V_h tile has teed the
+    keys (the sub-runs of a head share them); the SDUE waits for each sub-run's masks::
+
+        K/V_0, [K/V_(h+1), beside_h, [wait run (h, j), rest_(h,j)] for each j]
+
+    With one sub-run per head it is :func:`epre_schedule_q`. Returns ``exposed``, ``span``,
+    ``sdue`` and ``waits`` (one per sub-run)."""
+    if len(kv_heads) != len(runs_heads):
+        raise ValueError("kv_heads and runs_heads must have one entry per head")
+    H = len(kv_heads)
+    beside = [0.0] * H if beside_heads is None else list(beside_heads)
+    flat = [(h, float(b), float(a)) for h in range(H) for b, a, _ in runs_heads[h]]
+    hand = [0.0] * len(flat)
+    ready = [0.0] * H
+    ends: list = []
+    t, waits = 0.0, []
+
+    def end(i):
+        while len(ends) <= i:
+            k = len(ends)
+            h, b, a = flat[k]
+            s0 = max(ends[-1] if ends else 0.0, hand[k])
+            ends.append(max(s0 + b, ready[h]) + a)
+        return ends[i]
+    if H:
+        t = ready[0] = float(kv_heads[0])
+    i = 0
+    for h in range(H):
+        if h + 1 < H:
+            t += kv_heads[h + 1]
+            ready[h + 1] = t
+        t += beside[h]
+        for _, _, rest in runs_heads[h]:
+            waits.append(max(0.0, end(i) - t))
+            t += waits[-1] + rest
+            if i + 2 < len(flat):
+                hand[i + 2] = t
+            i += 1
+    return {"exposed": float(sum(waits)), "span": t,
+            "sdue": float(sum(kv_heads) + sum(r for rs in runs_heads for *_, r in rs)
+                          + sum(beside)), "waits": waits}

@@ -25,6 +25,16 @@ whose figures are not changed here (docs/evaluate.md has the whole model):
   each, all keys; :func:`attn_split_candidates`); per block and mode the system runs the
   cheapest candidate g and, in EP / All, EP only on the blocks where it is faster than
   without (:func:`best_block`; cost ``max(on-chip, off-chip cycles)``).
+* **EPRE sub-runs** [choice, :data:`SCHEDULES` ``epre_sub_runs``, issue 19]: with the
+  Q-dense exact keys, a unit's EPRE run may be split by query rows (the DSC's ``q_split``:
+  run fields ``q_base`` and ``k_hold``); after each sub-run the SDUE scores the row blocks
+  of kept query rows it completes (dominant rows dropped across sub-runs, as in one run)
+  while the next one runs, and computes the unit's P.V once after the last
+  (:func:`sub_run_bounds`: the first of 1 or 2 x U queries, each next as long as the
+  previous one's scores hide it; :func:`~exion.golden.projections.epre_schedule_sub`).
+  ``best_block`` keeps the fastest of one run and the plans; the iteration tries its
+  policies with and without sub-runs (each sub-run's scores read the head's K_h again,
+  which can make an iteration off-chip-bound).
 * **EP masks** [choice]: ``bl.synth_ep`` with a per-key logit term shared by a head's
   queries, weight ``ep_key_corr`` = ``bl.EP_KEY_CORR`` = 0.65, fitted to the digits64 DiT's
   real masks (``bench/perf_ep_masks.py``); 0 gives the i.i.d. masks of ``block_flow``.
@@ -87,7 +97,7 @@ from .cycles import epre_phase_cycles
 from .dsc_cycles import kh_words, kload_packed_body, komem_body, krow_beats
 from .dsc_cycles import overhead as dsc_overhead
 from .projections import (epre_schedule, epre_schedule_db, epre_schedule_k, epre_schedule_komem,
-                          epre_schedule_q)
+                          epre_schedule_q, epre_schedule_sub)
 from .dataflow import BYTE_KEYS, gemm_flow
 from .workloads_sys import Block, Model
 
@@ -227,7 +237,12 @@ LEVERS = {**EPRE_LEVERS, **SYSTEM_LEVERS}
 #: FFN-Reuse caches, else off chip; their weights, read by that pass alone, come last
 #: (:func:`_residency`). ``per-step`` runs all of them in every step, as the models'
 #: samplers do, weights fetched every step. The GPU estimate takes the same schedule.
-SCHEDULES = {"cond_layers": ("batched", "per-step")}
+SCHEDULES = {"cond_layers": ("batched", "per-step"), "epre_sub_runs": ("greedy", "off")}
+
+#: ``epre_sub_runs = "greedy"``: the first sub-run's U-query groups :func:`best_block`
+#: tries (:func:`sub_run_bounds`), on units of at least :data:`SUB_RUN_MIN_GROUPS` groups.
+SUB_RUN_FIRSTS = (1, 2)
+SUB_RUN_MIN_GROUPS = 3
 #: Bytes of one step-conditioning output (16 bits: the CFSE's width for modulations).
 COND_OUT_BYTES = 2
 #: The key paths ``per-block`` chooses from (all built; ``store-queue`` is never slower
@@ -261,6 +276,7 @@ class System:
     epre_stage2: str = "row"
     epre_gather: str = "packed"    # see SYSTEM_LEVERS
     cond_layers: str = "batched"   # see SCHEDULES
+    epre_sub_runs: str = "greedy"  # see SCHEDULES
 
     def __post_init__(self):
         def need(cond, f, v, limit):
@@ -437,6 +453,8 @@ def block_gemms_cached(cfg: Config, blk: Block, mode: str, **kw) -> dict:
     """:func:`block_gemms`, memoized (the per-core figures do not depend on the core count)."""
     if blk.context is None or kw.get("context_kv", True):
         kw.pop("context_kv", None)          # the default, or nothing to leave out
+    if not kw.get("sub_first", 0):
+        kw.pop("sub_first", None)
     key = (cfg.hash, blk, mode, tuple(sorted(kw.items())))
     if key not in _BLOCK_CACHE:
         _BLOCK_CACHE[key] = block_gemms(cfg, blk, mode, **kw)
@@ -447,7 +465,8 @@ def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | 
                 dataflow: str = "col-group", reuse_dense: bool = False, s: float = 0.0,
                 k: float = 1.0, q_th: float | None = None, masks_kind: str = "column",
                 attn_split: int = 1, ep_key_corr: float = bl.EP_KEY_CORR,
-                epre_levers: tuple = PREDICTED_LEVERS, context_kv: bool = True) -> dict:
+                epre_levers: tuple = PREDICTED_LEVERS, context_kv: bool = True,
+                sub_first: int = 0) -> dict:
     """Per-core figures of one instance of ``blk`` in ``mode`` (base / ffnr / ep / all).
 
     Masks are ``block_flow``'s: ``bl.ffn_mask_for`` / ``bl.synth_ep`` with ``seed`` (FFN mask
@@ -462,9 +481,10 @@ def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | 
     :func:`attn_split_for`]. g = 1 is ``block_flow``'s block.
 
     ``epre_levers`` = (``epre_fetch``, ``epre_keys``, ``epre_stage2``) of :data:`EPRE_LEVERS`
-    (what-ifs of the EPRE; :data:`BUILT_LEVERS` is the RTL's design, whose ``per-block``
-    keys are :func:`best_block`'s choice: here one concrete key path, default predicted).
-    ``context_kv`` false leaves out the contexts' K / V (run once: :func:`context_kv_work`).
+    (:data:`BUILT_LEVERS`' ``per-block`` keys are :func:`best_block`'s choice: here one key
+    path). ``context_kv`` false leaves out the contexts' K / V (:func:`context_kv_work`).
+    ``sub_first`` = m > 0 (``store-queue-q`` keys): **EPRE sub-runs** of :func:`sub_run_bounds`
+    (the first of m x U queries; :func:`_ep_head`), ``r["sub_rows"]`` their query counts.
     """
     if mode not in bl.MODES:
         raise ExionError(f"mode {mode!r} is not one of {', '.join(bl.MODES)}")
@@ -480,6 +500,7 @@ def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | 
                          f"(best_block); give one of {', '.join(PER_BLOCK_KEYS)}")
     k_exact = use_ep and levers[1] != "predicted"   # K computed dense for the EPRE's stage 2
     q_dense = use_ep and levers[1] == "store-queue-q"   # Q computed dense, beside the run
+    sub_first, sub_rows = _check_sub_first(sub_first, use_ep, q_dense), []
     rate = cfg.rows
     kw = {"dataflow": dataflow, "bw": cfg.gb_bytes_per_cycle if bw is None else bw}
     g = []
@@ -505,10 +526,12 @@ def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | 
         """Self-attention GEMMs; memoized (the same in every mode with or without EP)."""
         key = (cfg.hash, blk, prefix, use_ep, seed, k if use_ep else None,
                q_th if use_ep else None, ep_key_corr if use_ep else None,
-               tuple(sorted(kw.items())), g_split, k_exact, q_dense)
+               tuple(sorted(kw.items())), g_split, k_exact, q_dense, sub_first,
+               levers if sub_first else None)
         if key not in _ATT_CACHE:
             _ATT_CACHE[key] = _attention(prefix, q_names)
-        out, sm_el, sm_exp = _ATT_CACHE[key]
+        out, sm_el, sm_exp, rows = _ATT_CACHE[key]
+        sub_rows.append(rows)
         g.extend(out)
         cfse["softmax_elements"] += sm_el
         cfse["softmax_exposed"] += sm_exp
@@ -533,30 +556,25 @@ def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | 
             else:
                 g.append((_gemm(cfg, nm, M, hd, d, kw), lin, "linear"))
         cnt = b * H // h_eval * g_split
+        tq = math.ceil(T / g_split)
+        sm = [ep["score_mask"][h] & needs["q"][h][:, None] for h in range(h_eval)] \
+            if use_ep else None            # the score masks, dominant rows cleared
+        bounds, priced = sub_run_bounds(cfg, sm[0], tq, sub_first, (T, d, dh), levers, kw) \
+            if sub_first else ([0, tq], {})
         for h in range(h_eval):
             if use_ep:
-                sm_h = ep["score_mask"][h] & needs["q"][h][:, None]
-                keep = np.flatnonzero(sm_h.any(axis=1))
-                # query chunk of one of the g cores sharing the head: the first ceil(T/g)
-                # query rows (masks are i.i.d. over rows), their kept rows compacted
-                keep = keep[keep < math.ceil(T / g_split)]
-                r = None
-                if keep.size:
-                    r = _gemm(cfg, f"{prefix}scores[{h}]", keep.size, T, dh, kw, mask=sm_h[keep])
-                    g.append((r, cnt, "head"))
-                    g.append((_gemm(cfg, f"{prefix}pv[{h}]", keep.size, dh, T, kw,
-                                    input_mask=sm_h[keep]), cnt, "head"))
-                n_el = int(sm_h[keep].sum())
+                out, n_el, sm_exp = _ep_head(cfg, prefix, h, sm[h], tq, bounds,
+                                             priced if h == 0 else {}, dh, kw)
+                g.extend((x, cnt, "head") for x in out)
             else:
-                tq = math.ceil(T / g_split)
                 r = _gemm(cfg, f"{prefix}scores[{h}]", tq, T, dh, kw)
                 g.append((r, cnt, "head"))
                 g.append((_gemm(cfg, f"{prefix}pv[{h}]", tq, dh, T, kw), cnt, "head"))
-                n_el = tq * T
+                n_el, sm_exp = tq * T, max(0, math.ceil(tq * T / rate) - r.cycles)
             cfse["softmax_elements"] += cnt * n_el
-            cfse["softmax_exposed"] += cnt * max(0, math.ceil(n_el / rate)
-                                                 - (r.cycles if r is not None else 0))
-        return g, cfse["softmax_elements"], cfse["softmax_exposed"]
+            cfse["softmax_exposed"] += cnt * sm_exp
+        return (g, cfse["softmax_elements"], cfse["softmax_exposed"],
+                [b1 - b0 for b0, b1 in zip(bounds, bounds[1:])])
 
     attention("", ("q_proj", "k_proj", "v_proj"))
     g.append((_gemm(cfg, "o_proj", M, d, hd, kw), lin, "linear"))
@@ -586,17 +604,96 @@ def block_gemms(cfg: Config, blk: Block, mode: str, *, seed: int = 0, bw: int | 
     g.extend(fg)
     cfse["gelu_elements"] = gel_el
     cfse["gelu_exposed"] = gel_exp
-    ep = _ep_charges(cfg, g, blk, h_eval, kw["bw"], g_split, levers) if use_ep \
+    ep = _ep_charges(cfg, g, blk, h_eval, kw["bw"], g_split, levers, sub_rows) if use_ep \
         else {"epre_cycles": 0, "epre_busy_cycles": 0, "epre_runs": 0, "shift_adds": 0}
     return {"block": blk.name, "mode": mode, "gemms": g, "cfse": cfse, **ep, "h_eval": h_eval,
             "epre_keys": levers[1] if use_ep else None,
-            "attn_units": b * H * g_split, "attn_split": g_split,
+            "attn_units": b * H * g_split, "attn_split": g_split, "sub_rows": sub_rows,
             "ffn_sparsity": ffn_sp,
             "bw": kw["bw"], "dataflow": dataflow}
 
 
+def _check_sub_first(sub_first, use_ep: bool, q_dense: bool) -> int:
+    """:func:`block_gemms`' ``sub_first`` (0 without EP); sub-runs need the Q-dense keys."""
+    m = int(sub_first) if use_ep else 0
+    if m < 0 or (m and not q_dense):
+        raise ExionError(f"sub_first = {sub_first!r}: EPRE sub-runs need epre_keys = "
+                         "'store-queue-q' (queued runs, the Q projection beside them) and "
+                         "m >= 1 query groups first")
+    return m
+
+
+def _ep_head(cfg: Config, prefix: str, h: int, sm_h, tq: int, bounds: list, priced: dict,
+             dh: int, kw: dict) -> tuple[list, int, int]:
+    """(GEMMs, softmax elements, exposed softmax cycles) of head h's attention with EP on
+    one core's query chunk: its first ``tq`` query rows (masks are i.i.d. over rows), the
+    kept ones (``sm_h``: the score mask with the dominant rows cleared) compacted; each
+    sub-run of ``bounds`` followed by the scores of the row blocks it completes
+    (``scores[h.j]``; ``scores[h]`` for one run; ``priced``: those :func:`sub_run_bounds`
+    already priced), the P.V once on all kept rows (it needs no mask)."""
+    T = sm_h.shape[1]
+    keep = np.flatnonzero(sm_h.any(axis=1))
+    keep = keep[keep < tq]
+    out, n_el, exposed = [], 0, 0
+    for j, (lo, hi) in enumerate(zip(bounds, bounds[1:])):
+        a, z = sub_run_rows(keep, lo, hi, hi >= tq, cfg.rows)
+        kj = keep[a:z]
+        if kj.size:
+            rj = priced[a, z] if (a, z) in priced else \
+                _gemm(cfg, "scores", kj.size, T, dh, kw, mask=sm_h[kj])
+            tag = f"{h}.{j}" if len(bounds) > 2 else f"{h}"
+            out.append(replace(rj, name=f"{prefix}scores[{tag}]"))
+            n_j = int(sm_h[kj].sum())
+            n_el += n_j
+            exposed += max(0, math.ceil(n_j / cfg.rows) - rj.cycles)
+    if keep.size:
+        out.append(_gemm(cfg, f"{prefix}pv[{h}]", keep.size, dh, T, kw,
+                         input_mask=sm_h[keep]))
+    return out, n_el, exposed
+
+
+def sub_run_rows(keep, lo: int, hi: int, last: bool, R: int) -> tuple[int, int]:
+    """The slice ``keep[a:b]`` of a unit's kept query rows (ascending, dominant rows
+    dropped) whose SDUE row blocks of R rows a sub-run over query rows ``lo .. hi - 1``
+    completes: the blocks whose last row it scores (``last``: the unit's last sub-run, which
+    also completes a final partial block) [choice, issue 19]."""
+    n_lo, n_hi = (int(np.searchsorted(keep, v)) for v in (lo, hi))
+    return n_lo // R * R, n_hi if last else n_hi // R * R
+
+
+def sub_run_bounds(cfg: Config, sm, tq: int, first: int, dims: tuple, levers: tuple,
+                   kw: dict) -> tuple[list[int], dict]:
+    """The query rows where a unit's EPRE sub-runs start, and ``tq`` (its query chunk's rows)
+    [choice, issue 19; the DSC's ``q_split``]: the first sub-run scores ``first`` x U rows
+    (U = ``cfg.epre_unit_count``; sub-runs start at multiples of U, run field ``q_base``),
+    each next one the most groups of U rows whose run (:func:`epre_phases` at ``dims`` =
+    (T, d, d_head) and ``levers``) is no longer than the scores GEMM of the row blocks the
+    previous sub-run completed (:func:`sub_run_rows` of the kept rows of ``sm``, the (rows,
+    T) score mask of the head with its dominant rows cleared), so it hides behind it; the
+    last takes what is left, and a tail shorter than U joins the sub-run before it. Also
+    returns those GEMMs, ``{(a, b): scores}`` by kept-row slice."""
+    T, d, dh = dims
+    U, R = cfg.epre_unit_count, cfg.rows
+    keep = np.flatnonzero(sm[:tq].any(axis=1))
+    priced: dict = {}
+
+    def att(lo, hi):
+        a, b = sub_run_rows(keep, lo, hi, hi >= tq, R)
+        if b <= a:
+            return 0
+        priced[a, b] = _gemm(cfg, "scores", b - a, T, dh, kw, mask=sm[keep[a:b]])
+        return priced[a, b].cycles
+    b = [0, min(tq, max(1, int(first)) * U)]
+    while b[-1] < tq:
+        left, budget, n = tq - b[-1], att(b[-2], b[-1]), U
+        while n + U <= left and sum(epre_phases(cfg, n + U, T, d, dh, levers)) <= budget:
+            n += U
+        b.append(b[-1] + (left if left - n < U else n))
+    return b, priced
+
+
 def _ep_charges(cfg: Config, g, blk: Block, h_eval: int, bw: int, g_split: int,
-                levers: tuple) -> dict:
+                levers: tuple, sub_rows: list) -> dict:
     """EP's EPRE figures of one instance of ``blk`` (:func:`block_gemms` in ep / all)."""
     T, d, H, dh = blk.T, blk.d, blk.heads, blk.d_head
     runs = blk.batch * (2 if blk.self_attn2 else 1)
@@ -604,8 +701,8 @@ def _ep_charges(cfg: Config, g, blk: Block, h_eval: int, bw: int, g_split: int,
     # self-attention's schedule kept for block_on_system to price on N cores
     attns = [("", ("q_proj", "k_proj", "v_proj"))] + (
         [("sa2.", ("q2_proj", "k2_proj", "v2_proj"))] if blk.self_attn2 else [])
-    sched = [_epre_sched(cfg, g, pre, names, blk, h_eval, bw, g_split, levers)
-             for pre, names in attns]
+    sched = [_epre_sched(cfg, g, pre, names, blk, h_eval, bw, g_split, levers, rows)
+             for (pre, names), rows in zip(attns, sub_rows)]
     exposed = sum(epre_exposed_on(x, 1) for x in sched)
     # stage 1 (Qh, Kh: T x d x 2 H dh products; the query side only with exact keys) +
     # stage 2 (H x T x T x dh products), each a sum of lod_terms^2 power-of-two terms
@@ -680,7 +777,8 @@ def epre_phases(cfg: Config, n_q: int, n_k: int, d: int, d_head: int,
 
 
 def _epre_sched(cfg: Config, g, prefix: str, names, blk: Block, h_eval: int,
-                bw: int, g_split: int = 1, levers: tuple = PREDICTED_LEVERS) -> dict:
+                bw: int, g_split: int = 1, levers: tuple = PREDICTED_LEVERS,
+                sub_rows: list | None = None) -> dict:
     """The inputs of one self-attention's EPRE schedule (:func:`epre_exposed_on` prices them
     on N cores): the run's phases, the K / V and Q projections' cycles with the cores each
     can be split over, each head's scores + P.V cycles (sampled heads reused), the
@@ -688,7 +786,10 @@ def _epre_sched(cfg: Config, g, prefix: str, names, blk: Block, h_eval: int,
     at ``bw`` bytes per cycle (``stall``; its part beyond the idle port cycles with
     ``port-idle``; none with ``shared``); with exact keys the K_h words a run loads over the
     port (``kload``: all with ``sdue-port``, else the other query chunks' ``(g - 1) / g``)
-    and the DSC's EPRE_KOMEM cycles (``komem``). ``levers``: :data:`EPRE_LEVERS`."""
+    and the DSC's EPRE_KOMEM cycles (``komem``). ``levers``: :data:`EPRE_LEVERS`.
+    ``sub_rows``: the query counts of a unit's sub-runs (:func:`block_gemms`'
+    ``sub_first``); with more than one, ``sub`` lists per head each sub-run's ``(before,
+    after, rest)``, ``rest`` its rows' scores cycles (the last's with the head's P.V)."""
     T, d, H, dh, b = blk.T, blk.d, blk.heads, blk.d_head, blk.batch
     one = {}
     lin = {nm: [] for nm in names}
@@ -719,10 +820,19 @@ def _epre_sched(cfg: Config, g, prefix: str, names, blk: Block, h_eval: int,
         kload_packed = key_rows(T - math.ceil(T / g_split))
     if keys == "komem":               # EPRE_KOMEM on the DSC's own time, per run
         komem = dsc_overhead(64) + komem_body(cfg, T, dh)
+    sub = None
+    if sub_rows is not None and len(sub_rows) > 1:
+        phases = [epre_phases(cfg, n, T, d, dh, levers) for n in sub_rows]
+        last = len(sub_rows) - 1
+        sub = [[(*phases[j], one.get(f"{prefix}scores[{h % h_eval}.{j}]", 0)
+                 + (one.get(f"{prefix}pv[{h % h_eval}]", 0) if j == last else 0))
+                for j in range(len(sub_rows))] for h in range(H)]
     return {"before": before, "after": after, "levers": tuple(levers), "heads": H,
             "units": b * H * g_split, "kv": lin[names[1]] + lin[names[2]], "q": lin[names[0]],
-            "head": [one.get(f"{prefix}scores[{h % h_eval}]", 0)
+            "head": [sum(x[2] for x in sub[h]) if sub else
+                     one.get(f"{prefix}scores[{h % h_eval}]", 0)
                      + one.get(f"{prefix}pv[{h % h_eval}]", 0) for h in range(H)],
+            "sub": sub,
             "fetch": fetch, "kload": kload, "kload_packed": kload_packed, "komem": komem}
 
 
@@ -755,6 +865,8 @@ def epre_exposed_on(s: dict, n_cores: int, gather: str = "packed") -> float:
                                       rest)["exposed"]
     elif keys == "store-queue":       # queued runs, stage 2 once the keys are in
         exposed = epre_schedule_q(before, after, [kv] * h_seq, rest)["exposed"]
+    elif keys == "store-queue-q" and s.get("sub"):    # ... in sub-runs (the DSC's q_split)
+        exposed = epre_schedule_sub(s["sub"][:h_seq], [kv] * h_seq, [q] * h_seq)["exposed"]
     elif keys == "store-queue-q":     # ... and the dense Q projection beside the run
         exposed = epre_schedule_q(before, after, [kv] * h_seq,
                                   [s["head"][h] for h in range(h_seq)], [q] * h_seq)["exposed"]
@@ -827,6 +939,10 @@ def best_block(sysm: "System", blk: Block, mode: str, split_heads: bool = True,
       smaller g than Base;
     * in EP modes with ``epre_keys = "per-block"`` (the built design), the faster of the
       key paths :data:`PER_BLOCK_KEYS` (``r["epre_keys"]`` tells which ran);
+    * with ``store-queue-q`` keys and ``sysm.epre_sub_runs = "greedy"`` (issue 19, the DSC's
+      ``q_split``), one run per unit or sub-runs whose first scores m x U queries, m in
+      :data:`SUB_RUN_FIRSTS`, on units of at least :data:`SUB_RUN_MIN_GROUPS` x U queries
+      (``r["sub_rows"]`` tells which ran);
     * in EP modes (ep, all), EP is used on this block only if it is faster than the block
       without EP (``NO_EP``; ``ep_per_block`` false forces EP everywhere): EP is a per-layer
       option whose EPRE cost is known before the run from T, d, heads and k. A block without
@@ -852,14 +968,20 @@ def best_block(sysm: "System", blk: Block, mode: str, split_heads: bool = True,
     lev = tuple(kw.pop("epre_levers", BUILT_LEVERS))
     keys = PER_BLOCK_KEYS if lev[1] == "per-block" else (lev[1],)
     best = None
+    U = sysm.cfg.epre_unit_count
     for m in modes:
         for k in (keys if m in NO_EP else keys[:1]):
             for g in cands:
-                r = block_gemms_cached(sysm.cfg, blk, m, attn_split=g,
-                                       epre_levers=(lev[0], k, lev[2]), **kw)
-                o = block_on_system(sysm, r)
-                if best is None or cost(o) < best[2]:
-                    best = (r, o, cost(o))
+                subs = (0,) + (SUB_RUN_FIRSTS if (
+                    m in NO_EP and k == "store-queue-q" and sysm.epre_sub_runs == "greedy"
+                    and math.ceil(blk.T / g) >= SUB_RUN_MIN_GROUPS * U) else ())
+                for sub in subs:
+                    r = block_gemms_cached(sysm.cfg, blk, m, attn_split=g,
+                                           epre_levers=(lev[0], k, lev[2]), sub_first=sub,
+                                           **kw)
+                    o = block_on_system(sysm, r)
+                    if best is None or cost(o) < best[2]:
+                        best = (r, o, cost(o))
     return best[:2]
 
 
@@ -1058,20 +1180,13 @@ def evaluate_model(sysm: System, model: Model, mode: str, *, seed: int = 0,
                                  for k in ("weight_bytes", "act_bytes", "cache_bytes")))
             return (max(on, off / (sysm.offchip_gb_per_s * 1e9 / sysm.hz)), on)
 
-        # static schedule [choice]: the fastest of these per-block policies (per-block on-chip
-        # cycles; per-block max(on, off-chip); per-block off-chip first, for an iteration
-        # bound by the sum of the blocks' off-chip traffic; and, in EP modes, no EP anywhere,
-        # so that EP is never slower than the mode without it)
-        policies = [(bm, None, False), (bm, res, False), (bm, res, True)]
-        if bm in NO_EP and ep_per_block:
-            policies.append((NO_EP[bm], None, False))
         choice = None
-        for pm, pres, off_first in policies:
+        for pm, pres, off_first, ss in _policies(sysm, bm, res, ep_per_block):
             ch = []
             for blk in model.blocks:
                 if progress:
                     progress(f"{model.name} {mode}: {blk.name} ({it_kind})")
-                r, o = best_block(sysm, blk, pm, split_heads, ep_per_block, pres, off_first,
+                r, o = best_block(ss, blk, pm, split_heads, ep_per_block, pres, off_first,
                                   **bkw)
                 ch.append((blk, r, o))
             if choice is None or iter_time(ch) < iter_time(choice):
@@ -1091,7 +1206,9 @@ def evaluate_model(sysm: System, model: Model, mode: str, *, seed: int = 0,
                               "core_cycles_1core": o["core_cycles"],
                               "useful_macs": o["useful_macs"],
                               "ffn_sparsity": r["ffn_sparsity"],
-                              "attn_split": r["attn_split"], "epre_keys": r.get("epre_keys")})
+                              "attn_split": r["attn_split"], "epre_keys": r.get("epre_keys"),
+                              "ep_sub_rows": (r["sub_rows"][0] if r.get("sub_rows")
+                                              and r["mode"] in NO_EP else None)})
         # layers outside transformer blocks: dense, at peak on all cores [choice]
         onchip = (cyc + other_cyc) / sysm.hz
         off_bytes = off_bytes_of(act["weight_bytes"], act["act_bytes"], act["cache_bytes"])
@@ -1144,6 +1261,22 @@ def evaluate_model(sysm: System, model: Model, mode: str, *, seed: int = 0,
                                                                             cond)},
             "iterations": {"total": S, "dense": n_dense, "sparse": n_sparse},
             "offchip_fraction": res, "footprint_bytes": fp, "blocks": per_block}
+
+
+def _policies(sysm: System, bm: str, res: dict, ep_per_block: bool) -> list:
+    """The static schedule's per-block policies an iteration tries, keeping the fastest
+    [choice]: (mode, residency, off-chip first, system) for per-block on-chip cycles,
+    per-block max(on, off-chip), and per-block off-chip first (an iteration bound by the sum
+    of the blocks' off-chip traffic); in EP modes each with and without EPRE sub-runs (their
+    extra K_h reads can make an iteration off-chip-bound), and no EP anywhere, so that EP
+    is never slower than the mode without it."""
+    sub_sys = [sysm] + ([replace(sysm, epre_sub_runs="off")]
+                        if bm in NO_EP and sysm.epre_sub_runs != "off" else [])
+    out = [(bm, pres, off_first, ss) for ss in sub_sys
+           for pres, off_first in ((None, False), (res, False), (res, True))]
+    if bm in NO_EP and ep_per_block:
+        out.append((NO_EP[bm], None, False, sysm))
+    return out
 
 
 def _step_conditioning_json(sysm: System, model: Model, once) -> dict:

@@ -1159,9 +1159,10 @@ class DscCore(wiring.Component):
         ``k_wait`` (``ep_q``) goes into a one-run slot (``ep_pend``, ``ep_prun``) and the
         core goes on; the slot's run starts when the EPRE is idle. ``ep_full[b]``: Kh buffer
         b holds the keys of a waiting run (set by a ``kq`` OMEM_STORE's last key, cleared
-        when the queued run that read it ends); it is the EPRE's ``keys_ok``.
-        ``ep_wbuf`` / ``ep_kbuf`` / ``ep_kwait``: W and Kh buffer of the run handed over
-        last, and whether it came through the slot."""
+        when the queued run that read it ends, unless that run has ``k_hold``: a sub-run
+        keeps its head's keys for the next one); it is the EPRE's ``keys_ok``.
+        ``ep_wbuf`` / ``ep_kbuf`` / ``ep_kwait`` / ``ep_khold``: W and Kh buffer of the run
+        handed over last, whether it came through the slot and whether it holds its keys."""
         def bit(name):
             return drun[rl[name].offset]
         s.ep_q = Signal(name="epre_queued")
@@ -1170,6 +1171,7 @@ class DscCore(wiring.Component):
         s.ep_full = Signal(2, name="epre_keys_full")
         s.ep_kbuf = Signal(name="epre_k_buf")
         s.ep_kwait = Signal(name="epre_k_wait")
+        s.ep_khold = Signal(name="epre_k_hold")
         busy_q = Signal(name="epre_busy_q")
         prun = s.ep_prun
         s.ep_pwbuf = prun[rl["w_buf"].offset]
@@ -1180,8 +1182,9 @@ class DscCore(wiring.Component):
             m.d.comb += ep.run.valid.eq(1)
         with m.If(s.ep_pend & ep.run.ready):
             m.d.sync += [s.ep_pend.eq(0), s.ep_wbuf.eq(s.ep_pwbuf), s.ep_kwait.eq(1),
-                         s.ep_kbuf.eq(prun[rl["k_buf"].offset])]
-        with m.If(busy_q & ~ep.busy & s.ep_kwait):       # a queued run ended
+                         s.ep_kbuf.eq(prun[rl["k_buf"].offset]),
+                         s.ep_khold.eq(prun[rl["k_hold"].offset])]
+        with m.If(busy_q & ~ep.busy & s.ep_kwait & ~s.ep_khold):   # a queued run ended
             m.d.sync += s.ep_full.bit_select(s.ep_kbuf, 1).eq(0)
 
     def _tee(self, m, s, ep, ew):

@@ -165,6 +165,8 @@ def run_layout(cfg: Config, s: EpreSizes) -> data.StructLayout:
     q_groups      ceil(n_q / units);   k_groups  ceil(n_k / units)
     kv_base       X word of key row 0: kv_group * d_words (0: self-attention, the keys are the
                   query rows; cross-attention puts X_kv at row group kv_group after X)
+    q_base        X word of query row 0: q_group * d_words (0: the run's queries are X's first
+                  rows; a **sub-run** scores the queries from row group q_group on, issue 19)
     d_words       ceil(d / L), X and W^T words per row
     d_head        Wq / Wk columns (Qh / Kh width), 1..dh_max
     h_words       ceil(d_head / L)
@@ -182,12 +184,15 @@ def run_layout(cfg: Config, s: EpreSizes) -> data.StructLayout:
                   writes, from Kh word ``k_buf * h_depth``
     k_wait        only with ``k_bufs = 2`` and ``k_given``: after stage 1 the run waits until
                   ``keys_ok[k_buf]`` (its keys are in) before stage 2
+    k_hold        only with ``k_bufs = 2``: a queued run that keeps its Kh buffer full when it
+                  ends (the DSC's ``epre_keys_full``), for the next sub-run of the same head
+                  (issue 19); 0: the buffer is free for the next head's keys
     """
     nb = (s.n_max).bit_length()
     return data.StructLayout({
         "n_q": unsigned(nb), "n_k": unsigned(nb),
         "q_groups": unsigned(s.g_max.bit_length()), "k_groups": unsigned(s.g_max.bit_length()),
-        "kv_base": unsigned(_bits(s.x_depth)),
+        "kv_base": unsigned(_bits(s.x_depth)), "q_base": unsigned(_bits(s.x_depth)),
         "d_words": unsigned(s.dw_max.bit_length()),
         "d_head": unsigned(s.dh_max.bit_length()),
         "h_words": unsigned(s.hw_max.bit_length()),
@@ -196,7 +201,7 @@ def run_layout(cfg: Config, s: EpreSizes) -> data.StructLayout:
         "q_th": unsigned(cfg.acc_width + 1),
         "q_th_en": 1, "keep_all": 1, "two_step": 1, "k_given": 1,
         **({"w_buf": 1} if s.w_bufs > 1 else {}),
-        **({"k_buf": 1, "k_wait": 1} if s.k_bufs > 1 else {}),
+        **({"k_buf": 1, "k_wait": 1, "k_hold": 1} if s.k_bufs > 1 else {}),
     })
 
 
@@ -207,7 +212,8 @@ def bank_write_signature(banks: int, addr_bits: int, word) -> wiring.Signature:
 
 
 def mask_layout(s: EpreSizes) -> data.StructLayout:
-    """One selector result: query row, dominant flag, score-mask row (bit j = key j)."""
+    """One selector result: query row (within its run), dominant flag, score-mask row (bit
+    j = key j)."""
     return data.StructLayout({"row": unsigned(_bits(s.n_max)), "dominant": 1,
                               "mask": unsigned(s.n_max)})
 

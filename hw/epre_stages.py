@@ -525,9 +525,11 @@ class EpreControl(wiring.Component):
             m.d.sync += self.cycles.eq(self.cycles + 1)
 
         def start_stage1(k: bool):
+            # the query phase starts in IDLE, as the run is latched: its q_base comes from
+            # the stream's payload
             m.d.comb += self.wb_clear_all.eq(1)
             m.d.sync += [ph_k.eq(int(k)), ph_s2.eq(0), kw.eq(0), j.eq(0), g.eq(0),
-                         xa_base.eq(run.kv_base if k else 0),
+                         xa_base.eq(run.kv_base if k else self.run.payload.q_base),
                          wa_base.eq(s.dh_max * s.dw_max if k else 0)]
 
         def start_stage2():

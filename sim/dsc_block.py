@@ -150,7 +150,7 @@ def run_block(cfg: Config, case: BlockCase, *, stall: float = 0.0, seed: int | N
               waves: bool = False, progress=None, session=None,
               ep_schedule: str = "auto", cfse_overlap: bool | str = "auto",
               fuse_gelu: bool = True, share_w: bool = True, key_queue: bool = True,
-              q_early: bool | str = "auto") -> dict:
+              q_early: bool | str = "auto", q_split: tuple = ()) -> dict:
     """Every core segment of ``case`` the DSC runs (LN, EP on the EPRE, its GEMMs, softmax,
     GELU + requant, FFN-Reuse unit: ``sim.dsc_program.block_program``) through the Verilated
     DSC (one program, one run;
@@ -163,14 +163,14 @@ def run_block(cfg: Config, case: BlockCase, *, stall: float = 0.0, seed: int | N
     straight from OMEM (GELU_OMEM; ``sim.dsc_program.block_jobs``); ``share_w``: the EPRE's
     Wq / Wk teed from the Q|K|V product's GMEM_LOAD where it applies
     (``sim.dsc_program.build_program``); ``key_queue``: exact keys' runs queued or in order;
-    ``q_early``: queued runs' Q projection dense beside them
-    (``sim.dsc_program.block_program``)."""
+    ``q_early``: queued runs' Q projection dense beside them; ``q_split``: queued runs in
+    sub-runs from these query rows (``sim.dsc_program.block_program``)."""
     from .dsc_program import block_program, gemm_bodies, read_results, stage_durations
     from .dsc_rtl import rtl_dsc
     jobs, prog, used = block_program(cfg, case.rec, case.rec_sample, ep_schedule,
                                      cfse_overlap=cfse_overlap, fuse_gelu=fuse_gelu,
                                      share_w=share_w, key_queue=key_queue,
-                                     q_early=q_early)
+                                     q_early=q_early, q_split=q_split)
     if session is not None:      # a DscSession: one simulator for many block iterations
         runs, report = session.run([prog]), {}
     else:

@@ -226,6 +226,10 @@ class PredictJob:
     exact keys (EPRE_KLOAD into its Kh banks, run flag ``k_given``, only Wq^T loaded); with
     ``k_pack`` as key rows, each key's d_head W-bit elements packed densely (``kpack``:
     ``ceil(d_head W / D)`` beats a key instead of ``ceil(d_head / Le)`` EPRE words).
+    ``q_split`` (queued runs only, issue 19): each head's queries scored in **sub-runs**
+    starting at row 0 and at these rows (multiples of the EPRE's units; run field
+    ``q_base``), every sub-run but the last with ``k_hold`` so the head's keys stay in its
+    Kh buffer, each with its EPRE_STORE into the head's mask rows.
     ``k_acc``: per head the keys' K_h accumulators (N_k, d_head) as the SDUE leaves them in
     OMEM (here an OMEM_LOAD puts them there), and ``k_shift`` per head (None: the ideal
     host's ``stage1_shift``): EPRE_KOMEM requantises them into the Kh banks on the core
@@ -254,6 +258,7 @@ class PredictJob:
     k_queue: bool = True            # "block": queued runs (``_queued_order``), else in order
     q_early: bool = False           # queued: Q_h dense before EPRE_STORE_h (``split_qkv``)
     k_pack: bool = False            # k_exact: EPRE_KLOAD of packed key rows (``kpack``)
+    q_split: tuple = ()             # queued: sub-runs' first query rows after 0 (``q_base``)
 
     @property
     def exact(self) -> bool:
@@ -585,7 +590,8 @@ EP_SCHEDULES = ("auto", "overlap", "sequential")
 def block_program(cfg: Config, rec: dict, sample: int = 0, schedule: str = "auto",
                   bus_bits: int = 64, cfse_overlap: bool | str = "auto",
                   fuse_gelu: bool = True, share_w: bool = True,
-                  key_queue: bool = True, q_early: bool | str = "auto") -> tuple:
+                  key_queue: bool = True, q_early: bool | str = "auto",
+                  q_split: tuple = ()) -> tuple:
     """A block iteration's jobs and program under an EP ``schedule``: ``overlap`` (EP beside
     the K / V projection), ``sequential`` (EP, then one Q/K/V product) or ``auto`` **[choice]**:
     both are built and the one :func:`exion.golden.dsc_cycles.program_cycles` estimates
@@ -607,7 +613,8 @@ def block_program(cfg: Config, rec: dict, sample: int = 0, schedule: str = "auto
     projection on every row, before its EPRE_STORE, beside its run (True), after it with
     the dominant rows skipped (False), or ``"auto"`` **[choice]**: both, keeping the faster
     estimate (a tie keeps False, which computes fewer rows); ``program.q_early`` says
-    which."""
+    which. ``q_split`` (queued exact keys only): each head's EPRE sub-runs' first query rows
+    after 0 (``PredictJob.q_split``)."""
     from exion.golden.dsc_cycles import program_cycles
     if schedule not in EP_SCHEDULES:
         raise ExionError(f"EP schedule {schedule!r}: expected one of {', '.join(EP_SCHEDULES)}")
@@ -620,9 +627,12 @@ def block_program(cfg: Config, rec: dict, sample: int = 0, schedule: str = "auto
         raise ExionError("exact keys (ep_keys = 'exact') need the overlapped EP schedule "
                          "with the EPRE's weights shared; drop --ep-schedule sequential "
                          "/ --no-shared-weights")
+    if tuple(q_split) and not (exact and key_queue):
+        raise ExionError("EPRE sub-runs (q_split) need exact keys (ep_keys = 'exact') with "
+                         "the key queue on")
     kw = dict(sample=sample, schedule="overlap" if exact else schedule, bus_bits=bus_bits,
               cfse_overlap=cfse_overlap, fuse_gelu=fuse_gelu, share_w=share_w,
-              key_queue=key_queue)
+              key_queue=key_queue, q_split=tuple(q_split))
     if not (exact and key_queue) or q_early is False:
         return _block_program(cfg, rec, q_dense=False, **kw)
     if q_early is True:
@@ -634,7 +644,7 @@ def block_program(cfg: Config, rec: dict, sample: int = 0, schedule: str = "auto
 
 def _block_program(cfg: Config, rec: dict, sample: int, schedule: str, bus_bits: int,
                    cfse_overlap: bool | str, fuse_gelu: bool, share_w: bool, key_queue: bool,
-                   q_dense: bool) -> tuple:
+                   q_dense: bool, q_split: tuple = ()) -> tuple:
     """:func:`block_program` for one ``q_dense`` (checked arguments)."""
     from exion.golden.dsc_cycles import program_cycles
 
@@ -642,7 +652,7 @@ def _block_program(cfg: Config, rec: dict, sample: int, schedule: str, bus_bits:
         jobs = block_jobs(*a, q_dense=q_dense, **kw)
         for j in jobs:
             if isinstance(j, PredictJob) and j.k_path == "block":
-                j.k_queue = key_queue
+                j.k_queue, j.q_split = key_queue, q_split
         return jobs
     co = cfse_overlap is not False
     cand: dict = {}
@@ -1377,6 +1387,7 @@ def _epre_descs(cfg: Config, job: PredictJob, descs: list, data: _Image, ib: dic
                          f"brings it in (build it without share_w)")
     st, wl, kl, runs = [], [], [], []
     queued = job.k_path == "block" and double is not None and job.k_queue
+    bounds = _sub_run_bounds(job, sz, x.shape[0], queued)
     for h in range(heads):
         pj = prepare(cfg, sz, x, job.wq[h], None if exact else job.wk[h], job.k,
                      int(job.shifts[h][0]), None if exact else int(job.shifts[h][1]),
@@ -1410,14 +1421,27 @@ def _epre_descs(cfg: Config, job: PredictJob, descs: list, data: _Image, ib: dic
         else:
             kl.append([])
         dst = data.alloc(pj.n_q * ib["emask"] * bb)
-        ep = {**pj.run, **({"w_buf": buf} if "w_buf" in pj.run else {}),
-              **({"k_buf": h % 2, "k_wait": 1} if queued else {})}
+        st.append((dst, pj.n_q))
+        if queued:
+            runs.append([])
+            for j, (a, b) in enumerate(zip(bounds, bounds[1:])):
+                sp = pj if len(bounds) == 2 else prepare(
+                    cfg, sz, x, job.wq[h], None, job.k, int(job.shifts[h][0]), None,
+                    None if job.q_th_int is None else int(job.q_th_int[h]), job.polarity,
+                    job.lod_terms, name=f"{job.name}[{h}.{j}]", k_exact=keys[h],
+                    q_rows=(a, b))
+                ep = {**sp.run, "w_buf": buf, "k_buf": h % 2, "k_wait": 1,
+                      "k_hold": int(b < bounds[-1])}
+                runs[-1].append({"op": OPS["EPRE"], "count": sp.n_q, "run": pack(rl, ep),
+                                 "ep": ep, "job": job.name,
+                                 "dst": dst + a * ib["emask"] * bb})
+            continue
+        ep = {**pj.run, **({"w_buf": buf} if "w_buf" in pj.run else {})}
         runs.append({"op": OPS["EPRE"], "count": pj.n_q, "run": pack(rl, ep), "ep": ep,
                      "job": job.name, "dst": dst})
-        st.append((dst, pj.n_q))
     if queued:
         _queued_order(descs, wl, runs, double, job.name, job.q_early)
-        return ("epmask", (heads, x.shape[0]), st)
+        return ("epmask", (heads, x.shape[0], tuple(bounds[:-1])), st)
     if double is not None:
         _double_order(descs, wl, kl, runs, double, job.name, job.k_path == "block")
         return ("epmask", (heads, x.shape[0]), st)
@@ -1537,6 +1561,22 @@ def _double_order(descs: list, wl: list, kl: list, runs: list, double: tuple, na
         descs.extend(q[h])
 
 
+def _sub_run_bounds(job: PredictJob, sz, n: int, queued: bool) -> list[int]:
+    """The query rows ``[0, *job.q_split, n]`` where a head's sub-runs start and the last
+    ends; a split needs queued runs and starts at multiples of the EPRE's units."""
+    split = [int(a) for a in job.q_split]
+    if not split:
+        return [0, n]
+    if not queued:
+        raise ExionError(f"EPRE job {job.name}: sub-runs (q_split) need the queued runs of "
+                         "exact keys (ep_keys = 'exact', the key queue on)")
+    b = [0, *split, n]
+    if any(lo >= hi for lo, hi in zip(b, b[1:])) or any(a % sz.units for a in split):
+        raise ExionError(f"EPRE job {job.name}: q_split = {tuple(split)} must rise inside "
+                         f"1 .. {n - 1} in multiples of the EPRE's {sz.units} units")
+    return b
+
+
 def _queued_order(descs: list, wl: list, runs: list, double: tuple, name: str,
                   q_early: bool = False):
     """The queued order of exact keys in a block (issue 19, ``k_queue``): every run has
@@ -1547,26 +1587,37 @@ def _queued_order(descs: list, wl: list, runs: list, double: tuple, name: str,
     EPRE_0, WLOAD_1, EPRE_1, kv_0, [kv_(h+1), EPRE_STORE_h, q_h, WLOAD_(h+2), EPRE_(h+2)]``
     (WLOAD_(h+2) after q_h, whose Q_h columns come from buffer h mod 2). ``q_early``
     (``split_qkv``'s dense Q, which needs no mask): q_h before EPRE_STORE_h, beside run h.
+    ``runs[h]``: head h's sub-runs (``q_split``), queued in the same way run by run: run
+    r + 2 of the flattened list after run r's EPRE_STORE (after q_h when r is head h's
+    last), with its head's WLOAD when it is that head's first.
     """
     from exion.hw.dsc import OPS
     kv, q = double
     heads = len(runs)
-    for h in range(min(2, heads)):
-        descs.extend(wl[h])
-        descs.append(_overlapped(runs[h]))
+    flat = [(h, j, r) for h, rs in enumerate(runs) for j, r in enumerate(rs)]
+
+    def hand(i):
+        if i < len(flat):
+            h, j, r = flat[i]
+            if j == 0:
+                descs.extend(wl[h])
+            descs.append(_overlapped(r))
+    hand(0)
+    hand(1)
     descs.extend(kv[0])
+    i = 0
     for h in range(heads):
         if h + 1 < heads:
             descs.extend(kv[h + 1])
         if q_early:
             descs.extend(q[h])
-        descs.append({"op": OPS["EPRE_STORE"], "count": runs[h]["count"], "kq": 1,
-                      "dst": runs[h]["dst"], "job": name})
-        if not q_early:
-            descs.extend(q[h])
-        if h + 2 < heads:
-            descs.extend(wl[h + 2])
-            descs.append(_overlapped(runs[h + 2]))
+        for j, r in enumerate(runs[h]):
+            descs.append({"op": OPS["EPRE_STORE"], "count": r["count"], "kq": 1,
+                          "dst": r["dst"], "job": name})
+            if not q_early and j == len(runs[h]) - 1:
+                descs.extend(q[h])
+            hand(i + 2)
+            i += 1
 
 
 def _overlapped(run: dict) -> dict:
@@ -1583,11 +1634,12 @@ def _words_n(words: np.ndarray, per_bytes: int) -> np.ndarray:
     return out
 
 
-def _epre_items(cfg: Config, raw: np.ndarray, n_k: int) -> np.ndarray:
+def _epre_items(cfg: Config, raw: np.ndarray, n_k: int, starts=(0,)) -> np.ndarray:
     """(N_q, n_k + 1) bool (mask row, then the dominant flag) from EPRE mask items, which
-    must come in row order (an item carrying another row index reads as a dominant row
-    with no key, which the EPRE never produces: a dominant row keeps its top-1 key, or
-    every key under keep_all)."""
+    must come in row order, each carrying its row within its run (the runs start at
+    ``starts``: sub-runs; an item carrying another row index reads as a dominant row with
+    no key, which the EPRE never produces: a dominant row keeps its top-1 key, or every key
+    under keep_all)."""
     from exion.hw.dsc import dsc_epre_sizes
     from exion.hw.epre import mask_layout
     from .payload import unpack
@@ -1595,7 +1647,7 @@ def _epre_items(cfg: Config, raw: np.ndarray, n_k: int) -> np.ndarray:
     out = np.zeros((raw.shape[0], n_k + 1), bool)
     for i, item in enumerate(raw):
         v = unpack(lay, int.from_bytes(item.tobytes(), "little"))
-        if int(v["row"]) != i:
+        if int(v["row"]) != i - max(a for a in starts if a <= i):
             out[i, n_k] = True
             continue
         out[i, :n_k] = [(int(v["mask"]) >> j) & 1 for j in range(n_k)]
@@ -1630,11 +1682,12 @@ def read_results(cfg: Config, prog: DscProgram, image: np.ndarray) -> list[np.nd
         if isinstance(case, tuple) and case[0] == "gelu_omem":
             outs.append(_gelu_omem_result(cfg, case[1], case[2], tiles, st, image, wbytes))
             continue
-        if case == "epmask":            # EPRE mask items, per head
-            heads, T = tiles
+        if case == "epmask":            # EPRE mask items, per head (its sub-runs' starts)
+            heads, T, *starts = tiles
             ebytes = item_beats(cfg, prog.bus_bits)["emask"] * prog.bus_bits // 8
             outs.append(np.stack([_epre_items(cfg, np.asarray(
-                image[a:a + n * ebytes], np.uint8).reshape(n, ebytes), T) for a, n in st]))
+                image[a:a + n * ebytes], np.uint8).reshape(n, ebytes), T, *starts)
+                for a, n in st]))
             continue
         if case == "ffmask":            # FFN-Reuse mask items
             (addr, n), = st

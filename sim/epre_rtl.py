@@ -111,24 +111,47 @@ def _words(a: np.ndarray, L: int) -> np.ndarray:
 
 def prepare(cfg: Config, sizes: Sizes, x, wq, wk, k, shift_q=None, shift_k=None,
             q_th_int=None, polarity: str = "top1", lod_terms=None, x_kv=None,
-            name: str = "case", k_exact=None) -> EpreJob:
+            name: str = "case", k_exact=None, q_rows=None) -> EpreJob:
     """Golden prediction + the memory images and run descriptor that make the RTL do it.
-    ``k_exact``: exact keys (``wk`` None), written into the Kh banks, run flag ``k_given``."""
-    res = epre(cfg, x, wq, wk, k, shift_q=shift_q, shift_k=shift_k,
-               q_th_int=q_th_int, polarity=polarity, lod_terms=lod_terms, x_kv=x_kv,
-               k_exact=k_exact)
+    ``k_exact``: exact keys (``wk`` None), written into the Kh banks, run flag ``k_given``.
+    ``q_rows`` = (a, b): a **sub-run** (issue 19): X holds every row of ``x`` (the keys of a
+    self-attention), the run scores queries a .. b - 1 (a a multiple of the units: run field
+    ``q_base``) with the whole head's stage-1 shifts (``shift_q`` / ``shift_k`` None: the
+    ideal host's over all rows), so its rows are rows a .. b - 1 of the whole run's."""
     x = np.asarray(x, dtype=np.int64)
+    q_lo = 0
+    if q_rows is not None:
+        q_lo, q_hi = (int(v) for v in q_rows)
+        if x_kv is not None:
+            raise ExionError(f"EPRE job {name}: q_rows (a sub-run) is for self-attention; "
+                             "give no x_kv")
+        if x.shape[0] > sizes.n_max:
+            raise ExionError(f"EPRE job {name}: X has {x.shape[0]} rows, this EPRE holds "
+                             f"{sizes.n_max}")
+        if not (0 <= q_lo < q_hi <= x.shape[0]) or q_lo % sizes.units:
+            raise ExionError(f"EPRE job {name}: q_rows = {tuple(q_rows)} must be a < b <= "
+                             f"N = {x.shape[0]} with a a multiple of the {sizes.units} units")
+        if shift_q is None or (k_exact is None and shift_k is None):
+            whole = epre(cfg, x, wq, wk, k, shift_q=shift_q, shift_k=shift_k,
+                         lod_terms=lod_terms, k_exact=k_exact)
+            shift_q, shift_k = whole.shift_q, None if k_exact is not None else whole.shift_k
+        x_kv = None if k_exact is not None else x
+    res = epre(cfg, x if q_rows is None else x[q_lo:q_hi], wq, wk, k, shift_q=shift_q,
+               shift_k=shift_k, q_th_int=q_th_int, polarity=polarity, lod_terms=lod_terms,
+               x_kv=x_kv, k_exact=k_exact)
+    if q_rows is not None:
+        x_kv = None
     given = k_exact is not None
     xk = x if x_kv is None else np.asarray(x_kv, dtype=np.int64)
     wq = np.asarray(wq, dtype=np.int64)
     U, L = sizes.units, sizes.lanes
-    n_q, d = x.shape
+    n_q, d = res.qh.shape[0], x.shape[1]
     n_k = res.kh.shape[0]
     d_head = wq.shape[1]
     if res.lod_terms == 2 and cfg.lod_terms == 1:   # TS-LOD hardware also runs LOD mode
         raise ExionError(f"lod_terms = {res.lod_terms}: this EPRE was generated with "
                          f"lod_terms = {cfg.lod_terms} (LOD-only hardware has no TS-LOD mode)")
-    for nm, v, lim in (("N_q", n_q, sizes.n_max), ("N_k", n_k, sizes.n_max),
+    for nm, v, lim in (("N_q", q_lo + n_q, sizes.n_max), ("N_k", n_k, sizes.n_max),
                        ("d", d, sizes.d_max), ("d_head", d_head, sizes.dh_max)):
         if v > lim:
             raise ExionError(f"{nm} = {v} exceeds this EPRE's maximum {lim} "
@@ -166,6 +189,7 @@ def prepare(cfg: Config, sizes: Sizes, x, wq, wk, k, shift_q=None, shift_k=None,
         kh_words = _words(kp, L).reshape(gk, U, hw, L).transpose(0, 2, 1, 3) \
             .reshape(gk * hw, U, L)
     run = {"n_q": n_q, "n_k": n_k, "q_groups": gq, "k_groups": gk, "kv_base": kv_group * dw,
+           "q_base": q_lo // U * dw,
            "d_words": dw, "d_head": d_head, "h_words": hw,
            "shift_q": res.shift_q, "shift_k": res.shift_k, "k_n": res.k_n,
            "q_th": 0 if q_th_int is None else min(int(q_th_int), 2 ** cfg.acc_width),
@@ -174,7 +198,8 @@ def prepare(cfg: Config, sizes: Sizes, x, wq, wk, k, shift_q=None, shift_k=None,
     if getattr(sizes, "w_bufs", 1) > 1:
         run["w_buf"] = 0        # the DSC's double-buffered W memory: the host picks the buffer
     if getattr(sizes, "k_bufs", 1) > 1:
-        run["k_buf"] = run["k_wait"] = 0    # the DSC's Kh buffers: the host queues runs
+        run["k_buf"] = run["k_wait"] = run["k_hold"] = 0   # the DSC's Kh buffers: the host
+        #                                                    queues runs
     return EpreJob(name, x_words, w_addrs, w_words, run, n_q, n_k, d, d_head, gq, gk, hw,
                    golden=res, kh_words=kh_words)
 

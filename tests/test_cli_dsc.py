@@ -97,6 +97,21 @@ def test_sim_block_exact_keys(cli_run, trace, tmp_path):
     assert code != 0 and "exact keys" in err and len(err.strip().splitlines()) == 1, err
 
 
+def test_sim_block_q_split(cli_run, trace, tmp_path, capsys):
+    """``--q-split 6,12``: each head's run in three sub-runs (12 EPRE runs for 4 heads),
+    PASS with cycles == model; a split off the EPRE's unit grid, or text, refused in one
+    line."""
+    r, out = _exact_keys_run(cli_run, trace, tmp_path, "--q-split", "6,12")
+    assert r["q_split"] == [6, 12] and "sub-runs from rows 0,6,12" in out
+    args = ("sim", "block", "--trace", str(trace[0]), "--block", "1", "--iter", "0",
+            "--ep-keys", "exact", "--q-split")
+    code, out, err = cli_run(*args, "5")
+    assert code != 0 and "q_split" in err and len(err.strip().splitlines()) == 1, err
+    with pytest.raises(SystemExit):           # argparse: usage and one error line
+        cli_run(*args, "six")
+    assert "comma-separated" in capsys.readouterr().err
+
+
 @pytest.mark.long
 def test_sim_block_exact_keys_orders(cli_run, trace, tmp_path):
     """``--q-early off`` and ``--no-key-queue``: PASS with cycles == model, each slower than

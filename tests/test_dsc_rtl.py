@@ -1076,6 +1076,54 @@ def test_block_exact_keys_store_tee(model, it):
     assert program_cycles(TOY, late.descs, late.bus_bits)["total"] > r["estimate"]["total"]
 
 
+@pytest.mark.parametrize("split", [(6, 12), (3,)])
+def test_block_exact_keys_sub_runs(model, split):
+    """EPRE sub-runs (issue 19): each head's queued run split at the query rows ``split``
+    (run field ``q_base``; every sub-run but a head's last with ``k_hold``, so its keys stay
+    in the head's Kh buffer), each with its EPRE_STORE into the head's mask rows, on the toy
+    DSC (3 EPRE units: sub-runs of 3 .. 10 rows): bit-exact against golden.dsc, cycles
+    equal to the model. A sub-run that does not hold its keys (``k_hold`` cleared) leaves
+    the next one waiting for keys no store tees: the cycle model refuses the program
+    (``test_dsc_cycles``) and the DSC would never end."""
+    case, r = _exact_block(model, 0, q_split=split)
+    runs, tees, stores, _ = _order_of(r["descs"])
+    per = len(split) + 1
+    assert len(runs) == len(stores) == 4 * per and len(tees) == 4
+    holds = [r["descs"][i]["ep"]["k_hold"] for i in runs]
+    assert holds == ([1] * (per - 1) + [0]) * 4
+    firsts = [r["descs"][i]["ep"]["q_base"] for i in runs[:per]]
+    assert firsts[0] == 0 and all(b > a for a, b in zip(firsts, firsts[1:]))
+    assert [r["descs"][i]["count"] for i in runs[:per]] == [
+        b - a for a, b in zip((0,) + split, split + (16,))]
+
+
+def test_sub_runs_need_their_held_keys(model):
+    """The cycle model of sub-runs (no RTL): a sub-run that frees its head's Kh buffer
+    (``k_hold`` cleared) leaves the next sub-run waiting for keys no store tees, and a
+    head's last sub-run that keeps it (``k_hold`` set) blocks the next tee into it: both
+    programs are refused (the DSC would never end); q_split off the EPRE's unit grid or
+    without exact queued keys is refused with one line."""
+    from exion.errors import ExionError
+    from exion.golden.dsc_cycles import program_cycles
+    from exion.sim.dsc_program import block_program
+    meta = {**META, "exion": {**META["exion"], "ep_keys": "exact", "q_th": 0.5}}
+    case = block_case(model, meta, 1, 0)
+    _, prog, _ = block_program(TOY, case.rec, case.rec_sample, q_split=(6, 12))
+    assert program_cycles(TOY, prog.descs, prog.bus_bits)["total"] > 0
+    runs = [d for d in prog.descs if d["op"] == dcy.OPS["EPRE"]]
+    for i, msg in ((0, "no earlier OMEM_STORE"), (2, "holds it")):
+        descs = [dict(d) for d in prog.descs]
+        j = prog.descs.index(runs[i])
+        descs[j]["ep"] = {**descs[j]["ep"], "k_hold": 1 - descs[j]["ep"]["k_hold"]}
+        with pytest.raises(ExionError, match=msg):
+            program_cycles(TOY, descs, prog.bus_bits)
+    for bad in ((5,), (6, 6), (18,)):
+        with pytest.raises(ExionError, match="q_split"):
+            block_program(TOY, case.rec, case.rec_sample, q_split=bad)
+    with pytest.raises(ExionError, match="sub-runs"):
+        block_program(TOY, block_case(model, META, 1, 0).rec, 0, q_split=(6,))
+
+
 @pytest.mark.long
 def test_block_exact_keys_orders(model):
     """The three built orders of exact keys on Verilator, both iterations: in order

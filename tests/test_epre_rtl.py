@@ -126,6 +126,36 @@ def test_epre_rtl_exact_keys(preset):
         np.testing.assert_array_equal(r.kh, c["k_exact"], err_msg=r.name)   # the host's K
 
 
+def test_epre_rtl_sub_runs(preset):
+    """Sub-runs (issue 19, run field ``q_base``): X holds every row, a run scores the queries
+    from a multiple of the units on, with the whole head's stage-1 shifts; predicted and
+    exact keys. Each sub-run bit-exact with cycles equal to the model, and the sub-runs'
+    rows are the whole run's rows (masks, dominant flags, Qh): the split changes nothing
+    the SDUE sees. A run that ignored ``q_base`` scores rows 0.. again and fails it."""
+    rng = np.random.default_rng(15)
+    print("sub-run cases: seed 15")
+    lo, hi = preset.wmin, preset.wmax + 1
+    U, L = preset.epre_unit_count, preset.lanes
+    n, d, dh = 2 * U + 5, 2 * L + 3, L + 1
+    x, wq, wk = (rng.integers(lo, hi, sh) for sh in ((n, d), (d, dh), (d, dh)))
+    kx = rng.integers(lo, hi, (n, dh))
+    cuts = [(0, U), (U, 2 * U), (2 * U, n)]
+    base = dict(x=x, wq=wq, k=0.3, q_th_int=3000)
+    cases = []
+    for tag, extra in (("pred", dict(wk=wk)), ("exact", dict(wk=None, k_exact=kx))):
+        cases.append(dict(name=f"{tag}-whole", **base, **extra))
+        cases += [dict(name=f"{tag}-rows{a}-{b}", q_rows=(a, b), **base, **extra)
+                  for a, b in cuts]
+    runs, _ = rtl_predict_many(preset, cases, run_name="sub_runs")
+    check(runs)
+    for i in (0, len(cuts) + 1):
+        whole, parts = runs[i], runs[i + 1:i + 1 + len(cuts)]
+        for f in ("score_mask", "dominant", "qh"):
+            np.testing.assert_array_equal(np.concatenate([getattr(p, f) for p in parts]),
+                                          getattr(whole, f), err_msg=f"{whole.name}: {f}")
+        assert parts[1].qh.shape[0] == U
+
+
 def test_epre_rtl_backpressure(preset):
     sel = [c for c in cases(preset, 12) if c["name"] in
            ("random-k0.5", "random-keep_all", "ties-at-kth", "cross-attention")]

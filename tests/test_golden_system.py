@@ -699,7 +699,7 @@ def test_doc_ordering_tables_complete():
     doc = _doc_ordering()
     assert set(doc) == {(s, m) for s in ("exion4", "exion24") for m in ws.MODELS}
     assert set(doc.values()) <= {"yes", "no"}
-    assert doc[("exion4", "mld")] == "yes" and doc[("exion24", "sd")] == "no"
+    assert doc[("exion4", "mld")] == "yes" and doc[("exion24", "sd")] == "yes"
 
 
 def test_ordering_check_can_fail(monkeypatch):
@@ -1098,6 +1098,110 @@ def test_epre_schedule_q_by_hand(before, after, exposed):
     if exposed:     # store-queue-q: 10 cycles of dense Q beside each run, before the wait
         r = sy.epre_schedule_q(before, after, [20, 20, 20], [30, 30, 30], [10, 10, 10])
         assert r["waits"] == [30, 20, 40] and r["span"] == 180 + 90 == r["sdue"] + 90
+
+
+def test_epre_schedule_sub_by_hand():
+    # one head, K/V 20, 10 cycles of dense Q beside, three sub-runs (before, after, rest):
+    # run 0 starts at 0, its keys are in at 20: ends max(5, 20) + 10 = 30; the SDUE reaches
+    # it at 30 (no wait), rest 30..70, run 2 handed over at 70. Run 1 (handed over at 0)
+    # starts at 30: max(35, 20) + 20 = 55 < 70, no wait, rest 70..110. Run 2 starts at
+    # max(55, 70): 75 + 60 = 135, the SDUE waits 25, rest 135..175.
+    r = sy.epre_schedule_sub([[(5, 10, 40), (5, 20, 40), (5, 60, 40)]], [20], [10])
+    assert r["waits"] == [0, 0, 25] and r["span"] == 175 and r["sdue"] == 150
+    with pytest.raises(ValueError):
+        sy.epre_schedule_sub([[(1, 1, 1)]], [1, 2])
+
+
+def test_epre_schedule_sub_with_one_run_a_head_is_the_queue():
+    # seeded random heads: one sub-run per head is epre_schedule_q's order, beside or not
+    rng = np.random.default_rng(73)
+    print("sub-runs vs queue: seed 73")
+    for _ in range(2000):
+        H = int(rng.integers(1, 9))
+        b, a = rng.uniform(0, 100, 2)
+        kv, rest, bes = (rng.uniform(0, 100, H) for _ in range(3))
+        q = sy.epre_schedule_q(b, a, kv, rest, bes)
+        s = sy.epre_schedule_sub([[(b, a, x)] for x in rest], kv, bes)
+        assert s["waits"] == pytest.approx(q["waits"]) and s["span"] == pytest.approx(q["span"])
+
+
+def test_sub_run_bounds_hide_each_run_behind_the_last():
+    # sub_run_bounds' rule on a seeded mask: starts on the EPRE's unit grid, the first of
+    # m x U rows, each next sub-run the longest whose run fits in the previous sub-run's
+    # scores GEMM (or all that is left), no tail shorter than U
+    rng = np.random.default_rng(74)
+    print("sub-run bounds: seed 74")
+    T, d, dh, tq = 512, 256, 64, 480
+    sm = rng.random((T, T)) < 0.8
+    lev = ("shared", "store-queue-q", "row")
+    kw = {"dataflow": "col-group", "bw": 64}
+    U = CFG.epre_unit_count
+    for first in (1, 2):
+        b, priced = sy.sub_run_bounds(CFG, sm, tq, first, (T, d, dh), lev, kw)
+        assert b[0] == 0 and b[1] == first * U and b[-1] == tq and len(b) >= 4
+        assert all(x % U == 0 for x in b[:-1]) and all(hi - lo >= U for lo, hi in
+                                                      zip(b, b[1:]))
+        for j in range(1, len(b) - 2):
+            budget = priced[b[j - 1], b[j]].cycles
+            n = b[j + 1] - b[j]
+            assert sum(sy.epre_phases(CFG, n, T, d, dh, lev)) <= budget
+            assert sum(sy.epre_phases(CFG, n + U, T, d, dh, lev)) > budget
+
+
+def test_block_sub_runs_keep_the_rows_and_the_work():
+    # sub-runs split a unit's scores by query rows: the same kept rows and softmax
+    # elements as one run, each sub-run's scores GEMM on its own rows, one P.V for them all
+    # (the same as one run's), the schedule's sub list summing to the head's cycles (the
+    # P.V on the last); only store-queue-q keys take them
+    blk = ws.Block("b", T=512, d=256, heads=4, ffn=512)
+    lev = ("shared", "store-queue-q", "row")
+    one = sy.block_gemms(CFG, blk, "ep", k=0.8, q_th=0.5, epre_levers=lev)
+    sub = sy.block_gemms(CFG, blk, "ep", k=0.8, q_th=0.5, epre_levers=lev, sub_first=1)
+    rows = sub["sub_rows"][0]
+    assert one["sub_rows"] == [[512]] and len(rows) > 2 and sum(rows) == 512
+
+    def scores(r):
+        return [x for x, _, _ in r["gemms"] if x.name.startswith("scores[0")]
+    assert len(scores(sub)) == len(rows)
+    assert sum(x.M for x in scores(sub)) == sum(x.M for x in scores(one))
+    pv = {k: [x for x, _, _ in r["gemms"] if x.name.startswith("pv[0")]
+          for k, r in (("one", one), ("sub", sub))}
+    assert len(pv["sub"]) == 1 and pv["sub"][0].cycles == pv["one"][0].cycles
+    assert sub["cfse"]["softmax_elements"] == one["cfse"]["softmax_elements"]
+    sch = sub["epre_sched"][0]
+    assert [len(h) for h in sch["sub"]] == [len(rows)] * 4
+    assert sch["head"][0] == sum(x[2] for x in sch["sub"][0])
+    assert one["epre_sched"][0]["sub"] is None
+    with pytest.raises(ExionError, match="sub-runs"):
+        sy.block_gemms(CFG, blk, "ep", k=0.8, epre_levers=("shared", "store-queue", "row"),
+                       sub_first=1)
+
+
+def test_sub_runs_make_ep_pay_on_sd_64x64_exion24():
+    # SD's 64 x 64 level on EXION-24 (8 heads in 3 chunks: one unit a core, k = 0.8): one
+    # EPRE run a unit exposes most of its 4,096-key stage 2 and EP is slower than Base;
+    # sub-runs hide all but the first behind the scores of the row blocks the previous one
+    # completed, and EP pays (a schedule that ignored the sub-runs, or row blocks that
+    # did not span sub-runs, the kept rows compacted within each, fails it: shown once by
+    # hand)
+    m = ws.MODELS["sd"]
+    blk = m.blocks[0]
+    assert blk.T == 4096
+    kw = dict(bw=64, dataflow="col-group", s=m.s, k=m.k, q_th=m.q_th, context_kv=False)
+    e24 = sy.SYSTEMS["exion24"]
+    lev = ("shared", "store-queue-q", "row")
+
+    def on(mode, **k):
+        r = sy.block_gemms_cached(CFG, blk, mode, attn_split=3, **kw, **k)
+        return r, sy.block_on_system(e24, r)
+    base = on("base")[1]["cycles"]
+    sub_r, sub = on("ep", epre_levers=lev, sub_first=2)
+    one_r, one = on("ep", epre_levers=lev)
+    assert sub["cycles"] < base < one["cycles"]
+    rows = sub_r["sub_rows"][0]
+    assert len(rows) > 2 and one_r["sub_rows"][0] == [sum(rows)]
+    assert sub["epre_cycles"] < 0.1 * one["epre_cycles"]
+    assert sub["parts"]["attention"] <= one["parts"]["attention"] * 1.001
 
 
 def test_store_queue_q_computes_q_dense():

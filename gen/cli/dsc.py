@@ -93,10 +93,25 @@ def register_sim(ssub) -> None:
                         "row before its masks are stored, beside its run (on), or after "
                         "them with the dominant rows skipped (off); auto keeps the one the "
                         "cycle model estimates faster (default: %(default)s)")
+    b.add_argument("--q-split", type=_q_split, default=(), metavar="A,B,...",
+                   help="with exact keys and queued runs, score each head's queries in EPRE "
+                        "sub-runs starting at row 0 and at these rows (multiples of the "
+                        "DSC EPRE's units; docs/dsc.md \"Sub-runs\"; default: one run a "
+                        "head)")
     add_report(b, flag="--json")
     add_seed(b)
     add_waves(b)
     b.set_defaults(func=cmd_sim_block)
+
+
+def _q_split(text: str) -> tuple:
+    """``--q-split A,B,...`` -> (A, B, ...); a clear error for anything else."""
+    import argparse
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of query rows (e.g. 6,12)") from None
 
 
 def cmd_sim_block(args) -> int:
@@ -129,7 +144,8 @@ def cmd_sim_block(args) -> int:
                       progress=progress, ep_schedule=args.ep_schedule,
                       cfse_overlap=args.cfse_overlap, fuse_gelu=args.fuse_gelu,
                       share_w=args.share_w, key_queue=args.key_queue,
-                      q_early={"auto": "auto", "on": True, "off": False}[args.q_early])
+                      q_early={"auto": "auto", "on": True, "off": False}[args.q_early],
+                      q_split=args.q_split)
     except BenchFailure as e:
         print(f"FAIL: {e}")
         return 1
@@ -156,7 +172,9 @@ def cmd_sim_block(args) -> int:
         print("  exact keys teed into the EPRE's Kh banks by each head's K/V tile store "
               "(OMEM_STORE ktee); runs " + ("queued, waiting for their keys" if queued
                                             else "in order, after each tile")
-              + ("; Q projected densely beside them" if r["q_early"] else ""))
+              + ("; Q projected densely beside them" if r["q_early"] else "")
+              + (f"; sub-runs from rows 0,{','.join(map(str, args.q_split))}"
+                 if args.q_split else ""))
     if r["shared_w"]:
         print("  EPRE weights shared: " + (
             "the Q/K/V product's Q/K columns filled from the EPRE's W memory (GMEM_EFILL)"
@@ -185,6 +203,7 @@ def cmd_sim_block(args) -> int:
                                "ep_schedule": r["ep_schedule"], "ep_keys": keys,
                                "key_tees": sum(1 for d in r["descs"] if d.get("ktee")),
                                "key_queue": queued, "q_early": r["q_early"],
+                               "q_split": list(args.q_split),
                                "epre_wait_cycles": r["model"]["epre_wait"],
                                "epre_hidden_cycles": r["model"]["epre_hidden"],
                                "cfse_overlap": r["cfse_overlap"],

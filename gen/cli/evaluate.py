@@ -86,7 +86,8 @@ JSON layout (times in seconds, energies in joules, per generated image / clip / 
                           leak_mw_per_core, leak_mw_per_gm_mb, dataflow, gpu, and the
                           EPRE levers epre_fetch, epre_keys, epre_stage2,
                           epre_gather, docs/evaluate.md "EPRE levers"; shared,
-                          per-block, row, packed = the default design)
+                          per-block, row, packed = the default design; the schedules
+                          cond_layers and epre_sub_runs)
   energy_table_pj         the energy constants (docs/evaluate.md gives each source)
   seed, masks             synthetic-mask seed and kind (random | column)
   ep_key_corr             the synthetic EP masks' key correlation rho (--ep-key-corr)
@@ -129,7 +130,9 @@ JSON layout (times in seconds, energies in joules, per generated image / clip / 
       blocks                    per block and iteration kind: cycles_per_instance (on the
                                 system), core_cycles_1core, useful_macs, ffn_sparsity, mode (the
                                 mode the schedule ran: EP or not), attn_split, epre_keys
-                                (with EP: predicted or store-queue, the key path it ran), ...
+                                (with EP: predicted or store-queue, the key path it ran),
+                                ep_sub_rows (with EP: the query counts of a unit's EPRE
+                                runs; more than one: sub-runs), ...
 """
 
 
@@ -315,7 +318,8 @@ def register(sub) -> None:
                    help="a system preset or a TOML file (base = \"exion24\" plus overrides "
                         "of the system's fields, e.g. dscs, offchip_gb_per_s, core, or the "
                         "EPRE what-if levers epre_fetch / epre_keys / epre_stage2 / "
-                        "epre_gather, or cond_layers = \"per-step\" to run the step "
+                        "epre_gather, epre_sub_runs = \"off\" (one EPRE run a unit), "
+                        "or cond_layers = \"per-step\" to run the step "
                         "conditioning (DiT's adaLN modulation, the UNets' time embedding), "
                         "the condition encoder (EDGE's music encoder) and the "
                         "cross-attention contexts' K / V in every step instead of once "
