@@ -388,32 +388,8 @@ def epre_schedule_q(before: float, after: float, kv_heads, rest_heads,
     :func:`epre_schedule`."""
     if len(kv_heads) != len(rest_heads):
         raise ValueError("kv_heads and rest_heads must have one entry per head")
-    H = len(kv_heads)
-    beside = [0.0] * H if beside_heads is None else list(beside_heads)
-    hand = [0.0] * H
-    ready = [0.0] * H
-    ends: list = []
-    t, waits = 0.0, []
-
-    def end(h):
-        while len(ends) <= h:
-            i = len(ends)
-            s0 = max(ends[-1] if ends else 0.0, hand[i])
-            ends.append(max(s0 + before, ready[i]) + after)
-        return ends[h]
-    if H:
-        t = ready[0] = float(kv_heads[0])
-    for h in range(H):
-        if h + 1 < H:
-            t += kv_heads[h + 1]
-            ready[h + 1] = t
-        t += beside[h]
-        waits.append(max(0.0, end(h) - t))
-        t += waits[-1] + rest_heads[h]
-        if h + 2 < H:
-            hand[h + 2] = t
-    return {"exposed": float(sum(waits)), "span": t,
-            "sdue": float(sum(kv_heads) + sum(rest_heads) + sum(beside)), "waits": waits}
+    return epre_schedule_sub([[(before, after, r)] for r in rest_heads], kv_heads,
+                             beside_heads)
 
 
 def epre_schedule_sub(runs_heads, kv_heads, beside_heads=None) -> dict:
@@ -427,8 +403,8 @@ def epre_schedule_sub(runs_heads, kv_heads, beside_heads=None) -> dict:
 
         K/V_0, [K/V_(h+1), beside_h, [wait run (h, j), rest_(h,j)] for each j]
 
-    With one sub-run per head it is :func:`epre_schedule_q`. Returns ``exposed``, ``span``,
-    ``sdue`` and ``waits`` (one per sub-run)."""
+    :func:`epre_schedule_q` is the case of one sub-run per head. Returns ``exposed``,
+    ``span``, ``sdue`` and ``waits`` (one per sub-run)."""
     if len(kv_heads) != len(runs_heads):
         raise ValueError("kv_heads and runs_heads must have one entry per head")
     H = len(kv_heads)

@@ -1112,19 +1112,6 @@ def test_epre_schedule_sub_by_hand():
         sy.epre_schedule_sub([[(1, 1, 1)]], [1, 2])
 
 
-def test_epre_schedule_sub_with_one_run_a_head_is_the_queue():
-    # seeded random heads: one sub-run per head is epre_schedule_q's order, beside or not
-    rng = np.random.default_rng(73)
-    print("sub-runs vs queue: seed 73")
-    for _ in range(2000):
-        H = int(rng.integers(1, 9))
-        b, a = rng.uniform(0, 100, 2)
-        kv, rest, bes = (rng.uniform(0, 100, H) for _ in range(3))
-        q = sy.epre_schedule_q(b, a, kv, rest, bes)
-        s = sy.epre_schedule_sub([[(b, a, x)] for x in rest], kv, bes)
-        assert s["waits"] == pytest.approx(q["waits"]) and s["span"] == pytest.approx(q["span"])
-
-
 def test_sub_run_bounds_hide_each_run_behind_the_last():
     # sub_run_bounds' rule on a seeded mask: starts on the EPRE's unit grid, the first of
     # m x U rows, each next sub-run the longest whose run fits in the previous sub-run's
