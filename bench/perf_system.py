@@ -230,7 +230,7 @@ def lever_sweep(systems=("exion4", "exion24"), sets=None):
             row = _ordering_row(sysm)
             n = sum(r["ordered"] for r in row.values())
             out[sname][label] = {"levers": {k: getattr(sysm, k)
-                                            for k in (*sy.LEVERS, "epre_sub_runs")},
+                                            for k in (*sy.LEVERS, *sy.SCHEDULES)},
                                  "holds": n, "models": row}
             fails = [k for k, r in row.items() if not r["ordered"]]
             print(f"{sname:8} {label:24} ordering holds for {n} of {len(row)}"

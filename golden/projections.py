@@ -396,7 +396,8 @@ def epre_schedule_sub(runs_heads, kv_heads, beside_heads=None) -> dict:
     """:func:`epre_schedule_q` with each head's queries scored in **sub-runs** (issue 19,
     the DSC's ``q_split``: run field ``q_base``, ``k_hold``): ``runs_heads[h]`` lists head
     h's sub-runs as ``(before, after, rest)``, ``rest`` the SDUE work that needs that
-    sub-run's masks (its query rows' scores and P.V). The runs are queued in order over all
+    sub-run's masks (the scores of the row blocks it completes; the last's with the head's
+    P.V). The runs are queued in order over all
     heads (run r + 2 handed over after run r's rest), each starts when the previous one
     ends, does its stage 1 and enters stage 2 once its head's K_h | V_h tile has teed the
     keys (the sub-runs of a head share them); the SDUE waits for each sub-run's masks::

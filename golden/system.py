@@ -865,11 +865,9 @@ def epre_exposed_on(s: dict, n_cores: int, gather: str = "packed") -> float:
                                       rest)["exposed"]
     elif keys == "store-queue":       # queued runs, stage 2 once the keys are in
         exposed = epre_schedule_q(before, after, [kv] * h_seq, rest)["exposed"]
-    elif keys == "store-queue-q" and s.get("sub"):    # ... in sub-runs (the DSC's q_split)
-        exposed = epre_schedule_sub(s["sub"][:h_seq], [kv] * h_seq, [q] * h_seq)["exposed"]
-    elif keys == "store-queue-q":     # ... and the dense Q projection beside the run
-        exposed = epre_schedule_q(before, after, [kv] * h_seq,
-                                  [s["head"][h] for h in range(h_seq)], [q] * h_seq)["exposed"]
+    elif keys == "store-queue-q":     # ... the dense Q beside the run (or sub-runs: q_split)
+        runs = s.get("sub") or [[(before, after, s["head"][h])] for h in range(H)]
+        exposed = epre_schedule_sub(runs[:h_seq], [kv] * h_seq, [q] * h_seq)["exposed"]
     elif keys != "predicted":
         exposed = epre_schedule_k(before, after, [kv] * h_seq, rest)["exposed"]
     elif fetch_kind == "shared":      # the DSC's double-buffered order (built)

@@ -1084,7 +1084,7 @@ def test_block_exact_keys_sub_runs(model, split):
     DSC (3 EPRE units: sub-runs of 3 .. 10 rows): bit-exact against golden.dsc, cycles
     equal to the model. A sub-run that does not hold its keys (``k_hold`` cleared) leaves
     the next one waiting for keys no store tees: the cycle model refuses the program
-    (``test_dsc_cycles``) and the DSC would never end."""
+    (``test_sub_runs_need_their_held_keys``) and the DSC would never end."""
     case, r = _exact_block(model, 0, q_split=split)
     runs, tees, stores, _ = _order_of(r["descs"])
     per = len(split) + 1
